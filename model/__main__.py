@@ -1,0 +1,182 @@
+"""The worker's command line: ``python -m model <command> ...`` from the plugin folder.
+
+  detect RASTER --out chunks.gpkg --report report.html   score a raster with a model file
+  chunk RASTER --out chunks.gpkg [--export-folder DIR]    the chunk grid only (no TensorFlow)
+  train JOB.json                                          train from a job file (see model/training.py)
+  info [--model FILE]                                     versions, device and a model file's metadata
+  sample-scene OUT.tif                                    write a synthetic HiRISE-like test scene
+
+With --jsonl, stdout carries one JSON object per line for the QGIS algorithms (model/protocol.py).
+Exit status: 0 success, 2 a problem with the input (message says what to do), 1 a bug.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__, rules
+from .chunking import DEFAULT_MIN_VALID
+from .errors import EngineError
+from .protocol import Reporter
+
+
+def _detect(args, reporter: Reporter) -> None:
+    from .inference import DetectOptions, detect
+    from .report import detection_report
+    from .vector import write_geopackage
+
+    options = DetectOptions(
+        chunk_size=args.chunk_size,
+        stride=args.stride,
+        min_valid=args.min_valid,
+        batch_size=args.batch_size,
+        icy_threshold=args.icy_threshold,
+        hard_low=args.hard_low,
+        band=args.band,
+    )
+    detection = detect(args.raster, args.model, options, reporter)
+    if args.report:
+        detection_report(detection, args.report, args.band)
+        reporter.log(f"report: {os.path.abspath(args.report)}")
+    if args.out:
+        write_geopackage(args.out, detection.raster["crs_wkt"], detection.chunks, [detection.summary])
+        reporter.log(f"chunks and summary: {os.path.abspath(args.out)}")
+    reporter.result(detection.as_message())
+    if not reporter.jsonl:
+        s = detection.summary
+        print(f"{s['image_id']}: {s['category']} - {s['icy_chunks']} icy and {s['hard_chunks']} hard of {s['chunks']} chunks, mean p {s['mean_probability']:.3f}")
+
+
+def _chunk(args, reporter: Reporter) -> None:
+    from .chunking import export_chunk, iter_chunks, chunk_count
+    from .grid import chunk_wkt
+    from .raster import RasterSource
+    from .vector import write_geopackage
+
+    stride = args.stride or args.chunk_size
+    chunks = []
+    with RasterSource(args.raster, args.band) as source:
+        info = source.info
+        total = chunk_count(source, args.chunk_size, stride)
+        for sample in iter_chunks(source, args.chunk_size, stride, args.min_valid):
+            w = sample.window
+            chunks.append(dict(image_id=info.image_id, chunk_id=w.chunk_id, row=w.row, col=w.col, x_off=w.x_off, y_off=w.y_off, width=w.width, height=w.height,
+                               valid_fraction=round(sample.valid_fraction, 4), centre_valid_fraction=round(sample.centre_valid_fraction, 4), wkt=chunk_wkt(info.geotransform, w)))
+            if args.export_folder:
+                export_chunk(args.raster, w, args.export_folder, info.image_id)
+            reporter.progress((w.chunk_id + 1) / total)
+    reporter.log(f"{len(chunks)} of {total} chunks hold data around their centre")
+    if args.out:
+        write_geopackage(args.out, info.crs_wkt, chunks, [])
+    reporter.result({"chunks": chunks})
+
+
+def _train(args, reporter: Reporter) -> None:
+    from .training import run_job
+
+    with open(args.job, encoding="utf-8") as handle:
+        job = json.load(handle)
+    result = run_job(job, reporter)
+    reporter.result(result)
+    if not reporter.jsonl:
+        print(f"model: {result['model_path']}")
+
+
+def _info(args, reporter: Reporter) -> None:
+    from . import modelfile
+
+    info = {"engine": __version__, "python": sys.version.split()[0], "executable": sys.executable}
+    try:
+        import numpy
+        import tensorflow as tf
+        from osgeo import gdal, gdal_array  # noqa: F401  gdal_array breaks first when numpy is wrong
+
+        info.update(numpy=numpy.__version__, tensorflow=tf.__version__, gdal=gdal.__version__)
+        import keras
+
+        info["keras"] = keras.__version__
+        from .inference import compute_device
+
+        info["device"] = compute_device()
+    except ImportError as exc:
+        raise EngineError(f"The worker's Python lacks a package ({exc}). Run scripts/install in the plugin folder.") from None
+    info["model"] = modelfile.read_metadata(args.model)
+    info["model_path"] = modelfile.resolve_model_path(args.model)
+    reporter.result(info)
+    if not reporter.jsonl:
+        print(json.dumps(info, indent=2))
+
+
+def _sample_scene(args, reporter: Reporter) -> None:
+    from .synthetic import write_sample_scene
+
+    scene = write_sample_scene(args.out, width=args.width, height=args.height, rng_seed=args.seed)
+    reporter.log(f"sample scene: {os.path.abspath(args.out)} ({args.width} x {args.height} px)")
+    reporter.result({"path": os.path.abspath(args.out), "patches": scene.get("patches", [])})
+
+
+def _grid_arguments(parser, chunk_size_default):
+    parser.add_argument("--chunk-size", type=int, default=chunk_size_default, help="chunk side in raster pixels (default: %(default)s)")
+    parser.add_argument("--stride", type=int, default=None, help="grid step in pixels (default: the chunk size)")
+    parser.add_argument("--min-valid", type=float, default=DEFAULT_MIN_VALID, help="share of valid pixels needed in the chunk's central region (default: %(default)s)")
+    parser.add_argument("--band", type=int, default=0, help="band to use; 0 = automatic (single band, or the mean of all bands)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m model", description="HiRISE Ice Patches engine", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--jsonl", action="store_true", help="machine-readable JSON lines on stdout (for the QGIS plugin)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    detect = commands.add_parser("detect", help="score a raster's chunks for ice")
+    detect.add_argument("raster")
+    detect.add_argument("--model", default="", help="model file (*.hiriseice); default: the bundled model")
+    detect.add_argument("--out", help="GeoPackage to write (layers 'chunks' and 'summary')")
+    detect.add_argument("--report", help="HTML report to write")
+    _grid_arguments(detect, None)
+    detect.add_argument("--batch-size", type=int, default=16)
+    detect.add_argument("--icy-threshold", type=float, default=rules.ICY_THRESHOLD)
+    detect.add_argument("--hard-low", type=float, default=rules.HARD_LOW)
+    detect.set_defaults(run=_detect)
+
+    chunk = commands.add_parser("chunk", help="the chunk grid of a raster, without the network")
+    chunk.add_argument("raster")
+    chunk.add_argument("--out", help="GeoPackage to write")
+    chunk.add_argument("--export-folder", help="also write each chunk as a georeferenced GeoTIFF here")
+    _grid_arguments(chunk, 1024)
+    chunk.set_defaults(run=_chunk)
+
+    train = commands.add_parser("train", help="train or continue training a model from a job file")
+    train.add_argument("job", help="JSON job file (see model/training.py)")
+    train.set_defaults(run=_train)
+
+    info = commands.add_parser("info", help="engine versions, compute device and model metadata")
+    info.add_argument("--model", default="")
+    info.set_defaults(run=_info)
+
+    scene = commands.add_parser("sample-scene", help="write a synthetic HiRISE-like scene with ice patches")
+    scene.add_argument("out")
+    scene.add_argument("--width", type=int, default=4096)
+    scene.add_argument("--height", type=int, default=3072)
+    scene.add_argument("--seed", type=int, default=0)
+    scene.set_defaults(run=_sample_scene)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    reporter = Reporter(jsonl=args.jsonl)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        args.run(args, reporter)
+    except EngineError as exc:
+        reporter.error(exc.code, str(exc))
+        return 2
+    except KeyboardInterrupt:
+        reporter.error("cancelled", "Cancelled; no output was written.")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

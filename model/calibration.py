@@ -1,0 +1,71 @@
+"""Probability calibration (Platt scaling on the logit) and the statistics that judge it.
+
+A network trained with class weights and early stopping is over- or under-confident; Platt
+scaling fits p = sigmoid(a * logit + b) on held-out chunks by maximum likelihood, which keeps
+the ranking (ROC AUC) and makes the reliability diagram follow the diagonal.
+Pure numpy, so QGIS-side code and reports can use it.
+"""
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, np.float64)))
+
+
+def apply(logits: np.ndarray, calibration: Optional[Dict]) -> np.ndarray:
+    logits = np.asarray(logits, np.float64)
+    if not calibration:
+        return sigmoid(logits)
+    if calibration.get("method") != "platt":
+        raise ValueError(f"unknown calibration {calibration.get('method')!r}")
+    return sigmoid(calibration["a"] * logits + calibration["b"])
+
+
+def fit_platt(logits: Sequence[float], labels: Sequence[int], iterations: int = 100) -> Dict:
+    """Newton's method on the logistic log-likelihood, with Platt's smoothed targets against overfitting."""
+    z = np.asarray(logits, np.float64)
+    y = np.asarray(labels, np.float64)
+    positives, negatives = y.sum(), len(y) - y.sum()
+    target = np.where(y > 0.5, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+    a, b = 1.0, 0.0
+    for _ in range(iterations):
+        p = sigmoid(a * z + b)
+        w = np.maximum(p * (1 - p), 1e-12)
+        grad = np.array([np.sum((p - target) * z), np.sum(p - target)])
+        hess = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-9:
+            break
+    return {"method": "platt", "a": float(a), "b": float(b)}
+
+
+def reliability(probabilities: Sequence[float], labels: Sequence[int], bins: int = 10) -> List[Dict]:
+    """Per probability bin: mean predicted probability, observed icy share, count."""
+    p = np.asarray(probabilities, np.float64)
+    y = np.asarray(labels, np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    table = []
+    for i in range(bins):
+        members = index == i
+        n = int(members.sum())
+        table.append(
+            {
+                "low": float(edges[i]),
+                "high": float(edges[i + 1]),
+                "count": n,
+                "mean_predicted": float(p[members].mean()) if n else None,
+                "observed": float(y[members].mean()) if n else None,
+            }
+        )
+    return table
+
+
+def expected_calibration_error(probabilities: Sequence[float], labels: Sequence[int], bins: int = 10) -> float:
+    table = reliability(probabilities, labels, bins)
+    total = sum(row["count"] for row in table)
+    return float(sum(row["count"] * abs(row["mean_predicted"] - row["observed"]) for row in table if row["count"]) / max(total, 1))

@@ -1,0 +1,71 @@
+"""Chunks with data: the grid, read window by window, minus chunks with no-data around their centre."""
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+from osgeo import gdal
+
+from .errors import RasterError
+from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, grid_shape
+from .preprocess import valid_fractions
+from .raster import RasterSource
+
+# The paper keeps chunks whose centre holds image data. Isolated DN-0 pixels inside the
+# footprint (8-bit stretched products clip deep shadow to 0) must not drop a chunk, hence 0.95.
+DEFAULT_MIN_VALID = 0.95
+# Scale at which the validity of a chunk is judged when no network sets one.
+MASK_SIZE = 256
+
+
+@dataclass
+class ChunkSample:
+    window: ChunkWindow
+    valid_fraction: float
+    centre_valid_fraction: float
+    data: np.ndarray  # raw DNs at the network's scale, padded to input_size
+    valid: np.ndarray
+
+
+def check_grid_parameters(source: RasterSource, chunk_size: int, stride: int, min_valid: float) -> None:
+    if chunk_size < 8:
+        raise RasterError(f"A chunk size of {chunk_size} px is too small; use at least 8 (the paper uses 1024).")
+    if stride < 1:
+        raise RasterError(f"The stride must be at least 1 pixel, not {stride}.")
+    if not 0.0 <= min_valid <= 1.0:
+        raise RasterError(f"MIN_VALID must be a share between 0 and 1, not {min_valid}.")
+
+
+def iter_chunks(source: RasterSource, chunk_size: int, stride: int, min_valid: float, input_size: int = MASK_SIZE) -> Iterator[ChunkSample]:
+    """Every chunk whose central region is at least min_valid valid, in grid order."""
+    check_grid_parameters(source, chunk_size, stride, min_valid)
+    info = source.info
+    for window in chunk_grid(info.width, info.height, chunk_size, stride):
+        data, valid = source.read_chunk(window, chunk_size, input_size)
+        scale = input_size / chunk_size
+        used = (max(1, int(round(window.height * scale))), max(1, int(round(window.width * scale))))
+        whole, centre = valid_fractions(valid, used, CENTRE_FRACTION)
+        if centre >= min_valid and whole > 0:
+            yield ChunkSample(window, whole, centre, data, valid)
+
+
+def chunk_count(source: RasterSource, chunk_size: int, stride: int) -> int:
+    rows, cols = grid_shape(source.info.width, source.info.height, chunk_size, stride)
+    return rows * cols
+
+
+def export_chunk(source_path: str, window: ChunkWindow, folder: str, image_id: str) -> str:
+    """The chunk at full resolution as a georeferenced GeoTIFF, for labelling in other tools."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{image_id}_r{window.row:03d}_c{window.col:03d}.tif")
+    partial = path + ".partial.tif"
+    gdal.Translate(
+        partial,
+        source_path,
+        srcWin=[window.x_off, window.y_off, window.width, window.height],
+        format="GTiff",
+        creationOptions=["COMPRESS=DEFLATE", "TILED=YES"],
+    )
+    os.replace(partial, path)
+    return path

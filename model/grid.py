@@ -1,0 +1,100 @@
+"""The chunk grid: which pixel windows of a raster become chunks, and where they lie.
+
+Pure geometry, no I/O, so the same grid serves detection, chunk export, training and the
+QGIS side that draws the polygons.
+"""
+
+from dataclasses import dataclass
+from typing import Iterator, List, Sequence, Tuple
+
+GeoTransform = Sequence[float]
+
+# The paper drops chunks with no-data "around their centre": we test the central half of
+# the chunk in each direction (a quarter of its area).
+CENTRE_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class ChunkWindow:
+    """One chunk: a pixel window of the raster. Edge chunks may be smaller than the grid's size."""
+
+    chunk_id: int
+    row: int
+    col: int
+    x_off: int
+    y_off: int
+    width: int
+    height: int
+
+    def centre_window(self, fraction: float = CENTRE_FRACTION) -> Tuple[int, int, int, int]:
+        """(x_off, y_off, width, height) of the central region, relative to the chunk."""
+        cw = max(1, int(round(self.width * fraction)))
+        ch = max(1, int(round(self.height * fraction)))
+        return (self.width - cw) // 2, (self.height - ch) // 2, cw, ch
+
+
+def grid_shape(raster_width: int, raster_height: int, chunk_size: int, stride: int) -> Tuple[int, int]:
+    """(rows, cols) of the grid. The last row/column may be partial but always starts inside the raster."""
+    if chunk_size < 1 or stride < 1:
+        raise ValueError("chunk size and stride must be positive")
+    cols = _steps(raster_width, chunk_size, stride)
+    rows = _steps(raster_height, chunk_size, stride)
+    return rows, cols
+
+
+def _steps(length: int, chunk_size: int, stride: int) -> int:
+    if length <= chunk_size:
+        return 1
+    # Windows start every `stride` pixels; a final partial window covers what is left, and
+    # none starts where the previous window already reached the end.
+    return 1 + -(-(length - chunk_size) // stride)
+
+
+def chunk_grid(raster_width: int, raster_height: int, chunk_size: int, stride: int) -> Iterator[ChunkWindow]:
+    """All windows of the grid, row by row. chunk_id = row * cols + col, stable across runs."""
+    rows, cols = grid_shape(raster_width, raster_height, chunk_size, stride)
+    for row in range(rows):
+        y_off = row * stride
+        height = min(chunk_size, raster_height - y_off)
+        for col in range(cols):
+            x_off = col * stride
+            width = min(chunk_size, raster_width - x_off)
+            yield ChunkWindow(row * cols + col, row, col, x_off, y_off, width, height)
+
+
+def pixel_to_map(geotransform: GeoTransform, x: float, y: float) -> Tuple[float, float]:
+    """Map coordinates of pixel position (x, y) (pixel corners at integer positions)."""
+    g = geotransform
+    return g[0] + x * g[1] + y * g[2], g[3] + x * g[4] + y * g[5]
+
+
+def map_to_pixel(geotransform: GeoTransform, mx: float, my: float) -> Tuple[float, float]:
+    """Inverse of pixel_to_map, for rotated geotransforms too."""
+    g = geotransform
+    det = g[1] * g[5] - g[2] * g[4]
+    if det == 0:
+        raise ValueError("the geotransform is singular")
+    dx, dy = mx - g[0], my - g[3]
+    return (g[5] * dx - g[2] * dy) / det, (-g[4] * dx + g[1] * dy) / det
+
+
+def window_ring(geotransform: GeoTransform, x_off: float, y_off: float, width: float, height: float) -> List[Tuple[float, float]]:
+    """Closed ring of the window's outer pixel edges in map coordinates, clockwise in pixel space."""
+    corners = [(x_off, y_off), (x_off + width, y_off), (x_off + width, y_off + height), (x_off, y_off + height), (x_off, y_off)]
+    return [pixel_to_map(geotransform, x, y) for x, y in corners]
+
+
+def ring_wkt(ring: Sequence[Tuple[float, float]]) -> str:
+    return "POLYGON ((" + ", ".join(f"{x!r} {y!r}" for x, y in ring) + "))"
+
+
+def chunk_wkt(geotransform: GeoTransform, chunk: ChunkWindow) -> str:
+    return ring_wkt(window_ring(geotransform, chunk.x_off, chunk.y_off, chunk.width, chunk.height))
+
+
+def pixel_bounds_of_map_points(geotransform: GeoTransform, points: Sequence[Tuple[float, float]]) -> Tuple[float, float, float, float]:
+    """(x_min, y_min, x_max, y_max) in pixel space of map points, e.g. a label polygon's vertices."""
+    pixels = [map_to_pixel(geotransform, x, y) for x, y in points]
+    xs = [p[0] for p in pixels]
+    ys = [p[1] for p in pixels]
+    return min(xs), min(ys), max(xs), max(ys)

@@ -1,0 +1,182 @@
+"""Detection: a raster and a model file in, chunk probabilities and an image summary out.
+
+A reader thread reads and normalises chunks (GDAL releases the GIL) while the network
+runs on the previous batch; the queue between them is bounded, so memory stays flat
+whatever the raster's size.
+"""
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from . import calibration, modelfile, rules
+from .chunking import chunk_count, iter_chunks
+from .errors import EngineError, NoValidChunksError
+from .grid import chunk_wkt
+from .preprocess import normalise
+from .protocol import Reporter, SilentReporter
+from .raster import RasterSource
+
+CHUNK_FIELDS = ("chunk_id", "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction")
+
+
+@dataclass
+class DetectOptions:
+    chunk_size: Optional[int] = None  # None: the model's
+    stride: Optional[int] = None  # None: chunk_size
+    min_valid: float = 0.95
+    batch_size: int = 16
+    icy_threshold: float = rules.ICY_THRESHOLD
+    hard_low: float = rules.HARD_LOW
+    band: int = 0
+
+
+@dataclass
+class Detection:
+    raster: Dict
+    chunks: List[Dict]
+    summary: Dict
+    quicklook: Dict = field(default_factory=dict)
+
+    def as_message(self) -> Dict:
+        return {"raster": self.raster, "chunks": self.chunks, "summary": self.summary}
+
+
+def compute_device() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"GPU ({', '.join(g.name for g in gpus)})" if gpus else "CPU"
+
+
+def detect(raster_path: str, model_path: str = "", options: DetectOptions = None, reporter: Reporter = None) -> Detection:
+    options = options or DetectOptions()
+    reporter = reporter or SilentReporter()
+    started = time.monotonic()
+    if options.icy_threshold < options.hard_low:
+        raise EngineError(f"ICY_THRESHOLD ({options.icy_threshold}) must not be below HARD_LOW ({options.hard_low}).")
+    metadata = modelfile.read_metadata(model_path)
+    chunk_size = options.chunk_size or metadata["chunk_size"]
+    stride = options.stride or chunk_size
+    input_size = metadata["input_size"]
+    with RasterSource(raster_path, options.band) as source:
+        info = source.info
+        total = chunk_count(source, chunk_size, stride)
+        footprint = source.footprint_wkt()
+    reporter.log(
+        f"{info.image_id}: {info.width} x {info.height} px, {info.band_count} band(s) {info.data_type}; "
+        f"{total} grid chunks of {chunk_size} px, stride {stride}, read at {input_size} px"
+    )
+
+    network, metadata = modelfile.load(model_path)
+    from .network import logit_model
+
+    scorer = logit_model(network)
+    device = compute_device()
+    reporter.log(f"model {modelfile.describe(metadata)} on {device}")
+
+    batches: "queue.Queue" = queue.Queue(maxsize=2)
+    failure: List[BaseException] = []
+    stop = threading.Event()
+
+    def read_batches():
+        try:
+            with RasterSource(raster_path, options.band) as reader:
+                batch = []
+                for sample in iter_chunks(reader, chunk_size, stride, options.min_valid, input_size):
+                    if stop.is_set():
+                        return
+                    batch.append((sample.window, sample.valid_fraction, sample.centre_valid_fraction, normalise(sample.data, sample.valid, metadata["normalisation"])))
+                    if len(batch) == options.batch_size:
+                        batches.put(batch)
+                        batch = []
+                if batch:
+                    batches.put(batch)
+        except BaseException as exc:  # handed to the main thread, which reports it
+            failure.append(exc)
+        finally:
+            batches.put(None)
+
+    reader_thread = threading.Thread(target=read_batches, name="chunk-reader", daemon=True)
+    reader_thread.start()
+    chunks: List[Dict] = []
+    network_seconds = 0.0
+    try:
+        while True:
+            batch = batches.get()
+            if batch is None:
+                break
+            images = np.stack([item[3] for item in batch])[..., None]
+            t0 = time.monotonic()
+            logits = np.asarray(scorer.predict_on_batch(images)).reshape(-1)
+            network_seconds += time.monotonic() - t0
+            probabilities = calibration.apply(logits, metadata.get("calibration"))
+            for (window, whole, centre, _), p in zip(batch, probabilities):
+                chunks.append(
+                    {
+                        "image_id": info.image_id,
+                        "chunk_id": window.chunk_id,
+                        "row": window.row,
+                        "col": window.col,
+                        "x_off": window.x_off,
+                        "y_off": window.y_off,
+                        "width": window.width,
+                        "height": window.height,
+                        "valid_fraction": round(whole, 4),
+                        "centre_valid_fraction": round(centre, 4),
+                        "probability": round(float(p), 5),
+                        "class": rules.chunk_class(float(p), options.icy_threshold, options.hard_low),
+                        "wkt": chunk_wkt(info.geotransform, window),
+                    }
+                )
+            last = batch[-1][0].chunk_id + 1
+            reporter.progress(last / total)
+    finally:
+        stop.set()
+        # Unblock a reader waiting on a full queue, then let it finish.
+        while reader_thread.is_alive():
+            try:
+                batches.get_nowait()
+            except queue.Empty:
+                reader_thread.join(0.05)
+    if failure:
+        raise failure[0]
+    if not chunks:
+        raise NoValidChunksError(
+            f"No chunk of '{raster_path}' has image data around its centre (MIN_VALID {options.min_valid}): the image is all no-data "
+            "or smaller than the no-data border. Check that it is the right product, or lower MIN_VALID / CHUNK_SIZE."
+        )
+    reporter.progress(1.0)
+    runtime = time.monotonic() - started
+    stats = rules.image_stats([c["probability"] for c in chunks], options.icy_threshold, options.hard_low)
+    summary = {
+        "image_id": info.image_id,
+        "chunks": stats.chunks,
+        "icy_chunks": stats.icy_chunks,
+        "hard_chunks": stats.hard_chunks,
+        "mean_probability": round(stats.mean_probability, 5),
+        "max_probability": round(stats.max_probability, 5),
+        "category": rules.image_category(stats),
+        "model_name": metadata["name"],
+        "model_version": metadata["version"],
+        "runtime_s": round(runtime, 2),
+        "chunks_per_s": round(len(chunks) / max(network_seconds, 1e-9), 2),
+        "device": device,
+        "chunk_size": chunk_size,
+        "stride": stride,
+        "grid_chunks": total,
+        "dropped_chunks": total - len(chunks),
+        "footprint_wkt": footprint,
+        "icy_threshold": options.icy_threshold,
+        "hard_low": options.hard_low,
+    }
+    reporter.log(
+        f"{len(chunks)} chunks scored ({total - len(chunks)} dropped for no-data) in {runtime:.1f} s; "
+        f"network {summary['chunks_per_s']} chunks/s on {device}; image category: {summary['category']}"
+    )
+    raster = {"path": raster_path, "image_id": info.image_id, "width": info.width, "height": info.height, "geotransform": list(info.geotransform), "crs_wkt": info.crs_wkt}
+    return Detection(raster=raster, chunks=chunks, summary=summary)

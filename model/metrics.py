@@ -1,0 +1,51 @@
+"""Classification metrics in plain numpy, for training reports and model cards."""
+
+from typing import Dict, Sequence
+
+import numpy as np
+
+
+def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Mann-Whitney estimate with tied scores counted half; NaN with a single class."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), np.float64)
+    sorted_scores = s[order]
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def confusion(probabilities: Sequence[float], labels: Sequence[int], threshold: float = 0.5) -> Dict[str, int]:
+    p = np.asarray(probabilities) >= threshold
+    y = np.asarray(labels).astype(bool)
+    return {
+        "true_positive": int((p & y).sum()),
+        "false_positive": int((p & ~y).sum()),
+        "true_negative": int((~p & ~y).sum()),
+        "false_negative": int((~p & y).sum()),
+    }
+
+
+def summary(probabilities: Sequence[float], labels: Sequence[int], threshold: float = 0.5) -> Dict[str, float]:
+    c = confusion(probabilities, labels, threshold)
+    tp, fp, tn, fn = c["true_positive"], c["false_positive"], c["true_negative"], c["false_negative"]
+    total = tp + fp + tn + fn
+    return dict(
+        c,
+        threshold=threshold,
+        accuracy=(tp + tn) / total if total else float("nan"),
+        precision=tp / (tp + fp) if tp + fp else float("nan"),
+        recall=tp / (tp + fn) if tp + fn else float("nan"),
+        false_positive_rate=fp / (fp + tn) if fp + tn else float("nan"),
+        roc_auc=roc_auc(probabilities, labels),
+    )

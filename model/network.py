@@ -1,0 +1,58 @@
+"""The paper's network: the small Xception of Keras's "image classification from scratch".
+
+Widths and input size are parameters so tests can train a tiny copy in seconds; the
+defaults are the paper's. The single output unit is split into a linear ``logit`` layer and
+a sigmoid, so inference can read logits for calibration.
+"""
+
+from typing import Dict, Sequence
+
+import keras
+from keras import layers
+
+PAPER_WIDTHS = (128, 256, 512, 728, 1024)
+
+
+def build_network(input_size: int = 256, widths: Sequence[int] = PAPER_WIDTHS, dropout: float = 0.5, seed: int = None) -> keras.Model:
+    """Entry Conv2D(w0, stride 2); residual separable blocks w1..w(n-2); SeparableConv2D(w_last); pool; dropout; 1 sigmoid unit."""
+    if len(widths) < 3:
+        raise ValueError("widths needs an entry width, at least one block width and an exit width")
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    entry, blocks, exit_width = widths[0], widths[1:-1], widths[-1]
+    inputs = keras.Input(shape=(input_size, input_size, 1), name="chunk")
+
+    x = layers.Conv2D(entry, 3, strides=2, padding="same")(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    previous = x
+
+    for width in blocks:
+        x = layers.Activation("relu")(x)
+        x = layers.SeparableConv2D(width, 3, padding="same")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.SeparableConv2D(width, 3, padding="same")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+        residual = layers.Conv2D(width, 1, strides=2, padding="same")(previous)
+        x = layers.add([x, residual])
+        previous = x
+
+    x = layers.SeparableConv2D(exit_width, 3, padding="same")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    logit = layers.Dense(1, name="logit")(x)
+    probability = layers.Activation("sigmoid", name="probability")(logit)
+    return keras.Model(inputs, probability, name="small_xception")
+
+
+def architecture(input_size: int, widths: Sequence[int]) -> Dict:
+    return {"name": "small_xception", "widths": list(widths), "input_size": int(input_size)}
+
+
+def logit_model(network: keras.Model) -> keras.Model:
+    """The same network ending at the logit, for calibrated inference."""
+    return keras.Model(network.inputs, network.get_layer("logit").output)

@@ -1,0 +1,71 @@
+"""How the worker talks to whoever started it.
+
+With ``--jsonl`` every line on stdout is one JSON object:
+  {"type": "progress", "fraction": 0.42}
+  {"type": "log", "message": "..."}
+  {"type": "result", ...}            the last line of a successful run
+  {"type": "error", "code": "...", "message": "..."}   then exit status 2
+Without it, progress and logs go to stderr as text for people.
+"""
+
+import json
+import sys
+import time
+
+
+class Reporter:
+    def __init__(self, jsonl: bool = False, stream=None):
+        self.jsonl = jsonl
+        self.stream = stream or (sys.stdout if jsonl else sys.stderr)
+        self._last_progress = -1.0
+        self._last_time = 0.0
+
+    def _send(self, message: dict) -> None:
+        self.stream.write(json.dumps(message) + "\n")
+        self.stream.flush()
+
+    def progress(self, fraction: float) -> None:
+        fraction = min(1.0, max(0.0, fraction))
+        now = time.monotonic()
+        # Throttled: QGIS needs a moving bar, not ten thousand messages.
+        if fraction < 1.0 and fraction - self._last_progress < 0.005 and now - self._last_time < 0.5:
+            return
+        self._last_progress, self._last_time = fraction, now
+        if self.jsonl:
+            self._send({"type": "progress", "fraction": round(fraction, 4)})
+        else:
+            self.stream.write(f"\r{100 * fraction:5.1f}%")
+            if fraction >= 1.0:
+                self.stream.write("\n")
+            self.stream.flush()
+
+    def log(self, message: str) -> None:
+        if self.jsonl:
+            self._send({"type": "log", "message": message})
+        else:
+            self.stream.write(message + "\n")
+            self.stream.flush()
+
+    def result(self, payload: dict) -> None:
+        if self.jsonl:
+            self._send(dict(payload, type="result"))
+
+    def error(self, code: str, message: str) -> None:
+        if self.jsonl:
+            self._send({"type": "error", "code": code, "message": message})
+        else:
+            sys.stderr.write(f"error: {message}\n")
+            sys.stderr.flush()
+
+
+class SilentReporter(Reporter):
+    """For library use: no output."""
+
+    def _send(self, message: dict) -> None:
+        pass
+
+    def progress(self, fraction: float) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass

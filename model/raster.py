@@ -1,0 +1,188 @@
+"""Raster access through GDAL: windowed, decimated reads only, so memory never grows with the image.
+
+Band rule (documented in the README): a single-band raster uses that band. A multi-band
+raster (HiRISE COLOR products are IR/RED/BG, browse products RGB) is reduced to one
+grayscale band by the mean of its bands, a pixel being no-data where any band is.
+`band=N` picks band N instead.
+
+No-data: the band's declared no-data value, plus DN 0, which fills the area outside the
+rotated footprint of every HiRISE RDR whether or not the file declares it.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+from .errors import RasterError
+from .grid import ChunkWindow
+
+gdal.UseExceptions()
+
+# Overview-friendly decimation that keeps a few-pixel bright patch visible, unlike nearest.
+RESAMPLING = gdal.GRIORA_Average
+
+
+@dataclass
+class RasterInfo:
+    path: str
+    width: int
+    height: int
+    band_count: int
+    bands: Tuple[int, ...]
+    data_type: str
+    geotransform: Tuple[float, ...]
+    crs_wkt: str
+    nodata: Optional[float]
+
+    @property
+    def image_id(self) -> str:
+        """The HiRISE product ID when the file name carries one, else the file's stem."""
+        name = os.path.basename(self.path)
+        for suffix in (".tif", ".tiff", ".jp2", ".cub", ".img", ".lbl", ".vrt"):
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        return name
+
+    @property
+    def pixel_size(self) -> float:
+        g = self.geotransform
+        return float(np.hypot(g[1], g[4]))
+
+
+class RasterSource:
+    """An open raster. Use as a context manager; reads are thread-safe per instance only if not shared."""
+
+    def __init__(self, path: str, band: int = 0, require_crs: bool = True):
+        if not os.path.exists(path) and not path.startswith("/vsi"):
+            raise RasterError(f"The raster '{path}' does not exist. Check the path or load the layer again.")
+        try:
+            self._ds = gdal.Open(path, gdal.GA_ReadOnly)
+        except RuntimeError as exc:
+            raise RasterError(
+                f"GDAL cannot read '{path}' as a raster ({exc}). Give a GeoTIFF, a HiRISE JP2 with its .LBL, an ISIS3 cube or a PDS image."
+            ) from None
+        ds = self._ds
+        if ds is None or ds.RasterCount == 0:
+            raise RasterError(f"'{path}' has no raster bands. Give a HiRISE image (GeoTIFF, JP2, ISIS3 cube or PDS).")
+        if band < 0 or band > ds.RasterCount:
+            raise RasterError(f"Band {band} does not exist in '{path}', which has {ds.RasterCount} band(s). Choose 1..{ds.RasterCount}, or 0 for automatic.")
+        bands = (band,) if band else tuple(range(1, ds.RasterCount + 1))
+        crs_wkt = ds.GetProjection() or ""
+        if require_crs and not crs_wkt:
+            raise RasterError(
+                f"'{path}' has no coordinate reference system, so chunk polygons could not be placed on Mars. "
+                "Assign its CRS first (Raster > Projections > Assign Projection, or gdal_edit.py -a_srs with the product's Mars CRS)."
+            )
+        nodata = ds.GetRasterBand(bands[0]).GetNoDataValue()
+        self.info = RasterInfo(
+            path=path,
+            width=ds.RasterXSize,
+            height=ds.RasterYSize,
+            band_count=ds.RasterCount,
+            bands=bands,
+            data_type=gdal.GetDataTypeName(ds.GetRasterBand(bands[0]).DataType),
+            geotransform=tuple(ds.GetGeoTransform()),
+            crs_wkt=crs_wkt,
+            nodata=nodata,
+        )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._ds = None
+
+    def read(self, x_off: int, y_off: int, width: int, height: int, out_width: int, out_height: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Grayscale float32 window resampled to (out_height, out_width) and its validity mask."""
+        values = None
+        valid = None
+        for b in self.info.bands:
+            band = self._ds.GetRasterBand(b)
+            data = band.ReadAsArray(
+                x_off, y_off, width, height, buf_xsize=out_width, buf_ysize=out_height, buf_type=gdal.GDT_Float32, resample_alg=RESAMPLING
+            )
+            band_valid = data != 0
+            nodata = band.GetNoDataValue()
+            if nodata is not None:
+                band_valid &= data != nodata
+            band_valid &= np.isfinite(data)
+            values = data if values is None else values + data
+            valid = band_valid if valid is None else valid & band_valid
+        values /= len(self.info.bands)
+        values[~valid] = 0.0
+        return values, valid
+
+    def read_chunk(self, chunk: ChunkWindow, chunk_size: int, input_size: int) -> Tuple[np.ndarray, np.ndarray]:
+        """A chunk at the network's scale: chunk_size pixels map to input_size pixels.
+
+        An edge chunk smaller than chunk_size keeps that scale and is padded with no-data to
+        input_size x input_size, so a pixel means the same ground size in every chunk.
+        """
+        scale = input_size / chunk_size
+        out_w = max(1, int(round(chunk.width * scale)))
+        out_h = max(1, int(round(chunk.height * scale)))
+        data, valid = self.read(chunk.x_off, chunk.y_off, chunk.width, chunk.height, out_w, out_h)
+        if (out_h, out_w) == (input_size, input_size):
+            return data, valid
+        padded = np.zeros((input_size, input_size), np.float32)
+        padded_valid = np.zeros((input_size, input_size), bool)
+        padded[:out_h, :out_w] = data
+        padded_valid[:out_h, :out_w] = valid
+        return padded, padded_valid
+
+    def overview(self, max_side: int = 1024) -> Tuple[np.ndarray, np.ndarray, float]:
+        """The whole image decimated so its longer side is at most max_side; returns (data, valid, factor)."""
+        info = self.info
+        factor = max(1.0, max(info.width, info.height) / max_side)
+        out_w = max(1, int(round(info.width / factor)))
+        out_h = max(1, int(round(info.height / factor)))
+        data, valid = self.read(0, 0, info.width, info.height, out_w, out_h)
+        return data, valid, factor
+
+    def footprint_wkt(self, max_side: int = 512) -> str:
+        """The valid-data footprint (the rotated image outline) as WKT in the raster's CRS."""
+        _, valid, _ = self.overview(max_side)
+        return footprint_from_mask(valid, self.info.geotransform, self.info.width, self.info.height, self.info.crs_wkt)
+
+
+def footprint_from_mask(valid: np.ndarray, geotransform, width: int, height: int, crs_wkt: str) -> str:
+    """Polygonise a (decimated) validity mask into a simplified (multi)polygon in map coordinates."""
+    out_h, out_w = valid.shape
+    g = geotransform
+    sx, sy = width / out_w, height / out_h
+    small_gt = (g[0], g[1] * sx, g[2] * sy, g[3], g[4] * sx, g[5] * sy)
+    mem = gdal.GetDriverByName("MEM").Create("", out_w, out_h, 1, gdal.GDT_Byte)
+    mem.SetGeoTransform(small_gt)
+    if crs_wkt:
+        mem.SetProjection(crs_wkt)
+    band = mem.GetRasterBand(1)
+    band.WriteArray(valid.astype(np.uint8))
+    vector = ogr.GetDriverByName("Memory").CreateDataSource("")
+    srs = osr.SpatialReference(wkt=crs_wkt) if crs_wkt else None
+    layer = vector.CreateLayer("footprint", srs, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("valid", ogr.OFTInteger))
+    gdal.Polygonize(band, band, layer, 0)
+    union = ogr.Geometry(ogr.wkbMultiPolygon)
+    for feature in layer:
+        union.AddGeometry(feature.GetGeometryRef())
+    if union.GetGeometryCount() == 0:
+        return ""
+    merged = union.UnionCascaded()
+    pixel = float(np.hypot(small_gt[1], small_gt[4]))
+    return merged.SimplifyPreserveTopology(pixel).ExportToWkt()
+
+
+def raster_summary(path: str) -> List[str]:
+    """Human-readable lines describing a raster, for logs."""
+    with RasterSource(path, require_crs=False) as src:
+        i = src.info
+        return [
+            f"{i.image_id}: {i.width} x {i.height} px, {i.band_count} band(s) {i.data_type}, pixel {i.pixel_size:.3g} map units, no-data {i.nodata}",
+        ]

@@ -1,0 +1,63 @@
+"""Train/validation splits that do not leak: whole images, or whole spatial blocks of one image.
+
+Neighbouring chunks share terrain, illumination and often the same ice patch; a random split
+would put near-copies on both sides and inflate the validation score.
+"""
+
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+# Side, in chunks, of the spatial blocks used when all labels come from one image.
+BLOCK_CHUNKS = 3
+
+
+def block_groups(image_ids: Sequence[str], rows: Sequence[int], cols: Sequence[int], block: int = BLOCK_CHUNKS) -> List[str]:
+    """Group key per sample: the image when several are given, else a block of block x block chunks."""
+    if len(set(image_ids)) > 1:
+        return list(image_ids)
+    return [f"{i}/b{r // block}_{c // block}" for i, r, c in zip(image_ids, rows, cols)]
+
+
+def split_groups(groups: Sequence[str], labels: Sequence[int], validation_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (train, validation); every group lands wholly on one side.
+
+    Groups are shuffled with the seed and taken into validation until it holds the wanted
+    share of samples; if one side lacks a class, the split is retried with other shuffles
+    before giving up and keeping the closest.
+    """
+    groups = np.asarray(groups)
+    labels = np.asarray(labels)
+    unique = sorted(set(groups.tolist()))
+    if len(unique) < 2:
+        raise ValueError("at least two groups (images or spatial blocks) are needed to split train and validation")
+    target = validation_fraction * len(groups)
+    best = None
+    for attempt in range(50):
+        rng = np.random.default_rng(seed + attempt)
+        order = rng.permutation(len(unique))
+        chosen: List[str] = []
+        count = 0
+        for index in order:
+            if count >= target and chosen:
+                break
+            if len(chosen) == len(unique) - 1:
+                break
+            chosen.append(unique[index])
+            count += int((groups == unique[index]).sum())
+        validation = np.isin(groups, chosen)
+        train = ~validation
+        balanced = len(set(labels[validation].tolist())) == 2 and len(set(labels[train].tolist())) == 2
+        if balanced:
+            return train, validation
+        if best is None:
+            best = (train, validation)
+    return best
+
+
+def describe_split(groups: Sequence[str], train: np.ndarray, validation: np.ndarray) -> Dict:
+    groups = np.asarray(groups)
+    return {
+        "train_groups": sorted(set(groups[train].tolist())),
+        "validation_groups": sorted(set(groups[validation].tolist())),
+    }
