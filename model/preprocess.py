@@ -41,3 +41,15 @@ def valid_fractions(valid: np.ndarray, used_shape: Tuple[int, int], centre_fract
     top, left = (h - ch) // 2, (w - cw) // 2
     centre = used[top : top + ch, left : left + cw]
     return float(used.mean()), float(centre.mean())
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Square float32 image resampled to size x size the way chunks are read: averaging when
+    shrinking (as GDAL decimates a chunk), bilinear when enlarging."""
+    from osgeo import gdal
+
+    h, w = image.shape
+    mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Float32)
+    mem.GetRasterBand(1).WriteArray(image.astype(np.float32))
+    resampling = gdal.GRIORA_Average if size <= min(h, w) else gdal.GRIORA_Bilinear
+    return mem.GetRasterBand(1).ReadAsArray(0, 0, w, h, buf_xsize=size, buf_ysize=size, buf_type=gdal.GDT_Float32, resample_alg=resampling)

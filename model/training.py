@@ -18,6 +18,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+# TensorFlow 2.20/2.21 CPU builds corrupt the heap (abort or segfault) in oneDNN's backward pass
+# of this network's residual blocks; without oneDNN training runs at the same speed here.
+# Inference keeps oneDNN (3x faster, identical logits). Must be set before TensorFlow loads.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
 from . import calibration, metrics, modelfile, rules
 from .errors import CancelledError, LabelError, RasterError
 from .network import PAPER_WIDTHS, architecture, build_network, logit_model

@@ -1,0 +1,273 @@
+"""Train the bundled default model from real HiRISE terrain with synthetic ice patches.
+
+Run through scripts/train_default_model (the worker venv's Python). ../shared/data/hirise-terrain
+holds 868 real HiRISE browse crops (227 px, 137 observations) labelled by landform, none for ice.
+Half of the training examples get synthetic ice patches that follow the physical criteria
+(model/synthetic.py); negatives are the real terrain, the real CO2-ice landforms (spiders, swiss
+cheese) and bright dunes, plus planted hot pixels, sunlit bright rocks, low-contrast and
+CO2-frost-covered versions. Observations are split three ways (train / validation for early
+stopping and calibration / held-out test for the model card), never by file.
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from osgeo import gdal
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from model.training import TrainOptions, train_arrays  # noqa: E402  (first: it configures TensorFlow)
+from model import calibration, metrics, modelfile, synthetic  # noqa: E402
+from model.network import logit_model  # noqa: E402
+from model.preprocess import DEFAULT_NORMALISATION, normalise, resize  # noqa: E402
+from model.protocol import Reporter  # noqa: E402
+
+HARD_LANDFORMS = {4: "bright dune", 6: "swiss cheese", 7: "spider"}
+NEGATIVE_KINDS = ("plain", "hot pixels", "sunlit rocks", "bare shadowing features", "low contrast", "co2 frost")
+NEGATIVE_SHARES = (0.35, 0.1, 0.2, 0.2, 0.075, 0.075)
+ATTRIBUTION = (
+    "Terrain: 'Mars orbital image (HiRISE) labeled data set version 3', K. L. Wagstaff, S. Lu, G. Doran, "
+    "L. Mandrake, NASA JPL, DOI 10.5281/zenodo.2538136 (HiRISE images: NASA/JPL/University of Arizona)."
+)
+
+
+def load_tiles(folder):
+    classes = {}
+    with open(os.path.join(folder, "classmap.csv")) as handle:
+        for row in csv.reader(handle):
+            classes[int(row[0])] = row[1]
+    tiles = []
+    with open(os.path.join(folder, "labels.txt")) as handle:
+        for line in handle:
+            name, landform = line.split()
+            image = gdal.Open(os.path.join(folder, "tiles", name)).ReadAsArray().astype(np.float32) / 255.0
+            if image.ndim == 3:
+                image = image.mean(axis=0)
+            observation = "_".join(name.split("_")[:3])
+            tiles.append({"name": name, "observation": observation, "landform": int(landform), "image": image})
+    return tiles, classes
+
+
+def split_observations(tiles, seed, test_fraction=0.15):
+    observations = sorted({t["observation"] for t in tiles})
+    rng = np.random.default_rng(seed)
+    rng.shuffle(observations)
+    n_test = max(1, int(round(test_fraction * len(observations))))
+    test = set(observations[:n_test])
+    return [t for t in tiles if t["observation"] not in test], [t for t in tiles if t["observation"] in test]
+
+
+def make_example(tile, icy, rng, input_size):
+    """One training example (uint8, input_size^2) from a real tile: an ice patch or a look-alike."""
+    image = tile["image"]
+    valid = image > 0
+    kind = "ice"
+    if icy:
+        # Ice patches also appear on low-contrast and rock-strewn scenes; keep those cues apart from the label.
+        if rng.random() < 0.2:
+            image = synthetic.implant_hot_pixels(image, rng, valid=valid)[0]
+        if rng.random() < 0.2:
+            image = synthetic.implant_sunlit_bright_rocks(image, rng, valid=valid)[0]
+        image = synthetic.implant_ice_patches(image, rng, valid=valid, contrast_range=(0.06, 0.4))[0]
+    else:
+        kind = NEGATIVE_KINDS[int(rng.choice(len(NEGATIVE_KINDS), p=NEGATIVE_SHARES))]
+        if kind == "hot pixels":
+            image = synthetic.implant_hot_pixels(image, rng, valid=valid)[0]
+        elif kind == "sunlit rocks":
+            image = synthetic.implant_sunlit_bright_rocks(image, rng, valid=valid)[0]
+        elif kind == "bare shadowing features":
+            # The boulders and rims that implant_ice_patches draws where it finds no shadow, without
+            # ice, so that a shadowing feature alone is no evidence of ice.
+            image = synthetic.implant_shadowing_features(image, rng, valid=valid)[0]
+        elif kind == "low contrast":
+            image = synthetic.apply_low_contrast(image, rng)
+        elif kind == "co2 frost":
+            image = synthetic.apply_co2_frost(image, rng)
+    small = resize(image, input_size)
+    small_valid = resize(valid.astype(np.float32), input_size) > 0.5
+    return np.round(normalise(small, small_valid, DEFAULT_NORMALISATION) * 255).astype(np.uint8), kind
+
+
+def build_set(tiles, variants, seed, input_size):
+    """variants examples per tile, each icy with probability 1/2 (so half the examples hold ice)."""
+    rng = np.random.default_rng(seed)
+    images, labels, groups, kinds, landforms = [], [], [], [], []
+    for tile in tiles:
+        for _ in range(variants):
+            icy = bool(rng.random() < 0.5)
+            image, kind = make_example(tile, icy, rng, input_size)
+            images.append(image)
+            labels.append(int(icy))
+            groups.append(tile["observation"])
+            kinds.append(kind)
+            landforms.append(tile["landform"])
+    return np.stack(images), np.array(labels, np.int32), groups, kinds, np.array(landforms)
+
+
+def evaluate(network, meta, images, labels, kinds, landforms):
+    logits = np.asarray(logit_model(network).predict((images.astype(np.float32) / 255.0)[..., None], batch_size=32, verbose=0)).reshape(-1)
+    p = calibration.apply(logits, meta["calibration"])
+    negatives = labels == 0
+    result = {
+        "test_examples": int(len(labels)),
+        "test_icy": int(labels.sum()),
+        "roc_auc": metrics.roc_auc(p, labels),
+        "at_0.5": metrics.summary(p, labels, 0.5),
+        "at_0.6": metrics.summary(p, labels, 0.6),
+        "ece": calibration.expected_calibration_error(p, labels),
+        "reliability": calibration.reliability(p, labels),
+    }
+    hard = negatives & np.isin(landforms, list(HARD_LANDFORMS))
+    plain = negatives & ~np.isin(landforms, list(HARD_LANDFORMS)) & (np.array(kinds) == "plain")
+    fpr = {
+        "real ice-free terrain (no plants)": plain,
+        "hard landforms (spiders, swiss cheese, bright dunes)": hard,
+    }
+    for landform, name in HARD_LANDFORMS.items():
+        fpr[name] = negatives & (landforms == landform)
+    for kind in NEGATIVE_KINDS[1:]:
+        fpr[f"planted: {kind}"] = negatives & (np.array(kinds) == kind)
+    result["false_positive_rate_at_0.5"] = {name: {"rate": float((p[mask] >= 0.5).mean()) if mask.any() else None, "count": int(mask.sum())} for name, mask in fpr.items()}
+    return result
+
+
+def model_card(meta, test, seconds):
+    t = meta["training"]
+    m = meta["metrics"]
+    fpr_rows = "\n".join(
+        f"| {name} | {v['count']} | {v['rate']:.3f} |" if v["rate"] is not None else f"| {name} | 0 | n/a |"
+        for name, v in test["false_positive_rate_at_0.5"].items()
+    )
+    rel_rows = "\n".join(
+        f"| {r['low']:.1f}-{r['high']:.1f} | {r['count']} | {r['mean_predicted']:.3f} | {r['observed']:.3f} |" for r in test["reliability"] if r["count"]
+    )
+    a5 = test["at_0.5"]
+    return f"""# Model card: {meta['name']} {meta['version']}
+
+The default model of HiRISE Ice Patches: the paper's small Xception (Gergács & Kereszturi), written by
+`scripts/train_default_model` (seed {t['seed']}, {seconds / 60:.0f} min on {t.get('device', 'CPU')}).
+
+## What it was trained on - read this first
+- **No real ice labels.** The terrain is real HiRISE imagery, but every ice patch it has seen is synthetic,
+  planted by `model/synthetic.py` following the physical criteria (brighter than the surroundings, on the
+  poleward side of a shadowing feature, no shadow of its own, slightly diffuse edges, 3 px to a third of the
+  chunk, contrast 0.06-0.4). It is a starting point for the geologist's loop, not a validated detector:
+  run `hiriseice:detect`, correct the `label` field (labelling toolbar), and retrain with `hiriseice:train`
+  (BASE_MODEL = this file) on real labels.
+- Terrain: {len(t['split']['train_groups'])} + {len(t['split']['validation_groups'])} observations for training and validation, and
+  {len(t['test_observations'])} held-out observations for the test numbers below; 868 browse-resolution crops (227 px)
+  of 137 observations in all. Terrain classes include spiders and swiss cheese (CO2-ice landforms) and bright
+  dunes (shadow-casting bright features) as hard negatives; further negatives carry planted hot pixels,
+  sunlit bright rocks (sharp edges, own shadow), bare boulders and rims with their shadows but no ice,
+  low contrast and CO2 frost cover.
+- {ATTRIBUTION} Derived weights only; no image is redistributed.
+- Scale: the crops are browse-resolution images, coarser than full-resolution RDR chunks. Input is
+  {meta['input_size']} px for a {meta['chunk_size']}-px chunk (8x decimation, about 2 m per pixel on a 0.25 m product),
+  chosen so the model trains on a 2-core CPU; ice patches smaller than about 4 m are below its resolution.
+  Train a 256-px model (`INPUT_SIZE=256`) on a GPU for small patches.
+
+## Training
+- Adam (learning rate {t['learning_rate']}), binary cross-entropy, batch {t['batch_size']}, class weights {json.dumps({k: round(v, 3) for k, v in t['class_weight'].items()})},
+  augmentation "{t['augment']}" (east-west mirrors and brightness/contrast only: north-south flips and rotations
+  would move the shadowing feature off the equatorward side).
+- {t['epochs_run']} epochs run, the weights of epoch {t['best_epoch']} kept (lowest validation loss {m['best_val_loss']:.4f}).
+- Split by observation ID: train, validation (early stopping and calibration), test (numbers below).
+
+## Calibration
+Platt scaling of the logit, p = sigmoid(a * logit + b), fitted by maximum likelihood on the validation
+observations: a = {meta['calibration']['a']:.4f}, b = {meta['calibration']['b']:.4f}. Expected calibration error on the
+validation set {m['ece_uncalibrated']:.3f} before and {m['ece_calibrated']:.3f} after; on the held-out test set {test['ece']:.3f}.
+
+## Held-out test observations ({test['test_examples']} examples, {test['test_icy']} with ice)
+| metric | value | target |
+| --- | --- | --- |
+| chunk ROC AUC | {test['roc_auc']:.4f} | >= 0.97 |
+| accuracy at p >= 0.5 | {a5['accuracy']:.4f} | |
+| precision / recall at p >= 0.5 | {a5['precision']:.3f} / {a5['recall']:.3f} | |
+| precision / recall at p >= 0.6 (icy) | {test['at_0.6']['precision']:.3f} / {test['at_0.6']['recall']:.3f} | |
+| expected calibration error | {test['ece']:.4f} | |
+
+False-positive rate at p >= 0.5 on ice-free test examples (targets: <= 5 % on real ice-free terrain, <= 10 % on the hard landforms):
+
+| negatives | count | false-positive rate |
+| --- | --- | --- |
+{fpr_rows}
+
+Reliability on the test set (calibrated):
+
+| bin | count | mean predicted | observed icy share |
+| --- | --- | --- | --- |
+{rel_rows}
+
+## Reproduce
+`scripts/train_default_model` (needs ../shared/data/hirise-terrain). The same seed gives the same metrics
+within noise (op determinism is on; thread scheduling may still move the last digit).
+"""
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--terrain", default=os.path.join(REPO, "..", "shared", "data", "hirise-terrain"))
+    parser.add_argument("--out", default=modelfile.default_model_path())
+    parser.add_argument("--card", default=os.path.join(REPO, "resources", "models", "MODEL_CARD.md"))
+    parser.add_argument("--report", default=None, help="training report HTML (default: build/default-model-report.html)")
+    parser.add_argument("--input-size", type=int, default=128)
+    parser.add_argument("--variants", type=int, default=2, help="examples made from each tile")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--patience", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--limit", type=int, default=0, help="use only this many tiles (quick trial runs)")
+    parser.add_argument("--widths", default="128,256,512,728,1024")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(os.path.join(args.terrain, "tiles")):
+        sys.exit(f"error: {args.terrain} has no tiles/: the default model needs ../shared/data/hirise-terrain")
+
+    reporter = Reporter()
+    started = time.monotonic()
+    tiles, _ = load_tiles(args.terrain)
+    if args.limit:
+        tiles = tiles[:: max(1, len(tiles) // args.limit)][: args.limit]
+    train_tiles, test_tiles = split_observations(tiles, args.seed)
+    reporter.log(f"{len(tiles)} tiles; {len(train_tiles)} for training/validation, {len(test_tiles)} held out")
+    images, labels, groups, _, _ = build_set(train_tiles, args.variants, args.seed, args.input_size)
+    test_images, test_labels, _, test_kinds, test_landforms = build_set(test_tiles, args.variants, args.seed + 1, args.input_size)
+    reporter.log(f"made {len(labels)} training/validation examples and {len(test_labels)} test examples in {time.monotonic() - started:.0f} s")
+
+    import tensorflow as tf
+
+    options = TrainOptions(
+        epochs=args.epochs, patience=args.patience, seed=args.seed, input_size=args.input_size, chunk_size=1024,
+        widths=tuple(int(w) for w in args.widths.split(",")), name="hiriseice-default", augment="lighting",
+        extra_metadata={
+            "data": "real HiRISE terrain (hirise-terrain, 868 crops, 137 observations) with synthetic ice patches; no real ice labels",
+            "attribution": ATTRIBUTION,
+            "test_observations": sorted({t["observation"] for t in test_tiles}),
+            "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+            "recipe": "scripts/train_default_model",
+        },
+    )
+    outcome = train_arrays(images, labels, groups, options, reporter)
+    network, meta = outcome["network"], outcome["metadata"]
+    test = evaluate(network, meta, test_images, test_labels, test_kinds, test_landforms)
+    meta["metrics"]["test"] = {k: v for k, v in test.items() if k != "reliability"}
+    modelfile.save(network, meta, args.out)
+    seconds = time.monotonic() - started
+    with open(args.card, "w", encoding="utf-8") as handle:
+        handle.write(model_card(meta, test, seconds))
+    from model.report import training_report
+
+    report = args.report or os.path.join(REPO, "build", "default-model-report.html")
+    training_report(outcome["history"], outcome["metrics"], meta, report)
+    reporter.log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB), {args.card} and {report} in {seconds / 60:.1f} min")
+    print(json.dumps({"roc_auc": test["roc_auc"], "fpr_at_0.5": {k: v["rate"] for k, v in test["false_positive_rate_at_0.5"].items()}, "ece": test["ece"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
