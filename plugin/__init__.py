@@ -1,0 +1,1 @@
+"""GUI glue of HiRISE Ice Patches: menu, toolbar, labelling actions, layer styles."""

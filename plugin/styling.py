@@ -1,0 +1,314 @@
+"""Styles of the output layers: the chunk layer graduated by ice probability, the image summary
+outlined by category, the plain chunk grid.
+
+The styles live in resources/styles/*.qml and are applied with loadNamedStyle. They are made
+by this module (``write_style_files``) from model/report.py's RAMP, so map, legend and HTML
+report share one colour ramp; after changing RAMP or the classes below, regenerate them:
+
+    cd <plugin folder> && QT_QPA_PLATFORM=offscreen /usr/bin/python3 -m plugin.styling
+
+How a style reaches the user:
+  - every run: postProcessAlgorithm styles the output and stores the style with the data (in a
+    GeoPackage as its default style, beside other files as a .qml), so qgis_process, batch runs
+    and re-opening the file all show it;
+  - in the QGIS GUI: a QgsProcessingLayerPostProcessorInterface styles the layer Processing
+    loads into the project (Processing loads file outputs without their default style).
+"""
+
+import collections
+import os
+from typing import List, Optional, Sequence, Tuple
+
+from qgis.core import (
+    QgsCategorizedSymbolRenderer,
+    QgsEditorWidgetSetup,
+    QgsField,
+    QgsFillSymbol,
+    QgsGradientColorRamp,
+    QgsGradientStop,
+    QgsGraduatedSymbolRenderer,
+    QgsMapLayer,
+    QgsPalLayerSettings,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsRendererCategory,
+    QgsRendererRange,
+    QgsSingleSymbolRenderer,
+    QgsTextBufferSettings,
+    QgsTextFormat,
+    QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
+)
+from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtGui import QColor
+
+PLUGIN_FOLDER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STYLES_FOLDER = os.path.join(PLUGIN_FOLDER, "resources", "styles")
+CHUNKS_QML = os.path.join(STYLES_FOLDER, "chunks.qml")
+SUMMARY_QML = os.path.join(STYLES_FOLDER, "summary.qml")
+GRID_QML = os.path.join(STYLES_FOLDER, "grid.qml")
+
+STYLE_NAMES = {
+    CHUNKS_QML: ("HiRISE ice probability", "Chunks graduated by ice probability (HiRISE Ice Patches)"),
+    SUMMARY_QML: ("HiRISE image category", "Image footprints outlined by category (HiRISE Ice Patches)"),
+    GRID_QML: ("HiRISE chunk grid", "Chunk grid outlines (HiRISE Ice Patches)"),
+}
+
+# Probability classes of the chunk style: (low, high, legend text, fill opacity 0..255). The
+# paper's thresholds (0.4 hard to identify, 0.6 icy) are class edges; the lowest class is
+# transparent so the image shows through where the network sees no ice.
+CHUNK_CLASSES: List[Tuple[float, float, str, int]] = [
+    (0.8, 1.0, "0.8 – 1.0  icy", 200),
+    (0.6, 0.8, "0.6 – 0.8  icy", 165),
+    (0.5, 0.6, "0.5 – 0.6  hard to identify", 135),
+    (0.4, 0.5, "0.4 – 0.5  hard to identify", 110),
+    (0.2, 0.4, "0.2 – 0.4  not icy", 70),
+    (0.0, 0.2, "0.0 – 0.2  not icy", 0),
+]
+# Classes run from high to low: QGIS gives a value on a shared edge to the first range that
+# holds it, so p = 0.6 falls in "icy" and p = 0.4 in "hard to identify", as model/rules.py says.
+
+CATEGORY_COLOURS = [("good", "215,25,28", "good: ice clearly present"), ("hard to identify", "253,174,97", "hard to identify"), ("bad", "43,131,186", "bad: no ice seen")]
+
+LABEL_VALUES = [("icy (1)", 1), ("not icy (0)", 0), ("unclear (-1)", -1)]
+VALUE_MAP_NULL = "{2839923C-8B7D-419E-B84B-CA2FE9B80EC7}"  # QGIS's value-map code for NULL
+
+
+# --- applying styles ----------------------------------------------------------------------
+
+def apply_style(layer: QgsMapLayer, qml: str) -> bool:
+    message, ok = layer.loadNamedStyle(qml)
+    if ok:
+        _follow_truncated_field(layer)
+        layer.triggerRepaint()
+    return bool(ok)
+
+
+def _follow_truncated_field(layer: QgsMapLayer) -> None:
+    """Shapefiles cut field names to 10 characters ('probability' -> 'probabilit'): classify by the cut name."""
+    renderer = layer.renderer() if isinstance(layer, QgsVectorLayer) else None
+    if renderer is None or not hasattr(renderer, "classAttribute"):
+        return
+    names = layer.fields().names()
+    attribute = renderer.classAttribute()
+    if attribute not in names and attribute[:10] in names:
+        renderer.setClassAttribute(attribute[:10])
+
+
+def style_chunk_layer(layer: QgsVectorLayer) -> bool:
+    return apply_style(layer, CHUNKS_QML)
+
+
+def style_summary_layer(layer: QgsVectorLayer) -> bool:
+    return apply_style(layer, SUMMARY_QML)
+
+
+def style_grid_layer(layer: QgsVectorLayer) -> bool:
+    return apply_style(layer, GRID_QML)
+
+
+def _file_path(layer: QgsVectorLayer) -> Optional[str]:
+    path = layer.source().split("|")[0]
+    return path if os.path.isfile(path) else None
+
+
+def store_style(layer: QgsVectorLayer, qml: str, feedback=None) -> Optional[str]:
+    """Apply the style and keep it with the data so it comes back on every load.
+
+    GeoPackage / SpatiaLite: saved in the layer_styles table as the layer's default style.
+    Other files (Shapefile, GeoJSON, ...): a .qml beside the file, which QGIS loads as default.
+    Returns where it went, or None (e.g. a memory layer: styled only).
+    """
+    if not apply_style(layer, qml):
+        if feedback:
+            feedback.reportError(f"Could not apply the style {qml}.", False)
+        return None
+    name, description = STYLE_NAMES.get(qml, (os.path.splitext(os.path.basename(qml))[0], ""))
+    provider = layer.dataProvider()
+    if provider is not None and provider.isSaveAndLoadStyleToDatabaseSupported():
+        error = layer.saveStyleToDatabase(name, description, True, "")
+        if error:
+            if feedback:
+                feedback.reportError(f"Could not store the style in {layer.source()}: {error}", False)
+            return None
+        return f"{layer.source()} (default style '{name}')"
+    path = _file_path(layer)
+    if path:
+        sidecar = os.path.splitext(path)[0] + ".qml"
+        message, ok = layer.saveNamedStyle(sidecar)
+        return sidecar if ok else None
+    return None
+
+
+def style_output(destination: str, qml: str, context, feedback=None) -> None:
+    """Style a Processing output given by its destination id (postProcessAlgorithm)."""
+    if not destination:
+        return
+    # A temporary (memory) output is a layer in the context's store: style that very layer.
+    layer = context.getMapLayer(destination) if context is not None else None
+    if isinstance(layer, QgsVectorLayer):
+        apply_style(layer, qml)
+        if layer.providerType() == "memory":
+            return
+    stored = QgsVectorLayer(destination, "styled output", "ogr")
+    if stored.isValid():
+        where = store_style(stored, qml, feedback)
+        if where and feedback:
+            feedback.pushInfo(f"Style stored in {where}")
+        del stored
+
+
+class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Styles an output layer once the Processing GUI has loaded it into the project.
+
+    SIP keeps only the C++ side alive once the post-processor is handed to a context, so the
+    Python object must be referenced elsewhere or postProcessLayer is never reached (QuickOSM
+    and others keep a class attribute for that). One object per output layer is needed, since
+    a batch run loads several; ``create`` keeps the most recent ones in a bounded deque.
+    """
+
+    _alive: "collections.deque" = collections.deque(maxlen=256)
+
+    def __init__(self, qml: str):
+        super().__init__()
+        self.qml = qml
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS's name)
+        if isinstance(layer, QgsVectorLayer):
+            apply_style(layer, self.qml)
+
+    @classmethod
+    def create(cls, qml: str) -> "StylePostProcessor":
+        processor = cls(qml)
+        cls._alive.append(processor)
+        return processor
+
+
+def set_post_processor(context, destination: str, qml: str) -> None:
+    """Style `destination` when the GUI loads it (no effect in qgis_process or plain processing.run)."""
+    if destination and context.willLoadLayerOnCompletion(destination):
+        context.layerToLoadOnCompletionDetails(destination).setPostProcessor(StylePostProcessor.create(qml))
+
+
+# --- making the .qml files ------------------------------------------------------------------
+
+def _ramp():
+    try:
+        from ..model.report import RAMP
+    except ImportError:  # plugin imported as a top-level package (python3 -m plugin.styling)
+        from model.report import RAMP
+    return RAMP
+
+
+def ramp_colour(p: float, ramp: Sequence) -> Tuple[int, int, int]:
+    """Linear interpolation in the RAMP, as model/report.py's ramp_colour."""
+    for (p0, c0), (p1, c1) in zip(ramp, ramp[1:]):
+        if p <= p1:
+            t = 0.0 if p1 == p0 else (max(p, p0) - p0) / (p1 - p0)
+            return tuple(int(round(a + t * (b - a))) for a, b in zip(c0, c1))
+    return tuple(ramp[-1][1])
+
+
+def build_chunk_renderer(ramp: Sequence) -> QgsGraduatedSymbolRenderer:
+    ranges = []
+    for low, high, text, alpha in CHUNK_CLASSES:
+        r, g, b = ramp_colour((low + high) / 2, ramp)
+        outline_alpha = 110 if alpha == 0 else 220
+        outline_width = "0.2" if alpha == 0 else "0.3"
+        symbol = QgsFillSymbol.createSimple(
+            {"color": f"{r},{g},{b},{alpha}", "style": "solid" if alpha else "no", "outline_color": f"{r},{g},{b},{outline_alpha}", "outline_width": outline_width, "outline_width_unit": "MM", "joinstyle": "miter"}
+        )
+        ranges.append(QgsRendererRange(low, high, symbol, text))
+    renderer = QgsGraduatedSymbolRenderer("probability", ranges)
+    (p0, c0), (p1, c1) = ramp[0], ramp[-1]
+    stops = [QgsGradientStop(p, QColor(*c)) for p, c in ramp[1:-1]]
+    renderer.setSourceColorRamp(QgsGradientColorRamp(QColor(*c0), QColor(*c1), False, stops))
+    return renderer
+
+
+def _label_expression() -> str:
+    return "CASE WHEN \"label\" = 1 THEN 'icy' WHEN \"label\" = 0 THEN 'not icy' WHEN \"label\" = -1 THEN '?' END"
+
+
+def _labelling() -> QgsVectorLayerSimpleLabeling:
+    settings = QgsPalLayerSettings()
+    settings.fieldName = _label_expression()
+    settings.isExpression = True
+    settings.placement = QgsPalLayerSettings.OverPoint
+    text = QgsTextFormat()
+    text.setSize(9)
+    text.setColor(QColor(20, 20, 20))
+    buffer = QgsTextBufferSettings()
+    buffer.setEnabled(True)
+    buffer.setSize(1.0)
+    buffer.setColor(QColor(255, 255, 255, 220))
+    text.setBuffer(buffer)
+    settings.setFormat(text)
+    return QgsVectorLayerSimpleLabeling(settings)
+
+
+def _memory_layer(fields: Sequence[Tuple[str, QVariant.Type]], geometry: str = "Polygon") -> QgsVectorLayer:
+    layer = QgsVectorLayer(geometry, "style", "memory")
+    layer.dataProvider().addAttributes([QgsField(name, kind) for name, kind in fields])
+    layer.updateFields()
+    return layer
+
+
+GRID_FIELD_NAMES = [
+    ("image_id", QVariant.String), ("chunk_id", QVariant.Int), ("row", QVariant.Int), ("col", QVariant.Int), ("x_off", QVariant.Int),
+    ("y_off", QVariant.Int), ("width", QVariant.Int), ("height", QVariant.Int), ("valid_fraction", QVariant.Double), ("centre_valid_fraction", QVariant.Double),
+]
+
+
+def write_style_files(folder: str = STYLES_FOLDER) -> List[str]:
+    """(Re)write chunks.qml, summary.qml and grid.qml from the RAMP and the classes above."""
+    os.makedirs(folder, exist_ok=True)
+    written = []
+
+    chunks = _memory_layer(GRID_FIELD_NAMES + [("probability", QVariant.Double), ("class", QVariant.String), ("label", QVariant.Int)])
+    chunks.setRenderer(build_chunk_renderer(_ramp()))
+    chunks.setLabeling(_labelling())
+    chunks.setLabelsEnabled(True)
+    label_index = chunks.fields().indexOf("label")
+    value_map = [{text: value} for text, value in LABEL_VALUES] + [{"(not labelled)": VALUE_MAP_NULL}]
+    chunks.setEditorWidgetSetup(label_index, QgsEditorWidgetSetup("ValueMap", {"map": value_map}))
+    chunks.setFieldAlias(label_index, "label (1 icy, 0 not icy, -1 unclear)")
+    form = chunks.editFormConfig()
+    for index, field in enumerate(chunks.fields()):
+        form.setReadOnly(index, field.name() != "label")
+    chunks.setEditFormConfig(form)
+    chunks.setDisplayExpression("\"image_id\" || ' r' || \"row\" || ' c' || \"col\" || '  p=' || format_number(\"probability\", 2)")
+    written.append(_save(chunks, os.path.join(folder, "chunks.qml")))
+
+    summary = _memory_layer([("image_id", QVariant.String), ("category", QVariant.String), ("mean_probability", QVariant.Double)], "MultiPolygon")
+    categories = []
+    for value, colour, text in CATEGORY_COLOURS:
+        symbol = QgsFillSymbol.createSimple({"style": "no", "outline_color": colour + ",255", "outline_width": "0.8", "outline_width_unit": "MM"})
+        categories.append(QgsRendererCategory(value, symbol, text))
+    other = QgsFillSymbol.createSimple({"style": "no", "outline_color": "120,120,120,255", "outline_width": "0.6", "outline_width_unit": "MM"})
+    categories.append(QgsRendererCategory("", other, "other"))
+    summary.setRenderer(QgsCategorizedSymbolRenderer("category", categories))
+    summary.setDisplayExpression("\"image_id\" || ': ' || \"category\"")
+    written.append(_save(summary, os.path.join(folder, "summary.qml")))
+
+    grid = _memory_layer(GRID_FIELD_NAMES)
+    grid.setRenderer(QgsSingleSymbolRenderer(QgsFillSymbol.createSimple({"style": "no", "outline_color": "255,255,0,200", "outline_width": "0.26", "outline_width_unit": "MM"})))
+    grid.setDisplayExpression("\"image_id\" || ' r' || \"row\" || ' c' || \"col\"")
+    written.append(_save(grid, os.path.join(folder, "grid.qml")))
+    return written
+
+
+def _save(layer: QgsVectorLayer, path: str) -> str:
+    message, ok = layer.saveNamedStyle(path)
+    if not ok:
+        raise RuntimeError(f"could not write {path}: {message}")
+    return path
+
+
+if __name__ == "__main__":
+    from qgis.core import QgsApplication
+
+    app = QgsApplication([], False)
+    app.initQgis()
+    for written_path in write_style_files():
+        print(written_path)
+    app.exitQgis()
