@@ -1,0 +1,1 @@
+"""Processing provider 'hiriseice': thin algorithms and the client that runs the worker."""
