@@ -1,0 +1,242 @@
+"""Helpers shared by the algorithms: rasters as files the worker can read, model files checked
+before the worker starts, and the output layers' fields and features."""
+
+import os
+import re
+import uuid
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from osgeo import gdal
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsProcessingException,
+    QgsProcessingUtils,
+    QgsRasterDataProvider,
+    QgsRasterFileWriter,
+    QgsRasterLayer,
+    QgsRasterPipe,
+)
+from qgis.PyQt.QtCore import QVariant
+
+from .engine import errors, gdal_exceptions, modelfile
+
+# Field name -> QVariant type, in the order of the output tables.
+CHUNK_GRID_FIELDS: List[Tuple[str, QVariant.Type]] = [
+    ("image_id", QVariant.String),
+    ("chunk_id", QVariant.Int),
+    ("row", QVariant.Int),
+    ("col", QVariant.Int),
+    ("x_off", QVariant.Int),
+    ("y_off", QVariant.Int),
+    ("width", QVariant.Int),
+    ("height", QVariant.Int),
+    ("valid_fraction", QVariant.Double),
+    ("centre_valid_fraction", QVariant.Double),
+]
+DETECTION_FIELDS = CHUNK_GRID_FIELDS + [
+    ("probability", QVariant.Double),
+    ("class", QVariant.String),
+    ("label", QVariant.Int),  # NULL: for the geologist to fill (1 icy, 0 not icy, -1 unclear)
+]
+SUMMARY_FIELDS = [
+    ("image_id", QVariant.String),
+    ("chunks", QVariant.Int),
+    ("icy_chunks", QVariant.Int),
+    ("hard_chunks", QVariant.Int),
+    ("mean_probability", QVariant.Double),
+    ("max_probability", QVariant.Double),
+    ("category", QVariant.String),
+    ("model_name", QVariant.String),
+    ("model_version", QVariant.String),
+    ("runtime_s", QVariant.Double),
+]
+HISTORY_FIELDS = [("epoch", QVariant.Int)] + [
+    (name, QVariant.Double) for name in ("loss", "accuracy", "val_loss", "val_accuracy", "precision", "recall", "auc")
+]
+
+
+def make_fields(spec: Sequence[Tuple[str, QVariant.Type]]) -> QgsFields:
+    fields = QgsFields()
+    for name, kind in spec:
+        fields.append(QgsField(name, kind))
+    return fields
+
+
+def _json_value(value):
+    """NaN and None both become NULL."""
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def features_from_dicts(rows: Iterable[Dict], fields: QgsFields, geometry_key: Optional[str] = None, multi: bool = False) -> List[QgsFeature]:
+    features = []
+    names = fields.names()
+    for row in rows:
+        feature = QgsFeature(fields)
+        feature.setAttributes([_json_value(row.get(name)) for name in names])
+        wkt = row.get(geometry_key) if geometry_key else None
+        if wkt:
+            geometry = QgsGeometry.fromWkt(wkt)
+            if multi and not geometry.isNull():
+                geometry.convertToMultiType()
+            feature.setGeometry(geometry)
+        features.append(feature)
+    return features
+
+
+def add_features(sink: QgsFeatureSink, features: List[QgsFeature], name: str) -> None:
+    if not sink.addFeatures(features, QgsFeatureSink.FastInsert):
+        raise QgsProcessingException(f"Could not write the {name} layer: {sink.lastError() if hasattr(sink, 'lastError') else 'unknown error'}")
+
+
+# --- rasters -----------------------------------------------------------------------------
+
+def require_crs(layer: QgsRasterLayer) -> None:
+    if not layer.crs().isValid():
+        raise QgsProcessingException(
+            f"The raster '{layer.name()}' has no coordinate reference system, so its chunks could not be placed on Mars. "
+            "Assign the product's Mars CRS first (Raster > Projections > Assign Projection, or gdal_edit.py -a_srs), then run again."
+        )
+
+
+def output_crs(crs: QgsCoordinateReferenceSystem, raster_wkt: str = "") -> QgsCoordinateReferenceSystem:
+    """The CRS to give output layers of a raster in `crs`.
+
+    QGIS 3.22 recognises many Mars CRSs as IAU_2015:xxxxx, and a GeoPackage written with such a
+    CRS stores it as AUTHORITY["IAU", ...], which QGIS 3.22 then cannot read back (the layer
+    reopens without a CRS). So an IAU CRS is replaced by an equivalent custom CRS: the raster
+    file's own WKT when QGIS does not map it to an IAU code (it keeps the product's name), else
+    the CRS's PROJ definition. Other CRSs are used as they are.
+    """
+    if not crs.authid().upper().startswith("IAU"):
+        return crs
+    candidates = [lambda: QgsCoordinateReferenceSystem.fromWkt(raster_wkt) if raster_wkt else None, lambda: QgsCoordinateReferenceSystem.fromProj(crs.toProj())]
+    for make in candidates:
+        candidate = make()
+        if candidate is not None and candidate.isValid() and not candidate.authid().upper().startswith("IAU"):
+            return candidate
+    return crs
+
+
+_WKT_IDS = re.compile(r',\s*(?:ID|AUTHORITY)\[(?:[^\[\]]|\[[^\[\]]*\])*\]')
+
+
+def layer_crs(layer) -> QgsCoordinateReferenceSystem:
+    """The layer's CRS; for a file layer that QGIS opened without one, the CRS GDAL reads in the
+    file, without authority codes (how a GeoPackage with an IAU CRS, written by QGIS 3.22 itself,
+    becomes readable). Invalid if neither works."""
+    crs = layer.crs()
+    if crs.isValid() or layer.providerType() != "ogr":
+        return crs
+    try:
+        from osgeo import ogr
+
+        parts = layer.source().split("|")
+        with gdal_exceptions():
+            dataset = ogr.Open(parts[0])
+            names = [p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")]
+            ogr_layer = dataset.GetLayerByName(names[0]) if names else dataset.GetLayer(0)
+            srs = ogr_layer.GetSpatialRef() if ogr_layer is not None else None
+            wkt = srs.ExportToWkt(["FORMAT=WKT2_2019"]) if srs is not None else ""
+    except (RuntimeError, AttributeError, IndexError):
+        return crs
+    recovered = QgsCoordinateReferenceSystem.fromWkt(_WKT_IDS.sub("", wkt)) if wkt else QgsCoordinateReferenceSystem()
+    return recovered if recovered.isValid() else crs
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "raster"
+
+
+def _temporary_folder() -> str:
+    folder = os.path.join(QgsProcessingUtils.tempFolder(), f"hiriseice_{uuid.uuid4().hex[:12]}")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def _gdal_readable(source: str, layer: QgsRasterLayer):
+    """The GDAL dataset behind a gdal-provider layer when GDAL opens it as QGIS shows it, else None."""
+    if layer.providerType() != "gdal" or not source:
+        return None
+    if not (os.path.isfile(source) or source.startswith("/vsi") or ":" in source):
+        return None
+    try:
+        with gdal_exceptions():
+            dataset = gdal.Open(source, gdal.GA_ReadOnly)
+    except RuntimeError:
+        return None
+    if dataset is None or dataset.RasterXSize != layer.width() or dataset.RasterYSize != layer.height():
+        return None
+    return dataset
+
+
+def raster_path_for_worker(layer: QgsRasterLayer, context, feedback) -> str:
+    """A path GDAL (in the worker or in model/) reads: the layer's own file when it is one,
+    otherwise a temporary GeoTIFF. The file name keeps the image ID (the layer's file stem).
+
+    A file without a CRS that QGIS knows one for (set in the layer's properties) is wrapped in a
+    temporary VRT that carries the layer's CRS.
+    """
+    require_crs(layer)
+    source = layer.source()
+    dataset = _gdal_readable(source, layer)
+    if dataset is not None:
+        if dataset.GetProjection():
+            return source
+        stem = os.path.splitext(os.path.basename(dataset.GetDescription() or layer.name()))[0]
+        vrt = os.path.join(_temporary_folder(), _safe_name(stem) + ".vrt")
+        feedback.pushInfo(f"'{layer.name()}': the file has no CRS of its own; using the layer's CRS {layer.crs().authid() or layer.crs().description()} through {vrt}")
+        with gdal_exceptions():
+            gdal.Translate(vrt, dataset, format="VRT", outputSRS=layer.crs().toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL))
+        return vrt
+    return write_temporary_geotiff(layer, context, feedback)
+
+
+def write_temporary_geotiff(layer: QgsRasterLayer, context, feedback) -> str:
+    provider = layer.dataProvider()
+    if provider is None or not (provider.capabilities() & QgsRasterDataProvider.Size) or layer.width() <= 0 or layer.height() <= 0:
+        raise QgsProcessingException(
+            f"'{layer.name()}' is not a raster with pixels of its own (a web map service?). Give a HiRISE image file (GeoTIFF, JP2, ISIS3 cube, PDS image)."
+        )
+    stem = os.path.splitext(os.path.basename(source_file_name(layer)))[0]
+    path = os.path.join(_temporary_folder(), _safe_name(stem) + ".tif")
+    feedback.pushInfo(f"'{layer.name()}' is not a file GDAL can read directly; writing it to {path} for the worker")
+    writer = QgsRasterFileWriter(path)
+    writer.setOutputFormat("GTiff")
+    writer.setCreateOptions(["COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER"])
+    pipe = QgsRasterPipe()
+    if not pipe.set(provider.clone()):
+        raise QgsProcessingException(f"Could not read '{layer.name()}' for the worker (the raster pipe refused its provider).")
+    error = writer.writeRaster(pipe, provider.xSize(), provider.ySize(), provider.extent(), layer.crs(), context.transformContext())
+    if error != QgsRasterFileWriter.NoError:
+        raise QgsProcessingException(f"Could not write '{layer.name()}' to the temporary GeoTIFF {path} for the worker (error {error}).")
+    return path
+
+
+def source_file_name(layer: QgsRasterLayer) -> str:
+    """The layer's file name when it has one (for the image ID), else its name."""
+    path = layer.source().split("|")[0]
+    return path if os.path.isfile(path) else layer.name()
+
+
+# --- model files --------------------------------------------------------------------------
+
+def checked_model(path: str) -> Tuple[str, Dict]:
+    """(path, metadata) of the model file, validated in-process so a wrong file fails before the worker starts.
+    An empty path is the bundled default model."""
+    resolved = modelfile.resolve_model_path(path or "")
+    if not path and not os.path.isfile(resolved):
+        raise QgsProcessingException(
+            f"The bundled default model {resolved} is missing from the plugin. Reinstall the plugin, or choose a model file in MODEL "
+            "(train one with 'Train ice-patch model')."
+        )
+    try:
+        return resolved, modelfile.read_metadata(resolved)
+    except errors.EngineError as exc:
+        raise QgsProcessingException(str(exc)) from None

@@ -1,0 +1,33 @@
+"""The Processing provider 'hiriseice' (HiRISE Ice Patches)."""
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .chunk_algorithm import ChunkAlgorithm
+from .detect_algorithm import DetectAlgorithm
+from .engine import ENGINE_VERSION, icon_path
+from .train_algorithm import TrainAlgorithm
+
+
+class IcePatchesProvider(QgsProcessingProvider):
+    def id(self) -> str:
+        return "hiriseice"
+
+    def name(self) -> str:
+        return "HiRISE Ice Patches"
+
+    def longName(self) -> str:
+        return f"HiRISE Ice Patches {ENGINE_VERSION}"
+
+    def icon(self) -> QIcon:
+        return QIcon(icon_path("hiriseice.svg"))
+
+    def svgIconPath(self) -> str:
+        return icon_path("hiriseice.svg")
+
+    def versionInfo(self) -> str:
+        return ENGINE_VERSION
+
+    def loadAlgorithms(self):  # noqa: N802 (QGIS's name)
+        for algorithm in (DetectAlgorithm(), TrainAlgorithm(), ChunkAlgorithm()):
+            self.addAlgorithm(algorithm)
