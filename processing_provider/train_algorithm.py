@@ -1,0 +1,298 @@
+"""hiriseice:train - train (or continue training) a model from labelled layers, in the worker."""
+
+import json
+import os
+import uuid
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsFeatureRequest,
+    QgsGeometry,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+    QgsProcessingUtils,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+
+from .algorithm import HiriseIceAlgorithm
+from .common import HISTORY_FIELDS, add_features, checked_model, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
+from .detect_algorithm import HTML_FILTER, MODEL_FILTER
+from .engine import modelfile
+from .worker import partial_path, run_worker
+
+LABEL_MODES = ("chunks", "outlines")
+
+
+def json_label(value):
+    """A label attribute as JSON: int / float / str / bool as they are, NULL as None, anything else as text."""
+    if value is None or (isinstance(value, QVariant) and value.isNull()):
+        return None
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+class TrainAlgorithm(HiriseIceAlgorithm):
+    NAME = "train"
+    DISPLAY_NAME = "Train ice-patch model"
+    GROUP = "Training"
+    GROUP_ID = "training"
+
+    RASTERS = "RASTERS"
+    LABELS = "LABELS"
+    LABEL_FIELD = "LABEL_FIELD"
+    LABEL_MODE = "LABEL_MODE"
+    EXCLUDE = "EXCLUDE"
+    BASE_MODEL = "BASE_MODEL"
+    CHUNK_SIZE = "CHUNK_SIZE"
+    INPUT_SIZE = "INPUT_SIZE"
+    EPOCHS = "EPOCHS"
+    BATCH_SIZE = "BATCH_SIZE"
+    VALIDATION_FRACTION = "VALIDATION_FRACTION"
+    LEARNING_RATE = "LEARNING_RATE"
+    PATIENCE = "PATIENCE"
+    AUGMENT = "AUGMENT"
+    SEED = "SEED"
+    WIDTHS = "WIDTHS"
+    OUTPUT_MODEL = "OUTPUT_MODEL"
+    HISTORY = "HISTORY"
+    REPORT = "REPORT"
+
+    def shortHelpString(self):
+        return self.tr(
+            "<p>Trains the ice-patch network (the small Xception of Gergács &amp; Kereszturi) on your labels and writes a "
+            "shareable model file (<i>*.hiriseice</i>) for <i>Detect ice patches</i>.</p>"
+            "<p><b>Rasters</b>: the HiRISE images the labels belong to. <b>Label layers</b>: polygons in any CRS; every feature is "
+            "reprojected into each raster's CRS and used where it lies over that raster. <b>Label mode</b>: "
+            "<i>chunk polygons</i> - each polygon is a chunk with a label, e.g. the output of <i>Detect ice patches</i> "
+            "after filling its <i>label</i> field with the labelling tools; <i>ice-patch outlines</i> - polygons drawn around ice "
+            "patches: grid chunks containing an outline are icy, the others not icy (except those touching an <i>exclusion</i> polygon). "
+            "<b>Label field</b>: 1 / 0, icy / not icy or yes / no; NULL, -1 or 'unclear' leave a chunk out (as the paper left out "
+            "its unclear chunks).</p>"
+            "<p><b>Base model</b> (optional): continue training an existing model (its chunk and input size are kept); empty = start "
+            "from scratch. <b>Chunk size</b> 1024 and <b>input size</b> 256 are the paper's. Training uses Adam and binary "
+            "cross-entropy; the epoch with the lowest validation loss is kept (<b>patience</b>: epochs without improvement before "
+            "stopping); validation chunks are held out in spatial blocks; icy and not-icy chunks are balanced by class weights; "
+            "probabilities are calibrated on the validation chunks. <b>Augment</b>: east-west mirroring and brightness/contrast "
+            "changes (north stays up: shadows matter). <b>Widths</b> (advanced): the network's layer widths.</p>"
+            "<p>Outputs: the model file, the per-epoch history as a table (loss, accuracy, validation loss/accuracy, precision, "
+            "recall, AUC), and an HTML report with learning curves, confusion matrix and reliability diagram.</p>"
+            "<p>Training runs in the worker (a separate Python with TensorFlow), never inside QGIS; a GPU is used when the worker "
+            "has one. If the worker is missing, run <i>scripts/install</i> in the plugin folder.</p>"
+        )
+
+    def initAlgorithm(self, config=None):
+        self.addParameter(QgsProcessingParameterMultipleLayers(self.RASTERS, self.tr("HiRISE rasters"), QgsProcessing.TypeRaster))
+        self.addParameter(QgsProcessingParameterMultipleLayers(self.LABELS, self.tr("Label layers"), QgsProcessing.TypeVectorPolygon))
+        self.addParameter(QgsProcessingParameterString(self.LABEL_FIELD, self.tr("Label field"), "label"))
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.LABEL_MODE, self.tr("The label layers hold"), [self.tr("chunk polygons (e.g. a filled detect output)"), self.tr("ice-patch outlines")], defaultValue=0
+            )
+        )
+        self.addParameter(QgsProcessingParameterMultipleLayers(self.EXCLUDE, self.tr("Exclusion polygons (outline mode)"), QgsProcessing.TypeVectorPolygon, optional=True))
+        self.addParameter(QgsProcessingParameterFile(self.BASE_MODEL, self.tr("Continue training this model (optional)"), QgsProcessingParameterFile.File, optional=True, fileFilter=MODEL_FILTER))
+        self.addParameter(QgsProcessingParameterNumber(self.CHUNK_SIZE, self.tr("Chunk size (pixels)"), QgsProcessingParameterNumber.Integer, 1024, minValue=8))
+        self._advanced(QgsProcessingParameterNumber(self.INPUT_SIZE, self.tr("Network input size (pixels)"), QgsProcessingParameterNumber.Integer, 256, minValue=32))
+        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs"), QgsProcessingParameterNumber.Integer, 30, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"), QgsProcessingParameterNumber.Integer, 25, minValue=1))
+        self.addParameter(
+            QgsProcessingParameterNumber(self.VALIDATION_FRACTION, self.tr("Validation share"), QgsProcessingParameterNumber.Double, 0.2, minValue=0.05, maxValue=0.5)
+        )
+        learning_rate = QgsProcessingParameterNumber(self.LEARNING_RATE, self.tr("Learning rate"), QgsProcessingParameterNumber.Double, 0.001, minValue=1e-7, maxValue=1.0)
+        learning_rate.setMetadata({"widget_wrapper": {"decimals": 6}})
+        self.addParameter(learning_rate)
+        self.addParameter(QgsProcessingParameterNumber(self.PATIENCE, self.tr("Patience (epochs without improvement)"), QgsProcessingParameterNumber.Integer, 8, minValue=1))
+        self.addParameter(QgsProcessingParameterBoolean(self.AUGMENT, self.tr("Augment (mirror east-west, vary brightness and contrast)"), True))
+        self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Integer, 42))
+        self._advanced(QgsProcessingParameterString(self.WIDTHS, self.tr("Layer widths (entry, blocks..., exit)"), "128,256,512,728,1024"))
+        self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, self.tr("Model file"), "HiRISE Ice Patches model (*.hiriseice)"))
+        self.addParameter(QgsProcessingParameterFeatureSink(self.HISTORY, self.tr("Training history"), QgsProcessing.TypeVector, optional=True, createByDefault=True))
+        self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, self.tr("Training report"), HTML_FILTER))
+
+    def _advanced(self, parameter):
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(parameter)
+
+    # --- labels into each raster's CRS --------------------------------------------------------
+
+    def _widths(self, text: str):
+        try:
+            widths = [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
+        except ValueError:
+            widths = []
+        if len(widths) < 3 or min(widths) < 1:
+            raise QgsProcessingException(
+                f"WIDTHS '{text}' is not a list of at least three positive whole numbers (entry width, block widths..., exit width); the paper's is 128,256,512,728,1024."
+            )
+        return widths
+
+    @staticmethod
+    def _geometries_over(layer, raster_layer, context, feedback, attribute_index=None):
+        """(wkt, raw attribute) of `layer`'s features reprojected into the raster's CRS and over its extent; and the failures."""
+        target = raster_layer.crs()
+        extent = raster_layer.extent()
+        extent_geometry = QgsGeometry.fromRect(extent)
+        source_crs = layer_crs(layer)
+        if not source_crs.isValid():
+            source_crs = target
+            feedback.reportError(
+                f"'{layer.name()}' has no CRS QGIS can read; its coordinates are taken to be in the CRS of '{raster_layer.name()}'. "
+                "If they are not, set the layer's CRS (Layer Properties > Source) and run again.",
+                False,
+            )
+        transform = QgsCoordinateTransform(source_crs, target, context.transformContext())
+        request = QgsFeatureRequest()
+        try:
+            # Ask the provider only for features near the raster (in the layer's own CRS).
+            request.setFilterRect(transform.transformBoundingBox(extent, QgsCoordinateTransform.ReverseTransform))
+        except QgsCsException:
+            pass
+        if attribute_index is None:
+            request.setNoAttributes()
+        else:
+            request.setSubsetOfAttributes([attribute_index])
+        found, failures = [], 0
+        for feature in layer.getFeatures(request):
+            if feedback.isCanceled():
+                raise QgsProcessingException("Cancelled by the user; no model was trained.")
+            geometry = QgsGeometry(feature.geometry())
+            if geometry.isNull() or geometry.isEmpty():
+                continue
+            try:
+                geometry.transform(transform)
+            except QgsCsException:
+                failures += 1
+                continue
+            if not geometry.intersects(extent_geometry):
+                continue
+            value = json_label(feature.attribute(attribute_index)) if attribute_index is not None else None
+            found.append((geometry.asWkt(), value))
+        return found, failures
+
+    def processAlgorithm(self, parameters, context, feedback):
+        rasters = self.parameterAsLayerList(parameters, self.RASTERS, context)
+        label_layers = self.parameterAsLayerList(parameters, self.LABELS, context)
+        exclude_layers = self.parameterAsLayerList(parameters, self.EXCLUDE, context)
+        if not rasters:
+            raise QgsProcessingException("Choose at least one HiRISE raster (RASTERS) that the labels belong to.")
+        if not label_layers:
+            raise QgsProcessingException("Choose at least one label layer (LABELS): chunk polygons with a filled label field, or ice-patch outlines.")
+        label_field = self.parameterAsString(parameters, self.LABEL_FIELD, context).strip()
+        mode = LABEL_MODES[self.parameterAsEnum(parameters, self.LABEL_MODE, context)]
+        indices = {}
+        for layer in label_layers:
+            index = layer.fields().lookupField(label_field) if label_field else -1
+            if index < 0 and mode == "chunks":
+                raise QgsProcessingException(
+                    f"The label layer '{layer.name()}' has no field '{label_field}' (its fields: {', '.join(layer.fields().names()) or 'none'}). "
+                    "Set LABEL_FIELD to the field that holds 1 / 0 (icy / not icy), e.g. the 'label' field of a Detect ice patches output."
+                )
+            if index < 0:
+                feedback.pushInfo(f"'{layer.name()}' has no field '{label_field}': each of its outlines counts as an ice patch.")
+            indices[layer.id()] = index if index >= 0 else None
+
+        base_model = self.parameterAsFile(parameters, self.BASE_MODEL, context)
+        if base_model:
+            base_model, base_metadata = checked_model(base_model)
+            feedback.pushInfo(f"Continuing from {modelfile.describe(base_metadata)}; its chunk size and input size are kept.")
+        widths = self._widths(self.parameterAsString(parameters, self.WIDTHS, context))
+        output_model = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+        report = self.parameterAsFileOutput(parameters, self.REPORT, context)
+
+        entries, empty = [], []
+        for raster_layer in rasters:
+            require_crs(raster_layer)
+            labels, unreadable = [], 0
+            for layer in label_layers:
+                found, failures = self._geometries_over(layer, raster_layer, context, feedback, indices[layer.id()])
+                labels.extend({"wkt": wkt, "label": value} for wkt, value in found)
+                unreadable += failures
+            exclude = []
+            for layer in exclude_layers:
+                found, failures = self._geometries_over(layer, raster_layer, context, feedback)
+                exclude.extend(wkt for wkt, _ in found)
+                unreadable += failures
+            if unreadable:
+                feedback.reportError(
+                    f"{unreadable} feature(s) could not be transformed into the CRS of '{raster_layer.name()}' ({raster_layer.crs().description() or raster_layer.crs().toProj()}); "
+                    "check that label layers and rasters are on the same body (Mars).",
+                    False,
+                )
+            filled = sum(1 for item in labels if item["label"] is not None)
+            if not labels or (mode == "chunks" and not filled):
+                empty.append((raster_layer.name(), bool(labels)))
+                why = "No label feature lies over" if not labels else f"Every label feature has an empty '{label_field}' over"
+                feedback.reportError(f"{why} '{raster_layer.name()}'; it is left out of training.", False)
+                continue
+            feedback.pushInfo(f"'{raster_layer.name()}': {len(labels)} label feature(s) over it ({filled} with a value), {len(exclude)} exclusion polygon(s)")
+            entries.append({"path": raster_path_for_worker(raster_layer, context, feedback), "band": 0, "labels": labels, "exclude": exclude})
+        if not entries:
+            names = ", ".join(f"'{name}'" for name, _ in empty)
+            if not any(has_features for _, has_features in empty):
+                raise QgsProcessingException(
+                    f"No feature of the label layers lies over the rasters ({names}). Check that the label layers belong to these images: "
+                    "their features are reprojected into each raster's CRS and must overlap its extent (is each layer's CRS right?)."
+                )
+            raise QgsProcessingException(
+                f"Every label feature over the rasters ({names}) has an empty '{label_field}'. Fill it with 1 (icy) or 0 (not icy), "
+                "e.g. with the HiRISE Ice Patches toolbar (Mark icy / Mark not icy), or choose the LABEL_FIELD that holds the labels."
+            )
+
+        job = {
+            "rasters": entries,
+            "label_mode": mode,
+            "chunk_size": self.parameterAsInt(parameters, self.CHUNK_SIZE, context),
+            "input_size": self.parameterAsInt(parameters, self.INPUT_SIZE, context),
+            "base_model": base_model or None,
+            "epochs": self.parameterAsInt(parameters, self.EPOCHS, context),
+            "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            "validation_fraction": self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context),
+            "learning_rate": self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
+            "patience": self.parameterAsInt(parameters, self.PATIENCE, context),
+            "augment": self.parameterAsBoolean(parameters, self.AUGMENT, context),
+            "seed": self.parameterAsInt(parameters, self.SEED, context),
+            "widths": widths,
+            "output_model": output_model,
+            "report": report,
+        }
+        job_path = os.path.join(QgsProcessingUtils.tempFolder(), f"hiriseice_train_{uuid.uuid4().hex[:12]}.json")
+        with open(job_path, "w", encoding="utf-8") as handle:
+            json.dump(job, handle)
+        feedback.pushInfo(f"Training job: {job_path}")
+
+        result = run_worker(["train", job_path], feedback, partial_outputs=[partial_path(output_model), partial_path(report)])
+        self._log_metrics(result.get("metrics") or {}, feedback)
+
+        results = {self.OUTPUT_MODEL: result.get("model_path", output_model), self.REPORT: report}
+        fields = make_fields(HISTORY_FIELDS)
+        sink, destination = self.parameterAsSink(parameters, self.HISTORY, context, fields, QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())
+        if sink is not None:
+            add_features(sink, features_from_dicts(result.get("history") or [], fields), "history")
+            del sink
+            results[self.HISTORY] = destination
+        return results
+
+    @staticmethod
+    def _log_metrics(metrics, feedback):
+        at = metrics.get("at_icy_threshold") or {}
+        if at:
+            feedback.pushInfo(
+                "Validation at the icy threshold: "
+                + ", ".join(f"{key} {at[key]:.3f}" for key in ("accuracy", "precision", "recall", "roc_auc") if isinstance(at.get(key), (int, float)))
+            )
+        for key in ("best_epoch", "best_val_loss", "ece_uncalibrated", "ece_calibrated"):
+            if key in metrics:
+                feedback.pushInfo(f"{key}: {metrics[key]}")
