@@ -1,0 +1,64 @@
+"""The labelling helper: write a label into the selected chunks of a layer.
+
+Values follow the engine (model/labels.py): 1 icy, 0 not icy, -1 unclear (left out of
+training). No GUI here, so it can be tested without one; plugin.py wires it to the toolbar.
+"""
+
+from qgis.core import QgsMapLayer, QgsVectorLayer, QgsVectorDataProvider
+from qgis.PyQt.QtCore import QVariant
+
+LABEL_FIELD = "label"
+ICY, NOT_ICY, UNCLEAR = 1, 0, -1
+NAMES = {ICY: "icy", NOT_ICY: "not icy", UNCLEAR: "unclear"}
+
+
+class LabellingError(ValueError):
+    """The layer cannot take labels; the message says why and what to do."""
+
+
+def _value_for_field(field, value: int):
+    """The label as the field stores it: a number for numeric fields, a word for text fields."""
+    if field.type() == QVariant.String:
+        return NAMES[value]
+    if field.type() == QVariant.Double:
+        return float(value)
+    return int(value)
+
+
+def mark_selected(layer, value: int, field_name: str = LABEL_FIELD) -> int:
+    """Write `value` (1, 0 or -1) into `field_name` of the selected features of `layer`.
+
+    Starts editing if needed and groups the change in one undo command; the edits are left
+    for the user to save. Returns the number of features changed (0 when nothing is selected).
+    Raises LabellingError when the layer is not a vector layer, lacks the field, or cannot be edited.
+    """
+    if value not in NAMES:
+        raise LabellingError(f"A label is 1 (icy), 0 (not icy) or -1 (unclear), not {value!r}.")
+    if layer is None or not isinstance(layer, QgsVectorLayer) or layer.type() != QgsMapLayer.VectorLayer:
+        raise LabellingError("Select a chunk layer (e.g. the output of Detect ice patches) in the Layers panel first.")
+    index = layer.fields().lookupField(field_name)
+    if index < 0:
+        raise LabellingError(
+            f"The layer '{layer.name()}' has no '{field_name}' field. Use the chunk layer of Detect ice patches, or add an integer field '{field_name}'."
+        )
+    ids = layer.selectedFeatureIds()
+    if not ids:
+        return 0
+    provider = layer.dataProvider()
+    if provider is None or not (provider.capabilities() & QgsVectorDataProvider.ChangeAttributeValues) or layer.readOnly():
+        raise LabellingError(f"The layer '{layer.name()}' cannot be edited (read-only). Save it as a GeoPackage first.")
+    if not layer.isEditable() and not layer.startEditing():
+        raise LabellingError(f"Could not start editing '{layer.name()}'.")
+    stored = _value_for_field(layer.fields().at(index), value)
+    layer.beginEditCommand(f"Mark {len(ids)} chunk(s) {NAMES[value]}")
+    changed = 0
+    try:
+        for fid in ids:
+            if layer.changeAttributeValue(fid, index, stored):
+                changed += 1
+    except Exception:
+        layer.destroyEditCommand()
+        raise
+    layer.endEditCommand()
+    layer.triggerRepaint()
+    return changed

@@ -1,0 +1,188 @@
+"""The QGIS plugin: Processing provider, the "HiRISE Ice Patches" menu and the labelling toolbar."""
+
+import os
+
+from qgis.core import Qgis, QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsSettings, QgsTask
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction, QFileDialog, QMenu, QMessageBox
+
+from .labelling import ICY, NAMES, NOT_ICY, UNCLEAR, LabellingError, mark_selected
+
+try:
+    from ..processing_provider import worker
+    from ..processing_provider.provider import IcePatchesProvider
+except ImportError:  # plugin imported as a top-level package
+    from processing_provider import worker
+    from processing_provider.provider import IcePatchesProvider
+
+PLUGIN_FOLDER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TITLE = "HiRISE Ice Patches"
+
+
+def _icon(name: str) -> QIcon:
+    return QIcon(os.path.join(PLUGIN_FOLDER, "resources", "icons", name))
+
+
+class IcePatchesPlugin:
+    # (value, text, icon, default shortcut); shortcuts can be changed in Settings > Keyboard Shortcuts.
+    MARK_ACTIONS = [
+        (ICY, "Mark icy", "mark_icy.svg", "Ctrl+Alt+1"),
+        (NOT_ICY, "Mark not icy", "mark_not_icy.svg", "Ctrl+Alt+0"),
+        (UNCLEAR, "Mark unclear", "mark_unclear.svg", "Ctrl+Alt+U"),
+    ]
+
+    def __init__(self, iface):
+        self.iface = iface
+        self.provider = None
+        self.menu = None
+        self.toolbar = None
+        self.actions = []
+        self.shortcut_actions = []
+        self.check_task = None
+
+    # --- Processing -----------------------------------------------------------------------------
+
+    def initProcessing(self):  # noqa: N802 (QGIS's name; qgis_process calls it for hasProcessingProvider=yes)
+        if self.provider is None:
+            self.provider = IcePatchesProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    # --- GUI ------------------------------------------------------------------------------------
+
+    def initGui(self):  # noqa: N802
+        self.initProcessing()
+        window = self.iface.mainWindow()
+        self.menu = QMenu(TITLE, window)
+        self.menu.setObjectName("HiriseIcePatchesMenu")
+        self.menu.setIcon(_icon("hiriseice.svg"))
+        for text, algorithm in (("Detect ice patches…", "detect"), ("Train ice-patch model…", "train"), ("Chunk grid…", "chunk")):
+            self._menu_action(text, lambda checked=False, a=algorithm: self.open_algorithm(a), "hiriseice.svg" if algorithm == "detect" else None)
+        self.menu.addSeparator()
+        self._menu_action("Check worker", self.check_worker)
+        self._menu_action("Worker settings…", self.worker_settings)
+        window.menuBar().insertMenu(self.iface.firstRightStandardMenu().menuAction(), self.menu)
+
+        self.toolbar = self.iface.addToolBar(TITLE)
+        self.toolbar.setObjectName("HiriseIcePatchesToolbar")
+        self.toolbar.setToolTip(f"{TITLE}: label the selected chunks")
+        for value, text, icon, shortcut in self.MARK_ACTIONS:
+            action = QAction(_icon(icon), text, window)
+            action.setObjectName(f"hiriseice_mark_{NAMES[value].replace(' ', '_')}")
+            action.setToolTip(f"{text}: write {value} into the 'label' field of the selected chunks ({shortcut})")
+            action.triggered.connect(lambda checked=False, v=value: self.mark(v))
+            self.iface.registerMainWindowAction(action, shortcut)
+            self.toolbar.addAction(action)
+            self.shortcut_actions.append(action)
+            self.actions.append(action)
+
+    def _menu_action(self, text, slot, icon=None) -> QAction:
+        action = QAction(_icon(icon), text, self.iface.mainWindow()) if icon else QAction(text, self.iface.mainWindow())
+        action.triggered.connect(slot)
+        self.menu.addAction(action)
+        self.actions.append(action)
+        return action
+
+    def unload(self):
+        for action in self.shortcut_actions:
+            self.iface.unregisterMainWindowAction(action)
+        self.shortcut_actions = []
+        if self.toolbar is not None:
+            self.iface.mainWindow().removeToolBar(self.toolbar)
+            self.toolbar.deleteLater()
+            self.toolbar = None
+        if self.menu is not None:
+            self.iface.mainWindow().menuBar().removeAction(self.menu.menuAction())
+            self.menu.deleteLater()
+            self.menu = None
+        for action in self.actions:
+            action.deleteLater()
+        self.actions = []
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+
+    # --- actions --------------------------------------------------------------------------------
+
+    def open_algorithm(self, name: str):
+        import processing
+
+        processing.execAlgorithmDialog(f"hiriseice:{name}")
+
+    def mark(self, value: int):
+        bar = self.iface.messageBar()
+        layer = self.iface.activeLayer()
+        try:
+            changed = mark_selected(layer, value)
+        except LabellingError as exc:
+            bar.pushMessage(TITLE, str(exc), Qgis.Warning, 6)
+            return
+        if not changed:
+            bar.pushMessage(TITLE, f"Nothing is selected in '{layer.name()}'. Select chunks (Select Features tool), then mark them.", Qgis.Info, 4)
+            return
+        bar.pushMessage(
+            TITLE, f"{changed} chunk(s) of '{layer.name()}' marked {NAMES[value]} (label = {value}). Save the layer's edits to keep them.", Qgis.Success, 3
+        )
+
+    def check_worker(self):
+        try:
+            python = worker.locate_worker()
+        except QgsProcessingException as exc:
+            QMessageBox.warning(self.iface.mainWindow(), f"{TITLE}: worker", str(exc))
+            return
+        self.iface.messageBar().pushMessage(TITLE, f"Checking the worker {python} (starting TensorFlow takes a few seconds)…", Qgis.Info, 5)
+        self.check_task = QgsTask.fromFunction(f"{TITLE}: checking the worker", _worker_info, on_finished=self._worker_checked)
+        QgsApplication.taskManager().addTask(self.check_task)
+
+    def _worker_checked(self, exception, result=None):
+        self.check_task = None
+        window = self.iface.mainWindow()
+        if exception is not None:
+            QMessageBox.warning(window, f"{TITLE}: worker", f"The worker does not work:\n\n{exception}\n\n{worker.how_to_install()}")
+            return
+        QMessageBox.information(window, f"{TITLE}: worker", describe_worker(result))
+
+    def worker_settings(self):
+        settings = QgsSettings()
+        current = str(settings.value(worker.SETTINGS_KEY, "") or "")
+        try:
+            in_use = worker.locate_worker()
+        except QgsProcessingException:
+            in_use = "none found"
+        path, _ = QFileDialog.getOpenFileName(
+            self.iface.mainWindow(),
+            f"Python of the {TITLE} worker (with TensorFlow 2.21) - now: {in_use}",
+            os.path.dirname(current or worker.default_worker_python()),
+        )
+        if not path:
+            return
+        settings.setValue(worker.SETTINGS_KEY, path)
+        note = f" (the environment variable {worker.ENV_VAR} still takes precedence)" if os.environ.get(worker.ENV_VAR) else ""
+        self.iface.messageBar().pushMessage(TITLE, f"Worker Python set to {path}{note}. Use 'Check worker' to test it.", Qgis.Info, 6)
+
+
+class _TaskFeedback(QgsProcessingFeedback):
+    """Cancelling the task in QGIS's task manager stops the worker too."""
+
+    def __init__(self, task):
+        super().__init__()
+        self.task = task
+
+    def isCanceled(self):  # noqa: N802
+        return self.task.isCanceled() or super().isCanceled()
+
+
+def _worker_info(task):
+    """Runs in a QgsTask: the worker's `info` command (versions, device, default model)."""
+    return worker.run_worker(["info"], _TaskFeedback(task))
+
+
+def describe_worker(info: dict) -> str:
+    lines = [
+        f"Worker Python: {info.get('executable')} (Python {info.get('python')})",
+        f"Engine {info.get('engine')}, TensorFlow {info.get('tensorflow')}, Keras {info.get('keras')}, NumPy {info.get('numpy')}, GDAL {info.get('gdal')}",
+        f"Compute device: {info.get('device')}",
+    ]
+    model = info.get("model") or {}
+    if model:
+        lines.append(f"Default model: {model.get('name')} {model.get('version')} (input {model.get('input_size')} px, chunks {model.get('chunk_size')} px)")
+    return "\n".join(lines)
