@@ -68,4 +68,11 @@ def export_chunk(source_path: str, window: ChunkWindow, folder: str, image_id: s
         creationOptions=["COMPRESS=DEFLATE", "TILED=YES"],
     )
     os.replace(partial, path)
+    # GDAL may write sidecars beside the temporary name (an ISIS3 cube's mask band as .msk,
+    # metadata GeoTIFF cannot hold as .aux.xml): they belong to the chunk, under its name.
+    for sidecar in (".msk", ".aux.xml"):
+        if os.path.exists(partial + sidecar):
+            os.replace(partial + sidecar, path + sidecar)
+        elif os.path.exists(path + sidecar):
+            os.remove(path + sidecar)  # left by an earlier export of this chunk
     return path
