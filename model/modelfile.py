@@ -39,6 +39,11 @@ def resolve_model_path(path: str) -> str:
 
 def read_metadata(path: str) -> Dict:
     """Validated metadata of a model file; a clear ModelFileError for anything else."""
+    if not path and not os.path.isfile(default_model_path()):
+        raise ModelFileError(
+            f"The bundled default model '{default_model_path()}' is missing, so MODEL cannot be left empty. Reinstall the plugin, "
+            "or choose a model file (*.hiriseice) trained with hiriseice:train."
+        )
     path = resolve_model_path(path)
     if not os.path.isfile(path):
         raise ModelFileError(
