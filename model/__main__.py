@@ -72,30 +72,9 @@ def _chunk(args, reporter: Reporter) -> None:
     reporter.result({"chunks": chunks})
 
 
-# TensorFlow 2.21's oneDNN convolution back-propagation corrupts the heap ("double free or
-# corruption", SIGABRT mid-fit, about every second run) when a layer has fewer than 16 channels,
-# e.g. the tiny networks the tests train. The paper's widths are unaffected, and oneDNN makes
-# them about 2.5 times faster on a CPU, so it is switched off only for such narrow networks.
-ONEDNN_MIN_WIDTH = 16
-
-
-def _job_widths(job) -> list:
-    if job.get("base_model"):
-        from . import modelfile
-
-        try:
-            return list(modelfile.read_metadata(job["base_model"]).get("architecture", {}).get("widths") or [])
-        except EngineError:
-            return []  # run_job reports the problem
-    return list(job.get("widths") or [])
-
-
 def _train(args, reporter: Reporter) -> None:
     with open(args.job, encoding="utf-8") as handle:
         job = json.load(handle)
-    widths = _job_widths(job)
-    if widths and min(int(w) for w in widths) < ONEDNN_MIN_WIDTH:
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # before TensorFlow is imported
     from .training import run_job
 
     result = run_job(job, reporter)
@@ -122,8 +101,11 @@ def _info(args, reporter: Reporter) -> None:
         info["device"] = compute_device()
     except ImportError as exc:
         raise EngineError(f"The worker's Python lacks a package ({exc}). Run scripts/install in the plugin folder.") from None
-    info["model"] = modelfile.read_metadata(args.model)
     info["model_path"] = modelfile.resolve_model_path(args.model)
+    try:
+        info["model"] = modelfile.read_metadata(args.model)
+    except EngineError as exc:  # the environment is still worth reporting
+        info["model_error"] = str(exc)
     reporter.result(info)
     if not reporter.jsonl:
         print(json.dumps(info, indent=2))
@@ -188,8 +170,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     reporter = Reporter(jsonl=args.jsonl)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .raster import gdal_exceptions
+
     try:
-        args.run(args, reporter)
+        with gdal_exceptions():
+            args.run(args, reporter)
     except EngineError as exc:
         reporter.error(exc.code, str(exc))
         return 2

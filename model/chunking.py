@@ -7,6 +7,7 @@ from typing import Iterator
 import numpy as np
 from osgeo import gdal
 
+from . import files
 from .errors import RasterError
 from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, grid_shape
 from .preprocess import valid_fractions
@@ -28,7 +29,7 @@ class ChunkSample:
     valid: np.ndarray
 
 
-def check_grid_parameters(source: RasterSource, chunk_size: int, stride: int, min_valid: float) -> None:
+def check_grid_parameters(chunk_size: int, stride: int, min_valid: float) -> None:
     if chunk_size < 8:
         raise RasterError(f"A chunk size of {chunk_size} px is too small; use at least 8 (the paper uses 1024).")
     if stride < 1:
@@ -39,7 +40,7 @@ def check_grid_parameters(source: RasterSource, chunk_size: int, stride: int, mi
 
 def iter_chunks(source: RasterSource, chunk_size: int, stride: int, min_valid: float, input_size: int = MASK_SIZE) -> Iterator[ChunkSample]:
     """Every chunk whose central region is at least min_valid valid, in grid order."""
-    check_grid_parameters(source, chunk_size, stride, min_valid)
+    check_grid_parameters(chunk_size, stride, min_valid)
     info = source.info
     for window in chunk_grid(info.width, info.height, chunk_size, stride):
         data, valid = source.read_chunk(window, chunk_size, input_size)
@@ -57,9 +58,8 @@ def chunk_count(source: RasterSource, chunk_size: int, stride: int) -> int:
 
 def export_chunk(source_path: str, window: ChunkWindow, folder: str, image_id: str) -> str:
     """The chunk at full resolution as a georeferenced GeoTIFF, for labelling in other tools."""
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{image_id}_r{window.row:03d}_c{window.col:03d}.tif")
-    partial = path + ".partial.tif"
+    partial = files.prepare(path)
     gdal.Translate(
         partial,
         source_path,
@@ -67,7 +67,7 @@ def export_chunk(source_path: str, window: ChunkWindow, folder: str, image_id: s
         format="GTiff",
         creationOptions=["COMPRESS=DEFLATE", "TILED=YES"],
     )
-    os.replace(partial, path)
+    files.commit(partial, path)
     # GDAL may write sidecars beside the temporary name (an ISIS3 cube's mask band as .msk,
     # metadata GeoTIFF cannot hold as .aux.xml): they belong to the chunk, under its name.
     for sidecar in (".msk", ".aux.xml"):

@@ -19,7 +19,7 @@ from .errors import EngineError, NoValidChunksError
 from .grid import chunk_wkt
 from .preprocess import normalise
 from .protocol import Reporter, SilentReporter
-from .raster import RasterSource
+from .raster import RasterSource, gdal_exceptions
 
 CHUNK_FIELDS = ("chunk_id", "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction")
 
@@ -53,6 +53,7 @@ def compute_device() -> str:
     return f"GPU ({', '.join(g.name for g in gpus)})" if gpus else "CPU"
 
 
+@gdal_exceptions()
 def detect(raster_path: str, model_path: str = "", options: DetectOptions = None, reporter: Reporter = None) -> Detection:
     options = options or DetectOptions()
     reporter = reporter or SilentReporter()

@@ -17,6 +17,7 @@ import tempfile
 import zipfile
 from typing import Dict, Tuple
 
+from . import files
 from .errors import ModelFileError
 
 FORMAT = "hiriseice-model"
@@ -99,18 +100,16 @@ def new_metadata(name: str, input_size: int, chunk_size: int, normalisation: Dic
 
 def save(keras_model, metadata: Dict, path: str) -> None:
     """Write atomically: a reader never sees a half-written model file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    partial = files.prepare(path)
     with tempfile.TemporaryDirectory() as tmp:
         keras_path = os.path.join(tmp, KERAS_MEMBER)
         keras_model.save(keras_path)
         with open(keras_path, "rb") as handle:
             metadata = dict(metadata, weights_sha256=hashlib.sha256(handle.read()).hexdigest())
-        partial = os.path.join(folder, f".{os.path.basename(path)}.partial")
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
             archive.write(keras_path, KERAS_MEMBER)
-        os.replace(partial, path)
+        files.commit(partial, path)
 
 
 def load(path: str) -> Tuple[object, Dict]:

@@ -2,19 +2,20 @@
 
 Widths and input size are parameters so tests can train a tiny copy in seconds; the
 defaults are the paper's. The single output unit is split into a linear ``logit`` layer and
-a sigmoid, so inference can read logits for calibration.
+a sigmoid, so inference can read logits for calibration. Keras is imported inside the
+functions, so the constants here are usable where TensorFlow must not load.
 """
 
 from typing import Dict, Sequence
 
-import keras
-from keras import layers
-
 PAPER_WIDTHS = (128, 256, 512, 728, 1024)
 
 
-def build_network(input_size: int = 256, widths: Sequence[int] = PAPER_WIDTHS, dropout: float = 0.5, seed: int = None) -> keras.Model:
+def build_network(input_size: int = 256, widths: Sequence[int] = PAPER_WIDTHS, dropout: float = 0.5, seed: int = None):
     """Entry Conv2D(w0, stride 2); residual separable blocks w1..w(n-2); SeparableConv2D(w_last); pool; dropout; 1 sigmoid unit."""
+    import keras
+    from keras import layers
+
     if len(widths) < 3:
         raise ValueError("widths needs an entry width, at least one block width and an exit width")
     if seed is not None:
@@ -53,6 +54,8 @@ def architecture(input_size: int, widths: Sequence[int]) -> Dict:
     return {"name": "small_xception", "widths": list(widths), "input_size": int(input_size)}
 
 
-def logit_model(network: keras.Model) -> keras.Model:
+def logit_model(network):
     """The same network ending at the logit, for calibrated inference."""
+    import keras
+
     return keras.Model(network.inputs, network.get_layer("logit").output)

@@ -9,6 +9,7 @@ No-data: the band's declared no-data value, plus DN 0, which fills the area outs
 rotated footprint of every HiRISE RDR whether or not the file declares it.
 """
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -18,8 +19,6 @@ from osgeo import gdal, ogr, osr
 
 from .errors import RasterError
 from .grid import ChunkWindow
-
-gdal.UseExceptions()
 
 # Overview-friendly decimation that keeps a few-pixel bright patch visible, unlike nearest.
 RESAMPLING = gdal.GRIORA_Average
@@ -53,6 +52,22 @@ class RasterInfo:
         return float(np.hypot(g[1], g[4]))
 
 
+@contextlib.contextmanager
+def gdal_exceptions():
+    """GDAL raises inside this block and returns to its previous mode after it.
+
+    The engine expects exceptions, but the mode is global to GDAL's Python bindings, and
+    inside QGIS other plugins may rely on GDAL returning None, so nothing switches it for good.
+    """
+    previous = gdal.GetUseExceptions()
+    gdal.UseExceptions()
+    try:
+        yield
+    finally:
+        if not previous:
+            gdal.DontUseExceptions()
+
+
 class RasterSource:
     """An open raster. Use as a context manager; reads are thread-safe per instance only if not shared."""
 
@@ -60,13 +75,14 @@ class RasterSource:
         if not os.path.exists(path) and not path.startswith("/vsi"):
             raise RasterError(f"The raster '{path}' does not exist. Check the path or load the layer again.")
         try:
-            self._ds = gdal.Open(path, gdal.GA_ReadOnly)
+            with gdal_exceptions():
+                self._ds = gdal.Open(path, gdal.GA_ReadOnly)
         except RuntimeError as exc:
             raise RasterError(
                 f"GDAL cannot read '{path}' as a raster ({exc}). Give a GeoTIFF, a HiRISE JP2 with its .LBL, an ISIS3 cube or a PDS image."
             ) from None
         ds = self._ds
-        if ds is None or ds.RasterCount == 0:
+        if ds.RasterCount == 0:
             raise RasterError(f"'{path}' has no raster bands. Give a HiRISE image (GeoTIFF, JP2, ISIS3 cube or PDS).")
         if band < 0 or band > ds.RasterCount:
             raise RasterError(f"Band {band} does not exist in '{path}', which has {ds.RasterCount} band(s). Choose 1..{ds.RasterCount}, or 0 for automatic.")

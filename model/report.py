@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
+from . import files
 from .preprocess import normalise, DEFAULT_NORMALISATION
 from .raster import RasterSource
 
@@ -147,12 +148,10 @@ def quicklook(raster_path: str, chunks: List[Dict], band: int = 0, max_side: int
 
 
 def write_atomically(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    partial = os.path.join(folder, f".{os.path.basename(path)}.partial")
+    partial = files.prepare(path)
     with open(partial, "w", encoding="utf-8") as handle:
         handle.write(text)
-    os.replace(partial, path)
+    files.commit(partial, path)
 
 
 def detection_report(detection, path: str, band: int = 0) -> None:

@@ -18,19 +18,26 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-# TensorFlow 2.20/2.21 CPU builds corrupt the heap (abort or segfault) in oneDNN's backward pass
-# of this network's residual blocks; without oneDNN training runs at the same speed here.
-# Inference keeps oneDNN (3x faster, identical logits). Must be set before TensorFlow loads.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
 from . import calibration, metrics, modelfile, rules
 from .errors import CancelledError, LabelError, RasterError
 from .network import PAPER_WIDTHS, architecture, build_network, logit_model
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
+from .raster import gdal_exceptions
 from .splitting import block_groups, describe_split, split_groups
 
 AUGMENT_MODES = ("none", "lighting", "full")
+
+# TensorFlow 2.20/2.21's oneDNN convolution back-propagation corrupts the heap (abort or
+# segfault mid-fit) when a layer has fewer than 16 channels, as in the tiny test networks.
+# The paper's widths are unaffected and train about three times faster with oneDNN, so it is
+# switched off only for narrow networks, and only before TensorFlow is first imported.
+ONEDNN_MIN_WIDTH = 16
+
+
+def prepare_tensorflow(widths: Sequence[int]) -> None:
+    if widths and min(int(w) for w in widths) < ONEDNN_MIN_WIDTH:
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 @dataclass
@@ -83,6 +90,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
 
     Returns {"network", "metadata", "history", "metrics", "split"}.
     """
+    prepare_tensorflow(base[1]["architecture"]["widths"] if base is not None else options.widths)
     import keras
     import tensorflow as tf
 
@@ -291,6 +299,7 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
     return images, labels, groups, {"label_mode": mode, "images": used}
 
 
+@gdal_exceptions()
 def run_job(job: Dict, reporter: Reporter = None) -> Dict:
     reporter = reporter or SilentReporter()
     if not job.get("output_model"):
@@ -299,6 +308,7 @@ def run_job(job: Dict, reporter: Reporter = None) -> Dict:
     base = None
     normalisation = DEFAULT_NORMALISATION
     if job.get("base_model"):
+        prepare_tensorflow(modelfile.read_metadata(job["base_model"]).get("architecture", {}).get("widths", []))
         base = modelfile.load(job["base_model"])
         base_meta = base[1]
         options.input_size, options.chunk_size = base_meta["input_size"], base_meta["chunk_size"]

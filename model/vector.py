@@ -1,9 +1,10 @@
 """GeoPackage output for command-line use (inside QGIS the algorithms write their own sinks)."""
 
-import os
 from typing import Dict, List
 
 from osgeo import ogr, osr
+
+from . import files
 
 CHUNK_SCHEMA = [
     ("image_id", ogr.OFTString),
@@ -45,9 +46,7 @@ def _layer(ds, name: str, crs_wkt: str, schema):
 
 def write_geopackage(path: str, crs_wkt: str, chunks: List[Dict], summaries: List[Dict], chunk_layer: str = "chunks") -> None:
     """Chunk polygons and image summaries, written to a temporary file and renamed on success."""
-    partial = path + ".partial.gpkg"
-    if os.path.exists(partial):
-        os.remove(partial)
+    partial = files.prepare(path)
     ds = ogr.GetDriverByName("GPKG").CreateDataSource(partial)
     layer = _layer(ds, chunk_layer, crs_wkt, CHUNK_SCHEMA)
     layer.StartTransaction()
@@ -68,4 +67,4 @@ def write_geopackage(path: str, crs_wkt: str, chunks: List[Dict], summaries: Lis
             feature.SetGeometry(ogr.ForceToMultiPolygon(ogr.CreateGeometryFromWkt(summary["footprint_wkt"])))
         summary_layer.CreateFeature(feature)
     ds = None
-    os.replace(partial, path)
+    files.commit(partial, path)

@@ -26,7 +26,7 @@ from .common import (
     raster_path_for_worker,
     require_crs,
 )
-from .engine import chunking, modelfile, rules
+from .engine import chunking, errors, modelfile, rules
 from .worker import partial_path, run_worker
 
 MODEL_FILTER = "HiRISE Ice Patches model (*.hiriseice);;All files (*.*)"
@@ -124,13 +124,18 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         band = self.parameterAsInt(parameters, self.BAND, context)
         if band > layer.bandCount():
             raise QgsProcessingException(f"Band {band} does not exist in '{layer.name()}', which has {layer.bandCount()} band(s). Choose 1..{layer.bandCount()}, or 0 for automatic.")
+        min_valid = self.parameterAsDouble(parameters, self.MIN_VALID, context)
+        try:  # before the worker's seconds-long start
+            chunking.check_grid_parameters(chunk_size, stride, min_valid)
+        except errors.EngineError as exc:
+            raise QgsProcessingException(str(exc)) from None
         report = self.parameterAsFileOutput(parameters, self.REPORT, context)
         raster_path = raster_path_for_worker(layer, context, feedback)
 
         arguments = [
             "detect", raster_path, "--model", model_path, "--report", report,
             "--chunk-size", chunk_size, "--stride", stride,
-            "--min-valid", self.parameterAsDouble(parameters, self.MIN_VALID, context),
+            "--min-valid", min_valid,
             "--batch-size", self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             "--icy-threshold", icy, "--hard-low", hard_low, "--band", band,
         ]

@@ -21,7 +21,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsSettings
 
-from .engine import PLUGIN_FOLDER
+from .engine import PLUGIN_FOLDER, files
+
+partial_path = files.partial_path
 
 ENV_VAR = "HIRISEICE_WORKER_PYTHON"
 SETTINGS_KEY = "hiriseice/worker_python"
@@ -94,11 +96,6 @@ def worker_environment() -> Dict[str, str]:
     env["PYTHONIOENCODING"] = "utf-8"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
-
-
-def partial_path(path: str) -> str:
-    """Where the engine writes `path` before renaming it (model/report.py, model/modelfile.py)."""
-    return os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.partial")
 
 
 def _remove_quietly(paths: Iterable[str]) -> None:

@@ -11,7 +11,6 @@ stopping and calibration / held-out test for the model card), never by file.
 
 import argparse
 import csv
-import datetime
 import json
 import os
 import sys
@@ -23,11 +22,11 @@ from osgeo import gdal
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from model.training import TrainOptions, train_arrays  # noqa: E402  (first: it configures TensorFlow)
 from model import calibration, metrics, modelfile, synthetic  # noqa: E402
 from model.network import logit_model  # noqa: E402
 from model.preprocess import DEFAULT_NORMALISATION, normalise, resize  # noqa: E402
 from model.protocol import Reporter  # noqa: E402
+from model.training import TrainOptions, prepare_tensorflow, train_arrays  # noqa: E402
 
 HARD_LANDFORMS = {4: "bright dune", 6: "swiss cheese", 7: "spider"}
 NEGATIVE_KINDS = ("plain", "hot pixels", "sunlit rocks", "bare shadowing features", "low contrast", "co2 frost")
@@ -240,11 +239,13 @@ def main(argv=None):
     test_images, test_labels, _, test_kinds, test_landforms = build_set(test_tiles, args.variants, args.seed + 1, args.input_size)
     reporter.log(f"made {len(labels)} training/validation examples and {len(test_labels)} test examples in {time.monotonic() - started:.0f} s")
 
+    widths = tuple(int(w) for w in args.widths.split(","))
+    prepare_tensorflow(widths)
     import tensorflow as tf
 
     options = TrainOptions(
         epochs=args.epochs, patience=args.patience, seed=args.seed, input_size=args.input_size, chunk_size=1024,
-        widths=tuple(int(w) for w in args.widths.split(",")), name="hiriseice-default", augment="lighting",
+        widths=widths, name="hiriseice-default", augment="lighting",
         extra_metadata={
             "data": "real HiRISE terrain (hirise-terrain, 868 crops, 137 observations) with synthetic ice patches; no real ice labels",
             "attribution": ATTRIBUTION,
