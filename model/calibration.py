@@ -24,21 +24,39 @@ def apply(logits: np.ndarray, calibration: Optional[Dict]) -> np.ndarray:
     return sigmoid(calibration["a"] * logits + calibration["b"])
 
 
+def _platt_loss(a: float, b: float, z: np.ndarray, target: np.ndarray) -> float:
+    """Negative log-likelihood of sigmoid(a * z + b) against the (smoothed) targets, overflow-free."""
+    t = a * z + b
+    return float(np.sum(np.logaddexp(0.0, t) - target * t))
+
+
 def fit_platt(logits: Sequence[float], labels: Sequence[int], iterations: int = 100) -> Dict:
-    """Newton's method on the logistic log-likelihood, with Platt's smoothed targets against overfitting."""
+    """Newton's method with a backtracking line search on the logistic log-likelihood, with
+    Platt's smoothed targets against overfitting (Lin, Lin & Weng 2007). Plain Newton steps
+    from a = 1 diverge for strongly over-confident or inverted logits."""
     z = np.asarray(logits, np.float64)
     y = np.asarray(labels, np.float64)
     positives, negatives = y.sum(), len(y) - y.sum()
     target = np.where(y > 0.5, (positives + 1) / (positives + 2), 1 / (negatives + 2))
-    a, b = 1.0, 0.0
+    a, b = 0.0, float(np.log((positives + 1) / (negatives + 1)))
+    loss = _platt_loss(a, b, z, target)
     for _ in range(iterations):
         p = sigmoid(a * z + b)
         w = np.maximum(p * (1 - p), 1e-12)
         grad = np.array([np.sum((p - target) * z), np.sum(p - target)])
         hess = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]]) + 1e-9 * np.eye(2)
         step = np.linalg.solve(hess, grad)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-9:
+        scale = 1.0
+        while scale > 1e-10:
+            new_a, new_b = a - scale * step[0], b - scale * step[1]
+            new_loss = _platt_loss(new_a, new_b, z, target)
+            if new_loss <= loss - 1e-4 * scale * float(grad @ step):
+                break
+            scale /= 2.0
+        else:
+            break  # no step decreases the loss: converged as far as floating point allows
+        a, b, loss = new_a, new_b, new_loss
+        if np.abs(scale * step).max() < 1e-9:
             break
     return {"method": "platt", "a": float(a), "b": float(b)}
 
