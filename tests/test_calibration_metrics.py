@@ -1,0 +1,133 @@
+"""model.metrics and model.calibration against independent computations."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from model import calibration, metrics
+
+
+def brute_force_auc(scores, labels):
+    """P(score of a random icy chunk > score of a random not-icy one), ties counting one half."""
+    positives = [s for s, y in zip(scores, labels) if y]
+    negatives = [s for s, y in zip(scores, labels) if not y]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(positives, negatives))
+    return wins / (len(positives) * len(negatives))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_roc_auc_equals_pairwise_count(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 80))
+    labels = rng.integers(0, 2, n)
+    labels[0], labels[1] = 0, 1  # both classes
+    # coarse scores: many ties
+    scores = np.round(rng.random(n) * 0.6 + 0.3 * labels, 1)
+    assert metrics.roc_auc(scores, labels) == pytest.approx(brute_force_auc(scores, labels), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "scores, labels, expected",
+    [
+        ([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1], 1.0),
+        ([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1], 0.0),
+        ([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1], 0.5),
+        ([0.3, 0.6, 0.6, 0.9], [0, 0, 1, 1], 0.875),
+    ],
+)
+def test_roc_auc_small_cases(scores, labels, expected):
+    assert metrics.roc_auc(scores, labels) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 0], [1, 1], []])
+def test_roc_auc_is_nan_with_a_single_class(labels):
+    assert math.isnan(metrics.roc_auc([0.2] * len(labels), labels))
+
+
+def test_confusion_and_summary():
+    p = [0.1, 0.6, 0.55, 0.9, 0.3, 0.7]
+    y = [0, 0, 1, 1, 1, 0]
+    assert metrics.confusion(p, y, 0.5) == {"true_positive": 2, "false_positive": 2, "true_negative": 1, "false_negative": 1}
+    assert metrics.confusion(p, y, 0.6) == {"true_positive": 1, "false_positive": 2, "true_negative": 1, "false_negative": 2}
+    s = metrics.summary(p, y, 0.5)
+    assert s["accuracy"] == pytest.approx(3 / 6)
+    assert s["precision"] == pytest.approx(2 / 4)
+    assert s["recall"] == pytest.approx(2 / 3)
+    assert s["false_positive_rate"] == pytest.approx(2 / 3)
+    assert s["roc_auc"] == pytest.approx(brute_force_auc(p, y))
+    assert s["threshold"] == 0.5
+
+
+def test_summary_without_predicted_positives_has_nan_precision():
+    s = metrics.summary([0.1, 0.2], [0, 1], 0.5)
+    assert math.isnan(s["precision"]) and s["recall"] == 0.0
+
+
+def test_sigmoid_is_stable_for_large_logits():
+    z = np.array([-1000.0, -30.0, 0.0, 30.0, 1000.0])
+    p = calibration.sigmoid(z)
+    assert np.all(np.isfinite(p))
+    assert p[2] == 0.5 and p[0] == 0.0 and p[-1] == 1.0
+    assert p[1] == pytest.approx(1 / (1 + math.exp(30)), rel=1e-9)
+
+
+@pytest.mark.parametrize("a, b", [(2.0, -0.5), (0.5, 1.0), (-1.5, 0.3)])
+def test_fit_platt_recovers_known_parameters(a, b):
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0.0, 2.0, 40000)
+    labels = (rng.random(logits.size) < 1.0 / (1.0 + np.exp(-(a * logits + b)))).astype(int)
+    fitted = calibration.fit_platt(logits, labels)
+    assert fitted["method"] == "platt"
+    assert fitted["a"] == pytest.approx(a, abs=0.06)
+    assert fitted["b"] == pytest.approx(b, abs=0.06)
+
+
+def test_platt_scaling_fixes_an_overconfident_model_and_keeps_the_ranking():
+    rng = np.random.default_rng(2)
+    true_logits = rng.normal(0.0, 1.5, 5000)
+    labels = (rng.random(true_logits.size) < calibration.sigmoid(true_logits)).astype(int)
+    overconfident = 4.0 * true_logits  # what a network trained too long says
+    fitted = calibration.fit_platt(overconfident, labels)
+    raw = calibration.apply(overconfident, None)
+    calibrated = calibration.apply(overconfident, fitted)
+    assert calibration.expected_calibration_error(calibrated, labels) < 0.03 < calibration.expected_calibration_error(raw, labels)
+    assert metrics.roc_auc(calibrated, labels) == pytest.approx(metrics.roc_auc(raw, labels))
+
+
+def test_apply_rejects_an_unknown_method():
+    with pytest.raises(ValueError):
+        calibration.apply([0.0], {"method": "isotonic"})
+
+
+def test_reliability_bins():
+    p = [0.0, 0.05, 0.1, 0.15, 0.55, 0.95, 1.0, 1.0]
+    y = [0, 0, 1, 0, 1, 1, 1, 0]
+    table = calibration.reliability(p, y, bins=10)
+    assert len(table) == 10
+    assert [row["low"] for row in table] == pytest.approx([i / 10 for i in range(10)])
+    assert [row["high"] for row in table] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    counts = [row["count"] for row in table]
+    # 0.1 opens the second bin; 1.0 belongs to the last bin
+    assert counts == [2, 2, 0, 0, 0, 1, 0, 0, 0, 3]
+    assert table[0]["mean_predicted"] == pytest.approx(0.025) and table[0]["observed"] == 0.0
+    assert table[1]["mean_predicted"] == pytest.approx(0.125) and table[1]["observed"] == 0.5
+    assert table[9]["mean_predicted"] == pytest.approx((0.95 + 1.0 + 1.0) / 3) and table[9]["observed"] == pytest.approx(2 / 3)
+    assert table[2]["mean_predicted"] is None and table[2]["observed"] is None
+
+
+def test_expected_calibration_error_by_hand():
+    p = [0.0, 0.05, 0.1, 0.15, 0.55, 0.95, 1.0, 1.0]
+    y = [0, 0, 1, 0, 1, 1, 1, 0]
+    by_hand = (2 * abs(0.025 - 0.0) + 2 * abs(0.125 - 0.5) + 1 * abs(0.55 - 1.0) + 3 * abs(2.95 / 3 - 2 / 3)) / 8
+    assert calibration.expected_calibration_error(p, y) == pytest.approx(by_hand)
+
+
+def test_expected_calibration_error_extremes():
+    rng = np.random.default_rng(3)
+    p = rng.random(200000)
+    y = (rng.random(p.size) < p).astype(int)
+    assert calibration.expected_calibration_error(p, y) < 0.01  # calibrated by construction
+    assert calibration.expected_calibration_error([0.9] * 10, [0] * 10) == pytest.approx(0.9)
+    assert calibration.expected_calibration_error([], []) == 0.0
