@@ -1,6 +1,6 @@
 """The parts of the engine (model/) that QGIS's own Python may import, and where the plugin lives.
 
-Only modules that never import TensorFlow come through here (TensorFlow inside QGIS aborts
+Only modules that never import TensorFlow at import time come through here (TensorFlow inside QGIS aborts
 it: see DEVELOPERS.md). Inside QGIS the plugin folder is the package ``hirise_ice_patches``;
 tests and scripts may instead put the plugin folder on sys.path and import
 ``processing_provider`` as a top-level package, hence the fallback.
@@ -12,9 +12,9 @@ model/ expects, and returns to QGIS's mode afterwards.
 import os
 
 try:
-    from ..model import __version__ as ENGINE_VERSION, chunking, errors, files, grid, modelfile, raster, rules
+    from ..model import __version__ as ENGINE_VERSION, chunking, errors, files, grid, modelfile, raster, rules, training
 except ImportError:  # processing_provider imported as a top-level package
-    from model import __version__ as ENGINE_VERSION, chunking, errors, files, grid, modelfile, raster, rules  # noqa: F401
+    from model import __version__ as ENGINE_VERSION, chunking, errors, files, grid, modelfile, raster, rules, training  # noqa: F401
 
 gdal_exceptions = raster.gdal_exceptions
 

@@ -12,7 +12,6 @@ from qgis.core import (
     QgsGeometry,
     QgsProcessing,
     QgsProcessingException,
-    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
@@ -29,7 +28,9 @@ from qgis.PyQt.QtCore import QVariant
 from .algorithm import HiriseIceAlgorithm
 from .common import HISTORY_FIELDS, add_features, checked_model, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
-from .engine import modelfile
+from .engine import modelfile, training
+
+AUGMENT_MODES = training.AUGMENT_MODES
 from .worker import partial_path, run_worker
 
 LABEL_MODES = ("chunks", "outlines")
@@ -85,8 +86,9 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             "from scratch. <b>Chunk size</b> 1024 and <b>input size</b> 256 are the paper's. Training uses Adam and binary "
             "cross-entropy; the epoch with the lowest validation loss is kept (<b>patience</b>: epochs without improvement before "
             "stopping); validation chunks are held out in spatial blocks; icy and not-icy chunks are balanced by class weights; "
-            "probabilities are calibrated on the validation chunks. <b>Augment</b>: east-west mirroring and brightness/contrast "
-            "changes (north stays up: shadows matter). <b>Widths</b> (advanced): the network's layer widths.</p>"
+            "probabilities are calibrated on the validation chunks. <b>Augmentation</b>: lighting-safe (default) mirrors east-west and "
+            "varies brightness and contrast, keeping north up, because ice hides on the poleward side of what shades it; full "
+            "adds north-south flips and 90-degree rotations, for labels that do not depend on illumination. <b>Widths</b> (advanced): the network's layer widths.</p>"
             "<p>Outputs: the model file, the per-epoch history as a table (loss, accuracy, validation loss/accuracy, precision, "
             "recall, AUC), and an HTML report with learning curves, confusion matrix and reliability diagram.</p>"
             "<p>Training runs in the worker (a separate Python with TensorFlow), never inside QGIS; a GPU is used when the worker "
@@ -115,7 +117,18 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         learning_rate.setMetadata({"widget_wrapper": {"decimals": 6}})
         self.addParameter(learning_rate)
         self.addParameter(QgsProcessingParameterNumber(self.PATIENCE, self.tr("Patience (epochs without improvement)"), QgsProcessingParameterNumber.Integer, 8, minValue=1))
-        self.addParameter(QgsProcessingParameterBoolean(self.AUGMENT, self.tr("Augment (mirror east-west, vary brightness and contrast)"), True))
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.AUGMENT,
+                self.tr("Augmentation"),
+                [
+                    self.tr("none"),
+                    self.tr("lighting-safe: east-west mirrors, brightness and contrast"),
+                    self.tr("full: also north-south flips and 90° rotations (scrambles the poleward-shadow cue)"),
+                ],
+                defaultValue=1,
+            )
+        )
         self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Integer, 42))
         self._advanced(QgsProcessingParameterString(self.WIDTHS, self.tr("Layer widths (entry, blocks..., exit)"), "128,256,512,728,1024"))
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, self.tr("Model file"), "HiRISE Ice Patches model (*.hiriseice)"))
@@ -262,7 +275,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             "validation_fraction": self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context),
             "learning_rate": self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
             "patience": self.parameterAsInt(parameters, self.PATIENCE, context),
-            "augment": self.parameterAsBoolean(parameters, self.AUGMENT, context),
+            "augment": AUGMENT_MODES[self.parameterAsEnum(parameters, self.AUGMENT, context)],
             "seed": self.parameterAsInt(parameters, self.SEED, context),
             "widths": widths,
             "output_model": output_model,
