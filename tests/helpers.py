@@ -1,0 +1,273 @@
+"""Small helpers shared by the tests: generated GeoTIFFs, label polygons and worker runs.
+
+Nothing here imports TensorFlow (the test process is Debian's Python, where it must never be
+loaded); everything that needs it runs in the worker through run_worker().
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+gdal.UseExceptions()
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MARS_RADIUS_M = 3396190.0
+GDAL_TYPES = {"Byte": gdal.GDT_Byte, "UInt16": gdal.GDT_UInt16}
+NUMPY_TYPES = {"Byte": np.uint8, "UInt16": np.uint16}
+
+# The tiny network every TensorFlow test trains: seconds on a CPU.
+TINY_WIDTHS = [4, 8, 8, 16]
+TINY_INPUT_SIZE = 32
+TINY_CHUNK_SIZE = 64
+
+
+def mars_equirectangular_wkt(standard_parallel: float = -55.0, central_meridian: float = 0.0) -> str:
+    """A HiRISE-RDR-like custom CRS: equirectangular on the Mars sphere, non-zero standard parallel."""
+    srs = osr.SpatialReference()
+    srs.SetGeogCS("Mars 2000 sphere", "D_Mars_2000_Sphere", "Mars_2000_Sphere", MARS_RADIUS_M, 0.0, "Reference_Meridian", 0.0)
+    srs.SetEquirectangular2(0.0, central_meridian, standard_parallel, 0.0, 0.0)
+    srs.SetProjCS("Equirectangular Mars (tests)")
+    srs.SetLinearUnits("metre", 1.0)
+    return srs.ExportToWkt()
+
+
+def default_geotransform(width: int, height: int, pixel: float = 0.5, standard_parallel: float = -55.0):
+    top = MARS_RADIUS_M * math.radians(standard_parallel) + height / 2.0 * pixel
+    return (-width / 2.0 * pixel, pixel, 0.0, top, 0.0, -pixel)
+
+
+def rotated_footprint(width: int, height: int, angle_deg: float = 12.0, shrink: float = 0.72) -> np.ndarray:
+    """True inside a rotated rectangle centred in the raster (the swath of an RDR), False in the DN-0 border."""
+    th = math.radians(angle_deg)
+    y = (np.arange(height) + 0.5 - height / 2.0)[:, None]
+    x = (np.arange(width) + 0.5 - width / 2.0)[None, :]
+    u = x * math.cos(th) + y * math.sin(th)
+    v = -x * math.sin(th) + y * math.cos(th)
+    return (np.abs(u) <= shrink * width / 2.0) & (np.abs(v) <= shrink * height / 2.0)
+
+
+def textured(height: int, width: int, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+    """Smooth-ish terrain with grain, float64 in [low, high]."""
+    coarse = rng.random((height // 8 + 2, width // 8 + 2))
+    terrain = np.kron(coarse, np.ones((8, 8)))[:height, :width]
+    terrain = 0.7 * terrain + 0.3 * rng.random((height, width))
+    return low + (high - low) * terrain
+
+
+def write_geotiff(path, bands, data_type: str = "UInt16", geotransform=None, crs_wkt: Optional[str] = "", nodata=None) -> str:
+    """Write arrays (one 2-D array, or a list of them for several bands) as a GeoTIFF."""
+    arrays = [bands] if isinstance(bands, np.ndarray) and bands.ndim == 2 else list(bands)
+    height, width = arrays[0].shape
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), width, height, len(arrays), GDAL_TYPES[data_type], ["TILED=YES", "BLOCKXSIZE=64", "BLOCKYSIZE=64"])
+    if geotransform is not None:
+        ds.SetGeoTransform(list(geotransform))
+    if crs_wkt:
+        ds.SetProjection(crs_wkt)
+    for i, array in enumerate(arrays, start=1):
+        band = ds.GetRasterBand(i)
+        if nodata is not None:
+            band.SetNoDataValue(nodata)
+        band.WriteArray(np.asarray(array).astype(NUMPY_TYPES[data_type]))
+    ds.FlushCache()
+    ds = None
+    return str(path)
+
+
+@dataclass
+class GeneratedRaster:
+    path: str
+    width: int
+    height: int
+    data_type: str
+    geotransform: tuple
+    crs_wkt: str
+    nodata: Optional[float]
+    bands: List[np.ndarray]  # the DNs written, one array per band
+    valid: np.ndarray  # where the footprint holds data
+    icy_windows: List[tuple] = field(default_factory=list)  # (x_off, y_off, size) of chunks given a bright patch
+
+
+def generate_raster(
+    folder,
+    name: str = "scene.tif",
+    width: int = 256,
+    height: int = 256,
+    data_type: str = "UInt16",
+    nodata=0,
+    crs="mars",
+    rotated_border: bool = False,
+    band_count: int = 1,
+    seed: int = 0,
+    geotransform=None,
+    icy_chunk_size: Optional[int] = None,
+    icy_pattern=None,
+) -> GeneratedRaster:
+    """A HiRISE-like GeoTIFF. DN 0 outside the rotated footprint when rotated_border.
+
+    crs: "mars" (custom Mars equirectangular WKT), None (no CRS) or a WKT string.
+    icy_chunk_size: grid of chunks of this size; a chunk (row, col) with icy_pattern(row, col)
+    true gets a bright blob (the stand-in for an ice patch) at its centre.
+    """
+    rng = np.random.default_rng(seed)
+    top = 1023 if data_type == "UInt16" else 255
+    crs_wkt = mars_equirectangular_wkt() if crs == "mars" else (crs or "")
+    geotransform = tuple(geotransform or default_geotransform(width, height))
+    valid = rotated_footprint(width, height) if rotated_border else np.ones((height, width), bool)
+    icy_windows = []
+    bands = []
+    for b in range(band_count):
+        image = textured(height, width, rng, 0.25 * top, 0.55 * top)
+        if b == 0 and icy_chunk_size:
+            yy, xx = np.mgrid[0:height, 0:width]
+            for row in range(height // icy_chunk_size):
+                for col in range(width // icy_chunk_size):
+                    if icy_pattern is None or not icy_pattern(row, col):
+                        continue
+                    cy = row * icy_chunk_size + icy_chunk_size / 2.0
+                    cx = col * icy_chunk_size + icy_chunk_size / 2.0
+                    radius = icy_chunk_size / 5.0
+                    blob = np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2)))
+                    image = np.maximum(image, 0.95 * top * blob)
+                    icy_windows.append((col * icy_chunk_size, row * icy_chunk_size, icy_chunk_size))
+        dn = np.clip(np.rint(image), 1, top)
+        dn[~valid] = 0
+        bands.append(dn.astype(NUMPY_TYPES[data_type]))
+    path = os.path.join(str(folder), name)
+    write_geotiff(path, bands, data_type, geotransform, crs_wkt, nodata)
+    return GeneratedRaster(path, width, height, data_type, geotransform, crs_wkt, nodata, bands, valid, icy_windows)
+
+
+def window_ring_gdal(geotransform, x_off, y_off, width, height):
+    """The window's corner ring computed by GDAL itself (the oracle for model.grid)."""
+    corners = [(x_off, y_off), (x_off + width, y_off), (x_off + width, y_off + height), (x_off, y_off + height), (x_off, y_off)]
+    return [tuple(gdal.ApplyGeoTransform(list(geotransform), float(x), float(y))) for x, y in corners]
+
+
+def polygon_wkt(ring: Sequence) -> str:
+    return "POLYGON ((" + ", ".join(f"{x!r} {y!r}" for x, y in ring) + "))"
+
+
+def window_wkt(geotransform, x_off, y_off, width, height) -> str:
+    return polygon_wkt(window_ring_gdal(geotransform, x_off, y_off, width, height))
+
+
+def chunk_labels(raster: GeneratedRaster, chunk_size: int, label_of) -> List[Dict]:
+    """One labelled polygon per full chunk: label_of(row, col) -> value written in the label field."""
+    labels = []
+    for row in range(raster.height // chunk_size):
+        for col in range(raster.width // chunk_size):
+            value = label_of(row, col)
+            if value is None:
+                continue
+            labels.append({"wkt": window_wkt(raster.geotransform, col * chunk_size, row * chunk_size, chunk_size, chunk_size), "label": value})
+    return labels
+
+
+def ring_of_geometry(wkt: str):
+    geometry = ogr.CreateGeometryFromWkt(wkt)
+    ring = geometry.GetGeometryRef(0)
+    return [ring.GetPoint_2D(i) for i in range(ring.GetPointCount())]
+
+
+# --- the worker --------------------------------------------------------------------------
+
+
+def worker_python_path() -> str:
+    return os.environ.get("HIRISEICE_WORKER_PYTHON") or str(REPO_ROOT / ".venv" / "bin" / "python")
+
+
+def worker_env() -> Dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # The worker must run the checkout's engine, whatever PYTHONPATH the caller has.
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+@dataclass
+class WorkerRun:
+    args: List[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def messages(self) -> List[Dict]:
+        """stdout of a --jsonl run, one parsed object per line (fails the test on a non-JSON line)."""
+        out = []
+        for number, line in enumerate(self.stdout.splitlines(), start=1):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise AssertionError(f"stdout line {number} of {self.args} is not JSON: {line!r}\nstderr:\n{self.stderr[-3000:]}") from None
+        return out
+
+    @property
+    def result(self) -> Dict:
+        messages = self.messages
+        assert messages and messages[-1]["type"] == "result", f"{self.args} did not end with a result:\n{self.stdout[-2000:]}\n{self.stderr[-3000:]}"
+        return messages[-1]
+
+    @property
+    def errors(self) -> List[Dict]:
+        return [m for m in self.messages if m["type"] == "error"]
+
+    def check(self) -> "WorkerRun":
+        assert self.returncode == 0, f"worker {self.args} exited {self.returncode}\nstdout:\n{self.stdout[-3000:]}\nstderr:\n{self.stderr[-5000:]}"
+        return self
+
+
+def run_worker(python: str, *args, jsonl: bool = True, timeout: float = 300) -> WorkerRun:
+    """`python -m model [--jsonl] ARGS` from the repository root, as the plugin starts it."""
+    command = [str(python), "-m", "model"] + (["--jsonl"] if jsonl else []) + [str(a) for a in args]
+    done = subprocess.run(command, cwd=str(REPO_ROOT), env=worker_env(), capture_output=True, text=True, timeout=timeout)
+    return WorkerRun(command, done.returncode, done.stdout, done.stderr)
+
+
+def run_worker_snippet(python: str, code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """A small Python program in the worker (for checks that need TensorFlow or the venv's state)."""
+    return subprocess.run([str(python), "-c", code], cwd=str(REPO_ROOT), env=worker_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def write_job(path, job: Dict) -> str:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(job, handle)
+    return str(path)
+
+
+def tiny_job(raster_path: str, labels: List[Dict], output_model: str, **overrides) -> Dict:
+    job = {
+        "rasters": [{"path": raster_path, "band": 0, "labels": labels}],
+        "label_mode": "chunks",
+        "chunk_size": TINY_CHUNK_SIZE,
+        "input_size": TINY_INPUT_SIZE,
+        "widths": TINY_WIDTHS,
+        "epochs": 2,
+        "batch_size": 8,
+        "validation_fraction": 0.25,
+        "learning_rate": 0.003,
+        "patience": 5,
+        "augment": "none",
+        "seed": 7,
+        "name": "tiny-test-model",
+        "output_model": output_model,
+    }
+    job.update(overrides)
+    return job
+
+
+def checkerboard(row: int, col: int) -> bool:
+    return (row + col) % 2 == 0
+
+
+def python_is_debian() -> bool:
+    return sys.executable.startswith("/usr/bin/")
