@@ -16,7 +16,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-gdal.UseExceptions()
+# No gdal.UseExceptions() here: GDAL's error mode is global, and the engine must work in the
+# mode QGIS leaves it in (model.raster.gdal_exceptions scopes its own).
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MARS_RADIUS_M = 3396190.0
@@ -67,6 +68,7 @@ def write_geotiff(path, bands, data_type: str = "UInt16", geotransform=None, crs
     arrays = [bands] if isinstance(bands, np.ndarray) and bands.ndim == 2 else list(bands)
     height, width = arrays[0].shape
     ds = gdal.GetDriverByName("GTiff").Create(str(path), width, height, len(arrays), GDAL_TYPES[data_type], ["TILED=YES", "BLOCKXSIZE=64", "BLOCKYSIZE=64"])
+    assert ds is not None, f"GDAL cannot create {path}: {gdal.GetLastErrorMsg()}"
     if geotransform is not None:
         ds.SetGeoTransform(list(geotransform))
     if crs_wkt:

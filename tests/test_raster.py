@@ -1,0 +1,434 @@
+"""model.raster and model.chunking on real HiRISE files and generated rasters: geometry against
+GDAL's own geotransform math, the no-data rule, band handling, scaling and windowed reads."""
+
+import os
+
+import numpy as np
+import pytest
+from osgeo import gdal, ogr, osr
+
+from model import chunking, preprocess
+from model.errors import NoValidChunksError, RasterError
+from model.grid import chunk_grid, chunk_wkt
+from model.raster import RasterSource
+
+import helpers
+
+# Real files of ../shared/data/hirise-georef and the chunk size that gives each a grid of several chunks.
+REAL_RASTERS = {
+    "ESP_037156_1800_RED.byte.tif": 64,  # GeoTIFF, Mars equirectangular, rotated footprint, DN-0 border (undeclared)
+    "PSP_002118_1510_1m_o_forPDS_cropped.cub": 16,  # ISIS3, equirectangular, ~28.5 S
+    "PSP_002118_1510_25cm_o_forPDS_cropped.cub": 16,
+    "PSP_009404_2635_RED_NLstretch_1m_o_forPDS_cropped.cub": 16,  # ISIS3, polar stereographic, 83.5 N
+    "PSP_009404_2635_RED_NLstretch_25cm_o_forPDS_cropped.cub": 16,
+    "ESP_042252_1930_3-BAND_COLOR_2m_o_cropped.cub": 16,  # 3 bands, every pixel no-data
+}
+COLOR_CUBE = "ESP_042252_1930_3-BAND_COLOR_2m_o_cropped.cub"
+RED_TIF = "ESP_037156_1800_RED.byte.tif"
+
+
+def real_file(folder, name) -> str:
+    path = folder / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent from the shared data")
+    return str(path)
+
+
+def open_gdal(path):
+    ds = gdal.Open(str(path))
+    assert ds is not None, gdal.GetLastErrorMsg()
+    return ds
+
+
+def read_band(path, index=1) -> np.ndarray:
+    ds = open_gdal(path)  # kept alive while its band is read (GDAL's bindings would crash otherwise)
+    data = ds.GetRasterBand(index).ReadAsArray()
+    ds = None
+    return data
+
+
+def assert_rings_equal(got, want):
+    assert len(got) == len(want) == 5
+    for a, b in zip(got, want):
+        assert a == pytest.approx(b, rel=1e-14, abs=1e-7)
+
+
+def truth_fractions(valid: np.ndarray, window, fraction=0.5):
+    """(whole, centre) valid shares of a window at full resolution, computed here from the mask."""
+    part = valid[window.y_off : window.y_off + window.height, window.x_off : window.x_off + window.width]
+    cw, ch = max(1, int(round(window.width * fraction))), max(1, int(round(window.height * fraction)))
+    left, top = (window.width - cw) // 2, (window.height - ch) // 2
+    return float(part.mean()), float(part[top : top + ch, left : left + cw].mean())
+
+
+def crs_equivalent(a: osr.SpatialReference, b: osr.SpatialReference, points) -> bool:
+    """Same projected coordinates: a -> b is the identity on the given points (to a micrometre)."""
+    a, b = a.Clone(), b.Clone()
+    for srs in (a, b):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    transform = osr.CoordinateTransformation(a, b)
+    return all(np.allclose(transform.TransformPoint(x, y)[:2], (x, y), atol=1e-6, rtol=0) for x, y in points)
+
+
+def assert_same_crs(got: osr.SpatialReference, want: osr.SpatialReference, gt, width, height):
+    """Equirectangular CRSs come back identical; a polar stereographic 'variant A, k = 1' comes back from
+    WKT1 as the equivalent 'variant B, standard parallel 90', so there the coordinates must agree."""
+    corners = helpers.window_ring_gdal(gt, 0, 0, width, height)[:4]
+    assert crs_equivalent(want, got, corners) and crs_equivalent(got, want, corners)
+    assert got.GetAttrValue("SPHEROID|1") == want.GetAttrValue("SPHEROID|1")  # the Mars radius
+    if want.GetAttrValue("PROJECTION") == "Equirectangular":
+        assert got.IsSame(want)
+
+
+# --- real HiRISE files ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(REAL_RASTERS))
+def test_real_raster_info_and_chunk_polygons_are_gdals(georef_data, name):
+    path = real_file(georef_data, name)
+    ds = open_gdal(path)
+    gt = ds.GetGeoTransform()
+    with RasterSource(path) as source:
+        info = source.info
+        assert (info.width, info.height, info.band_count) == (ds.RasterXSize, ds.RasterYSize, ds.RasterCount)
+        assert info.geotransform == tuple(gt)
+        assert_same_crs(osr.SpatialReference(wkt=info.crs_wkt), ds.GetSpatialRef(), gt, ds.RasterXSize, ds.RasterYSize)
+        assert info.image_id == os.path.splitext(name)[0]
+    chunk = REAL_RASTERS[name]
+    for chunk_size, stride in [(chunk, chunk), (chunk + 1, chunk // 2 + 3)]:  # incl. an overlapping grid with partial edges
+        windows = list(chunk_grid(ds.RasterXSize, ds.RasterYSize, chunk_size, stride))
+        assert len(windows) > 4
+        for w in windows:
+            assert_rings_equal(helpers.ring_of_geometry(chunk_wkt(gt, w)), helpers.window_ring_gdal(gt, w.x_off, w.y_off, w.width, w.height))
+
+
+@pytest.mark.parametrize("name", sorted(REAL_RASTERS))
+def test_real_raster_chunk_layer_from_the_worker(georef_data, worker_python, tmp_path, name):
+    """`python -m model chunk --out`: polygons equal GDAL's windows, and the CRS survives the GeoPackage."""
+    path = real_file(georef_data, name)
+    ds = open_gdal(path)
+    gt, srs = ds.GetGeoTransform(), ds.GetSpatialRef()
+    out = tmp_path / "chunks.gpkg"
+    run = helpers.run_worker(worker_python, "chunk", path, "--chunk-size", REAL_RASTERS[name], "--min-valid", 0.0, "--out", out).check()
+    reported = {c["chunk_id"]: c for c in run.result["chunks"]}
+    vector = ogr.Open(str(out))
+    layer = vector.GetLayerByName("chunks")
+    assert_same_crs(layer.GetSpatialRef(), srs, gt, ds.RasterXSize, ds.RasterYSize)
+    assert layer.GetFeatureCount() == len(reported)
+    for feature in layer:
+        w = reported[feature.GetField("chunk_id")]
+        assert (feature.GetField("x_off"), feature.GetField("y_off"), feature.GetField("width"), feature.GetField("height")) == (w["x_off"], w["y_off"], w["width"], w["height"])
+        assert_rings_equal(helpers.ring_of_geometry(feature.GetGeometryRef().ExportToWkt()), helpers.window_ring_gdal(gt, w["x_off"], w["y_off"], w["width"], w["height"]))
+
+
+def test_real_red_product_border_chunks_dropped_interior_kept(georef_data):
+    """ESP_037156_1800: the rotated footprint's DN-0 border (no no-data declared) drops chunks; the interior is kept."""
+    path = real_file(georef_data, RED_TIF)
+    dn = read_band(path)
+    valid = dn != 0
+    assert 0.2 < (~valid).mean() < 0.4  # the border is there
+    with RasterSource(path) as source:
+        assert source.info.nodata is None
+        # full resolution: the engine's shares are exactly the mask's
+        kept = {s.window.chunk_id: s for s in chunking.iter_chunks(source, 64, 64, chunking.DEFAULT_MIN_VALID, input_size=64)}
+        expected = set()
+        for w in chunk_grid(source.info.width, source.info.height, 64, 64):
+            whole, centre = truth_fractions(valid, w)
+            if centre >= chunking.DEFAULT_MIN_VALID and whole > 0:
+                expected.add(w.chunk_id)
+            if w.chunk_id in kept:
+                assert kept[w.chunk_id].valid_fraction == pytest.approx(whole)
+                assert kept[w.chunk_id].centre_valid_fraction == pytest.approx(centre)
+        assert set(kept) == expected
+        assert 0 < len(expected) < chunking.chunk_count(source, 64, 64)
+        # decimated 4x, as the network reads it: interior chunks kept, chunks outside the footprint dropped
+        decimated = {s.window.chunk_id for s in chunking.iter_chunks(source, 64, 64, chunking.DEFAULT_MIN_VALID, input_size=16)}
+        for w in chunk_grid(source.info.width, source.info.height, 64, 64):
+            whole, centre = truth_fractions(valid, w)
+            if centre == 1.0:
+                assert w.chunk_id in decimated, w
+            if centre == 0.0:
+                assert w.chunk_id not in decimated, w
+
+
+@pytest.mark.parametrize("name", [n for n in REAL_RASTERS if n.endswith(".cub") and n != COLOR_CUBE])
+def test_real_isis_cubes_no_data_is_gdals_mask(georef_data, name):
+    """ISIS3 cubes: the engine's validity equals GDAL's own mask band; chunks are kept by their centre."""
+    path = real_file(georef_data, name)
+    ds = open_gdal(path)
+    band = ds.GetRasterBand(1)
+    dn = band.ReadAsArray()
+    mask = band.GetMaskBand().ReadAsArray() != 0
+    assert 0 < (~mask).sum() < mask.size  # these crops hold some no-data
+    with RasterSource(path) as source:
+        assert source.info.nodata == 0
+        data, valid = source.read(0, 0, 50, 50, 50, 50)
+        assert np.array_equal(valid, mask)
+        assert np.array_equal(data, np.where(mask, dn, 0).astype(np.float32))
+        samples = {s.window.chunk_id: s for s in chunking.iter_chunks(source, 16, 16, chunking.DEFAULT_MIN_VALID, input_size=16)}
+    windows = list(chunk_grid(50, 50, 16, 16))
+    assert len(windows) == 16  # 4 x 4 chunks, the last row and column 2 px
+    expected = {w.chunk_id for w in windows if truth_fractions(mask, w)[1] >= chunking.DEFAULT_MIN_VALID and truth_fractions(mask, w)[0] > 0}
+    assert set(samples) == expected and expected
+    for chunk_id, sample in samples.items():
+        w = sample.window
+        assert sample.centre_valid_fraction == pytest.approx(truth_fractions(mask, w)[1])
+        assert np.array_equal(sample.data[: w.height, : w.width], data[w.y_off : w.y_off + w.height, w.x_off : w.x_off + w.width])
+
+
+def test_real_all_no_data_color_cube_has_no_chunks(georef_data):
+    path = real_file(georef_data, COLOR_CUBE)
+    with RasterSource(path) as source:
+        assert source.info.band_count == 3 and source.info.bands == (1, 2, 3)
+        data, valid = source.read(0, 0, source.info.width, source.info.height, source.info.width, source.info.height)
+        assert not valid.any() and not data.any()
+        assert list(chunking.iter_chunks(source, 16, 16, 0.0)) == []
+        assert list(chunking.iter_chunks(source, 1024, 1024, 0.0)) == []
+
+
+def test_real_all_no_data_color_cube_detect_fails_clearly(georef_data, worker_python, tiny_model, tmp_path):
+    """Through the worker CLI: exit status 2, one JSON error line naming the problem, no output written."""
+    path = real_file(georef_data, COLOR_CUBE)
+    out, report = tmp_path / "chunks.gpkg", tmp_path / "report.html"
+    run = helpers.run_worker(worker_python, "detect", path, "--model", tiny_model.path, "--out", out, "--report", report)
+    assert run.returncode == 2, run.stderr[-3000:]
+    messages = run.messages
+    assert [m["type"] for m in messages].count("error") == 1 and messages[-1]["type"] == "error"
+    error = messages[-1]
+    assert error["code"] == NoValidChunksError.code
+    assert COLOR_CUBE in error["message"] and "no-data" in error["message"] and "MIN_VALID" in error["message"]
+    assert not out.exists() and not report.exists()
+    assert os.listdir(tmp_path) == []
+
+
+# --- generated rasters: the no-data rule ----------------------------------------------------
+
+
+@pytest.mark.parametrize("nodata", [0, None], ids=["declared", "undeclared"])
+def test_rotated_border_chunks_dropped_interior_kept(make_raster, nodata):
+    r = make_raster(width=512, height=448, rotated_border=True, nodata=nodata)
+    with RasterSource(r.path) as source:
+        windows = list(chunk_grid(r.width, r.height, 64, 64))
+        full = {s.window.chunk_id for s in chunking.iter_chunks(source, 64, 64, 0.95, input_size=64)}
+        decimated = {s.window.chunk_id for s in chunking.iter_chunks(source, 64, 64, 0.95, input_size=16)}
+    expected = {w.chunk_id for w in windows if truth_fractions(r.valid, w)[1] >= 0.95}
+    assert full == expected
+    inside = {w.chunk_id for w in windows if truth_fractions(r.valid, w)[1] == 1.0}
+    outside = {w.chunk_id for w in windows if truth_fractions(r.valid, w)[1] == 0.0}
+    assert inside and outside  # the scene has both
+    assert inside <= decimated and not (outside & decimated)
+
+
+def min_valid_raster(make_raster):
+    """256 x 64 px, four 64-px chunks whose central 32 x 32 region is 50 %, ~98 %, 973/1024 and 972/1024 valid."""
+    r = make_raster(width=256, height=64, nodata=None, seed=5)
+    dn = r.bands[0].copy()
+    rng = np.random.default_rng(0)
+    dn[16:48, 16:32] = 0  # chunk 0: left half of the centre
+    for chunk, zeros in ((1, 20), (2, 51), (3, 52)):  # isolated DN-0 pixels (clipped shadow) in the centre
+        cells = rng.choice(32 * 32, zeros, replace=False)
+        dn[16 + cells // 32, chunk * 64 + 16 + cells % 32] = 0
+    helpers.write_geotiff(r.path, dn, "UInt16", r.geotransform, r.crs_wkt)
+    return r
+
+
+@pytest.mark.parametrize(
+    "min_valid, kept",
+    [(0.0, {0, 1, 2, 3}), (0.5, {0, 1, 2, 3}), (0.51, {1, 2, 3}), (0.95, {1, 2}), (0.9502, {1}), (0.99, set()), (1.0, set())],
+)
+def test_min_valid_is_the_share_of_valid_pixels_in_the_chunk_centre(make_raster, min_valid, kept):
+    r = min_valid_raster(make_raster)
+    with RasterSource(r.path) as source:
+        samples = list(chunking.iter_chunks(source, 64, 64, min_valid, input_size=64))
+    assert {s.window.chunk_id for s in samples} == kept
+    centres = {s.window.chunk_id: s.centre_valid_fraction for s in samples}
+    for chunk_id, share in {0: 0.5, 1: 1004 / 1024, 2: 973 / 1024, 3: 972 / 1024}.items():
+        if chunk_id in centres:
+            assert centres[chunk_id] == pytest.approx(share)
+
+
+def test_a_chunk_with_no_valid_pixel_is_dropped_even_at_min_valid_zero(make_raster):
+    r = make_raster(width=128, height=64, nodata=None)
+    dn = r.bands[0].copy()
+    dn[:, 64:] = 0
+    helpers.write_geotiff(r.path, dn, "UInt16", r.geotransform, r.crs_wkt)
+    with RasterSource(r.path) as source:
+        assert [s.window.chunk_id for s in chunking.iter_chunks(source, 64, 64, 0.0, input_size=32)] == [0]
+
+
+@pytest.mark.parametrize("chunk_size, stride, min_valid, words", [(4, 4, 0.5, "too small"), (64, 0, 0.5, "stride"), (64, 64, 1.5, "MIN_VALID"), (64, 64, -0.1, "MIN_VALID")])
+def test_bad_grid_parameters_are_explained(make_raster, chunk_size, stride, min_valid, words):
+    r = make_raster(width=128, height=128)
+    with RasterSource(r.path) as source, pytest.raises(RasterError, match=words):
+        next(chunking.iter_chunks(source, chunk_size, stride, min_valid))
+
+
+def test_declared_no_data_and_dn_0_are_both_invalid(make_raster):
+    r = make_raster(width=96, height=80, nodata=1000)
+    dn = r.bands[0].copy()
+    dn[5:9, 10:30] = 1000
+    dn[40:44, 50:70] = 0
+    helpers.write_geotiff(r.path, dn, "UInt16", r.geotransform, r.crs_wkt, nodata=1000)
+    with RasterSource(r.path) as source:
+        assert source.info.nodata == 1000
+        data, valid = source.read(0, 0, 96, 80, 96, 80)
+    assert np.array_equal(valid, (dn != 0) & (dn != 1000))
+    assert np.array_equal(data, np.where(valid, dn, 0).astype(np.float32))
+
+
+# --- bands, data types, scale ----------------------------------------------------------------
+
+
+def test_multi_band_rasters_are_the_mean_of_their_bands_and_invalid_where_any_band_is(make_raster):
+    r = make_raster(width=64, height=48, data_type="Byte", band_count=3, nodata=None)
+    bands = [b.copy() for b in r.bands]
+    bands[1][10:12, 20:40] = 0  # no data in the middle band only
+    helpers.write_geotiff(r.path, bands, "Byte", r.geotransform, r.crs_wkt)
+    stack = np.stack([b.astype(np.float64) for b in bands])
+    with RasterSource(r.path) as source:
+        assert source.info.bands == (1, 2, 3)
+        data, valid = source.read(0, 0, 64, 48, 64, 48)
+    expected_valid = (stack != 0).all(axis=0)
+    assert np.array_equal(valid, expected_valid)
+    assert np.allclose(data[valid], stack.mean(axis=0)[valid], atol=1e-4)
+    assert not data[~valid].any()
+    with RasterSource(r.path, band=2) as source:
+        assert source.info.bands == (2,)
+        data, valid = source.read(0, 0, 64, 48, 64, 48)
+    assert np.array_equal(valid, bands[1] != 0)
+    assert np.array_equal(data, bands[1].astype(np.float32))
+
+
+@pytest.mark.parametrize("band", [-1, 4])
+def test_a_band_that_does_not_exist_is_explained(make_raster, band):
+    r = make_raster(width=32, height=32, band_count=3)
+    with pytest.raises(RasterError, match=r"Band .* does not exist .* 3 band\(s\)"):
+        RasterSource(r.path, band=band)
+
+
+@pytest.mark.parametrize("input_size", [64, 32, 16, 10])
+def test_8_bit_and_16_bit_rasters_read_the_same_after_normalisation(make_raster, tmp_path, input_size):
+    """Exactly the same at full resolution. Decimated, GDAL averages integer bands in their own type and
+    rounds to whole DNs, so the 8-bit read may differ from the 10-bit one by up to half an 8-bit DN."""
+    byte = make_raster(width=200, height=136, data_type="Byte", nodata=0, rotated_border=True, seed=3)
+    ten_bit = byte.bands[0].astype(np.uint16) * 4  # the same scene in a 10-bit RED product's DNs
+    path16 = helpers.write_geotiff(tmp_path / "ten_bit.tif", ten_bit, "UInt16", byte.geotransform, byte.crs_wkt, nodata=0)
+    with RasterSource(byte.path) as source8, RasterSource(path16) as source16:
+        assert (source8.info.data_type, source16.info.data_type) == ("Byte", "UInt16")
+        for w in chunk_grid(200, 136, 64, 64):
+            d8, v8 = source8.read_chunk(w, 64, input_size)
+            d16, v16 = source16.read_chunk(w, 64, input_size)
+            assert np.array_equal(v8, v16)
+            if not v8.any():
+                continue
+            n8, n16 = preprocess.normalise(d8, v8), preprocess.normalise(d16, v16)
+            assert n8.min() >= 0.0 and n8.max() <= 1.0 and not n8[~v8].any() and not n16[~v16].any()
+            if input_size == 64:
+                assert np.allclose(n8, n16, atol=1e-6)
+            else:
+                assert np.abs(d8 - d16 / 4)[v8].max() <= 0.5 + 1e-4
+                assert np.abs(n8 - n16)[v8].mean() < 0.02
+
+
+def test_read_chunk_equals_numpy_slices_of_the_whole_raster(make_raster):
+    """Full resolution: the window itself; half resolution: 2 x 2 means (rounded to whole DNs by GDAL for
+    integer bands); edge chunks padded with no-data."""
+    r = make_raster(width=200, height=150, nodata=None, seed=9)
+    full = r.bands[0].astype(np.float64)
+    with RasterSource(r.path) as source:
+        for w in chunk_grid(200, 150, 64, 64):
+            window = full[w.y_off : w.y_off + w.height, w.x_off : w.x_off + w.width]
+            data, valid = source.read_chunk(w, 64, 64)
+            assert data.shape == valid.shape == (64, 64)
+            assert np.array_equal(data[: w.height, : w.width], window)
+            assert valid[: w.height, : w.width].all()
+            assert not valid[w.height :, :].any() and not valid[:, w.width :].any() and not data[w.height :, :].any()
+
+            data, valid = source.read_chunk(w, 64, 32)
+            h2, w2 = w.height // 2, w.width // 2  # every window size here is even
+            means = window.reshape(h2, 2, w2, 2).mean(axis=(1, 3))
+            assert np.abs(data[:h2, :w2] - means).max() <= 0.5
+            assert valid[:h2, :w2].all() and not valid[h2:, :].any() and not valid[:, w2:].any()
+
+
+class RecordingDataset:
+    """Observes the real GDAL dataset: records every ReadAsArray call and passes it on unchanged."""
+
+    def __init__(self, ds, calls):
+        self._ds, self._calls = ds, calls
+
+    def GetRasterBand(self, index):  # noqa: N802 (GDAL's name)
+        return RecordingBand(self._ds.GetRasterBand(index), self._calls)
+
+    def __getattr__(self, name):
+        return getattr(self._ds, name)
+
+
+class RecordingBand:
+    def __init__(self, band, calls):
+        self._band, self._calls = band, calls
+
+    def ReadAsArray(self, xoff, yoff, win_xsize, win_ysize, **kwargs):  # noqa: N802
+        self._calls.append((xoff, yoff, win_xsize, win_ysize, kwargs.get("buf_xsize"), kwargs.get("buf_ysize")))
+        return self._band.ReadAsArray(xoff, yoff, win_xsize, win_ysize, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._band, name)
+
+
+def test_chunk_reads_are_windowed(make_raster):
+    """Memory stays flat: each chunk is one windowed, decimated read per band, never the whole raster."""
+    r = make_raster(width=320, height=256, band_count=2, rotated_border=True)
+    calls = []
+    with RasterSource(r.path) as source:
+        source._ds = RecordingDataset(source._ds, calls)
+        samples = list(chunking.iter_chunks(source, 64, 64, 0.0, input_size=16))
+    windows = list(chunk_grid(320, 256, 64, 64))
+    assert samples
+    assert len(calls) == 2 * len(windows)
+    assert sorted(set(c[:4] for c in calls)) == sorted((w.x_off, w.y_off, w.width, w.height) for w in windows)
+    assert all(c[4] <= 16 and c[5] <= 16 for c in calls)
+
+
+def test_footprint_follows_the_valid_area(make_raster):
+    r = make_raster(width=512, height=384, rotated_border=True)
+    with RasterSource(r.path) as source:
+        footprint = ogr.CreateGeometryFromWkt(source.footprint_wkt(max_side=256))
+    pixel_area = abs(r.geotransform[1] * r.geotransform[5])
+    assert footprint.GetArea() == pytest.approx(r.valid.sum() * pixel_area, rel=0.03)
+    whole = ogr.CreateGeometryFromWkt(helpers.window_wkt(r.geotransform, 0, 0, r.width, r.height))
+    assert whole.Buffer(1.0).Contains(footprint)
+
+
+# --- what is not a usable raster ---------------------------------------------------------------
+
+
+def test_a_raster_without_crs_is_refused_with_the_fix(make_raster):
+    r = make_raster(width=64, height=64, crs=None)
+    with pytest.raises(RasterError) as caught:
+        RasterSource(r.path)
+    assert "no coordinate reference system" in str(caught.value) and "Assign" in str(caught.value) and r.path in str(caught.value)
+    with RasterSource(r.path, require_crs=False) as source:
+        assert source.info.crs_wkt == ""
+
+
+def test_a_raster_without_crs_fails_the_worker_with_exit_status_2(make_raster, worker_python):
+    r = make_raster(width=64, height=64, crs=None)
+    run = helpers.run_worker(worker_python, "chunk", r.path, "--chunk-size", 32)
+    assert run.returncode == 2
+    assert run.messages == [run.errors[0]] and run.errors[0]["code"] == RasterError.code and "Assign" in run.errors[0]["message"]
+
+
+@pytest.mark.parametrize("content", [b"not a raster\n", b"", b"II*\x00garbage"], ids=["text", "empty", "broken-tiff"])
+def test_a_file_gdal_cannot_read_is_explained(tmp_path, content):
+    path = tmp_path / "layer.tif"
+    path.write_bytes(content)
+    mode = gdal.GetUseExceptions()
+    with pytest.raises(RasterError, match="GDAL cannot read .* as a raster"):
+        RasterSource(str(path))
+    assert gdal.GetUseExceptions() == mode  # the engine leaves GDAL's global error mode as it found it
+
+
+def test_a_missing_file_is_explained(tmp_path):
+    with pytest.raises(RasterError, match="does not exist"):
+        RasterSource(str(tmp_path / "gone.tif"))
