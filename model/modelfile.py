@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from typing import Dict, Tuple
 
 from . import files
@@ -59,7 +60,7 @@ def read_metadata(path: str) -> Dict:
                     "Use a *.hiriseice file written by hiriseice:train, or leave MODEL empty for the default model."
                 )
             metadata = json.loads(archive.read(METADATA_MEMBER).decode("utf-8"))
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(
             f"'{path}' is not a readable HiRISE Ice Patches model file ({exc}); it may be corrupt or of another kind. "
             "Copy it again, or leave MODEL empty for the bundled default model."
@@ -119,9 +120,15 @@ def load(path: str) -> Tuple[object, Dict]:
     import keras
 
     with tempfile.TemporaryDirectory() as tmp:
-        with zipfile.ZipFile(path) as archive:
-            with archive.open(KERAS_MEMBER) as src, open(os.path.join(tmp, KERAS_MEMBER), "wb") as dst:
-                shutil.copyfileobj(src, dst)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                with archive.open(KERAS_MEMBER) as src, open(os.path.join(tmp, KERAS_MEMBER), "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # damaged compressed data
+            raise ModelFileError(
+                f"The network inside '{path}' cannot be unpacked ({exc}); the file is damaged. Copy it again, retrain it with "
+                "hiriseice:train or use the bundled default model."
+            ) from None
         try:
             network = keras.models.load_model(os.path.join(tmp, KERAS_MEMBER), compile=False)
         except Exception as exc:  # Keras raises many kinds for damaged archives.
