@@ -235,9 +235,10 @@ def run_worker(python: str, *args, jsonl: bool = True, timeout: float = 300) -> 
     return WorkerRun(command, done.returncode, done.stdout, done.stderr)
 
 
-def run_worker_snippet(python: str, code: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """A small Python program in the worker (for checks that need TensorFlow or the venv's state)."""
-    return subprocess.run([str(python), "-c", code], cwd=str(REPO_ROOT), env=worker_env(), capture_output=True, text=True, timeout=timeout)
+def run_worker_snippet(python: str, code: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """A small Python program in the worker (for checks that need TensorFlow or the venv's state); args become sys.argv[1:]."""
+    command = [str(python), "-c", code] + [str(a) for a in args]
+    return subprocess.run(command, cwd=str(REPO_ROOT), env=worker_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def write_job(path, job: Dict) -> str:

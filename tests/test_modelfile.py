@@ -1,0 +1,224 @@
+"""model.modelfile: model files written by the worker, read without TensorFlow; every way a file can be wrong."""
+
+import hashlib
+import json
+import os
+import zipfile
+
+import pytest
+
+from model import modelfile
+from model.errors import ModelFileError
+from model.preprocess import DEFAULT_NORMALISATION
+
+import helpers
+
+
+def test_trained_model_metadata(tiny_model):
+    """What `python -m model train` wrote, read here in QGIS's Python (no TensorFlow)."""
+    metadata = modelfile.read_metadata(tiny_model.path)
+    assert metadata["format"] == modelfile.FORMAT and metadata["format_version"] == modelfile.FORMAT_VERSION
+    assert metadata["name"] == "tiny-test-model"
+    assert (metadata["input_size"], metadata["chunk_size"]) == (helpers.TINY_INPUT_SIZE, helpers.TINY_CHUNK_SIZE)
+    assert metadata["architecture"] == {"name": "small_xception", "widths": helpers.TINY_WIDTHS, "input_size": helpers.TINY_INPUT_SIZE}
+    assert metadata["normalisation"] == DEFAULT_NORMALISATION
+    assert metadata["thresholds"] == {"icy": 0.6, "hard_low": 0.4}
+    assert metadata["calibration"] is None or (metadata["calibration"]["method"] == "platt" and {"a", "b"} <= set(metadata["calibration"]))
+    training = metadata["training"]
+    assert training["epochs_run"] == training["total_epochs"] == len(tiny_model.result["history"]) == 2
+    assert training["chunks"] == 36 and training["icy_chunks"] == 18 and training["seed"] == tiny_model.job["seed"]
+    assert training["data"] == {"label_mode": "chunks", "images": [{"image_id": "train_scene", "chunks": 36, "icy": 18}]}
+    assert set(metadata["metrics"]) >= {"validation_chunks", "at_0.5", "at_icy_threshold", "ece_uncalibrated", "ece_calibrated", "best_epoch"}
+    with zipfile.ZipFile(tiny_model.path) as archive:
+        assert sorted(archive.namelist()) == sorted([modelfile.METADATA_MEMBER, modelfile.KERAS_MEMBER])
+        assert metadata["weights_sha256"] == hashlib.sha256(archive.read(modelfile.KERAS_MEMBER)).hexdigest()
+    assert modelfile.describe(metadata).startswith("tiny-test-model ")
+    assert not [name for name in os.listdir(os.path.dirname(tiny_model.path)) if "partial" in name]
+
+
+ROUND_TRIP = r"""
+import json, sys
+import numpy as np
+from model import modelfile
+network, metadata = modelfile.load(sys.argv[1])
+metadata = dict(metadata, name="renamed", notes={"ü": [1, 2.5, None]})
+modelfile.save(network, metadata, sys.argv[2])
+again, read = modelfile.load(sys.argv[2])
+same = all(np.array_equal(a, b) for a, b in zip(network.get_weights(), again.get_weights()))
+x = np.random.default_rng(0).random((3,) + tuple(network.input_shape[1:])).astype("float32")
+print(json.dumps({"metadata": read, "same_weights": same, "input_shape": list(again.input_shape),
+                  "same_output": bool(np.allclose(network.predict(x, verbose=0), again.predict(x, verbose=0)))}))
+"""
+
+
+def test_metadata_and_network_round_trip_through_the_worker(tiny_model, worker_python, tmp_path):
+    """load -> save -> load in the worker keeps network and metadata; QGIS's side reads the same metadata."""
+    copy = tmp_path / "copy.hiriseice"
+    done = helpers.run_worker_snippet(worker_python, ROUND_TRIP, tiny_model.path, copy)
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["same_weights"] and out["same_output"]
+    assert out["input_shape"] == [None, helpers.TINY_INPUT_SIZE, helpers.TINY_INPUT_SIZE, 1]
+    original = modelfile.read_metadata(tiny_model.path)
+    read_here = modelfile.read_metadata(str(copy))
+    assert read_here == out["metadata"]
+    assert read_here["name"] == "renamed" and read_here["notes"] == {"ü": [1, 2.5, None]}
+    for key in ("format", "format_version", "version", "input_size", "chunk_size", "normalisation", "thresholds", "architecture", "calibration", "training", "metrics"):
+        assert read_here[key] == original[key], key
+
+
+# --- files that are not (good) model files ------------------------------------------------------
+
+
+def write_model_zip(path, metadata=None, keras=b"not really keras", members=None, raw_metadata=None):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        names = members if members is not None else [modelfile.METADATA_MEMBER, modelfile.KERAS_MEMBER]
+        for name in names:
+            if name == modelfile.METADATA_MEMBER:
+                archive.writestr(name, raw_metadata if raw_metadata is not None else json.dumps(metadata))
+            elif name == modelfile.KERAS_MEMBER:
+                archive.writestr(name, keras)
+            else:
+                archive.writestr(name, "something else")
+    return str(path)
+
+
+def good_metadata(**changes):
+    metadata = modelfile.new_metadata("m", 32, 64, DEFAULT_NORMALISATION, {"name": "small_xception", "widths": [4, 8, 16]}, {"icy": 0.6, "hard_low": 0.4})
+    metadata.update(changes)
+    return metadata
+
+
+def test_a_well_formed_file_is_accepted(tmp_path):
+    path = write_model_zip(tmp_path / "ok.hiriseice", good_metadata())
+    assert modelfile.read_metadata(path)["chunk_size"] == 64
+
+
+def test_a_missing_file(tmp_path):
+    path = str(tmp_path / "nowhere.hiriseice")
+    with pytest.raises(ModelFileError, match="does not exist") as caught:
+        modelfile.read_metadata(path)
+    assert path in str(caught.value) and "hiriseice:train" in str(caught.value)
+
+
+def test_a_folder_is_not_a_model_file(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        modelfile.read_metadata(str(tmp_path))
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, I am a text file\n", b"PK\x03\x04 truncated zip"], ids=["empty", "text", "truncated-zip"])
+def test_a_non_zip_file(tmp_path, content):
+    path = tmp_path / "model.hiriseice"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match="not a readable HiRISE Ice Patches model file .*corrupt"):
+        modelfile.read_metadata(str(path))
+
+
+@pytest.mark.parametrize(
+    "members",
+    [[], [modelfile.METADATA_MEMBER], [modelfile.KERAS_MEMBER], ["model.h5", "README.txt"]],
+    ids=["empty-zip", "no-network", "no-metadata", "other-members"],
+)
+def test_a_zip_without_the_members(tmp_path, members):
+    path = write_model_zip(tmp_path / "m.hiriseice", good_metadata(), members=members)
+    with pytest.raises(ModelFileError, match=f"lacks {modelfile.METADATA_MEMBER} or {modelfile.KERAS_MEMBER}"):
+        modelfile.read_metadata(path)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"format": "some-other-tool", "format_version": 1}, {"name": "no format key"}, ["a", "list"], "a string"],
+    ids=["other-format", "no-format", "list", "string"],
+)
+def test_a_foreign_zip_with_the_same_member_names(tmp_path, metadata):
+    path = write_model_zip(tmp_path / "m.hiriseice", metadata)
+    with pytest.raises(ModelFileError, match="is a zip archive but not a HiRISE Ice Patches model file"):
+        modelfile.read_metadata(path)
+
+
+@pytest.mark.parametrize("raw", ["{not json", b"\xff\xfe\x00binary"], ids=["bad-json", "not-utf8"])
+def test_unreadable_metadata(tmp_path, raw):
+    path = write_model_zip(tmp_path / "m.hiriseice", raw_metadata=raw)
+    with pytest.raises(ModelFileError, match="not a readable HiRISE Ice Patches model file"):
+        modelfile.read_metadata(path)
+
+
+def test_damaged_compressed_metadata(tmp_path):
+    """Flipped bytes inside the deflated metadata: zlib or CRC errors become a ModelFileError."""
+    path = write_model_zip(tmp_path / "m.hiriseice", good_metadata(padding="x" * 20000))
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(modelfile.METADATA_MEMBER)
+    data = bytearray(open(path, "rb").read())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    for i in range(start + 5, start + 40):
+        data[i] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(ModelFileError, match="not a readable HiRISE Ice Patches model file"):
+        modelfile.read_metadata(path)
+
+
+@pytest.mark.parametrize("version", [modelfile.FORMAT_VERSION + 1, 99])
+def test_a_newer_format_version(tmp_path, version):
+    path = write_model_zip(tmp_path / "m.hiriseice", good_metadata(format_version=version))
+    with pytest.raises(ModelFileError, match=f"format version {version}, newer than this plugin reads .*Update"):
+        modelfile.read_metadata(path)
+
+
+@pytest.mark.parametrize("version", [None, "1", 1.5])
+def test_a_format_version_that_is_not_a_whole_number(tmp_path, version):
+    path = write_model_zip(tmp_path / "m.hiriseice", good_metadata(format_version=version))
+    with pytest.raises(ModelFileError):
+        modelfile.read_metadata(path)
+
+
+@pytest.mark.parametrize("missing", ["name", "version", "input_size", "chunk_size", "normalisation", "thresholds"])
+def test_missing_metadata_keys(tmp_path, missing):
+    metadata = good_metadata()
+    del metadata[missing]
+    path = write_model_zip(tmp_path / "m.hiriseice", metadata)
+    with pytest.raises(ModelFileError, match=f"lacks metadata {missing}; it is damaged"):
+        modelfile.read_metadata(path)
+
+
+def test_several_missing_keys_are_all_named(tmp_path):
+    metadata = good_metadata()
+    del metadata["input_size"], metadata["thresholds"]
+    path = write_model_zip(tmp_path / "m.hiriseice", metadata)
+    with pytest.raises(ModelFileError, match="lacks metadata input_size, thresholds"):
+        modelfile.read_metadata(path)
+
+
+# --- the default model ------------------------------------------------------------------------
+
+
+def test_default_model_path_is_in_the_plugins_resources(repo_root):
+    expected = str(repo_root / "resources" / "models" / "default.hiriseice")
+    assert modelfile.default_model_path() == expected
+    assert modelfile.resolve_model_path("") == expected
+    assert modelfile.resolve_model_path(None) == expected
+    assert modelfile.resolve_model_path("/some/where.hiriseice") == "/some/where.hiriseice"
+
+
+def test_empty_model_reads_the_default_model(monkeypatch, tmp_path):
+    """MODEL left empty means the bundled model: read from where default_model_path() points."""
+    default = write_model_zip(tmp_path / "default.hiriseice", good_metadata(name="bundled"))
+    monkeypatch.setattr(modelfile, "default_model_path", lambda: default)
+    assert modelfile.read_metadata("")["name"] == "bundled"
+
+
+def test_a_missing_default_model_is_named_as_such(monkeypatch, tmp_path):
+    missing = str(tmp_path / "resources" / "models" / "default.hiriseice")
+    monkeypatch.setattr(modelfile, "default_model_path", lambda: missing)
+    with pytest.raises(ModelFileError) as caught:
+        modelfile.read_metadata("")
+    message = str(caught.value)
+    assert "default model" in message and missing in message and "Leave MODEL empty" not in message
+
+
+def test_the_bundled_default_model_if_present(repo_root):
+    path = repo_root / "resources" / "models" / "default.hiriseice"
+    if not path.is_file():
+        pytest.skip("no bundled default model in this checkout (resources/models/default.hiriseice)")
+    metadata = modelfile.read_metadata("")
+    assert metadata["chunk_size"] == 1024  # the paper's chunks
+    assert metadata["architecture"]["input_size"] == metadata["input_size"]
