@@ -1,0 +1,303 @@
+"""Support for the tests of the QGIS side (Processing algorithms, qgis_process, plugin).
+
+Everything here is real: algorithms run through ``processing.run`` in the offscreen QGIS of
+the ``qgis_app`` fixture, outputs are read back with OGR and sqlite3, and ``scripts/qgis_process``
+is the real command line. Nothing here imports TensorFlow.
+"""
+
+import functools
+import glob
+import importlib
+import os
+import re
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from osgeo import ogr
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PLUGIN_PACKAGE = "hirise_ice_patches"
+QGIS_PROCESS = REPO_ROOT / "scripts" / "qgis_process"
+
+DETECTION_FIELD_NAMES = [
+    "image_id", "chunk_id", "row", "col", "x_off", "y_off", "width", "height",
+    "valid_fraction", "centre_valid_fraction", "probability", "class", "label",
+]
+GRID_FIELD_NAMES = DETECTION_FIELD_NAMES[:10]
+SUMMARY_FIELD_NAMES = [
+    "image_id", "chunks", "icy_chunks", "hard_chunks", "mean_probability", "max_probability",
+    "category", "model_name", "model_version", "runtime_s",
+]
+HISTORY_FIELD_NAMES = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "precision", "recall", "auc"]
+
+
+def plugin_module(name: str):
+    """A module of the plugin as QGIS imports it (package hirise_ice_patches; needs qgis_app)."""
+    return importlib.import_module(f"{PLUGIN_PACKAGE}.{name}")
+
+
+# --- running algorithms ---------------------------------------------------------------------
+
+
+def recording_feedback():
+    """A real QgsProcessingFeedback that also keeps what the algorithm said (thread-safe)."""
+    from qgis.core import QgsProcessingFeedback
+
+    class RecordingFeedback(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.lock = threading.Lock()
+            self.infos: List[str] = []
+            self.errors: List[str] = []
+            self.commands: List[str] = []
+
+        def pushInfo(self, text):  # noqa: N802 (QGIS's names)
+            with self.lock:
+                self.infos.append(text)
+            super().pushInfo(text)
+
+        def reportError(self, text, fatalError=False):  # noqa: N802,N803
+            with self.lock:
+                self.errors.append(text)
+            super().reportError(text, fatalError)
+
+        def pushCommandInfo(self, text):  # noqa: N802
+            with self.lock:
+                self.commands.append(text)
+            super().pushCommandInfo(text)
+
+        @property
+        def text(self) -> str:
+            with self.lock:
+                return "\n".join(self.commands + self.infos + self.errors)
+
+    return RecordingFeedback()
+
+
+def run_algorithm(algorithm: str, parameters: Dict, context=None, feedback=None) -> Dict:
+    """processing.run(...) with a recording feedback; the results dict gets it as '_feedback'."""
+    import processing
+
+    feedback = feedback or recording_feedback()
+    results = processing.run(algorithm, parameters, context=context, feedback=feedback)
+    results = dict(results)
+    results["_feedback"] = feedback
+    return results
+
+
+def processing_error(algorithm: str, parameters: Dict, context=None) -> str:
+    """The message of the QgsProcessingException the algorithm must raise (fails the test otherwise)."""
+    from qgis.core import QgsProcessingException
+
+    feedback = recording_feedback()
+    try:
+        results = run_algorithm(algorithm, parameters, context=context, feedback=feedback)
+    except QgsProcessingException as exc:
+        return str(exc)
+    raise AssertionError(f"{algorithm} did not fail; results {results}\nlog:\n{feedback.text}")
+
+
+def gpkg_destination(path, table: str) -> str:
+    """A feature-sink destination naming a table in a GeoPackage (several outputs in one file)."""
+    return f"ogr:dbname='{path}' table=\"{table}\" (geom)"
+
+
+# --- the chunk grid, computed independently of model/grid.py ------------------------------------
+
+
+def window_starts(length, size, stride):
+    """Window starts along one axis: every stride pixels, as long as the previous window has not reached the end."""
+    starts = [0]
+    while starts[-1] + size < length and starts[-1] + stride < length:
+        starts.append(starts[-1] + stride)
+    return starts
+
+
+def expected_grid(width, height, size, stride=None):
+    """{(row, col, x_off, y_off, w, h)} of the documented grid, computed here from scratch."""
+    stride = stride or size
+    xs, ys = window_starts(width, size, stride), window_starts(height, size, stride)
+    return {(r, c, x, y, min(size, width - x), min(size, height - y)) for r, y in enumerate(ys) for c, x in enumerate(xs)}
+
+
+
+# --- reading outputs back -------------------------------------------------------------------
+
+
+@dataclass
+class OgrTable:
+    name: str
+    field_names: List[str]
+    field_types: Dict[str, str]
+    rows: List[Dict]  # attributes, plus "_wkt" (None without geometry)
+    srs_proj4: Optional[str]
+    srs_wkt: Optional[str]
+
+
+def read_ogr(path, layer_name: Optional[str] = None) -> OgrTable:
+    """A vector table read with OGR (an oracle independent of QGIS)."""
+    ds = ogr.Open(str(path))
+    assert ds is not None, f"OGR cannot open {path}"
+    layer = ds.GetLayerByName(layer_name) if layer_name else ds.GetLayer(0)
+    assert layer is not None, f"{path} has no layer {layer_name!r} (layers: {[ds.GetLayer(i).GetName() for i in range(ds.GetLayerCount())]})"
+    definition = layer.GetLayerDefn()
+    names = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
+    types = {definition.GetFieldDefn(i).GetName(): definition.GetFieldDefn(i).GetTypeName() for i in range(definition.GetFieldCount())}
+    rows = []
+    for feature in layer:
+        row = {name: (feature.GetField(name) if feature.IsFieldSetAndNotNull(name) else None) for name in names}
+        geometry = feature.GetGeometryRef()
+        row["_wkt"] = geometry.ExportToWkt() if geometry is not None else None
+        rows.append(row)
+    srs = layer.GetSpatialRef()
+    return OgrTable(layer.GetName(), names, types, rows, srs.ExportToProj4() if srs else None, srs.ExportToWkt() if srs else None)
+
+
+def layer_styles(path) -> List[Dict]:
+    """Rows of a GeoPackage's layer_styles table (empty when there is none)."""
+    con = sqlite3.connect(str(path))
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "layer_styles" not in tables:
+            return []
+        con.row_factory = sqlite3.Row
+        return [dict(r) for r in con.execute("SELECT f_table_name, styleName, useAsDefault, styleQML FROM layer_styles")]
+    finally:
+        con.close()
+
+
+def normalised_proj(proj: str) -> List[str]:
+    """A PROJ string's parameters, sorted, without +type=crs (how QGIS and OGR differ in writing one)."""
+    return sorted(token for token in proj.split() if token != "+type=crs")
+
+
+def outer_ring(wkt: str):
+    geometry = ogr.CreateGeometryFromWkt(wkt)
+    if geometry.GetGeometryType() in (ogr.wkbMultiPolygon, ogr.wkbMultiPolygon25D):
+        assert geometry.GetGeometryCount() == 1, wkt
+        geometry = geometry.GetGeometryRef(0)
+    ring = geometry.GetGeometryRef(0)
+    return [ring.GetPoint_2D(i) for i in range(ring.GetPointCount())]
+
+
+def assert_ring_equal(actual, expected, tolerance: float, what: str = "ring") -> None:
+    assert len(actual) == len(expected), f"{what}: {actual} != {expected}"
+    for (ax, ay), (ex, ey) in zip(actual, expected):
+        assert abs(ax - ex) <= tolerance and abs(ay - ey) <= tolerance, f"{what}: {actual} != {expected}"
+
+
+def files_named_partial(folder) -> List[str]:
+    """The engine's temporary outputs (.name.partial.ext) left in a folder, and GDAL's sidecars of them."""
+    return sorted(glob.glob(os.path.join(str(folder), "**", "*.partial*"), recursive=True) + glob.glob(os.path.join(str(folder), "**", ".*.partial*"), recursive=True))
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def processes_with(marker: str) -> List[int]:
+    """Live (non-zombie) processes whose command line contains marker."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                state = handle.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in command and state != b"Z":
+            found.append(int(entry))
+    return found
+
+
+def wait_until_gone(marker: str, seconds: float = 10.0) -> List[int]:
+    """Processes with marker still alive after up to `seconds` (a killed group takes a moment to be reaped)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = processes_with(marker)
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def native_tensorflow_loaded() -> List[str]:
+    """Shared objects of TensorFlow mapped into this process."""
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as handle:
+        return sorted({line.split()[-1] for line in handle if re.search(r"tensorflow|_pywrap_tf", line)})
+
+
+# --- no worker ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def no_worker(monkeypatch, folder):
+    """A QGIS where the worker's Python cannot be found, as in a plugin installed without scripts/install.
+
+    HIRISEICE_WORKER_PYTHON names a missing file, the QGIS setting hiriseice/worker_python is empty
+    and the plugin's own .venv is looked for in `folder` (an empty folder) instead of the checkout,
+    whose .venv exists on a developer's machine.
+    """
+    from qgis.core import QgsSettings
+
+    worker = plugin_module("processing_provider.worker")
+    missing = os.path.join(str(folder), "no-such-venv", "bin", "python")
+    monkeypatch.setenv(worker.ENV_VAR, missing)
+    settings = QgsSettings()
+    saved = settings.value(worker.SETTINGS_KEY, None)
+    settings.remove(worker.SETTINGS_KEY)
+    monkeypatch.setattr(worker, "PLUGIN_FOLDER", str(folder))
+    try:
+        yield missing
+    finally:
+        if saved is not None:
+            QgsSettings().setValue(worker.SETTINGS_KEY, saved)
+
+
+# --- qgis_process ------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def qgis_process_config() -> str:
+    """One isolated QGIS profile folder per test process for scripts/qgis_process."""
+    return tempfile.mkdtemp(prefix="hiriseice-qgis-process-")
+
+
+def qgis_process(*args, env: Optional[Dict[str, str]] = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """scripts/qgis_process ARGS, headless, in its own profile; stdout and stderr merged into .stdout."""
+    environment = dict(os.environ)
+    environment["HIRISEICE_QGIS_CONFIG_PATH"] = qgis_process_config()
+    environment.pop("QGIS_CUSTOM_CONFIG_PATH", None)
+    environment.update(env or {})
+    return subprocess.run(
+        ["bash", str(QGIS_PROCESS)] + [str(a) for a in args],
+        cwd=str(REPO_ROOT), env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+    )
+
+
+@dataclass
+class QgisProcessDetect:
+    process: subprocess.CompletedProcess
+    output: str
+    report: str
+    raster: str
+
+
+@functools.lru_cache(maxsize=4)
+def qgis_process_detect(model_path: str, raster_path: str) -> QgisProcessDetect:
+    """`scripts/qgis_process run hiriseice:detect` once per (model, raster) and test process (shared by modules)."""
+    folder = tempfile.mkdtemp(prefix="hiriseice-qp-detect-")
+    output = os.path.join(folder, "detected.gpkg")
+    report = os.path.join(folder, "report.html")
+    done = qgis_process(
+        "run", "hiriseice:detect", "--", f"INPUT={raster_path}", f"MODEL={model_path}", "CHUNK_SIZE=64", f"OUTPUT={output}", f"REPORT={report}"
+    )
+    return QgisProcessDetect(done, output, report, raster_path)

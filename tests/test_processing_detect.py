@@ -1,0 +1,403 @@
+"""hiriseice:detect through processing.run: the real algorithm in an offscreen QGIS, the session's
+tiny model scored by the real worker (TensorFlow in its own process), real GDAL files.
+
+Generated scene: 320 x 200 px in a custom Mars equirectangular WKT, 64-px chunks -> a 4 x 5 grid
+whose last row is 8 px high. Real scene: ESP_037156_1800_RED.byte.tif (274 x 661 px, rotated
+footprint in a no-data border).
+"""
+
+import os
+import sys
+import threading
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from osgeo import gdal, osr
+
+import helpers
+import qgis_support as qs
+from model import rules
+
+CHUNK = 64
+SCENE_W, SCENE_H = 320, 200
+REAL_RED = "ESP_037156_1800_RED.byte.tif"
+REAL_COLOR = "ESP_042252_1930_3-BAND_COLOR_2m_o_cropped.cub"
+
+
+def raster_proj4(path):
+    srs = osr.SpatialReference(wkt=gdal.Open(path).GetProjection())
+    return srs.ExportToProj4()
+
+
+# --- module fixtures: each detect runs once ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def detect_scene(session_raster):
+    return session_raster(name="detect_scene.tif", width=SCENE_W, height=SCENE_H, icy_chunk_size=CHUNK, icy_pattern=helpers.checkerboard, seed=3)
+
+
+@pytest.fixture(scope="module")
+def gpkg_run(qgis_app, tiny_model, detect_scene, tmp_path_factory):
+    """Chunks and summary into one GeoPackage, and the report."""
+    folder = tmp_path_factory.mktemp("detect_gpkg")
+    gpkg = folder / "detected.gpkg"
+    report = folder / "report.html"
+    results = qs.run_algorithm(
+        "hiriseice:detect",
+        {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": qs.gpkg_destination(gpkg, "chunks"),
+         "SUMMARY": qs.gpkg_destination(gpkg, "summary"), "REPORT": str(report)},
+    )
+    return dict(results=results, gpkg=gpkg, report=report, chunks=qs.read_ogr(gpkg, "chunks"), summary=qs.read_ogr(gpkg, "summary"))
+
+
+@pytest.fixture(scope="module")
+def real_run(qgis_app, tiny_model, georef_data, tmp_path_factory):
+    raster = georef_data / REAL_RED
+    if not raster.is_file():
+        pytest.skip(f"real HiRISE file {raster} is absent")
+    folder = tmp_path_factory.mktemp("detect_real")
+    gpkg = folder / "real.gpkg"
+    report = folder / "real.html"
+    results = qs.run_algorithm(
+        "hiriseice:detect",
+        {"INPUT": str(raster), "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": qs.gpkg_destination(gpkg, "chunks"),
+         "SUMMARY": qs.gpkg_destination(gpkg, "summary"), "REPORT": str(report)},
+    )
+    return dict(raster=str(raster), results=results, gpkg=gpkg, report=report, chunks=qs.read_ogr(gpkg, "chunks"), summary=qs.read_ogr(gpkg, "summary"))
+
+
+# --- the chunk layer -----------------------------------------------------------------------------
+
+
+def check_chunk_table(table, raster_path, image_id, icy=rules.ICY_THRESHOLD, hard_low=rules.HARD_LOW):
+    assert table.field_names == qs.DETECTION_FIELD_NAMES
+    assert table.field_types["probability"] == "Real" and table.field_types["class"] == "String"
+    assert all(table.field_types[name] == "Integer" for name in ("chunk_id", "row", "col", "x_off", "y_off", "width", "height", "label"))
+    assert table.rows, "no chunk written"
+    ds = gdal.Open(raster_path)
+    geotransform = ds.GetGeoTransform()
+    pixel = abs(geotransform[1])
+    for row in table.rows:
+        assert row["image_id"] == image_id
+        assert row["label"] is None, "the label field is for the geologist and starts NULL"
+        assert 0.0 <= row["probability"] <= 1.0
+        assert row["class"] == rules.chunk_class(row["probability"], icy, hard_low), row
+        assert 0.0 < row["valid_fraction"] <= 1.0 and 0.0 <= row["centre_valid_fraction"] <= 1.0
+        expected = helpers.window_ring_gdal(geotransform, row["x_off"], row["y_off"], row["width"], row["height"])
+        qs.assert_ring_equal(qs.outer_ring(row["_wkt"]), expected, 1e-6 * pixel, f"chunk {row['chunk_id']}")
+    assert len({r["chunk_id"] for r in table.rows}) == len(table.rows)
+
+
+def test_chunk_layer_fields_and_windows(gpkg_run, detect_scene):
+    table = gpkg_run["chunks"]
+    check_chunk_table(table, detect_scene.path, "detect_scene")
+    windows = {(r["row"], r["col"], r["x_off"], r["y_off"], r["width"], r["height"]) for r in table.rows}
+    assert windows == qs.expected_grid(SCENE_W, SCENE_H, CHUNK)
+    assert len(windows) == 20 and {r["height"] for r in table.rows if r["row"] == 3} == {SCENE_H - 3 * CHUNK}
+    assert all(r["chunk_id"] == r["row"] * 5 + r["col"] for r in table.rows)
+    assert all(r["valid_fraction"] == 1.0 for r in table.rows)
+
+
+def test_output_crs_is_the_rasters(gpkg_run, detect_scene, qgis_app):
+    from qgis.core import QgsRasterLayer, QgsVectorLayer
+
+    expected = qs.normalised_proj(raster_proj4(detect_scene.path))
+    assert "+lat_ts=-55" in expected  # the custom WKT's standard parallel survived
+    for table in (gpkg_run["chunks"], gpkg_run["summary"]):
+        assert qs.normalised_proj(table.srs_proj4) == expected
+    layer = QgsVectorLayer(f"{gpkg_run['gpkg']}|layername=chunks", "chunks", "ogr")
+    raster = QgsRasterLayer(detect_scene.path, "scene")
+    assert layer.isValid() and layer.crs().isValid()
+    assert qs.normalised_proj(layer.crs().toProj()) == qs.normalised_proj(raster.crs().toProj())
+
+
+def test_summary_matches_chunks_and_rules(gpkg_run, detect_scene):
+    chunks, summary = gpkg_run["chunks"].rows, gpkg_run["summary"]
+    assert summary.field_names == qs.SUMMARY_FIELD_NAMES
+    assert len(summary.rows) == 1
+    s = summary.rows[0]
+    probabilities = [c["probability"] for c in chunks]
+    stats = rules.image_stats(probabilities)
+    assert s["image_id"] == "detect_scene"
+    assert (s["chunks"], s["icy_chunks"], s["hard_chunks"]) == (stats.chunks, stats.icy_chunks, stats.hard_chunks)
+    assert s["icy_chunks"] == sum(c["class"] == rules.ICY for c in chunks)
+    assert s["mean_probability"] == pytest.approx(stats.mean_probability, abs=1e-4)
+    assert s["max_probability"] == pytest.approx(stats.max_probability, abs=1e-4)
+    assert s["category"] == rules.image_category(stats)
+    assert s["model_name"] == "tiny-test-model" and s["model_version"]
+    results = gpkg_run["results"]
+    assert (results["CATEGORY"], results["CHUNKS"], results["ICY_CHUNKS"]) == (s["category"], s["chunks"], s["icy_chunks"])
+    assert results["MEAN_PROBABILITY"] == pytest.approx(s["mean_probability"])
+
+    # The footprint: the whole (fully valid) raster, in the raster's CRS.
+    from osgeo import ogr
+
+    footprint = ogr.CreateGeometryFromWkt(s["_wkt"])
+    extent = ogr.CreateGeometryFromWkt(helpers.polygon_wkt(helpers.window_ring_gdal(detect_scene.geotransform, 0, 0, SCENE_W, SCENE_H)))
+    assert footprint.GetGeometryName() == "MULTIPOLYGON"
+    assert footprint.Intersection(extent).GetArea() == pytest.approx(extent.GetArea(), rel=0.01)
+    assert footprint.GetArea() == pytest.approx(extent.GetArea(), rel=0.01)
+    for chunk in chunks:
+        assert footprint.Contains(ogr.CreateGeometryFromWkt(chunk["_wkt"]).Centroid())
+
+
+def test_report_is_written(gpkg_run):
+    report = gpkg_run["report"]
+    assert report.is_file() and gpkg_run["results"]["REPORT"] == str(report)
+    text = report.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+    assert "detect_scene" in text and gpkg_run["results"]["CATEGORY"] in text
+
+
+def test_style_is_stored_in_the_geopackage(gpkg_run, qgis_app):
+    from qgis.core import QgsCategorizedSymbolRenderer, QgsGraduatedSymbolRenderer, QgsVectorLayer
+
+    styles = {row["f_table_name"]: row for row in qs.layer_styles(gpkg_run["gpkg"])}
+    assert set(styles) == {"chunks", "summary"}
+    assert all(row["useAsDefault"] for row in styles.values())
+    assert 'type="graduatedSymbol"' in styles["chunks"]["styleQML"] and 'attr="probability"' in styles["chunks"]["styleQML"]
+
+    # Re-opened like a user would (loads the default style from layer_styles).
+    chunks = QgsVectorLayer(f"{gpkg_run['gpkg']}|layername=chunks", "reopened", "ogr")
+    assert chunks.isValid()
+    renderer = chunks.renderer()
+    assert isinstance(renderer, QgsGraduatedSymbolRenderer) and renderer.classAttribute() == "probability"
+    edges = {round(r.lowerValue(), 6) for r in renderer.ranges()} | {round(r.upperValue(), 6) for r in renderer.ranges()}
+    assert {0.0, rules.HARD_LOW, rules.ICY_THRESHOLD, 1.0} <= edges
+    summary = QgsVectorLayer(f"{gpkg_run['gpkg']}|layername=summary", "reopened", "ogr")
+    assert isinstance(summary.renderer(), QgsCategorizedSymbolRenderer) and summary.renderer().classAttribute() == "category"
+
+
+# --- real HiRISE data --------------------------------------------------------------------------
+
+
+def test_real_red_product(real_run):
+    raster = real_run["raster"]
+    ds = gdal.Open(raster)
+    width, height = ds.RasterXSize, ds.RasterYSize
+    table = real_run["chunks"]
+    check_chunk_table(table, raster, "ESP_037156_1800_RED.byte")
+    grid = qs.expected_grid(width, height, CHUNK)
+    windows = {(r["row"], r["col"], r["x_off"], r["y_off"], r["width"], r["height"]) for r in table.rows}
+    assert windows < grid, "chunks must come from the grid, and the no-data border must drop some"
+    assert all(r["centre_valid_fraction"] >= 0.95 for r in table.rows)
+    assert qs.normalised_proj(table.srs_proj4) == qs.normalised_proj(raster_proj4(raster))
+
+    from osgeo import ogr
+
+    s = real_run["summary"].rows[0]
+    stats = rules.image_stats([r["probability"] for r in table.rows])
+    assert s["chunks"] == len(table.rows) == real_run["results"]["CHUNKS"]
+    assert s["category"] == rules.image_category(stats) == real_run["results"]["CATEGORY"]
+    footprint = ogr.CreateGeometryFromWkt(s["_wkt"])
+    extent = ogr.CreateGeometryFromWkt(helpers.polygon_wkt(helpers.window_ring_gdal(ds.GetGeoTransform(), 0, 0, width, height)))
+    # The rotated footprint of the observation: inside the raster, well short of it.
+    assert footprint.Difference(extent).GetArea() < 1e-3 * extent.GetArea()
+    assert 0.2 * extent.GetArea() < footprint.GetArea() < 0.9 * extent.GetArea()
+    assert real_run["report"].is_file()
+    assert {row["f_table_name"] for row in qs.layer_styles(real_run["gpkg"])} == {"chunks", "summary"}
+
+
+# --- memory outputs and several runs in one context ---------------------------------------------
+
+
+def test_memory_output_and_two_runs_in_one_context(gpkg_run, detect_scene, qgis_app, tiny_model, make_raster, tmp_path):
+    from qgis.core import QgsGraduatedSymbolRenderer, QgsProcessingContext, QgsProject, QgsVectorLayer
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    other = make_raster(name="other_scene.tif", width=256, height=128, seed=5, icy_chunk_size=CHUNK, icy_pattern=lambda r, c: c == 1)
+    first = qs.run_algorithm(
+        "hiriseice:detect",
+        {"INPUT": other.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": "TEMPORARY_OUTPUT", "SUMMARY": "TEMPORARY_OUTPUT", "REPORT": str(tmp_path / "first.html")},
+        context=context,
+    )
+
+    # Thresholds between the probabilities the main run saw, so the second run's three classes all occur.
+    ps = sorted({c["probability"] for c in gpkg_run["chunks"].rows})
+    assert len(ps) >= 6, f"the tiny model gives too few distinct probabilities to place thresholds: {ps}"
+    hard_low = (ps[len(ps) // 3 - 1] + ps[len(ps) // 3]) / 2
+    icy = (ps[2 * len(ps) // 3 - 1] + ps[2 * len(ps) // 3]) / 2
+    gpkg = tmp_path / "second.gpkg"
+    second = qs.run_algorithm(
+        "hiriseice:detect",
+        {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "ICY_THRESHOLD": icy, "HARD_LOW": hard_low,
+         "OUTPUT": str(gpkg), "SUMMARY": "TEMPORARY_OUTPUT", "REPORT": str(tmp_path / "second.html")},
+        context=context,
+    )
+
+    layer = first["OUTPUT"]
+    assert isinstance(layer, QgsVectorLayer) and layer.isValid() and layer.providerType() == "memory"
+    assert layer.fields().names() == qs.DETECTION_FIELD_NAMES
+    assert isinstance(layer.renderer(), QgsGraduatedSymbolRenderer) and layer.renderer().classAttribute() == "probability"
+    features = list(layer.getFeatures())
+    assert sorted((f["row"], f["col"]) for f in features) == [(r, c) for r in range(2) for c in range(4)]
+    assert {f["image_id"] for f in features} == {"other_scene"}
+    assert qs.normalised_proj(layer.crs().toProj()) == qs.normalised_proj(raster_proj4(other.path))
+    ring = [(p.x(), p.y()) for p in features[0].geometry().asPolygon()[0]]
+    f0 = features[0]
+    qs.assert_ring_equal(ring, helpers.window_ring_gdal(other.geotransform, f0["x_off"], f0["y_off"], f0["width"], f0["height"]), 1e-6)
+    summary_layer = first["SUMMARY"]
+    assert summary_layer.featureCount() == 1 and next(summary_layer.getFeatures())["image_id"] == "other_scene"
+    assert first["CHUNKS"] == 8
+
+    table = qs.read_ogr(gpkg)
+    classes = [r["class"] for r in table.rows]
+    check_chunk_table(table, detect_scene.path, "detect_scene", icy=icy, hard_low=hard_low)
+    assert set(classes) == {rules.ICY, rules.HARD, rules.NOT_ICY}, (icy, hard_low, [r["probability"] for r in table.rows])
+    assert second["ICY_CHUNKS"] == classes.count(rules.ICY)
+    assert next(second["SUMMARY"].getFeatures())["hard_chunks"] == classes.count(rules.HARD)
+    # The first run's layer is untouched by the second.
+    assert layer.isValid() and layer.featureCount() == 8 and {f["image_id"] for f in layer.getFeatures()} == {"other_scene"}
+
+
+# --- TensorFlow stays in the worker -------------------------------------------------------------
+
+
+def test_tensorflow_never_enters_the_qgis_process(gpkg_run, worker_python, qgis_app):
+    from qgis.core import QgsApplication, QgsVectorLayer
+
+    # detect ran (gpkg_run) in this process; the network ran in the worker it started.
+    commands = gpkg_run["results"]["_feedback"].commands
+    assert any(" -m model --jsonl detect " in c for c in commands), commands
+    assert not commands[0].startswith(sys.executable + " ")
+    assert not [name for name in sys.modules if name == "tensorflow" or name.startswith(("tensorflow.", "keras", "tf_keras"))]
+    assert qs.native_tensorflow_loaded() == []
+    # And this QGIS is alive and working.
+    assert QgsApplication.processingRegistry().algorithmById("hiriseice:detect") is not None
+    assert QgsVectorLayer(f"{gpkg_run['gpkg']}|layername=chunks", "again", "ogr").featureCount() == 20
+
+
+def test_detect_in_qgis_process_which_tensorflow_would_abort(tiny_model, detect_scene):
+    """qgis_process links the system libprotobuf: TensorFlow loaded into it aborts it (DEVELOPERS.md)."""
+    run = qs.qgis_process_detect(tiny_model.path, detect_scene.path)
+    out = run.process.stdout
+    assert run.process.returncode == 0, out[-4000:]
+    assert "descriptor_database" not in out and "Aborted" not in out
+    assert " -m model --jsonl detect " in out  # the network ran in the worker
+    assert len(qs.read_ogr(run.output).rows) == 20
+    assert os.path.isfile(run.report)
+
+
+# --- cancel --------------------------------------------------------------------------------------
+
+
+def test_cancel_stops_the_worker_and_leaves_nothing(qgis_app, tiny_model, make_raster, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    # 121 x 121 overlapping chunks scored one per network call: minutes of work, cancelled early.
+    raster = make_raster(name="big_scene.tif", width=1024, height=1024, seed=9)
+    out_folder = tmp_path / "out"
+    out_folder.mkdir()
+    output, report = out_folder / "cancelled.gpkg", out_folder / "cancelled.html"
+    feedback = qs.recording_feedback()
+    state = {}
+
+    def cancel_once_scoring():
+        deadline = time.monotonic() + 180
+        while feedback.progress() <= 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        state["progress"] = feedback.progress()
+        state["workers"] = qs.processes_with(str(report))
+        state["at"] = time.monotonic()
+        feedback.cancel()
+
+    timer = threading.Timer(0.1, cancel_once_scoring)
+    timer.start()
+    try:
+        with pytest.raises(QgsProcessingException) as raised:
+            qs.run_algorithm(
+                "hiriseice:detect",
+                {"INPUT": raster.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "STRIDE": 8, "BATCH_SIZE": 1,
+                 "OUTPUT": str(output), "SUMMARY": qs.gpkg_destination(output, "summary"), "REPORT": str(report)},
+                feedback=feedback,
+            )
+        stopped_after = time.monotonic() - state["at"]
+    finally:
+        timer.join()
+    assert 0 < state["progress"] < 50, f"cancelled at {state['progress']} %: the run was not cancelled while scoring"
+    assert state["workers"], "no worker was running when the run was cancelled"
+    assert "Cancelled" in str(raised.value) and "no output was written" in str(raised.value)
+    assert stopped_after < 15, f"detect took {stopped_after:.1f} s to stop after cancel"
+    assert not output.exists() and not report.exists()
+    assert os.listdir(out_folder) == [], os.listdir(out_folder)
+    assert qs.files_named_partial(out_folder) == []
+    assert qs.wait_until_gone(str(report)) == [], "the worker outlived the cancel"
+
+
+# --- bad inputs ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def detect_error(qgis_app, tiny_model, detect_scene, tmp_path):
+    """detect with the defaults below changed by **overrides; returns the exception's message and checks nothing was written."""
+
+    def run(**overrides):
+        parameters = {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": str(tmp_path / "bad.gpkg"), "REPORT": str(tmp_path / "bad.html")}
+        parameters.update(overrides)
+        message = qs.processing_error("hiriseice:detect", parameters)
+        assert not (tmp_path / "bad.gpkg").exists() and not (tmp_path / "bad.html").exists()
+        assert qs.files_named_partial(tmp_path) == []
+        return message
+
+    return run
+
+
+def test_raster_without_crs(detect_error, make_raster):
+    raster = make_raster(name="no_crs.tif", crs=None)
+    message = detect_error(INPUT=raster.path)
+    assert "no coordinate reference system" in message and "Assign" in message and "no_crs" in message
+
+
+def test_corrupt_model_file(detect_error, tmp_path):
+    corrupt = tmp_path / "corrupt.hiriseice"
+    corrupt.write_bytes(np.random.default_rng(1).bytes(4096))
+    message = detect_error(MODEL=str(corrupt))
+    assert "is not a readable HiRISE Ice Patches model file" in message and "corrupt" in message and str(corrupt) in message
+
+
+def test_foreign_zip_as_model(detect_error, tmp_path):
+    foreign = tmp_path / "holiday.hiriseice"
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("photo.txt", "not a model")
+    message = detect_error(MODEL=str(foreign))
+    assert "is not a HiRISE Ice Patches model file" in message and "hiriseice:train" in message
+
+
+def test_missing_model_file(detect_error, tmp_path):
+    missing = tmp_path / "nowhere" / "model.hiriseice"
+    message = detect_error(MODEL=str(missing))
+    assert "does not exist" in message and str(missing) in message and "train one" in message
+
+
+def test_all_no_data_generated_raster(detect_error, tmp_path):
+    path = helpers.write_geotiff(tmp_path / "all_zero.tif", np.zeros((128, 192), np.uint16), "UInt16", helpers.default_geotransform(192, 128), helpers.mars_equirectangular_wkt())
+    message = detect_error(INPUT=path)
+    assert "No chunk of" in message and "image data" in message and "MIN_VALID" in message
+
+
+def test_all_no_data_real_color_cube(detect_error, georef_data):
+    cube = georef_data / REAL_COLOR
+    if not cube.is_file():
+        pytest.skip(f"real HiRISE file {cube} is absent")
+    message = detect_error(INPUT=str(cube))
+    assert "No chunk of" in message and "image data" in message
+
+
+def test_icy_threshold_below_hard_low(detect_error):
+    message = detect_error(ICY_THRESHOLD=0.3, HARD_LOW=0.5)
+    assert "ICY_THRESHOLD (0.3) must not be below HARD_LOW (0.5)" in message and "0.6 and 0.4" in message
+
+
+def test_chunk_size_too_small(detect_error):
+    message = detect_error(CHUNK_SIZE=4)
+    assert "chunk size of 4 px is too small" in message and "at least 8" in message
+
+
+def test_no_worker_python(detect_error, monkeypatch, tmp_path):
+    with qs.no_worker(monkeypatch, tmp_path / "plugin-without-venv") as missing:
+        message = detect_error()
+    assert "found none" in message and missing in message and "scripts/install" in message
