@@ -66,6 +66,7 @@ def _chunk(args, reporter: Reporter) -> None:
             if args.export_folder:
                 export_chunk(args.raster, w, args.export_folder, info.image_id)
             reporter.progress((w.chunk_id + 1) / total)
+    reporter.progress(1.0)  # the last grid chunks may have been dropped for no-data
     reporter.log(f"{len(chunks)} of {total} chunks hold data around their centre")
     if args.out:
         write_geopackage(args.out, info.crs_wkt, chunks, [])
