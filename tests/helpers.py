@@ -173,6 +173,16 @@ def chunk_labels(raster: GeneratedRaster, chunk_size: int, label_of) -> List[Dic
     return labels
 
 
+def assert_rings_equal(got, want, rel=1e-14, abs_tol=1e-7):
+    """Two closed rings of (x, y) map coordinates, vertex by vertex."""
+    import pytest
+
+    assert len(got) == len(want), (got, want)
+    flat_got = [v for point in got for v in point[:2]]
+    flat_want = [v for point in want for v in point[:2]]
+    assert flat_got == pytest.approx(flat_want, rel=rel, abs=abs_tol), (got, want)
+
+
 def ring_of_geometry(wkt: str):
     geometry = ogr.CreateGeometryFromWkt(wkt)
     ring = geometry.GetGeometryRef(0)

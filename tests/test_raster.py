@@ -47,12 +47,6 @@ def read_band(path, index=1) -> np.ndarray:
     return data
 
 
-def assert_rings_equal(got, want):
-    assert len(got) == len(want) == 5
-    for a, b in zip(got, want):
-        assert a == pytest.approx(b, rel=1e-14, abs=1e-7)
-
-
 def truth_fractions(valid: np.ndarray, window, fraction=0.5):
     """(whole, centre) valid shares of a window at full resolution, computed here from the mask."""
     part = valid[window.y_off : window.y_off + window.height, window.x_off : window.x_off + window.width]
@@ -99,7 +93,7 @@ def test_real_raster_info_and_chunk_polygons_are_gdals(georef_data, name):
         windows = list(chunk_grid(ds.RasterXSize, ds.RasterYSize, chunk_size, stride))
         assert len(windows) > 4
         for w in windows:
-            assert_rings_equal(helpers.ring_of_geometry(chunk_wkt(gt, w)), helpers.window_ring_gdal(gt, w.x_off, w.y_off, w.width, w.height))
+            helpers.assert_rings_equal(helpers.ring_of_geometry(chunk_wkt(gt, w)), helpers.window_ring_gdal(gt, w.x_off, w.y_off, w.width, w.height))
 
 
 @pytest.mark.parametrize("name", sorted(REAL_RASTERS))
@@ -118,7 +112,7 @@ def test_real_raster_chunk_layer_from_the_worker(georef_data, worker_python, tmp
     for feature in layer:
         w = reported[feature.GetField("chunk_id")]
         assert (feature.GetField("x_off"), feature.GetField("y_off"), feature.GetField("width"), feature.GetField("height")) == (w["x_off"], w["y_off"], w["width"], w["height"])
-        assert_rings_equal(helpers.ring_of_geometry(feature.GetGeometryRef().ExportToWkt()), helpers.window_ring_gdal(gt, w["x_off"], w["y_off"], w["width"], w["height"]))
+        helpers.assert_rings_equal(helpers.ring_of_geometry(feature.GetGeometryRef().ExportToWkt()), helpers.window_ring_gdal(gt, w["x_off"], w["y_off"], w["width"], w["height"]))
 
 
 def test_real_red_product_border_chunks_dropped_interior_kept(georef_data):

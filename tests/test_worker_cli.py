@@ -1,0 +1,339 @@
+"""The worker's command line, `python -m model ...`, run as the plugin runs it: a real process in the
+worker venv, JSON lines on stdout, real GeoPackage / GeoTIFF / HTML outputs checked with GDAL."""
+
+import base64
+import html
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from osgeo import gdal, ogr, osr
+
+import model
+from model import modelfile, rules
+from model.errors import EngineError, ModelFileError, RasterError
+from model.grid import chunk_grid, grid_shape
+
+import helpers
+
+CHUNK_FIELDS = ["image_id", "chunk_id", "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction", "probability", "class", "label"]
+SUMMARY_FIELDS = ["image_id", "chunks", "icy_chunks", "hard_chunks", "mean_probability", "max_probability", "category", "model_name", "model_version", "runtime_s"]
+
+
+@dataclass
+class Detection:
+    raster: helpers.GeneratedRaster
+    run: helpers.WorkerRun
+    gpkg: str
+    report: str
+    folder: str
+
+
+@pytest.fixture(scope="module")
+def scene(session_raster):
+    """640 x 512 px 10-bit scene with a rotated footprint (DN 0 outside, declared) and bright blobs: 10 x 8 chunks of 64 px."""
+    return session_raster(name="ESP_000001_1234_RED.tif", width=640, height=512, rotated_border=True, nodata=0, seed=21,
+                          icy_chunk_size=64, icy_pattern=lambda row, col: (3 * row + col) % 4 == 0)
+
+
+@pytest.fixture(scope="module")
+def detection(scene, tiny_model, worker_python, tmp_path_factory) -> Detection:
+    """One detect run, shared by the tests that read its outputs."""
+    folder = tmp_path_factory.mktemp("detect")
+    gpkg, report = str(folder / "chunks.gpkg"), str(folder / "report.html")
+    run = helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--out", gpkg, "--report", report, "--batch-size", 8)
+    return Detection(scene, run.check(), gpkg, report, str(folder))
+
+
+def assert_progress_protocol(run: helpers.WorkerRun):
+    messages = run.messages  # every line parses as JSON
+    assert {m["type"] for m in messages} <= {"progress", "log", "result"}
+    assert [m["type"] for m in messages].count("result") == 1 and messages[-1]["type"] == "result"
+    fractions = [m["fraction"] for m in messages if m["type"] == "progress"]
+    assert fractions, "no progress was reported"
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+    assert fractions == sorted(fractions), f"progress went backwards: {fractions}"
+    assert fractions[-1] == 1.0
+    assert all(isinstance(m["message"], str) and m["message"] for m in messages if m["type"] == "log")
+    assert "Traceback" not in run.stderr
+
+
+def centre_share(valid, x_off, y_off, width, height):
+    part = valid[y_off : y_off + height, x_off : x_off + width]
+    cw, ch = max(1, round(width / 2)), max(1, round(height / 2))
+    return part[(height - ch) // 2 : (height - ch) // 2 + ch, (width - cw) // 2 : (width - cw) // 2 + cw].mean()
+
+
+# --- detect -----------------------------------------------------------------------------------
+
+
+def test_detect_speaks_json_lines_with_increasing_progress_and_a_final_result(detection):
+    assert_progress_protocol(detection.run)
+    logs = " ".join(m["message"] for m in detection.run.messages if m["type"] == "log")
+    assert "80 grid chunks of 64 px" in logs and os.path.abspath(detection.gpkg) in logs and os.path.abspath(detection.report) in logs
+
+
+def test_detect_result_chunks_are_the_grid_minus_no_data(detection, tiny_model):
+    r = detection.raster
+    result = detection.run.result
+    chunks = result["chunks"]
+    windows = {w.chunk_id: w for w in chunk_grid(r.width, r.height, 64, 64)}
+    ids = [c["chunk_id"] for c in chunks]
+    assert ids == sorted(set(ids))
+    for c in chunks:
+        w = windows[c["chunk_id"]]
+        assert (c["row"], c["col"], c["x_off"], c["y_off"], c["width"], c["height"]) == (w.row, w.col, w.x_off, w.y_off, w.width, w.height)
+        assert 0.0 <= c["probability"] <= 1.0
+        assert c["class"] == rules.chunk_class(c["probability"])
+        assert c["image_id"] == "ESP_000001_1234_RED"
+        helpers.assert_rings_equal(helpers.ring_of_geometry(c["wkt"]), helpers.window_ring_gdal(r.geotransform, w.x_off, w.y_off, w.width, w.height))
+    for w in windows.values():
+        share = centre_share(r.valid, w.x_off, w.y_off, w.width, w.height)
+        if share == 1.0:
+            assert w.chunk_id in ids
+        elif share == 0.0:
+            assert w.chunk_id not in ids
+    assert 0 < len(chunks) < len(windows)
+    assert result["raster"]["geotransform"] == list(r.geotransform) and (result["raster"]["width"], result["raster"]["height"]) == (640, 512)
+
+
+def test_detect_summary_follows_the_image_rules(detection, tiny_model):
+    result = detection.run.result
+    s, probabilities = result["summary"], [c["probability"] for c in result["chunks"]]
+    stats = rules.image_stats(probabilities)
+    assert (s["chunks"], s["icy_chunks"], s["hard_chunks"]) == (stats.chunks, stats.icy_chunks, stats.hard_chunks)
+    assert s["mean_probability"] == pytest.approx(stats.mean_probability, abs=1e-5)
+    assert s["max_probability"] == pytest.approx(stats.max_probability, abs=1e-5)
+    assert s["category"] == rules.image_category(stats)
+    assert (s["grid_chunks"], s["dropped_chunks"], s["chunk_size"], s["stride"]) == (80, 80 - len(probabilities), 64, 64)
+    metadata = tiny_model.metadata
+    assert (s["model_name"], s["model_version"]) == (metadata["name"], metadata["version"])
+    assert s["device"] == "CPU" or s["device"].startswith("GPU")
+    assert (s["icy_threshold"], s["hard_low"]) == (0.6, 0.4)
+
+
+def test_detect_geopackage_layers_fields_crs_and_polygons(detection):
+    r = detection.raster
+    result = detection.run.result
+    ds = ogr.Open(detection.gpkg)
+    assert ds is not None
+    assert sorted(ds.GetLayer(i).GetName() for i in range(ds.GetLayerCount())) == ["chunks", "summary"]
+    raster_srs = osr.SpatialReference(wkt=r.crs_wkt)
+
+    layer = ds.GetLayerByName("chunks")
+    assert layer.GetSpatialRef().IsSame(raster_srs)
+    definition = layer.GetLayerDefn()
+    assert [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())] == CHUNK_FIELDS
+    assert ogr.GT_Flatten(layer.GetGeomType()) == ogr.wkbPolygon
+    by_id = {c["chunk_id"]: c for c in result["chunks"]}
+    assert layer.GetFeatureCount() == len(by_id)
+    for feature in layer:
+        c = by_id[feature.GetField("chunk_id")]
+        for name in CHUNK_FIELDS:
+            if name == "label":
+                assert not feature.IsFieldSetAndNotNull("label")  # for the geologist to fill
+            elif isinstance(c[name], float):
+                assert feature.GetField(name) == pytest.approx(c[name])
+            else:
+                assert feature.GetField(name) == c[name]
+        ring = helpers.ring_of_geometry(feature.GetGeometryRef().ExportToWkt())
+        helpers.assert_rings_equal(ring, helpers.window_ring_gdal(r.geotransform, c["x_off"], c["y_off"], c["width"], c["height"]))
+
+    summary = ds.GetLayerByName("summary")
+    assert summary.GetSpatialRef().IsSame(raster_srs)
+    definition = summary.GetLayerDefn()
+    assert [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())] == SUMMARY_FIELDS
+    assert summary.GetFeatureCount() == 1
+    feature = summary.GetNextFeature()
+    for name in SUMMARY_FIELDS:
+        want = result["summary"][name]
+        assert feature.GetField(name) == (pytest.approx(want) if isinstance(want, float) else want)
+    footprint = feature.GetGeometryRef()
+    assert ogr.GT_Flatten(footprint.GetGeometryType()) == ogr.wkbMultiPolygon
+    pixel_area = abs(r.geotransform[1] * r.geotransform[5])
+    assert footprint.GetArea() == pytest.approx(r.valid.sum() * pixel_area, rel=0.05)
+    assert not [name for name in os.listdir(detection.folder) if "partial" in name]
+
+
+def test_detect_html_report(detection):
+    text = open(detection.report, encoding="utf-8").read()
+    s = detection.run.result["summary"]
+    assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+    assert f"<title>Ice patches in {s['image_id']}</title>" in text
+    # the summary table
+    assert "<h2>Summary</h2><table>" in text
+    assert f"<tr><th>chunks scored</th><td>{s['chunks']}</td></tr>" in text
+    assert f"<tr><th>category</th><td>{html.escape(s['category'])}</td></tr>" in text
+    assert f"<tr><th>chunks dropped for no-data</th><td>{s['dropped_chunks']}</td></tr>" in text
+    # the histogram: an inline SVG with one bar per probability bin
+    svg = re.search(r"<svg xmlns='http://www.w3.org/2000/svg'.*?</svg>", text, re.S)
+    assert svg and svg.group(0).count("<rect ") == 20
+    # the quicklook: an embedded PNG GDAL can read, shaped like the scene
+    match = re.search(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", text)
+    assert match
+    png = base64.b64decode(match.group(1))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    gdal.FileFromMemBuffer("/vsimem/quicklook.png", png)
+    try:
+        image = gdal.Open("/vsimem/quicklook.png")
+        assert image is not None and image.RasterCount == 3
+        assert image.RasterXSize / image.RasterYSize == pytest.approx(640 / 512, rel=0.02)
+        assert max(image.RasterXSize, image.RasterYSize) <= 900
+        pixels = np.stack([image.GetRasterBand(i).ReadAsArray() for i in (1, 2, 3)])
+        image = None
+    finally:
+        gdal.Unlink("/vsimem/quicklook.png")
+    assert pixels.std() > 10  # a picture, not a blank
+    # the top chunks table lists the most probable chunk first
+    best = max(detection.run.result["chunks"], key=lambda c: c["probability"])
+    top = text[text.index("<h2>Most likely icy chunks</h2>") :]
+    assert re.search(rf"<tr><td>{best['chunk_id']}</td><td>{best['row']}</td><td>{best['col']}</td>", top)
+
+
+def test_detect_without_jsonl_prints_for_people(scene, tiny_model, worker_python):
+    run = helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--min-valid", 0.99, jsonl=False).check()
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) == 1 and re.match(r"ESP_000001_1234_RED: (good|bad|hard to identify) - \d+ icy and \d+ hard of \d+ chunks, mean p \d\.\d{3}$", lines[0]), run.stdout
+
+
+# --- info ---------------------------------------------------------------------------------------
+
+
+def test_info_reports_versions_device_and_model(tiny_model, worker_python):
+    run = helpers.run_worker(worker_python, "info", "--model", tiny_model.path).check()
+    info = run.result
+    assert info["engine"] == model.__version__
+    assert re.match(r"\d+\.\d+", info["tensorflow"]) and re.match(r"\d+\.\d+", info["keras"]) and info["numpy"].startswith("1.")
+    assert info["gdal"] == gdal.__version__  # the worker sees Debian's GDAL
+    assert info["device"] == "CPU" or info["device"].startswith("GPU")
+    assert info["model"] == modelfile.read_metadata(tiny_model.path)
+    assert info["model_path"] == tiny_model.path
+
+
+# --- chunk ----------------------------------------------------------------------------------------
+
+
+def test_chunk_exports_georeferenced_geotiffs(scene, worker_python, tmp_path):
+    folder = tmp_path / "export"
+    gpkg = tmp_path / "grid.gpkg"
+    run = helpers.run_worker(worker_python, "chunk", scene.path, "--chunk-size", 64, "--export-folder", folder, "--out", gpkg).check()
+    assert_progress_protocol(run)
+    chunks = run.result["chunks"]
+    files = sorted(os.listdir(folder))
+    assert files == sorted(f"ESP_000001_1234_RED_r{c['row']:03d}_c{c['col']:03d}.tif" for c in chunks)
+    gt = scene.geotransform
+    for c in chunks:
+        path = str(folder / f"ESP_000001_1234_RED_r{c['row']:03d}_c{c['col']:03d}.tif")
+        ds = gdal.Open(path)
+        assert ds is not None
+        assert (ds.RasterXSize, ds.RasterYSize) == (c["width"], c["height"])
+        expected = (gt[0] + c["x_off"] * gt[1] + c["y_off"] * gt[2], gt[1], gt[2], gt[3] + c["x_off"] * gt[4] + c["y_off"] * gt[5], gt[4], gt[5])
+        assert ds.GetGeoTransform() == pytest.approx(expected, rel=1e-14)
+        assert ds.GetSpatialRef().IsSame(osr.SpatialReference(wkt=scene.crs_wkt))
+        band = ds.GetRasterBand(1)
+        assert band.GetNoDataValue() == 0 and gdal.GetDataTypeName(band.DataType) == "UInt16"
+        data = band.ReadAsArray()
+        ds = None
+        assert np.array_equal(data, scene.bands[0][c["y_off"] : c["y_off"] + c["height"], c["x_off"] : c["x_off"] + c["width"]])
+    vector = ogr.Open(str(gpkg))  # kept alive while its layer is used
+    assert vector.GetLayerByName("chunks").GetFeatureCount() == len(chunks)
+
+
+def test_chunk_with_an_overlapping_stride(scene, worker_python):
+    run = helpers.run_worker(worker_python, "chunk", scene.path, "--chunk-size", 64, "--stride", 32, "--min-valid", 0.0).check()
+    rows, cols = grid_shape(640, 512, 64, 32)
+    windows = {w.chunk_id: w for w in chunk_grid(640, 512, 64, 32)}
+    chunks = run.result["chunks"]
+    assert (rows, cols) == (15, 19)
+    assert len(chunks) < rows * cols  # the corners are outside the footprint
+    for c in chunks:
+        w = windows[c["chunk_id"]]
+        assert (c["x_off"], c["y_off"], c["width"], c["height"]) == (w.x_off, w.y_off, w.width, w.height)
+
+
+def test_chunk_export_of_an_isis_cube_keeps_its_mask_and_leaves_no_partial_files(georef_data, worker_python, tmp_path):
+    cube = georef_data / "PSP_009404_2635_RED_NLstretch_25cm_o_forPDS_cropped.cub"
+    if not cube.is_file():
+        pytest.skip(f"{cube} is absent from the shared data")
+    folder = tmp_path / "export"
+    run = helpers.run_worker(worker_python, "chunk", cube, "--chunk-size", 16, "--min-valid", 0.5, "--export-folder", folder).check()
+    assert run.result["chunks"]
+    assert not [name for name in os.listdir(folder) if "partial" in name], sorted(os.listdir(folder))
+    source = gdal.Open(str(cube))
+    source_mask = source.GetRasterBand(1).GetMaskBand().ReadAsArray()
+    for c in run.result["chunks"]:
+        ds = gdal.Open(str(folder / f"{cube.stem}_r{c['row']:03d}_c{c['col']:03d}.tif"))
+        mask = ds.GetRasterBand(1).GetMaskBand().ReadAsArray()
+        ds = None
+        assert np.array_equal(mask != 0, source_mask[c["y_off"] : c["y_off"] + c["height"], c["x_off"] : c["x_off"] + c["width"]] != 0)
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def assert_one_error(run: helpers.WorkerRun, code: str, *words):
+    assert run.returncode == 2, f"exit status {run.returncode}\n{run.stderr[-3000:]}"
+    messages = run.messages
+    errors = [m for m in messages if m["type"] == "error"]
+    assert len(errors) == 1 and messages[-1] is errors[-1], messages
+    assert not [m for m in messages if m["type"] == "result"]
+    assert errors[0]["code"] == code
+    for word in words:
+        assert word in errors[0]["message"], errors[0]["message"]
+    assert "Traceback" not in run.stderr
+    return errors[0]["message"]
+
+
+def test_missing_raster(tiny_model, worker_python, tmp_path):
+    missing = tmp_path / "ESP_999999_9999_RED.JP2"
+    out = tmp_path / "out.gpkg"
+    run = helpers.run_worker(worker_python, "detect", missing, "--model", tiny_model.path, "--out", out)
+    assert_one_error(run, RasterError.code, str(missing), "does not exist")
+    assert not out.exists()
+
+
+def test_model_that_is_not_a_zip(scene, worker_python, tmp_path):
+    bad = tmp_path / "model.hiriseice"
+    bad.write_text("not a model")
+    run = helpers.run_worker(worker_python, "detect", scene.path, "--model", bad)
+    assert_one_error(run, ModelFileError.code, str(bad), "not a readable HiRISE Ice Patches model file")
+
+
+def test_model_whose_network_is_garbage(scene, tiny_model, worker_python, tmp_path):
+    """Valid metadata, a broken Keras member: the worker gets as far as Keras and explains."""
+    bad = tmp_path / "corrupt.hiriseice"
+    with zipfile.ZipFile(tiny_model.path) as source, zipfile.ZipFile(bad, "w") as target:
+        target.writestr(modelfile.METADATA_MEMBER, source.read(modelfile.METADATA_MEMBER))
+        target.writestr(modelfile.KERAS_MEMBER, b"garbage" * 100)
+    out, report = tmp_path / "out.gpkg", tmp_path / "report.html"
+    run = helpers.run_worker(worker_python, "detect", scene.path, "--model", bad, "--out", out, "--report", report)
+    assert_one_error(run, ModelFileError.code, str(bad), "cannot be loaded", "retrain")
+    assert not out.exists() and not report.exists()
+
+
+def test_model_whose_network_fails_its_checksum(scene, tiny_model, worker_python, tmp_path):
+    bad = tmp_path / "damaged.hiriseice"
+    data = bytearray(open(tiny_model.path, "rb").read())
+    with zipfile.ZipFile(tiny_model.path) as archive:
+        info = archive.getinfo(modelfile.KERAS_MEMBER)
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.compress_size // 2
+    for i in range(start, start + 32):
+        data[i] ^= 0x5A
+    bad.write_bytes(bytes(data))
+    run = helpers.run_worker(worker_python, "detect", scene.path, "--model", bad)
+    assert_one_error(run, ModelFileError.code, str(bad), "damaged")
+
+
+def test_thresholds_in_the_wrong_order(scene, tiny_model, worker_python):
+    run = helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--icy-threshold", 0.3, "--hard-low", 0.5)
+    assert_one_error(run, EngineError.code, "ICY_THRESHOLD", "HARD_LOW")
+
+
+def test_errors_without_jsonl_go_to_stderr(tmp_path, worker_python):
+    missing = tmp_path / "nothing.tif"
+    run = helpers.run_worker(worker_python, "chunk", missing, jsonl=False)
+    assert run.returncode == 2 and run.stdout == ""
+    assert f"error: The raster '{missing}' does not exist" in run.stderr
