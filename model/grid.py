@@ -45,9 +45,10 @@ def grid_shape(raster_width: int, raster_height: int, chunk_size: int, stride: i
 def _steps(length: int, chunk_size: int, stride: int) -> int:
     if length <= chunk_size:
         return 1
-    # Windows start every `stride` pixels; a final partial window covers what is left, and
-    # none starts where the previous window already reached the end.
-    return 1 + -(-(length - chunk_size) // stride)
+    # Windows start every `stride` pixels inside the raster; a final partial window covers what
+    # is left, and none starts where the previous window already reached the end. A stride
+    # longer than the chunk leaves gaps, and no window may start at or past the raster's end.
+    return 1 + min(-(-(length - chunk_size) // stride), (length - 1) // stride)
 
 
 def chunk_grid(raster_width: int, raster_height: int, chunk_size: int, stride: int) -> Iterator[ChunkWindow]:
