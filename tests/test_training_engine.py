@@ -1,0 +1,301 @@
+"""Training: `python -m model train` jobs in the worker (both label modes, retraining, determinism, bad
+inputs), and in QGIS's Python the TensorFlow-free parts (train/validation splits, label values)."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from model import labels, modelfile, splitting
+from model.errors import LabelError, RasterError
+
+import helpers
+
+HISTORY_KEYS = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "precision", "recall", "auc"}
+CHUNK = helpers.TINY_CHUNK_SIZE
+
+
+def square(raster, x, y, size):
+    return helpers.window_wkt(raster.geotransform, x, y, size, size)
+
+
+# --- mode "chunks" (the session's tiny model) ---------------------------------------------------
+
+
+def test_chunk_mode_training_history_and_result(tiny_model):
+    run = tiny_model.run
+    messages = run.messages
+    assert messages[-1]["type"] == "result" and not [m for m in messages if m["type"] == "error"]
+    fractions = [m["fraction"] for m in messages if m["type"] == "progress"]
+    assert fractions and fractions == sorted(fractions) and fractions[-1] == 1.0
+    logs = [m["message"] for m in messages if m["type"] == "log"]
+    assert "train_scene: 36 labelled chunks, 18 icy" in logs
+    assert any(re.match(r"\d+ training chunks \(\d+ icy\), \d+ validation chunks \(\d+ icy\); split by \d+ of 4 groups", m) for m in logs)
+
+    result = tiny_model.result
+    assert result["model_path"] == tiny_model.path
+    history = result["history"]
+    assert [row["epoch"] for row in history] == [1, 2]
+    for row in history:
+        assert set(row) == HISTORY_KEYS
+        assert all(math.isfinite(v) for v in row.values())
+        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["val_accuracy"] <= 1.0 and row["loss"] > 0
+    m = result["metrics"]
+    assert m["validation_chunks"] == 9 and 0 < m["validation_icy"] < 9  # one 3 x 3 block of the checkerboard
+    assert m["best_epoch"] in (1, 2) and m["best_val_loss"] == pytest.approx(min(r["val_loss"] for r in history), rel=1e-6)
+    for key in ("at_0.5", "at_icy_threshold"):
+        c = m[key]
+        assert c["true_positive"] + c["false_positive"] + c["true_negative"] + c["false_negative"] == 9
+    assert sum(row["count"] for row in m["reliability"]) == 9
+
+
+def test_training_report(tiny_model):
+    text = open(tiny_model.report, encoding="utf-8").read()
+    assert "<title>Training report: tiny-test-model</title>" in text
+    assert text.count("<svg ") == 3  # loss, accuracy, reliability diagram
+    assert text.count("<h3>Validation confusion matrix, p ") == 2  # at 0.5 and at the icy threshold
+    assert "<th>predicted icy</th>" in text and "<td>labelled icy</td>" in text
+    history_table = text[text.index("<h2>History</h2>") :]
+    assert history_table.count("<tr><td>") == 2  # one row per epoch
+    for column in ("epoch", "loss", "val_loss", "val_accuracy", "auc"):
+        assert f"<th>{column}</th>" in history_table
+
+
+def test_same_seed_same_metrics(tiny_model, worker_python, tmp_path):
+    """The session's job run again: the same history and validation metrics, to float precision."""
+    job = dict(tiny_model.job, output_model=str(tmp_path / "again.hiriseice"), report=None)
+    again = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job)).check().result
+    first = tiny_model.result
+    assert len(again["history"]) == len(first["history"])
+    for a, b in zip(again["history"], first["history"]):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], abs=1e-5), key
+    for key in ("validation_chunks", "validation_icy", "best_epoch"):
+        assert again["metrics"][key] == first["metrics"][key]
+    assert again["metrics"]["at_0.5"]["roc_auc"] == pytest.approx(first["metrics"]["at_0.5"]["roc_auc"], abs=1e-6)
+    assert modelfile.read_metadata(job["output_model"])["training"]["split"] == tiny_model.metadata["training"]["split"]
+
+
+# --- mode "outlines" ----------------------------------------------------------------------------
+
+
+def test_outline_mode_with_exclusions(training_data, worker_python, tmp_path):
+    """Chunks holding an outline are icy, the rest not icy; chunks touching an exclusion polygon are left out."""
+    raster = training_data.raster
+    outlines = []
+    for x, y, size in raster.icy_windows:  # a small outline around each bright blob, inside its chunk
+        outlines.append({"wkt": square(raster, x + size // 2 - 6, y + size // 2 - 6, 12)})  # no label field: an ice patch
+    outlines.append({"wkt": square(raster, 1 * CHUNK + 20, 0 * CHUNK + 20, 10), "label": 0})  # marked not icy: ignored
+    exclude = [square(raster, 0 * CHUNK + 10, 0 * CHUNK + 10, 20),  # chunk (0, 0), icy
+               square(raster, 3 * CHUNK + 30, 2 * CHUNK + 30, 8)]  # chunk (2, 3), not icy
+    output = tmp_path / "outlines.hiriseice"
+    job = helpers.tiny_job(raster.path, outlines, str(output), label_mode="outlines", epochs=1)
+    job["rasters"][0]["exclude"] = exclude
+    run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job)).check()
+    assert "train_scene: 34 labelled chunks, 17 icy" in [m["message"] for m in run.messages if m["type"] == "log"]
+    metadata = modelfile.read_metadata(str(output))
+    assert metadata["training"]["data"] == {"label_mode": "outlines", "images": [{"image_id": "train_scene", "chunks": 34, "icy": 17}]}
+    assert metadata["training"]["chunks"] == 34 and metadata["training"]["icy_chunks"] == 17
+    assert [row["epoch"] for row in run.result["history"]] == [1]
+
+
+# --- retraining ---------------------------------------------------------------------------------
+
+
+def test_retraining_continues_the_base_model(tiny_model, training_data, worker_python, tmp_path):
+    base = tiny_model.metadata
+    output = tmp_path / "retrained.hiriseice"
+    # The job's sizes and widths are ignored: a base model keeps its own.
+    job = helpers.tiny_job(training_data.raster.path, training_data.labels, str(output), base_model=tiny_model.path, epochs=2,
+                           name="retrained", input_size=48, chunk_size=96, widths=[16, 32, 64])
+    run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job)).check()
+    assert any(m["type"] == "log" and m["message"].startswith("continuing from tiny-test-model") for m in run.messages)
+    history = run.result["history"]
+    assert [row["epoch"] for row in history] == [base["training"]["total_epochs"] + 1, base["training"]["total_epochs"] + 2] == [3, 4]
+    assert all(set(row) == HISTORY_KEYS for row in history)
+    metadata = modelfile.read_metadata(str(output))
+    assert metadata["base_model"] == {"name": base["name"], "version": base["version"]}
+    assert metadata["training"]["total_epochs"] == 4 and metadata["training"]["epochs_run"] == 2
+    assert (metadata["input_size"], metadata["chunk_size"], metadata["architecture"], metadata["normalisation"]) == (
+        base["input_size"], base["chunk_size"], base["architecture"], base["normalisation"])
+    assert metadata["name"] == "retrained" and metadata["version"] >= base["version"]
+
+
+# --- bad inputs ---------------------------------------------------------------------------------
+
+BATCH = r"""
+import contextlib, io, json, sys, traceback
+from model.__main__ import main
+out = {}
+for path in sys.argv[1:]:
+    stdout = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout):
+            rc = main(["--jsonl", "train", path])
+    except BaseException:
+        rc = "crash: " + traceback.format_exc()
+    out[path] = {"rc": rc, "stdout": stdout.getvalue()}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def bad_jobs(training_data, worker_python, tmp_path_factory):
+    """Each bad job through the worker's own main() (one worker start for all of them): {case: (rc, messages, output)}."""
+    folder = tmp_path_factory.mktemp("bad_jobs")
+    raster = training_data.raster
+    small = helpers.generate_raster(folder, name="small.tif", width=48, height=48)
+    far_away = [{"wkt": helpers.window_wkt(raster.geotransform, x + 5000, y - 7000, CHUNK, CHUNK), "label": item["label"]}
+                for item, (x, y) in zip(training_data.labels, [(c * CHUNK, r * CHUNK) for r in range(6) for c in range(6)])]
+    corner_block = [item for item, (r, c) in zip(training_data.labels, [(r, c) for r in range(6) for c in range(6)]) if r < 3 and c < 3]
+    cases = {
+        "no labels": dict(rasters=[{"path": raster.path, "labels": []}]),
+        "single class": dict(rasters=[{"path": raster.path, "labels": [dict(item, label=1) for item in training_data.labels]}]),
+        "labels outside the raster": dict(rasters=[{"path": raster.path, "labels": far_away}]),
+        "outlines outside the raster": dict(label_mode="outlines", rasters=[{"path": raster.path, "labels": far_away}]),
+        "raster smaller than a chunk": dict(rasters=[{"path": small.path, "labels": [{"wkt": square(small, 0, 0, 40), "label": 1}]}]),
+        "unknown label value": dict(rasters=[{"path": raster.path, "labels": training_data.labels[:-1] + [dict(training_data.labels[-1], label="maybe")]}]),
+        "unknown label mode": dict(label_mode="points"),
+        "one block only": dict(rasters=[{"path": raster.path, "labels": corner_block}]),
+        "no raster": dict(rasters=[]),
+    }
+    paths = {}
+    for i, (case, changes) in enumerate(cases.items()):
+        job = helpers.tiny_job(raster.path, training_data.labels, str(folder / f"model{i}.hiriseice"))
+        job.update(changes)
+        paths[case] = helpers.write_job(folder / f"job{i}.json", job)
+    done = helpers.run_worker_snippet(worker_python, BATCH, *paths.values())
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    out = {}
+    for case, path in paths.items():
+        entry = results[path]
+        assert not str(entry["rc"]).startswith("crash"), f"{case}: {entry['rc']}"
+        messages = [json.loads(line) for line in entry["stdout"].splitlines()]
+        out[case] = (entry["rc"], messages, folder / f"model{list(paths).index(case)}.hiriseice")
+    return out
+
+
+@pytest.mark.parametrize(
+    "case, code, words",
+    [
+        ("no labels", LabelError.code, ["No label lies over any of the rasters"]),
+        ("single class", LabelError.code, ["All 36 labelled chunks are icy", "both icy and not icy"]),
+        ("labels outside the raster", LabelError.code, ["None of the 36 labelled polygons lies on image data", "CRS"]),
+        ("outlines outside the raster", LabelError.code, ["None of the ice-patch outlines lies within train_scene"]),
+        ("raster smaller than a chunk", RasterError.code, ["48 x 48 px, smaller than one 64-px chunk"]),
+        ("unknown label value", LabelError.code, ["'maybe' is not understood", "icy / not icy"]),
+        ("unknown label mode", LabelError.code, ["Unknown label mode 'points'"]),
+        ("one block only", LabelError.code, ["one image block", "no honest validation split"]),
+        ("no raster", LabelError.code, ["No raster was given"]),
+    ],
+)
+def test_bad_training_inputs_are_explained(bad_jobs, case, code, words):
+    rc, messages, output = bad_jobs[case]
+    assert rc == 2
+    assert messages and messages[-1]["type"] == "error" and [m["type"] for m in messages].count("error") == 1
+    assert not [m for m in messages if m["type"] == "result"]
+    assert messages[-1]["code"] == code
+    for word in words:
+        assert word in messages[-1]["message"], messages[-1]["message"]
+    assert not output.exists()
+
+
+def test_a_bad_job_fails_the_worker_process_with_exit_status_2(training_data, worker_python, tmp_path):
+    """The same as above, as a real process: exit status 2 and exactly one JSON line, the error."""
+    job = helpers.tiny_job(training_data.raster.path, [{"wkt": training_data.labels[0]["wkt"], "label": "perhaps"}], str(tmp_path / "m.hiriseice"))
+    run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job))
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert len(run.messages) == 1 and run.messages[0]["type"] == "error" and run.messages[0]["code"] == LabelError.code
+    assert "'perhaps' is not understood" in run.messages[0]["message"]
+    assert "Traceback" not in run.stderr
+
+
+# --- splits (no TensorFlow) ---------------------------------------------------------------------
+
+
+def test_block_groups():
+    assert splitting.block_groups(["a", "b", "a"], [0, 5, 9], [0, 5, 9]) == ["a", "b", "a"]  # several images: by image
+    assert splitting.block_groups(["a"] * 4, [0, 2, 3, 8], [0, 2, 5, 1]) == ["a/b0_0", "a/b0_0", "a/b1_1", "a/b2_0"]  # one image: 3 x 3 blocks
+
+
+def check_split(groups, labels, train, validation):
+    groups, labels = np.asarray(groups), np.asarray(labels)
+    assert train.dtype == bool and validation.dtype == bool
+    assert np.array_equal(train, ~validation) and train.any() and validation.any()
+    assert not set(groups[train]) & set(groups[validation]), "a group on both sides"
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_split_groups_never_puts_a_group_on_both_sides(seed):
+    rng = np.random.default_rng(seed)
+    n_groups = int(rng.integers(2, 12))
+    groups = [f"img{int(g)}" for g in rng.integers(0, n_groups, 200)]
+    if len(set(groups)) < 2:
+        groups[0], groups[1] = "imgA", "imgB"
+    labels = rng.integers(0, 2, 200)
+    train, validation = splitting.split_groups(groups, labels, 0.2, seed)
+    check_split(groups, labels, train, validation)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_split_groups_has_both_classes_on_both_sides_when_possible(seed):
+    # six pure-class images: two icy, four not icy; a balanced split exists
+    groups = [f"image{i}" for i in range(6) for _ in range(10)]
+    labels = [1 if i < 2 else 0 for i in range(6) for _ in range(10)]
+    train, validation = splitting.split_groups(groups, labels, 0.3, seed)
+    check_split(groups, labels, train, validation)
+    labels = np.asarray(labels)
+    assert set(labels[train]) == {0, 1} and set(labels[validation]) == {0, 1}
+
+
+def test_split_groups_validation_share_and_determinism():
+    groups = [f"b{i // 4}" for i in range(100)]  # 25 blocks of 4
+    labels = [i % 2 for i in range(100)]
+    train, validation = splitting.split_groups(groups, labels, 0.2, 42)
+    assert validation.sum() == 20
+    again = splitting.split_groups(groups, labels, 0.2, 42)
+    assert np.array_equal(again[1], validation)
+    assert any(not np.array_equal(splitting.split_groups(groups, labels, 0.2, s)[1], validation) for s in range(1, 5))
+    described = splitting.describe_split(groups, train, validation)
+    assert len(described["validation_groups"]) == 5 and len(described["train_groups"]) == 20
+
+
+def test_split_groups_when_no_balanced_split_exists():
+    """Only one group holds icy chunks: a split is still returned, groups still whole."""
+    groups = ["a"] * 5 + ["b"] * 5 + ["c"] * 5
+    labels = [1] * 5 + [0] * 10
+    train, validation = splitting.split_groups(groups, labels, 0.3, 0)
+    check_split(groups, labels, train, validation)
+
+
+def test_split_groups_needs_two_groups():
+    with pytest.raises(ValueError, match="two groups"):
+        splitting.split_groups(["a"] * 10, [0, 1] * 5, 0.2, 0)
+
+
+# --- label values (no TensorFlow) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (1, 1), (0, 0), (1.0, 1), (0.0, 0), (True, 1), (False, 0), (np.int64(1), 1), (np.float64(0.0), 0),
+        ("1", 1), ("icy", 1), (" ICY ", 1), ("Ice", 1), ("yes", 1), ("Y", 1), ("true", 1), ("t", 1),
+        ("0", 0), ("not icy", 0), ("Not_Icy", 0), ("no ice", 0), ("no", 0), ("N", 0), ("false", 0), ("f", 0), ("noticy", 0),
+        (None, None), ("", None), ("  ", None), (-1, None), ("-1", None), ("unclear", None), ("NULL", None), ("none", None),
+        ("hard to identify", None), ("?", None), (float("nan"), None),
+    ],
+)
+def test_parse_label(value, expected):
+    assert labels.parse_label(value) == expected
+
+
+@pytest.mark.parametrize("value", [2, 0.5, -2, "maybe", "icy?", "2", "si"])
+def test_parse_label_rejects_what_it_cannot_read(value):
+    with pytest.raises(LabelError) as caught:
+        labels.parse_label(value)
+    assert repr(value) in str(caught.value) and "1 / 0" in str(caught.value)
