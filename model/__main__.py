@@ -52,6 +52,7 @@ def _chunk(args, reporter: Reporter) -> None:
     from .chunking import export_chunk, iter_chunks, chunk_count
     from .grid import chunk_wkt
     from .raster import RasterSource
+    from .schema import CHUNK_GRID_FIELDS
     from .vector import write_geopackage
 
     stride = args.stride or args.chunk_size
@@ -69,7 +70,7 @@ def _chunk(args, reporter: Reporter) -> None:
     reporter.progress(1.0)  # the last grid chunks may have been dropped for no-data
     reporter.log(f"{len(chunks)} of {total} chunks hold data around their centre")
     if args.out:
-        write_geopackage(args.out, info.crs_wkt, chunks, [])
+        write_geopackage(args.out, info.crs_wkt, chunks, [], CHUNK_GRID_FIELDS)
     reporter.result({"chunks": chunks})
 
 

@@ -12,8 +12,8 @@ from qgis.core import (
 )
 
 from .algorithm import HiriseIceAlgorithm, styling
-from .common import CHUNK_GRID_FIELDS, add_features, features_from_dicts, make_fields, output_crs, raster_path_for_worker
-from .engine import chunking, errors, gdal_exceptions, grid, raster
+from .common import add_features, features_from_dicts, make_fields, output_crs, raster_path_for_worker
+from .engine import chunking, errors, gdal_exceptions, grid, raster, schema
 
 
 class ChunkAlgorithm(HiriseIceAlgorithm):
@@ -97,7 +97,7 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
         if exported:
             feedback.pushInfo(f"{exported} chunk GeoTIFFs written to {export_folder}")
 
-        fields = make_fields(CHUNK_GRID_FIELDS)
+        fields = make_fields(schema.CHUNK_GRID_FIELDS)
         sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Polygon, output_crs(layer.crs(), info.crs_wkt))
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))

@@ -23,47 +23,16 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from .engine import errors, gdal_exceptions, modelfile
+from .engine import errors, gdal_exceptions, modelfile, schema
 
-# Field name -> QVariant type, in the order of the output tables.
-CHUNK_GRID_FIELDS: List[Tuple[str, QVariant.Type]] = [
-    ("image_id", QVariant.String),
-    ("chunk_id", QVariant.Int),
-    ("row", QVariant.Int),
-    ("col", QVariant.Int),
-    ("x_off", QVariant.Int),
-    ("y_off", QVariant.Int),
-    ("width", QVariant.Int),
-    ("height", QVariant.Int),
-    ("valid_fraction", QVariant.Double),
-    ("centre_valid_fraction", QVariant.Double),
-]
-DETECTION_FIELDS = CHUNK_GRID_FIELDS + [
-    ("probability", QVariant.Double),
-    ("class", QVariant.String),
-    ("label", QVariant.Int),  # NULL: for the geologist to fill (1 icy, 0 not icy, -1 unclear)
-]
-SUMMARY_FIELDS = [
-    ("image_id", QVariant.String),
-    ("chunks", QVariant.Int),
-    ("icy_chunks", QVariant.Int),
-    ("hard_chunks", QVariant.Int),
-    ("mean_probability", QVariant.Double),
-    ("max_probability", QVariant.Double),
-    ("category", QVariant.String),
-    ("model_name", QVariant.String),
-    ("model_version", QVariant.String),
-    ("runtime_s", QVariant.Double),
-]
-HISTORY_FIELDS = [("epoch", QVariant.Int)] + [
-    (name, QVariant.Double) for name in ("loss", "accuracy", "val_loss", "val_accuracy", "precision", "recall", "auc")
-]
+QVARIANT_TYPES = {"int": QVariant.Int, "real": QVariant.Double, "text": QVariant.String}
 
 
-def make_fields(spec: Sequence[Tuple[str, QVariant.Type]]) -> QgsFields:
+def make_fields(spec: Sequence[Tuple[str, str]]) -> QgsFields:
+    """QGIS fields from one of model/schema.py's tables."""
     fields = QgsFields()
     for name, kind in spec:
-        fields.append(QgsField(name, kind))
+        fields.append(QgsField(name, QVARIANT_TYPES[kind]))
     return fields
 
 

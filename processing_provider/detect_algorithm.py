@@ -16,8 +16,6 @@ from qgis.core import (
 
 from .algorithm import HiriseIceAlgorithm, styling
 from .common import (
-    DETECTION_FIELDS,
-    SUMMARY_FIELDS,
     add_features,
     checked_model,
     features_from_dicts,
@@ -26,7 +24,7 @@ from .common import (
     raster_path_for_worker,
     require_crs,
 )
-from .engine import chunking, errors, modelfile, rules
+from .engine import chunking, errors, modelfile, rules, schema
 from .worker import partial_path, run_worker
 
 MODEL_FILTER = "HiRISE Ice Patches model (*.hiriseice);;All files (*.*)"
@@ -144,7 +142,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
 
         # Only now, with the worker done, are the output layers created.
         crs = output_crs(layer.crs(), (result.get("raster") or {}).get("crs_wkt", ""))
-        fields = make_fields(DETECTION_FIELDS)
+        fields = make_fields(schema.DETECTION_FIELDS)
         sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Polygon, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
@@ -160,7 +158,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             self.MEAN_PROBABILITY: summary.get("mean_probability"),
         }
 
-        summary_fields = make_fields(SUMMARY_FIELDS)
+        summary_fields = make_fields(schema.SUMMARY_FIELDS)
         summary_sink, summary_destination = self.parameterAsSink(parameters, self.SUMMARY, context, summary_fields, QgsWkbTypes.MultiPolygon, crs)
         if summary_sink is not None:
             add_features(summary_sink, features_from_dicts([summary], summary_fields, "footprint_wkt", multi=True), "summary")

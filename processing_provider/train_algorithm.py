@@ -26,9 +26,9 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .algorithm import HiriseIceAlgorithm
-from .common import HISTORY_FIELDS, add_features, checked_model, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
+from .common import add_features, checked_model, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
-from .engine import modelfile, training
+from .engine import modelfile, schema, training
 
 AUGMENT_MODES = training.AUGMENT_MODES
 from .worker import partial_path, run_worker
@@ -290,7 +290,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         self._log_metrics(result.get("metrics") or {}, feedback)
 
         results = {self.OUTPUT_MODEL: result.get("model_path", output_model), self.REPORT: report}
-        fields = make_fields(HISTORY_FIELDS)
+        fields = make_fields(schema.HISTORY_FIELDS)
         sink, destination = self.parameterAsSink(parameters, self.HISTORY, context, fields, QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())
         if sink is not None:
             add_features(sink, features_from_dicts(result.get("history") or [], fields), "history")
