@@ -118,7 +118,7 @@ def _sample_scene(args, reporter: Reporter) -> None:
 
     scene = write_sample_scene(args.out, width=args.width, height=args.height, rng_seed=args.seed)
     reporter.log(f"sample scene: {os.path.abspath(args.out)} ({args.width} x {args.height} px)")
-    reporter.result({"path": os.path.abspath(args.out), "patches": scene.get("patches", [])})
+    reporter.result({"path": os.path.abspath(args.out), "ice_chunks": scene["ice_chunks"], "ice_patches": scene["ice_patches"]})
 
 
 def _grid_arguments(parser, chunk_size_default):
