@@ -1,0 +1,282 @@
+"""hiriseice:train through processing.run: labels from QGIS layers (reprojected by QGIS), a tiny
+network trained by the real worker, the model file, history table and report read back.
+
+The scene is the session's training scene (tests/conftest.py): 384 x 384 px, 6 x 6 chunks of
+64 px, the checkerboard's chunks hold a bright blob. Its labels are made the way a geologist
+makes them: detect, then mark the chunks with the plugin's labelling tool.
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+
+import pytest
+from osgeo import osr
+
+import helpers
+import qgis_support as qs
+from model import modelfile
+
+CHUNK = 64
+TINY = {"CHUNK_SIZE": CHUNK, "INPUT_SIZE": 32, "WIDTHS": "4,8,8,16", "BATCH_SIZE": 8, "VALIDATION_FRACTION": 0.25,
+        "LEARNING_RATE": 0.003, "PATIENCE": 5, "AUGMENT": 0, "SEED": 7}  # AUGMENT 0: none
+UNCLEAR_CHUNK = (2, 2)  # marked -1: left out of training
+BLOCKS = {f"train_scene/b{r}_{c}" for r in range(2) for c in range(2)}  # 3 x 3-chunk blocks of the 6 x 6 grid
+
+
+def mars_geographic_wkt(raster_wkt: str) -> str:
+    """Longitude/latitude on the raster's own Mars sphere: the planetary analogue of EPSG:4326."""
+    return osr.SpatialReference(wkt=raster_wkt).CloneGeogCS().ExportToWkt()
+
+
+def train(tmp_path, rasters, labels, epochs=2, **parameters):
+    values = dict(TINY, RASTERS=rasters, LABELS=labels, EPOCHS=epochs, OUTPUT_MODEL=str(tmp_path / "model.hiriseice"),
+                  HISTORY="TEMPORARY_OUTPUT", REPORT=str(tmp_path / "training.html"))
+    values.update(parameters)
+    return qs.run_algorithm("hiriseice:train", values)
+
+
+def job_of(results) -> dict:
+    """The job file the algorithm handed to the worker (its path is in the log)."""
+    paths = [m.group(1) for text in results["_feedback"].infos for m in [re.match(r"Training job: (.+)$", text)] if m]
+    assert len(paths) == 1, results["_feedback"].infos
+    with open(paths[0], encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def memory_polygons(name, crs_wkt, geometries, fields=()):
+    """A real memory layer of polygons; fields: [(name, QVariant type)], geometries: [(QgsGeometry, attributes)]."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsFeature, QgsField, QgsVectorLayer
+
+    layer = QgsVectorLayer("Polygon", name, "memory")
+    layer.setCrs(QgsCoordinateReferenceSystem.fromWkt(crs_wkt))
+    provider = layer.dataProvider()
+    provider.addAttributes([QgsField(n, t) for n, t in fields])
+    layer.updateFields()
+    features = []
+    for geometry, attributes in geometries:
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(geometry)
+        feature.setAttributes(list(attributes))
+        features.append(feature)
+    assert provider.addFeatures(features)
+    layer.updateExtents()
+    return layer
+
+
+def chunk_geometry(raster, row, col, dx=0.0):
+    from qgis.core import QgsGeometry
+
+    wkt = helpers.window_wkt(raster.geotransform, col * CHUNK, row * CHUNK, CHUNK, CHUNK)
+    geometry = QgsGeometry.fromWkt(wkt)
+    geometry.translate(dx, 0.0)
+    return geometry
+
+
+# --- labels the geologist's way -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def detected(qgis_app, tiny_model, training_data, tmp_path_factory):
+    """Detect on the training scene: the chunk layer with an empty label field."""
+    folder = tmp_path_factory.mktemp("train_detect")
+    gpkg = folder / "detected.gpkg"
+    qs.run_algorithm("hiriseice:detect", {"INPUT": training_data.raster.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK,
+                                          "OUTPUT": str(gpkg), "SUMMARY": None, "REPORT": str(folder / "detect.html")})
+    return gpkg
+
+
+@pytest.fixture(scope="module")
+def labelled_geographic(qgis_app, detected, training_data, tmp_path_factory):
+    """The detect output labelled with plugin.labelling.mark_selected, then reprojected to Mars longitude/latitude."""
+    import processing
+    from qgis.core import QgsCoordinateReferenceSystem, QgsVectorLayer
+
+    labelling = qs.plugin_module("plugin.labelling")
+    folder = tmp_path_factory.mktemp("labels")
+    labelled = folder / "labelled.gpkg"
+    shutil.copyfile(detected, labelled)  # the unlabelled original serves test_labels_all_null
+    layer = QgsVectorLayer(str(labelled), "labelled", "ogr")
+    assert layer.isValid()
+    by_position = {(f["row"], f["col"]): f.id() for f in layer.getFeatures()}
+    assert len(by_position) == 36
+    icy = [fid for (r, c), fid in by_position.items() if helpers.checkerboard(r, c) and (r, c) != UNCLEAR_CHUNK]
+    not_icy = [fid for (r, c), fid in by_position.items() if not helpers.checkerboard(r, c) and (r, c) != UNCLEAR_CHUNK]
+    for value, ids in ((labelling.ICY, icy), (labelling.NOT_ICY, not_icy), (labelling.UNCLEAR, [by_position[UNCLEAR_CHUNK]])):
+        layer.selectByIds(ids)
+        assert labelling.mark_selected(layer, value) == len(ids)
+    assert layer.commitChanges(), layer.commitErrors()
+
+    geographic = QgsCoordinateReferenceSystem.fromWkt(mars_geographic_wkt(training_data.raster.crs_wkt))
+    assert geographic.isValid() and "+proj=longlat" in geographic.toProj()  # (QGIS 3.22's isGeographic() knows Earth only)
+    out = folder / "labelled_lonlat.gpkg"
+    result = processing.run("native:reprojectlayer", {"INPUT": layer, "TARGET_CRS": geographic, "OUTPUT": str(out)})
+    reprojected = QgsVectorLayer(result["OUTPUT"], "labels in lon/lat", "ogr")
+    assert reprojected.isValid() and "+proj=longlat" in reprojected.crs().toProj()
+    extent = reprojected.extent()
+    assert -180 <= extent.xMinimum() < extent.xMaximum() <= 180 and -90 <= extent.yMinimum() < extent.yMaximum() <= 90
+    return reprojected
+
+
+@pytest.fixture(scope="module")
+def chunk_trained(qgis_app, labelled_geographic, training_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train_chunks")
+    results = train(folder, [training_data.raster.path], [labelled_geographic], HISTORY=str(folder / "history.gpkg"))
+    return dict(results=results, folder=folder, metadata=modelfile.read_metadata(results["OUTPUT_MODEL"]), job=job_of(results))
+
+
+def test_chunk_labels_from_a_reprojected_detect_output(chunk_trained, training_data):
+    meta = chunk_trained["metadata"]
+    assert chunk_trained["results"]["OUTPUT_MODEL"] == str(chunk_trained["folder"] / "model.hiriseice")
+    assert (meta["input_size"], meta["chunk_size"], meta["architecture"]["widths"]) == (32, CHUNK, [4, 8, 8, 16])
+    training = meta["training"]
+    assert training["data"]["label_mode"] == "chunks"
+    assert training["data"]["images"] == [{"image_id": "train_scene", "chunks": 35, "icy": 17}]
+    assert (training["chunks"], training["icy_chunks"]) == (35, 17)  # 36 chunks, the unclear one left out
+    assert (training["epochs_run"], training["total_epochs"], training["seed"]) == (2, 2, 7)
+
+    # The labels reached the worker in the raster's CRS, on the chunks they were drawn on.
+    job = chunk_trained["job"]
+    assert job["label_mode"] == "chunks" and len(job["rasters"]) == 1
+    entry = job["rasters"][0]
+    assert entry["path"] == training_data.raster.path and len(entry["labels"]) == 36
+    expected = {}
+    for r in range(6):
+        for c in range(6):
+            label = -1 if (r, c) == UNCLEAR_CHUNK else int(helpers.checkerboard(r, c))
+            expected[(c * CHUNK, r * CHUNK)] = (label, helpers.window_ring_gdal(training_data.raster.geotransform, c * CHUNK, r * CHUNK, CHUNK, CHUNK))
+    gt = training_data.raster.geotransform
+    for item in entry["labels"]:
+        ring = qs.outer_ring(item["wkt"])
+        xs, ys = [p[0] for p in ring], [p[1] for p in ring]
+        corner = (round((min(xs) - gt[0]) / gt[1]), round((max(ys) - gt[3]) / gt[5]))
+        label, expected_ring = expected.pop(corner)
+        assert item["label"] == label
+        qs.assert_ring_equal(sorted(ring[:-1]), sorted(expected_ring[:-1]), 1e-3, f"label polygon at {corner}")  # metres, after lon/lat and back
+    assert expected == {}
+
+
+def test_split_keeps_every_block_on_one_side(chunk_trained):
+    split = chunk_trained["metadata"]["training"]["split"]
+    train_groups, validation_groups = set(split["train_groups"]), set(split["validation_groups"])
+    assert train_groups and validation_groups
+    assert not train_groups & validation_groups
+    assert train_groups | validation_groups == BLOCKS
+
+
+def test_history_table_and_report(chunk_trained):
+    results = chunk_trained["results"]
+    table = qs.read_ogr(chunk_trained["folder"] / "history.gpkg")
+    assert table.field_names == qs.HISTORY_FIELD_NAMES
+    assert table.field_types["epoch"] == "Integer" and all(table.field_types[n] == "Real" for n in qs.HISTORY_FIELD_NAMES[1:])
+    assert [r["epoch"] for r in table.rows] == [1, 2]
+    for row in table.rows:
+        assert row["_wkt"] is None
+        assert all(isinstance(row[n], float) and math.isfinite(row[n]) for n in ("loss", "accuracy", "val_loss", "val_accuracy", "auc"))
+        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["val_accuracy"] <= 1.0 and row["loss"] > 0
+    assert results["REPORT"] == str(chunk_trained["folder"] / "training.html")
+    text = open(results["REPORT"], encoding="utf-8").read()
+    assert text.startswith("<!DOCTYPE html>") and "<svg" in text
+    # The model's own metrics agree with the history's best epoch.
+    metrics = chunk_trained["metadata"]["metrics"]
+    best = min(table.rows, key=lambda r: r["val_loss"])
+    assert metrics["best_epoch"] == best["epoch"] and metrics["best_val_loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+def test_retraining_continues_the_epoch_numbering(chunk_trained, labelled_geographic, training_data, tmp_path):
+    base = chunk_trained["metadata"]
+    results = train(tmp_path, [training_data.raster.path], [labelled_geographic], epochs=1, BASE_MODEL=chunk_trained["results"]["OUTPUT_MODEL"],
+                    CHUNK_SIZE=128, INPUT_SIZE=64)  # ignored: a base model keeps its own sizes
+    meta = modelfile.read_metadata(results["OUTPUT_MODEL"])
+    assert [f["epoch"] for f in results["HISTORY"].getFeatures()] == [3]
+    assert (meta["training"]["epochs_run"], meta["training"]["total_epochs"]) == (1, 3)
+    assert meta["base_model"] == {"name": base["name"], "version": base["version"]}
+    assert (meta["input_size"], meta["chunk_size"], meta["architecture"]) == (base["input_size"], base["chunk_size"], base["architecture"])
+    assert "Continuing from" in results["_feedback"].text
+
+
+def test_outlines_with_exclusions(qgis_app, training_data, tmp_path):
+    """Ice-patch outlines (no label field): chunks holding one are icy; chunks touching an exclusion are left out."""
+    from qgis.core import QgsGeometry, QgsPointXY
+
+    raster = training_data.raster
+    gt = raster.geotransform
+    outlines = []
+    for x_off, y_off, size in raster.icy_windows:
+        cx, cy = gdal_point(gt, x_off + size / 2, y_off + size / 2)
+        outlines.append((QgsGeometry.fromPointXY(QgsPointXY(cx, cy)).buffer(6 * gt[1], 12), []))
+    assert len(outlines) == 18
+    outline_layer = memory_polygons("ice patches", raster.crs_wkt, outlines)
+    excluded = [(5, 5), (2, 3)]  # one icy, one not
+    squares = []
+    for row, col in excluded:
+        x0, y0 = gdal_point(gt, col * CHUNK + 20, row * CHUNK + 20)
+        x1, y1 = gdal_point(gt, col * CHUNK + 40, row * CHUNK + 40)
+        squares.append((QgsGeometry.fromWkt(f"POLYGON (({x0} {y0}, {x1} {y0}, {x1} {y1}, {x0} {y1}, {x0} {y0}))"), []))
+    exclusions = memory_polygons("exclusions", raster.crs_wkt, squares)
+    results = train(tmp_path, [raster.path], [outline_layer], LABEL_MODE=1, EXCLUDE=[exclusions])
+    meta = modelfile.read_metadata(results["OUTPUT_MODEL"])
+    assert meta["training"]["data"]["label_mode"] == "outlines"
+    assert (meta["training"]["chunks"], meta["training"]["icy_chunks"]) == (34, 17)
+    assert "each of its outlines counts as an ice patch" in results["_feedback"].text
+    job = job_of(results)
+    assert len(job["rasters"][0]["exclude"]) == 2 and len(job["rasters"][0]["labels"]) == 18
+    assert os.path.isfile(results["REPORT"])
+
+
+def gdal_point(gt, x, y):
+    return gt[0] + x * gt[1] + y * gt[2], gt[3] + x * gt[4] + y * gt[5]
+
+
+# --- bad inputs ----------------------------------------------------------------------------------
+
+
+def check_failed(tmp_path, message_parts, **parameters):
+    values = dict(TINY, EPOCHS=1, OUTPUT_MODEL=str(tmp_path / "bad.hiriseice"), HISTORY="TEMPORARY_OUTPUT", REPORT=str(tmp_path / "bad.html"))
+    values.update(parameters)
+    message = qs.processing_error("hiriseice:train", values)
+    for part in message_parts:
+        assert part in message, message
+    assert not (tmp_path / "bad.hiriseice").exists() and not (tmp_path / "bad.html").exists()
+    assert qs.files_named_partial(tmp_path) == []
+    return message
+
+
+def test_labels_all_null(qgis_app, detected, training_data, tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    unlabelled = QgsVectorLayer(str(detected), "unlabelled", "ogr")
+    check_failed(tmp_path, ["has an empty 'label'", "Fill it with 1 (icy) or 0 (not icy)"], RASTERS=[training_data.raster.path], LABELS=[unlabelled])
+
+
+def test_single_class(qgis_app, training_data, tmp_path):
+    from qgis.PyQt.QtCore import QVariant
+
+    raster = training_data.raster
+    layer = memory_polygons("all icy", raster.crs_wkt, [(chunk_geometry(raster, r, c), [1]) for r in range(6) for c in range(6)], [("label", QVariant.Int)])
+    check_failed(tmp_path, ["All 36 labelled chunks are icy", "both icy and not icy", "Label some chunks of the other class"], RASTERS=[raster.path], LABELS=[layer])
+
+
+def test_labels_outside_the_raster(qgis_app, training_data, tmp_path):
+    from qgis.PyQt.QtCore import QVariant
+
+    raster = training_data.raster
+    far = [(chunk_geometry(raster, r, c, dx=50_000.0), [int(helpers.checkerboard(r, c))]) for r in range(6) for c in range(6)]
+    layer = memory_polygons("elsewhere", raster.crs_wkt, far, [("label", QVariant.Int)])
+    check_failed(tmp_path, ["No feature of the label layers lies over the rasters", "CRS"], RASTERS=[raster.path], LABELS=[layer])
+
+
+def test_raster_smaller_than_a_chunk(qgis_app, make_raster, tmp_path):
+    from qgis.core import QgsGeometry
+    from qgis.PyQt.QtCore import QVariant
+
+    small = make_raster(name="small.tif", width=48, height=40)
+    halves = [(QgsGeometry.fromWkt(helpers.window_wkt(small.geotransform, x, 0, 24, 40)), [label]) for x, label in ((0, 1), (24, 0))]
+    layer = memory_polygons("halves", small.crs_wkt, halves, [("label", QVariant.Int)])
+    check_failed(tmp_path, ["48 x 40 px, smaller than one 64-px chunk", "smaller CHUNK_SIZE"], RASTERS=[small.path], LABELS=[layer])
+
+
+def test_label_field_missing(qgis_app, labelled_geographic, training_data, tmp_path):
+    check_failed(tmp_path, ["has no field 'ice'", "Set LABEL_FIELD"], RASTERS=[training_data.raster.path], LABELS=[labelled_geographic], LABEL_FIELD="ice")
