@@ -301,3 +301,51 @@ def qgis_process_detect(model_path: str, raster_path: str) -> QgisProcessDetect:
         "run", "hiriseice:detect", "--", f"INPUT={raster_path}", f"MODEL={model_path}", "CHUNK_SIZE=64", f"OUTPUT={output}", f"REPORT={report}"
     )
     return QgisProcessDetect(done, output, report, raster_path)
+
+
+# --- the plugin installed without its worker ---------------------------------------------------
+
+PLUGIN_FILES = ("__init__.py", "metadata.txt", "LICENSE", "model", "plugin", "processing_provider", "resources")
+
+
+def plugin_without_worker(folder) -> Path:
+    """A plugins folder holding hirise_ice_patches as a user gets it from the plugin zip, before
+    scripts/install: the checkout's files (linked), no .venv. Returns the plugins folder."""
+    plugins = Path(folder) / "plugins"
+    target = plugins / PLUGIN_PACKAGE
+    target.mkdir(parents=True)
+    for name in PLUGIN_FILES:
+        if (REPO_ROOT / name).exists():
+            (target / name).symlink_to(REPO_ROOT / name)
+    assert not (target / ".venv").exists()
+    return plugins
+
+
+def environment_without_worker(plugins: Path, config: Path) -> Dict[str, str]:
+    """What scripts/qgis_process sets up, for a plugins folder of our choosing and no worker anywhere."""
+    from qgis.PyQt.QtCore import QSettings
+
+    ini = config / "profiles" / "default" / "QGIS" / "QGIS3.ini"
+    ini.parent.mkdir(parents=True, exist_ok=True)
+    settings = QSettings(str(ini), QSettings.IniFormat)
+    settings.setValue(f"PythonPlugins/{PLUGIN_PACKAGE}", True)
+    settings.sync()
+    env = dict(os.environ)
+    runtime = config / "xdg-runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    env.update(
+        QGIS_PLUGINPATH=str(plugins), QGIS_CUSTOM_CONFIG_PATH=str(config), QT_QPA_PLATFORM="offscreen", XDG_RUNTIME_DIR=str(runtime),
+        HIRISEICE_WORKER_PYTHON=str(config / "no-such-venv" / "bin" / "python"),
+    )
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+# --- the generated detection scene shared by the detect and qgis_process tests ------------------
+
+
+def detect_scene(session_raster):
+    """320 x 200 px in a custom Mars equirectangular WKT; 64-px chunks give a 4 x 5 grid whose last row is 8 px high."""
+    import helpers
+
+    return session_raster(name="detect_scene.tif", width=320, height=200, icy_chunk_size=64, icy_pattern=helpers.checkerboard, seed=3)

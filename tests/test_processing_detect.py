@@ -36,7 +36,9 @@ def raster_proj4(path):
 
 @pytest.fixture(scope="module")
 def detect_scene(session_raster):
-    return session_raster(name="detect_scene.tif", width=SCENE_W, height=SCENE_H, icy_chunk_size=CHUNK, icy_pattern=helpers.checkerboard, seed=3)
+    scene = qs.detect_scene(session_raster)
+    assert (scene.width, scene.height) == (SCENE_W, SCENE_H)
+    return scene
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,104 @@
+"""The real qgis_process command line: scripts/qgis_process (the checkout as plugin, isolated
+profile), and qgis_process with the plugin installed but no worker set up."""
+
+import re
+
+import pytest
+
+import qgis_support as qs
+from model import rules
+
+
+@pytest.fixture(scope="module")
+def scene(session_raster):
+    return qs.detect_scene(session_raster)
+
+
+def results_section(output: str) -> dict:
+    """qgis_process's 'Results' block as {name: text}."""
+    block = output.split("Results\n----------------", 1)
+    assert len(block) == 2, output[-3000:]
+    return dict(m.groups() for m in re.finditer(r"^([A-Z_]+):\t(.*)$", block[1], re.M))
+
+
+def test_list_shows_the_three_algorithms():
+    done = qs.qgis_process("list")
+    assert done.returncode == 0, done.stdout[-3000:]
+    provider = done.stdout.split("HiRISE Ice Patches\n", 1)
+    assert len(provider) == 2, "the provider is not listed:\n" + done.stdout[:3000]
+    listed = re.findall(r"^\t(hiriseice:\w+)\t(.+)$", provider[1], re.M)
+    assert sorted(listed) == [("hiriseice:chunk", "Chunk grid of a HiRISE image"), ("hiriseice:detect", "Detect ice patches"), ("hiriseice:train", "Train ice-patch model")]
+
+
+def test_help_explains_detect():
+    done = qs.qgis_process("help", "hiriseice:detect")
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:]
+    assert "Detect ice patches" in out
+    for name in ("INPUT", "MODEL", "CHUNK_SIZE", "STRIDE", "MIN_VALID", "BATCH_SIZE", "ICY_THRESHOLD", "HARD_LOW", "BAND", "OUTPUT", "SUMMARY", "REPORT", "CATEGORY"):
+        assert re.search(rf"^{name}:", out, re.M), f"{name} missing from the help:\n{out}"
+    assert "0.6" in out and "0.4" in out and "scripts/install" in out  # thresholds and what to do without a worker
+
+
+def test_run_detect_writes_a_styled_geopackage(tiny_model, scene):
+    run = qs.qgis_process_detect(tiny_model.path, scene.path)
+    out = run.process.stdout
+    assert run.process.returncode == 0, out[-4000:]
+    table = qs.read_ogr(run.output)
+    assert table.field_names == qs.DETECTION_FIELD_NAMES and len(table.rows) == 20
+    styles = qs.layer_styles(run.output)
+    assert [(s["f_table_name"], s["styleName"], s["useAsDefault"]) for s in styles] == [(table.name, "HiRISE ice probability", 1)]
+    assert 'attr="probability"' in styles[0]["styleQML"]
+    results = results_section(out)
+    stats = rules.image_stats([r["probability"] for r in table.rows])
+    assert results["CATEGORY"] == rules.image_category(stats)
+    assert int(results["CHUNKS"]) == 20 and int(results["ICY_CHUNKS"]) == stats.icy_chunks
+    assert results["OUTPUT"] == run.output and results["REPORT"] == run.report
+    with open(run.report, encoding="utf-8") as handle:
+        assert "detect_scene" in handle.read()
+
+
+def test_bad_input_exits_non_zero_with_the_reason(tiny_model, make_raster, tmp_path):
+    raster = make_raster(name="no_crs.tif", crs=None)
+    output = tmp_path / "never.gpkg"
+    done = qs.qgis_process("run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", f"OUTPUT={output}", f"REPORT={tmp_path / 'r.html'}")
+    assert done.returncode != 0
+    assert "has no coordinate reference system" in done.stdout and "Assign" in done.stdout, done.stdout[-3000:]
+    assert not output.exists()
+
+
+# --- installed without scripts/install -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bare_install(qgis_app, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bare_install")
+    plugins = qs.plugin_without_worker(folder)
+    return qs.environment_without_worker(plugins, folder / "config")
+
+
+def bare_qgis_process(env, *args):
+    import subprocess
+
+    return subprocess.run(["/usr/bin/qgis_process.bin"] + [str(a) for a in args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+
+
+def test_without_worker_the_algorithms_are_listed_and_chunk_runs(bare_install, make_raster, tmp_path):
+    listed = bare_qgis_process(bare_install, "list")
+    assert listed.returncode == 0 and "hiriseice:detect\tDetect ice patches" in listed.stdout, listed.stdout[-3000:]
+    raster = make_raster(width=128, height=128)
+    output = tmp_path / "grid.gpkg"
+    done = bare_qgis_process(bare_install, "run", "hiriseice:chunk", "--", f"INPUT={raster.path}", "CHUNK_SIZE=64", f"OUTPUT={output}")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert len(qs.read_ogr(output).rows) == 4
+
+
+def test_without_worker_detect_says_to_run_scripts_install(bare_install, tiny_model, make_raster, tmp_path):
+    raster = make_raster(width=128, height=128)
+    output = tmp_path / "detected.gpkg"
+    done = bare_qgis_process(bare_install, "run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64",
+                             f"OUTPUT={output}", f"REPORT={tmp_path / 'r.html'}")
+    assert done.returncode != 0
+    assert "found none" in done.stdout and "Run scripts/install in the plugin folder" in done.stdout, done.stdout[-3000:]
+    assert bare_install["HIRISEICE_WORKER_PYTHON"] in done.stdout
+    assert not output.exists()
