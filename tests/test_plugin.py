@@ -1,0 +1,368 @@
+"""The plugin itself: what the QGIS plugin repository requires of metadata.txt, the labelling
+tool on real layers, the provider without a worker, and the GUI glue (classFactory, initGui,
+toolbar, unload) in a fresh QGIS with a minimal stand-in for the QGIS main window's iface."""
+
+import configparser
+import json
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import qgis_support as qs
+from model import labels as engine_labels
+
+REPO = qs.REPO_ROOT
+GPL_COMPATIBLE = {"GPL-2.0-or-later", "GPL-2.0+", "GPL-3.0-or-later", "GPL-3.0+", "GPL-3.0-only", "GPL-2.0-only", "MIT", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "LGPL-2.1-or-later", "LGPL-3.0-or-later"}
+
+
+# --- metadata.txt ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def metadata():
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # keys are case-sensitive (qgisMinimumVersion)
+    assert parser.read(REPO / "metadata.txt", encoding="utf-8")
+    return parser["general"]
+
+
+def test_metadata_has_what_the_plugin_repository_requires(metadata):
+    for key in ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email", "repository", "tracker", "homepage", "category", "icon", "experimental", "license", "tags", "changelog"):
+        assert metadata.get(key, "").strip(), f"metadata.txt lacks {key}"
+    assert metadata["name"] == "HiRISE Ice Patches"
+    assert metadata["qgisMinimumVersion"] == "3.22"
+    assert "\n" not in metadata["description"].strip() and len(metadata["about"]) > len(metadata["description"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", metadata["version"])
+    assert re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", metadata["email"])
+    for key in ("repository", "tracker", "homepage"):
+        assert re.match(r"https?://", metadata[key]), key
+    assert metadata["category"] in {"Raster", "Vector", "Database", "Web", "Analysis", "Plugins"}
+    assert metadata["experimental"] in {"True", "False"} and metadata["deprecated"] in {"True", "False"}
+    assert metadata["hasProcessingProvider"] == "yes"
+    assert metadata["license"] in GPL_COMPATIBLE
+    assert "scripts/install" in metadata["about"]  # says how to get the worker
+
+
+def test_metadata_icon_is_an_svg_in_the_plugin(metadata):
+    icon = REPO / metadata["icon"]
+    assert icon.is_file()
+    assert ET.parse(icon).getroot().tag.endswith("svg")
+
+
+def test_licence_file_matches_the_metadata(metadata):
+    text = (REPO / "LICENSE").read_text(encoding="utf-8", errors="replace")
+    assert "GNU GENERAL PUBLIC LICENSE" in text and "Version 2" in text
+    assert metadata["license"].startswith("GPL-2.0")
+
+
+def test_metadata_version_is_the_engines(metadata):
+    import model
+
+    assert metadata["version"] == model.__version__
+    assert metadata["changelog"].startswith(metadata["version"])
+
+
+# --- labelling.mark_selected ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def labelling(qgis_app):
+    return qs.plugin_module("plugin.labelling")
+
+
+def chunk_layer(field_type=None, name="chunks", with_label=True, count=6):
+    """A real memory layer like a detect output: chunk_id and an empty label field."""
+    from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsVectorLayer
+    from qgis.PyQt.QtCore import QVariant
+
+    layer = QgsVectorLayer("Polygon?crs=EPSG:4326", name, "memory")
+    fields = [QgsField("chunk_id", QVariant.Int)]
+    if with_label:
+        fields.append(QgsField("label", field_type or QVariant.Int))
+    layer.dataProvider().addAttributes(fields)
+    layer.updateFields()
+    features = []
+    for i in range(count):
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromWkt(f"POLYGON (({i} 0, {i + 1} 0, {i + 1} 1, {i} 1, {i} 0))"))
+        feature.setAttributes([i] + ([None] if with_label else []))
+        features.append(feature)
+    assert layer.dataProvider().addFeatures(features)
+    return layer
+
+
+def labels_by_chunk(layer):
+    from qgis.core import NULL
+
+    return {f["chunk_id"]: (None if f["label"] == NULL else f["label"]) for f in layer.getFeatures()}
+
+
+def ids_of(layer, chunk_ids):
+    return [f.id() for f in layer.getFeatures() if f["chunk_id"] in chunk_ids]
+
+
+def test_mark_selected_writes_the_label_in_one_undo_command(labelling):
+    layer = chunk_layer()
+    layer.selectByIds(ids_of(layer, {0, 2, 3}))
+    assert labelling.mark_selected(layer, labelling.ICY) == 3
+    assert layer.isEditable()
+    assert labels_by_chunk(layer) == {0: 1, 1: None, 2: 1, 3: 1, 4: None, 5: None}
+    stack = layer.undoStack()
+    assert stack.count() == 1 and "3 chunk(s) icy" in stack.text(0)
+    stack.undo()
+    assert set(labels_by_chunk(layer).values()) == {None}
+    stack.redo()
+    layer.selectByIds(ids_of(layer, {1}))
+    assert labelling.mark_selected(layer, labelling.NOT_ICY) == 1
+    layer.selectByIds(ids_of(layer, {3, 4}))
+    assert labelling.mark_selected(layer, labelling.UNCLEAR) == 2
+    assert stack.count() == 3
+    assert layer.commitChanges(), layer.commitErrors()
+    stored = labels_by_chunk(layer)
+    assert stored == {0: 1, 1: 0, 2: 1, 3: -1, 4: -1, 5: None}
+    # What the tool writes is what training reads: 1 icy, 0 not icy, -1 and NULL left out.
+    assert {k: engine_labels.parse_label(v) for k, v in stored.items()} == {0: 1, 1: 0, 2: 1, 3: None, 4: None, 5: None}
+
+
+def test_nothing_selected_changes_nothing(labelling):
+    layer = chunk_layer()
+    assert labelling.mark_selected(layer, labelling.ICY) == 0
+    assert not layer.isEditable() and layer.undoStack().count() == 0
+    assert set(labels_by_chunk(layer).values()) == {None}
+
+
+def test_text_and_real_label_fields(labelling):
+    from qgis.PyQt.QtCore import QVariant
+
+    words = chunk_layer(QVariant.String)
+    words.selectByIds(ids_of(words, {0}))
+    labelling.mark_selected(words, labelling.NOT_ICY)
+    words.selectByIds(ids_of(words, {1}))
+    labelling.mark_selected(words, labelling.UNCLEAR)
+    assert [labels_by_chunk(words)[i] for i in (0, 1)] == ["not icy", "unclear"]
+    assert [engine_labels.parse_label(labels_by_chunk(words)[i]) for i in (0, 1)] == [0, None]
+    reals = chunk_layer(QVariant.Double)
+    reals.selectAll()
+    labelling.mark_selected(reals, labelling.ICY)
+    assert set(labels_by_chunk(reals).values()) == {1.0}
+
+
+def test_layer_without_label_field(labelling):
+    layer = chunk_layer(with_label=False, name="plain grid")
+    layer.selectAll()
+    with pytest.raises(labelling.LabellingError) as raised:
+        labelling.mark_selected(layer, labelling.ICY)
+    message = str(raised.value)
+    assert "'plain grid' has no 'label' field" in message and "add an integer field 'label'" in message
+    assert not layer.isEditable()
+
+
+def test_not_a_chunk_layer_and_bad_values(labelling, make_raster):
+    from qgis.core import QgsRasterLayer
+
+    with pytest.raises(labelling.LabellingError, match="Select a chunk layer"):
+        labelling.mark_selected(None, labelling.ICY)
+    with pytest.raises(labelling.LabellingError, match="Select a chunk layer"):
+        labelling.mark_selected(QgsRasterLayer(make_raster().path, "raster"), labelling.ICY)
+    layer = chunk_layer()
+    layer.selectAll()
+    with pytest.raises(labelling.LabellingError, match=r"1 \(icy\), 0 \(not icy\) or -1 \(unclear\), not 2"):
+        labelling.mark_selected(layer, 2)
+
+
+def test_read_only_layer(labelling):
+    layer = chunk_layer(name="locked")
+    layer.setReadOnly(True)
+    layer.selectAll()
+    with pytest.raises(labelling.LabellingError, match="'locked' cannot be edited"):
+        labelling.mark_selected(layer, labelling.ICY)
+
+
+def test_labels_saved_in_a_geopackage(labelling, make_raster, tmp_path):
+    """The chunk grid written by hiriseice:chunk, given a label field, labelled and saved, read back with OGR."""
+    from qgis.core import QgsField, QgsVectorLayer
+    from qgis.PyQt.QtCore import QVariant
+
+    raster = make_raster(width=128, height=128)
+    gpkg = tmp_path / "grid.gpkg"
+    qs.run_algorithm("hiriseice:chunk", {"INPUT": raster.path, "CHUNK_SIZE": 64, "OUTPUT": str(gpkg)})
+    layer = QgsVectorLayer(str(gpkg), "grid", "ogr")
+    assert layer.dataProvider().addAttributes([QgsField("label", QVariant.Int)])
+    layer.updateFields()
+    layer.selectByIds([f.id() for f in layer.getFeatures() if f["row"] == 0])
+    assert labelling.mark_selected(layer, labelling.ICY) == 2
+    assert layer.commitChanges(), layer.commitErrors()
+    del layer
+    stored = {(r["row"], r["col"]): r["label"] for r in qs.read_ogr(gpkg).rows}
+    assert stored == {(0, 0): 1, (0, 1): 1, (1, 0): None, (1, 1): None}
+
+
+# --- the provider without a worker -----------------------------------------------------------------------
+
+
+def test_provider_lists_its_algorithms_with_help_without_a_worker(qgis_app, monkeypatch, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    provider_module = qs.plugin_module("processing_provider.provider")
+    worker = qs.plugin_module("processing_provider.worker")
+    with qs.no_worker(monkeypatch, tmp_path / "plugin-without-venv"):
+        with pytest.raises(QgsProcessingException):
+            worker.locate_worker()
+        provider = provider_module.IcePatchesProvider()
+        provider.refreshAlgorithms()
+        algorithms = {a.id(): a for a in provider.algorithms()}
+    assert provider.id() == "hiriseice" and provider.name() == "HiRISE Ice Patches" and os.path.isfile(provider.svgIconPath())
+    assert sorted(algorithms) == ["hiriseice:chunk", "hiriseice:detect", "hiriseice:train"]
+    for algorithm in algorithms.values():
+        assert algorithm.displayName() and algorithm.group() and os.path.isfile(algorithm.svgIconPath())
+        text = algorithm.shortHelpString()
+        assert len(text) > 300 and "<p>" in text
+        for parameter in algorithm.parameterDefinitions():
+            assert parameter.description(), f"{algorithm.id()} {parameter.name()} has no description"
+        assert algorithm.createInstance().name() == algorithm.name()
+    assert "scripts/install" in algorithms["hiriseice:detect"].shortHelpString()
+    assert "scripts/install" in algorithms["hiriseice:train"].shortHelpString()
+    assert "neither TensorFlow nor the worker" in algorithms["hiriseice:chunk"].shortHelpString()
+
+
+# --- the GUI glue in a fresh QGIS --------------------------------------------------------------------------
+
+GUI_SCRIPT = r'''
+import json, sys
+from qgis.core import QgsApplication, QgsFeature, QgsField, QgsGeometry, QgsVectorLayer
+from qgis.gui import QgsMessageBar
+from qgis.PyQt.QtCore import QCoreApplication, QEvent, QVariant
+from qgis.PyQt.QtWidgets import QMainWindow, QToolBar
+
+app = QgsApplication([], True)
+app.initQgis()
+sys.path.insert(0, sys.argv[1])
+import hirise_ice_patches
+
+
+class Iface:
+    """The part of QgisInterface the plugin uses, on a real main window and message bar."""
+
+    def __init__(self):
+        self.window = QMainWindow()
+        self.window.menuBar().addMenu("Settings")
+        self.help = self.window.menuBar().addMenu("Help")
+        self.bar = QgsMessageBar(self.window)
+        self.layer = None
+        self.shortcuts = {}
+
+    def mainWindow(self):
+        return self.window
+
+    def firstRightStandardMenu(self):
+        return self.help
+
+    def addToolBar(self, name):
+        return self.window.addToolBar(name)
+
+    def registerMainWindowAction(self, action, shortcut):
+        action.setShortcut(shortcut)
+        self.shortcuts[action.text()] = shortcut
+        return True
+
+    def unregisterMainWindowAction(self, action):
+        return self.shortcuts.pop(action.text(), None) is not None
+
+    def messageBar(self):
+        return self.bar
+
+    def activeLayer(self):
+        return self.layer
+
+
+def layer(with_label=True):
+    vl = QgsVectorLayer("Polygon?crs=EPSG:4326", "chunks", "memory")
+    vl.dataProvider().addAttributes([QgsField("chunk_id", QVariant.Int)] + ([QgsField("label", QVariant.Int)] if with_label else []))
+    vl.updateFields()
+    for i in range(3):
+        f = QgsFeature(vl.fields())
+        f.setGeometry(QgsGeometry.fromWkt(f"POLYGON (({i} 0, {i + 1} 0, {i + 1} 1, {i} 1, {i} 0))"))
+        f.setAttributes([i] + ([None] if with_label else []))
+        vl.dataProvider().addFeatures([f])
+    return vl
+
+
+def last_message(iface):
+    item = iface.bar.currentItem()
+    return item.text() if item is not None else None
+
+
+def flush():
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    app.processEvents()
+
+
+iface = Iface()
+plugin = hirise_ice_patches.classFactory(iface)
+out = {"class": type(plugin).__name__}
+plugin.initGui()
+registry = QgsApplication.processingRegistry()
+out["algorithms"] = sorted(a.id() for a in registry.providerById("hiriseice").algorithms())
+out["help"] = {a.id(): len(a.shortHelpString()) for a in registry.providerById("hiriseice").algorithms()}
+bar = iface.window.menuBar()
+out["menus"] = [a.text() for a in bar.actions()]
+menu = [a for a in bar.actions() if a.text() == "HiRISE Ice Patches"][0].menu()
+out["menu_actions"] = [a.text() for a in menu.actions() if not a.isSeparator()]
+toolbars = [t for t in iface.window.findChildren(QToolBar) if t.windowTitle() == "HiRISE Ice Patches"]
+out["toolbar_actions"] = [a.text() for t in toolbars for a in t.actions()]
+out["shortcuts"] = dict(iface.shortcuts)
+mark_icy = [a for t in toolbars for a in t.actions() if a.text() == "Mark icy"][0]
+
+iface.layer = layer()
+iface.layer.selectByIds([f.id() for f in iface.layer.getFeatures() if f["chunk_id"] in (0, 2)])
+mark_icy.trigger()
+out["labels"] = {str(f["chunk_id"]): (f["label"] if f["label"] in (0, 1, -1) else None) for f in iface.layer.getFeatures()}
+out["after_mark"] = last_message(iface)
+iface.layer.removeSelection()
+mark_icy.trigger()
+out["nothing_selected"] = last_message(iface)
+iface.layer = layer(with_label=False)
+iface.layer.selectAll()
+mark_icy.trigger()
+out["no_label_field"] = last_message(iface)
+
+plugin.unload()
+flush()
+out["menus_after_unload"] = [a.text() for a in bar.actions()]
+out["toolbars_after_unload"] = len([t for t in iface.window.findChildren(QToolBar) if t.windowTitle() == "HiRISE Ice Patches"])
+out["provider_after_unload"] = registry.providerById("hiriseice") is not None
+out["shortcuts_after_unload"] = dict(iface.shortcuts)
+print("RESULT " + json.dumps(out))
+sys.stdout.flush()
+app.exitQgis()
+'''
+
+
+def test_plugin_gui_loads_marks_and_unloads_without_a_worker(qgis_app, tmp_path):
+    plugins = qs.plugin_without_worker(tmp_path)
+    env = qs.environment_without_worker(plugins, tmp_path / "config")
+    script = tmp_path / "gui.py"
+    script.write_text(GUI_SCRIPT, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script), str(plugins)], env=env, capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"exit {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert out["class"] == "IcePatchesPlugin"
+    assert out["algorithms"] == ["hiriseice:chunk", "hiriseice:detect", "hiriseice:train"]
+    assert all(length > 300 for length in out["help"].values())
+    assert out["menus"] == ["Settings", "HiRISE Ice Patches", "Help"]  # before the first right standard menu
+    assert out["menu_actions"] == ["Detect ice patches…", "Train ice-patch model…", "Chunk grid…", "Check worker", "Worker settings…"]
+    assert out["toolbar_actions"] == ["Mark icy", "Mark not icy", "Mark unclear"]
+    assert out["shortcuts"] == {"Mark icy": "Ctrl+Alt+1", "Mark not icy": "Ctrl+Alt+0", "Mark unclear": "Ctrl+Alt+U"}
+    assert out["labels"] == {"0": 1, "1": None, "2": 1}
+    assert "2 chunk(s)" in out["after_mark"] and "marked icy" in out["after_mark"] and "Save the layer's edits" in out["after_mark"]
+    assert "Nothing is selected" in out["nothing_selected"]
+    assert "has no 'label' field" in out["no_label_field"]
+    assert out["menus_after_unload"] == ["Settings", "Help"]
+    assert out["toolbars_after_unload"] == 0
+    assert out["provider_after_unload"] is False
+    assert out["shortcuts_after_unload"] == {}
