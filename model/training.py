@@ -188,6 +188,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
 
     started = time.monotonic()
     network.fit(Batches(), validation_data=(val_x, val_y), epochs=options.epochs, class_weight=class_weight, callbacks=[Monitor()], verbose=0, shuffle=False)
+    reporter.progress(1.0)  # early stopping ends the epochs before the bar does
     if state["best_weights"] is not None:
         network.set_weights(state["best_weights"])
     reporter.log(f"kept epoch {state['best_epoch']} (lowest validation loss {state['best_loss']:.4f}); {time.monotonic() - started:.0f} s of training")
