@@ -79,6 +79,22 @@ def test_same_seed_same_metrics(tiny_model, worker_python, tmp_path):
     assert modelfile.read_metadata(job["output_model"])["training"]["split"] == tiny_model.metadata["training"]["split"]
 
 
+def test_early_stopping_keeps_the_best_epoch_and_completes_the_progress(training_data, worker_python, tmp_path):
+    """A learning rate far too high makes the validation loss climb: training stops after PATIENCE worse epochs."""
+    output = tmp_path / "stopped.hiriseice"
+    job = helpers.tiny_job(training_data.raster.path, training_data.labels, str(output), epochs=8, patience=1, learning_rate=5.0)
+    run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job)).check()
+    history = run.result["history"]
+    losses = [row["val_loss"] for row in history]
+    best = int(np.argmin(losses)) + 1
+    assert len(history) < 8 and len(history) == best + 1  # stopped one epoch (PATIENCE) after the best
+    assert run.result["metrics"]["best_epoch"] == best
+    assert run.result["metrics"]["best_val_loss"] == pytest.approx(min(losses), rel=1e-6)
+    assert modelfile.read_metadata(str(output))["training"]["best_epoch"] == best
+    fractions = [m["fraction"] for m in run.messages if m["type"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
 # --- mode "outlines" ----------------------------------------------------------------------------
 
 
