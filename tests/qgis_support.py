@@ -198,6 +198,22 @@ def files_named_partial(folder) -> List[str]:
     return sorted(glob.glob(os.path.join(str(folder), "**", "*.partial*"), recursive=True) + glob.glob(os.path.join(str(folder), "**", ".*.partial*"), recursive=True))
 
 
+def real_file(georef_data, name: str, folder) -> Path:
+    """A private copy of a real HiRISE file (../shared/data stays untouched: QGIS and GDAL write
+    .aux.xml statistics beside the rasters they open). Skips when the file is absent."""
+    import shutil
+
+    import pytest
+
+    source = Path(georef_data) / name
+    if not source.is_file():
+        pytest.skip(f"real HiRISE file {source} is absent")
+    target = Path(folder) / "real" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
 # --- processes ---------------------------------------------------------------------------------
 
 

@@ -201,9 +201,7 @@ def test_memory_output(qgis_app, make_raster):
 @pytest.mark.parametrize("name", REAL_CUBES)
 def test_real_isis3_cube(qgis_app, georef_data, tmp_path, name):
     """50 x 50 px crops with a no-data border, 16-px chunks: a 4 x 4 grid whose last row and column are 2 px."""
-    cube = georef_data / name
-    if not cube.is_file():
-        pytest.skip(f"real HiRISE cube {cube} is absent")
+    cube = qs.real_file(georef_data, name, tmp_path)
     image_id = name[: -len(".cub")]
     dataset = gdal.Open(str(cube))  # kept: a band outlives its dataset only in GDAL >= 3.8
     valid = dataset.GetRasterBand(1).ReadAsArray() != 0
@@ -230,9 +228,7 @@ def test_real_isis3_cube(qgis_app, georef_data, tmp_path, name):
 
 
 def test_real_all_no_data_cube_gives_no_chunks(qgis_app, georef_data, tmp_path):
-    cube = georef_data / REAL_COLOR
-    if not cube.is_file():
-        pytest.skip(f"real HiRISE cube {cube} is absent")
+    cube = qs.real_file(georef_data, REAL_COLOR, tmp_path)
     results, table = run_chunk(cube, tmp_path / "none.gpkg", CHUNK_SIZE=16)
     assert results["CHUNKS"] == 0 and table.rows == []
     assert "0 of 12 chunks hold data" in results["_feedback"].text

@@ -57,10 +57,8 @@ def gpkg_run(qgis_app, tiny_model, detect_scene, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def real_run(qgis_app, tiny_model, georef_data, tmp_path_factory):
-    raster = georef_data / REAL_RED
-    if not raster.is_file():
-        pytest.skip(f"real HiRISE file {raster} is absent")
     folder = tmp_path_factory.mktemp("detect_real")
+    raster = qs.real_file(georef_data, REAL_RED, folder)
     gpkg = folder / "real.gpkg"
     report = folder / "real.html"
     results = qs.run_algorithm(
@@ -381,10 +379,8 @@ def test_all_no_data_generated_raster(detect_error, tmp_path):
     assert "No chunk of" in message and "image data" in message and "MIN_VALID" in message
 
 
-def test_all_no_data_real_color_cube(detect_error, georef_data):
-    cube = georef_data / REAL_COLOR
-    if not cube.is_file():
-        pytest.skip(f"real HiRISE file {cube} is absent")
+def test_all_no_data_real_color_cube(detect_error, georef_data, tmp_path):
+    cube = qs.real_file(georef_data, REAL_COLOR, tmp_path)
     message = detect_error(INPUT=str(cube))
     assert "No chunk of" in message and "image data" in message
 
