@@ -5,11 +5,13 @@ the ``qgis_app`` fixture, outputs are read back with OGR and sqlite3, and ``scri
 is the real command line. Nothing here imports TensorFlow.
 """
 
+import atexit
 import functools
 import glob
 import importlib
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import tempfile
@@ -201,8 +203,6 @@ def files_named_partial(folder) -> List[str]:
 def real_file(georef_data, name: str, folder) -> Path:
     """A private copy of a real HiRISE file (../shared/data stays untouched: QGIS and GDAL write
     .aux.xml statistics beside the rasters they open). Skips when the file is absent."""
-    import shutil
-
     import pytest
 
     source = Path(georef_data) / name
@@ -281,10 +281,17 @@ def no_worker(monkeypatch, folder):
 # --- qgis_process ------------------------------------------------------------------------------
 
 
+def _temporary_folder(prefix: str) -> str:
+    """A folder removed when the test process ends (shared by modules, so no tmp_path)."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 @functools.lru_cache(maxsize=1)
 def qgis_process_config() -> str:
     """One isolated QGIS profile folder per test process for scripts/qgis_process."""
-    return tempfile.mkdtemp(prefix="hiriseice-qgis-process-")
+    return _temporary_folder("hiriseice-qgis-process-")
 
 
 def qgis_process(*args, env: Optional[Dict[str, str]] = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -310,7 +317,7 @@ class QgisProcessDetect:
 @functools.lru_cache(maxsize=4)
 def qgis_process_detect(model_path: str, raster_path: str) -> QgisProcessDetect:
     """`scripts/qgis_process run hiriseice:detect` once per (model, raster) and test process (shared by modules)."""
-    folder = tempfile.mkdtemp(prefix="hiriseice-qp-detect-")
+    folder = _temporary_folder("hiriseice-qp-detect-")
     output = os.path.join(folder, "detected.gpkg")
     report = os.path.join(folder, "report.html")
     done = qgis_process(
