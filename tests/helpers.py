@@ -8,7 +8,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -280,7 +279,3 @@ def tiny_job(raster_path: str, labels: List[Dict], output_model: str, **override
 
 def checkerboard(row: int, col: int) -> bool:
     return (row + col) % 2 == 0
-
-
-def python_is_debian() -> bool:
-    return sys.executable.startswith("/usr/bin/")
