@@ -28,6 +28,10 @@ from model.preprocess import DEFAULT_NORMALISATION, normalise, resize  # noqa: E
 from model.protocol import Reporter  # noqa: E402
 from model.training import TrainOptions, prepare_tensorflow, train_arrays  # noqa: E402
 
+# Patch sizes are in tile pixels (227 px crops, shrunk to the network's input): below 8 px a
+# patch shrinks to a few input pixels, near what the chunk-scale network can resolve.
+MIN_PATCH_PX = 8
+PATCH_CONTRAST = (0.08, 0.45)
 HARD_LANDFORMS = {4: "bright dune", 6: "swiss cheese", 7: "spider"}
 NEGATIVE_KINDS = ("plain", "hot pixels", "sunlit rocks", "bare shadowing features", "low contrast", "co2 frost")
 NEGATIVE_SHARES = (0.35, 0.1, 0.2, 0.2, 0.075, 0.075)
@@ -74,7 +78,7 @@ def make_example(tile, icy, rng, input_size):
             image = synthetic.implant_hot_pixels(image, rng, valid=valid)[0]
         if rng.random() < 0.2:
             image = synthetic.implant_sunlit_bright_rocks(image, rng, valid=valid)[0]
-        image = synthetic.implant_ice_patches(image, rng, valid=valid, contrast_range=(0.06, 0.4))[0]
+        image = synthetic.implant_ice_patches(image, rng, valid=valid, min_size_px=MIN_PATCH_PX, contrast_range=PATCH_CONTRAST)[0]
     else:
         kind = NEGATIVE_KINDS[int(rng.choice(len(NEGATIVE_KINDS), p=NEGATIVE_SHARES))]
         if kind == "hot pixels":
@@ -156,8 +160,8 @@ The default model of HiRISE Ice Patches: the paper's small Xception (Gergács & 
 ## What it was trained on - read this first
 - **No real ice labels.** The terrain is real HiRISE imagery, but every ice patch it has seen is synthetic,
   planted by `model/synthetic.py` following the physical criteria (brighter than the surroundings, on the
-  poleward side of a shadowing feature, no shadow of its own, slightly diffuse edges, 3 px to a third of the
-  chunk, contrast 0.06-0.4). It is a starting point for the geologist's loop, not a validated detector:
+  poleward side of a shadowing feature, no shadow of its own, slightly diffuse edges, {MIN_PATCH_PX} px (of a 227-px crop) to a third of the
+  chunk, contrast {PATCH_CONTRAST[0]}-{PATCH_CONTRAST[1]} above the local background). It is a starting point for the geologist's loop, not a validated detector:
   run `hiriseice:detect`, correct the `label` field (labelling toolbar), and retrain with `hiriseice:train`
   (BASE_MODEL = this file) on real labels.
 - Terrain: {len(t['split']['train_groups'])} + {len(t['split']['validation_groups'])} observations for training and validation, and
