@@ -68,7 +68,7 @@ def read_metadata(path: str) -> Dict:
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise ModelFileError(f"'{path}' is a zip archive but not a HiRISE Ice Patches model file. Use a *.hiriseice file written by hiriseice:train.")
     version = metadata.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or version > FORMAT_VERSION:
         raise ModelFileError(
             f"'{path}' uses model format version {version}, newer than this plugin reads ({FORMAT_VERSION}). Update the HiRISE Ice Patches plugin."
         )
@@ -129,6 +129,14 @@ def load(path: str) -> Tuple[object, Dict]:
                 f"The network inside '{path}' cannot be unpacked ({exc}); the file is damaged. Copy it again, retrain it with "
                 "hiriseice:train or use the bundled default model."
             ) from None
+        expected = metadata.get("weights_sha256")
+        if expected:
+            with open(os.path.join(tmp, KERAS_MEMBER), "rb") as handle:
+                if hashlib.sha256(handle.read()).hexdigest() != expected:
+                    raise ModelFileError(
+                        f"The network inside '{path}' does not match the checksum in its metadata: the file was damaged or edited. "
+                        "Copy it again, retrain it with hiriseice:train or use the bundled default model."
+                    )
         try:
             network = keras.models.load_model(os.path.join(tmp, KERAS_MEMBER), compile=False)
         except Exception as exc:  # Keras raises many kinds for damaged archives.

@@ -35,6 +35,7 @@ GRACE_SECONDS = 0.5
 STDERR_LINES = 60
 
 IS_WINDOWS = sys.platform.startswith("win")
+PLUGIN_VENV = "the plugin's own environment"
 
 
 # Only QgsProcessingException itself reaches the user as a clean message: QGIS reports a
@@ -56,7 +57,7 @@ def worker_candidates() -> List[Tuple[str, str]]:
     from_settings = str(QgsSettings().value(SETTINGS_KEY, "") or "").strip()
     if from_settings:
         candidates.append((f"QGIS setting {SETTINGS_KEY}", from_settings))
-    candidates.append(("the plugin's own environment", default_worker_python()))
+    candidates.append((PLUGIN_VENV, default_worker_python()))
     return candidates
 
 
@@ -73,16 +74,24 @@ def how_to_install() -> str:
 
 
 def locate_worker() -> str:
-    """The first usable worker Python of environment variable, setting and plugin venv."""
-    tried = []
+    """The worker Python: the environment variable's or the setting's where one is given, else the plugin venv.
+
+    A Python the user named explicitly but that is not there is an error, not a silent fall-back:
+    the user meant that one.
+    """
     for origin, path in worker_candidates():
         path = os.path.expanduser(path)
         if _usable(path):
             return path
-        tried.append(f"{origin}: {path} ({'not executable' if os.path.exists(path) else 'does not exist'})")
-    raise QgsProcessingException(
-        "HiRISE Ice Patches needs a separate Python with TensorFlow (the 'worker') and found none. Tried " + "; ".join(tried) + ". " + how_to_install()
-    )
+        problem = "is not executable" if os.path.exists(path) else "does not exist"
+        if origin != PLUGIN_VENV:
+            raise QgsProcessingException(
+                f"The worker Python given by the {origin} ({path}) {problem}. Correct it, or clear it to use the plugin's own "
+                f".venv. " + how_to_install()
+            )
+        raise QgsProcessingException(
+            f"HiRISE Ice Patches needs a separate Python with TensorFlow (the 'worker') and found none: {path} {problem}. " + how_to_install()
+        )
 
 
 def worker_environment() -> Dict[str, str]:
