@@ -258,19 +258,19 @@ def native_tensorflow_loaded() -> List[str]:
 def no_worker(monkeypatch, folder):
     """A QGIS where the worker's Python cannot be found, as in a plugin installed without scripts/install.
 
-    HIRISEICE_WORKER_PYTHON names a missing file, the QGIS setting hiriseice/worker_python is empty
-    and the plugin's own .venv is looked for in `folder` (an empty folder) instead of the checkout,
-    whose .venv exists on a developer's machine.
+    HIRISEICE_WORKER_PYTHON and the QGIS setting hiriseice/worker_python are unset and the plugin's
+    own .venv is looked for in `folder` (an empty folder) instead of the checkout, whose .venv
+    exists on a developer's machine. Yields the path of the missing plugin venv Python.
     """
     from qgis.core import QgsSettings
 
     worker = plugin_module("processing_provider.worker")
-    missing = os.path.join(str(folder), "no-such-venv", "bin", "python")
-    monkeypatch.setenv(worker.ENV_VAR, missing)
+    monkeypatch.delenv(worker.ENV_VAR, raising=False)
+    monkeypatch.setattr(worker, "PLUGIN_FOLDER", str(folder))
+    missing = worker.default_worker_python()
     settings = QgsSettings()
     saved = settings.value(worker.SETTINGS_KEY, None)
     settings.remove(worker.SETTINGS_KEY)
-    monkeypatch.setattr(worker, "PLUGIN_FOLDER", str(folder))
     try:
         yield missing
     finally:

@@ -399,3 +399,12 @@ def test_no_worker_python(detect_error, monkeypatch, tmp_path):
     with qs.no_worker(monkeypatch, tmp_path / "plugin-without-venv") as missing:
         message = detect_error()
     assert "found none" in message and missing in message and "scripts/install" in message
+
+
+def test_named_worker_python_missing_is_an_error_not_a_fallback(detect_error, monkeypatch, tmp_path):
+    """The checkout's .venv exists, but the user named another Python: say so rather than quietly use .venv."""
+    named = str(tmp_path / "elsewhere" / "bin" / "python")
+    monkeypatch.setenv("HIRISEICE_WORKER_PYTHON", named)
+    message = detect_error()
+    assert "environment variable HIRISEICE_WORKER_PYTHON" in message and named in message and "does not exist" in message
+    assert "scripts/install" in message
