@@ -358,9 +358,9 @@ def environment_without_worker(plugins: Path, config: Path) -> Dict[str, str]:
     runtime.mkdir(mode=0o700, exist_ok=True)
     env.update(
         QGIS_PLUGINPATH=str(plugins), QGIS_CUSTOM_CONFIG_PATH=str(config), QT_QPA_PLATFORM="offscreen", XDG_RUNTIME_DIR=str(runtime),
-        HIRISEICE_WORKER_PYTHON=str(config / "no-such-venv" / "bin" / "python"),
     )
-    env.pop("PYTHONPATH", None)
+    for name in ("PYTHONPATH", "HIRISEICE_WORKER_PYTHON"):
+        env.pop(name, None)
     return env
 
 

@@ -1,6 +1,7 @@
 """The real qgis_process command line: scripts/qgis_process (the checkout as plugin, isolated
 profile), and qgis_process with the plugin installed but no worker set up."""
 
+import os
 import re
 
 import pytest
@@ -100,5 +101,5 @@ def test_without_worker_detect_says_to_run_scripts_install(bare_install, tiny_mo
                              f"OUTPUT={output}", f"REPORT={tmp_path / 'r.html'}")
     assert done.returncode != 0
     assert "found none" in done.stdout and "Run scripts/install in the plugin folder" in done.stdout, done.stdout[-3000:]
-    assert bare_install["HIRISEICE_WORKER_PYTHON"] in done.stdout
+    assert os.path.join(qs.PLUGIN_PACKAGE, ".venv", "bin", "python") in done.stdout
     assert not output.exists()

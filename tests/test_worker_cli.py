@@ -2,7 +2,9 @@
 worker venv, JSON lines on stdout, real GeoPackage / GeoTIFF / HTML outputs checked with GDAL."""
 
 import base64
+import hashlib
 import html
+import json
 import os
 import re
 import zipfile
@@ -303,11 +305,14 @@ def test_model_that_is_not_a_zip(scene, worker_python, tmp_path):
 
 
 def test_model_whose_network_is_garbage(scene, tiny_model, worker_python, tmp_path):
-    """Valid metadata, a broken Keras member: the worker gets as far as Keras and explains."""
+    """Valid metadata whose checksum matches a broken Keras member: the worker gets as far as Keras and explains."""
     bad = tmp_path / "corrupt.hiriseice"
+    garbage = b"garbage" * 100
     with zipfile.ZipFile(tiny_model.path) as source, zipfile.ZipFile(bad, "w") as target:
-        target.writestr(modelfile.METADATA_MEMBER, source.read(modelfile.METADATA_MEMBER))
-        target.writestr(modelfile.KERAS_MEMBER, b"garbage" * 100)
+        metadata = json.loads(source.read(modelfile.METADATA_MEMBER))
+        metadata["weights_sha256"] = hashlib.sha256(garbage).hexdigest()
+        target.writestr(modelfile.METADATA_MEMBER, json.dumps(metadata))
+        target.writestr(modelfile.KERAS_MEMBER, garbage)
     out, report = tmp_path / "out.gpkg", tmp_path / "report.html"
     run = helpers.run_worker(worker_python, "detect", scene.path, "--model", bad, "--out", out, "--report", report)
     assert_one_error(run, ModelFileError.code, str(bad), "cannot be loaded", "retrain")
@@ -325,6 +330,16 @@ def test_model_whose_network_fails_its_checksum(scene, tiny_model, worker_python
     bad.write_bytes(bytes(data))
     run = helpers.run_worker(worker_python, "detect", scene.path, "--model", bad)
     assert_one_error(run, ModelFileError.code, str(bad), "damaged")
+
+
+def test_model_whose_network_was_replaced(scene, tiny_model, worker_python, tmp_path):
+    """An intact zip whose network is not the one its metadata recorded."""
+    bad = tmp_path / "swapped.hiriseice"
+    with zipfile.ZipFile(tiny_model.path) as source, zipfile.ZipFile(bad, "w") as target:
+        target.writestr(modelfile.METADATA_MEMBER, source.read(modelfile.METADATA_MEMBER))
+        target.writestr(modelfile.KERAS_MEMBER, source.read(modelfile.KERAS_MEMBER) + b"\0")
+    run = helpers.run_worker(worker_python, "detect", scene.path, "--model", bad)
+    assert_one_error(run, ModelFileError.code, str(bad), "checksum")
 
 
 def test_thresholds_in_the_wrong_order(scene, tiny_model, worker_python):
