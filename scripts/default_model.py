@@ -143,6 +143,8 @@ def evaluate(network, meta, images, labels, kinds, landforms):
 
 def model_card(meta, test, seconds):
     t = meta["training"]
+    base = meta.get("base_model")
+    continued = f", continuing {base['name']} {base['version']} with `--base`" if base else ""
     m = meta["metrics"]
     fpr_rows = "\n".join(
         f"| {name} | {v['count']} | {v['rate']:.3f} |" if v["rate"] is not None else f"| {name} | 0 | n/a |"
@@ -180,7 +182,8 @@ The default model of HiRISE Ice Patches: the paper's small Xception (Gergács & 
 - Adam (learning rate {t['learning_rate']}), binary cross-entropy, batch {t['batch_size']}, class weights {json.dumps({k: round(v, 3) for k, v in t['class_weight'].items()})},
   augmentation "{t['augment']}" (east-west mirrors and brightness/contrast only: north-south flips and rotations
   would move the shadowing feature off the equatorward side).
-- {t['epochs_run']} epochs run, the weights of epoch {t['best_epoch']} kept (lowest validation loss {m['best_val_loss']:.4f}).
+- {t['total_epochs']} epochs in all ({t['epochs_run']} in the last run{continued}), the weights of epoch {t['best_epoch']} kept
+  (lowest validation loss of that run, {m['best_val_loss']:.4f}).
 - Split by observation ID: train, validation (early stopping and calibration), test (numbers below).
 
 ## Calibration
@@ -226,6 +229,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patience", type=int, default=6)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--base", default="", help="continue training this model file on the same examples and split (same --seed)")
     parser.add_argument("--limit", type=int, default=0, help="use only this many tiles (quick trial runs)")
     parser.add_argument("--widths", default="128,256,512,728,1024")
     args = parser.parse_args(argv)
@@ -258,7 +262,8 @@ def main(argv=None):
             "recipe": "scripts/train_default_model",
         },
     )
-    outcome = train_arrays(images, labels, groups, options, reporter)
+    base = modelfile.load(args.base) if args.base else None
+    outcome = train_arrays(images, labels, groups, options, reporter, base)
     network, meta = outcome["network"], outcome["metadata"]
     test = evaluate(network, meta, test_images, test_labels, test_kinds, test_landforms)
     meta["metrics"]["test"] = {k: v for k, v in test.items() if k != "reliability"}
