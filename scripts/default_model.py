@@ -229,7 +229,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patience", type=int, default=6)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--base", default="", help="continue training this model file on the same examples and split (same --seed)")
+    parser.add_argument("--base", default="", help="continue training this model file (keep --seed: it fixes the split and the test set)")
+    parser.add_argument("--data-seed", type=int, default=None, help="seed of the training examples' synthetic ice (default: --seed); "
+                        "a new one gives fresh examples on the same tiles when continuing with --base")
     parser.add_argument("--limit", type=int, default=0, help="use only this many tiles (quick trial runs)")
     parser.add_argument("--widths", default="128,256,512,728,1024")
     args = parser.parse_args(argv)
@@ -243,7 +245,7 @@ def main(argv=None):
         tiles = tiles[:: max(1, len(tiles) // args.limit)][: args.limit]
     train_tiles, test_tiles = split_observations(tiles, args.seed)
     reporter.log(f"{len(tiles)} tiles; {len(train_tiles)} for training/validation, {len(test_tiles)} held out")
-    images, labels, groups, _, _ = build_set(train_tiles, args.variants, args.seed, args.input_size)
+    images, labels, groups, _, _ = build_set(train_tiles, args.variants, args.seed if args.data_seed is None else args.data_seed, args.input_size)
     test_images, test_labels, _, test_kinds, test_landforms = build_set(test_tiles, args.variants, args.seed + 1, args.input_size)
     reporter.log(f"made {len(labels)} training/validation examples and {len(test_labels)} test examples in {time.monotonic() - started:.0f} s")
 
