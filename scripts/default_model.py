@@ -144,6 +144,7 @@ def evaluate(network, meta, images, labels, kinds, landforms):
 def model_card(meta, test, seconds):
     t = meta["training"]
     base = meta.get("base_model")
+    commands = "\n".join(f"    {c}" for c in t.get("commands", []))
     continued = f", continuing {base['name']} {base['version']} with `--base`" if base else ""
     m = meta["metrics"]
     fpr_rows = "\n".join(
@@ -213,8 +214,10 @@ Reliability on the test set (calibrated):
 {rel_rows}
 
 ## Reproduce
-`scripts/train_default_model` (needs ../shared/data/hirise-terrain). The same seed gives the same metrics
-within noise (op determinism is on; thread scheduling may still move the last digit).
+Needs ../shared/data/hirise-terrain; run in order:
+{commands}
+The same commands give the same metrics within noise (op determinism is on; thread scheduling may still
+move the last digit).
 """
 
 
@@ -253,6 +256,9 @@ def main(argv=None):
     prepare_tensorflow(widths)
     import tensorflow as tf
 
+    base = modelfile.load(args.base) if args.base else None
+    previous_commands = base[1]["training"].get("commands", []) if base else []
+
     options = TrainOptions(
         epochs=args.epochs, patience=args.patience, seed=args.seed, input_size=args.input_size, chunk_size=1024,
         widths=widths, name="hiriseice-default", augment="lighting",
@@ -262,9 +268,9 @@ def main(argv=None):
             "test_observations": sorted({t["observation"] for t in test_tiles}),
             "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
             "recipe": "scripts/train_default_model",
+            "commands": previous_commands + ["scripts/train_default_model " + " ".join(sys.argv[1:] if argv is None else argv)],
         },
     )
-    base = modelfile.load(args.base) if args.base else None
     outcome = train_arrays(images, labels, groups, options, reporter, base)
     network, meta = outcome["network"], outcome["metadata"]
     test = evaluate(network, meta, test_images, test_labels, test_kinds, test_landforms)
