@@ -104,7 +104,13 @@ def save(keras_model, metadata: Dict, path: str) -> None:
     partial = files.prepare(path)
     with tempfile.TemporaryDirectory() as tmp:
         keras_path = os.path.join(tmp, KERAS_MEMBER)
-        keras_model.save(keras_path)
+        # An uncompiled copy: the optimizer's state would triple the file and is not needed to
+        # continue training (Adam restarts with the new labels).
+        import keras
+
+        shareable = keras.models.clone_model(keras_model)
+        shareable.set_weights(keras_model.get_weights())
+        shareable.save(keras_path)
         with open(keras_path, "rb") as handle:
             metadata = dict(metadata, weights_sha256=hashlib.sha256(handle.read()).hexdigest())
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
