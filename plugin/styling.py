@@ -41,6 +41,9 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
+# model/schema.py's field kinds as QGIS field types (the algorithms' sinks use them too).
+QVARIANT_TYPES = {"int": QVariant.Int, "real": QVariant.Double, "text": QVariant.String}
+
 PLUGIN_FOLDER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STYLES_FOLDER = os.path.join(PLUGIN_FOLDER, "resources", "styles")
 CHUNKS_QML = os.path.join(STYLES_FOLDER, "chunks.qml")
@@ -55,13 +58,13 @@ STYLE_NAMES = {
 
 # Probability classes of the chunk style: (low, high, legend text, fill opacity 0..255). The
 # paper's thresholds (0.4 hard to identify, 0.6 icy) are class edges; the lowest class is
-# transparent so the image shows through where the network sees no ice.
+# transparent, and no fill is opaque: the geologist judges the terrain through the colour.
 CHUNK_CLASSES: List[Tuple[float, float, str, int]] = [
-    (0.8, 1.0, "0.8 – 1.0  icy", 200),
-    (0.6, 0.8, "0.6 – 0.8  icy", 165),
-    (0.5, 0.6, "0.5 – 0.6  hard to identify", 135),
-    (0.4, 0.5, "0.4 – 0.5  hard to identify", 110),
-    (0.2, 0.4, "0.2 – 0.4  not icy", 70),
+    (0.8, 1.0, "0.8 – 1.0  icy", 120),
+    (0.6, 0.8, "0.6 – 0.8  icy", 100),
+    (0.5, 0.6, "0.5 – 0.6  hard to identify", 80),
+    (0.4, 0.5, "0.4 – 0.5  hard to identify", 65),
+    (0.2, 0.4, "0.2 – 0.4  not icy", 35),
     (0.0, 0.2, "0.0 – 0.2  not icy", 0),
 ]
 # Classes run from high to low: QGIS gives a value on a shared edge to the first range that
@@ -191,12 +194,16 @@ def set_post_processor(context, destination: str, qml: str) -> None:
 
 # --- making the .qml files ------------------------------------------------------------------
 
-def _ramp():
+def _engine():
     try:
-        from ..model.report import RAMP
+        from ..model import report, schema
     except ImportError:  # plugin imported as a top-level package (python3 -m plugin.styling)
-        from model.report import RAMP
-    return RAMP
+        from model import report, schema
+    return report, schema
+
+
+def _ramp():
+    return _engine()[0].RAMP
 
 
 def ramp_colour(p: float, ramp: Sequence) -> Tuple[int, int, int]:
@@ -253,10 +260,8 @@ def _memory_layer(fields: Sequence[Tuple[str, QVariant.Type]], geometry: str = "
     return layer
 
 
-GRID_FIELD_NAMES = [
-    ("image_id", QVariant.String), ("chunk_id", QVariant.Int), ("row", QVariant.Int), ("col", QVariant.Int), ("x_off", QVariant.Int),
-    ("y_off", QVariant.Int), ("width", QVariant.Int), ("height", QVariant.Int), ("valid_fraction", QVariant.Double), ("centre_valid_fraction", QVariant.Double),
-]
+def _schema_layer(fields, geometry: str = "Polygon") -> QgsVectorLayer:
+    return _memory_layer([(name, QVARIANT_TYPES[kind]) for name, kind in fields], geometry)
 
 
 def write_style_files(folder: str = STYLES_FOLDER) -> List[str]:
@@ -264,7 +269,7 @@ def write_style_files(folder: str = STYLES_FOLDER) -> List[str]:
     os.makedirs(folder, exist_ok=True)
     written = []
 
-    chunks = _memory_layer(GRID_FIELD_NAMES + [("probability", QVariant.Double), ("class", QVariant.String), ("label", QVariant.Int)])
+    chunks = _schema_layer(_engine()[1].DETECTION_FIELDS)
     chunks.setRenderer(build_chunk_renderer(_ramp()))
     chunks.setLabeling(_labelling())
     chunks.setLabelsEnabled(True)
@@ -290,7 +295,7 @@ def write_style_files(folder: str = STYLES_FOLDER) -> List[str]:
     summary.setDisplayExpression("\"image_id\" || ': ' || \"category\"")
     written.append(_save(summary, os.path.join(folder, "summary.qml")))
 
-    grid = _memory_layer(GRID_FIELD_NAMES)
+    grid = _schema_layer(_engine()[1].CHUNK_GRID_FIELDS)
     grid.setRenderer(QgsSingleSymbolRenderer(QgsFillSymbol.createSimple({"style": "no", "outline_color": "255,255,0,200", "outline_width": "0.26", "outline_width_unit": "MM"})))
     grid.setDisplayExpression("\"image_id\" || ' r' || \"row\" || ' c' || \"col\"")
     written.append(_save(grid, os.path.join(folder, "grid.qml")))

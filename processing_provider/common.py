@@ -21,12 +21,11 @@ from qgis.core import (
     QgsRasterLayer,
     QgsRasterPipe,
 )
-from qgis.PyQt.QtCore import QVariant
 
+from .algorithm import styling
 from .engine import errors, gdal_exceptions, modelfile, schema
 
-QVARIANT_TYPES = {"int": QVariant.Int, "real": QVariant.Double, "text": QVariant.String}
-
+QVARIANT_TYPES = styling.QVARIANT_TYPES
 
 def make_fields(spec: Sequence[Tuple[str, str]]) -> QgsFields:
     """QGIS fields from one of model/schema.py's tables."""

@@ -1,57 +1,57 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis simplifyLocal="1" symbologyReferenceScale="-1" styleCategories="AllStyleCategories" labelsEnabled="0" simplifyDrawingHints="1" maxScale="0" version="3.22.16-Białowieża" simplifyAlgorithm="0" simplifyDrawingTol="1" simplifyMaxScale="1" hasScaleBasedVisibilityFlag="0" minScale="100000000" readOnly="0">
+<qgis simplifyMaxScale="1" hasScaleBasedVisibilityFlag="0" minScale="100000000" simplifyDrawingHints="1" simplifyLocal="1" simplifyDrawingTol="1" readOnly="0" styleCategories="AllStyleCategories" symbologyReferenceScale="-1" simplifyAlgorithm="0" labelsEnabled="0" maxScale="0" version="3.22.16-Białowieża">
   <flags>
     <Identifiable>1</Identifiable>
     <Removable>1</Removable>
     <Searchable>1</Searchable>
     <Private>0</Private>
   </flags>
-  <temporal limitMode="0" endField="" mode="0" durationField="" accumulate="0" endExpression="" durationUnit="min" enabled="0" startField="" startExpression="" fixedDuration="0">
+  <temporal startExpression="" enabled="0" durationField="" durationUnit="min" limitMode="0" fixedDuration="0" endExpression="" accumulate="0" mode="0" startField="" endField="">
     <fixedRange>
       <start></start>
       <end></end>
     </fixedRange>
   </temporal>
-  <renderer-v2 type="singleSymbol" forceraster="0" referencescale="-1" symbollevels="0" enableorderby="0">
+  <renderer-v2 enableorderby="0" referencescale="-1" forceraster="0" type="singleSymbol" symbollevels="0">
     <symbols>
-      <symbol type="fill" force_rhr="0" name="0" alpha="1" clip_to_extent="1">
+      <symbol alpha="1" force_rhr="0" name="0" clip_to_extent="1" type="fill">
         <data_defined_properties>
           <Option type="Map">
-            <Option type="QString" value="" name="name"/>
+            <Option value="" name="name" type="QString"/>
             <Option name="properties"/>
-            <Option type="QString" value="collection" name="type"/>
+            <Option value="collection" name="type" type="QString"/>
           </Option>
         </data_defined_properties>
-        <layer locked="0" class="SimpleFill" enabled="1" pass="0">
+        <layer enabled="1" locked="0" class="SimpleFill" pass="0">
           <Option type="Map">
-            <Option type="QString" value="3x:0,0,0,0,0,0" name="border_width_map_unit_scale"/>
-            <Option type="QString" value="0,0,255,255" name="color"/>
-            <Option type="QString" value="bevel" name="joinstyle"/>
-            <Option type="QString" value="0,0" name="offset"/>
-            <Option type="QString" value="3x:0,0,0,0,0,0" name="offset_map_unit_scale"/>
-            <Option type="QString" value="MM" name="offset_unit"/>
-            <Option type="QString" value="255,255,0,200" name="outline_color"/>
-            <Option type="QString" value="solid" name="outline_style"/>
-            <Option type="QString" value="0.26" name="outline_width"/>
-            <Option type="QString" value="MM" name="outline_width_unit"/>
-            <Option type="QString" value="no" name="style"/>
+            <Option value="3x:0,0,0,0,0,0" name="border_width_map_unit_scale" type="QString"/>
+            <Option value="0,0,255,255" name="color" type="QString"/>
+            <Option value="bevel" name="joinstyle" type="QString"/>
+            <Option value="0,0" name="offset" type="QString"/>
+            <Option value="3x:0,0,0,0,0,0" name="offset_map_unit_scale" type="QString"/>
+            <Option value="MM" name="offset_unit" type="QString"/>
+            <Option value="255,255,0,200" name="outline_color" type="QString"/>
+            <Option value="solid" name="outline_style" type="QString"/>
+            <Option value="0.26" name="outline_width" type="QString"/>
+            <Option value="MM" name="outline_width_unit" type="QString"/>
+            <Option value="no" name="style" type="QString"/>
           </Option>
-          <prop k="border_width_map_unit_scale" v="3x:0,0,0,0,0,0"/>
-          <prop k="color" v="0,0,255,255"/>
-          <prop k="joinstyle" v="bevel"/>
-          <prop k="offset" v="0,0"/>
-          <prop k="offset_map_unit_scale" v="3x:0,0,0,0,0,0"/>
-          <prop k="offset_unit" v="MM"/>
-          <prop k="outline_color" v="255,255,0,200"/>
-          <prop k="outline_style" v="solid"/>
-          <prop k="outline_width" v="0.26"/>
-          <prop k="outline_width_unit" v="MM"/>
-          <prop k="style" v="no"/>
+          <prop v="3x:0,0,0,0,0,0" k="border_width_map_unit_scale"/>
+          <prop v="0,0,255,255" k="color"/>
+          <prop v="bevel" k="joinstyle"/>
+          <prop v="0,0" k="offset"/>
+          <prop v="3x:0,0,0,0,0,0" k="offset_map_unit_scale"/>
+          <prop v="MM" k="offset_unit"/>
+          <prop v="255,255,0,200" k="outline_color"/>
+          <prop v="solid" k="outline_style"/>
+          <prop v="0.26" k="outline_width"/>
+          <prop v="MM" k="outline_width_unit"/>
+          <prop v="no" k="style"/>
           <data_defined_properties>
             <Option type="Map">
-              <Option type="QString" value="" name="name"/>
+              <Option value="" name="name" type="QString"/>
               <Option name="properties"/>
-              <Option type="QString" value="collection" name="type"/>
+              <Option value="collection" name="type" type="QString"/>
             </Option>
           </data_defined_properties>
         </layer>
@@ -66,13 +66,13 @@
   <blendMode>0</blendMode>
   <featureBlendMode>0</featureBlendMode>
   <layerOpacity>1</layerOpacity>
-  <geometryOptions geometryPrecision="0" removeDuplicateNodes="0">
+  <geometryOptions removeDuplicateNodes="0" geometryPrecision="0">
     <activeChecks type="StringList">
-      <Option type="QString" value=""/>
+      <Option value="" type="QString"/>
     </activeChecks>
     <checkConfiguration/>
   </geometryOptions>
-  <legend type="default-vector" showLabelLegend="0"/>
+  <legend showLabelLegend="0" type="default-vector"/>
   <referencedLayers/>
   <fieldConfiguration>
     <field name="image_id" configurationFlags="None">
@@ -159,28 +159,28 @@
     <alias field="centre_valid_fraction" name="" index="9"/>
   </aliases>
   <defaults>
-    <default field="image_id" applyOnUpdate="0" expression=""/>
-    <default field="chunk_id" applyOnUpdate="0" expression=""/>
-    <default field="row" applyOnUpdate="0" expression=""/>
-    <default field="col" applyOnUpdate="0" expression=""/>
-    <default field="x_off" applyOnUpdate="0" expression=""/>
-    <default field="y_off" applyOnUpdate="0" expression=""/>
-    <default field="width" applyOnUpdate="0" expression=""/>
-    <default field="height" applyOnUpdate="0" expression=""/>
-    <default field="valid_fraction" applyOnUpdate="0" expression=""/>
-    <default field="centre_valid_fraction" applyOnUpdate="0" expression=""/>
+    <default applyOnUpdate="0" field="image_id" expression=""/>
+    <default applyOnUpdate="0" field="chunk_id" expression=""/>
+    <default applyOnUpdate="0" field="row" expression=""/>
+    <default applyOnUpdate="0" field="col" expression=""/>
+    <default applyOnUpdate="0" field="x_off" expression=""/>
+    <default applyOnUpdate="0" field="y_off" expression=""/>
+    <default applyOnUpdate="0" field="width" expression=""/>
+    <default applyOnUpdate="0" field="height" expression=""/>
+    <default applyOnUpdate="0" field="valid_fraction" expression=""/>
+    <default applyOnUpdate="0" field="centre_valid_fraction" expression=""/>
   </defaults>
   <constraints>
-    <constraint exp_strength="0" field="image_id" constraints="0" unique_strength="0" notnull_strength="0"/>
-    <constraint exp_strength="0" field="chunk_id" constraints="0" unique_strength="0" notnull_strength="0"/>
-    <constraint exp_strength="0" field="row" constraints="0" unique_strength="0" notnull_strength="0"/>
-    <constraint exp_strength="0" field="col" constraints="0" unique_strength="0" notnull_strength="0"/>
-    <constraint exp_strength="0" field="x_off" constraints="0" unique_strength="0" notnull_strength="0"/>
-    <constraint exp_strength="0" field="y_off" constraints="0" unique_strength="0" notnull_strength="0"/>
-    <constraint exp_strength="0" field="width" constraints="0" unique_strength="0" notnull_strength="0"/>
-    <constraint exp_strength="0" field="height" constraints="0" unique_strength="0" notnull_strength="0"/>
-    <constraint exp_strength="0" field="valid_fraction" constraints="0" unique_strength="0" notnull_strength="0"/>
-    <constraint exp_strength="0" field="centre_valid_fraction" constraints="0" unique_strength="0" notnull_strength="0"/>
+    <constraint notnull_strength="0" field="image_id" unique_strength="0" constraints="0" exp_strength="0"/>
+    <constraint notnull_strength="0" field="chunk_id" unique_strength="0" constraints="0" exp_strength="0"/>
+    <constraint notnull_strength="0" field="row" unique_strength="0" constraints="0" exp_strength="0"/>
+    <constraint notnull_strength="0" field="col" unique_strength="0" constraints="0" exp_strength="0"/>
+    <constraint notnull_strength="0" field="x_off" unique_strength="0" constraints="0" exp_strength="0"/>
+    <constraint notnull_strength="0" field="y_off" unique_strength="0" constraints="0" exp_strength="0"/>
+    <constraint notnull_strength="0" field="width" unique_strength="0" constraints="0" exp_strength="0"/>
+    <constraint notnull_strength="0" field="height" unique_strength="0" constraints="0" exp_strength="0"/>
+    <constraint notnull_strength="0" field="valid_fraction" unique_strength="0" constraints="0" exp_strength="0"/>
+    <constraint notnull_strength="0" field="centre_valid_fraction" unique_strength="0" constraints="0" exp_strength="0"/>
   </constraints>
   <constraintExpressions>
     <constraint field="image_id" exp="" desc=""/>
@@ -196,7 +196,7 @@
   </constraintExpressions>
   <expressionfields/>
   <attributeactions/>
-  <attributetableconfig sortExpression="" actionWidgetStyle="dropDown" sortOrder="0">
+  <attributetableconfig actionWidgetStyle="dropDown" sortExpression="" sortOrder="0">
     <columns/>
   </attributetableconfig>
   <conditionalstyles>
