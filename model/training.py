@@ -30,7 +30,7 @@ AUGMENT_MODES = ("none", "lighting", "full")
 
 # TensorFlow 2.20/2.21's oneDNN convolution back-propagation corrupts the heap (abort or
 # segfault mid-fit) when a layer has fewer than 16 channels, as in the tiny test networks.
-# The paper's widths are unaffected and train about three times faster with oneDNN, so it is
+# The paper's widths are unaffected and train 1.6 times faster with oneDNN (benchmarks/train_throughput.py), so it is
 # switched off only for narrow networks, and only before TensorFlow is first imported.
 ONEDNN_MIN_WIDTH = 16
 
