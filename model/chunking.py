@@ -44,9 +44,8 @@ def iter_chunks(source: RasterSource, chunk_size: int, stride: int, min_valid: f
     info = source.info
     for window in chunk_grid(info.width, info.height, chunk_size, stride):
         data, valid = source.read_chunk(window, chunk_size, input_size)
-        scale = input_size / chunk_size
-        used = (max(1, int(round(window.height * scale))), max(1, int(round(window.width * scale))))
-        whole, centre = valid_fractions(valid, used, CENTRE_FRACTION)
+        used_width, used_height = window.scaled_size(chunk_size, input_size)
+        whole, centre = valid_fractions(valid, (used_height, used_width), CENTRE_FRACTION)
         if centre >= min_valid and whole > 0:
             yield ChunkSample(window, whole, centre, data, valid)
 

@@ -28,9 +28,19 @@ class ChunkWindow:
 
     def centre_window(self, fraction: float = CENTRE_FRACTION) -> Tuple[int, int, int, int]:
         """(x_off, y_off, width, height) of the central region, relative to the chunk."""
-        cw = max(1, int(round(self.width * fraction)))
-        ch = max(1, int(round(self.height * fraction)))
-        return (self.width - cw) // 2, (self.height - ch) // 2, cw, ch
+        return centre_region(self.width, self.height, fraction)
+
+    def scaled_size(self, chunk_size: int, input_size: int) -> Tuple[int, int]:
+        """(width, height) of this window at the network's scale, where chunk_size pixels become input_size."""
+        scale = input_size / chunk_size
+        return max(1, int(round(self.width * scale))), max(1, int(round(self.height * scale)))
+
+
+def centre_region(width: int, height: int, fraction: float = CENTRE_FRACTION) -> Tuple[int, int, int, int]:
+    """(x_off, y_off, width, height) of the central fraction of a width x height window."""
+    cw = max(1, int(round(width * fraction)))
+    ch = max(1, int(round(height * fraction)))
+    return (width - cw) // 2, (height - ch) // 2, cw, ch
 
 
 def grid_shape(raster_width: int, raster_height: int, chunk_size: int, stride: int) -> Tuple[int, int]:

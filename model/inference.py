@@ -15,7 +15,7 @@ import numpy as np
 
 from . import calibration, modelfile, rules
 from .chunking import chunk_count, iter_chunks
-from .errors import EngineError, NoValidChunksError
+from .errors import NoValidChunksError
 from .grid import chunk_wkt
 from .preprocess import normalise
 from .protocol import Reporter, SilentReporter
@@ -58,8 +58,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     options = options or DetectOptions()
     reporter = reporter or SilentReporter()
     started = time.monotonic()
-    if options.icy_threshold < options.hard_low:
-        raise EngineError(f"ICY_THRESHOLD ({options.icy_threshold}) must not be below HARD_LOW ({options.hard_low}).")
+    rules.check_thresholds(options.icy_threshold, options.hard_low)
     metadata = modelfile.read_metadata(model_path)
     chunk_size = options.chunk_size or metadata["chunk_size"]
     stride = options.stride or chunk_size

@@ -51,10 +51,6 @@ class LabelledChunk:
     image: np.ndarray  # uint8, input_size x input_size, normalised
 
 
-def _to_uint8(normalised: np.ndarray) -> np.ndarray:
-    return np.round(normalised * 255).astype(np.uint8)
-
-
 def _geometries(items: Sequence[str]) -> List[ogr.Geometry]:
     out = []
     for wkt in items:
@@ -73,7 +69,7 @@ def _raster_polygon(source: RasterSource) -> ogr.Geometry:
 
 def chunks_from_polygons(source: RasterSource, labels: Sequence[Dict], chunk_size: int, input_size: int, normalisation: Dict) -> List[LabelledChunk]:
     """Mode (a): each labelled polygon (e.g. a filled detect output) is one chunk read at its footprint."""
-    from .preprocess import normalise
+    from .preprocess import normalise, to_uint8
 
     info = source.info
     footprint = _raster_polygon(source)
@@ -100,7 +96,7 @@ def chunks_from_polygons(source: RasterSource, labels: Sequence[Dict], chunk_siz
         data, valid = source.read_chunk(window, max(chunk_size, window.width, window.height), input_size)
         if not valid.any():
             continue
-        samples.append(LabelledChunk(info.image_id, window, label, _to_uint8(normalise(data, valid, normalisation))))
+        samples.append(LabelledChunk(info.image_id, window, label, to_uint8(normalise(data, valid, normalisation))))
     if not samples:
         raise LabelError(
             f"None of the {len(usable)} labelled polygons lies on image data of {info.image_id}. Check that the label layer belongs to this raster "
@@ -111,7 +107,7 @@ def chunks_from_polygons(source: RasterSource, labels: Sequence[Dict], chunk_siz
 
 def chunks_from_outlines(source: RasterSource, outlines: Sequence[Dict], exclude: Sequence[str], chunk_size: int, input_size: int, min_valid: float, normalisation: Dict) -> List[LabelledChunk]:
     """Mode (b): grid chunks containing an ice-patch outline are icy, the others not icy; chunks touching EXCLUDE polygons are left out."""
-    from .preprocess import normalise
+    from .preprocess import normalise, to_uint8
 
     info = source.info
     icy_shapes = []
@@ -130,5 +126,5 @@ def chunks_from_outlines(source: RasterSource, outlines: Sequence[Dict], exclude
         if any(polygon.Intersects(g) for g in excluded):
             continue
         label = int(any(polygon.Intersects(g) for g in icy_shapes))
-        samples.append(LabelledChunk(info.image_id, sample.window, label, _to_uint8(normalise(sample.data, sample.valid, normalisation))))
+        samples.append(LabelledChunk(info.image_id, sample.window, label, to_uint8(normalise(sample.data, sample.valid, normalisation))))
     return samples

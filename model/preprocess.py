@@ -11,6 +11,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from .grid import centre_region
+
 DEFAULT_NORMALISATION: Dict = {"method": "percentile_stretch", "low_percentile": 1.0, "high_percentile": 99.5}
 
 
@@ -36,11 +38,14 @@ def valid_fractions(valid: np.ndarray, used_shape: Tuple[int, int], centre_fract
     """(whole-chunk, central-region) shares of valid pixels, over the part of the array the chunk fills."""
     h, w = used_shape
     used = valid[:h, :w]
-    ch = max(1, int(round(h * centre_fraction)))
-    cw = max(1, int(round(w * centre_fraction)))
-    top, left = (h - ch) // 2, (w - cw) // 2
+    left, top, cw, ch = centre_region(w, h, centre_fraction)
     centre = used[top : top + ch, left : left + cw]
     return float(used.mean()), float(centre.mean())
+
+
+def to_uint8(normalised: np.ndarray) -> np.ndarray:
+    """A normalised [0, 1] image stored in a quarter of the memory, as training keeps its chunks."""
+    return np.round(normalised * 255).astype(np.uint8)
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -141,9 +141,7 @@ class RasterSource:
         An edge chunk smaller than chunk_size keeps that scale and is padded with no-data to
         input_size x input_size, so a pixel means the same ground size in every chunk.
         """
-        scale = input_size / chunk_size
-        out_w = max(1, int(round(chunk.width * scale)))
-        out_h = max(1, int(round(chunk.height * scale)))
+        out_w, out_h = chunk.scaled_size(chunk_size, input_size)
         data, valid = self.read(chunk.x_off, chunk.y_off, chunk.width, chunk.height, out_w, out_h)
         if (out_h, out_w) == (input_size, input_size):
             return data, valid

@@ -15,6 +15,8 @@ mean chunk probability and the share of icy chunks, without publishing cut-offs.
 from dataclasses import dataclass
 from typing import Sequence
 
+from .errors import EngineError
+
 ICY = "icy"
 HARD = "hard to identify"
 NOT_ICY = "not icy"
@@ -30,6 +32,11 @@ GOOD_MEAN = 0.5
 BAD_ICY_SHARE = 0.02
 BAD_MEAN = 0.3
 MOSTLY_HARD_SHARE = 0.5
+
+
+def check_thresholds(icy_threshold: float, hard_low: float) -> None:
+    if icy_threshold < hard_low:
+        raise EngineError(f"ICY_THRESHOLD ({icy_threshold}) must not be below HARD_LOW ({hard_low}); the paper uses 0.6 and 0.4.")
 
 
 def chunk_class(probability: float, icy_threshold: float = ICY_THRESHOLD, hard_low: float = HARD_LOW) -> str:

@@ -117,13 +117,12 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         stride = self.parameterAsInt(parameters, self.STRIDE, context) or chunk_size
         icy = self.parameterAsDouble(parameters, self.ICY_THRESHOLD, context)
         hard_low = self.parameterAsDouble(parameters, self.HARD_LOW, context)
-        if icy < hard_low:
-            raise QgsProcessingException(f"ICY_THRESHOLD ({icy}) must not be below HARD_LOW ({hard_low}); the paper uses 0.6 and 0.4.")
         band = self.parameterAsInt(parameters, self.BAND, context)
         if band > layer.bandCount():
             raise QgsProcessingException(f"Band {band} does not exist in '{layer.name()}', which has {layer.bandCount()} band(s). Choose 1..{layer.bandCount()}, or 0 for automatic.")
         min_valid = self.parameterAsDouble(parameters, self.MIN_VALID, context)
         try:  # before the worker's seconds-long start
+            rules.check_thresholds(icy, hard_low)
             chunking.check_grid_parameters(chunk_size, stride, min_valid)
         except errors.EngineError as exc:
             raise QgsProcessingException(str(exc)) from None

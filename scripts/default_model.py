@@ -24,7 +24,7 @@ sys.path.insert(0, REPO)
 
 from model import calibration, metrics, modelfile, synthetic  # noqa: E402
 from model.network import logit_model  # noqa: E402
-from model.preprocess import DEFAULT_NORMALISATION, normalise, resize  # noqa: E402
+from model.preprocess import DEFAULT_NORMALISATION, normalise, resize, to_uint8  # noqa: E402
 from model.protocol import Reporter  # noqa: E402
 from model.training import TrainOptions, prepare_tensorflow, train_arrays  # noqa: E402
 
@@ -99,7 +99,7 @@ def make_example(tile, icy, rng, input_size):
 def to_input(image, valid, input_size):
     """A crop as the network sees a chunk: shrunk to its input size and stretched like every chunk (uint8)."""
     small_valid = resize(valid.astype(np.float32), input_size) > 0.5
-    return np.round(normalise(resize(image, input_size), small_valid, DEFAULT_NORMALISATION) * 255).astype(np.uint8)
+    return to_uint8(normalise(resize(image, input_size), small_valid, DEFAULT_NORMALISATION))
 
 
 def build_set(tiles, variants, seed, input_size):
