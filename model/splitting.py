@@ -55,6 +55,15 @@ def split_groups(groups: Sequence[str], labels: Sequence[int], validation_fracti
     return best
 
 
+def fixed_split(groups: Sequence[str], validation_groups: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (train, validation) for a given set of validation groups, e.g. a base model's,
+    so that continued training never validates on what the base model trained on."""
+    validation = np.isin(np.asarray(groups), list(validation_groups))
+    if validation.all() or not validation.any():
+        raise ValueError("the validation groups must leave samples on both sides")
+    return ~validation, validation
+
+
 def describe_split(groups: Sequence[str], train: np.ndarray, validation: np.ndarray) -> Dict:
     groups = np.asarray(groups)
     return {

@@ -24,7 +24,7 @@ from .network import PAPER_WIDTHS, architecture, build_network, logit_model
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
 from .raster import gdal_exceptions
-from .splitting import block_groups, describe_split, split_groups
+from .splitting import block_groups, describe_split, fixed_split, split_groups
 
 AUGMENT_MODES = ("none", "lighting", "full")
 
@@ -57,6 +57,9 @@ class TrainOptions:
     widths: Sequence[int] = PAPER_WIDTHS
     name: str = "hiriseice-model"
     calibrate: bool = True
+    # Validation groups to keep (e.g. a base model's, so continuing never validates on chunks it
+    # trained on); None splits anew.
+    validation_groups: Optional[Sequence[str]] = None
     extra_metadata: Dict = field(default_factory=dict)
 
 
@@ -104,12 +107,20 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     if len(classes) < 2:
         only = "icy" if 1 in classes else "not icy"
         raise LabelError(f"All {len(labels)} labelled chunks are {only}; the network needs both icy and not icy examples. Label some chunks of the other class.")
-    try:
-        train_mask, val_mask = split_groups(groups, labels, options.validation_fraction, options.seed)
-    except ValueError:
-        raise LabelError(
-            "All labelled chunks lie in one image block, so no honest validation split is possible. Label chunks further apart, or give a second raster."
-        ) from None
+    if options.validation_groups is not None:
+        try:
+            train_mask, val_mask = fixed_split(groups, options.validation_groups)
+        except ValueError:
+            raise LabelError(
+                f"The {len(options.validation_groups)} validation groups given would leave no chunk for training or none for validation; give groups that hold some of the chunks, or none to split anew."
+            ) from None
+    else:
+        try:
+            train_mask, val_mask = split_groups(groups, labels, options.validation_fraction, options.seed)
+        except ValueError:
+            raise LabelError(
+                "All labelled chunks lie in one image block, so no honest validation split is possible. Label chunks further apart, or give a second raster."
+            ) from None
     split = describe_split(groups, train_mask, val_mask)
     reporter.log(
         f"{int(train_mask.sum())} training chunks ({int(labels[train_mask].sum())} icy), {int(val_mask.sum())} validation chunks "

@@ -293,6 +293,18 @@ def test_split_groups_needs_two_groups():
         splitting.split_groups(["a"] * 10, [0, 1] * 5, 0.2, 0)
 
 
+def test_fixed_split_keeps_exactly_the_given_validation_groups():
+    """Continuing a model on the same groups: its validation groups stay validation, whole."""
+    groups = ["a", "a", "b", "c", "c", "c", "d"]
+    labels = [0, 1, 0, 1, 0, 1, 0]
+    train, validation = splitting.fixed_split(groups, ["c", "z"])  # "z": a group the new data lacks
+    assert validation.tolist() == [False, False, False, True, True, True, False]
+    check_split(groups, labels, train, validation)
+    for validation_groups in ([], ["z"], ["a", "b", "c", "d"]):
+        with pytest.raises(ValueError, match="both sides"):
+            splitting.fixed_split(groups, validation_groups)
+
+
 # --- label values (no TensorFlow) ----------------------------------------------------------------
 
 
