@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from typing import List, NamedTuple
 
 import numpy as np
 from osgeo import gdal
@@ -32,6 +33,8 @@ from model.training import TrainOptions, prepare_tensorflow, train_arrays  # noq
 # patch shrinks to a few input pixels, near what the chunk-scale network can resolve.
 MIN_PATCH_PX = 8
 PATCH_CONTRAST = (0.08, 0.45)
+PATCH_SIZE_BINS = (MIN_PATCH_PX, 12, 20, 40, 80)  # tile px; 227 // 3 = 75 is the largest
+PATCH_CONTRAST_BINS = (0.0, 0.15, 0.25, 0.35, 1.0)
 HARD_LANDFORMS = {4: "bright dune", 6: "swiss cheese", 7: "spider"}
 NEGATIVE_KINDS = ("plain", "hot pixels", "sunlit rocks", "bare shadowing features", "low contrast", "co2 frost")
 NEGATIVE_SHARES = (0.35, 0.1, 0.2, 0.2, 0.075, 0.075)
@@ -68,17 +71,26 @@ def split_observations(tiles, seed, test_fraction=0.15):
 
 
 def make_example(tile, icy, rng, input_size):
-    """One training example (uint8, input_size^2) from a real tile: an ice patch or a look-alike."""
+    """One training example (uint8, input_size^2) from a real tile: an ice patch or a look-alike.
+
+    Returns (image, kind, patch): patch is the most visible planted patch of an icy example
+    ({"size_px", "contrast"} in tile pixels and reflectance), None for the others.
+    """
     image = tile["image"]
     valid = image > 0
     kind = "ice"
+    patch = None
     if icy:
         # Ice patches also appear on low-contrast and rock-strewn scenes; keep those cues apart from the label.
         if rng.random() < 0.2:
             image = synthetic.implant_hot_pixels(image, rng, valid=valid)[0]
         if rng.random() < 0.2:
             image = synthetic.implant_sunlit_bright_rocks(image, rng, valid=valid)[0]
-        image = synthetic.implant_ice_patches(image, rng, valid=valid, min_size_px=MIN_PATCH_PX, contrast_range=PATCH_CONTRAST)[0]
+        image, _, infos = synthetic.implant_ice_patches(
+            image, rng, valid=valid, min_size_px=MIN_PATCH_PX, contrast_range=PATCH_CONTRAST, return_info=True
+        )
+        largest = max(infos, key=lambda info: info["size_px"])
+        patch = {"size_px": largest["size_px"], "contrast": max(info["contrast"] for info in infos)}
     else:
         kind = NEGATIVE_KINDS[int(rng.choice(len(NEGATIVE_KINDS), p=NEGATIVE_SHARES))]
         if kind == "hot pixels":
@@ -93,7 +105,7 @@ def make_example(tile, icy, rng, input_size):
             image = synthetic.apply_low_contrast(image, rng)
         elif kind == "co2 frost":
             image = synthetic.apply_co2_frost(image, rng)
-    return to_input(image, valid, input_size), kind
+    return to_input(image, valid, input_size), kind, patch
 
 
 def to_input(image, valid, input_size):
@@ -102,21 +114,33 @@ def to_input(image, valid, input_size):
     return to_uint8(normalise(resize(image, input_size), small_valid, DEFAULT_NORMALISATION))
 
 
-def build_set(tiles, variants, seed, input_size):
-    """variants examples per tile, alternately with and without ice: half the examples hold ice,
-    and the network sees the same terrain both ways, so the terrain itself is no cue."""
+class Examples(NamedTuple):
+    images: np.ndarray  # uint8 (n, input_size, input_size)
+    labels: np.ndarray
+    groups: List[str]  # observation IDs
+    kinds: np.ndarray  # "ice" or the negative's kind
+    landforms: np.ndarray
+    patch_size_px: np.ndarray  # of the largest planted patch, in tile pixels; NaN without ice
+    patch_contrast: np.ndarray  # of the brightest planted patch; NaN without ice
+
+
+def build_set(tiles, variants, seed, input_size, hard_variants=None):
+    """variants examples per tile (hard_variants for the hard landforms), alternately with and
+    without ice: half the examples hold ice, and the network sees the same terrain both ways, so
+    the terrain itself is no cue."""
     rng = np.random.default_rng(seed)
-    images, labels, groups, kinds, landforms = [], [], [], [], []
+    rows = []
     for tile in tiles:
-        for variant in range(variants):
-            icy = bool(variant % 2) if variants > 1 else bool(rng.random() < 0.5)
-            image, kind = make_example(tile, icy, rng, input_size)
-            images.append(image)
-            labels.append(int(icy))
-            groups.append(tile["observation"])
-            kinds.append(kind)
-            landforms.append(tile["landform"])
-    return np.stack(images), np.array(labels, np.int32), groups, kinds, np.array(landforms)
+        count = hard_variants if hard_variants and tile["landform"] in HARD_LANDFORMS else variants
+        for variant in range(count):
+            icy = bool(variant % 2) if count > 1 else bool(rng.random() < 0.5)
+            image, kind, patch = make_example(tile, icy, rng, input_size)
+            rows.append((image, int(icy), tile["observation"], kind, tile["landform"], patch or {"size_px": np.nan, "contrast": np.nan}))
+    images, labels, groups, kinds, landforms, patches = zip(*rows)
+    return Examples(
+        np.stack(images), np.array(labels, np.int32), list(groups), np.array(kinds), np.array(landforms),
+        np.array([p["size_px"] for p in patches]), np.array([p["contrast"] for p in patches]),
+    )
 
 
 def predict(network, meta, images):
@@ -135,8 +159,9 @@ def real_terrain_fpr(network, meta, tiles, input_size):
     return {name: {"rate": float((p[mask] >= 0.5).mean()) if mask.any() else None, "count": int(mask.sum())} for name, mask in groups.items()}
 
 
-def evaluate(network, meta, images, labels, kinds, landforms):
-    p = predict(network, meta, images)
+def evaluate(network, meta, examples):
+    p = predict(network, meta, examples.images)
+    labels, kinds, landforms = examples.labels, examples.kinds, examples.landforms
     negatives = labels == 0
     result = {
         "test_examples": int(len(labels)),
@@ -148,7 +173,7 @@ def evaluate(network, meta, images, labels, kinds, landforms):
         "reliability": calibration.reliability(p, labels),
     }
     hard = negatives & np.isin(landforms, list(HARD_LANDFORMS))
-    plain = negatives & ~np.isin(landforms, list(HARD_LANDFORMS)) & (np.array(kinds) == "plain")
+    plain = negatives & ~np.isin(landforms, list(HARD_LANDFORMS)) & (kinds == "plain")
     fpr = {
         "real ice-free terrain (no plants)": plain,
         "hard landforms (spiders, swiss cheese, bright dunes)": hard,
@@ -156,9 +181,29 @@ def evaluate(network, meta, images, labels, kinds, landforms):
     for landform, name in HARD_LANDFORMS.items():
         fpr[name] = negatives & (landforms == landform)
     for kind in NEGATIVE_KINDS[1:]:
-        fpr[f"planted: {kind}"] = negatives & (np.array(kinds) == kind)
+        fpr[f"planted: {kind}"] = negatives & (kinds == kind)
     result["false_positive_rate_at_0.5"] = {name: {"rate": float((p[mask] >= 0.5).mean()) if mask.any() else None, "count": int(mask.sum())} for name, mask in fpr.items()}
+    result["by_patch"] = detection_by_patch(p, examples)
     return result
+
+
+def detection_by_patch(p, examples):
+    """Recall at p >= 0.5 and ROC AUC (against every ice-free example) of the icy examples by
+    the size and contrast of their planted patch: where the model's resolution ends."""
+    negatives = examples.labels == 0
+    rows = {}
+    for name, values, edges in (("size", examples.patch_size_px, PATCH_SIZE_BINS), ("contrast", examples.patch_contrast, PATCH_CONTRAST_BINS)):
+        for low, high in zip(edges[:-1], edges[1:]):
+            icy = (examples.labels == 1) & (values >= low) & (values < high)
+            if not icy.any():
+                continue
+            both = icy | negatives
+            rows[f"{name} {low:g}-{high:g}"] = {
+                "count": int(icy.sum()),
+                "recall": float((p[icy] >= 0.5).mean()),
+                "roc_auc": metrics.roc_auc(p[both], examples.labels[both]),
+            }
+    return rows
 
 
 def model_card(meta, test, seconds):
@@ -173,6 +218,7 @@ def model_card(meta, test, seconds):
     rel_rows = "\n".join(
         f"| {r['low']:.1f}-{r['high']:.1f} | {r['count']} | {r['mean_predicted']:.3f} | {r['observed']:.3f} |" for r in test["reliability"] if r["count"]
     )
+    patch_rows = "\n".join(f"| {name} | {v['count']} | {v['recall']:.3f} | {v['roc_auc']:.3f} |" for name, v in test["by_patch"].items())
     a5 = test["at_0.5"]
     return f"""# Model card: {meta['name']} {meta['version']}
 
@@ -240,6 +286,14 @@ The ice-free examples of the test set, by what was planted on them:
 | --- | --- | --- |
 {fpr_rows(test["false_positive_rate_at_0.5"])}
 
+Where it misses: the icy test examples by the size (tile pixels of the 227-px crop; x 0.56 gives
+input pixels) and the contrast of their largest and brightest planted patch. Recall at p >= 0.5, and
+ROC AUC of that group against every ice-free test example:
+
+| planted patch | icy examples | recall | ROC AUC |
+| --- | --- | --- | --- |
+{patch_rows}
+
 Reliability on the test set (calibrated):
 
 | bin | count | mean predicted | observed icy share |
@@ -262,6 +316,9 @@ def main(argv=None):
     parser.add_argument("--report", default=None, help="training report HTML (default: build/default-model-report.html)")
     parser.add_argument("--input-size", type=int, default=128)
     parser.add_argument("--variants", type=int, default=2, help="examples made from each tile")
+    parser.add_argument("--hard-variants", type=int, default=0, help="training examples made from each hard-landform tile "
+                        "(spiders, swiss cheese, bright dunes; default: --variants): the rare look-alikes seen more often")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patience", type=int, default=6)
     parser.add_argument("--seed", type=int, default=42)
@@ -270,6 +327,7 @@ def main(argv=None):
                         "a new one gives fresh examples on the same tiles when continuing with --base")
     parser.add_argument("--limit", type=int, default=0, help="use only this many tiles (quick trial runs)")
     parser.add_argument("--widths", default="128,256,512,728,1024")
+    parser.add_argument("--evaluate", metavar="MODEL", default="", help="only measure this model file on the held-out examples (JSON on stdout)")
     args = parser.parse_args(argv)
     if not os.path.isdir(os.path.join(args.terrain, "tiles")):
         sys.exit(f"error: {args.terrain} has no tiles/: the default model needs ../shared/data/hirise-terrain")
@@ -281,9 +339,16 @@ def main(argv=None):
         tiles = tiles[:: max(1, len(tiles) // args.limit)][: args.limit]
     train_tiles, test_tiles = split_observations(tiles, args.seed)
     reporter.log(f"{len(tiles)} tiles; {len(train_tiles)} for training/validation, {len(test_tiles)} held out")
-    images, labels, groups, _, _ = build_set(train_tiles, args.variants, args.seed if args.data_seed is None else args.data_seed, args.input_size)
-    test_images, test_labels, _, test_kinds, test_landforms = build_set(test_tiles, args.variants, args.seed + 1, args.input_size)
-    reporter.log(f"made {len(labels)} training/validation examples and {len(test_labels)} test examples in {time.monotonic() - started:.0f} s")
+    test_set = build_set(test_tiles, args.variants, args.seed + 1, args.input_size)
+    if args.evaluate:
+        prepare_tensorflow(modelfile.read_metadata(args.evaluate)["architecture"]["widths"])
+        network, meta = modelfile.load(args.evaluate)
+        test = evaluate(network, meta, test_set)
+        test["real_terrain_fpr_at_0.5"] = real_terrain_fpr(network, meta, test_tiles, args.input_size)
+        print(json.dumps({k: v for k, v in test.items() if k != "reliability"}, indent=1))
+        return
+    train_set = build_set(train_tiles, args.variants, args.seed if args.data_seed is None else args.data_seed, args.input_size, args.hard_variants)
+    reporter.log(f"made {len(train_set.labels)} training/validation examples and {len(test_set.labels)} test examples in {time.monotonic() - started:.0f} s")
 
     widths = tuple(int(w) for w in args.widths.split(","))
     prepare_tensorflow(widths)
@@ -294,7 +359,9 @@ def main(argv=None):
 
     options = TrainOptions(
         epochs=args.epochs, patience=args.patience, seed=args.seed, input_size=args.input_size, chunk_size=1024,
-        widths=widths, name="hiriseice-default", augment="lighting",
+        widths=widths, name="hiriseice-default", augment="lighting", learning_rate=args.learning_rate,
+        # continuing keeps the base model's validation observations, never validating on what it trained on
+        validation_groups=base[1]["training"]["split"]["validation_groups"] if base else None,
         extra_metadata={
             "data": "real HiRISE terrain (hirise-terrain, 868 crops, 137 observations) with synthetic ice patches; no real ice labels",
             "attribution": ATTRIBUTION,
@@ -304,9 +371,9 @@ def main(argv=None):
             "commands": previous_commands + ["scripts/train_default_model " + " ".join(sys.argv[1:] if argv is None else argv)],
         },
     )
-    outcome = train_arrays(images, labels, groups, options, reporter, base)
+    outcome = train_arrays(train_set.images, train_set.labels, train_set.groups, options, reporter, base)
     network, meta = outcome["network"], outcome["metadata"]
-    test = evaluate(network, meta, test_images, test_labels, test_kinds, test_landforms)
+    test = evaluate(network, meta, test_set)
     test["real_terrain_fpr_at_0.5"] = real_terrain_fpr(network, meta, test_tiles, args.input_size)
     validation_observations = set(outcome["split"]["validation_groups"])
     test["validation_real_terrain_fpr_at_0.5"] = real_terrain_fpr(network, meta, [t for t in train_tiles if t["observation"] in validation_observations], args.input_size)
