@@ -49,3 +49,24 @@ def summary(probabilities: Sequence[float], labels: Sequence[int], threshold: fl
         false_positive_rate=fp / (fp + tn) if fp + tn else float("nan"),
         roc_auc=roc_auc(probabilities, labels),
     )
+
+
+def bootstrap_roc_auc(scores: Sequence[float], labels: Sequence[int], groups: Sequence[str], resamples: int = 1000, seed: int = 0, level: float = 0.95) -> Dict[str, float]:
+    """Percentile interval of the ROC AUC when whole groups (observations) are resampled with
+    replacement: chunks of one observation share terrain and lighting, so resampling them one by
+    one would claim more certainty than a few observations give."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels).astype(int)
+    g = np.asarray(groups)
+    members = [np.flatnonzero(g == key) for key in sorted(set(g.tolist()))]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        chosen = np.concatenate([members[i] for i in rng.integers(len(members), size=len(members))])
+        value = roc_auc(s[chosen], y[chosen])
+        if not np.isnan(value):
+            values.append(value)
+    if not values:
+        return {"low": float("nan"), "high": float("nan"), "resamples": 0, "groups": len(members)}
+    tail = (1.0 - level) / 2.0 * 100.0
+    return {"low": float(np.percentile(values, tail)), "high": float(np.percentile(values, 100.0 - tail)), "resamples": len(values), "groups": len(members)}

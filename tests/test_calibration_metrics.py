@@ -65,6 +65,40 @@ def test_summary_without_predicted_positives_has_nan_precision():
     assert math.isnan(s["precision"]) and s["recall"] == 0.0
 
 
+def grouped_scores(n_groups, per_group, separation, seed):
+    rng = np.random.default_rng(seed)
+    labels = np.tile([0, 1], n_groups * per_group // 2)
+    scores = rng.normal(0.0, 1.0, len(labels)) + separation * labels
+    groups = np.repeat([f"obs{i}" for i in range(n_groups)], per_group)
+    return scores, labels, groups
+
+
+def test_bootstrap_roc_auc_brackets_the_estimate_and_narrows_with_more_observations():
+    scores, labels, groups = grouped_scores(10, 20, 1.5, 0)
+    few = metrics.bootstrap_roc_auc(scores, labels, groups, resamples=300, seed=1)
+    assert few["groups"] == 10 and few["resamples"] == 300
+    assert few["low"] < metrics.roc_auc(scores, labels) < few["high"]
+    assert metrics.bootstrap_roc_auc(scores, labels, groups, resamples=300, seed=1) == few  # seeded
+    scores, labels, groups = grouped_scores(160, 20, 1.5, 0)
+    many = metrics.bootstrap_roc_auc(scores, labels, groups, resamples=300, seed=1)
+    assert many["high"] - many["low"] < 0.5 * (few["high"] - few["low"])
+
+
+def test_bootstrap_roc_auc_resamples_whole_groups():
+    """One perfectly separated group and one inverted: each resample holds whole groups, so the
+    AUC takes only the values of the two groups alone or mixed, never a split group's."""
+    scores = np.array([0.0, 1.0, 1.0, 0.0])
+    labels = np.array([0, 1, 0, 1])
+    groups = np.array(["good", "good", "inverted", "inverted"])
+    interval = metrics.bootstrap_roc_auc(scores, labels, groups, resamples=200, seed=3)
+    assert interval["low"] == 0.0 and interval["high"] == 1.0
+
+
+def test_bootstrap_roc_auc_with_a_single_class_is_nan():
+    interval = metrics.bootstrap_roc_auc([0.1, 0.2], [0, 0], ["a", "b"], resamples=20)
+    assert math.isnan(interval["low"]) and interval["resamples"] == 0
+
+
 def test_sigmoid_is_stable_for_large_logits():
     z = np.array([-1000.0, -30.0, 0.0, 30.0, 1000.0])
     p = calibration.sigmoid(z)
