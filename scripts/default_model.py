@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import sys
 import time
 from typing import List, NamedTuple
@@ -167,6 +168,7 @@ def evaluate(network, meta, examples):
         "test_examples": int(len(labels)),
         "test_icy": int(labels.sum()),
         "roc_auc": metrics.roc_auc(p, labels),
+        "roc_auc_interval": metrics.bootstrap_roc_auc(p, labels, examples.groups, seed=0),
         "at_0.5": metrics.summary(p, labels, 0.5),
         "at_0.6": metrics.summary(p, labels, 0.6),
         "ece": calibration.expected_calibration_error(p, labels),
@@ -220,6 +222,19 @@ def model_card(meta, test, seconds):
     )
     patch_rows = "\n".join(f"| {name} | {v['count']} | {v['recall']:.3f} | {v['roc_auc']:.3f} |" for name, v in test["by_patch"].items())
     a5 = test["at_0.5"]
+    auc_ci = test["roc_auc_interval"]
+    low_bin = f"size {PATCH_SIZE_BINS[0]:g}-{PATCH_SIZE_BINS[1]:g}"
+    smallest = (
+        f"the smallest planted patches, {PATCH_SIZE_BINS[0]}-{PATCH_SIZE_BINS[1]} px of a 227-px crop or "
+        f"{PATCH_SIZE_BINS[0] * meta['input_size'] / 227:.0f}-{PATCH_SIZE_BINS[1] * meta['input_size'] / 227:.0f} input pixels, are found at recall {test['by_patch'][low_bin]['recall']:.2f}"
+        if low_bin in test["by_patch"] else "no test example holds a patch that small"
+    )
+    examples = t.get("examples", {})
+    made = (
+        f"- In the last run each training tile made into {examples['variants']} examples ({examples['hard_variants']} for the hard-landform tiles), half of them with ice"
+        f" (seed {examples['data_seed']}); every held-out tile into {examples['test_variants']}.\n" if examples else ""
+    )
+    notes = "".join(f"\n{note}" for note in t.get("notes", []))
     return f"""# Model card: {meta['name']} {meta['version']}
 
 The default model of HiRISE Ice Patches: the paper's small Xception (Gergács & Kereszturi), written by
@@ -240,9 +255,9 @@ The default model of HiRISE Ice Patches: the paper's small Xception (Gergács & 
   low contrast and CO2 frost cover.
 - {ATTRIBUTION} Derived weights only; no image is redistributed.
 - Scale: the crops are browse-resolution images, coarser than full-resolution RDR chunks. Input is
-  {meta['input_size']} px for a {meta['chunk_size']}-px chunk (8x decimation, about 2 m per pixel on a 0.25 m product),
-  chosen so the model trains on a 2-core CPU; ice patches smaller than about 4 m are below its resolution.
-  Train a 256-px model (`INPUT_SIZE=256`) on a GPU for small patches.
+  {meta['input_size']} px for a {meta['chunk_size']}-px chunk ({meta['chunk_size'] // meta['input_size']}x decimation, about {0.25 * meta['chunk_size'] / meta['input_size']:g} m per pixel on a 0.25 m product),
+  chosen so the model trains on a 2-core CPU. Small, faint patches are where it fails: see *Where it misses*
+  below ({smallest}). Train a 256-px model (`--input-size 256`) on a GPU for small patches.
 
 ## Training
 - Adam (learning rate {t['learning_rate']}), binary cross-entropy, batch {t['batch_size']}, class weights {json.dumps({k: round(v, 3) for k, v in t['class_weight'].items()})},
@@ -250,7 +265,7 @@ The default model of HiRISE Ice Patches: the paper's small Xception (Gergács & 
   would move the shadowing feature off the equatorward side).
 - {t['total_epochs']} epochs in all ({t['epochs_run']} in the last run{continued}), the weights of epoch {t['best_epoch']} kept
   (lowest validation loss of that run, {m['best_val_loss']:.4f}).
-- Split by observation ID: train, validation (early stopping and calibration), test (numbers below).
+{made}- Split by observation ID: train, validation (early stopping and calibration), test (numbers below).
 
 ## Calibration
 Platt scaling of the logit, p = sigmoid(a * logit + b), fitted by maximum likelihood on the validation
@@ -261,6 +276,7 @@ validation set {m['ece_uncalibrated']:.3f} before and {m['ece_calibrated']:.3f} 
 | metric | value | target |
 | --- | --- | --- |
 | chunk ROC AUC | {test['roc_auc']:.4f} | >= 0.97 |
+| 95 % interval, resampling whole observations | {auc_ci['low']:.3f}-{auc_ci['high']:.3f} | |
 | accuracy at p >= 0.5 | {a5['accuracy']:.4f} | |
 | precision / recall at p >= 0.5 | {a5['precision']:.3f} / {a5['recall']:.3f} | |
 | precision / recall at p >= 0.6 (icy) | {test['at_0.6']['precision']:.3f} / {test['at_0.6']['recall']:.3f} | |
@@ -304,7 +320,7 @@ Reliability on the test set (calibrated):
 Needs ../shared/data/hirise-terrain; run in order:
 {commands}
 The same commands give the same metrics within noise (op determinism is on; thread scheduling may still
-move the last digit).
+move the last digit).{notes}
 """
 
 
@@ -316,6 +332,7 @@ def main(argv=None):
     parser.add_argument("--report", default=None, help="training report HTML (default: build/default-model-report.html)")
     parser.add_argument("--input-size", type=int, default=128)
     parser.add_argument("--variants", type=int, default=2, help="examples made from each tile")
+    parser.add_argument("--test-variants", type=int, default=6, help="held-out examples made from each test tile (half with ice)")
     parser.add_argument("--hard-variants", type=int, default=0, help="training examples made from each hard-landform tile "
                         "(spiders, swiss cheese, bright dunes; default: --variants): the rare look-alikes seen more often")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -327,6 +344,7 @@ def main(argv=None):
                         "a new one gives fresh examples on the same tiles when continuing with --base")
     parser.add_argument("--limit", type=int, default=0, help="use only this many tiles (quick trial runs)")
     parser.add_argument("--widths", default="128,256,512,728,1024")
+    parser.add_argument("--note", action="append", default=[], help="a sentence for the card's Reproduce section, kept by later runs that continue this model")
     parser.add_argument("--evaluate", metavar="MODEL", default="", help="only measure this model file on the held-out examples (JSON on stdout)")
     args = parser.parse_args(argv)
     if not os.path.isdir(os.path.join(args.terrain, "tiles")):
@@ -339,7 +357,7 @@ def main(argv=None):
         tiles = tiles[:: max(1, len(tiles) // args.limit)][: args.limit]
     train_tiles, test_tiles = split_observations(tiles, args.seed)
     reporter.log(f"{len(tiles)} tiles; {len(train_tiles)} for training/validation, {len(test_tiles)} held out")
-    test_set = build_set(test_tiles, args.variants, args.seed + 1, args.input_size)
+    test_set = build_set(test_tiles, args.test_variants, args.seed + 1, args.input_size)
     if args.evaluate:
         prepare_tensorflow(modelfile.read_metadata(args.evaluate)["architecture"]["widths"])
         network, meta = modelfile.load(args.evaluate)
@@ -350,7 +368,8 @@ def main(argv=None):
     train_set = build_set(train_tiles, args.variants, args.seed if args.data_seed is None else args.data_seed, args.input_size, args.hard_variants)
     reporter.log(f"made {len(train_set.labels)} training/validation examples and {len(test_set.labels)} test examples in {time.monotonic() - started:.0f} s")
 
-    widths = tuple(int(w) for w in args.widths.split(","))
+    # a base model brings its own widths (and oneDNN must know them before TensorFlow loads)
+    widths = tuple(modelfile.read_metadata(args.base)["architecture"]["widths"]) if args.base else tuple(int(w) for w in args.widths.split(","))
     prepare_tensorflow(widths)
     import tensorflow as tf
 
@@ -368,7 +387,10 @@ def main(argv=None):
             "test_observations": sorted({t["observation"] for t in test_tiles}),
             "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
             "recipe": "scripts/train_default_model",
-            "commands": previous_commands + ["scripts/train_default_model " + " ".join(sys.argv[1:] if argv is None else argv)],
+            "commands": previous_commands + [shlex.join(["scripts/train_default_model"] + (sys.argv[1:] if argv is None else argv))],
+            "notes": (base[1]["training"].get("notes", []) if base else []) + args.note,
+            "examples": {"variants": args.variants, "hard_variants": args.hard_variants or args.variants, "test_variants": args.test_variants,
+                         "data_seed": args.seed if args.data_seed is None else args.data_seed},
         },
     )
     outcome = train_arrays(train_set.images, train_set.labels, train_set.groups, options, reporter, base)
