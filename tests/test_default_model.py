@@ -74,3 +74,40 @@ def test_readme_demo_runs_end_to_end(repo_root, tmp_path):
         assert "chunks" in styled
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "<svg" in report and "data:image/png;base64," in report
+
+
+def run_recipe(worker_python, *args):
+    command = [worker_python, str(helpers.REPO_ROOT / "scripts" / "default_model.py")] + [str(a) for a in args]
+    done = subprocess.run(command, cwd=str(helpers.REPO_ROOT), env=helpers.worker_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_default_model_recipe_trains_continues_and_measures_what_its_card_says(worker_python, shared_data, tmp_path):
+    """scripts/train_default_model on a few real tiles with a tiny network: the card's AUC is the
+    model's own, --evaluate measures it again, and continuing keeps the split, the commands and the notes."""
+    terrain = shared_data / "hirise-terrain"
+    common = ["--terrain", terrain, "--limit", 60, "--epochs", 1, "--input-size", 32, "--test-variants", 2]
+    first, card, report = tmp_path / "first.hiriseice", tmp_path / "card.md", tmp_path / "report.html"
+    run_recipe(worker_python, *common, "--widths", "8,16,16,16,16", "--hard-variants", 4, "--note", "A note, kept.",
+               "--out", first, "--card", card, "--report", report)
+    meta = modelfile.read_metadata(str(first))
+    test = meta["metrics"]["test"]
+    text = card.read_text(encoding="utf-8")
+    assert f"| chunk ROC AUC | {test['roc_auc']:.4f} |" in text
+    interval = test["roc_auc_interval"]
+    assert f"{interval['low']:.3f}-{interval['high']:.3f}" in text and interval["resamples"] > 0
+    assert set(test["by_patch"]) and all(0.0 <= row["recall"] <= 1.0 for row in test["by_patch"].values())
+    assert sum(row["count"] for name, row in test["by_patch"].items() if name.startswith("size")) == test["test_icy"]
+    assert "| planted patch | icy examples | recall | ROC AUC |" in text and "A note, kept." in text
+    assert meta["training"]["examples"]["hard_variants"] == 4 and report.is_file()
+
+    measured = json.loads(run_recipe(worker_python, *common, "--evaluate", first))
+    assert measured["roc_auc"] == pytest.approx(test["roc_auc"], abs=1e-6)
+
+    second = tmp_path / "second.hiriseice"
+    run_recipe(worker_python, *common, "--base", first, "--data-seed", 9, "--out", second, "--card", card, "--report", report)
+    continued = modelfile.read_metadata(str(second))["training"]
+    assert continued["split"]["validation_groups"] == meta["training"]["split"]["validation_groups"]
+    assert continued["total_epochs"] == 2 and continued["notes"] == ["A note, kept."]
+    assert len(continued["commands"]) == 2 and "'A note, kept.'" in continued["commands"][0]
