@@ -144,9 +144,12 @@ def build_set(tiles, variants, seed, input_size, hard_variants=None):
     )
 
 
+def predict_logits(network, images):
+    return np.asarray(logit_model(network).predict((images.astype(np.float32) / 255.0)[..., None], batch_size=32, verbose=0)).reshape(-1)
+
+
 def predict(network, meta, images):
-    logits = np.asarray(logit_model(network).predict((images.astype(np.float32) / 255.0)[..., None], batch_size=32, verbose=0)).reshape(-1)
-    return calibration.apply(logits, meta["calibration"])
+    return calibration.apply(predict_logits(network, images), meta["calibration"])
 
 
 def real_terrain_fpr(network, meta, tiles, input_size):
@@ -161,7 +164,8 @@ def real_terrain_fpr(network, meta, tiles, input_size):
 
 
 def evaluate(network, meta, examples):
-    p = predict(network, meta, examples.images)
+    logits = predict_logits(network, examples.images)
+    p = calibration.apply(logits, meta["calibration"])
     labels, kinds, landforms = examples.labels, examples.kinds, examples.landforms
     negatives = labels == 0
     result = {
@@ -172,6 +176,7 @@ def evaluate(network, meta, examples):
         "at_0.5": metrics.summary(p, labels, 0.5),
         "at_0.6": metrics.summary(p, labels, 0.6),
         "ece": calibration.expected_calibration_error(p, labels),
+        "ece_uncalibrated": calibration.expected_calibration_error(calibration.sigmoid(logits), labels),
         "reliability": calibration.reliability(p, labels),
     }
     hard = negatives & np.isin(landforms, list(HARD_LANDFORMS))
@@ -187,6 +192,16 @@ def evaluate(network, meta, examples):
     result["false_positive_rate_at_0.5"] = {name: {"rate": float((p[mask] >= 0.5).mean()) if mask.any() else None, "count": int(mask.sum())} for name, mask in fpr.items()}
     result["by_patch"] = detection_by_patch(p, examples)
     return result
+
+
+def measure(network, meta, test_set, test_tiles, train_tiles, input_size):
+    """Everything the card reports: the held-out examples, and the real crops as they are of the
+    held-out and of the validation observations."""
+    test = evaluate(network, meta, test_set)
+    test["real_terrain_fpr_at_0.5"] = real_terrain_fpr(network, meta, test_tiles, input_size)
+    validation_observations = set(meta["training"]["split"]["validation_groups"])
+    test["validation_real_terrain_fpr_at_0.5"] = real_terrain_fpr(network, meta, [t for t in train_tiles if t["observation"] in validation_observations], input_size)
+    return test
 
 
 def detection_by_patch(p, examples):
@@ -208,7 +223,7 @@ def detection_by_patch(p, examples):
     return rows
 
 
-def model_card(meta, test, seconds):
+def model_card(meta, test):
     t = meta["training"]
     base = meta.get("base_model")
     commands = "\n".join(f"    {c}" for c in t.get("commands", []))
@@ -234,11 +249,20 @@ def model_card(meta, test, seconds):
         f"- In the last run each training tile made into {examples['variants']} examples ({examples['hard_variants']} for the hard-landform tiles), half of them with ice"
         f" (seed {examples['data_seed']}); every held-out tile into {examples['test_variants']}.\n" if examples else ""
     )
+    only_validation = [name for name in HARD_LANDFORMS.values()
+                       if test["validation_real_terrain_fpr_at_0.5"][name]["count"] and not test["real_terrain_fpr_at_0.5"][name]["count"]]
+    shift = (
+        f" The fit follows the validation observations, which hold {', '.join(only_validation) or 'terrain'} that the held-out ones lack;"
+        " there it tempers the logits, so on the held-out set the scaled probabilities run below the observed icy share in"
+        " the middle bins (the reliability table at the end). On such terrain that caution is wanted."
+        if test["ece"] > test["ece_uncalibrated"] else ""
+    )
+    last_run = f"the last run {t['run_minutes']:.0f} min" if "run_minutes" in t else "in stages"
     notes = "".join(f"\n{note}" for note in t.get("notes", []))
     return f"""# Model card: {meta['name']} {meta['version']}
 
 The default model of HiRISE Ice Patches: the paper's small Xception (Gergács & Kereszturi), written by
-`scripts/train_default_model` (seed {t['seed']}, {seconds / 60:.0f} min on {t.get('device', 'CPU')}).
+`scripts/train_default_model` (seed {t['seed']}, {last_run} on {t.get('device', 'CPU')}).
 
 ## What it was trained on - read this first
 - **No real ice labels.** The terrain is real HiRISE imagery, but every ice patch it has seen is synthetic,
@@ -270,7 +294,8 @@ The default model of HiRISE Ice Patches: the paper's small Xception (Gergács & 
 ## Calibration
 Platt scaling of the logit, p = sigmoid(a * logit + b), fitted by maximum likelihood on the validation
 observations: a = {meta['calibration']['a']:.4f}, b = {meta['calibration']['b']:.4f}. Expected calibration error on the
-validation set {m['ece_uncalibrated']:.3f} before and {m['ece_calibrated']:.3f} after; on the held-out test set {test['ece']:.3f}.
+validation set {m['ece_uncalibrated']:.3f} before and {m['ece_calibrated']:.3f} after; on the held-out test set {test['ece_uncalibrated']:.3f}
+before and {test['ece']:.3f} after.{shift}
 
 ## Held-out test observations ({test['test_examples']} examples, {test['test_icy']} with ice)
 | metric | value | target |
@@ -346,6 +371,8 @@ def main(argv=None):
     parser.add_argument("--widths", default="128,256,512,728,1024")
     parser.add_argument("--note", action="append", default=[], help="a sentence for the card's Reproduce section, kept by later runs that continue this model")
     parser.add_argument("--evaluate", metavar="MODEL", default="", help="only measure this model file on the held-out examples (JSON on stdout)")
+    parser.add_argument("--rewrite-card", action="store_true", help="with --evaluate: write --card anew from the model and this measurement "
+                        "(after a change of the card's text; the measurement must match the one stored in the model)")
     args = parser.parse_args(argv)
     if not os.path.isdir(os.path.join(args.terrain, "tiles")):
         sys.exit(f"error: {args.terrain} has no tiles/: the default model needs ../shared/data/hirise-terrain")
@@ -361,8 +388,14 @@ def main(argv=None):
     if args.evaluate:
         prepare_tensorflow(modelfile.read_metadata(args.evaluate)["architecture"]["widths"])
         network, meta = modelfile.load(args.evaluate)
-        test = evaluate(network, meta, test_set)
-        test["real_terrain_fpr_at_0.5"] = real_terrain_fpr(network, meta, test_tiles, args.input_size)
+        test = measure(network, meta, test_set, test_tiles, train_tiles, args.input_size)
+        if args.rewrite_card:
+            recorded = meta["metrics"].get("test", {}).get("roc_auc")
+            if recorded is None or abs(recorded - test["roc_auc"]) > 1e-6:
+                sys.exit(f"error: {args.evaluate} scored ROC AUC {recorded} on its own held-out set and {test['roc_auc']} on this one; "
+                         "give the options it was trained with (--seed, --test-variants, --input-size) or retrain")
+            with open(args.card, "w", encoding="utf-8") as handle:
+                handle.write(model_card(meta, test))
         print(json.dumps({k: v for k, v in test.items() if k != "reliability"}, indent=1))
         return
     train_set = build_set(train_tiles, args.variants, args.seed if args.data_seed is None else args.data_seed, args.input_size, args.hard_variants)
@@ -395,15 +428,13 @@ def main(argv=None):
     )
     outcome = train_arrays(train_set.images, train_set.labels, train_set.groups, options, reporter, base)
     network, meta = outcome["network"], outcome["metadata"]
-    test = evaluate(network, meta, test_set)
-    test["real_terrain_fpr_at_0.5"] = real_terrain_fpr(network, meta, test_tiles, args.input_size)
-    validation_observations = set(outcome["split"]["validation_groups"])
-    test["validation_real_terrain_fpr_at_0.5"] = real_terrain_fpr(network, meta, [t for t in train_tiles if t["observation"] in validation_observations], args.input_size)
+    test = measure(network, meta, test_set, test_tiles, train_tiles, args.input_size)
     meta["metrics"]["test"] = {k: v for k, v in test.items() if k != "reliability"}
-    modelfile.save(network, meta, args.out)
     seconds = time.monotonic() - started
+    meta["training"]["run_minutes"] = round(seconds / 60.0, 1)
+    modelfile.save(network, meta, args.out)
     with open(args.card, "w", encoding="utf-8") as handle:
-        handle.write(model_card(meta, test, seconds))
+        handle.write(model_card(meta, test))
     from model.report import training_report
 
     report = args.report or os.path.join(REPO, "build", "default-model-report.html")

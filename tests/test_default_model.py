@@ -76,9 +76,13 @@ def test_readme_demo_runs_end_to_end(repo_root, tmp_path):
     assert "<svg" in report and "data:image/png;base64," in report
 
 
-def run_recipe(worker_python, *args):
+def start_recipe(worker_python, *args):
     command = [worker_python, str(helpers.REPO_ROOT / "scripts" / "default_model.py")] + [str(a) for a in args]
-    done = subprocess.run(command, cwd=str(helpers.REPO_ROOT), env=helpers.worker_env(), capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=str(helpers.REPO_ROOT), env=helpers.worker_env(), capture_output=True, text=True, timeout=600)
+
+
+def run_recipe(worker_python, *args):
+    done = start_recipe(worker_python, *args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -102,8 +106,14 @@ def test_default_model_recipe_trains_continues_and_measures_what_its_card_says(w
     assert "| planted patch | icy examples | recall | ROC AUC |" in text and "A note, kept." in text
     assert meta["training"]["examples"]["hard_variants"] == 4 and report.is_file()
 
-    measured = json.loads(run_recipe(worker_python, *common, "--evaluate", first))
+    rewritten = tmp_path / "rewritten.md"
+    measured = json.loads(run_recipe(worker_python, *common, "--evaluate", first, "--rewrite-card", "--card", rewritten))
     assert measured["roc_auc"] == pytest.approx(test["roc_auc"], abs=1e-6)
+    assert rewritten.read_text(encoding="utf-8") == text  # the card follows from the model file and the data alone
+    other_set = common[:-1] + [4]  # --test-variants 4: not the held-out set the model was measured on
+    done = start_recipe(worker_python, *other_set, "--evaluate", first, "--rewrite-card", "--card", rewritten)
+    assert done.returncode != 0 and "--test-variants" in done.stderr
+    assert rewritten.read_text(encoding="utf-8") == text  # left as it was
 
     second = tmp_path / "second.hiriseice"
     run_recipe(worker_python, *common, "--base", first, "--data-seed", 9, "--out", second, "--card", card, "--report", report)
