@@ -34,7 +34,8 @@ from model.training import TrainOptions, prepare_tensorflow, train_arrays  # noq
 # patch shrinks to a few input pixels, near what the chunk-scale network can resolve.
 MIN_PATCH_PX = 8
 PATCH_CONTRAST = (0.08, 0.45)
-PATCH_SIZE_BINS = (MIN_PATCH_PX, 12, 20, 40, 80)  # tile px; 227 // 3 = 75 is the largest
+TILE_PX = 227  # side of the hirise-terrain crops
+PATCH_SIZE_BINS = (MIN_PATCH_PX, 12, 20, 40, 80)  # tile px; TILE_PX // 3 = 75 is the largest
 PATCH_CONTRAST_BINS = (0.0, 0.15, 0.25, 0.35, 1.0)
 HARD_LANDFORMS = {4: "bright dune", 6: "swiss cheese", 7: "spider"}
 NEGATIVE_KINDS = ("plain", "hot pixels", "sunlit rocks", "bare shadowing features", "low contrast", "co2 frost")
@@ -152,6 +153,11 @@ def predict(network, meta, images):
     return calibration.apply(predict_logits(network, images), meta["calibration"])
 
 
+def rates_at_half(p, masks):
+    """{name: {"rate", "count"}}: the share of each mask's examples scored p >= 0.5 (None for an empty mask)."""
+    return {name: {"rate": float((p[mask] >= 0.5).mean()) if mask.any() else None, "count": int(mask.sum())} for name, mask in masks.items()}
+
+
 def real_terrain_fpr(network, meta, tiles, input_size):
     """False-positive rate at p >= 0.5 on the real tiles as they are (no plants), by landform."""
     images = np.stack([to_input(tile["image"], tile["image"] > 0, input_size) for tile in tiles])
@@ -160,7 +166,7 @@ def real_terrain_fpr(network, meta, tiles, input_size):
     groups = {"all real ice-free terrain": np.ones(len(tiles), bool), "other terrain (not the hard landforms)": ~np.isin(landforms, list(HARD_LANDFORMS)),
               "hard landforms (spiders, swiss cheese, bright dunes)": np.isin(landforms, list(HARD_LANDFORMS))}
     groups.update({name: landforms == landform for landform, name in HARD_LANDFORMS.items()})
-    return {name: {"rate": float((p[mask] >= 0.5).mean()) if mask.any() else None, "count": int(mask.sum())} for name, mask in groups.items()}
+    return rates_at_half(p, groups)
 
 
 def evaluate(network, meta, examples):
@@ -189,7 +195,7 @@ def evaluate(network, meta, examples):
         fpr[name] = negatives & (landforms == landform)
     for kind in NEGATIVE_KINDS[1:]:
         fpr[f"planted: {kind}"] = negatives & (kinds == kind)
-    result["false_positive_rate_at_0.5"] = {name: {"rate": float((p[mask] >= 0.5).mean()) if mask.any() else None, "count": int(mask.sum())} for name, mask in fpr.items()}
+    result["false_positive_rate_at_0.5"] = rates_at_half(p, fpr)
     result["by_patch"] = detection_by_patch(p, examples)
     return result
 
@@ -238,16 +244,17 @@ def model_card(meta, test):
     patch_rows = "\n".join(f"| {name} | {v['count']} | {v['recall']:.3f} | {v['roc_auc']:.3f} |" for name, v in test["by_patch"].items())
     a5 = test["at_0.5"]
     auc_ci = test["roc_auc_interval"]
+    input_per_tile_px = meta["input_size"] / TILE_PX
     low_bin = f"size {PATCH_SIZE_BINS[0]:g}-{PATCH_SIZE_BINS[1]:g}"
     smallest = (
-        f"the smallest planted patches, {PATCH_SIZE_BINS[0]}-{PATCH_SIZE_BINS[1]} px of a 227-px crop or "
-        f"{PATCH_SIZE_BINS[0] * meta['input_size'] / 227:.0f}-{PATCH_SIZE_BINS[1] * meta['input_size'] / 227:.0f} input pixels, are found at recall {test['by_patch'][low_bin]['recall']:.2f}"
+        f"the smallest planted patches, {PATCH_SIZE_BINS[0]}-{PATCH_SIZE_BINS[1]} px of a {TILE_PX}-px crop or "
+        f"{PATCH_SIZE_BINS[0] * input_per_tile_px:.0f}-{PATCH_SIZE_BINS[1] * input_per_tile_px:.0f} input pixels, are found at recall {test['by_patch'][low_bin]['recall']:.2f}"
         if low_bin in test["by_patch"] else "no test example holds a patch that small"
     )
     examples = t.get("examples", {})
     made = (
-        f"- In the last run each training tile made into {examples['variants']} examples ({examples['hard_variants']} for the hard-landform tiles), half of them with ice"
-        f" (seed {examples['data_seed']}); every held-out tile into {examples['test_variants']}.\n" if examples else ""
+        f"- In the last run each training tile was made into {examples['variants']} examples ({examples['hard_variants']} for the hard-landform tiles), half of them with ice"
+        f" (seed {examples['data_seed']}), and every held-out tile into {examples['test_variants']}.\n" if examples else ""
     )
     only_validation = [name for name in HARD_LANDFORMS.values()
                        if test["validation_real_terrain_fpr_at_0.5"][name]["count"] and not test["real_terrain_fpr_at_0.5"][name]["count"]]
@@ -327,7 +334,7 @@ The ice-free examples of the test set, by what was planted on them:
 | --- | --- | --- |
 {fpr_rows(test["false_positive_rate_at_0.5"])}
 
-Where it misses: the icy test examples by the size (tile pixels of the 227-px crop; x 0.56 gives
+Where it misses: the icy test examples by the size (tile pixels of the {TILE_PX}-px crop; x {input_per_tile_px:.2f} gives
 input pixels) and the contrast of their largest and brightest planted patch. Recall at p >= 0.5, and
 ROC AUC of that group against every ice-free test example:
 
@@ -398,7 +405,8 @@ def main(argv=None):
                 handle.write(model_card(meta, test))
         print(json.dumps({k: v for k, v in test.items() if k != "reliability"}, indent=1))
         return
-    train_set = build_set(train_tiles, args.variants, args.seed if args.data_seed is None else args.data_seed, args.input_size, args.hard_variants)
+    data_seed = args.seed if args.data_seed is None else args.data_seed
+    train_set = build_set(train_tiles, args.variants, data_seed, args.input_size, args.hard_variants)
     reporter.log(f"made {len(train_set.labels)} training/validation examples and {len(test_set.labels)} test examples in {time.monotonic() - started:.0f} s")
 
     # a base model brings its own widths (and oneDNN must know them before TensorFlow loads)
@@ -423,7 +431,7 @@ def main(argv=None):
             "commands": previous_commands + [shlex.join(["scripts/train_default_model"] + (sys.argv[1:] if argv is None else argv))],
             "notes": (base[1]["training"].get("notes", []) if base else []) + args.note,
             "examples": {"variants": args.variants, "hard_variants": args.hard_variants or args.variants, "test_variants": args.test_variants,
-                         "data_seed": args.seed if args.data_seed is None else args.data_seed},
+                         "data_seed": data_seed},
         },
     )
     outcome = train_arrays(train_set.images, train_set.labels, train_set.groups, options, reporter, base)
