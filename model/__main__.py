@@ -114,7 +114,7 @@ def _info(args, reporter: Reporter) -> None:
 
 
 def _sample_scene(args, reporter: Reporter) -> None:
-    from .synthetic import write_sample_scene
+    from .trainingdata.scene import write_sample_scene
 
     scene = write_sample_scene(args.out, width=args.width, height=args.height, rng_seed=args.seed)
     reporter.log(f"sample scene: {os.path.abspath(args.out)} ({args.width} x {args.height} px)")

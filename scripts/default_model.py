@@ -3,7 +3,7 @@
 Run through scripts/train_default_model (the worker venv's Python). ../shared/data/hirise-terrain
 holds 868 real HiRISE browse crops (227 px, 137 observations) labelled by landform, none for ice.
 Half of the training examples get synthetic ice patches that follow the physical criteria
-(model/synthetic.py); negatives are the real terrain, the real CO2-ice landforms (spiders, swiss
+(model/py); negatives are the real terrain, the real CO2-ice landforms (spiders, swiss
 cheese) and bright dunes, plus planted hot pixels, sunlit bright rocks, low-contrast and
 CO2-frost-covered versions. Observations are split three ways (train / validation for early
 stopping and calibration / held-out test for the model card), never by file.
@@ -24,7 +24,12 @@ from osgeo import gdal
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from model import calibration, metrics, modelfile, synthetic  # noqa: E402
+from model import calibration, metrics, modelfile  # noqa: E402
+from model.trainingdata.ice.rendered_caster import implant_ice_patches  # noqa: E402
+from model.trainingdata.lookalikes.bare_casters import implant_shadowing_features  # noqa: E402
+from model.trainingdata.lookalikes.hot_pixels import implant_hot_pixels  # noqa: E402
+from model.trainingdata.lookalikes.scene_conditions import apply_co2_frost, apply_low_contrast  # noqa: E402
+from model.trainingdata.lookalikes.sunlit_rocks import implant_sunlit_bright_rocks  # noqa: E402
 from model.network import logit_model  # noqa: E402
 from model.preprocess import DEFAULT_NORMALISATION, normalise, resize, to_uint8  # noqa: E402
 from model.protocol import Reporter  # noqa: E402
@@ -85,10 +90,10 @@ def make_example(tile, icy, rng, input_size):
     if icy:
         # Ice patches also appear on low-contrast and rock-strewn scenes; keep those cues apart from the label.
         if rng.random() < 0.2:
-            image = synthetic.implant_hot_pixels(image, rng, valid=valid)[0]
+            image = implant_hot_pixels(image, rng, valid=valid)[0]
         if rng.random() < 0.2:
-            image = synthetic.implant_sunlit_bright_rocks(image, rng, valid=valid)[0]
-        image, _, infos = synthetic.implant_ice_patches(
+            image = implant_sunlit_bright_rocks(image, rng, valid=valid)[0]
+        image, _, infos = implant_ice_patches(
             image, rng, valid=valid, min_size_px=MIN_PATCH_PX, contrast_range=PATCH_CONTRAST, return_info=True
         )
         largest = max(infos, key=lambda info: info["size_px"])
@@ -96,17 +101,17 @@ def make_example(tile, icy, rng, input_size):
     else:
         kind = NEGATIVE_KINDS[int(rng.choice(len(NEGATIVE_KINDS), p=NEGATIVE_SHARES))]
         if kind == "hot pixels":
-            image = synthetic.implant_hot_pixels(image, rng, valid=valid)[0]
+            image = implant_hot_pixels(image, rng, valid=valid)[0]
         elif kind == "sunlit rocks":
-            image = synthetic.implant_sunlit_bright_rocks(image, rng, valid=valid)[0]
+            image = implant_sunlit_bright_rocks(image, rng, valid=valid)[0]
         elif kind == "bare shadowing features":
             # The boulders and rims that implant_ice_patches draws where it finds no shadow, without
             # ice, so that a shadowing feature alone is no evidence of ice.
-            image = synthetic.implant_shadowing_features(image, rng, valid=valid)[0]
+            image = implant_shadowing_features(image, rng, valid=valid)[0]
         elif kind == "low contrast":
-            image = synthetic.apply_low_contrast(image, rng)
+            image = apply_low_contrast(image, rng)
         elif kind == "co2 frost":
-            image = synthetic.apply_co2_frost(image, rng)
+            image = apply_co2_frost(image, rng)
     return to_input(image, valid, input_size), kind, patch
 
 
@@ -273,7 +278,7 @@ The default model of HiRISE Ice Patches: the paper's small Xception (Gergács & 
 
 ## What it was trained on - read this first
 - **No real ice labels.** The terrain is real HiRISE imagery, but every ice patch it has seen is synthetic,
-  planted by `model/synthetic.py` following the physical criteria (brighter than the surroundings, on the
+  planted by `model/py` following the physical criteria (brighter than the surroundings, on the
   poleward side of a shadowing feature, no shadow of its own, slightly diffuse edges, {MIN_PATCH_PX} px (of a 227-px crop) to a third of the
   chunk, contrast {PATCH_CONTRAST[0]}-{PATCH_CONTRAST[1]} above the local background). It is a starting point for the geologist's loop, not a validated detector:
   run `hiriseice:detect`, correct the `label` field (labelling toolbar), and retrain with `hiriseice:train`

@@ -1,4 +1,4 @@
-"""Tests of model/synthetic.py: implants, negatives, terrain and the sample scene (real GDAL files)."""
+"""Tests of model/trainingdata: implants, negatives, terrain and the sample scene (real GDAL files)."""
 
 import math
 import os
@@ -9,7 +9,13 @@ import pytest
 gdal = pytest.importorskip("osgeo.gdal")
 from osgeo import osr  # noqa: E402
 
-from model import synthetic as S  # noqa: E402
+from model.trainingdata import imaging, terrain  # noqa: E402
+from model.trainingdata import scene as sample_scene  # noqa: E402
+from model.trainingdata.ice.rendered_caster import implant_ice_patches  # noqa: E402
+from model.trainingdata.lookalikes.bare_casters import implant_shadowing_features  # noqa: E402
+from model.trainingdata.lookalikes.hot_pixels import implant_hot_pixels  # noqa: E402
+from model.trainingdata.lookalikes.scene_conditions import apply_co2_frost, apply_low_contrast  # noqa: E402
+from model.trainingdata.lookalikes.sunlit_rocks import implant_sunlit_bright_rocks  # noqa: E402
 
 
 def _flat(shape=(128, 128), level=0.45, noise=0.01, seed=0):
@@ -55,7 +61,7 @@ def _components(mask):
 
 
 def _ring(mask, inner, outer):
-    return S._dilate(mask, outer) & ~S._dilate(mask, inner)
+    return imaging.dilate(mask, outer) & ~imaging.dilate(mask, inner)
 
 
 # ---------------------------------------------------------------------------------------
@@ -63,11 +69,11 @@ def _ring(mask, inner, outer):
 
 
 def test_ice_patches_are_deterministic_and_leave_the_input_alone():
-    img = S.make_terrain((128, 128), np.random.default_rng(5))
+    img = terrain.make_terrain((128, 128), np.random.default_rng(5))
     before = img.copy()
-    a, ma = S.implant_ice_patches(img, np.random.default_rng(42))
-    b, mb = S.implant_ice_patches(img, np.random.default_rng(42))
-    c, _ = S.implant_ice_patches(img, np.random.default_rng(43))
+    a, ma = implant_ice_patches(img, np.random.default_rng(42))
+    b, mb = implant_ice_patches(img, np.random.default_rng(42))
+    c, _ = implant_ice_patches(img, np.random.default_rng(43))
     assert np.array_equal(a, b) and np.array_equal(ma, mb)
     assert not np.array_equal(a, c)
     assert np.array_equal(img, before)
@@ -78,8 +84,8 @@ def test_ice_patches_are_deterministic_and_leave_the_input_alone():
 @pytest.mark.parametrize("seed", range(12))
 def test_ice_patches_are_brighter_than_their_surroundings(seed):
     rng = np.random.default_rng(seed)
-    img = S.make_terrain((160, 160), rng)
-    new, mask, info = S.implant_ice_patches(img, rng, count=3, return_info=True)
+    img = terrain.make_terrain((160, 160), rng)
+    new, mask, info = implant_ice_patches(img, rng, count=3, return_info=True)
     assert 1 <= len(info) <= 3
     assert mask.any()
     assert 0.0 <= new.min() and new.max() <= 1.0
@@ -94,7 +100,7 @@ def test_ice_patches_are_brighter_than_their_surroundings(seed):
         # the patch brightened the ground it lies on
         assert new[pm].mean() > img[pm].mean() + 0.02, patch
     # nothing changed far from the patches, apart from a synthesised shadowing feature
-    far = ~S._dilate(mask, 12)
+    far = ~imaging.dilate(mask, 12)
     if not any(p["synthesized_feature"] for p in info):
         assert np.array_equal(new[far], img[far])
 
@@ -102,7 +108,7 @@ def test_ice_patches_are_brighter_than_their_surroundings(seed):
 def test_mask_is_within_bounds_and_matches_the_change():
     rng = np.random.default_rng(3)
     img = _flat((96, 120))
-    new, mask, info = S.implant_ice_patches(img, rng, count=2, return_info=True)
+    new, mask, info = implant_ice_patches(img, rng, count=2, return_info=True)
     assert mask.shape == (96, 120) and mask.any()
     rows, cols = np.nonzero(mask)
     assert rows.min() >= 0 and rows.max() < 96 and cols.min() >= 0 and cols.max() < 120
@@ -118,7 +124,7 @@ def test_mask_is_within_bounds_and_matches_the_change():
 
 def test_patch_lies_poleward_of_an_existing_shadow():
     img, body, shadow = _image_with_boulder()
-    new, mask, info = S.implant_ice_patches(img, np.random.default_rng(0), count=1, return_info=True)
+    new, mask, info = implant_ice_patches(img, np.random.default_rng(0), count=1, return_info=True)
     assert len(info) == 1 and not info[0]["synthesized_feature"]
     srows, scols = np.nonzero(shadow)
     centre_r, centre_c = info[0]["centre"]
@@ -134,7 +140,7 @@ def test_patch_lies_poleward_of_an_existing_shadow():
 @pytest.mark.parametrize("seed", range(6))
 def test_without_shadows_a_shadowing_feature_is_synthesised_north_of_the_patch(seed):
     img = _flat((160, 160), seed=seed)
-    new, mask, info = S.implant_ice_patches(img, np.random.default_rng(seed), count=1, min_size_px=8,
+    new, mask, info = implant_ice_patches(img, np.random.default_rng(seed), count=1, min_size_px=8,
                                             return_info=True)
     assert info[0]["synthesized_feature"]
     centre_r, centre_c = info[0]["centre"]
@@ -155,8 +161,8 @@ def test_without_shadows_a_shadowing_feature_is_synthesised_north_of_the_patch(s
 @pytest.mark.parametrize("seed", range(8))
 def test_patch_centre_is_poleward_of_the_shadow_it_was_placed_against(seed):
     rng = np.random.default_rng(100 + seed)
-    img = S.make_terrain((200, 200), rng)
-    new, mask, info = S.implant_ice_patches(img, rng, count=3, return_info=True)
+    img = terrain.make_terrain((200, 200), rng)
+    new, mask, info = implant_ice_patches(img, rng, count=3, return_info=True)
     for p in info:
         assert p["centre"][0] > p["shadow"][0]
         # the shadow pixel is dark in the result (not covered by the patch)
@@ -168,8 +174,8 @@ def test_patch_sizes_and_contrasts_vary():
     rng = np.random.default_rng(11)
     sizes, contrasts = [], []
     for _ in range(30):
-        img = S.make_terrain((96, 96), rng)
-        _, _, info = S.implant_ice_patches(img, rng, count=1, return_info=True)
+        img = terrain.make_terrain((96, 96), rng)
+        _, _, info = implant_ice_patches(img, rng, count=1, return_info=True)
         sizes.append(info[0]["size_px"])
         contrasts.append(info[0]["contrast"])
     assert min(sizes) < 8 and max(sizes) > 18
@@ -180,26 +186,26 @@ def test_patch_sizes_and_contrasts_vary():
 def test_patch_edges_are_diffuse_not_sharp():
     # a large patch on a flat background: its boundary ramps over more than one pixel
     img = _flat((200, 200), noise=0.0)
-    new, mask, info = S.implant_ice_patches(img, np.random.default_rng(2), count=1, min_size_px=40,
+    new, mask, info = implant_ice_patches(img, np.random.default_rng(2), count=1, min_size_px=40,
                                             max_size_fraction=0.3, contrast_range=(0.3, 0.3), return_info=True)
-    inner = S._dilate(mask, 2) & ~mask  # just outside the mask
+    inner = imaging.dilate(mask, 2) & ~mask  # just outside the mask
     partial = (new[inner] > 0.45 + 0.02) & (new[inner] < 0.45 + 0.28)
     assert partial.mean() > 0.3
 
 
 def test_patches_respect_the_valid_mask():
-    img = S.make_terrain((128, 128), np.random.default_rng(1))
+    img = terrain.make_terrain((128, 128), np.random.default_rng(1))
     valid = np.zeros(img.shape, dtype=bool)
     valid[:, 64:] = True
-    new, mask = S.implant_ice_patches(img, np.random.default_rng(4), count=3, valid=valid)
+    new, mask = implant_ice_patches(img, np.random.default_rng(4), count=3, valid=valid)
     assert mask.any() and not mask[:, :64].any()
     # a black no-data wedge is detected and avoided by default
     img2 = img.copy()
     wedge = np.add.outer(np.arange(128), np.arange(128)) < 70
     img2[wedge] = 0.0
     for seed in range(5):
-        _, m2 = S.implant_ice_patches(img2, np.random.default_rng(seed), count=2)
-        assert not (m2 & S._dilate(wedge, 1)).any()
+        _, m2 = implant_ice_patches(img2, np.random.default_rng(seed), count=2)
+        assert not (m2 & imaging.dilate(wedge, 1)).any()
 
 
 def test_works_on_real_hirise_tiles_if_present():
@@ -211,7 +217,7 @@ def test_works_on_real_hirise_tiles_if_present():
     rng = np.random.default_rng(0)
     for path in tiles:
         img = gdal.Open(path).ReadAsArray().astype(np.float32) / 255.0
-        new, mask, info = S.implant_ice_patches(img, rng, return_info=True)
+        new, mask, info = implant_ice_patches(img, rng, return_info=True)
         assert mask.any() and info
         assert new[mask].mean() > img[mask].mean()
 
@@ -219,11 +225,11 @@ def test_works_on_real_hirise_tiles_if_present():
 def test_bad_arguments():
     img = _flat()
     with pytest.raises(TypeError):
-        S.implant_ice_patches(img, 3)
+        implant_ice_patches(img, 3)
     with pytest.raises(ValueError):
-        S.implant_ice_patches(np.zeros((4, 4, 3), np.float32), np.random.default_rng(0))
+        implant_ice_patches(np.zeros((4, 4, 3), np.float32), np.random.default_rng(0))
     with pytest.raises(ValueError):
-        S.implant_ice_patches(img, np.random.default_rng(0), contrast_range=(0.2, 0.1))
+        implant_ice_patches(img, np.random.default_rng(0), contrast_range=(0.2, 0.1))
 
 
 # ---------------------------------------------------------------------------------------
@@ -232,8 +238,8 @@ def test_bad_arguments():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_hot_pixels_are_isolated_saturated_specks(seed):
-    img = S.make_terrain((128, 128), np.random.default_rng(seed))
-    new, mask = S.implant_hot_pixels(img, np.random.default_rng(seed), count=8)
+    img = terrain.make_terrain((128, 128), np.random.default_rng(seed))
+    new, mask = implant_hot_pixels(img, np.random.default_rng(seed), count=8)
     assert mask.any()
     comps = _components(mask)
     assert len(comps) >= 4
@@ -242,22 +248,22 @@ def test_hot_pixels_are_isolated_saturated_specks(seed):
         cm = np.zeros_like(mask)
         for p in comp:
             cm[p] = True
-        ring = S._dilate(cm, 1) & ~cm
+        ring = imaging.dilate(cm, 1) & ~cm
         assert not (ring & mask).any()  # no other hot pixel touches this cluster
         assert np.array_equal(new[ring], img[ring])  # the neighbours are untouched
         assert new[cm].min() >= 0.9 and new[cm].min() > new[ring].max() + 0.1
     assert np.array_equal(new[~mask], img[~mask])
-    again, mask2 = S.implant_hot_pixels(img, np.random.default_rng(seed), count=8)
+    again, mask2 = implant_hot_pixels(img, np.random.default_rng(seed), count=8)
     assert np.array_equal(new, again) and np.array_equal(mask, mask2)
 
 
 def test_sunlit_rocks_are_sharp_and_cast_a_shadow_away_from_the_sun():
     img = _flat((160, 160), noise=0.005)
-    new, mask, info = S.implant_sunlit_bright_rocks(img, np.random.default_rng(7), count=3,
+    new, mask, info = implant_sunlit_bright_rocks(img, np.random.default_rng(7), count=3,
                                                     size_range_px=(6, 10), return_info=True)
     assert mask.any() and len(info) == 3
     assert new[mask].mean() > 0.45 + 0.08
-    _, shadow_dir = S._sun_vectors(S.DEFAULT_SUN_AZIMUTH_DEG)
+    _, shadow_dir = imaging.sun_vectors(imaging.DEFAULT_SUN_AZIMUTH_DEG)
     for rock in info:
         cy, cx = rock["centre"]
         sy, sx = rock["shadow"]
@@ -266,15 +272,15 @@ def test_sunlit_rocks_are_sharp_and_cast_a_shadow_away_from_the_sun():
         assert sy > cy
         assert new[int(round(sy)), int(round(sx))] < 0.45 * 0.7
     # sharp edges: few intermediate pixels at the rock outline
-    edge = S._dilate(mask, 1) & ~mask
+    edge = imaging.dilate(mask, 1) & ~mask
     lit = new[edge] > 0.45 * 1.15
     assert lit.mean() < 0.35
 
 
 def test_bare_shadowing_features_cast_shadows_away_from_the_sun():
     img = _flat((200, 200), noise=0.005)
-    new, mask, info = S.implant_shadowing_features(img, np.random.default_rng(1), count=3, return_info=True)
-    again, _ = S.implant_shadowing_features(img, np.random.default_rng(1), count=3)
+    new, mask, info = implant_shadowing_features(img, np.random.default_rng(1), count=3, return_info=True)
+    again, _ = implant_shadowing_features(img, np.random.default_rng(1), count=3)
     assert np.array_equal(new, again)
     assert mask.any() and info
     assert new[mask].mean() < 0.45 * 0.7
@@ -286,13 +292,13 @@ def test_bare_shadowing_features_cast_shadows_away_from_the_sun():
 
 
 def test_low_contrast_and_frost_versions():
-    img = S.make_terrain((128, 128), np.random.default_rng(0))
-    low = S.apply_low_contrast(img, np.random.default_rng(1))
-    frost = S.apply_co2_frost(img, np.random.default_rng(1))
+    img = terrain.make_terrain((128, 128), np.random.default_rng(0))
+    low = apply_low_contrast(img, np.random.default_rng(1))
+    frost = apply_co2_frost(img, np.random.default_rng(1))
     assert low.std() < 0.6 * img.std()
     assert frost.mean() > img.mean() + 0.1
     assert low.dtype == frost.dtype == np.float32
-    assert np.array_equal(low, S.apply_low_contrast(img, np.random.default_rng(1)))
+    assert np.array_equal(low, apply_low_contrast(img, np.random.default_rng(1)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -300,9 +306,9 @@ def test_low_contrast_and_frost_versions():
 
 
 def test_terrain_is_deterministic_and_in_range():
-    a = S.make_terrain((100, 140), np.random.default_rng(9))
-    b = S.make_terrain((100, 140), np.random.default_rng(9))
-    c = S.make_terrain((100, 140), np.random.default_rng(10))
+    a = terrain.make_terrain((100, 140), np.random.default_rng(9))
+    b = terrain.make_terrain((100, 140), np.random.default_rng(9))
+    c = terrain.make_terrain((100, 140), np.random.default_rng(10))
     assert a.shape == (100, 140) and a.dtype == np.float32
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert 0.0 <= a.min() and a.max() <= 1.0
@@ -310,7 +316,7 @@ def test_terrain_is_deterministic_and_in_range():
 
 
 def test_terrain_windows_join_seamlessly():
-    t = S._Terrain(300, 300, np.random.default_rng(0), scale=1.0)
+    t = terrain.Terrain(300, 300, np.random.default_rng(0), scale=1.0)
     whole = t.render(0, 300, 0, 300)
     top, bottom = t.render(0, 150, 0, 300), t.render(150, 300, 0, 300)
     joined = np.vstack([top, bottom])
@@ -322,7 +328,7 @@ def test_terrain_windows_join_seamlessly():
 
 
 def test_terrain_has_shadows_on_the_anti_sun_side_of_craters():
-    t = S._Terrain(256, 256, np.random.default_rng(3), scale=1.0, sun_elevation_deg=25.0)
+    t = terrain.Terrain(256, 256, np.random.default_rng(3), scale=1.0, sun_elevation_deg=25.0)
     t.craters = {k: np.array(v, dtype=float) for k, v in
                  {"y": [128.0], "x": [128.0], "r": [40.0], "depth": [14.0], "rim": [2.0]}.items()}
     t.boulders = {k: v[:0] for k, v in t.boulders.items()}
@@ -338,7 +344,7 @@ def test_terrain_has_shadows_on_the_anti_sun_side_of_craters():
 
 
 def test_mars_equirectangular_wkt():
-    wkt = S.mars_equirectangular_wkt(-55.0, 10.0)
+    wkt = sample_scene.mars_equirectangular_wkt(-55.0, 10.0)
     srs = osr.SpatialReference()
     assert srs.ImportFromWkt(wkt) == 0
     assert srs.IsProjected()
@@ -351,7 +357,7 @@ def test_mars_equirectangular_wkt():
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("scene") / "scene.tif")
-    info = S.write_sample_scene(path, width=2048, height=2048, rng_seed=3, latitude_deg=-60.0)
+    info = sample_scene.write_sample_scene(path, width=2048, height=2048, rng_seed=3, latitude_deg=-60.0)
     return path, info
 
 
@@ -382,7 +388,7 @@ def test_scene_file_structure(scene):
     srs = osr.SpatialReference()
     srs.ImportFromWkt(ds.GetProjection())
     expected = osr.SpatialReference()
-    expected.ImportFromWkt(S.mars_equirectangular_wkt(-60.0))
+    expected.ImportFromWkt(sample_scene.mars_equirectangular_wkt(-60.0))
     assert srs.IsSame(expected)
     assert srs.GetSemiMajor() == pytest.approx(3396190.0)
     assert srs.GetProjParm(osr.SRS_PP_STANDARD_PARALLEL_1) == pytest.approx(-60.0)
@@ -432,9 +438,9 @@ def test_scene_ice_patches_are_where_the_report_says(scene):
 
 
 def test_scene_is_deterministic(tmp_path):
-    a = S.write_sample_scene(str(tmp_path / "a.tif"), width=1024, height=768, rng_seed=5, chunk_size=512)
-    b = S.write_sample_scene(str(tmp_path / "b.tif"), width=1024, height=768, rng_seed=5, chunk_size=512)
-    c = S.write_sample_scene(str(tmp_path / "c.tif"), width=1024, height=768, rng_seed=6, chunk_size=512,
+    a = sample_scene.write_sample_scene(str(tmp_path / "a.tif"), width=1024, height=768, rng_seed=5, chunk_size=512)
+    b = sample_scene.write_sample_scene(str(tmp_path / "b.tif"), width=1024, height=768, rng_seed=5, chunk_size=512)
+    c = sample_scene.write_sample_scene(str(tmp_path / "c.tif"), width=1024, height=768, rng_seed=6, chunk_size=512,
                              ice=False)
     da, db = gdal.Open(a["path"]).ReadAsArray(), gdal.Open(b["path"]).ReadAsArray()
     assert np.array_equal(da, db)

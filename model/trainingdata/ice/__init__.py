@@ -1,0 +1,1 @@
+"""Families of ice patches, each drawn its own way from the physical description."""

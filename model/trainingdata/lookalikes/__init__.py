@@ -1,0 +1,1 @@
+"""Negatives that look like ice but are not."""
