@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from .imaging import box_mean, gauss_blur, loguniform
+from .imaging import MASK_ALPHA, box_mean, dilate, gauss_blur, loguniform
 
 
 def patch_shape(rng: np.random.Generator, major: float, elongation: float, angle: float, sigma: float):
@@ -60,13 +60,14 @@ def place_patch(shape, valid, occupied, alpha, pr, pc, centre_row, centre_col):
     return win, a
 
 
-def paint_ice(out, orig, valid, window, alpha, size, contrast_range, rng) -> float:
+def paint_ice(out, orig, valid, window, alpha, size, contrast_range, rng, outshine: bool = True) -> float:
     """Brighten ``out`` (in place) with an ice patch of blending weights ``alpha`` over
     ``window`` (row0, row1, col0, col1); returns the patch's contrast over its background.
 
     The level is drawn log-uniformly from ``contrast_range`` above the brighter part of the
     surroundings in ``orig`` (the image before any plant), never fainter than about 1.5 local
-    standard deviations; the ice mutes but keeps the texture beneath it and only ever brightens.
+    standard deviations; with ``outshine`` it also outshines most of the neighbourhood, sunlit
+    faces included. The ice mutes but keeps the texture beneath it and only ever brightens.
     """
     wr0, wr1, wc0, wc1 = window
     a = alpha
@@ -79,8 +80,7 @@ def paint_ice(out, orig, valid, window, alpha, size, contrast_range, rng) -> flo
     bg = float(np.percentile(neigh, 60)) if neigh.size else float(np.median(orig))
     # faint is fine, invisible is not: at least ~1.5 local standard deviations
     contrast = max(loguniform(rng, clo, chi), min(1.5 * float(np.std(neigh)) if neigh.size else 0.0, chi))
-    # ice outshines most of its neighbourhood, sunlit faces included
-    p85 = float(np.percentile(neigh, 85)) if neigh.size else bg
+    p85 = float(np.percentile(neigh, 85)) if neigh.size and outshine else bg
     level = min(max(bg + contrast, p85 + 0.3 * contrast), 0.97)
     contrast = level - bg
     # the ice mutes but does not erase the relief and texture beneath it
@@ -99,3 +99,26 @@ def paint_ice(out, orig, valid, window, alpha, size, contrast_range, rng) -> flo
     # ice only ever brightens the ground
     win[...] = np.clip(np.maximum(win, win * (1.0 - a) + a * body), 0.0, 1.0)
     return contrast
+
+
+def plant(out, orig, valid, occupied, mask, alpha, pr, pc, centre, size, contrast_range, rng, outshine=True):
+    """Place ``alpha`` centred at ``centre`` (row, col) if it fits, paint the ice, and mark
+    ``mask`` (the pixels above MASK_ALPHA) and ``occupied``, all in place. Returns the
+    patch's info dict (``bbox``, ``centre``, ``size_px``, ``contrast``), or None."""
+    placed = place_patch(out.shape, valid, occupied, alpha, pr, pc, centre[0], centre[1])
+    if placed is None:
+        return None
+    (r0, r1, c0, c1), a = placed
+    core = a > MASK_ALPHA
+    if not core.any():
+        return None
+    contrast = paint_ice(out, orig, valid, (r0, r1, c0, c1), a, size, contrast_range, rng, outshine)
+    mask[r0:r1, c0:c1] |= core
+    occupied[r0:r1, c0:c1] |= dilate(a > 0.02, 1)
+    rows, cols = np.nonzero(core)
+    return {
+        "bbox": (int(rows.min() + r0), int(cols.min() + c0), int(rows.max() + r0 + 1), int(cols.max() + c0 + 1)),
+        "centre": (float(rows.mean() + r0), float(cols.mean() + c0)),
+        "size_px": float(size),
+        "contrast": float(contrast),
+    }
