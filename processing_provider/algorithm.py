@@ -1,8 +1,10 @@
-"""What the HiRISE Ice Patches algorithms share: translation, icon, instances, styled outputs."""
+"""What the HiRISE Ice Patches algorithms share: translation, icon, instances, styled outputs,
+and a failure's message printed once by qgis_process."""
 
+import functools
 from typing import List, Tuple
 
-from qgis.core import QgsProcessingAlgorithm
+from qgis.core import QgsApplication, QgsProcessingAlgorithm, QgsProcessingException
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -14,13 +16,46 @@ except ImportError:  # processing_provider imported as a top-level package
     from plugin import styling
 
 
+def _said_once(process_algorithm):
+    """processAlgorithm, whose QgsProcessingException reaches a qgis_process user as one line.
+
+    qgis_process echoes every critical message-log entry on stderr, and QGIS logs a failed
+    algorithm's message twice besides printing it as "ERROR:" (the catch in
+    QgsProcessingAlgorithm::runPrepared, then QgsProcessingFeedback::reportError), so each error
+    showed three times in QGIS 3.22; native algorithms do the same, and QGIS's current source
+    still does. qgis_process runs one algorithm and exits after its failure, so the echo is
+    switched off for the rest of that process and the "ERROR:" line stays. Elsewhere the message
+    log is a panel, not the console, and is left alone.
+    """
+
+    @functools.wraps(process_algorithm)
+    def wrapper(self, parameters, context, feedback):
+        try:
+            return process_algorithm(self, parameters, context, feedback)
+        except QgsProcessingException:
+            if QgsApplication.platform() == "qgis_process":
+                QgsApplication.messageLog().blockSignals(True)
+            raise
+
+    return wrapper
+
+
 class HiriseIceAlgorithm(QgsProcessingAlgorithm):
-    """Base class: subclasses set NAME, DISPLAY_NAME, GROUP, GROUP_ID and write the usual methods."""
+    """Base class: subclasses set NAME, DISPLAY_NAME, GROUP, GROUP_ID and write the usual methods.
+
+    Each subclass's processAlgorithm is wrapped on definition (_said_once), so every algorithm of
+    the provider fails with one message without each having to remember it.
+    """
 
     NAME = ""
     DISPLAY_NAME = ""
     GROUP = ""
     GROUP_ID = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "processAlgorithm" in cls.__dict__:
+            cls.processAlgorithm = _said_once(cls.__dict__["processAlgorithm"])
 
     def __init__(self):
         super().__init__()

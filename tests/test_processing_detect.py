@@ -333,12 +333,18 @@ def test_cancel_stops_the_worker_and_leaves_nothing(qgis_app, tiny_model, make_r
 
 @pytest.fixture
 def detect_error(qgis_app, tiny_model, detect_scene, tmp_path):
-    """detect with the defaults below changed by **overrides; returns the exception's message and checks nothing was written."""
+    """detect with the defaults below changed by **overrides; returns the exception's message and checks
+    that nothing was written and that the feedback did not say it too (processing.run shows both)."""
+    from qgis.core import QgsProcessingException
 
     def run(**overrides):
         parameters = {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": str(tmp_path / "bad.gpkg"), "REPORT": str(tmp_path / "bad.html")}
         parameters.update(overrides)
-        message = qs.processing_error("hiriseice:detect", parameters)
+        feedback = qs.recording_feedback()
+        with pytest.raises(QgsProcessingException) as raised:
+            qs.run_algorithm("hiriseice:detect", parameters, feedback=feedback)
+        message = str(raised.value)
+        assert message[:60] not in feedback.text, feedback.text
         assert not (tmp_path / "bad.gpkg").exists() and not (tmp_path / "bad.html").exists()
         assert qs.files_named_partial(tmp_path) == []
         return message
@@ -408,3 +414,53 @@ def test_named_worker_python_missing_is_an_error_not_a_fallback(detect_error, mo
     message = detect_error()
     assert "environment variable HIRISEICE_WORKER_PYTHON" in message and named in message and "does not exist" in message
     assert "scripts/install" in message
+
+
+# --- qgis_process says each error once -----------------------------------------------------------
+
+
+@pytest.fixture
+def qgis_process_error(tmp_path):
+    """scripts/qgis_process run hiriseice:detect with **parameters that must fail: its whole output (stdout and stderr)."""
+
+    def run(**parameters):
+        output, report = tmp_path / "never.gpkg", tmp_path / "never.html"
+        arguments = [f"{name}={value}" for name, value in parameters.items()] + [f"OUTPUT={output}", f"REPORT={report}"]
+        done = qs.qgis_process("run", "hiriseice:detect", "--", *arguments)
+        assert done.returncode == 1, done.stdout[-3000:]
+        assert "Traceback" not in done.stdout, done.stdout[-3000:]
+        assert not output.exists() and not report.exists()
+        return done.stdout
+
+    return run
+
+
+def assert_said_once(output: str, text: str):
+    assert output.count(text) == 1, output[-3000:]
+    assert output.count("ERROR:") == 1, output[-3000:]
+
+
+def test_qgis_process_says_a_missing_raster_once(qgis_process_error, tmp_path):
+    output = qgis_process_error(INPUT=tmp_path / "ESP_000000_0000_RED.tif")
+    assert_said_once(output, "Could not load source layer for INPUT")
+
+
+def test_qgis_process_says_a_raster_without_crs_once(qgis_process_error, make_raster):
+    output = qgis_process_error(INPUT=make_raster(name="no_crs.tif", crs=None).path, CHUNK_SIZE=CHUNK)
+    assert_said_once(output, "has no coordinate reference system")
+
+
+def test_qgis_process_says_a_corrupt_model_once(qgis_process_error, make_raster, tmp_path):
+    corrupt = tmp_path / "corrupt.hiriseice"
+    corrupt.write_bytes(np.random.default_rng(1).bytes(4096))
+    output = qgis_process_error(INPUT=make_raster(name="scene.tif").path, MODEL=corrupt, CHUNK_SIZE=CHUNK)
+    assert_said_once(output, "is not a readable HiRISE Ice Patches model file")
+
+
+def test_qgis_process_says_a_worker_error_once(qgis_process_error, worker_python, tmp_path):
+    """An error found by the worker (the raster holds no image data), relayed through the JSON protocol."""
+    path = helpers.write_geotiff(tmp_path / "all_zero.tif", np.zeros((128, 192), np.uint16), "UInt16", helpers.default_geotransform(192, 128), helpers.mars_equirectangular_wkt())
+    output = qgis_process_error(INPUT=path, CHUNK_SIZE=CHUNK)
+    assert " -m model --jsonl detect " in output  # the worker ran and found it
+    assert_said_once(output, "has image data around its centre")
+
