@@ -13,16 +13,13 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from . import calibration, modelfile, rules
+from . import calibration, modelfile, review, rules
 from .chunking import chunk_count, iter_chunks
 from .errors import NoValidChunksError
 from .grid import chunk_wkt
 from .preprocess import normalise
 from .protocol import Reporter, SilentReporter
 from .raster import RasterSource, gdal_exceptions
-
-CHUNK_FIELDS = ("chunk_id", "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction")
-
 
 @dataclass
 class DetectOptions:
@@ -151,6 +148,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
             "or smaller than the no-data border. Check that it is the right product, or lower MIN_VALID / CHUNK_SIZE."
         )
     reporter.progress(1.0)
+    add_review_ranks(chunks, options.icy_threshold, review.neighbour_radius(chunk_size, stride))
     runtime = time.monotonic() - started
     stats = rules.image_stats([c["probability"] for c in chunks], options.icy_threshold, options.hard_low)
     summary = {
@@ -180,3 +178,10 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     )
     raster = {"path": raster_path, "image_id": info.image_id, "width": info.width, "height": info.height, "geotransform": list(info.geotransform), "crs_wkt": info.crs_wkt}
     return Detection(raster=raster, chunks=chunks, summary=summary)
+
+
+def add_review_ranks(chunks: List[Dict], icy_threshold: float, radius: int) -> None:
+    """Give every chunk its review_rank (model/review.py), from the rounded probability the tables show."""
+    ranks = review.review_ranks([c["probability"] for c in chunks], [c["row"] for c in chunks], [c["col"] for c in chunks], icy_threshold, radius)
+    for chunk, rank in zip(chunks, ranks):
+        chunk["review_rank"] = int(rank)

@@ -4,9 +4,13 @@ One definition for every writer: OGR in the worker's command line (model/vector.
 QGIS sinks in the algorithms (processing_provider/common.py).
 """
 
-CHUNK_GRID_FIELDS = (
+CHUNK_ID_FIELDS = (
     ("image_id", "text"),
     ("chunk_id", "int"),
+)
+
+# Where the chunk lies and how much image data it holds: after what the geologist reads.
+CHUNK_WINDOW_FIELDS = (
     ("row", "int"),
     ("col", "int"),
     ("x_off", "int"),
@@ -17,11 +21,15 @@ CHUNK_GRID_FIELDS = (
     ("centre_valid_fraction", "real"),
 )
 
-DETECTION_FIELDS = CHUNK_GRID_FIELDS + (
+CHUNK_GRID_FIELDS = CHUNK_ID_FIELDS + CHUNK_WINDOW_FIELDS
+
+# What the geologist reads and fills comes first in the attribute table.
+DETECTION_FIELDS = CHUNK_ID_FIELDS + (
     ("probability", "real"),
     ("class", "text"),
     ("label", "int"),  # NULL, for the geologist: 1 icy, 0 not icy, -1 unclear
-)
+    ("review_rank", "int"),  # 1 = label this chunk first (model/review.py)
+) + CHUNK_WINDOW_FIELDS
 
 SUMMARY_FIELDS = (
     ("image_id", "text"),

@@ -69,8 +69,10 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "(in between, or at least half of the chunks hard to identify).</p>"
             "<p><b>Band</b> (advanced): 0 = automatic (a single band, or the mean of all bands for colour products).</p>"
             "<p><b>Outputs</b>: the chunk layer (probability, class, and an empty <i>label</i> field for your own judgement, "
-            "to be filled with the HiRISE Ice Patches labelling tools and used for retraining), styled from transparent blue (not icy) to red (icy); "
-            "the image summary (footprint, counts, mean and max probability, category); an HTML report with histogram and quicklook.</p>"
+            "to be filled with the HiRISE Ice Patches labelling tools and used for retraining), styled from transparent blue (not icy) to red (icy). "
+            "Its <i>review_rank</i> says which chunks to label first (1 = first): those whose probability lies nearest the icy threshold, "
+            "where the model is least sure, spread over the image. Also written: the image summary (footprint, counts, mean and max "
+            "probability, category) and an HTML report with histogram and quicklook.</p>"
             "<p>The network runs in a separate Python with TensorFlow (the <i>worker</i>), never inside QGIS. If it is missing, "
             "run <i>scripts/install</i> in the plugin folder, or set the worker's Python in HiRISE Ice Patches › Worker settings.</p>"
         )

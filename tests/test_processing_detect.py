@@ -18,12 +18,15 @@ from osgeo import gdal, osr
 
 import helpers
 import qgis_support as qs
-from model import rules
+from model import review, rules
 
 CHUNK = 64
 SCENE_W, SCENE_H = 320, 200
 REAL_RED = "ESP_037156_1800_RED.byte.tif"
 REAL_COLOR = "ESP_042252_1930_3-BAND_COLOR_2m_o_cropped.cub"
+# What the geologist reads and fills first, then the technical fields (issue 11).
+DETECTION_FIELD_NAMES = ["image_id", "chunk_id", "probability", "class", "label", "review_rank",
+                         "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction"]
 
 
 def raster_proj4(path):
@@ -72,10 +75,19 @@ def real_run(qgis_app, tiny_model, georef_data, tmp_path_factory):
 # --- the chunk layer -----------------------------------------------------------------------------
 
 
+def expected_review_ranks(rows, icy=rules.ICY_THRESHOLD, radius=1):
+    """model/review.py's ranks for chunk rows in chunk order, as the worker ranked them."""
+    ordered = sorted(rows, key=lambda r: r["chunk_id"])
+    ranks = review.review_ranks([r["probability"] for r in ordered], [r["row"] for r in ordered], [r["col"] for r in ordered], icy, radius)
+    return {r["chunk_id"]: int(rank) for r, rank in zip(ordered, ranks)}
+
+
 def check_chunk_table(table, raster_path, image_id, icy=rules.ICY_THRESHOLD, hard_low=rules.HARD_LOW):
-    assert table.field_names == qs.DETECTION_FIELD_NAMES
+    assert table.field_names == DETECTION_FIELD_NAMES
     assert table.field_types["probability"] == "Real" and table.field_types["class"] == "String"
-    assert all(table.field_types[name] == "Integer" for name in ("chunk_id", "row", "col", "x_off", "y_off", "width", "height", "label"))
+    assert all(table.field_types[name] == "Integer" for name in ("chunk_id", "row", "col", "x_off", "y_off", "width", "height", "label", "review_rank"))
+    assert sorted(r["review_rank"] for r in table.rows) == list(range(1, len(table.rows) + 1))
+    assert {r["chunk_id"]: r["review_rank"] for r in table.rows} == expected_review_ranks(table.rows, icy)
     assert table.rows, "no chunk written"
     ds = gdal.Open(raster_path)
     geotransform = ds.GetGeoTransform()
@@ -231,7 +243,7 @@ def test_memory_output_and_two_runs_in_one_context(gpkg_run, detect_scene, qgis_
 
     layer = first["OUTPUT"]
     assert isinstance(layer, QgsVectorLayer) and layer.isValid() and layer.providerType() == "memory"
-    assert layer.fields().names() == qs.DETECTION_FIELD_NAMES
+    assert layer.fields().names() == DETECTION_FIELD_NAMES
     assert isinstance(layer.renderer(), QgsGraduatedSymbolRenderer) and layer.renderer().classAttribute() == "probability"
     features = list(layer.getFeatures())
     assert sorted((f["row"], f["col"]) for f in features) == [(r, c) for r in range(2) for c in range(4)]
@@ -243,6 +255,7 @@ def test_memory_output_and_two_runs_in_one_context(gpkg_run, detect_scene, qgis_
     summary_layer = first["SUMMARY"]
     assert summary_layer.featureCount() == 1 and next(summary_layer.getFeatures())["image_id"] == "other_scene"
     assert first["CHUNKS"] == 8
+    assert sorted(f["review_rank"] for f in features) == list(range(1, 9))
 
     table = qs.read_ogr(gpkg)
     classes = [r["class"] for r in table.rows]
@@ -252,6 +265,21 @@ def test_memory_output_and_two_runs_in_one_context(gpkg_run, detect_scene, qgis_
     assert next(second["SUMMARY"].getFeatures())["hard_chunks"] == classes.count(rules.HARD)
     # The first run's layer is untouched by the second.
     assert layer.isValid() and layer.featureCount() == 8 and {f["image_id"] for f in layer.getFeatures()} == {"other_scene"}
+
+
+def test_review_rank_counts_overlapping_chunks_as_neighbours(qgis_app, tiny_model, make_raster, tmp_path):
+    """At STRIDE = CHUNK / 2 a chunk two grid cells away still overlaps, so it is penalised too (radius 2)."""
+    raster = make_raster(name="overlap_scene.tif", width=256, height=128, seed=5, icy_chunk_size=CHUNK, icy_pattern=lambda r, c: c == 1)
+    gpkg = tmp_path / "overlap.gpkg"
+    qs.run_algorithm(
+        "hiriseice:detect",
+        {"INPUT": raster.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "STRIDE": CHUNK // 2, "OUTPUT": str(gpkg), "REPORT": str(tmp_path / "overlap.html")},
+    )
+    rows = qs.read_ogr(gpkg).rows
+    assert len(rows) == 3 * 7
+    expected = expected_review_ranks(rows, radius=2)
+    assert expected != expected_review_ranks(rows, radius=1), "this scene cannot tell the radii apart"
+    assert {r["chunk_id"]: r["review_rank"] for r in rows} == expected
 
 
 # --- TensorFlow stays in the worker -------------------------------------------------------------

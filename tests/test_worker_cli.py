@@ -15,13 +15,15 @@ import pytest
 from osgeo import gdal, ogr, osr
 
 import model
-from model import modelfile, rules
+from model import modelfile, review, rules
 from model.errors import EngineError, ModelFileError, RasterError
 from model.grid import chunk_grid, grid_shape
 
 import helpers
 
-CHUNK_FIELDS = ["image_id", "chunk_id", "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction", "probability", "class", "label"]
+# What the geologist reads first, then the technical fields (issue 11).
+CHUNK_FIELDS = ["image_id", "chunk_id", "probability", "class", "label", "review_rank",
+                "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction"]
 SUMMARY_FIELDS = ["image_id", "chunks", "icy_chunks", "hard_chunks", "mean_probability", "max_probability", "category", "model_name", "model_version", "runtime_s"]
 
 
@@ -99,6 +101,10 @@ def test_detect_result_chunks_are_the_grid_minus_no_data(detection, tiny_model):
         elif share == 0.0:
             assert w.chunk_id not in ids
     assert 0 < len(chunks) < len(windows)
+    # Every chunk's review_rank, by model/review.py's rule on the probabilities the table shows.
+    expected = review.review_ranks([c["probability"] for c in chunks], [c["row"] for c in chunks], [c["col"] for c in chunks], rules.ICY_THRESHOLD, 1)
+    assert [c["review_rank"] for c in chunks] == expected.tolist()
+    assert sorted(expected.tolist()) == list(range(1, len(chunks) + 1))
     assert result["raster"]["geotransform"] == list(r.geotransform) and (result["raster"]["width"], result["raster"]["height"]) == (640, 512)
 
 
