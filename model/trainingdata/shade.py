@@ -9,7 +9,7 @@ from .imaging import box_mean, shift, sun_vectors
 def natural_shade(image, valid, scale_px: int, strength: float = 0.8):
     """(shade mask, darkness) of an image: pixels clearly darker than their surroundings.
 
-    ``scale_px`` is the size of the shade sought (the local mean is taken over about twice it);
+    ``scale_px`` is the size of the shade sought (the local mean is taken over about six times it);
     darkness is (local mean - smoothed value) / local standard deviation. ``strength`` is the
     darkness a shade pixel needs; shade is also in the darker 40 % of the image.
     """
@@ -17,8 +17,8 @@ def natural_shade(image, valid, scale_px: int, strength: float = 0.8):
     if not valid.all():
         fill[~valid] = float(np.median(image[valid])) if valid.any() else 0.5
     smooth = box_mean(fill, max(1, scale_px // 4))
-    mean = box_mean(smooth, max(3, scale_px))
-    sd = np.sqrt(np.maximum(box_mean(smooth * smooth, max(3, scale_px)) - mean * mean, 1e-8))
+    mean = box_mean(smooth, max(3, 3 * scale_px))
+    sd = np.sqrt(np.maximum(box_mean(smooth * smooth, max(3, 3 * scale_px)) - mean * mean, 1e-8))
     darkness = (mean - smooth) / np.maximum(sd, 0.01)
     low = np.percentile(smooth[valid], 40) if valid.any() else 0.0
     shade = (darkness > strength) & (smooth < low) & valid
@@ -26,11 +26,12 @@ def natural_shade(image, valid, scale_px: int, strength: float = 0.8):
     return shade & valid, darkness
 
 
-def poleward_edge(shade, reach: int):
-    """Shade pixels whose ground ``reach`` rows further poleward (down) is out of the shade:
-    the poleward rim of each shaded area, where the paper's ice sits."""
+def poleward_edge(shade, darkness, reach: int):
+    """Shade pixels whose ground ``reach`` rows further poleward (down) is out of the shade and
+    lit a little further on: the poleward rim of each shaded area, where the paper's ice sits."""
     below = shift(shade.astype(np.float32), reach, 0) > 0.5
-    return shade & ~below
+    lit_below = shift(darkness, 2 * reach + 2, 0) < 0.0
+    return shade & ~below & lit_below
 
 
 def find_cast_shadows(img: np.ndarray, valid: np.ndarray, sun_azimuth_deg: float):

@@ -46,8 +46,8 @@ def implant_crater_wall_ice(image, rng, *, contrast_range=CONTRAST, valid=None, 
     side = min(h, w)
     margin = side // 8
     for scale, strength in ((side // 6, 0.6), (side // 10, 0.4), (side // 16, 0.25)):
-        shade, _ = natural_shade(out, valid, max(8, scale), strength)
-        edge = poleward_edge(shade, max(2, side // 60))
+        shade, darkness = natural_shade(out, valid, max(8, scale), strength)
+        edge = poleward_edge(shade, darkness, max(2, side // 60))
         edge[:margin], edge[-margin:], edge[:, :margin], edge[:, -margin:] = False, False, False, False
         if edge.any():
             break
@@ -62,7 +62,7 @@ def implant_crater_wall_ice(image, rng, *, contrast_range=CONTRAST, valid=None, 
         (r0, r1, c0, c1), _relief, shadow = scarp
         cast = np.zeros((h, w), bool)
         cast[r0:r1, c0:c1] = shadow > 0.5
-        edge = poleward_edge(cast, 2)
+        edge = poleward_edge(cast, np.full(cast.shape, -1.0, np.float32), 2)  # lit wherever it casts no shadow
         drawn = True
         if not edge.any():
             raise ValueError("the drawn scarp casts no shade")
@@ -77,8 +77,8 @@ def implant_crater_wall_ice(image, rng, *, contrast_range=CONTRAST, valid=None, 
             length = rng.uniform(0.15, 0.6) * side
             width = loguniform(rng, 0.7, max(1.0, side / 40.0))
             # walls facing the pole run roughly east-west; crater walls bow northwards
-            angle = rng.normal(0.0, math.radians(25.0))
-            curvature = rng.uniform(0.0, 3.0) / length if rng.random() < 0.7 else rng.uniform(-1.0, 1.0) / length
+            angle = rng.normal(0.0, math.radians(15.0))
+            curvature = rng.uniform(0.0, 1.2) / length if rng.random() < 0.7 else rng.uniform(-0.6, 0.6) / length
             alpha, pr, pc = band_shape(rng, length, width, angle, curvature, broken=rng.random() < 0.5)
             if not drawn and rng.random() < 0.5:
                 soft = box_mean(shade.astype(np.float32), 2)

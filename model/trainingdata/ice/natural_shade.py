@@ -31,7 +31,7 @@ def implant_natural_shade_ice(image, rng, count=None, *, min_size_px=4.0, max_si
     candidates = None
     for strength in (0.8, 0.5, 0.25):
         shade, darkness = natural_shade(out, valid, max(6, side // int(rng.integers(8, 24))), strength)
-        edge = poleward_edge(shade, max(1, side // 100))
+        edge = poleward_edge(shade, darkness, max(1, side // 100))
         margin = max(2, side // 40)
         edge[:margin], edge[-margin:], edge[:, :margin], edge[:, -margin:] = False, False, False, False
         if edge.any():
@@ -49,8 +49,10 @@ def implant_natural_shade_ice(image, rng, count=None, *, min_size_px=4.0, max_si
         for _attempt in range(30):
             j = int(rng.choice(len(weights), p=weights))
             r, c = int(candidates[0][j]), int(candidates[1][j])
-            size = loguniform(rng, min_size_px, max(min_size_px, side * max_size_fraction))
-            elongation = rng.uniform(1.0, 4.0)
+            across, deep = _shade_extent(shade, r, c)
+            # ice fills the shade; it does not spill far over the lit plain
+            size = min(loguniform(rng, min_size_px, max(min_size_px, side * max_size_fraction)), max(min_size_px, 1.3 * across))
+            elongation = max(rng.uniform(1.0, 4.0), size / max(2.0, deep))
             # shade rims run roughly east-west under a sun from the north
             angle = rng.normal(0.0, math.radians(30.0))
             sigma = loguniform(rng, 0.3, max(0.6, size / 4.0))
@@ -67,6 +69,16 @@ def implant_natural_shade_ice(image, rng, count=None, *, min_size_px=4.0, max_si
     if not infos:
         raise ValueError("no room for an ice patch in the shade of this image")
     return (out, mask, infos) if return_info else (out, mask)
+
+
+def _shade_extent(shade, r, c):
+    """(width of the shade along row ``r`` through column ``c``, depth of the shade above (r, c))."""
+    row = shade[r]
+    left = c - int(np.argmin(row[c::-1])) if not row[:c + 1].all() else 0
+    right = c + int(np.argmin(row[c:])) if not row[c:].all() else len(row)
+    column = shade[:r + 1, c][::-1]
+    depth = int(np.argmin(column)) if not column.all() else r + 1
+    return right - left, depth
 
 
 def _fill_shade(alpha, pr, pc, centre, soft_shade):

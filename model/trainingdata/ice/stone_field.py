@@ -40,8 +40,15 @@ def implant_stone_field_ice(image, rng, *, spots=None, contrast_range=CONTRAST, 
     spots = int(rng.integers(4, 31)) if spots is None else int(spots)
     _, shadow_dir = sun_vectors(sun_azimuth_deg)
     radius = rng.uniform(side / 10.0, side / 3.5)
-    centre = (rng.uniform(radius * 0.5, h - radius * 0.5), rng.uniform(radius * 0.5, w - radius * 0.5))
-    rows, cols = np.nonzero(_dark_specks(out, valid))
+    specks = _dark_specks(out, valid)
+    density = box_mean(specks.astype(np.float32), max(1, int(radius)))
+    if specks.any():  # the field where the boulders are
+        weights = density.ravel() / density.sum()
+        index = int(rng.choice(len(weights), p=weights))
+        centre = (index // w, index % w)
+    else:
+        centre = (rng.uniform(radius * 0.5, h - radius * 0.5), rng.uniform(radius * 0.5, w - radius * 0.5))
+    rows, cols = np.nonzero(specks)
     near = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 < radius ** 2
     rows, cols = rows[near], cols[near]
     if len(rows) > spots:

@@ -1,0 +1,125 @@
+"""The default model's card, written from its metadata, its test measurement and the
+leave-one-family-out measurements (scripts/default_model.py)."""
+
+import json
+from typing import Dict, List
+
+TARGET_AUC = 0.95
+
+
+def _auc(row: Dict) -> str:
+    interval = row["roc_auc_interval"]
+    return f"{row['roc_auc']:.3f} ({interval['low']:.3f}-{interval['high']:.3f})"
+
+
+def _rate(value: Dict) -> str:
+    return "n/a" if value["rate"] is None else f"{value['rate']:.3f} ({value['count']})"
+
+
+def transfer_table(transfer: List[Dict], hard: List[str]) -> str:
+    rows = []
+    for fold in transfer:
+        family = fold["held_out_family"]
+        held = fold["families"][family]
+        fpr = fold["false_positive_rate_at_0.5"]
+        others = [f"{name} {row['roc_auc']:.3f}" for name, row in fold["families"].items() if name != family]
+        rows.append(
+            f"| {family} | {_auc(held)} | {held['recall_at_0.5']:.2f} | {_rate(fpr['real ice-free terrain (not the hard landforms)'])} | "
+            + " | ".join(_rate(fpr[name]) for name in hard) + f" | {', '.join(others)} |"
+        )
+    if not rows:
+        return "No leave-one-family-out run was found for this card (scripts/train_default_model --hold-out FAMILY).\n"
+    header = "| held-out family | ROC AUC (95 % interval) | recall at p >= 0.5 | FPR real ice-free terrain (n) | " + " | ".join(
+        f"FPR {name} (n)" for name in hard) + " | the families it trained on, AUC |"
+    return "\n".join([header, "|" + " --- |" * (5 + len(hard))] + rows) + "\n"
+
+
+def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], attribution: str) -> str:
+    t = meta["training"]
+    m = meta["metrics"]
+    families = "\n".join(
+        f"| {name} | {_auc(row)} | {row['recall_at_0.5']:.2f} | {row['count']} |" for name, row in test["families"].items()
+    )
+    fpr = "\n".join(f"| {name} | {_rate(value)} |" for name, value in test["false_positive_rate_at_0.5"].items())
+    sizes = "\n".join(f"| {name} | {row['count']} | {row['recall']:.2f} |" for name, row in test["by_size"].items())
+    reliability = "\n".join(
+        f"| {r['low']:.1f}-{r['high']:.1f} | {r['count']} | {r['mean_predicted']:.3f} | {r['observed']:.3f} |" for r in test["reliability"] if r["count"]
+    )
+    calibration = meta.get("calibration")
+    fitted = (f"Platt scaling of the logit fitted on the validation observations (a = {calibration['a']:.3f}, b = {calibration['b']:.3f})"
+              if calibration else "no calibration (the raw sigmoid)")
+    commands = "\n".join(f"    {c}" for c in t.get("commands", []))
+    worst = min((fold["families"][fold["held_out_family"]]["roc_auc"] for fold in transfer), default=float("nan"))
+    return f"""# Model card: {meta['name']} {meta['version']}
+
+The default model of HiRISE Ice Patches: the small Xception of Gergács & Kereszturi with narrower layers
+({', '.join(str(w) for w in meta['architecture']['widths'])} channels), a {meta['input_size']}-px input for a {meta['chunk_size']}-px chunk,
+trained by `scripts/train_default_model` in {t.get('run_minutes', 0):.0f} min on a 2-core {t.get('device', 'CPU')}.
+
+## How well it transfers: ice drawn a way it never saw
+Each row is a model trained by the same recipe without one family of ice patches, scored on that family
+on held-out observations. This is the honest measure of how the model may meet ice drawn by nature
+rather than by our generators. Worst held-out family: ROC AUC {worst:.3f} (target >= {TARGET_AUC}).
+False-positive rates (FPR) are at p >= 0.5, on real held-out crops as they are.
+
+{transfer_table(transfer, hard)}
+## The shipped model on the held-out observations
+{test['observations']} observations, {test['examples']} examples ({test['icy']} with ice), never trained on and never used to
+choose an epoch. Every family below was also in training, so these numbers are in-family: read the table
+above first. Each family's AUC is its icy examples against every ice-free example; intervals resample
+whole observations.
+
+| family | ROC AUC (95 % interval) | recall at p >= 0.5 | icy examples |
+| --- | --- | --- | --- |
+{families}
+
+| ice-free examples | FPR at p >= 0.5 (n) |
+| --- | --- |
+{fpr}
+
+Calibration: {fitted}. Expected calibration error on the held-out set {test['ece']:.3f}
+({test['ece_uncalibrated']:.3f} uncalibrated); on the validation observations {m['ece_calibrated']:.3f}.
+
+Recall at p >= 0.5 by the size of the largest patch (pixels of a 227-px crop; x {meta['input_size'] / 227:.2f} for input pixels):
+
+| patch size | icy examples | recall |
+| --- | --- | --- |
+{sizes}
+
+## What it has seen, and what it has not
+- **No real ice labels.** The terrain is real HiRISE imagery (browse-resolution crops, several metres per pixel),
+  but every ice patch is planted by `model/trainingdata/ice`, one module per family:
+  - *natural shade*: a patch in the shade the terrain already has, found from the image, nothing drawn;
+  - *stone field*: clusters of small spots in the lee of small boulders (real dark specks, or drawn ones);
+  - *crater wall*: thin curved, often broken bands along pole-facing walls;
+  - *rendered caster*: a patch against a drawn boulder or rim with its shadow (the earlier default model's only family).
+  Each is randomised in size (a few input pixels to a third of the chunk), count, shape, edge softness,
+  texture and contrast (0.05-0.8 above the local background), and every chunk in blur, noise, JPEG and
+  JPEG2000 artefacts, stretch and gamma, and 0.25 or 0.5 m product scale.
+- **Negatives that look like ice**: bright soft patches in full sun and bright dust, sunlit rocks with their
+  own shadows, drawn casters and natural shade without ice, hot pixels, bright transmission lines,
+  low-contrast and CO2-frost scenes, and the real spiders, swiss cheese and bright dunes.
+- **Not seen**: real residual ice, full-resolution RDR chunks (0.25 m texture), COLOR products, clouds and
+  haze beyond low contrast, seasonal CO2 ice sublimating in place (the paper's main false "good" images).
+  Judge its calls on real images, label them, and retrain with `hiriseice:train` (BASE_MODEL = this file).
+- Data: {t.get('data', '')}. Split by observation: {len(t['split']['train_groups'])} training, {len(t['split']['validation_groups'])} validation
+  and {len(t['test_observations'])} held-out observations, each hard landform in the held-out ones.
+- {attribution} Derived weights only; no image is redistributed.
+
+## Training
+Adam (learning rate {t['learning_rate']}), binary cross-entropy, batch {t['batch_size']}, class weights
+{json.dumps({k: round(v, 3) for k, v in t['class_weight'].items()})}, east-west mirrors and brightness/contrast only (north-south
+flips would move the shade off the poleward side); {t['epochs_run']} epochs, the weights of epoch {t['best_epoch']} kept
+(lowest validation loss, {m['best_val_loss']:.4f}).
+
+Reliability on the held-out set:
+
+| bin | count | mean predicted | observed icy share |
+| --- | --- | --- | --- |
+{reliability}
+
+## Reproduce
+Needs ../shared/data/hirise-terrain and hirise-terrain-v1:
+{commands}
+and for the transfer table, once per family: `scripts/train_default_model --epochs 8 --patience 3 --hold-out FAMILY --out build/lofo/FAMILY.hiriseice --json build/lofo/FAMILY.json`.
+"""
