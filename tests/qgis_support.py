@@ -28,11 +28,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_PACKAGE = "hirise_ice_patches"
 QGIS_PROCESS = REPO_ROOT / "scripts" / "qgis_process"
 
+# Written out, not imported from model/schema.py, so a change of the schema fails these tests.
 DETECTION_FIELD_NAMES = [
-    "image_id", "chunk_id", "row", "col", "x_off", "y_off", "width", "height",
-    "valid_fraction", "centre_valid_fraction", "probability", "class", "label",
+    "image_id", "chunk_id", "probability", "class", "label", "review_rank",
+    "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction",
 ]
-GRID_FIELD_NAMES = DETECTION_FIELD_NAMES[:10]
+GRID_FIELD_NAMES = [
+    "image_id", "chunk_id", "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction",
+]
 SUMMARY_FIELD_NAMES = [
     "image_id", "chunks", "icy_chunks", "hard_chunks", "mean_probability", "max_probability",
     "category", "model_name", "model_version", "runtime_s",
@@ -58,6 +61,7 @@ def recording_feedback():
             self.lock = threading.Lock()
             self.infos: List[str] = []
             self.errors: List[str] = []
+            self.warnings: List[str] = []
             self.commands: List[str] = []
 
         def pushInfo(self, text):  # noqa: N802 (QGIS's names)
@@ -70,6 +74,11 @@ def recording_feedback():
                 self.errors.append(text)
             super().reportError(text, fatalError)
 
+        def pushWarning(self, text):  # noqa: N802
+            with self.lock:
+                self.warnings.append(text)
+            super().pushWarning(text)
+
         def pushCommandInfo(self, text):  # noqa: N802
             with self.lock:
                 self.commands.append(text)
@@ -78,7 +87,7 @@ def recording_feedback():
         @property
         def text(self) -> str:
             with self.lock:
-                return "\n".join(self.commands + self.infos + self.errors)
+                return "\n".join(self.commands + self.infos + self.warnings + self.errors)
 
     return RecordingFeedback()
 

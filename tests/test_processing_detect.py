@@ -24,9 +24,6 @@ CHUNK = 64
 SCENE_W, SCENE_H = 320, 200
 REAL_RED = "ESP_037156_1800_RED.byte.tif"
 REAL_COLOR = "ESP_042252_1930_3-BAND_COLOR_2m_o_cropped.cub"
-# What the geologist reads and fills first, then the technical fields (issue 11).
-DETECTION_FIELD_NAMES = ["image_id", "chunk_id", "probability", "class", "label", "review_rank",
-                         "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction"]
 
 
 def raster_proj4(path):
@@ -83,7 +80,7 @@ def expected_review_ranks(rows, icy=rules.ICY_THRESHOLD, radius=1):
 
 
 def check_chunk_table(table, raster_path, image_id, icy=rules.ICY_THRESHOLD, hard_low=rules.HARD_LOW):
-    assert table.field_names == DETECTION_FIELD_NAMES
+    assert table.field_names == qs.DETECTION_FIELD_NAMES
     assert table.field_types["probability"] == "Real" and table.field_types["class"] == "String"
     assert all(table.field_types[name] == "Integer" for name in ("chunk_id", "row", "col", "x_off", "y_off", "width", "height", "label", "review_rank"))
     assert sorted(r["review_rank"] for r in table.rows) == list(range(1, len(table.rows) + 1))
@@ -179,6 +176,9 @@ def test_style_is_stored_in_the_geopackage(gpkg_run, qgis_app):
     assert isinstance(renderer, QgsGraduatedSymbolRenderer) and renderer.classAttribute() == "probability"
     edges = {round(r.lowerValue(), 6) for r in renderer.ranges()} | {round(r.upperValue(), 6) for r in renderer.ranges()}
     assert {0.0, rules.HARD_LOW, rules.ICY_THRESHOLD, 1.0} <= edges
+    form = chunks.editFormConfig()
+    editable = [field.name() for index, field in enumerate(chunks.fields()) if not form.readOnly(index) and field.name() != "fid"]  # fid: the GeoPackage's key
+    assert editable == ["label"], "the geologist fills only label; review_rank and the model's fields stay read-only"
     summary = QgsVectorLayer(f"{gpkg_run['gpkg']}|layername=summary", "reopened", "ogr")
     assert isinstance(summary.renderer(), QgsCategorizedSymbolRenderer) and summary.renderer().classAttribute() == "category"
 
@@ -243,7 +243,7 @@ def test_memory_output_and_two_runs_in_one_context(gpkg_run, detect_scene, qgis_
 
     layer = first["OUTPUT"]
     assert isinstance(layer, QgsVectorLayer) and layer.isValid() and layer.providerType() == "memory"
-    assert layer.fields().names() == DETECTION_FIELD_NAMES
+    assert layer.fields().names() == qs.DETECTION_FIELD_NAMES
     assert isinstance(layer.renderer(), QgsGraduatedSymbolRenderer) and layer.renderer().classAttribute() == "probability"
     features = list(layer.getFeatures())
     assert sorted((f["row"], f["col"]) for f in features) == [(r, c) for r in range(2) for c in range(4)]
