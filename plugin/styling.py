@@ -123,7 +123,7 @@ def store_style(layer: QgsVectorLayer, qml: str, feedback=None) -> Optional[str]
     """
     if not apply_style(layer, qml):
         if feedback:
-            feedback.reportError(f"Could not apply the style {qml}.", False)
+            feedback.pushWarning(f"Could not apply the style {qml}.")
         return None
     name, description = STYLE_NAMES.get(qml, (os.path.splitext(os.path.basename(qml))[0], ""))
     provider = layer.dataProvider()
@@ -131,7 +131,7 @@ def store_style(layer: QgsVectorLayer, qml: str, feedback=None) -> Optional[str]
         error = layer.saveStyleToDatabase(name, description, True, "")
         if error:
             if feedback:
-                feedback.reportError(f"Could not store the style in {layer.source()}: {error}", False)
+                feedback.pushWarning(f"Could not store the style in {layer.source()}: {error}")
             return None
         return f"{layer.source()} (default style '{name}')"
     path = _file_path(layer)
