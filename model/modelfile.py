@@ -1,22 +1,29 @@
 """Model files: one shareable file holding the Keras network and what is needed to use it.
 
-A model file (``*.hiriseice``) is a zip archive with two members:
+A model file (``*.hiriseice``) is a zip archive with two members, and an optional third:
   ``hiriseice.json``  metadata: format version, name, version, input size, chunk size,
                       normalisation, thresholds, calibration, architecture, training provenance
                       and validation metrics;
-  ``model.keras``     the Keras 3 model, saved without optimizer state.
+  ``model.keras``     the Keras 3 model, saved without optimizer state;
+  ``replay.npz``      (optional) examples of what the model knew: uint8 ``images`` (n, input,
+                      input), int ``labels`` and string ``kinds``, replayed when it is fine-tuned
+                      so it does not forget them. Readers that do not know it ignore it, so the
+                      format version stays 1.
 Metadata is readable without TensorFlow, so QGIS can check a file before starting the worker.
 """
 
 import datetime
 import hashlib
+import io
 import json
 import os
 import shutil
 import tempfile
 import zipfile
 import zlib
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
+
+import numpy as np
 
 from . import files
 from .errors import ModelFileError
@@ -25,6 +32,7 @@ FORMAT = "hiriseice-model"
 FORMAT_VERSION = 1
 METADATA_MEMBER = "hiriseice.json"
 KERAS_MEMBER = "model.keras"
+REPLAY_MEMBER = "replay.npz"
 EXTENSION = ".hiriseice"
 
 REQUIRED_KEYS = ("format", "format_version", "name", "version", "input_size", "chunk_size", "normalisation", "thresholds")
@@ -39,42 +47,49 @@ def resolve_model_path(path: str) -> str:
     return path or default_model_path()
 
 
-def read_metadata(path: str) -> Dict:
-    """Validated metadata of a model file; a clear ModelFileError for anything else."""
+# What leaving each model parameter empty does, for the advice in messages.
+EMPTY_MEANS = {"MODEL": "for the bundled default model", "BASE_MODEL": "to train from scratch"}
+
+
+def _leave_empty(parameter: str) -> str:
+    return f"leave {parameter} empty {EMPTY_MEANS.get(parameter, EMPTY_MEANS['MODEL'])}"
+
+
+def read_metadata(path: str, parameter: str = "MODEL") -> Dict:
+    """Validated metadata of a model file; a clear ModelFileError for anything else.
+    parameter: the algorithm parameter that named the file, for the advice in messages."""
     if not path and not os.path.isfile(default_model_path()):
         raise ModelFileError(
-            f"The bundled default model '{default_model_path()}' is missing, so MODEL cannot be left empty. Reinstall the plugin, "
+            f"The bundled default model '{default_model_path()}' is missing, so {parameter} cannot be left empty. Reinstall the plugin, "
             "or choose a model file (*.hiriseice) trained with hiriseice:train."
         )
     path = resolve_model_path(path)
     if not os.path.isfile(path):
-        raise ModelFileError(
-            f"The model file '{path}' does not exist. Leave MODEL empty for the bundled default model, or train one with hiriseice:train."
-        )
+        raise ModelFileError(f"The model file '{path}' ({parameter}) does not exist. Choose another, {_leave_empty(parameter)}, or train one with hiriseice:train.")
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
             if METADATA_MEMBER not in names or KERAS_MEMBER not in names:
                 raise ModelFileError(
-                    f"'{path}' is not a HiRISE Ice Patches model file (it lacks {METADATA_MEMBER} or {KERAS_MEMBER}). "
-                    "Use a *.hiriseice file written by hiriseice:train, or leave MODEL empty for the default model."
+                    f"'{path}' ({parameter}) is not a HiRISE Ice Patches model file (it lacks {METADATA_MEMBER} or {KERAS_MEMBER}). "
+                    f"Use a *.hiriseice file written by hiriseice:train, or {_leave_empty(parameter)}."
                 )
             metadata = json.loads(archive.read(METADATA_MEMBER).decode("utf-8"))
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(
-            f"'{path}' is not a readable HiRISE Ice Patches model file ({exc}); it may be corrupt or of another kind. "
-            "Copy it again, or leave MODEL empty for the bundled default model."
+            f"'{path}' ({parameter}) is not a readable HiRISE Ice Patches model file ({exc}); it may be corrupt or of another kind. "
+            f"Copy it again, or {_leave_empty(parameter)}."
         ) from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise ModelFileError(f"'{path}' is a zip archive but not a HiRISE Ice Patches model file. Use a *.hiriseice file written by hiriseice:train.")
+        raise ModelFileError(f"'{path}' ({parameter}) is a zip archive but not a HiRISE Ice Patches model file. Use a *.hiriseice file written by hiriseice:train.")
     version = metadata.get("format_version")
     if type(version) is not int or version > FORMAT_VERSION:
         raise ModelFileError(
-            f"'{path}' uses model format version {version}, newer than this plugin reads ({FORMAT_VERSION}). Update the HiRISE Ice Patches plugin."
+            f"'{path}' ({parameter}) uses model format version {version}, newer than this plugin reads ({FORMAT_VERSION}). Update the HiRISE Ice Patches plugin."
         )
     missing = [k for k in REQUIRED_KEYS if k not in metadata]
     if missing:
-        raise ModelFileError(f"The model file '{path}' lacks metadata {', '.join(missing)}; it is damaged. Retrain it with hiriseice:train.")
+        raise ModelFileError(f"The model file '{path}' ({parameter}) lacks metadata {', '.join(missing)}; it is damaged. Retrain it with hiriseice:train.")
     return metadata
 
 
@@ -99,16 +114,46 @@ def new_metadata(name: str, input_size: int, chunk_size: int, normalisation: Dic
     return metadata
 
 
-def save(keras_model, metadata: Dict, path: str) -> None:
-    """Write atomically: a reader never sees a half-written model file."""
+def _damaged(parameter: str) -> str:
+    return f"Copy it again, retrain it with hiriseice:train, or {_leave_empty(parameter)}."
+
+
+def _check_replay(replay: Dict, input_size: int) -> Dict:
+    images = np.asarray(replay["images"])
+    labels = np.asarray(replay["labels"])
+    kinds = np.asarray(replay["kinds"]).astype(str)
+    n = len(images)
+    if images.dtype != np.uint8 or images.shape[1:] != (input_size, input_size) or labels.shape != (n,) or kinds.shape != (n,):
+        raise ValueError(f"a replay set needs uint8 images (n, {input_size}, {input_size}) with n labels and n kinds; got {images.dtype} {images.shape}, {labels.shape}, {kinds.shape}")
+    if not set(labels.tolist()) <= {0, 1}:
+        raise ValueError("replay labels must be 0 or 1")
+    return {"images": images, "labels": labels.astype(np.int8), "kinds": kinds}
+
+
+def save(keras_model, metadata: Dict, path: str, replay: Optional[Dict] = None) -> None:
+    """Write atomically: a reader never sees a half-written model file.
+
+    replay: None, or {"images": uint8 (n, input_size, input_size), "labels": 0/1 (n,), "kinds": str (n,)},
+    stored as replay.npz with its checksum and a summary in the metadata."""
     partial = files.prepare(path)
+    metadata = {k: v for k, v in metadata.items() if k not in ("replay", "replay_sha256")}
+    replay_bytes = None
+    if replay is not None:
+        replay = _check_replay(replay, metadata["input_size"])
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **replay)
+        replay_bytes = buffer.getvalue()
+        kinds, counts = np.unique(replay["kinds"], return_counts=True)
+        metadata["replay"] = {"examples": int(len(replay["labels"])), "icy": int(replay["labels"].sum()), "kinds": {str(k): int(c) for k, c in zip(kinds, counts)}}
+        metadata["replay_sha256"] = hashlib.sha256(replay_bytes).hexdigest()
     with tempfile.TemporaryDirectory() as tmp:
         keras_path = os.path.join(tmp, KERAS_MEMBER)
         # An uncompiled copy: the optimizer's state would triple the file and is not needed to
-        # continue training (Adam restarts with the new labels).
+        # continue training (Adam restarts with the new labels). Rebuilt from the architecture
+        # alone, as clone_model would also copy the compile settings (a training-only schedule).
         import keras
 
-        shareable = keras.models.clone_model(keras_model)
+        shareable = keras.Model.from_config(keras_model.get_config())
         shareable.set_weights(keras_model.get_weights())
         shareable.save(keras_path)
         with open(keras_path, "rb") as handle:
@@ -116,13 +161,32 @@ def save(keras_model, metadata: Dict, path: str) -> None:
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
             archive.write(keras_path, KERAS_MEMBER)
+            if replay_bytes is not None:
+                archive.writestr(REPLAY_MEMBER, replay_bytes, zipfile.ZIP_STORED)  # already compressed
         files.commit(partial, path)
 
 
-def load(path: str) -> Tuple[object, Dict]:
+def load_replay(path: str, parameter: str = "MODEL") -> Optional[Dict]:
+    """The model file's replay set ({"images", "labels", "kinds"} as in save), or None when it has none. No TensorFlow."""
+    path = resolve_model_path(path)
+    metadata = read_metadata(path, parameter)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if REPLAY_MEMBER not in archive.namelist():
+                return None
+            data = archive.read(REPLAY_MEMBER)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise ModelFileError(f"The replay examples inside '{path}' ({parameter}) cannot be unpacked ({exc}); the file is damaged. {_damaged(parameter)}") from None
+    if hashlib.sha256(data).hexdigest() != metadata.get("replay_sha256"):
+        raise ModelFileError(f"The replay examples inside '{path}' ({parameter}) do not match the checksum in its metadata: the file was damaged or edited. {_damaged(parameter)}")
+    with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+        return _check_replay({key: stored[key] for key in ("images", "labels", "kinds")}, metadata["input_size"])
+
+
+def load(path: str, parameter: str = "MODEL") -> Tuple[object, Dict]:
     """(keras model, metadata). Imports TensorFlow: worker side only."""
     path = resolve_model_path(path)
-    metadata = read_metadata(path)
+    metadata = read_metadata(path, parameter)
     import keras
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,28 +195,24 @@ def load(path: str) -> Tuple[object, Dict]:
                 with archive.open(KERAS_MEMBER) as src, open(os.path.join(tmp, KERAS_MEMBER), "wb") as dst:
                     shutil.copyfileobj(src, dst)
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # damaged compressed data
-            raise ModelFileError(
-                f"The network inside '{path}' cannot be unpacked ({exc}); the file is damaged. Copy it again, retrain it with "
-                "hiriseice:train or use the bundled default model."
-            ) from None
+            raise ModelFileError(f"The network inside '{path}' ({parameter}) cannot be unpacked ({exc}); the file is damaged. {_damaged(parameter)}") from None
         expected = metadata.get("weights_sha256")
         if expected:
             with open(os.path.join(tmp, KERAS_MEMBER), "rb") as handle:
                 if hashlib.sha256(handle.read()).hexdigest() != expected:
                     raise ModelFileError(
-                        f"The network inside '{path}' does not match the checksum in its metadata: the file was damaged or edited. "
-                        "Copy it again, retrain it with hiriseice:train or use the bundled default model."
+                        f"The network inside '{path}' ({parameter}) does not match the checksum in its metadata: the file was damaged or edited. {_damaged(parameter)}"
                     )
         try:
             network = keras.models.load_model(os.path.join(tmp, KERAS_MEMBER), compile=False)
         except Exception as exc:  # Keras raises many kinds for damaged archives.
             raise ModelFileError(
-                f"The network inside '{path}' cannot be loaded ({type(exc).__name__}: {exc}). The file is damaged or was written by an "
-                "incompatible Keras; retrain it with hiriseice:train or use the bundled default model."
+                f"The network inside '{path}' ({parameter}) cannot be loaded ({type(exc).__name__}: {exc}). The file is damaged or was written by an "
+                f"incompatible Keras; retrain it with hiriseice:train, or {_leave_empty(parameter)}."
             ) from None
     shape = network.input_shape
     if len(shape) != 4 or shape[1] != metadata["input_size"] or shape[3] != 1:
         raise ModelFileError(
-            f"The network in '{path}' expects input {shape}, but its metadata says {metadata['input_size']} px grayscale. Retrain it with hiriseice:train."
+            f"The network in '{path}' ({parameter}) expects input {shape}, but its metadata says {metadata['input_size']} px grayscale. Retrain it with hiriseice:train."
         )
     return network, metadata

@@ -2,10 +2,10 @@
 
 import hashlib
 import json
-import math
 import os
 import zipfile
 
+import numpy as np
 import pytest
 
 from model import modelfile
@@ -24,11 +24,13 @@ def test_trained_model_metadata(tiny_model):
     assert metadata["architecture"] == {"name": "small_xception", "widths": helpers.TINY_WIDTHS, "input_size": helpers.TINY_INPUT_SIZE}
     assert metadata["normalisation"] == DEFAULT_NORMALISATION
     assert metadata["thresholds"] == {"icy": 0.6, "hard_low": 0.4}
-    # both classes among the validation chunks, so Platt scaling was fitted
-    assert metadata["calibration"]["method"] == "platt"
-    assert all(isinstance(metadata["calibration"][k], float) and math.isfinite(metadata["calibration"][k]) for k in ("a", "b"))
+    # 9 validation chunks: too few to fit Platt scaling on (tests/test_processing_train.py fits one)
+    assert metadata["calibration"] is None
+    assert metadata["metrics"]["calibration"]["choice"] == "none" and "a fit needs 10 of each" in metadata["metrics"]["calibration"]["reason"]
+    assert metadata["metrics"]["ece_calibrated"] == metadata["metrics"]["ece_uncalibrated"]
     training = metadata["training"]
-    assert training["epochs_run"] == training["total_epochs"] == len(tiny_model.result["history"]) == 2
+    assert training["epochs_run"] == training["total_epochs"] == len(tiny_model.result["history"]) == 2 and training["base_epochs"] == 0
+    assert (training["learning_rate"], training["warmup_steps"], training["frozen_batch_norm_layers"], training["replay"]) == (tiny_model.job["learning_rate"], 0, 0, None)
     assert training["chunks"] == 36 and training["icy_chunks"] == 18 and training["seed"] == tiny_model.job["seed"]
     assert training["data"] == {"label_mode": "chunks", "images": [{"image_id": "train_scene", "chunks": 36, "icy": 18}]}
     assert set(metadata["metrics"]) >= {"validation_chunks", "at_0.5", "at_icy_threshold", "ece_uncalibrated", "ece_calibrated", "best_epoch"}
@@ -70,6 +72,46 @@ def test_metadata_and_network_round_trip_through_the_worker(tiny_model, worker_p
         assert read_here[key] == original[key], key
 
 
+REPLAY_ROUND_TRIP = r"""
+import json, sys
+import numpy as np
+from model import modelfile
+network, metadata = modelfile.load(sys.argv[1])
+s = metadata["input_size"]
+rng = np.random.default_rng(0)
+replay = {"images": rng.integers(0, 256, (5, s, s), dtype=np.uint8), "labels": np.array([1, 0, 0, 1, 0]), "kinds": np.array(["ice", "terrain", "hard landform", "ice", "terrain"])}
+modelfile.save(network, metadata, sys.argv[2], replay=replay)
+np.savez(sys.argv[4], **replay)
+modelfile.save(network, modelfile.read_metadata(sys.argv[2]), sys.argv[3])  # without: no stale replay metadata
+try:
+    modelfile.save(network, metadata, sys.argv[3] + ".bad", replay=dict(replay, images=replay["images"][:, :4, :4]))
+    print(json.dumps("saved a replay set of the wrong size"))
+except ValueError as exc:
+    print(json.dumps(str(exc)))
+"""
+
+
+def test_a_replay_set_round_trips_and_old_readers_ignore_it(tiny_model, worker_python, tmp_path):
+    """save(..., replay=) in the worker; load_replay here without TensorFlow; saving without one drops it."""
+    with_replay, without, expected = tmp_path / "with.hiriseice", tmp_path / "without.hiriseice", tmp_path / "replay.npz"
+    done = helpers.run_worker_snippet(worker_python, REPLAY_ROUND_TRIP, tiny_model.path, with_replay, without, expected)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "a replay set needs uint8 images (n, 32, 32)" in json.loads(done.stdout.strip().splitlines()[-1])
+    replay, stored = modelfile.load_replay(str(with_replay)), np.load(expected)
+    for key in ("images", "labels", "kinds"):
+        assert np.array_equal(replay[key], stored[key]), key
+    assert replay["images"].dtype == np.uint8 and replay["kinds"].tolist() == ["ice", "terrain", "hard landform", "ice", "terrain"]
+    metadata = modelfile.read_metadata(str(with_replay))
+    assert metadata["format_version"] == 1  # an older plugin reads it and ignores the extra member
+    assert metadata["replay"] == {"examples": 5, "icy": 2, "kinds": {"hard landform": 1, "ice": 2, "terrain": 2}}
+    with zipfile.ZipFile(with_replay) as archive:
+        assert sorted(archive.namelist()) == sorted([modelfile.METADATA_MEMBER, modelfile.KERAS_MEMBER, modelfile.REPLAY_MEMBER])
+        assert metadata["replay_sha256"] == hashlib.sha256(archive.read(modelfile.REPLAY_MEMBER)).hexdigest()
+        assert metadata["weights_sha256"] == hashlib.sha256(archive.read(modelfile.KERAS_MEMBER)).hexdigest()
+    assert modelfile.load_replay(str(without)) is None
+    assert not {"replay", "replay_sha256"} & set(modelfile.read_metadata(str(without)))
+
+
 # --- files that are not (good) model files ------------------------------------------------------
 
 
@@ -90,6 +132,21 @@ def good_metadata(**changes):
     metadata = modelfile.new_metadata("m", 32, 64, DEFAULT_NORMALISATION, {"name": "small_xception", "widths": [4, 8, 16]}, {"icy": 0.6, "hard_low": 0.4})
     metadata.update(changes)
     return metadata
+
+
+@pytest.mark.parametrize("parameter, advice", [("MODEL", "leave MODEL empty for the bundled default model"), ("BASE_MODEL", "leave BASE_MODEL empty to train from scratch")])
+@pytest.mark.parametrize("content", ["missing", b"corrupt bytes", "members"])
+def test_messages_name_the_parameter_that_gave_the_file(tmp_path, parameter, advice, content):
+    path = tmp_path / "m.hiriseice"
+    if content == "members":
+        write_model_zip(path, good_metadata(), members=["model.h5"])
+    elif content != "missing":
+        path.write_bytes(content)
+    with pytest.raises(ModelFileError) as caught:
+        modelfile.read_metadata(str(path), parameter)
+    message = str(caught.value)
+    assert f"({parameter})" in message and advice in message
+    assert parameter == "MODEL" or "MODEL empty for the bundled" not in message
 
 
 def test_a_well_formed_file_is_accepted(tmp_path):
