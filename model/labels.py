@@ -6,9 +6,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import ogr
 
-from .chunking import iter_chunks
+from .chunking import check_grid_parameters, iter_chunks
 from .errors import LabelError
-from .grid import ChunkWindow, chunk_wkt, map_to_pixel
+from .grid import ChunkWindow, chunk_wkt, pixel_bounds_of_map_points
 from .raster import RasterSource
 
 ICY_WORDS = {"1", "icy", "ice", "yes", "y", "true", "t"}
@@ -67,31 +67,95 @@ def _raster_polygon(source: RasterSource) -> ogr.Geometry:
     return ogr.CreateGeometryFromWkt(chunk_wkt(info.geotransform, whole))
 
 
-def chunks_from_polygons(source: RasterSource, labels: Sequence[Dict], chunk_size: int, input_size: int, normalisation: Dict) -> List[LabelledChunk]:
-    """Mode (a): each labelled polygon (e.g. a filled detect output) is one chunk read at its footprint."""
-    from .preprocess import normalise, to_uint8
+def _vertices(geometry: ogr.Geometry) -> List[Tuple[float, float]]:
+    """Every vertex of a (multi)polygon's rings."""
+    if geometry.GetGeometryCount():
+        return [p for i in range(geometry.GetGeometryCount()) for p in _vertices(geometry.GetGeometryRef(i))]
+    return [tuple(p[:2]) for p in geometry.GetPoints() or []]
 
+
+def polygon_window(geometry: ogr.Geometry, geotransform, width: int, height: int, chunk_id: int = -1) -> Optional[ChunkWindow]:
+    """The pixel window a label polygon covers, clipped to the raster; None if under 2 px.
+
+    Computed from the vertices in pixel space: the map-space envelope of a chunk of a rotated
+    raster is larger than the chunk (a 64-px chunk rotated 30 degrees spans ~87 px)."""
+    x_min, y_min, x_max, y_max = pixel_bounds_of_map_points(geotransform, _vertices(geometry))
+    x0, y0 = max(0, int(round(x_min))), max(0, int(round(y_min)))
+    x1, y1 = min(width, int(round(x_max))), min(height, int(round(y_max)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return ChunkWindow(chunk_id, -1, -1, x0, y0, x1 - x0, y1 - y0)
+
+
+def label_windows(source: RasterSource, labels: Sequence[Dict]) -> List[Tuple[ChunkWindow, int]]:
+    """(pixel window, label) of each labelled polygon over the raster; unlabelled ones left out."""
     info = source.info
     footprint = _raster_polygon(source)
-    samples = []
-    labelled = [(item, parse_label(item.get("label"))) for item in labels]
-    usable = [(item, label) for item, label in labelled if label is not None]
+    usable = [(item, label) for item, label in ((item, parse_label(item.get("label"))) for item in labels) if label is not None]
     if not usable:
         raise LabelError(f"No feature over {info.image_id} has a usable label (1/0, icy/not icy, yes/no). Fill the label field, e.g. with the labelling tools.")
+    found = []
     for index, (item, label) in enumerate(usable):
         geometry = ogr.CreateGeometryFromWkt(item["wkt"])
         if geometry is None or not geometry.Intersects(footprint):
             continue
-        envelope = geometry.GetEnvelope()  # (minx, maxx, miny, maxy)
-        corners = [(envelope[0], envelope[2]), (envelope[1], envelope[2]), (envelope[1], envelope[3]), (envelope[0], envelope[3])]
-        pixels = [map_to_pixel(info.geotransform, x, y) for x, y in corners]
-        x0 = max(0, int(round(min(p[0] for p in pixels))))
-        y0 = max(0, int(round(min(p[1] for p in pixels))))
-        x1 = min(info.width, int(round(max(p[0] for p in pixels))))
-        y1 = min(info.height, int(round(max(p[1] for p in pixels))))
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            continue
-        window = ChunkWindow(index, -1, -1, x0, y0, x1 - x0, y1 - y0)
+        window = polygon_window(geometry, info.geotransform, info.width, info.height, index)
+        if window is not None:
+            found.append((window, label))
+    if not found:
+        raise LabelError(
+            f"None of the {len(usable)} labelled polygons lies on image data of {info.image_id}. Check that the label layer belongs to this raster "
+            "(its CRS and extent) and that the polygons are not on the no-data border."
+        )
+    return found
+
+
+def typical_side(windows: Sequence[ChunkWindow]) -> int:
+    """The most common longer side of label windows: the chunk size a detect output was made at
+    (its edge chunks are smaller; ties go to the larger size)."""
+    sides, counts = np.unique([max(w.width, w.height) for w in windows], return_counts=True)
+    return int(sides[counts == counts.max()].max())
+
+
+def label_side(rasters: Sequence[Dict]) -> Optional[int]:
+    """The chunk size the label polygons of a job's rasters were drawn at (typical_side); None without any."""
+    windows = []
+    for entry in rasters:
+        if entry.get("labels"):
+            with RasterSource(entry["path"], int(entry.get("band", 0))) as source:
+                windows.extend(window for window, _ in label_windows(source, entry["labels"]))
+    return typical_side(windows) if windows else None
+
+
+def tuned_chunk_size(given: int, label_side: Optional[int], base_chunk_size: Optional[int], default: int, reporter) -> int:
+    """The chunk size to train at: CHUNK_SIZE when given (> 0), else the label polygons' size, else
+    the base model's, else the default; logs what happens when labels or base model differ from it."""
+    size = given or label_side or base_chunk_size or default
+    check_grid_parameters(size, size, 0.0)
+    notes = []
+    if label_side and label_side != size:
+        how = (f"each is read as detect reads a {label_side}-px edge of a {size}-px chunk (the rest of the input is no-data)" if label_side < size
+               else f"each is read whole and shrunk to the input, coarser than detect's {size}-px chunks")
+        notes.append(f"labels are {label_side}-px chunks but CHUNK_SIZE is {size}: {how}; set CHUNK_SIZE to {label_side} (or 0) to train at the labels' size")
+    elif label_side:
+        notes.append(f"labels are {label_side}-px chunks")
+    if base_chunk_size and base_chunk_size != size:
+        notes.append(f"the model was trained at {base_chunk_size} px; it is tuned at {size} px and records chunk_size {size}, so detect uses {size} by default")
+    if (label_side and label_side != size) or (base_chunk_size and base_chunk_size != size):
+        reporter.log("; ".join(notes))
+    return size
+
+
+def chunks_from_polygons(source: RasterSource, labels: Sequence[Dict], chunk_size: int, input_size: int, normalisation: Dict) -> List[LabelledChunk]:
+    """Mode (a): each labelled polygon (e.g. a filled detect output) is one chunk, read at its pixel
+    footprint exactly as detect reads a chunk of chunk_size: a polygon of chunk_size px fills the input,
+    a smaller one (an edge chunk) keeps the scale and is padded with no-data."""
+    from .preprocess import normalise, to_uint8
+
+    info = source.info
+    samples = []
+    windows = label_windows(source, labels)
+    for window, label in windows:
         # A polygon larger than a chunk is read whole, shrunk to the network's input.
         data, valid = source.read_chunk(window, max(chunk_size, window.width, window.height), input_size)
         if not valid.any():
@@ -99,7 +163,7 @@ def chunks_from_polygons(source: RasterSource, labels: Sequence[Dict], chunk_siz
         samples.append(LabelledChunk(info.image_id, window, label, to_uint8(normalise(data, valid, normalisation))))
     if not samples:
         raise LabelError(
-            f"None of the {len(usable)} labelled polygons lies on image data of {info.image_id}. Check that the label layer belongs to this raster "
+            f"None of the {len(windows)} labelled polygons lies on image data of {info.image_id}. Check that the label layer belongs to this raster "
             "(its CRS and extent) and that the polygons are not on the no-data border."
         )
     return samples

@@ -183,8 +183,25 @@ def detection_report(detection, path: str, band: int = 0) -> None:
     write_atomically(path, page(f"Ice patches in {s['image_id']}", body))
 
 
+def _comparison_section(comparison: Dict) -> str:
+    """The guard's numbers (model/finetune.py: compare): base and new model on the same chunks."""
+    sets = [("your validation chunks", comparison["validation"])]
+    if comparison.get("replay"):
+        sets.append(("held-out replay examples (what the base model knew)", comparison["replay"]))
+    rows = [(name, scores["base"]["chunks"], *[scores[who][key] for key in ("roc_auc", "accuracy", "tpr", "fpr") for who in ("base", "new")]) for name, scores in sets]
+    header = ("chunks scored", "count", "AUC base", "AUC new", "accuracy base", "accuracy new", "TPR base", "TPR new", "FPR base", "FPR new")
+    verdict = html.escape(comparison["verdict"])
+    body = f"<h2>Base model against new model</h2><p>{'<b>' + verdict + '</b>' if comparison['worse'] else verdict}</p>" + grid_table(header, rows)
+    by_kind = (comparison.get("replay") or {}).get("base", {}).get("called_icy_by_kind")
+    if by_kind:
+        new = comparison["replay"]["new"]["called_icy_by_kind"]
+        body += "<h3>Held-out replay examples called icy (p &gt;= 0.5), by kind</h3>" + grid_table(("kind", "base", "new"), [(k, v, new[k]) for k, v in by_kind.items()])
+    return body + "<p class='note'>Rates at p &gt;= 0.5 with each model's own calibration; AUC does not depend on it.</p>"
+
+
 def training_report(history: List[Dict], evaluation: Dict, metadata: Dict, path: str) -> None:
-    """Loss and accuracy curves (the paper's Figure 3), validation confusion matrix and reliability diagram."""
+    """Loss and accuracy curves (the paper's Figure 3), validation confusion matrix, reliability
+    diagram and, for a fine-tuned model, the base model's scores on the same chunks."""
     epochs = [row["epoch"] for row in history]
     xs = {name: epochs for name in ("loss", "val_loss", "accuracy", "val_accuracy")}
     curves = svg_lines({"loss": [r.get("loss") for r in history], "val_loss": [r.get("val_loss") for r in history]}, "epoch", "binary cross-entropy", xs=xs)
@@ -203,23 +220,32 @@ def training_report(history: List[Dict], evaluation: Dict, metadata: Dict, path:
             [("labelled icy", m["true_positive"], m["false_negative"]), ("labelled not icy", m["false_positive"], m["true_negative"])],
         ) + table([("precision", m["precision"]), ("recall", m["recall"]), ("false-positive rate", m["false_positive_rate"]), ("accuracy", m["accuracy"])])
     training = metadata.get("training", {})
+    base = metadata.get("base_model")
+    epochs_run = f"{training.get('epochs_run')}" + (f" after the base model's {training.get('base_epochs')} ({training.get('total_epochs')} in all)" if base else "")
+    replay = training.get("replay")
+    chosen = evaluation.get("calibration") or {}
     rows = [
         ("model", f"{metadata['name']} {metadata['version']}"),
         ("input / chunk size (px)", f"{metadata['input_size']} / {metadata['chunk_size']}"),
-        ("epochs run (total)", f"{training.get('epochs_run')} ({training.get('total_epochs')})"),
+        ("base model", f"{base['name']} {base['version']} ({base.get('chunk_size')}-px chunks)" if base else "none (trained from scratch)"),
+        ("epochs run", epochs_run),
         ("kept epoch (lowest validation loss)", evaluation["best_epoch"]),
         ("validation chunks (icy)", f"{evaluation['validation_chunks']} ({evaluation['validation_icy']})"),
+        ("held out for validation", ", ".join(evaluation.get("validation_groups") or training.get("split", {}).get("validation_groups", []))),
         ("ROC AUC", evaluation["at_0.5"]["roc_auc"]),
-        ("expected calibration error before / after Platt scaling", f"{evaluation['ece_uncalibrated']:.3f} / {evaluation['ece_calibrated']:.3f}"),
+        ("calibration", f"{chosen.get('choice', 'none')} ({chosen.get('reason', '')})"),
+        ("expected calibration error uncalibrated / as written", f"{evaluation['ece_uncalibrated']:.3f} / {evaluation['ece_calibrated']:.3f}"),
+        ("learning rate, warm-up steps, frozen batch-norm layers", f"{training.get('learning_rate')}, {training.get('warmup_steps', 0)}, {training.get('frozen_batch_norm_layers', 0)}"),
+        ("replay examples per epoch (pool, held out)", f"{replay['per_epoch']} ({replay['pool']}, {replay['held_out']})" if replay else "none"),
         ("augmentation, seed", f"{training.get('augment')}, {training.get('seed')}"),
     ]
     body = (
         "<h2>Summary</h2>" + table(rows)
+        + (_comparison_section(evaluation["comparison"]) if evaluation.get("comparison") else "")
         + "<h2>Loss</h2>" + curves + "<h2>Accuracy</h2>" + accuracy
         + confusion_blocks
-        + "<h2>Reliability diagram (validation, calibrated)</h2>" + diagram
+        + "<h2>Reliability diagram (validation, as written)</h2>" + diagram
         + "<p class='note'>Points on the dashed diagonal mean that a chunk given probability p is icy a share p of the time.</p>"
         + "<h2>History</h2>" + grid_table(HISTORY_COLUMNS, [[row.get(k) for k in HISTORY_COLUMNS] for row in history])
     )
     write_atomically(path, page(f"Training report: {metadata['name']}", body))
-

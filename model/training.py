@@ -3,23 +3,27 @@
 Used by hiriseice:train (through a JSON job, see run_job) and by scripts/train_default_model
 (through train_arrays). Adam and binary cross-entropy as in the paper; the weights of the
 epoch with the lowest validation loss are kept; class weights balance the ~20 % icy chunks;
-Platt scaling on the validation chunks calibrates the probabilities.
+Platt scaling on the validation chunks calibrates the probabilities where they support it.
+Continuing a base model (learning rate, batch norm, replay, the guard): model/finetune.py.
 
 Job file keys: rasters [{path, band, labels [{wkt, label}], exclude [wkt]}] (geometries in the
-raster's CRS), label_mode "chunks" | "outlines", chunk_size, input_size, min_valid, base_model,
-epochs, batch_size, validation_fraction, learning_rate, patience, augment ("none" |
-"lighting" | "full"), seed, widths, name, output_model, report.
+raster's CRS), label_mode "chunks" | "outlines", chunk_size (0 or absent: the label polygons'
+size, else the base model's, else 1024), input_size, min_valid, base_model, epochs, batch_size,
+validation_fraction, learning_rate (0 or absent: 1e-3, or 1e-4 from a base model), patience,
+augment ("none" | "lighting" | "full"), seed, widths, name, output_model, report.
 """
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import calibration, metrics, modelfile, rules
-from .errors import CancelledError, LabelError, RasterError
+from . import calibration, finetune, metrics, modelfile, rules
+from .chunking import DEFAULT_MIN_VALID
+from .errors import CancelledError, EngineError, LabelError, RasterError
 from .network import PAPER_WIDTHS, architecture, build_network, logit_model
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
@@ -45,7 +49,8 @@ class TrainOptions:
     epochs: int = 30
     batch_size: int = 25
     validation_fraction: float = 0.2
-    learning_rate: float = 1e-3
+    # None: finetune.SCRATCH_LEARNING_RATE (1e-3), or FINE_TUNE_LEARNING_RATE (1e-4) when continuing a base model.
+    learning_rate: Optional[float] = None
     patience: int = 8
     # "lighting" keeps north-up geometry: ice hides on the poleward side of what shades it, so
     # only east-west mirrors and brightness/contrast changes are safe; "full" adds the
@@ -57,6 +62,10 @@ class TrainOptions:
     widths: Sequence[int] = PAPER_WIDTHS
     name: str = "hiriseice-model"
     calibrate: bool = True
+    # Linear learning-rate warm-up over the first epoch (at most a fifth of the steps); None: when continuing a base model.
+    warmup: Optional[bool] = None
+    # Batch-norm layers in inference mode, keeping the base's statistics; None: when continuing a base model.
+    freeze_batch_norm: Optional[bool] = None
     # Validation groups to keep (e.g. a base model's, so continuing never validates on chunks it
     # trained on); None splits anew.
     validation_groups: Optional[Sequence[str]] = None
@@ -88,8 +97,38 @@ def _to_float(images_u8: np.ndarray) -> np.ndarray:
     return (images_u8.astype(np.float32) / 255.0)[..., None]
 
 
-def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str], options: TrainOptions, reporter: Reporter = None, base=None, should_stop=None) -> Dict:
-    """Train on uint8 chunk images (n, s, s). base: (network, metadata) to continue training.
+def _split(labels: np.ndarray, groups: Sequence[str], options: TrainOptions) -> Tuple[np.ndarray, np.ndarray]:
+    if options.validation_groups is not None:
+        try:
+            return fixed_split(groups, options.validation_groups)
+        except ValueError:
+            raise LabelError(
+                f"The {len(options.validation_groups)} validation groups given would leave no chunk for training or none for validation; give groups that hold some of the chunks, or none to split anew."
+            ) from None
+    try:
+        return split_groups(groups, labels, options.validation_fraction, options.seed)
+    except ValueError:
+        raise LabelError(
+            "All labelled chunks lie in one image block, so no honest validation split is possible. Label chunks further apart, or give a second raster."
+        ) from None
+
+
+def _require_both_classes(labels: np.ndarray, masks: Dict[str, np.ndarray], split: Dict) -> None:
+    """A side with one class cannot be trained on, or judged and calibrated on."""
+    for side, mask in masks.items():
+        present = set(labels[mask].tolist())
+        if len(present) < 2:
+            have, missing = ("icy", "not icy") if 1 in present else ("not icy", "icy")
+            blocks = ", ".join(split[f"{'validation' if side == 'validation' else 'train'}_groups"])
+            raise LabelError(
+                f"The {int(mask.sum())} {side} chunks ({blocks}) are all {have}, so the model cannot be {'judged' if side == 'validation' else 'trained'} on them. "
+                f"Label some {missing} chunks in other parts of the image (other blocks than these), or give another raster with {missing} chunks."
+            )
+
+
+def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str], options: TrainOptions, reporter: Reporter = None, base=None, should_stop=None, replay: Optional[Dict] = None) -> Dict:
+    """Train on uint8 chunk images (n, s, s). base: (network, metadata) to fine-tune; replay: the
+    base's replay set (modelfile.load_replay), mixed into every epoch, never into validation.
 
     Returns {"network", "metadata", "history", "metrics", "split"}.
     """
@@ -107,54 +146,65 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     if len(classes) < 2:
         only = "icy" if 1 in classes else "not icy"
         raise LabelError(f"All {len(labels)} labelled chunks are {only}; the network needs both icy and not icy examples. Label some chunks of the other class.")
-    if options.validation_groups is not None:
-        try:
-            train_mask, val_mask = fixed_split(groups, options.validation_groups)
-        except ValueError:
-            raise LabelError(
-                f"The {len(options.validation_groups)} validation groups given would leave no chunk for training or none for validation; give groups that hold some of the chunks, or none to split anew."
-            ) from None
-    else:
-        try:
-            train_mask, val_mask = split_groups(groups, labels, options.validation_fraction, options.seed)
-        except ValueError:
-            raise LabelError(
-                "All labelled chunks lie in one image block, so no honest validation split is possible. Label chunks further apart, or give a second raster."
-            ) from None
+    train_mask, val_mask = _split(labels, groups, options)
     split = describe_split(groups, train_mask, val_mask)
+    _require_both_classes(labels, {"validation": val_mask, "training": train_mask}, split)
     reporter.log(
         f"{int(train_mask.sum())} training chunks ({int(labels[train_mask].sum())} icy), {int(val_mask.sum())} validation chunks "
-        f"({int(labels[val_mask].sum())} icy); split by {len(split['validation_groups'])} of {len(split['train_groups']) + len(split['validation_groups'])} groups"
+        f"({int(labels[val_mask].sum())} icy); split by {len(split['validation_groups'])} of {len(split['train_groups']) + len(split['validation_groups'])} groups; "
+        f"held out for validation: {', '.join(split['validation_groups'])}"
     )
 
     keras.utils.set_random_seed(options.seed)
     tf.config.experimental.enable_op_determinism()
-    if base is not None:
+    fine_tuning = base is not None
+    if fine_tuning:
         network, base_metadata = base
-        epoch_offset = int(base_metadata.get("training", {}).get("total_epochs", 0))
+        base_epochs = int(base_metadata.get("training", {}).get("total_epochs", 0))
     else:
         network = build_network(options.input_size, options.widths, seed=options.seed)
-        base_metadata = None
-        epoch_offset = 0
-    network.compile(
-        optimizer=keras.optimizers.Adam(options.learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall"), keras.metrics.AUC(name="auc")],
-    )
-    n_train = int(train_mask.sum())
-    positives = int(labels[train_mask].sum())
-    class_weight = {0: n_train / (2.0 * max(n_train - positives, 1)), 1: n_train / (2.0 * max(positives, 1))}
+        base_metadata, base_epochs = None, 0
+    learning_rate = options.learning_rate or (finetune.FINE_TUNE_LEARNING_RATE if fine_tuning else finetune.SCRATCH_LEARNING_RATE)
+    warmup = fine_tuning if options.warmup is None else options.warmup
+    freeze = fine_tuning if options.freeze_batch_norm is None else options.freeze_batch_norm
 
     train_x, train_y = images_u8[train_mask], labels[train_mask]
     val_x, val_y = _to_float(images_u8[val_mask]), labels[val_mask].astype(np.float32)
-    batch_size = max(1, min(options.batch_size, n_train))
-    steps = int(np.ceil(n_train / batch_size))
+    n_train = len(train_y)
+    mix = finetune.ReplayMix(replay, n_train, options.seed) if replay is not None else None
+    n_replay = mix.per_epoch if mix else 0
+    pool_x = np.concatenate([train_x, mix.pool["images"]]) if n_replay else train_x
+    pool_y = np.concatenate([train_y, mix.pool["labels"].astype(np.int32)]) if n_replay else train_y
+    epoch_size = n_train + n_replay
+    if mix:
+        reporter.log(mix.describe())
+    batch_size = max(1, min(options.batch_size, epoch_size))
+    steps = int(np.ceil(epoch_size / batch_size))
+    positives = int(train_y.sum()) + (mix.icy if mix else 0)
+    class_weight = {0: epoch_size / (2.0 * max(epoch_size - positives, 1)), 1: epoch_size / (2.0 * max(positives, 1))}
+
+    scorer = logit_model(network)  # shares the network's layers, so it scores the current weights
+
+    def logits_of(images_u8_or_float):
+        x = images_u8_or_float if images_u8_or_float.dtype == np.float32 else _to_float(images_u8_or_float)
+        return np.asarray(scorer.predict(x, batch_size=batch_size, verbose=0)).reshape(-1) if len(x) else np.zeros(0)
+
+    if fine_tuning:  # scored before training changes the shared weights
+        base_logits = {"validation": logits_of(val_x), "held_out": logits_of(mix.held_out["images"]) if mix else None}
+    frozen = finetune.freeze_batch_norm(network) if freeze else 0
+    warmup_steps = finetune.warmup_steps(steps, options.epochs) if warmup else 0
+    rate = finetune.warmup_schedule(learning_rate, warmup_steps) if warmup else learning_rate
+    reporter.log(f"learning rate {learning_rate:g}" + (f", warmed up over {warmup_steps} steps" if warmup else "") + (f"; {frozen} batch-norm layers keep the base model's statistics" if frozen else ""))
+    network.compile(
+        optimizer=keras.optimizers.Adam(rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall"), keras.metrics.AUC(name="auc")],
+    )
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__()
             self.epoch = 0
-            self.order = np.arange(n_train)
             self.on_epoch_end()
 
         def __len__(self):
@@ -163,10 +213,14 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         def __getitem__(self, index):
             rng = np.random.default_rng([options.seed, self.epoch, index])
             chosen = self.order[index * batch_size : (index + 1) * batch_size]
-            return augment_batch(_to_float(train_x[chosen]), rng, options.augment), train_y[chosen].astype(np.float32)
+            return augment_batch(_to_float(pool_x[chosen]), rng, options.augment), pool_y[chosen].astype(np.float32)
 
         def on_epoch_end(self):
-            self.order = np.random.default_rng([options.seed, self.epoch]).permutation(n_train)
+            rng = np.random.default_rng([options.seed, self.epoch])
+            members = np.arange(n_train)
+            if n_replay:
+                members = np.concatenate([members, n_train + mix.draw(rng)])
+            self.order = rng.permutation(members)
             self.epoch += 1
 
     history: List[Dict] = []
@@ -181,7 +235,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            row = {"epoch": epoch_offset + epoch + 1}
+            row = {"epoch": epoch + 1}
             row.update({k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs})
             row.update({k: float(logs["val_" + k]) for k in ("precision", "recall", "auc") if "val_" + k in logs})
             history.append(row)
@@ -204,41 +258,56 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         network.set_weights(state["best_weights"])
     reporter.log(f"kept epoch {state['best_epoch']} (lowest validation loss {state['best_loss']:.4f}); {time.monotonic() - started:.0f} s of training")
 
-    val_logits = np.asarray(logit_model(network).predict(val_x, batch_size=batch_size, verbose=0)).reshape(-1)
-    raw = calibration.sigmoid(val_logits)
-    fitted = calibration.fit_platt(val_logits, val_y) if options.calibrate and len(set(val_y.tolist())) == 2 else None
-    probabilities = calibration.apply(val_logits, fitted)
+    val_logits = logits_of(val_x)
+    base_calibration = base_metadata.get("calibration") if fine_tuning else None
+    chosen, calibration_record = finetune.choose_calibration(val_logits, val_y, base_calibration, "kept the base model's" if fine_tuning else "none", options.calibrate)
+    reporter.log(f"calibration: {calibration_record['choice']} ({calibration_record['reason']})")
+    probabilities = calibration.apply(val_logits, chosen)
     evaluation = {
         "validation_chunks": int(len(val_y)),
         "validation_icy": int(val_y.sum()),
+        "validation_groups": split["validation_groups"],
         "at_0.5": metrics.summary(probabilities, val_y, 0.5),
         "at_icy_threshold": metrics.summary(probabilities, val_y, rules.ICY_THRESHOLD),
-        "ece_uncalibrated": calibration.expected_calibration_error(raw, val_y),
+        "ece_uncalibrated": calibration.expected_calibration_error(calibration.sigmoid(val_logits), val_y),
         "ece_calibrated": calibration.expected_calibration_error(probabilities, val_y),
+        "calibration": calibration_record,
         "reliability": calibration.reliability(probabilities, val_y),
         "best_epoch": state["best_epoch"],
         "best_val_loss": float(state["best_loss"]),
     }
+    if fine_tuning:
+        evaluation["comparison"] = finetune.guard(
+            val_y, {"base": base_logits["validation"], "new": val_logits}, {"base": base_calibration, "new": chosen},
+            mix, {"base": base_logits["held_out"], "new": logits_of(mix.held_out["images"])} if mix else None,
+        )
+        for line in evaluation["comparison"]["lines"] + [evaluation["comparison"]["verdict"]]:
+            reporter.log(line)
 
-    if base_metadata is not None:
+    if fine_tuning:
         metadata = dict(base_metadata)
         metadata["version"] = modelfile.new_metadata("", 1, 1, {}, {}, {})["version"]
         metadata["name"] = options.name or base_metadata["name"]
-        metadata["base_model"] = {"name": base_metadata["name"], "version": base_metadata["version"]}
+        metadata["chunk_size"] = int(options.chunk_size)  # the size it was tuned at, which detect uses by default
+        metadata["base_model"] = {"name": base_metadata["name"], "version": base_metadata["version"], "chunk_size": base_metadata["chunk_size"]}
     else:
         metadata = modelfile.new_metadata(
             options.name, options.input_size, options.chunk_size, DEFAULT_NORMALISATION, architecture(options.input_size, options.widths),
             {"icy": rules.ICY_THRESHOLD, "hard_low": rules.HARD_LOW},
         )
-    metadata["calibration"] = fitted
+    metadata["calibration"] = chosen
     metadata["metrics"] = {k: v for k, v in evaluation.items() if k != "reliability"}
     metadata["training"] = dict(
         options.extra_metadata,
         epochs_run=len(history),
-        total_epochs=epoch_offset + len(history),
+        base_epochs=base_epochs,
+        total_epochs=base_epochs + len(history),
         best_epoch=state["best_epoch"],
         batch_size=batch_size,
-        learning_rate=options.learning_rate,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        frozen_batch_norm_layers=frozen,
+        replay=mix.record() if mix else None,
         augment=options.augment,
         seed=options.seed,
         chunks=int(len(labels)),
@@ -260,32 +329,52 @@ def _options_from_job(job: Dict) -> TrainOptions:
         epochs=int(job.get("epochs", defaults.epochs)),
         batch_size=int(job.get("batch_size", defaults.batch_size)),
         validation_fraction=float(job.get("validation_fraction", defaults.validation_fraction)),
-        learning_rate=float(job.get("learning_rate", defaults.learning_rate)),
+        learning_rate=float(job["learning_rate"]) if job.get("learning_rate") else None,  # 0 / absent: the default for the run
         patience=int(job.get("patience", defaults.patience)),
         augment=augment,
         seed=int(job.get("seed", defaults.seed)),
         input_size=int(job.get("input_size", defaults.input_size)),
-        chunk_size=int(job.get("chunk_size", defaults.chunk_size)),
+        chunk_size=int(job.get("chunk_size") or 0),  # 0: decided by tuned_chunk_size
         widths=tuple(job.get("widths") or defaults.widths),
         name=job.get("name") or os.path.splitext(os.path.basename(job["output_model"]))[0],
     )
 
 
-def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, reporter: Reporter):
-    """(images uint8, labels, groups, provenance) from the job's rasters and label geometries."""
-    from .chunking import DEFAULT_MIN_VALID
-    from .labels import chunks_from_outlines, chunks_from_polygons
-    from .raster import RasterSource
+def check_destination(path: str, parameter: str) -> None:
+    """Fail before any chunk is read when an output cannot be written where it is asked for."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise EngineError(f"{parameter} cannot be written to '{folder}' ({exc.strerror or exc}). Choose a folder you can write to.") from None
 
+
+def _check_job(job: Dict) -> str:
+    """The job's label mode, after the checks that need no file."""
+    if not job.get("output_model"):
+        raise LabelError("No output model file was given (OUTPUT_MODEL).")
     mode = job.get("label_mode", "chunks")
     if mode not in ("chunks", "outlines"):
         raise LabelError(f"Unknown label mode {mode!r}; use 'chunks' (labelled chunk polygons) or 'outlines' (ice-patch outlines).")
-    rasters = job.get("rasters") or []
-    if not rasters:
+    if not job.get("rasters"):
         raise LabelError("No raster was given. Choose the HiRISE images the labels belong to.")
+    check_destination(job["output_model"], "OUTPUT_MODEL")
+    if job.get("report"):
+        check_destination(job["report"], "REPORT")
+    return mode
+
+
+def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, reporter: Reporter):
+    """(images uint8, labels, groups, provenance) from the job's rasters and label geometries."""
+    from .labels import chunks_from_outlines, chunks_from_polygons, typical_side
+    from .raster import RasterSource
+
+    mode = job.get("label_mode", "chunks")
     samples = []
     used = []
-    for entry in rasters:
+    for entry in job["rasters"]:
         with RasterSource(entry["path"], int(entry.get("band", 0))) as source:
             info = source.info
             if info.width < options.chunk_size or info.height < options.chunk_size:
@@ -307,32 +396,44 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
         raise LabelError("No label lies over any of the rasters. Check that the label layers belong to these images (CRS and extent) and that LABEL_FIELD is filled.")
     images = np.stack([s.image for s in samples])
     labels = np.array([s.label for s in samples], np.int32)
-    groups = block_groups([s.image_id for s in samples], [s.window.y_off // options.chunk_size for s in samples], [s.window.x_off // options.chunk_size for s in samples])
+    # Spatial blocks of 3 x 3 labelled chunks, whatever CHUNK_SIZE reads them at.
+    unit = typical_side([s.window for s in samples]) if mode == "chunks" else options.chunk_size
+    groups = block_groups([s.image_id for s in samples], [s.window.y_off // unit for s in samples], [s.window.x_off // unit for s in samples])
     return images, labels, groups, {"label_mode": mode, "images": used}
 
 
 @gdal_exceptions()
 def run_job(job: Dict, reporter: Reporter = None) -> Dict:
+    from .labels import label_side, tuned_chunk_size
+
     reporter = reporter or SilentReporter()
-    if not job.get("output_model"):
-        raise LabelError("No output model file was given (OUTPUT_MODEL).")
+    mode = _check_job(job)
     options = _options_from_job(job)
-    base = None
+    base = replay = None
     normalisation = DEFAULT_NORMALISATION
     if job.get("base_model"):
-        prepare_tensorflow(modelfile.read_metadata(job["base_model"]).get("architecture", {}).get("widths", []))
-        base = modelfile.load(job["base_model"])
+        prepare_tensorflow(modelfile.read_metadata(job["base_model"], "BASE_MODEL").get("architecture", {}).get("widths", []))
+        base = modelfile.load(job["base_model"], "BASE_MODEL")
+        replay = modelfile.load_replay(job["base_model"], "BASE_MODEL")
         base_meta = base[1]
-        options.input_size, options.chunk_size = base_meta["input_size"], base_meta["chunk_size"]
+        options.input_size = base_meta["input_size"]  # the network's input and normalisation are the base's
         normalisation = base_meta["normalisation"]
-        reporter.log(f"continuing from {modelfile.describe(base_meta)}")
+        reporter.log(
+            f"continuing from {modelfile.describe(base_meta)} after its {base_meta.get('training', {}).get('total_epochs', 0)} epochs "
+            f"({'with' if replay is not None else 'without'} a replay set); the epochs below are numbered from 1 for this run"
+        )
+    label_size = label_side(job["rasters"]) if mode == "chunks" else None
+    options.chunk_size = tuned_chunk_size(options.chunk_size, label_size, base[1]["chunk_size"] if base else None, TrainOptions.chunk_size, reporter)
     images, labels, groups, provenance = collect_job_chunks(job, options, normalisation, reporter)
     options.extra_metadata = {"data": provenance}
-    outcome = train_arrays(images, labels, groups, options, reporter, base)
-    modelfile.save(outcome["network"], outcome["metadata"], job["output_model"])
-    reporter.log(f"model written to {job['output_model']}")
-    if job.get("report"):
-        from .report import training_report
+    outcome = train_arrays(images, labels, groups, options, reporter, base, replay=replay)
+    try:
+        modelfile.save(outcome["network"], outcome["metadata"], job["output_model"], replay)  # the base's replay set goes on
+        if job.get("report"):
+            from .report import training_report
 
-        training_report(outcome["history"], outcome["metrics"], outcome["metadata"], job["report"])
-    return {"model_path": os.path.abspath(job["output_model"]), "history": outcome["history"], "metrics": {k: v for k, v in outcome["metrics"].items()}}
+            training_report(outcome["history"], outcome["metrics"], outcome["metadata"], job["report"])
+    except OSError as exc:
+        raise EngineError(f"Could not write '{exc.filename or job['output_model']}' ({exc.strerror or exc}). Choose another OUTPUT_MODEL or REPORT.") from None
+    reporter.log(f"model written to {job['output_model']}")
+    return {"model_path": os.path.abspath(job["output_model"]), "history": outcome["history"], "metrics": outcome["metrics"]}

@@ -124,20 +124,32 @@ def test_outline_mode_with_exclusions(training_data, worker_python, tmp_path):
 def test_retraining_continues_the_base_model(tiny_model, training_data, worker_python, tmp_path):
     base = tiny_model.metadata
     output = tmp_path / "retrained.hiriseice"
-    # The job's sizes and widths are ignored: a base model keeps its own.
+    # The job's input size and widths are ignored: a base model keeps its own; CHUNK_SIZE 0 is the labels' 64 px, the base's too.
     job = helpers.tiny_job(training_data.raster.path, training_data.labels, str(output), base_model=tiny_model.path, epochs=2,
-                           name="retrained", input_size=48, chunk_size=96, widths=[16, 32, 64])
+                           name="retrained", input_size=48, chunk_size=0, widths=[16, 32, 64])
+    del job["learning_rate"]  # the fine-tuning default
     run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job)).check()
-    assert any(m["type"] == "log" and m["message"].startswith("continuing from tiny-test-model") for m in run.messages)
+    logs = [m["message"] for m in run.messages if m["type"] == "log"]
+    assert any(m.startswith("continuing from tiny-test-model") and "after its 2 epochs (without a replay set)" in m for m in logs), logs
+    assert not [m for m in logs if "px chunks" in m and "CHUNK_SIZE" in m]  # labels, base and CHUNK_SIZE agree: nothing to say
     history = run.result["history"]
-    assert [row["epoch"] for row in history] == [base["training"]["total_epochs"] + 1, base["training"]["total_epochs"] + 2] == [3, 4]
+    assert [row["epoch"] for row in history] == [1, 2]  # numbered for this run; the base's 2 epochs are in the metadata
     assert all(set(row) == HISTORY_KEYS for row in history)
     metadata = modelfile.read_metadata(str(output))
-    assert metadata["base_model"] == {"name": base["name"], "version": base["version"]}
-    assert metadata["training"]["total_epochs"] == 4 and metadata["training"]["epochs_run"] == 2
+    assert metadata["base_model"] == {"name": base["name"], "version": base["version"], "chunk_size": CHUNK}
+    training = metadata["training"]
+    assert (training["base_epochs"], training["epochs_run"], training["total_epochs"]) == (2, 2, 4)
+    assert training["learning_rate"] == 1e-4 and training["warmup_steps"] == 2  # 27 chunks in batches of 8: 4 steps an epoch, 8 in all; a fifth, rounded up
+    assert training["frozen_batch_norm_layers"] == 6 and training["replay"] is None
     assert (metadata["input_size"], metadata["chunk_size"], metadata["architecture"], metadata["normalisation"]) == (
         base["input_size"], base["chunk_size"], base["architecture"], base["normalisation"])
     assert metadata["name"] == "retrained" and metadata["version"] >= base["version"]
+    comparison = metadata["metrics"]["comparison"]
+    assert comparison["validation"]["base"]["chunks"] == comparison["validation"]["new"]["chunks"] == metadata["metrics"]["validation_chunks"]
+    assert comparison["replay"] is None and len(comparison["lines"]) == 1
+    assert re.fullmatch(r"base model: AUC \d\.\d{3} on these 9 validation chunks \(accuracy .*\); new model: AUC \d\.\d{3} \(accuracy .*\)", comparison["lines"][0])
+    assert comparison["lines"][0] in logs and comparison["verdict"] in logs
+    assert metadata["metrics"]["calibration"]["choice"] == "kept the base model's" and metadata["calibration"] == base["calibration"]
 
 
 # --- bad inputs ---------------------------------------------------------------------------------

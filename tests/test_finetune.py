@@ -1,0 +1,391 @@
+"""Fine-tuning a base model (issue 8): training reads what detection reads, the chunk size it is tuned
+at, replay sets in model files, the lower learning rate with warm-up and frozen batch norm, the guard
+that compares base and new model, calibration only where it helps, and the errors a geologist meets.
+
+TensorFlow runs in one worker process for the whole module (finetune_runs); the rest runs here in
+QGIS's Python without it.
+"""
+
+import json
+import math
+import zipfile
+
+import numpy as np
+import pytest
+from osgeo import ogr
+
+import helpers
+from model import calibration, finetune, labels, modelfile, splitting
+from model.chunking import iter_chunks
+from model.errors import LabelError, ModelFileError, RasterError
+from model.grid import chunk_wkt, pixel_bounds_of_map_points
+from model.preprocess import DEFAULT_NORMALISATION, normalise, to_uint8
+from model.protocol import Reporter
+from model.raster import RasterSource, gdal_exceptions
+
+CHUNK = helpers.TINY_CHUNK_SIZE  # the tiny base model's 64 px
+SMALL = 32  # the geologist's chunks in the fine-tuning scene
+
+
+class Recorder(Reporter):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def log(self, message):
+        self.lines.append(message)
+
+
+def rotated_geotransform(angle_deg=30.0, pixel=0.5):
+    a = math.radians(angle_deg)
+    return (1000.0, pixel * math.cos(a), pixel * math.sin(a), -3.2e6, pixel * math.sin(a), -pixel * math.cos(a))
+
+
+# --- training reads what detection reads (no TensorFlow) ----------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size, input_size, border", [(64, 32, False), (48, 48, False), (128, 32, True)])
+def test_training_and_detection_read_identical_arrays(tmp_path, chunk_size, input_size, border):
+    """Each chunk polygon that detect writes on a rotated raster (edge chunks; or a DN-0 border), read
+    back by training, is byte for byte the chunk detection scores."""
+    raster = helpers.generate_raster(tmp_path, width=300, height=260, geotransform=rotated_geotransform(), rotated_border=border,
+                                     icy_chunk_size=64, icy_pattern=helpers.checkerboard)
+    with gdal_exceptions(), RasterSource(raster.path) as source:
+        detected = {(s.window.x_off, s.window.y_off): s for s in iter_chunks(source, chunk_size, chunk_size, 0.0, input_size)}
+        polygons = [{"wkt": chunk_wkt(raster.geotransform, s.window), "label": i % 2} for i, s in enumerate(detected.values())]
+        read = labels.chunks_from_polygons(source, polygons, chunk_size, input_size, DEFAULT_NORMALISATION)
+    assert len(read) == len(detected) > 4
+    if border:
+        assert any(not s.valid.all() for s in detected.values())
+    else:
+        assert any(s.window.width < chunk_size for s in read) and any(s.window.height < chunk_size for s in read)
+    for sample in read:
+        scored = detected[(sample.window.x_off, sample.window.y_off)]
+        assert (sample.window.width, sample.window.height) == (scored.window.width, scored.window.height)
+        detection = normalise(scored.data, scored.valid, DEFAULT_NORMALISATION)
+        assert sample.image.dtype == np.uint8 and sample.image.shape == (input_size, input_size)
+        assert sample.image.tobytes() == to_uint8(detection).tobytes()
+        # Detection hands the network the float image, training its uint8 copy / 255: half a grey level apart at most.
+        assert np.abs(sample.image / 255.0 - detection).max() <= 0.5 / 255 + 1e-7
+
+
+def test_a_chunk_polygon_on_a_rotated_raster_is_read_at_its_pixel_footprint(tmp_path):
+    """The old reading took the polygon's map-space envelope: on a raster rotated 30 degrees a 64-px chunk became 87 px."""
+    gt = rotated_geotransform()
+    geometry = ogr.CreateGeometryFromWkt(helpers.window_wkt(gt, 64, 128, 64, 64))
+    window = labels.polygon_window(geometry, gt, 300, 260)
+    assert (window.x_off, window.y_off, window.width, window.height) == (64, 128, 64, 64)
+    x0, x1, y0, y1 = geometry.GetEnvelope()
+    envelope = pixel_bounds_of_map_points(gt, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
+    assert envelope[2] - envelope[0] > 85  # what the envelope would have read
+
+
+def test_typical_side_is_the_detect_chunk_size():
+    from model.grid import chunk_grid
+
+    windows = list(chunk_grid(1000, 700, 256, 256))  # 3 x 3 full chunks and 7 smaller edge chunks
+    assert labels.typical_side(windows) == 256
+
+
+@pytest.mark.parametrize(
+    "given, label_side, base, expected, words",
+    [
+        (0, 256, 1024, 256, "labels are 256-px chunks; the model was trained at 1024 px; it is tuned at 256 px and records chunk_size 256, so detect uses 256 by default"),
+        (256, 256, 1024, 256, "labels are 256-px chunks; the model was trained at 1024 px; it is tuned at 256 px"),
+        (1024, 256, 1024, 1024, "labels are 256-px chunks but CHUNK_SIZE is 1024: each is read as detect reads a 256-px edge of a 1024-px chunk"),
+        (128, 256, None, 128, "labels are 256-px chunks but CHUNK_SIZE is 128: each is read whole and shrunk to the input"),
+        (0, None, 512, 512, None),  # outlines, continuing: the base's size
+        (0, 64, 64, 64, None),
+        (0, None, None, 1024, None),  # outlines from scratch: the paper's
+    ],
+)
+def test_the_chunk_size_tuned_at_and_what_the_log_says(given, label_side, base, expected, words):
+    reporter = Recorder()
+    assert labels.tuned_chunk_size(given, label_side, base, 1024, reporter) == expected
+    if words is None:
+        assert reporter.lines == []
+    else:
+        assert len(reporter.lines) == 1 and reporter.lines[0].startswith(words), reporter.lines
+
+
+def test_a_chunk_size_below_8_px_is_refused():
+    with pytest.raises(RasterError, match="too small; use at least 8"):
+        labels.tuned_chunk_size(0, 5, None, 1024, Recorder())
+
+
+# --- replay and the guard's rules (no TensorFlow) ---------------------------------------------
+
+
+def test_balanced_replay_draws():
+    y = np.array([0] * 30 + [1] * 6)
+    assert finetune.balanced_counts(y, 10) == (5, 5)
+    assert finetune.balanced_counts(y, 20) == (14, 6)  # few icy: the rest not icy
+    assert finetune.balanced_counts(y, 100) == (30, 6)  # capped by the set's size
+    drawn = finetune.balanced_draw(y, 20, np.random.default_rng(0))
+    assert len(set(drawn.tolist())) == 20 and y[drawn].sum() == 6
+
+
+def test_replay_split_keeps_both_classes_apart_and_whole():
+    replay = {"images": np.zeros((50, 4, 4), np.uint8), "labels": np.array([1] * 20 + [0] * 30), "kinds": np.array(["ice"] * 20 + ["terrain"] * 30)}
+    replay["images"][:, 0, 0] = np.arange(50)
+    pool, held = finetune.split_replay(replay, 7)
+    assert (held["labels"].sum(), len(held["labels"])) == (4, 10) and len(pool["labels"]) == 40
+    assert not set(pool["images"][:, 0, 0].tolist()) & set(held["images"][:, 0, 0].tolist())
+
+
+def scores(auc, chunks=20):
+    return {"chunks": chunks, "roc_auc": auc, "accuracy": 0.8, "tpr": 0.7, "fpr": 0.1}
+
+
+@pytest.mark.parametrize(
+    "validation, replay, worse_on",
+    [
+        ((0.90, 0.95), None, []),
+        ((0.90, 0.90), (0.97, 0.96), []),  # within the replay tolerance
+        ((0.90, 0.89), None, ["on your 20 validation chunks (AUC 0.890 against 0.900)"]),
+        ((0.90, 0.95), (0.97, 0.90), ["on 20 held-out examples of what the base model knew (AUC 0.900 against 0.970)"]),
+        ((0.90, 0.80), (0.97, 0.90), ["on your 20 validation chunks", "and on 20 held-out examples"]),
+    ],
+)
+def test_the_guard_says_plainly_when_the_new_model_is_worse(validation, replay, worse_on):
+    result = finetune.compare({"base": scores(validation[0]), "new": scores(validation[1])},
+                              {"base": scores(replay[0]), "new": scores(replay[1])} if replay else None)
+    assert result["lines"][0].startswith(f"base model: AUC {validation[0]:.3f} on these 20 validation chunks (accuracy 0.80, TPR 0.70, FPR 0.10 at 0.5); new model: AUC {validation[1]:.3f}")
+    assert len(result["lines"]) == (2 if replay else 1)
+    assert result["worse"] == bool(worse_on)
+    if worse_on:
+        assert result["verdict"].startswith("The new model is WORSE than the base model ") and result["verdict"].endswith("; keep using the base model, or label more chunks.")
+        for words in worse_on:
+            assert words in result["verdict"]
+    else:
+        assert "WORSE" not in result["verdict"]
+
+
+def test_calibration_is_fitted_only_where_it_helps():
+    rng = np.random.default_rng(3)
+    y = np.array([0] * 30 + [1] * 30)
+    logits = 4.0 * (y - 0.5) + rng.normal(0, 1.0, 60)  # over-confident: Platt scaling helps
+    chosen, record = finetune.choose_calibration(logits, y, None, "none")
+    assert chosen["method"] == "platt" and record["choice"] == "fitted" and "lowers the validation ECE" in record["reason"]
+    base = {"method": "platt", "a": 0.5, "b": 0.0}
+    few = np.r_[np.arange(12), np.arange(30, 39)]  # 9 icy: too few
+    chosen, record = finetune.choose_calibration(logits[few], y[few], base, "kept the base model's")
+    assert chosen is base and record == {"choice": "kept the base model's", "reason": "9 icy and 12 not-icy validation chunks; a fit needs 10 of each"}
+    already = calibration.fit_platt(logits, y)  # nothing left to improve
+    chosen, record = finetune.choose_calibration(logits, y, already, "kept the base model's")
+    assert chosen is already and record["choice"] == "kept the base model's" and "would not lower" in record["reason"]
+    assert finetune.choose_calibration(logits, y, None, "none", allowed=False)[1]["choice"] == "none"
+
+
+def test_a_damaged_replay_set_names_the_parameter(tmp_path):
+    metadata = modelfile.new_metadata("m", 4, 8, DEFAULT_NORMALISATION, {}, {"icy": 0.6, "hard_low": 0.4}, replay_sha256="0" * 64)
+    path = tmp_path / "base.hiriseice"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(modelfile.METADATA_MEMBER, json.dumps(metadata))
+        archive.writestr(modelfile.KERAS_MEMBER, b"network")
+        archive.writestr(modelfile.REPLAY_MEMBER, b"not the checksummed data")
+    with pytest.raises(ModelFileError) as caught:
+        modelfile.load_replay(str(path), "BASE_MODEL")
+    assert "replay examples" in str(caught.value) and "checksum" in str(caught.value) and "leave BASE_MODEL empty to train from scratch" in str(caught.value)
+
+
+def test_a_model_file_without_replay_set(tiny_model):
+    assert modelfile.load_replay(tiny_model.path) is None
+    assert "replay" not in tiny_model.metadata
+
+
+# --- fine-tuning in the worker ------------------------------------------------------------------
+
+WORKER = r"""
+import contextlib, io, json, sys
+import numpy as np
+from model.training import prepare_tensorflow
+prepare_tensorflow([4])  # tiny networks: oneDNN off before TensorFlow loads (DEVELOPERS.md)
+from model import modelfile
+from model.__main__ import main
+from model.labels import chunks_from_polygons
+from model.raster import RasterSource
+from model.preprocess import DEFAULT_NORMALISATION
+
+plan = json.load(open(sys.argv[1]))
+# The base: the session's tiny model, given a replay set of its own training chunks.
+network, meta = modelfile.load(plan["tiny"])
+with RasterSource(plan["base_raster"]) as source:
+    found = chunks_from_polygons(source, plan["base_labels"], meta["chunk_size"], meta["input_size"], DEFAULT_NORMALISATION)
+y = np.array([f.label for f in found])
+modelfile.save(network, meta, plan["base"], replay={"images": np.stack([f.image for f in found]), "labels": y, "kinds": np.where(y == 1, "blob", "terrain")})
+
+out = {}
+for case, job in plan["jobs"].items():
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        rc = main(["--jsonl", "train", job])
+    out[case] = {"rc": rc, "messages": [json.loads(line) for line in stdout.getvalue().splitlines()]}
+
+# Batch norm kept the base's statistics and scale; the other layers learned.
+base_net, _ = modelfile.load(plan["base"])
+tuned_net, _ = modelfile.load(plan["tuned"])
+bn, other = [], []
+for a, b in zip(base_net.layers, tuned_net.layers):
+    same = all(np.array_equal(x, z) for x, z in zip(a.get_weights(), b.get_weights()))
+    if a.get_weights():
+        (bn if type(a).__name__ == "BatchNormalization" else other).append(same)
+out["weights_unchanged"] = {"batch_norm": bn, "other": other}
+print(json.dumps(out))
+"""
+
+
+def job_for(folder, name, raster, items, **changes):
+    job = helpers.tiny_job(raster.path, items, str(folder / f"{name}.hiriseice"), chunk_size=0, report=str(folder / f"{name}.html"))
+    del job["learning_rate"]  # the defaults of a fine-tuning run
+    job.update(changes)
+    return helpers.write_job(folder / f"{name}.json", job)
+
+
+def single_class_validation(folder):
+    """Icy chunks in one 3 x 3-chunk block only, and a seed whose split validates on a block without any."""
+    raster = helpers.generate_raster(folder, name="one_icy_block.tif", width=6 * SMALL, height=6 * SMALL, seed=9, icy_chunk_size=SMALL,
+                                     icy_pattern=lambda r, c: helpers.checkerboard(r, c) and r < 3 and c < 3)
+    items = helpers.chunk_labels(raster, SMALL, lambda r, c: int(helpers.checkerboard(r, c) and r < 3 and c < 3))
+    y = [item["label"] for item in items]
+    groups = splitting.block_groups(["one_icy_block"] * 36, [r for r in range(6) for _ in range(6)], [c for _ in range(6) for c in range(6)])
+    for seed in range(50):
+        train, validation = splitting.split_groups(groups, y, 0.25, seed)
+        if not np.asarray(y)[validation].any():
+            return raster, items, seed, sorted(set(np.asarray(groups)[validation].tolist()))
+    raise AssertionError("no seed validates on a block without icy chunks")
+
+
+@pytest.fixture(scope="module")
+def finetune_runs(tiny_model, training_data, worker_python, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("finetune")
+    base = folder / "base_with_replay.hiriseice"
+    scene = helpers.generate_raster(folder, name="scene32.tif", width=6 * SMALL, height=6 * SMALL, seed=5, icy_chunk_size=SMALL, icy_pattern=helpers.checkerboard)
+    scene_labels = helpers.chunk_labels(scene, SMALL, lambda r, c: int(helpers.checkerboard(r, c)))
+    narrow = helpers.generate_raster(folder, name="narrow.tif", width=60, height=120, seed=6, icy_chunk_size=20, icy_pattern=helpers.checkerboard)
+    narrow_labels = helpers.chunk_labels(narrow, 20, lambda r, c: int(helpers.checkerboard(r, c)))
+    one_block, one_block_labels, seed, validation_blocks = single_class_validation(folder)
+    a_file = folder / "a_file"
+    a_file.write_text("not a folder")
+    jobs = {
+        "tuned": job_for(folder, "tuned", scene, scene_labels, base_model=str(base)),
+        "broken": job_for(folder, "broken", scene, scene_labels, base_model=str(base), learning_rate=5.0),
+        "narrow at 64 px": job_for(folder, "narrow64", narrow, narrow_labels, base_model=tiny_model.path, chunk_size=64),
+        "narrow at 20 px": job_for(folder, "narrow20", narrow, narrow_labels, base_model=tiny_model.path, chunk_size=20),
+        "single-class validation": job_for(folder, "oneclass", one_block, one_block_labels, seed=seed),
+        "unwritable model": job_for(folder, "unwritable", scene, scene_labels, output_model=str(a_file / "m.hiriseice")),
+        "unwritable report": job_for(folder, "unwritable_report", scene, scene_labels, report=str(a_file / "r.html")),
+    }
+    plan = {"tiny": tiny_model.path, "base": str(base), "base_raster": training_data.raster.path, "base_labels": training_data.labels,
+            "tuned": str(folder / "tuned.hiriseice"), "jobs": jobs}
+    done = helpers.run_worker_snippet(worker_python, WORKER, helpers.write_job(folder / "plan.json", plan), timeout=900)
+    assert done.returncode == 0, done.stderr[-5000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return dict(out=out, folder=folder, base=str(base), jobs=jobs, validation_blocks=validation_blocks, a_file=a_file)
+
+
+def logs(run):
+    return [m["message"] for m in run["messages"] if m["type"] == "log"]
+
+
+def succeeded(finetune_runs, case):
+    run = finetune_runs["out"][case]
+    assert run["rc"] == 0 and run["messages"][-1]["type"] == "result", run["messages"][-3:]
+    return run
+
+
+def failed(finetune_runs, case):
+    run = finetune_runs["out"][case]
+    assert run["rc"] == 2 and [m["type"] for m in run["messages"]].count("error") == 1 and run["messages"][-1]["type"] == "error", run["messages"][-3:]
+    return run["messages"][-1]
+
+
+def test_tuned_at_the_label_chunks_size_and_recorded(finetune_runs):
+    run = succeeded(finetune_runs, "tuned")
+    assert "labels are 32-px chunks; the model was trained at 64 px; it is tuned at 32 px and records chunk_size 32, so detect uses 32 by default" in logs(run)
+    metadata = modelfile.read_metadata(str(finetune_runs["folder"] / "tuned.hiriseice"))
+    assert (metadata["chunk_size"], metadata["input_size"], metadata["base_model"]["chunk_size"]) == (SMALL, helpers.TINY_INPUT_SIZE, CHUNK)
+
+
+def test_fine_tuning_lowers_the_rate_warms_up_and_keeps_batch_norm(finetune_runs):
+    run = succeeded(finetune_runs, "tuned")
+    training = modelfile.read_metadata(str(finetune_runs["folder"] / "tuned.hiriseice"))["training"]
+    # 27 training chunks + 27 replay examples in batches of 8: 7 steps an epoch, 14 in all, a fifth of them rounded up
+    assert (training["learning_rate"], training["warmup_steps"], training["frozen_batch_norm_layers"]) == (1e-4, 3, 6)
+    assert "learning rate 0.0001, warmed up over 3 steps; 6 batch-norm layers keep the base model's statistics" in logs(run)
+    unchanged = finetune_runs["out"]["weights_unchanged"]
+    assert unchanged["batch_norm"] == [True] * 6
+    assert not any(unchanged["other"])  # every convolution and the classifier moved
+    assert [row["epoch"] for row in run["messages"][-1]["history"]] == [1, 2] and (training["base_epochs"], training["total_epochs"]) == (2, 4)
+
+
+def test_replay_is_mixed_into_training_never_into_validation_and_carried_forward(finetune_runs, training_data):
+    run = succeeded(finetune_runs, "tuned")
+    # 36 replay examples (18 icy): 4 + 4 held out, 28 in the pool; 27 of them a epoch, as many as the user's training chunks
+    assert "replay: 27 of the base model's 28 replay examples (14 icy) in each epoch; 8 more held out to check what it still knows" in logs(run)
+    tuned = str(finetune_runs["folder"] / "tuned.hiriseice")
+    metadata = modelfile.read_metadata(tuned)
+    assert metadata["training"]["replay"] == {"per_epoch": 27, "pool": 28, "held_out": 8}
+    assert (metadata["metrics"]["validation_chunks"], metadata["training"]["chunks"]) == (9, 36)  # the user's chunks only
+    assert metadata["replay"] == {"examples": 36, "icy": 18, "kinds": {"blob": 18, "terrain": 18}}
+    base, carried = modelfile.load_replay(finetune_runs["base"]), modelfile.load_replay(tuned, "BASE_MODEL")
+    for key in ("images", "labels", "kinds"):
+        assert np.array_equal(base[key], carried[key]), key
+    # the base's replay set is the tiny model's training chunks, read as training reads them
+    with gdal_exceptions(), RasterSource(training_data.raster.path) as source:
+        expected = labels.chunks_from_polygons(source, training_data.labels, CHUNK, helpers.TINY_INPUT_SIZE, DEFAULT_NORMALISATION)
+    assert np.array_equal(base["images"], np.stack([s.image for s in expected])) and base["images"].dtype == np.uint8
+
+
+def test_the_guard_scores_both_models_on_the_same_chunks(finetune_runs):
+    run = succeeded(finetune_runs, "tuned")
+    metrics = run["messages"][-1]["metrics"]
+    comparison = metrics["comparison"]
+    assert comparison["validation"]["base"]["chunks"] == comparison["validation"]["new"]["chunks"] == 9
+    assert comparison["replay"]["base"]["chunks"] == comparison["replay"]["new"]["chunks"] == 8
+    assert set(comparison["replay"]["new"]["called_icy_by_kind"]) == {"blob", "terrain"}
+    assert comparison["lines"][0].startswith("base model: AUC ") and " on these 9 validation chunks " in comparison["lines"][0]
+    assert " on 8 held-out examples of what it knew " in comparison["lines"][1]
+    for line in comparison["lines"] + [comparison["verdict"]]:
+        assert line in logs(run)
+    metadata = modelfile.read_metadata(str(finetune_runs["folder"] / "tuned.hiriseice"))
+    assert metadata["metrics"]["comparison"] == comparison
+    report = open(finetune_runs["folder"] / "tuned.html", encoding="utf-8").read()
+    assert "<h2>Base model against new model</h2>" in report and "held-out replay examples (what the base model knew)" in report
+    assert "<th>calibration</th><td>kept the base model&#x27;s (" in report  # 9 validation chunks are too few to fit
+    assert "<th>held out for validation</th><td>scene32/b" in report
+
+
+def test_a_worse_model_is_called_worse(finetune_runs):
+    run = succeeded(finetune_runs, "broken")  # learning rate 5: the weights blow up
+    verdict = run["messages"][-1]["metrics"]["comparison"]["verdict"]
+    assert verdict.startswith("The new model is WORSE than the base model on your 9 validation chunks (AUC ")
+    assert verdict.endswith("; keep using the base model, or label more chunks.") and verdict in logs(run)
+    assert f"<b>{verdict}</b>" in open(finetune_runs["folder"] / "broken.html", encoding="utf-8").read()
+
+
+def test_the_small_raster_advice_can_be_followed(finetune_runs):
+    error = failed(finetune_runs, "narrow at 64 px")
+    assert error["code"] == RasterError.code
+    assert "narrow is 60 x 120 px, smaller than one 64-px chunk. Use a larger image or a smaller CHUNK_SIZE." in error["message"]
+    run = succeeded(finetune_runs, "narrow at 20 px")  # the same base model, CHUNK_SIZE 20 honoured
+    assert modelfile.read_metadata(str(finetune_runs["folder"] / "narrow20.hiriseice"))["chunk_size"] == 20
+    assert any(m.startswith("labels are 20-px chunks; the model was trained at 64 px; it is tuned at 20 px") for m in logs(run))
+
+
+def test_a_validation_set_of_one_class_stops_the_run(finetune_runs):
+    error = failed(finetune_runs, "single-class validation")
+    assert error["code"] == LabelError.code
+    blocks = ", ".join(finetune_runs["validation_blocks"])
+    assert f"The 9 validation chunks ({blocks}) are all not icy, so the model cannot be judged on them." in error["message"]
+    assert "Label some icy chunks in other parts of the image" in error["message"] and "or give another raster" in error["message"]
+    assert not (finetune_runs["folder"] / "oneclass.hiriseice").exists()
+
+
+@pytest.mark.parametrize("case, parameter", [("unwritable model", "OUTPUT_MODEL"), ("unwritable report", "REPORT")])
+def test_an_unwritable_output_fails_before_any_chunk_is_read(finetune_runs, case, parameter):
+    run = finetune_runs["out"][case]
+    assert run["rc"] == 2 and len(run["messages"]) == 1  # no log: nothing was read, nothing trained
+    error = run["messages"][0]
+    assert error["type"] == "error" and error["message"].startswith(f"{parameter} cannot be written to '{finetune_runs['a_file']}'")
+    assert "Choose a folder you can write to." in error["message"]
