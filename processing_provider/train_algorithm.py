@@ -26,9 +26,9 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .algorithm import HiriseIceAlgorithm
-from .common import add_features, checked_model, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
+from .common import add_features, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
-from .engine import modelfile, schema, training
+from .engine import errors, modelfile, schema, training
 
 AUGMENT_MODES = training.AUGMENT_MODES
 from .worker import partial_path, run_worker
@@ -82,11 +82,19 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             "patches: grid chunks containing an outline are icy, the others not icy (except those touching an <i>exclusion</i> polygon). "
             "<b>Label field</b>: 1 / 0, icy / not icy or yes / no; NULL, -1 or 'unclear' leave a chunk out (as the paper left out "
             "its unclear chunks).</p>"
-            "<p><b>Base model</b> (optional): continue training an existing model (its chunk and input size are kept); empty = start "
-            "from scratch. <b>Chunk size</b> 1024 and <b>input size</b> 256 are the paper's. Training uses Adam and binary "
+            "<p><b>Rasters</b> and <b>label layers</b> take several layers; in qgis_process give them as RASTERS=a.tif;b.tif or as "
+            "repeated RASTERS=a.tif RASTERS=b.tif.</p>"
+            "<p><b>Base model</b> (optional): fine-tune an existing model (its input size and normalisation are kept) at a lower "
+            "learning rate with a warm-up, its batch-norm statistics kept and the examples it carries replayed in every epoch; before "
+            "writing, the base and the new model are scored on the same validation chunks and the log and report say plainly if the "
+            "new one is worse. Empty = start from scratch. <b>Chunk size</b>: 0 (default) = the size of the label polygons (e.g. the "
+            "CHUNK_SIZE you detected at), else the base model's, else the paper's 1024; the model records it and detect uses it by default. "
+            "<b>Input size</b> 256 is the paper's. <b>Learning rate</b>: 0 (default) = 0.001 from scratch, 0.0001 when fine-tuning. "
+            "Training uses Adam and binary "
             "cross-entropy; the epoch with the lowest validation loss is kept (<b>patience</b>: epochs without improvement before "
-            "stopping); validation chunks are held out in spatial blocks; icy and not-icy chunks are balanced by class weights; "
-            "probabilities are calibrated on the validation chunks. <b>Augmentation</b>: lighting-safe (default) mirrors east-west and "
+            "stopping); validation chunks are held out in spatial blocks (named in the log and report); icy and not-icy chunks are "
+            "balanced by class weights; probabilities are calibrated on the validation chunks only when they hold at least 10 chunks of "
+            "each class and the fit improves them, otherwise the base model's calibration (or none) is kept. <b>Augmentation</b>: lighting-safe (default) mirrors east-west and "
             "varies brightness and contrast, keeping north up, because ice hides on the poleward side of what shades it; full "
             "adds north-south flips and 90-degree rotations, for labels that do not depend on illumination. <b>Widths</b> (advanced): the network's layer widths.</p>"
             "<p>Outputs: the model file, the per-epoch history as a table (loss, accuracy, validation loss/accuracy, precision, "
@@ -106,14 +114,20 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         )
         self.addParameter(QgsProcessingParameterMultipleLayers(self.EXCLUDE, self.tr("Exclusion polygons (outline mode)"), QgsProcessing.TypeVectorPolygon, optional=True))
         self.addParameter(QgsProcessingParameterFile(self.BASE_MODEL, self.tr("Continue training this model (optional)"), QgsProcessingParameterFile.File, optional=True, fileFilter=MODEL_FILTER))
-        self.addParameter(QgsProcessingParameterNumber(self.CHUNK_SIZE, self.tr("Chunk size (pixels)"), QgsProcessingParameterNumber.Integer, 1024, minValue=8))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.CHUNK_SIZE, self.tr("Chunk size (pixels; 0 = the label polygons' size, else the base model's or 1024)"), QgsProcessingParameterNumber.Integer, 0, minValue=0
+            )
+        )
         self._advanced(QgsProcessingParameterNumber(self.INPUT_SIZE, self.tr("Network input size (pixels)"), QgsProcessingParameterNumber.Integer, 256, minValue=32))
         self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs"), QgsProcessingParameterNumber.Integer, 30, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"), QgsProcessingParameterNumber.Integer, 25, minValue=1))
         self.addParameter(
             QgsProcessingParameterNumber(self.VALIDATION_FRACTION, self.tr("Validation share"), QgsProcessingParameterNumber.Double, 0.2, minValue=0.05, maxValue=0.5)
         )
-        learning_rate = QgsProcessingParameterNumber(self.LEARNING_RATE, self.tr("Learning rate"), QgsProcessingParameterNumber.Double, 0.001, minValue=1e-7, maxValue=1.0)
+        learning_rate = QgsProcessingParameterNumber(
+            self.LEARNING_RATE, self.tr("Learning rate (0 = 0.001 from scratch, 0.0001 when fine-tuning)"), QgsProcessingParameterNumber.Double, 0.0, minValue=0.0, maxValue=1.0
+        )
         learning_rate.setMetadata({"widget_wrapper": {"decimals": 6}})
         self.addParameter(learning_rate)
         self.addParameter(QgsProcessingParameterNumber(self.PATIENCE, self.tr("Patience (epochs without improvement)"), QgsProcessingParameterNumber.Integer, 8, minValue=1))
@@ -161,10 +175,9 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         source_crs = layer_crs(layer)
         if not source_crs.isValid():
             source_crs = target
-            feedback.reportError(
+            feedback.pushWarning(
                 f"'{layer.name()}' has no CRS QGIS can read; its coordinates are taken to be in the CRS of '{raster_layer.name()}'. "
-                "If they are not, set the layer's CRS (Layer Properties > Source) and run again.",
-                False,
+                "If they are not, set the layer's CRS (Layer Properties > Source) and run again."
             )
         transform = QgsCoordinateTransform(source_crs, target, context.transformContext())
         request = QgsFeatureRequest()
@@ -195,7 +208,36 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             found.append((geometry.asWkt(), value))
         return found, failures
 
+    LAYER_LISTS = (RASTERS, LABELS, EXCLUDE)
+
+    def _split_layer_lists(self, parameters):
+        """'a.tif;b.tif' as a list: qgis_process hands RASTERS=a.tif;b.tif over as one string, which
+        QGIS 3.22's multiple-layer parameter reads as a single (missing) layer."""
+        split = dict(parameters)
+        for name in self.LAYER_LISTS:
+            value = split.get(name)
+            if isinstance(value, str) and ";" in value:
+                split[name] = [part.strip() for part in value.split(";") if part.strip()]
+        return split
+
+    def checkParameterValues(self, parameters, context):
+        return super().checkParameterValues(self._split_layer_lists(parameters), context)
+
+    @staticmethod
+    def _check_destination(path, parameter):
+        try:
+            training.check_destination(path, parameter)
+        except errors.EngineError as exc:
+            raise QgsProcessingException(str(exc)) from None
+
     def processAlgorithm(self, parameters, context, feedback):
+        parameters = self._split_layer_lists(parameters)
+        # Outputs first: an unwritable folder must not be found after reading every label and training.
+        output_model = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+        report = self.parameterAsFileOutput(parameters, self.REPORT, context)
+        self._check_destination(output_model, "OUTPUT_MODEL")
+        if report:
+            self._check_destination(report, "REPORT")
         rasters = self.parameterAsLayerList(parameters, self.RASTERS, context)
         label_layers = self.parameterAsLayerList(parameters, self.LABELS, context)
         exclude_layers = self.parameterAsLayerList(parameters, self.EXCLUDE, context)
@@ -219,11 +261,12 @@ class TrainAlgorithm(HiriseIceAlgorithm):
 
         base_model = self.parameterAsFile(parameters, self.BASE_MODEL, context)
         if base_model:
-            base_model, base_metadata = checked_model(base_model)
-            feedback.pushInfo(f"Continuing from {modelfile.describe(base_metadata)}; its chunk size and input size are kept.")
+            try:
+                base_metadata = modelfile.read_metadata(base_model, self.BASE_MODEL)
+            except errors.EngineError as exc:
+                raise QgsProcessingException(str(exc)) from None
+            feedback.pushInfo(f"Continuing from {modelfile.describe(base_metadata)}: its input size and normalisation are kept.")
         widths = self._widths(self.parameterAsString(parameters, self.WIDTHS, context))
-        output_model = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
-        report = self.parameterAsFileOutput(parameters, self.REPORT, context)
 
         entries, empty = [], []
         for raster_layer in rasters:
@@ -239,16 +282,15 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 exclude.extend(wkt for wkt, _ in found)
                 unreadable += failures
             if unreadable:
-                feedback.reportError(
+                feedback.pushWarning(
                     f"{unreadable} feature(s) could not be transformed into the CRS of '{raster_layer.name()}' ({raster_layer.crs().description() or raster_layer.crs().toProj()}); "
-                    "check that label layers and rasters are on the same body (Mars).",
-                    False,
+                    "check that label layers and rasters are on the same body (Mars)."
                 )
             filled = sum(1 for item in labels if item["label"] is not None)
             if not labels or (mode == "chunks" and not filled):
                 empty.append((raster_layer.name(), bool(labels)))
                 why = "No label feature lies over" if not labels else f"Every label feature has an empty '{label_field}' over"
-                feedback.reportError(f"{why} '{raster_layer.name()}'; it is left out of training.", False)
+                feedback.pushWarning(f"{why} '{raster_layer.name()}'; it is left out of training.")
                 continue
             feedback.pushInfo(f"'{raster_layer.name()}': {len(labels)} label feature(s) over it ({filled} with a value), {len(exclude)} exclusion polygon(s)")
             entries.append({"path": raster_path_for_worker(raster_layer, context, feedback), "band": 0, "labels": labels, "exclude": exclude})
@@ -309,3 +351,6 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         for key in ("best_epoch", "best_val_loss", "ece_uncalibrated", "ece_calibrated"):
             if key in metrics:
                 feedback.pushInfo(f"{key}: {metrics[key]}")
+        comparison = metrics.get("comparison") or {}
+        if comparison.get("worse"):  # the worker logged it among many lines; a warning is its last word
+            feedback.pushWarning(comparison["verdict"])

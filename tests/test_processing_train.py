@@ -17,6 +17,7 @@ from osgeo import osr
 
 import helpers
 import qgis_support as qs
+from conftest import training_scene
 from model import modelfile
 
 CHUNK = 64
@@ -185,16 +186,78 @@ def test_history_table_and_report(chunk_trained):
     assert metrics["best_epoch"] == best["epoch"] and metrics["best_val_loss"] == pytest.approx(best["val_loss"], rel=1e-5)
 
 
-def test_retraining_continues_the_epoch_numbering(chunk_trained, labelled_geographic, training_data, tmp_path):
+def test_retraining_honours_chunk_size_and_numbers_its_own_epochs(chunk_trained, labelled_geographic, training_data, tmp_path):
     base = chunk_trained["metadata"]
     results = train(tmp_path, [training_data.raster.path], [labelled_geographic], epochs=1, BASE_MODEL=chunk_trained["results"]["OUTPUT_MODEL"],
-                    CHUNK_SIZE=128, INPUT_SIZE=64)  # ignored: a base model keeps its own sizes
+                    CHUNK_SIZE=128, INPUT_SIZE=64, LEARNING_RATE=0)  # CHUNK_SIZE honoured, INPUT_SIZE the base's, the fine-tuning rate
     meta = modelfile.read_metadata(results["OUTPUT_MODEL"])
-    assert [f["epoch"] for f in results["HISTORY"].getFeatures()] == [3]
-    assert (meta["training"]["epochs_run"], meta["training"]["total_epochs"]) == (1, 3)
-    assert meta["base_model"] == {"name": base["name"], "version": base["version"]}
-    assert (meta["input_size"], meta["chunk_size"], meta["architecture"]) == (base["input_size"], base["chunk_size"], base["architecture"])
-    assert "Continuing from" in results["_feedback"].text
+    assert [f["epoch"] for f in results["HISTORY"].getFeatures()] == [1]
+    assert (meta["training"]["epochs_run"], meta["training"]["base_epochs"], meta["training"]["total_epochs"]) == (1, 2, 3)
+    assert meta["training"]["learning_rate"] == 1e-4
+    assert meta["base_model"] == {"name": base["name"], "version": base["version"], "chunk_size": CHUNK}
+    assert (meta["input_size"], meta["chunk_size"], meta["architecture"]) == (base["input_size"], 128, base["architecture"])
+    log = results["_feedback"].text
+    assert "Continuing from" in log
+    assert ("labels are 64-px chunks but CHUNK_SIZE is 128: each is read as detect reads a 64-px edge of a 128-px chunk (the rest of the input is no-data); "
+            "set CHUNK_SIZE to 64 (or 0) to train at the labels' size; the model was trained at 64 px; it is tuned at 128 px and records chunk_size 128") in log
+    assert re.search(r"base model: AUC \d\.\d{3} on these \d+ validation chunks .*; new model: AUC \d\.\d{3}", log)
+    assert "<h2>Base model against new model</h2>" in open(results["REPORT"], encoding="utf-8").read()
+
+
+@pytest.fixture(scope="module")
+def two_rasters(qgis_app, training_data, tmp_path_factory):
+    """A second scene over the same ground (other terrain, the same checkerboard of blobs), one label layer for both."""
+    from qgis.PyQt.QtCore import QVariant
+
+    folder = tmp_path_factory.mktemp("two_rasters")
+    second = training_scene(folder, name="second_scene.tif", seed=23)
+    raster = training_data.raster
+    layer = memory_polygons("chunk labels", raster.crs_wkt, [(chunk_geometry(raster, r, c), [int(helpers.checkerboard(r, c))]) for r in range(6) for c in range(6)],
+                            [("label", QVariant.Int)])
+    return raster, second.raster, layer
+
+
+def test_several_rasters_as_one_string_and_calibration_only_where_it_helps(two_rasters, tmp_path):
+    """RASTERS=a.tif;b.tif as qgis_process hands it over (one string). Split by image, the validation image holds 18 chunks of
+    each class: enough to fit Platt scaling, kept only if it lowers the validation ECE."""
+    first, second, layer = two_rasters
+    results = train(tmp_path, f"{first.path};{second.path}", [layer], VALIDATION_FRACTION=0.5)
+    job = job_of(results)
+    assert [entry["path"] for entry in job["rasters"]] == [first.path, second.path] and all(len(e["labels"]) == 36 for e in job["rasters"])
+    meta = modelfile.read_metadata(results["OUTPUT_MODEL"])
+    assert meta["training"]["data"]["images"] == [{"image_id": "train_scene", "chunks": 36, "icy": 18}, {"image_id": "second_scene", "chunks": 36, "icy": 18}]
+    validation = meta["training"]["split"]["validation_groups"]
+    assert len(validation) == 1 and f"held out for validation: {validation[0]}" in results["_feedback"].text
+    metrics = meta["metrics"]
+    assert (metrics["validation_chunks"], metrics["validation_icy"]) == (36, 18)
+    chosen = metrics["calibration"]
+    assert f"calibration: {chosen['choice']} ({chosen['reason']})" in results["_feedback"].text
+    if chosen["choice"] == "fitted":
+        assert meta["calibration"]["method"] == "platt" and metrics["ece_calibrated"] < metrics["ece_uncalibrated"]
+    else:
+        assert chosen["choice"] == "none" and "would not lower" in chosen["reason"] and meta["calibration"] is None
+        assert metrics["ece_calibrated"] == metrics["ece_uncalibrated"]
+    assert f"<th>held out for validation</th><td>{validation[0]}</td>" in open(results["REPORT"], encoding="utf-8").read()
+
+
+def test_the_same_rasters_as_a_list(two_rasters, tmp_path):
+    """A repeated RASTERS= (qgis_process) or a Python list: the same two rasters reach the worker."""
+    from qgis.core import QgsApplication
+
+    first, second, layer = two_rasters
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("hiriseice:train")
+    context = qs_context()
+    for value in ([first.path, second.path], f"{first.path};{second.path}"):
+        ok, message = algorithm.checkParameterValues(dict(TINY, RASTERS=value, LABELS=[layer], OUTPUT_MODEL=str(tmp_path / "m.hiriseice"), REPORT=str(tmp_path / "r.html")), context)
+        assert ok, message
+
+
+def qs_context():
+    from qgis.core import QgsProcessingContext, QgsProject
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    return context
 
 
 def test_outlines_with_exclusions(qgis_app, training_data, tmp_path):
@@ -280,3 +343,27 @@ def test_raster_smaller_than_a_chunk(qgis_app, make_raster, tmp_path):
 
 def test_label_field_missing(qgis_app, labelled_geographic, training_data, tmp_path):
     check_failed(tmp_path, ["has no field 'ice'", "Set LABEL_FIELD"], RASTERS=[training_data.raster.path], LABELS=[labelled_geographic], LABEL_FIELD="ice")
+
+
+def test_an_unwritable_model_folder_fails_before_anything_is_read(qgis_app, training_data, tmp_path):
+    """Found before the labels are read and the worker starts, and said once."""
+    from qgis.core import QgsProcessingException
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    feedback = qs.recording_feedback()
+    values = dict(TINY, RASTERS=[training_data.raster.path], LABELS=[], EPOCHS=1, OUTPUT_MODEL=str(a_file / "m.hiriseice"), HISTORY="TEMPORARY_OUTPUT",
+                  REPORT=str(tmp_path / "r.html"))
+    with pytest.raises(QgsProcessingException) as caught:
+        qs.run_algorithm("hiriseice:train", values, feedback=feedback)
+    message = str(caught.value)
+    assert message.startswith(f"OUTPUT_MODEL cannot be written to '{a_file}'") and message.count("cannot be written") == 1
+    assert "cannot be written" not in feedback.text and not feedback.commands  # no worker started, nothing else said
+
+
+def test_a_corrupt_base_model_is_named_base_model(qgis_app, labelled_geographic, training_data, tmp_path):
+    corrupt = tmp_path / "corrupt.hiriseice"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    message = check_failed(tmp_path, [str(corrupt), "(BASE_MODEL)", "leave BASE_MODEL empty to train from scratch"],
+                           RASTERS=[training_data.raster.path], LABELS=[labelled_geographic], BASE_MODEL=str(corrupt))
+    assert "MODEL empty for the bundled default model" not in message
