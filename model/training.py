@@ -343,7 +343,12 @@ def _options_from_job(job: Dict) -> TrainOptions:
 def check_destination(path: str, parameter: str) -> None:
     """Fail before any chunk is read when an output cannot be written where it is asked for."""
     folder = os.path.dirname(os.path.abspath(path))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
     try:
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(0, f"'{existing}' is a file, not a folder")
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
@@ -352,7 +357,7 @@ def check_destination(path: str, parameter: str) -> None:
 
 
 def _check_job(job: Dict) -> str:
-    """The job's label mode, after the checks that need no file."""
+    """The job's label mode, once the job is complete and its outputs can be written: nothing has been read yet."""
     if not job.get("output_model"):
         raise LabelError("No output model file was given (OUTPUT_MODEL).")
     mode = job.get("label_mode", "chunks")
