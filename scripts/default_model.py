@@ -230,7 +230,8 @@ def main(argv=None):
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7, help="fixes the split and the test set")
     parser.add_argument("--data-seed", type=int, default=None)
-    parser.add_argument("--limit", type=int, default=0, help="use only this many crops (quick trial runs)")
+    parser.add_argument("--limit", type=int, default=0, help="use only this many crops (quick trial runs; another split)")
+    parser.add_argument("--train-share", type=float, default=1.0, help="train on this share of the training crops (same split and test set)")
     parser.add_argument("--replay", type=int, default=600, help="examples carried in the model file for fine-tuning")
     parser.add_argument("--evaluate", metavar="MODEL", default="", help="only measure this model file on the test set (JSON on stdout)")
     args = parser.parse_args(argv)
@@ -265,7 +266,11 @@ def main(argv=None):
 
     families = [f for f in FAMILIES if f != args.hold_out]
     data_seed = args.seed if args.data_seed is None else args.data_seed
-    pool = build_training_set([t for t in tiles if t["observation"] not in test_obs], args.variants, args.hard_variants, data_seed, args.input_size)
+    training_tiles = [t for t in tiles if t["observation"] not in test_obs]
+    if args.train_share < 1.0:
+        keep = np.random.default_rng(data_seed).random(len(training_tiles)) < args.train_share
+        training_tiles = [t for t, kept in zip(training_tiles, keep) if kept]
+    pool = build_training_set(training_tiles, args.variants, args.hard_variants, data_seed, args.input_size)
     train = pool.subset(np.isin(pool.kinds, families) | (pool.labels == 0))
     reporter.log(f"made {len(train.labels)} training and validation examples ({int(train.labels.sum())} icy; families: {', '.join(families)}) in {time.monotonic() - started:.0f} s")
 

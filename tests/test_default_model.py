@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 import helpers
-from model import modelfile, network, rules
+from model import modelfile, rules
 
 DEFAULT_MODEL = modelfile.default_model_path()
 MODEL_CARD = os.path.join(os.path.dirname(DEFAULT_MODEL), "MODEL_CARD.md")
@@ -20,28 +20,30 @@ def default_metadata():
     return modelfile.read_metadata("")
 
 
-def test_default_model_is_shipped_small_and_the_papers_network(default_metadata):
+def test_default_model_is_shipped_small_with_its_card_and_replay_set(default_metadata):
     assert os.path.getsize(DEFAULT_MODEL) <= 12 * 1024 * 1024
-    assert default_metadata["architecture"]["widths"] == list(network.PAPER_WIDTHS)
-    assert default_metadata["chunk_size"] == 1024
+    assert default_metadata["chunk_size"] == 1024 and default_metadata["input_size"] == 128
     assert default_metadata["thresholds"] == {"icy": rules.ICY_THRESHOLD, "hard_low": rules.HARD_LOW}
-    assert default_metadata["calibration"]["method"] == "platt"
+    assert default_metadata["training"]["families"] == ["natural shade", "stone field", "crater wall", "rendered caster"]
     with zipfile.ZipFile(DEFAULT_MODEL) as archive:
         assert archive.testzip() is None
+    replay = modelfile.load_replay(DEFAULT_MODEL)
+    assert replay is not None and set(replay["labels"].tolist()) == {0, 1}
+    assert replay["images"].shape[1:] == (128, 128)
 
 
-def test_model_card_reports_the_metrics_recorded_in_the_model(default_metadata):
+def test_model_card_leads_with_the_transfer_table_and_reports_the_models_numbers(default_metadata):
     card = open(MODEL_CARD, encoding="utf-8").read()
+    assert card.index("How well it transfers") < card.index("The shipped model on the held-out observations")
     test = default_metadata["metrics"]["test"]
-    assert f"{test['roc_auc']:.4f}" in card
-    assert "10.5281/zenodo.2538136" in card  # the terrain's attribution
-    assert "No real ice labels" in card
-    assert "hiriseice:train" in card
-    # Validation is split by observation: no observation is both trained on and tested.
+    for family, row in test["families"].items():
+        assert f"| {family} | {row['roc_auc']:.3f} (" in card
+    for family in test["families"]:
+        assert f"\n| {family} | " in card.split("## The shipped model")[0]  # a leave-one-family-out row for each
+    assert "10.5281/zenodo.2538136" in card and "No real ice labels" in card and "hiriseice:train" in card
     training = default_metadata["training"]
     held_out = set(training["test_observations"])
     assert held_out and not held_out & set(training["split"]["train_groups"] + training["split"]["validation_groups"])
-    assert not set(training["split"]["train_groups"]) & set(training["split"]["validation_groups"])
 
 
 def test_default_model_scores_implanted_ice_above_bare_terrain(worker_python, tmp_path):
@@ -87,37 +89,26 @@ def run_recipe(worker_python, *args):
     return done.stdout
 
 
-def test_default_model_recipe_trains_continues_and_measures_what_its_card_says(worker_python, shared_data, tmp_path):
-    """scripts/train_default_model on a few real tiles with a tiny network: the card's AUC is the
-    model's own, --evaluate measures it again, and continuing keeps the split, the commands and the notes."""
-    terrain = shared_data / "hirise-terrain"
-    common = ["--terrain", terrain, "--limit", 60, "--epochs", 1, "--input-size", 32, "--test-variants", 2]
-    first, card, report = tmp_path / "first.hiriseice", tmp_path / "card.md", tmp_path / "report.html"
-    run_recipe(worker_python, *common, "--widths", "8,16,16,16,16", "--hard-variants", 4, "--note", "A note, kept.",
-               "--out", first, "--card", card, "--report", report)
-    meta = modelfile.read_metadata(str(first))
-    test = meta["metrics"]["test"]
+def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_it_measured(worker_python, shared_data, tmp_path):
+    """scripts/train_default_model on a few real crops with a tiny network: a leave-one-family-out
+    run, then the all-families run whose card carries that run's row and the model's own numbers."""
+    common = ["--terrain", shared_data / "hirise-terrain", "--terrain", shared_data / "hirise-terrain-v1", "--limit", 90,
+              "--epochs", 1, "--input-size", 32, "--widths", "8,16,16,16,16", "--replay", 40]
+    fold, fold_json = tmp_path / "without.hiriseice", tmp_path / "lofo" / "stone-field.json"
+    run_recipe(worker_python, *common, "--hold-out", "stone field", "--out", fold, "--json", fold_json)
+    measured = json.loads(fold_json.read_text())
+    assert measured["held_out_family"] == "stone field"
+    assert modelfile.read_metadata(str(fold))["training"]["families"] == ["natural shade", "crater wall", "rendered caster"]
+
+    model, card = tmp_path / "all.hiriseice", tmp_path / "card.md"
+    run_recipe(worker_python, *common, "--out", model, "--card", card, "--transfer", str(tmp_path / "lofo" / "*.json"))
     text = card.read_text(encoding="utf-8")
-    assert f"| chunk ROC AUC | {test['roc_auc']:.4f} |" in text
-    interval = test["roc_auc_interval"]
-    assert f"{interval['low']:.3f}-{interval['high']:.3f}" in text and interval["resamples"] > 0
-    assert set(test["by_patch"]) and all(0.0 <= row["recall"] <= 1.0 for row in test["by_patch"].values())
-    assert sum(row["count"] for name, row in test["by_patch"].items() if name.startswith("size")) == test["test_icy"]
-    assert "| planted patch | icy examples | recall | ROC AUC |" in text and "A note, kept." in text
-    assert meta["training"]["examples"]["hard_variants"] == 4 and report.is_file()
+    held = measured["families"]["stone field"]
+    assert f"| stone field | {held['roc_auc']:.3f} ({held['roc_auc_interval']['low']:.3f}-" in text.split("## The shipped model")[0]
+    test = modelfile.read_metadata(str(model))["metrics"]["test"]
+    assert f"| natural shade | {test['families']['natural shade']['roc_auc']:.3f} (" in text.split("## The shipped model")[1]
+    replay = modelfile.load_replay(str(model))
+    assert len(replay["labels"]) <= 40 and set(replay["labels"].tolist()) == {0, 1}
 
-    rewritten = tmp_path / "rewritten.md"
-    measured = json.loads(run_recipe(worker_python, *common, "--evaluate", first, "--rewrite-card", "--card", rewritten))
-    assert measured["roc_auc"] == pytest.approx(test["roc_auc"], abs=1e-6)
-    assert rewritten.read_text(encoding="utf-8") == text  # the card follows from the model file and the data alone
-    other_set = common[:-1] + [4]  # --test-variants 4: not the held-out set the model was measured on
-    done = start_recipe(worker_python, *other_set, "--evaluate", first, "--rewrite-card", "--card", rewritten)
-    assert done.returncode != 0 and "--test-variants" in done.stderr
-    assert rewritten.read_text(encoding="utf-8") == text  # left as it was
-
-    second = tmp_path / "second.hiriseice"
-    run_recipe(worker_python, *common, "--base", first, "--data-seed", 9, "--out", second, "--card", card, "--report", report)
-    continued = modelfile.read_metadata(str(second))["training"]
-    assert continued["split"]["validation_groups"] == meta["training"]["split"]["validation_groups"]
-    assert continued["total_epochs"] == 2 and continued["notes"] == ["A note, kept."]
-    assert len(continued["commands"]) == 2 and "'A note, kept.'" in continued["commands"][0]
+    again = json.loads(run_recipe(worker_python, *common, "--evaluate", model, "--card", ""))
+    assert again["families"]["natural shade"]["roc_auc"] == pytest.approx(test["families"]["natural shade"]["roc_auc"], abs=1e-6)

@@ -1,0 +1,156 @@
+"""One round of the paper's loop, simulated: does retraining on a geologist's labels teach the
+model a kind of ice it never saw, without forgetting the rest?
+
+The base model is a leave-one-family-out model of the default recipe (it never saw FAMILY). A
+mosaic of 256-px cells (1 m pixels, a Mars CRS) is made from crops of the recipe's *training*
+observations, half of them with FAMILY's ice; the base model detects on it at CHUNK_SIZE 256, and
+the cells are labelled as a geologist would: N at random (50, 100, 200), and 100 in the base
+model's review_rank order. Each set retrains the base once through the engine's training job with
+the algorithm's defaults. Every model is scored on the recipe's held-out observations: the new
+family's ROC AUC, the other families', and false positives on real ice-free terrain and the hard
+landforms; before and after, with the wall time.
+
+    .venv/bin/python benchmarks/adaptation.py --base build/models/without-natural-shade.hiriseice \
+        --family "natural shade" [--labels 50,100,200] [--pool 400] [--json build/adaptation.json]
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+
+import default_model as recipe  # noqa: E402
+from model import modelfile  # noqa: E402
+from model.preprocess import resize  # noqa: E402
+from model.protocol import SilentReporter  # noqa: E402
+from model.trainingdata.examples import FAMILIES, LOOKALIKE_SHARES, LOOKALIKES  # noqa: E402
+from model.trainingdata.scene import mars_equirectangular_wkt  # noqa: E402
+
+CELL = 256
+COLUMNS = 20
+
+
+def write_mosaic(tiles, family, count, seed, path):
+    """A GeoTIFF of ``count`` 256-px cells (1 m pixels), half with ``family``'s ice and half with a
+    look-alike or nothing; returns [(cell polygon WKT, label)] in cell order."""
+    from osgeo import gdal
+
+    rng = np.random.default_rng(seed)
+    rows = (count + COLUMNS - 1) // COLUMNS
+    canvas = np.zeros((rows * CELL, COLUMNS * CELL), np.uint8)
+    labels = []
+    chosen = rng.choice(len(tiles), count, replace=count > len(tiles))
+    for index, tile_index in enumerate(chosen):
+        image = resize(tiles[tile_index]["image"], CELL)
+        valid = image > 0
+        icy = index % 2 == 0
+        placed = None
+        if icy:
+            try:
+                placed = FAMILIES[family](image, rng, valid)[0]
+            except ValueError:
+                icy = False
+        if placed is None:
+            kind = str(rng.choice(list(LOOKALIKE_SHARES), p=list(LOOKALIKE_SHARES.values())))
+            placed = image if LOOKALIKES[kind] is None else _safe(LOOKALIKES[kind], image, rng, valid)
+        r, c = divmod(index, COLUMNS)
+        canvas[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL] = np.where(valid, np.clip(np.round(placed * 254) + 1, 1, 255), 0)
+        x0, y0 = c * CELL, -r * CELL
+        labels.append((f"POLYGON(({x0} {y0},{x0 + CELL} {y0},{x0 + CELL} {y0 - CELL},{x0} {y0 - CELL},{x0} {y0}))", int(icy)))
+    dataset = gdal.GetDriverByName("GTiff").Create(path, canvas.shape[1], canvas.shape[0], 1, gdal.GDT_Byte, ["TILED=YES", "COMPRESS=DEFLATE"])
+    dataset.SetGeoTransform((0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
+    dataset.SetProjection(mars_equirectangular_wkt(-50.0))
+    dataset.GetRasterBand(1).SetNoDataValue(0)
+    dataset.GetRasterBand(1).WriteArray(canvas)
+    dataset = None
+    return labels
+
+
+def _safe(implant, image, rng, valid):
+    try:
+        return implant(image, rng, valid)
+    except ValueError:
+        return image
+
+
+def review_order(mosaic, base):
+    """Cell indices in the order of the base model's review_rank at CHUNK_SIZE 256."""
+    from model.inference import DetectOptions, detect
+
+    chunks = detect(mosaic, base, DetectOptions(chunk_size=CELL)).chunks
+    ranked = sorted(chunks, key=lambda chunk: chunk["review_rank"])
+    return [chunk["row"] * COLUMNS + chunk["col"] for chunk in ranked]
+
+
+def retrain(mosaic, labels, cells, base, out):
+    from model.training import run_job
+
+    job = {"rasters": [{"path": mosaic, "labels": [{"wkt": labels[i][0], "label": labels[i][1]} for i in cells]}],
+           "label_mode": "chunks", "chunk_size": CELL, "base_model": base, "output_model": out, "epochs": 30, "patience": 8}
+    started = time.monotonic()
+    run_job(job, SilentReporter())
+    return time.monotonic() - started
+
+
+def score(path, test, family):
+    network, meta = modelfile.load(path)
+    measured = recipe.evaluate(network, meta, test)
+    fpr = measured["false_positive_rate_at_0.5"]
+    hard = [fpr[name] for name in recipe.HARD_LANDFORMS if fpr[name]["count"]]
+    return {
+        "new_family_auc": measured["families"][family]["roc_auc"],
+        "new_family_recall": measured["families"][family]["recall_at_0.5"],
+        "other_families_auc": {name: row["roc_auc"] for name, row in measured["families"].items() if name != family},
+        "fpr_real_terrain": fpr["real ice-free terrain (not the hard landforms)"]["rate"],
+        "fpr_hard_landforms": sum(h["rate"] * h["count"] for h in hard) / max(1, sum(h["count"] for h in hard)),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", required=True)
+    parser.add_argument("--family", required=True, choices=list(FAMILIES))
+    parser.add_argument("--labels", default="50,100,200")
+    parser.add_argument("--pool", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=7, help="the recipe's seed: the same split and test set")
+    parser.add_argument("--work", default=os.path.join(REPO, "build", "adaptation"))
+    parser.add_argument("--json", default=os.path.join(REPO, "build", "adaptation.json"))
+    args = parser.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    from model.training import prepare_tensorflow
+
+    prepare_tensorflow(modelfile.read_metadata(args.base)["architecture"]["widths"])
+    tiles = recipe.load_tiles([os.path.join(recipe.SHARED, name) for name in recipe.TERRAIN_FOLDERS])
+    train_obs, _validation, test_obs = recipe.split_observations(tiles, args.seed)
+    test = recipe.build_test_set([t for t in tiles if t["observation"] in test_obs], args.seed + 1, modelfile.read_metadata(args.base)["input_size"])
+    mosaic = os.path.join(args.work, "mosaic.tif")
+    labels = write_mosaic([t for t in tiles if t["observation"] in train_obs], args.family, args.pool, args.seed, mosaic)
+    rng = np.random.default_rng(args.seed)
+    random_order = rng.permutation(len(labels)).tolist()
+    runs = [(f"random {n}", random_order[:n]) for n in (int(n) for n in args.labels.split(","))]
+    runs.append(("review_rank 100", review_order(mosaic, args.base)[:100]))
+    rows = [dict(run="base model, not retrained", labels=0, icy=0, minutes=0.0, **score(args.base, test, args.family))]
+    for name, cells in runs:
+        out = os.path.join(args.work, name.replace(" ", "-") + ".hiriseice")
+        seconds = retrain(mosaic, labels, cells, args.base, out)
+        rows.append(dict(run=name, labels=len(cells), icy=sum(labels[i][1] for i in cells), minutes=round(seconds / 60, 1), **score(out, test, args.family)))
+        print(json.dumps(rows[-1]), flush=True)
+    with open(args.json, "w", encoding="utf-8") as handle:
+        json.dump({"family": args.family, "base": args.base, "pool": args.pool, "rows": rows}, handle, indent=1)
+    print(f"| run | labels (icy) | AUC {args.family} | recall | other families' AUC | FPR real terrain | FPR hard landforms | minutes |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        others = ", ".join(f"{v:.3f}" for v in row["other_families_auc"].values())
+        print(f"| {row['run']} | {row['labels']} ({row['icy']}) | {row['new_family_auc']:.3f} | {row['new_family_recall']:.2f} | {others} | "
+              f"{row['fpr_real_terrain']:.3f} | {row['fpr_hard_landforms']:.3f} | {row['minutes']} |")
+
+
+if __name__ == "__main__":
+    main()
