@@ -302,7 +302,7 @@ def main(argv=None):
     meta["metrics"]["test"] = {k: v for k, v in measured.items() if k != "reliability"}
     meta["training"]["run_minutes"] = round((time.monotonic() - started) / 60.0, 1)
     train_only = train.subset(~np.isin(train.groups, sorted(validation_obs)))
-    _save(network, meta, args.out, replay_set(train_only, args.replay, data_seed))
+    modelfile.save(network, meta, args.out, replay=replay_set(train_only, args.replay, data_seed))
     _write_json(args.json, dict(measured, held_out_family=args.hold_out or None, model=meta["name"], widths=list(widths),
                                  epochs=meta["training"]["epochs_run"], minutes=meta["training"]["run_minutes"]))
     if not args.hold_out:
@@ -312,11 +312,6 @@ def main(argv=None):
     reporter.log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB) in {(time.monotonic() - started) / 60:.1f} min")
     print(json.dumps({"families": {k: round(v["roc_auc"], 4) for k, v in measured["families"].items()},
                       "fpr": {k: v["rate"] for k, v in measured["false_positive_rate_at_0.5"].items()}, "ece": measured["ece"]}, indent=1))
-
-
-def _save(network, meta, path, replay):
-    modelfile.save(network, meta, path)
-    np.savez_compressed(path + ".replay.npz", **replay)
 
 
 def _transfer(pattern) -> List[Dict]:
