@@ -34,6 +34,7 @@ def _detect(args, reporter: Reporter) -> None:
         icy_threshold=args.icy_threshold,
         hard_low=args.hard_low,
         band=args.band,
+        category_rule=args.category_rule,
     )
     detection = detect(args.raster, args.model, options, reporter)
     if args.report:
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--batch-size", type=int, default=16)
     detect.add_argument("--icy-threshold", type=float, default=rules.ICY_THRESHOLD)
     detect.add_argument("--hard-low", type=float, default=rules.HARD_LOW)
+    detect.add_argument("--category-rule", choices=sorted(rules.CATEGORY_RULES), default=rules.DEFAULT_CATEGORY_RULE, help="image category rule (default: %(default)s, the paper's)")
     detect.set_defaults(run=_detect)
 
     chunk = commands.add_parser("chunk", help="the chunk grid of a raster, without the network")

@@ -30,6 +30,7 @@ class DetectOptions:
     icy_threshold: float = rules.ICY_THRESHOLD
     hard_low: float = rules.HARD_LOW
     band: int = 0
+    category_rule: str = rules.DEFAULT_CATEGORY_RULE  # a key of rules.CATEGORY_RULES
 
 
 @dataclass
@@ -56,6 +57,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     reporter = reporter or SilentReporter()
     started = time.monotonic()
     rules.check_thresholds(options.icy_threshold, options.hard_low)
+    rules.check_category_rule(options.category_rule)
     metadata = modelfile.read_metadata(model_path)
     chunk_size = options.chunk_size or metadata["chunk_size"]
     stride = options.stride or chunk_size
@@ -158,7 +160,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         "hard_chunks": stats.hard_chunks,
         "mean_probability": round(stats.mean_probability, 5),
         "max_probability": round(stats.max_probability, 5),
-        "category": rules.image_category(stats),
+        "category": rules.image_category(stats, options.category_rule),
         "model_name": metadata["name"],
         "model_version": metadata["version"],
         "runtime_s": round(runtime, 2),
@@ -171,10 +173,11 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         "footprint_wkt": footprint,
         "icy_threshold": options.icy_threshold,
         "hard_low": options.hard_low,
+        "category_rule": options.category_rule,
     }
     reporter.log(
         f"{len(chunks)} chunks scored ({total - len(chunks)} dropped for no-data) in {runtime:.1f} s; "
-        f"network {summary['chunks_per_s']} chunks/s on {device}; image category: {summary['category']}"
+        f"network {summary['chunks_per_s']} chunks/s on {device}; image category ({options.category_rule} rule): {summary['category']}"
     )
     raster = {"path": raster_path, "image_id": info.image_id, "width": info.width, "height": info.height, "geotransform": list(info.geotransform), "crs_wkt": info.crs_wkt}
     return Detection(raster=raster, chunks=chunks, summary=summary)

@@ -3,13 +3,10 @@
 Chunk classes (Gergacs & Kereszturi): icy at p >= 0.6, hard to identify at 0.4 <= p < 0.6,
 otherwise not icy.
 
-Image categories: the paper grades each image "good", "hard to identify" or "bad" from the
-mean chunk probability and the share of icy chunks, without publishing cut-offs. We use:
-  good             - at least GOOD_ICY_SHARE of the chunks are icy, or the mean
-                     probability reaches GOOD_MEAN: ice is clearly present;
-  bad              - fewer than BAD_ICY_SHARE of the chunks are icy and the mean stays below
-                     BAD_MEAN: nothing worth a closer look;
-  hard to identify - everything in between, and any image whose chunks are mostly "hard".
+Image categories ("good", "hard to identify", "bad"), by one of two rules:
+  paper        - the paper's published cut-offs (paper_category, the default);
+  conservative - the rule this plugin used before it read them (conservative_category): more
+                 images "good" or "hard to identify", fewer "bad".
 """
 
 from dataclasses import dataclass
@@ -27,6 +24,17 @@ BAD = "bad"
 ICY_THRESHOLD = 0.6
 HARD_LOW = 0.4
 
+PAPER = "paper"
+CONSERVATIVE = "conservative"
+
+# The paper's cut-offs on an image's mean chunk probability (its section 5).
+PAPER_MOSTLY_ICY_GOOD_MEAN = 0.6
+PAPER_MOSTLY_ICY_HARD_MEAN = 0.4
+PAPER_GOOD_MEAN = 0.2
+PAPER_HARD_MEAN = 0.01
+PAPER_MIN_ICY_CHUNKS = 2
+
+# The conservative rule's cut-offs.
 GOOD_ICY_SHARE = 0.10
 GOOD_MEAN = 0.5
 BAD_ICY_SHARE = 0.02
@@ -76,8 +84,49 @@ def image_stats(probabilities: Sequence[float], icy_threshold: float = ICY_THRES
     )
 
 
-def image_category(stats: ImageStats) -> str:
-    """good / hard to identify / bad, by the rules in this module's docstring."""
+def paper_category(stats: ImageStats) -> str:
+    """The paper's image category, with our reading where its text leaves a gap.
+
+    The text: good when the mean probability is above 60 % and more than half of the chunks are
+    icy; with fewer icy chunks than half, good when the mean is above 20 %; hard to identify
+    when more than half are icy and the mean is 40-60 %, or when fewer than half but more than
+    1 chunk are icy and the mean is at least 1 %; bad under that minimum.
+
+    Our reading:
+      - "more than half" is strict: exactly half of the chunks icy goes by the fewer-than-half
+        sentences;
+      - "more than 1 chunk" is literal, at least PAPER_MIN_ICY_CHUNKS (2) icy chunks, and it
+        bounds the whole fewer-than-half branch: an image with 0 or 1 icy chunk is bad whatever
+        its mean (the paper checks by hand only good and hard images, and a lone icy chunk is
+        what the bright-pixel artefacts of its discussion produce);
+      - "above" is strict (a mean of exactly 60 % or 20 % is not good), "between 40-60 %" and
+        "minimum ... 1 %" include their ends;
+      - more than half icy with a mean below 40 % (at the paper's thresholds a mean from 30 %)
+        has no category in the text: hard to identify, so it is checked by hand rather than
+        dropped as bad;
+      - the rule asks more of a mostly icy image (mean above 60 %) than of one with fewer icy
+        chunks (above 20 %); that is the text, kept as written;
+      - icy means the detection's ICY_THRESHOLD, as stats were counted; the mean cut-offs are
+        the paper's, whatever the thresholds; an image with no chunks is bad.
+    """
+    mean = stats.mean_probability
+    if 2 * stats.icy_chunks > stats.chunks:
+        return GOOD if mean > PAPER_MOSTLY_ICY_GOOD_MEAN else HARD
+    if stats.icy_chunks < PAPER_MIN_ICY_CHUNKS:
+        return BAD
+    if mean > PAPER_GOOD_MEAN:
+        return GOOD
+    return HARD if mean >= PAPER_HARD_MEAN else BAD
+
+
+def conservative_category(stats: ImageStats) -> str:
+    """The rule used before the paper's cut-offs were read:
+      good             - at least GOOD_ICY_SHARE of the chunks are icy, or the mean
+                         probability reaches GOOD_MEAN: ice is clearly present;
+      bad              - fewer than BAD_ICY_SHARE of the chunks are icy and the mean stays below
+                         BAD_MEAN: nothing worth a closer look;
+      hard to identify - everything in between, and any image whose chunks are mostly "hard".
+    """
     if stats.chunks == 0:
         return BAD
     if stats.hard_share >= MOSTLY_HARD_SHARE:
@@ -87,3 +136,18 @@ def image_category(stats: ImageStats) -> str:
     if stats.icy_share < BAD_ICY_SHARE and stats.mean_probability < BAD_MEAN:
         return BAD
     return HARD
+
+
+CATEGORY_RULES = {PAPER: paper_category, CONSERVATIVE: conservative_category}
+DEFAULT_CATEGORY_RULE = PAPER
+
+
+def check_category_rule(rule: str) -> None:
+    if rule not in CATEGORY_RULES:
+        raise EngineError(f"Unknown image category rule '{rule}'. Use one of: {', '.join(CATEGORY_RULES)} (the paper's is '{PAPER}').")
+
+
+def image_category(stats: ImageStats, rule: str = DEFAULT_CATEGORY_RULE) -> str:
+    """good / hard to identify / bad by the named rule."""
+    check_category_rule(rule)
+    return CATEGORY_RULES[rule](stats)

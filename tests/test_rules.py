@@ -1,9 +1,10 @@
-"""model.rules: the paper's chunk classes and our image categories, table-driven, boundaries exact."""
+"""model.rules: the paper's chunk classes and image categories, and the conservative rule, table-driven, boundaries exact."""
 
 import pytest
 
 from model import rules
-from model.rules import BAD, GOOD, HARD, ICY, NOT_ICY, ImageStats, chunk_class, image_category, image_stats
+from model.errors import EngineError
+from model.rules import BAD, GOOD, HARD, ICY, NOT_ICY, ImageStats, chunk_class, conservative_category, image_category, image_stats, paper_category
 
 
 @pytest.mark.parametrize(
@@ -78,8 +79,8 @@ def stats(chunks, icy, hard, mean, maximum=1.0):
         ("single not icy chunk", stats(1, 0, 0, 0.05), BAD),
     ],
 )
-def test_image_category(case, image, expected):
-    assert image_category(image) == expected, case
+def test_conservative_category(case, image, expected):
+    assert conservative_category(image) == expected == image_category(image, "conservative"), case
 
 
 @pytest.mark.parametrize(
@@ -93,5 +94,111 @@ def test_image_category(case, image, expected):
         ([0.65] + [0.1] * 99, BAD),  # 1 % icy, mean 0.1055
     ],
 )
-def test_image_category_from_probabilities(probabilities, expected):
+def test_conservative_category_from_probabilities(probabilities, expected):
+    assert image_category(image_stats(probabilities), "conservative") == expected
+
+
+# --- the paper's rule: one table per sentence of its section 5 ---------------------------------------
+
+
+def paper_cases(*cases):
+    return pytest.mark.parametrize("case, image, expected", cases, ids=[c[0] for c in cases])
+
+
+# "good if the mean is above 60 % with more than half of the chunks at least 60 %"
+@paper_cases(
+    ("6 of 10 icy, mean 0.7", stats(10, 6, 0, 0.7), GOOD),
+    ("6 of 10 icy, mean just above 0.6", stats(10, 6, 0, 0.6001), GOOD),
+    ("6 of 10 icy, mean exactly 0.6: not above", stats(10, 6, 0, 0.6), HARD),
+    ("a one-chunk image, icy", stats(1, 1, 0, 0.9), GOOD),
+    ("2 of 3 icy", stats(3, 2, 0, 0.61), GOOD),
+    ("all icy, many hard chunks do not matter", stats(10, 10, 0, 0.95), GOOD),
+)
+def test_paper_good_when_mostly_icy(case, image, expected):
+    assert paper_category(image) == expected, case
+
+
+# "with icy chunks fewer than half, good if the mean is above 20 %"
+@paper_cases(
+    ("10 of 100 icy, mean 0.25", stats(100, 10, 0, 0.25), GOOD),
+    ("49 of 100 icy, mean 0.21", stats(100, 49, 0, 0.21), GOOD),
+    ("2 of 100 icy, mean just above 0.2", stats(100, 2, 60, 0.2001), GOOD),
+    ("mean exactly 0.2: not above", stats(100, 10, 0, 0.2), HARD),
+    ("exactly half icy goes by this sentence", stats(100, 50, 0, 0.55), GOOD),
+    ("exactly half of 4, mean 0.5", stats(4, 2, 0, 0.5), GOOD),
+)
+def test_paper_good_with_fewer_icy_chunks(case, image, expected):
+    assert paper_category(image) == expected, case
+
+
+# "hard to identify if more than half are icy and the mean is between 40 and 60 %"
+@paper_cases(
+    ("6 of 10 icy, mean 0.5", stats(10, 6, 0, 0.5), HARD),
+    ("mean exactly 0.6", stats(10, 6, 0, 0.6), HARD),
+    ("mean exactly 0.4", stats(10, 6, 0, 0.4), HARD),
+    ("51 of 100 icy, mean 0.45", stats(100, 51, 0, 0.45), HARD),
+    ("gap: mostly icy, mean under 0.4 is checked by hand", stats(10, 6, 0, 0.36), HARD),
+)
+def test_paper_hard_when_mostly_icy(case, image, expected):
+    assert paper_category(image) == expected, case
+
+
+# "hard to identify if fewer than half but more than 1 chunk are icy and the mean is at least 1 %"
+@paper_cases(
+    ("2 of 100 icy, mean 0.1", stats(100, 2, 0, 0.1), HARD),
+    ("2 of 100 icy, mean exactly 0.01", stats(100, 2, 0, 0.01), HARD),
+    ("20 of 100 icy, mean exactly 0.2", stats(100, 20, 0, 0.2), HARD),
+    ("one icy chunk is not more than 1", stats(100, 1, 0, 0.15), BAD),
+    ("no icy chunk, however high the mean", stats(100, 0, 90, 0.3), BAD),
+    ("one icy chunk of 2 (exactly half)", stats(2, 1, 0, 0.5), BAD),
+)
+def test_paper_hard_with_fewer_icy_chunks(case, image, expected):
+    assert paper_category(image) == expected, case
+
+
+# "anything under the minimum is bad"
+@paper_cases(
+    ("2 icy chunks, mean just under 1 %", stats(100, 2, 0, 0.0099), BAD),
+    ("icy chunks, mean 0.03 % (the paper's missed image)", stats(1000, 3, 0, 0.0003), BAD),
+    ("nothing icy, mean 0", stats(100, 0, 0, 0.0), BAD),
+    ("no chunks", stats(0, 0, 0, 0.0, 0.0), BAD),
+)
+def test_paper_bad_under_the_minimum(case, image, expected):
+    assert paper_category(image) == expected, case
+
+
+@pytest.mark.parametrize(
+    "probabilities, expected",
+    [
+        ([0.9] * 6 + [0.5] * 4, GOOD),  # 6 of 10 icy, mean 0.74
+        ([0.65] * 6 + [0.0] * 4, HARD),  # 6 of 10 icy, mean 0.39
+        ([0.9] * 2 + [0.15] * 18, GOOD),  # 2 of 20 icy, mean 0.225
+        ([0.9] * 2 + [0.1] * 18, HARD),  # 2 of 20 icy, mean 0.18
+        ([0.9] * 2 + [0.01] * 98, HARD),  # 2 of 100 icy, mean 0.0278
+        ([0.9] + [0.5] * 99, BAD),  # 1 icy of 100, mean 0.5
+        ([0.6] * 2 + [0.0] * 198, BAD),  # 2 icy of 200, mean 0.006
+    ],
+)
+def test_paper_category_from_probabilities(probabilities, expected):
     assert image_category(image_stats(probabilities)) == expected
+
+
+def test_paper_counts_icy_chunks_at_the_detection_threshold():
+    probabilities = [0.55] * 6 + [0.1] * 4  # icy at 0.5, not at 0.6; mean 0.37
+    assert image_category(image_stats(probabilities)) == BAD
+    assert image_category(image_stats(probabilities, icy_threshold=0.5, hard_low=0.3)) == HARD
+
+
+def test_the_paper_rule_is_the_default_and_unknown_rules_are_refused():
+    assert rules.DEFAULT_CATEGORY_RULE == "paper" and set(rules.CATEGORY_RULES) == {"paper", "conservative"}
+    image = stats(100, 10, 0, 0.1)
+    assert (image_category(image), image_category(image, "paper"), image_category(image, "conservative")) == (HARD, HARD, GOOD)
+    with pytest.raises(EngineError, match="Unknown image category rule 'strict'.*paper, conservative"):
+        image_category(image, "strict")
+
+
+def test_detect_refuses_an_unknown_rule_before_reading_anything(tmp_path):
+    from model.inference import DetectOptions, detect
+
+    with pytest.raises(EngineError, match="Unknown image category rule 'strict'"):
+        detect(str(tmp_path / "not-read.tif"), str(tmp_path / "not-read.hiriseice"), DetectOptions(category_rule="strict"))
