@@ -128,6 +128,7 @@ def store_style(layer: QgsVectorLayer, qml: str, feedback=None) -> Optional[str]
     name, description = STYLE_NAMES.get(qml, (os.path.splitext(os.path.basename(qml))[0], ""))
     provider = layer.dataProvider()
     if provider is not None and provider.isSaveAndLoadStyleToDatabaseSupported():
+        _delete_stored_styles(layer, name)
         error = layer.saveStyleToDatabase(name, description, True, "")
         if error:
             if feedback:
@@ -140,6 +141,18 @@ def store_style(layer: QgsVectorLayer, qml: str, feedback=None) -> Optional[str]
         message, ok = layer.saveNamedStyle(sidecar)
         return sidecar if ok else None
     return None
+
+
+def _delete_stored_styles(layer: QgsVectorLayer, name: str) -> None:
+    """Delete the layer's stored styles called `name`, left by an earlier run into the same table.
+
+    Saving over one makes QGIS ask in a modal dialog whether to overwrite it, which nobody can
+    answer in qgis_process or a batch (it waits for ever); the user's other styles stay.
+    """
+    related, ids, names, _descriptions, _error = layer.listStylesInDatabase()
+    for style_id, style_name in zip(ids[:related], names[:related]):
+        if style_name == name:
+            layer.deleteStyleFromDatabase(style_id)
 
 
 def style_output(destination: str, qml: str, context, feedback=None) -> None:
