@@ -1,10 +1,12 @@
-"""What the HiRISE Ice Patches algorithms share: translation, icon, instances, styled outputs,
-and a failure's message printed once by qgis_process."""
+"""What the HiRISE Ice Patches algorithms share: translation, icon, instances, the input raster
+loaded without sidecar files, styled outputs, and a failure's message printed once by qgis_process."""
 
+import contextlib
 import functools
 from typing import List, Tuple
 
-from qgis.core import QgsApplication, QgsProcessingAlgorithm, QgsProcessingException
+from osgeo import gdal
+from qgis.core import QgsApplication, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterRasterLayer, QgsRasterLayer
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -38,6 +40,40 @@ def _said_once(process_algorithm):
             raise
 
     return wrapper
+
+
+@contextlib.contextmanager
+def gdal_without_pam():
+    """Rasters GDAL opens in this thread inside the block never write a .aux.xml beside themselves.
+
+    QGIS computes a new raster layer's statistics for its default contrast, and GDAL's PAM saves
+    them beside the file when the layer closes: a file the user did not ask for, next to HiRISE
+    data that is often read-only. GDAL reads the option once, when it opens the dataset.
+    """
+    previous = gdal.GetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
+    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "NO")
+    try:
+        yield
+    finally:
+        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", previous)
+
+
+class RasterLayerParameter(QgsProcessingParameterRasterLayer):
+    """A raster layer parameter whose layer, when given as a path, is loaded without PAM.
+
+    qgis_process and processing.run load such a layer while checking the parameter values,
+    before processAlgorithm, and that first load is the one whose dataset GDAL keeps.
+    """
+
+    def checkValueIsAcceptable(self, value, context=None):  # noqa: N802
+        with gdal_without_pam():
+            return super().checkValueIsAcceptable(value, context)
+
+    def clone(self):
+        copy = RasterLayerParameter(self.name(), self.description(), self.defaultValue(), bool(self.flags() & self.FlagOptional))
+        copy.setFlags(self.flags())
+        copy.setHelp(self.help())
+        return copy
 
 
 class HiriseIceAlgorithm(QgsProcessingAlgorithm):
@@ -87,6 +123,13 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         return icon_path("hiriseice.svg")
 
     # --- helpers for subclasses ---------------------------------------------------------------
+
+    def raster_layer(self, parameters, name: str, context) -> QgsRasterLayer:
+        with gdal_without_pam():
+            layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is None:
+            raise QgsProcessingException(self.invalidRasterError(parameters, name))
+        return layer
 
     def style_output(self, context, destination: str, qml: str) -> None:
         """Style `destination` in the GUI once loaded, and store the style with it after the run."""

@@ -7,11 +7,10 @@ from qgis.core import (
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
     QgsWkbTypes,
 )
 
-from .algorithm import HiriseIceAlgorithm, styling
+from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, styling
 from .common import add_features, features_from_dicts, make_fields, output_crs, raster_path_for_worker
 from .engine import chunking, errors, gdal_exceptions, grid, raster, schema
 
@@ -47,7 +46,7 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("HiRISE raster")))
+        self.addParameter(RasterLayerParameter(self.INPUT, self.tr("HiRISE raster")))
         self.addParameter(QgsProcessingParameterNumber(self.CHUNK_SIZE, self.tr("Chunk size (pixels)"), QgsProcessingParameterNumber.Integer, 1024, minValue=8))
         self.addParameter(QgsProcessingParameterNumber(self.STRIDE, self.tr("Stride (pixels; 0 = chunk size)"), QgsProcessingParameterNumber.Integer, 0, minValue=0))
         self.addParameter(
@@ -60,9 +59,7 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.CHUNKS, self.tr("Number of chunks")))
 
     def processAlgorithm(self, parameters, context, feedback):
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None:
-            raise QgsProcessingException(self.invalidRasterError(parameters, self.INPUT))
+        layer = self.raster_layer(parameters, self.INPUT, context)
         chunk_size = self.parameterAsInt(parameters, self.CHUNK_SIZE, context)
         stride = self.parameterAsInt(parameters, self.STRIDE, context) or chunk_size
         min_valid = self.parameterAsDouble(parameters, self.MIN_VALID, context)

@@ -184,6 +184,23 @@ def test_chunk_works_without_the_worker(qgis_app, make_raster, tmp_path, monkeyp
     assert results["_feedback"].commands == []  # no process was started
 
 
+def test_no_statistics_file_beside_the_input(qgis_app, tmp_path):
+    """QGIS computes a UInt16 layer's statistics as it loads it, and GDAL saved them as .aux.xml
+    beside the raster when the layer closed."""
+    import gc
+
+    from qgis.core import QgsProcessingContext
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    raster = helpers.generate_raster(archive, name="scene.tif", width=128, height=128, data_type="UInt16")
+    context = QgsProcessingContext()
+    qs.run_algorithm("hiriseice:chunk", {"INPUT": raster.path, "CHUNK_SIZE": 64, "OUTPUT": str(tmp_path / "grid.gpkg")}, context=context)
+    del context  # closes the layer Processing loaded from the path
+    gc.collect()
+    assert os.listdir(archive) == ["scene.tif"]
+
+
 def test_memory_output(qgis_app, make_raster):
     from qgis.core import QgsSingleSymbolRenderer, QgsVectorLayer
 
