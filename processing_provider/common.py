@@ -1,14 +1,21 @@
 """Helpers shared by the algorithms: rasters as files the worker can read, model files checked
-before the worker starts, and the output layers' fields and features."""
+before the worker starts, output destinations checked before it starts, and the output layers'
+fields and features.
+
+Paths handed to the worker are absolute: it runs in the plugin folder, while a relative path
+a user gives means the folder QGIS (or qgis_process) was started in.
+"""
 
 import os
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from osgeo import gdal
 from qgis.core import (
     QgsCoordinateReferenceSystem,
+    QgsDataSourceUri,
     QgsFeature,
     QgsFeatureSink,
     QgsField,
@@ -16,6 +23,7 @@ from qgis.core import (
     QgsGeometry,
     QgsProcessingException,
     QgsProcessingUtils,
+    QgsProviderRegistry,
     QgsRasterDataProvider,
     QgsRasterFileWriter,
     QgsRasterLayer,
@@ -23,7 +31,7 @@ from qgis.core import (
 )
 
 from .algorithm import styling
-from .engine import errors, gdal_exceptions, modelfile, schema
+from .engine import errors, gdal_exceptions, modelfile
 
 QVARIANT_TYPES = styling.QVARIANT_TYPES
 
@@ -153,6 +161,8 @@ def raster_path_for_worker(layer: QgsRasterLayer, context, feedback) -> str:
     """
     require_crs(layer)
     source = layer.source()
+    if os.path.isfile(source):
+        source = os.path.abspath(source)
     dataset = _gdal_readable(source, layer)
     if dataset is not None:
         if dataset.GetProjection():
@@ -198,7 +208,7 @@ def source_file_name(layer: QgsRasterLayer) -> str:
 def checked_model(path: str) -> Tuple[str, Dict]:
     """(path, metadata) of the model file, validated in-process so a wrong file fails before the worker starts.
     An empty path is the bundled default model."""
-    resolved = modelfile.resolve_model_path(path or "")
+    resolved = modelfile.resolve_model_path(os.path.abspath(path) if path else "")
     if not path and not os.path.isfile(resolved):
         raise QgsProcessingException(
             f"The bundled default model {resolved} is missing from the plugin. Reinstall the plugin, or choose a model file in MODEL "
@@ -208,3 +218,78 @@ def checked_model(path: str) -> Tuple[str, Dict]:
         return resolved, modelfile.read_metadata(resolved)
     except errors.EngineError as exc:
         raise QgsProcessingException(str(exc)) from None
+
+
+# --- output destinations --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FileDestination:
+    parameter: str
+    path: str  # absolute
+    table: str = ""  # empty: a plain file name, which QGIS replaces as a whole
+
+
+def file_destination(parameter: str, destination: str) -> Optional[FileDestination]:
+    """Where a sink or file destination writes on disk; None for memory and database outputs."""
+    if not destination:
+        return None
+    if destination.startswith("ogr:"):
+        uri = QgsDataSourceUri(destination[len("ogr:"):])
+        return FileDestination(parameter, os.path.abspath(uri.database()), uri.table())
+    provider = destination.split(":", 1)[0]  # "memory", "postgres", ...; never a Windows drive letter
+    if ":" in destination and len(provider) > 1 and provider in QgsProviderRegistry.instance().providerList():
+        return None
+    return FileDestination(parameter, os.path.abspath(destination))
+
+
+def check_writable(destination: FileDestination) -> None:
+    """Fail before any work when the destination cannot be written (os.access also sees
+    read-only file systems and immutable folders, which hold back even root)."""
+    folder = os.path.dirname(destination.path)
+    if not os.path.isdir(folder):
+        raise _cannot_write(destination, f"the folder {folder} does not exist", "Create it or choose another destination")
+    if os.path.isdir(destination.path):
+        raise _cannot_write(destination, "that is a folder", "Give a file name")
+    # SQLite (GeoPackage) and the engine's atomic rename both create files beside the output.
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _cannot_write(destination, f"the folder {folder} is read-only")
+    if os.path.exists(destination.path) and not os.access(destination.path, os.W_OK):
+        raise _cannot_write(destination, "the file exists and is read-only")
+
+
+def _cannot_write(destination: FileDestination, why: str, fix: str = "Choose another destination") -> QgsProcessingException:
+    return QgsProcessingException(f"{destination.parameter} cannot be written to {destination.path}: {why}. {fix}; nothing was run or written.")
+
+
+def check_not_replaced_later(first: FileDestination, later: FileDestination) -> None:
+    """A later plain-file sink on the file of an earlier one would delete what that one wrote."""
+    if later.path == first.path and not later.table:
+        raise QgsProcessingException(
+            f"{first.parameter} and {later.parameter} both write {first.path}, and {later.parameter} names the file without a table, "
+            f"so QGIS would replace the whole file and lose {first.parameter}. Name a table for each, e.g. "
+            f"ogr:dbname='{first.path}' table=\"{later.parameter.lower()}\" (geom), or use another file."
+        )
+
+
+def vector_layer_names(path: str) -> List[str]:
+    """The layers of an existing vector file, read with OGR; empty when there is none."""
+    if not os.path.isfile(path):
+        return []
+    try:
+        with gdal_exceptions():
+            dataset = gdal.OpenEx(path, gdal.OF_VECTOR | gdal.OF_READONLY)
+            return [dataset.GetLayer(i).GetName() for i in range(dataset.GetLayerCount())]
+    except RuntimeError:  # not a vector file: QGIS replaces it all the same
+        return []
+
+
+def report_replaced_layers(destination: FileDestination, feedback) -> None:
+    """Say which existing layers writing the destination replaces (call just before the sink is made)."""
+    layers = vector_layer_names(destination.path)
+    if destination.table and destination.table in layers:
+        feedback.pushInfo(f"{destination.parameter}: replacing the table '{destination.table}' in {destination.path}")
+    elif not destination.table and layers:
+        feedback.pushInfo(
+            f"{destination.parameter}: replacing the file {destination.path}, with its layer(s) {', '.join(layers)} "
+            f"(QGIS replaces a file named without a table; to add a table instead: ogr:dbname='{destination.path}' table=\"name\" (geom))"
+        )

@@ -1,31 +1,46 @@
 """hiriseice:detect - score a HiRISE image's chunks for ice with a model file, in the worker."""
 
+from typing import Dict, List, NamedTuple
+
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
     QgsWkbTypes,
 )
 
-from .algorithm import HiriseIceAlgorithm, styling
+from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, styling
 from .common import (
     add_features,
+    check_not_replaced_later,
+    check_writable,
     checked_model,
     features_from_dicts,
+    file_destination,
     make_fields,
     output_crs,
     raster_path_for_worker,
+    report_replaced_layers,
     require_crs,
 )
 from .engine import chunking, errors, modelfile, rules, schema
 from .worker import partial_path, run_worker
+
+
+class OutputLayer(NamedTuple):
+    fields: tuple  # model/schema.py
+    geometry: int  # QgsWkbTypes
+    geometry_key: str  # where the worker's rows carry the WKT
+    qml: str
+    what: str  # for messages
+
 
 MODEL_FILTER = "HiRISE Ice Patches model (*.hiriseice);;All files (*.*)"
 HTML_FILTER = "HTML files (*.html)"
@@ -45,6 +60,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     ICY_THRESHOLD = "ICY_THRESHOLD"
     HARD_LOW = "HARD_LOW"
+    CATEGORY_RULE = "CATEGORY_RULE"
     BAND = "BAND"
     OUTPUT = "OUTPUT"
     SUMMARY = "SUMMARY"
@@ -53,6 +69,11 @@ class DetectAlgorithm(HiriseIceAlgorithm):
     CHUNKS = "CHUNKS"
     ICY_CHUNKS = "ICY_CHUNKS"
     MEAN_PROBABILITY = "MEAN_PROBABILITY"
+
+    OUTPUT_LAYERS = {
+        OUTPUT: OutputLayer(schema.DETECTION_FIELDS, QgsWkbTypes.Polygon, "wkt", styling.CHUNKS_QML, "chunk"),
+        SUMMARY: OutputLayer(schema.SUMMARY_FIELDS, QgsWkbTypes.MultiPolygon, "footprint_wkt", styling.SUMMARY_QML, "summary"),
+    }
 
     def shortHelpString(self):
         return self.tr(
@@ -64,21 +85,29 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "<b>Stride</b>: 0 = the chunk size. <b>Minimum valid share</b>: chunks whose central region holds less image data "
             "are dropped (no-data borders of rotated products). <b>Batch size</b>: chunks per network call (memory vs speed).</p>"
             "<p><b>Thresholds</b> (the paper's): a chunk is <i>icy</i> at p ≥ 0.6 (ICY_THRESHOLD), <i>hard to identify</i> at "
-            "0.4 ≤ p &lt; 0.6 (HARD_LOW) and <i>not icy</i> below. The image is graded <i>good</i> (ice clearly present: at least 10 % "
-            "icy chunks or mean p ≥ 0.5), <i>bad</i> (under 2 % icy chunks and mean p &lt; 0.3) or <i>hard to identify</i> "
-            "(in between, or at least half of the chunks hard to identify).</p>"
+            "0.4 ≤ p &lt; 0.6 (HARD_LOW) and <i>not icy</i> below.</p>"
+            "<p><b>Image category rule</b> (CATEGORY_RULE): <i>paper</i> (default) grades the image as the paper does. With more than "
+            "half of the chunks icy it is <i>good</i> above a mean p of 0.6, else <i>hard to identify</i>. With at least 2 icy chunks "
+            "but not more than half, it is <i>good</i> above a mean p of 0.2 and <i>hard to identify</i> from 0.01. Anything else is <i>bad</i>, "
+            "including images with 0 or 1 icy chunk. <i>conservative</i>: <i>good</i> with at least 10 % icy chunks or mean p ≥ 0.5, "
+            "<i>bad</i> under 2 % icy chunks and mean p &lt; 0.3, <i>hard to identify</i> in between or when at least half of the chunks "
+            "are hard to identify.</p>"
             "<p><b>Band</b> (advanced): 0 = automatic (a single band, or the mean of all bands for colour products).</p>"
             "<p><b>Outputs</b>: the chunk layer (probability, class, and an empty <i>label</i> field for your own judgement, "
             "to be filled with the HiRISE Ice Patches labelling tools and used for retraining), styled from transparent blue (not icy) to red (icy). "
             "Its <i>review_rank</i> says which chunks to label first (1 = first): those whose probability lies nearest the icy threshold, "
             "where the model is least sure, spread over the image. Also written: the image summary (footprint, counts, mean and max "
-            "probability, category) and an HTML report with histogram and quicklook.</p>"
+            "probability, category) and, when REPORT is given, an HTML report with histogram and quicklook.</p>"
+            "<p>Every destination is checked before the network starts. A table named in a GeoPackage "
+            "(<i>ogr:dbname='x.gpkg' table=\"chunks\" (geom)</i>) is replaced with its style on a rerun; a plain <i>x.gpkg</i> "
+            "replaces the whole file, as everywhere in QGIS; the log names what was replaced. Relative paths are relative to the "
+            "folder QGIS or qgis_process was started in.</p>"
             "<p>The network runs in a separate Python with TensorFlow (the <i>worker</i>), never inside QGIS. If it is missing, "
             "run <i>scripts/install</i> in the plugin folder, or set the worker's Python in HiRISE Ice Patches › Worker settings.</p>"
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("HiRISE raster")))
+        self.addParameter(RasterLayerParameter(self.INPUT, self.tr("HiRISE raster")))
         self.addParameter(
             QgsProcessingParameterFile(self.MODEL, self.tr("Model file (empty = bundled default model)"), QgsProcessingParameterFile.File, optional=True, fileFilter=MODEL_FILTER)
         )
@@ -96,78 +125,114 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber(self.HARD_LOW, self.tr("Hard to identify at probability ≥"), QgsProcessingParameterNumber.Double, rules.HARD_LOW, minValue=0.0, maxValue=1.0)
         )
+        category_rule = QgsProcessingParameterEnum(self.CATEGORY_RULE, self.tr("Image category rule"), list(rules.CATEGORY_RULES), defaultValue=rules.DEFAULT_CATEGORY_RULE)
+        category_rule.setUsesStaticStrings(True)  # CATEGORY_RULE=paper on the command line, not an index
+        self.addParameter(category_rule)
         band = QgsProcessingParameterNumber(self.BAND, self.tr("Band (0 = automatic)"), QgsProcessingParameterNumber.Integer, 0, minValue=0)
         band.setFlags(band.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(band)
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Ice probability of chunks"), QgsProcessing.TypeVectorPolygon))
         self.addParameter(QgsProcessingParameterFeatureSink(self.SUMMARY, self.tr("Image summary"), QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=True))
-        self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, self.tr("Detection report"), HTML_FILTER))
+        self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, self.tr("Detection report"), HTML_FILTER, optional=True))
         self.addOutput(QgsProcessingOutputString(self.CATEGORY, self.tr("Image category")))
         self.addOutput(QgsProcessingOutputNumber(self.CHUNKS, self.tr("Chunks scored")))
         self.addOutput(QgsProcessingOutputNumber(self.ICY_CHUNKS, self.tr("Icy chunks")))
         self.addOutput(QgsProcessingOutputNumber(self.MEAN_PROBABILITY, self.tr("Mean chunk probability")))
 
     def processAlgorithm(self, parameters, context, feedback):
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None:
-            raise QgsProcessingException(self.invalidRasterError(parameters, self.INPUT))
+        layer = self.raster_layer(parameters, self.INPUT, context)
         require_crs(layer)
         model_path, metadata = checked_model(self.parameterAsFile(parameters, self.MODEL, context))
         feedback.pushInfo(f"Model: {modelfile.describe(metadata)} from {model_path}")
-
-        chunk_size = self.parameterAsInt(parameters, self.CHUNK_SIZE, context) or int(metadata["chunk_size"])
-        stride = self.parameterAsInt(parameters, self.STRIDE, context) or chunk_size
-        icy = self.parameterAsDouble(parameters, self.ICY_THRESHOLD, context)
-        hard_low = self.parameterAsDouble(parameters, self.HARD_LOW, context)
-        band = self.parameterAsInt(parameters, self.BAND, context)
-        if band > layer.bandCount():
-            raise QgsProcessingException(f"Band {band} does not exist in '{layer.name()}', which has {layer.bandCount()} band(s). Choose 1..{layer.bandCount()}, or 0 for automatic.")
-        min_valid = self.parameterAsDouble(parameters, self.MIN_VALID, context)
-        try:  # before the worker's seconds-long start
-            rules.check_thresholds(icy, hard_low)
-            chunking.check_grid_parameters(chunk_size, stride, min_valid)
-        except errors.EngineError as exc:
-            raise QgsProcessingException(str(exc)) from None
-        report = self.parameterAsFileOutput(parameters, self.REPORT, context)
+        options = self.worker_options(parameters, context, layer, metadata)
+        sinks = self.checked_sink_destinations(parameters, context)
+        report = self.checked_report(parameters, context)
         raster_path = raster_path_for_worker(layer, context, feedback)
 
-        arguments = [
-            "detect", raster_path, "--model", model_path, "--report", report,
-            "--chunk-size", chunk_size, "--stride", stride,
-            "--min-valid", min_valid,
-            "--batch-size", self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            "--icy-threshold", icy, "--hard-low", hard_low, "--band", band,
-        ]
-        result = run_worker(arguments, feedback, partial_outputs=[partial_path(report)])
+        arguments = ["detect", raster_path, "--model", model_path] + (["--report", report] if report else [])
+        for option, value in options.items():
+            arguments += [f"--{option.replace('_', '-')}", value]
+        result = run_worker(arguments, feedback, partial_outputs=[partial_path(report)] if report else [])
         chunks, summary = result.get("chunks") or [], result.get("summary") or {}
 
         # Only now, with the worker done, are the output layers created.
         crs = output_crs(layer.crs(), (result.get("raster") or {}).get("crs_wkt", ""))
-        fields = make_fields(schema.DETECTION_FIELDS)
-        sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Polygon, crs)
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        add_features(sink, features_from_dicts(chunks, fields, "wkt"), "chunk")
-        del sink  # closes the file before postProcessAlgorithm stores the style in it
-        self.style_output(context, destination, styling.CHUNKS_QML)
         results = {
-            self.OUTPUT: destination,
-            self.REPORT: report,
             self.CATEGORY: summary.get("category"),
             self.CHUNKS: summary.get("chunks"),
             self.ICY_CHUNKS: summary.get("icy_chunks"),
             self.MEAN_PROBABILITY: summary.get("mean_probability"),
         }
-
-        summary_fields = make_fields(schema.SUMMARY_FIELDS)
-        summary_sink, summary_destination = self.parameterAsSink(parameters, self.SUMMARY, context, summary_fields, QgsWkbTypes.MultiPolygon, crs)
-        if summary_sink is not None:
-            add_features(summary_sink, features_from_dicts([summary], summary_fields, "footprint_wkt", multi=True), "summary")
-            del summary_sink
-            self.style_output(context, summary_destination, styling.SUMMARY_QML)
+        if report:
+            results[self.REPORT] = report
+        results[self.OUTPUT] = self.write_layer(parameters, self.OUTPUT, context, feedback, sinks.get(self.OUTPUT), crs, chunks)
+        summary_destination = self.write_layer(parameters, self.SUMMARY, context, feedback, sinks.get(self.SUMMARY), crs, [summary])
+        if summary_destination:
             results[self.SUMMARY] = summary_destination
         feedback.pushInfo(
-            f"{summary.get('image_id')}: {summary.get('category')} - {summary.get('icy_chunks')} icy and {summary.get('hard_chunks')} hard to identify "
-            f"of {summary.get('chunks')} chunks, mean probability {summary.get('mean_probability')}"
+            f"{summary.get('image_id')}: {summary.get('category')} ({options['category_rule']} rule) - {summary.get('icy_chunks')} icy and "
+            f"{summary.get('hard_chunks')} hard to identify of {summary.get('chunks')} chunks, mean probability {summary.get('mean_probability')}"
         )
         return results
+
+    def worker_options(self, parameters, context, layer, metadata) -> Dict:
+        """The worker's detect options (model/__main__.py), checked here before its seconds-long start."""
+        chunk_size = self.parameterAsInt(parameters, self.CHUNK_SIZE, context) or int(metadata["chunk_size"])
+        options = dict(
+            chunk_size=chunk_size,
+            stride=self.parameterAsInt(parameters, self.STRIDE, context) or chunk_size,
+            min_valid=self.parameterAsDouble(parameters, self.MIN_VALID, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            icy_threshold=self.parameterAsDouble(parameters, self.ICY_THRESHOLD, context),
+            hard_low=self.parameterAsDouble(parameters, self.HARD_LOW, context),
+            band=self.parameterAsInt(parameters, self.BAND, context),
+            category_rule=self.parameterAsEnumString(parameters, self.CATEGORY_RULE, context),
+        )
+        if options["band"] > layer.bandCount():
+            raise QgsProcessingException(
+                f"Band {options['band']} does not exist in '{layer.name()}', which has {layer.bandCount()} band(s). Choose 1..{layer.bandCount()}, or 0 for automatic."
+            )
+        try:
+            rules.check_thresholds(options["icy_threshold"], options["hard_low"])
+            rules.check_category_rule(options["category_rule"])
+            chunking.check_grid_parameters(options["chunk_size"], options["stride"], options["min_valid"])
+        except errors.EngineError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        return options
+
+    def checked_sink_destinations(self, parameters, context) -> Dict:
+        """{parameter: FileDestination} of the layer outputs written to files, each checked writable."""
+        sinks = {}
+        for name in (self.OUTPUT, self.SUMMARY):
+            destination = file_destination(name, self.parameterAsOutputLayer(parameters, name, context))
+            if destination is not None:
+                check_writable(destination)
+                sinks[name] = destination
+        if len(sinks) == 2:
+            check_not_replaced_later(sinks[self.OUTPUT], sinks[self.SUMMARY])
+        return sinks
+
+    def checked_report(self, parameters, context) -> str:
+        """The report's absolute path (the worker runs elsewhere), checked writable; empty: no report."""
+        destination = file_destination(self.REPORT, self.parameterAsFileOutput(parameters, self.REPORT, context))
+        if destination is None:
+            return ""
+        check_writable(destination)
+        return destination.path
+
+    def write_layer(self, parameters, name, context, feedback, on_disk, crs, rows: List[Dict]) -> str:
+        """Create the output `name`, fill it and have it styled; its destination id ('' when skipped).
+        on_disk: its FileDestination, None for a memory or database output."""
+        layer = self.OUTPUT_LAYERS[name]
+        if on_disk is not None:
+            report_replaced_layers(on_disk, feedback)
+        fields = make_fields(layer.fields)
+        sink, destination = self.parameterAsSink(parameters, name, context, fields, layer.geometry, crs)
+        if sink is None:
+            if name == self.OUTPUT:
+                raise QgsProcessingException(self.invalidSinkError(parameters, name))
+            return ""
+        add_features(sink, features_from_dicts(rows, fields, layer.geometry_key, multi=layer.geometry == QgsWkbTypes.MultiPolygon), layer.what)
+        del sink  # closes the file before postProcessAlgorithm stores the style in it
+        self.style_output(context, destination, layer.qml)
+        return destination

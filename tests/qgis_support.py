@@ -223,6 +223,24 @@ def real_file(georef_data, name: str, folder) -> Path:
     return target
 
 
+@contextmanager
+def read_only_folder(folder):
+    """Make `folder` unwritable for the duration: immutable for root (whom mode bits do not stop), else mode 0555."""
+    folder = Path(folder)
+    as_root = os.geteuid() == 0
+    if as_root:
+        subprocess.run(["chattr", "+i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+    try:
+        yield folder
+    finally:
+        if as_root:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        else:
+            folder.chmod(0o755)
+
+
 # --- processes ---------------------------------------------------------------------------------
 
 
@@ -303,15 +321,16 @@ def qgis_process_config() -> str:
     return _temporary_folder("hiriseice-qgis-process-")
 
 
-def qgis_process(*args, env: Optional[Dict[str, str]] = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """scripts/qgis_process ARGS, headless, in its own profile; stdout and stderr merged into .stdout."""
+def qgis_process(*args, env: Optional[Dict[str, str]] = None, timeout: float = 300, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
+    """scripts/qgis_process ARGS, headless, in its own profile, started in cwd; stdout and stderr merged into .stdout.
+    A run past `timeout` seconds (e.g. one waiting on a dialog nobody sees) fails the test."""
     environment = dict(os.environ)
     environment["HIRISEICE_QGIS_CONFIG_PATH"] = qgis_process_config()
     environment.pop("QGIS_CUSTOM_CONFIG_PATH", None)
     environment.update(env or {})
     return subprocess.run(
         ["bash", str(QGIS_PROCESS)] + [str(a) for a in args],
-        cwd=str(REPO_ROOT), env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+        cwd=str(cwd), env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
     )
 
 

@@ -36,9 +36,10 @@ def test_help_explains_detect():
     out = done.stdout
     assert done.returncode == 0, out[-3000:]
     assert "Detect ice patches" in out
-    for name in ("INPUT", "MODEL", "CHUNK_SIZE", "STRIDE", "MIN_VALID", "BATCH_SIZE", "ICY_THRESHOLD", "HARD_LOW", "BAND", "OUTPUT", "SUMMARY", "REPORT", "CATEGORY"):
+    for name in ("INPUT", "MODEL", "CHUNK_SIZE", "STRIDE", "MIN_VALID", "BATCH_SIZE", "ICY_THRESHOLD", "HARD_LOW", "CATEGORY_RULE", "BAND", "OUTPUT", "SUMMARY", "REPORT", "CATEGORY"):
         assert re.search(rf"^{name}:", out, re.M), f"{name} missing from the help:\n{out}"
     assert "0.6" in out and "0.4" in out and "scripts/install" in out  # thresholds and what to do without a worker
+    assert re.search(r"CATEGORY_RULE: .*\n\tArgument type:\tenum\n\tAvailable values:\n\t\t- 0: paper\n\t\t- 1: conservative", out)
 
 
 def test_run_detect_writes_a_styled_geopackage(tiny_model, scene):
@@ -52,11 +53,26 @@ def test_run_detect_writes_a_styled_geopackage(tiny_model, scene):
     assert 'attr="probability"' in styles[0]["styleQML"]
     results = results_section(out)
     stats = rules.image_stats([r["probability"] for r in table.rows])
-    assert results["CATEGORY"] == rules.image_category(stats)
+    assert results["CATEGORY"] == rules.image_category(stats, "paper") and "--category-rule paper" in out  # the default
     assert int(results["CHUNKS"]) == 20 and int(results["ICY_CHUNKS"]) == stats.icy_chunks
     assert results["OUTPUT"] == run.output and results["REPORT"] == run.report
     with open(run.report, encoding="utf-8") as handle:
         assert "detect_scene" in handle.read()
+
+
+def test_category_rule_reaches_the_worker_and_the_summary(tiny_model, scene, tmp_path):
+    gpkg = tmp_path / "conservative.gpkg"
+    done = qs.qgis_process(
+        "run", "hiriseice:detect", "--", f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", "CATEGORY_RULE=conservative",
+        f"OUTPUT={qs.gpkg_destination(gpkg, 'chunks')}", f"SUMMARY={qs.gpkg_destination(gpkg, 'summary')}", f"REPORT={tmp_path / 'r.html'}",
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "--category-rule conservative" in done.stdout
+    stats = rules.image_stats([r["probability"] for r in qs.read_ogr(gpkg, "chunks").rows])
+    expected = rules.image_category(stats, "conservative")
+    assert qs.read_ogr(gpkg, "summary").rows[0]["category"] == results_section(done.stdout)["CATEGORY"] == expected
+    assert f": {expected} (conservative rule) - " in done.stdout
+    assert f"<tr><th>category</th><td>{expected}</td></tr>" in (tmp_path / "r.html").read_text(encoding="utf-8")
 
 
 def test_bad_input_exits_non_zero_with_the_reason(tiny_model, make_raster, tmp_path):

@@ -1,0 +1,186 @@
+"""Outputs an overnight batch can rely on, through the real qgis_process: reruns into the same
+GeoPackage tables, a plain GeoPackage replaced as QGIS always does, relative paths, destinations
+checked before the worker starts, an optional report, and no file beside the input raster."""
+
+import os
+import shutil
+
+import pytest
+from osgeo import gdal, ogr
+
+import helpers
+import qgis_support as qs
+
+# The worker's command line, which the algorithm logs as it starts the worker.
+WORKER_STARTED = "-m model --jsonl detect"
+CHUNKS = 20  # the detect scene's 4 x 5 grid at CHUNK_SIZE 64
+
+
+@pytest.fixture(scope="module")
+def scene(session_raster):
+    return qs.detect_scene(session_raster)
+
+
+def detect(*parameters, cwd=qs.REPO_ROOT):
+    """hiriseice:detect through qgis_process; a run that waits on a dialog fails at the timeout."""
+    return qs.qgis_process("run", "hiriseice:detect", "--", *parameters, cwd=cwd, timeout=240)
+
+
+def results_section(output: str) -> dict:
+    block = output.split("Results\n----------------", 1)
+    assert len(block) == 2, output[-3000:]
+    return dict(line.split(":\t", 1) for line in block[1].splitlines() if ":\t" in line)
+
+
+def add_users_style(gpkg, table: str, name: str) -> None:
+    """A style the geologist saved on the table, not the default, which a rerun must keep."""
+    import sqlite3
+
+    con = sqlite3.connect(str(gpkg))
+    with con:
+        con.execute(
+            "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, description, owner, ui) "
+            "SELECT f_table_catalog, f_table_schema, f_table_name, f_geometry_column, ?, styleQML, styleSLD, 0, '', '', '' FROM layer_styles WHERE f_table_name = ?",
+            (name, table),
+        )
+    con.close()
+
+
+def write_vector_layers(path, names) -> None:
+    driver = ogr.GetDriverByName("GPKG")
+    dataset = driver.CreateDataSource(str(path))
+    for name in names:
+        dataset.CreateLayer(name, geom_type=ogr.wkbPoint)
+    dataset = None
+
+
+# --- reruns -------------------------------------------------------------------------------------
+
+
+def test_rerun_into_the_same_tables_replaces_them_and_their_styles(tiny_model, scene, tmp_path):
+    gpkg = tmp_path / "batch.gpkg"
+    parameters = (
+        f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64",
+        f"OUTPUT={qs.gpkg_destination(gpkg, 'chunks')}", f"SUMMARY={qs.gpkg_destination(gpkg, 'summary')}", f"REPORT={tmp_path / 'report.html'}",
+    )
+    first = detect(*parameters)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert "replacing" not in first.stdout
+    add_users_style(gpkg, "chunks", "my review style")
+
+    second = detect(*parameters)  # QGIS asked in a modal dialog whether to overwrite the style: it never ended
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert f"OUTPUT: replacing the table 'chunks' in {gpkg}" in second.stdout
+    assert f"SUMMARY: replacing the table 'summary' in {gpkg}" in second.stdout
+    assert len(qs.read_ogr(gpkg, "chunks").rows) == CHUNKS and len(qs.read_ogr(gpkg, "summary").rows) == 1
+    styles = sorted((s["f_table_name"], s["styleName"], s["useAsDefault"]) for s in qs.layer_styles(gpkg))
+    assert styles == [("chunks", "HiRISE ice probability", 1), ("chunks", "my review style", 0), ("summary", "HiRISE image category", 1)]
+
+
+@pytest.fixture(scope="module")
+def plain_file_run(tiny_model, scene, tmp_path_factory):
+    """OUTPUT=existing.gpkg (a file name without a table) over a GeoPackage with two layers, no REPORT."""
+    folder = tmp_path_factory.mktemp("plain_file")
+    gpkg = folder / "existing.gpkg"
+    write_vector_layers(gpkg, ["old_chunks", "notes"])
+    done = detect(f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", f"OUTPUT={gpkg}")
+    return folder, gpkg, done
+
+
+def test_a_plain_geopackage_is_replaced_as_qgis_does_and_the_log_names_its_layers(plain_file_run):
+    folder, gpkg, done = plain_file_run
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert f"OUTPUT: replacing the file {gpkg}, with its layer(s) old_chunks, notes" in done.stdout
+    dataset = gdal.OpenEx(str(gpkg), gdal.OF_VECTOR)
+    layers = [dataset.GetLayer(i).GetName() for i in range(dataset.GetLayerCount())]
+    assert layers == ["existing", "layer_styles"]  # QGIS names the layer after the file; the style table is its own
+    assert len(qs.read_ogr(gpkg, "existing").rows) == CHUNKS
+
+
+def test_report_is_optional(plain_file_run):
+    folder, gpkg, done = plain_file_run
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "REPORT" not in results_section(done.stdout)
+    worker_command = next(line for line in done.stdout.splitlines() if WORKER_STARTED in line)
+    assert "--report" not in worker_command
+    assert not list(folder.glob("*.html")) and not list(qs.REPO_ROOT.glob("*.html"))
+
+
+# --- paths --------------------------------------------------------------------------------------
+
+
+def test_relative_paths_mean_the_callers_folder(tiny_model, scene, tmp_path):
+    work = tmp_path / "work"
+    (work / "models").mkdir(parents=True)
+    (work / "reports").mkdir()
+    shutil.copyfile(scene.path, work / "scene.tif")
+    shutil.copyfile(tiny_model.path, work / "models" / "tiny.hiriseice")
+    done = detect("INPUT=scene.tif", "MODEL=models/tiny.hiriseice", "CHUNK_SIZE=64", "OUTPUT=out.gpkg", "REPORT=reports/r.html", cwd=work)
+    assert done.returncode == 0, done.stdout[-3000:]
+    worker_command = next(line for line in done.stdout.splitlines() if WORKER_STARTED in line)
+    for absolute in (work / "scene.tif", work / "models" / "tiny.hiriseice", work / "reports" / "r.html"):
+        assert str(absolute) in worker_command  # the worker runs in the plugin folder
+    assert (work / "reports" / "r.html").is_file() and "scene" in (work / "reports" / "r.html").read_text(encoding="utf-8")
+    assert len(qs.read_ogr(work / "out.gpkg").rows) == CHUNKS
+    assert results_section(done.stdout)["REPORT"] == str(work / "reports" / "r.html")
+    assert not (qs.REPO_ROOT / "reports").exists() and not (qs.REPO_ROOT / "out.gpkg").exists()
+
+
+# --- destinations checked before the worker starts ----------------------------------------------
+
+
+def unwritable_cases():
+    """(case, {parameter: destination under tmp_path}, the message's end)"""
+    missing = "does not exist. Create it or choose another destination; nothing was run or written."
+    read_only = "is read-only. Choose another destination; nothing was run or written."
+    return [
+        ("OUTPUT in a missing folder", {"OUTPUT": "missing/out.gpkg"}, f"the folder {{tmp}}/missing {missing}"),
+        ("REPORT in a missing folder", {"REPORT": "missing/r.html"}, f"the folder {{tmp}}/missing {missing}"),
+        ("SUMMARY in a read-only folder", {"SUMMARY": "ogr:dbname='{tmp}/locked/s.gpkg' table=\"summary\" (geom)"}, f"the folder {{tmp}}/locked {read_only}"),
+        ("REPORT in a read-only folder", {"REPORT": "locked/r.html"}, f"the folder {{tmp}}/locked {read_only}"),
+        ("SUMMARY replacing OUTPUT's file", {"OUTPUT": "ogr:dbname='{tmp}/one.gpkg' table=\"chunks\" (geom)", "SUMMARY": "one.gpkg"},
+         "SUMMARY names the file without a table, so QGIS would replace the whole file and lose OUTPUT."),
+    ]
+
+
+@pytest.mark.parametrize("case, destinations, message", unwritable_cases(), ids=[c[0] for c in unwritable_cases()])
+def test_unwritable_destinations_fail_before_the_worker_starts(tiny_model, scene, tmp_path, case, destinations, message):
+    (tmp_path / "locked").mkdir()
+    parameters = {"INPUT": scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": "64", "OUTPUT": "out.gpkg"}
+    parameters.update({name: value.replace("{tmp}", str(tmp_path)) for name, value in destinations.items()})
+    with qs.read_only_folder(tmp_path / "locked"):
+        done = detect(*(f"{name}={value}" for name, value in parameters.items()), cwd=tmp_path)
+    message = message.replace("{tmp}", str(tmp_path))
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert done.stdout.count(message) == 1, done.stdout[-3000:]
+    assert WORKER_STARTED not in done.stdout
+    assert sorted(os.listdir(tmp_path)) == ["locked"] and not os.listdir(tmp_path / "locked")
+
+
+# --- nothing beside the input -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["hiriseice:detect", "hiriseice:chunk"])
+def test_no_file_is_written_beside_the_input_raster(tiny_model, tmp_path, algorithm):
+    """QGIS used to save the statistics it computes for a UInt16 layer as scene.tif.aux.xml."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    raster = helpers.generate_raster(archive, name="scene.tif", width=128, height=128, data_type="UInt16")
+    os.chmod(raster.path, 0o444)  # as HiRISE archive copies often are
+    parameters = [f"INPUT={raster.path}", "CHUNK_SIZE=64", f"OUTPUT={tmp_path / 'out.gpkg'}"]
+    if algorithm == "hiriseice:detect":
+        parameters.append(f"MODEL={tiny_model.path}")
+    done = qs.qgis_process("run", algorithm, "--", *parameters, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert os.listdir(archive) == ["scene.tif"]
+
+
+def test_a_style_that_cannot_be_stored_is_a_warning_not_an_error(qgis_app):
+    """qgis_process prints a non-fatal reportError twice; a warning once."""
+    from qgis.core import QgsVectorLayer
+
+    styling = qs.plugin_module("plugin.styling")
+    feedback = qs.recording_feedback()
+    layer = QgsVectorLayer("Polygon", "chunks", "memory")
+    assert styling.store_style(layer, "/nonexistent/chunks.qml", feedback) is None
+    assert feedback.warnings == ["Could not apply the style /nonexistent/chunks.qml."] and feedback.errors == []
