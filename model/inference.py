@@ -17,7 +17,7 @@ from . import calibration, modelfile, review, rules
 from .chunking import chunk_count, iter_chunks
 from .errors import NoValidChunksError
 from .grid import chunk_wkt
-from .preprocess import normalise
+from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
 from .raster import RasterSource, gdal_exceptions
 
@@ -89,7 +89,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
                 for sample in iter_chunks(reader, chunk_size, stride, options.min_valid, input_size):
                     if stop.is_set():
                         return
-                    batch.append((sample.window, sample.valid_fraction, sample.centre_valid_fraction, normalise(sample.data, sample.valid, metadata["normalisation"])))
+                    batch.append((sample.window, sample.valid_fraction, sample.centre_valid_fraction, network_input(sample.data, sample.valid, metadata["normalisation"])))
                     if len(batch) == options.batch_size:
                         batches.put(batch)
                         batch = []

@@ -48,6 +48,12 @@ def to_uint8(normalised: np.ndarray) -> np.ndarray:
     return np.round(normalised * 255).astype(np.uint8)
 
 
+def network_input(data: np.ndarray, valid: np.ndarray, spec: Dict = DEFAULT_NORMALISATION) -> np.ndarray:
+    """What the network is handed for a chunk: normalised and quantised to 8 bits, exactly as
+    training stores its chunks (to_uint8) and feeds them (/ 255), so both see identical arrays."""
+    return to_uint8(normalise(data, valid, spec)).astype(np.float32) / np.float32(255.0)
+
+
 def resize(image: np.ndarray, size: int) -> np.ndarray:
     """Square float32 image resampled to size x size the way chunks are read: averaging when
     shrinking (as GDAL decimates a chunk), bilinear when enlarging."""

@@ -19,7 +19,7 @@ from model import calibration, finetune, labels, modelfile, splitting
 from model.chunking import iter_chunks
 from model.errors import LabelError, ModelFileError, RasterError
 from model.grid import chunk_wkt, pixel_bounds_of_map_points
-from model.preprocess import DEFAULT_NORMALISATION, normalise, to_uint8
+from model.preprocess import DEFAULT_NORMALISATION, network_input, normalise, to_uint8
 from model.protocol import Reporter
 from model.raster import RasterSource, gdal_exceptions
 
@@ -65,8 +65,9 @@ def test_training_and_detection_read_identical_arrays(tmp_path, chunk_size, inpu
         detection = normalise(scored.data, scored.valid, DEFAULT_NORMALISATION)
         assert sample.image.dtype == np.uint8 and sample.image.shape == (input_size, input_size)
         assert sample.image.tobytes() == to_uint8(detection).tobytes()
-        # Detection hands the network the float image, training its uint8 copy / 255: half a grey level apart at most.
-        assert np.abs(sample.image / 255.0 - detection).max() <= 0.5 / 255 + 1e-7
+        # ...and the network is handed the very same floats: training's uint8 / 255, detection's network_input.
+        fed_in_training = sample.image.astype(np.float32) / np.float32(255.0)
+        assert np.array_equal(fed_in_training, network_input(scored.data, scored.valid, DEFAULT_NORMALISATION))
 
 
 def test_a_chunk_polygon_on_a_rotated_raster_is_read_at_its_pixel_footprint(tmp_path):
