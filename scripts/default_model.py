@@ -223,6 +223,7 @@ def main(argv=None):
     parser.add_argument("--hold-out", default="", choices=[""] + list(FAMILIES), help="train without this ice family (leave-one-family-out); writes no card")
     parser.add_argument("--input-size", type=int, default=128)
     parser.add_argument("--widths", default="32,64,128,192,256")
+    parser.add_argument("--base", default="", help="start from this model file's weights (its widths and input size) instead of at random")
     parser.add_argument("--variants", type=int, default=2, help="training examples per crop (half with ice)")
     parser.add_argument("--hard-variants", type=int, default=4, help="training examples per hard-landform crop")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -276,14 +277,17 @@ def main(argv=None):
 
     from model.training import TrainOptions, prepare_tensorflow, train_arrays
 
-    widths = tuple(int(w) for w in args.widths.split(","))
+    widths = tuple(modelfile.read_metadata(args.base)["architecture"]["widths"]) if args.base else tuple(int(w) for w in args.widths.split(","))
     prepare_tensorflow(widths)
     import tensorflow as tf
+
+    # a warm start learns the new data as a whole: its batch-norm statistics move with it
+    base = modelfile.load(args.base) if args.base else None
 
     options = TrainOptions(
         epochs=args.epochs, patience=args.patience, seed=args.seed, input_size=args.input_size, chunk_size=1024, widths=widths,
         name="hiriseice-default" if not args.hold_out else f"hiriseice-without-{args.hold_out.replace(' ', '-')}",
-        augment="lighting", learning_rate=args.learning_rate, validation_groups=sorted(validation_obs),
+        augment="lighting", learning_rate=args.learning_rate, validation_groups=sorted(validation_obs), freeze_batch_norm=False,
         extra_metadata={
             "data": f"real HiRISE terrain ({', '.join(os.path.basename(f) for f in folders)}: {len(tiles)} crops) with ice of the families {', '.join(families)}; no real ice labels",
             "families": families,
@@ -296,7 +300,7 @@ def main(argv=None):
             "examples": {"variants": args.variants, "hard_variants": args.hard_variants, "data_seed": data_seed},
         },
     )
-    outcome = train_arrays(train.images, train.labels, list(train.groups), options, reporter)
+    outcome = train_arrays(train.images, train.labels, list(train.groups), options, reporter, base)
     network, meta = outcome["network"], outcome["metadata"]
     measured = evaluate(network, meta, test)
     meta["metrics"]["test"] = {k: v for k, v in measured.items() if k != "reliability"}
