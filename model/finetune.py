@@ -21,6 +21,9 @@ from . import calibration, metrics
 
 SCRATCH_LEARNING_RATE = 1e-3
 FINE_TUNE_LEARNING_RATE = 1e-4
+# A fine-tuning round needs fewer epochs: the base already knows most of what it needs.
+SCRATCH_EPOCHS = 30
+FINE_TUNE_EPOCHS = 10
 # The warm-up lasts the first epoch, or a fifth of all steps when that is shorter.
 WARMUP_SHARE = 0.2
 # Share of the replay set held out to measure what the new model still knows.

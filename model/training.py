@@ -8,7 +8,7 @@ Continuing a base model (learning rate, batch norm, replay, the guard): model/fi
 
 Job file keys: rasters [{path, band, labels [{wkt, label}], exclude [wkt]}] (geometries in the
 raster's CRS), label_mode "chunks" | "outlines", chunk_size (0 or absent: the label polygons'
-size, else the base model's, else 1024), input_size, min_valid, base_model, epochs, batch_size,
+size, else the base model's, else 1024), input_size, min_valid, base_model, epochs (0 or absent: 30, or 10 from a base model), batch_size,
 validation_fraction, learning_rate (0 or absent: 1e-3, or 1e-4 from a base model), patience,
 augment ("none" | "lighting" | "full"), seed, widths, name, output_model, report.
 """
@@ -46,7 +46,8 @@ def prepare_tensorflow(widths: Sequence[int]) -> None:
 
 @dataclass
 class TrainOptions:
-    epochs: int = 30
+    # None: finetune.SCRATCH_EPOCHS (30), or FINE_TUNE_EPOCHS (10) when continuing a base model.
+    epochs: Optional[int] = None
     batch_size: int = 25
     validation_fraction: float = 0.2
     # None: finetune.SCRATCH_LEARNING_RATE (1e-3), or FINE_TUNE_LEARNING_RATE (1e-4) when continuing a base model.
@@ -165,6 +166,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         network = build_network(options.input_size, options.widths, seed=options.seed)
         base_metadata, base_epochs = None, 0
     learning_rate = options.learning_rate or (finetune.FINE_TUNE_LEARNING_RATE if fine_tuning else finetune.SCRATCH_LEARNING_RATE)
+    epochs = options.epochs or (finetune.FINE_TUNE_EPOCHS if fine_tuning else finetune.SCRATCH_EPOCHS)
     warmup = fine_tuning if options.warmup is None else options.warmup
     freeze = fine_tuning if options.freeze_batch_norm is None else options.freeze_batch_norm
 
@@ -192,7 +194,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     if fine_tuning:  # scored before training changes the shared weights
         base_logits = {"validation": logits_of(val_x), "held_out": logits_of(mix.held_out["images"]) if mix else None}
     frozen = finetune.freeze_batch_norm(network) if freeze else 0
-    warmup_steps = finetune.warmup_steps(steps, options.epochs) if warmup else 0
+    warmup_steps = finetune.warmup_steps(steps, epochs) if warmup else 0
     rate = finetune.warmup_schedule(learning_rate, warmup_steps) if warmup else learning_rate
     reporter.log(f"learning rate {learning_rate:g}" + (f", warmed up over {warmup_steps} steps" if warmup else "") + (f"; {frozen} batch-norm layers keep the base model's statistics" if frozen else ""))
     network.compile(
@@ -225,7 +227,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
 
     history: List[Dict] = []
     state = {"best_loss": np.inf, "best_weights": None, "best_epoch": 0, "waited": 0}
-    total_steps = options.epochs * steps
+    total_steps = epochs * steps
 
     class Monitor(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -252,7 +254,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
             )
 
     started = time.monotonic()
-    network.fit(Batches(), validation_data=(val_x, val_y), epochs=options.epochs, class_weight=class_weight, callbacks=[Monitor()], verbose=0, shuffle=False)
+    network.fit(Batches(), validation_data=(val_x, val_y), epochs=epochs, class_weight=class_weight, callbacks=[Monitor()], verbose=0, shuffle=False)
     reporter.progress(1.0)  # early stopping ends the epochs before the bar does
     if state["best_weights"] is not None:
         network.set_weights(state["best_weights"])
@@ -326,7 +328,7 @@ def _options_from_job(job: Dict) -> TrainOptions:
     elif augment is False:
         augment = "none"
     return TrainOptions(
-        epochs=int(job.get("epochs", defaults.epochs)),
+        epochs=int(job["epochs"]) if job.get("epochs") else None,  # 0 / absent: the default for the run
         batch_size=int(job.get("batch_size", defaults.batch_size)),
         validation_fraction=float(job.get("validation_fraction", defaults.validation_fraction)),
         learning_rate=float(job["learning_rate"]) if job.get("learning_rate") else None,  # 0 / absent: the default for the run

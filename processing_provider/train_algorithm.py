@@ -120,7 +120,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             )
         )
         self._advanced(QgsProcessingParameterNumber(self.INPUT_SIZE, self.tr("Network input size (pixels)"), QgsProcessingParameterNumber.Integer, 256, minValue=32))
-        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs"), QgsProcessingParameterNumber.Integer, 30, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs (0 = 30 from scratch, 10 when fine-tuning)"), QgsProcessingParameterNumber.Integer, 0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"), QgsProcessingParameterNumber.Integer, 25, minValue=1))
         self.addParameter(
             QgsProcessingParameterNumber(self.VALIDATION_FRACTION, self.tr("Validation share"), QgsProcessingParameterNumber.Double, 0.2, minValue=0.05, maxValue=0.5)
