@@ -93,7 +93,7 @@ def retrain(mosaic, labels, cells, base, out):
     from model.training import run_job
 
     job = {"rasters": [{"path": mosaic, "labels": [{"wkt": labels[i][0], "label": labels[i][1]} for i in cells]}],
-           "label_mode": "chunks", "chunk_size": CELL, "base_model": base, "output_model": out, "epochs": 30, "patience": 8}
+           "label_mode": "chunks", "chunk_size": CELL, "base_model": base, "output_model": out}  # the algorithm's defaults
     started = time.monotonic()
     run_job(job, SilentReporter())
     return time.monotonic() - started
