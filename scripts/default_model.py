@@ -156,11 +156,12 @@ def _rate(p, mask):
 
 def evaluate(network, meta, test: Examples) -> Dict:
     """Per family: ROC AUC (its icy examples against every ice-free one) with an interval from
-    resampling whole observations, and the recall at p >= 0.5; false-positive rates at p >= 0.5 on
+    resampling whole observations, the ROC AUC against the real crops alone, and the recall at p >= 0.5; false-positive rates at p >= 0.5 on
     the real crops as they are (by hard landform) and on each look-alike; calibration."""
     logits = predict_logits(network, test.images)
     p = calibration.apply(logits, meta.get("calibration"))
     negative = test.labels == 0
+    real = test.kinds == "real"
     families = {}
     for family in FAMILIES:
         icy = test.kinds == family
@@ -170,8 +171,9 @@ def evaluate(network, meta, test: Examples) -> Dict:
             "roc_auc": metrics.roc_auc(p[both], test.labels[both]),
             "roc_auc_interval": metrics.bootstrap_roc_auc(p[both], test.labels[both], test.groups[both], resamples=400, seed=0),
             "recall_at_0.5": float((p[icy] >= 0.5).mean()),
+            # against the real crops alone, as a geologist's ice-free chunks are
+            "roc_auc_vs_real_terrain": metrics.roc_auc(p[icy | real], test.labels[icy | real]),
         }
-    real = test.kinds == "real"
     fpr = {"real ice-free terrain (not the hard landforms)": _rate(p, real & ~np.isin(test.landforms, HARD_LANDFORMS))}
     fpr.update({name: _rate(p, real & (test.landforms == name)) for name in HARD_LANDFORMS})
     fpr.update({f"planted: {kind}": _rate(p, test.kinds == kind) for kind in TEST_LOOKALIKES})
@@ -219,6 +221,7 @@ def main(argv=None):
     parser.add_argument("--out", default=modelfile.default_model_path())
     parser.add_argument("--card", default=os.path.join(REPO, "resources", "models", "MODEL_CARD.md"))
     parser.add_argument("--json", default="", help="also write the test measurement here")
+    parser.add_argument("--compare", default=os.path.join(REPO, "build", "previous-default.json"), help="the previous default's measurement (--evaluate --json) for the card, if present")
     parser.add_argument("--transfer", default=os.path.join(REPO, "build", "lofo", "*.json"), help="glob of the leave-one-family-out measurements for the card")
     parser.add_argument("--hold-out", default="", choices=[""] + list(FAMILIES), help="train without this ice family (leave-one-family-out); writes no card")
     parser.add_argument("--input-size", type=int, default=128)
@@ -261,7 +264,7 @@ def main(argv=None):
             from model_card import model_card
 
             meta["metrics"]["test"] = {k: v for k, v in measured.items() if k != "reliability"}
-            _write_card(args.card, model_card(meta, measured, _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION))
+            _write_card(args.card, model_card(meta, measured, _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare)))
         print(json.dumps({k: v for k, v in measured.items() if k not in ("reliability",)}, indent=1))
         return
 
@@ -312,7 +315,7 @@ def main(argv=None):
     if not args.hold_out:
         from model_card import model_card
 
-        _write_card(args.card, model_card(meta, measured, _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION))
+        _write_card(args.card, model_card(meta, measured, _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare)))
     reporter.log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB) in {(time.monotonic() - started) / 60:.1f} min")
     print(json.dumps({"families": {k: round(v["roc_auc"], 4) for k, v in measured["families"].items()},
                       "fpr": {k: v["rate"] for k, v in measured["false_positive_rate_at_0.5"].items()}, "ece": measured["ece"]}, indent=1))
@@ -320,6 +323,10 @@ def main(argv=None):
 
 def _transfer(pattern) -> List[Dict]:
     return [json.load(open(path, encoding="utf-8")) | {"file": path} for path in sorted(glob.glob(pattern))]
+
+
+def _previous(path):
+    return json.load(open(path, encoding="utf-8")) if path and os.path.isfile(path) else None
 
 
 def _write_json(path, measured):
