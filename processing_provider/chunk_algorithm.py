@@ -47,15 +47,15 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(RasterLayerParameter(self.INPUT, self.tr("HiRISE raster")))
-        self.addParameter(QgsProcessingParameterNumber(self.CHUNK_SIZE, self.tr("Chunk size (pixels)"), QgsProcessingParameterNumber.Integer, 1024, minValue=8))
-        self.addParameter(QgsProcessingParameterNumber(self.STRIDE, self.tr("Stride (pixels; 0 = chunk size)"), QgsProcessingParameterNumber.Integer, 0, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(self.CHUNK_SIZE, self.tr("Chunk size (pixels)"), QgsProcessingParameterNumber.Type.Integer, 1024, minValue=8))
+        self.addParameter(QgsProcessingParameterNumber(self.STRIDE, self.tr("Stride (pixels; 0 = chunk size)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.MIN_VALID, self.tr("Minimum valid share of the chunk centre"), QgsProcessingParameterNumber.Double, chunking.DEFAULT_MIN_VALID, minValue=0.0, maxValue=1.0
+                self.MIN_VALID, self.tr("Minimum valid share of the chunk centre"), QgsProcessingParameterNumber.Type.Double, chunking.DEFAULT_MIN_VALID, minValue=0.0, maxValue=1.0
             )
         )
         self.addParameter(QgsProcessingParameterFolderDestination(self.EXPORT_FOLDER, self.tr("Export chunks as GeoTIFFs to"), optional=True, createByDefault=False))
-        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Chunk grid"), QgsProcessing.TypeVectorPolygon))
+        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Chunk grid"), QgsProcessing.SourceType.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputNumber(self.CHUNKS, self.tr("Number of chunks")))
 
     def processAlgorithm(self, parameters, context, feedback):
@@ -95,7 +95,7 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
             feedback.pushInfo(f"{exported} chunk GeoTIFFs written to {export_folder}")
 
         fields = make_fields(schema.CHUNK_GRID_FIELDS)
-        sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Polygon, output_crs(layer.crs(), info.crs_wkt))
+        sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, output_crs(layer.crs(), info.crs_wkt))
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
         add_features(sink, features_from_dicts(rows, fields, "wkt"), "chunk grid")

@@ -71,8 +71,8 @@ class DetectAlgorithm(HiriseIceAlgorithm):
     MEAN_PROBABILITY = "MEAN_PROBABILITY"
 
     OUTPUT_LAYERS = {
-        OUTPUT: OutputLayer(schema.DETECTION_FIELDS, QgsWkbTypes.Polygon, "wkt", styling.CHUNKS_QML, "chunk"),
-        SUMMARY: OutputLayer(schema.SUMMARY_FIELDS, QgsWkbTypes.MultiPolygon, "footprint_wkt", styling.SUMMARY_QML, "summary"),
+        OUTPUT: OutputLayer(schema.DETECTION_FIELDS, QgsWkbTypes.Type.Polygon, "wkt", styling.CHUNKS_QML, "chunk"),
+        SUMMARY: OutputLayer(schema.SUMMARY_FIELDS, QgsWkbTypes.Type.MultiPolygon, "footprint_wkt", styling.SUMMARY_QML, "summary"),
     }
 
     def shortHelpString(self):
@@ -94,7 +94,10 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "are hard to identify.</p>"
             "<p><b>Band</b> (advanced): 0 = automatic (a single band, or the mean of all bands for colour products).</p>"
             "<p><b>Outputs</b>: the chunk layer (probability, class, and an empty <i>label</i> field for your own judgement, "
-            "to be filled with the HiRISE Ice Patches labelling tools and used for retraining), styled from transparent blue (not icy) to red (icy). "
+            "to be filled with the HiRISE Ice Patches labelling tools and used for retraining). It is styled by probability, in classes "
+            "fixed at the paper's 0.4 and 0.6: <i>not icy</i> chunks are left unfilled (a thin blue outline below 0.2, a faint "
+            "blue-green tint from 0.2), <i>hard to identify</i> ones are pale green to pale yellow, and <i>icy</i> ones orange (0.6) "
+            "to red (0.8 and above). No fill is opaque, so the terrain stays visible under the colour. "
             "Its <i>review_rank</i> says which chunks to label first (1 = first): those whose probability lies nearest the icy threshold, "
             "where the model is least sure, spread over the image. Also written: the image summary (footprint, counts, mean and max "
             "probability, category) and, when REPORT is given, an HTML report with histogram and quicklook.</p>"
@@ -109,30 +112,30 @@ class DetectAlgorithm(HiriseIceAlgorithm):
     def initAlgorithm(self, config=None):
         self.addParameter(RasterLayerParameter(self.INPUT, self.tr("HiRISE raster")))
         self.addParameter(
-            QgsProcessingParameterFile(self.MODEL, self.tr("Model file (empty = bundled default model)"), QgsProcessingParameterFile.File, optional=True, fileFilter=MODEL_FILTER)
+            QgsProcessingParameterFile(self.MODEL, self.tr("Model file (empty = bundled default model)"), QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter=MODEL_FILTER)
         )
-        self.addParameter(QgsProcessingParameterNumber(self.CHUNK_SIZE, self.tr("Chunk size (pixels; 0 = the model's)"), QgsProcessingParameterNumber.Integer, 0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(self.STRIDE, self.tr("Stride (pixels; 0 = chunk size)"), QgsProcessingParameterNumber.Integer, 0, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(self.CHUNK_SIZE, self.tr("Chunk size (pixels; 0 = the model's)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(self.STRIDE, self.tr("Stride (pixels; 0 = chunk size)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.MIN_VALID, self.tr("Minimum valid share of the chunk centre"), QgsProcessingParameterNumber.Double, chunking.DEFAULT_MIN_VALID, minValue=0.0, maxValue=1.0
+                self.MIN_VALID, self.tr("Minimum valid share of the chunk centre"), QgsProcessingParameterNumber.Type.Double, chunking.DEFAULT_MIN_VALID, minValue=0.0, maxValue=1.0
             )
         )
-        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (chunks per network call)"), QgsProcessingParameterNumber.Integer, 16, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (chunks per network call)"), QgsProcessingParameterNumber.Type.Integer, 16, minValue=1))
         self.addParameter(
-            QgsProcessingParameterNumber(self.ICY_THRESHOLD, self.tr("Icy at probability ≥"), QgsProcessingParameterNumber.Double, rules.ICY_THRESHOLD, minValue=0.0, maxValue=1.0)
+            QgsProcessingParameterNumber(self.ICY_THRESHOLD, self.tr("Icy at probability ≥"), QgsProcessingParameterNumber.Type.Double, rules.ICY_THRESHOLD, minValue=0.0, maxValue=1.0)
         )
         self.addParameter(
-            QgsProcessingParameterNumber(self.HARD_LOW, self.tr("Hard to identify at probability ≥"), QgsProcessingParameterNumber.Double, rules.HARD_LOW, minValue=0.0, maxValue=1.0)
+            QgsProcessingParameterNumber(self.HARD_LOW, self.tr("Hard to identify at probability ≥"), QgsProcessingParameterNumber.Type.Double, rules.HARD_LOW, minValue=0.0, maxValue=1.0)
         )
         category_rule = QgsProcessingParameterEnum(self.CATEGORY_RULE, self.tr("Image category rule"), list(rules.CATEGORY_RULES), defaultValue=rules.DEFAULT_CATEGORY_RULE)
         category_rule.setUsesStaticStrings(True)  # CATEGORY_RULE=paper on the command line, not an index
         self.addParameter(category_rule)
-        band = QgsProcessingParameterNumber(self.BAND, self.tr("Band (0 = automatic)"), QgsProcessingParameterNumber.Integer, 0, minValue=0)
-        band.setFlags(band.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        band = QgsProcessingParameterNumber(self.BAND, self.tr("Band (0 = automatic)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0)
+        band.setFlags(band.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         self.addParameter(band)
-        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Ice probability of chunks"), QgsProcessing.TypeVectorPolygon))
-        self.addParameter(QgsProcessingParameterFeatureSink(self.SUMMARY, self.tr("Image summary"), QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=True))
+        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Ice probability of chunks"), QgsProcessing.SourceType.TypeVectorPolygon))
+        self.addParameter(QgsProcessingParameterFeatureSink(self.SUMMARY, self.tr("Image summary"), QgsProcessing.SourceType.TypeVectorPolygon, optional=True, createByDefault=True))
         self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, self.tr("Detection report"), HTML_FILTER, optional=True))
         self.addOutput(QgsProcessingOutputString(self.CATEGORY, self.tr("Image category")))
         self.addOutput(QgsProcessingOutputNumber(self.CHUNKS, self.tr("Chunks scored")))
@@ -232,7 +235,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             if name == self.OUTPUT:
                 raise QgsProcessingException(self.invalidSinkError(parameters, name))
             return ""
-        add_features(sink, features_from_dicts(rows, fields, layer.geometry_key, multi=layer.geometry == QgsWkbTypes.MultiPolygon), layer.what)
+        add_features(sink, features_from_dicts(rows, fields, layer.geometry_key, multi=layer.geometry == QgsWkbTypes.Type.MultiPolygon), layer.what)
         del sink  # closes the file before postProcessAlgorithm stores the style in it
         self.style_output(context, destination, layer.qml)
         return destination

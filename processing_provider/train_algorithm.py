@@ -104,33 +104,33 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterMultipleLayers(self.RASTERS, self.tr("HiRISE rasters"), QgsProcessing.TypeRaster))
-        self.addParameter(QgsProcessingParameterMultipleLayers(self.LABELS, self.tr("Label layers"), QgsProcessing.TypeVectorPolygon))
+        self.addParameter(QgsProcessingParameterMultipleLayers(self.RASTERS, self.tr("HiRISE rasters"), QgsProcessing.SourceType.TypeRaster))
+        self.addParameter(QgsProcessingParameterMultipleLayers(self.LABELS, self.tr("Label layers"), QgsProcessing.SourceType.TypeVectorPolygon))
         self.addParameter(QgsProcessingParameterString(self.LABEL_FIELD, self.tr("Label field"), "label"))
         self.addParameter(
             QgsProcessingParameterEnum(
                 self.LABEL_MODE, self.tr("The label layers hold"), [self.tr("chunk polygons (e.g. a filled detect output)"), self.tr("ice-patch outlines")], defaultValue=0
             )
         )
-        self.addParameter(QgsProcessingParameterMultipleLayers(self.EXCLUDE, self.tr("Exclusion polygons (outline mode)"), QgsProcessing.TypeVectorPolygon, optional=True))
-        self.addParameter(QgsProcessingParameterFile(self.BASE_MODEL, self.tr("Continue training this model (optional)"), QgsProcessingParameterFile.File, optional=True, fileFilter=MODEL_FILTER))
+        self.addParameter(QgsProcessingParameterMultipleLayers(self.EXCLUDE, self.tr("Exclusion polygons (outline mode)"), QgsProcessing.SourceType.TypeVectorPolygon, optional=True))
+        self.addParameter(QgsProcessingParameterFile(self.BASE_MODEL, self.tr("Continue training this model (optional)"), QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter=MODEL_FILTER))
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.CHUNK_SIZE, self.tr("Chunk size (pixels; 0 = the label polygons' size, else the base model's or 1024)"), QgsProcessingParameterNumber.Integer, 0, minValue=0
+                self.CHUNK_SIZE, self.tr("Chunk size (pixels; 0 = the label polygons' size, else the base model's or 1024)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0
             )
         )
-        self._advanced(QgsProcessingParameterNumber(self.INPUT_SIZE, self.tr("Network input size (pixels)"), QgsProcessingParameterNumber.Integer, 256, minValue=32))
-        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs (0 = 30 from scratch, 10 when fine-tuning)"), QgsProcessingParameterNumber.Integer, 0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"), QgsProcessingParameterNumber.Integer, 25, minValue=1))
+        self._advanced(QgsProcessingParameterNumber(self.INPUT_SIZE, self.tr("Network input size (pixels)"), QgsProcessingParameterNumber.Type.Integer, 256, minValue=32))
+        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs (0 = 30 from scratch, 10 when fine-tuning)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"), QgsProcessingParameterNumber.Type.Integer, 25, minValue=1))
         self.addParameter(
-            QgsProcessingParameterNumber(self.VALIDATION_FRACTION, self.tr("Validation share"), QgsProcessingParameterNumber.Double, 0.2, minValue=0.05, maxValue=0.5)
+            QgsProcessingParameterNumber(self.VALIDATION_FRACTION, self.tr("Validation share"), QgsProcessingParameterNumber.Type.Double, 0.2, minValue=0.05, maxValue=0.5)
         )
         learning_rate = QgsProcessingParameterNumber(
-            self.LEARNING_RATE, self.tr("Learning rate (0 = 0.001 from scratch, 0.0001 when fine-tuning)"), QgsProcessingParameterNumber.Double, 0.0, minValue=0.0, maxValue=1.0
+            self.LEARNING_RATE, self.tr("Learning rate (0 = 0.001 from scratch, 0.0001 when fine-tuning)"), QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0, maxValue=1.0
         )
         learning_rate.setMetadata({"widget_wrapper": {"decimals": 6}})
         self.addParameter(learning_rate)
-        self.addParameter(QgsProcessingParameterNumber(self.PATIENCE, self.tr("Patience (epochs without improvement)"), QgsProcessingParameterNumber.Integer, 8, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(self.PATIENCE, self.tr("Patience (epochs without improvement)"), QgsProcessingParameterNumber.Type.Integer, 8, minValue=1))
         self.addParameter(
             QgsProcessingParameterEnum(
                 self.AUGMENT,
@@ -143,14 +143,14 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 defaultValue=1,
             )
         )
-        self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Integer, 42))
+        self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 42))
         self._advanced(QgsProcessingParameterString(self.WIDTHS, self.tr("Layer widths (entry, blocks..., exit)"), "128,256,512,728,1024"))
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, self.tr("Model file"), "HiRISE Ice Patches model (*.hiriseice)"))
-        self.addParameter(QgsProcessingParameterFeatureSink(self.HISTORY, self.tr("Training history"), QgsProcessing.TypeVector, optional=True, createByDefault=True))
+        self.addParameter(QgsProcessingParameterFeatureSink(self.HISTORY, self.tr("Training history"), QgsProcessing.SourceType.TypeVector, optional=True, createByDefault=True))
         self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, self.tr("Training report"), HTML_FILTER))
 
     def _advanced(self, parameter):
-        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         self.addParameter(parameter)
 
     # --- labels into each raster's CRS --------------------------------------------------------
@@ -333,7 +333,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
 
         results = {self.OUTPUT_MODEL: result.get("model_path", output_model), self.REPORT: report}
         fields = make_fields(schema.HISTORY_FIELDS)
-        sink, destination = self.parameterAsSink(parameters, self.HISTORY, context, fields, QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())
+        sink, destination = self.parameterAsSink(parameters, self.HISTORY, context, fields, QgsWkbTypes.Type.NoGeometry, QgsCoordinateReferenceSystem())
         if sink is not None:
             add_features(sink, features_from_dicts(result.get("history") or [], fields), "history")
             del sink
