@@ -4,8 +4,9 @@ Values follow the engine (model/labels.py): 1 icy, 0 not icy, -1 unclear (left o
 training). No GUI here, so it can be tested without one; plugin.py wires it to the toolbar.
 """
 
-from qgis.core import QgsMapLayer, QgsVectorLayer, QgsVectorDataProvider
-from qgis.PyQt.QtCore import QVariant
+from qgis.core import QgsVectorDataProvider, QgsVectorLayer
+
+from .styling import QVARIANT_TYPES
 
 LABEL_FIELD = "label"
 ICY, NOT_ICY, UNCLEAR = 1, 0, -1
@@ -18,9 +19,9 @@ class LabellingError(ValueError):
 
 def _value_for_field(field, value: int):
     """The label as the field stores it: a number for numeric fields, a word for text fields."""
-    if field.type() == QVariant.String:
+    if not field.isNumeric():
         return NAMES[value]
-    if field.type() == QVariant.Double:
+    if field.type() == QVARIANT_TYPES["real"]:
         return float(value)
     return int(value)
 
@@ -34,7 +35,7 @@ def mark_selected(layer, value: int, field_name: str = LABEL_FIELD) -> int:
     """
     if value not in NAMES:
         raise LabellingError(f"A label is 1 (icy), 0 (not icy) or -1 (unclear), not {value!r}.")
-    if layer is None or not isinstance(layer, QgsVectorLayer) or layer.type() != QgsMapLayer.VectorLayer:
+    if not isinstance(layer, QgsVectorLayer):
         raise LabellingError("Select a chunk layer (e.g. the output of Detect ice patches) in the Layers panel first.")
     index = layer.fields().lookupField(field_name)
     if index < 0:
@@ -45,7 +46,7 @@ def mark_selected(layer, value: int, field_name: str = LABEL_FIELD) -> int:
     if not ids:
         return 0
     provider = layer.dataProvider()
-    if provider is None or not (provider.capabilities() & QgsVectorDataProvider.ChangeAttributeValues) or layer.readOnly():
+    if provider is None or not (provider.capabilities() & QgsVectorDataProvider.Capability.ChangeAttributeValues) or layer.readOnly():
         raise LabellingError(f"The layer '{layer.name()}' cannot be edited (read-only). Save it as a GeoPackage first.")
     if not layer.isEditable() and not layer.startEditing():
         raise LabellingError(f"Could not start editing '{layer.name()}'.")

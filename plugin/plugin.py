@@ -54,7 +54,7 @@ class IcePatchesPlugin:
         window = self.iface.mainWindow()
         self.menu = QMenu(TITLE, window)
         self.menu.setObjectName("HiriseIcePatchesMenu")
-        self.menu.setIcon(_icon("hiriseice.svg"))
+        # No icon on the menu itself: a menu bar draws a menu's icon instead of its title.
         for text, algorithm in (("Detect ice patches…", "detect"), ("Train ice-patch model…", "train"), ("Chunk grid…", "chunk")):
             self._menu_action(text, lambda checked=False, a=algorithm: self.open_algorithm(a), "hiriseice.svg" if algorithm == "detect" else None)
         self.menu.addSeparator()
@@ -114,13 +114,13 @@ class IcePatchesPlugin:
         try:
             changed = mark_selected(layer, value)
         except LabellingError as exc:
-            bar.pushMessage(TITLE, str(exc), Qgis.Warning, 6)
+            bar.pushMessage(TITLE, str(exc), Qgis.MessageLevel.Warning, 6)
             return
         if not changed:
-            bar.pushMessage(TITLE, f"Nothing is selected in '{layer.name()}'. Select chunks (Select Features tool), then mark them.", Qgis.Info, 4)
+            bar.pushMessage(TITLE, f"Nothing is selected in '{layer.name()}'. Select chunks (Select Features tool), then mark them.", Qgis.MessageLevel.Info, 4)
             return
         bar.pushMessage(
-            TITLE, f"{changed} chunk(s) of '{layer.name()}' marked {NAMES[value]} (label = {value}). Save the layer's edits to keep them.", Qgis.Success, 3
+            TITLE, f"{changed} chunk(s) of '{layer.name()}' marked {NAMES[value]} (label = {value}). Save the layer's edits to keep them.", Qgis.MessageLevel.Success, 3
         )
 
     def check_worker(self):
@@ -129,7 +129,7 @@ class IcePatchesPlugin:
         except QgsProcessingException as exc:
             QMessageBox.warning(self.iface.mainWindow(), f"{TITLE}: worker", str(exc))
             return
-        self.iface.messageBar().pushMessage(TITLE, f"Checking the worker {python} (starting TensorFlow takes a few seconds)…", Qgis.Info, 5)
+        self.iface.messageBar().pushMessage(TITLE, f"Checking the worker {python} (starting TensorFlow takes a few seconds)…", Qgis.MessageLevel.Info, 5)
         self.check_task = QgsTask.fromFunction(f"{TITLE}: checking the worker", _worker_info, on_finished=self._worker_checked)
         QgsApplication.taskManager().addTask(self.check_task)
 
@@ -157,7 +157,7 @@ class IcePatchesPlugin:
             return
         settings.setValue(worker.SETTINGS_KEY, path)
         note = f" (the environment variable {worker.ENV_VAR} still takes precedence)" if os.environ.get(worker.ENV_VAR) else ""
-        self.iface.messageBar().pushMessage(TITLE, f"Worker Python set to {path}{note}. Use 'Check worker' to test it.", Qgis.Info, 6)
+        self.iface.messageBar().pushMessage(TITLE, f"Worker Python set to {path}{note}. Use 'Check worker' to test it.", Qgis.MessageLevel.Info, 6)
 
 
 class _TaskFeedback(QgsProcessingFeedback):

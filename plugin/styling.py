@@ -20,6 +20,7 @@ import os
 from typing import List, Optional, Sequence, Tuple
 
 from qgis.core import (
+    Qgis,
     QgsCategorizedSymbolRenderer,
     QgsEditorWidgetSetup,
     QgsField,
@@ -30,6 +31,7 @@ from qgis.core import (
     QgsMapLayer,
     QgsPalLayerSettings,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProject,
     QgsRendererCategory,
     QgsRendererRange,
     QgsSingleSymbolRenderer,
@@ -38,11 +40,25 @@ from qgis.core import (
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QTimer, QVariant
 from qgis.PyQt.QtGui import QColor
 
-# model/schema.py's field kinds as QGIS field types (the algorithms' sinks use them too).
-QVARIANT_TYPES = {"int": QVariant.Int, "real": QVariant.Double, "text": QVariant.String}
+
+def _field_types() -> dict:
+    """model/schema.py's field kinds as QGIS field types (the algorithms' sinks use them too).
+
+    QgsField takes a QMetaType.Type from QGIS 3.38 on (the QVariant.Type constructor is
+    deprecated there, and Qt6's QVariant has no type constants); QGIS 3.22 to 3.36 take only
+    QVariant.Type. Both are compared with QgsField.type() by value.
+    """
+    if Qgis.QGIS_VERSION_INT >= 33800:
+        from qgis.PyQt.QtCore import QMetaType
+
+        return {"int": QMetaType.Type.Int, "real": QMetaType.Type.Double, "text": QMetaType.Type.QString}
+    return {"int": QVariant.Int, "real": QVariant.Double, "text": QVariant.String}
+
+
+QVARIANT_TYPES = _field_types()
 
 PLUGIN_FOLDER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STYLES_FOLDER = os.path.join(PLUGIN_FOLDER, "resources", "styles")
@@ -173,6 +189,32 @@ def style_output(destination: str, qml: str, context, feedback=None) -> None:
         del stored
 
 
+# Outputs styled with these become the active layer once the Processing GUI has loaded them: the
+# chunk layer is what the labelling tools (Mark icy, ...) act on, not the summary loaded after it.
+ACTIVE_AFTER_LOADING = {CHUNKS_QML}
+
+
+def make_active_when_loaded(layer: QgsMapLayer) -> None:
+    """Make `layer` QGIS's active layer once Processing has finished loading a run's outputs.
+
+    Processing adds the outputs one after the other, and QGIS makes each added layer the active
+    one, so the last loaded wins: Detect's summary. Newer QGIS versions then activate a layer of
+    their own choosing at the end of loading. A zero-delay timer runs after all of that, when the
+    event loop next turns; it finds the layer again by id, so a layer removed meanwhile is skipped.
+    """
+    layer_id = layer.id()
+    QTimer.singleShot(0, lambda: _activate(layer_id))
+
+
+def _activate(layer_id: str) -> None:
+    from qgis import utils
+
+    interface = getattr(utils, "iface", None)
+    layer = QgsProject.instance().mapLayer(layer_id)
+    if interface is not None and layer is not None:
+        interface.setActiveLayer(layer)
+
+
 class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
     """Styles an output layer once the Processing GUI has loaded it into the project.
 
@@ -191,6 +233,8 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS's name)
         if isinstance(layer, QgsVectorLayer):
             apply_style(layer, self.qml)
+            if self.qml in ACTIVE_AFTER_LOADING:
+                make_active_when_loaded(layer)
 
     @classmethod
     def create(cls, qml: str) -> "StylePostProcessor":
@@ -253,7 +297,7 @@ def _labelling() -> QgsVectorLayerSimpleLabeling:
     settings = QgsPalLayerSettings()
     settings.fieldName = _label_expression()
     settings.isExpression = True
-    settings.placement = QgsPalLayerSettings.OverPoint
+    settings.placement = QgsPalLayerSettings.Placement.OverPoint
     text = QgsTextFormat()
     text.setSize(9)
     text.setColor(QColor(20, 20, 20))
@@ -266,7 +310,8 @@ def _labelling() -> QgsVectorLayerSimpleLabeling:
     return QgsVectorLayerSimpleLabeling(settings)
 
 
-def _memory_layer(fields: Sequence[Tuple[str, QVariant.Type]], geometry: str = "Polygon") -> QgsVectorLayer:
+def _memory_layer(fields: Sequence[Tuple[str, object]], geometry: str = "Polygon") -> QgsVectorLayer:
+    """A memory layer with `fields`: [(name, one of QVARIANT_TYPES' values)]."""
     layer = QgsVectorLayer(geometry, "style", "memory")
     layer.dataProvider().addAttributes([QgsField(name, kind) for name, kind in fields])
     layer.updateFields()
@@ -297,7 +342,8 @@ def write_style_files(folder: str = STYLES_FOLDER) -> List[str]:
     chunks.setDisplayExpression("\"image_id\" || ' r' || \"row\" || ' c' || \"col\" || '  p=' || format_number(\"probability\", 2)")
     written.append(_save(chunks, os.path.join(folder, "chunks.qml")))
 
-    summary = _memory_layer([("image_id", QVariant.String), ("category", QVariant.String), ("mean_probability", QVariant.Double)], "MultiPolygon")
+    text, real = QVARIANT_TYPES["text"], QVARIANT_TYPES["real"]
+    summary = _memory_layer([("image_id", text), ("category", text), ("mean_probability", real)], "MultiPolygon")
     categories = []
     for value, colour, text in CATEGORY_COLOURS:
         symbol = QgsFillSymbol.createSimple({"style": "no", "outline_color": colour + ",255", "outline_width": "0.8", "outline_width_unit": "MM"})

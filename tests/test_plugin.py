@@ -229,6 +229,89 @@ def test_provider_lists_its_algorithms_with_help_without_a_worker(qgis_app, monk
     assert "neither TensorFlow nor the worker" in algorithms["hiriseice:chunk"].shortHelpString()
 
 
+def test_detect_help_describes_the_chunk_style(qgis_app):
+    """The help's words for the colours follow the style's classes (plugin/styling.py, resources/styles/chunks.qml)."""
+    from qgis.core import QgsVectorLayer
+
+    styling = qs.plugin_module("plugin.styling")
+    help_text = qs.plugin_module("processing_provider.detect_algorithm").DetectAlgorithm().shortHelpString()
+    layer = QgsVectorLayer("Polygon?crs=EPSG:4326&field=probability:double", "chunks", "memory")
+    assert styling.style_chunk_layer(layer)
+    ranges = {(r.lowerValue(), r.upperValue()): r.symbol().color() for r in layer.renderer().ranges()}
+    # Not icy: no fill below 0.2, a faint tint from 0.2 to 0.4.
+    assert ranges[(0.0, 0.2)].alpha() == 0 and 0 < ranges[(0.2, 0.4)].alpha() < 60
+    assert "not icy</i> chunks are left unfilled" in help_text
+    # Hard to identify: pale green (0.4-0.5) to pale yellow (0.5-0.6), light colours.
+    green, yellow = ranges[(0.4, 0.5)], ranges[(0.5, 0.6)]
+    assert green.green() > green.red() > green.blue() and yellow.red() > yellow.green() > yellow.blue() and min(green.lightness(), yellow.lightness()) > 180
+    assert "hard to identify</i> ones are pale green to pale yellow" in help_text
+    # Icy: orange from 0.6, red from 0.8, never opaque.
+    orange, red = ranges[(0.6, 0.8)], ranges[(0.8, 1.0)]
+    assert orange.red() > orange.green() > orange.blue() and red.red() > 200 and red.green() < 80
+    assert "<i>icy</i> ones orange (0.6) to red (0.8 and above)" in help_text
+    assert max(c.alpha() for c in ranges.values()) < 255 and "No fill is opaque" in help_text
+    assert "blue (not icy) to red" not in help_text
+
+
+# --- the chunk layer is the active layer after Detect ----------------------------------------------------
+
+
+class _Iface:
+    """What QGIS's main window does with layers that Processing loads: each added layer becomes
+    the active one (QgisApp::autoSelectAddedLayer), and setActiveLayer changes it."""
+
+    def __init__(self, project):
+        self.layer = None
+        project.layersAdded.connect(self._added)
+
+    def _added(self, layers):
+        self.layer = layers[0]
+
+    def activeLayer(self):  # noqa: N802
+        return self.layer
+
+    def setActiveLayer(self, layer):  # noqa: N802
+        self.layer = layer
+        return True
+
+
+def test_chunk_layer_is_active_after_processing_loads_detect_outputs(qgis_app, monkeypatch):
+    """QGIS's own Processing post-processing loads Detect's two outputs as after a run from the
+    dialog; the summary is loaded last, yet the chunk layer (what Mark icy acts on) ends active."""
+    import qgis.utils
+    from processing.gui.Postprocessing import handleAlgorithmResults
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject, QgsVectorLayer
+
+    styling = qs.plugin_module("plugin.styling")
+    detect = qs.plugin_module("processing_provider.detect_algorithm").DetectAlgorithm()
+    project = QgsProject.instance()
+    iface = _Iface(project)
+    monkeypatch.setattr(qgis.utils, "iface", iface)
+    context = QgsProcessingContext()
+    context.setProject(project)
+    loaded = {}
+    for output, name, qml in (("OUTPUT", "Ice probability of chunks", styling.CHUNKS_QML), ("SUMMARY", "Image summary", styling.SUMMARY_QML)):
+        layer = QgsVectorLayer("Polygon?crs=EPSG:4326&field=probability:double&field=label:integer&field=category:string", name, "memory")
+        context.temporaryLayerStore().addMapLayer(layer)
+        context.addLayerToLoadOnCompletion(layer.id(), QgsProcessingContext.LayerDetails(name, project, output))
+        styling.set_post_processor(context, layer.id(), qml)
+        loaded[output] = layer.id()
+    try:
+        assert list(context.layersToLoadOnCompletion())[-1] == loaded["SUMMARY"]  # QGIS loads the summary last
+        assert handleAlgorithmResults(detect, context, QgsProcessingFeedback())
+        assert iface.activeLayer().id() == loaded["SUMMARY"]  # what QGIS alone leaves active
+        qgis_app.processEvents()
+        assert iface.activeLayer().id() == loaded["OUTPUT"]
+        assert iface.activeLayer().renderer().type() == "graduatedSymbol"  # styled too
+        # A chunk layer removed before the event loop turns is skipped, not an error.
+        styling.make_active_when_loaded(project.mapLayer(loaded["SUMMARY"]))
+        project.removeMapLayer(loaded["SUMMARY"])
+        qgis_app.processEvents()
+        assert iface.activeLayer().id() == loaded["OUTPUT"]
+    finally:
+        project.removeAllMapLayers()
+
+
 # --- the GUI glue in a fresh QGIS --------------------------------------------------------------------------
 
 GUI_SCRIPT = r'''
@@ -297,7 +380,7 @@ def last_message(iface):
 
 
 def flush():
-    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     app.processEvents()
 
 
@@ -310,7 +393,10 @@ out["algorithms"] = sorted(a.id() for a in registry.providerById("hiriseice").al
 out["help"] = {a.id(): len(a.shortHelpString()) for a in registry.providerById("hiriseice").algorithms()}
 bar = iface.window.menuBar()
 out["menus"] = [a.text() for a in bar.actions()]
-menu = [a for a in bar.actions() if a.text() == "HiRISE Ice Patches"][0].menu()
+menu_action = [a for a in bar.actions() if a.text() == "HiRISE Ice Patches"][0]
+menu = menu_action.menu()
+# A menu bar draws a menu's icon instead of its title: the title must show, so no icon.
+out["menu_icon"] = not menu_action.icon().isNull() or not menu.icon().isNull()
 out["menu_actions"] = [a.text() for a in menu.actions() if not a.isSeparator()]
 toolbars = [t for t in iface.window.findChildren(QToolBar) if t.windowTitle() == "HiRISE Ice Patches"]
 out["toolbar_actions"] = [a.text() for t in toolbars for a in t.actions()]
@@ -355,6 +441,7 @@ def test_plugin_gui_loads_marks_and_unloads_without_a_worker(qgis_app, tmp_path)
     assert out["algorithms"] == ["hiriseice:chunk", "hiriseice:detect", "hiriseice:train"]
     assert all(length > 300 for length in out["help"].values())
     assert out["menus"] == ["Settings", "HiRISE Ice Patches", "Help"]  # before the first right standard menu
+    assert out["menu_icon"] is False
     assert out["menu_actions"] == ["Detect ice patches…", "Train ice-patch model…", "Chunk grid…", "Check worker", "Worker settings…"]
     assert out["toolbar_actions"] == ["Mark icy", "Mark not icy", "Mark unclear"]
     assert out["shortcuts"] == {"Mark icy": "Ctrl+Alt+1", "Mark not icy": "Ctrl+Alt+0", "Mark unclear": "Ctrl+Alt+U"}
