@@ -5,6 +5,7 @@ import os
 import uuid
 
 from qgis.core import (
+    Qgis,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCsException,
@@ -183,7 +184,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         request = QgsFeatureRequest()
         try:
             # Ask the provider only for features near the raster (in the layer's own CRS).
-            request.setFilterRect(transform.transformBoundingBox(extent, QgsCoordinateTransform.ReverseTransform))
+            request.setFilterRect(transform.transformBoundingBox(extent, Qgis.TransformDirection.Reverse))
         except QgsCsException:
             pass
         if attribute_index is None:
