@@ -4,7 +4,12 @@ import os
 
 from qgis.core import Qgis, QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsSettings, QgsTask
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction, QFileDialog, QMenu, QMessageBox
+from qgis.PyQt.QtWidgets import QFileDialog, QMenu, QMessageBox
+
+try:
+    from qgis.PyQt.QtGui import QAction  # Qt6 (QGIS 4), and Qt5 builds of recent QGIS 3
+except ImportError:
+    from qgis.PyQt.QtWidgets import QAction  # Qt5 (QGIS 3.22)
 
 from .labelling import ICY, NAMES, NOT_ICY, UNCLEAR, LabellingError, mark_selected
 

@@ -55,7 +55,7 @@ def _field_types() -> dict:
         from qgis.PyQt.QtCore import QMetaType
 
         return {"int": QMetaType.Type.Int, "real": QMetaType.Type.Double, "text": QMetaType.Type.QString}
-    return {"int": QVariant.Int, "real": QVariant.Double, "text": QVariant.String}
+    return {"int": QVariant.Int, "real": QVariant.Double, "text": QVariant.String}  # qt5-spelling-ok: QGIS < 3.38 only
 
 
 QVARIANT_TYPES = _field_types()

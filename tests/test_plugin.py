@@ -35,6 +35,8 @@ def test_metadata_has_what_the_plugin_repository_requires(metadata):
         assert metadata.get(key, "").strip(), f"metadata.txt lacks {key}"
     assert metadata["name"] == "HiRISE Ice Patches"
     assert metadata["qgisMinimumVersion"] == "3.22"
+    # QGIS 4 (Qt6) and Qt6 builds of 3.x load a plugin only with both (tests/test_qt6.py checks the code).
+    assert metadata["qgisMaximumVersion"] == "4.99" and metadata["supportsQt6"] == "True"
     assert "\n" not in metadata["description"].strip() and len(metadata["about"]) > len(metadata["description"])
     assert re.fullmatch(r"\d+\.\d+\.\d+", metadata["version"])
     assert re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", metadata["email"])
@@ -77,12 +79,12 @@ def labelling(qgis_app):
 def chunk_layer(field_type=None, name="chunks", with_label=True, count=6):
     """A real memory layer like a detect output: chunk_id and an empty label field."""
     from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsVectorLayer
-    from qgis.PyQt.QtCore import QVariant
 
+    types = qs.plugin_module("plugin.styling").QVARIANT_TYPES
     layer = QgsVectorLayer("Polygon?crs=EPSG:4326", name, "memory")
-    fields = [QgsField("chunk_id", QVariant.Int)]
+    fields = [QgsField("chunk_id", types["int"])]
     if with_label:
-        fields.append(QgsField("label", field_type or QVariant.Int))
+        fields.append(QgsField("label", types[field_type or "int"]))
     layer.dataProvider().addAttributes(fields)
     layer.updateFields()
     features = []
@@ -136,16 +138,14 @@ def test_nothing_selected_changes_nothing(labelling):
 
 
 def test_text_and_real_label_fields(labelling):
-    from qgis.PyQt.QtCore import QVariant
-
-    words = chunk_layer(QVariant.String)
+    words = chunk_layer("text")
     words.selectByIds(ids_of(words, {0}))
     labelling.mark_selected(words, labelling.NOT_ICY)
     words.selectByIds(ids_of(words, {1}))
     labelling.mark_selected(words, labelling.UNCLEAR)
     assert [labels_by_chunk(words)[i] for i in (0, 1)] == ["not icy", "unclear"]
     assert [engine_labels.parse_label(labels_by_chunk(words)[i]) for i in (0, 1)] == [0, None]
-    reals = chunk_layer(QVariant.Double)
+    reals = chunk_layer("real")
     reals.selectAll()
     labelling.mark_selected(reals, labelling.ICY)
     assert set(labels_by_chunk(reals).values()) == {1.0}
@@ -185,13 +185,13 @@ def test_read_only_layer(labelling):
 def test_labels_saved_in_a_geopackage(labelling, make_raster, tmp_path):
     """The chunk grid written by hiriseice:chunk, given a label field, labelled and saved, read back with OGR."""
     from qgis.core import QgsField, QgsVectorLayer
-    from qgis.PyQt.QtCore import QVariant
 
+    types = qs.plugin_module("plugin.styling").QVARIANT_TYPES
     raster = make_raster(width=128, height=128)
     gpkg = tmp_path / "grid.gpkg"
     qs.run_algorithm("hiriseice:chunk", {"INPUT": raster.path, "CHUNK_SIZE": 64, "OUTPUT": str(gpkg)})
     layer = QgsVectorLayer(str(gpkg), "grid", "ogr")
-    assert layer.dataProvider().addAttributes([QgsField("label", QVariant.Int)])
+    assert layer.dataProvider().addAttributes([QgsField("label", types["int"])])
     layer.updateFields()
     layer.selectByIds([f.id() for f in layer.getFeatures() if f["row"] == 0])
     assert labelling.mark_selected(layer, labelling.ICY) == 2
@@ -318,13 +318,14 @@ GUI_SCRIPT = r'''
 import json, sys
 from qgis.core import QgsApplication, QgsFeature, QgsField, QgsGeometry, QgsVectorLayer
 from qgis.gui import QgsMessageBar
-from qgis.PyQt.QtCore import QCoreApplication, QEvent, QVariant
+from qgis.PyQt.QtCore import QCoreApplication, QEvent
 from qgis.PyQt.QtWidgets import QMainWindow, QToolBar
 
 app = QgsApplication([], True)
 app.initQgis()
 sys.path.insert(0, sys.argv[1])
 import hirise_ice_patches
+from hirise_ice_patches.plugin.styling import QVARIANT_TYPES
 
 
 class Iface:
@@ -364,7 +365,7 @@ class Iface:
 
 def layer(with_label=True):
     vl = QgsVectorLayer("Polygon?crs=EPSG:4326", "chunks", "memory")
-    vl.dataProvider().addAttributes([QgsField("chunk_id", QVariant.Int)] + ([QgsField("label", QVariant.Int)] if with_label else []))
+    vl.dataProvider().addAttributes([QgsField("chunk_id", QVARIANT_TYPES["int"])] + ([QgsField("label", QVARIANT_TYPES["int"])] if with_label else []))
     vl.updateFields()
     for i in range(3):
         f = QgsFeature(vl.fields())
