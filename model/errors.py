@@ -15,6 +15,12 @@ class RasterError(EngineError):
     code = "raster"
 
 
+class DamagedRasterError(RasterError):
+    """GDAL opened the file but cannot decode its pixels: a truncated download or copy."""
+
+    code = "raster_damaged"
+
+
 class NoValidChunksError(EngineError):
     code = "no_valid_chunks"
 

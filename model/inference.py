@@ -19,7 +19,7 @@ from .errors import NoValidChunksError
 from .grid import chunk_wkt
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
-from .raster import RasterSource, gdal_exceptions
+from .raster import RasterSource, check_holds_a_chunk, gdal_exceptions, not_mars_warning
 
 @dataclass
 class DetectOptions:
@@ -64,8 +64,12 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     input_size = metadata["input_size"]
     with RasterSource(raster_path, options.band) as source:
         info = source.info
+        check_holds_a_chunk(raster_path, info.width, info.height, chunk_size)
         total = chunk_count(source, chunk_size, stride)
         footprint = source.footprint_wkt()
+    warning = not_mars_warning(raster_path, info.crs_wkt)
+    if warning:
+        reporter.warning(warning)
     reporter.log(
         f"{info.image_id}: {info.width} x {info.height} px, {info.band_count} band(s) {info.data_type}; "
         f"{total} grid chunks of {chunk_size} px, stride {stride}, read at {input_size} px"

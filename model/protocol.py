@@ -3,6 +3,7 @@
 With ``--jsonl`` every line on stdout is one JSON object:
   {"type": "progress", "fraction": 0.42}
   {"type": "log", "message": "..."}
+  {"type": "warning", "message": "..."}   something the user should check; the run goes on
   {"type": "result", ...}            the last line of a successful run
   {"type": "error", "code": "...", "message": "..."}   then exit status 2
 Without it, progress and logs go to stderr as text for people.
@@ -46,6 +47,13 @@ class Reporter:
             self.stream.write(message + "\n")
             self.stream.flush()
 
+    def warning(self, message: str) -> None:
+        if self.jsonl:
+            self._send({"type": "warning", "message": message})
+        else:
+            self.stream.write(f"warning: {message}\n")
+            self.stream.flush()
+
     def result(self, payload: dict) -> None:
         if self.jsonl:
             self._send(dict(payload, type="result"))
@@ -68,4 +76,7 @@ class SilentReporter(Reporter):
         pass
 
     def log(self, message: str) -> None:
+        pass
+
+    def warning(self, message: str) -> None:
         pass

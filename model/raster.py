@@ -17,11 +17,20 @@ from typing import List, Optional, Tuple
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from .errors import RasterError
+from .errors import DamagedRasterError, RasterError
 from .grid import ChunkWindow
 
 # Overview-friendly decimation that keeps a few-pixel bright patch visible, unlike nearest.
 RESAMPLING = gdal.GRIORA_Average
+
+# HiRISE products hold integer DNs (10-bit in 16, or 8-bit stretched); floats are DTMs or derived
+# products, complex values are not an image of the ground at all.
+INTEGER_TYPES = ("Byte", "Int8", "UInt16", "Int16", "UInt32", "Int32", "UInt64", "Int64")
+
+# Mars's radii (polar 3376.2 km, equatorial 3396.19 km) with room for the local radii of RDR CRSs.
+MARS_RADIUS_RANGE_M = (3.30e6, 3.45e6)
+
+SUPPORTED_FORMATS = "a HiRISE image: GeoTIFF, JP2 with its .LBL, ISIS3 cube or PDS image"
 
 
 @dataclass
@@ -78,12 +87,10 @@ class RasterSource:
             with gdal_exceptions():
                 self._ds = gdal.Open(path, gdal.GA_ReadOnly)
         except RuntimeError as exc:
-            raise RasterError(
-                f"GDAL cannot read '{path}' as a raster ({exc}). Give a GeoTIFF, a HiRISE JP2 with its .LBL, an ISIS3 cube or a PDS image."
-            ) from None
+            raise not_a_raster_error(path, str(exc)) from None
         ds = self._ds
         if ds.RasterCount == 0:
-            raise RasterError(f"'{path}' has no raster bands. Give a HiRISE image (GeoTIFF, JP2, ISIS3 cube or PDS).")
+            raise RasterError(f"'{path}' has no raster bands. Give {SUPPORTED_FORMATS}.")
         if band < 0 or band > ds.RasterCount:
             raise RasterError(f"Band {band} does not exist in '{path}', which has {ds.RasterCount} band(s). Choose 1..{ds.RasterCount}, or 0 for automatic.")
         bands = (band,) if band else tuple(range(1, ds.RasterCount + 1))
@@ -93,6 +100,7 @@ class RasterSource:
                 f"'{path}' has no coordinate reference system, so chunk polygons could not be placed on Mars. "
                 "Assign its CRS first (Raster > Projections > Assign Projection, or gdal_edit.py -a_srs with the product's Mars CRS)."
             )
+        check_pixel_type(path, gdal.GetDataTypeName(ds.GetRasterBand(bands[0]).DataType))
         nodata = ds.GetRasterBand(bands[0]).GetNoDataValue()
         self.info = RasterInfo(
             path=path,
@@ -121,9 +129,7 @@ class RasterSource:
         valid = None
         for b in self.info.bands:
             band = self._ds.GetRasterBand(b)
-            data = band.ReadAsArray(
-                x_off, y_off, width, height, buf_xsize=out_width, buf_ysize=out_height, buf_type=gdal.GDT_Float32, resample_alg=RESAMPLING
-            )
+            data = self._read_band(band, (x_off, y_off, width, height), out_width, out_height)
             band_valid = data != 0
             nodata = band.GetNoDataValue()
             if nodata is not None:
@@ -134,6 +140,17 @@ class RasterSource:
         values /= len(self.info.bands)
         values[~valid] = 0.0
         return values, valid
+
+    def _read_band(self, band, window, out_width: int, out_height: int) -> np.ndarray:
+        """A float32 window of one band; a file whose pixels GDAL cannot decode is a DamagedRasterError
+        whether GDAL raises (the engine's mode) or returns None (QGIS's)."""
+        try:
+            data = band.ReadAsArray(*window, buf_xsize=out_width, buf_ysize=out_height, buf_type=gdal.GDT_Float32, resample_alg=RESAMPLING)
+        except RuntimeError as exc:
+            raise damaged_raster_error(self.info.path, str(exc)) from None
+        if data is None:
+            raise damaged_raster_error(self.info.path, gdal.GetLastErrorMsg())
+        return data
 
     def read_chunk(self, chunk: ChunkWindow, chunk_size: int, input_size: int) -> Tuple[np.ndarray, np.ndarray]:
         """A chunk at the network's scale: chunk_size pixels map to input_size pixels.
@@ -164,6 +181,52 @@ class RasterSource:
         """The valid-data footprint (the rotated image outline) as WKT in the raster's CRS."""
         _, valid, _ = self.overview(max_side)
         return footprint_from_mask(valid, self.info.geotransform, self.info.width, self.info.height, self.info.crs_wkt)
+
+
+def not_a_raster_error(path: str, gdal_message: str) -> RasterError:
+    return RasterError(f"'{path}' exists but is not a raster GDAL can read ({gdal_message.strip()}). Give {SUPPORTED_FORMATS}.")
+
+
+def damaged_raster_error(path: str, gdal_message: str) -> DamagedRasterError:
+    return DamagedRasterError(
+        f"'{path}' is damaged: GDAL opened it but cannot decode its pixels ({gdal_message.strip()}). The file is probably "
+        "truncated by an interrupted download or copy: download it again and check its size against the archive's."
+    )
+
+
+def check_pixel_type(path: str, data_type: str) -> None:
+    if data_type in INTEGER_TYPES:
+        return
+    kind = "complex" if data_type.startswith("C") else "floating-point"
+    raise RasterError(
+        f"'{path}' holds {kind} values ({data_type}), not the integer DNs of a HiRISE image (is it a DTM or a derived product?). "
+        "Give the image itself (a RED or COLOR product), or convert it to 16-bit DNs first (gdal_translate -ot UInt16 -scale)."
+    )
+
+
+def check_holds_a_chunk(name: str, width: int, height: int, chunk_size: int) -> None:
+    """Refuse an image smaller than one chunk both ways: it would be graded on a sliver of terrain."""
+    if width < chunk_size and height < chunk_size:
+        raise RasterError(
+            f"'{name}' is {width} x {height} px, smaller than one chunk ({chunk_size} x {chunk_size} px), so it holds too little "
+            "terrain to be scored and categorised. Give the whole image or a crop of at least one chunk, or lower CHUNK_SIZE."
+        )
+
+
+def not_mars_warning(name: str, crs_wkt: str) -> str:
+    """A warning when the CRS's body is not Mars (e.g. EPSG:4326, Earth); empty when it is Mars or unknown."""
+    srs = osr.SpatialReference()
+    if not crs_wkt or srs.SetFromUserInput(crs_wkt) != 0:
+        return ""
+    radius = srs.GetSemiMajor()
+    low, high = MARS_RADIUS_RANGE_M
+    if low <= radius <= high:
+        return ""
+    return (
+        f"'{name}' is georeferenced on a body of radius {radius / 1000:.0f} km ({srs.GetName()}), not on Mars (3396 km): its chunk "
+        "polygons will lie there. If it is a HiRISE image, assign its Mars CRS (Raster > Projections > Assign Projection, or "
+        "gdal_edit.py -a_srs) and run again."
+    )
 
 
 def footprint_from_mask(valid: np.ndarray, geotransform, width: int, height: int, crs_wkt: str) -> str:

@@ -8,8 +8,9 @@ import pytest
 from osgeo import gdal, ogr, osr
 
 from model import chunking, preprocess
-from model.errors import NoValidChunksError, RasterError
+from model.errors import DamagedRasterError, NoValidChunksError, RasterError
 from model.grid import chunk_grid, chunk_wkt
+from model import raster
 from model.raster import RasterSource
 
 import helpers
@@ -184,7 +185,8 @@ def test_real_all_no_data_color_cube_detect_fails_clearly(georef_data, worker_py
     """Through the worker CLI: exit status 2, one JSON error line naming the problem, no output written."""
     path = real_file(georef_data, COLOR_CUBE)
     out, report = tmp_path / "chunks.gpkg", tmp_path / "report.html"
-    run = helpers.run_worker(worker_python, "detect", path, "--model", tiny_model.path, "--out", out, "--report", report)
+    # 16-px chunks: the 40 x 50 px cube is smaller than one of the model's 64-px chunks, refused as such first.
+    run = helpers.run_worker(worker_python, "detect", path, "--model", tiny_model.path, "--chunk-size", 16, "--out", out, "--report", report)
     assert run.returncode == 2, run.stderr[-3000:]
     messages = run.messages
     assert [m["type"] for m in messages].count("error") == 1 and messages[-1]["type"] == "error"
@@ -418,7 +420,7 @@ def test_a_file_gdal_cannot_read_is_explained(tmp_path, content):
     path = tmp_path / "layer.tif"
     path.write_bytes(content)
     mode = gdal.GetUseExceptions()
-    with pytest.raises(RasterError, match="GDAL cannot read .* as a raster"):
+    with pytest.raises(RasterError, match="exists but is not a raster GDAL can read"):
         RasterSource(str(path))
     assert gdal.GetUseExceptions() == mode  # the engine leaves GDAL's global error mode as it found it
 
@@ -426,3 +428,42 @@ def test_a_file_gdal_cannot_read_is_explained(tmp_path, content):
 def test_a_missing_file_is_explained(tmp_path):
     with pytest.raises(RasterError, match="does not exist"):
         RasterSource(str(tmp_path / "gone.tif"))
+
+
+def test_a_truncated_file_opens_but_its_reads_say_it_is_damaged(make_raster, tmp_path):
+    whole = make_raster(width=256, height=256)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(open(whole.path, "rb").read()[: os.path.getsize(whole.path) // 2])
+    with RasterSource(str(cut)) as source:
+        assert source.read(0, 0, 64, 64, 64, 64)[1].all()  # the first tiles survived the cut
+        with pytest.raises(DamagedRasterError, match=r"is damaged: .*IReadBlock failed.*download it again"):
+            source.overview()
+
+
+@pytest.mark.parametrize("data_type, kind", [(gdal.GDT_Float32, "floating-point"), (gdal.GDT_Float64, "floating-point"), (gdal.GDT_CInt16, "complex")])
+def test_non_integer_pixels_are_refused(tmp_path, data_type, kind):
+    path = str(tmp_path / "values.tif")
+    dataset = gdal.GetDriverByName("GTiff").Create(path, 16, 16, 1, data_type)
+    dataset.SetProjection(helpers.mars_equirectangular_wkt())
+    dataset = None
+    with pytest.raises(RasterError, match=f"holds {kind} values .*not the integer DNs of a HiRISE image"):
+        RasterSource(path)
+
+
+@pytest.mark.parametrize("width, height, refused", [(1, 1, True), (63, 63, True), (64, 1, False), (1, 64, False), (200, 120, False)])
+def test_an_image_smaller_than_one_chunk_both_ways_is_refused(width, height, refused):
+    if refused:
+        with pytest.raises(RasterError, match=rf"is {width} x {height} px, smaller than one chunk \(64 x 64 px\)"):
+            raster.check_holds_a_chunk("x.tif", width, height, 64)
+    else:
+        raster.check_holds_a_chunk("x.tif", width, height, 64)
+
+
+def test_only_a_crs_off_mars_is_warned_about():
+    earth = osr.SpatialReference()
+    earth.ImportFromEPSG(4326)
+    assert "radius 6378 km (WGS 84), not on Mars" in raster.not_mars_warning("e.tif", earth.ExportToWkt())
+    polar_sphere = osr.SpatialReference()
+    polar_sphere.SetGeogCS("Mars polar", "D_Mars", "Mars", 3376200.0, 0.0)
+    for wkt in (helpers.mars_equirectangular_wkt(), polar_sphere.ExportToWkt(), ""):
+        assert raster.not_mars_warning("m.tif", wkt) == ""

@@ -16,7 +16,7 @@ from osgeo import gdal, ogr, osr
 
 import model
 from model import modelfile, review, rules
-from model.errors import EngineError, ModelFileError, RasterError
+from model.errors import DamagedRasterError, EngineError, ModelFileError, RasterError
 from model.grid import chunk_grid, grid_shape
 
 import helpers
@@ -301,6 +301,15 @@ def test_missing_raster(tiny_model, worker_python, tmp_path):
     run = helpers.run_worker(worker_python, "detect", missing, "--model", tiny_model.path, "--out", out)
     assert_one_error(run, RasterError.code, str(missing), "does not exist")
     assert not out.exists()
+
+
+def test_truncated_raster_is_an_input_error_not_a_crash(scene, tiny_model, worker_python, tmp_path):
+    cut = tmp_path / "ESP_999998_9999_RED.tif"
+    cut.write_bytes(open(scene.path, "rb").read()[: os.path.getsize(scene.path) // 2])
+    out = tmp_path / "out.gpkg"
+    run = helpers.run_worker(worker_python, "detect", cut, "--model", tiny_model.path, "--out", out)
+    assert_one_error(run, DamagedRasterError.code, str(cut), "is damaged", "IReadBlock failed", "download it again")
+    assert run.returncode == 2 and not out.exists()
 
 
 def test_model_that_is_not_a_zip(scene, worker_python, tmp_path):
