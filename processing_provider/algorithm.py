@@ -3,6 +3,7 @@ loaded without sidecar files, styled outputs, and a failure's message printed on
 
 import contextlib
 import functools
+import os
 from typing import List, Tuple
 
 from osgeo import gdal
@@ -10,7 +11,7 @@ from qgis.core import QgsApplication, QgsProcessingAlgorithm, QgsProcessingExcep
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .engine import icon_path
+from .engine import errors, gdal_exceptions, icon_path, raster
 
 try:
     from ..plugin import styling
@@ -58,6 +59,26 @@ def gdal_without_pam():
         gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", previous)
 
 
+def unreadable_raster_message(path: str) -> str:
+    """The engine's message for a file GDAL cannot open as a raster; empty when GDAL can."""
+    try:
+        with gdal_exceptions(), gdal_without_pam(), raster.RasterSource(os.path.abspath(path), require_crs=False):
+            return ""
+    except errors.EngineError as exc:
+        return str(exc)
+
+
+@contextlib.contextmanager
+def gdal_errors_unprinted():
+    """GDAL's complaints in this thread go nowhere inside the block: loading a damaged raster as a
+    layer printed its decoding errors on stderr before the engine's one message about it."""
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        yield
+    finally:
+        gdal.PopErrorHandler()
+
+
 class RasterLayerParameter(QgsProcessingParameterRasterLayer):
     """A raster layer parameter whose layer, when given as a path, is loaded without PAM.
 
@@ -66,7 +87,7 @@ class RasterLayerParameter(QgsProcessingParameterRasterLayer):
     """
 
     def checkValueIsAcceptable(self, value, context=None):  # noqa: N802
-        with gdal_without_pam():
+        with gdal_without_pam(), gdal_errors_unprinted():
             return super().checkValueIsAcceptable(value, context)
 
     def clone(self):
@@ -101,7 +122,18 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
     def tr(self, text: str) -> str:
         return QCoreApplication.translate("HiriseIce", text)
 
-    def createInstance(self):  # noqa: N802 (QGIS's names from here on)
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's names from here on)
+        """QGIS's own check, but a raster file that exists and is not a raster is said to be that,
+        not "not found" as QGIS says of every raster layer it cannot load."""
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            for definition in self.parameterDefinitions():
+                value = parameters.get(definition.name())
+                if isinstance(definition, RasterLayerParameter) and isinstance(value, str) and os.path.isfile(value):
+                    message = unreadable_raster_message(value) or message
+        return ok, message
+
+    def createInstance(self):  # noqa: N802
         return type(self)()
 
     def name(self) -> str:
@@ -125,7 +157,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
     # --- helpers for subclasses ---------------------------------------------------------------
 
     def raster_layer(self, parameters, name: str, context) -> QgsRasterLayer:
-        with gdal_without_pam():
+        with gdal_without_pam(), gdal_errors_unprinted():
             layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None:
             raise QgsProcessingException(self.invalidRasterError(parameters, name))

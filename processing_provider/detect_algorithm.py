@@ -16,7 +16,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, styling
+from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, gdal_without_pam, styling
 from .common import (
     add_features,
     check_not_replaced_later,
@@ -30,7 +30,7 @@ from .common import (
     report_replaced_layers,
     require_crs,
 )
-from .engine import chunking, errors, modelfile, rules, schema
+from .engine import chunking, errors, gdal_exceptions, modelfile, raster, rules, schema
 from .worker import partial_path, run_worker
 
 
@@ -151,6 +151,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         sinks = self.checked_sink_destinations(parameters, context)
         report = self.checked_report(parameters, context)
         raster_path = raster_path_for_worker(layer, context, feedback)
+        check_raster_for_detection(raster_path, options)
 
         arguments = ["detect", raster_path, "--model", model_path] + (["--report", report] if report else [])
         for option, value in options.items():
@@ -239,3 +240,13 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         del sink  # closes the file before postProcessAlgorithm stores the style in it
         self.style_output(context, destination, layer.qml)
         return destination
+
+
+def check_raster_for_detection(raster_path: str, options: Dict) -> None:
+    """The engine's own checks of the raster (pixel type, size against the chunk), here in seconds
+    rather than after the worker's start; the worker repeats them for its command-line users."""
+    try:
+        with gdal_exceptions(), gdal_without_pam(), raster.RasterSource(raster_path, options["band"]) as source:
+            raster.check_holds_a_chunk(raster_path, source.info.width, source.info.height, options["chunk_size"])
+    except errors.EngineError as exc:
+        raise QgsProcessingException(str(exc)) from None

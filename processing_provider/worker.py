@@ -8,6 +8,7 @@ otherwise ignored. stderr is kept (its tail) to explain a worker that dies.
 """
 
 import collections
+import contextlib
 import json
 import os
 import queue
@@ -134,6 +135,36 @@ def _start(command: Sequence[str]) -> subprocess.Popen:
     return subprocess.Popen(list(command), **kwargs)
 
 
+# Signals that end QGIS or qgis_process without Python's KeyboardInterrupt (Ctrl-C already has one).
+# The worker runs in its own session, so without a handler it outlives us with its partial files.
+TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class TerminatedBySignal(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+
+
+def _raise_terminated(signum, frame):
+    raise TerminatedBySignal(signum)
+
+
+@contextlib.contextmanager
+def terminating_signals_raise():
+    """Inside the block SIGTERM and SIGHUP raise TerminatedBySignal, so the run's cleanup kills the
+    worker and removes its partial files. Python lets only the main thread (qgis_process's) set
+    handlers; elsewhere (QGIS's task threads) the block changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _raise_terminated) for signum in TERMINATING_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _stop(process: subprocess.Popen) -> None:
     """SIGINT to the worker's process group, SIGKILL after GRACE_SECONDS; returns within ~1 s."""
     if process.poll() is not None:
@@ -194,6 +225,8 @@ class WorkerRun:
                 pass
         elif kind == "log":
             self.feedback.pushInfo(str(message.get("message", "")))
+        elif kind == "warning":
+            self.feedback.pushWarning(str(message.get("message", "")))
         elif kind == "result":
             self.result = {k: v for k, v in message.items() if k != "type"}
         elif kind == "error":
@@ -206,6 +239,15 @@ class WorkerRun:
         feedback.pushCommandInfo(" ".join(shlex.quote(c) for c in command))
         if feedback.isCanceled():
             raise QgsProcessingException("Cancelled before the worker started; no output was written.")
+        with terminating_signals_raise():
+            try:
+                return self._run_started(command)
+            except TerminatedBySignal as exc:
+                _remove_quietly(self.partial_outputs)
+                raise QgsProcessingException(f"Stopped by {exc}: the worker was stopped and no output was written.") from None
+
+    def _run_started(self, command: List[str]) -> Dict:
+        feedback = self.feedback
         try:
             process = _start(command)
         except OSError as exc:
@@ -231,10 +273,10 @@ class WorkerRun:
 
         readers = [threading.Thread(target=pump_stdout, name="hiriseice-worker-stdout", daemon=True),
                    threading.Thread(target=pump_stderr, name="hiriseice-worker-stderr", daemon=True)]
-        for reader in readers:
-            reader.start()
         exited_at = None
         try:
+            for reader in readers:
+                reader.start()
             while True:
                 if feedback.isCanceled():
                     _stop(process)
@@ -257,7 +299,8 @@ class WorkerRun:
             if process.poll() is None:  # an exception above, e.g. from a feedback slot
                 _stop(process)
             for reader in readers:
-                reader.join(1.0)
+                if reader.ident is not None:
+                    reader.join(1.0)
             for stream in (process.stdout, process.stderr):
                 try:
                     stream.close()

@@ -415,7 +415,7 @@ def test_all_no_data_generated_raster(detect_error, tmp_path):
 
 def test_all_no_data_real_color_cube(detect_error, georef_data, tmp_path):
     cube = qs.real_file(georef_data, REAL_COLOR, tmp_path)
-    message = detect_error(INPUT=str(cube))
+    message = detect_error(INPUT=str(cube), CHUNK_SIZE=16)  # 40 x 50 px: smaller than one 64-px chunk
     assert "No chunk of" in message and "image data" in message
 
 

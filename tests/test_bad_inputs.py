@@ -1,0 +1,181 @@
+"""Bad inputs through the real command line, `scripts/qgis_process run hiriseice:detect`, as an
+overnight batch meets them: each run ends with exit status 1 and one message that names the
+problem and the fix, with no traceback, no output or partial file and no worker left running.
+An Earth CRS is the exception: a warning, and the run goes on.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from osgeo import gdal, osr
+
+import helpers
+import qgis_support as qs
+
+CHUNK = helpers.TINY_CHUNK_SIZE
+
+
+def write_typed_geotiff(path, data_type: int, width: int = 128, height: int = 128, crs_wkt: str = None) -> str:
+    """A GeoTIFF of any GDAL type (helpers.write_geotiff knows only HiRISE's integer ones)."""
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), width, height, 1, data_type)
+    dataset.SetGeoTransform(helpers.default_geotransform(width, height))
+    dataset.SetProjection(crs_wkt or helpers.mars_equirectangular_wkt())
+    dataset.GetRasterBand(1).WriteArray(np.random.default_rng(0).uniform(100, 900, (height, width)))
+    dataset = None
+    return str(path)
+
+
+def truncated_copy(source: str, target) -> str:
+    """The first half of a file, as an interrupted download leaves it (its header still readable)."""
+    with open(source, "rb") as handle:
+        data = handle.read()
+    with open(target, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+    return str(target)
+
+
+def run_detect(tiny_model, raster, folder, *extra):
+    output, report = folder / "out" / "chunks.gpkg", folder / "out" / "report.html"
+    output.parent.mkdir(exist_ok=True)
+    done = qs.qgis_process(
+        "run", "hiriseice:detect", "--", f"INPUT={raster}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
+        f"OUTPUT={output}", f"REPORT={report}", *extra,
+    )
+    return done, output.parent
+
+
+def assert_refused_cleanly(done, out_folder, message: str) -> str:
+    """Exit 1, the message once as the only ERROR, nothing written, no worker left behind."""
+    out = done.stdout
+    assert done.returncode == 1, out[-3000:]
+    assert "Traceback" not in out and "ERROR 1:" not in out, out[-3000:]
+    assert out.count(message) == 1 and out.count("ERROR:") == 1, out[-3000:]
+    assert os.listdir(out_folder) == [], os.listdir(out_folder)
+    assert qs.wait_until_gone(str(out_folder)) == [], "a worker outlived the failed run"
+    return out
+
+
+def test_a_text_file_named_tif_is_not_a_raster_rather_than_not_found(tiny_model, tmp_path):
+    fake = tmp_path / "ESP_000000_0000_RED.tif"
+    fake.write_text("not a raster\n")
+    done, out_folder = run_detect(tiny_model, fake, tmp_path)
+    out = assert_refused_cleanly(done, out_folder, f"'{fake}' exists but is not a raster GDAL can read")
+    assert "not found" not in out and "Give a HiRISE image: GeoTIFF, JP2 with its .LBL" in out
+
+
+def test_a_truncated_geotiff_is_named_damaged(tiny_model, tmp_path):
+    whole = helpers.generate_raster(tmp_path, name="whole.tif", width=256, height=256)
+    cut = truncated_copy(whole.path, tmp_path / "ESP_000001_0000_RED.tif")
+    done, out_folder = run_detect(tiny_model, cut, tmp_path)
+    out = assert_refused_cleanly(done, out_folder, f"'{cut}' is damaged: GDAL opened it but cannot decode its pixels")
+    assert "IReadBlock failed" in out and "download it again" in out
+    assert " -m model --jsonl detect " in out  # QGIS loaded it; the engine found the damage
+
+
+def test_a_truncated_jpeg2000_is_named_damaged(tiny_model, tmp_path):
+    if gdal.GetDriverByName("JP2OpenJPEG") is None:
+        pytest.skip(f"this GDAL ({gdal.__version__}) has no JP2OpenJPEG driver")
+    whole = helpers.generate_raster(tmp_path, name="whole.tif", width=256, height=256)
+    jp2 = tmp_path / "whole.JP2"
+    assert gdal.Translate(str(jp2), whole.path, format="JP2OpenJPEG", creationOptions=["REVERSIBLE=YES", "QUALITY=100"]) is not None
+    cut = truncated_copy(str(jp2), tmp_path / "ESP_000002_0000_RED.JP2")
+    done, out_folder = run_detect(tiny_model, cut, tmp_path)
+    out = assert_refused_cleanly(done, out_folder, f"'{cut}' is damaged: GDAL opened it but cannot decode its pixels")
+    assert "download it again" in out
+
+
+@pytest.mark.parametrize("data_type, kind", [(gdal.GDT_Float32, "floating-point values (Float32)"), (gdal.GDT_CFloat32, "complex values (CFloat32)")])
+def test_float_and_complex_rasters_are_refused_before_the_worker(tiny_model, tmp_path, data_type, kind):
+    raster = write_typed_geotiff(tmp_path / "DTEEC_000000_0000.tif", data_type)
+    done, out_folder = run_detect(tiny_model, raster, tmp_path)
+    out = assert_refused_cleanly(done, out_folder, f"'{raster}' holds {kind}, not the integer DNs of a HiRISE image")
+    assert "gdal_translate -ot UInt16 -scale" in out
+    assert " -m model " not in out  # found in seconds, before the worker's start
+
+
+def test_a_one_pixel_raster_gets_no_category(tiny_model, tmp_path):
+    raster = helpers.write_geotiff(tmp_path / "one.tif", np.full((1, 1), 500, np.uint16), "UInt16", helpers.default_geotransform(1, 1), helpers.mars_equirectangular_wkt())
+    done, out_folder = run_detect(tiny_model, raster, tmp_path)
+    out = assert_refused_cleanly(done, out_folder, f"'{raster}' is 1 x 1 px, smaller than one chunk ({CHUNK} x {CHUNK} px)")
+    assert "CATEGORY:" not in out and "lower CHUNK_SIZE" in out
+
+
+def test_an_earth_crs_is_a_warning_and_the_run_goes_on(tiny_model, tmp_path):
+    wgs84 = osr.SpatialReference()
+    wgs84.ImportFromEPSG(4326)
+    raster = tmp_path / "earth.tif"
+    helpers.write_geotiff(raster, helpers.generate_raster(tmp_path, width=128, height=128).bands, "UInt16", (10.0, 1e-5, 0.0, 50.0, 0.0, -1e-5), wgs84.ExportToWkt())
+    done, out_folder = run_detect(tiny_model, raster, tmp_path)
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:]
+    assert out.count("WARNING:") == 1 and "is georeferenced on a body of radius 6378 km (WGS 84), not on Mars (3396 km)" in out, out[-3000:]
+    assert "assign its Mars CRS" in out
+    assert len(qs.read_ogr(out_folder / "chunks.gpkg").rows) == 4
+
+
+def test_a_mars_crs_gives_no_warning(tiny_model, tmp_path):
+    raster = helpers.generate_raster(tmp_path, width=128, height=128)
+    done, _ = run_detect(tiny_model, raster.path, tmp_path)
+    assert done.returncode == 0 and "WARNING:" not in done.stdout, done.stdout[-3000:]
+
+
+def test_a_model_of_a_newer_format_asks_for_a_plugin_update(tiny_model, tmp_path):
+    newer = tmp_path / "newer.hiriseice"
+    with zipfile.ZipFile(tiny_model.path) as source, zipfile.ZipFile(newer, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "hiriseice.json":
+                data = json.dumps(dict(json.loads(data), format_version=2)).encode("utf-8")
+            target.writestr(item, data)
+    raster = helpers.generate_raster(tmp_path, width=128, height=128)
+    output = tmp_path / "out" / "chunks.gpkg"
+    output.parent.mkdir()
+    done = qs.qgis_process("run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={newer}", f"OUTPUT={output}")
+    assert_refused_cleanly(done, output.parent, "uses model format version 2, newer than this plugin reads (1). Update the HiRISE Ice Patches plugin.")
+
+
+def test_sigterm_to_qgis_process_stops_the_worker_and_leaves_nothing(tiny_model, tmp_path):
+    """SIGTERM (a batch system's timeout, a logout) to qgis_process while the worker scores: the worker
+    runs in its own session, so only qgis_process's handler can end it and remove the partial report."""
+    raster = helpers.generate_raster(tmp_path, name="big.tif", width=1024, height=1024, seed=9)
+    out_folder = tmp_path / "out"
+    out_folder.mkdir()
+    report = out_folder / "report.html"
+    environment = dict(os.environ, HIRISEICE_QGIS_CONFIG_PATH=qs.qgis_process_config())
+    environment.pop("QGIS_CUSTOM_CONFIG_PATH", None)
+    # 14641 overlapping chunks, one per network call: minutes of work.
+    process = subprocess.Popen(
+        ["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
+         "STRIDE=8", "BATCH_SIZE=1", f"OUTPUT={out_folder / 'chunks.gpkg'}", f"REPORT={report}"],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        workers = wait_for_worker(str(report), process)
+        time.sleep(2.0)  # into the scoring, with the partial report's name claimed
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert workers, "no worker was running when SIGTERM was sent"
+    assert process.returncode == 1, out[-3000:]
+    assert out.count("ERROR:\tStopped by SIGTERM: the worker was stopped and no output was written.") == 1, out[-3000:]
+    assert "Traceback" not in out
+    assert qs.wait_until_gone(str(report)) == [], "the worker outlived qgis_process"
+    assert os.listdir(out_folder) == []
+
+
+def wait_for_worker(marker: str, process, seconds: float = 180):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        workers = [pid for pid in qs.processes_with(marker) if pid != process.pid]  # the wrapper execs qgis_process: one pid
+        if workers:
+            return workers
+        time.sleep(0.2)
+    return []
