@@ -41,7 +41,7 @@ def test_metadata_has_what_the_plugin_repository_requires(metadata):
     assert re.fullmatch(r"\d+\.\d+\.\d+", metadata["version"])
     assert re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", metadata["email"])
     for key in ("repository", "tracker", "homepage"):
-        assert re.match(r"https?://", metadata[key]), key
+        assert re.match(r"https?://", metadata[key]) and not re.search(r"\.(invalid|example)(/|$)", metadata[key]), key
     assert metadata["category"] in {"Raster", "Vector", "Database", "Web", "Analysis", "Plugins"}
     assert metadata["experimental"] in {"True", "False"} and metadata["deprecated"] in {"True", "False"}
     assert metadata["hasProcessingProvider"] == "yes"
