@@ -7,6 +7,7 @@ aborts QGIS. Anything that needs it runs in the worker (tests/helpers.py: run_wo
 
 import importlib
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +27,23 @@ import helpers  # noqa: E402  (tests/ is on sys.path: pytest's rootdir-less conf
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 PLUGIN_PACKAGE = "hirise_ice_patches"
+
+
+# Skips that leave a part of the product untested: the worker, real HiRISE data, a GDAL driver.
+# A fresh clone may lack them; CI (CI=true) must not, so there such a skip is a failure.
+MUST_RUN_ON_CI = re.compile(r"worker Python|worker's GDAL|real HiRISE|real georeferenced|absent from the shared data|has no \w+ driver")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") != "true" or not report.skipped or not isinstance(report.longrepr, tuple):
+        return
+    reason = report.longrepr[2]
+    if MUST_RUN_ON_CI.search(reason):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where it must run: {reason}"
 
 
 @pytest.fixture(scope="session")

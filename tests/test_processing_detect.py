@@ -310,6 +310,17 @@ def test_detect_in_qgis_process_which_tensorflow_would_abort(tiny_model, detect_
     assert os.path.isfile(run.report)
 
 
+def test_chunk_size_0_is_the_models_own(gpkg_run, qgis_app, tiny_model, detect_scene, tmp_path):
+    """CHUNK_SIZE 0 (the default) reads the chunk size from the model file: the tiny model's 64 px."""
+    assert tiny_model.metadata["chunk_size"] == CHUNK
+    gpkg = tmp_path / "model_size.gpkg"
+    results = qs.run_algorithm("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": 0, "OUTPUT": str(gpkg)})
+    assert f"--chunk-size {CHUNK} --stride {CHUNK} " in results["_feedback"].text
+    rows = qs.read_ogr(gpkg).rows
+    explicit = {r["chunk_id"]: (r["x_off"], r["y_off"], r["width"], r["height"], r["probability"]) for r in gpkg_run["chunks"].rows}
+    assert {r["chunk_id"]: (r["x_off"], r["y_off"], r["width"], r["height"], r["probability"]) for r in rows} == explicit
+
+
 # --- cancel --------------------------------------------------------------------------------------
 
 
@@ -330,7 +341,6 @@ def test_cancel_stops_the_worker_and_leaves_nothing(qgis_app, tiny_model, make_r
             time.sleep(0.05)
         state["progress"] = feedback.progress()
         state["workers"] = qs.processes_with(str(report))
-        state["at"] = time.monotonic()
         feedback.cancel()
 
     timer = threading.Timer(0.1, cancel_once_scoring)
@@ -343,13 +353,11 @@ def test_cancel_stops_the_worker_and_leaves_nothing(qgis_app, tiny_model, make_r
                  "OUTPUT": str(output), "SUMMARY": qs.gpkg_destination(output, "summary"), "REPORT": str(report)},
                 feedback=feedback,
             )
-        stopped_after = time.monotonic() - state["at"]
     finally:
         timer.join()
     assert 0 < state["progress"] < 50, f"cancelled at {state['progress']} %: the run was not cancelled while scoring"
     assert state["workers"], "no worker was running when the run was cancelled"
     assert "Cancelled" in str(raised.value) and "no output was written" in str(raised.value)
-    assert stopped_after < 15, f"detect took {stopped_after:.1f} s to stop after cancel"
     assert not output.exists() and not report.exists()
     assert os.listdir(out_folder) == [], os.listdir(out_folder)
     assert qs.files_named_partial(out_folder) == []

@@ -367,3 +367,77 @@ def test_errors_without_jsonl_go_to_stderr(tmp_path, worker_python):
     run = helpers.run_worker(worker_python, "chunk", missing, jsonl=False)
     assert run.returncode == 2 and run.stdout == ""
     assert f"error: The raster '{missing}' does not exist" in run.stderr
+
+
+# --- results, not only shapes ------------------------------------------------------------------
+
+PLANTED = (1, 2)  # (row, col) of the one chunk given a bright patch
+
+
+def chunk_probabilities(python, raster_path, model_path, *options) -> dict:
+    run = helpers.run_worker(python, "detect", raster_path, "--model", model_path, *options).check()
+    return {(c["row"], c["col"]): c["probability"] for c in run.result["chunks"]}
+
+
+@pytest.fixture(scope="module")
+def planted_pair(tiny_model, worker_python, tmp_path_factory):
+    """The same terrain (4 x 4 chunks of 64 px) without and with an ice-like patch in chunk PLANTED."""
+    folder = tmp_path_factory.mktemp("planted")
+    plain = helpers.generate_raster(folder, name="plain.tif", width=256, height=256, seed=4)
+    planted = helpers.generate_raster(folder, name="planted.tif", width=256, height=256, seed=4, icy_chunk_size=64, icy_pattern=lambda row, col: (row, col) == PLANTED)
+    return planted, chunk_probabilities(worker_python, plain.path, tiny_model.path), chunk_probabilities(worker_python, planted.path, tiny_model.path)
+
+
+def test_a_planted_patch_lifts_exactly_its_chunk(planted_pair):
+    _, plain, planted = planted_pair
+    assert len(plain) == 16 and plain.keys() == planted.keys()
+    assert planted[PLANTED] > plain[PLANTED] + 1e-4, (plain[PLANTED], planted[PLANTED])
+    assert {key: p for key, p in planted.items() if key != PLANTED} == {key: p for key, p in plain.items() if key != PLANTED}
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_probabilities_do_not_depend_on_the_batch_size(planted_pair, tiny_model, worker_python, batch_size):
+    raster, _, by_sixteen = planted_pair
+    batched = chunk_probabilities(worker_python, raster.path, tiny_model.path, "--batch-size", batch_size)
+    assert batched.keys() == by_sixteen.keys()
+    for key, p in by_sixteen.items():
+        assert batched[key] == pytest.approx(p, abs=2e-5), key  # the last rounded digit may differ
+
+
+def with_calibration(source: str, target, calibration) -> str:
+    """A copy of a model file whose metadata carries `calibration` (the network is untouched)."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for item in original.infolist():
+            data = original.read(item)
+            if item.filename == modelfile.METADATA_MEMBER:
+                data = json.dumps(dict(json.loads(data), calibration=calibration)).encode("utf-8")
+            copy.writestr(item, data)
+    return str(target)
+
+
+def test_the_model_files_calibration_is_applied_to_the_raw_logit(planted_pair, tiny_model, worker_python, tmp_path):
+    """An inverting Platt scaling, so a detection that skipped it could not pass."""
+    raster = planted_pair[0]
+    platt = {"method": "platt", "a": -2.0, "b": 0.5}
+    raw = chunk_probabilities(worker_python, raster.path, with_calibration(tiny_model.path, tmp_path / "raw.hiriseice", None))
+    calibrated = chunk_probabilities(worker_python, raster.path, with_calibration(tiny_model.path, tmp_path / "platt.hiriseice", platt))
+    for key, p in raw.items():
+        logit = np.log(p / (1.0 - p))  # p was rounded to 5 decimals: the logit to about 1e-4
+        assert calibrated[key] == pytest.approx(1.0 / (1.0 + np.exp(-(platt["a"] * logit + platt["b"]))), abs=1e-4), key
+
+
+# --- CI does not pass by skipping -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ci, outcome", [("", "1 skipped"), ("true", "1 error")])  # the skip comes from a fixture: an error at setup
+def test_a_test_skipped_for_want_of_the_worker_fails_under_ci(tmp_path, ci, outcome):
+    """tests/conftest.py turns skips for a missing worker, real data or driver into failures under CI=true."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, CI=ci, HIRISEICE_WORKER_PYTHON=str(tmp_path / "no" / "python"))
+    test = "tests/test_raster.py::test_a_raster_without_crs_fails_the_worker_with_exit_status_2"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], cwd=str(helpers.REPO_ROOT), env=env, capture_output=True, text=True, timeout=300)
+    assert outcome in done.stdout and (done.returncode != 0) == bool(ci), done.stdout[-3000:]
+    if ci:
+        assert "skipped under CI=true, where it must run: " in done.stdout and "worker Python" in done.stdout
