@@ -5,6 +5,7 @@ runs on the previous batch; the queue between them is bounded, so memory stays f
 whatever the raster's size.
 """
 
+import os
 import queue
 import threading
 import time
@@ -13,13 +14,14 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from . import calibration, modelfile, review, rules
+from . import calibration, modelfile, pdslabel, review, rules
 from .chunking import chunk_count, iter_chunks
 from .errors import NoValidChunksError
 from .grid import chunk_wkt
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
 from .raster import RasterSource, check_holds_a_chunk, gdal_exceptions, not_mars_warning
+from .schema import LABEL_SUMMARY_FIELDS
 
 @dataclass
 class DetectOptions:
@@ -70,6 +72,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     warning = not_mars_warning(raster_path, info.crs_wkt)
     if warning:
         reporter.warning(warning)
+    label = label_fields(raster_path, reporter)
     reporter.log(
         f"{info.image_id}: {info.width} x {info.height} px, {info.band_count} band(s) {info.data_type}; "
         f"{total} grid chunks of {chunk_size} px, stride {stride}, read at {input_size} px"
@@ -178,6 +181,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         "icy_threshold": options.icy_threshold,
         "hard_low": options.hard_low,
         "category_rule": options.category_rule,
+        **label,
     }
     reporter.log(
         f"{len(chunks)} chunks scored ({total - len(chunks)} dropped for no-data) in {runtime:.1f} s; "
@@ -185,6 +189,25 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     )
     raster = {"path": raster_path, "image_id": info.image_id, "width": info.width, "height": info.height, "geotransform": list(info.geotransform), "crs_wkt": info.crs_wkt}
     return Detection(raster=raster, chunks=chunks, summary=summary)
+
+
+def label_fields(raster_path: str, reporter: Reporter) -> Dict:
+    """The summary's fields from the PDS3 label beside the raster; a label that cannot be read is a
+    warning, since the image itself is still worth scoring."""
+    without_label = dict.fromkeys(name for name, _ in LABEL_SUMMARY_FIELDS)
+    path = pdslabel.label_beside(raster_path)
+    if path is None:
+        return without_label
+    try:
+        fields = pdslabel.summary_fields(path)
+    except (OSError, UnicodeError) as exc:
+        reporter.warning(f"The label {path} cannot be read ({exc}); the summary goes without Ls, incidence and latitude.")
+        return without_label
+    reporter.log(
+        f"label {os.path.basename(path)}: observation {fields['observation_id']}, Ls {fields['solar_longitude']}, "
+        f"incidence {fields['incidence_angle']}, latitude {fields['centre_latitude']}"
+    )
+    return fields
 
 
 def add_review_ranks(chunks: List[Dict], icy_threshold: float, radius: int) -> None:

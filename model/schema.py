@@ -31,6 +31,19 @@ DETECTION_FIELDS = CHUNK_ID_FIELDS + (
     ("review_rank", "int"),  # 1 = label this chunk first (model/review.py)
 ) + CHUNK_WINDOW_FIELDS
 
+# From the HiRISE PDS3 label beside the image (model/pdslabel.py); NULL without one.
+LABEL_SUMMARY_FIELDS = (
+    ("observation_id", "text"),
+    ("solar_longitude", "real"),  # Ls, degrees
+    ("incidence_angle", "real"),  # degrees
+    ("centre_latitude", "real"),  # degrees, planetocentric
+    ("scaling_factor", "real"),  # I/F = DN * scaling_factor + scaling_offset
+    ("scaling_offset", "real"),
+    ("nodata_dn", "int"),
+    ("low_saturation_dn", "int"),  # DNs at or below are saturated
+    ("high_saturation_dn", "int"),  # DNs at or above are saturated
+)
+
 SUMMARY_FIELDS = (
     ("image_id", "text"),
     ("chunks", "int"),
@@ -42,6 +55,6 @@ SUMMARY_FIELDS = (
     ("model_name", "text"),
     ("model_version", "text"),
     ("runtime_s", "real"),
-)
+) + LABEL_SUMMARY_FIELDS
 
 HISTORY_FIELDS = (("epoch", "int"),) + tuple((name, "real") for name in ("loss", "accuracy", "val_loss", "val_accuracy", "precision", "recall", "auc"))

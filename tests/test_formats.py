@@ -48,6 +48,7 @@ PRODUCTS = {
                                 radius_km=POLAR_RADIUS_KM, upper_left=(-91202.5, -371800.0)),
 }
 EQUIRECTANGULAR_ID, POLAR_ID = sorted(PRODUCTS)
+VIEWING = {"incidence_angle": 71.426468, "solar_longitude": 218.346}  # the labels' VIEWING_PARAMETERS
 
 
 def require_driver(name: str):
@@ -144,6 +145,25 @@ INSTRUMENT_NAME           = "HIGH RESOLUTION IMAGING SCIENCE EXPERIMENT"
 INSTRUMENT_ID             = "HIRISE"
 TARGET_NAME               = "MARS"
 SOFTWARE_NAME             = "tests/test_formats.py"
+
+/* Time Parameters */
+GROUP                     = TIME_PARAMETERS
+  MRO:OBSERVATION_START_TIME = 2013-03-02T11:42:18.497
+  START_TIME              = 2013-03-02T11:42:18.610
+  STOP_TIME               = 2013-03-02T11:42:21.346
+  PRODUCT_CREATION_TIME   = 2013-03-19T21:34:15
+END_GROUP                 = TIME_PARAMETERS
+
+/* Viewing and Illumination Geometry (at the observation's centre) */
+GROUP                     = VIEWING_PARAMETERS
+  INCIDENCE_ANGLE         = {VIEWING['incidence_angle']} <DEG>
+  EMISSION_ANGLE          = 2.812104 <DEG>
+  PHASE_ANGLE             = 73.117641 <DEG>
+  LOCAL_TIME              = 15.19 <LOCALDAY/24>
+  SOLAR_LONGITUDE         = {VIEWING['solar_longitude']} <DEG>
+  SUB_SOLAR_AZIMUTH       = 185.41 <DEG>
+  NORTH_AZIMUTH           = 270.0 <DEG>
+END_GROUP                 = VIEWING_PARAMETERS
 
 /* File, image and map projection */
 OBJECT                        = COMPRESSED_FILE

@@ -24,6 +24,9 @@ CHUNK = 64
 SCENE_W, SCENE_H = 320, 200
 REAL_RED = "ESP_037156_1800_RED.byte.tif"
 REAL_COLOR = "ESP_042252_1930_3-BAND_COLOR_2m_o_cropped.cub"
+# The summary's fields from a PDS3 label beside the image (NULL here: the scenes have none).
+LABEL_FIELD_NAMES = ["observation_id", "solar_longitude", "incidence_angle", "centre_latitude", "scaling_factor", "scaling_offset",
+                     "nodata_dn", "low_saturation_dn", "high_saturation_dn"]
 
 
 def raster_proj4(path):
@@ -125,7 +128,7 @@ def test_output_crs_is_the_rasters(gpkg_run, detect_scene, qgis_app):
 
 def test_summary_matches_chunks_and_rules(gpkg_run, detect_scene):
     chunks, summary = gpkg_run["chunks"].rows, gpkg_run["summary"]
-    assert summary.field_names == qs.SUMMARY_FIELD_NAMES
+    assert summary.field_names == qs.SUMMARY_FIELD_NAMES + LABEL_FIELD_NAMES
     assert len(summary.rows) == 1
     s = summary.rows[0]
     probabilities = [c["probability"] for c in chunks]

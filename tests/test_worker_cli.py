@@ -24,7 +24,9 @@ import helpers
 # What the geologist reads first, then the technical fields (issue 11).
 CHUNK_FIELDS = ["image_id", "chunk_id", "probability", "class", "label", "review_rank",
                 "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction"]
-SUMMARY_FIELDS = ["image_id", "chunks", "icy_chunks", "hard_chunks", "mean_probability", "max_probability", "category", "model_name", "model_version", "runtime_s"]
+SUMMARY_FIELDS = ["image_id", "chunks", "icy_chunks", "hard_chunks", "mean_probability", "max_probability", "category", "model_name", "model_version", "runtime_s",
+                  "observation_id", "solar_longitude", "incidence_angle", "centre_latitude", "scaling_factor", "scaling_offset", "nodata_dn",
+                  "low_saturation_dn", "high_saturation_dn"]
 
 
 @dataclass

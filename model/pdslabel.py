@@ -1,0 +1,88 @@
+"""HiRISE PDS3 labels: the detached ``.LBL`` that the PDS archive ships beside every RDR.
+
+Only what the summary needs is read: the observation ID, the DN-to-I/F scaling, the special DNs,
+and the viewing geometry (solar longitude Ls, incidence angle, latitude). The label's
+CENTER_LATITUDE belongs to the map projection (90 for a polar stereographic product), so the
+image's own centre latitude is the middle of its MINIMUM_LATITUDE and MAXIMUM_LATITUDE.
+Saturated DNs are reported, not masked: saturated bright pixels may be the ice itself.
+"""
+
+import os
+import re
+from typing import Dict, List, Optional, Tuple
+
+LABEL_SUFFIXES = (".LBL", ".lbl")
+
+# KEY = VALUE, where VALUE is a quoted string or a (list), both possibly over several lines, or the rest of the line.
+_STATEMENT = re.compile(r'^[ \t]*([A-Z0-9_:^]+)[ \t]*=[ \t]*("[^"]*"|\([^)]*\)|[^\r\n]*)', re.M)
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+_NUMBER = re.compile(r"^([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?:\s*<[^>]*>)?$")
+
+Statement = Tuple[Tuple[str, ...], str, str]  # (enclosing OBJECT/GROUP names, keyword, raw value)
+
+
+def label_beside(raster_path: str) -> Optional[str]:
+    """The label of the same stem beside the raster (the raster itself when it is the label)."""
+    if raster_path.endswith(LABEL_SUFFIXES):
+        return raster_path
+    stem = os.path.splitext(raster_path)[0]
+    for suffix in LABEL_SUFFIXES:
+        if os.path.isfile(stem + suffix):
+            return stem + suffix
+    return None
+
+
+def parse(text: str) -> List[Statement]:
+    """Every keyword of a PDS3 label with the OBJECT/GROUP path it sits in."""
+    path: List[str] = []
+    statements: List[Statement] = []
+    for match in _STATEMENT.finditer(_COMMENT.sub("", text)):
+        key, value = match.group(1), match.group(2).strip()
+        if key in ("OBJECT", "GROUP"):
+            path.append(value)
+        elif key in ("END_OBJECT", "END_GROUP"):
+            if path:
+                path.pop()
+        else:
+            statements.append((tuple(path), key, value))
+    return statements
+
+
+def _value(statements: List[Statement], key: str, within: str = ""):
+    """The first `key` (inside an OBJECT or GROUP named `within` when given): a float for a number
+    with or without its <UNIT>, else the text without quotes; None when absent."""
+    for path, name, raw in statements:
+        if name == key and (not within or within in path):
+            number = _NUMBER.match(raw)
+            return float(number.group(1)) if number else raw.strip('"').strip()
+    return None
+
+
+def _number(statements: List[Statement], key: str, within: str = "") -> Optional[float]:
+    value = _value(statements, key, within)
+    return value if isinstance(value, float) else None
+
+
+def _integer(value: Optional[float]) -> Optional[int]:
+    return None if value is None else int(round(value))
+
+
+def summary_fields(label_path: str) -> Dict:
+    """The summary's label fields (model/schema.py LABEL_SUMMARY_FIELDS); None for what the label lacks."""
+    with open(label_path, encoding="latin-1") as handle:
+        statements = parse(handle.read())
+    low = [v for v in (_number(statements, k, "IMAGE") for k in ("CORE_LOW_REPR_SATURATION", "CORE_LOW_INSTR_SATURATION")) if v is not None]
+    high = [v for v in (_number(statements, k, "IMAGE") for k in ("CORE_HIGH_REPR_SATURATION", "CORE_HIGH_INSTR_SATURATION")) if v is not None]
+    latitudes = [_number(statements, k, "IMAGE_MAP_PROJECTION") for k in ("MINIMUM_LATITUDE", "MAXIMUM_LATITUDE")]
+    observation = _value(statements, "OBSERVATION_ID")
+    return {
+        "observation_id": observation if isinstance(observation, str) else None,
+        "solar_longitude": _number(statements, "SOLAR_LONGITUDE"),
+        "incidence_angle": _number(statements, "INCIDENCE_ANGLE"),
+        "centre_latitude": None if None in latitudes else round((latitudes[0] + latitudes[1]) / 2.0, 6),
+        "scaling_factor": _number(statements, "SCALING_FACTOR", "IMAGE"),
+        "scaling_offset": _number(statements, "OFFSET", "IMAGE"),
+        "nodata_dn": _integer(_number(statements, "CORE_NULL", "IMAGE")),
+        "low_saturation_dn": _integer(max(low)) if low else None,  # DNs at or below it are saturated
+        "high_saturation_dn": _integer(min(high)) if high else None,  # DNs at or above it are saturated
+    }
