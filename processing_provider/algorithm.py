@@ -7,7 +7,7 @@ import os
 from typing import List, Tuple
 
 from osgeo import gdal
-from qgis.core import QgsApplication, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterRasterLayer, QgsRasterLayer
+from qgis.core import QgsApplication, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterDefinition, QgsProcessingParameterRasterLayer, QgsRasterLayer
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -91,7 +91,7 @@ class RasterLayerParameter(QgsProcessingParameterRasterLayer):
             return super().checkValueIsAcceptable(value, context)
 
     def clone(self):
-        copy = RasterLayerParameter(self.name(), self.description(), self.defaultValue(), bool(self.flags() & self.FlagOptional))
+        copy = RasterLayerParameter(self.name(), self.description(), self.defaultValue(), bool(self.flags() & QgsProcessingParameterDefinition.Flag.FlagOptional))
         copy.setFlags(self.flags())
         copy.setHelp(self.help())
         return copy

@@ -67,7 +67,7 @@ def features_from_dicts(rows: Iterable[Dict], fields: QgsFields, geometry_key: O
 
 
 def add_features(sink: QgsFeatureSink, features: List[QgsFeature], name: str) -> None:
-    if not sink.addFeatures(features, QgsFeatureSink.FastInsert):
+    if not sink.addFeatures(features, QgsFeatureSink.Flag.FastInsert):
         raise QgsProcessingException(f"Could not write the {name} layer: {sink.lastError() if hasattr(sink, 'lastError') else 'unknown error'}")
 
 
@@ -171,14 +171,14 @@ def raster_path_for_worker(layer: QgsRasterLayer, context, feedback) -> str:
         vrt = os.path.join(_temporary_folder(), _safe_name(stem) + ".vrt")
         feedback.pushInfo(f"'{layer.name()}': the file has no CRS of its own; using the layer's CRS {layer.crs().authid() or layer.crs().description()} through {vrt}")
         with gdal_exceptions():
-            gdal.Translate(vrt, dataset, format="VRT", outputSRS=layer.crs().toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL))
+            gdal.Translate(vrt, dataset, format="VRT", outputSRS=layer.crs().toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED_GDAL))
         return vrt
     return write_temporary_geotiff(layer, context, feedback)
 
 
 def write_temporary_geotiff(layer: QgsRasterLayer, context, feedback) -> str:
     provider = layer.dataProvider()
-    if provider is None or not (provider.capabilities() & QgsRasterDataProvider.Size) or layer.width() <= 0 or layer.height() <= 0:
+    if provider is None or not (provider.capabilities() & QgsRasterDataProvider.Capability.Size) or layer.width() <= 0 or layer.height() <= 0:
         raise QgsProcessingException(
             f"'{layer.name()}' is not a raster with pixels of its own (a web map service?). Give a HiRISE image file (GeoTIFF, JP2, ISIS3 cube, PDS image)."
         )
@@ -192,7 +192,7 @@ def write_temporary_geotiff(layer: QgsRasterLayer, context, feedback) -> str:
     if not pipe.set(provider.clone()):
         raise QgsProcessingException(f"Could not read '{layer.name()}' for the worker (the raster pipe refused its provider).")
     error = writer.writeRaster(pipe, provider.xSize(), provider.ySize(), provider.extent(), layer.crs(), context.transformContext())
-    if error != QgsRasterFileWriter.NoError:
+    if error != QgsRasterFileWriter.WriterError.NoError:
         raise QgsProcessingException(f"Could not write '{layer.name()}' to the temporary GeoTIFF {path} for the worker (error {error}).")
     return path
 

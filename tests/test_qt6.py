@@ -40,13 +40,7 @@ PYQT6_REQUIREMENT = "PyQt6>=6.5"
 
 # Lines owned by other work in progress, each (path, text found on the line, rule); the test fails
 # when one of them is fixed (remove it here) or when anything else is found. Keep this empty.
-PENDING: List[Tuple[str, str, str]] = [
-    ("processing_provider/algorithm.py", ".FlagOptional", "unscoped processing flag"),
-    ("processing_provider/common.py", "QgsFeatureSink.FastInsert ", "unscoped enum"),
-    ("processing_provider/common.py", "QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL ", "unscoped enum"),
-    ("processing_provider/common.py", "QgsRasterDataProvider.Size ", "unscoped enum"),
-    ("processing_provider/common.py", "QgsRasterFileWriter.NoError ", "unscoped enum"),
-]
+PENDING: List[Tuple[str, str, str]] = []
 
 QVARIANT_TYPES = ("Invalid|Bool|Int|UInt|LongLong|ULongLong|Double|Char|Map|List|String|StringList|ByteArray|BitArray|Date|Time|"
                   "DateTime|Url|Locale|Rect|RectF|Size|SizeF|Line|LineF|Point|PointF|RegExp|RegularExpression|Hash|EasingCurve|Uuid|"
