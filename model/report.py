@@ -1,14 +1,20 @@
-"""Self-contained HTML reports (inline SVG charts, embedded PNG quicklook): no plotting library,
-so the worker needs nothing beyond numpy and GDAL to write them, and QGIS's Results Viewer opens them."""
+"""Self-contained HTML reports: charts drawn by matplotlib (Agg, in the worker only) and embedded
+as PNG data URIs, so one HTML file carries everything and QGIS's Results Viewer opens it.
+
+matplotlib is imported inside the chart functions: QGIS's Python imports this module for RAMP
+(plugin/styling.py) and must not need matplotlib for it.
+"""
 
 import base64
 import html
+import math
 import os
 import tempfile
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from osgeo import gdal
+from osgeo import gdal, osr
 
 from . import files
 from .preprocess import normalise, DEFAULT_NORMALISATION
@@ -18,6 +24,7 @@ STYLE = """
 body{font-family:sans-serif;margin:1.5em;color:#222;max-width:1100px}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:left}
 th{background:#eee}h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.4em}.note{color:#555;font-size:.9em}
+img{max-width:100%;height:auto}
 """
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "precision", "recall", "auc")
@@ -26,6 +33,12 @@ HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "pre
 # warm and opaque for "icy".
 RAMP = [(0.0, (43, 131, 186)), (0.4, (171, 221, 164)), (0.5, (255, 255, 191)), (0.6, (253, 174, 97)), (1.0, (215, 25, 28))]
 
+DPI = 100
+DIAGONAL_LABEL = "perfect calibration (y = x)"
+# The quicklook writes every chunk's ID when chunks are drawn at least this many pixels wide;
+# smaller, only the icy and hard-to-identify chunks get theirs.
+MIN_LABELLED_CHUNK_PX = 22
+
 
 def ramp_colour(p: float) -> Tuple[int, int, int]:
     for (p0, c0), (p1, c1) in zip(RAMP, RAMP[1:]):
@@ -33,6 +46,10 @@ def ramp_colour(p: float) -> Tuple[int, int, int]:
             t = 0.0 if p1 == p0 else (max(p, p0) - p0) / (p1 - p0)
             return tuple(int(round(a + t * (b - a))) for a, b in zip(c0, c1))
     return RAMP[-1][1]
+
+
+def _rgb01(p: float) -> Tuple[float, float, float]:
+    return tuple(c / 255.0 for c in ramp_colour(p))
 
 
 def page(title: str, body: str) -> str:
@@ -56,63 +73,29 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def svg_histogram(values: Sequence[float], bins: int = 20, width: int = 480, height: int = 200, marks: Sequence[float] = ()) -> str:
-    counts, edges = np.histogram(np.asarray(values, float), bins=bins, range=(0.0, 1.0))
-    top = max(int(counts.max()), 1)
-    pad = 30
-    bar_w = (width - 2 * pad) / bins
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}'>"]
-    for i, c in enumerate(counts):
-        h = (height - 2 * pad) * c / top
-        r, g, b = ramp_colour((edges[i] + edges[i + 1]) / 2)
-        parts.append(f"<rect x='{pad + i * bar_w:.1f}' y='{height - pad - h:.1f}' width='{bar_w - 1:.1f}' height='{h:.1f}' fill='rgb({r},{g},{b})' stroke='#555'/>")
-    for m in marks:
-        x = pad + m * (width - 2 * pad)
-        parts.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{pad / 2}' y2='{height - pad}' stroke='#000' stroke-dasharray='4 3'/>")
-    parts.append(f"<line x1='{pad}' x2='{width - pad}' y1='{height - pad}' y2='{height - pad}' stroke='#000'/>")
-    for t in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
-        parts.append(f"<text x='{pad + t * (width - 2 * pad):.1f}' y='{height - pad + 14}' font-size='11' text-anchor='middle'>{t:.1f}</text>")
-    parts.append(f"<text x='4' y='{pad - 8}' font-size='11'>max {top} chunks</text>")
-    parts.append(f"<text x='{width / 2}' y='{height - 2}' font-size='11' text-anchor='middle'>ice probability</text></svg>")
-    return "".join(parts)
+# --- matplotlib ---------------------------------------------------------------------------------
 
 
-def svg_lines(series: Dict[str, Sequence[float]], x_label: str, y_label: str, width: int = 480, height: int = 240, y_range: Optional[Tuple[float, float]] = None, diagonal: bool = False, xs: Optional[Dict[str, Sequence[float]]] = None) -> str:
-    """Line chart of one or more series; xs gives x values per series (default 1..n)."""
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"]
-    all_y = [v for s in series.values() for v in s if v is not None and np.isfinite(v)]
-    all_x = [v for name in series for v in (xs[name] if xs else range(1, len(series[name]) + 1))]
-    if not all_y:
-        return "<p>(no data)</p>"
-    y0, y1 = y_range or (min(all_y), max(all_y))
-    if y1 <= y0:
-        y1 = y0 + 1.0
-    x0, x1 = min(all_x), max(all_x)
-    if x1 <= x0:
-        x1 = x0 + 1.0
-    pad = 40
+def new_figure(width_px: int, height_px: int):
+    """A matplotlib Figure on an Agg canvas (no pyplot: no global state, nothing to close)."""
+    import matplotlib
 
-    def px(x, y):
-        return pad + (x - x0) / (x1 - x0) * (width - 2 * pad), height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
+    matplotlib.use("Agg")
+    with warnings.catch_warnings():
+        # Debian's mpl_toolkits, seen through the venv's system site-packages, is older than the
+        # venv's matplotlib; the 3-D axes it breaks are not used here.
+        warnings.filterwarnings("ignore", message="Unable to import Axes3D")
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    figure = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure
 
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}'>"]
-    parts.append(f"<rect x='{pad}' y='{pad}' width='{width - 2 * pad}' height='{height - 2 * pad}' fill='none' stroke='#999'/>")
-    if diagonal:
-        (ax, ay), (bx, by) = px(x0, y0), px(x1, y1)
-        parts.append(f"<line x1='{ax:.1f}' y1='{ay:.1f}' x2='{bx:.1f}' y2='{by:.1f}' stroke='#999' stroke-dasharray='4 3'/>")
-    for i, (name, values) in enumerate(series.items()):
-        x_values = xs[name] if xs else range(1, len(values) + 1)
-        points = [px(x, y) for x, y in zip(x_values, values) if y is not None and np.isfinite(y)]
-        colour = colours[i % len(colours)]
-        parts.append(f"<polyline fill='none' stroke='{colour}' stroke-width='2' points='{' '.join(f'{a:.1f},{b:.1f}' for a, b in points)}'/>")
-        for a, b in points:
-            parts.append(f"<circle cx='{a:.1f}' cy='{b:.1f}' r='2.5' fill='{colour}'/>")
-        parts.append(f"<text x='{pad + 8}' y='{pad + 14 + 14 * i}' font-size='11' fill='{colour}'>{html.escape(name)}</text>")
-    parts.append(f"<text x='{pad}' y='{height - pad + 14}' font-size='11'>{x0:g}</text><text x='{width - pad}' y='{height - pad + 14}' font-size='11' text-anchor='end'>{x1:g}</text>")
-    parts.append(f"<text x='{pad - 4}' y='{pad + 4}' font-size='11' text-anchor='end'>{y1:.3g}</text><text x='{pad - 4}' y='{height - pad}' font-size='11' text-anchor='end'>{y0:.3g}</text>")
-    parts.append(f"<text x='{width / 2}' y='{height - 6}' font-size='11' text-anchor='middle'>{html.escape(x_label)}</text>")
-    parts.append(f"<text x='12' y='{height / 2}' font-size='11' transform='rotate(-90 12 {height / 2})' text-anchor='middle'>{html.escape(y_label)}</text></svg>")
-    return "".join(parts)
+
+def figure_rgb(figure) -> np.ndarray:
+    """The figure rendered: (h, w, 3) uint8."""
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[:, :, :3].copy()
 
 
 def png_data_uri(rgb: np.ndarray) -> str:
@@ -122,29 +105,190 @@ def png_data_uri(rgb: np.ndarray) -> str:
     for i in range(3):
         mem.GetRasterBand(i + 1).WriteArray(rgb[:, :, i])
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "quicklook.png")
+        path = os.path.join(tmp, "figure.png")
         gdal.GetDriverByName("PNG").CreateCopy(path, mem)
         with open(path, "rb") as handle:
             data = handle.read()
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def quicklook(raster_path: str, chunks: List[Dict], band: int = 0, max_side: int = 900) -> str:
-    """The scene, decimated, with each scored chunk outlined and tinted by its probability."""
+def figure_img(figure, alt: str) -> str:
+    return f"<img alt='{html.escape(alt, quote=True)}' src='{png_data_uri(figure_rgb(figure))}'/>"
+
+
+def histogram_figure(probabilities: Sequence[float], icy_threshold: float, hard_low: float, bins: int = 20):
+    """Chunks per probability bin, bars in the layer's colours, both thresholds marked."""
+    p = np.asarray(probabilities, float)
+    figure = new_figure(640, 300)
+    ax = figure.add_axes([0.1, 0.17, 0.86, 0.72])
+    counts, edges = np.histogram(p, bins=bins, range=(0.0, 1.0))
+    centres = (edges[:-1] + edges[1:]) / 2
+    ax.bar(centres, counts, width=edges[1] - edges[0], color=[_rgb01(c) for c in centres], edgecolor="#555555", linewidth=0.6)
+    ax.axvline(hard_low, color="#444444", linestyle="--", linewidth=1.2, label=f"hard to identify from {hard_low:g}")
+    ax.axvline(icy_threshold, color="#b2182b", linestyle="--", linewidth=1.4, label=f"icy from {icy_threshold:g}")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xticks(np.linspace(0.0, 1.0, 11))
+    ax.set_xlabel("ice probability of the chunk")
+    ax.set_ylabel("chunks")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(f"{len(p)} chunks", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper center", fontsize=8, frameon=False)
+    return figure
+
+
+def curves_figure(history: List[Dict], best_epoch: Optional[int] = None):
+    """Loss and accuracy per epoch, training and validation (the paper's Figure 3); the kept
+    epoch marked."""
+    figure = new_figure(900, 330)
+    epochs = [row["epoch"] for row in history]
+    panels = (("loss", "val_loss", "binary cross-entropy", None), ("accuracy", "val_accuracy", "accuracy", (0.0, 1.0)))
+    for i, (train_key, val_key, y_label, y_range) in enumerate(panels):
+        ax = figure.add_subplot(1, 2, i + 1)
+        for key, colour, text in ((train_key, "#1f77b4", "training"), (val_key, "#d62728", "validation")):
+            values = [_finite(row.get(key)) for row in history]
+            ax.plot(epochs, values, marker="o", markersize=3, color=colour, label=text)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(y_label)
+        ax.set_title(train_key, fontsize=10)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="#777777", linestyle=":", linewidth=1, label=f"kept epoch {best_epoch}")
+        if y_range:
+            ax.set_ylim(*y_range)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.9, wspace=0.25)
+    return figure
+
+
+def _finite(value) -> float:
+    return float(value) if value is not None and math.isfinite(float(value)) else float("nan")
+
+
+def confusion_figure(matrix: Dict, threshold: float):
+    """The 2 x 2 validation confusion matrix as counts on a shaded grid."""
+    figure = new_figure(380, 320)
+    ax = figure.add_axes([0.3, 0.2, 0.62, 0.66])
+    cells = np.array([[matrix["true_positive"], matrix["false_negative"]], [matrix["false_positive"], matrix["true_negative"]]])
+    ax.imshow(cells, cmap="Blues", vmin=0, vmax=max(int(cells.max()), 1))
+    for (r, c), n in np.ndenumerate(cells):
+        ax.text(c, r, str(int(n)), ha="center", va="center", fontsize=14, color="white" if n > cells.max() / 2 else "black")
+    ax.set_xticks([0, 1], ["icy", "not icy"])
+    ax.set_yticks([0, 1], ["icy", "not icy"])
+    ax.set_xlabel(f"predicted (p >= {threshold:g})")
+    ax.set_ylabel("labelled")
+    ax.set_title(f"validation, threshold {threshold:g}", fontsize=10)
+    return figure
+
+
+def reliability_figure(rows: List[Dict], ece: Optional[float] = None):
+    """Observed icy share against mean predicted probability per bin, on fixed 0..1 axes with the
+    y = x diagonal: points on it mean a chunk given probability p is icy a share p of the time."""
+    figure = new_figure(440, 440)
+    ax = figure.add_axes([0.15, 0.13, 0.8, 0.78])
+    ax.plot([0.0, 1.0], [0.0, 1.0], linestyle="--", color="#777777", linewidth=1, label=DIAGONAL_LABEL)
+    filled = [row for row in rows if row["count"]]
+    if filled:
+        xs = [row["mean_predicted"] for row in filled]
+        ys = [row["observed"] for row in filled]
+        ax.plot(xs, ys, color="#1f77b4", marker="o", clip_on=False, label="validation chunks, per 0.1 bin")
+        for x, y, row in zip(xs, ys, filled):
+            ax.annotate(str(row["count"]), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color="#555555")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_aspect("equal")
+    ticks = np.linspace(0.0, 1.0, 6)
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed icy share")
+    ax.set_title("reliability" + (f" (ECE {ece:.3f})" if ece is not None else ""), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    return figure
+
+
+def _nice_length(target: float) -> float:
+    """1, 2 or 5 times a power of ten, at most `target`."""
+    if target <= 0:
+        return 0.0
+    power = 10 ** math.floor(math.log10(target))
+    return max(m * power for m in (1, 2, 5) if m * power <= target)
+
+
+def _metres_per_unit(crs_wkt: str) -> Optional[float]:
+    """Metres per map unit of a projected CRS; None without a CRS or for a geographic one."""
+    if not crs_wkt:
+        return None
+    srs = osr.SpatialReference()
+    if srs.ImportFromWkt(crs_wkt) != 0 or not srs.IsProjected():
+        return None
+    return srs.GetLinearUnits() or None
+
+
+def scale_bar(width_px: int, geotransform: Sequence[float], crs_wkt: str) -> Tuple[float, str]:
+    """(length in image pixels, its label) of a scale bar about a fifth of the image wide: in
+    metres (or km) for a projected CRS, in pixels otherwise."""
+    pixel = math.hypot(geotransform[1], geotransform[4]) if geotransform else 0.0
+    metres = _metres_per_unit(crs_wkt)
+    if metres and pixel > 0:
+        length_m = _nice_length(width_px * pixel * metres / 5)
+        text = f"{length_m / 1000:g} km" if length_m >= 1000 else f"{length_m:g} m"
+        return length_m / (pixel * metres), text
+    length = _nice_length(width_px / 5)
+    return length, f"{length:g} px"
+
+
+def quicklook_figure(raster_path: str, chunks: List[Dict], band: int = 0, max_side: int = 900, icy_threshold: float = 0.6, hard_low: float = 0.4):
+    """The scene, decimated to at most max_side pixels, every scored chunk outlined and tinted by
+    its probability and marked with its chunk_id, and a scale bar. Drawn at the image's aspect
+    ratio with no margins (axes in full-resolution pixels, so chunks are placed by x_off, y_off)."""
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+    import matplotlib.patheffects as effects
+
     with RasterSource(raster_path, band, require_crs=False) as source:
         data, valid, factor = source.overview(max_side)
-    gray = (normalise(data, valid, DEFAULT_NORMALISATION) * 255).astype(np.uint8)
-    rgb = np.repeat(gray[:, :, None], 3, axis=2).astype(np.float32)
+        info = source.info
+    gray = normalise(data, valid, DEFAULT_NORMALISATION)
     h, w = gray.shape
+    zoom = max_side / max(h, w)  # small scenes drawn larger, so chunk IDs stay legible
+    out_w, out_h = max(1, int(round(w * zoom))), max(1, int(round(h * zoom)))
+    figure = new_figure(out_w, out_h)
+    ax = figure.add_axes([0, 0, 1, 1])
+    ax.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0, extent=(0, info.width, info.height, 0), interpolation="nearest")
+    ax.set_xlim(0, info.width)
+    ax.set_ylim(info.height, 0)
+    ax.set_axis_off()
+    px_per_image_px = out_w / info.width
+    fills, outlines = [], []
     for c in chunks:
-        x0, y0 = int(c["x_off"] / factor), int(c["y_off"] / factor)
-        x1, y1 = min(w, int(np.ceil((c["x_off"] + c["width"]) / factor))), min(h, int(np.ceil((c["y_off"] + c["height"]) / factor)))
-        colour = np.array(ramp_colour(c["probability"]), np.float32)
-        alpha = 0.55 * c["probability"]
-        rgb[y0:y1, x0:x1] = (1 - alpha) * rgb[y0:y1, x0:x1] + alpha * colour
-        for ys, xs in ((slice(y0, y0 + 1), slice(x0, x1)), (slice(y1 - 1, y1), slice(x0, x1)), (slice(y0, y1), slice(x0, x0 + 1)), (slice(y0, y1), slice(x1 - 1, x1))):
-            rgb[ys, xs] = colour
-    return png_data_uri(np.clip(rgb, 0, 255).astype(np.uint8))
+        fills.append(Rectangle((c["x_off"], c["y_off"]), c["width"], c["height"], facecolor=_rgb01(c["probability"]) + (0.55 * c["probability"],), edgecolor="none"))
+        outlines.append(Rectangle((c["x_off"], c["y_off"]), c["width"], c["height"], facecolor="none", edgecolor=_rgb01(c["probability"]), linewidth=0.8))
+    ax.add_collection(PatchCollection(fills, match_original=True))
+    ax.add_collection(PatchCollection(outlines, match_original=True))
+    chunk_px = min((min(c["width"], c["height"]) for c in chunks), default=0) * px_per_image_px
+    label_all = chunk_px >= MIN_LABELLED_CHUNK_PX
+    size = float(np.clip(chunk_px * 0.28, 5, 9)) if label_all else 6.5
+    halo = [effects.withStroke(linewidth=2, foreground="white")]
+    for c in chunks:
+        if label_all or c["probability"] >= hard_low:
+            ax.text(c["x_off"] + c["width"] / 2, c["y_off"] + c["height"] / 2, str(c["chunk_id"]), ha="center", va="center",
+                    fontsize=size, color="black", path_effects=halo, fontweight="bold" if c["probability"] >= icy_threshold else "normal")
+    length, text = scale_bar(info.width, info.geotransform, info.crs_wkt)
+    x0, y0 = info.width * 0.04, info.height * 0.95
+    bar_height = max(info.height * 0.008, 2 / px_per_image_px)
+    ax.add_patch(Rectangle((x0 - info.width * 0.012, y0 - info.height * 0.07), length + info.width * 0.024, info.height * 0.09, facecolor="white", alpha=0.75, edgecolor="none"))
+    ax.add_patch(Rectangle((x0, y0 - bar_height), length, bar_height, facecolor="black", edgecolor="black"))
+    ax.text(x0 + length / 2, y0 - bar_height * 1.6, text, ha="center", va="bottom", fontsize=9)
+    return figure, label_all
+
+
+def quicklook(raster_path: str, chunks: List[Dict], band: int = 0, max_side: int = 900) -> str:
+    """The quicklook as a PNG data URI (see quicklook_figure)."""
+    figure, _ = quicklook_figure(raster_path, chunks, band, max_side)
+    return png_data_uri(figure_rgb(figure))
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -154,8 +298,138 @@ def write_atomically(path: str, text: str) -> None:
     files.commit(partial, path)
 
 
-def detection_report(detection, path: str, band: int = 0) -> None:
+# --- what the detection report says about the image and the model -------------------------------
+
+
+def image_centre(raster: Dict) -> Optional[Dict]:
+    """The centre of the image: map coordinates, and longitude/latitude in the CRS's own geographic
+    coordinates (the body's) where the CRS is known."""
+    gt = raster.get("geotransform")
+    if not gt:
+        return None
+    col, row = raster["width"] / 2.0, raster["height"] / 2.0
+    x, y = gt[0] + col * gt[1] + row * gt[2], gt[3] + col * gt[4] + row * gt[5]
+    centre = {"x": x, "y": y, "lon": None, "lat": None, "crs": ""}
+    if raster.get("crs_wkt"):
+        srs = osr.SpatialReference()
+        if srs.ImportFromWkt(raster["crs_wkt"]) == 0:
+            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+            centre["crs"] = srs.GetName() or ""
+            geographic = srs.CloneGeogCS()
+            geographic.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+            try:
+                lon, lat, _ = osr.CoordinateTransformation(srs, geographic).TransformPoint(x, y)
+                if math.isfinite(lon) and math.isfinite(lat):
+                    centre["lon"], centre["lat"] = lon, lat
+            except (RuntimeError, TypeError):
+                pass
+    return centre
+
+
+def _describe_centre(centre: Optional[Dict]) -> str:
+    if centre is None:
+        return "unknown (no georeferencing)"
+    where = f"x {centre['x']:.1f}, y {centre['y']:.1f}" + (f" ({centre['crs']})" if centre["crs"] else " (no CRS)")
+    if centre["lat"] is None:
+        return where
+    return f"latitude {centre['lat']:.4f}°, longitude {centre['lon']:.4f}° E; {where}"
+
+
+def season(solar_longitude: float, latitude: Optional[float]) -> str:
+    """The hemisphere's season at Ls (Ls 0 = northern spring equinox)."""
+    names = ["spring", "summer", "autumn", "winter"]
+    quarter = int((solar_longitude % 360) // 90)
+    if latitude is not None and latitude < 0:
+        return f"southern {names[(quarter + 2) % 4]}"
+    if latitude is not None:
+        return f"northern {names[quarter]}"
+    return f"northern {names[quarter]}, southern {names[(quarter + 2) % 4]}"
+
+
+def observation_rows(summary: Dict, centre: Optional[Dict]) -> List[Tuple[str, object]]:
+    """The image's place and, from its PDS label where there was one, Ls and the incidence angle."""
+    rows = [("image centre", _describe_centre(centre))]
+    latitude = summary.get("centre_latitude")
+    if latitude is not None:
+        rows.append(("centre latitude (PDS label)", f"{latitude:.3f}°"))
+    elif centre is not None:
+        latitude = centre["lat"]
+    ls = summary.get("solar_longitude")
+    rows.append(("solar longitude Ls", f"{ls:.1f}° ({season(ls, latitude)})" if ls is not None else "unknown (no PDS label beside the image)"))
+    if summary.get("incidence_angle") is not None:
+        rows.append(("incidence angle", f"{summary['incidence_angle']:.1f}°"))
+    return rows
+
+
+def _families() -> List[str]:
+    try:
+        from .trainingdata.examples import FAMILIES
+    except ImportError:  # pragma: no cover - the engine ships trainingdata; this keeps the report going
+        return []
+    return list(FAMILIES)
+
+
+def model_scope(metadata: Optional[Dict], image_id: str = "") -> str:
+    """One sentence on what the model has and has not seen, from its metadata's training record."""
+    if not metadata:
+        return "Not known for this model: its file was not available to the report (see its model card)."
+    training = metadata.get("training") or {}
+    data = training.get("data")
+    parts = []
+    if isinstance(data, str):
+        parts.append(f"Trained on {data.rstrip('.')}.")
+    elif isinstance(data, dict):
+        images = data.get("images") or []
+        chunks = sum(int(i.get("chunks", 0)) for i in images)
+        icy = sum(int(i.get("icy", 0)) for i in images)
+        names = ", ".join(str(i.get("image_id")) for i in images[:6]) + (f" and {len(images) - 6} more" if len(images) > 6 else "")
+        parts.append(f"Trained on {chunks} labelled chunks ({icy} icy) of {len(images)} image(s): {names}.")
+    else:
+        parts.append("Its training data is not recorded in the model file.")
+    base = metadata.get("base_model")
+    if base:
+        parts.append(f"It continues {base.get('name')} {base.get('version')}, and has seen what that model saw.")
+    families = training.get("families")
+    if families:
+        unseen = [f for f in _families() if f not in families]
+        parts.append(f"Ice families seen: {', '.join(families)}" + (f"; never seen: {', '.join(unseen)}." if unseen else "."))
+    groups = training.get("split", {}).get("train_groups") or []
+    observation = "_".join(image_id.split("_")[:3]) if image_id else ""
+    if observation and groups:
+        parts.append("This image was among its training images." if observation in groups or image_id in groups else "It has not seen this image.")
+    return " ".join(parts)
+
+
+def _default_metadata_if_used(summary: Dict) -> Optional[Dict]:
+    """The bundled default model's metadata when the summary names it (name and version)."""
+    from . import modelfile
+
+    try:
+        metadata = modelfile.read_metadata(modelfile.default_model_path())
+    except Exception:  # noqa: BLE001 - no default model: the report just says so
+        return None
+    if metadata.get("name") == summary.get("model_name") and str(metadata.get("version")) == str(summary.get("model_version")):
+        return metadata
+    return None
+
+
+def likely_icy_rows(chunks: List[Dict], hard_low: float, limit: int = 15) -> Tuple[List[Dict], bool]:
+    """The chunks at or above the hard-to-identify threshold, most probable first (at most `limit`);
+    when none reaches it, the five most probable, and False."""
+    ranked = sorted(chunks, key=lambda c: (-c["probability"], c["chunk_id"]))
+    above = [c for c in ranked if c["probability"] >= hard_low]
+    if above:
+        return above[:limit], True
+    return ranked[:5], False
+
+
+def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dict] = None) -> None:
+    """The detection report. `metadata`: the model file's metadata (for what it has seen); by
+    default the bundled model's when the summary names it."""
     s = detection.summary
+    if metadata is None:
+        metadata = _default_metadata_if_used(s)
+    centre = image_centre(detection.raster)
     rows = [
         ("image", s["image_id"]),
         ("category", s["category"]),
@@ -166,19 +440,29 @@ def detection_report(detection, path: str, band: int = 0) -> None:
         ("max probability", s["max_probability"]),
         ("chunks dropped for no-data", s["dropped_chunks"]),
         ("chunk size / stride (px)", f"{s['chunk_size']} / {s['stride']}"),
+        *observation_rows(s, centre),
         ("model", f"{s['model_name']} {s['model_version']}"),
+        ("what the model has seen", model_scope(metadata, s["image_id"])),
         ("device, network speed", f"{s['device']}, {s['chunks_per_s']} chunks/s"),
         ("runtime (s)", s["runtime_s"]),
     ]
-    top = sorted(detection.chunks, key=lambda c: -c["probability"])[:15]
+    quick, label_all = quicklook_figure(detection.raster["path"], detection.chunks, band, icy_threshold=s["icy_threshold"], hard_low=s["hard_low"])
+    top, any_likely = likely_icy_rows(detection.chunks, s["hard_low"])
+    top_note = (
+        f"Chunks with p &gt;= {s['hard_low']:g} (icy and hard to identify), most probable first; {len([c for c in detection.chunks if c['probability'] >= s['hard_low']])} in all."
+        if any_likely else f"No chunk reaches p = {s['hard_low']:g}: the five most probable are shown."
+    )
     body = (
         "<h2>Summary</h2>" + table(rows)
-        + "<h2>Chunk probabilities</h2>" + svg_histogram([c["probability"] for c in detection.chunks], marks=(s["hard_low"], s["icy_threshold"]))
+        + "<h2>Quicklook</h2>" + figure_img(quick, "scene with chunk grid and chunk IDs")
+        + "<p class='note'>Chunks are tinted from blue (not icy) to red (icy) and carry their chunk_id "
+        + ("(all chunks)" if label_all else f"(only chunks with p &gt;= {s['hard_low']:g}: the others are too small to label at this scale)")
+        + "; dropped no-data chunks are not drawn. Bold IDs: icy.</p>"
+        + "<h2>Chunk probabilities</h2>" + figure_img(histogram_figure([c["probability"] for c in detection.chunks], s["icy_threshold"], s["hard_low"]), "histogram of chunk probabilities")
         + "<p class='note'>Dashed lines: the hard-to-identify and icy thresholds.</p>"
-        + f"<h2>Quicklook</h2><img alt='scene with chunk grid' src='{quicklook(detection.raster['path'], detection.chunks, band)}'/>"
-        + "<p class='note'>Chunks are tinted from blue (not icy) to red (icy); dropped no-data chunks are not drawn.</p>"
         + "<h2>Most likely icy chunks</h2>"
         + grid_table(("chunk_id", "row", "col", "probability", "class"), [(c["chunk_id"], c["row"], c["col"], c["probability"], c["class"]) for c in top])
+        + f"<p class='note'>{top_note}</p>"
     )
     write_atomically(path, page(f"Ice patches in {s['image_id']}", body))
 
@@ -200,18 +484,8 @@ def _comparison_section(comparison: Dict) -> str:
 
 
 def training_report(history: List[Dict], evaluation: Dict, metadata: Dict, path: str) -> None:
-    """Loss and accuracy curves (the paper's Figure 3), validation confusion matrix, reliability
+    """Loss and accuracy curves (the paper's Figure 3), validation confusion matrices, reliability
     diagram and, for a fine-tuned model, the base model's scores on the same chunks."""
-    epochs = [row["epoch"] for row in history]
-    xs = {name: epochs for name in ("loss", "val_loss", "accuracy", "val_accuracy")}
-    curves = svg_lines({"loss": [r.get("loss") for r in history], "val_loss": [r.get("val_loss") for r in history]}, "epoch", "binary cross-entropy", xs=xs)
-    accuracy = svg_lines({"accuracy": [r.get("accuracy") for r in history], "val_accuracy": [r.get("val_accuracy") for r in history]}, "epoch", "accuracy", y_range=(0.0, 1.0), xs=xs)
-    reliability = [row for row in evaluation["reliability"] if row["count"]]
-    diagram = svg_lines(
-        {"observed icy share": [row["observed"] for row in reliability]},
-        "mean predicted probability", "observed icy share", y_range=(0.0, 1.0), diagonal=True,
-        xs={"observed icy share": [row["mean_predicted"] for row in reliability]},
-    )
     confusion_blocks = ""
     for key, title in (("at_0.5", "p >= 0.5"), ("at_icy_threshold", "p >= icy threshold")):
         m = evaluation[key]
@@ -219,6 +493,8 @@ def training_report(history: List[Dict], evaluation: Dict, metadata: Dict, path:
             ("", "predicted icy", "predicted not icy"),
             [("labelled icy", m["true_positive"], m["false_negative"]), ("labelled not icy", m["false_positive"], m["true_negative"])],
         ) + table([("precision", m["precision"]), ("recall", m["recall"]), ("false-positive rate", m["false_positive_rate"]), ("accuracy", m["accuracy"])])
+    at_icy = evaluation["at_icy_threshold"]
+    confusion_blocks += figure_img(confusion_figure(at_icy, at_icy.get("threshold", metadata.get("thresholds", {}).get("icy", 0.6))), "confusion matrix at the icy threshold")
     training = metadata.get("training", {})
     base = metadata.get("base_model")
     epochs_run = f"{training.get('epochs_run')}" + (f" after the base model's {training.get('base_epochs')} ({training.get('total_epochs')} in all)" if base else "")
@@ -228,6 +504,7 @@ def training_report(history: List[Dict], evaluation: Dict, metadata: Dict, path:
         ("model", f"{metadata['name']} {metadata['version']}"),
         ("input / chunk size (px)", f"{metadata['input_size']} / {metadata['chunk_size']}"),
         ("base model", f"{base['name']} {base['version']} ({base.get('chunk_size')}-px chunks)" if base else "none (trained from scratch)"),
+        ("what the model has seen", model_scope(metadata)),
         ("epochs run", epochs_run),
         ("kept epoch (lowest validation loss)", evaluation["best_epoch"]),
         ("validation chunks (icy)", f"{evaluation['validation_chunks']} ({evaluation['validation_icy']})"),
@@ -242,10 +519,12 @@ def training_report(history: List[Dict], evaluation: Dict, metadata: Dict, path:
     body = (
         "<h2>Summary</h2>" + table(rows)
         + (_comparison_section(evaluation["comparison"]) if evaluation.get("comparison") else "")
-        + "<h2>Loss</h2>" + curves + "<h2>Accuracy</h2>" + accuracy
+        + "<h2>Loss and accuracy</h2>" + figure_img(curves_figure(history, evaluation.get("best_epoch")), "loss and accuracy per epoch")
         + confusion_blocks
-        + "<h2>Reliability diagram (validation, as written)</h2>" + diagram
-        + "<p class='note'>Points on the dashed diagonal mean that a chunk given probability p is icy a share p of the time.</p>"
+        + "<h2>Reliability diagram (validation, as written)</h2>"
+        + figure_img(reliability_figure(evaluation["reliability"], evaluation.get("ece_calibrated")), "reliability diagram")
+        + "<p class='note'>Points on the dashed diagonal y = x mean that a chunk given probability p is icy a share p of the time; "
+        + "points below it, that the model is over-confident. The numbers are the chunks in each bin.</p>"
         + "<h2>History</h2>" + grid_table(HISTORY_COLUMNS, [[row.get(k) for k in HISTORY_COLUMNS] for row in history])
     )
     write_atomically(path, page(f"Training report: {metadata['name']}", body))
