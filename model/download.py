@@ -1,0 +1,298 @@
+"""Downloading HiRISE products (JP2 and LBL) over HTTP: resumable, size-checked, retried, cancellable.
+
+Pure Python (urllib, shutil). Each file goes to ``model.files.partial_path(target)`` and is renamed
+when complete and its size checked. Unlike the other engine outputs, a partial download is KEPT
+when a run is cancelled or fails, so the next run resumes it with an HTTP Range request; a
+server that ignores Range (answers 200) restarts the file from zero.
+
+Sizes are checked twice: against what the server declares (Content-Length, or Content-Range's
+total) and against the index's size where the index gives one (``expected_bytes``, within
+``tolerance_bytes``: ODE gives KBytes). A file whose size disagrees with the index is not kept.
+"""
+
+import os
+import re
+import shutil
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from http.client import HTTPException
+from typing import Callable, List, Optional, Sequence
+
+try:
+    from . import files
+    from .errors import CancelledError, EngineError
+except ImportError:  # run as a script
+    from model import files
+    from model.errors import CancelledError, EngineError
+
+USER_AGENT = "hirise-ice-patches (QGIS plugin; HiRISE RDR download)"
+DEFAULT_RESERVE_BYTES = 100 * 1024 * 1024  # left free beyond the expected downloads
+
+
+class DownloadError(EngineError):
+    code = "download"
+
+
+class DiskSpaceError(DownloadError):
+    code = "disk_space"
+
+
+class SizeMismatchError(DownloadError):
+    code = "size_mismatch"
+
+
+class _Transient(Exception):
+    """A failure worth retrying (dropped connection, timeout, 5xx, short body)."""
+
+
+@dataclass
+class DownloadItem:
+    url: str
+    name: str = ""  # file name in the folder; the URL's last part by default
+    expected_bytes: Optional[int] = None
+    tolerance_bytes: int = 0
+
+    def __post_init__(self):
+        if not self.name:
+            self.name = os.path.basename(self.url.split("?", 1)[0])
+        if not self.name or os.path.basename(self.name) != self.name or self.name in (".", ".."):
+            raise DownloadError(f"Cannot name a file after the URL {self.url!r}: give a URL that ends with the file name.")
+
+
+@dataclass
+class DownloadResult:
+    item: DownloadItem
+    path: str
+    status: str  # downloaded, resumed, present, failed
+    bytes: int = 0  # bytes transferred in this run
+    size: Optional[int] = None  # the file's size on disk when done
+    error: str = ""
+    attempts: int = 0
+    restarted: bool = False  # the server ignored Range and the file started again from zero
+
+
+@dataclass
+class Progress:
+    bytes_done: int
+    bytes_total: Optional[int]  # None while a file's size is unknown
+    files_done: int
+    files_total: int
+    current: str = ""
+
+
+def _size_ok(size: int, expected: Optional[int], tolerance: int) -> bool:
+    return expected is None or abs(size - expected) <= tolerance
+
+
+def check_free_space(folder: str, items: Sequence[DownloadItem], reserve_bytes: int = DEFAULT_RESERVE_BYTES) -> int:
+    """Bytes still to fetch (sizes the index gives, less what is already on disk); DiskSpaceError if they do not fit."""
+    os.makedirs(folder, exist_ok=True)
+    needed = 0
+    for item in items:
+        if item.expected_bytes is None:
+            continue
+        target = os.path.join(folder, item.name)
+        if os.path.isfile(target) and _size_ok(os.path.getsize(target), item.expected_bytes, item.tolerance_bytes):
+            continue
+        partial = files.partial_path(target)
+        have = os.path.getsize(partial) if os.path.isfile(partial) else 0
+        needed += max(0, item.expected_bytes - have)
+    free = shutil.disk_usage(folder).free
+    if needed + reserve_bytes > free:
+        raise DiskSpaceError(
+            f"Not enough free space in {folder}: the downloads need {needed / 1e9:.2f} GB (plus {reserve_bytes / 1e6:.0f} MB kept free) "
+            f"and {free / 1e9:.2f} GB are free. Free some space, choose another folder, or select fewer footprints."
+        )
+    return needed
+
+
+class Downloader:
+    def __init__(self, folder: str, retries: int = 4, backoff_s: float = 2.0, max_backoff_s: float = 60.0, timeout_s: float = 60.0,
+                 block_bytes: int = 1 << 16, opener=None, progress: Callable[[Progress], None] = lambda p: None,
+                 is_cancelled: Callable[[], bool] = lambda: False, log: Callable[[str], None] = lambda s: None,
+                 sleep: Callable[[float], None] = time.sleep, reserve_bytes: int = DEFAULT_RESERVE_BYTES):
+        self.folder = os.path.abspath(folder)
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.timeout_s = timeout_s
+        self.block_bytes = block_bytes
+        self.opener = opener or urllib.request.build_opener()
+        self.progress = progress
+        self.is_cancelled = is_cancelled
+        self.log = log
+        self.sleep = sleep
+        self.reserve_bytes = reserve_bytes
+        self._bytes_done = 0
+        self._bytes_total: Optional[int] = None
+        self._files_done = 0
+        self._files_total = 0
+
+    # --- the run -----------------------------------------------------------------------------
+
+    def run(self, items: Sequence[DownloadItem]) -> List[DownloadResult]:
+        """Fetch every item; a failed file is recorded and the others go on. CancelledError stops the run."""
+        items = list(items)
+        names = [item.name for item in items]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise DownloadError(f"Several URLs would be saved as {', '.join(sorted(duplicates))}: give each product once.")
+        check_free_space(self.folder, items, self.reserve_bytes)
+        self._files_total = len(items)
+        known = [i.expected_bytes for i in items]
+        self._bytes_total = sum(known) if all(k is not None for k in known) else None
+        self._bytes_done = 0
+        self._files_done = 0
+        results = []
+        for item in items:
+            self._check_cancelled()
+            result = self._fetch(item)
+            results.append(result)
+            self._files_done += 1
+            if result.status == "failed":
+                self.log(f"{item.name}: FAILED: {result.error}")
+            else:
+                self.log(f"{item.name}: {result.status} ({result.size} bytes)")
+            self._report(item.name)
+        return results
+
+    def _report(self, current: str) -> None:
+        self.progress(Progress(self._bytes_done, self._bytes_total, self._files_done, self._files_total, current))
+
+    def _check_cancelled(self) -> None:
+        if self.is_cancelled():
+            raise CancelledError("Download cancelled by the user; the partial files are kept and the next run resumes them.")
+
+    def _fetch(self, item: DownloadItem) -> DownloadResult:
+        target = os.path.join(self.folder, item.name)
+        partial = files.partial_path(target)
+        result = DownloadResult(item, target, "downloaded")
+        if os.path.isfile(target):
+            size = os.path.getsize(target)
+            if _size_ok(size, item.expected_bytes, item.tolerance_bytes):
+                result.status, result.size = "present", size
+                if item.expected_bytes is not None:
+                    self._bytes_done += item.expected_bytes
+                return result
+            self.log(f"{item.name}: {size} bytes on disk, the index says {item.expected_bytes}: downloading it again")
+            os.replace(target, partial)
+            os.truncate(partial, 0)
+        start_size = os.path.getsize(partial) if os.path.isfile(partial) else 0
+        if start_size:
+            result.status = "resumed"
+            self._bytes_done += start_size
+        failures = 0
+        while True:
+            self._check_cancelled()
+            result.attempts += 1
+            before = os.path.getsize(partial) if os.path.isfile(partial) else 0
+            try:
+                total = self._transfer(item, partial, result)
+            except _Transient as exc:
+                after = os.path.getsize(partial) if os.path.isfile(partial) else 0
+                failures = 0 if after > before else failures + 1
+                if failures > self.retries or result.attempts > 10 * (self.retries + 1):
+                    result.status, result.error = "failed", f"{exc} (gave up after {result.attempts} attempts; the partial file is kept, run again to resume)"
+                    result.size = after
+                    return result
+                delay = min(self.max_backoff_s, self.backoff_s * (2 ** max(0, failures - 1)))
+                self.log(f"{item.name}: {exc}; retrying in {delay:g} s from byte {after}")
+                self.sleep(delay)
+                continue
+            except DownloadError as exc:
+                if isinstance(exc, SizeMismatchError) and os.path.isfile(partial):
+                    os.remove(partial)
+                result.status, result.error = "failed", str(exc)
+                result.size = os.path.getsize(partial) if os.path.isfile(partial) else None
+                return result
+            size = os.path.getsize(partial)
+            if total is not None and size < total:
+                failures += 0 if size > before else 1
+                if failures > self.retries:
+                    result.status, result.error = "failed", f"only {size} of {total} bytes arrived after {result.attempts} attempts; run again to resume"
+                    result.size = size
+                    return result
+                self.log(f"{item.name}: connection ended at byte {size} of {total}; resuming")
+                continue
+            if (total is not None and size != total) or not _size_ok(size, item.expected_bytes, item.tolerance_bytes):
+                os.remove(partial)
+                result.status = "failed"
+                result.size = size
+                result.error = str(SizeMismatchError(
+                    f"{item.name} is {size} bytes but {'the server declared ' + str(total) if total is not None and size != total else 'the index says ' + str(item.expected_bytes)}: "
+                    "the file was not kept. The product may have been reprocessed since the index was made: refresh the index (find again) and download again."
+                ))
+                return result
+            files.commit(partial, target)
+            result.size = size
+            return result
+
+    def _transfer(self, item: DownloadItem, partial: str, result: DownloadResult) -> Optional[int]:
+        """One request, appending to the partial file; returns the file's full size when known."""
+        have = os.path.getsize(partial) if os.path.isfile(partial) else 0
+        request = urllib.request.Request(item.url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        if have:
+            request.add_header("Range", f"bytes={have}-")
+        try:
+            response = self.opener.open(request, timeout=self.timeout_s)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and have:
+                match = re.search(r"/(\d+)", exc.headers.get("Content-Range", "") or "")
+                exc.close()
+                if match and int(match.group(1)) == have:
+                    return have  # already complete
+                os.truncate(partial, 0)
+                self._bytes_done -= have
+                raise _Transient("the partial file is longer than the server's file; starting again from zero") from None
+            exc.close()
+            if exc.code in (408, 425, 429) or exc.code >= 500:
+                raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
+            raise DownloadError(f"{item.url} answered HTTP {exc.code} {exc.reason}: check the URL (the product may have moved).") from None
+        except (urllib.error.URLError, socket.timeout, ConnectionError, HTTPException, OSError) as exc:
+            raise _Transient(f"cannot connect ({getattr(exc, 'reason', exc)})") from None
+        with response:
+            status = response.status
+            length = response.headers.get("Content-Length")
+            length = int(length) if length and length.isdigit() else None
+            if have and status == 206:
+                match = re.match(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", "") or "")
+                if not match or int(match.group(1)) != have:
+                    raise DownloadError(f"{item.url} answered a range that does not start at byte {have}: the server's Range support is broken; delete {partial} and run again.")
+                total = int(match.group(3)) if match.group(3) != "*" else None
+                mode = "ab"
+            else:
+                if have:
+                    self.log(f"{item.name}: the server ignored the Range request (HTTP {status}); restarting from zero")
+                    self._bytes_done -= have
+                    result.restarted = True
+                total = length
+                mode = "wb"
+            if total is not None and not _size_ok(total, item.expected_bytes, item.tolerance_bytes):
+                raise SizeMismatchError(
+                    f"{item.name}: the server declares {total} bytes but the index says {item.expected_bytes}; the file was not downloaded. "
+                    "The product may have been reprocessed since the index was made: refresh the index (find again) or check the URL."
+                )
+            if self._bytes_total is None and total is not None and self._files_total == 1:
+                self._bytes_total = total
+            with open(partial, mode) as handle:
+                while True:
+                    self._check_cancelled()
+                    try:
+                        block = response.read(self.block_bytes)
+                    except (socket.timeout, ConnectionError, HTTPException, OSError) as exc:
+                        handle.flush()
+                        raise _Transient(f"connection lost ({type(exc).__name__}: {exc})") from None
+                    if not block:
+                        break
+                    handle.write(block)
+                    result.bytes += len(block)
+                    self._bytes_done += len(block)
+                    self._report(item.name)
+        return total
+
+
+def download(folder: str, items: Sequence[DownloadItem], **options) -> List[DownloadResult]:
+    return Downloader(folder, **options).run(items)

@@ -1,0 +1,291 @@
+"""model/download.py against a local HTTP server on 127.0.0.1 (started here, in a thread) serving
+generated files: complete downloads, a connection dropped mid-file (resumed with Range), a server
+without Range support (restarted from zero), size mismatches, retries with back-off, cancel, and
+the free-space check. Nothing here talks to any other address."""
+
+import collections
+import os
+import threading
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from model import download, files
+from model.errors import CancelledError
+
+
+def payload(n, seed):
+    return bytes((i * 31 + seed * 7 + (i >> 8)) % 251 for i in range(n))
+
+
+class FileServer:
+    """Serves self.files (path -> bytes). Switches: ranges, drop_after (path -> bytes sent before the
+    first N connections close), declared (path -> a false Content-Length), fail_status (path -> [codes])."""
+
+    def __init__(self):
+        self.files = {}
+        self.ranges = True
+        self.drop_after = {}
+        self.drops_left = collections.Counter()
+        self.fail_status = collections.defaultdict(list)
+        self.requests = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                server.requests.append((self.path, self.headers.get("Range")))
+                if server.fail_status[self.path]:
+                    code = server.fail_status[self.path].pop(0)
+                    self.send_response(code)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                header = self.headers.get("Range")
+                if header and server.ranges:
+                    start = int(header.split("=")[1].split("-")[0])
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.drops_left[self.path] > 0:
+                    server.drops_left[self.path] -= 1
+                    self.wfile.write(body[: server.drop_after[self.path]])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def url(self, path):
+        return self.base + path
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def server():
+    s = FileServer()
+    yield s
+    s.stop()
+
+
+def local_downloader(folder, **options):
+    """A Downloader that never uses a proxy (127.0.0.1 only), never sleeps, and records what it said."""
+    said = []
+    sleeps = []
+    options.setdefault("retries", 3)
+    d = download.Downloader(
+        folder, opener=urllib.request.build_opener(urllib.request.ProxyHandler({})), timeout_s=10,
+        log=said.append, sleep=sleeps.append, block_bytes=4096, reserve_bytes=0, **options
+    )
+    d.said, d.sleeps = said, sleeps
+    return d
+
+
+def item(server, path, expected=True, **kw):
+    data = server.files[path]
+    return download.DownloadItem(server.url(path), expected_bytes=len(data) if expected else None, **kw)
+
+
+def test_jp2_and_lbl_downloaded_with_progress_in_bytes_and_files(server, tmp_path):
+    server.files["/a/ESP_011605_1170_RED.JP2"] = payload(100_000, 1)
+    server.files["/a/ESP_011605_1170_RED.LBL"] = b"PDS_VERSION_ID = PDS3\r\nEND\r\n"
+    progress = []
+    d = local_downloader(tmp_path, progress=progress.append)
+    results = d.run([item(server, "/a/ESP_011605_1170_RED.JP2"), item(server, "/a/ESP_011605_1170_RED.LBL")])
+    assert [r.status for r in results] == ["downloaded", "downloaded"]
+    assert (tmp_path / "ESP_011605_1170_RED.JP2").read_bytes() == server.files["/a/ESP_011605_1170_RED.JP2"]
+    assert (tmp_path / "ESP_011605_1170_RED.LBL").read_bytes() == server.files["/a/ESP_011605_1170_RED.LBL"]
+    total = 100_000 + len(server.files["/a/ESP_011605_1170_RED.LBL"])
+    assert progress[-1].bytes_done == progress[-1].bytes_total == total
+    assert (progress[-1].files_done, progress[-1].files_total) == (2, 2)
+    assert [p.bytes_done for p in progress] == sorted(p.bytes_done for p in progress)
+    assert not files_partial(tmp_path)
+
+    # A second run finds both complete and transfers nothing.
+    before = len(server.requests)
+    results = local_downloader(tmp_path).run([item(server, "/a/ESP_011605_1170_RED.JP2"), item(server, "/a/ESP_011605_1170_RED.LBL")])
+    assert [r.status for r in results] == ["present", "present"] and len(server.requests) == before
+
+
+def files_partial(folder):
+    return [n for n in os.listdir(folder) if ".partial" in n]
+
+
+def test_connection_dropped_mid_file_is_resumed_with_range(server, tmp_path):
+    data = payload(200_000, 2)
+    server.files["/x.JP2"] = data
+    server.drop_after["/x.JP2"] = 70_000
+    server.drops_left["/x.JP2"] = 2  # two connections die, at 70,000 bytes into each body
+    d = local_downloader(tmp_path)
+    [result] = d.run([item(server, "/x.JP2")])
+    assert result.status == "downloaded", result.error
+    assert (tmp_path / "x.JP2").read_bytes() == data
+    ranges = [r for p, r in server.requests if p == "/x.JP2"]
+    assert ranges == [None, "bytes=70000-", "bytes=140000-"]
+    assert result.bytes == len(data)  # nothing fetched twice
+    assert not result.restarted
+
+
+def test_server_without_range_support_restarts_from_zero(server, tmp_path):
+    data = payload(50_000, 3)
+    server.files["/y.JP2"] = data
+    server.ranges = False
+    server.drop_after["/y.JP2"] = 20_000
+    server.drops_left["/y.JP2"] = 1
+    d = local_downloader(tmp_path)
+    [result] = d.run([item(server, "/y.JP2")])
+    assert result.status == "downloaded", result.error
+    assert result.restarted
+    assert (tmp_path / "y.JP2").read_bytes() == data
+    assert [r for p, r in server.requests] == [None, "bytes=20000-"]
+    assert any("ignored the Range request" in s for s in d.said)
+
+
+def test_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
+    data = payload(30_000, 4)
+    server.files["/z.LBL"] = data
+    partial = files.partial_path(str(tmp_path / "z.LBL"))
+    with open(partial, "wb") as handle:
+        handle.write(data[:12_345])
+    [result] = local_downloader(tmp_path).run([item(server, "/z.LBL")])
+    assert result.status == "resumed" and result.bytes == 30_000 - 12_345
+    assert (tmp_path / "z.LBL").read_bytes() == data
+    assert server.requests == [("/z.LBL", "bytes=12345-")]
+
+
+def test_complete_partial_file_answered_416_is_committed(server, tmp_path):
+    data = payload(5_000, 5)
+    server.files["/done.JP2"] = data
+    with open(files.partial_path(str(tmp_path / "done.JP2")), "wb") as handle:
+        handle.write(data)
+    [result] = local_downloader(tmp_path).run([item(server, "/done.JP2")])
+    assert result.status == "resumed" and (tmp_path / "done.JP2").read_bytes() == data
+
+
+def test_size_declared_by_the_server_disagrees_with_the_index(server, tmp_path):
+    server.files["/m.JP2"] = payload(10_000, 6)
+    bad = download.DownloadItem(server.url("/m.JP2"), expected_bytes=12_000)
+    good_lbl = payload(300, 7)
+    server.files["/m.LBL"] = good_lbl
+    results = local_downloader(tmp_path).run([bad, item(server, "/m.LBL")])
+    assert results[0].status == "failed"
+    assert "server declares 10000 bytes but the index says 12000" in results[0].error
+    assert not (tmp_path / "m.JP2").exists() and not files_partial(tmp_path)
+    assert results[1].status == "downloaded"  # one failed file does not stop the others
+
+
+def test_size_within_the_index_tolerance_is_accepted(server, tmp_path):
+    server.files["/k.JP2"] = payload(10_000, 8)
+    kbytes = download.DownloadItem(server.url("/k.JP2"), expected_bytes=round(10_000 / 1024) * 1024, tolerance_bytes=1024)
+    [result] = local_downloader(tmp_path).run([kbytes])
+    assert result.status == "downloaded"
+
+
+def test_existing_file_of_the_wrong_size_is_fetched_again(server, tmp_path):
+    data = payload(8_000, 9)
+    server.files["/w.JP2"] = data
+    (tmp_path / "w.JP2").write_bytes(b"truncated")
+    [result] = local_downloader(tmp_path).run([item(server, "/w.JP2")])
+    assert result.status == "downloaded" and (tmp_path / "w.JP2").read_bytes() == data
+
+
+def test_retries_with_backoff_then_success(server, tmp_path):
+    server.files["/r.JP2"] = payload(4_000, 10)
+    server.fail_status["/r.JP2"] = [503, 503, 500]
+    d = local_downloader(tmp_path, retries=4)
+    [result] = d.run([item(server, "/r.JP2")])
+    assert result.status == "downloaded" and result.attempts == 4
+    assert d.sleeps == [2.0, 4.0, 8.0]
+
+
+def test_gives_up_after_the_retries_and_keeps_nothing_half_written(server, tmp_path):
+    server.files["/g.JP2"] = payload(4_000, 11)
+    server.fail_status["/g.JP2"] = [503] * 10
+    d = local_downloader(tmp_path, retries=2)
+    [result] = d.run([item(server, "/g.JP2")])
+    assert result.status == "failed" and "HTTP 503" in result.error and result.attempts == 3
+    assert not (tmp_path / "g.JP2").exists()
+    assert len(server.requests) == 3
+
+
+def test_not_found_is_not_retried(server, tmp_path):
+    d = local_downloader(tmp_path)
+    [result] = d.run([download.DownloadItem(server.url("/missing.JP2"))])
+    assert result.status == "failed" and "HTTP 404" in result.error and len(server.requests) == 1
+
+
+def test_unreachable_server_fails_after_bounded_retries(tmp_path):
+    # A port on 127.0.0.1 that nobody listens on (bound, then closed).
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    d = local_downloader(tmp_path, retries=2)
+    [result] = d.run([download.DownloadItem(f"http://127.0.0.1:{port}/a.JP2", expected_bytes=10)])
+    assert result.status == "failed" and "cannot connect" in result.error and result.attempts == 3
+
+
+def test_cancel_keeps_the_partial_file_for_the_next_run(server, tmp_path):
+    data = payload(100_000, 12)
+    server.files["/c.JP2"] = data
+    progress = []
+    d = local_downloader(tmp_path, progress=progress.append, is_cancelled=lambda: bool(progress) and progress[-1].bytes_done >= 20_000)
+    with pytest.raises(CancelledError, match="resumes them"):
+        d.run([item(server, "/c.JP2")])
+    assert not (tmp_path / "c.JP2").exists()
+    kept = os.path.getsize(files.partial_path(str(tmp_path / "c.JP2")))
+    assert 20_000 <= kept < len(data)
+    [result] = local_downloader(tmp_path).run([item(server, "/c.JP2")])
+    assert result.status == "resumed" and result.bytes == len(data) - kept
+    assert (tmp_path / "c.JP2").read_bytes() == data
+
+
+def test_free_space_checked_before_anything_is_fetched(server, tmp_path, monkeypatch):
+    server.files["/big.JP2"] = payload(1_000, 13)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 500, 500))
+    with pytest.raises(download.DiskSpaceError, match="Not enough free space"):
+        local_downloader(tmp_path).run([item(server, "/big.JP2")])
+    assert server.requests == []
+    # What is already on disk does not count again.
+    (tmp_path / "big.JP2").write_bytes(server.files["/big.JP2"])
+    assert download.check_free_space(str(tmp_path), [item(server, "/big.JP2")], reserve_bytes=0) == 0
+
+
+def test_item_names_and_duplicates(tmp_path):
+    assert download.DownloadItem("http://127.0.0.1:1/PDS/RDR/ESP_1_RED.JP2?x=1").name == "ESP_1_RED.JP2"
+    with pytest.raises(download.DownloadError):
+        download.DownloadItem("http://127.0.0.1:1/")
+    with pytest.raises(download.DownloadError, match="Several URLs"):
+        local_downloader(tmp_path).run([download.DownloadItem("http://127.0.0.1:1/a/X.JP2"), download.DownloadItem("http://127.0.0.1:1/b/X.JP2")])
