@@ -1,0 +1,544 @@
+"""The labelling review dock: step through the chunks of a detect layer, see each on the map, and
+label it with one key press.
+
+Order: review_rank (the chunks worth labelling first, model/review.py), probability (highest
+first) or position (chunk_id). Keys, while the dock has the focus: 1 icy, 0 not icy, U unclear
+(each one undo command, written by labelling.mark_selected, then the next chunk); N or Right next,
+P or Left previous. "Retrain with these labels" opens hiriseice:train prefilled.
+
+The functions above ReviewDock hold the logic without widgets, so tests can check them directly.
+"""
+
+import glob
+import os
+from typing import Callable, Dict, List, Optional
+
+from qgis.core import NULL, Qgis, QgsCoordinateTransform, QgsFeatureRequest, QgsProject, QgsRasterLayer, QgsVectorLayer, QgsWkbTypes
+from qgis.gui import QgsDockWidget, QgsRubberBand
+from qgis.PyQt.QtCore import QEvent, QObject, Qt
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from .labelling import ICY, LABEL_FIELD, NAMES, NOT_ICY, UNCLEAR, LabellingError, mark_selected
+
+TITLE = "HiRISE Ice Patches: review labels"
+TRAIN_ALGORITHM = "hiriseice:train"
+ORDER_REVIEW_RANK, ORDER_PROBABILITY, ORDER_POSITION = "review_rank", "probability", "position"
+ORDERS = (
+    (ORDER_REVIEW_RANK, "review rank (most useful first)"),
+    (ORDER_PROBABILITY, "probability (highest first)"),
+    (ORDER_POSITION, "position (chunk_id)"),
+)
+REQUIRED_FIELDS = ("chunk_id", "probability", LABEL_FIELD)
+# The map shows this many chunk widths around the chunk on each side.
+MARGIN = 1.0
+# While the dock is shown, selected features are filled with this (QGIS's default yellow is
+# opaque and would hide the chunk being judged); the chunk is outlined by OUTLINE instead.
+SELECTION_COLOUR = QColor(255, 255, 0, 35)
+OUTLINE = QColor(255, 230, 0)
+POLYGON = Qgis.GeometryType.Polygon if hasattr(Qgis, "GeometryType") else QgsWkbTypes.GeometryType.PolygonGeometry
+
+
+def _code(key) -> int:
+    """A key as the int QKeyEvent.key() returns (Qt6's enums are not ints)."""
+    return int(getattr(key, "value", key))
+
+
+LABEL_KEYS = {_code(Qt.Key.Key_1): ICY, _code(Qt.Key.Key_0): NOT_ICY, _code(Qt.Key.Key_U): UNCLEAR}
+NEXT_KEYS = (_code(Qt.Key.Key_N), _code(Qt.Key.Key_Right))
+PREVIOUS_KEYS = (_code(Qt.Key.Key_P), _code(Qt.Key.Key_Left))
+_WORDS = {name: value for value, name in NAMES.items()}
+
+
+# --- logic without widgets ------------------------------------------------------------------------
+
+
+def is_chunk_layer(layer) -> bool:
+    """A vector layer with the fields the dock needs (a Detect ice patches output)."""
+    return isinstance(layer, QgsVectorLayer) and layer.isValid() and all(layer.fields().lookupField(n) >= 0 for n in REQUIRED_FIELDS)
+
+
+def _number(value) -> Optional[float]:
+    if value is None or value == NULL:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def label_value(value) -> Optional[int]:
+    """A stored label as 1, 0 or -1 (numbers or the words labelling.py writes into text fields); None if empty."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _WORDS:
+            return _WORDS[word]
+    number = _number(value)
+    if number is not None and int(number) == number and int(number) in NAMES:
+        return int(number)
+    return None
+
+
+def review_order(layer: QgsVectorLayer, order: str = ORDER_REVIEW_RANK) -> List[int]:
+    """Feature ids in review order. Chunks without the sort value (NULL) come last; ties, and the
+    position order, go by chunk_id, then feature id."""
+    if order not in dict(ORDERS):
+        raise ValueError(f"order is one of {', '.join(dict(ORDERS))}, not {order!r}")
+    if order == ORDER_REVIEW_RANK and layer.fields().lookupField("review_rank") < 0:
+        raise ValueError(f"'{layer.name()}' has no review_rank field (made by an older Detect); order by probability or position.")
+    names = ["chunk_id"] + ({ORDER_REVIEW_RANK: ["review_rank"], ORDER_PROBABILITY: ["probability"]}.get(order, []))
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes(names, layer.fields())
+    keys = []
+    for feature in layer.getFeatures(request):
+        chunk = _number(feature["chunk_id"])
+        chunk = chunk if chunk is not None else float("inf")
+        if order == ORDER_POSITION:
+            keys.append(((chunk, feature.id()), feature.id()))
+            continue
+        value = _number(feature[names[1]])
+        if value is None:
+            key = (1, 0.0)
+        else:
+            key = (0, value if order == ORDER_REVIEW_RANK else -value)
+        keys.append(((key, chunk, feature.id()), feature.id()))
+    return [fid for _, fid in sorted(keys)]
+
+
+def label_counts(layer: QgsVectorLayer) -> Dict[Optional[int], int]:
+    """How many chunks carry each label: {1: icy, 0: not icy, -1: unclear, None: not labelled}."""
+    counts = {ICY: 0, NOT_ICY: 0, UNCLEAR: 0, None: 0}
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes([LABEL_FIELD], layer.fields())
+    for feature in layer.getFeatures(request):
+        counts[label_value(feature[LABEL_FIELD])] += 1
+    return counts
+
+
+def image_ids(layer: QgsVectorLayer) -> List[str]:
+    """The distinct image_id values of the layer, in first-seen order."""
+    if layer.fields().lookupField("image_id") < 0:
+        return []
+    index = layer.fields().lookupField("image_id")
+    return [str(v) for v in layer.uniqueValues(index) if v is not None and v != NULL]
+
+
+def _stem(path: str) -> str:
+    name = os.path.basename(path.split("|")[0])
+    return os.path.splitext(name)[0]
+
+
+def matching_rasters(layer: QgsVectorLayer, project: QgsProject) -> List[QgsRasterLayer]:
+    """The project's raster layers that are the layer's images: named like an image_id, or read from
+    a file whose name is the image_id."""
+    wanted = set(image_ids(layer))
+    found = []
+    for candidate in project.mapLayers().values():
+        if isinstance(candidate, QgsRasterLayer) and (candidate.name() in wanted or _stem(candidate.source()) in wanted):
+            found.append(candidate)
+    return sorted(found, key=lambda r: r.name())
+
+
+def _summary_model(layer: QgsVectorLayer, project: QgsProject):
+    """(model_name, model_version) from a loaded Detect summary layer of the same image, or None."""
+    wanted = set(image_ids(layer))
+    for candidate in project.mapLayers().values():
+        if candidate is layer or not isinstance(candidate, QgsVectorLayer):
+            continue
+        fields = candidate.fields()
+        if min(fields.lookupField(n) for n in ("image_id", "model_name", "model_version")) < 0:
+            continue
+        for feature in candidate.getFeatures():
+            if str(feature["image_id"]) in wanted and feature["model_name"] not in (None, NULL):
+                return str(feature["model_name"]), str(feature["model_version"])
+    return None
+
+
+def _engine_modelfile():
+    try:
+        from ..model import modelfile
+    except ImportError:  # plugin imported as a top-level package
+        from model import modelfile
+    return modelfile
+
+
+def model_path_of(layer: QgsVectorLayer, project: QgsProject) -> str:
+    """The model file the layer was made with, where it can be known: the name and version of the
+    loaded Detect summary for the same image, matched against the bundled default model and the
+    model files beside the layer's file. Empty when unknown."""
+    made_with = _summary_model(layer, project)
+    if made_with is None:
+        return ""
+    modelfile = _engine_modelfile()
+    folder = os.path.dirname(layer.source().split("|")[0])
+    candidates = [modelfile.default_model_path()]
+    if folder and os.path.isdir(folder):
+        candidates += sorted(glob.glob(os.path.join(folder, "*" + modelfile.EXTENSION)))
+    for path in candidates:
+        try:
+            metadata = modelfile.read_metadata(path)
+        except Exception:  # noqa: BLE001 - an unreadable file is just not the one
+            continue
+        if (str(metadata.get("name")), str(metadata.get("version"))) == made_with:
+            return path
+    return ""
+
+
+def retrain_parameters(layer: QgsVectorLayer, project: QgsProject) -> Dict:
+    """What "Retrain with these labels" gives hiriseice:train: the chunk layer as LABELS, its
+    loaded rasters as RASTERS, and the model it was made with as BASE_MODEL when known."""
+    parameters = {
+        "LABELS": [layer.id()],
+        "LABEL_FIELD": LABEL_FIELD,
+        "RASTERS": [r.id() for r in matching_rasters(layer, project)],
+    }
+    base = model_path_of(layer, project)
+    if base:
+        parameters["BASE_MODEL"] = base
+    return parameters
+
+
+def open_train_dialog(parameters: Dict) -> None:
+    """Processing's own dialog for hiriseice:train, prefilled (the user starts it)."""
+    import processing
+
+    processing.execAlgorithmDialog(TRAIN_ALGORITHM, parameters)
+
+
+# --- the dock -------------------------------------------------------------------------------------
+
+
+class _KeyFilter(QObject):
+    """Routes the review keys (no Ctrl, Alt or Meta) to the dock from whichever of its widgets has the
+    focus; ShortcutOverride is accepted so that QGIS's own one-key shortcuts do not take them."""
+
+    def __init__(self, dock: "ReviewDock"):
+        super().__init__(dock)
+        self.dock = dock
+
+    def eventFilter(self, watched, event):  # noqa: N802
+        kind = event.type()
+        if kind not in (QEvent.Type.KeyPress, QEvent.Type.ShortcutOverride):
+            return False
+        blocking = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier | Qt.KeyboardModifier.MetaModifier
+        if event.modifiers() & blocking or not self.dock.handles(event.key()):
+            return False
+        if kind == QEvent.Type.ShortcutOverride:
+            event.accept()
+            return True
+        self.dock.key(event.key())
+        return True
+
+
+class ReviewDock(QgsDockWidget):
+    def __init__(self, iface, parent=None, open_dialog: Callable[[Dict], None] = open_train_dialog):
+        super().__init__(TITLE, parent)
+        self.setObjectName("HiriseIceReviewDock")
+        self.iface = iface
+        self.open_dialog = open_dialog
+        self.layer: Optional[QgsVectorLayer] = None
+        self.order_ids: List[int] = []
+        self.position = 0
+        self.outline = None
+        self.saved_selection_colour = None
+        self._build()
+        if hasattr(self.iface, "currentLayerChanged"):
+            self.iface.currentLayerChanged.connect(self._active_layer_changed)
+        self.set_layer(self.iface.activeLayer())
+
+    def release(self):
+        """Lets go of the layer, the map and QGIS's signals (the plugin's unload)."""
+        self._restore_canvas()
+        if self.outline is not None:
+            self._canvas().scene().removeItem(self.outline)
+            self.outline = None
+        self.set_layer(None)
+        if hasattr(self.iface, "currentLayerChanged"):
+            try:
+                self.iface.currentLayerChanged.disconnect(self._active_layer_changed)
+            except (TypeError, RuntimeError):
+                pass
+
+    # --- widgets ---
+
+    def _build(self):
+        panel = QWidget(self)
+        panel.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.layer_label = QLabel(panel)
+        self.layer_label.setWordWrap(True)
+        self.order_box = QComboBox(panel)
+        for key, text in ORDERS:
+            self.order_box.addItem(text, key)
+        self.order_box.currentIndexChanged.connect(self._order_changed)
+        self.position_label = QLabel(panel)
+        self.chunk_label, self.probability_label, self.class_label, self.current_label = (QLabel(panel) for _ in range(4))
+        for label in (self.chunk_label, self.probability_label):
+            font = label.font()
+            font.setPointSizeF(font.pointSizeF() * 1.4)
+            font.setBold(True)
+            label.setFont(font)
+        form = QFormLayout()
+        form.addRow("Order", self.order_box)
+        form.addRow("Chunk", self.chunk_label)
+        form.addRow("Probability", self.probability_label)
+        form.addRow("Class", self.class_label)
+        form.addRow("Label", self.current_label)
+        self.buttons = {}
+        labels = QGridLayout()
+        for column, (value, text) in enumerate(((ICY, "Icy  [1]"), (NOT_ICY, "Not icy  [0]"), (UNCLEAR, "Unclear  [U]"))):
+            button = QPushButton(text, panel)
+            button.setToolTip(f"Write {value} into 'label' of this chunk and go to the next")
+            button.clicked.connect(lambda checked=False, v=value: self.label_current(v))
+            labels.addWidget(button, 0, column)
+            self.buttons[value] = button
+        moves = QHBoxLayout()
+        self.previous_button = QPushButton("◀ Previous  [P]", panel)
+        self.next_button = QPushButton("Next  [N] ▶", panel)
+        self.previous_button.clicked.connect(self.previous)
+        self.next_button.clicked.connect(self.next)
+        moves.addWidget(self.previous_button)
+        moves.addWidget(self.position_label, 1, Qt.AlignmentFlag.AlignCenter)
+        moves.addWidget(self.next_button)
+        self.counts_label = QLabel(panel)
+        self.counts_label.setWordWrap(True)
+        self.message_label = QLabel(panel)
+        self.message_label.setWordWrap(True)
+        self.retrain_button = QPushButton("Retrain with these labels…", panel)
+        self.retrain_button.setToolTip("Open Train ice-patch model with this layer as labels, its image and the model it was made with")
+        self.retrain_button.clicked.connect(self.retrain)
+        help_label = QLabel("Keys (click here first): 1 icy, 0 not icy, U unclear, N/→ next, P/← previous. Ctrl+Z undoes a label.", panel)
+        help_label.setWordWrap(True)
+        help_label.setStyleSheet("color: palette(mid);")
+        layout = QVBoxLayout(panel)
+        layout.addWidget(self.layer_label)
+        layout.addLayout(form)
+        layout.addLayout(labels)
+        layout.addLayout(moves)
+        layout.addWidget(self.counts_label)
+        layout.addWidget(self.message_label)
+        layout.addWidget(self.retrain_button)
+        layout.addWidget(help_label)
+        layout.addStretch(1)
+        self.setWidget(panel)
+        # Buttons keep no focus, so the keys go on working after a click.
+        for button in (*self.buttons.values(), self.previous_button, self.next_button, self.retrain_button):
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.key_filter = _KeyFilter(self)
+        for widget in [self, panel] + panel.findChildren(QWidget):
+            widget.installEventFilter(self.key_filter)
+
+    # --- the layer ---
+
+    def _active_layer_changed(self, layer):
+        # Another chunk layer becomes the one reviewed; a raster or other layer leaves it as it is.
+        if is_chunk_layer(layer) and layer is not self.layer:
+            self.set_layer(layer)
+
+    def set_layer(self, layer):
+        if self.layer is not None:
+            self._disconnect(self.layer)
+        self.layer = layer if is_chunk_layer(layer) else None
+        if self.layer is None:
+            self.order_ids = []
+            if self.outline is not None:
+                self.outline.reset(POLYGON)
+            self.layer_label.setText("Make the chunk layer of <i>Detect ice patches</i> the active layer (it needs the fields chunk_id, probability and label).")
+            self._refresh()
+            return
+        self.layer.attributeValueChanged.connect(self._attribute_changed)
+        self.layer.afterRollBack.connect(self._reload)
+        self.layer.featuresDeleted.connect(self._reload)
+        self.layer.willBeDeleted.connect(self._layer_gone)
+        has_rank = self.layer.fields().lookupField("review_rank") >= 0
+        item = self.order_box.model().item(0)
+        item.setEnabled(has_rank)
+        if not has_rank and self.order() == ORDER_REVIEW_RANK:
+            self.order_box.setCurrentIndex(1)  # reorders through _order_changed
+        self._reload(start_at_first_unlabelled=True)
+
+    def _disconnect(self, layer):
+        for signal, slot in ((layer.attributeValueChanged, self._attribute_changed), (layer.afterRollBack, self._reload),
+                             (layer.featuresDeleted, self._reload), (layer.willBeDeleted, self._layer_gone)):
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
+
+    def _layer_gone(self):
+        self.layer = None
+        self.set_layer(None)
+
+    def _reload(self, *args, start_at_first_unlabelled: bool = False):
+        if self.layer is None:
+            return
+        current = self.current_id()
+        self.order_ids = review_order(self.layer, self.order())
+        if start_at_first_unlabelled:
+            self.position = self._first_unlabelled()
+        elif current in self.order_ids:
+            self.position = self.order_ids.index(current)
+        else:
+            self.position = min(self.position, max(len(self.order_ids) - 1, 0))
+        self.layer_label.setText(f"Reviewing <b>{self.layer.name()}</b>")
+        self.show_current()
+
+    def _first_unlabelled(self) -> int:
+        labels = {f.id(): label_value(f[LABEL_FIELD]) for f in self.layer.getFeatures(
+            QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes([LABEL_FIELD], self.layer.fields()))}
+        for i, fid in enumerate(self.order_ids):
+            if labels.get(fid) is None:
+                return i
+        return 0
+
+    def _attribute_changed(self, fid, index, value):
+        if self.layer is not None and index == self.layer.fields().lookupField(LABEL_FIELD):
+            self._refresh()  # an undo or an edit elsewhere shows here too
+
+    def order(self) -> str:
+        return self.order_box.currentData()
+
+    def set_order(self, order: str):
+        self.order_box.setCurrentIndex([key for key, _ in ORDERS].index(order))
+
+    def _order_changed(self, *args):
+        if self.layer is not None:
+            self.order_ids = review_order(self.layer, self.order())
+            self.position = 0
+            self.show_current()
+
+    # --- moving and labelling ---
+
+    def current_id(self) -> Optional[int]:
+        return self.order_ids[self.position] if self.layer is not None and 0 <= self.position < len(self.order_ids) else None
+
+    def current_feature(self):
+        fid = self.current_id()
+        return None if fid is None else self.layer.getFeature(fid)
+
+    def go_to(self, position: int):
+        if self.layer is None or not self.order_ids:
+            return
+        self.position = max(0, min(position, len(self.order_ids) - 1))
+        self.show_current()
+
+    def next(self):
+        if self.layer is not None and self.position >= len(self.order_ids) - 1:
+            self.message_label.setText("That was the last chunk.")
+            return
+        self.go_to(self.position + 1)
+
+    def previous(self):
+        self.go_to(self.position - 1)
+
+    def label_current(self, value: int):
+        fid = self.current_id()
+        if fid is None:
+            return
+        self.layer.selectByIds([fid])
+        try:
+            mark_selected(self.layer, value)
+        except LabellingError as exc:
+            self.message_label.setText(str(exc))
+            return
+        self.message_label.setText("")
+        if self.position < len(self.order_ids) - 1:
+            self.go_to(self.position + 1)
+        else:
+            self._refresh()
+            self.message_label.setText("Labelled the last chunk. Save the layer's edits to keep the labels.")
+
+    def handles(self, key) -> bool:
+        key = _code(key)
+        return key in LABEL_KEYS or key in NEXT_KEYS or key in PREVIOUS_KEYS
+
+    def key(self, key):
+        key = _code(key)
+        if key in LABEL_KEYS:
+            self.label_current(LABEL_KEYS[key])
+        elif key in NEXT_KEYS:
+            self.next()
+        elif key in PREVIOUS_KEYS:
+            self.previous()
+
+    def show_current(self):
+        feature = self.current_feature()
+        if feature is not None:
+            self.layer.selectByIds([feature.id()])
+            self._zoom_to(feature)
+        self.message_label.setText("")
+        self._refresh()
+
+    def _canvas(self):
+        return self.iface.mapCanvas() if hasattr(self.iface, "mapCanvas") else None
+
+    def showEvent(self, event):  # noqa: N802
+        canvas = self._canvas()
+        if canvas is not None and self.saved_selection_colour is None:
+            self.saved_selection_colour = QColor(canvas.selectionColor())
+            canvas.setSelectionColor(SELECTION_COLOUR)
+        if self.outline is not None:
+            self.outline.show()
+        super().showEvent(event)
+
+    def hideEvent(self, event):  # noqa: N802
+        self._restore_canvas()
+        if self.outline is not None:
+            self.outline.hide()
+        super().hideEvent(event)
+
+    def _restore_canvas(self):
+        canvas = self._canvas()
+        if canvas is not None and self.saved_selection_colour is not None:
+            canvas.setSelectionColor(self.saved_selection_colour)
+            canvas.refresh()
+        self.saved_selection_colour = None
+
+    def _zoom_to(self, feature):
+        canvas = self._canvas()
+        if canvas is None or not feature.hasGeometry():
+            return
+        if self.outline is None:
+            self.outline = QgsRubberBand(canvas, POLYGON)
+            self.outline.setFillColor(QColor(0, 0, 0, 0))
+            self.outline.setStrokeColor(OUTLINE)
+            self.outline.setWidth(3)
+        self.outline.setToGeometry(feature.geometry(), self.layer)
+        self.outline.setVisible(self.isVisible())
+        rect = feature.geometry().boundingBox()
+        destination = canvas.mapSettings().destinationCrs()
+        if destination.isValid() and self.layer.crs().isValid() and destination != self.layer.crs():
+            rect = QgsCoordinateTransform(self.layer.crs(), destination, QgsProject.instance()).transformBoundingBox(rect)
+        rect.grow(max(rect.width(), rect.height()) * MARGIN)
+        canvas.setExtent(rect)
+        canvas.refresh()
+
+    def _refresh(self):
+        feature = self.current_feature()
+        enabled = feature is not None
+        for widget in (*self.buttons.values(), self.previous_button, self.next_button, self.retrain_button):
+            widget.setEnabled(enabled)
+        if feature is None:
+            for label in (self.chunk_label, self.probability_label, self.class_label, self.current_label, self.position_label, self.counts_label):
+                label.setText("–")
+            return
+        probability = _number(feature["probability"])
+        self.chunk_label.setText(str(feature["chunk_id"]))
+        self.probability_label.setText("–" if probability is None else f"{probability:.3f}")
+        chunk_class = feature["class"] if self.layer.fields().lookupField("class") >= 0 else None
+        self.class_label.setText("–" if chunk_class in (None, NULL) else str(chunk_class))
+        value = label_value(feature[LABEL_FIELD])
+        self.current_label.setText("not labelled" if value is None else f"{NAMES[value]} ({value})")
+        self.position_label.setText(f"{self.position + 1} of {len(self.order_ids)}")
+        self.previous_button.setEnabled(self.position > 0)
+        self.next_button.setEnabled(self.position < len(self.order_ids) - 1)
+        counts = label_counts(self.layer)
+        self.counts_label.setText(
+            f"Labelled: <b>{counts[ICY]}</b> icy, <b>{counts[NOT_ICY]}</b> not icy, <b>{counts[UNCLEAR]}</b> unclear; {counts[None]} not labelled"
+            + (" <i>(unsaved edits)</i>" if self.layer.isModified() else "")
+        )
+        self.retrain_button.setEnabled(counts[ICY] > 0 and counts[NOT_ICY] > 0)
+
+    # --- retraining ---
+
+    def retrain(self):
+        if self.layer is None:
+            return
+        self.open_dialog(retrain_parameters(self.layer, QgsProject.instance()))

@@ -1,0 +1,379 @@
+"""The labelling review dock (plugin/review_dock.py), driven with QTest key presses.
+
+The chunk layer is a GeoPackage written by the engine's own writer (model/vector.py, the fields of
+model/schema.py), with review ranks from model/review.py, over a generated raster; QGIS reads it
+with its OGR provider. Widgets need a QgsApplication with its GUI, so the dock runs in a fresh
+Debian Python (offscreen); the widget-free functions run in the session's QGIS too.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import helpers
+import qgis_support as qs
+
+# Probabilities of the 3 x 4 grid, chunk_id = row * 4 + col.
+PROBABILITIES = [0.02, 0.58, 0.97, 0.10, 0.45, 0.63, 0.05, 0.88, 0.51, 0.30, 0.71, 0.40]
+COLUMNS, CHUNK = 4, 64
+
+
+def write_detect_output(folder, with_summary=True):
+    """A detect-shaped GeoPackage (tables chunks and summary) over a generated raster; the chunk
+    with review_rank 1 is already labelled icy. Returns (raster, gpkg path, chunks)."""
+    from model import modelfile, review, vector
+    from model.schema import SUMMARY_FIELDS
+
+    raster = helpers.generate_raster(folder, "ESP_054321_0950_RED.tif", width=COLUMNS * CHUNK, height=3 * CHUNK)
+    rows = [i // COLUMNS for i in range(len(PROBABILITIES))]
+    cols = [i % COLUMNS for i in range(len(PROBABILITIES))]
+    ranks = review.review_ranks(PROBABILITIES, rows, cols)
+    chunks = []
+    for i, p in enumerate(PROBABILITIES):
+        x_off, y_off = cols[i] * CHUNK, rows[i] * CHUNK
+        chunks.append({
+            "image_id": "ESP_054321_0950_RED", "chunk_id": i, "probability": p, "class": "icy" if p >= 0.6 else ("hard to identify" if p >= 0.4 else "not icy"),
+            "label": 1 if ranks[i] == 1 else None, "review_rank": int(ranks[i]), "row": rows[i], "col": cols[i], "x_off": x_off, "y_off": y_off,
+            "width": CHUNK, "height": CHUNK, "valid_fraction": 1.0, "centre_valid_fraction": 1.0,
+            "wkt": helpers.window_wkt(raster.geotransform, x_off, y_off, CHUNK, CHUNK),
+        })
+    default = modelfile.read_metadata(modelfile.default_model_path())
+    summary = dict.fromkeys((name for name, _ in SUMMARY_FIELDS), None)
+    summary.update(image_id="ESP_054321_0950_RED", chunks=len(chunks), model_name=default["name"], model_version=default["version"], category="good", footprint_wkt=None)
+    summaries = [summary] if with_summary else []
+    gpkg = folder / "detect.gpkg"
+    vector.write_geopackage(str(gpkg), raster.crs_wkt, chunks, summaries)
+    return raster, gpkg, chunks
+
+
+def by_rank(chunks):
+    return [c["chunk_id"] for c in sorted(chunks, key=lambda c: c["review_rank"])]
+
+
+# --- the functions without widgets, in the session's QGIS -------------------------------------------
+
+
+@pytest.fixture
+def dock_module(qgis_app):
+    return qs.plugin_module("plugin.review_dock")
+
+
+@pytest.fixture
+def detect_layers(qgis_app, tmp_path):
+    from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
+
+    raster, gpkg, chunks = write_detect_output(tmp_path)
+    project = QgsProject()
+    chunk_layer = QgsVectorLayer(f"{gpkg}|layername=chunks", "Ice probability of chunks", "ogr")
+    summary = QgsVectorLayer(f"{gpkg}|layername=summary", "Image summary", "ogr")
+    image = QgsRasterLayer(raster.path, "ESP_054321_0950_RED")
+    other = QgsRasterLayer(helpers.generate_raster(tmp_path, "ESP_999999_0950_RED.tif").path, "ESP_999999_0950_RED")
+    assert chunk_layer.isValid() and summary.isValid() and image.isValid() and other.isValid()
+    project.addMapLayers([chunk_layer, summary, image, other])
+    yield project, chunk_layer, chunks, image
+    project.removeAllMapLayers()
+
+
+def chunk_ids(layer, fids):
+    return [layer.getFeature(fid)["chunk_id"] for fid in fids]
+
+
+def test_orders(dock_module, detect_layers):
+    _, layer, chunks, _ = detect_layers
+    assert dock_module.is_chunk_layer(layer)
+    assert chunk_ids(layer, dock_module.review_order(layer, "review_rank")) == by_rank(chunks)
+    by_probability = chunk_ids(layer, dock_module.review_order(layer, "probability"))
+    assert by_probability == sorted(range(len(PROBABILITIES)), key=lambda i: -PROBABILITIES[i])
+    assert by_probability[0] == 2
+    assert chunk_ids(layer, dock_module.review_order(layer, "position")) == list(range(len(PROBABILITIES)))
+    with pytest.raises(ValueError, match="order is one of"):
+        dock_module.review_order(layer, "random")
+
+
+def test_order_puts_missing_values_last(dock_module):
+    from qgis.core import QgsFeature, QgsVectorLayer
+
+    layer = QgsVectorLayer("Polygon?crs=EPSG:4326&field=chunk_id:integer&field=probability:double&field=label:integer&field=review_rank:integer", "old", "memory")
+    features = []
+    for chunk_id, p, rank in ((0, 0.2, 3), (1, None, None), (2, 0.9, 1), (3, 0.5, 2)):
+        f = QgsFeature(layer.fields())
+        f.setAttributes([chunk_id, p, None, rank])
+        features.append(f)
+    assert layer.dataProvider().addFeatures(features)
+    assert chunk_ids(layer, dock_module.review_order(layer, "review_rank")) == [2, 3, 0, 1]
+    assert chunk_ids(layer, dock_module.review_order(layer, "probability")) == [2, 3, 0, 1]
+    no_rank = QgsVectorLayer("Polygon?crs=EPSG:4326&field=chunk_id:integer&field=probability:double&field=label:integer", "older", "memory")
+    with pytest.raises(ValueError, match="no review_rank field"):
+        dock_module.review_order(no_rank, "review_rank")
+    assert not dock_module.is_chunk_layer(QgsVectorLayer("Polygon?crs=EPSG:4326&field=chunk_id:integer", "grid", "memory"))
+
+
+def test_label_values_and_counts(dock_module, detect_layers):
+    _, layer, _, _ = detect_layers
+    assert [dock_module.label_value(v) for v in (1, 0, -1, 1.0, "icy", "not icy", "unclear", None, "", 2, "maybe")] == [1, 0, -1, 1, 1, 0, -1, None, None, None, None]
+    assert dock_module.label_counts(layer) == {1: 1, 0: 0, -1: 0, None: len(PROBABILITIES) - 1}
+
+
+def test_retrain_parameters(dock_module, detect_layers, tmp_path):
+    from model import modelfile
+
+    project, layer, _, image = detect_layers
+    parameters = dock_module.retrain_parameters(layer, project)
+    assert os.path.realpath(parameters.pop("BASE_MODEL")) == os.path.realpath(modelfile.default_model_path())
+    assert parameters == {"LABELS": [layer.id()], "LABEL_FIELD": "label", "RASTERS": [image.id()]}
+    # Every key is a parameter of the algorithm the button opens.
+    from qgis.core import QgsApplication
+
+    algorithm = QgsApplication.processingRegistry().algorithmById(dock_module.TRAIN_ALGORITHM)
+    assert set(parameters) | {"BASE_MODEL"} <= {p.name() for p in algorithm.parameterDefinitions()}
+    # Without the summary (which names the model), no base model is guessed; with no raster loaded, none is given.
+    for candidate in list(project.mapLayers().values()):
+        if candidate is not layer:
+            project.removeMapLayer(candidate.id())
+    assert dock_module.retrain_parameters(layer, project) == {"LABELS": [layer.id()], "LABEL_FIELD": "label", "RASTERS": []}
+
+
+# --- the dock, driven by key presses, in a fresh QGIS with a GUI --------------------------------------
+
+DOCK_SCRIPT = r'''
+import json, os, sys
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.gui import QgsMapCanvas
+from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtTest import QTest
+from qgis.PyQt.QtWidgets import QMainWindow
+try:
+    from qgis.PyQt.QtGui import QAction
+except ImportError:
+    from qgis.PyQt.QtWidgets import QAction
+
+app = QgsApplication([], True)
+app.initQgis()
+plugins, gpkg, raster_path, shots = sys.argv[1:5]
+sys.path.insert(0, plugins)
+from hirise_ice_patches.plugin import review_dock, styling
+
+
+class Iface(QObject):
+    """The part of QgisInterface the dock uses: a real map canvas in a real main window."""
+    currentLayerChanged = pyqtSignal(object)
+
+    def __init__(self):
+        super().__init__()
+        self.window = QMainWindow()
+        self.canvas = QgsMapCanvas(self.window)
+        self.window.setCentralWidget(self.canvas)
+        self.layer = None
+
+    def mapCanvas(self):
+        return self.canvas
+
+    def activeLayer(self):
+        return self.layer
+
+    def setActiveLayer(self, layer):
+        self.layer = layer
+        self.currentLayerChanged.emit(layer)
+
+
+project = QgsProject.instance()
+chunks = QgsVectorLayer(f"{gpkg}|layername=chunks", "Ice probability of chunks", "ogr")
+summary = QgsVectorLayer(f"{gpkg}|layername=summary", "Image summary", "ogr")
+image = QgsRasterLayer(raster_path, "ESP_054321_0950_RED")
+project.addMapLayers([image, summary, chunks])
+styling.style_chunk_layer(chunks)
+iface = Iface()
+iface.canvas.setDestinationCrs(chunks.crs())
+iface.canvas.setLayers([chunks, image])
+iface.canvas.setSelectionColor(QColor(255, 255, 0, 255))  # QGIS's default
+iface.window.resize(1000, 560)
+iface.layer = chunks
+opened = []
+dock = review_dock.ReviewDock(iface, iface.window, open_dialog=opened.append)
+iface.window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+# A one-key QGIS shortcut on the main window must not take the dock's keys.
+stolen = []
+thief = QAction("Steals N", iface.window)
+thief.setShortcut("N")
+thief.triggered.connect(lambda: stolen.append(1))
+iface.window.addAction(thief)
+iface.window.show()
+iface.window.activateWindow()
+QTest.qWaitForWindowExposed(iface.window)
+dock.widget().setFocus()
+app.processEvents()
+
+out = {"steps": []}
+
+def chunk_of(fid):
+    return chunks.getFeature(fid)["chunk_id"] if fid is not None else None
+
+def labels():
+    return {str(f["chunk_id"]): review_dock.label_value(f["label"]) for f in chunks.getFeatures()}
+
+def step(name):
+    fid = dock.current_id()
+    extent = iface.canvas.extent()
+    box = chunks.getFeature(fid).geometry().boundingBox()
+    out["steps"].append({
+        "name": name, "chunk": chunk_of(fid), "shown": dock.chunk_label.text(), "probability": dock.probability_label.text(),
+        "class": dock.class_label.text(), "position": dock.position_label.text(), "counts": dock.counts_label.text(),
+        "selected": [chunk_of(i) for i in chunks.selectedFeatureIds()], "extent_contains": extent.contains(box),
+        "extent_over_chunk": [extent.width() / box.width(), extent.height() / box.height()],
+        "centre_offset": [abs(extent.center().x() - box.center().x()) / box.width(), abs(extent.center().y() - box.center().y()) / box.height()],
+        "outline_is_chunk": dock.outline is not None and dock.outline.isVisible() and dock.outline.asGeometry().boundingBox() == box,
+    })
+
+out["order"] = [chunk_of(fid) for fid in dock.order_ids]
+step("start")
+panel, combo = dock.widget(), dock.order_box
+for name, widget, key, modifier in (
+    ("1", panel, Qt.Key.Key_1, Qt.KeyboardModifier.NoModifier),
+    ("0 on the order box", combo, Qt.Key.Key_0, Qt.KeyboardModifier.NoModifier),
+    ("U", panel, Qt.Key.Key_U, Qt.KeyboardModifier.NoModifier),
+    ("P", panel, Qt.Key.Key_P, Qt.KeyboardModifier.NoModifier),
+    ("Left", panel, Qt.Key.Key_Left, Qt.KeyboardModifier.NoModifier),
+    ("Right", panel, Qt.Key.Key_Right, Qt.KeyboardModifier.NoModifier),
+    ("N", panel, Qt.Key.Key_N, Qt.KeyboardModifier.NoModifier),
+    ("Ctrl+1", panel, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier),
+    ("0", panel, Qt.Key.Key_0, Qt.KeyboardModifier.NoModifier),
+):
+    QTest.keyClick(widget, key, modifier)
+    app.processEvents()
+    step(name)
+out["labels"] = labels()
+stack = chunks.undoStack()
+out["undo_texts"] = [stack.text(i) for i in range(stack.count())]
+out["stolen"] = len(stolen)
+dock.grab().save(os.path.join(shots, "review_dock.png"))
+iface.canvas.refresh()
+iface.canvas.waitWhileRendering()
+app.processEvents()
+iface.window.grab().save(os.path.join(shots, "review_dock_in_window.png"))
+stack.undo()
+app.processEvents()
+out["labels_after_undo"] = labels()
+out["counts_after_undo"] = dock.counts_label.text()
+dock.set_order("probability")
+app.processEvents()
+out["probability_order"] = [chunk_of(fid) for fid in dock.order_ids]
+step("order by probability")
+dock.set_order("position")
+out["position_order"] = [chunk_of(fid) for fid in dock.order_ids]
+QTest.mouseClick(dock.retrain_button, Qt.MouseButton.LeftButton)
+out["opened"] = opened
+out["expected_parameters"] = review_dock.retrain_parameters(chunks, project)
+out["raster_id"], out["layer_id"] = image.id(), chunks.id()
+# Another chunk layer made active is reviewed; a raster made active leaves the dock as it was.
+iface.setActiveLayer(image)
+out["after_raster_active"] = dock.layer.id() if dock.layer else None
+out["saved"] = chunks.commitChanges()
+out["selection_alpha_shown"] = iface.canvas.selectionColor().alpha()
+dock.hide()
+out["selection_alpha_hidden"] = iface.canvas.selectionColor().alpha()
+dock.release()
+print("RESULT " + json.dumps(out))
+sys.stdout.flush()
+app.exitQgis()
+'''
+
+
+@pytest.fixture(scope="module")
+def dock_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("review_dock")
+    raster, gpkg, chunks = write_detect_output(folder)
+    plugins = qs.plugin_without_worker(folder)
+    env = qs.environment_without_worker(plugins, folder / "config")
+    shots = folder / "screenshots"
+    shots.mkdir()
+    script = folder / "dock.py"
+    script.write_text(DOCK_SCRIPT, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script), str(plugins), str(gpkg), raster.path, str(shots)], env=env, capture_output=True, text=True, timeout=180, cwd=str(folder))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"exit {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+    return {"out": json.loads(lines[-1][len("RESULT "):]), "gpkg": gpkg, "chunks": chunks, "shots": shots}
+
+
+def test_dock_starts_at_the_first_unlabelled_chunk_in_review_order(dock_run):
+    out, chunks = dock_run["out"], dock_run["chunks"]
+    ranked = by_rank(chunks)
+    assert out["order"] == ranked
+    start = out["steps"][0]
+    assert start["chunk"] == ranked[1]  # rank 1 was labelled already
+    assert start["shown"] == str(ranked[1]) and start["position"] == f"2 of {len(chunks)}"
+    assert start["probability"] == f"{PROBABILITIES[ranked[1]]:.3f}"
+    assert start["class"] == chunks[ranked[1]]["class"]
+    assert "<b>1</b> icy, <b>0</b> not icy, <b>0</b> unclear; 11 not labelled" in start["counts"]
+
+
+def test_keys_label_and_move_in_order(dock_run):
+    out, chunks = dock_run["out"], dock_run["chunks"]
+    r = by_rank(chunks)
+    steps = {s["name"]: s["chunk"] for s in out["steps"]}
+    # Each label moves to the next chunk; P/Left go back, N/Right forward; Ctrl+1 is not a review key.
+    assert [steps[k] for k in ("1", "0 on the order box", "U", "P", "Left", "Right", "N", "Ctrl+1", "0")] == [r[2], r[3], r[4], r[3], r[2], r[3], r[4], r[4], r[5]]
+    expected = {str(i): None for i in range(len(chunks))}
+    expected.update({str(r[0]): 1, str(r[1]): 1, str(r[2]): 0, str(r[3]): -1, str(r[4]): 0})
+    assert out["labels"] == expected
+    last = [s for s in out["steps"] if s["name"] == "0"][0]
+    assert "<b>2</b> icy, <b>2</b> not icy, <b>1</b> unclear; 7 not labelled" in last["counts"]
+    assert "(unsaved edits)" in last["counts"]
+    assert out["stolen"] == 0  # the main window's one-key shortcut N did not fire
+
+
+def test_each_label_is_one_undo_command(dock_run):
+    out, chunks = dock_run["out"], dock_run["chunks"]
+    r = by_rank(chunks)
+    assert out["undo_texts"] == ["Mark 1 chunk(s) icy", "Mark 1 chunk(s) not icy", "Mark 1 chunk(s) unclear", "Mark 1 chunk(s) not icy"]
+    assert out["labels_after_undo"][str(r[4])] is None and out["labels_after_undo"][str(r[2])] == 0
+    assert "<b>2</b> icy, <b>1</b> not icy, <b>1</b> unclear; 8 not labelled" in out["counts_after_undo"]
+
+
+def test_map_follows_the_chunk_with_a_margin_and_selects_it(dock_run):
+    for step in dock_run["out"]["steps"]:
+        assert step["selected"] == [step["chunk"]], step["name"]
+        assert step["extent_contains"], step["name"]
+        # One chunk of margin each side: at least 3 chunks across, more only along the canvas's longer side.
+        assert min(step["extent_over_chunk"]) == pytest.approx(3.0, rel=0.02) and max(step["extent_over_chunk"]) < 6, step
+        assert max(step["centre_offset"]) < 0.01, step["name"]
+        assert step["outline_is_chunk"], step["name"]
+    # The opaque default selection colour would hide the chunk: translucent while the dock shows, restored after.
+    assert dock_run["out"]["selection_alpha_shown"] < 60 and dock_run["out"]["selection_alpha_hidden"] == 255
+
+
+def test_other_orders(dock_run):
+    out = dock_run["out"]
+    assert out["probability_order"] == sorted(range(len(PROBABILITIES)), key=lambda i: -PROBABILITIES[i])
+    assert out["steps"][-1]["name"] == "order by probability" and out["steps"][-1]["chunk"] == 2 and out["steps"][-1]["probability"] == "0.970"
+    assert out["position_order"] == list(range(len(PROBABILITIES)))
+
+
+def test_retrain_button_passes_the_layer_its_raster_and_model(dock_run):
+    from model import modelfile
+
+    out = dock_run["out"]
+    assert out["opened"] == [out["expected_parameters"]]
+    parameters = dict(out["expected_parameters"])
+    assert os.path.realpath(parameters.pop("BASE_MODEL")) == os.path.realpath(modelfile.default_model_path())
+    assert parameters == {"LABELS": [out["layer_id"]], "LABEL_FIELD": "label", "RASTERS": [out["raster_id"]]}
+    assert out["after_raster_active"] == out["layer_id"]
+
+
+def test_labels_saved_to_the_geopackage(dock_run):
+    out, chunks = dock_run["out"], dock_run["chunks"]
+    assert out["saved"]
+    stored = {row["chunk_id"]: row["label"] for row in qs.read_ogr(dock_run["gpkg"], "chunks").rows}
+    assert stored == {int(k): v for k, v in out["labels_after_undo"].items()}
+
+
+def test_screenshots_are_pictures(dock_run):
+    from osgeo import gdal
+
+    for name in ("review_dock.png", "review_dock_in_window.png"):
+        image = gdal.Open(str(dock_run["shots"] / name))
+        assert image is not None and image.RasterXSize > 200 and image.RasterYSize > 200
+        assert image.GetRasterBand(1).ReadAsArray().std() > 10, name  # text and map, not a blank
