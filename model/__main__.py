@@ -35,6 +35,9 @@ def _detect(args, reporter: Reporter) -> None:
         hard_low=args.hard_low,
         band=args.band,
         category_rule=args.category_rule,
+        scoring=args.scoring,
+        probability_raster=args.probability_raster or "",
+        tta=args.tta,
     )
     detection = detect(args.raster, args.model, options, reporter)
     if args.report:
@@ -43,7 +46,10 @@ def _detect(args, reporter: Reporter) -> None:
     if args.out:
         write_geopackage(args.out, detection.raster["crs_wkt"], detection.chunks, [detection.summary])
         reporter.log(f"chunks and summary: {os.path.abspath(args.out)}")
-    reporter.result(detection.as_message())
+    message = detection.as_message()
+    if args.probability_raster:
+        message["probability_raster"] = os.path.abspath(args.probability_raster)
+    reporter.result(message)
     if not reporter.jsonl:
         s = detection.summary
         print(f"{s['image_id']}: {s['category']} - {s['icy_chunks']} icy and {s['hard_chunks']} hard of {s['chunks']} chunks, mean p {s['mean_probability']:.3f}")
@@ -144,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--icy-threshold", type=float, default=rules.ICY_THRESHOLD)
     detect.add_argument("--hard-low", type=float, default=rules.HARD_LOW)
     detect.add_argument("--category-rule", choices=sorted(rules.CATEGORY_RULES), default=rules.DEFAULT_CATEGORY_RULE, help="image category rule (default: %(default)s, the paper's)")
+    detect.add_argument("--scoring", choices=("auto", "map", "chunk"), default="auto",
+                        help="map: chunks read off the network's score map (dense grids at the price of one pass); chunk: each chunk scored alone; "
+                        "auto (default): map when the stride is shorter than the chunk and falls on the map's cells")
+    detect.add_argument("--probability-raster", metavar="PATH", help="also write the ice probability of every score-map cell as a GeoTIFF in the raster's CRS")
+    detect.add_argument("--tta", action="store_true", help="test-time augmentation: average the logits of each chunk and its east-west mirror (twice the network time)")
     detect.set_defaults(run=_detect)
 
     chunk = commands.add_parser("chunk", help="the chunk grid of a raster, without the network")

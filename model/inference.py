@@ -15,9 +15,10 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from . import calibration, modelfile, pdslabel, review, rules
-from .chunking import chunk_count, iter_chunks
-from .errors import NoValidChunksError
-from .grid import chunk_wkt
+from . import scoremap
+from .chunking import check_grid_parameters, chunk_count, iter_chunks
+from .errors import EngineError, NoValidChunksError
+from .grid import chunk_grid, chunk_wkt
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
 from .raster import RasterSource, check_holds_a_chunk, gdal_exceptions, not_mars_warning
@@ -33,6 +34,15 @@ class DetectOptions:
     hard_low: float = rules.HARD_LOW
     band: int = 0
     category_rule: str = rules.DEFAULT_CATEGORY_RULE  # a key of rules.CATEGORY_RULES
+    # "auto": chunks read off the network's score map (model/scoremap.py) when the stride is
+    # shorter than the chunk and falls on the map's cells, else each chunk scored alone;
+    # "map" or "chunk" force one route.
+    scoring: str = "auto"
+    probability_raster: str = ""  # GeoTIFF of the calibrated score map to write; "" = none
+    tta: bool = False  # test-time augmentation: the mean logit of the image and its east-west mirror
+
+
+SCORING_ROUTES = ("auto", "map", "chunk")
 
 
 @dataclass
@@ -64,6 +74,8 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     chunk_size = options.chunk_size or metadata["chunk_size"]
     stride = options.stride or chunk_size
     input_size = metadata["input_size"]
+    widths = metadata.get("architecture", {}).get("widths")
+    route = scoring_route(options, chunk_size, stride, input_size, widths)
     with RasterSource(raster_path, options.band) as source:
         info = source.info
         check_holds_a_chunk(raster_path, info.width, info.height, chunk_size)
@@ -79,84 +91,26 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     )
 
     network, metadata = modelfile.load(model_path)
-    from .network import logit_model
-
-    scorer = logit_model(network)
     device = compute_device()
     reporter.log(f"model {modelfile.describe(metadata)} on {device}")
-
-    batches: "queue.Queue" = queue.Queue(maxsize=2)
-    failure: List[BaseException] = []
-    stop = threading.Event()
-
-    def read_batches():
-        try:
-            with RasterSource(raster_path, options.band) as reader:
-                batch = []
-                for sample in iter_chunks(reader, chunk_size, stride, options.min_valid, input_size):
-                    if stop.is_set():
-                        return
-                    batch.append((sample.window, sample.valid_fraction, sample.centre_valid_fraction, network_input(sample.data, sample.valid, metadata["normalisation"])))
-                    if len(batch) == options.batch_size:
-                        batches.put(batch)
-                        batch = []
-                if batch:
-                    batches.put(batch)
-        except BaseException as exc:  # handed to the main thread, which reports it
-            failure.append(exc)
-        finally:
-            batches.put(None)
-
-    reader_thread = threading.Thread(target=read_batches, name="chunk-reader", daemon=True)
-    reader_thread.start()
-    chunks: List[Dict] = []
-    network_seconds = 0.0
-    try:
-        while True:
-            batch = batches.get()
-            if batch is None:
-                break
-            images = np.stack([item[3] for item in batch])[..., None]
-            t0 = time.monotonic()
-            logits = np.asarray(scorer.predict_on_batch(images)).reshape(-1)
-            network_seconds += time.monotonic() - t0
-            probabilities = calibration.apply(logits, metadata.get("calibration"))
-            for (window, whole, centre, _), p in zip(batch, probabilities):
-                chunks.append(
-                    {
-                        "image_id": info.image_id,
-                        "chunk_id": window.chunk_id,
-                        "row": window.row,
-                        "col": window.col,
-                        "x_off": window.x_off,
-                        "y_off": window.y_off,
-                        "width": window.width,
-                        "height": window.height,
-                        "valid_fraction": round(whole, 4),
-                        "centre_valid_fraction": round(centre, 4),
-                        "probability": round(float(p), 5),
-                        "class": rules.chunk_class(float(p), options.icy_threshold, options.hard_low),
-                        "wkt": chunk_wkt(info.geotransform, window),
-                    }
-                )
-            last = batch[-1][0].chunk_id + 1
-            reporter.progress(last / total)
-    finally:
-        stop.set()
-        # Unblock a reader waiting on a full queue, then let it finish.
-        while reader_thread.is_alive():
-            try:
-                batches.get_nowait()
-            except queue.Empty:
-                reader_thread.join(0.05)
-    if failure:
-        raise failure[0]
+    if route == "map":
+        reporter.log(
+            f"chunks read off the network's score map (cells of {chunk_size * scoremap.network_stride_of(widths) / input_size:g} px; "
+            "windows normalised as a whole, see model/scoremap.py)" + ("; east-west mirror averaged" if options.tta else "")
+        )
+        chunks, score_map, network_seconds = _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter)
+    else:
+        chunks, score_map, network_seconds = _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter)
     if not chunks:
         raise NoValidChunksError(
             f"No chunk of '{raster_path}' has image data around its centre (MIN_VALID {options.min_valid}): the image is all no-data "
             "or smaller than the no-data border. Check that it is the right product, or lower MIN_VALID / CHUNK_SIZE."
         )
     reporter.progress(1.0)
+    if options.probability_raster:
+        geometry, logits, valid_share = score_map
+        scoremap.write_probability_raster(options.probability_raster, geometry, logits, valid_share, metadata.get("calibration"), info.geotransform, info.crs_wkt)
+        reporter.log(f"ice probability raster: {os.path.abspath(options.probability_raster)} ({geometry.chunk_size * geometry.cell / geometry.input_size:g}-px cells)")
     add_review_ranks(chunks, options.icy_threshold, review.neighbour_radius(chunk_size, stride))
     runtime = time.monotonic() - started
     stats = rules.image_stats([c["probability"] for c in chunks], options.icy_threshold, options.hard_low)
@@ -181,6 +135,8 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         "icy_threshold": options.icy_threshold,
         "hard_low": options.hard_low,
         "category_rule": options.category_rule,
+        "scoring": route,
+        "tta": bool(options.tta),
         **label,
     }
     reporter.log(
@@ -189,6 +145,131 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     )
     raster = {"path": raster_path, "image_id": info.image_id, "width": info.width, "height": info.height, "geotransform": list(info.geotransform), "crs_wkt": info.crs_wkt}
     return Detection(raster=raster, chunks=chunks, summary=summary)
+
+
+def scoring_route(options: DetectOptions, chunk_size: int, stride: int, input_size: int, widths) -> str:
+    """'map' or 'chunk' for options.scoring (see DetectOptions)."""
+    if options.scoring not in SCORING_ROUTES:
+        raise EngineError(f"Unknown scoring route {options.scoring!r}; choose one of {', '.join(SCORING_ROUTES)}.")
+    check_grid_parameters(chunk_size, stride, options.min_valid)
+    if options.scoring == "chunk":
+        return "chunk"
+    problem = scoremap.map_route_problem(chunk_size, stride, input_size, scoremap.network_stride_of(widths)) if widths else "the model file does not name its widths"
+    if options.scoring == "map":
+        if problem:
+            raise EngineError(f"The chunks cannot be read off the network's score map: {problem}. Use another stride, or the per-chunk route (scoring 'chunk').")
+        return "map"
+    return "map" if stride < chunk_size and not problem else "chunk"
+
+
+def chunk_row(info, window, whole: float, centre: float, p: float, options: DetectOptions) -> Dict:
+    return {
+        "image_id": info.image_id,
+        "chunk_id": window.chunk_id,
+        "row": window.row,
+        "col": window.col,
+        "x_off": window.x_off,
+        "y_off": window.y_off,
+        "width": window.width,
+        "height": window.height,
+        "valid_fraction": round(whole, 4),
+        "centre_valid_fraction": round(centre, 4),
+        "probability": round(float(p), 5),
+        "class": rules.chunk_class(float(p), options.icy_threshold, options.hard_low),
+        "wkt": chunk_wkt(info.geotransform, window),
+    }
+
+
+def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter):
+    """Every chunk of the grid as the mean of the score map over its footprint (model/scoremap.py)."""
+    mapper = scoremap.ScoreMapper(network, widths, mirror=options.tta)
+    geometry = scoremap.MapGeometry(info.width, info.height, chunk_size, stride, input_size, mapper.cell)
+    with RasterSource(raster_path, options.band) as source:
+        score_map = scoremap.score_canvas(source, geometry, mapper, metadata["normalisation"], progress=lambda f: reporter.progress(0.99 * f))
+    chunks = []
+    for window in chunk_grid(info.width, info.height, chunk_size, stride):
+        whole, centre = score_map.whole[window.row, window.col], score_map.centre[window.row, window.col]
+        if not (centre >= options.min_valid and whole > 0):
+            continue
+        p = calibration.apply([score_map.chunk_logit(window.row, window.col)], metadata.get("calibration"))[0]
+        chunks.append(chunk_row(info, window, float(whole), float(centre), p, options))
+    return chunks, (geometry, score_map.logits, score_map.valid_share), mapper.seconds
+
+
+def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter):
+    """Each chunk read and scored alone; its score map kept too where a probability raster is wanted."""
+    from .network import logit_model
+
+    want_map = bool(options.probability_raster)
+    if want_map and not widths:
+        raise EngineError("This model file does not name its network's widths, so it cannot write a probability raster. Retrain it with hiriseice:train.")
+    mapper = scoremap.ScoreMapper(network, widths, mirror=options.tta) if want_map else None
+    scorer = None if want_map else logit_model(network)
+    pasted = []
+    batches: "queue.Queue" = queue.Queue(maxsize=2)
+    failure: List[BaseException] = []
+    stop = threading.Event()
+
+    def read_batches():
+        try:
+            with RasterSource(raster_path, options.band) as reader:
+                batch = []
+                for sample in iter_chunks(reader, chunk_size, stride, options.min_valid, input_size):
+                    if stop.is_set():
+                        return
+                    batch.append((sample.window, sample.valid_fraction, sample.centre_valid_fraction, network_input(sample.data, sample.valid, metadata["normalisation"]), sample.valid))
+                    if len(batch) == options.batch_size:
+                        batches.put(batch)
+                        batch = []
+                if batch:
+                    batches.put(batch)
+        except BaseException as exc:  # handed to the main thread, which reports it
+            failure.append(exc)
+        finally:
+            batches.put(None)
+
+    reader_thread = threading.Thread(target=read_batches, name="chunk-reader", daemon=True)
+    reader_thread.start()
+    chunks: List[Dict] = []
+    network_seconds = 0.0
+    try:
+        while True:
+            batch = batches.get()
+            if batch is None:
+                break
+            images = np.stack([item[3] for item in batch])
+            t0 = time.monotonic()
+            if mapper is not None:
+                maps = mapper(images)
+                logits = maps.reshape(len(batch), -1).mean(axis=1, dtype=np.float64)
+                pasted.extend((item[0].row, item[0].col, m, item[4]) for item, m in zip(batch, maps))
+            else:
+                logits = np.asarray(scorer.predict_on_batch(images[..., None])).reshape(-1)
+                if options.tta:
+                    mirrored = np.asarray(scorer.predict_on_batch(np.ascontiguousarray(images[:, :, ::-1, None]))).reshape(-1)
+                    logits = (logits + mirrored) / 2.0
+            network_seconds += time.monotonic() - t0
+            probabilities = calibration.apply(logits, metadata.get("calibration"))
+            for (window, whole, centre, _, _), p in zip(batch, probabilities):
+                chunks.append(chunk_row(info, window, whole, centre, p, options))
+            last = batch[-1][0].chunk_id + 1
+            reporter.progress(last / total)
+    finally:
+        stop.set()
+        # Unblock a reader waiting on a full queue, then let it finish.
+        while reader_thread.is_alive():
+            try:
+                batches.get_nowait()
+            except queue.Empty:
+                reader_thread.join(0.05)
+    if failure:
+        raise failure[0]
+    score_map = None
+    if mapper is not None:
+        geometry = scoremap.MapGeometry(info.width, info.height, chunk_size, stride, input_size, mapper.cell)
+        logits_map, share = scoremap.paste_chunk_maps(geometry, pasted)
+        score_map = (geometry, logits_map, share)
+    return chunks, score_map, network_seconds
 
 
 def label_fields(raster_path: str, reporter: Reporter) -> Dict:

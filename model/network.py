@@ -63,3 +63,23 @@ def logit_model(network):
     import keras
 
     return keras.Model(network.inputs, network.get_layer("logit").output)
+
+
+def network_stride(widths: Sequence[int]) -> int:
+    """Input pixels per position of the last feature map: the entry convolution and every block halve."""
+    return 2 ** (len(widths) - 1)
+
+
+def score_map_model(network, widths: Sequence[int]):
+    """The same network run fully convolutionally on any input size that is a multiple of
+    network_stride(widths): its last feature map (before global average pooling) with the
+    ``logit`` dense unit applied at every position. Dropout is an identity at inference, so the
+    mean of this map over one chunk's input is that chunk's logit."""
+    import keras
+    from keras import layers
+
+    free = build_network(None, widths)
+    free.set_weights(network.get_weights())
+    pooling = next(layer for layer in free.layers if isinstance(layer, layers.GlobalAveragePooling2D))
+    score = free.get_layer("logit")(pooling.input)
+    return keras.Model(free.inputs, score, name="score_map")

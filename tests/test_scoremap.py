@@ -1,0 +1,154 @@
+"""The score-map route (model/scoremap.py): geometry in this process; the network in the worker.
+
+Where a window is exactly one chunk the map route must give the per-chunk route's logit (1e-4),
+for the session's tiny model and for the bundled default model (the paper's widths)."""
+
+import json
+
+import numpy as np
+import pytest
+
+import helpers
+from model import scoremap
+from model.grid import chunk_grid
+
+
+def test_map_route_needs_chunks_on_cell_corners():
+    # The paper's model: 1024-px chunks read at 128 px, 16-px cells = 128 raster px.
+    assert scoremap.map_route_problem(1024, 512, 128, 16) == ""
+    assert scoremap.map_route_problem(1024, 256, 128, 16) == ""
+    assert scoremap.map_route_problem(1024, 1024, 128, 16) == ""
+    assert "stride" in scoremap.map_route_problem(1024, 300, 128, 16)
+    assert "stride" in scoremap.map_route_problem(1024, 64, 128, 16)
+    assert "input" in scoremap.map_route_problem(1024, 512, 120, 16)
+
+
+@pytest.mark.parametrize("size,stride", [((3000, 2100), 512), ((1024, 1024), 256), ((5000, 1100), 1024), ((1100, 700), 256)])
+def test_windows_hold_their_chunks_and_own_the_canvas_once(size, stride):
+    g = scoremap.MapGeometry(size[0], size[1], 1024, stride, 128, 16)
+    tiles = scoremap.windows(g, window_size=256)
+    owned = np.zeros(g.canvas, int)
+    chunks = np.zeros(g.grid, int)
+    for t in tiles:
+        assert all(v % g.cell == 0 for v in (t.y0, t.y1, t.x0, t.x1) + t.owned_y + t.owned_x)
+        assert 0 <= t.y0 <= t.owned_y[0] < t.owned_y[1] <= t.y1 <= g.canvas[0]
+        owned[t.owned_y[0] : t.owned_y[1], t.owned_x[0] : t.owned_x[1]] += 1
+        for row in range(*t.rows):
+            for col in range(*t.cols):
+                chunks[row, col] += 1
+                top, left = row * g.stride_net, col * g.stride_net
+                assert t.y0 <= top and top + g.input_size <= t.y1 and t.x0 <= left and left + g.input_size <= t.x1
+    assert (owned == 1).all() and (chunks == 1).all()
+    # The map's cells reach every chunk of the grid, and its raster cells cover the raster.
+    for w in chunk_grid(size[0], size[1], 1024, stride):
+        rows, cols = g.chunk_cells(w.row, w.col)
+        assert rows.stop <= g.cells[0] and cols.stop <= g.cells[1]
+    rows, cols = g.raster_cells
+    assert (rows - 1) * 128 < size[1] <= rows * 128 and (cols - 1) * 128 < size[0] <= cols * 128
+
+
+ONE_WINDOW = r"""
+import json, sys
+import numpy as np
+from model import modelfile, scoremap
+from model.chunking import iter_chunks
+from model.network import logit_model
+from model.preprocess import network_input
+from model.raster import RasterSource
+raster, model_path = sys.argv[1], sys.argv[2]
+network, meta = modelfile.load(model_path)
+widths, size, chunk = meta["architecture"]["widths"], meta["input_size"], meta["chunk_size"]
+mapper = scoremap.ScoreMapper(network, widths)
+with RasterSource(raster) as source:
+    info = source.info
+    samples = list(iter_chunks(source, chunk, chunk, 0.0, size))
+    images = np.stack([network_input(s.data, s.valid, meta["normalisation"]) for s in samples])
+    alone = np.asarray(logit_model(network).predict_on_batch(images[..., None])).reshape(-1)
+    g = scoremap.MapGeometry(info.width, info.height, chunk, chunk, size, mapper.cell)
+    tiles = scoremap.windows(g)
+    m = scoremap.score_canvas(source, g, mapper, meta["normalisation"])
+print(json.dumps({"alone": alone.tolist(), "map": [m.chunk_logit(0, 0)], "windows": len(tiles), "cells": list(m.logits.shape),
+                  "whole": [float(m.whole[0, 0]), samples[0].valid_fraction], "centre": [float(m.centre[0, 0]), samples[0].centre_valid_fraction]}))
+"""
+
+
+def one_window(worker_python, raster, model):
+    done = helpers.run_worker_snippet(worker_python, ONE_WINDOW, raster, model)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("width,height", [(64, 64), (64, 40)])
+def test_one_chunk_window_equals_the_chunk_alone_tiny_model(worker_python, tiny_model, make_raster, width, height):
+    """An image of one chunk (and one whose chunk is padded with no-data): one window, same logit."""
+    raster = make_raster(width=width, height=height, rotated_border=False, seed=3, icy_chunk_size=64, icy_pattern=lambda r, c: True)
+    out = one_window(worker_python, raster.path, tiny_model.path)
+    assert out["windows"] == 1 and out["cells"] == [4, 4]
+    assert abs(out["alone"][0] - out["map"][0]) < 1e-4, out
+    assert out["whole"][0] == pytest.approx(out["whole"][1]) and out["centre"][0] == pytest.approx(out["centre"][1])
+
+
+def test_one_chunk_window_equals_the_chunk_alone_default_model(worker_python, tmp_path):
+    """The bundled model (the paper's widths, 1024-px chunks read at 128 px) on a 1024-px scene with ice."""
+    done = helpers.run_worker_snippet(
+        worker_python,
+        "import sys; from model.trainingdata.scene import write_sample_scene; write_sample_scene(sys.argv[1], width=1024, height=1024, rng_seed=5)",
+        tmp_path / "one.tif",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = one_window(worker_python, str(tmp_path / "one.tif"), "")
+    assert out["windows"] == 1 and out["cells"] == [8, 8]
+    assert abs(out["alone"][0] - out["map"][0]) < 1e-4, out
+
+
+def test_detect_routes_agree_on_one_chunk_and_share_the_dense_grid(worker_python, tiny_model, make_raster, tmp_path):
+    """Through the worker: on a one-chunk image both routes give the same probability; on a larger one at
+    STRIDE = CHUNK / 2 they score the same chunks with the same valid fractions, and 'auto' takes the map."""
+    one = make_raster(name="one.tif", width=64, height=64, seed=4, icy_chunk_size=64, icy_pattern=lambda r, c: True)
+    results = {}
+    for route in ("chunk", "map"):
+        run = helpers.run_worker(worker_python, "detect", one.path, "--model", tiny_model.path, "--scoring", route).check()
+        results[route] = run.result["chunks"]
+    assert [c["probability"] for c in results["chunk"]] == pytest.approx([c["probability"] for c in results["map"]], abs=2e-5)
+
+    scene = make_raster(name="dense.tif", width=320, height=200, rotated_border=True, nodata=0, seed=8, icy_chunk_size=64, icy_pattern=lambda r, c: (r + c) % 3 == 0)
+    runs = {route: helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--stride", 32, "--scoring", route).check() for route in ("chunk", "auto")}
+    assert runs["auto"].result["summary"]["scoring"] == "map" and runs["chunk"].result["summary"]["scoring"] == "chunk"
+    key = lambda c: (c["chunk_id"], c["x_off"], c["y_off"], c["width"], c["height"], c["valid_fraction"], c["centre_valid_fraction"])  # noqa: E731
+    chunk, dense = runs["chunk"].result["chunks"], runs["auto"].result["chunks"]
+    assert sorted(map(key, chunk)) == sorted(map(key, dense))
+    p_chunk = np.array([c["probability"] for c in sorted(chunk, key=key)])
+    p_map = np.array([c["probability"] for c in sorted(dense, key=key)])
+    assert ((p_map > 0) & (p_map < 1)).all()
+    print(f"tiny model, 320 x 200 scene, stride 32: mean |p map - p chunk| = {np.abs(p_map - p_chunk).mean():.4f} on {len(p_map)} chunks")
+
+
+def test_map_route_refused_where_chunks_miss_the_cells(worker_python, tiny_model, make_raster):
+    scene = make_raster(name="odd.tif", width=200, height=128, seed=2)
+    run = helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--stride", 20, "--scoring", "map")
+    assert run.returncode == 2 and "score map" in run.errors[0]["message"] and "stride" in run.errors[0]["message"]
+    # auto falls back to scoring each chunk alone
+    run = helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--stride", 20).check()
+    assert run.result["summary"]["scoring"] == "chunk"
+
+
+def test_tta_is_invariant_to_an_east_west_mirror(worker_python, tiny_model, make_raster, tmp_path):
+    """With the mirror averaged in, an image and its east-west mirror give every chunk the same probability
+    (the mirrored chunk's), and TTA changes the probabilities of at least one chunk."""
+    from osgeo import gdal
+
+    scene = make_raster(name="tta.tif", width=256, height=128, seed=9, icy_chunk_size=64, icy_pattern=lambda r, c: c in (0, 1))
+    source = gdal.Open(scene.path)
+    mirrored_path = str(tmp_path / "tta_mirrored.tif")
+    copy = gdal.GetDriverByName("GTiff").CreateCopy(mirrored_path, source)
+    copy.GetRasterBand(1).WriteArray(source.GetRasterBand(1).ReadAsArray()[:, ::-1])
+    copy = source = None
+
+    def probabilities(path, *extra):
+        run = helpers.run_worker(worker_python, "detect", path, "--model", tiny_model.path, *extra).check()
+        return {(c["row"], c["col"]): c["probability"] for c in run.result["chunks"]}
+
+    plain, tta, mirrored_tta = probabilities(scene.path), probabilities(scene.path, "--tta"), probabilities(mirrored_path, "--tta")
+    cols = 1 + max(col for _, col in tta)
+    assert {(row, cols - 1 - col): p for (row, col), p in mirrored_tta.items()} == pytest.approx(tta, abs=2e-5)
+    assert max(abs(plain[k] - tta[k]) for k in tta) > 1e-4
