@@ -3,6 +3,7 @@
 import os
 
 from qgis.core import Qgis, QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsSettings, QgsTask
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QFileDialog, QMenu, QMessageBox
 
@@ -44,6 +45,8 @@ class IcePatchesPlugin:
         self.actions = []
         self.shortcut_actions = []
         self.check_task = None
+        self.review_action = None
+        self.review_dock = None
 
     # --- Processing -----------------------------------------------------------------------------
 
@@ -63,6 +66,11 @@ class IcePatchesPlugin:
         for text, algorithm in (("Detect ice patches…", "detect"), ("Train ice-patch model…", "train"), ("Chunk grid…", "chunk")):
             self._menu_action(text, lambda checked=False, a=algorithm: self.open_algorithm(a), "hiriseice.svg" if algorithm == "detect" else None)
         self.menu.addSeparator()
+        self.review_action = self._menu_action("Review labels", self.toggle_review, "review.svg")
+        self.review_action.setObjectName("hiriseice_review")
+        self.review_action.setCheckable(True)
+        self.review_action.setToolTip("Review labels: step through the chunks of the active detect layer, zoomed, and label each with one key (1, 0, U)")
+        self.menu.addSeparator()
         self._menu_action("Check worker", self.check_worker)
         self._menu_action("Worker settings…", self.worker_settings)
         window.menuBar().insertMenu(self.iface.firstRightStandardMenu().menuAction(), self.menu)
@@ -79,6 +87,7 @@ class IcePatchesPlugin:
             self.toolbar.addAction(action)
             self.shortcut_actions.append(action)
             self.actions.append(action)
+        self.toolbar.addAction(self.review_action)
 
     def _menu_action(self, text, slot, icon=None) -> QAction:
         action = QAction(_icon(icon), text, self.iface.mainWindow()) if icon else QAction(text, self.iface.mainWindow())
@@ -88,6 +97,11 @@ class IcePatchesPlugin:
         return action
 
     def unload(self):
+        if self.review_dock is not None:
+            self.review_dock.release()
+            self.iface.removeDockWidget(self.review_dock)
+            self.review_dock.deleteLater()
+            self.review_dock = None
         for action in self.shortcut_actions:
             self.iface.unregisterMainWindowAction(action)
         self.shortcut_actions = []
@@ -102,6 +116,7 @@ class IcePatchesPlugin:
         for action in self.actions:
             action.deleteLater()
         self.actions = []
+        self.review_action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
@@ -112,6 +127,27 @@ class IcePatchesPlugin:
         import processing
 
         processing.execAlgorithmDialog(f"hiriseice:{name}")
+
+    def toggle_review(self, checked: bool = True):
+        """Shows or hides the review dock (made on first use, on the right)."""
+        if self.review_dock is None:
+            if not checked:
+                return
+            from .review_dock import ReviewDock
+
+            self.review_dock = ReviewDock(self.iface, self.iface.mainWindow())
+            self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.review_dock)
+            self.review_dock.visibilityChanged.connect(self._review_visibility)
+        self.review_dock.setVisible(checked)
+        if checked:
+            if self.review_dock.layer is None:
+                self.review_dock.set_layer(self.iface.activeLayer())
+            self.review_dock.raise_()
+            self.review_dock.widget().setFocus()
+
+    def _review_visibility(self, visible: bool):
+        if self.review_action is not None and self.review_action.isChecked() != visible:
+            self.review_action.setChecked(visible)
 
     def mark(self, value: int):
         bar = self.iface.messageBar()

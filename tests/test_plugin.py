@@ -317,9 +317,9 @@ def test_chunk_layer_is_active_after_processing_loads_detect_outputs(qgis_app, m
 GUI_SCRIPT = r'''
 import json, sys
 from qgis.core import QgsApplication, QgsFeature, QgsField, QgsGeometry, QgsVectorLayer
-from qgis.gui import QgsMessageBar
+from qgis.gui import QgsMapCanvas, QgsMessageBar
 from qgis.PyQt.QtCore import QCoreApplication, QEvent
-from qgis.PyQt.QtWidgets import QMainWindow, QToolBar
+from qgis.PyQt.QtWidgets import QDockWidget, QMainWindow, QToolBar
 
 app = QgsApplication([], True)
 app.initQgis()
@@ -336,8 +336,19 @@ class Iface:
         self.window.menuBar().addMenu("Settings")
         self.help = self.window.menuBar().addMenu("Help")
         self.bar = QgsMessageBar(self.window)
+        self.canvas = QgsMapCanvas(self.window)
+        self.window.setCentralWidget(self.canvas)
         self.layer = None
         self.shortcuts = {}
+
+    def mapCanvas(self):
+        return self.canvas
+
+    def addDockWidget(self, area, dock):
+        self.window.addDockWidget(area, dock)
+
+    def removeDockWidget(self, dock):
+        self.window.removeDockWidget(dock)
 
     def mainWindow(self):
         return self.window
@@ -365,12 +376,12 @@ class Iface:
 
 def layer(with_label=True):
     vl = QgsVectorLayer("Polygon?crs=EPSG:4326", "chunks", "memory")
-    vl.dataProvider().addAttributes([QgsField("chunk_id", QVARIANT_TYPES["int"])] + ([QgsField("label", QVARIANT_TYPES["int"])] if with_label else []))
+    vl.dataProvider().addAttributes([QgsField("chunk_id", QVARIANT_TYPES["int"]), QgsField("probability", QVARIANT_TYPES["real"])] + ([QgsField("label", QVARIANT_TYPES["int"])] if with_label else []))
     vl.updateFields()
     for i in range(3):
         f = QgsFeature(vl.fields())
         f.setGeometry(QgsGeometry.fromWkt(f"POLYGON (({i} 0, {i + 1} 0, {i + 1} 1, {i} 1, {i} 0))"))
-        f.setAttributes([i] + ([None] if with_label else []))
+        f.setAttributes([i, 0.3 * i] + ([None] if with_label else []))
         vl.dataProvider().addFeatures([f])
     return vl
 
@@ -417,12 +428,29 @@ iface.layer.selectAll()
 mark_icy.trigger()
 out["no_label_field"] = last_message(iface)
 
+# The review dock: toggled by its action, on the right, reviewing the active chunk layer.
+iface.layer = layer()
+iface.window.show()
+review = [a for t in toolbars for a in t.actions() if a.text() == "Review labels"][0]
+review.trigger()
+app.processEvents()
+docks = [d for d in iface.window.findChildren(QDockWidget) if d.objectName() == "HiriseIceReviewDock"]
+out["dock"] = {"count": len(docks), "visible": docks[0].isVisible(), "checked": review.isChecked(), "area": int(iface.window.dockWidgetArea(docks[0])),
+               "layer": docks[0].layer is iface.layer, "order": docks[0].order(), "chunk": docks[0].chunk_label.text()}
+docks[0].close()
+app.processEvents()
+out["dock_closed_unchecks"] = not review.isChecked()
+review.trigger()
+app.processEvents()
+out["dock_reopened"] = docks[0].isVisible() and len([d for d in iface.window.findChildren(QDockWidget) if d.objectName() == "HiriseIceReviewDock"]) == 1
+
 plugin.unload()
 flush()
 out["menus_after_unload"] = [a.text() for a in bar.actions()]
 out["toolbars_after_unload"] = len([t for t in iface.window.findChildren(QToolBar) if t.windowTitle() == "HiRISE Ice Patches"])
 out["provider_after_unload"] = registry.providerById("hiriseice") is not None
 out["shortcuts_after_unload"] = dict(iface.shortcuts)
+out["docks_after_unload"] = len([d for d in iface.window.findChildren(QDockWidget) if d.objectName() == "HiriseIceReviewDock"])
 print("RESULT " + json.dumps(out))
 sys.stdout.flush()
 app.exitQgis()
@@ -443,13 +471,17 @@ def test_plugin_gui_loads_marks_and_unloads_without_a_worker(qgis_app, tmp_path)
     assert all(length > 300 for length in out["help"].values())
     assert out["menus"] == ["Settings", "HiRISE Ice Patches", "Help"]  # before the first right standard menu
     assert out["menu_icon"] is False
-    assert out["menu_actions"] == ["Detect ice patches…", "Train ice-patch model…", "Chunk grid…", "Check worker", "Worker settings…"]
-    assert out["toolbar_actions"] == ["Mark icy", "Mark not icy", "Mark unclear"]
+    assert out["menu_actions"] == ["Detect ice patches…", "Train ice-patch model…", "Chunk grid…", "Review labels", "Check worker", "Worker settings…"]
+    assert out["toolbar_actions"] == ["Mark icy", "Mark not icy", "Mark unclear", "Review labels"]
     assert out["shortcuts"] == {"Mark icy": "Ctrl+Alt+1", "Mark not icy": "Ctrl+Alt+0", "Mark unclear": "Ctrl+Alt+U"}
     assert out["labels"] == {"0": 1, "1": None, "2": 1}
     assert "2 chunk(s)" in out["after_mark"] and "marked icy" in out["after_mark"] and "Save the layer's edits" in out["after_mark"]
     assert "Nothing is selected" in out["nothing_selected"]
     assert "has no 'label' field" in out["no_label_field"]
+    # No worker needed for the dock; a layer without review_rank is ordered by probability.
+    assert out["dock"] == {"count": 1, "visible": True, "checked": True, "area": 2, "layer": True, "order": "probability", "chunk": "2"}
+    assert out["dock_closed_unchecks"] and out["dock_reopened"]
+    assert out["docks_after_unload"] == 0
     assert out["menus_after_unload"] == ["Settings", "Help"]
     assert out["toolbars_after_unload"] == 0
     assert out["provider_after_unload"] is False
