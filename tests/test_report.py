@@ -1,0 +1,231 @@
+"""The HTML reports (model/report.py): matplotlib charts, drawn in the worker, embedded as PNG.
+
+The reports are written by the worker's Python from known inputs (a generated Mars raster, chunks
+with set probabilities, a training history and validation scores), so every number they show
+can be checked; the figures are inspected as matplotlib objects (line data, axis limits, texts).
+"""
+
+import base64
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+import helpers
+
+WRITE_REPORTS = r'''
+import json, math, sys
+sys.path.insert(0, "tests")
+import numpy as np
+import helpers
+from model import calibration, metrics, report
+from model.inference import Detection
+
+folder, with_label = sys.argv[1], sys.argv[2] == "label"
+import os
+os.makedirs(folder, exist_ok=True)
+# Centre at latitude -55, longitude 10 (equirectangular, standard parallel -55), 0.5 m pixels.
+width, height, pixel = 640, 512, 0.5
+x0 = helpers.MARS_RADIUS_M * math.cos(math.radians(-55.0)) * math.radians(10.0) - width / 2 * pixel
+gt = list(helpers.default_geotransform(width, height, pixel))
+gt[0] = x0
+raster = helpers.generate_raster(folder, "ESP_012345_0950_RED.tif", width=width, height=height, geotransform=tuple(gt))
+probabilities = [0.05, 0.2, 0.35, 0.45, 0.5, 0.62, 0.91, 0.15] * 10
+chunks = []
+for i, p in enumerate(probabilities):
+    row, col = divmod(i, 10)
+    chunks.append(dict(chunk_id=i, row=row, col=col, x_off=col * 64, y_off=row * 64, width=64, height=64, probability=p,
+                       **{"class": "icy" if p >= 0.6 else ("hard to identify" if p >= 0.4 else "not icy")}))
+summary = dict(image_id="ESP_012345_0950_RED", category="good", chunks=80, icy_chunks=20, hard_chunks=20, mean_probability=0.4, max_probability=0.91,
+               dropped_chunks=0, chunk_size=64, stride=64, model_name="m", model_version="1", device="CPU", chunks_per_s=50.0, runtime_s=1.2,
+               icy_threshold=0.6, hard_low=0.4, solar_longitude=None, incidence_angle=None, centre_latitude=None)
+if with_label:
+    summary.update(solar_longitude=215.3, incidence_angle=62.1, centre_latitude=-54.98)
+detection = Detection(raster=dict(path=raster.path, image_id="ESP_012345_0950_RED", width=width, height=height, geotransform=gt, crs_wkt=raster.crs_wkt),
+                      chunks=chunks, summary=summary)
+metadata = {"name": "m", "version": "1", "training": {
+    "data": "real HiRISE terrain (hirise-terrain: 868 crops) with ice of the families natural shade, stone field; no real ice labels",
+    "families": ["natural shade", "stone field"], "split": {"train_groups": ["ESP_011425_1775"]}}}
+report.detection_report(detection, f"{folder}/detect.html", metadata=metadata)
+report.detection_report(detection, f"{folder}/detect_unknown_model.html")
+
+history = [dict(epoch=e, loss=0.7 / e, accuracy=0.5 + 0.04 * e, val_loss=0.75 / e, val_accuracy=0.5 + 0.03 * e, precision=0.6, recall=0.6, auc=0.8) for e in range(1, 6)]
+rng = np.random.default_rng(0)
+y = rng.integers(0, 2, 200)
+# Scores squeezed into 0.25..0.66: a badly calibrated model whose points sit far from y = x.
+p = np.clip(0.25 + 0.41 * (0.3 * y + 0.7 * rng.random(200)), 0.25, 0.66)
+evaluation = {"validation_chunks": 200, "validation_icy": int(y.sum()), "validation_groups": ["ESP_000001_1234"], "at_0.5": metrics.summary(p, y, 0.5),
+              "at_icy_threshold": metrics.summary(p, y, 0.6), "ece_uncalibrated": 0.3, "ece_calibrated": calibration.expected_calibration_error(p, y),
+              "calibration": {"choice": "none", "reason": "test"}, "reliability": calibration.reliability(p, y), "best_epoch": 4}
+trained = {"name": "tuned", "version": "2", "input_size": 64, "chunk_size": 64, "base_model": {"name": "hiriseice-default", "version": "3", "chunk_size": 256},
+           "training": {"epochs_run": 5, "data": {"label_mode": "chunks", "images": [{"image_id": "ESP_012345_0950_RED", "chunks": 80, "icy": 20}]}}}
+report.training_report(history, evaluation, trained, f"{folder}/train.html")
+
+def lines(ax):
+    return [{"label": l.get_label(), "x": [float(v) for v in l.get_xdata()], "y": [float(v) for v in l.get_ydata()]} for l in ax.get_lines()]
+
+def axes(figure):
+    return [{"xlim": list(ax.get_xlim()), "ylim": list(ax.get_ylim()), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
+             "yticks": [float(t) for t in ax.get_yticks()], "lines": lines(ax), "texts": [t.get_text() for t in ax.texts]} for ax in figure.axes]
+
+reliability = report.reliability_figure(evaluation["reliability"], evaluation["ece_calibrated"])
+histogram = report.histogram_figure(probabilities, 0.6, 0.4)
+curves = report.curves_figure(history, 4)
+quick, labelled_all = report.quicklook_figure(raster.path, chunks)
+print(json.dumps({
+    "reliability": axes(reliability), "reliability_points": [(r["mean_predicted"], r["observed"]) for r in evaluation["reliability"] if r["count"]],
+    "histogram": axes(histogram), "curves": axes(curves), "quicklook": axes(quick), "quicklook_all_labelled": labelled_all,
+    "diagonal_label": report.DIAGONAL_LABEL, "ece": evaluation["ece_calibrated"], "matrix": evaluation["at_icy_threshold"],
+}))
+'''
+
+
+@pytest.fixture(scope="module")
+def reports(worker_python, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reports")
+    done = helpers.run_worker_snippet(worker_python, WRITE_REPORTS, folder, "label", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Axes3D" not in done.stderr and "Warning" not in done.stderr, done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    texts = {name: (folder / f"{name}.html").read_text(encoding="utf-8") for name in ("detect", "detect_unknown_model", "train")}
+    return {"folder": folder, "figures": figures, **texts}
+
+
+def pngs(text):
+    """The embedded images, decoded with GDAL: [(alt, band count, width, height, pixels)]."""
+    out = []
+    for alt, data in re.findall(r"<img alt='([^']*)' src='data:image/png;base64,([A-Za-z0-9+/=]+)'/>", text):
+        raw = base64.b64decode(data)
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+        gdal.FileFromMemBuffer("/vsimem/report.png", raw)
+        try:
+            image = gdal.Open("/vsimem/report.png")
+            pixels = np.stack([image.GetRasterBand(i + 1).ReadAsArray() for i in range(image.RasterCount)])
+            out.append((alt, image.RasterCount, image.RasterXSize, image.RasterYSize, pixels))
+            image = None
+        finally:
+            gdal.Unlink("/vsimem/report.png")
+    return out
+
+
+def test_reports_are_one_file_with_png_plots_and_no_svg(reports):
+    for name in ("detect", "train"):
+        text = reports[name]
+        assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+        assert "<svg" not in text and "<polyline" not in text
+        assert not re.search(r"src=['\"](?!data:)", text), "every image is embedded"
+    detect = pngs(reports["detect"])
+    assert [alt for alt, *_ in detect] == ["scene with chunk grid and chunk IDs", "histogram of chunk probabilities"]
+    train = pngs(reports["train"])
+    assert [alt for alt, *_ in train] == ["loss and accuracy per epoch", "confusion matrix at the icy threshold", "reliability diagram"]
+    for alt, bands, width, height, pixels in detect + train:
+        assert bands == 3 and width >= 300 and height >= 250, alt
+        assert pixels.std() > 10, f"{alt} is blank"
+
+
+def test_quicklook_has_the_scene_shape_chunk_ids_and_a_scale_bar(reports):
+    alt, _, width, height, _ = pngs(reports["detect"])[0]
+    assert width / height == pytest.approx(640 / 512, rel=0.01) and max(width, height) == pytest.approx(900, abs=1)
+    quick = reports["figures"]["quicklook"][0]
+    assert reports["figures"]["quicklook_all_labelled"] is True
+    assert sorted(t for t in quick["texts"] if t.isdigit()) == sorted(str(i) for i in range(80))
+    # 640 px of 0.5 m: the bar is the largest 1-2-5 length within a fifth of the width (64 m).
+    assert "50 m" in quick["texts"]
+
+
+def test_quicklook_labels_only_likely_chunks_when_chunks_are_small(reports, worker_python):
+    code = r'''
+import json, sys
+sys.path.insert(0, "tests")
+import helpers
+from model import report
+raster = helpers.generate_raster(sys.argv[1], "big.tif", width=2048, height=1024)
+chunks = [dict(chunk_id=i, x_off=(i % 64) * 32, y_off=(i // 64) * 32, width=32, height=32, probability=0.7 if i in (5, 700) else 0.45 if i == 9 else 0.1) for i in range(64 * 32)]
+figure, labelled_all = report.quicklook_figure(raster.path, chunks)
+print(json.dumps([labelled_all, sorted(t.get_text() for t in figure.axes[0].texts if t.get_text().isdigit()), [t.get_text() for t in figure.axes[0].texts if not t.get_text().isdigit()]]))
+'''
+    done = helpers.run_worker_snippet(worker_python, code, reports["folder"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    labelled_all, ids, others = json.loads(done.stdout.strip().splitlines()[-1])
+    assert labelled_all is False and ids == ["5", "700", "9"]
+    assert others == ["200 m"]  # 2048 px of 0.5 m: a fifth is 205 m
+
+
+def test_histogram_has_axes_and_the_thresholds(reports):
+    (ax,) = reports["figures"]["histogram"]
+    assert ax["xlim"] == [0.0, 1.0] and ax["xlabel"] == "ice probability of the chunk" and ax["ylabel"] == "chunks"
+    assert len(ax["yticks"]) >= 3  # a real y axis, not just a maximum
+    marks = {line["label"]: line["x"] for line in ax["lines"]}
+    assert marks == {"hard to identify from 0.4": [0.4, 0.4], "icy from 0.6": [0.6, 0.6]}
+
+
+def test_reliability_diagram_diagonal_is_y_equals_x_on_fixed_axes(reports):
+    """The old chart scaled its axes to the data (0.25-0.66) and drew its 'diagonal' corner to corner."""
+    (ax,) = reports["figures"]["reliability"]
+    assert ax["xlim"] == [0.0, 1.0] and ax["ylim"] == [0.0, 1.0]
+    diagonal = [line for line in ax["lines"] if line["label"] == reports["figures"]["diagonal_label"]]
+    assert len(diagonal) == 1
+    (x0, x1), (y0, y1) = diagonal[0]["x"], diagonal[0]["y"]
+    assert (x0, y0, x1, y1) == (0.0, 0.0, 1.0, 1.0)
+    # The points are the bins' (mean predicted, observed), placed in data coordinates.
+    points = [line for line in ax["lines"] if line["label"].startswith("validation chunks")][0]
+    assert list(zip(points["x"], points["y"])) == [tuple(p) for p in reports["figures"]["reliability_points"]]
+    assert 0.25 <= min(points["x"]) and max(points["x"]) <= 0.66
+    assert ax["xlabel"] == "mean predicted probability" and ax["ylabel"] == "observed icy share"
+
+
+def test_training_curves_and_confusion_matrix(reports):
+    loss, accuracy = reports["figures"]["curves"]
+    assert loss["ylabel"] == "binary cross-entropy" and accuracy["ylim"] == [0.0, 1.0]
+    for ax in (loss, accuracy):
+        labels = {line["label"]: line for line in ax["lines"]}
+        assert labels["training"]["x"] == [1.0, 2.0, 3.0, 4.0, 5.0] and labels["kept epoch 4"]["x"] == [4.0, 4.0]
+    assert loss["lines"][0]["y"] == pytest.approx([0.7 / e for e in range(1, 6)])
+    text = reports["train"]
+    m = reports["figures"]["matrix"]
+    assert f"<tr><td>labelled icy</td><td>{m['true_positive']}</td><td>{m['false_negative']}</td></tr>" in text
+    assert "<h2>Reliability diagram (validation, as written)</h2>" in text and "y = x" in text
+    assert "<th>what the model has seen</th><td>Trained on 80 labelled chunks (20 icy) of 1 image(s): ESP_012345_0950_RED. It continues hiriseice-default 3" in text
+
+
+def test_detection_report_texts(reports):
+    text = reports["detect"]
+    # The image's centre, computed back from the CRS (latitude -55, longitude 10 by construction).
+    centre = re.search(r"<th>image centre</th><td>latitude (-?\d+\.\d+)°, longitude (-?\d+\.\d+)° E; x (-?[\d.]+), y (-?[\d.]+) \(Equirectangular Mars \(tests\)\)</td>", text)
+    assert centre, text[:3000]
+    assert float(centre.group(1)) == pytest.approx(-55.0, abs=1e-4) and float(centre.group(2)) == pytest.approx(10.0, abs=1e-4)
+    assert "<tr><th>centre latitude (PDS label)</th><td>-54.980°</td></tr>" in text
+    assert "<tr><th>solar longitude Ls</th><td>215.3° (southern spring)</td></tr>" in text
+    assert "<tr><th>incidence angle</th><td>62.1°</td></tr>" in text
+    scope = re.search(r"<th>what the model has seen</th><td>([^<]*)</td>", text).group(1)
+    assert scope.startswith("Trained on real HiRISE terrain") and "no real ice labels" in scope
+    assert "Ice families seen: natural shade, stone field; never seen: crater wall, rendered caster." in scope
+    assert scope.endswith("It has not seen this image.")
+    # Only chunks at or above the hard-to-identify threshold, most probable first.
+    table = text[text.index("<h2>Most likely icy chunks</h2>"):]
+    rows = re.findall(r"<tr><td>(\d+)</td><td>\d+</td><td>\d+</td><td>([\d.]+)</td>", table)
+    assert len(rows) == 15 and all(float(p) >= 0.4 for _, p in rows)
+    assert [float(p) for _, p in rows] == sorted((float(p) for _, p in rows), reverse=True) and rows[0] == ("6", "0.91")
+    assert "40 in all" in table
+
+
+def test_detection_report_without_label_or_known_model(reports, worker_python):
+    text = reports["detect_unknown_model"]
+    assert "<tr><th>solar longitude Ls</th><td>-</td></tr>" not in text  # said in words, not a dash
+    assert "<th>what the model has seen</th><td>Not known for this model" in text
+    done = helpers.run_worker_snippet(worker_python, WRITE_REPORTS, reports["folder"] / "nolabel", "nolabel")
+    assert done.returncode == 0, done.stderr[-3000:]
+    plain = (reports["folder"] / "nolabel" / "detect.html").read_text(encoding="utf-8")
+    assert "<tr><th>solar longitude Ls</th><td>unknown (no PDS label beside the image)</td></tr>" in plain
+    assert "incidence angle" not in plain and "centre latitude (PDS label)" not in plain
+
+
+@pytest.mark.parametrize("ls, latitude, expected", [(10, -80, "southern autumn"), (100, -80, "southern winter"), (200, -80, "southern spring"), (300, -80, "southern summer"),
+                                                     (10, 70, "northern spring"), (300, None, "northern winter, southern summer")])
+def test_seasons(ls, latitude, expected):
+    from model import report
+
+    assert report.season(ls, latitude) == expected
