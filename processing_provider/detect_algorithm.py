@@ -1,10 +1,13 @@
 """hiriseice:detect - score a HiRISE image's chunks for ice with a model file, in the worker."""
 
+import os
+import shutil
 from typing import Dict, List, NamedTuple
 
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingParameterBoolean,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterDefinition,
@@ -13,6 +16,7 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
     QgsWkbTypes,
 )
 
@@ -44,6 +48,7 @@ class OutputLayer(NamedTuple):
 
 MODEL_FILTER = "HiRISE Ice Patches model (*.hiriseice);;All files (*.*)"
 HTML_FILTER = "HTML files (*.html)"
+PROBABILITY_QML = os.path.join(styling.STYLES_FOLDER, "probability.qml")
 
 
 class DetectAlgorithm(HiriseIceAlgorithm):
@@ -65,6 +70,8 @@ class DetectAlgorithm(HiriseIceAlgorithm):
     OUTPUT = "OUTPUT"
     SUMMARY = "SUMMARY"
     REPORT = "REPORT"
+    PROBABILITY_RASTER = "PROBABILITY_RASTER"
+    TTA = "TTA"
     CATEGORY = "CATEGORY"
     CHUNKS = "CHUNKS"
     ICY_CHUNKS = "ICY_CHUNKS"
@@ -101,6 +108,13 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "Its <i>review_rank</i> says which chunks to label first (1 = first): those whose probability lies nearest the icy threshold, "
             "where the model is least sure, spread over the image. Also written: the image summary (footprint, counts, mean and max "
             "probability, category) and, when REPORT is given, an HTML report with histogram and quicklook.</p>"
+            "<p><b>Ice probability raster</b> (PROBABILITY_RASTER, optional): a GeoTIFF in the image's CRS with the ice probability "
+            "of every cell of the network's score map (128 px of the image for the paper's model, 1024-px chunks read at 128 px), "
+            "so you see where inside a chunk the patch lies; transparent below 0.2, yellow to red above. A chunk's probability is "
+            "the mean of this map's logits over the chunk. With a stride shorter than the chunk (e.g. 512 for 1024-px chunks) every "
+            "chunk is read off this map, so overlapping chunks cost about one pass over the image.</p>"
+            "<p><b>Mirror test-time augmentation</b> (TTA, advanced): each chunk is also scored mirrored east-west (which keeps the "
+            "sun's side) and the two logits averaged; twice the network time.</p>"
             "<p>Every destination is checked before the network starts. A table named in a GeoPackage "
             "(<i>ogr:dbname='x.gpkg' table=\"chunks\" (geom)</i>) is replaced with its style on a rerun; a plain <i>x.gpkg</i> "
             "replaces the whole file, as everywhere in QGIS; the log names what was replaced. Relative paths are relative to the "
@@ -137,6 +151,12 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Ice probability of chunks"), QgsProcessing.SourceType.TypeVectorPolygon))
         self.addParameter(QgsProcessingParameterFeatureSink(self.SUMMARY, self.tr("Image summary"), QgsProcessing.SourceType.TypeVectorPolygon, optional=True, createByDefault=True))
         self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, self.tr("Detection report"), HTML_FILTER, optional=True))
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(self.PROBABILITY_RASTER, self.tr("Ice probability raster"), optional=True, createByDefault=False)
+        )
+        tta = QgsProcessingParameterBoolean(self.TTA, self.tr("Mirror test-time augmentation (average with the east-west mirror)"), False)
+        tta.setFlags(tta.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+        self.addParameter(tta)
         self.addOutput(QgsProcessingOutputString(self.CATEGORY, self.tr("Image category")))
         self.addOutput(QgsProcessingOutputNumber(self.CHUNKS, self.tr("Chunks scored")))
         self.addOutput(QgsProcessingOutputNumber(self.ICY_CHUNKS, self.tr("Icy chunks")))
@@ -150,13 +170,17 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         options = self.worker_options(parameters, context, layer, metadata)
         sinks = self.checked_sink_destinations(parameters, context)
         report = self.checked_report(parameters, context)
+        probability_raster = self.checked_probability_raster(parameters, context)
         raster_path = raster_path_for_worker(layer, context, feedback)
         check_raster_for_detection(raster_path, options)
 
         arguments = ["detect", raster_path, "--model", model_path] + (["--report", report] if report else [])
+        arguments += ["--probability-raster", probability_raster] if probability_raster else []
+        arguments += ["--tta"] if self.parameterAsBoolean(parameters, self.TTA, context) else []
         for option, value in options.items():
             arguments += [f"--{option.replace('_', '-')}", value]
-        result = run_worker(arguments, feedback, partial_outputs=[partial_path(report)] if report else [])
+        partial_outputs = [partial_path(path) for path in (report, probability_raster) if path]
+        result = run_worker(arguments, feedback, partial_outputs=partial_outputs)
         chunks, summary = result.get("chunks") or [], result.get("summary") or {}
 
         # Only now, with the worker done, are the output layers created.
@@ -169,6 +193,8 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         }
         if report:
             results[self.REPORT] = report
+        if probability_raster:
+            results[self.PROBABILITY_RASTER] = self.styled_probability_raster(context, probability_raster)
         results[self.OUTPUT] = self.write_layer(parameters, self.OUTPUT, context, feedback, sinks.get(self.OUTPUT), crs, chunks)
         summary_destination = self.write_layer(parameters, self.SUMMARY, context, feedback, sinks.get(self.SUMMARY), crs, [summary])
         if summary_destination:
@@ -223,6 +249,27 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             return ""
         check_writable(destination)
         return destination.path
+
+    def checked_probability_raster(self, parameters, context) -> str:
+        """The probability raster's absolute path, checked writable; empty: not wanted."""
+        destination = file_destination(self.PROBABILITY_RASTER, self.parameterAsOutputLayer(parameters, self.PROBABILITY_RASTER, context))
+        if destination is None:
+            return ""
+        if os.path.splitext(destination.path)[1].lower() not in (".tif", ".tiff"):
+            raise QgsProcessingException(
+                f"The ice probability raster is written as a GeoTIFF; give '{destination.path}' the extension .tif."
+            )
+        check_writable(destination)
+        return destination.path
+
+    def styled_probability_raster(self, context, path: str) -> str:
+        """Its style beside it (<name>.qml, which QGIS loads as the default style) and on the layer the GUI loads."""
+        try:
+            shutil.copyfile(PROBABILITY_QML, os.path.splitext(path)[0] + ".qml")
+        except OSError:
+            pass  # the raster itself is complete; it is styled in the GUI still
+        styling.set_post_processor(context, path, PROBABILITY_QML)
+        return path
 
     def write_layer(self, parameters, name, context, feedback, on_disk, crs, rows: List[Dict]) -> str:
         """Create the output `name`, fill it and have it styled; its destination id ('' when skipped).

@@ -503,3 +503,45 @@ def test_qgis_process_says_a_worker_error_once(qgis_process_error, worker_python
     assert " -m model --jsonl detect " in output  # the worker ran and found it
     assert_said_once(output, "has image data around its centre")
 
+
+
+# --- the ice-probability raster ------------------------------------------------------------------
+
+
+def test_probability_raster_output_matches_the_inputs_georeferencing_and_is_styled(qgis_app, tiny_model, detect_scene, tmp_path):
+    """PROBABILITY_RASTER: a raster in the input's CRS whose extent is the input's within one of its pixels,
+    styled (transparent below 0.2, yellow to red) by the .qml beside it, which QGIS loads by default."""
+    from qgis.core import QgsRasterLayer
+
+    path = tmp_path / "ice_probability.tif"
+    results = qs.run_algorithm(
+        "hiriseice:detect",
+        {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": str(tmp_path / "chunks.gpkg"), "PROBABILITY_RASTER": str(path)},
+    )
+    assert results["PROBABILITY_RASTER"] == str(path)
+    assert "--probability-raster" in results["_feedback"].text
+    out, source = QgsRasterLayer(str(path), "p"), QgsRasterLayer(detect_scene.path, "in")
+    assert out.isValid() and source.isValid()
+    assert out.crs() == source.crs()
+    pixel_x, pixel_y = out.rasterUnitsPerPixelX(), out.rasterUnitsPerPixelY()
+    a, b = out.extent(), source.extent()
+    assert abs(a.xMinimum() - b.xMinimum()) < 1e-6 * pixel_x and abs(a.yMaximum() - b.yMaximum()) < 1e-6 * pixel_y
+    assert 0 <= a.xMaximum() - b.xMaximum() < pixel_x and 0 <= b.yMinimum() - a.yMinimum() < pixel_y
+    assert pixel_x == pytest.approx(source.rasterUnitsPerPixelX() * 16)
+    assert os.path.isfile(tmp_path / "ice_probability.qml")
+    renderer = out.renderer()  # the default style beside the file
+    assert renderer.type() == "singlebandpseudocolor"
+    items = renderer.shader().rasterShaderFunction().colorRampItemList()
+    below = [i for i in items if i.value < 0.2]
+    assert below and all(i.color.alpha() == 0 for i in below)
+    above = [i for i in items if i.value >= 0.2]
+    assert above[0].color.name() == "#ffff00" and above[-1].color.red() > 150 and above[-1].color.green() < 50
+    assert all(i.color.alpha() == 255 for i in above)
+    dataset = gdal.Open(str(path))  # kept referenced: its band dies with it
+    values = dataset.GetRasterBand(1).ReadAsArray()
+    assert ((values == -1) | ((values >= 0) & (values <= 1))).all() and (values >= 0).any()
+
+
+def test_probability_raster_must_be_a_geotiff(detect_error, tmp_path):
+    message = detect_error(PROBABILITY_RASTER=str(tmp_path / "p.png"))
+    assert ".tif" in message
