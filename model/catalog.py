@@ -92,10 +92,11 @@ CATALOG_FIELDS = (
     ("themes", "text"),
     ("jp2_url", "text"),
     ("lbl_url", "text"),
-    ("jp2_bytes", "int"),  # NULL where the source does not give it (the CSV and the PDS index do not)
-    ("lbl_bytes", "int"),
+    # Byte counts are "real": QGIS's "int" fields are 32-bit, and a double holds integers exactly up to 2**53.
+    ("jp2_bytes", "real"),  # NULL where the source does not give it (the CSV and the PDS index do not)
+    ("lbl_bytes", "real"),
     ("size_unit_bytes", "int"),  # precision of jp2_bytes/lbl_bytes: 1, or 1024 from ODE's KBytes
-    ("index_storage_bytes", "int"),  # the CSV's REQUIRED_STORAGE_BYTES (the uncompressed product, not the JP2)
+    ("index_storage_bytes", "real"),  # the CSV's REQUIRED_STORAGE_BYTES (the uncompressed product, not the JP2)
     ("source", "text"),
 )
 

@@ -5,7 +5,9 @@ from qgis.PyQt.QtGui import QIcon
 
 from .chunk_algorithm import ChunkAlgorithm
 from .detect_algorithm import DetectAlgorithm
+from .download_algorithm import DownloadAlgorithm
 from .engine import ENGINE_VERSION, icon_path
+from .find_algorithm import FindAlgorithm
 from .train_algorithm import TrainAlgorithm
 
 
@@ -29,5 +31,5 @@ class IcePatchesProvider(QgsProcessingProvider):
         return ENGINE_VERSION
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS's name)
-        for algorithm in (DetectAlgorithm(), TrainAlgorithm(), ChunkAlgorithm()):
+        for algorithm in (DetectAlgorithm(), TrainAlgorithm(), ChunkAlgorithm(), FindAlgorithm(), DownloadAlgorithm()):
             self.addAlgorithm(algorithm)

@@ -1,0 +1,133 @@
+"""hiriseice:download - the JP2 and LBL of footprints found by hiriseice:find (model/download.py), in-process."""
+
+import os
+
+from qgis.core import (
+    QgsFeatureRequest,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+)
+
+from .algorithm import HiriseIceAlgorithm
+from .engine import errors
+
+try:
+    from ..model import download
+except ImportError:  # processing_provider imported as a top-level package
+    from model import download
+
+
+def _size(value):
+    try:
+        return int(round(float(value))) if value is not None and value != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+class DownloadAlgorithm(HiriseIceAlgorithm):
+    NAME = "download"
+    DISPLAY_NAME = "Download HiRISE products"
+    GROUP = "Data preparation"
+    GROUP_ID = "preparation"
+
+    INPUT = "INPUT"
+    FOLDER = "FOLDER"
+    LABELS = "LABELS"
+    IMAGES = "IMAGES"
+    RETRIES = "RETRIES"
+    DOWNLOADED = "DOWNLOADED"
+    FAILED = "FAILED"
+    BYTES = "BYTES"
+
+    def shortHelpString(self):
+        return self.tr(
+            "<p>Downloads the JPEG2000 image and the PDS label of each footprint found by <i>Find HiRISE observations</i> "
+            "(its <tt>jp2_url</tt> and <tt>lbl_url</tt> fields) into a folder. Tick <i>Selected features only</i> on the input "
+            "to fetch the selection.</p>"
+            "<p>Before starting it checks the folder has room for the sizes the index gives (ODE gives them; the CSV and "
+            "RDRCUMINDEX do not, then only the server's sizes are checked). Files already complete are skipped. A cancelled or "
+            "interrupted download keeps its partial file (<tt>.NAME.partial.JP2</tt>) and the next run resumes it with an HTTP Range "
+            "request; a server that ignores Range restarts it from zero. Dropped connections and server errors are retried with "
+            "back-off. A file whose size disagrees with the server or the index is not kept. One failed file does not stop the others.</p>"
+            "<p>HiRISE RED JP2s are hundreds of MB to several GB each.</p>"
+        )
+
+    def initAlgorithm(self, config=None):
+        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, self.tr("HiRISE footprints (from Find)"), [QgsProcessing.SourceType.TypeVectorAnyGeometry]))
+        self.addParameter(QgsProcessingParameterBoolean(self.IMAGES, self.tr("Download the JP2 images"), True))
+        self.addParameter(QgsProcessingParameterBoolean(self.LABELS, self.tr("Download the PDS labels (.LBL)"), True))
+        self.addParameter(QgsProcessingParameterNumber(self.RETRIES, self.tr("Retries per file"), QgsProcessingParameterNumber.Type.Integer, 4, minValue=0, maxValue=20))
+        self.addParameter(QgsProcessingParameterFolderDestination(self.FOLDER, self.tr("Download folder")))
+        self.addOutput(QgsProcessingOutputNumber(self.DOWNLOADED, self.tr("Files downloaded or already present")))
+        self.addOutput(QgsProcessingOutputNumber(self.FAILED, self.tr("Files failed")))
+        self.addOutput(QgsProcessingOutputNumber(self.BYTES, self.tr("Bytes transferred")))
+
+    def items(self, source, images: bool, labels: bool):
+        names = source.fields().names()
+        if "jp2_url" not in names and "lbl_url" not in names:
+            raise QgsProcessingException("The input has no jp2_url or lbl_url field: give the footprints made by 'Find HiRISE observations'.")
+        items, seen = [], set()
+        for feature in source.getFeatures(QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry)):
+            unit = _size(feature["size_unit_bytes"]) if "size_unit_bytes" in names else None
+            tolerance = (unit - 1) if unit and unit > 1 else 0
+            for wanted, url_field, size_field in ((images, "jp2_url", "jp2_bytes"), (labels, "lbl_url", "lbl_bytes")):
+                if not wanted or url_field not in names:
+                    continue
+                url = feature[url_field]
+                if not url or not isinstance(url, str) or url in seen:
+                    continue
+                seen.add(url)
+                expected = _size(feature[size_field]) if size_field in names else None
+                items.append(download.DownloadItem(url, expected_bytes=expected, tolerance_bytes=tolerance if expected is not None else 0))
+        return items
+
+    def processAlgorithm(self, parameters, context, feedback):
+        source = self.parameterAsSource(parameters, self.INPUT, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        folder = self.parameterAsString(parameters, self.FOLDER, context)
+        images = self.parameterAsBoolean(parameters, self.IMAGES, context)
+        labels = self.parameterAsBoolean(parameters, self.LABELS, context)
+        if not images and not labels:
+            raise QgsProcessingException("Neither images nor labels were asked for: tick at least one.")
+        try:
+            items = self.items(source, images, labels)
+        except errors.EngineError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        if not items:
+            raise QgsProcessingException("The input has no URLs to download (no features, or empty jp2_url/lbl_url).")
+        known = [i.expected_bytes for i in items if i.expected_bytes is not None]
+        feedback.pushInfo(
+            f"{len(items)} files to {folder}" + (f"; the index gives the size of {len(known)} ({sum(known) / 1e9:.2f} GB)" if known else "; the index gives no sizes")
+        )
+
+        def progress(p):
+            if p.bytes_total:
+                feedback.setProgress(100.0 * min(1.0, p.bytes_done / p.bytes_total))
+            elif p.files_total:
+                feedback.setProgress(100.0 * p.files_done / p.files_total)
+            feedback.setProgressText(f"{p.files_done}/{p.files_total} files, {p.bytes_done / 1e6:.1f} MB" + (f" of {p.bytes_total / 1e6:.1f} MB" if p.bytes_total else "") + (f" ({p.current})" if p.current else ""))
+
+        os.makedirs(folder, exist_ok=True)
+        downloader = download.Downloader(
+            folder, retries=self.parameterAsInt(parameters, self.RETRIES, context), progress=progress,
+            is_cancelled=feedback.isCanceled, log=feedback.pushInfo,
+        )
+        try:
+            results = downloader.run(items)
+        except errors.EngineError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        failed = [r for r in results if r.status == "failed"]
+        for r in failed:
+            feedback.reportError(f"{r.item.name}: {r.error}")
+        transferred = sum(r.bytes for r in results)
+        done = len(results) - len(failed)
+        feedback.pushInfo(f"{done} of {len(results)} files complete in {folder} ({transferred / 1e6:.1f} MB transferred), {len(failed)} failed")
+        if failed and not done:
+            raise QgsProcessingException(f"No file could be downloaded ({failed[0].item.name}: {failed[0].error}).")
+        return {self.FOLDER: folder, self.DOWNLOADED: done, self.FAILED: len(failed), self.BYTES: transferred}

@@ -1,0 +1,188 @@
+"""hiriseice:find and hiriseice:download through processing.run: footprints in the Mars geographic
+CRS from the bundled extract and the real index, a drawn area across 0/360, reports, and the
+download of a find output's JP2/LBL from a local server on 127.0.0.1."""
+
+import csv
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+import qgis_support as qs
+
+FIND_FIELDS = [
+    "product_id", "observation_id", "product_type", "centre_latitude", "centre_longitude", "minimum_latitude", "maximum_latitude",
+    "westernmost_longitude", "easternmost_longitude", "solar_longitude", "incidence_angle", "emission_angle", "phase_angle",
+    "local_time", "map_scale", "start_time", "year", "mars_year", "orbit_number", "mission_phase", "themes", "jp2_url", "lbl_url",
+    "jp2_bytes", "lbl_bytes", "size_unit_bytes", "index_storage_bytes", "source",
+]
+
+
+def test_find_defaults_search_the_bundled_extract(qgis_app, tmp_path):
+    out = tmp_path / "found.gpkg"
+    results = qs.run_algorithm("hiriseice:find", {"OUTPUT": str(out), "REPORT": str(tmp_path / "r.html"), "REPORT_CSV": str(tmp_path / "r.csv")})
+    assert results["COUNT"] == 235
+    table = qs.read_ogr(out)
+    assert table.field_names == FIND_FIELDS
+    assert len(table.rows) == 235
+    assert "+R=3396190" in table.srs_proj4.replace(" ", "") or "3396190" in table.srs_wkt
+    assert "Mars" in table.srs_wkt
+    for row in table.rows:
+        assert -60 <= row["centre_latitude"] <= -40 and 140 <= row["solar_longitude"] <= 200
+        assert row["product_type"] == "RED" and row["jp2_url"].endswith(row["product_id"] + ".JP2")
+        ring = qs.outer_ring(row["_wkt"])
+        lats = [p[1] for p in ring]
+        assert min(lats) == pytest.approx(row["minimum_latitude"]) and max(lats) == pytest.approx(row["maximum_latitude"])
+    log = results["_feedback"].text
+    assert "bundled demo extract" in log and "By Ls bin" in log and "Found 235 products" in log
+    assert "Found 235 products" in (tmp_path / "r.html").read_text()
+    with open(tmp_path / "r.csv") as handle:
+        assert next(csv.reader(handle)) == ["grouping", "bin", "products"]
+
+
+def test_find_wider_band_color_and_wrapping_ls(qgis_app, tmp_path, shared_data):
+    index = shared_data / "hirise-index" / "hirise_rdr_index.csv.gz"
+    if not index.is_file():
+        pytest.skip(f"the real HiRISE index CSV is absent from the shared data ({index})")
+    results = qs.run_algorithm("hiriseice:find", {"INDEX": str(index), "LAT_MIN": -70, "PRODUCT_TYPE": 1, "OUTPUT": str(tmp_path / "a.gpkg")})
+    assert results["COUNT"] == 1660
+    assert all(r["jp2_url"].endswith("_COLOR.JP2") for r in qs.read_ogr(tmp_path / "a.gpkg").rows)
+    results = qs.run_algorithm("hiriseice:find", {"INDEX": str(index), "LS_START": 350, "LS_END": 10, "OUTPUT": str(tmp_path / "b.gpkg")})
+    lss = [r["solar_longitude"] for r in qs.read_ogr(tmp_path / "b.gpkg").rows]
+    assert results["COUNT"] == len(lss) > 0 and all(ls >= 350 or ls <= 10 for ls in lss)
+    assert "Ls 350 to 10 (wraps through 360)" in results["_feedback"].text
+
+
+def area_layer(tmp_path, wkts, authid="IAU_2015:49900"):
+    from qgis.core import QgsCoordinateReferenceSystem, QgsFeature, QgsGeometry, QgsVectorLayer
+
+    layer = QgsVectorLayer(f"Polygon?crs={authid}", "area", "memory")
+    assert layer.crs() == QgsCoordinateReferenceSystem(authid)
+    features = []
+    for wkt in wkts:
+        feature = QgsFeature()
+        feature.setGeometry(QgsGeometry.fromWkt(wkt))
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    return layer
+
+
+def test_find_by_area_across_the_prime_meridian(qgis_app, tmp_path, shared_data):
+    index = shared_data / "hirise-index" / "hirise_rdr_index.csv.gz"
+    if not index.is_file():
+        pytest.skip(f"the real HiRISE index CSV is absent from the shared data ({index})")
+    # A strip 2 degrees wide around the prime meridian, drawn in -180..180 longitudes.
+    area = area_layer(tmp_path, ["POLYGON((-1 -90, 1 -90, 1 90, -1 90, -1 -90))"])
+    parameters = {"INDEX": str(index), "AREA": area, "LAT_MIN": -90, "LAT_MAX": 90, "LS_START": None, "LS_END": None, "PRODUCT_TYPE": 1, "OUTPUT": str(tmp_path / "c.gpkg")}
+    results = qs.run_algorithm("hiriseice:find", parameters)
+    rows = qs.read_ogr(tmp_path / "c.gpkg").rows
+    assert results["COUNT"] == len(rows) > 10
+    for row in rows:
+        lons = [p[0] for p in qs.outer_ring(row["_wkt"])]
+        assert 0 <= min(lons) < 360
+        near_zero = min(lons) <= 1.0 + 1e-9 or max(lons) >= 359.0 - 1e-9
+        assert near_zero, row["product_id"]
+    assert any(max(p[0] for p in qs.outer_ring(r["_wkt"])) > 360 for r in rows), "a footprint across 0/360 ends past 360"
+    assert any(min(p[0] for p in qs.outer_ring(r["_wkt"])) < 1 for r in rows) and any(min(p[0] for p in qs.outer_ring(r["_wkt"])) > 359 for r in rows)
+
+
+def test_find_errors(qgis_app, tmp_path):
+    message = qs.processing_error("hiriseice:find", {"INDEX": str(tmp_path / "none.csv"), "OUTPUT": "memory:"})
+    assert "does not exist" in message
+    message = qs.processing_error("hiriseice:find", {"THEMES": "Polar Geology", "OUTPUT": "memory:"})
+    assert "no themes file" in message
+    message = qs.processing_error("hiriseice:find", {"SCALE_MIN": 0.2, "OUTPUT": "memory:"})
+    assert "no MAP_SCALE" in message
+    earth = area_layer(tmp_path, ["POLYGON((0 0, 1 0, 1 1, 0 0))"], "EPSG:4326")
+    message = qs.processing_error("hiriseice:find", {"AREA": earth, "OUTPUT": "memory:"})
+    assert "not a Mars CRS" in message
+
+
+def test_find_ode_unreachable_is_one_clear_message(qgis_app):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    message = qs.processing_error("hiriseice:find", {"SOURCE": 1, "ODE_URL": f"http://127.0.0.1:{port}/live2/", "OUTPUT": "memory:"})
+    assert "not reachable" in message and "local index" in message
+
+
+class StaticServer:
+    def __init__(self, files):
+        self.files = files
+        self.requests = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                server.requests.append(self.path)
+                data = server.files.get(self.path.split("/")[-1])
+                if data is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/PDS/"
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def test_download_selected_footprints(qgis_app, tmp_path, monkeypatch):
+    """Find's output, its URLs pointed at a local server, selected features only; one file missing on the server."""
+    from qgis.core import QgsProcessingFeatureSourceDefinition, QgsProject, QgsVectorLayer
+
+    qs.run_algorithm("hiriseice:find", {"OUTPUT": str(tmp_path / "found.gpkg")})
+    layer = QgsVectorLayer(str(tmp_path / "found.gpkg"), "found", "ogr")
+    rows = list(layer.getFeatures())[:3]
+    files = {}
+    server = StaticServer(files)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    try:
+        layer.startEditing()
+        for i, feature in enumerate(rows):
+            pid = feature["product_id"]
+            files[pid + ".JP2"] = bytes([i]) * (1000 + i)
+            files[pid + ".LBL"] = b"PDS_VERSION_ID = PDS3\r\n"
+            layer.changeAttributeValue(feature.id(), layer.fields().indexOf("jp2_url"), server.base + pid + ".JP2")
+            layer.changeAttributeValue(feature.id(), layer.fields().indexOf("lbl_url"), server.base + pid + ".LBL")
+        del files[rows[2]["product_id"] + ".LBL"]  # missing on the server: a 404, not fatal
+        assert layer.commitChanges()
+        QgsProject.instance().addMapLayer(layer)
+        layer.selectByIds([f.id() for f in rows])
+        folder = tmp_path / "downloads"
+        results = qs.run_algorithm("hiriseice:download", {
+            "INPUT": QgsProcessingFeatureSourceDefinition(layer.id(), selectedFeaturesOnly=True), "FOLDER": str(folder), "RETRIES": 1,
+        })
+    finally:
+        server.stop()
+        if QgsProject.instance().mapLayer(layer.id()):
+            QgsProject.instance().removeMapLayer(layer.id())
+    assert results["DOWNLOADED"] == 5 and results["FAILED"] == 1
+    for name, data in files.items():
+        assert (folder / name).read_bytes() == data
+    assert results["BYTES"] == sum(len(d) for d in files.values())
+    assert "HTTP 404" in results["_feedback"].text
+    assert all(path.startswith("/PDS/") for path in server.requests) and len(server.requests) == 6
+
+
+def test_download_needs_find_output(qgis_app, tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    layer = QgsVectorLayer("Polygon?crs=IAU_2015:49900&field=name:string", "x", "memory")
+    message = qs.processing_error("hiriseice:download", {"INPUT": layer, "FOLDER": str(tmp_path / "d")})
+    assert "no jp2_url" in message
