@@ -524,7 +524,7 @@ def training_report(history: List[Dict], evaluation: Dict, metadata: Dict, path:
         + "<h2>Reliability diagram (validation, as written)</h2>"
         + figure_img(reliability_figure(evaluation["reliability"], evaluation.get("ece_calibrated")), "reliability diagram")
         + "<p class='note'>Points on the dashed diagonal y = x mean that a chunk given probability p is icy a share p of the time; "
-        + "points below it, that the model is over-confident. The numbers are the chunks in each bin.</p>"
+        + "below it, fewer are icy than the model says; above it, more. The numbers are the chunks in each bin.</p>"
         + "<h2>History</h2>" + grid_table(HISTORY_COLUMNS, [[row.get(k) for k in HISTORY_COLUMNS] for row in history])
     )
     write_atomically(path, page(f"Training report: {metadata['name']}", body))
