@@ -38,6 +38,8 @@ DIAGONAL_LABEL = "perfect calibration (y = x)"
 # The quicklook writes every chunk's ID when chunks are drawn at least this many pixels wide;
 # smaller, only the icy and hard-to-identify chunks get theirs.
 MIN_LABELLED_CHUNK_PX = 22
+# At most this many IDs (the most probable), so a large image stays quick to draw and readable.
+MAX_CHUNK_IDS = 500
 
 
 def ramp_colour(p: float) -> Tuple[int, int, int]:
@@ -272,10 +274,13 @@ def quicklook_figure(raster_path: str, chunks: List[Dict], band: int = 0, max_si
     label_all = chunk_px >= MIN_LABELLED_CHUNK_PX
     size = float(np.clip(chunk_px * 0.28, 5, 9)) if label_all else 6.5
     halo = [effects.withStroke(linewidth=2, foreground="white")]
-    for c in chunks:
-        if label_all or c["probability"] >= hard_low:
-            ax.text(c["x_off"] + c["width"] / 2, c["y_off"] + c["height"] / 2, str(c["chunk_id"]), ha="center", va="center",
-                    fontsize=size, color="black", path_effects=halo, fontweight="bold" if c["probability"] >= icy_threshold else "normal")
+    named = [c for c in chunks if label_all or c["probability"] >= hard_low]
+    if len(named) > MAX_CHUNK_IDS:
+        named = sorted(named, key=lambda c: -c["probability"])[:MAX_CHUNK_IDS]
+        label_all = False
+    for c in named:
+        ax.text(c["x_off"] + c["width"] / 2, c["y_off"] + c["height"] / 2, str(c["chunk_id"]), ha="center", va="center",
+                fontsize=size, color="black", path_effects=halo, fontweight="bold" if c["probability"] >= icy_threshold else "normal")
     length, text = scale_bar(info.width, info.geotransform, info.crs_wkt)
     x0, y0 = info.width * 0.04, info.height * 0.95
     bar_height = max(info.height * 0.008, 2 / px_per_image_px)
@@ -456,7 +461,7 @@ def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dic
         "<h2>Summary</h2>" + table(rows)
         + "<h2>Quicklook</h2>" + figure_img(quick, "scene with chunk grid and chunk IDs")
         + "<p class='note'>Chunks are tinted from blue (not icy) to red (icy) and carry their chunk_id "
-        + ("(all chunks)" if label_all else f"(only chunks with p &gt;= {s['hard_low']:g}: the others are too small to label at this scale)")
+        + ("(all chunks)" if label_all else f"(only chunks with p &gt;= {s['hard_low']:g}, at most the {MAX_CHUNK_IDS} most probable: the others are too small to label at this scale)")
         + "; dropped no-data chunks are not drawn. Bold IDs: icy.</p>"
         + "<h2>Chunk probabilities</h2>" + figure_img(histogram_figure([c["probability"] for c in detection.chunks], s["icy_threshold"], s["hard_low"]), "histogram of chunk probabilities")
         + "<p class='note'>Dashed lines: the hard-to-identify and icy thresholds.</p>"
