@@ -24,6 +24,14 @@ def apply(logits: np.ndarray, calibration: Optional[Dict]) -> np.ndarray:
     return sigmoid(calibration["a"] * logits + calibration["b"])
 
 
+def with_prior(calibration: Dict, fitted_share: float, prior: float) -> Dict:
+    """The Platt scaling fitted where a share ``fitted_share`` of the chunks was icy, moved to a
+    survey where ``prior`` is (Bayes: the log-odds shift by the change of prior odds). A balanced
+    training set would otherwise call far too many ice-free chunks icy in a real survey."""
+    shift = float(np.log(prior / (1.0 - prior)) - np.log(fitted_share / (1.0 - fitted_share)))
+    return dict(calibration, b=float(calibration["b"]) + shift, prior={"fitted_share": float(fitted_share), "prior": float(prior)})
+
+
 def _platt_loss(a: float, b: float, z: np.ndarray, target: np.ndarray) -> float:
     """Negative log-likelihood of sigmoid(a * z + b) against the (smoothed) targets, overflow-free."""
     t = a * z + b

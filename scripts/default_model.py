@@ -238,12 +238,22 @@ def main(argv=None):
     parser.add_argument("--train-share", type=float, default=1.0, help="train on this share of the training crops (same split and test set)")
     parser.add_argument("--replay", type=int, default=600, help="examples carried in the model file for fine-tuning")
     parser.add_argument("--evaluate", metavar="MODEL", default="", help="only measure this model file on the test set (JSON on stdout)")
+    parser.add_argument("--rewrite", action="store_true", help="with --evaluate: write MODEL's weights to --out with this measurement, its calibration moved to "
+                        "--icy-prior, a replay sample and the card")
+    parser.add_argument("--card-only", action="store_true", help="only write --card from --out's stored measurement and the transfer runs (no TensorFlow)")
+    parser.add_argument("--icy-prior", type=float, default=0.2, help="share of icy chunks the calibration assumes (the paper's training set: 20 %%)")
     args = parser.parse_args(argv)
     folders = args.terrain or [os.path.join(SHARED, name) for name in TERRAIN_FOLDERS]
     missing = [f for f in folders if not os.path.isdir(os.path.join(f, "tiles"))]
     if missing:
         sys.exit(f"error: {', '.join(missing)} has no tiles/: the default model needs ../shared/data/hirise-terrain and hirise-terrain-v1")
 
+    if args.card_only:
+        from model_card import model_card
+
+        meta = modelfile.read_metadata(args.out)
+        _write_card(args.card, model_card(meta, meta["metrics"]["test"], _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare)))
+        return
     reporter = Reporter()
     started = time.monotonic()
     tiles = load_tiles(folders)
@@ -258,13 +268,12 @@ def main(argv=None):
 
         prepare_tensorflow(modelfile.read_metadata(args.evaluate)["architecture"]["widths"])
         network, meta = modelfile.load(args.evaluate)
+        if args.rewrite:
+            _move_to_prior(meta, args.icy_prior)
         measured = evaluate(network, meta, test)
         _write_json(args.json, measured)
-        if args.card and not args.hold_out and os.path.abspath(args.evaluate) == os.path.abspath(args.out):
-            from model_card import model_card
-
-            meta["metrics"]["test"] = {k: v for k, v in measured.items() if k != "reliability"}
-            _write_card(args.card, model_card(meta, measured, _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare)))
+        if args.rewrite:
+            _remeasure(network, meta, measured, tiles, test_obs, validation_obs, args)
         print(json.dumps({k: v for k, v in measured.items() if k not in ("reliability",)}, indent=1))
         return
 
@@ -305,8 +314,9 @@ def main(argv=None):
     )
     outcome = train_arrays(train.images, train.labels, list(train.groups), options, reporter, base)
     network, meta = outcome["network"], outcome["metadata"]
+    _move_to_prior(meta, args.icy_prior)
     measured = evaluate(network, meta, test)
-    meta["metrics"]["test"] = {k: v for k, v in measured.items() if k != "reliability"}
+    meta["metrics"]["test"] = measured
     meta["training"]["run_minutes"] = round((time.monotonic() - started) / 60.0, 1)
     train_only = train.subset(~np.isin(train.groups, sorted(validation_obs)))
     modelfile.save(network, meta, args.out, replay=replay_set(train_only, args.replay, data_seed))
@@ -323,6 +333,30 @@ def main(argv=None):
 
 def _transfer(pattern) -> List[Dict]:
     return [json.load(open(path, encoding="utf-8")) | {"file": path} for path in sorted(glob.glob(pattern))]
+
+
+def _move_to_prior(meta, prior):
+    """Calibration fitted on the (balanced) validation chunks, moved to a survey's share of icy chunks."""
+    fitted = meta.get("calibration") or {"method": "platt", "a": 1.0, "b": 0.0}
+    share = meta["metrics"]["validation_icy"] / meta["metrics"]["validation_chunks"]
+    meta["calibration"] = calibration.with_prior(fitted, share, prior)
+
+
+def _remeasure(network, meta, measured, tiles, test_obs, validation_obs, args):
+    """Write the model's weights to --out with this measurement, its ice families and a replay
+    sample of this recipe's training crops, and its card (a model trained before the families
+    existed, on the rendered caster alone, then says so)."""
+    from model_card import model_card
+
+    training = meta["training"]
+    training.setdefault("families", ["rendered caster"])
+    training["test_observations"] = sorted(test_obs)
+    training["commands"] = training.get("commands", []) + [shlex.join(["scripts/train_default_model"] + sys.argv[1:])]
+    meta["metrics"]["test"] = measured
+    seed = args.seed if args.data_seed is None else args.data_seed
+    pool = build_training_set([t for t in tiles if t["observation"] not in test_obs | validation_obs], args.variants, args.hard_variants, seed, args.input_size)
+    modelfile.save(network, meta, args.out, replay=replay_set(pool, args.replay, seed))
+    _write_card(args.card, model_card(meta, measured, _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare)))
 
 
 def _previous(path):

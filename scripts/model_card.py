@@ -68,8 +68,11 @@ def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], at
         f"| {r['low']:.1f}-{r['high']:.1f} | {r['count']} | {r['mean_predicted']:.3f} | {r['observed']:.3f} |" for r in test["reliability"] if r["count"]
     )
     calibration = meta.get("calibration")
-    fitted = (f"Platt scaling of the logit fitted on the validation observations (a = {calibration['a']:.3f}, b = {calibration['b']:.3f})"
-              if calibration else "no calibration (the raw sigmoid)")
+    fitted = (f"Platt scaling of the logit fitted on the validation observations, then moved from their share of icy chunks"
+              f" ({calibration['prior']['fitted_share']:.2f}) to a survey's ({calibration['prior']['prior']:.2f}, the share in the paper's training set),"
+              f" so that a real image, where few chunks hold ice, is not called icy all over (a = {calibration['a']:.3f}, b = {calibration['b']:.3f})."
+              f" The held-out set is {test['icy'] / test['examples']:.0%} icy, so its probabilities run below the observed share"
+              if calibration and "prior" in calibration else "no calibration (the raw sigmoid)")
     commands = "\n".join(f"    {c}" for c in t.get("commands", []))
     worst = min((fold["families"][fold["held_out_family"]]["roc_auc"] for fold in transfer), default=float("nan"))
     return f"""# Model card: {meta['name']} {meta['version']}
