@@ -41,7 +41,9 @@ def _detect(args, reporter: Reporter) -> None:
     )
     detection = detect(args.raster, args.model, options, reporter)
     if args.report:
-        detection_report(detection, args.report, args.band)
+        from . import modelfile
+
+        detection_report(detection, args.report, args.band, metadata=modelfile.read_metadata(args.model))
         reporter.log(f"report: {os.path.abspath(args.report)}")
     if args.out:
         write_geopackage(args.out, detection.raster["crs_wkt"], detection.chunks, [detection.summary])
@@ -150,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--icy-threshold", type=float, default=rules.ICY_THRESHOLD)
     detect.add_argument("--hard-low", type=float, default=rules.HARD_LOW)
     detect.add_argument("--category-rule", choices=sorted(rules.CATEGORY_RULES), default=rules.DEFAULT_CATEGORY_RULE, help="image category rule (default: %(default)s, the paper's)")
-    detect.add_argument("--scoring", choices=("auto", "map", "chunk"), default="auto",
-                        help="map: chunks read off the network's score map (dense grids at the price of one pass); chunk: each chunk scored alone; "
-                        "auto (default): map when the stride is shorter than the chunk and falls on the map's cells")
+    detect.add_argument("--scoring", choices=("auto", "map", "chunk"), default="chunk",
+                        help="chunk (default): each chunk scored alone; map: chunks read off the network's score map (dense grids at the price "
+                        "of one pass, but each window stretched as a whole); auto: map when the stride is shorter than the chunk and falls on the map's cells")
     detect.add_argument("--probability-raster", metavar="PATH", help="also write the ice probability of every score-map cell as a GeoTIFF in the raster's CRS")
     detect.add_argument("--tta", action="store_true", help="test-time augmentation: average the logits of each chunk and its east-west mirror (twice the network time)")
     detect.set_defaults(run=_detect)

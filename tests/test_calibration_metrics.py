@@ -165,3 +165,15 @@ def test_expected_calibration_error_extremes():
     assert calibration.expected_calibration_error(p, y) < 0.01  # calibrated by construction
     assert calibration.expected_calibration_error([0.9] * 10, [0] * 10) == pytest.approx(0.9)
     assert calibration.expected_calibration_error([], []) == 0.0
+
+
+def test_with_prior_moves_the_odds_by_the_change_of_prior_and_keeps_the_ranking():
+    fitted = {"method": "platt", "a": 1.5, "b": 0.2}
+    moved = calibration.with_prior(fitted, 0.5, 0.2)
+    logits = np.linspace(-4, 4, 9)
+    before, after = calibration.apply(logits, fitted), calibration.apply(logits, moved)
+    odds = lambda p: p / (1 - p)  # noqa: E731
+    assert np.allclose(odds(after) / odds(before), 0.25)  # 0.2 / 0.8 against 0.5 / 0.5
+    assert np.all(np.diff(after) > 0) and moved["a"] == fitted["a"]
+    assert moved["prior"] == {"fitted_share": 0.5, "prior": 0.2}
+    assert calibration.apply(logits, calibration.with_prior(fitted, 0.3, 0.3)) == pytest.approx(before)

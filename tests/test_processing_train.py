@@ -179,7 +179,7 @@ def test_history_table_and_report(chunk_trained):
         assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["val_accuracy"] <= 1.0 and row["loss"] > 0
     assert results["REPORT"] == str(chunk_trained["folder"] / "training.html")
     text = open(results["REPORT"], encoding="utf-8").read()
-    assert text.startswith("<!DOCTYPE html>") and "<svg" in text
+    assert text.startswith("<!DOCTYPE html>") and "data:image/png;base64," in text
     # The model's own metrics agree with the history's best epoch.
     metrics = chunk_trained["metadata"]["metrics"]
     best = min(table.rows, key=lambda r: r["val_loss"])
