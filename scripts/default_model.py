@@ -201,9 +201,10 @@ def by_size(p, test: Examples, edges=(0, 12, 20, 40, 80, 400)):
     return rows
 
 
-def replay_set(train: Examples, per_class: int, seed: int):
-    """A class-balanced sample of what the model learnt from, every family and look-alike in it,
-    carried in the model file so that fine-tuning can rehearse it."""
+def replay_set(train: Examples, count: int, seed: int):
+    """A class-balanced sample of ``count`` examples of what the model learnt from, every family
+    and look-alike in it, carried in the model file so that fine-tuning can rehearse it."""
+    per_class = count // 2
     rng = np.random.default_rng(seed)
     chosen = []
     for label in (0, 1):
@@ -236,7 +237,7 @@ def main(argv=None):
     parser.add_argument("--data-seed", type=int, default=None)
     parser.add_argument("--limit", type=int, default=0, help="use only this many crops (quick trial runs; another split)")
     parser.add_argument("--train-share", type=float, default=1.0, help="train on this share of the training crops (same split and test set)")
-    parser.add_argument("--replay", type=int, default=600, help="examples carried in the model file for fine-tuning")
+    parser.add_argument("--replay", type=int, default=300, help="examples carried in the model file for fine-tuning (about 13 kB each)")
     parser.add_argument("--evaluate", metavar="MODEL", default="", help="only measure this model file on the test set (JSON on stdout)")
     parser.add_argument("--rewrite", action="store_true", help="with --evaluate: write MODEL's weights to --out with this measurement, its calibration moved to "
                         "--icy-prior, a replay sample and the card")

@@ -21,7 +21,7 @@ def default_metadata():
 
 
 def test_default_model_is_shipped_small_with_its_card_and_replay_set(default_metadata):
-    assert os.path.getsize(DEFAULT_MODEL) <= 12 * 1024 * 1024
+    assert os.path.getsize(DEFAULT_MODEL) <= 16 * 1024 * 1024  # the network's 10 MB and its replay sample
     assert default_metadata["chunk_size"] == 1024 and default_metadata["input_size"] == 128
     assert default_metadata["thresholds"] == {"icy": rules.ICY_THRESHOLD, "hard_low": rules.HARD_LOW}
     assert default_metadata["training"]["families"] == ["natural shade", "stone field", "crater wall", "rendered caster"]
