@@ -22,13 +22,15 @@ def results_section(output: str) -> dict:
     return dict(m.groups() for m in re.finditer(r"^([A-Z_]+):\t(.*)$", block[1], re.M))
 
 
-def test_list_shows_the_three_algorithms():
+def test_list_shows_the_algorithms():
     done = qs.qgis_process("list")
     assert done.returncode == 0, done.stdout[-3000:]
     provider = done.stdout.split("HiRISE Ice Patches\n", 1)
     assert len(provider) == 2, "the provider is not listed:\n" + done.stdout[:3000]
     listed = re.findall(r"^\t(hiriseice:\w+)\t(.+)$", provider[1], re.M)
-    assert sorted(listed) == [("hiriseice:chunk", "Chunk grid of a HiRISE image"), ("hiriseice:detect", "Detect ice patches"), ("hiriseice:train", "Train ice-patch model")]
+    assert sorted(listed) == [("hiriseice:chunk", "Chunk grid of a HiRISE image"), ("hiriseice:detect", "Detect ice patches"),
+                              ("hiriseice:download", "Download HiRISE products"), ("hiriseice:find", "Find HiRISE observations"),
+                              ("hiriseice:train", "Train ice-patch model")]
 
 
 def test_help_explains_detect():
