@@ -15,16 +15,6 @@ _CLUSTERS = [
 ]
 
 
-_CLUSTERS = [
-    [(0, 0)],
-    [(0, 0), (0, 1)],
-    [(0, 0), (1, 0)],
-    [(0, 0), (1, 1)],
-    [(0, 0), (0, 1), (1, 0)],
-    [(0, 0), (0, 1), (0, 2)],
-]
-
-
 def implant_hot_pixels(image, rng, count=None, *, max_cluster_px=3, min_separation_px=4, valid=None,
                        return_info=False):
     """Isolated saturated (or nearly) single pixels and tiny clusters (hard negatives).
