@@ -447,11 +447,27 @@ def test_a_test_skipped_for_want_of_the_worker_fails_under_ci(tmp_path, ci, outc
 # --- the ice-probability raster (model/scoremap.py) ----------------------------------------------
 
 
+def chunks_read_off_the_raster(p, chunks, spec, cell=16, cells=4):
+    """Each chunk wholly on image data in the probability raster ``p`` (``cells`` x ``cells`` map
+    cells of ``cell`` px): its calibrated mean logit there is its probability. Returns how many were checked."""
+    from model import calibration
+
+    a, b = (spec["a"], spec["b"]) if spec else (1.0, 0.0)
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    logits = (np.log(q / (1 - q)) - b) / a
+    checked = 0
+    for c in chunks:
+        rows = slice(c["y_off"] // cell, c["y_off"] // cell + cells)
+        cols = slice(c["x_off"] // cell, c["x_off"] // cell + cells)
+        if (p[rows, cols] != -1).all() and p[rows, cols].shape == (cells, cells):
+            assert float(calibration.apply([logits[rows, cols].mean()], spec)[0]) == pytest.approx(c["probability"], abs=1e-4)
+            checked += 1
+    return checked
+
+
 def test_probability_raster_is_georeferenced_and_its_chunk_means_are_the_chunk_probabilities(scene, tiny_model, worker_python, tmp_path):
     """--probability-raster: a Float32 GeoTIFF in the raster's CRS, cells of chunk/input * cell px from the raster's
     origin, covering it within one cell; the calibrated mean of its logits over a chunk is that chunk's probability."""
-    from model import calibration
-
     path = tmp_path / "probability.tif"
     run = helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--probability-raster", path).check()
     assert run.result["probability_raster"] == str(path)
@@ -470,37 +486,15 @@ def test_probability_raster_is_georeferenced_and_its_chunk_means_are_the_chunk_p
     inside = p != -1
     assert inside.any() and (~inside).any()  # the rotated footprint's border is no-data
     assert ((p[inside] >= 0) & (p[inside] <= 1)).all()
-    spec = tiny_model.metadata.get("calibration")
-    a, b = (spec["a"], spec["b"]) if spec else (1.0, 0.0)
-    q = np.clip(p, 1e-7, 1 - 1e-7)
-    logits = (np.log(q / (1 - q)) - b) / a
-    checked = 0
-    for c in run.result["chunks"]:
-        rows = slice(c["y_off"] // 16, c["y_off"] // 16 + 4)
-        cols = slice(c["x_off"] // 16, c["x_off"] // 16 + 4)
-        if inside[rows, cols].all() and p[rows, cols].shape == (4, 4):
-            assert float(calibration.apply([logits[rows, cols].mean()], spec)[0]) == pytest.approx(c["probability"], abs=1e-4)
-            checked += 1
-    assert checked >= 5
+    assert chunks_read_off_the_raster(p, run.result["chunks"], tiny_model.metadata.get("calibration")) >= 5
 
 
 def test_probability_raster_of_the_dense_map_route(scene, tiny_model, worker_python, tmp_path):
     """At STRIDE = CHUNK / 2 the chunks come off the map the raster shows: same check, overlapping chunks."""
-    from model import calibration
-
     path = tmp_path / "dense.tif"
     run = helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--stride", 32, "--scoring", "map", "--probability-raster", path).check()
     assert run.result["summary"]["scoring"] == "map"
     dataset = gdal.Open(str(path))  # kept referenced: its band dies with it
     p = dataset.GetRasterBand(1).ReadAsArray().astype(np.float64)
-    spec = tiny_model.metadata.get("calibration")
-    a, b = (spec["a"], spec["b"]) if spec else (1.0, 0.0)
-    q = np.clip(p, 1e-7, 1 - 1e-7)
-    logits = (np.log(q / (1 - q)) - b) / a
-    checked = 0
-    for c in run.result["chunks"]:
-        rows, cols = slice(c["y_off"] // 16, c["y_off"] // 16 + 4), slice(c["x_off"] // 16, c["x_off"] // 16 + 4)
-        if (p[rows, cols] != -1).all() and p[rows, cols].shape == (4, 4):
-            assert float(calibration.apply([logits[rows, cols].mean()], spec)[0]) == pytest.approx(c["probability"], abs=1e-4)
-            checked += 1
+    checked = chunks_read_off_the_raster(p, run.result["chunks"], tiny_model.metadata.get("calibration"))
     assert checked >= 10
