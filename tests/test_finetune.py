@@ -178,6 +178,22 @@ def test_calibration_is_fitted_only_where_it_helps():
     assert finetune.choose_calibration(logits, y, None, "none", allowed=False)[1]["choice"] == "none"
 
 
+def test_a_fit_is_moved_to_the_survey_share_the_base_model_was_moved_to():
+    rng = np.random.default_rng(4)
+    y = np.array([0] * 30 + [1] * 30)
+    logits = 4.0 * (y - 0.5) + rng.normal(0, 1.0, 60)
+    fit = calibration.fit_platt(logits, y)
+    base = calibration.with_prior({"method": "platt", "a": 0.3, "b": 0.0}, 0.5, 0.2)
+    chosen, record = finetune.choose_calibration(logits, y, base, "kept the base model's")
+    assert record["choice"] == "fitted" and "to the base model's survey share, 20%" in record["reason"]
+    assert chosen["a"] == pytest.approx(fit["a"]) and chosen["b"] == pytest.approx(fit["b"] + np.log(0.25))
+    assert finetune.survey_prior(chosen) == pytest.approx(0.2)
+    # the base judged at these chunks' share: already this fit there, so it is kept as it is
+    moved_fit = calibration.with_prior(fit, 0.5, 0.2)
+    chosen, record = finetune.choose_calibration(logits, y, moved_fit, "kept the base model's")
+    assert chosen is moved_fit and "would not lower" in record["reason"]
+
+
 def test_a_damaged_replay_set_names_the_parameter(tmp_path):
     metadata = modelfile.new_metadata("m", 4, 8, DEFAULT_NORMALISATION, {}, {"icy": 0.6, "hard_low": 0.4}, replay_sha256="0" * 64)
     path = tmp_path / "base.hiriseice"
