@@ -10,7 +10,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from .errors import EngineError, NoValidChunksError
 from .grid import chunk_grid, chunk_wkt
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
-from .raster import RasterSource, check_holds_a_chunk, gdal_exceptions, not_mars_warning
+from .raster import RasterSource, block_cache, check_holds_a_chunk, gdal_exceptions, not_mars_warning
 from .schema import LABEL_SUMMARY_FIELDS
 
 @dataclass
@@ -65,13 +65,14 @@ def compute_device() -> str:
 
 
 @gdal_exceptions()
-def detect(raster_path: str, model_path: str = "", options: DetectOptions = None, reporter: Reporter = None) -> Detection:
+def detect(raster_path: str, model_path: str = "", options: DetectOptions = None, reporter: Reporter = None, loaded: Optional[Tuple[object, Dict]] = None) -> Detection:
+    """loaded: the (network, metadata) of model_path already in memory (a survey's warm model), else it is loaded here."""
     options = options or DetectOptions()
     reporter = reporter or SilentReporter()
     started = time.monotonic()
     rules.check_thresholds(options.icy_threshold, options.hard_low)
     rules.check_category_rule(options.category_rule)
-    metadata = modelfile.read_metadata(model_path)
+    metadata = loaded[1] if loaded else modelfile.read_metadata(model_path)
     chunk_size = options.chunk_size or metadata["chunk_size"]
     stride = options.stride or chunk_size
     input_size = metadata["input_size"]
@@ -82,6 +83,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         check_holds_a_chunk(raster_path, info.width, info.height, chunk_size)
         total = chunk_count(source, chunk_size, stride)
         footprint = source.footprint_wkt()
+        cache_bytes = source.grid_cache_bytes(chunk_size)
     warning = not_mars_warning(raster_path, info.crs_wkt)
     if warning:
         reporter.warning(warning)
@@ -91,7 +93,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         f"{total} grid chunks of {chunk_size} px, stride {stride}, read at {input_size} px"
     )
 
-    network, metadata = modelfile.load(model_path)
+    network, metadata = loaded or modelfile.load(model_path)
     device = compute_device()
     reporter.log(f"model {modelfile.describe(metadata)} on {device}")
     if route == "map":
@@ -99,9 +101,12 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
             f"chunks read off the network's score map (cells of {chunk_size * scoremap.network_stride_of(widths) / input_size:g} px; "
             "windows normalised as a whole, see model/scoremap.py)" + ("; east-west mirror averaged" if options.tta else "")
         )
-        chunks, score_map, network_seconds = _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter)
-    else:
-        chunks, score_map, network_seconds = _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter)
+    with block_cache(cache_bytes) as cache_note:
+        reporter.log(cache_note)
+        if route == "map":
+            chunks, score_map, network_seconds = _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter)
+        else:
+            chunks, score_map, network_seconds = _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter)
     if not chunks:
         raise NoValidChunksError(
             f"No chunk of '{raster_path}' has image data around its centre (MIN_VALID {options.min_valid}): the image is all no-data "

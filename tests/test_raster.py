@@ -467,3 +467,37 @@ def test_only_a_crs_off_mars_is_warned_about():
     polar_sphere.SetGeogCS("Mars polar", "D_Mars", "Mars", 3376200.0, 0.0)
     for wkt in (helpers.mars_equirectangular_wkt(), polar_sphere.ExportToWkt(), ""):
         assert raster.not_mars_warning("m.tif", wkt) == ""
+
+
+def _empty_geotiff(path, width, height, data_type, block_height):
+    """A sparse tiled GeoTIFF: GDAL writes no tile of it, so any size is cheap."""
+    options = ["TILED=YES", "BLOCKXSIZE=256", f"BLOCKYSIZE={block_height}", "SPARSE_OK=TRUE"]
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), width, height, 1, data_type, options)
+    ds.SetGeoTransform([0, 1, 0, 0, 0, -1])
+    ds.SetProjection(helpers.mars_equirectangular_wkt())
+    ds = None
+    return str(path)
+
+
+def test_the_block_cache_holds_one_row_of_chunks(tmp_path):
+    path = _empty_geotiff(tmp_path / "wide.tif", 40_000, 3_000, gdal.GDT_UInt16, 256)
+    with RasterSource(path) as source:
+        assert source.grid_cache_bytes(1024) == (1024 + 256) * 40_000 * 2
+    with RasterSource(_empty_geotiff(tmp_path / "narrow.tif", 2_000, 3_000, gdal.GDT_UInt16, 256)) as source:
+        assert source.grid_cache_bytes(1024) == raster.BLOCK_CACHE_FLOOR
+    path = _empty_geotiff(tmp_path / "huge.tif", 400_000, 3_000, gdal.GDT_UInt16, 256)
+    with RasterSource(path) as source:
+        assert source.grid_cache_bytes(1024) == raster.BLOCK_CACHE_CEILING
+
+
+def test_the_block_cache_is_set_for_the_run_and_restored_unless_the_user_chose():
+    before = gdal.GetCacheMax()
+    with raster.block_cache(40 << 20) as note:
+        assert gdal.GetCacheMax() == 40 << 20 and "40 MB (a row of chunks" in note
+    assert gdal.GetCacheMax() == before
+    gdal.SetConfigOption("GDAL_CACHEMAX", "64")
+    try:
+        with raster.block_cache(40 << 20) as note:
+            assert gdal.GetCacheMax() == before and "GDAL_CACHEMAX as set" in note
+    finally:
+        gdal.SetConfigOption("GDAL_CACHEMAX", None)
