@@ -137,7 +137,8 @@ def _temporary_folder() -> str:
 
 
 def _gdal_readable(source: str, layer: QgsRasterLayer):
-    """The GDAL dataset behind a gdal-provider layer when GDAL opens it as QGIS shows it, else None."""
+    """The GDAL dataset behind a gdal-provider layer when GDAL opens it as QGIS shows it (a rotated
+    one in its own pixel grid), else None."""
     if layer.providerType() != "gdal" or not source:
         return None
     if not (os.path.isfile(source) or source.startswith("/vsi") or ":" in source):
@@ -147,7 +148,11 @@ def _gdal_readable(source: str, layer: QgsRasterLayer):
             dataset = gdal.Open(source, gdal.GA_ReadOnly)
     except RuntimeError:
         return None
-    if dataset is None or dataset.RasterXSize != layer.width() or dataset.RasterYSize != layer.height():
+    if dataset is None:
+        return None
+    # QGIS shows a rotated raster warped north-up, at another size; the file itself is what to chunk
+    rotated = any(dataset.GetGeoTransform()[i] != 0.0 for i in (2, 4))
+    if not rotated and (dataset.RasterXSize != layer.width() or dataset.RasterYSize != layer.height()):
         return None
     return dataset
 
