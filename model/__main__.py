@@ -2,6 +2,7 @@
 
   detect RASTER --out chunks.gpkg --report report.html   score a raster with a model file
   chunk RASTER --out chunks.gpkg [--export-folder DIR]    the chunk grid only (no TensorFlow)
+  survey --rasters A B DIR find.gpkg --out survey.gpkg   detect over many rasters on Dask, resumable
   train JOB.json                                          train from a job file (see model/training.py)
   info [--model FILE]                                     versions, device and a model file's metadata
   sample-scene OUT.tif                                    write a synthetic HiRISE-like test scene
@@ -11,6 +12,7 @@ Exit status: 0 success, 2 a problem with the input (message says what to do), 1 
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -22,23 +24,11 @@ from .protocol import Reporter
 
 
 def _detect(args, reporter: Reporter) -> None:
-    from .inference import DetectOptions, detect
+    from .inference import detect
     from .report import detection_report
     from .vector import write_geopackage
 
-    options = DetectOptions(
-        chunk_size=args.chunk_size,
-        stride=args.stride,
-        min_valid=args.min_valid,
-        batch_size=args.batch_size,
-        icy_threshold=args.icy_threshold,
-        hard_low=args.hard_low,
-        band=args.band,
-        category_rule=args.category_rule,
-        scoring=args.scoring,
-        probability_raster=args.probability_raster or "",
-        tta=args.tta,
-    )
+    options = dataclasses.replace(_detect_options(args), scoring=args.scoring, probability_raster=args.probability_raster or "", tta=args.tta)
     detection = detect(args.raster, args.model, options, reporter)
     if args.report:
         from . import modelfile
@@ -55,6 +45,23 @@ def _detect(args, reporter: Reporter) -> None:
     if not reporter.jsonl:
         s = detection.summary
         print(f"{s['image_id']}: {s['category']} - {s['icy_chunks']} icy and {s['hard_chunks']} hard of {s['chunks']} chunks, mean p {s['mean_probability']:.3f}")
+
+
+def _detect_options(args):
+    from .inference import DetectOptions
+
+    return DetectOptions(chunk_size=args.chunk_size, stride=args.stride, min_valid=args.min_valid, batch_size=args.batch_size, icy_threshold=args.icy_threshold,
+                         hard_low=args.hard_low, band=args.band, category_rule=args.category_rule)
+
+
+def _survey(args, reporter: Reporter) -> None:
+    from .survey import survey
+
+    result = survey(args.rasters, args.out, args.model, _detect_options(args), scheduler=args.scheduler or "", workers=args.workers,
+                    images_folder=args.images_folder or "", reporter=reporter)
+    reporter.result(result)
+    if not reporter.jsonl:
+        print(f"{result['done']} done, {result['failed']} failed, {result['skipped']} skipped of {result['images']} images: {result['out']}")
 
 
 def _chunk(args, reporter: Reporter) -> None:
@@ -130,6 +137,13 @@ def _sample_scene(args, reporter: Reporter) -> None:
     reporter.result({"path": os.path.abspath(args.out), "ice_chunks": scene["ice_chunks"], "ice_patches": scene["ice_patches"]})
 
 
+def _scoring_arguments(parser):
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--icy-threshold", type=float, default=rules.ICY_THRESHOLD)
+    parser.add_argument("--hard-low", type=float, default=rules.HARD_LOW)
+    parser.add_argument("--category-rule", choices=sorted(rules.CATEGORY_RULES), default=rules.DEFAULT_CATEGORY_RULE, help="image category rule (default: %(default)s, the paper's)")
+
+
 def _grid_arguments(parser, chunk_size_default):
     parser.add_argument("--chunk-size", type=int, default=chunk_size_default, help="chunk side in raster pixels (default: %(default)s)")
     parser.add_argument("--stride", type=int, default=None, help="grid step in pixels (default: the chunk size)")
@@ -148,16 +162,25 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--out", help="GeoPackage to write (layers 'chunks' and 'summary')")
     detect.add_argument("--report", help="HTML report to write")
     _grid_arguments(detect, None)
-    detect.add_argument("--batch-size", type=int, default=16)
-    detect.add_argument("--icy-threshold", type=float, default=rules.ICY_THRESHOLD)
-    detect.add_argument("--hard-low", type=float, default=rules.HARD_LOW)
-    detect.add_argument("--category-rule", choices=sorted(rules.CATEGORY_RULES), default=rules.DEFAULT_CATEGORY_RULE, help="image category rule (default: %(default)s, the paper's)")
+    _scoring_arguments(detect)
     detect.add_argument("--scoring", choices=("auto", "map", "chunk"), default="chunk",
                         help="chunk (default): each chunk scored alone; map: chunks read off the network's score map (dense grids at the price "
                         "of one pass, but each window stretched as a whole); auto: map when the stride is shorter than the chunk and falls on the map's cells")
     detect.add_argument("--probability-raster", metavar="PATH", help="also write the ice probability of every score-map cell as a GeoTIFF in the raster's CRS")
     detect.add_argument("--tta", action="store_true", help="test-time augmentation: average the logits of each chunk and its east-west mirror (twice the network time)")
     detect.set_defaults(run=_detect)
+
+    survey = commands.add_parser("survey", help="detect over many rasters on a Dask cluster into one resumable GeoPackage")
+    survey.add_argument("--rasters", nargs="+", required=True, metavar="PATH",
+                        help="raster files, folders of rasters, or footprint layers from hiriseice:find (their JP2s are looked for in --images-folder)")
+    survey.add_argument("--out", required=True, help="the survey's GeoPackage (layers chunks, summary, footprints, runs); an existing one is resumed")
+    survey.add_argument("--model", default="", help="model file (*.hiriseice); default: the bundled model")
+    survey.add_argument("--images-folder", help="where the JP2s of find's footprints are (default: the footprint file's folder)")
+    survey.add_argument("--scheduler", help="address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786); default: a local cluster")
+    survey.add_argument("--workers", type=int, default=0, help="local cluster's worker processes (default: 0 = one per core)")
+    _grid_arguments(survey, None)
+    _scoring_arguments(survey)
+    survey.set_defaults(run=_survey)
 
     chunk = commands.add_parser("chunk", help="the chunk grid of a raster, without the network")
     chunk.add_argument("raster")

@@ -1,0 +1,384 @@
+"""A survey: detect over many rasters on a Dask cluster, into one GeoPackage.
+
+Inputs: raster files, folders of rasters, and footprint layers made by hiriseice:find (each
+footprint's JP2, by the file name of its jp2_url, in the images folder: where hiriseice:download
+put it). Every image is one Dask task (``survey_image``) that runs ``inference.detect`` with the
+worker process's warm model; only the process that started the survey (the client) writes the
+GeoPackage, as results come in, one SQLite transaction per image. A killed survey therefore
+keeps every image written so far, and a rerun skips the images already done with the same
+model (name and version) and retries the others; a failed image is recorded in the run table,
+not fatal. Dask reschedules the task of a worker that dies; an image that kills workers
+repeatedly is recorded as failed.
+
+Layers, all in Mars geographic coordinates (catalog.MARS_GEOGCS_WKT), since every HiRISE RDR
+has its own projection: ``chunks`` (schema.DETECTION_FIELDS), ``summary`` (schema.SUMMARY_FIELDS,
+the valid footprint), ``footprints`` (FOOTPRINT_FIELDS: the category of model/rules.py) and the
+table ``runs`` (RUN_FIELDS).
+
+Dask and TensorFlow are imported only inside the functions that need them: the client needs
+no TensorFlow, and this module imports without Dask.
+"""
+
+import contextlib
+import datetime
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+
+from osgeo import gdal, ogr, osr
+
+from . import catalog, modelfile, rules
+from .errors import EngineError
+from .inference import DetectOptions, detect
+from .protocol import Reporter, SilentReporter
+from .raster import RASTER_SUFFIXES, gdal_exceptions, image_id_of
+from .schema import DETECTION_FIELDS, SUMMARY_FIELDS
+from .vector import OGR_TYPES
+
+SURVEY_CRS_WKT = catalog.MARS_GEOGCS_WKT
+
+DONE = "done"
+FAILED = "failed"
+
+FOOTPRINT_FIELDS = (
+    ("image_id", "text"),
+    ("category", "text"),  # rules.GOOD / HARD / BAD, by the survey's CATEGORY_RULE
+    ("chunks", "int"),
+    ("icy_chunks", "int"),
+    ("mean_probability", "real"),
+    ("model_name", "text"),
+    ("model_version", "text"),
+)
+
+RUN_FIELDS = (
+    ("image", "text"),  # the raster's path as the workers read it
+    ("image_id", "text"),
+    ("status", "text"),  # DONE or FAILED
+    ("error", "text"),
+    ("model_name", "text"),
+    ("model_version", "text"),
+    ("runtime_s", "real"),
+    ("chunks", "int"),
+    ("finished", "text"),  # UTC, ISO 8601
+)
+
+LAYERS = (
+    ("chunks", ogr.wkbPolygon, DETECTION_FIELDS),
+    ("summary", ogr.wkbMultiPolygon, SUMMARY_FIELDS),
+    ("footprints", ogr.wkbMultiPolygon, FOOTPRINT_FIELDS),
+    ("runs", ogr.wkbNone, RUN_FIELDS),
+)
+
+FOOTPRINT_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".sqlite")
+
+
+class SurveyError(EngineError):
+    code = "survey"
+
+
+@dataclass(frozen=True)
+class SurveyImage:
+    image_id: str
+    path: str
+
+
+# --- inputs --------------------------------------------------------------------------------
+
+
+def survey_images(sources: Sequence[str], images_folder: str = "") -> List[SurveyImage]:
+    """The images of the survey, in the order given, each once.
+
+    A source is a raster file, a folder (its raster files, not its subfolders; hidden files such
+    as download's partial files are left out) or a footprint layer from hiriseice:find, whose
+    JP2s are looked for in images_folder (default: the layer's own folder).
+    """
+    images: Dict[str, SurveyImage] = {}
+    for source in sources:
+        for path in _paths_of(source, images_folder):
+            image = SurveyImage(image_id_of(path), os.path.abspath(path))
+            earlier = images.get(image.image_id)
+            if earlier and earlier.path != image.path:
+                raise SurveyError(
+                    f"Two rasters have the image ID {image.image_id} ({earlier.path} and {image.path}); a survey keys its rows by it. "
+                    "Survey one of them, or rename the other."
+                )
+            images[image.image_id] = image
+    if not images:
+        raise SurveyError(f"No raster to survey in {', '.join(sources) or 'the input'}. Give raster files, folders of rasters, or footprints from hiriseice:find.")
+    return list(images.values())
+
+
+def _paths_of(source: str, images_folder: str) -> Iterator[str]:
+    if os.path.isdir(source):
+        names = sorted(n for n in os.listdir(source) if n.lower().endswith(RASTER_SUFFIXES) and not n.lower().endswith(".lbl") and not n.startswith("."))
+        yield from (os.path.join(source, n) for n in names)
+    elif source.lower().endswith(FOOTPRINT_SUFFIXES) and os.path.isfile(source):
+        yield from footprint_jp2_paths(source, images_folder or os.path.dirname(os.path.abspath(source)))
+    elif os.path.exists(source):
+        yield source
+    else:
+        raise SurveyError(f"'{source}' does not exist. Give raster files, folders of rasters, or footprints from hiriseice:find.")
+
+
+def footprint_jp2_paths(path: str, images_folder: str) -> List[str]:
+    """The local JP2 of every footprint of a hiriseice:find layer: the jp2_url's file name in images_folder."""
+    with gdal_exceptions():
+        try:
+            ds = gdal.OpenEx(path, gdal.OF_VECTOR)
+        except RuntimeError as exc:
+            raise SurveyError(f"'{path}' is not a vector file GDAL can read ({exc}). Give the footprints written by hiriseice:find.") from None
+    for index in range(ds.GetLayerCount()):
+        layer = ds.GetLayer(index)
+        if layer.GetLayerDefn().GetFieldIndex("jp2_url") >= 0:
+            urls = [feature.GetField("jp2_url") for feature in layer]
+            return [os.path.join(images_folder, os.path.basename(url.split("?", 1)[0])) for url in urls if url]
+    raise SurveyError(f"'{path}' has no layer with a jp2_url field. Give the footprints written by hiriseice:find, or the downloaded rasters themselves.")
+
+
+# --- the task each Dask worker runs --------------------------------------------------------
+
+# One warm model per worker process, keyed by (path, mtime): the next image reuses it, and a
+# model file rewritten in place is loaded again.
+_warm_model: Dict[Tuple[str, int], Tuple[object, Dict]] = {}
+
+
+def warm_model(model_path: str, tensorflow_threads: int = 0) -> Tuple[object, Dict]:
+    """(network, metadata) of model_path, loaded once per process. tensorflow_threads > 0 bounds
+    TensorFlow's thread pool (LocalCluster: the cores shared among the workers), set before it starts."""
+    key = (model_path, os.stat(model_path).st_mtime_ns)
+    if key not in _warm_model:
+        if tensorflow_threads > 0 and not _warm_model:
+            import tensorflow as tf
+
+            with contextlib.suppress(RuntimeError):  # TensorFlow already started in this process
+                tf.config.threading.set_intra_op_parallelism_threads(tensorflow_threads)
+                tf.config.threading.set_inter_op_parallelism_threads(min(2, tensorflow_threads))
+        _warm_model.clear()
+        _warm_model[key] = modelfile.load(model_path)
+    return _warm_model[key]
+
+
+class _WarningsKept(SilentReporter):
+    def __init__(self):
+        super().__init__()
+        self.warnings: List[str] = []
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+def survey_image(image: SurveyImage, model_path: str, options: DetectOptions, tensorflow_threads: int = 0) -> Dict:
+    """Detect on one image with the worker's warm model; its rows in the survey's CRS. Never raises
+    for a bad image: the outcome says DONE or FAILED with the message."""
+    started = time.monotonic()
+    reporter = _WarningsKept()
+    try:
+        with gdal_exceptions():
+            detection = detect(image.path, model_path, options, reporter, loaded=warm_model(model_path, tensorflow_threads))
+            to_survey = _to_survey_crs(image.path, detection.raster["crs_wkt"])
+            chunks = [dict(chunk, wkt=to_survey(chunk["wkt"])) for chunk in detection.chunks]
+            summary = dict(detection.summary, footprint_wkt=to_survey(detection.summary["footprint_wkt"]) if detection.summary.get("footprint_wkt") else "")
+    except EngineError as exc:
+        return _failed(image, str(exc), started, reporter.warnings)
+    except Exception as exc:  # one image's unforeseen failure must not end a survey of hundreds
+        return _failed(image, f"unexpected {type(exc).__name__}: {exc}", started, reporter.warnings)
+    return {"image": image, "status": DONE, "error": "", "chunks": chunks, "summary": summary, "runtime_s": round(time.monotonic() - started, 2), "warnings": reporter.warnings}
+
+
+def _failed(image: SurveyImage, message: str, started: float, warnings: List[str]) -> Dict:
+    return {"image": image, "status": FAILED, "error": message, "chunks": [], "summary": None, "runtime_s": round(time.monotonic() - started, 2), "warnings": warnings}
+
+
+def _to_survey_crs(path: str, crs_wkt: str):
+    """WKT in the raster's CRS -> WKT in SURVEY_CRS_WKT."""
+    source, target = osr.SpatialReference(wkt=crs_wkt), osr.SpatialReference(wkt=SURVEY_CRS_WKT)
+    for srs in (source, target):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    try:
+        transform = osr.CoordinateTransformation(source, target)
+    except RuntimeError as exc:
+        raise SurveyError(
+            f"'{path}' cannot be placed in the survey's Mars coordinates ({str(exc).splitlines()[0]}): its CRS ({source.GetName()}) is not a Mars CRS. "
+            "Assign the product's Mars CRS (gdal_edit.py -a_srs, or Raster > Projections > Assign Projection)."
+        ) from None
+
+    def convert(wkt: str) -> str:
+        geometry = ogr.CreateGeometryFromWkt(wkt)
+        geometry.Transform(transform)
+        return geometry.ExportToWkt()
+
+    return convert
+
+
+# --- the one writer ------------------------------------------------------------------------
+
+
+class SurveyStore:
+    """The survey's GeoPackage, written by the client only, one transaction per image."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        with gdal_exceptions():
+            if os.path.exists(self.path):
+                self.ds = self._open_existing()
+            else:
+                folder = os.path.dirname(self.path)
+                with contextlib.suppress(OSError):
+                    os.makedirs(folder, exist_ok=True)
+                if not os.access(folder, os.W_OK):
+                    raise SurveyError(f"The folder {folder} of the survey's GeoPackage cannot be written to (missing or read-only). Choose a folder you can write to.")
+                self.ds = ogr.GetDriverByName("GPKG").CreateDataSource(self.path)
+                self._create_layers()
+
+    def _open_existing(self):
+        try:
+            ds = gdal.OpenEx(self.path, gdal.OF_VECTOR | gdal.OF_UPDATE, allowed_drivers=["GPKG"])
+        except RuntimeError as exc:
+            raise SurveyError(f"'{self.path}' exists but is not a GeoPackage this survey can update ({exc}). Choose a new file, or the survey's own GeoPackage to resume it.") from None
+        missing = [name for name, _, _ in LAYERS if ds.GetLayerByName(name) is None]
+        if missing:
+            raise SurveyError(f"'{self.path}' is a GeoPackage but not a survey's (no layer {', '.join(missing)}). Choose a new file, or the survey's own GeoPackage to resume it.")
+        return ds
+
+    def _create_layers(self) -> None:
+        srs = osr.SpatialReference(wkt=SURVEY_CRS_WKT)
+        for name, geometry_type, fields in LAYERS:
+            layer = self.ds.CreateLayer(name, srs if geometry_type != ogr.wkbNone else None, geometry_type)
+            for field_name, kind in fields:
+                layer.CreateField(ogr.FieldDefn(field_name, OGR_TYPES[kind]))
+
+    def done_with(self, model_name: str, model_version: str) -> Set[str]:
+        """The image IDs already done with this model."""
+        return {f.GetField("image_id") for f in self.ds.GetLayerByName("runs")
+                if f.GetField("status") == DONE and f.GetField("model_name") == model_name and f.GetField("model_version") == model_version}
+
+    def record(self, outcome: Dict, model_name: str, model_version: str) -> None:
+        """Replace the image's rows (an earlier failure, or another model's) with this outcome."""
+        image: SurveyImage = outcome["image"]
+        quoted = image.image_id.replace("'", "''")
+        with gdal_exceptions():
+            self.ds.StartTransaction()
+            try:
+                for name, _, _ in LAYERS:
+                    self.ds.ExecuteSQL(f"DELETE FROM \"{name}\" WHERE image_id = '{quoted}'")
+                summary = outcome["summary"]
+                self._add("chunks", outcome["chunks"], "wkt")
+                if summary:
+                    self._add("summary", [summary], "footprint_wkt")
+                    self._add("footprints", [summary], "footprint_wkt")
+                self._add("runs", [{
+                    "image": image.path, "image_id": image.image_id, "status": outcome["status"], "error": outcome["error"],
+                    "model_name": model_name, "model_version": model_version, "runtime_s": outcome["runtime_s"],
+                    "chunks": len(outcome["chunks"]),
+                    "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                }], None)
+            except BaseException:
+                self.ds.RollbackTransaction()
+                raise
+            self.ds.CommitTransaction()
+
+    def _add(self, name: str, rows: Iterable[Dict], geometry_key: Optional[str]) -> None:
+        layer = self.ds.GetLayerByName(name)
+        fields = next(f for n, _, f in LAYERS if n == name)
+        multi = layer.GetGeomType() == ogr.wkbMultiPolygon
+        for row in rows:
+            feature = ogr.Feature(layer.GetLayerDefn())
+            for field_name, _ in fields:
+                if row.get(field_name) is not None:
+                    feature.SetField(field_name, row[field_name])
+            if geometry_key and row.get(geometry_key):
+                geometry = ogr.CreateGeometryFromWkt(row[geometry_key])
+                feature.SetGeometry(ogr.ForceToMultiPolygon(geometry) if multi else geometry)
+            layer.CreateFeature(feature)
+
+    def close(self) -> None:
+        self.ds = None
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str = "", workers: int = 0, reporter: Reporter = None):
+    """(Dask client, TensorFlow threads per worker): an existing cluster's scheduler when given,
+    else a LocalCluster of `workers` processes (0: one per core), one task at a time each."""
+    from distributed import Client, LocalCluster
+
+    reporter = reporter or SilentReporter()
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="30s")
+        except (OSError, TimeoutError) as exc:
+            raise SurveyError(
+                f"No Dask scheduler answers at {scheduler} ({exc}). Start the cluster first (dask scheduler / dask worker, or dask-jobqueue), "
+                "check the address, or leave the scheduler empty for a local cluster."
+            ) from None
+        with client:
+            reporter.log(f"Dask cluster at {scheduler}: {len(client.scheduler_info()['workers'])} workers")
+            yield client, 0
+        return
+    cores = os.cpu_count() or 1
+    workers = workers or cores
+    # LocalCluster's nanny restarts a worker that dies; its tasks are rescheduled.
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        reporter.log(f"local Dask cluster: {workers} workers on {cores} cores ({cluster.scheduler_address})")
+        yield client, max(1, cores // workers)
+
+
+def survey(sources: Sequence[str], out: str, model_path: str = "", options: Optional[DetectOptions] = None, scheduler: str = "", workers: int = 0,
+           images_folder: str = "", reporter: Optional[Reporter] = None) -> Dict:
+    """Run the survey and return its counts: images, skipped (done before with this model), done, failed."""
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    options = options or DetectOptions()
+    reporter = reporter or SilentReporter()
+    if workers < 0:
+        raise SurveyError(f"The number of workers must be 0 (one per core) or more, not {workers}.")
+    rules.check_thresholds(options.icy_threshold, options.hard_low)
+    rules.check_category_rule(options.category_rule)
+    model_path = modelfile.resolve_model_path(model_path)
+    metadata = modelfile.read_metadata(model_path)
+    name, version = metadata["name"], str(metadata["version"])
+    images = survey_images(sources, images_folder)
+    store = SurveyStore(out)
+    try:
+        done_before = store.done_with(name, version)
+        todo = [image for image in images if image.image_id not in done_before]
+        reporter.log(f"{len(images)} images: {len(images) - len(todo)} already done with model {name} {version}, {len(todo)} to survey into {store.path}")
+        counts = {"images": len(images), "skipped": len(images) - len(todo), DONE: 0, FAILED: 0}
+        if todo:
+            with dask_client(scheduler, workers, reporter) as (client, tensorflow_threads):
+                futures = {client.submit(survey_image, image, model_path, options, tensorflow_threads, pure=False): image for image in todo}
+                for finished, future in enumerate(as_completed(futures), start=1):
+                    outcome = _outcome_of(future, futures[future], KilledWorker)
+                    store.record(outcome, name, version)
+                    counts[outcome["status"]] += 1
+                    _report_outcome(reporter, outcome, finished, len(todo))
+                    reporter.progress(finished / len(todo))
+        else:
+            reporter.progress(1.0)
+    finally:
+        store.close()
+    reporter.log(f"survey: {counts[DONE]} done, {counts[FAILED]} failed, {counts['skipped']} skipped (done before) of {counts['images']} images in {os.path.abspath(out)}")
+    return dict(counts, out=os.path.abspath(out), model_name=name, model_version=version)
+
+
+def _outcome_of(future, image: SurveyImage, killed_worker) -> Dict:
+    try:
+        return future.result()
+    except killed_worker:
+        return _failed(image, "the Dask workers running this image died each time they tried it (out of memory?); the other images went on", time.monotonic(), [])
+
+
+def _report_outcome(reporter: Reporter, outcome: Dict, finished: int, total: int) -> None:
+    image = outcome["image"]
+    for warning in outcome["warnings"]:
+        reporter.warning(f"{image.image_id}: {warning}")
+    if outcome["status"] == DONE:
+        s = outcome["summary"]
+        reporter.log(f"[{finished}/{total}] {image.image_id}: {s['category']} - {s['icy_chunks']} icy of {s['chunks']} chunks, mean p {s['mean_probability']:.3f} ({outcome['runtime_s']} s)")
+    else:
+        reporter.warning(f"[{finished}/{total}] {image.image_id} failed: {outcome['error']}")
