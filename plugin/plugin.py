@@ -2,10 +2,10 @@
 
 import os
 
-from qgis.core import Qgis, QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsSettings, QgsTask
+from qgis.core import Qgis, QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsTask
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QFileDialog, QMenu, QMessageBox
+from qgis.PyQt.QtWidgets import QMenu, QMessageBox, QPushButton
 
 try:
     from qgis.PyQt.QtGui import QAction  # Qt6 (QGIS 4), and Qt5 builds of recent QGIS 3
@@ -13,6 +13,7 @@ except ImportError:
     from qgis.PyQt.QtWidgets import QAction  # Qt5 (QGIS 3.22)
 
 from .labelling import ICY, NAMES, NOT_ICY, UNCLEAR, LabellingError, mark_selected
+from .worker_dialogs import WorkerInstaller, WorkerSettingsDialog, describe_worker
 
 try:
     from ..processing_provider import worker
@@ -47,6 +48,8 @@ class IcePatchesPlugin:
         self.check_task = None
         self.review_action = None
         self.review_dock = None
+        self.installer = None
+        self.settings_dialog = None
 
     # --- Processing -----------------------------------------------------------------------------
 
@@ -88,6 +91,7 @@ class IcePatchesPlugin:
             self.shortcut_actions.append(action)
             self.actions.append(action)
         self.toolbar.addAction(self.review_action)
+        self._offer_installer_on_first_use()
 
     def _menu_action(self, text, slot, icon=None) -> QAction:
         action = QAction(_icon(icon), text, self.iface.mainWindow()) if icon else QAction(text, self.iface.mainWindow())
@@ -97,6 +101,11 @@ class IcePatchesPlugin:
         return action
 
     def unload(self):
+        for dialog in (self.installer, self.settings_dialog):
+            if dialog is not None:
+                dialog.close()
+                dialog.deleteLater()
+        self.installer = self.settings_dialog = None
         if self.review_dock is not None:
             self.review_dock.release()
             self.iface.removeDockWidget(self.review_dock)
@@ -126,6 +135,8 @@ class IcePatchesPlugin:
     def open_algorithm(self, name: str):
         import processing
 
+        if name in ("detect", "train") and self._worker_missing() and self.offer_installer(f"'{name}' runs the neural network in the worker, which is not set up yet."):
+            return
         processing.execAlgorithmDialog(f"hiriseice:{name}")
 
     def toggle_review(self, checked: bool = True):
@@ -168,7 +179,7 @@ class IcePatchesPlugin:
         try:
             python = worker.locate_worker()
         except QgsProcessingException as exc:
-            QMessageBox.warning(self.iface.mainWindow(), f"{TITLE}: worker", str(exc))
+            self.offer_installer(str(exc))
             return
         self.iface.messageBar().pushMessage(TITLE, f"Checking the worker {python} (starting TensorFlow takes a few seconds)…", Qgis.MessageLevel.Info, 5)
         self.check_task = QgsTask.fromFunction(f"{TITLE}: checking the worker", _worker_info, on_finished=self._worker_checked)
@@ -182,23 +193,60 @@ class IcePatchesPlugin:
             return
         QMessageBox.information(window, f"{TITLE}: worker", describe_worker(result))
 
-    def worker_settings(self):
-        settings = QgsSettings()
-        current = str(settings.value(worker.SETTINGS_KEY, "") or "")
+    # --- the worker's setup ----------------------------------------------------------------------
+
+    @staticmethod
+    def _worker_missing() -> bool:
         try:
-            in_use = worker.locate_worker()
+            worker.locate_worker()
         except QgsProcessingException:
-            in_use = "none found"
-        path, _ = QFileDialog.getOpenFileName(
-            self.iface.mainWindow(),
-            f"Python of the {TITLE} worker (with TensorFlow 2.21) - now: {in_use}",
-            os.path.dirname(current or worker.default_worker_python()),
-        )
-        if not path:
+            return True
+        return False
+
+    def _offer_installer_on_first_use(self):
+        """Without a worker, one message with a button (not a dialog: QGIS is still starting)."""
+        if not self._worker_missing():
             return
-        settings.setValue(worker.SETTINGS_KEY, path)
-        note = f" (the environment variable {worker.ENV_VAR} still takes precedence)" if os.environ.get(worker.ENV_VAR) else ""
-        self.iface.messageBar().pushMessage(TITLE, f"Worker Python set to {path}{note}. Use 'Check worker' to test it.", Qgis.MessageLevel.Info, 6)
+        bar = self.iface.messageBar()
+        item = bar.createMessage(TITLE, "The worker (a Python with TensorFlow) that detection and training need is not set up.")
+        button = QPushButton("Install the worker…", item)
+        button.setObjectName("hiriseice_install_worker")
+        button.clicked.connect(lambda checked=False: self.open_installer())
+        item.layout().addWidget(button)
+        bar.pushWidget(item, Qgis.MessageLevel.Warning, 0)
+
+    def offer_installer(self, reason: str) -> bool:
+        """Asks whether to install the worker now; True when the installer was opened."""
+        answer = QMessageBox.question(
+            self.iface.mainWindow(), f"{TITLE}: no worker",
+            f"{reason}\n\nInstall the worker now? (A Python environment with TensorFlow, about 700 MB of downloads; QGIS stays usable.)",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        self.open_installer()
+        return True
+
+    def open_installer(self) -> WorkerInstaller:
+        if self.installer is None:
+            self.installer = WorkerInstaller(self.iface.mainWindow())
+            self.installer.installed.connect(self._worker_installed)
+        self.installer.show()
+        self.installer.raise_()
+        return self.installer
+
+    def _worker_installed(self, python: str):
+        if self.settings_dialog is not None:
+            self.settings_dialog.path_edit.setText(python)
+            self.settings_dialog.show_in_use()
+        self.iface.messageBar().pushMessage(TITLE, f"Worker installed: {python}. Detection and training are ready.", Qgis.MessageLevel.Success, 8)
+
+    def worker_settings(self) -> WorkerSettingsDialog:
+        if self.settings_dialog is None:
+            self.settings_dialog = WorkerSettingsDialog(self.iface.mainWindow(), open_installer=self.open_installer)
+        self.settings_dialog.show()
+        self.settings_dialog.raise_()
+        return self.settings_dialog
 
 
 class _TaskFeedback(QgsProcessingFeedback):
@@ -215,15 +263,3 @@ class _TaskFeedback(QgsProcessingFeedback):
 def _worker_info(task):
     """Runs in a QgsTask: the worker's `info` command (versions, device, default model)."""
     return worker.run_worker(["info"], _TaskFeedback(task))
-
-
-def describe_worker(info: dict) -> str:
-    lines = [
-        f"Worker Python: {info.get('executable')} (Python {info.get('python')})",
-        f"Engine {info.get('engine')}, TensorFlow {info.get('tensorflow')}, Keras {info.get('keras')}, NumPy {info.get('numpy')}, GDAL {info.get('gdal')}",
-        f"Compute device: {info.get('device')}",
-    ]
-    model = info.get("model") or {}
-    if model:
-        lines.append(f"Default model: {model.get('name')} {model.get('version')} (input {model.get('input_size')} px, chunks {model.get('chunk_size')} px)")
-    return "\n".join(lines)
