@@ -30,6 +30,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tupl
 from osgeo import gdal, ogr, osr
 
 from . import catalog, modelfile, rules
+from .download import DownloadItem
 from .errors import EngineError
 from .inference import DetectOptions, detect
 from .protocol import Reporter, SilentReporter
@@ -123,7 +124,7 @@ def _paths_of(source: str, images_folder: str) -> Iterator[str]:
 
 
 def footprint_jp2_paths(path: str, images_folder: str) -> List[str]:
-    """The local JP2 of every footprint of a hiriseice:find layer: the jp2_url's file name in images_folder."""
+    """The local JP2 of every footprint of a hiriseice:find layer: where hiriseice:download put it in images_folder."""
     with gdal_exceptions():
         try:
             ds = gdal.OpenEx(path, gdal.OF_VECTOR)
@@ -133,7 +134,7 @@ def footprint_jp2_paths(path: str, images_folder: str) -> List[str]:
         layer = ds.GetLayer(index)
         if layer.GetLayerDefn().GetFieldIndex("jp2_url") >= 0:
             urls = [feature.GetField("jp2_url") for feature in layer]
-            return [os.path.join(images_folder, os.path.basename(url.split("?", 1)[0])) for url in urls if url]
+            return [os.path.join(images_folder, DownloadItem(url).name) for url in urls if url]
     raise SurveyError(f"'{path}' has no layer with a jp2_url field. Give the footprints written by hiriseice:find, or the downloaded rasters themselves.")
 
 

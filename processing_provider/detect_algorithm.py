@@ -1,5 +1,6 @@
 """hiriseice:detect - score a HiRISE image's chunks for ice with a model file, in the worker."""
 
+import math
 import os
 import shutil
 from typing import Dict, List, NamedTuple
@@ -20,21 +21,25 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, gdal_without_pam, styling
+from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, gdal_errors_unprinted, gdal_without_pam, styling
 from .common import (
     add_features,
+    check_free_space,
     check_not_replaced_later,
     check_writable,
+    check_written,
     checked_model,
     features_from_dicts,
     file_destination,
     make_fields,
+    not_written,
     output_crs,
     raster_path_for_worker,
+    remove_created,
     report_replaced_layers,
     require_crs,
 )
-from .engine import chunking, errors, gdal_exceptions, modelfile, raster, rules, schema
+from .engine import chunking, errors, gdal_exceptions, grid, modelfile, raster, rules, schema
 from .worker import partial_path, run_worker
 
 
@@ -128,26 +133,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         self.addParameter(
             QgsProcessingParameterFile(self.MODEL, self.tr("Model file (empty = bundled default model)"), QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter=MODEL_FILTER)
         )
-        self.addParameter(QgsProcessingParameterNumber(self.CHUNK_SIZE, self.tr("Chunk size (pixels; 0 = the model's)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(self.STRIDE, self.tr("Stride (pixels; 0 = chunk size)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.MIN_VALID, self.tr("Minimum valid share of the chunk centre"), QgsProcessingParameterNumber.Type.Double, chunking.DEFAULT_MIN_VALID, minValue=0.0, maxValue=1.0
-            )
-        )
-        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (chunks per network call)"), QgsProcessingParameterNumber.Type.Integer, 16, minValue=1))
-        self.addParameter(
-            QgsProcessingParameterNumber(self.ICY_THRESHOLD, self.tr("Icy at probability ≥"), QgsProcessingParameterNumber.Type.Double, rules.ICY_THRESHOLD, minValue=0.0, maxValue=1.0)
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(self.HARD_LOW, self.tr("Hard to identify at probability ≥"), QgsProcessingParameterNumber.Type.Double, rules.HARD_LOW, minValue=0.0, maxValue=1.0)
-        )
-        category_rule = QgsProcessingParameterEnum(self.CATEGORY_RULE, self.tr("Image category rule"), list(rules.CATEGORY_RULES), defaultValue=rules.DEFAULT_CATEGORY_RULE)
-        category_rule.setUsesStaticStrings(True)  # CATEGORY_RULE=paper on the command line, not an index
-        self.addParameter(category_rule)
-        band = QgsProcessingParameterNumber(self.BAND, self.tr("Band (0 = automatic)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0)
-        band.setFlags(band.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-        self.addParameter(band)
+        add_scoring_parameters(self)
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Ice probability of chunks"), QgsProcessing.SourceType.TypeVectorPolygon))
         self.addParameter(QgsProcessingParameterFeatureSink(self.SUMMARY, self.tr("Image summary"), QgsProcessing.SourceType.TypeVectorPolygon, optional=True, createByDefault=True))
         self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, self.tr("Detection report"), HTML_FILTER, optional=True))
@@ -171,6 +157,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         sinks = self.checked_sink_destinations(parameters, context)
         report = self.checked_report(parameters, context)
         probability_raster = self.checked_probability_raster(parameters, context)
+        check_free_space(sinks.values(), math.prod(grid.grid_shape(layer.width(), layer.height(), options["chunk_size"], options["stride"])))
         raster_path = raster_path_for_worker(layer, context, feedback)
         check_raster_for_detection(raster_path, options)
 
@@ -195,8 +182,14 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             results[self.REPORT] = report
         if probability_raster:
             results[self.PROBABILITY_RASTER] = self.styled_probability_raster(context, probability_raster)
-        results[self.OUTPUT] = self.write_layer(parameters, self.OUTPUT, context, feedback, sinks.get(self.OUTPUT), crs, chunks)
-        summary_destination = self.write_layer(parameters, self.SUMMARY, context, feedback, sinks.get(self.SUMMARY), crs, [summary])
+        try:
+            # a full disk makes GDAL print SQLite's failures; check_written says it once, with the fix
+            with gdal_errors_unprinted():
+                results[self.OUTPUT] = self.write_layer(parameters, self.OUTPUT, context, feedback, sinks.get(self.OUTPUT), crs, chunks)
+                summary_destination = self.write_layer(parameters, self.SUMMARY, context, feedback, sinks.get(self.SUMMARY), crs, [summary])
+        except QgsProcessingException:
+            remove_created(sinks.values())
+            raise
         if summary_destination:
             results[self.SUMMARY] = summary_destination
         feedback.pushInfo(
@@ -207,27 +200,11 @@ class DetectAlgorithm(HiriseIceAlgorithm):
 
     def worker_options(self, parameters, context, layer, metadata) -> Dict:
         """The worker's detect options (model/__main__.py), checked here before its seconds-long start."""
-        chunk_size = self.parameterAsInt(parameters, self.CHUNK_SIZE, context) or int(metadata["chunk_size"])
-        options = dict(
-            chunk_size=chunk_size,
-            stride=self.parameterAsInt(parameters, self.STRIDE, context) or chunk_size,
-            min_valid=self.parameterAsDouble(parameters, self.MIN_VALID, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            icy_threshold=self.parameterAsDouble(parameters, self.ICY_THRESHOLD, context),
-            hard_low=self.parameterAsDouble(parameters, self.HARD_LOW, context),
-            band=self.parameterAsInt(parameters, self.BAND, context),
-            category_rule=self.parameterAsEnumString(parameters, self.CATEGORY_RULE, context),
-        )
+        options = scoring_options(self, parameters, context, metadata)
         if options["band"] > layer.bandCount():
             raise QgsProcessingException(
                 f"Band {options['band']} does not exist in '{layer.name()}', which has {layer.bandCount()} band(s). Choose 1..{layer.bandCount()}, or 0 for automatic."
             )
-        try:
-            rules.check_thresholds(options["icy_threshold"], options["hard_low"])
-            rules.check_category_rule(options["category_rule"])
-            chunking.check_grid_parameters(options["chunk_size"], options["stride"], options["min_valid"])
-        except errors.EngineError as exc:
-            raise QgsProcessingException(str(exc)) from None
         return options
 
     def checked_sink_destinations(self, parameters, context) -> Dict:
@@ -278,15 +255,69 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         if on_disk is not None:
             report_replaced_layers(on_disk, feedback)
         fields = make_fields(layer.fields)
-        sink, destination = self.parameterAsSink(parameters, name, context, fields, layer.geometry, crs)
+        try:
+            sink, destination = self.parameterAsSink(parameters, name, context, fields, layer.geometry, crs)
+        except QgsProcessingException:
+            if on_disk is None:
+                raise
+            raise not_written(on_disk, layer.what, "the layer could not be created") from None
         if sink is None:
             if name == self.OUTPUT:
                 raise QgsProcessingException(self.invalidSinkError(parameters, name))
             return ""
         add_features(sink, features_from_dicts(rows, fields, layer.geometry_key, multi=layer.geometry == QgsWkbTypes.Type.MultiPolygon), layer.what)
         del sink  # closes the file before postProcessAlgorithm stores the style in it
+        if on_disk is not None:
+            check_written(on_disk, len(rows), layer.what)
         self.style_output(context, destination, layer.qml)
         return destination
+
+
+def add_scoring_parameters(algorithm) -> None:
+    """CHUNK_SIZE ... BAND: how detect grids and scores, shared by hiriseice:detect and hiriseice:survey."""
+    tr = algorithm.tr
+    algorithm.addParameter(QgsProcessingParameterNumber("CHUNK_SIZE", tr("Chunk size (pixels; 0 = the model's)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
+    algorithm.addParameter(QgsProcessingParameterNumber("STRIDE", tr("Stride (pixels; 0 = chunk size)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
+    algorithm.addParameter(
+        QgsProcessingParameterNumber(
+            "MIN_VALID", tr("Minimum valid share of the chunk centre"), QgsProcessingParameterNumber.Type.Double, chunking.DEFAULT_MIN_VALID, minValue=0.0, maxValue=1.0
+        )
+    )
+    algorithm.addParameter(QgsProcessingParameterNumber("BATCH_SIZE", tr("Batch size (chunks per network call)"), QgsProcessingParameterNumber.Type.Integer, 16, minValue=1))
+    algorithm.addParameter(
+        QgsProcessingParameterNumber("ICY_THRESHOLD", tr("Icy at probability ≥"), QgsProcessingParameterNumber.Type.Double, rules.ICY_THRESHOLD, minValue=0.0, maxValue=1.0)
+    )
+    algorithm.addParameter(
+        QgsProcessingParameterNumber("HARD_LOW", tr("Hard to identify at probability ≥"), QgsProcessingParameterNumber.Type.Double, rules.HARD_LOW, minValue=0.0, maxValue=1.0)
+    )
+    category_rule = QgsProcessingParameterEnum("CATEGORY_RULE", tr("Image category rule"), list(rules.CATEGORY_RULES), defaultValue=rules.DEFAULT_CATEGORY_RULE)
+    category_rule.setUsesStaticStrings(True)  # CATEGORY_RULE=paper on the command line, not an index
+    algorithm.addParameter(category_rule)
+    band = QgsProcessingParameterNumber("BAND", tr("Band (0 = automatic)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0)
+    band.setFlags(band.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+    algorithm.addParameter(band)
+
+
+def scoring_options(algorithm, parameters, context, metadata) -> Dict:
+    """The values of add_scoring_parameters as the worker's options, checked by the engine's rules."""
+    chunk_size = algorithm.parameterAsInt(parameters, "CHUNK_SIZE", context) or int(metadata["chunk_size"])
+    options = dict(
+        chunk_size=chunk_size,
+        stride=algorithm.parameterAsInt(parameters, "STRIDE", context) or chunk_size,
+        min_valid=algorithm.parameterAsDouble(parameters, "MIN_VALID", context),
+        batch_size=algorithm.parameterAsInt(parameters, "BATCH_SIZE", context),
+        icy_threshold=algorithm.parameterAsDouble(parameters, "ICY_THRESHOLD", context),
+        hard_low=algorithm.parameterAsDouble(parameters, "HARD_LOW", context),
+        band=algorithm.parameterAsInt(parameters, "BAND", context),
+        category_rule=algorithm.parameterAsEnumString(parameters, "CATEGORY_RULE", context),
+    )
+    try:
+        rules.check_thresholds(options["icy_threshold"], options["hard_low"])
+        rules.check_category_rule(options["category_rule"])
+        chunking.check_grid_parameters(options["chunk_size"], options["stride"], options["min_valid"])
+    except errors.EngineError as exc:
+        raise QgsProcessingException(str(exc)) from None
+    return options
 
 
 def check_raster_for_detection(raster_path: str, options: Dict) -> None:

@@ -8,6 +8,7 @@ from .detect_algorithm import DetectAlgorithm
 from .download_algorithm import DownloadAlgorithm
 from .engine import ENGINE_VERSION, icon_path
 from .find_algorithm import FindAlgorithm
+from .survey_algorithm import SurveyAlgorithm
 from .train_algorithm import TrainAlgorithm
 
 
@@ -31,5 +32,5 @@ class IcePatchesProvider(QgsProcessingProvider):
         return ENGINE_VERSION
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS's name)
-        for algorithm in (DetectAlgorithm(), TrainAlgorithm(), ChunkAlgorithm(), FindAlgorithm(), DownloadAlgorithm()):
+        for algorithm in (DetectAlgorithm(), TrainAlgorithm(), ChunkAlgorithm(), FindAlgorithm(), DownloadAlgorithm(), SurveyAlgorithm()):
             self.addAlgorithm(algorithm)

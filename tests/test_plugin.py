@@ -216,7 +216,7 @@ def test_provider_lists_its_algorithms_with_help_without_a_worker(qgis_app, monk
         provider.refreshAlgorithms()
         algorithms = {a.id(): a for a in provider.algorithms()}
     assert provider.id() == "hiriseice" and provider.name() == "HiRISE Ice Patches" and os.path.isfile(provider.svgIconPath())
-    assert sorted(algorithms) == ["hiriseice:chunk", "hiriseice:detect", "hiriseice:download", "hiriseice:find", "hiriseice:train"]
+    assert sorted(algorithms) == ["hiriseice:chunk", "hiriseice:detect", "hiriseice:download", "hiriseice:find", "hiriseice:survey", "hiriseice:train"]
     for algorithm in algorithms.values():
         assert algorithm.displayName() and algorithm.group() and os.path.isfile(algorithm.svgIconPath())
         text = algorithm.shortHelpString()
@@ -467,7 +467,7 @@ def test_plugin_gui_loads_marks_and_unloads_without_a_worker(qgis_app, tmp_path)
     assert lines, f"exit {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
     out = json.loads(lines[-1][len("RESULT "):])
     assert out["class"] == "IcePatchesPlugin"
-    assert out["algorithms"] == ["hiriseice:chunk", "hiriseice:detect", "hiriseice:download", "hiriseice:find", "hiriseice:train"]
+    assert out["algorithms"] == ["hiriseice:chunk", "hiriseice:detect", "hiriseice:download", "hiriseice:find", "hiriseice:survey", "hiriseice:train"]
     assert all(length > 300 for length in out["help"].values())
     assert out["menus"] == ["Settings", "HiRISE Ice Patches", "Help"]  # before the first right standard menu
     assert out["menu_icon"] is False

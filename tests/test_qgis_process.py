@@ -29,7 +29,7 @@ def test_list_shows_the_algorithms():
     assert len(provider) == 2, "the provider is not listed:\n" + done.stdout[:3000]
     listed = re.findall(r"^\t(hiriseice:\w+)\t(.+)$", provider[1], re.M)
     assert sorted(listed) == [("hiriseice:chunk", "Chunk grid of a HiRISE image"), ("hiriseice:detect", "Detect ice patches"),
-                              ("hiriseice:download", "Download HiRISE products"), ("hiriseice:find", "Find HiRISE observations"),
+                              ("hiriseice:download", "Download HiRISE products"), ("hiriseice:find", "Find HiRISE observations"), ("hiriseice:survey", "Survey many images"),
                               ("hiriseice:train", "Train ice-patch model")]
 
 

@@ -1,0 +1,201 @@
+"""hiriseice:survey and `python -m model survey` (model/survey.py): real Dask clusters in the worker's
+Python, the session's tiny model, generated rasters. The survey must equal detect run image by
+image, lose no image when a Dask worker is killed, skip what is done on a rerun and record a bad
+raster as failed while the rest completes."""
+
+import json
+import shutil
+
+import pytest
+from osgeo import ogr, osr
+
+import helpers
+import qgis_support as qs
+
+# Different ice on each image, so the images' probabilities differ.
+ICE_PATTERNS = [helpers.checkerboard, lambda row, col: True, lambda row, col: False, lambda row, col: row == col]
+MARS_GEOGRAPHIC = 'GEOGCS["Mars (2015) - Sphere / Ocentric",DATUM["Mars (2015) - Sphere",SPHEROID["Mars (2015) - Sphere",3396190,0]],PRIMEM["Reference Meridian",0],UNIT["degree",0.0174532925199433]]'
+
+SEQUENTIAL_DETECT = """
+import json, sys
+from model.inference import DetectOptions, detect
+model, paths = sys.argv[1], sys.argv[2:]
+out = {}
+for path in paths:
+    d = detect(path, model, DetectOptions())
+    out[d.summary["image_id"]] = {"summary": {k: d.summary[k] for k in ("chunks", "icy_chunks", "hard_chunks", "mean_probability", "max_probability", "category")},
+                                  "chunks": {c["chunk_id"]: [c["probability"], c["class"], c["review_rank"], c["wkt"]] for c in d.chunks},
+                                  "crs_wkt": d.raster["crs_wkt"]}
+print(json.dumps(out))
+"""
+
+KILL_A_BUSY_WORKER = """
+import json, os, signal, sys, time
+from distributed import Client, LocalCluster
+from model import survey
+from model.inference import DetectOptions
+from model.protocol import Reporter
+
+folder, out, model = sys.argv[1:4]
+with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+    killed = []
+
+    class KillOnFirstImage(Reporter):
+        def log(self, message):
+            super().log(message)
+            if message.startswith("[1/") and not killed:
+                pids = client.run(os.getpid)
+                busy = [address for address, keys in client.processing().items() if keys]
+                os.kill(pids[busy[0]], signal.SIGKILL)
+                killed.append(pids[busy[0]])
+
+    result = survey.survey([folder], out, model, DetectOptions(), scheduler=cluster.scheduler_address, reporter=KillOnFirstImage())
+    for _ in range(100):  # the nanny starts a new worker in place of the killed one
+        pids = client.run(os.getpid)
+        if len(pids) == 2 and killed[0] not in pids.values():
+            break
+        time.sleep(0.1)
+    print(json.dumps(dict(result, killed=killed, workers_after=sorted(pids.values()))))
+"""
+
+
+def make_images(folder, count, first_seed=30):
+    return [helpers.generate_raster(folder, name=f"ESP_0{first_seed + i}000_1234_RED.tif", width=384, height=384, nodata=0, seed=first_seed + i,
+                                    icy_chunk_size=helpers.TINY_CHUNK_SIZE, icy_pattern=ICE_PATTERNS[i % len(ICE_PATTERNS)]) for i in range(count)]
+
+
+def transformation(source_wkt, target_wkt):
+    source, target = osr.SpatialReference(wkt=source_wkt), osr.SpatialReference(wkt=target_wkt)
+    for srs in (source, target):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return osr.CoordinateTransformation(source, target)
+
+
+def run_survey(worker_python, *arguments):
+    return helpers.run_worker(worker_python, "survey", *arguments, timeout=600).check().result
+
+
+def rows_by_image(gpkg, layer):
+    grouped = {}
+    for row in qs.read_ogr(gpkg, layer).rows:
+        grouped.setdefault(row["image_id"], []).append(row)
+    return grouped
+
+
+@pytest.fixture(scope="module")
+def survey_folder(tmp_path_factory):
+    """Four generated images and a damaged one."""
+    folder = tmp_path_factory.mktemp("survey_images")
+    images = make_images(folder, 4)
+    (folder / "ESP_099999_1234_RED.tif").write_text("not a raster: an interrupted download")
+    return folder, images
+
+
+@pytest.fixture(scope="module")
+def two_worker_survey(worker_python, tiny_model, survey_folder, tmp_path_factory):
+    folder, _ = survey_folder
+    out = tmp_path_factory.mktemp("survey_out") / "survey.gpkg"
+    result = run_survey(worker_python, "--rasters", folder, "--out", out, "--model", tiny_model.path, "--workers", 2)
+    return out, result
+
+
+def test_two_workers_give_what_detect_gives_image_by_image(worker_python, tiny_model, survey_folder, two_worker_survey):
+    _, images = survey_folder
+    out, result = two_worker_survey
+    assert (result["images"], result["done"], result["failed"], result["skipped"]) == (5, 4, 1, 0)
+    done = helpers.run_worker_snippet(worker_python, SEQUENTIAL_DETECT, tiny_model.path, *[image.path for image in images])
+    assert done.returncode == 0, done.stderr[-3000:]
+    sequential = json.loads(done.stdout.splitlines()[-1])
+    probabilities = {chunk[0] for image in sequential.values() for chunk in image["chunks"].values()}
+    assert len(probabilities) > 50, "the chunks should not all score alike, or equal results would prove little"
+
+    chunks, summaries, footprints = rows_by_image(out, "chunks"), rows_by_image(out, "summary"), rows_by_image(out, "footprints")
+    assert set(chunks) == set(summaries) == set(footprints) == set(sequential)
+    for image_id, expected in sequential.items():
+        (summary,), (footprint,) = summaries[image_id], footprints[image_id]
+        for key in ("chunks", "icy_chunks", "hard_chunks", "category"):
+            assert summary[key] == expected["summary"][key], (image_id, key)
+        assert summary["mean_probability"] == pytest.approx(expected["summary"]["mean_probability"], abs=2e-5)
+        assert (footprint["category"], footprint["chunks"], footprint["icy_chunks"]) == (summary["category"], summary["chunks"], summary["icy_chunks"])
+        assert summary["model_name"] == tiny_model.metadata["name"]
+
+        got = {row["chunk_id"]: row for row in chunks[image_id]}
+        assert set(got) == {int(k) for k in expected["chunks"]}
+        to_mars = transformation(expected["crs_wkt"], MARS_GEOGRAPHIC)
+        for chunk_id, (probability, chunk_class, review_rank, wkt) in expected["chunks"].items():
+            row = got[int(chunk_id)]
+            assert row["probability"] == pytest.approx(probability, abs=2e-5)
+            assert (row["class"], row["review_rank"]) == (chunk_class, review_rank)
+            corner = ogr.CreateGeometryFromWkt(wkt)
+            corner.Transform(to_mars)
+            qs.assert_ring_equal(qs.outer_ring(row["_wkt"]), qs.outer_ring(corner.ExportToWkt()), 1e-9, f"{image_id} chunk {chunk_id}")
+
+
+def test_a_bad_raster_is_recorded_as_failed_and_the_rest_completes(two_worker_survey):
+    out, _ = two_worker_survey
+    runs = {row["image_id"]: row for row in qs.read_ogr(out, "runs").rows}
+    assert len(runs) == 5
+    bad = runs.pop("ESP_099999_1234_RED")
+    assert bad["status"] == "failed" and "is not a raster GDAL can read" in bad["error"] and bad["chunks"] == 0
+    assert {row["status"] for row in runs.values()} == {"done"} and all(row["chunks"] == 36 and row["runtime_s"] > 0 for row in runs.values())
+    assert "ESP_099999_1234_RED" not in rows_by_image(out, "chunks")
+
+
+def test_a_rerun_skips_what_is_done(worker_python, tiny_model, survey_folder, two_worker_survey, tmp_path):
+    folder, _ = survey_folder
+    out = tmp_path / "survey.gpkg"
+    shutil.copyfile(two_worker_survey[0], out)
+    before = {row["image_id"]: row for row in qs.read_ogr(out, "runs").rows}
+    more = tmp_path / "more"
+    more.mkdir()
+    (new,) = make_images(more, 1, first_seed=60)
+
+    result = run_survey(worker_python, "--rasters", folder, more, "--out", out, "--model", tiny_model.path, "--workers", 1)
+    assert (result["images"], result["skipped"], result["done"], result["failed"]) == (6, 4, 1, 1)  # the failed image is tried again
+    after = {row["image_id"]: row for row in qs.read_ogr(out, "runs").rows}
+    for image_id, row in before.items():
+        if row["status"] == "done":
+            assert after[image_id] == row, f"{image_id} was done and must be left alone"
+    assert after["ESP_060000_1234_RED"]["status"] == "done"
+    chunks = rows_by_image(out, "chunks")
+    assert {image_id: len(rows) for image_id, rows in chunks.items()} == {image_id: 36 for image_id in after if image_id != "ESP_099999_1234_RED"}
+    assert len(qs.read_ogr(out, "runs").rows) == 6  # one row per image: the retried failure replaced its row
+
+    again = run_survey(worker_python, "--rasters", folder, more, "--out", out, "--model", tiny_model.path)
+    assert (again["skipped"], again["done"]) == (5, 0)
+
+
+def test_a_killed_worker_loses_no_image(worker_python, tiny_model, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images = make_images(folder, 6)
+    out = tmp_path / "survey.gpkg"
+    done = helpers.run_worker_snippet(worker_python, KILL_A_BUSY_WORKER, folder, out, tiny_model.path, timeout=600)
+    assert done.returncode == 0, done.stderr[-5000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert len(result["killed"]) == 1 and result["killed"][0] not in result["workers_after"]
+    assert (result["done"], result["failed"]) == (6, 0)
+    chunks = rows_by_image(out, "chunks")
+    assert sorted(chunks) == sorted(image.path.rsplit("/", 1)[1][:-4] for image in images)
+    for rows in chunks.values():
+        assert sorted(row["chunk_id"] for row in rows) == list(range(36))  # each image once, whole
+    assert len(qs.read_ogr(out, "summary").rows) == 6
+
+
+def test_processing_survey(qgis_app, tiny_model, survey_folder, tmp_path):
+    _, images = survey_folder
+    out = tmp_path / "survey.gpkg"
+    results = qs.run_algorithm("hiriseice:survey", {"RASTERS": [image.path for image in images[:2]], "MODEL": tiny_model.path, "WORKERS": 1, "OUTPUT": str(out)})
+    assert (results["DONE"], results["FAILED"], results["SKIPPED"]) == (2, 0, 0)
+    assert results["FOOTPRINTS_BY_CATEGORY"] == f"{out}|layername=footprints"
+    from qgis.core import QgsVectorLayer
+
+    for output, count in (("CHUNKS", 72), ("SUMMARY", 2), ("FOOTPRINTS_BY_CATEGORY", 2), ("RUNS", 2)):
+        layer = QgsVectorLayer(results[output], output, "ogr")
+        assert layer.isValid() and layer.featureCount() == count, output
+    styled = {row["f_table_name"] for row in qs.layer_styles(out)}
+    assert {"chunks", "summary", "footprints"} <= styled
+    assert "2 done, 0 failed, 0 skipped" in results["_feedback"].text
+
+    message = qs.processing_error("hiriseice:survey", {"MODEL": tiny_model.path, "OUTPUT": str(tmp_path / "nothing.gpkg")})
+    assert "Nothing to survey: give RASTERS" in message and "Traceback" not in message
