@@ -45,8 +45,8 @@ def start_qgis():
 
 def make_iface():
     from qgis.core import QgsProject
-    from qgis.gui import QgsLayerTreeMapCanvasBridge, QgsMapCanvas, QgsMessageBar
-    from qgis.PyQt.QtCore import QObject, pyqtSignal
+    from qgis.gui import QgsBrowserGuiModel, QgsLayerTreeMapCanvasBridge, QgsMapCanvas, QgsMessageBar
+    from qgis.PyQt.QtCore import QObject, QSize, pyqtSignal
     from qgis.PyQt.QtWidgets import QMainWindow, QVBoxLayout, QWidget
 
     class Iface(QObject):
@@ -68,6 +68,7 @@ def make_iface():
             self.window.setCentralWidget(central)
             project = QgsProject.instance()
             self.bridge = QgsLayerTreeMapCanvasBridge(project.layerTreeRoot(), self.canvas)
+            self.browser = QgsBrowserGuiModel(self)
             self.layer = None
             self.shortcuts = {}
             project.layersAdded.connect(self._added)  # QgisApp::autoSelectAddedLayer
@@ -81,6 +82,9 @@ def make_iface():
 
         def mapCanvas(self):  # noqa: N802
             return self.canvas
+
+        def browserModel(self):  # noqa: N802
+            return self.browser
 
         def messageBar(self):  # noqa: N802
             return self.bar
@@ -98,6 +102,9 @@ def make_iface():
 
         def removeDockWidget(self, dock):  # noqa: N802
             self.window.removeDockWidget(dock)
+
+        def iconSize(self, dockedToolbar=False):  # noqa: N802,N803 (Processing's toolbox asks)
+            return QSize(16, 16) if dockedToolbar else QSize(24, 24)
 
         def firstRightStandardMenu(self):  # noqa: N802
             return self.help
