@@ -324,7 +324,7 @@ def dask_client(scheduler: str = "", workers: int = 0, reporter: Reporter = None
     workers = workers or cores
     # LocalCluster's nanny restarts a worker that dies; its tasks are rescheduled.
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-        reporter.log(f"local Dask cluster: {workers} workers on {cores} cores ({cluster.scheduler_address})")
+        reporter.log(f"local Dask cluster: {workers} worker processes on {cores} cores ({cluster.scheduler_address})")
         yield client, max(1, cores // workers)
 
 
