@@ -6,8 +6,10 @@ Paths handed to the worker are absolute: it runs in the plugin folder, while a r
 a user gives means the folder QGIS (or qgis_process) was started in.
 """
 
+import contextlib
 import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -232,6 +234,7 @@ class FileDestination:
     parameter: str
     path: str  # absolute
     table: str = ""  # empty: a plain file name, which QGIS replaces as a whole
+    existed: bool = False  # the file was there before this run
 
 
 def file_destination(parameter: str, destination: str) -> Optional[FileDestination]:
@@ -240,11 +243,13 @@ def file_destination(parameter: str, destination: str) -> Optional[FileDestinati
         return None
     if destination.startswith("ogr:"):
         uri = QgsDataSourceUri(destination[len("ogr:"):])
-        return FileDestination(parameter, os.path.abspath(uri.database()), uri.table())
+        path = os.path.abspath(uri.database())
+        return FileDestination(parameter, path, uri.table(), os.path.exists(path))
     provider = destination.split(":", 1)[0]  # "memory", "postgres", ...; never a Windows drive letter
     if ":" in destination and len(provider) > 1 and provider in QgsProviderRegistry.instance().providerList():
         return None
-    return FileDestination(parameter, os.path.abspath(destination))
+    path = os.path.abspath(destination)
+    return FileDestination(parameter, path, existed=os.path.exists(path))
 
 
 def check_writable(destination: FileDestination) -> None:
@@ -286,6 +291,64 @@ def vector_layer_names(path: str) -> List[str]:
             return [dataset.GetLayer(i).GetName() for i in range(dataset.GetLayerCount())]
     except RuntimeError:  # not a vector file: QGIS replaces it all the same
         return []
+
+
+def written_feature_count(destination: FileDestination) -> Optional[int]:
+    """Features in the destination's layer as OGR reads the closed file back; None when the
+    file or the layer is not there."""
+    try:
+        with gdal_exceptions():
+            dataset = gdal.OpenEx(destination.path, gdal.OF_VECTOR | gdal.OF_READONLY)
+            name = destination.table or os.path.splitext(os.path.basename(destination.path))[0]
+            layer = dataset.GetLayerByName(name) or (dataset.GetLayer(0) if dataset.GetLayerCount() == 1 else None)
+            return None if layer is None else int(layer.GetFeatureCount())
+    except RuntimeError:
+        return None
+
+
+# A GeoPackage's own tables and a chunk's row (polygon, fields, spatial index), with room to spare.
+GEOPACKAGE_BASE_BYTES = 256_000
+BYTES_PER_CHUNK = 1_500
+
+
+def check_free_space(destinations: Iterable[FileDestination], chunks: int) -> None:
+    """Fail before any work when a destination's disk cannot hold the layers about to be written."""
+    needed = GEOPACKAGE_BASE_BYTES + BYTES_PER_CHUNK * chunks
+    for destination in destinations:
+        free = shutil.disk_usage(os.path.dirname(destination.path)).free
+        if free < needed:
+            raise _cannot_write(destination, f"its disk has {free / 1e6:.2f} MB free and the {chunks} chunks need about {needed / 1e6:.2f} MB",
+                                "Free some space or choose another destination")
+
+
+def remove_created(destinations: Iterable[FileDestination]) -> None:
+    """Delete the files this run created (a failed run leaves no half-written output)."""
+    for destination in destinations:
+        if not destination.existed:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(OSError):
+                    os.remove(destination.path + suffix)
+
+
+def check_written(destination: FileDestination, expected: int, what: str) -> None:
+    """Read a closed sink's file back: QGIS reports neither a full disk nor a GeoPackage whose table
+    was never created (issue 9: a full disk gave exit 0 and an empty file)."""
+    written = written_feature_count(destination) or 0
+    if written != expected:
+        raise not_written(destination, what, f"{written} of {expected} features are there")
+
+
+def not_written(destination: FileDestination, what: str, how_far: str) -> QgsProcessingException:
+    """The one message for an output that failed while being written; a file this run created is
+    removed first, so no half-written output is left."""
+    remove_created([destination])
+    folder = os.path.dirname(destination.path)
+    free_mb = shutil.disk_usage(folder).free / 1e6 if os.path.isdir(folder) else 0.0
+    return QgsProcessingException(
+        f"{destination.parameter}: the {what} layer could not be written to {destination.path}: {how_far}, and {free_mb:.1f} MB is free on that disk. "
+        "Free some space (or choose another destination) and run again"
+        + ("; the file was removed." if not destination.existed else "; other tables of that file were left as they were.")
+    )
 
 
 def report_replaced_layers(destination: FileDestination, feedback) -> None:

@@ -179,3 +179,60 @@ def wait_for_worker(marker: str, process, seconds: float = 180):
             return workers
         time.sleep(0.2)
     return []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """make(kilobytes): a folder on a tmpfs of that size, a disk that is or becomes full."""
+    mounted = []
+
+    def make(kilobytes: int):
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(folder)], capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"a full disk is simulated with a small tmpfs, which this user cannot mount: {done.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "--lazy", str(folder)], check=False)
+
+
+def test_a_disk_too_full_for_the_output_is_refused_before_the_worker(tiny_model, tmp_path, small_disk):
+    raster = helpers.generate_raster(tmp_path, name="scene.tif", width=256, height=256, seed=3)
+    out_folder = small_disk(64)
+    done = qs.qgis_process("run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
+                           f"OUTPUT={out_folder / 'chunks.gpkg'}")
+    assert_refused_cleanly(done, out_folder, "Free some space or choose another destination; nothing was run or written.")
+    assert "its disk has 0.07 MB free" in done.stdout
+
+
+def test_a_disk_that_fills_while_the_worker_scores_fails_once_and_leaves_nothing(tiny_model, tmp_path, small_disk):
+    raster = helpers.generate_raster(tmp_path, name="fills.tif", width=512, height=512, seed=5)
+    disk = small_disk(3000)
+    out_folder = disk / "out"
+    out_folder.mkdir()
+    environment = dict(os.environ, HIRISEICE_QGIS_CONFIG_PATH=qs.qgis_process_config())
+    environment.pop("QGIS_CUSTOM_CONFIG_PATH", None)
+    process = subprocess.Popen(
+        ["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
+         "BATCH_SIZE=1", f"OUTPUT={out_folder / 'chunks.gpkg'}"],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        workers = wait_for_worker(raster.path, process)
+        with open(disk / "filler", "wb") as filler, pytest.raises(OSError):
+            while True:  # another program takes the last byte while the worker scores
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        out, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert workers, "the worker had finished before the disk was filled"
+    assert process.returncode == 1, out[-3000:]
+    assert "Traceback" not in out and "ERROR 1:" not in out, out[-3000:]
+    assert out.count("ERROR:") == 1 and "OUTPUT: the chunk layer could not be written" in out and "the file was removed." in out, out[-3000:]
+    assert os.listdir(out_folder) == []
