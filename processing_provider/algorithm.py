@@ -160,7 +160,9 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         with gdal_without_pam(), gdal_errors_unprinted():
             layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None:
-            raise QgsProcessingException(self.invalidRasterError(parameters, name))
+            value = parameters.get(name)
+            unreadable = unreadable_raster_message(value) if isinstance(value, str) and os.path.isfile(value) else ""
+            raise QgsProcessingException(unreadable or self.invalidRasterError(parameters, name))
         return layer
 
     def style_output(self, context, destination: str, qml: str) -> None:
