@@ -112,3 +112,42 @@ def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_i
 
     again = json.loads(run_recipe(worker_python, *common, "--evaluate", model, "--card", ""))
     assert again["families"]["natural shade"]["roc_auc"] == pytest.approx(test["families"]["natural shade"]["roc_auc"], abs=1e-6)
+
+
+CORNER_TILE = "hirise-terrain/tiles/ESP_011289_1950_RED-0039.jpg"
+
+
+def test_a_patch_on_a_chunk_corner_is_found_by_the_dense_grid(shared_data, worker_python, tmp_path):
+    """The paper's "patch cut by the chunk edge": the same real terrain and ice patch, once at the
+    centre of a chunk and once on the corner where four chunks meet. At STRIDE = CHUNK the four
+    chunks each see a quarter of it; at STRIDE = CHUNK / 2 one chunk is centred on it again."""
+    import numpy as np
+    from PIL import Image
+
+    from model.trainingdata.ice.rendered_caster import implant_ice_patches
+
+    crop = np.asarray(Image.open(shared_data / CORNER_TILE).convert("L").resize((256, 256)), np.float32) / 255.0
+    terrain = np.pad(crop, 256, mode="reflect")  # seamless room to move the patch within
+    patched, _, info = implant_ice_patches(terrain[256:512, 256:512].copy(), np.random.default_rng(1), count=1, min_size_px=14,
+                                           contrast_range=(0.3, 0.5), return_info=True)
+    terrain[256:512, 256:512] = patched
+    row, col = (int(round(v)) + 256 for v in info[0]["centre"])
+
+    def scene(name, patch_at):
+        """The 256-px window with the patch at (patch_at, patch_at), at 8 m -> 1 m: 2 x 2 chunks of 1024 px."""
+        window = terrain[row - patch_at: row - patch_at + 256, col - patch_at: col - patch_at + 256]
+        dn = (np.kron(window, np.ones((8, 8), np.float32)) * 900 + 50).astype(np.uint16)
+        return helpers.write_geotiff(tmp_path / f"{name}.tif", dn, "UInt16", helpers.default_geotransform(2048, 2048), helpers.mars_equirectangular_wkt())
+
+    def probabilities(path, stride):
+        chunks = helpers.run_worker(worker_python, "detect", path, "--chunk-size", 1024, "--stride", stride).check().result["chunks"]
+        return {(c["x_off"], c["y_off"]): c["probability"] for c in chunks}
+
+    centred = probabilities(scene("centred", 64), 1024)[(0, 0)]
+    on_corner = scene("corner", 128)
+    cut = probabilities(on_corner, 1024)
+    dense = probabilities(on_corner, 512)
+    assert centred >= rules.ICY_THRESHOLD, centred
+    assert max(cut.values()) < rules.ICY_THRESHOLD - 0.1, cut  # blind: every chunk holds a quarter of it
+    assert dense[(512, 512)] == pytest.approx(centred, abs=1e-4)  # the same pixels, centred again
+    assert max(dense, key=dense.get) == (512, 512)
