@@ -1,5 +1,9 @@
 """hiriseice:chunk - the chunk grid of a raster, in-process (no TensorFlow, no worker)."""
 
+import contextlib
+import os
+from typing import List
+
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
@@ -67,7 +71,7 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
         path = raster_path_for_worker(layer, context, feedback)
 
         rows = []
-        exported = 0
+        exported: List[str] = []
         try:
             with gdal_exceptions(), raster.RasterSource(path) as source:
                 info = source.info
@@ -75,7 +79,8 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
                 feedback.pushInfo(f"{info.image_id}: {info.width} x {info.height} px; {total} grid chunks of {chunk_size} px, stride {stride}")
                 for sample in chunking.iter_chunks(source, chunk_size, stride, min_valid):
                     if feedback.isCanceled():
-                        raise QgsProcessingException("Cancelled by the user; no chunk layer was written.")
+                        remove_exported(exported)
+                        raise QgsProcessingException("Cancelled by the user; no chunk layer was written, and the chunks exported so far were removed.")
                     w = sample.window
                     rows.append(
                         dict(
@@ -85,14 +90,14 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
                         )
                     )
                     if export_folder:
-                        chunking.export_chunk(path, w, export_folder, info.image_id)
-                        exported += 1
+                        exported.append(chunking.export_chunk(path, w, export_folder, info.image_id))
                     feedback.setProgress(100.0 * (w.chunk_id + 1) / total)
         except errors.EngineError as exc:
+            remove_exported(exported)
             raise QgsProcessingException(str(exc)) from None
         feedback.pushInfo(f"{len(rows)} of {total} chunks hold data around their centre (minimum valid share {min_valid})")
         if exported:
-            feedback.pushInfo(f"{exported} chunk GeoTIFFs written to {export_folder}")
+            feedback.pushInfo(f"{len(exported)} chunk GeoTIFFs written to {export_folder}")
 
         fields = make_fields(schema.CHUNK_GRID_FIELDS)
         sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, output_crs(layer.crs(), info.crs_wkt))
@@ -105,3 +110,11 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
         if export_folder:
             results[self.EXPORT_FOLDER] = export_folder
         return results
+
+
+def remove_exported(paths: List[str]) -> None:
+    """The chunk GeoTIFFs (and GDAL's sidecars) this run exported: a stopped run leaves none."""
+    for path in paths:
+        for name in (path, path + ".msk", path + ".aux.xml"):
+            with contextlib.suppress(OSError):
+                os.remove(name)

@@ -367,3 +367,29 @@ def test_a_corrupt_base_model_is_named_base_model(qgis_app, labelled_geographic,
     message = check_failed(tmp_path, [str(corrupt), "(BASE_MODEL)", "leave BASE_MODEL empty to train from scratch"],
                            RASTERS=[training_data.raster.path], LABELS=[labelled_geographic], BASE_MODEL=str(corrupt))
     assert "MODEL empty for the bundled default model" not in message
+
+
+def test_cancel_during_training_stops_the_worker_and_writes_no_model(qgis_app, training_data, tmp_path):
+    from qgis.core import QgsProcessingException
+    from qgis.PyQt.QtCore import QVariant
+
+    from test_cancel import cancel_when
+
+    raster = training_data.raster
+    labels = memory_polygons("checkerboard", raster.crs_wkt, [(chunk_geometry(raster, r, c), [int(helpers.checkerboard(r, c))]) for r in range(6) for c in range(6)],
+                             [("label", QVariant.Int)])
+    out = tmp_path / "out"
+    out.mkdir()
+    feedback = qs.recording_feedback()
+    thread, seen = cancel_when(feedback, lambda: feedback.progress() > 0)  # the worker reports training steps as progress
+    try:
+        with pytest.raises(QgsProcessingException) as raised:
+            qs.run_algorithm("hiriseice:train", dict(TINY, RASTERS=[raster.path], LABELS=[labels], EPOCHS=500, OUTPUT_MODEL=str(out / "never.hiriseice"),
+                                                     HISTORY="TEMPORARY_OUTPUT", REPORT=str(out / "never.html")), feedback=feedback)
+    finally:
+        thread.join()
+    assert 0 < seen["progress"] < 50, seen
+    assert "Cancelled by the user: the worker was stopped" in str(raised.value)
+    jobs = [m.group(1) for text in feedback.infos for m in [re.match(r"Training job: (.+)$", text)] if m]
+    assert jobs and qs.wait_until_gone(jobs[0]) == [], "the training worker outlived the cancel"
+    assert os.listdir(out) == [], os.listdir(out)

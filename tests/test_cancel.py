@@ -1,0 +1,62 @@
+"""Cancel, as the toolbox's Cancel button does it (feedback.cancel() from another thread): in the
+chunk algorithm while it exports, and before the worker starts (during training:
+tests/test_processing_train.py). Each run ends in
+one QgsProcessingException saying so, with no output, no partial file and no worker left."""
+
+import os
+import threading
+import time
+
+import pytest
+
+import helpers
+import qgis_support as qs
+
+CHUNK = helpers.TINY_CHUNK_SIZE
+
+
+def cancel_when(feedback, ready, seconds=180):
+    """Cancel from another thread once ready() holds (or at the deadline); returns what it saw."""
+    seen = {}
+
+    def watch():
+        deadline = time.monotonic() + seconds
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen["progress"] = feedback.progress()
+        feedback.cancel()
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread, seen
+
+
+def test_cancel_while_chunks_are_exported_removes_them(qgis_app, make_raster, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    raster = make_raster(name="wide.tif", width=2048, height=1024, seed=2)
+    exports, output = tmp_path / "exports", tmp_path / "grid.gpkg"
+    exports.mkdir()
+    feedback = qs.recording_feedback()
+    thread, seen = cancel_when(feedback, lambda: len(os.listdir(exports)) >= 5)
+    try:
+        with pytest.raises(QgsProcessingException) as raised:
+            qs.run_algorithm("hiriseice:chunk", {"INPUT": raster.path, "CHUNK_SIZE": 16, "EXPORT_FOLDER": str(exports), "OUTPUT": str(output)}, feedback=feedback)
+    finally:
+        thread.join()
+    assert 0 < seen["progress"] < 100
+    assert "Cancelled by the user" in str(raised.value) and "removed" in str(raised.value)
+    assert os.listdir(exports) == [] and not output.exists()
+
+
+def test_cancel_before_the_worker_starts_starts_none(qgis_app, tiny_model, make_raster, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    raster = make_raster(name="scene.tif", width=256, height=256, seed=3)
+    output = tmp_path / "chunks.gpkg"
+    feedback = qs.recording_feedback()
+    feedback.cancel()  # pressed while the parameters were being checked
+    with pytest.raises(QgsProcessingException) as raised:
+        qs.run_algorithm("hiriseice:detect", {"INPUT": raster.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": str(output)}, feedback=feedback)
+    assert "Cancelled before the worker started" in str(raised.value)
+    assert qs.processes_with(raster.path) == [] and not output.exists()
