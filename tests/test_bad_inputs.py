@@ -147,28 +147,37 @@ def test_sigterm_to_qgis_process_stops_the_worker_and_leaves_nothing(tiny_model,
     out_folder = tmp_path / "out"
     out_folder.mkdir()
     report = out_folder / "report.html"
-    environment = dict(os.environ, HIRISEICE_QGIS_CONFIG_PATH=qs.qgis_process_config())
-    environment.pop("QGIS_CUSTOM_CONFIG_PATH", None)
-    # 14641 overlapping chunks, one per network call: minutes of work.
-    process = subprocess.Popen(
-        ["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
-         "STRIDE=8", "BATCH_SIZE=1", f"OUTPUT={out_folder / 'chunks.gpkg'}", f"REPORT={report}"],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        workers = wait_for_worker(str(report), process)
+
+    def terminate(process):
         time.sleep(2.0)  # into the scoring, with the partial report's name claimed
         process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
+
+    # 14641 overlapping chunks, one per network call: minutes of work.
+    workers, returncode, out = detect_interrupted(str(report), terminate, f"INPUT={raster.path}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
+                                                  "STRIDE=8", "BATCH_SIZE=1", f"OUTPUT={out_folder / 'chunks.gpkg'}", f"REPORT={report}")
     assert workers, "no worker was running when SIGTERM was sent"
-    assert process.returncode == 1, out[-3000:]
+    assert returncode == 1, out[-3000:]
     assert out.count("ERROR:\tStopped by SIGTERM: the worker was stopped and no output was written.") == 1, out[-3000:]
     assert "Traceback" not in out
     assert qs.wait_until_gone(str(report)) == [], "the worker outlived qgis_process"
     assert os.listdir(out_folder) == []
+
+
+def detect_interrupted(marker: str, interrupt, *parameters, seconds: float = 300):
+    """hiriseice:detect through qgis_process, with interrupt(process) called once its worker (a
+    process whose command line holds marker) runs; returns (worker pids seen, exit status, output)."""
+    environment = dict(os.environ, HIRISEICE_QGIS_CONFIG_PATH=qs.qgis_process_config())
+    environment.pop("QGIS_CUSTOM_CONFIG_PATH", None)
+    process = subprocess.Popen(["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:detect", "--", *parameters],
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        workers = wait_for_worker(marker, process)
+        interrupt(process)
+        out, _ = process.communicate(timeout=seconds)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return workers, process.returncode, out
 
 
 def wait_for_worker(marker: str, process, seconds: float = 180):
@@ -214,25 +223,16 @@ def test_a_disk_that_fills_while_the_worker_scores_fails_once_and_leaves_nothing
     disk = small_disk(3000)
     out_folder = disk / "out"
     out_folder.mkdir()
-    environment = dict(os.environ, HIRISEICE_QGIS_CONFIG_PATH=qs.qgis_process_config())
-    environment.pop("QGIS_CUSTOM_CONFIG_PATH", None)
-    process = subprocess.Popen(
-        ["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
-         "BATCH_SIZE=1", f"OUTPUT={out_folder / 'chunks.gpkg'}"],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        workers = wait_for_worker(raster.path, process)
+    def fill_the_disk(process):
         with open(disk / "filler", "wb") as filler, pytest.raises(OSError):
             while True:  # another program takes the last byte while the worker scores
                 filler.write(b"\0" * 65536)
                 filler.flush()
-        out, _ = process.communicate(timeout=300)
-    finally:
-        if process.poll() is None:
-            process.kill()
+
+    workers, returncode, out = detect_interrupted(raster.path, fill_the_disk, f"INPUT={raster.path}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
+                                                  "BATCH_SIZE=1", f"OUTPUT={out_folder / 'chunks.gpkg'}")
     assert workers, "the worker had finished before the disk was filled"
-    assert process.returncode == 1, out[-3000:]
+    assert returncode == 1, out[-3000:]
     assert "Traceback" not in out and "ERROR 1:" not in out, out[-3000:]
     assert out.count("ERROR:") == 1 and "OUTPUT: the chunk layer could not be written" in out and "the file was removed." in out, out[-3000:]
     assert os.listdir(out_folder) == []
