@@ -6,13 +6,16 @@
   train JOB.json                                          train from a job file (see model/training.py)
   info [--model FILE]                                     versions, device and a model file's metadata
   sample-scene OUT.tif                                    write a synthetic HiRISE-like test scene
+  serve                                                   with --jsonl: one job per stdin line, the model kept loaded
 
 With --jsonl, stdout carries one JSON object per line for the QGIS algorithms (model/protocol.py).
 Exit status: 0 success, 2 a problem with the input (message says what to do), 1 a bug.
 """
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import sys
@@ -29,7 +32,12 @@ def _detect(args, reporter: Reporter) -> None:
     from .vector import write_geopackage
 
     options = dataclasses.replace(_detect_options(args), scoring=args.scoring, probability_raster=args.probability_raster or "", tta=args.tta)
-    detection = detect(args.raster, args.model, options, reporter)
+    loaded = None
+    if args.keep_models:
+        from .warm import warm_model
+
+        loaded = warm_model(args.model)
+    detection = detect(args.raster, args.model, options, reporter, loaded=loaded)
     if args.report:
         from . import modelfile
 
@@ -137,6 +145,51 @@ def _sample_scene(args, reporter: Reporter) -> None:
     reporter.result({"path": os.path.abspath(args.out), "ice_chunks": scene["ice_chunks"], "ice_patches": scene["ice_patches"]})
 
 
+# Jobs serve runs: those that leave no process-wide state behind (train sets TensorFlow's
+# options before it loads; survey starts its own cluster).
+SERVED_COMMANDS = ("detect", "chunk", "info")
+
+
+def _serve(args, reporter: Reporter) -> None:
+    """Job after job from stdin, one JSON object a line: {"id": ..., "command": "detect", "arguments": [...]},
+    the arguments those of the one-shot command. Each runs as ``python -m model --jsonl COMMAND ARGUMENTS``
+    would, with the model kept loaded for the next; an input problem fails that job only. Ends at EOF."""
+    if not args.jsonl:
+        raise EngineError("serve reads JSON jobs and answers JSON lines: run python -m model --jsonl serve.")
+    parser = build_parser()
+    for line in sys.stdin:
+        if line.strip() and _serve_job(parser, line) == 130:
+            raise SystemExit(130)  # interrupted: the client is stopping this worker
+
+
+def _serve_job(parser: argparse.ArgumentParser, line: str) -> int:
+    try:
+        job = json.loads(line)
+        job_id, command, arguments = job["id"], job["command"], [str(a) for a in job.get("arguments", [])]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        Reporter(jsonl=True).error("job", f"Not a job: {line.strip()[:200]!r}. Send one JSON object a line with id, command and arguments.")
+        return 2
+    reporter = Reporter(jsonl=True, job_id=job_id)
+    reporter.started()
+    if command not in SERVED_COMMANDS:
+        reporter.error("job", f"serve runs {', '.join(SERVED_COMMANDS)} jobs, not {command!r}; run python -m model {command} on its own.")
+        status = 2
+    else:
+        usage = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(usage), contextlib.redirect_stdout(usage):
+                job_args = parser.parse_args(["--jsonl", command] + arguments)
+        except SystemExit:
+            job_args = None
+            reporter.error("arguments", usage.getvalue().strip())
+            status = 2
+        if job_args is not None:
+            job_args.keep_models = True
+            status = _run(job_args, reporter)
+    reporter.done(status)
+    return status
+
+
 def _scoring_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--icy-threshold", type=float, default=rules.ICY_THRESHOLD)
@@ -154,6 +207,7 @@ def _grid_arguments(parser, chunk_size_default):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model", description="HiRISE Ice Patches engine", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--jsonl", action="store_true", help="machine-readable JSON lines on stdout (for the QGIS plugin)")
+    parser.set_defaults(keep_models=False)  # serve's jobs keep the model loaded for the next (model/warm.py)
     commands = parser.add_subparsers(dest="command", required=True)
 
     detect = commands.add_parser("detect", help="score a raster's chunks for ice")
@@ -203,13 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
     scene.add_argument("--height", type=int, default=3072)
     scene.add_argument("--seed", type=int, default=0)
     scene.set_defaults(run=_sample_scene)
+
+    serve = commands.add_parser("serve", help="with --jsonl: run detect, chunk and info jobs read from stdin, the model kept loaded between them")
+    serve.set_defaults(run=_serve)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    reporter = Reporter(jsonl=args.jsonl)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return _run(args, Reporter(jsonl=args.jsonl))
+
+
+def _run(args, reporter: Reporter) -> int:
+    """One command, its exit status; for main and for each of serve's jobs."""
     from .raster import gdal_exceptions
 
     try:

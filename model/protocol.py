@@ -7,6 +7,11 @@ With ``--jsonl`` every line on stdout is one JSON object:
   {"type": "result", ...}            the last line of a successful run
   {"type": "error", "code": "...", "message": "..."}   then exit status 2
 Without it, progress and logs go to stderr as text for people.
+
+``python -m model --jsonl serve`` runs one job per stdin line ({"id": ..., "command": "detect",
+"arguments": [...]}) and tags every line of a job with its "id"; a job's lines open with
+{"type": "started"} and close with {"type": "done", "status": ...}, the exit status the one-shot
+command would have had.
 """
 
 import json
@@ -15,13 +20,16 @@ import time
 
 
 class Reporter:
-    def __init__(self, jsonl: bool = False, stream=None):
+    def __init__(self, jsonl: bool = False, stream=None, job_id=None):
         self.jsonl = jsonl
         self.stream = stream or (sys.stdout if jsonl else sys.stderr)
+        self.job_id = job_id
         self._last_progress = -1.0
         self._last_time = 0.0
 
     def _send(self, message: dict) -> None:
+        if self.job_id is not None:
+            message = dict(message, id=self.job_id)
         self.stream.write(json.dumps(message) + "\n")
         self.stream.flush()
 
@@ -64,6 +72,12 @@ class Reporter:
         else:
             sys.stderr.write(f"error: {message}\n")
             sys.stderr.flush()
+
+    def started(self) -> None:
+        self._send({"type": "started"})
+
+    def done(self, status: int) -> None:
+        self._send({"type": "done", "status": status})
 
 
 class SilentReporter(Reporter):

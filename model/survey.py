@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set
 
 from osgeo import gdal, ogr, osr
 
@@ -37,6 +37,7 @@ from .protocol import Reporter, SilentReporter
 from .raster import RASTER_SUFFIXES, gdal_exceptions, image_id_of
 from .schema import DETECTION_FIELDS, SUMMARY_FIELDS
 from .vector import OGR_TYPES
+from .warm import warm_model
 
 SURVEY_CRS_WKT = catalog.MARS_GEOGCS_WKT
 
@@ -139,27 +140,6 @@ def footprint_jp2_paths(path: str, images_folder: str) -> List[str]:
 
 
 # --- the task each Dask worker runs --------------------------------------------------------
-
-# One warm model per worker process, keyed by (path, mtime): the next image reuses it, and a
-# model file rewritten in place is loaded again.
-_warm_model: Dict[Tuple[str, int], Tuple[object, Dict]] = {}
-
-
-def warm_model(model_path: str, tensorflow_threads: int = 0) -> Tuple[object, Dict]:
-    """(network, metadata) of model_path, loaded once per process. tensorflow_threads > 0 bounds
-    TensorFlow's thread pool (LocalCluster: the cores shared among the workers), set before it starts."""
-    key = (model_path, os.stat(model_path).st_mtime_ns)
-    if key not in _warm_model:
-        if tensorflow_threads > 0 and not _warm_model:
-            import tensorflow as tf
-
-            with contextlib.suppress(RuntimeError):  # TensorFlow already started in this process
-                tf.config.threading.set_intra_op_parallelism_threads(tensorflow_threads)
-                tf.config.threading.set_inter_op_parallelism_threads(min(2, tensorflow_threads))
-        _warm_model.clear()
-        _warm_model[key] = modelfile.load(model_path)
-    return _warm_model[key]
-
 
 class _WarningsKept(SilentReporter):
     def __init__(self):
