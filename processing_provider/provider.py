@@ -10,6 +10,7 @@ from .engine import ENGINE_VERSION, icon_path
 from .find_algorithm import FindAlgorithm
 from .survey_algorithm import SurveyAlgorithm
 from .train_algorithm import TrainAlgorithm
+from .worker import close_warm_workers
 
 
 class IcePatchesProvider(QgsProcessingProvider):
@@ -30,6 +31,9 @@ class IcePatchesProvider(QgsProcessingProvider):
 
     def versionInfo(self) -> str:
         return ENGINE_VERSION
+
+    def unload(self):
+        close_warm_workers()  # a reloaded plugin must not keep running the old engine code
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS's name)
         for algorithm in (DetectAlgorithm(), TrainAlgorithm(), ChunkAlgorithm(), FindAlgorithm(), DownloadAlgorithm(), SurveyAlgorithm()):

@@ -1,12 +1,21 @@
 """The client side of the worker: find the worker's Python, run ``python -m model --jsonl ...``
 in it, relay its JSON lines to a QgsProcessingFeedback and hand back its result.
 
+Detect runs in a warm worker (WarmWorker: ``python -m model --jsonl serve``), kept by this QGIS
+process between algorithm runs, one per worker Python: the toolbox's batch and processing.run in
+a loop pay for TensorFlow and the model once. It is started on first use, stopped on cancel (the
+next run starts a fresh one), replaced when it died or does not answer, and stopped when QGIS
+exits or the provider unloads. qgis_process runs one algorithm per process, where a warm worker
+cannot help, so there each detect starts its own. HIRISEICE_WARM_WORKER=0 (or the QGIS setting
+hiriseice/warm_worker = false) switches it off.
+
 TensorFlow never enters the QGIS process (it aborts QGIS: DEVELOPERS.md), so everything that
 needs the network runs in this subprocess. The protocol is model/protocol.py: one JSON object
 per stdout line, ``progress`` / ``log`` / ``result`` / ``error``; other lines are logged and
 otherwise ignored. stderr is kept (its tail) to explain a worker that dies.
 """
 
+import atexit
 import collections
 import contextlib
 import json
@@ -20,7 +29,7 @@ import threading
 import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsSettings
+from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsSettings
 
 from .engine import PLUGIN_FOLDER, files
 
@@ -28,12 +37,18 @@ partial_path = files.partial_path
 
 ENV_VAR = "HIRISEICE_WORKER_PYTHON"
 SETTINGS_KEY = "hiriseice/worker_python"
+WARM_ENV_VAR = "HIRISEICE_WARM_WORKER"
+WARM_SETTINGS_KEY = "hiriseice/warm_worker"
+# The commands run in the warm worker: those that load the network (model/__main__.py serves these).
+WARM_COMMANDS = ("detect",)
 
 # How often the run loop looks at feedback.isCanceled(), and how long a cancelled worker gets
 # to stop on SIGINT before its whole process group is killed.
 POLL_SECONDS = 0.1
 GRACE_SECONDS = 0.5
 STDERR_LINES = 60
+# An idle warm worker answers a job at once; one that has not within this time is hung and replaced.
+ANSWER_SECONDS = 30.0
 
 IS_WINDOWS = sys.platform.startswith("win")
 PLUGIN_VENV = "the plugin's own environment"
@@ -117,11 +132,11 @@ def _remove_quietly(paths: Iterable[str]) -> None:
             pass
 
 
-def _start(command: Sequence[str]) -> subprocess.Popen:
+def _start(command: Sequence[str], stdin=subprocess.DEVNULL) -> subprocess.Popen:
     kwargs = dict(
         cwd=PLUGIN_FOLDER,
         env=worker_environment(),
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         encoding="utf-8",
@@ -191,8 +206,49 @@ def _stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
+def _pump(process: subprocess.Popen, lines: "queue.Queue[Optional[str]]", stderr_tail: "collections.deque[str]") -> List[threading.Thread]:
+    """Started threads that put the worker's stdout lines on `lines` (None at its end) and keep the tail of its stderr."""
+
+    def pump_stdout():
+        try:
+            for line in process.stdout:
+                lines.put(line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            lines.put(None)
+
+    def pump_stderr():
+        try:
+            for line in process.stderr:
+                stderr_tail.append(line.rstrip("\n"))
+        except (OSError, ValueError):
+            pass
+
+    readers = [threading.Thread(target=pump_stdout, name="hiriseice-worker-stdout", daemon=True),
+               threading.Thread(target=pump_stderr, name="hiriseice-worker-stderr", daemon=True)]
+    for reader in readers:
+        reader.start()
+    return readers
+
+
+def _close_pipes(process: subprocess.Popen, readers: Sequence[threading.Thread]) -> None:
+    for reader in readers:
+        reader.join(1.0)
+    for stream in (process.stdin, process.stdout, process.stderr):
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass
+
+
+class WorkerUnresponsive(Exception):
+    """A warm worker that did not take its job (hung, or gone before it read it)."""
+
+
 class WorkerRun:
-    """One run of the worker. Use run_worker() unless you need the pieces."""
+    """One run of the worker in a process of its own. Use run_worker() unless you need the pieces."""
 
     def __init__(self, arguments: Sequence, feedback: Optional[QgsProcessingFeedback] = None, partial_outputs: Sequence[str] = ()):
         self.arguments = [str(a) for a in arguments]
@@ -201,9 +257,12 @@ class WorkerRun:
         self.result: Optional[Dict] = None
         self.error: Optional[Dict] = None
         self.stderr_tail: "collections.deque[str]" = collections.deque(maxlen=STDERR_LINES)
+        self.job_id = None  # a warm worker's lines carry their job's id; a one-shot worker's none
+        self.answered = False
+        self.status: Optional[int] = None  # a warm worker's job ends with its exit status
 
-    def command(self) -> List[str]:
-        return [locate_worker(), "-m", "model", "--jsonl"] + self.arguments
+    def command(self, python: str) -> List[str]:
+        return [python, "-m", "model", "--jsonl"] + self.arguments
 
     def _handle(self, line: str) -> None:
         text = line.strip()
@@ -217,6 +276,8 @@ class WorkerRun:
             # Something that is not the protocol (a library printing to stdout): log it, go on.
             self.feedback.pushConsoleInfo(text)
             return
+        if message.get("id") != self.job_id:
+            return  # not this run's job
         kind = message.get("type")
         if kind == "progress":
             try:
@@ -228,85 +289,23 @@ class WorkerRun:
         elif kind == "warning":
             self.feedback.pushWarning(str(message.get("message", "")))
         elif kind == "result":
-            self.result = {k: v for k, v in message.items() if k != "type"}
+            self.result = {k: v for k, v in message.items() if k not in ("type", "id")}
         elif kind == "error":
             self.error = message
+        elif kind == "started":
+            self.answered = True
+        elif kind == "done":
+            self.status = int(message.get("status", 1))
         # Other kinds (future protocol additions) are ignored on purpose.
 
     def run(self) -> Dict:
-        feedback = self.feedback
-        command = self.command()
-        feedback.pushCommandInfo(" ".join(shlex.quote(c) for c in command))
-        if feedback.isCanceled():
-            raise QgsProcessingException("Cancelled before the worker started; no output was written.")
+        python = locate_worker()
         with terminating_signals_raise():
             try:
-                return self._run_started(command)
+                returncode = self._execute(python)
             except TerminatedBySignal as exc:
                 _remove_quietly(self.partial_outputs)
                 raise QgsProcessingException(f"Stopped by {exc}: the worker was stopped and no output was written.") from None
-
-    def _run_started(self, command: List[str]) -> Dict:
-        feedback = self.feedback
-        try:
-            process = _start(command)
-        except OSError as exc:
-            raise QgsProcessingException(f"The worker Python '{command[0]}' cannot be started ({exc}). " + how_to_install()) from None
-
-        lines: "queue.Queue[Optional[str]]" = queue.Queue()
-
-        def pump_stdout():
-            try:
-                for line in process.stdout:
-                    lines.put(line)
-            except (OSError, ValueError):
-                pass
-            finally:
-                lines.put(None)
-
-        def pump_stderr():
-            try:
-                for line in process.stderr:
-                    self.stderr_tail.append(line.rstrip("\n"))
-            except (OSError, ValueError):
-                pass
-
-        readers = [threading.Thread(target=pump_stdout, name="hiriseice-worker-stdout", daemon=True),
-                   threading.Thread(target=pump_stderr, name="hiriseice-worker-stderr", daemon=True)]
-        exited_at = None
-        try:
-            for reader in readers:
-                reader.start()
-            while True:
-                if feedback.isCanceled():
-                    _stop(process)
-                    _remove_quietly(self.partial_outputs)
-                    raise QgsProcessingException("Cancelled by the user: the worker was stopped and no output was written.")
-                try:
-                    line = lines.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    # A grandchild can keep stdout open after the worker itself has gone.
-                    if process.poll() is not None:
-                        exited_at = exited_at or time.monotonic()
-                        if time.monotonic() - exited_at > 5.0:
-                            break
-                    continue
-                if line is None:
-                    break
-                self._handle(line)
-            returncode = process.wait()
-        finally:
-            if process.poll() is None:  # an exception above, e.g. from a feedback slot
-                _stop(process)
-            for reader in readers:
-                if reader.ident is not None:
-                    reader.join(1.0)
-            for stream in (process.stdout, process.stderr):
-                try:
-                    stream.close()
-                except OSError:
-                    pass
-
         if self.error is not None:
             _remove_quietly(self.partial_outputs)
             raise QgsProcessingException(str(self.error.get("message") or self.error.get("code") or "The worker reported an error."))
@@ -314,6 +313,55 @@ class WorkerRun:
             _remove_quietly(self.partial_outputs)
             raise QgsProcessingException(self.crash_message(returncode))
         return self.result
+
+    def _announce(self, command_text: str) -> None:
+        self.feedback.pushCommandInfo(command_text)
+        if self.feedback.isCanceled():
+            raise QgsProcessingException("Cancelled before the worker started; no output was written.")
+
+    def _execute(self, python: str) -> int:
+        """Runs the command in a worker of its own; its exit status."""
+        command = self.command(python)
+        self._announce(" ".join(shlex.quote(c) for c in command))
+        try:
+            process = _start(command)
+        except OSError as exc:
+            raise QgsProcessingException(f"The worker Python '{command[0]}' cannot be started ({exc}). " + how_to_install()) from None
+        lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        readers = _pump(process, lines, self.stderr_tail)
+        try:
+            self._relay(process, lines)
+            return process.wait()
+        finally:
+            if process.poll() is None:  # an exception above, e.g. from a feedback slot
+                _stop(process)
+            _close_pipes(process, readers)
+
+    def _relay(self, process: subprocess.Popen, lines: "queue.Queue[Optional[str]]", answer_within: Optional[float] = None) -> None:
+        """Hands the worker's lines to _handle until its stdout ends or its job is done. Cancel stops the
+        worker and removes the partial outputs; no "started" line within answer_within seconds raises
+        WorkerUnresponsive."""
+        sent_at = time.monotonic()
+        exited_at = None
+        while self.status is None:
+            if self.feedback.isCanceled():
+                _stop(process)
+                _remove_quietly(self.partial_outputs)
+                raise QgsProcessingException("Cancelled by the user: the worker was stopped and no output was written.")
+            try:
+                line = lines.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if answer_within is not None and not self.answered and time.monotonic() - sent_at > answer_within:
+                    raise WorkerUnresponsive() from None
+                # A grandchild can keep stdout open after the worker itself has gone.
+                if process.poll() is not None:
+                    exited_at = exited_at or time.monotonic()
+                    if time.monotonic() - exited_at > 5.0:
+                        return
+                continue
+            if line is None:
+                return
+            self._handle(line)
 
     def crash_message(self, returncode: int) -> str:
         tail = "\n".join(self.stderr_tail) or "(nothing on stderr)"
@@ -334,12 +382,148 @@ class WorkerRun:
         return f"{head}{hint} Last lines of its error output:\n{tail}"
 
 
+# --- the warm worker ------------------------------------------------------------------------
+
+
+class WarmWorker:
+    """``<python> -m model --jsonl serve``: one worker process that runs job after job, one JSON line
+    each on its stdin, with TensorFlow and the model kept loaded (model/__main__.py: serve)."""
+
+    def __init__(self, python: str):
+        self.python = python
+        self.process = _start([python, "-m", "model", "--jsonl", "serve"], stdin=subprocess.PIPE)
+        self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self.stderr_tail: "collections.deque[str]" = collections.deque(maxlen=STDERR_LINES)
+        self.readers = _pump(self.process, self.lines, self.stderr_tail)
+        self.jobs = 0
+        self.busy = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send(self, arguments: Sequence[str]) -> int:
+        """Sends a job; its id."""
+        self.jobs += 1
+        job = {"id": self.jobs, "command": arguments[0], "arguments": list(arguments[1:])}
+        try:
+            self.process.stdin.write(json.dumps(job) + "\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError):
+            pass  # a worker gone shows as the end of its stdout
+        return self.jobs
+
+    def stop(self) -> None:
+        _stop(self.process)
+        _close_pipes(self.process, self.readers)
+
+
+_warm_workers: Dict[str, WarmWorker] = {}
+_warm_lock = threading.Lock()
+
+
+def warm_worker_enabled() -> bool:
+    """HIRISEICE_WARM_WORKER where set, else the QGIS setting hiriseice/warm_worker; on unless 0/false/no/off."""
+    value = os.environ.get(WARM_ENV_VAR)
+    if value is None:
+        value = QgsSettings().value(WARM_SETTINGS_KEY, "true")
+    return str(value).strip().lower() not in ("0", "false", "no", "off")
+
+
+def uses_warm_worker(arguments: Sequence) -> bool:
+    return bool(arguments) and str(arguments[0]) in WARM_COMMANDS and warm_worker_enabled() and QgsApplication.platform() != "qgis_process"
+
+
+def _check_out_warm_worker(python: str) -> Optional[WarmWorker]:
+    """This Python's warm worker, started where there is none or it died; None while it runs another job."""
+    with _warm_lock:
+        worker = _warm_workers.get(python)
+        if worker is not None and worker.busy:
+            return None
+        if worker is not None and not worker.alive():
+            worker.stop()
+            worker = None
+        if worker is None:
+            try:
+                worker = WarmWorker(python)
+            except OSError as exc:
+                raise QgsProcessingException(f"The worker Python '{python}' cannot be started ({exc}). " + how_to_install()) from None
+            _warm_workers[python] = worker
+        worker.busy = True
+        return worker
+
+
+def _check_in_warm_worker(worker: WarmWorker, keep: bool) -> None:
+    with _warm_lock:
+        worker.busy = False
+        if keep:
+            return
+        if _warm_workers.get(worker.python) is worker:
+            del _warm_workers[worker.python]
+    worker.stop()
+
+
+def close_warm_workers() -> None:
+    """Stops every warm worker (QGIS exits, the provider unloads); a run still in one fails."""
+    with _warm_lock:
+        workers = list(_warm_workers.values())
+        _warm_workers.clear()
+    for worker in workers:
+        worker.stop()
+
+
+atexit.register(close_warm_workers)
+
+
+class WarmRun(WorkerRun):
+    """One run as a job of the warm worker; a run of its own while that worker is busy with another."""
+
+    def _execute(self, python: str) -> int:
+        worker = _check_out_warm_worker(python)
+        if worker is None:
+            return super()._execute(python)
+        if worker.jobs:
+            try:
+                return self._execute_in(worker, reused=True)
+            except WorkerUnresponsive:
+                self.feedback.pushInfo(f"The warm worker (pid {worker.pid}) did not take the job; starting a new one.")
+                worker = _check_out_warm_worker(python)
+                if worker is None:
+                    return super()._execute(python)
+        return self._execute_in(worker, reused=False)
+
+    def _execute_in(self, worker: WarmWorker, reused: bool) -> int:
+        """The job's exit status. WorkerUnresponsive where a reused worker did not take the job (hung, or
+        gone since the last): it did nothing, so a new worker can run it. A worker just started gets no
+        time limit (its Python starts first) and its death is this run's crash."""
+        keep = True  # until the job is sent the worker is as good as it was
+        try:
+            self.stderr_tail = worker.stderr_tail
+            self._announce(" ".join(shlex.quote(c) for c in self.command(worker.python)) + f"  (job {worker.jobs + 1} of the warm worker, pid {worker.pid})")
+            keep = False  # a job that does not end cleanly leaves the worker in an unknown state: stop it
+            self.job_id = worker.send(self.arguments)
+            self._relay(worker.process, worker.lines, ANSWER_SECONDS if reused else None)
+            if self.status is None:  # its stdout ended: the worker died
+                if reused and not self.answered:
+                    raise WorkerUnresponsive()
+                return worker.process.wait()
+            keep = self.status in (0, 2) and worker.alive()
+            return self.status
+        finally:
+            _check_in_warm_worker(worker, keep)
+
+
 def run_worker(arguments: Sequence, feedback: Optional[QgsProcessingFeedback] = None, partial_outputs: Sequence[str] = ()) -> Dict:
-    """Run ``<worker python> -m model --jsonl <arguments>`` and return its result message.
+    """Run ``<worker python> -m model --jsonl <arguments>`` and return its result message; detect as a
+    job of the warm worker (uses_warm_worker).
 
     Raises QgsProcessingException with the engine's own message on an input problem, with the
     tail of stderr when the worker crashes, when feedback is cancelled (after killing the
     worker), and when there is no worker Python. partial_outputs are files
     removed after a failure (the engine's half-written temporaries).
     """
-    return WorkerRun(arguments, feedback, partial_outputs).run()
+    run = WarmRun if uses_warm_worker(arguments) else WorkerRun
+    return run(arguments, feedback, partial_outputs).run()
