@@ -342,8 +342,11 @@ def test_a_rotated_raster_is_scored_over_all_its_pixels_in_its_own_grid(qgis_app
 # --- cancel --------------------------------------------------------------------------------------
 
 
-def test_cancel_stops_the_worker_and_leaves_nothing(qgis_app, tiny_model, make_raster, tmp_path):
+def test_cancel_stops_the_worker_and_leaves_nothing(qgis_app, tiny_model, make_raster, tmp_path, monkeypatch):
     from qgis.core import QgsProcessingException
+
+    # A worker of its own, found by the report path on its command line (the warm worker's cancel: test_warm_worker.py).
+    monkeypatch.setenv("HIRISEICE_WARM_WORKER", "0")
 
     # 121 x 121 overlapping chunks scored one per network call: minutes of work, cancelled early.
     raster = make_raster(name="big_scene.tif", width=1024, height=1024, seed=9)
