@@ -83,8 +83,9 @@ def _usable(path: str) -> bool:
 
 def how_to_install() -> str:
     return (
-        f"Run scripts/install in the plugin folder ({PLUGIN_FOLDER}); it creates .venv/ with TensorFlow 2.21. "
-        f"Or set the QGIS setting {SETTINGS_KEY} (menu HiRISE Ice Patches > Worker settings…) or the environment "
+        "In the QGIS desktop: menu HiRISE Ice Patches > Worker settings… > Reinstall… installs it (a venv with TensorFlow 2.21). "
+        f"Or run scripts/install in the plugin folder ({PLUGIN_FOLDER}); it creates .venv/ with TensorFlow 2.21. "
+        f"Or set the QGIS setting {SETTINGS_KEY} (Worker settings…) or the environment "
         f"variable {ENV_VAR} to a Python that has TensorFlow 2.21, Keras 3 and GDAL."
     )
 
