@@ -112,12 +112,13 @@ def test_without_worker_the_algorithms_are_listed_and_chunk_runs(bare_install, m
     assert len(qs.read_ogr(output).rows) == 4
 
 
-def test_without_worker_detect_says_to_run_scripts_install(bare_install, tiny_model, make_raster, tmp_path):
+def test_without_worker_detect_names_the_installer_and_scripts_install(bare_install, tiny_model, make_raster, tmp_path):
     raster = make_raster(width=128, height=128)
     output = tmp_path / "detected.gpkg"
     done = bare_qgis_process(bare_install, "run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64",
                              f"OUTPUT={output}", f"REPORT={tmp_path / 'r.html'}")
     assert done.returncode != 0
-    assert "found none" in done.stdout and "Run scripts/install in the plugin folder" in done.stdout, done.stdout[-3000:]
+    assert "found none" in done.stdout and "Worker settings… > Reinstall…" in done.stdout, done.stdout[-3000:]
+    assert "run scripts/install in the plugin folder" in done.stdout
     assert os.path.join(qs.PLUGIN_PACKAGE, ".venv", "bin", "python") in done.stdout
     assert not output.exists()
