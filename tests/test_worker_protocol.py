@@ -1,0 +1,92 @@
+"""The plugin's side of the worker protocol (processing_provider/worker.py) against workers that
+misbehave: lines that are not the protocol, a crash by a signal, an exit 0 without a result. Each
+worker here is a real program (a shell script in place of the worker's Python), so the client's
+pipes, exit statuses and signals are the real ones."""
+
+import os
+import stat
+
+import pytest
+
+import qgis_support as qs
+
+
+def misbehaving_worker(folder, body: str) -> str:
+    """An executable that the client starts as `<it> -m model --jsonl <arguments>`."""
+    path = folder / "python"
+    path.write_text("#!/bin/bash\n" + body + "\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+@pytest.fixture
+def run_with(qgis_app, monkeypatch, tmp_path):
+    """run_with(script) -> (result or the exception, feedback): run_worker with that worker."""
+    from qgis.core import QgsProcessingException
+
+    worker = qs.plugin_module("processing_provider.worker")
+    monkeypatch.setenv("HIRISEICE_WARM_WORKER", "0")
+
+    def run(body: str, partial_outputs=()):
+        monkeypatch.setenv(worker.ENV_VAR, misbehaving_worker(tmp_path, body))
+        feedback = console_recording_feedback()
+        try:
+            return worker.run_worker(["info"], feedback, partial_outputs), feedback
+        except QgsProcessingException as exc:
+            return exc, feedback
+
+    return run
+
+
+def console_recording_feedback():
+    feedback = qs.recording_feedback()
+    feedback.console = []
+    plain = feedback.pushConsoleInfo
+
+    def push_console_info(text):
+        feedback.console.append(text)
+        plain(text)
+
+    feedback.pushConsoleInfo = push_console_info
+    return feedback
+
+
+def test_lines_that_are_not_the_protocol_are_logged_and_the_result_still_arrives(run_with):
+    result, feedback = run_with(
+        "echo 'a library printing to stdout'\n"
+        "echo '{\"no\": \"type\"}'\n"
+        "echo '{\"type\": \"progress\", \"fraction\": 0.5}'\n"
+        "echo '{\"type\": \"result\", \"answer\": 42}'"
+    )
+    assert result == {"answer": 42}
+    assert feedback.console == ["a library printing to stdout", '{"no": "type"}']
+    assert feedback.progress() == pytest.approx(50.0) and feedback.errors == []
+
+
+def test_a_crash_names_the_signal_with_the_tail_of_stderr_and_removes_partial_outputs(run_with, tmp_path):
+    partial = tmp_path / ".report.html.partial"
+    partial.write_text("half a report")
+    exc, feedback = run_with(
+        "echo '{\"type\": \"progress\", \"fraction\": 0.2}'\n"
+        "echo 'fatal: the network ran out of memory' >&2\n"
+        "kill -SEGV $$",
+        partial_outputs=[str(partial)],
+    )
+    message = str(exc)
+    assert message.startswith("The worker crashed (SIGSEGV).") and "fatal: the network ran out of memory" in message
+    assert not partial.exists() and feedback.errors == []
+
+
+def test_an_exit_without_a_result_is_not_taken_for_success(run_with):
+    exc, _ = run_with("echo '{\"type\": \"log\", \"message\": \"working\"}'\nexit 0")
+    assert str(exc).startswith("The worker finished without a result.")
+
+
+def test_an_error_status_without_a_message_says_so(run_with):
+    exc, _ = run_with("echo 'Traceback (most recent call last): ...' >&2\nexit 3")
+    assert str(exc).startswith("The worker stopped unexpectedly (exit status 3).") and "Traceback" in str(exc)
+
+
+def test_the_engines_error_message_is_passed_on_alone(run_with):
+    exc, feedback = run_with("echo '{\"type\": \"error\", \"code\": \"raster\", \"message\": \"The raster is damaged. Download it again.\"}'\nexit 2")
+    assert str(exc) == "The raster is damaged. Download it again." and feedback.errors == []
