@@ -309,7 +309,9 @@ def main(argv=None):
             "test_observations": sorted(test_obs),
             "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
             "recipe": "scripts/train_default_model",
-            "commands": [shlex.join(["scripts/train_default_model"] + (sys.argv[1:] if argv is None else list(argv)))],
+            # a warm start is reproduced by the base's own commands first
+            "commands": (base[1]["training"].get("commands", []) if base else [])
+            + [shlex.join(["scripts/train_default_model"] + (sys.argv[1:] if argv is None else list(argv)))],
             "examples": {"variants": args.variants, "hard_variants": args.hard_variants, "data_seed": data_seed},
         },
     )

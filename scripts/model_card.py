@@ -43,9 +43,8 @@ def transfer_table(transfer: List[Dict], hard: List[str]) -> str:
 def _previous_section(test, previous, hard) -> str:
     if not previous:
         return ""
-    return ("The previous default model (paper widths, trained on the rendered-caster family only, on crops of one set whose "
-            "observations partly lie in this held-out set, so its terrain numbers flatter it) on the same examples:\n\n"
-            + comparison_table(test, previous, hard))
+    name = f" ({previous['model']})" if previous.get("model") else ""
+    return f"The previous default model{name} on the same held-out examples:\n\n" + comparison_table(test, previous, hard)
 
 
 def comparison_table(test: Dict, previous: Dict, hard: List[str]) -> str:
