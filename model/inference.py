@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from . import calibration, modelfile, pdslabel, review, rules
-from . import scoremap
+from . import runtime, scoremap
 from .chunking import check_grid_parameters, chunk_count, iter_chunks
 from .errors import EngineError, NoValidChunksError
 from .grid import chunk_grid, chunk_wkt
@@ -204,13 +204,13 @@ def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, m
 
 def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter):
     """Each chunk read and scored alone; its score map kept too where a probability raster is wanted."""
-    from .network import logit_model
-
     want_map = bool(options.probability_raster)
     if want_map and not widths:
         raise EngineError("This model file does not name its network's widths, so it cannot write a probability raster. Retrain it with hiriseice:train.")
     mapper = scoremap.ScoreMapper(network, widths, mirror=options.tta) if want_map else None
-    scorer = None if want_map else logit_model(network)
+    scorer = None if want_map else runtime.logit_scorer(network)
+    if scorer is not None:
+        reporter.log(f"network runtime: {scorer.name} ({scorer.note})")
     pasted = []
     batches: "queue.Queue" = queue.Queue(maxsize=2)
     failure: List[BaseException] = []
@@ -250,9 +250,9 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
                 logits = maps.reshape(len(batch), -1).mean(axis=1, dtype=np.float64)
                 pasted.extend((item[0].row, item[0].col, m, item[4]) for item, m in zip(batch, maps))
             else:
-                logits = np.asarray(scorer.predict_on_batch(images[..., None])).reshape(-1)
+                logits = scorer(images[..., None])
                 if options.tta:
-                    mirrored = np.asarray(scorer.predict_on_batch(np.ascontiguousarray(images[:, :, ::-1, None]))).reshape(-1)
+                    mirrored = scorer(np.ascontiguousarray(images[:, :, ::-1, None]))
                     logits = (logits + mirrored) / 2.0
             network_seconds += time.monotonic() - t0
             probabilities = calibration.apply(logits, metadata.get("calibration"))

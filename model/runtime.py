@@ -1,0 +1,137 @@
+"""What runs the network when detect scores chunks one by one: ONNX Runtime where it matches Keras, else Keras.
+
+benchmarks/runtimes.py measured the bundled network on a 2-core CPU (README, Performance): ONNX
+Runtime scored the same chunks faster than every Keras/TensorFlow setting, its probabilities
+within 1e-6 of Keras's. So the logit network is exported to ONNX once per set of weights (Keras 3's
+``model.export(format="onnx")``, through tf2onnx) into a cache folder, checked against Keras on
+probe images, and used where the check passed. Without onnxruntime or tf2onnx, or where the check
+failed, Keras scores as before. Training and the score-map route stay in Keras.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from typing import Dict
+
+import numpy as np
+
+from . import files
+
+# Largest difference in probability (sigmoid of the logit) from Keras a runtime may show on the probes.
+MATCH_TOLERANCE = 1e-4
+PROBE_COUNT = 8
+
+
+def cache_folder() -> str:
+    """HIRISEICE_CACHE_DIR, else $XDG_CACHE_HOME/hiriseice, else ~/.cache/hiriseice."""
+    explicit = os.environ.get("HIRISEICE_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "hiriseice")
+
+
+class KerasScorer:
+    name = "Keras"
+    note = ""
+
+    def __init__(self, logit_network):
+        self.model = logit_network
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """(n, size, size, 1) float32 network inputs -> (n,) float64 logits."""
+        return np.asarray(self.model.predict_on_batch(images), np.float64).reshape(-1)
+
+
+class OnnxScorer:
+    name = "ONNX Runtime"
+    note = ""
+
+    def __init__(self, path: str):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        # The chunk reader decodes and normalises in another thread meanwhile: idle inference
+        # threads must sleep rather than spin on its cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.session.run(None, {self.input_name: np.ascontiguousarray(images, np.float32)})[0], np.float64).reshape(-1)
+
+
+def weights_key(logit_network) -> str:
+    """The exported file's name: a digest of the weights and the input shape, so a retrained or
+    fine-tuned model (even one never saved) never meets another's export."""
+    digest = hashlib.sha256(repr(logit_network.input_shape).encode())
+    for weight in logit_network.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def probe_images(input_size: int) -> np.ndarray:
+    """Chunk-like inputs: smooth terrain with grain, quantised to 8 bits as preprocess.network_input does."""
+    rng = np.random.default_rng(0)
+    coarse = rng.random((PROBE_COUNT, input_size // 8 + 1, input_size // 8 + 1))
+    smooth = np.kron(coarse, np.ones((1, 8, 8)))[:, :input_size, :input_size]
+    images = np.clip(0.8 * smooth + 0.2 * rng.random(smooth.shape), 0.0, 1.0)
+    return (np.round(images * 255) / 255).astype(np.float32)[..., None]
+
+
+def max_probability_difference(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(1.0 / (1.0 + np.exp(-a)) - 1.0 / (1.0 + np.exp(-b)))))
+
+
+def exported_onnx(keras_scorer: KerasScorer) -> Dict:
+    """{"path", "matches", "max_difference"} of the network's ONNX export, made and checked on first use."""
+    folder = os.path.join(cache_folder(), "onnx")
+    stem = os.path.join(folder, weights_key(keras_scorer.model))
+    if os.path.exists(stem + ".json"):
+        with open(stem + ".json", encoding="utf-8") as handle:
+            record = json.load(handle)
+        if not record["matches"] or os.path.exists(record["path"]):
+            return record
+    probes = probe_images(keras_scorer.model.input_shape[1])
+    expected = keras_scorer(probes)  # also marks the model as called, which Keras's export requires
+    partial = files.prepare(stem + ".onnx")
+    # tf2onnx prints its progress; the worker's stdout carries only its JSON lines.
+    with contextlib.redirect_stdout(sys.stderr):
+        keras_scorer.model.export(partial, format="onnx", verbose=False)
+    files.commit(partial, stem + ".onnx")
+    difference = max_probability_difference(OnnxScorer(stem + ".onnx")(probes), expected)
+    record = {"path": stem + ".onnx", "matches": difference <= MATCH_TOLERANCE, "max_difference": difference}
+    if not record["matches"]:
+        os.remove(record["path"])
+    partial = files.prepare(stem + ".json")
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump(record, handle)
+    files.commit(partial, stem + ".json")
+    return record
+
+
+def logit_scorer(network):
+    """A callable from (n, size, size, 1) float32 inputs to (n,) logits, with a ``name`` and a ``note``
+    saying why it was chosen: ONNX Runtime where installed and matching Keras, else Keras."""
+    from .network import logit_model
+
+    keras_scorer = KerasScorer(logit_model(network))
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError as exc:
+        keras_scorer.note = f"onnxruntime or tf2onnx is not installed ({exc.name}); scripts/install adds them"
+        return keras_scorer
+    try:
+        record = exported_onnx(keras_scorer)
+    except OSError as exc:  # an unwritable cache folder must not stop detection
+        keras_scorer.note = f"the ONNX export could not be cached ({exc}); set HIRISEICE_CACHE_DIR to a writable folder"
+        return keras_scorer
+    if not record["matches"]:
+        keras_scorer.note = f"ONNX Runtime's probabilities differ from Keras's by {record['max_difference']:.1e} (> {MATCH_TOLERANCE:g})"
+        return keras_scorer
+    scorer = OnnxScorer(record["path"])
+    scorer.note = f"matches Keras within {record['max_difference']:.1e}; export cached in {os.path.dirname(record['path'])}"
+    return scorer

@@ -1,0 +1,117 @@
+"""The worker's network runtime (model/runtime.py): ONNX Runtime only where it matches Keras.
+
+Real HiRISE crops go through the exported network and through Keras in the worker; their
+calibrated probabilities must agree within 1e-4, for a tiny model trained in this session and
+for the bundled default model. Detect then gives the same chunk probabilities whether ONNX
+Runtime or (with onnxruntime made unimportable) Keras scores them.
+"""
+
+import json
+import os
+
+import pytest
+
+import helpers
+
+MATCH = 1e-4
+
+MATCH_SNIPPET = r"""
+import glob, json, os, sys
+import numpy as np
+from osgeo import gdal
+from model import calibration, modelfile, runtime
+from model.network import logit_model
+from model.preprocess import network_input, resize
+model_path, tiles = sys.argv[1], sys.argv[2]
+network, metadata = modelfile.load(model_path)
+size = metadata["input_size"]
+images = []
+for path in sorted(glob.glob(os.path.join(tiles, "*.jpg")))[::20][:40]:
+    data = resize(gdal.Open(path).ReadAsArray().astype(np.float32), size)
+    images.append(network_input(data, np.ones(data.shape, bool), metadata["normalisation"]))
+images = np.stack(images)[..., None]
+first = runtime.logit_scorer(network)
+folder = os.path.join(runtime.cache_folder(), "onnx")
+mtimes = {name: os.path.getmtime(os.path.join(folder, name)) for name in os.listdir(folder)}
+second = runtime.logit_scorer(network)
+def probabilities(logits):
+    return calibration.apply(logits, metadata.get("calibration"))
+keras = probabilities(runtime.KerasScorer(logit_model(network))(images))
+print(json.dumps({"chunks": len(images), "first": first.name, "note": first.note, "second": second.name,
+                  "difference": float(np.max(np.abs(probabilities(first(images)) - keras))),
+                  "difference_second": float(np.max(np.abs(probabilities(second(images)) - keras))),
+                  "spread": float(np.ptp(keras)), "cache_unchanged": mtimes == {name: os.path.getmtime(os.path.join(folder, name)) for name in os.listdir(folder)},
+                  "cached": sorted(mtimes)}))
+"""
+
+DETECT_SNIPPET = r"""
+import io, json, sys
+from model.inference import DetectOptions, detect
+from model.protocol import Reporter
+raster, model_path = sys.argv[1], sys.argv[2]
+def run():
+    stream = io.StringIO()
+    detection = detect(raster, model_path, DetectOptions(), Reporter(jsonl=True, stream=stream))
+    logs = [m["message"] for m in map(json.loads, stream.getvalue().splitlines()) if m["type"] == "log"]
+    return {c["chunk_id"]: c["probability"] for c in detection.chunks}, [line for line in logs if line.startswith("network runtime")]
+onnx, onnx_log = run()
+sys.modules["onnxruntime"] = None  # a worker without onnxruntime: the import fails, Keras scores
+keras, keras_log = run()
+print(json.dumps({"onnx": onnx, "keras": keras, "onnx_log": onnx_log, "keras_log": keras_log}))
+"""
+
+
+def run_match(worker_python, model_path, shared_data) -> dict:
+    tiles = shared_data / "hirise-terrain" / "tiles"
+    if not tiles.is_dir():
+        pytest.skip(f"real HiRISE crops absent from the shared data ({tiles})")
+    done = helpers.run_worker_snippet(worker_python, MATCH_SNIPPET, model_path, tiles, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("HIRISEICE_CACHE_DIR", str(folder))
+    return folder
+
+
+def check_match(result: dict) -> None:
+    assert result["first"] == "ONNX Runtime", result["note"]
+    assert result["chunks"] == 40 and result["spread"] > 0, "the crops must not all score alike, or the comparison says nothing"
+    assert result["difference"] <= MATCH, result
+    # The second scorer reuses the export: same files, untouched.
+    assert result["second"] == "ONNX Runtime" and result["difference_second"] <= MATCH
+    assert result["cache_unchanged"] and len(result["cached"]) == 2 and {os.path.splitext(n)[1] for n in result["cached"]} == {".onnx", ".json"}
+
+
+def test_onnx_runtime_matches_keras_on_real_chunks_with_a_tiny_model(worker_python, tiny_model, shared_data, empty_cache):
+    check_match(run_match(worker_python, tiny_model.path, shared_data))
+
+
+def test_onnx_runtime_matches_keras_on_real_chunks_with_the_default_model(worker_python, shared_data, empty_cache):
+    check_match(run_match(worker_python, "", shared_data))
+
+
+def test_a_failed_match_is_remembered_and_keras_scores(worker_python, tiny_model, shared_data, empty_cache):
+    """The guard's verdict is cached with the export: a network whose export did not match stays on Keras."""
+    first = run_match(worker_python, tiny_model.path, shared_data)
+    record_path = next(empty_cache.glob("onnx/*.json"))
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps(dict(record, matches=False, max_difference=3e-3)))
+    again = run_match(worker_python, tiny_model.path, shared_data)
+    assert first["first"] == "ONNX Runtime"
+    assert again["first"] == "Keras" and "3.0e-03" in again["note"], again
+
+
+def test_detect_gives_the_same_probabilities_on_onnx_runtime_and_on_keras(worker_python, tiny_model, make_raster, empty_cache):
+    raster = make_raster(width=helpers.TINY_CHUNK_SIZE * 6, height=helpers.TINY_CHUNK_SIZE * 5, rotated_border=True, seed=3)
+    done = helpers.run_worker_snippet(worker_python, DETECT_SNIPPET, raster.path, tiny_model.path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["onnx_log"][0].startswith("network runtime: ONNX Runtime")
+    assert result["keras_log"][0].startswith("network runtime: Keras") and "not installed" in result["keras_log"][0]
+    assert result["onnx"].keys() == result["keras"].keys() and len(result["onnx"]) >= 10
+    worst = max(abs(result["onnx"][k] - result["keras"][k]) for k in result["onnx"])
+    assert worst <= MATCH, worst
