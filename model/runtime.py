@@ -1,8 +1,8 @@
 """What runs the network when detect scores chunks one by one: ONNX Runtime where it matches Keras, else Keras.
 
-benchmarks/runtimes.py measured the bundled network on a 2-core CPU (README, Performance): ONNX
-Runtime scored the same chunks faster than every Keras/TensorFlow setting, its probabilities
-within 1e-6 of Keras's. So the logit network is exported to ONNX once per set of weights (Keras 3's
+benchmarks/runtimes.py --paired measured the bundled network on a 2-core CPU (README,
+Performance): taking turns in one process, ONNX Runtime scored the same chunks 1.4 times as fast
+as Keras at batch 16 (OpenVINO in float32 1.26 times), its probabilities within 3e-7 of Keras's. So the logit network is exported to ONNX once per set of weights (Keras 3's
 ``model.export(format="onnx")``, through tf2onnx) into a cache folder, checked against Keras on
 probe images, and used where the check passed. Without onnxruntime or tf2onnx, or where the check
 failed, Keras scores as before. Training and the score-map route stay in Keras.
