@@ -51,8 +51,16 @@ TILE_COUNT = 256
 READ_SAMPLE = 200  # chunk windows timed per decimated-read measurement
 TARGETS = {"end_to_end_over_network": 0.9, "peak_rss_mb": 1536.0, "stride_half_over_full": 1.3}
 
-DETECT_CHILD = r"""
-import json, resource, sys, time
+# VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across fork and exec, so a child would
+# report the benchmark's own peak (its GDAL cache after the decimated reads) as its own.
+PEAK_RSS = r"""
+def peak_rss_mb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+"""
+
+DETECT_CHILD = PEAK_RSS + r"""
+import json, sys, time
 sys.path.insert(0, {repo!r})
 import tensorflow  # imported before the clock starts: every worker pays it once, not per image
 from model.inference import DetectOptions, detect
@@ -60,7 +68,7 @@ t = time.monotonic()
 d = detect({raster!r}, {model!r}, DetectOptions(batch_size={batch}, stride={stride}, scoring={scoring!r}))
 wall = time.monotonic() - t
 print(json.dumps({{"chunks": d.summary["chunks"], "wall_s": wall, "detect_network_chunks_per_s": d.summary["chunks_per_s"],
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "peak_rss_mb": peak_rss_mb()}}))
 """
 
 NETWORK_CHILD = r"""
@@ -90,8 +98,8 @@ for batch in batches:
 print(json.dumps({{"network_chunks_per_s": {chunks} / (time.monotonic() - t), "runtime": scorer.name}}))
 """
 
-PAPER_CHILD = r"""
-import json, os, resource, sys, time
+PAPER_CHILD = PEAK_RSS + r"""
+import json, os, sys, time
 sys.path.insert(0, {repo!r})
 import tensorflow
 import numpy as np
@@ -121,7 +129,7 @@ with gdal_exceptions():
 end = time.monotonic()
 megabytes = sum(os.path.getsize(p) for p in paths) / 1e6
 print(json.dumps({{"files": len(paths), "chunks": kept, "write_s": written - t, "classify_s": end - written, "wall_s": end - t,
-                  "files_mb": megabytes, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "files_mb": megabytes, "peak_rss_mb": peak_rss_mb()}}))
 """
 
 
