@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sys
+import weakref
 from typing import Dict
 
 import numpy as np
@@ -112,9 +113,21 @@ def exported_onnx(keras_scorer: KerasScorer) -> Dict:
     return record
 
 
+# A warm worker scores image after image with one loaded network: its scorer (the logit model,
+# the weights' digest, the ONNX session) is made once.
+_scorers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def logit_scorer(network):
     """A callable from (n, size, size, 1) float32 inputs to (n,) logits, with a ``name`` and a ``note``
-    saying why it was chosen: ONNX Runtime where installed and matching Keras, else Keras."""
+    saying why it was chosen: ONNX Runtime where installed and matching Keras, else Keras. Made
+    once per network object."""
+    if network not in _scorers:
+        _scorers[network] = _new_logit_scorer(network)
+    return _scorers[network]
+
+
+def _new_logit_scorer(network):
     from .network import logit_model
 
     keras_scorer = KerasScorer(logit_model(network))

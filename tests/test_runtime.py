@@ -33,11 +33,12 @@ images = np.stack(images)[..., None]
 first = runtime.logit_scorer(network)
 folder = os.path.join(runtime.cache_folder(), "onnx")
 mtimes = {name: os.path.getmtime(os.path.join(folder, name)) for name in os.listdir(folder)}
-second = runtime.logit_scorer(network)
+second = runtime.logit_scorer(modelfile.load(model_path)[0])  # the same weights loaded again: the cached export
+same = runtime.logit_scorer(network) is first  # a warm worker's next image
 def probabilities(logits):
     return calibration.apply(logits, metadata.get("calibration"))
 keras = probabilities(runtime.KerasScorer(logit_model(network))(images))
-print(json.dumps({"chunks": len(images), "first": first.name, "note": first.note, "second": second.name,
+print(json.dumps({"chunks": len(images), "first": first.name, "note": first.note, "second": second.name, "same": same,
                   "difference": float(np.max(np.abs(probabilities(first(images)) - keras))),
                   "difference_second": float(np.max(np.abs(probabilities(second(images)) - keras))),
                   "spread": float(np.ptp(keras)), "cache_unchanged": mtimes == {name: os.path.getmtime(os.path.join(folder, name)) for name in os.listdir(folder)},
@@ -81,8 +82,8 @@ def check_match(result: dict) -> None:
     assert result["first"] == "ONNX Runtime", result["note"]
     assert result["chunks"] == 40 and result["spread"] > 0, "the crops must not all score alike, or the comparison says nothing"
     assert result["difference"] <= MATCH, result
-    # The second scorer reuses the export: same files, untouched.
-    assert result["second"] == "ONNX Runtime" and result["difference_second"] <= MATCH
+    # The same weights loaded again reuse the export: same files, untouched; the same network, its scorer.
+    assert result["second"] == "ONNX Runtime" and result["difference_second"] <= MATCH and result["same"]
     assert result["cache_unchanged"] and len(result["cached"]) == 2 and {os.path.splitext(n)[1] for n in result["cached"]} == {".onnx", ".json"}
 
 
