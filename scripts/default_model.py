@@ -339,7 +339,10 @@ def _transfer(pattern) -> List[Dict]:
 
 
 def _move_to_prior(meta, prior):
-    """Calibration fitted on the (balanced) validation chunks, moved to a survey's share of icy chunks."""
+    """Calibration fitted on the (balanced) validation chunks, moved to a survey's share of icy chunks.
+    One a warm start kept from its base, or fitted and moved by fine-tuning, is already there."""
+    if "prior" in (meta.get("calibration") or {}):
+        return
     fitted = meta.get("calibration") or {"method": "platt", "a": 1.0, "b": 0.0}
     share = meta["metrics"]["validation_icy"] / meta["metrics"]["validation_chunks"]
     meta["calibration"] = calibration.with_prior(fitted, share, prior)
