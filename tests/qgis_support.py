@@ -92,6 +92,23 @@ def recording_feedback():
     return RecordingFeedback()
 
 
+def cancel_when(feedback, ready, observe=dict, seconds: float = 180):
+    """Cancel `feedback` from another thread, as the toolbox's Cancel button does, once ready() holds
+    (or at the deadline). Returns (the started thread, what it saw then: "progress" and observe()'s items)."""
+    seen = {}
+
+    def watch():
+        deadline = time.monotonic() + seconds
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen.update(observe(), progress=feedback.progress())
+        feedback.cancel()
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread, seen
+
+
 def run_algorithm(algorithm: str, parameters: Dict, context=None, feedback=None) -> Dict:
     """processing.run(...) with a recording feedback; the results dict gets it as '_feedback'."""
     import processing

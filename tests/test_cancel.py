@@ -4,8 +4,6 @@ tests/test_processing_train.py). Each run ends in
 one QgsProcessingException saying so, with no output, no partial file and no worker left."""
 
 import os
-import threading
-import time
 
 import pytest
 
@@ -15,22 +13,6 @@ import qgis_support as qs
 CHUNK = helpers.TINY_CHUNK_SIZE
 
 
-def cancel_when(feedback, ready, seconds=180):
-    """Cancel from another thread once ready() holds (or at the deadline); returns what it saw."""
-    seen = {}
-
-    def watch():
-        deadline = time.monotonic() + seconds
-        while not ready() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        seen["progress"] = feedback.progress()
-        feedback.cancel()
-
-    thread = threading.Thread(target=watch)
-    thread.start()
-    return thread, seen
-
-
 def test_cancel_while_chunks_are_exported_removes_them(qgis_app, make_raster, tmp_path):
     from qgis.core import QgsProcessingException
 
@@ -38,7 +20,7 @@ def test_cancel_while_chunks_are_exported_removes_them(qgis_app, make_raster, tm
     exports, output = tmp_path / "exports", tmp_path / "grid.gpkg"
     exports.mkdir()
     feedback = qs.recording_feedback()
-    thread, seen = cancel_when(feedback, lambda: len(os.listdir(exports)) >= 5)
+    thread, seen = qs.cancel_when(feedback, lambda: len(os.listdir(exports)) >= 5)
     try:
         with pytest.raises(QgsProcessingException) as raised:
             qs.run_algorithm("hiriseice:chunk", {"INPUT": raster.path, "CHUNK_SIZE": 16, "EXPORT_FOLDER": str(exports), "OUTPUT": str(output)}, feedback=feedback)

@@ -8,8 +8,6 @@ footprint in a no-data border).
 
 import os
 import sys
-import threading
-import time
 import zipfile
 
 import numpy as np
@@ -354,18 +352,7 @@ def test_cancel_stops_the_worker_and_leaves_nothing(qgis_app, tiny_model, make_r
     out_folder.mkdir()
     output, report = out_folder / "cancelled.gpkg", out_folder / "cancelled.html"
     feedback = qs.recording_feedback()
-    state = {}
-
-    def cancel_once_scoring():
-        deadline = time.monotonic() + 180
-        while feedback.progress() <= 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        state["progress"] = feedback.progress()
-        state["workers"] = qs.processes_with(str(report))
-        feedback.cancel()
-
-    timer = threading.Timer(0.1, cancel_once_scoring)
-    timer.start()
+    timer, state = qs.cancel_when(feedback, lambda: feedback.progress() > 0, lambda: {"workers": qs.processes_with(str(report))})
     try:
         with pytest.raises(QgsProcessingException) as raised:
             qs.run_algorithm(

@@ -373,15 +373,13 @@ def test_cancel_during_training_stops_the_worker_and_writes_no_model(qgis_app, t
     from qgis.core import QgsProcessingException
     from qgis.PyQt.QtCore import QVariant
 
-    from test_cancel import cancel_when
-
     raster = training_data.raster
     labels = memory_polygons("checkerboard", raster.crs_wkt, [(chunk_geometry(raster, r, c), [int(helpers.checkerboard(r, c))]) for r in range(6) for c in range(6)],
                              [("label", QVariant.Int)])
     out = tmp_path / "out"
     out.mkdir()
     feedback = qs.recording_feedback()
-    thread, seen = cancel_when(feedback, lambda: feedback.progress() > 0)  # the worker reports training steps as progress
+    thread, seen = qs.cancel_when(feedback, lambda: feedback.progress() > 0)  # the worker reports training steps as progress
     try:
         with pytest.raises(QgsProcessingException) as raised:
             qs.run_algorithm("hiriseice:train", dict(TINY, RASTERS=[raster.path], LABELS=[labels], EPOCHS=500, OUTPUT_MODEL=str(out / "never.hiriseice"),

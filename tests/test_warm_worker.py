@@ -175,17 +175,7 @@ def test_cancel_during_a_warm_run_stops_the_worker_and_the_next_run_starts_a_new
     out_folder = tmp_path / "out"
     out_folder.mkdir()
     feedback = qs.recording_feedback()
-    seen = {}
-
-    def cancel_once_scoring():
-        deadline = time.monotonic() + 180
-        while feedback.progress() <= 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        seen["progress"], seen["alive"] = feedback.progress(), alive(pid)
-        feedback.cancel()
-
-    timer = threading.Timer(0.1, cancel_once_scoring)
-    timer.start()
+    timer, seen = qs.cancel_when(feedback, lambda: feedback.progress() > 0, lambda: {"alive": alive(pid)})
     try:
         with pytest.raises(QgsProcessingException) as raised:
             detect(tiny_model, big.path, out_folder / "cancelled.gpkg", feedback=feedback, STRIDE=8, BATCH_SIZE=1, REPORT=str(out_folder / "cancelled.html"))
