@@ -1,8 +1,9 @@
 """Chunks with data: the grid, read window by window, minus chunks with no-data around their centre."""
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from osgeo import gdal
@@ -55,6 +56,10 @@ def chunk_count(source: RasterSource, chunk_size: int, stride: int) -> int:
     return rows * cols
 
 
+# What GDAL may write beside an exported chunk: an ISIS3 cube's mask band, metadata GeoTIFF cannot hold.
+CHUNK_SIDECARS = (".msk", ".aux.xml")
+
+
 def export_chunk(source_path: str, window: ChunkWindow, folder: str, image_id: str) -> str:
     """The chunk at full resolution as a georeferenced GeoTIFF, for labelling in other tools."""
     path = os.path.join(folder, f"{image_id}_r{window.row:03d}_c{window.col:03d}.tif")
@@ -67,11 +72,18 @@ def export_chunk(source_path: str, window: ChunkWindow, folder: str, image_id: s
         creationOptions=["COMPRESS=DEFLATE", "TILED=YES"],
     )
     files.commit(partial, path)
-    # GDAL may write sidecars beside the temporary name (an ISIS3 cube's mask band as .msk,
-    # metadata GeoTIFF cannot hold as .aux.xml): they belong to the chunk, under its name.
-    for sidecar in (".msk", ".aux.xml"):
+    # GDAL may write sidecars beside the temporary name: they belong to the chunk, under its name.
+    for sidecar in CHUNK_SIDECARS:
         if os.path.exists(partial + sidecar):
             os.replace(partial + sidecar, path + sidecar)
         elif os.path.exists(path + sidecar):
             os.remove(path + sidecar)  # left by an earlier export of this chunk
     return path
+
+
+def remove_exported(paths: Sequence[str]) -> None:
+    """Exported chunks and their sidecars: a stopped export leaves none."""
+    for path in paths:
+        for name in (path,) + tuple(path + sidecar for sidecar in CHUNK_SIDECARS):
+            with contextlib.suppress(OSError):
+                os.remove(name)

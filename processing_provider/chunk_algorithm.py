@@ -1,7 +1,5 @@
 """hiriseice:chunk - the chunk grid of a raster, in-process (no TensorFlow, no worker)."""
 
-import contextlib
-import os
 from typing import List
 
 from qgis.core import (
@@ -79,7 +77,7 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
                 feedback.pushInfo(f"{info.image_id}: {info.width} x {info.height} px; {total} grid chunks of {chunk_size} px, stride {stride}")
                 for sample in chunking.iter_chunks(source, chunk_size, stride, min_valid):
                     if feedback.isCanceled():
-                        remove_exported(exported)
+                        chunking.remove_exported(exported)
                         raise QgsProcessingException("Cancelled by the user; no chunk layer was written, and the chunks exported so far were removed.")
                     w = sample.window
                     rows.append(
@@ -93,7 +91,7 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
                         exported.append(chunking.export_chunk(path, w, export_folder, info.image_id))
                     feedback.setProgress(100.0 * (w.chunk_id + 1) / total)
         except errors.EngineError as exc:
-            remove_exported(exported)
+            chunking.remove_exported(exported)
             raise QgsProcessingException(str(exc)) from None
         feedback.pushInfo(f"{len(rows)} of {total} chunks hold data around their centre (minimum valid share {min_valid})")
         if exported:
@@ -111,10 +109,3 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
             results[self.EXPORT_FOLDER] = export_folder
         return results
 
-
-def remove_exported(paths: List[str]) -> None:
-    """The chunk GeoTIFFs (and GDAL's sidecars) this run exported: a stopped run leaves none."""
-    for path in paths:
-        for name in (path, path + ".msk", path + ".aux.xml"):
-            with contextlib.suppress(OSError):
-                os.remove(name)
