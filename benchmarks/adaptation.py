@@ -11,7 +11,11 @@ family's ROC AUC, the other families', and false positives on real ice-free terr
 landforms; before and after, with the wall time.
 
     .venv/bin/python benchmarks/adaptation.py --base build/models/without-natural-shade.hiriseice \
-        --family "natural shade" [--labels 50,100,200] [--pool 400] [--json build/adaptation.json]
+        --family "natural shade" [--labels 50,100,200] [--review 100] [--pool 400] \
+        [--option learning_rate=3e-4 ...] [--json build/adaptation.json]
+
+--option sets a training job option (as the train algorithm's parameters do) to compare
+fine-tuning recipes on the same labels and test set; without it every run uses the defaults.
 """
 
 import argparse
@@ -89,13 +93,20 @@ def review_order(mosaic, base):
     return [chunk["row"] * COLUMNS + chunk["col"] for chunk in ranked]
 
 
-def retrain(mosaic, labels, cells, base, out):
+class TrainingLog(SilentReporter):
+    """The training job's log lines (epochs, guard, calibration) on stderr, without its progress bar."""
+
+    def log(self, message):
+        print(message, file=sys.stderr, flush=True)
+
+
+def retrain(mosaic, labels, cells, base, out, options, reporter):
     from model.training import run_job
 
     job = {"rasters": [{"path": mosaic, "labels": [{"wkt": labels[i][0], "label": labels[i][1]} for i in cells]}],
-           "label_mode": "chunks", "chunk_size": CELL, "base_model": base, "output_model": out}  # the algorithm's defaults
+           "label_mode": "chunks", "chunk_size": CELL, "base_model": base, "output_model": out, **options}
     started = time.monotonic()
-    run_job(job, SilentReporter())
+    run_job(job, reporter)
     return time.monotonic() - started
 
 
@@ -113,11 +124,22 @@ def score(path, test, family):
     }
 
 
+def _option(text):
+    key, _, value = text.partition("=")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True)
     parser.add_argument("--family", required=True, choices=list(FAMILIES))
     parser.add_argument("--labels", default="50,100,200")
+    parser.add_argument("--review", type=int, default=100, help="chunks labelled in review_rank order (0: none)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a training job option, e.g. learning_rate=3e-4")
+    parser.add_argument("--log", action="store_true", help="print each retraining's log")
     parser.add_argument("--pool", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7, help="the recipe's seed: the same split and test set")
     parser.add_argument("--work", default=os.path.join(REPO, "build", "adaptation"))
@@ -135,15 +157,17 @@ def main():
     rng = np.random.default_rng(args.seed)
     random_order = rng.permutation(len(labels)).tolist()
     runs = [(f"random {n}", random_order[:n]) for n in (int(n) for n in args.labels.split(","))]
-    runs.append(("review_rank 100", review_order(mosaic, args.base)[:100]))
+    if args.review:
+        runs.append((f"review_rank {args.review}", review_order(mosaic, args.base)[: args.review]))
+    options = dict(_option(text) for text in args.option)
     rows = [dict(run="base model, not retrained", labels=0, icy=0, minutes=0.0, **score(args.base, test, args.family))]
     for name, cells in runs:
         out = os.path.join(args.work, name.replace(" ", "-") + ".hiriseice")
-        seconds = retrain(mosaic, labels, cells, args.base, out)
+        seconds = retrain(mosaic, labels, cells, args.base, out, options, TrainingLog() if args.log else SilentReporter())
         rows.append(dict(run=name, labels=len(cells), icy=sum(labels[i][1] for i in cells), minutes=round(seconds / 60, 1), **score(out, test, args.family)))
         print(json.dumps(rows[-1]), flush=True)
     with open(args.json, "w", encoding="utf-8") as handle:
-        json.dump({"family": args.family, "base": args.base, "pool": args.pool, "rows": rows}, handle, indent=1)
+        json.dump({"family": args.family, "base": args.base, "pool": args.pool, "options": options, "rows": rows}, handle, indent=1)
     print(f"| run | labels (icy) | AUC {args.family} | recall | other families' AUC | FPR real terrain | FPR hard landforms | minutes |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
