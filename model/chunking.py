@@ -3,13 +3,14 @@
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 from osgeo import gdal
 
 from . import files
 from .errors import RasterError
+from .footprint import ValidityMosaic
 from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, grid_shape
 from .preprocess import valid_fractions
 from .raster import RasterSource
@@ -39,13 +40,16 @@ def check_grid_parameters(chunk_size: int, stride: int, min_valid: float) -> Non
         raise RasterError(f"MIN_VALID must be a share between 0 and 1, not {min_valid}.")
 
 
-def iter_chunks(source: RasterSource, chunk_size: int, stride: int, min_valid: float, input_size: int = MASK_SIZE) -> Iterator[ChunkSample]:
-    """Every chunk whose central region is at least min_valid valid, in grid order."""
+def iter_chunks(source: RasterSource, chunk_size: int, stride: int, min_valid: float, input_size: int = MASK_SIZE, mosaic: Optional[ValidityMosaic] = None) -> Iterator[ChunkSample]:
+    """Every chunk whose central region is at least min_valid valid, in grid order; every chunk
+    read, kept or not, pastes its validity into the mosaic if one is given."""
     check_grid_parameters(chunk_size, stride, min_valid)
     info = source.info
     for window in chunk_grid(info.width, info.height, chunk_size, stride):
         data, valid = source.read_chunk(window, chunk_size, input_size)
         used_width, used_height = window.scaled_size(chunk_size, input_size)
+        if mosaic is not None:
+            mosaic.paste(window.x_off, window.y_off, window.width, window.height, valid[:used_height, :used_width])
         whole, centre = valid_fractions(valid, (used_height, used_width), CENTRE_FRACTION)
         if centre >= min_valid and whole > 0:
             yield ChunkSample(window, whole, centre, data, valid)

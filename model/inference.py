@@ -18,6 +18,7 @@ from . import calibration, modelfile, pdslabel, review, rules
 from . import runtime, scoremap
 from .chunking import check_grid_parameters, chunk_count, iter_chunks
 from .errors import EngineError, NoValidChunksError
+from .footprint import ValidityMosaic
 from .grid import chunk_grid, chunk_wkt
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
@@ -82,7 +83,6 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         info = source.info
         check_holds_a_chunk(raster_path, info.width, info.height, chunk_size)
         total = chunk_count(source, chunk_size, stride)
-        footprint = source.footprint_wkt()
         cache_bytes = source.grid_cache_bytes(chunk_size)
     warning = not_mars_warning(raster_path, info.crs_wkt)
     if warning:
@@ -101,12 +101,17 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
             f"chunks read off the network's score map (cells of {chunk_size * scoremap.network_stride_of(widths) / input_size:g} px; "
             "windows normalised as a whole, see model/scoremap.py)" + ("; east-west mirror averaged" if options.tta else "")
         )
+    mosaic = ValidityMosaic(info.width, info.height, chunk_size / input_size)
     with block_cache(cache_bytes) as cache_note:
         reporter.log(cache_note)
         if route == "map":
-            chunks, score_map, network_seconds = _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter)
+            chunks, score_map, network_seconds = _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter, mosaic)
         else:
-            chunks, score_map, network_seconds = _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter)
+            chunks, score_map, network_seconds = _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter, mosaic)
+        footprint = mosaic.footprint_wkt(info.geotransform, info.crs_wkt)
+        if footprint is None:  # a grid with gaps (stride > chunk) left some pixels unread
+            with RasterSource(raster_path, options.band) as source:
+                footprint = source.footprint_wkt()
     if not chunks:
         raise NoValidChunksError(
             f"No chunk of '{raster_path}' has image data around its centre (MIN_VALID {options.min_valid}): the image is all no-data "
@@ -186,12 +191,13 @@ def chunk_row(info, window, whole: float, centre: float, p: float, options: Dete
     }
 
 
-def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter):
+def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter, mosaic):
     """Every chunk of the grid as the mean of the score map over its footprint (model/scoremap.py)."""
     mapper = scoremap.ScoreMapper(network, widths, mirror=options.tta)
+    reporter.log(f"network runtime: {mapper.run.name} ({mapper.run.note})")
     geometry = scoremap.MapGeometry(info.width, info.height, chunk_size, stride, input_size, mapper.cell)
     with RasterSource(raster_path, options.band) as source:
-        score_map = scoremap.score_canvas(source, geometry, mapper, metadata["normalisation"], progress=lambda f: reporter.progress(0.99 * f))
+        score_map = scoremap.score_canvas(source, geometry, mapper, metadata["normalisation"], progress=lambda f: reporter.progress(0.99 * f), mosaic=mosaic)
     chunks = []
     for window in chunk_grid(info.width, info.height, chunk_size, stride):
         whole, centre = score_map.whole[window.row, window.col], score_map.centre[window.row, window.col]
@@ -202,15 +208,15 @@ def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, m
     return chunks, (geometry, score_map.logits, score_map.valid_share), mapper.seconds
 
 
-def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter):
+def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter, mosaic):
     """Each chunk read and scored alone; its score map kept too where a probability raster is wanted."""
     want_map = bool(options.probability_raster)
     if want_map and not widths:
         raise EngineError("This model file does not name its network's widths, so it cannot write a probability raster. Retrain it with hiriseice:train.")
     mapper = scoremap.ScoreMapper(network, widths, mirror=options.tta) if want_map else None
     scorer = None if want_map else runtime.logit_scorer(network)
-    if scorer is not None:
-        reporter.log(f"network runtime: {scorer.name} ({scorer.note})")
+    runner = mapper.run if want_map else scorer
+    reporter.log(f"network runtime: {runner.name} ({runner.note})")
     pasted = []
     batches: "queue.Queue" = queue.Queue(maxsize=2)
     failure: List[BaseException] = []
@@ -220,7 +226,7 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
         try:
             with RasterSource(raster_path, options.band) as reader:
                 batch = []
-                for sample in iter_chunks(reader, chunk_size, stride, options.min_valid, input_size):
+                for sample in iter_chunks(reader, chunk_size, stride, options.min_valid, input_size, mosaic):
                     if stop.is_set():
                         return
                     batch.append((sample.window, sample.valid_fraction, sample.centre_valid_fraction, network_input(sample.data, sample.valid, metadata["normalisation"]), sample.valid))

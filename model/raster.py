@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, osr
 
 from .errors import DamagedRasterError, RasterError
+from .footprint import FOOTPRINT_MAX_SIDE, footprint_from_mask
 from .grid import ChunkWindow
 
 # Overview-friendly decimation that keeps a few-pixel bright patch visible, unlike nearest.
@@ -213,8 +214,9 @@ class RasterSource:
         data, valid = self.read(0, 0, info.width, info.height, out_w, out_h)
         return data, valid, factor
 
-    def footprint_wkt(self, max_side: int = 512) -> str:
-        """The valid-data footprint (the rotated image outline) as WKT in the raster's CRS."""
+    def footprint_wkt(self, max_side: int = FOOTPRINT_MAX_SIDE) -> str:
+        """The valid-data footprint (the rotated image outline) as WKT in the raster's CRS, from a
+        decimated read of the whole image (detect takes it from its chunk reads instead)."""
         _, valid, _ = self.overview(max_side)
         return footprint_from_mask(valid, self.info.geotransform, self.info.width, self.info.height, self.info.crs_wkt)
 
@@ -263,33 +265,6 @@ def not_mars_warning(name: str, crs_wkt: str) -> str:
         "polygons will lie there. If it is a HiRISE image, assign its Mars CRS (Raster > Projections > Assign Projection, or "
         "gdal_edit.py -a_srs) and run again."
     )
-
-
-def footprint_from_mask(valid: np.ndarray, geotransform, width: int, height: int, crs_wkt: str) -> str:
-    """Polygonise a (decimated) validity mask into a simplified (multi)polygon in map coordinates."""
-    out_h, out_w = valid.shape
-    g = geotransform
-    sx, sy = width / out_w, height / out_h
-    small_gt = (g[0], g[1] * sx, g[2] * sy, g[3], g[4] * sx, g[5] * sy)
-    mem = gdal.GetDriverByName("MEM").Create("", out_w, out_h, 1, gdal.GDT_Byte)
-    mem.SetGeoTransform(small_gt)
-    if crs_wkt:
-        mem.SetProjection(crs_wkt)
-    band = mem.GetRasterBand(1)
-    band.WriteArray(valid.astype(np.uint8))
-    vector = ogr.GetDriverByName("Memory").CreateDataSource("")
-    srs = osr.SpatialReference(wkt=crs_wkt) if crs_wkt else None
-    layer = vector.CreateLayer("footprint", srs, ogr.wkbPolygon)
-    layer.CreateField(ogr.FieldDefn("valid", ogr.OFTInteger))
-    gdal.Polygonize(band, band, layer, 0)
-    union = ogr.Geometry(ogr.wkbMultiPolygon)
-    for feature in layer:
-        union.AddGeometry(feature.GetGeometryRef())
-    if union.GetGeometryCount() == 0:
-        return ""
-    merged = union.UnionCascaded()
-    pixel = float(np.hypot(small_gt[1], small_gt[4]))
-    return merged.SimplifyPreserveTopology(pixel).ExportToWkt()
 
 
 def raster_summary(path: str) -> List[str]:

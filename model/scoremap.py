@@ -28,6 +28,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from . import calibration, files
+from .footprint import ValidityMosaic
 from .grid import CENTRE_FRACTION, grid_shape
 from .preprocess import network_input, valid_fractions
 
@@ -147,8 +148,9 @@ def windows(geometry: MapGeometry, window_size: int = WINDOW_SIZE, halo: Optiona
     return out
 
 
-def read_window(source, geometry: MapGeometry, window: Window) -> Tuple[np.ndarray, np.ndarray]:
-    """Raw values and validity of a canvas window at the network's scale; no-data (0) beyond the raster."""
+def read_window(source, geometry: MapGeometry, window: Window, mosaic: Optional[ValidityMosaic] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Raw values and validity of a canvas window at the network's scale; no-data (0) beyond the
+    raster. The validity of the part inside the raster goes into the mosaic if one is given."""
     height, width = window.y1 - window.y0, window.x1 - window.x0
     data = np.zeros((height, width), np.float32)
     valid = np.zeros((height, width), bool)
@@ -162,17 +164,21 @@ def read_window(source, geometry: MapGeometry, window: Window) -> Tuple[np.ndarr
     part, part_valid = source.read(rx0, ry0, rx1 - rx0, ry1 - ry0, out_w, out_h)
     data[:out_h, :out_w] = part
     valid[:out_h, :out_w] = part_valid
+    if mosaic is not None:
+        mosaic.paste(rx0, ry0, rx1 - rx0, ry1 - ry0, part_valid)
     return data, valid
 
 
 class ScoreMapper:
     """The network's score map of images whose sides are multiples of the cell; with ``mirror``
-    (test-time augmentation) the mean of the maps of the image and of its east-west mirror."""
+    (test-time augmentation) the mean of the maps of the image and of its east-west mirror.
+    Runs on ONNX Runtime where it matches Keras (model/runtime.py)."""
 
     def __init__(self, network, widths, mirror: bool = False):
-        from .network import network_stride, score_map_model
+        from .network import network_stride
+        from .runtime import map_scorer
 
-        self.model = score_map_model(network, widths)
+        self.run = map_scorer(network, widths)
         self.cell = network_stride(widths)
         self.mirror = mirror
         self.seconds = 0.0
@@ -183,9 +189,9 @@ class ScoreMapper:
 
         t0 = time.monotonic()
         batch = np.asarray(images, np.float32)[..., None]
-        maps = np.asarray(self.model([batch], training=False))[..., 0]
+        maps = self.run(batch)[..., 0]
         if self.mirror:
-            mirrored = np.asarray(self.model([np.ascontiguousarray(batch[:, :, ::-1])], training=False))[..., 0]
+            mirrored = self.run(np.ascontiguousarray(batch[:, :, ::-1]))[..., 0]
             maps = (maps + mirrored[:, :, ::-1]) / 2.0
         self.seconds += time.monotonic() - t0
         return maps
@@ -216,8 +222,10 @@ def score_canvas(
     halo: Optional[int] = None,
     progress: Optional[Callable[[float], None]] = None,
     stop: Optional[Callable[[], bool]] = None,
+    mosaic: Optional[ValidityMosaic] = None,
 ) -> ScoreMap:
-    """Read, normalise (per window) and score every window; returns the assembled ScoreMap."""
+    """Read, normalise (per window) and score every window; returns the assembled ScoreMap. Every
+    window read pastes its validity into the mosaic if one is given."""
     cell = geometry.cell
     logits = np.zeros(geometry.cells, np.float32)
     valid_share = np.zeros(geometry.cells, np.float32)
@@ -226,7 +234,7 @@ def score_canvas(
     centre = np.full((rows, cols), np.nan)
     tiles = windows(geometry, window_size, halo)
     empty_maps: Dict[Tuple[int, int], np.ndarray] = {}
-    for index, window in enumerate(_prefetch(tiles, lambda w: read_window(source, geometry, w))):
+    for index, window in enumerate(_prefetch(tiles, lambda w: read_window(source, geometry, w, mosaic))):
         if stop is not None and stop():
             break
         tile, (data, valid) = window

@@ -1,0 +1,53 @@
+"""The image outline detect reports comes from the chunk reads, not from a second pass over the
+image, and matches the outline a decimated read of the whole image gives."""
+
+import pytest
+from osgeo import ogr
+
+import helpers
+from model import chunking
+from model.footprint import ValidityMosaic
+from model.raster import RasterSource
+
+
+def _outline_from_reads(path, chunk_size, stride, input_size, min_valid=0.95):
+    with RasterSource(path) as source:
+        mosaic = ValidityMosaic(source.info.width, source.info.height, chunk_size / input_size)
+        kept = list(chunking.iter_chunks(source, chunk_size, stride, min_valid, input_size, mosaic))
+        return mosaic, kept, source.footprint_wkt(), source.info
+
+
+@pytest.mark.parametrize("chunk_size, stride, input_size", [(64, 64, 16), (96, 48, 32), (100, 100, 32)])
+def test_the_outline_from_the_chunk_reads_matches_the_whole_image_read(make_raster, chunk_size, stride, input_size):
+    r = make_raster(width=520, height=390, rotated_border=True)
+    mosaic, kept, overview_wkt, info = _outline_from_reads(r.path, chunk_size, stride, input_size)
+    assert kept and len(kept) < len(list(chunking.chunk_grid(r.width, r.height, chunk_size, stride)))  # border chunks were read, then dropped
+    from_reads = ogr.CreateGeometryFromWkt(mosaic.footprint_wkt(info.geotransform, info.crs_wkt))
+    from_overview = ogr.CreateGeometryFromWkt(overview_wkt)
+    pixel_area = abs(r.geotransform[1] * r.geotransform[5])
+    assert from_reads.GetArea() == pytest.approx(r.valid.sum() * pixel_area, rel=0.03)
+    assert from_reads.SymDifference(from_overview).GetArea() < 0.04 * from_overview.GetArea()
+
+
+def test_a_grid_with_gaps_leaves_the_outline_to_the_whole_image_read(make_raster):
+    r = make_raster(width=256, height=256, rotated_border=True)
+    mosaic, _, _, info = _outline_from_reads(r.path, 64, 96, 16, min_valid=0.0)
+    assert not mosaic.complete
+    assert mosaic.footprint_wkt(info.geotransform, info.crs_wkt) is None
+
+
+def test_an_image_without_valid_pixels_has_no_outline():
+    mosaic = ValidityMosaic(64, 64, 4)
+    mosaic.paste(0, 0, 64, 64, mosaic.valid[:16, :16].copy())
+    assert mosaic.complete and mosaic.footprint_wkt((0, 1, 0, 0, 0, -1), "") == ""
+
+
+def test_detect_reports_the_outline_on_every_route(worker_python, tiny_model, make_raster, tmp_path):
+    """Per chunk, off the score map, and with gaps between the chunks (the whole-image read)."""
+    r = make_raster(width=384, height=320, rotated_border=True)
+    with RasterSource(r.path) as source:
+        expected = ogr.CreateGeometryFromWkt(source.footprint_wkt())
+    for extra in (["--scoring", "chunk"], ["--stride", 32, "--scoring", "map"], ["--stride", 96]):
+        run = helpers.run_worker(worker_python, "detect", r.path, "--model", tiny_model.path, *extra).check()
+        got = ogr.CreateGeometryFromWkt(run.result["summary"]["footprint_wkt"])
+        assert got.SymDifference(expected).GetArea() < 0.04 * expected.GetArea(), extra
