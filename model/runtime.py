@@ -1,11 +1,13 @@
-"""What runs the network when detect scores chunks one by one: ONNX Runtime where it matches Keras, else Keras.
+"""What runs the network in detect: ONNX Runtime where it matches Keras, else Keras.
 
 benchmarks/runtimes.py --paired measured the bundled network on a 2-core CPU (README,
 Performance): taking turns in one process, ONNX Runtime scored the same chunks 1.4 times as fast
 as Keras at batch 16 (OpenVINO in float32 1.26 times), its probabilities within 3e-7 of Keras's. So the logit network is exported to ONNX once per set of weights (Keras 3's
 ``model.export(format="onnx")``, through tf2onnx) into a cache folder, checked against Keras on
 probe images, and used where the check passed. Without onnxruntime or tf2onnx, or where the check
-failed, Keras scores as before. Training and the score-map route stay in Keras.
+failed, Keras scores as before. The score-map route's fully convolutional network (any window
+size) goes the same way: on Keras it scored a dense grid at 2.4 times the per-chunk grid's time
+(issue 10). Training stays in Keras.
 """
 
 import contextlib
@@ -46,6 +48,21 @@ class KerasScorer:
         return np.asarray(self.model.predict_on_batch(images), np.float64).reshape(-1)
 
 
+class KerasMapper:
+    """The score-map network on Keras, called eagerly: its windows come in several sizes, and
+    predict_on_batch would trace a graph for each."""
+
+    name = "Keras"
+    note = ""
+
+    def __init__(self, map_network):
+        self.model = map_network
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """(n, h, w, 1) float32 network inputs -> (n, h / cell, w / cell, 1) float32 logit maps."""
+        return np.asarray(self.model([images], training=False))
+
+
 class OnnxScorer:
     name = "ONNX Runtime"
     note = ""
@@ -60,8 +77,16 @@ class OnnxScorer:
         self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
+    def run(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.session.run(None, {self.input_name: np.ascontiguousarray(images, np.float32)})[0])
+
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run(None, {self.input_name: np.ascontiguousarray(images, np.float32)})[0], np.float64).reshape(-1)
+        return np.asarray(self.run(images), np.float64).reshape(-1)
+
+
+class OnnxMapper(OnnxScorer):
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.run(images)
 
 
 def weights_key(logit_network) -> str:
@@ -86,8 +111,17 @@ def max_probability_difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(1.0 / (1.0 + np.exp(-a)) - 1.0 / (1.0 + np.exp(-b)))))
 
 
-def exported_onnx(keras_scorer: KerasScorer) -> Dict:
-    """{"path", "matches", "max_difference"} of the network's ONNX export, made and checked on first use."""
+def map_probe_images(input_size: int) -> np.ndarray:
+    """The probes two by two, one above the other: windows taller than wide, unlike any chunk."""
+    probes = probe_images(input_size)
+    half = len(probes) // 2
+    return np.concatenate([probes[:half], probes[half:]], axis=1)
+
+
+def exported_onnx(keras_scorer, onnx_class=OnnxScorer, probes: np.ndarray = None) -> Dict:
+    """{"path", "matches", "max_difference"} of the network's ONNX export, made and checked on first
+    use. keras_scorer: a KerasScorer or KerasMapper; onnx_class: what runs the export alike;
+    probes: the inputs they must agree on (default: chunk-like images of the network's input size)."""
     folder = os.path.join(cache_folder(), "onnx")
     stem = os.path.join(folder, weights_key(keras_scorer.model))
     if os.path.exists(stem + ".json"):
@@ -95,14 +129,15 @@ def exported_onnx(keras_scorer: KerasScorer) -> Dict:
             record = json.load(handle)
         if not record["matches"] or os.path.exists(record["path"]):
             return record
-    probes = probe_images(keras_scorer.model.input_shape[1])
+    if probes is None:
+        probes = probe_images(keras_scorer.model.input_shape[1])
     expected = keras_scorer(probes)  # also marks the model as called, which Keras's export requires
     partial = files.prepare(stem + ".onnx")
     # tf2onnx prints its progress; the worker's stdout carries only its JSON lines.
     with contextlib.redirect_stdout(sys.stderr):
         keras_scorer.model.export(partial, format="onnx", verbose=False)
     files.commit(partial, stem + ".onnx")
-    difference = max_probability_difference(OnnxScorer(stem + ".onnx")(probes), expected)
+    difference = max_probability_difference(onnx_class(stem + ".onnx")(probes), expected)
     record = {"path": stem + ".onnx", "matches": difference <= MATCH_TOLERANCE, "max_difference": difference}
     if not record["matches"]:
         os.remove(record["path"])
@@ -113,9 +148,10 @@ def exported_onnx(keras_scorer: KerasScorer) -> Dict:
     return record
 
 
-# A warm worker scores image after image with one loaded network: its scorer (the logit model,
-# the weights' digest, the ONNX session) is made once.
+# A warm worker scores image after image with one loaded network: its scorers (the Keras models,
+# the weights' digest, the ONNX sessions) are made once.
 _scorers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_mappers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def logit_scorer(network):
@@ -123,14 +159,24 @@ def logit_scorer(network):
     saying why it was chosen: ONNX Runtime where installed and matching Keras, else Keras. Made
     once per network object."""
     if network not in _scorers:
-        _scorers[network] = _new_logit_scorer(network)
+        from .network import logit_model
+
+        _scorers[network] = _fastest(KerasScorer(logit_model(network)), OnnxScorer, None)
     return _scorers[network]
 
 
-def _new_logit_scorer(network):
-    from .network import logit_model
+def map_scorer(network, widths):
+    """As logit_scorer, for the network's score map: (n, h, w, 1) float32 inputs, h and w multiples
+    of its cell, to (n, h / cell, w / cell, 1) logit maps."""
+    if network not in _mappers:
+        from .network import score_map_model
 
-    keras_scorer = KerasScorer(logit_model(network))
+        probes = map_probe_images(network.input_shape[1])
+        _mappers[network] = _fastest(KerasMapper(score_map_model(network, widths)), OnnxMapper, probes)
+    return _mappers[network]
+
+
+def _fastest(keras_scorer, onnx_class, probes):
     try:
         import onnxruntime  # noqa: F401
         import tf2onnx  # noqa: F401
@@ -138,13 +184,13 @@ def _new_logit_scorer(network):
         keras_scorer.note = f"onnxruntime or tf2onnx is not installed ({exc.name}); scripts/install adds them"
         return keras_scorer
     try:
-        record = exported_onnx(keras_scorer)
+        record = exported_onnx(keras_scorer, onnx_class, probes)
     except OSError as exc:  # an unwritable cache folder must not stop detection
         keras_scorer.note = f"the ONNX export could not be cached ({exc}); set HIRISEICE_CACHE_DIR to a writable folder"
         return keras_scorer
     if not record["matches"]:
         keras_scorer.note = f"ONNX Runtime's probabilities differ from Keras's by {record['max_difference']:.1e} (> {MATCH_TOLERANCE:g})"
         return keras_scorer
-    scorer = OnnxScorer(record["path"])
+    scorer = onnx_class(record["path"])
     scorer.note = f"matches Keras within {record['max_difference']:.1e}; export cached in {os.path.dirname(record['path'])}"
     return scorer

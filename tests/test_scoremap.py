@@ -1,7 +1,8 @@
 """The score-map route (model/scoremap.py): geometry in this process; the network in the worker.
 
-Where a window is exactly one chunk the map route must give the per-chunk route's logit (1e-4),
-for the session's tiny model and for the bundled default model (the paper's widths)."""
+Where a window is exactly one chunk the map route (on ONNX Runtime) must give the per-chunk
+route's logit on Keras (1e-4), for the session's tiny model and for the bundled default model
+(the paper's widths)."""
 
 import json
 
@@ -67,7 +68,7 @@ with RasterSource(raster) as source:
     g = scoremap.MapGeometry(info.width, info.height, chunk, chunk, size, mapper.cell)
     tiles = scoremap.windows(g)
     m = scoremap.score_canvas(source, g, mapper, meta["normalisation"])
-print(json.dumps({"alone": alone.tolist(), "map": [m.chunk_logit(0, 0)], "windows": len(tiles), "cells": list(m.logits.shape),
+print(json.dumps({"alone": alone.tolist(), "map": [m.chunk_logit(0, 0)], "runtime": mapper.run.name, "windows": len(tiles), "cells": list(m.logits.shape),
                   "whole": [float(m.whole[0, 0]), samples[0].valid_fraction], "centre": [float(m.centre[0, 0]), samples[0].centre_valid_fraction]}))
 """
 
@@ -83,7 +84,7 @@ def test_one_chunk_window_equals_the_chunk_alone_tiny_model(worker_python, tiny_
     """An image of one chunk (and one whose chunk is padded with no-data): one window, same logit."""
     raster = make_raster(width=width, height=height, rotated_border=False, seed=3, icy_chunk_size=64, icy_pattern=lambda r, c: True)
     out = one_window(worker_python, raster.path, tiny_model.path)
-    assert out["windows"] == 1 and out["cells"] == [4, 4]
+    assert out["windows"] == 1 and out["cells"] == [4, 4] and out["runtime"] == "ONNX Runtime"
     assert abs(out["alone"][0] - out["map"][0]) < 1e-4, out
     assert out["whole"][0] == pytest.approx(out["whole"][1]) and out["centre"][0] == pytest.approx(out["centre"][1])
 
@@ -97,7 +98,7 @@ def test_one_chunk_window_equals_the_chunk_alone_default_model(worker_python, tm
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = one_window(worker_python, str(tmp_path / "one.tif"), "")
-    assert out["windows"] == 1 and out["cells"] == [8, 8]
+    assert out["windows"] == 1 and out["cells"] == [8, 8] and out["runtime"] == "ONNX Runtime"
     assert abs(out["alone"][0] - out["map"][0]) < 1e-4, out
 
 
