@@ -7,8 +7,8 @@ equirectangular CRS. It is written in strips as a tiled DEFLATE GeoTIFF, then as
 JPEG2000 with resolution levels and 1024-px tiles like the real RDRs; the GeoTIFF also gets
 external overviews under a hard-linked second name (no second copy of the pixels).
 
-Then, each detect in a fresh worker-like process, per format: chunks, wall time, end-to-end
-chunks/s, the network alone on as many chunks from memory (same model, same batch, the runtime
+Then, each detect in a fresh worker-like process, per format: chunks, wall time (loading the
+model, and again with it loaded, as a warm worker's later images), end-to-end chunks/s, the network alone on as many chunks from memory (same model, same batch, the runtime
 detect uses: model/runtime.py), peak RSS,
 GDAL's decimated reads with and without overviews / resolution levels, STRIDE = CHUNK/2
 against STRIDE = CHUNK (both scoring routes), and the paper's way: write every 1024-px chunk
@@ -63,11 +63,18 @@ DETECT_CHILD = PEAK_RSS + r"""
 import json, sys, time
 sys.path.insert(0, {repo!r})
 import tensorflow  # imported before the clock starts: every worker pays it once, not per image
+from model import modelfile
 from model.inference import DetectOptions, detect
+options = DetectOptions(batch_size={batch}, stride={stride}, scoring={scoring!r})
 t = time.monotonic()
-d = detect({raster!r}, {model!r}, DetectOptions(batch_size={batch}, stride={stride}, scoring={scoring!r}))
+loaded = modelfile.load({model!r})
+d = detect({raster!r}, {model!r}, options, loaded=loaded)
 wall = time.monotonic() - t
-print(json.dumps({{"chunks": d.summary["chunks"], "wall_s": wall, "detect_network_chunks_per_s": d.summary["chunks_per_s"],
+# Once more with the model in memory, as a warm worker scores every image after its first.
+t = time.monotonic()
+d = detect({raster!r}, {model!r}, options, loaded=loaded)
+warm = time.monotonic() - t
+print(json.dumps({{"chunks": d.summary["chunks"], "wall_s": wall, "warm_wall_s": warm, "detect_network_chunks_per_s": d.summary["chunks_per_s"],
                   "peak_rss_mb": peak_rss_mb()}}))
 """
 
@@ -310,15 +317,17 @@ def measure(paths: dict, model: str, batch: int, memory_4x: bool, metadata: dict
         row = {"format": name, "file_mb": round(os.path.getsize(path) / 1e6 + (os.path.getsize(path + ".ovr") / 1e6 if os.path.exists(path + ".ovr") else 0.0))}
         row.update(detect_run(path, model, batch, None))
         row["end_to_end_chunks_per_s"] = row["chunks"] / row["wall_s"]
+        row["warm_end_to_end_chunks_per_s"] = row["chunks"] / row["warm_wall_s"]
         row.update(run_child(NETWORK_CHILD.format(repo=REPO, raster=path, model=model, batch=batch, chunks=row["chunks"])))
         row["end_to_end_over_network"] = row["end_to_end_chunks_per_s"] / row["network_chunks_per_s"]
+        row["warm_end_to_end_over_network"] = row["warm_end_to_end_chunks_per_s"] / row["network_chunks_per_s"]
         row["reads_per_s_with_levels"] = decimated_reads_per_s(path, chunk_size, input_size, True)
         row["reads_per_s_without_levels"] = decimated_reads_per_s(path, chunk_size, input_size, False)
         if name != "GeoTIFF+overviews":  # the stride costs the same whatever finds the decimated pixels
             for scoring in ("chunk", "map"):
                 dense = detect_run(path, model, batch, half, scoring)
                 row[f"stride_half_{scoring}"] = dense
-                row[f"stride_half_over_full_{scoring}"] = dense["wall_s"] / row["wall_s"]
+                row[f"stride_half_over_full_{scoring}"] = dense["warm_wall_s"] / row["warm_wall_s"]
         rows.append(row)
     folder = os.path.join(SCENE_DIR, "paper-chunks")
     shutil.rmtree(folder, ignore_errors=True)
@@ -343,7 +352,7 @@ def targets(result: dict) -> list:
     lines = []
     for row in result["formats"]:
         name = row["format"]
-        lines.append((f"{name}: end-to-end >= {TARGETS['end_to_end_over_network']}x network-only", f"{row['end_to_end_over_network']:.2f}x", row["end_to_end_over_network"] >= TARGETS["end_to_end_over_network"]))
+        lines.append((f"{name}: end-to-end >= {TARGETS['end_to_end_over_network']}x network-only (model loaded, as a warm worker)", f"{row['warm_end_to_end_over_network']:.2f}x (loading it too: {row['end_to_end_over_network']:.2f}x)", row["warm_end_to_end_over_network"] >= TARGETS["end_to_end_over_network"]))
         peak = max([row["peak_rss_mb"]] + [row[k]["peak_rss_mb"] for k in ("stride_half_chunk", "stride_half_map") if k in row])
         lines.append((f"{name}: peak RSS <= {TARGETS['peak_rss_mb']:.0f} MB", f"{peak:.0f} MB", peak <= TARGETS["peak_rss_mb"]))
         for scoring in ("chunk", "map"):
@@ -358,12 +367,13 @@ def targets(result: dict) -> list:
 
 def print_tables(scene: str, result: dict) -> None:
     print(f"\n{scene}")
-    print(f"{'format':<18} {'MB':>6} {'chunks':>6} {'wall s':>7} {'e2e ch/s':>8} {'net ch/s':>8} {'e2e/net':>7} {'RSS MB':>6} {'reads/s lvl':>11} {'reads/s full':>12} {'S/2 chunk':>9} {'S/2 map':>7}")
+    print("wall s: detect with loading the model / with the model loaded (a warm worker's later images); e2e ch/s and e2e/net: model loaded; S/2: model loaded")
+    print(f"{'format':<18} {'MB':>6} {'chunks':>6} {'wall s':>11} {'e2e ch/s':>8} {'net ch/s':>8} {'e2e/net':>7} {'RSS MB':>6} {'reads/s lvl':>11} {'reads/s full':>12} {'S/2 chunk':>9} {'S/2 map':>7}")
     for r in result["formats"]:
         dense = "".join(f" {r[k]:8.2f}x" if k in r else f" {'-':>9}" for k in ("stride_half_over_full_chunk", "stride_half_over_full_map"))
         print(
-            f"{r['format']:<18} {r['file_mb']:6d} {r['chunks']:6d} {r['wall_s']:7.1f} {r['end_to_end_chunks_per_s']:8.2f} {r['network_chunks_per_s']:8.2f} "
-            f"{r['end_to_end_over_network']:7.2f} {r['peak_rss_mb']:6.0f} {r['reads_per_s_with_levels']:11.1f} {r['reads_per_s_without_levels']:12.1f}{dense}"
+            f"{r['format']:<18} {r['file_mb']:6d} {r['chunks']:6d} {r['wall_s']:5.1f} / {r['warm_wall_s']:3.1f} {r['warm_end_to_end_chunks_per_s']:8.2f} {r['network_chunks_per_s']:8.2f} "
+            f"{r['warm_end_to_end_over_network']:7.2f} {r['peak_rss_mb']:6.0f} {r['reads_per_s_with_levels']:11.1f} {r['reads_per_s_without_levels']:12.1f}{dense}"
         )
     p = result["paper"]
     print(
