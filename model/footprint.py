@@ -16,6 +16,9 @@ from osgeo import gdal, ogr, osr
 # The outline's mask is at most this many pixels on its longer side: finer than a chunk, and
 # polygonised in milliseconds.
 FOOTPRINT_MAX_SIDE = 512
+# The mosaic the reads are pasted into is at most this many pixels on its longer side, so its
+# memory stays flat whatever the image's size (a few MB).
+MOSAIC_MAX_SIDE = 4 * FOOTPRINT_MAX_SIDE
 
 
 def footprint_from_mask(valid: np.ndarray, geotransform, width: float, height: float, crs_wkt: str) -> str:
@@ -48,17 +51,19 @@ def footprint_from_mask(valid: np.ndarray, geotransform, width: float, height: f
 
 class ValidityMosaic:
     """Validity masks read at `factor` raster pixels per pixel (the network's scale), pasted where
-    they lie, into one mask of the whole image; complete once the reads have covered it."""
+    they lie, into one mask of the whole image (coarser where the image is larger than
+    MOSAIC_MAX_SIDE at that scale); complete once the reads have covered it."""
 
     def __init__(self, raster_width: int, raster_height: int, factor: float):
-        self.raster_width, self.raster_height, self.factor = raster_width, raster_height, float(factor)
-        self.valid = np.zeros((math.ceil(raster_height / factor), math.ceil(raster_width / factor)), bool)
+        self.raster_width, self.raster_height = raster_width, raster_height
+        self.factor = max(float(factor), max(raster_width, raster_height) / MOSAIC_MAX_SIDE)
+        self.valid = np.zeros((math.ceil(raster_height / self.factor), math.ceil(raster_width / self.factor)), bool)
         self.seen = np.zeros(self.valid.shape, bool)
 
     def paste(self, x_off: int, y_off: int, width: int, height: int, valid: np.ndarray) -> None:
-        """valid: the mask of the raster window (x_off, y_off, width, height), read at about this
-        mosaic's scale; it is stretched by nearest neighbour onto the mosaic pixels the window
-        covers, so windows that end at the raster's edge cover the mosaic's last, partial pixel."""
+        """valid: the mask of the raster window (x_off, y_off, width, height), read at this
+        mosaic's scale or finer; it is resampled by nearest neighbour onto the mosaic pixels the
+        window covers, so windows that end at the raster's edge cover the mosaic's last, partial pixel."""
         rows, cols = self.valid.shape
         top, bottom = self._span(y_off, height, self.raster_height, rows)
         left, right = self._span(x_off, width, self.raster_width, cols)

@@ -1,6 +1,7 @@
 """The image outline detect reports comes from the chunk reads, not from a second pass over the
 image, and matches the outline a decimated read of the whole image gives."""
 
+import numpy as np
 import pytest
 from osgeo import ogr
 
@@ -51,3 +52,15 @@ def test_detect_reports_the_outline_on_every_route(worker_python, tiny_model, ma
         run = helpers.run_worker(worker_python, "detect", r.path, "--model", tiny_model.path, *extra).check()
         got = ogr.CreateGeometryFromWkt(run.result["summary"]["footprint_wkt"])
         assert got.SymDifference(expected).GetArea() < 0.04 * expected.GetArea(), extra
+
+
+def test_the_mosaic_stays_small_on_a_whole_observation():
+    """A 20,000 x 50,000 RED read at 1024 -> 128 px would be a 2,500 x 6,250 mask; it is kept coarser."""
+    mosaic = ValidityMosaic(20000, 50000, 1024 / 128)
+    assert max(mosaic.valid.shape) <= 2048 and mosaic.valid.nbytes + mosaic.seen.nbytes < 4e6
+    window = np.ones((128, 128), bool)
+    for y in range(0, 50000, 1024):
+        for x in range(0, 20000, 1024):
+            mosaic.paste(x, y, min(1024, 20000 - x), min(1024, 50000 - y), window[: round(min(1024, 50000 - y) / 8), : round(min(1024, 20000 - x) / 8)])
+    outline = ogr.CreateGeometryFromWkt(mosaic.footprint_wkt((0, 1, 0, 0, 0, -1), ""))
+    assert outline.GetArea() == pytest.approx(20000 * 50000, rel=1e-3)
