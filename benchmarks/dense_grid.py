@@ -3,8 +3,8 @@
 On generated HiRISE-like scenes (model/trainingdata/scene.py) with the bundled default model:
 1. time of detect per route and stride (STRIDE = CHUNK, CHUNK/2, CHUNK/4);
 2. how far the map route's chunk logits lie from the per-chunk route's on the same chunks, split
-   into the part due to normalisation (the whole canvas stretched at once, chunks then scored
-   alone) and the part due to context (the same canvas scored fully convolutionally);
+   into the part due to normalisation (chunks cut from the stretched tiles, scored alone) and the
+   part due to context (read off the tiles' score map);
 3. ROC AUC of chunk probabilities against the planted patches (a chunk is icy when a patch's
    bounding box lies inside it, ice-free when none touches it, left out otherwise);
 4. patches planted on a corner of the per-chunk grid: the best dense-grid chunk covering the
@@ -27,7 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from model import calibration, modelfile, scoremap  # noqa: E402
+from model import modelfile, scoremap  # noqa: E402
 from model.grid import chunk_grid  # noqa: E402
 from model.inference import DetectOptions, detect  # noqa: E402
 from model.preprocess import network_input  # noqa: E402
@@ -80,8 +80,8 @@ def raw_logits(metadata, chunks):
 
 
 def decomposition(raster, network, metadata, stride):
-    """Mean |logit difference| on the same chunks: own stretch vs canvas stretch (chunks alone),
-    and chunks alone vs fully convolutional (both on the canvas stretch)."""
+    """Mean |logit difference| on the same chunks: own stretch vs the tiles' stretch (chunks cut
+    from the stretched tiles, scored alone), and chunks alone vs read off the tiles' score map."""
     from model.network import logit_model
 
     widths, input_size, chunk_size = metadata["architecture"]["widths"], metadata["input_size"], metadata["chunk_size"]
@@ -90,21 +90,23 @@ def decomposition(raster, network, metadata, stride):
     with RasterSource(raster) as source:
         info = source.info
         geometry = scoremap.MapGeometry(info.width, info.height, chunk_size, stride, input_size, mapper.cell)
-        height, width = geometry.canvas
-        whole = scoremap.Window(0, height, 0, width, (0, height), (0, width), (0, geometry.grid[0]), (0, geometry.grid[1]))
-        data, valid = scoremap.read_window(source, geometry, whole)
-        canvas = network_input(data, valid, metadata["normalisation"])
-        full_map = mapper(canvas[None])[0]
+        tiles = scoremap.windows(geometry)
+        height, width = max(t.y1 for t in tiles), max(t.x1 for t in tiles)
+        raw, valid, canvas = np.zeros((height, width), np.float32), np.zeros((height, width), bool), np.zeros((height, width), np.float32)
+        for t in tiles:
+            d, v = scoremap.read_window(source, geometry, t)
+            raw[t.y0 : t.y1, t.x0 : t.x1], valid[t.y0 : t.y1, t.x0 : t.x1] = d, v
+            canvas[t.y0 : t.y1, t.x0 : t.x1] = network_input(d, v, metadata["normalisation"])
+        score_map = scoremap.score_canvas(source, geometry, mapper, metadata["normalisation"])
         own, canvas_alone, canvas_conv = [], [], []
         for w in chunk_grid(info.width, info.height, chunk_size, stride):
             top, left = w.row * geometry.stride_net, w.col * geometry.stride_net
-            d, v = data[top : top + input_size, left : left + input_size], valid[top : top + input_size, left : left + input_size]
+            d, v = raw[top : top + input_size, left : left + input_size], valid[top : top + input_size, left : left + input_size]
             if v.mean() < 0.5:
                 continue
             own.append(network_input(d, v, metadata["normalisation"]))
             canvas_alone.append(canvas[top : top + input_size, left : left + input_size])
-            rows, cols = geometry.chunk_cells(w.row, w.col)
-            canvas_conv.append(float(full_map[rows, cols].mean()))
+            canvas_conv.append(score_map.chunk_logit(w.row, w.col))
     a = np.asarray(scorer.predict_on_batch(np.stack(own)[..., None])).reshape(-1)
     b = np.asarray(scorer.predict_on_batch(np.stack(canvas_alone)[..., None])).reshape(-1)
     c = np.asarray(canvas_conv)
@@ -143,7 +145,7 @@ def print_scene(row):
         mad = f"{r['logit_mad_vs_chunk']:9.3f} {r['p_mad_vs_chunk']:6.3f}" if "logit_mad_vs_chunk" in r else ""
         print(f"{row['seed']:>4} {r['stride']:>6} {r['route']:>5} {r['chunks']:>6} {r['wall_s']:>7.1f} {r['auc']:>6.3f} {r['labelled']:>8} {r['icy']:>4} {mad}")
     for stride, dec in row["decomposition"].items():
-        print(f"     stride {stride}: logit MAD on {dec['chunks']} chunks: normalisation {dec['normalisation_mad']:.3f}, context {dec['context_mad']:.3f}, both {dec['total_mad']:.3f} (canvas in one window)")
+        print(f"     stride {stride}: logit MAD on {dec['chunks']} chunks: normalisation {dec['normalisation_mad']:.3f}, context {dec['context_mad']:.3f}, both {dec['total_mad']:.3f}")
     sys.stdout.flush()
 
 

@@ -197,7 +197,7 @@ def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, m
     reporter.log(f"network runtime: {mapper.run.name} ({mapper.run.note})")
     geometry = scoremap.MapGeometry(info.width, info.height, chunk_size, stride, input_size, mapper.cell)
     with RasterSource(raster_path, options.band) as source:
-        score_map = scoremap.score_canvas(source, geometry, mapper, metadata["normalisation"], progress=lambda f: reporter.progress(0.99 * f), mosaic=mosaic)
+        score_map = scoremap.score_canvas(source, geometry, mapper, metadata["normalisation"], batch_size=options.batch_size, progress=lambda f: reporter.progress(0.99 * f), mosaic=mosaic)
     chunks = []
     for window in chunk_grid(info.width, info.height, chunk_size, stride):
         whole, centre = score_map.whole[window.row, window.col], score_map.centre[window.row, window.col]

@@ -2,22 +2,22 @@
 
 The network ends in global average pooling, dropout (an identity at inference) and one dense
 unit, so a chunk's logit is the mean over its feature map of that dense unit applied at every
-position (a class-activation map). Run fully convolutionally (network.score_map_model) over
-large windows read at the model's scale (chunk_size raster pixels to input_size), the map has one
-value per *cell* of network_stride input pixels (16 for the paper's widths, i.e. 128 raster
-pixels of a 1024-px chunk read at 128). Any chunk whose offset falls on a cell corner then gets
-its logit as the mean of the map over its footprint, whatever the stride.
+position (a class-activation map). Run fully convolutionally (network.score_map_model), the map
+has one value per *cell* of network_stride input pixels (16 for the paper's widths, i.e. 128
+raster pixels of a 1024-px chunk read at 128). Any chunk whose offset falls on a cell corner
+then gets its logit as the mean of the map over its footprint, whatever the stride.
 
-What differs from scoring each chunk alone (inference's per-chunk route):
-- context: a chunk alone sees zero padding at its edges in every layer; inside a window the
-  layers see the neighbouring terrain. Windows overlap by ``halo`` network pixels, so a cell's
-  value comes from a window that holds at least that much terrain around it;
-- normalisation: each window is stretched between the percentiles of its own valid pixels
-  (preprocess.network_input), not each chunk by its own.
-Where a window is exactly one chunk (an image of one chunk) both routes hand the network the
-same array, and the logits agree to float rounding (tests/test_scoremap.py).
-The pixels outside the raster that a chunk at the image's edge covers are no-data (0), as
-the per-chunk route pads them.
+The map is made of *tiles*: the chunks of the grid with STRIDE = CHUNK, each read, stretched and
+scored exactly as the per-chunk route scores that chunk (zero padding beyond the raster
+included), so at STRIDE = CHUNK both routes agree to float rounding (tests/test_scoremap.py). A
+chunk of a denser grid is the mean of the cells of the (up to four) tiles it overlaps. What
+differs from scoring that chunk alone: each part of it was stretched with its tile and saw the
+network's zero padding at the tile's edges, as every chunk does in training.
+
+Measured against larger windows that overlap by a halo, stretched as a whole and seeing the
+neighbouring terrain (benchmarks/dense_grid.py; scene.py): those ranked the planted ice worse
+than scoring each chunk alone and cost 1.9x STRIDE = CHUNK at STRIDE = CHUNK/2 on a whole
+observation (the halo and the no-data border), where tiles rank it as well and cost 1.2x.
 """
 
 import math
@@ -29,13 +29,8 @@ import numpy as np
 
 from . import calibration, files
 from .footprint import ValidityMosaic
-from .grid import CENTRE_FRACTION, grid_shape
-from .preprocess import network_input, valid_fractions
-
-# The windows' side at the network's scale (pixels) before the halo: 512 px of the paper's
-# 128-px input is 4 x 4 chunks, about 0.6 GB of activations with the paper's widths.
-WINDOW_SIZE = 512
-
+from .grid import CENTRE_FRACTION, centre_region, grid_shape
+from .preprocess import network_input
 
 @dataclass(frozen=True)
 class MapGeometry:
@@ -105,8 +100,8 @@ def map_route_problem(chunk_size: int, stride: int, input_size: int, cell: int) 
 
 @dataclass(frozen=True)
 class Window:
-    """A window of the canvas (network pixels, [y0, y1) x [x0, x1)), the cells it writes to the map
-    (owned, also network pixels) and the grid chunks whose footprint it holds (rows, cols)."""
+    """A tile of the canvas (network pixels, [y0, y1) x [x0, x1)), which may reach past the
+    canvas, and the part of the map it writes (owned: the tile within the canvas)."""
 
     y0: int
     y1: int
@@ -114,38 +109,17 @@ class Window:
     x1: int
     owned_y: Tuple[int, int]
     owned_x: Tuple[int, int]
-    rows: Tuple[int, int]
-    cols: Tuple[int, int]
 
 
-def _spans(count: int, step: int, input_size: int, extent: int, per_window: int, halo: int) -> List[Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]]:
-    """Along one axis: ((start, end), (owned start, owned end), (first chunk, end chunk)) of each window."""
-    spans = []
-    for first in range(0, count, per_window):
-        last = min(first + per_window, count)
-        owned = (first * step, extent if last == count else last * step)
-        start = max(0, owned[0] - halo)
-        end = min(extent, max(owned[1], (last - 1) * step + input_size) + halo)
-        spans.append(((start, end), owned, (first, last)))
-    return spans
-
-
-def windows(geometry: MapGeometry, window_size: int = WINDOW_SIZE, halo: Optional[int] = None) -> List[Window]:
-    """Windows that tile the canvas: each owns about window_size network pixels of the map and
-    reads ``halo`` more on every side (inside the canvas); default halo: a quarter of the input."""
-    cell = geometry.cell
-    if halo is None:
-        halo = geometry.input_size // 4
-    halo = -(-halo // cell) * cell
-    step = geometry.stride_net
-    per_window = max(1, window_size // step)
-    rows, cols = geometry.grid
+def windows(geometry: MapGeometry) -> List[Window]:
+    """The tiles: the input-sized windows of the STRIDE = CHUNK grid over the canvas."""
+    size = geometry.input_size
     height, width = geometry.canvas
-    out = []
-    for (y0, y1), owned_y, chunk_rows in _spans(rows, step, geometry.input_size, height, per_window, halo):
-        for (x0, x1), owned_x, chunk_cols in _spans(cols, step, geometry.input_size, width, per_window, halo):
-            out.append(Window(y0, y1, x0, x1, owned_y, owned_x, chunk_rows, chunk_cols))
-    return out
+    return [
+        Window(y0, y0 + size, x0, x0 + size, (y0, min(height, y0 + size)), (x0, min(width, x0 + size)))
+        for y0 in range(0, height, size)
+        for x0 in range(0, width, size)
+    ]
 
 
 def read_window(source, geometry: MapGeometry, window: Window, mosaic: Optional[ValidityMosaic] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -218,42 +192,98 @@ def score_canvas(
     geometry: MapGeometry,
     mapper: ScoreMapper,
     normalisation: Dict,
-    window_size: int = WINDOW_SIZE,
-    halo: Optional[int] = None,
+    batch_size: int = 16,
     progress: Optional[Callable[[float], None]] = None,
     stop: Optional[Callable[[], bool]] = None,
     mosaic: Optional[ValidityMosaic] = None,
 ) -> ScoreMap:
-    """Read, normalise (per window) and score every window; returns the assembled ScoreMap. Every
-    window read pastes its validity into the mosaic if one is given."""
+    """Read, normalise and score every tile, batch_size at a time; returns the assembled ScoreMap.
+    A tile without valid pixels gets the map of an empty tile. Every tile read pastes its
+    validity into the mosaic if one is given."""
     cell = geometry.cell
     logits = np.zeros(geometry.cells, np.float32)
     valid_share = np.zeros(geometry.cells, np.float32)
-    rows, cols = geometry.grid
-    whole = np.full((rows, cols), np.nan)
-    centre = np.full((rows, cols), np.nan)
-    tiles = windows(geometry, window_size, halo)
-    empty_maps: Dict[Tuple[int, int], np.ndarray] = {}
-    for index, window in enumerate(_prefetch(tiles, lambda w: read_window(source, geometry, w, mosaic))):
-        if stop is not None and stop():
-            break
-        tile, (data, valid) = window
-        if valid.any():
-            score = mapper(network_input(data, valid, normalisation)[None])[0]
-        else:  # all no-data: the map of an empty window of this shape, computed once
-            if data.shape not in empty_maps:
-                empty_maps[data.shape] = mapper(np.zeros((1,) + data.shape, np.float32))[0]
-            score = empty_maps[data.shape]
+    counts = ChunkValidity(geometry)
+    tiles = windows(geometry)
+    empty_map: List[np.ndarray] = []
+    pending: List[Tuple[Window, np.ndarray]] = []
+
+    def paste(tile: Window, score: np.ndarray) -> None:
         oy0, oy1 = tile.owned_y
         ox0, ox1 = tile.owned_x
         logits[oy0 // cell : oy1 // cell, ox0 // cell : ox1 // cell] = score[(oy0 - tile.y0) // cell : (oy1 - tile.y0) // cell, (ox0 - tile.x0) // cell : (ox1 - tile.x0) // cell]
+
+    def flush() -> None:
+        if pending:
+            for (tile, _), score in zip(pending, mapper(np.stack([image for _, image in pending]))):
+                paste(tile, score)
+            pending.clear()
+
+    for index, (tile, (data, valid)) in enumerate(_prefetch(tiles, lambda w: read_window(source, geometry, w, mosaic))):
+        if stop is not None and stop():
+            break
+        if valid.any():
+            pending.append((tile, network_input(data, valid, normalisation)))
+            if len(pending) == batch_size:
+                flush()
+        else:
+            if not empty_map:
+                empty_map.append(mapper(np.zeros((1,) + data.shape, np.float32))[0])
+            paste(tile, empty_map[0])
+        oy0, oy1 = tile.owned_y
+        ox0, ox1 = tile.owned_x
         owned_valid = valid[oy0 - tile.y0 : oy1 - tile.y0, ox0 - tile.x0 : ox1 - tile.x0]
         h, w = owned_valid.shape
         valid_share[oy0 // cell : oy1 // cell, ox0 // cell : ox1 // cell] = owned_valid.reshape(h // cell, cell, w // cell, cell).mean(axis=(1, 3))
-        _chunk_fractions(geometry, tile, valid, whole, centre)
+        counts.add(oy0, ox0, owned_valid)
         if progress is not None:
             progress((index + 1) / len(tiles))
+    flush()
+    whole, centre = counts.fractions()
     return ScoreMap(geometry, logits, valid_share, whole, centre)
+
+
+class ChunkValidity:
+    """Each grid chunk's valid pixels at the network's scale, over its whole footprint and its
+    central region, as chunking.iter_chunks judges them (preprocess.valid_fractions), summed
+    from the windows' owned parts, which tile the canvas once: a chunk may span several windows."""
+
+    def __init__(self, geometry: MapGeometry):
+        rows, cols = geometry.grid
+        step, f = geometry.stride_net, geometry.factor
+        top = np.arange(rows) * step
+        left = np.arange(cols) * step
+        heights = np.array([max(1, int(round(min(geometry.chunk_size, geometry.raster_height - r * geometry.stride) / f))) for r in range(rows)])
+        widths = np.array([max(1, int(round(min(geometry.chunk_size, geometry.raster_width - c * geometry.stride) / f))) for c in range(cols)])
+        centre_x = np.array([centre_region(w, 1, CENTRE_FRACTION)[::2] for w in widths])  # (x offset, width)
+        centre_y = np.array([centre_region(1, h, CENTRE_FRACTION)[1::2] for h in heights])  # (y offset, height)
+        # Boxes per region (whole, centre): rows' (start, end) and columns' (start, end) on the canvas.
+        self.boxes = [
+            ((top, top + heights), (left, left + widths)),
+            ((top + centre_y[:, 0], top + centre_y[:, 0] + centre_y[:, 1]), (left + centre_x[:, 0], left + centre_x[:, 0] + centre_x[:, 1])),
+        ]
+        self.valid = np.zeros((2, rows, cols))
+        self.seen = np.zeros((2, rows, cols))
+
+    def add(self, y0: int, x0: int, valid: np.ndarray) -> None:
+        """Count a canvas part whose top-left corner is (y0, x0)."""
+        h, w = valid.shape
+        integral = np.zeros((h + 1, w + 1))
+        integral[1:, 1:] = valid.cumsum(0).cumsum(1)
+        for region, ((ys, ye), (xs, xe)) in enumerate(self.boxes):
+            r0, r1 = np.clip(ys - y0, 0, h)[:, None], np.clip(ye - y0, 0, h)[:, None]
+            c0, c1 = np.clip(xs - x0, 0, w)[None, :], np.clip(xe - x0, 0, w)[None, :]
+            self.valid[region] += integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
+            self.seen[region] += (r1 - r0) * (c1 - c0)
+
+    def fractions(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(whole, centre) valid fractions per chunk; NaN where part of the chunk was never read."""
+        out = []
+        for region, ((ys, ye), (xs, xe)) in enumerate(self.boxes):
+            area = (ye - ys)[:, None] * (xe - xs)[None, :]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out.append(np.where(self.seen[region] == area, self.valid[region] / area, np.nan))
+        return out[0], out[1]
 
 
 def _prefetch(tiles: List[Window], read: Callable) -> Iterator[Tuple[Window, Tuple[np.ndarray, np.ndarray]]]:
@@ -294,19 +324,6 @@ def _prefetch(tiles: List[Window], read: Callable) -> Iterator[Tuple[Window, Tup
                 pending.get_nowait()
             except queue.Empty:
                 thread.join(0.05)
-
-
-def _chunk_fractions(geometry: MapGeometry, tile: Window, valid: np.ndarray, whole: np.ndarray, centre: np.ndarray) -> None:
-    """Valid fractions of the window's own chunks, as chunking.iter_chunks judges them."""
-    step, size, f = geometry.stride_net, geometry.input_size, geometry.factor
-    for row in range(*tile.rows):
-        top = row * step - tile.y0
-        height = min(geometry.chunk_size, geometry.raster_height - row * geometry.stride)
-        for col in range(*tile.cols):
-            left = col * step - tile.x0
-            width = min(geometry.chunk_size, geometry.raster_width - col * geometry.stride)
-            used = (max(1, int(round(height / f))), max(1, int(round(width / f))))
-            whole[row, col], centre[row, col] = valid_fractions(valid[top : top + size, left : left + size], used, CENTRE_FRACTION)
 
 
 def paste_chunk_maps(geometry: MapGeometry, entries) -> Tuple[np.ndarray, np.ndarray]:

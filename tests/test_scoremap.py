@@ -11,7 +11,8 @@ import pytest
 
 import helpers
 from model import scoremap
-from model.grid import chunk_grid
+from model.grid import CENTRE_FRACTION, chunk_grid
+from model.preprocess import valid_fractions
 
 
 def test_map_route_needs_chunks_on_cell_corners():
@@ -24,28 +25,45 @@ def test_map_route_needs_chunks_on_cell_corners():
     assert "input" in scoremap.map_route_problem(1024, 512, 120, 16)
 
 
-@pytest.mark.parametrize("size,stride", [((3000, 2100), 512), ((1024, 1024), 256), ((5000, 1100), 1024), ((1100, 700), 256)])
-def test_windows_hold_their_chunks_and_own_the_canvas_once(size, stride):
+@pytest.mark.parametrize("size,stride", [((3000, 2100), 512), ((1024, 1024), 256), ((5000, 1100), 1024), ((1100, 700), 256), ((2900, 1500), 2048)])
+def test_tiles_are_the_chunks_of_the_chunk_stride_grid_and_own_the_canvas_once(size, stride):
     g = scoremap.MapGeometry(size[0], size[1], 1024, stride, 128, 16)
-    tiles = scoremap.windows(g, window_size=256)
+    tiles = scoremap.windows(g)
     owned = np.zeros(g.canvas, int)
-    chunks = np.zeros(g.grid, int)
+    coarse = {(w.y_off, w.x_off) for w in chunk_grid(size[0], size[1], 1024, 1024)}
     for t in tiles:
-        assert all(v % g.cell == 0 for v in (t.y0, t.y1, t.x0, t.x1) + t.owned_y + t.owned_x)
-        assert 0 <= t.y0 <= t.owned_y[0] < t.owned_y[1] <= t.y1 <= g.canvas[0]
+        assert (t.y1 - t.y0, t.x1 - t.x0) == (128, 128) and (t.y0 * 8, t.x0 * 8) in coarse
+        assert all(v % g.cell == 0 for v in t.owned_y + t.owned_x)
+        assert (t.owned_y[0], t.owned_x[0]) == (t.y0, t.x0) and t.owned_y[1] == min(t.y1, g.canvas[0]) and t.owned_x[1] == min(t.x1, g.canvas[1])
         owned[t.owned_y[0] : t.owned_y[1], t.owned_x[0] : t.owned_x[1]] += 1
-        for row in range(*t.rows):
-            for col in range(*t.cols):
-                chunks[row, col] += 1
-                top, left = row * g.stride_net, col * g.stride_net
-                assert t.y0 <= top and top + g.input_size <= t.y1 and t.x0 <= left and left + g.input_size <= t.x1
-    assert (owned == 1).all() and (chunks == 1).all()
+    assert (owned == 1).all()
     # The map's cells reach every chunk of the grid, and its raster cells cover the raster.
     for w in chunk_grid(size[0], size[1], 1024, stride):
         rows, cols = g.chunk_cells(w.row, w.col)
         assert rows.stop <= g.cells[0] and cols.stop <= g.cells[1]
     rows, cols = g.raster_cells
     assert (rows - 1) * 128 < size[1] <= rows * 128 and (cols - 1) * 128 < size[0] <= cols * 128
+
+
+@pytest.mark.parametrize("stride", [256, 512, 1024])
+def test_chunk_validity_summed_over_tiles_equals_each_chunk_alone(stride):
+    """A chunk spans up to four tiles; its counted valid fractions must be what
+    preprocess.valid_fractions gives on the chunk's own footprint (the per-chunk route's rule)."""
+    g = scoremap.MapGeometry(2900, 2300, 1024, stride, 128, 16)
+    rng = np.random.default_rng(3)
+    canvas = np.zeros(g.canvas, bool)
+    h, w = int(round(2300 / g.factor)), int(round(2900 / g.factor))
+    canvas[:h, :w] = rng.random((h, w)) > 0.3
+    canvas[:80, :] = False  # a no-data band: chunks partly and wholly in it
+    counts = scoremap.ChunkValidity(g)
+    for t in scoremap.windows(g):
+        counts.add(t.owned_y[0], t.owned_x[0], canvas[t.owned_y[0] : t.owned_y[1], t.owned_x[0] : t.owned_x[1]])
+    whole, centre = counts.fractions()
+    for c in chunk_grid(2900, 2300, 1024, stride):
+        used = (max(1, int(round(c.height / g.factor))), max(1, int(round(c.width / g.factor))))
+        top, left = c.row * g.stride_net, c.col * g.stride_net
+        expected = valid_fractions(canvas[top : top + g.input_size, left : left + g.input_size], used, CENTRE_FRACTION)
+        assert (whole[c.row, c.col], centre[c.row, c.col]) == pytest.approx(expected, abs=1e-12), (c, expected)
 
 
 ONE_WINDOW = r"""
@@ -68,8 +86,10 @@ with RasterSource(raster) as source:
     g = scoremap.MapGeometry(info.width, info.height, chunk, chunk, size, mapper.cell)
     tiles = scoremap.windows(g)
     m = scoremap.score_canvas(source, g, mapper, meta["normalisation"])
-print(json.dumps({"alone": alone.tolist(), "map": [m.chunk_logit(0, 0)], "runtime": mapper.run.name, "windows": len(tiles), "cells": list(m.logits.shape),
-                  "whole": [float(m.whole[0, 0]), samples[0].valid_fraction], "centre": [float(m.centre[0, 0]), samples[0].centre_valid_fraction]}))
+at = [(s.window.row, s.window.col) for s in samples]
+print(json.dumps({"alone": alone.tolist(), "map": [m.chunk_logit(*rc) for rc in at], "runtime": mapper.run.name, "windows": len(tiles), "cells": list(m.logits.shape),
+                  "whole": [[float(m.whole[rc]) for rc in at], [s.valid_fraction for s in samples]],
+                  "centre": [[float(m.centre[rc]) for rc in at], [s.centre_valid_fraction for s in samples]]}))
 """
 
 
@@ -79,17 +99,19 @@ def one_window(worker_python, raster, model):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("width,height", [(64, 64), (64, 40)])
-def test_one_chunk_window_equals_the_chunk_alone_tiny_model(worker_python, tiny_model, make_raster, width, height):
-    """An image of one chunk (and one whose chunk is padded with no-data): one window, same logit."""
-    raster = make_raster(width=width, height=height, rotated_border=False, seed=3, icy_chunk_size=64, icy_pattern=lambda r, c: True)
+@pytest.mark.parametrize("width,height,tiles,cells", [(64, 64, 1, [4, 4]), (64, 40, 1, [4, 4]), (150, 100, 6, [8, 12])])
+def test_tiles_equal_the_chunks_alone_tiny_model(worker_python, tiny_model, make_raster, width, height, tiles, cells):
+    """At STRIDE = CHUNK every tile is a chunk: an image of one chunk, one padded with no-data, and
+    3 x 2 chunks with partial ones at the right and bottom in a no-data border: same logits
+    on every chunk with valid pixels."""
+    raster = make_raster(width=width, height=height, rotated_border=width > 64, nodata=0, seed=3, icy_chunk_size=64, icy_pattern=lambda r, c: (r + c) % 2 == 0)
     out = one_window(worker_python, raster.path, tiny_model.path)
-    assert out["windows"] == 1 and out["cells"] == [4, 4] and out["runtime"] == "ONNX Runtime"
-    assert abs(out["alone"][0] - out["map"][0]) < 1e-4, out
+    assert out["windows"] == tiles and out["cells"] == cells and out["runtime"] == "ONNX Runtime"
+    assert len(out["alone"]) >= min(tiles, 4) and np.abs(np.array(out["alone"]) - np.array(out["map"])).max() < 1e-4, out
     assert out["whole"][0] == pytest.approx(out["whole"][1]) and out["centre"][0] == pytest.approx(out["centre"][1])
 
 
-def test_one_chunk_window_equals_the_chunk_alone_default_model(worker_python, tmp_path):
+def test_tile_equals_the_chunk_alone_default_model(worker_python, tmp_path):
     """The bundled model (the paper's widths, 1024-px chunks read at 128 px) on a 1024-px scene with ice."""
     done = helpers.run_worker_snippet(
         worker_python,
