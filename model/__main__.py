@@ -217,9 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--report", help="HTML report to write")
     _grid_arguments(detect, None)
     _scoring_arguments(detect)
-    detect.add_argument("--scoring", choices=("auto", "map", "chunk"), default="chunk",
-                        help="chunk (default): each chunk scored alone; map: chunks read off the network's score map (dense grids at the price "
-                        "of one pass, but each window stretched as a whole); auto: map when the stride is shorter than the chunk and falls on the map's cells")
+    detect.add_argument("--scoring", choices=("auto", "map", "chunk"), default="auto",
+                        help="auto (default): map when the stride is shorter than the chunk and falls on the map's cells, else chunk; chunk: each chunk "
+                        "scored alone; map: chunks read off the network's score map, made of the STRIDE = CHUNK grid's chunks (a dense grid at about "
+                        "the price of STRIDE = CHUNK)")
     detect.add_argument("--probability-raster", metavar="PATH", help="also write the ice probability of every score-map cell as a GeoTIFF in the raster's CRS")
     detect.add_argument("--tta", action="store_true", help="test-time augmentation: average the logits of each chunk and its east-west mirror (twice the network time)")
     detect.set_defaults(run=_detect)

@@ -36,10 +36,10 @@ class DetectOptions:
     band: int = 0
     category_rule: str = rules.DEFAULT_CATEGORY_RULE  # a key of rules.CATEGORY_RULES
     # "chunk": each chunk scored alone; "map": chunks read off the network's score map
-    # (model/scoremap.py), fast on dense grids but each window is stretched as a whole, which
-    # ranked ice worse on benchmarks/dense_grid.py; "auto": map when the stride is shorter than
-    # the chunk and falls on the map's cells, else chunk.
-    scoring: str = "chunk"
+    # (model/scoremap.py), a dense grid for about the price of STRIDE = CHUNK, ranking ice as well
+    # on benchmarks/dense_grid.py; "auto": map when the stride is shorter than the chunk and falls
+    # on the map's cells, else chunk (which skips the chunks MIN_VALID drops).
+    scoring: str = "auto"
     probability_raster: str = ""  # GeoTIFF of the calibrated score map to write; "" = none
     tta: bool = False  # test-time augmentation: the mean logit of the image and its east-west mirror
 

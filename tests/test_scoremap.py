@@ -126,7 +126,7 @@ def test_tile_equals_the_chunk_alone_default_model(worker_python, tmp_path):
 
 def test_detect_routes_agree_on_one_chunk_and_share_the_dense_grid(worker_python, tiny_model, make_raster, tmp_path):
     """Through the worker: on a one-chunk image both routes give the same probability; on a larger one at
-    STRIDE = CHUNK / 2 they score the same chunks with the same valid fractions, and 'auto' takes the map."""
+    STRIDE = CHUNK / 2 they score the same chunks with the same valid fractions, and the default ('auto') takes the map."""
     one = make_raster(name="one.tif", width=64, height=64, seed=4, icy_chunk_size=64, icy_pattern=lambda r, c: True)
     results = {}
     for route in ("chunk", "map"):
@@ -135,7 +135,8 @@ def test_detect_routes_agree_on_one_chunk_and_share_the_dense_grid(worker_python
     assert [c["probability"] for c in results["chunk"]] == pytest.approx([c["probability"] for c in results["map"]], abs=2e-5)
 
     scene = make_raster(name="dense.tif", width=320, height=200, rotated_border=True, nodata=0, seed=8, icy_chunk_size=64, icy_pattern=lambda r, c: (r + c) % 3 == 0)
-    runs = {route: helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--stride", 32, "--scoring", route).check() for route in ("chunk", "auto")}
+    runs = {route: helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--stride", 32, *(("--scoring", route) if route else ())).check() for route in ("chunk", "")}
+    runs["auto"] = runs.pop("")  # the default
     assert runs["auto"].result["summary"]["scoring"] == "map" and runs["chunk"].result["summary"]["scoring"] == "chunk"
     key = lambda c: (c["chunk_id"], c["x_off"], c["y_off"], c["width"], c["height"], c["valid_fraction"], c["centre_valid_fraction"])  # noqa: E731
     chunk, dense = runs["chunk"].result["chunks"], runs["auto"].result["chunks"]
