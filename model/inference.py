@@ -99,7 +99,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     if route == "map":
         reporter.log(
             f"chunks read off the network's score map (cells of {chunk_size * scoremap.network_stride_of(widths) / input_size:g} px; "
-            "windows normalised as a whole, see model/scoremap.py)" + ("; east-west mirror averaged" if options.tta else "")
+            f"tiles: the chunks of stride {chunk_size}, see model/scoremap.py)" + ("; east-west mirror averaged" if options.tta else "")
         )
     mosaic = ValidityMosaic(info.width, info.height, chunk_size / input_size)
     with block_cache(cache_bytes) as cache_note:
