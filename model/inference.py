@@ -45,6 +45,11 @@ class DetectOptions:
 
 
 SCORING_ROUTES = ("auto", "map", "chunk")
+# The map route's screen: a chunk between the map's tiles whose map probability reaches this is
+# scored alone again. Its map value is assembled from tiles that each see only part of it, which
+# hides a patch cut by the tiles' edges (0.31 from the map, 0.90 alone, in
+# tests/test_default_model.py); every chunk a geologist would look at gets its exact value.
+RESCORE_FROM = 0.2
 
 
 @dataclass
@@ -192,20 +197,47 @@ def chunk_row(info, window, whole: float, centre: float, p: float, options: Dete
 
 
 def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter, mosaic):
-    """Every chunk of the grid as the mean of the score map over its footprint (model/scoremap.py)."""
+    """Every chunk of the grid as the mean of the score map over its footprint (model/scoremap.py);
+    then the chunks between the map's tiles that may hold ice scored alone (see RESCORE_FROM)."""
     mapper = scoremap.ScoreMapper(network, widths, mirror=options.tta)
     reporter.log(f"network runtime: {mapper.run.name} ({mapper.run.note})")
     geometry = scoremap.MapGeometry(info.width, info.height, chunk_size, stride, input_size, mapper.cell)
+    cal = metadata.get("calibration")
     with RasterSource(raster_path, options.band) as source:
-        score_map = scoremap.score_canvas(source, geometry, mapper, metadata["normalisation"], batch_size=options.batch_size, progress=lambda f: reporter.progress(0.99 * f), mosaic=mosaic)
-    chunks = []
-    for window in chunk_grid(info.width, info.height, chunk_size, stride):
-        whole, centre = score_map.whole[window.row, window.col], score_map.centre[window.row, window.col]
-        if not (centre >= options.min_valid and whole > 0):
-            continue
-        p = calibration.apply([score_map.chunk_logit(window.row, window.col)], metadata.get("calibration"))[0]
-        chunks.append(chunk_row(info, window, float(whole), float(centre), p, options))
-    return chunks, (geometry, score_map.logits, score_map.valid_share), mapper.seconds
+        score_map = scoremap.score_canvas(source, geometry, mapper, metadata["normalisation"], batch_size=options.batch_size, progress=lambda f: reporter.progress(0.9 * f), mosaic=mosaic)
+        kept = []
+        for window in chunk_grid(info.width, info.height, chunk_size, stride):
+            whole, centre = score_map.whole[window.row, window.col], score_map.centre[window.row, window.col]
+            if centre >= options.min_valid and whole > 0:
+                kept.append([window, float(whole), float(centre), calibration.apply([score_map.chunk_logit(window.row, window.col)], cal)[0]])
+        between = [k for k in kept if k[0].x_off % chunk_size or k[0].y_off % chunk_size]
+        again = [k for k in between if k[3] >= RESCORE_FROM]
+        seconds = time.monotonic()
+        logits = score_alone(source, [k[0] for k in again], chunk_size, input_size, network, metadata["normalisation"], options, lambda f: reporter.progress(0.9 + 0.09 * f))
+        for k, p in zip(again, calibration.apply(logits, cal) if again else []):
+            k[3] = p
+        seconds = time.monotonic() - seconds
+    reporter.log(f"{len(again)} of the {len(between)} chunks between the map's tiles scored alone again (map probability {RESCORE_FROM} or more)")
+    chunks = [chunk_row(info, window, whole, centre, p, options) for window, whole, centre, p in kept]
+    return chunks, (geometry, score_map.logits, score_map.valid_share), mapper.seconds + seconds
+
+
+def score_alone(source, windows, chunk_size, input_size, network, normalisation, options, progress) -> np.ndarray:
+    """The logits of these chunks, each read and scored alone as the per-chunk route does."""
+    scorer = runtime.logit_scorer(network)
+    logits = []
+    for start in range(0, len(windows), options.batch_size):
+        images = []
+        for window in windows[start : start + options.batch_size]:
+            data, valid = source.read_chunk(window, chunk_size, input_size)
+            images.append(network_input(data, valid, normalisation))
+        images = np.stack(images)[..., None]
+        batch = scorer(images)
+        if options.tta:
+            batch = (batch + scorer(np.ascontiguousarray(images[:, :, ::-1]))) / 2.0
+        logits.extend(np.asarray(batch, np.float64).reshape(-1))
+        progress(min(1.0, (start + options.batch_size) / len(windows)))
+    return np.asarray(logits)
 
 
 def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter, mosaic):
