@@ -186,6 +186,16 @@ class ScoreMap:
         rows, cols = self.geometry.chunk_cells(row, col)
         return float(self.logits[rows, cols].mean(dtype=np.float64))
 
+    def tile_logits(self, row: int, col: int) -> List[float]:
+        """The logits of the tiles that grid chunk (row, col) overlaps: one for a chunk on a tile."""
+        n = self.geometry.input_size // self.geometry.cell
+        rows, cols = self.geometry.chunk_cells(row, col)
+        return [
+            float(self.logits[ty * n : (ty + 1) * n, tx * n : (tx + 1) * n].mean(dtype=np.float64))
+            for ty in range(rows.start // n, (rows.stop - 1) // n + 1)
+            for tx in range(cols.start // n, (cols.stop - 1) // n + 1)
+        ]
+
 
 def score_canvas(
     source,
