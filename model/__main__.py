@@ -219,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     _scoring_arguments(detect)
     detect.add_argument("--scoring", choices=("auto", "map", "chunk"), default="auto",
                         help="auto (default): map when the stride is shorter than the chunk and falls on the map's cells, else chunk; chunk: each chunk "
-                        "scored alone; map: chunks read off the network's score map, made of the STRIDE = CHUNK grid's chunks (a dense grid at about "
-                        "the price of STRIDE = CHUNK)")
+                        "scored alone; map: chunks read off the network's score map, made of the STRIDE = CHUNK grid's chunks, and those between them "
+                        "that may hide a cut patch scored alone again (a dense grid for 1.4-1.6x the time of STRIDE = CHUNK)")
     detect.add_argument("--probability-raster", metavar="PATH", help="also write the ice probability of every score-map cell as a GeoTIFF in the raster's CRS")
     detect.add_argument("--tta", action="store_true", help="test-time augmentation: average the logits of each chunk and its east-west mirror (twice the network time)")
     detect.set_defaults(run=_detect)

@@ -36,9 +36,9 @@ class DetectOptions:
     band: int = 0
     category_rule: str = rules.DEFAULT_CATEGORY_RULE  # a key of rules.CATEGORY_RULES
     # "chunk": each chunk scored alone; "map": chunks read off the network's score map
-    # (model/scoremap.py), a dense grid for about the price of STRIDE = CHUNK, ranking ice as well
-    # on benchmarks/dense_grid.py; "auto": map when the stride is shorter than the chunk and falls
-    # on the map's cells, else chunk (which skips the chunks MIN_VALID drops).
+    # (model/scoremap.py), those that may hide a cut patch scored alone again (RESCORE_FROM): as
+    # good as "chunk" on benchmarks/dense_grid_held_out.py for about half its time; "auto": map
+    # when the stride is shorter than the chunk and falls on the map's cells, else chunk.
     scoring: str = "auto"
     probability_raster: str = ""  # GeoTIFF of the calibrated score map to write; "" = none
     tta: bool = False  # test-time augmentation: the mean logit of the image and its east-west mirror

@@ -17,7 +17,8 @@ network's zero padding at the tile's edges, as every chunk does in training.
 Measured against larger windows that overlap by a halo, stretched as a whole and seeing the
 neighbouring terrain (benchmarks/dense_grid.py; scene.py): those ranked the planted ice worse
 than scoring each chunk alone and cost 1.9x STRIDE = CHUNK at STRIDE = CHUNK/2 on a whole
-observation (the halo and the no-data border), where tiles rank it as well and cost 1.2x.
+observation (the halo and the no-data border), where tiles cost 1.2x. What tiles cannot see, a
+patch cut by their edges, inference finds by scoring such chunks alone again (RESCORE_FROM).
 """
 
 import math
