@@ -26,6 +26,7 @@ class Reporter:
         self.job_id = job_id
         self._last_progress = -1.0
         self._last_time = 0.0
+        self._progress_line = False  # a terminal's progress line waits for its end
 
     def _send(self, message: dict) -> None:
         if self.job_id is not None:
@@ -44,23 +45,28 @@ class Reporter:
             self._send({"type": "progress", "fraction": round(fraction, 4)})
         else:
             self.stream.write(f"\r{100 * fraction:5.1f}%")
-            if fraction >= 1.0:
+            self._progress_line = fraction < 1.0
+            if not self._progress_line:
                 self.stream.write("\n")
             self.stream.flush()
+
+    def _line(self, text: str) -> None:
+        """A line of its own, below a progress line still running."""
+        self.stream.write(("\n" if self._progress_line else "") + text + "\n")
+        self._progress_line = False
+        self.stream.flush()
 
     def log(self, message: str) -> None:
         if self.jsonl:
             self._send({"type": "log", "message": message})
         else:
-            self.stream.write(message + "\n")
-            self.stream.flush()
+            self._line(message)
 
     def warning(self, message: str) -> None:
         if self.jsonl:
             self._send({"type": "warning", "message": message})
         else:
-            self.stream.write(f"warning: {message}\n")
-            self.stream.flush()
+            self._line(f"warning: {message}")
 
     def result(self, payload: dict) -> None:
         if self.jsonl:

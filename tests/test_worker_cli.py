@@ -4,6 +4,7 @@ worker venv, JSON lines on stdout, real GeoPackage / GeoTIFF / HTML outputs chec
 import base64
 import hashlib
 import html
+import io
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import model
 from model import modelfile, review, rules
 from model.errors import DamagedRasterError, EngineError, ModelFileError, RasterError
 from model.grid import chunk_grid, grid_shape
+from model.protocol import Reporter
 
 import helpers
 
@@ -503,3 +505,16 @@ def test_probability_raster_of_the_dense_map_route(scene, tiny_model, worker_pyt
     p = dataset.GetRasterBand(1).ReadAsArray().astype(np.float64)
     checked = chunks_read_off_the_raster(p, run.result["chunks"], tiny_model.metadata.get("calibration"), rescored=run.result["summary"]["rescored_chunks"])
     assert checked >= 10
+
+
+def test_a_log_line_during_progress_starts_a_line_of_its_own():
+    """On a terminal the progress rewrites one line; a log or warning in between must not be glued to it."""
+    stream = io.StringIO()
+    reporter = Reporter(stream=stream)
+    reporter.progress(0.3)
+    reporter.log("halfway")
+    reporter.progress(0.6)
+    reporter.warning("careful")
+    reporter.progress(1.0)
+    reporter.log("done")
+    assert stream.getvalue() == "\r 30.0%\nhalfway\n\r 60.0%\nwarning: careful\n\r100.0%\ndone\n"
