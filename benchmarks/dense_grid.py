@@ -28,28 +28,12 @@ sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from model import modelfile, scoremap  # noqa: E402
+from model.metrics import roc_auc  # noqa: E402
 from model.grid import chunk_grid  # noqa: E402
 from model.inference import DetectOptions, detect  # noqa: E402
 from model.preprocess import network_input  # noqa: E402
 from model.raster import RasterSource  # noqa: E402
 from model.trainingdata.scene import write_sample_scene  # noqa: E402
-
-
-def roc_auc(scores, labels) -> float:
-    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    pos, neg = scores[labels], scores[~labels]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
-    # ties: average ranks
-    values = np.concatenate([pos, neg])
-    for v in np.unique(values):
-        tied = values == v
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def chunk_labels(chunks, patches):

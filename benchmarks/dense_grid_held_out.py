@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import default_model as recipe  # noqa: E402
-from dense_grid import chunk_labels, roc_auc, timed_detect  # noqa: E402
+from dense_grid import chunk_labels, timed_detect  # noqa: E402
+from model.metrics import roc_auc  # noqa: E402
 from model.preprocess import resize  # noqa: E402
 from model.trainingdata.examples import FAMILIES  # noqa: E402
 from model.trainingdata.scene import mars_equirectangular_wkt  # noqa: E402

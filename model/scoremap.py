@@ -30,8 +30,9 @@ import numpy as np
 
 from . import calibration, files
 from .footprint import ValidityMosaic
-from .grid import CENTRE_FRACTION, centre_region, grid_shape
+from .grid import CENTRE_FRACTION, centre_region, chunk_grid, grid_shape
 from .preprocess import network_input
+
 
 @dataclass(frozen=True)
 class MapGeometry:
@@ -257,15 +258,17 @@ def score_canvas(
 class ChunkValidity:
     """Each grid chunk's valid pixels at the network's scale, over its whole footprint and its
     central region, as chunking.iter_chunks judges them (preprocess.valid_fractions), summed
-    from the windows' owned parts, which tile the canvas once: a chunk may span several windows."""
+    from the tiles' owned parts, which cover the canvas once: a chunk may span several tiles."""
 
     def __init__(self, geometry: MapGeometry):
         rows, cols = geometry.grid
-        step, f = geometry.stride_net, geometry.factor
+        step = geometry.stride_net
         top = np.arange(rows) * step
         left = np.arange(cols) * step
-        heights = np.array([max(1, int(round(min(geometry.chunk_size, geometry.raster_height - r * geometry.stride) / f))) for r in range(rows)])
-        widths = np.array([max(1, int(round(min(geometry.chunk_size, geometry.raster_width - c * geometry.stride) / f))) for c in range(cols)])
+        # The part of the input a chunk fills (an edge chunk is partial), as iter_chunks reads it.
+        sizes = [w.scaled_size(geometry.chunk_size, geometry.input_size) for w in chunk_grid(geometry.raster_width, geometry.raster_height, geometry.chunk_size, geometry.stride)]
+        widths = np.array([width for width, _ in sizes[:cols]])
+        heights = np.array([height for _, height in sizes[::cols]])
         centre_x = np.array([centre_region(w, 1, CENTRE_FRACTION)[::2] for w in widths])  # (x offset, width)
         centre_y = np.array([centre_region(1, h, CENTRE_FRACTION)[1::2] for h in heights])  # (y offset, height)
         # Boxes per region (whole, centre): rows' (start, end) and columns' (start, end) on the canvas.
