@@ -237,7 +237,7 @@ def score_alone(source, windows, chunk_size, input_size, mapper, normalisation, 
             data, valid = source.read_chunk(window, chunk_size, input_size)
             images.append(network_input(data, valid, normalisation))
         maps = mapper(np.stack(images))
-        logits.extend(maps.reshape(len(images), -1).mean(axis=1, dtype=np.float64))
+        logits.extend(scoremap.whole_chunk_logits(maps))
         progress(min(1.0, (start + batch_size) / len(windows)))
     return np.asarray(logits)
 
@@ -287,7 +287,7 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
             t0 = time.monotonic()
             if mapper is not None:
                 maps = mapper(images)
-                logits = maps.reshape(len(batch), -1).mean(axis=1, dtype=np.float64)
+                logits = scoremap.whole_chunk_logits(maps)
                 pasted.extend((item[0].row, item[0].col, m, item[4]) for item, m in zip(batch, maps))
             else:
                 logits = scorer(images[..., None])

@@ -173,6 +173,11 @@ class ScoreMapper:
         return maps
 
 
+def whole_chunk_logits(maps: np.ndarray) -> np.ndarray:
+    """The logit of each chunk scored alone: the mean of its own score map (N, h, w) -> (N,)."""
+    return maps.reshape(len(maps), -1).mean(axis=1, dtype=np.float64)
+
+
 @dataclass
 class ScoreMap:
     """The logit map over the canvas, the valid share of each cell, and each grid chunk's valid
