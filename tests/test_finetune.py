@@ -134,8 +134,8 @@ def test_replay_split_keeps_both_classes_apart_and_whole():
     assert not set(pool["images"][:, 0, 0].tolist()) & set(held["images"][:, 0, 0].tolist())
 
 
-def scores(auc, chunks=20):
-    return {"chunks": chunks, "roc_auc": auc, "accuracy": 0.8, "tpr": 0.7, "fpr": 0.1}
+def scores(auc, chunks=20, fpr=0.1):
+    return {"chunks": chunks, "roc_auc": auc, "accuracy": 0.8, "tpr": 0.7, "fpr": fpr}
 
 
 @pytest.mark.parametrize(
@@ -146,11 +146,15 @@ def scores(auc, chunks=20):
         ((0.90, 0.89), None, ["on your 20 validation chunks (AUC 0.890 against 0.900)"]),
         ((0.90, 0.95), (0.97, 0.90), ["on 20 held-out examples of what the base model knew (AUC 0.900 against 0.970)"]),
         ((0.90, 0.80), (0.97, 0.90), ["on your 20 validation chunks", "and on 20 held-out examples"]),
+        # the ranking holds, the whole score moves up: false alarms on what the base knew
+        ((0.90, 0.95), (0.82, 0.84, 0.07, 0.10), []),
+        ((0.90, 0.95), (0.82, 0.84, 0.07, 0.17), ["on the ice-free ones of those examples (17% called icy against 7%)"]),
     ],
 )
 def test_the_guard_says_plainly_when_the_new_model_is_worse(validation, replay, worse_on):
+    base_fpr, new_fpr = replay[2:] if replay and len(replay) == 4 else (0.1, 0.1)
     result = finetune.compare({"base": scores(validation[0]), "new": scores(validation[1])},
-                              {"base": scores(replay[0]), "new": scores(replay[1])} if replay else None)
+                              {"base": scores(replay[0], fpr=base_fpr), "new": scores(replay[1], fpr=new_fpr)} if replay else None)
     assert result["lines"][0].startswith(f"base model: AUC {validation[0]:.3f} on these 20 validation chunks (accuracy 0.80, TPR 0.70, FPR 0.10 at 0.5); new model: AUC {validation[1]:.3f}")
     assert len(result["lines"]) == (2 if replay else 1)
     assert result["worse"] == bool(worse_on)
