@@ -206,7 +206,8 @@ def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, m
     geometry = scoremap.MapGeometry(info.width, info.height, chunk_size, stride, input_size, mapper.cell)
     cal = metadata.get("calibration")
     with RasterSource(raster_path, options.band) as source:
-        score_map = scoremap.score_canvas(source, geometry, mapper, metadata["normalisation"], batch_size=options.batch_size, progress=lambda f: reporter.progress(0.9 * f), mosaic=mosaic)
+        score_map = scoremap.score_canvas(source, geometry, mapper, metadata["normalisation"], batch_size=options.batch_size, progress=lambda f: reporter.progress(0.9 * f), mosaic=mosaic,
+                                          keep_pixels=stride < chunk_size)
         kept, between, again = [], 0, []
         for window in chunk_grid(info.width, info.height, chunk_size, stride):
             whole, centre = score_map.whole[window.row, window.col], score_map.centre[window.row, window.col]
@@ -219,7 +220,8 @@ def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, m
             between += len(tiles) > 1
             if len(tiles) > 1 and entry[3] >= RESCORE_FROM and logit > max(tiles):
                 again.append(entry)
-        logits = score_alone(source, [entry[0] for entry in again], chunk_size, input_size, mapper, metadata["normalisation"], options.batch_size, lambda f: reporter.progress(0.9 + 0.09 * f))
+        logits = score_alone(source, [entry[0] for entry in again], chunk_size, input_size, mapper, metadata["normalisation"], options.batch_size, lambda f: reporter.progress(0.9 + 0.09 * f),
+                             score_map.pixels)
         for entry, p in zip(again, calibration.apply(logits, cal) if again else []):
             entry[3] = p
     reporter.log(f"{len(again)} of the {between} chunks between the map's tiles scored alone again (map probability {RESCORE_FROM} or more, above every tile under them)")
@@ -227,14 +229,15 @@ def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, m
     return chunks, (geometry, score_map.logits, score_map.valid_share), mapper.seconds, len(again)
 
 
-def score_alone(source, windows, chunk_size, input_size, mapper, normalisation, batch_size, progress) -> np.ndarray:
-    """The logits of these chunks, each read as the per-chunk route reads it and scored alone (the
-    mean of its own score map, which is its logit)."""
+def score_alone(source, windows, chunk_size, input_size, mapper, normalisation, batch_size, progress, pixels: Optional[scoremap.TilePixels] = None) -> np.ndarray:
+    """The logits of these chunks, each read as the per-chunk route reads it (from the tiles' kept
+    pixels where those are the same) and scored alone (the mean of its own score map, which is its logit)."""
     logits = []
     for start in range(0, len(windows), batch_size):
         images = []
         for window in windows[start : start + batch_size]:
-            data, valid = source.read_chunk(window, chunk_size, input_size)
+            kept = None if pixels is None else pixels.chunk(window.row, window.col)
+            data, valid = kept if kept is not None else source.read_chunk(window, chunk_size, input_size)
             images.append(network_input(data, valid, normalisation))
         maps = mapper(np.stack(images))
         logits.extend(scoremap.whole_chunk_logits(maps))

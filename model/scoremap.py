@@ -178,16 +178,49 @@ def whole_chunk_logits(maps: np.ndarray) -> np.ndarray:
     return maps.reshape(len(maps), -1).mean(axis=1, dtype=np.float64)
 
 
+class TilePixels:
+    """The raw values and validity the tiles read, pasted on the canvas, and which tiles were read
+    at exactly the grid's scale (wholly inside the raster). A chunk between such tiles is the
+    same average of the same raster pixels as its own read (GDAL's average over aligned blocks),
+    so scoring it alone needs no second read of the raster."""
+
+    def __init__(self, geometry: MapGeometry):
+        self.geometry = geometry
+        size = geometry.input_size
+        self.data = np.zeros(geometry.canvas, np.float32)
+        self.valid = np.zeros(geometry.canvas, bool)
+        self.exact = np.zeros(tuple(-(-side // size) for side in geometry.canvas), bool)
+
+    def paste(self, tile: Window, data: np.ndarray, valid: np.ndarray) -> None:
+        (oy0, oy1), (ox0, ox1) = tile.owned_y, tile.owned_x
+        self.data[oy0:oy1, ox0:ox1] = data[oy0 - tile.y0 : oy1 - tile.y0, ox0 - tile.x0 : ox1 - tile.x0]
+        self.valid[oy0:oy1, ox0:ox1] = valid[oy0 - tile.y0 : oy1 - tile.y0, ox0 - tile.x0 : ox1 - tile.x0]
+        g = self.geometry
+        size = g.input_size
+        self.exact[tile.y0 // size, tile.x0 // size] = tile.x1 // size * g.chunk_size <= g.raster_width and tile.y1 // size * g.chunk_size <= g.raster_height
+
+    def chunk(self, row: int, col: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """Grid chunk (row, col) as its own read gives it, or None where a tile under it was cut
+        by the raster's edge (read at a rounded scale)."""
+        size, step = self.geometry.input_size, self.geometry.stride_net
+        top, left = row * step, col * step
+        if not self.exact[top // size : (top + size - 1) // size + 1, left // size : (left + size - 1) // size + 1].all():
+            return None
+        return self.data[top : top + size, left : left + size].copy(), self.valid[top : top + size, left : left + size].copy()
+
+
 @dataclass
 class ScoreMap:
-    """The logit map over the canvas, the valid share of each cell, and each grid chunk's valid
-    fractions (whole, centre), NaN where the chunk's window was never read."""
+    """The logit map over the canvas, the valid share of each cell, each grid chunk's valid
+    fractions (whole, centre), NaN where the chunk's window was never read, and the tiles'
+    pixels when they were kept."""
 
     geometry: MapGeometry
     logits: np.ndarray  # (cells rows, cells cols) float32
     valid_share: np.ndarray  # same shape
     whole: np.ndarray  # (grid rows, grid cols)
     centre: np.ndarray
+    pixels: Optional[TilePixels] = None
 
     def chunk_logit(self, row: int, col: int) -> float:
         rows, cols = self.geometry.chunk_cells(row, col)
@@ -213,10 +246,12 @@ def score_canvas(
     progress: Optional[Callable[[float], None]] = None,
     stop: Optional[Callable[[], bool]] = None,
     mosaic: Optional[ValidityMosaic] = None,
+    keep_pixels: bool = False,
 ) -> ScoreMap:
     """Read, normalise and score every tile, batch_size at a time; returns the assembled ScoreMap.
     A tile without valid pixels gets the map of an empty tile. Every tile read pastes its
-    validity into the mosaic if one is given."""
+    validity into the mosaic if one is given, and its pixels into the map's TilePixels with
+    keep_pixels (the canvas at the network's scale: 78 MB for a whole observation at 1024 -> 128)."""
     cell = geometry.cell
     logits = np.zeros(geometry.cells, np.float32)
     valid_share = np.zeros(geometry.cells, np.float32)
@@ -224,6 +259,7 @@ def score_canvas(
     tiles = windows(geometry)
     empty_map: List[np.ndarray] = []
     pending: List[Tuple[Window, np.ndarray]] = []
+    pixels = TilePixels(geometry) if keep_pixels else None
 
     def paste(tile: Window, score: np.ndarray) -> None:
         oy0, oy1 = tile.owned_y
@@ -253,11 +289,13 @@ def score_canvas(
         h, w = owned_valid.shape
         valid_share[oy0 // cell : oy1 // cell, ox0 // cell : ox1 // cell] = owned_valid.reshape(h // cell, cell, w // cell, cell).mean(axis=(1, 3))
         counts.add(oy0, ox0, owned_valid)
+        if pixels is not None:
+            pixels.paste(tile, data, valid)
         if progress is not None:
             progress((index + 1) / len(tiles))
     flush()
     whole, centre = counts.fractions()
-    return ScoreMap(geometry, logits, valid_share, whole, centre)
+    return ScoreMap(geometry, logits, valid_share, whole, centre, pixels)
 
 
 class ChunkValidity:

@@ -152,6 +152,45 @@ def test_detect_routes_agree_on_one_chunk_and_share_the_dense_grid(worker_python
     print(f"tiny model, 320 x 200 scene, stride 32: mean |p map - p chunk| = {np.abs(p_map - p_chunk).mean():.4f} on {len(p_map)} chunks")
 
 
+KEPT_PIXELS = r"""
+import json, sys
+import numpy as np
+from model import modelfile, scoremap
+from model.grid import chunk_grid
+from model.raster import RasterSource
+raster, model_path = sys.argv[1], sys.argv[2]
+network, meta = modelfile.load(model_path)
+size, chunk = meta["input_size"], meta["chunk_size"]
+mapper = scoremap.ScoreMapper(network, meta["architecture"]["widths"])
+with RasterSource(raster) as source:
+    info = source.info
+    g = scoremap.MapGeometry(info.width, info.height, chunk, chunk // 2, size, mapper.cell)
+    m = scoremap.score_canvas(source, g, mapper, meta["normalisation"], keep_pixels=True)
+    kept, read_again, largest = 0, 0, 0.0
+    for window in chunk_grid(info.width, info.height, chunk, chunk // 2):
+        pixels = m.pixels.chunk(window.row, window.col)
+        if pixels is None:
+            read_again += 1
+            continue
+        data, valid = source.read_chunk(window, chunk, size)
+        assert (pixels[1] == valid).all(), window
+        largest = max(largest, float(np.abs(pixels[0] - data).max()))
+        kept += 1
+print(json.dumps({"kept": kept, "read_again": read_again, "largest": largest}))
+"""
+
+
+def test_chunks_between_tiles_come_from_the_tiles_pixels_exactly_as_read(worker_python, tiny_model, make_raster):
+    """The screen scores chunks between the map's tiles alone again from the pixels the tiles
+    read: the same values as reading the chunk (an aligned average); a chunk over a tile cut by
+    the raster's edge (read at a rounded scale) is read again."""
+    scene = make_raster(name="kept.tif", width=300, height=200, rotated_border=True, nodata=0, seed=5)
+    done = helpers.run_worker_snippet(worker_python, KEPT_PIXELS, scene.path, tiny_model.path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["kept"] >= 8 and out["read_again"] >= 4 and out["largest"] == 0.0, out
+
+
 def test_map_route_refused_where_chunks_miss_the_cells(worker_python, tiny_model, make_raster):
     scene = make_raster(name="odd.tif", width=200, height=128, seed=2)
     run = helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--stride", 20, "--scoring", "map")
