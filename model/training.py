@@ -192,7 +192,8 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         return np.asarray(scorer.predict(x, batch_size=batch_size, verbose=0)).reshape(-1) if len(x) else np.zeros(0)
 
     if fine_tuning:  # scored before training changes the shared weights
-        base_logits = {"validation": logits_of(val_x), "held_out": logits_of(mix.held_out["images"]) if mix else None}
+        base_logits = {"validation": logits_of(val_x), "held_out": logits_of(mix.held_out["images"]) if mix else None,
+                       "rehearsed_ice_free": logits_of(mix.ice_free()) if mix else None}
     frozen = finetune.freeze_batch_norm(network) if freeze else 0
     warmup_steps = finetune.warmup_steps(steps, epochs) if warmup else 0
     rate = finetune.warmup_schedule(learning_rate, warmup_steps) if warmup else learning_rate
@@ -263,7 +264,11 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     val_logits = logits_of(val_x)
     base_calibration = base_metadata.get("calibration") if fine_tuning else None
     chosen, calibration_record = finetune.choose_calibration(val_logits, val_y, base_calibration, "kept the base model's" if fine_tuning else "none", options.calibrate)
-    reporter.log(f"calibration: {calibration_record['choice']} ({calibration_record['reason']})")
+    if fine_tuning and mix:
+        chosen, held = finetune.hold_false_alarms(chosen, logits_of(mix.ice_free()), calibration.apply(base_logits["rehearsed_ice_free"], base_calibration))
+        if held:
+            calibration_record["false_alarms"] = held
+    reporter.log(f"calibration: {calibration_record['choice']} ({calibration_record['reason']})" + (f"; {calibration_record['false_alarms']}" if "false_alarms" in calibration_record else ""))
     probabilities = calibration.apply(val_logits, chosen)
     evaluation = {
         "validation_chunks": int(len(val_y)),

@@ -410,3 +410,16 @@ def test_an_unwritable_output_fails_before_any_chunk_is_read(finetune_runs, case
     error = run["messages"][0]
     assert error["type"] == "error" and error["message"].startswith(f"{parameter} cannot be written to '{finetune_runs['a_file']}'")
     assert "Choose a folder you can write to." in error["message"]
+
+
+def test_false_alarms_on_the_rehearsed_ice_free_examples_are_held_at_the_base_models_rate():
+    rng = np.random.default_rng(4)
+    base_p = np.r_[np.full(95, 0.1), np.full(5, 0.7)]  # the base calls 5 of 100 icy
+    spec = {"method": "platt", "a": 2.0, "b": 0.0, "prior": {"fitted_share": 0.5, "prior": 0.2}}
+    shifted = rng.normal(-1.0, 1.0, 100)  # the new model calls about 16 icy
+    held, said = finetune.hold_false_alarms(spec, shifted, base_p)
+    assert (calibration.apply(shifted, held) >= 0.5).sum() == 5 and held["a"] == 2.0 and held["prior"] == spec["prior"]
+    assert said.startswith("intercept lowered by ") and "5 of the base model's 100 rehearsed ice-free examples" in said
+    assert finetune.hold_false_alarms(spec, shifted - 5.0, base_p) == (spec, None)  # fewer than the base: untouched
+    no_calibration, _ = finetune.hold_false_alarms(None, shifted, base_p)
+    assert (calibration.sigmoid(no_calibration["a"] * shifted + no_calibration["b"]) >= 0.5).sum() == 5
