@@ -243,6 +243,8 @@ def main(argv=None):
                         "--icy-prior, a replay sample and the card")
     parser.add_argument("--card-only", action="store_true", help="only write --card from --out's stored measurement and the transfer runs (no TensorFlow)")
     parser.add_argument("--icy-prior", type=float, default=0.2, help="share of icy chunks the calibration assumes (the paper's training set: 20 %%)")
+    parser.add_argument("--max-false-alarms", type=float, default=0.05,
+                        help="lower the assumed share until at most this share of the validation observations' real crops is called icy")
     args = parser.parse_args(argv)
     folders = args.terrain or [os.path.join(SHARED, name) for name in TERRAIN_FOLDERS]
     missing = [f for f in folders if not os.path.isdir(os.path.join(f, "tiles"))]
@@ -270,7 +272,7 @@ def main(argv=None):
         prepare_tensorflow(modelfile.read_metadata(args.evaluate)["architecture"]["widths"])
         network, meta = modelfile.load(args.evaluate)
         if args.rewrite:
-            _move_to_prior(meta, args.icy_prior)
+            _move_to_prior(meta, _survey_share(network, meta, tiles, validation_obs, args))
         measured = evaluate(network, meta, test)
         _write_json(args.json, measured)
         if args.rewrite:
@@ -317,7 +319,7 @@ def main(argv=None):
     )
     outcome = train_arrays(train.images, train.labels, list(train.groups), options, reporter, base)
     network, meta = outcome["network"], outcome["metadata"]
-    _move_to_prior(meta, args.icy_prior)
+    _move_to_prior(meta, _survey_share(network, meta, tiles, validation_obs, args))
     measured = evaluate(network, meta, test)
     meta["metrics"]["test"] = measured
     meta["training"]["run_minutes"] = round((time.monotonic() - started) / 60.0, 1)
@@ -338,14 +340,42 @@ def _transfer(pattern) -> List[Dict]:
     return [json.load(open(path, encoding="utf-8")) | {"file": path} for path in sorted(glob.glob(pattern))]
 
 
-def _move_to_prior(meta, prior):
-    """Calibration fitted on the (balanced) validation chunks, moved to a survey's share of icy chunks.
-    One a warm start kept from its base, or fitted and moved by fine-tuning, is already there."""
-    if "prior" in (meta.get("calibration") or {}):
-        return
-    fitted = meta.get("calibration") or {"method": "platt", "a": 1.0, "b": 0.0}
-    share = meta["metrics"]["validation_icy"] / meta["metrics"]["validation_chunks"]
-    meta["calibration"] = calibration.with_prior(fitted, share, prior)
+def _fitted(meta):
+    """(calibration as fitted on the validation chunks, their share of icy chunks): a calibration
+    already moved to a survey's share (a rewrite, a warm start's kept one) is moved back."""
+    spec = meta.get("calibration") or {"method": "platt", "a": 1.0, "b": 0.0}
+    moved = spec.get("prior")
+    if moved:
+        back = calibration.with_prior(spec, moved["prior"], moved["fitted_share"])
+        back.pop("prior")
+        return back, moved["fitted_share"]
+    return spec, meta["metrics"]["validation_icy"] / meta["metrics"]["validation_chunks"]
+
+
+def _survey_share(network, meta, tiles, validation_obs, args) -> Dict:
+    """The share of icy chunks the calibration assumes: --icy-prior, lowered where that would call
+    more than --max-false-alarms of the validation observations' real ice-free crops (hard
+    landforms aside, as the test's false-alarm rate) icy at p >= 0.5. The operating point is set
+    on validation observations, never on the test set."""
+    fitted, share = _fitted(meta)
+    crops = [t for t in tiles if t["observation"] in validation_obs and t["landform"] not in HARD_LANDFORMS]
+    images = np.stack([to_input(t["image"], t["image"] > 0, args.input_size) for t in crops])
+    scores = np.sort(fitted["a"] * predict_logits(network, images) + fitted["b"])
+    # p >= 0.5 where score + shift >= 0: keep the crop at the allowed rank just below it.
+    allowed = int(np.floor(args.max_false_alarms * len(scores)))
+    highest_shift = -float(scores[len(scores) - allowed - 1]) - 1e-6
+    share_odds = np.log(share / (1.0 - share))
+    bounded = float(1.0 / (1.0 + np.exp(-(share_odds + highest_shift))))
+    prior = min(args.icy_prior, bounded)
+    return {"prior": prior, "requested": args.icy_prior, "max_false_alarms": args.max_false_alarms, "validation_crops": len(crops)}
+
+
+def _move_to_prior(meta, survey):
+    """Calibration fitted on the (balanced) validation chunks, moved to a survey's share of icy
+    chunks (_survey_share). One fitted and moved by fine-tuning keeps its base's share."""
+    fitted, share = _fitted(meta)
+    meta["calibration"] = calibration.with_prior(fitted, share, survey["prior"])
+    meta["calibration"]["prior"].update({k: v for k, v in survey.items() if k != "prior"})
 
 
 def _remeasure(network, meta, measured, tiles, test_obs, validation_obs, args):

@@ -22,6 +22,13 @@ def _rate(value: Dict) -> str:
     return "n/a" if value["rate"] is None else f"{value['rate']:.3f} ({value['count']})"
 
 
+def _recipe(fold: Dict) -> str:
+    widths = tuple(fold.get("widths", PAPER_WIDTHS))
+    network = "paper widths" if widths == PAPER_WIDTHS else f"widths {widths[0]}-{widths[-1]}"
+    epochs = fold.get("epochs", "?")
+    return f"{network}, {epochs} epoch{'' if epochs == 1 else 's'}"
+
+
 def transfer_table(transfer: List[Dict], hard: List[str]) -> str:
     rows = []
     for fold in transfer:
@@ -30,14 +37,14 @@ def transfer_table(transfer: List[Dict], hard: List[str]) -> str:
         fpr = fold["false_positive_rate_at_0.5"]
         others = [f"{name} {row['roc_auc']:.3f}" for name, row in fold["families"].items() if name != family]
         rows.append(
-            f"| {family} | {_auc(held)} | {_vs_real(held)} | {held['recall_at_0.5']:.2f} | {_rate(fpr['real ice-free terrain (not the hard landforms)'])} | "
+            f"| {family} | {_recipe(fold)} | {_auc(held)} | {_vs_real(held)} | {held['recall_at_0.5']:.2f} | {_rate(fpr['real ice-free terrain (not the hard landforms)'])} | "
             + " | ".join(_rate(fpr[name]) for name in hard) + f" | {', '.join(others)} |"
         )
     if not rows:
         return "No leave-one-family-out run was found for this card (scripts/train_default_model --hold-out FAMILY).\n"
-    header = "| held-out family | ROC AUC (95 % interval) | ROC AUC against real crops only | recall at p >= 0.5 | FPR real ice-free terrain (n) | " + " | ".join(
+    header = "| held-out family | network, epochs | ROC AUC (95 % interval) | ROC AUC against real crops only | recall at p >= 0.5 | FPR real ice-free terrain (n) | " + " | ".join(
         f"FPR {name} (n)" for name in hard) + " | the families it trained on, AUC |"
-    return "\n".join([header, "|" + " --- |" * (6 + len(hard))] + rows) + "\n"
+    return "\n".join([header, "|" + " --- |" * (7 + len(hard))] + rows) + "\n"
 
 
 def _previous_section(test, previous, hard) -> str:
@@ -57,6 +64,15 @@ def comparison_table(test: Dict, previous: Dict, hard: List[str]) -> str:
     return "\n".join(["| on the same held-out examples | previous default | this model |", "| --- | --- | --- |"] + rows) + "\n"
 
 
+def _survey_share(prior: Dict) -> str:
+    requested = prior.get("requested", prior["prior"])
+    said = f"{prior['prior']:.2f}"
+    if prior["prior"] < requested:
+        return (f"{said}: the paper's training set had {requested:.2f}, lowered so that at most {prior['max_false_alarms']:.1%} of the"
+                f" {prior['validation_crops']} real ice-free crops of the validation observations are called icy")
+    return f"{said}, the share in the paper's training set"
+
+
 def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], attribution: str, previous: Dict = None) -> str:
     t = meta["training"]
     m = meta["metrics"]
@@ -70,7 +86,7 @@ def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], at
     )
     calibration = meta.get("calibration")
     fitted = (f"Platt scaling of the logit fitted on the validation observations, then moved from their share of icy chunks"
-              f" ({calibration['prior']['fitted_share']:.2f}) to a survey's ({calibration['prior']['prior']:.2f}, the share in the paper's training set),"
+              f" ({calibration['prior']['fitted_share']:.2f}) to a survey's ({_survey_share(calibration['prior'])}),"
               f" so that a real image, where few chunks hold ice, is not called icy all over (a = {calibration['a']:.3f}, b = {calibration['b']:.3f})."
               f" The held-out set is {test['icy'] / test['examples']:.0%} icy, so its probabilities run below the observed share"
               if calibration and "prior" in calibration else "no calibration (the raw sigmoid)")
@@ -90,10 +106,12 @@ trained by `scripts/train_default_model` in {t.get('run_minutes', 0):.0f} min on
 Each row is a model trained by the same recipe without one family of ice patches, scored on that family
 on held-out observations. This is the honest measure of how the model may meet ice drawn by nature
 rather than by our generators. Worst held-out family: ROC AUC {worst:.3f} (target >= {TARGET_AUC}).
-False-positive rates (FPR) are at p >= 0.5, on real held-out crops as they are. On a 2-core CPU each row
-continues the earlier default for one epoch on half the training crops (`--train-share 0.5`), so a
-family that model already knew (the rendered caster) has no honest row, and the rows are short of the
-shipped model's training; they measure the recipe's transfer, not the shipped weights'.
+False-positive rates (FPR) are at p >= 0.5, on real held-out crops as they are. Each row names the
+network and the epochs of its run. On a 2-core CPU not every row could be rerun with the shipped
+recipe: the paper-width rows continue an earlier default for one epoch on half the training crops
+(`--train-share 0.5`), so a family that model already knew (the rendered caster) has no honest row;
+the narrow row was trained from random weights without the family. All are short of the shipped
+model's training: they measure a recipe's transfer, not the shipped weights'.
 
 {transfer_table(transfer, hard)}
 ## The shipped model on the held-out observations

@@ -104,8 +104,13 @@ def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_i
     run_recipe(worker_python, *common, "--out", model, "--card", card, "--transfer", str(tmp_path / "lofo" / "*.json"))
     text = card.read_text(encoding="utf-8")
     held = measured["families"]["stone field"]
-    assert f"| stone field | {held['roc_auc']:.3f} ({held['roc_auc_interval']['low']:.3f}-" in text.split("## The shipped model")[0]
-    test = modelfile.read_metadata(str(model))["metrics"]["test"]
+    epochs = measured["epochs"]
+    row = f"| stone field | widths 8-16, {epochs} epoch{'' if epochs == 1 else 's'} | {held['roc_auc']:.3f} ({held['roc_auc_interval']['low']:.3f}-"
+    assert row in text.split("## The shipped model")[0]  # each row names the recipe that made it
+    meta = modelfile.read_metadata(str(model))
+    test = meta["metrics"]["test"]
+    survey = meta["calibration"]["prior"]  # the survey's share, lowered where validation calls too much real terrain icy
+    assert survey["requested"] == 0.2 and 0 < survey["prior"] <= 0.2 and survey["max_false_alarms"] == 0.05 and survey["validation_crops"] > 0
     assert f"| natural shade | {test['families']['natural shade']['roc_auc']:.3f} (" in text.split("## The shipped model")[1]
     replay = modelfile.load_replay(str(model))
     assert len(replay["labels"]) <= 40 and set(replay["labels"].tolist()) == {0, 1}
