@@ -364,7 +364,7 @@ def test_retrain_button_passes_the_layer_its_raster_and_model(dock_run):
 
 
 def test_labels_saved_to_the_geopackage(dock_run):
-    out, chunks = dock_run["out"], dock_run["chunks"]
+    out = dock_run["out"]
     assert out["saved"]
     stored = {row["chunk_id"]: row["label"] for row in qs.read_ogr(dock_run["gpkg"], "chunks").rows}
     assert stored == {int(k): v for k, v in out["labels_after_undo"].items()}

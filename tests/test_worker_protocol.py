@@ -3,7 +3,6 @@ misbehave: lines that are not the protocol, a crash by a signal, an exit 0 witho
 worker here is a real program (a shell script in place of the worker's Python), so the client's
 pipes, exit statuses and signals are the real ones."""
 
-import os
 import stat
 
 import pytest
