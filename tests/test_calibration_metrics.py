@@ -180,9 +180,9 @@ def test_with_prior_moves_the_odds_by_the_change_of_prior_and_keeps_the_ranking(
 
 
 def test_the_recipe_moves_a_calibration_to_the_survey_share_once():
-    """A warm start that kept its base's calibration (already at the survey's share) is not moved
-    again: moved twice, a warm start's held-out ECE rose from 0.12 to 0.24 and its recall on drawn-caster
-    ice fell from 0.72 to 0.47."""
+    """A warm start that kept its base's calibration (already at the survey's share) is moved from
+    the fitted share, never twice: moved twice, a warm start's held-out ECE rose from 0.12 to 0.24
+    and its recall on drawn-caster ice fell from 0.72 to 0.47."""
     import os
     import sys
 
@@ -190,8 +190,12 @@ def test_the_recipe_moves_a_calibration_to_the_survey_share_once():
     import default_model
 
     meta = {"calibration": {"method": "platt", "a": 1.2, "b": 0.1}, "metrics": {"validation_icy": 50, "validation_chunks": 100}}
-    default_model._move_to_prior(meta, 0.2)
+    survey = {"prior": 0.2, "requested": 0.2, "max_false_alarms": 0.05, "validation_crops": 10}
+    default_model._move_to_prior(meta, survey)
     once = dict(meta["calibration"])
-    assert once["b"] == pytest.approx(0.1 + math.log(0.25)) and once["prior"] == {"fitted_share": 0.5, "prior": 0.2}
-    default_model._move_to_prior(meta, 0.2)
-    assert meta["calibration"] == once
+    assert once["b"] == pytest.approx(0.1 + math.log(0.25)) and once["prior"] == {"fitted_share": 0.5, **survey}
+    default_model._move_to_prior(meta, survey)  # moved back to the validation share first, then to the survey's
+    assert meta["calibration"]["b"] == pytest.approx(once["b"], abs=1e-12) and meta["calibration"]["prior"] == once["prior"]
+    lower = dict(survey, prior=0.1)  # a bound on false alarms lowers the share: moved from the fitted share, not from 0.2
+    default_model._move_to_prior(meta, lower)
+    assert meta["calibration"]["b"] == pytest.approx(0.1 + math.log(0.1 / 0.9))
