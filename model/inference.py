@@ -218,10 +218,10 @@ def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, m
             logit = score_map.chunk_logit(window.row, window.col)
             entry = [window, float(whole), float(centre), calibration.apply([logit], cal)[0]]
             kept.append(entry)
-            tiles = score_map.tile_logits(window.row, window.col)
-            between += len(tiles) > 1
-            if len(tiles) > 1 and entry[3] >= RESCORE_FROM:
-                again.append(entry)
+            if not geometry.on_tile(window.row, window.col):
+                between += 1
+                if entry[3] >= RESCORE_FROM:
+                    again.append(entry)
         logits = score_alone(source, [entry[0] for entry in again], chunk_size, input_size, mapper, metadata["normalisation"], options.batch_size, lambda f: reporter.progress(0.9 + 0.09 * f),
                              score_map.pixels)
         for entry, p in zip(again, calibration.apply(logits, cal) if again else []):
