@@ -81,6 +81,17 @@ class MapGeometry:
         top, left = row * self.stride_net // self.cell, col * self.stride_net // self.cell
         return slice(top, top + n), slice(left, left + n)
 
+    def on_tile(self, row: int, col: int) -> bool:
+        """Whether grid chunk (row, col) is one of the map's tiles (the STRIDE = CHUNK grid's chunks)."""
+        return (row * self.stride_net) % self.input_size == 0 and (col * self.stride_net) % self.input_size == 0
+
+    def tiles_exact(self, row: int, col: int) -> bool:
+        """Whether every tile under grid chunk (row, col) lies wholly inside the raster, so was read
+        at exactly the grid's scale (a tile cut by the raster's edge is read at a rounded one)."""
+        size, step = self.input_size, self.stride_net
+        last_row, last_col = (row * step + size - 1) // size, (col * step + size - 1) // size
+        return (last_col + 1) * self.chunk_size <= self.raster_width and (last_row + 1) * self.chunk_size <= self.raster_height
+
     def geotransform(self, geotransform) -> Tuple[float, ...]:
         """The raster's geotransform with pixels the size of a score-map cell."""
         g = geotransform
@@ -111,6 +122,10 @@ class Window:
     x1: int
     owned_y: Tuple[int, int]
     owned_x: Tuple[int, int]
+
+    def owned(self, array: np.ndarray) -> np.ndarray:
+        """The owned part of an array read over this window."""
+        return array[self.owned_y[0] - self.y0 : self.owned_y[1] - self.y0, self.owned_x[0] - self.x0 : self.owned_x[1] - self.x0]
 
 
 def windows(geometry: MapGeometry) -> List[Window]:
@@ -179,33 +194,27 @@ def whole_chunk_logits(maps: np.ndarray) -> np.ndarray:
 
 
 class TilePixels:
-    """The raw values and validity the tiles read, pasted on the canvas, and which tiles were read
-    at exactly the grid's scale (wholly inside the raster). A chunk between such tiles is the
-    same average of the same raster pixels as its own read (GDAL's average over aligned blocks),
-    so scoring it alone needs no second read of the raster."""
+    """The raw values and validity the tiles read, pasted on the canvas. A chunk between tiles read
+    at exactly the grid's scale is the same average of the same raster pixels as its own read
+    (GDAL's average over aligned blocks), so scoring it alone needs no second read of the raster."""
 
     def __init__(self, geometry: MapGeometry):
         self.geometry = geometry
-        size = geometry.input_size
         self.data = np.zeros(geometry.canvas, np.float32)
         self.valid = np.zeros(geometry.canvas, bool)
-        self.exact = np.zeros(tuple(-(-side // size) for side in geometry.canvas), bool)
 
     def paste(self, tile: Window, data: np.ndarray, valid: np.ndarray) -> None:
         (oy0, oy1), (ox0, ox1) = tile.owned_y, tile.owned_x
-        self.data[oy0:oy1, ox0:ox1] = data[oy0 - tile.y0 : oy1 - tile.y0, ox0 - tile.x0 : ox1 - tile.x0]
-        self.valid[oy0:oy1, ox0:ox1] = valid[oy0 - tile.y0 : oy1 - tile.y0, ox0 - tile.x0 : ox1 - tile.x0]
-        g = self.geometry
-        size = g.input_size
-        self.exact[tile.y0 // size, tile.x0 // size] = tile.x1 // size * g.chunk_size <= g.raster_width and tile.y1 // size * g.chunk_size <= g.raster_height
+        self.data[oy0:oy1, ox0:ox1] = tile.owned(data)
+        self.valid[oy0:oy1, ox0:ox1] = tile.owned(valid)
 
     def chunk(self, row: int, col: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
         """Grid chunk (row, col) as its own read gives it, or None where a tile under it was cut
-        by the raster's edge (read at a rounded scale)."""
+        by the raster's edge (MapGeometry.tiles_exact)."""
+        if not self.geometry.tiles_exact(row, col):
+            return None
         size, step = self.geometry.input_size, self.geometry.stride_net
         top, left = row * step, col * step
-        if not self.exact[top // size : (top + size - 1) // size + 1, left // size : (left + size - 1) // size + 1].all():
-            return None
         return self.data[top : top + size, left : left + size].copy(), self.valid[top : top + size, left : left + size].copy()
 
 
@@ -226,15 +235,6 @@ class ScoreMap:
         rows, cols = self.geometry.chunk_cells(row, col)
         return float(self.logits[rows, cols].mean(dtype=np.float64))
 
-    def tile_logits(self, row: int, col: int) -> List[float]:
-        """The logits of the tiles that grid chunk (row, col) overlaps: one for a chunk on a tile."""
-        n = self.geometry.input_size // self.geometry.cell
-        rows, cols = self.geometry.chunk_cells(row, col)
-        return [
-            float(self.logits[ty * n : (ty + 1) * n, tx * n : (tx + 1) * n].mean(dtype=np.float64))
-            for ty in range(rows.start // n, (rows.stop - 1) // n + 1)
-            for tx in range(cols.start // n, (cols.stop - 1) // n + 1)
-        ]
 
 
 def score_canvas(
@@ -285,7 +285,7 @@ def score_canvas(
             paste(tile, empty_map[0])
         oy0, oy1 = tile.owned_y
         ox0, ox1 = tile.owned_x
-        owned_valid = valid[oy0 - tile.y0 : oy1 - tile.y0, ox0 - tile.x0 : ox1 - tile.x0]
+        owned_valid = tile.owned(valid)
         h, w = owned_valid.shape
         valid_share[oy0 // cell : oy1 // cell, ox0 // cell : ox1 // cell] = owned_valid.reshape(h // cell, cell, w // cell, cell).mean(axis=(1, 3))
         counts.add(oy0, ox0, owned_valid)
