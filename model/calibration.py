@@ -24,6 +24,15 @@ def apply(logits: np.ndarray, calibration: Optional[Dict]) -> np.ndarray:
     return sigmoid(calibration["a"] * logits + calibration["b"])
 
 
+def shift_calling_at_most(scores: Sequence[float], allowed: int) -> float:
+    """The largest change of the intercept b after which at most ``allowed`` of these calibrated
+    log-odds (a * logit + b) reach 0, i.e. p >= 0.5; +inf when all of them may."""
+    ordered = np.sort(np.asarray(scores, np.float64))
+    if allowed >= len(ordered):
+        return float("inf")
+    return -float(ordered[len(ordered) - allowed - 1]) - 1e-6
+
+
 def with_prior(calibration: Dict, fitted_share: float, prior: float) -> Dict:
     """The Platt scaling fitted where a share ``fitted_share`` of the chunks was icy, moved to a
     survey where ``prior`` is (Bayes: the log-odds shift by the change of prior odds). A balanced

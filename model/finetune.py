@@ -178,12 +178,12 @@ def hold_false_alarms(chosen: Optional[Dict], new_logits: np.ndarray, base_proba
     16.2 %); held on the rehearsal this way, 9.7 %, and the new kind's recall still rose 0.37 -> 0.44
     (benchmarks/adaptation.py). The guard checks the rehearsal's held-out part, not this pool."""
     spec = chosen or {"method": "platt", "a": 1.0, "b": 0.0}
-    scores = np.sort(spec["a"] * np.asarray(new_logits, np.float64) + spec["b"])
+    scores = spec["a"] * np.asarray(new_logits, np.float64) + spec["b"]
     allowed = int((np.asarray(base_probabilities) >= 0.5).sum())
     called = int((scores >= 0).sum())
-    if not len(scores) or called <= allowed:
+    if called <= allowed:
         return chosen, None
-    shift = -float(scores[len(scores) - allowed - 1]) - 1e-6
+    shift = calibration.shift_calling_at_most(scores, allowed)
     held = dict(spec, b=float(spec["b"]) + shift)
     return held, (f"intercept lowered by {-shift:.3f} so that {allowed} of the base model's {len(scores)} rehearsed ice-free examples are called icy,"
                   f" as by the base model (the new model called {called})")

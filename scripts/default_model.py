@@ -360,12 +360,10 @@ def _survey_share(network, meta, tiles, validation_obs, args) -> Dict:
     fitted, share = _fitted(meta)
     crops = [t for t in tiles if t["observation"] in validation_obs and t["landform"] not in HARD_LANDFORMS]
     images = np.stack([to_input(t["image"], t["image"] > 0, args.input_size) for t in crops])
-    scores = np.sort(fitted["a"] * predict_logits(network, images) + fitted["b"])
-    # p >= 0.5 where score + shift >= 0: keep the crop at the allowed rank just below it.
-    allowed = int(np.floor(args.max_false_alarms * len(scores)))
-    highest_shift = -float(scores[len(scores) - allowed - 1]) - 1e-6
-    share_odds = np.log(share / (1.0 - share))
-    bounded = float(1.0 / (1.0 + np.exp(-(share_odds + highest_shift))))
+    scores = fitted["a"] * predict_logits(network, images) + fitted["b"]
+    # Moving the share from `share` to `prior` adds logit(prior) - logit(share) to b (calibration.with_prior).
+    highest_shift = calibration.shift_calling_at_most(scores, int(np.floor(args.max_false_alarms * len(scores))))
+    bounded = float(calibration.sigmoid(np.log(share / (1.0 - share)) + highest_shift))
     prior = min(args.icy_prior, bounded)
     return {"prior": prior, "requested": args.icy_prior, "max_false_alarms": args.max_false_alarms, "validation_crops": len(crops)}
 

@@ -199,3 +199,11 @@ def test_the_recipe_moves_a_calibration_to_the_survey_share_once():
     lower = dict(survey, prior=0.1)  # a bound on false alarms lowers the share: moved from the fitted share, not from 0.2
     default_model._move_to_prior(meta, lower)
     assert meta["calibration"]["b"] == pytest.approx(0.1 + math.log(0.1 / 0.9))
+
+
+def test_the_intercept_shift_that_calls_at_most_so_many_icy():
+    scores = np.array([0.5, -3.0, 2.0, -1.0])
+    for allowed in range(4):
+        shift = calibration.shift_calling_at_most(scores, allowed)
+        assert int((scores + shift >= 0).sum()) == allowed and int((scores + shift + 1e-5 >= 0).sum()) == allowed + 1
+    assert calibration.shift_calling_at_most(scores, 4) == math.inf  # all may be called icy: no bound
