@@ -64,7 +64,7 @@ def comparison_table(test: Dict, previous: Dict, hard: List[str]) -> str:
     return "\n".join(["| on the same held-out examples | previous default | this model |", "| --- | --- | --- |"] + rows) + "\n"
 
 
-def _survey_share(prior: Dict) -> str:
+def _describe_survey_share(prior: Dict) -> str:
     requested = prior.get("requested", prior["prior"])
     said = f"{prior['prior']:.2f}"
     if prior["prior"] < requested:
@@ -86,7 +86,7 @@ def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], at
     )
     calibration = meta.get("calibration")
     fitted = (f"Platt scaling of the logit fitted on the validation observations, then moved from their share of icy chunks"
-              f" ({calibration['prior']['fitted_share']:.2f}) to a survey's ({_survey_share(calibration['prior'])}),"
+              f" ({calibration['prior']['fitted_share']:.2f}) to a survey's ({_describe_survey_share(calibration['prior'])}),"
               f" so that a real image, where few chunks hold ice, is not called icy all over (a = {calibration['a']:.3f}, b = {calibration['b']:.3f})."
               f" The held-out set is {test['icy'] / test['examples']:.0%} icy, so its probabilities run below the observed share"
               if calibration and "prior" in calibration else "no calibration (the raw sigmoid)")
