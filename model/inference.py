@@ -22,7 +22,7 @@ from .footprint import ValidityMosaic
 from .grid import chunk_grid, chunk_wkt
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
-from .raster import RasterSource, block_cache, check_holds_a_chunk, gdal_exceptions, not_mars_warning
+from .raster import RasterSource, block_cache, check_holds_a_chunk, decode_threads, gdal_exceptions, not_mars_warning
 from .schema import LABEL_SUMMARY_FIELDS
 
 @dataclass
@@ -109,7 +109,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
             f"tiles: the chunks of stride {chunk_size}, see model/scoremap.py)" + ("; east-west mirror averaged" if options.tta else "")
         )
     mosaic = ValidityMosaic(info.width, info.height, chunk_size / input_size)
-    with block_cache(cache_bytes) as cache_note:
+    with block_cache(cache_bytes) as cache_note, decode_threads():
         reporter.log(cache_note)
         if route == "map":
             chunks, score_map, network_seconds, rescored = _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter, mosaic)
@@ -208,8 +208,10 @@ def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, m
     geometry = scoremap.MapGeometry(info.width, info.height, chunk_size, stride, input_size, mapper.cell)
     cal = metadata.get("calibration")
     with RasterSource(raster_path, options.band) as source:
+        readers = source.parallel_readers()
+        reporter.log(f"tiles read by {readers} thread(s) ({source.driver})")
         score_map = scoremap.score_canvas(source, geometry, mapper, metadata["normalisation"], batch_size=options.batch_size, progress=lambda f: reporter.progress(0.9 * f), mosaic=mosaic,
-                                          keep_pixels=stride < chunk_size)
+                                          keep_pixels=stride < chunk_size, readers=readers)
         kept, between, again = [], 0, []
         for window in chunk_grid(info.width, info.height, chunk_size, stride):
             whole, centre = score_map.whole[window.row, window.col], score_map.centre[window.row, window.col]

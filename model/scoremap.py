@@ -21,6 +21,8 @@ observation (the halo and the no-data border), where tiles cost 1.2x. What tiles
 patch cut by their edges, inference finds by scoring such chunks alone again (RESCORE_FROM).
 """
 
+import contextlib
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -139,25 +141,35 @@ def windows(geometry: MapGeometry) -> List[Window]:
     ]
 
 
-def read_window(source, geometry: MapGeometry, window: Window, mosaic: Optional[ValidityMosaic] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Raw values and validity of a canvas window at the network's scale; no-data (0) beyond the
-    raster. The validity of the part inside the raster goes into the mosaic if one is given."""
+def _raster_span(geometry: MapGeometry, window: Window) -> Optional[Tuple[int, int, int, int, int, int]]:
+    """(x0, y0, x1, y1) of the raster under a canvas window and the (width, height) it is read
+    to at the network's scale; None where the window lies beyond the raster."""
     height, width = window.y1 - window.y0, window.x1 - window.x0
-    data = np.zeros((height, width), np.float32)
-    valid = np.zeros((height, width), bool)
     f = geometry.factor
     rx0, ry0 = int(round(window.x0 * f)), int(round(window.y0 * f))
     rx1, ry1 = min(geometry.raster_width, int(round(window.x1 * f))), min(geometry.raster_height, int(round(window.y1 * f)))
     if rx1 <= rx0 or ry1 <= ry0:
-        return data, valid
-    out_w = min(width, max(1, int(round((rx1 - rx0) / f))))
-    out_h = min(height, max(1, int(round((ry1 - ry0) / f))))
-    part, part_valid = source.read(rx0, ry0, rx1 - rx0, ry1 - ry0, out_w, out_h)
-    data[:out_h, :out_w] = part
-    valid[:out_h, :out_w] = part_valid
-    if mosaic is not None:
-        mosaic.paste(rx0, ry0, rx1 - rx0, ry1 - ry0, part_valid)
+        return None
+    return rx0, ry0, rx1, ry1, min(width, max(1, int(round((rx1 - rx0) / f)))), min(height, max(1, int(round((ry1 - ry0) / f))))
+
+
+def read_window(source, geometry: MapGeometry, window: Window) -> Tuple[np.ndarray, np.ndarray]:
+    """Raw values and validity of a canvas window at the network's scale; no-data (0) beyond the raster."""
+    data = np.zeros((window.y1 - window.y0, window.x1 - window.x0), np.float32)
+    valid = np.zeros(data.shape, bool)
+    span = _raster_span(geometry, window)
+    if span is not None:
+        rx0, ry0, rx1, ry1, out_w, out_h = span
+        data[:out_h, :out_w], valid[:out_h, :out_w] = source.read(rx0, ry0, rx1 - rx0, ry1 - ry0, out_w, out_h)
     return data, valid
+
+
+def paste_validity(mosaic: ValidityMosaic, geometry: MapGeometry, window: Window, valid: np.ndarray) -> None:
+    """The validity of the part of a window read by read_window that lies inside the raster, into the mosaic."""
+    span = _raster_span(geometry, window)
+    if span is not None:
+        rx0, ry0, rx1, ry1, out_w, out_h = span
+        mosaic.paste(rx0, ry0, rx1 - rx0, ry1 - ry0, valid[:out_h, :out_w])
 
 
 class ScoreMapper:
@@ -247,11 +259,13 @@ def score_canvas(
     stop: Optional[Callable[[], bool]] = None,
     mosaic: Optional[ValidityMosaic] = None,
     keep_pixels: bool = False,
+    readers: int = 1,
 ) -> ScoreMap:
     """Read, normalise and score every tile, batch_size at a time; returns the assembled ScoreMap.
     A tile without valid pixels gets the map of an empty tile. Every tile read pastes its
     validity into the mosaic if one is given, and its pixels into the map's TilePixels with
-    keep_pixels (the canvas at the network's scale: 78 MB for a whole observation at 1024 -> 128)."""
+    keep_pixels (the canvas at the network's scale: 78 MB for a whole observation at 1024 -> 128).
+    ``readers`` threads read tiles at once, each through its own handle (source.twin())."""
     cell = geometry.cell
     logits = np.zeros(geometry.cells, np.float32)
     valid_share = np.zeros(geometry.cells, np.float32)
@@ -272,9 +286,7 @@ def score_canvas(
                 paste(tile, score)
             pending.clear()
 
-    for index, (tile, (data, valid)) in enumerate(_prefetch(tiles, lambda w: read_window(source, geometry, w, mosaic))):
-        if stop is not None and stop():
-            break
+    def score_tile(index: int, tile: Window, data: np.ndarray, valid: np.ndarray) -> None:
         if valid.any():
             pending.append((tile, network_input(data, valid, normalisation)))
             if len(pending) == batch_size:
@@ -283,6 +295,8 @@ def score_canvas(
             if not empty_map:
                 empty_map.append(mapper(np.zeros((1,) + data.shape, np.float32))[0])
             paste(tile, empty_map[0])
+        if mosaic is not None:
+            paste_validity(mosaic, geometry, tile, valid)
         oy0, oy1 = tile.owned_y
         ox0, ox1 = tile.owned_x
         owned_valid = tile.owned(valid)
@@ -293,6 +307,13 @@ def score_canvas(
             pixels.paste(tile, data, valid)
         if progress is not None:
             progress((index + 1) / len(tiles))
+
+    with contextlib.ExitStack() as handles:
+        sources = [source] + [handles.enter_context(source.twin()) for _ in range(readers - 1)]
+        for index, (tile, (data, valid)) in enumerate(_prefetch(tiles, [functools.partial(read_window, s, geometry) for s in sources])):
+            if stop is not None and stop():
+                break
+            score_tile(index, tile, data, valid)
     flush()
     whole, centre = counts.fractions()
     return ScoreMap(geometry, logits, valid_share, whole, centre, pixels)
@@ -343,44 +364,42 @@ class ChunkValidity:
         return out[0], out[1]
 
 
-def _prefetch(tiles: List[Window], read: Callable) -> Iterator[Tuple[Window, Tuple[np.ndarray, np.ndarray]]]:
-    """(window, read(window)) in order, the next window read in a thread while the network runs
-    (GDAL releases the GIL); at most two windows in memory."""
+def _prefetch(tiles: List[Window], reads: List[Callable]) -> Iterator[Tuple[Window, Tuple[np.ndarray, np.ndarray]]]:
+    """(window, read(window)) in tile order, read ahead while the network runs by one thread per
+    read function (each its own dataset handle; GDAL releases the GIL while decoding), reader k
+    taking tiles k, k + n, ...; at most two windows per reader in memory."""
     import queue
     import threading
 
-    pending: "queue.Queue" = queue.Queue(maxsize=1)
+    pending: List["queue.Queue"] = [queue.Queue(maxsize=1) for _ in reads]
     done = threading.Event()
 
-    def reader():
+    def reader(k: int, read: Callable):
         try:
-            for tile in tiles:
+            for tile in tiles[k :: len(reads)]:
                 if done.is_set():
                     return
-                pending.put((tile, read(tile), None))
+                pending[k].put((tile, read(tile), None))
         except BaseException as exc:  # handed to the consumer
-            pending.put((None, None, exc))
-            return
-        pending.put(None)
+            pending[k].put((None, None, exc))
 
-    thread = threading.Thread(target=reader, name="window-reader", daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=reader, args=(k, read), name=f"window-reader-{k}", daemon=True) for k, read in enumerate(reads)]
+    for thread in threads:
+        thread.start()
     try:
-        while True:
-            item = pending.get()
-            if item is None:
-                return
-            tile, arrays, failure = item
+        for index in range(len(tiles)):
+            tile, arrays, failure = pending[index % len(reads)].get()
             if failure is not None:
                 raise failure
             yield tile, arrays
     finally:
         done.set()
-        while thread.is_alive():
-            try:
-                pending.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
+        for k, thread in enumerate(threads):
+            while thread.is_alive():
+                try:
+                    pending[k].get_nowait()
+                except queue.Empty:
+                    thread.join(0.05)
 
 
 def paste_chunk_maps(geometry: MapGeometry, entries) -> Tuple[np.ndarray, np.ndarray]:

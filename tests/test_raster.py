@@ -501,3 +501,29 @@ def test_the_block_cache_is_set_for_the_run_and_restored_unless_the_user_chose()
             assert gdal.GetCacheMax() == before and "GDAL_CACHEMAX as set" in note
     finally:
         gdal.SetConfigOption("GDAL_CACHEMAX", None)
+
+
+def test_decoding_threads_are_set_for_the_run_and_restored_unless_the_user_chose():
+    with raster.decode_threads():
+        assert gdal.GetConfigOption("GDAL_NUM_THREADS") == "ALL_CPUS"
+    assert gdal.GetConfigOption("GDAL_NUM_THREADS") is None
+    gdal.SetConfigOption("GDAL_NUM_THREADS", "1")
+    try:
+        with raster.decode_threads():
+            assert gdal.GetConfigOption("GDAL_NUM_THREADS") == "1"
+        assert gdal.GetConfigOption("GDAL_NUM_THREADS") == "1"
+    finally:
+        gdal.SetConfigOption("GDAL_NUM_THREADS", None)
+
+
+def test_a_second_reading_thread_only_where_the_driver_decodes_on_one(tmp_path):
+    with RasterSource(_empty_geotiff(tmp_path / "tiled.tif", 2_000, 3_000, gdal.GDT_UInt16, 256)) as source:
+        assert source.driver == "GTiff" and source.parallel_readers() == min(raster.MAX_READERS, os.cpu_count())
+        with source.twin() as twin:
+            assert twin.info == source.info and twin.read(0, 0, 64, 64, 16, 16)[0].shape == (16, 16)
+    jp2 = tmp_path / "level.jp2"
+    if gdal.GetDriverByName("JP2OpenJPEG") is None:
+        pytest.skip("GDAL has no JP2OpenJPEG driver")
+    gdal.Translate(str(jp2), str(tmp_path / "tiled.tif"), format="JP2OpenJPEG", srcWin=[0, 0, 256, 256])
+    with RasterSource(str(jp2), require_crs=False) as source:
+        assert source.driver == "JP2OpenJPEG" and source.parallel_readers() == 1
