@@ -1,6 +1,7 @@
 """Chunks with data: the grid, read window by window, minus chunks with no-data around their centre."""
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
@@ -13,7 +14,7 @@ from .errors import RasterError
 from .footprint import ValidityMosaic
 from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, grid_shape
 from .preprocess import valid_fractions
-from .raster import RasterSource
+from .raster import RasterSource, read_in_order
 
 # The paper keeps chunks whose centre holds image data. Isolated DN-0 pixels inside the
 # footprint (8-bit stretched products clip deep shadow to 0) must not drop a chunk, hence 0.95.
@@ -40,19 +41,27 @@ def check_grid_parameters(chunk_size: int, stride: int, min_valid: float) -> Non
         raise RasterError(f"MIN_VALID must be a share between 0 and 1, not {min_valid}.")
 
 
-def iter_chunks(source: RasterSource, chunk_size: int, stride: int, min_valid: float, input_size: int = MASK_SIZE, mosaic: Optional[ValidityMosaic] = None) -> Iterator[ChunkSample]:
+def iter_chunks(source: RasterSource, chunk_size: int, stride: int, min_valid: float, input_size: int = MASK_SIZE, mosaic: Optional[ValidityMosaic] = None,
+                readers: int = 1) -> Iterator[ChunkSample]:
     """Every chunk whose central region is at least min_valid valid, in grid order; every chunk
-    read, kept or not, pastes its validity into the mosaic if one is given."""
+    read, kept or not, pastes its validity into the mosaic if one is given. With readers > 1,
+    that many threads read ahead, each through its own handle (raster.read_in_order)."""
     check_grid_parameters(chunk_size, stride, min_valid)
     info = source.info
-    for window in chunk_grid(info.width, info.height, chunk_size, stride):
-        data, valid = source.read_chunk(window, chunk_size, input_size)
-        used_width, used_height = window.scaled_size(chunk_size, input_size)
-        if mosaic is not None:
-            mosaic.paste(window.x_off, window.y_off, window.width, window.height, valid[:used_height, :used_width])
-        whole, centre = valid_fractions(valid, (used_height, used_width), CENTRE_FRACTION)
-        if centre >= min_valid and whole > 0:
-            yield ChunkSample(window, whole, centre, data, valid)
+    windows = list(chunk_grid(info.width, info.height, chunk_size, stride))
+    with source.handles(readers) as sources:
+        reads = [functools.partial(_read_chunk, handle, chunk_size, input_size) for handle in sources]
+        for window, (data, valid) in read_in_order(windows, reads) if readers > 1 else ((w, reads[0](w)) for w in windows):
+            used_width, used_height = window.scaled_size(chunk_size, input_size)
+            if mosaic is not None:
+                mosaic.paste(window.x_off, window.y_off, window.width, window.height, valid[:used_height, :used_width])
+            whole, centre = valid_fractions(valid, (used_height, used_width), CENTRE_FRACTION)
+            if centre >= min_valid and whole > 0:
+                yield ChunkSample(window, whole, centre, data, valid)
+
+
+def _read_chunk(source: RasterSource, chunk_size: int, input_size: int, window: ChunkWindow):
+    return source.read_chunk(window, chunk_size, input_size)
 
 
 def chunk_count(source: RasterSource, chunk_size: int, stride: int) -> int:

@@ -91,6 +91,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         check_holds_a_chunk(raster_path, info.width, info.height, chunk_size)
         total = chunk_count(source, chunk_size, stride)
         cache_bytes = source.grid_cache_bytes(chunk_size)
+        driver, readers = source.driver, source.parallel_readers()
     warning = not_mars_warning(raster_path, info.crs_wkt)
     if warning:
         reporter.warning(warning)
@@ -109,13 +110,13 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
             f"tiles: the chunks of stride {chunk_size}, see model/scoremap.py)" + ("; east-west mirror averaged" if options.tta else "")
         )
     mosaic = ValidityMosaic(info.width, info.height, chunk_size / input_size)
-    with block_cache(cache_bytes) as cache_note, decode_threads():
-        reporter.log(cache_note)
+    with block_cache(cache_bytes) as cache_note, decode_threads(driver):
+        reporter.log(f"{cache_note}; {driver} read by {readers} thread(s)")
         if route == "map":
-            chunks, score_map, network_seconds, rescored = _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter, mosaic)
+            chunks, score_map, network_seconds, rescored = _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter, mosaic, readers)
         else:
             rescored = 0
-            chunks, score_map, network_seconds = _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter, mosaic)
+            chunks, score_map, network_seconds = _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter, mosaic, readers)
         footprint = mosaic.footprint_wkt(info.geotransform, info.crs_wkt)
         if footprint is None:  # a grid with gaps (stride > chunk) left some pixels unread
             with RasterSource(raster_path, options.band) as source:
@@ -200,7 +201,7 @@ def chunk_row(info, window, whole: float, centre: float, p: float, options: Dete
     }
 
 
-def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter, mosaic):
+def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter, mosaic, readers):
     """Every chunk of the grid as the mean of the score map over its footprint (model/scoremap.py);
     then the chunks between the map's tiles that may hide a cut patch scored alone (RESCORE_FROM)."""
     mapper = scoremap.ScoreMapper(network, widths, mirror=options.tta)
@@ -208,8 +209,6 @@ def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, m
     geometry = scoremap.MapGeometry(info.width, info.height, chunk_size, stride, input_size, mapper.cell)
     cal = metadata.get("calibration")
     with RasterSource(raster_path, options.band) as source:
-        readers = source.parallel_readers()
-        reporter.log(f"tiles read by {readers} thread(s) ({source.driver})")
         score_map = scoremap.score_canvas(source, geometry, mapper, metadata["normalisation"], batch_size=options.batch_size, progress=lambda f: reporter.progress(0.9 * f), mosaic=mosaic,
                                           keep_pixels=stride < chunk_size, readers=readers)
         kept, between, again = [], 0, []
@@ -249,7 +248,7 @@ def score_alone(source, windows, chunk_size, input_size, mapper, normalisation, 
     return np.asarray(logits)
 
 
-def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter, mosaic):
+def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter, mosaic, readers):
     """Each chunk read and scored alone; its score map kept too where a probability raster is wanted."""
     want_map = bool(options.probability_raster)
     if want_map and not widths:
@@ -267,7 +266,7 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
         try:
             with RasterSource(raster_path, options.band) as reader:
                 batch = []
-                for sample in iter_chunks(reader, chunk_size, stride, options.min_valid, input_size, mosaic):
+                for sample in iter_chunks(reader, chunk_size, stride, options.min_valid, input_size, mosaic, readers):
                     if stop.is_set():
                         return
                     batch.append((sample.window, sample.valid_fraction, sample.centre_valid_fraction, network_input(sample.data, sample.valid, metadata["normalisation"]), sample.valid))

@@ -11,8 +11,10 @@ rotated footprint of every HiRISE RDR whether or not the file declares it.
 
 import contextlib
 import os
+import queue
+import threading
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal, osr
@@ -96,10 +98,11 @@ def gdal_exceptions():
 
 
 @contextlib.contextmanager
-def decode_threads():
-    """GDAL's decoders that can (OpenJPEG, and GeoTIFF since GDAL 3.6) decode a window's blocks on
-    every core inside this block, unless the user set GDAL_NUM_THREADS."""
-    if gdal.GetConfigOption("GDAL_NUM_THREADS"):
+def decode_threads(driver: str):
+    """Inside this block a driver that can decode a window on every core (THREADED_DECODERS) does,
+    unless the user set GDAL_NUM_THREADS. Not the others: GeoTIFF's own threads on top of
+    detect's two reading threads made a whole observation slower (benchmarks/scene.py)."""
+    if driver not in THREADED_DECODERS or gdal.GetConfigOption("GDAL_NUM_THREADS"):
         yield
         return
     gdal.SetConfigOption("GDAL_NUM_THREADS", "ALL_CPUS")
@@ -171,9 +174,12 @@ class RasterSource:
     def close(self):
         self._ds = None
 
-    def twin(self) -> "RasterSource":
-        """Another handle on the same raster and bands, for a second reading thread."""
-        return RasterSource(self.info.path, self._band, require_crs=False)
+    @contextlib.contextmanager
+    def handles(self, count: int):
+        """This source and count - 1 more handles on the same raster and bands, one per reading
+        thread (read_in_order); the extra ones closed on leaving."""
+        with contextlib.ExitStack() as stack:
+            yield [self] + [stack.enter_context(RasterSource(self.info.path, self._band, require_crs=False)) for _ in range(count - 1)]
 
     @property
     def driver(self) -> str:
@@ -181,9 +187,9 @@ class RasterSource:
 
     def parallel_readers(self) -> int:
         """How many threads should read this raster at once. GeoTIFF, VRT, ISIS3 and PDS decode a
-        window's blocks one after another on one core, so a second handle on the second core reads
-        the scene 1.5x as fast; OpenJPEG decodes on threads of its own (decode_threads) and a
-        second handle slows it (benchmarks/scene.py)."""
+        window's blocks one after another on one core: a second handle on the second core makes
+        decimated reads 1.5x and a whole observation's detect 1.15x as fast. OpenJPEG decodes on
+        threads of its own (decode_threads), and a second handle slowed it (benchmarks/scene.py)."""
         if self.driver in THREADED_DECODERS:
             return 1
         return max(1, min(MAX_READERS, os.cpu_count() or 1))
@@ -256,6 +262,42 @@ class RasterSource:
         decimated read of the whole image (detect takes it from its chunk reads instead)."""
         _, valid, _ = self.overview(max_side)
         return footprint_from_mask(valid, self.info.geotransform, self.info.width, self.info.height, self.info.crs_wkt)
+
+
+def read_in_order(windows: List, reads: List[Callable]) -> Iterator[Tuple[object, object]]:
+    """(window, read(window)) in the windows' order, read ahead while the caller works (the
+    network runs) by one thread per read function, each with its own dataset handle (GDAL
+    releases the GIL while decoding): reader k takes windows k, k + n, ...; at most two windows
+    per reader in memory."""
+    pending: List["queue.Queue"] = [queue.Queue(maxsize=1) for _ in reads]
+    done = threading.Event()
+
+    def reader(k: int, read: Callable):
+        try:
+            for window in windows[k :: len(reads)]:
+                if done.is_set():
+                    return
+                pending[k].put((window, read(window), None))
+        except BaseException as exc:  # handed to the consumer
+            pending[k].put((None, None, exc))
+
+    threads = [threading.Thread(target=reader, args=(k, read), name=f"window-reader-{k}", daemon=True) for k, read in enumerate(reads)]
+    for thread in threads:
+        thread.start()
+    try:
+        for index in range(len(windows)):
+            window, arrays, failure = pending[index % len(reads)].get()
+            if failure is not None:
+                raise failure
+            yield window, arrays
+    finally:
+        done.set()
+        for k, thread in enumerate(threads):
+            while thread.is_alive():
+                try:
+                    pending[k].get_nowait()
+                except queue.Empty:
+                    thread.join(0.05)
 
 
 def not_a_raster_error(path: str, gdal_message: str) -> RasterError:

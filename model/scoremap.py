@@ -21,12 +21,11 @@ observation (the halo and the no-data border), where tiles cost 1.2x. What tiles
 patch cut by their edges, inference finds by scoring such chunks alone again (RESCORE_FROM).
 """
 
-import contextlib
 import functools
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -34,6 +33,7 @@ from . import calibration, files
 from .footprint import ValidityMosaic
 from .grid import CENTRE_FRACTION, centre_region, chunk_grid, grid_shape
 from .preprocess import network_input
+from .raster import read_in_order
 
 
 @dataclass(frozen=True)
@@ -265,7 +265,7 @@ def score_canvas(
     A tile without valid pixels gets the map of an empty tile. Every tile read pastes its
     validity into the mosaic if one is given, and its pixels into the map's TilePixels with
     keep_pixels (the canvas at the network's scale: 78 MB for a whole observation at 1024 -> 128).
-    ``readers`` threads read tiles at once, each through its own handle (source.twin())."""
+    ``readers`` threads read tiles at once, each through its own handle (source.handles)."""
     cell = geometry.cell
     logits = np.zeros(geometry.cells, np.float32)
     valid_share = np.zeros(geometry.cells, np.float32)
@@ -308,9 +308,8 @@ def score_canvas(
         if progress is not None:
             progress((index + 1) / len(tiles))
 
-    with contextlib.ExitStack() as handles:
-        sources = [source] + [handles.enter_context(source.twin()) for _ in range(readers - 1)]
-        for index, (tile, (data, valid)) in enumerate(_prefetch(tiles, [functools.partial(read_window, s, geometry) for s in sources])):
+    with source.handles(readers) as sources:
+        for index, (tile, (data, valid)) in enumerate(read_in_order(tiles, [functools.partial(read_window, s, geometry) for s in sources])):
             if stop is not None and stop():
                 break
             score_tile(index, tile, data, valid)
@@ -362,44 +361,6 @@ class ChunkValidity:
             with np.errstate(invalid="ignore", divide="ignore"):
                 out.append(np.where(self.seen[region] == area, self.valid[region] / area, np.nan))
         return out[0], out[1]
-
-
-def _prefetch(tiles: List[Window], reads: List[Callable]) -> Iterator[Tuple[Window, Tuple[np.ndarray, np.ndarray]]]:
-    """(window, read(window)) in tile order, read ahead while the network runs by one thread per
-    read function (each its own dataset handle; GDAL releases the GIL while decoding), reader k
-    taking tiles k, k + n, ...; at most two windows per reader in memory."""
-    import queue
-    import threading
-
-    pending: List["queue.Queue"] = [queue.Queue(maxsize=1) for _ in reads]
-    done = threading.Event()
-
-    def reader(k: int, read: Callable):
-        try:
-            for tile in tiles[k :: len(reads)]:
-                if done.is_set():
-                    return
-                pending[k].put((tile, read(tile), None))
-        except BaseException as exc:  # handed to the consumer
-            pending[k].put((None, None, exc))
-
-    threads = [threading.Thread(target=reader, args=(k, read), name=f"window-reader-{k}", daemon=True) for k, read in enumerate(reads)]
-    for thread in threads:
-        thread.start()
-    try:
-        for index in range(len(tiles)):
-            tile, arrays, failure = pending[index % len(reads)].get()
-            if failure is not None:
-                raise failure
-            yield tile, arrays
-    finally:
-        done.set()
-        for k, thread in enumerate(threads):
-            while thread.is_alive():
-                try:
-                    pending[k].get_nowait()
-                except queue.Empty:
-                    thread.join(0.05)
 
 
 def paste_chunk_maps(geometry: MapGeometry, entries) -> Tuple[np.ndarray, np.ndarray]:

@@ -503,13 +503,15 @@ def test_the_block_cache_is_set_for_the_run_and_restored_unless_the_user_chose()
         gdal.SetConfigOption("GDAL_CACHEMAX", None)
 
 
-def test_decoding_threads_are_set_for_the_run_and_restored_unless_the_user_chose():
-    with raster.decode_threads():
+def test_decoding_threads_are_set_for_openjpeg_and_restored_unless_the_user_chose():
+    with raster.decode_threads("JP2OpenJPEG"):
         assert gdal.GetConfigOption("GDAL_NUM_THREADS") == "ALL_CPUS"
     assert gdal.GetConfigOption("GDAL_NUM_THREADS") is None
+    with raster.decode_threads("GTiff"):  # read by two threads instead
+        assert gdal.GetConfigOption("GDAL_NUM_THREADS") is None
     gdal.SetConfigOption("GDAL_NUM_THREADS", "1")
     try:
-        with raster.decode_threads():
+        with raster.decode_threads("JP2OpenJPEG"):
             assert gdal.GetConfigOption("GDAL_NUM_THREADS") == "1"
         assert gdal.GetConfigOption("GDAL_NUM_THREADS") == "1"
     finally:
@@ -519,11 +521,27 @@ def test_decoding_threads_are_set_for_the_run_and_restored_unless_the_user_chose
 def test_a_second_reading_thread_only_where_the_driver_decodes_on_one(tmp_path):
     with RasterSource(_empty_geotiff(tmp_path / "tiled.tif", 2_000, 3_000, gdal.GDT_UInt16, 256)) as source:
         assert source.driver == "GTiff" and source.parallel_readers() == min(raster.MAX_READERS, os.cpu_count())
-        with source.twin() as twin:
-            assert twin.info == source.info and twin.read(0, 0, 64, 64, 16, 16)[0].shape == (16, 16)
+        with source.handles(2) as (first, second):
+            assert first is source and second is not source and second.info == source.info
+            assert second.read(0, 0, 64, 64, 16, 16)[0].shape == (16, 16)
+        assert second._ds is None and source._ds is not None  # the extra handle closed, the source still open
     jp2 = tmp_path / "level.jp2"
     if gdal.GetDriverByName("JP2OpenJPEG") is None:
         pytest.skip("GDAL has no JP2OpenJPEG driver")
     gdal.Translate(str(jp2), str(tmp_path / "tiled.tif"), format="JP2OpenJPEG", srcWin=[0, 0, 256, 256])
     with RasterSource(str(jp2), require_crs=False) as source:
         assert source.driver == "JP2OpenJPEG" and source.parallel_readers() == 1
+
+
+def test_chunks_read_by_two_threads_come_in_grid_order_as_one_reads_them(make_raster):
+    from model.footprint import ValidityMosaic
+
+    r = make_raster(width=700, height=520, rotated_border=True, nodata=0, seed=4)
+    runs = []
+    with RasterSource(r.path) as source:
+        for readers in (1, 2):
+            mosaic = ValidityMosaic(700, 520, 2.0)
+            runs.append(([(s.window, s.valid_fraction, s.data.tobytes(), s.valid.tobytes()) for s in chunking.iter_chunks(source, 64, 32, 0.95, 32, mosaic, readers)], mosaic))
+    (one, mosaic_one), (two, mosaic_two) = runs
+    assert len(one) > 100 and one == two
+    assert np.array_equal(mosaic_one.valid, mosaic_two.valid) and mosaic_one.seen.all()
