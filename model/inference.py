@@ -22,7 +22,7 @@ from .footprint import ValidityMosaic
 from .grid import chunk_grid, chunk_wkt
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
-from .raster import RasterSource, block_cache, check_holds_a_chunk, decode_threads, gdal_exceptions, not_mars_warning
+from .raster import RasterSource, block_cache, check_holds_a_chunk, gdal_exceptions, not_mars_warning, reading_threads
 from .schema import LABEL_SUMMARY_FIELDS
 
 @dataclass
@@ -91,7 +91,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         check_holds_a_chunk(raster_path, info.width, info.height, chunk_size)
         total = chunk_count(source, chunk_size, stride)
         cache_bytes = source.grid_cache_bytes(chunk_size)
-        driver, readers = source.driver, source.parallel_readers()
+        driver = source.driver
     warning = not_mars_warning(raster_path, info.crs_wkt)
     if warning:
         reporter.warning(warning)
@@ -110,7 +110,8 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
             f"tiles: the chunks of stride {chunk_size}, see model/scoremap.py)" + ("; east-west mirror averaged" if options.tta else "")
         )
     mosaic = ValidityMosaic(info.width, info.height, chunk_size / input_size)
-    with block_cache(cache_bytes) as cache_note, decode_threads(driver):
+    readers = reading_threads()
+    with block_cache(cache_bytes) as cache_note:
         reporter.log(f"{cache_note}; {driver} read by {readers} thread(s)")
         if route == "map":
             chunks, score_map, network_seconds, rescored = _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter, mosaic, readers)
