@@ -42,6 +42,7 @@ class DetectOptions:
     scoring: str = "auto"
     probability_raster: str = ""  # GeoTIFF of the calibrated score map to write; "" = none
     tta: bool = False  # test-time augmentation: the mean logit of the image and its east-west mirror
+    readers: int = 0  # threads reading the raster at once; 0 = raster.reading_threads()
 
 
 SCORING_ROUTES = ("auto", "map", "chunk")
@@ -110,7 +111,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
             f"tiles: the chunks of stride {chunk_size}, see model/scoremap.py)" + ("; east-west mirror averaged" if options.tta else "")
         )
     mosaic = ValidityMosaic(info.width, info.height, chunk_size / input_size)
-    readers = reading_threads()
+    readers = options.readers or reading_threads()
     with block_cache(cache_bytes) as cache_note:
         reporter.log(f"{cache_note}; {driver} read by {readers} thread(s)")
         if route == "map":

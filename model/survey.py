@@ -20,6 +20,7 @@ no TensorFlow, and this module imports without Dask.
 """
 
 import contextlib
+import dataclasses
 import datetime
 import logging
 import os
@@ -332,7 +333,9 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
         counts = {"images": len(images), "skipped": len(images) - len(todo), DONE: 0, FAILED: 0}
         if todo:
             with dask_client(scheduler, workers, reporter) as (client, tensorflow_threads):
-                futures = {client.submit(survey_image, image, model_path, options, tensorflow_threads, pure=False): image for image in todo}
+                # A local cluster's workers share the cores: each reads its raster on its share only.
+                task_options = dataclasses.replace(options, readers=tensorflow_threads) if tensorflow_threads else options
+                futures = {client.submit(survey_image, image, model_path, task_options, tensorflow_threads, pure=False): image for image in todo}
                 for finished, future in enumerate(as_completed(futures), start=1):
                     outcome = _outcome_of(future, futures[future], KilledWorker)
                     store.record(outcome, name, version)

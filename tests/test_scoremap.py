@@ -255,3 +255,42 @@ def test_two_reading_threads_give_the_map_of_one(worker_python, tiny_model, make
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out == {"tiles": 48, "logits": True, "whole": True, "centre": True, "mosaic": True, "pixels": True}, out
+
+
+READERS_IN_DETECT = r"""
+import json, sys
+from model.inference import DetectOptions, detect
+from model.protocol import Reporter
+
+class Logs(Reporter):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def log(self, message):
+        self.lines.append(message)
+
+raster, model_path, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out = {}
+for stride in (chunk, chunk // 2):
+    for readers in (1, 2):
+        logs = Logs()
+        d = detect(raster, model_path, DetectOptions(stride=stride, readers=readers), logs)
+        out[f"{stride} {readers}"] = {"p": [c["probability"] for c in d.chunks], "route": d.summary["scoring"],
+                                      "said": [line for line in logs.lines if "read by" in line]}
+print(json.dumps(out))
+"""
+
+
+def test_detect_reads_with_the_threads_it_is_given_and_gets_the_same_chunks(worker_python, tiny_model, make_raster):
+    """DetectOptions.readers (a survey's local cluster gives each worker its share of the cores):
+    the log says how many threads read, and both routes score the same chunks alike."""
+    scene = make_raster(name="readers.tif", width=400, height=300, rotated_border=True, nodata=0, seed=6)
+    chunk = 64  # the tiny model's chunk (conftest.tiny_model)
+    done = helpers.run_worker_snippet(worker_python, READERS_IN_DETECT, scene.path, tiny_model.path, chunk)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for stride, route in ((chunk, "chunk"), (chunk // 2, "map")):
+        one, two = out[f"{stride} 1"], out[f"{stride} 2"]
+        assert one["route"] == two["route"] == route and len(one["p"]) > 4 and one["p"] == two["p"], (stride, one, two)
+        assert len(one["said"]) == 1 and "read by 1 thread(s)" in one["said"][0] and "read by 2 thread(s)" in two["said"][0]
