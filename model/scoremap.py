@@ -248,7 +248,6 @@ class ScoreMap:
         return float(self.logits[rows, cols].mean(dtype=np.float64))
 
 
-
 def score_canvas(
     source,
     geometry: MapGeometry,

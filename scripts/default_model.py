@@ -370,7 +370,8 @@ def _survey_share(network, meta, tiles, validation_obs, args) -> Dict:
 
 def _move_to_prior(meta, survey):
     """Calibration fitted on the (balanced) validation chunks, moved to a survey's share of icy
-    chunks (_survey_share). One fitted and moved by fine-tuning keeps its base's share."""
+    chunks (_survey_share). One already moved (by fine-tuning from a base, or by an earlier
+    rewrite) is moved back first (_fitted)."""
     fitted, share = _fitted(meta)
     meta["calibration"] = calibration.with_prior(fitted, share, survey["prior"])
     meta["calibration"]["prior"].update({k: v for k, v in survey.items() if k != "prior"})

@@ -258,26 +258,17 @@ def test_two_reading_threads_give_the_map_of_one(worker_python, tiny_model, make
 
 
 READERS_IN_DETECT = r"""
-import json, sys
+import io, json, sys
 from model.inference import DetectOptions, detect
 from model.protocol import Reporter
-
-class Logs(Reporter):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def log(self, message):
-        self.lines.append(message)
-
 raster, model_path, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
 out = {}
 for stride in (chunk, chunk // 2):
     for readers in (1, 2):
-        logs = Logs()
-        d = detect(raster, model_path, DetectOptions(stride=stride, readers=readers), logs)
-        out[f"{stride} {readers}"] = {"p": [c["probability"] for c in d.chunks], "route": d.summary["scoring"],
-                                      "said": [line for line in logs.lines if "read by" in line]}
+        stream = io.StringIO()
+        d = detect(raster, model_path, DetectOptions(stride=stride, readers=readers), Reporter(jsonl=True, stream=stream))
+        logs = [m["message"] for m in map(json.loads, stream.getvalue().splitlines()) if m["type"] == "log"]
+        out[f"{stride} {readers}"] = {"p": [c["probability"] for c in d.chunks], "route": d.summary["scoring"], "said": [line for line in logs if "read by" in line]}
 print(json.dumps(out))
 """
 
