@@ -31,7 +31,7 @@ def _detect(args, reporter: Reporter) -> None:
     from .report import detection_report
     from .vector import write_geopackage
 
-    options = dataclasses.replace(_detect_options(args), scoring=args.scoring, probability_raster=args.probability_raster or "", tta=args.tta)
+    options = dataclasses.replace(_detect_options(args), scoring=args.scoring, probability_raster=args.probability_raster or "")
     loaded = None
     if args.keep_models:
         from .warm import warm_model
@@ -59,7 +59,7 @@ def _detect_options(args):
     from .inference import DetectOptions
 
     return DetectOptions(chunk_size=args.chunk_size, stride=args.stride, min_valid=args.min_valid, batch_size=args.batch_size, icy_threshold=args.icy_threshold,
-                         hard_low=args.hard_low, band=args.band, category_rule=args.category_rule)
+                         hard_low=args.hard_low, band=args.band, category_rule=args.category_rule, tta=args.tta)
 
 
 def _survey(args, reporter: Reporter) -> None:
@@ -195,6 +195,9 @@ def _scoring_arguments(parser):
     parser.add_argument("--icy-threshold", type=float, default=rules.ICY_THRESHOLD)
     parser.add_argument("--hard-low", type=float, default=rules.HARD_LOW)
     parser.add_argument("--category-rule", choices=sorted(rules.CATEGORY_RULES), default=rules.DEFAULT_CATEGORY_RULE, help="image category rule (default: %(default)s, the paper's)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                        help="test-time augmentation (default: on): average the logits of each chunk and its east-west mirror; twice the network time, "
+                        "about a tenth more on a whole observation; --no-tta scores the image as it is")
 
 
 def _grid_arguments(parser, chunk_size_default):
@@ -222,7 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "scored alone; map: chunks read off the network's score map, made of the STRIDE = CHUNK grid's chunks, and those between them "
                         "that may hide a cut patch scored alone again (a dense grid for 1.4-1.6x the time of STRIDE = CHUNK)")
     detect.add_argument("--probability-raster", metavar="PATH", help="also write the ice probability of every score-map cell as a GeoTIFF in the raster's CRS")
-    detect.add_argument("--tta", action="store_true", help="test-time augmentation: average the logits of each chunk and its east-west mirror (twice the network time)")
     detect.set_defaults(run=_detect)
 
     survey = commands.add_parser("survey", help="detect over many rasters on a Dask cluster into one resumable GeoPackage")

@@ -201,8 +201,8 @@ def test_map_route_refused_where_chunks_miss_the_cells(worker_python, tiny_model
 
 
 def test_tta_is_invariant_to_an_east_west_mirror(worker_python, tiny_model, make_raster, tmp_path):
-    """With the mirror averaged in, an image and its east-west mirror give every chunk the same probability
-    (the mirrored chunk's), and TTA changes the probabilities of at least one chunk."""
+    """With the mirror averaged in (detect's default), an image and its east-west mirror give every chunk the
+    same probability (the mirrored chunk's), and --no-tta changes the probabilities of at least one chunk."""
     from osgeo import gdal
 
     scene = make_raster(name="tta.tif", width=256, height=128, seed=9, icy_chunk_size=64, icy_pattern=lambda r, c: c in (0, 1))
@@ -216,7 +216,7 @@ def test_tta_is_invariant_to_an_east_west_mirror(worker_python, tiny_model, make
         run = helpers.run_worker(worker_python, "detect", path, "--model", tiny_model.path, *extra).check()
         return {(c["row"], c["col"]): c["probability"] for c in run.result["chunks"]}
 
-    plain, tta, mirrored_tta = probabilities(scene.path), probabilities(scene.path, "--tta"), probabilities(mirrored_path, "--tta")
+    plain, tta, mirrored_tta = probabilities(scene.path, "--no-tta"), probabilities(scene.path), probabilities(mirrored_path, "--tta")
     cols = 1 + max(col for _, col in tta)
     assert {(row, cols - 1 - col): p for (row, col), p in mirrored_tta.items()} == pytest.approx(tta, abs=2e-5)
     assert max(abs(plain[k] - tta[k]) for k in tta) > 1e-4
