@@ -12,10 +12,12 @@ landforms; before and after, with the wall time.
 
     .venv/bin/python benchmarks/adaptation.py --base build/models/without-natural-shade.hiriseice \
         --family "natural shade" [--labels 50,100,200] [--review 100] [--pool 400] \
-        [--option learning_rate=3e-4 ...] [--json build/adaptation.json]
+        [--option learning_rate=3e-4 ...] [--recipe learning_rate=1e-3,weight_share=0.5 ...] \
+        [--json build/adaptation.json]
 
---option sets a training job option (as the train algorithm's parameters do) to compare
-fine-tuning recipes on the same labels and test set; without it every run uses the defaults.
+--option sets a training job option (as the train algorithm's parameters do) for every run;
+without it every run uses the defaults. Each --recipe (options joined by commas) repeats the runs
+with those options as well, to compare fine-tuning recipes on the same labels and test set.
 """
 
 import argparse
@@ -139,6 +141,7 @@ def main():
     parser.add_argument("--labels", default="50,100,200")
     parser.add_argument("--review", type=int, default=100, help="chunks labelled in review_rank order (0: none)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a training job option, e.g. learning_rate=3e-4")
+    parser.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]", help="also run with these options (repeatable)")
     parser.add_argument("--log", action="store_true", help="print each retraining's log")
     parser.add_argument("--pool", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7, help="the recipe's seed: the same split and test set")
@@ -160,14 +163,17 @@ def main():
     if args.review:
         runs.append((f"review_rank {args.review}", review_order(mosaic, args.base)[: args.review]))
     options = dict(_option(text) for text in args.option)
+    recipes = [("", {})] + [(text, dict(_option(part) for part in text.split(","))) for text in args.recipe]
     rows = [dict(run="base model, not retrained", labels=0, icy=0, minutes=0.0, **score(args.base, test, args.family))]
-    for name, cells in runs:
-        out = os.path.join(args.work, name.replace(" ", "-") + ".hiriseice")
-        seconds = retrain(mosaic, labels, cells, args.base, out, options, TrainingLog() if args.log else SilentReporter())
-        rows.append(dict(run=name, labels=len(cells), icy=sum(labels[i][1] for i in cells), minutes=round(seconds / 60, 1), **score(out, test, args.family)))
-        print(json.dumps(rows[-1]), flush=True)
+    for recipe_name, recipe_options in recipes:
+        for name, cells in runs:
+            name = f"{name} {recipe_name}".strip()
+            out = os.path.join(args.work, name.replace(" ", "-").replace(",", "_") + ".hiriseice")
+            seconds = retrain(mosaic, labels, cells, args.base, out, {**options, **recipe_options}, TrainingLog() if args.log else SilentReporter())
+            rows.append(dict(run=name, labels=len(cells), icy=sum(labels[i][1] for i in cells), minutes=round(seconds / 60, 1), **score(out, test, args.family)))
+            print(json.dumps(rows[-1]), flush=True)
     with open(args.json, "w", encoding="utf-8") as handle:
-        json.dump({"family": args.family, "base": args.base, "pool": args.pool, "options": options, "rows": rows}, handle, indent=1)
+        json.dump({"family": args.family, "base": args.base, "pool": args.pool, "options": options, "recipes": args.recipe, "rows": rows}, handle, indent=1)
     print(f"| run | labels (icy) | AUC {args.family} | recall | other families' AUC | FPR real terrain | FPR hard landforms | minutes |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
