@@ -9,7 +9,7 @@ external overviews under a hard-linked second name (no second copy of the pixels
 
 Then, each detect in a fresh worker-like process, per format: chunks, wall time (loading the
 model, and again with it loaded, as a warm worker's later images), end-to-end chunks/s, the network alone on as many chunks from memory (same model, same batch, the runtime
-detect uses: model/runtime.py), peak RSS,
+detect uses: model/runtime.py, each chunk and its mirror as detect's default TTA), peak RSS,
 GDAL's decimated reads with and without overviews / resolution levels, STRIDE = CHUNK/2
 against STRIDE = CHUNK (both scoring routes), and the paper's way: write every 1024-px chunk
 to a file, then load and classify the files. --memory-4x adds detect on a 2 x 2 mosaic (VRT) of
@@ -84,8 +84,10 @@ sys.path.insert(0, {repo!r})
 import numpy as np
 from model import modelfile, runtime
 from model.chunking import iter_chunks
+from model.inference import DetectOptions
 from model.preprocess import network_input
 from model.raster import RasterSource, gdal_exceptions
+mirror = DetectOptions().tta  # as detect scores by default: each chunk and its east-west mirror
 network, metadata = modelfile.load({model!r})
 size, input_size = metadata["chunk_size"], metadata["input_size"]
 images = []
@@ -102,7 +104,9 @@ scorer(batches[0])  # building the graph is start-up, not the network's speed
 t = time.monotonic()
 for batch in batches:
     scorer(batch)
-print(json.dumps({{"network_chunks_per_s": {chunks} / (time.monotonic() - t), "runtime": scorer.name}}))
+    if mirror:
+        scorer(np.ascontiguousarray(batch[:, :, ::-1]))
+print(json.dumps({{"network_chunks_per_s": {chunks} / (time.monotonic() - t), "runtime": scorer.name, "mirror": mirror}}))
 """
 
 PAPER_CHILD = PEAK_RSS + r"""

@@ -120,7 +120,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "chunk is read off this map, and the chunks between the map's tiles that may hide a patch cut by their edges are "
             "scored alone again: such a grid costs about 1.5x the grid at STRIDE = CHUNK, not 4x.</p>"
             "<p><b>Mirror test-time augmentation</b> (TTA, advanced, on by default): each chunk is also scored mirrored east-west (which "
-            "keeps the sun's side) and the two logits averaged: twice the network time (about a tenth more on a whole observation), "
+            "keeps the sun's side) and the two logits averaged: twice the network time (a few per cent more on a whole observation, a quarter more with STRIDE = CHUNK/2), "
             "for 0.004-0.008 more ROC AUC on every kind of ice and no more false alarms on the default model's held-out observations. "
             "Untick it for a quick first look.</p>"
             "<p>Every destination is checked before the network starts. A table named in a GeoPackage "
