@@ -216,11 +216,19 @@ def replay_set(train: Examples, count: int, seed: int):
     return {"images": train.images[keep], "labels": train.labels[keep], "kinds": train.kinds[keep]}
 
 
+def card_path(out: str) -> str:
+    """The shipped card for the shipped model; any other model's card beside it (MODEL.md)."""
+    if os.path.abspath(out) == os.path.abspath(modelfile.default_model_path()):
+        return os.path.join(REPO, "resources", "models", "MODEL_CARD.md")
+    return os.path.splitext(out)[0] + ".md"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--terrain", action="append", default=None, help="terrain folder (repeatable; default: ../shared/data/hirise-terrain and hirise-terrain-v1)")
     parser.add_argument("--out", default=modelfile.default_model_path())
-    parser.add_argument("--card", default=os.path.join(REPO, "resources", "models", "MODEL_CARD.md"))
+    parser.add_argument("--card", default="", help="where to write the card (default: the bundled card for the bundled model, else beside --out, "
+                        "so that a trial run never rewrites the shipped model's card)")
     parser.add_argument("--json", default="", help="also write the test measurement here")
     parser.add_argument("--compare", default=os.path.join(REPO, "build", "previous-default.json"), help="the previous default's measurement (--evaluate --json) for the card, if present")
     parser.add_argument("--transfer", default=os.path.join(REPO, "build", "lofo", "*.json"), help="glob of the leave-one-family-out measurements for the card")
@@ -251,6 +259,7 @@ def main(argv=None):
     if missing:
         sys.exit(f"error: {', '.join(missing)} has no tiles/: the default model needs ../shared/data/hirise-terrain and hirise-terrain-v1")
 
+    args.card = args.card or card_path(args.out)
     if args.card_only:
         from model_card import model_card
 

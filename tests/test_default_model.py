@@ -91,7 +91,8 @@ def run_recipe(worker_python, *args):
 
 def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_it_measured(worker_python, shared_data, tmp_path):
     """scripts/train_default_model on a few real crops with a tiny network: a leave-one-family-out
-    run, then the all-families run whose card carries that run's row and the model's own numbers."""
+    run, then the all-families run whose card, written beside it and not over the shipped card,
+    carries that run's row and the model's own numbers."""
     common = ["--terrain", shared_data / "hirise-terrain", "--terrain", shared_data / "hirise-terrain-v1", "--limit", 90,
               "--epochs", 1, "--input-size", 32, "--widths", "8,16,16,16,16", "--replay", 40]
     fold, fold_json = tmp_path / "without.hiriseice", tmp_path / "lofo" / "stone-field.json"
@@ -100,8 +101,11 @@ def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_i
     assert measured["held_out_family"] == "stone field"
     assert modelfile.read_metadata(str(fold))["training"]["families"] == ["natural shade", "crater wall", "rendered caster"]
 
-    model, card = tmp_path / "all.hiriseice", tmp_path / "card.md"
-    run_recipe(worker_python, *common, "--out", model, "--card", card, "--transfer", str(tmp_path / "lofo" / "*.json"))
+    shipped_card = helpers.REPO_ROOT / "resources" / "models" / "MODEL_CARD.md"
+    shipped = shipped_card.read_bytes()
+    model, card = tmp_path / "all.hiriseice", tmp_path / "all.md"  # a trial's card goes beside its model
+    run_recipe(worker_python, *common, "--out", model, "--transfer", str(tmp_path / "lofo" / "*.json"))
+    assert shipped_card.read_bytes() == shipped
     text = card.read_text(encoding="utf-8")
     held = measured["families"]["stone field"]
     epochs = measured["epochs"]
