@@ -12,7 +12,7 @@ landforms; before and after, with the wall time.
 
     .venv/bin/python benchmarks/adaptation.py --base build/models/without-natural-shade.hiriseice \
         --family "natural shade" [--labels 50,100,200] [--review 100] [--pool 400] \
-        [--option learning_rate=3e-4 ...] [--recipe learning_rate=1e-3,weight_share=0.5 ...] \
+        [--option learning_rate=3e-4 ...] [--recipe learning_rate=3e-4,epochs=20 ...] \
         [--json build/adaptation.json]
 
 --option sets a training job option (as the train algorithm's parameters do) for every run;
