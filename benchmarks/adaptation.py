@@ -166,8 +166,8 @@ def main():
     recipes = [("", {})] + [(text, dict(_option(part) for part in text.split(","))) for text in args.recipe]
     rows = [dict(run="base model, not retrained", labels=0, icy=0, minutes=0.0, **score(args.base, test, args.family))]
     for recipe_name, recipe_options in recipes:
-        for name, cells in runs:
-            name = f"{name} {recipe_name}".strip()
+        for labelling, cells in runs:
+            name = f"{labelling} {recipe_name}".strip()
             out = os.path.join(args.work, name.replace(" ", "-").replace(",", "_") + ".hiriseice")
             seconds = retrain(mosaic, labels, cells, args.base, out, {**options, **recipe_options}, TrainingLog() if args.log else SilentReporter())
             rows.append(dict(run=name, labels=len(cells), icy=sum(labels[i][1] for i in cells), minutes=round(seconds / 60, 1), **score(out, test, args.family)))

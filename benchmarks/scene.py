@@ -103,9 +103,7 @@ scorer = runtime.logit_scorer(network)  # what detect scores with
 scorer(batches[0])  # building the graph is start-up, not the network's speed
 t = time.monotonic()
 for batch in batches:
-    scorer(batch)
-    if mirror:
-        scorer(np.ascontiguousarray(batch[:, :, ::-1]))
+    runtime.chunk_logits(scorer, batch, mirror)
 print(json.dumps({{"network_chunks_per_s": {chunks} / (time.monotonic() - t), "runtime": scorer.name, "mirror": mirror}}))
 """
 

@@ -300,10 +300,7 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
                 logits = scoremap.whole_chunk_logits(maps)
                 pasted.extend((item[0].row, item[0].col, m, item[4]) for item, m in zip(batch, maps))
             else:
-                logits = scorer(images[..., None])
-                if options.tta:
-                    mirrored = scorer(np.ascontiguousarray(images[:, :, ::-1, None]))
-                    logits = (logits + mirrored) / 2.0
+                logits = runtime.chunk_logits(scorer, images[..., None], options.tta)
             network_seconds += time.monotonic() - t0
             probabilities = calibration.apply(logits, metadata.get("calibration"))
             for (window, whole, centre, _, _), p in zip(batch, probabilities):

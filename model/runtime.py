@@ -165,6 +165,14 @@ def logit_scorer(network):
     return _scorers[network]
 
 
+def chunk_logits(scorer, images: np.ndarray, mirror: bool) -> np.ndarray:
+    """Logits of (n, s, s, 1) chunk images; with mirror, the mean with their east-west mirrors (detect's TTA)."""
+    logits = scorer(images)
+    if mirror:
+        logits = (logits + scorer(np.ascontiguousarray(images[:, :, ::-1]))) / 2.0
+    return logits
+
+
 def map_scorer(network, widths):
     """As logit_scorer, for the network's score map: (n, h, w, 1) float32 inputs, h and w multiples
     of its cell, to (n, h / cell, w / cell, 1) logit maps."""
