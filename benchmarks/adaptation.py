@@ -13,7 +13,7 @@ landforms; before and after, with the wall time.
     .venv/bin/python benchmarks/adaptation.py --base build/models/without-natural-shade.hiriseice \
         --family "natural shade" [--labels 50,100,200] [--review 100] [--pool 400] \
         [--option learning_rate=3e-4 ...] [--recipe learning_rate=3e-4,epochs=20 ...] \
-        [--json build/adaptation.json]
+        [--draw 8] [--json build/adaptation.json]
 
 --option sets a training job option (as the train algorithm's parameters do) for every run;
 without it every run uses the defaults. Each --recipe (options joined by commas) repeats the runs
@@ -145,6 +145,7 @@ def main():
     parser.add_argument("--log", action="store_true", help="print each retraining's log")
     parser.add_argument("--pool", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7, help="the recipe's seed: the same split and test set")
+    parser.add_argument("--draw", type=int, help="seed of the mosaic and the labels drawn from it (default: --seed); the split stays --seed's")
     parser.add_argument("--work", default=os.path.join(REPO, "build", "adaptation"))
     parser.add_argument("--json", default=os.path.join(REPO, "build", "adaptation.json"))
     args = parser.parse_args()
@@ -156,8 +157,9 @@ def main():
     train_obs, _validation, test_obs = recipe.split_observations(tiles, args.seed)
     test = recipe.build_test_set([t for t in tiles if t["observation"] in test_obs], args.seed + 1, modelfile.read_metadata(args.base)["input_size"])
     mosaic = os.path.join(args.work, "mosaic.tif")
-    labels = write_mosaic([t for t in tiles if t["observation"] in train_obs], args.family, args.pool, args.seed, mosaic)
-    rng = np.random.default_rng(args.seed)
+    draw = args.seed if args.draw is None else args.draw
+    labels = write_mosaic([t for t in tiles if t["observation"] in train_obs], args.family, args.pool, draw, mosaic)
+    rng = np.random.default_rng(draw)
     random_order = rng.permutation(len(labels)).tolist()
     runs = [(f"random {n}", random_order[:n]) for n in (int(n) for n in args.labels.split(","))]
     if args.review:
@@ -173,7 +175,7 @@ def main():
             rows.append(dict(run=name, labels=len(cells), icy=sum(labels[i][1] for i in cells), minutes=round(seconds / 60, 1), **score(out, test, args.family)))
             print(json.dumps(rows[-1]), flush=True)
     with open(args.json, "w", encoding="utf-8") as handle:
-        json.dump({"family": args.family, "base": args.base, "pool": args.pool, "options": options, "recipes": args.recipe, "rows": rows}, handle, indent=1)
+        json.dump({"family": args.family, "base": args.base, "pool": args.pool, "draw": draw, "options": options, "recipes": args.recipe, "rows": rows}, handle, indent=1)
     print(f"| run | labels (icy) | AUC {args.family} | recall | other families' AUC | FPR real terrain | FPR hard landforms | minutes |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:

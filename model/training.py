@@ -70,6 +70,13 @@ class TrainOptions:
     # Validation groups to keep (e.g. a base model's, so continuing never validates on chunks it
     # trained on); None splits anew.
     validation_groups: Optional[Sequence[str]] = None
+    # Share of each replay example's target taken from the base model's own probability rather than
+    # its label (finetune.REPLAY_DISTILLATION; 0: labels only).
+    distill: float = finetune.REPLAY_DISTILLATION
+    # Replay examples in each epoch per training chunk (finetune.REPLAY_RATIO).
+    replay_ratio: float = finetune.REPLAY_RATIO
+    # Share of the way back to the base's weights after each step (finetune.ANCHOR_PULL), when continuing.
+    anchor: float = finetune.ANCHOR_PULL
     extra_metadata: Dict = field(default_factory=dict)
 
 
@@ -173,17 +180,18 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     train_x, train_y = images_u8[train_mask], labels[train_mask]
     val_x, val_y = _to_float(images_u8[val_mask]), labels[val_mask].astype(np.float32)
     n_train = len(train_y)
-    mix = finetune.ReplayMix(replay, n_train, options.seed) if replay is not None else None
+    mix = finetune.ReplayMix(replay, int(round(options.replay_ratio * n_train)), options.seed) if replay is not None else None
     n_replay = mix.per_epoch if mix else 0
     pool_x = np.concatenate([train_x, mix.pool["images"]]) if n_replay else train_x
     pool_y = np.concatenate([train_y, mix.pool["labels"].astype(np.int32)]) if n_replay else train_y
     epoch_size = n_train + n_replay
     if mix:
-        reporter.log(mix.describe())
+        reporter.log(mix.describe(options.distill))
     batch_size = max(1, min(options.batch_size, epoch_size))
     steps = int(np.ceil(epoch_size / batch_size))
     positives = int(train_y.sum()) + (mix.icy if mix else 0)
     class_weight = {0: epoch_size / (2.0 * max(epoch_size - positives, 1)), 1: epoch_size / (2.0 * max(positives, 1))}
+    pool_weights = np.where(pool_y == 1, class_weight[1], class_weight[0]).astype(np.float32)
 
     scorer = logit_model(network)  # shares the network's layers, so it scores the current weights
 
@@ -191,13 +199,17 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         x = images_u8_or_float if images_u8_or_float.dtype == np.float32 else _to_float(images_u8_or_float)
         return np.asarray(scorer.predict(x, batch_size=batch_size, verbose=0)).reshape(-1) if len(x) else np.zeros(0)
 
+    pool_targets = pool_y.astype(np.float32)
     if fine_tuning:  # scored before training changes the shared weights
         base_logits = {"validation": logits_of(val_x), "held_out": logits_of(mix.held_out["images"]) if mix else None,
                        "rehearsed_ice_free": logits_of(mix.ice_free()) if mix else None}
+        if n_replay and options.distill:
+            pool_targets[n_train:] = finetune.replay_targets(mix.pool["labels"], logits_of(mix.pool["images"]), options.distill)
     frozen = finetune.freeze_batch_norm(network) if freeze else 0
     warmup_steps = finetune.warmup_steps(steps, epochs) if warmup else 0
     rate = finetune.warmup_schedule(learning_rate, warmup_steps) if warmup else learning_rate
-    reporter.log(f"learning rate {learning_rate:g}" + (f", warmed up over {warmup_steps} steps" if warmup else "") + (f"; {frozen} batch-norm layers keep the base model's statistics" if frozen else ""))
+    reporter.log(f"learning rate {learning_rate:g}" + (f", warmed up over {warmup_steps} steps" if warmup else "") + (f"; {frozen} batch-norm layers keep the base model's statistics" if frozen else "")
+                 + (f"; each step pulls the weights {options.anchor:.0%} of the way back to the base model's" if fine_tuning and options.anchor else ""))
     network.compile(
         optimizer=keras.optimizers.Adam(rate),
         loss=keras.losses.BinaryCrossentropy(),
@@ -216,7 +228,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         def __getitem__(self, index):
             rng = np.random.default_rng([options.seed, self.epoch, index])
             chosen = self.order[index * batch_size : (index + 1) * batch_size]
-            return augment_batch(_to_float(pool_x[chosen]), rng, options.augment), pool_y[chosen].astype(np.float32)
+            return augment_batch(_to_float(pool_x[chosen]), rng, options.augment), pool_targets[chosen], pool_weights[chosen]
 
         def on_epoch_end(self):
             rng = np.random.default_rng([options.seed, self.epoch])
@@ -255,7 +267,8 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
             )
 
     started = time.monotonic()
-    network.fit(Batches(), validation_data=(val_x, val_y), epochs=epochs, class_weight=class_weight, callbacks=[Monitor()], verbose=0, shuffle=False)
+    callbacks = [Monitor()] + ([finetune.anchor_to_start(network, options.anchor)] if fine_tuning and options.anchor else [])
+    network.fit(Batches(), validation_data=(val_x, val_y), epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
     reporter.progress(1.0)  # early stopping ends the epochs before the bar does
     if state["best_weights"] is not None:
         network.set_weights(state["best_weights"])
@@ -315,6 +328,8 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         warmup_steps=warmup_steps,
         frozen_batch_norm_layers=frozen,
         replay=mix.record() if mix else None,
+        replay_distillation=options.distill if mix else None,
+        anchor=options.anchor if fine_tuning else None,
         augment=options.augment,
         seed=options.seed,
         chunks=int(len(labels)),
@@ -344,6 +359,9 @@ def _options_from_job(job: Dict) -> TrainOptions:
         chunk_size=int(job.get("chunk_size") or 0),  # 0: decided by tuned_chunk_size
         widths=tuple(job.get("widths") or defaults.widths),
         name=job.get("name") or os.path.splitext(os.path.basename(job["output_model"]))[0],
+        distill=float(job["distill"]) if job.get("distill") is not None else finetune.REPLAY_DISTILLATION,
+        replay_ratio=float(job["replay_ratio"]) if job.get("replay_ratio") is not None else finetune.REPLAY_RATIO,
+        anchor=float(job["anchor"]) if job.get("anchor") is not None else finetune.ANCHOR_PULL,
     )
 
 

@@ -126,6 +126,13 @@ def test_balanced_replay_draws():
     assert len(set(drawn.tolist())) == 20 and y[drawn].sum() == 6
 
 
+def test_replay_targets_blend_the_label_with_the_base_models_probability():
+    labels, logits = np.array([1, 0, 1]), np.array([0.0, 2.0, -40.0])
+    assert np.allclose(finetune.replay_targets(labels, logits, 0.0), labels)
+    assert np.allclose(finetune.replay_targets(labels, logits, 1.0), [0.5, 1 / (1 + math.exp(-2.0)), 0.0])
+    assert np.allclose(finetune.replay_targets(labels, logits, 0.5), [0.75, 0.5 / (1 + math.exp(-2.0)), 0.5])
+
+
 def test_replay_split_keeps_both_classes_apart_and_whole():
     replay = {"images": np.zeros((50, 4, 4), np.uint8), "labels": np.array([1] * 20 + [0] * 30), "kinds": np.array(["ice"] * 20 + ["terrain"] * 30)}
     replay["images"][:, 0, 0] = np.arange(50)
@@ -252,6 +259,9 @@ for a, b in zip(base_net.layers, tuned_net.layers):
     if a.get_weights():
         (bn if type(a).__name__ == "BatchNormalization" else other).append(same)
 out["weights_unchanged"] = {"batch_norm": bn, "other": other}
+# Pulled all the way back after every step, the anchored run ends where the base began.
+anchored, _ = modelfile.load(plan["anchored"])
+out["anchored_max_change"] = max(float(np.abs(x - z).max()) for a, b in zip(base_net.layers, anchored.layers) for x, z in zip(a.get_weights(), b.get_weights()))
 print(json.dumps(out))
 """
 
@@ -290,6 +300,7 @@ def finetune_runs(tiny_model, training_data, worker_python, tmp_path_factory):
     a_file.write_text("not a folder")
     jobs = {
         "tuned": job_for(folder, "tuned", scene, scene_labels, base_model=str(base)),
+        "anchored": job_for(folder, "anchored", scene, scene_labels, base_model=str(base), anchor=1.0),
         "broken": job_for(folder, "broken", scene, scene_labels, base_model=str(base), learning_rate=5.0),
         "narrow at 64 px": job_for(folder, "narrow64", narrow, narrow_labels, base_model=tiny_model.path, chunk_size=64),
         "narrow at 20 px": job_for(folder, "narrow20", narrow, narrow_labels, base_model=tiny_model.path, chunk_size=20),
@@ -298,7 +309,7 @@ def finetune_runs(tiny_model, training_data, worker_python, tmp_path_factory):
         "unwritable report": job_for(folder, "unwritable_report", scene, scene_labels, report=str(a_file / "r.html")),
     }
     plan = {"tiny": tiny_model.path, "base": str(base), "base_raster": training_data.raster.path, "base_labels": training_data.labels,
-            "tuned": str(folder / "tuned.hiriseice"), "jobs": jobs}
+            "tuned": str(folder / "tuned.hiriseice"), "anchored": str(folder / "anchored.hiriseice"), "jobs": jobs}
     done = helpers.run_worker_snippet(worker_python, WORKER, helpers.write_job(folder / "plan.json", plan), timeout=900)
     assert done.returncode == 0, done.stderr[-5000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -331,9 +342,9 @@ def test_tuned_at_the_label_chunks_size_and_recorded(finetune_runs):
 def test_fine_tuning_lowers_the_rate_warms_up_and_keeps_batch_norm(finetune_runs):
     run = succeeded(finetune_runs, "tuned")
     training = modelfile.read_metadata(str(finetune_runs["folder"] / "tuned.hiriseice"))["training"]
-    # 27 training chunks + 27 replay examples in batches of 8: 7 steps an epoch, 14 in all, a fifth of them rounded up
+    # 27 training chunks + 28 replay examples in batches of 8: 7 steps an epoch, 14 in all, a fifth of them rounded up
     assert (training["learning_rate"], training["warmup_steps"], training["frozen_batch_norm_layers"]) == (1e-4, 3, 6)
-    assert "learning rate 0.0001, warmed up over 3 steps; 6 batch-norm layers keep the base model's statistics" in logs(run)
+    assert "learning rate 0.0001, warmed up over 3 steps; 6 batch-norm layers keep the base model's statistics; each step pulls the weights 1% of the way back to the base model's" in logs(run)
     unchanged = finetune_runs["out"]["weights_unchanged"]
     assert unchanged["batch_norm"] == [True] * 6
     assert not any(unchanged["other"])  # every convolution and the classifier moved
@@ -342,11 +353,13 @@ def test_fine_tuning_lowers_the_rate_warms_up_and_keeps_batch_norm(finetune_runs
 
 def test_replay_is_mixed_into_training_never_into_validation_and_carried_forward(finetune_runs, training_data):
     run = succeeded(finetune_runs, "tuned")
-    # 36 replay examples (18 icy): 4 + 4 held out, 28 in the pool; 27 of them a epoch, as many as the user's training chunks
-    assert "replay: 27 of the base model's 28 replay examples (14 icy) in each epoch; 8 more held out to check what it still knows" in logs(run)
+    # 36 replay examples (18 icy): 4 + 4 held out, 28 in the pool; three times the user's 27 training chunks wanted, the whole pool drawn
+    assert ("replay: 28 of the base model's 28 replay examples (14 icy) in each epoch, aimed 50% at the base model's own probability and 50% at their label;"
+            " 8 more held out to check what it still knows") in logs(run)
     tuned = str(finetune_runs["folder"] / "tuned.hiriseice")
     metadata = modelfile.read_metadata(tuned)
-    assert metadata["training"]["replay"] == {"per_epoch": 27, "pool": 28, "held_out": 8}
+    assert metadata["training"]["replay"] == {"per_epoch": 28, "pool": 28, "held_out": 8}
+    assert (metadata["training"]["replay_distillation"], metadata["training"]["anchor"]) == (finetune.REPLAY_DISTILLATION, finetune.ANCHOR_PULL)
     assert (metadata["metrics"]["validation_chunks"], metadata["training"]["chunks"]) == (9, 36)  # the user's chunks only
     assert metadata["replay"] == {"examples": 36, "icy": 18, "kinds": {"blob": 18, "terrain": 18}}
     base, carried = modelfile.load_replay(finetune_runs["base"]), modelfile.load_replay(tuned, "BASE_MODEL")
@@ -356,6 +369,12 @@ def test_replay_is_mixed_into_training_never_into_validation_and_carried_forward
     with gdal_exceptions(), RasterSource(training_data.raster.path) as source:
         expected = labels.chunks_from_polygons(source, training_data.labels, CHUNK, helpers.TINY_INPUT_SIZE, DEFAULT_NORMALISATION)
     assert np.array_equal(base["images"], np.stack([s.image for s in expected])) and base["images"].dtype == np.uint8
+
+
+def test_an_anchor_of_one_keeps_the_base_weights(finetune_runs):
+    succeeded(finetune_runs, "anchored")
+    assert finetune_runs["out"]["anchored_max_change"] < 1e-6
+    assert modelfile.read_metadata(str(finetune_runs["folder"] / "anchored.hiriseice"))["training"]["anchor"] == 1.0
 
 
 def test_the_guard_scores_both_models_on_the_same_chunks(finetune_runs):
