@@ -10,7 +10,9 @@ Job file keys: rasters [{path, band, labels [{wkt, label}], exclude [wkt]}] (geo
 raster's CRS), label_mode "chunks" | "outlines", chunk_size (0 or absent: the label polygons'
 size, else the base model's, else 1024), input_size, min_valid, base_model, epochs (0 or absent: 30, or 10 from a base model), batch_size,
 validation_fraction, learning_rate (0 or absent: 1e-3, or 1e-4 from a base model), patience,
-augment ("none" | "lighting" | "full"), seed, widths, name, output_model, report.
+augment ("none" | "lighting" | "full"), seed, widths, name, output_model, report; from a base
+model also replay_ratio, distill and anchor (finetune.py's REPLAY_RATIO, REPLAY_DISTILLATION,
+ANCHOR_PULL).
 """
 
 import os
