@@ -12,6 +12,7 @@ rotated footprint of every HiRISE RDR whether or not the file declares it.
 import contextlib
 import os
 import queue
+import re
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Tuple
@@ -288,6 +289,13 @@ def not_a_raster_error(path: str, gdal_message: str) -> RasterError:
 
 
 def damaged_raster_error(path: str, gdal_message: str) -> DamagedRasterError:
+    missing = re.match(r"(.+?): No such file or directory", gdal_message.strip())
+    if missing and os.path.abspath(missing.group(1)) != os.path.abspath(path):
+        # A VRT or a detached label whose pixels live in another file: nothing is truncated.
+        return DamagedRasterError(
+            f"'{path}' refers to '{missing.group(1)}' for its pixels, and that file cannot be found. "
+            "Put it back where the reference says (or rebuild the VRT), then run again."
+        )
     return DamagedRasterError(
         f"'{path}' is damaged: GDAL opened it but cannot decode its pixels ({gdal_message.strip()}). The file is probably "
         "truncated by an interrupted download or copy: download it again and check its size against the archive's."

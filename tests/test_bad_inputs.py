@@ -90,6 +90,16 @@ def test_a_truncated_jpeg2000_is_named_damaged(tiny_model, tmp_path):
     assert "download it again" in out
 
 
+def test_a_vrt_whose_source_is_gone_names_the_missing_file(tiny_model, tmp_path):
+    source = helpers.generate_raster(tmp_path, name="source.tif", width=256, height=256)
+    vrt = str(tmp_path / "mosaic.vrt")
+    assert gdal.BuildVRT(vrt, [source.path]) is not None
+    os.remove(source.path)
+    done, out_folder = run_detect(tiny_model, vrt, tmp_path)
+    out = assert_refused_cleanly(done, out_folder, f"'{vrt}' refers to '{source.path}' for its pixels, and that file cannot be found.")
+    assert "Put it back where the reference says (or rebuild the VRT)" in out and "download it again" not in out
+
+
 @pytest.mark.parametrize("data_type, kind", [(gdal.GDT_Float32, "floating-point values (Float32)"), (gdal.GDT_CFloat32, "complex values (CFloat32)")])
 def test_float_and_complex_rasters_are_refused_before_the_worker(tiny_model, tmp_path, data_type, kind):
     raster = write_typed_geotiff(tmp_path / "DTEEC_000000_0000.tif", data_type)

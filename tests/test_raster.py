@@ -295,6 +295,15 @@ def test_multi_band_rasters_are_the_mean_of_their_bands_and_invalid_where_any_ba
     assert np.array_equal(data, bands[1].astype(np.float32))
 
 
+def test_the_log_says_which_bands_a_multi_band_raster_is_scored_from(make_raster):
+    from model.inference import _bands_read
+
+    one, three = make_raster(width=32, height=32), make_raster(width=32, height=32, band_count=3)
+    with RasterSource(one.path) as a, RasterSource(three.path) as b, RasterSource(three.path, band=2) as c:
+        said = [_bands_read(source.info) for source in (a, b, c)]
+    assert said == ["", ", read as the mean of its 3 bands (BAND picks one)", ", band 2 read"]
+
+
 @pytest.mark.parametrize("band", [-1, 4])
 def test_a_band_that_does_not_exist_is_explained(make_raster, band):
     r = make_raster(width=32, height=32, band_count=3)
