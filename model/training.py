@@ -136,6 +136,19 @@ def _require_both_classes(labels: np.ndarray, masks: Dict[str, np.ndarray], spli
             )
 
 
+def hard_label_metric(metric_class, name: str):
+    """A Keras metric scored against the label a target stands for (>= 0.5: icy): a distilled
+    replay example's target lies between its label and the base model's probability
+    (finetune.replay_targets), and an accuracy against 0.75 or 0.25 would count it wrong."""
+    import keras
+
+    class HardLabel(metric_class):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            return super().update_state(keras.ops.cast(y_true >= 0.5, "float32"), y_pred, sample_weight)
+
+    return HardLabel(name=name)
+
+
 def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str], options: TrainOptions, reporter: Reporter = None, base=None, should_stop=None, replay: Optional[Dict] = None) -> Dict:
     """Train on uint8 chunk images (n, s, s). base: (network, metadata) to fine-tune; replay: the
     base's replay set (modelfile.load_replay), mixed into every epoch, never into validation.
@@ -215,7 +228,8 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     network.compile(
         optimizer=keras.optimizers.Adam(rate),
         loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall"), keras.metrics.AUC(name="auc")],
+        metrics=[hard_label_metric(keras.metrics.BinaryAccuracy, "accuracy"), hard_label_metric(keras.metrics.Precision, "precision"),
+                 hard_label_metric(keras.metrics.Recall, "recall"), hard_label_metric(keras.metrics.AUC, "auc")],
     )
 
     class Batches(keras.utils.PyDataset):

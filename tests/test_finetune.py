@@ -259,6 +259,12 @@ for a, b in zip(base_net.layers, tuned_net.layers):
     if a.get_weights():
         (bn if type(a).__name__ == "BatchNormalization" else other).append(same)
 out["weights_unchanged"] = {"batch_norm": bn, "other": other}
+# Metrics read a distilled target as the label it stands for.
+from model.training import hard_label_metric
+import keras
+accuracy = hard_label_metric(keras.metrics.BinaryAccuracy, "accuracy")
+accuracy.update_state(np.array([[0.75], [0.25], [0.6], [0.4]]), np.array([[0.9], [0.1], [0.2], [0.3]]))
+out["hard_label_accuracy"] = float(accuracy.result())
 # Pulled all the way back after every step, the anchored run ends where the base began.
 anchored, _ = modelfile.load(plan["anchored"])
 out["anchored_max_change"] = max(float(np.abs(x - z).max()) for a, b in zip(base_net.layers, anchored.layers) for x, z in zip(a.get_weights(), b.get_weights()))
@@ -369,6 +375,10 @@ def test_replay_is_mixed_into_training_never_into_validation_and_carried_forward
     with gdal_exceptions(), RasterSource(training_data.raster.path) as source:
         expected = labels.chunks_from_polygons(source, training_data.labels, CHUNK, helpers.TINY_INPUT_SIZE, DEFAULT_NORMALISATION)
     assert np.array_equal(base["images"], np.stack([s.image for s in expected])) and base["images"].dtype == np.uint8
+
+
+def test_training_metrics_read_distilled_targets_as_their_labels(finetune_runs):
+    assert finetune_runs["out"]["hard_label_accuracy"] == 0.75  # three of four on the right side of 0.5
 
 
 def test_an_anchor_of_one_keeps_the_base_weights(finetune_runs):
