@@ -144,9 +144,12 @@ class ReplayMix:
         """Indices into the pool for one epoch."""
         return balanced_draw(self.pool["labels"], self.count, rng)
 
+    def ice_free_mask(self) -> np.ndarray:
+        return np.asarray(self.pool["labels"]) == 0
+
     def ice_free(self) -> np.ndarray:
         """The pool's ice-free examples: what hold_false_alarms keeps the base's rate on."""
-        return self.pool["images"][np.asarray(self.pool["labels"]) == 0]
+        return self.pool["images"][self.ice_free_mask()]
 
     def describe(self, distill: float) -> str:
         targets = f", aimed {distill:.0%} at the base model's own probability and {1 - distill:.0%} at their label" if distill else ""
@@ -161,8 +164,7 @@ def replay_targets(labels: np.ndarray, base_logits: np.ndarray, share: float) ->
     """Soft targets for replay examples: (1 - share) x label + share x the base's probability.
     A label only says which side of 0.5 an example belongs; the base's probability also says how
     sure it was, which is what a survey's false alarms and the other families' ranking rest on."""
-    probabilities = 1.0 / (1.0 + np.exp(-np.asarray(base_logits, np.float64)))
-    return ((1.0 - share) * np.asarray(labels, np.float64) + share * probabilities).astype(np.float32)
+    return ((1.0 - share) * np.asarray(labels, np.float64) + share * calibration.sigmoid(base_logits)).astype(np.float32)
 
 
 def score(probabilities: np.ndarray, labels: np.ndarray, kinds: Optional[np.ndarray] = None) -> Dict:

@@ -48,15 +48,6 @@ class DetectOptions:
 
 
 SCORING_ROUTES = ("auto", "map", "chunk")
-
-
-def _bands_read(info) -> str:
-    """Which bands a multi-band raster is scored from (raster.py's band rule), for the log."""
-    if info.band_count == 1:
-        return ""
-    if len(info.bands) == 1:
-        return f", band {info.bands[0]} read"
-    return f", read as the mean of its {len(info.bands)} bands (BAND picks one)"
 # The map route's screen. A chunk between the map's tiles gets its map value from tiles that each
 # saw only part of it, which hides a patch cut by the tiles' edges (0.14 from the map, 0.84 alone,
 # in tests/test_default_model.py). Such a chunk reaching this probability is scored alone again,
@@ -109,7 +100,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         reporter.warning(warning)
     label = label_fields(raster_path, reporter)
     reporter.log(
-        f"{info.image_id}: {info.width} x {info.height} px, {info.band_count} band(s) {info.data_type}{_bands_read(info)}; "
+        f"{info.image_id}: {info.width} x {info.height} px, {info.band_count} band(s) {info.data_type}{info.bands_read}; "
         f"{total} grid chunks of {chunk_size} px, stride {stride}, read at {input_size} px"
     )
 

@@ -75,6 +75,15 @@ class RasterInfo:
         return image_id_of(self.path)
 
     @property
+    def bands_read(self) -> str:
+        """Which bands the pixels are read from (the band rule above), for a log line."""
+        if self.band_count == 1:
+            return ""
+        if len(self.bands) == 1:
+            return f", band {self.bands[0]} read"
+        return f", read as the mean of its {len(self.bands)} bands (BAND picks one)"
+
+    @property
     def pixel_size(self) -> float:
         g = self.geotransform
         return float(np.hypot(g[1], g[4]))

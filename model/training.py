@@ -190,6 +190,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     learning_rate = options.learning_rate or (finetune.FINE_TUNE_LEARNING_RATE if fine_tuning else finetune.SCRATCH_LEARNING_RATE)
     epochs = options.epochs or (finetune.FINE_TUNE_EPOCHS if fine_tuning else finetune.SCRATCH_EPOCHS)
     warmup = fine_tuning if options.warmup is None else options.warmup
+    anchor = options.anchor if fine_tuning else 0.0
     freeze = fine_tuning if options.freeze_batch_norm is None else options.freeze_batch_norm
 
     train_x, train_y = images_u8[train_mask], labels[train_mask]
@@ -216,15 +217,16 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
 
     pool_targets = pool_y.astype(np.float32)
     if fine_tuning:  # scored before training changes the shared weights
+        pool_logits = logits_of(mix.pool["images"]) if mix else None
         base_logits = {"validation": logits_of(val_x), "held_out": logits_of(mix.held_out["images"]) if mix else None,
-                       "rehearsed_ice_free": logits_of(mix.ice_free()) if mix else None}
+                       "rehearsed_ice_free": pool_logits[mix.ice_free_mask()] if mix else None}
         if n_replay and options.distill:
-            pool_targets[n_train:] = finetune.replay_targets(mix.pool["labels"], logits_of(mix.pool["images"]), options.distill)
+            pool_targets[n_train:] = finetune.replay_targets(mix.pool["labels"], pool_logits, options.distill)
     frozen = finetune.freeze_batch_norm(network) if freeze else 0
     warmup_steps = finetune.warmup_steps(steps, epochs) if warmup else 0
     rate = finetune.warmup_schedule(learning_rate, warmup_steps) if warmup else learning_rate
     reporter.log(f"learning rate {learning_rate:g}" + (f", warmed up over {warmup_steps} steps" if warmup else "") + (f"; {frozen} batch-norm layers keep the base model's statistics" if frozen else "")
-                 + (f"; each step pulls the weights {options.anchor:.0%} of the way back to the base model's" if fine_tuning and options.anchor else ""))
+                 + (f"; each step pulls the weights {anchor:.0%} of the way back to the base model's" if anchor else ""))
     network.compile(
         optimizer=keras.optimizers.Adam(rate),
         loss=keras.losses.BinaryCrossentropy(),
@@ -283,7 +285,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
             )
 
     started = time.monotonic()
-    callbacks = [Monitor()] + ([finetune.anchor_to_start(network, options.anchor)] if fine_tuning and options.anchor else [])
+    callbacks = [Monitor()] + ([finetune.anchor_to_start(network, anchor)] if anchor else [])
     network.fit(Batches(), validation_data=(val_x, val_y), epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
     reporter.progress(1.0)  # early stopping ends the epochs before the bar does
     if state["best_weights"] is not None:
@@ -345,7 +347,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         frozen_batch_norm_layers=frozen,
         replay=mix.record() if mix else None,
         replay_distillation=options.distill if mix else None,
-        anchor=options.anchor if fine_tuning else None,
+        anchor=anchor if fine_tuning else None,
         augment=options.augment,
         seed=options.seed,
         chunks=int(len(labels)),

@@ -296,11 +296,9 @@ def test_multi_band_rasters_are_the_mean_of_their_bands_and_invalid_where_any_ba
 
 
 def test_the_log_says_which_bands_a_multi_band_raster_is_scored_from(make_raster):
-    from model.inference import _bands_read
-
     one, three = make_raster(width=32, height=32), make_raster(width=32, height=32, band_count=3)
     with RasterSource(one.path) as a, RasterSource(three.path) as b, RasterSource(three.path, band=2) as c:
-        said = [_bands_read(source.info) for source in (a, b, c)]
+        said = [source.info.bands_read for source in (a, b, c)]
     assert said == ["", ", read as the mean of its 3 bands (BAND picks one)", ", band 2 read"]
 
 
