@@ -7,7 +7,17 @@ import os
 from typing import List, Tuple
 
 from osgeo import gdal
-from qgis.core import QgsApplication, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterDefinition, QgsProcessingParameterRasterLayer, QgsRasterLayer
+from qgis.core import (
+    QgsApplication,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterRasterLayer,
+    QgsRasterLayer,
+)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -79,6 +89,65 @@ def gdal_errors_unprinted():
         gdal.PopErrorHandler()
 
 
+def missing_path_message(path: str, kind: str) -> str:
+    """Why a path names no file, with the fix; empty where it names one."""
+    if os.path.isfile(path):
+        return ""
+    if os.path.isdir(path):
+        survey = ", or run Survey many images (hiriseice:survey) on the whole folder" if kind == "raster" else ""
+        return f"'{path}' is a folder, not a {kind} file. Give one file in it{survey}."
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        return f"'{path}' cannot be found: its folder '{folder}' does not exist. Check the path (a typo, or a drive not mounted)."
+    return f"'{path}' cannot be found: there is no file '{os.path.basename(path)}' in '{folder}'. Check the name (a typo, or the file moved)."
+
+
+def unreadable_vector_message(path: str, polygons_only: bool) -> str:
+    """Why a file cannot be a vector (or polygon) layer, with the fix; empty where it can."""
+    from osgeo import ogr
+
+    with gdal_errors_unprinted():
+        source = ogr.Open(path)
+    if source is None:
+        return f"'{path}' exists but is not a vector layer GDAL can read. Give a GeoPackage or shapefile, e.g. an output of Detect ice patches."
+    polygons = (ogr.wkbPolygon, ogr.wkbMultiPolygon, ogr.wkbCurvePolygon, ogr.wkbMultiSurface, ogr.wkbUnknown)
+    if polygons_only and not any(ogr.GT_Flatten(layer.GetGeomType()) in polygons for layer in source):
+        return f"'{path}' holds no polygon layer, and this parameter takes polygons: chunk polygons (the output of Detect ice patches) or drawn outlines."
+    return ""
+
+
+def unloadable_layer_message(value, kind: str, context) -> str:
+    """Why a layer parameter's path cannot be loaded as a ``kind`` (layer_kind) layer, with the
+    fix; empty where it can, or where it is not a plain path (a layer of the project, a /vsi path,
+    a bare name), so QGIS's own check decides. QGIS says "not found" of a missing file, a folder
+    and an unreadable raster alike, and "Incorrect parameter value" of a list."""
+    if not isinstance(value, str) or not value or value.startswith("/vsi"):
+        return ""
+    path = value.split("|", 1)[0]  # a vector source's "|layername=..." suffix
+    project = context.project() if context is not None else None
+    if not os.path.dirname(path) or (project is not None and (project.mapLayer(value) or project.mapLayersByName(value))):
+        return ""
+    missing = missing_path_message(path, "raster" if kind == "raster" else "vector")
+    if missing:
+        return missing
+    return unreadable_raster_message(path) if kind == "raster" else unreadable_vector_message(path, kind == "polygon")
+
+
+def layer_kind(definition) -> str:
+    """"raster", "polygon", "vector" or "" (not a layer parameter) for a parameter definition."""
+    if isinstance(definition, QgsProcessingParameterRasterLayer):
+        return "raster"
+    if isinstance(definition, QgsProcessingParameterMultipleLayers):
+        return {QgsProcessing.SourceType.TypeRaster: "raster", QgsProcessing.SourceType.TypeVectorPolygon: "polygon"}.get(definition.layerType(), "vector")
+    if isinstance(definition, QgsProcessingParameterFeatureSource):
+        return "polygon" if definition.dataTypes() == [QgsProcessing.SourceType.TypeVectorPolygon] else "vector"
+    return ""
+
+
+def layer_paths(value) -> List:
+    return [value] if isinstance(value, str) else [item for item in value if isinstance(item, str)] if isinstance(value, (list, tuple)) else []
+
+
 class RasterLayerParameter(QgsProcessingParameterRasterLayer):
     """A raster layer parameter whose layer, when given as a path, is loaded without PAM.
 
@@ -123,15 +192,16 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         return QCoreApplication.translate("HiriseIce", text)
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's names from here on)
-        """QGIS's own check, but a raster file that exists and is not a raster is said to be that,
-        not "not found" as QGIS says of every raster layer it cannot load."""
-        ok, message = super().checkParameterValues(parameters, context)
-        if not ok:
-            for definition in self.parameterDefinitions():
-                value = parameters.get(definition.name())
-                if isinstance(definition, RasterLayerParameter) and isinstance(value, str) and os.path.isfile(value):
-                    message = unreadable_raster_message(value) or message
-        return ok, message
+        """A layer path that cannot be loaded is said to be missing, a folder, or not a raster or
+        polygon layer (unloadable_layer_message) before QGIS tries: QGIS says "not found" or
+        "Incorrect parameter value" of all of them, and prints a mesh driver's complaint."""
+        for definition in self.parameterDefinitions():
+            kind = layer_kind(definition)
+            for value in layer_paths(parameters.get(definition.name())) if kind else []:
+                message = unloadable_layer_message(value, kind, context)
+                if message:
+                    return False, message
+        return super().checkParameterValues(parameters, context)
 
     def createInstance(self):  # noqa: N802
         return type(self)()
@@ -160,9 +230,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         with gdal_without_pam(), gdal_errors_unprinted():
             layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None:
-            value = parameters.get(name)
-            unreadable = unreadable_raster_message(value) if isinstance(value, str) and os.path.isfile(value) else ""
-            raise QgsProcessingException(unreadable or self.invalidRasterError(parameters, name))
+            raise QgsProcessingException(unloadable_layer_message(parameters.get(name), "raster", context) or self.invalidRasterError(parameters, name))
         return layer
 
     def style_output(self, context, destination: str, qml: str) -> None:

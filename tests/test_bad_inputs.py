@@ -69,6 +69,20 @@ def test_a_text_file_named_tif_is_not_a_raster_rather_than_not_found(tiny_model,
     assert "not found" not in out and "Give a HiRISE image: GeoTIFF, JP2 with its .LBL" in out
 
 
+@pytest.mark.parametrize("where", ["missing file", "missing folder", "folder"])
+def test_a_path_that_is_no_file_says_what_is_there_rather_than_not_found(tiny_model, tmp_path, where):
+    given = {"missing file": tmp_path / "ESP_000003_0000_RED.tif", "missing folder": tmp_path / "unmounted" / "ESP_000003_0000_RED.tif",
+             "folder": tmp_path / "observations"}[where]
+    if where == "folder":
+        given.mkdir()
+    expected = {"missing file": f"'{given}' cannot be found: there is no file 'ESP_000003_0000_RED.tif' in '{tmp_path}'. Check the name",
+                "missing folder": f"'{given}' cannot be found: its folder '{tmp_path / 'unmounted'}' does not exist. Check the path",
+                "folder": f"'{given}' is a folder, not a raster file. Give one file in it, or run Survey many images (hiriseice:survey) on the whole folder."}[where]
+    done, out_folder = run_detect(tiny_model, given, tmp_path)
+    out = assert_refused_cleanly(done, out_folder, expected)
+    assert "not found" not in out and " -m model " not in out
+
+
 def test_a_truncated_geotiff_is_named_damaged(tiny_model, tmp_path):
     whole = helpers.generate_raster(tmp_path, name="whole.tif", width=256, height=256)
     cut = truncated_copy(whole.path, tmp_path / "ESP_000001_0000_RED.tif")
@@ -246,3 +260,34 @@ def test_a_disk_that_fills_while_the_worker_scores_fails_once_and_leaves_nothing
     assert "Traceback" not in out and "ERROR 1:" not in out, out[-3000:]
     assert out.count("ERROR:") == 1 and "OUTPUT: the chunk layer could not be written" in out and "the file was removed." in out, out[-3000:]
     assert os.listdir(out_folder) == []
+
+
+def write_points(path) -> str:
+    """A GeoPackage of points: a layer the label parameters cannot take."""
+    from osgeo import ogr
+
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = source.CreateLayer("points", geom_type=ogr.wkbPoint)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(ogr.CreateGeometryFromWkt("POINT (10 -10)"))
+    layer.CreateFeature(feature)
+    source = None
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["missing raster in a list", "points as labels"])
+def test_train_names_the_layer_it_cannot_load_rather_than_an_incorrect_value(tmp_path, case):
+    raster = helpers.generate_raster(tmp_path, name="scene.tif", width=256, height=256)
+    missing = tmp_path / "ESP_000004_0000_RED.tif"
+    rasters = f"{raster.path};{missing}" if case == "missing raster in a list" else raster.path
+    labels = write_points(tmp_path / "points.gpkg") if case == "points as labels" else str(tmp_path / "labels.gpkg")
+    out_folder = tmp_path / "out"
+    out_folder.mkdir()
+    done = qs.qgis_process(
+        "run", "hiriseice:train", "--", f"RASTERS={rasters}", f"LABELS={labels}",
+        f"OUTPUT_MODEL={out_folder / 'model.hiriseice'}", f"REPORT={out_folder / 'report.html'}",
+    )
+    expected = {"missing raster in a list": f"'{missing}' cannot be found: there is no file 'ESP_000004_0000_RED.tif' in '{tmp_path}'.",
+                "points as labels": f"'{labels}' holds no polygon layer, and this parameter takes polygons"}[case]
+    out = assert_refused_cleanly(done, out_folder, expected)
+    assert "Incorrect parameter value" not in out

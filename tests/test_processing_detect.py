@@ -484,11 +484,6 @@ def assert_said_once(output: str, text: str):
     assert output.count("ERROR:") == 1, output[-3000:]
 
 
-def test_qgis_process_says_a_missing_raster_once(qgis_process_error, tmp_path):
-    output = qgis_process_error(INPUT=tmp_path / "ESP_000000_0000_RED.tif")
-    assert_said_once(output, "Could not load source layer for INPUT")
-
-
 def test_qgis_process_says_a_raster_without_crs_once(qgis_process_error, make_raster):
     output = qgis_process_error(INPUT=make_raster(name="no_crs.tif", crs=None).path, CHUNK_SIZE=CHUNK)
     assert_said_once(output, "has no coordinate reference system")
