@@ -22,7 +22,7 @@ from .footprint import ValidityMosaic
 from .grid import chunk_grid, chunk_wkt
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
-from .raster import RasterSource, block_cache, check_holds_a_chunk, gdal_exceptions, not_mars_warning, reading_threads
+from .raster import RasterSource, block_cache, check_holds_a_chunk, coarse_pixel_warning, gdal_exceptions, not_mars_warning, reading_threads
 from .schema import LABEL_SUMMARY_FIELDS
 
 @dataclass
@@ -95,9 +95,9 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         total = chunk_count(source, chunk_size, stride)
         cache_bytes = source.grid_cache_bytes(chunk_size)
         driver = source.driver
-    warning = not_mars_warning(raster_path, info.crs_wkt)
-    if warning:
-        reporter.warning(warning)
+    for warning in (not_mars_warning(raster_path, info.crs_wkt), coarse_pixel_warning(raster_path, info.crs_wkt, info.pixel_size, chunk_size)):
+        if warning:
+            reporter.warning(warning)
     label = label_fields(raster_path, reporter)
     reporter.log(
         f"{info.image_id}: {info.width} x {info.height} px, {info.band_count} band(s) {info.data_type}{info.bands_read}; "

@@ -33,6 +33,9 @@ INTEGER_TYPES = ("Byte", "Int8", "UInt16", "Int16", "UInt32", "Int32", "UInt64",
 
 # Mars's radii (polar 3376.2 km, equatorial 3396.19 km) with room for the local radii of RDR CRSs.
 MARS_RADIUS_RANGE_M = (3.30e6, 3.45e6)
+# HiRISE map products are 0.25 to 2 m per pixel (RED RDRs 0.25 or 0.5 m, COLOR and reduced cubes
+# 1-2 m); coarser pixels are a browse image, another instrument's or a mosaic.
+HIRISE_COARSEST_PIXEL_M = 5.0
 
 SUPPORTED_FORMATS = "a HiRISE image: GeoTIFF, JP2 with its .LBL, ISIS3 cube or PDS image"
 
@@ -343,6 +346,30 @@ def not_mars_warning(name: str, crs_wkt: str) -> str:
         f"'{name}' is georeferenced on a body of radius {radius / 1000:.0f} km ({srs.GetName()}), not on Mars (3396 km): its chunk "
         "polygons will lie there. If it is a HiRISE image, assign its Mars CRS (Raster > Projections > Assign Projection, or "
         "gdal_edit.py -a_srs) and run again."
+    )
+
+
+def pixel_metres(crs_wkt: str, pixel_size: float) -> float:
+    """A pixel's size in metres: map units of a projected CRS, degrees of a geographic one on its
+    body's equator; nan where the CRS is unknown."""
+    srs = osr.SpatialReference()
+    if not crs_wkt or srs.SetFromUserInput(crs_wkt) != 0:
+        return float("nan")
+    if srs.IsGeographic():
+        return pixel_size * np.pi / 180.0 * srs.GetSemiMajor()
+    return pixel_size * srs.GetLinearUnits()
+
+
+def coarse_pixel_warning(name: str, crs_wkt: str, pixel_size: float, chunk_size: int) -> str:
+    """A warning when the pixels are far coarser than HiRISE's: a chunk then spans kilometres, and
+    metre-sized ice patches fall below a pixel. Empty for HiRISE's scales or an unknown CRS."""
+    metres = pixel_metres(crs_wkt, pixel_size)
+    if not metres > HIRISE_COARSEST_PIXEL_M:
+        return ""
+    return (
+        f"'{name}' has {metres:.3g} m pixels, coarser than any HiRISE map product (0.25-2 m), so each {chunk_size}-px chunk spans "
+        f"{metres * chunk_size / 1000:.3g} km and ice patches a few metres across are smaller than a pixel. If it is a browse or "
+        "reduced image, detect on the full-resolution product (RDR) instead; the scores of this one say little."
     )
 
 

@@ -476,6 +476,20 @@ def test_only_a_crs_off_mars_is_warned_about():
         assert raster.not_mars_warning("m.tif", wkt) == ""
 
 
+def test_only_pixels_far_coarser_than_hirise_are_warned_about():
+    mars = helpers.mars_equirectangular_wkt()
+    for metres in (0.25, 0.5, 1.0, 2.0):
+        assert raster.coarse_pixel_warning("r.tif", mars, metres, 1024) == ""
+    warning = raster.coarse_pixel_warning("browse.tif", mars, 25.0, 1024)
+    assert "'browse.tif' has 25 m pixels, coarser than any HiRISE map product (0.25-2 m), so each 1024-px chunk spans 25.6 km" in warning
+    assert "detect on the full-resolution product (RDR)" in warning
+    geographic = osr.SpatialReference()
+    geographic.SetGeogCS("Mars 2000", "D_Mars_2000", "Mars_2000_IAU_IAG", 3396190.0, 169.894447)
+    assert raster.coarse_pixel_warning("g.tif", geographic.ExportToWkt(), 5e-6, 1024) == ""  # 0.30 m at the equator
+    assert "has 593 m pixels" in raster.coarse_pixel_warning("g.tif", geographic.ExportToWkt(), 0.01, 1024)
+    assert raster.coarse_pixel_warning("n.tif", "", 100.0, 1024) == ""
+
+
 def _empty_geotiff(path, width, height, data_type, block_height):
     """A sparse tiled GeoTIFF: GDAL writes no tile of it, so any size is cheap."""
     options = ["TILED=YES", "BLOCKXSIZE=256", f"BLOCKYSIZE={block_height}", "SPARSE_OK=TRUE"]
