@@ -13,11 +13,15 @@ landforms; before and after, with the wall time.
     .venv/bin/python benchmarks/adaptation.py --base build/models/without-natural-shade.hiriseice \
         --family "natural shade" [--labels 50,100,200] [--review 100] [--pool 400] \
         [--option learning_rate=3e-4 ...] [--recipe learning_rate=3e-4,epochs=20 ...] \
-        [--draw 8] [--json build/adaptation.json]
+        [--draw 8] [--rounds 2 [--cumulative]] [--json build/adaptation.json]
 
 --option sets a training job option (as the train algorithm's parameters do) for every run;
 without it every run uses the defaults. Each --recipe (options joined by commas) repeats the runs
 with those options as well, to compare fine-tuning recipes on the same labels and test set.
+--rounds goes round the paper's loop: each further round labels as many cells of a new mosaic (a
+new image of the same kind of ice), chosen the same way (at random, or in the review_rank order of
+the model it retrains), and retrains the previous round's model; with --cumulative it gives the
+earlier rounds' labels as well, as a geologist who keeps every labelled layer does.
 """
 
 import argparse
@@ -102,10 +106,11 @@ class TrainingLog(SilentReporter):
         print(message, file=sys.stderr, flush=True)
 
 
-def retrain(mosaic, labels, cells, base, out, options, reporter):
+def retrain(labelled, base, out, options, reporter):
+    """labelled: [(mosaic path, its cell labels, the cells labelled)], one per image."""
     from model.training import run_job
 
-    job = {"rasters": [{"path": mosaic, "labels": [{"wkt": labels[i][0], "label": labels[i][1]} for i in cells]}],
+    job = {"rasters": [{"path": mosaic, "labels": [{"wkt": labels[i][0], "label": labels[i][1]} for i in cells]} for mosaic, labels, cells in labelled],
            "label_mode": "chunks", "chunk_size": CELL, "base_model": base, "output_model": out, **options}
     started = time.monotonic()
     run_job(job, reporter)
@@ -146,6 +151,8 @@ def main():
     parser.add_argument("--pool", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7, help="the recipe's seed: the same split and test set")
     parser.add_argument("--draw", type=int, help="seed of the mosaic and the labels drawn from it (default: --seed); the split stays --seed's")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the loop, each on a new mosaic from the previous round's model")
+    parser.add_argument("--cumulative", action="store_true", help="each round gives the earlier rounds' labels as well")
     parser.add_argument("--work", default=os.path.join(REPO, "build", "adaptation"))
     parser.add_argument("--json", default=os.path.join(REPO, "build", "adaptation.json"))
     args = parser.parse_args()
@@ -156,26 +163,38 @@ def main():
     tiles = recipe.load_tiles([os.path.join(recipe.SHARED, name) for name in recipe.TERRAIN_FOLDERS])
     train_obs, _validation, test_obs = recipe.split_observations(tiles, args.seed)
     test = recipe.build_test_set([t for t in tiles if t["observation"] in test_obs], args.seed + 1, modelfile.read_metadata(args.base)["input_size"])
-    mosaic = os.path.join(args.work, "mosaic.tif")
     draw = args.seed if args.draw is None else args.draw
-    labels = write_mosaic([t for t in tiles if t["observation"] in train_obs], args.family, args.pool, draw, mosaic)
-    rng = np.random.default_rng(draw)
-    random_order = rng.permutation(len(labels)).tolist()
-    runs = [(f"random {n}", random_order[:n]) for n in (int(n) for n in args.labels.split(","))]
-    if args.review:
-        runs.append((f"review_rank {args.review}", review_order(mosaic, args.base)[: args.review]))
+    train_tiles = [t for t in tiles if t["observation"] in train_obs]
+    mosaics = []  # one per round: (path, its cell labels), each a new image of the family's ice
+    for round_index in range(args.rounds):
+        path = os.path.join(args.work, "mosaic.tif" if round_index == 0 else f"mosaic-round-{round_index + 1}.tif")
+        mosaics.append((path, write_mosaic(train_tiles, args.family, args.pool, draw + 1000 * round_index, path)))
+
+    def chosen_cells(how, count, round_index, model):
+        if how == "random":
+            return np.random.default_rng(draw + 1000 * round_index).permutation(len(mosaics[round_index][1]))[:count].tolist()
+        return review_order(mosaics[round_index][0], model)[:count]
+
+    runs = [("random", int(n)) for n in args.labels.split(",")] + ([("review_rank", args.review)] if args.review else [])
     options = dict(_option(text) for text in args.option)
     recipes = [("", {})] + [(text, dict(_option(part) for part in text.split(","))) for text in args.recipe]
     rows = [dict(run="base model, not retrained", labels=0, icy=0, minutes=0.0, **score(args.base, test, args.family))]
     for recipe_name, recipe_options in recipes:
-        for labelling, cells in runs:
-            name = f"{labelling} {recipe_name}".strip()
-            out = os.path.join(args.work, name.replace(" ", "-").replace(",", "_") + ".hiriseice")
-            seconds = retrain(mosaic, labels, cells, args.base, out, {**options, **recipe_options}, TrainingLog() if args.log else SilentReporter())
-            rows.append(dict(run=name, labels=len(cells), icy=sum(labels[i][1] for i in cells), minutes=round(seconds / 60, 1), **score(out, test, args.family)))
-            print(json.dumps(rows[-1]), flush=True)
+        for how, count in runs:
+            model, labelled = args.base, []
+            for round_index in range(args.rounds):
+                path, labels = mosaics[round_index]
+                cells = chosen_cells(how, count, round_index, model)
+                labelled = (labelled if args.cumulative else []) + [(path, labels, cells)]
+                name = " ".join(part for part in (f"{how} {count}", f"round {round_index + 1}" if args.rounds > 1 else "", recipe_name) if part)
+                out = os.path.join(args.work, name.replace(" ", "-").replace(",", "_") + ".hiriseice")
+                seconds = retrain(labelled, model, out, {**options, **recipe_options}, TrainingLog() if args.log else SilentReporter())
+                rows.append(dict(run=name, labels=sum(len(c) for _, _, c in labelled), icy=sum(l[i][1] for _, l, c in labelled for i in c),
+                                 minutes=round(seconds / 60, 1), **score(out, test, args.family)))
+                print(json.dumps(rows[-1]), flush=True)
+                model = out
     with open(args.json, "w", encoding="utf-8") as handle:
-        json.dump({"family": args.family, "base": args.base, "pool": args.pool, "draw": draw, "options": options, "recipes": args.recipe, "rows": rows}, handle, indent=1)
+        json.dump({"family": args.family, "base": args.base, "pool": args.pool, "draw": draw, "rounds": args.rounds, "cumulative": args.cumulative, "options": options, "recipes": args.recipe, "rows": rows}, handle, indent=1)
     print(f"| run | labels (icy) | AUC {args.family} | recall | other families' AUC | FPR real terrain | FPR hard landforms | minutes |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
