@@ -78,29 +78,40 @@ def fit_platt(logits: Sequence[float], labels: Sequence[int], iterations: int = 
     return {"method": "platt", "a": float(a), "b": float(b)}
 
 
-def reliability(probabilities: Sequence[float], labels: Sequence[int], bins: int = 10) -> List[Dict]:
-    """Per probability bin: mean predicted probability, observed icy share, count."""
+def prior_weights(labels: Sequence[int], prior: float) -> np.ndarray:
+    """Per-example weights under which a share ``prior`` of these examples is icy (importance
+    weights for a change of class prior): a calibration moved to a survey's share (with_prior) is
+    judged on a test set of another share as the survey would meet it."""
+    y = np.asarray(labels, np.float64)
+    share = y.mean()
+    return np.where(y > 0.5, prior / share, (1.0 - prior) / (1.0 - share))
+
+
+def reliability(probabilities: Sequence[float], labels: Sequence[int], bins: int = 10, weights: Optional[Sequence[float]] = None) -> List[Dict]:
+    """Per probability bin: mean predicted probability, observed icy share, count (each example
+    counted with its weight, when given)."""
     p = np.asarray(probabilities, np.float64)
     y = np.asarray(labels, np.float64)
+    w = np.ones_like(p) if weights is None else np.asarray(weights, np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     index = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
     table = []
     for i in range(bins):
         members = index == i
-        n = int(members.sum())
+        n = float(w[members].sum())
         table.append(
             {
                 "low": float(edges[i]),
                 "high": float(edges[i + 1]),
-                "count": n,
-                "mean_predicted": float(p[members].mean()) if n else None,
-                "observed": float(y[members].mean()) if n else None,
+                "count": int(members.sum()) if weights is None else n,
+                "mean_predicted": float(np.average(p[members], weights=w[members])) if n else None,
+                "observed": float(np.average(y[members], weights=w[members])) if n else None,
             }
         )
     return table
 
 
-def expected_calibration_error(probabilities: Sequence[float], labels: Sequence[int], bins: int = 10) -> float:
-    table = reliability(probabilities, labels, bins)
+def expected_calibration_error(probabilities: Sequence[float], labels: Sequence[int], bins: int = 10, weights: Optional[Sequence[float]] = None) -> float:
+    table = reliability(probabilities, labels, bins, weights)
     total = sum(row["count"] for row in table)
-    return float(sum(row["count"] * abs(row["mean_predicted"] - row["observed"]) for row in table if row["count"]) / max(total, 1))
+    return float(sum(row["count"] * abs(row["mean_predicted"] - row["observed"]) for row in table if row["count"]) / max(total, 1e-12))

@@ -166,6 +166,23 @@ def save(keras_model, metadata: Dict, path: str, replay: Optional[Dict] = None) 
         files.commit(partial, path)
 
 
+def store_metadata(path: str, metadata: Dict) -> None:
+    """Write ``metadata`` into the model file ``path`` (e.g. a new measurement of its weights),
+    its network and replay set copied byte for byte; atomically, like save. The weights' and
+    replay's checksums must stay those of the file."""
+    stored = read_metadata(path)
+    for key in ("weights_sha256", "replay_sha256"):
+        if metadata.get(key) != stored.get(key):
+            raise ValueError(f"the metadata's {key} is not the model file's: it describes other weights")
+    partial = files.prepare(path)
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
+        for member in source.infolist():
+            if member.filename != METADATA_MEMBER:
+                archive.writestr(member, source.read(member.filename))
+    files.commit(partial, path)
+
+
 def load_replay(path: str, parameter: str = "MODEL") -> Optional[Dict]:
     """The model file's replay set ({"images", "labels", "kinds"} as in save), or None when it has none. No TensorFlow."""
     path = resolve_model_path(path)

@@ -186,9 +186,20 @@ def evaluate(network, meta, test: Examples) -> Dict:
         "false_positive_rate_at_0.5": fpr,
         "ece": calibration.expected_calibration_error(p, test.labels),
         "ece_uncalibrated": calibration.expected_calibration_error(calibration.sigmoid(logits), test.labels),
+        **_ece_at_survey_share(p, test.labels, meta.get("calibration")),
         "reliability": calibration.reliability(p, test.labels),
         "by_size": by_size(p, test),
     }
+
+
+def _ece_at_survey_share(p, labels, fitted) -> Dict:
+    """The ECE with the test examples weighted to the share of icy chunks the calibration was
+    moved to (calibration.with_prior): the test set's own share differs, and at it a calibration
+    meant for a survey reads as miscalibrated by the change of prior alone."""
+    prior = ((fitted or {}).get("prior") or {}).get("prior")
+    if not prior:
+        return {}
+    return {"ece_at_survey_share": {"share": float(prior), "ece": calibration.expected_calibration_error(p, labels, weights=calibration.prior_weights(labels, prior))}}
 
 
 def by_size(p, test: Examples, edges=(0, 12, 20, 40, 80, 400)):
@@ -249,6 +260,8 @@ def main(argv=None):
     parser.add_argument("--evaluate", metavar="MODEL", default="", help="only measure this model file on the test set (JSON on stdout)")
     parser.add_argument("--rewrite", action="store_true", help="with --evaluate: write MODEL's weights to --out with this measurement, its calibration moved to "
                         "--icy-prior, a replay sample and the card")
+    parser.add_argument("--store", action="store_true", help="with --evaluate: store the measurement in MODEL's metadata (its weights and replay set "
+                        "untouched) and write --card from it")
     parser.add_argument("--card-only", action="store_true", help="only write --card from --out's stored measurement and the transfer runs (no TensorFlow)")
     parser.add_argument("--icy-prior", type=float, default=0.2, help="share of icy chunks the calibration assumes (the paper's training set: 20 %%)")
     parser.add_argument("--max-false-alarms", type=float, default=0.05,
@@ -286,6 +299,12 @@ def main(argv=None):
         _write_json(args.json, measured)
         if args.rewrite:
             _remeasure(network, meta, measured, tiles, test_obs, validation_obs, args)
+        elif args.store:
+            from model_card import model_card
+
+            meta["metrics"]["test"] = measured
+            modelfile.store_metadata(args.evaluate, meta)
+            _write_card(args.card, model_card(meta, measured, _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare)))
         print(json.dumps({k: v for k, v in measured.items() if k not in ("reliability",)}, indent=1))
         return
 

@@ -73,6 +73,14 @@ def _describe_survey_share(prior: Dict) -> str:
     return f"{said}, the share in the paper's training set"
 
 
+def _at_survey_share(test: Dict) -> str:
+    at = test.get("ece_at_survey_share")
+    if not at:
+        return ""
+    return (f"; with the held-out examples weighted to the survey's share of icy chunks ({at['share']:.0%}), as a survey meets"
+            f" the calibration, {at['ece']:.3f}")
+
+
 def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], attribution: str, previous: Dict = None) -> str:
     t = meta["training"]
     m = meta["metrics"]
@@ -130,7 +138,7 @@ included (intervals resample whole observations), and against the real crops alo
 
 {_previous_section(test, previous, hard)}
 Calibration: {fitted}. Expected calibration error on the held-out set {test['ece']:.3f}
-({test['ece_uncalibrated']:.3f} uncalibrated); on the validation observations {m['ece_calibrated']:.3f}.
+({test['ece_uncalibrated']:.3f} uncalibrated){_at_survey_share(test)}; on the validation observations {m['ece_calibrated']:.3f}.
 
 Recall at p >= 0.5 by the size of the largest patch (pixels of a 227-px crop; x {meta['input_size'] / 227:.2f} for input pixels):
 

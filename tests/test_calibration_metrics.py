@@ -130,6 +130,21 @@ def test_platt_scaling_fixes_an_overconfident_model_and_keeps_the_ranking():
     assert metrics.roc_auc(calibrated, labels) == pytest.approx(metrics.roc_auc(raw, labels))
 
 
+def test_a_calibration_moved_to_a_survey_share_is_judged_at_that_share():
+    """with_prior makes the probabilities right for a survey with another share of icy chunks;
+    the test set's own share then reads as miscalibration unless its examples are weighted."""
+    rng = np.random.default_rng(3)
+    true_logits = rng.normal(0.0, 2.0, 20000)
+    labels = (rng.random(true_logits.size) < calibration.sigmoid(true_logits)).astype(int)
+    share, survey = labels.mean(), 0.15
+    weights = calibration.prior_weights(labels, survey)
+    assert np.average(labels, weights=weights) == pytest.approx(survey)
+    moved = calibration.apply(true_logits, calibration.with_prior({"method": "platt", "a": 1.0, "b": 0.0}, share, survey))
+    assert calibration.expected_calibration_error(moved, labels, weights=weights) < 0.02 < 0.1 < calibration.expected_calibration_error(moved, labels)
+    unmoved = calibration.sigmoid(true_logits)
+    assert calibration.expected_calibration_error(unmoved, labels) < 0.02 < 0.1 < calibration.expected_calibration_error(unmoved, labels, weights=weights)
+
+
 def test_apply_rejects_an_unknown_method():
     with pytest.raises(ValueError):
         calibration.apply([0.0], {"method": "isotonic"})

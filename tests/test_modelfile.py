@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 import os
 import zipfile
 
@@ -110,6 +111,22 @@ def test_a_replay_set_round_trips_and_old_readers_ignore_it(tiny_model, worker_p
         assert metadata["weights_sha256"] == hashlib.sha256(archive.read(modelfile.KERAS_MEMBER)).hexdigest()
     assert modelfile.load_replay(str(without)) is None
     assert not {"replay", "replay_sha256"} & set(modelfile.read_metadata(str(without)))
+
+
+def test_store_metadata_rewrites_only_the_metadata(tiny_model, tmp_path):
+    """A new measurement goes into a model file without touching its network's bytes."""
+    path = tmp_path / "measured.hiriseice"
+    shutil.copy(tiny_model.path, path)
+    with zipfile.ZipFile(path) as archive:
+        network_bytes = archive.read(modelfile.KERAS_MEMBER)
+    metadata = modelfile.read_metadata(str(path))
+    modelfile.store_metadata(str(path), dict(metadata, metrics=dict(metadata["metrics"], test={"ece": 0.02})))
+    assert modelfile.read_metadata(str(path))["metrics"]["test"] == {"ece": 0.02}
+    with zipfile.ZipFile(path) as archive:
+        assert archive.read(modelfile.KERAS_MEMBER) == network_bytes
+    with pytest.raises(ValueError, match="the metadata's weights_sha256 is not the model file's"):
+        modelfile.store_metadata(str(path), dict(metadata, weights_sha256="0" * 64))
+    assert modelfile.read_metadata(str(path))["metrics"]["test"] == {"ece": 0.02}
 
 
 # --- files that are not (good) model files ------------------------------------------------------
