@@ -4,6 +4,7 @@ loaded without sidecar files, styled outputs, and a failure's message printed on
 import contextlib
 import functools
 import os
+import re
 from typing import List, Tuple
 
 from osgeo import gdal
@@ -121,8 +122,8 @@ def unloadable_layer_message(value, kind: str, context) -> str:
     fix; empty where it can, or where it is not a plain path (a layer of the project, a /vsi path,
     a bare name), so QGIS's own check decides. QGIS says "not found" of a missing file, a folder
     and an unreadable raster alike, and "Incorrect parameter value" of a list."""
-    if not isinstance(value, str) or not value or value.startswith("/vsi"):
-        return ""
+    if not isinstance(value, str) or not value or value.startswith("/vsi") or re.match(r"^\w{2,}:", value):
+        return ""  # not a path; a driver's prefix (NETCDF:"a.nc":var, GPKG:a.gpkg:table) or a URL, QGIS decides
     path = value.split("|", 1)[0]  # a vector source's "|layername=..." suffix
     project = context.project() if context is not None else None
     if not os.path.dirname(path) or (project is not None and (project.mapLayer(value) or project.mapLayersByName(value))):

@@ -291,3 +291,17 @@ def test_train_names_the_layer_it_cannot_load_rather_than_an_incorrect_value(tmp
                 "points as labels": f"'{labels}' holds no polygon layer, and this parameter takes polygons"}[case]
     out = assert_refused_cleanly(done, out_folder, expected)
     assert "Incorrect parameter value" not in out
+
+
+def test_only_plain_paths_are_judged_before_qgis(qgis_app, tmp_path):
+    """Sources QGIS opens in its own ways (a driver's prefix, /vsi paths, a project's layer
+    names) are left to QGIS's check; a plain path to nothing is named."""
+    from qgis.core import QgsProcessingContext, QgsProject
+
+    algorithm = qs.plugin_module("processing_provider.algorithm")
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    for source in (f'NETCDF:"{tmp_path}/a.nc":ice', f"GPKG:{tmp_path}/a.gpkg:tiles", f"/vsizip/{tmp_path}/a.zip/a.tif", "scene.tif", ""):
+        assert algorithm.unloadable_layer_message(source, "raster", context) == "", source
+    assert "cannot be found" in algorithm.unloadable_layer_message(f"{tmp_path}/a.tif", "raster", context)
+    assert "cannot be found" in algorithm.unloadable_layer_message(f"{tmp_path}/a.gpkg|layername=chunks", "polygon", context)
