@@ -22,6 +22,8 @@ with those options as well, to compare fine-tuning recipes on the same labels an
 new image of the same kind of ice), chosen the same way (at random, or in the review_rank order of
 the model it retrains), and retrains the previous round's model; with --cumulative it gives the
 earlier rounds' labels as well, as a geologist who keeps every labelled layer does.
+--unlabelled-cells adds cells no label covers, few of them icy (--unlabelled-icy), as the rest of
+a survey image is: what the training job's `unlabelled` option draws from.
 """
 
 import argparse
@@ -47,20 +49,24 @@ CELL = 256
 COLUMNS = 20
 
 
-def write_mosaic(tiles, family, count, seed, path):
+def write_mosaic(tiles, family, count, seed, path, unlabelled=0, unlabelled_icy=0.0):
     """A GeoTIFF of ``count`` 256-px cells (1 m pixels), half with ``family``'s ice and half with a
-    look-alike or nothing; returns [(cell polygon WKT, label)] in cell order."""
+    look-alike or nothing, then ``unlabelled`` more cells that no label will cover, a share
+    ``unlabelled_icy`` of them icy (the rest of a survey image); returns [(cell polygon WKT,
+    label)] of the first ``count`` cells, in cell order."""
     from osgeo import gdal
 
     rng = np.random.default_rng(seed)
-    rows = (count + COLUMNS - 1) // COLUMNS
+    rows = (count + unlabelled + COLUMNS - 1) // COLUMNS
     canvas = np.zeros((rows * CELL, COLUMNS * CELL), np.uint8)
     labels = []
     chosen = rng.choice(len(tiles), count, replace=count > len(tiles))
+    rest = np.random.default_rng([seed, 1])  # its own stream: the labelled cells stay those of a mosaic without the rest
+    chosen = np.concatenate([chosen, rest.choice(len(tiles), unlabelled)]).astype(int)
     for index, tile_index in enumerate(chosen):
         image = resize(tiles[tile_index]["image"], CELL)
         valid = image > 0
-        icy = index % 2 == 0
+        icy = index % 2 == 0 if index < count else bool(rest.random() < unlabelled_icy)
         placed = None
         if icy:
             try:
@@ -73,7 +79,8 @@ def write_mosaic(tiles, family, count, seed, path):
         r, c = divmod(index, COLUMNS)
         canvas[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL] = np.where(valid, np.clip(np.round(placed * 254) + 1, 1, 255), 0)
         x0, y0 = c * CELL, -r * CELL
-        labels.append((f"POLYGON(({x0} {y0},{x0 + CELL} {y0},{x0 + CELL} {y0 - CELL},{x0} {y0 - CELL},{x0} {y0}))", int(icy)))
+        if index < count:
+            labels.append((f"POLYGON(({x0} {y0},{x0 + CELL} {y0},{x0 + CELL} {y0 - CELL},{x0} {y0 - CELL},{x0} {y0}))", int(icy)))
     dataset = gdal.GetDriverByName("GTiff").Create(path, canvas.shape[1], canvas.shape[0], 1, gdal.GDT_Byte, ["TILED=YES", "COMPRESS=DEFLATE"])
     dataset.SetGeoTransform((0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
     dataset.SetProjection(mars_equirectangular_wkt(-50.0))
@@ -90,13 +97,14 @@ def _safe(implant, image, rng, valid):
         return image
 
 
-def review_order(mosaic, base):
-    """Cell indices in the order of the base model's review_rank at CHUNK_SIZE 256."""
+def review_order(mosaic, base, cells):
+    """Indices of the first ``cells`` cells (those a label may cover) in the order of the base
+    model's review_rank at CHUNK_SIZE 256."""
     from model.inference import DetectOptions, detect
 
     chunks = detect(mosaic, base, DetectOptions(chunk_size=CELL)).chunks
     ranked = sorted(chunks, key=lambda chunk: chunk["review_rank"])
-    return [chunk["row"] * COLUMNS + chunk["col"] for chunk in ranked]
+    return [index for index in (chunk["row"] * COLUMNS + chunk["col"] for chunk in ranked) if index < cells]
 
 
 class TrainingLog(SilentReporter):
@@ -151,6 +159,8 @@ def main():
     parser.add_argument("--pool", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7, help="the recipe's seed: the same split and test set")
     parser.add_argument("--draw", type=int, help="seed of the mosaic and the labels drawn from it (default: --seed); the split stays --seed's")
+    parser.add_argument("--unlabelled-cells", type=int, default=0, help="cells after the pool that no label covers: the rest of a survey image")
+    parser.add_argument("--unlabelled-icy", type=float, default=0.15, help="share of those cells with the family's ice")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of the loop, each on a new mosaic from the previous round's model")
     parser.add_argument("--cumulative", action="store_true", help="each round gives the earlier rounds' labels as well")
     parser.add_argument("--work", default=os.path.join(REPO, "build", "adaptation"))
@@ -168,12 +178,12 @@ def main():
     mosaics = []  # one per round: (path, its cell labels), each a new image of the family's ice
     for round_index in range(args.rounds):
         path = os.path.join(args.work, "mosaic.tif" if round_index == 0 else f"mosaic-round-{round_index + 1}.tif")
-        mosaics.append((path, write_mosaic(train_tiles, args.family, args.pool, draw + 1000 * round_index, path)))
+        mosaics.append((path, write_mosaic(train_tiles, args.family, args.pool, draw + 1000 * round_index, path, args.unlabelled_cells, args.unlabelled_icy)))
 
     def chosen_cells(how, count, round_index, model):
         if how == "random":
             return np.random.default_rng(draw + 1000 * round_index).permutation(len(mosaics[round_index][1]))[:count].tolist()
-        return review_order(mosaics[round_index][0], model)[:count]
+        return review_order(mosaics[round_index][0], model, args.pool)[:count]
 
     runs = [("random", int(n)) for n in args.labels.split(",")] + ([("review_rank", args.review)] if args.review else [])
     options = dict(_option(text) for text in args.option)
@@ -194,7 +204,7 @@ def main():
                 print(json.dumps(rows[-1]), flush=True)
                 model = out
     with open(args.json, "w", encoding="utf-8") as handle:
-        json.dump({"family": args.family, "base": args.base, "pool": args.pool, "draw": draw, "rounds": args.rounds, "cumulative": args.cumulative, "options": options, "recipes": args.recipe, "rows": rows}, handle, indent=1)
+        json.dump({"family": args.family, "base": args.base, "pool": args.pool, "draw": draw, "rounds": args.rounds, "cumulative": args.cumulative, "unlabelled_cells": args.unlabelled_cells, "unlabelled_icy": args.unlabelled_icy, "options": options, "recipes": args.recipe, "rows": rows}, handle, indent=1)
     print(f"| run | labels (icy) | AUC {args.family} | recall | other families' AUC | FPR real terrain | FPR hard landforms | minutes |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:

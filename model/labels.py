@@ -8,7 +8,7 @@ from osgeo import ogr
 
 from .chunking import check_grid_parameters, iter_chunks
 from .errors import LabelError
-from .grid import ChunkWindow, chunk_wkt, pixel_bounds_of_map_points
+from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, chunk_wkt, pixel_bounds_of_map_points
 from .raster import RasterSource
 
 ICY_WORDS = {"1", "icy", "ice", "yes", "y", "true", "t"}
@@ -167,6 +167,31 @@ def chunks_from_polygons(source: RasterSource, labels: Sequence[Dict], chunk_siz
             "(its CRS and extent) and that the polygons are not on the no-data border."
         )
     return samples
+
+
+def _overlaps(a: ChunkWindow, b: ChunkWindow) -> bool:
+    return a.x_off < b.x_off + b.width and b.x_off < a.x_off + a.width and a.y_off < b.y_off + b.height and b.y_off < a.y_off + a.height
+
+
+def unlabelled_chunks(source: RasterSource, labelled: Sequence[ChunkWindow], chunk_size: int, input_size: int, min_valid: float, normalisation: Dict,
+                      count: int, rng: np.random.Generator) -> List[np.ndarray]:
+    """Up to ``count`` grid chunks of the image that no labelled window overlaps, drawn at random
+    and read as detect reads them (uint8 inputs): the image's own terrain, which a survey of it
+    is mostly made of, for fine-tuning to keep the base model's answers on (finetune.py)."""
+    from .preprocess import normalise, to_uint8, valid_fractions
+
+    info = source.info
+    candidates = [w for w in chunk_grid(info.width, info.height, chunk_size, chunk_size) if not any(_overlaps(w, l) for l in labelled)]
+    images = []
+    for index in rng.permutation(len(candidates)):
+        if len(images) >= count:
+            break
+        window = candidates[index]
+        data, valid = source.read_chunk(window, chunk_size, input_size)
+        whole, centre = valid_fractions(valid, window.scaled_size(chunk_size, input_size)[::-1], CENTRE_FRACTION)
+        if centre >= min_valid and whole > 0:
+            images.append(to_uint8(normalise(data, valid, normalisation)))
+    return images
 
 
 def chunks_from_outlines(source: RasterSource, outlines: Sequence[Dict], exclude: Sequence[str], chunk_size: int, input_size: int, min_valid: float, normalisation: Dict) -> List[LabelledChunk]:

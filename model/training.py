@@ -79,6 +79,9 @@ class TrainOptions:
     replay_ratio: float = finetune.REPLAY_RATIO
     # Share of the way back to the base's weights after each step (finetune.ANCHOR_PULL), when continuing.
     anchor: float = finetune.ANCHOR_PULL
+    # Unlabelled chunks of the user's images per training chunk, aimed at the base model's own
+    # probability (finetune.UNLABELLED_RATIO), when continuing.
+    unlabelled: float = finetune.UNLABELLED_RATIO
     extra_metadata: Dict = field(default_factory=dict)
 
 
@@ -149,9 +152,12 @@ def hard_label_metric(metric_class, name: str):
     return HardLabel(name=name)
 
 
-def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str], options: TrainOptions, reporter: Reporter = None, base=None, should_stop=None, replay: Optional[Dict] = None) -> Dict:
+def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str], options: TrainOptions, reporter: Reporter = None, base=None, should_stop=None,
+                 replay: Optional[Dict] = None, unlabelled: Optional[np.ndarray] = None) -> Dict:
     """Train on uint8 chunk images (n, s, s). base: (network, metadata) to fine-tune; replay: the
-    base's replay set (modelfile.load_replay), mixed into every epoch, never into validation.
+    base's replay set (modelfile.load_replay), mixed into every epoch, never into validation;
+    unlabelled: uint8 chunks of the user's images without a label, each epoch aimed at the
+    base's own probability for them (fine-tuning only).
 
     Returns {"network", "metadata", "history", "metrics", "split"}.
     """
@@ -200,14 +206,21 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     n_replay = mix.per_epoch if mix else 0
     pool_x = np.concatenate([train_x, mix.pool["images"]]) if n_replay else train_x
     pool_y = np.concatenate([train_y, mix.pool["labels"].astype(np.int32)]) if n_replay else train_y
-    epoch_size = n_train + n_replay
+    n_unlabelled = len(unlabelled) if fine_tuning and unlabelled is not None else 0
+    unlabelled_start = len(pool_y)
+    if n_unlabelled:  # their labels are unknown: the targets (set below) and weights are what they hold
+        pool_x = np.concatenate([pool_x, unlabelled])
+        pool_y = np.concatenate([pool_y, np.zeros(n_unlabelled, np.int32)])
+    epoch_size = n_train + n_replay + n_unlabelled
     if mix:
         reporter.log(mix.describe(options.distill))
     batch_size = max(1, min(options.batch_size, epoch_size))
     steps = int(np.ceil(epoch_size / batch_size))
+    labelled_size = n_train + n_replay
     positives = int(train_y.sum()) + (mix.icy if mix else 0)
-    class_weight = {0: epoch_size / (2.0 * max(epoch_size - positives, 1)), 1: epoch_size / (2.0 * max(positives, 1))}
+    class_weight = {0: labelled_size / (2.0 * max(labelled_size - positives, 1)), 1: labelled_size / (2.0 * max(positives, 1))}
     pool_weights = np.where(pool_y == 1, class_weight[1], class_weight[0]).astype(np.float32)
+    pool_weights[unlabelled_start:] = 1.0
 
     scorer = logit_model(network)  # shares the network's layers, so it scores the current weights
 
@@ -221,7 +234,10 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         base_logits = {"validation": logits_of(val_x), "held_out": logits_of(mix.held_out["images"]) if mix else None,
                        "rehearsed_ice_free": pool_logits[mix.ice_free_mask()] if mix else None}
         if n_replay and options.distill:
-            pool_targets[n_train:] = finetune.replay_targets(mix.pool["labels"], pool_logits, options.distill)
+            pool_targets[n_train:unlabelled_start] = finetune.replay_targets(mix.pool["labels"], pool_logits, options.distill)
+        if n_unlabelled:
+            pool_targets[unlabelled_start:] = calibration.sigmoid(logits_of(unlabelled))
+            reporter.log(finetune.describe_unlabelled(pool_targets[unlabelled_start:]))
     frozen = finetune.freeze_batch_norm(network) if freeze else 0
     warmup_steps = finetune.warmup_steps(steps, epochs) if warmup else 0
     rate = finetune.warmup_schedule(learning_rate, warmup_steps) if warmup else learning_rate
@@ -253,6 +269,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
             members = np.arange(n_train)
             if n_replay:
                 members = np.concatenate([members, n_train + mix.draw(rng)])
+            members = np.concatenate([members, np.arange(unlabelled_start, unlabelled_start + n_unlabelled)])
             self.order = rng.permutation(members)
             self.epoch += 1
 
@@ -348,6 +365,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         replay=mix.record() if mix else None,
         replay_distillation=options.distill if mix else None,
         anchor=anchor if fine_tuning else None,
+        unlabelled_chunks=n_unlabelled,
         augment=options.augment,
         seed=options.seed,
         chunks=int(len(labels)),
@@ -380,6 +398,7 @@ def _options_from_job(job: Dict) -> TrainOptions:
         distill=float(job["distill"]) if job.get("distill") is not None else finetune.REPLAY_DISTILLATION,
         replay_ratio=float(job["replay_ratio"]) if job.get("replay_ratio") is not None else finetune.REPLAY_RATIO,
         anchor=float(job["anchor"]) if job.get("anchor") is not None else finetune.ANCHOR_PULL,
+        unlabelled=float(job["unlabelled"]) if job.get("unlabelled") is not None else finetune.UNLABELLED_RATIO,
     )
 
 
@@ -414,13 +433,16 @@ def _check_job(job: Dict) -> str:
     return mode
 
 
-def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, reporter: Reporter):
-    """(images uint8, labels, groups, provenance) from the job's rasters and label geometries."""
-    from .labels import chunks_from_outlines, chunks_from_polygons, typical_side
+def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, reporter: Reporter, unlabelled_ratio: float = 0.0):
+    """(images uint8, labels, groups, provenance, unlabelled uint8 images) from the job's rasters
+    and label geometries; per image, unlabelled_ratio times its labelled chunks are drawn from
+    the rest of its grid (labels.unlabelled_chunks)."""
+    from .labels import chunks_from_outlines, chunks_from_polygons, typical_side, unlabelled_chunks
     from .raster import RasterSource
 
     mode = job.get("label_mode", "chunks")
-    samples = []
+    rng = np.random.default_rng([options.seed, 9])
+    samples, unlabelled = [], []
     used = []
     for entry in job["rasters"]:
         with RasterSource(entry["path"], int(entry.get("band", 0))) as source:
@@ -437,7 +459,12 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
             else:
                 found = chunks_from_outlines(source, entry["labels"], entry.get("exclude", []), options.chunk_size, options.input_size, float(job.get("min_valid", DEFAULT_MIN_VALID)), normalisation)
             icy = sum(s.label for s in found)
-            reporter.log(f"{info.image_id}: {len(found)} labelled chunks, {icy} icy")
+            drawn = []
+            if unlabelled_ratio and mode == "chunks":
+                drawn = unlabelled_chunks(source, [s.window for s in found], options.chunk_size, options.input_size, float(job.get("min_valid", DEFAULT_MIN_VALID)),
+                                          normalisation, int(np.ceil(unlabelled_ratio * len(found))), rng)
+                unlabelled.extend(drawn)
+            reporter.log(f"{info.image_id}: {len(found)} labelled chunks, {icy} icy" + (f"; {len(drawn)} unlabelled {options.chunk_size}-px chunks of it drawn" if drawn else ""))
             samples.extend(found)
             used.append({"image_id": info.image_id, "chunks": len(found), "icy": icy})
     if not samples:
@@ -447,7 +474,7 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
     # Spatial blocks of 3 x 3 labelled chunks, whatever CHUNK_SIZE reads them at.
     unit = typical_side([s.window for s in samples]) if mode == "chunks" else options.chunk_size
     groups = block_groups([s.image_id for s in samples], [s.window.y_off // unit for s in samples], [s.window.x_off // unit for s in samples])
-    return images, labels, groups, {"label_mode": mode, "images": used}
+    return images, labels, groups, {"label_mode": mode, "images": used}, np.stack(unlabelled) if unlabelled else None
 
 
 @gdal_exceptions()
@@ -472,9 +499,9 @@ def run_job(job: Dict, reporter: Reporter = None) -> Dict:
         )
     label_size = label_side(job["rasters"]) if mode == "chunks" else None
     options.chunk_size = tuned_chunk_size(options.chunk_size, label_size, base[1]["chunk_size"] if base else None, TrainOptions.chunk_size, reporter)
-    images, labels, groups, provenance = collect_job_chunks(job, options, normalisation, reporter)
+    images, labels, groups, provenance, unlabelled = collect_job_chunks(job, options, normalisation, reporter, options.unlabelled if base else 0.0)
     options.extra_metadata = {"data": provenance}
-    outcome = train_arrays(images, labels, groups, options, reporter, base, replay=replay)
+    outcome = train_arrays(images, labels, groups, options, reporter, base, replay=replay, unlabelled=unlabelled)
     try:
         modelfile.save(outcome["network"], outcome["metadata"], job["output_model"], replay)  # the base's replay set goes on
         if job.get("report"):

@@ -68,6 +68,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
     AUGMENT = "AUGMENT"
     SEED = "SEED"
     WIDTHS = "WIDTHS"
+    UNLABELLED = "UNLABELLED"
     OUTPUT_MODEL = "OUTPUT_MODEL"
     HISTORY = "HISTORY"
     REPORT = "REPORT"
@@ -98,7 +99,10 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             "balanced by class weights; probabilities are calibrated on the validation chunks only when they hold at least 10 chunks of "
             "each class and the fit improves them, otherwise the base model's calibration (or none) is kept. <b>Augmentation</b>: lighting-safe (default) mirrors east-west and "
             "varies brightness and contrast, keeping north up, because ice hides on the poleward side of what shades it; full "
-            "adds north-south flips and 90-degree rotations, for labels that do not depend on illumination. <b>Widths</b> (advanced): the network's layer widths.</p>"
+            "adds north-south flips and 90-degree rotations, for labels that do not depend on illumination. <b>Widths</b> (advanced): the network's layer widths. "
+            "<b>Unlabelled chunks</b> (advanced, fine-tuning only): this many chunks of your images that you did not label, per labelled "
+            "chunk, are trained toward the base model's own probability, so the new model keeps its answers on the rest of the image; "
+            "2 kept the other kinds of ice better and learnt the labelled kind a little less (README).</p>"
             "<p>Outputs: the model file, the per-epoch history as a table (loss, accuracy, validation loss/accuracy, precision, "
             "recall, AUC), and an HTML report with learning curves, confusion matrix and reliability diagram.</p>"
             "<p>Training runs in the worker (a separate Python with TensorFlow), never inside QGIS; a GPU is used when the worker "
@@ -147,6 +151,12 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         )
         self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 42))
         self._advanced(QgsProcessingParameterString(self.WIDTHS, self.tr("Layer widths (entry, blocks..., exit)"), "128,256,512,728,1024"))
+        self._advanced(
+            QgsProcessingParameterNumber(
+                self.UNLABELLED, self.tr("Unlabelled chunks of the images kept at the base model's answers, per labelled chunk (fine-tuning; 0 = none)"),
+                QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0, maxValue=10.0,
+            )
+        )
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, self.tr("Model file"), "HiRISE Ice Patches model (*.hiriseice)"))
         self.addParameter(QgsProcessingParameterFeatureSink(self.HISTORY, self.tr("Training history"), QgsProcessing.SourceType.TypeVector, optional=True, createByDefault=True))
         self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, self.tr("Training report"), HTML_FILTER))
@@ -322,6 +332,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             "augment": AUGMENT_MODES[self.parameterAsEnum(parameters, self.AUGMENT, context)],
             "seed": self.parameterAsInt(parameters, self.SEED, context),
             "widths": widths,
+            "unlabelled": self.parameterAsDouble(parameters, self.UNLABELLED, context),
             "output_model": output_model,
             "report": report,
         }

@@ -307,6 +307,8 @@ def finetune_runs(tiny_model, training_data, worker_python, tmp_path_factory):
     jobs = {
         "tuned": job_for(folder, "tuned", scene, scene_labels, base_model=str(base)),
         "anchored": job_for(folder, "anchored", scene, scene_labels, base_model=str(base), anchor=1.0),
+        "with unlabelled": job_for(folder, "unlabelled", scene, helpers.chunk_labels(scene, SMALL, lambda r, c: int(helpers.checkerboard(r, c)) if r < 4 else None),
+                                   base_model=str(base), unlabelled=1.0),
         "broken": job_for(folder, "broken", scene, scene_labels, base_model=str(base), learning_rate=5.0),
         "narrow at 64 px": job_for(folder, "narrow64", narrow, narrow_labels, base_model=tiny_model.path, chunk_size=64),
         "narrow at 20 px": job_for(folder, "narrow20", narrow, narrow_labels, base_model=tiny_model.path, chunk_size=20),
@@ -385,6 +387,30 @@ def test_an_anchor_of_one_keeps_the_base_weights(finetune_runs):
     succeeded(finetune_runs, "anchored")
     assert finetune_runs["out"]["anchored_max_change"] < 1e-6
     assert modelfile.read_metadata(str(finetune_runs["folder"] / "anchored.hiriseice"))["training"]["anchor"] == 1.0
+
+
+def test_unlabelled_chunks_of_the_image_are_aimed_at_the_base_models_probability(finetune_runs):
+    """24 chunks labelled in the top four rows of a 6 x 6 grid; one unlabelled chunk per label is
+    asked for, and the 12 of the last two rows are all there are."""
+    lines = logs(succeeded(finetune_runs, "with unlabelled"))
+    assert "scene32: 24 labelled chunks, 12 icy; 12 unlabelled 32-px chunks of it drawn" in lines
+    assert any(line.startswith("unlabelled: 12 chunks of your images that you did not label, in each epoch, aimed at the base model's own probability (mean ") for line in lines)
+    assert modelfile.read_metadata(str(finetune_runs["folder"] / "unlabelled.hiriseice"))["training"]["unlabelled_chunks"] == 12
+    assert not any(line.startswith("unlabelled:") for line in logs(succeeded(finetune_runs, "tuned")))  # none by default
+
+
+def test_unlabelled_chunks_never_overlap_a_label(tmp_path):
+    from model.labels import label_windows, unlabelled_chunks
+    from model.preprocess import DEFAULT_NORMALISATION
+    from model.raster import RasterSource
+
+    raster = helpers.generate_raster(tmp_path, name="grid.tif", width=4 * SMALL, height=4 * SMALL, seed=3)
+    items = helpers.chunk_labels(raster, SMALL, lambda r, c: 1 if r == c else None)
+    with RasterSource(raster.path) as source:
+        labelled = [window for window, _ in label_windows(source, items)]
+        drawn = unlabelled_chunks(source, labelled, SMALL, 16, 0.5, DEFAULT_NORMALISATION, 100, np.random.default_rng(0))
+        assert len(drawn) == 12 and all(image.shape == (16, 16) and image.dtype == np.uint8 for image in drawn)
+        assert len(unlabelled_chunks(source, labelled, SMALL, 16, 0.5, DEFAULT_NORMALISATION, 5, np.random.default_rng(0))) == 5
 
 
 def test_the_guard_scores_both_models_on_the_same_chunks(finetune_runs):
