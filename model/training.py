@@ -464,7 +464,8 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
                 drawn = unlabelled_chunks(source, [s.window for s in found], options.chunk_size, options.input_size, float(job.get("min_valid", DEFAULT_MIN_VALID)),
                                           normalisation, int(np.ceil(unlabelled_ratio * len(found))), rng)
                 unlabelled.extend(drawn)
-            reporter.log(f"{info.image_id}: {len(found)} labelled chunks, {icy} icy" + (f"; {len(drawn)} unlabelled {options.chunk_size}-px chunks of it drawn" if drawn else ""))
+            drew = f"; {len(drawn)} unlabelled {options.chunk_size}-px chunks of it drawn" if drawn else "; no unlabelled chunk of it to draw (every chunk with image data is labelled)"
+            reporter.log(f"{info.image_id}: {len(found)} labelled chunks, {icy} icy" + (drew if unlabelled_ratio and mode == "chunks" else ""))
             samples.extend(found)
             used.append({"image_id": info.image_id, "chunks": len(found), "icy": icy})
     if not samples:

@@ -199,7 +199,7 @@ def test_retraining_honours_chunk_size_and_numbers_its_own_epochs(chunk_trained,
     log = results["_feedback"].text
     assert "Continuing from" in log
     assert json.load(open(re.search(r"Training job: (\S+)", log).group(1), encoding="utf-8"))["unlabelled"] == 2.0  # every chunk is labelled: none drawn
-    assert meta["training"]["unlabelled_chunks"] == 0
+    assert meta["training"]["unlabelled_chunks"] == 0 and "no unlabelled chunk of it to draw (every chunk with image data is labelled)" in log
     assert ("labels are 64-px chunks but CHUNK_SIZE is 128: each is read as detect reads a 64-px edge of a 128-px chunk (the rest of the input is no-data); "
             "set CHUNK_SIZE to 64 (or 0) to train at the labels' size; the model was trained at 64 px; it is tuned at 128 px and records chunk_size 128") in log
     assert re.search(r"base model: AUC \d\.\d{3} on these \d+ validation chunks .*; new model: AUC \d\.\d{3}", log)
