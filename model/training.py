@@ -459,13 +459,13 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
             else:
                 found = chunks_from_outlines(source, entry["labels"], entry.get("exclude", []), options.chunk_size, options.input_size, float(job.get("min_valid", DEFAULT_MIN_VALID)), normalisation)
             icy = sum(s.label for s in found)
-            drawn = []
-            if unlabelled_ratio and mode == "chunks":
+            note = ""
+            if unlabelled_ratio and mode == "chunks":  # outlines label every grid chunk
                 drawn = unlabelled_chunks(source, [s.window for s in found], options.chunk_size, options.input_size, float(job.get("min_valid", DEFAULT_MIN_VALID)),
                                           normalisation, int(np.ceil(unlabelled_ratio * len(found))), rng)
                 unlabelled.extend(drawn)
-            drew = f"; {len(drawn)} unlabelled {options.chunk_size}-px chunks of it drawn" if drawn else "; no unlabelled chunk of it to draw (every chunk with image data is labelled)"
-            reporter.log(f"{info.image_id}: {len(found)} labelled chunks, {icy} icy" + (drew if unlabelled_ratio and mode == "chunks" else ""))
+                note = f"; {len(drawn)} unlabelled {options.chunk_size}-px chunks of it drawn" if drawn else "; no unlabelled chunk of it to draw (every chunk with image data is labelled)"
+            reporter.log(f"{info.image_id}: {len(found)} labelled chunks, {icy} icy{note}")
             samples.extend(found)
             used.append({"image_id": info.image_id, "chunks": len(found), "icy": icy})
     if not samples:
