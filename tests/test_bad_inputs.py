@@ -205,9 +205,12 @@ def detect_interrupted(marker: str, interrupt, *parameters, seconds: float = 300
 
 
 def wait_for_worker(marker: str, process, seconds: float = 180):
+    """The worker's pids once it runs: processes with the marker that run the engine. The
+    wrapper's $(...) subshells carry its command line too, and under load one lived long enough
+    to be taken for the worker (the disk then filled before detect's space check ran)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and process.poll() is None:
-        workers = [pid for pid in qs.processes_with(marker) if pid != process.pid]  # the wrapper execs qgis_process: one pid
+        workers = sorted(set(qs.processes_with(marker)) & set(qs.processes_with(" -m model ")))
         if workers:
             return workers
         time.sleep(0.2)
