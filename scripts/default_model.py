@@ -111,6 +111,20 @@ def _row(tile, example):
     return (example["image"], example["label"], tile["observation"], example["kind"], tile["landform"], example["size_px"], example["contrast"])
 
 
+def _at_input_size(base, input_size):
+    """The base (network, metadata) taking input_size-px inputs. Its pooled head makes every weight
+    independent of the input size, so the same weights start a network that reads the chunk finer."""
+    network, meta = base
+    if meta["input_size"] == input_size:
+        return base
+    from model.network import architecture, build_network
+
+    widths = meta["architecture"]["widths"]
+    rescaled = build_network(input_size, widths)
+    rescaled.set_weights(network.get_weights())
+    return rescaled, dict(meta, input_size=int(input_size), architecture=architecture(input_size, widths))
+
+
 def build_training_set(tiles, variants, hard_variants, seed, input_size):
     """``variants`` examples per crop (``hard_variants`` for hard landforms), alternately with ice of
     a random family and with a random look-alike, so the terrain itself is no cue."""
@@ -244,9 +258,10 @@ def main(argv=None):
     parser.add_argument("--compare", default=os.path.join(REPO, "build", "previous-default.json"), help="the previous default's measurement (--evaluate --json) for the card, if present")
     parser.add_argument("--transfer", default=os.path.join(REPO, "build", "lofo", "*.json"), help="glob of the leave-one-family-out measurements for the card")
     parser.add_argument("--hold-out", default="", choices=[""] + list(FAMILIES), help="train without this ice family (leave-one-family-out); writes no card")
-    parser.add_argument("--input-size", type=int, default=128)
+    parser.add_argument("--input-size", type=int, default=None, help="network input in px for a 1024-px chunk (default: --base's, else 128)")
     parser.add_argument("--widths", default="32,64,128,192,256")
-    parser.add_argument("--base", default="", help="start from this model file's weights (its widths and input size) instead of at random")
+    parser.add_argument("--base", default="", help="start from this model file's weights (its widths) instead of at random; "
+                        "with another --input-size its weights start at that size, the chunk read at a finer scale")
     parser.add_argument("--variants", type=int, default=2, help="training examples per crop (half with ice)")
     parser.add_argument("--hard-variants", type=int, default=4, help="training examples per hard-landform crop")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -267,6 +282,7 @@ def main(argv=None):
     parser.add_argument("--max-false-alarms", type=float, default=0.05,
                         help="lower the assumed share until at most this share of the validation observations' real crops is called icy")
     args = parser.parse_args(argv)
+    args.input_size = args.input_size or (modelfile.read_metadata(args.base)["input_size"] if args.base else 128)
     folders = args.terrain or [os.path.join(SHARED, name) for name in TERRAIN_FOLDERS]
     missing = [f for f in folders if not os.path.isdir(os.path.join(f, "tiles"))]
     if missing:
@@ -324,13 +340,14 @@ def main(argv=None):
     prepare_tensorflow(widths)
     import tensorflow as tf
 
-    # a warm start learns the new data as a whole: its batch-norm statistics move with it
-    base = modelfile.load(args.base) if args.base else None
+    # a warm start learns the new data as a whole: its batch-norm statistics and weights move with it
+    # (no pull back to the base's, which is for a user's few labels)
+    base = _at_input_size(modelfile.load(args.base), args.input_size) if args.base else None
 
     options = TrainOptions(
         epochs=args.epochs, patience=args.patience, seed=args.seed, input_size=args.input_size, chunk_size=1024, widths=widths,
         name="hiriseice-default" if not args.hold_out else f"hiriseice-without-{args.hold_out.replace(' ', '-')}",
-        augment="lighting", learning_rate=args.learning_rate, validation_groups=sorted(validation_obs), freeze_batch_norm=False,
+        augment="lighting", learning_rate=args.learning_rate, validation_groups=sorted(validation_obs), freeze_batch_norm=False, anchor=0.0,
         extra_metadata={
             "data": f"real HiRISE terrain ({', '.join(os.path.basename(f) for f in folders)}: {len(tiles)} crops) with ice of the families {', '.join(families)}; no real ice labels",
             "families": families,

@@ -93,8 +93,8 @@ def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_i
     """scripts/train_default_model on a few real crops with a tiny network: a leave-one-family-out
     run, then the all-families run whose card, written beside it and not over the shipped card,
     carries that run's row and the model's own numbers."""
-    common = ["--terrain", shared_data / "hirise-terrain", "--terrain", shared_data / "hirise-terrain-v1", "--limit", 90,
-              "--epochs", 1, "--input-size", 32, "--widths", "8,16,16,16,16", "--replay", 40]
+    data = ["--terrain", shared_data / "hirise-terrain", "--terrain", shared_data / "hirise-terrain-v1", "--limit", 90, "--epochs", 1, "--replay", 40]
+    common = data + ["--input-size", 32, "--widths", "8,16,16,16,16"]
     fold, fold_json = tmp_path / "without.hiriseice", tmp_path / "lofo" / "stone-field.json"
     run_recipe(worker_python, *common, "--hold-out", "stone field", "--out", fold, "--json", fold_json)
     measured = json.loads(fold_json.read_text())
@@ -121,6 +121,15 @@ def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_i
 
     again = json.loads(run_recipe(worker_python, *common, "--evaluate", model, "--card", ""))
     assert again["families"]["natural shade"]["roc_auc"] == pytest.approx(test["families"]["natural shade"]["roc_auc"], abs=1e-6)
+
+    # a warm start at a finer input carries the base's weights and history into a network of that size
+    finer = tmp_path / "finer.hiriseice"
+    run_recipe(worker_python, *data, "--base", model, "--input-size", 48, "--out", finer, "--card", tmp_path / "finer.md")
+    finer_meta = modelfile.read_metadata(str(finer))
+    assert finer_meta["input_size"] == 48 and finer_meta["architecture"]["input_size"] == 48
+    assert finer_meta["training"]["total_epochs"] == meta["training"]["total_epochs"] + 1
+    assert finer_meta["training"]["anchor"] == 0.0  # the recipe learns the data as a whole; the pull back is for a user's few labels
+    assert modelfile.load_replay(str(finer))["images"].shape[1:] == (48, 48)
 
 
 CORNER_TILE = "hirise-terrain/tiles/ESP_011289_1950_RED-0039.jpg"
