@@ -167,6 +167,25 @@ class RasterLayerParameter(QgsProcessingParameterRasterLayer):
         return copy
 
 
+class LayerListParameter(QgsProcessingParameterMultipleLayers):
+    """A list of layers that QGIS does not try to load where a path cannot be loaded: every
+    provider QGIS tries on a damaged file printed its complaint (GDAL's six times, then the mesh
+    driver's) before the algorithm's one message about it (HiriseIceAlgorithm.checkParameterValues)."""
+
+    def checkValueIsAcceptable(self, value, context=None):  # noqa: N802
+        if any(unloadable_layer_message(path, layer_kind(self), context) for path in layer_paths(value)):
+            return True  # the algorithm's checkParameterValues says what is wrong with it, and how to fix it
+        with gdal_errors_unprinted():
+            return super().checkValueIsAcceptable(value, context)
+
+    def clone(self):
+        copy = LayerListParameter(self.name(), self.description(), self.layerType(), self.defaultValue(), bool(self.flags() & QgsProcessingParameterDefinition.Flag.FlagOptional))
+        copy.setFlags(self.flags())
+        copy.setHelp(self.help())
+        copy.setMinimumNumberInputs(self.minimumNumberInputs())
+        return copy
+
+
 class HiriseIceAlgorithm(QgsProcessingAlgorithm):
     """Base class: subclasses set NAME, DISPLAY_NAME, GROUP, GROUP_ID and write the usual methods.
 

@@ -12,12 +12,11 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
-    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
 
-from .algorithm import HiriseIceAlgorithm, styling
+from .algorithm import HiriseIceAlgorithm, LayerListParameter, styling
 from .common import check_writable, checked_model, file_destination
 from .detect_algorithm import MODEL_FILTER, add_scoring_parameters, scoring_options
 from .engine import errors, modelfile
@@ -75,7 +74,7 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterMultipleLayers(self.RASTERS, self.tr("HiRISE rasters"), QgsProcessing.SourceType.TypeRaster, optional=True))
+        self.addParameter(LayerListParameter(self.RASTERS, self.tr("HiRISE rasters"), QgsProcessing.SourceType.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterFile(self.FOLDER, self.tr("Folder of HiRISE rasters"), QgsProcessingParameterFile.Behavior.Folder, optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(self.FOOTPRINTS, self.tr("Footprints from Find (their downloaded JP2s)"), [QgsProcessing.SourceType.TypeVectorAnyGeometry], optional=True))
         self.addParameter(QgsProcessingParameterFile(self.IMAGES_FOLDER, self.tr("Images folder of the footprints (Download's folder)"), QgsProcessingParameterFile.Behavior.Folder, optional=True))

@@ -18,7 +18,6 @@ from qgis.core import (
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
-    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
     QgsProcessingUtils,
@@ -26,7 +25,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from .algorithm import HiriseIceAlgorithm
+from .algorithm import HiriseIceAlgorithm, LayerListParameter
 from .common import add_features, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
 from .engine import errors, modelfile, schema, training
@@ -110,15 +109,15 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterMultipleLayers(self.RASTERS, self.tr("HiRISE rasters"), QgsProcessing.SourceType.TypeRaster))
-        self.addParameter(QgsProcessingParameterMultipleLayers(self.LABELS, self.tr("Label layers"), QgsProcessing.SourceType.TypeVectorPolygon))
+        self.addParameter(LayerListParameter(self.RASTERS, self.tr("HiRISE rasters"), QgsProcessing.SourceType.TypeRaster))
+        self.addParameter(LayerListParameter(self.LABELS, self.tr("Label layers"), QgsProcessing.SourceType.TypeVectorPolygon))
         self.addParameter(QgsProcessingParameterString(self.LABEL_FIELD, self.tr("Label field"), "label"))
         self.addParameter(
             QgsProcessingParameterEnum(
                 self.LABEL_MODE, self.tr("The label layers hold"), [self.tr("chunk polygons (e.g. a filled detect output)"), self.tr("ice-patch outlines")], defaultValue=0
             )
         )
-        self.addParameter(QgsProcessingParameterMultipleLayers(self.EXCLUDE, self.tr("Exclusion polygons (outline mode)"), QgsProcessing.SourceType.TypeVectorPolygon, optional=True))
+        self.addParameter(LayerListParameter(self.EXCLUDE, self.tr("Exclusion polygons (outline mode)"), QgsProcessing.SourceType.TypeVectorPolygon, optional=True))
         self.addParameter(QgsProcessingParameterFile(self.BASE_MODEL, self.tr("Continue training this model (optional)"), QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter=MODEL_FILTER))
         self.addParameter(
             QgsProcessingParameterNumber(

@@ -278,12 +278,22 @@ def write_points(path) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("case", ["missing raster in a list", "points as labels"])
+def write_damaged_geopackage(path) -> str:
+    """An SQLite file named .gpkg without the GeoPackage tables, as a failed export leaves one."""
+    import sqlite3
+
+    with sqlite3.connect(str(path)) as db:
+        db.execute("CREATE TABLE chunks (label INTEGER)")
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["missing raster in a list", "points as labels", "damaged labels"])
 def test_train_names_the_layer_it_cannot_load_rather_than_an_incorrect_value(tmp_path, case):
     raster = helpers.generate_raster(tmp_path, name="scene.tif", width=256, height=256)
     missing = tmp_path / "ESP_000004_0000_RED.tif"
     rasters = f"{raster.path};{missing}" if case == "missing raster in a list" else raster.path
-    labels = write_points(tmp_path / "points.gpkg") if case == "points as labels" else str(tmp_path / "labels.gpkg")
+    labels = {"points as labels": lambda: write_points(tmp_path / "points.gpkg"),
+              "damaged labels": lambda: write_damaged_geopackage(tmp_path / "labels.gpkg")}.get(case, lambda: str(tmp_path / "labels.gpkg"))()
     out_folder = tmp_path / "out"
     out_folder.mkdir()
     done = qs.qgis_process(
@@ -291,9 +301,10 @@ def test_train_names_the_layer_it_cannot_load_rather_than_an_incorrect_value(tmp
         f"OUTPUT_MODEL={out_folder / 'model.hiriseice'}", f"REPORT={out_folder / 'report.html'}",
     )
     expected = {"missing raster in a list": f"'{missing}' cannot be found: there is no file 'ESP_000004_0000_RED.tif' in '{tmp_path}'.",
-                "points as labels": f"'{labels}' holds no polygon layer, and this parameter takes polygons"}[case]
+                "points as labels": f"'{labels}' holds no polygon layer, and this parameter takes polygons",
+                "damaged labels": f"'{labels}' exists but is not a vector layer GDAL can read."}[case]
     out = assert_refused_cleanly(done, out_folder, expected)
-    assert "Incorrect parameter value" not in out
+    assert "Incorrect parameter value" not in out and "Warning 1:" not in out and "mesh" not in out, out[-3000:]
 
 
 def test_only_plain_paths_are_judged_before_qgis(qgis_app, tmp_path):
