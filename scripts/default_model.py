@@ -258,7 +258,7 @@ def main(argv=None):
     parser.add_argument("--compare", default=os.path.join(REPO, "build", "previous-default.json"), help="the previous default's measurement (--evaluate --json) for the card, if present")
     parser.add_argument("--transfer", default=os.path.join(REPO, "build", "lofo", "*.json"), help="glob of the leave-one-family-out measurements for the card")
     parser.add_argument("--hold-out", default="", choices=[""] + list(FAMILIES), help="train without this ice family (leave-one-family-out); writes no card")
-    parser.add_argument("--input-size", type=int, default=None, help="network input in px for a 1024-px chunk (default: --base's, else 128)")
+    parser.add_argument("--input-size", type=int, default=None, help="network input in px for a 1024-px chunk (default: --evaluate's or --base's, else 128)")
     parser.add_argument("--widths", default="32,64,128,192,256")
     parser.add_argument("--base", default="", help="start from this model file's weights (its widths) instead of at random; "
                         "with another --input-size its weights start at that size, the chunk read at a finer scale")
@@ -282,7 +282,8 @@ def main(argv=None):
     parser.add_argument("--max-false-alarms", type=float, default=0.05,
                         help="lower the assumed share until at most this share of the validation observations' real crops is called icy")
     args = parser.parse_args(argv)
-    args.input_size = args.input_size or (modelfile.read_metadata(args.base)["input_size"] if args.base else 128)
+    given = args.evaluate or args.base
+    args.input_size = args.input_size or (modelfile.read_metadata(given)["input_size"] if given else 128)
     folders = args.terrain or [os.path.join(SHARED, name) for name in TERRAIN_FOLDERS]
     missing = [f for f in folders if not os.path.isdir(os.path.join(f, "tiles"))]
     if missing:

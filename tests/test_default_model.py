@@ -119,7 +119,7 @@ def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_i
     replay = modelfile.load_replay(str(model))
     assert len(replay["labels"]) <= 40 and set(replay["labels"].tolist()) == {0, 1}
 
-    again = json.loads(run_recipe(worker_python, *common, "--evaluate", model, "--card", ""))
+    again = json.loads(run_recipe(worker_python, *data, "--evaluate", model, "--card", ""))  # at the model's own input size
     assert again["families"]["natural shade"]["roc_auc"] == pytest.approx(test["families"]["natural shade"]["roc_auc"], abs=1e-6)
 
     # a warm start at a finer input carries the base's weights and history into a network of that size
