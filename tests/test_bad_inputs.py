@@ -292,8 +292,12 @@ def test_train_names_the_layer_it_cannot_load_rather_than_an_incorrect_value(tmp
     raster = helpers.generate_raster(tmp_path, name="scene.tif", width=256, height=256)
     missing = tmp_path / "ESP_000004_0000_RED.tif"
     rasters = f"{raster.path};{missing}" if case == "missing raster in a list" else raster.path
-    labels = {"points as labels": lambda: write_points(tmp_path / "points.gpkg"),
-              "damaged labels": lambda: write_damaged_geopackage(tmp_path / "labels.gpkg")}.get(case, lambda: str(tmp_path / "labels.gpkg"))()
+    if case == "points as labels":
+        labels = write_points(tmp_path / "points.gpkg")
+    elif case == "damaged labels":
+        labels = write_damaged_geopackage(tmp_path / "labels.gpkg")
+    else:
+        labels = str(tmp_path / "labels.gpkg")
     out_folder = tmp_path / "out"
     out_folder.mkdir()
     done = qs.qgis_process(
