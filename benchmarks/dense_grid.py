@@ -68,8 +68,8 @@ def decomposition(raster, network, metadata, stride):
     from the stretched tiles, scored alone), and chunks alone vs read off the tiles' score map."""
     from model.network import logit_model
 
-    widths, input_size, chunk_size = metadata["architecture"]["widths"], metadata["input_size"], metadata["chunk_size"]
-    mapper = scoremap.ScoreMapper(network, widths)
+    input_size, chunk_size = metadata["input_size"], metadata["chunk_size"]
+    mapper = scoremap.ScoreMapper(network, metadata["architecture"])
     scorer = logit_model(network)
     with RasterSource(raster) as source:
         info = source.info

@@ -80,13 +80,23 @@ def warmup_schedule(learning_rate: float, steps: int):
 
 def freeze_batch_norm(network) -> int:
     """Batch-norm layers to inference mode (Keras 3: trainable=False keeps their moving statistics
-    and scale); the rest stays trainable. Returns how many were frozen."""
+    and scale), those of a multi-scale network's trunks too; the rest stays trainable. Returns
+    how many were frozen."""
     import keras
 
-    frozen = [layer for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    frozen = [layer for layer in _every_layer(network) if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in frozen:
         layer.trainable = False
     return len(frozen)
+
+
+def _every_layer(model):
+    import keras
+
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _every_layer(layer)
 
 
 def anchor_to_start(network, pull: float):

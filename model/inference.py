@@ -87,8 +87,8 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     chunk_size = options.chunk_size or metadata["chunk_size"]
     stride = options.stride or chunk_size
     input_size = metadata["input_size"]
-    widths = metadata.get("architecture", {}).get("widths")
-    route = scoring_route(options, chunk_size, stride, input_size, widths)
+    architecture = metadata.get("architecture", {})
+    route = scoring_route(options, chunk_size, stride, input_size, architecture)
     with RasterSource(raster_path, options.band) as source:
         info = source.info
         check_holds_a_chunk(raster_path, info.width, info.height, chunk_size)
@@ -109,7 +109,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     reporter.log(f"model {modelfile.describe(metadata)} on {device}")
     if route == "map":
         reporter.log(
-            f"chunks read off the network's score map (cells of {chunk_size * scoremap.network_stride_of(widths) / input_size:g} px; "
+            f"chunks read off the network's score map (cells of {chunk_size * scoremap.network_stride_of(architecture) / input_size:g} px; "
             f"tiles: the chunks of stride {chunk_size}, see model/scoremap.py)" + ("; east-west mirror averaged" if options.tta else "")
         )
     mosaic = ValidityMosaic(info.width, info.height, chunk_size / input_size)
@@ -117,10 +117,10 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     with block_cache(cache_bytes) as cache_note:
         reporter.log(f"{cache_note}; {driver} read by {readers} thread(s)")
         if route == "map":
-            chunks, score_map, network_seconds, rescored = _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter, mosaic, readers)
+            chunks, score_map, network_seconds, rescored = _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, architecture, options, reporter, mosaic, readers)
         else:
             rescored = 0
-            chunks, score_map, network_seconds = _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter, mosaic, readers)
+            chunks, score_map, network_seconds = _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, architecture, options, reporter, mosaic, readers)
         footprint = mosaic.footprint_wkt(info.geotransform, info.crs_wkt)
         if footprint is None:  # a grid with gaps (stride > chunk) left some pixels unread
             with RasterSource(raster_path, options.band) as source:
@@ -172,14 +172,14 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     return Detection(raster=raster, chunks=chunks, summary=summary)
 
 
-def scoring_route(options: DetectOptions, chunk_size: int, stride: int, input_size: int, widths) -> str:
+def scoring_route(options: DetectOptions, chunk_size: int, stride: int, input_size: int, architecture: Dict) -> str:
     """'map' or 'chunk' for options.scoring (see DetectOptions)."""
     if options.scoring not in SCORING_ROUTES:
         raise EngineError(f"Unknown scoring route {options.scoring!r}; choose one of {', '.join(SCORING_ROUTES)}.")
     check_grid_parameters(chunk_size, stride, options.min_valid)
     if options.scoring == "chunk":
         return "chunk"
-    problem = scoremap.map_route_problem(chunk_size, stride, input_size, scoremap.network_stride_of(widths)) if widths else "the model file does not name its widths"
+    problem = scoremap.map_route_problem(chunk_size, stride, input_size, scoremap.network_stride_of(architecture)) if architecture.get("widths") else "the model file does not name its widths"
     if options.scoring == "map":
         if problem:
             raise EngineError(f"The chunks cannot be read off the network's score map: {problem}. Use another stride, or the per-chunk route (scoring 'chunk').")
@@ -205,10 +205,10 @@ def chunk_row(info, window, whole: float, centre: float, p: float, options: Dete
     }
 
 
-def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, widths, options, reporter, mosaic, readers):
+def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, architecture, options, reporter, mosaic, readers):
     """Every chunk of the grid as the mean of the score map over its footprint (model/scoremap.py);
     then the chunks between the map's tiles that may hide a cut patch scored alone (RESCORE_FROM)."""
-    mapper = scoremap.ScoreMapper(network, widths, mirror=options.tta)
+    mapper = scoremap.ScoreMapper(network, architecture, mirror=options.tta)
     reporter.log(f"network runtime: {mapper.run.name} ({mapper.run.note})")
     geometry = scoremap.MapGeometry(info.width, info.height, chunk_size, stride, input_size, mapper.cell)
     cal = metadata.get("calibration")
@@ -252,12 +252,12 @@ def score_alone(source, windows, chunk_size, input_size, mapper, normalisation, 
     return np.asarray(logits)
 
 
-def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, widths, options, reporter, mosaic, readers):
+def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, architecture, options, reporter, mosaic, readers):
     """Each chunk read and scored alone; its score map kept too where a probability raster is wanted."""
     want_map = bool(options.probability_raster)
-    if want_map and not widths:
+    if want_map and not architecture.get("widths"):
         raise EngineError("This model file does not name its network's widths, so it cannot write a probability raster. Retrain it with hiriseice:train.")
-    mapper = scoremap.ScoreMapper(network, widths, mirror=options.tta) if want_map else None
+    mapper = scoremap.ScoreMapper(network, architecture, mirror=options.tta) if want_map else None
     scorer = None if want_map else runtime.logit_scorer(network)
     runner = mapper.run if want_map else scorer
     reporter.log(f"network runtime: {runner.name} ({runner.note})")

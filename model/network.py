@@ -20,13 +20,53 @@ def build_network(input_size: int = 256, widths: Sequence[int] = PAPER_WIDTHS, d
     import keras
     from keras import layers
 
-    if len(widths) < 3:
-        raise ValueError("widths needs an entry width, at least one block width and an exit width")
+    _check_widths(widths)
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    entry, blocks, exit_width = widths[0], widths[1:-1], widths[-1]
     inputs = keras.Input(shape=(input_size, input_size, 1), name="chunk")
+    x = layers.GlobalAveragePooling2D()(_features(inputs, widths))
+    x = layers.Dropout(dropout)(x)
+    logit = layers.Dense(1, name="logit")(x)
+    probability = layers.Activation("sigmoid", name="probability")(logit)
+    return keras.Model(inputs, probability, name="small_xception")
 
+
+def build_multi_scale_network(input_size: int, widths: Sequence[int], scales: Sequence[int], dropout: float = 0.5, seed: int = None):
+    """One small Xception per scale, each reading the chunk averaged over scale x scale input pixels
+    (scale 2 of a 256-px input sees the chunk as a 128-px network does), each ending in its own
+    pooled logit ``logit_<scale>``; a dense unit ``logit`` weighs them, starting at their mean. A
+    coarse trunk sees a crater wall whole, a fine one the spots of a stone field."""
+    import keras
+    from keras import layers
+
+    _check_widths(widths)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(input_size, input_size, 1), name="chunk")
+    branch_logits = []
+    for scale in scales:
+        trunk_input = keras.Input(shape=(None, None, 1))
+        trunk = keras.Model(trunk_input, _features(trunk_input, widths), name=f"trunk_{scale}")
+        x = inputs if scale == 1 else layers.AveragePooling2D(scale, name=f"average_{scale}")(inputs)
+        x = layers.GlobalAveragePooling2D()(trunk(x))
+        x = layers.Dropout(dropout)(x)
+        branch_logits.append(layers.Dense(1, name=f"logit_{scale}")(x))
+    combined = layers.Concatenate()(branch_logits)
+    logit = layers.Dense(1, name="logit", kernel_initializer=keras.initializers.Constant(1.0 / len(scales)), bias_initializer="zeros")(combined)
+    probability = layers.Activation("sigmoid", name="probability")(logit)
+    return keras.Model(inputs, probability, name="multi_scale_xception")
+
+
+def _check_widths(widths: Sequence[int]) -> None:
+    if len(widths) < 3:
+        raise ValueError("widths needs an entry width, at least one block width and an exit width")
+
+
+def _features(inputs, widths: Sequence[int]):
+    """The trunk: the last feature map, before pooling."""
+    from keras import layers
+
+    entry, blocks, exit_width = widths[0], widths[1:-1], widths[-1]
     x = layers.Conv2D(entry, 3, strides=2, padding="same")(inputs)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     x = layers.Activation("relu")(x)
@@ -46,15 +86,21 @@ def build_network(input_size: int = 256, widths: Sequence[int] = PAPER_WIDTHS, d
 
     x = layers.SeparableConv2D(exit_width, 3, padding="same")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
-    x = layers.Activation("relu")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(dropout)(x)
-    logit = layers.Dense(1, name="logit")(x)
-    probability = layers.Activation("sigmoid", name="probability")(logit)
-    return keras.Model(inputs, probability, name="small_xception")
+    return layers.Activation("relu")(x)
 
 
-def architecture(input_size: int, widths: Sequence[int]) -> Dict:
+def build_from(architecture: Dict, input_size: int = None, seed: int = None):
+    """A fresh network of this architecture (its own input size unless given)."""
+    size = architecture["input_size"] if input_size is None else input_size
+    if architecture.get("scales"):
+        return build_multi_scale_network(size, architecture["widths"], architecture["scales"], seed=seed)
+    return build_network(size, architecture["widths"], seed=seed)
+
+
+def architecture(input_size: int, widths: Sequence[int], scales: Sequence[int] = ()) -> Dict:
+    """The model file's description of a network; ``scales`` only for a multi-scale one."""
+    if scales:
+        return {"name": "multi_scale_xception", "widths": list(widths), "scales": [int(s) for s in scales], "input_size": int(input_size)}
     return {"name": "small_xception", "widths": list(widths), "input_size": int(input_size)}
 
 
@@ -65,21 +111,52 @@ def logit_model(network):
     return keras.Model(network.inputs, network.get_layer("logit").output)
 
 
-def network_stride(widths: Sequence[int]) -> int:
-    """Input pixels per position of the last feature map: the entry convolution and every block halve."""
-    return 2 ** (len(widths) - 1)
+def network_stride(architecture: Dict) -> int:
+    """Input pixels per position of the score map: the entry convolution and every block halve,
+    and a multi-scale map has the cells of its coarsest trunk."""
+    return 2 ** (len(architecture["widths"]) - 1) * max(architecture.get("scales") or [1])
 
 
-def score_map_model(network, widths: Sequence[int]):
+def score_map_model(network, architecture: Dict):
     """The same network run fully convolutionally on any input size that is a multiple of
-    network_stride(widths): its last feature map (before global average pooling) with the
+    network_stride(architecture): its last feature map (before global average pooling) with the
     ``logit`` dense unit applied at every position. Dropout is an identity at inference, so the
-    mean of this map over one chunk's input is that chunk's logit."""
+    mean of this map over one chunk's input is that chunk's logit. A multi-scale network's trunk
+    maps are averaged to its coarsest cells first, which keeps every chunk's mean."""
     import keras
     from keras import layers
 
-    free = build_network(None, widths)
+    if architecture.get("scales"):
+        return _multi_scale_map(network, architecture["scales"])
+    free = build_network(None, architecture["widths"])
     free.set_weights(network.get_weights())
     pooling = next(layer for layer in free.layers if isinstance(layer, layers.GlobalAveragePooling2D))
     score = free.get_layer("logit")(pooling.input)
     return keras.Model(free.inputs, score, name="score_map")
+
+
+def _multi_scale_map(network, scales: Sequence[int]):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(None, None, 1), name="window")
+    coarsest = max(scales)
+    maps = []
+    for scale in scales:
+        x = inputs if scale == 1 else network.get_layer(f"average_{scale}")(inputs)
+        score = network.get_layer(f"logit_{scale}")(network.get_layer(f"trunk_{scale}")(x))
+        maps.append(score if scale == coarsest else layers.AveragePooling2D(coarsest // scale)(score))
+    combined = network.get_layer("logit")(layers.Concatenate()(maps))
+    return keras.Model(inputs, combined, name="score_map")
+
+
+def multi_scale_from(members: Dict[int, object], input_size: int, widths: Sequence[int]):
+    """A multi-scale network whose trunk of each scale carries the weights of a trained network of
+    these widths ({scale: network}), weighed at first by the mean of their logits."""
+    scales = sorted(members, reverse=True)
+    combined = build_multi_scale_network(input_size, widths, scales)
+    for scale in scales:
+        weights = members[scale].get_weights()
+        combined.get_layer(f"trunk_{scale}").set_weights(weights[:-2])
+        combined.get_layer(f"logit_{scale}").set_weights(weights[-2:])
+    return combined

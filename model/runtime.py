@@ -173,14 +173,14 @@ def chunk_logits(scorer, images: np.ndarray, mirror: bool) -> np.ndarray:
     return logits
 
 
-def map_scorer(network, widths):
+def map_scorer(network, architecture: Dict):
     """As logit_scorer, for the network's score map: (n, h, w, 1) float32 inputs, h and w multiples
     of its cell, to (n, h / cell, w / cell, 1) logit maps."""
     if network not in _mappers:
         from .network import score_map_model
 
         probes = map_probe_images(network.input_shape[1])
-        _mappers[network] = _fastest(KerasMapper(score_map_model(network, widths)), OnnxMapper, probes)
+        _mappers[network] = _fastest(KerasMapper(score_map_model(network, architecture)), OnnxMapper, probes)
     return _mappers[network]
 
 

@@ -177,12 +177,12 @@ class ScoreMapper:
     (test-time augmentation) the mean of the maps of the image and of its east-west mirror.
     Runs on ONNX Runtime where it matches Keras (model/runtime.py)."""
 
-    def __init__(self, network, widths, mirror: bool = False):
+    def __init__(self, network, architecture: Dict, mirror: bool = False):
         from .network import network_stride
         from .runtime import map_scorer
 
-        self.run = map_scorer(network, widths)
-        self.cell = network_stride(widths)
+        self.run = map_scorer(network, architecture)
+        self.cell = network_stride(architecture)
         self.mirror = mirror
         self.seconds = 0.0
 
@@ -421,7 +421,7 @@ def write_probability_raster(path: str, geometry: MapGeometry, logits: np.ndarra
     return path
 
 
-def network_stride_of(widths) -> int:
+def network_stride_of(architecture: Dict) -> int:
     from .network import network_stride
 
-    return network_stride(widths)
+    return network_stride(architecture)

@@ -160,6 +160,29 @@ def tiny_model(worker_python, training_data, tmp_path_factory) -> TinyModel:
     return TinyModel(path, job, job_path, training_data, run, report)
 
 
+TWO_SCALE = r"""
+import sys
+from model import modelfile
+from model.network import architecture, build_network, multi_scale_from
+network, meta = modelfile.load(sys.argv[1])
+size, widths = meta["input_size"], meta["architecture"]["widths"]
+coarse = build_network(size // 2, widths)
+coarse.set_weights(network.get_weights())
+meta["architecture"] = architecture(size, widths, [2, 1])
+modelfile.save(multi_scale_from({2: coarse, 1: network}, size, widths), meta, sys.argv[2], replay=modelfile.load_replay(sys.argv[1]))
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_two_scale_model(worker_python, tiny_model, tmp_path_factory) -> str:
+    """The tiny model's weights reading each chunk at two scales (model/network.py multi_scale_from):
+    32 px, and 16 px averaged from them."""
+    path = str(tmp_path_factory.mktemp("tiny_two_scale") / "two_scale.hiriseice")
+    done = helpers.run_worker_snippet(worker_python, TWO_SCALE, tiny_model.path, path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return path
+
+
 # --- QGIS ---------------------------------------------------------------------------------
 
 

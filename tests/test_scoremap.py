@@ -76,8 +76,8 @@ from model.preprocess import network_input
 from model.raster import RasterSource
 raster, model_path = sys.argv[1], sys.argv[2]
 network, meta = modelfile.load(model_path)
-widths, size, chunk = meta["architecture"]["widths"], meta["input_size"], meta["chunk_size"]
-mapper = scoremap.ScoreMapper(network, widths)
+size, chunk = meta["input_size"], meta["chunk_size"]
+mapper = scoremap.ScoreMapper(network, meta["architecture"])
 with RasterSource(raster) as source:
     info = source.info
     samples = list(iter_chunks(source, chunk, chunk, 0.0, size))
@@ -109,6 +109,40 @@ def test_tiles_equal_the_chunks_alone_tiny_model(worker_python, tiny_model, make
     assert out["windows"] == tiles and out["cells"] == cells and out["runtime"] == "ONNX Runtime"
     assert len(out["alone"]) >= min(tiles, 4) and np.abs(np.array(out["alone"]) - np.array(out["map"])).max() < 1e-4, out
     assert out["whole"][0] == pytest.approx(out["whole"][1]) and out["centre"][0] == pytest.approx(out["centre"][1])
+
+
+JOINED = r"""
+import json
+import numpy as np
+from model.network import build_network, logit_model, multi_scale_from
+coarse, fine = build_network(16, (4, 8, 8, 16), seed=1), build_network(32, (4, 8, 8, 16), seed=2)
+joined = multi_scale_from({2: coarse, 1: fine}, 32, (4, 8, 8, 16))
+x = np.random.default_rng(0).random((5, 32, 32, 1)).astype(np.float32)
+halved = x.reshape(5, 16, 2, 16, 2, 1).mean(axis=(2, 4))
+members = [np.asarray(logit_model(n).predict_on_batch(i)).reshape(-1) for n, i in ((coarse, halved), (fine, x))]
+print(json.dumps({"members": [m.tolist() for m in members], "joined": np.asarray(logit_model(joined).predict_on_batch(x)).reshape(-1).tolist()}))
+"""
+
+
+def test_a_two_scale_network_starts_as_the_mean_of_its_members(worker_python):
+    """multi_scale_from: the coarse trunk reads the 2 x 2 averages of the input as the coarse model
+    reads a chunk at half the size; the joined logit is the mean of the two models' logits."""
+    done = helpers.run_worker_snippet(worker_python, JOINED)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    coarse, fine = np.array(out["members"])
+    assert np.abs(coarse - fine).max() > 1e-3  # two different networks
+    assert np.abs(np.array(out["joined"]) - (coarse + fine) / 2).max() < 1e-5
+
+
+@pytest.mark.parametrize("width,height,tiles,cells", [(64, 64, 1, [2, 2]), (150, 100, 6, [4, 6])])
+def test_tiles_equal_the_chunks_alone_two_scale_model(worker_python, tiny_two_scale_model, make_raster, width, height, tiles, cells):
+    """A two-scale network's map has its coarse trunk's cells (twice the fine trunk's), and still
+    gives each chunk its logit alone."""
+    raster = make_raster(width=width, height=height, rotated_border=width > 64, nodata=0, seed=3, icy_chunk_size=64, icy_pattern=lambda r, c: (r + c) % 2 == 0)
+    out = one_window(worker_python, raster.path, tiny_two_scale_model)
+    assert out["windows"] == tiles and out["cells"] == cells and out["runtime"] == "ONNX Runtime"
+    assert np.abs(np.array(out["alone"]) - np.array(out["map"])).max() < 1e-4, out
 
 
 def test_tile_equals_the_chunk_alone_default_model(worker_python, tmp_path):
@@ -161,7 +195,7 @@ from model.raster import RasterSource
 raster, model_path = sys.argv[1], sys.argv[2]
 network, meta = modelfile.load(model_path)
 size, chunk = meta["input_size"], meta["chunk_size"]
-mapper = scoremap.ScoreMapper(network, meta["architecture"]["widths"])
+mapper = scoremap.ScoreMapper(network, meta["architecture"])
 with RasterSource(raster) as source:
     info = source.info
     g = scoremap.MapGeometry(info.width, info.height, chunk, chunk // 2, size, mapper.cell)
@@ -231,7 +265,7 @@ from model.raster import RasterSource
 raster, model_path = sys.argv[1], sys.argv[2]
 network, meta = modelfile.load(model_path)
 size, chunk = meta["input_size"], meta["chunk_size"]
-mapper = scoremap.ScoreMapper(network, meta["architecture"]["widths"])
+mapper = scoremap.ScoreMapper(network, meta["architecture"])
 maps = []
 with RasterSource(raster) as source:
     info = source.info

@@ -152,6 +152,19 @@ def test_retraining_continues_the_base_model(tiny_model, training_data, worker_p
     assert metadata["metrics"]["calibration"]["choice"] == "kept the base model's" and metadata["calibration"] == base["calibration"]
 
 
+def test_retraining_a_two_scale_model_adapts_both_trunks_and_keeps_its_scales(tiny_two_scale_model, training_data, worker_python, tmp_path):
+    """A two-scale base (the default model's kind) is fine-tuned whole: both trunks' batch norm
+    kept, its scales and input size kept."""
+    base = modelfile.read_metadata(tiny_two_scale_model)
+    output = tmp_path / "retrained.hiriseice"
+    job = helpers.tiny_job(training_data.raster.path, training_data.labels, str(output), base_model=tiny_two_scale_model, epochs=1, chunk_size=0)
+    run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job)).check()
+    metadata = modelfile.read_metadata(str(output))
+    assert metadata["architecture"] == base["architecture"] and metadata["architecture"]["scales"] == [2, 1]
+    assert metadata["training"]["frozen_batch_norm_layers"] == 2 * 6  # six in each trunk
+    assert len(run.result["history"]) == 1
+
+
 # --- bad inputs ---------------------------------------------------------------------------------
 
 BATCH = r"""
