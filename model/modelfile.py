@@ -94,7 +94,13 @@ def read_metadata(path: str, parameter: str = "MODEL") -> Dict:
 
 
 def describe(metadata: Dict) -> str:
-    return f"{metadata['name']} {metadata['version']} (input {metadata['input_size']} px for {metadata['chunk_size']} px chunks)"
+    return f"{metadata['name']} {metadata['version']} ({metadata['chunk_size']} px chunks read at {reading_sizes(metadata)} px)"
+
+
+def reading_sizes(metadata: Dict) -> str:
+    """The sizes the network reads a chunk at: '256', or '128 and 256' for a two-scale network."""
+    scales = (metadata.get("architecture") or {}).get("scales") or [1]
+    return " and ".join(str(metadata["input_size"] // scale) for scale in sorted(scales, reverse=True))
 
 
 def new_metadata(name: str, input_size: int, chunk_size: int, normalisation: Dict, architecture: Dict, thresholds: Dict, **extra) -> Dict:

@@ -17,8 +17,10 @@ from qgis.PyQt.QtWidgets import (
 from . import worker_setup
 
 try:
+    from ..model import modelfile
     from ..processing_provider import worker
 except ImportError:  # plugin imported as a top-level package
+    from model import modelfile
     from processing_provider import worker
 
 TITLE = "HiRISE Ice Patches"
@@ -47,7 +49,7 @@ def describe_worker(info: dict) -> str:
     ]
     model = info.get("model") or {}
     if model:
-        lines.append(f"Default model: {model.get('name')} {model.get('version')} (input {model.get('input_size')} px, chunks {model.get('chunk_size')} px)")
+        lines.append(f"Default model: {modelfile.describe(model)}")
     return "\n".join(lines)
 
 

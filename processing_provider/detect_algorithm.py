@@ -114,7 +114,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "where the model is least sure, spread over the image. Also written: the image summary (footprint, counts, mean and max "
             "probability, category) and, when REPORT is given, an HTML report with histogram and quicklook.</p>"
             "<p><b>Ice probability raster</b> (PROBABILITY_RASTER, optional): a GeoTIFF in the image's CRS with the ice probability "
-            "of every cell of the network's score map (128 px of the image for the paper's model, 1024-px chunks read at 128 px), "
+            "of every cell of the network's score map (128 px of the image for the default model's 1024-px chunks), "
             "so you see where inside a chunk the patch lies; transparent below 0.2, yellow to red above. A chunk's probability is "
             "the mean of this map's logits over the chunk. With a stride shorter than the chunk (e.g. 512 for 1024-px chunks) every "
             "chunk is read off this map, and the chunks between the map's tiles that may hide a patch cut by their edges are "

@@ -11,6 +11,7 @@ by the families of model/trainingdata/ice, look-alikes by model/trainingdata/loo
     scripts/train_default_model --hold-out "natural shade" --out build/lofo/natural-shade.hiriseice
     scripts/train_default_model --evaluate MODEL --json OUT.json  # measure any model on the test set
     scripts/train_default_model --evaluate MODEL --transfer 'build/lofo/*.json'  # rewrite the card
+    scripts/train_default_model --combine COARSE FINE --out MODEL  # one two-scale model of two trained ones
 
 A --hold-out run trains on the other families and scores the held-out one on the held-out
 observations: the leave-one-family-out table that heads the model card.
@@ -33,8 +34,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from model import calibration, metrics, modelfile  # noqa: E402
-from model.network import logit_model  # noqa: E402
+from model import calibration, finetune, metrics, modelfile  # noqa: E402
+from model.network import architecture, logit_model  # noqa: E402
 from model.protocol import Reporter  # noqa: E402
 from model.trainingdata.examples import FAMILIES, LOOKALIKE_SHARES, make_example, to_input  # noqa: E402
 
@@ -117,7 +118,7 @@ def _at_input_size(base, input_size):
     network, meta = base
     if meta["input_size"] == input_size:
         return base
-    from model.network import architecture, build_network
+    from model.network import build_network
 
     widths = meta["architecture"]["widths"]
     rescaled = build_network(input_size, widths)
@@ -277,12 +278,15 @@ def main(argv=None):
                         "--icy-prior, a replay sample and the card")
     parser.add_argument("--store", action="store_true", help="with --evaluate: store the measurement in MODEL's metadata (its weights and replay set "
                         "untouched) and write --card from it")
+    parser.add_argument("--combine", nargs=2, metavar=("COARSE", "FINE"), default=None,
+                        help="write to --out one two-scale model of two models of the same widths, FINE reading the chunk at a multiple of COARSE's "
+                        "input size: their logits averaged, calibrated on the validation observations, measured, with a replay sample and the card")
     parser.add_argument("--card-only", action="store_true", help="only write --card from --out's stored measurement and the transfer runs (no TensorFlow)")
     parser.add_argument("--icy-prior", type=float, default=0.2, help="share of icy chunks the calibration assumes (the paper's training set: 20 %%)")
     parser.add_argument("--max-false-alarms", type=float, default=0.05,
                         help="lower the assumed share until at most this share of the validation observations' real crops is called icy")
     args = parser.parse_args(argv)
-    given = args.evaluate or args.base
+    given = args.evaluate or args.base or (args.combine[1] if args.combine else "")
     args.input_size = args.input_size or (modelfile.read_metadata(given)["input_size"] if given else 128)
     folders = args.terrain or [os.path.join(SHARED, name) for name in TERRAIN_FOLDERS]
     missing = [f for f in folders if not os.path.isdir(os.path.join(f, "tiles"))]
@@ -305,6 +309,16 @@ def main(argv=None):
     test_tiles = [t for t in tiles if t["observation"] in test_obs]
     test = build_test_set(test_tiles, args.seed + 1, args.input_size)
     reporter.log(f"{len(tiles)} crops of {len(train_obs) + len(validation_obs) + len(test_obs)} observations; test: {len(test_obs)} observations, {len(test.labels)} examples")
+    if args.combine:
+        network, meta = combine_scales(args.combine, tiles, validation_obs, args)
+        _move_to_prior(meta, _survey_share(network, meta, tiles, validation_obs, args))
+        measured = evaluate(network, meta, test)
+        _write_json(args.json, measured)
+        _remeasure(network, meta, measured, tiles, test_obs, validation_obs, args)
+        reporter.log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB) in {(time.monotonic() - started) / 60:.1f} min")
+        print(json.dumps({"families": {k: round(v["roc_auc"], 4) for k, v in measured["families"].items()},
+                          "fpr": {k: v["rate"] for k, v in measured["false_positive_rate_at_0.5"].items()}, "ece": measured["ece"]}, indent=1))
+        return
     if args.evaluate:
         from model.training import prepare_tensorflow
 
@@ -380,6 +394,44 @@ def main(argv=None):
     reporter.log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB) in {(time.monotonic() - started) / 60:.1f} min")
     print(json.dumps({"families": {k: round(v["roc_auc"], 4) for k, v in measured["families"].items()},
                       "fpr": {k: v["rate"] for k, v in measured["false_positive_rate_at_0.5"].items()}, "ece": measured["ece"]}, indent=1))
+
+
+def combine_scales(paths, tiles, validation_obs, args):
+    """(network, metadata) of the two-scale model of COARSE and FINE (model/network.py
+    multi_scale_from), with Platt scaling fitted on examples of the validation observations, as a
+    trained model's is. Each member is a model of this recipe, its commands and epochs kept."""
+    from model.network import multi_scale_from
+    from model.training import prepare_tensorflow
+
+    metas = [modelfile.read_metadata(path) for path in paths]
+    widths = metas[0]["architecture"]["widths"]
+    coarse_size, fine_size = (meta["input_size"] for meta in metas)
+    if metas[1]["architecture"]["widths"] != widths or any(meta["architecture"].get("scales") for meta in metas) or fine_size % coarse_size or fine_size == coarse_size:
+        sys.exit("error: --combine needs two single-scale models of the same widths, FINE's input size a multiple of COARSE's")
+    prepare_tensorflow(widths)
+    (coarse, coarse_meta), (fine, fine_meta) = (modelfile.load(path) for path in paths)
+    scale = fine_size // coarse_size
+    network = multi_scale_from({scale: coarse, 1: fine}, fine_size, widths)
+    seed = args.seed if args.data_seed is None else args.data_seed
+    validation = build_training_set([t for t in tiles if t["observation"] in validation_obs], args.variants, args.hard_variants, seed, fine_size)
+    logits = predict_logits(network, validation.images)
+    chosen, record = finetune.choose_calibration(logits, validation.labels, None, "none")
+    members = [
+        {"scale": s, "input_size": m["input_size"], "name": m["name"], "version": m["version"], "epochs_run": m["training"]["epochs_run"],
+         "best_epoch": m["training"]["best_epoch"], "learning_rate": m["training"]["learning_rate"], "run_minutes": m["training"].get("run_minutes", 0),
+         "best_val_loss": m["metrics"]["best_val_loss"]}
+        for s, m in ((scale, coarse_meta), (1, fine_meta))
+    ]
+    training = dict(fine_meta["training"], members=members, run_minutes=sum(m["run_minutes"] for m in members))
+    meta = modelfile.new_metadata(
+        "hiriseice-default", fine_size, fine_meta["chunk_size"], fine_meta["normalisation"], architecture(fine_size, widths, [scale, 1]), fine_meta["thresholds"],
+        calibration=chosen, training=training,
+        metrics={"validation_chunks": int(len(logits)), "validation_icy": int(validation.labels.sum()), "calibration": record, "best_val_loss": fine_meta["metrics"]["best_val_loss"],
+                 "ece_uncalibrated": calibration.expected_calibration_error(calibration.sigmoid(logits), validation.labels),
+                 "ece_calibrated": calibration.expected_calibration_error(calibration.apply(logits, chosen), validation.labels),
+                 "validation_roc_auc": metrics.roc_auc(calibration.sigmoid(logits), validation.labels)},
+    )
+    return network, meta
 
 
 def _transfer(pattern) -> List[Dict]:

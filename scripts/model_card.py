@@ -81,6 +81,35 @@ def _at_survey_share(test: Dict) -> str:
             f" the calibration, {at['ece']:.3f}")
 
 
+def _network_paragraph(meta: Dict) -> str:
+    t, architecture = meta["training"], meta["architecture"]
+    widths = tuple(architecture["widths"])
+    layers = f"{'the paper' if widths == PAPER_WIDTHS else 'narrower'} widths ({', '.join(str(w) for w in widths)} channels)"
+    place = f"on a 2-core {t.get('device', 'CPU')}"
+    if architecture.get("scales"):
+        sizes = " and ".join(f"{member['input_size']} px" for member in t["members"])
+        return (f"The default model of HiRISE Ice Patches: two small Xceptions of Gergács & Kereszturi, {layers}, reading each\n"
+                f"{meta['chunk_size']}-px chunk at two scales, {sizes} (one {meta['input_size']}-px input, the coarse network on its\n"
+                f"{max(architecture['scales'])} x {max(architecture['scales'])} averages), their logits averaged, then calibrated. Each was trained by"
+                f" `scripts/train_default_model`\n({t.get('run_minutes', 0):.0f} min in all {place}) and the two joined by its `--combine`.")
+    base = meta.get("base_model")
+    start = f"starting from the weights of {base['name']} {base['version']}" if base else "from random weights"
+    return (f"The default model of HiRISE Ice Patches: the small Xception of Gergács & Kereszturi with {layers},\n"
+            f"a {meta['input_size']}-px input for a {meta['chunk_size']}-px chunk, trained by `scripts/train_default_model` in"
+            f" {t.get('run_minutes', 0):.0f} min {place}, {start}.")
+
+
+def _epochs(meta: Dict) -> str:
+    def run(t, loss):
+        return (f"learning rate {t['learning_rate']}, {t['epochs_run']} epochs, the weights of epoch {t['best_epoch']} kept"
+                f" (lowest validation loss, {loss:.4f})")
+
+    members = meta["training"].get("members")
+    if members:
+        return "; ".join(f"the {member['input_size']}-px network: {run(member, member['best_val_loss'])}" for member in members)
+    return run(meta["training"], meta["metrics"]["best_val_loss"])
+
+
 def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], attribution: str, previous: Dict = None) -> str:
     t = meta["training"]
     m = meta["metrics"]
@@ -99,16 +128,10 @@ def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], at
               f" The held-out set is {test['icy'] / test['examples']:.0%} icy, so its probabilities run below the observed share"
               if calibration and "prior" in calibration else "no calibration (the raw sigmoid)")
     commands = "\n".join(f"    {c}" for c in t.get("commands", []))
-    widths = tuple(meta["architecture"]["widths"])
-    layers = "the paper's widths" if widths == PAPER_WIDTHS else "narrower layers"
-    base = meta.get("base_model")
-    start = f"starting from the weights of {base['name']} {base['version']}" if base else "from random weights"
     worst = min((fold["families"][fold["held_out_family"]]["roc_auc"] for fold in transfer), default=float("nan"))
     return f"""# Model card: {meta['name']} {meta['version']}
 
-The default model of HiRISE Ice Patches: the small Xception of Gergács & Kereszturi with {layers}
-({', '.join(str(w) for w in widths)} channels), a {meta['input_size']}-px input for a {meta['chunk_size']}-px chunk,
-trained by `scripts/train_default_model` in {t.get('run_minutes', 0):.0f} min on a 2-core {t.get('device', 'CPU')}, {start}.
+{_network_paragraph(meta)}
 
 ## How well it transfers: ice drawn a way it never saw
 Each row is a model trained by the same recipe without one family of ice patches, scored on that family
@@ -167,10 +190,9 @@ Recall at p >= 0.5 by the size of the largest patch (pixels of a 227-px crop; x 
 - {attribution} Derived weights only; no image is redistributed.
 
 ## Training
-Adam (learning rate {t['learning_rate']}), binary cross-entropy, batch {t['batch_size']}, class weights
+Adam, binary cross-entropy, batch {t['batch_size']}, class weights
 {json.dumps({k: round(v, 3) for k, v in t['class_weight'].items()})}, east-west mirrors and brightness/contrast only (north-south
-flips would move the shade off the poleward side); {t['epochs_run']} epochs, the weights of epoch {t['best_epoch']} kept
-(lowest validation loss, {m['best_val_loss']:.4f}).
+flips would move the shade off the poleward side); {_epochs(meta)}.
 
 Reliability on the held-out set:
 

@@ -22,14 +22,15 @@ def default_metadata():
 
 def test_default_model_is_shipped_small_with_its_card_and_replay_set(default_metadata):
     assert os.path.getsize(DEFAULT_MODEL) <= 16 * 1024 * 1024  # the network's 10 MB and its replay sample
-    assert default_metadata["chunk_size"] == 1024 and default_metadata["input_size"] == 128
+    assert default_metadata["chunk_size"] == 1024 and default_metadata["input_size"] == 256
+    assert default_metadata["architecture"]["scales"] == [2, 1]  # the chunk read at 128 and at 256 px
     assert default_metadata["thresholds"] == {"icy": rules.ICY_THRESHOLD, "hard_low": rules.HARD_LOW}
     assert default_metadata["training"]["families"] == ["natural shade", "stone field", "crater wall", "rendered caster"]
     with zipfile.ZipFile(DEFAULT_MODEL) as archive:
         assert archive.testzip() is None
     replay = modelfile.load_replay(DEFAULT_MODEL)
     assert replay is not None and set(replay["labels"].tolist()) == {0, 1}
-    assert replay["images"].shape[1:] == (128, 128)
+    assert replay["images"].shape[1:] == (256, 256)
 
 
 def test_model_card_leads_with_the_transfer_table_and_reports_the_models_numbers(default_metadata):
@@ -124,12 +125,27 @@ def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_i
 
     # a warm start at a finer input carries the base's weights and history into a network of that size
     finer = tmp_path / "finer.hiriseice"
-    run_recipe(worker_python, *data, "--base", model, "--input-size", 48, "--out", finer, "--card", tmp_path / "finer.md")
+    run_recipe(worker_python, *data, "--base", model, "--input-size", 64, "--out", finer, "--card", tmp_path / "finer.md")
     finer_meta = modelfile.read_metadata(str(finer))
-    assert finer_meta["input_size"] == 48 and finer_meta["architecture"]["input_size"] == 48
+    assert finer_meta["input_size"] == 64 and finer_meta["architecture"]["input_size"] == 64
     assert finer_meta["training"]["total_epochs"] == meta["training"]["total_epochs"] + 1
     assert finer_meta["training"]["anchor"] == 0.0  # the recipe learns the data as a whole; the pull back is for a user's few labels
-    assert modelfile.load_replay(str(finer))["images"].shape[1:] == (48, 48)
+    assert modelfile.load_replay(str(finer))["images"].shape[1:] == (64, 64)
+
+    # the two joined: one model reading the chunk at both scales, calibrated, measured and carded like a trained one
+    both, both_card = tmp_path / "both.hiriseice", tmp_path / "both.md"
+    run_recipe(worker_python, *data, "--combine", model, finer, "--out", both, "--transfer", str(tmp_path / "lofo" / "*.json"))
+    both_meta = modelfile.read_metadata(str(both))
+    assert both_meta["input_size"] == 64 and both_meta["architecture"]["scales"] == [2, 1]
+    assert [m["input_size"] for m in both_meta["training"]["members"]] == [32, 64]
+    assert both_meta["calibration"]["prior"]["validation_crops"] > 0
+    assert modelfile.load_replay(str(both))["images"].shape[1:] == (64, 64)
+    text = both_card.read_text(encoding="utf-8")
+    assert "at two scales, 32 px and 64 px" in text and row in text.split("## The shipped model")[0]
+    both_test = both_meta["metrics"]["test"]
+    assert f"| crater wall | {both_test['families']['crater wall']['roc_auc']:.3f} (" in text
+    again = json.loads(run_recipe(worker_python, *data, "--evaluate", both, "--card", ""))
+    assert again["families"]["crater wall"]["roc_auc"] == pytest.approx(both_test["families"]["crater wall"]["roc_auc"], abs=1e-6)
 
 
 CORNER_TILE = "hirise-terrain/tiles/ESP_011289_1950_RED-0039.jpg"
@@ -146,15 +162,19 @@ def test_a_patch_on_a_chunk_corner_is_found_by_the_dense_grid(shared_data, worke
 
     crop = np.asarray(Image.open(shared_data / CORNER_TILE).convert("L").resize((256, 256)), np.float32) / 255.0
     terrain = np.pad(crop, 256, mode="reflect")  # seamless room to move the patch within
-    patched, _, info = implant_ice_patches(terrain[256:512, 256:512].copy(), np.random.default_rng(1), count=1, min_size_px=14,
+    patched, _, info = implant_ice_patches(terrain[256:512, 256:512].copy(), np.random.default_rng(2), count=1, min_size_px=14,
                                            contrast_range=(0.3, 0.5), return_info=True)
     terrain[256:512, 256:512] = patched
     row, col = (int(round(v)) + 256 for v in info[0]["centre"])
+    # 8 m -> 1 m, smoothly (blocks of 8 x 8 equal pixels would be a texture no image has), once:
+    # both scenes are cut from the same pixels
+    around = terrain[row - 128: row + 192, col - 128: col + 192]
+    fine = np.asarray(Image.fromarray(around, "F").resize((320 * 8, 320 * 8), Image.BILINEAR))
 
     def scene(name, patch_at):
-        """The 256-px window with the patch at (patch_at, patch_at), at 8 m -> 1 m: 2 x 2 chunks of 1024 px."""
-        window = terrain[row - patch_at: row - patch_at + 256, col - patch_at: col - patch_at + 256]
-        dn = (np.kron(window, np.ones((8, 8), np.float32)) * 900 + 50).astype(np.uint16)
+        """The 256-px window with the patch at (patch_at, patch_at), at 1 m: 2 x 2 chunks of 1024 px."""
+        top = (128 - patch_at) * 8
+        dn = (fine[top: top + 2048, top: top + 2048] * 900 + 50).astype(np.uint16)
         return helpers.write_geotiff(tmp_path / f"{name}.tif", dn, "UInt16", helpers.default_geotransform(2048, 2048), helpers.mars_equirectangular_wkt())
 
     def probabilities(path, stride):

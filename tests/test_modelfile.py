@@ -299,3 +299,12 @@ def test_the_bundled_default_model_if_present(repo_root):
     metadata = modelfile.read_metadata("")
     assert metadata["chunk_size"] == 1024  # the paper's chunks
     assert metadata["architecture"]["input_size"] == metadata["input_size"]
+
+
+def test_a_model_is_described_by_the_sizes_it_reads_a_chunk_at():
+    from model.network import architecture
+
+    one = modelfile.new_metadata("m", 128, 1024, DEFAULT_NORMALISATION, architecture(128, [8, 16, 32]), {})
+    two = modelfile.new_metadata("m", 256, 1024, DEFAULT_NORMALISATION, architecture(256, [8, 16, 32], [2, 1]), {})
+    assert modelfile.describe(one).endswith("(1024 px chunks read at 128 px)")
+    assert modelfile.describe(two).endswith("(1024 px chunks read at 128 and 256 px)")
