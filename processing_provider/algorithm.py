@@ -2,6 +2,7 @@
 loaded without sidecar files, styled outputs, and a failure's message printed once by qgis_process."""
 
 import contextlib
+import difflib
 import functools
 import os
 import re
@@ -212,9 +213,13 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         return QCoreApplication.translate("HiriseIce", text)
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's names from here on)
-        """A layer path that cannot be loaded is said to be missing, a folder, or not a raster or
-        polygon layer (unloadable_layer_message) before QGIS tries: QGIS says "not found" or
-        "Incorrect parameter value" of all of them, and prints a mesh driver's complaint."""
+        """A name the algorithm does not have stops the run (unknown_parameter_message). A layer path
+        that cannot be loaded is said to be missing, a folder, or not a raster or polygon layer
+        (unloadable_layer_message) before QGIS tries: QGIS says "not found" or "Incorrect
+        parameter value" of all of them, and prints a mesh driver's complaint."""
+        unknown = self.unknown_parameter_message(parameters)
+        if unknown:
+            return False, unknown
         for definition in self.parameterDefinitions():
             kind = layer_kind(definition)
             for value in layer_paths(parameters.get(definition.name())) if kind else []:
@@ -225,6 +230,18 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):  # noqa: N802
         return type(self)()
+
+    def unknown_parameter_message(self, parameters) -> str:
+        """qgis_process and processing.run pass over a name the algorithm does not have, so a
+        misspelt optional output (PROBABILITY for PROBABILITY_RASTER) would silently not be written:
+        an overnight batch must stop at once instead."""
+        names = [definition.name() for definition in self.parameterDefinitions()]
+        for given in parameters:
+            if given not in names:
+                close = difflib.get_close_matches(str(given).upper(), names, n=1, cutoff=0.5)
+                hint = f" Did you mean {close[0]}?" if close else ""
+                return f"{self.id()} has no parameter {given}.{hint} 'qgis_process help {self.id()}' lists its parameters."
+        return ""
 
     def name(self) -> str:
         return self.NAME

@@ -396,6 +396,24 @@ def detect_error(qgis_app, tiny_model, detect_scene, tmp_path):
     return run
 
 
+def test_a_parameter_name_detect_lacks(qgis_app, tiny_model, detect_scene, tmp_path):
+    """Stopped while QGIS checks the parameters (processing.run reports that check's message in the
+    feedback too), before any worker or output."""
+    from qgis.core import QgsProcessingException
+
+    def message(**extra):
+        parameters = {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": str(tmp_path / "bad.gpkg"), **extra}
+        with pytest.raises(QgsProcessingException) as raised:
+            qs.run_algorithm("hiriseice:detect", parameters, feedback=qs.recording_feedback())
+        assert not (tmp_path / "bad.gpkg").exists() and not (tmp_path / "p.tif").exists()
+        return str(raised.value)
+
+    assert "hiriseice:detect has no parameter chunk_size. Did you mean CHUNK_SIZE?" in message(chunk_size=64)
+    misspelt = message(PROBABILITY_RASTR=str(tmp_path / "p.tif"))
+    assert "no parameter PROBABILITY_RASTR. Did you mean PROBABILITY_RASTER?" in misspelt and "qgis_process help hiriseice:detect" in misspelt
+    assert "Did you mean" not in message(FLAVOUR="vanilla")
+
+
 def test_raster_without_crs(detect_error, make_raster):
     raster = make_raster(name="no_crs.tif", crs=None)
     message = detect_error(INPUT=raster.path)

@@ -86,6 +86,17 @@ def test_bad_input_exits_non_zero_with_the_reason(tiny_model, make_raster, tmp_p
     assert not output.exists()
 
 
+def test_a_misspelt_parameter_stops_the_run_naming_the_right_one(tiny_model, scene, tmp_path):
+    """qgis_process itself passes over a name the algorithm lacks, so PROBABILITY= would run detect
+    without the probability raster the user asked for."""
+    output, probability = tmp_path / "never.gpkg", tmp_path / "p.tif"
+    done = qs.qgis_process("run", "hiriseice:detect", "--", f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", f"OUTPUT={output}", f"PROBABILITY={probability}")
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert "hiriseice:detect has no parameter PROBABILITY. Did you mean PROBABILITY_RASTER?" in done.stdout, done.stdout[-3000:]
+    assert "Traceback" not in done.stdout
+    assert not output.exists() and not probability.exists()
+
+
 # --- installed without scripts/install -------------------------------------------------------------
 
 
