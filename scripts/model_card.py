@@ -4,6 +4,7 @@ leave-one-family-out measurements (scripts/default_model.py)."""
 import json
 from typing import Dict, List
 
+from model import modelfile
 from model.network import PAPER_WIDTHS
 
 TARGET_AUC = 0.95
@@ -86,14 +87,16 @@ def _network_paragraph(meta: Dict) -> str:
     widths = tuple(architecture["widths"])
     layers = f"{'the paper' if widths == PAPER_WIDTHS else 'narrower'} widths ({', '.join(str(w) for w in widths)} channels)"
     place = f"on a 2-core {t.get('device', 'CPU')}"
-    if architecture.get("scales"):
-        sizes = " and ".join(f"{member['input_size']} px" for member in t["members"])
-        return (f"The default model of HiRISE Ice Patches: two small Xceptions of Gergács & Kereszturi, {layers}, reading each\n"
-                f"{meta['chunk_size']}-px chunk at two scales, {sizes} (one {meta['input_size']}-px input, the coarse network on its\n"
-                f"{max(architecture['scales'])} x {max(architecture['scales'])} averages), their logits averaged, then calibrated. Each was trained by"
-                f" `scripts/train_default_model`\n({t.get('run_minutes', 0):.0f} min in all {place}) and the two joined by its `--combine`.")
     base = meta.get("base_model")
     start = f"starting from the weights of {base['name']} {base['version']}" if base else "from random weights"
+    if architecture.get("scales"):
+        scale = max(architecture["scales"])
+        opening = (f"The default model of HiRISE Ice Patches: two small Xceptions of Gergács & Kereszturi, {layers}, reading each\n"
+                   f"{meta['chunk_size']}-px chunk at two scales, {modelfile.reading_sizes(meta)} px (one {meta['input_size']}-px input, the coarse network on its\n"
+                   f"{scale} x {scale} averages), their logits weighed by one dense unit, then calibrated.")
+        if "members" in t:
+            return opening + f" Each was trained by `scripts/train_default_model`\n({t.get('run_minutes', 0):.0f} min in all {place}) and the two joined by its `--combine`."
+        return opening + f" Both trained together by `scripts/train_default_model`\nin {t.get('run_minutes', 0):.0f} min {place}, {start}."
     return (f"The default model of HiRISE Ice Patches: the small Xception of Gergács & Kereszturi with {layers},\n"
             f"a {meta['input_size']}-px input for a {meta['chunk_size']}-px chunk, trained by `scripts/train_default_model` in"
             f" {t.get('run_minutes', 0):.0f} min {place}, {start}.")
