@@ -141,7 +141,7 @@ def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_i
     assert both_meta["calibration"]["prior"]["validation_crops"] > 0
     assert modelfile.load_replay(str(both))["images"].shape[1:] == (64, 64)
     text = both_card.read_text(encoding="utf-8")
-    assert "at two scales, 32 px and 64 px" in text and row in text.split("## The shipped model")[0]
+    assert "at two scales, 32 and 64 px" in text and row in text.split("## The shipped model")[0]
     both_test = both_meta["metrics"]["test"]
     assert f"| crater wall | {both_test['families']['crater wall']['roc_auc']:.3f} (" in text
     again = json.loads(run_recipe(worker_python, *data, "--evaluate", both, "--card", ""))
