@@ -47,6 +47,20 @@ def test_model_card_leads_with_the_transfer_table_and_reports_the_models_numbers
     assert held_out and not held_out & set(training["split"]["train_groups"] + training["split"]["validation_groups"])
 
 
+def test_card_describes_a_two_scale_model_the_recipe_continued(worker_python, repo_root, default_metadata):
+    """A two-scale model continued by the recipe (--base) has no joined members: its card says both
+    networks were trained together, from which model."""
+    code = ("import sys; sys.path.insert(0, 'scripts'); import model_card; from model import modelfile; "
+            "meta = modelfile.read_metadata(''); training = {k: v for k, v in meta['training'].items() if k != 'members'}; "
+            "print(model_card._network_paragraph(dict(meta, training=training, base_model={'name': meta['name'], 'version': meta['version']})))")
+    done = subprocess.run([worker_python, "-c", code], cwd=str(repo_root), env=helpers.worker_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    paragraph = " ".join(done.stdout.split())
+    assert "reading each 1024-px chunk at two scales, 128 and 256 px" in paragraph
+    assert "Both trained together by `scripts/train_default_model` in" in paragraph
+    assert f"starting from the weights of {default_metadata['name']} {default_metadata['version']}" in paragraph
+
+
 def test_default_model_scores_implanted_ice_above_bare_terrain(worker_python, tmp_path):
     """On a scene it never saw (synthetic terrain, 0.25 m pixels), chunks holding ice score higher on average."""
     scene = tmp_path / "scene.tif"
