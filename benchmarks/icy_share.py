@@ -21,7 +21,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 import default_model as recipe  # noqa: E402
-from model import calibration, modelfile  # noqa: E402
+from model import calibration, finetune, modelfile  # noqa: E402
 
 
 def at_share(logits, test, fitted, fitted_share, share):
@@ -58,7 +58,7 @@ def main():
     network, meta = modelfile.load(args.model)
     logits = recipe.predict_logits(network, test.images)
     fitted, fitted_share = recipe._fitted(meta)
-    shipped = ((meta.get("calibration") or {}).get("prior") or {}).get("prior")
+    shipped = finetune.survey_prior(meta.get("calibration"))
     rows = [at_share(logits, test, fitted, fitted_share, float(share)) for share in args.shares.split(",")]
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as handle:

@@ -21,7 +21,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 import default_model as recipe  # noqa: E402
-from model import calibration, metrics, modelfile  # noqa: E402
+from model import calibration, finetune, metrics, modelfile  # noqa: E402
 from model.trainingdata.examples import FAMILIES  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def measure(logits, calibration_record, test):
     row.update(fpr_real_terrain=float((p[real] >= 0.5).mean()), ece=calibration.expected_calibration_error(p, test.labels))
     # The calibration assumes a survey's share of icy chunks; the test set holds far more ice. Moved
     # to the test set's share, ECE measures the shape of the calibration alone.
-    prior = ((calibration_record or {}).get("prior") or {}).get("prior")
+    prior = finetune.survey_prior(calibration_record)
     if prior:
         at_share = calibration.with_prior(calibration_record, prior, float(test.labels.mean()))
         row["ece_at_test_share"] = calibration.expected_calibration_error(calibration.apply(logits, at_share), test.labels)

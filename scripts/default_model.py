@@ -211,7 +211,7 @@ def _ece_at_survey_share(p, labels, fitted) -> Dict:
     """The ECE with the test examples weighted to the share of icy chunks the calibration was
     moved to (calibration.with_prior): the test set's own share differs, and at it a calibration
     meant for a survey reads as miscalibrated by the change of prior alone."""
-    prior = ((fitted or {}).get("prior") or {}).get("prior")
+    prior = finetune.survey_prior(fitted)
     if not prior:
         return {}
     return {"ece_at_survey_share": {"share": float(prior), "ece": calibration.expected_calibration_error(p, labels, weights=calibration.prior_weights(labels, prior))}}
