@@ -18,7 +18,6 @@ observations: the leave-one-family-out table that heads the model card.
 """
 
 import argparse
-import csv
 import glob
 import json
 import os
@@ -28,7 +27,6 @@ import time
 from typing import Dict, List, NamedTuple
 
 import numpy as np
-from osgeo import gdal
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -37,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import calibration, finetune, metrics, modelfile  # noqa: E402
 from model.network import architecture, logit_model  # noqa: E402
 from model.protocol import Reporter  # noqa: E402
+from model.trainingdata.crops import load_tiles  # noqa: E402,F401 (the benchmarks read the crops through the recipe)
 from model.trainingdata.examples import FAMILIES, LOOKALIKE_SHARES, make_example, to_input  # noqa: E402
 
 SHARED = os.path.join(REPO, "..", "shared", "data")
@@ -47,22 +46,6 @@ ATTRIBUTION = (
     "Terrain: 'Mars orbital image (HiRISE) labeled data set' versions 1 and 3, K. L. Wagstaff, S. Lu, G. Doran, "
     "L. Mandrake et al., NASA JPL, DOI 10.5281/zenodo.1048301 and 10.5281/zenodo.2538136 (HiRISE images: NASA/JPL/University of Arizona)."
 )
-
-
-def load_tiles(folders):
-    """Every crop of the terrain folders: {name, observation, landform (name), image (float32 in [0, 1])}."""
-    tiles = []
-    for folder in folders:
-        with open(os.path.join(folder, "classmap.csv")) as handle:
-            classes = {int(row[0]): row[1].strip() for row in csv.reader(handle)}
-        with open(os.path.join(folder, "labels.txt")) as handle:
-            for line in handle:
-                name, landform = line.split()
-                image = gdal.Open(os.path.join(folder, "tiles", name)).ReadAsArray().astype(np.float32) / 255.0
-                if image.ndim == 3:
-                    image = image.mean(axis=0)
-                tiles.append({"name": name, "observation": "_".join(name.split("_")[:3]), "landform": classes[int(landform)], "image": image})
-    return tiles
 
 
 def split_observations(tiles, seed, fraction=0.15):

@@ -1,5 +1,6 @@
 """A georeferenced HiRISE-like sample scene with ice patches and look-alikes in known chunks."""
 
+import contextlib
 import math
 import os
 from typing import Dict, Optional
@@ -32,6 +33,59 @@ def mars_equirectangular_wkt(latitude_deg: float, centre_lon_deg: float = 0.0) -
     return srs.ExportToWkt()
 
 
+def scene_geotransform(width: int, height: int, pixel_size_m: float, latitude_deg: float):
+    """North-up geotransform of a scene centred on ``latitude_deg`` (and the CRS's central meridian)."""
+    y_centre = MARS_RADIUS_M * math.radians(latitude_deg)
+    return (-width / 2.0 * pixel_size_m, float(pixel_size_m), 0.0, y_centre + height / 2.0 * pixel_size_m, 0.0,
+            -float(pixel_size_m))
+
+
+@contextlib.contextmanager
+def mars_scene_raster(path, width: int, height: int, *, pixel_size_m: float, latitude_deg: float, centre_lon_deg: float = 0.0,
+                      metadata: Optional[Dict[str, str]] = None):
+    """Yield a new tiled DEFLATE UInt16 GeoTIFF (nodata DN 0) in a Mars equirectangular CRS centred on
+    ``latitude_deg``; when the block ends it gets average overviews and only then becomes ``path``
+    (an error leaves no file)."""
+    from osgeo import gdal
+
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".%s.partial.tif" % os.path.basename(path))
+    ds = gdal.GetDriverByName("GTiff").Create(
+        tmp, width, height, 1, gdal.GDT_UInt16,
+        ["TILED=YES", "BLOCKXSIZE=512", "BLOCKYSIZE=512", "COMPRESS=DEFLATE", "PREDICTOR=2", "ZLEVEL=4",
+         "NUM_THREADS=ALL_CPUS", "BIGTIFF=IF_SAFER"])
+    if ds is None:
+        raise OSError("cannot create %s: %s" % (tmp, gdal.GetLastErrorMsg()))
+    try:
+        ds.SetGeoTransform(scene_geotransform(width, height, pixel_size_m, latitude_deg))
+        ds.SetProjection(mars_equirectangular_wkt(latitude_deg, centre_lon_deg))
+        ds.SetMetadata(metadata or {})
+        band = ds.GetRasterBand(1)
+        band.SetNoDataValue(NODATA_DN)
+        band.SetDescription("RED")
+        yield ds
+        levels = []
+        factor = 2
+        while min(width, height) // factor >= 128:
+            levels.append(factor)
+            factor *= 2
+        if levels:
+            old_threads = gdal.GetConfigOption("GDAL_NUM_THREADS")
+            gdal.SetConfigOption("GDAL_NUM_THREADS", old_threads or "ALL_CPUS")
+            try:
+                ds.BuildOverviews("AVERAGE", levels)
+            finally:
+                gdal.SetConfigOption("GDAL_NUM_THREADS", old_threads)
+        ds.FlushCache()
+        ds = None
+        os.replace(tmp, path)
+    except BaseException:
+        ds = None
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def _footprint_params(width: int, height: int, angle_deg: float):
     """Rotated swath rectangle whose corners touch the four raster edges."""
     th = math.radians(angle_deg)
@@ -45,7 +99,7 @@ def _footprint_params(width: int, height: int, angle_deg: float):
     return a, b, c, s
 
 
-def _footprint_mask(r0: int, r1: int, width: int, height: int, angle_deg: float, c0: int = 0,
+def footprint_mask(r0: int, r1: int, width: int, height: int, angle_deg: float, c0: int = 0,
                     c1: Optional[int] = None) -> np.ndarray:
     """True inside the swath footprint, for rows r0:r1 and columns c0:c1 of the raster."""
     a, b, c, s = _footprint_params(width, height, angle_deg)
@@ -76,8 +130,6 @@ def write_sample_scene(path, width=4096, height=3072, rng_seed=0, pixel_size_m=0
     """
     import time
 
-    from osgeo import gdal
-
     t_start = time.time()
     width, height, chunk_size = int(width), int(height), int(chunk_size)
     if width < 64 or height < 64:
@@ -96,7 +148,7 @@ def write_sample_scene(path, width=4096, height=3072, rng_seed=0, pixel_size_m=0
             ch, cw = min(chunk_size, height - y0), min(chunk_size, width - x0)
             if ch < 64 or cw < 64:
                 continue
-            fm = _footprint_mask(y0 + ch // 4, y0 + ch - ch // 4, width, height, angle, x0 + cw // 4, x0 + cw - cw // 4)
+            fm = footprint_mask(y0 + ch // 4, y0 + ch - ch // 4, width, height, angle, x0 + cw // 4, x0 + cw - cw // 4)
             if fm.all():
                 eligible.append(cr * ncc + cc)
     ice_chunks = set()
@@ -104,35 +156,18 @@ def write_sample_scene(path, width=4096, height=3072, rng_seed=0, pixel_size_m=0
         k = max(1, int(round(ncr * ncc / 2.0)))
         ice_chunks = set(int(i) for i in rng.permutation(eligible)[:k])
 
-    wkt = mars_equirectangular_wkt(latitude_deg, centre_lon_deg)
-    y_centre = MARS_RADIUS_M * math.radians(latitude_deg)
-    gt = (-width / 2.0 * pixel_size_m, float(pixel_size_m), 0.0, y_centre + height / 2.0 * pixel_size_m, 0.0,
-          -float(pixel_size_m))
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, ".%s.partial.tif" % os.path.basename(path))
-    drv = gdal.GetDriverByName("GTiff")
-    ds = drv.Create(tmp, width, height, 1, gdal.GDT_UInt16,
-                    ["TILED=YES", "BLOCKXSIZE=512", "BLOCKYSIZE=512", "COMPRESS=DEFLATE", "PREDICTOR=2",
-                     "ZLEVEL=4", "NUM_THREADS=ALL_CPUS", "BIGTIFF=IF_SAFER"])
-    if ds is None:
-        raise OSError("cannot create %s: %s" % (tmp, gdal.GetLastErrorMsg()))
     patches = []
     negatives = []
-    try:
-        ds.SetGeoTransform(gt)
-        ds.SetProjection(wkt)
-        ds.SetMetadata({"SYNTHETIC": "YES", "INSTRUMENT": "HiRISE-like RED (synthetic)",
-                        "SUN_AZIMUTH_DEG": "%.1f" % sun_azimuth_deg, "SUN_ELEVATION_DEG": "%.1f" % terrain.sun_el,
-                        "LATITUDE_DEG": "%.3f" % latitude_deg, "RNG_SEED": str(rng_seed)})
+    metadata = {"SYNTHETIC": "YES", "INSTRUMENT": "HiRISE-like RED (synthetic)", "SUN_AZIMUTH_DEG": "%.1f" % sun_azimuth_deg,
+                "SUN_ELEVATION_DEG": "%.1f" % terrain.sun_el, "LATITUDE_DEG": "%.3f" % latitude_deg, "RNG_SEED": str(rng_seed)}
+    with mars_scene_raster(path, width, height, pixel_size_m=pixel_size_m, latitude_deg=latitude_deg,
+                           centre_lon_deg=centre_lon_deg, metadata=metadata) as ds:
         band = ds.GetRasterBand(1)
-        band.SetNoDataValue(NODATA_DN)
-        band.SetDescription("RED")
         for cr in range(ncr):
             r0 = cr * chunk_size
             r1 = min(height, r0 + chunk_size)
             img = terrain.render(r0, r1, 0, width)
-            valid = _footprint_mask(r0, r1, width, height, angle)
+            valid = footprint_mask(r0, r1, width, height, angle)
             for cc in range(ncc):
                 c0 = cc * chunk_size
                 c1 = min(width, c0 + chunk_size)
@@ -169,29 +204,10 @@ def write_sample_scene(path, width=4096, height=3072, rng_seed=0, pixel_size_m=0
             del img, valid
             band.WriteArray(dn, 0, r0)
             ds.FlushCache()  # compress and write this strip now: memory stays at one strip
-        levels = []
-        f = 2
-        while min(width, height) // f >= 128:
-            levels.append(f)
-            f *= 2
-        if levels:
-            old_threads = gdal.GetConfigOption("GDAL_NUM_THREADS")
-            gdal.SetConfigOption("GDAL_NUM_THREADS", old_threads or "ALL_CPUS")
-            try:
-                ds.BuildOverviews("AVERAGE", levels)
-            finally:
-                gdal.SetConfigOption("GDAL_NUM_THREADS", old_threads)
-        ds.FlushCache()
-        ds = None
-        os.replace(tmp, path)
-    except BaseException:
-        ds = None
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return {
-        "path": path, "width": width, "height": height, "size": (width, height), "geotransform": gt,
-        "crs_wkt": wkt, "nodata": NODATA_DN, "pixel_size_m": float(pixel_size_m), "latitude_deg": float(latitude_deg),
+        "path": os.fspath(path), "width": width, "height": height, "size": (width, height),
+        "geotransform": scene_geotransform(width, height, pixel_size_m, latitude_deg),
+        "crs_wkt": mars_equirectangular_wkt(latitude_deg, centre_lon_deg), "nodata": NODATA_DN, "pixel_size_m": float(pixel_size_m), "latitude_deg": float(latitude_deg),
         "chunk_size": chunk_size, "ice_chunks": sorted(ice_chunks), "ice_patches": patches,
         "negative_chunks": sorted(negatives), "footprint_angle_deg": angle, "seconds": time.time() - t_start,
     }

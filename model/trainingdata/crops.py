@@ -1,0 +1,31 @@
+"""Real HiRISE terrain crops: the folders of ../shared/data/hirise-terrain and hirise-terrain-v1
+(``classmap.csv``, ``labels.txt`` of file and landform id, ``tiles/``)."""
+
+import csv
+import os
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+
+def observation_of(name: str) -> str:
+    """ESP_011283_2265_RED-0032.jpg -> ESP_011283_2265."""
+    return "_".join(name.split("_")[:3])
+
+
+def load_tiles(folders: Sequence[str]) -> List[Dict]:
+    """Every crop of the terrain folders: {name, observation, landform (name), image (float32 in [0, 1])}."""
+    from osgeo import gdal
+
+    tiles = []
+    for folder in folders:
+        with open(os.path.join(folder, "classmap.csv")) as handle:
+            classes = {int(row[0]): row[1].strip() for row in csv.reader(handle)}
+        with open(os.path.join(folder, "labels.txt")) as handle:
+            for line in handle:
+                name, landform = line.split()
+                image = gdal.Open(os.path.join(folder, "tiles", name)).ReadAsArray().astype(np.float32) / 255.0
+                if image.ndim == 3:
+                    image = image.mean(axis=0)
+                tiles.append({"name": name, "observation": observation_of(name), "landform": classes[int(landform)], "image": image})
+    return tiles
