@@ -5,7 +5,7 @@
   survey --rasters A B DIR find.gpkg --out survey.gpkg   detect over many rasters on Dask, resumable
   train JOB.json                                          train from a job file (see model/training.py)
   info [--model FILE]                                     versions, device and a model file's metadata
-  sample-scene OUT.tif                                    write a synthetic HiRISE-like test scene
+  sample-scene OUT.tif [--terrain DIR]                   write a HiRISE-like test scene (synthetic, or of real crops)
   serve                                                   with --jsonl: one job per stdin line, the model kept loaded
 
 With --jsonl, stdout carries one JSON object per line for the QGIS algorithms (model/protocol.py).
@@ -138,11 +138,39 @@ def _info(args, reporter: Reporter) -> None:
 
 
 def _sample_scene(args, reporter: Reporter) -> None:
-    from .trainingdata.scene import write_sample_scene
+    if args.terrain:
+        scene = _real_terrain_scene(args)
+        reporter.log(f"sample scene: {os.path.abspath(args.out)}, real HiRISE crops of {len({c['observation'] for c in scene['chunks']})} "
+                     f"observations the model never trained on, ice drawn in {len(scene['ice_chunks'])} of {len(scene['chunks'])} chunks")
+    else:
+        from .trainingdata.scene import write_sample_scene
 
-    scene = write_sample_scene(args.out, width=args.width, height=args.height, rng_seed=args.seed)
-    reporter.log(f"sample scene: {os.path.abspath(args.out)} ({args.width} x {args.height} px)")
-    reporter.result({"path": os.path.abspath(args.out), "ice_chunks": scene["ice_chunks"], "ice_patches": scene["ice_patches"]})
+        scene = write_sample_scene(args.out, width=args.width, height=args.height, rng_seed=args.seed)
+        reporter.log(f"sample scene: {os.path.abspath(args.out)} ({args.width} x {args.height} px)")
+    description = {"path": os.path.abspath(args.out), "ice_chunks": scene["ice_chunks"],
+                   **({"chunks": scene["chunks"]} if "chunks" in scene else {"ice_patches": scene["ice_patches"]})}
+    if args.describe:
+        with open(args.describe, "w") as handle:
+            json.dump(description, handle, indent=1)
+    reporter.result(description)
+
+
+def _real_terrain_scene(args) -> dict:
+    """The scene of real crops: from the observations the model's card holds out, so it never trained on them."""
+    from . import modelfile
+    from .trainingdata.crops import load_tiles
+    from .trainingdata.real_scene import write_real_terrain_scene
+
+    held_out = modelfile.read_metadata(args.model).get("training", {}).get("test_observations") or []
+    if not held_out:
+        raise EngineError(f"{modelfile.resolve_model_path(args.model)} names no held-out observations; "
+                          "give --model a model trained by scripts/train_default_model, or leave out --terrain.")
+    for folder in args.terrain:
+        if not os.path.isfile(os.path.join(folder, "labels.txt")):
+            raise EngineError(f"{folder} is not a terrain folder (labels.txt, classmap.csv, tiles/): "
+                              "give ../shared/data/hirise-terrain or hirise-terrain-v1.")
+    columns, rows = max(1, args.width // 1024), max(1, args.height // 1024)
+    return write_real_terrain_scene(args.out, load_tiles(args.terrain), held_out, columns=columns, rows=rows, rng_seed=args.seed)
 
 
 # Jobs serve runs: those that leave no process-wide state behind (train sets TensorFlow's
@@ -259,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     scene.add_argument("--width", type=int, default=4096)
     scene.add_argument("--height", type=int, default=3072)
     scene.add_argument("--seed", type=int, default=0)
+    scene.add_argument("--terrain", action="append", default=[], metavar="DIR",
+                       help="real HiRISE terrain folder (repeatable, e.g. ../shared/data/hirise-terrain-v1): one real crop per "
+                            "1024-px chunk from the observations --model never trained on, ice of every family in half of them")
+    scene.add_argument("--model", default="", help="with --terrain: the model whose held-out observations to use (default: the bundled one)")
+    scene.add_argument("--describe", default="", metavar="FILE.json", help="also write what is in the scene (which chunks hold ice) as JSON")
     scene.set_defaults(run=_sample_scene)
 
     serve = commands.add_parser("serve", help="with --jsonl: run detect, chunk and info jobs read from stdin, the model kept loaded between them")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import zipfile
@@ -91,6 +92,12 @@ def test_readme_demo_runs_end_to_end(repo_root, tmp_path):
         assert "chunks" in styled
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert report.count("data:image/png;base64,") == 2 and "<svg" not in report
+    if (repo_root.parent / "shared" / "data" / "hirise-terrain-v1").is_dir():  # the scene is real terrain: what was drawn, beside the answers
+        assert "real_terrain_scene.tif" in done.stderr
+        table = done.stdout[done.stdout.index("what the sample scene holds"):]
+        assert table.count("ice: ") == 12 and table.count("no ice: ") == 6  # 6 with drawn ice, 6 without
+        found, false_alarms = (int(n) for n in re.search(r"found (\d+) of the 6 chunks with drawn ice.*called (\d+) of the 6", table).groups())
+        assert found > false_alarms
 
 
 def start_recipe(worker_python, *args):
