@@ -158,7 +158,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         )
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, self.tr("Model file"), "HiRISE Ice Patches model (*.hiriseice)"))
         self.addParameter(QgsProcessingParameterFeatureSink(self.HISTORY, self.tr("Training history"), QgsProcessing.SourceType.TypeVector, optional=True, createByDefault=True))
-        self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, self.tr("Training report"), HTML_FILTER))
+        self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, self.tr("Training report"), HTML_FILTER, optional=True, createByDefault=True))
 
     def _advanced(self, parameter):
         parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
@@ -245,10 +245,10 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         parameters = self._split_layer_lists(parameters)
         # Outputs first: an unwritable folder must not be found after reading every label and training.
         output_model = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
-        report = self.parameterAsFileOutput(parameters, self.REPORT, context)
+        # Without REPORT (qgis_process, batch) the guard's report is still written, to a temporary file.
+        report = self.parameterAsFileOutput(parameters, self.REPORT, context) or QgsProcessingUtils.generateTempFilename("training_report.html")
         self._check_destination(output_model, "OUTPUT_MODEL")
-        if report:
-            self._check_destination(report, "REPORT")
+        self._check_destination(report, "REPORT")
         rasters = self.parameterAsLayerList(parameters, self.RASTERS, context)
         label_layers = self.parameterAsLayerList(parameters, self.LABELS, context)
         exclude_layers = self.parameterAsLayerList(parameters, self.EXCLUDE, context)

@@ -221,9 +221,10 @@ def two_rasters(qgis_app, training_data, tmp_path_factory):
 
 def test_several_rasters_as_one_string_and_calibration_only_where_it_helps(two_rasters, tmp_path):
     """RASTERS=a.tif;b.tif as qgis_process hands it over (one string). Split by image, the validation image holds 18 chunks of
-    each class: enough to fit Platt scaling, kept only if it lowers the validation ECE."""
+    each class: enough to fit Platt scaling, kept only if it lowers the validation ECE. Without REPORT (as qgis_process
+    runs it when none is given) the report with the guard's numbers is still written, to a temporary file."""
     first, second, layer = two_rasters
-    results = train(tmp_path, f"{first.path};{second.path}", [layer], VALIDATION_FRACTION=0.5)
+    results = train(tmp_path, f"{first.path};{second.path}", [layer], VALIDATION_FRACTION=0.5, REPORT=None)
     job = job_of(results)
     assert [entry["path"] for entry in job["rasters"]] == [first.path, second.path] and all(len(e["labels"]) == 36 for e in job["rasters"])
     meta = modelfile.read_metadata(results["OUTPUT_MODEL"])
@@ -239,6 +240,7 @@ def test_several_rasters_as_one_string_and_calibration_only_where_it_helps(two_r
     else:
         assert chosen["choice"] == "none" and "would not lower" in chosen["reason"] and meta["calibration"] is None
         assert metrics["ece_calibrated"] == metrics["ece_uncalibrated"]
+    assert not results["REPORT"].startswith(str(tmp_path))
     assert f"<th>held out for validation</th><td>{validation[0]}</td>" in open(results["REPORT"], encoding="utf-8").read()
 
 
