@@ -59,7 +59,48 @@ def test_natural_shade_ice_lies_in_the_shade_brighter_and_draws_nothing_else(see
     assert 50 <= infos[0]["centre"][0] < 90
     assert (out[mask] > image[mask] + 0.02).mean() > 0.9
     assert np.all(out >= image - 1e-6)  # only ice brightens; no caster, no shadow is drawn
-    assert 60 <= infos[0]["shade"][0] < 84
+    assert 50 <= infos[0]["shade"][0] < 84 and 40 <= infos[0]["shade"][1] < 120
+
+
+def test_natural_shade_ice_sits_at_the_poleward_rim_or_anywhere_inside_the_shade():
+    image, truth = _shaded_ground()
+    rows = [implant_natural_shade_ice(image, np.random.default_rng(seed), count=1, return_info=True)[2][0]["shade"][0] for seed in range(40)]
+    assert all(50 <= row < 82 for row in rows)  # the shade, rows 50-79, give or take its smoothing
+    rim = sum(row >= 70 for row in rows)
+    assert 0 < len(rows) - rim and rim > len(rows) / 3  # the interior some of the time, the rim most often
+
+
+def test_faint_ice_stands_above_the_middle_of_its_surroundings_but_need_not_outshine_them():
+    from model.trainingdata.patches import paint_ice
+
+    rng = np.random.default_rng(1)
+    ground = np.clip(0.4 + 0.12 * rng.standard_normal((80, 80)), 0, 1).astype(np.float32)  # rough, half sunlit
+    alpha = np.zeros((20, 20), np.float32)
+    alpha[5:15, 5:15] = 1.0
+    window = (30, 50, 30, 50)
+    levels = {}
+    for brightness in ("faint", "background", "outshine"):
+        out = ground.copy()
+        contrast = paint_ice(out, ground, np.ones(ground.shape, bool), window, alpha, 10.0, (0.05, 0.06), np.random.default_rng(2), brightness)
+        levels[brightness] = float(np.median(out[35:45, 35:45]))
+        assert np.all(out >= ground - 1e-6) and contrast > 0
+    surroundings = np.percentile(ground[20:60, 20:60], (50, 85))
+    assert surroundings[0] < levels["faint"] < surroundings[1] < levels["outshine"]
+    assert levels["faint"] < levels["background"]  # no floor of 1.5 local standard deviations
+    with pytest.raises(ValueError, match="brightness"):
+        paint_ice(ground.copy(), ground, np.ones(ground.shape, bool), window, alpha, 10.0, (0.05, 0.06), rng, "glowing")
+
+
+def test_some_patches_are_ragged_shapes_cut_from_noise():
+    from model.trainingdata.patches import patch_shape
+
+    shapes = [patch_shape(np.random.default_rng(seed), 30.0, 1.5, 0.0, 1.0)[0] for seed in range(30)]
+    sizes = {shape.shape for shape in shapes}
+    assert len(sizes) >= 2  # two kinds of canvas: the blob's and the noise patch's
+    for shape in shapes:
+        assert shape.max() == pytest.approx(1.0) and shape.min() >= 0.0
+        centre = shape.shape[0] // 2
+        assert shape[centre, centre] > 0.3
 
 
 def test_natural_shade_ice_needs_shade():

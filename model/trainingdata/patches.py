@@ -7,8 +7,29 @@ import numpy as np
 from .imaging import MASK_ALPHA, box_mean, dilate, gauss_blur, loguniform
 
 
+# How bright ice is painted (paint_ice): clearly above the brighter part of its surroundings
+# ("background"), also above most sunlit faces ("outshine"), or only a little above the middle of
+# its surroundings, however textured they are ("faint": ice lit by the sky alone). "faint" keeps
+# the network from learning that ice always stands out as the brightest thing around, which an
+# independently drawn family showed it had (benchmarks/unseen_family.py).
+BRIGHTNESS = ("background", "outshine", "faint")
+FAINT_SHARE = 0.35
+# Share of patches cut from smoothed noise (ragged, sometimes broken into pieces) rather than one blob.
+NOISE_SHAPE_SHARE = 0.3
+
+
+def draw_brightness(rng: np.random.Generator, outshine_share: float) -> str:
+    """A patch's brightness mode: "faint" FAINT_SHARE of the time, else "outshine" or "background"."""
+    if rng.random() < FAINT_SHARE:
+        return "faint"
+    return "outshine" if rng.random() < outshine_share else "background"
+
+
 def patch_shape(rng: np.random.Generator, major: float, elongation: float, angle: float, sigma: float):
-    """Irregular elongated blob, Gaussian-blurred. Returns (alpha, centre_row, centre_col)."""
+    """Irregular elongated blob (or, NOISE_SHAPE_SHARE of the time, a ragged patch cut from
+    smoothed noise), Gaussian-blurred. Returns (alpha, centre_row, centre_col)."""
+    if major >= 6.0 and rng.random() < NOISE_SHAPE_SHARE:
+        return _noise_shape(rng, major, elongation, angle, sigma)
     a = max(major / 2.0, 0.9)
     b = max(a / elongation, 0.75)
     pad = int(math.ceil(a * 1.35 + 3.0 * sigma + 2))
@@ -36,6 +57,26 @@ def patch_shape(rng: np.random.Generator, major: float, elongation: float, angle
     return np.clip(alpha, 0.0, 1.0), pad, pad
 
 
+def _noise_shape(rng: np.random.Generator, major: float, elongation: float, angle: float, sigma: float):
+    """Smoothed noise above a threshold inside a soft ellipse: a ragged patch, sometimes in pieces."""
+    a = major / 2.0
+    b = max(a / elongation, 1.5)
+    pad = int(math.ceil(a * 1.2 + 3.0 * sigma + 2))
+    n = 2 * pad + 1
+    y = (np.arange(n, dtype=np.float32) - pad)[:, None]
+    x = (np.arange(n, dtype=np.float32) - pad)[None, :]
+    ca, sa = math.cos(angle), math.sin(angle)
+    rho = np.sqrt(((x * ca + y * sa) / a) ** 2 + ((-x * sa + y * ca) / b) ** 2)
+    noise = gauss_blur(rng.standard_normal((n, n)).astype(np.float32), max(1.0, b / rng.uniform(1.0, 3.0)))
+    noise /= max(float(noise.std()), 1e-6)
+    field = noise + 2.5 * (1.0 - rho)  # denser towards the middle
+    inside = (field > rng.uniform(0.8, 1.8)).astype(np.float32)
+    inside[pad, pad] = 1.0
+    alpha = gauss_blur(inside, sigma)
+    alpha /= max(float(alpha.max()), 1e-6)
+    return np.clip(alpha, 0.0, 1.0), pad, pad
+
+
 def place_patch(shape, valid, occupied, alpha, pr, pc, centre_row, centre_col):
     """Window of the patch in image coordinates if it fits (inside, valid, not overlapping)."""
     h, w = shape
@@ -60,15 +101,18 @@ def place_patch(shape, valid, occupied, alpha, pr, pc, centre_row, centre_col):
     return win, a
 
 
-def paint_ice(out, orig, valid, window, alpha, size, contrast_range, rng, outshine: bool = True) -> float:
+def paint_ice(out, orig, valid, window, alpha, size, contrast_range, rng, brightness: str = "outshine") -> float:
     """Brighten ``out`` (in place) with an ice patch of blending weights ``alpha`` over
     ``window`` (row0, row1, col0, col1); returns the patch's contrast over its background.
 
     The level is drawn log-uniformly from ``contrast_range`` above the brighter part of the
     surroundings in ``orig`` (the image before any plant), never fainter than about 1.5 local
-    standard deviations; with ``outshine`` it also outshines most of the neighbourhood, sunlit
-    faces included. The ice mutes but keeps the texture beneath it and only ever brightens.
+    standard deviations; "outshine" also outshines most of the neighbourhood, sunlit faces
+    included; "faint" is drawn above the median of the surroundings with no such floor (BRIGHTNESS). The ice mutes
+    but keeps the texture beneath it and only ever brightens.
     """
+    if brightness not in BRIGHTNESS:
+        raise ValueError(f"brightness must be one of {BRIGHTNESS}, got {brightness!r}")
     wr0, wr1, wc0, wc1 = window
     a = alpha
     h, w = out.shape
@@ -77,10 +121,11 @@ def paint_ice(out, orig, valid, window, alpha, size, contrast_range, rng, outshi
     rr0, rr1 = max(0, wr0 - int(size / 3) - 2), min(h, wr1 + int(size / 3) + 2)
     cc0, cc1 = max(0, wc0 - int(size / 3) - 2), min(w, wc1 + int(size / 3) + 2)
     neigh = orig[rr0:rr1, cc0:cc1][valid[rr0:rr1, cc0:cc1]]
-    bg = float(np.percentile(neigh, 60)) if neigh.size else float(np.median(orig))
-    # faint is fine, invisible is not: at least ~1.5 local standard deviations
-    contrast = max(loguniform(rng, clo, chi), min(1.5 * float(np.std(neigh)) if neigh.size else 0.0, chi))
-    p85 = float(np.percentile(neigh, 85)) if neigh.size and outshine else bg
+    bg = float(np.percentile(neigh, 50 if brightness == "faint" else 60)) if neigh.size else float(np.median(orig))
+    # faint is fine, invisible is not: at least ~1.5 local standard deviations, except "faint"
+    floor = min(1.5 * float(np.std(neigh)), chi) if neigh.size and brightness != "faint" else 0.0
+    contrast = max(loguniform(rng, clo, chi), floor)
+    p85 = float(np.percentile(neigh, 85)) if neigh.size and brightness == "outshine" else bg
     level = min(max(bg + contrast, p85 + 0.3 * contrast), 0.97)
     contrast = level - bg
     # the ice mutes but does not erase the relief and texture beneath it
@@ -101,7 +146,7 @@ def paint_ice(out, orig, valid, window, alpha, size, contrast_range, rng, outshi
     return contrast
 
 
-def plant(out, orig, valid, occupied, mask, alpha, pr, pc, centre, size, contrast_range, rng, outshine=True):
+def plant(out, orig, valid, occupied, mask, alpha, pr, pc, centre, size, contrast_range, rng, brightness="outshine"):
     """Place ``alpha`` centred at ``centre`` (row, col) if it fits, paint the ice, and mark
     ``mask`` (the pixels above MASK_ALPHA) and ``occupied``, all in place. Returns the
     patch's info dict (``bbox``, ``centre``, ``size_px``, ``contrast``), or None."""
@@ -112,7 +157,7 @@ def plant(out, orig, valid, occupied, mask, alpha, pr, pc, centre, size, contras
     core = a > MASK_ALPHA
     if not core.any():
         return None
-    contrast = paint_ice(out, orig, valid, (r0, r1, c0, c1), a, size, contrast_range, rng, outshine)
+    contrast = paint_ice(out, orig, valid, (r0, r1, c0, c1), a, size, contrast_range, rng, brightness)
     mask[r0:r1, c0:c1] |= core
     occupied[r0:r1, c0:c1] |= dilate(a > 0.02, 1)
     rows, cols = np.nonzero(core)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..imaging import (DEFAULT_SUN_AZIMUTH_DEG, DEFAULT_SUN_ELEVATION_DEG, as_image, as_valid, box_mean, check_rng,
                        gauss_blur, loguniform)
-from ..patches import plant
+from ..patches import draw_brightness, plant
 from ..relief import render_ridge
 from ..shade import natural_shade, poleward_edge
 
@@ -90,7 +90,7 @@ def implant_crater_wall_ice(image, rng, *, contrast_range=CONTRAST, valid=None, 
                 alpha = alpha * window
                 alpha /= max(float(alpha.max()), 1e-6)
             info = plant(out, orig, valid, occupied, mask, alpha, pr, pc, (rows[j] - rng.uniform(0.0, 2.0) * width, cols[j]),
-                         max(width * 3.0, 3.0), contrast_range, rng, outshine=rng.random() < 0.5)
+                         max(width * 3.0, 3.0), contrast_range, rng, brightness=draw_brightness(rng, 0.5))
             if info is not None:
                 infos.append(dict(info, size_px=float(length), drawn_scarp=drawn))
                 break

@@ -1,8 +1,8 @@
 """Ice family "natural shade": a patch in the shade the real terrain already has, found from
 the image itself; nothing is drawn but the ice.
 
-The patch sits at the poleward rim of a shaded area: wholly inside the shade, or straddling its
-poleward edge. Its size, elongation, edge softness (sharp to very diffuse), inner texture and
+The patch sits at the poleward rim of a shaded area, wholly inside the shade or straddling its
+poleward edge, or (INTERIOR_SHARE of the images) anywhere inside the shade. Its size, elongation, edge softness (sharp to very diffuse), inner texture and
 contrast are random; some patches take the outline of the shade they fill.
 """
 
@@ -10,11 +10,13 @@ import math
 
 import numpy as np
 
-from ..imaging import as_image, as_valid, box_mean, check_rng, loguniform
-from ..patches import patch_shape, plant
+from ..imaging import as_image, as_valid, box_mean, check_rng, dilate, loguniform
+from ..patches import draw_brightness, patch_shape, plant
 from ..shade import natural_shade, poleward_edge
 
 CONTRAST = (0.05, 0.8)
+INTERIOR_SHARE = 0.4
+SHADE_STRENGTHS = (0.8, 0.5, 0.25)  # darkness a shade pixel needs (natural_shade), strongest first
 
 
 def implant_natural_shade_ice(image, rng, count=None, *, min_size_px=4.0, max_size_fraction=1.0 / 3.0,
@@ -29,9 +31,13 @@ def implant_natural_shade_ice(image, rng, count=None, *, min_size_px=4.0, max_si
     count = int(rng.integers(1, 4)) if count is None else int(count)
     orig = out.copy()
     candidates = None
-    for strength in (0.8, 0.5, 0.25):
+    interior = rng.random() < INTERIOR_SHARE
+    for strength in SHADE_STRENGTHS:
         shade, darkness = natural_shade(out, valid, max(6, side // int(rng.integers(8, 24))), strength)
-        edge = poleward_edge(shade, darkness, max(1, side // 100))
+        if interior:  # shade a few pixels from any lit ground
+            edge = shade & ~dilate(~shade, max(2, side // 60))
+        else:  # the poleward rim of shade with a body, not of a speck of noise
+            edge = poleward_edge(shade, darkness, max(1, side // 100)) & dilate(shade & ~dilate(~shade, 1), 2)
         margin = max(2, side // 40)
         edge[:margin], edge[-margin:], edge[:, :margin], edge[:, -margin:] = False, False, False, False
         if edge.any():
@@ -62,7 +68,7 @@ def implant_natural_shade_ice(image, rng, count=None, *, min_size_px=4.0, max_si
             if rng.random() < 0.35:
                 alpha = _fill_shade(alpha, pr, pc, centre, soft_shade)
             info = plant(out, orig, valid, occupied, mask, alpha, pr, pc, centre, size, contrast_range, rng,
-                         outshine=rng.random() < 0.5)
+                         brightness=draw_brightness(rng, 0.5))
             if info is not None:
                 infos.append(dict(info, shade=(r, c)))
                 break

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..imaging import (DEFAULT_SUN_AZIMUTH_DEG, DEFAULT_SUN_ELEVATION_DEG, as_image, as_valid, box_mean, check_rng,
                        loguniform, sun_vectors)
-from ..patches import patch_shape, plant
+from ..patches import draw_brightness, patch_shape, plant
 from ..relief import render_feature
 
 CONTRAST = (0.08, 0.7)
@@ -75,7 +75,7 @@ def implant_stone_field_ice(image, rng, *, spots=None, contrast_range=CONTRAST, 
         alpha, pr, pc = patch_shape(rng, size, rng.uniform(1.0, 2.2), rng.normal(0.0, 0.5), loguniform(rng, 0.3, 1.2))
         lee = rng.uniform(0.5, 2.0)
         spot = (r + shadow_dir[0] * lee + 0.5 * size, c + shadow_dir[1] * lee)
-        info = plant(out, orig, valid, occupied, mask, alpha, pr, pc, spot, size, field_contrast, rng, outshine=rng.random() < 0.6)
+        info = plant(out, orig, valid, occupied, mask, alpha, pr, pc, spot, size, field_contrast, rng, brightness=draw_brightness(rng, 0.6))
         if info is not None:
             infos.append(info)
     if len(infos) < 2:

@@ -30,7 +30,7 @@ def implant_sunlit_bright_patches(image, rng, count=None, *, contrast_range=(0.0
         size = rng.uniform(side / 5.0, side / 2.0)
         alpha, pr, pc = patch_shape(rng, size, rng.uniform(1.0, 2.5), rng.uniform(0, math.pi), size / rng.uniform(3.0, 6.0))
         info = plant(out, orig, valid, occupied, mask, alpha, pr, pc, (rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w),
-                     size, (0.04, 0.15), rng, outshine=False)
+                     size, (0.04, 0.15), rng, brightness="background")
         if info is None:
             raise ValueError("no room for bright dust in this image")
         infos.append(dict(info, kind="bright dust"))
@@ -49,7 +49,7 @@ def implant_sunlit_bright_patches(image, rng, count=None, *, contrast_range=(0.0
             j = int(rng.integers(len(rows)))
             alpha, pr, pc = patch_shape(rng, size, rng.uniform(1.0, 3.5), rng.uniform(0, math.pi), loguniform(rng, 0.3, max(0.6, size / 4)))
             info = plant(out, orig, valid, occupied, mask, alpha, pr, pc, (rows[j], cols[j]), size, contrast_range, rng,
-                         outshine=rng.random() < 0.5)
+                         brightness="outshine" if rng.random() < 0.5 else "background")
             if info is not None:
                 infos.append(dict(info, kind="sunlit bright patch"))
                 break
