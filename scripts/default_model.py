@@ -240,7 +240,9 @@ def main(argv=None):
                         "so that a trial run never rewrites the shipped model's card)")
     parser.add_argument("--json", default="", help="also write the test measurement here")
     parser.add_argument("--compare", default=os.path.join(REPO, "build", "previous-default.json"), help="the previous default's measurement (--evaluate --json) for the card, if present")
-    parser.add_argument("--transfer", default=os.path.join(REPO, "build", "lofo", "*.json"), help="glob of the leave-one-family-out measurements for the card")
+    parser.add_argument("--transfer", default=os.path.join(REPO, "resources", "models", "transfer", "*.json"), help="glob of the leave-one-family-out measurements for the card")
+    parser.add_argument("--unseen", default=os.path.join(REPO, "resources", "models", "unseen_family.json"),
+                        help="benchmarks/unseen_family.py's measurement: its row for this model heads the card, if present")
     parser.add_argument("--hold-out", default="", choices=[""] + list(FAMILIES), help="train without this ice family (leave-one-family-out); writes no card")
     parser.add_argument("--input-size", type=int, default=None, help="network input in px for a 1024-px chunk (default: --evaluate's or --base's, else 128)")
     parser.add_argument("--widths", default="32,64,128,192,256")
@@ -278,10 +280,8 @@ def main(argv=None):
 
     args.card = args.card or card_path(args.out)
     if args.card_only:
-        from model_card import model_card
-
         meta = modelfile.read_metadata(args.out)
-        _write_card(args.card, model_card(meta, meta["metrics"]["test"], _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare)))
+        _write_card(args.card, _card(args, meta, meta["metrics"]["test"]))
         return
     reporter = Reporter()
     started = time.monotonic()
@@ -314,11 +314,9 @@ def main(argv=None):
         if args.rewrite:
             _remeasure(network, meta, measured, tiles, test_obs, validation_obs, args)
         elif args.store:
-            from model_card import model_card
-
             meta["metrics"]["test"] = measured
             modelfile.store_metadata(args.evaluate, meta)
-            _write_card(args.card, model_card(meta, measured, _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare)))
+            _write_card(args.card, _card(args, meta, measured))
         print(json.dumps({k: v for k, v in measured.items() if k not in ("reliability",)}, indent=1))
         return
 
@@ -371,9 +369,7 @@ def main(argv=None):
     _write_json(args.json, dict(measured, held_out_family=args.hold_out or None, model=meta["name"], widths=list(widths),
                                  epochs=meta["training"]["epochs_run"], minutes=meta["training"]["run_minutes"]))
     if not args.hold_out:
-        from model_card import model_card
-
-        _write_card(args.card, model_card(meta, measured, _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare)))
+        _write_card(args.card, _card(args, meta, measured))
     reporter.log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB) in {(time.monotonic() - started) / 60:.1f} min")
     print(json.dumps({"families": {k: round(v["roc_auc"], 4) for k, v in measured["families"].items()},
                       "fpr": {k: v["rate"] for k, v in measured["false_positive_rate_at_0.5"].items()}, "ece": measured["ece"]}, indent=1))
@@ -462,8 +458,6 @@ def _remeasure(network, meta, measured, tiles, test_obs, validation_obs, args):
     """Write the model's weights to --out with this measurement, its ice families and a replay
     sample of this recipe's training crops, and its card (a model trained before the families
     existed, on the rendered caster alone, then says so)."""
-    from model_card import model_card
-
     training = meta["training"]
     training.setdefault("families", ["rendered caster"])
     training["test_observations"] = sorted(test_obs)
@@ -472,7 +466,13 @@ def _remeasure(network, meta, measured, tiles, test_obs, validation_obs, args):
     seed = args.seed if args.data_seed is None else args.data_seed
     pool = build_training_set([t for t in tiles if t["observation"] not in test_obs | validation_obs], args.variants, args.hard_variants, seed, args.input_size)
     modelfile.save(network, meta, args.out, replay=replay_set(pool, args.replay, seed))
-    _write_card(args.card, model_card(meta, measured, _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare)))
+    _write_card(args.card, _card(args, meta, measured))
+
+
+def _card(args, meta, measured) -> str:
+    from model_card import model_card
+
+    return model_card(meta, measured, _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare), _previous(args.unseen))
 
 
 def _previous(path):

@@ -62,6 +62,27 @@ def test_card_describes_a_two_scale_model_the_recipe_continued(worker_python, re
     assert f"starting from the weights of {default_metadata['name']} {default_metadata['version']}" in paragraph
 
 
+def test_card_heads_its_transfer_section_with_its_own_row_of_the_fifth_family(worker_python, repo_root, tmp_path):
+    """benchmarks/unseen_family.py's measurement of this very model (not of another one in the same
+    file) opens the transfer section, and counts toward its worst held-out family."""
+    by_size = {"0-10 px": {"count": 3, "recall": 0.0}, "10-40 px": {"count": 5, "recall": 0.2}, "80-400 px": {"count": 0, "recall": None}}
+    scored = {"roc_auc": 0.6123, "interval": {"low": 0.55, "high": 0.66}, "recall": 0.1, "fpr_real_terrain": 0.02, "by_size": by_size}
+    unseen = {"icy": 8, "ice_free": 9, "rows": [{"model": "another 1 (1024 px chunks read at 128 px)", "as it is": dict(scored, roc_auc=0.4)},
+                                                 {"model": "DESCRIBED", "as it is": scored, "with the mirror (detect's default)": dict(scored, roc_auc=0.6234)}]}
+    path = tmp_path / "unseen.json"
+    code = ("import json, sys; sys.path.insert(0, 'scripts'); import model_card; from model import modelfile; "
+            "meta = modelfile.read_metadata(''); unseen = json.load(open(sys.argv[1])); unseen['rows'][1]['model'] = modelfile.describe(meta); "
+            "print(model_card.model_card(meta, meta['metrics']['test'], [], ['bright dune'], 'credit', None, unseen))")
+    path.write_text(json.dumps(unseen))
+    done = subprocess.run([worker_python, "-c", code, str(path)], cwd=str(repo_root), env=helpers.worker_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    transfer = done.stdout.split("## How well it transfers")[1].split("## The shipped model")[0]
+    assert "ice drawn a fifth way" in transfer and "8 crops of the held-out" in transfer
+    assert "| as it is | 0.612 (0.550-0.660) | 0.10 | 0.00 / 0.20 | 0.020 |" in transfer
+    assert "| with the mirror (detect's default) | 0.623 (" in transfer and "0.400" not in transfer
+    assert "Worst held-out family, the fifth above included: ROC AUC 0.612" in transfer
+
+
 def test_default_model_scores_implanted_ice_above_bare_terrain(worker_python, tmp_path):
     """On a scene it never saw (synthetic terrain, 0.25 m pixels), chunks holding ice score higher on average."""
     scene = tmp_path / "scene.tif"
