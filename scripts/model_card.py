@@ -126,8 +126,10 @@ def unseen_section(meta: Dict, unseen: Dict = None) -> str:
     bins = " / ".join(k for k, b in rows[0]["as it is"]["by_size"].items() if b["count"])
     return f"""The shipped weights on ice drawn a fifth way, which no model here trained on (`benchmarks/unseen_family.py`:
 frost lobes on slopes turned from the sun, blended toward a brightness above their surroundings; written
-apart from the training families, sharing none of their code). {unseen['icy']} crops of the held-out
-observations with it drawn, against {unseen['ice_free']} crops as they are:
+apart from the training families, sharing none of their code). What it first showed, that the model
+wanted ice to outshine everything around it, changed the training families on 2026-12-04 ("faint"
+ice): models trained since then have met its lesson, never its code or its drawings. {unseen['icy']} crops
+of the held-out observations with it drawn, against {unseen['ice_free']} crops as they are:
 
 | scored | ROC AUC (95 % interval) | recall at p >= 0.5 | recall by patch size, {bins} | FPR real ice-free terrain |
 | --- | --- | --- | --- | --- |
@@ -204,7 +206,8 @@ Recall at p >= 0.5 by the size of the largest patch (pixels of a 227-px crop; x 
   - *crater wall*: thin curved, often broken bands along pole-facing walls;
   - *rendered caster*: a patch against a drawn boulder or rim with its shadow (the earlier default model's only family).
   Each is randomised in size (a few input pixels to a third of the chunk), count, shape, edge softness,
-  texture and contrast (0.05-0.8 above the local background), and every chunk in blur, noise, JPEG and
+  texture and contrast (0.05-0.8 above the local background; since 2026-12-04 a third of patches only faintly
+  above the middle of their surroundings, not outshining sunlit faces, and some ragged or in pieces), and every chunk in blur, noise, JPEG and
   JPEG2000 artefacts, stretch and gamma, and 0.25 or 0.5 m product scale.
 - **Negatives that look like ice**: bright soft patches in full sun and bright dust, sunlit rocks with their
   own shadows, drawn casters and natural shade without ice, hot pixels, bright transmission lines,
