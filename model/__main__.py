@@ -170,7 +170,10 @@ def _real_terrain_scene(args) -> dict:
             raise EngineError(f"{folder} is not a terrain folder (labels.txt, classmap.csv, tiles/): "
                               "give ../shared/data/hirise-terrain or hirise-terrain-v1.")
     columns, rows = max(1, args.width // 1024), max(1, args.height // 1024)
-    return write_real_terrain_scene(args.out, load_tiles(args.terrain), held_out, columns=columns, rows=rows, rng_seed=args.seed)
+    try:
+        return write_real_terrain_scene(args.out, load_tiles(args.terrain), held_out, columns=columns, rows=rows, rng_seed=args.seed)
+    except ValueError as exc:
+        raise EngineError(f"{exc}: give both terrain folders, or a smaller --width and --height.") from None
 
 
 # Jobs serve runs: those that leave no process-wide state behind (train sets TensorFlow's

@@ -21,17 +21,19 @@ FOOTPRINT_ANGLE_DEG = 2.5
 GRAIN = 0.004  # of the DN range: the sensor noise a browse crop lost when it was shrunk
 
 
-def scene_crops(tiles: Sequence[Dict], observations: Sequence[str], count: int, rng: np.random.Generator) -> List[Dict]:
-    """``count`` crops of the given observations, from as many observations as possible, without
-    no-data (edge crops) and without hard landforms (the demo shows ice and its common look-alikes)."""
+def scene_crops(tiles: Sequence[Dict], observations: Sequence[str], count: int, rng: np.random.Generator, spare: int = 0) -> List[Dict]:
+    """``count`` crops of the given observations (and up to ``spare`` more), from as many observations
+    as possible, without no-data (edge crops) and without hard landforms (the demo shows ice and its
+    common look-alikes)."""
     wanted = set(observations)
     usable = [t for t in tiles if t["observation"] in wanted and t["landform"] not in ("edge", "spider", "swiss cheese", "bright dune")
               and (t["image"] > 0).all()]
     by_observation: Dict[str, List[Dict]] = {}
     for tile in usable:
         by_observation.setdefault(tile["observation"], []).append(tile)
-    if sum(len(v) for v in by_observation.values()) < count:
+    if len(usable) < count:
         raise ValueError(f"only {len(usable)} usable crops of the held-out observations; {count} needed")
+    count = min(len(usable), count + spare)
     chosen: List[Dict] = []
     names = sorted(by_observation)
     rng.shuffle(names)
@@ -63,22 +65,30 @@ def write_real_terrain_scene(path, tiles: Sequence[Dict], observations: Sequence
     """Write a UInt16 GeoTIFF of ``columns`` x ``rows`` chunks, each a real crop of ``observations``,
     in the Mars CRS and rotated footprint of the synthetic sample scene, and describe it: ``path``,
     ``chunk_size``, ``ice_chunks`` (chunk ids, row * columns + col), ``chunks`` (one dict per chunk:
-    ``chunk_id``, ``crop``, ``observation``, ``family`` or ``lookalike``, ``patches``), ``seconds``."""
+    ``chunk_id``, ``crop``, ``observation``, ``family`` or ``lookalike``, ``patches``), ``seconds``.
+    A family with no room on a crop (no shade, no wall) takes the next crop."""
     t_start = time.time()
     rng = np.random.default_rng(rng_seed)
     count = columns * rows
-    crops = scene_crops(tiles, observations, count, rng)
+    crops = scene_crops(tiles, observations, count, rng, spare=20)  # spares: for a family with no room on a crop
     ice_ids = set(int(i) for i in rng.permutation(count)[:count // 2])
     families, lookalikes = list(FAMILIES), list(SCENE_LOOKALIKES)
     width, height = columns * chunk_size, rows * chunk_size
     chunks = []
     dn = np.zeros((height, width), np.uint16)
-    for chunk_id, tile in enumerate(crops):
+    for chunk_id in range(count):
         family = families.pop(0) if chunk_id in ice_ids else ""
         lookalike = "" if family else lookalikes.pop(0)
         families += [family] if family else []  # cycle, so every family appears
         lookalikes += [lookalike] if lookalike else []
-        image, infos = _drawn(tile["image"], rng, family, lookalike)
+        while True:
+            tile = crops.pop(0)
+            try:
+                image, infos = _drawn(tile["image"], rng, family, lookalike)
+                break
+            except ValueError:  # no room for this family on this crop: the next crop
+                if not crops:
+                    raise ValueError(f"no crop of the held-out observations has room for {family} ice") from None
         scale = chunk_size / image.shape[0]
         big = resize(image, chunk_size) + rng.normal(0.0, GRAIN, (chunk_size, chunk_size)).astype(np.float32)
         r0, c0 = (chunk_id // columns) * chunk_size, (chunk_id % columns) * chunk_size
