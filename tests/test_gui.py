@@ -13,6 +13,7 @@ import pytest
 import gui_session
 import helpers
 import qgis_support as qs
+from conftest import SHARED_DATA
 
 SHOTS = qs.REPO_ROOT / "build" / "screenshots"
 # resources/styles/chunks.qml: the class bounds of the chunk style.
@@ -23,7 +24,10 @@ CHUNK_CLASS_BOUNDS = [(0.0, 0.2), (0.2, 0.4), (0.4, 0.5), (0.5, 0.6), (0.6, 0.8)
 def tour(tmp_path_factory, worker_python):
     folder = tmp_path_factory.mktemp("tour")
     scene = folder / "ESP_SAMPLE_0950_RED.tif"
-    made = subprocess.run([worker_python, "-m", "model", "sample-scene", str(scene)], cwd=str(qs.REPO_ROOT), env=helpers.worker_env(), capture_output=True, text=True, timeout=300)
+    # real HiRISE terrain where ../shared is beside the checkout (as the demo's), so the screenshots show real ground
+    terrain = [arg for name in ("hirise-terrain", "hirise-terrain-v1") if (SHARED_DATA / name).is_dir() for arg in ("--terrain", str(SHARED_DATA / name))]
+    made = subprocess.run([worker_python, "-m", "model", "sample-scene", str(scene)] + (terrain if len(terrain) == 4 else []),
+                          cwd=str(qs.REPO_ROOT), env=helpers.worker_env(), capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr[-3000:]
     plugins = qs.plugin_without_worker(folder)
     env = qs.environment_without_worker(plugins, folder / "config")
