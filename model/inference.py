@@ -55,6 +55,10 @@ SCORING_ROUTES = ("auto", "map", "chunk")
 # finds 93 of the 95 cut groups scoring every chunk alone finds; asking also that it score above
 # every tile under it rescored a quarter as many (benchmarks/scene.py) but found only 72.
 RESCORE_FROM = 0.1
+# ...or whose central half holds a map cell this likely icy: there the tiles' edges cut the chunk,
+# and a patch they cut can light a cell or two while every tile's mean stays low (a caster patch
+# on a tile corner: the chunk's map mean 0.06, cells by the corner 0.5-0.9, alone 1.00).
+RESCORE_PEAK = 0.5
 
 
 @dataclass
@@ -225,13 +229,14 @@ def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, m
             kept.append(entry)
             if not geometry.on_tile(window.row, window.col):
                 between += 1
-                if entry[3] >= RESCORE_FROM:
+                if entry[3] >= RESCORE_FROM or calibration.apply([score_map.central_peak_logit(window.row, window.col)], cal)[0] >= RESCORE_PEAK:
                     again.append(entry)
         logits = score_alone(source, [entry[0] for entry in again], chunk_size, input_size, mapper, metadata["normalisation"], options.batch_size, lambda f: reporter.progress(0.9 + 0.09 * f),
                              score_map.pixels)
         for entry, p in zip(again, calibration.apply(logits, cal) if again else []):
             entry[3] = p
-    reporter.log(f"{len(again)} of the {between} chunks between the map's tiles scored alone again (map probability {RESCORE_FROM} or more)")
+    reporter.log(f"{len(again)} of the {between} chunks between the map's tiles scored alone again (map probability {RESCORE_FROM} or more, "
+                 f"or a cell of {RESCORE_PEAK} or more in their central half)")
     chunks = [chunk_row(info, window, whole, centre, p, options) for window, whole, centre, p in kept]
     return chunks, (geometry, score_map.logits, score_map.valid_share), mapper.seconds, len(again)
 

@@ -247,6 +247,13 @@ class ScoreMap:
         rows, cols = self.geometry.chunk_cells(row, col)
         return float(self.logits[rows, cols].mean(dtype=np.float64))
 
+    def central_peak_logit(self, row: int, col: int) -> float:
+        """The highest cell logit in the chunk's central half, where the edges of the tiles under a
+        chunk between tiles run (so where a patch they cut lies)."""
+        rows, cols = self.geometry.chunk_cells(row, col)
+        quarter = max(1, (rows.stop - rows.start) // 4)
+        return float(self.logits[rows.start + quarter : rows.stop - quarter, cols.start + quarter : cols.stop - quarter].max())
+
 
 def score_canvas(
     source,
