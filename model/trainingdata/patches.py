@@ -34,11 +34,7 @@ def patch_shape(rng: np.random.Generator, major: float, elongation: float, angle
     b = max(a / elongation, 0.75)
     pad = int(math.ceil(a * 1.35 + 3.0 * sigma + 2))
     n = 2 * pad + 1
-    y = (np.arange(n, dtype=np.float32) - pad)[:, None]
-    x = (np.arange(n, dtype=np.float32) - pad)[None, :]
-    ca, sa = math.cos(angle), math.sin(angle)
-    u = (x * ca + y * sa) / a
-    v = (-x * sa + y * ca) / b
+    u, v = _ellipse_coordinates(pad, a, b, angle)
     rho = np.sqrt(u * u + v * v)
     theta = np.arctan2(v, u)
     boundary = np.ones_like(rho)
@@ -50,10 +46,25 @@ def patch_shape(rng: np.random.Generator, major: float, elongation: float, angle
         noise = gauss_blur(rng.standard_normal((n, n)).astype(np.float32), max(1.0, a / 6.0))
         noise /= max(float(noise.std()), 1e-6)
         boundary += 0.08 * noise
-    inside = (rho < np.clip(boundary, 0.55, 1.6)).astype(np.float32)
+    return _softened(rho < np.clip(boundary, 0.55, 1.6), pad, sigma)
+
+
+def _ellipse_coordinates(pad: int, a: float, b: float, angle: float):
+    """(u, v) on a (2 pad + 1)-px square: distances along and across an ellipse of half-axes a, b
+    turned by ``angle``, in units of those half-axes."""
+    y = (np.arange(2 * pad + 1, dtype=np.float32) - pad)[:, None]
+    x = (np.arange(2 * pad + 1, dtype=np.float32) - pad)[None, :]
+    ca, sa = math.cos(angle), math.sin(angle)
+    return (x * ca + y * sa) / a, (-x * sa + y * ca) / b
+
+
+def _softened(inside: np.ndarray, pad: int, sigma: float):
+    """A shape's blending weights: blurred by ``sigma``, its centre always in, peak 1 (small patches:
+    an opaque core all the same). Returns (alpha, centre_row, centre_col)."""
+    inside = inside.astype(np.float32)
     inside[pad, pad] = 1.0
     alpha = gauss_blur(inside, sigma)
-    alpha /= max(float(alpha.max()), 1e-6)  # small patches: an opaque core all the same
+    alpha /= max(float(alpha.max()), 1e-6)
     return np.clip(alpha, 0.0, 1.0), pad, pad
 
 
@@ -63,18 +74,12 @@ def _noise_shape(rng: np.random.Generator, major: float, elongation: float, angl
     b = max(a / elongation, 1.5)
     pad = int(math.ceil(a * 1.2 + 3.0 * sigma + 2))
     n = 2 * pad + 1
-    y = (np.arange(n, dtype=np.float32) - pad)[:, None]
-    x = (np.arange(n, dtype=np.float32) - pad)[None, :]
-    ca, sa = math.cos(angle), math.sin(angle)
-    rho = np.sqrt(((x * ca + y * sa) / a) ** 2 + ((-x * sa + y * ca) / b) ** 2)
+    u, v = _ellipse_coordinates(pad, a, b, angle)
+    rho = np.sqrt(u * u + v * v)
     noise = gauss_blur(rng.standard_normal((n, n)).astype(np.float32), max(1.0, b / rng.uniform(1.0, 3.0)))
     noise /= max(float(noise.std()), 1e-6)
     field = noise + 2.5 * (1.0 - rho)  # denser towards the middle
-    inside = (field > rng.uniform(0.8, 1.8)).astype(np.float32)
-    inside[pad, pad] = 1.0
-    alpha = gauss_blur(inside, sigma)
-    alpha /= max(float(alpha.max()), 1e-6)
-    return np.clip(alpha, 0.0, 1.0), pad, pad
+    return _softened(field > rng.uniform(0.8, 1.8), pad, sigma)
 
 
 def place_patch(shape, valid, occupied, alpha, pr, pc, centre_row, centre_col):
