@@ -12,21 +12,21 @@ import sys
 from osgeo import ogr
 
 
-def drawn(scene: dict) -> dict:
-    """chunk id -> what the scene holds there."""
+def drawn(scene: dict, chunk_ids) -> dict:
+    """chunk id -> what the scene holds there (the synthetic scene lists its icy chunks only)."""
     if "chunks" in scene:  # real terrain
         return {c["chunk_id"]: (f"ice: {c['family']}" if c["family"] else f"no ice: {c['lookalike']}") + f" ({c['observation']})"
                 for c in scene["chunks"]}
     icy = set(scene["ice_chunks"])
-    return {i: "ice: rendered caster" if i in icy else "no ice: bare caster, hot pixels, sunlit rocks" for i in range(max(icy) + 1)}
+    return {i: "ice: rendered caster" if i in icy else "no ice: bare caster, hot pixels, sunlit rocks" for i in chunk_ids}
 
 
 def main(scene_path: str, gpkg: str) -> None:
     with open(scene_path) as handle:
         scene = json.load(handle)
-    what = drawn(scene)
     dataset = ogr.Open(gpkg)  # kept: its layer dies with it
     scored = {f.GetField("chunk_id"): (f.GetField("probability"), f.GetField("class")) for f in dataset.GetLayerByName("chunks")}
+    what = drawn(scene, sorted(scored))
     print("\ndemo: what the sample scene holds, and what the default model said")
     print(f"  {'chunk':>5}  {'probability':>11}  {'class':<18} drawn")
     for chunk_id in sorted(what):
