@@ -113,17 +113,21 @@ def _epochs(meta: Dict) -> str:
     return run(meta["training"], meta["metrics"]["best_val_loss"])
 
 
+def _unseen_row(meta: Dict, unseen: Dict = None) -> Dict:
+    """This model's row of benchmarks/unseen_family.py (a family no model here trained on), or None."""
+    return next((row for row in (unseen or {}).get("rows", []) if row["model"] == modelfile.describe(meta)), None)
+
+
 def unseen_section(meta: Dict, unseen: Dict = None) -> str:
-    """This model's row of benchmarks/unseen_family.py (a family no model here trained on), if measured."""
-    rows = [row for row in (unseen or {}).get("rows", []) if row["model"] == modelfile.describe(meta)]
-    if not rows:
+    row = _unseen_row(meta, unseen)
+    if row is None:
         return ""
     lines = []
-    for name, r in ((name, rows[0][name]) for name in ("as it is", "with the mirror (detect's default)")):
+    for name, r in ((name, row[name]) for name in ("as it is", "with the mirror (detect's default)")):
         sizes = " / ".join(f"{b['recall']:.2f}" for b in r["by_size"].values() if b["count"])
         lines.append(f"| {name} | {r['roc_auc']:.3f} ({r['interval']['low']:.3f}-{r['interval']['high']:.3f}) | {r['recall']:.2f} | {sizes} | "
                      f"{r['fpr_real_terrain']:.3f} |")
-    bins = " / ".join(k for k, b in rows[0]["as it is"]["by_size"].items() if b["count"])
+    bins = " / ".join(k for k, b in row["as it is"]["by_size"].items() if b["count"])
     return f"""The shipped weights on ice drawn a fifth way, which no model here trained on (`benchmarks/unseen_family.py`:
 frost lobes on slopes turned from the sun, blended toward a brightness above their surroundings; written
 apart from the training families, sharing none of their code). What it first showed, that the model
@@ -156,8 +160,9 @@ def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], at
               f" The held-out set is {test['icy'] / test['examples']:.0%} icy, so its probabilities run below the observed share"
               if calibration and "prior" in calibration else "no calibration (the raw sigmoid)")
     commands = "\n".join(f"    {c}" for c in t.get("commands", []))
-    unseen_rows = [row["as it is"]["roc_auc"] for row in (unseen or {}).get("rows", []) if row["model"] == modelfile.describe(meta)]
-    worst = min([fold["families"][fold["held_out_family"]]["roc_auc"] for fold in transfer] + unseen_rows, default=float("nan"))
+    fifth = _unseen_row(meta, unseen)
+    worst = min([fold["families"][fold["held_out_family"]]["roc_auc"] for fold in transfer] + ([fifth["as it is"]["roc_auc"]] if fifth else []),
+                default=float("nan"))
     return f"""# Model card: {meta['name']} {meta['version']}
 
 {_network_paragraph(meta)}

@@ -7,10 +7,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-
-def observation_of(name: str) -> str:
-    """ESP_011283_2265_RED-0032.jpg -> ESP_011283_2265."""
-    return "_".join(name.split("_")[:3])
+from ..catalog import observation_of
 
 
 def load_tiles(folders: Sequence[str]) -> List[Dict]:
