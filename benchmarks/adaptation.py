@@ -116,7 +116,7 @@ class TrainingLog(SilentReporter):
 
 def retrain(labelled, base, out, options, reporter):
     """labelled: [(mosaic path, its cell labels, the cells labelled)], one per image."""
-    from model.training import run_job
+    from model.trainingjob import run_job
 
     job = {"rasters": [{"path": mosaic, "labels": [{"wkt": labels[i][0], "label": labels[i][1]} for i in cells]} for mosaic, labels, cells in labelled],
            "label_mode": "chunks", "chunk_size": CELL, "base_model": base, "output_model": out, **options}

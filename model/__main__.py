@@ -101,7 +101,7 @@ def _chunk(args, reporter: Reporter) -> None:
 def _train(args, reporter: Reporter) -> None:
     with open(args.job, encoding="utf-8") as handle:
         job = json.load(handle)
-    from .training import run_job
+    from .trainingjob import run_job
 
     result = run_job(job, reporter)
     reporter.result(result)

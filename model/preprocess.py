@@ -55,12 +55,28 @@ def network_input(data: np.ndarray, valid: np.ndarray, spec: Dict = DEFAULT_NORM
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Square float32 image resampled to size x size the way chunks are read: averaging when
-    shrinking (as GDAL decimates a chunk), bilinear when enlarging."""
-    from osgeo import gdal
-
+    """Image resampled to size x size float32 the way GDAL reads a chunk into a smaller or larger
+    buffer: each output pixel the area-weighted average of the input pixels it covers when
+    shrinking (GRIORA_Average), bilinear between pixel centres when enlarging (GRIORA_Bilinear).
+    Written with numpy, equal to GDAL's RasterIO bit for bit (tests/test_preprocess.py), so that
+    training examples can be made where GDAL is absent."""
     h, w = image.shape
-    mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Float32)
-    mem.GetRasterBand(1).WriteArray(image.astype(np.float32))
-    resampling = gdal.GRIORA_Average if size <= min(h, w) else gdal.GRIORA_Bilinear
-    return mem.GetRasterBand(1).ReadAsArray(0, 0, w, h, buf_xsize=size, buf_ysize=size, buf_type=gdal.GDT_Float32, resample_alg=resampling)
+    return (_axis_weights(h, size) @ np.asarray(image, np.float64) @ _axis_weights(w, size).T).astype(np.float32)
+
+
+def _axis_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) resampling weights along one axis, each row summing to 1."""
+    weights = np.zeros((n_out, n_in), np.float64)
+    scale = n_in / n_out
+    for out in range(n_out):
+        if n_out <= n_in:
+            start, stop = out * scale, (out + 1) * scale
+            for i in range(int(np.floor(start)), min(int(np.ceil(stop)), n_in)):
+                weights[out, i] = min(stop, i + 1) - max(start, i)
+        else:
+            centre = (out + 0.5) * scale - 0.5
+            left = int(np.floor(centre))
+            for i, weight in ((left, 1.0 - (centre - left)), (left + 1, centre - left)):
+                if 0 <= i < n_in and weight > 0:
+                    weights[out, i] += weight
+    return weights / weights.sum(axis=1, keepdims=True)

@@ -1,22 +1,14 @@
-"""Training: labelled chunks in, a model file with its history, metrics and calibration out.
+"""Training: labelled chunk arrays in, a network with its history, metrics and calibration out.
 
-Used by hiriseice:train (through a JSON job, see run_job) and by scripts/train_default_model
-(through train_arrays). Adam and binary cross-entropy as in the paper; the weights of the
-epoch with the lowest validation loss are kept; class weights balance the ~20 % icy chunks;
-Platt scaling on the validation chunks calibrates the probabilities where they support it.
+Used by hiriseice:train (model/trainingjob.py reads the label layers into arrays) and by
+scripts/train_default_model. Nothing here reads a raster, and any Keras backend trains: the
+default model can be trained on a GPU machine with JAX and no GDAL. Adam and binary
+cross-entropy as in the paper; the weights of the epoch with the lowest validation loss are
+kept; class weights balance the ~20 % icy chunks; Platt scaling on the validation chunks calibrates the probabilities where they support it.
 Continuing a base model (learning rate, batch norm, replay, the guard): model/finetune.py.
-
-Job file keys: rasters [{path, band, labels [{wkt, label}], exclude [wkt]}] (geometries in the
-raster's CRS), label_mode "chunks" | "outlines", chunk_size (0 or absent: the label polygons'
-size, else the base model's, else 1024), input_size, min_valid, base_model, epochs (0 or absent: 30, or 10 from a base model), batch_size,
-validation_fraction, learning_rate (0 or absent: 1e-3, or 1e-4 from a base model), patience,
-augment ("none" | "lighting" | "full"), seed, widths, name, output_model, report; from a base
-model also replay_ratio, distill and anchor (finetune.py's REPLAY_RATIO, REPLAY_DISTILLATION,
-ANCHOR_PULL).
 """
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -24,13 +16,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import calibration, finetune, metrics, modelfile, rules
-from .chunking import DEFAULT_MIN_VALID
-from .errors import CancelledError, EngineError, LabelError, RasterError
+from .errors import CancelledError, LabelError
 from .network import PAPER_WIDTHS, architecture, build_network, logit_model
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
-from .raster import gdal_exceptions
-from .splitting import block_groups, describe_split, fixed_split, split_groups
+from .splitting import describe_split, fixed_split, split_groups
 
 AUGMENT_MODES = ("none", "lighting", "full")
 
@@ -82,6 +72,9 @@ class TrainOptions:
     # Unlabelled chunks of the user's images per training chunk, aimed at the base model's own
     # probability (finetune.UNLABELLED_RATIO), when continuing.
     unlabelled: float = finetune.UNLABELLED_RATIO
+    # Stop after the epoch that ends past this many minutes of training (None: no limit), e.g. a
+    # rented GPU machine's lease; the best epoch so far is kept as always.
+    max_minutes: Optional[float] = None
     extra_metadata: Dict = field(default_factory=dict)
 
 
@@ -163,7 +156,6 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     """
     prepare_tensorflow(base[1]["architecture"]["widths"] if base is not None else options.widths)
     import keras
-    import tensorflow as tf
 
     reporter = reporter or SilentReporter()
     if options.augment not in AUGMENT_MODES:
@@ -185,7 +177,10 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     )
 
     keras.utils.set_random_seed(options.seed)
-    tf.config.experimental.enable_op_determinism()
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     fine_tuning = base is not None
     if fine_tuning:
         network, base_metadata = base
@@ -296,6 +291,9 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
                 state["waited"] += 1
                 if state["waited"] >= options.patience:
                     self.model.stop_training = True
+            if options.max_minutes is not None and time.monotonic() - started > 60.0 * options.max_minutes:
+                self.model.stop_training = True
+                reporter.log(f"{options.max_minutes:g} min of training spent: stopping after epoch {row['epoch']}")
             reporter.log(
                 f"epoch {row['epoch']}: loss {row.get('loss', float('nan')):.4f} val_loss {val_loss:.4f} "
                 f"val_accuracy {row.get('val_accuracy', float('nan')):.3f} val_auc {row.get('auc', float('nan')):.3f}"
@@ -374,142 +372,3 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         class_weight=class_weight,
     )
     return {"network": network, "metadata": metadata, "history": history, "metrics": evaluation, "split": split}
-
-
-def _options_from_job(job: Dict) -> TrainOptions:
-    defaults = TrainOptions()
-    augment = job.get("augment", defaults.augment)
-    if augment is True:
-        augment = defaults.augment
-    elif augment is False:
-        augment = "none"
-    return TrainOptions(
-        epochs=int(job["epochs"]) if job.get("epochs") else None,  # 0 / absent: the default for the run
-        batch_size=int(job.get("batch_size", defaults.batch_size)),
-        validation_fraction=float(job.get("validation_fraction", defaults.validation_fraction)),
-        learning_rate=float(job["learning_rate"]) if job.get("learning_rate") else None,  # 0 / absent: the default for the run
-        patience=int(job.get("patience", defaults.patience)),
-        augment=augment,
-        seed=int(job.get("seed", defaults.seed)),
-        input_size=int(job.get("input_size", defaults.input_size)),
-        chunk_size=int(job.get("chunk_size") or 0),  # 0: decided by tuned_chunk_size
-        widths=tuple(job.get("widths") or defaults.widths),
-        name=job.get("name") or os.path.splitext(os.path.basename(job["output_model"]))[0],
-        distill=float(job["distill"]) if job.get("distill") is not None else finetune.REPLAY_DISTILLATION,
-        replay_ratio=float(job["replay_ratio"]) if job.get("replay_ratio") is not None else finetune.REPLAY_RATIO,
-        anchor=float(job["anchor"]) if job.get("anchor") is not None else finetune.ANCHOR_PULL,
-        unlabelled=float(job["unlabelled"]) if job.get("unlabelled") is not None else finetune.UNLABELLED_RATIO,
-    )
-
-
-def check_destination(path: str, parameter: str) -> None:
-    """Fail before any chunk is read when an output cannot be written where it is asked for."""
-    folder = os.path.dirname(os.path.abspath(path))
-    existing = folder
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    try:
-        if not os.path.isdir(existing):
-            raise NotADirectoryError(0, f"'{existing}' is a file, not a folder")
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise EngineError(f"{parameter} cannot be written to '{folder}' ({exc.strerror or exc}). Choose a folder you can write to.") from None
-
-
-def _check_job(job: Dict) -> str:
-    """The job's label mode, once the job is complete and its outputs can be written: nothing has been read yet."""
-    if not job.get("output_model"):
-        raise LabelError("No output model file was given (OUTPUT_MODEL).")
-    mode = job.get("label_mode", "chunks")
-    if mode not in ("chunks", "outlines"):
-        raise LabelError(f"Unknown label mode {mode!r}; use 'chunks' (labelled chunk polygons) or 'outlines' (ice-patch outlines).")
-    if not job.get("rasters"):
-        raise LabelError("No raster was given. Choose the HiRISE images the labels belong to.")
-    check_destination(job["output_model"], "OUTPUT_MODEL")
-    if job.get("report"):
-        check_destination(job["report"], "REPORT")
-    return mode
-
-
-def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, reporter: Reporter, unlabelled_ratio: float = 0.0):
-    """(images uint8, labels, groups, provenance, unlabelled uint8 images) from the job's rasters
-    and label geometries; per image, unlabelled_ratio times its labelled chunks are drawn from
-    the rest of its grid (labels.unlabelled_chunks)."""
-    from .labels import chunks_from_outlines, chunks_from_polygons, typical_side, unlabelled_chunks
-    from .raster import RasterSource
-
-    mode = job.get("label_mode", "chunks")
-    rng = np.random.default_rng([options.seed, 9])
-    samples, unlabelled = [], []
-    used = []
-    for entry in job["rasters"]:
-        with RasterSource(entry["path"], int(entry.get("band", 0))) as source:
-            info = source.info
-            if info.width < options.chunk_size or info.height < options.chunk_size:
-                raise RasterError(
-                    f"{info.image_id} is {info.width} x {info.height} px, smaller than one {options.chunk_size}-px chunk. Use a larger image or a smaller CHUNK_SIZE."
-                )
-            if not entry.get("labels"):
-                reporter.log(f"{info.image_id}: no labels over this image, skipped")
-                continue
-            if mode == "chunks":
-                found = chunks_from_polygons(source, entry["labels"], options.chunk_size, options.input_size, normalisation)
-            else:
-                found = chunks_from_outlines(source, entry["labels"], entry.get("exclude", []), options.chunk_size, options.input_size, float(job.get("min_valid", DEFAULT_MIN_VALID)), normalisation)
-            icy = sum(s.label for s in found)
-            note = ""
-            if unlabelled_ratio and mode == "chunks":  # outlines label every grid chunk
-                drawn = unlabelled_chunks(source, [s.window for s in found], options.chunk_size, options.input_size, float(job.get("min_valid", DEFAULT_MIN_VALID)),
-                                          normalisation, int(np.ceil(unlabelled_ratio * len(found))), rng)
-                unlabelled.extend(drawn)
-                note = f"; {len(drawn)} unlabelled {options.chunk_size}-px chunks of it drawn" if drawn else "; no unlabelled chunk of it to draw (every chunk with image data is labelled)"
-            reporter.log(f"{info.image_id}: {len(found)} labelled chunks, {icy} icy{note}")
-            samples.extend(found)
-            used.append({"image_id": info.image_id, "chunks": len(found), "icy": icy})
-    if not samples:
-        raise LabelError("No label lies over any of the rasters. Check that the label layers belong to these images (CRS and extent) and that LABEL_FIELD is filled.")
-    images = np.stack([s.image for s in samples])
-    labels = np.array([s.label for s in samples], np.int32)
-    # Spatial blocks of 3 x 3 labelled chunks, whatever CHUNK_SIZE reads them at.
-    unit = typical_side([s.window for s in samples]) if mode == "chunks" else options.chunk_size
-    groups = block_groups([s.image_id for s in samples], [s.window.y_off // unit for s in samples], [s.window.x_off // unit for s in samples])
-    return images, labels, groups, {"label_mode": mode, "images": used}, np.stack(unlabelled) if unlabelled else None
-
-
-@gdal_exceptions()
-def run_job(job: Dict, reporter: Reporter = None) -> Dict:
-    from .labels import label_side, tuned_chunk_size
-
-    reporter = reporter or SilentReporter()
-    mode = _check_job(job)
-    options = _options_from_job(job)
-    base = replay = None
-    normalisation = DEFAULT_NORMALISATION
-    if job.get("base_model"):
-        prepare_tensorflow(modelfile.read_metadata(job["base_model"], "BASE_MODEL").get("architecture", {}).get("widths", []))
-        base = modelfile.load(job["base_model"], "BASE_MODEL")
-        replay = modelfile.load_replay(job["base_model"], "BASE_MODEL")
-        base_meta = base[1]
-        options.input_size = base_meta["input_size"]  # the network's input and normalisation are the base's
-        normalisation = base_meta["normalisation"]
-        reporter.log(
-            f"continuing from {modelfile.describe(base_meta)} after its {base_meta.get('training', {}).get('total_epochs', 0)} epochs "
-            f"({'with' if replay is not None else 'without'} a replay set); the epochs below are numbered from 1 for this run"
-        )
-    label_size = label_side(job["rasters"]) if mode == "chunks" else None
-    options.chunk_size = tuned_chunk_size(options.chunk_size, label_size, base[1]["chunk_size"] if base else None, TrainOptions.chunk_size, reporter)
-    images, labels, groups, provenance, unlabelled = collect_job_chunks(job, options, normalisation, reporter, options.unlabelled if base else 0.0)
-    options.extra_metadata = {"data": provenance}
-    outcome = train_arrays(images, labels, groups, options, reporter, base, replay=replay, unlabelled=unlabelled)
-    try:
-        modelfile.save(outcome["network"], outcome["metadata"], job["output_model"], replay)  # the base's replay set goes on
-        if job.get("report"):
-            from .report import training_report
-
-            training_report(outcome["history"], outcome["metrics"], outcome["metadata"], job["report"])
-    except OSError as exc:
-        raise EngineError(f"Could not write '{exc.filename or job['output_model']}' ({exc.strerror or exc}). Choose another OUTPUT_MODEL or REPORT.") from None
-    reporter.log(f"model written to {job['output_model']}")
-    return {"model_path": os.path.abspath(job["output_model"]), "history": outcome["history"], "metrics": outcome["metrics"]}

@@ -28,7 +28,7 @@ from qgis.PyQt.QtCore import QVariant
 from .algorithm import HiriseIceAlgorithm, LayerListParameter
 from .common import add_features, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
-from .engine import errors, modelfile, schema, training
+from .engine import errors, modelfile, schema, training, trainingjob
 
 AUGMENT_MODES = training.AUGMENT_MODES
 from .worker import partial_path, run_worker
@@ -237,7 +237,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
     @staticmethod
     def _check_destination(path, parameter):
         try:
-            training.check_destination(path, parameter)
+            trainingjob.check_destination(path, parameter)
         except errors.EngineError as exc:
             raise QgsProcessingException(str(exc)) from None
 

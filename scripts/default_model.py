@@ -20,6 +20,7 @@ observations: the leave-one-family-out table that heads the model card.
 import argparse
 import glob
 import json
+import multiprocessing
 import os
 import shlex
 import sys
@@ -35,12 +36,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import calibration, finetune, metrics, modelfile  # noqa: E402
 from model.network import architecture, logit_model  # noqa: E402
 from model.protocol import Reporter  # noqa: E402
+from model.training import TrainOptions  # noqa: E402
 from model.trainingdata.crops import load_tiles  # noqa: E402,F401 (the benchmarks read the crops through the recipe)
 from model.trainingdata.examples import FAMILIES, LOOKALIKE_SHARES, make_example, to_input  # noqa: E402
 
 SHARED = os.path.join(REPO, "..", "shared", "data")
 TERRAIN_FOLDERS = ("hirise-terrain", "hirise-terrain-v1")
 HARD_LANDFORMS = ("bright dune", "swiss cheese", "spider")
+TRAIN_DEFAULTS = TrainOptions()
 TEST_LOOKALIKES = [k for k in LOOKALIKE_SHARES if k != "plain"]
 ATTRIBUTION = (
     "Terrain: 'Mars orbital image (HiRISE) labeled data set' versions 1 and 3, K. L. Wagstaff, S. Lu, G. Doran, "
@@ -109,22 +112,37 @@ def _at_input_size(base, input_size):
     return rescaled, dict(meta, input_size=int(input_size), architecture=architecture(input_size, widths))
 
 
-def build_training_set(tiles, variants, hard_variants, seed, input_size):
+def build_training_set(tiles, variants, hard_variants, seed, input_size, workers=1):
     """``variants`` examples per crop (``hard_variants`` for hard landforms), alternately with ice of
-    a random family and with a random look-alike, so the terrain itself is no cue."""
-    rng = np.random.default_rng(seed)
+    a random family and with a random look-alike, so the terrain itself is no cue. Each crop draws
+    from its own seed, so ``workers`` processes make the same examples as one."""
+    global _POOL
+    _POOL = (tiles, variants, hard_variants, seed, input_size)
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            per_tile = pool.map(_tile_examples, range(len(tiles)), chunksize=16)
+    else:
+        per_tile = [_tile_examples(index) for index in range(len(tiles))]
+    return _examples([row for rows in per_tile for row in rows])
+
+
+_POOL = None  # build_training_set's arguments, inherited by its forked workers
+
+
+def _tile_examples(index):
+    tiles, variants, hard_variants, seed, input_size = _POOL
+    tile = tiles[index]
+    rng = np.random.default_rng([seed, index])
     rows = []
-    for tile in tiles:
-        count = hard_variants if tile["landform"] in HARD_LANDFORMS else variants
-        for variant in range(count):
-            example = None
-            while example is None:
-                if variant % 2:
-                    example = make_example(tile["image"], rng, input_size, family=str(rng.choice(list(FAMILIES))))
-                else:
-                    example = make_example(tile["image"], rng, input_size, lookalike=str(rng.choice(list(LOOKALIKE_SHARES), p=list(LOOKALIKE_SHARES.values()))))
-            rows.append(_row(tile, example))
-    return _examples(rows)
+    for variant in range(hard_variants if tile["landform"] in HARD_LANDFORMS else variants):
+        example = None
+        while example is None:
+            if variant % 2:
+                example = make_example(tile["image"], rng, input_size, family=str(rng.choice(list(FAMILIES))))
+            else:
+                example = make_example(tile["image"], rng, input_size, lookalike=str(rng.choice(list(LOOKALIKE_SHARES), p=list(LOOKALIKE_SHARES.values()))))
+        rows.append(_row(tile, example))
+    return rows
 
 
 def build_test_set(tiles, seed, input_size):
@@ -225,6 +243,20 @@ def replay_set(train: Examples, count: int, seed: int):
     return {"images": train.images[keep], "labels": train.labels[keep], "kinds": train.kinds[keep]}
 
 
+def _device() -> str:
+    """What trained: the Keras backend and its first device, e.g. "jax GPU"."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return f"jax {jax.devices()[0].platform.upper()}"
+    import tensorflow as tf
+
+    return f"{backend} {'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'}"
+
+
 def card_path(out: str) -> str:
     """The shipped card for the shipped model; any other model's card beside it (MODEL.md)."""
     if os.path.abspath(out) == os.path.abspath(modelfile.default_model_path()):
@@ -250,6 +282,9 @@ def main(argv=None):
                         "with another --input-size its weights start at that size, the chunk read at a finer scale")
     parser.add_argument("--variants", type=int, default=2, help="training examples per crop (half with ice)")
     parser.add_argument("--hard-variants", type=int, default=4, help="training examples per hard-landform crop")
+    parser.add_argument("--workers", type=int, default=1, help="processes making the training examples (the same examples for any number)")
+    parser.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS.batch_size)
+    parser.add_argument("--minutes", type=float, default=None, help="stop training after the epoch that ends past this many minutes (a rented machine's lease)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--patience", type=int, default=4)
@@ -326,22 +361,21 @@ def main(argv=None):
     if args.train_share < 1.0:
         keep = np.random.default_rng(data_seed).random(len(training_tiles)) < args.train_share
         training_tiles = [t for t, kept in zip(training_tiles, keep) if kept]
-    pool = build_training_set(training_tiles, args.variants, args.hard_variants, data_seed, args.input_size)
+    pool = build_training_set(training_tiles, args.variants, args.hard_variants, data_seed, args.input_size, args.workers)
     train = pool.subset(np.isin(pool.kinds, families) | (pool.labels == 0))
     reporter.log(f"made {len(train.labels)} training and validation examples ({int(train.labels.sum())} icy; families: {', '.join(families)}) in {time.monotonic() - started:.0f} s")
 
-    from model.training import TrainOptions, prepare_tensorflow, train_arrays
+    from model.training import prepare_tensorflow, train_arrays
 
     widths = tuple(modelfile.read_metadata(args.base)["architecture"]["widths"]) if args.base else tuple(int(w) for w in args.widths.split(","))
     prepare_tensorflow(widths)
-    import tensorflow as tf
 
     # a warm start learns the new data as a whole: its batch-norm statistics and weights move with it
     # (no pull back to the base's, which is for a user's few labels)
     base = _at_input_size(modelfile.load(args.base), args.input_size) if args.base else None
 
     options = TrainOptions(
-        epochs=args.epochs, patience=args.patience, seed=args.seed, input_size=args.input_size, chunk_size=1024, widths=widths,
+        epochs=args.epochs, patience=args.patience, seed=args.seed, batch_size=args.batch_size, max_minutes=args.minutes, input_size=args.input_size, chunk_size=1024, widths=widths,
         name="hiriseice-default" if not args.hold_out else f"hiriseice-without-{args.hold_out.replace(' ', '-')}",
         augment="lighting", learning_rate=args.learning_rate, validation_groups=sorted(validation_obs), freeze_batch_norm=False, anchor=0.0,
         extra_metadata={
@@ -350,7 +384,7 @@ def main(argv=None):
             "held_out_family": args.hold_out or None,
             "attribution": ATTRIBUTION,
             "test_observations": sorted(test_obs),
-            "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+            "device": _device(),
             "recipe": "scripts/train_default_model",
             # a warm start is reproduced by the base's own commands first
             "commands": (base[1]["training"].get("commands", []) if base else [])

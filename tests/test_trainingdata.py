@@ -447,3 +447,17 @@ def test_scene_is_deterministic(tmp_path):
     assert a["ice_patches"] == b["ice_patches"]
     assert a["ice_patches"] and not c["ice_patches"] and not c["ice_chunks"]
     assert not np.array_equal(da, gdal.Open(c["path"]).ReadAsArray())
+
+
+@pytest.mark.parametrize("side, size", [(227, 256), (150, 256), (1024, 256), (227, 128), (200, 97), (31, 8), (256, 256)])
+def test_resize_equals_gdal_reading_into_a_buffer(side, size):
+    """Training examples are resized in numpy (so they can be made without GDAL); a chunk is read
+    by GDAL: both must give the network the same pixels."""
+    from model.preprocess import resize
+
+    image = np.random.default_rng(side + size).random((side, side)).astype(np.float32)
+    mem = gdal.GetDriverByName("MEM").Create("", side, side, 1, gdal.GDT_Float32)
+    mem.GetRasterBand(1).WriteArray(image)
+    algorithm = gdal.GRIORA_Average if size <= side else gdal.GRIORA_Bilinear
+    expected = mem.GetRasterBand(1).ReadAsArray(0, 0, side, side, buf_xsize=size, buf_ysize=size, buf_type=gdal.GDT_Float32, resample_alg=algorithm)
+    np.testing.assert_array_equal(resize(image, size), expected)

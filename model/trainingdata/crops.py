@@ -12,8 +12,6 @@ from ..catalog import observation_of
 
 def load_tiles(folders: Sequence[str]) -> List[Dict]:
     """Every crop of the terrain folders: {name, observation, landform (name), image (float32 in [0, 1])}."""
-    from osgeo import gdal
-
     tiles = []
     for folder in folders:
         with open(os.path.join(folder, "classmap.csv")) as handle:
@@ -21,8 +19,21 @@ def load_tiles(folders: Sequence[str]) -> List[Dict]:
         with open(os.path.join(folder, "labels.txt")) as handle:
             for line in handle:
                 name, landform = line.split()
-                image = gdal.Open(os.path.join(folder, "tiles", name)).ReadAsArray().astype(np.float32) / 255.0
-                if image.ndim == 3:
-                    image = image.mean(axis=0)
+                image = _grey(os.path.join(folder, "tiles", name))
                 tiles.append({"name": name, "observation": observation_of(name), "landform": classes[int(landform)], "image": image})
     return tiles
+
+
+def _grey(path: str) -> np.ndarray:
+    """A crop's mean over its bands, in [0, 1]: through GDAL, or Pillow where GDAL is absent (a
+    GPU machine training the default model); both decode JPEG with libjpeg."""
+    try:
+        from osgeo import gdal
+    except ImportError:
+        from PIL import Image
+
+        image = np.moveaxis(np.asarray(Image.open(path)), -1, 0) if Image.open(path).mode == "RGB" else np.asarray(Image.open(path))
+    else:
+        image = gdal.Open(path).ReadAsArray()
+    image = image.astype(np.float32) / 255.0
+    return image.mean(axis=0) if image.ndim == 3 else image

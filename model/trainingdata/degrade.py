@@ -1,6 +1,7 @@
 """Whole-chunk degradations, drawn at random so that no family is learnt with one look:
 0.25 or 0.5 m products, blur, noise, JPEG and JPEG2000 artefacts, stretch and gamma."""
 
+import io
 import uuid
 
 import numpy as np
@@ -8,19 +9,37 @@ import numpy as np
 from .imaging import check_rng, gauss_blur
 
 
-def _compress(image, driver, options):
-    """``image`` through a lossy GDAL driver and back (in memory)."""
-    from osgeo import gdal
-
-    h, w = image.shape
+def _compress(image, codec, quality):
+    """``image`` through a lossy JPEG or JPEG2000 ("JP2") codec and back, in memory: GDAL's
+    drivers, or Pillow's (the same libjpeg and OpenJPEG) where GDAL is absent. JPEG ``quality``
+    is libjpeg's 1-100; JPEG2000's is GDAL's: the file's size in percent of the raw pixels."""
+    pixels = np.round(image * 255).astype(np.uint8)
+    try:
+        from osgeo import gdal
+    except ImportError:
+        return _compress_with_pillow(pixels, codec, quality)
+    h, w = pixels.shape
     source = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Byte)
-    source.GetRasterBand(1).WriteArray(np.round(image * 255).astype(np.uint8))
+    source.GetRasterBand(1).WriteArray(pixels)
     path = f"/vsimem/degrade-{uuid.uuid4().hex}"
+    driver, options = ("JPEG", [f"QUALITY={quality}"]) if codec == "JPEG" else ("JP2OpenJPEG", [f"QUALITY={quality}", "REVERSIBLE=NO"])
     copy = gdal.GetDriverByName(driver).CreateCopy(path, source, options=options)
     data = copy.ReadAsArray().astype(np.float32) / 255.0
     copy = None
     gdal.Unlink(path)
     return data
+
+
+def _compress_with_pillow(pixels, codec, quality):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    if codec == "JPEG":
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    else:
+        Image.fromarray(pixels).save(buffer, "JPEG2000", quality_mode="rates", quality_layers=[100.0 / quality], irreversible=True)
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer), np.float32) / 255.0
 
 
 def _coarser_product(image, rng):
@@ -49,7 +68,7 @@ def degrade(image, valid, rng):
     out = np.clip(out, 0.0, 1.0)
     kind = rng.random()
     if kind < 0.25:
-        out = _compress(out, "JPEG", [f"QUALITY={int(rng.integers(20, 86))}"])
+        out = _compress(out, "JPEG", int(rng.integers(20, 86)))
     elif kind < 0.35:
-        out = _compress(out, "JP2OpenJPEG", [f"QUALITY={int(rng.integers(8, 40))}", "REVERSIBLE=NO"])
+        out = _compress(out, "JP2", int(rng.integers(8, 40)))
     return np.where(valid, out, 0.0).astype(np.float32)
