@@ -7,6 +7,7 @@ the stretch because they sit above the high percentile. No-data becomes 0 (black
 border of a rotated footprint looks in every HiRISE product.
 """
 
+import functools
 from typing import Dict, Tuple
 
 import numpy as np
@@ -58,14 +59,15 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     """Image resampled to size x size float32 the way GDAL reads a chunk into a smaller or larger
     buffer: each output pixel the area-weighted average of the input pixels it covers when
     shrinking (GRIORA_Average), bilinear between pixel centres when enlarging (GRIORA_Bilinear).
-    Written with numpy, equal to GDAL's RasterIO bit for bit (tests/test_preprocess.py), so that
+    Written with numpy, equal to GDAL's RasterIO bit for bit (tests/test_trainingdata.py), so that
     training examples can be made where GDAL is absent."""
     h, w = image.shape
     return (_axis_weights(h, size) @ np.asarray(image, np.float64) @ _axis_weights(w, size).T).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=512)
 def _axis_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) resampling weights along one axis, each row summing to 1."""
+    """(n_out, n_in) resampling weights along one axis, each row summing to 1 (read only: cached)."""
     weights = np.zeros((n_out, n_in), np.float64)
     scale = n_in / n_out
     for out in range(n_out):
@@ -79,4 +81,6 @@ def _axis_weights(n_in: int, n_out: int) -> np.ndarray:
             for i, weight in ((left, 1.0 - (centre - left)), (left + 1, centre - left)):
                 if 0 <= i < n_in and weight > 0:
                     weights[out, i] += weight
-    return weights / weights.sum(axis=1, keepdims=True)
+    weights /= weights.sum(axis=1, keepdims=True)
+    weights.flags.writeable = False
+    return weights
