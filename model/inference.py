@@ -211,50 +211,87 @@ def chunk_row(info, window, whole: float, centre: float, p: float, options: Dete
 
 def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, architecture, options, reporter, mosaic, readers):
     """Every chunk of the grid as the mean of the score map over its footprint (model/scoremap.py);
-    then the chunks between the map's tiles that may hide a cut patch scored alone (RESCORE_FROM)."""
+    the chunks between the map's tiles that may hide a cut patch scored alone (RESCORE_FROM) as soon
+    as the rows of tiles under them are scored (MapChunks)."""
     mapper = scoremap.ScoreMapper(network, architecture, mirror=options.tta)
     reporter.log(f"network runtime: {mapper.run.name} ({mapper.run.note})")
     geometry = scoremap.MapGeometry(info.width, info.height, chunk_size, stride, input_size, mapper.cell)
-    cal = metadata.get("calibration")
-    with RasterSource(raster_path, options.band) as source:
-        score_map = scoremap.score_canvas(source, geometry, mapper, metadata["normalisation"], batch_size=options.batch_size, progress=lambda f: reporter.progress(0.9 * f), mosaic=mosaic,
-                                          keep_pixels=stride < chunk_size, readers=readers)
-        kept, between, again = [], 0, []
-        for window in chunk_grid(info.width, info.height, chunk_size, stride):
-            whole, centre = score_map.whole[window.row, window.col], score_map.centre[window.row, window.col]
-            if not (centre >= options.min_valid and whole > 0):
-                continue
-            logit = score_map.chunk_logit(window.row, window.col)
-            entry = [window, float(whole), float(centre), calibration.apply([logit], cal)[0]]
-            kept.append(entry)
-            if not geometry.on_tile(window.row, window.col):
-                between += 1
-                if entry[3] >= RESCORE_FROM or calibration.apply([score_map.central_peak_logit(window.row, window.col)], cal)[0] >= RESCORE_PEAK:
-                    again.append(entry)
-        logits = score_alone(source, [entry[0] for entry in again], chunk_size, input_size, mapper, metadata["normalisation"], options.batch_size, lambda f: reporter.progress(0.9 + 0.09 * f),
-                             score_map.pixels)
-        for entry, p in zip(again, calibration.apply(logits, cal) if again else []):
-            entry[3] = p
-    reporter.log(f"{len(again)} of the {between} chunks between the map's tiles scored alone again (map probability {RESCORE_FROM} or more, "
+    # The tiles are read on score_canvas's handles meanwhile; a chunk over a tile cut by the raster's edge is read on its own.
+    with RasterSource(raster_path, options.band) as source, RasterSource(raster_path, options.band) as chunk_source:
+        chunks_of_map = MapChunks(geometry, options, mapper, metadata, lambda window: chunk_source.read_chunk(window, chunk_size, input_size))
+        score_map = scoremap.score_canvas(source, geometry, mapper, metadata["normalisation"], batch_size=options.batch_size, progress=reporter.progress, mosaic=mosaic,
+                                          keep_pixels=stride < chunk_size, readers=readers, rows_scored=chunks_of_map.rows_scored)
+        kept, rescored = chunks_of_map.finish()
+    reporter.log(f"{rescored} of the {chunks_of_map.between} chunks between the map's tiles scored alone again (map probability {RESCORE_FROM} or more, "
                  f"or a cell of {RESCORE_PEAK} or more in their central half)")
     chunks = [chunk_row(info, window, whole, centre, p, options) for window, whole, centre, p in kept]
-    return chunks, (geometry, score_map.logits, score_map.valid_share), mapper.seconds, len(again)
+    return chunks, (geometry, score_map.logits, score_map.valid_share), mapper.seconds, rescored
 
 
-def score_alone(source, windows, chunk_size, input_size, mapper, normalisation, batch_size, progress, pixels: Optional[scoremap.TilePixels] = None) -> np.ndarray:
-    """The logits of these chunks, each read as the per-chunk route reads it (from the tiles' kept
-    pixels where those are the same) and scored alone (the mean of its own score map, which is its logit)."""
-    logits = []
-    for start in range(0, len(windows), batch_size):
-        images = []
-        for window in windows[start : start + batch_size]:
-            kept = None if pixels is None else pixels.chunk(window.row, window.col)
-            data, valid = kept if kept is not None else source.read_chunk(window, chunk_size, input_size)
-            images.append(network_input(data, valid, normalisation))
-        maps = mapper(np.stack(images))
-        logits.extend(scoremap.whole_chunk_logits(maps))
-        progress(min(1.0, (start + batch_size) / len(windows)))
-    return np.asarray(logits)
+class MapChunks:
+    """The map route's chunks, taken off the score map in grid order as score_canvas completes the
+    rows of tiles under them (rows_scored). A chunk between tiles that the screen sends back
+    (RESCORE_FROM, RESCORE_PEAK) is cut from the tiles' pixels (or read, where a tile under it was
+    cut by the raster's edge) and scored alone, batch_size at a time in grid order; then the rows
+    of tiles no chunk left needs are released, so memory holds two or three rows of tiles, not
+    the canvas (312 MB for a whole observation read at 256 px, issue 10)."""
+
+    def __init__(self, geometry: scoremap.MapGeometry, options: DetectOptions, mapper: scoremap.ScoreMapper, metadata: Dict, read_chunk):
+        self.geometry = geometry
+        self.options = options
+        self.mapper = mapper
+        self.normalisation = metadata["normalisation"]
+        self.calibration = metadata.get("calibration")
+        self.read_chunk = read_chunk
+        rows, _ = geometry.grid
+        self.grid_rows: List[List] = [[] for _ in range(rows)]
+        for window in chunk_grid(geometry.raster_width, geometry.raster_height, geometry.chunk_size, geometry.stride):
+            self.grid_rows[window.row].append(window)
+        self.next_row = 0
+        self.kept: List[List] = []  # [window, whole, centre, probability] in grid order
+        self.between = 0
+        self.again: List[List] = []  # the kept entries scored alone again
+        self.waiting: List[np.ndarray] = []  # network inputs of the last entries of self.again
+        self.logits: List[float] = []  # of self.again's entries scored so far
+
+    def rows_scored(self, score_map: scoremap.ScoreMap, tile_rows: int) -> None:
+        size, step = self.geometry.input_size, self.geometry.stride_net
+        while self.next_row < len(self.grid_rows) and (self.next_row * step + size - 1) // size < tile_rows:
+            for window in self.grid_rows[self.next_row]:
+                self._take(score_map, window)
+            self.next_row += 1
+        if score_map.pixels is not None:
+            score_map.pixels.release_above(self.next_row * step)
+
+    def _take(self, score_map: scoremap.ScoreMap, window) -> None:
+        whole, centre = score_map.whole[window.row, window.col], score_map.centre[window.row, window.col]
+        if not (centre >= self.options.min_valid and whole > 0):
+            return
+        entry = [window, float(whole), float(centre), calibration.apply([score_map.chunk_logit(window.row, window.col)], self.calibration)[0]]
+        self.kept.append(entry)
+        if self.geometry.on_tile(window.row, window.col):
+            return
+        self.between += 1
+        if entry[3] >= RESCORE_FROM or calibration.apply([score_map.central_peak_logit(window.row, window.col)], self.calibration)[0] >= RESCORE_PEAK:
+            cut = None if score_map.pixels is None else score_map.pixels.chunk(window.row, window.col)
+            data, valid = cut if cut is not None else self.read_chunk(window)
+            self.again.append(entry)
+            self.waiting.append(network_input(data, valid, self.normalisation))
+            if len(self.waiting) == self.options.batch_size:
+                self._score_waiting()
+
+    def _score_waiting(self) -> None:
+        if self.waiting:
+            self.logits.extend(scoremap.whole_chunk_logits(self.mapper(np.stack(self.waiting))))
+            self.waiting.clear()
+
+    def finish(self) -> Tuple[List[List], int]:
+        """The kept entries, those scored alone with their own probability, and how many those are."""
+        self._score_waiting()
+        # Calibrated all at once, as one array, whatever the batches.
+        for entry, p in zip(self.again, calibration.apply(self.logits, self.calibration) if self.again else []):
+            entry[3] = p
+        return self.kept, len(self.again)
 
 
 def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, architecture, options, reporter, mosaic, readers):

@@ -206,19 +206,26 @@ def whole_chunk_logits(maps: np.ndarray) -> np.ndarray:
 
 
 class TilePixels:
-    """The raw values and validity the tiles read, pasted on the canvas. A chunk between tiles read
-    at exactly the grid's scale is the same average of the same raster pixels as its own read
-    (GDAL's average over aligned blocks), so scoring it alone needs no second read of the raster."""
+    """The raw values and validity the tiles read, kept by row of tiles until released. A chunk
+    between tiles read at exactly the grid's scale is the same average of the same raster pixels
+    as its own read (GDAL's average over aligned blocks), so scoring it alone needs no second read
+    of the raster. A chunk spans at most two rows of tiles, so a caller that scores chunks as the
+    rows under them are scored (score_canvas's rows_scored) and releases those rows holds a few
+    rows, not the canvas (312 MB for a whole observation read at 256 px, issue 10)."""
 
     def __init__(self, geometry: MapGeometry):
         self.geometry = geometry
-        self.data = np.zeros(geometry.canvas, np.float32)
-        self.valid = np.zeros(geometry.canvas, bool)
+        self.rows: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}  # row of tiles -> its canvas rows' (data, valid)
 
     def paste(self, tile: Window, data: np.ndarray, valid: np.ndarray) -> None:
         (oy0, oy1), (ox0, ox1) = tile.owned_y, tile.owned_x
-        self.data[oy0:oy1, ox0:ox1] = tile.owned(data)
-        self.valid[oy0:oy1, ox0:ox1] = tile.owned(valid)
+        row = oy0 // self.geometry.input_size
+        if row not in self.rows:
+            shape = (oy1 - oy0, self.geometry.canvas[1])
+            self.rows[row] = (np.zeros(shape, np.float32), np.zeros(shape, bool))
+        row_data, row_valid = self.rows[row]
+        row_data[:, ox0:ox1] = tile.owned(data)
+        row_valid[:, ox0:ox1] = tile.owned(valid)
 
     def chunk(self, row: int, col: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
         """Grid chunk (row, col) as its own read gives it, or None where a tile under it was cut
@@ -227,7 +234,18 @@ class TilePixels:
             return None
         size, step = self.geometry.input_size, self.geometry.stride_net
         top, left = row * step, col * step
-        return self.data[top : top + size, left : left + size].copy(), self.valid[top : top + size, left : left + size].copy()
+        parts = []
+        for tile_row in range(top // size, (top + size - 1) // size + 1):
+            start = tile_row * size
+            y0, y1 = max(top, start) - start, min(top + size, start + size) - start
+            parts.append(tuple(array[y0:y1, left : left + size] for array in self.rows[tile_row]))
+        return np.concatenate([data for data, _ in parts]), np.concatenate([valid for _, valid in parts])
+
+    def release_above(self, y: int) -> None:
+        """Forget the rows of tiles that end at or above canvas row y: no chunk left to score reaches them."""
+        size = self.geometry.input_size
+        for row in [row for row in self.rows if (row + 1) * size <= y]:
+            del self.rows[row]
 
 
 @dataclass
@@ -266,20 +284,25 @@ def score_canvas(
     mosaic: Optional[ValidityMosaic] = None,
     keep_pixels: bool = False,
     readers: int = 1,
+    rows_scored: Optional[Callable[[ScoreMap, int], None]] = None,
 ) -> ScoreMap:
     """Read, normalise and score every tile, batch_size at a time; returns the assembled ScoreMap.
     A tile without valid pixels gets the map of an empty tile. Every tile read pastes its
     validity into the mosaic if one is given, and its pixels into the map's TilePixels with
-    keep_pixels (the canvas at the network's scale: 78 MB for a whole observation at 1024 -> 128).
+    keep_pixels. ``rows_scored(score_map, rows)`` is called each time more rows of tiles, counted
+    from the top, are all read and scored, with the map so far (the chunks over those rows are
+    final) while the tiles below are still being read; it may release the kept pixels it is done with.
     ``readers`` threads read tiles at once, each through its own handle (source.handles)."""
     cell = geometry.cell
     logits = np.zeros(geometry.cells, np.float32)
     valid_share = np.zeros(geometry.cells, np.float32)
     counts = ChunkValidity(geometry)
     tiles = windows(geometry)
+    tiles_per_row = math.ceil(geometry.canvas[1] / geometry.input_size)
     empty_map: List[np.ndarray] = []
-    pending: List[Tuple[Window, np.ndarray]] = []
+    pending: List[Tuple[int, Window, np.ndarray]] = []
     pixels = TilePixels(geometry) if keep_pixels else None
+    reported_rows = 0
 
     def paste(tile: Window, score: np.ndarray) -> None:
         oy0, oy1 = tile.owned_y
@@ -288,13 +311,21 @@ def score_canvas(
 
     def flush() -> None:
         if pending:
-            for (tile, _), score in zip(pending, mapper(np.stack([image for _, image in pending]))):
+            for (_, tile, _), score in zip(pending, mapper(np.stack([image for _, _, image in pending]))):
                 paste(tile, score)
             pending.clear()
 
+    def report_rows(processed: int) -> None:
+        """rows_scored for the rows of tiles before the first tile still read or waiting for the network."""
+        nonlocal reported_rows
+        rows = (pending[0][0] if pending else processed) // tiles_per_row
+        if rows_scored is not None and rows > reported_rows:
+            reported_rows = rows
+            rows_scored(ScoreMap(geometry, logits, valid_share, *counts.fractions(), pixels), rows)
+
     def score_tile(index: int, tile: Window, data: np.ndarray, valid: np.ndarray) -> None:
         if valid.any():
-            pending.append((tile, network_input(data, valid, normalisation)))
+            pending.append((index, tile, network_input(data, valid, normalisation)))
             if len(pending) == batch_size:
                 flush()
         else:
@@ -311,15 +342,19 @@ def score_canvas(
         counts.add(oy0, ox0, owned_valid)
         if pixels is not None:
             pixels.paste(tile, data, valid)
+        report_rows(index + 1)
         if progress is not None:
             progress((index + 1) / len(tiles))
 
+    processed = 0
     with source.handles(readers) as sources:
         for index, (tile, (data, valid)) in enumerate(read_in_order(tiles, [functools.partial(read_window, s, geometry) for s in sources])):
             if stop is not None and stop():
                 break
             score_tile(index, tile, data, valid)
+            processed = index + 1
     flush()
+    report_rows(processed)
     whole, centre = counts.fractions()
     return ScoreMap(geometry, logits, valid_share, whole, centre, pixels)
 

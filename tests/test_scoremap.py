@@ -225,6 +225,69 @@ def test_chunks_between_tiles_come_from_the_tiles_pixels_exactly_as_read(worker_
     assert out["kept"] >= 8 and out["read_again"] >= 4 and out["largest"] == 0.0, out
 
 
+STREAMED_RESCORING = r"""
+import json, sys
+import numpy as np
+from model import calibration, inference, modelfile, scoremap
+from model.grid import chunk_grid
+from model.inference import DetectOptions, detect
+from model.preprocess import network_input
+from model.raster import RasterSource
+raster, model_path, rescore_from = sys.argv[1], sys.argv[2], float(sys.argv[3])
+inference.RESCORE_FROM = rescore_from
+network, meta = modelfile.load(model_path)
+size, chunk, cal = meta["input_size"], meta["chunk_size"], meta.get("calibration")
+batch, out = 4, {}
+held = [0]
+paste = scoremap.TilePixels.paste
+def counting_paste(self, tile, data, valid):
+    paste(self, tile, data, valid)
+    held[0] = max(held[0], len(self.rows))
+scoremap.TilePixels.paste = counting_paste
+for stride in (chunk // 2, chunk // 4):
+    held[0] = 0
+    options = DetectOptions(stride=stride, batch_size=batch)
+    streamed = detect(raster, model_path, options, loaded=(network, meta))
+    # The whole canvas scored first, then every chunk the screen sends back read from the raster and scored alone.
+    mapper = scoremap.ScoreMapper(network, meta["architecture"], mirror=options.tta)
+    with RasterSource(raster) as source:
+        info = source.info
+        g = scoremap.MapGeometry(info.width, info.height, chunk, stride, size, mapper.cell)
+        m = scoremap.score_canvas(source, g, mapper, meta["normalisation"], batch_size=batch)
+        expected, again = [], []
+        for w in chunk_grid(info.width, info.height, chunk, stride):
+            if not (m.centre[w.row, w.col] >= options.min_valid and m.whole[w.row, w.col] > 0):
+                continue
+            entry = [w.chunk_id, calibration.apply([m.chunk_logit(w.row, w.col)], cal)[0]]
+            expected.append(entry)
+            peak = calibration.apply([m.central_peak_logit(w.row, w.col)], cal)[0]
+            if not g.on_tile(w.row, w.col) and (entry[1] >= inference.RESCORE_FROM or peak >= inference.RESCORE_PEAK):
+                again.append((entry, network_input(*source.read_chunk(w, chunk, size), meta["normalisation"])))
+        logits = [logit for start in range(0, len(again), batch) for logit in scoremap.whole_chunk_logits(mapper(np.stack([image for _, image in again[start : start + batch]])))]
+        for (entry, _), p in zip(again, calibration.apply(logits, cal)):
+            entry[1] = p
+    out[stride] = {"same": [[c["chunk_id"], c["probability"]] for c in streamed.chunks] == [[i, round(float(p), 5)] for i, p in expected],
+                   "rescored": [streamed.summary["rescored_chunks"], len(again)], "tile_rows": -(-g.canvas[0] // size), "held": held[0]}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("rescore_from", [0.1, 0.0])
+def test_chunks_scored_alone_as_their_tile_rows_are_read_match_the_whole_canvas(worker_python, tiny_model, make_raster, rescore_from):
+    """Detect scores the chunks the screen sends back as soon as the rows of tiles under them are
+    scored and then drops those rows: the same probabilities, bit for bit, as scoring the whole
+    canvas first and reading each such chunk from the raster, while holding at most three rows of
+    tiles. RESCORE_FROM 0 sends back every chunk between tiles, those over tiles cut by the raster's
+    edge (read again) included."""
+    scene = make_raster(name="streamed.tif", width=650, height=700, rotated_border=True, nodata=0, seed=11, icy_chunk_size=64, icy_pattern=lambda r, c: (r * 3 + c) % 4 == 0)
+    done = helpers.run_worker_snippet(worker_python, STREAMED_RESCORING, scene.path, tiny_model.path, rescore_from)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for stride, run in out.items():
+        assert run["same"] and run["rescored"][0] == run["rescored"][1] > 0, (stride, run)
+        assert run["tile_rows"] >= 10 and run["held"] <= 3, (stride, run)
+
+
 def test_map_route_refused_where_chunks_miss_the_cells(worker_python, tiny_model, make_raster):
     scene = make_raster(name="odd.tif", width=200, height=128, seed=2)
     run = helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--stride", 20, "--scoring", "map")
@@ -277,7 +340,7 @@ with RasterSource(raster) as source:
 same = lambda a, b: bool(np.array_equal(a, b, equal_nan=True))
 print(json.dumps({"tiles": len(scoremap.windows(g)), "logits": same(one.logits, two.logits), "whole": same(one.whole, two.whole),
                   "centre": same(one.centre, two.centre), "mosaic": same(mosaic_one.valid, mosaic_two.valid) and same(mosaic_one.seen, mosaic_two.seen),
-                  "pixels": same(one.pixels.data, two.pixels.data) and same(one.pixels.valid, two.pixels.valid)}))
+                  "pixels": one.pixels.rows.keys() == two.pixels.rows.keys() and all(same(a, b) for row in one.pixels.rows for a, b in zip(one.pixels.rows[row], two.pixels.rows[row]))}))
 """
 
 
