@@ -97,7 +97,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         info = source.info
         check_holds_a_chunk(raster_path, info.width, info.height, chunk_size)
         total = chunk_count(source, chunk_size, stride)
-        cache_bytes = source.grid_cache_bytes(chunk_size)
+        cache_bytes = source.grid_cache_bytes(chunk_size, input_size)
         driver = source.driver
     for warning in (not_mars_warning(raster_path, info.crs_wkt), coarse_pixel_warning(raster_path, info.crs_wkt, info.pixel_size, chunk_size)):
         if warning:

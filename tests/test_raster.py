@@ -503,12 +503,26 @@ def _empty_geotiff(path, width, height, data_type, block_height):
 def test_the_block_cache_holds_one_row_of_chunks(tmp_path):
     path = _empty_geotiff(tmp_path / "wide.tif", 40_000, 3_000, gdal.GDT_UInt16, 256)
     with RasterSource(path) as source:
-        assert source.grid_cache_bytes(1024) == (1024 + 256) * 40_000 * 2
+        assert source.grid_cache_bytes(1024, 256) == (1024 + 256) * 40_000 * 2
     with RasterSource(_empty_geotiff(tmp_path / "narrow.tif", 2_000, 3_000, gdal.GDT_UInt16, 256)) as source:
-        assert source.grid_cache_bytes(1024) == raster.BLOCK_CACHE_FLOOR
+        assert source.grid_cache_bytes(1024, 256) == raster.BLOCK_CACHE_FLOOR
     path = _empty_geotiff(tmp_path / "huge.tif", 400_000, 3_000, gdal.GDT_UInt16, 256)
     with RasterSource(path) as source:
-        assert source.grid_cache_bytes(1024) == raster.BLOCK_CACHE_CEILING
+        assert source.grid_cache_bytes(1024, 256) == raster.BLOCK_CACHE_CEILING
+
+
+def test_the_block_cache_holds_one_row_of_chunks_at_the_level_read(tmp_path):
+    """With overviews the decimated reads come from the coarsest level no coarser than the chunks'
+    decimation: a row of chunks there is what the grid can reuse, not one at full resolution."""
+    path = _empty_geotiff(tmp_path / "huge.tif", 400_000, 3_000, gdal.GDT_UInt16, 256)
+    ds = gdal.Open(path, gdal.GA_Update)
+    ds.BuildOverviews("NONE", [2, 4, 8])
+    block = [ds.GetRasterBand(1).GetOverview(i).GetBlockSize()[1] for i in range(3)]
+    ds = None
+    with RasterSource(path) as source:
+        assert source.grid_cache_bytes(1024, 256) == (256 + block[1]) * 100_000 * 2  # 4x: the 4x level
+        assert source.grid_cache_bytes(1024, 384) == (512 + block[0]) * 200_000 * 2  # 2.7x: the 2x level
+        assert source.grid_cache_bytes(1024, 1024) == raster.BLOCK_CACHE_CEILING  # full resolution
 
 
 def test_the_block_cache_is_set_for_the_run_and_restored_unless_the_user_chose():
