@@ -7,6 +7,7 @@ whatever the raster's size.
 
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -108,9 +109,10 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         f"{total} grid chunks of {chunk_size} px, stride {stride}, read at {input_size} px"
     )
 
-    network, metadata = loaded or modelfile.load(model_path)
-    device = compute_device()
-    reporter.log(f"model {modelfile.describe(metadata)} on {device}")
+    # Loaded here only if no export of its weights is cached (runtime.SavedNetwork): TensorFlow's
+    # import alone is seconds and half a gigabyte of a worker that runs one image.
+    network, metadata = loaded if loaded else (runtime.SavedNetwork(model_path, metadata), metadata)
+    reporter.log(f"model {modelfile.describe(metadata)}")
     if route == "map":
         reporter.log(
             f"chunks read off the network's score map (cells of {chunk_size * scoremap.network_stride_of(architecture) / input_size:g} px; "
@@ -135,12 +137,13 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
             "or smaller than the no-data border. Check that it is the right product, or lower MIN_VALID / CHUNK_SIZE."
         )
     reporter.progress(1.0)
+    device = compute_device() if "tensorflow" in sys.modules else "CPU"  # without TensorFlow, ONNX Runtime's CPU provider scored
     if options.probability_raster:
         geometry, logits, valid_share = score_map
         scoremap.write_probability_raster(options.probability_raster, geometry, logits, valid_share, metadata.get("calibration"), info.geotransform, info.crs_wkt)
         reporter.log(f"ice probability raster: {os.path.abspath(options.probability_raster)} ({geometry.chunk_size * geometry.cell / geometry.input_size:g}-px cells)")
     add_review_ranks(chunks, options.icy_threshold, review.neighbour_radius(chunk_size, stride))
-    runtime = time.monotonic() - started
+    elapsed = time.monotonic() - started
     stats = rules.image_stats([c["probability"] for c in chunks], options.icy_threshold, options.hard_low)
     summary = {
         "image_id": info.image_id,
@@ -152,7 +155,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         "category": rules.image_category(stats, options.category_rule),
         "model_name": metadata["name"],
         "model_version": metadata["version"],
-        "runtime_s": round(runtime, 2),
+        "runtime_s": round(elapsed, 2),
         "chunks_per_s": round(len(chunks) / max(network_seconds, 1e-9), 2),
         "device": device,
         "chunk_size": chunk_size,
@@ -169,7 +172,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         **label,
     }
     reporter.log(
-        f"{len(chunks)} chunks scored ({total - len(chunks)} dropped for no-data) in {runtime:.1f} s; "
+        f"{len(chunks)} chunks scored ({total - len(chunks)} dropped for no-data) in {elapsed:.1f} s; "
         f"network {summary['chunks_per_s']} chunks/s on {device}; image category ({options.category_rule} rule): {summary['category']}"
     )
     raster = {"path": raster_path, "image_id": info.image_id, "width": info.width, "height": info.height, "geotransform": list(info.geotransform), "crs_wkt": info.crs_wkt}

@@ -8,6 +8,10 @@ probe images, and used where the check passed. Without onnxruntime or tf2onnx, o
 failed, Keras scores as before. The score-map route's fully convolutional network (any window
 size) goes the same way: on Keras it scored a dense grid at 2.4 times the per-chunk grid's time
 (issue 10). Training stays in Keras.
+
+A model file's export is also found by the file's own weights digest (``SavedNetwork``), so a
+worker whose model was exported once scores without loading Keras or TensorFlow: 3.5-5.4 s and
+540 MB of the worker's start on this 2-core machine (issue 10).
 """
 
 import contextlib
@@ -16,7 +20,7 @@ import json
 import os
 import sys
 import weakref
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -93,6 +97,25 @@ class OnnxMapper(OnnxScorer):
         return self.run(images)
 
 
+class SavedNetwork:
+    """A model file's network, loaded with Keras (and TensorFlow) only when a runtime has to be made
+    or checked from it: ``keras()``. ``digest`` names the file's weights (its metadata's
+    weights_sha256), under which an export made from them is found again without loading them."""
+
+    def __init__(self, model_path: str, metadata: Dict):
+        self.model_path = model_path
+        self.input_size = int(metadata["input_size"])
+        self.digest: Optional[str] = (metadata.get("weights_sha256") or "")[:32] or None
+        self._network = None
+
+    def keras(self):
+        if self._network is None:
+            from . import modelfile
+
+            self._network = modelfile.load(self.model_path)[0]
+        return self._network
+
+
 def weights_key(logit_network) -> str:
     """The exported file's name: a digest of the weights and the input shape, so a retrained or
     fine-tuned model (even one never saved) never meets another's export."""
@@ -161,7 +184,9 @@ _mappers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def logit_scorer(network):
     """A callable from (n, size, size, 1) float32 inputs to (n,) logits, with a ``name`` and a ``note``
     saying why it was chosen: ONNX Runtime where installed and matching Keras, else Keras. Made
-    once per network object."""
+    once per Keras network object; from a SavedNetwork whose export is cached, without Keras."""
+    if isinstance(network, SavedNetwork):
+        return _from_saved(network, "logit", OnnxScorer, logit_scorer)
     if network not in _scorers:
         from .network import logit_model
 
@@ -180,12 +205,41 @@ def chunk_logits(scorer, images: np.ndarray, mirror: bool) -> np.ndarray:
 def map_scorer(network, architecture: Dict):
     """As logit_scorer, for the network's score map: (n, h, w, 1) float32 inputs, h and w multiples
     of its cell, to (n, h / cell, w / cell, 1) logit maps."""
+    if isinstance(network, SavedNetwork):
+        return _from_saved(network, "map", OnnxMapper, lambda keras: map_scorer(keras, architecture))
     if network not in _mappers:
         from .network import score_map_model
 
         probes = map_probe_images(network.input_shape[1])
         _mappers[network] = _fastest(KerasMapper(score_map_model(network, architecture)), OnnxMapper, probes)
     return _mappers[network]
+
+
+def _from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras):
+    """The export recorded under the file's digest when it matched Keras, else ``from_keras`` on the
+    loaded network (which exports and checks on first use), its export then recorded under the digest."""
+    alias = os.path.join(cache_folder(), "onnx", f"{saved.digest}-{kind}.json") if saved.digest else None
+    if alias and os.path.exists(alias):
+        with open(alias, encoding="utf-8") as handle:
+            record = json.load(handle)
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            if record["matches"] and os.path.exists(record["path"]):
+                runner = onnx_class(record["path"])
+                runner.note = f"matches Keras within {record['max_difference']:.1e}; export cached in {os.path.dirname(record['path'])}; TensorFlow not loaded"
+                return runner
+    runner = from_keras(saved.keras())
+    record = getattr(runner, "record", None)
+    if alias and record is not None:
+        with contextlib.suppress(OSError):  # no record: the next worker loads Keras again, nothing worse
+            partial = files.prepare(alias)
+            with open(partial, "w", encoding="utf-8") as handle:
+                json.dump(record, handle)
+            files.commit(partial, alias)
+    return runner
 
 
 def _fastest(keras_scorer, onnx_class, probes):
@@ -204,5 +258,6 @@ def _fastest(keras_scorer, onnx_class, probes):
         keras_scorer.note = f"ONNX Runtime's probabilities differ from Keras's by {record['max_difference']:.1e} (> {MATCH_TOLERANCE:g})"
         return keras_scorer
     scorer = onnx_class(record["path"])
+    scorer.record = record
     scorer.note = f"matches Keras within {record['max_difference']:.1e}; export cached in {os.path.dirname(record['path'])}"
     return scorer

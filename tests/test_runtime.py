@@ -116,3 +116,37 @@ def test_detect_gives_the_same_probabilities_on_onnx_runtime_and_on_keras(worker
     assert result["onnx"].keys() == result["keras"].keys() and len(result["onnx"]) >= 10
     worst = max(abs(result["onnx"][k] - result["keras"][k]) for k in result["onnx"])
     assert worst <= MATCH, worst
+
+
+NO_TENSORFLOW_SNIPPET = r"""
+import io, json, sys
+from model.inference import DetectOptions, detect
+from model.protocol import Reporter
+raster, model_path = sys.argv[1], sys.argv[2]
+stream = io.StringIO()
+detection = detect(raster, model_path, DetectOptions(), Reporter(jsonl=True, stream=stream))
+logs = [m["message"] for m in map(json.loads, stream.getvalue().splitlines()) if m["type"] == "log"]
+print(json.dumps({"tensorflow": "tensorflow" in sys.modules, "keras": "keras" in sys.modules, "device": detection.summary["device"],
+                  "runtime": [line for line in logs if line.startswith("network runtime")],
+                  "chunks": {c["chunk_id"]: c["probability"] for c in detection.chunks}}))
+"""
+
+
+@pytest.mark.parametrize("stride_chunks", [1, 0.5])
+def test_a_worker_finds_the_cached_export_without_loading_tensorflow(worker_python, tiny_model, make_raster, empty_cache, stride_chunks):
+    """The first worker exports the model file's network (loading Keras); the next worker process
+    finds the export by the file's weights digest and scores without importing TensorFlow, with the
+    same probabilities; the per-chunk route and the score-map route alike."""
+    raster = make_raster(width=helpers.TINY_CHUNK_SIZE * 6, height=helpers.TINY_CHUNK_SIZE * 5, rotated_border=True, seed=4)
+    snippet = NO_TENSORFLOW_SNIPPET.replace("DetectOptions()", f"DetectOptions(stride={int(helpers.TINY_CHUNK_SIZE * stride_chunks)})")
+    runs = []
+    for _ in range(2):
+        done = helpers.run_worker_snippet(worker_python, snippet, raster.path, tiny_model.path, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    assert first["tensorflow"] and first["runtime"][0].startswith("network runtime: ONNX Runtime"), first["runtime"]
+    assert not second["tensorflow"] and not second["keras"], second["runtime"]
+    assert second["runtime"][0].startswith("network runtime: ONNX Runtime") and "TensorFlow not loaded" in second["runtime"][0]
+    assert second["device"] == "CPU"
+    assert second["chunks"] == first["chunks"] and len(first["chunks"]) >= 10
