@@ -82,7 +82,7 @@ def compute_device() -> str:
 
 @gdal_exceptions()
 def detect(raster_path: str, model_path: str = "", options: DetectOptions = None, reporter: Reporter = None, loaded: Optional[Tuple[object, Dict]] = None) -> Detection:
-    """loaded: the (network, metadata) of model_path already in memory (a survey's warm model), else it is loaded here."""
+    """loaded: the (network, metadata) of model_path a long-lived worker keeps (model/warm.py), else made here."""
     options = options or DetectOptions()
     reporter = reporter or SilentReporter()
     started = time.monotonic()

@@ -206,26 +206,34 @@ def load_replay(path: str, parameter: str = "MODEL") -> Optional[Dict]:
         return _check_replay({key: stored[key] for key in ("images", "labels", "kinds")}, metadata["input_size"])
 
 
+def checked_network_bytes(path: str, parameter: str = "MODEL", metadata: Optional[Dict] = None) -> bytes:
+    """The network member of a model file, unpacked and checked against its metadata's
+    weights_sha256 (no TensorFlow: detect checks the file even where it scores a cached export)."""
+    path = resolve_model_path(path)
+    metadata = metadata or read_metadata(path, parameter)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = archive.read(KERAS_MEMBER)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # damaged compressed data
+        raise ModelFileError(f"The network inside '{path}' ({parameter}) cannot be unpacked ({exc}); the file is damaged. {_damaged(parameter)}") from None
+    expected = metadata.get("weights_sha256")
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise ModelFileError(
+            f"The network inside '{path}' ({parameter}) does not match the checksum in its metadata: the file was damaged or edited. {_damaged(parameter)}"
+        )
+    return data
+
+
 def load(path: str, parameter: str = "MODEL") -> Tuple[object, Dict]:
     """(keras model, metadata). Imports TensorFlow: worker side only."""
     path = resolve_model_path(path)
     metadata = read_metadata(path, parameter)
+    data = checked_network_bytes(path, parameter, metadata)
     import keras
 
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            with zipfile.ZipFile(path) as archive:
-                with archive.open(KERAS_MEMBER) as src, open(os.path.join(tmp, KERAS_MEMBER), "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # damaged compressed data
-            raise ModelFileError(f"The network inside '{path}' ({parameter}) cannot be unpacked ({exc}); the file is damaged. {_damaged(parameter)}") from None
-        expected = metadata.get("weights_sha256")
-        if expected:
-            with open(os.path.join(tmp, KERAS_MEMBER), "rb") as handle:
-                if hashlib.sha256(handle.read()).hexdigest() != expected:
-                    raise ModelFileError(
-                        f"The network inside '{path}' ({parameter}) does not match the checksum in its metadata: the file was damaged or edited. {_damaged(parameter)}"
-                    )
+        with open(os.path.join(tmp, KERAS_MEMBER), "wb") as handle:
+            handle.write(data)
         try:
             network = keras.models.load_model(os.path.join(tmp, KERAS_MEMBER), compile=False)
         except Exception as exc:  # Keras raises many kinds for damaged archives.

@@ -189,8 +189,11 @@ class RasterSource:
         JPEG2000's 82 MB filled with level blocks the grid never read again: 60 MB of its peak RSS."""
         band = self._ds.GetRasterBand(self.info.bands[0])
         level = band
-        for index in range(band.GetOverviewCount()):
-            overview = band.GetOverview(index)
+        try:
+            overviews = [band.GetOverview(index) for index in range(band.GetOverviewCount())]
+        except RuntimeError:  # e.g. a VRT whose source is gone: the first read says so clearly
+            overviews = []
+        for overview in overviews:
             if overview.XSize * chunk_size >= band.XSize * input_size and overview.XSize < level.XSize:
                 level = overview
         block_height = level.GetBlockSize()[1]

@@ -100,18 +100,32 @@ class OnnxMapper(OnnxScorer):
 class SavedNetwork:
     """A model file's network, loaded with Keras (and TensorFlow) only when a runtime has to be made
     or checked from it: ``keras()``. ``digest`` names the file's weights (its metadata's
-    weights_sha256), under which an export made from them is found again without loading them."""
+    weights_sha256), under which an export made from them is found again without loading them.
+    The runtimes made from it are kept with it (``runners``), for a warm worker's next image.
+    tensorflow_threads > 0 bounds TensorFlow's thread pool if it has to start (a survey's Dask
+    workers share the cores)."""
 
-    def __init__(self, model_path: str, metadata: Dict):
+    def __init__(self, model_path: str, metadata: Dict, tensorflow_threads: int = 0):
+        from . import modelfile
+
+        modelfile.checked_network_bytes(model_path, metadata=metadata)  # a damaged file is refused, export cached or not
         self.model_path = model_path
         self.input_size = int(metadata["input_size"])
         self.digest: Optional[str] = (metadata.get("weights_sha256") or "")[:32] or None
+        self.tensorflow_threads = tensorflow_threads
+        self.runners: Dict[str, object] = {}
         self._network = None
 
     def keras(self):
         if self._network is None:
             from . import modelfile
 
+            if self.tensorflow_threads > 0:
+                import tensorflow as tf
+
+                with contextlib.suppress(RuntimeError):  # TensorFlow already started in this process
+                    tf.config.threading.set_intra_op_parallelism_threads(self.tensorflow_threads)
+                    tf.config.threading.set_inter_op_parallelism_threads(min(2, self.tensorflow_threads))
             self._network = modelfile.load(self.model_path)[0]
         return self._network
 
@@ -218,6 +232,12 @@ def map_scorer(network, architecture: Dict):
 def _from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras):
     """The export recorded under the file's digest when it matched Keras, else ``from_keras`` on the
     loaded network (which exports and checks on first use), its export then recorded under the digest."""
+    if kind not in saved.runners:
+        saved.runners[kind] = _made_from_saved(saved, kind, onnx_class, from_keras)
+    return saved.runners[kind]
+
+
+def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras):
     alias = os.path.join(cache_folder(), "onnx", f"{saved.digest}-{kind}.json") if saved.digest else None
     if alias and os.path.exists(alias):
         with open(alias, encoding="utf-8") as handle:
