@@ -239,18 +239,16 @@ def _from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras):
 
 def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras):
     alias = os.path.join(cache_folder(), "onnx", f"{saved.digest}-{kind}.json") if saved.digest else None
-    if alias and os.path.exists(alias):
-        with open(alias, encoding="utf-8") as handle:
-            record = json.load(handle)
+    record = _read_record(alias) if alias else None
+    if record and record.get("matches") and os.path.exists(record.get("path", "")):
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
             pass
         else:
-            if record["matches"] and os.path.exists(record["path"]):
-                runner = onnx_class(record["path"])
-                runner.note = f"matches Keras within {record['max_difference']:.1e}; export cached in {os.path.dirname(record['path'])}; TensorFlow not loaded"
-                return runner
+            runner = onnx_class(record["path"])
+            runner.note = f"matches Keras within {record['max_difference']:.1e}; export cached in {os.path.dirname(record['path'])}; TensorFlow not loaded"
+            return runner
     runner = from_keras(saved.keras())
     record = getattr(runner, "record", None)
     if alias and record is not None:
@@ -260,6 +258,16 @@ def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras):
                 json.dump(record, handle)
             files.commit(partial, alias)
     return runner
+
+
+def _read_record(path: str) -> Optional[Dict]:
+    """A cached record, or None where it is missing or unreadable (a damaged cache is made again)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "max_difference" in record else None
 
 
 def _fastest(keras_scorer, onnx_class, probes):

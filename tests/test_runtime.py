@@ -150,3 +150,18 @@ def test_a_worker_finds_the_cached_export_without_loading_tensorflow(worker_pyth
     assert second["runtime"][0].startswith("network runtime: ONNX Runtime") and "TensorFlow not loaded" in second["runtime"][0]
     assert second["device"] == "CPU"
     assert second["chunks"] == first["chunks"] and len(first["chunks"]) >= 10
+
+
+def test_a_damaged_record_of_the_export_is_made_again(worker_python, tiny_model, make_raster, empty_cache):
+    """A cache file cut short (a full disk, a killed worker) costs a Keras load, not the run."""
+    raster = make_raster(width=helpers.TINY_CHUNK_SIZE * 4, height=helpers.TINY_CHUNK_SIZE * 3, seed=5)
+    runs = []
+    for damage in (False, True, False):
+        if damage:
+            for record in empty_cache.glob("onnx/*-logit.json"):
+                record.write_text('{"path": ')
+        done = helpers.run_worker_snippet(worker_python, NO_TENSORFLOW_SNIPPET, raster.path, tiny_model.path, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert [run["tensorflow"] for run in runs] == [True, True, False]
+    assert runs[0]["chunks"] == runs[1]["chunks"] == runs[2]["chunks"]
