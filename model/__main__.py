@@ -122,7 +122,7 @@ def _info(args, reporter: Reporter) -> None:
         import keras
 
         info["keras"] = keras.__version__
-        from .inference import compute_device
+        from .runtime import compute_device
 
         info["device"] = compute_device()
     except ImportError as exc:

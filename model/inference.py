@@ -73,13 +73,6 @@ class Detection:
         return {"raster": self.raster, "chunks": self.chunks, "summary": self.summary}
 
 
-def compute_device() -> str:
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    return f"GPU ({', '.join(g.name for g in gpus)})" if gpus else "CPU"
-
-
 @gdal_exceptions()
 def detect(raster_path: str, model_path: str = "", options: DetectOptions = None, reporter: Reporter = None, loaded: Optional[Tuple[object, Dict]] = None) -> Detection:
     """loaded: the (network, metadata) of model_path a long-lived worker keeps (model/warm.py), else made here."""
@@ -137,7 +130,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
             "or smaller than the no-data border. Check that it is the right product, or lower MIN_VALID / CHUNK_SIZE."
         )
     reporter.progress(1.0)
-    device = compute_device() if "tensorflow" in sys.modules else "CPU"  # without TensorFlow, ONNX Runtime's CPU provider scored
+    device = runtime.compute_device() if "tensorflow" in sys.modules else "CPU"  # without TensorFlow, ONNX Runtime's CPU provider scored
     if options.probability_raster:
         geometry, logits, valid_share = score_map
         scoremap.write_probability_raster(options.probability_raster, geometry, logits, valid_share, metadata.get("calibration"), info.geotransform, info.crs_wkt)

@@ -130,6 +130,22 @@ class SavedNetwork:
         return self._network
 
 
+def compute_device() -> str:
+    """Where Keras runs the network: "GPU (its names)" or "CPU", under TensorFlow or JAX. Imports
+    Keras: detect asks only where TensorFlow is already loaded."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        gpus = [str(device) for device in jax.devices() if device.platform == "gpu"]
+    else:
+        import tensorflow as tf
+
+        gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
+    return f"GPU ({', '.join(gpus)})" if gpus else "CPU"
+
+
 def weights_key(logit_network) -> str:
     """The exported file's name: a digest of the weights and the input shape, so a retrained or
     fine-tuned model (even one never saved) never meets another's export."""
@@ -165,11 +181,9 @@ def exported_onnx(keras_scorer, onnx_class=OnnxScorer, probes: np.ndarray = None
     probes: the inputs they must agree on (default: chunk-like images of the network's input size)."""
     folder = os.path.join(cache_folder(), "onnx")
     stem = os.path.join(folder, weights_key(keras_scorer.model))
-    if os.path.exists(stem + ".json"):
-        with open(stem + ".json", encoding="utf-8") as handle:
-            record = json.load(handle)
-        if not record["matches"] or os.path.exists(record["path"]):
-            return record
+    record = _read_record(stem + ".json")
+    if record is not None and (not record["matches"] or os.path.exists(record["path"])):
+        return record
     if probes is None:
         probes = probe_images(keras_scorer.model.input_shape[1])
     expected = keras_scorer(probes)  # also marks the model as called, which Keras's export requires
@@ -240,15 +254,13 @@ def _from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras):
 def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras):
     alias = os.path.join(cache_folder(), "onnx", f"{saved.digest}-{kind}.json") if saved.digest else None
     record = _read_record(alias) if alias else None
-    if record and record.get("matches") and os.path.exists(record.get("path", "")):
+    if record and record["matches"] and os.path.exists(record["path"]):
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
             pass
         else:
-            runner = onnx_class(record["path"])
-            runner.note = f"matches Keras within {record['max_difference']:.1e}; export cached in {os.path.dirname(record['path'])}; TensorFlow not loaded"
-            return runner
+            return _onnx_runner(onnx_class, record, "; TensorFlow not loaded")
     runner = from_keras(saved.keras())
     record = getattr(runner, "record", None)
     if alias and record is not None:
@@ -267,7 +279,15 @@ def _read_record(path: str) -> Optional[Dict]:
             record = json.load(handle)
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and "max_difference" in record else None
+    return record if isinstance(record, dict) and {"path", "matches", "max_difference"} <= record.keys() else None
+
+
+def _onnx_runner(onnx_class, record: Dict, note: str = ""):
+    """ONNX Runtime on the export a record names, the record and why it was chosen kept with it."""
+    runner = onnx_class(record["path"])
+    runner.record = record
+    runner.note = f"matches Keras within {record['max_difference']:.1e}; export cached in {os.path.dirname(record['path'])}{note}"
+    return runner
 
 
 def _fastest(keras_scorer, onnx_class, probes):
@@ -285,7 +305,4 @@ def _fastest(keras_scorer, onnx_class, probes):
     if not record["matches"]:
         keras_scorer.note = f"ONNX Runtime's probabilities differ from Keras's by {record['max_difference']:.1e} (> {MATCH_TOLERANCE:g})"
         return keras_scorer
-    scorer = onnx_class(record["path"])
-    scorer.record = record
-    scorer.note = f"matches Keras within {record['max_difference']:.1e}; export cached in {os.path.dirname(record['path'])}"
-    return scorer
+    return _onnx_runner(onnx_class, record)

@@ -4,7 +4,8 @@ Used by hiriseice:train (model/trainingjob.py reads the label layers into arrays
 scripts/train_default_model. Nothing here reads a raster, and any Keras backend trains: the
 default model can be trained on a GPU machine with JAX and no GDAL. Adam and binary
 cross-entropy as in the paper; the weights of the epoch with the lowest validation loss are
-kept; class weights balance the ~20 % icy chunks; Platt scaling on the validation chunks calibrates the probabilities where they support it.
+kept; class weights balance the ~20 % icy chunks; Platt scaling on the validation chunks
+calibrates the probabilities where they support it.
 Continuing a base model (learning rate, batch norm, replay, the guard): model/finetune.py.
 """
 

@@ -49,7 +49,6 @@ from model.trainingdata.examples import FAMILIES, LOOKALIKE_SHARES, make_example
 SHARED = os.path.join(REPO, "..", "shared", "data")
 TERRAIN_FOLDERS = ("hirise-terrain", "hirise-terrain-v1")
 HARD_LANDFORMS = ("bright dune", "swiss cheese", "spider")
-TRAIN_DEFAULTS = TrainOptions()
 TEST_LOOKALIKES = [k for k in LOOKALIKE_SHARES if k != "plain"]
 ATTRIBUTION = (
     "Terrain: 'Mars orbital image (HiRISE) labeled data set' versions 1 and 3, K. L. Wagstaff, S. Lu, G. Doran, "
@@ -250,17 +249,12 @@ def replay_set(train: Examples, count: int, seed: int):
 
 
 def _device() -> str:
-    """What trained: the Keras backend and its first device, e.g. "jax GPU"."""
+    """What trained: the Keras backend and its device, e.g. "jax GPU (cuda:0)"."""
     import keras
 
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
+    from model.runtime import compute_device
 
-        return f"jax {jax.devices()[0].platform.upper()}"
-    import tensorflow as tf
-
-    return f"{backend} {'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'}"
+    return f"{keras.backend.backend()} {compute_device()}"
 
 
 def card_path(out: str) -> str:
@@ -289,7 +283,7 @@ def main(argv=None):
     parser.add_argument("--variants", type=int, default=2, help="training examples per crop (half with ice)")
     parser.add_argument("--hard-variants", type=int, default=4, help="training examples per hard-landform crop")
     parser.add_argument("--workers", type=int, default=1, help="processes making the training examples (the same examples for any number)")
-    parser.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS.batch_size)
+    parser.add_argument("--batch-size", type=int, default=TrainOptions.batch_size)
     parser.add_argument("--minutes", type=float, default=None, help="stop training after the epoch that ends past this many minutes (a rented machine's lease)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--epochs", type=int, default=12)

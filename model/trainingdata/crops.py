@@ -32,7 +32,9 @@ def _grey(path: str) -> np.ndarray:
     except ImportError:
         from PIL import Image
 
-        image = np.moveaxis(np.asarray(Image.open(path)), -1, 0) if Image.open(path).mode == "RGB" else np.asarray(Image.open(path))
+        with Image.open(path) as picture:
+            image = np.asarray(picture)
+        image = np.moveaxis(image, -1, 0) if image.ndim == 3 else image  # bands first, as GDAL gives them
     else:
         image = gdal.Open(path).ReadAsArray()
     image = image.astype(np.float32) / 255.0
