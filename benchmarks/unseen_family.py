@@ -28,8 +28,9 @@ import default_model as recipe  # noqa: E402
 from model import calibration, metrics, modelfile  # noqa: E402
 from model.trainingdata.examples import to_input  # noqa: E402
 from unseen import frost_lobes  # noqa: E402
+from unseen import lee_frost  # noqa: E402
 
-FAMILIES = {"frost lobes": frost_lobes}
+FAMILIES = {"frost lobes": frost_lobes, "lee frost": lee_frost}
 
 SIZE_BINS = ((0, 10), (10, 40), (40, 80), (80, 400))
 
