@@ -11,13 +11,17 @@ size) goes the same way: on Keras it scored a dense grid at 2.4 times the per-ch
 
 A model file's export is also found by the file's own weights digest (``SavedNetwork``), so a
 worker whose model was exported once scores without loading Keras or TensorFlow: 3.5-5.4 s and
-540 MB of the worker's start on this 2-core machine (issue 10).
+540 MB of the worker's start on this 2-core machine (issue 10). A model file's first export is
+made in a child process (``export_saved``), so that TensorFlow's half gigabyte leaves with it
+instead of staying in a worker that then reads a whole observation.
 """
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 import weakref
 from typing import Dict, Optional
@@ -29,6 +33,8 @@ from . import files
 # Largest difference in probability (sigmoid of the logit) from Keras a runtime may show on the probes.
 MATCH_TOLERANCE = 1e-4
 PROBE_COUNT = 8
+# A child that exports longer than this is given up; the worker then loads Keras itself.
+EXPORT_TIMEOUT_SECONDS = 900
 
 
 def cache_folder() -> str:
@@ -251,16 +257,18 @@ def _from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras):
     return saved.runners[kind]
 
 
-def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras):
+def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras, child_may_export: bool = True):
     alias = os.path.join(cache_folder(), "onnx", f"{saved.digest}-{kind}.json") if saved.digest else None
     record = _read_record(alias) if alias else None
-    if record and record["matches"] and os.path.exists(record["path"]):
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            return _onnx_runner(onnx_class, record, "; TensorFlow not loaded")
+    can_export = all(importlib.util.find_spec(name) for name in ("onnxruntime", "tf2onnx"))
+    if alias and record is None and can_export and child_may_export and saved._network is None:
+        _export_in_child(saved, kind)
+        record = _read_record(alias)
+        note = "; exported by a child process, TensorFlow not loaded here"
+    else:
+        note = "; TensorFlow not loaded"
+    if record and record["matches"] and os.path.exists(record["path"]) and importlib.util.find_spec("onnxruntime"):
+        return _onnx_runner(onnx_class, record, note)
     runner = from_keras(saved.keras())
     record = getattr(runner, "record", None)
     if alias and record is not None:
@@ -270,6 +278,31 @@ def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras):
                 json.dump(record, handle)
             files.commit(partial, alias)
     return runner
+
+
+def _export_in_child(saved: SavedNetwork, kind: str) -> None:
+    """Runs export_saved in a process of its own (in the worker's process group, so a cancel ends
+    it too). Whatever goes wrong there, the caller finds no record and loads Keras itself."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (os.path.dirname(package), os.environ.get("PYTHONPATH")))))
+    code = f"import sys; from {os.path.basename(package)}.runtime import export_saved; export_saved(sys.argv[1], sys.argv[2], int(sys.argv[3]))"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run([sys.executable, "-c", code, saved.model_path, kind, str(saved.tensorflow_threads)], env=environment, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=EXPORT_TIMEOUT_SECONDS, check=False)
+
+
+def export_saved(model_path: str, kind: str, tensorflow_threads: int = 0) -> None:
+    """Exports a model file's network (``kind``: "logit" or "map"), checks it against Keras and
+    records it under the file's digest, where the worker that started this process finds it."""
+    from . import modelfile
+
+    metadata = modelfile.read_metadata(model_path)
+    saved = SavedNetwork(model_path, metadata, tensorflow_threads)
+    if kind == "logit":
+        _made_from_saved(saved, kind, OnnxScorer, logit_scorer, child_may_export=False)
+    else:
+        architecture = metadata.get("architecture", {})
+        _made_from_saved(saved, kind, OnnxMapper, lambda keras: map_scorer(keras, architecture), child_may_export=False)
 
 
 def _read_record(path: str) -> Optional[Dict]:

@@ -133,10 +133,11 @@ print(json.dumps({"tensorflow": "tensorflow" in sys.modules, "keras": "keras" in
 
 
 @pytest.mark.parametrize("stride_chunks", [1, 0.5])
-def test_a_worker_finds_the_cached_export_without_loading_tensorflow(worker_python, tiny_model, make_raster, empty_cache, stride_chunks):
-    """The first worker exports the model file's network (loading Keras); the next worker process
-    finds the export by the file's weights digest and scores without importing TensorFlow, with the
-    same probabilities; the per-chunk route and the score-map route alike."""
+def test_no_worker_loads_tensorflow_to_score_a_model_file(worker_python, tiny_model, make_raster, empty_cache, stride_chunks):
+    """The first worker has a child process export the model file's network (TensorFlow loads there,
+    and leaves with it); that worker and the next find the export by the file's weights digest and
+    score without importing TensorFlow, with the same probabilities; the per-chunk route and the
+    score-map route alike."""
     raster = make_raster(width=helpers.TINY_CHUNK_SIZE * 6, height=helpers.TINY_CHUNK_SIZE * 5, rotated_border=True, seed=4)
     snippet = NO_TENSORFLOW_SNIPPET.replace("DetectOptions()", f"DetectOptions(stride={int(helpers.TINY_CHUNK_SIZE * stride_chunks)})")
     runs = []
@@ -145,15 +146,18 @@ def test_a_worker_finds_the_cached_export_without_loading_tensorflow(worker_pyth
         assert done.returncode == 0, done.stderr[-3000:]
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     first, second = runs
-    assert first["tensorflow"] and first["runtime"][0].startswith("network runtime: ONNX Runtime"), first["runtime"]
-    assert not second["tensorflow"] and not second["keras"], second["runtime"]
-    assert second["runtime"][0].startswith("network runtime: ONNX Runtime") and "TensorFlow not loaded" in second["runtime"][0]
-    assert second["device"] == "CPU"
+    assert list(empty_cache.glob("onnx/*.onnx")), "the child process left no export"
+    for run in runs:
+        assert not run["tensorflow"] and not run["keras"], run["runtime"]
+        assert run["runtime"][0].startswith("network runtime: ONNX Runtime") and "TensorFlow not loaded" in run["runtime"][0]
+        assert run["device"] == "CPU"
+    assert "child process" in first["runtime"][0] and "child process" not in second["runtime"][0]
     assert second["chunks"] == first["chunks"] and len(first["chunks"]) >= 10
 
 
 def test_a_damaged_record_of_the_export_is_made_again(worker_python, tiny_model, make_raster, empty_cache):
-    """A cache file cut short (a full disk, a killed worker) costs a Keras load, not the run."""
+    """A cache file cut short (a full disk, a killed worker) costs an export check in a child
+    process, not the run."""
     raster = make_raster(width=helpers.TINY_CHUNK_SIZE * 4, height=helpers.TINY_CHUNK_SIZE * 3, seed=5)
     runs = []
     for damage in (False, True, False):
@@ -163,5 +167,19 @@ def test_a_damaged_record_of_the_export_is_made_again(worker_python, tiny_model,
         done = helpers.run_worker_snippet(worker_python, NO_TENSORFLOW_SNIPPET, raster.path, tiny_model.path, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    assert [run["tensorflow"] for run in runs] == [True, True, False]
+    assert [run["tensorflow"] for run in runs] == [False, False, False]
+    assert ["child process" in run["runtime"][0] for run in runs] == [True, True, False]
     assert runs[0]["chunks"] == runs[1]["chunks"] == runs[2]["chunks"]
+
+
+def test_an_unwritable_cache_folder_leaves_detect_on_keras(worker_python, tiny_model, make_raster, tmp_path, monkeypatch):
+    """Where the child cannot record its export, the worker loads Keras itself and says why."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("HIRISEICE_CACHE_DIR", str(blocker / "cache"))  # no folder can be made there, not even by root
+    raster = make_raster(width=helpers.TINY_CHUNK_SIZE * 4, height=helpers.TINY_CHUNK_SIZE * 3, seed=6)
+    done = helpers.run_worker_snippet(worker_python, NO_TENSORFLOW_SNIPPET, raster.path, tiny_model.path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    assert run["tensorflow"] and run["runtime"][0].startswith("network runtime: Keras"), run["runtime"]
+    assert "HIRISEICE_CACHE_DIR" in run["runtime"][0] and len(run["chunks"]) >= 6
