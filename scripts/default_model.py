@@ -273,8 +273,8 @@ def main(argv=None):
     parser.add_argument("--json", default="", help="also write the test measurement here")
     parser.add_argument("--compare", default=os.path.join(REPO, "build", "previous-default.json"), help="the previous default's measurement (--evaluate --json) for the card, if present")
     parser.add_argument("--transfer", default=os.path.join(REPO, "resources", "models", "transfer", "*.json"), help="glob of the leave-one-family-out measurements for the card")
-    parser.add_argument("--unseen", default=os.path.join(REPO, "resources", "models", "unseen_family.json"),
-                        help="benchmarks/unseen_family.py's measurement: its row for this model heads the card, if present")
+    parser.add_argument("--unseen", default=os.path.join(REPO, "resources", "models", "unseen", "*.json"),
+                        help="benchmarks/unseen_family.py's measurements (a glob): their rows for this model head the card, if present")
     parser.add_argument("--hold-out", default="", choices=[""] + list(FAMILIES), help="train without this ice family (leave-one-family-out); writes no card")
     parser.add_argument("--input-size", type=int, default=None, help="network input in px for a 1024-px chunk (default: --evaluate's or --base's, else 128)")
     parser.add_argument("--widths", default="32,64,128,192,256")
@@ -506,7 +506,7 @@ def _remeasure(network, meta, measured, tiles, test_obs, validation_obs, args):
 def _card(args, meta, measured) -> str:
     from model_card import model_card
 
-    return model_card(meta, measured, _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare), _previous(args.unseen))
+    return model_card(meta, measured, _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare), _transfer(args.unseen))
 
 
 def _previous(path):

@@ -2,7 +2,7 @@
 leave-one-family-out measurements (scripts/default_model.py)."""
 
 import json
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from model import modelfile
 from model.network import PAPER_WIDTHS
@@ -113,36 +113,60 @@ def _epochs(meta: Dict) -> str:
     return run(meta["training"], meta["metrics"]["best_val_loss"])
 
 
-def _unseen_row(meta: Dict, unseen: Dict = None) -> Dict:
-    """This model's row of benchmarks/unseen_family.py (a family no model here trained on), or None."""
-    return next((row for row in (unseen or {}).get("rows", []) if row["model"] == modelfile.describe(meta)), None)
+# What the card says of each family of benchmarks/unseen/ (its JSON's "family"), the blind one first.
+UNSEEN_FAMILIES = {
+    "lee frost": "written blind to the training generators, by an engineer who read only the paper, the data's README and the "
+                 "benchmark's harness: shade from a black top-hat behind a lit sunward band; ice filling it, on its poleward rim, "
+                 "at the foot of the relief or as grains, its brightness added with streaks",
+    "frost lobes": "frost lobes on slopes turned from the sun, blended toward a brightness above their surroundings; written apart "
+                   "from the training families, sharing none of their code. What it first showed, that the model wanted ice to "
+                   "outshine everything around it, changed the training families on 2026-12-04 (\"faint\" ice): models trained "
+                   "since then have met its lesson, never its code or its drawings",
+}
 
 
-def unseen_section(meta: Dict, unseen: Dict = None) -> str:
-    row = _unseen_row(meta, unseen)
-    if row is None:
+def _unseen_rows(meta: Dict, unseen: List[Dict]) -> List[Tuple[Dict, Dict]]:
+    """(family measurement, this model's row of it) for each benchmarks/unseen_family.py JSON that
+    measured this very model, in UNSEEN_FAMILIES' order."""
+    order = list(UNSEEN_FAMILIES)
+    found = []
+    for measured in unseen or []:
+        row = next((row for row in measured.get("rows", []) if row["model"] == modelfile.describe(meta)), None)
+        if row is not None:
+            found.append((measured, row))
+    return sorted(found, key=lambda pair: order.index(_family(pair[0])) if _family(pair[0]) in order else len(order))
+
+
+def _family(measured: Dict) -> str:
+    return measured.get("family", "frost lobes")  # measurements made before --family drew frost lobes
+
+
+def unseen_section(meta: Dict, unseen: List[Dict] = None) -> str:
+    rows = _unseen_rows(meta, unseen)
+    if not rows:
         return ""
-    lines = []
-    for name, r in ((name, row[name]) for name in ("as it is", "with the mirror (detect's default)")):
-        sizes = " / ".join(f"{b['recall']:.2f}" for b in r["by_size"].values() if b["count"])
-        lines.append(f"| {name} | {r['roc_auc']:.3f} ({r['interval']['low']:.3f}-{r['interval']['high']:.3f}) | {r['recall']:.2f} | {sizes} | "
-                     f"{r['fpr_real_terrain']:.3f} |")
-    bins = " / ".join(k for k, b in row["as it is"]["by_size"].items() if b["count"])
-    return f"""The shipped weights on ice drawn a fifth way, which no model here trained on (`benchmarks/unseen_family.py`:
-frost lobes on slopes turned from the sun, blended toward a brightness above their surroundings; written
-apart from the training families, sharing none of their code). What it first showed, that the model
-wanted ice to outshine everything around it, changed the training families on 2026-12-04 ("faint"
-ice): models trained since then have met its lesson, never its code or its drawings. {unseen['icy']} crops
-of the held-out observations with it drawn, against {unseen['ice_free']} crops as they are:
+    lines, described = [], []
+    for measured, row in rows:
+        family = _family(measured)
+        described.append(f"- **{family}** ({measured['icy']} crops of the held-out observations with it drawn, against "
+                         f"{measured['ice_free']} as they are): {UNSEEN_FAMILIES.get(family, 'see benchmarks/unseen/')}.")
+        for name in ("as it is", "with the mirror (detect's default)"):
+            r = row[name]
+            sizes = " / ".join(f"{b['recall']:.2f}" for b in r["by_size"].values() if b["count"])
+            bins = " / ".join(k for k, b in r["by_size"].items() if b["count"])
+            lines.append(f"| {family} | {name} | {r['roc_auc']:.3f} ({r['interval']['low']:.3f}-{r['interval']['high']:.3f}) | {r['recall']:.2f} | "
+                         f"{sizes} ({bins}) | {r['fpr_real_terrain']:.3f} |")
+    return f"""The shipped weights on ice drawn ways no model here trained on (`benchmarks/unseen_family.py --family NAME`):
+{chr(10).join(described)}
 
-| scored | ROC AUC (95 % interval) | recall at p >= 0.5 | recall by patch size, {bins} | FPR real ice-free terrain |
-| --- | --- | --- | --- | --- |
+| family | scored | ROC AUC (95 % interval) | recall at p >= 0.5 | recall by patch size | FPR real ice-free terrain |
+| --- | --- | --- | --- | --- | --- |
 {chr(10).join(lines)}
 
 """
 
 
-def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], attribution: str, previous: Dict = None, unseen: Dict = None) -> str:
+def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], attribution: str, previous: Dict = None, unseen: List[Dict] = None) -> str:
     t = meta["training"]
     m = meta["metrics"]
     families = "\n".join(
@@ -160,9 +184,8 @@ def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], at
               f" The held-out set is {test['icy'] / test['examples']:.0%} icy, so its probabilities run below the observed share"
               if calibration and "prior" in calibration else "no calibration (the raw sigmoid)")
     commands = "\n".join(f"    {c}" for c in t.get("commands", []))
-    fifth = _unseen_row(meta, unseen)
-    worst = min([fold["families"][fold["held_out_family"]]["roc_auc"] for fold in transfer] + ([fifth["as it is"]["roc_auc"]] if fifth else []),
-                default=float("nan"))
+    worst = min([fold["families"][fold["held_out_family"]]["roc_auc"] for fold in transfer] +
+                [row["as it is"]["roc_auc"] for _, row in _unseen_rows(meta, unseen)], default=float("nan"))
     return f"""# Model card: {meta['name']} {meta['version']}
 
 {_network_paragraph(meta)}
@@ -170,7 +193,7 @@ def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], at
 ## How well it transfers: ice drawn a way it never saw
 {unseen_section(meta, unseen)}Each row below is a model trained by the same recipe without one family of ice patches, scored on that family
 on held-out observations. This is the honest measure of how the model may meet ice drawn by nature
-rather than by our generators. Worst held-out family, the fifth above included: ROC AUC {worst:.3f} (target >= {TARGET_AUC}).
+rather than by our generators. Worst held-out family, those above included: ROC AUC {worst:.3f} (target >= {TARGET_AUC}).
 False-positive rates (FPR) are at p >= 0.5, on real held-out crops as they are. Each row names the
 network and the epochs of its run. On a 2-core CPU not every row could be rerun with the shipped
 recipe: the paper-width rows continue an earlier default for one epoch on half the training crops
@@ -239,5 +262,5 @@ Reliability on the held-out set:
 Needs ../shared/data/hirise-terrain and hirise-terrain-v1:
 {commands}
 and for the transfer table, once per family: `scripts/train_default_model --epochs 8 --patience 3 --hold-out FAMILY --out build/lofo/FAMILY.hiriseice --json resources/models/transfer/FAMILY.json`;
-for the fifth family: `.venv/bin/python benchmarks/unseen_family.py --model MODEL --json resources/models/unseen_family.json`.
+for the families above: `.venv/bin/python benchmarks/unseen_family.py --family "lee frost" --model MODEL --json resources/models/unseen/lee_frost.json` (and "frost lobes").
 """
