@@ -280,29 +280,31 @@ def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras, chi
     return runner
 
 
-def _export_in_child(saved: SavedNetwork, kind: str) -> None:
+def _export_in_child(saved: SavedNetwork, first_kind: str) -> None:
     """Runs export_saved in a process of its own (in the worker's process group, so a cancel ends
     it too). Whatever goes wrong there, the caller finds no record and loads Keras itself."""
     package = os.path.dirname(os.path.abspath(__file__))
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (os.path.dirname(package), os.environ.get("PYTHONPATH")))))
     code = f"import sys; from {os.path.basename(package)}.runtime import export_saved; export_saved(sys.argv[1], sys.argv[2], int(sys.argv[3]))"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run([sys.executable, "-c", code, saved.model_path, kind, str(saved.tensorflow_threads)], env=environment, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=EXPORT_TIMEOUT_SECONDS, check=False)
+        subprocess.run([sys.executable, "-c", code, saved.model_path, first_kind, str(saved.tensorflow_threads)], env=environment,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=EXPORT_TIMEOUT_SECONDS, check=False)
 
 
-def export_saved(model_path: str, kind: str, tensorflow_threads: int = 0) -> None:
-    """Exports a model file's network (``kind``: "logit" or "map"), checks it against Keras and
-    records it under the file's digest, where the worker that started this process finds it."""
+def export_saved(model_path: str, first_kind: str, tensorflow_threads: int = 0) -> None:
+    """Exports a model file's logit network and its score-map network, ``first_kind`` ("logit" or
+    "map", the one its worker waits for) first, checks each against Keras and records it under the
+    file's digest, where the worker that started this process finds it. Both in one process: the
+    other is wanted sooner or later (a dense grid, a probability raster), and TensorFlow's start is
+    most of the cost."""
     from . import modelfile
 
     metadata = modelfile.read_metadata(model_path)
     saved = SavedNetwork(model_path, metadata, tensorflow_threads)
-    if kind == "logit":
-        _made_from_saved(saved, kind, OnnxScorer, logit_scorer, child_may_export=False)
-    else:
-        architecture = metadata.get("architecture", {})
-        _made_from_saved(saved, kind, OnnxMapper, lambda keras: map_scorer(keras, architecture), child_may_export=False)
+    architecture = metadata.get("architecture", {})
+    makers = {"logit": (OnnxScorer, logit_scorer), "map": (OnnxMapper, lambda keras: map_scorer(keras, architecture))}
+    for kind in sorted(makers, key=lambda kind: kind != first_kind):
+        _made_from_saved(saved, kind, *makers[kind], child_may_export=False)
 
 
 def _read_record(path: str) -> Optional[Dict]:
