@@ -15,6 +15,10 @@ landforms; before and after, with the wall time.
         [--option learning_rate=3e-4 ...] [--recipe learning_rate=3e-4,epochs=20 ...] \
         [--draw 8] [--rounds 2 [--cumulative]] [--json build/adaptation.json]
 
+FAMILY may also be a family of benchmarks/unseen/ (e.g. "lee frost"), which no model here trained on:
+then --base is the default model itself and the new family is scored by benchmarks/unseen_family.py's
+examples of the held-out crops.
+
 --option sets a training job option (as the train algorithm's parameters do) for every run;
 without it every run uses the defaults. Each --recipe (options joined by commas) repeats the runs
 with those options as well, to compare fine-tuning recipes on the same labels and test set.
@@ -43,6 +47,7 @@ from model import modelfile  # noqa: E402
 from model.preprocess import resize  # noqa: E402
 from model.protocol import SilentReporter  # noqa: E402
 from model.trainingdata.examples import FAMILIES, LOOKALIKE_SHARES, LOOKALIKES  # noqa: E402
+import unseen_family  # noqa: E402
 from model.trainingdata.scene import mars_equirectangular_wkt  # noqa: E402
 
 CELL = 256
@@ -69,10 +74,8 @@ def write_mosaic(tiles, family, count, seed, path, unlabelled=0, unlabelled_icy=
         icy = index % 2 == 0 if index < count else bool(rest.random() < unlabelled_icy)
         placed = None
         if icy:
-            try:
-                placed = FAMILIES[family](image, rng, valid)[0]
-            except ValueError:
-                icy = False
+            placed = _ice(family, image, rng, valid)
+            icy = placed is not None
         if placed is None:
             kind = str(rng.choice(list(LOOKALIKE_SHARES), p=list(LOOKALIKE_SHARES.values())))
             placed = image if LOOKALIKES[kind] is None else _safe(LOOKALIKES[kind], image, rng, valid)
@@ -88,6 +91,18 @@ def write_mosaic(tiles, family, count, seed, path, unlabelled=0, unlabelled_icy=
     dataset.GetRasterBand(1).WriteArray(canvas)
     dataset = None
     return labels
+
+
+def _ice(family, image, rng, valid):
+    """The cell with ``family``'s ice (a training family, or one of benchmarks/unseen/ that no model
+    here trained on), or None where it has no room."""
+    if family in FAMILIES:
+        try:
+            return FAMILIES[family](image, rng, valid)[0]
+        except ValueError:
+            return None
+    drawn = unseen_family.FAMILIES[family].draw(image, rng) if valid.all() else None  # an unseen family draws on whole crops
+    return None if drawn is None else drawn[0]
 
 
 def _safe(implant, image, rng, valid):
@@ -125,14 +140,21 @@ def retrain(labelled, base, out, options, reporter):
     return time.monotonic() - started
 
 
-def score(path, test, family):
+def score(path, test, family, unseen_examples=None):
+    """The model's measurement on the recipe's test set; for a family of benchmarks/unseen/, its AUC
+    and recall on ``unseen_examples`` (unseen_family.build_examples of the held-out crops)."""
     network, meta = modelfile.load(path)
     measured = recipe.evaluate(network, meta, test)
     fpr = measured["false_positive_rate_at_0.5"]
     hard = [fpr[name] for name in recipe.HARD_LANDFORMS if fpr[name]["count"]]
+    if family in FAMILIES:
+        new = measured["families"][family]["roc_auc"], measured["families"][family]["recall_at_0.5"]
+    else:
+        row = unseen_family.score(path, unseen_examples, 0)["as it is"]
+        new = row["roc_auc"], row["recall"]
     return {
-        "new_family_auc": measured["families"][family]["roc_auc"],
-        "new_family_recall": measured["families"][family]["recall_at_0.5"],
+        "new_family_auc": new[0],
+        "new_family_recall": new[1],
         "other_families_auc": {name: row["roc_auc"] for name, row in measured["families"].items() if name != family},
         "fpr_real_terrain": fpr["real ice-free terrain (not the hard landforms)"]["rate"],
         "fpr_hard_landforms": sum(h["rate"] * h["count"] for h in hard) / max(1, sum(h["count"] for h in hard)),
@@ -150,7 +172,8 @@ def _option(text):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True)
-    parser.add_argument("--family", required=True, choices=list(FAMILIES))
+    parser.add_argument("--family", required=True, choices=list(FAMILIES) + sorted(unseen_family.FAMILIES),
+                        help="the geologist's kind of ice: a training family (held out of --base) or one of benchmarks/unseen/")
     parser.add_argument("--labels", default="50,100,200")
     parser.add_argument("--review", type=int, default=100, help="chunks labelled in review_rank order (0: none)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a training job option, e.g. learning_rate=3e-4")
@@ -173,6 +196,8 @@ def main():
     tiles = recipe.load_tiles([os.path.join(recipe.SHARED, name) for name in recipe.TERRAIN_FOLDERS])
     train_obs, _validation, test_obs = recipe.split_observations(tiles, args.seed)
     test = recipe.build_test_set([t for t in tiles if t["observation"] in test_obs], args.seed + 1, modelfile.read_metadata(args.base)["input_size"])
+    unseen_examples = None if args.family in FAMILIES else unseen_family.build_examples(
+        [t for t in tiles if t["observation"] in test_obs], 101, unseen_family.FAMILIES[args.family].draw)
     draw = args.seed if args.draw is None else args.draw
     train_tiles = [t for t in tiles if t["observation"] in train_obs]
     mosaics = []  # one per round: (path, its cell labels), each a new image of the family's ice
@@ -188,7 +213,7 @@ def main():
     runs = [("random", int(n)) for n in args.labels.split(",")] + ([("review_rank", args.review)] if args.review else [])
     options = dict(_option(text) for text in args.option)
     recipes = [("", {})] + [(text, dict(_option(part) for part in text.split(","))) for text in args.recipe]
-    rows = [dict(run="base model, not retrained", labels=0, icy=0, minutes=0.0, **score(args.base, test, args.family))]
+    rows = [dict(run="base model, not retrained", labels=0, icy=0, minutes=0.0, **score(args.base, test, args.family, unseen_examples))]
     for recipe_name, recipe_options in recipes:
         for how, count in runs:
             model, labelled = args.base, []
@@ -200,7 +225,7 @@ def main():
                 out = os.path.join(args.work, name.replace(" ", "-").replace(",", "_") + ".hiriseice")
                 seconds = retrain(labelled, model, out, {**options, **recipe_options}, TrainingLog() if args.log else SilentReporter())
                 rows.append(dict(run=name, labels=sum(len(c) for _, _, c in labelled), icy=sum(l[i][1] for _, l, c in labelled for i in c),
-                                 minutes=round(seconds / 60, 1), **score(out, test, args.family)))
+                                 minutes=round(seconds / 60, 1), **score(out, test, args.family, unseen_examples)))
                 print(json.dumps(rows[-1]), flush=True)
                 model = out
     with open(args.json, "w", encoding="utf-8") as handle:
