@@ -27,10 +27,11 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 import default_model as recipe  # noqa: E402
 from model import calibration, metrics, modelfile  # noqa: E402
 from model.trainingdata.examples import to_input  # noqa: E402
+from unseen import cap_remnants  # noqa: E402
 from unseen import frost_lobes  # noqa: E402
 from unseen import lee_frost  # noqa: E402
 
-FAMILIES = {"frost lobes": frost_lobes, "lee frost": lee_frost}
+FAMILIES = {"frost lobes": frost_lobes, "lee frost": lee_frost, "cap remnants": cap_remnants}
 
 SIZE_BINS = ((0, 10), (10, 40), (40, 80), (80, 400))
 
