@@ -113,8 +113,11 @@ def _epochs(meta: Dict) -> str:
     return run(meta["training"], meta["metrics"]["best_val_loss"])
 
 
-# What the card says of each family of benchmarks/unseen/ (its JSON's "family"), the blind one first.
+# What the card says of each family of benchmarks/unseen/ (its JSON's "family"), the blindest first.
 UNSEEN_FAMILIES = {
+    "cap remnants": "written blind to the training generators and to the families below, and kept in reserve (never used to choose "
+                    "between models): relief estimated from the crop's own brightness, ice where the shade would last longest on "
+                    "its poleward side, its outline what survives of the cap, its brightness ice albedo times the light there",
     "lee frost": "written blind to the training generators, by an engineer who read only the paper, the data's README and the "
                  "benchmark's harness: shade from a black top-hat behind a lit sunward band; ice filling it, on its poleward rim, "
                  "at the foot of the relief or as grains, its brightness added with streaks",
