@@ -60,16 +60,21 @@ def build_examples(tiles, seed: int, draw=frost_lobes.draw):
     return pictures, np.array(labels), np.array(groups), np.array(landforms), np.array(sizes), np.array(contrasts)
 
 
-def score(path: str, examples, seed: int) -> dict:
-    pictures, labels, groups, landforms, sizes, contrasts = examples
-    network, meta = modelfile.load(path)
-    images = np.stack([to_input(picture, picture > 0, meta["input_size"]) for picture in pictures])  # read as detect reads a chunk
+def logits(network, meta, examples, mirror: bool = False) -> np.ndarray:
+    """The network's logits of the examples' pictures, read as detect reads a chunk; with mirror,
+    the mean with their east-west mirrors (detect's TTA)."""
+    images = np.stack([to_input(picture, picture > 0, meta["input_size"]) for picture in examples[0]])
     plain = recipe.predict_logits(network, images)
-    mirrored = recipe.predict_logits(network, np.ascontiguousarray(images[:, :, ::-1]))
+    return (plain + recipe.predict_logits(network, np.ascontiguousarray(images[:, :, ::-1]))) / 2 if mirror else plain
+
+
+def score(path: str, examples, seed: int) -> dict:
+    _pictures, labels, groups, landforms, sizes, contrasts = examples
+    network, meta = modelfile.load(path)
     row = {"model": modelfile.describe(meta)}
     ice_free_real = (labels == 0) & ~np.isin(landforms, recipe.HARD_LANDFORMS)
-    for name, logits in (("as it is", plain), ("with the mirror (detect's default)", (plain + mirrored) / 2)):
-        p = calibration.apply(logits, meta.get("calibration"))
+    for name, mirror in (("as it is", False), ("with the mirror (detect's default)", True)):
+        p = calibration.apply(logits(network, meta, examples, mirror), meta.get("calibration"))
         interval = metrics.bootstrap_roc_auc(p, labels, groups, seed=seed)
         icy = labels == 1
         by_size = {}
