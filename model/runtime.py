@@ -122,6 +122,11 @@ class SavedNetwork:
         self.runners: Dict[str, object] = {}
         self._network = None
 
+    @property
+    def loaded(self) -> bool:
+        """Whether keras() has loaded the network (and TensorFlow) in this process."""
+        return self._network is not None
+
     def keras(self):
         if self._network is None:
             from . import modelfile
@@ -260,14 +265,13 @@ def _from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras):
 def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras, child_may_export: bool = True):
     alias = os.path.join(cache_folder(), "onnx", f"{saved.digest}-{kind}.json") if saved.digest else None
     record = _read_record(alias) if alias else None
-    can_export = all(importlib.util.find_spec(name) for name in ("onnxruntime", "tf2onnx"))
-    if alias and record is None and can_export and child_may_export and saved._network is None:
+    note = "; TensorFlow not loaded"
+    # Found without importing them: tf2onnx's import is TensorFlow's.
+    if alias and record is None and child_may_export and not saved.loaded and _installed("onnxruntime", "tf2onnx"):
         _export_in_child(saved, kind)
         record = _read_record(alias)
         note = "; exported by a child process, TensorFlow not loaded here"
-    else:
-        note = "; TensorFlow not loaded"
-    if record and record["matches"] and os.path.exists(record["path"]) and importlib.util.find_spec("onnxruntime"):
+    if record and record["matches"] and os.path.exists(record["path"]) and _installed("onnxruntime"):
         return _onnx_runner(onnx_class, record, note)
     runner = from_keras(saved.keras())
     record = getattr(runner, "record", None)
@@ -278,6 +282,10 @@ def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras, chi
                 json.dump(record, handle)
             files.commit(partial, alias)
     return runner
+
+
+def _installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in modules)
 
 
 def _export_in_child(saved: SavedNetwork, first_kind: str) -> None:
