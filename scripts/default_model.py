@@ -447,7 +447,8 @@ def combine_scales(paths, tiles, validation_obs, args):
     return network, meta
 
 
-def _transfer(pattern) -> List[Dict]:
+def _measurements(pattern) -> List[Dict]:
+    """The JSON measurements a glob names (leave-one-family-out runs, unseen families), each with its file."""
     return [json.load(open(path, encoding="utf-8")) | {"file": path} for path in sorted(glob.glob(pattern))]
 
 
@@ -506,7 +507,7 @@ def _remeasure(network, meta, measured, tiles, test_obs, validation_obs, args):
 def _card(args, meta, measured) -> str:
     from model_card import model_card
 
-    return model_card(meta, measured, _transfer(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare), _transfer(args.unseen))
+    return model_card(meta, measured, _measurements(args.transfer), list(HARD_LANDFORMS), ATTRIBUTION, _previous(args.compare), _measurements(args.unseen))
 
 
 def _previous(path):
