@@ -20,7 +20,7 @@ import json
 import os
 import sys
 
-from . import __version__, rules
+from . import __version__, files, rules
 from .chunking import DEFAULT_MIN_VALID
 from .errors import EngineError
 from .protocol import Reporter
@@ -182,43 +182,58 @@ SERVED_COMMANDS = ("detect", "chunk", "info")
 
 
 def _serve(args, reporter: Reporter) -> None:
-    """Job after job from stdin, one JSON object a line: {"id": ..., "command": "detect", "arguments": [...]},
-    the arguments those of the one-shot command. Each runs as ``python -m model --jsonl COMMAND ARGUMENTS``
-    would, with the model kept loaded for the next; an input problem fails that job only. Ends at EOF."""
+    """Job after job, one JSON object a line: {"id": ..., "command": "detect", "arguments": [...],
+    "partial_outputs": [...]}, the arguments those of the one-shot command. Each runs as ``python -m
+    model --jsonl COMMAND ARGUMENTS`` would, with the model kept loaded for the next; an input problem
+    fails that job only, and a job that fails removes its partial outputs. From stdin until EOF, or
+    with --listen from a local socket's connections until --idle-minutes pass without one
+    (model/session.py)."""
     if not args.jsonl:
         raise EngineError("serve reads JSON jobs and answers JSON lines: run python -m model --jsonl serve.")
     parser = build_parser()
+    if args.listen:
+        from .session import serve_socket
+
+        serve_socket(args.listen, 60.0 * args.idle_minutes, lambda line, stream: _serve_job(parser, line, stream))
+        return
     for line in sys.stdin:
-        if line.strip() and _serve_job(parser, line) == 130:
+        if line.strip() and _serve_job(parser, line, sys.stdout) == 130:
             raise SystemExit(130)  # interrupted: the client is stopping this worker
 
 
-def _serve_job(parser: argparse.ArgumentParser, line: str) -> int:
+def _serve_job(parser: argparse.ArgumentParser, line: str, stream) -> int:
     try:
         job = json.loads(line)
         job_id, command, arguments = job["id"], job["command"], [str(a) for a in job.get("arguments", [])]
+        partial_outputs = [str(path) for path in job.get("partial_outputs", [])]
     except (ValueError, KeyError, TypeError, AttributeError):
-        Reporter(jsonl=True).error("job", f"Not a job: {line.strip()[:200]!r}. Send one JSON object a line with id, command and arguments.")
+        Reporter(jsonl=True, stream=stream).error("job", f"Not a job: {line.strip()[:200]!r}. Send one JSON object a line with id, command and arguments.")
         return 2
-    reporter = Reporter(jsonl=True, job_id=job_id)
-    reporter.started()
+    reporter = Reporter(jsonl=True, stream=stream, job_id=job_id)
+    status = 1
+    try:
+        reporter.started()
+        status = _serve_command(parser, reporter, command, arguments)
+        reporter.done(status)
+    finally:
+        if status != 0:  # also when the client left mid-job and its next line broke
+            files.remove_quietly(partial_outputs)
+    return status
+
+
+def _serve_command(parser: argparse.ArgumentParser, reporter: Reporter, command: str, arguments) -> int:
     if command not in SERVED_COMMANDS:
         reporter.error("job", f"serve runs {', '.join(SERVED_COMMANDS)} jobs, not {command!r}; run python -m model {command} on its own.")
-        status = 2
-    else:
-        usage = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(usage), contextlib.redirect_stdout(usage):
-                job_args = parser.parse_args(["--jsonl", command] + arguments)
-        except SystemExit:
-            job_args = None
-            reporter.error("arguments", usage.getvalue().strip())
-            status = 2
-        if job_args is not None:
-            job_args.keep_models = True
-            status = _run(job_args, reporter)
-    reporter.done(status)
-    return status
+        return 2
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage), contextlib.redirect_stdout(usage):
+            job_args = parser.parse_args(["--jsonl", command] + arguments)
+    except SystemExit:
+        reporter.error("arguments", usage.getvalue().strip())
+        return 2
+    job_args.keep_models = True
+    return _run(job_args, reporter)
 
 
 def _scoring_arguments(parser):
@@ -298,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     scene.set_defaults(run=_sample_scene)
 
     serve = commands.add_parser("serve", help="with --jsonl: run detect, chunk and info jobs read from stdin, the model kept loaded between them")
+    serve.add_argument("--listen", default="", metavar="SOCKET", help="read the jobs from connections to this local socket instead (the session worker)")
+    serve.add_argument("--idle-minutes", type=float, default=10.0, help="with --listen: exit after this long without a connection (default: %(default)s)")
     serve.set_defaults(run=_serve)
     return parser
 

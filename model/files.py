@@ -5,6 +5,7 @@ and whoever kills the worker can delete the partial files by this same naming ru
 """
 
 import os
+from typing import Iterable
 
 
 def partial_path(path: str) -> str:
@@ -25,3 +26,13 @@ def prepare(path: str) -> str:
 
 def commit(partial: str, path: str) -> None:
     os.replace(partial, path)
+
+
+def remove_quietly(paths: Iterable[str]) -> None:
+    """Removes the files that are there (a failed run's partial outputs); never raises."""
+    for path in paths:
+        try:
+            if path and os.path.isfile(path):
+                os.remove(path)
+        except OSError:
+            pass

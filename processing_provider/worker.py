@@ -5,9 +5,10 @@ Detect runs in a warm worker (WarmWorker: ``python -m model --jsonl serve``), ke
 process between algorithm runs, one per worker Python: the toolbox's batch and processing.run in
 a loop pay for TensorFlow and the model once. It is started on first use, stopped on cancel (the
 next run starts a fresh one), replaced when it died or does not answer, and stopped when QGIS
-exits or the provider unloads. qgis_process runs one algorithm per process, where a warm worker
-cannot help, so there each detect starts its own. HIRISEICE_WARM_WORKER=0 (or the QGIS setting
-hiriseice/warm_worker = false) switches it off.
+exits or the provider unloads. qgis_process runs one algorithm per process, so there each detect
+starts its own, unless HIRISEICE_SESSION_WORKER asks for one shared by the runs of a shell's loop
+(session_worker.py). HIRISEICE_WARM_WORKER=0 (or the QGIS setting hiriseice/warm_worker = false)
+switches the warm worker off.
 
 TensorFlow never enters the QGIS process (it aborts QGIS: DEVELOPERS.md), so everything that
 needs the network runs in this subprocess. The protocol is model/protocol.py: one JSON object
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsSettings
 
@@ -122,15 +123,6 @@ def worker_environment() -> Dict[str, str]:
     env["PYTHONIOENCODING"] = "utf-8"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
-
-
-def _remove_quietly(paths: Iterable[str]) -> None:
-    for path in paths:
-        try:
-            if path and os.path.isfile(path):
-                os.remove(path)
-        except OSError:
-            pass
 
 
 def _start(command: Sequence[str], stdin=subprocess.DEVNULL) -> subprocess.Popen:
@@ -305,13 +297,13 @@ class WorkerRun:
             try:
                 returncode = self._execute(python)
             except TerminatedBySignal as exc:
-                _remove_quietly(self.partial_outputs)
+                files.remove_quietly(self.partial_outputs)
                 raise QgsProcessingException(f"Stopped by {exc}: the worker was stopped and no output was written.") from None
         if self.error is not None:
-            _remove_quietly(self.partial_outputs)
+            files.remove_quietly(self.partial_outputs)
             raise QgsProcessingException(str(self.error.get("message") or self.error.get("code") or "The worker reported an error."))
         if returncode != 0 or self.result is None:
-            _remove_quietly(self.partial_outputs)
+            files.remove_quietly(self.partial_outputs)
             raise QgsProcessingException(self.crash_message(returncode))
         return self.result
 
@@ -346,8 +338,8 @@ class WorkerRun:
         exited_at = None
         while self.status is None:
             if self.feedback.isCanceled():
-                _stop(process)
-                _remove_quietly(self.partial_outputs)
+                self._stop_worker(process)
+                files.remove_quietly(self.partial_outputs)
                 raise QgsProcessingException("Cancelled by the user: the worker was stopped and no output was written.")
             try:
                 line = lines.get(timeout=POLL_SECONDS)
@@ -363,6 +355,10 @@ class WorkerRun:
             if line is None:
                 return
             self._handle(line)
+
+    def _stop_worker(self, process) -> None:
+        """Cancel: the worker process (its whole group) stops."""
+        _stop(process)
 
     def crash_message(self, returncode: int) -> str:
         tail = "\n".join(self.stderr_tail) or "(nothing on stderr)"
@@ -519,12 +515,14 @@ class WarmRun(WorkerRun):
 
 def run_worker(arguments: Sequence, feedback: Optional[QgsProcessingFeedback] = None, partial_outputs: Sequence[str] = ()) -> Dict:
     """Run ``<worker python> -m model --jsonl <arguments>`` and return its result message; detect as a
-    job of the warm worker (uses_warm_worker).
+    job of the warm worker (uses_warm_worker), or in qgis_process of the session worker (session_worker.py).
 
     Raises QgsProcessingException with the engine's own message on an input problem, with the
     tail of stderr when the worker crashes, when feedback is cancelled (after killing the
     worker), and when there is no worker Python. partial_outputs are files
     removed after a failure (the engine's half-written temporaries).
     """
-    run = WarmRun if uses_warm_worker(arguments) else WorkerRun
+    from .session_worker import SessionRun, uses_session_worker  # it builds on this module's runs
+
+    run = SessionRun if uses_session_worker(arguments) else WarmRun if uses_warm_worker(arguments) else WorkerRun
     return run(arguments, feedback, partial_outputs).run()

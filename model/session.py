@@ -1,0 +1,52 @@
+"""The session worker: serve's jobs over a local socket, so that separate processes (a shell's
+``qgis_process`` loop with HIRISEICE_SESSION_WORKER set) share one warm worker.
+
+``python -m model --jsonl serve --listen PATH --idle-minutes M`` binds PATH (a Unix socket only
+its user may open), answers each connection's job lines exactly as serve answers stdin's, one
+connection at a time, and exits, removing PATH, after M minutes without one. A client that goes
+away mid-job (cancelled, killed) breaks the job's next line: the job stops, its partial outputs
+are removed, and the worker waits for the next connection with its model still loaded.
+"""
+
+import os
+import socket
+from typing import Callable, TextIO
+
+
+def serve_socket(path: str, idle_seconds: float, run_line: Callable[[str, TextIO], int]) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    previous_umask = os.umask(0o177)  # the socket: its owner alone may connect
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(previous_umask)
+    own_inode = os.stat(path).st_ino
+    listener.listen(8)
+    listener.settimeout(idle_seconds)
+    try:
+        while True:
+            try:
+                connection, _address = listener.accept()
+            except socket.timeout:
+                return
+            with connection:
+                connection.settimeout(None)
+                stream = connection.makefile("rw", encoding="utf-8", newline="\n")
+                try:
+                    for line in stream:
+                        if line.strip():
+                            run_line(line, stream)
+                except OSError:
+                    pass  # the client left mid-job; run_line removed its partial outputs
+                finally:
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
+    finally:
+        listener.close()
+        try:
+            if os.stat(path).st_ino == own_inode:  # not a successor's socket at the same path
+                os.unlink(path)
+        except OSError:
+            pass

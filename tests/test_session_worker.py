@@ -1,0 +1,135 @@
+"""The session worker (HIRISEICE_SESSION_WORKER): separate qgis_process runs of a shell's loop share
+one warm worker over a Unix socket; bad input fails its run alone; the worker ends by itself."""
+
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+if not sys.platform.startswith("win"):
+    import fcntl
+
+import pytest
+from osgeo import ogr
+
+import helpers
+import qgis_support as qs
+
+pytestmark = pytest.mark.skipif(sys.platform.startswith("win"), reason="the session worker needs Unix sockets")
+
+IDLE_MINUTES = 0.1  # 6 s: the runs below follow each other within it, and the test waits it out
+
+
+def detect(tiny_model, raster, output, runtime, session=str(IDLE_MINUTES)):
+    env = {"XDG_RUNTIME_DIR": str(runtime)}
+    if session:
+        env["HIRISEICE_SESSION_WORKER"] = session
+    return qs.qgis_process("run", "hiriseice:detect", "--", f"INPUT={raster}", f"MODEL={tiny_model.path}",
+                           f"CHUNK_SIZE={helpers.TINY_CHUNK_SIZE}", f"OUTPUT={output}", env=env)
+
+
+def probabilities(path):
+    dataset = ogr.Open(str(path))
+    layer = dataset.GetLayer(0)
+    return sorted((feature.GetGeometryRef().Centroid().ExportToWkt(), round(feature.GetField("probability"), 6)) for feature in layer)
+
+
+def session_pid(out: str, started: bool) -> int:
+    marker = "Started the session worker (pid " if started else "(a job of the session worker, pid "
+    assert out.count(marker) == 1, out[-3000:]
+    return int(out.split(marker, 1)[1].split(")", 1)[0])
+
+
+@pytest.fixture
+def runtime():
+    """A short XDG_RUNTIME_DIR of the test's own (a Unix socket's path holds at most 107 bytes)."""
+    folder = tempfile.mkdtemp(prefix="hiriseice-rt-")
+    yield pathlib.Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_qgis_process_runs_share_one_session_worker_that_ends_by_itself(tiny_model, tmp_path, runtime):
+    raster = helpers.generate_raster(tmp_path, name="scene.tif", width=256, height=256, seed=5).path
+
+    alone = detect(tiny_model, raster, tmp_path / "alone.gpkg", runtime, session="")
+    assert alone.returncode == 0 and "session worker" not in alone.stdout, alone.stdout[-3000:]
+
+    first = detect(tiny_model, raster, tmp_path / "first.gpkg", runtime)
+    assert first.returncode == 0, first.stdout[-3000:]
+    pid = session_pid(first.stdout, started=True)
+    second = detect(tiny_model, raster, tmp_path / "second.gpkg", runtime)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert session_pid(second.stdout, started=False) == pid and "Started the session worker" not in second.stdout
+    assert probabilities(tmp_path / "first.gpkg") == probabilities(tmp_path / "second.gpkg") == probabilities(tmp_path / "alone.gpkg")
+
+    # Bad input fails its own run only, and leaves nothing; the worker serves the next run.
+    damaged = tmp_path / "damaged.tif"
+    with open(raster, "rb") as handle:
+        damaged.write_bytes(handle.read()[:6000])
+    out_folder = tmp_path / "bad"
+    out_folder.mkdir()
+    bad = detect(tiny_model, damaged, out_folder / "chunks.gpkg", runtime)
+    assert bad.returncode == 1 and bad.stdout.count("ERROR:") == 1 and "Traceback" not in bad.stdout, bad.stdout[-3000:]
+    assert "is damaged" in bad.stdout and os.listdir(out_folder) == []
+    third = detect(tiny_model, raster, tmp_path / "third.gpkg", runtime)
+    assert third.returncode == 0 and session_pid(third.stdout, started=False) == pid, third.stdout[-3000:]
+
+    # Idle for IDLE_MINUTES: it ends and removes its socket.
+    assert qs.wait_until_gone(f"--listen {runtime}", seconds=60 * IDLE_MINUTES + 20) == [], "the session worker did not end when idle"
+    folder = runtime / f"hiriseice-{os.getuid()}"
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    assert not [name for name in os.listdir(folder) if name.endswith(".sock")]
+
+
+def test_a_run_that_finds_the_session_worker_busy_runs_a_worker_of_its_own(tiny_model, tmp_path, runtime):
+    """A second qgis_process at the same time does not wait for the first's job: it holds the lock."""
+    raster = helpers.generate_raster(tmp_path, name="scene.tif", width=256, height=256, seed=5).path
+    first = detect(tiny_model, raster, tmp_path / "first.gpkg", runtime)
+    assert first.returncode == 0, first.stdout[-3000:]
+    pid = session_pid(first.stdout, started=True)
+    folder = runtime / f"hiriseice-{os.getuid()}"
+    (lock_path,) = [folder / name for name in os.listdir(folder) if name.endswith(".lock")]
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run in progress holds it
+        busy = detect(tiny_model, raster, tmp_path / "busy.gpkg", runtime)
+    assert busy.returncode == 0, busy.stdout[-3000:]
+    assert "The session worker is busy with another run; this run starts a worker of its own." in busy.stdout
+    assert "of the session worker, pid" not in busy.stdout
+    assert probabilities(tmp_path / "busy.gpkg") == probabilities(tmp_path / "first.gpkg")
+    assert qs.processes_with(f"--listen {runtime}") == [pid]
+    assert qs.wait_until_gone(f"--listen {runtime}", seconds=60 * IDLE_MINUTES + 20) == []
+
+
+def test_sigterm_mid_job_stops_the_job_not_the_session_worker(tiny_model, tmp_path, runtime):
+    """The client goes away mid-job: its job stops at its next line and removes its partial outputs;
+    the worker, its model loaded, serves the next run."""
+    raster = helpers.generate_raster(tmp_path, name="big.tif", width=1024, height=1024, seed=9).path
+    out_folder = tmp_path / "out"
+    out_folder.mkdir()
+    environment = dict(os.environ, HIRISEICE_QGIS_CONFIG_PATH=qs.qgis_process_config(), XDG_RUNTIME_DIR=str(runtime),
+                       HIRISEICE_SESSION_WORKER=str(IDLE_MINUTES))
+    environment.pop("QGIS_CUSTOM_CONFIG_PATH", None)
+    # 14641 overlapping chunks, one per network call: minutes of work.
+    process = subprocess.Popen(["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:detect", "--", f"INPUT={raster}", f"MODEL={tiny_model.path}",
+                                f"CHUNK_SIZE={helpers.TINY_CHUNK_SIZE}", "STRIDE=8", "BATCH_SIZE=1", f"OUTPUT={out_folder / 'chunks.gpkg'}",
+                                f"REPORT={out_folder / 'report.html'}"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not qs.processes_with(f"--listen {runtime}") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3.0)  # into the scoring
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1 and out.count("ERROR:\tStopped by SIGTERM") == 1 and "Traceback" not in out, out[-3000:]
+    (pid,) = qs.processes_with(f"--listen {runtime}")
+    time.sleep(1.0)  # the job's next line breaks, and it removes its partial outputs
+    assert os.listdir(out_folder) == []
+    after = detect(tiny_model, helpers.generate_raster(tmp_path, name="small.tif", width=256, height=256, seed=5).path, tmp_path / "after.gpkg", runtime)
+    assert after.returncode == 0 and session_pid(after.stdout, started=False) == pid, after.stdout[-3000:]
