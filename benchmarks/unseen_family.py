@@ -6,7 +6,7 @@ Crops of the model's held-out observations (its card's ``test_observations``) ar
 are (ice-free) and with the family drawn on (icy), read as detect reads a chunk, with detect's
 east-west mirror (TTA) and without.
 
-    nice -n 19 .venv/bin/python benchmarks/unseen_family.py [--family NAME] [--model MODEL ...] [--json build/unseen_family.json]
+    nice -n 19 .venv/bin/python benchmarks/unseen_family.py [--family NAME] [--model MODEL ...] [--mean] [--json build/unseen_family.json]
 
 Several --model compare models on the same examples (e.g. an earlier default from git history:
 git show REV:resources/models/default.hiriseice > build/earlier.hiriseice).
@@ -69,12 +69,24 @@ def logits(network, meta, examples, mirror: bool = False) -> np.ndarray:
 
 
 def score(path: str, examples, seed: int) -> dict:
-    _pictures, labels, groups, landforms, sizes, contrasts = examples
     network, meta = modelfile.load(path)
-    row = {"model": modelfile.describe(meta)}
+    return _measured(modelfile.describe(meta), lambda mirror: calibration.apply(logits(network, meta, examples, mirror), meta.get("calibration")), examples, seed)
+
+
+def score_mean(paths, examples, seed: int) -> dict:
+    """The mean of the models' probabilities (an ensemble of them), measured as one model."""
+    loaded = [modelfile.load(path) for path in paths]
+    return _measured(f"mean of {len(paths)} models", lambda mirror: np.mean(
+        [calibration.apply(logits(network, meta, examples, mirror), meta.get("calibration")) for network, meta in loaded], axis=0), examples, seed)
+
+
+def _measured(name: str, probabilities, examples, seed: int) -> dict:
+    """probabilities(mirror): the examples' probabilities, with detect's mirror or without."""
+    _pictures, labels, groups, landforms, sizes, contrasts = examples
+    row = {"model": name}
     ice_free_real = (labels == 0) & ~np.isin(landforms, recipe.HARD_LANDFORMS)
-    for name, mirror in (("as it is", False), ("with the mirror (detect's default)", True)):
-        p = calibration.apply(logits(network, meta, examples, mirror), meta.get("calibration"))
+    for scoring, mirror in (("as it is", False), ("with the mirror (detect's default)", True)):
+        p = probabilities(mirror)
         interval = metrics.bootstrap_roc_auc(p, labels, groups, seed=seed)
         icy = labels == 1
         by_size = {}
@@ -82,10 +94,10 @@ def score(path: str, examples, seed: int) -> dict:
             inside = icy & (sizes >= lo) & (sizes < hi)
             by_size[f"{lo}-{hi} px"] = {"count": int(inside.sum()), "recall": float((p[inside] >= 0.5).mean()) if inside.any() else math.nan,
                                         "median_probability": float(np.median(p[inside])) if inside.any() else math.nan}
-        row[name] = {"roc_auc": metrics.roc_auc(p, labels), "interval": interval, "recall": float((p[icy] >= 0.5).mean()),
+        row[scoring] = {"roc_auc": metrics.roc_auc(p, labels), "interval": interval, "recall": float((p[icy] >= 0.5).mean()),
                      "fpr_real_terrain": float((p[ice_free_real] >= 0.5).mean()),
-                     "fpr_hard_landforms": {name_: float((p[(labels == 0) & (landforms == name_)] >= 0.5).mean())
-                                            for name_ in recipe.HARD_LANDFORMS if ((labels == 0) & (landforms == name_)).any()},
+                     "fpr_hard_landforms": {landform: float((p[(labels == 0) & (landforms == landform)] >= 0.5).mean())
+                                            for landform in recipe.HARD_LANDFORMS if ((labels == 0) & (landforms == landform)).any()},
                      "ece": calibration.expected_calibration_error(p, labels), "by_size": by_size}
     return row
 
@@ -94,6 +106,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=None, help="model file (repeatable; default: the bundled one)")
     parser.add_argument("--family", choices=sorted(FAMILIES), default="frost lobes", help="the family drawn (default: %(default)s)")
+    parser.add_argument("--mean", action="store_true", help="also score the mean of the models' probabilities (an ensemble)")
     parser.add_argument("--seed", type=int, default=101)
     parser.add_argument("--json", default=os.path.join(REPO, "build", "unseen_family.json"))
     args = parser.parse_args()
@@ -112,6 +125,8 @@ def main():
     labels = examples[1]
     print(f"{len(held_out)} held-out observations: {int((labels == 0).sum())} crops as they are, {int(labels.sum())} with {args.family} drawn")
     rows = [dict(score(path, examples, args.seed), path=path) for path in paths]
+    if args.mean:
+        rows.append(dict(score_mean(paths, examples, args.seed), path=" ".join(paths)))
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as handle:
         json.dump({"family": args.family, "seed": args.seed, "observations": sorted(held_out), "ice_free": int((labels == 0).sum()), "icy": int(labels.sum()), "rows": rows},
