@@ -52,6 +52,7 @@ from model.trainingdata.scene import mars_equirectangular_wkt  # noqa: E402
 
 CELL = 256
 COLUMNS = 20
+ROOM_ATTEMPTS = 20  # crops tried for an icy cell: a family finds no room on some (no shade, a no-data edge)
 
 
 def write_mosaic(tiles, family, count, seed, path, unlabelled=0, unlabelled_icy=0.0):
@@ -73,9 +74,13 @@ def write_mosaic(tiles, family, count, seed, path, unlabelled=0, unlabelled_icy=
         valid = image > 0
         icy = index % 2 == 0 if index < count else bool(rest.random() < unlabelled_icy)
         placed = None
-        if icy:
+        for _attempt in range(ROOM_ATTEMPTS if icy else 0):
             placed = _ice(family, image, rng, valid)
-            icy = placed is not None
+            if placed is not None:
+                break
+            image = resize(tiles[int(rng.integers(len(tiles)))]["image"], CELL)  # no room for its ice here: another crop
+            valid = image > 0
+        icy = placed is not None
         if placed is None:
             kind = str(rng.choice(list(LOOKALIKE_SHARES), p=list(LOOKALIKE_SHARES.values())))
             placed = image if LOOKALIKES[kind] is None else _safe(LOOKALIKES[kind], image, rng, valid)
