@@ -23,7 +23,8 @@ from .footprint import ValidityMosaic
 from .grid import chunk_grid, chunk_wkt
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
-from .raster import RasterSource, block_cache, check_holds_a_chunk, coarse_pixel_warning, gdal_exceptions, not_mars_warning, reading_threads
+from .raster import (RasterSource, block_cache, check_holds_a_chunk, coarse_pixel_warning, gdal_exceptions, not_mars_warning, palette_warning,
+                     reading_threads)
 from .schema import LABEL_SUMMARY_FIELDS
 
 @dataclass
@@ -93,7 +94,8 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         total = chunk_count(source, chunk_size, stride)
         cache_bytes = source.grid_cache_bytes(chunk_size, input_size)
         driver = source.driver
-    for warning in (not_mars_warning(raster_path, info.crs_wkt), coarse_pixel_warning(raster_path, info.crs_wkt, info.pixel_size, chunk_size)):
+    for warning in (not_mars_warning(raster_path, info.crs_wkt), coarse_pixel_warning(raster_path, info.crs_wkt, info.pixel_size, chunk_size),
+                    palette_warning(raster_path, info)):
         if warning:
             reporter.warning(warning)
     label = label_fields(raster_path, reporter)

@@ -72,6 +72,7 @@ class RasterInfo:
     geotransform: Tuple[float, ...]
     crs_wkt: str
     nodata: Optional[float]
+    coloured_palette: bool = False  # a read band's values index a colour table that is not a grey ramp
 
     @property
     def image_id(self) -> str:
@@ -159,6 +160,7 @@ class RasterSource:
             geotransform=tuple(ds.GetGeoTransform()),
             crs_wkt=crs_wkt,
             nodata=nodata,
+            coloured_palette=any(_coloured(ds.GetRasterBand(b).GetRasterColorTable()) for b in bands),
         )
 
     def __enter__(self):
@@ -358,6 +360,26 @@ def not_mars_warning(name: str, crs_wkt: str) -> str:
         f"'{name}' is georeferenced on a body of radius {radius / 1000:.0f} km ({srs.GetName()}), not on Mars (3396 km): its chunk "
         "polygons will lie there. If it is a HiRISE image, assign its Mars CRS (Raster > Projections > Assign Projection, or "
         "gdal_edit.py -a_srs) and run again."
+    )
+
+
+def _coloured(table) -> bool:
+    """A colour table whose entries are not shades of grey rising with their index."""
+    if table is None:
+        return False
+    entries = [table.GetColorEntry(index)[:3] for index in range(table.GetCount())]
+    grey = all(red == green == blue for red, green, blue in entries)
+    return not (grey and all(a[0] <= b[0] for a, b in zip(entries, entries[1:])))
+
+
+def palette_warning(name: str, info: RasterInfo) -> str:
+    """A warning when the pixels are palette indices in colour: their order need not be brightness."""
+    if not info.coloured_palette:
+        return ""
+    return (
+        f"'{name}' holds palette indices with a colour table, not brightness: they are scored as if they were brightness, which "
+        "is only right where the index rises with it. If it is a coloured rendering, detect on the grayscale product instead "
+        "(or expand it: gdal_translate -expand gray)."
     )
 
 

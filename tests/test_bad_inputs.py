@@ -143,6 +143,25 @@ def test_an_earth_crs_is_a_warning_and_the_run_goes_on(tiny_model, tmp_path):
     assert len(qs.read_ogr(out_folder / "chunks.gpkg").rows) == 4
 
 
+def test_a_coloured_palette_is_a_warning_and_the_run_goes_on(tiny_model, tmp_path):
+    """Palette indices of a coloured rendering are not brightness; detect says so once, and scores."""
+    raster = tmp_path / "coloured.tif"
+    dataset = gdal.GetDriverByName("GTiff").Create(str(raster), 128, 128, 1, gdal.GDT_Byte)
+    dataset.SetGeoTransform(helpers.default_geotransform(128, 128))
+    dataset.SetProjection(helpers.mars_equirectangular_wkt())
+    table = gdal.ColorTable()
+    for index in range(256):
+        table.SetColorEntry(index, (index, 255 - index, (7 * index) % 256, 255))
+    dataset.GetRasterBand(1).SetRasterColorTable(table)
+    dataset.GetRasterBand(1).WriteArray(np.random.default_rng(0).integers(1, 256, (128, 128), dtype=np.uint8))
+    dataset = None
+    done, out_folder = run_detect(tiny_model, raster, tmp_path)
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:]
+    assert out.count("WARNING:") == 1 and "holds palette indices with a colour table, not brightness" in out, out[-3000:]
+    assert len(qs.read_ogr(out_folder / "chunks.gpkg").rows) == 4
+
+
 def test_a_mars_crs_gives_no_warning(tiny_model, tmp_path):
     raster = helpers.generate_raster(tmp_path, width=128, height=128)
     done, _ = run_detect(tiny_model, raster.path, tmp_path)

@@ -476,6 +476,35 @@ def test_only_a_crs_off_mars_is_warned_about():
         assert raster.not_mars_warning("m.tif", wkt) == ""
 
 
+def _paletted(path, entry):
+    """A Byte GeoTIFF on Mars whose band has a 256-entry colour table, entry(index) -> RGB."""
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), 64, 64, 1, gdal.GDT_Byte)
+    dataset.SetGeoTransform(helpers.default_geotransform(64, 64))
+    dataset.SetProjection(helpers.mars_equirectangular_wkt())
+    table = gdal.ColorTable()
+    for index in range(256):
+        table.SetColorEntry(index, (*entry(index), 255))
+    dataset.GetRasterBand(1).SetRasterColorTable(table)
+    dataset.GetRasterBand(1).WriteArray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64))
+    dataset = None
+    return str(path)
+
+
+def test_only_a_palette_in_colour_is_warned_about(tmp_path):
+    coloured = _paletted(tmp_path / "coloured.tif", lambda i: (i, 255 - i, (7 * i) % 256))
+    grey_ramp = _paletted(tmp_path / "grey.tif", lambda i: (i, i, i))
+    grey_reversed = _paletted(tmp_path / "reversed.tif", lambda i: (255 - i, 255 - i, 255 - i))
+    plain = helpers.generate_raster(tmp_path, width=64, height=64, data_type="Byte").path
+    warned = {}
+    for path in (coloured, grey_ramp, grey_reversed, plain):
+        with raster.RasterSource(path) as source:
+            warned[os.path.basename(path)] = raster.palette_warning(path, source.info)
+    assert "holds palette indices with a colour table, not brightness" in warned["coloured.tif"]
+    assert "gdal_translate -expand gray" in warned["coloured.tif"]
+    assert "not brightness" in warned["reversed.tif"]  # brighter with a lower index: the order misleads
+    assert warned["grey.tif"] == "" and warned[os.path.basename(plain)] == ""
+
+
 def test_only_pixels_far_coarser_than_hirise_are_warned_about():
     mars = helpers.mars_equirectangular_wkt()
     for metres in (0.25, 0.5, 1.0, 2.0):
