@@ -34,6 +34,9 @@ DEFAULT_IDLE_MINUTES = 10.0
 # A worker Python imports the engine before it listens: well under a second here.
 LISTEN_SECONDS = 30.0
 SOCKET_FOLDER_CHARS = 60
+# The environment a worker's results depend on; the rest (PWD, a shell's own variables) may change
+# from one run of a loop to the next without needing another worker.
+WORKER_VARIABLES = ("HIRISEICE_", "GDAL_", "CPL_", "PROJ_", "TF_", "OMP_", "ORT_", "PYTHON", "PATH", "LD_", "DYLD_", "HOME", "XDG_CACHE_HOME")
 
 if not IS_WINDOWS:
     import fcntl
@@ -70,7 +73,7 @@ def session_socket(python: str) -> str:
     engine = os.path.join(PLUGIN_FOLDER, "model")
     stamps = sorted((name, os.stat(os.path.join(root, name)).st_mtime_ns) for root, _dirs, names in os.walk(engine)
                     for name in names if name.endswith(".py"))
-    environment = sorted(worker_environment().items())
+    environment = sorted((name, value) for name, value in worker_environment().items() if name.startswith(WORKER_VARIABLES))
     key = hashlib.sha1(json.dumps([python, PLUGIN_FOLDER, stamps, environment]).encode()).hexdigest()[:12]
     return os.path.join(folder, f"worker-{key}.sock")
 
@@ -209,12 +212,27 @@ def _pid(path: str) -> Optional[int]:
 def _kill(path: str) -> None:
     """Stops a hung session worker (its whole process group) and removes its socket."""
     pid = _pid(path)
-    if pid is not None:
+    if pid is not None and _serves(pid, path):
         try:
             os.killpg(pid, signal.SIGKILL)
         except OSError:
             pass
     _unlink(path)
+
+
+def _serves(pid: int, path: str) -> bool:
+    """Whether process pid is the session worker of this socket (not a process that took its pid since)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            command = handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except FileNotFoundError:
+        if os.path.isdir("/proc"):
+            return False  # no such process
+        done = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)  # macOS: no /proc
+        command = done.stdout
+    except OSError:
+        return False
+    return f"--listen {path}" in command
 
 
 def _unlink(path: str) -> None:

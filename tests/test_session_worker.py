@@ -133,3 +133,23 @@ def test_sigterm_mid_job_stops_the_job_not_the_session_worker(tiny_model, tmp_pa
     assert os.listdir(out_folder) == []
     after = detect(tiny_model, helpers.generate_raster(tmp_path, name="small.tif", width=256, height=256, seed=5).path, tmp_path / "after.gpkg", runtime)
     assert after.returncode == 0 and session_pid(after.stdout, started=False) == pid, after.stdout[-3000:]
+
+
+def test_a_hung_session_worker_is_replaced(tiny_model, tmp_path, runtime):
+    """A worker that takes no job (stopped here with SIGSTOP) is killed after ANSWER_SECONDS, and a new
+    one runs the job."""
+    raster = helpers.generate_raster(tmp_path, name="scene.tif", width=256, height=256, seed=5).path
+    first = detect(tiny_model, raster, tmp_path / "first.gpkg", runtime)
+    assert first.returncode == 0, first.stdout[-3000:]
+    hung = session_pid(first.stdout, started=True)
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        second = detect(tiny_model, raster, tmp_path / "second.gpkg", runtime)
+    finally:
+        if qs.processes_with(f"--listen {runtime}").count(hung):
+            os.kill(hung, signal.SIGKILL)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert "The session worker did not take the job; starting a new one." in second.stdout
+    replacement = session_pid(second.stdout, started=True)
+    assert replacement != hung and qs.wait_until_gone(f"--listen {runtime}", seconds=60 * IDLE_MINUTES + 20) == []
+    assert probabilities(tmp_path / "second.gpkg") == probabilities(tmp_path / "first.gpkg")
