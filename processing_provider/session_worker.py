@@ -124,6 +124,8 @@ class _Connection:
 class SessionRun(WorkerRun):
     """One detect as a job of the session worker; a worker of its own while another run holds it."""
 
+    STOPPED = "its job in the session worker was stopped"
+
     def _execute(self, python: str) -> int:
         self.python = python
         path = session_socket(python)
@@ -132,6 +134,7 @@ class SessionRun(WorkerRun):
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 self.feedback.pushInfo("The session worker is busy with another run; this run starts a worker of its own.")
+                self.STOPPED = WorkerRun.STOPPED
                 return super()._execute(python)
             connection = self._connect(path)
             if connection is not None:

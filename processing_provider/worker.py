@@ -243,6 +243,8 @@ class WorkerUnresponsive(Exception):
 class WorkerRun:
     """One run of the worker in a process of its own. Use run_worker() unless you need the pieces."""
 
+    STOPPED = "the worker was stopped"  # what cancel and SIGTERM did, for their message
+
     def __init__(self, arguments: Sequence, feedback: Optional[QgsProcessingFeedback] = None, partial_outputs: Sequence[str] = ()):
         self.arguments = [str(a) for a in arguments]
         self.feedback = feedback or QgsProcessingFeedback()
@@ -298,7 +300,7 @@ class WorkerRun:
                 returncode = self._execute(python)
             except TerminatedBySignal as exc:
                 files.remove_quietly(self.partial_outputs)
-                raise QgsProcessingException(f"Stopped by {exc}: the worker was stopped and no output was written.") from None
+                raise QgsProcessingException(f"Stopped by {exc}: {self.STOPPED} and no output was written.") from None
         if self.error is not None:
             files.remove_quietly(self.partial_outputs)
             raise QgsProcessingException(str(self.error.get("message") or self.error.get("code") or "The worker reported an error."))
@@ -340,7 +342,7 @@ class WorkerRun:
             if self.feedback.isCanceled():
                 self._stop_worker(process)
                 files.remove_quietly(self.partial_outputs)
-                raise QgsProcessingException("Cancelled by the user: the worker was stopped and no output was written.")
+                raise QgsProcessingException(f"Cancelled by the user: {self.STOPPED} and no output was written.")
             try:
                 line = lines.get(timeout=POLL_SECONDS)
             except queue.Empty:

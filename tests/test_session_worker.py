@@ -127,7 +127,7 @@ def test_sigterm_mid_job_stops_the_job_not_the_session_worker(tiny_model, tmp_pa
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 1 and out.count("ERROR:\tStopped by SIGTERM") == 1 and "Traceback" not in out, out[-3000:]
+    assert process.returncode == 1 and out.count("ERROR:\tStopped by SIGTERM: its job in the session worker was stopped and no output was written.") == 1 and "Traceback" not in out, out[-3000:]
     (pid,) = qs.processes_with(f"--listen {runtime}")
     time.sleep(1.0)  # the job's next line breaks, and it removes its partial outputs
     assert os.listdir(out_folder) == []
