@@ -12,12 +12,18 @@ import os
 import socket
 from typing import Callable, TextIO
 
+from .errors import EngineError
+
 
 def serve_socket(path: str, idle_seconds: float, run_line: Callable[[str, TextIO], int]) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     previous_umask = os.umask(0o177)  # the socket: its owner alone may connect
     try:
         listener.bind(path)
+    except OSError as exc:
+        listener.close()
+        raise EngineError(f"serve cannot listen on {path} ({exc.strerror or exc}): give a socket path in a folder you can write to, "
+                          "not an existing file, at most 107 bytes long.") from None
     finally:
         os.umask(previous_umask)
     own_inode = os.stat(path).st_ino

@@ -9,6 +9,7 @@ each run reports ("job N of the warm worker, pid P").
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -96,6 +97,62 @@ def test_serve_needs_jsonl(worker_python):
     done = subprocess.run([worker_python, "-m", "model", "serve"], input="", cwd=str(helpers.REPO_ROOT), env=helpers.worker_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--jsonl serve" in done.stderr
+
+
+def test_serve_listen_answers_each_connection_removes_a_failed_job_s_partial_outputs_and_ends_when_idle(worker_python, tiny_model, make_raster):
+    """serve --listen (the session worker): jobs over a Unix socket as over stdin, one connection after
+    another; a failed job has its partial outputs removed (as one whose client left: test_session_worker.py);
+    idle, it ends and removes its socket."""
+    import socket
+    import tempfile
+
+    scene = make_raster(name="listened.tif", width=256, height=192, seed=4, icy_chunk_size=CHUNK, icy_pattern=helpers.checkerboard)
+    folder = tempfile.mkdtemp(prefix="hiriseice-serve-")
+    path = os.path.join(folder, "w.sock")
+    server = subprocess.Popen([worker_python, "-m", "model", "--jsonl", "serve", "--listen", path, "--idle-minutes", "0.05"],
+                              cwd=str(helpers.REPO_ROOT), env=helpers.worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+        detect = ["--model", tiny_model.path, "--chunk-size", CHUNK]
+        partial = os.path.join(folder, ".left.partial.gpkg")
+        answers = []
+        for job in ({"id": 1, "command": "detect", "arguments": [scene.path] + detect},
+                    {"id": 2, "command": "detect", "arguments": [scene.path + ".missing"] + detect, "partial_outputs": [partial]}):
+            open(partial, "w").close()  # as a job's half-written output
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.connect(path)
+                stream = client.makefile("rw", encoding="utf-8")
+                stream.write(json.dumps(job) + "\n")
+                stream.flush()
+                lines = []
+                while not lines or lines[-1]["type"] != "done":  # the connection stays open for more jobs
+                    lines.append(json.loads(stream.readline()))
+                answers.append(lines)
+                stream.close()
+                client.shutdown(socket.SHUT_RDWR)
+                time.sleep(0.2)
+        one_shot = helpers.run_worker(worker_python, "detect", scene.path, *detect).check().result
+        (result,) = [m for m in answers[0] if m["type"] == "result"]
+        assert [c["probability"] for c in result["chunks"]] == [c["probability"] for c in one_shot["chunks"]]
+        assert answers[0][-1] == {"type": "done", "status": 0, "id": 1}
+        assert [m["type"] for m in answers[1]] == ["started", "error", "done"] and answers[1][-1]["status"] == 2
+        assert not os.path.exists(partial), "a failed job's partial output was left"
+        server.wait(60)
+        assert server.returncode == 0 and not os.path.exists(path), server.stderr.read()[-3000:]
+    finally:
+        if server.poll() is None:
+            server.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_serve_listen_on_a_path_it_cannot_bind_says_so(worker_python):
+    done = subprocess.run([worker_python, "-m", "model", "--jsonl", "serve", "--listen", "/nonexistent-folder/w.sock"], cwd=str(helpers.REPO_ROOT),
+                          env=helpers.worker_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "serve cannot listen on /nonexistent-folder/w.sock (No such file or directory)" in json.loads(done.stdout)["message"]
 
 
 # --- the client: hiriseice:detect in this QGIS -----------------------------------------------------
