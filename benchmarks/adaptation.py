@@ -202,7 +202,7 @@ def main():
     train_obs, _validation, test_obs = recipe.split_observations(tiles, args.seed)
     test = recipe.build_test_set([t for t in tiles if t["observation"] in test_obs], args.seed + 1, modelfile.read_metadata(args.base)["input_size"])
     unseen_examples = None if args.family in FAMILIES else unseen_family.build_examples(
-        [t for t in tiles if t["observation"] in test_obs], 101, unseen_family.FAMILIES[args.family].draw)
+        [t for t in tiles if t["observation"] in test_obs], unseen_family.SEED, unseen_family.FAMILIES[args.family].draw)
     draw = args.seed if args.draw is None else args.draw
     train_tiles = [t for t in tiles if t["observation"] in train_obs]
     mosaics = []  # one per round: (path, its cell labels), each a new image of the family's ice

@@ -20,14 +20,14 @@ import shlex
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from typing import Optional
 
 from qgis.core import QgsApplication, QgsProcessingException
 
 from .engine import PLUGIN_FOLDER
-from .worker import ANSWER_SECONDS, IS_WINDOWS, STDERR_LINES, WARM_COMMANDS, WorkerRun, WorkerUnresponsive, how_to_install, worker_environment
+from .worker import (ANSWER_SECONDS, IS_WINDOWS, STDERR_LINES, WARM_COMMANDS, WorkerRun, WorkerUnresponsive, how_to_install, read_lines,
+                     worker_environment)
 
 SESSION_ENV_VAR = "HIRISEICE_SESSION_WORKER"
 DEFAULT_IDLE_MINUTES = 10.0
@@ -85,17 +85,7 @@ class _Connection:
         self.connection = connection
         self.stream = connection.makefile("rw", encoding="utf-8", newline="\n")
         self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
-        self.reader = threading.Thread(target=self._read, name="hiriseice-session-worker", daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        try:
-            for line in self.stream:
-                self.lines.put(line)
-        except (OSError, ValueError):
-            pass
-        finally:
-            self.lines.put(None)
+        self.reader = read_lines(self.stream, self.lines, "hiriseice-session-worker")
 
     def poll(self) -> Optional[int]:
         return None

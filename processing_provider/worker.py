@@ -199,17 +199,26 @@ def _stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def _pump(process: subprocess.Popen, lines: "queue.Queue[Optional[str]]", stderr_tail: "collections.deque[str]") -> List[threading.Thread]:
-    """Started threads that put the worker's stdout lines on `lines` (None at its end) and keep the tail of its stderr."""
+def read_lines(stream, lines: "queue.Queue[Optional[str]]", name: str) -> threading.Thread:
+    """A started thread that puts the stream's lines on `lines`, and None at its end (a worker's
+    stdout, or a session worker's connection)."""
 
-    def pump_stdout():
+    def pump():
         try:
-            for line in process.stdout:
+            for line in stream:
                 lines.put(line)
         except (OSError, ValueError):
             pass
         finally:
             lines.put(None)
+
+    reader = threading.Thread(target=pump, name=name, daemon=True)
+    reader.start()
+    return reader
+
+
+def _pump(process: subprocess.Popen, lines: "queue.Queue[Optional[str]]", stderr_tail: "collections.deque[str]") -> List[threading.Thread]:
+    """Started threads that put the worker's stdout lines on `lines` (None at its end) and keep the tail of its stderr."""
 
     def pump_stderr():
         try:
@@ -218,11 +227,9 @@ def _pump(process: subprocess.Popen, lines: "queue.Queue[Optional[str]]", stderr
         except (OSError, ValueError):
             pass
 
-    readers = [threading.Thread(target=pump_stdout, name="hiriseice-worker-stdout", daemon=True),
-               threading.Thread(target=pump_stderr, name="hiriseice-worker-stderr", daemon=True)]
-    for reader in readers:
-        reader.start()
-    return readers
+    stderr_reader = threading.Thread(target=pump_stderr, name="hiriseice-worker-stderr", daemon=True)
+    stderr_reader.start()
+    return [read_lines(process.stdout, lines, "hiriseice-worker-stdout"), stderr_reader]
 
 
 def _close_pipes(process: subprocess.Popen, readers: Sequence[threading.Thread]) -> None:
