@@ -15,13 +15,18 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, np.float64)))
 
 
-def apply(logits: np.ndarray, calibration: Optional[Dict]) -> np.ndarray:
+def log_odds(logits: np.ndarray, calibration: Optional[Dict]) -> np.ndarray:
+    """The calibrated log-odds a * logit + b (the logits themselves without a calibration)."""
     logits = np.asarray(logits, np.float64)
     if not calibration:
-        return sigmoid(logits)
+        return logits
     if calibration.get("method") != "platt":
         raise ValueError(f"unknown calibration {calibration.get('method')!r}")
-    return sigmoid(calibration["a"] * logits + calibration["b"])
+    return calibration["a"] * logits + calibration["b"]
+
+
+def apply(logits: np.ndarray, calibration: Optional[Dict]) -> np.ndarray:
+    return sigmoid(log_odds(logits, calibration))
 
 
 def shift_calling_at_most(scores: Sequence[float], allowed: int) -> float:

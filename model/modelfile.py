@@ -7,8 +7,10 @@ A model file (``*.hiriseice``) is a zip archive with two members, and an optiona
   ``model.keras``     the Keras 3 model, saved without optimizer state;
   ``replay.npz``      (optional) examples of what the model knew: uint8 ``images`` (n, input,
                       input), int ``labels`` and string ``kinds``, replayed when it is fine-tuned
-                      so it does not forget them. Readers that do not know it ignore it, so the
-                      format version stays 1.
+                      so it does not forget them; those of kind "reference terrain" are real
+                      ice-free crops it never trained on, which hold a fine-tuned model's false
+                      alarms (finetune.REFERENCE_KIND). Readers that do not know it ignore it, so
+                      the format version stays 1.
 Metadata is readable without TensorFlow, so QGIS can check a file before starting the worker.
 """
 
@@ -17,7 +19,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import tempfile
 import zipfile
 import zlib
@@ -142,16 +143,7 @@ def save(keras_model, metadata: Dict, path: str, replay: Optional[Dict] = None) 
     replay: None, or {"images": uint8 (n, input_size, input_size), "labels": 0/1 (n,), "kinds": str (n,)},
     stored as replay.npz with its checksum and a summary in the metadata."""
     partial = files.prepare(path)
-    metadata = {k: v for k, v in metadata.items() if k not in ("replay", "replay_sha256")}
-    replay_bytes = None
-    if replay is not None:
-        replay = _check_replay(replay, metadata["input_size"])
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **replay)
-        replay_bytes = buffer.getvalue()
-        kinds, counts = np.unique(replay["kinds"], return_counts=True)
-        metadata["replay"] = {"examples": int(len(replay["labels"])), "icy": int(replay["labels"].sum()), "kinds": {str(k): int(c) for k, c in zip(kinds, counts)}}
-        metadata["replay_sha256"] = hashlib.sha256(replay_bytes).hexdigest()
+    metadata, replay_bytes = _with_replay(metadata, replay)
     with tempfile.TemporaryDirectory() as tmp:
         keras_path = os.path.join(tmp, KERAS_MEMBER)
         # An uncompiled copy: the optimizer's state would triple the file and is not needed to
@@ -172,6 +164,36 @@ def save(keras_model, metadata: Dict, path: str, replay: Optional[Dict] = None) 
         files.commit(partial, path)
 
 
+def _with_replay(metadata: Dict, replay: Optional[Dict]) -> Tuple[Dict, Optional[bytes]]:
+    """(metadata with the replay set's summary and checksum, or without any; the replay.npz bytes or None)."""
+    metadata = {k: v for k, v in metadata.items() if k not in ("replay", "replay_sha256")}
+    if replay is None:
+        return metadata, None
+    replay = _check_replay(replay, metadata["input_size"])
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **replay)
+    replay_bytes = buffer.getvalue()
+    kinds, counts = np.unique(replay["kinds"], return_counts=True)
+    metadata["replay"] = {"examples": int(len(replay["labels"])), "icy": int(replay["labels"].sum()), "kinds": {str(k): int(c) for k, c in zip(kinds, counts)}}
+    metadata["replay_sha256"] = hashlib.sha256(replay_bytes).hexdigest()
+    return metadata, replay_bytes
+
+
+def _rewrite(path: str, metadata: Dict, replay_bytes: Optional[bytes] = None) -> None:
+    """The model file with new metadata (and, given, a new replay set), its network copied byte for byte; atomically."""
+    partial = files.prepare(path)
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
+        for member in source.infolist():
+            if member.filename == REPLAY_MEMBER and replay_bytes is not None:
+                continue
+            if member.filename != METADATA_MEMBER:
+                archive.writestr(member, source.read(member.filename))
+        if replay_bytes is not None:
+            archive.writestr(REPLAY_MEMBER, replay_bytes, zipfile.ZIP_STORED)  # already compressed
+    files.commit(partial, path)
+
+
 def store_metadata(path: str, metadata: Dict) -> None:
     """Write ``metadata`` into the model file ``path`` (e.g. a new measurement of its weights),
     its network and replay set copied byte for byte; atomically, like save. The weights' and
@@ -180,13 +202,14 @@ def store_metadata(path: str, metadata: Dict) -> None:
     for key in ("weights_sha256", "replay_sha256"):
         if metadata.get(key) != stored.get(key):
             raise ValueError(f"the metadata's {key} is not the model file's: it describes other weights")
-    partial = files.prepare(path)
-    with zipfile.ZipFile(path) as source, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
-        for member in source.infolist():
-            if member.filename != METADATA_MEMBER:
-                archive.writestr(member, source.read(member.filename))
-    files.commit(partial, path)
+    _rewrite(path, metadata)
+
+
+def store_replay(path: str, replay: Dict) -> None:
+    """Replace the model file's replay set (e.g. to add reference crops), its network and the
+    rest of its metadata kept; atomically, like save."""
+    metadata, replay_bytes = _with_replay(read_metadata(path), replay)
+    _rewrite(path, metadata, replay_bytes)
 
 
 def load_replay(path: str, parameter: str = "MODEL") -> Optional[Dict]:

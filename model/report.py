@@ -515,10 +515,10 @@ def training_report(history: List[Dict], evaluation: Dict, metadata: Dict, path:
         ("validation chunks (icy)", f"{evaluation['validation_chunks']} ({evaluation['validation_icy']})"),
         ("held out for validation", ", ".join(evaluation.get("validation_groups") or training.get("split", {}).get("validation_groups", []))),
         ("ROC AUC", evaluation["at_0.5"]["roc_auc"]),
-        ("calibration", f"{chosen.get('choice', 'none')} ({chosen.get('reason', '')})"),
+        ("calibration", f"{chosen.get('choice', 'none')} ({chosen.get('reason', '')})" + (f"; {chosen['false_alarms']}" if chosen.get("false_alarms") else "")),
         ("expected calibration error uncalibrated / as written", f"{evaluation['ece_uncalibrated']:.3f} / {evaluation['ece_calibrated']:.3f}"),
         ("learning rate, warm-up steps, frozen batch-norm layers", f"{training.get('learning_rate')}, {training.get('warmup_steps', 0)}, {training.get('frozen_batch_norm_layers', 0)}"),
-        ("replay examples per epoch (pool, held out)", f"{replay['per_epoch']} ({replay['pool']}, {replay['held_out']})" if replay else "none"),
+        ("replay examples per epoch (pool, held out, false-alarm reference)", f"{replay['per_epoch']} ({replay['pool']}, {replay['held_out']}, {replay.get('reference', 0)})" if replay else "none"),
         ("augmentation, seed", f"{training.get('augment')}, {training.get('seed')}"),
     ]
     body = (

@@ -228,7 +228,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     if fine_tuning:  # scored before training changes the shared weights
         pool_logits = logits_of(mix.pool["images"]) if mix else None
         base_logits = {"validation": logits_of(val_x), "held_out": logits_of(mix.held_out["images"]) if mix else None,
-                       "rehearsed_ice_free": pool_logits[mix.ice_free_mask()] if mix else None}
+                       "rehearsed_ice_free": pool_logits[mix.ice_free_mask()] if mix else None, "reference": logits_of(mix.reference) if mix else None}
         if n_replay and options.distill:
             pool_targets[n_train:unlabelled_start] = finetune.replay_targets(mix.pool["labels"], pool_logits, options.distill)
         if n_unlabelled:
@@ -311,7 +311,10 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     val_logits = logits_of(val_x)
     base_calibration = base_metadata.get("calibration") if fine_tuning else None
     chosen, calibration_record = finetune.choose_calibration(val_logits, val_y, base_calibration, "kept the base model's" if fine_tuning else "none", options.calibrate)
-    if fine_tuning and mix:
+    if fine_tuning and mix and len(mix.reference):
+        chosen, held = finetune.hold_reference_tail(chosen, logits_of(mix.reference), calibration.log_odds(base_logits["reference"], base_calibration))
+        calibration_record["false_alarms"] = held
+    elif fine_tuning and mix:
         chosen, held = finetune.hold_false_alarms(chosen, logits_of(mix.ice_free()), calibration.apply(base_logits["rehearsed_ice_free"], base_calibration))
         if held:
             calibration_record["false_alarms"] = held

@@ -248,6 +248,30 @@ def replay_set(train: Examples, count: int, seed: int):
     return {"images": train.images[keep], "labels": train.labels[keep], "kinds": train.kinds[keep]}
 
 
+def reference_crops(tiles, validation_obs, count: int, seed: int, input_size: int) -> Dict:
+    """``count`` real ice-free crops of the validation observations (hard landforms aside), as
+    detect reads them: never trained on, by this model or by a fine-tuning round, so a round can
+    hold its false alarms on them at this model's (finetune.hold_reference_tail)."""
+    crops = [t for t in tiles if t["observation"] in validation_obs and t["landform"] not in HARD_LANDFORMS]
+    # In turns from each observation: one of them holds 285 of the 689 crops, and a plain random
+    # draw leaned on its terrain (one draw of 128 held a half-icy round's false alarms at 5.1 %
+    # where random draws of as many ranged 2.4-4.5 %).
+    rng = np.random.default_rng([seed, 9])
+    queues = [rng.permutation([i for i, t in enumerate(crops) if t["observation"] == name]).tolist() for name in sorted(validation_obs)]
+    chosen = []
+    while len(chosen) < min(count, len(crops)):
+        chosen.extend(queue.pop() for queue in queues if queue)
+    chosen = sorted(chosen[:count])
+    return {"images": np.stack([to_input(crops[i]["image"], crops[i]["image"] > 0, input_size) for i in chosen]),
+            "labels": np.zeros(len(chosen), np.int8), "kinds": np.full(len(chosen), finetune.REFERENCE_KIND)}
+
+
+def carried_examples(train: Examples, tiles, validation_obs, args, seed: int) -> Dict:
+    """What the model file carries for fine-tuning: a replay sample of what it learnt from and the reference crops."""
+    replay, reference = replay_set(train, args.replay, seed), reference_crops(tiles, validation_obs, args.reference, seed, args.input_size)
+    return {key: np.concatenate([replay[key], reference[key]]) for key in replay}
+
+
 def _device() -> str:
     """What trained: the Keras backend and its device, e.g. "jax GPU (cuda:0)"."""
     import keras
@@ -293,6 +317,10 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=0, help="use only this many crops (quick trial runs; another split)")
     parser.add_argument("--train-share", type=float, default=1.0, help="train on this share of the training crops (same split and test set)")
     parser.add_argument("--replay", type=int, default=300, help="examples carried in the model file for fine-tuning (about 13 kB each)")
+    parser.add_argument("--reference", type=int, default=128, help="real ice-free crops of the validation observations carried in the model file "
+                        "to hold a fine-tuning round's false alarms (about 47 kB each)")
+    parser.add_argument("--add-reference", metavar="MODEL", default="", help="only replace MODEL's reference crops with --reference new ones "
+                        "(its weights, metadata and rehearsal examples untouched)")
     parser.add_argument("--evaluate", metavar="MODEL", default="", help="only measure this model file on the test set (JSON on stdout)")
     parser.add_argument("--rewrite", action="store_true", help="with --evaluate: write MODEL's weights to --out with this measurement, its calibration moved to "
                         "--icy-prior, a replay sample and the card")
@@ -327,6 +355,16 @@ def main(argv=None):
     test_tiles = [t for t in tiles if t["observation"] in test_obs]
     test = build_test_set(test_tiles, args.seed + 1, args.input_size)
     reporter.log(f"{len(tiles)} crops of {len(train_obs) + len(validation_obs) + len(test_obs)} observations; test: {len(test_obs)} observations, {len(test.labels)} examples")
+    if args.add_reference:
+        replay = modelfile.load_replay(args.add_reference)
+        rehearsal = replay["kinds"] != finetune.REFERENCE_KIND
+        reference = reference_crops(tiles, validation_obs, args.reference, args.seed, modelfile.read_metadata(args.add_reference)["input_size"])
+        modelfile.store_replay(args.add_reference, {key: np.concatenate([replay[key][rehearsal], reference[key]]) for key in replay})
+        meta = modelfile.read_metadata(args.add_reference)
+        meta["training"]["commands"] = meta["training"].get("commands", []) + [shlex.join(["scripts/train_default_model"] + sys.argv[1:])]
+        modelfile.store_metadata(args.add_reference, meta)
+        reporter.log(f"{args.add_reference}: {len(reference['labels'])} reference crops of {len(validation_obs)} validation observations ({os.path.getsize(args.add_reference) / 1e6:.1f} MB)")
+        return
     if args.combine:
         network, meta = combine_scales(args.combine, tiles, validation_obs, args)
         _move_to_prior(meta, _survey_share(network, meta, tiles, validation_obs, args))
@@ -399,7 +437,7 @@ def main(argv=None):
     meta["metrics"]["test"] = measured
     meta["training"]["run_minutes"] = round((time.monotonic() - started) / 60.0, 1)
     train_only = train.subset(~np.isin(train.groups, sorted(validation_obs)))
-    modelfile.save(network, meta, args.out, replay=replay_set(train_only, args.replay, data_seed))
+    modelfile.save(network, meta, args.out, replay=carried_examples(train_only, tiles, validation_obs, args, data_seed))
     _write_json(args.json, dict(measured, held_out_family=args.hold_out or None, model=meta["name"], widths=list(widths),
                                  epochs=meta["training"]["epochs_run"], minutes=meta["training"]["run_minutes"]))
     if not args.hold_out:
@@ -500,7 +538,7 @@ def _remeasure(network, meta, measured, tiles, test_obs, validation_obs, args):
     meta["metrics"]["test"] = measured
     seed = args.seed if args.data_seed is None else args.data_seed
     pool = build_training_set([t for t in tiles if t["observation"] not in test_obs | validation_obs], args.variants, args.hard_variants, seed, args.input_size)
-    modelfile.save(network, meta, args.out, replay=replay_set(pool, args.replay, seed))
+    modelfile.save(network, meta, args.out, replay=carried_examples(pool, tiles, validation_obs, args, seed))
     _write_card(args.card, _card(args, meta, measured))
 
 

@@ -4,14 +4,16 @@ import glob
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import zipfile
 
+import numpy as np
 import pytest
 
 import helpers
-from model import modelfile, rules
+from model import finetune, modelfile, rules
 
 DEFAULT_MODEL = modelfile.default_model_path()
 MODEL_CARD = os.path.join(os.path.dirname(DEFAULT_MODEL), "MODEL_CARD.md")
@@ -23,7 +25,7 @@ def default_metadata():
 
 
 def test_default_model_is_shipped_small_with_its_card_and_replay_set(default_metadata):
-    assert os.path.getsize(DEFAULT_MODEL) <= 16 * 1024 * 1024  # the network's 10 MB and its replay sample
+    assert os.path.getsize(DEFAULT_MODEL) <= 22 * 1024 * 1024  # the network, its replay sample (13 MB) and 128 reference crops (6 MB)
     assert default_metadata["chunk_size"] == 1024 and default_metadata["input_size"] == 256
     assert default_metadata["architecture"]["scales"] == [2, 1]  # the chunk read at 128 and at 256 px
     assert default_metadata["thresholds"] == {"icy": rules.ICY_THRESHOLD, "hard_low": rules.HARD_LOW}
@@ -33,6 +35,8 @@ def test_default_model_is_shipped_small_with_its_card_and_replay_set(default_met
     replay = modelfile.load_replay(DEFAULT_MODEL)
     assert replay is not None and set(replay["labels"].tolist()) == {0, 1}
     assert replay["images"].shape[1:] == (256, 256)
+    reference = replay["kinds"] == finetune.REFERENCE_KIND  # real ice-free crops no round trains on
+    assert reference.sum() == 128 and not replay["labels"][reference].any() and (~reference).sum() >= 200
 
 
 def test_model_card_leads_with_the_transfer_table_and_reports_the_models_numbers(default_metadata):
@@ -148,7 +152,7 @@ def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_i
     """scripts/train_default_model on a few real crops with a tiny network: a leave-one-family-out
     run, then the all-families run whose card, written beside it and not over the shipped card,
     carries that run's row and the model's own numbers."""
-    data = ["--terrain", shared_data / "hirise-terrain", "--terrain", shared_data / "hirise-terrain-v1", "--limit", 90, "--epochs", 1, "--replay", 40]
+    data = ["--terrain", shared_data / "hirise-terrain", "--terrain", shared_data / "hirise-terrain-v1", "--limit", 90, "--epochs", 1, "--replay", 40, "--reference", 6]
     common = data + ["--input-size", 32, "--widths", "8,16,16,16,16"]
     fold, fold_json = tmp_path / "without.hiriseice", tmp_path / "lofo" / "stone-field.json"
     run_recipe(worker_python, *common, "--hold-out", "stone field", "--out", fold, "--json", fold_json)
@@ -172,7 +176,20 @@ def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_i
     assert survey["requested"] == 0.2 and 0 < survey["prior"] <= 0.2 and survey["max_false_alarms"] == 0.05 and survey["validation_crops"] > 0
     assert f"| natural shade | {test['families']['natural shade']['roc_auc']:.3f} (" in text.split("## The shipped model")[1]
     replay = modelfile.load_replay(str(model))
-    assert len(replay["labels"]) <= 40 and set(replay["labels"].tolist()) == {0, 1}
+    reference = replay["kinds"] == finetune.REFERENCE_KIND
+    assert (~reference).sum() <= 40 and set(replay["labels"][~reference].tolist()) == {0, 1}
+    assert 0 < reference.sum() <= 6 and not replay["labels"][reference].any()
+
+    # reference crops replaced in a model file, its network and rehearsal untouched
+    kept = tmp_path / "kept.hiriseice"
+    shutil.copy(model, kept)
+    run_recipe(worker_python, *data[:-1], "3", "--add-reference", kept)
+    replaced = modelfile.load_replay(str(kept))
+    assert (replaced["kinds"] == finetune.REFERENCE_KIND).sum() == min(3, reference.sum())
+    assert np.array_equal(replaced["images"][replaced["kinds"] != finetune.REFERENCE_KIND], replay["images"][~reference])
+    with zipfile.ZipFile(model) as before, zipfile.ZipFile(kept) as after:
+        assert before.read(modelfile.KERAS_MEMBER) == after.read(modelfile.KERAS_MEMBER)
+    assert modelfile.read_metadata(str(kept))["training"]["commands"][-1].endswith(f"--add-reference {kept}")
 
     again = json.loads(run_recipe(worker_python, *data, "--evaluate", model, "--card", ""))  # at the model's own input size
     assert again["families"]["natural shade"]["roc_auc"] == pytest.approx(test["families"]["natural shade"]["roc_auc"], abs=1e-6)

@@ -229,7 +229,7 @@ import contextlib, io, json, sys
 import numpy as np
 from model.training import prepare_tensorflow
 prepare_tensorflow([4])  # tiny networks: oneDNN off before TensorFlow loads (DEVELOPERS.md)
-from model import modelfile
+from model import calibration, finetune, modelfile
 from model.__main__ import main
 from model.labels import chunks_from_polygons
 from model.raster import RasterSource
@@ -241,7 +241,13 @@ network, meta = modelfile.load(plan["tiny"])
 with RasterSource(plan["base_raster"]) as source:
     found = chunks_from_polygons(source, plan["base_labels"], meta["chunk_size"], meta["input_size"], DEFAULT_NORMALISATION)
 y = np.array([f.label for f in found])
-modelfile.save(network, meta, plan["base"], replay={"images": np.stack([f.image for f in found]), "labels": y, "kinds": np.where(y == 1, "blob", "terrain")})
+replay = {"images": np.stack([f.image for f in found]), "labels": y, "kinds": np.where(y == 1, "blob", "terrain")}
+modelfile.save(network, meta, plan["base"], replay=replay)
+# A second base that also carries false-alarm reference crops: the base raster's ice-free chunks once more.
+reference = replay["images"][y == 0]
+modelfile.save(network, meta, plan["base_with_reference"], replay={
+    "images": np.concatenate([replay["images"], reference]), "labels": np.concatenate([y, np.zeros(len(reference), int)]),
+    "kinds": np.concatenate([replay["kinds"], np.full(len(reference), finetune.REFERENCE_KIND)])})
 
 out = {}
 for case, job in plan["jobs"].items():
@@ -268,6 +274,13 @@ out["hard_label_accuracy"] = float(accuracy.result())
 # Pulled all the way back after every step, the anchored run ends where the base began.
 anchored, _ = modelfile.load(plan["anchored"])
 out["anchored_max_change"] = max(float(np.abs(x - z).max()) for a, b in zip(base_net.layers, anchored.layers) for x, z in zip(a.get_weights(), b.get_weights()))
+# The held calibration's top tenth on the reference crops, against the base's (finetune.hold_reference_tail).
+from model.network import logit_model
+def tail(path):
+    net, meta = modelfile.load(path)
+    scores = calibration.log_odds(np.asarray(logit_model(net).predict(reference[..., None].astype(np.float32) / 255.0, verbose=0)).reshape(-1), meta["calibration"])
+    return float(np.mean(np.quantile(scores, finetune.REFERENCE_TAIL)))
+out["reference_tail"] = {"base": tail(plan["base_with_reference"]), "new": tail(plan["with_reference"])}
 print(json.dumps(out))
 """
 
@@ -297,6 +310,7 @@ def single_class_validation(folder):
 def finetune_runs(tiny_model, training_data, worker_python, tmp_path_factory):
     folder = tmp_path_factory.mktemp("finetune")
     base = folder / "base_with_replay.hiriseice"
+    base_with_reference = folder / "base_with_reference.hiriseice"
     scene = helpers.generate_raster(folder, name="scene32.tif", width=6 * SMALL, height=6 * SMALL, seed=5, icy_chunk_size=SMALL, icy_pattern=helpers.checkerboard)
     scene_labels = helpers.chunk_labels(scene, SMALL, lambda r, c: int(helpers.checkerboard(r, c)))
     narrow = helpers.generate_raster(folder, name="narrow.tif", width=60, height=120, seed=6, icy_chunk_size=20, icy_pattern=helpers.checkerboard)
@@ -307,6 +321,7 @@ def finetune_runs(tiny_model, training_data, worker_python, tmp_path_factory):
     jobs = {
         "tuned": job_for(folder, "tuned", scene, scene_labels, base_model=str(base)),
         "anchored": job_for(folder, "anchored", scene, scene_labels, base_model=str(base), anchor=1.0),
+        "with reference": job_for(folder, "with_reference", scene, scene_labels, base_model=str(base_with_reference)),
         "with unlabelled": job_for(folder, "unlabelled", scene, helpers.chunk_labels(scene, SMALL, lambda r, c: int(helpers.checkerboard(r, c)) if r < 4 else None),
                                    base_model=str(base), unlabelled=1.0),
         "broken": job_for(folder, "broken", scene, scene_labels, base_model=str(base), learning_rate=5.0),
@@ -317,7 +332,8 @@ def finetune_runs(tiny_model, training_data, worker_python, tmp_path_factory):
         "unwritable report": job_for(folder, "unwritable_report", scene, scene_labels, report=str(a_file / "r.html")),
     }
     plan = {"tiny": tiny_model.path, "base": str(base), "base_raster": training_data.raster.path, "base_labels": training_data.labels,
-            "tuned": str(folder / "tuned.hiriseice"), "anchored": str(folder / "anchored.hiriseice"), "jobs": jobs}
+            "tuned": str(folder / "tuned.hiriseice"), "anchored": str(folder / "anchored.hiriseice"), "jobs": jobs,
+            "base_with_reference": str(base_with_reference), "with_reference": str(folder / "with_reference.hiriseice")}
     done = helpers.run_worker_snippet(worker_python, WORKER, helpers.write_job(folder / "plan.json", plan), timeout=900)
     assert done.returncode == 0, done.stderr[-5000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -366,7 +382,7 @@ def test_replay_is_mixed_into_training_never_into_validation_and_carried_forward
             " 8 more held out to check what it still knows") in logs(run)
     tuned = str(finetune_runs["folder"] / "tuned.hiriseice")
     metadata = modelfile.read_metadata(tuned)
-    assert metadata["training"]["replay"] == {"per_epoch": 28, "pool": 28, "held_out": 8}
+    assert metadata["training"]["replay"] == {"per_epoch": 28, "pool": 28, "held_out": 8, "reference": 0}
     assert (metadata["training"]["replay_distillation"], metadata["training"]["anchor"]) == (finetune.REPLAY_DISTILLATION, finetune.ANCHOR_PULL)
     assert (metadata["metrics"]["validation_chunks"], metadata["training"]["chunks"]) == (9, 36)  # the user's chunks only
     assert metadata["replay"] == {"examples": 36, "icy": 18, "kinds": {"blob": 18, "terrain": 18}}
@@ -377,6 +393,47 @@ def test_replay_is_mixed_into_training_never_into_validation_and_carried_forward
     with gdal_exceptions(), RasterSource(training_data.raster.path) as source:
         expected = labels.chunks_from_polygons(source, training_data.labels, CHUNK, helpers.TINY_INPUT_SIZE, DEFAULT_NORMALISATION)
     assert np.array_equal(base["images"], np.stack([s.image for s in expected])) and base["images"].dtype == np.uint8
+
+
+def test_reference_crops_are_never_trained_on_and_hold_the_false_alarms(finetune_runs):
+    run = succeeded(finetune_runs, "with reference")
+    # the same 28 + 8 rehearsal examples as without a reference; its 18 crops only score
+    assert ("replay: 28 of the base model's 28 replay examples (14 icy) in each epoch, aimed 50% at the base model's own probability and 50% at their label;"
+            " 8 more held out to check what it still knows; 18 real ice-free reference crops to hold its false alarms at the base model's") in logs(run)
+    calibration_line = next(m for m in logs(run) if m.startswith("calibration: "))
+    assert "real ice-free reference crops" in calibration_line and "the base model " in calibration_line
+    metadata = modelfile.read_metadata(str(finetune_runs["folder"] / "with_reference.hiriseice"))
+    assert metadata["training"]["replay"] == {"per_epoch": 28, "pool": 28, "held_out": 8, "reference": 18}
+    assert metadata["replay"]["kinds"][finetune.REFERENCE_KIND] == 18  # carried forward for the next round
+    assert "reference crops" in metadata["metrics"]["calibration"]["false_alarms"]
+    tails = finetune_runs["out"]["reference_tail"]
+    assert tails["new"] <= tails["base"] + 1e-6, tails
+
+
+def test_a_round_that_scores_the_reference_higher_is_lowered_to_the_base_models_tail():
+    base = np.random.default_rng(3).normal(-3.0, 1.0, 128)
+    spec = {"method": "platt", "a": 1.5, "b": -0.5, "prior": {"fitted_share": 0.5, "prior": 0.2}}
+    new_logits = (base + 0.8 - spec["b"]) / spec["a"]  # the new model's calibrated scores: the base's + 0.8
+    held, said = finetune.hold_reference_tail(spec, new_logits, base)
+    assert held["a"] == 1.5 and held["prior"] == spec["prior"] and math.isclose(held["b"], -0.5 - 0.8, abs_tol=1e-9)
+    assert np.allclose(calibration.log_odds(new_logits, held), base)
+    assert said.startswith("intercept lowered by 0.800 so that its highest scores on 128 real ice-free reference crops match the base model's:")
+    assert said.endswith(f"the base model {int((base >= 0).sum())}")
+    lower = (base - 0.3 - spec["b"]) / spec["a"]
+    kept, said = finetune.hold_reference_tail(spec, lower, base)  # already below the base: untouched, never raised
+    assert kept is spec and said == f"it calls {int((base - 0.3 >= 0).sum())} of 128 real ice-free reference crops icy, the base model {int((base >= 0).sum())}"
+    none_held, _ = finetune.hold_reference_tail(None, base + 0.8, base)
+    assert none_held["a"] == 1.0 and math.isclose(none_held["b"], -0.8, abs_tol=1e-9)
+
+
+def test_reference_crops_stay_out_of_the_rehearsal():
+    replay = {"images": np.arange(12, dtype=np.uint8)[:, None, None] * np.ones((1, 2, 2), np.uint8), "labels": np.r_[np.ones(4), np.zeros(8)].astype(int),
+              "kinds": np.array(["blob"] * 4 + ["terrain"] * 4 + [finetune.REFERENCE_KIND] * 4)}
+    mix = finetune.ReplayMix(replay, 6, seed=1)
+    assert sorted(mix.reference[:, 0, 0].tolist()) == [8, 9, 10, 11]
+    rehearsed = np.r_[mix.pool["images"][:, 0, 0], mix.held_out["images"][:, 0, 0]]
+    assert sorted(rehearsed.tolist()) == list(range(8))
+    assert mix.record()["reference"] == 4
 
 
 def test_training_metrics_read_distilled_targets_as_their_labels(finetune_runs):

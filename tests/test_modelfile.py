@@ -129,6 +129,24 @@ def test_store_metadata_rewrites_only_the_metadata(tiny_model, tmp_path):
     assert modelfile.read_metadata(str(path))["metrics"]["test"] == {"ece": 0.02}
 
 
+def test_store_replay_replaces_the_replay_set_and_keeps_the_network(tiny_model, tmp_path):
+    """Reference crops are added to a shipped model without touching its weights (scripts/default_model.py --add-reference)."""
+    path = tmp_path / "with_reference.hiriseice"
+    shutil.copy(tiny_model.path, path)
+    with zipfile.ZipFile(path) as archive:
+        network_bytes = archive.read(modelfile.KERAS_MEMBER)
+    size = modelfile.read_metadata(str(path))["input_size"]
+    replay = {"images": np.full((3, size, size), 7, np.uint8), "labels": np.array([1, 0, 0]), "kinds": np.array(["ice", "terrain", "reference terrain"])}
+    modelfile.store_replay(str(path), replay)
+    stored, metadata = modelfile.load_replay(str(path)), modelfile.read_metadata(str(path))
+    assert stored["kinds"].tolist() == ["ice", "terrain", "reference terrain"] and np.array_equal(stored["images"], replay["images"])
+    assert metadata["replay"] == {"examples": 3, "icy": 1, "kinds": {"ice": 1, "reference terrain": 1, "terrain": 1}}
+    modelfile.store_replay(str(path), {key: value[:2] for key, value in replay.items()})  # replaced, not appended
+    with zipfile.ZipFile(path) as archive:
+        assert archive.read(modelfile.KERAS_MEMBER) == network_bytes and archive.namelist().count(modelfile.REPLAY_MEMBER) == 1
+    assert modelfile.load_replay(str(path))["kinds"].tolist() == ["ice", "terrain"]
+
+
 # --- files that are not (good) model files ------------------------------------------------------
 
 
