@@ -5,6 +5,7 @@ import json
 from typing import Dict, List, Tuple
 
 from model import modelfile
+from model.finetune import REFERENCE_KIND
 from model.network import PAPER_WIDTHS
 
 TARGET_AUC = 0.95
@@ -169,6 +170,18 @@ def unseen_section(meta: Dict, unseen: List[Dict] = None) -> str:
 """
 
 
+def _carried(meta: Dict) -> str:
+    """What of the terrain the model file redistributes, besides the weights (modelfile's replay set)."""
+    kinds = (meta.get("replay") or {}).get("kinds", {})
+    if not kinds:
+        return "Derived weights only; no image is redistributed."
+    reference = kinds.get(REFERENCE_KIND, 0)
+    rehearsal = sum(kinds.values()) - reference
+    return (f"Besides the weights, the model file carries {rehearsal} examples made from these crops (with drawn ice or look-alikes) for "
+            f"fine-tuning to rehearse, and {reference} of the crops themselves (resampled to the input size, stretched to 8 bits) on which a "
+            "fine-tuning round holds its false alarms, each credited as above.")
+
+
 def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], attribution: str, previous: Dict = None, unseen: List[Dict] = None) -> str:
     t = meta["training"]
     m = meta["metrics"]
@@ -248,7 +261,7 @@ Recall at p >= 0.5 by the size of the largest patch (pixels of a 227-px crop; x 
   Judge its calls on real images, label them, and retrain with `hiriseice:train` (BASE_MODEL = this file).
 - Data: {t.get('data', '')}. Split by observation: {len(t['split']['train_groups'])} training, {len(t['split']['validation_groups'])} validation
   and {len(t['test_observations'])} held-out observations, each hard landform in the held-out ones.
-- {attribution} Derived weights only; no image is redistributed.
+- {attribution} {_carried(meta)}
 
 ## Training
 Adam, binary cross-entropy, batch {t['batch_size']}, class weights
