@@ -189,6 +189,29 @@ def test_calibration_is_fitted_only_where_it_helps():
     assert finetune.choose_calibration(logits, y, None, "none", allowed=False)[1]["choice"] == "none"
 
 
+def test_a_fit_is_judged_on_chunks_it_was_not_fitted_on():
+    rng = np.random.default_rng(9)
+    y = np.array([0] * 21 + [1] * 21)
+    logits = 3.0 * (y - 0.5) + rng.normal(0, 1.5, 42)  # 42 validation chunks of a round, as in the adaptation benchmark
+    base = {"method": "platt", "a": 1.0, "b": 0.0}
+    kept_ece = calibration.expected_calibration_error(calibration.apply(logits, base), y)
+    in_sample = calibration.expected_calibration_error(calibration.apply(logits, calibration.fit_platt(logits, y)), y)
+    assert in_sample < kept_ece  # judged on its own chunks, the fit would have replaced the base's
+    chosen, record = finetune.choose_calibration(logits, y, base, "kept the base model's")
+    assert chosen is base and record["reason"] == f"a Platt fit would not lower the validation ECE ({kept_ece:.3f}, fitted {calibration.expected_calibration_error(calibration.cross_validated(logits, y), y):.3f} cross-validated)"
+
+
+def test_cross_validated_probabilities_come_from_fits_on_the_other_folds():
+    rng = np.random.default_rng(5)
+    y = np.array([0] * 12 + [1] * 8)
+    logits = 2.0 * (y - 0.5) + rng.normal(0, 1.0, 20)
+    out = calibration.cross_validated(logits, y, folds=4)
+    fold = np.r_[np.arange(12) % 4, np.arange(8) % 4]  # each class dealt round the folds in order
+    for k in range(4):
+        held = fold == k
+        assert np.allclose(out[held], calibration.apply(logits[held], calibration.fit_platt(logits[~held], y[~held])))
+
+
 def test_a_fit_is_moved_to_the_survey_share_the_base_model_was_moved_to():
     rng = np.random.default_rng(4)
     y = np.array([0] * 30 + [1] * 30)
