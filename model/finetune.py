@@ -265,7 +265,7 @@ def hold_false_alarms(chosen: Optional[Dict], new_logits: np.ndarray, base_proba
     16.2 %); held on the rehearsal this way, 9.7 %, and the new kind's recall still rose 0.37 -> 0.44
     (benchmarks/adaptation.py). The guard checks the rehearsal's held-out part, not this pool."""
     spec = chosen or {"method": "platt", "a": 1.0, "b": 0.0}
-    scores = spec["a"] * np.asarray(new_logits, np.float64) + spec["b"]
+    scores = calibration.log_odds(new_logits, spec)
     allowed = int((np.asarray(base_probabilities) >= 0.5).sum())
     called = int((scores >= 0).sum())
     if called <= allowed:

@@ -205,10 +205,14 @@ def store_metadata(path: str, metadata: Dict) -> None:
     _rewrite(path, metadata)
 
 
-def store_replay(path: str, replay: Dict) -> None:
-    """Replace the model file's replay set (e.g. to add reference crops), its network and the
-    rest of its metadata kept; atomically, like save."""
-    metadata, replay_bytes = _with_replay(read_metadata(path), replay)
+def store_replay(path: str, replay: Dict, metadata: Optional[Dict] = None) -> None:
+    """Replace the model file's replay set (e.g. to add reference crops), its network kept, in
+    one rewrite with ``metadata`` (default: the file's; its replay summary and checksum are
+    replaced); atomically, like save."""
+    stored = read_metadata(path)
+    if metadata is not None and metadata.get("weights_sha256") != stored.get("weights_sha256"):
+        raise ValueError("the metadata's weights_sha256 is not the model file's: it describes other weights")
+    metadata, replay_bytes = _with_replay(metadata or stored, replay)
     _rewrite(path, metadata, replay_bytes)
 
 

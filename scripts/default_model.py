@@ -352,19 +352,17 @@ def main(argv=None):
     if args.limit:
         tiles = tiles[:: max(1, len(tiles) // args.limit)][: args.limit]
     train_obs, validation_obs, test_obs = split_observations(tiles, args.seed)
+    if args.add_reference:  # no test set needed
+        replay, meta = modelfile.load_replay(args.add_reference), modelfile.read_metadata(args.add_reference)
+        rehearsal = replay["kinds"] != finetune.REFERENCE_KIND
+        reference = reference_crops(tiles, validation_obs, args.reference, args.seed, meta["input_size"])
+        meta["training"]["commands"] = meta["training"].get("commands", []) + [shlex.join(["scripts/train_default_model"] + sys.argv[1:])]
+        modelfile.store_replay(args.add_reference, {key: np.concatenate([replay[key][rehearsal], reference[key]]) for key in replay}, meta)
+        reporter.log(f"{args.add_reference}: {len(reference['labels'])} reference crops of {len(validation_obs)} validation observations ({os.path.getsize(args.add_reference) / 1e6:.1f} MB)")
+        return
     test_tiles = [t for t in tiles if t["observation"] in test_obs]
     test = build_test_set(test_tiles, args.seed + 1, args.input_size)
     reporter.log(f"{len(tiles)} crops of {len(train_obs) + len(validation_obs) + len(test_obs)} observations; test: {len(test_obs)} observations, {len(test.labels)} examples")
-    if args.add_reference:
-        replay = modelfile.load_replay(args.add_reference)
-        rehearsal = replay["kinds"] != finetune.REFERENCE_KIND
-        reference = reference_crops(tiles, validation_obs, args.reference, args.seed, modelfile.read_metadata(args.add_reference)["input_size"])
-        modelfile.store_replay(args.add_reference, {key: np.concatenate([replay[key][rehearsal], reference[key]]) for key in replay})
-        meta = modelfile.read_metadata(args.add_reference)
-        meta["training"]["commands"] = meta["training"].get("commands", []) + [shlex.join(["scripts/train_default_model"] + sys.argv[1:])]
-        modelfile.store_metadata(args.add_reference, meta)
-        reporter.log(f"{args.add_reference}: {len(reference['labels'])} reference crops of {len(validation_obs)} validation observations ({os.path.getsize(args.add_reference) / 1e6:.1f} MB)")
-        return
     if args.combine:
         network, meta = combine_scales(args.combine, tiles, validation_obs, args)
         _move_to_prior(meta, _survey_share(network, meta, tiles, validation_obs, args))
@@ -510,7 +508,7 @@ def _survey_share(network, meta, tiles, validation_obs, args) -> Dict:
     fitted, share = _fitted(meta)
     crops = [t for t in tiles if t["observation"] in validation_obs and t["landform"] not in HARD_LANDFORMS]
     images = np.stack([to_input(t["image"], t["image"] > 0, args.input_size) for t in crops])
-    scores = fitted["a"] * predict_logits(network, images) + fitted["b"]
+    scores = calibration.log_odds(predict_logits(network, images), fitted)
     # Moving the share from `share` to `prior` adds logit(prior) - logit(share) to b (calibration.with_prior).
     highest_shift = calibration.shift_calling_at_most(scores, int(np.floor(args.max_false_alarms * len(scores))))
     bounded = float(calibration.sigmoid(np.log(share / (1.0 - share)) + highest_shift))

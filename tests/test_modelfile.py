@@ -145,6 +145,11 @@ def test_store_replay_replaces_the_replay_set_and_keeps_the_network(tiny_model, 
     with zipfile.ZipFile(path) as archive:
         assert archive.read(modelfile.KERAS_MEMBER) == network_bytes and archive.namelist().count(modelfile.REPLAY_MEMBER) == 1
     assert modelfile.load_replay(str(path))["kinds"].tolist() == ["ice", "terrain"]
+    metadata = modelfile.read_metadata(str(path))
+    modelfile.store_replay(str(path), replay, dict(metadata, name="renamed"))  # with new metadata, in the same rewrite
+    assert modelfile.read_metadata(str(path))["name"] == "renamed" and modelfile.read_metadata(str(path))["replay"]["examples"] == 3
+    with pytest.raises(ValueError, match="the metadata's weights_sha256 is not the model file's"):
+        modelfile.store_replay(str(path), replay, dict(metadata, weights_sha256="0" * 64))
 
 
 # --- files that are not (good) model files ------------------------------------------------------
