@@ -124,10 +124,47 @@ def block_cache(limit_bytes: int):
         gdal.SetCacheMax(previous)
 
 
+# GDAL's stand-in for a file without a geotransform: pixel coordinates, y downwards.
+PIXEL_GRID = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def georeferencing(ds, path: str, required: bool = True) -> Tuple[Tuple[float, ...], str]:
+    """(geotransform, CRS WKT) placing the raster's pixels on Mars.
+
+    A file georeferenced by ground control points alone (a georeferencer's output saved without
+    warping) gets the affine transform its GCPs fit within a quarter pixel, and their CRS, so its
+    chunks lie where QGIS draws it; GDAL alone would report pixel coordinates, and every polygon
+    would land off the image without a word. With ``required``, a file that cannot be placed
+    (no CRS, no geotransform, or GCPs that only a warp fits) is refused with the fix.
+    """
+    geotransform = ds.GetGeoTransform(can_return_null=True)
+    crs_wkt = ds.GetProjection() or ""
+    if geotransform is None and ds.GetGCPCount():
+        geotransform = gdal.GCPsToGeoTransform(ds.GetGCPs(), 0)  # 0: exact fit only
+        crs_wkt = crs_wkt or ds.GetGCPProjection() or ""
+        if geotransform is None and required:
+            raise RasterError(
+                f"'{path}' is georeferenced by {ds.GetGCPCount()} ground control points that no shift, scale and rotation fits "
+                "within a quarter pixel, so its chunks cannot be placed on Mars without warping its pixels. Warp it first "
+                "(Raster > Projections > Warp, or gdalwarp -r bilinear), then run on the warped file."
+            )
+    if required and not crs_wkt:
+        raise RasterError(
+            f"'{path}' has no coordinate reference system, so chunk polygons could not be placed on Mars. "
+            "Assign its CRS first (Raster > Projections > Assign Projection, or gdal_edit.py -a_srs with the product's Mars CRS)."
+        )
+    if required and geotransform is None:
+        raise RasterError(
+            f"'{path}' has a coordinate reference system but no geotransform (no origin or pixel size), so chunk polygons could not "
+            "be placed on Mars. Give the map-projected product (an RDR), or georeference this file first (Raster > Georeferencer)."
+        )
+    return tuple(geotransform or PIXEL_GRID), crs_wkt
+
+
 class RasterSource:
     """An open raster. Use as a context manager; reads are thread-safe per instance only if not shared."""
 
-    def __init__(self, path: str, band: int = 0, require_crs: bool = True):
+    def __init__(self, path: str, band: int = 0, require_georeferencing: bool = True):
         if not os.path.exists(path) and not path.startswith("/vsi"):
             raise RasterError(f"The raster '{path}' does not exist. Check the path or load the layer again.")
         try:
@@ -142,12 +179,7 @@ class RasterSource:
             raise RasterError(f"Band {band} does not exist in '{path}', which has {ds.RasterCount} band(s). Choose 1..{ds.RasterCount}, or 0 for automatic.")
         bands = (band,) if band else tuple(range(1, ds.RasterCount + 1))
         self._band = band
-        crs_wkt = ds.GetProjection() or ""
-        if require_crs and not crs_wkt:
-            raise RasterError(
-                f"'{path}' has no coordinate reference system, so chunk polygons could not be placed on Mars. "
-                "Assign its CRS first (Raster > Projections > Assign Projection, or gdal_edit.py -a_srs with the product's Mars CRS)."
-            )
+        geotransform, crs_wkt = georeferencing(ds, path, require_georeferencing)
         check_pixel_type(path, gdal.GetDataTypeName(ds.GetRasterBand(bands[0]).DataType))
         nodata = ds.GetRasterBand(bands[0]).GetNoDataValue()
         self.info = RasterInfo(
@@ -157,7 +189,7 @@ class RasterSource:
             band_count=ds.RasterCount,
             bands=bands,
             data_type=gdal.GetDataTypeName(ds.GetRasterBand(bands[0]).DataType),
-            geotransform=tuple(ds.GetGeoTransform()),
+            geotransform=geotransform,
             crs_wkt=crs_wkt,
             nodata=nodata,
             coloured_palette=any(_coloured(ds.GetRasterBand(b).GetRasterColorTable()) for b in bands),
@@ -177,7 +209,7 @@ class RasterSource:
         """This source and count - 1 more handles on the same raster and bands, one per reading
         thread (read_in_order); the extra ones closed on leaving."""
         with contextlib.ExitStack() as stack:
-            yield [self] + [stack.enter_context(RasterSource(self.info.path, self._band, require_crs=False)) for _ in range(count - 1)]
+            yield [self] + [stack.enter_context(RasterSource(self.info.path, self._band, require_georeferencing=False)) for _ in range(count - 1)]
 
     @property
     def driver(self) -> str:
@@ -409,7 +441,7 @@ def coarse_pixel_warning(name: str, crs_wkt: str, pixel_size: float, chunk_size:
 
 def raster_summary(path: str) -> List[str]:
     """Human-readable lines describing a raster, for logs."""
-    with RasterSource(path, require_crs=False) as src:
+    with RasterSource(path, require_georeferencing=False) as src:
         i = src.info
         return [
             f"{i.image_id}: {i.width} x {i.height} px, {i.band_count} band(s) {i.data_type}, pixel {i.pixel_size:.3g} map units, no-data {i.nodata}",

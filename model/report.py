@@ -250,7 +250,7 @@ def quicklook_figure(raster_path: str, chunks: List[Dict], band: int = 0, max_si
     from matplotlib.patches import Rectangle
     import matplotlib.patheffects as effects
 
-    with RasterSource(raster_path, band, require_crs=False) as source:
+    with RasterSource(raster_path, band, require_georeferencing=False) as source:
         data, valid, factor = source.overview(max_side)
         info = source.info
     gray = normalise(data, valid, DEFAULT_NORMALISATION)

@@ -74,7 +74,7 @@ def gdal_without_pam():
 def unreadable_raster_message(path: str) -> str:
     """The engine's message for a file GDAL cannot open as a raster; empty when GDAL can."""
     try:
-        with gdal_exceptions(), gdal_without_pam(), raster.RasterSource(os.path.abspath(path), require_crs=False):
+        with gdal_exceptions(), gdal_without_pam(), raster.RasterSource(os.path.abspath(path), require_georeferencing=False):
             return ""
     except errors.EngineError as exc:
         return str(exc)

@@ -172,7 +172,7 @@ def raster_path_for_worker(layer: QgsRasterLayer, context, feedback) -> str:
         source = os.path.abspath(source)
     dataset = _gdal_readable(source, layer)
     if dataset is not None:
-        if dataset.GetProjection():
+        if dataset.GetProjection() or dataset.GetGCPProjection():  # GCPs alone: the engine places it by their fit
             return source
         stem = os.path.splitext(os.path.basename(dataset.GetDescription() or layer.name()))[0]
         vrt = os.path.join(_temporary_folder(), _safe_name(stem) + ".vrt")

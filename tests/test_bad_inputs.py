@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal, ogr, osr
 
 import helpers
 import qgis_support as qs
@@ -160,6 +160,33 @@ def test_a_coloured_palette_is_a_warning_and_the_run_goes_on(tiny_model, tmp_pat
     assert done.returncode == 0, out[-3000:]
     assert out.count("WARNING:") == 1 and "holds palette indices with a colour table, not brightness" in out, out[-3000:]
     assert len(qs.read_ogr(out_folder / "chunks.gpkg").rows) == 4
+
+
+def test_a_raster_placed_by_ground_control_points_alone_gets_its_chunks_where_qgis_draws_it(tiny_model, tmp_path):
+    """A Georeferencer's output saved without warping has GCPs and no geotransform: GDAL alone reads
+    pixel coordinates, which put every chunk off the image in QGIS without a word."""
+    source = gdal.Open(helpers.generate_raster(tmp_path, width=128, height=128).path)
+    corners = {(0, 0): (5000.0, -3000.0), (128, 0): (5064.0, -3000.0), (0, 128): (5000.0, -3064.0), (128, 128): (5064.0, -3064.0)}
+    gcps = [gdal.GCP(x, y, 0.0, float(px), float(py)) for (px, py), (x, y) in corners.items()]
+    raster = tmp_path / "georeferenced_by_gcps.tif"
+    gdal.Translate(str(raster), source, GCPs=gcps, outputSRS=helpers.mars_equirectangular_wkt())
+    done, out_folder = run_detect(tiny_model, raster, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
+    rows = qs.read_ogr(out_folder / "chunks.gpkg").rows
+    envelope = ogr.Geometry(ogr.wkbMultiPolygon)
+    for row in rows:
+        envelope.AddGeometry(ogr.CreateGeometryFromWkt(row["_wkt"]))
+    assert len(rows) == 4 and np.allclose(envelope.GetEnvelope(), (5000.0, 5064.0, -3064.0, -3000.0)), envelope.GetEnvelope()
+
+
+def test_a_crs_without_a_geotransform_is_refused_before_the_worker(tiny_model, tmp_path):
+    raster = tmp_path / "no_geotransform.tif"
+    dataset = gdal.GetDriverByName("GTiff").Create(str(raster), 128, 128, 1, gdal.GDT_UInt16)
+    dataset.SetProjection(helpers.mars_equirectangular_wkt())
+    dataset.GetRasterBand(1).WriteArray(np.random.default_rng(0).integers(100, 900, (128, 128)))
+    dataset = None
+    done, out_folder = run_detect(tiny_model, raster, tmp_path)
+    assert_refused_cleanly(done, out_folder, f"'{raster}' has a coordinate reference system but no geotransform")
 
 
 def test_a_mars_crs_gives_no_warning(tiny_model, tmp_path):

@@ -468,7 +468,7 @@ def test_label_without_map_projection_is_refused_with_the_no_crs_message(product
     with pytest.raises(RasterError, match="no coordinate reference system") as error:
         RasterSource(lbl)
     assert lbl in str(error.value) and "Assign" in str(error.value)
-    with RasterSource(lbl, require_crs=False) as source:  # the pixels are still readable (e.g. for a summary)
+    with RasterSource(lbl, require_georeferencing=False) as source:  # the pixels are still readable (e.g. for a summary)
         assert (source.info.width, source.info.height) == (WIDTH, HEIGHT)
 
 

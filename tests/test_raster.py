@@ -9,7 +9,7 @@ from osgeo import gdal, ogr, osr
 
 from model import chunking, preprocess
 from model.errors import DamagedRasterError, NoValidChunksError, RasterError
-from model.grid import chunk_grid, chunk_wkt
+from model.grid import chunk_grid, chunk_wkt, pixel_to_map
 from model import raster
 from model.raster import RasterSource
 
@@ -411,8 +411,57 @@ def test_a_raster_without_crs_is_refused_with_the_fix(make_raster):
     with pytest.raises(RasterError) as caught:
         RasterSource(r.path)
     assert "no coordinate reference system" in str(caught.value) and "Assign" in str(caught.value) and r.path in str(caught.value)
-    with RasterSource(r.path, require_crs=False) as source:
+    with RasterSource(r.path, require_georeferencing=False) as source:
         assert source.info.crs_wkt == ""
+
+
+def gcp_copy(source: str, target, corners_map, crs_wkt) -> str:
+    """A copy of ``source`` georeferenced by four ground control points at its corners alone (no
+    geotransform), as QGIS's Georeferencer saves a file it did not warp."""
+    dataset = gdal.Open(source)
+    width, height = dataset.RasterXSize, dataset.RasterYSize
+    pixels = [(0, 0), (width, 0), (0, height), (width, height)]
+    gcps = [gdal.GCP(x, y, 0.0, float(px), float(py)) for (x, y), (px, py) in zip(corners_map, pixels)]
+    gdal.Translate(str(target), dataset, GCPs=gcps, outputSRS=crs_wkt)
+    return str(target)
+
+
+def test_a_raster_placed_by_ground_control_points_alone_is_placed_by_their_affine_fit(make_raster, tmp_path):
+    r = make_raster(width=64, height=48)
+    # 0.5 m pixels turned by 30 degrees: an affine transform the GCPs fit exactly
+    turn, size = np.radians(30.0), 0.5
+    gt = (1000.0, size * np.cos(turn), size * np.sin(turn), -2000.0, size * np.sin(turn), -size * np.cos(turn))
+    corners = [pixel_to_map(gt, px, py) for px, py in ((0, 0), (64, 0), (0, 48), (64, 48))]
+    path = gcp_copy(r.path, tmp_path / "gcps.tif", corners, helpers.mars_equirectangular_wkt())
+    assert gdal.Open(path).GetGeoTransform(can_return_null=True) is None  # GDAL alone would give pixel coordinates
+    with RasterSource(path) as source:
+        assert np.allclose(source.info.geotransform, gt, atol=1e-6)
+        assert source.info.crs_wkt and osr.SpatialReference(source.info.crs_wkt).IsSame(osr.SpatialReference(helpers.mars_equirectangular_wkt()))
+        first = next(chunk_grid(64, 48, 32, 32))
+        polygon = ogr.CreateGeometryFromWkt(chunk_wkt(source.info.geotransform, first))
+        assert np.allclose(polygon.GetGeometryRef(0).GetPoint_2D(0), corners[0], atol=1e-6)
+
+
+def test_ground_control_points_that_need_a_warp_are_refused_with_the_fix(make_raster, tmp_path):
+    r = make_raster(width=64, height=48)
+    corners = [(0.0, 0.0), (32.0, 0.0), (0.0, -24.0), (40.0, -30.0)]  # the last corner pulled: no affine transform fits
+    path = gcp_copy(r.path, tmp_path / "warped.tif", corners, helpers.mars_equirectangular_wkt())
+    with pytest.raises(RasterError) as caught:
+        RasterSource(path)
+    assert "4 ground control points" in str(caught.value) and "Warp it first" in str(caught.value) and path in str(caught.value)
+
+
+def test_a_crs_without_a_geotransform_is_refused_rather_than_placed_in_pixel_coordinates(tmp_path):
+    path = str(tmp_path / "no_geotransform.tif")
+    dataset = gdal.GetDriverByName("GTiff").Create(path, 64, 64, 1, gdal.GDT_UInt16)
+    dataset.SetProjection(helpers.mars_equirectangular_wkt())
+    dataset.GetRasterBand(1).Fill(500)
+    dataset = None
+    with pytest.raises(RasterError) as caught:
+        RasterSource(path)
+    assert "no geotransform" in str(caught.value) and "Georeferencer" in str(caught.value)
+    with RasterSource(path, require_georeferencing=False) as source:  # its pixels stay readable (a report's quicklook)
+        assert source.info.geotransform == raster.PIXEL_GRID
 
 
 def test_a_raster_without_crs_fails_the_worker_with_exit_status_2(make_raster, worker_python):
