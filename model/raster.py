@@ -179,8 +179,8 @@ class RasterSource:
             raise RasterError(f"Band {band} does not exist in '{path}', which has {ds.RasterCount} band(s). Choose 1..{ds.RasterCount}, or 0 for automatic.")
         bands = (band,) if band else tuple(range(1, ds.RasterCount + 1))
         self._band = band
+        check_pixel_type(path, gdal.GetDataTypeName(ds.GetRasterBand(bands[0]).DataType))  # what the file is comes before where it lies
         geotransform, crs_wkt = georeferencing(ds, path, require_georeferencing)
-        check_pixel_type(path, gdal.GetDataTypeName(ds.GetRasterBand(bands[0]).DataType))
         nodata = ds.GetRasterBand(bands[0]).GetNoDataValue()
         self.info = RasterInfo(
             path=path,
