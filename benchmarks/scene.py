@@ -2,7 +2,8 @@
 
 Generates once and caches under build/bench-scenes/ a 20,000 x 50,000 scene like a RED RDR:
 UInt16 holding 10-bit DNs (real HiRISE browse crops from ../shared/data tiled over it, or
-smoothed noise where those are absent), a rotated footprint in a DN-0 border, a Mars
+smoothed noise where those are absent; with --terrain strip, the full-resolution strip of
+../shared/data mirrored over it), a rotated footprint in a DN-0 border, a Mars
 equirectangular CRS. It is written in strips as a tiled DEFLATE GeoTIFF, then as a lossless
 JPEG2000 with resolution levels and 1024-px tiles like the real RDRs; the GeoTIFF also gets
 external overviews under a hard-linked second name (no second copy of the pixels).
@@ -16,7 +17,7 @@ against STRIDE = CHUNK (both scoring routes), and the paper's way: write every 1
 to a file, then load and classify the files. --memory-4x adds detect on a 2 x 2 mosaic (VRT) of
 the GeoTIFF, four times the area, for its peak RSS.
 
-    nice -n 19 .venv/bin/python benchmarks/scene.py [--scale 0.25] [--model FILE] [--memory-4x] [--json FILE]
+    nice -n 19 .venv/bin/python benchmarks/scene.py [--scale 0.25] [--terrain strip] [--model FILE] [--memory-4x] [--json FILE]
 """
 
 import argparse
@@ -49,6 +50,11 @@ FOOTPRINT_ANGLE_DEG = 8.0
 STRIP_ROWS = 1024
 TERRAIN_TILES = os.path.join(REPO, "..", "shared", "data", "hirise-terrain*", "tiles", "*.jpg")
 TILE_COUNT = 256
+# --terrain strip: the full-resolution EDR strip (1024 x 4000 px) mirrored over the scene, so
+# every seam continues the ground, unlike the crops' patchwork, whose brightness steps every 227
+# px the model reads as ice in a quarter of the chunks (and the map route then rescores).
+FULLRES_STRIP = os.path.join(REPO, "..", "shared", "data", "hirise-fullres", "PSP_002733_1880_EDR_fullres_sample.png")
+TERRAINS = ("crops", "strip")
 READ_SAMPLE = 200  # chunk windows timed per decimated-read measurement
 TARGETS = {"end_to_end_over_network": 0.9, "peak_rss_mb": 1536.0, "stride_half_over_full": 1.3}
 
@@ -167,9 +173,9 @@ def scene_size(scale: float):
     return int(round(FULL_SIZE[0] * scale)), int(round(FULL_SIZE[1] * scale))
 
 
-def scene_paths(scale: float) -> dict:
+def scene_paths(scale: float, terrain: str = "crops") -> dict:
     width, height = scene_size(scale)
-    stem = os.path.join(SCENE_DIR, f"ESP_BENCH_{width}x{height}_RED")
+    stem = os.path.join(SCENE_DIR, f"ESP_BENCH_{width}x{height}{'' if terrain == 'crops' else '_' + terrain.upper()}_RED")
     return {"GeoTIFF": stem + ".tif", "GeoTIFF+overviews": stem + "_OVR.tif", "JPEG2000": stem + ".jp2", "4x mosaic (VRT)": stem + "_4X.vrt"}
 
 
@@ -183,6 +189,14 @@ def terrain_tiles(rng: np.random.Generator) -> np.ndarray:
     return np.kron(coarse, np.ones((8, 8), np.float32))[:, :227, :227]
 
 
+def mirrored_strip() -> np.ndarray:
+    """The full-resolution strip and its mirrors, 2 x 2, in [0, 1]: tiled, it repeats without a seam."""
+    if not os.path.exists(FULLRES_STRIP):
+        raise SystemExit(f"--terrain strip needs {FULLRES_STRIP} (../shared/data beside the checkout)")
+    strip = gdal.Open(FULLRES_STRIP).ReadAsArray().astype(np.float32) / 255.0
+    return np.block([[strip, strip[:, ::-1]], [strip[::-1], strip[::-1, ::-1]]])
+
+
 def footprint_rectangle(width: int, height: int):
     """Half-sides of the swath rectangle that, rotated by FOOTPRINT_ANGLE_DEG, fits the raster with a 1 % margin."""
     c, s = math.cos(math.radians(FOOTPRINT_ANGLE_DEG)), math.sin(math.radians(FOOTPRINT_ANGLE_DEG))
@@ -194,18 +208,23 @@ def footprint_rectangle(width: int, height: int):
 
 def scene_strip(y0: int, rows: int, width: int, height: int, tiles: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Rows y0..y0+rows of the scene as UInt16: tiles laid on a fixed grid, flipped and shifted in
-    brightness per tile, grain, 10-bit DNs 1..1023 inside the footprint and 0 outside."""
-    tile = tiles.shape[1]
+    brightness per tile (crops, n x h x w), or one mirrored strip repeated (h x w), grain, 10-bit
+    DNs 1..1023 inside the footprint and 0 outside."""
     y = np.arange(y0, y0 + rows)
     x = np.arange(width)
-    tile_row, tile_col = y // tile, x // tile
-    # Which crop, flip and gain each grid tile gets: a fixed function of its position, so strips agree.
-    key = (tile_row[:, None] * 7919 + tile_col[None, :] * 104729) % 2147483647
-    index = key % len(tiles)
-    values = tiles[index, (y % tile)[:, None], (x % tile)[None, :]]
-    flipped = (key // len(tiles)) % 2 == 1
-    values = np.where(flipped, tiles[index, (y % tile)[:, None], (tile - 1 - x % tile)[None, :]], values)
-    gain = 0.6 + 0.4 * ((key // 7) % 97) / 96.0
+    if tiles.ndim == 2:
+        values = tiles[(y % tiles.shape[0])[:, None], (x % tiles.shape[1])[None, :]]
+        gain = 1.0
+    else:
+        tile = tiles.shape[1]
+        tile_row, tile_col = y // tile, x // tile
+        # Which crop, flip and gain each grid tile gets: a fixed function of its position, so strips agree.
+        key = (tile_row[:, None] * 7919 + tile_col[None, :] * 104729) % 2147483647
+        index = key % len(tiles)
+        values = tiles[index, (y % tile)[:, None], (x % tile)[None, :]]
+        flipped = (key // len(tiles)) % 2 == 1
+        values = np.where(flipped, tiles[index, (y % tile)[:, None], (tile - 1 - x % tile)[None, :]], values)
+        gain = 0.6 + 0.4 * ((key // 7) % 97) / 96.0
     dn = 80.0 + 700.0 * values * gain + rng.normal(0.0, 6.0, values.shape)
     half_w, half_h = footprint_rectangle(width, height)
     c, s = math.cos(math.radians(FOOTPRINT_ANGLE_DEG)), math.sin(math.radians(FOOTPRINT_ANGLE_DEG))
@@ -215,7 +234,7 @@ def scene_strip(y0: int, rows: int, width: int, height: int, tiles: np.ndarray, 
     return np.where(inside, np.clip(np.round(dn), 1, 1023), 0).astype(np.uint16)
 
 
-def write_geotiff(path: str, width: int, height: int) -> None:
+def write_geotiff(path: str, width: int, height: int, terrain: str = "crops") -> None:
     partial = files.prepare(path)
     ds = gdal.GetDriverByName("GTiff").Create(partial, width, height, 1, gdal.GDT_UInt16, ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"])
     ds.SetProjection(mars_equirectangular_wkt())
@@ -224,7 +243,7 @@ def write_geotiff(path: str, width: int, height: int) -> None:
     band = ds.GetRasterBand(1)
     band.SetNoDataValue(0)
     rng = np.random.default_rng(7)
-    tiles = terrain_tiles(rng)
+    tiles = terrain_tiles(rng) if terrain == "crops" else mirrored_strip()
     for y0 in range(0, height, STRIP_ROWS):
         band.WriteArray(scene_strip(y0, min(STRIP_ROWS, height - y0), width, height, tiles, rng), 0, y0)
         print(f"\r  {path}: {min(y0 + STRIP_ROWS, height)}/{height} rows", end="", file=sys.stderr, flush=True)
@@ -276,12 +295,12 @@ def write_mosaic(source: str, path: str) -> None:
         )
 
 
-def ensure_scene(scale: float) -> dict:
-    paths = scene_paths(scale)
+def ensure_scene(scale: float, terrain: str = "crops") -> dict:
+    paths = scene_paths(scale, terrain)
     os.makedirs(SCENE_DIR, exist_ok=True)
     width, height = scene_size(scale)
     steps = [
-        ("GeoTIFF", lambda: write_geotiff(paths["GeoTIFF"], width, height)),
+        ("GeoTIFF", lambda: write_geotiff(paths["GeoTIFF"], width, height, terrain)),
         ("JPEG2000", lambda: write_jpeg2000(paths["GeoTIFF"], paths["JPEG2000"])),
         ("GeoTIFF+overviews", lambda: write_overviews(paths["GeoTIFF"], paths["GeoTIFF+overviews"])),
         ("4x mosaic (VRT)", lambda: write_mosaic(paths["GeoTIFF"], paths["4x mosaic (VRT)"])),
@@ -408,20 +427,21 @@ def main():
     parser.add_argument("--model", default="", help="model file (default: the bundled model)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--memory-4x", action="store_true", help="also detect on a 2 x 2 mosaic of the scene for its peak RSS")
+    parser.add_argument("--terrain", choices=TERRAINS, default="crops", help="what the scene is made of: real terrain crops in a patchwork (default), or the full-resolution strip mirrored")
     parser.add_argument("--json", default="", help="where to write the results (default: build/bench-scenes/results-<width>x<height>.json)")
     args = parser.parse_args()
     from model import modelfile
 
     model = modelfile.resolve_model_path(args.model)
     metadata = modelfile.read_metadata(model)
-    paths = ensure_scene(args.scale)
+    paths = ensure_scene(args.scale, args.terrain)
     width, height = scene_size(args.scale)
     started = time.monotonic()
     result = measure(paths, model, args.batch_size, args.memory_4x, metadata)
     load = os.getloadavg()
-    result.update({"scene": {"width": width, "height": height, "paths": paths}, "model": model, "batch_size": args.batch_size, "cpus": os.cpu_count(), "load_average_after": load, "run_s": time.monotonic() - started})
+    result.update({"scene": {"width": width, "height": height, "terrain": args.terrain, "paths": paths}, "model": model, "batch_size": args.batch_size, "cpus": os.cpu_count(), "load_average_after": load, "run_s": time.monotonic() - started})
     result["targets"] = [{"target": t, "measured": m, "met": bool(ok)} for t, m, ok in targets(result)]
-    out = args.json or os.path.join(SCENE_DIR, f"results-{width}x{height}.json")
+    out = args.json or os.path.join(SCENE_DIR, f"results-{width}x{height}{'' if args.terrain == 'crops' else '-' + args.terrain}.json")
     with open(out, "w") as handle:
         json.dump(result, handle, indent=1)
     print_tables(f"{width} x {height} scene, batch {args.batch_size}, network on {result['formats'][0]['runtime']}, {os.cpu_count()} CPUs, load average after the run {load[0]:.1f}; JSON: {out}", result)
