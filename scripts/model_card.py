@@ -211,11 +211,13 @@ def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], at
 on held-out observations. This is the honest measure of how the model may meet ice drawn by nature
 rather than by our generators. Worst held-out family, those above included: ROC AUC {worst:.3f} (target >= {TARGET_AUC}).
 False-positive rates (FPR) are at p >= 0.5, on real held-out crops as they are. Each row names the
-network and the epochs of its run. On a 2-core CPU not every row could be rerun with the shipped
-recipe: the paper-width rows continue an earlier default for one epoch on half the training crops
-(`--train-share 0.5`), so a family that model already knew (the rendered caster) has no honest row;
-the narrow row was trained from random weights without the family. All are short of the shipped
-model's training: they measure a recipe's transfer, not the shipped weights'.
+network and the epochs of its run. On a 2-core CPU no row could be run with the shipped recipe (two
+scales at 256 px, continued over several runs): the narrow rows (widths 32-256, one 128-px input, one
+per family) were each trained from random weights without their family, for 8 epochs at most; the
+paper-width rows continue an earlier default for one or two epochs on half the training crops
+(`--train-share 0.5`), so the family that model already knew (the rendered caster) has no
+paper-width row. All are short of the shipped model's training: they measure a recipe's transfer,
+not the shipped weights'.
 
 {transfer_table(transfer, hard)}
 ## The shipped model on the held-out observations
