@@ -146,6 +146,18 @@ def generate_raster(
     return GeneratedRaster(path, width, height, data_type, geotransform, crs_wkt, nodata, bands, valid, icy_windows)
 
 
+def gcp_copy(source: str, target, corners_map, crs_wkt) -> str:
+    """A copy of ``source`` georeferenced by four ground control points alone (no geotransform), as
+    QGIS's Georeferencer saves a file it did not warp: ``corners_map`` are the map coordinates of
+    its top-left, top-right, bottom-left and bottom-right pixel corners."""
+    dataset = gdal.Open(source)
+    width, height = dataset.RasterXSize, dataset.RasterYSize
+    pixels = [(0, 0), (width, 0), (0, height), (width, height)]
+    gcps = [gdal.GCP(x, y, 0.0, float(px), float(py)) for (x, y), (px, py) in zip(corners_map, pixels)]
+    gdal.Translate(str(target), dataset, GCPs=gcps, outputSRS=crs_wkt)
+    return str(target)
+
+
 def window_ring_gdal(geotransform, x_off, y_off, width, height):
     """The window's corner ring computed by GDAL itself (the oracle for model.grid)."""
     corners = [(x_off, y_off), (x_off + width, y_off), (x_off + width, y_off + height), (x_off, y_off + height), (x_off, y_off)]

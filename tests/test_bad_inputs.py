@@ -165,11 +165,9 @@ def test_a_coloured_palette_is_a_warning_and_the_run_goes_on(tiny_model, tmp_pat
 def test_a_raster_placed_by_ground_control_points_alone_gets_its_chunks_where_qgis_draws_it(tiny_model, tmp_path):
     """A Georeferencer's output saved without warping has GCPs and no geotransform: GDAL alone reads
     pixel coordinates, which put every chunk off the image in QGIS without a word."""
-    source = gdal.Open(helpers.generate_raster(tmp_path, width=128, height=128).path)
-    corners = {(0, 0): (5000.0, -3000.0), (128, 0): (5064.0, -3000.0), (0, 128): (5000.0, -3064.0), (128, 128): (5064.0, -3064.0)}
-    gcps = [gdal.GCP(x, y, 0.0, float(px), float(py)) for (px, py), (x, y) in corners.items()]
-    raster = tmp_path / "georeferenced_by_gcps.tif"
-    gdal.Translate(str(raster), source, GCPs=gcps, outputSRS=helpers.mars_equirectangular_wkt())
+    corners = [(5000.0, -3000.0), (5064.0, -3000.0), (5000.0, -3064.0), (5064.0, -3064.0)]  # 0.5 m pixels
+    raster = helpers.gcp_copy(helpers.generate_raster(tmp_path, width=128, height=128).path, tmp_path / "georeferenced_by_gcps.tif",
+                              corners, helpers.mars_equirectangular_wkt())
     done, out_folder = run_detect(tiny_model, raster, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:]
     rows = qs.read_ogr(out_folder / "chunks.gpkg").rows

@@ -415,24 +415,13 @@ def test_a_raster_without_crs_is_refused_with_the_fix(make_raster):
         assert source.info.crs_wkt == ""
 
 
-def gcp_copy(source: str, target, corners_map, crs_wkt) -> str:
-    """A copy of ``source`` georeferenced by four ground control points at its corners alone (no
-    geotransform), as QGIS's Georeferencer saves a file it did not warp."""
-    dataset = gdal.Open(source)
-    width, height = dataset.RasterXSize, dataset.RasterYSize
-    pixels = [(0, 0), (width, 0), (0, height), (width, height)]
-    gcps = [gdal.GCP(x, y, 0.0, float(px), float(py)) for (x, y), (px, py) in zip(corners_map, pixels)]
-    gdal.Translate(str(target), dataset, GCPs=gcps, outputSRS=crs_wkt)
-    return str(target)
-
-
 def test_a_raster_placed_by_ground_control_points_alone_is_placed_by_their_affine_fit(make_raster, tmp_path):
     r = make_raster(width=64, height=48)
     # 0.5 m pixels turned by 30 degrees: an affine transform the GCPs fit exactly
     turn, size = np.radians(30.0), 0.5
     gt = (1000.0, size * np.cos(turn), size * np.sin(turn), -2000.0, size * np.sin(turn), -size * np.cos(turn))
     corners = [pixel_to_map(gt, px, py) for px, py in ((0, 0), (64, 0), (0, 48), (64, 48))]
-    path = gcp_copy(r.path, tmp_path / "gcps.tif", corners, helpers.mars_equirectangular_wkt())
+    path = helpers.gcp_copy(r.path, tmp_path / "gcps.tif", corners, helpers.mars_equirectangular_wkt())
     assert gdal.Open(path).GetGeoTransform(can_return_null=True) is None  # GDAL alone would give pixel coordinates
     with RasterSource(path) as source:
         assert np.allclose(source.info.geotransform, gt, atol=1e-6)
@@ -445,7 +434,7 @@ def test_a_raster_placed_by_ground_control_points_alone_is_placed_by_their_affin
 def test_ground_control_points_that_need_a_warp_are_refused_with_the_fix(make_raster, tmp_path):
     r = make_raster(width=64, height=48)
     corners = [(0.0, 0.0), (32.0, 0.0), (0.0, -24.0), (40.0, -30.0)]  # the last corner pulled: no affine transform fits
-    path = gcp_copy(r.path, tmp_path / "warped.tif", corners, helpers.mars_equirectangular_wkt())
+    path = helpers.gcp_copy(r.path, tmp_path / "warped.tif", corners, helpers.mars_equirectangular_wkt())
     with pytest.raises(RasterError) as caught:
         RasterSource(path)
     assert "4 ground control points" in str(caught.value) and "Warp it first" in str(caught.value) and path in str(caught.value)
