@@ -25,6 +25,12 @@ def log_odds(logits: np.ndarray, calibration: Optional[Dict]) -> np.ndarray:
     return calibration["a"] * logits + calibration["b"]
 
 
+def identity() -> Dict:
+    """Platt scaling that changes nothing (the raw sigmoid), for a model without a calibration
+    whose intercept is to be moved."""
+    return {"method": "platt", "a": 1.0, "b": 0.0}
+
+
 def apply(logits: np.ndarray, calibration: Optional[Dict]) -> np.ndarray:
     return sigmoid(log_odds(logits, calibration))
 

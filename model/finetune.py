@@ -264,7 +264,7 @@ def hold_false_alarms(chosen: Optional[Dict], new_logits: np.ndarray, base_proba
     a narrow base, 200 labels of a new kind doubled the false alarms on real terrain (8.5 % ->
     16.2 %); held on the rehearsal this way, 9.7 %, and the new kind's recall still rose 0.37 -> 0.44
     (benchmarks/adaptation.py). The guard checks the rehearsal's held-out part, not this pool."""
-    spec = chosen or {"method": "platt", "a": 1.0, "b": 0.0}
+    spec = chosen or calibration.identity()
     scores = calibration.log_odds(new_logits, spec)
     allowed = int((np.asarray(base_probabilities) >= 0.5).sum())
     called = int((scores >= 0).sum())
@@ -285,7 +285,7 @@ def hold_reference_tail(chosen: Optional[Dict], new_logits: np.ndarray, base_sco
     count hold on rehearsed examples it had trained on never bound; held on the reference,
     3.6 % with the recall still up (0.22 -> 0.28), and 100 review_rank labels 9.3 % -> 6.1 %
     (benchmarks/adaptation.py, README)."""
-    spec = chosen or {"method": "platt", "a": 1.0, "b": 0.0}
+    spec = chosen or calibration.identity()
     scores = calibration.log_odds(new_logits, spec)
     excess = float(np.mean(np.quantile(scores, REFERENCE_TAIL) - np.quantile(base_scores, REFERENCE_TAIL)))
     before, base_calls = int((scores >= 0).sum()), int((np.asarray(base_scores) >= 0).sum())

@@ -198,10 +198,7 @@ def store_metadata(path: str, metadata: Dict) -> None:
     """Write ``metadata`` into the model file ``path`` (e.g. a new measurement of its weights),
     its network and replay set copied byte for byte; atomically, like save. The weights' and
     replay's checksums must stay those of the file."""
-    stored = read_metadata(path)
-    for key in ("weights_sha256", "replay_sha256"):
-        if metadata.get(key) != stored.get(key):
-            raise ValueError(f"the metadata's {key} is not the model file's: it describes other weights")
+    _require_same_checksums(path, metadata, ("weights_sha256", "replay_sha256"))
     _rewrite(path, metadata)
 
 
@@ -209,11 +206,18 @@ def store_replay(path: str, replay: Dict, metadata: Optional[Dict] = None) -> No
     """Replace the model file's replay set (e.g. to add reference crops), its network kept, in
     one rewrite with ``metadata`` (default: the file's; its replay summary and checksum are
     replaced); atomically, like save."""
-    stored = read_metadata(path)
-    if metadata is not None and metadata.get("weights_sha256") != stored.get("weights_sha256"):
-        raise ValueError("the metadata's weights_sha256 is not the model file's: it describes other weights")
-    metadata, replay_bytes = _with_replay(metadata or stored, replay)
+    if metadata is not None:
+        _require_same_checksums(path, metadata, ("weights_sha256",))
+    metadata, replay_bytes = _with_replay(metadata or read_metadata(path), replay)
     _rewrite(path, metadata, replay_bytes)
+
+
+def _require_same_checksums(path: str, metadata: Dict, checksums) -> None:
+    """ValueError unless ``metadata`` carries the model file's own ``checksums`` (it describes these weights)."""
+    stored = read_metadata(path)
+    for key in checksums:
+        if metadata.get(key) != stored.get(key):
+            raise ValueError(f"the metadata's {key} is not the model file's: it describes other weights")
 
 
 def load_replay(path: str, parameter: str = "MODEL") -> Optional[Dict]:

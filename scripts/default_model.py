@@ -248,11 +248,17 @@ def replay_set(train: Examples, count: int, seed: int):
     return {"images": train.images[keep], "labels": train.labels[keep], "kinds": train.kinds[keep]}
 
 
+def validation_terrain(tiles, validation_obs) -> List[Dict]:
+    """The validation observations' real crops, hard landforms aside: the ice-free terrain that the
+    survey share's bound and the reference crops are taken from."""
+    return [t for t in tiles if t["observation"] in validation_obs and t["landform"] not in HARD_LANDFORMS]
+
+
 def reference_crops(tiles, validation_obs, count: int, seed: int, input_size: int) -> Dict:
     """``count`` real ice-free crops of the validation observations (hard landforms aside), as
     detect reads them: never trained on, by this model or by a fine-tuning round, so a round can
     hold its false alarms on them at this model's (finetune.hold_reference_tail)."""
-    crops = [t for t in tiles if t["observation"] in validation_obs and t["landform"] not in HARD_LANDFORMS]
+    crops = validation_terrain(tiles, validation_obs)
     # In turns from each observation: one of them holds 285 of the 689 crops, and a plain random
     # draw leaned on its terrain (one draw of 128 held a half-icy round's false alarms at 5.1 %
     # where random draws of as many ranged 2.4-4.5 %).
@@ -491,7 +497,7 @@ def _measurements(pattern) -> List[Dict]:
 def _fitted(meta):
     """(calibration as fitted on the validation chunks, their share of icy chunks): a calibration
     already moved to a survey's share (a rewrite, a warm start's kept one) is moved back."""
-    spec = meta.get("calibration") or {"method": "platt", "a": 1.0, "b": 0.0}
+    spec = meta.get("calibration") or calibration.identity()
     moved = spec.get("prior")
     if moved:
         back = calibration.with_prior(spec, moved["prior"], moved["fitted_share"])
@@ -506,7 +512,7 @@ def _survey_share(network, meta, tiles, validation_obs, args) -> Dict:
     landforms aside, as the test's false-alarm rate) icy at p >= 0.5. The operating point is set
     on validation observations, never on the test set."""
     fitted, share = _fitted(meta)
-    crops = [t for t in tiles if t["observation"] in validation_obs and t["landform"] not in HARD_LANDFORMS]
+    crops = validation_terrain(tiles, validation_obs)
     images = np.stack([to_input(t["image"], t["image"] > 0, args.input_size) for t in crops])
     scores = calibration.log_odds(predict_logits(network, images), fitted)
     # Moving the share from `share` to `prior` adds logit(prior) - logit(share) to b (calibration.with_prior).
