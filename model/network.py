@@ -135,6 +135,25 @@ def score_map_model(network, architecture: Dict):
     return keras.Model(free.inputs, score, name="score_map")
 
 
+def cell_logits(network, architecture: Dict):
+    """The score map on the network's own graph (its layers and its one pass shared, unlike
+    score_map_model's copy), so training can supervise each cell beside the chunk's output.
+    Dropout sits after pooling, so it is not in the map."""
+    from keras import layers
+
+    features = [layer.input for layer in network.layers if isinstance(layer, layers.GlobalAveragePooling2D)]
+    if not architecture.get("scales"):
+        (trunk,) = features
+        return network.get_layer("logit")(trunk)
+    by_trunk = {tensor._keras_history.operation.name: tensor for tensor in features}
+    coarsest = max(architecture["scales"])
+    maps = []
+    for scale in architecture["scales"]:
+        score = network.get_layer(f"logit_{scale}")(by_trunk[f"trunk_{scale}"])
+        maps.append(score if scale == coarsest else layers.AveragePooling2D(coarsest // scale, name=f"cells_average_{scale}")(score))
+    return network.get_layer("logit")(layers.Concatenate(name="cells_concatenate")(maps))
+
+
 def _multi_scale_map(network, scales: Sequence[int]):
     import keras
     from keras import layers

@@ -16,9 +16,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import calibration, finetune, metrics, modelfile, rules
+from . import calibration, cells as cell_supervision, finetune, metrics, modelfile, rules
 from .errors import CancelledError, LabelError
-from .network import PAPER_WIDTHS, architecture, build_network, logit_model
+from .network import PAPER_WIDTHS, architecture, build_network, cell_logits, logit_model
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
 from .splitting import describe_split, fixed_split, split_groups
@@ -76,28 +76,40 @@ class TrainOptions:
     # Stop after the epoch that ends past this many minutes of training (None: no limit), e.g. a
     # rented GPU machine's lease; the best epoch so far is kept as always.
     max_minutes: Optional[float] = None
+    # Weight of the score map's cell loss (model/cells.py) beside the chunk's, where the training
+    # chunks' ice is outlined (train_arrays' ``cells``).
+    cell_weight: float = 1.0
     extra_metadata: Dict = field(default_factory=dict)
 
 
-def augment_batch(images: np.ndarray, rng: np.random.Generator, mode: str) -> np.ndarray:
-    """images: float32 (n, s, s, 1) in [0, 1], no-data at 0 (kept at 0)."""
+def augment_batch(images: np.ndarray, rng: np.random.Generator, mode: str, cell_targets: Optional[np.ndarray] = None):
+    """images: float32 (n, s, s, 1) in [0, 1], no-data at 0 (kept at 0). With ``cell_targets``
+    (n, g, g, 2), returns (images, cell_targets) with every mirror and turn applied to both."""
     if mode == "none":
-        return images
+        return images if cell_targets is None else (images, cell_targets)
     out = images.copy()
+    cells_out = None if cell_targets is None else cell_targets.copy()
     for i in range(len(out)):
         x = out[i, :, :, 0]
+        c = None if cells_out is None else cells_out[i]
         if rng.random() < 0.5:
             x = x[:, ::-1]
+            c = None if c is None else c[:, ::-1]
         if mode == "full":
             if rng.random() < 0.5:
                 x = x[::-1, :]
-            x = np.rot90(x, int(rng.integers(4)))
+                c = None if c is None else c[::-1, :]
+            turns = int(rng.integers(4))
+            x = np.rot90(x, turns)
+            c = None if c is None else np.rot90(c, turns)
         valid = x > 0
         contrast = rng.uniform(0.8, 1.2)
         brightness = rng.uniform(-0.08, 0.08)
         x = np.where(valid, np.clip((x - 0.5) * contrast + 0.5 + brightness, 1e-3, 1.0), 0.0)
         out[i, :, :, 0] = x
-    return out
+        if c is not None:
+            cells_out[i] = c
+    return out if cells_out is None else (out, cells_out)
 
 
 def _to_float(images_u8: np.ndarray) -> np.ndarray:
@@ -147,11 +159,12 @@ def hard_label_metric(metric_class, name: str):
 
 
 def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str], options: TrainOptions, reporter: Reporter = None, base=None, should_stop=None,
-                 replay: Optional[Dict] = None, unlabelled: Optional[np.ndarray] = None) -> Dict:
+                 replay: Optional[Dict] = None, unlabelled: Optional[np.ndarray] = None, cells: Optional[np.ndarray] = None) -> Dict:
     """Train on uint8 chunk images (n, s, s). base: (network, metadata) to fine-tune; replay: the
     base's replay set (modelfile.load_replay), mixed into every epoch, never into validation;
     unlabelled: uint8 chunks of the user's images without a label, each epoch aimed at the
-    base's own probability for them (fine-tuning only).
+    base's own probability for them (fine-tuning only); cells: (n, g, g) the share of each
+    score-map cell that each chunk's ice covers, where it is known (model/cells.py).
 
     Returns {"network", "metadata", "history", "metrics", "split"}.
     """
@@ -217,6 +230,11 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     class_weight = {0: labelled_size / (2.0 * max(labelled_size - positives, 1)), 1: labelled_size / (2.0 * max(positives, 1))}
     pool_weights = np.where(pool_y == 1, class_weight[1], class_weight[0]).astype(np.float32)
     pool_weights[unlabelled_start:] = 1.0
+    supervise_cells = cells is not None and options.cell_weight > 0
+    if supervise_cells:  # examples without outlined ice (replay, unlabelled) teach no cell
+        train_cells = cell_supervision.targets(cells[train_mask], train_y)
+        pool_cells = np.concatenate([train_cells, cell_supervision.unsupervised(len(pool_y) - n_train, train_cells.shape[1])])
+        val_cells = cell_supervision.targets(cells[val_mask], val_y)
 
     scorer = logit_model(network)  # shares the network's layers, so it scores the current weights
 
@@ -239,12 +257,19 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     rate = finetune.warmup_schedule(learning_rate, warmup_steps) if warmup else learning_rate
     reporter.log(f"learning rate {learning_rate:g}" + (f", warmed up over {warmup_steps} steps" if warmup else "") + (f"; {frozen} batch-norm layers keep the base model's statistics" if frozen else "")
                  + (f"; each step pulls the weights {anchor:.0%} of the way back to the base model's" if anchor else ""))
-    network.compile(
-        optimizer=keras.optimizers.Adam(rate),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[hard_label_metric(keras.metrics.BinaryAccuracy, "accuracy"), hard_label_metric(keras.metrics.Precision, "precision"),
-                 hard_label_metric(keras.metrics.Recall, "recall"), hard_label_metric(keras.metrics.AUC, "auc")],
-    )
+    chunk_metrics = [hard_label_metric(keras.metrics.BinaryAccuracy, "accuracy"), hard_label_metric(keras.metrics.Precision, "precision"),
+                     hard_label_metric(keras.metrics.Recall, "recall"), hard_label_metric(keras.metrics.AUC, "auc")]
+    if supervise_cells:  # the same layers and one pass, with the score map as a second output
+        trainee = keras.Model(network.inputs, {"probability": network.output, "cells": cell_logits(network, base_metadata["architecture"] if fine_tuning else architecture(options.input_size, options.widths))})
+        trainee.compile(optimizer=keras.optimizers.Adam(rate), loss={"probability": keras.losses.BinaryCrossentropy(), "cells": cell_supervision.loss},
+                        loss_weights={"probability": 1.0, "cells": options.cell_weight}, metrics={"probability": chunk_metrics})
+        reporter.log(f"the score map's cells are taught where the ice lies too (weight {options.cell_weight:g})")
+        validation_data = (val_x, {"probability": val_y, "cells": val_cells})
+    else:
+        trainee = network
+        trainee.compile(optimizer=keras.optimizers.Adam(rate), loss=keras.losses.BinaryCrossentropy(), metrics=chunk_metrics)
+        validation_data = (val_x, val_y)
+    logged = "probability_" if supervise_cells else ""  # Keras prefixes a named output's logs
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
@@ -258,6 +283,9 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         def __getitem__(self, index):
             rng = np.random.default_rng([options.seed, self.epoch, index])
             chosen = self.order[index * batch_size : (index + 1) * batch_size]
+            if supervise_cells:
+                x, cell_targets = augment_batch(_to_float(pool_x[chosen]), rng, options.augment, pool_cells[chosen])
+                return x, {"probability": pool_targets[chosen], "cells": cell_targets}, {"probability": pool_weights[chosen], "cells": np.ones(len(chosen), np.float32)}
             return augment_batch(_to_float(pool_x[chosen]), rng, options.augment), pool_targets[chosen], pool_weights[chosen]
 
         def on_epoch_end(self):
@@ -282,8 +310,12 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             row = {"epoch": epoch + 1}
-            row.update({k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs})
-            row.update({k: float(logs["val_" + k]) for k in ("precision", "recall", "auc") if "val_" + k in logs})
+            named = {k: logged + k for k in ("loss", "accuracy")}
+            named.update({"val_" + k: "val_" + logged + k for k in ("loss", "accuracy")})
+            named.update({k: "val_" + logged + k for k in ("precision", "recall", "auc")})
+            if supervise_cells:
+                named.update(cells_loss="cells_loss", val_cells_loss="val_cells_loss")
+            row.update({k: float(logs[name]) for k, name in named.items() if name in logs})
             history.append(row)
             val_loss = row.get("val_loss", np.inf)
             if val_loss < state["best_loss"]:
@@ -302,7 +334,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
 
     started = time.monotonic()
     callbacks = [Monitor()] + ([finetune.anchor_to_start(network, anchor)] if anchor else [])
-    network.fit(Batches(), validation_data=(val_x, val_y), epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
+    trainee.fit(Batches(), validation_data=validation_data, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
     reporter.progress(1.0)  # early stopping ends the epochs before the bar does
     if state["best_weights"] is not None:
         network.set_weights(state["best_weights"])
@@ -369,6 +401,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         anchor=anchor if fine_tuning else None,
         unlabelled_chunks=n_unlabelled,
         augment=options.augment,
+        cell_weight=options.cell_weight if supervise_cells else None,
         seed=options.seed,
         chunks=int(len(labels)),
         icy_chunks=int(labels.sum()),

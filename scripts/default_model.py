@@ -25,7 +25,7 @@ import os
 import shlex
 import sys
 import time
-from typing import Dict, List, NamedTuple
+from typing import Dict, List, NamedTuple, Optional
 
 # Examples are made by processes (--workers); numpy's BLAS threads on 256-px resampling matrices
 # only fight them for the cores. With its default of one thread per core in three processes on
@@ -40,7 +40,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from model import calibration, finetune, metrics, modelfile  # noqa: E402
-from model.network import architecture, logit_model  # noqa: E402
+from model.network import architecture, logit_model, network_stride  # noqa: E402
 from model.protocol import Reporter  # noqa: E402
 from model.training import TrainOptions  # noqa: E402
 from model.trainingdata.crops import load_tiles  # noqa: E402,F401 (the benchmarks read the crops through the recipe)
@@ -88,19 +88,21 @@ class Examples(NamedTuple):
     landforms: np.ndarray
     size_px: np.ndarray  # largest planted patch (crop px); NaN without ice
     contrast: np.ndarray
+    cells: Optional[np.ndarray] = None  # (n, g, g) the ice's share of each score-map cell, where made with --cell-weight
 
     def subset(self, keep):
-        return Examples(*(field[keep] for field in self))
+        return Examples(*(None if field is None else field[keep] for field in self))
 
 
 def _examples(rows):
-    images, labels, groups, kinds, landforms, sizes, contrasts = zip(*rows)
+    images, labels, groups, kinds, landforms, sizes, contrasts, cells = zip(*rows)
     return Examples(np.stack(images), np.array(labels, np.int32), np.array(groups), np.array(kinds), np.array(landforms),
-                    np.array(sizes, float), np.array(contrasts, float))
+                    np.array(sizes, float), np.array(contrasts, float), None if cells[0] is None else np.stack(cells))
 
 
 def _row(tile, example):
-    return (example["image"], example["label"], tile["observation"], example["kind"], tile["landform"], example["size_px"], example["contrast"])
+    return (example["image"], example["label"], tile["observation"], example["kind"], tile["landform"], example["size_px"], example["contrast"],
+            example.get("cells"))
 
 
 def _at_input_size(base, input_size):
@@ -117,12 +119,13 @@ def _at_input_size(base, input_size):
     return rescaled, dict(meta, input_size=int(input_size), architecture=architecture(input_size, widths))
 
 
-def build_training_set(tiles, variants, hard_variants, seed, input_size, workers=1):
+def build_training_set(tiles, variants, hard_variants, seed, input_size, workers=1, cells=0):
     """``variants`` examples per crop (``hard_variants`` for hard landforms), alternately with ice of
-    a random family and with a random look-alike, so the terrain itself is no cue. Each crop draws
-    from its own seed, so ``workers`` processes make the same examples as one."""
+    a random family and with a random look-alike, so the terrain itself is no cue; with ``cells``,
+    each example's ice share of cells x cells score-map cells. Each crop draws from its own seed,
+    so ``workers`` processes make the same examples as one."""
     global _POOL
-    _POOL = (tiles, variants, hard_variants, seed, input_size)
+    _POOL = (tiles, variants, hard_variants, seed, input_size, cells)
     if workers > 1:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             per_tile = pool.map(_tile_examples, range(len(tiles)), chunksize=16)
@@ -135,7 +138,7 @@ _POOL = None  # build_training_set's arguments, inherited by its forked workers
 
 
 def _tile_examples(index):
-    tiles, variants, hard_variants, seed, input_size = _POOL
+    tiles, variants, hard_variants, seed, input_size, cells = _POOL
     tile = tiles[index]
     rng = np.random.default_rng([seed, index])
     rows = []
@@ -143,9 +146,10 @@ def _tile_examples(index):
         example = None
         while example is None:
             if variant % 2:
-                example = make_example(tile["image"], rng, input_size, family=str(rng.choice(list(FAMILIES))))
+                example = make_example(tile["image"], rng, input_size, family=str(rng.choice(list(FAMILIES))), cells=cells)
             else:
-                example = make_example(tile["image"], rng, input_size, lookalike=str(rng.choice(list(LOOKALIKE_SHARES), p=list(LOOKALIKE_SHARES.values()))))
+                example = make_example(tile["image"], rng, input_size, lookalike=str(rng.choice(list(LOOKALIKE_SHARES), p=list(LOOKALIKE_SHARES.values()))),
+                                       cells=cells)
         rows.append(_row(tile, example))
     return rows
 
@@ -157,7 +161,7 @@ def build_test_set(tiles, seed, input_size):
     rows = []
     for index, tile in enumerate(tiles):
         valid = tile["image"] > 0
-        rows.append((to_input(tile["image"], valid, input_size), 0, tile["observation"], "real", tile["landform"], np.nan, np.nan))
+        rows.append((to_input(tile["image"], valid, input_size), 0, tile["observation"], "real", tile["landform"], np.nan, np.nan, None))
         for offset, family in enumerate(FAMILIES):
             example = make_example(tile["image"], rng, input_size, family=family)
             if example is not None:
@@ -314,6 +318,8 @@ def main(argv=None):
     parser.add_argument("--hard-variants", type=int, default=4, help="training examples per hard-landform crop")
     parser.add_argument("--workers", type=int, default=1, help="processes making the training examples (the same examples for any number)")
     parser.add_argument("--batch-size", type=int, default=TrainOptions.batch_size)
+    parser.add_argument("--cell-weight", type=float, default=0.0, help="also teach each score-map cell whether the example's ice covers it, "
+                        "with this weight beside the chunk's loss (model/cells.py; 0: chunk labels only)")
     parser.add_argument("--minutes", type=float, default=None, help="stop training after the epoch that ends past this many minutes (a rented machine's lease)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--epochs", type=int, default=12)
@@ -403,13 +409,14 @@ def main(argv=None):
     if args.train_share < 1.0:
         keep = np.random.default_rng(data_seed).random(len(training_tiles)) < args.train_share
         training_tiles = [t for t, kept in zip(training_tiles, keep) if kept]
-    pool = build_training_set(training_tiles, args.variants, args.hard_variants, data_seed, args.input_size, args.workers)
+    widths = tuple(modelfile.read_metadata(args.base)["architecture"]["widths"]) if args.base else tuple(int(w) for w in args.widths.split(","))
+    grid = args.input_size // network_stride(modelfile.read_metadata(args.base)["architecture"] if args.base else architecture(args.input_size, widths))
+    pool = build_training_set(training_tiles, args.variants, args.hard_variants, data_seed, args.input_size, args.workers, grid if args.cell_weight else 0)
     train = pool.subset(np.isin(pool.kinds, families) | (pool.labels == 0))
     reporter.log(f"made {len(train.labels)} training and validation examples ({int(train.labels.sum())} icy; families: {', '.join(families)}) in {time.monotonic() - started:.0f} s")
 
     from model.training import prepare_tensorflow, train_arrays
 
-    widths = tuple(modelfile.read_metadata(args.base)["architecture"]["widths"]) if args.base else tuple(int(w) for w in args.widths.split(","))
     prepare_tensorflow(widths)
 
     # a warm start learns the new data as a whole: its batch-norm statistics and weights move with it
@@ -419,7 +426,7 @@ def main(argv=None):
     options = TrainOptions(
         epochs=args.epochs, patience=args.patience, seed=args.seed, batch_size=args.batch_size, max_minutes=args.minutes, input_size=args.input_size, chunk_size=1024, widths=widths,
         name="hiriseice-default" if not args.hold_out else f"hiriseice-without-{args.hold_out.replace(' ', '-')}",
-        augment="lighting", learning_rate=args.learning_rate, validation_groups=sorted(validation_obs), freeze_batch_norm=False, anchor=0.0,
+        augment="lighting", learning_rate=args.learning_rate, validation_groups=sorted(validation_obs), freeze_batch_norm=False, anchor=0.0, cell_weight=args.cell_weight,
         extra_metadata={
             "data": f"real HiRISE terrain ({', '.join(os.path.basename(f) for f in folders)}: {len(tiles)} crops) with ice of the families {', '.join(families)}; no real ice labels",
             "families": families,
@@ -434,7 +441,7 @@ def main(argv=None):
             "examples": {"variants": args.variants, "hard_variants": args.hard_variants, "data_seed": data_seed},
         },
     )
-    outcome = train_arrays(train.images, train.labels, list(train.groups), options, reporter, base)
+    outcome = train_arrays(train.images, train.labels, list(train.groups), options, reporter, base, cells=train.cells)
     network, meta = outcome["network"], outcome["metadata"]
     _move_to_prior(meta, _survey_share(network, meta, tiles, validation_obs, args))
     measured = evaluate(network, meta, test)

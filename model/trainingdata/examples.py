@@ -70,12 +70,21 @@ def _distract(image, rng, valid):
     return image
 
 
+def ice_cells(mask, input_size: int, cells: int) -> np.ndarray:
+    """The share of each of cells x cells score-map cells that the ice ``mask`` (crop pixels) covers
+    once the crop is read at input_size px."""
+    share = resize(mask.astype(np.float32), input_size)
+    side = input_size // cells
+    return share[: side * cells, : side * cells].reshape(cells, side, cells, side).mean(axis=(1, 3))
+
+
 def make_example(image, rng, input_size, family: Optional[str] = None, lookalike: Optional[str] = None,
-                 families: Sequence[str] = tuple(FAMILIES), degraded: bool = True) -> Optional[Dict]:
+                 families: Sequence[str] = tuple(FAMILIES), degraded: bool = True, cells: int = 0) -> Optional[Dict]:
     """One example from a crop (float32 in [0, 1], 0 = no-data): ice of ``family`` when given,
     else the look-alike ``lookalike`` (drawn by LOOKALIKE_SHARES when both are None, with a
     random family of ``families`` for half of the calls). Returns {"image" (uint8), "label",
-    "kind", "size_px", "contrast"}, or None when that family has no room on this crop.
+    "kind", "size_px", "contrast"}, with "cells" (ice_cells, zeros without ice) when ``cells``
+    is given, or None when that family has no room on this crop.
     """
     if family is None and lookalike is None:
         if rng.random() < 0.5:
@@ -86,10 +95,11 @@ def make_example(image, rng, input_size, family: Optional[str] = None, lookalike
         image = _zoom(image, rng)
     valid = image > 0
     size_px = contrast = float("nan")
+    ice = None
     if family is not None:
         image = _distract(image, rng, valid)
         try:
-            image, _, infos = FAMILIES[family](image, rng, valid)
+            image, ice, infos = FAMILIES[family](image, rng, valid)
         except ValueError:
             return None
         size_px = max(info["size_px"] for info in infos)
@@ -101,5 +111,8 @@ def make_example(image, rng, input_size, family: Optional[str] = None, lookalike
             pass
     if degraded:
         image = degrade(image, valid, rng)
-    return {"image": to_input(image, valid, input_size), "label": int(family is not None), "kind": family or lookalike,
-            "size_px": size_px, "contrast": contrast}
+    example = {"image": to_input(image, valid, input_size), "label": int(family is not None), "kind": family or lookalike,
+               "size_px": size_px, "contrast": contrast}
+    if cells:
+        example["cells"] = ice_cells(ice, input_size, cells) if ice is not None else np.zeros((cells, cells), np.float32)
+    return example

@@ -1,0 +1,117 @@
+"""Supervising the score map's cells where a training example's ice is outlined (model/cells.py):
+the cells' ice shares, their targets, augmentation that moves them with the image, and training
+that teaches the network's own map (in the worker)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from model import cells
+from model.training import augment_batch
+from model.trainingdata.examples import FAMILIES, LOOKALIKE_SHARES, ice_cells, make_example
+
+import helpers
+
+
+def test_ice_cells_are_the_share_of_each_cell_the_ice_covers():
+    mask = np.zeros((200, 200), bool)
+    mask[10:40, 160:190] = True  # north-east corner, 900 of 2500 pixels of that cell
+    shares = ice_cells(mask, 64, 4)
+    assert shares.shape == (4, 4)
+    assert shares[0, 3] == pytest.approx(900 / 2500, abs=0.02)
+    shares[0, 3] = 0
+    assert shares.max() == 0
+
+
+def test_examples_carry_cells_where_their_ice_lies_and_none_without_ice():
+    rng = np.random.default_rng(3)
+    image = np.clip(rng.normal(0.5, 0.1, (227, 227)), 0.05, 1).astype(np.float32)
+    image[60:120, 60:120] *= 0.4  # shade for the families that need it
+    icy = [e for e in (make_example(image, rng, 64, family=f, cells=4) for f in FAMILIES for _ in range(3)) if e is not None]
+    assert icy and all(e["cells"].shape == (4, 4) and e["cells"].max() > 0 for e in icy)
+    for lookalike in LOOKALIKE_SHARES:
+        example = make_example(image, rng, 64, lookalike=lookalike, cells=4)
+        assert not example["cells"].any()
+    assert "cells" not in make_example(image, rng, 64, lookalike="plain")
+
+
+def test_targets_teach_the_ice_cells_of_icy_examples_and_every_cell_of_ice_free_ones():
+    shares = np.zeros((2, 2, 2), np.float32)
+    shares[0, 0, 1] = 0.5
+    shares[0, 1, 1] = 0.01
+    made = cells.targets(shares, np.array([1, 0]))
+    target, weight = made[..., 0], made[..., 1]
+    assert weight[0].tolist() == [[0.0, 1.0], [0.0, pytest.approx(1 / 3)]] and (target[0][weight[0] > 0] == 1).all()
+    assert (weight[1] == 1).all() and (target[1] == 0).all()
+    assert not cells.unsupervised(3, 2).any()
+
+
+def test_augmentation_mirrors_the_cells_with_the_image():
+    images = np.full((16, 32, 32, 1), 0.5, np.float32)
+    images[:, :8, :8, 0] = 1.0  # a bright north-west cell
+    shares = np.zeros((16, 4, 4), np.float32)
+    shares[:, 0, 0] = 1.0
+    out, targets = augment_batch(images, np.random.default_rng(0), "lighting", cells.targets(shares, np.ones(16)))
+    west = out[:, :8, :8, 0].mean(axis=(1, 2)) > out[:, :8, -8:, 0].mean(axis=(1, 2))
+    assert 0 < west.sum() < 16  # some mirrored, some not
+    assert (targets[west][:, 0, 0, 1] == 1).all() and (targets[~west][:, 0, -1, 1] == 1).all()
+    unchanged = augment_batch(images, np.random.default_rng(0), "lighting")
+    assert np.array_equal(unchanged, out)  # the images draw the same augmentation with or without cells
+
+
+WORKER = r"""
+import json, sys
+import numpy as np
+from model.training import prepare_tensorflow
+prepare_tensorflow([4])
+import keras
+from model.network import architecture, build_multi_scale_network, build_network, cell_logits
+from model.training import TrainOptions, train_arrays
+
+out = {}
+for name, network, arch in [("one scale", build_network(32, (4, 8, 8, 16), seed=1), architecture(32, (4, 8, 8, 16))),
+                            ("two scales", build_multi_scale_network(32, (4, 8, 8, 16), (2, 1), seed=1), architecture(32, (4, 8, 8, 16), (2, 1)))]:
+    keras.backend.clear_session()  # as in a worker that loaded the network: Keras names new layers from scratch
+    both = keras.Model(network.inputs, [network.get_layer("logit").output, cell_logits(network, arch)])
+    logit, cell_map = both.predict(np.random.default_rng(0).random((4, 32, 32, 1)).astype("float32"), verbose=0)
+    out[name] = {"shape": list(cell_map.shape), "mean_gap": float(np.abs(logit.ravel() - cell_map.mean(axis=(1, 2, 3))).max())}
+
+# A bright blob in one of 16 cells of every other chunk; the cells tell where it is.
+rng = np.random.default_rng(1)
+n = 160
+images = rng.normal(120, 20, (n, 32, 32)).clip(1, 255)
+labels = np.arange(n) % 2
+shares = np.zeros((n, 4, 4), np.float32)
+for i in np.nonzero(labels)[0]:
+    r, c = rng.integers(0, 4, 2)
+    images[i, r * 8 + 2:r * 8 + 6, c * 8 + 2:c * 8 + 6] = 250
+    shares[i, r, c] = 0.25
+groups = [f"g{i % 8}" for i in range(n)]
+for weight in (0.0, 1.0):
+    options = TrainOptions(epochs=6, batch_size=16, input_size=32, chunk_size=64, widths=(4, 8, 8, 16), learning_rate=3e-3, augment="lighting",
+                           seed=3, calibrate=False, cell_weight=weight)
+    done = train_arrays(images.astype(np.uint8), labels, groups, options, cells=shares)
+    key = f"weight {weight:g}"
+    out[key] = {"history": done["history"], "cell_weight": done["metadata"]["training"]["cell_weight"]}
+    model = keras.Model(done["network"].inputs, cell_logits(done["network"], architecture(32, (4, 8, 8, 16))))
+    maps = model.predict(images[labels == 1].astype("float32")[..., None] / 255.0, verbose=0)[..., 0]
+    hottest = maps.reshape(len(maps), -1).argmax(axis=1)
+    out[key]["hottest_is_the_blob"] = float(np.mean(hottest == shares[labels == 1].reshape(len(maps), -1).argmax(axis=1)))
+print(json.dumps(out))
+"""
+
+
+def test_the_network_map_is_supervised_in_one_pass_and_points_at_the_ice(worker_python):
+    done = helpers.run_worker_snippet(worker_python, WORKER, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in ("one scale", "two scales"):  # the map on the network's own graph averages to its logit
+        assert out[name]["mean_gap"] < 1e-5
+    assert out["one scale"]["shape"] == [4, 4, 4, 1] and out["two scales"]["shape"] == [4, 2, 2, 1]
+    supervised, plain = out["weight 1"], out["weight 0"]
+    assert supervised["cell_weight"] == 1.0 and plain["cell_weight"] is None
+    assert all("cells_loss" in row and "val_cells_loss" in row and "val_loss" in row for row in supervised["history"])
+    assert supervised["history"][-1]["cells_loss"] < supervised["history"][0]["cells_loss"]
+    print(f"hottest cell on the blob: {supervised['hottest_is_the_blob']:.2f} supervised, {plain['hottest_is_the_blob']:.2f} not")
+    assert supervised["hottest_is_the_blob"] >= 0.8
