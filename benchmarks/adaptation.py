@@ -53,18 +53,22 @@ from model.trainingdata.scene import mars_equirectangular_wkt  # noqa: E402
 CELL = 256
 COLUMNS = 20
 ROOM_ATTEMPTS = 20  # crops tried for an icy cell: a family finds no room on some (no shade, a no-data edge)
+OUTLINE_LIFT = 0.03  # brightening that a geologist's outline of the ice takes in (of the 0-1 stretch)
+INSET = 2.0  # px: an exclusion polygon inside its cell, so that it does not touch the labelled cells beside it
 
 
 def write_mosaic(tiles, family, count, seed, path, unlabelled=0, unlabelled_icy=0.0):
     """A GeoTIFF of ``count`` 256-px cells (1 m pixels), half with ``family``'s ice and half with a
     look-alike or nothing, then ``unlabelled`` more cells that no label will cover, a share
     ``unlabelled_icy`` of them icy (the rest of a survey image); returns [(cell polygon WKT,
-    label)] of the first ``count`` cells, in cell order."""
+    label)] of the first ``count`` cells, in cell order, and the WKT outlines of the ice (where the
+    family brightened the crop), as a geologist in outline mode would draw them."""
     from osgeo import gdal
 
     rng = np.random.default_rng(seed)
     rows = (count + unlabelled + COLUMNS - 1) // COLUMNS
     canvas = np.zeros((rows * CELL, COLUMNS * CELL), np.uint8)
+    ice = np.zeros(canvas.shape, np.uint8)
     labels = []
     chosen = rng.choice(len(tiles), count, replace=count > len(tiles))
     rest = np.random.default_rng([seed, 1])  # its own stream: the labelled cells stay those of a mosaic without the rest
@@ -86,6 +90,8 @@ def write_mosaic(tiles, family, count, seed, path, unlabelled=0, unlabelled_icy=
             placed = image if LOOKALIKES[kind] is None else _safe(LOOKALIKES[kind], image, rng, valid)
         r, c = divmod(index, COLUMNS)
         canvas[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL] = np.where(valid, np.clip(np.round(placed * 254) + 1, 1, 255), 0)
+        if icy:
+            ice[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL] = (placed - image > OUTLINE_LIFT) & valid
         x0, y0 = c * CELL, -r * CELL
         if index < count:
             labels.append((f"POLYGON(({x0} {y0},{x0 + CELL} {y0},{x0 + CELL} {y0 - CELL},{x0} {y0 - CELL},{x0} {y0}))", int(icy)))
@@ -95,7 +101,21 @@ def write_mosaic(tiles, family, count, seed, path, unlabelled=0, unlabelled_icy=
     dataset.GetRasterBand(1).SetNoDataValue(0)
     dataset.GetRasterBand(1).WriteArray(canvas)
     dataset = None
-    return labels
+    return labels, _outlines(ice, mars_equirectangular_wkt(-50.0))
+
+
+def _outlines(ice, crs_wkt):
+    """WKT polygons of the ice mask's patches (map coordinates of the mosaic's geotransform)."""
+    from osgeo import gdal, ogr, osr
+
+    mask = gdal.GetDriverByName("MEM").Create("", ice.shape[1], ice.shape[0], 1, gdal.GDT_Byte)
+    mask.SetGeoTransform((0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
+    mask.GetRasterBand(1).WriteArray(ice)
+    store = ogr.GetDriverByName("Memory").CreateDataSource("")  # held: its layer dies with it
+    layer = store.CreateLayer("ice", osr.SpatialReference(crs_wkt), ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("ice", ogr.OFTInteger))
+    gdal.Polygonize(mask.GetRasterBand(1), mask.GetRasterBand(1), layer, 0)
+    return [feature.GetGeometryRef().ExportToWkt() for feature in layer if feature.GetField("ice") == 1]
 
 
 def _ice(family, image, rng, valid):
@@ -134,15 +154,43 @@ class TrainingLog(SilentReporter):
         print(message, file=sys.stderr, flush=True)
 
 
-def retrain(labelled, base, out, options, reporter):
-    """labelled: [(mosaic path, its cell labels, the cells labelled)], one per image."""
+def retrain(labelled, base, out, options, reporter, outlines=False):
+    """labelled: [(mosaic path, (its cell labels, its ice outlines), the cells labelled)], one per
+    image. With ``outlines``, the geologist outlines the ice instead (label mode "outlines") and
+    the other cells of the mosaic are excluded."""
     from model.trainingjob import run_job
 
-    job = {"rasters": [{"path": mosaic, "labels": [{"wkt": labels[i][0], "label": labels[i][1]} for i in cells]} for mosaic, labels, cells in labelled],
-           "label_mode": "chunks", "chunk_size": CELL, "base_model": base, "output_model": out, **options}
+    if outlines:
+        rasters = [{"path": mosaic, "labels": [{"wkt": wkt, "label": 1} for wkt in drawn[1]],
+                    "exclude": [_inset(drawn[0][i][0]) for i in sorted(set(range(len(drawn[0]))) - set(cells))] + _unlabelled_cells(mosaic, len(drawn[0]))}
+                   for mosaic, drawn, cells in labelled]
+    else:
+        rasters = [{"path": mosaic, "labels": [{"wkt": drawn[0][i][0], "label": drawn[0][i][1]} for i in cells]} for mosaic, drawn, cells in labelled]
+    job = {"rasters": rasters, "label_mode": "outlines" if outlines else "chunks", "chunk_size": CELL, "base_model": base, "output_model": out, **options}
     started = time.monotonic()
     run_job(job, reporter)
     return time.monotonic() - started
+
+
+def _inset(wkt):
+    from osgeo import ogr
+
+    return ogr.CreateGeometryFromWkt(wkt).Buffer(-INSET).ExportToWkt()
+
+
+def _unlabelled_cells(mosaic, labelled_count):
+    """Exclusions for the cells after the labelled pool (and the empty rest of the last row)."""
+    from osgeo import gdal
+
+    dataset = gdal.Open(mosaic)
+    rows = dataset.RasterYSize // CELL
+    cells = []
+    for index in range(labelled_count, rows * COLUMNS):
+        r, c = divmod(index, COLUMNS)
+        x0, y0 = c * CELL + INSET, -r * CELL - INSET
+        x1, y1 = x0 + CELL - 2 * INSET, y0 - CELL + 2 * INSET
+        cells.append(f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))")
+    return cells
 
 
 def score(path, test, family, unseen_examples=None):
@@ -191,6 +239,8 @@ def main():
     parser.add_argument("--unlabelled-icy", type=float, default=0.15, help="share of those cells with the family's ice")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of the loop, each on a new mosaic from the previous round's model")
     parser.add_argument("--cumulative", action="store_true", help="each round gives the earlier rounds' labels as well")
+    parser.add_argument("--outlines", action="store_true", help="the chosen cells are labelled by outlining their ice (label mode \"outlines\") "
+                        "instead of by a chunk label: training then also learns where in each chunk the ice lies")
     parser.add_argument("--work", default=os.path.join(REPO, "build", "adaptation"))
     parser.add_argument("--json", default=os.path.join(REPO, "build", "adaptation.json"))
     args = parser.parse_args()
@@ -205,14 +255,14 @@ def main():
         [t for t in tiles if t["observation"] in test_obs], unseen_family.SEED, unseen_family.FAMILIES[args.family].draw)
     draw = args.seed if args.draw is None else args.draw
     train_tiles = [t for t in tiles if t["observation"] in train_obs]
-    mosaics = []  # one per round: (path, its cell labels), each a new image of the family's ice
+    mosaics = []  # one per round: (path, (its cell labels, its ice outlines)), each a new image of the family's ice
     for round_index in range(args.rounds):
         path = os.path.join(args.work, "mosaic.tif" if round_index == 0 else f"mosaic-round-{round_index + 1}.tif")
         mosaics.append((path, write_mosaic(train_tiles, args.family, args.pool, draw + 1000 * round_index, path, args.unlabelled_cells, args.unlabelled_icy)))
 
     def chosen_cells(how, count, round_index, model):
         if how == "random":
-            return np.random.default_rng(draw + 1000 * round_index).permutation(len(mosaics[round_index][1]))[:count].tolist()
+            return np.random.default_rng(draw + 1000 * round_index).permutation(len(mosaics[round_index][1][0]))[:count].tolist()
         return review_order(mosaics[round_index][0], model, args.pool)[:count]
 
     runs = [("random", int(n)) for n in args.labels.split(",")] + ([("review_rank", args.review)] if args.review else [])
@@ -223,18 +273,18 @@ def main():
         for how, count in runs:
             model, labelled = args.base, []
             for round_index in range(args.rounds):
-                path, labels = mosaics[round_index]
+                path, drawn = mosaics[round_index]
                 cells = chosen_cells(how, count, round_index, model)
-                labelled = (labelled if args.cumulative else []) + [(path, labels, cells)]
+                labelled = (labelled if args.cumulative else []) + [(path, drawn, cells)]
                 name = " ".join(part for part in (f"{how} {count}", f"round {round_index + 1}" if args.rounds > 1 else "", recipe_name) if part)
                 out = os.path.join(args.work, name.replace(" ", "-").replace(",", "_") + ".hiriseice")
-                seconds = retrain(labelled, model, out, {**options, **recipe_options}, TrainingLog() if args.log else SilentReporter())
-                rows.append(dict(run=name, labels=sum(len(c) for _, _, c in labelled), icy=sum(l[i][1] for _, l, c in labelled for i in c),
+                seconds = retrain(labelled, model, out, {**options, **recipe_options}, TrainingLog() if args.log else SilentReporter(), args.outlines)
+                rows.append(dict(run=name, labels=sum(len(c) for _, _, c in labelled), icy=sum(drawn[0][i][1] for _, drawn, c in labelled for i in c),
                                  minutes=round(seconds / 60, 1), **score(out, test, args.family, unseen_examples)))
                 print(json.dumps(rows[-1]), flush=True)
                 model = out
     with open(args.json, "w", encoding="utf-8") as handle:
-        json.dump({"family": args.family, "base": args.base, "pool": args.pool, "draw": draw, "rounds": args.rounds, "cumulative": args.cumulative, "unlabelled_cells": args.unlabelled_cells, "unlabelled_icy": args.unlabelled_icy, "options": options, "recipes": args.recipe, "rows": rows}, handle, indent=1)
+        json.dump({"family": args.family, "base": args.base, "pool": args.pool, "draw": draw, "rounds": args.rounds, "cumulative": args.cumulative, "outlines": args.outlines, "unlabelled_cells": args.unlabelled_cells, "unlabelled_icy": args.unlabelled_icy, "options": options, "recipes": args.recipe, "rows": rows}, handle, indent=1)
     print(f"| run | labels (icy) | AUC {args.family} | recall | other families' AUC | FPR real terrain | FPR hard landforms | minutes |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:

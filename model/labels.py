@@ -8,7 +8,7 @@ from osgeo import ogr
 
 from .chunking import check_grid_parameters, iter_chunks
 from .errors import LabelError
-from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, chunk_wkt, pixel_bounds_of_map_points
+from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, chunk_wkt, pixel_bounds_of_map_points, ring_wkt, window_ring
 from .raster import RasterSource
 
 ICY_WORDS = {"1", "icy", "ice", "yes", "y", "true", "t"}
@@ -49,6 +49,7 @@ class LabelledChunk:
     window: ChunkWindow
     label: int
     image: np.ndarray  # uint8, input_size x input_size, normalised
+    cells: Optional[np.ndarray] = None  # the outlined ice's share of each score-map cell (outline mode)
 
 
 def _geometries(items: Sequence[str]) -> List[ogr.Geometry]:
@@ -194,8 +195,44 @@ def unlabelled_chunks(source: RasterSource, labelled: Sequence[ChunkWindow], chu
     return images
 
 
-def chunks_from_outlines(source: RasterSource, outlines: Sequence[Dict], exclude: Sequence[str], chunk_size: int, input_size: int, min_valid: float, normalisation: Dict) -> List[LabelledChunk]:
-    """Mode (b): grid chunks containing an ice-patch outline are icy, the others not icy; chunks touching EXCLUDE polygons are left out."""
+def _union(shapes: Sequence[ogr.Geometry]) -> ogr.Geometry:
+    """One 2-D multipolygon of the polygons among ``shapes`` (OGR's cascaded union)."""
+    merged = ogr.Geometry(ogr.wkbMultiPolygon)
+    for shape in shapes:
+        flat = shape.Clone()
+        flat.FlattenTo2D()
+        parts = [flat.GetGeometryRef(i) for i in range(flat.GetGeometryCount())] if flat.GetGeometryType() == ogr.wkbMultiPolygon else [flat]
+        for part in parts:
+            if part.GetGeometryType() == ogr.wkbPolygon:
+                merged.AddGeometry(part)
+    return merged.UnionCascaded() if merged.GetGeometryCount() else merged
+
+
+def _overlap(polygon: ogr.Geometry, shape: ogr.Geometry) -> float:
+    """The area the two share; 0 where they only touch along an edge or at a corner."""
+    if not polygon.Intersects(shape):
+        return 0.0
+    common = polygon.Intersection(shape)
+    return common.GetArea() if common is not None and common.GetDimension() == 2 else 0.0
+
+
+def outlined_cells(geotransform, window: ChunkWindow, chunk_size: int, cells: int, ice: ogr.Geometry) -> np.ndarray:
+    """(cells, cells): the share of each score-map cell of this chunk that the ice outlines cover.
+    The cells divide the whole chunk_size square from the window's corner, as the network's input
+    holds an edge chunk padded to its size."""
+    side = chunk_size / cells
+    shares = np.zeros((cells, cells), np.float32)
+    for row in range(cells):
+        for col in range(cells):
+            cell = ogr.CreateGeometryFromWkt(ring_wkt(window_ring(geotransform, window.x_off + col * side, window.y_off + row * side, side, side)))
+            shares[row, col] = _overlap(cell, ice) / cell.GetArea()
+    return shares
+
+
+def chunks_from_outlines(source: RasterSource, outlines: Sequence[Dict], exclude: Sequence[str], chunk_size: int, input_size: int, min_valid: float, normalisation: Dict,
+                         cells: int = 0) -> List[LabelledChunk]:
+    """Mode (b): grid chunks sharing area with an ice-patch outline are icy, the others not icy; chunks touching EXCLUDE polygons are left out.
+    With ``cells``, each chunk also carries where the outlines lie (outlined_cells)."""
     from .preprocess import normalise, to_uint8
 
     info = source.info
@@ -209,11 +246,15 @@ def chunks_from_outlines(source: RasterSource, outlines: Sequence[Dict], exclude
     if icy_shapes and not any(g.Intersects(footprint) for g in icy_shapes):
         raise LabelError(f"None of the ice-patch outlines lies within {info.image_id}. Check the label layer's CRS and that it belongs to this raster.")
     excluded = _geometries(exclude)
+    ice = _union(icy_shapes) if cells else None
     samples = []
     for sample in iter_chunks(source, chunk_size, chunk_size, min_valid, input_size):
         polygon = ogr.CreateGeometryFromWkt(chunk_wkt(info.geotransform, sample.window))
         if any(polygon.Intersects(g) for g in excluded):
             continue
-        label = int(any(polygon.Intersects(g) for g in icy_shapes))
-        samples.append(LabelledChunk(info.image_id, sample.window, label, to_uint8(normalise(sample.data, sample.valid, normalisation))))
+        label = int(any(_overlap(polygon, g) > 0 for g in icy_shapes))  # an outline that only touches the chunk's edge is the next chunk's ice
+        shares = None
+        if cells:
+            shares = outlined_cells(info.geotransform, sample.window, chunk_size, cells, ice.Intersection(polygon)) if label else np.zeros((cells, cells), np.float32)
+        samples.append(LabelledChunk(info.image_id, sample.window, label, to_uint8(normalise(sample.data, sample.valid, normalisation)), shares))
     return samples

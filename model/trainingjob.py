@@ -10,7 +10,7 @@ size, else the base model's, else 1024), input_size, min_valid, base_model, epoc
 validation_fraction, learning_rate (0 or absent: 1e-3, or 1e-4 from a base model), patience,
 augment ("none" | "lighting" | "full"), seed, widths, name, output_model, report; from a base
 model also replay_ratio, distill and anchor (finetune.py's REPLAY_RATIO, REPLAY_DISTILLATION,
-ANCHOR_PULL).
+ANCHOR_PULL); with outlines, cell_weight (TrainOptions.cell_weight; 0: chunk labels only).
 """
 
 import os
@@ -22,6 +22,7 @@ import numpy as np
 from . import finetune, modelfile
 from .chunking import DEFAULT_MIN_VALID
 from .errors import EngineError, LabelError, RasterError
+from .network import architecture, network_stride
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
 from .raster import gdal_exceptions
@@ -52,6 +53,7 @@ def _options_from_job(job: Dict) -> TrainOptions:
         replay_ratio=float(job["replay_ratio"]) if job.get("replay_ratio") is not None else finetune.REPLAY_RATIO,
         anchor=float(job["anchor"]) if job.get("anchor") is not None else finetune.ANCHOR_PULL,
         unlabelled=float(job["unlabelled"]) if job.get("unlabelled") is not None else finetune.UNLABELLED_RATIO,
+        cell_weight=float(job["cell_weight"]) if job.get("cell_weight") is not None else defaults.cell_weight,
     )
 
 
@@ -86,10 +88,11 @@ def _check_job(job: Dict) -> str:
     return mode
 
 
-def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, reporter: Reporter, unlabelled_ratio: float = 0.0):
-    """(images uint8, labels, groups, provenance, unlabelled uint8 images) from the job's rasters
-    and label geometries; per image, unlabelled_ratio times its labelled chunks are drawn from
-    the rest of its grid (labels.unlabelled_chunks)."""
+def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, reporter: Reporter, unlabelled_ratio: float = 0.0, cells: int = 0):
+    """(images uint8, labels, groups, provenance, unlabelled uint8 images, cell shares) from the
+    job's rasters and label geometries; per image, unlabelled_ratio times its labelled chunks are
+    drawn from the rest of its grid (labels.unlabelled_chunks). Outlines also say where in each
+    chunk the ice lies: its share of cells x cells score-map cells (else None)."""
     from .labels import chunks_from_outlines, chunks_from_polygons, typical_side, unlabelled_chunks
     from .raster import RasterSource
 
@@ -110,7 +113,8 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
             if mode == "chunks":
                 found = chunks_from_polygons(source, entry["labels"], options.chunk_size, options.input_size, normalisation)
             else:
-                found = chunks_from_outlines(source, entry["labels"], entry.get("exclude", []), options.chunk_size, options.input_size, float(job.get("min_valid", DEFAULT_MIN_VALID)), normalisation)
+                found = chunks_from_outlines(source, entry["labels"], entry.get("exclude", []), options.chunk_size, options.input_size, float(job.get("min_valid", DEFAULT_MIN_VALID)),
+                                             normalisation, cells)
             icy = sum(s.label for s in found)
             note = ""
             if unlabelled_ratio and mode == "chunks":  # outlines label every grid chunk
@@ -128,7 +132,19 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
     # Spatial blocks of 3 x 3 labelled chunks, whatever CHUNK_SIZE reads them at.
     unit = typical_side([s.window for s in samples]) if mode == "chunks" else options.chunk_size
     groups = block_groups([s.image_id for s in samples], [s.window.y_off // unit for s in samples], [s.window.x_off // unit for s in samples])
-    return images, labels, groups, {"label_mode": mode, "images": used}, np.stack(unlabelled) if unlabelled else None
+    shares = np.stack([s.cells for s in samples]) if mode == "outlines" and cells else None
+    return images, labels, groups, {"label_mode": mode, "images": used}, np.stack(unlabelled) if unlabelled else None, shares
+
+
+def _score_map_cells(mode: str, options: TrainOptions, base, reporter: Reporter) -> int:
+    """Cells across the score map that outlines can teach (0: none)."""
+    if mode != "outlines" or options.cell_weight <= 0:
+        return 0
+    stride = network_stride(base[1]["architecture"] if base else architecture(options.input_size, options.widths))
+    if options.input_size % stride:
+        reporter.log(f"the outlines label whole chunks only: the input size {options.input_size} px is not a multiple of the network's {stride}-px cells")
+        return 0
+    return options.input_size // stride
 
 
 @gdal_exceptions()
@@ -153,9 +169,10 @@ def run_job(job: Dict, reporter: Reporter = None) -> Dict:
         )
     label_size = label_side(job["rasters"]) if mode == "chunks" else None
     options.chunk_size = tuned_chunk_size(options.chunk_size, label_size, base[1]["chunk_size"] if base else None, TrainOptions.chunk_size, reporter)
-    images, labels, groups, provenance, unlabelled = collect_job_chunks(job, options, normalisation, reporter, options.unlabelled if base else 0.0)
+    images, labels, groups, provenance, unlabelled, shares = collect_job_chunks(job, options, normalisation, reporter, options.unlabelled if base else 0.0,
+                                                                                _score_map_cells(mode, options, base, reporter))
     options.extra_metadata = {"data": provenance}
-    outcome = train_arrays(images, labels, groups, options, reporter, base, replay=replay, unlabelled=unlabelled)
+    outcome = train_arrays(images, labels, groups, options, reporter, base, replay=replay, unlabelled=unlabelled, cells=shares)
     try:
         modelfile.save(outcome["network"], outcome["metadata"], job["output_model"], replay)  # the base's replay set goes on
         if job.get("report"):

@@ -36,6 +36,34 @@ def test_examples_carry_cells_where_their_ice_lies_and_none_without_ice():
     assert "cells" not in make_example(image, rng, 64, lookalike="plain")
 
 
+def test_outlines_give_each_chunk_the_share_of_its_cells_they_cover_and_an_edge_they_touch_is_no_ice(tmp_path):
+    from osgeo import gdal
+
+    from model.labels import chunks_from_outlines
+    from model.preprocess import DEFAULT_NORMALISATION
+    from model.raster import RasterSource
+    from model.trainingdata.scene import mars_equirectangular_wkt
+
+    path = str(tmp_path / "outlined.tif")
+    dataset = gdal.GetDriverByName("GTiff").Create(path, 512, 512, 1, gdal.GDT_Byte)
+    dataset.SetGeoTransform((1000.0, 0.5, 0.0, 2000.0, 0.0, -0.5))
+    dataset.SetProjection(mars_equirectangular_wkt(-50.0))
+    dataset.GetRasterBand(1).WriteArray(np.full((512, 512), 100, np.uint8))
+    dataset = None
+    outlines = [{"wkt": "POLYGON((1005 1995,1021 1995,1021 1979,1005 1979,1005 1995))", "label": 1},  # pixels 10-42 of chunk (0, 0)
+                {"wkt": "MULTIPOLYGON Z (((1200 1900 0,1210 1900 0,1210 1890 0,1200 1890 0,1200 1900 0)))", "label": 1},  # 144-164, 200-220 of (0, 1)
+                {"wkt": "POLYGON((1010 1800,1020 1800,1020 1790,1010 1790,1010 1800))", "label": 0},  # not icy: no ice
+                {"wkt": "POLYGON((1118 1850,1128 1850,1128 1845,1118 1845,1118 1850))", "label": 1}]  # (1, 0) up to the edge it shares with (1, 1)
+    with RasterSource(path) as source:
+        found = {(c.window.row, c.window.col): c for c in chunks_from_outlines(source, outlines, [], 256, 64, 0.5, DEFAULT_NORMALISATION, cells=8)}
+    first = found[(0, 0)].cells
+    assert first[0, 0] == pytest.approx(22 * 22 / 32 ** 2, abs=1e-4) and first[0, 1] == pytest.approx(10 * 22 / 32 ** 2, abs=1e-4)
+    assert first[1, 1] == pytest.approx(10 * 10 / 32 ** 2, abs=1e-4) and np.count_nonzero(first) == 4
+    assert np.argwhere(found[(0, 1)].cells > 0).tolist() == [[6, 4], [6, 5]]
+    assert found[(1, 0)].label == 1 and np.argwhere(found[(1, 0)].cells > 0).tolist() == [[1, 7]]
+    assert found[(1, 1)].label == 0 and not found[(1, 1)].cells.any()  # touched along its edge only
+
+
 def test_targets_teach_the_ice_cells_of_icy_examples_and_every_cell_of_ice_free_ones():
     shares = np.zeros((2, 2, 2), np.float32)
     shares[0, 0, 1] = 0.5

@@ -116,6 +116,19 @@ def test_outline_mode_with_exclusions(training_data, worker_python, tmp_path):
     assert metadata["training"]["data"] == {"label_mode": "outlines", "images": [{"image_id": "train_scene", "chunks": 34, "icy": 17}]}
     assert metadata["training"]["chunks"] == 34 and metadata["training"]["icy_chunks"] == 17
     assert [row["epoch"] for row in run.result["history"]] == [1]
+    # the outlines also say where in each chunk the ice lies, and the score map's cells learn it
+    assert "the score map's cells are taught where the ice lies too (weight 1)" in [m["message"] for m in run.messages if m["type"] == "log"]
+    assert metadata["training"]["cell_weight"] == 1.0 and {"cells_loss", "val_cells_loss"} <= set(run.result["history"][0])
+
+
+def test_outlines_label_whole_chunks_where_the_input_is_no_multiple_of_the_cells(training_data, worker_python, tmp_path):
+    raster = training_data.raster
+    outlines = [{"wkt": square(raster, x + size // 2 - 6, y + size // 2 - 6, 12)} for x, y, size in raster.icy_windows]
+    output = tmp_path / "outlines36.hiriseice"
+    job = helpers.tiny_job(raster.path, outlines, str(output), label_mode="outlines", epochs=1, input_size=36)
+    run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job)).check()
+    assert "the outlines label whole chunks only: the input size 36 px is not a multiple of the network's 8-px cells" in [m["message"] for m in run.messages if m["type"] == "log"]
+    assert modelfile.read_metadata(str(output))["training"]["cell_weight"] is None
 
 
 # --- retraining ---------------------------------------------------------------------------------
