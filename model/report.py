@@ -520,6 +520,8 @@ def training_report(history: List[Dict], evaluation: Dict, metadata: Dict, path:
         ("learning rate, warm-up steps, frozen batch-norm layers", f"{training.get('learning_rate')}, {training.get('warmup_steps', 0)}, {training.get('frozen_batch_norm_layers', 0)}"),
         ("replay examples per epoch (pool, held out, false-alarm reference)", f"{replay['per_epoch']} ({replay['pool']}, {replay['held_out']}, {replay.get('reference', 0)})" if replay else "none"),
         ("augmentation, seed", f"{training.get('augment')}, {training.get('seed')}"),
+        ("where the ice lies", f"taught to each cell of the score map from the outlines (weight {training['cell_weight']:g})" if training.get("cell_weight")
+         else "not taught: chunk labels only"),
     ]
     body = (
         "<h2>Summary</h2>" + table(rows)

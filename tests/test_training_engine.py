@@ -57,6 +57,7 @@ def test_training_report(tiny_model):
     assert text.count("data:image/png;base64,") == 3 and "<svg" not in text  # curves, confusion matrices, reliability diagram
     assert text.count("<h3>Validation confusion matrix, p ") == 2  # at 0.5 and at the icy threshold
     assert "<th>predicted icy</th>" in text and "<td>labelled icy</td>" in text
+    assert "<th>where the ice lies</th><td>not taught: chunk labels only</td>" in text
     history_table = text[text.index("<h2>History</h2>") :]
     assert history_table.count("<tr><td>") == 2  # one row per epoch
     for column in ("epoch", "loss", "val_loss", "val_accuracy", "auc"):
@@ -108,7 +109,7 @@ def test_outline_mode_with_exclusions(training_data, worker_python, tmp_path):
     exclude = [square(raster, 0 * CHUNK + 10, 0 * CHUNK + 10, 20),  # chunk (0, 0), icy
                square(raster, 3 * CHUNK + 30, 2 * CHUNK + 30, 8)]  # chunk (2, 3), not icy
     output = tmp_path / "outlines.hiriseice"
-    job = helpers.tiny_job(raster.path, outlines, str(output), label_mode="outlines", epochs=1)
+    job = helpers.tiny_job(raster.path, outlines, str(output), label_mode="outlines", epochs=1, report=str(tmp_path / "outlines.html"))
     job["rasters"][0]["exclude"] = exclude
     run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job)).check()
     assert "train_scene: 34 labelled chunks, 17 icy" in [m["message"] for m in run.messages if m["type"] == "log"]
@@ -119,6 +120,7 @@ def test_outline_mode_with_exclusions(training_data, worker_python, tmp_path):
     # the outlines also say where in each chunk the ice lies, and the score map's cells learn it
     assert "the score map's cells are taught where the ice lies too (weight 1)" in [m["message"] for m in run.messages if m["type"] == "log"]
     assert metadata["training"]["cell_weight"] == 1.0 and {"cells_loss", "val_cells_loss"} <= set(run.result["history"][0])
+    assert "<th>where the ice lies</th><td>taught to each cell of the score map from the outlines (weight 1)</td>" in (tmp_path / "outlines.html").read_text(encoding="utf-8")
 
 
 def test_outlines_label_whole_chunks_where_the_input_is_no_multiple_of_the_cells(training_data, worker_python, tmp_path):
