@@ -92,9 +92,8 @@ def write_mosaic(tiles, family, count, seed, path, unlabelled=0, unlabelled_icy=
         canvas[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL] = np.where(valid, np.clip(np.round(placed * 254) + 1, 1, 255), 0)
         if icy:
             ice[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL] = (placed - image > OUTLINE_LIFT) & valid
-        x0, y0 = c * CELL, -r * CELL
         if index < count:
-            labels.append((f"POLYGON(({x0} {y0},{x0 + CELL} {y0},{x0 + CELL} {y0 - CELL},{x0} {y0 - CELL},{x0} {y0}))", int(icy)))
+            labels.append((_cell_wkt(index), int(icy)))
     dataset = gdal.GetDriverByName("GTiff").Create(path, canvas.shape[1], canvas.shape[0], 1, gdal.GDT_Byte, ["TILED=YES", "COMPRESS=DEFLATE"])
     dataset.SetGeoTransform((0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
     dataset.SetProjection(mars_equirectangular_wkt(-50.0))
@@ -102,6 +101,13 @@ def write_mosaic(tiles, family, count, seed, path, unlabelled=0, unlabelled_icy=
     dataset.GetRasterBand(1).WriteArray(canvas)
     dataset = None
     return labels, _outlines(ice, mars_equirectangular_wkt(-50.0))
+
+
+def _cell_wkt(index):
+    """The polygon of the mosaic's cell ``index`` (map coordinates: 1 m pixels from (0, 0))."""
+    r, c = divmod(index, COLUMNS)
+    x0, y0 = c * CELL, -r * CELL
+    return f"POLYGON(({x0} {y0},{x0 + CELL} {y0},{x0 + CELL} {y0 - CELL},{x0} {y0 - CELL},{x0} {y0}))"
 
 
 def _outlines(ice, crs_wkt):
@@ -182,15 +188,8 @@ def _unlabelled_cells(mosaic, labelled_count):
     """Exclusions for the cells after the labelled pool (and the empty rest of the last row)."""
     from osgeo import gdal
 
-    dataset = gdal.Open(mosaic)
-    rows = dataset.RasterYSize // CELL
-    cells = []
-    for index in range(labelled_count, rows * COLUMNS):
-        r, c = divmod(index, COLUMNS)
-        x0, y0 = c * CELL + INSET, -r * CELL - INSET
-        x1, y1 = x0 + CELL - 2 * INSET, y0 - CELL + 2 * INSET
-        cells.append(f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))")
-    return cells
+    rows = gdal.Open(mosaic).RasterYSize // CELL
+    return [_inset(_cell_wkt(index)) for index in range(labelled_count, rows * COLUMNS)]
 
 
 def score(path, test, family, unseen_examples=None):
