@@ -16,8 +16,8 @@ FULL_WEIGHT_SHARE = 0.03
 def targets(shares: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(n, g, g, 2): each cell's target and weight, from the ice's share of each cell (n, g, g)."""
     shares = np.asarray(shares, np.float32)
-    icy = np.asarray(labels).reshape(-1, 1, 1) == 1
-    target = np.where(icy, 1.0, 0.0) * np.ones_like(shares)
+    icy = np.broadcast_to(np.asarray(labels).reshape(-1, 1, 1) == 1, shares.shape)
+    target = icy.astype(np.float32)
     weight = np.where(icy, np.clip(shares / FULL_WEIGHT_SHARE, 0.0, 1.0), 1.0)
     return np.stack([target, weight], axis=-1).astype(np.float32)
 

@@ -111,6 +111,13 @@ def logit_model(network):
     return keras.Model(network.inputs, network.get_layer("logit").output)
 
 
+def score_map_side(input_size: int, architecture: Dict) -> int:
+    """Cells across the score map of an input_size-px input; 0 where the input is not a whole
+    number of cells."""
+    stride = network_stride(architecture)
+    return 0 if input_size % stride else input_size // stride
+
+
 def network_stride(architecture: Dict) -> int:
     """Input pixels per position of the score map: the entry convolution and every block halve,
     and a multi-scale map has the cells of its coarsest trunk."""
@@ -146,27 +153,29 @@ def cell_logits(network, architecture: Dict):
         (trunk,) = features
         return network.get_layer("logit")(trunk)
     by_trunk = {tensor._keras_history.operation.name: tensor for tensor in features}
-    coarsest = max(architecture["scales"])
-    maps = []
-    for scale in architecture["scales"]:
-        score = network.get_layer(f"logit_{scale}")(by_trunk[f"trunk_{scale}"])
-        maps.append(score if scale == coarsest else layers.AveragePooling2D(coarsest // scale, name=f"cells_average_{scale}")(score))
-    return network.get_layer("logit")(layers.Concatenate(name="cells_concatenate")(maps))
+    return _combined_map(network, {scale: by_trunk[f"trunk_{scale}"] for scale in architecture["scales"]})
 
 
 def _multi_scale_map(network, scales: Sequence[int]):
     import keras
-    from keras import layers
 
     inputs = keras.Input(shape=(None, None, 1), name="window")
-    coarsest = max(scales)
+    trunks = {scale: network.get_layer(f"trunk_{scale}")(inputs if scale == 1 else network.get_layer(f"average_{scale}")(inputs)) for scale in scales}
+    return keras.Model(inputs, _combined_map(network, trunks), name="score_map")
+
+
+def _combined_map(network, trunks: Dict[int, object]):
+    """A multi-scale network's score map from each scale's trunk features ({scale: tensor}): each
+    scale's ``logit_<scale>`` unit at every position, averaged to the coarsest cells, weighed by
+    ``logit``. Its own layers are named, so it can join the network's graph (cell_logits)."""
+    from keras import layers
+
+    coarsest = max(trunks)
     maps = []
-    for scale in scales:
-        x = inputs if scale == 1 else network.get_layer(f"average_{scale}")(inputs)
-        score = network.get_layer(f"logit_{scale}")(network.get_layer(f"trunk_{scale}")(x))
-        maps.append(score if scale == coarsest else layers.AveragePooling2D(coarsest // scale)(score))
-    combined = network.get_layer("logit")(layers.Concatenate()(maps))
-    return keras.Model(inputs, combined, name="score_map")
+    for scale, features in trunks.items():
+        score = network.get_layer(f"logit_{scale}")(features)
+        maps.append(score if scale == coarsest else layers.AveragePooling2D(coarsest // scale, name=f"map_average_{scale}")(score))
+    return network.get_layer("logit")(layers.Concatenate(name="map_concatenate")(maps))
 
 
 def multi_scale_from(members: Dict[int, object], input_size: int, widths: Sequence[int]):

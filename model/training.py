@@ -90,25 +90,19 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, mode: str, cell_
     out = images.copy()
     cells_out = None if cell_targets is None else cell_targets.copy()
     for i in range(len(out)):
-        x = out[i, :, :, 0]
-        c = None if cells_out is None else cells_out[i]
-        if rng.random() < 0.5:
-            x = x[:, ::-1]
-            c = None if c is None else c[:, ::-1]
-        if mode == "full":
-            if rng.random() < 0.5:
-                x = x[::-1, :]
-                c = None if c is None else c[::-1, :]
-            turns = int(rng.integers(4))
-            x = np.rot90(x, turns)
-            c = None if c is None else np.rot90(c, turns)
+        east_west = rng.random() < 0.5
+        north_south, turns = (rng.random() < 0.5, int(rng.integers(4))) if mode == "full" else (False, 0)
+
+        def moved(a):
+            return np.rot90(a[::-1 if north_south else 1, ::-1 if east_west else 1], turns)
+
+        x = moved(out[i, :, :, 0])
         valid = x > 0
         contrast = rng.uniform(0.8, 1.2)
         brightness = rng.uniform(-0.08, 0.08)
-        x = np.where(valid, np.clip((x - 0.5) * contrast + 0.5 + brightness, 1e-3, 1.0), 0.0)
-        out[i, :, :, 0] = x
-        if c is not None:
-            cells_out[i] = c
+        out[i, :, :, 0] = np.where(valid, np.clip((x - 0.5) * contrast + 0.5 + brightness, 1e-3, 1.0), 0.0)
+        if cells_out is not None:
+            cells_out[i] = moved(cells_out[i])
     return out if cells_out is None else (out, cells_out)
 
 
@@ -270,6 +264,11 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         trainee.compile(optimizer=keras.optimizers.Adam(rate), loss=keras.losses.BinaryCrossentropy(), metrics=chunk_metrics)
         validation_data = (val_x, val_y)
     logged = "probability_" if supervise_cells else ""  # Keras prefixes a named output's logs
+    history_keys = {k: logged + k for k in ("loss", "accuracy")}  # {history column: Keras log}
+    history_keys.update({"val_" + k: "val_" + logged + k for k in ("loss", "accuracy")})
+    history_keys.update({k: "val_" + logged + k for k in ("precision", "recall", "auc")})
+    if supervise_cells:
+        history_keys.update(cells_loss="cells_loss", val_cells_loss="val_cells_loss")
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
@@ -310,12 +309,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             row = {"epoch": epoch + 1}
-            named = {k: logged + k for k in ("loss", "accuracy")}
-            named.update({"val_" + k: "val_" + logged + k for k in ("loss", "accuracy")})
-            named.update({k: "val_" + logged + k for k in ("precision", "recall", "auc")})
-            if supervise_cells:
-                named.update(cells_loss="cells_loss", val_cells_loss="val_cells_loss")
-            row.update({k: float(logs[name]) for k, name in named.items() if name in logs})
+            row.update({k: float(logs[name]) for k, name in history_keys.items() if name in logs})
             history.append(row)
             val_loss = row.get("val_loss", np.inf)
             if val_loss < state["best_loss"]:

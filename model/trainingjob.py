@@ -22,7 +22,7 @@ import numpy as np
 from . import finetune, modelfile
 from .chunking import DEFAULT_MIN_VALID
 from .errors import EngineError, LabelError, RasterError
-from .network import architecture, network_stride
+from .network import architecture, network_stride, score_map_side
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
 from .raster import gdal_exceptions
@@ -140,11 +140,11 @@ def _score_map_cells(mode: str, options: TrainOptions, base, reporter: Reporter)
     """Cells across the score map that outlines can teach (0: none)."""
     if mode != "outlines" or options.cell_weight <= 0:
         return 0
-    stride = network_stride(base[1]["architecture"] if base else architecture(options.input_size, options.widths))
-    if options.input_size % stride:
-        reporter.log(f"the outlines label whole chunks only: the input size {options.input_size} px is not a multiple of the network's {stride}-px cells")
-        return 0
-    return options.input_size // stride
+    trained = base[1]["architecture"] if base else architecture(options.input_size, options.widths)
+    side = score_map_side(options.input_size, trained)
+    if not side:
+        reporter.log(f"the outlines label whole chunks only: the input size {options.input_size} px is not a multiple of the network's {network_stride(trained)}-px cells")
+    return side
 
 
 @gdal_exceptions()

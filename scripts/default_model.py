@@ -40,7 +40,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from model import calibration, finetune, metrics, modelfile  # noqa: E402
-from model.network import architecture, logit_model, network_stride  # noqa: E402
+from model.network import architecture, logit_model, score_map_side  # noqa: E402
 from model.protocol import Reporter  # noqa: E402
 from model.training import TrainOptions  # noqa: E402
 from model.trainingdata.crops import load_tiles  # noqa: E402,F401 (the benchmarks read the crops through the recipe)
@@ -410,7 +410,9 @@ def main(argv=None):
         keep = np.random.default_rng(data_seed).random(len(training_tiles)) < args.train_share
         training_tiles = [t for t, kept in zip(training_tiles, keep) if kept]
     widths = tuple(modelfile.read_metadata(args.base)["architecture"]["widths"]) if args.base else tuple(int(w) for w in args.widths.split(","))
-    grid = args.input_size // network_stride(modelfile.read_metadata(args.base)["architecture"] if args.base else architecture(args.input_size, widths))
+    grid = score_map_side(args.input_size, modelfile.read_metadata(args.base)["architecture"] if args.base else architecture(args.input_size, widths))
+    if args.cell_weight and not grid:
+        sys.exit(f"error: --cell-weight needs an --input-size that is a whole number of score-map cells, not {args.input_size}")
     pool = build_training_set(training_tiles, args.variants, args.hard_variants, data_seed, args.input_size, args.workers, grid if args.cell_weight else 0)
     train = pool.subset(np.isin(pool.kinds, families) | (pool.labels == 0))
     reporter.log(f"made {len(train.labels)} training and validation examples ({int(train.labels.sum())} icy; families: {', '.join(families)}) in {time.monotonic() - started:.0f} s")
