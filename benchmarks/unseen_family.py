@@ -34,6 +34,9 @@ from unseen import lee_frost  # noqa: E402
 FAMILIES = {"frost lobes": frost_lobes, "lee frost": lee_frost, "cap remnants": cap_remnants}
 
 SIZE_BINS = ((0, 10), (10, 40), (40, 80), (80, 400))
+# The largest patch's brightness above its surroundings (of the 0-1 stretch); the families draw 0.05-0.8.
+# Below 0.1 a patch is hard to see by eye at browse scale; from 0.2 it is plain.
+CONTRAST_BINS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.4), (0.4, 1.0))
 # The draw of the examples and their bootstrap: the model card's rows and adaptation.py's use it.
 SEED = 101
 
@@ -96,11 +99,19 @@ def _measured(name: str, probabilities, examples, seed: int) -> dict:
             inside = icy & (sizes >= lo) & (sizes < hi)
             by_size[f"{lo}-{hi} px"] = {"count": int(inside.sum()), "recall": float((p[inside] >= 0.5).mean()) if inside.any() else math.nan,
                                         "median_probability": float(np.median(p[inside])) if inside.any() else math.nan}
+        by_contrast = {}
+        for lo, hi in CONTRAST_BINS:
+            inside = icy & (contrasts >= lo) & (contrasts < hi)
+            # Each bin's icy crops against every ice-free one: is faint ice what the model misses?
+            against = inside | (labels == 0)
+            by_contrast[f"{lo}-{hi}"] = {"count": int(inside.sum()), "recall": float((p[inside] >= 0.5).mean()) if inside.any() else math.nan,
+                                         "roc_auc": metrics.roc_auc(p[against], labels[against]) if inside.any() else math.nan}
         row[scoring] = {"roc_auc": metrics.roc_auc(p, labels), "interval": interval, "recall": float((p[icy] >= 0.5).mean()),
                      "fpr_real_terrain": float((p[ice_free_real] >= 0.5).mean()),
                      "fpr_hard_landforms": {landform: float((p[(labels == 0) & (landforms == landform)] >= 0.5).mean())
                                             for landform in recipe.HARD_LANDFORMS if ((labels == 0) & (landforms == landform)).any()},
-                     "ece": calibration.expected_calibration_error(p, labels), "by_size": by_size}
+                     "ece": calibration.expected_calibration_error(p, labels), "by_size": by_size,
+                     "by_contrast": by_contrast}
     return row
 
 
@@ -134,15 +145,16 @@ def main():
         json.dump({"family": args.family, "seed": args.seed, "observations": sorted(held_out), "ice_free": int((labels == 0).sum()), "icy": int(labels.sum()), "rows": rows},
                   handle, indent=1, default=float)
     print("| model | scored | ROC AUC (95 % interval) | recall at 0.5 | real ice-free terrain called icy | hard landforms called icy | ECE | recall / median p: " +
-          " / ".join(f"{lo}-{hi} px" for lo, hi in SIZE_BINS) + " |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          " / ".join(f"{lo}-{hi} px" for lo, hi in SIZE_BINS) + " | ROC AUC / recall by contrast: " + " / ".join(f"{lo}-{hi}" for lo, hi in CONTRAST_BINS) + " |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         for name in ("as it is", "with the mirror (detect's default)"):
             r = row[name]
             sizes = " / ".join(f"{b['recall']:.2f} {b['median_probability']:.2f} ({b['count']})" for b in r["by_size"].values())
+            contrasts = " / ".join(f"{b['roc_auc']:.3f} {b['recall']:.2f} ({b['count']})" for b in r["by_contrast"].values())
             hard = ", ".join(f"{k} {100 * v:.0f} %" for k, v in r["fpr_hard_landforms"].items())
             print(f"| {row['model']} | {name} | {r['roc_auc']:.3f} ({r['interval']['low']:.3f}-{r['interval']['high']:.3f}) | {r['recall']:.2f} | "
-                  f"{100 * r['fpr_real_terrain']:.1f} % | {hard} | {r['ece']:.3f} | {sizes} |")
+                  f"{100 * r['fpr_real_terrain']:.1f} % | {hard} | {r['ece']:.3f} | {sizes} | {contrasts} |")
 
 
 if __name__ == "__main__":

@@ -82,13 +82,17 @@ def test_card_describes_a_two_scale_model_the_recipe_continued(worker_python, re
 
 def test_card_heads_its_transfer_section_with_its_own_rows_of_the_unseen_families(worker_python, repo_root, tmp_path):
     """benchmarks/unseen_family.py's measurements of this very model (not of another one in the same
-    file) open the transfer section, the blind family first, and count toward its worst held-out family."""
+    file) open the transfer section, the blind family first, with each contrast bin's ROC AUC where
+    measured, and count toward its worst held-out family."""
     by_size = {"0-10 px": {"count": 3, "recall": 0.0}, "10-40 px": {"count": 5, "recall": 0.2}, "80-400 px": {"count": 0, "recall": None}}
     scored = {"roc_auc": 0.6123, "interval": {"low": 0.55, "high": 0.66}, "recall": 0.1, "fpr_real_terrain": 0.02, "by_size": by_size}
     lobes = {"icy": 8, "ice_free": 9, "rows": [{"model": "another 1 (1024 px chunks read at 128 px)", "as it is": dict(scored, roc_auc=0.4)},
                                                 {"model": "DESCRIBED", "as it is": scored, "with the mirror (detect's default)": dict(scored, roc_auc=0.6234)}]}
+    by_contrast = {"0.0-0.1": {"count": 2, "recall": 0.0, "roc_auc": 0.5312}, "0.1-0.2": {"count": 0, "recall": None, "roc_auc": None},
+                   "0.4-1.0": {"count": 5, "recall": 0.4, "roc_auc": 0.8871}}
     lee = {"family": "lee frost", "icy": 7, "ice_free": 9,
-           "rows": [{"model": "DESCRIBED", "as it is": dict(scored, roc_auc=0.7771), "with the mirror (detect's default)": dict(scored, roc_auc=0.7882)}]}
+           "rows": [{"model": "DESCRIBED", "as it is": dict(scored, roc_auc=0.7771, by_contrast=by_contrast),
+                     "with the mirror (detect's default)": dict(scored, roc_auc=0.7882)}]}
     path = tmp_path / "unseen.json"
     code = ("import json, sys; sys.path.insert(0, 'scripts'); import model_card; from model import modelfile; "
             "meta = modelfile.read_metadata(''); unseen = json.load(open(sys.argv[1]))\n"
@@ -99,7 +103,9 @@ def test_card_heads_its_transfer_section_with_its_own_rows_of_the_unseen_familie
     assert done.returncode == 0, done.stderr[-3000:]
     transfer = done.stdout.split("## How well it transfers")[1].split("## The shipped model")[0]
     assert "**frost lobes** (8 crops of the held-out observations with it drawn, against 9 as they are)" in transfer
-    assert transfer.index("| lee frost | as it is | 0.777 (") < transfer.index("| frost lobes | as it is | 0.612 (0.550-0.660) | 0.10 | 0.00 / 0.20 (0-10 px / 10-40 px) | 0.020 |")
+    assert transfer.index("| lee frost | as it is | 0.777 (") < transfer.index("| frost lobes | as it is | 0.612 (0.550-0.660) | 0.10 | 0.00 / 0.20 (0-10 px / 10-40 px) | - | 0.020 |")
+    # Each contrast bin's AUC where the measurement has it, empty bins left out.
+    assert "| 0.00 / 0.20 (0-10 px / 10-40 px) | 0.53 / 0.89 (0.0-0.1 / 0.4-1.0) | 0.020 |" in transfer
     assert "| frost lobes | with the mirror (detect's default) | 0.623 (" in transfer and "0.400" not in transfer
     assert "Worst held-out family, those above included: ROC AUC 0.612" in transfer
 
