@@ -250,7 +250,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     warmup_steps = finetune.warmup_steps(steps, epochs) if warmup else 0
     rate = finetune.warmup_schedule(learning_rate, warmup_steps) if warmup else learning_rate
     reporter.log(f"learning rate {learning_rate:g}" + (f", warmed up over {warmup_steps} steps" if warmup else "") + (f"; {frozen} batch-norm layers keep the base model's statistics" if frozen else "")
-                 + (f"; each step pulls the weights {anchor:.0%} of the way back to the base model's" if anchor else ""))
+                 + (f"; each step pulls the weights {100 * anchor:g} % of the way back to the base model's" if anchor else ""))
     chunk_metrics = [hard_label_metric(keras.metrics.BinaryAccuracy, "accuracy"), hard_label_metric(keras.metrics.Precision, "precision"),
                      hard_label_metric(keras.metrics.Recall, "recall"), hard_label_metric(keras.metrics.AUC, "auc")]
     if supervise_cells:  # the same layers and one pass, with the score map as a second output

@@ -82,6 +82,10 @@ def _check_job(job: Dict) -> str:
         raise LabelError(f"Unknown label mode {mode!r}; use 'chunks' (labelled chunk polygons) or 'outlines' (ice-patch outlines).")
     if not job.get("rasters"):
         raise LabelError("No raster was given. Choose the HiRISE images the labels belong to.")
+    anchor = job.get("anchor")
+    if anchor is not None and not 0.0 <= float(anchor) <= 1.0:
+        raise LabelError(f"ANCHOR (the pull back toward the base model after each step) is {anchor}; give a share of the way from 0 (none) to 1 "
+                         f"(all the way: nothing is learnt); the default is {finetune.ANCHOR_PULL}.")
     check_destination(job["output_model"], "OUTPUT_MODEL")
     if job.get("report"):
         check_destination(job["report"], "REPORT")

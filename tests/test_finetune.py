@@ -391,7 +391,7 @@ def test_fine_tuning_lowers_the_rate_warms_up_and_keeps_batch_norm(finetune_runs
     training = modelfile.read_metadata(str(finetune_runs["folder"] / "tuned.hiriseice"))["training"]
     # 27 training chunks + 28 replay examples in batches of 8: 7 steps an epoch, 14 in all, a fifth of them rounded up
     assert (training["learning_rate"], training["warmup_steps"], training["frozen_batch_norm_layers"]) == (1e-4, 3, 6)
-    assert "learning rate 0.0001, warmed up over 3 steps; 6 batch-norm layers keep the base model's statistics; each step pulls the weights 2% of the way back to the base model's" in logs(run)
+    assert "learning rate 0.0001, warmed up over 3 steps; 6 batch-norm layers keep the base model's statistics; each step pulls the weights 2 % of the way back to the base model's" in logs(run)
     unchanged = finetune_runs["out"]["weights_unchanged"]
     assert unchanged["batch_norm"] == [True] * 6
     assert not any(unchanged["other"])  # every convolution and the classifier moved

@@ -189,7 +189,7 @@ def test_history_table_and_report(chunk_trained):
 def test_retraining_honours_chunk_size_and_numbers_its_own_epochs(chunk_trained, labelled_geographic, training_data, tmp_path):
     base = chunk_trained["metadata"]
     results = train(tmp_path, [training_data.raster.path], [labelled_geographic], epochs=1, BASE_MODEL=chunk_trained["results"]["OUTPUT_MODEL"],
-                    CHUNK_SIZE=128, INPUT_SIZE=64, LEARNING_RATE=0, UNLABELLED=2)  # CHUNK_SIZE honoured, INPUT_SIZE the base's, the fine-tuning rate
+                    CHUNK_SIZE=128, INPUT_SIZE=64, LEARNING_RATE=0, UNLABELLED=2, ANCHOR=0.005)  # CHUNK_SIZE honoured, INPUT_SIZE the base's, the fine-tuning rate
     meta = modelfile.read_metadata(results["OUTPUT_MODEL"])
     assert [f["epoch"] for f in results["HISTORY"].getFeatures()] == [1]
     assert (meta["training"]["epochs_run"], meta["training"]["base_epochs"], meta["training"]["total_epochs"]) == (1, 2, 3)
@@ -198,7 +198,10 @@ def test_retraining_honours_chunk_size_and_numbers_its_own_epochs(chunk_trained,
     assert (meta["input_size"], meta["chunk_size"], meta["architecture"]) == (base["input_size"], 128, base["architecture"])
     log = results["_feedback"].text
     assert "Continuing from" in log
-    assert json.load(open(re.search(r"Training job: (\S+)", log).group(1), encoding="utf-8"))["unlabelled"] == 2.0  # every chunk is labelled: none drawn
+    job = job_of(results)
+    assert job["unlabelled"] == 2.0  # every chunk is labelled: none drawn
+    assert job["anchor"] == 0.005 and meta["training"]["anchor"] == 0.005
+    assert "each step pulls the weights 0.5 % of the way back to the base model's" in log
     assert meta["training"]["unlabelled_chunks"] == 0 and "no unlabelled chunk of it to draw (every chunk with image data is labelled)" in log
     assert ("labels are 64-px chunks but CHUNK_SIZE is 128: each is read as detect reads a 64-px edge of a 128-px chunk (the rest of the input is no-data); "
             "set CHUNK_SIZE to 64 (or 0) to train at the labels' size; the model was trained at 64 px; it is tuned at 128 px and records chunk_size 128") in log

@@ -217,6 +217,7 @@ def bad_jobs(training_data, worker_python, tmp_path_factory):
         "unknown label mode": dict(label_mode="points"),
         "one block only": dict(rasters=[{"path": raster.path, "labels": corner_block}]),
         "no raster": dict(rasters=[]),
+        "pull back past the base": dict(anchor=1.5),
     }
     paths = {}
     for i, (case, changes) in enumerate(cases.items()):
@@ -247,6 +248,7 @@ def bad_jobs(training_data, worker_python, tmp_path_factory):
         ("unknown label mode", LabelError.code, ["Unknown label mode 'points'"]),
         ("one block only", LabelError.code, ["one image block", "no honest validation split"]),
         ("no raster", LabelError.code, ["No raster was given"]),
+        ("pull back past the base", LabelError.code, ["ANCHOR", "is 1.5", "from 0 (none) to 1"]),
     ],
 )
 def test_bad_training_inputs_are_explained(bad_jobs, case, code, words):
