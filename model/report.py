@@ -518,6 +518,7 @@ def training_report(history: List[Dict], evaluation: Dict, metadata: Dict, path:
         ("calibration", f"{chosen.get('choice', 'none')} ({chosen.get('reason', '')})" + (f"; {chosen['false_alarms']}" if chosen.get("false_alarms") else "")),
         ("expected calibration error uncalibrated / as written", f"{evaluation['ece_uncalibrated']:.3f} / {evaluation['ece_calibrated']:.3f}"),
         ("learning rate, warm-up steps, frozen batch-norm layers", f"{training.get('learning_rate')}, {training.get('warmup_steps', 0)}, {training.get('frozen_batch_norm_layers', 0)}"),
+        ("pull back toward the base model per step (ANCHOR)", f"{training['anchor']:g}" if training.get("anchor") is not None else "none (trained from scratch)"),
         ("replay examples per epoch (pool, held out, false-alarm reference)", f"{replay['per_epoch']} ({replay['pool']}, {replay['held_out']}, {replay.get('reference', 0)})" if replay else "none"),
         ("augmentation, seed", f"{training.get('augment')}, {training.get('seed')}"),
         ("where the ice lies", f"taught to each cell of the score map from the outlines (weight {training['cell_weight']:g})" if training.get("cell_weight")

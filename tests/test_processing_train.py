@@ -206,7 +206,10 @@ def test_retraining_honours_chunk_size_and_numbers_its_own_epochs(chunk_trained,
     assert ("labels are 64-px chunks but CHUNK_SIZE is 128: each is read as detect reads a 64-px edge of a 128-px chunk (the rest of the input is no-data); "
             "set CHUNK_SIZE to 64 (or 0) to train at the labels' size; the model was trained at 64 px; it is tuned at 128 px and records chunk_size 128") in log
     assert re.search(r"base model: AUC \d\.\d{3} on these \d+ validation chunks .*; new model: AUC \d\.\d{3}", log)
-    assert "<h2>Base model against new model</h2>" in open(results["REPORT"], encoding="utf-8").read()
+    with open(results["REPORT"], encoding="utf-8") as handle:
+        report = handle.read()
+    assert "<h2>Base model against new model</h2>" in report
+    assert "<th>pull back toward the base model per step (ANCHOR)</th><td>0.005</td>" in report
 
 
 @pytest.fixture(scope="module")
