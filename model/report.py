@@ -405,6 +405,33 @@ def model_scope(metadata: Optional[Dict], image_id: str = "") -> str:
     return " ".join(parts)
 
 
+def faint_ice_note(metadata: Optional[Dict]) -> Optional[str]:
+    """What the measurements of ice drawn ways the model never trained on (resources/models/unseen,
+    benchmarks/unseen_family.py) say it finds by the patch's contrast; None where none is of this model."""
+    import glob
+    import json
+
+    from . import modelfile
+
+    if not metadata or "name" not in metadata or "chunk_size" not in metadata:
+        return None
+    described = modelfile.describe(metadata)
+    faint, plain = [], []
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(modelfile.default_model_path()), "unseen", "*.json"))):
+        with open(path, encoding="utf-8") as handle:
+            measured = json.load(handle)
+        for row in measured.get("rows", []):
+            bins = [b for b in (row.get("as it is") or {}).get("by_contrast", {}).values() if b["count"]] if row.get("model") == described else []
+            if len(bins) >= 2:
+                faint.append(bins[0]["roc_auc"])
+                plain.append(bins[-1]["roc_auc"])
+    if not faint:
+        return None
+    return (f"On ice drawn {len(faint)} ways it never trained on (its model card), this model ranks patches less than 0.1 brighter than their "
+            f"surroundings (on a 0-1 stretch) at ROC AUC {min(faint):.2f}-{max(faint):.2f} (0.5 is chance) and patches 0.4 or more brighter at "
+            f"{min(plain):.2f}-{max(plain):.2f}: a chunk it calls not icy may still hold faint ice.")
+
+
 def _default_metadata_if_used(summary: Dict) -> Optional[Dict]:
     """The bundled default model's metadata when the summary names it (name and version)."""
     from . import modelfile
@@ -448,6 +475,7 @@ def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dic
         *observation_rows(s, centre),
         ("model", f"{s['model_name']} {s['model_version']}"),
         ("what the model has seen", model_scope(metadata, s["image_id"])),
+        *[("faint ice", note) for note in [faint_ice_note(metadata)] if note],
         ("device, network speed", f"{s['device']}, {s['chunks_per_s']} chunks/s"),
         ("runtime (s)", s["runtime_s"]),
     ]

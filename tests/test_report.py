@@ -7,7 +7,6 @@ can be checked; the figures are inspected as matplotlib objects (line data, axis
 
 import base64
 import json
-import math
 import re
 
 import numpy as np
@@ -51,6 +50,8 @@ metadata = {"name": "m", "version": "1", "training": {
     "families": ["natural shade", "stone field"], "split": {"train_groups": ["ESP_011425_1775"]}}}
 report.detection_report(detection, f"{folder}/detect.html", metadata=metadata)
 report.detection_report(detection, f"{folder}/detect_unknown_model.html")
+from model import modelfile
+report.detection_report(detection, f"{folder}/detect_default_model.html", metadata=modelfile.read_metadata(modelfile.default_model_path()))
 
 history = [dict(epoch=e, loss=0.7 / e, accuracy=0.5 + 0.04 * e, val_loss=0.75 / e, val_accuracy=0.5 + 0.03 * e, precision=0.6, recall=0.6, auc=0.8) for e in range(1, 6)]
 rng = np.random.default_rng(0)
@@ -90,7 +91,7 @@ def reports(worker_python, tmp_path_factory):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Axes3D" not in done.stderr and "Warning" not in done.stderr, done.stderr[-2000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    texts = {name: (folder / f"{name}.html").read_text(encoding="utf-8") for name in ("detect", "detect_unknown_model", "train")}
+    texts = {name: (folder / f"{name}.html").read_text(encoding="utf-8") for name in ("detect", "detect_unknown_model", "detect_default_model", "train")}
     return {"folder": folder, "figures": figures, **texts}
 
 
@@ -210,6 +211,23 @@ def test_detection_report_texts(reports):
     assert len(rows) == 15 and all(float(p) >= 0.4 for _, p in rows)
     assert [float(p) for _, p in rows] == sorted((float(p) for _, p in rows), reverse=True) and rows[0] == ("6", "0.91")
     assert "40 in all" in table
+
+
+def test_detection_report_says_how_faint_the_ice_is_that_the_measured_default_model_misses(reports, repo_root):
+    """The bundled model's measurements on ice drawn ways it never trained on, by contrast, in one row;
+    a model without such measurements has no row."""
+    faint, plain = [], []
+    for path in sorted((repo_root / "resources" / "models" / "unseen").glob("*.json")):
+        for row in json.loads(path.read_text(encoding="utf-8"))["rows"]:
+            bins = [b for b in row["as it is"]["by_contrast"].values() if b["count"]]
+            faint.append(bins[0]["roc_auc"])
+            plain.append(bins[-1]["roc_auc"])
+    assert len(faint) == 3  # lee frost, frost lobes, cap remnants
+    note = re.search(r"<th>faint ice</th><td>([^<]*)</td>", reports["detect_default_model"]).group(1)
+    assert (f"On ice drawn 3 ways it never trained on (its model card), this model ranks patches less than 0.1 brighter than their surroundings "
+            f"(on a 0-1 stretch) at ROC AUC {min(faint):.2f}-{max(faint):.2f} (0.5 is chance) and patches 0.4 or more brighter at {min(plain):.2f}-{max(plain):.2f}") in note
+    assert note.endswith("a chunk it calls not icy may still hold faint ice.")
+    assert "<th>faint ice</th>" not in reports["detect"] and "<th>faint ice</th>" not in reports["detect_unknown_model"]
 
 
 def test_detection_report_without_label_or_known_model(reports, worker_python):
