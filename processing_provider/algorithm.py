@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsRasterLayer,
 )
@@ -187,6 +188,26 @@ class LayerListParameter(QgsProcessingParameterMultipleLayers):
         return copy
 
 
+def number_message(definition, value) -> str:
+    """For a plain number outside the parameter's range (or no number at all), the message that
+    gives the range and the default; QGIS itself says only "Incorrect parameter value for NAME"."""
+    if not isinstance(definition, QgsProcessingParameterNumber) or not isinstance(value, (str, int, float)) or isinstance(value, bool) or value == "":
+        return ""
+    low, high = definition.minimum(), definition.maximum()
+    whole = definition.dataType() == QgsProcessingParameterNumber.Type.Integer
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number is not None and low <= number <= high and (not whole or number.is_integer()):
+        return ""
+    bounds = [f"from {low:g}" if low > -1e300 else "", f"to {high:g}" if high < 1e300 else ""]
+    wanted = ("a whole number " if whole else "a number ") + " ".join(b for b in bounds if b)
+    default = definition.defaultValue()
+    return (f"{definition.name()} ({definition.description()}) is {value!r}; give {wanted.strip()}"
+            + (f" (default {default:g})." if isinstance(default, (int, float)) else "."))
+
+
 class HiriseIceAlgorithm(QgsProcessingAlgorithm):
     """Base class: subclasses set NAME, DISPLAY_NAME, GROUP, GROUP_ID and write the usual methods.
 
@@ -213,13 +234,18 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         return QCoreApplication.translate("HiriseIce", text)
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's names from here on)
-        """A name the algorithm does not have stops the run (unknown_parameter_message). A layer path
+        """A name the algorithm does not have stops the run (unknown_parameter_message), and so does a
+        number outside its range, in words that give the range (number_message). A layer path
         that cannot be loaded is said to be missing, a folder, or not a raster or polygon layer
         (unloadable_layer_message) before QGIS tries: QGIS says "not found" or "Incorrect
         parameter value" of all of them, and prints a mesh driver's complaint."""
         unknown = self.unknown_parameter_message(parameters)
         if unknown:
             return False, unknown
+        for definition in self.parameterDefinitions():
+            message = number_message(definition, parameters.get(definition.name()))
+            if message:
+                return False, message
         for definition in self.parameterDefinitions():
             kind = layer_kind(definition)
             for value in layer_paths(parameters.get(definition.name())) if kind else []:

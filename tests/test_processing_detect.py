@@ -396,7 +396,7 @@ def detect_error(qgis_app, tiny_model, detect_scene, tmp_path):
     return run
 
 
-def test_a_parameter_name_detect_lacks(qgis_app, tiny_model, detect_scene, tmp_path):
+def test_a_parameter_name_detect_lacks_or_a_number_out_of_range(qgis_app, tiny_model, detect_scene, tmp_path):
     """Stopped while QGIS checks the parameters (processing.run reports that check's message in the
     feedback too), before any worker or output."""
     from qgis.core import QgsProcessingException
@@ -412,6 +412,11 @@ def test_a_parameter_name_detect_lacks(qgis_app, tiny_model, detect_scene, tmp_p
     misspelt = message(PROBABILITY_RASTR=str(tmp_path / "p.tif"))
     assert "no parameter PROBABILITY_RASTR. Did you mean PROBABILITY_RASTER?" in misspelt and "qgis_process help hiriseice:detect" in misspelt
     assert "Did you mean" not in message(FLAVOUR="vanilla")
+    # A number outside its range, or none at all, is told its range and default (QGIS: "Incorrect parameter value").
+    assert "ICY_THRESHOLD (Icy at probability ≥) is 1.5; give a number from 0 to 1 (default 0.6)." in message(ICY_THRESHOLD=1.5)
+    assert "BATCH_SIZE (Batch size (chunks per network call)) is 0; give a whole number from 1 (default 16)." in message(BATCH_SIZE=0)
+    assert "CHUNK_SIZE (Chunk size (pixels; 0 = the model's)) is 'big'; give a whole number from 0 (default 0)." in message(CHUNK_SIZE="big")
+    assert "CHUNK_SIZE (Chunk size (pixels; 0 = the model's)) is 64.5; give a whole number from 0" in message(CHUNK_SIZE=64.5)
 
 
 def test_raster_without_crs(detect_error, make_raster):
