@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
@@ -188,11 +189,29 @@ class LayerListParameter(QgsProcessingParameterMultipleLayers):
         return copy
 
 
-def number_message(definition, value) -> str:
-    """For a plain number outside the parameter's range (or no number at all), the message that
-    gives the range and the default; QGIS itself says only "Incorrect parameter value for NAME"."""
-    if not isinstance(definition, QgsProcessingParameterNumber) or not isinstance(value, (str, int, float)) or isinstance(value, bool) or value == "":
+def value_message(definition, value, context) -> str:
+    """For a plain value QGIS would refuse with only "Incorrect parameter value for NAME", the message
+    that gives what the parameter takes: a number's range, an option list's choices; "" otherwise."""
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool) or value == "":
+        return ""  # data-defined properties, lists and empty values are left to QGIS
+    if isinstance(definition, QgsProcessingParameterNumber):
+        wanted = _number_wanted(definition, value)
+    elif isinstance(definition, QgsProcessingParameterEnum) and not definition.checkValueIsAcceptable(value, context):
+        choices = definition.options()
+        wanted = "one of " + (", ".join(choices) if definition.usesStaticStrings() else "; ".join(f"{i} ({choice})" for i, choice in enumerate(choices)))
+    else:
         return ""
+    if not wanted:
+        return ""
+    default = definition.defaultValue()
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        default = f"{default:g}"
+    said_default = f" (default {default})" if isinstance(default, str) and default else ""
+    return f"{definition.name()} ({definition.description()}) is {value!r}; give {wanted}{said_default}."
+
+
+def _number_wanted(definition, value) -> str:
+    """'a number from 0 to 1' where value is outside that (or no number at all; an Integer wants a whole one), else ''."""
     low, high = definition.minimum(), definition.maximum()
     whole = definition.dataType() == QgsProcessingParameterNumber.Type.Integer
     try:
@@ -202,10 +221,7 @@ def number_message(definition, value) -> str:
     if number is not None and low <= number <= high and (not whole or number.is_integer()):
         return ""
     bounds = [f"from {low:g}" if low > -1e300 else "", f"to {high:g}" if high < 1e300 else ""]
-    wanted = ("a whole number " if whole else "a number ") + " ".join(b for b in bounds if b)
-    default = definition.defaultValue()
-    return (f"{definition.name()} ({definition.description()}) is {value!r}; give {wanted.strip()}"
-            + (f" (default {default:g})." if isinstance(default, (int, float)) else "."))
+    return (("a whole number " if whole else "a number ") + " ".join(b for b in bounds if b)).strip()
 
 
 class HiriseIceAlgorithm(QgsProcessingAlgorithm):
@@ -235,7 +251,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's names from here on)
         """A name the algorithm does not have stops the run (unknown_parameter_message), and so does a
-        number outside its range, in words that give the range (number_message). A layer path
+        value outside what the parameter takes, in words that say what it takes (value_message). A layer path
         that cannot be loaded is said to be missing, a folder, or not a raster or polygon layer
         (unloadable_layer_message) before QGIS tries: QGIS says "not found" or "Incorrect
         parameter value" of all of them, and prints a mesh driver's complaint."""
@@ -243,7 +259,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         if unknown:
             return False, unknown
         for definition in self.parameterDefinitions():
-            message = number_message(definition, parameters.get(definition.name()))
+            message = value_message(definition, parameters.get(definition.name()), context)
             if message:
                 return False, message
         for definition in self.parameterDefinitions():

@@ -97,14 +97,20 @@ def test_a_misspelt_parameter_stops_the_run_naming_the_right_one(tiny_model, sce
     assert not output.exists() and not probability.exists()
 
 
-def test_a_number_out_of_range_is_told_its_range(tiny_model, scene, tmp_path):
-    """QGIS alone says "Incorrect parameter value for ANCHOR"; the message gives the range and the default."""
+def test_a_number_out_of_range_or_an_unknown_option_is_told_what_it_takes(tiny_model, scene, tmp_path):
+    """QGIS alone says "Incorrect parameter value for ANCHOR"; the message gives the range (the
+    options) and the default."""
     output = tmp_path / "never.hiriseice"
     done = qs.qgis_process("run", "hiriseice:train", "--", f"RASTERS={scene.path}", f"LABELS={tmp_path / 'labels.gpkg'}", f"BASE_MODEL={tiny_model.path}",
                            "ANCHOR=2", f"OUTPUT_MODEL={output}")
     assert done.returncode == 1, done.stdout[-3000:]
     assert "ANCHOR (Pull back toward the base model per step (fine-tuning; 0 = none: learns most, forgets most)) is '2'; give a number from 0 to 1 (default 0.02)." in done.stdout, done.stdout[-3000:]
     assert "Incorrect parameter value" not in done.stdout and "Traceback" not in done.stdout
+    assert not output.exists()
+    done = qs.qgis_process("run", "hiriseice:train", "--", f"RASTERS={scene.path}", f"LABELS={tmp_path / 'labels.gpkg'}", "LABEL_MODE=2", f"OUTPUT_MODEL={output}")
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert ("LABEL_MODE (The label layers hold) is '2'; give one of 0 (chunk polygons (e.g. a filled detect output)); 1 (ice-patch outlines) (default 0)."
+            in done.stdout), done.stdout[-3000:]
     assert not output.exists()
 
 
