@@ -22,7 +22,7 @@ import os
 import tempfile
 import zipfile
 import zlib
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -96,6 +96,18 @@ def read_metadata(path: str, parameter: str = "MODEL") -> Dict:
 
 def describe(metadata: Dict) -> str:
     return f"{metadata['name']} {metadata['version']} ({metadata['chunk_size']} px chunks read at {reading_sizes(metadata)} px)"
+
+
+def rows_measuring(metadata: Dict, measurements: List[Dict]) -> List[Tuple[Dict, Dict]]:
+    """(measurement, its row of this very model) for each benchmark measurement (a JSON whose
+    "rows" name the model each scored, as describe() does) that scored this model."""
+    described = describe(metadata)
+    found = []
+    for measured in measurements:
+        row = next((row for row in measured.get("rows", []) if row.get("model") == described), None)
+        if row is not None:
+            found.append((measured, row))
+    return found
 
 
 def reading_sizes(metadata: Dict) -> str:

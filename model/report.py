@@ -413,18 +413,18 @@ def faint_ice_note(metadata: Optional[Dict]) -> Optional[str]:
 
     from . import modelfile
 
-    if not metadata or "name" not in metadata or "chunk_size" not in metadata:
-        return None
-    described = modelfile.describe(metadata)
-    faint, plain = [], []
+    if not metadata or not {"name", "version", "chunk_size", "input_size"} <= metadata.keys():
+        return None  # what modelfile.describe names a model by
+    measurements = []
     for path in sorted(glob.glob(os.path.join(os.path.dirname(modelfile.default_model_path()), "unseen", "*.json"))):
         with open(path, encoding="utf-8") as handle:
-            measured = json.load(handle)
-        for row in measured.get("rows", []):
-            bins = [b for b in (row.get("as it is") or {}).get("by_contrast", {}).values() if b["count"]] if row.get("model") == described else []
-            if len(bins) >= 2:
-                faint.append(bins[0]["roc_auc"])
-                plain.append(bins[-1]["roc_auc"])
+            measurements.append(json.load(handle))
+    faint, plain = [], []
+    for _measured, row in modelfile.rows_measuring(metadata, measurements):
+        bins = [b for b in (row.get("as it is") or {}).get("by_contrast", {}).values() if b["count"]]
+        if len(bins) >= 2:
+            faint.append(bins[0]["roc_auc"])
+            plain.append(bins[-1]["roc_auc"])
     if not faint:
         return None
     return (f"On ice drawn {len(faint)} ways it never trained on (its model card), this model ranks patches less than 0.1 brighter than their "

@@ -106,6 +106,11 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, mode: str, cell_
     return out if cells_out is None else (out, cells_out)
 
 
+def trained_architecture(options: TrainOptions, base_metadata: Optional[Dict]) -> Dict:
+    """The architecture a run trains: the base model's, or the one options' input size and widths build."""
+    return base_metadata["architecture"] if base_metadata is not None else architecture(options.input_size, options.widths)
+
+
 def _to_float(images_u8: np.ndarray) -> np.ndarray:
     return (images_u8.astype(np.float32) / 255.0)[..., None]
 
@@ -254,7 +259,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     chunk_metrics = [hard_label_metric(keras.metrics.BinaryAccuracy, "accuracy"), hard_label_metric(keras.metrics.Precision, "precision"),
                      hard_label_metric(keras.metrics.Recall, "recall"), hard_label_metric(keras.metrics.AUC, "auc")]
     if supervise_cells:  # the same layers and one pass, with the score map as a second output
-        trainee = keras.Model(network.inputs, {"probability": network.output, "cells": cell_logits(network, base_metadata["architecture"] if fine_tuning else architecture(options.input_size, options.widths))})
+        trainee = keras.Model(network.inputs, {"probability": network.output, "cells": cell_logits(network, trained_architecture(options, base_metadata))})
         trainee.compile(optimizer=keras.optimizers.Adam(rate), loss={"probability": keras.losses.BinaryCrossentropy(), "cells": cell_supervision.loss},
                         loss_weights={"probability": 1.0, "cells": options.cell_weight}, metrics={"probability": chunk_metrics})
         reporter.log(f"the score map's cells are taught where the ice lies too (weight {options.cell_weight:g})")

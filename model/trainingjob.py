@@ -22,12 +22,12 @@ import numpy as np
 from . import finetune, modelfile
 from .chunking import DEFAULT_MIN_VALID
 from .errors import EngineError, LabelError, RasterError
-from .network import architecture, network_stride, score_map_side
+from .network import network_stride, score_map_side
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
 from .raster import gdal_exceptions
 from .splitting import block_groups
-from .training import TrainOptions, prepare_tensorflow, train_arrays
+from .training import TrainOptions, prepare_tensorflow, train_arrays, trained_architecture
 
 
 def _options_from_job(job: Dict) -> TrainOptions:
@@ -144,7 +144,7 @@ def _score_map_cells(mode: str, options: TrainOptions, base, reporter: Reporter)
     """Cells across the score map that outlines can teach (0: none)."""
     if mode != "outlines" or options.cell_weight <= 0:
         return 0
-    trained = base[1]["architecture"] if base else architecture(options.input_size, options.widths)
+    trained = trained_architecture(options, base[1] if base else None)
     side = score_map_side(options.input_size, trained)
     if not side:
         reporter.log(f"the outlines label whole chunks only: the input size {options.input_size} px is not a multiple of the network's {network_stride(trained)}-px cells")

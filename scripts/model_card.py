@@ -133,11 +133,7 @@ def _unseen_rows(meta: Dict, unseen: List[Dict]) -> List[Tuple[Dict, Dict]]:
     """(family measurement, this model's row of it) for each benchmarks/unseen_family.py JSON that
     measured this very model, in UNSEEN_FAMILIES' order."""
     order = list(UNSEEN_FAMILIES)
-    found = []
-    for measured in unseen or []:
-        row = next((row for row in measured.get("rows", []) if row["model"] == modelfile.describe(meta)), None)
-        if row is not None:
-            found.append((measured, row))
+    found = modelfile.rows_measuring(meta, unseen or [])
     return sorted(found, key=lambda pair: order.index(_family(pair[0])) if _family(pair[0]) in order else len(order))
 
 
