@@ -31,6 +31,10 @@ def _detect(args, reporter: Reporter) -> None:
     from .report import detection_report
     from .vector import write_geopackage
 
+    read = {"RASTER": [args.raster], "--model": [args.model or ""]}
+    for destination, option in ((args.out, "--out"), (args.report, "--report"), (args.probability_raster, "--probability-raster")):
+        if destination:  # checked before the seconds of scoring they would otherwise follow
+            files.check_destination(destination, option, read)
     options = dataclasses.replace(_detect_options(args), scoring=args.scoring, probability_raster=args.probability_raster or "")
     loaded = None
     if args.keep_models:

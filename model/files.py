@@ -5,7 +5,10 @@ and whoever kills the worker can delete the partial files by this same naming ru
 """
 
 import os
-from typing import Iterable
+import tempfile
+from typing import Dict, Iterable
+
+from .errors import EngineError
 
 
 def partial_path(path: str) -> str:
@@ -36,3 +39,33 @@ def remove_quietly(paths: Iterable[str]) -> None:
                 os.remove(path)
         except OSError:
             pass
+
+
+def check_destination(path: str, parameter: str, inputs: Dict[str, Iterable[str]] = None) -> None:
+    """Fail before anything is read when an output cannot be written where it is asked for, or
+    would replace a file the run reads (``inputs``: {parameter: paths}): every output is written
+    whole and renamed over its name, so an image, a label layer or a model given again as an
+    output would be lost."""
+    target = os.path.abspath(path)
+    for name, paths in (inputs or {}).items():
+        for given in paths:
+            if given and os.path.exists(target) and os.path.exists(given) and os.path.samefile(target, given):
+                raise EngineError(f"{parameter} is '{target}', which this run reads as {name}: writing it would destroy that file. "
+                                  "Choose another file name; nothing was run or written.")
+    if os.path.isdir(target):
+        raise EngineError(f"{parameter} is '{target}', which is a folder. Give a file name in it.")
+    folder = os.path.dirname(target)
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(0, f"'{existing}' is a file, not a folder")
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise EngineError(f"{parameter} cannot be written to '{folder}' ({exc.strerror or exc}). Choose a folder you can write to.") from None
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        # Renaming over it would succeed, but only the user may drop a file they protected.
+        raise EngineError(f"{parameter} cannot replace '{target}': the file is read-only. Choose another file name, or make it writable.")

@@ -158,6 +158,12 @@ def georeferencing(ds, path: str, required: bool = True) -> Tuple[Tuple[float, .
             f"'{path}' has a coordinate reference system but no geotransform (no origin or pixel size), so chunk polygons could not "
             "be placed on Mars. Give the map-projected product (an RDR), or georeference this file first (Raster > Georeferencer)."
         )
+    if required and geotransform is not None and geotransform[5] > 0 and geotransform[4] == 0:
+        raise RasterError(
+            f"'{path}' is stored south-up (its rows run from south to north: a positive pixel height), and the network, which "
+            "reads where shade and ice lie from the sun's side, would see it upside down. Make a north-up copy first "
+            "(gdalwarp in.tif north_up.tif, or Raster > Projections > Warp), then run on that copy."
+        )
     return tuple(geotransform or PIXEL_GRID), crs_wkt
 
 
@@ -168,10 +174,22 @@ class RasterSource:
         if not os.path.exists(path) and not path.startswith("/vsi"):
             raise RasterError(f"The raster '{path}' does not exist. Check the path or load the layer again.")
         try:
-            with gdal_exceptions():
+            with gdal_exceptions(), _gdal_messages() as said:
                 self._ds = gdal.Open(path, gdal.GA_ReadOnly)
         except RuntimeError as exc:
             raise not_a_raster_error(path, str(exc)) from None
+        damage = next((message for message in said if HEADER_DAMAGE.search(message)), "")
+        if damage:
+            # GDAL opens a file cut inside its header and only warns, so the lost tags would be
+            # blamed on the file (no CRS) instead of on the copy that cut it.
+            raise damaged_raster_error(path, damage)
+        try:
+            self._describe(path, band, require_georeferencing)
+        except RuntimeError as exc:  # a tag GDAL reads only on demand is cut off
+            raise damaged_raster_error(path, str(exc)) from None
+
+    def _describe(self, path: str, band: int, require_georeferencing: bool) -> None:
+        """self.info, once the file is known to open whole."""
         ds = self._ds
         if ds.RasterCount == 0:
             raise RasterError(f"'{path}' has no raster bands. Give {SUPPORTED_FORMATS}.")
@@ -342,6 +360,21 @@ def reading_threads() -> int:
     return max(1, min(MAX_READERS, (os.cpu_count() or 1) // 2 + 1))
 
 
+# What GDAL's TIFF reader warns of a file cut short inside its header (it opens it all the same).
+HEADER_DAMAGE = re.compile(r"IO error during reading|tags apparently corrupt|Read error|Incorrect count for", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def _gdal_messages():
+    """GDAL's warnings and errors in this thread inside the block, collected instead of printed."""
+    said: List[str] = []
+    gdal.PushErrorHandler(lambda _class, _number, message: said.append(str(message)))
+    try:
+        yield said
+    finally:
+        gdal.PopErrorHandler()
+
+
 def not_a_raster_error(path: str, gdal_message: str) -> RasterError:
     return RasterError(f"'{path}' exists but is not a raster GDAL can read ({gdal_message.strip()}). Give {SUPPORTED_FORMATS}.")
 
@@ -371,11 +404,19 @@ def check_pixel_type(path: str, data_type: str) -> None:
 
 
 def check_holds_a_chunk(name: str, width: int, height: int, chunk_size: int) -> None:
-    """Refuse an image smaller than one chunk both ways: it would be graded on a sliver of terrain."""
+    """Refuse an image smaller than one chunk both ways, or narrower than an eighth of one (a cell of
+    the network's score map at the default reading scale) either way: it would be graded on a sliver
+    of terrain, and a 1-px strip was scored as four chunks of one column each."""
     if width < chunk_size and height < chunk_size:
         raise RasterError(
             f"'{name}' is {width} x {height} px, smaller than one chunk ({chunk_size} x {chunk_size} px), so it holds too little "
             "terrain to be scored and categorised. Give the whole image or a crop of at least one chunk, or lower CHUNK_SIZE."
+        )
+    narrowest = max(1, chunk_size // 8)
+    if min(width, height) < narrowest:
+        raise RasterError(
+            f"'{name}' is {width} x {height} px, a strip narrower than an eighth of a chunk ({narrowest} px at CHUNK_SIZE {chunk_size}), "
+            "so every chunk would hold a sliver of terrain. Give a crop at least that wide both ways, or lower CHUNK_SIZE."
         )
 
 

@@ -14,7 +14,6 @@ ANCHOR_PULL); with outlines, cell_weight (TrainOptions.cell_weight; 0: chunk lab
 """
 
 import os
-import tempfile
 from typing import Dict
 
 import numpy as np
@@ -22,6 +21,7 @@ import numpy as np
 from . import finetune, modelfile
 from .chunking import DEFAULT_MIN_VALID
 from .errors import EngineError, LabelError, RasterError
+from .files import check_destination
 from .network import network_stride, score_map_side
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
@@ -57,20 +57,9 @@ def _options_from_job(job: Dict) -> TrainOptions:
     )
 
 
-def check_destination(path: str, parameter: str) -> None:
-    """Fail before any chunk is read when an output cannot be written where it is asked for."""
-    folder = os.path.dirname(os.path.abspath(path))
-    existing = folder
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    try:
-        if not os.path.isdir(existing):
-            raise NotADirectoryError(0, f"'{existing}' is a file, not a folder")
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise EngineError(f"{parameter} cannot be written to '{folder}' ({exc.strerror or exc}). Choose a folder you can write to.") from None
+def _job_inputs(job: Dict) -> Dict[str, list]:
+    """{parameter: files} the job reads, which no output may replace."""
+    return {"RASTERS": [entry["path"] for entry in job.get("rasters", [])], "BASE_MODEL": [job.get("base_model") or ""]}
 
 
 def _check_job(job: Dict) -> str:
@@ -86,9 +75,9 @@ def _check_job(job: Dict) -> str:
     if anchor is not None and not 0.0 <= float(anchor) <= 1.0:
         raise LabelError(f"ANCHOR (the pull back toward the base model after each step) is {anchor}; give a share of the way from 0 (none) to 1 "
                          f"(all the way: nothing is learnt); the default is {finetune.ANCHOR_PULL}.")
-    check_destination(job["output_model"], "OUTPUT_MODEL")
+    check_destination(job["output_model"], "OUTPUT_MODEL", _job_inputs(job))
     if job.get("report"):
-        check_destination(job["report"], "REPORT")
+        check_destination(job["report"], "REPORT", _job_inputs(job))
     return mode
 
 

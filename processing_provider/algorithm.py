@@ -15,16 +15,20 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterDefinition,
+    QgsProcessingOutputLayerDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
+    QgsProviderRegistry,
     QgsRasterLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from .destinations import check_not_an_input, file_destination
 from .engine import errors, gdal_exceptions, icon_path, raster
 
 try:
@@ -199,6 +203,9 @@ def value_message(definition, value, context) -> str:
     elif isinstance(definition, QgsProcessingParameterEnum) and not definition.checkValueIsAcceptable(value, context):
         choices = definition.options()
         wanted = "one of " + (", ".join(choices) if definition.usesStaticStrings() else "; ".join(f"{i} ({choice})" for i, choice in enumerate(choices)))
+    elif isinstance(definition, QgsProcessingParameterFile) and definition.fileFilter() and not definition.checkValueIsAcceptable(value, context):
+        # QGIS takes only names its file filter's first pattern would not extend (a model file's .hiriseice)
+        wanted = "a file name ending in " + re.search(r"\*(\.[^ ;)]+)", definition.fileFilter()).group(1)
     else:
         return ""
     if not wanted:
@@ -268,7 +275,49 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
                 message = unloadable_layer_message(value, kind, context)
                 if message:
                     return False, message
-        return super().checkParameterValues(parameters, context)
+        accepted, message = super().checkParameterValues(parameters, context)
+        if not accepted:
+            return accepted, message
+        try:
+            self.check_no_input_replaced(parameters, context)
+        except QgsProcessingException as exc:
+            return False, str(exc)
+        return True, ""
+
+    def check_no_input_replaced(self, parameters, context) -> None:
+        """No output may be named on a file this run reads (destinations.check_not_an_input): the
+        user's image, labels or model would be lost, and QGIS checks only that a value is a path."""
+        read = self.read_files(parameters, context)
+        for definition in self.destinationParameterDefinitions():
+            value = parameters.get(definition.name())
+            if isinstance(value, QgsProcessingOutputLayerDefinition):
+                value = value.sink.staticValue()
+            if isinstance(value, str) and definition.type() != "folderDestination":
+                destination = file_destination(definition.name(), value, vector=definition.type() in ("sink", "vectorDestination"))
+                if destination is not None:
+                    check_not_an_input(destination, read)
+
+    def read_files(self, parameters, context) -> List[Tuple[str, str, str]]:
+        """(parameter, file, layer name) of each file the run reads: its layers' sources and its files."""
+        read = []
+        for definition in self.parameterDefinitions():
+            name, kind = definition.name(), layer_kind(definition)
+            if definition.isDestination() or parameters.get(name) in (None, ""):
+                continue
+            if isinstance(definition, QgsProcessingParameterFile):
+                read.append((name, self.parameterAsFile(parameters, name, context), ""))
+            elif kind:
+                with gdal_without_pam(), gdal_errors_unprinted():
+                    if isinstance(definition, QgsProcessingParameterMultipleLayers):
+                        layers = self.parameterAsLayerList(parameters, name, context)
+                    elif kind == "raster":
+                        layers = [self.parameterAsRasterLayer(parameters, name, context)]
+                    else:
+                        layers = [self.parameterAsVectorLayer(parameters, name, context)]
+                for layer in filter(None, layers):
+                    parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
+                    read.append((name, parts.get("path", ""), parts.get("layerName", "")))
+        return read
 
     def createInstance(self):  # noqa: N802
         return type(self)()

@@ -22,22 +22,16 @@ from qgis.core import (
 )
 
 from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, gdal_errors_unprinted, gdal_without_pam, styling
-from .common import (
-    add_features,
+from .common import add_features, checked_model, features_from_dicts, make_fields, output_crs, raster_path_for_worker, require_crs
+from .destinations import (
     check_free_space,
     check_not_replaced_later,
     check_writable,
     check_written,
-    checked_model,
-    features_from_dicts,
     file_destination,
-    make_fields,
     not_written,
-    output_crs,
-    raster_path_for_worker,
     remove_created,
     report_replaced_layers,
-    require_crs,
 )
 from .engine import chunking, errors, gdal_exceptions, grid, modelfile, raster, rules, schema
 from .worker import partial_path, run_worker
@@ -214,7 +208,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         """{parameter: FileDestination} of the layer outputs written to files, each checked writable."""
         sinks = {}
         for name in (self.OUTPUT, self.SUMMARY):
-            destination = file_destination(name, self.parameterAsOutputLayer(parameters, name, context))
+            destination = file_destination(name, self.parameterAsOutputLayer(parameters, name, context), vector=True)
             if destination is not None:
                 check_writable(destination)
                 sinks[name] = destination

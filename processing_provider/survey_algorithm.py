@@ -17,7 +17,8 @@ from qgis.core import (
 )
 
 from .algorithm import HiriseIceAlgorithm, LayerListParameter, styling
-from .common import check_writable, checked_model, file_destination
+from .common import checked_model
+from .destinations import check_writable, file_destination
 from .detect_algorithm import MODEL_FILTER, add_scoring_parameters, scoring_options
 from .engine import errors, modelfile
 from .worker import run_worker

@@ -28,7 +28,7 @@ from qgis.PyQt.QtCore import QVariant
 from .algorithm import HiriseIceAlgorithm, LayerListParameter
 from .common import add_features, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
-from .engine import errors, modelfile, schema, training, trainingjob
+from .engine import errors, files, modelfile, raster, schema, training
 
 AUGMENT_MODES = training.AUGMENT_MODES
 from .worker import partial_path, run_worker
@@ -190,12 +190,29 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         return widths
 
     @staticmethod
+    def _check_labels_hold_features(label_layers) -> None:
+        """Label layers without a single feature stop the run with that, not with a search for the features' CRS."""
+        if all(layer.featureCount() == 0 for layer in label_layers):
+            names = ", ".join(f"'{layer.name()}'" for layer in label_layers)
+            raise QgsProcessingException(
+                f"The label layer(s) {names} hold no features. Label chunks first (detect, then Mark icy / Mark not icy on the "
+                "HiRISE Ice Patches toolbar, or fill the label field), or draw ice-patch outlines, and give that layer as LABELS."
+            )
+
+    @staticmethod
     def _geometries_over(layer, raster_layer, context, feedback, attribute_index=None):
         """(wkt, raw attribute) of `layer`'s features reprojected into the raster's CRS and over its extent; and the failures."""
         target = raster_layer.crs()
         extent = raster_layer.extent()
         extent_geometry = QgsGeometry.fromRect(extent)
         source_crs = layer_crs(layer)
+        if source_crs.isValid() and raster.not_mars_warning(layer.name(), source_crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED_GDAL)):
+            # QGIS could only print "Cannot create transform" for each feature
+            raise QgsProcessingException(
+                f"The label layer '{layer.name()}' is in {source_crs.authid() or source_crs.description()}, a CRS of another body "
+                f"than Mars, so its features cannot lie over '{raster_layer.name()}'. Set the layer's Mars CRS (Layer Properties > Source, "
+                "the CRS its coordinates were drawn in) and run again."
+            )
         if not source_crs.isValid():
             source_crs = target
             feedback.pushWarning(
@@ -249,7 +266,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
     @staticmethod
     def _check_destination(path, parameter):
         try:
-            trainingjob.check_destination(path, parameter)
+            files.check_destination(path, parameter)
         except errors.EngineError as exc:
             raise QgsProcessingException(str(exc)) from None
 
@@ -257,6 +274,10 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         parameters = self._split_layer_lists(parameters)
         # Outputs first: an unwritable folder must not be found after reading every label and training.
         output_model = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+        if not output_model.lower().endswith(modelfile.EXTENSION):
+            # Detect and the model settings take only .hiriseice files.
+            output_model += modelfile.EXTENSION
+            feedback.pushInfo(f"OUTPUT_MODEL: written as {output_model} (a model file's name ends in {modelfile.EXTENSION}, or Detect would not take it)")
         # Without REPORT (qgis_process, batch) the guard's report is still written, to a temporary file.
         report = self.parameterAsFileOutput(parameters, self.REPORT, context) or QgsProcessingUtils.generateTempFilename("training_report.html")
         self._check_destination(output_model, "OUTPUT_MODEL")
@@ -281,6 +302,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             if index < 0:
                 feedback.pushInfo(f"'{layer.name()}' has no field '{label_field}': each of its outlines counts as an ice patch.")
             indices[layer.id()] = index if index >= 0 else None
+        self._check_labels_hold_features(label_layers)
 
         base_model = self.parameterAsFile(parameters, self.BASE_MODEL, context)
         if base_model:

@@ -92,6 +92,36 @@ def test_a_truncated_geotiff_is_named_damaged(tiny_model, tmp_path):
     assert " -m model --jsonl detect " in out  # QGIS loaded it; the engine found the damage
 
 
+def test_a_geotiff_cut_inside_its_header_is_named_damaged_not_unplaced(tiny_model, tmp_path):
+    """GDAL opens a file cut among its GeoTIFF tags with warnings only; the lost tags were blamed on the
+    file ("no coordinate reference system"), and one cut made qgis_process abort with a traceback."""
+    whole = helpers.generate_raster(tmp_path, name="whole.tif", width=256, height=256)
+    cut = tmp_path / "ESP_000005_0000_RED.tif"
+    cut.write_bytes(open(whole.path, "rb").read()[:400])
+    done, out_folder = run_detect(tiny_model, cut, tmp_path)
+    out = assert_refused_cleanly(done, out_folder, f"'{cut}' is damaged: GDAL opened it but cannot decode its pixels")
+    assert "IO error during reading" in out and "download it again" in out and "coordinate reference system" not in out
+
+
+def test_a_south_up_raster_is_refused_with_the_north_up_fix(tiny_model, tmp_path):
+    """Rows running south to north (a positive pixel height) would show the network the terrain upside down:
+    the same pixels scored 0.79 north-up and 0.21 so, without a word."""
+    north_up = helpers.generate_raster(tmp_path, name="north_up.tif", width=256, height=256)
+    x0, pixel, _, y0, _, negative_height = helpers.default_geotransform(256, 256)
+    flipped = helpers.write_geotiff(tmp_path / "ESP_000006_0000_RED.tif", gdal.Open(north_up.path).ReadAsArray()[::-1], "UInt16",
+                                    (x0, pixel, 0.0, y0 + 256 * negative_height, 0.0, -negative_height), helpers.mars_equirectangular_wkt())
+    done, out_folder = run_detect(tiny_model, flipped, tmp_path)
+    out = assert_refused_cleanly(done, out_folder, f"'{flipped}' is stored south-up (its rows run from south to north: a positive pixel height)")
+    assert "gdalwarp in.tif north_up.tif" in out
+
+
+def test_a_strip_narrower_than_a_chunk_is_told_so(tiny_model, tmp_path):
+    strip = helpers.write_geotiff(tmp_path / "strip.tif", np.full((4 * CHUNK, 1), 500, np.uint16), "UInt16",
+                                  helpers.default_geotransform(1, 4 * CHUNK), helpers.mars_equirectangular_wkt())
+    done, out_folder = run_detect(tiny_model, strip, tmp_path)
+    assert_refused_cleanly(done, out_folder, f"'{strip}' is 1 x {4 * CHUNK} px, a strip narrower than an eighth of a chunk ({CHUNK // 8} px at CHUNK_SIZE {CHUNK})")
+
+
 def test_a_truncated_jpeg2000_is_named_damaged(tiny_model, tmp_path):
     if gdal.GetDriverByName("JP2OpenJPEG") is None:
         pytest.skip(f"this GDAL ({gdal.__version__}) has no JP2OpenJPEG driver")
@@ -367,3 +397,13 @@ def test_only_plain_paths_are_judged_before_qgis(qgis_app, tmp_path):
         assert algorithm.unloadable_layer_message(source, "raster", context) == "", source
     assert "cannot be found" in algorithm.unloadable_layer_message(f"{tmp_path}/a.tif", "raster", context)
     assert "cannot be found" in algorithm.unloadable_layer_message(f"{tmp_path}/a.gpkg|layername=chunks", "polygon", context)
+
+
+def test_an_output_named_without_an_extension_is_the_geopackage_qgis_writes(tiny_model, tmp_path):
+    """QGIS writes OUTPUT=chunks as chunks.gpkg; the check that reads the layer back looked for 'chunks',
+    called the run failed ("free some space") and left chunks.gpkg behind."""
+    raster = helpers.generate_raster(tmp_path, name="scene.tif", width=256, height=256)
+    done = qs.qgis_process("run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
+                           f"OUTPUT={tmp_path / 'chunks'}")
+    assert done.returncode == 0 and "ERROR" not in done.stdout, done.stdout[-3000:]
+    assert len(qs.read_ogr(tmp_path / "chunks.gpkg").rows) == (256 // CHUNK) ** 2 and not (tmp_path / "chunks").exists()

@@ -571,3 +571,37 @@ def test_probability_raster_output_matches_the_inputs_georeferencing_and_is_styl
 def test_probability_raster_must_be_a_geotiff(detect_error, tmp_path):
     message = detect_error(PROBABILITY_RASTER=str(tmp_path / "p.png"))
     assert ".tif" in message
+
+
+def test_no_output_replaces_the_image_it_reads(qgis_app, tiny_model, make_raster, tmp_path):
+    """An output named on the input image would destroy it (QGIS replaces an output file whole): refused
+    while QGIS checks the parameters, the image untouched. A GeoPackage raster too."""
+    from pathlib import Path
+
+    from osgeo import gdal
+
+    raster = make_raster(name="ESP_000010_1000_RED.tif")
+    before = Path(raster.path).read_bytes()
+
+    def message(**outputs):
+        parameters = {"INPUT": raster.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": str(tmp_path / "chunks.gpkg"), **outputs}
+        return qs.processing_error("hiriseice:detect", parameters)
+
+    for output in ("PROBABILITY_RASTER", "REPORT"):
+        said = message(**{output: raster.path})
+        assert f"{output} would be written over {raster.path}, which this run reads as INPUT: writing it would destroy it." in said, said
+    assert Path(raster.path).read_bytes() == before and not (tmp_path / "chunks.gpkg").exists()
+    packaged = str(tmp_path / "ESP_000010_1000_RED.gpkg")
+    assert gdal.Translate(packaged, raster.path, format="GPKG") is not None
+    said = message(INPUT=packaged, OUTPUT=packaged)
+    assert f"OUTPUT would be written over {packaged}, which this run reads as INPUT" in said, said
+    assert gdal.Open(packaged).RasterXSize == raster.width
+
+
+def test_a_model_file_without_its_extension_is_told_the_extension(qgis_app, tiny_model, detect_scene, tmp_path):
+    from pathlib import Path
+
+    renamed = tmp_path / "tuned"
+    renamed.write_bytes(Path(tiny_model.path).read_bytes())
+    said = qs.processing_error("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": str(renamed), "OUTPUT": str(tmp_path / "chunks.gpkg")})
+    assert f"MODEL (Model file (empty = bundled default model)) is '{renamed}'; give a file name ending in .hiriseice." in said, said

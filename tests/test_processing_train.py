@@ -124,13 +124,16 @@ def labelled_geographic(qgis_app, detected, training_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def chunk_trained(qgis_app, labelled_geographic, training_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("train_chunks")
-    results = train(folder, [training_data.raster.path], [labelled_geographic], HISTORY=str(folder / "history.gpkg"))
+    # OUTPUT_MODEL without its extension, as a name typed in qgis_process: written as model.hiriseice
+    results = train(folder, [training_data.raster.path], [labelled_geographic], HISTORY=str(folder / "history.gpkg"), OUTPUT_MODEL=str(folder / "model"))
     return dict(results=results, folder=folder, metadata=modelfile.read_metadata(results["OUTPUT_MODEL"]), job=job_of(results))
 
 
 def test_chunk_labels_from_a_reprojected_detect_output(chunk_trained, training_data):
     meta = chunk_trained["metadata"]
     assert chunk_trained["results"]["OUTPUT_MODEL"] == str(chunk_trained["folder"] / "model.hiriseice")
+    assert not (chunk_trained["folder"] / "model").exists()
+    assert any("OUTPUT_MODEL: written as" in text and "model.hiriseice" in text for text in chunk_trained["results"]["_feedback"].infos)
     assert (meta["input_size"], meta["chunk_size"], meta["architecture"]["widths"]) == (32, CHUNK, [4, 8, 8, 16])
     training = meta["training"]
     assert training["data"]["label_mode"] == "chunks"
@@ -401,3 +404,31 @@ def test_cancel_during_training_stops_the_worker_and_writes_no_model(qgis_app, t
     jobs = [m.group(1) for text in feedback.infos for m in [re.match(r"Training job: (.+)$", text)] if m]
     assert jobs and qs.wait_until_gone(jobs[0]) == [], "the training worker outlived the cancel"
     assert os.listdir(out) == [], os.listdir(out)
+
+
+def test_no_output_replaces_the_labels_or_an_image_the_run_reads(detected, training_data, tmp_path):
+    """The labels, drawn by hand over days, and the image are never written over (refused while QGIS
+    checks the parameters, before any worker)."""
+    labels = tmp_path / "labels.gpkg"
+    shutil.copyfile(detected, labels)
+    before = qs.read_ogr(labels)
+    for output in ("OUTPUT_MODEL", "HISTORY", "REPORT"):
+        message = qs.processing_error("hiriseice:train", dict(TINY, RASTERS=[training_data.raster.path], LABELS=[str(labels)], EPOCHS=1,
+                                                               **{"OUTPUT_MODEL": str(tmp_path / "m.hiriseice"), output: str(labels)}))
+        assert f"{output} would be written over {labels}, which this run reads as LABELS" in message and "nothing was run or written" in message, message
+    assert qs.read_ogr(labels) == before and not (tmp_path / "m.hiriseice").exists()  # (QGIS's opening alone switches SQLite to WAL)
+    message = qs.processing_error("hiriseice:train", dict(TINY, RASTERS=[training_data.raster.path], LABELS=[str(labels)], OUTPUT_MODEL=training_data.raster.path))
+    assert f"OUTPUT_MODEL would be written over {training_data.raster.path}, which this run reads as RASTERS" in message
+
+
+def test_label_layers_without_features_or_off_mars_are_told_so(qgis_app, detected, training_data, tmp_path):
+    from qgis.core import QgsCoordinateReferenceSystem, QgsVectorLayer
+
+    empty = QgsVectorLayer(f"Polygon?crs=wkt:{training_data.raster.crs_wkt}&field=label:integer", "nothing drawn", "memory")
+    message = qs.processing_error("hiriseice:train", dict(TINY, RASTERS=[training_data.raster.path], LABELS=[empty], OUTPUT_MODEL=str(tmp_path / "m.hiriseice")))
+    assert "The label layer(s) 'nothing drawn' hold no features. Label chunks first" in message, message
+    earth = QgsVectorLayer(str(detected), "web mercator", "ogr")
+    earth.setCrs(QgsCoordinateReferenceSystem("EPSG:3857"))  # a layer whose CRS was set wrongly in QGIS
+    message = qs.processing_error("hiriseice:train", dict(TINY, RASTERS=[training_data.raster.path], LABELS=[earth], OUTPUT_MODEL=str(tmp_path / "m.hiriseice")))
+    assert "The label layer 'web mercator' is in EPSG:3857, a CRS of another body than Mars" in message and "Set the layer's Mars CRS" in message, message
+    assert not (tmp_path / "m.hiriseice").exists()

@@ -495,10 +495,13 @@ def test_non_integer_pixels_are_refused(tmp_path, data_type, kind):
         RasterSource(path)
 
 
-@pytest.mark.parametrize("width, height, refused", [(1, 1, True), (63, 63, True), (64, 1, False), (1, 64, False), (200, 120, False)])
-def test_an_image_smaller_than_one_chunk_both_ways_is_refused(width, height, refused):
+@pytest.mark.parametrize("width, height, refused", [(1, 1, "smaller"), (63, 63, "smaller"), (64, 1, "strip"), (1, 64, "strip"), (7, 640, "strip"),
+                                                    (8, 640, ""), (64, 8, ""), (200, 120, "")])
+def test_an_image_smaller_than_one_chunk_both_ways_or_a_sliver_is_refused(width, height, refused):
+    said = {"smaller": rf"is {width} x {height} px, smaller than one chunk \(64 x 64 px\)",
+            "strip": rf"is {width} x {height} px, a strip narrower than an eighth of a chunk \(8 px at CHUNK_SIZE 64\)"}
     if refused:
-        with pytest.raises(RasterError, match=rf"is {width} x {height} px, smaller than one chunk \(64 x 64 px\)"):
+        with pytest.raises(RasterError, match=said[refused]):
             raster.check_holds_a_chunk("x.tif", width, height, 64)
     else:
         raster.check_holds_a_chunk("x.tif", width, height, 64)

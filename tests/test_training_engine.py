@@ -2,6 +2,7 @@
 inputs), and in QGIS's Python the TensorFlow-free parts (train/validation splits, label values)."""
 
 import json
+import shutil
 import math
 import re
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from model import labels, modelfile, splitting
-from model.errors import LabelError, RasterError
+from model.errors import EngineError, LabelError, RasterError
 
 import helpers
 
@@ -206,6 +207,8 @@ def bad_jobs(training_data, worker_python, tmp_path_factory):
     small = helpers.generate_raster(folder, name="small.tif", width=48, height=48)
     far_away = [{"wkt": helpers.window_wkt(raster.geotransform, x + 5000, y - 7000, CHUNK, CHUNK), "label": item["label"]}
                 for item, (x, y) in zip(training_data.labels, [(c * CHUNK, r * CHUNK) for r in range(6) for c in range(6)])]
+    own_copy = folder / "ESP_000011_1000_RED.tif"
+    shutil.copyfile(raster.path, own_copy)
     corner_block = [item for item, (r, c) in zip(training_data.labels, [(r, c) for r in range(6) for c in range(6)]) if r < 3 and c < 3]
     cases = {
         "no labels": dict(rasters=[{"path": raster.path, "labels": []}]),
@@ -218,6 +221,7 @@ def bad_jobs(training_data, worker_python, tmp_path_factory):
         "one block only": dict(rasters=[{"path": raster.path, "labels": corner_block}]),
         "no raster": dict(rasters=[]),
         "pull back past the base": dict(anchor=1.5),
+        "the model over the image": dict(rasters=[{"path": str(own_copy), "labels": training_data.labels}], output_model=str(own_copy)),
     }
     paths = {}
     for i, (case, changes) in enumerate(cases.items()):
@@ -249,6 +253,7 @@ def bad_jobs(training_data, worker_python, tmp_path_factory):
         ("one block only", LabelError.code, ["one image block", "no honest validation split"]),
         ("no raster", LabelError.code, ["No raster was given"]),
         ("pull back past the base", LabelError.code, ["ANCHOR", "is 1.5", "from 0 (none) to 1"]),
+        ("the model over the image", EngineError.code, ["OUTPUT_MODEL is '", "ESP_000011_1000_RED.tif', which this run reads as RASTERS"]),
     ],
 )
 def test_bad_training_inputs_are_explained(bad_jobs, case, code, words):

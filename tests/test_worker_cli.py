@@ -22,6 +22,7 @@ from model.grid import chunk_grid, grid_shape
 from model.protocol import Reporter
 
 import helpers
+import qgis_support as qs
 
 # What the geologist reads first, then the technical fields (issue 11).
 CHUNK_FIELDS = ["image_id", "chunk_id", "probability", "class", "label", "review_rank",
@@ -313,6 +314,23 @@ def test_truncated_raster_is_an_input_error_not_a_crash(scene, tiny_model, worke
     run = helpers.run_worker(worker_python, "detect", cut, "--model", tiny_model.path, "--out", out)
     assert_one_error(run, DamagedRasterError.code, str(cut), "is damaged", "IReadBlock failed", "download it again")
     assert run.returncode == 2 and not out.exists()
+
+
+def test_an_output_on_the_input_or_in_a_read_only_folder_stops_before_scoring(scene, tiny_model, worker_python, tmp_path):
+    """One line and exit 2 before any chunk is scored: the image given again as --out was overwritten,
+    and an unwritable folder ended in a traceback after the scoring, with a partial file left."""
+    image = tmp_path / "ESP_999997_9999_RED.tif"
+    image.write_bytes(open(scene.path, "rb").read())
+    for option in ("--out", "--report", "--probability-raster"):
+        run = helpers.run_worker(worker_python, "detect", image, "--model", tiny_model.path, option, image)
+        assert_one_error(run, EngineError.code, f"{option} is '{image}', which this run reads as RASTER: writing it would destroy that file.")
+        assert run.returncode == 2 and open(image, "rb").read() == open(scene.path, "rb").read()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with qs.read_only_folder(locked):
+        run = helpers.run_worker(worker_python, "detect", image, "--model", tiny_model.path, "--out", locked / "chunks.gpkg")
+        assert_one_error(run, EngineError.code, f"--out cannot be written to '{locked}'", "Choose a folder you can write to.")
+        assert run.returncode == 2 and os.listdir(locked) == [] and not any(m["type"] == "progress" for m in run.messages)
 
 
 def test_model_that_is_not_a_zip(scene, worker_python, tmp_path):

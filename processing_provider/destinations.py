@@ -1,0 +1,173 @@
+"""Where the algorithms' outputs land on disk, checked before the worker starts: writable, with
+room, not replacing another output or a file the run reads; read back once written, and removed
+when a run fails."""
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Iterable, List, Optional
+
+from osgeo import gdal
+from qgis.core import QgsDataSourceUri, QgsProcessingException, QgsProviderRegistry, QgsVectorFileWriter
+
+from .engine import gdal_exceptions
+
+
+@dataclass(frozen=True)
+class FileDestination:
+    parameter: str
+    path: str  # absolute
+    table: str = ""  # empty: a plain file name, which QGIS replaces as a whole
+    existed: bool = False  # the file was there before this run
+
+
+def file_destination(parameter: str, destination: str, vector: bool = False) -> Optional[FileDestination]:
+    """Where a sink or file destination writes on disk; None for memory and database outputs.
+    vector: a feature sink, which QGIS writes to name + ".gpkg" where the name ends in no vector
+    format's extension (QgsProcessingUtils::parseDestinationString): "chunks", or the input's "scene.tif"."""
+    if not destination or destination == "TEMPORARY_OUTPUT":
+        return None
+    if destination.startswith("ogr:"):
+        uri = QgsDataSourceUri(destination[len("ogr:"):])
+        path = os.path.abspath(uri.database())
+        return FileDestination(parameter, path, uri.table(), os.path.exists(path))
+    provider = destination.split(":", 1)[0]  # "memory", "postgres", ...; never a Windows drive letter
+    if ":" in destination and len(provider) > 1 and provider in QgsProviderRegistry.instance().providerList():
+        return None
+    if vector and not QgsVectorFileWriter.driverForExtension(destination.rsplit(".", 1)[1] if "." in destination else ""):
+        destination += ".gpkg"
+    path = os.path.abspath(destination)
+    return FileDestination(parameter, path, existed=os.path.exists(path))
+
+
+def check_not_an_input(destination: FileDestination, read: Iterable) -> None:
+    """An output on a file the run reads would destroy it: QGIS and the engine replace an output file
+    whole (a GeoPackage table named in the destination is added beside the file's other layers, and
+    only replaces the layer of that name). read: (parameter, path, layer name) of each input."""
+    if not os.path.exists(destination.path):
+        return
+    for parameter, path, layer in read:
+        if path and os.path.exists(path) and os.path.samefile(path, destination.path) and (not destination.table or destination.table == layer):
+            what = f"the table '{destination.table}' of {path}" if destination.table else path
+            raise QgsProcessingException(
+                f"{destination.parameter} would be written over {what}, which this run reads as {parameter}: writing it would destroy it. "
+                "Choose another file name (or another table); nothing was run or written."
+            )
+
+
+def check_writable(destination: FileDestination) -> None:
+    """Fail before any work when the destination cannot be written (os.access also sees
+    read-only file systems and immutable folders, which hold back even root)."""
+    folder = os.path.dirname(destination.path)
+    if not os.path.isdir(folder):
+        raise _cannot_write(destination, f"the folder {folder} does not exist", "Create it or choose another destination")
+    if os.path.isdir(destination.path):
+        raise _cannot_write(destination, "that is a folder", "Give a file name")
+    # SQLite (GeoPackage) and the engine's atomic rename both create files beside the output.
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _cannot_write(destination, f"the folder {folder} is read-only")
+    if os.path.exists(destination.path) and not os.access(destination.path, os.W_OK):
+        raise _cannot_write(destination, "the file exists and is read-only")
+
+
+def _cannot_write(destination: FileDestination, why: str, fix: str = "Choose another destination") -> QgsProcessingException:
+    return QgsProcessingException(f"{destination.parameter} cannot be written to {destination.path}: {why}. {fix}; nothing was run or written.")
+
+
+def check_not_replaced_later(first: FileDestination, later: FileDestination) -> None:
+    """A later plain-file sink on the file of an earlier one would delete what that one wrote."""
+    if later.path == first.path and not later.table:
+        raise QgsProcessingException(
+            f"{first.parameter} and {later.parameter} both write {first.path}, and {later.parameter} names the file without a table, "
+            f"so QGIS would replace the whole file and lose {first.parameter}. Name a table for each, e.g. "
+            f"ogr:dbname='{first.path}' table=\"{later.parameter.lower()}\" (geom), or use another file."
+        )
+
+
+def vector_layer_names(path: str) -> List[str]:
+    """The layers of an existing vector file, read with OGR; empty when there is none."""
+    if not os.path.isfile(path):
+        return []
+    try:
+        with gdal_exceptions():
+            dataset = gdal.OpenEx(path, gdal.OF_VECTOR | gdal.OF_READONLY)
+            return [dataset.GetLayer(i).GetName() for i in range(dataset.GetLayerCount())]
+    except RuntimeError:  # not a vector file: QGIS replaces it all the same
+        return []
+
+
+def written_feature_count(destination: FileDestination) -> Optional[int]:
+    """Features in the destination's layer as OGR reads the closed file back; None when the
+    file or the layer is not there."""
+    try:
+        with gdal_exceptions():
+            dataset = gdal.OpenEx(destination.path, gdal.OF_VECTOR | gdal.OF_READONLY)
+            name = destination.table or os.path.splitext(os.path.basename(destination.path))[0]
+            layer = dataset.GetLayerByName(name) or (dataset.GetLayer(0) if dataset.GetLayerCount() == 1 else None)
+            return None if layer is None else int(layer.GetFeatureCount())
+    except RuntimeError:
+        return None
+
+
+# A GeoPackage's own tables and a chunk's row (polygon, fields, spatial index), with room to spare.
+GEOPACKAGE_BASE_BYTES = 256_000
+BYTES_PER_CHUNK = 1_500
+# Free space beyond any chunk layer's need (a million chunks take 1.5 GB): a failed write there is not for room.
+ROOMY_DISK_MB = 2_000
+
+
+def check_free_space(destinations: Iterable[FileDestination], chunks: int) -> None:
+    """Fail before any work when a destination's disk cannot hold the layers about to be written."""
+    needed = GEOPACKAGE_BASE_BYTES + BYTES_PER_CHUNK * chunks
+    for destination in destinations:
+        free = shutil.disk_usage(os.path.dirname(destination.path)).free
+        if free < needed:
+            raise _cannot_write(destination, f"its disk has {free / 1e6:.2f} MB free and the {chunks} chunks need about {needed / 1e6:.2f} MB",
+                                "Free some space or choose another destination")
+
+
+def remove_created(destinations: Iterable[FileDestination]) -> None:
+    """Delete the files this run created (a failed run leaves no half-written output)."""
+    for destination in destinations:
+        if not destination.existed:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(OSError):
+                    os.remove(destination.path + suffix)
+
+
+def check_written(destination: FileDestination, expected: int, what: str) -> None:
+    """Read a closed sink's file back: QGIS reports neither a full disk nor a GeoPackage whose table
+    was never created (issue 9: a full disk gave exit 0 and an empty file)."""
+    written = written_feature_count(destination) or 0
+    if written != expected:
+        raise not_written(destination, what, f"{written} of {expected} features are there")
+
+
+def not_written(destination: FileDestination, what: str, how_far: str) -> QgsProcessingException:
+    """The one message for an output that failed while being written; a file this run created is
+    removed first, so no half-written output is left."""
+    remove_created([destination])
+    folder = os.path.dirname(destination.path)
+    free_mb = shutil.disk_usage(folder).free / 1e6 if os.path.isdir(folder) else 0.0
+    if free_mb < ROOMY_DISK_MB:
+        fix = "Free some space (or choose another destination) and run again"
+    else:  # with room to spare, what holds back a write is a lock (SQLite's) or the file's owner
+        fix = ("Close it in any program that has it open (a QGIS project with its layers loaded, a database browser), "
+               "or choose another destination, and run again")
+    return QgsProcessingException(
+        f"{destination.parameter}: the {what} layer could not be written to {destination.path}: {how_far}, and {free_mb:.1f} MB is free on that disk. "
+        + fix + ("; the file was removed." if not destination.existed else "; other tables of that file were left as they were.")
+    )
+
+
+def report_replaced_layers(destination: FileDestination, feedback) -> None:
+    """Say which existing layers writing the destination replaces (call just before the sink is made)."""
+    layers = vector_layer_names(destination.path)
+    if destination.table and destination.table in layers:
+        feedback.pushInfo(f"{destination.parameter}: replacing the table '{destination.table}' in {destination.path}")
+    elif not destination.table and layers:
+        feedback.pushInfo(
+            f"{destination.parameter}: replacing the file {destination.path}, with its layer(s) {', '.join(layers)} "
+            f"(QGIS replaces a file named without a table; to add a table instead: ogr:dbname='{destination.path}' table=\"name\" (geom))"
+        )
