@@ -214,6 +214,7 @@ def evaluate(network, meta, test: Examples) -> Dict:
         **_ece_at_survey_share(p, test.labels, meta.get("calibration")),
         "reliability": calibration.reliability(p, test.labels),
         "by_size": by_size(p, test),
+        "by_contrast": by_contrast(p, test),
     }
 
 
@@ -234,6 +235,23 @@ def by_size(p, test: Examples, edges=(0, 12, 20, 40, 80, 400)):
         icy = (test.labels == 1) & (test.size_px >= low) & (test.size_px < high)
         if icy.any():
             rows[f"{low}-{high} px"] = {"count": int(icy.sum()), "recall": float((p[icy] >= 0.5).mean())}
+    return rows
+
+
+def by_contrast(p, test: Examples, edges=(0.0, 0.1, 0.2, 0.4, 1.0)):
+    """Per family and band of its largest patch's contrast (over the brighter part of its surroundings,
+    patches.paint_ice): the ROC AUC of the band's icy examples against every ice-free one, so that
+    faint ice missed in-family can be told from faint ice missed only in unseen families."""
+    negative = test.labels == 0
+    rows = {}
+    for family in FAMILIES:
+        bands = {}
+        for low, high in zip(edges[:-1], edges[1:]):
+            icy = (test.kinds == family) & (test.contrast >= low) & (test.contrast < high)
+            if icy.any():
+                both = icy | negative
+                bands[f"{low}-{high}"] = {"count": int(icy.sum()), "roc_auc": metrics.roc_auc(p[both], test.labels[both])}
+        rows[family] = bands
     return rows
 
 
