@@ -377,6 +377,14 @@ def label_fields(raster_path: str, reporter: Reporter) -> Dict:
     except (OSError, UnicodeError) as exc:
         reporter.warning(f"The label {path} cannot be read ({exc}); the summary goes without Ls, incidence and latitude.")
         return without_label
+    if all(value is None for value in fields.values()):
+        reporter.warning(f"{path} beside the image holds none of a HiRISE PDS3 label's keywords (is it damaged?); the summary goes "
+                         "without Ls, incidence and latitude. Download the label again to have them.")
+        return without_label
+    for name in pdslabel.implausible(fields):
+        low, high = pdslabel.PLAUSIBLE[name]
+        reporter.warning(f"The label {os.path.basename(path)} gives {name} {fields[name]:g}, outside {low:g}-{high:g}; it is left out of the summary.")
+        fields[name] = None
     reporter.log(
         f"label {os.path.basename(path)}: observation {fields['observation_id']}, Ls {fields['solar_longitude']}, "
         f"incidence {fields['incidence_angle']}, latitude {fields['centre_latitude']}"

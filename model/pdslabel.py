@@ -86,3 +86,12 @@ def summary_fields(label_path: str) -> Dict:
         "low_saturation_dn": _integer(max(low)) if low else None,  # DNs at or below it are saturated
         "high_saturation_dn": _integer(min(high)) if high else None,  # DNs at or above it are saturated
     }
+
+
+# What a HiRISE label's angles can be; a value outside is a damaged or hand-edited label, not the image's.
+PLAUSIBLE = {"solar_longitude": (0.0, 360.0), "incidence_angle": (0.0, 180.0), "centre_latitude": (-90.0, 90.0)}
+
+
+def implausible(fields: Dict) -> List[str]:
+    """The summary fields (of summary_fields) whose value no HiRISE observation can have."""
+    return [name for name, (low, high) in PLAUSIBLE.items() if fields.get(name) is not None and not low <= fields[name] <= high]

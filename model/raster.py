@@ -278,10 +278,17 @@ class RasterSource:
         try:
             data = band.ReadAsArray(*window, buf_xsize=out_width, buf_ysize=out_height, buf_type=gdal.GDT_Float32, resample_alg=RESAMPLING)
         except RuntimeError as exc:
-            raise damaged_raster_error(self.info.path, str(exc)) from None
+            raise damaged_raster_error(self._pixels_file(), str(exc)) from None
         if data is None:
-            raise damaged_raster_error(self.info.path, gdal.GetLastErrorMsg())
+            raise damaged_raster_error(self._pixels_file(), gdal.GetLastErrorMsg())
         return data
+
+    def _pixels_file(self) -> str:
+        """The file that holds the pixels: a detached label's data file (PDS3 .LBL and .IMG), else the raster's own path."""
+        if os.path.splitext(self.info.path)[1].lower() != ".lbl":
+            return self.info.path
+        data = [f for f in (self._ds.GetFileList() or [])[1:] if os.path.splitext(f)[1].lower() not in (".lbl", ".xml", ".aux")]
+        return data[0] if data else self.info.path
 
     def read_chunk(self, chunk: ChunkWindow, chunk_size: int, input_size: int) -> Tuple[np.ndarray, np.ndarray]:
         """A chunk at the network's scale: chunk_size pixels map to input_size pixels.
@@ -376,7 +383,18 @@ def _gdal_messages():
 
 
 def not_a_raster_error(path: str, gdal_message: str) -> RasterError:
+    label = _detached_label(path)
+    if label:  # a PDS3 image's raw pixels, which GDAL reads only through the label that describes them
+        return RasterError(f"'{path}' holds raw pixels that GDAL reads only through their PDS label: give '{label}' instead.")
     return RasterError(f"'{path}' exists but is not a raster GDAL can read ({gdal_message.strip()}). Give {SUPPORTED_FORMATS}.")
+
+
+def _detached_label(path: str) -> str:
+    """The .LBL beside a PDS3 .IMG (either case); empty where there is none."""
+    stem, extension = os.path.splitext(path)
+    if extension.lower() != ".img":
+        return ""
+    return next((stem + suffix for suffix in (".LBL", ".lbl") if os.path.isfile(stem + suffix)), "")
 
 
 def damaged_raster_error(path: str, gdal_message: str) -> DamagedRasterError:

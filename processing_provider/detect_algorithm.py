@@ -47,6 +47,8 @@ class OutputLayer(NamedTuple):
 
 MODEL_FILTER = "HiRISE Ice Patches model (*.hiriseice);;All files (*.*)"
 HTML_FILTER = "HTML files (*.html)"
+# Formats QGIS writes a sink to without its geometry (a CSV keeps it only with a layer option).
+TABLES_WITHOUT_GEOMETRY = (".csv", ".xlsx", ".ods", ".dbf")
 PROBABILITY_QML = os.path.join(styling.STYLES_FOLDER, "probability.qml")
 
 
@@ -152,6 +154,10 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         feedback.pushInfo(f"Model: {modelfile.describe(metadata)} from {model_path}")
         options = self.worker_options(parameters, context, layer, metadata)
         sinks = self.checked_sink_destinations(parameters, context)
+        for destination in sinks.values():
+            if os.path.splitext(destination.path)[1].lower() in TABLES_WITHOUT_GEOMETRY:
+                feedback.pushWarning(f"{destination.parameter} is a {os.path.splitext(destination.path)[1][1:].upper()} file: it keeps the chunks' fields "
+                                     "but not their polygons, so it cannot be drawn on the map. Give a .gpkg to keep them.")
         report = self.checked_report(parameters, context)
         probability_raster = self.checked_probability_raster(parameters, context)
         check_free_space(sinks.values(), math.prod(grid.grid_shape(layer.width(), layer.height(), options["chunk_size"], options["stride"])))

@@ -91,3 +91,27 @@ def test_without_a_label_the_fields_are_null(tiny_model, worker_python, tmp_path
     helpers.run_worker(worker_python, "detect", raster.path, "--model", tiny_model.path, "--out", gpkg).check()
     written = read_ogr(gpkg, "summary").rows[0]
     assert [written[name] for name in LABEL_FIELD_NAMES] == [None] * len(LABEL_FIELD_NAMES)
+
+
+def test_a_damaged_label_or_an_impossible_angle_is_a_warning_not_a_silent_summary(products, tiny_model, worker_python, tmp_path):
+    import re
+    import shutil
+
+    product = products[EQUIRECTANGULAR_ID]
+    text = open(product.lbl, encoding="latin-1").read()
+    cases = {"noise": None, "edited": re.sub(r"SOLAR_LONGITUDE\s*=\s*[\d.]+", "SOLAR_LONGITUDE = 999", text)}
+    for case, label in cases.items():
+        jp2 = tmp_path / f"{case}.JP2"
+        shutil.copyfile(product.jp2, jp2)
+        if label is None:
+            (tmp_path / f"{case}.LBL").write_bytes(bytes(range(256)) * 8)
+        else:
+            (tmp_path / f"{case}.LBL").write_text(label, encoding="latin-1")
+        run = helpers.run_worker(worker_python, "detect", jp2, "--model", tiny_model.path).check()
+        warnings = [m["message"] for m in run.messages if m["type"] == "warning"]
+        if case == "noise":
+            assert any("holds none of a HiRISE PDS3 label's keywords" in w for w in warnings), warnings
+            assert all(run.result["summary"][name] is None for name in LABEL_FIELD_NAMES)
+        else:
+            assert any("gives solar_longitude 999, outside 0-360; it is left out of the summary." in w for w in warnings), warnings
+            assert run.result["summary"]["solar_longitude"] is None and run.result["summary"]["observation_id"] == product.name[:15]

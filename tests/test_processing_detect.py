@@ -605,3 +605,12 @@ def test_a_model_file_without_its_extension_is_told_the_extension(qgis_app, tiny
     renamed.write_bytes(Path(tiny_model.path).read_bytes())
     said = qs.processing_error("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": str(renamed), "OUTPUT": str(tmp_path / "chunks.gpkg")})
     assert f"MODEL (Model file (empty = bundled default model)) is '{renamed}'; give a file name ending in .hiriseice." in said, said
+
+
+def test_a_table_without_geometry_as_output_is_warned_about(qgis_app, tiny_model, detect_scene, tmp_path):
+    """OUTPUT=chunks.csv is written (the fields a spreadsheet wants), with a warning that the polygons are not in it."""
+    results = qs.run_algorithm("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK,
+                                                    "OUTPUT": str(tmp_path / "chunks.csv"), "SUMMARY": None})
+    warned = [w for w in results["_feedback"].warnings if "OUTPUT is a CSV file: it keeps the chunks' fields but not their polygons" in w]
+    assert len(warned) == 1 and "Give a .gpkg to keep them." in warned[0], results["_feedback"].warnings
+    assert (tmp_path / "chunks.csv").read_text().startswith("image_id,chunk_id,probability")

@@ -629,3 +629,33 @@ def test_chunks_read_by_two_threads_come_in_grid_order_as_one_reads_them(make_ra
     (one, mosaic_one), (two, mosaic_two) = runs
     assert len(one) > 100 and one == two
     assert np.array_equal(mosaic_one.valid, mosaic_two.valid) and mosaic_one.seen.all()
+
+
+PDS3_LABEL = """PDS_VERSION_ID = PDS3
+RECORD_TYPE = FIXED_LENGTH
+RECORD_BYTES = 128
+FILE_RECORDS = 64
+^IMAGE = ("{image}", 1)
+OBJECT = IMAGE
+  LINES = 64
+  LINE_SAMPLES = 64
+  SAMPLE_TYPE = MSB_UNSIGNED_INTEGER
+  SAMPLE_BITS = 16
+  BANDS = 1
+END_OBJECT = IMAGE
+END
+"""
+
+
+def test_a_pds3_image_is_read_through_its_label_and_its_damage_names_the_image(tmp_path):
+    """The raw .IMG given alone is told to give the .LBL beside it; a cut .IMG is the file named damaged, not the label."""
+    pixels = np.random.default_rng(3).integers(1, 1000, (64, 64)).astype(">u2").tobytes()
+    (tmp_path / "whole.IMG").write_bytes(pixels)
+    (tmp_path / "whole.LBL").write_text(PDS3_LABEL.format(image="whole.IMG"))
+    with pytest.raises(RasterError, match=r"'.*whole\.IMG' holds raw pixels that GDAL reads only through their PDS label: give '.*whole\.LBL' instead"):
+        RasterSource(str(tmp_path / "whole.IMG"), require_georeferencing=False)
+    (tmp_path / "cut.IMG").write_bytes(pixels[: len(pixels) // 2])
+    (tmp_path / "cut.LBL").write_text(PDS3_LABEL.format(image="cut.IMG"))
+    with raster.gdal_exceptions(), RasterSource(str(tmp_path / "cut.LBL"), require_georeferencing=False) as source:
+        with pytest.raises(DamagedRasterError, match=r"'.*cut\.IMG' is damaged"):
+            source.read(0, 0, 64, 64, 64, 64)
