@@ -23,7 +23,7 @@ from .footprint import ValidityMosaic
 from .grid import chunk_grid, chunk_wkt
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
-from .raster import (RasterSource, block_cache, check_holds_a_chunk, coarse_pixel_warning, gdal_exceptions, not_mars_warning, palette_warning,
+from .raster import (RasterSource, block_cache, check_holds_a_chunk, check_north_up, coarse_pixel_warning, gdal_exceptions, not_mars_warning, palette_warning,
                      reading_threads)
 from .schema import LABEL_SUMMARY_FIELDS
 
@@ -91,6 +91,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     with RasterSource(raster_path, options.band) as source:
         info = source.info
         check_holds_a_chunk(raster_path, info.width, info.height, chunk_size)
+        check_north_up(raster_path, info.geotransform)
         total = chunk_count(source, chunk_size, stride)
         cache_bytes = source.grid_cache_bytes(chunk_size, input_size)
         driver = source.driver

@@ -158,13 +158,19 @@ def georeferencing(ds, path: str, required: bool = True) -> Tuple[Tuple[float, .
             f"'{path}' has a coordinate reference system but no geotransform (no origin or pixel size), so chunk polygons could not "
             "be placed on Mars. Give the map-projected product (an RDR), or georeference this file first (Raster > Georeferencer)."
         )
-    if required and geotransform is not None and geotransform[5] > 0 and geotransform[4] == 0:
+    return tuple(geotransform or PIXEL_GRID), crs_wkt
+
+
+def check_north_up(name: str, geotransform) -> None:
+    """Refuse a raster stored south-up (a positive pixel height, no rotation) where the network is to see it:
+    it reads where shade and ice lie from the sun's side, and scored such a file upside down (0.21 where the
+    same pixels north-up scored 0.79). The chunk grid alone does not care."""
+    if geotransform[5] > 0 and geotransform[4] == 0:
         raise RasterError(
-            f"'{path}' is stored south-up (its rows run from south to north: a positive pixel height), and the network, which "
+            f"'{name}' is stored south-up (its rows run from south to north: a positive pixel height), and the network, which "
             "reads where shade and ice lie from the sun's side, would see it upside down. Make a north-up copy first "
             "(gdalwarp in.tif north_up.tif, or Raster > Projections > Warp), then run on that copy."
         )
-    return tuple(geotransform or PIXEL_GRID), crs_wkt
 
 
 class RasterSource:

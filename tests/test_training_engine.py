@@ -7,6 +7,7 @@ import math
 import re
 
 import numpy as np
+from osgeo import gdal
 import pytest
 
 from model import labels, modelfile, splitting
@@ -209,6 +210,10 @@ def bad_jobs(training_data, worker_python, tmp_path_factory):
                 for item, (x, y) in zip(training_data.labels, [(c * CHUNK, r * CHUNK) for r in range(6) for c in range(6)])]
     own_copy = folder / "ESP_000011_1000_RED.tif"
     shutil.copyfile(raster.path, own_copy)
+    south_up = folder / "ESP_000012_1000_RED.tif"
+    x0, pixel, _, y0, _, height = raster.geotransform
+    helpers.write_geotiff(south_up, gdal.Open(raster.path).ReadAsArray()[::-1], raster.data_type,
+                          (x0, pixel, 0.0, y0 + raster.height * height, 0.0, -height), raster.crs_wkt)
     corner_block = [item for item, (r, c) in zip(training_data.labels, [(r, c) for r in range(6) for c in range(6)]) if r < 3 and c < 3]
     cases = {
         "no labels": dict(rasters=[{"path": raster.path, "labels": []}]),
@@ -221,6 +226,7 @@ def bad_jobs(training_data, worker_python, tmp_path_factory):
         "one block only": dict(rasters=[{"path": raster.path, "labels": corner_block}]),
         "no raster": dict(rasters=[]),
         "pull back past the base": dict(anchor=1.5),
+        "a south-up image": dict(rasters=[{"path": str(south_up), "labels": training_data.labels}]),
         "the model over the image": dict(rasters=[{"path": str(own_copy), "labels": training_data.labels}], output_model=str(own_copy)),
     }
     paths = {}
@@ -253,6 +259,7 @@ def bad_jobs(training_data, worker_python, tmp_path_factory):
         ("one block only", LabelError.code, ["one image block", "no honest validation split"]),
         ("no raster", LabelError.code, ["No raster was given"]),
         ("pull back past the base", LabelError.code, ["ANCHOR", "is 1.5", "from 0 (none) to 1"]),
+        ("a south-up image", RasterError.code, ["ESP_000012_1000_RED.tif' is stored south-up", "gdalwarp in.tif north_up.tif"]),
         ("the model over the image", EngineError.code, ["OUTPUT_MODEL is '", "ESP_000011_1000_RED.tif', which this run reads as RASTERS"]),
     ],
 )
