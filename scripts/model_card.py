@@ -174,6 +174,13 @@ CONTRAST_NOTE = ("The contrast is the largest patch's brightness above its surro
                  "icy crops are ranked against every crop as it is. Below 0.1 a patch is faint even to the eye.")
 
 
+# How to read the in-family contrast column (scripts/default_model.py's by_contrast).
+IN_FAMILY_CONTRAST_NOTE = ("The contrast here is the largest patch's brightness above the brighter part of its surroundings, as the "
+                           "training families paint it (patches.paint_ice), on the same 0-1 stretch; each bin's icy examples are ranked "
+                           "against every ice-free one. Faint ice is hard for this network in the families it trained on too, so "
+                           "faintness and the look of ice drawn another way are two separate gaps in the table above.")
+
+
 def _by_contrast(row: Dict) -> str:
     """ROC AUC per contrast bin, as 'auc / auc (bins)'; measurements made before the bins: a dash."""
     bins = {k: b for k, b in (row.get("by_contrast") or {}).items() if b["count"]}
@@ -198,7 +205,8 @@ def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], at
     t = meta["training"]
     m = meta["metrics"]
     families = "\n".join(
-        f"| {name} | {_auc(row)} | {_vs_real(row)} | {row['recall_at_0.5']:.2f} | {row['count']} |" for name, row in test["families"].items()
+        f"| {name} | {_auc(row)} | {_vs_real(row)} | {row['recall_at_0.5']:.2f} | {row['count']} | {_by_contrast({'by_contrast': test.get('by_contrast', {}).get(name)})} |"
+        for name, row in test["families"].items()
     )
     fpr = "\n".join(f"| {name} | {_rate(value)} |" for name, value in test["false_positive_rate_at_0.5"].items())
     sizes = "\n".join(f"| {name} | {row['count']} | {row['recall']:.2f} |" for name, row in test["by_size"].items())
@@ -238,9 +246,11 @@ choose an epoch. Every family below was also in training, so these numbers are i
 above first. Each family's AUC is its icy examples against every ice-free example, planted look-alikes
 included (intervals resample whole observations), and against the real crops alone.
 
-| family | ROC AUC (95 % interval) | ROC AUC against real crops only | recall at p >= 0.5 | icy examples |
-| --- | --- | --- | --- | --- |
+| family | ROC AUC (95 % interval) | ROC AUC against real crops only | recall at p >= 0.5 | icy examples | ROC AUC by the patch's contrast |
+| --- | --- | --- | --- | --- | --- |
 {families}
+
+{IN_FAMILY_CONTRAST_NOTE}
 
 | ice-free examples | FPR at p >= 0.5 (n) |
 | --- | --- |
