@@ -14,8 +14,8 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
-    QgsProcessingParameterDefinition,
     QgsProcessingOutputLayerDefinition,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
@@ -261,7 +261,8 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         value outside what the parameter takes, in words that say what it takes (value_message). A layer path
         that cannot be loaded is said to be missing, a folder, or not a raster or polygon layer
         (unloadable_layer_message) before QGIS tries: QGIS says "not found" or "Incorrect
-        parameter value" of all of them, and prints a mesh driver's complaint."""
+        parameter value" of all of them, and prints a mesh driver's complaint. Last, no output may
+        replace a file the run reads (check_no_input_replaced)."""
         unknown = self.unknown_parameter_message(parameters)
         if unknown:
             return False, unknown
@@ -286,16 +287,21 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
 
     def check_no_input_replaced(self, parameters, context) -> None:
         """No output may be named on a file this run reads (destinations.check_not_an_input): the
-        user's image, labels or model would be lost, and QGIS checks only that a value is a path."""
-        read = self.read_files(parameters, context)
+        user's image, labels or model would be lost, and QGIS checks only that a value is a path.
+        The inputs' sources are looked up only where an output's file exists already (a survey's
+        hundreds of images are not opened again for a new GeoPackage)."""
+        existing = []
         for definition in self.destinationParameterDefinitions():
             value = parameters.get(definition.name())
             if isinstance(value, QgsProcessingOutputLayerDefinition):
                 value = value.sink.staticValue()
             if isinstance(value, str) and definition.type() != "folderDestination":
                 destination = file_destination(definition.name(), value, vector=definition.type() in ("sink", "vectorDestination"))
-                if destination is not None:
-                    check_not_an_input(destination, read)
+                if destination is not None and destination.existed:
+                    existing.append(destination)
+        read = self.read_files(parameters, context) if existing else []
+        for destination in existing:
+            check_not_an_input(destination, read)
 
     def read_files(self, parameters, context) -> List[Tuple[str, str, str]]:
         """(parameter, file, layer name) of each file the run reads: its layers' sources and its files."""
