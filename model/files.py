@@ -1,7 +1,8 @@
 """Atomic output: every file the engine writes goes to a hidden partial name first, then is renamed.
 
 A cancelled or failed run therefore never leaves a half-written output under the real name,
-and whoever kills the worker can delete the partial files by this same naming rule.
+and whoever kills the worker can delete the partial files by this same naming rule. Each
+destination is checked before any work (check_destination): writable, and not a file the run reads.
 """
 
 import os
