@@ -43,6 +43,7 @@ from model import calibration, finetune, metrics, modelfile  # noqa: E402
 from model.network import architecture, logit_model, score_map_side  # noqa: E402
 from model.protocol import Reporter  # noqa: E402
 from model.training import TrainOptions  # noqa: E402
+from model.trainingdata import patches  # noqa: E402
 from model.trainingdata.crops import load_tiles  # noqa: E402,F401 (the benchmarks read the crops through the recipe)
 from model.trainingdata.examples import FAMILIES, LOOKALIKE_SHARES, make_example, to_input  # noqa: E402
 
@@ -336,6 +337,9 @@ def main(argv=None):
     parser.add_argument("--hard-variants", type=int, default=4, help="training examples per hard-landform crop")
     parser.add_argument("--workers", type=int, default=1, help="processes making the training examples (the same examples for any number)")
     parser.add_argument("--batch-size", type=int, default=TrainOptions.batch_size)
+    parser.add_argument("--faint-share", type=float, default=patches.FAINT_SHARE,
+                        help="share of the training examples' ice painted faint, only a little above the middle of its surroundings "
+                             "(model/trainingdata/patches.py; the test set keeps %(default)s)")
     parser.add_argument("--cell-weight", type=float, default=0.0, help="also teach each score-map cell whether the example's ice covers it, "
                         "with this weight beside the chunk's loss (model/cells.py; 0: chunk labels only)")
     parser.add_argument("--minutes", type=float, default=None, help="stop training after the epoch that ends past this many minutes (a rented machine's lease)")
@@ -431,7 +435,11 @@ def main(argv=None):
     grid = score_map_side(args.input_size, modelfile.read_metadata(args.base)["architecture"] if args.base else architecture(args.input_size, widths))
     if args.cell_weight and not grid:
         sys.exit(f"error: --cell-weight needs an --input-size that is a whole number of score-map cells, not {args.input_size}")
-    pool = build_training_set(training_tiles, args.variants, args.hard_variants, data_seed, args.input_size, args.workers, grid if args.cell_weight else 0)
+    shipped_faint_share, patches.FAINT_SHARE = patches.FAINT_SHARE, args.faint_share  # training and validation examples only, not the test set
+    try:
+        pool = build_training_set(training_tiles, args.variants, args.hard_variants, data_seed, args.input_size, args.workers, grid if args.cell_weight else 0)
+    finally:
+        patches.FAINT_SHARE = shipped_faint_share
     train = pool.subset(np.isin(pool.kinds, families) | (pool.labels == 0))
     reporter.log(f"made {len(train.labels)} training and validation examples ({int(train.labels.sum())} icy; families: {', '.join(families)}) in {time.monotonic() - started:.0f} s")
 
@@ -458,7 +466,7 @@ def main(argv=None):
             # a warm start is reproduced by the base's own commands first
             "commands": (base[1]["training"].get("commands", []) if base else [])
             + [shlex.join(["scripts/train_default_model"] + (sys.argv[1:] if argv is None else list(argv)))],
-            "examples": {"variants": args.variants, "hard_variants": args.hard_variants, "data_seed": data_seed},
+            "examples": {"variants": args.variants, "hard_variants": args.hard_variants, "data_seed": data_seed, "faint_share": args.faint_share},
         },
     )
     outcome = train_arrays(train.images, train.labels, list(train.groups), options, reporter, base, cells=train.cells)

@@ -197,3 +197,14 @@ def test_make_example_on_real_terrain_if_present(shared_data):
         for family in FAMILIES:
             made[family] += make_example(image, rng, 128, family=family) is not None
     assert all(count >= 15 for count in made.values()), made
+
+
+def test_the_faint_share_is_the_share_of_patches_painted_faint(monkeypatch):
+    """The recipe's --faint-share sets patches.FAINT_SHARE for the training examples it draws."""
+    from model.trainingdata import patches
+
+    rng = np.random.default_rng(0)
+    for share in (0.0, 0.35, 1.0):
+        monkeypatch.setattr(patches, "FAINT_SHARE", share)
+        drawn = [patches.draw_brightness(rng, 0.5) for _ in range(2000)]
+        assert drawn.count("faint") / len(drawn) == pytest.approx(share, abs=0.03)
