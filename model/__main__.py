@@ -71,6 +71,10 @@ def _survey(args, reporter: Reporter) -> None:
 
     result = survey(args.rasters, args.out, args.model, _detect_options(args), scheduler=args.scheduler or "", workers=args.workers,
                     images_folder=args.images_folder or "", reporter=reporter)
+    if result["failed"] and not result["done"] and not result["skipped"]:
+        # a batch that surveyed nothing must not read as a success; the runs table keeps the errors for the retry
+        raise EngineError(f"None of the {result['failed']} images could be surveyed: each failed (the warnings above and the 'runs' table of "
+                          f"{os.path.abspath(result['out'])} say why). Fix them or download them again, then run the survey again: failed images are retried.")
     reporter.result(result)
     if not reporter.jsonl:
         print(f"{result['done']} done, {result['failed']} failed, {result['skipped']} skipped of {result['images']} images: {result['out']}")

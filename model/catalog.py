@@ -41,6 +41,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
@@ -681,7 +682,16 @@ def read_index(path: str, product_type: str = "RED", stats: Optional[ReadStats] 
         raise CatalogError(f"The index {path} does not exist: give RDRCUMINDEX.LBL (with its .TAB beside it) or a CSV like hirise_rdr_index.csv.gz.")
     if os.path.splitext(path)[1].lower() in (".lbl", ".tab"):
         return read_pds_index(path, product_type, stats=stats)
-    return read_csv_index(path, product_type, stats=stats)
+    return _damage_said(path, read_csv_index(path, product_type, stats=stats))
+
+
+def _damage_said(path: str, products: Iterator[Product]) -> Iterator[Product]:
+    """The products; a compressed index cut short or corrupted (gzip finds it only mid-read) is named as such."""
+    try:
+        yield from products
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise CatalogError(f"The index {path} is damaged ({exc}): it was probably cut short or corrupted by an interrupted "
+                           "download or copy. Download it again.") from None
 
 
 # --- ODE REST -------------------------------------------------------------------------------

@@ -70,3 +70,11 @@ def check_destination(path: str, parameter: str, inputs: Dict[str, Iterable[str]
     if os.path.exists(target) and not os.access(target, os.W_OK):
         # Renaming over it would succeed, but only the user may drop a file they protected.
         raise EngineError(f"{parameter} cannot replace '{target}': the file is read-only. Choose another file name, or make it writable.")
+
+
+def check_folder(folder: str, parameter: str) -> None:
+    """Fail before any work when a folder destination is a file or cannot be written; a missing one is created."""
+    folder = os.path.abspath(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise EngineError(f"{parameter} is '{folder}', which is a file, not a folder. Give a folder (a missing one is created).")
+    check_destination(os.path.join(folder, "any file"), parameter)

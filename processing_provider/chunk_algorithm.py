@@ -14,7 +14,7 @@ from qgis.core import (
 
 from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, styling
 from .common import add_features, features_from_dicts, make_fields, output_crs, raster_path_for_worker
-from .engine import chunking, errors, gdal_exceptions, grid, raster, schema
+from .engine import chunking, errors, files, gdal_exceptions, grid, raster, schema
 
 
 class ChunkAlgorithm(HiriseIceAlgorithm):
@@ -66,6 +66,11 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
         stride = self.parameterAsInt(parameters, self.STRIDE, context) or chunk_size
         min_valid = self.parameterAsDouble(parameters, self.MIN_VALID, context)
         export_folder = self.parameterAsFileOutput(parameters, self.EXPORT_FOLDER, context) if parameters.get(self.EXPORT_FOLDER) else ""
+        if export_folder:
+            try:
+                files.check_folder(export_folder, self.EXPORT_FOLDER)
+            except errors.EngineError as exc:
+                raise QgsProcessingException(str(exc)) from None
         path = raster_path_for_worker(layer, context, feedback)
 
         rows = []

@@ -1,6 +1,5 @@
 """hiriseice:download - the JP2 and LBL of footprints found by hiriseice:find (model/download.py), in-process."""
 
-import os
 
 from qgis.core import (
     QgsFeatureRequest,
@@ -14,7 +13,7 @@ from qgis.core import (
 )
 
 from .algorithm import HiriseIceAlgorithm
-from .engine import errors
+from .engine import errors, files
 
 try:
     from ..model import download
@@ -113,7 +112,10 @@ class DownloadAlgorithm(HiriseIceAlgorithm):
                 feedback.setProgress(100.0 * p.files_done / p.files_total)
             feedback.setProgressText(f"{p.files_done}/{p.files_total} files, {p.bytes_done / 1e6:.1f} MB" + (f" of {p.bytes_total / 1e6:.1f} MB" if p.bytes_total else "") + (f" ({p.current})" if p.current else ""))
 
-        os.makedirs(folder, exist_ok=True)
+        try:
+            files.check_folder(folder, self.FOLDER)
+        except errors.EngineError as exc:
+            raise QgsProcessingException(str(exc)) from None
         downloader = download.Downloader(
             folder, retries=self.parameterAsInt(parameters, self.RETRIES, context), progress=progress,
             is_cancelled=feedback.isCanceled, log=feedback.pushInfo,

@@ -19,7 +19,7 @@ from qgis.core import (
 )
 
 from .algorithm import HiriseIceAlgorithm
-from .common import add_features, features_from_dicts, make_fields
+from .common import add_features, features_from_dicts, layer_crs, make_fields
 from .engine import errors
 
 try:
@@ -143,6 +143,9 @@ class FindAlgorithm(HiriseIceAlgorithm):
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.AREA))
         crs = source.sourceCrs()
+        if not crs.isValid():  # QGIS 3.22 cannot read back the IAU CRS it wrote into a GeoPackage (Find's own output)
+            layer = self.parameterAsVectorLayer(parameters, self.AREA, context)
+            crs = layer_crs(layer) if layer is not None else crs
         if not crs.isValid():
             raise QgsProcessingException("The area layer has no CRS: assign its Mars CRS (e.g. IAU_2015:49900) and run again.")
         if not is_mars(crs):  # PROJ will not transform between bodies: an Earth CRS here is a slip

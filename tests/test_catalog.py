@@ -169,6 +169,21 @@ def test_pds_index_errors(tmp_path):
         Query(ls_start=-10)
 
 
+def test_a_cut_or_corrupted_compressed_index_is_named_damaged(tmp_path):
+    """gzip finds the damage only mid-read (EOFError, a CRC error): named as the index's, with the fix."""
+    whole = BUNDLED.read_bytes()
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(catalog.CatalogError, match=rf"The index {cut} is damaged \(.*\): it was probably cut short .* Download it again."):
+        catalog.find(str(cut), Query())
+    flipped = bytearray(whole)
+    flipped[-6] ^= 0xFF  # inside the trailing CRC
+    corrupt = tmp_path / "corrupt.csv.gz"
+    corrupt.write_bytes(bytes(flipped))
+    with pytest.raises(catalog.CatalogError, match=rf"The index {corrupt} is damaged \(CRC check failed"):
+        catalog.find(str(corrupt), Query())
+
+
 # --- areas ---------------------------------------------------------------------------------------
 
 

@@ -188,6 +188,26 @@ def test_export_folder_writes_georeferenced_chunks(qgis_app, make_raster, tmp_pa
     check_exported_chunks(folder, raster.path, table, "export_me")
 
 
+def test_an_export_folder_that_is_a_file_or_read_only_is_refused_before_any_chunk(qgis_app, make_raster, tmp_path):
+    """One message, where a FileExistsError or PermissionError traceback ended the run."""
+    from model import files
+    from model.errors import EngineError
+
+    raster = make_raster(width=256, height=256)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("field notes\n")
+    message = qs.processing_error("hiriseice:chunk", {"INPUT": raster.path, "CHUNK_SIZE": 64, "EXPORT_FOLDER": str(a_file), "OUTPUT": str(tmp_path / "grid.gpkg")})
+    assert f"EXPORT_FOLDER is '{a_file}', which is a file, not a folder." in message, message
+    assert a_file.read_text() == "field notes\n" and not (tmp_path / "grid.gpkg").exists()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with qs.read_only_folder(locked):
+        message = qs.processing_error("hiriseice:chunk", {"INPUT": raster.path, "CHUNK_SIZE": 64, "EXPORT_FOLDER": str(locked / "tiles"), "OUTPUT": str(tmp_path / "grid.gpkg")})
+        assert f"EXPORT_FOLDER cannot be written to '{locked / 'tiles'}'" in message and "Choose a folder you can write to." in message, message
+        with pytest.raises(EngineError, match="FOLDER cannot be written to"):  # Download's folder is checked the same way
+            files.check_folder(str(locked), "FOLDER")
+
+
 def test_chunk_works_without_the_worker(qgis_app, make_raster, tmp_path, monkeypatch):
     from qgis.core import QgsProcessingException
 

@@ -39,6 +39,10 @@ def test_find_defaults_search_the_bundled_extract(qgis_app, tmp_path):
     with open(tmp_path / "r.csv") as handle:
         assert next(csv.reader(handle)) == ["grouping", "bin", "products"]
 
+    # Find's own output as the AREA of the next search: QGIS 3.22 reads its IAU CRS back as none
+    again = qs.run_algorithm("hiriseice:find", {"AREA": str(out), "OUTPUT": str(tmp_path / "again.gpkg")})
+    assert again["COUNT"] == 235, again["_feedback"].text
+
 
 def test_find_wider_band_color_and_wrapping_ls(qgis_app, tmp_path, shared_data):
     index = shared_data / "hirise-index" / "hirise_rdr_index.csv.gz"

@@ -199,3 +199,17 @@ def test_processing_survey(qgis_app, tiny_model, survey_folder, tmp_path):
 
     message = qs.processing_error("hiriseice:survey", {"MODEL": tiny_model.path, "OUTPUT": str(tmp_path / "nothing.gpkg")})
     assert "Nothing to survey: give RASTERS" in message and "Traceback" not in message
+
+
+def test_a_survey_in_which_every_image_failed_is_an_error_not_a_success(worker_python, tiny_model, tmp_path):
+    """An overnight batch that surveyed nothing exits with an error; its runs table keeps each failure for the retry."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "ESP_000020_1000_RED.tif").write_text("not an image\n")
+    out = tmp_path / "survey.gpkg"
+    run = helpers.run_worker(worker_python, "survey", "--rasters", folder, "--out", out, "--model", tiny_model.path, "--workers", 1, timeout=600)
+    assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]
+    errors = [m for m in run.messages if m["type"] == "error"]
+    assert len(errors) == 1 and "None of the 1 images could be surveyed" in errors[0]["message"] and "failed images are retried" in errors[0]["message"]
+    assert not [m for m in run.messages if m["type"] == "result"]
+    assert [row["status"] for row in qs.read_ogr(out, "runs").rows] == ["failed"]
