@@ -203,9 +203,13 @@ def value_message(definition, value, context) -> str:
     elif isinstance(definition, QgsProcessingParameterEnum) and not definition.checkValueIsAcceptable(value, context):
         choices = definition.options()
         wanted = "one of " + (", ".join(choices) if definition.usesStaticStrings() else "; ".join(f"{i} ({choice})" for i, choice in enumerate(choices)))
-    elif isinstance(definition, QgsProcessingParameterFile) and definition.fileFilter() and not definition.checkValueIsAcceptable(value, context):
+    elif isinstance(definition, QgsProcessingParameterFile) and not definition.checkValueIsAcceptable(value, context):
         # QGIS takes only names its file filter's first pattern would not extend (a model file's .hiriseice)
-        wanted = "a file name ending in " + re.search(r"\*(\.[^ ;)]+)", definition.fileFilter()).group(1)
+        extension = re.search(r"\*(\.[^ ;)*]+)", definition.fileFilter() or "")
+        if os.path.isdir(str(value)) and definition.behavior() == QgsProcessingParameterFile.Behavior.File:
+            wanted = "a file, not a folder"
+        else:
+            wanted = "a file name ending in " + extension.group(1) if extension else ""
     else:
         return ""
     if not wanted:

@@ -93,6 +93,8 @@ def test_find_by_area_across_the_prime_meridian(qgis_app, tmp_path, shared_data)
 def test_find_errors(qgis_app, tmp_path):
     message = qs.processing_error("hiriseice:find", {"INDEX": str(tmp_path / "none.csv"), "OUTPUT": "memory:"})
     assert "does not exist" in message
+    message = qs.processing_error("hiriseice:find", {"INDEX": str(tmp_path), "OUTPUT": "memory:"})
+    assert f"is '{tmp_path}'; give a file, not a folder." in message, message
     message = qs.processing_error("hiriseice:find", {"THEMES": "Polar Geology", "OUTPUT": "memory:"})
     assert "no themes file" in message
     message = qs.processing_error("hiriseice:find", {"SCALE_MIN": 0.2, "OUTPUT": "memory:"})
