@@ -93,7 +93,7 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.SKIPPED, self.tr("Images skipped (done before with this model)")))
 
     def processAlgorithm(self, parameters, context, feedback):
-        rasters = self.raster_paths(parameters, context) + self.footprint_paths(parameters, context)
+        rasters = self.raster_paths(parameters, context) + self.footprint_paths(parameters, context, feedback)
         model_path, metadata = checked_model(self.parameterAsFile(parameters, self.MODEL, context))
         feedback.pushInfo(f"Model: {modelfile.describe(metadata)} from {model_path}")
         out = self.checked_output(parameters, context)
@@ -126,7 +126,7 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
             paths.append(folder)
         return [os.path.abspath(p) for p in paths]
 
-    def footprint_paths(self, parameters, context):
+    def footprint_paths(self, parameters, context, feedback):
         """The JP2 of each footprint (selected ones, when so ticked) where hiriseice:download put it."""
         if not parameters.get(self.FOOTPRINTS):
             return []
@@ -144,9 +144,22 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
         request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry)
         urls = [f["jp2_url"] for f in source.getFeatures(request) if isinstance(f["jp2_url"], str) and f["jp2_url"]]
         try:
-            return [os.path.join(os.path.abspath(folder), DownloadItem(url).name) for url in urls]
+            paths = [os.path.join(os.path.abspath(folder), DownloadItem(url).name) for url in urls]
         except errors.EngineError as exc:
             raise QgsProcessingException(str(exc)) from None
+        missing = [path for path in paths if not os.path.isfile(path)]
+        if missing and len(missing) == len(paths):
+            raise QgsProcessingException(
+                f"None of the {len(paths)} footprints' JP2s is in IMAGES_FOLDER '{folder}' (the first: {os.path.basename(missing[0])}). "
+                "Run 'Download HiRISE products' on the footprints into that folder first, or give the folder it downloaded to."
+            )
+        if missing:  # a download that failed for some is normal: survey the rest, say which are left
+            feedback.pushWarning(
+                f"{len(missing)} of the {len(paths)} footprints' JP2s are not in '{folder}' (not downloaded yet?), so they are left out: "
+                f"{', '.join(os.path.basename(p) for p in missing[:5])}{' ...' if len(missing) > 5 else ''}. Download them and run the survey "
+                "again: images done are skipped."
+            )
+        return [path for path in paths if path not in missing]
 
     def checked_output(self, parameters, context) -> str:
         destination = file_destination(self.OUTPUT, self.parameterAsFileOutput(parameters, self.OUTPUT, context))

@@ -4,6 +4,7 @@ image, lose no image when a Dask worker is killed, skip what is done on a rerun 
 raster as failed while the rest completes."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -213,3 +214,31 @@ def test_a_survey_in_which_every_image_failed_is_an_error_not_a_success(worker_p
     assert len(errors) == 1 and "None of the 1 images could be surveyed" in errors[0]["message"] and "failed images are retried" in errors[0]["message"]
     assert not [m for m in run.messages if m["type"] == "result"]
     assert [row["status"] for row in qs.read_ogr(out, "runs").rows] == ["failed"]
+
+
+def test_processing_survey_of_footprints_partly_downloaded_surveys_the_rest(qgis_app, tiny_model, survey_folder, tmp_path):
+    """A download that failed for some footprints is normal: the rest is surveyed and the missing ones named;
+    with none downloaded, one message says to run Download first."""
+    from qgis.core import QgsFeature, QgsVectorLayer
+
+    _, images = survey_folder
+    names = [os.path.basename(image.path) for image in images[:2]]
+    footprints = QgsVectorLayer("Polygon?crs=IAU_2015:49900&field=jp2_url:string", "footprints", "memory")
+    features = []
+    for name in names:
+        feature = QgsFeature(footprints.fields())
+        feature["jp2_url"] = f"https://hirise-pds.lpl.arizona.edu/PDS/RDR/{name}"
+        features.append(feature)
+    footprints.dataProvider().addFeatures(features)
+    downloaded = tmp_path / "downloads"
+    downloaded.mkdir()
+    shutil.copyfile(images[0].path, downloaded / names[0])
+    results = qs.run_algorithm("hiriseice:survey", {"FOOTPRINTS": footprints, "IMAGES_FOLDER": str(downloaded), "MODEL": tiny_model.path, "WORKERS": 1,
+                                                     "OUTPUT": str(tmp_path / "survey.gpkg")})
+    assert (results["DONE"], results["FAILED"]) == (1, 0)
+    warned = [w for w in results["_feedback"].warnings if "1 of the 2 footprints' JP2s are not in" in w]
+    assert len(warned) == 1 and names[1] in warned[0] and "Download them and run the survey again" in warned[0], results["_feedback"].warnings
+    os.remove(downloaded / names[0])
+    message = qs.processing_error("hiriseice:survey", {"FOOTPRINTS": footprints, "IMAGES_FOLDER": str(downloaded), "MODEL": tiny_model.path,
+                                                       "OUTPUT": str(tmp_path / "none.gpkg")})
+    assert "None of the 2 footprints' JP2s is in IMAGES_FOLDER" in message and "Run 'Download HiRISE products'" in message, message
