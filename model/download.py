@@ -195,7 +195,8 @@ class Downloader:
                 after = os.path.getsize(partial) if os.path.isfile(partial) else 0
                 failures = 0 if after > before else failures + 1
                 if failures > self.retries or result.attempts > 10 * (self.retries + 1):
-                    result.status, result.error = "failed", f"{exc} (gave up after {result.attempts} attempts; the partial file is kept, run again to resume)"
+                    kept = "the partial file is kept, run again to resume" if after else "nothing arrived, run again when it is reachable"
+                    result.status, result.error = "failed", f"{exc} (gave up after {result.attempts} attempt{'s' if result.attempts > 1 else ''}; {kept})"
                     result.size = after
                     return result
                 delay = min(self.max_backoff_s, self.backoff_s * (2 ** max(0, failures - 1)))

@@ -254,6 +254,7 @@ def test_unreachable_server_fails_after_bounded_retries(tmp_path):
     d = local_downloader(tmp_path, retries=2)
     [result] = d.run([download.DownloadItem(f"http://127.0.0.1:{port}/a.JP2", expected_bytes=10)])
     assert result.status == "failed" and "cannot connect" in result.error and result.attempts == 3
+    assert "gave up after 3 attempts; nothing arrived, run again when it is reachable" in result.error  # no partial file to speak of
 
 
 def test_cancel_keeps_the_partial_file_for_the_next_run(server, tmp_path):
