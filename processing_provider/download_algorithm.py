@@ -125,11 +125,13 @@ class DownloadAlgorithm(HiriseIceAlgorithm):
         except errors.EngineError as exc:
             raise QgsProcessingException(str(exc)) from None
         failed = [r for r in results if r.status == "failed"]
-        for r in failed:
-            feedback.reportError(f"{r.item.name}: {r.error}")
         transferred = sum(r.bytes for r in results)
         done = len(results) - len(failed)
+        # where nothing arrived, the first failure is the run's own error: said once, not also here
+        for r in failed[1:] if failed and not done else failed:
+            feedback.reportError(f"{r.item.name}: {r.error}")
         feedback.pushInfo(f"{done} of {len(results)} files complete in {folder} ({transferred / 1e6:.1f} MB transferred), {len(failed)} failed")
         if failed and not done:
-            raise QgsProcessingException(f"No file could be downloaded ({failed[0].item.name}: {failed[0].error}).")
+            more = f"; {len(failed) - 1} more failed, as said above" if len(failed) > 1 else ""
+            raise QgsProcessingException(f"No file could be downloaded ({failed[0].item.name}: {failed[0].error}{more}).")
         return {self.FOLDER: folder, self.DOWNLOADED: done, self.FAILED: len(failed), self.BYTES: transferred}

@@ -192,3 +192,26 @@ def test_download_needs_find_output(qgis_app, tmp_path):
     layer = QgsVectorLayer("Polygon?crs=IAU_2015:49900&field=name:string", "x", "memory")
     message = qs.processing_error("hiriseice:download", {"INPUT": layer, "FOLDER": str(tmp_path / "d")})
     assert "no jp2_url" in message
+
+
+def test_a_download_where_nothing_arrives_says_each_failure_once(qgis_app, tmp_path):
+    import socket
+
+    from qgis.core import QgsFeature, QgsVectorLayer
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # a port nobody listens on
+    layer = QgsVectorLayer("Polygon?crs=IAU_2015:49900&field=jp2_url:string&field=lbl_url:string", "found", "memory")
+    feature = QgsFeature(layer.fields())
+    feature["jp2_url"], feature["lbl_url"] = f"http://127.0.0.1:{port}/PDS/A_RED.JP2", f"http://127.0.0.1:{port}/PDS/A_RED.LBL"
+    layer.dataProvider().addFeatures([feature])
+    feedback = qs.recording_feedback()
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException) as raised:
+        qs.run_algorithm("hiriseice:download", {"INPUT": layer, "FOLDER": str(tmp_path / "d"), "RETRIES": 0}, feedback=feedback)
+    message = str(raised.value)
+    assert message.startswith("No file could be downloaded (A_RED.JP2: ") and "1 more failed, as said above" in message, message
+    assert not any("A_RED.JP2" in error for error in feedback.errors) and any("A_RED.LBL" in error for error in feedback.errors), feedback.errors
