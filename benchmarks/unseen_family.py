@@ -35,8 +35,8 @@ FAMILIES = {"frost lobes": frost_lobes, "lee frost": lee_frost, "cap remnants": 
 
 SIZE_BINS = ((0, 10), (10, 40), (40, 80), (80, 400))
 # The largest patch's brightness above its surroundings (of the 0-1 stretch); the families draw 0.05-0.8.
-# Below 0.1 a patch is hard to see by eye at browse scale; from 0.2 it is plain.
-CONTRAST_BINS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.4), (0.4, 1.0))
+# Below 0.1 a patch is hard to see by eye at browse scale; from 0.2 it is plain. The recipe's bins, so both tables compare.
+CONTRAST_BINS = recipe.CONTRAST_BINS
 # The draw of the examples and their bootstrap: the model card's rows and adaptation.py's use it.
 SEED = 101
 
@@ -99,13 +99,11 @@ def _measured(name: str, probabilities, examples, seed: int) -> dict:
             inside = icy & (sizes >= lo) & (sizes < hi)
             by_size[f"{lo}-{hi} px"] = {"count": int(inside.sum()), "recall": float((p[inside] >= 0.5).mean()) if inside.any() else math.nan,
                                         "median_probability": float(np.median(p[inside])) if inside.any() else math.nan}
-        by_contrast = {}
-        for lo, hi in CONTRAST_BINS:
+        # Each bin's icy crops against every ice-free one: is faint ice what the model misses?
+        by_contrast = recipe.auc_by_contrast(p, labels, icy, contrasts)
+        for (lo, hi), row in zip(CONTRAST_BINS, by_contrast.values()):
             inside = icy & (contrasts >= lo) & (contrasts < hi)
-            # Each bin's icy crops against every ice-free one: is faint ice what the model misses?
-            against = inside | (labels == 0)
-            by_contrast[f"{lo}-{hi}"] = {"count": int(inside.sum()), "recall": float((p[inside] >= 0.5).mean()) if inside.any() else math.nan,
-                                         "roc_auc": metrics.roc_auc(p[against], labels[against]) if inside.any() else math.nan}
+            row["recall"] = float((p[inside] >= 0.5).mean()) if inside.any() else math.nan
         row[scoring] = {"roc_auc": metrics.roc_auc(p, labels), "interval": interval, "recall": float((p[icy] >= 0.5).mean()),
                      "fpr_real_terrain": float((p[ice_free_real] >= 0.5).mean()),
                      "fpr_hard_landforms": {landform: float((p[(labels == 0) & (landforms == landform)] >= 0.5).mean())

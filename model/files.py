@@ -55,7 +55,22 @@ def check_destination(path: str, parameter: str, inputs: Dict[str, Iterable[str]
                                   "Choose another file name; nothing was run or written.")
     if os.path.isdir(target):
         raise EngineError(f"{parameter} is '{target}', which is a folder. Give a file name in it.")
-    folder = os.path.dirname(target)
+    _check_writable_folder(os.path.dirname(target), parameter)
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        # Renaming over it would succeed, but only the user may drop a file they protected.
+        raise EngineError(f"{parameter} cannot replace '{target}': the file is read-only. Choose another file name, or make it writable.")
+
+
+def check_folder(folder: str, parameter: str) -> None:
+    """Fail before any work when a folder destination is a file or cannot be written; a missing one is created."""
+    folder = os.path.abspath(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise EngineError(f"{parameter} is '{folder}', which is a file, not a folder. Give a folder (a missing one is created).")
+    _check_writable_folder(folder, parameter)
+
+
+def _check_writable_folder(folder: str, parameter: str) -> None:
+    """Create the folder if missing and write a scratch file in it, or fail naming the parameter and the fix."""
     existing = folder
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
@@ -67,14 +82,3 @@ def check_destination(path: str, parameter: str, inputs: Dict[str, Iterable[str]
             pass
     except OSError as exc:
         raise EngineError(f"{parameter} cannot be written to '{folder}' ({exc.strerror or exc}). Choose a folder you can write to.") from None
-    if os.path.exists(target) and not os.access(target, os.W_OK):
-        # Renaming over it would succeed, but only the user may drop a file they protected.
-        raise EngineError(f"{parameter} cannot replace '{target}': the file is read-only. Choose another file name, or make it writable.")
-
-
-def check_folder(folder: str, parameter: str) -> None:
-    """Fail before any work when a folder destination is a file or cannot be written; a missing one is created."""
-    folder = os.path.abspath(folder)
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise EngineError(f"{parameter} is '{folder}', which is a file, not a folder. Give a folder (a missing one is created).")
-    check_destination(os.path.join(folder, "any file"), parameter)

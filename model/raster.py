@@ -23,6 +23,7 @@ from osgeo import gdal, osr
 from .errors import DamagedRasterError, RasterError
 from .footprint import FOOTPRINT_MAX_SIDE, footprint_from_mask
 from .grid import ChunkWindow
+from .pdslabel import label_beside
 
 # Overview-friendly decimation that keeps a few-pixel bright patch visible, unlike nearest.
 RESAMPLING = gdal.GRIORA_Average
@@ -389,18 +390,10 @@ def _gdal_messages():
 
 
 def not_a_raster_error(path: str, gdal_message: str) -> RasterError:
-    label = _detached_label(path)
+    label = label_beside(path) if os.path.splitext(path)[1].lower() == ".img" else None
     if label:  # a PDS3 image's raw pixels, which GDAL reads only through the label that describes them
         return RasterError(f"'{path}' holds raw pixels that GDAL reads only through their PDS label: give '{label}' instead.")
     return RasterError(f"'{path}' exists but is not a raster GDAL can read ({gdal_message.strip()}). Give {SUPPORTED_FORMATS}.")
-
-
-def _detached_label(path: str) -> str:
-    """The .LBL beside a PDS3 .IMG (either case); empty where there is none."""
-    stem, extension = os.path.splitext(path)
-    if extension.lower() != ".img":
-        return ""
-    return next((stem + suffix for suffix in (".LBL", ".lbl") if os.path.isfile(stem + suffix)), "")
 
 
 def damaged_raster_error(path: str, gdal_message: str) -> DamagedRasterError:

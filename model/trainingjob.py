@@ -75,9 +75,10 @@ def _check_job(job: Dict) -> str:
     if anchor is not None and not 0.0 <= float(anchor) <= 1.0:
         raise LabelError(f"ANCHOR (the pull back toward the base model after each step) is {anchor}; give a share of the way from 0 (none) to 1 "
                          f"(all the way: nothing is learnt); the default is {finetune.ANCHOR_PULL}.")
-    check_destination(job["output_model"], "OUTPUT_MODEL", _job_inputs(job))
+    read = _job_inputs(job)
+    check_destination(job["output_model"], "OUTPUT_MODEL", read)
     if job.get("report"):
-        check_destination(job["report"], "REPORT", _job_inputs(job))
+        check_destination(job["report"], "REPORT", read)
     return mode
 
 

@@ -20,6 +20,7 @@ observations: the leave-one-family-out table that heads the model card.
 import argparse
 import glob
 import json
+import math
 import multiprocessing
 import os
 import shlex
@@ -239,21 +240,27 @@ def by_size(p, test: Examples, edges=(0, 12, 20, 40, 80, 400)):
     return rows
 
 
-def by_contrast(p, test: Examples, edges=(0.0, 0.1, 0.2, 0.4, 1.0)):
-    """Per family and band of its largest patch's contrast (over the brighter part of its surroundings,
-    patches.paint_ice): the ROC AUC of the band's icy examples against every ice-free one, so that
-    faint ice missed in-family can be told from faint ice missed only in unseen families."""
-    negative = test.labels == 0
+# Bands of the largest patch's contrast (on the 0-1 stretch) the ROC AUC is broken down by, here and in benchmarks/unseen_family.py.
+CONTRAST_BINS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.4), (0.4, 1.0))
+
+
+def auc_by_contrast(p, labels, icy, contrasts) -> Dict:
+    """{'low-high': {count, roc_auc}} per contrast bin: the bin's examples of the ``icy`` mask against every ice-free one
+    (roc_auc NaN where the bin is empty)."""
     rows = {}
-    for family in FAMILIES:
-        bands = {}
-        for low, high in zip(edges[:-1], edges[1:]):
-            icy = (test.kinds == family) & (test.contrast >= low) & (test.contrast < high)
-            if icy.any():
-                both = icy | negative
-                bands[f"{low}-{high}"] = {"count": int(icy.sum()), "roc_auc": metrics.roc_auc(p[both], test.labels[both])}
-        rows[family] = bands
+    for low, high in CONTRAST_BINS:
+        inside = icy & (contrasts >= low) & (contrasts < high)
+        against = inside | (labels == 0)
+        rows[f"{low}-{high}"] = {"count": int(inside.sum()), "roc_auc": metrics.roc_auc(p[against], labels[against]) if inside.any() else math.nan}
     return rows
+
+
+def by_contrast(p, test: Examples):
+    """Per family, the ROC AUC by its largest patch's contrast (over the brighter part of its surroundings,
+    patches.paint_ice), bins without examples left out, so that faint ice missed in-family can be told from
+    faint ice missed only in unseen families."""
+    return {family: {band: row for band, row in auc_by_contrast(p, test.labels, test.kinds == family, test.contrast).items() if row["count"]}
+            for family in FAMILIES}
 
 
 def replay_set(train: Examples, count: int, seed: int):
