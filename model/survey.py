@@ -26,12 +26,12 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set
 
 from osgeo import gdal, ogr, osr
 
 from . import catalog, modelfile, rules
-from .download import DownloadItem
+from .download import DownloadItem, downloaded_jp2s
 from .errors import EngineError
 from .inference import DetectOptions, detect
 from .protocol import Reporter, SilentReporter
@@ -90,16 +90,17 @@ class SurveyImage:
 # --- inputs --------------------------------------------------------------------------------
 
 
-def survey_images(sources: Sequence[str], images_folder: str = "") -> List[SurveyImage]:
+def survey_images(sources: Sequence[str], images_folder: str = "", warn: Callable[[str], None] = lambda message: None) -> List[SurveyImage]:
     """The images of the survey, in the order given, each once.
 
     A source is a raster file, a folder (its raster files, not its subfolders; hidden files such
     as download's partial files are left out) or a footprint layer from hiriseice:find, whose
-    JP2s are looked for in images_folder (default: the layer's own folder).
+    JP2s are looked for in images_folder (default: the layer's own folder); those not downloaded
+    are left out with a ``warn``ing (download.downloaded_jp2s).
     """
     images: Dict[str, SurveyImage] = {}
     for source in sources:
-        for path in _paths_of(source, images_folder):
+        for path in _paths_of(source, images_folder, warn):
             image = SurveyImage(image_id_of(path), os.path.abspath(path))
             earlier = images.get(image.image_id)
             if earlier and earlier.path != image.path:
@@ -113,12 +114,13 @@ def survey_images(sources: Sequence[str], images_folder: str = "") -> List[Surve
     return list(images.values())
 
 
-def _paths_of(source: str, images_folder: str) -> Iterator[str]:
+def _paths_of(source: str, images_folder: str, warn: Callable[[str], None]) -> Iterator[str]:
     if os.path.isdir(source):
         names = sorted(n for n in os.listdir(source) if n.lower().endswith(RASTER_SUFFIXES) and not n.lower().endswith(".lbl") and not n.startswith("."))
         yield from (os.path.join(source, n) for n in names)
     elif source.lower().endswith(FOOTPRINT_SUFFIXES) and os.path.isfile(source):
-        yield from footprint_jp2_paths(source, images_folder or os.path.dirname(os.path.abspath(source)))
+        folder = images_folder or os.path.dirname(os.path.abspath(source))
+        yield from downloaded_jp2s(footprint_jp2_paths(source, folder), folder, warn)
     elif os.path.exists(source):
         yield source
     else:
@@ -324,7 +326,7 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
     model_path = modelfile.resolve_model_path(model_path)
     metadata = modelfile.read_metadata(model_path)
     name, version = metadata["name"], str(metadata["version"])
-    images = survey_images(sources, images_folder)
+    images = survey_images(sources, images_folder, reporter.warning)
     store = SurveyStore(out)
     try:
         done_before = store.done_with(name, version)

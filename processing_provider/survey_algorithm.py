@@ -24,9 +24,9 @@ from .engine import errors, modelfile
 from .worker import run_worker
 
 try:
-    from ..model.download import DownloadItem
+    from ..model.download import DownloadItem, downloaded_jp2s
 except ImportError:  # processing_provider imported as a top-level package
-    from model.download import DownloadItem
+    from model.download import DownloadItem, downloaded_jp2s
 
 # (output, layer in the survey's GeoPackage, style, name on the map)
 SURVEY_LAYERS = (
@@ -147,19 +147,10 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
             paths = [os.path.join(os.path.abspath(folder), DownloadItem(url).name) for url in urls]
         except errors.EngineError as exc:
             raise QgsProcessingException(str(exc)) from None
-        missing = [path for path in paths if not os.path.isfile(path)]
-        if missing and len(missing) == len(paths):
-            raise QgsProcessingException(
-                f"None of the {len(paths)} footprints' JP2s is in IMAGES_FOLDER '{folder}' (the first: {os.path.basename(missing[0])}). "
-                "Run 'Download HiRISE products' on the footprints into that folder first, or give the folder it downloaded to."
-            )
-        if missing:  # a download that failed for some is normal: survey the rest, say which are left
-            feedback.pushWarning(
-                f"{len(missing)} of the {len(paths)} footprints' JP2s are not in '{folder}' (not downloaded yet?), so they are left out: "
-                f"{', '.join(os.path.basename(p) for p in missing[:5])}{' ...' if len(missing) > 5 else ''}. Download them and run the survey "
-                "again: images done are skipped."
-            )
-        return [path for path in paths if path not in missing]
+        try:  # IMAGES_FOLDER's name, not the engine's, in the messages
+            return downloaded_jp2s(paths, folder, feedback.pushWarning)
+        except errors.EngineError as exc:
+            raise QgsProcessingException(str(exc).replace(f"in '{folder}'", f"in IMAGES_FOLDER '{folder}'")) from None
 
     def checked_output(self, parameters, context) -> str:
         destination = file_destination(self.OUTPUT, self.parameterAsFileOutput(parameters, self.OUTPUT, context))

@@ -242,3 +242,34 @@ def test_processing_survey_of_footprints_partly_downloaded_surveys_the_rest(qgis
     message = qs.processing_error("hiriseice:survey", {"FOOTPRINTS": footprints, "IMAGES_FOLDER": str(downloaded), "MODEL": tiny_model.path,
                                                        "OUTPUT": str(tmp_path / "none.gpkg")})
     assert "None of the 2 footprints' JP2s is in IMAGES_FOLDER" in message and "Run 'Download HiRISE products'" in message, message
+
+
+def test_worker_survey_of_footprints_partly_downloaded_surveys_the_rest(worker_python, tiny_model, survey_folder, tmp_path):
+    """The worker's command line, given find's footprints, does as the QGIS algorithm: the JP2s that
+    arrived are surveyed, the missing ones named once in a warning; none arrived is an error."""
+    _, images = survey_folder
+    names = [os.path.basename(image.path) for image in images[:2]]
+    footprints = tmp_path / "footprints.gpkg"
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(footprints))
+    layer = source.CreateLayer("footprints", None, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("jp2_url", ogr.OFTString))
+    for name in names:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("jp2_url", f"https://hirise-pds.lpl.arizona.edu/PDS/RDR/{name}")
+        layer.CreateFeature(feature)
+    source = None
+    downloaded = tmp_path / "downloads"
+    downloaded.mkdir()
+    shutil.copyfile(images[0].path, downloaded / names[0])
+    arguments = ["survey", "--rasters", footprints, "--images-folder", downloaded, "--model", tiny_model.path, "--workers", 1]
+    run = helpers.run_worker(worker_python, *arguments, "--out", tmp_path / "survey.gpkg", timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = [m for m in run.messages if m["type"] == "result"][0]
+    assert (result["done"], result["failed"]) == (1, 0), result
+    warned = [m["message"] for m in run.messages if m["type"] == "warning" and "footprints' JP2s are not in" in m["message"]]
+    assert len(warned) == 1 and names[1] in warned[0], run.messages
+    os.remove(downloaded / names[0])
+    run = helpers.run_worker(worker_python, *arguments, "--out", tmp_path / "none.gpkg", timeout=600)
+    errors = [m["message"] for m in run.messages if m["type"] == "error"]
+    assert run.returncode == 2 and len(errors) == 1 and "None of the 2 footprints' JP2s is in" in errors[0] and "Download HiRISE products" in errors[0], run.messages
+    assert not (tmp_path / "none.gpkg").exists()
