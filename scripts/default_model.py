@@ -121,13 +121,14 @@ def _at_input_size(base, input_size):
     return rescaled, dict(meta, input_size=int(input_size), architecture=architecture(input_size, widths))
 
 
-def build_training_set(tiles, variants, hard_variants, seed, input_size, workers=1, cells=0):
+def build_training_set(tiles, variants, hard_variants, seed, input_size, workers=1, cells=0, twins=0.0):
     """``variants`` examples per crop (``hard_variants`` for hard landforms), alternately with ice of
     a random family and with a random look-alike, so the terrain itself is no cue; with ``cells``,
-    each example's ice share of cells x cells score-map cells. Each crop draws from its own seed,
-    so ``workers`` processes make the same examples as one."""
+    each example's ice share of cells x cells score-map cells; with ``twins``, that share of the icy
+    examples also gives its twin without the ice (an extra ice-free example). Each crop draws from
+    its own seed, so ``workers`` processes make the same examples as one."""
     global _POOL
-    _POOL = (tiles, variants, hard_variants, seed, input_size, cells)
+    _POOL = (tiles, variants, hard_variants, seed, input_size, cells, twins)
     if workers > 1:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             per_tile = pool.map(_tile_examples, range(len(tiles)), chunksize=16)
@@ -140,7 +141,7 @@ _POOL = None  # build_training_set's arguments, inherited by its forked workers
 
 
 def _tile_examples(index):
-    tiles, variants, hard_variants, seed, input_size, cells = _POOL
+    tiles, variants, hard_variants, seed, input_size, cells, twins = _POOL
     tile = tiles[index]
     rng = np.random.default_rng([seed, index])
     rows = []
@@ -148,11 +149,14 @@ def _tile_examples(index):
         example = None
         while example is None:
             if variant % 2:
-                example = make_example(tile["image"], rng, input_size, family=str(rng.choice(list(FAMILIES))), cells=cells)
+                family = str(rng.choice(list(FAMILIES)))
+                example = make_example(tile["image"], rng, input_size, family=family, cells=cells, twin=bool(twins) and rng.random() < twins)
             else:
                 example = make_example(tile["image"], rng, input_size, lookalike=str(rng.choice(list(LOOKALIKE_SHARES), p=list(LOOKALIKE_SHARES.values()))),
                                        cells=cells)
         rows.append(_row(tile, example))
+        if "twin" in example:
+            rows.append(_row(tile, example["twin"]))
     return rows
 
 
@@ -347,6 +351,8 @@ def main(argv=None):
     parser.add_argument("--faint-share", type=float, default=patches.FAINT_SHARE,
                         help="share of the training examples' ice painted faint, only a little above the middle of its surroundings "
                              "(model/trainingdata/patches.py; the test set keeps %(default)s)")
+    parser.add_argument("--twins", type=float, default=0.0, help="share of the icy training examples also given as their twin without the ice "
+                        "(the same crop, distractors and degradation), so that only the ice tells the labels apart")
     parser.add_argument("--cell-weight", type=float, default=0.0, help="also teach each score-map cell whether the example's ice covers it, "
                         "with this weight beside the chunk's loss (model/cells.py; 0: chunk labels only)")
     parser.add_argument("--minutes", type=float, default=None, help="stop training after the epoch that ends past this many minutes (a rented machine's lease)")
@@ -444,7 +450,8 @@ def main(argv=None):
         sys.exit(f"error: --cell-weight needs an --input-size that is a whole number of score-map cells, not {args.input_size}")
     shipped_faint_share, patches.FAINT_SHARE = patches.FAINT_SHARE, args.faint_share  # training and validation examples only, not the test set
     try:
-        pool = build_training_set(training_tiles, args.variants, args.hard_variants, data_seed, args.input_size, args.workers, grid if args.cell_weight else 0)
+        pool = build_training_set(training_tiles, args.variants, args.hard_variants, data_seed, args.input_size, args.workers, grid if args.cell_weight else 0,
+                                  args.twins)
     finally:
         patches.FAINT_SHARE = shipped_faint_share
     train = pool.subset(np.isin(pool.kinds, families) | (pool.labels == 0))
@@ -473,7 +480,8 @@ def main(argv=None):
             # a warm start is reproduced by the base's own commands first
             "commands": (base[1]["training"].get("commands", []) if base else [])
             + [shlex.join(["scripts/train_default_model"] + (sys.argv[1:] if argv is None else list(argv)))],
-            "examples": {"variants": args.variants, "hard_variants": args.hard_variants, "data_seed": data_seed, "faint_share": args.faint_share},
+            "examples": {"variants": args.variants, "hard_variants": args.hard_variants, "data_seed": data_seed, "faint_share": args.faint_share,
+                         "twins": args.twins},
         },
     )
     outcome = train_arrays(train.images, train.labels, list(train.groups), options, reporter, base, cells=train.cells)

@@ -166,12 +166,13 @@ def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_i
     data = ["--terrain", shared_data / "hirise-terrain", "--terrain", shared_data / "hirise-terrain-v1", "--limit", 90, "--epochs", 1, "--replay", 40, "--reference", 6]
     common = data + ["--input-size", 32, "--widths", "8,16,16,16,16"]
     fold, fold_json = tmp_path / "without.hiriseice", tmp_path / "lofo" / "stone-field.json"
-    run_recipe(worker_python, *common, "--hold-out", "stone field", "--faint-share", 0.6, "--out", fold, "--json", fold_json)
+    run_recipe(worker_python, *common, "--hold-out", "stone field", "--faint-share", 0.6, "--twins", 0.5, "--out", fold, "--json", fold_json)
     measured = json.loads(fold_json.read_text())
     assert measured["held_out_family"] == "stone field"
     fold_training = modelfile.read_metadata(str(fold))["training"]
     assert fold_training["families"] == ["natural shade", "crater wall", "rendered caster"]
     assert fold_training["examples"]["faint_share"] == 0.6 and "--faint-share 0.6" in fold_training["commands"][-1]
+    assert fold_training["examples"]["twins"] == 0.5
 
     shipped_card = helpers.REPO_ROOT / "resources" / "models" / "MODEL_CARD.md"
     shipped = shipped_card.read_bytes()

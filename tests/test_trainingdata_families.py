@@ -208,3 +208,31 @@ def test_the_faint_share_is_the_share_of_patches_painted_faint(monkeypatch):
         monkeypatch.setattr(patches, "FAINT_SHARE", share)
         drawn = [patches.draw_brightness(rng, 0.5) for _ in range(2000)]
         assert drawn.count("faint") / len(drawn) == pytest.approx(share, abs=0.03)
+
+
+def test_an_icy_examples_twin_differs_from_it_where_the_ice_lies():
+    """--twins: the twin is the same part of the crop, with the same distractors and degradation,
+    without the ice: its pixels follow the icy example's away from the ice, not at it."""
+    from model.trainingdata.examples import TWIN_KIND
+
+    image, _ = _shaded_ground()
+    image = np.clip(image * np.linspace(0.4, 1.9, image.shape[1])[None, :], 0.01, 1).astype(np.float32)  # the stretch's ends far from the ice's
+    rng = np.random.default_rng(2)
+    compared = 0
+    for family in FAMILIES:
+        for _ in range(3):
+            example = make_example(image, rng, 64, family=family, cells=8, twin=True)
+            if example is None:
+                continue
+            twin = example["twin"]
+            assert twin["label"] == 0 and twin["kind"] == TWIN_KIND and not twin["cells"].any()
+            difference = np.abs(example["image"].astype(float) - twin["image"].astype(float)).reshape(8, 8, 8, 8).mean(axis=(1, 3))
+            iced, bare = example["cells"] > 0.25, example["cells"] == 0
+            if iced.any() and bare.any():
+                assert difference[iced].mean() > 3 * difference[bare].mean() + 1, family
+                compared += 1
+    assert compared >= 6
+    plain = None
+    while plain is None:
+        plain = make_example(image, rng, 64, family="crater wall")
+    assert "twin" not in plain

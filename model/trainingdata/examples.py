@@ -43,6 +43,7 @@ LOOKALIKES = {
 }
 LOOKALIKE_SHARES = {"plain": 0.3, "hot pixels": 0.08, "bright lines": 0.05, "sunlit rocks": 0.12, "sunlit bright patches": 0.15,
                     "bare casters": 0.15, "low contrast": 0.075, "co2 frost": 0.075}
+TWIN_KIND = "ice removed"  # an icy example's own crop without its ice (make_example's twin)
 DISTRACTORS = ("hot pixels", "sunlit rocks", "sunlit bright patches", "bright lines")
 
 
@@ -79,12 +80,14 @@ def ice_cells(mask, input_size: int, cells: int) -> np.ndarray:
 
 
 def make_example(image, rng, input_size, family: Optional[str] = None, lookalike: Optional[str] = None,
-                 families: Sequence[str] = tuple(FAMILIES), degraded: bool = True, cells: int = 0) -> Optional[Dict]:
+                 families: Sequence[str] = tuple(FAMILIES), degraded: bool = True, cells: int = 0, twin: bool = False) -> Optional[Dict]:
     """One example from a crop (float32 in [0, 1], 0 = no-data): ice of ``family`` when given,
     else the look-alike ``lookalike`` (drawn by LOOKALIKE_SHARES when both are None, with a
     random family of ``families`` for half of the calls). Returns {"image" (uint8), "label",
     "kind", "size_px", "contrast"}, with "cells" (ice_cells, zeros without ice) when ``cells``
-    is given, or None when that family has no room on this crop.
+    is given, or None when that family has no room on this crop. With ``twin`` and ice, it also
+    holds "twin": the same example without the ice (the same part of the crop, distractors and
+    degradation), so that the ice is the only difference between a pair of labels.
     """
     if family is None and lookalike is None:
         if rng.random() < 0.5:
@@ -95,9 +98,10 @@ def make_example(image, rng, input_size, family: Optional[str] = None, lookalike
         image = _zoom(image, rng)
     valid = image > 0
     size_px = contrast = float("nan")
-    ice = None
+    ice = plain = None
     if family is not None:
         image = _distract(image, rng, valid)
+        plain = image.copy() if twin else None
         try:
             image, ice, infos = FAMILIES[family](image, rng, valid)
         except ValueError:
@@ -109,10 +113,19 @@ def make_example(image, rng, input_size, family: Optional[str] = None, lookalike
             image = LOOKALIKES[lookalike](image, rng, valid)
         except ValueError:
             pass
-    if degraded:
+    if plain is not None:
+        seed = int(rng.integers(2 ** 63))  # one degradation for both
+        image = degrade(image, valid, np.random.default_rng(seed)) if degraded else image
+        plain = degrade(plain, valid, np.random.default_rng(seed)) if degraded else plain
+    elif degraded:
         image = degrade(image, valid, rng)
     example = {"image": to_input(image, valid, input_size), "label": int(family is not None), "kind": family or lookalike,
                "size_px": size_px, "contrast": contrast}
     if cells:
         example["cells"] = ice_cells(ice, input_size, cells) if ice is not None else np.zeros((cells, cells), np.float32)
+    if plain is not None:
+        example["twin"] = {"image": to_input(plain, valid, input_size), "label": 0, "kind": TWIN_KIND,
+                           "size_px": float("nan"), "contrast": float("nan")}
+        if cells:
+            example["twin"]["cells"] = np.zeros((cells, cells), np.float32)
     return example
