@@ -261,13 +261,16 @@ class Query:
     themes: Tuple[str, ...] = ()  # any of these science themes (case-insensitive)
     product_type: str = "RED"
     areas: Tuple[Tuple[Tuple[float, float], ...], ...] = ()  # rings of (lon, lat) degrees in a Mars geographic CRS
+    latitudes_swapped: bool = field(default=False, init=False)
 
     def __post_init__(self):
         self.product_type = self.product_type.upper()
         if self.product_type not in PRODUCT_TYPES:
             raise CatalogError(f"Unknown product type {self.product_type!r}: choose RED or COLOR.")
         if self.latitude_min is not None and self.latitude_max is not None and self.latitude_min > self.latitude_max:
+            # "from -40 to -70" means the band between them; said in describe_query, since latitudes do not wrap
             self.latitude_min, self.latitude_max = self.latitude_max, self.latitude_min
+            self.latitudes_swapped = True
         for name in ("ls_start", "ls_end"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 360.0:
@@ -894,7 +897,8 @@ def describe_query(query: Query) -> str:
         return f"{'-inf' if a is None else f'{a:g}'} to {'inf' if b is None else f'{b:g}'}{unit}"
 
     parts = [
-        f"{query.product_type} products", f"centre latitude {window(query.latitude_min, query.latitude_max)}",
+        f"{query.product_type} products", f"centre latitude {window(query.latitude_min, query.latitude_max)}"
+        + (f" (given from {query.latitude_max:g} to {query.latitude_min:g}: taken south to north)" if query.latitudes_swapped else ""),
         f"Ls {window(query.ls_start, query.ls_end)}" + (" (wraps through 360)" if None not in (query.ls_start, query.ls_end) and query.ls_start > query.ls_end else ""),
     ]
     if query.incidence_min is not None or query.incidence_max is not None:

@@ -146,6 +146,10 @@ def test_pds_index_filters(tmp_path):
     label = str(write_pds_index(tmp_path))
     ids = lambda **kw: [p.product_id for p in catalog.find(label, Query(**kw)).products]  # noqa: E731
     assert ids(latitude_min=-70) == ["ESP_011605_1170_RED", "ESP_020000_1300_RED", "PSP_005000_1400_RED"]
+    # latitudes given north to south are the same band, and the query's echo says it took them so
+    assert ids(latitude_min=-40, latitude_max=-70) == ids(latitude_min=-70, latitude_max=-40)
+    assert "centre latitude -70 to -40 (given from -40 to -70: taken south to north)" in catalog.describe_query(Query(latitude_min=-40, latitude_max=-70))
+    assert "given from" not in catalog.describe_query(Query(latitude_min=-70, latitude_max=-40))
     assert ids(product_type="COLOR") == ["ESP_020000_1300_COLOR", "PSP_005000_1400_COLOR"]
     assert ids(ls_start=350, ls_end=10) == ["ESP_030000_1350_RED"]  # wraps through 360
     assert ids(ls_start=None, ls_end=None, incidence_min=58, incidence_max=70) == ["ESP_020000_1300_RED", "PSP_005000_1400_RED"]
