@@ -81,13 +81,15 @@ def _survey(args, reporter: Reporter) -> None:
 
 
 def _chunk(args, reporter: Reporter) -> None:
-    from .chunking import export_chunk, iter_chunks, chunk_count
+    from .chunking import export_chunk, gap_warning, iter_chunks, chunk_count
     from .grid import chunk_wkt
     from .raster import RasterSource
     from .schema import CHUNK_GRID_FIELDS
     from .vector import write_geopackage
 
     stride = args.stride or args.chunk_size
+    if gaps := gap_warning(args.chunk_size, stride):
+        reporter.warning(gaps)
     chunks = []
     with RasterSource(args.raster, args.band) as source:
         info = source.info

@@ -41,6 +41,17 @@ def check_grid_parameters(chunk_size: int, stride: int, min_valid: float) -> Non
         raise RasterError(f"MIN_VALID must be a share between 0 and 1, not {min_valid}.")
 
 
+def gap_warning(chunk_size: int, stride: int) -> str:
+    """A grid whose stride exceeds its chunk leaves strips no chunk covers: said, not refused (a
+    sparse sample of a huge image may be what the user wants)."""
+    if stride <= chunk_size:
+        return ""
+    unscored = 1.0 - (chunk_size / stride) ** 2
+    return (f"STRIDE {stride} is larger than the chunk size {chunk_size}: a strip of {stride - chunk_size} px between neighbouring chunks "
+            f"is never looked at (about {unscored:.0%} of the image), and ice there is not found. Give a STRIDE of at most {chunk_size} "
+            "(or 0, the chunk size) to cover the whole image.")
+
+
 def iter_chunks(source: RasterSource, chunk_size: int, stride: int, min_valid: float, input_size: int = MASK_SIZE, mosaic: Optional[ValidityMosaic] = None,
                 readers: int = 1) -> Iterator[ChunkSample]:
     """Every chunk whose central region is at least min_valid valid, in grid order; every chunk

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import calibration, modelfile, pdslabel, review, rules
 from . import runtime, scoremap
-from .chunking import check_grid_parameters, chunk_count, iter_chunks
+from .chunking import check_grid_parameters, chunk_count, gap_warning, iter_chunks
 from .errors import EngineError, NoValidChunksError
 from .footprint import ValidityMosaic
 from .grid import chunk_grid, chunk_wkt
@@ -96,7 +96,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         cache_bytes = source.grid_cache_bytes(chunk_size, input_size)
         driver = source.driver
     for warning in (not_mars_warning(raster_path, info.crs_wkt), coarse_pixel_warning(raster_path, info.crs_wkt, info.pixel_size, chunk_size),
-                    palette_warning(raster_path, info)):
+                    palette_warning(raster_path, info), gap_warning(chunk_size, stride)):
         if warning:
             reporter.warning(warning)
     label = label_fields(raster_path, reporter)

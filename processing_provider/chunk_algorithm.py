@@ -64,6 +64,8 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
         layer = self.raster_layer(parameters, self.INPUT, context)
         chunk_size = self.parameterAsInt(parameters, self.CHUNK_SIZE, context)
         stride = self.parameterAsInt(parameters, self.STRIDE, context) or chunk_size
+        if gaps := chunking.gap_warning(chunk_size, stride):
+            feedback.pushWarning(gaps)
         min_valid = self.parameterAsDouble(parameters, self.MIN_VALID, context)
         export_folder = self.parameterAsFileOutput(parameters, self.EXPORT_FOLDER, context) if parameters.get(self.EXPORT_FOLDER) else ""
         if export_folder:

@@ -83,6 +83,10 @@ def test_stride_larger_than_the_chunk_leaves_gaps_but_no_empty_window(qgis_app, 
     assert results["CHUNKS"] == 6
     assert all(r["chunk_id"] == r["row"] * 3 + r["col"] for r in table.rows), "chunk_id counts a column that does not exist"
     assert "6 of 6 chunks hold data" in results["_feedback"].text
+    warned = [w for w in results["_feedback"].warnings if "STRIDE 100 is larger than the chunk size 64" in w]
+    assert len(warned) == 1 and "a strip of 36 px" in warned[0] and "about 59% of the image" in warned[0], results["_feedback"].warnings
+    covered, _ = run_chunk(raster.path, tmp_path / "covered.gpkg", STRIDE=64)
+    assert not [w for w in covered["_feedback"].warnings if "STRIDE" in w]
 
 
 def no_data_layout():

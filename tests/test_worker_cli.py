@@ -266,6 +266,14 @@ def test_chunk_with_an_overlapping_stride(scene, worker_python):
         assert (c["x_off"], c["y_off"], c["width"], c["height"]) == (w.x_off, w.y_off, w.width, w.height)
 
 
+def test_a_stride_over_the_chunk_is_warned_of_by_chunk_and_detect(scene, worker_python, tiny_model, tmp_path):
+    """A sparse grid may be wanted, so it is not refused; but the strips it never looks at are said."""
+    for command in (["chunk", scene.path], ["detect", scene.path, "--model", tiny_model.path, "--out", tmp_path / "sparse.gpkg"]):
+        run = helpers.run_worker(worker_python, *command, "--chunk-size", 64, "--stride", 96).check()
+        warned = [m["message"] for m in run.messages if m["type"] == "warning" and "STRIDE 96 is larger than the chunk size 64" in m["message"]]
+        assert len(warned) == 1 and "a strip of 32 px" in warned[0], run.messages
+
+
 def test_chunk_export_of_an_isis_cube_keeps_its_mask_and_leaves_no_partial_files(georef_data, worker_python, tmp_path):
     cube = georef_data / "PSP_009404_2635_RED_NLstretch_25cm_o_forPDS_cropped.cub"
     if not cube.is_file():
