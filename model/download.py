@@ -32,6 +32,17 @@ USER_AGENT = "hirise-ice-patches (QGIS plugin; HiRISE RDR download)"
 DEFAULT_RESERVE_BYTES = 100 * 1024 * 1024  # left free beyond the expected downloads
 
 
+def _gave_up(failures: int, attempts: int) -> str:
+    """How a transfer ended, counted as the retries count: the attempts in a row that brought
+    nothing, since an attempt that brings more of the file starts the count again."""
+    if failures == attempts:
+        return f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}"
+    if failures == 0:
+        return f"gave up after {attempts} attempts, each breaking off after a little more of the file"
+    return (f"gave up after {failures} attempt{'s' if failures > 1 else ''} in a row that brought nothing, {attempts} in all: "
+            "an attempt that brings more of the file starts the count of retries again")
+
+
 class DownloadError(EngineError):
     code = "download"
 
@@ -196,7 +207,7 @@ class Downloader:
                 failures = 0 if after > before else failures + 1
                 if failures > self.retries or result.attempts > 10 * (self.retries + 1):
                     kept = "the partial file is kept, run again to resume" if after else "nothing arrived, run again when it is reachable"
-                    result.status, result.error = "failed", f"{exc} (gave up after {result.attempts} attempt{'s' if result.attempts > 1 else ''}; {kept})"
+                    result.status, result.error = "failed", f"{exc} ({_gave_up(failures, result.attempts)}; {kept})"
                     result.size = after
                     return result
                 delay = min(self.max_backoff_s, self.backoff_s * (2 ** max(0, failures - 1)))
@@ -213,7 +224,7 @@ class Downloader:
             if total is not None and size < total:
                 failures += 0 if size > before else 1
                 if failures > self.retries:
-                    result.status, result.error = "failed", f"only {size} of {total} bytes arrived after {result.attempts} attempts; run again to resume"
+                    result.status, result.error = "failed", f"only {size} of {total} bytes arrived ({_gave_up(failures, result.attempts)}); run again to resume"
                     result.size = size
                     return result
                 self.log(f"{item.name}: connection ended at byte {size} of {total}; resuming")

@@ -21,7 +21,8 @@ def payload(n, seed):
 
 class FileServer:
     """Serves self.files (path -> bytes). Switches: ranges, drop_after (path -> bytes sent before the
-    first N connections close), declared (path -> a false Content-Length), fail_status (path -> [codes])."""
+    first N connections close), declared (path -> a false Content-Length), fail_status (path -> [codes],
+    answered once those drops are used)."""
 
     def __init__(self):
         self.files = {}
@@ -40,7 +41,7 @@ class FileServer:
 
             def do_GET(self):  # noqa: N802
                 server.requests.append((self.path, self.headers.get("Range")))
-                if server.fail_status[self.path]:
+                if server.fail_status[self.path] and not server.drops_left[self.path]:
                     code = server.fail_status[self.path].pop(0)
                     self.send_response(code)
                     self.send_header("Content-Length", "0")
@@ -235,6 +236,17 @@ def test_gives_up_after_the_retries_and_keeps_nothing_half_written(server, tmp_p
     assert result.status == "failed" and "HTTP 503" in result.error and result.attempts == 3
     assert not (tmp_path / "g.JP2").exists()
     assert len(server.requests) == 3
+
+
+def test_giving_up_counts_the_attempts_in_a_row_that_brought_nothing(server, tmp_path):
+    """Attempts that bring more of the file do not count against the retries, and the message says so."""
+    server.files["/p.JP2"] = payload(200_000, 12)
+    server.drop_after["/p.JP2"] = 30_000
+    server.drops_left["/p.JP2"] = 2  # two attempts each bring 30,000 bytes, then the server fails
+    server.fail_status["/p.JP2"] = [503] * 10
+    [result] = local_downloader(tmp_path, retries=2).run([item(server, "/p.JP2")])
+    assert result.status == "failed" and result.attempts == 5 and result.size == 60_000
+    assert "gave up after 3 attempts in a row that brought nothing, 5 in all" in result.error and "the partial file is kept" in result.error, result.error
 
 
 def test_not_found_is_not_retried(server, tmp_path):
