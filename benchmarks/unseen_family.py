@@ -101,9 +101,9 @@ def _measured(name: str, probabilities, examples, seed: int) -> dict:
                                         "median_probability": float(np.median(p[inside])) if inside.any() else math.nan}
         # Each bin's icy crops against every ice-free one: is faint ice what the model misses?
         by_contrast = recipe.auc_by_contrast(p, labels, icy, contrasts)
-        for (lo, hi), row in zip(CONTRAST_BINS, by_contrast.values()):
+        for (lo, hi), band in zip(CONTRAST_BINS, by_contrast.values()):
             inside = icy & (contrasts >= lo) & (contrasts < hi)
-            row["recall"] = float((p[inside] >= 0.5).mean()) if inside.any() else math.nan
+            band["recall"] = float((p[inside] >= 0.5).mean()) if inside.any() else math.nan
         row[scoring] = {"roc_auc": metrics.roc_auc(p, labels), "interval": interval, "recall": float((p[icy] >= 0.5).mean()),
                      "fpr_real_terrain": float((p[ice_free_real] >= 0.5).mean()),
                      "fpr_hard_landforms": {landform: float((p[(labels == 0) & (landforms == landform)] >= 0.5).mean())

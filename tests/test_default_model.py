@@ -110,6 +110,30 @@ def test_card_heads_its_transfer_section_with_its_own_rows_of_the_unseen_familie
     assert "Worst held-out family, those above included: ROC AUC 0.612" in transfer
 
 
+def test_unseen_family_measures_each_scoring_apart_and_writes_json(worker_python, repo_root):
+    """benchmarks/unseen_family.py's measurement of one model: both scorings side by side, each with its own
+    contrast bins and their recall, and the whole written as JSON (a bin's loop once wrote the mirror's row
+    inside the first scoring's last bin, a circular record no JSON holds)."""
+    code = (
+        "import json, math, sys; import numpy as np; sys.path[:0] = ['benchmarks', 'scripts']; import unseen_family as u\n"
+        "rng = np.random.default_rng(0); n = 60; labels = np.arange(n) % 2\n"
+        "contrasts = np.where(labels == 1, rng.uniform(0.02, 0.9, n), math.nan); sizes = np.where(labels == 1, rng.uniform(2, 120, n), math.nan)\n"
+        "groups = np.array([f'obs{i % 6}' for i in range(n)]); landforms = np.array(['other'] * n)\n"
+        "p = {False: np.clip(0.3 * labels + rng.uniform(0, 0.7, n), 0, 1), True: np.clip(0.2 * labels + rng.uniform(0, 0.8, n), 0, 1)}\n"
+        "row = u._measured('m', lambda mirror: p[mirror], ([None] * n, labels, groups, landforms, sizes, contrasts), 1)\n"
+        "print(json.dumps(row))"
+    )
+    done = subprocess.run([worker_python, "-c", code], cwd=str(repo_root), env=helpers.worker_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(row) == ["as it is", "model", "with the mirror (detect's default)"]
+    plain, mirrored = row["as it is"], row["with the mirror (detect's default)"]
+    assert plain["roc_auc"] != mirrored["roc_auc"]
+    for scoring in (plain, mirrored):
+        assert sorted(scoring["by_contrast"]) == ["0.0-0.1", "0.1-0.2", "0.2-0.4", "0.4-1.0"]
+        assert all(sorted(band) == ["count", "recall", "roc_auc"] for band in scoring["by_contrast"].values())
+
+
 def test_default_model_scores_implanted_ice_above_bare_terrain(worker_python, tmp_path):
     """On a scene it never saw (synthetic terrain, 0.25 m pixels), chunks holding ice score higher on average."""
     scene = tmp_path / "scene.tif"
