@@ -43,9 +43,10 @@ SEED = 101
 
 def build_examples(tiles, seed: int, draw=frost_lobes.draw):
     """Every usable held-out crop as it is (label 0) and, where the family finds room, with its ice (label 1),
-    at crop scale: (pictures, labels, observations, landforms, largest patch px, its contrast)."""
+    at crop scale: (pictures, labels, observations, landforms, largest patch px, its contrast, the index of
+    the crop as it is that each example was drawn on)."""
     rng = np.random.default_rng(seed)
-    pictures, labels, groups, landforms, sizes, contrasts = [], [], [], [], [], []
+    pictures, labels, groups, landforms, sizes, contrasts, own_crop = [], [], [], [], [], [], []
     for tile in tiles:
         image = tile["image"]
         if not (image > 0).all():
@@ -55,14 +56,16 @@ def build_examples(tiles, seed: int, draw=frost_lobes.draw):
         if drawn is not None:
             frosted, patches = drawn
             rows.append((frosted, 1, max(s for s, _ in patches), max(c for _, c in patches)))
+        plain = len(pictures)
         for picture, label, size, contrast in rows:
+            own_crop.append(plain)
             pictures.append(picture)
             labels.append(label)
             groups.append(tile["observation"])
             landforms.append(tile["landform"])
             sizes.append(size)
             contrasts.append(contrast)
-    return pictures, np.array(labels), np.array(groups), np.array(landforms), np.array(sizes), np.array(contrasts)
+    return pictures, np.array(labels), np.array(groups), np.array(landforms), np.array(sizes), np.array(contrasts), np.array(own_crop)
 
 
 def logits(network, meta, examples, mirror: bool = False) -> np.ndarray:
@@ -87,7 +90,7 @@ def score_mean(paths, examples, seed: int) -> dict:
 
 def _measured(name: str, probabilities, examples, seed: int) -> dict:
     """probabilities(mirror): the examples' probabilities, with detect's mirror or without."""
-    _pictures, labels, groups, landforms, sizes, contrasts = examples
+    _pictures, labels, groups, landforms, sizes, contrasts, own_crop = examples
     row = {"model": name}
     ice_free_real = (labels == 0) & ~np.isin(landforms, recipe.HARD_LANDFORMS)
     for scoring, mirror in (("as it is", False), ("with the mirror (detect's default)", True)):
@@ -109,8 +112,18 @@ def _measured(name: str, probabilities, examples, seed: int) -> dict:
                      "fpr_hard_landforms": {landform: float((p[(labels == 0) & (landforms == landform)] >= 0.5).mean())
                                             for landform in recipe.HARD_LANDFORMS if ((labels == 0) & (landforms == landform)).any()},
                      "ece": calibration.expected_calibration_error(p, labels), "by_size": by_size,
-                     "by_contrast": by_contrast}
+                     "by_contrast": by_contrast, "own_crop": _against_own_crop(p, icy, own_crop)}
     return row
+
+
+def _against_own_crop(p, icy, own_crop) -> dict:
+    """Each icy crop against the same crop as it is: how often the ice raised its score, and by how much
+    (median, in log-odds) beside the spread of the crops as they are. A model may respond to the ice on
+    every crop and still rank it poorly against other crops, when that response is small beside how
+    differently it scores plain terrain."""
+    odds = np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1))
+    lift = odds[icy] - odds[own_crop[icy]]
+    return {"raised": float((lift > 0).mean()), "median_lift": float(np.median(lift)), "spread_as_they_are": float(odds[~icy].std())}
 
 
 def main():
@@ -143,8 +156,9 @@ def main():
         json.dump({"family": args.family, "seed": args.seed, "observations": sorted(held_out), "ice_free": int((labels == 0).sum()), "icy": int(labels.sum()), "rows": rows},
                   handle, indent=1, default=float)
     print("| model | scored | ROC AUC (95 % interval) | recall at 0.5 | real ice-free terrain called icy | hard landforms called icy | ECE | recall / median p: " +
-          " / ".join(f"{lo}-{hi} px" for lo, hi in SIZE_BINS) + " | ROC AUC / recall by contrast: " + " / ".join(f"{lo}-{hi}" for lo, hi in CONTRAST_BINS) + " |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          " / ".join(f"{lo}-{hi} px" for lo, hi in SIZE_BINS) + " | ROC AUC / recall by contrast: " + " / ".join(f"{lo}-{hi}" for lo, hi in CONTRAST_BINS) +
+          " | icy crops above their own crop as it is / median lift / spread of the crops as they are (log-odds) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         for name in ("as it is", "with the mirror (detect's default)"):
             r = row[name]
@@ -152,7 +166,8 @@ def main():
             contrasts = " / ".join(f"{b['roc_auc']:.3f} {b['recall']:.2f} ({b['count']})" for b in r["by_contrast"].values())
             hard = ", ".join(f"{k} {100 * v:.0f} %" for k, v in r["fpr_hard_landforms"].items())
             print(f"| {row['model']} | {name} | {r['roc_auc']:.3f} ({r['interval']['low']:.3f}-{r['interval']['high']:.3f}) | {r['recall']:.2f} | "
-                  f"{100 * r['fpr_real_terrain']:.1f} % | {hard} | {r['ece']:.3f} | {sizes} | {contrasts} |")
+                  f"{100 * r['fpr_real_terrain']:.1f} % | {hard} | {r['ece']:.3f} | {sizes} | {contrasts} | "
+                  f"{100 * r['own_crop']['raised']:.0f} % / {r['own_crop']['median_lift']:.2f} / {r['own_crop']['spread_as_they_are']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -120,7 +120,8 @@ def test_unseen_family_measures_each_scoring_apart_and_writes_json(worker_python
         "contrasts = np.where(labels == 1, rng.uniform(0.02, 0.9, n), math.nan); sizes = np.where(labels == 1, rng.uniform(2, 120, n), math.nan)\n"
         "groups = np.array([f'obs{i % 6}' for i in range(n)]); landforms = np.array(['other'] * n)\n"
         "p = {False: np.clip(0.3 * labels + rng.uniform(0, 0.7, n), 0, 1), True: np.clip(0.2 * labels + rng.uniform(0, 0.8, n), 0, 1)}\n"
-        "row = u._measured('m', lambda mirror: p[mirror], ([None] * n, labels, groups, landforms, sizes, contrasts), 1)\n"
+        "own = np.where(labels == 1, np.arange(n) - 1, np.arange(n))\n"
+        "row = u._measured('m', lambda mirror: p[mirror], ([None] * n, labels, groups, landforms, sizes, contrasts, own), 1)\n"
         "print(json.dumps(row))"
     )
     done = subprocess.run([worker_python, "-c", code], cwd=str(repo_root), env=helpers.worker_env(), capture_output=True, text=True, timeout=300)
@@ -132,6 +133,8 @@ def test_unseen_family_measures_each_scoring_apart_and_writes_json(worker_python
     for scoring in (plain, mirrored):
         assert sorted(scoring["by_contrast"]) == ["0.0-0.1", "0.1-0.2", "0.2-0.4", "0.4-1.0"]
         assert all(sorted(band) == ["count", "recall", "roc_auc"] for band in scoring["by_contrast"].values())
+    # each icy crop against its own crop as it is: the plain scoring adds more to the icy ones (0.3 against 0.2)
+    assert plain["own_crop"]["raised"] > mirrored["own_crop"]["raised"] and 0 < plain["own_crop"]["median_lift"]
 
 
 def test_default_model_scores_implanted_ice_above_bare_terrain(worker_python, tmp_path):
