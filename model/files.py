@@ -7,7 +7,7 @@ destination is checked before any work (check_destination): writable, and not a 
 
 import os
 import tempfile
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Optional, Tuple
 
 from .errors import EngineError
 
@@ -48,17 +48,26 @@ def check_destination(path: str, parameter: str, inputs: Dict[str, Iterable[str]
     whole and renamed over its name, so an image, a label layer or a model given again as an
     output would be lost."""
     target = os.path.abspath(path)
-    for name, paths in (inputs or {}).items():
-        for given in paths:
-            if given and os.path.exists(target) and os.path.exists(given) and os.path.samefile(target, given):
-                raise EngineError(f"{parameter} is '{target}', which this run reads as {name}: writing it would destroy that file. "
-                                  "Choose another file name; nothing was run or written.")
+    replaced = replaced_input(target, ((name, given) for name, paths in (inputs or {}).items() for given in paths))
+    if replaced:
+        raise EngineError(f"{parameter} is '{target}', which this run reads as {replaced[0]}: writing it would destroy that file. "
+                          "Choose another file name; nothing was run or written.")
     if os.path.isdir(target):
         raise EngineError(f"{parameter} is '{target}', which is a folder. Give a file name in it.")
     _check_writable_folder(os.path.dirname(target), parameter)
     if os.path.exists(target) and not os.access(target, os.W_OK):
         # Renaming over it would succeed, but only the user may drop a file they protected.
         raise EngineError(f"{parameter} cannot replace '{target}': the file is read-only. Choose another file name, or make it writable.")
+
+
+def replaced_input(target: str, inputs: Iterable[Tuple[str, str]]) -> Optional[Tuple[str, str]]:
+    """The first (parameter, path) of ``inputs`` that is the existing file ``target`` (by any name or link)."""
+    if not os.path.exists(target):
+        return None
+    for parameter, given in inputs:
+        if given and os.path.exists(given) and os.path.samefile(target, given):
+            return parameter, given
+    return None
 
 
 def check_folder(folder: str, parameter: str) -> None:

@@ -11,7 +11,7 @@ from typing import Iterable, List, Optional
 from osgeo import gdal
 from qgis.core import QgsDataSourceUri, QgsProcessingException, QgsProviderRegistry, QgsVectorFileWriter
 
-from .engine import gdal_exceptions
+from .engine import files, gdal_exceptions
 
 
 @dataclass(frozen=True)
@@ -45,20 +45,21 @@ def check_not_an_input(destination: FileDestination, read: Iterable) -> None:
     """An output on a file the run reads would destroy it: QGIS and the engine replace an output file
     whole (a GeoPackage table named in the destination is added beside the file's other layers, and
     only replaces the layer of that name). read: (parameter, path, layer name) of each input."""
-    if not os.path.exists(destination.path):
-        return
-    for parameter, path, layer in read:
-        if path and os.path.exists(path) and os.path.samefile(path, destination.path) and (not destination.table or destination.table == layer):
-            what = f"the table '{destination.table}' of {path}" if destination.table else path
-            raise QgsProcessingException(
-                f"{destination.parameter} would be written over {what}, which this run reads as {parameter}: writing it would destroy it. "
-                "Choose another file name (or another table); nothing was run or written."
-            )
+    replaced = files.replaced_input(destination.path, ((parameter, path) for parameter, path, layer in read
+                                                       if not destination.table or destination.table == layer))
+    if replaced:
+        parameter, path = replaced
+        what = f"the table '{destination.table}' of {path}" if destination.table else path
+        raise QgsProcessingException(
+            f"{destination.parameter} would be written over {what}, which this run reads as {parameter}: writing it would destroy it. "
+            "Choose another file name (or another table); nothing was run or written."
+        )
 
 
 def check_writable(destination: FileDestination) -> None:
     """Fail before any work when the destination cannot be written (os.access also sees
-    read-only file systems and immutable folders, which hold back even root)."""
+    read-only file systems and immutable folders, which hold back even root). Unlike the worker's
+    files.check_destination, a missing folder is refused, not created: a refused run leaves nothing."""
     folder = os.path.dirname(destination.path)
     if not os.path.isdir(folder):
         raise _cannot_write(destination, f"the folder {folder} does not exist", "Create it or choose another destination")
