@@ -36,7 +36,7 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
             "<p>Cuts a HiRISE image into the square chunks the ice-patch network scores, without running the network: "
             "the same grid <i>Detect ice patches</i> uses, for labelling, for checking the grid, or for exporting chunks.</p>"
             "<p><b>Chunk size</b>: chunk side in raster pixels (the paper uses 1024). "
-            "<b>Stride</b>: grid step in pixels; 0 means the chunk size (no overlap). "
+            "<b>Stride</b>: grid step in pixels; 0 means the chunk size (no overlap); a stride over the chunk size leaves strips no chunk covers (said in the log). "
             "Edge chunks are smaller; they keep their true size.</p>"
             "<p><b>Minimum valid share</b>: chunks are kept when at least this share of their central region "
             "(the middle half in each direction) holds image data. No-data is the band's declared no-data value and DN 0, "

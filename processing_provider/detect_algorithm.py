@@ -90,7 +90,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "scored with the probability that it shows ice.</p>"
             "<p><b>Model</b>: a <i>*.hiriseice</i> file written by <i>Train ice-patch model</i>; empty = the model bundled with the plugin. "
             "<b>Chunk size</b>: 0 = the size the model was trained for (1024 px for the paper's model). "
-            "<b>Stride</b>: 0 = the chunk size. <b>Minimum valid share</b>: chunks whose central region holds less image data "
+            "<b>Stride</b>: 0 = the chunk size; over the chunk size it leaves strips never looked at (said in the log). <b>Minimum valid share</b>: chunks whose central region holds less image data "
             "are dropped (no-data borders of rotated products). <b>Batch size</b>: chunks per network call (memory vs speed).</p>"
             "<p><b>Thresholds</b> (the paper's): a chunk is <i>icy</i> at p ≥ 0.6 (ICY_THRESHOLD), <i>hard to identify</i> at "
             "0.4 ≤ p &lt; 0.6 (HARD_LOW) and <i>not icy</i> below.</p>"
