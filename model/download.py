@@ -317,7 +317,7 @@ def downloaded_jp2s(paths: Sequence[str], folder: str, warn: Callable[[str], Non
     if missing and len(missing) == len(paths):
         raise EngineError(
             f"None of the {len(paths)} footprints' JP2s is in '{folder}' (the first: {os.path.basename(missing[0])}). "
-            "Run 'Download HiRISE products' (python -m model download) on the footprints into that folder first, or give the folder it downloaded to."
+            "Run 'Download HiRISE products' (hiriseice:download) on the footprints into that folder first, or give the folder it downloaded to."
         )
     if missing:
         warn(f"{len(missing)} of the {len(paths)} footprints' JP2s are not in '{folder}' (not downloaded yet?), so they are left out: "
