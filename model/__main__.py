@@ -285,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     survey = commands.add_parser("survey", help="detect over many rasters on a Dask cluster into one resumable GeoPackage")
     survey.add_argument("--rasters", nargs="+", required=True, metavar="PATH",
-                        help="raster files, folders of rasters, or footprint layers from hiriseice:find (their JP2s are looked for in --images-folder)")
+                        help="raster files, folders of rasters, or footprint layers from hiriseice:find (their JP2s are looked for in --images-folder; "
+                        "those not downloaded are left out with a warning)")
     survey.add_argument("--out", required=True, help="the survey's GeoPackage (layers chunks, summary, footprints, runs); an existing one is resumed")
     survey.add_argument("--model", default="", help="model file (*.hiriseice); default: the bundled model")
     survey.add_argument("--images-folder", help="where the JP2s of find's footprints are (default: the footprint file's folder)")
