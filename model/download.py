@@ -310,17 +310,21 @@ def download(folder: str, items: Sequence[DownloadItem], **options) -> List[Down
     return Downloader(folder, **options).run(items)
 
 
-def downloaded_jp2s(paths: Sequence[str], folder: str, warn: Callable[[str], None]) -> List[str]:
+def downloaded_jp2s(paths: Sequence[str], folder: str, warn: Callable[[str], None], folder_parameter: str = "") -> List[str]:
     """The footprints' JP2s that are in ``folder``. A download that failed for some is normal: the
-    others are surveyed and ``warn`` names those left out; none there at all is an error."""
-    missing = [path for path in paths if not os.path.isfile(path)]
-    if missing and len(missing) == len(paths):
+    others are surveyed and ``warn`` names those left out; none there at all is an error, which
+    names the folder by ``folder_parameter`` where the caller has one (IMAGES_FOLDER)."""
+    present, missing = [], []
+    for path in paths:
+        (present if os.path.isfile(path) else missing).append(path)
+    if missing and not present:
+        where = f"{folder_parameter} '{folder}'" if folder_parameter else f"'{folder}'"
         raise EngineError(
-            f"None of the {len(paths)} footprints' JP2s is in '{folder}' (the first: {os.path.basename(missing[0])}). "
+            f"None of the {len(paths)} footprints' JP2s is in {where} (the first: {os.path.basename(missing[0])}). "
             "Run 'Download HiRISE products' (hiriseice:download) on the footprints into that folder first, or give the folder it downloaded to."
         )
     if missing:
         warn(f"{len(missing)} of the {len(paths)} footprints' JP2s are not in '{folder}' (not downloaded yet?), so they are left out: "
              f"{', '.join(os.path.basename(p) for p in missing[:5])}{' ...' if len(missing) > 5 else ''}. Download them and run the survey "
              "again: images done are skipped.")
-    return [path for path in paths if path not in missing]
+    return present

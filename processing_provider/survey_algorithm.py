@@ -147,10 +147,10 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
             paths = [os.path.join(os.path.abspath(folder), DownloadItem(url).name) for url in urls]
         except errors.EngineError as exc:
             raise QgsProcessingException(str(exc)) from None
-        try:  # IMAGES_FOLDER's name, not the engine's, in the messages
-            return downloaded_jp2s(paths, folder, feedback.pushWarning)
+        try:
+            return downloaded_jp2s(paths, folder, feedback.pushWarning, self.IMAGES_FOLDER)
         except errors.EngineError as exc:
-            raise QgsProcessingException(str(exc).replace(f"in '{folder}'", f"in IMAGES_FOLDER '{folder}'")) from None
+            raise QgsProcessingException(str(exc)) from None
 
     def checked_output(self, parameters, context) -> str:
         destination = file_destination(self.OUTPUT, self.parameterAsFileOutput(parameters, self.OUTPUT, context))

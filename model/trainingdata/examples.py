@@ -113,19 +113,19 @@ def make_example(image, rng, input_size, family: Optional[str] = None, lookalike
             image = LOOKALIKES[lookalike](image, rng, valid)
         except ValueError:
             pass
-    if plain is not None:
-        seed = int(rng.integers(2 ** 63))  # one degradation for both
-        image = degrade(image, valid, np.random.default_rng(seed)) if degraded else image
-        plain = degrade(plain, valid, np.random.default_rng(seed)) if degraded else plain
+    if degraded and plain is not None:  # one degradation for both
+        seed = int(rng.integers(2 ** 63))
+        image, plain = (degrade(picture, valid, np.random.default_rng(seed)) for picture in (image, plain))
     elif degraded:
         image = degrade(image, valid, rng)
-    example = {"image": to_input(image, valid, input_size), "label": int(family is not None), "kind": family or lookalike,
-               "size_px": size_px, "contrast": contrast}
-    if cells:
-        example["cells"] = ice_cells(ice, input_size, cells) if ice is not None else np.zeros((cells, cells), np.float32)
-    if plain is not None:
-        example["twin"] = {"image": to_input(plain, valid, input_size), "label": 0, "kind": TWIN_KIND,
-                           "size_px": float("nan"), "contrast": float("nan")}
+
+    def example_of(picture, label, kind, ice_mask, size, strength) -> Dict:
+        made = {"image": to_input(picture, valid, input_size), "label": label, "kind": kind, "size_px": size, "contrast": strength}
         if cells:
-            example["twin"]["cells"] = np.zeros((cells, cells), np.float32)
+            made["cells"] = ice_cells(ice_mask, input_size, cells) if ice_mask is not None else np.zeros((cells, cells), np.float32)
+        return made
+
+    example = example_of(image, int(family is not None), family or lookalike, ice, size_px, contrast)
+    if plain is not None:
+        example["twin"] = example_of(plain, 0, TWIN_KIND, None, float("nan"), float("nan"))
     return example
