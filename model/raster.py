@@ -28,9 +28,17 @@ from .pdslabel import label_beside
 # Overview-friendly decimation that keeps a few-pixel bright patch visible, unlike nearest.
 RESAMPLING = gdal.GRIORA_Average
 
-# HiRISE products hold integer DNs (10-bit in 16, or 8-bit stretched); floats are DTMs or derived
-# products, complex values are not an image of the ground at all.
-INTEGER_TYPES = ("Byte", "Int8", "UInt16", "Int16", "UInt32", "Int32", "UInt64", "Int64")
+# HiRISE products hold integer DNs (10-bit in 16, or 8-bit stretched); an image processed in ISIS3
+# (hical, cam2map) holds I/F as 32-bit floats. Both are read as they are: each chunk is stretched
+# on its own. Complex values are not an image of the ground at all.
+PIXEL_TYPES = ("Byte", "Int8", "UInt16", "Int16", "UInt32", "Int32", "UInt64", "Int64", "Float32", "Float64")
+# ISIS3 marks null and saturated pixels of a float cube with values next to -3.4e38, and GDAL
+# declares only the null one as no-data: every such value is no-data here.
+SPECIAL_PIXEL_MAGNITUDE = 1e30
+# An elevation model holds heights, which the network would read as brightness: HiRISE DTMs are
+# named DTEEC_, DTEED_, DTEPC_ or DTEPD_, other tools' carry DEM or DTM as a word of the name.
+ELEVATION_NAME = re.compile(r"^DTE[EP][CD]_|(^|[^A-Z0-9])(DEM|DTM)([^A-Z0-9]|$)", re.IGNORECASE)
+ELEVATION_UNITS = ("m", "meter", "meters", "metre", "metres", "km", "kilometer", "kilometers", "kilometre", "kilometres")
 
 # Mars's radii (polar 3376.2 km, equatorial 3396.19 km) with room for the local radii of RDR CRSs.
 MARS_RADIUS_RANGE_M = (3.30e6, 3.45e6)
@@ -204,7 +212,7 @@ class RasterSource:
             raise RasterError(f"Band {band} does not exist in '{path}', which has {ds.RasterCount} band(s). Choose 1..{ds.RasterCount}, or 0 for automatic.")
         bands = (band,) if band else tuple(range(1, ds.RasterCount + 1))
         self._band = band
-        check_pixel_type(path, gdal.GetDataTypeName(ds.GetRasterBand(bands[0]).DataType))  # what the file is comes before where it lies
+        check_pixel_type(path, ds.GetRasterBand(bands[0]))  # what the file is comes before where it lies
         geotransform, crs_wkt = georeferencing(ds, path, require_georeferencing)
         nodata = ds.GetRasterBand(bands[0]).GetNoDataValue()
         self.info = RasterInfo(
@@ -272,7 +280,7 @@ class RasterSource:
             nodata = band.GetNoDataValue()
             if nodata is not None:
                 band_valid &= data != nodata
-            band_valid &= np.isfinite(data)
+            band_valid &= np.isfinite(data) & (np.abs(data) < SPECIAL_PIXEL_MAGNITUDE)
             values = data if values is None else values + data
             valid = band_valid if valid is None else valid & band_valid
         values /= len(self.info.bands)
@@ -410,14 +418,22 @@ def damaged_raster_error(path: str, gdal_message: str) -> DamagedRasterError:
     )
 
 
-def check_pixel_type(path: str, data_type: str) -> None:
-    if data_type in INTEGER_TYPES:
-        return
-    kind = "complex" if data_type.startswith("C") else "floating-point"
-    raise RasterError(
-        f"'{path}' holds {kind} values ({data_type}), not the integer DNs of a HiRISE image (is it a DTM or a derived product?). "
-        "Give the image itself (a RED or COLOR product), or convert it to 16-bit DNs first (gdal_translate -ot UInt16 -scale)."
-    )
+def check_pixel_type(path: str, band) -> None:
+    """Refuse what is not an image of the ground: complex values, or an elevation model (by its
+    band's unit or its name), whose heights the network would read as brightness."""
+    data_type = gdal.GetDataTypeName(band.DataType)
+    if data_type not in PIXEL_TYPES:
+        raise RasterError(
+            f"'{path}' holds complex values ({data_type}), not the DNs or I/F of a HiRISE image. "
+            "Give the image itself (a RED or COLOR product, or its ISIS3 cube)."
+        )
+    unit = (band.GetUnitType() or "").strip().lower()
+    if unit in ELEVATION_UNITS or ELEVATION_NAME.search(os.path.basename(path)):
+        why = f"its values are in {band.GetUnitType().strip()}" if unit in ELEVATION_UNITS else "so its name says; rename it if it is an image"
+        raise RasterError(
+            f"'{path}' is an elevation model ({why}): its values are heights, and the network would read them as brightness. "
+            "Give the image of the same ground instead (the RED or COLOR product, or the orthoimage made with the DTM)."
+        )
 
 
 def check_holds_a_chunk(name: str, width: int, height: int, chunk_size: int) -> None:

@@ -144,13 +144,37 @@ def test_a_vrt_whose_source_is_gone_names_the_missing_file(tiny_model, tmp_path)
     assert "Put it back where the reference says (or rebuild the VRT)" in out and "download it again" not in out
 
 
-@pytest.mark.parametrize("data_type, kind", [(gdal.GDT_Float32, "floating-point values (Float32)"), (gdal.GDT_CFloat32, "complex values (CFloat32)")])
-def test_float_and_complex_rasters_are_refused_before_the_worker(tiny_model, tmp_path, data_type, kind):
-    raster = write_typed_geotiff(tmp_path / "DTEEC_000000_0000.tif", data_type)
+def test_complex_pixels_are_refused_before_the_worker(tiny_model, tmp_path):
+    raster = write_typed_geotiff(tmp_path / "ESP_000000_0000_RED.tif", gdal.GDT_CFloat32)
     done, out_folder = run_detect(tiny_model, raster, tmp_path)
-    out = assert_refused_cleanly(done, out_folder, f"'{raster}' holds {kind}, not the integer DNs of a HiRISE image")
-    assert "gdal_translate -ot UInt16 -scale" in out
-    assert " -m model " not in out  # found in seconds, before the worker's start
+    assert_refused_cleanly(done, out_folder, f"'{raster}' holds complex values (CFloat32), not the DNs or I/F of a HiRISE image")
+    assert " -m model " not in done.stdout  # found in seconds, before the worker's start
+
+
+def test_an_elevation_model_is_refused_before_the_worker(tiny_model, tmp_path):
+    raster = write_typed_geotiff(tmp_path / "DTEEC_000000_0000_000000_0000_A01.tif", gdal.GDT_Float32)
+    done, out_folder = run_detect(tiny_model, raster, tmp_path)
+    out = assert_refused_cleanly(done, out_folder, f"'{raster}' is an elevation model (so its name says; rename it if it is an image)")
+    assert "the network would read them as brightness" in out and " -m model " not in out
+
+
+def test_an_isis_float_cube_of_i_over_f_scores_as_its_dns_do(tiny_model, tmp_path):
+    """An image processed in ISIS3 holds I/F as 32-bit floats, with its null and saturated pixels
+    next to -3.4e38: read as they are, its chunks score as the DNs they came from."""
+    dns = helpers.generate_raster(tmp_path, name="dns.tif", width=256, height=256, icy_chunk_size=CHUNK, icy_pattern=lambda r, c: (r + c) % 2 == 0)
+    i_over_f = dns.bands[0].astype(np.float32) * np.float32(2.4e-5) + np.float32(-0.001)
+    i_over_f[dns.bands[0] == 0] = -3.4028226550889045e38  # ISIS's null
+    i_over_f[:3, :3] = np.frombuffer(np.uint32(0xFF7FFFFE).tobytes(), np.float32)[0]  # ISIS's high instrument saturation
+    cube = helpers.write_geotiff(tmp_path / "ESP_000000_0000_RED.cal.tif", [i_over_f], "Float32", dns.geotransform, dns.crs_wkt, nodata=-3.4028226550889045e38)
+    results = {}
+    for name, raster in (("dns", dns.path), ("i_over_f", cube)):
+        folder = tmp_path / name
+        folder.mkdir()
+        done, out_folder = run_detect(tiny_model, raster, folder)
+        assert done.returncode == 0 and "Traceback" not in done.stdout, done.stdout[-3000:]
+        results[name] = np.array([row["probability"] for row in qs.read_ogr(out_folder / "chunks.gpkg").rows])
+    assert len(results["dns"]) == (256 // CHUNK) ** 2
+    np.testing.assert_allclose(results["i_over_f"], results["dns"], atol=1e-3)
 
 
 def test_a_one_pixel_raster_gets_no_category(tiny_model, tmp_path):

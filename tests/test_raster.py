@@ -485,14 +485,54 @@ def test_a_truncated_file_opens_but_its_reads_say_it_is_damaged(make_raster, tmp
             source.overview()
 
 
-@pytest.mark.parametrize("data_type, kind", [(gdal.GDT_Float32, "floating-point"), (gdal.GDT_Float64, "floating-point"), (gdal.GDT_CInt16, "complex")])
-def test_non_integer_pixels_are_refused(tmp_path, data_type, kind):
+@pytest.mark.parametrize("data_type", [gdal.GDT_CInt16, gdal.GDT_CFloat32])
+def test_complex_pixels_are_refused(tmp_path, data_type):
     path = str(tmp_path / "values.tif")
     dataset = gdal.GetDriverByName("GTiff").Create(path, 16, 16, 1, data_type)
     dataset.SetProjection(helpers.mars_equirectangular_wkt())
     dataset = None
-    with pytest.raises(RasterError, match=f"holds {kind} values .*not the integer DNs of a HiRISE image"):
+    with pytest.raises(RasterError, match=r"holds complex values .*not the DNs or I/F of a HiRISE image"):
         RasterSource(path)
+
+
+@pytest.mark.parametrize("name, data_type, unit, refused", [
+    ("DTEEC_002118_1510_003405_1510_A01.tif", gdal.GDT_Float32, "", "so its name says"),
+    ("crater-DEM.tif", gdal.GDT_Int16, "", "so its name says"),
+    ("heights.tif", gdal.GDT_Float32, "meters", "its values are in meters"),
+    ("heights.tif", gdal.GDT_Float32, "km", "its values are in km"),
+    ("ESP_011605_1170_RED.cal.tif", gdal.GDT_Float32, "", ""),  # I/F from ISIS3
+    ("ESP_011605_1170_RED.tif", gdal.GDT_Float64, "", ""),
+    ("DEMOCRITUS_RED.tif", gdal.GDT_UInt16, "", ""),  # DEM inside a word is not an elevation model's name
+])
+def test_an_elevation_model_is_refused_and_a_float_image_read(tmp_path, name, data_type, unit, refused):
+    path = str(tmp_path / name)
+    dataset = gdal.GetDriverByName("GTiff").Create(path, 16, 16, 1, data_type)
+    dataset.SetGeoTransform(helpers.default_geotransform(16, 16))
+    dataset.SetProjection(helpers.mars_equirectangular_wkt())
+    dataset.GetRasterBand(1).SetUnitType(unit)
+    dataset = None
+    if refused:
+        with pytest.raises(RasterError, match=rf"is an elevation model \({refused}.*read them as brightness"):
+            RasterSource(path)
+    else:
+        RasterSource(path).close()
+
+
+def test_isis_special_pixels_of_a_float_image_are_no_data(tmp_path):
+    """ISIS3 marks null and saturated pixels next to -3.4e38 and GDAL declares only the null one: all
+    are no-data, at full resolution and where a decimated read averages them in."""
+    values = np.full((16, 16), 0.12, np.float32)
+    values[0, 0] = -3.4028226550889045e38  # null, the declared no-data
+    values[0, 5] = np.frombuffer(np.uint32(0xFF7FFFFE).tobytes(), np.float32)[0]  # high instrument saturation
+    values[9, 9] = np.nan
+    path = helpers.write_geotiff(tmp_path / "cube.tif", [values], "Float32", helpers.default_geotransform(16, 16),
+                                 helpers.mars_equirectangular_wkt(), nodata=-3.4028226550889045e38)
+    with RasterSource(path) as source:
+        data, valid = source.read(0, 0, 16, 16, 16, 16)
+        assert (~valid).sum() == 3 and not valid[0, 0] and not valid[0, 5] and not valid[9, 9]
+        assert np.allclose(data[valid], 0.12)
+        data, valid = source.read(0, 0, 16, 16, 4, 4)
+        assert valid.sum() >= 15 and np.allclose(data[valid], 0.12)
 
 
 @pytest.mark.parametrize("width, height, refused", [(1, 1, "smaller"), (63, 63, "smaller"), (64, 1, "strip"), (1, 64, "strip"), (7, 640, "strip"),
