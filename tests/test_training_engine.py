@@ -82,6 +82,23 @@ def test_same_seed_same_metrics(tiny_model, worker_python, tmp_path):
     assert modelfile.read_metadata(job["output_model"])["training"]["split"] == tiny_model.metadata["training"]["split"]
 
 
+def test_an_isis_float_copy_of_the_scene_trains_as_its_dns_do(tiny_model, worker_python, tmp_path):
+    """The session's job on the scene as ISIS3 writes it (32-bit float I/F, null pixels next to
+    -3.4e38): the same chunks, split and, to the 8-bit quantisation's ties, the same learning."""
+    scene = tiny_model.scene.raster
+    dns = scene.bands[0].astype(np.float32)
+    i_over_f = np.where(dns == 0, np.float32(-3.4028226550889045e38), dns * np.float32(2.4e-5) - np.float32(0.001))
+    cube = helpers.write_geotiff(tmp_path / "train_scene.tif", [i_over_f], "Float32", scene.geotransform, scene.crs_wkt, nodata=-3.4028226550889045e38)
+    job = dict(tiny_model.job, rasters=[dict(tiny_model.job["rasters"][0], path=cube)], output_model=str(tmp_path / "cube.hiriseice"), report=None)
+    run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job)).check()
+    assert "train_scene: 36 labelled chunks, 18 icy" in [m["message"] for m in run.messages if m["type"] == "log"]
+    first = tiny_model.result
+    for key in ("validation_chunks", "validation_icy"):
+        assert run.result["metrics"][key] == first["metrics"][key]
+    for again, before in zip(run.result["history"], first["history"]):
+        assert again["loss"] == pytest.approx(before["loss"], abs=0.01) and again["val_loss"] == pytest.approx(before["val_loss"], abs=0.01)
+
+
 def test_early_stopping_keeps_the_best_epoch_and_completes_the_progress(training_data, worker_python, tmp_path):
     """A learning rate far too high makes the validation loss climb: training stops after PATIENCE worse epochs."""
     output = tmp_path / "stopped.hiriseice"
