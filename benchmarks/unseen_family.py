@@ -6,10 +6,12 @@ Crops of the model's held-out observations (its card's ``test_observations``) ar
 are (ice-free) and with the family drawn on (icy), read as detect reads a chunk, with detect's
 east-west mirror (TTA) and without.
 
-    nice -n 19 .venv/bin/python benchmarks/unseen_family.py [--family NAME] [--model MODEL ...] [--mean] [--json build/unseen_family.json]
+    nice -n 19 .venv/bin/python benchmarks/unseen_family.py [--family NAME] [--model MODEL ...] [--mean] [--networks] [--json build/unseen_family.json]
 
 Several --model compare models on the same examples (e.g. an earlier default from git history:
-git show REV:resources/models/default.hiriseice > build/earlier.hiriseice).
+git show REV:resources/models/default.hiriseice > build/earlier.hiriseice). --networks also scores each
+network of a multi-scale model alone, by its own pooled logit (``logit_<scale>``, uncalibrated): is
+what the pair ranks the finer reading's doing, or the averaging's?
 """
 
 import argparse
@@ -68,17 +70,25 @@ def build_examples(tiles, seed: int, draw=frost_lobes.draw):
     return pictures, np.array(labels), np.array(groups), np.array(landforms), np.array(sizes), np.array(contrasts), np.array(own_crop)
 
 
-def logits(network, meta, examples, mirror: bool = False) -> np.ndarray:
-    """The network's logits of the examples' pictures, read as detect reads a chunk; with mirror,
-    the mean with their east-west mirrors (detect's TTA)."""
+def logits(network, meta, examples, mirror: bool = False, layer: str = "logit") -> np.ndarray:
+    """The network's logits (at ``layer``) of the examples' pictures, read as detect reads a chunk; with
+    mirror, the mean with their east-west mirrors (detect's TTA)."""
     images = np.stack([to_input(picture, picture > 0, meta["input_size"]) for picture in examples[0]])
-    plain = recipe.predict_logits(network, images)
-    return (plain + recipe.predict_logits(network, np.ascontiguousarray(images[:, :, ::-1]))) / 2 if mirror else plain
+    plain = recipe.predict_logits(network, images, layer)
+    return (plain + recipe.predict_logits(network, np.ascontiguousarray(images[:, :, ::-1]), layer)) / 2 if mirror else plain
 
 
 def score(path: str, examples, seed: int) -> dict:
     network, meta = modelfile.load(path)
     return _measured(modelfile.describe(meta), lambda mirror: calibration.apply(logits(network, meta, examples, mirror), meta.get("calibration")), examples, seed)
+
+
+def score_networks(path: str, examples, seed: int) -> list:
+    """A multi-scale model's networks, each alone by its own pooled logit (none for a single network)."""
+    network, meta = modelfile.load(path)
+    return [dict(_measured(f"{modelfile.describe(meta)}, its {meta['input_size'] // scale}-px network alone (uncalibrated)",
+                           lambda mirror, scale=scale: calibration.sigmoid(logits(network, meta, examples, mirror, f"logit_{scale}")), examples, seed), path=path)
+            for scale in meta["architecture"].get("scales") or []]
 
 
 def score_mean(paths, examples, seed: int) -> dict:
@@ -131,6 +141,7 @@ def main():
     parser.add_argument("--model", action="append", default=None, help="model file (repeatable; default: the bundled one)")
     parser.add_argument("--family", choices=sorted(FAMILIES), default="frost lobes", help="the family drawn (default: %(default)s)")
     parser.add_argument("--mean", action="store_true", help="also score the mean of the models' probabilities (an ensemble)")
+    parser.add_argument("--networks", action="store_true", help="also score each network of a multi-scale model alone")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--json", default=os.path.join(REPO, "build", "unseen_family.json"))
     args = parser.parse_args()
@@ -151,6 +162,8 @@ def main():
     rows = [dict(score(path, examples, args.seed), path=path) for path in paths]
     if args.mean:
         rows.append(dict(score_mean(paths, examples, args.seed), path=" ".join(paths)))
+    if args.networks:
+        rows += [row for path in paths for row in score_networks(path, examples, args.seed)]
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as handle:
         json.dump({"family": args.family, "seed": args.seed, "observations": sorted(held_out), "ice_free": int((labels == 0).sum()), "icy": int(labels.sum()), "rows": rows},

@@ -177,8 +177,12 @@ def build_test_set(tiles, seed, input_size):
     return _examples(rows)
 
 
-def predict_logits(network, images):
-    return np.asarray(logit_model(network).predict((images.astype(np.float32) / 255.0)[..., None], batch_size=64, verbose=0)).reshape(-1)
+def predict_logits(network, images, layer: str = "logit"):
+    """The logits of uint8 images at ``layer`` (a multi-scale network's ``logit_<scale>``: that network alone)."""
+    import keras
+
+    scorer = logit_model(network) if layer == "logit" else keras.Model(network.inputs, network.get_layer(layer).output)
+    return np.asarray(scorer.predict((images.astype(np.float32) / 255.0)[..., None], batch_size=64, verbose=0)).reshape(-1)
 
 
 def _rate(p, mask):
