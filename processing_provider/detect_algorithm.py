@@ -214,13 +214,24 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         """{parameter: FileDestination} of the layer outputs written to files, each checked writable."""
         sinks = {}
         for name in (self.OUTPUT, self.SUMMARY):
-            destination = file_destination(name, self.parameterAsOutputLayer(parameters, name, context), vector=True)
+            destination = file_destination(name, self.sink_destination(parameters, name, context), vector=True)
             if destination is not None:
                 check_writable(destination)
                 sinks[name] = destination
         if len(sinks) == 2:
             check_not_replaced_later(sinks[self.OUTPUT], sinks[self.SUMMARY])
         return sinks
+
+    def sink_destination(self, parameters, name, context) -> str:
+        """Where the layer output `name` will be written, asked before the worker runs without having
+        it loaded on completion: for a temporary output QGIS schedules 'memory:<its description>',
+        which no layer answers, and the dialog ended every default run with "The following layers
+        were not correctly generated". parameterAsSink schedules the layer it creates."""
+        scheduled = context.layersToLoadOnCompletion()
+        try:
+            return self.parameterAsOutputLayer(parameters, name, context)
+        finally:
+            context.setLayersToLoadOnCompletion(scheduled)
 
     def checked_report(self, parameters, context) -> str:
         """The report's absolute path (the worker runs elsewhere), checked writable; empty: no report."""

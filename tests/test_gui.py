@@ -55,6 +55,15 @@ def test_detect_from_its_dialog_on_the_sample_scene(tour):
     assert out["chunk_fields"][1:6] == ["image_id", "chunk_id", "probability", "class", "label"]
 
 
+def test_detect_with_every_output_at_its_default_loads_styled_temporary_layers(tour):
+    """A first run from the toolbox leaves OUTPUT and SUMMARY as temporary layers: both load styled, and
+    the dialog does not end with "The following layers were not correctly generated"."""
+    out = tour["out"]
+    assert out["defaults_finished"]
+    assert "Algorithm 'Detect ice patches' finished" in out["defaults_log"] and "not correctly generated" not in out["defaults_log"]
+    assert out["defaults_layers"] == [["Ice probability of chunks", "memory", "graduatedSymbol"], ["Image summary", "memory", "categorizedSymbol"]]
+
+
 def test_result_is_styled_and_active(tour):
     out = tour["out"]
     assert out["active_layer"] == "Ice probability of chunks"  # what the review dock and Mark icy act on

@@ -14,7 +14,7 @@ from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QImage
 from qgis.PyQt.QtTest import QTest
-from qgis.PyQt.QtWidgets import QTextBrowser
+from qgis.PyQt.QtWidgets import QTextBrowser, QTextEdit
 
 plugins, scene, work, shots = sys.argv[1:5]
 app, iface = gui_session.start_qgis()
@@ -148,6 +148,21 @@ browser.show()
 app.processEvents()
 out["report_text"] = browser.toPlainText()[:3000]
 gui_session.save_grab(browser, shots, "report.png")
+
+# Detect again with every output at its default (temporary layers), as a first run from the toolbox is.
+before = set(QgsProject.instance().mapLayers())
+dialog = processing.createAlgorithmDialog("hiriseice:detect", {"INPUT": image.id()})
+dialog.show()
+app.processEvents()
+finished_with_defaults = []
+dialog.algorithmFinished.connect(lambda ok, results: finished_with_defaults.append(ok))
+QTest.mouseClick(dialog.runButton(), Qt.MouseButton.LeftButton)
+out["defaults_finished"] = gui_session.wait_until(app, lambda: finished_with_defaults, 120)
+app.processEvents()
+out["defaults_log"] = "\n".join(widget.toPlainText() for widget in dialog.findChildren(QTextEdit))
+added = [QgsProject.instance().mapLayer(layer_id) for layer_id in set(QgsProject.instance().mapLayers()) - before]
+out["defaults_layers"] = sorted([layer.name(), layer.providerType(), layer.renderer().type()] for layer in added)
+dialog.close()
 
 QgsProject.instance().removeAllMapLayers()
 plugin.unload()
