@@ -1,5 +1,5 @@
 """Property-based tests (hypothesis) of the chunk grid and the reader on random small rasters:
-every GDAL integer type, with and without a no-data value, north-up, south-up, rotated and
+every GDAL pixel type the engine reads (integers and floats), with and without a no-data value, north-up, south-up, rotated and
 skewed geotransforms, odd sizes.
 
 - With STRIDE = CHUNK every valid pixel lies in exactly one kept chunk, with its own value, and
@@ -19,12 +19,12 @@ from osgeo import gdal
 import helpers
 from model.chunking import iter_chunks
 from model.grid import chunk_grid, chunk_wkt, map_to_pixel, pixel_to_map
-from model.raster import INTEGER_TYPES, RasterSource
+from model.raster import PIXEL_TYPES, RasterSource
 
-# The integer types this GDAL knows (Int8 came with GDAL 3.7).
-DATA_TYPES = [name for name in INTEGER_TYPES if gdal.GetDataTypeByName(name) != gdal.GDT_Unknown]
+# The pixel types the engine reads that this GDAL knows (Int8 came with GDAL 3.7); floats hold the same whole DNs.
+DATA_TYPES = [name for name in PIXEL_TYPES if gdal.GetDataTypeByName(name) != gdal.GDT_Unknown]
 NUMPY_OF = {"Byte": np.uint8, "Int8": np.int8, "UInt16": np.uint16, "Int16": np.int16, "UInt32": np.uint32, "Int32": np.int32,
-            "UInt64": np.uint64, "Int64": np.int64}
+            "UInt64": np.uint64, "Int64": np.int64, "Float32": np.float32, "Float64": np.float64}
 PROPERTIES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
