@@ -33,7 +33,8 @@ RESAMPLING = gdal.GRIORA_Average
 # on its own. Complex values are not an image of the ground at all.
 PIXEL_TYPES = ("Byte", "Int8", "UInt16", "Int16", "UInt32", "Int32", "UInt64", "Int64", "Float32", "Float64")
 # ISIS3 marks null and saturated pixels of a float cube with values next to -3.4e38, and GDAL
-# declares only the null one as no-data: every such value is no-data here.
+# declares only the null one as no-data: every such value is no-data here, as NaN and infinities
+# are (they fail the comparison too).
 SPECIAL_PIXEL_MAGNITUDE = 1e30
 # An elevation model holds heights, which the network would read as brightness: HiRISE DTMs are
 # named DTEEC_, DTEED_, DTEPC_ or DTEPD_, other tools' carry DEM or DTM as a word of the name.
@@ -280,7 +281,7 @@ class RasterSource:
             nodata = band.GetNoDataValue()
             if nodata is not None:
                 band_valid &= data != nodata
-            band_valid &= np.isfinite(data) & (np.abs(data) < SPECIAL_PIXEL_MAGNITUDE)
+            band_valid &= np.abs(data) < SPECIAL_PIXEL_MAGNITUDE
             values = data if values is None else values + data
             valid = band_valid if valid is None else valid & band_valid
         values /= len(self.info.bands)
