@@ -62,6 +62,17 @@ def textured(height: int, width: int, rng: np.random.Generator, low: float, high
     return low + (high - low) * terrain
 
 
+# ISIS3's special pixels of a 32-bit float cube: the null (GDAL's declared no-data) and high instrument saturation.
+ISIS_NULL = -3.4028226550889045e38  # a float32 value, kept a Python float for GDAL's SetNoDataValue
+ISIS_HIGH_INSTRUMENT_SATURATION = np.frombuffer(np.uint32(0xFF7FFFFE).tobytes(), np.float32)[0]
+
+
+def isis_i_over_f(dns: np.ndarray) -> np.ndarray:
+    """DNs as an image calibrated in ISIS3 holds them: 32-bit float I/F, DN 0 (no-data) as ISIS's null."""
+    dns = dns.astype(np.float32)
+    return np.where(dns == 0, np.float32(ISIS_NULL), dns * np.float32(2.4e-5) - np.float32(0.001))
+
+
 def write_geotiff(path, bands, data_type: str = "UInt16", geotransform=None, crs_wkt: Optional[str] = "", nodata=None) -> str:
     """Write arrays (one 2-D array, or a list of them for several bands) as a GeoTIFF."""
     arrays = [bands] if isinstance(bands, np.ndarray) and bands.ndim == 2 else list(bands)

@@ -162,10 +162,9 @@ def test_an_isis_float_cube_of_i_over_f_scores_as_its_dns_do(tiny_model, tmp_pat
     """An image processed in ISIS3 holds I/F as 32-bit floats, with its null and saturated pixels
     next to -3.4e38: read as they are, its chunks score as the DNs they came from."""
     dns = helpers.generate_raster(tmp_path, name="dns.tif", width=256, height=256, icy_chunk_size=CHUNK, icy_pattern=lambda r, c: (r + c) % 2 == 0)
-    i_over_f = dns.bands[0].astype(np.float32) * np.float32(2.4e-5) + np.float32(-0.001)
-    i_over_f[dns.bands[0] == 0] = -3.4028226550889045e38  # ISIS's null
-    i_over_f[:3, :3] = np.frombuffer(np.uint32(0xFF7FFFFE).tobytes(), np.float32)[0]  # ISIS's high instrument saturation
-    cube = helpers.write_geotiff(tmp_path / "ESP_000000_0000_RED.cal.tif", [i_over_f], "Float32", dns.geotransform, dns.crs_wkt, nodata=-3.4028226550889045e38)
+    i_over_f = helpers.isis_i_over_f(dns.bands[0])
+    i_over_f[:3, :3] = helpers.ISIS_HIGH_INSTRUMENT_SATURATION
+    cube = helpers.write_geotiff(tmp_path / "ESP_000000_0000_RED.cal.tif", [i_over_f], "Float32", dns.geotransform, dns.crs_wkt, nodata=helpers.ISIS_NULL)
     results = {}
     for name, raster in (("dns", dns.path), ("i_over_f", cube)):
         folder = tmp_path / name

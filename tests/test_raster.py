@@ -522,11 +522,11 @@ def test_isis_special_pixels_of_a_float_image_are_no_data(tmp_path):
     """ISIS3 marks null and saturated pixels next to -3.4e38 and GDAL declares only the null one: all
     are no-data, at full resolution and where a decimated read averages them in."""
     values = np.full((16, 16), 0.12, np.float32)
-    values[0, 0] = -3.4028226550889045e38  # null, the declared no-data
-    values[0, 5] = np.frombuffer(np.uint32(0xFF7FFFFE).tobytes(), np.float32)[0]  # high instrument saturation
+    values[0, 0] = helpers.ISIS_NULL  # the declared no-data
+    values[0, 5] = helpers.ISIS_HIGH_INSTRUMENT_SATURATION
     values[9, 9] = np.nan
     path = helpers.write_geotiff(tmp_path / "cube.tif", [values], "Float32", helpers.default_geotransform(16, 16),
-                                 helpers.mars_equirectangular_wkt(), nodata=-3.4028226550889045e38)
+                                 helpers.mars_equirectangular_wkt(), nodata=helpers.ISIS_NULL)
     with RasterSource(path) as source:
         data, valid = source.read(0, 0, 16, 16, 16, 16)
         assert (~valid).sum() == 3 and not valid[0, 0] and not valid[0, 5] and not valid[9, 9]

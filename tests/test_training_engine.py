@@ -86,9 +86,8 @@ def test_an_isis_float_copy_of_the_scene_trains_as_its_dns_do(tiny_model, worker
     """The session's job on the scene as ISIS3 writes it (32-bit float I/F, null pixels next to
     -3.4e38): the same chunks, split and, to the 8-bit quantisation's ties, the same learning."""
     scene = tiny_model.scene.raster
-    dns = scene.bands[0].astype(np.float32)
-    i_over_f = np.where(dns == 0, np.float32(-3.4028226550889045e38), dns * np.float32(2.4e-5) - np.float32(0.001))
-    cube = helpers.write_geotiff(tmp_path / "train_scene.tif", [i_over_f], "Float32", scene.geotransform, scene.crs_wkt, nodata=-3.4028226550889045e38)
+    cube = helpers.write_geotiff(tmp_path / "train_scene.tif", [helpers.isis_i_over_f(scene.bands[0])], "Float32", scene.geotransform, scene.crs_wkt,
+                                 nodata=helpers.ISIS_NULL)
     job = dict(tiny_model.job, rasters=[dict(tiny_model.job["rasters"][0], path=cube)], output_model=str(tmp_path / "cube.hiriseice"), report=None)
     run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job)).check()
     assert "train_scene: 36 labelled chunks, 18 icy" in [m["message"] for m in run.messages if m["type"] == "log"]
