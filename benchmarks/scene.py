@@ -12,7 +12,8 @@ Then, the model's ONNX exports made once (as a machine's first detect does), and
 a fresh worker-like process, per format: chunks, wall time (taking up the model, which with its
 exports cached loads no TensorFlow, and again with it taken up, as a warm worker's later images), end-to-end chunks/s, the network alone on as many chunks from memory (same model, same batch, the runtime
 detect uses: model/runtime.py, each chunk and its mirror as detect's default TTA), peak RSS,
-GDAL's decimated reads with and without overviews / resolution levels, STRIDE = CHUNK/2
+GDAL's decimated reads with and without overviews / resolution levels and the engine's chunk
+reads, STRIDE = CHUNK/2
 against STRIDE = CHUNK (both scoring routes), and the paper's way: write every 1024-px chunk
 to a file, then load and classify the files. --memory-4x adds detect on a 2 x 2 mosaic (VRT) of
 the GeoTIFF, four times the area, for its peak RSS.
@@ -39,7 +40,7 @@ sys.path.insert(0, REPO)
 
 from model import files  # noqa: E402
 from model.grid import chunk_grid  # noqa: E402
-from model.raster import RESAMPLING  # noqa: E402
+from model.raster import RESAMPLING, RasterSource  # noqa: E402
 
 SCENE_DIR = os.path.join(REPO, "build", "bench-scenes")
 FULL_SIZE = (20000, 50000)  # width, height of a RED observation
@@ -56,6 +57,9 @@ TILE_COUNT = 256
 FULLRES_STRIP = os.path.join(REPO, "..", "shared", "data", "hirise-fullres", "PSP_002733_1880_EDR_fullres_sample.png")
 TERRAINS = ("crops", "strip")
 READ_SAMPLE = 200  # chunk windows timed per decimated-read measurement
+# Each read measurement starts with GDAL's block cache emptied and then held to about what detect
+# gives a row of chunks, so that no measurement reads blocks an earlier one left decoded.
+READ_CACHE_BYTES = 64 << 20
 TARGETS = {"end_to_end_over_network": 0.9, "peak_rss_mb": 1536.0, "stride_half_over_full": 1.3}
 
 # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across fork and exec, so a child would
@@ -316,6 +320,7 @@ def ensure_scene(scale: float, terrain: str = "crops") -> dict:
 def decimated_reads_per_s(path: str, chunk_size: int, input_size: int, use_overviews: bool) -> float:
     """Chunks/s of GDAL alone reading chunk windows at the network's scale, as model/raster.py does,
     over READ_SAMPLE windows spread through the grid; OVERVIEW_LEVEL=NONE hides overviews and resolution levels."""
+    empty_block_cache()
     ds = gdal.OpenEx(path, gdal.OF_RASTER, open_options=[] if use_overviews else ["OVERVIEW_LEVEL=NONE"])
     band = ds.GetRasterBand(1)
     windows = list(chunk_grid(ds.RasterXSize, ds.RasterYSize, chunk_size, chunk_size))
@@ -325,6 +330,24 @@ def decimated_reads_per_s(path: str, chunk_size: int, input_size: int, use_overv
     for w in sample:
         band.ReadAsArray(w.x_off, w.y_off, w.width, w.height, buf_xsize=max(1, round(w.width * scale)), buf_ysize=max(1, round(w.height * scale)), buf_type=gdal.GDT_Float32, resample_alg=RESAMPLING)
     return len(sample) / (time.monotonic() - t)
+
+
+def engine_reads_per_s(path: str, chunk_size: int, input_size: int) -> float:
+    """Chunks/s of the engine's own chunk reads (model/raster.py: GDAL's levels where the file has
+    them, else full-resolution windows it averages itself) over the same windows as decimated_reads_per_s."""
+    empty_block_cache()
+    with RasterSource(path) as source:
+        windows = list(chunk_grid(source.info.width, source.info.height, chunk_size, chunk_size))
+        sample = windows[:: max(1, len(windows) // READ_SAMPLE)][:READ_SAMPLE]
+        t = time.monotonic()
+        for w in sample:
+            source.read_chunk(w, chunk_size, input_size)
+        return len(sample) / (time.monotonic() - t)
+
+
+def empty_block_cache() -> None:
+    gdal.SetCacheMax(0)
+    gdal.SetCacheMax(READ_CACHE_BYTES)
 
 
 def run_child(code: str) -> dict:
@@ -356,6 +379,7 @@ def measure(paths: dict, model: str, batch: int, memory_4x: bool, metadata: dict
         row["warm_end_to_end_over_network"] = row["warm_end_to_end_chunks_per_s"] / row["network_chunks_per_s"]
         row["reads_per_s_with_levels"] = decimated_reads_per_s(path, chunk_size, input_size, True)
         row["reads_per_s_without_levels"] = decimated_reads_per_s(path, chunk_size, input_size, False)
+        row["engine_reads_per_s"] = engine_reads_per_s(path, chunk_size, input_size)
         if name != "GeoTIFF+overviews":  # the stride costs the same whatever finds the decimated pixels
             for scoring in ("chunk", "map"):
                 dense = detect_run(path, model, batch, half, scoring)
@@ -401,12 +425,12 @@ def targets(result: dict) -> list:
 def print_tables(scene: str, result: dict) -> None:
     print(f"\n{scene}")
     print("wall s: detect with loading the model / with the model loaded (a warm worker's later images); e2e ch/s and e2e/net: model loaded; S/2: model loaded")
-    print(f"{'format':<18} {'MB':>6} {'chunks':>6} {'wall s':>11} {'e2e ch/s':>8} {'net ch/s':>8} {'e2e/net':>7} {'RSS MB':>6} {'reads/s lvl':>11} {'reads/s full':>12} {'S/2 chunk':>9} {'S/2 map':>7}")
+    print(f"{'format':<18} {'MB':>6} {'chunks':>6} {'wall s':>11} {'e2e ch/s':>8} {'net ch/s':>8} {'e2e/net':>7} {'RSS MB':>6} {'reads/s lvl':>11} {'reads/s full':>12} {'engine':>7} {'S/2 chunk':>9} {'S/2 map':>7}")
     for r in result["formats"]:
         dense = "".join(f" {r[k]:8.2f}x" if k in r else f" {'-':>9}" for k in ("stride_half_over_full_chunk", "stride_half_over_full_map"))
         print(
             f"{r['format']:<18} {r['file_mb']:6d} {r['chunks']:6d} {r['wall_s']:5.1f} / {r['warm_wall_s']:3.1f} {r['warm_end_to_end_chunks_per_s']:8.2f} {r['network_chunks_per_s']:8.2f} "
-            f"{r['warm_end_to_end_over_network']:7.2f} {r['peak_rss_mb']:6.0f} {r['reads_per_s_with_levels']:11.1f} {r['reads_per_s_without_levels']:12.1f}{dense}"
+            f"{r['warm_end_to_end_over_network']:7.2f} {r['peak_rss_mb']:6.0f} {r['reads_per_s_with_levels']:11.1f} {r['reads_per_s_without_levels']:12.1f} {r.get('engine_reads_per_s', 0):7.1f}{dense}"
         )
     p = result["paper"]
     print(

@@ -20,8 +20,8 @@ from osgeo import gdal, ogr, osr
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MARS_RADIUS_M = 3396190.0
-GDAL_TYPES = {"Byte": gdal.GDT_Byte, "UInt16": gdal.GDT_UInt16, "Float32": gdal.GDT_Float32}
-NUMPY_TYPES = {"Byte": np.uint8, "UInt16": np.uint16, "Float32": np.float32}
+GDAL_TYPES = {"Byte": gdal.GDT_Byte, "UInt16": gdal.GDT_UInt16, "Int16": gdal.GDT_Int16, "Int32": gdal.GDT_Int32, "Float32": gdal.GDT_Float32}
+NUMPY_TYPES = {"Byte": np.uint8, "UInt16": np.uint16, "Int16": np.int16, "Int32": np.int32, "Float32": np.float32}
 
 # The tiny network every TensorFlow test trains: seconds on a CPU.
 TINY_WIDTHS = [4, 8, 8, 16]
