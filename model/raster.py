@@ -297,8 +297,9 @@ class RasterSource:
         """A float32 window of one band; a file whose pixels GDAL cannot decode is a DamagedRasterError
         whether GDAL raises (the engine's mode) or returns None (QGIS's)."""
         factors = whole_shrink(window[2:], (out_width, out_height))
-        averaged_here = factors is not None and window[2] * window[3] <= MAX_AVERAGED_HERE_PIXELS and averages_alike(band)
         try:
+            # asking for the overviews opens a VRT's sources: a lost one fails here first
+            averaged_here = factors is not None and window[2] * window[3] <= MAX_AVERAGED_HERE_PIXELS and averages_alike(band)
             if averaged_here:
                 data = band.ReadAsArray(*window)
             else:
