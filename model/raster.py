@@ -3,8 +3,9 @@ is decimated by GDAL, or read at full resolution and averaged here where that is
 
 Band rule (documented in the README): a single-band raster uses that band. A multi-band
 raster (HiRISE COLOR products are IR/RED/BG, browse products RGB) is reduced to one
-grayscale band by the mean of its bands, a pixel being no-data where any band is.
-`band=N` picks band N instead.
+grayscale band by the mean of its bands, a pixel being no-data where any band is. A
+transparency band (gdalwarp -dstalpha) is no brightness: it is left out of the mean, and its
+transparent pixels are no-data. `band=N` picks band N instead.
 
 No-data: the band's declared no-data value, plus DN 0, which fills the area outside the
 rotated footprint of every HiRISE RDR whether or not the file declares it.
@@ -88,6 +89,7 @@ class RasterInfo:
     crs_wkt: str
     nodata: Optional[float]
     coloured_palette: bool = False  # a read band's values index a colour table that is not a grey ramp
+    alpha_band: int = 0  # a transparency band (gdalwarp -dstalpha): not read as brightness, its transparent pixels no-data
 
     @property
     def image_id(self) -> str:
@@ -98,9 +100,10 @@ class RasterInfo:
         """Which bands the pixels are read from (the band rule above), for a log line."""
         if self.band_count == 1:
             return ""
+        alpha = f"; band {self.alpha_band} is transparency, its transparent pixels no-data" if self.alpha_band else ""
         if len(self.bands) == 1:
-            return f", band {self.bands[0]} read"
-        return f", read as the mean of its {len(self.bands)} bands (BAND picks one)"
+            return f", band {self.bands[0]} read{alpha}"
+        return f", read as the mean of bands {', '.join(map(str, self.bands))} (BAND picks one){alpha}"
 
     @property
     def pixel_size(self) -> float:
@@ -216,7 +219,8 @@ class RasterSource:
             raise RasterError(f"'{path}' has no raster bands. Give {SUPPORTED_FORMATS}.")
         if band < 0 or band > ds.RasterCount:
             raise RasterError(f"Band {band} does not exist in '{path}', which has {ds.RasterCount} band(s). Choose 1..{ds.RasterCount}, or 0 for automatic.")
-        bands = (band,) if band else tuple(range(1, ds.RasterCount + 1))
+        alpha_band = next((b for b in range(1, ds.RasterCount + 1) if ds.GetRasterBand(b).GetColorInterpretation() == gdal.GCI_AlphaBand), 0)
+        bands = (band,) if band else tuple(b for b in range(1, ds.RasterCount + 1) if b != alpha_band or ds.RasterCount == 1)
         self._band = band
         check_pixel_type(path, ds.GetRasterBand(bands[0]))  # what the file is comes before where it lies
         geotransform, crs_wkt = georeferencing(ds, path, require_georeferencing)
@@ -232,6 +236,7 @@ class RasterSource:
             crs_wkt=crs_wkt,
             nodata=nodata,
             coloured_palette=any(_coloured(ds.GetRasterBand(b).GetRasterColorTable()) for b in bands),
+            alpha_band=alpha_band if alpha_band not in bands else 0,
         )
 
     def __enter__(self):
@@ -290,6 +295,8 @@ class RasterSource:
             values = data if values is None else values + data
             valid = band_valid if valid is None else valid & band_valid
         values /= len(self.info.bands)
+        if self.info.alpha_band:
+            valid &= self._read_band(self._ds.GetRasterBand(self.info.alpha_band), (x_off, y_off, width, height), out_width, out_height) != 0
         values[~valid] = 0.0
         return values, valid
 

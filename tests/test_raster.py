@@ -299,7 +299,41 @@ def test_the_log_says_which_bands_a_multi_band_raster_is_scored_from(make_raster
     one, three = make_raster(width=32, height=32), make_raster(width=32, height=32, band_count=3)
     with RasterSource(one.path) as a, RasterSource(three.path) as b, RasterSource(three.path, band=2) as c:
         said = [source.info.bands_read for source in (a, b, c)]
-    assert said == ["", ", read as the mean of its 3 bands (BAND picks one)", ", band 2 read"]
+    assert said == ["", ", read as the mean of bands 1, 2, 3 (BAND picks one)", ", band 2 read"]
+
+
+def _with_alpha(path, bands, alpha, data_type="UInt16"):
+    """bands plus a last band marked as transparency, as gdalwarp -dstalpha writes it."""
+    helpers.write_geotiff(path, list(bands) + [alpha], data_type, helpers.default_geotransform(*alpha.shape[::-1]), helpers.mars_equirectangular_wkt())
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    ds.GetRasterBand(len(bands) + 1).SetColorInterpretation(gdal.GCI_AlphaBand)
+    ds = None
+    return str(path)
+
+
+@pytest.mark.parametrize("factor", [1, 4])
+def test_a_transparency_band_is_no_brightness_and_its_transparent_pixels_are_no_data(tmp_path, factor):
+    """A reprojected image's alpha band (gdalwarp -dstalpha) is left out of the band mean, and where it
+    is transparent the pixels are no-data even when they hold DNs; the log says so."""
+    rng = np.random.default_rng(2)
+    gray = rng.integers(100, 1000, size=(64, 64))
+    alpha = np.full((64, 64), 65535)
+    alpha[:, :16] = 0  # transparent: the DNs below are not the image
+    path = _with_alpha(tmp_path / "warped.tif", [gray], alpha)
+    with RasterSource(path) as source:
+        assert source.info.bands == (1,) and source.info.alpha_band == 2
+        assert source.info.bands_read == ", band 1 read; band 2 is transparency, its transparent pixels no-data"
+        data, valid = source.read(0, 0, 64, 64, 64 // factor, 64 // factor)
+    cut = 16 // factor
+    assert not valid[:, :cut].any() and valid[:, cut:].all() and not data[:, :cut].any()
+    want = gray.astype(np.float64).reshape(64 // factor, factor, 64 // factor, factor).mean(axis=(1, 3))
+    assert np.abs(data[:, cut:] - want[:, cut:]).max() <= 0.5
+    colour = _with_alpha(tmp_path / "colour.tif", [gray, gray + 10, gray + 20], alpha)
+    with RasterSource(colour) as source:
+        assert source.info.bands == (1, 2, 3)
+        assert source.info.bands_read == ", read as the mean of bands 1, 2, 3 (BAND picks one); band 4 is transparency, its transparent pixels no-data"
+        data, valid = source.read(0, 0, 64, 64, 64, 64)
+    assert not valid[:, :16].any() and np.allclose(data[:, 16:], gray[:, 16:] + 10)
 
 
 @pytest.mark.parametrize("band", [-1, 4])
