@@ -24,7 +24,7 @@ from .grid import chunk_grid, chunk_wkt
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
 from .raster import (RasterSource, block_cache, check_holds_a_chunk, check_north_up, coarse_pixel_warning, gdal_exceptions, not_mars_warning, palette_warning,
-                     reading_threads)
+                     reading_threads, squashed_pixel_warning)
 from .schema import LABEL_SUMMARY_FIELDS
 
 @dataclass
@@ -96,6 +96,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         cache_bytes = source.grid_cache_bytes(chunk_size, input_size)
         driver = source.driver
     for warning in (not_mars_warning(raster_path, info.crs_wkt), coarse_pixel_warning(raster_path, info.crs_wkt, info.pixel_size, chunk_size),
+                    squashed_pixel_warning(raster_path, info.crs_wkt, info.geotransform, info.width, info.height),
                     palette_warning(raster_path, info), gap_warning(chunk_size, stride)):
         if warning:
             reporter.warning(warning)

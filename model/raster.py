@@ -53,6 +53,10 @@ MARS_RADIUS_RANGE_M = (3.30e6, 3.45e6)
 # 1-2 m); coarser pixels are a browse image, another instrument's or a mosaic.
 HIRISE_COARSEST_PIXEL_M = 5.0
 
+# Ground aspect of a pixel beyond which the network would see the ground squashed (squashed_pixel_warning):
+# an image reprojected to degrees at HiRISE's latitudes, -40 to -70 deg, is 1.3 to 2.9 to 1.
+SQUASH_TOLERANCE = 1.15
+
 SUPPORTED_FORMATS = "a HiRISE image: GeoTIFF, JP2 with its .LBL, ISIS3 cube or PDS image"
 
 # GDAL's block cache defaults to 5 % of RAM and fills with blocks the chunk grid never reads again,
@@ -578,6 +582,34 @@ def coarse_pixel_warning(name: str, crs_wkt: str, pixel_size: float, chunk_size:
         f"'{name}' has {metres:.3g} m pixels, coarser than any HiRISE map product (0.25-2 m), so each {chunk_size}-px chunk spans "
         f"{metres * chunk_size / 1000:.3g} km and ice patches a few metres across are smaller than a pixel. If it is a browse or "
         "reduced image, detect on the full-resolution product (RDR) instead; the scores of this one say little."
+    )
+
+
+def squashed_pixel_warning(name: str, crs_wkt: str, geotransform, width: int, height: int) -> str:
+    """A warning when a pixel is far longer one way than the other on the ground (an image reprojected
+    to degrees of latitude and longitude, or resampled unevenly): a chunk is read as a square of
+    pixels, so the network would see the ground squashed. Empty for square pixels or an unknown CRS."""
+    srs = osr.SpatialReference()
+    if not crs_wkt or srs.SetFromUserInput(crs_wkt) != 0:
+        return ""
+    g = geotransform
+    wide, tall = float(np.hypot(g[1], g[4])), float(np.hypot(g[2], g[5]))
+    where, standard_parallel = "", "LATITUDE"
+    if srs.IsGeographic():
+        latitude = g[3] + g[4] * width / 2 + g[5] * height / 2
+        metres_per_degree = np.pi / 180.0 * srs.GetSemiMajor()
+        wide, tall = wide * metres_per_degree * np.cos(np.radians(latitude)), tall * metres_per_degree
+        where, standard_parallel = f" at {latitude:.1f} deg latitude", f"{latitude:.0f}"
+    else:
+        wide, tall = wide * srs.GetLinearUnits(), tall * srs.GetLinearUnits()
+    if not min(wide, tall) > 0 or max(wide, tall) / min(wide, tall) <= SQUASH_TOLERANCE:
+        return ""
+    return (
+        f"'{name}' has pixels {wide:.3g} m wide and {tall:.3g} m tall on the ground{where} ({max(wide, tall) / min(wide, tall):.2f} to 1): "
+        "each chunk is read as a square of pixels, so the network sees the ground, its shadows and ice patches squashed. "
+        "Reproject it to square pixels in a map projection, as HiRISE's own products are (equirectangular, or polar "
+        f"stereographic poleward of 65 deg), e.g. gdalwarp -t_srs '+proj=eqc +lat_ts={standard_parallel} +R=3396190' -tr {min(wide, tall):.2g} "
+        f"{min(wide, tall):.2g} IN.tif OUT.tif, and run again."
     )
 
 

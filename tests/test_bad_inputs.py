@@ -187,12 +187,27 @@ def test_an_earth_crs_is_a_warning_and_the_run_goes_on(tiny_model, tmp_path):
     wgs84 = osr.SpatialReference()
     wgs84.ImportFromEPSG(4326)
     raster = tmp_path / "earth.tif"
-    helpers.write_geotiff(raster, helpers.generate_raster(tmp_path, width=128, height=128).bands, "UInt16", (10.0, 1e-5, 0.0, 50.0, 0.0, -1e-5), wgs84.ExportToWkt())
+    at_equator = (10.0, 1e-5, 0.0, 64e-5, 0.0, -1e-5)  # square pixels on the ground: the one warning is the body's
+    helpers.write_geotiff(raster, helpers.generate_raster(tmp_path, width=128, height=128).bands, "UInt16", at_equator, wgs84.ExportToWkt())
     done, out_folder = run_detect(tiny_model, raster, tmp_path)
     out = done.stdout
     assert done.returncode == 0, out[-3000:]
     assert out.count("WARNING:") == 1 and "is georeferenced on a body of radius 6378 km (WGS 84), not on Mars (3396 km)" in out, out[-3000:]
     assert "assign its Mars CRS" in out
+    assert len(qs.read_ogr(out_folder / "chunks.gpkg").rows) == 4
+
+
+def test_an_image_in_degrees_at_hirise_latitudes_is_a_warning_and_the_run_goes_on(tiny_model, tmp_path):
+    """Reprojected to Mars's latitude and longitude at -55 deg, a pixel is 1.74 times taller than wide
+    on the ground: the network would see the ground squashed, and detect says so once."""
+    mars_degrees = osr.SpatialReference()
+    mars_degrees.SetGeogCS("Mars 2000", "D_Mars_2000", "Mars_2000_IAU_IAG", 3396190.0, 169.894447)
+    raster = tmp_path / "degrees.tif"
+    helpers.write_geotiff(raster, helpers.generate_raster(tmp_path, width=128, height=128).bands, "UInt16", (10.0, 1e-5, 0.0, -55.0 + 64e-5, 0.0, -1e-5), mars_degrees.ExportToWkt())
+    done, out_folder = run_detect(tiny_model, raster, tmp_path)
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:]
+    assert out.count("WARNING:") == 1 and "on the ground at -55.0 deg latitude (1.74 to 1)" in out and "gdalwarp -t_srs" in out, out[-3000:]
     assert len(qs.read_ogr(out_folder / "chunks.gpkg").rows) == 4
 
 

@@ -720,6 +720,25 @@ def test_only_pixels_far_coarser_than_hirise_are_warned_about():
     assert raster.coarse_pixel_warning("n.tif", "", 100.0, 1024) == ""
 
 
+def test_only_pixels_far_longer_one_way_on_the_ground_are_warned_about():
+    """Degrees of longitude shrink with latitude: an image reprojected to them at HiRISE's latitudes
+    is squashed when read as square pixels. Square pixels, in metres or in degrees at the equator, are not."""
+    geographic = osr.SpatialReference()
+    geographic.SetGeogCS("Mars 2000", "D_Mars_2000", "Mars_2000_IAU_IAG", 3396190.0, 169.894447)
+    degrees = geographic.ExportToWkt()
+    step = 1e-5  # 0.59 m of latitude
+    at = lambda latitude: (10.0, step, 0.0, latitude + 1000 * step, 0.0, -step)  # noqa: E731 (2000 rows centred on it)
+    warning = raster.squashed_pixel_warning("geo.tif", degrees, at(-55.0), 3000, 2000)
+    assert "'geo.tif' has pixels 0.34 m wide and 0.593 m tall on the ground at -55.0 deg latitude (1.74 to 1)" in warning
+    assert "gdalwarp -t_srs '+proj=eqc +lat_ts=-55 +R=3396190' -tr 0.34 0.34 IN.tif OUT.tif" in warning
+    assert raster.squashed_pixel_warning("geo.tif", degrees, at(0.0), 3000, 2000) == ""
+    mars = helpers.mars_equirectangular_wkt()
+    assert raster.squashed_pixel_warning("r.tif", mars, helpers.default_geotransform(3000, 2000), 3000, 2000) == ""
+    assert "(2.00 to 1)" in raster.squashed_pixel_warning("r.tif", mars, (0.0, 0.5, 0.0, 0.0, 0.0, -1.0), 3000, 2000)
+    assert raster.squashed_pixel_warning("r.tif", mars, (0.0, 0.5, 0.0, 0.0, 0.0, -0.55), 3000, 2000) == ""  # within 15 per cent
+    assert raster.squashed_pixel_warning("n.tif", "", (0.0, 0.5, 0.0, 0.0, 0.0, -1.0), 3000, 2000) == ""
+
+
 def _empty_geotiff(path, width, height, data_type, block_height):
     """A sparse tiled GeoTIFF: GDAL writes no tile of it, so any size is cheap."""
     options = ["TILED=YES", "BLOCKXSIZE=256", f"BLOCKYSIZE={block_height}", "SPARSE_OK=TRUE"]
