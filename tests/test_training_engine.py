@@ -7,7 +7,7 @@ import math
 import re
 
 import numpy as np
-from osgeo import gdal
+from osgeo import gdal, ogr, osr
 import pytest
 
 from model import labels, modelfile, splitting
@@ -96,6 +96,34 @@ def test_an_isis_float_copy_of_the_scene_trains_as_its_dns_do(tiny_model, worker
         assert run.result["metrics"][key] == first["metrics"][key]
     for again, before in zip(run.result["history"], first["history"]):
         assert again["loss"] == pytest.approx(before["loss"], abs=0.01) and again["val_loss"] == pytest.approx(before["val_loss"], abs=0.01)
+
+
+def test_training_on_an_image_in_degrees_warns_that_its_ground_is_squashed(tiny_model, worker_python, tmp_path):
+    """The session's scene placed in Mars's latitude and longitude at -55 deg (its pixels 1.74 times
+    taller than wide on the ground): the job trains, and says once what the network would learn."""
+    scene = tiny_model.scene.raster
+    degrees = osr.SpatialReference()
+    degrees.SetGeogCS("Mars 2000", "D_Mars_2000", "Mars_2000_IAU_IAG", 3396190.0, 169.894447)
+    step = 1e-5
+    raster = helpers.write_geotiff(tmp_path / "degrees.tif", scene.bands, "UInt16", (0.0, step, 0.0, -55.0 + step * scene.height / 2, 0.0, -step), degrees.ExportToWkt())
+    labels = [dict(label, wkt=_moved_wkt(label["wkt"], scene.geotransform, (0.0, step, 0.0, -55.0 + step * scene.height / 2, 0.0, -step)))
+              for label in tiny_model.job["rasters"][0]["labels"]]
+    job = dict(tiny_model.job, rasters=[dict(tiny_model.job["rasters"][0], path=raster, labels=labels)], output_model=str(tmp_path / "degrees.hiriseice"), report=None, epochs=1)
+    run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job)).check()
+    warnings = [m["message"] for m in run.messages if m["type"] == "warning"]
+    assert len(warnings) == 1 and "on the ground at -55.0 deg latitude (1.74 to 1)" in warnings[0], warnings
+    assert "degrees: 36 labelled chunks, 18 icy" in [m["message"] for m in run.messages if m["type"] == "log"]
+
+
+def _moved_wkt(wkt: str, old_geotransform, new_geotransform) -> str:
+    """A label polygon carried from one placement of the same pixels to another, vertex by vertex."""
+    geometry = ogr.CreateGeometryFromWkt(wkt)
+    ring = geometry.GetGeometryRef(0)
+    inverse = gdal.InvGeoTransform(old_geotransform)
+    for i in range(ring.GetPointCount()):
+        px, py = gdal.ApplyGeoTransform(inverse, ring.GetX(i), ring.GetY(i))
+        ring.SetPoint_2D(i, *gdal.ApplyGeoTransform(new_geotransform, px, py))
+    return geometry.ExportToWkt()
 
 
 def test_early_stopping_keeps_the_best_epoch_and_completes_the_progress(training_data, worker_python, tmp_path):
