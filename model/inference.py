@@ -23,8 +23,8 @@ from .footprint import ValidityMosaic
 from .grid import chunk_grid, chunk_wkt
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
-from .raster import (RasterSource, block_cache, check_holds_a_chunk, check_north_up, coarse_pixel_warning, gdal_exceptions, not_mars_warning, palette_warning,
-                     reading_threads, squashed_pixel_warning)
+from .raster import (RasterSource, block_cache, check_holds_a_chunk, check_north_up, coarse_pixel_warning, gdal_exceptions, north_turn_warning,
+                     not_mars_warning, palette_warning, reading_threads, squashed_pixel_warning)
 from .schema import LABEL_SUMMARY_FIELDS
 
 @dataclass
@@ -91,12 +91,13 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     with RasterSource(raster_path, options.band) as source:
         info = source.info
         check_holds_a_chunk(raster_path, info.width, info.height, chunk_size)
-        check_north_up(raster_path, info.geotransform)
+        check_north_up(raster_path, info.geotransform, info.crs_wkt, info.width, info.height)
         total = chunk_count(source, chunk_size, stride)
         cache_bytes = source.grid_cache_bytes(chunk_size, input_size)
         driver = source.driver
     for warning in (not_mars_warning(raster_path, info.crs_wkt), coarse_pixel_warning(raster_path, info.crs_wkt, info.pixel_size, chunk_size),
                     squashed_pixel_warning(raster_path, info.crs_wkt, info.geotransform, info.width, info.height),
+                    north_turn_warning(raster_path, info.crs_wkt, info.geotransform, info.width, info.height),
                     palette_warning(raster_path, info), gap_warning(chunk_size, stride)):
         if warning:
             reporter.warning(warning)

@@ -53,6 +53,12 @@ MARS_RADIUS_RANGE_M = (3.30e6, 3.45e6)
 # 1-2 m); coarser pixels are a browse image, another instrument's or a mosaic.
 HIRISE_COARSEST_PIXEL_M = 5.0
 
+# How far north may turn from up at an image's centre: the training's real terrain is north-up (HiRISE's
+# equirectangular products), its sun's azimuth varies by observation. Beyond the refusal, as for a
+# file stored south-up, the poleward side the network looks to for ice is elsewhere.
+NORTH_WARNED_DEG = 15.0
+NORTH_REFUSED_DEG = 45.0
+
 # Ground aspect of a pixel beyond which the network would see the ground squashed (squashed_pixel_warning):
 # an image reprojected to degrees at HiRISE's latitudes, -40 to -70 deg, is 1.3 to 2.9 to 1.
 SQUASH_TOLERANCE = 1.15
@@ -183,16 +189,84 @@ def georeferencing(ds, path: str, required: bool = True) -> Tuple[Tuple[float, .
     return tuple(geotransform or PIXEL_GRID), crs_wkt
 
 
-def check_north_up(name: str, geotransform) -> None:
-    """Refuse a raster stored south-up (a positive pixel height, no rotation) where the network is to see it:
-    it reads where shade and ice lie from the sun's side, and scored such a file upside down (0.21 where the
-    same pixels north-up scored 0.79). The chunk grid alone does not care."""
+def check_north_up(name: str, geotransform, crs_wkt: str = "", width: int = 0, height: int = 0) -> None:
+    """Refuse a raster whose north is far from up where the network is to see it: it reads where shade and
+    ice lie from the sun's side (ice on the poleward, lower side of what shades it), and scored a file stored
+    south-up upside down (0.21 where the same pixels north-up scored 0.79). Stored south-up (a positive pixel
+    height) is told from the geotransform alone; a map whose north turns away from up (a polar stereographic
+    product away from its central meridian, as HiRISE's poleward of 65 deg are) from its CRS at the image's
+    centre. The chunk grid alone does not care."""
     if geotransform[5] > 0 and geotransform[4] == 0:
         raise RasterError(
             f"'{name}' is stored south-up (its rows run from south to north: a positive pixel height), and the network, which "
             "reads where shade and ice lie from the sun's side, would see it upside down. Make a north-up copy first "
             "(gdalwarp in.tif north_up.tif, or Raster > Projections > Warp), then run on that copy."
         )
+    turn = north_turn(crs_wkt, geotransform, width, height)
+    if turn is not None and abs(turn.degrees) > NORTH_REFUSED_DEG:
+        raise RasterError(f"{turn.describe(name)} The network, which reads where shade and ice lie from the sun's side, would see it turned "
+                          f"that far. {turn.fix()}")
+
+
+def north_turn_warning(name: str, crs_wkt: str, geotransform, width: int, height: int) -> str:
+    """A warning when north at the image's centre is turned from up, but not so far as check_north_up refuses."""
+    turn = north_turn(crs_wkt, geotransform, width, height)
+    if turn is None or abs(turn.degrees) <= NORTH_WARNED_DEG:
+        return ""
+    return f"{turn.describe(name)} The network learnt ice on the lower, poleward side of what shades it, so it may miss some. {turn.fix()}"
+
+
+@dataclass
+class NorthTurn:
+    """Where north points at an image's centre: ``degrees`` clockwise from up."""
+    degrees: float
+    latitude: float
+    longitude: float
+    srs: object
+
+    def describe(self, name: str) -> str:
+        side = "clockwise" if self.degrees > 0 else "anticlockwise"
+        return (f"At the centre of '{name}' ({self.latitude:.1f} deg, {self.longitude:.1f} deg E) north points {abs(self.degrees):.0f} deg "
+                f"{side} from the image's up{' (a polar stereographic map away from its central meridian)' if self._polar() else ''}.")
+
+    def fix(self) -> str:
+        return (f"Reproject it so that north is up at its centre, e.g. gdalwarp -t_srs '{self._north_up_proj4()}' IN.tif OUT.tif "
+                "(or Raster > Projections > Warp with that CRS), and run on that copy.")
+
+    def _polar(self) -> bool:
+        return self.srs.GetAttrValue("PROJECTION") in ("Polar_Stereographic", "Stereographic_South_Pole", "Stereographic_North_Pole")
+
+    def _north_up_proj4(self) -> str:
+        radius = self.srs.GetSemiMajor()
+        if self._polar():
+            pole = -90 if self.latitude < 0 else 90
+            return f"+proj=stere +lat_0={pole} +lon_0={self.longitude:.3f} +k=1 +R={radius:.0f} +units=m"
+        return f"+proj=eqc +lat_ts={self.latitude:.0f} +lon_0={self.longitude:.3f} +R={radius:.0f} +units=m"
+
+
+def north_turn(crs_wkt: str, geotransform, width: int, height: int) -> Optional[NorthTurn]:
+    """North at the image's centre, from its CRS: None for an unknown CRS, or within a degree of a pole."""
+    srs = osr.SpatialReference()
+    if not crs_wkt or not width or not height or srs.SetFromUserInput(crs_wkt) != 0:
+        return None
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    geographic = srs.CloneGeogCS()
+    geographic.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    try:
+        to_degrees = osr.CoordinateTransformation(srs, geographic)
+        to_map = osr.CoordinateTransformation(geographic, srs)
+        centre = gdal.ApplyGeoTransform(list(geotransform), width / 2, height / 2)
+        longitude, latitude = to_degrees.TransformPoint(*centre)[:2]
+        if not abs(latitude) < 89.0:
+            return None
+        north = to_map.TransformPoint(longitude, latitude + 0.01)[:2]
+    except RuntimeError:  # a CRS PROJ cannot invert, or a centre off its map
+        return None
+    inverse = gdal.InvGeoTransform(list(geotransform))
+    col0, row0 = gdal.ApplyGeoTransform(inverse, *centre)
+    col1, row1 = gdal.ApplyGeoTransform(inverse, *north)
+    degrees = float(np.degrees(np.arctan2(col1 - col0, row0 - row1)))
+    return NorthTurn(degrees, latitude, longitude % 360.0, srs)  # east longitude, 0-360, as HiRISE labels give it
 
 
 class RasterSource:

@@ -25,7 +25,7 @@ from .files import check_destination
 from .network import network_stride, score_map_side
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
-from .raster import check_north_up, gdal_exceptions, squashed_pixel_warning
+from .raster import check_north_up, gdal_exceptions, north_turn_warning, squashed_pixel_warning
 from .splitting import block_groups
 from .training import TrainOptions, prepare_tensorflow, train_arrays, trained_architecture
 
@@ -101,10 +101,12 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
                 raise RasterError(
                     f"{info.image_id} is {info.width} x {info.height} px, smaller than one {options.chunk_size}-px chunk. Use a larger image or a smaller CHUNK_SIZE."
                 )
-            check_north_up(info.path, info.geotransform)
-            squashed = squashed_pixel_warning(info.path, info.crs_wkt, info.geotransform, info.width, info.height)
-            if squashed:  # a model tuned on squashed ground meets it squashed in every image it detects on
-                reporter.warning(squashed)
+            check_north_up(info.path, info.geotransform, info.crs_wkt, info.width, info.height)
+            # a model tuned on squashed or turned ground learns ice that the images it detects on do not show
+            for warning in (squashed_pixel_warning(info.path, info.crs_wkt, info.geotransform, info.width, info.height),
+                            north_turn_warning(info.path, info.crs_wkt, info.geotransform, info.width, info.height)):
+                if warning:
+                    reporter.warning(warning)
             if not entry.get("labels"):
                 reporter.log(f"{info.image_id}: no labels over this image, skipped")
                 continue

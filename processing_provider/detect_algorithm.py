@@ -340,6 +340,7 @@ def check_raster_for_detection(raster_path: str, options: Dict) -> None:
     try:
         with gdal_exceptions(), gdal_without_pam(), raster.RasterSource(raster_path, options["band"]) as source:
             raster.check_holds_a_chunk(raster_path, source.info.width, source.info.height, options["chunk_size"])
-            raster.check_north_up(raster_path, source.info.geotransform)
+            info = source.info
+            raster.check_north_up(raster_path, info.geotransform, info.crs_wkt, info.width, info.height)
     except errors.EngineError as exc:
         raise QgsProcessingException(str(exc)) from None

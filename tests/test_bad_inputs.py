@@ -211,6 +211,26 @@ def test_an_image_in_degrees_at_hirise_latitudes_is_a_warning_and_the_run_goes_o
     assert len(qs.read_ogr(out_folder / "chunks.gpkg").rows) == 4
 
 
+def test_a_polar_stereographic_image_far_from_its_central_meridian_is_refused_before_the_worker(tiny_model, tmp_path):
+    """At 150 deg E in HiRISE's south polar stereographic map, north points 150 deg from up: the network would
+    read the scene nearly upside down, as a south-up file, and is not run."""
+    wkt, gt = helpers.south_polar_stereographic(150.0, width=128, height=128)
+    raster = helpers.write_geotiff(tmp_path / "ESP_000000_1130_RED.tif", helpers.generate_raster(tmp_path, width=128, height=128).bands, "UInt16", gt, wkt)
+    done, out_folder = run_detect(tiny_model, raster, tmp_path)
+    out = assert_refused_cleanly(done, out_folder, "north points 150 deg clockwise from the image's up")
+    assert "gdalwarp -t_srs '+proj=stere +lat_0=-90 +lon_0=150.000 +k=1 +R=3396190 +units=m' IN.tif OUT.tif" in out
+
+
+def test_a_polar_stereographic_image_near_its_central_meridian_is_a_warning_and_the_run_goes_on(tiny_model, tmp_path):
+    wkt, gt = helpers.south_polar_stereographic(30.0, width=128, height=128)
+    raster = helpers.write_geotiff(tmp_path / "polar.tif", helpers.generate_raster(tmp_path, width=128, height=128).bands, "UInt16", gt, wkt)
+    done, out_folder = run_detect(tiny_model, raster, tmp_path)
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:]
+    assert out.count("WARNING:") == 1 and "north points 30 deg clockwise from the image's up" in out and "it may miss some" in out, out[-3000:]
+    assert len(qs.read_ogr(out_folder / "chunks.gpkg").rows) == 4
+
+
 def test_a_coloured_palette_is_a_warning_and_the_run_goes_on(tiny_model, tmp_path):
     """Palette indices of a coloured rendering are not brightness; detect says so once, and scores."""
     raster = tmp_path / "coloured.tif"

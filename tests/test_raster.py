@@ -739,6 +739,50 @@ def test_only_pixels_far_longer_one_way_on_the_ground_are_warned_about():
     assert raster.squashed_pixel_warning("n.tif", "", (0.0, 0.5, 0.0, 0.0, 0.0, -1.0), 3000, 2000) == ""
 
 
+@pytest.mark.parametrize("longitude, turned", [(0.0, 0.0), (10.0, 10.0), (30.0, 30.0), (150.0, 150.0), (240.0, -120.0)])
+def test_north_at_the_centre_of_a_polar_stereographic_image_turns_with_its_longitude(longitude, turned):
+    """HiRISE maps poleward of 65 deg in polar stereographic on the 0 meridian: north is up only there. A
+    small turn passes, a moderate one is warned about, one beyond 45 deg refused like a south-up file."""
+    wkt, gt = helpers.south_polar_stereographic(longitude)
+    turn = raster.north_turn(wkt, gt, 256, 256)
+    assert turn.degrees == pytest.approx(turned, abs=0.5) and turn.latitude == pytest.approx(-67.0, abs=0.01)
+    assert turn.longitude == pytest.approx(longitude, abs=0.01)
+    warning = raster.north_turn_warning("p.tif", wkt, gt, 256, 256)
+    if abs(turned) <= 15:
+        assert warning == ""
+        raster.check_north_up("p.tif", gt, wkt, 256, 256)
+        return
+    side = "clockwise" if turned > 0 else "anticlockwise"
+    assert f"At the centre of 'p.tif' (-67.0 deg, {longitude:.1f} deg E) north points {abs(turned):.0f} deg {side} from the image's up" in warning
+    fix = f"gdalwarp -t_srs '+proj=stere +lat_0=-90 +lon_0={longitude:.3f} +k=1 +R=3396190 +units=m' IN.tif OUT.tif"
+    assert fix in warning
+    if abs(turned) <= 45:
+        raster.check_north_up("p.tif", gt, wkt, 256, 256)
+    else:
+        with pytest.raises(RasterError, match="would see it turned that far") as refused:
+            raster.check_north_up("p.tif", gt, wkt, 256, 256)
+        assert fix in str(refused.value)
+
+
+def test_the_warned_reprojection_puts_north_up(tmp_path):
+    """The command the warning gives makes north point up at the image's centre."""
+    wkt, gt = helpers.south_polar_stereographic(150.0)
+    turned = helpers.write_geotiff(tmp_path / "turned.tif", np.full((256, 256), 500), "UInt16", gt, wkt)
+    with pytest.raises(RasterError) as refused:
+        raster.check_north_up(turned, gt, wkt, 256, 256)
+    target = str(refused.value).split("gdalwarp -t_srs '")[1].split("'")[0]
+    warped = gdal.Warp(str(tmp_path / "north_up.tif"), turned, dstSRS=target)
+    turn = raster.north_turn(warped.GetProjection(), warped.GetGeoTransform(), warped.RasterXSize, warped.RasterYSize)
+    assert abs(turn.degrees) < 0.5
+    warped = None
+
+
+def test_north_is_up_in_the_equirectangular_maps_of_hirise_and_unknown_without_a_crs():
+    gt = helpers.default_geotransform(300, 200)
+    assert raster.north_turn(helpers.mars_equirectangular_wkt(), gt, 300, 200).degrees == pytest.approx(0.0, abs=1e-6)
+    assert raster.north_turn("", gt, 300, 200) is None
+
+
 def _empty_geotiff(path, width, height, data_type, block_height):
     """A sparse tiled GeoTIFF: GDAL writes no tile of it, so any size is cheap."""
     options = ["TILED=YES", "BLOCKXSIZE=256", f"BLOCKYSIZE={block_height}", "SPARSE_OK=TRUE"]

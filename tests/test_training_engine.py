@@ -258,6 +258,8 @@ def bad_jobs(training_data, worker_python, tmp_path_factory):
     x0, pixel, _, y0, _, height = raster.geotransform
     helpers.write_geotiff(south_up, gdal.Open(raster.path).ReadAsArray()[::-1], raster.data_type,
                           (x0, pixel, 0.0, y0 + raster.height * height, 0.0, -height), raster.crs_wkt)
+    polar_wkt, polar_gt = helpers.south_polar_stereographic(150.0, width=raster.width, height=raster.height)
+    turned = helpers.write_geotiff(folder / "ESP_000013_1130_RED.tif", gdal.Open(raster.path).ReadAsArray(), raster.data_type, polar_gt, polar_wkt)
     corner_block = [item for item, (r, c) in zip(training_data.labels, [(r, c) for r in range(6) for c in range(6)]) if r < 3 and c < 3]
     cases = {
         "no labels": dict(rasters=[{"path": raster.path, "labels": []}]),
@@ -271,6 +273,8 @@ def bad_jobs(training_data, worker_python, tmp_path_factory):
         "no raster": dict(rasters=[]),
         "pull back past the base": dict(anchor=1.5),
         "a south-up image": dict(rasters=[{"path": str(south_up), "labels": training_data.labels}]),
+        "a polar image turned from north": dict(rasters=[{"path": turned, "labels": [dict(item, wkt=_moved_wkt(item["wkt"], raster.geotransform, polar_gt))
+                                                                                    for item in training_data.labels]}]),
         "the model over the image": dict(rasters=[{"path": str(own_copy), "labels": training_data.labels}], output_model=str(own_copy)),
     }
     paths = {}
@@ -304,6 +308,8 @@ def bad_jobs(training_data, worker_python, tmp_path_factory):
         ("no raster", LabelError.code, ["No raster was given"]),
         ("pull back past the base", LabelError.code, ["ANCHOR", "is 1.5", "from 0 (none) to 1"]),
         ("a south-up image", RasterError.code, ["ESP_000012_1000_RED.tif' is stored south-up", "gdalwarp in.tif north_up.tif"]),
+        ("a polar image turned from north", RasterError.code, ["ESP_000013_1130_RED.tif' (-67.0 deg, 150.0 deg E) north points 150 deg clockwise",
+                                                               "+proj=stere +lat_0=-90 +lon_0=150.000"]),
         ("the model over the image", EngineError.code, ["OUTPUT_MODEL is '", "ESP_000011_1000_RED.tif', which this run reads as RASTERS"]),
     ],
 )
