@@ -48,8 +48,10 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 try:
     from .errors import CancelledError, EngineError
+    from .orientation import NORTH_REFUSED_DEG, hirise_north_turn
 except ImportError:  # run as a script
     from model.errors import CancelledError, EngineError
+    from model.orientation import NORTH_REFUSED_DEG, hirise_north_turn
 
 PAPER_LATITUDE = (-60.0, -40.0)
 PAPER_LATITUDE_WIDE = (-70.0, -40.0)
@@ -85,6 +87,7 @@ CATALOG_FIELDS = (
     ("phase_angle", "real"),
     ("local_time", "real"),
     ("map_scale", "real"),
+    ("north_turn", "real"),  # degrees clockwise from up that north points at the centre of the product's map
     ("start_time", "text"),
     ("year", "int"),
     ("mars_year", "int"),
@@ -149,6 +152,10 @@ class Product:
     def centre_longitude(self) -> float:
         west, east = unwrapped_span(self.westernmost_longitude, self.easternmost_longitude)
         return ((west + east) / 2.0) % 360.0
+
+    @property
+    def north_turn(self) -> float:
+        return hirise_north_turn(self.centre_latitude, self.centre_longitude)
 
     @property
     def year(self) -> Optional[int]:
@@ -925,6 +932,10 @@ def report_lines(result: FindResult, query: Query) -> List[str]:
     ]
     if result.rejected:
         lines.append("Rejected by: " + ", ".join(f"{k} {v}" for k, v in result.rejected.most_common()))
+    turned = sum(abs(p.north_turn) > NORTH_REFUSED_DEG for p in result.products)
+    if turned:
+        lines.append(f"{turned} of them are polar stereographic maps whose north turns more than {NORTH_REFUSED_DEG:.0f} deg from up (field north_turn): "
+                     "Detect refuses them until they are reprojected north-up, and its message gives the gdalwarp command")
     for title, key in (("By year (UTC start)", "year"), ("By Mars year", "mars_year"), ("By Ls bin (degrees)", "solar_longitude")):
         lines.append(f"{title}: " + ", ".join(f"{k}: {v}" for k, v in counts[key].items()))
     return lines
@@ -950,7 +961,7 @@ def write_report_html(path: str, result: FindResult, query: Query) -> None:
         rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td style='text-align:right'>{v}</td></tr>" for k, v in mapping.items())
         return f"<h2>{html.escape(title)}</h2><table border='1' cellspacing='0' cellpadding='3'><tr><th>bin</th><th>products</th></tr>{rows}</table>"
 
-    body = "".join(f"<p>{html.escape(line)}</p>" for line in report_lines(result, query)[:4])
+    body = "".join(f"<p>{html.escape(line)}</p>" for line in report_lines(result, query) if not line.startswith("By "))  # those are the tables
     body += table("By year (UTC start)", counts["year"]) + table("By Mars year", counts["mars_year"])
     body += table("By solar longitude (10-degree bins)", counts["solar_longitude"]) + table("By centre latitude (5-degree bins)", counts["centre_latitude"])
     partial = _partial(path)

@@ -25,6 +25,7 @@ from osgeo import gdal, osr
 from .errors import DamagedRasterError, RasterError
 from .footprint import FOOTPRINT_MAX_SIDE, footprint_from_mask
 from .grid import ChunkWindow
+from .orientation import NORTH_REFUSED_DEG, NORTH_WARNED_DEG
 from .pdslabel import label_beside
 
 # Overview-friendly decimation that keeps a few-pixel bright patch visible, unlike nearest.
@@ -52,12 +53,6 @@ MARS_RADIUS_RANGE_M = (3.30e6, 3.45e6)
 # HiRISE map products are 0.25 to 2 m per pixel (RED RDRs 0.25 or 0.5 m, COLOR and reduced cubes
 # 1-2 m); coarser pixels are a browse image, another instrument's or a mosaic.
 HIRISE_COARSEST_PIXEL_M = 5.0
-
-# How far north may turn from up at an image's centre: the training's real terrain is north-up (HiRISE's
-# equirectangular products), its sun's azimuth varies by observation. Beyond the refusal, as for a
-# file stored south-up, the poleward side the network looks to for ice is elsewhere.
-NORTH_WARNED_DEG = 15.0
-NORTH_REFUSED_DEG = 45.0
 
 # Ground aspect of a pixel beyond which the network would see the ground squashed (squashed_pixel_warning):
 # an image reprojected to degrees at HiRISE's latitudes, -40 to -70 deg, is 1.3 to 2.9 to 1.

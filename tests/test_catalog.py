@@ -257,6 +257,36 @@ def test_real_index_paper_window_counts(real_index, shared_data):
     assert all(p.jp2_url.endswith("_COLOR.JP2") for p in color.products)
 
 
+def test_north_turn_follows_hirise_maps_and_the_index_north_azimuth(real_index):
+    """HiRISE maps a product poleward of 65 deg in polar stereographic on the 0 meridian: north turns from up by
+    its longitude. The rule gives the index's own NORTH_AZIMUTH (270 for north up) for every product centred
+    between 40 and 70 deg S but one; the paper's wide window holds 84 products Detect will refuse until reprojected."""
+    import csv
+
+    from model.orientation import hirise_north_turn
+
+    assert hirise_north_turn(-50.0, 150.0) == 0.0
+    assert hirise_north_turn(-67.0, 150.0) == 150.0 and hirise_north_turn(-67.0, 240.0) == -120.0
+    assert hirise_north_turn(83.5, 346.2) == pytest.approx(13.8)  # the north polar cube of hirise-georef (its CRS: 13.77)
+    agree = disagree = 0
+    with gzip.open(real_index, "rt", encoding="utf-8-sig") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                south, north = float(row["MINIMUM_LATITUDE"]), float(row["MAXIMUM_LATITUDE"])
+                west, east = catalog.unwrapped_span(float(row["WESTERNMOST_LONGITUDE"]), float(row["EASTERNMOST_LONGITUDE"]))
+                azimuth = float(row["NORTH_AZIMUTH"])
+            except ValueError:
+                continue
+            if -70 <= (south + north) / 2 <= -40:
+                off = (hirise_north_turn((south + north) / 2, ((west + east) / 2) % 360) - (azimuth - 270) + 180) % 360 - 180
+                agree, disagree = agree + (abs(off) < 0.01), disagree + (abs(off) >= 0.01)
+    assert (agree, disagree) == (9588, 1)
+    wide = catalog.find(str(real_index), Query(latitude_min=-70))
+    assert sum(abs(p.north_turn) > 45 for p in wide.products) == 84
+    assert "84 of them are polar stereographic maps whose north turns more than 45 deg from up" in " ".join(catalog.report_lines(wide, Query(latitude_min=-70)))
+    assert not any("polar stereographic" in line for line in catalog.report_lines(catalog.find(str(real_index), Query()), Query()))
+
+
 def test_real_index_themes_and_prime_meridian(real_index, shared_data):
     themes = str(shared_data / "hirise-index" / "hirise_themes.csv.gz")
     seasonal = catalog.find(str(real_index), Query(themes=("seasonal processes",)), themes_path=themes).products

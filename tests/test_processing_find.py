@@ -13,7 +13,7 @@ import qgis_support as qs
 FIND_FIELDS = [
     "product_id", "observation_id", "product_type", "centre_latitude", "centre_longitude", "minimum_latitude", "maximum_latitude",
     "westernmost_longitude", "easternmost_longitude", "solar_longitude", "incidence_angle", "emission_angle", "phase_angle",
-    "local_time", "map_scale", "start_time", "year", "mars_year", "orbit_number", "mission_phase", "themes", "jp2_url", "lbl_url",
+    "local_time", "map_scale", "north_turn", "start_time", "year", "mars_year", "orbit_number", "mission_phase", "themes", "jp2_url", "lbl_url",
     "jp2_bytes", "lbl_bytes", "size_unit_bytes", "index_storage_bytes", "source",
 ]
 
