@@ -28,6 +28,7 @@ from .protocol import Reporter
 
 def _detect(args, reporter: Reporter) -> None:
     from .inference import detect
+    from .raster import north_up_view
     from .report import detection_report
     from .vector import write_geopackage
 
@@ -41,12 +42,14 @@ def _detect(args, reporter: Reporter) -> None:
         from .warm import warm_model
 
         loaded = warm_model(args.model)
-    detection = detect(args.raster, args.model, options, reporter, loaded=loaded)
-    if args.report:
-        from . import modelfile
+    with north_up_view(args.raster, args.band, reporter.log) as raster:
+        detection = detect(raster, args.model, options, reporter, loaded=loaded)
+        if args.report:  # its quicklook reads the view's pixels, under the chunks' windows
+            from . import modelfile
 
-        detection_report(detection, args.report, args.band, metadata=modelfile.read_metadata(args.model))
-        reporter.log(f"report: {os.path.abspath(args.report)}")
+            detection_report(detection, args.report, args.band, metadata=modelfile.read_metadata(args.model))
+            reporter.log(f"report: {os.path.abspath(args.report)}")
+    detection.raster.update(path=args.raster, north_up_view=raster != args.raster)
     if args.out:
         write_geopackage(args.out, detection.raster["crs_wkt"], detection.chunks, [detection.summary])
         reporter.log(f"chunks and summary: {os.path.abspath(args.out)}")

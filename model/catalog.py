@@ -48,10 +48,10 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 try:
     from .errors import CancelledError, EngineError
-    from .orientation import NORTH_REFUSED_DEG, hirise_north_turn
+    from .orientation import NORTH_FAR_DEG, hirise_north_turn
 except ImportError:  # run as a script
     from model.errors import CancelledError, EngineError
-    from model.orientation import NORTH_REFUSED_DEG, hirise_north_turn
+    from model.orientation import NORTH_FAR_DEG, hirise_north_turn
 
 PAPER_LATITUDE = (-60.0, -40.0)
 PAPER_LATITUDE_WIDE = (-70.0, -40.0)
@@ -932,10 +932,10 @@ def report_lines(result: FindResult, query: Query) -> List[str]:
     ]
     if result.rejected:
         lines.append("Rejected by: " + ", ".join(f"{k} {v}" for k, v in result.rejected.most_common()))
-    turned = sum(abs(p.north_turn) > NORTH_REFUSED_DEG for p in result.products)
+    turned = sum(abs(p.north_turn) > NORTH_FAR_DEG for p in result.products)
     if turned:
-        lines.append(f"{turned} of them are polar stereographic maps whose north turns more than {NORTH_REFUSED_DEG:.0f} deg from up (field north_turn): "
-                     "Detect refuses them until they are reprojected north-up, and its message gives the gdalwarp command")
+        lines.append(f"{turned} of them are polar stereographic maps whose north turns more than {NORTH_FAR_DEG:.0f} deg from up (field north_turn): "
+                     "Detect reads them through a north-up view warped on the fly; to train on one, reproject it north-up first")
     for title, key in (("By year (UTC start)", "year"), ("By Mars year", "mars_year"), ("By Ls bin (degrees)", "solar_longitude")):
         lines.append(f"{title}: " + ", ".join(f"{k}: {v}" for k, v in counts[key].items()))
     return lines

@@ -5,11 +5,13 @@ where a product lies (HiRISE's map rule), before anything is downloaded.
 
 The network reads where shade and ice lie from the sun's side: ice on the lower, poleward side of
 what shades it, as in the north-up maps its real terrain came from. A file turned further than
-NORTH_REFUSED_DEG is refused (as one stored south-up), one turned further than NORTH_WARNED_DEG warned about.
+NORTH_WARNED_DEG is warned about; one turned further than NORTH_FAR_DEG (a polar stereographic product
+away from its central meridian, a file stored south-up) detect reads through a north-up view of it,
+and training refuses.
 """
 
 NORTH_WARNED_DEG = 15.0
-NORTH_REFUSED_DEG = 45.0
+NORTH_FAR_DEG = 45.0
 
 # HiRISE maps a product centred poleward of 65 deg in polar stereographic on the 0 meridian, the others
 # in equirectangular, north up.

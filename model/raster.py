@@ -16,6 +16,7 @@ import os
 import queue
 import re
 import threading
+import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Tuple
 
@@ -25,7 +26,7 @@ from osgeo import gdal, osr
 from .errors import DamagedRasterError, RasterError
 from .footprint import FOOTPRINT_MAX_SIDE, footprint_from_mask
 from .grid import ChunkWindow
-from .orientation import NORTH_REFUSED_DEG, NORTH_WARNED_DEG
+from .orientation import NORTH_FAR_DEG, NORTH_WARNED_DEG
 from .pdslabel import label_beside
 
 # Overview-friendly decimation that keeps a few-pixel bright patch visible, unlike nearest.
@@ -185,7 +186,8 @@ def georeferencing(ds, path: str, required: bool = True) -> Tuple[Tuple[float, .
 
 
 def check_north_up(name: str, geotransform, crs_wkt: str = "", width: int = 0, height: int = 0) -> None:
-    """Refuse a raster whose north is far from up where the network is to see it: it reads where shade and
+    """Refuse a raster whose north is far from up where the network is to see it as it is (training; detect
+    reads such a file through north_up_view, and refuses only one it cannot warp): it reads where shade and
     ice lie from the sun's side (ice on the poleward, lower side of what shades it), and scored a file stored
     south-up upside down (0.21 where the same pixels north-up scored 0.79). Stored south-up (a positive pixel
     height) is told from the geotransform alone; a map whose north turns away from up (a polar stereographic
@@ -198,9 +200,39 @@ def check_north_up(name: str, geotransform, crs_wkt: str = "", width: int = 0, h
             "(gdalwarp in.tif north_up.tif, or Raster > Projections > Warp), then run on that copy."
         )
     turn = north_turn(crs_wkt, geotransform, width, height)
-    if turn is not None and abs(turn.degrees) > NORTH_REFUSED_DEG:
+    if turn is not None and abs(turn.degrees) > NORTH_FAR_DEG:
         raise RasterError(f"{turn.describe(name)} The network, which reads where shade and ice lie from the sun's side, would see it turned "
                           f"that far. {turn.fix()}")
+
+
+@contextlib.contextmanager
+def north_up_view(path: str, band: int = 0, log: Callable[[str], None] = lambda message: None) -> Iterator[str]:
+    """The raster to detect on: ``path`` itself, or, where north at its centre turns more than
+    NORTH_FAR_DEG from up (a polar stereographic product away from its central meridian, a file
+    stored south-up), a north-up view of it warped on the fly (a VRT in GDAL's memory, gone on
+    leaving): the same map on the image's own meridian, or its own map stored north-up, so chunk
+    polygons and any probability raster come out in that map. A smaller turn keeps the raster's own
+    grid (a rotated geotransform is scored over all its pixels) with a warning. A file that cannot be
+    opened is handed on as it is, for detect to name what is wrong with it."""
+    try:
+        with gdal_exceptions(), RasterSource(path, band, require_georeferencing=False) as source:
+            info = source.info
+    except RasterError:
+        yield path
+        return
+    turn = north_turn(info.crs_wkt, info.geotransform, info.width, info.height)
+    if turn is None or abs(turn.degrees) <= NORTH_FAR_DEG:
+        yield path
+        return
+    view = f"/vsimem/hiriseice/{uuid.uuid4().hex}/{info.image_id}.vrt"
+    with gdal_exceptions():
+        gdal.Warp(view, path, format="VRT", dstSRS=turn.north_up_srs(), resampleAlg="bilinear")
+    where = f"the same map on its own meridian ({turn.north_up_srs()})" if turn.map_turned() else "its own map, stored north-up"
+    log(f"{turn.describe(path)} Detect reads it through a north-up view warped on the fly (bilinear): {where}. The chunk polygons are in that map.")
+    try:
+        yield view
+    finally:
+        gdal.Unlink(view)
 
 
 def north_turn_warning(name: str, crs_wkt: str, geotransform, width: int, height: int) -> str:
@@ -213,8 +245,11 @@ def north_turn_warning(name: str, crs_wkt: str, geotransform, width: int, height
 
 @dataclass
 class NorthTurn:
-    """Where north points at an image's centre: ``degrees`` clockwise from up."""
+    """Where north points at an image's centre: ``degrees`` clockwise from the image's up, and
+    ``map_degrees`` clockwise from its map's up (0 for an equirectangular map, the longitude's angle
+    in a polar stereographic one away from its central meridian)."""
     degrees: float
+    map_degrees: float
     latitude: float
     longitude: float
     srs: object
@@ -222,18 +257,24 @@ class NorthTurn:
     def describe(self, name: str) -> str:
         side = "clockwise" if self.degrees > 0 else "anticlockwise"
         return (f"At the centre of '{name}' ({self.latitude:.1f} deg, {self.longitude:.1f} deg E) north points {abs(self.degrees):.0f} deg "
-                f"{side} from the image's up{' (a polar stereographic map away from its central meridian)' if self._polar() else ''}.")
+                f"{side} from the image's up{' (a polar stereographic map away from its central meridian)' if self.map_turned() else ''}.")
 
     def fix(self) -> str:
-        return (f"Reproject it so that north is up at its centre, e.g. gdalwarp -t_srs '{self._north_up_proj4()}' IN.tif OUT.tif "
+        if not self.map_turned():
+            return "Make a north-up copy, e.g. gdalwarp IN.tif OUT.tif (or Raster > Projections > Warp), and run on that copy."
+        return (f"Reproject it so that north is up at its centre, e.g. gdalwarp -t_srs '{self.north_up_srs()}' IN.tif OUT.tif "
                 "(or Raster > Projections > Warp with that CRS), and run on that copy.")
 
-    def _polar(self) -> bool:
-        return self.srs.GetAttrValue("PROJECTION") in ("Polar_Stereographic", "Stereographic_South_Pole", "Stereographic_North_Pole")
+    def map_turned(self) -> bool:
+        return abs(self.map_degrees) > NORTH_WARNED_DEG
 
-    def _north_up_proj4(self) -> str:
+    def north_up_srs(self) -> str:
+        """A CRS in which north is up at the image's centre: its own where only the storage turns it (a
+        file stored south-up), else the same kind of map on the image's own meridian."""
+        if not self.map_turned():
+            return self.srs.ExportToWkt()
         radius = self.srs.GetSemiMajor()
-        if self._polar():
+        if self.srs.GetAttrValue("PROJECTION") in ("Polar_Stereographic", "Stereographic_South_Pole", "Stereographic_North_Pole"):
             pole = -90 if self.latitude < 0 else 90
             return f"+proj=stere +lat_0={pole} +lon_0={self.longitude:.3f} +k=1 +R={radius:.0f} +units=m"
         return f"+proj=eqc +lat_ts={self.latitude:.0f} +lon_0={self.longitude:.3f} +R={radius:.0f} +units=m"
@@ -261,7 +302,8 @@ def north_turn(crs_wkt: str, geotransform, width: int, height: int) -> Optional[
     col0, row0 = gdal.ApplyGeoTransform(inverse, *centre)
     col1, row1 = gdal.ApplyGeoTransform(inverse, *north)
     degrees = float(np.degrees(np.arctan2(col1 - col0, row0 - row1)))
-    return NorthTurn(degrees, latitude, longitude % 360.0, srs)  # east longitude, 0-360, as HiRISE labels give it
+    map_degrees = float(np.degrees(np.arctan2(north[0] - centre[0], north[1] - centre[1])))
+    return NorthTurn(degrees, map_degrees, latitude, longitude % 360.0, srs)  # east longitude, 0-360, as HiRISE labels give it
 
 
 class RasterSource:

@@ -35,7 +35,7 @@ from .download import DownloadItem, downloaded_jp2s
 from .errors import EngineError
 from .inference import DetectOptions, detect
 from .protocol import Reporter, SilentReporter
-from .raster import RASTER_SUFFIXES, gdal_exceptions, image_id_of
+from .raster import RASTER_SUFFIXES, gdal_exceptions, image_id_of, north_up_view
 from .schema import DETECTION_FIELDS, SUMMARY_FIELDS
 from .vector import OGR_TYPES
 from .warm import warm_model
@@ -159,8 +159,8 @@ def survey_image(image: SurveyImage, model_path: str, options: DetectOptions, te
     started = time.monotonic()
     reporter = _WarningsKept()
     try:
-        with gdal_exceptions():
-            detection = detect(image.path, model_path, options, reporter, loaded=warm_model(model_path, tensorflow_threads))
+        with gdal_exceptions(), north_up_view(image.path, options.band, reporter.log) as raster:
+            detection = detect(raster, model_path, options, reporter, loaded=warm_model(model_path, tensorflow_threads))
             to_survey = _to_survey_crs(image.path, detection.raster["crs_wkt"])
             chunks = [dict(chunk, wkt=to_survey(chunk["wkt"])) for chunk in detection.chunks]
             summary = dict(detection.summary, footprint_wkt=to_survey(detection.summary["footprint_wkt"]) if detection.summary.get("footprint_wkt") else "")

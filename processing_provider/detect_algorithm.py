@@ -6,6 +6,7 @@ import shutil
 from typing import Dict, List, NamedTuple
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
@@ -174,7 +175,9 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         chunks, summary = result.get("chunks") or [], result.get("summary") or {}
 
         # Only now, with the worker done, are the output layers created.
-        crs = output_crs(layer.crs(), (result.get("raster") or {}).get("crs_wkt", ""))
+        read = result.get("raster") or {}
+        # a turned map was read through a north-up view of it (raster.north_up_view): the chunks lie in that map
+        crs = QgsCoordinateReferenceSystem.fromWkt(read["crs_wkt"]) if read.get("north_up_view") else output_crs(layer.crs(), read.get("crs_wkt", ""))
         results = {
             self.CATEGORY: summary.get("category"),
             self.CHUNKS: summary.get("chunks"),
@@ -341,6 +344,7 @@ def check_raster_for_detection(raster_path: str, options: Dict) -> None:
         with gdal_exceptions(), gdal_without_pam(), raster.RasterSource(raster_path, options["band"]) as source:
             raster.check_holds_a_chunk(raster_path, source.info.width, source.info.height, options["chunk_size"])
             info = source.info
-            raster.check_north_up(raster_path, info.geotransform, info.crs_wkt, info.width, info.height)
+            if raster.north_turn(info.crs_wkt, info.geotransform, info.width, info.height) is None:  # else the worker reads a north-up view
+                raster.check_north_up(raster_path, info.geotransform)
     except errors.EngineError as exc:
         raise QgsProcessingException(str(exc)) from None

@@ -103,16 +103,35 @@ def test_a_geotiff_cut_inside_its_header_is_named_damaged_not_unplaced(tiny_mode
     assert "IO error during reading" in out and "download it again" in out and "coordinate reference system" not in out
 
 
-def test_a_south_up_raster_is_refused_with_the_north_up_fix(tiny_model, tmp_path):
-    """Rows running south to north (a positive pixel height) would show the network the terrain upside down:
-    the same pixels scored 0.79 north-up and 0.21 so, without a word."""
+def assert_scored_as_the_same_ground(tiny_model, tmp_path, north_up: str, turned: str) -> qs.OgrTable:
+    """Detect on a north-up raster and on the same ground stored turned: the turned one is read through a
+    north-up view, and every chunk, its polygon and its probability, comes out as the north-up one's."""
+    tables = []
+    for name, raster in (("north_up", north_up), ("turned", turned)):
+        folder = tmp_path / name
+        folder.mkdir()
+        done, out_folder = run_detect(tiny_model, raster, folder)
+        assert done.returncode == 0 and "WARNING:" not in done.stdout, done.stdout[-3000:]
+        tables.append(qs.read_ogr(out_folder / "chunks.gpkg"))
+        if name == "turned":
+            assert "Detect reads it through a north-up view warped on the fly" in done.stdout, done.stdout[-3000:]
+    want, got = ({row["chunk_id"]: row for row in table.rows} for table in tables)
+    assert len(want) == (256 // CHUNK) ** 2 and want.keys() == got.keys()
+    for chunk_id, row in want.items():
+        assert got[chunk_id]["probability"] == pytest.approx(row["probability"], abs=1e-4)
+        helpers.assert_rings_equal(helpers.ring_of_geometry(got[chunk_id]["_wkt"]), helpers.ring_of_geometry(row["_wkt"]), abs_tol=1e-6)
+    return tables[1]
+
+
+def test_a_south_up_raster_is_read_north_up_as_the_same_ground(tiny_model, tmp_path):
+    """Rows running south to north (a positive pixel height) showed the network the terrain upside down (the
+    same pixels scored 0.79 north-up and 0.21 so); detect now reads such a file through a north-up view of
+    its own map."""
     north_up = helpers.generate_raster(tmp_path, name="north_up.tif", width=256, height=256)
     x0, pixel, _, y0, _, negative_height = helpers.default_geotransform(256, 256)
     flipped = helpers.write_geotiff(tmp_path / "ESP_000006_0000_RED.tif", gdal.Open(north_up.path).ReadAsArray()[::-1], "UInt16",
                                     (x0, pixel, 0.0, y0 + 256 * negative_height, 0.0, -negative_height), helpers.mars_equirectangular_wkt())
-    done, out_folder = run_detect(tiny_model, flipped, tmp_path)
-    out = assert_refused_cleanly(done, out_folder, f"'{flipped}' is stored south-up (its rows run from south to north: a positive pixel height)")
-    assert "gdalwarp in.tif north_up.tif" in out
+    assert_scored_as_the_same_ground(tiny_model, tmp_path, north_up.path, flipped)
 
 
 def test_a_strip_narrower_than_a_chunk_is_told_so(tiny_model, tmp_path):
@@ -215,17 +234,23 @@ def test_an_image_in_degrees_at_hirise_latitudes_is_a_warning_and_the_run_goes_o
     assert_warned_once_and_run(tiny_model, tmp_path, raster, "on the ground at -55.0 deg latitude (1.74 to 1)", "gdalwarp -t_srs")
 
 
-def test_a_polar_stereographic_image_far_from_its_central_meridian_is_refused_before_the_worker(tiny_model, tmp_path):
-    """At 150 deg E in HiRISE's south polar stereographic map, north points 150 deg from up: the network would
-    read the scene nearly upside down, as a south-up file, and is not run."""
-    wkt, gt = helpers.south_polar_stereographic(150.0, width=128, height=128)
-    raster = placed_scene(tmp_path, "ESP_000000_1130_RED.tif", gt, wkt)
-    done, out_folder = run_detect(tiny_model, raster, tmp_path)
-    out = assert_refused_cleanly(done, out_folder, "north points 150 deg clockwise from the image's up")
-    assert "gdalwarp -t_srs '+proj=stere +lat_0=-90 +lon_0=150.000 +k=1 +R=3396190 +units=m' IN.tif OUT.tif" in out
+def test_a_polar_stereographic_product_far_from_its_central_meridian_is_read_as_the_same_ground_north_up(tiny_model, tmp_path):
+    """At 180 deg E in HiRISE's south polar stereographic map (central meridian 0) north points down: the product
+    is the north-up map on the 180 meridian turned upside down (x, y -> -x, -y). Detect reads it through a
+    north-up view on its own meridian and scores it as that north-up twin, chunk for chunk; the chunks lie in that map."""
+    ground = gdal.Open(helpers.generate_raster(tmp_path, name="ground.tif", width=256, height=256).path).ReadAsArray()
+    on_its_meridian, gt = helpers.south_polar_stereographic(180.0, width=256, height=256, central_meridian=180.0)
+    twin = helpers.write_geotiff(tmp_path / "north_up_twin.tif", ground, "UInt16", gt, on_its_meridian)
+    hirise_map, _ = helpers.south_polar_stereographic(180.0, width=256, height=256)
+    x0, pixel, _, y0, _, negative_height = gt
+    product = helpers.write_geotiff(tmp_path / "ESP_000007_1130_RED.tif", ground[::-1, ::-1], "UInt16",
+                                    (-x0 - 256 * pixel, pixel, 0.0, -y0 - 256 * negative_height, 0.0, negative_height), hirise_map)
+    chunks = assert_scored_as_the_same_ground(tiny_model, tmp_path, twin, product)
+    assert "+lon_0=180" in chunks.srs_proj4
 
 
-def test_a_polar_stereographic_image_near_its_central_meridian_is_a_warning_and_the_run_goes_on(tiny_model, tmp_path):
+def test_a_polar_stereographic_product_near_its_central_meridian_is_a_warning_and_the_run_goes_on(tiny_model, tmp_path):
+    """Turned 30 deg, the scene keeps its own grid (as any rotated raster): a warning says the network may miss some."""
     wkt, gt = helpers.south_polar_stereographic(30.0, width=128, height=128)
     raster = placed_scene(tmp_path, "polar.tif", gt, wkt)
     assert_warned_once_and_run(tiny_model, tmp_path, raster, "north points 30 deg clockwise from the image's up", "it may miss some")

@@ -260,7 +260,7 @@ def test_real_index_paper_window_counts(real_index, shared_data):
 def test_north_turn_follows_hirise_maps_and_the_index_north_azimuth(real_index):
     """HiRISE maps a product poleward of 65 deg in polar stereographic on the 0 meridian: north turns from up by
     its longitude. The rule gives the index's own NORTH_AZIMUTH (270 for north up) for every product centred
-    between 40 and 70 deg S but one; the paper's wide window holds 84 products Detect will refuse until reprojected."""
+    between 40 and 70 deg S but one; the paper's wide window holds 84 products turned more than 45 deg."""
     import csv
 
     from model.orientation import hirise_north_turn
