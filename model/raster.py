@@ -217,10 +217,9 @@ def north_up_view(path: str, band: int = 0, log: Callable[[str], None] = lambda 
     try:
         with gdal_exceptions(), RasterSource(path, band, require_georeferencing=False) as source:
             info = source.info
+        turn = north_turn(info.crs_wkt, info.geotransform, info.width, info.height)
     except RasterError:
-        yield path
-        return
-    turn = north_turn(info.crs_wkt, info.geotransform, info.width, info.height)
+        turn = None
     if turn is None or abs(turn.degrees) <= NORTH_FAR_DEG:
         yield path
         return

@@ -777,6 +777,25 @@ def test_the_warned_reprojection_puts_north_up(tmp_path):
     warped = None
 
 
+def test_a_far_turned_raster_is_read_through_a_north_up_view_that_is_gone_afterwards(tmp_path):
+    wkt, gt = helpers.south_polar_stereographic(150.0)
+    turned = helpers.write_geotiff(tmp_path / "turned.tif", np.full((256, 256), 500), "UInt16", gt, wkt)
+    said = []
+    with raster.north_up_view(turned, log=said.append) as view:
+        assert view.startswith("/vsimem/hiriseice/") and view.endswith("/turned.vrt")
+        with RasterSource(view) as source:
+            info = source.info
+        assert abs(raster.north_turn(info.crs_wkt, info.geotransform, info.width, info.height).degrees) < 0.5
+        assert info.image_id == "turned"
+    assert gdal.VSIStatL(view) is None
+    assert len(said) == 1 and "north points 150 deg clockwise" in said[0] and "+lon_0=150.000" in said[0]
+    north_up = helpers.write_geotiff(tmp_path / "north_up.tif", np.full((256, 256), 500), "UInt16", helpers.default_geotransform(256, 256), helpers.mars_equirectangular_wkt())
+    for path in (north_up, str(tmp_path / "missing.tif")):  # as it is: north up, or for detect to name what is wrong
+        with raster.north_up_view(path, log=said.append) as view:
+            assert view == path
+    assert len(said) == 1
+
+
 def test_north_is_up_in_the_equirectangular_maps_of_hirise_and_unknown_without_a_crs():
     gt = helpers.default_geotransform(300, 200)
     assert raster.north_turn(helpers.mars_equirectangular_wkt(), gt, 300, 200).degrees == pytest.approx(0.0, abs=1e-6)
