@@ -935,7 +935,7 @@ def report_lines(result: FindResult, query: Query) -> List[str]:
     turned = sum(abs(p.north_turn) > NORTH_FAR_DEG for p in result.products)
     if turned:
         lines.append(f"{turned} of them are polar stereographic maps whose north turns more than {NORTH_FAR_DEG:.0f} deg from up (field north_turn): "
-                     "Detect reads them through a north-up view warped on the fly; to train on one, reproject it north-up first")
+                     "Detect and Train read them through a north-up view warped on the fly")
     for title, key in (("By year (UTC start)", "year"), ("By Mars year", "mars_year"), ("By Ls bin (degrees)", "solar_longitude")):
         lines.append(f"{title}: " + ", ".join(f"{k}: {v}" for k, v in counts[key].items()))
     return lines

@@ -1,15 +1,16 @@
 """Label values as geologists write them, and turning label geometries into training chunks."""
 
+import contextlib
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-from osgeo import ogr
+from osgeo import ogr, osr
 
 from .chunking import check_grid_parameters, iter_chunks
 from .errors import LabelError
 from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, chunk_wkt, pixel_bounds_of_map_points, ring_wkt, window_ring
-from .raster import RasterSource
+from .raster import RasterSource, north_up_view
 
 ICY_WORDS = {"1", "icy", "ice", "yes", "y", "true", "t"}
 NOT_ICY_WORDS = {"0", "not icy", "not_icy", "no ice", "no", "n", "false", "f", "noticy"}
@@ -109,6 +110,41 @@ def label_windows(source: RasterSource, labels: Sequence[Dict]) -> List[Tuple[Ch
             "(its CRS and extent) and that the polygons are not on the no-data border."
         )
     return found
+
+
+@contextlib.contextmanager
+def north_up_rasters(rasters: Sequence[Dict], log) -> Iterator[List[Dict]]:
+    """A job's rasters as detect reads them: one whose north turns far from up through its north-up
+    view (raster.north_up_view), its label polygons and exclusions carried into the view's map. So the
+    chunks of a detect on such an image, labelled, are read back as the very windows detect scored."""
+    with contextlib.ExitStack() as stack:
+        entries = []
+        for entry in rasters:
+            view = stack.enter_context(north_up_view(entry["path"], int(entry.get("band", 0)), log))
+            if view != entry["path"]:
+                with RasterSource(entry["path"], int(entry.get("band", 0))) as stored, RasterSource(view) as seen:
+                    carry = map_carrier(stored.info.crs_wkt, seen.info.crs_wkt)
+                entry = dict(entry, path=view, labels=[dict(item, wkt=carry(item["wkt"])) for item in entry.get("labels", [])],
+                             exclude=[carry(wkt) for wkt in entry.get("exclude", [])])
+            entries.append(entry)
+        yield entries
+
+
+def map_carrier(from_wkt: str, to_wkt: str):
+    """WKT in one CRS -> the same geometry's WKT in another."""
+    source, target = osr.SpatialReference(wkt=from_wkt), osr.SpatialReference(wkt=to_wkt)
+    for srs in (source, target):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    transform = osr.CoordinateTransformation(source, target)
+
+    def carry(wkt: str) -> str:
+        geometry = ogr.CreateGeometryFromWkt(wkt)
+        if geometry is None:  # left for the label checks to name
+            return wkt
+        geometry.Transform(transform)
+        return geometry.ExportToWkt()
+
+    return carry
 
 
 def typical_side(windows: Sequence[ChunkWindow]) -> int:

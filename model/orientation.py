@@ -6,8 +6,8 @@ where a product lies (HiRISE's map rule), before anything is downloaded.
 The network reads where shade and ice lie from the sun's side: ice on the lower, poleward side of
 what shades it, as in the north-up maps its real terrain came from. A file turned further than
 NORTH_WARNED_DEG is warned about; one turned further than NORTH_FAR_DEG (a polar stereographic product
-away from its central meridian, a file stored south-up) detect reads through a north-up view of it,
-and training refuses.
+away from its central meridian, a file stored south-up) detect and training read through a north-up
+view of it (raster.north_up_view).
 """
 
 NORTH_WARNED_DEG = 15.0

@@ -186,8 +186,8 @@ def georeferencing(ds, path: str, required: bool = True) -> Tuple[Tuple[float, .
 
 
 def check_north_up(name: str, geotransform, crs_wkt: str = "", width: int = 0, height: int = 0) -> None:
-    """Refuse a raster whose north is far from up where the network is to see it as it is (training; detect
-    reads such a file through north_up_view, and refuses only one it cannot warp): it reads where shade and
+    """Refuse a raster whose north is far from up where the network is to see it as it is (detect and training
+    read such a file through north_up_view, so this refuses only what that cannot warp): it reads where shade and
     ice lie from the sun's side (ice on the poleward, lower side of what shades it), and scored a file stored
     south-up upside down (0.21 where the same pixels north-up scored 0.79). Stored south-up (a positive pixel
     height) is told from the geotransform alone; a map whose north turns away from up (a polar stereographic

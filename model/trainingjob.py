@@ -5,7 +5,8 @@ It checks the job, reads the labelled chunks of each raster exactly as detect re
 the network can be trained where GDAL is absent (a rented GPU machine, for the default model).
 
 Job file keys: rasters [{path, band, labels [{wkt, label}], exclude [wkt]}] (geometries in the
-raster's CRS), label_mode "chunks" | "outlines", chunk_size (0 or absent: the label polygons'
+raster's CRS; a raster turned far from north-up is read through its north-up view, the geometries
+carried into that view's map: labels.north_up_rasters), label_mode "chunks" | "outlines", chunk_size (0 or absent: the label polygons'
 size, else the base model's, else 1024), input_size, min_valid, base_model, epochs (0 or absent: 30, or 10 from a base model), batch_size,
 validation_fraction, learning_rate (0 or absent: 1e-3, or 1e-4 from a base model), patience,
 augment ("none" | "lighting" | "full"), seed, widths, name, output_model, report; from a base
@@ -149,7 +150,7 @@ def _score_map_cells(mode: str, options: TrainOptions, base, reporter: Reporter)
 
 @gdal_exceptions()
 def run_job(job: Dict, reporter: Reporter = None) -> Dict:
-    from .labels import label_side, tuned_chunk_size
+    from .labels import label_side, north_up_rasters, tuned_chunk_size
 
     reporter = reporter or SilentReporter()
     mode = _check_job(job)
@@ -167,10 +168,12 @@ def run_job(job: Dict, reporter: Reporter = None) -> Dict:
             f"continuing from {modelfile.describe(base_meta)} after its {base_meta.get('training', {}).get('total_epochs', 0)} epochs "
             f"({'with' if replay is not None else 'without'} a replay set); the epochs below are numbered from 1 for this run"
         )
-    label_size = label_side(job["rasters"]) if mode == "chunks" else None
-    options.chunk_size = tuned_chunk_size(options.chunk_size, label_size, base[1]["chunk_size"] if base else None, TrainOptions.chunk_size, reporter)
-    images, labels, groups, provenance, unlabelled, shares = collect_job_chunks(job, options, normalisation, reporter, options.unlabelled if base else 0.0,
-                                                                                _score_map_cells(mode, options, base, reporter))
+    with north_up_rasters(job["rasters"], reporter.log) as rasters:
+        seen = dict(job, rasters=rasters)
+        label_size = label_side(seen["rasters"]) if mode == "chunks" else None
+        options.chunk_size = tuned_chunk_size(options.chunk_size, label_size, base[1]["chunk_size"] if base else None, TrainOptions.chunk_size, reporter)
+        images, labels, groups, provenance, unlabelled, shares = collect_job_chunks(seen, options, normalisation, reporter, options.unlabelled if base else 0.0,
+                                                                                    _score_map_cells(mode, options, base, reporter))
     options.extra_metadata = {"data": provenance}
     outcome = train_arrays(images, labels, groups, options, reporter, base, replay=replay, unlabelled=unlabelled, cells=shares)
     try:
