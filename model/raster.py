@@ -134,6 +134,18 @@ def gdal_exceptions():
 
 
 @contextlib.contextmanager
+def gdal_returning_none():
+    """GDAL returns None on failure inside this block (gdal_exceptions' opposite)."""
+    previous = gdal.GetUseExceptions()
+    gdal.DontUseExceptions()
+    try:
+        yield
+    finally:
+        if previous:
+            gdal.UseExceptions()
+
+
+@contextlib.contextmanager
 def block_cache(limit_bytes: int):
     """GDAL's block cache held to ``limit_bytes`` inside this block, unless the user set
     GDAL_CACHEMAX (an explicit choice wins). Yields a line for the log saying which."""
@@ -224,8 +236,14 @@ def north_up_view(path: str, band: int = 0, log: Callable[[str], None] = lambda 
         yield path
         return
     view = f"/vsimem/hiriseice/{uuid.uuid4().hex}/{info.image_id}.vrt"
-    with gdal_exceptions():
-        gdal.Warp(view, path, format="VRT", dstSRS=turn.north_up_srs(), resampleAlg="bilinear")
+    # GDAL samples points around the image to size the view and prints an ERROR for those off the map's
+    # domain, which its exceptions mode would print whatever handler is pushed: so without it, quietly
+    with gdal_returning_none(), _gdal_messages():
+        warped = gdal.Warp(view, path, format="VRT", dstSRS=turn.north_up_srs(), resampleAlg="bilinear")
+    if warped is None:  # detect and training then say why they cannot read it turned
+        yield path
+        return
+    warped = None
     where = f"the same map on its own meridian ({turn.north_up_srs()})" if turn.map_turned() else "its own map, stored north-up"
     log(f"{turn.describe(path)} Detect reads it through a north-up view warped on the fly (bilinear): {where}. The chunk polygons are in that map.")
     try:
