@@ -161,7 +161,8 @@ def survey_image(image: SurveyImage, model_path: str, options: DetectOptions, te
     try:
         with gdal_exceptions(), north_up_view(image.path, options.band, reporter.log) as raster:
             detection = detect(raster, model_path, options, reporter, loaded=warm_model(model_path, tensorflow_threads))
-            to_survey = _to_survey_crs(image.path, detection.raster["crs_wkt"])
+            read = detection.raster
+            to_survey = _to_survey_crs(image.path, read["crs_wkt"], gdal.ApplyGeoTransform(read["geotransform"], read["width"] / 2, read["height"] / 2))
             chunks = [dict(chunk, wkt=to_survey(chunk["wkt"])) for chunk in detection.chunks]
             summary = dict(detection.summary, footprint_wkt=to_survey(detection.summary["footprint_wkt"]) if detection.summary.get("footprint_wkt") else "")
     except EngineError as exc:
@@ -175,8 +176,10 @@ def _failed(image: SurveyImage, message: str, started: float, warnings: List[str
     return {"image": image, "status": FAILED, "error": message, "chunks": [], "summary": None, "runtime_s": round(time.monotonic() - started, 2), "warnings": warnings}
 
 
-def _to_survey_crs(path: str, crs_wkt: str):
-    """WKT in the raster's CRS -> WKT in SURVEY_CRS_WKT."""
+def _to_survey_crs(path: str, crs_wkt: str, centre):
+    """WKT in the raster's CRS -> WKT in SURVEY_CRS_WKT. Longitudes run from -180 to 180 deg, or from 0 to
+    360 for an image whose ``centre`` (map x, y) lies nearer the 180 meridian than the 0 one, so that no
+    chunk of an image that straddles 180 E is cut into a ring round the planet."""
     source, target = osr.SpatialReference(wkt=crs_wkt), osr.SpatialReference(wkt=SURVEY_CRS_WKT)
     for srs in (source, target):
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
@@ -188,12 +191,23 @@ def _to_survey_crs(path: str, crs_wkt: str):
             "Assign the product's Mars CRS (gdal_edit.py -a_srs, or Raster > Projections > Assign Projection)."
         ) from None
 
+    east_of_zero = abs(transform.TransformPoint(*centre)[0]) > 90.0
+
     def convert(wkt: str) -> str:
         geometry = ogr.CreateGeometryFromWkt(wkt)
         geometry.Transform(transform)
+        if east_of_zero:
+            _longitudes_from_0_to_360(geometry)
         return geometry.ExportToWkt()
 
     return convert
+
+
+def _longitudes_from_0_to_360(geometry) -> None:
+    for index in range(geometry.GetGeometryCount()):
+        _longitudes_from_0_to_360(geometry.GetGeometryRef(index))
+    for index in range(geometry.GetPointCount()):
+        geometry.SetPoint_2D(index, geometry.GetX(index) % 360.0, geometry.GetY(index))
 
 
 # --- the one writer ------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import os
 import shutil
 
 import pytest
-from osgeo import ogr, osr
+from osgeo import gdal, ogr, osr
 
 import helpers
 import qgis_support as qs
@@ -200,6 +200,34 @@ def test_processing_survey(qgis_app, tiny_model, survey_folder, tmp_path):
 
     message = qs.processing_error("hiriseice:survey", {"MODEL": tiny_model.path, "OUTPUT": str(tmp_path / "nothing.gpkg")})
     assert "Nothing to survey: give RASTERS" in message and "Traceback" not in message
+
+
+def test_a_polar_product_at_180_east_is_surveyed_as_its_north_up_twin_in_one_piece(worker_python, tiny_model, tmp_path):
+    """HiRISE's south polar product at 180 E is its north-up twin (the map on the 180 meridian) turned
+    upside down: surveyed through its north-up view, it gives the twin's chunks, probabilities and places.
+    Both straddle 180 E, where every chunk stays in one piece in the survey's longitudes (0 to 360 there)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    ground = make_images(tmp_path, 1)[0]
+    pixels = gdal.Open(ground.path).ReadAsArray()
+    twin_wkt, twin_gt = helpers.south_polar_stereographic(180.0, width=384, height=384, central_meridian=180.0)
+    product_wkt, _ = helpers.south_polar_stereographic(180.0, width=384, height=384)
+    x0, pixel, _, y0, _, negative_height = twin_gt
+    helpers.write_geotiff(folder / "ESP_000021_1130_RED.tif", pixels, "UInt16", twin_gt, twin_wkt, nodata=0)
+    helpers.write_geotiff(folder / "ESP_000022_1130_RED.tif", pixels[::-1, ::-1], "UInt16",
+                          (-x0 - 384 * pixel, pixel, 0.0, -y0 - 384 * negative_height, 0.0, negative_height), product_wkt, nodata=0)
+    out = tmp_path / "survey.gpkg"
+    run_survey(worker_python, "--rasters", folder, "--out", out, "--model", tiny_model.path, "--workers", 1)
+    assert [row["status"] for row in qs.read_ogr(out, "runs").rows] == ["done", "done"]
+    chunks = rows_by_image(out, "chunks")
+    twin, product = ({row["chunk_id"]: row for row in chunks[image_id]} for image_id in ("ESP_000021_1130_RED", "ESP_000022_1130_RED"))
+    assert twin and twin.keys() == product.keys()
+    for chunk_id, row in twin.items():
+        assert product[chunk_id]["probability"] == pytest.approx(row["probability"], abs=2e-5)
+        ring = qs.outer_ring(row["_wkt"])
+        qs.assert_ring_equal(qs.outer_ring(product[chunk_id]["_wkt"]), ring, 1e-9, f"chunk {chunk_id}")
+        longitudes = [x for x, _ in ring]
+        assert 179.0 < min(longitudes) and max(longitudes) < 181.0 and max(longitudes) - min(longitudes) < 0.1, (chunk_id, longitudes)
 
 
 def test_a_survey_in_which_every_image_failed_is_an_error_not_a_success(worker_python, tiny_model, tmp_path):
