@@ -10,8 +10,8 @@ model (name and version) and retries the others; a failed image is recorded in t
 not fatal. Dask reschedules the task of a worker that dies; an image that kills workers
 repeatedly is recorded as failed.
 
-Layers, all in Mars geographic coordinates (catalog.MARS_GEOGCS_WKT), since every HiRISE RDR
-has its own projection: ``chunks`` (schema.DETECTION_FIELDS), ``summary`` (schema.SUMMARY_FIELDS,
+Layers, all in Mars geographic coordinates (catalog.MARS_GEOGCS_WKT; longitudes from 0 to 360 for an
+image nearer the 180 meridian, _to_survey_crs), since every HiRISE RDR has its own projection: ``chunks`` (schema.DETECTION_FIELDS), ``summary`` (schema.SUMMARY_FIELDS,
 the valid footprint), ``footprints`` (FOOTPRINT_FIELDS: the category of model/rules.py) and the
 table ``runs`` (RUN_FIELDS).
 
