@@ -198,6 +198,13 @@ def unwrapped_span(west: float, east: float) -> Tuple[float, float]:
     return west, east
 
 
+def western_edge(longitudes: Sequence[float]) -> float:
+    """The western end, in [0, 360), of the shortest span of longitude that holds them all (a product's
+    corners: far less than 180 deg apart)."""
+    reference = longitudes[0]
+    return (reference + min((lon - reference + 180.0) % 360.0 - 180.0 for lon in longitudes)) % 360.0
+
+
 def unwrap_ring(points: Sequence[Tuple[float, float]]) -> List[Tuple[float, float]]:
     """Each longitude moved by a multiple of 360 to lie within 180 of the previous one."""
     out = []

@@ -10,8 +10,8 @@ model (name and version) and retries the others; a failed image is recorded in t
 not fatal. Dask reschedules the task of a worker that dies; an image that kills workers
 repeatedly is recorded as failed.
 
-Layers, all in Mars geographic coordinates (catalog.MARS_GEOGCS_WKT; longitudes from 0 to 360 for an
-image nearer the 180 meridian, _to_survey_crs), since every HiRISE RDR has its own projection: ``chunks`` (schema.DETECTION_FIELDS), ``summary`` (schema.SUMMARY_FIELDS,
+Layers, all in Mars geographic coordinates (catalog.MARS_GEOGCS_WKT, longitudes as find's footprints
+have them: _to_survey_crs), since every HiRISE RDR has its own projection: ``chunks`` (schema.DETECTION_FIELDS), ``summary`` (schema.SUMMARY_FIELDS,
 the valid footprint), ``footprints`` (FOOTPRINT_FIELDS: the category of model/rules.py) and the
 table ``runs`` (RUN_FIELDS).
 
@@ -162,7 +162,8 @@ def survey_image(image: SurveyImage, model_path: str, options: DetectOptions, te
         with gdal_exceptions(), north_up_view(image.path, options.band, reporter.log) as raster:
             detection = detect(raster, model_path, options, reporter, loaded=warm_model(model_path, tensorflow_threads))
             read = detection.raster
-            to_survey = _to_survey_crs(image.path, read["crs_wkt"], gdal.ApplyGeoTransform(read["geotransform"], read["width"] / 2, read["height"] / 2))
+            corners = [gdal.ApplyGeoTransform(read["geotransform"], x, y) for x in (0, read["width"]) for y in (0, read["height"])]
+            to_survey = _to_survey_crs(image.path, read["crs_wkt"], corners)
             chunks = [dict(chunk, wkt=to_survey(chunk["wkt"])) for chunk in detection.chunks]
             summary = dict(detection.summary, footprint_wkt=to_survey(detection.summary["footprint_wkt"]) if detection.summary.get("footprint_wkt") else "")
     except EngineError as exc:
@@ -176,10 +177,11 @@ def _failed(image: SurveyImage, message: str, started: float, warnings: List[str
     return {"image": image, "status": FAILED, "error": message, "chunks": [], "summary": None, "runtime_s": round(time.monotonic() - started, 2), "warnings": warnings}
 
 
-def _to_survey_crs(path: str, crs_wkt: str, centre):
-    """WKT in the raster's CRS -> WKT in SURVEY_CRS_WKT. Longitudes run from -180 to 180 deg, or from 0 to
-    360 for an image whose ``centre`` (map x, y) lies nearer the 180 meridian than the 0 one, so that no
-    chunk of an image that straddles 180 E is cut into a ring round the planet."""
+def _to_survey_crs(path: str, crs_wkt: str, corners):
+    """WKT in the raster's CRS -> WKT in SURVEY_CRS_WKT, with longitudes as find's footprints have them
+    (catalog): east, the image's western edge (of its ``corners``, map x, y) in [0, 360) and unwrapped
+    eastward from it, so that survey layers lie on find's footprints and no chunk of an image that
+    straddles 0 or 180 deg is cut into a ring round the planet."""
     source, target = osr.SpatialReference(wkt=crs_wkt), osr.SpatialReference(wkt=SURVEY_CRS_WKT)
     for srs in (source, target):
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
@@ -191,23 +193,26 @@ def _to_survey_crs(path: str, crs_wkt: str, centre):
             "Assign the product's Mars CRS (gdal_edit.py -a_srs, or Raster > Projections > Assign Projection)."
         ) from None
 
-    east_of_zero = abs(transform.TransformPoint(*centre)[0]) > 90.0
+    longitudes = [transform.TransformPoint(*corner)[0] for corner in corners]
+    west = catalog.western_edge(longitudes)
+    # a chunk's corner may bulge a little west of the image's corners (a polar map's curved meridians)
+    start = west - 1.0
 
     def convert(wkt: str) -> str:
         geometry = ogr.CreateGeometryFromWkt(wkt)
         geometry.Transform(transform)
-        if east_of_zero:
-            _longitudes_from_0_to_360(geometry)
+        _longitudes_from(geometry, start)
         return geometry.ExportToWkt()
 
     return convert
 
 
-def _longitudes_from_0_to_360(geometry) -> None:
+def _longitudes_from(geometry, start: float) -> None:
+    """Every longitude of the geometry moved by whole turns into [start, start + 360)."""
     for index in range(geometry.GetGeometryCount()):
-        _longitudes_from_0_to_360(geometry.GetGeometryRef(index))
+        _longitudes_from(geometry.GetGeometryRef(index), start)
     for index in range(geometry.GetPointCount()):
-        geometry.SetPoint_2D(index, geometry.GetX(index) % 360.0, geometry.GetY(index))
+        geometry.SetPoint_2D(index, start + (geometry.GetX(index) - start) % 360.0, geometry.GetY(index))
 
 
 # --- the one writer ------------------------------------------------------------------------
