@@ -3,6 +3,7 @@
 from typing import List
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
@@ -78,7 +79,8 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
         rows = []
         exported: List[str] = []
         try:
-            with gdal_exceptions(), raster.RasterSource(path) as source:
+            # the grid Detect scores: a map turned far from north-up is cut through its north-up view
+            with gdal_exceptions(), raster.north_up_view(path, 0, feedback.pushInfo) as read, raster.RasterSource(read) as source:
                 info = source.info
                 total = chunking.chunk_count(source, chunk_size, stride)
                 feedback.pushInfo(f"{info.image_id}: {info.width} x {info.height} px; {total} grid chunks of {chunk_size} px, stride {stride}")
@@ -95,7 +97,7 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
                         )
                     )
                     if export_folder:
-                        exported.append(chunking.export_chunk(path, w, export_folder, info.image_id))
+                        exported.append(chunking.export_chunk(read, w, export_folder, info.image_id))
                     feedback.setProgress(100.0 * (w.chunk_id + 1) / total)
         except errors.EngineError as exc:
             chunking.remove_exported(exported)
@@ -105,7 +107,8 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
             feedback.pushInfo(f"{len(exported)} chunk GeoTIFFs written to {export_folder}")
 
         fields = make_fields(schema.CHUNK_GRID_FIELDS)
-        sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, output_crs(layer.crs(), info.crs_wkt))
+        crs = QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt) if read != path else output_crs(layer.crs(), info.crs_wkt)
+        sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
         add_features(sink, features_from_dicts(rows, fields, "wkt"), "chunk grid")
