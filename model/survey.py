@@ -10,10 +10,10 @@ model (name and version) and retries the others; a failed image is recorded in t
 not fatal. Dask reschedules the task of a worker that dies; an image that kills workers
 repeatedly is recorded as failed.
 
-Layers, all in Mars geographic coordinates (catalog.MARS_GEOGCS_WKT, longitudes as find's footprints
-have them: _to_survey_crs), since every HiRISE RDR has its own projection: ``chunks`` (schema.DETECTION_FIELDS), ``summary`` (schema.SUMMARY_FIELDS,
-the valid footprint), ``footprints`` (FOOTPRINT_FIELDS: the category of model/rules.py) and the
-table ``runs`` (RUN_FIELDS).
+Layers, all in Mars geographic coordinates (catalog.MARS_GEOGCS_WKT, longitudes as find's
+footprints have them: _to_survey_crs), since every HiRISE RDR has its own projection: ``chunks``
+(schema.DETECTION_FIELDS), ``summary`` (schema.SUMMARY_FIELDS, the valid footprint),
+``footprints`` (FOOTPRINT_FIELDS: the category of model/rules.py) and the table ``runs`` (RUN_FIELDS).
 
 Dask and TensorFlow are imported only inside the functions that need them: the client needs
 no TensorFlow, and this module imports without Dask.
