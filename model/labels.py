@@ -5,12 +5,12 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-from osgeo import ogr, osr
+from osgeo import ogr
 
 from .chunking import check_grid_parameters, iter_chunks
 from .errors import LabelError
 from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, chunk_wkt, pixel_bounds_of_map_points, ring_wkt, window_ring
-from .raster import RasterSource, north_up_view
+from .raster import RasterSource, crs_transform, north_up_view
 
 ICY_WORDS = {"1", "icy", "ice", "yes", "y", "true", "t"}
 NOT_ICY_WORDS = {"0", "not icy", "not_icy", "no ice", "no", "n", "false", "f", "noticy"}
@@ -132,10 +132,7 @@ def north_up_rasters(rasters: Sequence[Dict], log) -> Iterator[List[Dict]]:
 
 def map_carrier(from_wkt: str, to_wkt: str):
     """WKT in one CRS -> the same geometry's WKT in another."""
-    source, target = osr.SpatialReference(wkt=from_wkt), osr.SpatialReference(wkt=to_wkt)
-    for srs in (source, target):
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    transform = osr.CoordinateTransformation(source, target)
+    transform = crs_transform(from_wkt, to_wkt)
 
     def carry(wkt: str) -> str:
         geometry = ogr.CreateGeometryFromWkt(wkt)

@@ -297,6 +297,15 @@ class NorthTurn:
         return f"+proj=eqc +lat_ts={self.latitude:.0f} +lon_0={self.longitude:.3f} +R={radius:.0f} +units=m"
 
 
+def crs_transform(from_wkt: str, to_wkt: str):
+    """OSR's transformation between two CRSs, coordinates x (east) first whatever the CRSs' axis order;
+    RuntimeError where PROJ finds none (another body's CRS)."""
+    source, target = osr.SpatialReference(wkt=from_wkt), osr.SpatialReference(wkt=to_wkt)
+    for srs in (source, target):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return osr.CoordinateTransformation(source, target)
+
+
 def north_turn(crs_wkt: str, geotransform, width: int, height: int) -> Optional[NorthTurn]:
     """North at the image's centre, from its CRS: None for an unknown CRS, or within a degree of a pole."""
     srs = osr.SpatialReference()

@@ -35,7 +35,7 @@ from .download import DownloadItem, downloaded_jp2s
 from .errors import EngineError
 from .inference import DetectOptions, detect
 from .protocol import Reporter, SilentReporter
-from .raster import RASTER_SUFFIXES, gdal_exceptions, image_id_of, north_up_view
+from .raster import RASTER_SUFFIXES, crs_transform, gdal_exceptions, image_id_of, north_up_view
 from .schema import DETECTION_FIELDS, SUMMARY_FIELDS
 from .vector import OGR_TYPES
 from .warm import warm_model
@@ -182,14 +182,12 @@ def _to_survey_crs(path: str, crs_wkt: str, corners):
     (catalog): east, the image's western edge (of its ``corners``, map x, y) in [0, 360) and unwrapped
     eastward from it, so that survey layers lie on find's footprints and no chunk of an image that
     straddles 0 or 180 deg is cut into a ring round the planet."""
-    source, target = osr.SpatialReference(wkt=crs_wkt), osr.SpatialReference(wkt=SURVEY_CRS_WKT)
-    for srs in (source, target):
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     try:
-        transform = osr.CoordinateTransformation(source, target)
+        transform = crs_transform(crs_wkt, SURVEY_CRS_WKT)
     except RuntimeError as exc:
         raise SurveyError(
-            f"'{path}' cannot be placed in the survey's Mars coordinates ({str(exc).splitlines()[0]}): its CRS ({source.GetName()}) is not a Mars CRS. "
+            f"'{path}' cannot be placed in the survey's Mars coordinates ({str(exc).splitlines()[0]}): its CRS "
+            f"({osr.SpatialReference(wkt=crs_wkt).GetName()}) is not a Mars CRS. "
             "Assign the product's Mars CRS (gdal_edit.py -a_srs, or Raster > Projections > Assign Projection)."
         ) from None
 
