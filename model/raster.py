@@ -245,7 +245,7 @@ def north_up_view(path: str, band: int = 0, log: Callable[[str], None] = lambda 
         return
     warped = None
     where = f"the same map on its own meridian ({turn.north_up_srs()})" if turn.map_turned() else "its own map, stored north-up"
-    log(f"{turn.describe(path)} Detect reads it through a north-up view warped on the fly (bilinear): {where}. The chunk polygons are in that map.")
+    log(f"{turn.describe(path)} It is read through a north-up view warped on the fly (bilinear): {where}. The chunk polygons are in that map.")
     try:
         yield view
     finally:

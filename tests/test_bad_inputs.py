@@ -114,7 +114,7 @@ def assert_scored_as_the_same_ground(tiny_model, tmp_path, north_up: str, turned
         assert done.returncode == 0 and "WARNING:" not in done.stdout, done.stdout[-3000:]
         tables.append(qs.read_ogr(out_folder / "chunks.gpkg"))
         if name == "turned":
-            assert "Detect reads it through a north-up view warped on the fly" in done.stdout, done.stdout[-3000:]
+            assert "It is read through a north-up view warped on the fly" in done.stdout, done.stdout[-3000:]
     want, got = ({row["chunk_id"]: row for row in table.rows} for table in tables)
     assert len(want) == (256 // CHUNK) ** 2 and want.keys() == got.keys()
     for chunk_id, row in want.items():
