@@ -323,8 +323,7 @@ def decimated_reads_per_s(path: str, chunk_size: int, input_size: int, use_overv
     empty_block_cache()
     ds = gdal.OpenEx(path, gdal.OF_RASTER, open_options=[] if use_overviews else ["OVERVIEW_LEVEL=NONE"])
     band = ds.GetRasterBand(1)
-    windows = list(chunk_grid(ds.RasterXSize, ds.RasterYSize, chunk_size, chunk_size))
-    sample = windows[:: max(1, len(windows) // READ_SAMPLE)][:READ_SAMPLE]
+    sample = read_sample(ds.RasterXSize, ds.RasterYSize, chunk_size)
     scale = input_size / chunk_size
     t = time.monotonic()
     for w in sample:
@@ -337,12 +336,17 @@ def engine_reads_per_s(path: str, chunk_size: int, input_size: int) -> float:
     them, else full-resolution windows it averages itself) over the same windows as decimated_reads_per_s."""
     empty_block_cache()
     with RasterSource(path) as source:
-        windows = list(chunk_grid(source.info.width, source.info.height, chunk_size, chunk_size))
-        sample = windows[:: max(1, len(windows) // READ_SAMPLE)][:READ_SAMPLE]
+        sample = read_sample(source.info.width, source.info.height, chunk_size)
         t = time.monotonic()
         for w in sample:
             source.read_chunk(w, chunk_size, input_size)
         return len(sample) / (time.monotonic() - t)
+
+
+def read_sample(width: int, height: int, chunk_size: int) -> list:
+    """READ_SAMPLE chunk windows spread through the grid, the same for every read measurement."""
+    windows = list(chunk_grid(width, height, chunk_size, chunk_size))
+    return windows[:: max(1, len(windows) // READ_SAMPLE)][:READ_SAMPLE]
 
 
 def empty_block_cache() -> None:
@@ -430,7 +434,7 @@ def print_tables(scene: str, result: dict) -> None:
         dense = "".join(f" {r[k]:8.2f}x" if k in r else f" {'-':>9}" for k in ("stride_half_over_full_chunk", "stride_half_over_full_map"))
         print(
             f"{r['format']:<18} {r['file_mb']:6d} {r['chunks']:6d} {r['wall_s']:5.1f} / {r['warm_wall_s']:3.1f} {r['warm_end_to_end_chunks_per_s']:8.2f} {r['network_chunks_per_s']:8.2f} "
-            f"{r['warm_end_to_end_over_network']:7.2f} {r['peak_rss_mb']:6.0f} {r['reads_per_s_with_levels']:11.1f} {r['reads_per_s_without_levels']:12.1f} {r.get('engine_reads_per_s', 0):7.1f}{dense}"
+            f"{r['warm_end_to_end_over_network']:7.2f} {r['peak_rss_mb']:6.0f} {r['reads_per_s_with_levels']:11.1f} {r['reads_per_s_without_levels']:12.1f} {r['engine_reads_per_s']:7.1f}{dense}"
         )
     p = result["paper"]
     print(
