@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
-from osgeo import gdal, osr
+from osgeo import gdal, gdal_array, osr
 
 from .errors import DamagedRasterError, RasterError
 from .footprint import FOOTPRINT_MAX_SIDE, footprint_from_mask
@@ -44,6 +44,10 @@ PIXEL_TYPES = ("Byte", "Int8", "UInt16", "Int16", "UInt32", "Int32", "UInt64", "
 # declares only the null one as no-data: every such value is no-data here, as NaN and infinities
 # are (they fail the comparison too).
 SPECIAL_PIXEL_MAGNITUDE = 1e30
+# An integer ISIS3 cube keeps the ends of its type for those pixels (ISIS's SpecialPixel.h): its
+# valid DNs lie between these. GDAL declares only the null as no-data, and its average would mix
+# a saturated pixel in as a DN at the type's end (the darkest, in a signed 16-bit cube).
+ISIS_VALID_DNS = {gdal.GDT_Byte: (1, 254), gdal.GDT_UInt16: (3, 65522), gdal.GDT_Int16: (-32752, 32767)}
 # An elevation model holds heights, which the network would read as brightness: HiRISE DTMs are
 # named DTEEC_, DTEED_, DTEPC_ or DTEPD_, other tools' carry DEM or DTM as a word of the name.
 ELEVATION_NAME = re.compile(r"^DTE[EP][CD]_|(^|[^A-Z0-9])(DEM|DTM)([^A-Z0-9]|$)", re.IGNORECASE)
@@ -433,6 +437,9 @@ class RasterSource:
             if nodata is not None:
                 band_valid &= data != nodata
             band_valid &= np.abs(data) < SPECIAL_PIXEL_MAGNITUDE
+            valid_dns = self._valid_dns(band)
+            if valid_dns is not None:
+                band_valid &= (data >= valid_dns[0]) & (data <= valid_dns[1])
             values = data if values is None else values + data
             valid = band_valid if valid is None else valid & band_valid
         values /= len(self.info.bands)
@@ -441,14 +448,20 @@ class RasterSource:
         values[~valid] = 0.0
         return values, valid
 
+    def _valid_dns(self, band) -> Optional[Tuple[int, int]]:
+        """The valid DNs of an integer ISIS3 cube's band (ISIS_VALID_DNS); None for any other file."""
+        return ISIS_VALID_DNS.get(band.DataType) if self._ds.GetDriver().ShortName == "ISIS3" else None
+
     def _read_band(self, band, window, out_width: int, out_height: int) -> np.ndarray:
         """A float32 window of one band; a file whose pixels GDAL cannot decode is a DamagedRasterError
         whether GDAL raises (the engine's mode) or returns None (QGIS's)."""
         factors = whole_shrink(window[2:], (out_width, out_height))
+        small = window[2] * window[3] <= MAX_AVERAGED_HERE_PIXELS
+        valid_dns = self._valid_dns(band)
         try:
             # asking for the overviews opens a VRT's sources: a lost one fails here first
-            averaged_here = factors is not None and window[2] * window[3] <= MAX_AVERAGED_HERE_PIXELS and averages_alike(band)
-            if averaged_here:
+            full_resolution = small and (valid_dns is not None or (factors is not None and averages_alike(band)))
+            if full_resolution:
                 data = band.ReadAsArray(*window)
             else:
                 data = band.ReadAsArray(*window, buf_xsize=out_width, buf_ysize=out_height, buf_type=gdal.GDT_Float32, resample_alg=RESAMPLING)
@@ -456,7 +469,17 @@ class RasterSource:
             raise damaged_raster_error(self._pixels_file(), str(exc)) from None
         if data is None:
             raise damaged_raster_error(self._pixels_file(), gdal.GetLastErrorMsg())
-        return block_mean(data, factors, band.GetNoDataValue()) if averaged_here else data
+        if not full_resolution:
+            return data
+        nodata = band.GetNoDataValue()
+        if valid_dns is not None:
+            nodata = valid_dns[0] - 1 if nodata is None else nodata  # read() refuses it either way
+            data[(data < valid_dns[0]) | (data > valid_dns[1])] = nodata
+        if factors is not None:
+            return block_mean(data, factors, nodata)
+        if data.shape == (out_height, out_width):
+            return data.astype(np.float32)
+        return averaged_by_gdal(data, nodata, out_width, out_height)
 
     def _pixels_file(self) -> str:
         """The file that holds the pixels: a detached label's data file (PDS3 .LBL and .IMG), else the raster's own path."""
@@ -502,6 +525,13 @@ def whole_shrink(size: Tuple[int, int], out_size: Tuple[int, int]) -> Optional[T
     both are whole and it shrinks at all."""
     factors = tuple(s // o if o and s % o == 0 else 0 for s, o in zip(size, out_size))
     return factors if all(factors) and factors != (1, 1) else None
+
+
+def averaged_by_gdal(data: np.ndarray, nodata: float, out_width: int, out_height: int) -> np.ndarray:
+    """GDAL's average of pixels already in memory, ``nodata`` left out: shrinks by factors that are not whole."""
+    pixels = gdal_array.OpenArray(data)
+    pixels.GetRasterBand(1).SetNoDataValue(nodata)
+    return pixels.GetRasterBand(1).ReadAsArray(buf_xsize=out_width, buf_ysize=out_height, buf_type=gdal.GDT_Float32, resample_alg=RESAMPLING)
 
 
 def averages_alike(band) -> bool:

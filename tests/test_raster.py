@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, gdal_array, ogr, osr
 
 from model import chunking, preprocess
 from model.errors import DamagedRasterError, NoValidChunksError, RasterError
@@ -653,6 +653,39 @@ def test_isis_special_pixels_of_a_float_image_are_no_data(tmp_path):
         assert np.allclose(data[valid], 0.12)
         data, valid = source.read(0, 0, 16, 16, 4, 4)
         assert valid.sum() >= 15 and np.allclose(data[valid], 0.12)
+
+
+@pytest.mark.parametrize("data_type, valid_dn, specials", [
+    ("Int16", 500, (-32767, -32766, -32765, -32764)),  # low and high saturation, representation and instrument
+    ("UInt16", 500, (1, 2, 65534, 65535)),
+    ("Byte", 120, (255,)),
+])
+def test_isis_special_pixels_of_an_integer_cube_are_no_data_and_never_averaged_in(tmp_path, data_type, valid_dn, specials):
+    """An integer ISIS3 cube keeps the ends of its type for null and saturated pixels; GDAL declares
+    only the null. Each is no-data at full resolution and is left out of the averages of a decimated
+    read, whole factors or not, instead of darkening (or brightening) the blocks it falls in."""
+    width = height = 48
+    values = np.full((height, width), valid_dn, dtype=gdal_array.GDALTypeCodeToNumericTypeCode(gdal.GetDataTypeByName(data_type)))
+    values[6:8, 6:8] = valid_dn + 40  # a bright spot the averages must keep
+    for index, special in enumerate(specials):
+        values[1 + 4 * index, 2] = special
+        values[20 + 2 * index, 30:34] = special
+    path = str(tmp_path / "cube.cub")
+    mem = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GetDataTypeByName(data_type))
+    mem.SetGeoTransform(helpers.default_geotransform(width, height))
+    mem.SetProjection(helpers.mars_equirectangular_wkt())
+    mem.GetRasterBand(1).WriteArray(values)
+    gdal.GetDriverByName("ISIS3").CreateCopy(path, mem)
+    mem = None
+    with RasterSource(path) as source:
+        data, valid = source.read(0, 0, width, height, width, height)
+        assert (~valid).sum() == len(specials) * 5
+        assert set(np.unique(data[valid])) == {valid_dn, valid_dn + 40}
+        for out_size in (12, 16, 10):  # factors 4 and 3 averaged here, 4.8 by GDAL from the pixels read
+            data, valid = source.read(0, 0, width, height, out_size, out_size)
+            assert valid.all()
+            assert data.min() >= valid_dn - 1e-3 and data.max() <= valid_dn + 40 + 1e-3
+            assert data.max() > valid_dn + 5  # the bright spot survives
 
 
 @pytest.mark.parametrize("width, height, refused", [(1, 1, "smaller"), (63, 63, "smaller"), (64, 1, "strip"), (1, 64, "strip"), (7, 640, "strip"),
