@@ -5,6 +5,7 @@ when a run fails."""
 import contextlib
 import os
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from typing import Iterable, List, Optional
 
@@ -12,6 +13,10 @@ from osgeo import gdal
 from qgis.core import QgsDataSourceUri, QgsProcessingException, QgsProviderRegistry, QgsVectorFileWriter
 
 from .engine import files, gdal_exceptions
+
+
+# How long a GeoPackage's lock may last before the output is refused: another program's brief write passes.
+LOCK_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,28 @@ def check_writable(destination: FileDestination) -> None:
         raise _cannot_write(destination, f"the folder {folder} is read-only")
     if os.path.exists(destination.path) and not os.access(destination.path, os.W_OK):
         raise _cannot_write(destination, "the file exists and is read-only")
+    if os.path.isfile(destination.path) and destination.path.lower().endswith(".gpkg") and _locked_by_another_program(destination.path):
+        raise _cannot_write(destination, "another program holds a write lock on that GeoPackage (unsaved changes in a database browser, another run writing it)",
+                            "Save or undo the changes there, or wait for that run, or choose another destination")
+
+
+def _locked_by_another_program(path: str) -> bool:
+    """Whether SQLite refuses this process a write transaction on the file for LOCK_WAIT_S: a lock
+    that QGIS's writer would otherwise meet only after the network has run (and then wait on)."""
+    try:
+        connection = sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None)
+    except sqlite3.Error:
+        return False  # not a database SQLite can open: the writer says what is wrong with it
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as exc:
+        return "locked" in str(exc)
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        connection.close()
 
 
 def _cannot_write(destination: FileDestination, why: str, fix: str = "Choose another destination") -> QgsProcessingException:

@@ -2,8 +2,11 @@
 GeoPackage tables, a plain GeoPackage replaced as QGIS always does, relative paths, destinations
 checked before the worker starts, an optional report, and no file beside the input raster."""
 
+import contextlib
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from osgeo import gdal, ogr
@@ -155,6 +158,47 @@ def test_unwritable_destinations_fail_before_the_worker_starts(tiny_model, scene
     assert done.stdout.count(message) == 1, done.stdout[-3000:]
     assert WORKER_STARTED not in done.stdout
     assert sorted(os.listdir(tmp_path)) == ["locked"] and not os.listdir(tmp_path / "locked")
+
+
+@contextlib.contextmanager
+def held_by_another_process(path, lock: str):
+    """Another process has ``path`` (a GeoPackage) open and has read it, inside an open "BEGIN EXCLUSIVE"
+    (a writer with changes not yet saved) or with no transaction ("", a viewer), until the block ends."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, sys\n"
+        f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+        + (f"c.execute({lock!r})\n" if lock else "") +
+        "c.execute('SELECT count(*) FROM gpkg_contents').fetchall()\n"
+        "print('held', flush=True)\n"
+        "sys.stdin.read()\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.communicate("", timeout=30)
+
+
+@pytest.mark.parametrize("table", ["", "chunks"])
+def test_a_geopackage_another_program_writes_is_refused_before_the_worker_starts_and_left_as_it_was(tiny_model, scene, tmp_path, table):
+    """QGIS's writer met the lock only after the network had run, waited, then failed; the output
+    is refused up front, whether the file is replaced or a table added to it. A program that only
+    shows it holds nothing back."""
+    target = tmp_path / "shared.gpkg"
+    before = helpers.generate_raster(tmp_path, name="before.tif", width=64, height=64)
+    assert qs.qgis_process("run", "native:polygonfromlayerextent", "--", f"INPUT={before.path}", f"OUTPUT={target}", timeout=240).returncode == 0
+    content = target.read_bytes()
+    destination = f"ogr:dbname='{target}' table=\"{table}\" (geom)" if table else str(target)
+    parameters = [f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", f"OUTPUT={destination}"]
+    with held_by_another_process(target, "BEGIN EXCLUSIVE"):
+        done = detect(*parameters, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert done.stdout.count(f"OUTPUT cannot be written to {target}: another program holds a write lock on that GeoPackage") == 1, done.stdout[-3000:]
+    assert "Save or undo the changes there, or wait for that run, or choose another destination; nothing was run or written." in done.stdout
+    assert WORKER_STARTED not in done.stdout and "Traceback" not in done.stdout
+    assert target.read_bytes() == content
+    with held_by_another_process(target, ""):
+        done = detect(*parameters, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
 
 
 # --- nothing beside the input -------------------------------------------------------------------
