@@ -436,10 +436,9 @@ class RasterSource:
             nodata = band.GetNoDataValue()
             if nodata is not None:
                 band_valid &= data != nodata
-            band_valid &= np.abs(data) < SPECIAL_PIXEL_MAGNITUDE
-            valid_dns = self._valid_dns(band)
-            if valid_dns is not None:
-                band_valid &= (data >= valid_dns[0]) & (data <= valid_dns[1])
+            special = self._special_pixels(band)
+            if special is not None:
+                band_valid &= ~special(data)
             values = data if values is None else values + data
             valid = band_valid if valid is None else valid & band_valid
         values /= len(self.info.bands)
@@ -448,19 +447,28 @@ class RasterSource:
         values[~valid] = 0.0
         return values, valid
 
-    def _valid_dns(self, band) -> Optional[Tuple[int, int]]:
-        """The valid DNs of an integer ISIS3 cube's band (ISIS_VALID_DNS); None for any other file."""
-        return ISIS_VALID_DNS.get(band.DataType) if self._ds.GetDriver().ShortName == "ISIS3" else None
+    def _special_pixels(self, band) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+        """The test for a band's special pixels (ISIS3's null and saturated values, NaN), which are
+        no-data and no average may mix in: every float band's, an integer ISIS3 cube's (ISIS_VALID_DNS);
+        None for any other band."""
+        if band.DataType in (gdal.GDT_Float32, gdal.GDT_Float64):
+            return lambda data: ~(np.abs(data) < SPECIAL_PIXEL_MAGNITUDE)
+        valid_dns = ISIS_VALID_DNS.get(band.DataType) if self._ds.GetDriver().ShortName == "ISIS3" else None
+        if valid_dns is None:
+            return None
+        low, high = valid_dns
+        return lambda data: (data < low) | (data > high)
 
     def _read_band(self, band, window, out_width: int, out_height: int) -> np.ndarray:
         """A float32 window of one band; a file whose pixels GDAL cannot decode is a DamagedRasterError
         whether GDAL raises (the engine's mode) or returns None (QGIS's)."""
         factors = whole_shrink(window[2:], (out_width, out_height))
         small = window[2] * window[3] <= MAX_AVERAGED_HERE_PIXELS
-        valid_dns = self._valid_dns(band)
+        special = self._special_pixels(band)
         try:
-            # asking for the overviews opens a VRT's sources: a lost one fails here first
-            full_resolution = small and (valid_dns is not None or (factors is not None and averages_alike(band)))
+            # asking for the overviews opens a VRT's sources: a lost one fails here first. Special pixels are
+            # left out before averaging; whole factors of integers are averaged here because it is faster.
+            full_resolution = small and (special is not None or (factors is not None and band.DataType in WHOLE_AVERAGE_TYPES)) and averaged_here(band)
             if full_resolution:
                 data = band.ReadAsArray(*window)
             else:
@@ -472,9 +480,13 @@ class RasterSource:
         if not full_resolution:
             return data
         nodata = band.GetNoDataValue()
-        if valid_dns is not None:
-            nodata = valid_dns[0] - 1 if nodata is None else nodata  # read() refuses it either way
-            data[(data < valid_dns[0]) | (data > valid_dns[1])] = nodata
+        if special is not None:
+            missing = special(data)
+            if nodata is not None:
+                missing |= data == nodata
+            # 0 is no-data to read() in every band; a float's special values are too large to take back out of a block's sum
+            data[missing] = 0
+            nodata = 0
         if factors is not None:
             return block_mean(data, factors, nodata)
         if data.shape == (out_height, out_width):
@@ -534,12 +546,11 @@ def averaged_by_gdal(data: np.ndarray, nodata: float, out_width: int, out_height
     return pixels.GetRasterBand(1).ReadAsArray(buf_xsize=out_width, buf_ysize=out_height, buf_type=gdal.GDT_Float32, resample_alg=RESAMPLING)
 
 
-def averages_alike(band) -> bool:
-    """Whether block_mean gives GDAL's average of this band: integer pixels, no overview or
-    JPEG2000 level for GDAL to read from instead (far cheaper than full resolution), and no mask
-    beyond the declared no-data, which GDAL's average would also honour."""
-    return (band.DataType in WHOLE_AVERAGE_TYPES and band.GetOverviewCount() == 0
-            and band.GetMaskFlags() in (gdal.GMF_ALL_VALID, gdal.GMF_NODATA))
+def averaged_here(band) -> bool:
+    """Whether the engine may read this band's windows at full resolution and average them itself,
+    as GDAL would: no overview or JPEG2000 level for GDAL to read from instead (far cheaper than full
+    resolution), and no mask beyond the declared no-data, which the engine leaves out as GDAL does."""
+    return band.GetOverviewCount() == 0 and band.GetMaskFlags() in (gdal.GMF_ALL_VALID, gdal.GMF_NODATA)
 
 
 def block_mean(data: np.ndarray, factors: Tuple[int, int], nodata: Optional[float]) -> np.ndarray:
