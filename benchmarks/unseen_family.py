@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 import default_model as recipe  # noqa: E402
 from model import calibration, metrics, modelfile  # noqa: E402
+from model.preprocess import DEFAULT_NORMALISATION  # noqa: E402
 from model.trainingdata.examples import to_input  # noqa: E402
 from unseen import cap_remnants  # noqa: E402
 from unseen import frost_lobes  # noqa: E402
@@ -41,25 +42,35 @@ SIZE_BINS = ((0, 10), (10, 40), (40, 80), (80, 400))
 CONTRAST_BINS = recipe.CONTRAST_BINS
 # The draw of the examples and their bootstrap: the model card's rows and adaptation.py's use it.
 SEED = 101
+# The stretch detect gives a chunk (model.preprocess): the ice's rise is measured on the crop's own.
+STRETCH_PERCENTILES = (DEFAULT_NORMALISATION["low_percentile"], DEFAULT_NORMALISATION["high_percentile"])
+
+
+def ice_rise(plain: np.ndarray, icy: np.ndarray) -> float:
+    """How much the drawn ice brightens its brightest pixels (the 99.9th percentile of the change), as a
+    share of the crop's own stretch: what the network can see of it, however the family meant it to look.
+    A family's nominal contrast can promise more than a soft, partial blend delivers."""
+    low, high = np.percentile(plain[plain > 0], STRETCH_PERCENTILES)
+    return float(np.clip(np.percentile(icy - plain, 99.9) / max(high - low, 1e-6), 0.0, 0.999))
 
 
 def build_examples(tiles, seed: int, draw=frost_lobes.draw):
     """Every usable held-out crop as it is (label 0) and, where the family finds room, with its ice (label 1),
     at crop scale: (pictures, labels, observations, landforms, largest patch px, its contrast, the index of
-    the crop as it is that each example was drawn on)."""
+    the crop as it is that each example was drawn on, the ice's rise in the crop's stretch)."""
     rng = np.random.default_rng(seed)
-    pictures, labels, groups, landforms, sizes, contrasts, own_crop = [], [], [], [], [], [], []
+    pictures, labels, groups, landforms, sizes, contrasts, own_crop, rises = [], [], [], [], [], [], [], []
     for tile in tiles:
         image = tile["image"]
         if not (image > 0).all():
             continue  # image-edge crops: their no-data would be drawn on
-        rows = [(image, 0, math.nan, math.nan)]
+        rows = [(image, 0, math.nan, math.nan, math.nan)]
         drawn = draw(image, rng)
         if drawn is not None:
             frosted, patches = drawn
-            rows.append((frosted, 1, max(s for s, _ in patches), max(c for _, c in patches)))
+            rows.append((frosted, 1, max(s for s, _ in patches), max(c for _, c in patches), ice_rise(image, frosted)))
         plain = len(pictures)
-        for picture, label, size, contrast in rows:
+        for picture, label, size, contrast, rise in rows:
             own_crop.append(plain)
             pictures.append(picture)
             labels.append(label)
@@ -67,7 +78,9 @@ def build_examples(tiles, seed: int, draw=frost_lobes.draw):
             landforms.append(tile["landform"])
             sizes.append(size)
             contrasts.append(contrast)
-    return pictures, np.array(labels), np.array(groups), np.array(landforms), np.array(sizes), np.array(contrasts), np.array(own_crop)
+            rises.append(rise)
+    return (pictures, np.array(labels), np.array(groups), np.array(landforms), np.array(sizes), np.array(contrasts), np.array(own_crop),
+            np.array(rises))
 
 
 def logits(network, meta, examples, mirror: bool = False, layer: str = "logit") -> np.ndarray:
@@ -100,7 +113,7 @@ def score_mean(paths, examples, seed: int) -> dict:
 
 def _measured(name: str, probabilities, examples, seed: int) -> dict:
     """probabilities(mirror): the examples' probabilities, with detect's mirror or without."""
-    _pictures, labels, groups, landforms, sizes, contrasts, own_crop = examples
+    _pictures, labels, groups, landforms, sizes, contrasts, own_crop, rises = examples
     row = {"model": name}
     ice_free_real = (labels == 0) & ~np.isin(landforms, recipe.HARD_LANDFORMS)
     for scoring, mirror in (("as it is", False), ("with the mirror (detect's default)", True)):
@@ -112,18 +125,25 @@ def _measured(name: str, probabilities, examples, seed: int) -> dict:
             inside = icy & (sizes >= lo) & (sizes < hi)
             by_size[f"{lo}-{hi} px"] = {"count": int(inside.sum()), "recall": float((p[inside] >= 0.5).mean()) if inside.any() else math.nan,
                                         "median_probability": float(np.median(p[inside])) if inside.any() else math.nan}
-        # Each bin's icy crops against every ice-free one: is faint ice what the model misses?
-        by_contrast = recipe.auc_by_contrast(p, labels, icy, contrasts)
-        for (lo, hi), band in zip(CONTRAST_BINS, by_contrast.values()):
-            inside = icy & (contrasts >= lo) & (contrasts < hi)
-            band["recall"] = float((p[inside] >= 0.5).mean()) if inside.any() else math.nan
+        # Each bin's icy crops against every ice-free one: is faint ice what the model misses? By the contrast
+        # the family meant, and by how much its ice shows in the crop's stretch.
+        by_contrast, by_rise = (_by_bins(p, labels, icy, values) for values in (contrasts, rises))
         row[scoring] = {"roc_auc": metrics.roc_auc(p, labels), "interval": interval, "recall": float((p[icy] >= 0.5).mean()),
                      "fpr_real_terrain": float((p[ice_free_real] >= 0.5).mean()),
                      "fpr_hard_landforms": {landform: float((p[(labels == 0) & (landforms == landform)] >= 0.5).mean())
                                             for landform in recipe.HARD_LANDFORMS if ((labels == 0) & (landforms == landform)).any()},
                      "ece": calibration.expected_calibration_error(p, labels), "by_size": by_size,
-                     "by_contrast": by_contrast, "own_crop": _against_own_crop(p, icy, own_crop)}
+                     "by_contrast": by_contrast, "by_rise": by_rise, "own_crop": _against_own_crop(p, icy, own_crop)}
     return row
+
+
+def _by_bins(p, labels, icy, values) -> dict:
+    """ROC AUC and recall of the icy crops in each of CONTRAST_BINS of ``values``, against every crop as it is."""
+    bins = recipe.auc_by_contrast(p, labels, icy, values)
+    for (lo, hi), band in zip(CONTRAST_BINS, bins.values()):
+        inside = icy & (values >= lo) & (values < hi)
+        band["recall"] = float((p[inside] >= 0.5).mean()) if inside.any() else math.nan
+    return bins
 
 
 def _against_own_crop(p, icy, own_crop) -> dict:
@@ -170,16 +190,17 @@ def main():
                   handle, indent=1, default=float)
     print("| model | scored | ROC AUC (95 % interval) | recall at 0.5 | real ice-free terrain called icy | hard landforms called icy | ECE | recall / median p: " +
           " / ".join(f"{lo}-{hi} px" for lo, hi in SIZE_BINS) + " | ROC AUC / recall by contrast: " + " / ".join(f"{lo}-{hi}" for lo, hi in CONTRAST_BINS) +
+          " | ROC AUC / recall by the ice's rise in the crop's stretch (same bins)" +
           " | icy crops above their own crop as it is / median lift / spread of the crops as they are (log-odds) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         for name in ("as it is", "with the mirror (detect's default)"):
             r = row[name]
             sizes = " / ".join(f"{b['recall']:.2f} {b['median_probability']:.2f} ({b['count']})" for b in r["by_size"].values())
-            contrasts = " / ".join(f"{b['roc_auc']:.3f} {b['recall']:.2f} ({b['count']})" for b in r["by_contrast"].values())
+            contrasts, rises = (" / ".join(f"{b['roc_auc']:.3f} {b['recall']:.2f} ({b['count']})" for b in r[bins].values()) for bins in ("by_contrast", "by_rise"))
             hard = ", ".join(f"{k} {100 * v:.0f} %" for k, v in r["fpr_hard_landforms"].items())
             print(f"| {row['model']} | {name} | {r['roc_auc']:.3f} ({r['interval']['low']:.3f}-{r['interval']['high']:.3f}) | {r['recall']:.2f} | "
-                  f"{100 * r['fpr_real_terrain']:.1f} % | {hard} | {r['ece']:.3f} | {sizes} | {contrasts} | "
+                  f"{100 * r['fpr_real_terrain']:.1f} % | {hard} | {r['ece']:.3f} | {sizes} | {contrasts} | {rises} | "
                   f"{100 * r['own_crop']['raised']:.0f} % / {r['own_crop']['median_lift']:.2f} / {r['own_crop']['spread_as_they_are']:.2f} |")
 
 

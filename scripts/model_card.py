@@ -155,12 +155,12 @@ def unseen_section(meta: Dict, unseen: List[Dict] = None) -> str:
             sizes = " / ".join(f"{b['recall']:.2f}" for b in r["by_size"].values() if b["count"])
             bins = " / ".join(k for k, b in r["by_size"].items() if b["count"])
             lines.append(f"| {family} | {name} | {r['roc_auc']:.3f} ({r['interval']['low']:.3f}-{r['interval']['high']:.3f}) | {r['recall']:.2f} | "
-                         f"{sizes} ({bins}) | {_by_contrast(r)} | {r['fpr_real_terrain']:.3f} |")
+                         f"{sizes} ({bins}) | {_by_contrast(r)} | {_by_contrast(r, 'by_rise')} | {r['fpr_real_terrain']:.3f} |")
     return f"""The shipped weights on ice drawn ways no model here trained on (`benchmarks/unseen_family.py --family NAME`):
 {chr(10).join(described)}
 
-| family | scored | ROC AUC (95 % interval) | recall at p >= 0.5 | recall by patch size | ROC AUC by the patch's contrast | FPR real ice-free terrain |
-| --- | --- | --- | --- | --- | --- | --- |
+| family | scored | ROC AUC (95 % interval) | recall at p >= 0.5 | recall by patch size | ROC AUC by the patch's contrast | ROC AUC by the ice's rise in the crop's stretch | FPR real ice-free terrain |
+| --- | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(lines)}
 
 {CONTRAST_NOTE}
@@ -171,7 +171,9 @@ def unseen_section(meta: Dict, unseen: List[Dict] = None) -> str:
 # How to read the contrast column (benchmarks/unseen_family.py's CONTRAST_BINS).
 CONTRAST_NOTE = ("The contrast is the largest patch's brightness above its surroundings as the family drew it, on the 0-1 stretch "
                  "(frost lobes: the brightness their blend aims at, which their soft, partial blend reaches only in part); each bin's "
-                 "icy crops are ranked against every crop as it is. Below 0.1 a patch is faint even to the eye.")
+                 "icy crops are ranked against every crop as it is. Below 0.1 a patch is faint even to the eye. The rise is what the "
+                 "drawing delivered: how much the ice brightened its brightest pixels (the 99.9th percentile of the change) as a share "
+                 "of the crop's own stretch, in the same bins; ice that rises 0.4 or more is plain to the eye.")
 
 
 # How to read the in-family contrast column (scripts/default_model.py's by_contrast).
@@ -181,9 +183,10 @@ IN_FAMILY_CONTRAST_NOTE = ("The contrast here is the largest patch's brightness 
                            "faintness and the look of ice drawn another way are two separate gaps in the table above.")
 
 
-def _by_contrast(row: Dict) -> str:
-    """ROC AUC per contrast bin, as 'auc / auc (bins)'; measurements made before the bins: a dash."""
-    bins = {k: b for k, b in (row.get("by_contrast") or {}).items() if b["count"]}
+def _by_contrast(row: Dict, key: str = "by_contrast") -> str:
+    """ROC AUC per bin of ``key`` (the contrast, or the ice's rise), as 'auc / auc (bins)'; measurements made
+    before those bins: a dash."""
+    bins = {k: b for k, b in (row.get(key) or {}).items() if b["count"]}
     if not bins:
         return "-"
     return " / ".join(f"{b['roc_auc']:.2f}" for b in bins.values()) + " (" + " / ".join(bins) + ")"

@@ -90,8 +90,10 @@ def test_card_heads_its_transfer_section_with_its_own_rows_of_the_unseen_familie
                                                 {"model": "DESCRIBED", "as it is": scored, "with the mirror (detect's default)": dict(scored, roc_auc=0.6234)}]}
     by_contrast = {"0.0-0.1": {"count": 2, "recall": 0.0, "roc_auc": 0.5312}, "0.1-0.2": {"count": 0, "recall": None, "roc_auc": None},
                    "0.4-1.0": {"count": 5, "recall": 0.4, "roc_auc": 0.8871}}
+    by_rise = {"0.0-0.1": {"count": 0, "recall": None, "roc_auc": None}, "0.2-0.4": {"count": 3, "recall": 0.3, "roc_auc": 0.6411},
+               "0.4-1.0": {"count": 4, "recall": 0.5, "roc_auc": 0.7022}}
     lee = {"family": "lee frost", "icy": 7, "ice_free": 9,
-           "rows": [{"model": "DESCRIBED", "as it is": dict(scored, roc_auc=0.7771, by_contrast=by_contrast),
+           "rows": [{"model": "DESCRIBED", "as it is": dict(scored, roc_auc=0.7771, by_contrast=by_contrast, by_rise=by_rise),
                      "with the mirror (detect's default)": dict(scored, roc_auc=0.7882)}]}
     path = tmp_path / "unseen.json"
     code = ("import json, sys; sys.path.insert(0, 'scripts'); import model_card; from model import modelfile; "
@@ -103,9 +105,9 @@ def test_card_heads_its_transfer_section_with_its_own_rows_of_the_unseen_familie
     assert done.returncode == 0, done.stderr[-3000:]
     transfer = done.stdout.split("## How well it transfers")[1].split("## The shipped model")[0]
     assert "**frost lobes** (8 crops of the held-out observations with it drawn, against 9 as they are)" in transfer
-    assert transfer.index("| lee frost | as it is | 0.777 (") < transfer.index("| frost lobes | as it is | 0.612 (0.550-0.660) | 0.10 | 0.00 / 0.20 (0-10 px / 10-40 px) | - | 0.020 |")
-    # Each contrast bin's AUC where the measurement has it, empty bins left out.
-    assert "| 0.00 / 0.20 (0-10 px / 10-40 px) | 0.53 / 0.89 (0.0-0.1 / 0.4-1.0) | 0.020 |" in transfer
+    assert transfer.index("| lee frost | as it is | 0.777 (") < transfer.index("| frost lobes | as it is | 0.612 (0.550-0.660) | 0.10 | 0.00 / 0.20 (0-10 px / 10-40 px) | - | - | 0.020 |")
+    # Each contrast bin's and rise bin's AUC where the measurement has them, empty bins left out.
+    assert "| 0.00 / 0.20 (0-10 px / 10-40 px) | 0.53 / 0.89 (0.0-0.1 / 0.4-1.0) | 0.64 / 0.70 (0.2-0.4 / 0.4-1.0) | 0.020 |" in transfer
     assert "| frost lobes | with the mirror (detect's default) | 0.623 (" in transfer and "0.400" not in transfer
     assert "Worst held-out family, those above included: ROC AUC 0.612" in transfer
 
@@ -121,18 +123,25 @@ def test_unseen_family_measures_each_scoring_apart_and_writes_json(worker_python
         "groups = np.array([f'obs{i % 6}' for i in range(n)]); landforms = np.array(['other'] * n)\n"
         "p = {False: np.clip(0.3 * labels + rng.uniform(0, 0.7, n), 0, 1), True: np.clip(0.2 * labels + rng.uniform(0, 0.8, n), 0, 1)}\n"
         "own = np.where(labels == 1, np.arange(n) - 1, np.arange(n))\n"
-        "row = u._measured('m', lambda mirror: p[mirror], ([None] * n, labels, groups, landforms, sizes, contrasts, own), 1)\n"
+        "rises = np.where(labels == 1, rng.uniform(0.0, 0.99, n), math.nan)\n"
+        "row = u._measured('m', lambda mirror: p[mirror], ([None] * n, labels, groups, landforms, sizes, contrasts, own, rises), 1)\n"
+        "plain = np.tile(np.linspace(0.2, 0.6, 50, dtype=np.float32), (50, 1)); icy = plain.copy(); icy[20:30, 20:30] += 0.1\n"
+        "row['rise'] = u.ice_rise(plain, icy)\n"
         "print(json.dumps(row))"
     )
     done = subprocess.run([worker_python, "-c", code], cwd=str(repo_root), env=helpers.worker_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     row = json.loads(done.stdout.strip().splitlines()[-1])
+    # 100 pixels brightened by 0.1 on a crop stretched over 0.394 (its 1st to 99.5th percentile): a rise of 0.254
+    assert abs(row.pop("rise") - 0.1 / 0.394) < 0.01
     assert sorted(row) == ["as it is", "model", "with the mirror (detect's default)"]
     plain, mirrored = row["as it is"], row["with the mirror (detect's default)"]
     assert plain["roc_auc"] != mirrored["roc_auc"]
     for scoring in (plain, mirrored):
-        assert sorted(scoring["by_contrast"]) == ["0.0-0.1", "0.1-0.2", "0.2-0.4", "0.4-1.0"]
-        assert all(sorted(band) == ["count", "recall", "roc_auc"] for band in scoring["by_contrast"].values())
+        for bins in ("by_contrast", "by_rise"):
+            assert sorted(scoring[bins]) == ["0.0-0.1", "0.1-0.2", "0.2-0.4", "0.4-1.0"]
+            assert all(sorted(band) == ["count", "recall", "roc_auc"] for band in scoring[bins].values())
+            assert sum(band["count"] for band in scoring[bins].values()) == 30  # every icy crop in a bin
     # each icy crop against its own crop as it is: the plain scoring adds more to the icy ones (0.3 against 0.2)
     assert plain["own_crop"]["raised"] > mirrored["own_crop"]["raised"] and 0 < plain["own_crop"]["median_lift"]
 
