@@ -41,13 +41,22 @@ MAX_AVERAGED_HERE_PIXELS = 4096 * 4096
 # on its own. Complex values are not an image of the ground at all.
 PIXEL_TYPES = ("Byte", "Int8", "UInt16", "Int16", "UInt32", "Int32", "UInt64", "Int64", "Float32", "Float64")
 # ISIS3 marks null and saturated pixels of a float cube with values next to -3.4e38, and GDAL
-# declares only the null one as no-data: every such value is no-data here, as NaN and infinities
-# are (they fail the comparison too).
+# declares only the null one as no-data: every such value is special here, as NaN and infinities
+# are (they fail the comparison too); saturated ones are read for what they mean (ISIS_SATURATED).
 SPECIAL_PIXEL_MAGNITUDE = 1e30
 # An integer ISIS3 cube keeps the ends of its type for those pixels (ISIS's SpecialPixel.h): its
-# valid DNs lie between these. GDAL declares only the null as no-data, and its average would mix
-# a saturated pixel in as a DN at the type's end (the darkest, in a signed 16-bit cube).
+# valid DNs lie between these. GDAL declares only the null as no-data; read as they are, the
+# others would be DNs at the type's end (a saturated pixel of a signed cube the darkest of all).
 ISIS_VALID_DNS = {gdal.GDT_Byte: (1, 254), gdal.GDT_UInt16: (3, 65522), gdal.GDT_Int16: (-32752, 32767)}
+# Which of those special values mean saturated, (low, high) by pixel type (float32: 0xFF7FFFFC-0xFF7FFFFF).
+# A saturated pixel was measured beyond the sensor's range, not lost: bright ice saturates itself. So it
+# reads as the darkest or brightest measured pixel of its window, where the null is no-data.
+ISIS_SATURATED = {
+    gdal.GDT_Byte: ((), (255,)),
+    gdal.GDT_UInt16: ((1, 2), (65534, 65535)),
+    gdal.GDT_Int16: ((-32767, -32766), (-32765, -32764)),
+    gdal.GDT_Float32: ((-3.4028228579130005e38, -3.4028230607370965e38), (-3.4028232635611926e38, -3.4028234663852886e38)),
+}
 # An elevation model holds heights, which the network would read as brightness: HiRISE DTMs are
 # named DTEEC_, DTEED_, DTEPC_ or DTEPD_, other tools' carry DEM or DTM as a word of the name.
 ELEVATION_NAME = re.compile(r"^DTE[EP][CD]_|(^|[^A-Z0-9])(DEM|DTM)([^A-Z0-9]|$)", re.IGNORECASE)
@@ -459,6 +468,11 @@ class RasterSource:
         low, high = valid_dns
         return lambda data: (data < low) | (data > high)
 
+    def _isis_cube_without_overviews(self, band) -> bool:
+        """An ISIS3 cube's mask band is its special pixels, which the engine reads for what they mean (GDAL's
+        average would leave a saturated pixel out, as if nothing had been measured there)."""
+        return self._ds.GetDriver().ShortName == "ISIS3" and band.GetOverviewCount() == 0
+
     def _read_band(self, band, window, out_width: int, out_height: int) -> np.ndarray:
         """A float32 window of one band; a file whose pixels GDAL cannot decode is a DamagedRasterError
         whether GDAL raises (the engine's mode) or returns None (QGIS's)."""
@@ -468,7 +482,8 @@ class RasterSource:
         try:
             # asking for the overviews opens a VRT's sources: a lost one fails here first. Special pixels are
             # left out before averaging; whole factors of integers are averaged here because it is faster.
-            full_resolution = small and (special is not None or (factors is not None and band.DataType in WHOLE_AVERAGE_TYPES)) and averaged_here(band)
+            full_resolution = (small and (special is not None or (factors is not None and band.DataType in WHOLE_AVERAGE_TYPES))
+                               and (averaged_here(band) or self._isis_cube_without_overviews(band)))
             if full_resolution:
                 data = band.ReadAsArray(*window)
             else:
@@ -484,6 +499,11 @@ class RasterSource:
             missing = special(data)
             if nodata is not None:
                 missing |= data == nodata
+            low, high = (np.isin(data, np.array(values, data.dtype)) for values in ISIS_SATURATED.get(band.DataType, ((), ())))
+            measured = ~missing
+            if (low.any() or high.any()) and measured.any():
+                data[low], data[high] = data[measured].min(), data[measured].max()
+                missing &= ~(low | high)
             # 0 is no-data to read() in every band; a float's special values are too large to take back out of a block's sum
             data[missing] = 0
             nodata = 0

@@ -179,13 +179,18 @@ def test_an_elevation_model_is_refused_before_the_worker(tiny_model, tmp_path):
 
 def test_an_isis_float_cube_of_i_over_f_scores_as_its_dns_do(tiny_model, tmp_path):
     """An image processed in ISIS3 holds I/F as 32-bit floats, with its null and saturated pixels
-    next to -3.4e38: read as they are, its chunks score as the DNs they came from."""
-    dns = helpers.generate_raster(tmp_path, name="dns.tif", width=256, height=256, icy_chunk_size=CHUNK, icy_pattern=lambda r, c: (r + c) % 2 == 0)
-    i_over_f = helpers.isis_i_over_f(dns.bands[0])
+    next to -3.4e38: read as they are, its chunks score as the DNs they came from, a saturated pixel
+    as the brightest DN measured in its chunk."""
+    scene = helpers.generate_raster(tmp_path, name="scene.tif", width=256, height=256, icy_chunk_size=CHUNK, icy_pattern=lambda r, c: (r + c) % 2 == 0)
+    i_over_f = helpers.isis_i_over_f(scene.bands[0])
     i_over_f[:3, :3] = helpers.ISIS_HIGH_INSTRUMENT_SATURATION
-    cube = helpers.write_geotiff(tmp_path / "ESP_000000_0000_RED.cal.tif", [i_over_f], "Float32", dns.geotransform, dns.crs_wkt, nodata=helpers.ISIS_NULL)
+    cube = helpers.write_geotiff(tmp_path / "ESP_000000_0000_RED.cal.tif", [i_over_f], "Float32", scene.geotransform, scene.crs_wkt, nodata=helpers.ISIS_NULL)
+    dns = scene.bands[0].copy()
+    first_chunk = dns[:CHUNK, :CHUNK]
+    dns[:3, :3] = first_chunk[first_chunk > 0].max()
+    dns_path = helpers.write_geotiff(tmp_path / "dns.tif", [dns], "UInt16", scene.geotransform, scene.crs_wkt, nodata=0)
     results = {}
-    for name, raster in (("dns", dns.path), ("i_over_f", cube)):
+    for name, raster in (("dns", dns_path), ("i_over_f", cube)):
         folder = tmp_path / name
         folder.mkdir()
         done, out_folder = run_detect(tiny_model, raster, folder)

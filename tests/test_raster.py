@@ -641,10 +641,12 @@ def test_an_elevation_model_is_refused_and_a_float_image_read(tmp_path, name, da
         RasterSource(path).close()
 
 
-def test_isis_special_pixels_of_a_float_image_are_no_data(tmp_path):
-    """ISIS3 marks null and saturated pixels next to -3.4e38 and GDAL declares only the null one: all
-    are no-data, at full resolution and where a decimated read averages them in."""
+def test_isis_special_pixels_of_a_float_image_are_read_for_what_they_mean(tmp_path):
+    """ISIS3 marks null and saturated pixels next to -3.4e38 and GDAL declares only the null one: the
+    null and NaN are no-data, a saturated pixel reads as the brightest measured pixel of its window,
+    and none is averaged into a decimated read."""
     values = np.full((16, 16), 0.12, np.float32)
+    values[12, 12] = 0.3  # the brightest measured pixel
     values[0, 0] = helpers.ISIS_NULL  # the declared no-data
     values[0, 5] = helpers.ISIS_HIGH_INSTRUMENT_SATURATION
     values[9, 9] = np.nan
@@ -652,28 +654,30 @@ def test_isis_special_pixels_of_a_float_image_are_no_data(tmp_path):
                                  helpers.mars_equirectangular_wkt(), nodata=helpers.ISIS_NULL)
     with RasterSource(path) as source:
         data, valid = source.read(0, 0, 16, 16, 16, 16)
-        assert (~valid).sum() == 3 and not valid[0, 0] and not valid[0, 5] and not valid[9, 9]
-        assert np.allclose(data[valid], 0.12)
+        assert (~valid).sum() == 2 and not valid[0, 0] and not valid[9, 9]
+        assert data[0, 5] == np.float32(0.3) and data[12, 12] == np.float32(0.3)
+        assert np.allclose(data[valid & (data < 0.2)], 0.12) and (valid & (data < 0.2)).sum() == 16 * 16 - 4
         for out_size in (4, 5):  # whole factors, and GDAL's average of the pixels read: never a special one averaged in
             data, valid = source.read(0, 0, 16, 16, out_size, out_size)
-            assert valid.all() and np.allclose(data, 0.12)
+            assert valid.all() and data.min() == pytest.approx(0.12) and data.max() < 0.3
 
 
-@pytest.mark.parametrize("data_type, valid_dn, specials", [
-    ("Int16", 500, (-32767, -32766, -32765, -32764)),  # low and high saturation, representation and instrument
-    ("UInt16", 500, (1, 2, 65534, 65535)),
-    ("Byte", 120, (255,)),
+@pytest.mark.parametrize("data_type, base, null, low, high", [
+    ("Int16", 500, -32768, (-32767, -32766), (-32765, -32764)),  # representation and instrument saturation
+    ("UInt16", 500, 0, (1, 2), (65534, 65535)),
+    ("Byte", 120, 0, (), (255,)),
 ])
-def test_isis_special_pixels_of_an_integer_cube_are_no_data_and_never_averaged_in(tmp_path, data_type, valid_dn, specials):
-    """An integer ISIS3 cube keeps the ends of its type for null and saturated pixels; GDAL declares
-    only the null. Each is no-data at full resolution and is left out of the averages of a decimated
-    read, whole factors or not, instead of darkening (or brightening) the blocks it falls in."""
+def test_isis_special_pixels_of_an_integer_cube_are_read_for_what_they_mean(tmp_path, data_type, base, null, low, high):
+    """An integer ISIS3 cube keeps the ends of its type for its special pixels; GDAL declares only the
+    null. The null is no-data; a saturated pixel was measured beyond the sensor's range, so it reads as
+    the darkest or brightest measured pixel of its window. None is averaged in as a DN at the type's end
+    (before: a saturated pixel of a signed cube read as the darkest DN there is)."""
     width = height = 48
-    values = np.full((height, width), valid_dn, dtype=gdal_array.GDALTypeCodeToNumericTypeCode(gdal.GetDataTypeByName(data_type)))
-    values[6:8, 6:8] = valid_dn + 40  # a bright spot the averages must keep
-    for index, special in enumerate(specials):
-        values[1 + 4 * index, 2] = special
-        values[20 + 2 * index, 30:34] = special
+    values = np.full((height, width), base, dtype=gdal_array.GDALTypeCodeToNumericTypeCode(gdal.GetDataTypeByName(data_type)))
+    values[6:8, 6:8] = base + 40  # the brightest measured pixels
+    values[1, 2] = values[30:34, 2] = null
+    for index, special in enumerate(low + high):
+        values[12 + 2 * index, 20:24] = special
     path = str(tmp_path / "cube.cub")
     mem = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GetDataTypeByName(data_type))
     mem.SetGeoTransform(helpers.default_geotransform(width, height))
@@ -683,13 +687,15 @@ def test_isis_special_pixels_of_an_integer_cube_are_no_data_and_never_averaged_i
     mem = None
     with RasterSource(path) as source:
         data, valid = source.read(0, 0, width, height, width, height)
-        assert (~valid).sum() == len(specials) * 5
-        assert set(np.unique(data[valid])) == {valid_dn, valid_dn + 40}
+        assert (~valid).sum() == 5 and not valid[1, 2] and not valid[30:34, 2].any()
+        assert np.isin(values, low).sum() == 0 or (data[np.isin(values, low)] == base).all()
+        assert (data[np.isin(values, high)] == base + 40).all()
         for out_size in (12, 16, 10):  # factors 4 and 3 averaged here, 4.8 by GDAL from the pixels read
             data, valid = source.read(0, 0, width, height, out_size, out_size)
             assert valid.all()
-            assert data.min() >= valid_dn - 1e-3 and data.max() <= valid_dn + 40 + 1e-3
-            assert data.max() > valid_dn + 5  # the bright spot survives
+            assert data.min() >= base - 1e-3 and data.max() <= base + 40 + 1e-3
+        data, valid = source.read(0, 0, width, height, 12, 12)
+        assert data[(12 + 2 * len(low)) // 4, 5] > base + 5  # the first high-saturated run, read bright
 
 
 @pytest.mark.parametrize("width, height, refused", [(1, 1, "smaller"), (63, 63, "smaller"), (64, 1, "strip"), (1, 64, "strip"), (7, 640, "strip"),
