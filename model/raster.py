@@ -481,7 +481,7 @@ class RasterSource:
         special = self._special_pixels(band)
         try:
             # asking for the overviews opens a VRT's sources: a lost one fails here first. Special pixels are
-            # left out before averaging; whole factors of integers are averaged here because it is faster.
+            # read for what they mean before averaging; whole factors of integers are averaged here, faster.
             full_resolution = (small and (special is not None or (factors is not None and band.DataType in WHOLE_AVERAGE_TYPES))
                                and (averaged_here(band) or self._isis_cube_without_overviews(band)))
             if full_resolution:
