@@ -499,13 +499,15 @@ class RasterSource:
             missing = special(data)
             if nodata is not None:
                 missing |= data == nodata
-            low, high = (np.isin(data, np.array(values, data.dtype)) for values in ISIS_SATURATED.get(band.DataType, ((), ())))
-            measured = ~missing
-            if (low.any() or high.any()) and measured.any():
-                data[low], data[high] = data[measured].min(), data[measured].max()
-                missing &= ~(low | high)
-            # 0 is no-data to read() in every band; a float's special values are too large to take back out of a block's sum
-            data[missing] = 0
+            if missing.any():  # saturation is looked for among the special pixels alone: most windows have none
+                found = data[missing]
+                low, high = (np.isin(found, np.array(values, data.dtype)) for values in ISIS_SATURATED.get(band.DataType, ((), ())))
+                # 0 is no-data to read() in every band; a float's special values are too large to take back out of a block's sum
+                filled = np.zeros_like(found)
+                if (low.any() or high.any()) and not missing.all():
+                    measured = data[~missing]
+                    filled[low], filled[high] = measured.min(), measured.max()
+                data[missing] = filled
             nodata = 0
         if factors is not None:
             return block_mean(data, factors, nodata)
