@@ -14,7 +14,7 @@ from .errors import RasterError
 from .footprint import ValidityMosaic
 from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, grid_shape
 from .preprocess import valid_fractions
-from .raster import RasterSource, read_in_order
+from .raster import VIEW_DOMAIN, RasterSource, read_in_order
 
 # The paper keeps chunks whose centre holds image data. Isolated DN-0 pixels inside the
 # footprint (8-bit stretched products clip deep shadow to 0) must not drop a chunk, hence 0.95.
@@ -85,16 +85,21 @@ CHUNK_SIDECARS = (".msk", ".aux.xml")
 
 
 def export_chunk(source_path: str, window: ChunkWindow, folder: str, image_id: str) -> str:
-    """The chunk at full resolution as a georeferenced GeoTIFF, for labelling in other tools."""
+    """The chunk at full resolution as a georeferenced GeoTIFF, for labelling in other tools; from a
+    north-up view (raster.north_up_view), in the pixel type of the file it views."""
     path = os.path.join(folder, f"{image_id}_r{window.row:03d}_c{window.col:03d}.tif")
     partial = files.prepare(path)
+    source = gdal.Open(source_path)
+    viewed_type = source.GetMetadataItem("SOURCE_TYPE", VIEW_DOMAIN)
     gdal.Translate(
         partial,
-        source_path,
+        source,
         srcWin=[window.x_off, window.y_off, window.width, window.height],
         format="GTiff",
+        outputType=gdal.GetDataTypeByName(viewed_type) if viewed_type else gdal.GDT_Unknown,
         creationOptions=["COMPRESS=DEFLATE", "TILED=YES"],
     )
+    source = None
     files.commit(partial, path)
     # GDAL may write sidecars beside the temporary name: they belong to the chunk, under its name.
     for sidecar in CHUNK_SIDECARS:

@@ -9,6 +9,7 @@ import pytest
 from osgeo import gdal, ogr, osr
 
 import helpers
+from model import raster
 import qgis_support as qs
 
 REAL_CUBES = [
@@ -160,9 +161,13 @@ def test_a_south_up_raster_is_chunked_as_detect_reads_it_north_up(qgis_app, make
     x0, pixel, _, y0, _, _ = north_up.geotransform
     flipped = helpers.write_geotiff(tmp_path / "raster_south_up.tif", gdal.Open(north_up.path).ReadAsArray()[::-1], "UInt16",
                                     (x0, pixel, 0.0, y0 - 200 * pixel, 0.0, pixel), north_up.crs_wkt)
-    results, table = run_chunk(flipped, tmp_path / "grid.gpkg")
+    results, table = run_chunk(flipped, tmp_path / "grid.gpkg", EXPORT_FOLDER=str(tmp_path / "chunks"))
     assert windows_of(table) == qs.expected_grid(300, 200, 64) and results["CHUNKS"] == 20
     check_grid_layer(table, north_up.path, "raster_south_up")
+    # exported from the view as the file's own UInt16 pixels, and with none of the view's own metadata
+    check_exported_chunks(tmp_path / "chunks", north_up.path, table, "raster_south_up")
+    first = gdal.Open(str(tmp_path / "chunks" / "raster_south_up_r000_c000.tif"))
+    assert first.GetRasterBand(1).DataType == gdal.GDT_UInt16 and not first.GetMetadata(raster.VIEW_DOMAIN)
 
 
 def check_exported_chunks(folder, raster_path, table, image_id):

@@ -2,6 +2,7 @@
 GDAL's own geotransform math, the no-data rule, band handling, scaling and windowed reads."""
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -839,6 +840,28 @@ def test_a_far_turned_raster_is_read_through_a_north_up_view_that_is_gone_afterw
     assert len(said) == 1
 
 
+def test_a_north_up_view_reads_chunks_at_the_network_scale_as_the_block_means_of_the_ground(tmp_path):
+    """Upside down in HiRISE's polar map at 180 deg E, 250 px (no whole number of 4-px cells): the view is
+    the ground, north-up, grown to whole 16-px cells, and a chunk read at a quarter of its pixels comes
+    from an overview warped straight to that scale whose cells fall on the ground's 4 x 4 blocks."""
+    rng = np.random.default_rng(5)
+    ground = rng.integers(100, 900, (250, 250)).astype(np.uint16)
+    on_its_meridian, gt = helpers.south_polar_stereographic(180.0, width=250, height=250, central_meridian=180.0)
+    hirise_map, _ = helpers.south_polar_stereographic(180.0, width=250, height=250)
+    x0, pixel, _, y0, _, negative_height = gt
+    product = helpers.write_geotiff(tmp_path / "ESP_000007_1130_RED.tif", ground[::-1, ::-1], "UInt16",
+                                    (-x0 - 250 * pixel, pixel, 0.0, -y0 - 250 * negative_height, 0.0, negative_height), hirise_map)
+    with raster.north_up_view(product) as view, RasterSource(view) as source:
+        band = source._ds.GetRasterBand(1)
+        assert (source._ds.RasterXSize, source.info.width, source.info.data_type) == (256, 250, "Float32")
+        assert band.GetOverviewCount() == len(raster.VIEW_OVERVIEW_FACTORS) and band.GetBlockSize() == [raster.VIEW_BLOCK] * 2
+        assert source.info.geotransform == pytest.approx(gt, abs=1e-6)
+        for x_off, y_off in ((0, 0), (64, 96), (96, 64)):
+            data, valid = source.read(x_off, y_off, 128, 128, 32, 32)
+            want = ground[y_off:y_off + 128, x_off:x_off + 128].astype(np.float64).reshape(32, 4, 32, 4).mean(axis=(1, 3))
+            assert valid.all() and np.abs(data - want).max() < 1e-3
+
+
 def test_north_is_up_in_the_equirectangular_maps_of_hirise_and_unknown_without_a_crs():
     gt = helpers.default_geotransform(300, 200)
     assert raster.north_turn(helpers.mars_equirectangular_wkt(), gt, 300, 200).degrees == pytest.approx(0.0, abs=1e-6)
@@ -914,6 +937,22 @@ def test_chunks_read_by_two_threads_come_in_grid_order_as_one_reads_them(make_ra
     (one, mosaic_one), (two, mosaic_two) = runs
     assert len(one) > 100 and one == two
     assert np.array_equal(mosaic_one.valid, mosaic_two.valid) and mosaic_one.seen.all()
+
+
+def test_each_reader_takes_neighbouring_windows_in_runs(make_raster):
+    """Two readers deal the windows in runs of READ_RUN (neighbours share a north-up view's overview blocks),
+    and the windows still come back in order."""
+    taken = []
+    windows = list(range(9))
+
+    def read(window):
+        taken.append((window, threading.current_thread().name))
+        return window
+
+    assert [w for w, _ in raster.read_in_order(windows, [read, read])] == windows
+    by = dict(taken)
+    assert {by[w] for w in (0, 1)} == {"window-reader-0"} and {by[w] for w in (2, 3)} == {"window-reader-1"}
+    assert by[4] == "window-reader-0" and by[8] == "window-reader-0"
 
 
 PDS3_LABEL = """PDS_VERSION_ID = PDS3
