@@ -114,7 +114,7 @@ class RasterInfo:
     height: int
     band_count: int
     bands: Tuple[int, ...]
-    data_type: str
+    data_type: str  # the file's pixel type, also where read through a north-up view (which is Float32)
     geotransform: Tuple[float, ...]
     crs_wkt: str
     nodata: Optional[float]
@@ -432,7 +432,7 @@ class RasterSource:
             height=height,
             band_count=ds.RasterCount,
             bands=bands,
-            data_type=gdal.GetDataTypeName(ds.GetRasterBand(bands[0]).DataType),
+            data_type=ds.GetMetadataItem("SOURCE_TYPE", VIEW_DOMAIN) or gdal.GetDataTypeName(ds.GetRasterBand(bands[0]).DataType),
             geotransform=geotransform,
             crs_wkt=crs_wkt,
             nodata=nodata,

@@ -853,7 +853,7 @@ def test_a_north_up_view_reads_chunks_at_the_network_scale_as_the_block_means_of
                                     (-x0 - 250 * pixel, pixel, 0.0, -y0 - 250 * negative_height, 0.0, negative_height), hirise_map)
     with raster.north_up_view(product) as view, RasterSource(view) as source:
         band = source._ds.GetRasterBand(1)
-        assert (source._ds.RasterXSize, source.info.width, source.info.data_type) == (256, 250, "Float32")
+        assert (source._ds.RasterXSize, source.info.width, band.DataType, source.info.data_type) == (256, 250, gdal.GDT_Float32, "UInt16")
         assert band.GetOverviewCount() == len(raster.VIEW_OVERVIEW_FACTORS) and band.GetBlockSize() == [raster.VIEW_BLOCK] * 2
         assert source.info.geotransform == pytest.approx(gt, abs=1e-6)
         for x_off, y_off in ((0, 0), (64, 96), (96, 64)):
