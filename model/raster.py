@@ -208,6 +208,14 @@ def georeferencing(ds, path: str, required: bool = True) -> Tuple[Tuple[float, .
                 "within a quarter pixel, so its chunks cannot be placed on Mars without warping its pixels. Warp it first "
                 "(Raster > Projections > Warp, or gdalwarp -r bilinear), then run on the warped file."
             )
+    damage = geotransform_damage(geotransform) if geotransform is not None else ""
+    if damage and required:
+        raise RasterError(
+            f"'{path}' has a damaged geotransform ({damage}), so its pixels cannot be placed on Mars and no chunk polygon could be drawn. "
+            "Download the product again, or georeference this file again (Raster > Georeferencer, or gdal_edit.py -a_ullr with its corners)."
+        )
+    if damage:  # read as pixels, placed nowhere (for the caller that needs no georeferencing)
+        return PIXEL_GRID, ""
     if required and not crs_wkt:
         raise RasterError(
             f"'{path}' has no coordinate reference system, so chunk polygons could not be placed on Mars. "
@@ -219,6 +227,15 @@ def georeferencing(ds, path: str, required: bool = True) -> Tuple[Tuple[float, .
             "be placed on Mars. Give the map-projected product (an RDR), or georeference this file first (Raster > Georeferencer)."
         )
     return tuple(geotransform or PIXEL_GRID), crs_wkt
+
+
+def geotransform_damage(geotransform) -> str:
+    """What makes a geotransform place no pixel anywhere (a value that is not a number, pixels of no size), or ''."""
+    if not all(np.isfinite(geotransform)):
+        return f"{', '.join(f'{value:g}' for value in geotransform)}: not every value is a number"
+    if geotransform[1] * geotransform[5] - geotransform[2] * geotransform[4] == 0:
+        return f"{', '.join(f'{value:g}' for value in geotransform)}: its pixels have no size"
+    return ""
 
 
 def check_north_up(name: str, geotransform, crs_wkt: str = "", width: int = 0, height: int = 0) -> None:

@@ -222,6 +222,13 @@ def placed_scene(tmp_path, name: str, geotransform, crs_wkt: str) -> str:
     return helpers.write_geotiff(tmp_path / name, helpers.generate_raster(tmp_path, width=128, height=128).bands, "UInt16", geotransform, crs_wkt)
 
 
+def test_a_damaged_geotransform_is_refused_cleanly(tiny_model, tmp_path):
+    """Pixels of no size (a header cut or written wrongly) used to end in a traceback of the QGIS side."""
+    raster = placed_scene(tmp_path, "ESP_000010_1000_RED.tif", (1000.0, 0.0, 0.0, 2000.0, 0.0, 0.0), helpers.mars_equirectangular_wkt())
+    done, out_folder = run_detect(tiny_model, raster, tmp_path)
+    assert_refused_cleanly(done, out_folder, f"'{raster}' has a damaged geotransform (1000, 0, 0, 2000, 0, 0: its pixels have no size)")
+
+
 def test_an_earth_crs_is_a_warning_and_the_run_goes_on(tiny_model, tmp_path):
     wgs84 = osr.SpatialReference()
     wgs84.ImportFromEPSG(4326)

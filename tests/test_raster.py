@@ -577,6 +577,20 @@ def test_a_crs_without_a_geotransform_is_refused_rather_than_placed_in_pixel_coo
         assert source.info.geotransform == raster.PIXEL_GRID
 
 
+@pytest.mark.parametrize("geotransform, damage", [((1000.0, 0.0, 0.0, 2000.0, 0.0, 0.0), "its pixels have no size"),
+                                                   ((1000.0, 0.5, 0.25, 2000.0, 0.5, 0.25), "its pixels have no size"),
+                                                   ((float("nan"), 0.5, 0.0, 2000.0, 0.0, -0.5), "not every value is a number"),
+                                                   ((1000.0, float("inf"), 0.0, 2000.0, 0.0, -0.5), "not every value is a number")])
+def test_a_damaged_geotransform_is_refused_rather_than_placed_nowhere(tmp_path, geotransform, damage):
+    path = helpers.write_geotiff(tmp_path / "damaged.tif", np.full((64, 64), 500), "UInt16", geotransform, helpers.mars_equirectangular_wkt())
+    with pytest.raises(RasterError) as caught:
+        RasterSource(path)
+    assert "has a damaged geotransform (" in str(caught.value) and damage in str(caught.value) and "Download the product again" in str(caught.value)
+    with RasterSource(path, require_georeferencing=False) as source:  # its pixels stay readable, placed nowhere
+        assert source.info.geotransform == raster.PIXEL_GRID and source.info.crs_wkt == ""
+    assert raster.geotransform_damage(helpers.default_geotransform(64, 64)) == ""
+
+
 def test_a_raster_without_crs_fails_the_worker_with_exit_status_2(make_raster, worker_python):
     r = make_raster(width=64, height=64, crs=None)
     run = helpers.run_worker(worker_python, "chunk", r.path, "--chunk-size", 32)
