@@ -379,13 +379,19 @@ def crs_transform(from_wkt: str, to_wkt: str):
     source, target = osr.SpatialReference(wkt=from_wkt), osr.SpatialReference(wkt=to_wkt)
     for srs in (source, target):
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return osr.CoordinateTransformation(source, target)
+    with _gdal_messages():  # PROJ's own error line: the RuntimeError below says it once
+        transform = osr.CreateCoordinateTransformation(source, target)
+    if transform is None:  # OSR without exceptions: e.g. from a local CRS
+        raise RuntimeError(f"PROJ finds no transformation from {source.GetName()} to {target.GetName()}")
+    return transform
 
 
 def north_turn(crs_wkt: str, geotransform, width: int, height: int) -> Optional[NorthTurn]:
     """North at the image's centre, from its CRS: None for an unknown CRS, or within a degree of a pole."""
     srs = osr.SpatialReference()
     if not crs_wkt or not width or not height or srs.SetFromUserInput(crs_wkt) != 0:
+        return None
+    if not (srs.IsProjected() or srs.IsGeographic()):  # a local CRS has no north
         return None
     srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     geographic = srs.CloneGeogCS()
@@ -790,10 +796,16 @@ def check_holds_a_chunk(name: str, width: int, height: int, chunk_size: int) -> 
 
 
 def not_mars_warning(name: str, crs_wkt: str) -> str:
-    """A warning when the CRS's body is not Mars (e.g. EPSG:4326, Earth); empty when it is Mars or unknown."""
+    """A warning when the CRS's body is not Mars (e.g. EPSG:4326, Earth) or it lies on no body (a local CRS); empty when it is Mars or unknown."""
     srs = osr.SpatialReference()
     if not crs_wkt or srs.SetFromUserInput(crs_wkt) != 0:
         return ""
+    if not (srs.IsProjected() or srs.IsGeographic()):
+        return (
+            f"'{name}' is georeferenced in a local CRS ({srs.GetName()}) that lies on no body: its chunk polygons will have that "
+            "CRS's coordinates, not a place on Mars. If it is a HiRISE image, assign its Mars CRS (Raster > Projections > Assign "
+            "Projection, or gdal_edit.py -a_srs) and run again."
+        )
     radius = srs.GetSemiMajor()
     low, high = MARS_RADIUS_RANGE_M
     if low <= radius <= high:

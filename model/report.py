@@ -320,14 +320,15 @@ def image_centre(raster: Dict) -> Optional[Dict]:
         if srs.ImportFromWkt(raster["crs_wkt"]) == 0:
             srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
             centre["crs"] = srs.GetName() or ""
-            geographic = srs.CloneGeogCS()
-            geographic.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-            try:
-                lon, lat, _ = osr.CoordinateTransformation(srs, geographic).TransformPoint(x, y)
-                if math.isfinite(lon) and math.isfinite(lat):
-                    centre["lon"], centre["lat"] = lon, lat
-            except (RuntimeError, TypeError):
-                pass
+            geographic = srs.CloneGeogCS()  # None for a local CRS, which has no longitude or latitude
+            if geographic is not None:
+                geographic.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+                try:
+                    lon, lat, _ = osr.CoordinateTransformation(srs, geographic).TransformPoint(x, y)
+                    if math.isfinite(lon) and math.isfinite(lat):
+                        centre["lon"], centre["lat"] = lon, lat
+                except (RuntimeError, TypeError):
+                    pass
     return centre
 
 

@@ -229,6 +229,13 @@ def test_a_damaged_geotransform_is_refused_cleanly(tiny_model, tmp_path):
     assert_refused_cleanly(done, out_folder, f"'{raster}' has a damaged geotransform (1000, 0, 0, 2000, 0, 0: its pixels have no size)")
 
 
+def test_a_local_crs_is_a_warning_and_the_run_goes_on(tiny_model, tmp_path):
+    """A local (engineering) CRS has no north and lies on no body: it ended in a traceback of the QGIS side."""
+    local = 'LOCAL_CS["arbitrary",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+    raster = placed_scene(tmp_path, "local.tif", helpers.default_geotransform(128, 128), local)
+    assert_warned_once_and_run(tiny_model, tmp_path, raster, "is georeferenced in a local CRS (arbitrary) that lies on no body", "assign its Mars CRS")
+
+
 def test_an_earth_crs_is_a_warning_and_the_run_goes_on(tiny_model, tmp_path):
     wgs84 = osr.SpatialReference()
     wgs84.ImportFromEPSG(4326)

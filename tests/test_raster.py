@@ -725,6 +725,9 @@ def test_an_image_smaller_than_one_chunk_both_ways_or_a_sliver_is_refused(width,
         raster.check_holds_a_chunk("x.tif", width, height, 64)
 
 
+LOCAL_CRS = 'LOCAL_CS["arbitrary",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+
+
 def test_only_a_crs_off_mars_is_warned_about():
     earth = osr.SpatialReference()
     earth.ImportFromEPSG(4326)
@@ -733,6 +736,10 @@ def test_only_a_crs_off_mars_is_warned_about():
     polar_sphere.SetGeogCS("Mars polar", "D_Mars", "Mars", 3376200.0, 0.0)
     for wkt in (helpers.mars_equirectangular_wkt(), polar_sphere.ExportToWkt(), ""):
         assert raster.not_mars_warning("m.tif", wkt) == ""
+    assert "a local CRS (arbitrary) that lies on no body" in raster.not_mars_warning("l.tif", LOCAL_CRS)
+    assert raster.north_turn(LOCAL_CRS, helpers.default_geotransform(64, 64), 64, 64) is None  # no north to turn
+    with pytest.raises(RuntimeError, match="PROJ finds no transformation from arbitrary"):
+        raster.crs_transform(LOCAL_CRS, helpers.mars_equirectangular_wkt())
 
 
 def _paletted(path, entry):

@@ -259,6 +259,20 @@ def test_a_survey_in_which_every_image_failed_is_an_error_not_a_success(worker_p
     assert [row["status"] for row in qs.read_ogr(out, "runs").rows] == ["failed"]
 
 
+def test_an_image_in_a_local_crs_fails_with_the_fix_not_an_unexpected_error(worker_python, tiny_model, tmp_path):
+    """A local CRS lies on no body, so the survey's Mars coordinates cannot take its chunks: it said 'unexpected TypeError'."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    local = 'LOCAL_CS["arbitrary",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+    helpers.write_geotiff(folder / "ESP_000021_1000_RED.tif", helpers.generate_raster(tmp_path, width=128, height=128).bands, "UInt16",
+                          helpers.default_geotransform(128, 128), local)
+    out = tmp_path / "survey.gpkg"
+    run = helpers.run_worker(worker_python, "survey", "--rasters", folder, "--out", out, "--model", tiny_model.path, "--workers", 1, timeout=600)
+    assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]
+    error = qs.read_ogr(out, "runs").rows[0]["error"]
+    assert "cannot be placed in the survey's Mars coordinates" in error and "Assign the product's Mars CRS" in error and "unexpected" not in error
+
+
 def test_processing_survey_of_footprints_partly_downloaded_surveys_the_rest(qgis_app, tiny_model, survey_folder, tmp_path):
     """A download that failed for some footprints is normal: the rest is surveyed and the missing ones named;
     with none downloaded, one message says to run Download first."""
