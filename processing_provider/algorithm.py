@@ -6,7 +6,7 @@ import difflib
 import functools
 import os
 import re
-from typing import List, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 from osgeo import gdal
 from qgis.core import (
@@ -28,7 +28,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .destinations import check_not_an_input, file_destination
+from .destinations import FileDestination, check_holds_mars, check_not_an_input, cut_field_names_warning, file_destination
 from .engine import errors, gdal_exceptions, icon_path, raster
 
 try:
@@ -246,6 +246,8 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
     DISPLAY_NAME = ""
     GROUP = ""
     GROUP_ID = ""
+    # {output parameter: its fields (name, kind)}, for the formats that would cut their names
+    OUTPUT_FIELDS: Dict[str, Sequence[Tuple[str, str]]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -266,7 +268,8 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         that cannot be loaded is said to be missing, a folder, or not a raster or polygon layer
         (unloadable_layer_message) before QGIS tries: QGIS says "not found" or "Incorrect
         parameter value" of all of them, and prints a mesh driver's complaint. Last, no output may
-        replace a file the run reads (check_no_input_replaced)."""
+        replace a file the run reads (check_no_input_replaced), and no layer may go to a format of
+        Earth coordinates only (check_vector_formats)."""
         unknown = self.unknown_parameter_message(parameters)
         if unknown:
             return False, unknown
@@ -285,6 +288,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
             return accepted, message
         try:
             self.check_no_input_replaced(parameters, context)
+            self.check_vector_formats(parameters)
         except QgsProcessingException as exc:
             return False, str(exc)
         return True, ""
@@ -294,18 +298,35 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         user's image, labels or model would be lost, and QGIS checks only that a value is a path.
         The inputs' sources are looked up only where an output's file exists already (a survey's
         hundreds of images are not opened again for a new GeoPackage)."""
-        existing = []
+        existing = [destination for destination, _vector in self.file_destinations(parameters) if destination.existed]
+        read = self.read_files(parameters, context) if existing else []
+        for destination in existing:
+            check_not_an_input(destination, read)
+
+    def file_destinations(self, parameters) -> Iterator[Tuple[FileDestination, bool]]:
+        """(where on disk, whether a vector layer) of each output given as a file."""
         for definition in self.destinationParameterDefinitions():
             value = parameters.get(definition.name())
             if isinstance(value, QgsProcessingOutputLayerDefinition):
                 value = value.sink.staticValue()
             if isinstance(value, str) and definition.type() != "folderDestination":
-                destination = file_destination(definition.name(), value, vector=definition.type() in ("sink", "vectorDestination"))
-                if destination is not None and destination.existed:
-                    existing.append(destination)
-        read = self.read_files(parameters, context) if existing else []
-        for destination in existing:
-            check_not_an_input(destination, read)
+                vector = definition.type() in ("sink", "vectorDestination")
+                destination = file_destination(definition.name(), value, vector=vector)
+                if destination is not None:
+                    yield destination, vector
+
+    def check_vector_formats(self, parameters) -> None:
+        """No layer of Mars into a format of Earth coordinates only (destinations.check_holds_mars)."""
+        for destination, vector in self.file_destinations(parameters):
+            if vector:
+                check_holds_mars(destination)
+
+    def warn_of_cut_field_names(self, parameters, feedback) -> None:
+        """A warning for each output whose format cuts the names of fields the plugin reads back (OUTPUT_FIELDS)."""
+        for destination, vector in self.file_destinations(parameters):
+            warning = cut_field_names_warning(destination, [name for name, _kind in self.OUTPUT_FIELDS.get(destination.parameter, ())]) if vector else ""
+            if warning:
+                feedback.pushWarning(warning)
 
     def read_files(self, parameters, context) -> List[Tuple[str, str, str]]:
         """(parameter, file, layer name) of each file the run reads: its layers' sources and its files."""

@@ -46,6 +46,36 @@ def file_destination(parameter: str, destination: str, vector: bool = False) -> 
     return FileDestination(parameter, path, existed=os.path.exists(path))
 
 
+# Vector formats of Earth longitudes and latitudes only: QGIS writes a Mars layer's features into them
+# without coordinates (and says only "Cannot create transform").
+EARTH_ONLY_FORMATS = {".kml": "KML file", ".kmz": "KMZ file", ".gpx": "GPX file"}
+# Formats that cut field names to dBase's 10 characters.
+SHORT_NAME_FORMATS = {".shp": "shapefile", ".dbf": "dBase file"}
+SHORT_NAME_LIMIT = 10
+
+
+def check_holds_mars(destination: FileDestination) -> None:
+    """A layer output in a format of Earth coordinates only is refused, before anything runs."""
+    extension = os.path.splitext(destination.path)[1].lower()
+    if extension in EARTH_ONLY_FORMATS:
+        raise QgsProcessingException(
+            f"{destination.parameter} is a {EARTH_ONLY_FORMATS[extension]} ({destination.path}), which holds Earth longitudes and "
+            "latitudes only: QGIS would write this layer's Mars polygons into it without coordinates. Give a .gpkg (or GeoJSON, "
+            "FlatGeobuf); nothing was run or written."
+        )
+
+
+def cut_field_names_warning(destination: FileDestination, field_names: Iterable[str]) -> str:
+    """A warning where the output's format cuts field names the plugin reads back; empty where it keeps them."""
+    extension = os.path.splitext(destination.path)[1].lower()
+    cut = [name for name in field_names if len(name) > SHORT_NAME_LIMIT]
+    if extension not in SHORT_NAME_FORMATS or not cut:
+        return ""
+    shown = ", ".join(f"{name} as {name[:SHORT_NAME_LIMIT]}" for name in cut[:3]) + (f" and {len(cut) - 3} more" if len(cut) > 3 else "")
+    return (f"{destination.parameter} is a {SHORT_NAME_FORMATS[extension]}, which cuts field names to {SHORT_NAME_LIMIT} characters "
+            f"({shown}): the plugin's styles and tools then do not find them. Give a .gpkg to keep them.")
+
+
 def check_not_an_input(destination: FileDestination, read: Iterable) -> None:
     """An output on a file the run reads would destroy it: QGIS and the engine replace an output file
     whole (a GeoPackage table named in the destination is added beside the file's other layers, and

@@ -78,6 +78,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
     CHUNKS = "CHUNKS"
     ICY_CHUNKS = "ICY_CHUNKS"
     MEAN_PROBABILITY = "MEAN_PROBABILITY"
+    OUTPUT_FIELDS = {OUTPUT: schema.DETECTION_FIELDS, SUMMARY: schema.SUMMARY_FIELDS}
 
     OUTPUT_LAYERS = {
         OUTPUT: OutputLayer(schema.DETECTION_FIELDS, QgsWkbTypes.Type.Polygon, "wkt", styling.CHUNKS_QML, "chunk"),
@@ -155,6 +156,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         feedback.pushInfo(f"Model: {modelfile.describe(metadata)} from {model_path}")
         options = self.worker_options(parameters, context, layer, metadata)
         sinks = self.checked_sink_destinations(parameters, context)
+        self.warn_of_cut_field_names(parameters, feedback)
         for destination in sinks.values():
             if os.path.splitext(destination.path)[1].lower() in TABLES_WITHOUT_GEOMETRY:
                 feedback.pushWarning(f"{destination.parameter} is a {os.path.splitext(destination.path)[1][1:].upper()} file: it keeps the chunks' fields "

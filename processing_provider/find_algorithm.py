@@ -86,6 +86,7 @@ class FindAlgorithm(HiriseIceAlgorithm):
     REPORT = "REPORT"
     REPORT_CSV = "REPORT_CSV"
     COUNT = "COUNT"
+    OUTPUT_FIELDS = {OUTPUT: catalog.CATALOG_FIELDS}
 
     SOURCES = ["Local index (RDRCUMINDEX.LBL/.TAB or CSV)", "ODE REST service (internet)"]
 
@@ -172,6 +173,7 @@ class FindAlgorithm(HiriseIceAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         target = mars_geographic_crs()
+        self.warn_of_cut_field_names(parameters, feedback)
         source_kind = self.parameterAsEnum(parameters, self.SOURCE, context)
         index = self.parameterAsFile(parameters, self.INDEX, context)
         if source_kind == 1:

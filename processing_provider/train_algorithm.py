@@ -72,6 +72,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
     OUTPUT_MODEL = "OUTPUT_MODEL"
     HISTORY = "HISTORY"
     REPORT = "REPORT"
+    OUTPUT_FIELDS = {HISTORY: schema.HISTORY_FIELDS}
 
     def shortHelpString(self):
         return self.tr(
@@ -272,6 +273,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self._split_layer_lists(parameters)
+        self.warn_of_cut_field_names(parameters, feedback)
         # Outputs first: an unwritable folder must not be found after reading every label and training.
         output_model = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         if not output_model.lower().endswith(modelfile.EXTENSION):

@@ -614,3 +614,21 @@ def test_a_table_without_geometry_as_output_is_warned_about(qgis_app, tiny_model
     warned = [w for w in results["_feedback"].warnings if "OUTPUT is a CSV file: it keeps the chunks' fields but not their polygons" in w]
     assert len(warned) == 1 and "Give a .gpkg to keep them." in warned[0], results["_feedback"].warnings
     assert (tmp_path / "chunks.csv").read_text().startswith("image_id,chunk_id,probability")
+
+
+def test_a_shapefile_output_is_written_with_a_warning_that_it_cuts_field_names(qgis_app, tiny_model, detect_scene, tmp_path):
+    """dBase cuts probability to probabilit, so the style and the review order would not find it."""
+    results = qs.run_algorithm("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK,
+                                                    "OUTPUT": str(tmp_path / "chunks.shp"), "SUMMARY": None})
+    warned = [w for w in results["_feedback"].warnings if "OUTPUT is a shapefile, which cuts field names to 10 characters" in w]
+    assert len(warned) == 1 and "(probability as probabilit, review_rank as review_ran, valid_fraction as valid_frac and 1 more)" in warned[0]
+    assert "probabilit" in qs.read_ogr(tmp_path / "chunks.shp").field_names
+
+
+@pytest.mark.parametrize("name", ["chunks.kml", "chunks.gpx"])
+def test_an_output_in_a_format_of_earth_coordinates_only_is_refused_before_anything_runs(qgis_app, tiny_model, detect_scene, tmp_path, name):
+    """QGIS wrote every chunk into a KML without coordinates, and said only 'Cannot create transform'."""
+    said = qs.processing_error("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK,
+                                                    "OUTPUT": str(tmp_path / name)})
+    assert f"OUTPUT is a {name[-3:].upper()} file ({tmp_path / name}), which holds Earth longitudes and latitudes only" in said, said
+    assert os.listdir(tmp_path) == []
