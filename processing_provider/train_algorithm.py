@@ -1,6 +1,7 @@
 """hiriseice:train - train (or continue training) a model from labelled layers, in the worker."""
 
 import json
+import math
 import os
 import uuid
 
@@ -393,9 +394,11 @@ class TrainAlgorithm(HiriseIceAlgorithm):
     def _log_metrics(metrics, feedback):
         at = metrics.get("at_icy_threshold") or {}
         if at:
+            undefined = {"precision": "- (no chunk called icy)", "recall": "- (no icy chunk)", "roc_auc": "- (one class only)"}
             feedback.pushInfo(
                 "Validation at the icy threshold: "
-                + ", ".join(f"{key} {at[key]:.3f}" for key in ("accuracy", "precision", "recall", "roc_auc") if isinstance(at.get(key), (int, float)))
+                + ", ".join(f"{key} {at[key]:.3f}" if math.isfinite(at[key]) else f"{key} {undefined.get(key, '-')}"
+                            for key in ("accuracy", "precision", "recall", "roc_auc") if isinstance(at.get(key), (int, float)))
             )
         for key in ("best_epoch", "best_val_loss", "ece_uncalibrated", "ece_calibrated"):
             if key in metrics:

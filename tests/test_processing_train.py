@@ -432,3 +432,12 @@ def test_label_layers_without_features_or_off_mars_are_told_so(qgis_app, detecte
     message = qs.processing_error("hiriseice:train", dict(TINY, RASTERS=[training_data.raster.path], LABELS=[earth], OUTPUT_MODEL=str(tmp_path / "m.hiriseice")))
     assert "The label layer 'web mercator' is in EPSG:3857, a CRS of another body than Mars" in message and "Set the layer's Mars CRS" in message, message
     assert not (tmp_path / "m.hiriseice").exists()
+
+
+def test_a_measure_the_validation_chunks_leave_undefined_is_said_in_words_not_nan(qgis_app):
+    """Precision is undefined where the new model calls no validation chunk icy: the log said 'precision nan'."""
+    from hirise_ice_patches.processing_provider.train_algorithm import TrainAlgorithm
+
+    feedback = qs.recording_feedback()
+    TrainAlgorithm._log_metrics({"at_icy_threshold": {"accuracy": 0.667, "precision": math.nan, "recall": 0.0, "roc_auc": 0.25}}, feedback)
+    assert feedback.infos == ["Validation at the icy threshold: accuracy 0.667, precision - (no chunk called icy), recall 0.000, roc_auc 0.250"]
