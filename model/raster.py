@@ -300,9 +300,8 @@ def _warp_north_up(view: str, path: str, srs: str) -> bool:
     same ground north-up). GDAL sizes an overview of a side that is no whole number of its cells by
     stretching them, off the view's grid by a pixel within a few hundred; so the VRT is grown with no-data
     to whole cells of the coarsest VIEW_OVERVIEW_FACTORS, and the image is its top-left part of GDAL's own
-    size (IMAGE_SIZE in VIEW_DOMAIN, which RasterSource reads), its chunks those of the image stored north-up. Its blocks are VIEW_BLOCK px
-    square, a chunk of the default grid at the network's scale: GDAL's 512 x 128 straddled two such chunks,
-    so two reading threads warped each block twice."""
+    size (IMAGE_SIZE in VIEW_DOMAIN, which RasterSource reads): its chunks are those of the image stored
+    north-up. Its blocks are VIEW_BLOCK px square, a chunk of the default grid at the network's scale."""
     sized = gdal.Warp(view, path, format="VRT", dstSRS=srs)
     if sized is None:
         return False
