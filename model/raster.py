@@ -86,7 +86,6 @@ MAX_READERS = 4
 # Overviews of a north-up view (north_up_view): the shrinks of chunks read at the network's scale (1024 or
 # 512 px to 256, a tiny model's 2).
 VIEW_OVERVIEW_FACTORS = (2, 4, 8, 16)
-VIEW_BLOCK = 256
 # A north-up view's own metadata (_warp_north_up): IMAGE_SIZE, the image's size in it ("width height"),
 # and SOURCE_TYPE, the file's pixel type. In a domain of its own, which no GDAL copy carries on.
 VIEW_DOMAIN = "HIRISEICE_VIEW"
@@ -301,7 +300,7 @@ def _warp_north_up(view: str, path: str, srs: str) -> bool:
     stretching them, off the view's grid by a pixel within a few hundred; so the VRT is grown with no-data
     to whole cells of the coarsest VIEW_OVERVIEW_FACTORS, and the image is its top-left part of GDAL's own
     size (IMAGE_SIZE in VIEW_DOMAIN, which RasterSource reads): its chunks are those of the image stored
-    north-up. Its blocks are VIEW_BLOCK px square, a chunk of the default grid at the network's scale."""
+    north-up."""
     sized = gdal.Warp(view, path, format="VRT", dstSRS=srs)
     if sized is None:
         return False
@@ -314,16 +313,10 @@ def _warp_north_up(view: str, path: str, srs: str) -> bool:
                        width=width, height=height, resampleAlg="average", outputType=gdal.GDT_Float32)
     if warped is None:
         return False
-    warped = None
-    handle = gdal.VSIFOpenL(view, "rb")
-    xml = gdal.VSIFReadL(1, gdal.VSIStatL(view).size, handle).decode()
-    gdal.VSIFCloseL(handle)
-    xml = re.sub(r"<BlockXSize>\d+</BlockXSize>", f"<BlockXSize>{VIEW_BLOCK}</BlockXSize>", xml)
-    xml = re.sub(r"<BlockYSize>\d+</BlockYSize>", f"<BlockYSize>{VIEW_BLOCK}</BlockYSize>", xml)
-    xml = xml.replace("</VRTDataset>", f"  <OverviewList>{' '.join(map(str, VIEW_OVERVIEW_FACTORS))}</OverviewList>\n"
-                      f'  <Metadata domain="{VIEW_DOMAIN}"><MDI key="IMAGE_SIZE">{image_width} {image_height}</MDI>'
-                      f'<MDI key="SOURCE_TYPE">{source_type}</MDI></Metadata>\n</VRTDataset>')
-    gdal.FileFromMemBuffer(view, xml.encode())
+    warped.BuildOverviews("AVERAGE", list(VIEW_OVERVIEW_FACTORS))
+    warped.SetMetadataItem("IMAGE_SIZE", f"{image_width} {image_height}", VIEW_DOMAIN)
+    warped.SetMetadataItem("SOURCE_TYPE", source_type, VIEW_DOMAIN)
+    warped = None  # writes the VRT
     return True
 
 
