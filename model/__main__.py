@@ -72,8 +72,9 @@ def _detect_options(args):
 def _survey(args, reporter: Reporter) -> None:
     from .survey import survey
 
+    limit = {} if args.image_minutes is None else {"image_minutes": args.image_minutes}
     result = survey(args.rasters, args.out, args.model, _detect_options(args), scheduler=args.scheduler or "", workers=args.workers,
-                    images_folder=args.images_folder or "", reporter=reporter)
+                    images_folder=args.images_folder or "", reporter=reporter, **limit)
     if result["failed"] and not result["done"] and not result["skipped"]:
         # a batch that surveyed nothing must not read as a success; the runs table keeps the errors for the retry
         raise EngineError(f"None of the {result['failed']} images could be surveyed: each failed (the warnings above and the 'runs' table of "
@@ -295,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     survey.add_argument("--images-folder", help="where the JP2s of find's footprints are (default: the footprint file's folder)")
     survey.add_argument("--scheduler", help="address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786); default: a local cluster")
     survey.add_argument("--workers", type=int, default=0, help="local cluster's worker processes (default: 0 = one per core)")
+    survey.add_argument("--image-minutes", type=float, default=None,
+                        help="give up an image still running after this many minutes, and restart its worker (0: no limit; default: 30)")
     _grid_arguments(survey, None)
     _scoring_arguments(survey)
     survey.set_defaults(run=_survey)

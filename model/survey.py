@@ -45,6 +45,15 @@ SURVEY_CRS_WKT = catalog.MARS_GEOGCS_WKT
 DONE = "done"
 FAILED = "failed"
 
+# How long one image may take before the survey gives it up (minutes; 0: no limit). A whole RED
+# observation takes a minute or two on one core; a read that never ends (a network drive that hangs,
+# a file that is not one) would otherwise hold the overnight batch until morning.
+IMAGE_MINUTES = 30.0
+# How often the survey looks for images past their limit (seconds).
+WATCH_S = 5.0
+# The Dask event topic under which a worker says it starts an image.
+STARTED_TOPIC = "hiriseice-survey-started"
+
 FOOTPRINT_FIELDS = (
     ("image_id", "text"),
     ("category", "text"),  # rules.GOOD / HARD / BAD, by the survey's CATEGORY_RULE
@@ -157,6 +166,7 @@ def survey_image(image: SurveyImage, model_path: str, options: DetectOptions, te
     """Detect on one image with the worker's warm model; its rows in the survey's CRS. Never raises
     for a bad image: the outcome says DONE or FAILED with the message."""
     started = time.monotonic()
+    _say_started()
     reporter = _WarningsKept()
     try:
         with gdal_exceptions(), north_up_view(image.path, options.band, reporter.log) as raster:
@@ -171,6 +181,19 @@ def survey_image(image: SurveyImage, model_path: str, options: DetectOptions, te
     except Exception as exc:  # one image's unforeseen failure must not end a survey of hundreds
         return _failed(image, f"unexpected {type(exc).__name__}: {exc}", started, reporter.warnings)
     return {"image": image, "status": DONE, "error": "", "chunks": chunks, "summary": summary, "runtime_s": round(time.monotonic() - started, 2), "warnings": reporter.warnings}
+
+
+def _say_started() -> None:
+    """Tell the scheduler that this worker starts its task (STARTED_TOPIC, the task's key): the survey's clock
+    for the image's time limit. A worker may hold its next image before it starts it, so being on a worker
+    is not having started."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # run outside a Dask worker
+        return
+    worker.log_event(STARTED_TOPIC, worker.get_current_task())
 
 
 def _failed(image: SurveyImage, message: str, started: float, warnings: List[str]) -> Dict:
@@ -329,15 +352,17 @@ def dask_client(scheduler: str = "", workers: int = 0, reporter: Reporter = None
 
 
 def survey(sources: Sequence[str], out: str, model_path: str = "", options: Optional[DetectOptions] = None, scheduler: str = "", workers: int = 0,
-           images_folder: str = "", reporter: Optional[Reporter] = None) -> Dict:
-    """Run the survey and return its counts: images, skipped (done before with this model), done, failed."""
-    from distributed import as_completed
+           images_folder: str = "", reporter: Optional[Reporter] = None, image_minutes: float = IMAGE_MINUTES) -> Dict:
+    """Run the survey and return its counts: images, skipped (done before with this model), done, failed.
+    An image still running after image_minutes (0: no limit) is given up as failed and its worker restarted."""
     from distributed.scheduler import KilledWorker
 
     options = options or DetectOptions()
     reporter = reporter or SilentReporter()
     if workers < 0:
         raise SurveyError(f"The number of workers must be 0 (one per core) or more, not {workers}.")
+    if not image_minutes >= 0:
+        raise SurveyError(f"The time limit per image must be 0 (none) or more minutes, not {image_minutes}.")
     rules.check_thresholds(options.icy_threshold, options.hard_low)
     rules.check_category_rule(options.category_rule)
     model_path = modelfile.resolve_model_path(model_path)
@@ -355,8 +380,7 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
                 # A local cluster's workers share the cores: each reads its raster on its share only.
                 task_options = dataclasses.replace(options, readers=tensorflow_threads) if tensorflow_threads else options
                 futures = {client.submit(survey_image, image, model_path, task_options, tensorflow_threads, pure=False): image for image in todo}
-                for finished, future in enumerate(as_completed(futures), start=1):
-                    outcome = _outcome_of(future, futures[future], KilledWorker)
+                for finished, (future, outcome) in enumerate(_outcomes(client, futures, 60.0 * image_minutes, KilledWorker, reporter), start=1):
                     store.record(outcome, name, version)
                     counts[outcome["status"]] += 1
                     _report_outcome(reporter, outcome, finished, len(todo))
@@ -367,6 +391,44 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
         store.close()
     reporter.log(f"survey: {counts[DONE]} done, {counts[FAILED]} failed, {counts['skipped']} skipped (done before) of {counts['images']} images in {os.path.abspath(out)}")
     return dict(counts, out=os.path.abspath(out), model_name=name, model_version=version)
+
+
+def _outcomes(client, futures: Dict, limit_s: float, killed_worker, reporter: Reporter) -> Iterator:
+    """(future, outcome) of each image as it ends. An image a worker has run for more than limit_s
+    (0: no limit) is given up: its task is cancelled and its worker restarted, since nothing stops a
+    read that never returns but the process it runs in. Its time counts from when the survey first
+    hears that a worker started it (_say_started), within WATCH_S."""
+    from distributed import wait
+
+    pending = set(futures)
+    seen_running: Dict[str, float] = {}
+    while pending:
+        try:
+            done, pending = wait(pending, timeout=WATCH_S if limit_s else None, return_when="FIRST_COMPLETED")
+        except TimeoutError:  # none ended within WATCH_S
+            done = set()
+        for future in done:
+            yield future, _outcome_of(future, futures[future], killed_worker)
+        if not limit_s or not pending:
+            continue
+        now = time.monotonic()
+        started = {key for _time, key in client.get_events(STARTED_TOPIC)}
+        running = {key: worker for worker, keys in client.processing().items() for key in keys}
+        for future in list(pending):
+            if future.key not in running or future.key not in started:
+                continue
+            since = seen_running.setdefault(future.key, now)
+            if now - since <= limit_s:
+                continue
+            pending.discard(future)
+            future.cancel()
+            try:
+                client.restart_workers([running[future.key]])
+            except Exception as exc:  # a cluster without nannies: the worker stays busy, the survey goes on without it
+                reporter.warning(f"the worker running {futures[future].image_id} could not be restarted ({exc}); the survey goes on without it")
+            yield future, _failed(futures[future], f"still running after {limit_s / 60:g} min, so it was given up and its worker restarted (a file "
+                                  "that never finishes reading: a network drive that hangs, a damaged file?). Check it, or give a longer time limit.",
+                                  since, [])
 
 
 def _outcome_of(future, image: SurveyImage, killed_worker) -> Dict:

@@ -9,6 +9,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
@@ -25,8 +26,10 @@ from .worker import run_worker
 
 try:
     from ..model.download import DownloadItem, downloaded_jp2s
+    from ..model.survey import IMAGE_MINUTES as DEFAULT_IMAGE_MINUTES
 except ImportError:  # processing_provider imported as a top-level package
     from model.download import DownloadItem, downloaded_jp2s
+    from model.survey import IMAGE_MINUTES as DEFAULT_IMAGE_MINUTES
 
 # (output, layer in the survey's GeoPackage, style, name on the map)
 SURVEY_LAYERS = (
@@ -50,6 +53,7 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
     MODEL = "MODEL"
     SCHEDULER = "SCHEDULER"
     WORKERS = "WORKERS"
+    IMAGE_MINUTES = "IMAGE_MINUTES"
     OUTPUT = "OUTPUT"
     DONE = "DONE"
     FAILED = "FAILED"
@@ -66,7 +70,9 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
             "<b>images folder</b>.</p>"
             "<p><b>Resuming</b>: give the same GeoPackage again and the images already done with the same model (name and version) "
             "are skipped; failed ones are tried again. A failed image (a damaged file, no data) is recorded with its error and the "
-            "others go on. Each image is written in one transaction as it finishes, so a cancelled survey keeps what it did.</p>"
+            "others go on. Each image is written in one transaction as it finishes, so a cancelled survey keeps what it did. An image "
+            f"still running after IMAGE_MINUTES (advanced; {DEFAULT_IMAGE_MINUTES:g} by default, 0 for no limit) is given up as failed and its worker "
+            "restarted, so a file that never finishes reading (a network drive that hangs) does not hold the batch until morning.</p>"
             "<p><b>Dask</b>: by default a local cluster with one worker process per core (WORKERS), each keeping the model loaded. "
             "SCHEDULER takes the address of a running Dask scheduler (e.g. <i>tcp://10.0.0.5:8786</i>, a SLURM or PBS cluster "
             "started with dask-jobqueue); its workers must run the plugin's worker Python with the plugin folder on PYTHONPATH "
@@ -85,6 +91,10 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
         add_scoring_parameters(self)
         self.addParameter(QgsProcessingParameterString(self.SCHEDULER, self.tr("Dask scheduler address (empty = a local cluster)"), optional=True))
         self.addParameter(QgsProcessingParameterNumber(self.WORKERS, self.tr("Local cluster's workers (0 = one per core)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
+        limit = QgsProcessingParameterNumber(self.IMAGE_MINUTES, self.tr("Give up an image still running after (minutes; 0 = no limit)"),
+                                             QgsProcessingParameterNumber.Type.Double, DEFAULT_IMAGE_MINUTES, minValue=0.0)
+        limit.setFlags(limit.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+        self.addParameter(limit)
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, self.tr("Survey GeoPackage (an existing survey is resumed)"), "GeoPackage (*.gpkg)"))
         for output, _, _, title in SURVEY_LAYERS:
             self.addOutput(QgsProcessingOutputVectorLayer(output, self.tr(title)))
@@ -98,7 +108,8 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
         feedback.pushInfo(f"Model: {modelfile.describe(metadata)} from {model_path}")
         out = self.checked_output(parameters, context)
         options = scoring_options(self, parameters, context, metadata)
-        arguments = ["survey", "--rasters", *rasters, "--out", out, "--model", model_path, "--workers", self.parameterAsInt(parameters, self.WORKERS, context)]
+        arguments = ["survey", "--rasters", *rasters, "--out", out, "--model", model_path, "--workers", self.parameterAsInt(parameters, self.WORKERS, context),
+                     "--image-minutes", self.parameterAsDouble(parameters, self.IMAGE_MINUTES, context)]
         scheduler = self.parameterAsString(parameters, self.SCHEDULER, context).strip()
         arguments += ["--scheduler", scheduler] if scheduler else []
         for option, value in options.items():

@@ -273,6 +273,21 @@ def test_an_image_in_a_local_crs_fails_with_the_fix_not_an_unexpected_error(work
     assert "cannot be placed in the survey's Mars coordinates" in error and "Assign the product's Mars CRS" in error and "unexpected" not in error
 
 
+def test_an_image_that_never_finishes_reading_is_given_up_and_the_batch_goes_on(qgis_app, tiny_model, tmp_path):
+    """A named pipe nobody writes blocks GDAL's open forever, as a hung network drive does: it stalled the survey
+    until killed. Past IMAGE_MINUTES it is recorded as failed, its worker restarted, and the image after it done."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    os.mkfifo(folder / "ESP_000001_1000_RED.tif")  # surveyed first, by the one worker
+    make_images(folder, 1)
+    out = tmp_path / "survey.gpkg"
+    results = qs.run_algorithm("hiriseice:survey", {"FOLDER": str(folder), "MODEL": tiny_model.path, "WORKERS": 1, "IMAGE_MINUTES": 0.1, "OUTPUT": str(out)})
+    assert (results["DONE"], results["FAILED"]) == (1, 1), results["_feedback"].text[-3000:]
+    runs = {row["image_id"]: row for row in qs.read_ogr(out, "runs").rows}
+    assert runs["ESP_000001_1000_RED"]["status"] == "failed" and "still running after 0.1 min, so it was given up and its worker restarted" in runs["ESP_000001_1000_RED"]["error"]
+    assert runs["ESP_030000_1234_RED"]["status"] == "done"
+
+
 def test_processing_survey_of_footprints_partly_downloaded_surveys_the_rest(qgis_app, tiny_model, survey_folder, tmp_path):
     """A download that failed for some footprints is normal: the rest is surveyed and the missing ones named;
     with none downloaded, one message says to run Download first."""
