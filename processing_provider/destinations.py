@@ -52,6 +52,8 @@ EARTH_ONLY_FORMATS = {".kml": "KML file", ".kmz": "KMZ file", ".gpx": "GPX file"
 # Formats that cut field names to dBase's 10 characters.
 SHORT_NAME_FORMATS = {".shp": "shapefile", ".dbf": "dBase file"}
 SHORT_NAME_LIMIT = 10
+# Formats that hold several tables, so that an output may name one and leave the others.
+MULTI_TABLE_FORMATS = (".gpkg", ".sqlite")
 
 
 def check_holds_mars(destination: FileDestination) -> None:
@@ -225,7 +227,10 @@ def report_replaced_layers(destination: FileDestination, feedback) -> None:
     if destination.table and destination.table in layers:
         feedback.pushInfo(f"{destination.parameter}: replacing the table '{destination.table}' in {destination.path}")
     elif not destination.table and layers:
+        # only a GeoPackage (or SQLite) holds tables beside each other
+        add_instead = (f"; to add a table instead: ogr:dbname='{destination.path}' table=\"name\" (geom)"
+                       if os.path.splitext(destination.path)[1].lower() in MULTI_TABLE_FORMATS else "")
         feedback.pushInfo(
             f"{destination.parameter}: replacing the file {destination.path}, with its layer(s) {', '.join(layers)} "
-            f"(QGIS replaces a file named without a table; to add a table instead: ogr:dbname='{destination.path}' table=\"name\" (geom))"
+            f"(QGIS replaces a file named without a table{add_instead})"
         )

@@ -623,6 +623,10 @@ def test_a_shapefile_output_is_written_with_a_warning_that_it_cuts_field_names(q
     warned = [w for w in results["_feedback"].warnings if "OUTPUT is a shapefile, which cuts field names to 10 characters" in w]
     assert len(warned) == 1 and "(probability as probabilit, review_rank as review_ran, valid_fraction as valid_frac and 1 more)" in warned[0]
     assert "probabilit" in qs.read_ogr(tmp_path / "chunks.shp").field_names
+    again = qs.run_algorithm("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK,
+                                                  "OUTPUT": str(tmp_path / "chunks.shp"), "SUMMARY": None})
+    # a shapefile holds one table: no advice to add one beside the others
+    assert f"OUTPUT: replacing the file {tmp_path / 'chunks.shp'}, with its layer(s) chunks (QGIS replaces a file named without a table)" in again["_feedback"].infos
 
 
 @pytest.mark.parametrize("name", ["chunks.kml", "chunks.gpx"])
