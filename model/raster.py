@@ -24,6 +24,7 @@ import numpy as np
 from osgeo import gdal, gdal_array, osr
 
 from .errors import DamagedRasterError, RasterError
+from .files import special_file_message
 from .footprint import FOOTPRINT_MAX_SIDE, footprint_from_mask
 from .grid import ChunkWindow
 from .orientation import NORTH_FAR_DEG, NORTH_WARNED_DEG
@@ -412,6 +413,9 @@ class RasterSource:
     def __init__(self, path: str, band: int = 0, require_georeferencing: bool = True):
         if not os.path.exists(path) and not path.startswith("/vsi"):
             raise RasterError(f"The raster '{path}' does not exist. Check the path or load the layer again.")
+        special = special_file_message(path)
+        if special:
+            raise RasterError(special)
         try:
             with gdal_exceptions(), _gdal_messages() as said:
                 self._ds = gdal.Open(path, gdal.GA_ReadOnly)

@@ -29,7 +29,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from .destinations import FileDestination, check_holds_mars, check_not_an_input, cut_field_names_warning, file_destination
-from .engine import errors, gdal_exceptions, icon_path, raster
+from .engine import errors, files, gdal_exceptions, icon_path, raster
 
 try:
     from ..plugin import styling
@@ -104,6 +104,8 @@ def missing_path_message(path: str, kind: str) -> str:
     if os.path.isdir(path):
         survey = ", or run Survey many images (hiriseice:survey) on the whole folder" if kind == "raster" else ""
         return f"'{path}' is a folder, not a {kind} file. Give one file in it{survey}."
+    if os.path.exists(path):
+        return files.special_file_message(path, kind)
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):
         return f"'{path}' cannot be found: its folder '{folder}' does not exist. Check the path (a typo, or a drive not mounted)."
@@ -164,6 +166,8 @@ class RasterLayerParameter(QgsProcessingParameterRasterLayer):
     """
 
     def checkValueIsAcceptable(self, value, context=None):  # noqa: N802
+        if isinstance(value, str) and files.special_file_message(value):
+            return True  # QGIS's load would wait on it for ever; the algorithm's checkParameterValues says what it is
         with gdal_without_pam(), gdal_errors_unprinted():
             return super().checkValueIsAcceptable(value, context)
 

@@ -222,6 +222,14 @@ def placed_scene(tmp_path, name: str, geotransform, crs_wkt: str) -> str:
     return helpers.write_geotiff(tmp_path / name, helpers.generate_raster(tmp_path, width=128, height=128).bands, "UInt16", geotransform, crs_wkt)
 
 
+def test_a_named_pipe_is_refused_cleanly_rather_than_waited_on_for_ever(tiny_model, tmp_path):
+    """QGIS's own check of the layer parameter opened it, and waited for a writer that never came."""
+    pipe = tmp_path / "ESP_000011_1000_RED.tif"
+    os.mkfifo(pipe)
+    done, out_folder = run_detect(tiny_model, pipe, tmp_path)
+    assert_refused_cleanly(done, out_folder, f"'{pipe}' is a named pipe, not a file: reading it would wait for whatever writes into it")
+
+
 def test_a_damaged_geotransform_is_refused_cleanly(tiny_model, tmp_path):
     """Pixels of no size (a header cut or written wrongly) used to end in a traceback of the QGIS side."""
     raster = placed_scene(tmp_path, "ESP_000010_1000_RED.tif", (1000.0, 0.0, 0.0, 2000.0, 0.0, 0.0), helpers.mars_equirectangular_wkt())

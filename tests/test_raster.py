@@ -608,6 +608,12 @@ def test_a_file_gdal_cannot_read_is_explained(tmp_path, content):
     assert gdal.GetUseExceptions() == mode  # the engine leaves GDAL's global error mode as it found it
 
 
+def test_a_named_pipe_is_refused_rather_than_read_for_ever(tmp_path):
+    os.mkfifo(tmp_path / "ESP_000001_1000_RED.tif")
+    with pytest.raises(RasterError, match="is a named pipe, not a file: reading it would wait for whatever writes into it"):
+        RasterSource(str(tmp_path / "ESP_000001_1000_RED.tif"))
+
+
 def test_a_missing_file_is_explained(tmp_path):
     with pytest.raises(RasterError, match="does not exist"):
         RasterSource(str(tmp_path / "gone.tif"))

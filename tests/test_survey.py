@@ -273,12 +273,24 @@ def test_an_image_in_a_local_crs_fails_with_the_fix_not_an_unexpected_error(work
     assert "cannot be placed in the survey's Mars coordinates" in error and "Assign the product's Mars CRS" in error and "unexpected" not in error
 
 
+HUNG_VRT = """<VRTDataset rasterXSize="384" rasterYSize="384">
+  <SRS>+proj=eqc +R=3396190 +units=m</SRS>
+  <GeoTransform>0, 0.25, 0, 0, 0, -0.25</GeoTransform>
+  <VRTRasterBand dataType="UInt16" band="1">
+    <SimpleSource><SourceFilename relativeToVRT="0">{pipe}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>
+  </VRTRasterBand>
+</VRTDataset>
+"""
+
+
 def test_an_image_that_never_finishes_reading_is_given_up_and_the_batch_goes_on(qgis_app, tiny_model, tmp_path):
-    """A named pipe nobody writes blocks GDAL's open forever, as a hung network drive does: it stalled the survey
-    until killed. Past IMAGE_MINUTES it is recorded as failed, its worker restarted, and the image after it done."""
+    """A VRT whose pixels come from a named pipe nobody writes opens, then blocks its first read for ever, as a file on
+    a hung network drive does: it stalled the survey until killed. Past IMAGE_MINUTES it is recorded as failed, its
+    worker restarted, and the image after it done."""
     folder = tmp_path / "images"
     folder.mkdir()
-    os.mkfifo(folder / "ESP_000001_1000_RED.tif")  # surveyed first, by the one worker
+    os.mkfifo(tmp_path / "pipe")
+    (folder / "ESP_000001_1000_RED.vrt").write_text(HUNG_VRT.format(pipe=tmp_path / "pipe"))  # surveyed first, by the one worker
     make_images(folder, 1)
     out = tmp_path / "survey.gpkg"
     results = qs.run_algorithm("hiriseice:survey", {"FOLDER": str(folder), "MODEL": tiny_model.path, "WORKERS": 1, "IMAGE_MINUTES": 0.1, "OUTPUT": str(out)})
