@@ -46,8 +46,8 @@ DONE = "done"
 FAILED = "failed"
 
 # How long one image may take before the survey gives it up (minutes; 0: no limit). A whole RED
-# observation takes a minute or two on one core; a read that never ends (a network drive that hangs,
-# a file that is not one) would otherwise hold the overnight batch until morning.
+# observation takes a minute or two on one core; a read that never ends (a network drive that hangs)
+# would otherwise hold the overnight batch until morning.
 IMAGE_MINUTES = 30.0
 # How often the survey looks for images past their limit (seconds).
 WATCH_S = 5.0
@@ -380,7 +380,7 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
                 # A local cluster's workers share the cores: each reads its raster on its share only.
                 task_options = dataclasses.replace(options, readers=tensorflow_threads) if tensorflow_threads else options
                 futures = {client.submit(survey_image, image, model_path, task_options, tensorflow_threads, pure=False): image for image in todo}
-                for finished, (future, outcome) in enumerate(_outcomes(client, futures, 60.0 * image_minutes, KilledWorker, reporter), start=1):
+                for finished, (future, outcome) in enumerate(_outcomes(client, futures, 60.0 * image_minutes, KilledWorker), start=1):
                     store.record(outcome, name, version)
                     counts[outcome["status"]] += 1
                     _report_outcome(reporter, outcome, finished, len(todo))
@@ -393,7 +393,7 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
     return dict(counts, out=os.path.abspath(out), model_name=name, model_version=version)
 
 
-def _outcomes(client, futures: Dict, limit_s: float, killed_worker, reporter: Reporter) -> Iterator:
+def _outcomes(client, futures: Dict, limit_s: float, killed_worker) -> Iterator:
     """(future, outcome) of each image as it ends. An image a worker has run for more than limit_s
     (0: no limit) is given up: its task is cancelled and its worker restarted, since nothing stops a
     read that never returns but the process it runs in. Its time counts from when the survey first
@@ -424,11 +424,11 @@ def _outcomes(client, futures: Dict, limit_s: float, killed_worker, reporter: Re
             future.cancel()
             try:
                 client.restart_workers([running[future.key]])
+                restarted = " and its worker restarted"
             except Exception as exc:  # a cluster without nannies: the worker stays busy, the survey goes on without it
-                reporter.warning(f"the worker running {futures[future].image_id} could not be restarted ({exc}); the survey goes on without it")
-            yield future, _failed(futures[future], f"still running after {limit_s / 60:g} min, so it was given up and its worker restarted (a file "
-                                  "that never finishes reading: a network drive that hangs, a damaged file?). Check it, or give a longer time limit.",
-                                  since, [])
+                restarted = f"; its worker could not be restarted ({exc}) and the survey went on without it"
+            yield future, _failed(futures[future], f"still running after {limit_s / 60:g} min, so it was given up{restarted} (a file that never "
+                                  "finishes reading: a network drive that hangs, a damaged file?). Check it, or give a longer time limit.", since, [])
 
 
 def _outcome_of(future, image: SurveyImage, killed_worker) -> Dict:
