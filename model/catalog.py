@@ -47,9 +47,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 try:
+    from . import files
     from .errors import CancelledError, EngineError
     from .orientation import NORTH_FAR_DEG, hirise_north_turn
 except ImportError:  # run as a script
+    from model import files
     from model.errors import CancelledError, EngineError
     from model.orientation import NORTH_FAR_DEG, hirise_north_turn
 
@@ -696,7 +698,8 @@ def read_pds_index(path: str, product_type: str = "RED", base_url: str = PDS_BAS
 def read_index(path: str, product_type: str = "RED", stats: Optional[ReadStats] = None) -> Iterator[Product]:
     """Products of a local index: RDRCUMINDEX.LBL/.TAB or a CSV (plain or gzip)."""
     if not os.path.isfile(path):
-        raise CatalogError(f"The index {path} does not exist: give RDRCUMINDEX.LBL (with its .TAB beside it) or a CSV like hirise_rdr_index.csv.gz.")
+        raise CatalogError(files.special_file_message(path, "index") or
+                           f"The index {path} does not exist: give RDRCUMINDEX.LBL (with its .TAB beside it) or a CSV like hirise_rdr_index.csv.gz.")
     if os.path.splitext(path)[1].lower() in (".lbl", ".tab"):
         return read_pds_index(path, product_type, stats=stats)
     return _damage_said(path, read_csv_index(path, product_type, stats=stats))

@@ -3,6 +3,7 @@ CRS from the bundled extract and the real index, a drawn area across 0/360, repo
 download of a find output's JP2/LBL from a local server on 127.0.0.1."""
 
 import csv
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -95,6 +96,9 @@ def test_find_errors(qgis_app, tmp_path):
     assert "does not exist" in message
     message = qs.processing_error("hiriseice:find", {"INDEX": str(tmp_path), "OUTPUT": "memory:"})
     assert f"is '{tmp_path}'; give a file, not a folder." in message, message
+    os.mkfifo(tmp_path / "pipe.csv")  # said "does not exist"; reading it would have waited for a writer
+    message = qs.processing_error("hiriseice:find", {"INDEX": str(tmp_path / "pipe.csv"), "OUTPUT": "memory:"})
+    assert f"'{tmp_path / 'pipe.csv'}' is a named pipe, not a file" in message and "Give the index file itself." in message, message
     message = qs.processing_error("hiriseice:find", {"THEMES": "Polar Geology", "OUTPUT": "memory:"})
     assert "no themes file" in message
     message = qs.processing_error("hiriseice:find", {"SCALE_MIN": 0.2, "OUTPUT": "memory:"})
