@@ -66,7 +66,8 @@ def read_metadata(path: str, parameter: str = "MODEL") -> Dict:
         )
     path = resolve_model_path(path)
     if not os.path.isfile(path):
-        raise ModelFileError(f"The model file '{path}' ({parameter}) does not exist. Choose another, {_leave_empty(parameter)}, or train one with hiriseice:train.")
+        raise ModelFileError(files.special_file_message(path, "model") or
+                             f"The model file '{path}' ({parameter}) does not exist. Choose another, {_leave_empty(parameter)}, or train one with hiriseice:train.")
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()

@@ -206,6 +206,12 @@ def test_a_folder_is_not_a_model_file(tmp_path):
         modelfile.read_metadata(str(tmp_path))
 
 
+def test_a_named_pipe_is_not_a_model_file(tmp_path):
+    os.mkfifo(tmp_path / "tuned.hiriseice")
+    with pytest.raises(ModelFileError, match="is a named pipe, not a file: reading it would wait .* Give the model file itself"):
+        modelfile.read_metadata(str(tmp_path / "tuned.hiriseice"))
+
+
 @pytest.mark.parametrize("content", [b"", b"hello, I am a text file\n", b"PK\x03\x04 truncated zip"], ids=["empty", "text", "truncated-zip"])
 def test_a_non_zip_file(tmp_path, content):
     path = tmp_path / "model.hiriseice"
