@@ -70,11 +70,11 @@ def _detect_options(args):
 
 
 def _survey(args, reporter: Reporter) -> None:
-    from .survey import survey
+    from .survey import IMAGE_MINUTES, survey
 
-    limit = {} if args.image_minutes is None else {"image_minutes": args.image_minutes}
     result = survey(args.rasters, args.out, args.model, _detect_options(args), scheduler=args.scheduler or "", workers=args.workers,
-                    images_folder=args.images_folder or "", reporter=reporter, **limit)
+                    images_folder=args.images_folder or "", reporter=reporter,
+                    image_minutes=IMAGE_MINUTES if args.image_minutes is None else args.image_minutes)
     if result["failed"] and not result["done"] and not result["skipped"]:
         # a batch that surveyed nothing must not read as a success; the runs table keeps the errors for the retry
         raise EngineError(f"None of the {result['failed']} images could be surveyed: each failed (the warnings above and the 'runs' table of "

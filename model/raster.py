@@ -232,10 +232,12 @@ def georeferencing(ds, path: str, required: bool = True) -> Tuple[Tuple[float, .
 def geotransform_damage(geotransform) -> str:
     """What makes a geotransform place no pixel anywhere (a value that is not a number, pixels of no size), or ''."""
     if not all(np.isfinite(geotransform)):
-        return f"{', '.join(f'{value:g}' for value in geotransform)}: not every value is a number"
-    if geotransform[1] * geotransform[5] - geotransform[2] * geotransform[4] == 0:
-        return f"{', '.join(f'{value:g}' for value in geotransform)}: its pixels have no size"
-    return ""
+        damage = "not every value is a number"
+    elif geotransform[1] * geotransform[5] - geotransform[2] * geotransform[4] == 0:
+        damage = "its pixels have no size"
+    else:
+        return ""
+    return f"{', '.join(f'{value:g}' for value in geotransform)}: {damage}"
 
 
 def check_north_up(name: str, geotransform, crs_wkt: str = "", width: int = 0, height: int = 0) -> None:
