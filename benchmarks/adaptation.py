@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 import default_model as recipe  # noqa: E402
 from model import calibration, metrics, modelfile  # noqa: E402
+from model.network import architecture_widths  # noqa: E402
 from model.preprocess import resize  # noqa: E402
 from model.protocol import SilentReporter  # noqa: E402
 from model.trainingdata.examples import FAMILIES, LOOKALIKE_SHARES, LOOKALIKES  # noqa: E402
@@ -246,7 +247,7 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     from model.training import prepare_tensorflow
 
-    prepare_tensorflow(modelfile.read_metadata(args.base)["architecture"]["widths"])
+    prepare_tensorflow(architecture_widths(modelfile.read_metadata(args.base)["architecture"]))
     tiles = recipe.load_tiles([os.path.join(recipe.SHARED, name) for name in recipe.TERRAIN_FOLDERS])
     train_obs, _validation, test_obs = recipe.split_observations(tiles, args.seed)
     test = recipe.build_test_set([t for t in tiles if t["observation"] in test_obs], args.seed + 1, modelfile.read_metadata(args.base)["input_size"])

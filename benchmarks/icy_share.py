@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 import default_model as recipe  # noqa: E402
 from model import calibration, finetune, modelfile  # noqa: E402
+from model.network import architecture_widths  # noqa: E402
 
 
 def at_share(logits, test, fitted, fitted_share, share):
@@ -51,7 +52,7 @@ def main():
     from model.training import prepare_tensorflow
 
     meta = modelfile.read_metadata(args.model)
-    prepare_tensorflow(meta["architecture"]["widths"])
+    prepare_tensorflow(architecture_widths(meta["architecture"]))
     tiles = recipe.load_tiles([os.path.join(recipe.SHARED, name) for name in recipe.TERRAIN_FOLDERS])
     _train, _validation, test_obs = recipe.split_observations(tiles, args.seed)
     test = recipe.build_test_set([t for t in tiles if t["observation"] in test_obs], args.seed + 1, meta["input_size"])

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 import default_model as recipe  # noqa: E402
 from model import calibration, finetune, metrics, modelfile  # noqa: E402
+from model.network import architecture_widths  # noqa: E402
 from model.trainingdata.examples import FAMILIES  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def main():
     args = parser.parse_args()
     from model.training import prepare_tensorflow
 
-    prepare_tensorflow(modelfile.read_metadata(args.model)["architecture"]["widths"])
+    prepare_tensorflow(architecture_widths(modelfile.read_metadata(args.model)["architecture"]))
     network, meta = modelfile.load(args.model)
     tiles = recipe.load_tiles([os.path.join(recipe.SHARED, name) for name in recipe.TERRAIN_FOLDERS])
     _train, _validation, test_obs = recipe.split_observations(tiles, args.seed)

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 import default_model as recipe  # noqa: E402
 from model import calibration, metrics, modelfile  # noqa: E402
+from model.network import architecture_widths  # noqa: E402
 from model.preprocess import DEFAULT_NORMALISATION  # noqa: E402
 from model.trainingdata.examples import to_input  # noqa: E402
 from unseen import cap_remnants  # noqa: E402
@@ -169,7 +170,7 @@ def main():
 
     paths = args.model or [os.path.join(REPO, "resources", "models", "default.hiriseice")]
     first = modelfile.read_metadata(paths[0])
-    prepare_tensorflow(first["architecture"]["widths"])
+    prepare_tensorflow(architecture_widths(first["architecture"]))
     held_out = set(first["training"]["test_observations"])
     for path in paths[1:]:
         other = set(modelfile.read_metadata(path).get("training", {}).get("test_observations") or [])

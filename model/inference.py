@@ -21,6 +21,7 @@ from .chunking import check_grid_parameters, chunk_count, gap_warning, iter_chun
 from .errors import EngineError, NoValidChunksError
 from .footprint import ValidityMosaic
 from .grid import chunk_grid, chunk_wkt
+from .network import has_score_map
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
 from .raster import (RasterSource, block_cache, check_holds_a_chunk, check_north_up, coarse_pixel_warning, gdal_exceptions, north_turn_warning,
@@ -184,7 +185,7 @@ def scoring_route(options: DetectOptions, chunk_size: int, stride: int, input_si
     check_grid_parameters(chunk_size, stride, options.min_valid)
     if options.scoring == "chunk":
         return "chunk"
-    problem = scoremap.map_route_problem(chunk_size, stride, input_size, scoremap.network_stride_of(architecture)) if architecture.get("widths") else "the model file does not name its widths"
+    problem = scoremap.map_route_problem(chunk_size, stride, input_size, scoremap.network_stride_of(architecture)) if has_score_map(architecture) else "the model file does not name its widths"
     if options.scoring == "map":
         if problem:
             raise EngineError(f"The chunks cannot be read off the network's score map: {problem}. Use another stride, or the per-chunk route (scoring 'chunk').")
@@ -298,7 +299,7 @@ class MapChunks:
 def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, architecture, options, reporter, mosaic, readers):
     """Each chunk read and scored alone; its score map kept too where a probability raster is wanted."""
     want_map = bool(options.probability_raster)
-    if want_map and not architecture.get("widths"):
+    if want_map and not has_score_map(architecture):
         raise EngineError("This model file does not name its network's widths, so it cannot write a probability raster. Retrain it with hiriseice:train.")
     mapper = scoremap.ScoreMapper(network, architecture, mirror=options.tta) if want_map else None
     scorer = None if want_map else runtime.logit_scorer(network)

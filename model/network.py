@@ -8,6 +8,11 @@ functions, so the constants here are usable where TensorFlow must not load.
 
 from typing import Dict, Sequence
 
+from . import efficientnet
+
+SMALL_XCEPTION = "small_xception"
+# The trunks a network is built on: the paper's (at random) or EfficientNet-Lite0 (from ImageNet).
+TRUNKS = (SMALL_XCEPTION, efficientnet.NAME)
 PAPER_WIDTHS = (128, 256, 512, 728, 1024)
 # Keras's default 0.99 lets the moving statistics trail the weights by hundreds of steps;
 # with the few hundred steps of a geologist's label set, inference then sees stale
@@ -28,7 +33,7 @@ def build_network(input_size: int = 256, widths: Sequence[int] = PAPER_WIDTHS, d
     x = layers.Dropout(dropout)(x)
     logit = layers.Dense(1, name="logit")(x)
     probability = layers.Activation("sigmoid", name="probability")(logit)
-    return keras.Model(inputs, probability, name="small_xception")
+    return keras.Model(inputs, probability, name=SMALL_XCEPTION)
 
 
 def build_multi_scale_network(input_size: int, widths: Sequence[int], scales: Sequence[int], dropout: float = 0.5, seed: int = None):
@@ -92,16 +97,34 @@ def _features(inputs, widths: Sequence[int]):
 def build_from(architecture: Dict, input_size: int = None, seed: int = None):
     """A fresh network of this architecture (its own input size unless given)."""
     size = architecture["input_size"] if input_size is None else input_size
+    if architecture.get("name") == efficientnet.NAME:
+        return efficientnet.build_lite0_network(size, seed=seed)
     if architecture.get("scales"):
         return build_multi_scale_network(size, architecture["widths"], architecture["scales"], seed=seed)
     return build_network(size, architecture["widths"], seed=seed)
 
 
-def architecture(input_size: int, widths: Sequence[int], scales: Sequence[int] = ()) -> Dict:
-    """The model file's description of a network; ``scales`` only for a multi-scale one."""
+def architecture(input_size: int, widths: Sequence[int], scales: Sequence[int] = (), trunk: str = SMALL_XCEPTION) -> Dict:
+    """The model file's description of a network; ``scales`` only for a multi-scale one, ``widths``
+    only for the small Xception."""
+    if trunk not in TRUNKS:
+        raise ValueError(f"unknown trunk {trunk!r}; choose one of {', '.join(TRUNKS)}")
+    if trunk == efficientnet.NAME:
+        return {"name": trunk, "input_size": int(input_size)}
     if scales:
         return {"name": "multi_scale_xception", "widths": list(widths), "scales": [int(s) for s in scales], "input_size": int(input_size)}
-    return {"name": "small_xception", "widths": list(widths), "input_size": int(input_size)}
+    return {"name": SMALL_XCEPTION, "widths": list(widths), "input_size": int(input_size)}
+
+
+def architecture_widths(architecture: Dict) -> Sequence[int]:
+    """The small Xception's widths; none for another trunk (prepare_tensorflow's argument)."""
+    return architecture.get("widths") or ()
+
+
+def has_score_map(architecture: Dict) -> bool:
+    """Whether the file names its network well enough to rebuild it for any input size (the score
+    map's route); files from before the widths were recorded do not."""
+    return architecture.get("name") == efficientnet.NAME or bool(architecture.get("widths"))
 
 
 def logit_model(network):
@@ -121,6 +144,8 @@ def score_map_side(input_size: int, architecture: Dict) -> int:
 def network_stride(architecture: Dict) -> int:
     """Input pixels per position of the score map: the entry convolution and every block halve,
     and a multi-scale map has the cells of its coarsest trunk."""
+    if architecture.get("name") == efficientnet.NAME:
+        return efficientnet.STRIDE
     return 2 ** (len(architecture["widths"]) - 1) * max(architecture.get("scales") or [1])
 
 
@@ -135,7 +160,7 @@ def score_map_model(network, architecture: Dict):
 
     if architecture.get("scales"):
         return _multi_scale_map(network, architecture["scales"])
-    free = build_network(None, architecture["widths"])
+    free = efficientnet.build_lite0_network(None) if architecture.get("name") == efficientnet.NAME else build_network(None, architecture["widths"])
     free.set_weights(network.get_weights())
     pooling = next(layer for layer in free.layers if isinstance(layer, layers.GlobalAveragePooling2D))
     score = free.get_layer("logit")(pooling.input)

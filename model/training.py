@@ -18,7 +18,8 @@ import numpy as np
 
 from . import calibration, cells as cell_supervision, finetune, metrics, modelfile, rules
 from .errors import CancelledError, LabelError
-from .network import PAPER_WIDTHS, architecture, build_network, cell_logits, logit_model
+from . import efficientnet
+from .network import PAPER_WIDTHS, SMALL_XCEPTION, architecture, architecture_widths, build_from, cell_logits, logit_model
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
 from .splitting import describe_split, fixed_split, split_groups
@@ -54,6 +55,9 @@ class TrainOptions:
     input_size: int = 256
     chunk_size: int = 1024
     widths: Sequence[int] = PAPER_WIDTHS
+    # network.TRUNKS: the paper's small Xception of these widths, from random weights, or
+    # EfficientNet-Lite0 from ImageNet's (widths unused). A base model keeps its own.
+    trunk: str = SMALL_XCEPTION
     name: str = "hiriseice-model"
     calibrate: bool = True
     # Linear learning-rate warm-up over the first epoch (at most a fifth of the steps); None: when continuing a base model.
@@ -108,7 +112,7 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, mode: str, cell_
 
 def trained_architecture(options: TrainOptions, base_metadata: Optional[Dict]) -> Dict:
     """The architecture a run trains: the base model's, or the one options' input size and widths build."""
-    return base_metadata["architecture"] if base_metadata is not None else architecture(options.input_size, options.widths)
+    return base_metadata["architecture"] if base_metadata is not None else architecture(options.input_size, options.widths, trunk=options.trunk)
 
 
 def _to_float(images_u8: np.ndarray) -> np.ndarray:
@@ -167,7 +171,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
 
     Returns {"network", "metadata", "history", "metrics", "split"}.
     """
-    prepare_tensorflow(base[1]["architecture"]["widths"] if base is not None else options.widths)
+    prepare_tensorflow(architecture_widths(trained_architecture(options, base[1] if base is not None else None)))
     import keras
 
     reporter = reporter or SilentReporter()
@@ -199,7 +203,10 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         network, base_metadata = base
         base_epochs = int(base_metadata.get("training", {}).get("total_epochs", 0))
     else:
-        network = build_network(options.input_size, options.widths, seed=options.seed)
+        network = build_from(trained_architecture(options, None), seed=options.seed)
+        if options.trunk == efficientnet.NAME:
+            efficientnet.load_imagenet(network)
+            reporter.log("the EfficientNet-Lite0 trunk starts from its ImageNet weights")
         base_metadata, base_epochs = None, 0
     learning_rate = options.learning_rate or (finetune.FINE_TUNE_LEARNING_RATE if fine_tuning else finetune.SCRATCH_LEARNING_RATE)
     epochs = options.epochs or (finetune.FINE_TUNE_EPOCHS if fine_tuning else finetune.SCRATCH_EPOCHS)
@@ -380,7 +387,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         metadata["base_model"] = {"name": base_metadata["name"], "version": base_metadata["version"], "chunk_size": base_metadata["chunk_size"]}
     else:
         metadata = modelfile.new_metadata(
-            options.name, options.input_size, options.chunk_size, DEFAULT_NORMALISATION, architecture(options.input_size, options.widths),
+            options.name, options.input_size, options.chunk_size, DEFAULT_NORMALISATION, trained_architecture(options, None),
             {"icy": rules.ICY_THRESHOLD, "hard_low": rules.HARD_LOW},
         )
     metadata["calibration"] = chosen

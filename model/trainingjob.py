@@ -9,7 +9,7 @@ raster's CRS; a raster turned far from north-up is read through its north-up vie
 carried into that view's map: labels.north_up_rasters), label_mode "chunks" | "outlines", chunk_size (0 or absent: the label polygons'
 size, else the base model's, else 1024), input_size, min_valid, base_model, epochs (0 or absent: 30, or 10 from a base model), batch_size,
 validation_fraction, learning_rate (0 or absent: 1e-3, or 1e-4 from a base model), patience,
-augment ("none" | "lighting" | "full"), seed, widths, name, output_model, report; from a base
+augment ("none" | "lighting" | "full"), seed, widths, trunk (network.TRUNKS; without a base model), name, output_model, report; from a base
 model also replay_ratio, distill and anchor (finetune.py's REPLAY_RATIO, REPLAY_DISTILLATION,
 ANCHOR_PULL); with outlines, cell_weight (TrainOptions.cell_weight; 0: chunk labels only).
 """
@@ -23,7 +23,7 @@ from . import finetune, modelfile
 from .chunking import DEFAULT_MIN_VALID
 from .errors import EngineError, LabelError, RasterError
 from .files import check_destination
-from .network import network_stride, score_map_side
+from .network import TRUNKS, network_stride, score_map_side
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
 from .raster import check_north_up, gdal_exceptions, north_turn_warning, squashed_pixel_warning
@@ -49,6 +49,7 @@ def _options_from_job(job: Dict) -> TrainOptions:
         input_size=int(job.get("input_size", defaults.input_size)),
         chunk_size=int(job.get("chunk_size") or 0),  # 0: decided by tuned_chunk_size
         widths=tuple(job.get("widths") or defaults.widths),
+        trunk=job.get("trunk") or defaults.trunk,
         name=job.get("name") or os.path.splitext(os.path.basename(job["output_model"]))[0],
         distill=float(job["distill"]) if job.get("distill") is not None else finetune.REPLAY_DISTILLATION,
         replay_ratio=float(job["replay_ratio"]) if job.get("replay_ratio") is not None else finetune.REPLAY_RATIO,
@@ -72,6 +73,9 @@ def _check_job(job: Dict) -> str:
         raise LabelError(f"Unknown label mode {mode!r}; use 'chunks' (labelled chunk polygons) or 'outlines' (ice-patch outlines).")
     if not job.get("rasters"):
         raise LabelError("No raster was given. Choose the HiRISE images the labels belong to.")
+    trunk = job.get("trunk")
+    if trunk and trunk not in TRUNKS:
+        raise LabelError(f"Unknown network trunk {trunk!r}; choose one of {', '.join(TRUNKS)}.")
     anchor = job.get("anchor")
     if anchor is not None and not 0.0 <= float(anchor) <= 1.0:
         raise LabelError(f"ANCHOR (the pull back toward the base model after each step) is {anchor}; give a share of the way from 0 (none) to 1 "

@@ -12,9 +12,9 @@ model/ expects, and returns to QGIS's mode afterwards.
 import os
 
 try:
-    from ..model import __version__ as ENGINE_VERSION, chunking, errors, files, grid, modelfile, raster, rules, schema, training, trainingjob
+    from ..model import __version__ as ENGINE_VERSION, chunking, errors, files, grid, modelfile, network, raster, rules, schema, training, trainingjob
 except ImportError:  # processing_provider imported as a top-level package
-    from model import __version__ as ENGINE_VERSION, chunking, errors, files, grid, modelfile, raster, rules, schema, training, trainingjob  # noqa: F401
+    from model import __version__ as ENGINE_VERSION, chunking, errors, files, grid, modelfile, network, raster, rules, schema, training, trainingjob  # noqa: F401
 
 gdal_exceptions = raster.gdal_exceptions
 

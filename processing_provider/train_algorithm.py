@@ -29,12 +29,14 @@ from qgis.PyQt.QtCore import QVariant
 from .algorithm import HiriseIceAlgorithm, LayerListParameter
 from .common import add_features, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
-from .engine import errors, files, modelfile, raster, schema, training
+from .engine import errors, files, modelfile, network, raster, schema, training
 
 AUGMENT_MODES = training.AUGMENT_MODES
 from .worker import partial_path, run_worker
 
 LABEL_MODES = ("chunks", "outlines")
+# NETWORK's choices, in network.TRUNKS's order.
+NETWORK_LABELS = ("Small Xception of the paper, from random weights", "EfficientNet-Lite0, from ImageNet weights")
 
 
 def json_label(value):
@@ -68,6 +70,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
     AUGMENT = "AUGMENT"
     SEED = "SEED"
     WIDTHS = "WIDTHS"
+    NETWORK = "NETWORK"
     UNLABELLED = "UNLABELLED"
     ANCHOR = "ANCHOR"
     OUTPUT_MODEL = "OUTPUT_MODEL"
@@ -103,6 +106,10 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             "each class and the fit improves them, otherwise the base model's calibration (or none) is kept. <b>Augmentation</b>: lighting-safe (default) mirrors east-west and "
             "varies brightness and contrast, keeping north up, because ice hides on the poleward side of what shades it; full "
             "adds north-south flips and 90-degree rotations, for labels that do not depend on illumination. <b>Widths</b> (advanced): the network's layer widths. "
+            "<b>Network</b> (advanced, from scratch only; a base model keeps its own): the paper's small Xception, from random weights, or "
+            "EfficientNet-Lite0, which starts from what it learnt on a million photographs (ImageNet): from the same examples it learnt "
+            "our kinds of ice better and called real terrain icy less often (README, A trunk that starts from ImageNet); its input size "
+            "should be a multiple of 32 for the probability raster and overlapping grids. "
             "<b>Unlabelled chunks</b> (advanced, fine-tuning only): this many chunks of your images that you did not label, per labelled "
             "chunk, are trained toward the base model's own probability, so the new model keeps its answers on the rest of the image; "
             "2 kept the other kinds of ice better and learnt the labelled kind a little less (README). "
@@ -158,6 +165,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         )
         self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 42))
         self._advanced(QgsProcessingParameterString(self.WIDTHS, self.tr("Layer widths (entry, blocks..., exit)"), "128,256,512,728,1024"))
+        self._advanced(QgsProcessingParameterEnum(self.NETWORK, self.tr("Network, when training from scratch"), [self.tr(label) for label in NETWORK_LABELS], defaultValue=0))
         self._advanced(
             QgsProcessingParameterNumber(
                 self.UNLABELLED, self.tr("Unlabelled chunks of the images kept at the base model's answers, per labelled chunk (fine-tuning; 0 = none)"),
@@ -314,6 +322,8 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             except errors.EngineError as exc:
                 raise QgsProcessingException(str(exc)) from None
             feedback.pushInfo(f"Continuing from {modelfile.describe(base_metadata)}: its input size and normalisation are kept.")
+            if self.parameterAsEnum(parameters, self.NETWORK, context):
+                feedback.pushWarning(f"NETWORK is for training from scratch: the base model's own network ({base_metadata['architecture'].get('name')}) is kept.")
         widths = self._widths(self.parameterAsString(parameters, self.WIDTHS, context))
 
         entries, empty = [], []
@@ -368,6 +378,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             "augment": AUGMENT_MODES[self.parameterAsEnum(parameters, self.AUGMENT, context)],
             "seed": self.parameterAsInt(parameters, self.SEED, context),
             "widths": widths,
+            "trunk": network.TRUNKS[self.parameterAsEnum(parameters, self.NETWORK, context)],
             "unlabelled": self.parameterAsDouble(parameters, self.UNLABELLED, context),
             "anchor": self.parameterAsDouble(parameters, self.ANCHOR, context),
             "output_model": output_model,

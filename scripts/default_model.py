@@ -41,7 +41,8 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from model import calibration, finetune, metrics, modelfile  # noqa: E402
-from model.network import architecture, logit_model, score_map_side  # noqa: E402
+from model import efficientnet  # noqa: E402
+from model.network import SMALL_XCEPTION, TRUNKS, architecture, architecture_widths, logit_model, score_map_side  # noqa: E402
 from model.protocol import Reporter  # noqa: E402
 from model.training import TrainOptions  # noqa: E402
 from model.trainingdata import patches  # noqa: E402
@@ -113,12 +114,12 @@ def _at_input_size(base, input_size):
     network, meta = base
     if meta["input_size"] == input_size:
         return base
-    from model.network import build_network
+    from model.network import build_from
 
-    widths = meta["architecture"]["widths"]
-    rescaled = build_network(input_size, widths)
+    rescaled_architecture = dict(meta["architecture"], input_size=int(input_size))
+    rescaled = build_from(rescaled_architecture)
     rescaled.set_weights(network.get_weights())
-    return rescaled, dict(meta, input_size=int(input_size), architecture=architecture(input_size, widths))
+    return rescaled, dict(meta, input_size=int(input_size), architecture=rescaled_architecture)
 
 
 def build_training_set(tiles, variants, hard_variants, seed, input_size, workers=1, cells=0, twins=0.0):
@@ -346,6 +347,8 @@ def main(argv=None):
     parser.add_argument("--hold-out", default="", choices=[""] + list(FAMILIES), help="train without this ice family (leave-one-family-out); writes no card")
     parser.add_argument("--input-size", type=int, default=None, help="network input in px for a 1024-px chunk (default: --evaluate's or --base's, else 128)")
     parser.add_argument("--widths", default="32,64,128,192,256")
+    parser.add_argument("--trunk", default=SMALL_XCEPTION, choices=TRUNKS, help="the network's trunk without --base: the paper's small Xception of --widths, "
+                        f"from random weights, or {efficientnet.NAME}, from ImageNet's (README: A trunk that starts from ImageNet)")
     parser.add_argument("--base", default="", help="start from this model file's weights (its widths) instead of at random; "
                         "with another --input-size its weights start at that size, the chunk read at a finer scale")
     parser.add_argument("--variants", type=int, default=2, help="training examples per crop (half with ice)")
@@ -427,7 +430,7 @@ def main(argv=None):
     if args.evaluate:
         from model.training import prepare_tensorflow
 
-        prepare_tensorflow(modelfile.read_metadata(args.evaluate)["architecture"]["widths"])
+        prepare_tensorflow(architecture_widths(modelfile.read_metadata(args.evaluate)["architecture"]))
         network, meta = modelfile.load(args.evaluate)
         if args.rewrite:
             _move_to_prior(meta, _survey_share(network, meta, tiles, validation_obs, args))
@@ -448,8 +451,9 @@ def main(argv=None):
     if args.train_share < 1.0:
         keep = np.random.default_rng(data_seed).random(len(training_tiles)) < args.train_share
         training_tiles = [t for t, kept in zip(training_tiles, keep) if kept]
-    widths = tuple(modelfile.read_metadata(args.base)["architecture"]["widths"]) if args.base else tuple(int(w) for w in args.widths.split(","))
-    grid = score_map_side(args.input_size, modelfile.read_metadata(args.base)["architecture"] if args.base else architecture(args.input_size, widths))
+    widths = tuple(architecture_widths(modelfile.read_metadata(args.base)["architecture"])) if args.base else (
+        tuple(int(w) for w in args.widths.split(",")) if args.trunk == SMALL_XCEPTION else ())
+    grid = score_map_side(args.input_size, modelfile.read_metadata(args.base)["architecture"] if args.base else architecture(args.input_size, widths, trunk=args.trunk))
     if args.cell_weight and not grid:
         sys.exit(f"error: --cell-weight needs an --input-size that is a whole number of score-map cells, not {args.input_size}")
     shipped_faint_share, patches.FAINT_SHARE = patches.FAINT_SHARE, args.faint_share  # training and validation examples only, not the test set
@@ -470,7 +474,7 @@ def main(argv=None):
     base = _at_input_size(modelfile.load(args.base), args.input_size) if args.base else None
 
     options = TrainOptions(
-        epochs=args.epochs, patience=args.patience, seed=args.seed, batch_size=args.batch_size, max_minutes=args.minutes, input_size=args.input_size, chunk_size=1024, widths=widths,
+        epochs=args.epochs, patience=args.patience, seed=args.seed, batch_size=args.batch_size, max_minutes=args.minutes, input_size=args.input_size, chunk_size=1024, widths=widths, trunk=args.trunk,
         name="hiriseice-default" if not args.hold_out else f"hiriseice-without-{args.hold_out.replace(' ', '-')}",
         augment="lighting", learning_rate=args.learning_rate, validation_groups=sorted(validation_obs), freeze_batch_norm=False, anchor=0.0, cell_weight=args.cell_weight,
         extra_metadata={
@@ -513,6 +517,8 @@ def combine_scales(paths, tiles, validation_obs, args):
     from model.training import prepare_tensorflow
 
     metas = [modelfile.read_metadata(path) for path in paths]
+    if any(meta["architecture"].get("name") != SMALL_XCEPTION for meta in metas):
+        sys.exit("error: --combine joins two small Xceptions; a model of another trunk reads one scale")
     widths = metas[0]["architecture"]["widths"]
     coarse_size, fine_size = (meta["input_size"] for meta in metas)
     if metas[1]["architecture"]["widths"] != widths or any(meta["architecture"].get("scales") for meta in metas) or fine_size % coarse_size or fine_size == coarse_size:

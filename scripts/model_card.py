@@ -4,7 +4,7 @@ leave-one-family-out measurements (scripts/default_model.py)."""
 import json
 from typing import Dict, List, Tuple
 
-from model import modelfile
+from model import efficientnet, modelfile
 from model.finetune import REFERENCE_KIND
 from model.network import PAPER_WIDTHS
 
@@ -85,11 +85,15 @@ def _at_survey_share(test: Dict) -> str:
 
 def _network_paragraph(meta: Dict) -> str:
     t, architecture = meta["training"], meta["architecture"]
-    widths = tuple(architecture["widths"])
-    layers = f"{'the paper' if widths == PAPER_WIDTHS else 'narrower'} widths ({', '.join(str(w) for w in widths)} channels)"
     place = f"on a 2-core {t.get('device', 'CPU')}"
     base = meta.get("base_model")
     start = f"starting from the weights of {base['name']} {base['version']}" if base else "from random weights"
+    if architecture.get("name") == efficientnet.NAME:
+        return (f"The default model of HiRISE Ice Patches: an EfficientNet-Lite0 trunk, one {meta['input_size']}-px input for a {meta['chunk_size']}-px\n"
+                f"chunk, pooled to one logit, then calibrated; trained by `scripts/train_default_model --trunk {efficientnet.NAME}` in"
+                f" {t.get('run_minutes', 0):.0f} min {place}, {start if base else 'starting from ImageNet weights'}.")
+    widths = tuple(architecture["widths"])
+    layers = f"{'the paper' if widths == PAPER_WIDTHS else 'narrower'} widths ({', '.join(str(w) for w in widths)} channels)"
     if architecture.get("scales"):
         scale = max(architecture["scales"])
         opening = (f"The default model of HiRISE Ice Patches: two small Xceptions of Gergács & Kereszturi, {layers}, reading each\n"

@@ -316,3 +316,37 @@ def tiny_job(raster_path: str, labels: List[Dict], output_model: str, **override
 
 def checkerboard(row: int, col: int) -> bool:
     return (row + col) % 2 == 0
+
+
+ONE_WINDOW = r"""
+import json, sys
+import numpy as np
+from model import modelfile, scoremap
+from model.chunking import iter_chunks
+from model.network import logit_model
+from model.preprocess import network_input
+from model.raster import RasterSource
+raster, model_path = sys.argv[1], sys.argv[2]
+network, meta = modelfile.load(model_path)
+size, chunk = meta["input_size"], meta["chunk_size"]
+mapper = scoremap.ScoreMapper(network, meta["architecture"])
+with RasterSource(raster) as source:
+    info = source.info
+    samples = list(iter_chunks(source, chunk, chunk, 0.0, size))
+    images = np.stack([network_input(s.data, s.valid, meta["normalisation"]) for s in samples])
+    alone = np.asarray(logit_model(network).predict_on_batch(images[..., None])).reshape(-1)
+    g = scoremap.MapGeometry(info.width, info.height, chunk, chunk, size, mapper.cell)
+    tiles = scoremap.windows(g)
+    m = scoremap.score_canvas(source, g, mapper, meta["normalisation"])
+at = [(s.window.row, s.window.col) for s in samples]
+print(json.dumps({"alone": alone.tolist(), "map": [m.chunk_logit(*rc) for rc in at], "runtime": mapper.run.name, "windows": len(tiles), "cells": list(m.logits.shape),
+                  "whole": [[float(m.whole[rc]) for rc in at], [s.valid_fraction for s in samples]],
+                  "centre": [[float(m.centre[rc]) for rc in at], [s.centre_valid_fraction for s in samples]]}))
+"""
+
+
+def one_window(worker_python, raster, model):
+    """Score a raster's chunks alone and off the score map (ScoreMapper, at STRIDE = CHUNK) in the worker."""
+    done = run_worker_snippet(worker_python, ONE_WINDOW, raster, model)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -192,7 +192,7 @@ def test_history_table_and_report(chunk_trained):
 def test_retraining_honours_chunk_size_and_numbers_its_own_epochs(chunk_trained, labelled_geographic, training_data, tmp_path):
     base = chunk_trained["metadata"]
     results = train(tmp_path, [training_data.raster.path], [labelled_geographic], epochs=1, BASE_MODEL=chunk_trained["results"]["OUTPUT_MODEL"],
-                    CHUNK_SIZE=128, INPUT_SIZE=64, LEARNING_RATE=0, UNLABELLED=2, ANCHOR=0.005)  # CHUNK_SIZE honoured, INPUT_SIZE the base's, the fine-tuning rate
+                    CHUNK_SIZE=128, INPUT_SIZE=64, LEARNING_RATE=0, UNLABELLED=2, ANCHOR=0.005, NETWORK=1)  # CHUNK_SIZE honoured, INPUT_SIZE and NETWORK the base's, the fine-tuning rate
     meta = modelfile.read_metadata(results["OUTPUT_MODEL"])
     assert [f["epoch"] for f in results["HISTORY"].getFeatures()] == [1]
     assert (meta["training"]["epochs_run"], meta["training"]["base_epochs"], meta["training"]["total_epochs"]) == (1, 2, 3)
@@ -201,6 +201,7 @@ def test_retraining_honours_chunk_size_and_numbers_its_own_epochs(chunk_trained,
     assert (meta["input_size"], meta["chunk_size"], meta["architecture"]) == (base["input_size"], 128, base["architecture"])
     log = results["_feedback"].text
     assert "Continuing from" in log
+    assert "NETWORK is for training from scratch: the base model's own network (small_xception) is kept." in log
     job = job_of(results)
     assert job["unlabelled"] == 2.0  # every chunk is labelled: none drawn
     assert job["anchor"] == 0.005 and meta["training"]["anchor"] == 0.005
@@ -213,6 +214,15 @@ def test_retraining_honours_chunk_size_and_numbers_its_own_epochs(chunk_trained,
         report = handle.read()
     assert "<h2>Base model against new model</h2>" in report
     assert "<th>pull back toward the base model per step (ANCHOR)</th><td>0.005</td>" in report
+
+
+def test_a_network_from_imagenet_weights(labelled_geographic, training_data, tmp_path):
+    """NETWORK 1: the EfficientNet-Lite0 trunk, started from its ImageNet weights, of the input size given."""
+    results = train(tmp_path, [training_data.raster.path], [labelled_geographic], epochs=1, NETWORK=1, INPUT_SIZE=64, LEARNING_RATE=1e-4)
+    meta = modelfile.read_metadata(results["OUTPUT_MODEL"])
+    assert job_of(results)["trunk"] == "efficientnet_lite0"
+    assert meta["architecture"] == {"name": "efficientnet_lite0", "input_size": 64}
+    assert "the EfficientNet-Lite0 trunk starts from its ImageNet weights" in results["_feedback"].text
 
 
 @pytest.fixture(scope="module")

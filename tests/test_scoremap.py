@@ -66,46 +66,13 @@ def test_chunk_validity_summed_over_tiles_equals_each_chunk_alone(stride):
         assert (whole[c.row, c.col], centre[c.row, c.col]) == pytest.approx(expected, abs=1e-12), (c, expected)
 
 
-ONE_WINDOW = r"""
-import json, sys
-import numpy as np
-from model import modelfile, scoremap
-from model.chunking import iter_chunks
-from model.network import logit_model
-from model.preprocess import network_input
-from model.raster import RasterSource
-raster, model_path = sys.argv[1], sys.argv[2]
-network, meta = modelfile.load(model_path)
-size, chunk = meta["input_size"], meta["chunk_size"]
-mapper = scoremap.ScoreMapper(network, meta["architecture"])
-with RasterSource(raster) as source:
-    info = source.info
-    samples = list(iter_chunks(source, chunk, chunk, 0.0, size))
-    images = np.stack([network_input(s.data, s.valid, meta["normalisation"]) for s in samples])
-    alone = np.asarray(logit_model(network).predict_on_batch(images[..., None])).reshape(-1)
-    g = scoremap.MapGeometry(info.width, info.height, chunk, chunk, size, mapper.cell)
-    tiles = scoremap.windows(g)
-    m = scoremap.score_canvas(source, g, mapper, meta["normalisation"])
-at = [(s.window.row, s.window.col) for s in samples]
-print(json.dumps({"alone": alone.tolist(), "map": [m.chunk_logit(*rc) for rc in at], "runtime": mapper.run.name, "windows": len(tiles), "cells": list(m.logits.shape),
-                  "whole": [[float(m.whole[rc]) for rc in at], [s.valid_fraction for s in samples]],
-                  "centre": [[float(m.centre[rc]) for rc in at], [s.centre_valid_fraction for s in samples]]}))
-"""
-
-
-def one_window(worker_python, raster, model):
-    done = helpers.run_worker_snippet(worker_python, ONE_WINDOW, raster, model)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.parametrize("width,height,tiles,cells", [(64, 64, 1, [4, 4]), (64, 40, 1, [4, 4]), (150, 100, 6, [8, 12])])
 def test_tiles_equal_the_chunks_alone_tiny_model(worker_python, tiny_model, make_raster, width, height, tiles, cells):
     """At STRIDE = CHUNK every tile is a chunk: an image of one chunk, one padded with no-data, and
     3 x 2 chunks with partial ones at the right and bottom in a no-data border: same logits
     on every chunk with valid pixels."""
     raster = make_raster(width=width, height=height, rotated_border=width > 64, nodata=0, seed=3, icy_chunk_size=64, icy_pattern=lambda r, c: (r + c) % 2 == 0)
-    out = one_window(worker_python, raster.path, tiny_model.path)
+    out = helpers.one_window(worker_python, raster.path, tiny_model.path)
     assert out["windows"] == tiles and out["cells"] == cells and out["runtime"] == "ONNX Runtime"
     assert len(out["alone"]) >= min(tiles, 4) and np.abs(np.array(out["alone"]) - np.array(out["map"])).max() < 1e-4, out
     assert out["whole"][0] == pytest.approx(out["whole"][1]) and out["centre"][0] == pytest.approx(out["centre"][1])
@@ -140,7 +107,7 @@ def test_tiles_equal_the_chunks_alone_two_scale_model(worker_python, tiny_two_sc
     """A two-scale network's map has its coarse trunk's cells (twice the fine trunk's), and still
     gives each chunk its logit alone."""
     raster = make_raster(width=width, height=height, rotated_border=width > 64, nodata=0, seed=3, icy_chunk_size=64, icy_pattern=lambda r, c: (r + c) % 2 == 0)
-    out = one_window(worker_python, raster.path, tiny_two_scale_model)
+    out = helpers.one_window(worker_python, raster.path, tiny_two_scale_model)
     assert out["windows"] == tiles and out["cells"] == cells and out["runtime"] == "ONNX Runtime"
     assert np.abs(np.array(out["alone"]) - np.array(out["map"])).max() < 1e-4, out
 
@@ -153,7 +120,7 @@ def test_tile_equals_the_chunk_alone_default_model(worker_python, tmp_path):
         tmp_path / "one.tif",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    out = one_window(worker_python, str(tmp_path / "one.tif"), "")
+    out = helpers.one_window(worker_python, str(tmp_path / "one.tif"), "")
     assert out["windows"] == 1 and out["cells"] == [8, 8] and out["runtime"] == "ONNX Runtime"
     assert abs(out["alone"][0] - out["map"][0]) < 1e-4, out
 
