@@ -1,4 +1,6 @@
-"""The paper's network: the small Xception of Keras's "image classification from scratch".
+"""The paper's network: the small Xception of Keras's "image classification from scratch"; and
+how a model file names its network (``architecture``), which may instead be the
+EfficientNet-Lite0 trunk of efficientnet.py.
 
 Widths and input size are parameters so tests can train a tiny copy in seconds; the
 defaults are the paper's. The single output unit is split into a linear ``logit`` layer and

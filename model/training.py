@@ -16,9 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import calibration, cells as cell_supervision, finetune, metrics, modelfile, rules
+from . import calibration, cells as cell_supervision, efficientnet, finetune, metrics, modelfile, rules
 from .errors import CancelledError, LabelError
-from . import efficientnet
 from .network import PAPER_WIDTHS, SMALL_XCEPTION, architecture, architecture_widths, build_from, cell_logits, logit_model
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
