@@ -134,35 +134,43 @@ _STORAGE_TYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "Half
 
 def read_legacy_torch(handle) -> Dict[str, np.ndarray]:
     """A state dict saved by torch.save in PyTorch's legacy (pre-1.6) format, as numpy arrays,
-    without PyTorch. Raises ValueError for anything else."""
-    if pickle.load(handle) != _LEGACY_MAGIC:
+    without PyTorch. Raises ValueError for anything else. Every pickle of the file, its header
+    included, goes through _StateDictUnpickler, so the file can name no code to run."""
+    unpickler = _StateDictUnpickler(handle)
+    if unpickler.load() != _LEGACY_MAGIC:
         raise ValueError("not a legacy PyTorch file")
-    pickle.load(handle)  # protocol version
-    pickle.load(handle)  # system information
-    storages = {}
-
-    class Unpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-                return _Tensor
-            if module == "torch" and name in _STORAGE_TYPES:
-                return _STORAGE_TYPES[name]
-            if (module, name) == ("collections", "OrderedDict"):
-                return collections.OrderedDict
-            raise pickle.UnpicklingError(f"{module}.{name} is not part of a state dict")
-
-        def persistent_load(self, pid):
-            _, dtype, key, _location, size, _view = pid
-            storages[key] = (dtype, size)
-            return key
-
-    state = Unpickler(handle).load()
+    unpickler.load()  # protocol version
+    unpickler.load()  # system information
+    state = unpickler.load()
     data = {}
-    for key in pickle.load(handle):
-        dtype, size = storages[key]
+    for key in unpickler.load():
+        dtype = np.dtype(unpickler.storage_types[key])
         (count,) = struct.unpack("<q", handle.read(8))
-        data[key] = np.frombuffer(handle.read(count * np.dtype(dtype).itemsize), dtype="<" + np.dtype(dtype).str[1:])
+        data[key] = np.frombuffer(handle.read(count * dtype.itemsize), dtype=dtype.newbyteorder("<"))
     return {name: tensor.array(data) for name, tensor in state.items() if isinstance(tensor, _Tensor)}
+
+
+class _StateDictUnpickler(pickle.Unpickler):
+    """Admits only what a state dict holds: tensors, their storages' types and OrderedDict. A
+    tensor's storage is named by a persistent id, whose type is kept for reading its bytes."""
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self.storage_types = {}
+
+    def find_class(self, module, name):
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return _Tensor
+        if module == "torch" and name in _STORAGE_TYPES:
+            return _STORAGE_TYPES[name]
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a state dict")
+
+    def persistent_load(self, pid):
+        _, storage_type, key, _location, _size, _view = pid
+        self.storage_types[key] = storage_type
+        return key
 
 
 class _Tensor:

@@ -52,6 +52,9 @@ def test_a_file_that_is_not_legacy_pytorch_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"weights": 1}))
     with open(path, "rb") as handle, pytest.raises(ValueError, match="not a legacy PyTorch file"):
         efficientnet.read_legacy_torch(handle)
+    path.write_bytes(pickle.dumps(print))  # a header that names code: refused, not loaded
+    with open(path, "rb") as handle, pytest.raises(pickle.UnpicklingError, match="builtins.print is not part of a state dict"):
+        efficientnet.read_legacy_torch(handle)
 
 
 @pytest.fixture(scope="module")
