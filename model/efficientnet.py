@@ -2,7 +2,7 @@
 
 A trunk that has already learnt edges, blobs and shading from a million photographs learns ice
 from our generators with fewer examples than one started at random, and calls less real terrain
-icy (README, "A trunk that starts from ImageNet"). Lite0 is EfficientNet without
+icy (docs/default-model.md, "A trunk that starts from ImageNet"). Lite0 is EfficientNet without
 squeeze-excitation and with ReLU6: cheap on a CPU and plain Keras layers, so model files load and
 export to ONNX like the small Xception's.
 

@@ -45,7 +45,7 @@ REPLAY_TOLERANCE = 0.02
 # ranking can hold while the whole score shifts up (a narrow base's rehearsal AUC rose 0.824 ->
 # 0.837 as its false alarms on real terrain doubled), and 5 points is the survey's whole budget.
 REPLAY_FPR_TOLERANCE = 0.05
-# The next three, chosen by benchmarks/adaptation.py (README, "Why these defaults"): with the
+# The next three, chosen by benchmarks/adaptation.py (docs/retraining.md, "Why these defaults"): with the
 # shipped model as the base and 200 stone-field labels (three draws), one replay example per user
 # chunk with hard targets lost 0.013-0.025 AUC on every other family; these three lost at most
 # 0.008 and learnt the new kind within 0.006 as well (0.770 -> 0.792-0.798). From a base that
@@ -71,7 +71,7 @@ REFERENCE_KIND = "reference terrain"
 # the top quarter, where the base's operating point lies (it calls 2-4 % of real terrain icy). A
 # count at p >= 0.5 alone rests on a handful of crops: on 256 of them it left a half-icy lee-frost
 # round 2.4-6.5 % of held-out real terrain called icy; the top tenth (13 of 128 crops) 2.4-5.1 %;
-# the top quarter 2.6-4.5 % (the base: 3.6 %; benchmarks/adaptation.py's model, README).
+# the top quarter 2.6-4.5 % (the base: 3.6 %; benchmarks/adaptation.py's model, docs/retraining.md).
 REFERENCE_TAIL = np.linspace(0.75, 0.99, 10)
 
 
@@ -284,7 +284,7 @@ def hold_reference_tail(chosen: Optional[Dict], new_logits: np.ndarray, base_sco
     of 200 lee-frost labels called 7.1 % of held-out real terrain icy (the base 3.6 %), and the
     count hold on rehearsed examples it had trained on never bound; held on the reference,
     3.6 % with the recall still up (0.22 -> 0.28), and 100 review_rank labels 9.3 % -> 6.1 %
-    (benchmarks/adaptation.py, README)."""
+    (benchmarks/adaptation.py, docs/retraining.md)."""
     spec = chosen or calibration.identity()
     scores = calibration.log_odds(new_logits, spec)
     excess = float(np.mean(np.quantile(scores, REFERENCE_TAIL) - np.quantile(base_scores, REFERENCE_TAIL)))

@@ -1,7 +1,7 @@
 """What runs the network in detect: ONNX Runtime where it matches Keras, else Keras.
 
-benchmarks/runtimes.py --paired measured the bundled network on a 2-core CPU (README,
-Performance): taking turns in one process, ONNX Runtime scored the same chunks 1.4 times as fast
+benchmarks/runtimes.py --paired measured the bundled network on a 2-core CPU (docs/performance.md,
+"The network's runtime"): taking turns in one process, ONNX Runtime scored the same chunks 1.4 times as fast
 as Keras at batch 16 (OpenVINO in float32 1.26 times), its probabilities within 3e-7 of Keras's. So the logit network is exported to ONNX once per set of weights (Keras 3's
 ``model.export(format="onnx")``, through tf2onnx) into a cache folder, checked against Keras on
 probe images, and used where the check passed. Without onnxruntime or tf2onnx, or where the check

@@ -348,7 +348,7 @@ def main(argv=None):
     parser.add_argument("--input-size", type=int, default=None, help="network input in px for a 1024-px chunk (default: --evaluate's or --base's, else 128)")
     parser.add_argument("--widths", default="32,64,128,192,256")
     parser.add_argument("--trunk", default=SMALL_XCEPTION, choices=TRUNKS, help="the network's trunk without --base: the paper's small Xception of --widths, "
-                        f"from random weights, or {efficientnet.NAME}, from ImageNet's (README: A trunk that starts from ImageNet)")
+                        f"from random weights, or {efficientnet.NAME}, from ImageNet's (docs/default-model.md: A trunk that starts from ImageNet)")
     parser.add_argument("--base", default="", help="start from this model file's weights (its widths) instead of at random; "
                         "with another --input-size its weights start at that size, the chunk read at a finer scale")
     parser.add_argument("--variants", type=int, default=2, help="training examples per crop (half with ice)")

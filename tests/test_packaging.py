@@ -44,6 +44,7 @@ def test_one_top_folder_and_no_developer_files(package):
                       r"^scripts/(test|package|train_default_model|default_model\.py|model_card\.py)$", r"\.aux\.xml$"):
         assert not [f for f in files if re.search(forbidden, f)], forbidden
     for needed in ("__init__.py", "metadata.txt", "LICENSE", "README.md", "CHANGELOG.md", "requirements-worker.txt", "scripts/install",
+                   "docs/default-model.md", "docs/retraining.md", "docs/performance.md",
                    "resources/models/default.hiriseice", "resources/models/MODEL_CARD.md", "resources/styles/chunks.qml", "resources/icons/hiriseice.svg"):
         assert needed in files, needed
     # Every module the plugin and the worker import is there.
@@ -52,6 +53,21 @@ def test_one_top_folder_and_no_developer_files(package):
         assert {t for t in tracked if t.endswith(".py") and (REPO / t).exists()} <= files, folder
     with zipfile.ZipFile(package) as archive:
         assert archive.read(f"{PACKAGE}/resources/models/default.hiriseice") == (REPO / "resources/models/default.hiriseice").read_bytes()
+
+
+def test_every_link_of_the_documents_leads_to_a_file_of_the_package(package):
+    """The README sends readers to docs/ for the measurements, and both ship in the ZIP: a link
+    to a file the ZIP lacks, or to a path that moved, would lead nowhere."""
+    files = {n[len(PACKAGE) + 1:] for n in names(package) if not n.endswith("/")}
+    documents = ["README.md"] + sorted(f for f in files if f.startswith("docs/") and f.endswith(".md"))
+    assert len(documents) >= 4
+    for document in documents:
+        text = (REPO / document).read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)#\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            resolved = os.path.normpath(os.path.join(os.path.dirname(document), target))
+            assert resolved in files, f"{document} links to {target}, which the package does not hold"
 
 
 def test_packaged_metadata(package):
