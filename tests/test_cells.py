@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model import cells
-from model.training import augment_batch
+from model.fitting import augment_batch
 from model.trainingdata.examples import FAMILIES, LOOKALIKE_SHARES, ice_cells, make_example
 
 import helpers

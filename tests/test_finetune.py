@@ -289,7 +289,7 @@ for a, b in zip(base_net.layers, tuned_net.layers):
         (bn if type(a).__name__ == "BatchNormalization" else other).append(same)
 out["weights_unchanged"] = {"batch_norm": bn, "other": other}
 # Metrics read a distilled target as the label it stands for.
-from model.training import hard_label_metric
+from model.fitting import hard_label_metric
 import keras
 accuracy = hard_label_metric(keras.metrics.BinaryAccuracy, "accuracy")
 accuracy.update_state(np.array([[0.75], [0.25], [0.6], [0.4]]), np.array([[0.9], [0.1], [0.2], [0.3]]))

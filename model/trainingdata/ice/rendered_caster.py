@@ -5,7 +5,7 @@ segment drawn with its own shadow (model.trainingdata.relief). A network trained
 alone learns the drawn caster: the other families have none."""
 
 import math
-from typing import List, Tuple
+from typing import List, NamedTuple, Tuple
 
 import numpy as np
 
@@ -49,129 +49,174 @@ def implant_ice_patches(image, rng, count=None, sun_azimuth_deg=DEFAULT_SUN_AZIM
     count = int(count)
     if count < 1:
         raise ValueError("count must be at least 1")
-    side = min(h, w)
-    max_size = max(float(min_size_px), side * float(max_size_fraction))
     clo, chi = float(contrast_range[0]), float(contrast_range[1])
     if not (0.0 < clo <= chi):
         raise ValueError("contrast_range must be (low, high) with 0 < low <= high")
-    _, shadow_dir = sun_vectors(sun_azimuth_deg)
-    orig = out.copy()
-    rows, cols, score, s, m, sd = find_cast_shadows(out, valid, sun_azimuth_deg)
-    occupied = np.zeros((h, w), dtype=bool)
+    scene = _Scene(out, valid, sun_azimuth_deg, sun_elevation_deg, min_size_px, max(float(min_size_px), min(h, w) * float(max_size_fraction)))
     mask = np.zeros((h, w), dtype=bool)
     infos: List[dict] = []
-    used_shadows: List[Tuple[int, int]] = []
-    # the long axis of a patch follows the landform: perpendicular to the shadow direction
-    along = math.atan2(shadow_dir[0], shadow_dir[1]) + math.pi / 2.0
-
     for n in range(count):
-        placed = False
-        size = loguniform(rng, min_size_px, max_size)
-        size0 = size
-        synth_failures = 0
-        may_shrink = rng.random() < 0.6  # else a large patch gets a landform of its own size
-        for attempt in range(45):
-            # 1) a real shadow in the image (preferring strongly shadowed pixels) that is
-            # large enough for the patch: ice fills the shade, it does not spill over the plain
-            shadow_rc = None
-            synth = not (len(rows) and attempt < 15)
-            if not synth:
-                j = int(rng.choice(len(rows), p=score / score.sum()))
-                sr, sc, scentre, bottom, swidth, sdepth = shadow_extent(s, m, int(rows[j]), int(cols[j]),
-                                                                         limit=side // 3)
-                if (sr, sc) in used_shadows:
-                    continue
-                fit = 0.9 * swidth + 0.5 * sdepth + 3.0
-                if size > fit:
-                    # after a few misses, rather shrink the patch to a real shadow than invent one
-                    if attempt < 4 or fit < min_size_px or not may_shrink:
-                        continue
-                    size = fit
-                shadow_rc = (sr, sc)
-            else:
-                size = max(float(min_size_px), size0 * 0.85 ** (synth_failures // 4))
-                synth_failures += 1
-            elongation = rng.uniform(1.3, 4.0) if size >= 6 else rng.uniform(1.0, 2.0)
-            angle = along + rng.normal(0.0, math.radians(25.0))
-            sigma = rng.uniform(0.5, 1.1) + rng.uniform(0.02, 0.06) * size / elongation
-            alpha, pr, pc = patch_shape(rng, size, elongation, angle, sigma)
-            core_rows = np.nonzero((alpha > MASK_ALPHA).any(axis=1))[0]
-            half_up = pr - core_rows[0]  # rows from the centre to the top of the patch
-            # 2) otherwise synthesise a shadowing feature above where the patch goes
-            if synth:
-                work = out.copy()
-                feat = feature_params(rng, size, side, along, sun_elevation_deg)
-                rx, ry, hpx = feat["rx"], feat["ry"], feat["height"]
-                length = hpx / math.tan(math.radians(max(3.0, sun_elevation_deg)))
-                ext = max(rx, ry) + 2
-                faint_r = np.nonzero((alpha > 0.02).any(axis=1))[0]
-                faint_c = np.nonzero((alpha > 0.02).any(axis=0))[0]
-                patch_h = faint_r[-1] - pr + half_up  # from the patch top to its faint bottom edge
-                patch_w = max(pc - faint_c[0], faint_c[-1] - pc)
-                need_below = ext + max(0.0, shadow_dir[0] * length) + patch_h + 4
-                lo_r, hi_r = ext + 2, h - need_below
-                lo_c = max(ext + 2 + max(0.0, -shadow_dir[1] * length), patch_w + 2)
-                hi_c = min(w - ext - 2 - max(0.0, shadow_dir[1] * length), w - patch_w - 2)
-                if hi_r <= lo_r or hi_c <= lo_c:
-                    continue
-                fy, fx = rng.uniform(lo_r, hi_r), rng.uniform(lo_c, hi_c)
-                res = draw_feature(work, feat, fy, fx, sun_azimuth_deg, sun_elevation_deg)
-                if res is None:
-                    continue
-                (fr0, fr1, fc0, fc1), body, shad = res
-                sh = shad > 0.5
-                if not sh.any():
-                    continue
-                footprint = (body + shad) > 0.05
-                if not valid[fr0:fr1, fc0:fc1][footprint].all() or occupied[fr0:fr1, fc0:fc1][footprint].any():
-                    continue
-                srows, scols = np.nonzero(sh)
-                sr = int(round(srows.mean())) + fr0
-                sc = int(round(scols.mean())) + fc0
-                col_hits = np.nonzero(sh[:, min(max(sc - fc0, 0), sh.shape[1] - 1)])[0]
-                bottom = (col_hits.max() + 1 + fr0) if len(col_hits) else srows.max() + 1 + fr0
-                shadow_rc = (sr, sc)
-                scentre = sc
-            sr, sc = shadow_rc
-            # the patch sits at the poleward edge of the shadow, partly inside it, but leaves
-            # the darkest part of the shadow (and the feature casting it) uncovered
-            centre_row = max(bottom + rng.uniform(-0.4, 0.4) * half_up, sr + 1.0 + half_up)
-            centre_col = scentre + rng.normal(0.0, 0.15 * max(size / elongation, 1.0))
-            if centre_row <= sr:
-                continue
-            placed_win = place_patch(out.shape, valid, occupied, alpha, pr, pc, centre_row, centre_col)
-            if placed_win is None:
-                continue
-            (wr0, wr1, wc0, wc1), a = placed_win
-            if not synth:
-                # ice does not survive on sunlit faces: keep the patch off the bright slopes
-                pm = a > MASK_ALPHA
-                lit = s[wr0:wr1, wc0:wc1] > m[wr0:wr1, wc0:wc1] + 0.5 * sd[wr0:wr1, wc0:wc1]
-                if pm.any() and lit[pm].mean() > 0.3:
-                    continue
-            if synth:
-                out = work  # commit the synthesised feature
-            contrast = paint_ice(out, orig, valid, (wr0, wr1, wc0, wc1), a, size, (clo, chi), rng)
-            pm = a > MASK_ALPHA
-            mask[wr0:wr1, wc0:wc1] |= pm
-            occupied[wr0:wr1, wc0:wc1] |= dilate(a > 0.02, 2)
-            used_shadows.append((sr, sc))
-            prow, pcol = np.nonzero(pm)
-            infos.append({
-                "bbox": (int(prow.min() + wr0), int(pcol.min() + wc0),
-                         int(prow.max() + wr0 + 1), int(pcol.max() + wc0 + 1)),
-                "centre": (float(prow.mean() + wr0), float(pcol.mean() + wc0)),
-                "shadow": (int(sr), int(sc)),
-                "size_px": float(size),
-                "contrast": float(contrast),
-                "synthesized_feature": bool(synth),
-            })
-            placed = True
-            break
-        if not placed:
+        planted = _plant_one(scene, rng)
+        if planted is None:
             if n == 0:
                 raise ValueError("could not place an ice patch in a %dx%d image (too small or no valid room)" % (h, w))
             break
+        window, a, size, shadow, synth = planted
+        bbox, centre, contrast = _paint(scene, rng, window, a, size, (clo, chi), mask)
+        scene.used_shadows.append((shadow.row, shadow.col))
+        infos.append({"bbox": bbox, "centre": centre, "shadow": (int(shadow.row), int(shadow.col)), "size_px": float(size),
+                      "contrast": float(contrast), "synthesized_feature": bool(synth)})
     if return_info:
-        return out, mask, infos
-    return out, mask
+        return scene.out, mask, infos
+    return scene.out, mask
+
+
+class _Scene:
+    """The image being planted, what was found in it once, and what the patches so far hold."""
+
+    def __init__(self, out, valid, sun_azimuth_deg, sun_elevation_deg, min_size_px, max_size):
+        self.out, self.orig, self.valid = out, out.copy(), valid
+        self.sun_azimuth_deg, self.sun_elevation_deg = sun_azimuth_deg, sun_elevation_deg
+        self.min_size_px, self.max_size, self.side = min_size_px, max_size, min(out.shape)
+        _, self.shadow_dir = sun_vectors(sun_azimuth_deg)
+        self.rows, self.cols, self.score, self.s, self.m, self.sd = find_cast_shadows(out, valid, sun_azimuth_deg)
+        self.occupied = np.zeros(out.shape, dtype=bool)
+        self.used_shadows: List[Tuple[int, int]] = []
+        # the long axis of a patch follows the landform: perpendicular to the shadow direction
+        self.along = math.atan2(self.shadow_dir[0], self.shadow_dir[1]) + math.pi / 2.0
+
+
+class _Shadow(NamedTuple):
+    """The shadow a patch is placed against: a pixel of it (its darkest, or a drawn one's
+    centroid), the column of its centre line and the row just below its poleward edge."""
+
+    row: int
+    col: int
+    centre_col: float
+    bottom: float
+
+
+def _plant_one(scene: _Scene, rng):
+    """Up to 45 attempts at one patch: the first 15 against real shadows, then beside drawn
+    casters. Returns (window, alpha, size, shadow, synthesised) with any drawn caster already in
+    scene.out, or None where no attempt fitted."""
+    size = size0 = loguniform(rng, scene.min_size_px, scene.max_size)
+    synth_failures = 0
+    may_shrink = rng.random() < 0.6  # else a large patch gets a landform of its own size
+    for attempt in range(45):
+        synth = not (len(scene.rows) and attempt < 15)
+        if not synth:
+            found = _real_shadow(scene, rng, size, attempt, may_shrink)
+            if found is None:
+                continue
+            shadow, size = found
+        else:
+            size = max(float(scene.min_size_px), size0 * 0.85 ** (synth_failures // 4))
+            synth_failures += 1
+        elongation = rng.uniform(1.3, 4.0) if size >= 6 else rng.uniform(1.0, 2.0)
+        angle = scene.along + rng.normal(0.0, math.radians(25.0))
+        sigma = rng.uniform(0.5, 1.1) + rng.uniform(0.02, 0.06) * size / elongation
+        alpha, pr, pc = patch_shape(rng, size, elongation, angle, sigma)
+        core_rows = np.nonzero((alpha > MASK_ALPHA).any(axis=1))[0]
+        half_up = pr - core_rows[0]  # rows from the centre to the top of the patch
+        work = None
+        if synth:
+            drawn = _drawn_caster(scene, rng, size, alpha, pr, pc, half_up)
+            if drawn is None:
+                continue
+            work, shadow = drawn
+        placed = _poleward_of(scene, rng, shadow, alpha, pr, pc, half_up, size / elongation)
+        if placed is None:
+            continue
+        (wr0, wr1, wc0, wc1), a = placed
+        if not synth and _on_lit_slope(scene, (wr0, wr1, wc0, wc1), a):
+            continue
+        if synth:
+            scene.out = work  # commit the drawn caster
+        return (wr0, wr1, wc0, wc1), a, size, shadow, synth
+    return None
+
+
+def _real_shadow(scene: _Scene, rng, size, attempt, may_shrink):
+    """A real shadow in the image (preferring strongly shadowed pixels) large enough for the
+    patch, and the patch's size: ice fills the shade, it does not spill over the plain. After a
+    few misses the patch may shrink to a real shadow rather than get a drawn one. None: try again."""
+    j = int(rng.choice(len(scene.rows), p=scene.score / scene.score.sum()))
+    sr, sc, scentre, bottom, swidth, sdepth = shadow_extent(scene.s, scene.m, int(scene.rows[j]), int(scene.cols[j]), limit=scene.side // 3)
+    if (sr, sc) in scene.used_shadows:
+        return None
+    fit = 0.9 * swidth + 0.5 * sdepth + 3.0
+    if size > fit:
+        if attempt < 4 or fit < scene.min_size_px or not may_shrink:
+            return None
+        size = fit
+    return _Shadow(sr, sc, scentre, bottom), size
+
+
+def _drawn_caster(scene: _Scene, rng, size, alpha, pr, pc, half_up):
+    """A boulder or rim segment drawn with its shadow above where the patch will go, on a copy of
+    the image: (that copy, the shadow), or None where it does not fit the valid, free ground."""
+    h, w = scene.out.shape
+    shadow_dir = scene.shadow_dir
+    work = scene.out.copy()
+    feat = feature_params(rng, size, scene.side, scene.along, scene.sun_elevation_deg)
+    rx, ry, hpx = feat["rx"], feat["ry"], feat["height"]
+    length = hpx / math.tan(math.radians(max(3.0, scene.sun_elevation_deg)))
+    ext = max(rx, ry) + 2
+    faint_r = np.nonzero((alpha > 0.02).any(axis=1))[0]
+    faint_c = np.nonzero((alpha > 0.02).any(axis=0))[0]
+    patch_h = faint_r[-1] - pr + half_up  # from the patch top to its faint bottom edge
+    patch_w = max(pc - faint_c[0], faint_c[-1] - pc)
+    need_below = ext + max(0.0, shadow_dir[0] * length) + patch_h + 4
+    lo_r, hi_r = ext + 2, h - need_below
+    lo_c = max(ext + 2 + max(0.0, -shadow_dir[1] * length), patch_w + 2)
+    hi_c = min(w - ext - 2 - max(0.0, shadow_dir[1] * length), w - patch_w - 2)
+    if hi_r <= lo_r or hi_c <= lo_c:
+        return None
+    fy, fx = rng.uniform(lo_r, hi_r), rng.uniform(lo_c, hi_c)
+    res = draw_feature(work, feat, fy, fx, scene.sun_azimuth_deg, scene.sun_elevation_deg)
+    if res is None:
+        return None
+    (fr0, fr1, fc0, fc1), body, shad = res
+    sh = shad > 0.5
+    if not sh.any():
+        return None
+    footprint = (body + shad) > 0.05
+    if not scene.valid[fr0:fr1, fc0:fc1][footprint].all() or scene.occupied[fr0:fr1, fc0:fc1][footprint].any():
+        return None
+    srows, scols = np.nonzero(sh)
+    sr = int(round(srows.mean())) + fr0
+    sc = int(round(scols.mean())) + fc0
+    col_hits = np.nonzero(sh[:, min(max(sc - fc0, 0), sh.shape[1] - 1)])[0]
+    bottom = (col_hits.max() + 1 + fr0) if len(col_hits) else srows.max() + 1 + fr0
+    return work, _Shadow(sr, sc, sc, bottom)
+
+
+def _poleward_of(scene: _Scene, rng, shadow: _Shadow, alpha, pr, pc, half_up, width):
+    """The patch at the poleward edge of the shadow, partly inside it, leaving the darkest part of
+    the shadow (and the feature casting it) uncovered: (window, alpha in it), or None."""
+    centre_row = max(shadow.bottom + rng.uniform(-0.4, 0.4) * half_up, shadow.row + 1.0 + half_up)
+    centre_col = shadow.centre_col + rng.normal(0.0, 0.15 * max(width, 1.0))
+    if centre_row <= shadow.row:
+        return None
+    return place_patch(scene.out.shape, scene.valid, scene.occupied, alpha, pr, pc, centre_row, centre_col)
+
+
+def _on_lit_slope(scene: _Scene, window, a) -> bool:
+    """Ice does not survive on sunlit faces: a patch mostly on bright slopes is refused."""
+    wr0, wr1, wc0, wc1 = window
+    pm = a > MASK_ALPHA
+    lit = scene.s[wr0:wr1, wc0:wc1] > scene.m[wr0:wr1, wc0:wc1] + 0.5 * scene.sd[wr0:wr1, wc0:wc1]
+    return bool(pm.any() and lit[pm].mean() > 0.3)
+
+
+def _paint(scene: _Scene, rng, window, a, size, contrast_range, mask):
+    """Paints the placed patch, marks it in the mask and the occupied ground: (its bbox, its centre, its contrast)."""
+    wr0, wr1, wc0, wc1 = window
+    contrast = paint_ice(scene.out, scene.orig, scene.valid, window, a, size, contrast_range, rng)
+    pm = a > MASK_ALPHA
+    mask[wr0:wr1, wc0:wc1] |= pm
+    scene.occupied[wr0:wr1, wc0:wc1] |= dilate(a > 0.02, 2)
+    prow, pcol = np.nonzero(pm)
+    return ((int(prow.min() + wr0), int(pcol.min() + wc0), int(prow.max() + wr0 + 1), int(pcol.max() + wc0 + 1)),
+            (float(prow.mean() + wr0), float(pcol.mean() + wc0)), contrast)
