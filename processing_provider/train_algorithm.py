@@ -284,6 +284,43 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         parameters = self._split_layer_lists(parameters)
         self.warn_of_cut_field_names(parameters, feedback)
         # Outputs first: an unwritable folder must not be found after reading every label and training.
+        output_model, report = self._output_files(parameters, context, feedback)
+        rasters = self.parameterAsLayerList(parameters, self.RASTERS, context)
+        label_layers = self.parameterAsLayerList(parameters, self.LABELS, context)
+        if not rasters:
+            raise QgsProcessingException("Choose at least one HiRISE raster (RASTERS) that the labels belong to.")
+        if not label_layers:
+            raise QgsProcessingException("Choose at least one label layer (LABELS): chunk polygons with a filled label field, or ice-patch outlines.")
+        label_field = self.parameterAsString(parameters, self.LABEL_FIELD, context).strip()
+        mode = LABEL_MODES[self.parameterAsEnum(parameters, self.LABEL_MODE, context)]
+        indices = self._label_field_indices(label_layers, label_field, mode, feedback)
+        self._check_labels_hold_features(label_layers)
+        base_model = self._checked_base_model(parameters, context, feedback)
+        widths = self._widths(self.parameterAsString(parameters, self.WIDTHS, context))
+        exclude_layers = self.parameterAsLayerList(parameters, self.EXCLUDE, context)
+        entries = self._raster_entries(rasters, label_layers, exclude_layers, indices, mode, label_field, context, feedback)
+
+        job = dict(self._training_settings(parameters, context), rasters=entries, label_mode=mode, base_model=base_model or None, widths=widths,
+                   output_model=output_model, report=report)
+        job_path = os.path.join(QgsProcessingUtils.tempFolder(), f"hiriseice_train_{uuid.uuid4().hex[:12]}.json")
+        with open(job_path, "w", encoding="utf-8") as handle:
+            json.dump(job, handle)
+        feedback.pushInfo(f"Training job: {job_path}")
+
+        result = run_worker(["train", job_path], feedback, partial_outputs=[partial_path(output_model), partial_path(report)])
+        self._log_metrics(result.get("metrics") or {}, feedback)
+
+        results = {self.OUTPUT_MODEL: result.get("model_path", output_model), self.REPORT: report}
+        fields = make_fields(schema.HISTORY_FIELDS)
+        sink, destination = self.parameterAsSink(parameters, self.HISTORY, context, fields, QgsWkbTypes.Type.NoGeometry, QgsCoordinateReferenceSystem())
+        if sink is not None:
+            add_features(sink, features_from_dicts(result.get("history") or [], fields), "history")
+            del sink
+            results[self.HISTORY] = destination
+        return results
+
+    def _output_files(self, parameters, context, feedback):
+        """(the model file, the report), both checked writable before anything is read."""
         output_model = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         if not output_model.lower().endswith(modelfile.EXTENSION):
             # Detect and the model settings take only .hiriseice files.
@@ -293,15 +330,11 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         report = self.parameterAsFileOutput(parameters, self.REPORT, context) or QgsProcessingUtils.generateTempFilename("training_report.html")
         self._check_destination(output_model, "OUTPUT_MODEL")
         self._check_destination(report, "REPORT")
-        rasters = self.parameterAsLayerList(parameters, self.RASTERS, context)
-        label_layers = self.parameterAsLayerList(parameters, self.LABELS, context)
-        exclude_layers = self.parameterAsLayerList(parameters, self.EXCLUDE, context)
-        if not rasters:
-            raise QgsProcessingException("Choose at least one HiRISE raster (RASTERS) that the labels belong to.")
-        if not label_layers:
-            raise QgsProcessingException("Choose at least one label layer (LABELS): chunk polygons with a filled label field, or ice-patch outlines.")
-        label_field = self.parameterAsString(parameters, self.LABEL_FIELD, context).strip()
-        mode = LABEL_MODES[self.parameterAsEnum(parameters, self.LABEL_MODE, context)]
+        return output_model, report
+
+    @staticmethod
+    def _label_field_indices(label_layers, label_field, mode, feedback):
+        """{layer id: the label field's index, or None where each outline counts as ice}."""
         indices = {}
         for layer in label_layers:
             index = layer.fields().lookupField(label_field) if label_field else -1
@@ -313,8 +346,10 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             if index < 0:
                 feedback.pushInfo(f"'{layer.name()}' has no field '{label_field}': each of its outlines counts as an ice patch.")
             indices[layer.id()] = index if index >= 0 else None
-        self._check_labels_hold_features(label_layers)
+        return indices
 
+    def _checked_base_model(self, parameters, context, feedback):
+        """BASE_MODEL's path ('' when training from scratch), its file read before the worker starts."""
         base_model = self.parameterAsFile(parameters, self.BASE_MODEL, context)
         if base_model:
             try:
@@ -324,8 +359,11 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             feedback.pushInfo(f"Continuing from {modelfile.describe(base_metadata)}: its input size and normalisation are kept.")
             if self.parameterAsEnum(parameters, self.NETWORK, context):
                 feedback.pushWarning(f"NETWORK is for training from scratch: the base model's own network ({base_metadata['architecture'].get('name')}) is kept.")
-        widths = self._widths(self.parameterAsString(parameters, self.WIDTHS, context))
+        return base_model
 
+    def _raster_entries(self, rasters, label_layers, exclude_layers, indices, mode, label_field, context, feedback):
+        """The job's rasters, each with the label and exclusion geometries over it in its CRS; a
+        raster without labels is left out with a warning, and none left is an error that says why."""
         entries, empty = [], []
         for raster_layer in rasters:
             require_crs(raster_layer)
@@ -352,24 +390,24 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 continue
             feedback.pushInfo(f"'{raster_layer.name()}': {len(labels)} label feature(s) over it ({filled} with a value), {len(exclude)} exclusion polygon(s)")
             entries.append({"path": raster_path_for_worker(raster_layer, context, feedback), "band": 0, "labels": labels, "exclude": exclude})
-        if not entries:
-            names = ", ".join(f"'{name}'" for name, _ in empty)
-            if not any(has_features for _, has_features in empty):
-                raise QgsProcessingException(
-                    f"No feature of the label layers lies over the rasters ({names}). Check that the label layers belong to these images: "
-                    "their features are reprojected into each raster's CRS and must overlap its extent (is each layer's CRS right?)."
-                )
+        if entries:
+            return entries
+        names = ", ".join(f"'{name}'" for name, _ in empty)
+        if not any(has_features for _, has_features in empty):
             raise QgsProcessingException(
-                f"Every label feature over the rasters ({names}) has an empty '{label_field}'. Fill it with 1 (icy) or 0 (not icy), "
-                "e.g. with the HiRISE Ice Patches toolbar (Mark icy / Mark not icy), or choose the LABEL_FIELD that holds the labels."
+                f"No feature of the label layers lies over the rasters ({names}). Check that the label layers belong to these images: "
+                "their features are reprojected into each raster's CRS and must overlap its extent (is each layer's CRS right?)."
             )
+        raise QgsProcessingException(
+            f"Every label feature over the rasters ({names}) has an empty '{label_field}'. Fill it with 1 (icy) or 0 (not icy), "
+            "e.g. with the HiRISE Ice Patches toolbar (Mark icy / Mark not icy), or choose the LABEL_FIELD that holds the labels."
+        )
 
-        job = {
-            "rasters": entries,
-            "label_mode": mode,
+    def _training_settings(self, parameters, context):
+        """The job's training options, as the worker's job file names them."""
+        return {
             "chunk_size": self.parameterAsInt(parameters, self.CHUNK_SIZE, context),
             "input_size": self.parameterAsInt(parameters, self.INPUT_SIZE, context),
-            "base_model": base_model or None,
             "epochs": self.parameterAsInt(parameters, self.EPOCHS, context),
             "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             "validation_fraction": self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context),
@@ -377,29 +415,10 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             "patience": self.parameterAsInt(parameters, self.PATIENCE, context),
             "augment": AUGMENT_MODES[self.parameterAsEnum(parameters, self.AUGMENT, context)],
             "seed": self.parameterAsInt(parameters, self.SEED, context),
-            "widths": widths,
             "trunk": network.TRUNKS[self.parameterAsEnum(parameters, self.NETWORK, context)],
             "unlabelled": self.parameterAsDouble(parameters, self.UNLABELLED, context),
             "anchor": self.parameterAsDouble(parameters, self.ANCHOR, context),
-            "output_model": output_model,
-            "report": report,
         }
-        job_path = os.path.join(QgsProcessingUtils.tempFolder(), f"hiriseice_train_{uuid.uuid4().hex[:12]}.json")
-        with open(job_path, "w", encoding="utf-8") as handle:
-            json.dump(job, handle)
-        feedback.pushInfo(f"Training job: {job_path}")
-
-        result = run_worker(["train", job_path], feedback, partial_outputs=[partial_path(output_model), partial_path(report)])
-        self._log_metrics(result.get("metrics") or {}, feedback)
-
-        results = {self.OUTPUT_MODEL: result.get("model_path", output_model), self.REPORT: report}
-        fields = make_fields(schema.HISTORY_FIELDS)
-        sink, destination = self.parameterAsSink(parameters, self.HISTORY, context, fields, QgsWkbTypes.Type.NoGeometry, QgsCoordinateReferenceSystem())
-        if sink is not None:
-            add_features(sink, features_from_dicts(result.get("history") or [], fields), "history")
-            del sink
-            results[self.HISTORY] = destination
-        return results
 
     @staticmethod
     def _log_metrics(metrics, feedback):
