@@ -165,7 +165,7 @@ def training_pool(train_x: np.ndarray, train_y: np.ndarray, options: TrainOption
     if mix and mix.per_epoch:
         images, labels = np.concatenate([images, mix.pool["images"]]), np.concatenate([labels, mix.pool["labels"].astype(np.int32)])
     n_unlabelled = len(unlabelled) if unlabelled is not None else 0
-    if n_unlabelled:  # their labels are unknown: the targets (aim_at_base) and weights are what they hold
+    if n_unlabelled:  # their labels are unknown: the targets (_aim_at_base) and weights are what they hold
         images, labels = np.concatenate([images, unlabelled]), np.concatenate([labels, np.zeros(n_unlabelled, np.int32)])
     labelled_size = n_train + (mix.per_epoch if mix else 0)
     positives = int(train_y.sum()) + (mix.icy if mix else 0)
