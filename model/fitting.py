@@ -108,8 +108,8 @@ def steps_per_epoch(pool, batch_size: int) -> int:
 
 
 def compiled(network, architecture: Dict, recipe: Recipe, pool, batch_size: int, cell_weight: float, reporter: Reporter):
-    """The model to fit: the network, or with outlined ice (cell_weight > 0) the same layers with
-    the score map as a second output, so one pass teaches both. Freezes the batch norm and sets
+    """The model to fit: the network, or where the pool carries cell targets (outlined ice) the
+    same layers with the score map as a second output, its loss weighed cell_weight, so one pass teaches both. Freezes the batch norm and sets
     the warm-up as the recipe says, and logs them."""
     import keras
 
@@ -123,7 +123,7 @@ def compiled(network, architecture: Dict, recipe: Recipe, pool, batch_size: int,
     )
     chunk_metrics = [hard_label_metric(keras.metrics.BinaryAccuracy, "accuracy"), hard_label_metric(keras.metrics.Precision, "precision"),
                      hard_label_metric(keras.metrics.Recall, "recall"), hard_label_metric(keras.metrics.AUC, "auc")]
-    if cell_weight > 0:
+    if pool.cells is not None:
         trainee = keras.Model(network.inputs, {"probability": network.output, "cells": cell_logits(network, architecture)})
         trainee.compile(optimizer=keras.optimizers.Adam(rate), loss={"probability": keras.losses.BinaryCrossentropy(), "cells": cell_supervision.loss},
                         loss_weights={"probability": 1.0, "cells": cell_weight}, metrics={"probability": chunk_metrics})

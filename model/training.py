@@ -156,9 +156,11 @@ class TrainingPool:
         return rng.permutation(members)
 
 
-def training_pool(train_x: np.ndarray, train_y: np.ndarray, options: TrainOptions, replay: Optional[Dict], unlabelled: Optional[np.ndarray]) -> TrainingPool:
+def training_pool(train_x: np.ndarray, train_y: np.ndarray, options: TrainOptions, replay: Optional[Dict], unlabelled: Optional[np.ndarray],
+                  train_cells: Optional[np.ndarray] = None) -> TrainingPool:
     """The pool of one run; class weights balance the labelled examples (the user's and the
-    replayed), unlabelled chunks weigh 1."""
+    replayed), unlabelled chunks weigh 1. train_cells: the training chunks' cell targets
+    (cells.targets) where their ice is outlined; replay and unlabelled examples teach no cell."""
     n_train = len(train_y)
     mix = finetune.ReplayMix(replay, int(round(options.replay_ratio * n_train)), options.seed) if replay is not None else None
     images, labels = train_x, train_y
@@ -172,7 +174,8 @@ def training_pool(train_x: np.ndarray, train_y: np.ndarray, options: TrainOption
     class_weight = {0: labelled_size / (2.0 * max(labelled_size - positives, 1)), 1: labelled_size / (2.0 * max(positives, 1))}
     weights = np.where(labels == 1, class_weight[1], class_weight[0]).astype(np.float32)
     weights[len(labels) - n_unlabelled:] = 1.0
-    return TrainingPool(images, labels, labels.astype(np.float32), weights, n_train, mix, n_unlabelled, class_weight)
+    cells = None if train_cells is None else np.concatenate([train_cells, cell_supervision.unsupervised(len(labels) - n_train, train_cells.shape[1])])
+    return TrainingPool(images, labels, labels.astype(np.float32), weights, n_train, mix, n_unlabelled, class_weight, cells)
 
 
 def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str], options: TrainOptions, reporter: Reporter = None, base=None, should_stop=None,
@@ -203,20 +206,18 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     recipe = fitting.Recipe.for_run(options, fine_tuning)
 
     val_x, val_y = fitting.to_float(images_u8[val_mask]), labels[val_mask].astype(np.float32)
-    pool = training_pool(images_u8[train_mask], labels[train_mask], options, replay, unlabelled if fine_tuning else None)
+    supervise_cells = cells is not None and options.cell_weight > 0
+    train_cells = val_cells = None
+    if supervise_cells:
+        train_cells, val_cells = cell_supervision.targets(cells[train_mask], labels[train_mask]), cell_supervision.targets(cells[val_mask], val_y)
+    pool = training_pool(images_u8[train_mask], labels[train_mask], options, replay, unlabelled if fine_tuning else None, train_cells)
     if pool.mix:
         reporter.log(pool.mix.describe(options.distill))
     batch_size = max(1, min(options.batch_size, pool.epoch_size))
-    supervise_cells = cells is not None and options.cell_weight > 0
-    val_cells = None
-    if supervise_cells:  # examples without outlined ice (replay, unlabelled) teach no cell
-        train_cells = cell_supervision.targets(cells[train_mask], labels[train_mask])
-        pool.cells = np.concatenate([train_cells, cell_supervision.unsupervised(len(pool.labels) - pool.n_train, train_cells.shape[1])])
-        val_cells = cell_supervision.targets(cells[val_mask], val_y)
 
     logits_of = fitting.logit_scorer(network, batch_size)  # shares the network's layers, so it scores the current weights
     base_logits = _aim_at_base(pool, logits_of, val_x, options, reporter) if fine_tuning else None
-    trainee = fitting.compiled(network, trained_architecture(options, base_metadata), recipe, pool, batch_size, options.cell_weight if supervise_cells else 0.0, reporter)
+    trainee = fitting.compiled(network, trained_architecture(options, base_metadata), recipe, pool, batch_size, options.cell_weight, reporter)
     history, best = fitting.fit(trainee, network, pool, (val_x, val_y, val_cells), batch_size, recipe, options, reporter, should_stop)
 
     val_logits = logits_of(val_x)
