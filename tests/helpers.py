@@ -1,4 +1,4 @@
-"""Small helpers shared by the tests: generated GeoTIFFs, label polygons and worker runs.
+"""Small helpers shared by the tests: generated GeoTIFFs, label polygons, worker runs and a local web server.
 
 Nothing here imports TensorFlow (the test process is Debian's Python, where it must never be
 loaded); everything that needs it runs in the worker through run_worker().
@@ -8,7 +8,9 @@ import json
 import math
 import os
 import subprocess
+import threading
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -350,3 +352,39 @@ def one_window(worker_python, raster, model):
     done = run_worker_snippet(worker_python, ONE_WINDOW, raster, model)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class LocalWebServer:
+    """A web server on 127.0.0.1, in a thread, for finding and downloading without the network:
+    ``answer(request)`` handles each GET (``request`` is its BaseHTTPRequestHandler); ``port``
+    is where it listens."""
+
+    def __init__(self, answer, protocol_version: str = "HTTP/1.0"):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                answer(self)
+
+        Handler.protocol_version = protocol_version
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+        self.port = self.httpd.server_address[1]
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def send_body(request, data: bytes, content_type: Optional[str] = None):
+    """Answer ``request`` with 200 and ``data``."""
+    request.send_response(200)
+    if content_type:
+        request.send_header("Content-Type", content_type)
+    request.send_header("Content-Length", str(len(data)))
+    request.end_headers()
+    request.wfile.write(data)

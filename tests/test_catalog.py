@@ -5,14 +5,13 @@ across 0/360, and the report."""
 
 import gzip
 import json
-import threading
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from helpers import LocalWebServer, send_body
 from model import catalog
 from model.catalog import Query
 
@@ -339,45 +338,29 @@ def ode_product(obs, kind, lat, lon, ls, inc=60.0, scale=0.25, kbytes=123456):
     }
 
 
-class OdeServer:
-    def __init__(self, products, page_limit=None):
+class OdeServer(LocalWebServer):
+    """ODE's REST API over ``products``, paged by its limit and offset."""
+
+    def __init__(self, products):
         self.products = products
         self.requests = []
-        server = self
+        super().__init__(self.answer)
+        self.url = f"http://127.0.0.1:{self.port}/live2/"
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):  # noqa: N802
-                params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
-                server.requests.append(params)
-                if "force_error" in params:
-                    body = {"ODEResults": {"Status": "ERROR", "Error": "iid required"}}
-                else:
-                    west, east = float(params["westernlon"]), float(params["easternlon"])
-                    south, north = float(params["minlat"]), float(params["maxlat"])
-                    hits = [p for p in server.products if west <= float(p["Center_longitude"]) <= east and south <= float(p["Center_latitude"]) <= north]
-                    offset, limit = int(params["offset"]), int(params["limit"])
-                    page = hits[offset: offset + limit]
-                    products = "No Products Found" if not page else {"Product": page[0] if len(page) == 1 else page}
-                    body = {"ODEResults": {"Status": "Success", "Products": products}}
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/live2/"
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
+    def answer(self, request):
+        params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(request.path).query))
+        self.requests.append(params)
+        if "force_error" in params:
+            body = {"ODEResults": {"Status": "ERROR", "Error": "iid required"}}
+        else:
+            west, east = float(params["westernlon"]), float(params["easternlon"])
+            south, north = float(params["minlat"]), float(params["maxlat"])
+            hits = [p for p in self.products if west <= float(p["Center_longitude"]) <= east and south <= float(p["Center_latitude"]) <= north]
+            offset, limit = int(params["offset"]), int(params["limit"])
+            page = hits[offset: offset + limit]
+            products = "No Products Found" if not page else {"Product": page[0] if len(page) == 1 else page}
+            body = {"ODEResults": {"Status": "Success", "Products": products}}
+        send_body(request, json.dumps(body).encode(), "application/json")
 
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))

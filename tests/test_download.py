@@ -5,12 +5,11 @@ the free-space check. Nothing here talks to any other address."""
 
 import collections
 import os
-import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from helpers import LocalWebServer
 from model import download, files
 from model.errors import CancelledError
 
@@ -19,10 +18,9 @@ def payload(n, seed):
     return bytes((i * 31 + seed * 7 + (i >> 8)) % 251 for i in range(n))
 
 
-class FileServer:
+class FileServer(LocalWebServer):
     """Serves self.files (path -> bytes). Switches: ranges, drop_after (path -> bytes sent before the
-    first N connections close), declared (path -> a false Content-Length), fail_status (path -> [codes],
-    answered once those drops are used)."""
+    first N connections close), fail_status (path -> [codes], answered once those drops are used)."""
 
     def __init__(self):
         self.files = {}
@@ -31,64 +29,47 @@ class FileServer:
         self.drops_left = collections.Counter()
         self.fail_status = collections.defaultdict(list)
         self.requests = []
-        server = self
+        super().__init__(self.answer, protocol_version="HTTP/1.1")
+        self.base = f"http://127.0.0.1:{self.port}"
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):  # noqa: N802
-                server.requests.append((self.path, self.headers.get("Range")))
-                if server.fail_status[self.path] and not server.drops_left[self.path]:
-                    code = server.fail_status[self.path].pop(0)
-                    self.send_response(code)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                data = server.files.get(self.path)
-                if data is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                header = self.headers.get("Range")
-                if header and server.ranges:
-                    start = int(header.split("=")[1].split("-")[0])
-                    if start >= len(data):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(data)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if server.drops_left[self.path] > 0:
-                    server.drops_left[self.path] -= 1
-                    self.wfile.write(body[: server.drop_after[self.path]])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+    def answer(self, request):
+        self.requests.append((request.path, request.headers.get("Range")))
+        if self.fail_status[request.path] and not self.drops_left[request.path]:
+            request.send_response(self.fail_status[request.path].pop(0))
+            request.send_header("Content-Length", "0")
+            request.end_headers()
+            return
+        data = self.files.get(request.path)
+        if data is None:
+            request.send_error(404)
+            return
+        start = 0
+        header = request.headers.get("Range")
+        if header and self.ranges:
+            start = int(header.split("=")[1].split("-")[0])
+            if start >= len(data):
+                request.send_response(416)
+                request.send_header("Content-Range", f"bytes */{len(data)}")
+                request.send_header("Content-Length", "0")
+                request.end_headers()
+                return
+            request.send_response(206)
+            request.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            request.send_response(200)
+        body = data[start:]
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        if self.drops_left[request.path] > 0:
+            self.drops_left[request.path] -= 1
+            request.wfile.write(body[: self.drop_after[request.path]])
+            request.wfile.flush()
+            request.close_connection = True
+            return
+        request.wfile.write(body)
 
     def url(self, path):
         return self.base + path
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ download of a find output's JP2/LBL from a local server on 127.0.0.1."""
 
 import csv
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 import qgis_support as qs
+from helpers import LocalWebServer, send_body
 
 FIND_FIELDS = [
     "product_id", "observation_id", "product_type", "centre_latitude", "centre_longitude", "minimum_latitude", "maximum_latitude",
@@ -119,36 +118,22 @@ def test_find_ode_unreachable_is_one_clear_message(qgis_app):
     assert "not reachable" in message and "local index" in message
 
 
-class StaticServer:
+class StaticServer(LocalWebServer):
+    """Serves ``files`` (name -> bytes) under /PDS/."""
+
     def __init__(self, files):
         self.files = files
         self.requests = []
-        server = self
+        super().__init__(self.answer)
+        self.base = f"http://127.0.0.1:{self.port}/PDS/"
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):  # noqa: N802
-                server.requests.append(self.path)
-                data = server.files.get(self.path.split("/")[-1])
-                if data is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/PDS/"
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
+    def answer(self, request):
+        self.requests.append(request.path)
+        data = self.files.get(request.path.split("/")[-1])
+        if data is None:
+            request.send_error(404)
+        else:
+            send_body(request, data)
 
 
 def test_download_selected_footprints(qgis_app, tmp_path, monkeypatch):
