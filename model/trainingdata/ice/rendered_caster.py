@@ -63,7 +63,7 @@ def implant_ice_patches(image, rng, count=None, sun_azimuth_deg=DEFAULT_SUN_AZIM
             break
         window, a, size, shadow, synth = planted
         bbox, centre, contrast = _paint(scene, rng, window, a, size, (clo, chi), mask)
-        scene.used_shadows.append((shadow.row, shadow.col))
+        scene.hold(window, a, shadow)
         infos.append({"bbox": bbox, "centre": centre, "shadow": (int(shadow.row), int(shadow.col)), "size_px": float(size),
                       "contrast": float(contrast), "synthesized_feature": bool(synth)})
     if return_info:
@@ -84,6 +84,13 @@ class _Scene:
         self.used_shadows: List[Tuple[int, int]] = []
         # the long axis of a patch follows the landform: perpendicular to the shadow direction
         self.along = math.atan2(self.shadow_dir[0], self.shadow_dir[1]) + math.pi / 2.0
+
+    def hold(self, window, a, shadow):
+        """A painted patch (its blending weights ``a`` over ``window``) and the shadow it fills are
+        no longer free for the next patches."""
+        wr0, wr1, wc0, wc1 = window
+        self.occupied[wr0:wr1, wc0:wc1] |= dilate(a > 0.02, 2)
+        self.used_shadows.append((shadow.row, shadow.col))
 
 
 class _Shadow(NamedTuple):
@@ -211,12 +218,11 @@ def _on_lit_slope(scene: _Scene, window, a) -> bool:
 
 
 def _paint(scene: _Scene, rng, window, a, size, contrast_range, mask):
-    """Paints the placed patch, marks it in the mask and the occupied ground: (its bbox, its centre, its contrast)."""
+    """Paints the placed patch and marks it in the mask: (its bbox, its centre, its contrast)."""
     wr0, wr1, wc0, wc1 = window
     contrast = paint_ice(scene.out, scene.orig, scene.valid, window, a, size, contrast_range, rng)
     pm = a > MASK_ALPHA
     mask[wr0:wr1, wc0:wc1] |= pm
-    scene.occupied[wr0:wr1, wc0:wc1] |= dilate(a > 0.02, 2)
     prow, pcol = np.nonzero(pm)
     return ((int(prow.min() + wr0), int(pcol.min() + wc0), int(prow.max() + wr0 + 1), int(pcol.max() + wc0 + 1)),
             (float(prow.mean() + wr0), float(pcol.mean() + wc0)), contrast)
