@@ -98,6 +98,8 @@ def check_writable(destination: FileDestination) -> None:
     read-only file systems and immutable folders, which hold back even root). Unlike the worker's
     files.check_destination, a missing folder is refused, not created: a refused run leaves nothing."""
     folder = os.path.dirname(destination.path)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise _cannot_write(destination, f"{folder} is a file, not a folder", "Choose another destination")
     if not os.path.isdir(folder):
         raise _cannot_write(destination, f"the folder {folder} does not exist", "Create it or choose another destination")
     if os.path.isdir(destination.path):

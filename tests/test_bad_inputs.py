@@ -513,3 +513,27 @@ def test_an_output_named_without_an_extension_is_the_geopackage_qgis_writes(tiny
                            f"OUTPUT={tmp_path / 'chunks'}")
     assert done.returncode == 0 and "ERROR" not in done.stdout, done.stdout[-3000:]
     assert len(qs.read_ogr(tmp_path / "chunks.gpkg").rows) == (256 // CHUNK) ** 2 and not (tmp_path / "chunks").exists()
+
+
+def file_outputs_cases():
+    """(algorithm, its parameters with {tmp} and {raster}, the output in a missing folder)"""
+    return [
+        ("hiriseice:chunk", {"INPUT": "{raster}", "CHUNK_SIZE": CHUNK, "EXPORT_FOLDER": "{tmp}/exported", "OUTPUT": "{tmp}/missing/grid.gpkg"}, "OUTPUT"),
+        ("hiriseice:train", {"RASTERS": ["{raster}"], "LABELS": [], "OUTPUT_MODEL": "{tmp}/m.hiriseice", "REPORT": "{tmp}/training.html",
+                             "HISTORY": "{tmp}/missing/history.gpkg"}, "HISTORY"),
+        ("hiriseice:find", {"OUTPUT": "{tmp}/missing/found.gpkg", "REPORT": "{tmp}/find.html", "REPORT_CSV": "{tmp}/find.csv"}, "OUTPUT"),
+    ]
+
+
+@pytest.mark.parametrize("algorithm, parameters, parameter", file_outputs_cases(), ids=[case[0] for case in file_outputs_cases()])
+def test_every_algorithm_checks_its_file_outputs_before_it_works(qgis_app, make_raster, tmp_path, algorithm, parameters, parameter):
+    """Chunk exported its GeoTIFFs, train trained and find wrote its reports before their layer failed to be written."""
+    raster = make_raster(width=128, height=128)
+    work = tmp_path / "work"
+    work.mkdir()
+    resolved = {name: [v.format(tmp=work, raster=raster.path) for v in value] if isinstance(value, list) else
+                value.format(tmp=work, raster=raster.path) if isinstance(value, str) else value for name, value in parameters.items()}
+    message = qs.processing_error(algorithm, resolved)
+    assert message.splitlines()[-1] == (f"{parameter} cannot be written to {resolved[parameter]}: the folder {work / 'missing'} does not exist. "
+                       "Create it or choose another destination; nothing was run or written.")
+    assert os.listdir(work) == []

@@ -380,8 +380,9 @@ def test_an_unwritable_model_folder_fails_before_anything_is_read(qgis_app, trai
     with pytest.raises(QgsProcessingException) as caught:
         qs.run_algorithm("hiriseice:train", values, feedback=feedback)
     message = str(caught.value)
-    assert message.startswith(f"OUTPUT_MODEL cannot be written to '{a_file}'") and message.count("cannot be written") == 1
-    assert "cannot be written" not in feedback.text and not feedback.commands  # no worker started, nothing else said
+    assert message.splitlines()[-1] == (f"OUTPUT_MODEL cannot be written to {a_file / 'm.hiriseice'}: {a_file} is a file, not a folder. "
+                       "Choose another destination; nothing was run or written.")
+    assert feedback.text.count("cannot be written") == 1 and not feedback.commands  # processing.run's report of the refusal; no worker started
 
 
 def test_a_corrupt_base_model_is_named_base_model(qgis_app, labelled_geographic, training_data, tmp_path):
