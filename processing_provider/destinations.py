@@ -109,9 +109,23 @@ def check_writable(destination: FileDestination) -> None:
         raise _cannot_write(destination, f"the folder {folder} is read-only")
     if os.path.exists(destination.path) and not os.access(destination.path, os.W_OK):
         raise _cannot_write(destination, "the file exists and is read-only")
+    if destination.table and os.path.isfile(destination.path) and not _is_sqlite(destination.path):
+        raise _cannot_write(destination, f"the file exists and is not a GeoPackage, so it cannot take the table '{destination.table}'",
+                            "Choose another file, or name this one without a table to replace it")
     if os.path.isfile(destination.path) and destination.path.lower().endswith(".gpkg") and _locked_by_another_program(destination.path):
         raise _cannot_write(destination, "another program holds a write lock on that GeoPackage (unsaved changes in a database browser, another run writing it)",
                             "Save or undo the changes there, or wait for that run, or choose another destination")
+
+
+def _is_sqlite(path: str) -> bool:
+    """Whether the file is an SQLite database (a GeoPackage is one) by its header, or empty (SQLite
+    makes one of it); True where it cannot be read, for the writer to say why."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(16)
+    except OSError:
+        return True
+    return header in (b"", b"SQLite format 3\x00")
 
 
 def _locked_by_another_program(path: str) -> bool:

@@ -186,18 +186,21 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             self.ICY_CHUNKS: summary.get("icy_chunks"),
             self.MEAN_PROBABILITY: summary.get("mean_probability"),
         }
-        if report:
-            results[self.REPORT] = report
-        if probability_raster:
-            results[self.PROBABILITY_RASTER] = self.styled_probability_raster(context, probability_raster)
         try:
             # a full disk makes GDAL print SQLite's failures; check_written says it once, with the fix
             with gdal_errors_unprinted():
                 results[self.OUTPUT] = self.write_layer(parameters, self.OUTPUT, context, feedback, sinks.get(self.OUTPUT), crs, chunks)
                 summary_destination = self.write_layer(parameters, self.SUMMARY, context, feedback, sinks.get(self.SUMMARY), crs, [summary])
-        except QgsProcessingException:
+        except QgsProcessingException as exc:
             remove_created(sinks.values())
+            removed = [what for what, path in (("report", report), ("ice-probability raster", probability_raster)) if path and _removed(path)]
+            if removed:
+                raise QgsProcessingException(f"{exc} This run's {' and '.join(removed)} were removed too: a run is kept whole or not at all.") from None
             raise
+        if report:
+            results[self.REPORT] = report
+        if probability_raster:
+            results[self.PROBABILITY_RASTER] = self.styled_probability_raster(context, probability_raster)
         if summary_destination:
             results[self.SUMMARY] = summary_destination
         feedback.pushInfo(
@@ -290,6 +293,14 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             check_written(on_disk, len(rows), layer.what)
         self.style_output(context, destination, layer.qml)
         return destination
+
+
+def _removed(path: str) -> bool:
+    try:
+        os.remove(path)
+        return True
+    except OSError:
+        return False
 
 
 def add_scoring_parameters(algorithm) -> None:

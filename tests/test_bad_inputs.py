@@ -437,12 +437,14 @@ def test_a_disk_that_fills_while_the_worker_scores_fails_once_and_leaves_nothing
                 filler.flush()
 
     workers, returncode, out = detect_interrupted(raster.path, fill_the_disk, f"INPUT={raster.path}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
-                                                  "BATCH_SIZE=1", f"OUTPUT={out_folder / 'chunks.gpkg'}")
+                                                  "BATCH_SIZE=1", f"OUTPUT={out_folder / 'chunks.gpkg'}", f"REPORT={tmp_path / 'fills.html'}",
+                                                  f"PROBABILITY_RASTER={tmp_path / 'fills_probability.tif'}")
     assert workers, "the worker had finished before the disk was filled"
     assert returncode == 1, out[-3000:]
     assert "Traceback" not in out and "ERROR 1:" not in out, out[-3000:]
     assert out.count("ERROR:") == 1 and "OUTPUT: the chunk layer could not be written" in out and "the file was removed." in out, out[-3000:]
-    assert os.listdir(out_folder) == []
+    assert "This run's report and ice-probability raster were removed too" in out, out[-3000:]
+    assert os.listdir(out_folder) == [] and not list(tmp_path.glob("fills.html")) and not list(tmp_path.glob("fills_probability.*"))
 
 
 def write_points(path) -> str:
@@ -523,6 +525,17 @@ def file_outputs_cases():
                              "HISTORY": "{tmp}/missing/history.gpkg"}, "HISTORY"),
         ("hiriseice:find", {"OUTPUT": "{tmp}/missing/found.gpkg", "REPORT": "{tmp}/find.html", "REPORT_CSV": "{tmp}/find.csv"}, "OUTPUT"),
     ]
+
+
+def test_a_table_asked_of_a_file_that_is_no_geopackage_is_refused_before_the_worker(tiny_model, tmp_path):
+    raster = helpers.generate_raster(tmp_path, name="scene.tif", width=128, height=128, seed=3)
+    (tmp_path / "notes.gpkg").write_text("my notes, not a GeoPackage")
+    done = qs.qgis_process("run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
+                           f"OUTPUT=ogr:dbname='{tmp_path / 'notes.gpkg'}' table=\"chunks\" (geom)", f"REPORT={tmp_path / 'r.html'}")
+    assert done.returncode == 1 and done.stdout.count("ERROR:") == 1, done.stdout[-3000:]
+    assert (f"OUTPUT cannot be written to {tmp_path / 'notes.gpkg'}: the file exists and is not a GeoPackage, so it cannot take the table 'chunks'. "
+            "Choose another file, or name this one without a table to replace it; nothing was run or written.") in done.stdout
+    assert (tmp_path / "notes.gpkg").read_text() == "my notes, not a GeoPackage" and not (tmp_path / "r.html").exists()
 
 
 @pytest.mark.parametrize("algorithm, parameters, parameter", file_outputs_cases(), ids=[case[0] for case in file_outputs_cases()])
