@@ -91,6 +91,10 @@ def _chunk(args, reporter: Reporter) -> None:
     from .schema import CHUNK_GRID_FIELDS
     from .vector import write_geopackage
 
+    if args.out:
+        files.check_destination(args.out, "--out", {"RASTER": [args.raster]})
+    if args.export_folder:
+        files.check_folder(args.export_folder, "--export-folder")
     stride = args.stride or args.chunk_size
     if gaps := gap_warning(args.chunk_size, stride):
         reporter.warning(gaps)

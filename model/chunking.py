@@ -88,19 +88,18 @@ def export_chunk(source_path: str, window: ChunkWindow, folder: str, image_id: s
     """The chunk at full resolution as a georeferenced GeoTIFF, for labelling in other tools; from a
     north-up view (raster.north_up_view), in the pixel type of the file it views."""
     path = os.path.join(folder, f"{image_id}_r{window.row:03d}_c{window.col:03d}.tif")
-    partial = files.prepare(path)
     source = gdal.Open(source_path)
     viewed_type = source.GetMetadataItem("SOURCE_TYPE", VIEW_DOMAIN)
-    gdal.Translate(
-        partial,
-        source,
-        srcWin=[window.x_off, window.y_off, window.width, window.height],
-        format="GTiff",
-        outputType=gdal.GetDataTypeByName(viewed_type) if viewed_type else gdal.GDT_Unknown,
-        creationOptions=["COMPRESS=DEFLATE", "TILED=YES"],
-    )
+    with files.writing(path, "The chunk GeoTIFF") as partial:
+        gdal.Translate(  # the copy it returns is closed, and so flushed, at once
+            partial,
+            source,
+            srcWin=[window.x_off, window.y_off, window.width, window.height],
+            format="GTiff",
+            outputType=gdal.GetDataTypeByName(viewed_type) if viewed_type else gdal.GDT_Unknown,
+            creationOptions=["COMPRESS=DEFLATE", "TILED=YES"],
+        )
     source = None
-    files.commit(partial, path)
     # GDAL may write sidecars beside the temporary name: they belong to the chunk, under its name.
     for sidecar in CHUNK_SIDECARS:
         if os.path.exists(partial + sidecar):

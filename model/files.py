@@ -3,11 +3,16 @@
 A cancelled or failed run therefore never leaves a half-written output under the real name,
 and whoever kills the worker can delete the partial files by this same naming rule. Each
 destination is checked before any work (check_destination): writable, and not a file the run reads.
+What fails while writing all the same (a disk that fills meanwhile) ends in one message (writing).
 """
 
+import contextlib
+import errno
 import os
+import shutil
 import stat
 import tempfile
+import traceback
 from typing import Dict, Iterable, Optional, Tuple
 
 from .errors import EngineError
@@ -31,6 +36,56 @@ def prepare(path: str) -> str:
 
 def commit(partial: str, path: str) -> None:
     os.replace(partial, path)
+
+
+@contextlib.contextmanager
+def writing(path: str, what: str):
+    """The partial path to write ``path`` through, renamed over ``path`` when the block ends. A write
+    that fails (OSError, or GDAL's RuntimeError: a full disk, a folder gone read-only) leaves nothing
+    behind and becomes one EngineError that names ``what`` ("The report") and the fix."""
+    from osgeo import gdal
+
+    partial, failure = None, ""
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # a failed GDAL write also prints each failed block
+    try:
+        partial = prepare(path)
+        yield partial
+        commit(partial, path)
+    except (OSError, RuntimeError) as exc:
+        failure = _write_failure(what, path, exc)
+        _close_quietly(exc)
+    finally:
+        gdal.PopErrorHandler()
+        if partial and os.path.exists(partial):  # failed or cancelled before its rename
+            remove_quietly([partial, f"{partial}.aux.xml"])
+    if failure:
+        raise EngineError(failure)
+
+
+def _close_quietly(exc: BaseException) -> None:
+    """Close what the failed write's frames still hold (a GDAL dataset, a file) now, without a
+    second exception from its destructor, rather than whenever the exception is collected."""
+    from osgeo import gdal
+
+    previous = gdal.GetUseExceptions()
+    gdal.DontUseExceptions()
+    try:
+        traceback.clear_frames(exc.__traceback__)
+    finally:
+        if previous:
+            gdal.UseExceptions()
+
+
+def _write_failure(what: str, path: str, exc: Exception) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free_mb = shutil.disk_usage(folder).free / 1e6
+    except OSError:
+        free_mb = None
+    if getattr(exc, "errno", None) == errno.ENOSPC or (free_mb is not None and free_mb < 1.0):
+        return f"{what} could not be written to {path}: its disk is full ({free_mb or 0.0:.1f} MB free). Free some space or choose another destination, and run again."
+    reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"{what} could not be written to {path}: {reason}. Check that its folder is writable, or choose another destination, and run again."
 
 
 def remove_quietly(paths: Iterable[str]) -> None:

@@ -296,11 +296,9 @@ def quicklook(raster_path: str, chunks: List[Dict], band: int = 0, max_side: int
     return png_data_uri(figure_rgb(figure))
 
 
-def write_atomically(path: str, text: str) -> None:
-    partial = files.prepare(path)
-    with open(partial, "w", encoding="utf-8") as handle:
+def write_atomically(path: str, text: str, what: str) -> None:
+    with files.writing(path, what) as partial, open(partial, "w", encoding="utf-8") as handle:
         handle.write(text)
-    files.commit(partial, path)
 
 
 # --- what the detection report says about the image and the model -------------------------------
@@ -498,7 +496,7 @@ def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dic
         + grid_table(("chunk_id", "row", "col", "probability", "class"), [(c["chunk_id"], c["row"], c["col"], c["probability"], c["class"]) for c in top])
         + f"<p class='note'>{top_note}</p>"
     )
-    write_atomically(path, page(f"Ice patches in {s['image_id']}", body))
+    write_atomically(path, page(f"Ice patches in {s['image_id']}", body), "The detection report")
 
 
 def _comparison_section(comparison: Dict) -> str:
@@ -564,4 +562,4 @@ def training_report(history: List[Dict], evaluation: Dict, metadata: Dict, path:
         + "below it, fewer are icy than the model says; above it, more. The numbers are the chunks in each bin.</p>"
         + "<h2>History</h2>" + grid_table(HISTORY_COLUMNS, [[row.get(k) for k in HISTORY_COLUMNS] for row in history])
     )
-    write_atomically(path, page(f"Training report: {metadata['name']}", body))
+    write_atomically(path, page(f"Training report: {metadata['name']}", body), "The training report")

@@ -443,23 +443,25 @@ def write_probability_raster(path: str, geometry: MapGeometry, logits: np.ndarra
     part = logits[:rows, :cols].astype(np.float64)
     probability = calibration.apply(np.nan_to_num(part), calibration_spec).astype(np.float32)
     probability[(valid_share[:rows, :cols] <= 0) | ~np.isfinite(part)] = PROBABILITY_NODATA
-    partial = files.prepare(path)
-    driver = gdal.GetDriverByName("GTiff")
-    dataset = driver.Create(partial, cols, rows, 1, gdal.GDT_Float32, ["COMPRESS=DEFLATE", "TILED=YES"] if rows >= 16 and cols >= 16 else ["COMPRESS=DEFLATE"])
-    dataset.SetGeoTransform(geometry.geotransform(geotransform))
-    if crs_wkt:
-        srs = osr.SpatialReference()
-        srs.ImportFromWkt(crs_wkt)
-        dataset.SetSpatialRef(srs)
-    band = dataset.GetRasterBand(1)
-    band.SetNoDataValue(PROBABILITY_NODATA)
-    band.SetDescription("ice probability")
-    band.WriteArray(probability)
-    band.FlushCache()
-    dataset = None
-    files.commit(partial, path)
-    if os.path.exists(partial + ".aux.xml"):
-        os.replace(partial + ".aux.xml", path + ".aux.xml")
+    with files.writing(path, "The ice-probability raster") as partial:
+        driver = gdal.GetDriverByName("GTiff")
+        dataset = driver.Create(partial, cols, rows, 1, gdal.GDT_Float32, ["COMPRESS=DEFLATE", "TILED=YES"] if rows >= 16 and cols >= 16 else ["COMPRESS=DEFLATE"])
+        try:
+            dataset.SetGeoTransform(geometry.geotransform(geotransform))
+            if crs_wkt:
+                srs = osr.SpatialReference()
+                srs.ImportFromWkt(crs_wkt)
+                dataset.SetSpatialRef(srs)
+            band = dataset.GetRasterBand(1)
+            band.SetNoDataValue(PROBABILITY_NODATA)
+            band.SetDescription("ice probability")
+            band.WriteArray(probability)
+            band = None
+            dataset.FlushCache()  # a disk without room for the last blocks fails here, not unseen on closing
+        finally:
+            dataset = None  # closed now, even on a failure, while files.writing keeps GDAL quiet
+        if os.path.exists(partial + ".aux.xml"):
+            os.replace(partial + ".aux.xml", path + ".aux.xml")
     return path
 
 

@@ -20,25 +20,26 @@ def _layer(ds, name: str, crs_wkt: str, schema):
 
 def write_geopackage(path: str, crs_wkt: str, chunks: List[Dict], summaries: List[Dict], chunk_fields=DETECTION_FIELDS) -> None:
     """Chunk polygons and image summaries, written to a temporary file and renamed on success."""
-    partial = files.prepare(path)
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(partial)
-    layer = _layer(ds, "chunks", crs_wkt, chunk_fields)
-    layer.StartTransaction()
-    for chunk in chunks:
-        feature = ogr.Feature(layer.GetLayerDefn())
-        for field_name, _ in chunk_fields:
-            if chunk.get(field_name) is not None:
-                feature.SetField(field_name, chunk[field_name])
-        feature.SetGeometry(ogr.CreateGeometryFromWkt(chunk["wkt"]))
-        layer.CreateFeature(feature)
-    layer.CommitTransaction()
-    summary_layer = _layer(ds, "summary", crs_wkt, SUMMARY_FIELDS) if summaries else None
-    for summary in summaries:
-        feature = ogr.Feature(summary_layer.GetLayerDefn())
-        for field_name, _ in SUMMARY_FIELDS:
-            feature.SetField(field_name, summary[field_name])
-        if summary.get("footprint_wkt"):
-            feature.SetGeometry(ogr.ForceToMultiPolygon(ogr.CreateGeometryFromWkt(summary["footprint_wkt"])))
-        summary_layer.CreateFeature(feature)
-    ds = None
-    files.commit(partial, path)
+    with files.writing(path, "The chunk layer") as partial:
+        ds = ogr.GetDriverByName("GPKG").CreateDataSource(partial)
+        try:
+            layer = _layer(ds, "chunks", crs_wkt, chunk_fields)
+            layer.StartTransaction()
+            for chunk in chunks:
+                feature = ogr.Feature(layer.GetLayerDefn())
+                for field_name, _ in chunk_fields:
+                    if chunk.get(field_name) is not None:
+                        feature.SetField(field_name, chunk[field_name])
+                feature.SetGeometry(ogr.CreateGeometryFromWkt(chunk["wkt"]))
+                layer.CreateFeature(feature)
+            layer.CommitTransaction()
+            summary_layer = _layer(ds, "summary", crs_wkt, SUMMARY_FIELDS) if summaries else None
+            for summary in summaries:
+                feature = ogr.Feature(summary_layer.GetLayerDefn())
+                for field_name, _ in SUMMARY_FIELDS:
+                    feature.SetField(field_name, summary[field_name])
+                if summary.get("footprint_wkt"):
+                    feature.SetGeometry(ogr.ForceToMultiPolygon(ogr.CreateGeometryFromWkt(summary["footprint_wkt"])))
+                summary_layer.CreateFeature(feature)
+        finally:
+            ds = None  # closed now, also on a failure, while files.writing keeps GDAL quiet

@@ -447,6 +447,23 @@ def test_a_disk_that_fills_while_the_worker_scores_fails_once_and_leaves_nothing
     assert os.listdir(out_folder) == [] and not list(tmp_path.glob("fills.html")) and not list(tmp_path.glob("fills_probability.*"))
 
 
+@pytest.mark.parametrize("parameter, name, what", [("REPORT", "r.html", "The detection report"),
+                                                    ("PROBABILITY_RASTER", "p.tif", "The ice-probability raster")])
+def test_a_full_disk_for_the_report_or_the_probability_raster_is_said_once_and_leaves_nothing(tiny_model, tmp_path, small_disk, parameter, name, what):
+    raster = helpers.generate_raster(tmp_path, name="scene.tif", width=256, height=256, seed=3)
+    disk = small_disk(64)
+    with open(disk / "filler", "wb", buffering=0) as filler, pytest.raises(OSError):
+        while True:  # another program has taken the disk
+            filler.write(b"\0" * 4096)
+    done = qs.qgis_process("run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
+                           f"OUTPUT={tmp_path / 'chunks.gpkg'}", f"{parameter}={disk / name}")
+    out = done.stdout
+    assert done.returncode == 1, out[-3000:]
+    assert "Traceback" not in out and "ERROR 1:" not in out and out.count("ERROR:") == 1, out[-3000:]
+    assert f"{what} could not be written to {disk / name}: its disk is full (0.0 MB free). Free some space or choose another destination" in out, out[-3000:]
+    assert os.listdir(disk) == ["filler"] and not (tmp_path / "chunks.gpkg").exists()
+
+
 def write_points(path) -> str:
     """A GeoPackage of points: a layer the label parameters cannot take."""
     from osgeo import ogr
