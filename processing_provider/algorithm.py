@@ -275,6 +275,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         replace a file the run reads (check_no_input_replaced), no layer may go to a format of
         Earth coordinates only (check_vector_formats), and every file output must be writable
         (destinations.check_writable), so that no run works for minutes and then fails to write."""
+        parameters = self.split_layer_lists(parameters)
         unknown = self.unknown_parameter_message(parameters)
         if unknown:
             return False, unknown
@@ -299,6 +300,17 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         except QgsProcessingException as exc:
             return False, str(exc)
         return True, ""
+
+    def split_layer_lists(self, parameters) -> Dict:
+        """'a.tif;b.tif' given to a multiple-layer parameter as the list it means: qgis_process hands
+        RASTERS=a.tif;b.tif over as one string, which QGIS 3.22 reads as a single (missing) layer.
+        processAlgorithm calls it too (QGIS hands it the parameters as they were given)."""
+        split = dict(parameters)
+        for definition in self.parameterDefinitions():
+            value = split.get(definition.name())
+            if isinstance(definition, QgsProcessingParameterMultipleLayers) and isinstance(value, str) and ";" in value:
+                split[definition.name()] = [part.strip() for part in value.split(";") if part.strip()]
+        return split
 
     def check_no_input_replaced(self, parameters, context) -> None:
         """No output may be named on a file this run reads (destinations.check_not_an_input): the

@@ -159,8 +159,9 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         self.warn_of_cut_field_names(parameters, feedback)
         for destination in sinks.values():
             if os.path.splitext(destination.path)[1].lower() in TABLES_WITHOUT_GEOMETRY:
-                feedback.pushWarning(f"{destination.parameter} is a {os.path.splitext(destination.path)[1][1:].upper()} file: it keeps the chunks' fields "
-                                     "but not their polygons, so it cannot be drawn on the map. Give a .gpkg to keep them.")
+                kept = "the chunks' fields but not their polygons" if destination.parameter == self.OUTPUT else "the summary's fields but not the image's footprint"
+                feedback.pushWarning(f"{destination.parameter} is a {os.path.splitext(destination.path)[1][1:].upper()} file: it keeps {kept}, "
+                                     "so it cannot be drawn on the map. Give a .gpkg to keep them.")
         report = self.checked_report(parameters, context)
         probability_raster = self.checked_probability_raster(parameters, context)
         check_free_space(sinks.values(), math.prod(grid.grid_shape(layer.width(), layer.height(), options["chunk_size"], options["stride"])))

@@ -258,21 +258,6 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             found.append((geometry.asWkt(), value))
         return found, failures
 
-    LAYER_LISTS = (RASTERS, LABELS, EXCLUDE)
-
-    def _split_layer_lists(self, parameters):
-        """'a.tif;b.tif' as a list: qgis_process hands RASTERS=a.tif;b.tif over as one string, which
-        QGIS 3.22's multiple-layer parameter reads as a single (missing) layer."""
-        split = dict(parameters)
-        for name in self.LAYER_LISTS:
-            value = split.get(name)
-            if isinstance(value, str) and ";" in value:
-                split[name] = [part.strip() for part in value.split(";") if part.strip()]
-        return split
-
-    def checkParameterValues(self, parameters, context):
-        return super().checkParameterValues(self._split_layer_lists(parameters), context)
-
     @staticmethod
     def _check_destination(path, parameter):
         try:
@@ -281,7 +266,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             raise QgsProcessingException(str(exc)) from None
 
     def processAlgorithm(self, parameters, context, feedback):
-        parameters = self._split_layer_lists(parameters)
+        parameters = self.split_layer_lists(parameters)
         self.warn_of_cut_field_names(parameters, feedback)
         # Outputs first: an unwritable folder must not be found after reading every label and training.
         output_model, report = self._output_files(parameters, context, feedback)

@@ -198,10 +198,13 @@ def test_a_killed_worker_loses_no_image(worker_python, tiny_model, tmp_path):
     assert len(qs.read_ogr(out, "summary").rows) == 6
 
 
-def test_processing_survey(qgis_app, tiny_model, survey_folder, tmp_path):
+@pytest.mark.parametrize("as_given", ["a list", "one string, as qgis_process hands RASTERS=a.tif;b.tif over"])
+def test_processing_survey(qgis_app, tiny_model, survey_folder, tmp_path, as_given):
     _, images = survey_folder
     out = tmp_path / "survey.gpkg"
-    results = qs.run_algorithm("hiriseice:survey", {"RASTERS": [image.path for image in images[:2]], "MODEL": tiny_model.path, "WORKERS": 1, "OUTPUT": str(out)})
+    rasters = [image.path for image in images[:2]]
+    results = qs.run_algorithm("hiriseice:survey", {"RASTERS": rasters if as_given == "a list" else ";".join(rasters), "MODEL": tiny_model.path,
+                                                    "WORKERS": 1, "OUTPUT": str(out)})
     assert (results["DONE"], results["FAILED"], results["SKIPPED"]) == (2, 0, 0)
     assert results["FOOTPRINTS_BY_CATEGORY"] == f"{out}|layername=footprints"
     from qgis.core import QgsVectorLayer
