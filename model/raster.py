@@ -12,6 +12,7 @@ rotated footprint of every HiRISE RDR whether or not the file declares it.
 """
 
 import contextlib
+import dataclasses
 import os
 import queue
 import re
@@ -120,6 +121,7 @@ class RasterInfo:
     nodata: Optional[float]
     coloured_palette: bool = False  # a read band's values index a colour table that is not a grey ramp
     alpha_band: int = 0  # a transparency band (gdalwarp -dstalpha): not read as brightness, its transparent pixels no-data
+    overviews_skipped: bool = False  # its overviews pick pixels instead of averaging them (overviews_pick_pixels): not read
 
     @property
     def image_id(self) -> str:
@@ -127,7 +129,11 @@ class RasterInfo:
 
     @property
     def bands_read(self) -> str:
-        """Which bands the pixels are read from (the band rule above), for a log line."""
+        """Which bands the pixels are read from (the band rule above) and whether its overviews are, for a log line."""
+        return self._bands_read + (OVERVIEWS_SKIPPED_NOTE if self.overviews_skipped else "")
+
+    @property
+    def _bands_read(self) -> str:
         if self.band_count == 1:
             return ""
         alpha = f"; band {self.alpha_band} is transparency, its transparent pixels no-data" if self.alpha_band else ""
@@ -384,8 +390,8 @@ def crs_transform(from_wkt: str, to_wkt: str):
 def north_turn(crs_wkt: str, geotransform, width: int, height: int) -> Optional[NorthTurn]:
     """North at the image's centre, from its CRS: None for an unknown CRS, or within a degree of a pole."""
     srs = osr.SpatialReference()
-    if not crs_wkt or not width or not height or srs.SetFromUserInput(crs_wkt) != 0:
-        return None
+    if not crs_wkt or not width or not height or tuple(geotransform) == PIXEL_GRID or srs.SetFromUserInput(crs_wkt) != 0:
+        return None  # PIXEL_GRID: a raster placed nowhere (GCPs that only a warp fits) has no north
     if not (srs.IsProjected() or srs.IsGeographic()):  # a local CRS has no north
         return None
     srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
@@ -430,6 +436,10 @@ class RasterSource:
             raise damaged_raster_error(path, damage)
         try:
             self._describe(path, band, require_georeferencing)
+            if self.driver not in RESOLUTION_LEVEL_DRIVERS and overviews_pick_pixels(self._ds.GetRasterBand(self.info.bands[0])):
+                with gdal_exceptions():
+                    self._ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY, open_options=["OVERVIEW_LEVEL=NONE"])
+                self.info = dataclasses.replace(self.info, overviews_skipped=True)
         except RuntimeError as exc:  # a tag GDAL reads only on demand is cut off
             raise damaged_raster_error(path, str(exc)) from None
 
@@ -521,6 +531,9 @@ class RasterSource:
         values /= len(self.info.bands)
         if self.info.alpha_band:
             valid &= self._read_band(self._ds.GetRasterBand(self.info.alpha_band), (x_off, y_off, width, height), out_width, out_height) != 0
+        first = self._ds.GetRasterBand(self.info.bands[0])
+        if first.GetMaskFlags() == gdal.GMF_PER_DATASET:  # a mask of its own (an internal TIFF mask): GDAL applies it to shrunk reads only
+            valid &= self._read_band(first.GetMaskBand(), (x_off, y_off, width, height), out_width, out_height) != 0
         values[~valid] = 0.0
         return values, valid
 
@@ -634,6 +647,55 @@ def averaged_by_gdal(data: np.ndarray, nodata: float, out_width: int, out_height
     pixels = gdal_array.OpenArray(data)
     pixels.GetRasterBand(1).SetNoDataValue(nodata)
     return pixels.GetRasterBand(1).ReadAsArray(buf_xsize=out_width, buf_ysize=out_height, buf_type=gdal.GDT_Float32, resample_alg=RESAMPLING)
+
+
+# JPEG2000 resolution levels are the wavelet's low-pass images: averages, whatever the file.
+RESOLUTION_LEVEL_DRIVERS = ("JP2OpenJPEG", "JPEG2000", "JP2ECW", "JP2KAK", "JP2MrSID")
+# Probe of overviews: this many overview pixels square at the image's centre.
+OVERVIEW_PROBE_PIXELS = 64
+OVERVIEWS_SKIPPED_NOTE = ("; its overviews pick pixels instead of averaging them (built by nearest neighbour, the default of "
+                          "QGIS's pyramids), so full resolution is read instead; rebuild them with gdaladdo -r average")
+
+
+def overviews_pick_pixels(band) -> bool:
+    """Whether the band's first overview (not a JPEG2000's resolution level: RESOLUTION_LEVEL_DRIVERS)
+    was made by picking one pixel of each block (nearest neighbour) rather than by averaging them:
+    read for chunks, such overviews make a small bright patch vanish or flicker with the grid. A
+    GeoTIFF keeps no record of how its overviews were built, so a window at the centre of the
+    overview is compared with both, made here from full resolution: it is the nearer one."""
+    if band.GetOverviewCount() == 0:
+        return False
+    overview = band.GetOverview(0)
+    rx, ry = band.XSize / overview.XSize, band.YSize / overview.YSize
+    if rx < 1.5 or ry < 1.5:
+        return False
+    columns, rows = min(OVERVIEW_PROBE_PIXELS, overview.XSize), min(OVERVIEW_PROBE_PIXELS, overview.YSize)
+    ox, oy = (overview.XSize - columns) // 2, (overview.YSize - rows) // 2
+    # each overview pixel's source pixels, as GDAL counts them
+    x_edges = np.minimum(np.floor(np.arange(ox, ox + columns + 1) * rx).astype(int), band.XSize)
+    y_edges = np.minimum(np.floor(np.arange(oy, oy + rows + 1) * ry).astype(int), band.YSize)
+    pixels = band.ReadAsArray(int(x_edges[0]), int(y_edges[0]), int(x_edges[-1] - x_edges[0]), int(y_edges[-1] - y_edges[0]))
+    found = overview.ReadAsArray(ox, oy, columns, rows)
+    if pixels is None or found is None:
+        return False
+    pixels = pixels.astype(np.float64)
+    x_edges, y_edges = x_edges - x_edges[0], y_edges - y_edges[0]
+    summed = np.pad(pixels, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    box = summed[np.ix_(y_edges[1:], x_edges[1:])] - summed[np.ix_(y_edges[:-1], x_edges[1:])] - summed[np.ix_(y_edges[1:], x_edges[:-1])] + summed[np.ix_(y_edges[:-1], x_edges[:-1])]
+    averaged = box / np.outer(np.diff(y_edges), np.diff(x_edges))
+    # which pixel of its window an overview pixel copies: the rules in use (GDAL's has changed over versions)
+    def picks_at(shift: float, rounding):
+        index_y = rounding((np.arange(oy, oy + rows) + shift) * ry).astype(int) - int(np.floor(oy * ry))
+        index_x = rounding((np.arange(ox, ox + columns) + shift) * rx).astype(int) - int(np.floor(ox * rx))
+        return pixels[np.ix_(index_y.clip(0, pixels.shape[0] - 1), index_x.clip(0, pixels.shape[1] - 1))]
+
+    picks = [picks_at(0.0, np.floor), picks_at(0.0, np.round), picks_at(0.5, np.floor)]
+    found = found.astype(np.float64)
+    nodata = band.GetNoDataValue() or 0
+    valid = np.isfinite(averaged) & np.isfinite(found) & (found != nodata) & np.all([pick != nodata for pick in picks], axis=0)
+    if valid.sum() < 16 or not min(np.abs(pick - averaged)[valid].mean() for pick in picks) > 0.5:  # smooth ground, or no image: either would do
+        return False
+    return min(float(np.abs(found - pick)[valid].mean()) for pick in picks) < float(np.abs(found - averaged)[valid].mean())
 
 
 def averaged_here(band) -> bool:

@@ -1010,3 +1010,66 @@ def test_a_pds3_image_is_read_through_its_label_and_its_damage_names_the_image(t
     with raster.gdal_exceptions(), RasterSource(str(tmp_path / "cut.LBL"), require_georeferencing=False) as source:
         with pytest.raises(DamagedRasterError, match=r"'.*cut\.IMG' is damaged"):
             source.read(0, 0, 64, 64, 64, 64)
+
+
+@pytest.mark.parametrize("out_side", [64, 16], ids=["read at full scale", "read shrunk"])
+def test_an_internal_mask_is_no_data_at_every_scale(tmp_path, out_side):
+    """A GeoTIFF with a mask of its own (GDAL_TIFF_INTERNAL_MASK): GDAL applies it to shrunk reads
+    only, so at full scale the masked half had been read as image."""
+    path = str(tmp_path / "masked.tif")
+    with raster.gdal_exceptions():
+        gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
+        try:
+            dataset = gdal.GetDriverByName("GTiff").Create(path, 64, 64, 1, gdal.GDT_UInt16)
+            dataset.SetGeoTransform(helpers.default_geotransform(64, 64))
+            dataset.SetProjection(helpers.mars_equirectangular_wkt())
+            dataset.GetRasterBand(1).WriteArray(np.full((64, 64), 500, np.uint16))
+            dataset.CreateMaskBand(gdal.GMF_PER_DATASET)
+            mask = np.full((64, 64), 255, np.uint8)
+            mask[:, :32] = 0
+            dataset.GetRasterBand(1).GetMaskBand().WriteArray(mask)
+            dataset = None
+        finally:
+            gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", None)
+        with RasterSource(path) as source:
+            data, valid = source.read(0, 0, 64, 64, out_side, out_side)
+    assert valid.mean() == 0.5 and not valid[:, : out_side // 2].any()
+    assert (data[valid] == 500).all() and (data[~valid] == 0).all()
+
+
+@pytest.mark.parametrize("resampling, skipped", [("NEAREST", True), ("MODE", True), ("AVERAGE", False), ("GAUSS", False), ("BILINEAR", False)])
+def test_overviews_that_pick_pixels_are_not_read(tmp_path, resampling, skipped):
+    """QGIS's pyramids and gdaladdo build overviews by nearest neighbour unless told otherwise, and a
+    GeoTIFF keeps no record of it: read from them, a 2-px bright patch vanished from its chunk."""
+    scene = helpers.generate_raster(tmp_path, name=f"{resampling}.tif", width=1025, height=1023, seed=4)  # odd: GDAL's non-whole ratios
+    pixels = scene.bands[0].copy()
+    pixels[500:502, 500:502] = 1000
+    helpers.write_geotiff(scene.path, [pixels], "UInt16", scene.geotransform, scene.crs_wkt)
+    with raster.gdal_exceptions():
+        with RasterSource(scene.path) as source:
+            plain, _ = source.read(256, 256, 512, 512, 64, 64)
+        dataset = gdal.Open(scene.path, gdal.GA_Update)
+        dataset.BuildOverviews(resampling, [2, 4, 8])
+        dataset = None
+        with RasterSource(scene.path) as source:
+            read, _ = source.read(256, 256, 512, 512, 64, 64)
+            assert source.info.overviews_skipped == skipped
+            assert ("its overviews pick pixels instead of averaging them" in source.info.bands_read) == skipped
+    assert np.array_equal(read, plain) == skipped  # else read from the overviews
+
+
+def test_ground_control_points_that_only_a_warp_fits_are_refused_not_turned(tmp_path):
+    """Read without its required georeferencing, such a file is a pixel grid: its CRS once made it
+    look south-up, and the north-up view warped it by the GCPs without a word."""
+    path = str(tmp_path / "gcps.tif")
+    srs = osr.SpatialReference(wkt=helpers.mars_equirectangular_wkt()).CloneGeogCS()
+    with raster.gdal_exceptions():
+        dataset = gdal.GetDriverByName("GTiff").Create(path, 64, 64, 1, gdal.GDT_UInt16)
+        dataset.GetRasterBand(1).WriteArray(np.full((64, 64), 300, np.uint16))
+        corners = [(0, 0, 10.0, -50.0), (64, 0, 10.2, -50.05), (0, 64, 9.9, -50.3), (64, 64, 10.4, -50.2)]  # no affine fit
+        dataset.SetGCPs([gdal.GCP(lon, lat, 0, col, row) for col, row, lon, lat in corners], srs.ExportToWkt())
+        dataset = None
+    with raster.north_up_view(path, 0, lambda message: pytest.fail(f"said {message!r}")) as read:
+        assert read == path
+    with pytest.raises(RasterError, match="ground control points that no shift, scale and rotation fits"):
+        RasterSource(path)
