@@ -105,6 +105,13 @@ def freeze_batch_norm(network) -> int:
     return len(frozen)
 
 
+def thaw(network) -> None:
+    """Every layer trainable again, frozen batch norm too: a saved network carries no fit's choices,
+    and the next fit (freeze_batch_norm or not) makes its own."""
+    for layer in _every_layer(network):
+        layer.trainable = True
+
+
 def _every_layer(model):
     import keras
 
@@ -247,9 +254,11 @@ def choose_calibration(logits: np.ndarray, labels: np.ndarray, fallback: Optiona
     at_share = calibration.with_prior(fallback, prior, share) if prior else fallback
     kept_ece = calibration.expected_calibration_error(calibration.apply(logits, at_share), labels)
     fitted_ece = calibration.expected_calibration_error(calibration.cross_validated(logits, labels), labels)
-    if fitted_ece >= kept_ece:
+    if not fitted_ece < kept_ece:
         return fallback, {"choice": fallback_name, "reason": f"a Platt fit would not lower the validation ECE ({kept_ece:.3f}, fitted {fitted_ece:.3f} cross-validated)"}
     fitted = calibration.fit_platt(logits, labels)
+    if not fitted["a"] > 0:  # it would turn the network's order over: its high scores would mean no ice
+        return fallback, {"choice": fallback_name, "reason": f"a Platt fit would invert the network's scores (slope {fitted['a']:.2f}): it ranks these validation chunks no better than chance"}
     reason = f"Platt scaling lowers the validation ECE from {kept_ece:.3f} to {fitted_ece:.3f} (cross-validated)"
     if prior:
         fitted = calibration.with_prior(fitted, share, prior)
@@ -321,12 +330,12 @@ def compare(validation: Dict, replay: Optional[Dict]) -> Dict:
     worse = []
     if new["roc_auc"] < base["roc_auc"]:
         worse.append(f"on your {base['chunks']} validation chunks (AUC {new['roc_auc']:.3f} against {base['roc_auc']:.3f})")
-    if replay is not None and not np.isnan(replay["base"]["roc_auc"]):
+    if replay is not None and replay["base"]["chunks"]:
         rb, rn = replay["base"], replay["new"]
         lines.append(f"base model: AUC {rb['roc_auc']:.3f} on {rb['chunks']} held-out examples of what it knew ({_rates(rb)}); new model: AUC {rn['roc_auc']:.3f} ({_rates(rn)})")
-        if rn["roc_auc"] < rb["roc_auc"] - REPLAY_TOLERANCE:
+        if rn["roc_auc"] < rb["roc_auc"] - REPLAY_TOLERANCE:  # False where one class alone was held out (NaN)
             worse.append(f"on {rb['chunks']} held-out examples of what the base model knew (AUC {rn['roc_auc']:.3f} against {rb['roc_auc']:.3f})")
-        if rn["fpr"] > rb["fpr"] + REPLAY_FPR_TOLERANCE:
+        if rn["fpr"] > rb["fpr"] + REPLAY_FPR_TOLERANCE:  # whenever ice-free examples were held out
             worse.append(f"on the ice-free ones of those examples ({rn['fpr']:.0%} called icy against {rb['fpr']:.0%})")
     if worse:
         verdict = f"The new model is WORSE than the base model {' and '.join(worse)}; keep using the base model, or label more chunks."

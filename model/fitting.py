@@ -3,6 +3,7 @@ batches drawn anew from the pool each epoch, early stopping on the validation lo
 epoch's weights kept, progress and cancel. model/training.py prepares what it fits.
 Keras is imported inside the functions, after training.prepare_tensorflow."""
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -10,7 +11,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from . import cells as cell_supervision, finetune
-from .errors import CancelledError
+from .errors import CancelledError, EngineError
 from .network import cell_logits, logit_model
 from .protocol import Reporter
 
@@ -203,6 +204,9 @@ def fit(trainee, network, pool, validation: Tuple[np.ndarray, np.ndarray, Option
             row = {"epoch": epoch + 1}
             row.update({k: float(logs[name]) for k, name in history_keys.items() if name in logs})
             history.append(row)
+            if not all(math.isfinite(row.get(key, 0.0)) for key in ("loss", "val_loss")):
+                raise EngineError(f"Training diverged in epoch {row['epoch']}: its loss became {row.get('loss')} (validation {row.get('val_loss')}), "
+                                  "so its weights mean nothing; no model was written. Lower LEARNING_RATE (to a tenth) and run again.")
             val_loss = row.get("val_loss", np.inf)
             if val_loss < best["loss"]:
                 best.update(loss=val_loss, weights=network.get_weights(), epoch=row["epoch"], waited=0)

@@ -17,6 +17,7 @@ NOT_ICY_WORDS = {"0", "not icy", "not_icy", "no ice", "no", "n", "false", "f", "
 # -1 is what the labelling helper writes for "unclear"; such chunks are left out, as the paper
 # left out its 252 unclear chunks.
 UNUSED_WORDS = {"", "-1", "unclear", "null", "none", "hard to identify", "?"}
+EMPTY_WORDS = {"", "null", "none"}  # of those, the ones that say nothing (an outline left empty is ice, as drawn)
 
 
 def parse_label(value) -> Optional[int]:
@@ -265,20 +266,24 @@ def outlined_cells(geotransform, window: ChunkWindow, chunk_size: int, cells: in
 def chunks_from_outlines(source: RasterSource, outlines: Sequence[Dict], exclude: Sequence[str], chunk_size: int, input_size: int, min_valid: float, normalisation: Dict,
                          cells: int = 0) -> List[LabelledChunk]:
     """Mode (b): grid chunks sharing area with an ice-patch outline are icy, the others not icy; chunks touching EXCLUDE polygons are left out.
-    With ``cells``, each chunk also carries where the outlines lie (outlined_cells)."""
+    An outline's label may say otherwise: empty (NULL) is ice, as drawn; 0 is no ice; -1 or 'unclear'
+    leaves the chunks it touches out, as an exclusion does. With ``cells``, each chunk also carries
+    where the outlines lie (outlined_cells)."""
     from .preprocess import normalise, to_uint8
 
     info = source.info
-    icy_shapes = []
+    icy_shapes, unclear = [], []
     for item in outlines:
-        label = parse_label(item.get("label", 1))
+        value = item.get("label")
+        label = 1 if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip().lower() in EMPTY_WORDS else parse_label(value)
         if label == 0:
             continue  # an outline marked "not icy" is no ice patch
-        icy_shapes.extend(_geometries([item["wkt"]]))
+        (icy_shapes if label else unclear).append(item["wkt"])
+    icy_shapes = _geometries(icy_shapes)
     footprint = _raster_polygon(source)
     if icy_shapes and not any(g.Intersects(footprint) for g in icy_shapes):
         raise LabelError(f"None of the ice-patch outlines lies within {info.image_id}. Check the label layer's CRS and that it belongs to this raster.")
-    excluded = _geometries(exclude)
+    excluded = _geometries(list(exclude) + unclear)
     ice = _union(icy_shapes) if cells else None
     samples = []
     for sample in iter_chunks(source, chunk_size, chunk_size, min_valid, input_size):

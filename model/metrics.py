@@ -6,11 +6,11 @@ import numpy as np
 
 
 def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Mann-Whitney estimate with tied scores counted half; NaN with a single class."""
+    """Mann-Whitney estimate with tied scores counted half; NaN with a single class or a score that is not a number."""
     s = np.asarray(scores, np.float64)
     y = np.asarray(labels).astype(bool)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
+    if n_pos == 0 or n_neg == 0 or np.isnan(s).any():
         return float("nan")
     order = np.argsort(s, kind="mergesort")
     ranks = np.empty(len(s), np.float64)

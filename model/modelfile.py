@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import files
+from . import files, finetune
 from .errors import ModelFileError
 
 FORMAT = "hiriseice-model"
@@ -155,7 +155,6 @@ def save(keras_model, metadata: Dict, path: str, replay: Optional[Dict] = None) 
 
     replay: None, or {"images": uint8 (n, input_size, input_size), "labels": 0/1 (n,), "kinds": str (n,)},
     stored as replay.npz with its checksum and a summary in the metadata."""
-    partial = files.prepare(path)
     metadata, replay_bytes = _with_replay(metadata, replay)
     with tempfile.TemporaryDirectory() as tmp:
         keras_path = os.path.join(tmp, KERAS_MEMBER)
@@ -166,15 +165,15 @@ def save(keras_model, metadata: Dict, path: str, replay: Optional[Dict] = None) 
 
         shareable = keras.Model.from_config(keras_model.get_config())
         shareable.set_weights(keras_model.get_weights())
+        finetune.thaw(shareable)
         shareable.save(keras_path)
         with open(keras_path, "rb") as handle:
             metadata = dict(metadata, weights_sha256=hashlib.sha256(handle.read()).hexdigest())
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+        with files.writing(path, "The model file") as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
             archive.write(keras_path, KERAS_MEMBER)
             if replay_bytes is not None:
                 archive.writestr(REPLAY_MEMBER, replay_bytes, zipfile.ZIP_STORED)  # already compressed
-        files.commit(partial, path)
 
 
 def _with_replay(metadata: Dict, replay: Optional[Dict]) -> Tuple[Dict, Optional[bytes]]:
@@ -194,8 +193,7 @@ def _with_replay(metadata: Dict, replay: Optional[Dict]) -> Tuple[Dict, Optional
 
 def _rewrite(path: str, metadata: Dict, replay_bytes: Optional[bytes] = None) -> None:
     """The model file with new metadata (and, given, a new replay set), its network copied byte for byte; atomically."""
-    partial = files.prepare(path)
-    with zipfile.ZipFile(path) as source, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+    with files.writing(path, "The model file") as partial, zipfile.ZipFile(path) as source, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
         for member in source.infolist():
             if member.filename == REPLAY_MEMBER and replay_bytes is not None:
@@ -204,7 +202,6 @@ def _rewrite(path: str, metadata: Dict, replay_bytes: Optional[bytes] = None) ->
                 archive.writestr(member, source.read(member.filename))
         if replay_bytes is not None:
             archive.writestr(REPLAY_MEMBER, replay_bytes, zipfile.ZIP_STORED)  # already compressed
-    files.commit(partial, path)
 
 
 def store_metadata(path: str, metadata: Dict) -> None:

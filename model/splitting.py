@@ -8,15 +8,38 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from .catalog import observation_of
+
 # Side, in chunks, of the spatial blocks used when all labels come from one image.
 BLOCK_CHUNKS = 3
 
 
 def block_groups(image_ids: Sequence[str], rows: Sequence[int], cols: Sequence[int], block: int = BLOCK_CHUNKS) -> List[str]:
-    """Group key per sample: the image when several are given, else a block of block x block chunks."""
-    if len(set(image_ids)) > 1:
-        return list(image_ids)
+    """Group key per sample: the observation when labels come from several (two products or tiles
+    of one observation show the same ground), else a block of block x block chunks of each image."""
+    observations = [observation_of(i) or i for i in image_ids]
+    if len(set(observations)) > 1:
+        return observations
     return [f"{i}/b{r // block}_{c // block}" for i, r, c in zip(image_ids, rows, cols)]
+
+
+def without_overlaps(train: np.ndarray, validation: np.ndarray, boxes: Sequence[Tuple[str, int, int, int, int]]) -> np.ndarray:
+    """The training mask less every chunk that shares pixels with a validation chunk of the same
+    image. boxes: (image_id, x_off, y_off, width, height) per sample. Blocks are counted in chunk
+    sides, so labels of an overlapping grid (detect's STRIDE below the chunk size) put the two
+    halves of one chunk's pixels on both sides of a block border."""
+    kept = np.asarray(train, bool).copy()
+    ids = np.array([box[0] for box in boxes])
+    x0, y0, w, h = (np.array([box[k] for box in boxes], np.int64) for k in range(1, 5))
+    for image_id in set(ids[validation].tolist()):
+        held = np.flatnonzero(validation & (ids == image_id))
+        trained = np.flatnonzero(kept & (ids == image_id))
+        if not len(trained):
+            continue
+        overlap = ((x0[trained, None] < x0[held] + w[held]) & (x0[held] < x0[trained, None] + w[trained, None]) &
+                   (y0[trained, None] < y0[held] + h[held]) & (y0[held] < y0[trained, None] + h[trained, None]))
+        kept[trained[overlap.any(axis=1)]] = False
+    return kept
 
 
 def split_groups(groups: Sequence[str], labels: Sequence[int], validation_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:

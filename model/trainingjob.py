@@ -15,7 +15,7 @@ ANCHOR_PULL); with outlines, cell_weight (TrainOptions.cell_weight; 0: chunk lab
 """
 
 import os
-from typing import Dict
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -87,11 +87,22 @@ def _check_job(job: Dict) -> str:
     return mode
 
 
-def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, reporter: Reporter, unlabelled_ratio: float = 0.0, cells: int = 0):
-    """(images uint8, labels, groups, provenance, unlabelled uint8 images, cell shares) from the
-    job's rasters and label geometries; per image, unlabelled_ratio times its labelled chunks are
-    drawn from the rest of its grid (labels.unlabelled_chunks). Outlines also say where in each
-    chunk the ice lies: its share of cells x cells score-map cells (else None)."""
+class JobChunks(NamedTuple):
+    """The labelled chunks of a training job, as train_arrays takes them."""
+
+    images: np.ndarray  # uint8 (n, s, s)
+    labels: np.ndarray
+    groups: List[str]  # the split's groups: observations, or blocks of one image (splitting.block_groups)
+    boxes: List[Tuple[str, int, int, int, int]]  # (image_id, x_off, y_off, width, height): no pixel on both sides
+    provenance: Dict
+    unlabelled: Optional[np.ndarray]  # uint8 chunks drawn without a label, or None
+    cells: Optional[np.ndarray]  # each chunk's ice share of the score-map cells, where outlines say it, or None
+
+
+def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, reporter: Reporter, unlabelled_ratio: float = 0.0, cells: int = 0) -> JobChunks:
+    """The labelled chunks of the job's rasters and label geometries; per image, unlabelled_ratio
+    times its labelled chunks are drawn from the rest of its grid (labels.unlabelled_chunks).
+    Outlines also say where in each chunk the ice lies: its share of cells x cells score-map cells."""
     from .labels import chunks_from_outlines, chunks_from_polygons, typical_side, unlabelled_chunks
     from .raster import RasterSource
 
@@ -137,8 +148,9 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
     # Spatial blocks of 3 x 3 labelled chunks, whatever CHUNK_SIZE reads them at.
     unit = typical_side([s.window for s in samples]) if mode == "chunks" else options.chunk_size
     groups = block_groups([s.image_id for s in samples], [s.window.y_off // unit for s in samples], [s.window.x_off // unit for s in samples])
+    boxes = [(s.image_id, s.window.x_off, s.window.y_off, s.window.width, s.window.height) for s in samples]
     shares = np.stack([s.cells for s in samples]) if mode == "outlines" and cells else None
-    return images, labels, groups, {"label_mode": mode, "images": used}, np.stack(unlabelled) if unlabelled else None, shares
+    return JobChunks(images, labels, groups, boxes, {"label_mode": mode, "images": used}, np.stack(unlabelled) if unlabelled else None, shares)
 
 
 def _score_map_cells(mode: str, options: TrainOptions, base, reporter: Reporter) -> int:
@@ -176,10 +188,10 @@ def run_job(job: Dict, reporter: Reporter = None) -> Dict:
         seen = dict(job, rasters=rasters)
         label_size = label_side(seen["rasters"]) if mode == "chunks" else None
         options.chunk_size = tuned_chunk_size(options.chunk_size, label_size, base[1]["chunk_size"] if base else None, TrainOptions.chunk_size, reporter)
-        images, labels, groups, provenance, unlabelled, shares = collect_job_chunks(seen, options, normalisation, reporter, options.unlabelled if base else 0.0,
-                                                                                    _score_map_cells(mode, options, base, reporter))
-    options.extra_metadata = {"data": provenance}
-    outcome = train_arrays(images, labels, groups, options, reporter, base, replay=replay, unlabelled=unlabelled, cells=shares)
+        chunks = collect_job_chunks(seen, options, normalisation, reporter, options.unlabelled if base else 0.0, _score_map_cells(mode, options, base, reporter))
+    options.extra_metadata = {"data": chunks.provenance}
+    outcome = train_arrays(chunks.images, chunks.labels, chunks.groups, options, reporter, base, replay=replay, unlabelled=chunks.unlabelled, cells=chunks.cells,
+                           boxes=chunks.boxes)
     try:
         modelfile.save(outcome["network"], outcome["metadata"], job["output_model"], replay)  # the base's replay set goes on
         if job.get("report"):

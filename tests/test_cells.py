@@ -64,6 +64,29 @@ def test_outlines_give_each_chunk_the_share_of_its_cells_they_cover_and_an_edge_
     assert found[(1, 1)].label == 0 and not found[(1, 1)].cells.any()  # touched along its edge only
 
 
+def test_an_outline_marked_unclear_leaves_its_chunks_out_and_an_empty_one_is_ice(tmp_path):
+    from osgeo import gdal
+
+    from model.labels import chunks_from_outlines
+    from model.preprocess import DEFAULT_NORMALISATION
+    from model.raster import RasterSource
+    from model.trainingdata.scene import mars_equirectangular_wkt
+
+    path = str(tmp_path / "outlined.tif")
+    dataset = gdal.GetDriverByName("GTiff").Create(path, 512, 512, 1, gdal.GDT_Byte)
+    dataset.SetGeoTransform((1000.0, 0.5, 0.0, 2000.0, 0.0, -0.5))
+    dataset.SetProjection(mars_equirectangular_wkt(-50.0))
+    dataset.GetRasterBand(1).WriteArray(np.full((512, 512), 100, np.uint8))
+    dataset = None
+    square = "POLYGON(({x} {y},{x2} {y},{x2} {y2},{x} {y2},{x} {y}))"
+    outlines = [{"wkt": square.format(x=1005, y=1995, x2=1021, y2=1979), "label": None},  # chunk (0, 0): left empty, so ice
+                {"wkt": square.format(x=1200, y=1900, x2=1210, y2=1890), "label": -1},  # chunk (0, 1): unclear
+                {"wkt": square.format(x=1010, y=1800, x2=1020, y2=1790), "label": "unclear"}]  # chunk (1, 0): unclear
+    with RasterSource(path) as source:
+        found = {(c.window.row, c.window.col): c.label for c in chunks_from_outlines(source, outlines, [], 256, 64, 0.5, DEFAULT_NORMALISATION)}
+    assert found == {(0, 0): 1, (1, 1): 0}
+
+
 def test_targets_teach_the_ice_cells_of_icy_examples_and_every_cell_of_ice_free_ones():
     shares = np.zeros((2, 2, 2), np.float32)
     shares[0, 0, 1] = 0.5

@@ -156,6 +156,8 @@ def scores(auc, chunks=20, fpr=0.1):
         # the ranking holds, the whole score moves up: false alarms on what the base knew
         ((0.90, 0.95), (0.82, 0.84, 0.07, 0.10), []),
         ((0.90, 0.95), (0.82, 0.84, 0.07, 0.17), ["on the ice-free ones of those examples (17% called icy against 7%)"]),
+        # only ice-free examples held out (a small replay set): no AUC, but their false alarms still count
+        ((0.90, 0.95), (math.nan, math.nan, 0.0, 1.0), ["on the ice-free ones of those examples (100% called icy against 0%)"]),
     ],
 )
 def test_the_guard_says_plainly_when_the_new_model_is_worse(validation, replay, worse_on):
@@ -171,6 +173,23 @@ def test_the_guard_says_plainly_when_the_new_model_is_worse(validation, replay, 
             assert words in result["verdict"]
     else:
         assert "WORSE" not in result["verdict"]
+
+
+def test_a_calibration_that_would_invert_the_scores_is_refused():
+    """Validation chunks the network ranks backwards: a fit with a negative slope would call its icy scores ice-free."""
+    rng = np.random.default_rng(5)
+    y = np.array([0] * 30 + [1] * 30)
+    logits = -4.0 * (y - 0.5) + rng.normal(0, 1.0, 60)
+    base = {"method": "platt", "a": 1.0, "b": 0.0}
+    chosen, record = finetune.choose_calibration(logits, y, base, "kept the base model's")
+    assert chosen is base and record["choice"] == "kept the base model's" and "would invert the network's scores" in record["reason"]
+
+
+def test_scores_that_are_not_numbers_have_no_roc_auc():
+    from model import metrics
+
+    assert math.isnan(metrics.roc_auc([math.nan] * 4, [0, 1, 0, 1])) and math.isnan(metrics.roc_auc([0.1, math.nan, 0.2, 0.3], [0, 1, 0, 1]))
+    assert metrics.roc_auc([0.1, 0.9, 0.2, 0.8], [0, 1, 0, 1]) == 1.0
 
 
 def test_calibration_is_fitted_only_where_it_helps():

@@ -82,6 +82,17 @@ def test_same_seed_same_metrics(tiny_model, worker_python, tmp_path):
     assert modelfile.read_metadata(job["output_model"])["training"]["split"] == tiny_model.metadata["training"]["split"]
 
 
+def test_a_training_that_diverges_stops_with_the_fix_and_writes_no_model(tiny_model, worker_python, tmp_path):
+    """A learning rate far too high: the loss becomes NaN in the first epoch, no epoch is better than
+    another, and a model of NaN weights would have been written as if trained."""
+    job = dict(tiny_model.job, output_model=str(tmp_path / "nan.hiriseice"), report=str(tmp_path / "nan.html"), learning_rate=1e6, epochs=3)
+    run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job))
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert [m["message"] for m in run.errors] == ["Training diverged in epoch 1: its loss became nan (validation nan), so its weights mean nothing; "
+                                                  "no model was written. Lower LEARNING_RATE (to a tenth) and run again."]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json"]
+
+
 def test_an_isis_float_copy_of_the_scene_trains_as_its_dns_do(tiny_model, worker_python, tmp_path):
     """The session's job on the scene as ISIS3 writes it (32-bit float I/F, null pixels next to
     -3.4e38): the same chunks, split and, to the 8-bit quantisation's ties, the same learning."""
@@ -361,6 +372,35 @@ def test_a_bad_job_fails_the_worker_process_with_exit_status_2(training_data, wo
 def test_block_groups():
     assert splitting.block_groups(["a", "b", "a"], [0, 5, 9], [0, 5, 9]) == ["a", "b", "a"]  # several images: by image
     assert splitting.block_groups(["a"] * 4, [0, 2, 3, 8], [0, 2, 5, 1]) == ["a/b0_0", "a/b0_0", "a/b1_1", "a/b2_0"]  # one image: 3 x 3 blocks
+
+
+def test_two_products_of_one_observation_are_one_group():
+    """The RED and COLOR products (or two tiles) of an observation show the same ground."""
+    ids = ["ESP_011605_1170_RED", "ESP_011605_1170_COLOR", "ESP_011606_1170_RED", "scene_b"]
+    assert splitting.block_groups(ids, [0, 5, 9, 1], [0, 5, 9, 1]) == ["ESP_011605_1170", "ESP_011605_1170", "ESP_011606_1170", "scene_b"]
+    # both products of one observation alone: blocks of each, as for one image
+    assert splitting.block_groups(ids[:2], [0, 5], [0, 5]) == ["ESP_011605_1170_RED/b0_0", "ESP_011605_1170_COLOR/b1_1"]
+
+
+def test_no_training_chunk_shares_pixels_with_a_validation_chunk():
+    """Labels of detect's STRIDE = CHUNK/2 grid: blocks of 3 x 3 chunk sides cut through chunks that overlap."""
+    side, stride = 1024, 512
+    boxes = [("scene", c * stride, r * stride, side, side) for r in range(11) for c in range(11)]
+    groups = splitting.block_groups([b[0] for b in boxes], [b[2] // side for b in boxes], [b[1] // side for b in boxes])
+    labels = np.arange(len(boxes)) % 2
+    train, validation = splitting.split_groups(groups, labels, 0.25, 3)
+    kept = splitting.without_overlaps(train, validation, boxes)
+
+    def overlapping(a, b):
+        return a[0] == b[0] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3] and a[2] < b[2] + b[4] and b[2] < a[2] + a[4]
+
+    leaks = [(i, j) for i in np.flatnonzero(train) for j in np.flatnonzero(validation) if overlapping(boxes[i], boxes[j])]
+    assert leaks, "the blocks alone leak (the case this guards against)"
+    assert not [(i, j) for i, j in leaks if kept[i]]
+    dropped = set(np.flatnonzero(train & ~kept).tolist())
+    assert dropped == {i for i, _ in leaks}  # no more than the leaking ones
+    other_image = [("other", 0, 0, side, side)]
+    assert splitting.without_overlaps(np.array([True]), np.array([False]), other_image).tolist() == [True]
 
 
 def check_split(groups, labels, train, validation):
