@@ -36,7 +36,8 @@ def test_examples_carry_cells_where_their_ice_lies_and_none_without_ice():
     assert "cells" not in make_example(image, rng, 64, lookalike="plain")
 
 
-def test_outlines_give_each_chunk_the_share_of_its_cells_they_cover_and_an_edge_they_touch_is_no_ice(tmp_path):
+def outlined_chunks(tmp_path, outlines, cells=0):
+    """The labelled chunks of 256 px (read at 64) that ``outlines`` give a 512 x 512 raster of 0.5 m pixels, origin (1000, 2000)."""
     from osgeo import gdal
 
     from model.labels import chunks_from_outlines
@@ -50,12 +51,16 @@ def test_outlines_give_each_chunk_the_share_of_its_cells_they_cover_and_an_edge_
     dataset.SetProjection(mars_equirectangular_wkt(-50.0))
     dataset.GetRasterBand(1).WriteArray(np.full((512, 512), 100, np.uint8))
     dataset = None
+    with RasterSource(path) as source:
+        return chunks_from_outlines(source, outlines, [], 256, 64, 0.5, DEFAULT_NORMALISATION, cells=cells)
+
+
+def test_outlines_give_each_chunk_the_share_of_its_cells_they_cover_and_an_edge_they_touch_is_no_ice(tmp_path):
     outlines = [{"wkt": "POLYGON((1005 1995,1021 1995,1021 1979,1005 1979,1005 1995))", "label": 1},  # pixels 10-42 of chunk (0, 0)
                 {"wkt": "MULTIPOLYGON Z (((1200 1900 0,1210 1900 0,1210 1890 0,1200 1890 0,1200 1900 0)))", "label": 1},  # 144-164, 200-220 of (0, 1)
                 {"wkt": "POLYGON((1010 1800,1020 1800,1020 1790,1010 1790,1010 1800))", "label": 0},  # not icy: no ice
                 {"wkt": "POLYGON((1118 1850,1128 1850,1128 1845,1118 1845,1118 1850))", "label": 1}]  # (1, 0) up to the edge it shares with (1, 1)
-    with RasterSource(path) as source:
-        found = {(c.window.row, c.window.col): c for c in chunks_from_outlines(source, outlines, [], 256, 64, 0.5, DEFAULT_NORMALISATION, cells=8)}
+    found = {(c.window.row, c.window.col): c for c in outlined_chunks(tmp_path, outlines, cells=8)}
     first = found[(0, 0)].cells
     assert first[0, 0] == pytest.approx(22 * 22 / 32 ** 2, abs=1e-4) and first[0, 1] == pytest.approx(10 * 22 / 32 ** 2, abs=1e-4)
     assert first[1, 1] == pytest.approx(10 * 10 / 32 ** 2, abs=1e-4) and np.count_nonzero(first) == 4
@@ -65,25 +70,11 @@ def test_outlines_give_each_chunk_the_share_of_its_cells_they_cover_and_an_edge_
 
 
 def test_an_outline_marked_unclear_leaves_its_chunks_out_and_an_empty_one_is_ice(tmp_path):
-    from osgeo import gdal
-
-    from model.labels import chunks_from_outlines
-    from model.preprocess import DEFAULT_NORMALISATION
-    from model.raster import RasterSource
-    from model.trainingdata.scene import mars_equirectangular_wkt
-
-    path = str(tmp_path / "outlined.tif")
-    dataset = gdal.GetDriverByName("GTiff").Create(path, 512, 512, 1, gdal.GDT_Byte)
-    dataset.SetGeoTransform((1000.0, 0.5, 0.0, 2000.0, 0.0, -0.5))
-    dataset.SetProjection(mars_equirectangular_wkt(-50.0))
-    dataset.GetRasterBand(1).WriteArray(np.full((512, 512), 100, np.uint8))
-    dataset = None
     square = "POLYGON(({x} {y},{x2} {y},{x2} {y2},{x} {y2},{x} {y}))"
     outlines = [{"wkt": square.format(x=1005, y=1995, x2=1021, y2=1979), "label": None},  # chunk (0, 0): left empty, so ice
                 {"wkt": square.format(x=1200, y=1900, x2=1210, y2=1890), "label": -1},  # chunk (0, 1): unclear
                 {"wkt": square.format(x=1010, y=1800, x2=1020, y2=1790), "label": "unclear"}]  # chunk (1, 0): unclear
-    with RasterSource(path) as source:
-        found = {(c.window.row, c.window.col): c.label for c in chunks_from_outlines(source, outlines, [], 256, 64, 0.5, DEFAULT_NORMALISATION)}
+    found = {(c.window.row, c.window.col): c.label for c in outlined_chunks(tmp_path, outlines)}
     assert found == {(0, 0): 1, (1, 1): 0}
 
 
