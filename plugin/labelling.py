@@ -4,7 +4,7 @@ Values follow the engine (model/labels.py): 1 icy, 0 not icy, -1 unclear (left o
 training). No GUI here, so it can be tested without one; plugin.py wires it to the toolbar.
 """
 
-from qgis.core import QgsVectorDataProvider, QgsVectorLayer
+from qgis.core import QgsFields, QgsVectorDataProvider, QgsVectorLayer
 
 from .styling import QVARIANT_TYPES
 
@@ -18,7 +18,10 @@ class LabellingError(ValueError):
 
 
 def _value_for_field(field, value: int):
-    """The label as the field stores it: a number for numeric fields, a word for text fields."""
+    """The label as the field stores it: a number for numeric fields, True / False / NULL for a
+    Boolean one (NULL is left out of training, as unclear is), a word for text fields."""
+    if field.type() == QVARIANT_TYPES["bool"]:
+        return {ICY: True, NOT_ICY: False, UNCLEAR: None}[value]
     if not field.isNumeric():
         return NAMES[value]
     if field.type() == QVARIANT_TYPES["real"]:
@@ -42,6 +45,11 @@ def mark_selected(layer, value: int, field_name: str = LABEL_FIELD) -> int:
         raise LabellingError(
             f"The layer '{layer.name()}' has no '{field_name}' field. Use the chunk layer of Detect ice patches, or add an integer field '{field_name}'."
         )
+    if layer.fields().fieldOrigin(index) in (QgsFields.FieldOrigin.OriginExpression, QgsFields.FieldOrigin.OriginJoin):
+        raise LabellingError(
+            f"The '{field_name}' field of '{layer.name()}' is computed ({'a virtual field' if layer.fields().fieldOrigin(index) == QgsFields.FieldOrigin.OriginExpression else 'joined from another layer'}), "
+            f"so no label can be written into it. Add an integer field '{field_name}' of the layer's own, or use the chunk layer of Detect ice patches."
+        )
     ids = layer.selectedFeatureIds()
     if not ids:
         return 0
@@ -60,6 +68,9 @@ def mark_selected(layer, value: int, field_name: str = LABEL_FIELD) -> int:
     except Exception:
         layer.destroyEditCommand()
         raise
+    if not changed:
+        layer.destroyEditCommand()
+        raise LabellingError(f"No label could be written into the '{field_name}' field of '{layer.name()}'. Check that the field is the layer's own and editable.")
     layer.endEditCommand()
     layer.triggerRepaint()
     return changed

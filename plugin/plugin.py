@@ -50,6 +50,7 @@ class IcePatchesPlugin:
         self.review_dock = None
         self.installer = None
         self.settings_dialog = None
+        self.installer_message = None  # the message bar's offer to install the worker, while it shows
 
     # --- Processing -----------------------------------------------------------------------------
 
@@ -87,7 +88,9 @@ class IcePatchesPlugin:
             action.setToolTip(f"{text}: write {value} into the 'label' field of the selected chunks ({shortcut})")
             action.triggered.connect(lambda checked=False, v=value: self.mark(v))
             self.iface.registerMainWindowAction(action, shortcut)
+            window.addAction(action)  # its shortcut works while the toolbar is hidden too
             self.toolbar.addAction(action)
+            self.menu.insertAction(self.review_action, action)
             self.shortcut_actions.append(action)
             self.actions.append(action)
         self.toolbar.addAction(self.review_action)
@@ -106,6 +109,12 @@ class IcePatchesPlugin:
                 dialog.close()
                 dialog.deleteLater()
         self.installer = self.settings_dialog = None
+        if self.installer_message is not None:
+            try:
+                self.iface.messageBar().popWidget(self.installer_message)
+            except RuntimeError:  # closed by the user, and deleted
+                pass
+            self.installer_message = None
         if self.review_dock is not None:
             self.review_dock.release()
             self.iface.removeDockWidget(self.review_dock)
@@ -113,6 +122,7 @@ class IcePatchesPlugin:
             self.review_dock = None
         for action in self.shortcut_actions:
             self.iface.unregisterMainWindowAction(action)
+            self.iface.mainWindow().removeAction(action)
         self.shortcut_actions = []
         if self.toolbar is not None:
             self.iface.mainWindow().removeToolBar(self.toolbar)
@@ -214,6 +224,7 @@ class IcePatchesPlugin:
         button.clicked.connect(lambda checked=False: self.open_installer())
         item.layout().addWidget(button)
         bar.pushWidget(item, Qgis.MessageLevel.Warning, 0)
+        self.installer_message = item
 
     def offer_installer(self, reason: str) -> bool:
         """Asks whether to install the worker now; True when the installer was opened."""

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional
 
 from qgis.core import NULL, Qgis, QgsCoordinateTransform, QgsFeatureRequest, QgsProject, QgsRasterLayer, QgsVectorLayer, QgsWkbTypes
 from qgis.gui import QgsDockWidget, QgsRubberBand
-from qgis.PyQt.QtCore import QEvent, QObject, Qt
+from qgis.PyQt.QtCore import QEvent, QObject, Qt, QTimer
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
@@ -239,10 +239,20 @@ class ReviewDock(QgsDockWidget):
         self.position = 0
         self.outline = None
         self.saved_selection_colour = None
+        # Marking or undoing a thousand chunks changes a thousand values: one refresh, one reload for them all.
+        self._refresh_soon, self._reload_soon = self._deferred(self._refresh), self._deferred(self._reload)
         self._build()
         if hasattr(self.iface, "currentLayerChanged"):
             self.iface.currentLayerChanged.connect(self._active_layer_changed)
         self.set_layer(self.iface.activeLayer())
+
+    def _deferred(self, slot) -> QTimer:
+        """A timer that calls ``slot`` once when the events queued now are handled, however often it is started."""
+        timer = QTimer(self)
+        timer.setSingleShot(True)
+        timer.setInterval(0)
+        timer.timeout.connect(lambda: slot())
+        return timer
 
     def release(self):
         """Lets go of the layer, the map and QGIS's signals (the plugin's unload)."""
@@ -344,8 +354,9 @@ class ReviewDock(QgsDockWidget):
             self._refresh()
             return
         self.layer.attributeValueChanged.connect(self._attribute_changed)
-        self.layer.afterRollBack.connect(self._reload)
-        self.layer.featuresDeleted.connect(self._reload)
+        self.layer.afterRollBack.connect(self._reload_later)
+        self.layer.featuresDeleted.connect(self._reload_later)
+        self.layer.featureAdded.connect(self._reload_later)  # a deletion undone
         self.layer.willBeDeleted.connect(self._layer_gone)
         has_rank = self.layer.fields().lookupField("review_rank") >= 0
         item = self.order_box.model().item(0)
@@ -355,8 +366,9 @@ class ReviewDock(QgsDockWidget):
         self._reload(start_at_first_unlabelled=True)
 
     def _disconnect(self, layer):
-        for signal, slot in ((layer.attributeValueChanged, self._attribute_changed), (layer.afterRollBack, self._reload),
-                             (layer.featuresDeleted, self._reload), (layer.willBeDeleted, self._layer_gone)):
+        for signal, slot in ((layer.attributeValueChanged, self._attribute_changed), (layer.afterRollBack, self._reload_later),
+                             (layer.featuresDeleted, self._reload_later), (layer.featureAdded, self._reload_later),
+                             (layer.willBeDeleted, self._layer_gone)):
             try:
                 signal.disconnect(slot)
             except (TypeError, RuntimeError):
@@ -380,6 +392,9 @@ class ReviewDock(QgsDockWidget):
         self.layer_label.setText(f"Reviewing <b>{self.layer.name()}</b>")
         self.show_current()
 
+    def _reload_later(self, *args):
+        self._reload_soon.start()
+
     def _first_unlabelled(self) -> int:
         labels = {f.id(): label_value(f[LABEL_FIELD]) for f in self.layer.getFeatures(
             QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes([LABEL_FIELD], self.layer.fields()))}
@@ -390,7 +405,7 @@ class ReviewDock(QgsDockWidget):
 
     def _attribute_changed(self, fid, index, value):
         if self.layer is not None and index == self.layer.fields().lookupField(LABEL_FIELD):
-            self._refresh()  # an undo or an edit elsewhere shows here too
+            self._refresh_soon.start()  # an undo or an edit elsewhere shows here too
 
     def order(self) -> str:
         return self.order_box.currentData()

@@ -54,8 +54,8 @@ def _field_types() -> dict:
     if Qgis.QGIS_VERSION_INT >= 33800:
         from qgis.PyQt.QtCore import QMetaType
 
-        return {"int": QMetaType.Type.Int, "real": QMetaType.Type.Double, "text": QMetaType.Type.QString}
-    return {"int": QVariant.Int, "real": QVariant.Double, "text": QVariant.String}  # qt5-spelling-ok: QGIS < 3.38 only
+        return {"int": QMetaType.Type.Int, "real": QMetaType.Type.Double, "text": QMetaType.Type.QString, "bool": QMetaType.Type.Bool}
+    return {"int": QVariant.Int, "real": QVariant.Double, "text": QVariant.String, "bool": QVariant.Bool}  # qt5-spelling-ok: QGIS < 3.38 only
 
 
 QVARIANT_TYPES = _field_types()
@@ -283,7 +283,7 @@ def build_chunk_renderer(ramp: Sequence) -> QgsGraduatedSymbolRenderer:
         )
         ranges.append(QgsRendererRange(low, high, symbol, text))
     renderer = QgsGraduatedSymbolRenderer("probability", ranges)
-    (p0, c0), (p1, c1) = ramp[0], ramp[-1]
+    c0, c1 = ramp[0][1], ramp[-1][1]
     stops = [QgsGradientStop(p, QColor(*c)) for p, c in ramp[1:-1]]
     renderer.setSourceColorRamp(QgsGradientColorRamp(QColor(*c0), QColor(*c1), False, stops))
     return renderer

@@ -151,6 +151,29 @@ def test_text_and_real_label_fields(labelling):
     assert set(labels_by_chunk(reals).values()) == {1.0}
 
 
+def test_a_boolean_label_field_takes_true_false_and_null(labelling):
+    """Words written into a Boolean field had all read back True (or all False in a GeoPackage)."""
+    layer = chunk_layer("bool")
+    for chunk, value in ((0, labelling.ICY), (1, labelling.NOT_ICY), (2, labelling.UNCLEAR)):
+        layer.selectByIds(ids_of(layer, {chunk}))
+        assert labelling.mark_selected(layer, value) == 1
+    assert layer.commitChanges(), layer.commitErrors()
+    stored = labels_by_chunk(layer)
+    assert [stored[i] for i in range(3)] == [True, False, None]
+    assert [engine_labels.parse_label(stored[i]) for i in range(3)] == [1, 0, None]
+
+
+def test_a_virtual_label_field_is_refused_before_editing(labelling):
+    from qgis.core import QgsField
+
+    layer = chunk_layer(with_label=False, name="computed")
+    assert layer.addExpressionField("1", QgsField("label", qs.plugin_module("plugin.styling").QVARIANT_TYPES["int"]))
+    layer.selectAll()
+    with pytest.raises(labelling.LabellingError, match="The 'label' field of 'computed' is computed \\(a virtual field\\)"):
+        labelling.mark_selected(layer, labelling.ICY)
+    assert not layer.isEditable() and layer.undoStack().count() == 0
+
+
 def test_layer_without_label_field(labelling):
     layer = chunk_layer(with_label=False, name="plain grid")
     layer.selectAll()
@@ -318,8 +341,9 @@ GUI_SCRIPT = r'''
 import json, sys
 from qgis.core import QgsApplication, QgsFeature, QgsField, QgsGeometry, QgsVectorLayer
 from qgis.gui import QgsMapCanvas, QgsMessageBar
-from qgis.PyQt.QtCore import QCoreApplication, QEvent
-from qgis.PyQt.QtWidgets import QDockWidget, QMainWindow, QToolBar
+from qgis.PyQt.QtCore import QCoreApplication, QEvent, Qt
+from qgis.PyQt.QtTest import QTest
+from qgis.PyQt.QtWidgets import QDockWidget, QMainWindow, QPushButton, QToolBar
 
 app = QgsApplication([], True)
 app.initQgis()
@@ -413,6 +437,7 @@ out["menu_actions"] = [a.text() for a in menu.actions() if not a.isSeparator()]
 toolbars = [t for t in iface.window.findChildren(QToolBar) if t.windowTitle() == "HiRISE Ice Patches"]
 out["toolbar_actions"] = [a.text() for t in toolbars for a in t.actions()]
 out["shortcuts"] = dict(iface.shortcuts)
+out["install_offers"] = len(iface.bar.findChildren(QPushButton, "hiriseice_install_worker"))
 mark_icy = [a for t in toolbars for a in t.actions() if a.text() == "Mark icy"][0]
 
 iface.layer = layer()
@@ -427,6 +452,19 @@ iface.layer = layer(with_label=False)
 iface.layer.selectAll()
 mark_icy.trigger()
 out["no_label_field"] = last_message(iface)
+# The marking keys with the toolbar hidden: a shortcut fires only from an action on a visible widget.
+for toolbar in toolbars:
+    toolbar.hide()
+iface.layer = layer()
+iface.layer.selectByIds([f.id() for f in iface.layer.getFeatures() if f["chunk_id"] == 1])
+iface.window.show()
+iface.window.activateWindow()
+app.processEvents()
+QTest.keyClick(iface.window, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+app.processEvents()
+out["key_with_toolbar_hidden"] = {str(f["chunk_id"]): (f["label"] if f["label"] in (0, 1, -1) else None) for f in iface.layer.getFeatures()}
+for toolbar in toolbars:
+    toolbar.show()
 
 # The review dock: toggled by its action, on the right, reviewing the active chunk layer.
 iface.layer = layer()
@@ -451,6 +489,7 @@ out["toolbars_after_unload"] = len([t for t in iface.window.findChildren(QToolBa
 out["provider_after_unload"] = registry.providerById("hiriseice") is not None
 out["shortcuts_after_unload"] = dict(iface.shortcuts)
 out["docks_after_unload"] = len([d for d in iface.window.findChildren(QDockWidget) if d.objectName() == "HiriseIceReviewDock"])
+out["install_offers_after_unload"] = len(iface.bar.findChildren(QPushButton, "hiriseice_install_worker"))
 print("RESULT " + json.dumps(out))
 sys.stdout.flush()
 app.exitQgis()
@@ -471,17 +510,20 @@ def test_plugin_gui_loads_marks_and_unloads_without_a_worker(qgis_app, tmp_path)
     assert all(length > 300 for length in out["help"].values())
     assert out["menus"] == ["Settings", "HiRISE Ice Patches", "Help"]  # before the first right standard menu
     assert out["menu_icon"] is False
-    assert out["menu_actions"] == ["Detect ice patches…", "Train ice-patch model…", "Chunk grid…", "Review labels", "Check worker", "Worker settings…"]
+    assert out["menu_actions"] == ["Detect ice patches…", "Train ice-patch model…", "Chunk grid…", "Mark icy", "Mark not icy", "Mark unclear", "Review labels",
+                                   "Check worker", "Worker settings…"]
     assert out["toolbar_actions"] == ["Mark icy", "Mark not icy", "Mark unclear", "Review labels"]
     assert out["shortcuts"] == {"Mark icy": "Ctrl+Alt+1", "Mark not icy": "Ctrl+Alt+0", "Mark unclear": "Ctrl+Alt+U"}
     assert out["labels"] == {"0": 1, "1": None, "2": 1}
     assert "2 chunk(s)" in out["after_mark"] and "marked icy" in out["after_mark"] and "Save the layer's edits" in out["after_mark"]
     assert "Nothing is selected" in out["nothing_selected"]
     assert "has no 'label' field" in out["no_label_field"]
+    assert out["key_with_toolbar_hidden"] == {"0": None, "1": 0, "2": None}
     # No worker needed for the dock; a layer without review_rank is ordered by probability.
     assert out["dock"] == {"count": 1, "visible": True, "checked": True, "area": 2, "layer": True, "order": "probability", "chunk": "2"}
     assert out["dock_closed_unchecks"] and out["dock_reopened"]
     assert out["docks_after_unload"] == 0
+    assert (out["install_offers"], out["install_offers_after_unload"]) == (1, 0)  # no worker: offered once, and gone with the plugin
     assert out["menus_after_unload"] == ["Settings", "Help"]
     assert out["toolbars_after_unload"] == 0
     assert out["provider_after_unload"] is False

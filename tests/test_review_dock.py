@@ -258,6 +258,26 @@ stack.undo()
 app.processEvents()
 out["labels_after_undo"] = labels()
 out["counts_after_undo"] = dock.counts_label.text()
+# Marking every chunk at once and undoing it: one refresh each, not one per chunk (a whole-layer count each time).
+counted = []
+count_labels = review_dock.label_counts
+review_dock.label_counts = lambda layer: counted.append(1) or count_labels(layer)
+chunks.selectAll()
+review_dock.mark_selected(chunks, 1)
+app.processEvents()
+stack.undo()
+app.processEvents()
+review_dock.label_counts = count_labels
+out["counts_for_two_bulk_changes"] = len(counted)
+# A chunk deleted and its deletion undone: the dock walks it again.
+walked = [len(dock.order_ids)]
+chunks.deleteFeature(dock.order_ids[-1])
+app.processEvents()
+walked.append(len(dock.order_ids))
+stack.undo()
+app.processEvents()
+walked.append(len(dock.order_ids))
+out["walked_after_delete_and_undo"] = walked
 dock.set_order("probability")
 app.processEvents()
 out["probability_order"] = [chunk_of(fid) for fid in dock.order_ids]
@@ -331,6 +351,8 @@ def test_each_label_is_one_undo_command(dock_run):
     assert out["undo_texts"] == ["Mark 1 chunk(s) icy", "Mark 1 chunk(s) not icy", "Mark 1 chunk(s) unclear", "Mark 1 chunk(s) not icy"]
     assert out["labels_after_undo"][str(r[4])] is None and out["labels_after_undo"][str(r[2])] == 0
     assert "<b>2</b> icy, <b>1</b> not icy, <b>1</b> unclear; 8 not labelled" in out["counts_after_undo"]
+    assert out["counts_for_two_bulk_changes"] == 2
+    assert out["walked_after_delete_and_undo"] == [12, 11, 12]
 
 
 def test_map_follows_the_chunk_with_a_margin_and_selects_it(dock_run):
