@@ -44,6 +44,7 @@ import urllib.request
 import zlib
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from http.client import HTTPException
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 try:
@@ -218,6 +219,20 @@ def unwrap_ring(points: Sequence[Tuple[float, float]]) -> List[Tuple[float, floa
     return out
 
 
+def area_ring(points: Sequence[Tuple[float, float]]) -> List[Tuple[float, float]]:
+    """A drawn area's ring in unwrapped longitudes (unwrap_ring: its edges no longer than 180 deg,
+    find densifies them); a ring that goes once around a pole (a polar area drawn in a polar
+    CRS) is closed over that pole, so that it holds the ground between it and the pole."""
+    ring = unwrap_ring(points)
+    (first, _), (last, _) = ring[0], ring[-1]
+    winding = last - first + ((first - last + 180.0) % 360.0 - 180.0)
+    if abs(winding) < 180.0:
+        return ring
+    pole = -90.0 if sum(lat for _, lat in ring) < 0 else 90.0
+    # the closing edge, unwrapped, ends a turn away from the start; from there along the pole back to it
+    return ring + [(first + winding, ring[0][1]), (first + winding, pole), (first, pole)]
+
+
 # --- Mars years -----------------------------------------------------------------------------
 
 # Mars Year 1 began (Ls 0) on 1955-04-11 (Clancy et al. 2000; Piqueux et al. 2015); a Mars year is 686.9726 days.
@@ -296,7 +311,7 @@ class Query:
             if value is not None and not 0.0 <= value <= 24.0:
                 raise CatalogError(f"Local time {value} is outside 0 to 24 hours.")
         self.themes = tuple(t.strip() for t in self.themes if t and t.strip())
-        self.areas = tuple(tuple(unwrap_ring(ring)) for ring in self.areas if len(ring) >= 3)
+        self.areas = tuple(tuple(area_ring(ring)) for ring in self.areas if len(ring) >= 3)
 
     def bounding_box(self) -> Tuple[float, float, List[Tuple[float, float]]]:
         """(min lat, max lat, [(west, east), ...] in 0..360) for a server-side query."""
@@ -306,6 +321,8 @@ class Query:
             return south, north, [(0.0, 360.0)]
         lats = [lat for ring in self.areas for _, lat in ring]
         south, north = max(south, min(lats)), min(north, max(lats))
+        if south > north:  # the areas lie outside the latitude band: nothing to ask for
+            return south, north, []
         spans = []
         for ring in self.areas:
             west, east = min(lon for lon, _ in ring), max(lon for lon, _ in ring)
@@ -389,9 +406,9 @@ def _planar_intersect(p: Sequence[Tuple[float, float]], q: Sequence[Tuple[float,
 
 
 def rings_intersect(footprint: Sequence[Tuple[float, float]], area: Sequence[Tuple[float, float]]) -> bool:
-    """Do two lon/lat rings overlap, modulo 360 degrees of longitude (both unwrapped)?"""
+    """Do two lon/lat rings overlap, modulo 360 degrees of longitude? The footprint is unwrapped here,
+    the area is taken as Query keeps it (area_ring)."""
     footprint = unwrap_ring(footprint)
-    area = unwrap_ring(area)
     area_west = min(x for x, _ in area)
     foot_west = min(x for x, _ in footprint)
     base = 360.0 * round((area_west - foot_west) / 360.0)
@@ -712,6 +729,9 @@ def _damage_said(path: str, products: Iterator[Product]) -> Iterator[Product]:
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise CatalogError(f"The index {path} is damaged ({exc}): it was probably cut short or corrupted by an interrupted "
                            "download or copy. Download it again.") from None
+    except csv.Error as exc:  # e.g. a field of megabytes: no index's, a file named like one
+        raise CatalogError(f"The index {path} is not a readable CSV ({exc}). Give a CSV like hirise_rdr_index.csv.gz, "
+                           "or RDRCUMINDEX.LBL with its .TAB.") from None
 
 
 # --- ODE REST -------------------------------------------------------------------------------
@@ -768,7 +788,7 @@ def product_from_ode(record: Dict) -> Optional[Product]:
         emission_angle=_float(_key(record, "Emission_angle")),
         phase_angle=_float(_key(record, "Phase_angle")),
         local_time=_float(_key(record, "Local_time", "Local_solar_time", "LOCAL_TIME")),
-        map_scale=_float(_key(record, "Map_scale", "Map_resolution")),
+        map_scale=_float(_key(record, "Map_scale")),  # not Map_resolution: that is pixels per degree
         start_time=str(_key(record, "UTC_start_time", "Observation_time", "Start_time") or ""),
         orbit_number=_int(_key(record, "Orbit_number")),
         mission_phase=str(_key(record, "Mission_phase_name") or ""),
@@ -800,8 +820,8 @@ def ode_pages(query: Query, base_url: str = ODE_URL, page_size: int = 500, max_p
                     payload = response.read()
             except urllib.error.HTTPError as exc:
                 raise OdeUnavailableError(f"ODE ({base_url}) answered HTTP {exc.code} {exc.reason}: try again later, or search a local index (RDRCUMINDEX.LBL or the CSV).") from None
-            except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
+            except (urllib.error.URLError, socket.timeout, ConnectionError, OSError, HTTPException) as exc:  # HTTPException: an answer cut off
+                reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
                 raise OdeUnavailableError(
                     f"ODE's REST service ({base_url}) is not reachable ({reason}). Check the network connection or proxy "
                     "(QGIS: Settings > Options > Network), or search a local index: RDRCUMINDEX.LBL with its .TAB from "

@@ -10,6 +10,7 @@ total) and against the index's size where the index gives one (``expected_bytes`
 ``tolerance_bytes``: ODE gives KBytes). A file whose size disagrees with the index is not kept.
 """
 
+import json
 import os
 import re
 import shutil
@@ -215,8 +216,8 @@ class Downloader:
                 self.sleep(delay)
                 continue
             except DownloadError as exc:
-                if isinstance(exc, SizeMismatchError) and os.path.isfile(partial):
-                    os.remove(partial)
+                if isinstance(exc, SizeMismatchError):
+                    _drop_partial(partial)
                 result.status, result.error = "failed", str(exc)
                 result.size = os.path.getsize(partial) if os.path.isfile(partial) else None
                 return result
@@ -230,7 +231,7 @@ class Downloader:
                 self.log(f"{item.name}: connection ended at byte {size} of {total}; resuming")
                 continue
             if (total is not None and size != total) or not _size_ok(size, item.expected_bytes, item.tolerance_bytes):
-                os.remove(partial)
+                _drop_partial(partial)
                 result.status = "failed"
                 result.size = size
                 result.error = str(SizeMismatchError(
@@ -239,6 +240,7 @@ class Downloader:
                 ))
                 return result
             files.commit(partial, target)
+            _drop_partial(partial)  # its validator
             result.size = size
             return result
 
@@ -246,8 +248,12 @@ class Downloader:
         """One request, appending to the partial file; returns the file's full size when known."""
         have = os.path.getsize(partial) if os.path.isfile(partial) else 0
         request = urllib.request.Request(item.url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        validator = _read_validator(partial) if have else {}
+        if_range = validator.get("etag") or validator.get("last_modified")
         if have:
             request.add_header("Range", f"bytes={have}-")
+            if if_range:  # a file changed since its first bytes came is sent whole (200), not its rest
+                request.add_header("If-Range", if_range)
         try:
             response = self.opener.open(request, timeout=self.timeout_s)
         except urllib.error.HTTPError as exc:
@@ -274,14 +280,21 @@ class Downloader:
                 if not match or int(match.group(1)) != have:
                     raise DownloadError(f"{item.url} answered a range that does not start at byte {have}: the server's Range support is broken; delete {partial} and run again.")
                 total = int(match.group(3)) if match.group(3) != "*" else None
+                if total is not None and validator.get("total") not in (None, total):
+                    os.truncate(partial, 0)
+                    self._bytes_done -= have
+                    raise _Transient(f"the file on the server is now {total} bytes, not the {validator['total']} its first "
+                                     f"{have} bytes came from; starting again from zero")
                 mode = "ab"
             else:
                 if have:
-                    self.log(f"{item.name}: the server ignored the Range request (HTTP {status}); restarting from zero")
+                    why = "the file changed on the server since its first bytes came" if if_range else "the server ignored the Range request"
+                    self.log(f"{item.name}: {why} (HTTP {status}); restarting from zero")
                     self._bytes_done -= have
                     result.restarted = True
                 total = length
                 mode = "wb"
+                _write_validator(partial, response, total)
             if total is not None and not _size_ok(total, item.expected_bytes, item.tolerance_bytes):
                 raise SizeMismatchError(
                     f"{item.name}: the server declares {total} bytes but the index says {item.expected_bytes}; the file was not downloaded. "
@@ -304,6 +317,34 @@ class Downloader:
                     self._bytes_done += len(block)
                     self._report(item.name)
         return total
+
+
+def _validator_path(partial: str) -> str:
+    """Beside a partial file: what the server said of the file when its first bytes came (its ETag,
+    Last-Modified and size), so that a resumed download appends only to the same version."""
+    return partial + ".validator"
+
+
+def _read_validator(partial: str) -> dict:
+    try:
+        with open(_validator_path(partial), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_validator(partial: str, response, total: Optional[int]) -> None:
+    etag = response.headers.get("ETag") or ""
+    validator = {"etag": etag if etag and not etag.startswith("W/") else "",  # a weak ETag may not be used in If-Range
+                 "last_modified": response.headers.get("Last-Modified") or "", "total": total}
+    with open(_validator_path(partial), "w", encoding="utf-8") as handle:
+        json.dump(validator, handle)
+
+
+def _drop_partial(partial: str) -> None:
+    for path in (partial, _validator_path(partial)):
+        if os.path.isfile(path):
+            os.remove(path)
 
 
 def download(folder: str, items: Sequence[DownloadItem], **options) -> List[DownloadResult]:

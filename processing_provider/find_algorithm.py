@@ -58,6 +58,11 @@ def optional_number(algorithm, parameters, name, context):
     return algorithm.parameterAsDouble(parameters, name, context)
 
 
+# A drawn area's edges are cut into pieces no longer than its extent over this before they are
+# turned into longitudes and latitudes: a whole-planet strip keeps pieces of 22.5 degrees.
+AREA_EDGE_PIECES = 16
+
+
 class FindAlgorithm(HiriseIceAlgorithm):
     NAME = "find"
     DISPLAY_NAME = "Find HiRISE observations"
@@ -153,11 +158,21 @@ class FindAlgorithm(HiriseIceAlgorithm):
             raise QgsProcessingException(f"The area layer's CRS ({crs.authid() or crs.description()}) is not a Mars CRS: draw the area in a Mars CRS such as IAU_2015:49900.")
         transform = QgsCoordinateTransform(crs, target, context.transformContext())
         rings = []
-        request = QgsFeatureRequest()
-        for feature in source.getFeatures(request):
+        features = source.getFeatures(QgsFeatureRequest())
+        if self.parameterAsBoolean(parameters, self.SELECTED_ONLY, context):
+            layer = self.parameterAsVectorLayer(parameters, self.AREA, context)
+            if layer is None or not layer.selectedFeatureCount():
+                raise QgsProcessingException("SELECTED_ONLY is set but no polygon of the area layer is selected: select the polygons to search, "
+                                             "or switch SELECTED_ONLY off to search them all.")
+            features = layer.getSelectedFeatures()
+        for feature in features:
             geometry = feature.geometry()
             if geometry.isNull():
                 continue
+            # Longitude/latitude edges follow the map's: a long edge is cut into pieces first, so none is
+            # taken the short way round (a 200-degree edge) and a polar CRS's curves keep their shape.
+            extent = geometry.boundingBox()
+            geometry = geometry.densifyByDistance(max(extent.width(), extent.height()) / AREA_EDGE_PIECES)
             try:
                 geometry.transform(transform)
             except Exception as exc:  # QgsCsException

@@ -212,6 +212,7 @@ def test_rings_intersect_and_bounding_box():
     q = Query(areas=[[(-10, -50), (10, -50), (10, -45), (-10, -45)]])
     assert q.bounding_box() == (-50, -45, [(350.0, 360.0), (0.0, 10.0)])
     assert Query().bounding_box() == (-60.0, -40.0, [(0.0, 360.0)])
+    assert Query(areas=[[(0, -39.95), (5, -39.95), (5, -30)]]).bounding_box()[2] == []  # north of the band: no query at all
 
 
 def test_mars_years():
@@ -449,3 +450,33 @@ def test_command_line(tmp_path, capsys):
     assert catalog.main([str(BUNDLED), "--csv", str(tmp_path / "p.csv")]) == 0
     assert "Found 235 products" in capsys.readouterr().out
     assert catalog.main([str(tmp_path / "missing.csv")]) == 2
+
+
+def test_an_ode_record_without_a_map_scale_has_none_rather_than_its_pixels_per_degree():
+    record = ode_product("ESP_040000_1300", "RED", -50.0, 10.0, 160)
+    del record["Map_scale"]
+    record["Map_resolution"] = "236936.0"  # pixels per degree
+    assert catalog.product_from_ode(record).map_scale is None
+
+
+def test_an_ode_answer_cut_off_is_said_to_be_unavailable_not_a_traceback():
+    def cut_off(request):
+        request.send_response(200)
+        request.send_header("Content-Length", "5000")
+        request.end_headers()
+        request.wfile.write(b'{"ODEResults": {"Status": "Success", "Products": {"Product": [')
+        request.close_connection = True
+
+    server = LocalWebServer(cut_off)
+    try:
+        with pytest.raises(catalog.OdeUnavailableError, match="is not reachable \\(IncompleteRead"):
+            catalog.find("ode", Query(), ode_url=f"http://127.0.0.1:{server.port}/live2/", opener=NO_PROXY)
+    finally:
+        server.stop()
+
+
+def test_a_csv_whose_field_no_index_holds_is_named_unreadable(tmp_path):
+    bad = tmp_path / "index.csv"
+    bad.write_text("MINIMUM_LATITUDE,MAXIMUM_LATITUDE,WESTERNMOST_LONGITUDE,EASTERNMOST_LONGITUDE,IMG_URL\n\"" + "x" * 200_000 + "\",1,2,3,4\n")
+    with pytest.raises(catalog.CatalogError, match=rf"The index {bad} is not a readable CSV \(field larger than field limit"):
+        catalog.find(str(bad), Query())

@@ -20,7 +20,8 @@ def payload(n, seed):
 
 class FileServer(LocalWebServer):
     """Serves self.files (path -> bytes). Switches: ranges, drop_after (path -> bytes sent before the
-    first N connections close), fail_status (path -> [codes], answered once those drops are used)."""
+    first N connections close), fail_status (path -> [codes], answered once those drops are used),
+    etags (path -> its ETag, which an If-Range must name for a range to be sent)."""
 
     def __init__(self):
         self.files = {}
@@ -28,6 +29,7 @@ class FileServer(LocalWebServer):
         self.drop_after = {}
         self.drops_left = collections.Counter()
         self.fail_status = collections.defaultdict(list)
+        self.etags = {}
         self.requests = []
         super().__init__(self.answer, protocol_version="HTTP/1.1")
         self.base = f"http://127.0.0.1:{self.port}"
@@ -45,7 +47,8 @@ class FileServer(LocalWebServer):
             return
         start = 0
         header = request.headers.get("Range")
-        if header and self.ranges:
+        if_range = request.headers.get("If-Range")
+        if header and self.ranges and (if_range is None or if_range == self.etags.get(request.path)):
             start = int(header.split("=")[1].split("-")[0])
             if start >= len(data):
                 request.send_response(416)
@@ -58,6 +61,8 @@ class FileServer(LocalWebServer):
         else:
             request.send_response(200)
         body = data[start:]
+        if request.path in self.etags:
+            request.send_header("ETag", self.etags[request.path])
         request.send_header("Content-Length", str(len(body)))
         request.end_headers()
         if self.drops_left[request.path] > 0:
@@ -135,6 +140,30 @@ def test_connection_dropped_mid_file_is_resumed_with_range(server, tmp_path):
     assert ranges == [None, "bytes=70000-", "bytes=140000-"]
     assert result.bytes == len(data)  # nothing fetched twice
     assert not result.restarted
+
+
+@pytest.mark.parametrize("etag", [None, '"v1"'], ids=["its size changed", "its ETag changed, not its size"])
+def test_a_file_changed_on_the_server_between_runs_is_downloaded_again_whole(server, tmp_path, etag):
+    """The first run is cut off; before the second the product is reprocessed. Resumed, the file had been
+    the old version's first bytes and the new one's rest, and was kept as downloaded."""
+    old = payload(100_000, 6)
+    server.files["/v.JP2"] = old
+    if etag:
+        server.etags["/v.JP2"] = etag
+    server.drop_after["/v.JP2"] = 40_000
+    server.drops_left["/v.JP2"] = 1
+    server.fail_status["/v.JP2"] = [503]  # and then the server is down
+    [first] = local_downloader(tmp_path, retries=0).run([item(server, "/v.JP2", expected=False)])
+    assert first.status == "failed" and os.path.getsize(files.partial_path(str(tmp_path / "v.JP2"))) == 40_000
+    new = payload(120_000 if etag is None else 100_000, 7)
+    server.files["/v.JP2"] = new
+    if etag:
+        server.etags["/v.JP2"] = '"v2"'
+    d = local_downloader(tmp_path)
+    [second] = d.run([item(server, "/v.JP2", expected=False)])
+    assert second.status in ("resumed", "downloaded") and (tmp_path / "v.JP2").read_bytes() == new
+    assert any("starting again from zero" in s or "changed on the server" in s for s in d.said), d.said
+    assert not files_partial(tmp_path)
 
 
 def test_server_without_range_support_restarts_from_zero(server, tmp_path):

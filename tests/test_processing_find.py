@@ -3,6 +3,7 @@ CRS from the bundled extract and the real index, a drawn area across 0/360, repo
 download of a find output's JP2/LBL from a local server on 127.0.0.1."""
 
 import csv
+import math
 import os
 
 import pytest
@@ -204,3 +205,55 @@ def test_a_download_where_nothing_arrives_says_each_failure_once(qgis_app, tmp_p
     message = str(raised.value)
     assert message.startswith("No file could be downloaded (A_RED.JP2: ") and "1 more failed, as said above" in message, message
     assert not any("A_RED.JP2" in error for error in feedback.errors) and any("A_RED.LBL" in error for error in feedback.errors), feedback.errors
+
+
+def find_count(tmp_path, name, **parameters):
+    values = {"LAT_MIN": -90, "LAT_MAX": 90, "LS_START": None, "LS_END": None, "OUTPUT": str(tmp_path / f"{name}.gpkg")}
+    values.update(parameters)
+    return qs.run_algorithm("hiriseice:find", values)["COUNT"]
+
+
+def footprint_longitudes(tmp_path, name):
+    return [[p[0] for p in qs.outer_ring(row["_wkt"])] for row in qs.read_ogr(tmp_path / f"{name}.gpkg").rows]
+
+
+def test_areas_wider_than_half_the_planet_keep_their_width(qgis_app, tmp_path):
+    """Edges of 200 and 360 degrees had been taken the short way round: a whole-planet strip found
+    nothing, a 0-200 E strip found its complement."""
+    everything = find_count(tmp_path, "all")
+    assert find_count(tmp_path, "planet", AREA=area_layer(tmp_path, ["POLYGON((0 -90, 360 -90, 360 90, 0 90, 0 -90))"])) == everything
+    wide = find_count(tmp_path, "wide", AREA=area_layer(tmp_path, ["POLYGON((0 -90, 200 -90, 200 0, 0 0, 0 -90))"]))
+    expected = sum(1 for lons in footprint_longitudes(tmp_path, "all") if min(lons) % 360 <= 200 or max(lons) >= 360)
+    assert wide == expected and 0 < wide < everything
+
+
+def test_only_the_selected_polygons_of_the_area_when_asked(qgis_app, tmp_path):
+    from qgis.core import QgsProject
+
+    area = area_layer(tmp_path, ["POLYGON((0 -90, 120 -90, 120 0, 0 0, 0 -90))", "POLYGON((200 -90, 300 -90, 300 0, 200 0, 200 -90))"])
+    QgsProject.instance().addMapLayer(area)
+    try:
+        area.selectByIds([next(area.getFeatures()).id()])
+        selected = find_count(tmp_path, "selected", AREA=area, SELECTED_ONLY=True)
+        both = find_count(tmp_path, "both", AREA=area)
+        first = find_count(tmp_path, "first", AREA=area_layer(tmp_path, ["POLYGON((0 -90, 120 -90, 120 0, 0 0, 0 -90))"]))
+        area.removeSelection()
+        message = qs.processing_error("hiriseice:find", {"AREA": area, "SELECTED_ONLY": True, "OUTPUT": str(tmp_path / "none.gpkg")})
+    finally:
+        QgsProject.instance().removeMapLayer(area.id())
+    assert selected == first and 0 < first < both
+    assert "SELECTED_ONLY is set but no polygon of the area layer is selected" in message and not (tmp_path / "none.gpkg").exists()
+
+
+def test_an_area_around_the_south_pole_holds_the_ground_inside_it(qgis_app, tmp_path, shared_data):
+    """A disc drawn in the south polar stereographic CRS, out to -80 deg: in longitudes and latitudes
+    a ring at -80 round the pole, which had enclosed nothing."""
+    index = shared_data / "hirise-index" / "hirise_rdr_index.csv.gz"
+    if not index.is_file():
+        pytest.skip(f"the real HiRISE index CSV is absent from the shared data ({index})")
+    radius = 2 * 3396190.0 * math.tan(math.radians(5.0))  # stereographic: -80 deg
+    circle = ", ".join(f"{radius * math.cos(a):.1f} {radius * math.sin(a):.1f}" for a in [2 * math.pi * k / 64 for k in range(65)])
+    polar = dict(INDEX=str(index), LAT_MIN=-90, LAT_MAX=-81)
+    without = find_count(tmp_path, "polar_all", **polar)
+    within = find_count(tmp_path, "polar_disc", AREA=area_layer(tmp_path, [f"POLYGON(({circle}))"], "IAU_2015:49935"), **polar)
+    assert within == without > 1000
