@@ -292,6 +292,7 @@ class Query:
     themes: Tuple[str, ...] = ()  # any of these science themes (case-insensitive)
     product_type: str = "RED"
     areas: Tuple[Tuple[Tuple[float, float], ...], ...] = ()  # rings of (lon, lat) degrees in a Mars geographic CRS
+    area_holes: Tuple[Tuple[Tuple[float, float], ...], ...] = ()  # the areas' holes: a footprint wholly in one is left out
     latitudes_swapped: bool = field(default=False, init=False)
 
     def __post_init__(self):
@@ -312,6 +313,7 @@ class Query:
                 raise CatalogError(f"Local time {value} is outside 0 to 24 hours.")
         self.themes = tuple(t.strip() for t in self.themes if t and t.strip())
         self.areas = tuple(tuple(area_ring(ring)) for ring in self.areas if len(ring) >= 3)
+        self.area_holes = tuple(tuple(unwrap_ring(ring)) for ring in self.area_holes if len(ring) >= 3)
 
     def bounding_box(self) -> Tuple[float, float, List[Tuple[float, float]]]:
         """(min lat, max lat, [(west, east), ...] in 0..360) for a server-side query."""
@@ -358,6 +360,8 @@ class Query:
             if not any(t.lower() in wanted for t in product.themes):
                 return "theme"
         if self.areas and not any(rings_intersect(product.ring(), area) for area in self.areas):
+            return "area"
+        if any(ring_within(product.ring(), hole) for hole in self.area_holes):
             return "area"
         return None
 
@@ -415,6 +419,19 @@ def rings_intersect(footprint: Sequence[Tuple[float, float]], area: Sequence[Tup
     for k in (-1, 0, 1):
         shift = base + 360.0 * k
         if _planar_intersect([(x + shift, y) for x, y in footprint], area):
+            return True
+    return False
+
+
+def ring_within(footprint: Sequence[Tuple[float, float]], hole: Sequence[Tuple[float, float]]) -> bool:
+    """Does the footprint lie wholly inside the (unwrapped) hole, modulo 360 degrees of longitude?"""
+    footprint = unwrap_ring(footprint)
+    base = 360.0 * round((min(x for x, _ in hole) - min(x for x, _ in footprint)) / 360.0)
+    for k in (-1, 0, 1):
+        shifted = [(x + base + 360.0 * k, y) for x, y in footprint]
+        if all(_point_in_ring(x, y, hole) for x, y in shifted) and not any(
+                _segments_cross(shifted[i], shifted[(i + 1) % len(shifted)], hole[j], hole[(j + 1) % len(hole)])
+                for i in range(len(shifted)) for j in range(len(hole))):
             return True
     return False
 

@@ -143,8 +143,9 @@ class FindAlgorithm(HiriseIceAlgorithm):
             definition.setFlags(definition.flags() | definition.Flag.FlagAdvanced)
 
     def _areas(self, parameters, context, feedback, target):
+        """(outer rings, holes) of the AREA's polygons in Mars longitudes and latitudes."""
         if not parameters.get(self.AREA):
-            return ()
+            return (), ()
         source = self.parameterAsSource(parameters, self.AREA, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.AREA))
@@ -157,7 +158,7 @@ class FindAlgorithm(HiriseIceAlgorithm):
         if not is_mars(crs):  # PROJ will not transform between bodies: an Earth CRS here is a slip
             raise QgsProcessingException(f"The area layer's CRS ({crs.authid() or crs.description()}) is not a Mars CRS: draw the area in a Mars CRS such as IAU_2015:49900.")
         transform = QgsCoordinateTransform(crs, target, context.transformContext())
-        rings = []
+        rings, holes = [], []
         features = source.getFeatures(QgsFeatureRequest())
         if self.parameterAsBoolean(parameters, self.SELECTED_ONLY, context):
             layer = self.parameterAsVectorLayer(parameters, self.AREA, context)
@@ -181,10 +182,11 @@ class FindAlgorithm(HiriseIceAlgorithm):
             for polygon in parts:
                 if polygon and len(polygon[0]) >= 4:
                     rings.append([(p.x(), p.y()) for p in polygon[0][:-1]])
+                    holes.extend([(p.x(), p.y()) for p in ring[:-1]] for ring in polygon[1:] if len(ring) >= 4)
         if not rings:
             raise QgsProcessingException("The area layer has no polygon: draw at least one, or leave the area empty.")
-        feedback.pushInfo(f"Area: {len(rings)} polygon(s)")
-        return tuple(rings)
+        feedback.pushInfo(f"Area: {len(rings)} polygon(s)" + (f" with {len(holes)} hole(s)" if holes else ""))
+        return tuple(rings), tuple(holes)
 
     def processAlgorithm(self, parameters, context, feedback):
         target = mars_geographic_crs()
@@ -207,13 +209,14 @@ class FindAlgorithm(HiriseIceAlgorithm):
         try:
             if feedback.isCanceled():
                 raise errors.CancelledError("Cancelled by the user; no footprint layer was written.")
+            areas, holes = self._areas(parameters, context, feedback, target)
             query = catalog.Query(
                 latitude_min=number(self.LAT_MIN), latitude_max=number(self.LAT_MAX), ls_start=number(self.LS_START), ls_end=number(self.LS_END),
                 incidence_min=number(self.INCIDENCE_MIN), incidence_max=number(self.INCIDENCE_MAX),
                 local_time_start=number(self.LOCAL_TIME_START), local_time_end=number(self.LOCAL_TIME_END),
                 scale_min=number(self.SCALE_MIN), scale_max=number(self.SCALE_MAX),
                 themes=tuple(t for t in themes_text.split(",")) if themes_text else (), product_type=product_type,
-                areas=self._areas(parameters, context, feedback, target),
+                areas=areas, area_holes=holes,
             )
             result = catalog.find(
                 source, query, self.parameterAsFile(parameters, self.THEMES_FILE, context) or None,

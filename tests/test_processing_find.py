@@ -257,3 +257,11 @@ def test_an_area_around_the_south_pole_holds_the_ground_inside_it(qgis_app, tmp_
     without = find_count(tmp_path, "polar_all", **polar)
     within = find_count(tmp_path, "polar_disc", AREA=area_layer(tmp_path, [f"POLYGON(({circle}))"], "IAU_2015:49935"), **polar)
     assert within == without > 1000
+
+
+def test_a_hole_in_the_area_leaves_out_what_lies_in_it(qgis_app, tmp_path):
+    box = find_count(tmp_path, "box", AREA=area_layer(tmp_path, ["POLYGON((100 -90, 150 -90, 150 0, 100 0, 100 -90))"]))
+    frame = find_count(tmp_path, "frame", AREA=area_layer(tmp_path, ["POLYGON((100 -90, 150 -90, 150 0, 100 0, 100 -90), (101 -89, 149 -89, 149 -1, 101 -1, 101 -89))"]))
+    inside = find_count(tmp_path, "inside", AREA=area_layer(tmp_path, ["POLYGON((101 -89, 149 -89, 149 -1, 101 -1, 101 -89))"]))
+    crossing = sum(1 for lons in footprint_longitudes(tmp_path, "inside") if min(lons) % 360 < 101 or max(lons) % 360 > 149)
+    assert 0 < frame < box and frame == box - (inside - crossing)
