@@ -47,12 +47,12 @@ def _detect(args, reporter: Reporter) -> None:
         if args.report:  # its quicklook reads the view's pixels, under the chunks' windows
             from . import modelfile
 
-            detection_report(detection, args.report, args.band, metadata=modelfile.read_metadata(args.model))
-            reporter.log(f"report: {os.path.abspath(args.report)}")
+            detection_report(detection, args.report, args.band, metadata=modelfile.read_metadata(args.model),
+                             before_commit=lambda: reporter.log(f"report: {os.path.abspath(args.report)}"))
     detection.raster.update(path=args.raster, north_up_view=raster != args.raster)
     if args.out:
-        write_geopackage(args.out, detection.raster["crs_wkt"], detection.chunks, [detection.summary])
-        reporter.log(f"chunks and summary: {os.path.abspath(args.out)}")
+        write_geopackage(args.out, detection.raster["crs_wkt"], detection.chunks, [detection.summary],
+                         before_commit=lambda: reporter.log(f"chunks and summary: {os.path.abspath(args.out)}"))
     message = detection.as_message()
     if args.probability_raster:
         message["probability_raster"] = os.path.abspath(args.probability_raster)
@@ -75,9 +75,11 @@ def _survey(args, reporter: Reporter) -> None:
     result = survey(args.rasters, args.out, args.model, _detect_options(args), scheduler=args.scheduler or "", workers=args.workers,
                     images_folder=args.images_folder or "", reporter=reporter,
                     image_minutes=IMAGE_MINUTES if args.image_minutes is None else args.image_minutes)
-    if result["failed"] and not result["done"] and not result["skipped"]:
-        # a batch that surveyed nothing must not read as a success; the runs table keeps the errors for the retry
-        raise EngineError(f"None of the {result['failed']} images could be surveyed: each failed (the warnings above and the 'runs' table of "
+    if result["failed"] and not result["done"]:
+        # a batch that surveyed nothing must not read as a success, a resumed one no more than a new one (the
+        # images done before are not this run's work); the runs table keeps the errors for the retry
+        before = f" ({result['skipped']} done before were skipped)" if result["skipped"] else ""
+        raise EngineError(f"None of the {result['failed']} images could be surveyed{before}: each failed (the warnings above and the 'runs' table of "
                           f"{os.path.abspath(result['out'])} say why). Fix them or download them again, then run the survey again: failed images are retried.")
     reporter.result(result)
     if not reporter.jsonl:

@@ -13,7 +13,7 @@ import shutil
 import stat
 import tempfile
 import traceback
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from .errors import EngineError
 
@@ -39,10 +39,12 @@ def commit(partial: str, path: str) -> None:
 
 
 @contextlib.contextmanager
-def writing(path: str, what: str):
+def writing(path: str, what: str, before_commit: Optional[Callable[[], None]] = None):
     """The partial path to write ``path`` through, renamed over ``path`` when the block ends. A write
     that fails (OSError, or GDAL's RuntimeError: a full disk, a folder gone read-only) leaves nothing
-    behind and becomes one EngineError that names ``what`` ("The report") and the fix."""
+    behind and becomes one EngineError that names ``what`` ("The report") and the fix.
+    ``before_commit`` runs just before the rename: a worker's line to its client there fails if the
+    client has gone (cancelled), and then nothing replaces the file the user had."""
     from osgeo import gdal
 
     partial, failure = None, ""
@@ -50,6 +52,8 @@ def writing(path: str, what: str):
     try:
         partial = prepare(path)
         yield partial
+        if before_commit is not None:
+            before_commit()
         commit(partial, path)
     except (OSError, RuntimeError) as exc:
         failure = _write_failure(what, path, exc)

@@ -139,8 +139,9 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     device = runtime.compute_device() if "tensorflow" in sys.modules else "CPU"  # without TensorFlow, ONNX Runtime's CPU provider scored
     if options.probability_raster:
         geometry, logits, valid_share = score_map
-        scoremap.write_probability_raster(options.probability_raster, geometry, logits, valid_share, metadata.get("calibration"), info.geotransform, info.crs_wkt)
-        reporter.log(f"ice probability raster: {os.path.abspath(options.probability_raster)} ({geometry.chunk_size * geometry.cell / geometry.input_size:g}-px cells)")
+        scoremap.write_probability_raster(options.probability_raster, geometry, logits, valid_share, metadata.get("calibration"), info.geotransform, info.crs_wkt,
+                                          before_commit=lambda: reporter.log(f"ice probability raster: {os.path.abspath(options.probability_raster)} "
+                                                                             f"({geometry.chunk_size * geometry.cell / geometry.input_size:g}-px cells)"))
     add_review_ranks(chunks, options.icy_threshold, review.neighbour_radius(chunk_size, stride))
     elapsed = time.monotonic() - started
     stats = rules.image_stats([c["probability"] for c in chunks], options.icy_threshold, options.hard_low)

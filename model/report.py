@@ -11,7 +11,7 @@ import math
 import os
 import tempfile
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal, osr
@@ -296,9 +296,10 @@ def quicklook(raster_path: str, chunks: List[Dict], band: int = 0, max_side: int
     return png_data_uri(figure_rgb(figure))
 
 
-def write_atomically(path: str, text: str, what: str) -> None:
-    with files.writing(path, what) as partial, open(partial, "w", encoding="utf-8") as handle:
-        handle.write(text)
+def write_atomically(path: str, text: str, what: str, before_commit: Optional[Callable[[], None]] = None) -> None:
+    with files.writing(path, what, before_commit) as partial:
+        with open(partial, "w", encoding="utf-8") as handle:
+            handle.write(text)
 
 
 # --- what the detection report says about the image and the model -------------------------------
@@ -454,9 +455,9 @@ def likely_icy_rows(chunks: List[Dict], hard_low: float, limit: int = 15) -> Tup
     return ranked[:5], False
 
 
-def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dict] = None) -> None:
+def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dict] = None, before_commit: Optional[Callable[[], None]] = None) -> None:
     """The detection report. `metadata`: the model file's metadata (for what it has seen); by
-    default the bundled model's when the summary names it."""
+    default the bundled model's when the summary names it. `before_commit`: files.writing's."""
     s = detection.summary
     if metadata is None:
         metadata = _default_metadata_if_used(s)
@@ -496,7 +497,7 @@ def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dic
         + grid_table(("chunk_id", "row", "col", "probability", "class"), [(c["chunk_id"], c["row"], c["col"], c["probability"], c["class"]) for c in top])
         + f"<p class='note'>{top_note}</p>"
     )
-    write_atomically(path, page(f"Ice patches in {s['image_id']}", body), "The detection report")
+    write_atomically(path, page(f"Ice patches in {s['image_id']}", body), "The detection report", before_commit)
 
 
 def _comparison_section(comparison: Dict) -> str:

@@ -431,7 +431,8 @@ def paste_chunk_maps(geometry: MapGeometry, entries) -> Tuple[np.ndarray, np.nda
 PROBABILITY_NODATA = -1.0
 
 
-def write_probability_raster(path: str, geometry: MapGeometry, logits: np.ndarray, valid_share: np.ndarray, calibration_spec: Optional[Dict], geotransform, crs_wkt: str) -> str:
+def write_probability_raster(path: str, geometry: MapGeometry, logits: np.ndarray, valid_share: np.ndarray, calibration_spec: Optional[Dict], geotransform, crs_wkt: str,
+                             before_commit: Optional[Callable[[], None]] = None) -> str:
     """The calibrated ice probability of every score-map cell over the raster as a Float32 GeoTIFF
     (cells of chunk_size / input_size * cell raster pixels, the raster's CRS, origin and rotation);
     cells without image data or without a chunk are no-data (-1). Written to files.partial_path
@@ -443,7 +444,7 @@ def write_probability_raster(path: str, geometry: MapGeometry, logits: np.ndarra
     part = logits[:rows, :cols].astype(np.float64)
     probability = calibration.apply(np.nan_to_num(part), calibration_spec).astype(np.float32)
     probability[(valid_share[:rows, :cols] <= 0) | ~np.isfinite(part)] = PROBABILITY_NODATA
-    with files.writing(path, "The ice-probability raster") as partial:
+    with files.writing(path, "The ice-probability raster", before_commit) as partial:
         driver = gdal.GetDriverByName("GTiff")
         dataset = driver.Create(partial, cols, rows, 1, gdal.GDT_Float32, ["COMPRESS=DEFLATE", "TILED=YES"] if rows >= 16 and cols >= 16 else ["COMPRESS=DEFLATE"])
         try:

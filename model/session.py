@@ -16,6 +16,8 @@ from .errors import EngineError
 
 
 def serve_socket(path: str, idle_seconds: float, run_line: Callable[[str, TextIO], int]) -> None:
+    if not idle_seconds > 0:  # 0 would make the socket non-blocking, and its first wait for a client an error
+        raise EngineError(f"serve --listen needs --idle-minutes above 0 (the worker ends after that long without a job), not {idle_seconds / 60:g}.")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     previous_umask = os.umask(0o177)  # the socket: its owner alone may connect
     try:

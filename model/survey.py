@@ -25,8 +25,9 @@ import datetime
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from osgeo import gdal, ogr, osr
 
@@ -396,12 +397,15 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
 def _outcomes(client, futures: Dict, limit_s: float, killed_worker) -> Iterator:
     """(future, outcome) of each image as it ends. An image a worker has run for more than limit_s
     (0: no limit) is given up: its task is cancelled and its worker restarted, since nothing stops a
-    read that never returns but the process it runs in. Its time counts from when the survey first
-    hears that a worker started it (_say_started), within WATCH_S."""
+    read that never returns but the process it runs in. Each attempt's time counts from when the
+    survey first hears that a worker started it (_say_started), within WATCH_S: an image whose
+    worker died (out of memory) is tried again by Dask, and its retry gets a clock of its own, which
+    does not run while it waits for a worker."""
     from distributed import wait
 
     pending = set(futures)
-    seen_running: Dict[str, float] = {}
+    clocks: Dict[str, Tuple[float, str]] = {}  # key -> (when its attempt was first seen started, on which worker)
+    attempts: Dict[str, int] = {}  # key -> its starts heard of so far
     while pending:
         try:
             done, pending = wait(pending, timeout=WATCH_S if limit_s else None, return_when="FIRST_COMPLETED")
@@ -412,12 +416,17 @@ def _outcomes(client, futures: Dict, limit_s: float, killed_worker) -> Iterator:
         if not limit_s or not pending:
             continue
         now = time.monotonic()
-        started = {key for _time, key in client.get_events(STARTED_TOPIC)}
+        starts = Counter(key for _time, key in client.get_events(STARTED_TOPIC))
         running = {key: worker for worker, keys in client.processing().items() for key in keys}
         for future in list(pending):
-            if future.key not in running or future.key not in started:
+            key = future.key
+            if starts[key] > attempts.get(key, 0) and key in running:  # an attempt has started: the first, or a retry
+                attempts[key], clocks[key] = starts[key], (now, running[key])
+            if key not in running or clocks.get(key, (0.0, running[key]))[1] != running[key]:
+                clocks.pop(key, None)  # back with the scheduler, or on another worker: no attempt of it runs yet
+            if key not in clocks:
                 continue
-            since = seen_running.setdefault(future.key, now)
+            since = clocks[key][0]
             if now - since <= limit_s:
                 continue
             pending.discard(future)

@@ -1,6 +1,6 @@
 """GeoPackage output for command-line use (inside QGIS the algorithms write their own sinks)."""
 
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 from osgeo import ogr, osr
 
@@ -18,9 +18,10 @@ def _layer(ds, name: str, crs_wkt: str, schema):
     return layer
 
 
-def write_geopackage(path: str, crs_wkt: str, chunks: List[Dict], summaries: List[Dict], chunk_fields=DETECTION_FIELDS) -> None:
-    """Chunk polygons and image summaries, written to a temporary file and renamed on success."""
-    with files.writing(path, "The chunk layer") as partial:
+def write_geopackage(path: str, crs_wkt: str, chunks: List[Dict], summaries: List[Dict], chunk_fields=DETECTION_FIELDS,
+                     before_commit: Optional[Callable[[], None]] = None) -> None:
+    """Chunk polygons and image summaries, written to a temporary file and renamed on success (files.writing)."""
+    with files.writing(path, "The chunk layer", before_commit) as partial:
         ds = ogr.GetDriverByName("GPKG").CreateDataSource(partial)
         try:
             layer = _layer(ds, "chunks", crs_wkt, chunk_fields)

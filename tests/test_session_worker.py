@@ -153,3 +153,58 @@ def test_a_hung_session_worker_is_replaced(tiny_model, tmp_path, runtime):
     replacement = session_pid(second.stdout, started=True)
     assert replacement != hung and qs.wait_until_gone(f"--listen {runtime}", seconds=60 * IDLE_MINUTES + 20) == []
     assert probabilities(tmp_path / "second.gpkg") == probabilities(tmp_path / "first.gpkg")
+
+
+def test_a_job_whose_client_leaves_while_it_writes_replaces_no_output(tiny_model, tmp_path, runtime):
+    """Cancelled in the session worker once scored: the job sends no line while it writes its
+    probability raster and report, so it had renamed both over the user's earlier ones, while QGIS
+    said no output was written. Now a line before each rename breaks, and nothing is replaced."""
+    import json
+    import socket
+
+    from model import files
+
+    raster = helpers.generate_raster(tmp_path, name="scene.tif", width=512, height=512, seed=9).path
+    report, probability = tmp_path / "report.html", tmp_path / "probability.tif"
+    report.write_text("OLD REPORT")
+    probability.write_bytes(b"OLD RASTER")
+    listen = runtime / "session.sock"
+    worker = subprocess.Popen([helpers.worker_python_path(), "-m", "model", "--jsonl", "serve", "--listen", str(listen), "--idle-minutes", "1"],
+                              cwd=str(helpers.REPO_ROOT), env=helpers.worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def job(identifier, command, arguments, partial_outputs=(), leave_when=None):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(listen))
+        stream = client.makefile("rw", encoding="utf-8", newline="\n")
+        stream.write(json.dumps({"id": identifier, "command": command, "arguments": arguments, "partial_outputs": list(partial_outputs)}) + "\n")
+        stream.flush()
+        messages = []
+        for line in stream:
+            messages.append(json.loads(line))
+            if messages[-1]["type"] == "done" or (leave_when and leave_when(messages[-1])):
+                break
+        stream.close()
+        client.close()
+        return messages
+
+    try:
+        deadline = time.monotonic() + 60
+        while not listen.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        outputs = [str(report), str(probability)]
+        finished = []  # the scoring's last progress, then the job's own just before it writes its outputs: QGIS's cancel comes then
+
+        def writing_begins(message):
+            finished.extend([1] if message["type"] == "progress" and message["fraction"] >= 1.0 else [])
+            return len(finished) == 2
+
+        left = job(1, "detect", [raster, "--model", tiny_model.path, "--chunk-size", str(helpers.TINY_CHUNK_SIZE), "--report", outputs[0],
+                                 "--probability-raster", outputs[1]], [files.partial_path(path) for path in outputs], leave_when=writing_begins)
+        assert left[-1] == {"type": "progress", "fraction": 1.0, "id": 1}
+        after = job(2, "info", [])  # served once the first job has ended
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert after[-1]["type"] == "done" and after[-1]["status"] == 0
+    assert report.read_text() == "OLD REPORT" and probability.read_bytes() == b"OLD RASTER"
+    assert not [name for name in os.listdir(tmp_path) if ".partial" in name]

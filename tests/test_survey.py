@@ -177,8 +177,10 @@ def test_a_rerun_skips_what_is_done(worker_python, tiny_model, survey_folder, tw
     assert {image_id: len(rows) for image_id, rows in chunks.items()} == {image_id: 36 for image_id in after if image_id != "ESP_099999_1234_RED"}
     assert len(qs.read_ogr(out, "runs").rows) == 6  # one row per image: the retried failure replaced its row
 
-    again = run_survey(worker_python, "--rasters", folder, more, "--out", out, "--model", tiny_model.path)
-    assert (again["skipped"], again["done"]) == (5, 0)
+    # Once more: the five done are skipped, and the one bad file, tried again, fails again: nothing surveyed is an error
+    again = helpers.run_worker(worker_python, "survey", "--rasters", folder, more, "--out", out, "--model", tiny_model.path, timeout=600)
+    assert again.returncode == 2 and "None of the 1 images could be surveyed (5 done before were skipped)" in again.errors[0]["message"]
+    assert len(qs.read_ogr(out, "runs").rows) == 6
 
 
 def test_a_killed_worker_loses_no_image(worker_python, tiny_model, tmp_path):
@@ -260,6 +262,22 @@ def test_a_survey_in_which_every_image_failed_is_an_error_not_a_success(worker_p
     assert len(errors) == 1 and "None of the 1 images could be surveyed" in errors[0]["message"] and "failed images are retried" in errors[0]["message"]
     assert not [m for m in run.messages if m["type"] == "result"]
     assert [row["status"] for row in qs.read_ogr(out, "runs").rows] == ["failed"]
+
+
+def test_a_resumed_survey_in_which_every_image_tried_failed_is_an_error_too(worker_python, tiny_model, tmp_path):
+    """A rerun that surveyed nothing (the drive gone, the new downloads damaged) had exited 0 as soon as some
+    images were done before."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_images(folder, 1)
+    out = tmp_path / "survey.gpkg"
+    arguments = ("survey", "--rasters", folder, "--out", out, "--model", tiny_model.path, "--workers", 1)
+    assert helpers.run_worker(worker_python, *arguments, timeout=600).returncode == 0
+    (folder / "ESP_000020_1000_RED.tif").write_text("not an image\n")
+    run = helpers.run_worker(worker_python, *arguments, timeout=600)
+    assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]
+    errors = [m["message"] for m in run.messages if m["type"] == "error"]
+    assert len(errors) == 1 and "None of the 1 images could be surveyed (1 done before were skipped)" in errors[0], errors
 
 
 def test_an_image_in_a_local_crs_fails_with_the_fix_not_an_unexpected_error(worker_python, tiny_model, tmp_path):
@@ -360,3 +378,46 @@ def test_worker_survey_of_footprints_partly_downloaded_surveys_the_rest(worker_p
     errors = [m["message"] for m in run.messages if m["type"] == "error"]
     assert run.returncode == 2 and len(errors) == 1 and "None of the 2 footprints' JP2s is in" in errors[0] and "Download HiRISE products" in errors[0], run.messages
     assert not (tmp_path / "none.gpkg").exists()
+
+
+RETRY_CLOCK = r"""
+import json, os, sys, time
+from distributed import Client, LocalCluster
+from distributed.scheduler import KilledWorker
+from model import survey
+
+marker = sys.argv[1]
+survey.WATCH_S = 0.5
+
+
+def dies_first(seconds):
+    survey._say_started()
+    if not os.path.exists(marker):  # its first worker dies under it (out of memory), once the survey has seen it run
+        open(marker, "w").close()
+        time.sleep(2.0)
+        os._exit(1)
+    time.sleep(seconds)
+    return {"status": "done"}
+
+
+def plain(seconds):
+    survey._say_started()
+    time.sleep(seconds)
+    return {"status": "done"}
+
+
+with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+    futures = {client.submit(dies_first, 4.0, pure=False): survey.SurveyImage("A", "a.tif"),
+               client.submit(plain, 5.0, pure=False): survey.SurveyImage("B", "b.tif")}
+    outcomes = {futures[future].image_id: outcome["status"] + (": " + outcome["error"] if outcome.get("error") else "")
+                for future, outcome in survey._outcomes(client, futures, 6.0, KilledWorker)}
+print(json.dumps(outcomes))
+"""
+
+
+def test_an_image_tried_again_after_its_worker_died_has_a_clock_of_its_own(worker_python, tmp_path):
+    """The time limit had run from an image's first attempt: retried after its worker died, it was given
+    up while it waited behind another image, and the restart killed that one too."""
+    done = helpers.run_worker_snippet(worker_python, RETRY_CLOCK, tmp_path / "died-once")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"A": "done", "B": "done"}
