@@ -31,7 +31,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from osgeo import gdal, ogr, osr
 
-from . import catalog, modelfile, rules
+from . import catalog, files, modelfile, rules
 from .download import DownloadItem, downloaded_jp2s
 from .errors import EngineError
 from .inference import DetectOptions, detect
@@ -254,8 +254,15 @@ class SurveyStore:
                     os.makedirs(folder, exist_ok=True)
                 if not os.access(folder, os.W_OK):
                     raise SurveyError(f"The folder {folder} of the survey's GeoPackage cannot be written to (missing or read-only). Choose a folder you can write to.")
-                self.ds = ogr.GetDriverByName("GPKG").CreateDataSource(self.path)
-                self._create_layers()
+                # made whole under a partial name: a survey stopped while its layers were created left a
+                # GeoPackage that every rerun refused as "not a survey's"
+                partial = files.partial_path(self.path)
+                files.remove_quietly([partial])
+                created = ogr.GetDriverByName("GPKG").CreateDataSource(partial)
+                self._create_layers(created)
+                created = None
+                files.commit(partial, self.path)
+                self.ds = self._open_existing()
 
     def _open_existing(self):
         try:
@@ -267,10 +274,11 @@ class SurveyStore:
             raise SurveyError(f"'{self.path}' is a GeoPackage but not a survey's (no layer {', '.join(missing)}). Choose a new file, or the survey's own GeoPackage to resume it.")
         return ds
 
-    def _create_layers(self) -> None:
+    @staticmethod
+    def _create_layers(ds) -> None:
         srs = osr.SpatialReference(wkt=SURVEY_CRS_WKT)
         for name, geometry_type, fields in LAYERS:
-            layer = self.ds.CreateLayer(name, srs if geometry_type != ogr.wkbNone else None, geometry_type)
+            layer = ds.CreateLayer(name, srs if geometry_type != ogr.wkbNone else None, geometry_type)
             for field_name, kind in fields:
                 layer.CreateField(ogr.FieldDefn(field_name, OGR_TYPES[kind]))
 
