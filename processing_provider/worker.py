@@ -266,6 +266,13 @@ class WorkerRun:
     def command(self, python: str) -> List[str]:
         return [python, "-m", "model", "--jsonl"] + self.arguments
 
+    @property
+    def left_behind(self) -> str:
+        """What a stopped run leaves, for its message: a survey keeps each image it finished."""
+        if self.arguments and self.arguments[0] == "survey":
+            return "the images it had finished stay in its GeoPackage, and a rerun resumes after them"
+        return "no output was written"
+
     def _handle(self, line: str) -> None:
         text = line.strip()
         if not text:
@@ -307,7 +314,7 @@ class WorkerRun:
                 returncode = self._execute(python)
             except TerminatedBySignal as exc:
                 files.remove_quietly(self.partial_outputs)
-                raise QgsProcessingException(f"Stopped by {exc}: {self.STOPPED} and no output was written.") from None
+                raise QgsProcessingException(f"Stopped by {exc}: {self.STOPPED} and {self.left_behind}.") from None
         if self.error is not None:
             files.remove_quietly(self.partial_outputs)
             raise QgsProcessingException(str(self.error.get("message") or self.error.get("code") or "The worker reported an error."))
@@ -349,7 +356,7 @@ class WorkerRun:
             if self.feedback.isCanceled():
                 self._stop_worker(process)
                 files.remove_quietly(self.partial_outputs)
-                raise QgsProcessingException(f"Cancelled by the user: {self.STOPPED} and no output was written.")
+                raise QgsProcessingException(f"Cancelled by the user: {self.STOPPED} and {self.left_behind}.")
             try:
                 line = lines.get(timeout=POLL_SECONDS)
             except queue.Empty:

@@ -421,3 +421,24 @@ def test_an_image_tried_again_after_its_worker_died_has_a_clock_of_its_own(worke
     done = helpers.run_worker_snippet(worker_python, RETRY_CLOCK, tmp_path / "died-once")
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"A": "done", "B": "done"}
+
+
+def test_a_cancelled_survey_says_it_keeps_the_images_it_finished(qgis_app, tiny_model, tmp_path):
+    """It had said "no output was written", with the images done before the cancel in its GeoPackage."""
+    from qgis.core import QgsProcessingException
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_images(folder, 4)
+    out = tmp_path / "survey.gpkg"
+    feedback = qs.recording_feedback()
+    thread, _seen = qs.cancel_when(feedback, lambda: any(line.startswith("[1/4] ") for line in feedback.infos))
+    try:
+        with pytest.raises(QgsProcessingException) as raised:
+            qs.run_algorithm("hiriseice:survey", {"FOLDER": str(folder), "MODEL": tiny_model.path, "WORKERS": 1, "OUTPUT": str(out)}, feedback=feedback)
+    finally:
+        thread.join()
+    assert str(raised.value).endswith("Cancelled by the user: the worker was stopped and the images it had finished stay in its GeoPackage, "
+                                      "and a rerun resumes after them."), str(raised.value)
+    done = [row for row in qs.read_ogr(out, "runs").rows if row["status"] == "done"]
+    assert 1 <= len(done) < 4
