@@ -9,8 +9,9 @@ from typing import Iterator, List, Sequence, Tuple
 
 GeoTransform = Sequence[float]
 
-# The paper drops chunks with no-data "around their centre": we test the central half of
-# the chunk in each direction (a quarter of its area).
+# The paper deletes "the chunks with black pixels around the centre of the image": we read it as
+# no-data near the chunk's own centre and test the central half of the chunk in each direction
+# (a quarter of its area).
 CENTRE_FRACTION = 0.5
 
 

@@ -207,7 +207,7 @@ def chunk_row(info, window, whole: float, centre: float, p: float, options: Dete
         "valid_fraction": round(whole, 4),
         "centre_valid_fraction": round(centre, 4),
         "probability": round(float(p), 5),
-        "class": rules.chunk_class(float(p), options.icy_threshold, options.hard_low),
+        "class": rules.chunk_class(round(float(p), 5), options.icy_threshold, options.hard_low),  # the probability the layer shows, as the summary counts it
         "wkt": chunk_wkt(info.geotransform, window),
     }
 

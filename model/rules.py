@@ -79,7 +79,7 @@ def image_stats(probabilities: Sequence[float], icy_threshold: float = ICY_THRES
         chunks=n,
         icy_chunks=classes.count(ICY),
         hard_chunks=classes.count(HARD),
-        mean_probability=sum(probabilities) / n if n else 0.0,
+        mean_probability=round(sum(probabilities) / n, 9) if n else 0.0,  # 0.2 stays 0.2 whatever the sum's rounding
         max_probability=max(probabilities) if n else 0.0,
     )
 

@@ -177,10 +177,24 @@ def test_paper_bad_under_the_minimum(case, image, expected):
         ([0.9] * 2 + [0.01] * 98, HARD),  # 2 of 100 icy, mean 0.0278
         ([0.9] + [0.5] * 99, BAD),  # 1 icy of 100, mean 0.5
         ([0.6] * 2 + [0.0] * 198, BAD),  # 2 icy of 200, mean 0.006
+        ([0.6] * 2 + [0.1] * 8, HARD),  # 2 of 10 icy, mean 0.2 (summed as 0.20000000000000004): not above 20 %
     ],
 )
 def test_paper_category_from_probabilities(probabilities, expected):
     assert image_category(image_stats(probabilities)) == expected
+
+
+def test_a_chunk_is_classed_by_the_probability_its_layer_shows_as_the_summary_counts_it():
+    """0.599996 is 0.6 in the layer: it had been 'hard to identify' there and icy in the image's counts."""
+    from types import SimpleNamespace
+
+    from model import inference
+    from model.grid import ChunkWindow
+
+    info = SimpleNamespace(image_id="scene", geotransform=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
+    row = inference.chunk_row(info, ChunkWindow(0, 0, 0, 0, 0, 64, 64), 1.0, 1.0, 0.599996, inference.DetectOptions())
+    assert row["probability"] == 0.6 and row["class"] == rules.chunk_class(0.6) == ICY
+    assert image_stats([row["probability"]]).icy_chunks == 1
 
 
 def test_paper_counts_icy_chunks_at_the_detection_threshold():
