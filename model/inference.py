@@ -302,6 +302,10 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
     want_map = bool(options.probability_raster)
     if want_map and not has_score_map(architecture):
         raise EngineError("This model file does not name its network's widths, so it cannot write a probability raster. Retrain it with hiriseice:train.")
+    cell = scoremap.network_stride_of(architecture) if want_map else 0
+    if want_map and input_size % cell:  # its last cell would be part of one, and the chunks' maps would overlap by it
+        raise EngineError(f"This model reads a chunk at {input_size} px, not a multiple of its {cell}-px score-map cell, so its cells cannot be laid on the "
+                          f"raster's grid and no probability raster can be written. Leave PROBABILITY_RASTER empty, or train a model whose input size is a multiple of {cell}.")
     mapper = scoremap.ScoreMapper(network, architecture, mirror=options.tta) if want_map else None
     scorer = None if want_map else runtime.logit_scorer(network)
     runner = mapper.run if want_map else scorer

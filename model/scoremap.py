@@ -269,7 +269,8 @@ class ScoreMap:
         """The highest cell logit in the chunk's central half, where the edges of the tiles under a
         chunk between tiles run (so where a patch they cut lies)."""
         rows, cols = self.geometry.chunk_cells(row, col)
-        quarter = max(1, (rows.stop - rows.start) // 4)
+        cells = rows.stop - rows.start
+        quarter = min(max(1, cells // 4), (cells - 1) // 2)  # a chunk of 2 cells across: both are its centre
         return float(self.logits[rows.start + quarter : rows.stop - quarter, cols.start + quarter : cols.stop - quarter].max())
 
 

@@ -349,3 +349,17 @@ def test_detect_reads_with_the_threads_it_is_given_and_gets_the_same_chunks(work
         one, two = out[f"{stride} 1"], out[f"{stride} 2"]
         assert one["route"] == two["route"] == route and len(one["p"]) > 4 and one["p"] == two["p"], (stride, one, two)
         assert len(one["said"]) == 1 and "read by 1 thread(s)" in one["said"][0] and "read by 2 thread(s)" in two["said"][0]
+
+
+def test_the_central_peak_of_a_chunk_two_cells_across_is_its_highest_cell():
+    """A model whose chunk is 2 score-map cells across (input 32, cell 16): the central half had been an
+    empty slice, and every chunk between tiles below the rescoring screen crashed the map route."""
+    geometry = scoremap.MapGeometry(128, 128, 64, 32, 32, 16)
+    logits = np.arange(64, dtype=np.float32).reshape(8, 8)
+    grid = np.ones((3, 3))
+    score = scoremap.ScoreMap(geometry, logits, np.ones_like(logits), grid, grid)
+    rows, cols = geometry.chunk_cells(1, 1)
+    assert rows.stop - rows.start == 2 and score.central_peak_logit(1, 1) == logits[rows, cols].max()
+    wide = scoremap.ScoreMap(scoremap.MapGeometry(256, 256, 128, 64, 64, 8), np.arange(1024, dtype=np.float32).reshape(32, 32), np.ones((32, 32)), grid, grid)
+    rows, cols = wide.geometry.chunk_cells(1, 1)  # 8 cells across: the central 4
+    assert wide.central_peak_logit(1, 1) == wide.logits[rows.start + 2: rows.stop - 2, cols.start + 2: cols.stop - 2].max()

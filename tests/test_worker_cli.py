@@ -544,3 +544,16 @@ def test_a_log_line_during_progress_starts_a_line_of_its_own():
     reporter.progress(1.0)
     reporter.log("done")
     assert stream.getvalue() == "\r 30.0%\nhalfway\n\r 60.0%\nwarning: careful\n\r100.0%\ndone\n"
+
+
+def test_a_probability_raster_whose_cells_do_not_tile_the_input_is_refused(scene, tiny_model, worker_python, tmp_path):
+    """A model reading its chunks at 36 px has 8-px cells that do not tile them: its raster had been written
+    with every other chunk half a cell off and the chunks' last cells overlapping."""
+    job = dict(tiny_model.job, input_size=36, epochs=1, output_model=str(tmp_path / "m36.hiriseice"), report=None)
+    helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job)).check()
+    run = helpers.run_worker(worker_python, "detect", scene.path, "--model", job["output_model"], "--probability-raster", tmp_path / "p.tif")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert [m["message"] for m in run.errors] == [
+        "This model reads a chunk at 36 px, not a multiple of its 8-px score-map cell, so its cells cannot be laid on the raster's grid and no probability "
+        "raster can be written. Leave PROBABILITY_RASTER empty, or train a model whose input size is a multiple of 8."]
+    assert not (tmp_path / "p.tif").exists()
