@@ -14,6 +14,9 @@ from typing import Callable, TextIO
 
 from .errors import EngineError
 
+# How long a connection may stay silent before a job line: the plugin sends its job at once.
+FIRST_LINE_SECONDS = 30.0
+
 
 def serve_socket(path: str, idle_seconds: float, run_line: Callable[[str, TextIO], int]) -> None:
     if not idle_seconds > 0:  # 0 would make the socket non-blocking, and its first wait for a client an error
@@ -38,14 +41,17 @@ def serve_socket(path: str, idle_seconds: float, run_line: Callable[[str, TextIO
             except socket.timeout:
                 return
             with connection:
-                connection.settimeout(None)
+                # a client that connects and sends no job would hold the worker from every other run
+                connection.settimeout(FIRST_LINE_SECONDS)
                 stream = connection.makefile("rw", encoding="utf-8", newline="\n")
                 try:
                     for line in stream:
+                        connection.settimeout(None)  # a job may take hours
                         if line.strip():
                             run_line(line, stream)
+                        connection.settimeout(FIRST_LINE_SECONDS)
                 except OSError:
-                    pass  # the client left mid-job; run_line removed its partial outputs
+                    pass  # the client left mid-job (run_line removed its partial outputs), or sent nothing in time
                 finally:
                     try:
                         stream.close()

@@ -208,3 +208,38 @@ def test_a_job_whose_client_leaves_while_it_writes_replaces_no_output(tiny_model
     assert after[-1]["type"] == "done" and after[-1]["status"] == 0
     assert report.read_text() == "OLD REPORT" and probability.read_bytes() == b"OLD RASTER"
     assert not [name for name in os.listdir(tmp_path) if ".partial" in name]
+
+
+def test_a_client_that_sends_no_job_does_not_hold_the_session_worker(tmp_path, runtime, monkeypatch):
+    """It had kept the worker from every other run until that run's timeout replaced the worker."""
+    import json
+    import socket
+    import threading
+
+    from model import session
+
+    monkeypatch.setattr(session, "FIRST_LINE_SECONDS", 0.5)
+    listen = runtime / "session.sock"
+    answered = []
+
+    def run_line(line, stream):
+        answered.append(json.loads(line)["id"])
+        stream.write(json.dumps({"type": "done", "status": 0}) + "\n")
+        stream.flush()
+        return 0
+
+    server = threading.Thread(target=session.serve_socket, args=(str(listen), 5.0, run_line), daemon=True)
+    server.start()
+    deadline = time.monotonic() + 10
+    while not listen.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.connect(str(listen))  # and says nothing
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(listen))
+    client.settimeout(10)
+    client.sendall(b'{"id": 7, "command": "info", "arguments": []}\n')
+    reply = client.makefile("r").readline()
+    client.close()
+    silent.close()
+    assert json.loads(reply) == {"type": "done", "status": 0} and answered == [7]
