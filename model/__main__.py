@@ -146,7 +146,8 @@ def _info(args, reporter: Reporter) -> None:
 
         info["device"] = compute_device()
     except ImportError as exc:
-        raise EngineError(f"The worker's Python lacks a package ({exc}). Run scripts/install in the plugin folder.") from None
+        raise EngineError(f"The worker's Python lacks a package ({exc}). Reinstall the worker (HiRISE Ice Patches > Worker settings… > "
+                          "Reinstall…; on Debian or Ubuntu also `bash scripts/install` in the plugin folder).") from None
     info["model_path"] = modelfile.resolve_model_path(args.model)
     try:
         info["model"] = modelfile.read_metadata(args.model)

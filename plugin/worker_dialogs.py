@@ -201,7 +201,7 @@ class WorkerInstaller(QDialog):
         return button
 
     def _browse_base(self):
-        path, _ = QFileDialog.getOpenFileName(self, "A Python 3.10 to 3.12 (with GDAL) to make the worker from")
+        path, _ = QFileDialog.getOpenFileName(self, "A Python 3.11 or 3.12 (with GDAL) to make the worker from")
         if path:
             self.base_box.setEditText(path)
 
@@ -277,6 +277,8 @@ class WorkerInstaller(QDialog):
     def _venv_made(self, ok: bool, output: str):
         if not ok or not os.path.isfile(self.new_python):
             return self._fail(f"Python could not make the virtual environment {self.folder}: see the log.")
+        # until the check passes this venv is no worker (worker.unfinished_install), so a failed pip leaves none half-made in use
+        open(os.path.join(self.folder, worker.INSTALLING_MARKER), "w").close()
         with open(self.requirements, encoding="utf-8") as handle:
             text = worker_setup.requirements_for_machine(handle.read(), machine=platform.machine())
         pinned = os.path.join(self.folder, "hiriseice-requirements.txt")
@@ -298,6 +300,7 @@ class WorkerInstaller(QDialog):
         if info is None:
             return self._fail(f"The new environment does not work as the worker: {problem}")
         self._set_fraction(1.0)
+        os.remove(os.path.join(self.folder, worker.INSTALLING_MARKER))
         save_worker_python(self.new_python)
         self.succeeded = True
         self.message = f"The worker is installed and set: {self.new_python}\n{describe_worker(info)}"

@@ -16,8 +16,9 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-# tensorflow-cpu 2.21 has wheels for Python 3.10-3.13, numpy 1.26.4 (pinned for GDAL) for 3.9-3.12.
-OLDEST_PYTHON = (3, 10)
+# tensorflow-cpu 2.21 has wheels for Python 3.10-3.13, numpy 1.26.4 (pinned for GDAL) for 3.9-3.12,
+# and the pinned onnxruntime, tornado, importlib_metadata and lazy-importer need 3.11.
+OLDEST_PYTHON = (3, 11)
 NEWEST_PYTHON = (3, 12)
 
 # Printed by the base Python before anything is made: its version, whether it can make a venv, its GDAL.
@@ -125,11 +126,12 @@ def requirements_for_machine(text: str, platform_name: str = sys.platform, machi
 
 
 def requirement_names(text: str) -> List[str]:
+    """The packages the requirements name, each once (a package pinned per Python version has two lines)."""
     names = []
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         match = re.match(r"[A-Za-z0-9._-]+", line)
-        if match and not line.startswith("-"):
+        if match and not line.startswith("-") and normalised_name(match.group(0)) not in names:
             names.append(normalised_name(match.group(0)))
     return names
 

@@ -122,7 +122,8 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             "<p>Outputs: the model file, the per-epoch history as a table (loss, accuracy, validation loss/accuracy, precision, "
             "recall, AUC), and an HTML report with learning curves, confusion matrix and reliability diagram.</p>"
             "<p>Training runs in the worker (a separate Python with TensorFlow), never inside QGIS; a GPU is used when the worker "
-            "has one. If the worker is missing, run <i>scripts/install</i> in the plugin folder.</p>"
+            "has one. If the worker is missing, install it from HiRISE Ice Patches › Worker settings… › Reinstall… (on Debian or Ubuntu "
+            "also <i>bash scripts/install</i> in the plugin folder).</p>"
         )
 
     def initAlgorithm(self, config=None):

@@ -78,14 +78,25 @@ def worker_candidates() -> List[Tuple[str, str]]:
     return candidates
 
 
+# Written into a worker venv while the installer fills it, removed once the new worker passed its
+# check: a venv an install left unfinished (pip failed, QGIS closed) is no worker.
+INSTALLING_MARKER = "hiriseice-installing"
+
+
+def unfinished_install(python: str) -> bool:
+    """Whether ``python`` is that of a venv whose install did not finish (INSTALLING_MARKER)."""
+    folder = os.path.dirname(os.path.dirname(os.path.abspath(python)))  # <venv>/bin/python, <venv>\Scripts\python.exe
+    return os.path.isfile(os.path.join(folder, INSTALLING_MARKER))
+
+
 def _usable(path: str) -> bool:
-    return os.path.isfile(path) and os.access(path, os.X_OK)
+    return os.path.isfile(path) and os.access(path, os.X_OK) and not unfinished_install(path)
 
 
 def how_to_install() -> str:
     return (
         "In the QGIS desktop: menu HiRISE Ice Patches > Worker settings… > Reinstall… installs it (a venv with TensorFlow 2.21). "
-        f"Or run scripts/install in the plugin folder ({PLUGIN_FOLDER}); it creates .venv/ with TensorFlow 2.21. "
+        f"On Debian or Ubuntu, `bash scripts/install` in the plugin folder ({PLUGIN_FOLDER}) creates .venv/ with TensorFlow 2.21. "
         f"Or set the QGIS setting {SETTINGS_KEY} (Worker settings…) or the environment "
         f"variable {ENV_VAR} to a Python that has TensorFlow 2.21, Keras 3 and GDAL."
     )
@@ -101,7 +112,8 @@ def locate_worker() -> str:
         path = os.path.expanduser(path)
         if _usable(path):
             return path
-        problem = "is not executable" if os.path.exists(path) else "does not exist"
+        problem = ("belongs to a worker whose install did not finish (reinstall it)" if os.path.isfile(path) and unfinished_install(path)
+                   else "is not executable" if os.path.exists(path) else "does not exist")
         if origin != PLUGIN_VENV:
             raise QgsProcessingException(
                 f"The worker Python given by the {origin} ({path}) {problem}. Correct it, or clear it to use the plugin's own "

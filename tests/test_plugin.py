@@ -528,3 +528,19 @@ def test_plugin_gui_loads_marks_and_unloads_without_a_worker(qgis_app, tmp_path)
     assert out["toolbars_after_unload"] == 0
     assert out["provider_after_unload"] is False
     assert out["shortcuts_after_unload"] == {}
+
+
+def test_a_worker_whose_install_did_not_finish_is_no_worker(qgis_app, monkeypatch, tmp_path):
+    """Reinstall clears the venv, then pip fails (offline): its python was still there, and the plugin took it
+    for a working worker, offered no install and failed at detect instead."""
+    from qgis.core import QgsProcessingException
+
+    worker = qs.plugin_module("processing_provider.worker")
+    python = tmp_path / "hiriseice-worker" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    os.symlink(sys.executable, python)
+    monkeypatch.setenv(worker.ENV_VAR, str(python))
+    assert worker.locate_worker() == str(python)
+    (tmp_path / "hiriseice-worker" / worker.INSTALLING_MARKER).write_text("")
+    with pytest.raises(QgsProcessingException, match="belongs to a worker whose install did not finish \\(reinstall it\\)"):
+        worker.locate_worker()

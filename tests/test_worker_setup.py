@@ -103,8 +103,8 @@ def test_pip_progress_follows_pips_lines():
 def test_probe_problems_name_the_fix():
     good = {"version": [3, 11, 2], "executable": "/usr/bin/python3", "venv": True, "gdal": "3.6.2"}
     assert worker_setup.probe_problem(good) is None
-    assert "Python 3.9; TensorFlow 2.21 with the pinned numpy 1.26 needs Python 3.10 to 3.12" in worker_setup.probe_problem(dict(good, version=[3, 9, 18]))
-    assert "needs Python 3.10 to 3.12" in worker_setup.probe_problem(dict(good, version=[3, 13, 0]))
+    assert "Python 3.10; TensorFlow 2.21 with the pinned numpy 1.26 needs Python 3.11 to 3.12" in worker_setup.probe_problem(dict(good, version=[3, 10, 12]))
+    assert "needs Python 3.11 to 3.12" in worker_setup.probe_problem(dict(good, version=[3, 13, 0]))
     assert "apt install python3-venv" in worker_setup.probe_problem(dict(good, venv=False))
     assert "no GDAL (osgeo)" in worker_setup.probe_problem(dict(good, gdal=None))
 
@@ -157,6 +157,7 @@ def test_install_makes_the_venv_installs_and_checks(dialogs):
     # The check found the engine but no TensorFlow, and said so; nothing was saved as the worker.
     assert install["succeeded"] is False and "No module named 'tensorflow'" in install["message"]
     assert dialogs["out"]["setting_after_failed_check"] is None
+    assert (dialogs["folder"] / "worker-venv" / "hiriseice-installing").is_file()  # so not taken for a worker (test_plugin.py)
     # The bar moved forward through the steps: past the pip step's share, never backwards.
     assert install["progress"] == sorted(install["progress"]) and install["progress"][-1] >= 900
     python = dialogs["folder"] / "worker-venv" / "bin" / "python"
