@@ -121,7 +121,7 @@ class RasterInfo:
     nodata: Optional[float]
     coloured_palette: bool = False  # a read band's values index a colour table that is not a grey ramp
     alpha_band: int = 0  # a transparency band (gdalwarp -dstalpha): not read as brightness, its transparent pixels no-data
-    overviews_skipped: bool = False  # its overviews pick pixels instead of averaging them (overviews_pick_pixels): not read
+    overviews_skipped: str = ""  # why its overviews are not read (overviews_not_to_read), for the log; "": they are
 
     @property
     def image_id(self) -> str:
@@ -130,7 +130,7 @@ class RasterInfo:
     @property
     def bands_read(self) -> str:
         """Which bands the pixels are read from (the band rule above) and whether its overviews are, for a log line."""
-        return self._bands_read + (OVERVIEWS_SKIPPED_NOTE if self.overviews_skipped else "")
+        return self._bands_read + (f"; its overviews {self.overviews_skipped}, so full resolution is read instead" if self.overviews_skipped else "")
 
     @property
     def _bands_read(self) -> str:
@@ -436,10 +436,11 @@ class RasterSource:
             raise damaged_raster_error(path, damage)
         try:
             self._describe(path, band, require_georeferencing)
-            if self.driver not in RESOLUTION_LEVEL_DRIVERS and overviews_pick_pixels(self._ds.GetRasterBand(self.info.bands[0])):
+            why = overviews_not_to_read(self._ds.GetRasterBand(self.info.bands[0]), self.info.data_type) if self.driver not in RESOLUTION_LEVEL_DRIVERS else ""
+            if why:
                 with gdal_exceptions():
                     self._ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY, open_options=["OVERVIEW_LEVEL=NONE"])
-                self.info = dataclasses.replace(self.info, overviews_skipped=True)
+                self.info = dataclasses.replace(self.info, overviews_skipped=why)
         except RuntimeError as exc:  # a tag GDAL reads only on demand is cut off
             raise damaged_raster_error(path, str(exc)) from None
 
@@ -653,8 +654,21 @@ def averaged_by_gdal(data: np.ndarray, nodata: float, out_width: int, out_height
 RESOLUTION_LEVEL_DRIVERS = ("JP2OpenJPEG", "JPEG2000", "JP2ECW", "JP2KAK", "JP2MrSID")
 # Probe of overviews: this many overview pixels square at the image's centre.
 OVERVIEW_PROBE_PIXELS = 64
-OVERVIEWS_SKIPPED_NOTE = ("; its overviews pick pixels instead of averaging them (built by nearest neighbour, the default of "
-                          "QGIS's pyramids), so full resolution is read instead; rebuild them with gdaladdo -r average")
+
+
+def overviews_not_to_read(band, file_type: str) -> str:
+    """Why a band's overviews (not a JPEG2000's resolution levels) must not be read for chunks, or "":
+    they pick pixels (overviews_pick_pixels), or they are a float file's (``file_type``: RasterInfo's,
+    so not a north-up view's own, which is float whatever it views), whose averages took NaN and
+    ISIS3's special values in with the pixels around them (the engine reads those for what they are)."""
+    if band.GetOverviewCount() == 0:
+        return ""
+    if file_type in ("Float32", "Float64"):
+        return "are a float band's, whose averages spread no-data and saturated values over their neighbours"
+    if overviews_pick_pixels(band):
+        return ("pick pixels instead of averaging them (built by nearest neighbour, the default of QGIS's pyramids; "
+                "rebuild them with gdaladdo -r average)")
+    return ""
 
 
 def overviews_pick_pixels(band) -> bool:

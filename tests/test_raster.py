@@ -1053,7 +1053,7 @@ def test_overviews_that_pick_pixels_are_not_read(tmp_path, resampling, skipped):
         dataset = None
         with RasterSource(scene.path) as source:
             read, _ = source.read(256, 256, 512, 512, 64, 64)
-            assert source.info.overviews_skipped == skipped
+            assert bool(source.info.overviews_skipped) == skipped
             assert ("its overviews pick pixels instead of averaging them" in source.info.bands_read) == skipped
     assert np.array_equal(read, plain) == skipped  # else read from the overviews
 
@@ -1073,3 +1073,24 @@ def test_ground_control_points_that_only_a_warp_fits_are_refused_not_turned(tmp_
         assert read == path
     with pytest.raises(RasterError, match="ground control points that no shift, scale and rotation fits"):
         RasterSource(path)
+
+
+def test_the_overviews_of_a_float_band_are_not_read(tmp_path):
+    """GDAL's average overviews of I/F had spread a NaN and an ISIS3 saturated value over their blocks: holes,
+    where the engine reads those pixels for what they are (no-data, and the brightest measured)."""
+    path = str(tmp_path / "iof.tif")
+    pixels = np.full((64, 64), 0.05, np.float32)
+    pixels[10, 10] = np.nan
+    pixels[40, 40] = raster.ISIS_SATURATED[gdal.GDT_Float32][1][0]
+    with raster.gdal_exceptions():
+        dataset = gdal.GetDriverByName("GTiff").Create(path, 64, 64, 1, gdal.GDT_Float32)
+        dataset.SetGeoTransform(helpers.default_geotransform(64, 64))
+        dataset.SetProjection(helpers.mars_equirectangular_wkt())
+        dataset.GetRasterBand(1).WriteArray(pixels)
+        dataset.BuildOverviews("AVERAGE", [2, 4])
+        dataset = None
+        with RasterSource(path) as source:
+            data, valid = source.read(0, 0, 64, 64, 16, 16)
+            note = source.info.bands_read
+    assert valid.all() and data[10, 10] == pytest.approx(0.05, abs=1e-6), "every block holds measured pixels"
+    assert "its overviews are a float band's" in note
