@@ -13,7 +13,7 @@ import shutil
 import stat
 import tempfile
 import traceback
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from .errors import EngineError
 
@@ -92,14 +92,17 @@ def _write_failure(what: str, path: str, exc: Exception) -> str:
     return f"{what} could not be written to {path}: {reason}. Check that its folder is writable, or choose another destination, and run again."
 
 
-def remove_quietly(paths: Iterable[str]) -> None:
-    """Removes the files that are there (a failed run's partial outputs); never raises."""
+def remove_quietly(paths: Iterable[str]) -> List[str]:
+    """Removes the files that are there (a failed run's partial outputs); never raises. Returns those removed."""
+    removed = []
     for path in paths:
         try:
             if path and os.path.isfile(path):
                 os.remove(path)
+                removed.append(path)
         except OSError:
             pass
+    return removed
 
 
 def check_destination(path: str, parameter: str, inputs: Dict[str, Iterable[str]] = None) -> None:

@@ -418,7 +418,9 @@ def north_turn(crs_wkt: str, geotransform, width: int, height: int) -> Optional[
 class RasterSource:
     """An open raster. Use as a context manager; reads are thread-safe per instance only if not shared."""
 
-    def __init__(self, path: str, band: int = 0, require_georeferencing: bool = True):
+    def __init__(self, path: str, band: int = 0, require_georeferencing: bool = True, overviews_skipped: Optional[str] = None):
+        """overviews_skipped: None to probe the file's overviews (overviews_not_to_read); a handle() of an
+        open source passes its verdict, which a probe would only repeat (it reads a window at full resolution)."""
         if not os.path.exists(path) and not path.startswith("/vsi"):
             raise RasterError(f"The raster '{path}' does not exist. Check the path or load the layer again.")
         special = special_file_message(path)
@@ -436,7 +438,9 @@ class RasterSource:
             raise damaged_raster_error(path, damage)
         try:
             self._describe(path, band, require_georeferencing)
-            why = overviews_not_to_read(self._ds.GetRasterBand(self.info.bands[0]), self.info.data_type) if self.driver not in RESOLUTION_LEVEL_DRIVERS else ""
+            why = overviews_skipped
+            if why is None:
+                why = overviews_not_to_read(self._ds.GetRasterBand(self.info.bands[0]), self.info.data_type) if self.driver not in RESOLUTION_LEVEL_DRIVERS else ""
             if why:
                 with gdal_exceptions():
                     self._ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY, open_options=["OVERVIEW_LEVEL=NONE"])
@@ -486,7 +490,8 @@ class RasterSource:
         """This source and count - 1 more handles on the same raster and bands, one per reading
         thread (read_in_order); the extra ones closed on leaving."""
         with contextlib.ExitStack() as stack:
-            yield [self] + [stack.enter_context(RasterSource(self.info.path, self._band, require_georeferencing=False)) for _ in range(count - 1)]
+            yield [self] + [stack.enter_context(RasterSource(self.info.path, self._band, require_georeferencing=False, overviews_skipped=self.info.overviews_skipped))
+                            for _ in range(count - 1)]
 
     @property
     def driver(self) -> str:

@@ -34,7 +34,7 @@ from .destinations import (
     remove_created,
     report_replaced_layers,
 )
-from .engine import chunking, errors, gdal_exceptions, grid, modelfile, raster, rules, schema
+from .engine import chunking, errors, files, gdal_exceptions, grid, modelfile, raster, rules, schema
 from .worker import partial_path, run_worker
 
 
@@ -197,7 +197,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
                 summary_destination = self.write_layer(parameters, self.SUMMARY, context, feedback, sinks.get(self.SUMMARY), crs, [summary])
         except QgsProcessingException as exc:
             remove_created(sinks.values())
-            removed = [what for what, path in (("report", report), ("ice-probability raster", probability_raster)) if path and _removed(path)]
+            removed = [what for what, path in (("report", report), ("ice-probability raster", probability_raster)) if files.remove_quietly([path])]
             if removed:
                 raise QgsProcessingException(f"{exc} This run's {' and '.join(removed)} were removed too: a run is kept whole or not at all.") from None
             raise
@@ -297,14 +297,6 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             check_written(on_disk, len(rows), layer.what)
         self.style_output(context, destination, layer.qml)
         return destination
-
-
-def _removed(path: str) -> bool:
-    try:
-        os.remove(path)
-        return True
-    except OSError:
-        return False
 
 
 def add_scoring_parameters(algorithm) -> None:

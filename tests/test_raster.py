@@ -1055,6 +1055,9 @@ def test_overviews_that_pick_pixels_are_not_read(tmp_path, resampling, skipped):
             read, _ = source.read(256, 256, 512, 512, 64, 64)
             assert bool(source.info.overviews_skipped) == skipped
             assert ("its overviews pick pixels instead of averaging them" in source.info.bands_read) == skipped
+            with source.handles(3) as handles:  # the reading threads' handles take the first's verdict
+                assert all(np.array_equal(handle.read(256, 256, 512, 512, 64, 64)[0], read) for handle in handles[1:])
+                assert all(handle.info.overviews_skipped == source.info.overviews_skipped for handle in handles[1:])
     assert np.array_equal(read, plain) == skipped  # else read from the overviews
 
 
