@@ -28,7 +28,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .destinations import FileDestination, check_holds_mars, check_not_an_input, check_writable, cut_field_names_warning, file_destination
+from .destinations import FileDestination, check_holds_mars, check_not_an_input, check_outputs_apart, check_writable, cut_field_names_warning, file_destination
 from .engine import errors, files, gdal_exceptions, icon_path, raster
 
 try:
@@ -272,7 +272,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         that cannot be loaded is said to be missing, a folder, or not a raster or polygon layer
         (unloadable_layer_message) before QGIS tries: QGIS says "not found" or "Incorrect
         parameter value" of all of them, and prints a mesh driver's complaint. Last, no output may
-        replace a file the run reads (check_no_input_replaced), no layer may go to a format of
+        replace a file the run reads (check_no_input_replaced) or another output (check_outputs_apart), no layer may go to a format of
         Earth coordinates only (check_vector_formats), and every file output must be writable
         (destinations.check_writable), so that no run works for minutes and then fails to write."""
         parameters = self.split_layer_lists(parameters)
@@ -294,6 +294,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
             return accepted, message
         try:
             self.check_no_input_replaced(parameters, context)
+            check_outputs_apart(list(self.file_destinations(parameters)))
             self.check_vector_formats(parameters)
             for destination, _vector in self.file_destinations(parameters):
                 check_writable(destination)

@@ -7,7 +7,7 @@ import os
 import shutil
 import sqlite3
 from dataclasses import dataclass
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 from osgeo import gdal
 from qgis.core import QgsDataSourceUri, QgsProcessingException, QgsProviderRegistry, QgsVectorFileWriter
@@ -149,6 +149,24 @@ def _locked_by_another_program(path: str) -> bool:
 
 def _cannot_write(destination: FileDestination, why: str, fix: str = "Choose another destination") -> QgsProcessingException:
     return QgsProcessingException(f"{destination.parameter} cannot be written to {destination.path}: {why}. {fix}; nothing was run or written.")
+
+
+def check_outputs_apart(destinations: List[Tuple[FileDestination, bool]]) -> None:
+    """No two outputs on one file, in the order the algorithm writes them ((destination, vector layer)
+    pairs): the later would replace the earlier (a report written over the trained model, which the run
+    then reported as saved). Layers may share a GeoPackage where each names its own table."""
+    for index, (first, first_vector) in enumerate(destinations):
+        for later, later_vector in destinations[index + 1:]:
+            if os.path.normcase(first.path) != os.path.normcase(later.path):
+                continue
+            if first_vector and later_vector:
+                check_not_replaced_later(first, later)
+                if later.table != first.table:
+                    continue
+            raise QgsProcessingException(
+                f"{first.parameter} and {later.parameter} are both {later.path}{f' (table {later.table})' if later.table else ''}: the one "
+                f"written last would replace the other. Give each its own file name; nothing was run or written."
+            )
 
 
 def check_not_replaced_later(first: FileDestination, later: FileDestination) -> None:

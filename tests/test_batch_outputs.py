@@ -143,6 +143,10 @@ def unwritable_cases():
         ("REPORT in a read-only folder", {"REPORT": "locked/r.html"}, f"the folder {{tmp}}/locked {read_only}"),
         ("SUMMARY replacing OUTPUT's file", {"OUTPUT": "ogr:dbname='{tmp}/one.gpkg' table=\"chunks\" (geom)", "SUMMARY": "one.gpkg"},
          "SUMMARY names the file without a table, so QGIS would replace the whole file and lose OUTPUT."),
+        ("REPORT on OUTPUT's file", {"OUTPUT": "same.gpkg", "REPORT": "same.gpkg"},
+         "OUTPUT and REPORT are both {tmp}/same.gpkg: the one written last would replace the other. Give each its own file name; nothing was run or written."),
+        ("two layers in one table", {"OUTPUT": "ogr:dbname='{tmp}/one.gpkg' table=\"chunks\" (geom)", "SUMMARY": "ogr:dbname='{tmp}/one.gpkg' table=\"chunks\" (geom)"},
+         "OUTPUT and SUMMARY are both {tmp}/one.gpkg (table chunks): the one written last would replace the other."),
     ]
 
 

@@ -432,6 +432,17 @@ def test_no_output_replaces_the_labels_or_an_image_the_run_reads(detected, train
     assert f"OUTPUT_MODEL would be written over {training_data.raster.path}, which this run reads as RASTERS" in message
 
 
+def test_no_output_replaces_another(detected, training_data, tmp_path):
+    """A report named like the model file had replaced the trained model, and the run said both were saved."""
+    for first, later, name in (("OUTPUT_MODEL", "REPORT", "m.hiriseice"), ("HISTORY", "REPORT", "h.csv")):
+        same = str(tmp_path / name)
+        values = dict(TINY, RASTERS=[training_data.raster.path], LABELS=[str(detected)], EPOCHS=1, OUTPUT_MODEL=str(tmp_path / "other.hiriseice"))
+        message = qs.processing_error("hiriseice:train", dict(values, **{first: same, later: same}))
+        assert message.splitlines()[-1] == (f"{first} and {later} are both {same}: the one written last would replace the other. "
+                                            "Give each its own file name; nothing was run or written."), message
+    assert os.listdir(tmp_path) == []
+
+
 def test_label_layers_without_features_or_off_mars_are_told_so(qgis_app, detected, training_data, tmp_path):
     from qgis.core import QgsCoordinateReferenceSystem, QgsVectorLayer
 
