@@ -10,7 +10,7 @@ from osgeo import ogr
 from .chunking import check_grid_parameters, iter_chunks
 from .errors import LabelError
 from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, chunk_wkt, pixel_bounds_of_map_points, ring_wkt, window_ring
-from .raster import RasterSource, crs_transform, north_up_view
+from .raster import RasterSource, crs_transform, gdal_messages, north_up_view
 
 ICY_WORDS = {"1", "icy", "ice", "yes", "y", "true", "t"}
 NOT_ICY_WORDS = {"0", "not icy", "not_icy", "no ice", "no", "n", "false", "f", "noticy"}
@@ -55,13 +55,38 @@ class LabelledChunk:
 
 
 def _geometries(items: Sequence[str]) -> List[ogr.Geometry]:
+    """The outlines' geometries, each made valid: a hand-drawn outline often crosses itself (a bow-tie),
+    and GEOS's union and intersection give nothing for such a polygon."""
     out = []
     for wkt in items:
         geometry = ogr.CreateGeometryFromWkt(wkt)
         if geometry is None or geometry.IsEmpty():
             continue
+        if not geometry.IsValid():
+            with gdal_messages():  # GEOS's "Self-intersection at or near ..." is not the user's to read
+                geometry = _polygonal(geometry.MakeValid())
+            if geometry is None:
+                continue
         out.append(geometry)
     return out
+
+
+def _polygonal(geometry: Optional[ogr.Geometry]) -> Optional[ogr.Geometry]:
+    """The areas of a geometry that MakeValid returned (it adds the points and lines a collapsed ring
+    leaves) as one multipolygon; None where it has none."""
+    if geometry is None:
+        return None
+    merged = ogr.Geometry(ogr.wkbMultiPolygon)
+    for part in (geometry.GetGeometryRef(i) for i in range(geometry.GetGeometryCount())) if geometry.GetGeometryCount() and \
+            ogr.GT_Flatten(geometry.GetGeometryType()) != ogr.wkbPolygon else [geometry]:
+        kind = ogr.GT_Flatten(part.GetGeometryType())
+        if kind == ogr.wkbPolygon:
+            merged.AddGeometry(part)
+        elif kind in (ogr.wkbMultiPolygon, ogr.wkbGeometryCollection):
+            inner = _polygonal(part)
+            for i in range(inner.GetGeometryCount() if inner is not None else 0):
+                merged.AddGeometry(inner.GetGeometryRef(i))
+    return merged if merged.GetGeometryCount() else None
 
 
 def _raster_polygon(source: RasterSource) -> ogr.Geometry:

@@ -287,7 +287,7 @@ def north_up_view(path: str, band: int = 0, log: Callable[[str], None] = lambda 
     view = f"/vsimem/hiriseice/{uuid.uuid4().hex}/{info.image_id}.vrt"
     # GDAL samples points around the image to size the view and prints an ERROR for those off the map's
     # domain, which its exceptions mode would print whatever handler is pushed: so without it, quietly
-    with gdal_returning_none(), _gdal_messages():
+    with gdal_returning_none(), gdal_messages():
         warped = _warp_north_up(view, path, turn.north_up_srs())
     if not warped:  # detect and training then say why they cannot read it turned
         yield path
@@ -380,7 +380,7 @@ def crs_transform(from_wkt: str, to_wkt: str):
     source, target = osr.SpatialReference(wkt=from_wkt), osr.SpatialReference(wkt=to_wkt)
     for srs in (source, target):
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    with _gdal_messages():  # PROJ's own error line: the RuntimeError below says it once
+    with gdal_messages():  # PROJ's own error line: the RuntimeError below says it once
         transform = osr.CreateCoordinateTransformation(source, target)
     if transform is None:  # OSR without exceptions: e.g. from a local CRS
         raise RuntimeError(f"PROJ finds no transformation from {source.GetName()} to {target.GetName()}")
@@ -427,7 +427,7 @@ class RasterSource:
         if special:
             raise RasterError(special)
         try:
-            with gdal_exceptions(), _gdal_messages() as said:
+            with gdal_exceptions(), gdal_messages() as said:
                 self._ds = gdal.Open(path, gdal.GA_ReadOnly)
         except RuntimeError as exc:
             raise not_a_raster_error(path, str(exc)) from None
@@ -808,7 +808,7 @@ HEADER_DAMAGE = re.compile(r"IO error during reading|tags apparently corrupt|Rea
 
 
 @contextlib.contextmanager
-def _gdal_messages():
+def gdal_messages():
     """GDAL's warnings and errors in this thread inside the block, collected instead of printed."""
     said: List[str] = []
     gdal.PushErrorHandler(lambda _class, _number, message: said.append(str(message)))

@@ -78,6 +78,14 @@ def test_an_outline_marked_unclear_leaves_its_chunks_out_and_an_empty_one_is_ice
     assert found == {(0, 0): 1, (1, 1): 0}
 
 
+def test_an_outline_that_crosses_itself_is_read_as_the_areas_it_encloses(tmp_path):
+    """A hand-drawn bow-tie had stopped the run with a traceback: GEOS's union of it is nothing."""
+    bow_tie = "POLYGON((1005 1995,1021 1979,1021 1995,1005 1979,1005 1995))"  # two triangles meeting at the square's centre
+    found = {(c.window.row, c.window.col): c for c in outlined_chunks(tmp_path, [{"wkt": bow_tie, "label": 1}], cells=8)}
+    assert found[(0, 0)].label == 1 and [c.label for c in found.values()].count(1) == 1
+    assert found[(0, 0)].cells.sum() * 32 ** 2 == pytest.approx(16 * 32 / 2 * 2, rel=1e-3)  # two triangles of half a 32 x 16-px box
+
+
 def test_targets_teach_the_ice_cells_of_icy_examples_and_every_cell_of_ice_free_ones():
     shares = np.zeros((2, 2, 2), np.float32)
     shares[0, 0, 1] = 0.5
