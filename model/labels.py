@@ -2,7 +2,7 @@
 
 import contextlib
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import ogr
@@ -115,27 +115,74 @@ def polygon_window(geometry: ogr.Geometry, geotransform, width: int, height: int
     return ChunkWindow(chunk_id, -1, -1, x0, y0, x1 - x0, y1 - y0)
 
 
-def label_windows(source: RasterSource, labels: Sequence[Dict]) -> List[Tuple[ChunkWindow, int]]:
-    """(pixel window, label) of each labelled polygon over the raster; unlabelled ones left out."""
+@dataclass
+class PolygonLabels:
+    """The label polygons over one image read as chunk windows (``found``: (window, label)), and how many
+    were left out and why, for the log: a geologist's count of labels should add up."""
+    found: List[Tuple[ChunkWindow, int]]
+    without_label: int = 0  # empty, -1 or 'unclear'
+    off_image: int = 0
+    too_small: int = 0  # under 2 px
+    excluded: int = 0  # sharing area with an EXCLUDE polygon
+    repeated: int = 0  # the same chunk labelled again alike: kept once
+    contradictory: int = 0  # chunks labelled both icy and not icy: left out
+
+    def left_out(self) -> str:
+        """"" or "; left out: ..." naming each reason with its count."""
+        reasons = ((self.without_label, "without a label"), (self.off_image, "off the image or on its no-data"), (self.too_small, "under 2 px"),
+                   (self.excluded, "in an exclusion polygon"), (self.repeated, "repeating a chunk labelled alike"),
+                   (self.contradictory, "on chunks labelled both icy and not icy"))
+        said = [f"{count} {why}" for count, why in reasons if count]
+        return f"; left out: {', '.join(said)}" if said else ""
+
+
+def label_windows(source: RasterSource, labels: Sequence[Dict], exclude: Sequence[str] = ()) -> PolygonLabels:
+    """The pixel window and label of each labelled polygon over the raster (polygon_window). Left out:
+    unlabelled polygons, those off the image or under 2 px, those sharing area with an exclusion, and
+    repeats: a chunk labelled twice alike counts once, one labelled both ways not at all."""
     info = source.info
     footprint = _raster_polygon(source)
     usable = [(item, label) for item, label in ((item, parse_label(item.get("label"))) for item in labels) if label is not None]
     if not usable:
         raise LabelError(f"No feature over {info.image_id} has a usable label (1/0, icy/not icy, yes/no). Fill the label field, e.g. with the labelling tools.")
-    found = []
+    reading = PolygonLabels([], without_label=len(labels) - len(usable))
+    excluded = _geometries(exclude)
+    by_window: Dict[Tuple[int, int, int, int], List[int]] = {}
     for index, (item, label) in enumerate(usable):
         geometry = ogr.CreateGeometryFromWkt(item["wkt"])
         if geometry is None or not geometry.Intersects(footprint):
+            reading.off_image += 1
             continue
         window = polygon_window(geometry, info.geotransform, info.width, info.height, index)
-        if window is not None:
-            found.append((window, label))
-    if not found:
-        raise LabelError(
-            f"None of the {len(usable)} labelled polygons lies on image data of {info.image_id}. Check that the label layer belongs to this raster "
-            "(its CRS and extent) and that the polygons are not on the no-data border."
-        )
-    return found
+        if window is None:
+            reading.too_small += 1
+        elif any(_overlap(geometry, shape) > 0 for shape in excluded):
+            reading.excluded += 1
+        else:
+            key = (window.x_off, window.y_off, window.width, window.height)
+            if key not in by_window:
+                reading.found.append((window, label))
+            by_window.setdefault(key, []).append(label)
+    mixed = {key for key, seen in by_window.items() if len(set(seen)) > 1}
+    reading.repeated = sum(len(seen) - 1 for key, seen in by_window.items() if key not in mixed)
+    reading.contradictory = sum(len(by_window[key]) for key in mixed)
+    reading.found = [(window, label) for window, label in reading.found if (window.x_off, window.y_off, window.width, window.height) not in mixed]
+    if not reading.found:
+        raise LabelError(_no_chunk_message(info.image_id, len(usable), reading))
+    return reading
+
+
+def _no_chunk_message(image_id: str, usable: int, reading: PolygonLabels) -> str:
+    if reading.too_small == usable:
+        return (f"All {usable} labelled polygons over {image_id} are under 2 px across, too small to be chunks. With the label layers "
+                "holding chunk polygons (LABEL_MODE=0) each polygon is one chunk, such as a detect output's; for outlines drawn around "
+                "ice patches choose LABEL_MODE=1 (ice-patch outlines).")
+    if reading.excluded and reading.excluded + reading.off_image + reading.too_small == usable:
+        return f"Every labelled polygon over {image_id} lies in an exclusion polygon (EXCLUDE){reading.left_out()}. Leave those chunks out of EXCLUDE, or give other labels."
+    if reading.contradictory:
+        return f"Every chunk labelled over {image_id} is labelled both icy and not icy{reading.left_out()}. Keep one label per chunk (two label layers may cover the same chunks)."
+    return (f"None of the {usable} labelled polygons lies on image data of {image_id}{reading.left_out()}. Check that the label layer belongs to this raster "
+            "(its CRS and extent) and that the polygons are not on the no-data border.")
 
 
 @contextlib.contextmanager
@@ -183,49 +230,62 @@ def label_side(rasters: Sequence[Dict]) -> Optional[int]:
     for entry in rasters:
         if entry.get("labels"):
             with RasterSource(entry["path"], int(entry.get("band", 0))) as source:
-                windows.extend(window for window, _ in label_windows(source, entry["labels"]))
+                windows.extend(window for window, _ in label_windows(source, entry["labels"], entry.get("exclude", ())).found)
     return typical_side(windows) if windows else None
 
 
-def tuned_chunk_size(given: int, label_side: Optional[int], base_chunk_size: Optional[int], default: int, reporter) -> int:
+# Label polygons smaller than this share of the network's input, their size taken as the chunk size, are
+# taken for outlines given in the wrong mode: each pixel would fill four input pixels or more.
+SMALLEST_LABEL_SHARE = 0.25
+
+
+def tuned_chunk_size(given: int, label_side: Optional[int], base_chunk_size: Optional[int], default: int, reporter, input_size: int = 0) -> int:
     """The chunk size to train at: CHUNK_SIZE when given (> 0), else the label polygons' size, else
-    the base model's, else the default; logs what happens when labels or base model differ from it."""
+    the base model's, else the default; logs it, where it came from, and what happens when labels or
+    base model differ from it. Label polygons far smaller than the input (SMALLEST_LABEL_SHARE), with
+    no CHUNK_SIZE given, are refused: outlines drawn around ice, given as chunks."""
+    if not given and label_side and label_side < SMALLEST_LABEL_SHARE * input_size:
+        raise LabelError(
+            f"The label polygons are {label_side} px across, too small to be chunks: the network would read each at its {input_size}-px input. "
+            "With the label layers holding chunk polygons (LABEL_MODE=0) each polygon is one chunk, such as a detect output's; for outlines "
+            "drawn around ice patches choose LABEL_MODE=1 (ice-patch outlines), or set CHUNK_SIZE to train at chunks this small all the same."
+        )
     size = given or label_side or base_chunk_size or default
+    source = "CHUNK_SIZE" if given else "the label polygons' size" if label_side else "the base model's" if base_chunk_size else "the default"
     check_grid_parameters(size, size, 0.0)
-    notes = []
+    notes = [f"training at {size}-px chunks ({source})"]
     if label_side and label_side != size:
         how = (f"each is read as detect reads a {label_side}-px edge of a {size}-px chunk (the rest of the input is no-data)" if label_side < size
                else f"each is read whole and shrunk to the input, coarser than detect's {size}-px chunks")
         notes.append(f"labels are {label_side}-px chunks but CHUNK_SIZE is {size}: {how}; set CHUNK_SIZE to {label_side} (or 0) to train at the labels' size")
-    elif label_side:
-        notes.append(f"labels are {label_side}-px chunks")
     if base_chunk_size and base_chunk_size != size:
         notes.append(f"the model was trained at {base_chunk_size} px; it is tuned at {size} px and records chunk_size {size}, so detect uses {size} by default")
-    if (label_side and label_side != size) or (base_chunk_size and base_chunk_size != size):
-        reporter.log("; ".join(notes))
+    reporter.log("; ".join(notes))
     return size
 
 
-def chunks_from_polygons(source: RasterSource, labels: Sequence[Dict], chunk_size: int, input_size: int, normalisation: Dict) -> List[LabelledChunk]:
+def chunks_from_polygons(source: RasterSource, labels: Sequence[Dict], chunk_size: int, input_size: int, normalisation: Dict, exclude: Sequence[str] = (),
+                         log: Callable[[str], None] = None) -> List[LabelledChunk]:
     """Mode (a): each labelled polygon (e.g. a filled detect output) is one chunk, read at its pixel
     footprint exactly as detect reads a chunk of chunk_size: a polygon of chunk_size px fills the input,
-    a smaller one (an edge chunk) keeps the scale and is padded with no-data."""
+    a smaller one (an edge chunk) keeps the scale and is padded with no-data. Those sharing area with an
+    ``exclude`` polygon are left out; ``log`` hears what was left out and why (PolygonLabels)."""
     from .preprocess import normalise, to_uint8
 
     info = source.info
     samples = []
-    windows = label_windows(source, labels)
-    for window, label in windows:
+    reading = label_windows(source, labels, exclude)
+    for window, label in reading.found:
         # A polygon larger than a chunk is read whole, shrunk to the network's input.
         data, valid = source.read_chunk(window, max(chunk_size, window.width, window.height), input_size)
         if not valid.any():
+            reading.off_image += 1
             continue
         samples.append(LabelledChunk(info.image_id, window, label, to_uint8(normalise(data, valid, normalisation))))
     if not samples:
-        raise LabelError(
-            f"None of the {len(windows)} labelled polygons lies on image data of {info.image_id}. Check that the label layer belongs to this raster "
-            "(its CRS and extent) and that the polygons are not on the no-data border."
-        )
+        raise LabelError(_no_chunk_message(info.image_id, len(labels) - reading.without_label, reading))
+    if log is not None and reading.left_out():
+        log(f"{info.image_id}: {len(labels)} label polygons{reading.left_out()}")
     return samples
 
 

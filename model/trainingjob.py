@@ -127,7 +127,7 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
                 reporter.log(f"{info.image_id}: no labels over this image, skipped")
                 continue
             if mode == "chunks":
-                found = chunks_from_polygons(source, entry["labels"], options.chunk_size, options.input_size, normalisation)
+                found = chunks_from_polygons(source, entry["labels"], options.chunk_size, options.input_size, normalisation, entry.get("exclude", []), reporter.log)
             else:
                 found = chunks_from_outlines(source, entry["labels"], entry.get("exclude", []), options.chunk_size, options.input_size, float(job.get("min_valid", DEFAULT_MIN_VALID)),
                                              normalisation, cells)
@@ -187,7 +187,7 @@ def run_job(job: Dict, reporter: Reporter = None) -> Dict:
     with north_up_rasters(job["rasters"], reporter.log) as rasters:
         seen = dict(job, rasters=rasters)
         label_size = label_side(seen["rasters"]) if mode == "chunks" else None
-        options.chunk_size = tuned_chunk_size(options.chunk_size, label_size, base[1]["chunk_size"] if base else None, TrainOptions.chunk_size, reporter)
+        options.chunk_size = tuned_chunk_size(options.chunk_size, label_size, base[1]["chunk_size"] if base else None, TrainOptions.chunk_size, reporter, options.input_size)
         chunks = collect_job_chunks(seen, options, normalisation, reporter, options.unlabelled if base else 0.0, _score_map_cells(mode, options, base, reporter))
     options.extra_metadata = {"data": chunks.provenance}
     outcome = train_arrays(chunks.images, chunks.labels, chunks.groups, options, reporter, base, replay=replay, unlabelled=chunks.unlabelled, cells=chunks.cells,

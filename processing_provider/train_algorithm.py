@@ -61,6 +61,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
     EXCLUDE = "EXCLUDE"
     BASE_MODEL = "BASE_MODEL"
     CHUNK_SIZE = "CHUNK_SIZE"
+    BAND = "BAND"
     INPUT_SIZE = "INPUT_SIZE"
     EPOCHS = "EPOCHS"
     BATCH_SIZE = "BATCH_SIZE"
@@ -90,8 +91,11 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             "or an outline whose label is -1 or 'unclear'; an outline with an empty label is ice, one labelled 0 none), "
             "and the outlines also teach the network where in each chunk the ice lies, which a round learns more from. "
             "<b>Label field</b>: 1 / 0, icy / not icy or yes / no; NULL, -1 or 'unclear' leave a chunk out (as the paper left out "
-            "its unclear chunks).</p>"
-            "<p><b>Rasters</b> and <b>label layers</b> take several layers; in qgis_process give them as RASTERS=a.tif;b.tif or as "
+            "its unclear chunks). A chunk polygon given twice counts once; one labelled both icy and not icy (two label layers over "
+            "the same chunks) is left out, and the log counts what was left out and why. <b>Exclusion polygons</b> (optional): chunk "
+            "polygons sharing area with them are left out, and in outline mode every grid chunk touching them.</p>"
+            "<p><b>Band</b> (advanced): the band to read, as detect's BAND; 0 reads a single band, or the mean of the colour bands. "
+            "<b>Rasters</b> and <b>label layers</b> take several layers; in qgis_process give them as RASTERS=a.tif;b.tif or as "
             "repeated RASTERS=a.tif RASTERS=b.tif.</p>"
             "<p><b>Base model</b> (optional): fine-tune an existing model (its input size and normalisation are kept) at a lower "
             "learning rate with a warm-up, its batch-norm statistics kept, the examples it carries replayed in every epoch (three for "
@@ -135,13 +139,14 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 self.LABEL_MODE, self.tr("The label layers hold"), [self.tr("chunk polygons (e.g. a filled detect output)"), self.tr("ice-patch outlines")], defaultValue=0
             )
         )
-        self.addParameter(LayerListParameter(self.EXCLUDE, self.tr("Exclusion polygons (outline mode)"), QgsProcessing.SourceType.TypeVectorPolygon, optional=True))
+        self.addParameter(LayerListParameter(self.EXCLUDE, self.tr("Exclusion polygons (chunks there are left out)"), QgsProcessing.SourceType.TypeVectorPolygon, optional=True))
         self.addParameter(QgsProcessingParameterFile(self.BASE_MODEL, self.tr("Continue training this model (optional)"), QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter=MODEL_FILTER))
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.CHUNK_SIZE, self.tr("Chunk size (pixels; 0 = the label polygons' size, else the base model's or 1024)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0
             )
         )
+        self._advanced(QgsProcessingParameterNumber(self.BAND, self.tr("Band (0 = automatic; the band you detected on)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
         self._advanced(QgsProcessingParameterNumber(self.INPUT_SIZE, self.tr("Network input size (pixels)"), QgsProcessingParameterNumber.Type.Integer, 256, minValue=32))
         self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs (0 = 30 from scratch, 10 when fine-tuning)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"), QgsProcessingParameterNumber.Type.Integer, 25, minValue=1))
@@ -269,11 +274,11 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             raise QgsProcessingException(str(exc)) from None
 
     def processAlgorithm(self, parameters, context, feedback):
-        parameters = self.split_layer_lists(parameters)
+        parameters = self.as_meant(parameters)
         self.warn_of_cut_field_names(parameters, feedback)
         # Outputs first: an unwritable folder must not be found after reading every label and training.
         output_model, report = self._output_files(parameters, context, feedback)
-        rasters = self.parameterAsLayerList(parameters, self.RASTERS, context)
+        rasters = self._distinct(self.parameterAsLayerList(parameters, self.RASTERS, context), feedback)
         label_layers = self.parameterAsLayerList(parameters, self.LABELS, context)
         if not rasters:
             raise QgsProcessingException("Choose at least one HiRISE raster (RASTERS) that the labels belong to.")
@@ -286,7 +291,8 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         base_model = self._checked_base_model(parameters, context, feedback)
         widths = self._widths(self.parameterAsString(parameters, self.WIDTHS, context))
         exclude_layers = self.parameterAsLayerList(parameters, self.EXCLUDE, context)
-        entries = self._raster_entries(rasters, label_layers, exclude_layers, indices, mode, label_field, context, feedback)
+        band = self._checked_band(rasters, self.parameterAsInt(parameters, self.BAND, context))
+        entries = self._raster_entries(rasters, band, label_layers, exclude_layers, indices, mode, label_field, context, feedback)
 
         job = dict(self._training_settings(parameters, context), rasters=entries, label_mode=mode, base_model=base_model or None, widths=widths,
                    output_model=output_model, report=report)
@@ -308,14 +314,15 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         return results
 
     def _output_files(self, parameters, context, feedback):
-        """(the model file, the report), both checked writable before anything is read."""
-        output_model = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+        """(the model file, the report), absolute (the worker runs in the plugin folder: a relative name had put the
+        model there), both checked writable before anything is read."""
+        output_model = os.path.abspath(self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context))
         if not output_model.lower().endswith(modelfile.EXTENSION):
             # Detect and the model settings take only .hiriseice files.
             output_model += modelfile.EXTENSION
             feedback.pushInfo(f"OUTPUT_MODEL: written as {output_model} (a model file's name ends in {modelfile.EXTENSION}, or Detect would not take it)")
         # Without REPORT (qgis_process, batch) the guard's report is still written, to a temporary file.
-        report = self.parameterAsFileOutput(parameters, self.REPORT, context) or QgsProcessingUtils.generateTempFilename("training_report.html")
+        report = os.path.abspath(self.parameterAsFileOutput(parameters, self.REPORT, context) or QgsProcessingUtils.generateTempFilename("training_report.html"))
         self._check_destination(output_model, "OUTPUT_MODEL")
         self._check_destination(report, "REPORT")
         return output_model, report
@@ -337,9 +344,10 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         return indices
 
     def _checked_base_model(self, parameters, context, feedback):
-        """BASE_MODEL's path ('' when training from scratch), its file read before the worker starts."""
+        """BASE_MODEL's absolute path ('' when training from scratch), its file read before the worker starts."""
         base_model = self.parameterAsFile(parameters, self.BASE_MODEL, context)
         if base_model:
+            base_model = os.path.abspath(base_model)
             try:
                 base_metadata = modelfile.read_metadata(base_model, self.BASE_MODEL)
             except errors.EngineError as exc:
@@ -349,7 +357,29 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 feedback.pushWarning(f"NETWORK is for training from scratch: the base model's own network ({base_metadata['architecture'].get('name')}) is kept.")
         return base_model
 
-    def _raster_entries(self, rasters, label_layers, exclude_layers, indices, mode, label_field, context, feedback):
+    @staticmethod
+    def _distinct(rasters, feedback):
+        """RASTERS with each file once: a raster given twice had trained on every chunk of it twice."""
+        seen, distinct = set(), []
+        for layer in rasters:
+            key = os.path.normcase(os.path.abspath(layer.source())) if os.path.exists(layer.source()) else layer.source()
+            if key in seen:
+                feedback.pushWarning(f"'{layer.name()}' is given more than once in RASTERS; it is read once.")
+                continue
+            seen.add(key)
+            distinct.append(layer)
+        return distinct
+
+    @staticmethod
+    def _checked_band(rasters, band: int) -> int:
+        for layer in rasters:
+            if band > layer.bandCount():
+                raise QgsProcessingException(
+                    f"Band {band} does not exist in '{layer.name()}', which has {layer.bandCount()} band(s). Choose 1..{layer.bandCount()}, or 0 for automatic."
+                )
+        return band
+
+    def _raster_entries(self, rasters, band, label_layers, exclude_layers, indices, mode, label_field, context, feedback):
         """The job's rasters, each with the label and exclusion geometries over it in its CRS; a
         raster without labels is left out with a warning, and none left is an error that says why."""
         entries, empty = [], []
@@ -377,7 +407,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 feedback.pushWarning(f"{why} '{raster_layer.name()}'; it is left out of training.")
                 continue
             feedback.pushInfo(f"'{raster_layer.name()}': {len(labels)} label feature(s) over it ({filled} with a value), {len(exclude)} exclusion polygon(s)")
-            entries.append({"path": raster_path_for_worker(raster_layer, context, feedback), "band": 0, "labels": labels, "exclude": exclude})
+            entries.append({"path": raster_path_for_worker(raster_layer, context, feedback), "band": band, "labels": labels, "exclude": exclude})
         if entries:
             return entries
         names = ", ".join(f"'{name}'" for name, _ in empty)

@@ -70,6 +70,33 @@ def test_training_and_detection_read_identical_arrays(tmp_path, chunk_size, inpu
         assert np.array_equal(fed_in_training, network_input(scored.data, scored.valid, DEFAULT_NORMALISATION))
 
 
+def test_every_label_polygon_left_out_is_counted_with_its_reason(tmp_path):
+    """A geologist's count of labels should add up: 25 chunks went in where 32 had a value, and a chunk
+    labelled both ways (two label layers over the same grid) trained as both."""
+    raster = helpers.generate_raster(tmp_path, name="grid.tif", width=4 * SMALL, height=4 * SMALL, seed=3)
+    items = helpers.chunk_labels(raster, SMALL, lambda r, c: (r + c) % 2)  # 16 chunks
+    gt = raster.geotransform
+    extra = [dict(items[0]), dict(items[1], label=1 - items[1]["label"]), dict(items[1]),  # a repeat; chunk 1 labelled both ways, thrice
+             {"wkt": helpers.window_wkt(gt, 40, 40, 1, 1), "label": 1},  # a 1-px box
+             {"wkt": helpers.window_wkt(gt, 10 * SMALL, 0, SMALL, SMALL), "label": 0},  # off the image
+             {"wkt": items[2]["wkt"], "label": "unclear"}, {"wkt": items[3]["wkt"], "label": None}]
+    exclusion = helpers.window_wkt(gt, 3 * SMALL + 4, 3 * SMALL + 4, 8, 8)  # inside the last chunk; its neighbours touch it only
+    said = []
+    with RasterSource(raster.path) as source:
+        read = labels.chunks_from_polygons(source, items + extra, SMALL, 16, DEFAULT_NORMALISATION, [exclusion], said.append)
+    assert len(read) == 16 - 2  # chunk 1 (both ways) and the excluded one
+    assert said == ["grid: 23 label polygons; left out: 2 without a label, 1 off the image or on its no-data, 1 under 2 px, 1 in an exclusion polygon, "
+                    "1 repeating a chunk labelled alike, 3 on chunks labelled both icy and not icy"], said
+
+
+def test_label_polygons_all_too_small_for_chunks_are_said_to_be_outlines_in_the_wrong_mode(tmp_path):
+    raster = helpers.generate_raster(tmp_path, name="grid.tif", width=4 * SMALL, height=4 * SMALL, seed=3)
+    boxes = [{"wkt": helpers.window_wkt(raster.geotransform, 10 * i, 10, 1, 1), "label": i % 2} for i in range(1, 6)]
+    with RasterSource(raster.path) as source, pytest.raises(LabelError, match=r"All 5 labelled polygons over grid are under 2 px across, too small to be chunks\. "
+                                                                               r".*choose LABEL_MODE=1 \(ice-patch outlines\)\.$"):
+        labels.chunks_from_polygons(source, boxes, SMALL, 16, DEFAULT_NORMALISATION)
+
+
 def test_a_chunk_polygon_on_a_rotated_raster_is_read_at_its_pixel_footprint(tmp_path):
     """The old reading took the polygon's map-space envelope: on a raster rotated 30 degrees a 64-px chunk became 87 px."""
     gt = rotated_geotransform()
@@ -91,27 +118,38 @@ def test_typical_side_is_the_detect_chunk_size():
 @pytest.mark.parametrize(
     "given, label_side, base, expected, words",
     [
-        (0, 256, 1024, 256, "labels are 256-px chunks; the model was trained at 1024 px; it is tuned at 256 px and records chunk_size 256, so detect uses 256 by default"),
-        (256, 256, 1024, 256, "labels are 256-px chunks; the model was trained at 1024 px; it is tuned at 256 px"),
-        (1024, 256, 1024, 1024, "labels are 256-px chunks but CHUNK_SIZE is 1024: each is read as detect reads a 256-px edge of a 1024-px chunk"),
-        (128, 256, None, 128, "labels are 256-px chunks but CHUNK_SIZE is 128: each is read whole and shrunk to the input"),
-        (0, None, 512, 512, None),  # outlines, continuing: the base's size
-        (0, 64, 64, 64, None),
-        (0, None, None, 1024, None),  # outlines from scratch: the paper's
+        (0, 256, 1024, 256, "training at 256-px chunks (the label polygons' size); the model was trained at 1024 px; it is tuned at 256 px and records "
+                            "chunk_size 256, so detect uses 256 by default"),
+        (256, 256, 1024, 256, "training at 256-px chunks (CHUNK_SIZE); the model was trained at 1024 px; it is tuned at 256 px"),
+        (1024, 256, 1024, 1024, "training at 1024-px chunks (CHUNK_SIZE); labels are 256-px chunks but CHUNK_SIZE is 1024: each is read as detect reads a "
+                                "256-px edge of a 1024-px chunk"),
+        (128, 256, None, 128, "training at 128-px chunks (CHUNK_SIZE); labels are 256-px chunks but CHUNK_SIZE is 128: each is read whole and shrunk to the input"),
+        (0, None, 512, 512, "training at 512-px chunks (the base model's)"),  # outlines, continuing
+        (0, 64, 64, 64, "training at 64-px chunks (the label polygons' size)"),
+        (0, None, None, 1024, "training at 1024-px chunks (the default)"),  # outlines from scratch: the paper's
+        (8, 8, None, 8, "training at 8-px chunks (CHUNK_SIZE)"),  # small chunks, asked for
     ],
 )
 def test_the_chunk_size_tuned_at_and_what_the_log_says(given, label_side, base, expected, words):
     reporter = Recorder()
-    assert labels.tuned_chunk_size(given, label_side, base, 1024, reporter) == expected
-    if words is None:
-        assert reporter.lines == []
-    else:
-        assert len(reporter.lines) == 1 and reporter.lines[0].startswith(words), reporter.lines
+    assert labels.tuned_chunk_size(given, label_side, base, 1024, reporter, 128) == expected
+    assert len(reporter.lines) == 1 and reporter.lines[0].startswith(words), reporter.lines
+    if "CHUNK_SIZE is" not in words and "trained at" not in words:
+        assert reporter.lines[0] == words
 
 
 def test_a_chunk_size_below_8_px_is_refused():
     with pytest.raises(RasterError, match="too small; use at least 8"):
-        labels.tuned_chunk_size(0, 5, None, 1024, Recorder())
+        labels.tuned_chunk_size(5, 5, None, 1024, Recorder(), 128)
+
+
+def test_label_polygons_far_smaller_than_the_input_are_taken_for_outlines_in_the_wrong_mode():
+    """8-px boxes (outlines given as chunk polygons) had trained a model at 8-px chunks without a word,
+    which detect then used on 32,896 chunks of a small scene."""
+    with pytest.raises(LabelError, match=r"The label polygons are 8 px across, too small to be chunks: the network would read each at its 128-px input\. "
+                                         r".*choose LABEL_MODE=1 \(ice-patch outlines\), or set CHUNK_SIZE"):
+        labels.tuned_chunk_size(0, 8, None, 1024, Recorder(), 128)
+    assert labels.tuned_chunk_size(0, 32, None, 1024, Recorder(), 128) == 32  # a quarter of the input: chunks still
 
 
 # --- replay and the guard's rules (no TensorFlow) ---------------------------------------------
@@ -400,7 +438,8 @@ def failed(finetune_runs, case):
 
 def test_tuned_at_the_label_chunks_size_and_recorded(finetune_runs):
     run = succeeded(finetune_runs, "tuned")
-    assert "labels are 32-px chunks; the model was trained at 64 px; it is tuned at 32 px and records chunk_size 32, so detect uses 32 by default" in logs(run)
+    assert ("training at 32-px chunks (the label polygons' size); the model was trained at 64 px; it is tuned at 32 px and records chunk_size 32, "
+            "so detect uses 32 by default") in logs(run)
     metadata = modelfile.read_metadata(str(finetune_runs["folder"] / "tuned.hiriseice"))
     assert (metadata["chunk_size"], metadata["input_size"], metadata["base_model"]["chunk_size"]) == (SMALL, helpers.TINY_INPUT_SIZE, CHUNK)
 
@@ -506,7 +545,7 @@ def test_unlabelled_chunks_never_overlap_a_label(tmp_path):
     raster = helpers.generate_raster(tmp_path, name="grid.tif", width=4 * SMALL, height=4 * SMALL, seed=3)
     items = helpers.chunk_labels(raster, SMALL, lambda r, c: 1 if r == c else None)
     with RasterSource(raster.path) as source:
-        labelled = [window for window, _ in label_windows(source, items)]
+        labelled = [window for window, _ in label_windows(source, items).found]
         drawn = unlabelled_chunks(source, labelled, SMALL, 16, 0.5, DEFAULT_NORMALISATION, 100, np.random.default_rng(0))
         assert len(drawn) == 12 and all(image.shape == (16, 16) and image.dtype == np.uint8 for image in drawn)
         assert len(unlabelled_chunks(source, labelled, SMALL, 16, 0.5, DEFAULT_NORMALISATION, 5, np.random.default_rng(0))) == 5
@@ -545,7 +584,7 @@ def test_the_small_raster_advice_can_be_followed(finetune_runs):
     assert "narrow is 60 x 120 px, smaller than one 64-px chunk. Use a larger image or a smaller CHUNK_SIZE." in error["message"]
     run = succeeded(finetune_runs, "narrow at 20 px")  # the same base model, CHUNK_SIZE 20 honoured
     assert modelfile.read_metadata(str(finetune_runs["folder"] / "narrow20.hiriseice"))["chunk_size"] == 20
-    assert any(m.startswith("labels are 20-px chunks; the model was trained at 64 px; it is tuned at 20 px") for m in logs(run))
+    assert any(m.startswith("training at 20-px chunks (CHUNK_SIZE); the model was trained at 64 px; it is tuned at 20 px") for m in logs(run))
 
 
 def test_a_validation_set_of_one_class_stops_the_run(finetune_runs):

@@ -124,8 +124,9 @@ def labelled_geographic(qgis_app, detected, training_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def chunk_trained(qgis_app, labelled_geographic, training_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("train_chunks")
-    # OUTPUT_MODEL without its extension, as a name typed in qgis_process: written as model.hiriseice
-    results = train(folder, [training_data.raster.path], [labelled_geographic], HISTORY=str(folder / "history.gpkg"), OUTPUT_MODEL=str(folder / "model"))
+    # OUTPUT_MODEL without its extension, as a name typed in qgis_process: written as model.hiriseice; the raster given
+    # twice (read once) and its band named, as detect's BAND
+    results = train(folder, [training_data.raster.path] * 2, [labelled_geographic], HISTORY=str(folder / "history.gpkg"), OUTPUT_MODEL=str(folder / "model"), BAND=1)
     return dict(results=results, folder=folder, metadata=modelfile.read_metadata(results["OUTPUT_MODEL"]), job=job_of(results))
 
 
@@ -144,7 +145,9 @@ def test_chunk_labels_from_a_reprojected_detect_output(chunk_trained, training_d
     # The labels reached the worker in the raster's CRS, on the chunks they were drawn on.
     job = chunk_trained["job"]
     assert job["label_mode"] == "chunks" and len(job["rasters"]) == 1
+    assert "'train_scene' is given more than once in RASTERS; it is read once." in chunk_trained["results"]["_feedback"].warnings
     entry = job["rasters"][0]
+    assert entry["band"] == 1
     assert entry["path"] == training_data.raster.path and len(entry["labels"]) == 36
     expected = {}
     for r in range(6):
@@ -383,6 +386,11 @@ def test_an_unwritable_model_folder_fails_before_anything_is_read(qgis_app, trai
     assert message.splitlines()[-1] == (f"OUTPUT_MODEL cannot be written to {a_file / 'm.hiriseice'}: {a_file} is a file, not a folder. "
                        "Choose another destination; nothing was run or written.")
     assert feedback.text.count("cannot be written") == 1 and not feedback.commands  # processing.run's report of the refusal; no worker started
+
+
+def test_a_band_the_raster_lacks_is_refused_before_the_worker(qgis_app, labelled_geographic, training_data, tmp_path):
+    check_failed(tmp_path, ["Band 3 does not exist in 'train_scene', which has 1 band(s). Choose 1..1, or 0 for automatic."],
+                 RASTERS=[training_data.raster.path], LABELS=[labelled_geographic], BAND=3)
 
 
 def test_a_corrupt_base_model_is_named_base_model(qgis_app, labelled_geographic, training_data, tmp_path):

@@ -236,7 +236,8 @@ def test_retraining_continues_the_base_model(tiny_model, training_data, worker_p
     run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job)).check()
     logs = [m["message"] for m in run.messages if m["type"] == "log"]
     assert any(m.startswith("continuing from tiny-test-model") and "after its 2 epochs (without a replay set)" in m for m in logs), logs
-    assert not [m for m in logs if "px chunks" in m and "CHUNK_SIZE" in m]  # labels, base and CHUNK_SIZE agree: nothing to say
+    assert "training at 64-px chunks (the label polygons' size)" in logs  # labels and base agree: nothing more to say
+    assert not [m for m in logs if "CHUNK_SIZE is" in m or "the model was trained at" in m]
     history = run.result["history"]
     assert [row["epoch"] for row in history] == [1, 2]  # numbered for this run; the base's 2 epochs are in the metadata
     assert all(set(row) == HISTORY_KEYS for row in history)
