@@ -3,6 +3,7 @@ profile), and qgis_process with the plugin installed but no worker set up."""
 
 import os
 import re
+import shutil
 
 import pytest
 
@@ -63,9 +64,11 @@ def test_run_detect_writes_a_styled_geopackage(tiny_model, scene):
 
 
 def test_category_rule_reaches_the_worker_and_the_summary(tiny_model, scene, tmp_path):
+    """Given by the number qgis_process's help offers for it ("Number of selected option"), which QGIS alone refuses."""
     gpkg = tmp_path / "conservative.gpkg"
     done = qs.qgis_process(
-        "run", "hiriseice:detect", "--", f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", "CATEGORY_RULE=conservative",
+        "run", "hiriseice:detect", "--", f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64",
+        f"CATEGORY_RULE={list(rules.CATEGORY_RULES).index('conservative')}",
         f"OUTPUT={qs.gpkg_destination(gpkg, 'chunks')}", f"SUMMARY={qs.gpkg_destination(gpkg, 'summary')}", f"REPORT={tmp_path / 'r.html'}",
     )
     assert done.returncode == 0, done.stdout[-3000:]
@@ -112,6 +115,30 @@ def test_a_number_out_of_range_or_an_unknown_option_is_told_what_it_takes(tiny_m
     assert ("LABEL_MODE (The label layers hold) is '2'; give one of 0 (chunk polygons (e.g. a filled detect output)); 1 (ice-patch outlines) (default 0)."
             in done.stdout), done.stdout[-3000:]
     assert not output.exists()
+
+
+def test_train_writes_relative_names_in_the_folder_it_was_started_in(tiny_model, training_data, tmp_path):
+    """The worker runs in the plugin folder: a relative OUTPUT_MODEL had landed there (which a plugin update
+    replaces), and a relative BASE_MODEL that QGIS had read was missing to the worker."""
+    from osgeo import ogr, osr
+
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp_path / "labels.gpkg"))
+    layer = source.CreateLayer("labels", osr.SpatialReference(wkt=training_data.raster.crs_wkt), ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("label", ogr.OFTInteger))
+    for item in training_data.labels:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(item["wkt"]))
+        if item["label"] in (0, 1):
+            feature.SetField("label", int(item["label"]))
+        layer.CreateFeature(feature)
+    source = None
+    (tmp_path / "models").mkdir()
+    shutil.copyfile(tiny_model.path, tmp_path / "models" / "base.hiriseice")
+    done = qs.qgis_process("run", "hiriseice:train", "--", f"RASTERS={training_data.raster.path}", "LABELS=labels.gpkg", "BASE_MODEL=models/base.hiriseice",
+                           "EPOCHS=1", "OUTPUT_MODEL=tuned.hiriseice", "REPORT=tuned.html", "HISTORY=history.gpkg", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert {"tuned.hiriseice", "tuned.html", "history.gpkg"} <= set(os.listdir(tmp_path)), os.listdir(tmp_path)
+    assert not (qs.REPO_ROOT / "tuned.hiriseice").exists() and not (qs.REPO_ROOT / "tuned.html").exists()
 
 
 # --- installed without scripts/install -------------------------------------------------------------
