@@ -275,7 +275,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         replace a file the run reads (check_no_input_replaced) or another output (check_outputs_apart), no layer may go to a format of
         Earth coordinates only (check_vector_formats), and every file output must be writable
         (destinations.check_writable), so that no run works for minutes and then fails to write."""
-        parameters = self.split_layer_lists(parameters)
+        parameters = self.as_meant(parameters)
         unknown = self.unknown_parameter_message(parameters)
         if unknown:
             return False, unknown
@@ -302,16 +302,22 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
             return False, str(exc)
         return True, ""
 
-    def split_layer_lists(self, parameters) -> Dict:
-        """'a.tif;b.tif' given to a multiple-layer parameter as the list it means: qgis_process hands
-        RASTERS=a.tif;b.tif over as one string, which QGIS 3.22 reads as a single (missing) layer.
-        processAlgorithm calls it too (QGIS hands it the parameters as they were given)."""
-        split = dict(parameters)
+    def as_meant(self, parameters) -> Dict:
+        """The parameters as the user meant them, which QGIS 3.22 would misread: 'a.tif;b.tif' given to a
+        multiple-layer parameter is the list it means (qgis_process hands RASTERS=a.tif;b.tif over as one
+        string, which QGIS reads as a single, missing, layer), and an option's number given to an option
+        list of names is that name (qgis_process's help offers "CATEGORY_RULE=1", which QGIS refuses, and
+        parameterAsEnumString would read as the default). processAlgorithm calls it too (QGIS hands it the
+        parameters as they were given)."""
+        meant = dict(parameters)
         for definition in self.parameterDefinitions():
-            value = split.get(definition.name())
+            value = meant.get(definition.name())
             if isinstance(definition, QgsProcessingParameterMultipleLayers) and isinstance(value, str) and ";" in value:
-                split[definition.name()] = [part.strip() for part in value.split(";") if part.strip()]
-        return split
+                meant[definition.name()] = [part.strip() for part in value.split(";") if part.strip()]
+            elif isinstance(definition, QgsProcessingParameterEnum) and definition.usesStaticStrings() and not isinstance(value, bool) \
+                    and str(value).strip().isdigit() and int(str(value).strip()) < len(definition.options()) and value not in definition.options():
+                meant[definition.name()] = definition.options()[int(str(value).strip())]
+        return meant
 
     def check_no_input_replaced(self, parameters, context) -> None:
         """No output may be named on a file this run reads (destinations.check_not_an_input): the

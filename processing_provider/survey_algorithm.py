@@ -103,7 +103,7 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.SKIPPED, self.tr("Images skipped (done before with this model)")))
 
     def processAlgorithm(self, parameters, context, feedback):
-        parameters = self.split_layer_lists(parameters)
+        parameters = self.as_meant(parameters)
         rasters = self.raster_paths(parameters, context) + self.footprint_paths(parameters, context, feedback)
         model_path, metadata = checked_model(self.parameterAsFile(parameters, self.MODEL, context))
         feedback.pushInfo(f"Model: {modelfile.describe(metadata)} from {model_path}")
