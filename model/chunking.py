@@ -4,7 +4,7 @@ import contextlib
 import functools
 import os
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 from osgeo import gdal
@@ -53,10 +53,11 @@ def gap_warning(chunk_size: int, stride: int) -> str:
 
 
 def iter_chunks(source: RasterSource, chunk_size: int, stride: int, min_valid: float, input_size: int = MASK_SIZE, mosaic: Optional[ValidityMosaic] = None,
-                readers: int = 1) -> Iterator[ChunkSample]:
+                readers: int = 1, passed: Optional[Callable[[ChunkWindow], None]] = None) -> Iterator[ChunkSample]:
     """Every chunk whose central region is at least min_valid valid, in grid order; every chunk
-    read, kept or not, pastes its validity into the mosaic if one is given. With readers > 1,
-    that many threads read ahead, each through its own handle (raster.read_in_order)."""
+    read, kept or not, pastes its validity into the mosaic if one is given, and ``passed`` hears of
+    each one left out (a long stretch of no-data is progress too). With readers > 1, that many
+    threads read ahead, each through its own handle (raster.read_in_order)."""
     check_grid_parameters(chunk_size, stride, min_valid)
     info = source.info
     windows = list(chunk_grid(info.width, info.height, chunk_size, stride))
@@ -69,6 +70,8 @@ def iter_chunks(source: RasterSource, chunk_size: int, stride: int, min_valid: f
             whole, centre = valid_fractions(valid, (used_height, used_width), CENTRE_FRACTION)
             if centre >= min_valid and whole > 0:
                 yield ChunkSample(window, whole, centre, data, valid)
+            elif passed is not None:
+                passed(window)
 
 
 def _read_chunk(source: RasterSource, chunk_size: int, input_size: int, window: ChunkWindow):

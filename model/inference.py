@@ -62,6 +62,9 @@ RESCORE_FROM = 0.1
 # and a patch they cut can light a cell or two while every tile's mean stays low (a caster patch
 # on a tile corner: the chunk's map mean 0.06, cells by the corner 0.5-0.9, alone 1.00).
 RESCORE_PEAK = 0.5
+# Through a long stretch of no-data (a sparse mosaic) the reader still says how far it got this often:
+# the client acts on cancel at a progress line, and a worker whose client has gone stops at its next line.
+PASSED_PROGRESS_SECONDS = 1.0
 
 
 @dataclass
@@ -297,6 +300,10 @@ class MapChunks:
         return self.kept, len(self.again)
 
 
+class _ReadingStopped(Exception):
+    """Scoring has stopped: the reader thread ends."""
+
+
 def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, architecture, options, reporter, mosaic, readers):
     """Each chunk read and scored alone; its score map kept too where a probability raster is wanted."""
     want_map = bool(options.probability_raster)
@@ -315,11 +322,25 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
     failure: List[BaseException] = []
     stop = threading.Event()
 
+    said_at = [time.monotonic()]
+
+    def passed(window):
+        """A chunk left out (no-data): the grid's progress, at most once a PASSED_PROGRESS_SECONDS; the
+        reading stops here too when scoring has (cancel, a failure), not after the stretch."""
+        if stop.is_set():
+            raise _ReadingStopped()
+        if time.monotonic() - said_at[0] >= PASSED_PROGRESS_SECONDS:
+            said_at[0] = time.monotonic()
+            try:
+                batches.put_nowait(window.chunk_id + 1)
+            except queue.Full:  # batches are waiting: their progress is said
+                pass
+
     def read_batches():
         try:
             with RasterSource(raster_path, options.band) as reader:
                 batch = []
-                for sample in iter_chunks(reader, chunk_size, stride, options.min_valid, input_size, mosaic, readers):
+                for sample in iter_chunks(reader, chunk_size, stride, options.min_valid, input_size, mosaic, readers, passed):
                     if stop.is_set():
                         return
                     batch.append((sample.window, sample.valid_fraction, sample.centre_valid_fraction, network_input(sample.data, sample.valid, metadata["normalisation"]), sample.valid))
@@ -328,6 +349,8 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
                         batch = []
                 if batch:
                     batches.put(batch)
+        except _ReadingStopped:
+            pass
         except BaseException as exc:  # handed to the main thread, which reports it
             failure.append(exc)
         finally:
@@ -337,11 +360,16 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
     reader_thread.start()
     chunks: List[Dict] = []
     network_seconds = 0.0
+    furthest = 0  # chunks of the grid passed, scored or not
     try:
         while True:
             batch = batches.get()
             if batch is None:
                 break
+            if isinstance(batch, int):  # chunks passed over: how far the grid got
+                furthest = max(furthest, batch)
+                reporter.progress(furthest / total)
+                continue
             images = np.stack([item[3] for item in batch])
             t0 = time.monotonic()
             if mapper is not None:
@@ -354,8 +382,8 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
             probabilities = calibration.apply(logits, metadata.get("calibration"))
             for (window, whole, centre, _, _), p in zip(batch, probabilities):
                 chunks.append(chunk_row(info, window, whole, centre, p, options))
-            last = batch[-1][0].chunk_id + 1
-            reporter.progress(last / total)
+            furthest = max(furthest, batch[-1][0].chunk_id + 1)
+            reporter.progress(furthest / total)
     finally:
         stop.set()
         # Unblock a reader waiting on a full queue, then let it finish.

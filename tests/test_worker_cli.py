@@ -205,6 +205,37 @@ def test_detect_html_report(detection):
     assert re.search(rf"<tr><td>{best['chunk_id']}</td><td>{best['row']}</td><td>{best['col']}</td>", top)
 
 
+def test_a_long_stretch_of_no_data_is_progress_and_a_gone_client_stops_the_worker(scene, tiny_model, worker_python, tmp_path):
+    """A sparse mosaic (the scene in the corner of a VRT 19 times its side) had kept the worker silent for
+    as long as it passed no-data: qgis_process acts on Ctrl-C only at a progress line, and a worker whose
+    client was killed ran on, never writing the line that would have stopped it."""
+    import subprocess
+    import time
+
+    side = 12288  # 36,864 chunks of 64 px, 80 of them on the scene
+    x0, pixel, _, y0, _, _ = scene.geotransform
+    mosaic = str(tmp_path / "sparse.vrt")
+    gdal.BuildVRT(mosaic, [scene.path], outputBounds=(x0, y0 - side * pixel, x0 + side * pixel, y0), VRTNodata=0)
+    run = helpers.run_worker(worker_python, "detect", mosaic, "--model", tiny_model.path, "--out", str(tmp_path / "sparse.gpkg")).check()
+    assert_progress_protocol(run)
+    fractions = [m["fraction"] for m in run.messages if m["type"] == "progress"]
+    assert len([f for f in fractions if 0.1 < f < 0.9]) >= 2, fractions  # its data lies in the first 1 %
+    command = [worker_python, "-m", "model", "--jsonl", "detect", mosaic, "--model", tiny_model.path, "--out", str(tmp_path / "gone.gpkg")]
+    worker = subprocess.Popen(command, cwd=str(qs.REPO_ROOT), env=helpers.worker_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in worker.stdout:
+            message = json.loads(line)
+            if message["type"] == "progress" and 0.1 < message["fraction"] < 0.5:
+                break
+        worker.stdout.close()  # the client is gone
+        closed_at = time.monotonic()
+        worker.wait(timeout=30)
+        assert time.monotonic() - closed_at < 5, "the worker ran on through the no-data after its client had gone"
+    finally:
+        worker.kill()
+    assert not (tmp_path / "gone.gpkg").exists()
+
+
 def test_detect_without_jsonl_prints_for_people(scene, tiny_model, worker_python):
     run = helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--min-valid", 0.99, jsonl=False).check()
     lines = run.stdout.strip().splitlines()
