@@ -91,6 +91,26 @@ def test_packaged_metadata(package):
     assert len(general["about"]) > 300 and "scripts/install" in general["about"]
 
 
+def test_untracked_work_in_the_checkout_is_left_out_and_new_source_goes_in(tmp_path):
+    """Following the README's examples in a checkout leaves rasters, layers, models and reports beside
+    the plugin: they had gone into the ZIP (55 MB). An uncommitted new module still ships."""
+    checkout = tmp_path / "checkout"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(checkout)], check=True)
+    (checkout / "scripts" / "package").write_bytes((REPO / "scripts" / "package").read_bytes())  # this checkout's script, committed or not
+    for name in ("scene.tif", "mine.hiriseice", "labels.gpkg", "train.html", "model/scratch.tif"):
+        (checkout / name).write_bytes(b"a user's work")
+    (checkout / "model" / "new_module.py").write_text("NEW = 1\n", encoding="utf-8")
+    output = tmp_path / "hirise_ice.zip"
+    done = subprocess.run(["nice", "-n", "19", sys.executable, str(checkout / "scripts" / "package"), "--output", str(output)],
+                          capture_output=True, text=True, timeout=300, cwd=str(checkout))
+    assert done.returncode == 0, done.stderr
+    files = set(names(output))
+    assert f"{PACKAGE}/model/new_module.py" in files
+    assert not {f"{PACKAGE}/{name}" for name in ("scene.tif", "mine.hiriseice", "labels.gpkg", "train.html", "model/scratch.tif")} & files
+    assert ("Left out: 5 untracked file(s) that are not the plugin's source (labels.gpkg, mine.hiriseice, model/scratch.tif, scene.tif, train.html); "
+            "commit one to ship it.") in done.stdout, done.stdout
+
+
 def test_package_refuses_placeholder_urls(tmp_path):
     """The checks run before anything is written: a copy of the script beside a placeholder metadata.txt."""
     checkout = tmp_path / "checkout"
@@ -102,6 +122,7 @@ def test_package_refuses_placeholder_urls(tmp_path):
     metadata = (REPO / "metadata.txt").read_text(encoding="utf-8")
     (checkout / "metadata.txt").write_text(re.sub(r"(?m)^tracker=.*$", "tracker=https://example.invalid/issues", metadata), encoding="utf-8")
     subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    subprocess.run(["git", "-C", str(checkout), "add", "-A"], check=True)
     output = checkout / "build" / "hirise_ice.zip"
     done = subprocess.run([sys.executable, str(checkout / "scripts" / "package"), "--output", str(output)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "tracker is a placeholder (https://example.invalid/issues)" in done.stderr
