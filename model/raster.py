@@ -222,6 +222,8 @@ def georeferencing(ds, path: str, required: bool = True) -> Tuple[Tuple[float, .
         )
     if damage:  # read as pixels, placed nowhere (for the caller that needs no georeferencing)
         return PIXEL_GRID, ""
+    if required and not crs_wkt and geotransform is None:
+        raise RasterError(NOT_MAP_PROJECTED.format(path=path))
     if required and not crs_wkt:
         raise RasterError(
             f"'{path}' has no coordinate reference system, so chunk polygons could not be placed on Mars. "
@@ -233,6 +235,12 @@ def georeferencing(ds, path: str, required: bool = True) -> Tuple[Tuple[float, .
             "be placed on Mars. Give the map-projected product (an RDR), or georeference this file first (Raster > Georeferencer)."
         )
     return tuple(geotransform or PIXEL_GRID), crs_wkt
+
+
+# A file with neither CRS nor geotransform: assigning a CRS alone would only lead to the next refusal.
+NOT_MAP_PROJECTED = ("'{path}' has neither a coordinate reference system nor a geotransform (an origin and pixel size): it is not map-projected "
+                     "(an EDR, or a copy that lost its georeferencing), so chunk polygons could not be placed on Mars. Give the map-projected "
+                     "product (an RDR), or georeference this file (Raster > Georeferencer) with the product's Mars CRS.")
 
 
 def geotransform_damage(geotransform) -> str:

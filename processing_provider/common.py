@@ -28,7 +28,7 @@ from qgis.core import (
 )
 
 from .algorithm import styling
-from .engine import errors, gdal_exceptions, modelfile
+from .engine import errors, gdal_exceptions, modelfile, raster
 
 QVARIANT_TYPES = styling.QVARIANT_TYPES
 
@@ -72,10 +72,22 @@ def add_features(sink: QgsFeatureSink, features: List[QgsFeature], name: str) ->
 
 def require_crs(layer: QgsRasterLayer) -> None:
     if not layer.crs().isValid():
+        if not _has_geotransform(layer.source()):
+            raise QgsProcessingException(raster.NOT_MAP_PROJECTED.format(path=layer.name()))
         raise QgsProcessingException(
             f"The raster '{layer.name()}' has no coordinate reference system, so its chunks could not be placed on Mars. "
             "Assign the product's Mars CRS first (Raster > Projections > Assign Projection, or gdal_edit.py -a_srs), then run again."
         )
+
+
+def _has_geotransform(source: str) -> bool:
+    """Whether GDAL finds a geotransform in the layer's file; True where it cannot tell (not a GDAL file)."""
+    try:
+        with gdal_exceptions():
+            dataset = gdal.Open(source)
+            return dataset.GetGeoTransform(can_return_null=True) is not None
+    except RuntimeError:
+        return True
 
 
 def output_crs(crs: QgsCoordinateReferenceSystem, raster_wkt: str = "") -> QgsCoordinateReferenceSystem:

@@ -422,6 +422,17 @@ def test_a_parameter_name_detect_lacks_or_a_number_out_of_range(qgis_app, tiny_m
     assert "CATEGORY_RULE (Image category rule) is 'lenient'; give one of paper, " in rules and "(default paper)." in rules
 
 
+def test_a_raster_with_neither_crs_nor_geotransform_is_told_both(detect_error, tmp_path):
+    """Told only of the CRS, a geologist assigned one and was then refused for the geotransform."""
+    from model.raster import NOT_MAP_PROJECTED, RasterError, RasterSource
+
+    path = helpers.write_geotiff(tmp_path / "edr.tif", np.full((64, 64), 300, np.uint16), geotransform=None, crs_wkt=None)
+    assert detect_error(INPUT=path).splitlines()[-1] == NOT_MAP_PROJECTED.format(path="edr")
+    with pytest.raises(RasterError) as raised:  # the engine's own check, for the command line
+        RasterSource(path)
+    assert str(raised.value) == NOT_MAP_PROJECTED.format(path=path)
+
+
 def test_raster_without_crs(detect_error, make_raster):
     raster = make_raster(name="no_crs.tif", crs=None)
     message = detect_error(INPUT=raster.path)
