@@ -841,6 +841,17 @@ def damaged_raster_error(path: str, gdal_message: str) -> DamagedRasterError:
             f"'{path}' refers to '{missing.group(1)}' for its pixels, and that file cannot be found. "
             "Put it back where the reference says (or rebuild the VRT), then run again."
         )
+    unreadable = re.match(r"`(.+?)' not recognized as", gdal_message.strip())
+    if unreadable and os.path.abspath(unreadable.group(1)) != os.path.abspath(path):
+        return DamagedRasterError(
+            f"'{path}' refers to '{unreadable.group(1)}' for its pixels, and that file is not a raster GDAL can read. "
+            "Point the reference at the image file (or rebuild the VRT from the images), then run again."
+        )
+    if "Recursion detected" in gdal_message:
+        return DamagedRasterError(
+            f"'{path}' refers to itself for its pixels, directly or through another VRT. Rebuild it from the image files "
+            "(gdalbuildvrt, or Raster > Miscellaneous > Build Virtual Raster), then run again."
+        )
     return DamagedRasterError(
         f"'{path}' is damaged: GDAL opened it but cannot decode its pixels ({gdal_message.strip()}). The file is probably "
         "truncated by an interrupted download or copy: download it again and check its size against the archive's."

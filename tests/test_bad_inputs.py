@@ -163,6 +163,22 @@ def test_a_vrt_whose_source_is_gone_names_the_missing_file(tiny_model, tmp_path)
     assert "Put it back where the reference says (or rebuild the VRT)" in out and "download it again" not in out
 
 
+def test_a_vrt_whose_source_is_no_raster_or_itself_is_told_so_not_to_download_again(tiny_model, tmp_path):
+    source = helpers.generate_raster(tmp_path, name="source.tif", width=256, height=256)
+    vrt = str(tmp_path / "mosaic.vrt")
+    assert gdal.BuildVRT(vrt, [source.path]) is not None
+    with open(source.path, "w", encoding="utf-8") as handle:
+        handle.write("not a raster any more")
+    done, out_folder = run_detect(tiny_model, vrt, tmp_path)
+    out = assert_refused_cleanly(done, out_folder, f"'{vrt}' refers to '{source.path}' for its pixels, and that file is not a raster GDAL can read.")
+    assert "download it again" not in out
+    looped = tmp_path / "looped.vrt"
+    looped.write_text(open(vrt, encoding="utf-8").read().replace(os.path.basename(source.path), "looped.vrt"), encoding="utf-8")
+    done, out_folder = run_detect(tiny_model, str(looped), tmp_path)
+    out = assert_refused_cleanly(done, out_folder, f"'{looped}' refers to itself for its pixels, directly or through another VRT. Rebuild it from the image files")
+    assert "download it again" not in out
+
+
 def test_complex_pixels_are_refused_before_the_worker(tiny_model, tmp_path):
     raster = write_typed_geotiff(tmp_path / "ESP_000000_0000_RED.tif", gdal.GDT_CFloat32)
     done, out_folder = run_detect(tiny_model, raster, tmp_path)
