@@ -129,15 +129,17 @@ def unreadable_vector_message(path: str, polygons_only: bool) -> str:
 def unloadable_layer_message(value, kind: str, context) -> str:
     """Why a layer parameter's path cannot be loaded as a ``kind`` (layer_kind) layer, with the
     fix; empty where it can, or where it is not a plain path (a layer of the project, a /vsi path,
-    a bare name), so QGIS's own check decides. QGIS says "not found" of a missing file, a folder
+    a bare name without an extension), so QGIS's own check decides; "scene.tif" is a file in the current folder. QGIS says "not found" of a missing file, a folder
     and an unreadable raster alike, and "Incorrect parameter value" of a list."""
     if not isinstance(value, str) or not value or value.startswith("/vsi") or re.match(r"^\w{2,}:", value):
         return ""  # not a path; a driver's prefix (NETCDF:"a.nc":var, GPKG:a.gpkg:table) or a URL, QGIS decides
     path = value.split("|", 1)[0]  # a vector source's "|layername=..." suffix
     project = context.project() if context is not None else None
-    if not os.path.dirname(path) or (project is not None and (project.mapLayer(value) or project.mapLayersByName(value))):
+    if project is not None and (project.mapLayer(value) or project.mapLayersByName(value)):
         return ""
-    missing = missing_path_message(path, "raster" if kind == "raster" else "vector")
+    if not os.path.dirname(path) and not os.path.splitext(path)[1]:
+        return ""  # a bare name, as of a layer: QGIS looks it up
+    missing = missing_path_message(os.path.abspath(path), "raster" if kind == "raster" else "vector")
     if missing:
         return missing
     return unreadable_raster_message(path) if kind == "raster" else unreadable_vector_message(path, kind == "polygon")

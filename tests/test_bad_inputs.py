@@ -40,12 +40,12 @@ def truncated_copy(source: str, target) -> str:
     return str(target)
 
 
-def run_detect(tiny_model, raster, folder, *extra):
+def run_detect(tiny_model, raster, folder, *extra, cwd=qs.REPO_ROOT):
     output, report = folder / "out" / "chunks.gpkg", folder / "out" / "report.html"
     output.parent.mkdir(exist_ok=True)
     done = qs.qgis_process(
         "run", "hiriseice:detect", "--", f"INPUT={raster}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
-        f"OUTPUT={output}", f"REPORT={report}", *extra,
+        f"OUTPUT={output}", f"REPORT={report}", *extra, cwd=cwd,
     )
     return done, output.parent
 
@@ -81,6 +81,12 @@ def test_a_path_that_is_no_file_says_what_is_there_rather_than_not_found(tiny_mo
     done, out_folder = run_detect(tiny_model, given, tmp_path)
     out = assert_refused_cleanly(done, out_folder, expected)
     assert "not found" not in out and " -m model " not in out
+
+
+def test_a_missing_file_named_in_the_current_folder_is_told_where_it_was_looked_for(tiny_model, tmp_path):
+    """A bare name with an extension is a file in the folder qgis_process was started in, not a layer's name: QGIS had said only "not found"."""
+    done, out_folder = run_detect(tiny_model, "ESP_000003_0000_RED.tif", tmp_path, cwd=tmp_path)
+    assert_refused_cleanly(done, out_folder, f"'{tmp_path / 'ESP_000003_0000_RED.tif'}' cannot be found: there is no file 'ESP_000003_0000_RED.tif' in '{tmp_path}'.")
 
 
 def test_a_truncated_geotiff_is_named_damaged(tiny_model, tmp_path):
