@@ -219,7 +219,7 @@ def replay_targets(labels: np.ndarray, base_logits: np.ndarray, share: float) ->
 def score(probabilities: np.ndarray, labels: np.ndarray, kinds: Optional[np.ndarray] = None) -> Dict:
     """ROC AUC and accuracy / TPR / FPR at 0.5; with kinds, the share called icy of each kind."""
     s = metrics.summary(probabilities, labels, 0.5)
-    out = {"chunks": int(len(labels)), "roc_auc": s["roc_auc"], "accuracy": s["accuracy"], "tpr": s["recall"], "fpr": s["false_positive_rate"]}
+    out = {"chunks": int(len(labels)), "icy": int(np.sum(labels)), "roc_auc": s["roc_auc"], "accuracy": s["accuracy"], "tpr": s["recall"], "fpr": s["false_positive_rate"]}
     if kinds is not None:
         called = np.asarray(probabilities) >= 0.5
         out["called_icy_by_kind"] = {str(k): float(called[kinds == k].mean()) for k in sorted(set(kinds.tolist()))}
@@ -341,4 +341,8 @@ def compare(validation: Dict, replay: Optional[Dict]) -> Dict:
         verdict = f"The new model is WORSE than the base model {' and '.join(worse)}; keep using the base model, or label more chunks."
     else:
         verdict = "The new model is not worse than the base model on these chunks."
+    fewest = min(base["icy"], base["chunks"] - base["icy"])
+    if fewest < MIN_CALIBRATION_CHUNKS:  # 3 validation chunks had read "AUC 1.000, not worse" without a word of doubt
+        verdict += (f" Your validation chunks hold only {base['icy']} icy and {base['chunks'] - base['icy']} not icy, too few to judge by "
+                    f"(fewer than {MIN_CALIBRATION_CHUNKS} of each): label more chunks, of both kinds, for a sure judgement.")
     return {"validation": validation, "replay": replay, "lines": lines, "worse": bool(worse), "verdict": verdict}

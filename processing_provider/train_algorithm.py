@@ -406,7 +406,8 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 why = "No label feature lies over" if not labels else f"Every label feature has an empty '{label_field}' over"
                 feedback.pushWarning(f"{why} '{raster_layer.name()}'; it is left out of training.")
                 continue
-            feedback.pushInfo(f"'{raster_layer.name()}': {len(labels)} label feature(s) over it ({filled} with a value), {len(exclude)} exclusion polygon(s)")
+            values = f"{filled} with a value" if mode == "chunks" else f"{len(labels) - filled} without a value, so ice as drawn"
+            feedback.pushInfo(f"'{raster_layer.name()}': {len(labels)} label feature(s) over it ({values}), {len(exclude)} exclusion polygon(s)")
             entries.append({"path": raster_path_for_worker(raster_layer, context, feedback), "band": band, "labels": labels, "exclude": exclude})
         if entries:
             return entries

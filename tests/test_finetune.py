@@ -179,8 +179,8 @@ def test_replay_split_keeps_both_classes_apart_and_whole():
     assert not set(pool["images"][:, 0, 0].tolist()) & set(held["images"][:, 0, 0].tolist())
 
 
-def scores(auc, chunks=20, fpr=0.1):
-    return {"chunks": chunks, "roc_auc": auc, "accuracy": 0.8, "tpr": 0.7, "fpr": fpr}
+def scores(auc, chunks=20, fpr=0.1, icy=10):
+    return {"chunks": chunks, "icy": icy, "roc_auc": auc, "accuracy": 0.8, "tpr": 0.7, "fpr": fpr}
 
 
 @pytest.mark.parametrize(
@@ -211,6 +211,14 @@ def test_the_guard_says_plainly_when_the_new_model_is_worse(validation, replay, 
             assert words in result["verdict"]
     else:
         assert "WORSE" not in result["verdict"]
+
+
+def test_the_guard_says_when_too_few_validation_chunks_judge():
+    """3 validation chunks had read "AUC 1.000 ... The new model is not worse" without a word of doubt."""
+    few = finetune.compare({"base": scores(0.9, chunks=3, icy=1), "new": scores(1.0, chunks=3, icy=1)}, None)
+    assert few["verdict"] == ("The new model is not worse than the base model on these chunks. Your validation chunks hold only 1 icy and 2 not icy, "
+                              "too few to judge by (fewer than 10 of each): label more chunks, of both kinds, for a sure judgement.")
+    assert "too few" not in finetune.compare({"base": scores(0.9), "new": scores(0.95)}, None)["verdict"]
 
 
 def test_a_calibration_that_would_invert_the_scores_is_refused():
@@ -574,7 +582,7 @@ def test_a_worse_model_is_called_worse(finetune_runs):
     run = succeeded(finetune_runs, "broken")  # learning rate 5: the weights blow up
     verdict = run["messages"][-1]["metrics"]["comparison"]["verdict"]
     assert verdict.startswith("The new model is WORSE than the base model on your 9 validation chunks (AUC ")
-    assert verdict.endswith("; keep using the base model, or label more chunks.") and verdict in logs(run)
+    assert "; keep using the base model, or label more chunks. Your validation chunks hold only " in verdict and verdict in logs(run)
     assert f"<b>{verdict}</b>" in open(finetune_runs["folder"] / "broken.html", encoding="utf-8").read()
 
 

@@ -310,6 +310,7 @@ def test_outlines_with_exclusions(qgis_app, training_data, tmp_path):
     assert meta["training"]["data"]["label_mode"] == "outlines"
     assert (meta["training"]["chunks"], meta["training"]["icy_chunks"]) == (34, 17)
     assert "each of its outlines counts as an ice patch" in results["_feedback"].text
+    assert "'train_scene': 18 label feature(s) over it (18 without a value, so ice as drawn), 2 exclusion polygon(s)" in results["_feedback"].text
     job = job_of(results)
     assert len(job["rasters"][0]["exclude"]) == 2 and len(job["rasters"][0]["labels"]) == 18
     assert os.path.isfile(results["REPORT"])
