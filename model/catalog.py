@@ -973,7 +973,7 @@ def report_lines(result: FindResult, query: Query) -> List[str]:
     lines = [
         f"Source: {result.source}; {result.scanned} index rows read"
         + (f", {result.without_metadata} without latitude/longitude metadata skipped" if result.without_metadata else "")
-        + (f", {result.duplicates} rows of products already read merged" if result.duplicates else ""),
+        + (f", {result.duplicates} of them repeating a product read before (counted once)" if result.duplicates else ""),
         f"Query: {describe_query(query)}",
         f"Found {counts['total']['products']} products ({counts['total']['observations']} observations)",
     ]

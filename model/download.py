@@ -125,7 +125,8 @@ class Downloader:
     def __init__(self, folder: str, retries: int = 4, backoff_s: float = 2.0, max_backoff_s: float = 60.0, timeout_s: float = 60.0,
                  block_bytes: int = 1 << 16, opener=None, progress: Callable[[Progress], None] = lambda p: None,
                  is_cancelled: Callable[[], bool] = lambda: False, log: Callable[[str], None] = lambda s: None,
-                 sleep: Callable[[float], None] = time.sleep, reserve_bytes: int = DEFAULT_RESERVE_BYTES):
+                 sleep: Callable[[float], None] = time.sleep, reserve_bytes: int = DEFAULT_RESERVE_BYTES, log_failures: bool = True):
+        """log_failures: False where the caller says each failure itself (QGIS, as an error), so the log does not repeat it."""
         self.folder = os.path.abspath(folder)
         self.retries = retries
         self.backoff_s = backoff_s
@@ -138,6 +139,7 @@ class Downloader:
         self.log = log
         self.sleep = sleep
         self.reserve_bytes = reserve_bytes
+        self.log_failures = log_failures
         self._bytes_done = 0
         self._bytes_total: Optional[int] = None
         self._files_done = 0
@@ -165,7 +167,8 @@ class Downloader:
             results.append(result)
             self._files_done += 1
             if result.status == "failed":
-                self.log(f"{item.name}: FAILED: {result.error}")
+                if self.log_failures:
+                    self.log(f"{item.name}: FAILED: {result.error}")
             else:
                 self.log(f"{item.name}: {result.status} ({result.size} bytes)")
             self._report(item.name)

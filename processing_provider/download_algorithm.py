@@ -118,7 +118,7 @@ class DownloadAlgorithm(HiriseIceAlgorithm):
             raise QgsProcessingException(str(exc)) from None
         downloader = download.Downloader(
             folder, retries=self.parameterAsInt(parameters, self.RETRIES, context), progress=progress,
-            is_cancelled=feedback.isCanceled, log=feedback.pushInfo,
+            is_cancelled=feedback.isCanceled, log=feedback.pushInfo, log_failures=False,  # each said below, once, as an error
         )
         try:
             results = downloader.run(items)

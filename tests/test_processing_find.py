@@ -205,6 +205,7 @@ def test_a_download_where_nothing_arrives_says_each_failure_once(qgis_app, tmp_p
     message = str(raised.value)
     assert message.startswith("No file could be downloaded (A_RED.JP2: ") and "1 more failed, as said above" in message, message
     assert not any("A_RED.JP2" in error for error in feedback.errors) and any("A_RED.LBL" in error for error in feedback.errors), feedback.errors
+    assert feedback.text.count("A_RED.LBL: ") == 1, feedback.text  # not also in the log
 
 
 def find_count(tmp_path, name, **parameters):
