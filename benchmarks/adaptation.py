@@ -222,6 +222,11 @@ def _option(text):
         return key, value
 
 
+def say(message):
+    """Where the benchmark stands, on stderr (minutes pass between its rows, even at small settings)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True)
@@ -248,13 +253,16 @@ def main():
     from model.training import prepare_tensorflow
 
     prepare_tensorflow(architecture_widths(modelfile.read_metadata(args.base)["architecture"]))
+    say("reading the terrain crops")
     tiles = recipe.load_tiles([os.path.join(recipe.SHARED, name) for name in recipe.TERRAIN_FOLDERS])
     train_obs, _validation, test_obs = recipe.split_observations(tiles, args.seed)
+    say(f"{len(tiles)} crops; drawing the held-out test set of the base model's families and of {args.family}")
     test = recipe.build_test_set([t for t in tiles if t["observation"] in test_obs], args.seed + 1, modelfile.read_metadata(args.base)["input_size"])
     unseen_examples = None if args.family in FAMILIES else unseen_family.build_examples(
         [t for t in tiles if t["observation"] in test_obs], unseen_family.SEED, unseen_family.FAMILIES[args.family].draw)
     draw = args.seed if args.draw is None else args.draw
     train_tiles = [t for t in tiles if t["observation"] in train_obs]
+    say(f"drawing {args.rounds} mosaic(s) of {args.pool} cells of {args.family} to label")
     mosaics = []  # one per round: (path, (its cell labels, its ice outlines)), each a new image of the family's ice
     for round_index in range(args.rounds):
         path = os.path.join(args.work, "mosaic.tif" if round_index == 0 else f"mosaic-round-{round_index + 1}.tif")
@@ -268,7 +276,9 @@ def main():
     runs = [("random", int(n)) for n in args.labels.split(",")] + ([("review_rank", args.review)] if args.review else [])
     options = dict(_option(text) for text in args.option)
     recipes = [("", {})] + [(text, dict(_option(part) for part in text.split(","))) for text in args.recipe]
+    say("scoring the base model")
     rows = [dict(run="base model, not retrained", labels=0, icy=0, minutes=0.0, **score(args.base, test, args.family, unseen_examples))]
+    print(json.dumps(rows[-1]), flush=True)
     for recipe_name, recipe_options in recipes:
         for how, count in runs:
             model, labelled = args.base, []
@@ -278,6 +288,7 @@ def main():
                 labelled = (labelled if args.cumulative else []) + [(path, drawn, cells)]
                 name = " ".join(part for part in (f"{how} {count}", f"round {round_index + 1}" if args.rounds > 1 else "", recipe_name) if part)
                 out = os.path.join(args.work, name.replace(" ", "-").replace(",", "_") + ".hiriseice")
+                say(f"retraining on {name} label(s), then scoring the new model")
                 seconds = retrain(labelled, model, out, {**options, **recipe_options}, TrainingLog() if args.log else SilentReporter(), args.outlines)
                 rows.append(dict(run=name, labels=sum(len(c) for _, _, c in labelled), icy=sum(drawn[0][i][1] for _, drawn, c in labelled for i in c),
                                  minutes=round(seconds / 60, 1), **score(out, test, args.family, unseen_examples)))
