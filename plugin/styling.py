@@ -137,6 +137,8 @@ def store_style(layer: QgsVectorLayer, qml: str, feedback=None) -> Optional[str]
     Other files (Shapefile, GeoJSON, ...): a .qml beside the file, which QGIS loads as default.
     Returns where it went, or None (e.g. a memory layer: styled only).
     """
+    if isinstance(layer, QgsVectorLayer) and not layer.isSpatial():
+        return None  # a CSV (or dBase) table, without polygons to style: the algorithm has warned of it already
     if not apply_style(layer, qml):
         if feedback:
             feedback.pushWarning(f"Could not apply the style {qml}.")

@@ -624,6 +624,7 @@ def test_a_table_without_geometry_as_output_is_warned_about(qgis_app, tiny_model
                                                     "OUTPUT": str(tmp_path / "chunks.csv"), "SUMMARY": None})
     warned = [w for w in results["_feedback"].warnings if "OUTPUT is a CSV file: it keeps the chunks' fields but not their polygons" in w]
     assert len(warned) == 1 and "Give a .gpkg to keep them." in warned[0], results["_feedback"].warnings
+    assert not [w for w in results["_feedback"].warnings if "style" in w], results["_feedback"].warnings  # no polygons to style: nothing to say
     assert (tmp_path / "chunks.csv").read_text().startswith("image_id,chunk_id,probability")
 
 
