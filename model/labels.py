@@ -20,8 +20,9 @@ UNUSED_WORDS = {"", "-1", "unclear", "null", "none", "hard to identify", "?"}
 EMPTY_WORDS = {"", "null", "none"}  # of those, the ones that say nothing (an outline left empty is ice, as drawn)
 
 
-def parse_label(value) -> Optional[int]:
-    """1 (icy), 0 (not icy) or None (not used). Raises LabelError for values it cannot read."""
+def parse_label(value, feature: str = "") -> Optional[int]:
+    """1 (icy), 0 (not icy) or None (not used). Raises LabelError for values it cannot read, naming
+    ``feature`` (e.g. "feature 12 of 'labels'") where given, so the geologist finds it."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -41,7 +42,7 @@ def parse_label(value) -> Optional[int]:
     if text in UNUSED_WORDS:
         return None
     raise LabelError(
-        f"The label value {value!r} is not understood. Use 1 / 0, icy / not icy or yes / no; leave it empty (NULL), -1 or 'unclear' to leave a chunk out."
+        f"The label value {value!r}{f' ({feature})' if feature else ''} is not understood. Use 1 / 0, icy / not icy or yes / no; leave it empty (NULL), -1 or 'unclear' to leave a chunk out."
     )
 
 
@@ -142,7 +143,7 @@ def label_windows(source: RasterSource, labels: Sequence[Dict], exclude: Sequenc
     repeats: a chunk labelled twice alike counts once, one labelled both ways not at all."""
     info = source.info
     footprint = _raster_polygon(source)
-    usable = [(item, label) for item, label in ((item, parse_label(item.get("label"))) for item in labels) if label is not None]
+    usable = [(item, label) for item, label in ((item, parse_label(item.get("label"), item.get("feature", ""))) for item in labels) if label is not None]
     if not usable:
         raise LabelError(f"No feature over {info.image_id} has a usable label (1/0, icy/not icy, yes/no). Fill the label field, e.g. with the labelling tools.")
     reading = PolygonLabels([], without_label=len(labels) - len(usable))
@@ -360,7 +361,7 @@ def chunks_from_outlines(source: RasterSource, outlines: Sequence[Dict], exclude
     icy_shapes, unclear = [], []
     for item in outlines:
         value = item.get("label")
-        label = 1 if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip().lower() in EMPTY_WORDS else parse_label(value)
+        label = 1 if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip().lower() in EMPTY_WORDS else parse_label(value, item.get("feature", ""))
         if label == 0:
             continue  # an outline marked "not icy" is no ice patch
         (icy_shapes if label else unclear).append(item["wkt"])

@@ -219,7 +219,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
 
     @staticmethod
     def _geometries_over(layer, raster_layer, context, feedback, attribute_index=None):
-        """(wkt, raw attribute) of `layer`'s features reprojected into the raster's CRS and over its extent; and the failures."""
+        """(wkt, raw attribute, which feature it is) of `layer`'s features reprojected into the raster's CRS and over its extent; and the failures."""
         target = raster_layer.crs()
         extent = raster_layer.extent()
         extent_geometry = QgsGeometry.fromRect(extent)
@@ -263,7 +263,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             if not geometry.intersects(extent_geometry):
                 continue
             value = json_label(feature.attribute(attribute_index)) if attribute_index is not None else None
-            found.append((geometry.asWkt(), value))
+            found.append((geometry.asWkt(), value, f"feature {feature.id()} of '{layer.name()}'"))
         return found, failures
 
     @staticmethod
@@ -388,12 +388,12 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             labels, unreadable = [], 0
             for layer in label_layers:
                 found, failures = self._geometries_over(layer, raster_layer, context, feedback, indices[layer.id()])
-                labels.extend({"wkt": wkt, "label": value} for wkt, value in found)
+                labels.extend({"wkt": wkt, "label": value, "feature": which} for wkt, value, which in found)
                 unreadable += failures
             exclude = []
             for layer in exclude_layers:
                 found, failures = self._geometries_over(layer, raster_layer, context, feedback)
-                exclude.extend(wkt for wkt, _ in found)
+                exclude.extend(wkt for wkt, _, _ in found)
                 unreadable += failures
             if unreadable:
                 feedback.pushWarning(

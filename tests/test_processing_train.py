@@ -389,6 +389,16 @@ def test_an_unwritable_model_folder_fails_before_anything_is_read(qgis_app, trai
     assert feedback.text.count("cannot be written") == 1 and not feedback.commands  # processing.run's report of the refusal; no worker started
 
 
+def test_a_label_value_not_understood_names_its_feature(qgis_app, training_data, tmp_path):
+    from qgis.PyQt.QtCore import QVariant
+
+    raster = training_data.raster
+    values = ["1", "0", "maybe", "1"]
+    layer = memory_polygons("odd labels", raster.crs_wkt, [(chunk_geometry(raster, 0, c), [v]) for c, v in enumerate(values)], [("label", QVariant.String)])
+    message = check_failed(tmp_path, [], RASTERS=[raster.path], LABELS=[layer])
+    assert re.search(r"The label value 'maybe' \(feature \d+ of 'odd labels'\) is not understood\. Use 1 / 0", message), message
+
+
 def test_a_band_the_raster_lacks_is_refused_before_the_worker(qgis_app, labelled_geographic, training_data, tmp_path):
     check_failed(tmp_path, ["Band 3 does not exist in 'train_scene', which has 1 band(s). Choose 1..1, or 0 for automatic."],
                  RASTERS=[training_data.raster.path], LABELS=[labelled_geographic], BAND=3)
