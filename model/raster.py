@@ -384,15 +384,35 @@ class NorthTurn:
 
 def crs_transform(from_wkt: str, to_wkt: str):
     """OSR's transformation between two CRSs, coordinates x (east) first whatever the CRSs' axis order;
-    RuntimeError where PROJ finds none (another body's CRS)."""
+    RuntimeError where PROJ finds none (another body's CRS). PROJ finds none between two Mars spheres
+    of other radii either (HiRISE's polar products are drawn on the polar radius, 3,376,200 m): to a
+    geographic CRS, the source's own longitudes and latitudes are returned, the same planetocentric
+    angles on any sphere."""
     source, target = osr.SpatialReference(wkt=from_wkt), osr.SpatialReference(wkt=to_wkt)
     for srs in (source, target):
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     with gdal_messages():  # PROJ's own error line: the RuntimeError below says it once
-        transform = osr.CreateCoordinateTransformation(source, target)
-    if transform is None:  # OSR without exceptions: e.g. from a local CRS
+        transform = _transformation(source, target)
+        if transform is None and target.IsGeographic() and _on_mars_sphere(source) and _on_mars_sphere(target):
+            own = source.CloneGeogCS()
+            own.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+            transform = _transformation(source, own)
+    if transform is None:  # e.g. from a local CRS
         raise RuntimeError(f"PROJ finds no transformation from {source.GetName()} to {target.GetName()}")
     return transform
+
+
+def _transformation(source, target):
+    """OSR's transformation, or None where PROJ finds none (OSR raises or returns None, as its exceptions are on or off)."""
+    try:
+        return osr.CreateCoordinateTransformation(source, target)
+    except RuntimeError:
+        return None
+
+
+def _on_mars_sphere(srs) -> bool:
+    low, high = MARS_RADIUS_RANGE_M
+    return (srs.IsProjected() or srs.IsGeographic()) and low <= srs.GetSemiMajor() <= high and srs.GetInvFlattening() == 0
 
 
 def north_turn(crs_wkt: str, geotransform, width: int, height: int) -> Optional[NorthTurn]:

@@ -57,12 +57,13 @@ def rotated_footprint(width: int, height: int, angle_deg: float = 12.0, shrink: 
 
 
 def south_polar_stereographic(longitude: float, latitude: float = -67.0, width: int = 256, height: int = 256, pixel: float = 0.5,
-                              central_meridian: float = 0.0):
+                              central_meridian: float = 0.0, radius: float = MARS_RADIUS_M):
     """(WKT, geotransform) of a north-up-stored image centred at (latitude, longitude) in the south polar
     stereographic map HiRISE uses poleward of 65 deg (central meridian 0): north there points ``longitude``
-    degrees from the image's up (longitude - central_meridian for another meridian)."""
+    degrees from the image's up (longitude - central_meridian for another meridian). HiRISE's polar products
+    are drawn on Mars's polar radius (``radius`` 3376200)."""
     srs = osr.SpatialReference()
-    srs.ImportFromProj4(f"+proj=stere +lat_0=-90 +lon_0={central_meridian:g} +k=1 +R={MARS_RADIUS_M} +units=m")
+    srs.ImportFromProj4(f"+proj=stere +lat_0=-90 +lon_0={central_meridian:g} +k=1 +R={radius} +units=m")
     srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     degrees = srs.CloneGeogCS()
     degrees.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)

@@ -250,6 +250,22 @@ def test_a_polar_product_at_180_east_is_surveyed_as_its_north_up_twin_in_one_pie
         assert 179.0 < min(x for row in rows for x, _ in qs.outer_ring(row["_wkt"])) < 180.0
 
 
+def test_a_polar_product_on_the_polar_radius_is_surveyed_where_it_lies(worker_python, tiny_model, tmp_path):
+    """HiRISE's polar products are drawn on a sphere of Mars's polar radius, between which and the survey's
+    sphere PROJ finds no transformation: such a product failed as 'not a Mars CRS'. Longitudes and
+    latitudes are the same angles on either sphere."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    ground = make_images(tmp_path, 1)[0]
+    wkt, gt = helpers.south_polar_stereographic(0.0, latitude=-67.0, width=384, height=384, radius=3376200.0)
+    helpers.write_geotiff(folder / "ESP_000023_1130_RED.tif", gdal.Open(ground.path).ReadAsArray(), "UInt16", gt, wkt, nodata=0)
+    out = tmp_path / "survey.gpkg"
+    run_survey(worker_python, "--rasters", folder, "--out", out, "--model", tiny_model.path, "--workers", 1)
+    assert [row["status"] for row in qs.read_ogr(out, "runs").rows] == ["done"], qs.read_ogr(out, "runs").rows
+    corners = [point for row in rows_by_image(out, "chunks")["ESP_000023_1130_RED"] for point in qs.outer_ring(row["_wkt"])]
+    assert all(-67.01 < lat < -66.99 for _, lat in corners) and all(min(lon % 360, 360 - lon % 360) < 0.01 for lon, _ in corners), corners[:4]
+
+
 def test_a_survey_in_which_every_image_failed_is_an_error_not_a_success(worker_python, tiny_model, tmp_path):
     """An overnight batch that surveyed nothing exits with an error; its runs table keeps each failure for the retry."""
     folder = tmp_path / "images"
