@@ -337,7 +337,7 @@ def _describe_centre(centre: Optional[Dict]) -> str:
     where = f"x {centre['x']:.1f}, y {centre['y']:.1f}" + (f" ({centre['crs']})" if centre["crs"] else " (no CRS)")
     if centre["lat"] is None:
         return where
-    return f"latitude {centre['lat']:.4f}°, longitude {centre['lon']:.4f}° E; {where}"
+    return f"latitude {centre['lat']:.4f}°, longitude {centre['lon'] % 360:.4f}° E (0-360, as Find and Survey give it); {where}"
 
 
 def season(solar_longitude: float, latitude: Optional[float]) -> str:

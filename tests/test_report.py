@@ -195,10 +195,12 @@ def test_training_curves_and_confusion_matrix(reports):
 def test_detection_report_texts(reports):
     text = reports["detect"]
     # The image's centre, computed back from the CRS (latitude -55, longitude 10 by construction).
-    centre = re.search(r"<th>image centre</th><td>latitude (-?\d+\.\d+)°, longitude (-?\d+\.\d+)° E; x (-?[\d.]+), y (-?[\d.]+) \(Equirectangular Mars \(tests\)\)</td>", text)
+    centre = re.search(r"<th>image centre</th><td>latitude (-?\d+\.\d+)°, longitude (-?\d+\.\d+)° E \(0-360, as Find and Survey give it\); x (-?[\d.]+), y (-?[\d.]+) \(Equirectangular Mars \(tests\)\)</td>", text)
     assert centre, text[:3000]
     assert float(centre.group(1)) == pytest.approx(-55.0, abs=1e-4) and float(centre.group(2)) == pytest.approx(10.0, abs=1e-4)
     assert "<tr><th>centre latitude (PDS label)</th><td>-54.980°</td></tr>" in text
+    from model.report import _describe_centre  # west of the meridian: east longitudes from 0 to 360, as Find's footprints and Survey's rows
+    assert "longitude 353.1500° E" in _describe_centre({"x": 0.0, "y": 0.0, "crs": "c", "lat": -50.0, "lon": -6.85})
     assert "<tr><th>solar longitude Ls</th><td>215.3° (southern spring)</td></tr>" in text
     assert "<tr><th>incidence angle</th><td>62.1°</td></tr>" in text
     scope = re.search(r"<th>what the model has seen</th><td>([^<]*)</td>", text).group(1)
