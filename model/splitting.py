@@ -4,7 +4,7 @@ Neighbouring chunks share terrain, illumination and often the same ice patch; a 
 would put near-copies on both sides and inflate the validation score.
 """
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -14,13 +14,25 @@ from .catalog import observation_of
 BLOCK_CHUNKS = 3
 
 
-def block_groups(image_ids: Sequence[str], rows: Sequence[int], cols: Sequence[int], block: int = BLOCK_CHUNKS) -> List[str]:
+def block_groups(image_ids: Sequence[str], rows: Sequence[int], cols: Sequence[int], block: int = BLOCK_CHUNKS,
+                 labels: Optional[Sequence[int]] = None, log: Callable[[str], None] = lambda message: None) -> List[str]:
     """Group key per sample: the observation when labels come from several (two products or tiles
-    of one observation show the same ground), else a block of block x block chunks of each image."""
+    of one observation show the same ground), else a block of block x block chunks of each image.
+    With ``labels``, observations only where each class lies in two of them at least: else holding
+    out whole observations leaves one side with one class (an image labelled all not icy beside one
+    with ice), and blocks of each image are held out instead, which ``log`` hears."""
     observations = [observation_of(i) or i for i in image_ids]
     if len(set(observations)) > 1:
-        return observations
+        if labels is None or observations_split_both_ways(observations, labels):
+            return observations
+        log("validation is held out in blocks of each image, not by whole observation: icy and not-icy chunks do not each lie in two "
+            "observations, so holding out one would leave a side with one kind only")
     return [f"{i}/b{r // block}_{c // block}" for i, r, c in zip(image_ids, rows, cols)]
+
+
+def observations_split_both_ways(observations: Sequence[str], labels: Sequence[int]) -> bool:
+    """Whether icy and not-icy chunks each lie in two observations or more."""
+    return all(len({o for o, label in zip(observations, labels) if label == kind}) >= 2 for kind in (0, 1))
 
 
 def without_overlaps(train: np.ndarray, validation: np.ndarray, boxes: Sequence[Tuple[str, int, int, int, int]]) -> np.ndarray:

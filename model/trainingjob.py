@@ -147,7 +147,8 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
     labels = np.array([s.label for s in samples], np.int32)
     # Spatial blocks of 3 x 3 labelled chunks, whatever CHUNK_SIZE reads them at.
     unit = typical_side([s.window for s in samples]) if mode == "chunks" else options.chunk_size
-    groups = block_groups([s.image_id for s in samples], [s.window.y_off // unit for s in samples], [s.window.x_off // unit for s in samples])
+    groups = block_groups([s.image_id for s in samples], [s.window.y_off // unit for s in samples], [s.window.x_off // unit for s in samples],
+                          labels=labels, log=reporter.log)
     boxes = [(s.image_id, s.window.x_off, s.window.y_off, s.window.width, s.window.height) for s in samples]
     shares = np.stack([s.cells for s in samples]) if mode == "outlines" and cells else None
     return JobChunks(images, labels, groups, boxes, {"label_mode": mode, "images": used}, np.stack(unlabelled) if unlabelled else None, shares)

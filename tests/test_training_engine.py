@@ -372,6 +372,11 @@ def test_a_bad_job_fails_the_worker_process_with_exit_status_2(training_data, wo
 
 def test_block_groups():
     assert splitting.block_groups(["a", "b", "a"], [0, 5, 9], [0, 5, 9]) == ["a", "b", "a"]  # several images: by image
+    # ...unless icy (or not-icy) chunks lie in one image only: holding it out would leave the other side one kind
+    said = []
+    assert splitting.block_groups(["a", "b", "a", "b"], [0, 5, 9, 0], [0, 5, 9, 0], labels=[1, 0, 0, 0], log=said.append) == ["a/b0_0", "b/b1_1", "a/b3_3", "b/b0_0"]
+    assert said and said[0].startswith("validation is held out in blocks of each image, not by whole observation")
+    assert splitting.block_groups(["a", "b", "a", "b"], [0, 5, 9, 0], [0, 5, 9, 0], labels=[1, 0, 0, 1]) == ["a", "b", "a", "b"]
     assert splitting.block_groups(["a"] * 4, [0, 2, 3, 8], [0, 2, 5, 1]) == ["a/b0_0", "a/b0_0", "a/b1_1", "a/b2_0"]  # one image: 3 x 3 blocks
 
 
