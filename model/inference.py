@@ -73,6 +73,7 @@ class Detection:
     chunks: List[Dict]
     summary: Dict
     quicklook: Dict = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)  # about the image as a whole, for its report too
 
     def as_message(self) -> Dict:
         return {"raster": self.raster, "chunks": self.chunks, "summary": self.summary}
@@ -99,12 +100,13 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         total = chunk_count(source, chunk_size, stride)
         cache_bytes = source.grid_cache_bytes(chunk_size, input_size)
         driver = source.driver
-    for warning in (not_mars_warning(raster_path, info.crs_wkt), coarse_pixel_warning(raster_path, info.crs_wkt, info.pixel_size, chunk_size),
-                    squashed_pixel_warning(raster_path, info.crs_wkt, info.geotransform, info.width, info.height),
-                    north_turn_warning(raster_path, info.crs_wkt, info.geotransform, info.width, info.height),
-                    palette_warning(raster_path, info), gap_warning(chunk_size, stride)):
-        if warning:
-            reporter.warning(warning)
+    warnings = [warning for warning in (
+        not_mars_warning(raster_path, info.crs_wkt), coarse_pixel_warning(raster_path, info.crs_wkt, info.pixel_size, chunk_size),
+        squashed_pixel_warning(raster_path, info.crs_wkt, info.geotransform, info.width, info.height),
+        north_turn_warning(raster_path, info.crs_wkt, info.geotransform, info.width, info.height),
+        palette_warning(raster_path, info), gap_warning(chunk_size, stride)) if warning]
+    for warning in warnings:
+        reporter.warning(warning)
     label = label_fields(raster_path, reporter)
     reporter.log(
         f"{info.image_id}: {info.width} x {info.height} px, {info.band_count} band(s) {info.data_type}{info.bands_read}; "
@@ -179,7 +181,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         f"network {summary['chunks_per_s']} chunks/s on {device}; image category ({options.category_rule} rule): {summary['category']}"
     )
     raster = {"path": raster_path, "image_id": info.image_id, "width": info.width, "height": info.height, "geotransform": list(info.geotransform), "crs_wkt": info.crs_wkt}
-    return Detection(raster=raster, chunks=chunks, summary=summary)
+    return Detection(raster=raster, chunks=chunks, summary=summary, warnings=warnings)
 
 
 def scoring_route(options: DetectOptions, chunk_size: int, stride: int, input_size: int, architecture: Dict) -> str:

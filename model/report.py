@@ -472,6 +472,7 @@ def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dic
         ("max probability", s["max_probability"]),
         ("chunks dropped for no-data", s["dropped_chunks"]),
         ("chunk size / stride (px)", f"{s['chunk_size']} / {s['stride']}"),
+        *[("warning", warning) for warning in detection.warnings],  # read with the category: a 25 m pixel's scores say little
         *observation_rows(s, centre),
         ("model", f"{s['model_name']} {s['model_version']}"),
         ("what the model has seen", model_scope(metadata, s["image_id"])),

@@ -49,7 +49,9 @@ metadata = {"name": "m", "version": "1", "training": {
     "data": "real HiRISE terrain (hirise-terrain: 868 crops) with ice of the families natural shade, stone field; no real ice labels",
     "families": ["natural shade", "stone field"], "split": {"train_groups": ["ESP_011425_1775"]}}}
 report.detection_report(detection, f"{folder}/detect.html", metadata=metadata)
-report.detection_report(detection, f"{folder}/detect_unknown_model.html")
+import dataclasses
+coarse = "'ESP_012345_0950_RED.tif' has 25 m pixels, coarser than any HiRISE map product (0.25-2 m); the scores of this one say little."
+report.detection_report(dataclasses.replace(detection, warnings=[coarse]), f"{folder}/detect_unknown_model.html")
 from model import modelfile
 report.detection_report(detection, f"{folder}/detect_default_model.html", metadata=modelfile.read_metadata(modelfile.default_model_path()))
 
@@ -190,6 +192,13 @@ def test_training_curves_and_confusion_matrix(reports):
     assert f"<tr><td>labelled icy</td><td>{m['true_positive']}</td><td>{m['false_negative']}</td></tr>" in text
     assert "<h2>Reliability diagram (validation, as written)</h2>" in text and "y = x" in text
     assert "<th>what the model has seen</th><td>Trained on 80 labelled chunks (20 icy) of 1 image(s): ESP_012345_0950_RED. It continues hiriseice-default 3" in text
+
+
+def test_the_image_warnings_stand_in_the_report_beside_its_category(reports):
+    """A 25 m browse image's "the scores say little" was in the log only; the report gave its category bare."""
+    assert ("<tr><th>warning</th><td>&#x27;ESP_012345_0950_RED.tif&#x27; has 25 m pixels, coarser than any HiRISE map product (0.25-2 m); "
+            "the scores of this one say little.</td></tr>") in reports["detect_unknown_model"]
+    assert "<th>warning</th>" not in reports["detect"]
 
 
 def test_detection_report_texts(reports):
