@@ -29,7 +29,7 @@ from qgis.PyQt.QtCore import QVariant
 from .algorithm import HiriseIceAlgorithm, LayerListParameter
 from .common import add_features, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
-from .engine import errors, files, modelfile, network, raster, schema, training
+from .engine import errors, files, gdal_exceptions, modelfile, network, raster, schema, training
 
 AUGMENT_MODES = training.AUGMENT_MODES
 from .worker import partial_path, run_worker
@@ -237,6 +237,12 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 f"'{layer.name()}' has no CRS QGIS can read; its coordinates are taken to be in the CRS of '{raster_layer.name()}'. "
                 "If they are not, set the layer's CRS (Layer Properties > Source) and run again."
             )
+        if source_crs != target and not _transformable(source_crs, target):
+            # two Mars spheres of other radii (a polar product's and an equatorial map's): QGIS printed "Cannot create transform"
+            # and then left the coordinates as they were, which could have placed them anywhere on the image
+            feedback.pushInfo(f"'{layer.name()}' ({source_crs.description()}) lies on another Mars sphere than '{raster_layer.name()}' "
+                              f"({target.description()}), between which PROJ finds no transformation: its features are not used over that image.")
+            return [], 0
         transform = QgsCoordinateTransform(source_crs, target, context.transformContext())
         request = QgsFeatureRequest()
         try:
@@ -455,3 +461,13 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         comparison = metrics.get("comparison") or {}
         if comparison.get("worse"):  # the worker logged it among many lines; a warning is its last word
             feedback.pushWarning(comparison["verdict"])
+
+
+def _transformable(source: QgsCoordinateReferenceSystem, target: QgsCoordinateReferenceSystem) -> bool:
+    """Whether PROJ finds a transformation between the two CRSs (OSR's answer; QGIS's own prints its failure and goes on)."""
+    try:
+        with gdal_exceptions():
+            raster.crs_transform(*(crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED_GDAL) for crs in (source, target)))
+        return True
+    except RuntimeError:
+        return False

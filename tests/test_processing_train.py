@@ -389,6 +389,18 @@ def test_an_unwritable_model_folder_fails_before_anything_is_read(qgis_app, trai
     assert feedback.text.count("cannot be written") == 1 and not feedback.commands  # processing.run's report of the refusal; no worker started
 
 
+def test_labels_on_another_mars_sphere_are_left_out_of_that_image_with_one_line(qgis_app, training_data, labelled_geographic, tmp_path):
+    """A polar product is drawn on Mars's polar radius; PROJ finds no transformation to it from another sphere's
+    CRS, and QGIS printed "Cannot create transform" and left the coordinates as they were."""
+    polar_wkt, polar_gt = helpers.south_polar_stereographic(30.0, width=384, height=384, radius=3376200.0)
+    polar = helpers.write_geotiff(tmp_path / "polar.tif", training_data.raster.bands[0], "UInt16", polar_gt, polar_wkt, nodata=0)
+    results = train(tmp_path, [training_data.raster.path, polar], [labelled_geographic], EPOCHS=1)
+    said = [text for text in results["_feedback"].infos if "lies on another Mars sphere than 'polar'" in text]
+    assert len(said) == 1 and "its features are not used over that image" in said[0], results["_feedback"].infos
+    assert "Cannot create transform" not in results["_feedback"].text
+    assert "No label feature lies over 'polar'; it is left out of training." in results["_feedback"].warnings
+
+
 def test_a_label_value_not_understood_names_its_feature(qgis_app, training_data, tmp_path):
     from qgis.PyQt.QtCore import QVariant
 
