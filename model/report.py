@@ -242,10 +242,16 @@ def scale_bar(width_px: int, geotransform: Sequence[float], crs_wkt: str) -> Tup
     return length, f"{length:g} px"
 
 
+# The white strip under the quicklook that holds its scale bar (figure pixels): on the image, chunk IDs
+# had stood over the bar's label ("128" beside "500 m" read as "1500 m").
+SCALE_STRIP_PX = 36
+
+
 def quicklook_figure(raster_path: str, chunks: List[Dict], band: int = 0, max_side: int = 900, icy_threshold: float = 0.6, hard_low: float = 0.4):
     """The scene, decimated to at most max_side pixels, every scored chunk outlined and tinted by
-    its probability and marked with its chunk_id, and a scale bar. Drawn at the image's aspect
-    ratio with no margins (axes in full-resolution pixels, so chunks are placed by x_off, y_off)."""
+    its probability and marked with its chunk_id, and under it a scale bar in a strip of its own.
+    The scene is drawn at the image's aspect ratio with no margins (axes in full-resolution pixels,
+    so chunks are placed by x_off, y_off)."""
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
     import matplotlib.patheffects as effects
@@ -257,8 +263,9 @@ def quicklook_figure(raster_path: str, chunks: List[Dict], band: int = 0, max_si
     h, w = gray.shape
     zoom = max_side / max(h, w)  # small scenes drawn larger, so chunk IDs stay legible
     out_w, out_h = max(1, int(round(w * zoom))), max(1, int(round(h * zoom)))
-    figure = new_figure(out_w, out_h)
-    ax = figure.add_axes([0, 0, 1, 1])
+    figure = new_figure(out_w, out_h + SCALE_STRIP_PX)
+    strip = SCALE_STRIP_PX / (out_h + SCALE_STRIP_PX)
+    ax = figure.add_axes([0, strip, 1, 1 - strip])
     ax.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0, extent=(0, info.width, info.height, 0), interpolation="nearest")
     ax.set_xlim(0, info.width)
     ax.set_ylim(info.height, 0)
@@ -282,11 +289,13 @@ def quicklook_figure(raster_path: str, chunks: List[Dict], band: int = 0, max_si
         ax.text(c["x_off"] + c["width"] / 2, c["y_off"] + c["height"] / 2, str(c["chunk_id"]), ha="center", va="center",
                 fontsize=size, color="black", path_effects=halo, fontweight="bold" if c["probability"] >= icy_threshold else "normal")
     length, text = scale_bar(info.width, info.geotransform, info.crs_wkt)
-    x0, y0 = info.width * 0.04, info.height * 0.95
-    bar_height = max(info.height * 0.008, 2 / px_per_image_px)
-    ax.add_patch(Rectangle((x0 - info.width * 0.012, y0 - info.height * 0.07), length + info.width * 0.024, info.height * 0.09, facecolor="white", alpha=0.75, edgecolor="none"))
-    ax.add_patch(Rectangle((x0, y0 - bar_height), length, bar_height, facecolor="black", edgecolor="black"))
-    ax.text(x0 + length / 2, y0 - bar_height * 1.6, text, ha="center", va="bottom", fontsize=9)
+    bar = figure.add_axes([0, 0, 1, strip])  # x in the image's pixels, as the scene's axes; y from 0 (bottom) to 1
+    bar.set_xlim(0, info.width)
+    bar.set_ylim(0, 1)
+    bar.set_axis_off()
+    x0 = info.width * 0.04
+    bar.add_patch(Rectangle((x0, 0.2), length, 0.15, facecolor="black", edgecolor="black"))
+    bar.text(x0 + length / 2, 0.45, text, ha="center", va="bottom", fontsize=9)
     return figure, label_all
 
 

@@ -130,13 +130,15 @@ def test_reports_are_one_file_with_png_plots_and_no_svg(reports):
 
 
 def test_quicklook_has_the_scene_shape_chunk_ids_and_a_scale_bar(reports):
+    from model.report import SCALE_STRIP_PX
+
     alt, _, width, height, _ = pngs(reports["detect"])[0]
-    assert width / height == pytest.approx(640 / 512, rel=0.01) and max(width, height) == pytest.approx(900, abs=1)
+    assert width / (height - SCALE_STRIP_PX) == pytest.approx(640 / 512, rel=0.01) and width == pytest.approx(900, abs=1)
     quick = reports["figures"]["quicklook"][0]
     assert reports["figures"]["quicklook_all_labelled"] is True
     assert sorted(t for t in quick["texts"] if t.isdigit()) == sorted(str(i) for i in range(80))
-    # 640 px of 0.5 m: the bar is the largest 1-2-5 length within a fifth of the width (64 m).
-    assert "50 m" in quick["texts"]
+    # 640 px of 0.5 m: the bar is the largest 1-2-5 length within a fifth of the width (64 m), in a strip of its own under the scene
+    assert "50 m" not in quick["texts"] and reports["figures"]["quicklook"][1]["texts"] == ["50 m"]
 
 
 def test_quicklook_labels_only_likely_chunks_when_chunks_are_small(reports, worker_python):
@@ -148,7 +150,7 @@ from model import report
 raster = helpers.generate_raster(sys.argv[1], "big.tif", width=2048, height=1024)
 chunks = [dict(chunk_id=i, x_off=(i % 64) * 32, y_off=(i // 64) * 32, width=32, height=32, probability=0.7 if i in (5, 700) else 0.45 if i == 9 else 0.1) for i in range(64 * 32)]
 figure, labelled_all = report.quicklook_figure(raster.path, chunks)
-print(json.dumps([labelled_all, sorted(t.get_text() for t in figure.axes[0].texts if t.get_text().isdigit()), [t.get_text() for t in figure.axes[0].texts if not t.get_text().isdigit()]]))
+print(json.dumps([labelled_all, sorted(t.get_text() for t in figure.axes[0].texts if t.get_text().isdigit()), [t.get_text() for ax in figure.axes for t in ax.texts if not t.get_text().isdigit()]]))
 '''
     done = helpers.run_worker_snippet(worker_python, code, reports["folder"])
     assert done.returncode == 0, done.stderr[-3000:]

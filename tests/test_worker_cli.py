@@ -16,7 +16,7 @@ import pytest
 from osgeo import gdal, ogr, osr
 
 import model
-from model import modelfile, review, rules
+from model import modelfile, report, review, rules
 from model.errors import DamagedRasterError, EngineError, ModelFileError, RasterError
 from model.grid import chunk_grid, grid_shape
 from model.protocol import Reporter
@@ -192,7 +192,7 @@ def test_detect_html_report(detection):
     try:
         image = gdal.Open("/vsimem/quicklook.png")
         assert image is not None and image.RasterCount == 3
-        assert image.RasterXSize / image.RasterYSize == pytest.approx(640 / 512, rel=0.02)
+        assert image.RasterXSize / (image.RasterYSize - report.SCALE_STRIP_PX) == pytest.approx(640 / 512, rel=0.02)
         assert max(image.RasterXSize, image.RasterYSize) <= 900
         pixels = np.stack([image.GetRasterBand(i).ReadAsArray() for i in (1, 2, 3)])
         image = None
