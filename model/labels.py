@@ -130,7 +130,7 @@ class PolygonLabels:
 
     def left_out(self) -> str:
         """"" or "; left out: ..." naming each reason with its count."""
-        reasons = ((self.without_label, "without a label"), (self.off_image, "off the image or on its no-data"), (self.too_small, "under 2 px"),
+        reasons = ((self.without_label, "empty or marked unclear"), (self.off_image, "off the image or on its no-data"), (self.too_small, "under 2 px"),
                    (self.excluded, "in an exclusion polygon"), (self.repeated, "repeating a chunk labelled alike"),
                    (self.contradictory, "on chunks labelled both icy and not icy"))
         said = [f"{count} {why}" for count, why in reasons if count]

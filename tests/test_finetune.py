@@ -85,7 +85,7 @@ def test_every_label_polygon_left_out_is_counted_with_its_reason(tmp_path):
     with RasterSource(raster.path) as source:
         read = labels.chunks_from_polygons(source, items + extra, SMALL, 16, DEFAULT_NORMALISATION, [exclusion], said.append)
     assert len(read) == 16 - 2  # chunk 1 (both ways) and the excluded one
-    assert said == ["grid: 23 label polygons; left out: 2 without a label, 1 off the image or on its no-data, 1 under 2 px, 1 in an exclusion polygon, "
+    assert said == ["grid: 23 label polygons; left out: 2 empty or marked unclear, 1 off the image or on its no-data, 1 under 2 px, 1 in an exclusion polygon, "
                     "1 repeating a chunk labelled alike, 3 on chunks labelled both icy and not icy"], said
 
 
