@@ -56,7 +56,7 @@ def writing(path: str, what: str, before_commit: Optional[Callable[[], None]] = 
             before_commit()
         commit(partial, path)
     except (OSError, RuntimeError) as exc:
-        failure = _write_failure(what, path, exc)
+        failure = write_failure(what, path, exc)
         _close_quietly(exc)
     finally:
         gdal.PopErrorHandler()
@@ -80,7 +80,7 @@ def _close_quietly(exc: BaseException) -> None:
             gdal.UseExceptions()
 
 
-def _write_failure(what: str, path: str, exc: Exception) -> str:
+def write_failure(what: str, path: str, exc: Exception) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     try:
         free_mb = shutil.disk_usage(folder).free / 1e6
@@ -90,6 +90,32 @@ def _write_failure(what: str, path: str, exc: Exception) -> str:
         return f"{what} could not be written to {path}: its disk is full ({free_mb or 0.0:.1f} MB free). Free some space or choose another destination, and run again."
     reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return f"{what} could not be written to {path}: {reason}. Check that its folder is writable, or choose another destination, and run again."
+
+
+class Claim:
+    """An exclusive claim on a lock file, held while this stays open; the system lets it go when the
+    process ends, however it ends (a killed survey leaves no stale claim)."""
+
+    def __init__(self, path: str, busy_message: str, error=EngineError):
+        self.path = path
+        self._handle = open(path, "a+")
+        try:
+            if os.name == "nt":
+                import msvcrt
+
+                msvcrt.locking(self._handle.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._handle.close()
+            raise error(busy_message) from None
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            remove_quietly([self.path])
+            self._handle.close()
 
 
 def remove_quietly(paths: Iterable[str]) -> List[str]:

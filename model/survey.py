@@ -54,6 +54,11 @@ IMAGE_MINUTES = 30.0
 WATCH_S = 5.0
 # The Dask event topic under which a worker says it starts an image.
 STARTED_TOPIC = "hiriseice-survey-started"
+# How long an image's rows wait for a GeoPackage another program holds (QGIS reading it while a batch
+# runs, a database browser's open transaction), trying again every LOCK_RETRY_S: GDAL gives up after 5 s,
+# which had ended an overnight survey with a traceback.
+LOCK_PATIENCE_S = 600.0
+LOCK_RETRY_S = 2.0
 
 FOOTPRINT_FIELDS = (
     ("image_id", "text"),
@@ -241,28 +246,35 @@ def _longitudes_from(geometry, start: float) -> None:
 
 
 class SurveyStore:
-    """The survey's GeoPackage, written by the client only, one transaction per image."""
+    """The survey's GeoPackage, written by the client only, one transaction per image; one survey at a
+    time (a claim on a lock file beside it, which the system releases if the survey dies)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, warn: Callable[[str], None] = lambda message: None):
         self.path = os.path.abspath(path)
-        with gdal_exceptions():
-            if os.path.exists(self.path):
+        self.warn = warn
+        self.recorded = 0
+        folder = os.path.dirname(self.path)
+        with contextlib.suppress(OSError):
+            os.makedirs(folder, exist_ok=True)
+        if not os.access(folder, os.W_OK):  # SQLite writes its journal beside the file too
+            raise SurveyError(f"The folder {folder} of the survey's GeoPackage cannot be written to (missing or read-only). Choose a folder you can write to.")
+        self._claim = files.Claim(self.path + ".survey-lock", f"Another survey is writing {self.path}. Wait for it to finish (a rerun then resumes it), "
+                                  "or choose another GeoPackage.", SurveyError)
+        try:
+            with gdal_exceptions():
+                if not os.path.exists(self.path):
+                    # made whole under a partial name: a survey stopped while its layers were created left a
+                    # GeoPackage that every rerun refused as "not a survey's"
+                    partial = files.partial_path(self.path)
+                    files.remove_quietly([partial])
+                    created = ogr.GetDriverByName("GPKG").CreateDataSource(partial)
+                    self._create_layers(created)
+                    created = None
+                    files.commit(partial, self.path)
                 self.ds = self._open_existing()
-            else:
-                folder = os.path.dirname(self.path)
-                with contextlib.suppress(OSError):
-                    os.makedirs(folder, exist_ok=True)
-                if not os.access(folder, os.W_OK):
-                    raise SurveyError(f"The folder {folder} of the survey's GeoPackage cannot be written to (missing or read-only). Choose a folder you can write to.")
-                # made whole under a partial name: a survey stopped while its layers were created left a
-                # GeoPackage that every rerun refused as "not a survey's"
-                partial = files.partial_path(self.path)
-                files.remove_quietly([partial])
-                created = ogr.GetDriverByName("GPKG").CreateDataSource(partial)
-                self._create_layers(created)
-                created = None
-                files.commit(partial, self.path)
-                self.ds = self._open_existing()
+        except BaseException:
+            self._claim.close()
+            raise
 
     def _open_existing(self):
         try:
@@ -288,29 +300,65 @@ class SurveyStore:
                 if f.GetField("status") == DONE and f.GetField("model_name") == model_name and f.GetField("model_version") == model_version}
 
     def record(self, outcome: Dict, model_name: str, model_version: str) -> None:
-        """Replace the image's rows (an earlier failure, or another model's) with this outcome."""
+        """Replace the image's rows (an earlier failure, or another model's) with this outcome; while
+        another program holds the file, tried again for LOCK_PATIENCE_S (the failed transaction is
+        undone by closing the connection: GDAL forgets one whose COMMIT SQLite still holds open)."""
+        waited_since = None
+        while True:
+            try:
+                with gdal_exceptions():
+                    if self.ds is None:
+                        self.ds = gdal.OpenEx(self.path, gdal.OF_VECTOR | gdal.OF_UPDATE, allowed_drivers=["GPKG"])
+                    self._write(outcome, model_name, model_version)
+                self.recorded += 1
+                return
+            except RuntimeError as exc:
+                self._disconnect()
+                kept = f"The {self.recorded} image(s) recorded before in this run are kept, with those of earlier runs; run the survey again to resume it."
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise SurveyError(f"{files.write_failure('The survey', self.path, exc)} {kept}") from None
+                now = time.monotonic()
+                if waited_since is None:
+                    waited_since = now
+                    self.warn(f"{self.path} is held by another program (a layer of it being edited or read in QGIS, a database browser): "
+                              f"waiting up to {LOCK_PATIENCE_S / 60:.0f} minutes to record {outcome['image'].image_id}.")
+                elif now - waited_since > LOCK_PATIENCE_S:
+                    raise SurveyError(f"{self.path} stayed held by another program for {LOCK_PATIENCE_S / 60:.0f} minutes, so "
+                                      f"{outcome['image'].image_id} could not be recorded. Close it there (or save its edits). {kept}") from None
+                time.sleep(LOCK_RETRY_S)
+
+    def _disconnect(self) -> None:
+        """Closes the connection, which undoes what the failed transaction left; the next record opens it again."""
+        with gdal_exceptions(), contextlib.suppress(RuntimeError):
+            gdal.PushErrorHandler("CPLQuietErrorHandler")  # closing what the lock cut short repeats its failure
+            try:
+                self.ds = None
+            finally:
+                gdal.PopErrorHandler()
+
+    def _write(self, outcome: Dict, model_name: str, model_version: str) -> None:
         image: SurveyImage = outcome["image"]
         quoted = image.image_id.replace("'", "''")
-        with gdal_exceptions():
-            self.ds.StartTransaction()
-            try:
-                for name, _, _ in LAYERS:
-                    self.ds.ExecuteSQL(f"DELETE FROM \"{name}\" WHERE image_id = '{quoted}'")
-                summary = outcome["summary"]
-                self._add("chunks", outcome["chunks"], "wkt")
-                if summary:
-                    self._add("summary", [summary], "footprint_wkt")
-                    self._add("footprints", [summary], "footprint_wkt")
-                self._add("runs", [{
-                    "image": image.path, "image_id": image.image_id, "status": outcome["status"], "error": outcome["error"],
-                    "model_name": model_name, "model_version": model_version, "runtime_s": outcome["runtime_s"],
-                    "chunks": len(outcome["chunks"]),
-                    "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                }], None)
-            except BaseException:
+        self.ds.StartTransaction()
+        try:
+            for name, _, _ in LAYERS:
+                self.ds.ExecuteSQL(f"DELETE FROM \"{name}\" WHERE image_id = '{quoted}'")
+            summary = outcome["summary"]
+            self._add("chunks", outcome["chunks"], "wkt")
+            if summary:
+                self._add("summary", [summary], "footprint_wkt")
+                self._add("footprints", [summary], "footprint_wkt")
+            self._add("runs", [{
+                "image": image.path, "image_id": image.image_id, "status": outcome["status"], "error": outcome["error"],
+                "model_name": model_name, "model_version": model_version, "runtime_s": outcome["runtime_s"],
+                "chunks": len(outcome["chunks"]),
+                "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            }], None)
+        except BaseException:
+            with contextlib.suppress(RuntimeError):  # a lock may have cut the transaction short already
                 self.ds.RollbackTransaction()
-                raise
-            self.ds.CommitTransaction()
+            raise
+        self.ds.CommitTransaction()
 
     def _add(self, name: str, rows: Iterable[Dict], geometry_key: Optional[str]) -> None:
         layer = self.ds.GetLayerByName(name)
@@ -328,6 +376,7 @@ class SurveyStore:
 
     def close(self) -> None:
         self.ds = None
+        self._claim.close()
 
 
 # --- the client ----------------------------------------------------------------------------
@@ -378,7 +427,7 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
     metadata = modelfile.read_metadata(model_path)
     name, version = metadata["name"], str(metadata["version"])
     images = survey_images(sources, images_folder, reporter.warning)
-    store = SurveyStore(out)
+    store = SurveyStore(out, reporter.warning)
     try:
         done_before = store.done_with(name, version)
         todo = [image for image in images if image.image_id not in done_before]

@@ -6,6 +6,8 @@ raster as failed while the rest completes."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from osgeo import gdal, ogr, osr
@@ -264,6 +266,101 @@ def test_a_polar_product_on_the_polar_radius_is_surveyed_where_it_lies(worker_py
     assert [row["status"] for row in qs.read_ogr(out, "runs").rows] == ["done"], qs.read_ogr(out, "runs").rows
     corners = [point for row in rows_by_image(out, "chunks")["ESP_000023_1130_RED"] for point in qs.outer_ring(row["_wkt"])]
     assert all(-67.01 < lat < -66.99 for _, lat in corners) and all(min(lon % 360, 360 - lon % 360) < 0.01 for lon, _ in corners), corners[:4]
+
+
+def failed_outcome(number):
+    from model.survey import FAILED, SurveyImage
+
+    return {"image": SurveyImage(f"ESP_0000{number:02d}_1234_RED", f"/images/ESP_0000{number:02d}_1234_RED.tif"), "status": FAILED,
+            "error": "unreadable", "chunks": [], "summary": None, "runtime_s": 0.1}
+
+
+def test_a_geopackage_another_program_holds_is_waited_for_not_a_traceback(tmp_path):
+    """A QGIS user reading the layers while the batch ran: GDAL gives up after 5 s, and the survey had
+    ended with 'sqlite3_exec(COMMIT) failed: database is locked' and lost the images in flight."""
+    import sqlite3
+    import threading
+    import time
+
+    from model.survey import SurveyStore
+
+    path = tmp_path / "survey.gpkg"
+    said = []
+    store = SurveyStore(str(path), said.append)
+    held = threading.Event()
+
+    def hold(seconds):
+        reader = sqlite3.connect(str(path), isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM runs").fetchall()  # a read lock, as a viewer's open transaction
+        held.set()
+        time.sleep(seconds)
+        reader.execute("COMMIT")
+        reader.close()
+
+    try:
+        store.record(failed_outcome(1), "m", "1")
+        holder = threading.Thread(target=hold, args=(8.0,))
+        holder.start()
+        held.wait()
+        started = time.monotonic()
+        store.record(failed_outcome(2), "m", "1")
+        assert time.monotonic() - started > 5.0  # past GDAL's own patience
+        holder.join()
+        store.record(failed_outcome(3), "m", "1")
+    finally:
+        store.close()
+    assert len(said) == 1 and said[0].startswith(f"{path} is held by another program") and "ESP_000002_1234_RED" in said[0], said
+    rows = qs.read_ogr(path, "runs").rows
+    assert sorted(row["image_id"] for row in rows) == ["ESP_000001_1234_RED", "ESP_000002_1234_RED", "ESP_000003_1234_RED"]
+    assert sqlite3.connect(str(path)).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert not os.path.exists(str(path) + ".survey-lock")
+
+
+def test_two_surveys_of_one_geopackage_are_refused_while_the_first_runs(tmp_path):
+    """Two writers had both surveyed every image, each committing over the other."""
+    from model.survey import SurveyError, SurveyStore
+
+    path = tmp_path / "survey.gpkg"
+    first = SurveyStore(str(path))
+    try:
+        with pytest.raises(SurveyError, match=r"Another survey is writing .*survey\.gpkg\. Wait for it to finish \(a rerun then resumes it\)"):
+            SurveyStore(str(path))
+    finally:
+        first.close()
+    SurveyStore(str(path)).close()  # free again once the first has closed
+
+
+def test_a_full_disk_stops_the_survey_with_the_fix_and_keeps_what_was_recorded(tmp_path):
+    """Writing past the file-size limit (as on a full disk) had ended with a traceback of sqlite3_exec(COMMIT)."""
+    code = f"""
+import resource, sys
+sys.path.insert(0, {str(qs.REPO_ROOT)!r})
+from model.survey import FAILED, SurveyError, SurveyImage, SurveyStore
+
+def failed_outcome(number):
+    return {{"image": SurveyImage(f"ESP_0000{{number:02d}}_1234_RED", "/images/x.tif"), "status": FAILED, "error": "unreadable", "chunks": [],
+            "summary": None, "runtime_s": 0.1}}
+
+store = SurveyStore(sys.argv[1])
+store.record(failed_outcome(1), "m", "1")
+size = __import__("os").path.getsize(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 4096, size + 4096))
+outcome = failed_outcome(2)
+outcome["error"] = "x" * 200000
+try:
+    store.record(outcome, "m", "1")
+except SurveyError as exc:
+    print(exc)
+finally:
+    store.close()
+"""
+    path = tmp_path / "survey.gpkg"
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stdout.startswith(f"The survey could not be written to {path}: ") and done.stdout.strip().endswith(
+        "The 1 image(s) recorded before in this run are kept, with those of earlier runs; run the survey again to resume it."), done.stdout
+    assert [row["image_id"] for row in qs.read_ogr(path, "runs").rows] == ["ESP_000001_1234_RED"]
 
 
 def test_a_survey_in_which_every_image_failed_is_an_error_not_a_success(worker_python, tiny_model, tmp_path):
