@@ -35,6 +35,7 @@ from . import catalog, files, modelfile, rules
 from .download import DownloadItem, downloaded_jp2s
 from .errors import EngineError
 from .inference import DetectOptions, detect
+from .pdslabel import label_beside
 from .protocol import Reporter, SilentReporter
 from .raster import RASTER_SUFFIXES, crs_transform, gdal_exceptions, image_id_of, north_up_view
 from .schema import DETECTION_FIELDS, SUMMARY_FIELDS
@@ -114,9 +115,15 @@ def survey_images(sources: Sequence[str], images_folder: str = "", warn: Callabl
     are left out with a ``warn``ing (download.downloaded_jp2s).
     """
     images: Dict[str, SurveyImage] = {}
+    files_seen: Dict[str, str] = {}  # the file itself (links followed) -> the path it was first given by
     for source in sources:
         for path in _paths_of(source, images_folder, warn):
             image = SurveyImage(image_id_of(path), os.path.abspath(path))
+            real = os.path.normcase(os.path.realpath(path))
+            if real in files_seen and files_seen[real] != image.path:
+                warn(f"{image.path} is the same file as {files_seen[real]} (a link, or another path to it): it is surveyed once.")
+                continue
+            files_seen[real] = image.path
             earlier = images.get(image.image_id)
             if earlier and earlier.path != image.path:
                 raise SurveyError(
@@ -132,14 +139,22 @@ def survey_images(sources: Sequence[str], images_folder: str = "", warn: Callabl
 def _paths_of(source: str, images_folder: str, warn: Callable[[str], None]) -> Iterator[str]:
     if os.path.isdir(source):
         names = sorted(n for n in os.listdir(source) if n.lower().endswith(RASTER_SUFFIXES) and not n.lower().endswith(".lbl") and not n.startswith("."))
-        yield from (os.path.join(source, n) for n in names)
+        yield from (_through_label(os.path.join(source, n)) for n in names)
     elif source.lower().endswith(FOOTPRINT_SUFFIXES) and os.path.isfile(source):
         folder = images_folder or os.path.dirname(os.path.abspath(source))
         yield from downloaded_jp2s(footprint_jp2_paths(source, folder), folder, warn)
     elif os.path.exists(source):
-        yield source
+        yield _through_label(source)
     else:
         raise SurveyError(f"'{source}' does not exist. Give raster files, folders of rasters, or footprints from hiriseice:find.")
+
+
+def _through_label(path: str) -> str:
+    """A PDS3 image's raw pixels (.IMG) by the detached label beside it, through which alone GDAL reads them
+    (a folder of PDS products had failed every image); any other raster as it is."""
+    if path.lower().endswith(".img"):
+        return label_beside(path) or path
+    return path
 
 
 def footprint_jp2_paths(path: str, images_folder: str) -> List[str]:

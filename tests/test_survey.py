@@ -268,6 +268,25 @@ def test_a_polar_product_on_the_polar_radius_is_surveyed_where_it_lies(worker_py
     assert all(-67.01 < lat < -66.99 for _, lat in corners) and all(min(lon % 360, 360 - lon % 360) < 0.01 for lon, _ in corners), corners[:4]
 
 
+def test_one_file_reached_by_two_paths_is_surveyed_once_and_a_pds_image_by_its_label(tmp_path):
+    """A link under another name had been surveyed twice (its chunks counted twice), the same file through a linked
+    folder refused the whole survey, and a folder of PDS products (X.IMG beside X.LBL) failed every image."""
+    from model.survey import survey_images
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "ESP_000031_1234_RED.tif").write_bytes(b"pixels")
+    os.symlink(folder / "ESP_000031_1234_RED.tif", folder / "copy_of_it.tif")
+    os.symlink(folder, tmp_path / "linked")
+    (folder / "PSP_000032_1234_RED.IMG").write_bytes(b"raw pixels")
+    (folder / "PSP_000032_1234_RED.LBL").write_text("PDS_VERSION_ID = PDS3\n")
+    said = []
+    images = survey_images([str(folder), str(tmp_path / "linked" / "ESP_000031_1234_RED.tif")], warn=said.append)
+    assert [(image.image_id, os.path.basename(image.path)) for image in images] == [
+        ("ESP_000031_1234_RED", "ESP_000031_1234_RED.tif"), ("PSP_000032_1234_RED", "PSP_000032_1234_RED.LBL")]
+    assert len(said) == 2 and all("(a link, or another path to it): it is surveyed once." in line for line in said), said
+
+
 def failed_outcome(number):
     from model.survey import FAILED, SurveyImage
 
