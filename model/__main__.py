@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="give up an image still running after this many minutes, and restart its worker (0: no limit; default: 30)")
     _grid_arguments(survey, None)
     _scoring_arguments(survey)
-    survey.set_defaults(run=_survey)
+    survey.set_defaults(run=_survey, left_behind="the images it had finished stay in its GeoPackage, and a rerun resumes after them")
 
     chunk = commands.add_parser("chunk", help="the chunk grid of a raster, without the network")
     chunk.add_argument("raster")
@@ -360,7 +360,7 @@ def _run(args, reporter: Reporter) -> int:
         reporter.error(exc.code, str(exc))
         return 2
     except KeyboardInterrupt:
-        reporter.error("cancelled", "Cancelled; no output was written.")
+        reporter.error("cancelled", f"Cancelled; {getattr(args, 'left_behind', 'no output was written')}.")
         return 130
     return 0
 

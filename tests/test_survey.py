@@ -287,6 +287,32 @@ def test_one_file_reached_by_two_paths_is_surveyed_once_and_a_pds_image_by_its_l
     assert len(said) == 2 and all("(a link, or another path to it): it is surveyed once." in line for line in said), said
 
 
+def test_a_survey_interrupted_says_its_finished_images_stay(worker_python, tiny_model, tmp_path):
+    """Ctrl-C after two images had been recorded said "Cancelled; no output was written"."""
+    import signal
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_images(folder, 3)
+    out = tmp_path / "survey.gpkg"
+    command = [worker_python, "-m", "model", "--jsonl", "survey", "--rasters", str(folder), "--out", str(out), "--model", tiny_model.path, "--workers", "1"]
+    survey = subprocess.Popen(command, cwd=str(qs.REPO_ROOT), env=helpers.worker_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        messages = []
+        for line in survey.stdout:
+            messages.append(json.loads(line))
+            if messages[-1]["type"] == "progress" and messages[-1]["fraction"] > 0:  # an image recorded
+                survey.send_signal(signal.SIGINT)
+                break
+        messages += [json.loads(line) for line in survey.stdout]
+        assert survey.wait(timeout=60) == 130
+    finally:
+        survey.kill()
+    assert messages[-1]["type"] == "error" and messages[-1]["message"] == (
+        "Cancelled; the images it had finished stay in its GeoPackage, and a rerun resumes after them."), messages[-3:]
+    assert qs.read_ogr(out, "runs").rows
+
+
 def failed_outcome(number):
     from model.survey import FAILED, SurveyImage
 

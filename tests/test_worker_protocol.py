@@ -76,6 +76,14 @@ def test_a_crash_names_the_signal_with_the_tail_of_stderr_and_removes_partial_ou
     assert not partial.exists() and feedback.errors == []
 
 
+def test_a_crashed_survey_says_its_finished_images_stay_and_a_rerun_resumes(qgis_app):
+    """A survey killed in the night had said only "crashed (SIGKILL) (out of memory?)" and forty lines of Dask."""
+    WorkerRun = qs.plugin_module("processing_provider.worker").WorkerRun
+    assert WorkerRun(["survey", "--rasters", "jp2/"]).crash_message(-9).startswith(
+        "The worker crashed (SIGKILL) (out of memory?). The images it had finished stay in its GeoPackage, and a rerun resumes after them.")
+    assert "rerun" not in WorkerRun(["detect", "scene.tif"]).crash_message(-9)
+
+
 def test_an_exit_without_a_result_is_not_taken_for_success(run_with):
     exc, _ = run_with("echo '{\"type\": \"log\", \"message\": \"working\"}'\nexit 0")
     assert str(exc).startswith("The worker finished without a result.")
