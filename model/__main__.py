@@ -19,6 +19,8 @@ import io
 import json
 import os
 import sys
+import threading
+import time
 
 from . import __version__, files, rules
 from .chunking import DEFAULT_MIN_VALID
@@ -343,10 +345,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# How often a worker run by a client (--jsonl) looks whether that client is still there.
+ORPHAN_POLL_S = 1.0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.jsonl and args.run is not _serve and os.name != "nt":  # a session worker outlives the runs that use it
+        _stop_when_orphaned()
     return _run(args, Reporter(jsonl=args.jsonl))
+
+
+def _stop_when_orphaned() -> None:
+    """A worker whose client (QGIS, qgis_process) has died stops as if cancelled, cleaning up as a
+    cancel does: a survey's client waits on Dask for minutes between lines and had written on after
+    the user's rerun had started a second survey of the same GeoPackage."""
+    import signal
+
+    # a client's cancel is SIGINT too, and a child inherits SIGINT ignored from a shell's background job
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_POLL_S)
+        os.kill(os.getpid(), signal.SIGINT)  # a signal, unlike _thread.interrupt_main, wakes a main thread waiting on Dask
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 def _run(args, reporter: Reporter) -> int:

@@ -3,6 +3,7 @@ Python, the session's tiny model, generated rasters. The survey must equal detec
 image, lose no image when a Dask worker is killed, skip what is done on a rerun and record a bad
 raster as failed while the rest completes."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -311,6 +312,48 @@ def test_a_survey_interrupted_says_its_finished_images_stay(worker_python, tiny_
     assert messages[-1]["type"] == "error" and messages[-1]["message"] == (
         "Cancelled; the images it had finished stay in its GeoPackage, and a rerun resumes after them."), messages[-3:]
     assert qs.read_ogr(out, "runs").rows
+
+
+def test_a_survey_whose_client_was_killed_stops_instead_of_writing_on(worker_python, tiny_model, tmp_path):
+    """kill -9 of qgis_process had left its survey and the survey's Dask workers running, writing on into the
+    GeoPackage while the user's rerun started a second survey of it."""
+    import shlex
+    import signal
+    import time
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for seed in range(40):  # far more work than the seconds it has to stop in
+        helpers.generate_raster(folder, name=f"ESP_0{100 + seed}000_1234_RED.tif", width=1024, height=1024, nodata=0, seed=100 + seed)
+    command = " ".join(shlex.quote(str(part)) for part in [worker_python, "-m", "model", "--jsonl", "survey", "--rasters", folder, "--out",
+                                                             tmp_path / "survey.gpkg", "--model", tiny_model.path, "--workers", "1"])
+    client = subprocess.Popen(["bash", "-c", f"{command} > {tmp_path / 'lines.jsonl'} 2>/dev/null & echo $!; wait"], cwd=str(qs.REPO_ROOT),
+                              env=helpers.worker_env(), stdout=subprocess.PIPE, text=True)
+    survey_pid = int(client.stdout.readline())
+    try:
+        deadline = time.monotonic() + 120
+        lines = tmp_path / "lines.jsonl"
+        while not (lines.exists() and "progress" in lines.read_text()) and time.monotonic() < deadline:  # the survey has recorded an image
+            time.sleep(0.5)
+        client.send_signal(signal.SIGKILL)
+        client.wait()
+        gone_by = time.monotonic() + 6
+        while time.monotonic() < gone_by and os.path.exists(f"/proc/{survey_pid}") and "zombie" not in _state(survey_pid):
+            time.sleep(0.5)
+        assert not os.path.exists(f"/proc/{survey_pid}") or "zombie" in _state(survey_pid), "the survey ran on after its client was killed"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(survey_pid, signal.SIGKILL)
+    assert not os.path.exists(str(tmp_path / "survey.gpkg.survey-lock"))
+    assert len(qs.read_ogr(tmp_path / "survey.gpkg", "runs").rows) < 40
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as handle:
+            return next((line for line in handle if line.startswith("State:")), "").lower()
+    except OSError:
+        return ""
 
 
 def failed_outcome(number):
