@@ -91,6 +91,12 @@ LAYERS = (
 )
 
 FOOTPRINT_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".sqlite")
+# The settings an image's rows depend on (DetectOptions' names; the command line's and QGIS's): a survey
+# resumed at another chunk size had put chunks of 256 and 1024 px in one layer without a word. Kept in
+# the GeoPackage's table SETTINGS_TABLE (a survey made before it gets one with the settings of its next run).
+GRID_SETTINGS = (("chunk_size", "CHUNK_SIZE"), ("stride", "STRIDE"), ("min_valid", "MIN_VALID"), ("icy_threshold", "ICY_THRESHOLD"),
+                 ("hard_low", "HARD_LOW"), ("band", "BAND"), ("category_rule", "CATEGORY_RULE"), ("tta", "TTA"))
+SETTINGS_TABLE = "settings"
 
 
 class SurveyError(EngineError):
@@ -309,6 +315,32 @@ class SurveyStore:
             for field_name, kind in fields:
                 layer.CreateField(ogr.FieldDefn(field_name, OGR_TYPES[kind]))
 
+    def keep_settings(self, options: DetectOptions) -> None:
+        """Records the run's GRID_SETTINGS, or refuses a run whose settings differ from those recorded."""
+        given = {name: str(getattr(options, name)) for name, _ in GRID_SETTINGS}
+        with gdal_exceptions():
+            table = self.ds.GetLayerByName(SETTINGS_TABLE)
+            if table is None:
+                table = self.ds.CreateLayer(SETTINGS_TABLE, None, ogr.wkbNone)
+                for field_name in ("setting", "value"):
+                    table.CreateField(ogr.FieldDefn(field_name, ogr.OFTString))
+            recorded = {feature.GetField("setting"): feature.GetField("value") for feature in table}
+            changed = [(label, recorded[name], given[name]) for name, label in GRID_SETTINGS if name in recorded and recorded[name] != given[name]]
+            if changed:
+                raise SurveyError(
+                    f"{self.path} was surveyed with {', '.join(f'{label} {old}' for label, old, _ in changed)}; this run asks for "
+                    f"{', '.join(f'{label} {new}' for label, _, new in changed)}. Its chunks and categories would not compare with those of the "
+                    "images done before: run it with the same settings to resume it, or survey into a new GeoPackage."
+                )
+            self.ds.StartTransaction()
+            for name, _ in GRID_SETTINGS:
+                if name not in recorded:
+                    feature = ogr.Feature(table.GetLayerDefn())
+                    feature.SetField("setting", name)
+                    feature.SetField("value", given[name])
+                    table.CreateFeature(feature)
+            self.ds.CommitTransaction()
+
     def done_with(self, model_name: str, model_version: str) -> Set[str]:
         """The image IDs already done with this model."""
         return {f.GetField("image_id") for f in self.ds.GetLayerByName("runs")
@@ -444,6 +476,8 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
     images = survey_images(sources, images_folder, reporter.warning)
     store = SurveyStore(out, reporter.warning)
     try:
+        chunk_size = options.chunk_size or int(metadata["chunk_size"])  # as QGIS gives it, resolved: both resume one survey
+        store.keep_settings(dataclasses.replace(options, chunk_size=chunk_size, stride=options.stride or chunk_size))
         done_before = store.done_with(name, version)
         todo = [image for image in images if image.image_id not in done_before]
         reporter.log(f"{len(images)} images: {len(images) - len(todo)} already done with model {name} {version}, {len(todo)} to survey into {store.path}")

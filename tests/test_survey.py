@@ -184,6 +184,12 @@ def test_a_rerun_skips_what_is_done(worker_python, tiny_model, survey_folder, tw
     again = helpers.run_worker(worker_python, "survey", "--rasters", folder, more, "--out", out, "--model", tiny_model.path, timeout=600)
     assert again.returncode == 2 and "None of the 1 images could be surveyed (5 done before were skipped)" in again.errors[0]["message"]
     assert len(qs.read_ogr(out, "runs").rows) == 6
+    # Resumed at another chunk size, its chunks would not compare with the others': refused before any image
+    other = helpers.run_worker(worker_python, "survey", "--rasters", folder, more, "--out", out, "--model", tiny_model.path, "--chunk-size", 32, timeout=600)
+    assert other.returncode == 2 and other.errors[0]["message"] == (
+        f"{out} was surveyed with CHUNK_SIZE 64, STRIDE 64; this run asks for CHUNK_SIZE 32, STRIDE 32. Its chunks and categories would not "
+        "compare with those of the images done before: run it with the same settings to resume it, or survey into a new GeoPackage."), other.errors
+    assert len(qs.read_ogr(out, "runs").rows) == 6
 
 
 def test_a_killed_worker_loses_no_image(worker_python, tiny_model, tmp_path):
