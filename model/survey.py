@@ -487,11 +487,20 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
                 # A local cluster's workers share the cores: each reads its raster on its share only.
                 task_options = dataclasses.replace(options, readers=tensorflow_threads) if tensorflow_threads else options
                 futures = {client.submit(survey_image, image, model_path, task_options, tensorflow_threads, pure=False): image for image in todo}
-                for finished, (future, outcome) in enumerate(_outcomes(client, futures, 60.0 * image_minutes, KilledWorker), start=1):
-                    store.record(outcome, name, version)
-                    counts[outcome["status"]] += 1
-                    _report_outcome(reporter, outcome, finished, len(todo))
-                    reporter.progress(finished / len(todo))
+                try:
+                    for finished, (future, outcome) in enumerate(_outcomes(client, futures, 60.0 * image_minutes, KilledWorker), start=1):
+                        store.record(outcome, name, version)
+                        counts[outcome["status"]] += 1
+                        _report_outcome(reporter, outcome, finished, len(todo))
+                        reporter.progress(finished / len(todo))
+                except RuntimeError as exc:
+                    if scheduler and "deserializ" in str(exc).lower():  # the scheduler unpacks the tasks: it needs the engine too
+                        raise SurveyError(
+                            f"The Dask scheduler at {scheduler} could not unpack the survey's tasks ({str(exc).splitlines()[0]}): start it with the "
+                            f"plugin folder on PYTHONPATH, as its workers (README, Survey many images). The images recorded before are kept; "
+                            "run the survey again to resume it."
+                        ) from None
+                    raise
         else:
             reporter.progress(1.0)
     finally:

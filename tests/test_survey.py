@@ -362,6 +362,37 @@ def _state(pid: int) -> str:
         return ""
 
 
+def test_a_cluster_whose_scheduler_lacks_the_engine_is_told_how_to_start_it(worker_python, tiny_model, tmp_path):
+    """Its workers had the plugin on PYTHONPATH, its scheduler not: a traceback of 'Error during deserialization of the task graph'."""
+    import socket
+    import time
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_images(folder, 1)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    bare = {key: value for key, value in helpers.worker_env().items() if key != "PYTHONPATH"}
+    dask = os.path.join(os.path.dirname(worker_python), "dask")
+    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], cwd=str(tmp_path), env=bare,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard"], cwd=str(tmp_path),
+                              env=dict(bare, PYTHONPATH=str(qs.REPO_ROOT)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)
+        run = helpers.run_worker(worker_python, "survey", "--rasters", folder, "--out", tmp_path / "survey.gpkg", "--model", tiny_model.path,
+                                 "--scheduler", address, timeout=300)
+    finally:
+        for process in (worker, scheduler):
+            process.kill()
+            process.wait()
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert run.errors[0]["message"].startswith(f"The Dask scheduler at {address} could not unpack the survey's tasks (") and (
+        "start it with the plugin folder on PYTHONPATH, as its workers") in run.errors[0]["message"], run.errors
+
+
 def failed_outcome(number):
     from model.survey import FAILED, SurveyImage
 
