@@ -41,6 +41,19 @@ def check_grid_parameters(chunk_size: int, stride: int, min_valid: float) -> Non
         raise RasterError(f"MIN_VALID must be a share between 0 and 1, not {min_valid}.")
 
 
+def scale_warning(chunk_size: int, model_chunk_size: int, input_size: int) -> str:
+    """A chunk size other than the model's by a factor of 2 or more: the network reads the ground at a
+    scale it never learnt (a 256-px chunk of a 1024-px model is read at four times its resolution, and
+    shaded regolith at 8 deg N scored 0.99). Said, not refused: a model retrained at that size records it."""
+    factor = model_chunk_size / chunk_size
+    if 0.5 < factor < 2.0:
+        return ""
+    return (f"CHUNK_SIZE {chunk_size} makes the network read the ground at {factor:.3g} times the scale it learnt (the model's chunks are "
+            f"{model_chunk_size} px, read at {input_size} px): ice and shade look {'larger' if factor > 1 else 'smaller'} to it than in training, "
+            "and its probabilities are not those its model card measured. Leave CHUNK_SIZE at 0 (the model's), or retrain the model at this "
+            "chunk size (hiriseice:train records it).")
+
+
 def gap_warning(chunk_size: int, stride: int) -> str:
     """A grid whose stride exceeds its chunk leaves strips no chunk covers: said, not refused (a
     sparse sample of a huge image may be what the user wants)."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import calibration, modelfile, pdslabel, review, rules
 from . import runtime, scoremap
-from .chunking import check_grid_parameters, chunk_count, gap_warning, iter_chunks
+from .chunking import check_grid_parameters, chunk_count, gap_warning, iter_chunks, scale_warning
 from .errors import EngineError, NoValidChunksError
 from .footprint import ValidityMosaic
 from .grid import chunk_grid, chunk_wkt
@@ -104,7 +104,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         not_mars_warning(raster_path, info.crs_wkt), coarse_pixel_warning(raster_path, info.crs_wkt, info.pixel_size, chunk_size),
         squashed_pixel_warning(raster_path, info.crs_wkt, info.geotransform, info.width, info.height),
         north_turn_warning(raster_path, info.crs_wkt, info.geotransform, info.width, info.height),
-        palette_warning(raster_path, info), gap_warning(chunk_size, stride)) if warning]
+        palette_warning(raster_path, info), gap_warning(chunk_size, stride), scale_warning(chunk_size, metadata["chunk_size"], input_size)) if warning]
     for warning in warnings:
         reporter.warning(warning)
     label = label_fields(raster_path, reporter)

@@ -305,6 +305,21 @@ def test_a_stride_over_the_chunk_is_warned_of_by_chunk_and_detect(scene, worker_
         assert len(warned) == 1 and "a strip of 32 px" in warned[0], run.messages
 
 
+def test_a_chunk_size_far_from_the_models_is_warned_of_in_the_log_and_the_report(scene, worker_python, tiny_model, tmp_path):
+    """At a quarter of the default model's chunk size shaded regolith at 8 deg N had scored 0.99, and nothing said
+    the network was reading the ground at four times the scale it learnt."""
+    from model.chunking import scale_warning
+
+    assert scale_warning(1024, 1024, 256) == scale_warning(600, 1024, 256) == scale_warning(2000, 1024, 256) == ""
+    assert scale_warning(256, 1024, 256).startswith("CHUNK_SIZE 256 makes the network read the ground at 4 times the scale it learnt (the model's "
+                                                    "chunks are 1024 px, read at 256 px): ice and shade look larger to it")
+    report = tmp_path / "small.html"
+    run = helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--chunk-size", 32, "--report", report).check()
+    warned = [m["message"] for m in run.messages if m["type"] == "warning" and m["message"].startswith("CHUNK_SIZE 32 makes the network read")]
+    assert len(warned) == 1 and "at 2 times the scale it learnt" in warned[0], run.messages
+    assert "<th>warning</th><td>CHUNK_SIZE 32 makes the network read the ground at 2 times" in report.read_text(encoding="utf-8")
+
+
 def test_chunk_export_of_an_isis_cube_keeps_its_mask_and_leaves_no_partial_files(georef_data, worker_python, tmp_path):
     cube = georef_data / "PSP_009404_2635_RED_NLstretch_25cm_o_forPDS_cropped.cub"
     if not cube.is_file():
