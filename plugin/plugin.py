@@ -161,8 +161,7 @@ class IcePatchesPlugin:
             self.review_dock.visibilityChanged.connect(self._review_visibility)
         self.review_dock.setVisible(checked)
         if checked:
-            if self.review_dock.layer is None:
-                self.review_dock.set_layer(self.iface.activeLayer())
+            self.review_dock.adopt_active_layer()
             self.review_dock.raise_()
             self.review_dock.widget().setFocus()
 

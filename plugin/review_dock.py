@@ -316,7 +316,7 @@ class ReviewDock(QgsDockWidget):
         self.retrain_button.clicked.connect(self.retrain)
         help_label = QLabel("Keys (click here first): 1 icy, 0 not icy, U unclear, N/→ next, P/← previous. Ctrl+Z undoes a label.", panel)
         help_label.setWordWrap(True)
-        help_label.setStyleSheet("color: palette(mid);")
+        help_label.setStyleSheet("color: palette(dark);")  # palette(mid) read 1.7:1, like a disabled button
         layout = QVBoxLayout(panel)
         layout.addWidget(self.layer_label)
         layout.addLayout(form)
@@ -338,9 +338,19 @@ class ReviewDock(QgsDockWidget):
     # --- the layer ---
 
     def _active_layer_changed(self, layer):
-        # Another chunk layer becomes the one reviewed; a raster or other layer leaves it as it is.
-        if is_chunk_layer(layer) and layer is not self.layer:
+        # Another chunk layer becomes the one reviewed; a raster or other layer leaves it as it is. A closed
+        # dock follows nothing: it had replaced the geologist's selection with one chunk (which Mark icy then
+        # labelled) and moved the map; reopened, it takes up the active layer (adopt_active_layer).
+        if is_chunk_layer(layer) and layer is not self.layer and not self.isHidden():
             self.set_layer(layer)
+
+    def adopt_active_layer(self):
+        """On opening: the active chunk layer if it is another, else the chunk where the review stood, shown again."""
+        active = self.iface.activeLayer()
+        if self.layer is None or (is_chunk_layer(active) and active is not self.layer):
+            self.set_layer(active)
+        else:
+            self.show_current()
 
     def set_layer(self, layer):
         if self.layer is not None:
@@ -354,6 +364,8 @@ class ReviewDock(QgsDockWidget):
             self._refresh()
             return
         self.layer.attributeValueChanged.connect(self._attribute_changed)
+        self.layer.afterCommitChanges.connect(self._refresh_later)  # "(unsaved edits)" had stayed after a save
+        self.layer.subsetStringChanged.connect(self._reload_later)  # a filter hides chunks the review would step to
         self.layer.afterRollBack.connect(self._reload_later)
         self.layer.featuresDeleted.connect(self._reload_later)
         self.layer.featureAdded.connect(self._reload_later)  # a deletion undone
@@ -366,7 +378,8 @@ class ReviewDock(QgsDockWidget):
         self._reload(start_at_first_unlabelled=True)
 
     def _disconnect(self, layer):
-        for signal, slot in ((layer.attributeValueChanged, self._attribute_changed), (layer.afterRollBack, self._reload_later),
+        for signal, slot in ((layer.attributeValueChanged, self._attribute_changed), (layer.afterCommitChanges, self._refresh_later),
+                             (layer.subsetStringChanged, self._reload_later), (layer.afterRollBack, self._reload_later),
                              (layer.featuresDeleted, self._reload_later), (layer.featureAdded, self._reload_later),
                              (layer.willBeDeleted, self._layer_gone)):
             try:
@@ -394,6 +407,9 @@ class ReviewDock(QgsDockWidget):
 
     def _reload_later(self, *args):
         self._reload_soon.start()
+
+    def _refresh_later(self, *args):
+        self._refresh_soon.start()
 
     def _first_unlabelled(self) -> int:
         labels = {f.id(): label_value(f[LABEL_FIELD]) for f in self.layer.getFeatures(
@@ -475,7 +491,7 @@ class ReviewDock(QgsDockWidget):
 
     def show_current(self):
         feature = self.current_feature()
-        if feature is not None:
+        if feature is not None and not self.isHidden():  # a closed dock leaves the selection and the map alone
             self.layer.selectByIds([feature.id()])
             self._zoom_to(feature)
         self.message_label.setText("")

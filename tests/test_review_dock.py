@@ -292,9 +292,32 @@ out["raster_id"], out["layer_id"] = image.id(), chunks.id()
 iface.setActiveLayer(image)
 out["after_raster_active"] = dock.layer.id() if dock.layer else None
 out["saved"] = chunks.commitChanges()
+app.processEvents()
+out["counts_after_save"] = dock.counts_label.text()
+chunks.setSubsetString("chunk_id >= 6")  # a filter: the dock walks only what the map shows
+app.processEvents()
+out["walked_with_filter"] = sorted(chunk_of(fid) for fid in dock.order_ids)
+chunks.setSubsetString("")
+app.processEvents()
 out["selection_alpha_shown"] = iface.canvas.selectionColor().alpha()
 dock.hide()
 out["selection_alpha_hidden"] = iface.canvas.selectionColor().alpha()
+# Closed, the dock follows no layer: the geologist's selection and map stay as they are.
+second = QgsVectorLayer(f"{gpkg}|layername=chunks", "Another chunk layer", "ogr")
+project.addMapLayer(second)
+chunks.selectByIds([f.id() for f in chunks.getFeatures()][:3])
+app.processEvents()  # the map widget grows into the dock's room
+extent = iface.canvas.extent()
+iface.setActiveLayer(second)
+iface.setActiveLayer(chunks)
+app.processEvents()
+out["selected_while_closed"] = len(chunks.selectedFeatureIds())
+out["map_kept_while_closed"] = iface.canvas.extent() == extent
+iface.setActiveLayer(second)
+dock.show()
+dock.adopt_active_layer()
+app.processEvents()
+out["reviewed_on_reopening"] = dock.layer.name() if dock.layer else None
 dock.release()
 print("RESULT " + json.dumps(out))
 sys.stdout.flush()
@@ -390,6 +413,17 @@ def test_labels_saved_to_the_geopackage(dock_run):
     assert out["saved"]
     stored = {row["chunk_id"]: row["label"] for row in qs.read_ogr(dock_run["gpkg"], "chunks").rows}
     assert stored == {int(k): v for k, v in out["labels_after_undo"].items()}
+
+
+def test_the_dock_follows_saves_and_filters_and_a_closed_dock_follows_nothing(dock_run):
+    """Found by review: "(unsaved edits)" stayed after a save; a filter left the dock stepping to hidden chunks; and a
+    closed dock, seeing another chunk layer made active, replaced a selection of three chunks with one (which Mark
+    icy then labelled) and moved the map."""
+    out = dock_run["out"]
+    assert out["saved"] and "unsaved edits" not in out["counts_after_save"], out["counts_after_save"]
+    assert out["walked_with_filter"] == list(range(6, 12))
+    assert out["selected_while_closed"] == 3 and out["map_kept_while_closed"]
+    assert out["reviewed_on_reopening"] == "Another chunk layer"
 
 
 def test_screenshots_are_pictures(dock_run):
