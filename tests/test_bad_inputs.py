@@ -540,9 +540,20 @@ def test_only_plain_paths_are_judged_before_qgis(qgis_app, tmp_path):
     algorithm = qs.plugin_module("processing_provider.algorithm")
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
-    for source in (f'NETCDF:"{tmp_path}/a.nc":ice', f"GPKG:{tmp_path}/a.gpkg:tiles", f"/vsizip/{tmp_path}/a.zip/a.tif", "scene.tif", ""):
+    for source in (f'NETCDF:"{tmp_path}/a.nc":ice', f"GPKG:{tmp_path}/a.gpkg:tiles", f"/vsizip/{tmp_path}/a.zip/a.tif", "scene", ""):
         assert algorithm.unloadable_layer_message(source, "raster", context) == "", source
     assert "cannot be found" in algorithm.unloadable_layer_message(f"{tmp_path}/a.tif", "raster", context)
+    # A bare name with an extension is a file in the current folder, unless a layer of the project bears it
+    assert algorithm.unloadable_layer_message("no_such_scene.tif", "raster", context).startswith(
+        f"'{os.path.abspath('no_such_scene.tif')}' cannot be found: there is no file 'no_such_scene.tif' in '{os.getcwd()}'.")
+    from qgis.core import QgsRasterLayer
+
+    named = QgsRasterLayer(helpers.generate_raster(tmp_path, "named.tif").path, "no_such_scene.tif")
+    QgsProject.instance().addMapLayer(named)
+    try:
+        assert algorithm.unloadable_layer_message("no_such_scene.tif", "raster", context) == ""
+    finally:
+        QgsProject.instance().removeMapLayer(named.id())
     assert "cannot be found" in algorithm.unloadable_layer_message(f"{tmp_path}/a.gpkg|layername=chunks", "polygon", context)
 
 
