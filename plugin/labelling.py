@@ -55,7 +55,10 @@ def mark_selected(layer, value: int, field_name: str = LABEL_FIELD) -> int:
         return 0
     provider = layer.dataProvider()
     if provider is None or not (provider.capabilities() & QgsVectorDataProvider.Capability.ChangeAttributeValues) or layer.readOnly():
-        raise LabellingError(f"The layer '{layer.name()}' cannot be edited (read-only). Save it as a GeoPackage first.")
+        where = layer.source().split("|")[0]
+        advice = ("Save a copy where you can write (Export > Save Features As…, a GeoPackage) and label the copy"
+                  if where.lower().endswith(".gpkg") else "Save it as a GeoPackage where you can write, and label that")
+        raise LabellingError(f"The layer '{layer.name()}' cannot be edited (read-only: its file, its folder or its format). {advice}.")
     if not layer.isEditable() and not layer.startEditing():
         raise LabellingError(f"Could not start editing '{layer.name()}'.")
     stored = _value_for_field(layer.fields().at(index), value)

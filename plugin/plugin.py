@@ -145,7 +145,9 @@ class IcePatchesPlugin:
     def open_algorithm(self, name: str):
         import processing
 
-        if name in ("detect", "train") and self._worker_missing() and self.offer_installer(f"'{name}' runs the neural network in the worker, which is not set up yet."):
+        missing = self._worker_missing() if name in ("detect", "train") else ""
+        reason = ", which is not set up yet." if missing == "not set up" else f": {missing}"
+        if missing and self.offer_installer(f"'{name}' runs the neural network in the worker{reason}"):
             return
         processing.execAlgorithmDialog(f"hiriseice:{name}")
 
@@ -205,19 +207,24 @@ class IcePatchesPlugin:
     # --- the worker's setup ----------------------------------------------------------------------
 
     @staticmethod
-    def _worker_missing() -> bool:
+    def _worker_missing() -> str:
+        """"" with a worker; without one, "not set up" or, where a worker Python was named (a setting, the
+        environment variable) and is not there, why, naming it: a mistyped path had been offered a 700 MB install."""
         try:
             worker.locate_worker()
-        except QgsProcessingException:
-            return True
-        return False
+        except QgsProcessingException as exc:
+            named = next(iter(worker.worker_candidates()), (worker.PLUGIN_VENV, ""))[0] != worker.PLUGIN_VENV
+            return str(exc).split(". ")[0] + "." if named else "not set up"
+        return ""
 
     def _offer_installer_on_first_use(self):
         """Without a worker, one message with a button (not a dialog: QGIS is still starting)."""
-        if not self._worker_missing():
+        missing = self._worker_missing()
+        if not missing:
             return
         bar = self.iface.messageBar()
-        item = bar.createMessage(TITLE, "The worker (a Python with TensorFlow) that detection and training need is not set up.")
+        item = bar.createMessage(TITLE, "The worker (a Python with TensorFlow) that detection and training need is "
+                                 + ("not set up." if missing == "not set up" else f"not there: {missing}"))
         button = QPushButton("Install the worker…", item)
         button.setObjectName("hiriseice_install_worker")
         button.clicked.connect(lambda checked=False: self.open_installer())

@@ -374,8 +374,8 @@ class WorkerSettingsDialog(QDialog):
     def show_in_use(self):
         try:
             text = f"In use now: {worker.locate_worker()}"
-        except QgsProcessingException:
-            text = f"In use now: none (no worker Python at {self.python}). Reinstall… installs one."
+        except QgsProcessingException as exc:  # names the path at fault: the environment variable's may not be this setting's
+            text = f"In use now: none. {exc}"
         if os.environ.get(worker.ENV_VAR):
             text += f"\nThe environment variable {worker.ENV_VAR} takes precedence over this setting."
         self.in_use.setText(text)

@@ -197,12 +197,23 @@ def test_not_a_chunk_layer_and_bad_values(labelling, make_raster):
         labelling.mark_selected(layer, 2)
 
 
-def test_read_only_layer(labelling):
+def test_read_only_layer(labelling, tmp_path):
+    from qgis.core import QgsProject, QgsVectorFileWriter, QgsVectorLayer
+
     layer = chunk_layer(name="locked")
     layer.setReadOnly(True)
     layer.selectAll()
-    with pytest.raises(labelling.LabellingError, match="'locked' cannot be edited"):
+    with pytest.raises(labelling.LabellingError, match=r"'locked' cannot be edited .* Save it as a GeoPackage where you can write, and label that\."):
         labelling.mark_selected(layer, labelling.ICY)
+    # A GeoPackage in a folder one cannot write to had been told "Save it as a GeoPackage first".
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    QgsVectorFileWriter.writeAsVectorFormatV2(chunk_layer(), str(tmp_path / "chunks.gpkg"), QgsProject.instance().transformContext(), options)
+    stored = QgsVectorLayer(str(tmp_path / "chunks.gpkg"), "stored", "ogr")
+    stored.setReadOnly(True)
+    stored.selectAll()
+    with pytest.raises(labelling.LabellingError, match=r"'stored' cannot be edited .* Save a copy where you can write \(Export > Save Features As…, a GeoPackage\)"):
+        labelling.mark_selected(stored, labelling.ICY)
 
 
 def test_labels_saved_in_a_geopackage(labelling, make_raster, tmp_path):

@@ -84,6 +84,15 @@ def test_a_crashed_survey_says_its_finished_images_stay_and_a_rerun_resumes(qgis
     assert "rerun" not in WorkerRun(["detect", "scene.tif"]).crash_message(-9)
 
 
+def test_a_mistyped_worker_path_is_named_not_offered_an_install(qgis_app, monkeypatch, tmp_path):
+    """A worker Python path with a typo had been told "not set up yet" and offered a 700 MB install."""
+    plugin = qs.plugin_module("plugin.plugin").IcePatchesPlugin
+    worker = qs.plugin_module("processing_provider.worker")
+    typo = str(tmp_path / "bin" / "pyhton")
+    monkeypatch.setenv(worker.ENV_VAR, typo)
+    assert plugin._worker_missing() == f"The worker Python given by the environment variable {worker.ENV_VAR} ({typo}) does not exist."
+
+
 def test_an_exit_without_a_result_is_not_taken_for_success(run_with):
     exc, _ = run_with("echo '{\"type\": \"log\", \"message\": \"working\"}'\nexit 0")
     assert str(exc).startswith("The worker finished without a result.")
