@@ -94,28 +94,47 @@ def write_failure(what: str, path: str, exc: Exception) -> str:
 
 class Claim:
     """An exclusive claim on a lock file, held while this stays open; the system lets it go when the
-    process ends, however it ends (a killed survey leaves no stale claim)."""
+    process ends, however it ends (a killed survey leaves no stale claim). The file is removed on
+    closing; one removed or replaced between opening and locking it is opened again, so that two
+    claimants never hold two files of one name."""
 
     def __init__(self, path: str, busy_message: str, error=EngineError):
         self.path = path
-        self._handle = open(path, "a+")
-        try:
-            if os.name == "nt":
-                import msvcrt
-
-                msvcrt.locking(self._handle.fileno(), msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-
-                fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._handle.close()
-            raise error(busy_message) from None
+        while True:
+            self._handle = open(path, "a+")
+            try:
+                _lock(self._handle)
+            except OSError:
+                self._handle.close()
+                raise error(busy_message) from None
+            try:
+                if os.name == "nt" or os.stat(path).st_ino == os.fstat(self._handle.fileno()).st_ino:
+                    return
+            except FileNotFoundError:
+                pass
+            self._handle.close()  # locked a file its last holder had just removed: claim the new one
 
     def close(self) -> None:
-        if not self._handle.closed:
+        if self._handle.closed:
+            return
+        if os.name == "nt":  # Windows removes no open file
+            self._handle.close()
+            remove_quietly([self.path])
+        else:
             remove_quietly([self.path])
             self._handle.close()
+
+
+def _lock(handle) -> None:
+    """Locks the open file without waiting; OSError where another process holds it."""
+    if os.name == "nt":
+        import msvcrt
+
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def remove_quietly(paths: Iterable[str]) -> List[str]:

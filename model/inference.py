@@ -40,7 +40,8 @@ class DetectOptions:
     category_rule: str = rules.DEFAULT_CATEGORY_RULE  # a key of rules.CATEGORY_RULES
     # "chunk": each chunk scored alone; "map": chunks read off the network's score map
     # (model/scoremap.py), those that may hide a cut patch scored alone again (RESCORE_FROM): as
-    # good as "chunk" on benchmarks/dense_grid_held_out.py for about half its time; "auto": map
+    # good as "chunk" on benchmarks/dense_grid_held_out.py, for 2.3-2.8x the time of STRIDE = CHUNK against
+    # chunk's 3.3-3.9x on a whole observation (benchmarks/scene.py); "auto": map
     # when the stride is shorter than the chunk and falls on the map's cells, else chunk.
     scoring: str = "auto"
     probability_raster: str = ""  # GeoTIFF of the calibrated score map to write; "" = none

@@ -63,11 +63,11 @@ def _geometries(items: Sequence[str]) -> List[ogr.Geometry]:
         geometry = ogr.CreateGeometryFromWkt(wkt)
         if geometry is None or geometry.IsEmpty():
             continue
-        if not geometry.IsValid():
-            with gdal_messages():  # GEOS's "Self-intersection at or near ..." is not the user's to read
+        with gdal_messages():  # GEOS's "Self-intersection at or near ..." is not the user's to read
+            if not geometry.IsValid():
                 geometry = _polygonal(geometry.MakeValid())
-            if geometry is None:
-                continue
+        if geometry is None:
+            continue
         out.append(geometry)
     return out
 
@@ -180,7 +180,7 @@ def _no_chunk_message(image_id: str, usable: int, reading: PolygonLabels) -> str
                 "ice patches choose LABEL_MODE=1 (ice-patch outlines).")
     if reading.excluded and reading.excluded + reading.off_image + reading.too_small == usable:
         return f"Every labelled polygon over {image_id} lies in an exclusion polygon (EXCLUDE){reading.left_out()}. Leave those chunks out of EXCLUDE, or give other labels."
-    if reading.contradictory:
+    if reading.contradictory and not (reading.off_image or reading.too_small or reading.excluded):
         return f"Every chunk labelled over {image_id} is labelled both icy and not icy{reading.left_out()}. Keep one label per chunk (two label layers may cover the same chunks)."
     return (f"None of the {usable} labelled polygons lies on image data of {image_id}{reading.left_out()}. Check that the label layer belongs to this raster "
             "(its CRS and extent) and that the polygons are not on the no-data border.")

@@ -27,7 +27,10 @@ def block_groups(image_ids: Sequence[str], rows: Sequence[int], cols: Sequence[i
             return observations
         log("validation is held out in blocks of each image, not by whole observation: icy and not-icy chunks do not each lie in two "
             "observations, so holding out one would leave a side with one kind only")
-    return [f"{i}/b{r // block}_{c // block}" for i, r, c in zip(image_ids, rows, cols)]
+    products = {o: {i for i, other in zip(image_ids, observations) if other == o} for o in set(observations)}
+    # blocks of one product only: two products of one observation (RED, COLOR) show the same ground on other pixel grids
+    return [o if len(products[o]) > 1 and len(products) > 1 else f"{i}/b{r // block}_{c // block}"
+            for i, o, r, c in zip(image_ids, observations, rows, cols)]
 
 
 def observations_split_both_ways(observations: Sequence[str], labels: Sequence[int]) -> bool:

@@ -325,6 +325,9 @@ class SurveyStore:
                 for field_name in ("setting", "value"):
                     table.CreateField(ogr.FieldDefn(field_name, ogr.OFTString))
             recorded = {feature.GetField("setting"): feature.GetField("value") for feature in table}
+            if recorded and self.ds.GetLayerByName("runs").GetFeatureCount() == 0:  # no image recorded with them: a new start
+                self.ds.ExecuteSQL(f'DELETE FROM "{SETTINGS_TABLE}"')
+                recorded = {}
             changed = [(label, recorded[name], given[name]) for name, label in GRID_SETTINGS if name in recorded and recorded[name] != given[name]]
             if changed:
                 raise SurveyError(
@@ -477,8 +480,12 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
     store = SurveyStore(out, reporter.warning)
     try:
         chunk_size = options.chunk_size or int(metadata["chunk_size"])  # as QGIS gives it, resolved: both resume one survey
-        store.keep_settings(dataclasses.replace(options, chunk_size=chunk_size, stride=options.stride or chunk_size))
-        done_before = store.done_with(name, version)
+        try:
+            store.keep_settings(dataclasses.replace(options, chunk_size=chunk_size, stride=options.stride or chunk_size))
+            done_before = store.done_with(name, version)
+        except RuntimeError as exc:  # held by another program as the survey starts: nothing surveyed yet, nothing to wait for
+            raise SurveyError(f"{store.path} cannot be read and written now ({str(exc).splitlines()[0]}): another program holds it (a layer of it "
+                              "being edited in QGIS, a database browser). Close it there, or save its edits, and run again.") from None
         todo = [image for image in images if image.image_id not in done_before]
         reporter.log(f"{len(images)} images: {len(images) - len(todo)} already done with model {name} {version}, {len(todo)} to survey into {store.path}")
         counts = {"images": len(images), "skipped": len(images) - len(todo), DONE: 0, FAILED: 0}

@@ -146,7 +146,7 @@ class IcePatchesPlugin:
         import processing
 
         missing = self._worker_missing() if name in ("detect", "train") else ""
-        reason = ", which is not set up yet." if missing == "not set up" else f": {missing}"
+        reason = ", which is not set up yet." if missing == "not set up" else f": {missing} Correct it in Worker settings…, or install the worker."
         if missing and self.offer_installer(f"'{name}' runs the neural network in the worker{reason}"):
             return
         processing.execAlgorithmDialog(f"hiriseice:{name}")
@@ -161,9 +161,8 @@ class IcePatchesPlugin:
             self.review_dock = ReviewDock(self.iface, self.iface.mainWindow())
             self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.review_dock)
             self.review_dock.visibilityChanged.connect(self._review_visibility)
-        self.review_dock.setVisible(checked)
+        self.review_dock.setVisible(checked)  # shown again, it takes up the active chunk layer (ReviewDock._visibility_changed)
         if checked:
-            self.review_dock.adopt_active_layer()
             self.review_dock.raise_()
             self.review_dock.widget().setFocus()
 
@@ -212,9 +211,9 @@ class IcePatchesPlugin:
         environment variable) and is not there, why, naming it: a mistyped path had been offered a 700 MB install."""
         try:
             worker.locate_worker()
-        except QgsProcessingException as exc:
-            named = next(iter(worker.worker_candidates()), (worker.PLUGIN_VENV, ""))[0] != worker.PLUGIN_VENV
-            return str(exc).split(". ")[0] + "." if named else "not set up"
+        except QgsProcessingException:
+            origin, path = worker.worker_candidates()[0]
+            return "not set up" if origin == worker.PLUGIN_VENV else f"the worker Python given by the {origin} ({path}) cannot be started."
         return ""
 
     def _offer_installer_on_first_use(self):

@@ -242,6 +242,9 @@ class ReviewDock(QgsDockWidget):
         # Marking or undoing a thousand chunks changes a thousand values: one refresh, one reload for them all.
         self._refresh_soon, self._reload_soon = self._deferred(self._refresh), self._deferred(self._reload)
         self._build()
+        # Whether it can be seen: closed or behind another dock's tab, it follows no layer (visibilityChanged).
+        self.shown = True
+        self.visibilityChanged.connect(self._visibility_changed)
         if hasattr(self.iface, "currentLayerChanged"):
             self.iface.currentLayerChanged.connect(self._active_layer_changed)
         self.set_layer(self.iface.activeLayer())
@@ -341,8 +344,13 @@ class ReviewDock(QgsDockWidget):
         # Another chunk layer becomes the one reviewed; a raster or other layer leaves it as it is. A closed
         # dock follows nothing: it had replaced the geologist's selection with one chunk (which Mark icy then
         # labelled) and moved the map; reopened, it takes up the active layer (adopt_active_layer).
-        if is_chunk_layer(layer) and layer is not self.layer and not self.isHidden():
+        if is_chunk_layer(layer) and layer is not self.layer and self.shown:
             self.set_layer(layer)
+
+    def _visibility_changed(self, visible: bool):
+        was, self.shown = self.shown, visible
+        if visible and not was:
+            self.adopt_active_layer()
 
     def adopt_active_layer(self):
         """On opening: the active chunk layer if it is another, else the chunk where the review stood, shown again."""
@@ -491,7 +499,7 @@ class ReviewDock(QgsDockWidget):
 
     def show_current(self):
         feature = self.current_feature()
-        if feature is not None and not self.isHidden():  # a closed dock leaves the selection and the map alone
+        if feature is not None and self.shown:  # a closed (or tabbed-away) dock leaves the selection and the map alone
             self.layer.selectByIds([feature.id()])
             self._zoom_to(feature)
         self.message_label.setText("")

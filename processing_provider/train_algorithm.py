@@ -1,5 +1,6 @@
 """hiriseice:train - train (or continue training) a model from labelled layers, in the worker."""
 
+import dataclasses
 import json
 import math
 import os
@@ -318,6 +319,14 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             del sink
             results[self.HISTORY] = destination
         return results
+
+    def file_destinations(self, parameters):
+        """The outputs as they will be written: OUTPUT_MODEL with the extension _output_files gives it, so that
+        REPORT=m.hiriseice beside OUTPUT_MODEL=m is seen to replace the model (check_outputs_apart)."""
+        for destination, vector in super().file_destinations(parameters):
+            if destination.parameter == self.OUTPUT_MODEL and not destination.path.lower().endswith(modelfile.EXTENSION):
+                destination = dataclasses.replace(destination, path=destination.path + modelfile.EXTENSION)
+            yield destination, vector
 
     def _output_files(self, parameters, context, feedback):
         """(the model file, the report), absolute (the worker runs in the plugin folder: a relative name had put the

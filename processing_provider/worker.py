@@ -404,7 +404,7 @@ class WorkerRun:
         hint = ""
         if any(f"No module named '{name}" in tail for name in ("tensorflow", "keras", "numpy", "osgeo")):
             hint = " Its Python lacks a package. " + how_to_install()
-        elif self.left_behind != "no output was written":  # a survey: what it finished stands
+        elif self.arguments and self.arguments[0] == "survey":  # what it finished stands
             hint = f" {self.left_behind[0].upper()}{self.left_behind[1:]}."
         return f"{head}{hint} Last lines of its error output:\n{tail}"
 

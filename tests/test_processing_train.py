@@ -471,6 +471,9 @@ def test_no_output_replaces_another(detected, training_data, tmp_path):
         message = qs.processing_error("hiriseice:train", dict(values, **{first: same, later: same}))
         assert message.splitlines()[-1] == (f"{first} and {later} are both {same}: the one written last would replace the other. "
                                             "Give each its own file name; nothing was run or written."), message
+    # OUTPUT_MODEL named without its extension is written with it
+    values = dict(TINY, RASTERS=[training_data.raster.path], LABELS=[str(detected)], EPOCHS=1, OUTPUT_MODEL=str(tmp_path / "m"), REPORT=str(tmp_path / "m.hiriseice"))
+    assert qs.processing_error("hiriseice:train", values).splitlines()[-1].startswith(f"OUTPUT_MODEL and REPORT are both {tmp_path / 'm.hiriseice'}: ")
     assert os.listdir(tmp_path) == []
 
 

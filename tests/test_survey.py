@@ -442,6 +442,23 @@ def test_a_geopackage_another_program_holds_is_waited_for_not_a_traceback(tmp_pa
     assert not os.path.exists(str(path) + ".survey-lock")
 
 
+def test_settings_are_kept_once_an_image_is_recorded_with_them(tmp_path):
+    """A first run stopped before any image (a wrong scheduler address) must not fix its settings for ever."""
+    from model.inference import DetectOptions
+    from model.survey import SurveyError, SurveyStore
+
+    store = SurveyStore(str(tmp_path / "survey.gpkg"))
+    try:
+        store.keep_settings(DetectOptions(chunk_size=64, stride=64))
+        store.keep_settings(DetectOptions(chunk_size=32, stride=32))  # nothing recorded yet: a new start
+        store.record(failed_outcome(1), "m", "1")
+        with pytest.raises(SurveyError, match=r"was surveyed with CHUNK_SIZE 32, STRIDE 32; this run asks for CHUNK_SIZE 64, STRIDE 64\."):
+            store.keep_settings(DetectOptions(chunk_size=64, stride=64))
+        store.keep_settings(DetectOptions(chunk_size=32, stride=32))
+    finally:
+        store.close()
+
+
 def test_two_surveys_of_one_geopackage_are_refused_while_the_first_runs(tmp_path):
     """Two writers had both surveyed every image, each committing over the other."""
     from model.survey import SurveyError, SurveyStore

@@ -377,6 +377,9 @@ def test_block_groups():
     assert splitting.block_groups(["a", "b", "a", "b"], [0, 5, 9, 0], [0, 5, 9, 0], labels=[1, 0, 0, 0], log=said.append) == ["a/b0_0", "b/b1_1", "a/b3_3", "b/b0_0"]
     assert said and said[0].startswith("validation is held out in blocks of each image, not by whole observation")
     assert splitting.block_groups(["a", "b", "a", "b"], [0, 5, 9, 0], [0, 5, 9, 0], labels=[1, 0, 0, 1]) == ["a", "b", "a", "b"]
+    # ...but two products of one observation (the same ground on other pixel grids) stay one group there
+    products = ["ESP_011111_1234_RED", "ESP_011111_1234_COLOR", "ESP_022222_1234_RED"]
+    assert splitting.block_groups(products, [0, 0, 0], [0, 0, 0], labels=[1, 0, 0]) == ["ESP_011111_1234", "ESP_011111_1234", "ESP_022222_1234_RED/b0_0"]
     assert splitting.block_groups(["a"] * 4, [0, 2, 3, 8], [0, 2, 5, 1]) == ["a/b0_0", "a/b0_0", "a/b1_1", "a/b2_0"]  # one image: 3 x 3 blocks
 
 

@@ -90,7 +90,7 @@ def test_a_mistyped_worker_path_is_named_not_offered_an_install(qgis_app, monkey
     worker = qs.plugin_module("processing_provider.worker")
     typo = str(tmp_path / "bin" / "pyhton")
     monkeypatch.setenv(worker.ENV_VAR, typo)
-    assert plugin._worker_missing() == f"The worker Python given by the environment variable {worker.ENV_VAR} ({typo}) does not exist."
+    assert plugin._worker_missing() == f"the worker Python given by the environment variable {worker.ENV_VAR} ({typo}) cannot be started."
 
 
 def test_an_exit_without_a_result_is_not_taken_for_success(run_with):
