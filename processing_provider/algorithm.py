@@ -296,7 +296,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
             return accepted, message
         try:
             self.check_no_input_replaced(parameters, context)
-            check_outputs_apart(list(self.file_destinations(parameters)))
+            check_outputs_apart(list(self.written_destinations(parameters)))
             self.check_vector_formats(parameters)
             for destination, _vector in self.file_destinations(parameters):
                 check_writable(destination)
@@ -342,6 +342,10 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
                 destination = file_destination(definition.name(), value, vector=vector)
                 if destination is not None:
                     yield destination, vector
+
+    def written_destinations(self, parameters) -> Iterator[Tuple[FileDestination, bool]]:
+        """file_destinations as the algorithm will write them, where it renames one (train's OUTPUT_MODEL)."""
+        return self.file_destinations(parameters)
 
     def check_vector_formats(self, parameters) -> None:
         """No layer of Mars into a format of Earth coordinates only (destinations.check_holds_mars)."""

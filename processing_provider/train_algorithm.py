@@ -320,10 +320,11 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             results[self.HISTORY] = destination
         return results
 
-    def file_destinations(self, parameters):
-        """The outputs as they will be written: OUTPUT_MODEL with the extension _output_files gives it, so that
-        REPORT=m.hiriseice beside OUTPUT_MODEL=m is seen to replace the model (check_outputs_apart)."""
-        for destination, vector in super().file_destinations(parameters):
+    def written_destinations(self, parameters):
+        """OUTPUT_MODEL with the extension _output_files gives it, so that REPORT=m.hiriseice beside OUTPUT_MODEL=m
+        is seen to replace the model (check_outputs_apart). (OUTPUT_MODEL=labels.gpkg is still refused as written
+        over the labels: a slip the user means to correct.)"""
+        for destination, vector in super().written_destinations(parameters):
             if destination.parameter == self.OUTPUT_MODEL and not destination.path.lower().endswith(modelfile.EXTENSION):
                 destination = dataclasses.replace(destination, path=destination.path + modelfile.EXTENSION)
             yield destination, vector

@@ -456,18 +456,19 @@ def test_label_pixels_are_the_jp2s(product):
     np.testing.assert_array_equal(data, np.where(product.raster.valid, product.raster.bands[0], 0).astype(np.float32))
 
 
-def test_label_without_map_projection_is_refused_with_the_no_crs_message(products, tmp_path):
+def test_label_without_map_projection_is_refused_as_not_map_projected(products, tmp_path):
     """GDAL's PDS driver takes the georeferencing from the label only: without IMAGE_MAP_PROJECTION it reports
-    none, although the JP2 it opens has a GeoJP2 box. The engine then says so instead of drawing chunks nowhere."""
+    neither CRS nor geotransform, although the JP2 it opens has a GeoJP2 box. The engine then says so, both at
+    once, instead of drawing chunks nowhere."""
     require_driver("PDS")
     product = products(EQUIRECTANGULAR_ID)
     shutil.copyfile(product.jp2, tmp_path / os.path.basename(product.jp2))
     lbl = write_label(tmp_path / f"{product.name}.LBL", product.name, product.spec, product.sample_offset, product.line_offset, map_projection=False)
     ds = open_gdal(lbl)
     assert ds.GetDriver().ShortName == "PDS" and ds.GetProjection() == ""
-    with pytest.raises(RasterError, match="no coordinate reference system") as error:
+    with pytest.raises(RasterError, match="has neither a coordinate reference system nor a geotransform") as error:
         RasterSource(lbl)
-    assert lbl in str(error.value) and "Assign" in str(error.value)
+    assert lbl in str(error.value) and "Give the map-projected product (an RDR)" in str(error.value)
     with RasterSource(lbl, require_georeferencing=False) as source:  # the pixels are still readable (e.g. for a summary)
         assert (source.info.width, source.info.height) == (WIDTH, HEIGHT)
 
