@@ -72,21 +72,22 @@ def _geometries(items: Sequence[str]) -> List[ogr.Geometry]:
     return out
 
 
-def _polygonal(geometry: Optional[ogr.Geometry]) -> Optional[ogr.Geometry]:
-    """The areas of a geometry that MakeValid returned (it adds the points and lines a collapsed ring
-    leaves) as one multipolygon; None where it has none."""
-    if geometry is None:
-        return None
+def _polygonal(*geometries: Optional[ogr.Geometry]) -> Optional[ogr.Geometry]:
+    """The polygons of the geometries (of their multipolygons and collections too: MakeValid adds the
+    points and lines a collapsed ring leaves) as one multipolygon; None where they hold none."""
     merged = ogr.Geometry(ogr.wkbMultiPolygon)
-    for part in (geometry.GetGeometryRef(i) for i in range(geometry.GetGeometryCount())) if geometry.GetGeometryCount() and \
-            ogr.GT_Flatten(geometry.GetGeometryType()) != ogr.wkbPolygon else [geometry]:
+
+    def add(part):
         kind = ogr.GT_Flatten(part.GetGeometryType())
         if kind == ogr.wkbPolygon:
             merged.AddGeometry(part)
         elif kind in (ogr.wkbMultiPolygon, ogr.wkbGeometryCollection):
-            inner = _polygonal(part)
-            for i in range(inner.GetGeometryCount() if inner is not None else 0):
-                merged.AddGeometry(inner.GetGeometryRef(i))
+            for i in range(part.GetGeometryCount()):
+                add(part.GetGeometryRef(i))
+
+    for geometry in geometries:
+        if geometry is not None:
+            add(geometry)
     return merged if merged.GetGeometryCount() else None
 
 
@@ -317,15 +318,11 @@ def unlabelled_chunks(source: RasterSource, labelled: Sequence[ChunkWindow], chu
 
 def _union(shapes: Sequence[ogr.Geometry]) -> ogr.Geometry:
     """One 2-D multipolygon of the polygons among ``shapes`` (OGR's cascaded union)."""
-    merged = ogr.Geometry(ogr.wkbMultiPolygon)
-    for shape in shapes:
-        flat = shape.Clone()
-        flat.FlattenTo2D()
-        parts = [flat.GetGeometryRef(i) for i in range(flat.GetGeometryCount())] if flat.GetGeometryType() == ogr.wkbMultiPolygon else [flat]
-        for part in parts:
-            if part.GetGeometryType() == ogr.wkbPolygon:
-                merged.AddGeometry(part)
-    return merged.UnionCascaded() if merged.GetGeometryCount() else merged
+    flat = [shape.Clone() for shape in shapes]
+    for shape in flat:
+        shape.FlattenTo2D()
+    merged = _polygonal(*flat)
+    return merged.UnionCascaded() if merged is not None else ogr.Geometry(ogr.wkbMultiPolygon)
 
 
 def _overlap(polygon: ogr.Geometry, shape: ogr.Geometry) -> float:

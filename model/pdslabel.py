@@ -32,6 +32,11 @@ def label_beside(raster_path: str) -> Optional[str]:
     return None
 
 
+def pixels_label(path: str) -> Optional[str]:
+    """The detached label through which alone GDAL reads a PDS3 image's raw pixels (.IMG); None for any other file."""
+    return label_beside(path) if path.lower().endswith(".img") else None
+
+
 def parse(text: str) -> List[Statement]:
     """Every keyword of a PDS3 label with the OBJECT/GROUP path it sits in."""
     path: List[str] = []

@@ -29,7 +29,7 @@ from .files import special_file_message
 from .footprint import FOOTPRINT_MAX_SIDE, footprint_from_mask
 from .grid import ChunkWindow
 from .orientation import NORTH_FAR_DEG, NORTH_WARNED_DEG
-from .pdslabel import label_beside
+from .pdslabel import pixels_label
 
 # Overview-friendly decimation that keeps a few-pixel bright patch visible, unlike nearest.
 RESAMPLING = gdal.GRIORA_Average
@@ -847,7 +847,7 @@ def gdal_messages():
 
 
 def not_a_raster_error(path: str, gdal_message: str) -> RasterError:
-    label = label_beside(path) if os.path.splitext(path)[1].lower() == ".img" else None
+    label = pixels_label(path)
     if label:  # a PDS3 image's raw pixels, which GDAL reads only through the label that describes them
         return RasterError(f"'{path}' holds raw pixels that GDAL reads only through their PDS label: give '{label}' instead.")
     return RasterError(f"'{path}' exists but is not a raster GDAL can read ({gdal_message.strip()}). Give {SUPPORTED_FORMATS}.")

@@ -35,9 +35,9 @@ from . import catalog, files, modelfile, rules
 from .download import DownloadItem, downloaded_jp2s
 from .errors import EngineError
 from .inference import DetectOptions, detect
-from .pdslabel import label_beside
+from .pdslabel import pixels_label
 from .protocol import Reporter, SilentReporter
-from .raster import RASTER_SUFFIXES, crs_transform, gdal_exceptions, image_id_of, north_up_view
+from .raster import RASTER_SUFFIXES, crs_transform, gdal_exceptions, gdal_messages, image_id_of, north_up_view
 from .schema import DETECTION_FIELDS, SUMMARY_FIELDS
 from .vector import OGR_TYPES
 from .warm import warm_model
@@ -156,11 +156,8 @@ def _paths_of(source: str, images_folder: str, warn: Callable[[str], None]) -> I
 
 
 def _through_label(path: str) -> str:
-    """A PDS3 image's raw pixels (.IMG) by the detached label beside it, through which alone GDAL reads them
-    (a folder of PDS products had failed every image); any other raster as it is."""
-    if path.lower().endswith(".img"):
-        return label_beside(path) or path
-    return path
+    """A PDS3 image's raw pixels (.IMG) by the label beside it (a folder of PDS products had failed every image); any other raster as it is."""
+    return pixels_label(path) or path
 
 
 def footprint_jp2_paths(path: str, images_folder: str) -> List[str]:
@@ -297,9 +294,12 @@ class SurveyStore:
             self._claim.close()
             raise
 
+    def _connect(self):
+        return gdal.OpenEx(self.path, gdal.OF_VECTOR | gdal.OF_UPDATE, allowed_drivers=["GPKG"])
+
     def _open_existing(self):
         try:
-            ds = gdal.OpenEx(self.path, gdal.OF_VECTOR | gdal.OF_UPDATE, allowed_drivers=["GPKG"])
+            ds = self._connect()
         except RuntimeError as exc:
             raise SurveyError(f"'{self.path}' exists but is not a GeoPackage this survey can update ({exc}). Choose a new file, or the survey's own GeoPackage to resume it.") from None
         missing = [name for name, _, _ in LAYERS if ds.GetLayerByName(name) is None]
@@ -358,7 +358,7 @@ class SurveyStore:
             try:
                 with gdal_exceptions():
                     if self.ds is None:
-                        self.ds = gdal.OpenEx(self.path, gdal.OF_VECTOR | gdal.OF_UPDATE, allowed_drivers=["GPKG"])
+                        self.ds = self._connect()
                     self._write(outcome, model_name, model_version)
                 self.recorded += 1
                 return
@@ -379,12 +379,8 @@ class SurveyStore:
 
     def _disconnect(self) -> None:
         """Closes the connection, which undoes what the failed transaction left; the next record opens it again."""
-        with gdal_exceptions(), contextlib.suppress(RuntimeError):
-            gdal.PushErrorHandler("CPLQuietErrorHandler")  # closing what the lock cut short repeats its failure
-            try:
-                self.ds = None
-            finally:
-                gdal.PopErrorHandler()
+        with gdal_exceptions(), contextlib.suppress(RuntimeError), gdal_messages():  # closing what the lock cut short repeats its failure
+            self.ds = None
 
     def _write(self, outcome: Dict, model_name: str, model_version: str) -> None:
         image: SurveyImage = outcome["image"]

@@ -70,6 +70,14 @@ def add_features(sink: QgsFeatureSink, features: List[QgsFeature], name: str) ->
 
 # --- rasters -----------------------------------------------------------------------------
 
+def check_band(layer: QgsRasterLayer, band: int) -> None:
+    """BAND (0: automatic) must be one of the layer's, checked before the worker's seconds-long start."""
+    if band > layer.bandCount():
+        raise QgsProcessingException(
+            f"Band {band} does not exist in '{layer.name()}', which has {layer.bandCount()} band(s). Choose 1..{layer.bandCount()}, or 0 for automatic."
+        )
+
+
 def require_crs(layer: QgsRasterLayer) -> None:
     if not layer.crs().isValid():
         if not _has_geotransform(layer.source()):

@@ -23,7 +23,7 @@ from qgis.core import (
 )
 
 from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, gdal_errors_unprinted, gdal_without_pam, styling
-from .common import add_features, checked_model, features_from_dicts, make_fields, output_crs, raster_path_for_worker, require_crs
+from .common import add_features, check_band, checked_model, features_from_dicts, make_fields, output_crs, raster_path_for_worker, require_crs
 from .destinations import (
     check_free_space,
     check_not_replaced_later,
@@ -217,10 +217,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
     def worker_options(self, parameters, context, layer, metadata) -> Dict:
         """The worker's detect options (model/__main__.py), checked here before its seconds-long start."""
         options = scoring_options(self, parameters, context, metadata)
-        if options["band"] > layer.bandCount():
-            raise QgsProcessingException(
-                f"Band {options['band']} does not exist in '{layer.name()}', which has {layer.bandCount()} band(s). Choose 1..{layer.bandCount()}, or 0 for automatic."
-            )
+        check_band(layer, options["band"])
         return options
 
     def checked_sink_destinations(self, parameters, context) -> Dict:

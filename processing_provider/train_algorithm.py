@@ -28,7 +28,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .algorithm import HiriseIceAlgorithm, LayerListParameter
-from .common import add_features, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
+from .common import add_features, check_band, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
 from .engine import errors, files, gdal_exceptions, modelfile, network, raster, schema, training
 
@@ -298,7 +298,9 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         base_model = self._checked_base_model(parameters, context, feedback)
         widths = self._widths(self.parameterAsString(parameters, self.WIDTHS, context))
         exclude_layers = self.parameterAsLayerList(parameters, self.EXCLUDE, context)
-        band = self._checked_band(rasters, self.parameterAsInt(parameters, self.BAND, context))
+        band = self.parameterAsInt(parameters, self.BAND, context)
+        for raster_layer in rasters:
+            check_band(raster_layer, band)
         entries = self._raster_entries(rasters, band, label_layers, exclude_layers, indices, mode, label_field, context, feedback)
 
         job = dict(self._training_settings(parameters, context), rasters=entries, label_mode=mode, base_model=base_model or None, widths=widths,
@@ -385,15 +387,6 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             seen.add(key)
             distinct.append(layer)
         return distinct
-
-    @staticmethod
-    def _checked_band(rasters, band: int) -> int:
-        for layer in rasters:
-            if band > layer.bandCount():
-                raise QgsProcessingException(
-                    f"Band {band} does not exist in '{layer.name()}', which has {layer.bandCount()} band(s). Choose 1..{layer.bandCount()}, or 0 for automatic."
-                )
-        return band
 
     def _raster_entries(self, rasters, band, label_layers, exclude_layers, indices, mode, label_field, context, feedback):
         """The job's rasters, each with the label and exclusion geometries over it in its CRS; a
