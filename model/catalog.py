@@ -65,10 +65,18 @@ PDS_BASE_URL = "https://hirise-pds.lpl.arizona.edu/PDS/"
 ODE_URL = "https://oderest.rsl.wustl.edu/live2/"
 
 MARS_RADIUS_M = 3396190.0
-MARS_CRS_AUTHID = "IAU_2015:49900"  # Mars (2015) - Sphere / Ocentric, known to PROJ >= 8.2
+# The sphere of IAU_2015:49900 (Mars (2015) - Sphere / Ocentric), with its longitudes 0 to 360 east as
+# PDS gives them: QGIS asks a layer for the features in the map's extent in the layer's CRS, and from
+# IAU_2015:49900 PROJ answers -180 to 180, so a footprint at 226 deg E would never be drawn over its
+# image. +lon_wrap=180 makes PROJ answer 0 to 360 (WKT 2's PROJ remark carries it: QGIS reads WKT 1's
+# PROJ4 extension as IAU_2015:49900 and drops it); and, being a plain sphere rather than IAU's Mars, it
+# has a transformation from the polar-radius CRS of HiRISE's polar products, which IAU_2015:49900 has not.
 MARS_GEOGCS_WKT = (
-    'GEOGCS["Mars (2015) - Sphere / Ocentric",DATUM["Mars (2015) - Sphere",SPHEROID["Mars (2015) - Sphere",3396190,0]],'
-    'PRIMEM["Reference Meridian",0],UNIT["degree",0.0174532925199433]]'
+    'GEOGCRS["Mars (2015) - Sphere / Ocentric, longitudes 0-360 E",DATUM["Mars (2015) - Sphere",'
+    'ELLIPSOID["Mars (2015) - Sphere",3396190,0,LENGTHUNIT["metre",1]]],PRIMEM["Reference Meridian",0,ANGLEUNIT["degree",0.0174532925199433]],'
+    'CS[ellipsoidal,2],AXIS["longitude",east,ORDER[1],ANGLEUNIT["degree",0.0174532925199433]],'
+    'AXIS["latitude",north,ORDER[2],ANGLEUNIT["degree",0.0174532925199433]],'
+    'REMARK["PROJ CRS string: +proj=longlat +R=3396190 +lon_wrap=180 +no_defs"]]'
 )
 
 BUNDLED_EXTRACT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "resources", "index", "hirise_rdr_paper_window.csv.gz")

@@ -29,11 +29,8 @@ except ImportError:  # processing_provider imported as a top-level package
 
 
 def mars_geographic_crs() -> QgsCoordinateReferenceSystem:
-    """IAU_2015:49900 where PROJ knows it (PROJ >= 8.2), else the same sphere as a custom GEOGCS."""
-    crs = QgsCoordinateReferenceSystem(catalog.MARS_CRS_AUTHID)
-    if not crs.isValid():
-        crs = QgsCoordinateReferenceSystem.fromWkt(catalog.MARS_GEOGCS_WKT)
-    return crs
+    """Mars geographic, longitudes 0 to 360 east (catalog.MARS_GEOGCS_WKT says why not IAU_2015:49900)."""
+    return QgsCoordinateReferenceSystem.fromWkt(catalog.MARS_GEOGCS_WKT)
 
 
 def is_mars(crs: QgsCoordinateReferenceSystem) -> bool:
@@ -109,7 +106,7 @@ class FindAlgorithm(HiriseIceAlgorithm):
             "Science themes (comma-separated, any of them) need the themes CSV (FILE_NAME,THEME).</p>"
             "<p><b>Area</b> (optional): polygons in any Mars CRS; footprints overlapping them are kept, also across 0/360 degrees "
             "longitude. The latitude band still applies: widen it to search by area alone.</p>"
-            "<p>Output: one footprint per product in a Mars geographic CRS (IAU_2015:49900, longitudes east, 0 to 360; a footprint "
+            "<p>Output: one footprint per product in a Mars geographic CRS (the sphere of IAU_2015:49900, longitudes east, 0 to 360, so that it draws over the images in their own CRS; a footprint "
             "across the prime meridian ends past 360), with the index's attributes, jp2_url, lbl_url and the file sizes where the "
             "source gives them (ODE). The log, and the optional HTML and CSV reports, count the products by year, Mars year and Ls bin.</p>"
         )

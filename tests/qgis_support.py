@@ -221,6 +221,30 @@ def assert_ring_equal(actual, expected, tolerance: float, what: str = "ring") ->
         assert abs(ax - ex) <= tolerance and abs(ay - ey) <= tolerance, f"{what}: {actual} != {expected}"
 
 
+def drawn_share(layer_source: str, crs_proj: str, extent, size: int = 64) -> float:
+    """The share of a map, in the CRS given by a PROJ string over extent (xmin, ymin, xmax, ymax), that QGIS
+    draws of the layer in solid red: what a geologist sees of a layer over an image in the image's CRS."""
+    from qgis.core import (QgsCoordinateReferenceSystem, QgsFillSymbol, QgsMapRendererSequentialJob, QgsMapSettings,
+                           QgsRectangle, QgsSingleSymbolRenderer, QgsVectorLayer)
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QColor
+
+    layer = QgsVectorLayer(layer_source, "drawn", "ogr")
+    assert layer.isValid(), layer_source
+    layer.setRenderer(QgsSingleSymbolRenderer(QgsFillSymbol.createSimple({"color": "255,0,0", "outline_style": "no"})))
+    settings = QgsMapSettings()
+    settings.setLayers([layer])
+    settings.setDestinationCrs(QgsCoordinateReferenceSystem.fromProj(crs_proj))
+    settings.setOutputSize(QSize(size, size))
+    settings.setExtent(QgsRectangle(*extent))
+    job = QgsMapRendererSequentialJob(settings)
+    job.start()
+    job.waitForFinished()
+    image = job.renderedImage()
+    red = sum(1 for x in range(size) for y in range(size) if QColor(image.pixel(x, y)).getRgb()[:3] == (255, 0, 0))
+    return red / float(size * size)
+
+
 def files_named_partial(folder) -> List[str]:
     """The engine's temporary outputs (.name.partial.ext) left in a folder, and GDAL's sidecars of them."""
     return sorted(glob.glob(os.path.join(str(folder), "**", "*.partial*"), recursive=True) + glob.glob(os.path.join(str(folder), "**", ".*.partial*"), recursive=True))

@@ -7,6 +7,7 @@ import math
 import os
 
 import pytest
+from osgeo import osr
 
 import qgis_support as qs
 from helpers import LocalWebServer, send_body
@@ -89,6 +90,32 @@ def test_find_by_area_across_the_prime_meridian(qgis_app, tmp_path, shared_data)
         assert near_zero, row["product_id"]
     assert any(max(p[0] for p in qs.outer_ring(r["_wkt"])) > 360 for r in rows), "a footprint across 0/360 ends past 360"
     assert any(min(p[0] for p in qs.outer_ring(r["_wkt"])) < 1 for r in rows) and any(min(p[0] for p in qs.outer_ring(r["_wkt"])) > 359 for r in rows)
+
+
+def test_footprints_draw_over_their_images_in_the_images_own_crs(qgis_app, tmp_path):
+    """QGIS asks a layer for the features in the map's extent in the layer's CRS. From IAU_2015:49900 PROJ answers
+    -180..180, so a footprint stored at 0..360 east past 180 was never drawn over its image in the image's own
+    equirectangular CRS, and none was drawn in the polar-radius CRS of HiRISE's polar products, between which and
+    IAU_2015:49900 QGIS finds no transformation."""
+    out = tmp_path / "found.gpkg"
+    qs.run_algorithm("hiriseice:find", {"OUTPUT": str(out)})
+    rows = qs.read_ogr(out).rows
+    east = max(rows, key=lambda row: row["centre_longitude"])
+    west = min(rows, key=lambda row: row["centre_longitude"])
+    assert east["centre_longitude"] > 270 and west["centre_longitude"] < 90
+    for row in (east, west):
+        ring = qs.outer_ring(row["_wkt"])
+        lon0 = row["centre_longitude"]
+        for crs_proj, radius in ((f"+proj=eqc +lat_ts=0 +lon_0={lon0} +R=3396190 +units=m +no_defs", 3396190.0),
+                                 (f"+proj=stere +lat_0=-90 +lon_0={lon0} +k=1 +R=3376200 +units=m +no_defs", 3376200.0)):
+            source, target = osr.SpatialReference(), osr.SpatialReference()
+            source.ImportFromProj4(f"+proj=longlat +R={radius} +no_defs")
+            target.ImportFromProj4(crs_proj)
+            to_map = osr.CoordinateTransformation(source, target)
+            corners = [to_map.TransformPoint(lon, lat)[:2] for lon, lat in ring]
+            extent = (min(x for x, _ in corners), min(y for _, y in corners), max(x for x, _ in corners), max(y for _, y in corners))
+            share = qs.drawn_share(f"{out}|layername={qs.read_ogr(out).name}", crs_proj, extent)
+            assert share > 0.1, (row["product_id"], crs_proj, share)  # a strip, slanting across its bounding box
 
 
 def test_find_errors(qgis_app, tmp_path):
