@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -225,10 +226,11 @@ def _failed(image: SurveyImage, message: str, started: float, warnings: List[str
 
 
 def _to_survey_crs(path: str, crs_wkt: str, corners):
-    """WKT in the raster's CRS -> WKT in SURVEY_CRS_WKT, with longitudes as find's footprints have them
-    (catalog): east, the image's western edge (of its ``corners``, map x, y) in [0, 360) and unwrapped
-    eastward from it, so that survey layers lie on find's footprints and no chunk of an image that
-    straddles 0 or 180 deg is cut into a ring round the planet."""
+    """WKT in the raster's CRS -> WKT in SURVEY_CRS_WKT, with longitudes as find gives a footprint's
+    (catalog): east, each feature's western edge in [0, 360) and unwrapped eastward from it, so that no
+    chunk of an image that straddles 0 or 180 deg is cut into a ring round the planet. Each feature, not
+    the image: QGIS asks for the features of a map's extent in [0, 360), and a chunk of an image across
+    the prime meridian that lay wholly past 360 was never drawn over its image."""
     try:
         transform = crs_transform(crs_wkt, SURVEY_CRS_WKT)
     except RuntimeError as exc:
@@ -247,6 +249,9 @@ def _to_survey_crs(path: str, crs_wkt: str, corners):
         geometry = ogr.CreateGeometryFromWkt(wkt)
         geometry.Transform(transform)
         _longitudes_from(geometry, start)
+        west_edge = geometry.GetEnvelope()[0]
+        if not 0.0 <= west_edge < 360.0:
+            _longitudes_from(geometry, start - 360.0 * math.floor(west_edge / 360.0))
         return geometry.ExportToWkt()
 
     return convert

@@ -237,6 +237,7 @@ def drawn_share(layer_source: str, crs_proj: str, extent, size: int = 64) -> flo
     settings.setDestinationCrs(QgsCoordinateReferenceSystem.fromProj(crs_proj))
     settings.setOutputSize(QSize(size, size))
     settings.setExtent(QgsRectangle(*extent))
+    settings.setFlag(QgsMapSettings.Antialiasing, False)  # no half-red seams between neighbouring chunks
     job = QgsMapRendererSequentialJob(settings)
     job.start()
     job.waitForFinished()

@@ -83,10 +83,11 @@ def assert_same_place(got, want, what: str) -> None:
 
 
 def assert_longitudes_as_find_gives_them(rows) -> None:
-    """An image's chunks as find draws its footprint: the western edge in [0, 360), the rest unwrapped
-    eastward from it (past 360 across the prime meridian), every chunk in one piece."""
-    longitudes = [x for row in rows for x, _ in qs.outer_ring(row["_wkt"])]
-    assert 0.0 <= min(longitudes) < 360.0 and max(longitudes) - min(longitudes) < 1.0, (min(longitudes), max(longitudes))
+    """Each chunk as find draws a footprint: its western edge in [0, 360), the rest unwrapped eastward from
+    it (past 360 across the prime meridian), in one piece."""
+    for row in rows:
+        longitudes = [x for x, _ in qs.outer_ring(row["_wkt"])]
+        assert 0.0 <= min(longitudes) < 360.0 and max(longitudes) - min(longitudes) < 1.0, (min(longitudes), max(longitudes))
 
 
 def run_survey(worker_python, *arguments):
@@ -259,10 +260,11 @@ def test_a_polar_product_at_180_east_is_surveyed_as_its_north_up_twin_in_one_pie
         assert 179.0 < min(x for row in rows for x, _ in qs.outer_ring(row["_wkt"])) < 180.0
 
 
-def test_a_polar_product_on_the_polar_radius_is_surveyed_where_it_lies(worker_python, tiny_model, tmp_path):
+def test_a_polar_product_on_the_polar_radius_is_surveyed_where_it_lies(qgis_app, worker_python, tiny_model, tmp_path):
     """HiRISE's polar products are drawn on a sphere of Mars's polar radius, between which and the survey's
     sphere PROJ finds no transformation: such a product failed as 'not a Mars CRS'. Longitudes and
-    latitudes are the same angles on either sphere."""
+    latitudes are the same angles on either sphere. Nor did QGIS draw its chunks over it in its own CRS
+    while the survey's CRS was IAU_2015:49900."""
     folder = tmp_path / "images"
     folder.mkdir()
     ground = make_images(tmp_path, 1)[0]
@@ -273,6 +275,9 @@ def test_a_polar_product_on_the_polar_radius_is_surveyed_where_it_lies(worker_py
     assert [row["status"] for row in qs.read_ogr(out, "runs").rows] == ["done"], qs.read_ogr(out, "runs").rows
     corners = [point for row in rows_by_image(out, "chunks")["ESP_000023_1130_RED"] for point in qs.outer_ring(row["_wkt"])]
     assert all(-67.01 < lat < -66.99 for _, lat in corners) and all(min(lon % 360, 360 - lon % 360) < 0.01 for lon, _ in corners), corners[:4]
+    x0, pixel, _, y0, _, negative_height = gt
+    extent = (x0, y0 + 384 * negative_height, x0 + 384 * pixel, y0)
+    assert qs.drawn_share(f"{out}|layername=chunks", osr.SpatialReference(wkt=wkt).ExportToProj4(), extent) > 0.9
 
 
 def test_one_file_reached_by_two_paths_is_surveyed_once_and_a_pds_image_by_its_label(tmp_path):
