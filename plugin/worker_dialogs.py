@@ -29,8 +29,22 @@ CHECK_ARGUMENTS = ["-m", "model", "--jsonl", "info"]
 
 
 def default_install_folder() -> str:
-    """In the QGIS profile, not the plugin folder: a plugin update replaces the plugin folder."""
+    """Outside the plugin folder, which a plugin update replaces: in the QGIS profile, or on Windows in
+    %LOCALAPPDATA%, whose path is short enough for TensorFlow's deepest files (the profile's is not,
+    for a user name of 8 letters or more)."""
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return os.path.join(os.environ["LOCALAPPDATA"], "hiriseice-worker")
     return os.path.join(QgsApplication.qgisSettingsDirPath(), "hiriseice-worker")
+
+
+def windows_long_paths_enabled() -> bool:
+    try:
+        import winreg
+
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SYSTEM\CurrentControlSet\Control\FileSystem") as key:
+            return bool(winreg.QueryValueEx(key, "LongPathsEnabled")[0])
+    except (ImportError, OSError):
+        return False
 
 
 def clean_environment(for_worker: bool) -> Dict[str, str]:
@@ -268,7 +282,12 @@ class WorkerInstaller(QDialog):
         if problem:
             return self._fail(problem)
         self.log.appendPlainText(f"Python {'.'.join(map(str, answer['version']))}, GDAL {answer['gdal']}")
+        self.machine, self.macos = answer.get("machine") or platform.machine(), answer.get("macos") or ""
         folder = self.folder
+        if os.name == "nt":
+            problem = worker_setup.windows_path_problem(os.path.abspath(folder), windows_long_paths_enabled())
+            if problem:
+                return self._fail(problem)
         if os.path.isdir(folder) and os.listdir(folder) and not os.path.isfile(os.path.join(folder, "pyvenv.cfg")):
             return self._fail(f"{folder} holds other files. Choose an empty or new folder for the worker.")
         clear = ["--clear"] if os.path.isfile(os.path.join(folder, "pyvenv.cfg")) else []  # Reinstall starts afresh
@@ -282,7 +301,7 @@ class WorkerInstaller(QDialog):
         # until the check passes this venv is no worker (worker.unfinished_install), so a failed pip leaves none half-made in use
         open(os.path.join(self.folder, worker.INSTALLING_MARKER), "w").close()
         with open(self.requirements, encoding="utf-8") as handle:
-            text = worker_setup.requirements_for_machine(handle.read(), machine=platform.machine())
+            text = worker_setup.requirements_for_machine(handle.read(), machine=self.machine, macos=self.macos)
         pinned = os.path.join(self.folder, "hiriseice-requirements.txt")
         with open(pinned, "w", encoding="utf-8") as handle:
             handle.write(text)

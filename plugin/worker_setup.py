@@ -23,8 +23,9 @@ NEWEST_PYTHON = (3, 12)
 
 # Printed by the base Python before anything is made: its version, whether it can make a venv, its GDAL.
 PROBE = (
-    "import json, sys\n"
-    "answer = {'version': list(sys.version_info[:3]), 'executable': sys.executable, 'venv': True, 'gdal': None}\n"
+    "import json, platform, sys\n"
+    "answer = {'version': list(sys.version_info[:3]), 'executable': sys.executable, 'venv': True, 'gdal': None,\n"
+    "          'platform': sys.platform, 'machine': platform.machine(), 'macos': platform.mac_ver()[0]}\n"
     "try:\n"
     "    import venv, ensurepip\n"
     "except ImportError:\n"
@@ -116,13 +117,39 @@ def venv_python(folder: str, platform_name: str = sys.platform) -> str:
     return os.path.join(folder, "bin", "python")
 
 
-def requirements_for_machine(text: str, platform_name: str = sys.platform, machine: str = "") -> str:
+# Detect's faster runtime (model/runtime.py), optional: these have macOS wheels from macOS 14 only.
+ONNX_PACKAGES = ("onnxruntime", "onnx", "tf2onnx")
+ONNX_OLDEST_MACOS = 14
+
+
+def requirements_for_machine(text: str, platform_name: str = sys.platform, machine: str = "", macos: str = "") -> str:
     """The pinned requirements as pip must get them here: tensorflow-cpu has wheels only for x86-64
-    Linux and Windows; macOS (Apple silicon) and ARM Linux get the same version of `tensorflow`."""
+    Linux and Windows; macOS (Apple silicon) and ARM Linux get the same version of `tensorflow`; a Mac
+    older than macOS 14 goes without ONNX Runtime (no wheels), and detect runs on TensorFlow there."""
     machine = machine.lower()
+    major = macos.split(".")[0]
+    if platform_name == "darwin" and major.isdigit() and int(major) < ONNX_OLDEST_MACOS:
+        text = "".join(line for line in text.splitlines(True) if re.split(r"[=<>;\s]", line, 1)[0] not in ONNX_PACKAGES)
     if platform_name.startswith(("linux", "win")) and machine in ("x86_64", "amd64", ""):
         return text
     return re.sub(r"(?m)^tensorflow-cpu==", "tensorflow==", text)
+
+
+# The longest file path inside tensorflow-cpu 2.21's Windows wheel (a header under tensorflow/include/external/
+# envoy_api/...), and where pip puts it in a venv: Windows refuses paths over 259 characters unless long paths are on.
+TENSORFLOW_LONGEST_PATH = 163
+WINDOWS_MAX_PATH = 259
+
+
+def windows_path_problem(folder: str, long_paths_enabled: bool) -> Optional[str]:
+    """Why pip could not unpack TensorFlow into a venv in this folder on Windows (paths too long), or None."""
+    longest = len(folder.rstrip("\\/")) + len("\\Lib\\site-packages\\") + TENSORFLOW_LONGEST_PATH
+    if long_paths_enabled or longest <= WINDOWS_MAX_PATH:
+        return None
+    room = WINDOWS_MAX_PATH - len("\\Lib\\site-packages\\") - TENSORFLOW_LONGEST_PATH
+    return (f"The folder {folder} is {len(folder)} characters long; TensorFlow's files would lie {longest} characters deep in it, "
+            f"past Windows' limit of {WINDOWS_MAX_PATH}, and pip would fail after minutes. Choose a folder of at most {room} "
+            "characters (e.g. C:\\hiriseice-worker), or ask an administrator to enable long paths (LongPathsEnabled).")
 
 
 def requirement_names(text: str) -> List[str]:
@@ -148,6 +175,10 @@ def probe_problem(answer: Dict) -> Optional[str]:
         shown = ".".join(str(v) for v in version) or "unknown"
         return (f"{path} is Python {shown}; TensorFlow 2.21 with the pinned numpy 1.26 needs Python "
                 f"{OLDEST_PYTHON[0]}.{OLDEST_PYTHON[1]} to {NEWEST_PYTHON[0]}.{NEWEST_PYTHON[1]}. Choose another Python.")
+    if answer.get("platform") == "darwin" and (answer.get("machine") or "").lower() == "x86_64":
+        return (f"{path} runs on Intel (x86_64), for which TensorFlow 2.21 has no macOS wheel: pip would fail after minutes. "
+                "On an Apple-silicon Mac, use the Apple-silicon build of QGIS (not one under Rosetta) and its Python; "
+                "an Intel Mac cannot run the worker.")
     if not answer.get("venv"):
         return f"{path} cannot make a virtual environment (no venv/ensurepip). On Debian or Ubuntu: sudo apt install python3-venv."
     if not answer.get("gdal"):

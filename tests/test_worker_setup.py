@@ -8,6 +8,7 @@ and the Test button on the real worker.
 """
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -84,6 +85,62 @@ def test_requirements_for_machine_swaps_tensorflow_where_there_is_no_cpu_wheel(r
     assert names[:3] == ["tensorflow-cpu", "numpy", "ml-dtypes"] and "keras" in names and len(names) == len(set(names))
 
 
+def test_macs_before_macos_14_go_without_onnx_runtime(repo_root):
+    """onnxruntime 1.32 and onnx 1.23 have macOS wheels from macOS 14 only: pip failed on older Macs, where
+    detect runs on TensorFlow without them."""
+    text = (repo_root / "requirements-worker.txt").read_text(encoding="utf-8")
+    onnx = {"onnxruntime==1.32.0", "onnx==1.23.2", "tf2onnx==1.17.0"}
+    for macos, kept in (("12.7.1", False), ("13.6", False), ("14.2", True), ("15.0", True)):
+        lines = set(worker_setup.requirements_for_machine(text, "darwin", "arm64", macos).splitlines())
+        assert (onnx <= lines) == kept and bool(onnx & lines) == kept, macos
+        assert "tensorflow==2.21.0" in lines and "requests==2.32.3" in lines
+    assert worker_setup.requirements_for_machine(text, "linux", "x86_64", "") == text
+
+
+@pytest.mark.parametrize("target", [("win32", "win_amd64", "3.11", ""), ("win32", "win_amd64", "3.12", ""),
+                                    ("linux", "manylinux_2_28_x86_64", "3.12", ""), ("darwin", "macosx_14_0_arm64", "3.12", "14.5"),
+                                    ("darwin", "macosx_12_0_arm64", "3.12", "12.7")], ids=lambda target: f"{target[1]}-py{target[2]}")
+def test_the_pins_resolve_for_every_machine_the_installer_serves(repo_root, tmp_path, worker_python, target):
+    """What pip gets on each OS, resolved by pip against PyPI for that machine: requests 2.28.1 beside
+    charset-normalizer 3.0.1 had no solution anywhere but Debian 12, whose own requests says no bound."""
+    from packaging.requirements import Requirement
+
+    platform_name, tag, python, macos = target
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=10).close()
+    except OSError:
+        pytest.skip("PyPI cannot be reached from here")
+    machine = "arm64" if platform_name == "darwin" else "x86_64"
+    text = worker_setup.requirements_for_machine((repo_root / "requirements-worker.txt").read_text(encoding="utf-8"), platform_name, machine, macos)
+    environment = {"python_version": python, "python_full_version": python + ".0", "sys_platform": platform_name,
+                   "platform_system": {"win32": "Windows", "linux": "Linux", "darwin": "Darwin"}[platform_name], "platform_machine": machine}
+    pins = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate(environment):  # pip would read the markers on this Python
+                requirement.marker = None
+                pins.append(str(requirement))
+    (tmp_path / "pins.txt").write_text("\n".join(pins) + "\n", encoding="utf-8")
+    platforms = [tag] + (["manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"] if platform_name == "linux" else [])
+    platforms += [f"macosx_{minor}_0_arm64" for minor in range(11, int(macos.split(".")[0]))] if macos else []
+    done = subprocess.run([worker_python, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:", "--no-input",
+                           "--disable-pip-version-check", "--python-version", python, "--target", str(tmp_path / "target"), "-r", str(tmp_path / "pins.txt")]
+                          + [argument for platform in platforms for argument in ("--platform", platform)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and "Would install" in done.stdout, (done.stdout + done.stderr)[-3000:]
+
+
+def test_windows_paths_too_long_for_tensorflow_are_refused_before_pip():
+    """pip unpacks TensorFlow's deepest header 163 characters below site-packages: in the QGIS profile of a user
+    named 'Jane Smith' that passes Windows' 259, and pip failed after minutes with a long-path error."""
+    profile = r"C:\Users\Jane Smith\AppData\Roaming\QGIS\QGIS3\profiles\default\hiriseice-worker"
+    problem = worker_setup.windows_path_problem(profile, long_paths_enabled=False)
+    assert "262 characters deep" in problem and "at most 77 characters" in problem and "LongPathsEnabled" in problem
+    assert worker_setup.windows_path_problem(profile, long_paths_enabled=True) is None
+    assert worker_setup.windows_path_problem(r"C:\Users\Jane Smith\AppData\Local\hiriseice-worker", long_paths_enabled=False) is None
+
+
 def test_pip_progress_follows_pips_lines():
     progress = worker_setup.PipProgress(["iniconfig", "six", "typing-extensions", "ml-dtypes"])
     fractions = [progress.feed(line) for line in (
@@ -107,6 +164,9 @@ def test_probe_problems_name_the_fix():
     assert "needs Python 3.11 to 3.12" in worker_setup.probe_problem(dict(good, version=[3, 13, 0]))
     assert "apt install python3-venv" in worker_setup.probe_problem(dict(good, venv=False))
     assert "no GDAL (osgeo)" in worker_setup.probe_problem(dict(good, gdal=None))
+    # QGIS.app on Intel, or an Intel build under Rosetta: TensorFlow 2.21 has no wheel for it
+    assert "Apple-silicon build of QGIS" in worker_setup.probe_problem(dict(good, platform="darwin", machine="x86_64"))
+    assert worker_setup.probe_problem(dict(good, platform="darwin", machine="arm64")) is None
 
 
 def test_probe_runs_in_a_real_python():
