@@ -109,7 +109,7 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
             feedback.pushInfo(f"{len(exported)} chunk GeoTIFFs written to {export_folder}")
 
         fields = make_fields(schema.CHUNK_GRID_FIELDS)
-        crs = QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt) if read != path else output_crs(layer.crs(), info.crs_wkt)
+        crs = output_crs(QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt) if read != path else layer.crs(), info.crs_wkt)
         sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))

@@ -184,7 +184,8 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         # Only now, with the worker done, are the output layers created.
         read = result.get("raster") or {}
         # a turned map was read through a north-up view of it (raster.north_up_view): the chunks lie in that map
-        crs = QgsCoordinateReferenceSystem.fromWkt(read["crs_wkt"]) if read.get("north_up_view") else output_crs(layer.crs(), read.get("crs_wkt", ""))
+        view_crs = QgsCoordinateReferenceSystem.fromWkt(read["crs_wkt"]) if read.get("north_up_view") else layer.crs()
+        crs = output_crs(view_crs, read.get("crs_wkt", ""))
         results = {
             self.CATEGORY: summary.get("category"),
             self.CHUNKS: summary.get("chunks"),

@@ -170,6 +170,29 @@ def test_a_south_up_raster_is_chunked_as_detect_reads_it_north_up(qgis_app, make
     assert first.GetRasterBand(1).DataType == gdal.GDT_UInt16 and not first.GetMetadata(raster.VIEW_DOMAIN)
 
 
+@pytest.mark.parametrize("algorithm", ["hiriseice:chunk", "hiriseice:detect"])
+def test_a_south_up_raster_in_an_iau_crs_keeps_its_crs_in_the_geopackage(qgis_app, make_raster, tiny_model, tmp_path, algorithm):
+    """A turned raster's layers took the north-up view's CRS as QGIS read it, IAU_2015:49910 for a file written with
+    that code, and a GeoPackage with an IAU CRS reopens in QGIS 3.22 without one: the map lost Mars."""
+    from qgis.core import QgsVectorLayer
+
+    iau = osr.SpatialReference()
+    iau.SetFromUserInput("IAU_2015:49910")
+    north_up = make_raster(width=300, height=200, seed=9)
+    x0, pixel, _, y0, _, _ = north_up.geotransform
+    flipped = helpers.write_geotiff(tmp_path / "raster_south_up.tif", gdal.Open(north_up.path).ReadAsArray()[::-1], "UInt16",
+                                    (x0, pixel, 0.0, y0 - 200 * pixel, 0.0, pixel), iau.ExportToWkt())
+    out = tmp_path / "layers.gpkg"
+    parameters = {"INPUT": flipped, "CHUNK_SIZE": 64, "OUTPUT": str(out)}
+    if algorithm == "hiriseice:detect":
+        parameters.update(MODEL=tiny_model.path, SUMMARY=qs.gpkg_destination(out, "summary"))
+    qs.run_algorithm(algorithm, parameters)
+    for name in ["layers"] + (["summary"] if algorithm == "hiriseice:detect" else []):
+        layer = QgsVectorLayer(f"{out}|layername={name}", name, "ogr")
+        assert layer.isValid() and layer.crs().isValid(), (name, layer.crs().toWkt())
+        assert "+R=3396190" in layer.crs().toProj() and "+proj=eqc" in layer.crs().toProj(), layer.crs().toProj()
+
+
 def check_exported_chunks(folder, raster_path, table, image_id):
     """One GeoTIFF per kept chunk (plus GDAL's sidecars of it): its pixels and mask are the source
     window's, its geotransform starts at the chunk's corner, its CRS is the source's."""
