@@ -12,7 +12,7 @@ from osgeo import gdal
 from . import files
 from .errors import RasterError
 from .footprint import ValidityMosaic
-from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, grid_shape
+from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, grid_shape, unscored_edges
 from .preprocess import valid_fractions
 from .raster import VIEW_DOMAIN, RasterSource, read_in_order
 
@@ -85,6 +85,15 @@ def iter_chunks(source: RasterSource, chunk_size: int, stride: int, min_valid: f
                 yield ChunkSample(window, whole, centre, data, valid)
             elif passed is not None:
                 passed(window)
+
+
+def paste_unscored_edges(source: RasterSource, mosaic: ValidityMosaic, chunk_size: int, stride: int, input_size: int) -> None:
+    """Reads the validity of the east and south slivers no chunk covers into the mosaic, at its scale, so
+    the image's outline reaches its edge without a second read of the whole image."""
+    scale = chunk_size / input_size
+    for x_off, y_off, width, height in unscored_edges(source.info.width, source.info.height, chunk_size, stride):
+        _, valid = source.read(x_off, y_off, width, height, max(1, round(width / scale)), max(1, round(height / scale)))
+        mosaic.paste(x_off, y_off, width, height, valid)
 
 
 def _read_chunk(source: RasterSource, chunk_size: int, input_size: int, window: ChunkWindow):

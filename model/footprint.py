@@ -13,6 +13,8 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal, ogr, osr
 
+from .grid import ring_wkt, window_ring
+
 # The outline's mask is at most this many pixels on its longer side: finer than a chunk, and
 # polygonised in milliseconds.
 FOOTPRINT_MAX_SIDE = 512
@@ -21,12 +23,14 @@ FOOTPRINT_MAX_SIDE = 512
 MOSAIC_MAX_SIDE = 4 * FOOTPRINT_MAX_SIDE
 
 
-def footprint_from_mask(valid: np.ndarray, geotransform, width: float, height: float, crs_wkt: str) -> str:
-    """Polygonise a (decimated) validity mask that spans width x height raster pixels into a
-    simplified (multi)polygon in map coordinates; '' when nothing is valid."""
+def footprint_from_mask(valid: np.ndarray, geotransform, width: int, height: int, crs_wkt: str, pixel: Optional[float] = None) -> str:
+    """Polygonise a (decimated) validity mask of a width x height raster, each of its pixels `pixel`
+    raster pixels on a side (by default it spans the raster exactly), into a simplified (multi)polygon
+    in map coordinates, within the raster (a mask whose last pixels reach past it is cut at its edge);
+    '' when nothing is valid."""
     out_h, out_w = valid.shape
     g = geotransform
-    sx, sy = width / out_w, height / out_h
+    sx, sy = (pixel, pixel) if pixel else (width / out_w, height / out_h)
     small_gt = (g[0], g[1] * sx, g[2] * sy, g[3], g[4] * sx, g[5] * sy)
     mem = gdal.GetDriverByName("MEM").Create("", out_w, out_h, 1, gdal.GDT_Byte)
     mem.SetGeoTransform(small_gt)
@@ -45,8 +49,11 @@ def footprint_from_mask(valid: np.ndarray, geotransform, width: float, height: f
     if union.GetGeometryCount() == 0:
         return ""
     merged = union.UnionCascaded()
-    pixel = float(np.hypot(small_gt[1], small_gt[4]))
-    return merged.SimplifyPreserveTopology(pixel).ExportToWkt()
+    tolerance = float(np.hypot(small_gt[1], small_gt[4]))
+    outline = merged.SimplifyPreserveTopology(tolerance)
+    if out_w * sx > width or out_h * sy > height:
+        outline = outline.Intersection(ogr.CreateGeometryFromWkt(ring_wkt(window_ring(g, 0, 0, width, height))))
+    return outline.ExportToWkt()
 
 
 class ValidityMosaic:
@@ -94,4 +101,4 @@ class ValidityMosaic:
         padded[:rows, :cols] = self.valid
         share = padded.reshape(padded.shape[0] // block, block, padded.shape[1] // block, block).mean(axis=(1, 3))
         pixel = block * self.factor  # raster pixels per pixel of the reduced mask
-        return footprint_from_mask(share >= 0.5, geotransform, share.shape[1] * pixel, share.shape[0] * pixel, crs_wkt)
+        return footprint_from_mask(share >= 0.5, geotransform, self.raster_width, self.raster_height, crs_wkt, pixel)

@@ -45,12 +45,21 @@ def centre_region(width: int, height: int, fraction: float = CENTRE_FRACTION) ->
 
 
 def grid_shape(raster_width: int, raster_height: int, chunk_size: int, stride: int) -> Tuple[int, int]:
-    """(rows, cols) of the grid. The last row/column may be partial but always starts inside the raster."""
+    """(rows, cols) of the grid. The last row/column may be partial, at least narrowest_edge wide, and always
+    starts inside the raster."""
     if chunk_size < 1 or stride < 1:
         raise ValueError("chunk size and stride must be positive")
     cols = _steps(raster_width, chunk_size, stride)
     rows = _steps(raster_height, chunk_size, stride)
     return rows, cols
+
+
+def narrowest_edge(chunk_size: int) -> int:
+    """The narrowest partial window at the raster's edge that is a chunk: an eighth of one, a cell of the
+    network's score map at the default reading scale. A narrower one is a sliver, read as a strip of terrain
+    in a chunk of padding, and weighed in the image's category like a whole chunk: a 1-px strip beside one
+    icy chunk made a 'good' image 'bad'."""
+    return max(1, chunk_size // 8)
 
 
 def _steps(length: int, chunk_size: int, stride: int) -> int:
@@ -59,7 +68,20 @@ def _steps(length: int, chunk_size: int, stride: int) -> int:
     # Windows start every `stride` pixels inside the raster; a final partial window covers what
     # is left, and none starts where the previous window already reached the end. A stride
     # longer than the chunk leaves gaps, and no window may start at or past the raster's end.
-    return 1 + min(-(-(length - chunk_size) // stride), (length - 1) // stride)
+    steps = 1 + min(-(-(length - chunk_size) // stride), (length - 1) // stride)
+    # A final sliver is left unscored (the README says so): under an eighth of a chunk at the edge.
+    if length - (steps - 1) * stride < narrowest_edge(chunk_size):
+        steps -= 1
+    return steps
+
+
+def unscored_edges(raster_width: int, raster_height: int, chunk_size: int, stride: int) -> List[Tuple[int, int, int, int]]:
+    """(x_off, y_off, width, height) of the east and south slivers no chunk covers (narrower than narrowest_edge)."""
+    rows, cols = grid_shape(raster_width, raster_height, chunk_size, stride)
+    east = min(raster_width, (cols - 1) * stride + chunk_size)
+    south = min(raster_height, (rows - 1) * stride + chunk_size)
+    return ([(east, 0, raster_width - east, raster_height)] if east < raster_width else []) + \
+        ([(0, south, raster_width, raster_height - south)] if south < raster_height else [])
 
 
 def chunk_grid(raster_width: int, raster_height: int, chunk_size: int, stride: int) -> Iterator[ChunkWindow]:

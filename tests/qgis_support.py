@@ -141,9 +141,10 @@ def gpkg_destination(path, table: str) -> str:
 
 
 def window_starts(length, size, stride):
-    """Window starts along one axis: every stride pixels, as long as the previous window has not reached the end."""
+    """Window starts along one axis: every stride pixels, as long as the previous window has not reached the end
+    and the next one is at least an eighth of a chunk wide."""
     starts = [0]
-    while starts[-1] + size < length and starts[-1] + stride < length:
+    while starts[-1] + size < length and length - (starts[-1] + stride) >= max(1, size // 8):
         starts.append(starts[-1] + stride)
     return starts
 

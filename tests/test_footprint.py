@@ -15,6 +15,7 @@ def _outline_from_reads(path, chunk_size, stride, input_size, min_valid=0.95):
     with RasterSource(path) as source:
         mosaic = ValidityMosaic(source.info.width, source.info.height, chunk_size / input_size)
         kept = list(chunking.iter_chunks(source, chunk_size, stride, min_valid, input_size, mosaic))
+        chunking.paste_unscored_edges(source, mosaic, chunk_size, stride, input_size)  # as detect does
         return mosaic, kept, source.footprint_wkt(), source.info
 
 
@@ -64,3 +65,15 @@ def test_the_mosaic_stays_small_on_a_whole_observation():
             mosaic.paste(x, y, min(1024, 20000 - x), min(1024, 50000 - y), window[: round(min(1024, 50000 - y) / 8), : round(min(1024, 20000 - x) / 8)])
     outline = ogr.CreateGeometryFromWkt(mosaic.footprint_wkt((0, 1, 0, 0, 0, -1), ""))
     assert outline.GetArea() == pytest.approx(20000 * 50000, rel=1e-3)
+
+
+def test_the_outline_of_an_image_whose_size_is_no_multiple_of_the_reading_scale_ends_at_its_edge(make_raster):
+    """The mosaic's last pixel east and south reaches past the image (here 3 of 4 raster pixels): the outline
+    ran up to 3.5 m past a real image's edge, and the summary's footprint with it."""
+    r = make_raster(width=521, height=391, nodata=None)
+    mosaic, _, _, info = _outline_from_reads(r.path, 64, 64, 16, min_valid=0.0)
+    outline = ogr.CreateGeometryFromWkt(mosaic.footprint_wkt(info.geotransform, info.crs_wkt))
+    (x0, pixel, _, y0, _, negative_height) = r.geotransform
+    west, east, south, north = outline.GetEnvelope()
+    assert (west, north) == pytest.approx((x0, y0)) and (east, south) == pytest.approx((x0 + 521 * pixel, y0 + 391 * negative_height))
+    assert outline.GetArea() == pytest.approx(521 * 391 * abs(pixel * negative_height))

@@ -12,9 +12,10 @@ import helpers
 
 
 def expected_starts(length, chunk_size, stride):
-    """Brute force: a window starts every stride pixels, inside the raster, unless the previous one already reached the end."""
+    """Brute force: a window starts every stride pixels, inside the raster, unless the previous one already reached the end
+    or it would be a sliver narrower than an eighth of a chunk."""
     starts = [0]
-    while starts[-1] + chunk_size < length and starts[-1] + stride < length:
+    while starts[-1] + chunk_size < length and length - (starts[-1] + stride) >= max(1, chunk_size // 8):
         starts.append(starts[-1] + stride)
     return starts
 
@@ -24,8 +25,10 @@ def expected_starts(length, chunk_size, stride):
     [
         (1024, 1024, 1024, 1024, 1, 1),
         (4096, 3072, 1024, 1024, 3, 4),
-        (4097, 3072, 1024, 1024, 3, 5),  # one pixel more: a 1-px last column
-        (4095, 3073, 1024, 1024, 4, 4),
+        (4097, 3072, 1024, 1024, 3, 4),  # one pixel more: a 1-px sliver, left unscored
+        (4224, 3072, 1024, 1024, 3, 5),  # an eighth of a chunk more: a last column of its own
+        (4095, 3073, 1024, 1024, 3, 4),  # a 1-px sliver of a row, left unscored
+        (4095, 3200, 1024, 1024, 4, 4),
         (100, 50, 32, 32, 2, 4),
         (100, 50, 32, 16, 3, 6),  # overlap
         (10, 10, 64, 64, 1, 1),  # raster smaller than a chunk
@@ -48,21 +51,23 @@ def test_windows_match_brute_force(length, chunk_size, stride):
     for w in windows:
         assert w.width == min(chunk_size, length - w.x_off) > 0
         assert w.height == min(chunk_size, length // 2 + 1 - w.y_off) > 0
-    # together the windows cover the raster
-    assert max(w.x_off + w.width for w in windows) == length
-    assert max(w.y_off + w.height for w in windows) == length // 2 + 1
+    # together the windows cover the raster, but for a final sliver narrower than an eighth of a chunk
+    for end, side in ((max(w.x_off + w.width for w in windows), length), (max(w.y_off + w.height for w in windows), length // 2 + 1)):
+        assert 0 <= side - end < max(1, chunk_size // 8)
 
 
 def test_last_partial_row_and_column():
-    windows = list(chunk_grid(2500, 1100, 1024, 1024))
+    windows = list(chunk_grid(2500, 1200, 1024, 1024))
     assert [(w.row, w.col, w.x_off, w.y_off, w.width, w.height) for w in windows] == [
         (0, 0, 0, 0, 1024, 1024),
         (0, 1, 1024, 0, 1024, 1024),
         (0, 2, 2048, 0, 452, 1024),
-        (1, 0, 0, 1024, 1024, 76),
-        (1, 1, 1024, 1024, 1024, 76),
-        (1, 2, 2048, 1024, 452, 76),
+        (1, 0, 0, 1024, 1024, 176),
+        (1, 1, 1024, 1024, 1024, 176),
+        (1, 2, 2048, 1024, 452, 176),
     ]
+    # 76 rows more would be a sliver under an eighth of a chunk: not a row of its own
+    assert [(w.x_off, w.y_off, w.width, w.height) for w in chunk_grid(2500, 1100, 1024, 1024)] == [(0, 0, 1024, 1024), (1024, 0, 1024, 1024), (2048, 0, 452, 1024)]
 
 
 def test_overlapping_stride_keeps_full_chunks_and_covers_the_end():

@@ -219,11 +219,11 @@ def check_exported_chunks(folder, raster_path, table, image_id):
 
 
 def test_export_folder_writes_georeferenced_chunks(qgis_app, make_raster, tmp_path):
-    raster = make_raster(name="export_me.tif", width=200, height=130, seed=6)
+    raster = make_raster(name="export_me.tif", width=200, height=140, seed=6)
     folder = tmp_path / "chunks"
     results, table = run_chunk(raster.path, tmp_path / "grid.gpkg", EXPORT_FOLDER=str(folder))
     assert results["EXPORT_FOLDER"] == str(folder)
-    assert len(table.rows) == 12  # 4 columns (last 8 px) x 3 rows (last 2 px)
+    assert len(table.rows) == 12  # 4 columns (last 8 px, an eighth of a chunk) x 3 rows (last 12 px)
     check_exported_chunks(folder, raster.path, table, "export_me")
 
 
