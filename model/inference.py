@@ -17,7 +17,7 @@ import numpy as np
 
 from . import calibration, modelfile, pdslabel, review, rules
 from . import runtime, scoremap
-from .chunking import check_grid_parameters, chunk_count, gap_warning, iter_chunks, scale_warning
+from .chunking import check_grid_parameters, chunk_count, gap_warning, iter_chunks, paste_unscored_edges, scale_warning
 from .errors import EngineError, NoValidChunksError
 from .footprint import ValidityMosaic
 from .grid import chunk_grid, chunk_wkt
@@ -133,9 +133,12 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
             rescored = 0
             chunks, score_map, network_seconds = _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, architecture, options, reporter, mosaic, readers)
         footprint = mosaic.footprint_wkt(info.geotransform, info.crs_wkt)
-        if footprint is None:  # a grid with gaps (stride > chunk) left some pixels unread
+        if footprint is None:  # a sliver at the edge, or a grid with gaps (stride > chunk), left some pixels unread
             with RasterSource(raster_path, options.band) as source:
-                footprint = source.footprint_wkt()
+                paste_unscored_edges(source, mosaic, chunk_size, stride, input_size)
+                footprint = mosaic.footprint_wkt(info.geotransform, info.crs_wkt)
+                if footprint is None:
+                    footprint = source.footprint_wkt()
     if not chunks:
         raise NoValidChunksError(
             f"No chunk of '{raster_path}' has image data around its centre (MIN_VALID {options.min_valid}): the image is all no-data "
@@ -316,6 +319,12 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
     if want_map and input_size % cell:  # its last cell would be part of one, and the chunks' maps would overlap by it
         raise EngineError(f"This model reads a chunk at {input_size} px, not a multiple of its {cell}-px score-map cell, so its cells cannot be laid on the "
                           f"raster's grid and no probability raster can be written. Leave PROBABILITY_RASTER empty, or train a model whose input size is a multiple of {cell}.")
+    cell_px = chunk_size * cell / input_size if want_map else 0
+    if want_map and (stride * input_size % chunk_size or stride * input_size // chunk_size % cell):
+        # its chunks' maps would be pasted up to half a cell from where they lie
+        raise EngineError(f"STRIDE {stride} is not a multiple of the probability raster's cell ({cell_px:g} raster px at CHUNK_SIZE {chunk_size}), so the "
+                          f"chunks' score maps cannot be laid on its grid where they lie. Give a STRIDE that is a multiple of {cell_px:g} (e.g. {chunk_size} or "
+                          f"{chunk_size // 2}), or leave PROBABILITY_RASTER empty.")
     mapper = scoremap.ScoreMapper(network, architecture, mirror=options.tta) if want_map else None
     scorer = None if want_map else runtime.logit_scorer(network)
     runner = mapper.run if want_map else scorer

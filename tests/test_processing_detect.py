@@ -584,6 +584,14 @@ def test_probability_raster_must_be_a_geotiff(detect_error, tmp_path):
     assert ".tif" in message
 
 
+def test_a_probability_raster_whose_cells_the_stride_does_not_fall_on_is_refused(detect_error, tmp_path):
+    """At a STRIDE off the 16-px cells the chunks' maps were pasted at the nearest cell, up to half a cell from
+    where they lie, and the last chunks' cells were cut off the raster."""
+    message = detect_error(STRIDE=40, PROBABILITY_RASTER=str(tmp_path / "p.tif"))
+    assert "STRIDE 40 is not a multiple of the probability raster's cell (16 raster px at CHUNK_SIZE 64)" in message, message
+    assert "Give a STRIDE that is a multiple of 16 (e.g. 64 or 32), or leave PROBABILITY_RASTER empty." in message, message
+
+
 def test_no_output_replaces_the_image_it_reads(qgis_app, tiny_model, make_raster, tmp_path):
     """An output named on the input image would destroy it (QGIS replaces an output file whole): refused
     while QGIS checks the parameters, the image untouched. A GeoPackage raster too."""
