@@ -61,7 +61,7 @@ def _detect(args, reporter: Reporter) -> None:
     reporter.result(message)
     if not reporter.jsonl:
         s = detection.summary
-        print(f"{s['image_id']}: {s['category']} - {s['icy_chunks']} icy and {s['hard_chunks']} hard of {s['chunks']} chunks, mean p {s['mean_probability']:.3f}")
+        print(f"{s['image_id']}: {s['category']} - {s['icy_chunks']} icy and {s['hard_chunks']} hard of {s['chunks']} chunks, mean p {s['mean_probability']:g}")
 
 
 def _detect_options(args):

@@ -71,7 +71,7 @@ def grid_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def _fmt(value) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.5g}"  # a mean of 0.60001 (good) must not read as 0.6 (not above the paper's 0.6)
     return str(value)
 
 
@@ -123,7 +123,8 @@ def histogram_figure(probabilities: Sequence[float], icy_threshold: float, hard_
     p = np.asarray(probabilities, float)
     figure = new_figure(640, 300)
     ax = figure.add_axes([0.1, 0.17, 0.86, 0.72])
-    counts, edges = np.histogram(p, bins=bins, range=(0.0, 1.0))
+    # edges rounded, so that p = 0.6 falls in the bar from 0.6, as the icy threshold counts it (linspace's edge is 0.6000000000000001)
+    counts, edges = np.histogram(p, bins=np.round(np.linspace(0.0, 1.0, bins + 1), 10))
     centres = (edges[:-1] + edges[1:]) / 2
     ax.bar(centres, counts, width=edges[1] - edges[0], color=[_rgb01(c) for c in centres], edgecolor="#555555", linewidth=0.6)
     ax.axvline(hard_low, color="#444444", linestyle="--", linewidth=1.2, label=f"hard to identify from {hard_low:g}")
@@ -475,8 +476,8 @@ def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dic
         ("image", s["image_id"]),
         ("category", s["category"]),
         ("chunks scored", s["chunks"]),
-        ("icy chunks (p >= %.2f)" % s["icy_threshold"], s["icy_chunks"]),
-        ("hard to identify (%.2f <= p < %.2f)" % (s["hard_low"], s["icy_threshold"]), s["hard_chunks"]),
+        (f"icy chunks (p >= {s['icy_threshold']:g})", s["icy_chunks"]),
+        (f"hard to identify ({s['hard_low']:g} <= p < {s['icy_threshold']:g})", s["hard_chunks"]),
         ("mean probability", s["mean_probability"]),
         ("max probability", s["max_probability"]),
         ("chunks dropped for no-data", s["dropped_chunks"]),

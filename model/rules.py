@@ -72,6 +72,9 @@ class ImageStats:
         return self.hard_chunks / self.chunks if self.chunks else 0.0
 
 
+MEAN_DECIMALS = 5
+
+
 def image_stats(probabilities: Sequence[float], icy_threshold: float = ICY_THRESHOLD, hard_low: float = HARD_LOW) -> ImageStats:
     classes = [chunk_class(p, icy_threshold, hard_low) for p in probabilities]
     n = len(classes)
@@ -79,7 +82,9 @@ def image_stats(probabilities: Sequence[float], icy_threshold: float = ICY_THRES
         chunks=n,
         icy_chunks=classes.count(ICY),
         hard_chunks=classes.count(HARD),
-        mean_probability=round(sum(probabilities) / n, 9) if n else 0.0,  # 0.2 stays 0.2 whatever the sum's rounding
+        # rounded as the summary stores it, so that the category is the one its mean says: 0.6000054 is stored as
+        # 0.60001, above 0.6, and 0.2 stays 0.2 whatever the sum's rounding
+        mean_probability=round(sum(probabilities) / n, MEAN_DECIMALS) if n else 0.0,
         max_probability=max(probabilities) if n else 0.0,
     )
 

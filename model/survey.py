@@ -576,6 +576,6 @@ def _report_outcome(reporter: Reporter, outcome: Dict, finished: int, total: int
         reporter.warning(f"{image.image_id}: {warning}")
     if outcome["status"] == DONE:
         s = outcome["summary"]
-        reporter.log(f"[{finished}/{total}] {image.image_id}: {s['category']} - {s['icy_chunks']} icy of {s['chunks']} chunks, mean p {s['mean_probability']:.3f} ({outcome['runtime_s']} s)")
+        reporter.log(f"[{finished}/{total}] {image.image_id}: {s['category']} - {s['icy_chunks']} icy of {s['chunks']} chunks, mean p {s['mean_probability']:g} ({outcome['runtime_s']} s)")
     else:
         reporter.warning(f"[{finished}/{total}] {image.image_id} failed: {outcome['error']}")

@@ -167,6 +167,22 @@ def test_histogram_has_axes_and_the_thresholds(reports):
     assert marks == {"hard to identify from 0.4": [0.4, 0.4], "icy from 0.6": [0.6, 0.6]}
 
 
+HISTOGRAM_BARS = r'''
+import json
+from model import report
+figure = report.histogram_figure([0.6, 0.6, 0.6, 0.4, 0.35], 0.6, 0.4)
+print(json.dumps([(float(patch.get_x()), float(patch.get_height())) for patch in figure.axes[0].patches if patch.get_height()]))
+'''
+
+
+def test_a_probability_on_a_threshold_is_counted_in_the_bar_from_it(worker_python, tmp_path):
+    """np.histogram's edge at 0.6 is 0.6000000000000001: chunks at exactly 0.6, icy, stood in the bar below the icy line."""
+    done = helpers.run_worker_snippet(worker_python, HISTOGRAM_BARS, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    bars = {round(left, 10): height for left, height in json.loads(done.stdout.strip().splitlines()[-1])}
+    assert bars == {0.6: 3, 0.4: 1, 0.35: 1}
+
+
 def test_reliability_diagram_diagonal_is_y_equals_x_on_fixed_axes(reports):
     """The old chart scaled its axes to the data (0.25-0.66) and drew its 'diagonal' corner to corner."""
     (ax,) = reports["figures"]["reliability"]

@@ -49,6 +49,15 @@ def test_image_stats_counts_and_means():
     assert stats.hard_share == pytest.approx(0.4)
 
 
+def test_the_category_is_the_one_the_stored_mean_says():
+    """The summary stores the mean to 5 decimals; the category was taken from 9, so a mean stored and shown as
+    0.6 was graded as above 0.6."""
+    shown_as_six = image_stats([0.6000049] * 3)
+    assert shown_as_six.mean_probability == 0.6 and paper_category(shown_as_six) == HARD
+    above = image_stats([0.6000051] * 3)
+    assert above.mean_probability == 0.60001 and paper_category(above) == GOOD
+
+
 def test_image_stats_of_no_chunks():
     stats = image_stats([])
     assert (stats.chunks, stats.icy_chunks, stats.hard_chunks, stats.mean_probability, stats.max_probability) == (0, 0, 0, 0.0, 0.0)
