@@ -48,7 +48,7 @@ def rotated_geotransform(angle_deg=30.0, pixel=0.5):
 def test_training_and_detection_read_identical_arrays(tmp_path, chunk_size, input_size, border):
     """Each chunk polygon that detect writes on a rotated raster (edge chunks; or a DN-0 border), read
     back by training, is byte for byte the chunk detection scores."""
-    raster = helpers.generate_raster(tmp_path, width=300, height=260, geotransform=rotated_geotransform(), rotated_border=border,
+    raster = helpers.generate_raster(tmp_path, width=300, height=280, geotransform=rotated_geotransform(), rotated_border=border,
                                      icy_chunk_size=64, icy_pattern=helpers.checkerboard)
     with gdal_exceptions(), RasterSource(raster.path) as source:
         detected = {(s.window.x_off, s.window.y_off): s for s in iter_chunks(source, chunk_size, chunk_size, 0.0, input_size)}

@@ -208,7 +208,8 @@ def test_read_only_layer(labelling, tmp_path):
     # A GeoPackage in a folder one cannot write to had been told "Save it as a GeoPackage first".
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
-    QgsVectorFileWriter.writeAsVectorFormatV2(chunk_layer(), str(tmp_path / "chunks.gpkg"), QgsProject.instance().transformContext(), options)
+    written = QgsVectorFileWriter.writeAsVectorFormatV3(chunk_layer(), str(tmp_path / "chunks.gpkg"), QgsProject.instance().transformContext(), options)
+    assert written[0] == QgsVectorFileWriter.NoError, written
     stored = QgsVectorLayer(str(tmp_path / "chunks.gpkg"), "stored", "ogr")
     stored.setReadOnly(True)
     stored.selectAll()
