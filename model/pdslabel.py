@@ -14,8 +14,10 @@ from typing import Dict, List, Optional, Tuple
 LABEL_SUFFIXES = (".LBL", ".lbl")
 
 # KEY = VALUE, where VALUE is a quoted string or a (list), both possibly over several lines, or the rest of the line.
-_STATEMENT = re.compile(r'^[ \t]*([A-Z0-9_:^]+)[ \t]*=[ \t]*("[^"]*"|\([^)]*\)|[^\r\n]*)', re.M)
-_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+# Bounded, so that an unclosed quote or bracket is not sought to the end of the file from every line.
+_STATEMENT = re.compile(r'^[ \t]*([A-Z0-9_:^]+)[ \t]*=[ \t]*("[^"]{0,8192}"|\([^)]{0,8192}\)|[^\r\n]*)', re.M)
+# A HiRISE RDR's label is about 10 kB; a file many times that is no label, and is not read.
+LABEL_MAX_BYTES = 256 * 1024
 _NUMBER = re.compile(r"^([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?:\s*<[^>]*>)?$")
 
 Statement = Tuple[Tuple[str, ...], str, str]  # (enclosing OBJECT/GROUP names, keyword, raw value)
@@ -37,11 +39,26 @@ def pixels_label(path: str) -> Optional[str]:
     return label_beside(path) if path.lower().endswith(".img") else None
 
 
+def without_comments(text: str) -> str:
+    """The text without its /* ... */ comments (one left open runs to the end), in one pass: a regular
+    expression sought the end of every comment left open to the end of the file, for hours on a large one."""
+    kept, start = [], 0
+    while True:
+        opening = text.find("/*", start)
+        if opening < 0:
+            return "".join(kept) + text[start:]
+        kept.append(text[start:opening])
+        closing = text.find("*/", opening + 2)
+        if closing < 0:
+            return "".join(kept)
+        start = closing + 2
+
+
 def parse(text: str) -> List[Statement]:
     """Every keyword of a PDS3 label with the OBJECT/GROUP path it sits in."""
     path: List[str] = []
     statements: List[Statement] = []
-    for match in _STATEMENT.finditer(_COMMENT.sub("", text)):
+    for match in _STATEMENT.finditer(without_comments(text)):
         key, value = match.group(1), match.group(2).strip()
         if key in ("OBJECT", "GROUP"):
             path.append(value)
@@ -74,6 +91,9 @@ def _integer(value: Optional[float]) -> Optional[int]:
 
 def summary_fields(label_path: str) -> Dict:
     """The summary's label fields (model/schema.py LABEL_SUMMARY_FIELDS); None for what the label lacks."""
+    size = os.path.getsize(label_path)
+    if size > LABEL_MAX_BYTES:
+        raise OSError(f"it is {size:,} bytes, where a HiRISE label is about 10 kB: not a label")
     with open(label_path, encoding="latin-1") as handle:
         statements = parse(handle.read())
     low = [v for v in (_number(statements, k, "IMAGE") for k in ("CORE_LOW_REPR_SATURATION", "CORE_LOW_INSTR_SATURATION")) if v is not None]

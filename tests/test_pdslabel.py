@@ -70,6 +70,17 @@ def test_comments_nesting_and_multi_line_values():
     ]
 
 
+def test_a_comment_left_open_runs_to_the_end_and_a_file_far_larger_than_a_label_is_not_read(tmp_path):
+    """A comment pattern sought the end of every comment left open to the end of the file: a 1 MB 'label' of them
+    stalled a detect for hours. Comments are stripped in one pass now, and a file of more than 256 kB is no label."""
+    assert pdslabel.without_comments("A = 1 /* x */ B = 2 /* open\nC = 3") == "A = 1  B = 2 "
+    assert pdslabel.parse("A = 1\n" + "B = /*\n" * 1000 + "C = 3\n") == [((), "A", "1"), ((), "B", "")]
+    huge = tmp_path / "ESP_000001_1234_RED.LBL"
+    huge.write_text("A = /*\n" * 150000, encoding="latin-1")
+    with pytest.raises(OSError, match=r"it is 1,050,000 bytes, where a HiRISE label is about 10 kB: not a label"):
+        pdslabel.summary_fields(str(huge))
+
+
 def test_detect_writes_the_labels_fields_into_the_summary(products, tiny_model, worker_python, tmp_path):
     from qgis_support import read_ogr
 
