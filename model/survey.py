@@ -104,6 +104,14 @@ class SurveyError(EngineError):
     code = "survey"
 
 
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are no UTF-8, kept by Python as lone surrogates
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class SurveyImage:
     image_id: str
@@ -125,6 +133,10 @@ def survey_images(sources: Sequence[str], images_folder: str = "", warn: Callabl
     files_seen: Dict[str, str] = {}  # the file itself (links followed) -> the path it was first given by
     for source in sources:
         for path in _paths_of(source, images_folder, warn):
+            if not _utf8(path):  # the GeoPackage's text cannot hold its name: writing its rows ended every run of the survey
+                warn(f"{os.fsencode(path).decode('utf-8', 'backslashreplace')} is left out: its name is not UTF-8 text, which the survey's "
+                     "GeoPackage must record. Rename it (e.g. with only letters, digits, '_' and '-') and run the survey again.")
+                continue
             image = SurveyImage(image_id_of(path), os.path.abspath(path))
             real = os.path.normcase(os.path.realpath(path))
             if real in files_seen and files_seen[real] != image.path:
@@ -276,6 +288,9 @@ class SurveyStore:
         self.path = os.path.abspath(path)
         self.warn = warn
         self.recorded = 0
+        special = files.special_file_message(self.path, "survey's GeoPackage")
+        if special:  # SQLite would wait on it for ever
+            raise SurveyError(special)
         folder = os.path.dirname(self.path)
         with contextlib.suppress(OSError):
             os.makedirs(folder, exist_ok=True)

@@ -299,6 +299,30 @@ def test_one_file_reached_by_two_paths_is_surveyed_once_and_a_pds_image_by_its_l
     assert len(said) == 2 and all("(a link, or another path to it): it is surveyed once." in line for line in said), said
 
 
+def test_an_image_whose_name_is_not_utf8_is_left_out_and_the_rest_surveyed(worker_python, tiny_model, tmp_path):
+    """Its name could not be written into the GeoPackage: the survey ended in a traceback before recording any image,
+    and so did every rerun."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    good = make_images(tmp_path, 1)[0]
+    shutil.copyfile(good.path, folder / "ESP_000030_1234_RED.tif")
+    shutil.copyfile(good.path, os.path.join(os.fsencode(folder), b"bad\xff\xfe.tif"))
+    out = tmp_path / "survey.gpkg"
+    run = helpers.run_worker(worker_python, "survey", "--rasters", folder, "--out", out, "--model", tiny_model.path, "--workers", 1, timeout=600).check()
+    assert [(row["image_id"], row["status"]) for row in qs.read_ogr(out, "runs").rows] == [("ESP_000030_1234_RED", "done")]
+    warnings = [m["message"] for m in run.messages if m["type"] == "warning"]
+    assert any("bad\\xff\\xfe.tif is left out: its name is not UTF-8 text" in w and "Rename it" in w for w in warnings), warnings
+
+
+def test_a_survey_geopackage_that_is_a_named_pipe_is_refused_not_waited_on(tmp_path):
+    from model.survey import SurveyError, SurveyStore
+
+    pipe = tmp_path / "survey.gpkg"
+    os.mkfifo(pipe)
+    with pytest.raises(SurveyError, match=r"is a named pipe, not a file: reading it would wait .* Give the survey's GeoPackage file itself\."):
+        SurveyStore(str(pipe))
+
+
 def test_a_survey_interrupted_says_its_finished_images_stay(worker_python, tiny_model, tmp_path):
     """Ctrl-C after two images had been recorded said "Cancelled; no output was written"."""
     import signal
