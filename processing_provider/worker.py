@@ -50,6 +50,10 @@ GRACE_SECONDS = 0.5
 STDERR_LINES = 60
 # An idle warm worker answers a job at once; one that has not within this time is hung and replaced.
 ANSWER_SECONDS = 30.0
+# A detect whose worker says nothing for this long is stopped: every chunk read and scored says how far it
+# got, so silence is a read that never returns (a share that stopped answering, a VRT source that waits, a
+# stopped process). HIRISEICE_SILENCE_SECONDS sets it; 0: no limit. The survey has its own, per image.
+SILENCE_SECONDS = 600.0
 
 IS_WINDOWS = sys.platform.startswith("win")
 PLUGIN_VENV = "the plugin's own environment"
@@ -255,6 +259,13 @@ def _close_pipes(process: subprocess.Popen, readers: Sequence[threading.Thread])
             pass
 
 
+def silence_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get("HIRISEICE_SILENCE_SECONDS", SILENCE_SECONDS)))
+    except ValueError:
+        return SILENCE_SECONDS
+
+
 class WorkerUnresponsive(Exception):
     """A warm worker that did not take its job (hung, or gone before it read it)."""
 
@@ -273,6 +284,7 @@ class WorkerRun:
         self.stderr_tail: "collections.deque[str]" = collections.deque(maxlen=STDERR_LINES)
         self.job_id = None  # a warm worker's lines carry their job's id; a one-shot worker's none
         self.answered = False
+        self.silence_limit = silence_seconds() if self.arguments[:1] == ["detect"] else 0.0
         self.status: Optional[int] = None  # a warm worker's job ends with its exit status
 
     def command(self, python: str) -> List[str]:
@@ -362,7 +374,7 @@ class WorkerRun:
         """Hands the worker's lines to _handle until its stdout ends or its job is done. Cancel stops the
         worker and removes the partial outputs; no "started" line within answer_within seconds raises
         WorkerUnresponsive."""
-        sent_at = time.monotonic()
+        sent_at = heard_at = time.monotonic()
         exited_at = None
         while self.status is None:
             if self.feedback.isCanceled():
@@ -374,6 +386,15 @@ class WorkerRun:
             except queue.Empty:
                 if answer_within is not None and not self.answered and time.monotonic() - sent_at > answer_within:
                     raise WorkerUnresponsive() from None
+                if self.silence_limit and time.monotonic() - heard_at > self.silence_limit and process.poll() is None:
+                    self._stop_worker(process)
+                    files.remove_quietly(self.partial_outputs)
+                    raise QgsProcessingException(
+                        f"The worker said nothing for {self.silence_limit:g} s while detecting, where every chunk says how far it got: a read "
+                        f"that never returns (a network share that stopped answering, a VRT whose source waits) or a stopped process. "
+                        f"{self.STOPPED[0].upper()}{self.STOPPED[1:]} and {self.left_behind}. Check that the raster reads (gdalinfo -checksum), "
+                        "then run again; HIRISEICE_SILENCE_SECONDS sets this limit (0: none)."
+                    ) from None
                 # A grandchild can keep stdout open after the worker itself has gone.
                 if process.poll() is not None:
                     exited_at = exited_at or time.monotonic()
@@ -382,6 +403,7 @@ class WorkerRun:
                 continue
             if line is None:
                 return
+            heard_at = time.monotonic()
             self._handle(line)
 
     def _stop_worker(self, process) -> None:

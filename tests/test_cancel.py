@@ -42,3 +42,37 @@ def test_cancel_before_the_worker_starts_starts_none(qgis_app, tiny_model, make_
         qs.run_algorithm("hiriseice:detect", {"INPUT": raster.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": str(output)}, feedback=feedback)
     assert "Cancelled before the worker started" in str(raised.value)
     assert qs.processes_with(raster.path) == [] and not output.exists()
+
+
+def test_a_detect_whose_worker_falls_silent_is_stopped_with_the_fix(tiny_model, make_raster, tmp_path):
+    """Detect had no limit once its job had started: a worker stopped mid-run (here by SIGSTOP, as a read that never
+    returns leaves it) held qgis_process, and the night's batch behind it, until someone killed it."""
+    import signal
+    import threading
+    import time
+
+    raster = make_raster(name="silent.tif", width=1024, height=1024, seed=4)
+    output = tmp_path / "chunks.gpkg"
+    worker = f"--jsonl detect {raster.path}"  # the worker's command line, not qgis_process's
+    stopped = []
+
+    def stop_the_worker_once_it_runs():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not qs.processes_with(worker):
+            time.sleep(0.01)
+        for pid in qs.processes_with(worker):
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+
+    watcher = threading.Thread(target=stop_the_worker_once_it_runs)
+    watcher.start()
+    started = time.monotonic()
+    run = qs.qgis_process("run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
+                          f"OUTPUT={output}", env={"HIRISEICE_SILENCE_SECONDS": "5"}, timeout=240)
+    watcher.join()
+    assert stopped, "the worker was never seen running"
+    assert run.returncode == 1 and "Traceback" not in run.stdout, run.stdout[-3000:]
+    assert "The worker said nothing for 5 s while detecting" in run.stdout and "HIRISEICE_SILENCE_SECONDS sets this limit" in run.stdout, run.stdout[-3000:]
+    assert "The worker was stopped and no output was written." in run.stdout
+    assert time.monotonic() - started < 120
+    assert qs.wait_until_gone(worker) == [] and not output.exists() and not qs.files_named_partial(tmp_path)
