@@ -896,6 +896,21 @@ def check_pixel_type(path: str, band) -> None:
         )
 
 
+# The largest HiRISE products are about 20,000 x 126,000 px (2.5 gigapixels); eight times that is no HiRISE image.
+MAX_PIXELS = 20_000_000_000
+
+
+def check_claimed_size(name: str, width: int, height: int) -> None:
+    """Refuse a header that claims far more pixels than any HiRISE product: its grid of windows alone would
+    not fit in memory (a 20,000,000-px-square JP2 of 2 kB ended in a MemoryError), and its pixels would take days."""
+    if width * height > MAX_PIXELS:
+        raise RasterError(
+            f"'{name}' claims {width:,} x {height:,} px ({width * height / 1e9:,.0f} gigapixels), far more than any HiRISE product "
+            f"(at most about 2.5): its header is damaged, or it is not one image. Download it again, or cut the part you need "
+            "(gdal_translate -srcwin)."
+        )
+
+
 def check_holds_a_chunk(name: str, width: int, height: int, chunk_size: int) -> None:
     """Refuse an image smaller than one chunk both ways, or narrower than an eighth of one (a cell of
     the network's score map at the default reading scale) either way: it would be graded on a sliver

@@ -169,9 +169,9 @@ class DetectAlgorithm(HiriseIceAlgorithm):
                                      "so it cannot be drawn on the map. Give a .gpkg to keep them.")
         report = self.checked_report(parameters, context)
         probability_raster = self.checked_probability_raster(parameters, context)
-        check_free_space(sinks.values(), math.prod(grid.grid_shape(layer.width(), layer.height(), options["chunk_size"], options["stride"])))
         raster_path = raster_path_for_worker(layer, context, feedback)
-        check_raster_for_detection(raster_path, options)
+        check_raster_for_detection(raster_path, options)  # first: a damaged header's size is the fault, not the disk
+        check_free_space(sinks.values(), math.prod(grid.grid_shape(layer.width(), layer.height(), options["chunk_size"], options["stride"])))
 
         arguments = ["detect", raster_path, "--model", model_path] + (["--report", report] if report else [])
         arguments += ["--probability-raster", probability_raster] if probability_raster else []
@@ -351,6 +351,7 @@ def check_raster_for_detection(raster_path: str, options: Dict) -> None:
     rather than after the worker's start; the worker repeats them for its command-line users."""
     try:
         with gdal_exceptions(), gdal_without_pam(), raster.RasterSource(raster_path, options["band"]) as source:
+            raster.check_claimed_size(raster_path, source.info.width, source.info.height)
             raster.check_holds_a_chunk(raster_path, source.info.width, source.info.height, options["chunk_size"])
             info = source.info
             if raster.north_turn(info.crs_wkt, info.geotransform, info.width, info.height) is None:  # else the worker reads a north-up view

@@ -147,6 +147,21 @@ def test_a_strip_narrower_than_a_chunk_is_told_so(tiny_model, tmp_path):
     assert_refused_cleanly(done, out_folder, f"'{strip}' is 1 x {4 * CHUNK} px, a strip narrower than an eighth of a chunk ({CHUNK // 8} px at CHUNK_SIZE {CHUNK})")
 
 
+def test_a_header_claiming_far_more_pixels_than_any_hirise_product_is_refused(tiny_model, worker_python, tmp_path):
+    """A 2 kB file claiming 20,000,000 px square ended in a MemoryError (its grid of windows), or in qgis_process in
+    advice to free half a terabyte of disk."""
+    claim = tmp_path / "claims_too_much.tif"
+    created = gdal.GetDriverByName("GTiff").Create(str(claim), 300_000, 100_000, 1, gdal.GDT_UInt16, ["TILED=YES", "SPARSE_OK=TRUE", "COMPRESS=DEFLATE"])
+    created.SetGeoTransform(helpers.default_geotransform(300_000, 100_000))
+    created.SetProjection(helpers.mars_equirectangular_wkt())
+    created = None
+    message = f"'{claim}' claims 300,000 x 100,000 px (30 gigapixels), far more than any HiRISE product"
+    done, out_folder = run_detect(tiny_model, claim, tmp_path)
+    assert_refused_cleanly(done, out_folder, message)
+    run = helpers.run_worker(worker_python, "detect", claim, "--model", tiny_model.path)
+    assert run.returncode == 2 and [m["message"] for m in run.errors][0].startswith(message), run.stdout[-2000:] + run.stderr[-2000:]
+
+
 def test_a_truncated_jpeg2000_is_named_damaged(tiny_model, tmp_path):
     if gdal.GetDriverByName("JP2OpenJPEG") is None:
         pytest.skip(f"this GDAL ({gdal.__version__}) has no JP2OpenJPEG driver")
