@@ -92,7 +92,28 @@ def read_metadata(path: str, parameter: str = "MODEL") -> Dict:
     missing = [k for k in REQUIRED_KEYS if k not in metadata]
     if missing:
         raise ModelFileError(f"The model file '{path}' ({parameter}) lacks metadata {', '.join(missing)}; it is damaged. Retrain it with hiriseice:train.")
+    wrong = _wrong_values(metadata)
+    if wrong:  # each would end, somewhere later, in a traceback
+        raise ModelFileError(f"The model file '{path}' ({parameter}) has metadata of the wrong kind ({'; '.join(wrong)}); it is damaged or was "
+                             "edited by hand. Copy it again, or retrain it with hiriseice:train.")
     return metadata
+
+
+def _wrong_values(metadata: Dict) -> List[str]:
+    """What in the metadata has the wrong type or an impossible value, each said once."""
+    def whole(value) -> bool:
+        return type(value) is int and value > 0
+
+    wrong = [f"{key} {metadata[key]!r}, not a positive whole number of pixels" for key in ("input_size", "chunk_size") if not whole(metadata[key])]
+    wrong += [f"{key} {metadata[key]!r}, not a table" for key in ("normalisation", "thresholds") if not isinstance(metadata[key], dict)]
+    for key in ("architecture", "calibration"):
+        if metadata.get(key) is not None and not isinstance(metadata[key], dict):
+            wrong.append(f"{key} {metadata[key]!r}, not a table")
+    architecture = metadata.get("architecture") if isinstance(metadata.get("architecture"), dict) else {}
+    scales = architecture.get("scales", [1])
+    if not (isinstance(scales, list) and scales and all(whole(scale) for scale in scales)):
+        wrong.append(f"architecture scales {scales!r}, not a list of whole numbers")
+    return wrong
 
 
 def describe(metadata: Dict) -> str:

@@ -290,6 +290,22 @@ def test_missing_metadata_keys(tmp_path, missing):
         modelfile.read_metadata(path)
 
 
+@pytest.mark.parametrize("changes, said", [
+    ({"chunk_size": "big"}, "chunk_size 'big', not a positive whole number of pixels"),
+    ({"input_size": 0}, "input_size 0, not a positive whole number of pixels"),
+    ({"normalisation": None}, "normalisation None, not a table"),
+    ({"architecture": "x"}, "architecture 'x', not a table"),
+    ({"architecture": {"name": "small_xception", "scales": [1, "2"]}}, "architecture scales [1, '2'], not a list of whole numbers"),
+])
+def test_metadata_of_the_wrong_kind_is_a_damaged_file_not_a_traceback(tmp_path, changes, said):
+    """Each of these passed the check of the keys and ended later in a traceback (a ZeroDivisionError for input_size 0),
+    in the desktop's warm worker as its death."""
+    path = write_model_zip(tmp_path / "m.hiriseice", good_metadata(**changes))
+    with pytest.raises(ModelFileError) as caught:
+        modelfile.read_metadata(path)
+    assert f"has metadata of the wrong kind ({said}); it is damaged or was edited by hand" in str(caught.value), str(caught.value)
+
+
 def test_several_missing_keys_are_all_named(tmp_path):
     metadata = good_metadata()
     del metadata["input_size"], metadata["thresholds"]
