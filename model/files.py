@@ -201,15 +201,20 @@ def _check_writable_folder(folder: str, parameter: str) -> None:
         raise EngineError(f"{parameter} cannot be written to '{folder}' ({exc.strerror or exc}). Choose a folder you can write to.") from None
 
 
-def special_file_message(path: str, what: str = "image") -> str:
-    """Why a path that names neither a file nor a folder (a named pipe, a socket, a device) cannot be
-    read as one: opening it waits for whatever writes into it, perhaps for ever. Empty for anything else."""
+def special_kind(path: str) -> str:
+    """'a named pipe', 'a socket' or 'a device' for a path that names neither a file nor a folder; else ''."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return ""
     kinds = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
-    kind = next((name for test, name in kinds if test(mode)), "")
+    return next((name for test, name in kinds if test(mode)), "")
+
+
+def special_file_message(path: str, what: str = "image") -> str:
+    """Why a path that names neither a file nor a folder (a named pipe, a socket, a device) cannot be
+    read as one: opening it waits for whatever writes into it, perhaps for ever. Empty for anything else."""
+    kind = special_kind(path)
     if not kind:
         return ""
     return f"'{path}' is {kind}, not a file: reading it would wait for whatever writes into it, perhaps for ever. Give the {what} file itself."

@@ -19,13 +19,13 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 from osgeo import gdal, gdal_array, osr
 
 from .errors import DamagedRasterError, RasterError
-from .files import special_file_message
+from .files import special_file_message, special_kind
 from .footprint import FOOTPRINT_MAX_SIDE, footprint_from_mask
 from .grid import ChunkWindow
 from .orientation import NORTH_FAR_DEG, NORTH_WARNED_DEG
@@ -443,6 +443,57 @@ def north_turn(crs_wkt: str, geotransform, width: int, height: int) -> Optional[
     return NorthTurn(degrees, map_degrees, latitude, longitude % 360.0, srs)  # east longitude, 0-360, as HiRISE labels give it
 
 
+# Files GDAL opens beside a raster when it opens it (PAM's statistics, a mask, external overviews).
+SIDECARS = (".aux.xml", ".msk", ".ovr", ".aux")
+VRT_DEPTH = 8
+
+
+def waiting_file_message(path: str) -> str:
+    """Why opening the raster would wait for ever (a named pipe, socket or device that it reads: itself, a file
+    GDAL opens beside it, or a VRT's source, at any depth), with the fix; empty otherwise. QGIS opens a layer's
+    raster while it checks the parameters, where nothing stops a wait, so this is asked before."""
+    seen: Set[str] = set()
+
+    def check(file_path: str, depth: int) -> str:
+        if file_path in seen or depth > VRT_DEPTH:
+            return ""
+        seen.add(file_path)
+        for candidate in (file_path,) + tuple(file_path + suffix for suffix in SIDECARS):
+            kind = special_kind(candidate)
+            if kind:
+                return special_file_message(path) if candidate == path else (
+                    f"'{path}' reads '{candidate}', which is {kind}, not a file: GDAL would wait on it for ever. Remove or replace "
+                    f"'{os.path.basename(candidate)}', or give a copy of the image without it.")
+        if file_path.lower().endswith(".vrt") and os.path.isfile(file_path):
+            for source in _vrt_sources(file_path):
+                found = check(source, depth + 1)
+                if found:
+                    return found
+        return ""
+
+    return check(path, 0)
+
+
+def _vrt_sources(vrt_path: str) -> List[str]:
+    """The files a VRT's sources name, as paths (relative ones from the VRT's folder); none for a VRT that is no XML."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        if os.path.getsize(vrt_path) > 64 * 1024 * 1024:
+            return []
+        root = ElementTree.parse(vrt_path).getroot()
+    except (OSError, ElementTree.ParseError):
+        return []
+    sources = []
+    for element in root.iter("SourceFilename"):
+        name = (element.text or "").strip()
+        if not name or name.startswith("/vsi"):
+            continue
+        relative = element.get("relativeToVRT", "0") == "1" or element.get("relativetoVRT", "0") == "1"
+        sources.append(os.path.normpath(os.path.join(os.path.dirname(vrt_path), name) if relative else name))
+    return sources
+
+
 class RasterSource:
     """An open raster. Use as a context manager; reads are thread-safe per instance only if not shared."""
 
@@ -451,7 +502,7 @@ class RasterSource:
         open source passes its verdict, which a probe would only repeat (it reads a window at full resolution)."""
         if not os.path.exists(path) and not path.startswith("/vsi"):
             raise RasterError(f"The raster '{path}' does not exist. Check the path or load the layer again.")
-        special = special_file_message(path)
+        special = waiting_file_message(path)
         if special:
             raise RasterError(special)
         try:

@@ -168,7 +168,7 @@ class RasterLayerParameter(QgsProcessingParameterRasterLayer):
     """
 
     def checkValueIsAcceptable(self, value, context=None):  # noqa: N802
-        if isinstance(value, str) and files.special_file_message(value):
+        if isinstance(value, str) and raster.waiting_file_message(value.split("|", 1)[0]):
             return True  # QGIS's load would wait on it for ever; the algorithm's checkParameterValues says what it is
         with gdal_without_pam(), gdal_errors_unprinted():
             return super().checkValueIsAcceptable(value, context)

@@ -259,6 +259,24 @@ def placed_scene(tmp_path, name: str, geotransform, crs_wkt: str) -> str:
     return helpers.write_geotiff(tmp_path / name, helpers.generate_raster(tmp_path, width=128, height=128).bands, "UInt16", geotransform, crs_wkt)
 
 
+@pytest.mark.parametrize("where", ["a VRT's source", "a file GDAL opens beside the image"])
+def test_a_named_pipe_the_raster_reads_is_refused_rather_than_waited_on_for_ever(tiny_model, tmp_path, where):
+    """QGIS's check of the layer parameter opened the VRT's source, or GDAL's .aux.xml beside the image, and waited
+    for a writer that never came: qgis_process hung until killed, with no worker to time out."""
+    if where == "a VRT's source":
+        os.mkfifo(tmp_path / "pipe.tif")
+        raster = tmp_path / "mosaic.vrt"
+        raster.write_text('<VRTDataset rasterXSize="128" rasterYSize="128"><VRTRasterBand dataType="UInt16" band="1"><SimpleSource>'
+                          '<SourceFilename relativeToVRT="1">pipe.tif</SourceFilename><SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>')
+        waited_on = tmp_path / "pipe.tif"
+    else:
+        raster = placed_scene(tmp_path, "ESP_000012_1000_RED.tif", helpers.default_geotransform(128, 128), helpers.mars_equirectangular_wkt())
+        waited_on = f"{raster}.aux.xml"
+        os.mkfifo(waited_on)
+    done, out_folder = run_detect(tiny_model, raster, tmp_path)
+    assert_refused_cleanly(done, out_folder, f"'{raster}' reads '{waited_on}', which is a named pipe, not a file: GDAL would wait on it for ever.")
+
+
 def test_a_named_pipe_is_refused_cleanly_rather_than_waited_on_for_ever(tiny_model, tmp_path):
     """QGIS's own check of the layer parameter opened it, and waited for a writer that never came."""
     pipe = tmp_path / "ESP_000011_1000_RED.tif"
