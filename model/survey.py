@@ -270,11 +270,14 @@ def _to_survey_crs(path: str, crs_wkt: str, corners):
 
 
 def _longitudes_from(geometry, start: float) -> None:
-    """Every longitude of the geometry moved by whole turns into [start, start + 360)."""
+    """Every longitude of the geometry moved by whole turns into [start, start + 360), to 1e-9 deg (0.06 mm): as
+    the WKT writes it (15 digits), so that a western edge of 359.99999999999994 is not checked as below 360 and
+    written as 360."""
     for index in range(geometry.GetGeometryCount()):
         _longitudes_from(geometry.GetGeometryRef(index), start)
     for index in range(geometry.GetPointCount()):
-        geometry.SetPoint_2D(index, start + (geometry.GetX(index) - start) % 360.0, geometry.GetY(index))
+        longitude = round(start + (geometry.GetX(index) - start) % 360.0, 9) + 0.0  # + 0.0: no -0
+        geometry.SetPoint_2D(index, longitude, geometry.GetY(index))
 
 
 # --- the one writer ------------------------------------------------------------------------

@@ -52,8 +52,10 @@ STDERR_LINES = 60
 ANSWER_SECONDS = 30.0
 # A detect whose worker says nothing for this long is stopped: every chunk read and scored says how far it
 # got, so silence is a read that never returns (a share that stopped answering, a VRT source that waits, a
-# stopped process). HIRISEICE_SILENCE_SECONDS sets it; 0: no limit. The survey has its own, per image.
-SILENCE_SECONDS = 600.0
+# stopped process). Longer than the one silent phase by design, a model's first export for ONNX Runtime
+# (runtime.EXPORT_TIMEOUT_SECONDS, 15 min), as long as the survey's limit per image. HIRISEICE_SILENCE_SECONDS
+# sets it; 0: no limit.
+SILENCE_SECONDS = 1800.0
 
 IS_WINDOWS = sys.platform.startswith("win")
 PLUGIN_VENV = "the plugin's own environment"

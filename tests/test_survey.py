@@ -280,6 +280,26 @@ def test_a_polar_product_on_the_polar_radius_is_surveyed_where_it_lies(qgis_app,
     assert qs.drawn_share(f"{out}|layername=chunks", osr.SpatialReference(wkt=wkt).ExportToProj4(), extent) > 0.9
 
 
+def test_a_chunk_whose_western_edge_lies_on_the_prime_meridian_is_written_at_0_not_360():
+    """A western edge of 359.99999999999994 passed the check for [0, 360) and was written as 360.0 (WKT's 15 digits):
+    such a chunk lay past 360, where QGIS never asks for features. 22 of 600 chunks did, on random ground at 0 E."""
+    import math
+    import random
+
+    from model.survey import _to_survey_crs
+
+    random.seed(1)
+    for central_meridian in (0, 180):
+        srs = osr.SpatialReference()
+        srs.ImportFromProj4(f"+proj=eqc +lon_0={central_meridian} +R=3396190 +units=m")
+        prime_meridian = -3396190 * math.radians(central_meridian)
+        for _ in range(300):
+            x, y = prime_meridian + random.uniform(-3e-7, 3e-7), random.uniform(-3e6, 3e6)
+            convert = _to_survey_crs("ESP_000001_1234_RED", srs.ExportToWkt(), [(x - 500, y), (x + 500, y), (x + 500, y - 10), (x - 500, y - 10)])
+            written = convert(f"POLYGON(({x} {y},{x + 1000} {y},{x + 1000} {y - 10},{x} {y - 10},{x} {y}))")
+            assert 0.0 <= min(lon for lon, _ in qs.outer_ring(written)) < 360.0, written
+
+
 def test_one_file_reached_by_two_paths_is_surveyed_once_and_a_pds_image_by_its_label(tmp_path):
     """A link under another name had been surveyed twice (its chunks counted twice), the same file through a linked
     folder refused the whole survey, and a folder of PDS products (X.IMG beside X.LBL) failed every image."""
