@@ -440,11 +440,14 @@ def write_probability_raster(path: str, geometry: MapGeometry, logits: np.ndarra
     first and renamed when complete."""
     from osgeo import gdal, osr
 
-    rows, cols = geometry.raster_cells
-    rows, cols = min(rows, logits.shape[0]), min(cols, logits.shape[1])
-    part = logits[:rows, :cols].astype(np.float64)
+    rows, cols = geometry.raster_cells  # the whole raster: cells past the map (an unscored edge sliver) are no-data
+    part = np.full((rows, cols), np.nan)
+    share = np.zeros((rows, cols))
+    covered_rows, covered_cols = min(rows, logits.shape[0]), min(cols, logits.shape[1])
+    part[:covered_rows, :covered_cols] = logits[:covered_rows, :covered_cols]
+    share[:covered_rows, :covered_cols] = valid_share[:covered_rows, :covered_cols]
     probability = calibration.apply(np.nan_to_num(part), calibration_spec).astype(np.float32)
-    probability[(valid_share[:rows, :cols] <= 0) | ~np.isfinite(part)] = PROBABILITY_NODATA
+    probability[(share <= 0) | ~np.isfinite(part)] = PROBABILITY_NODATA
     with files.writing(path, "The ice-probability raster", before_commit) as partial:
         driver = gdal.GetDriverByName("GTiff")
         dataset = driver.Create(partial, cols, rows, 1, gdal.GDT_Float32, ["COMPRESS=DEFLATE", "TILED=YES"] if rows >= 16 and cols >= 16 else ["COMPRESS=DEFLATE"])

@@ -567,6 +567,19 @@ def test_probability_raster_is_georeferenced_and_its_chunk_means_are_the_chunk_p
     assert chunks_read_off_the_raster(p, run.result["chunks"], tiny_model.metadata.get("calibration")) >= 5
 
 
+def test_a_probability_raster_covers_the_unscored_edge_sliver_as_no_data(tiny_model, worker_python, tmp_path):
+    """With a sliver under an eighth of a chunk left unscored, the map ended short of the image: the raster lost its
+    last column of cells, where it promises no-data."""
+    raster = helpers.generate_raster(tmp_path, name="sliver.tif", width=4 * 64 + 4, height=256, nodata=None)
+    path = tmp_path / "probability.tif"
+    helpers.run_worker(worker_python, "detect", raster.path, "--model", tiny_model.path, "--probability-raster", path).check()
+    ds = gdal.Open(str(path))
+    cell = 64 / 32 * 8  # tiny model: 64-px chunks read at 32 px, 8-px cells
+    assert (ds.RasterXSize, ds.RasterYSize) == (17, 16) and 0 <= ds.RasterXSize * cell - raster.width < cell
+    p = ds.GetRasterBand(1).ReadAsArray()
+    assert (p[:, -1] == -1).all() and (p[:, :-1] >= 0).all()
+
+
 def test_probability_raster_of_the_dense_map_route(scene, tiny_model, worker_python, tmp_path):
     """At STRIDE = CHUNK / 2 the chunks come off the map the raster shows (but those its screen scored
     alone again): same check, overlapping chunks."""
