@@ -602,16 +602,16 @@ HUNG_VRT = """<VRTDataset rasterXSize="384" rasterYSize="384">
   <SRS>+proj=eqc +R=3396190 +units=m</SRS>
   <GeoTransform>0, 0.25, 0, 0, 0, -0.25</GeoTransform>
   <VRTRasterBand dataType="UInt16" band="1">
-    <SimpleSource><SourceFilename relativeToVRT="0">{pipe}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>
+    <SimpleSource><SourceFilename relativeToVRT="0">/vsisubfile/0_100000000,{pipe}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>
   </VRTRasterBand>
 </VRTDataset>
 """
 
 
 def test_an_image_that_never_finishes_reading_is_given_up_and_the_batch_goes_on(qgis_app, tiny_model, tmp_path):
-    """A VRT whose pixels come from a named pipe nobody writes opens, then blocks its first read for ever, as a file on
-    a hung network drive does: it stalled the survey until killed. Past IMAGE_MINUTES it is recorded as failed, its
-    worker restarted, and the image after it done."""
+    """A VRT whose pixels come from a named pipe nobody writes, through a /vsi path that no check before the read
+    follows, opens, then blocks its first read for ever, as a file on a hung network drive does: it stalled the survey
+    until killed. Past IMAGE_MINUTES it is recorded as failed, its worker restarted, and the image after it done."""
     folder = tmp_path / "images"
     folder.mkdir()
     os.mkfifo(tmp_path / "pipe")
