@@ -320,9 +320,9 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
     if want_map and input_size % cell:  # its last cell would be part of one, and the chunks' maps would overlap by it
         raise EngineError(f"This model reads a chunk at {input_size} px, not a multiple of its {cell}-px score-map cell, so its cells cannot be laid on the "
                           f"raster's grid and no probability raster can be written. Leave PROBABILITY_RASTER empty, or train a model whose input size is a multiple of {cell}.")
-    cell_px = chunk_size * cell / input_size if want_map else 0
-    if want_map and (stride * input_size % chunk_size or stride * input_size // chunk_size % cell):
+    if want_map and scoremap.stride_off_cells(chunk_size, stride, input_size, cell):
         # its chunks' maps would be pasted up to half a cell from where they lie
+        cell_px = chunk_size * cell / input_size
         raise EngineError(f"STRIDE {stride} is not a multiple of the probability raster's cell ({cell_px:g} raster px at CHUNK_SIZE {chunk_size}), so the "
                           f"chunks' score maps cannot be laid on its grid where they lie. Give a STRIDE that is a multiple of {cell_px:g} (e.g. {chunk_size} or "
                           f"{chunk_size // 2}), or leave PROBABILITY_RASTER empty.")

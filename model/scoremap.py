@@ -101,12 +101,17 @@ class MapGeometry:
         return (g[0], g[1] * k, g[2] * k, g[3], g[4] * k, g[5] * k)
 
 
+def stride_off_cells(chunk_size: int, stride: int, input_size: int, cell: int) -> bool:
+    """Does the stride fall between the score map's cells (it must be whole cells at the network's scale)?"""
+    return bool((stride * input_size) % chunk_size or (stride * input_size // chunk_size) % cell)
+
+
 def map_route_problem(chunk_size: int, stride: int, input_size: int, cell: int) -> str:
     """Why chunks of this grid cannot be read off the score map ('' when they can): every chunk
     must start on a cell corner and cover whole cells, and a cell must be whole raster pixels."""
     if input_size % cell:
         return f"the model's input ({input_size} px) is not a multiple of its {cell}-px score-map cell"
-    if (stride * input_size) % chunk_size or (stride * input_size // chunk_size) % cell:
+    if stride_off_cells(chunk_size, stride, input_size, cell):
         return f"the stride ({stride} px) is not a multiple of the score map's cell ({chunk_size * cell / input_size:g} raster px)"
     if (cell * chunk_size) % input_size:
         return f"a score-map cell is not a whole number of raster pixels ({chunk_size * cell / input_size:g})"
