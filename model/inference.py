@@ -24,7 +24,7 @@ from .grid import chunk_grid, chunk_wkt
 from .network import has_score_map
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
-from .raster import (RasterSource, block_cache, check_claimed_size, check_holds_a_chunk, check_north_up, coarse_pixel_warning, gdal_exceptions, north_turn_warning,
+from .raster import (RasterSource, block_cache, check_north_up, check_size, coarse_pixel_warning, gdal_exceptions, north_turn_warning,
                      not_mars_warning, palette_warning, reading_threads, squashed_pixel_warning)
 from .schema import LABEL_SUMMARY_FIELDS
 
@@ -96,8 +96,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     route = scoring_route(options, chunk_size, stride, input_size, architecture)
     with RasterSource(raster_path, options.band) as source:
         info = source.info
-        check_claimed_size(raster_path, info.width, info.height)
-        check_holds_a_chunk(raster_path, info.width, info.height, chunk_size)
+        check_size(raster_path, info.width, info.height, chunk_size)
         check_north_up(raster_path, info.geotransform, info.crs_wkt, info.width, info.height)
         total = chunk_count(source, chunk_size, stride)
         cache_bytes = source.grid_cache_bytes(chunk_size, input_size)

@@ -962,6 +962,12 @@ def check_claimed_size(name: str, width: int, height: int) -> None:
         )
 
 
+def check_size(name: str, width: int, height: int, chunk_size: int) -> None:
+    """Refuse a raster whose size no chunk grid can score: a damaged header's claim, or less than a chunk's terrain."""
+    check_claimed_size(name, width, height)
+    check_holds_a_chunk(name, width, height, chunk_size)
+
+
 def check_holds_a_chunk(name: str, width: int, height: int, chunk_size: int) -> None:
     """Refuse an image smaller than one chunk both ways, or narrower than an eighth of one (a cell of
     the network's score map at the default reading scale) either way: it would be graded on a sliver

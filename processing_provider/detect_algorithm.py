@@ -351,8 +351,7 @@ def check_raster_for_detection(raster_path: str, options: Dict) -> None:
     rather than after the worker's start; the worker repeats them for its command-line users."""
     try:
         with gdal_exceptions(), gdal_without_pam(), raster.RasterSource(raster_path, options["band"]) as source:
-            raster.check_claimed_size(raster_path, source.info.width, source.info.height)
-            raster.check_holds_a_chunk(raster_path, source.info.width, source.info.height, options["chunk_size"])
+            raster.check_size(raster_path, source.info.width, source.info.height, options["chunk_size"])
             info = source.info
             if raster.north_turn(info.crs_wkt, info.geotransform, info.width, info.height) is None:  # else the worker reads a north-up view
                 raster.check_north_up(raster_path, info.geotransform)
