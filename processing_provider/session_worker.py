@@ -21,6 +21,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import warnings
 from typing import Optional
 
 from qgis.core import QgsApplication, QgsProcessingException
@@ -118,7 +119,7 @@ class SessionRun(WorkerRun):
 
     def _execute(self, python: str) -> int:
         self.python = python
-        path = session_socket(python)
+        path = self.socket_path = session_socket(python)
         with open(path + ".lock", "a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -133,7 +134,11 @@ class SessionRun(WorkerRun):
                 except WorkerUnresponsive:
                     self.feedback.pushInfo("The session worker did not take the job; starting a new one.")
                     _kill(path)
-            return self._execute_in(self._start(python, path), path, reused=False)
+            with warnings.catch_warnings():
+                # Python warns of a child left running when its Popen goes; the session worker outlives this run by design.
+                warnings.simplefilter("ignore", ResourceWarning)
+                connection = self._start(python, path)
+            return self._execute_in(connection, path, reused=False)
 
     @staticmethod
     def _connect(path: str) -> Optional[_Connection]:
@@ -191,7 +196,18 @@ class SessionRun(WorkerRun):
 
     def _stop_worker(self, process) -> None:
         """Cancel ends the connection, not the session worker: the job stops, the worker waits for the next."""
+        if not isinstance(process, _Connection):  # a worker of its own, the session worker being busy
+            return super()._stop_worker(process)
         process.close()
+
+    def _stop_silent_worker(self, process) -> None:
+        """Silence: the session worker's job is stuck in a read that a closed connection does not end, and
+        would hold the worker's memory until some later run found it unresponsive; it is stopped now."""
+        if not isinstance(process, _Connection):
+            return super()._stop_silent_worker(process)
+        process.close()
+        _kill(self.socket_path)
+        self.STOPPED = "the session worker was stopped (the next run starts another)"
 
 
 def _pid(path: str) -> Optional[int]:

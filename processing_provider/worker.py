@@ -389,7 +389,7 @@ class WorkerRun:
                 if answer_within is not None and not self.answered and time.monotonic() - sent_at > answer_within:
                     raise WorkerUnresponsive() from None
                 if self.silence_limit and time.monotonic() - heard_at > self.silence_limit and process.poll() is None:
-                    self._stop_worker(process)
+                    self._stop_silent_worker(process)
                     files.remove_quietly(self.partial_outputs)
                     raise QgsProcessingException(
                         f"The worker said nothing for {self.silence_limit:g} s while detecting, where every chunk says how far it got: a read "
@@ -410,6 +410,10 @@ class WorkerRun:
 
     def _stop_worker(self, process) -> None:
         """Cancel: the worker process (its whole group) stops."""
+        _stop(process)
+
+    def _stop_silent_worker(self, process) -> None:
+        """Silence: a worker stuck in a read is no use to any later job either, so it stops too."""
         _stop(process)
 
     def crash_message(self, returncode: int) -> str:

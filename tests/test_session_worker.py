@@ -61,6 +61,7 @@ def test_qgis_process_runs_share_one_session_worker_that_ends_by_itself(tiny_mod
     first = detect(tiny_model, raster, tmp_path / "first.gpkg", runtime)
     assert first.returncode == 0, first.stdout[-3000:]
     pid = session_pid(first.stdout, started=True)
+    assert "ResourceWarning" not in first.stdout, first.stdout[:3000]  # Python's, on the worker left running by design
     second = detect(tiny_model, raster, tmp_path / "second.gpkg", runtime)
     assert second.returncode == 0, second.stdout[-3000:]
     assert session_pid(second.stdout, started=False) == pid and "Started the session worker" not in second.stdout
@@ -243,3 +244,45 @@ def test_a_client_that_sends_no_job_does_not_hold_the_session_worker(tmp_path, r
     client.close()
     silent.close()
     assert json.loads(reply) == {"type": "done", "status": 0} and answered == [7]
+
+
+def holds_open(pid: int, path: str) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == path for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def test_a_session_worker_that_falls_silent_mid_job_is_stopped_not_left_holding_its_memory(tiny_model, tmp_path, runtime):
+    """Silence closed the connection only: the job, stuck in its read, kept the worker (and its model and
+    GDAL cache) alive, and no idle limit ends a busy worker; some later run had to find it unresponsive."""
+    raster = helpers.generate_raster(tmp_path, name="big.tif", width=1024, height=1024, seed=9).path
+    out_folder = tmp_path / "out"
+    out_folder.mkdir()
+    environment = dict(os.environ, HIRISEICE_QGIS_CONFIG_PATH=qs.qgis_process_config(), XDG_RUNTIME_DIR=str(runtime),
+                       HIRISEICE_SESSION_WORKER=str(IDLE_MINUTES), HIRISEICE_SILENCE_SECONDS="5")
+    environment.pop("QGIS_CUSTOM_CONFIG_PATH", None)
+    process = subprocess.Popen(["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:detect", "--", f"INPUT={raster}", f"MODEL={tiny_model.path}",
+                                f"CHUNK_SIZE={helpers.TINY_CHUNK_SIZE}", "STRIDE=8", "BATCH_SIZE=1", f"OUTPUT={out_folder / 'chunks.gpkg'}"],
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stopped = []
+    try:
+        deadline = time.monotonic() + 120
+        while not stopped and time.monotonic() < deadline and process.poll() is None:
+            for pid in qs.processes_with(f"--listen {runtime}"):
+                if holds_open(pid, raster):  # its job is reading: a read that never returns, as on a share that stopped answering
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+            time.sleep(0.01)
+        out, _ = process.communicate(timeout=120)
+        left_running = qs.wait_until_gone(f"--listen {runtime}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for pid in qs.processes_with(f"--listen {runtime}"):
+            os.kill(pid, signal.SIGKILL)  # the old code's worker, stopped and left
+    assert stopped, "the session worker was never seen reading the raster: " + out[-3000:]
+    assert process.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert "The worker said nothing for 5 s while detecting" in out, out[-3000:]
+    assert "The session worker was stopped (the next run starts another) and no output was written." in out, out[-3000:]
+    assert left_running == [] and os.listdir(out_folder) == []
