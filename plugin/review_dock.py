@@ -10,6 +10,8 @@ The functions above ReviewDock hold the logic without widgets, so tests can chec
 """
 
 import glob
+import importlib
+import math
 import os
 from typing import Callable, Dict, List, Optional
 
@@ -47,7 +49,6 @@ def _code(key) -> int:
 LABEL_KEYS = {_code(Qt.Key.Key_1): ICY, _code(Qt.Key.Key_0): NOT_ICY, _code(Qt.Key.Key_U): UNCLEAR}
 NEXT_KEYS = (_code(Qt.Key.Key_N), _code(Qt.Key.Key_Right))
 PREVIOUS_KEYS = (_code(Qt.Key.Key_P), _code(Qt.Key.Key_Left))
-_WORDS = {name: value for value, name in NAMES.items()}
 
 
 # --- logic without widgets ------------------------------------------------------------------------
@@ -68,15 +69,18 @@ def _number(value) -> Optional[float]:
 
 
 def label_value(value) -> Optional[int]:
-    """A stored label as 1, 0 or -1 (numbers or the words labelling.py writes into text fields); None if empty."""
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _WORDS:
-            return _WORDS[word]
-    number = _number(value)
-    if number is not None and int(number) == number and int(number) in NAMES:
-        return int(number)
-    return None
+    """A stored label as 1, 0 or -1 (unclear), read as training reads it (yes / no, true / false ... too);
+    None if empty, or a value training would refuse."""
+    if value is None or value == NULL or (isinstance(value, float) and math.isnan(value)):
+        return None
+    labels = _engine_module("labels")
+    try:
+        label = labels.parse_label(value)
+    except labels.LabelError:
+        return None
+    if label is not None:
+        return label
+    return None if str(value).strip().lower() in labels.EMPTY_WORDS else UNCLEAR
 
 
 def review_order(layer: QgsVectorLayer, order: str = ORDER_REVIEW_RANK) -> List[int]:
@@ -152,12 +156,11 @@ def _summary_model(layer: QgsVectorLayer, project: QgsProject):
     return None
 
 
-def _engine_modelfile():
+def _engine_module(name: str):
     try:
-        from ..model import modelfile
+        return importlib.import_module(f"..model.{name}", __package__)
     except ImportError:  # plugin imported as a top-level package
-        from model import modelfile
-    return modelfile
+        return importlib.import_module(f"model.{name}")
 
 
 def model_path_of(layer: QgsVectorLayer, project: QgsProject) -> str:
@@ -167,7 +170,7 @@ def model_path_of(layer: QgsVectorLayer, project: QgsProject) -> str:
     made_with = _summary_model(layer, project)
     if made_with is None:
         return ""
-    modelfile = _engine_modelfile()
+    modelfile = _engine_module("modelfile")
     folder = os.path.dirname(layer.source().split("|")[0])
     candidates = [modelfile.default_model_path()]
     if folder and os.path.isdir(folder):

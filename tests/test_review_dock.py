@@ -114,6 +114,10 @@ def test_order_puts_missing_values_last(dock_module):
 def test_label_values_and_counts(dock_module, detect_layers):
     _, layer, _, _ = detect_layers
     assert [dock_module.label_value(v) for v in (1, 0, -1, 1.0, "icy", "not icy", "unclear", None, "", 2, "maybe")] == [1, 0, -1, 1, 1, 0, -1, None, None, None, None]
+    # The dock read only the words the toolbar writes: a geologist's own yes / no were "not labelled" there (and Retrain
+    # stayed off) while training read them as labels. Both read them alike now.
+    written = ("yes", "No", "ice", "TRUE", "f", "no ice", "not_icy", "hard to identify", "?", "NULL", float("nan"), "-1")
+    assert [dock_module.label_value(v) for v in written] == [1, 0, 1, 1, 0, 0, 0, -1, -1, None, None, -1]
     assert dock_module.label_counts(layer) == {1: 1, 0: 0, -1: 0, None: len(PROBABILITIES) - 1}
 
 
