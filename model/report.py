@@ -376,14 +376,6 @@ def observation_rows(summary: Dict, centre: Optional[Dict]) -> List[Tuple[str, o
     return rows
 
 
-def _families() -> List[str]:
-    try:
-        from .trainingdata.examples import FAMILIES
-    except ImportError:  # pragma: no cover - the engine ships trainingdata; this keeps the report going
-        return []
-    return list(FAMILIES)
-
-
 def model_scope(metadata: Optional[Dict], image_id: str = "") -> str:
     """One sentence on what the model has and has not seen, from its metadata's training record."""
     if not metadata:
@@ -406,8 +398,9 @@ def model_scope(metadata: Optional[Dict], image_id: str = "") -> str:
         parts.append(f"It continues {base.get('name')} {base.get('version')}, and has seen what that model saw.")
     families = training.get("families")
     if families:
-        unseen = [f for f in _families() if f not in families]
-        parts.append(f"Ice families seen: {', '.join(families)}" + (f"; never seen: {', '.join(unseen)}." if unseen else "."))
+        # what the model file records, not today's generator: detection never imports model/trainingdata
+        held_out = training.get("held_out_family")
+        parts.append(f"Ice families seen: {', '.join(families)}" + (f"; held out of its training: {held_out}." if held_out else "."))
     groups = training.get("split", {}).get("train_groups") or []
     observation = "_".join(image_id.split("_")[:3]) if image_id else ""
     if observation and groups:

@@ -10,9 +10,9 @@ The functions above ReviewDock hold the logic without widgets, so tests can chec
 """
 
 import glob
-import importlib
 import math
 import os
+import types
 from typing import Callable, Dict, List, Optional
 
 from qgis.core import NULL, Qgis, QgsCoordinateTransform, QgsFeatureRequest, QgsProject, QgsRasterLayer, QgsVectorLayer, QgsWkbTypes
@@ -73,7 +73,7 @@ def label_value(value) -> Optional[int]:
     None if empty, or a value training would refuse."""
     if value is None or value == NULL or (isinstance(value, float) and math.isnan(value)):
         return None
-    labels = _engine_module("labels")
+    labels = _engine().labels
     try:
         label = labels.parse_label(value)
     except labels.LabelError:
@@ -156,11 +156,13 @@ def _summary_model(layer: QgsVectorLayer, project: QgsProject):
     return None
 
 
-def _engine_module(name: str):
+def _engine():
+    """The engine's modules the dock uses (model/, as the plugin's subpackage or top-level in tests)."""
     try:
-        return importlib.import_module(f"..model.{name}", __package__)
+        from ..model import labels, modelfile
     except ImportError:  # plugin imported as a top-level package
-        return importlib.import_module(f"model.{name}")
+        from model import labels, modelfile
+    return types.SimpleNamespace(labels=labels, modelfile=modelfile)
 
 
 def model_path_of(layer: QgsVectorLayer, project: QgsProject) -> str:
@@ -170,7 +172,7 @@ def model_path_of(layer: QgsVectorLayer, project: QgsProject) -> str:
     made_with = _summary_model(layer, project)
     if made_with is None:
         return ""
-    modelfile = _engine_module("modelfile")
+    modelfile = _engine().modelfile
     folder = os.path.dirname(layer.source().split("|")[0])
     candidates = [modelfile.default_model_path()]
     if folder and os.path.isdir(folder):

@@ -95,6 +95,21 @@ def test_engine_never_imports_qgis_or_qt():
     assert not violations, "model/ must stay free of QGIS and Qt (it runs in the worker):\n" + "\n".join(violations)
 
 
+def imports_training_data(name: str, level: int) -> bool:
+    parts = name.split(".")
+    return parts[:2] == ["model", "trainingdata"] if level == 0 else "trainingdata" in parts
+
+
+def test_detection_never_imports_the_training_data_generator():
+    """DEVELOPERS.md: model/trainingdata is apart from the inference engine. The worker's command line
+    (model/__main__.py) alone reaches it, for its demo-scene commands."""
+    sources = [p for p in python_files(MODEL) if "trainingdata" not in p.parts and p.name != "__main__.py"]
+    sources += python_files(REPO / "processing_provider") + python_files(REPO / "plugin")
+    violations = [f"{p.relative_to(REPO)}:{line} imports {'.' * level}{name}" for p in sources for line, name, level in imports(p)
+                  if imports_training_data(name, level)]
+    assert not violations, "detection imports the training-data generator:\n" + "\n".join(violations)
+
+
 def engine_module(name: str, level: int, importer: str = "") -> str:
     """The model/ module an import refers to ('' if none): model.x.y, or .x / ..model.x relative ones."""
     parts = name.split(".")

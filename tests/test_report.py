@@ -47,7 +47,7 @@ detection = Detection(raster=dict(path=raster.path, image_id="ESP_012345_0950_RE
                       chunks=chunks, summary=summary)
 metadata = {"name": "m", "version": "1", "training": {
     "data": "real HiRISE terrain (hirise-terrain: 868 crops) with ice of the families natural shade, stone field; no real ice labels",
-    "families": ["natural shade", "stone field"], "split": {"train_groups": ["ESP_011425_1775"]}}}
+    "families": ["natural shade", "stone field", "rendered caster"], "held_out_family": "crater wall", "split": {"train_groups": ["ESP_011425_1775"]}}}
 report.detection_report(detection, f"{folder}/detect.html", metadata=metadata)
 import dataclasses
 coarse = "'ESP_012345_0950_RED.tif' has 25 m pixels, coarser than any HiRISE map product (0.25-2 m); the scores of this one say little."
@@ -232,7 +232,7 @@ def test_detection_report_texts(reports):
     assert "<tr><th>incidence angle</th><td>62.1°</td></tr>" in text
     scope = re.search(r"<th>what the model has seen</th><td>([^<]*)</td>", text).group(1)
     assert scope.startswith("Trained on real HiRISE terrain") and "no real ice labels" in scope
-    assert "Ice families seen: natural shade, stone field; never seen: crater wall, rendered caster." in scope
+    assert "Ice families seen: natural shade, stone field, rendered caster; held out of its training: crater wall." in scope
     assert scope.endswith("It has not seen this image.")
     # Only chunks at or above the hard-to-identify threshold, most probable first.
     table = text[text.index("<h2>Most likely icy chunks</h2>"):]
