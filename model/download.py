@@ -8,19 +8,26 @@ server that ignores Range (answers 200) restarts the file from zero.
 Sizes are checked twice: against what the server declares (Content-Length, or Content-Range's
 total) and against the index's size where the index gives one (``expected_bytes``, within
 ``tolerance_bytes``: ODE gives KBytes). A file whose size disagrees with the index is not kept.
+Its content is checked too, before it is kept and when it is found on disk: a JP2's boxes and
+codestream end, a label's PDS_VERSION_ID and END line (a web page sent in a product's place, or a
+body of undeclared size that ended early, is never taken for the product).
 """
 
+import collections
+import contextlib
+import errno
 import json
 import os
 import re
 import shutil
 import socket
+import struct
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from http.client import HTTPException
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 try:
     from . import files
@@ -31,6 +38,7 @@ except ImportError:  # run as a script
 
 USER_AGENT = "hirise-ice-patches (QGIS plugin; HiRISE RDR download)"
 DEFAULT_RESERVE_BYTES = 100 * 1024 * 1024  # left free beyond the expected downloads
+REPORT_SECONDS = 1.0
 
 
 def _gave_up(failures: int, attempts: int) -> str:
@@ -95,6 +103,84 @@ class Progress:
     current: str = ""
 
 
+JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+CODESTREAM_START = b"\xff\x4f\xff\x51"  # SOC and SIZ markers
+CODESTREAM_END = b"\xff\xd9"  # EOC: a JPEG 2000 codestream's last two bytes
+LABEL_BYTES = 1 << 20  # a HiRISE label is about 10 kB
+
+
+class _CutOff(Exception):
+    """A file that ends before its own structure does: the connection closed early on a body of undeclared size."""
+
+
+def content_problem(name: str, path: str) -> str:
+    """Why the file at path is not the whole product its name says ('' when it is): an archive's maintenance
+    or login page is sent as 200 and HTML, and a body of undeclared size cut off early looks complete.
+    Raises _CutOff for a file whose end is missing."""
+    suffix = os.path.splitext(name)[1].lower()
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        head = handle.read(1024)
+        if suffix in (".jp2", ".j2k", ".j2c"):
+            return _jpeg2000_problem(handle, head, size)
+        if suffix == ".lbl":
+            return _label_problem(head + handle.read(LABEL_BYTES))
+    return _web_page(head)
+
+
+def _web_page(head: bytes) -> str:
+    return "is a web page (HTML), not the product" if head.lstrip().lower().startswith((b"<!doctype html", b"<html")) else ""
+
+
+def _begins(head: bytes) -> str:
+    text = "".join(chr(b) if 32 <= b < 127 else "." for b in head[:40])
+    return f"it begins {text!r}"
+
+
+def _jpeg2000_problem(handle, head: bytes, size: int) -> str:
+    if head.startswith(CODESTREAM_START):
+        _check_codestream_end(handle, size)
+        return ""
+    if not head.startswith(JP2_SIGNATURE):
+        return (_web_page(head) or "is not a JPEG 2000 file") + f" ({_begins(head)})"
+    position, codestream = 0, False
+    while position < size:  # the boxes, each with its length (ISO 15444-1, annex I)
+        handle.seek(position)
+        header = handle.read(16)
+        if len(header) < 8:
+            raise _CutOff(f"ends inside a box header at byte {position}")
+        length, kind = struct.unpack(">I4s", header[:8])
+        if length == 1:
+            if len(header) < 16:
+                raise _CutOff(f"ends inside a box header at byte {position}")
+            length = struct.unpack(">Q", header[8:16])[0]
+        elif length == 0:  # the last box runs to the end of the file
+            length = size - position
+        if length < 8:
+            return f"is a damaged JPEG 2000 file (a box of {length} bytes at byte {position})"
+        if position + length > size:
+            raise _CutOff(f"ends at byte {size}, inside a box that runs to byte {position + length}")
+        if kind == b"jp2c":
+            codestream = True
+            _check_codestream_end(handle, position + length)
+        position += length
+    return "" if codestream else "is a JPEG 2000 file without an image codestream"
+
+
+def _check_codestream_end(handle, end: int) -> None:
+    handle.seek(end - 2)
+    if handle.read(2) != CODESTREAM_END:
+        raise _CutOff(f"its image codestream does not end with the end-of-codestream marker at byte {end}")
+
+
+def _label_problem(text: bytes) -> str:
+    if not text.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"PDS_VERSION_ID"):
+        return (_web_page(text) or "is not a PDS label") + f" ({_begins(text)})"
+    if not re.search(rb"(?m)^[ \t]*END[ \t]*\r?$", text):
+        raise _CutOff("has no END line")
+    return ""
+
+
 def _size_ok(size: int, expected: Optional[int], tolerance: int) -> bool:
     return expected is None or abs(size - expected) <= tolerance
 
@@ -144,14 +230,14 @@ class Downloader:
         self._bytes_total: Optional[int] = None
         self._files_done = 0
         self._files_total = 0
+        self._reported_at = float("-inf")
 
     # --- the run -----------------------------------------------------------------------------
 
     def run(self, items: Sequence[DownloadItem]) -> List[DownloadResult]:
         """Fetch every item; a failed file is recorded and the others go on. CancelledError stops the run."""
         items = list(items)
-        names = [item.name for item in items]
-        duplicates = {n for n in names if names.count(n) > 1}
+        duplicates = {name for name, count in collections.Counter(item.name for item in items).items() if count > 1}
         if duplicates:
             raise DownloadError(f"Several URLs would be saved as {', '.join(sorted(duplicates))}: give each product once.")
         check_free_space(self.folder, items, self.reserve_bytes)
@@ -174,7 +260,12 @@ class Downloader:
             self._report(item.name)
         return results
 
-    def _report(self, current: str) -> None:
+    def _report(self, current: str, throttled: bool = False) -> None:
+        """Progress after each file, and during one at most every REPORT_SECONDS (each report is a line in qgis_process)."""
+        now = time.monotonic()
+        if throttled and now - self._reported_at < REPORT_SECONDS:
+            return
+        self._reported_at = now
         self.progress(Progress(self._bytes_done, self._bytes_total, self._files_done, self._files_total, current))
 
     def _check_cancelled(self) -> None:
@@ -187,14 +278,16 @@ class Downloader:
         result = DownloadResult(item, target, "downloaded")
         if os.path.isfile(target):
             size = os.path.getsize(target)
-            if _size_ok(size, item.expected_bytes, item.tolerance_bytes):
+            problem, cut_off = _problem(item.name, target)
+            if _size_ok(size, item.expected_bytes, item.tolerance_bytes) and not problem:
                 result.status, result.size = "present", size
                 if item.expected_bytes is not None:
                     self._bytes_done += item.expected_bytes
                 return result
-            self.log(f"{item.name}: {size} bytes on disk, the index says {item.expected_bytes}: downloading it again")
+            self.log(f"{item.name} on disk {problem or f'is {size} bytes, and the index says {item.expected_bytes}'}: downloading it again")
             os.replace(target, partial)
-            os.truncate(partial, 0)
+            if not cut_off:  # a cut-off file's bytes are the product's first ones: resumed
+                os.truncate(partial, 0)
         start_size = os.path.getsize(partial) if os.path.isfile(partial) else 0
         if start_size:
             result.status = "resumed"
@@ -218,6 +311,8 @@ class Downloader:
                 self.log(f"{item.name}: {exc}; retrying in {delay:g} s from byte {after}")
                 self.sleep(delay)
                 continue
+            except DiskSpaceError:
+                raise  # the next file would not fit either
             except DownloadError as exc:
                 if isinstance(exc, SizeMismatchError):
                     _drop_partial(partial)
@@ -233,6 +328,23 @@ class Downloader:
                     return result
                 self.log(f"{item.name}: connection ended at byte {size} of {total}; resuming")
                 continue
+            problem, cut_off = _problem(item.name, partial)
+            if cut_off and total is None:  # a body of undeclared size that ended early: resumed like a short one
+                failures += 0 if size > before else 1
+                if failures > self.retries:
+                    result.status, result.error = "failed", f"{item.name} {problem} ({_gave_up(failures, result.attempts)}); run again to resume"
+                    result.size = size
+                    return result
+                self.log(f"{item.name}: {problem}; resuming")
+                continue
+            if problem and not (total is not None and size != total):
+                _drop_partial(partial)
+                result.status, result.size = "failed", size
+                result.error = f"{item.name} {problem}; it was not kept. " + (
+                    "The server's own copy ends there: run again later, or tell the archive." if cut_off else
+                    "An archive down for maintenance, or a URL that leads to a login page, sends a web page in its place: open the URL "
+                    "in a browser, and run again when it gives the file.")
+                return result
             if (total is not None and size != total) or not _size_ok(size, item.expected_bytes, item.tolerance_bytes):
                 _drop_partial(partial)
                 result.status = "failed"
@@ -250,7 +362,11 @@ class Downloader:
     def _transfer(self, item: DownloadItem, partial: str, result: DownloadResult) -> Optional[int]:
         """One request, appending to the partial file; returns the file's full size when known."""
         have = os.path.getsize(partial) if os.path.isfile(partial) else 0
-        request = urllib.request.Request(item.url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        try:
+            request = urllib.request.Request(item.url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        except ValueError:
+            raise DownloadError(f"{item.url!r} is not a web address: it needs http:// or https:// and the server's name. Correct the URL "
+                                "in the layer (or find the footprints again).") from None
         validator = _read_validator(partial) if have else {}
         if_range = validator.get("etag") or validator.get("last_modified")
         if have:
@@ -297,7 +413,8 @@ class Downloader:
                     result.restarted = True
                 total = length
                 mode = "wb"
-                _write_validator(partial, response, total)
+                with _writing(partial, item.name):
+                    _write_validator(partial, response, total)
             if total is not None and not _size_ok(total, item.expected_bytes, item.tolerance_bytes):
                 raise SizeMismatchError(
                     f"{item.name}: the server declares {total} bytes but the index says {item.expected_bytes}; the file was not downloaded. "
@@ -305,7 +422,7 @@ class Downloader:
                 )
             if self._bytes_total is None and total is not None and self._files_total == 1:
                 self._bytes_total = total
-            with open(partial, mode) as handle:
+            with _writing(partial, item.name), open(partial, mode) as handle:
                 while True:
                     self._check_cancelled()
                     try:
@@ -318,8 +435,33 @@ class Downloader:
                     handle.write(block)
                     result.bytes += len(block)
                     self._bytes_done += len(block)
-                    self._report(item.name)
+                    self._report(item.name, throttled=True)
         return total
+
+
+def _problem(name: str, path: str) -> Tuple[str, bool]:
+    """content_problem as (what is wrong, whether it is only the end missing)."""
+    try:
+        return content_problem(name, path), False
+    except _CutOff as exc:
+        return f"{exc}: it was cut off", True
+
+
+@contextlib.contextmanager
+def _writing(partial: str, name: str):
+    """A full disk stops the run with what to do (the partial file is kept, and resumed); other write errors fail the file."""
+    try:
+        yield
+    except OSError as exc:
+        have = os.path.getsize(partial) if os.path.isfile(partial) else 0
+        kept = f"{name} stopped at byte {have}, and its partial file is kept for the next run to resume"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskSpaceError(f"The disk holding {os.path.dirname(partial)} is full ({exc.strerror}): {kept}. Free some space or choose "
+                                 "another folder, and run again.") from None
+        if exc.errno == errno.EFBIG:
+            raise DiskSpaceError(f"The file system of {os.path.dirname(partial)} holds no file this large ({exc.strerror}; FAT32 stops at "
+                                 f"4 GB, and a RED JP2 can be larger): {kept}. Choose a folder on another disk, and run again.") from None
+        raise DownloadError(f"Cannot write {partial} ({exc.strerror}): check the folder, and run again.") from None
 
 
 def _validator_path(partial: str) -> str:

@@ -4,7 +4,9 @@ without Range support (restarted from zero), size mismatches, retries with back-
 the free-space check. Nothing here talks to any other address."""
 
 import collections
+import itertools
 import os
+import struct
 import urllib.request
 
 import pytest
@@ -15,7 +17,17 @@ from model.errors import CancelledError
 
 
 def payload(n, seed):
-    return bytes((i * 31 + seed * 7 + (i >> 8)) % 251 for i in range(n))
+    """n bytes of a JP2 in outline: its signature, file type and codestream boxes, the codestream's first markers and its end."""
+    head = download.JP2_SIGNATURE + struct.pack(">I4s4sI4s", 20, b"ftyp", b"jp2 ", 0, b"jp2 ") + struct.pack(">I4s", 0, b"jp2c") + download.CODESTREAM_START
+    body = bytes((i * 31 + seed * 7 + (i >> 8)) % 251 for i in range(n - len(head) - 2))
+    return head + body + download.CODESTREAM_END
+
+
+def label(n):
+    """n bytes of a PDS label: PDS_VERSION_ID first, END last."""
+    first, last = b"PDS_VERSION_ID = PDS3\r\n", b"END\r\n"
+    lines = b"".join(b"OBJECT_%06d = 1\r\n" % i for i in range(n // 18 + 1))
+    return first + lines[: n - len(first) - len(last) - 2] + b"\r\n" + last
 
 
 class FileServer(LocalWebServer):
@@ -30,6 +42,7 @@ class FileServer(LocalWebServer):
         self.drops_left = collections.Counter()
         self.fail_status = collections.defaultdict(list)
         self.etags = {}
+        self.undeclared = set()  # paths sent without Content-Length, the end of the body being the connection's
         self.requests = []
         super().__init__(self.answer, protocol_version="HTTP/1.1")
         self.base = f"http://127.0.0.1:{self.port}"
@@ -63,7 +76,10 @@ class FileServer(LocalWebServer):
         body = data[start:]
         if request.path in self.etags:
             request.send_header("ETag", self.etags[request.path])
-        request.send_header("Content-Length", str(len(body)))
+        if request.path in self.undeclared:
+            request.close_connection = True
+        else:
+            request.send_header("Content-Length", str(len(body)))
         request.end_headers()
         if self.drops_left[request.path] > 0:
             self.drops_left[request.path] -= 1
@@ -72,6 +88,8 @@ class FileServer(LocalWebServer):
             request.close_connection = True
             return
         request.wfile.write(body)
+        if request.path in self.undeclared:
+            request.wfile.flush()
 
     def url(self, path):
         return self.base + path
@@ -182,7 +200,7 @@ def test_server_without_range_support_restarts_from_zero(server, tmp_path):
 
 
 def test_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
-    data = payload(30_000, 4)
+    data = label(30_000)
     server.files["/z.LBL"] = data
     partial = files.partial_path(str(tmp_path / "z.LBL"))
     with open(partial, "wb") as handle:
@@ -205,7 +223,7 @@ def test_complete_partial_file_answered_416_is_committed(server, tmp_path):
 def test_size_declared_by_the_server_disagrees_with_the_index(server, tmp_path):
     server.files["/m.JP2"] = payload(10_000, 6)
     bad = download.DownloadItem(server.url("/m.JP2"), expected_bytes=12_000)
-    good_lbl = payload(300, 7)
+    good_lbl = label(300)
     server.files["/m.LBL"] = good_lbl
     results = local_downloader(tmp_path).run([bad, item(server, "/m.LBL")])
     assert results[0].status == "failed"
@@ -283,7 +301,8 @@ def test_cancel_keeps_the_partial_file_for_the_next_run(server, tmp_path):
     data = payload(100_000, 12)
     server.files["/c.JP2"] = data
     progress = []
-    d = local_downloader(tmp_path, progress=progress.append, is_cancelled=lambda: bool(progress) and progress[-1].bytes_done >= 20_000)
+    asked = itertools.count()
+    d = local_downloader(tmp_path, progress=progress.append, is_cancelled=lambda: next(asked) >= 10)  # after about 8 blocks of 4,096 bytes
     with pytest.raises(CancelledError, match="resumes them"):
         d.run([item(server, "/c.JP2")])
     assert not (tmp_path / "c.JP2").exists()
@@ -312,3 +331,97 @@ def test_item_names_and_duplicates(tmp_path):
         download.DownloadItem("http://127.0.0.1:1/")
     with pytest.raises(download.DownloadError, match="Several URLs"):
         local_downloader(tmp_path).run([download.DownloadItem("http://127.0.0.1:1/a/X.JP2"), download.DownloadItem("http://127.0.0.1:1/b/X.JP2")])
+
+
+def test_a_web_page_sent_in_a_products_place_is_not_kept_and_a_rerun_fetches_the_product(server, tmp_path):
+    """A maintenance or login page answered 200 was renamed to the JP2's name where the index gave no size, and every
+    later run found it 'present': Detect then said the file is no raster, and downloading again did nothing."""
+    page = b"<!DOCTYPE html>\n<html><body>The archive is down for maintenance.</body></html>\n"
+    server.files["/h.JP2"] = page
+    server.files["/h.LBL"] = page
+    server.files["/after.JP2"] = payload(5_000, 14)
+    results = local_downloader(tmp_path).run([item(server, "/h.JP2", expected=False), item(server, "/h.LBL", expected=False),
+                                              item(server, "/after.JP2", expected=False)])
+    assert [r.status for r in results] == ["failed", "failed", "downloaded"]
+    assert results[0].error.startswith("h.JP2 is a web page (HTML), not the product (it begins '<!DOCTYPE html>.<html><body>The archive '); it was not kept."), results[0].error
+    assert "open the URL in a browser" in results[0].error and results[1].error.startswith("h.LBL is a web page (HTML), not the product")
+    assert not (tmp_path / "h.JP2").exists() and not (tmp_path / "h.LBL").exists() and not files_partial(tmp_path)
+    # One kept by an older run is fetched again, not reported present.
+    (tmp_path / "h.JP2").write_bytes(page)
+    server.files["/h.JP2"] = payload(6_000, 15)
+    d = local_downloader(tmp_path)
+    [again] = d.run([item(server, "/h.JP2", expected=False)])
+    assert again.status == "downloaded" and (tmp_path / "h.JP2").read_bytes() == server.files["/h.JP2"]
+    assert any(said.startswith("h.JP2 on disk is a web page (HTML)") and said.endswith("downloading it again") for said in d.said), d.said
+
+
+@pytest.mark.parametrize("path, data", [("/u.JP2", payload(60_000, 16)), ("/u.LBL", label(60_000))])
+def test_a_body_of_undeclared_size_cut_off_is_resumed_not_kept_as_whole(server, tmp_path, path, data):
+    """Without Content-Length (nor an index size) a connection that closed early ended the body as if whole."""
+    server.files[path] = data
+    server.undeclared.add(path)
+    server.drop_after[path] = 25_000
+    server.drops_left[path] = 1
+    d = local_downloader(tmp_path)
+    [result] = d.run([item(server, path, expected=False)])
+    assert result.status == "downloaded" and (tmp_path / path[1:]).read_bytes() == data, (result, d.said)
+    assert [r for _, r in server.requests] == [None, "bytes=25000-"]
+    assert any("it was cut off; resuming" in said for said in d.said), d.said
+
+
+def test_a_cut_off_file_on_disk_is_resumed_from_its_bytes(server, tmp_path):
+    data = payload(40_000, 17)
+    server.files["/c2.JP2"] = data
+    (tmp_path / "c2.JP2").write_bytes(data[:15_000])
+    [result] = local_downloader(tmp_path).run([item(server, "/c2.JP2", expected=False)])
+    assert result.status == "resumed" and result.bytes == 25_000 and (tmp_path / "c2.JP2").read_bytes() == data
+    assert server.requests == [("/c2.JP2", "bytes=15000-")]
+
+
+def test_a_url_without_its_scheme_fails_that_file_alone(server, tmp_path):
+    server.files["/ok.JP2"] = payload(3_000, 18)
+    results = local_downloader(tmp_path).run([download.DownloadItem("PDS/RDR/ESP/x_RED.JP2"), item(server, "/ok.JP2")])
+    assert [r.status for r in results] == ["failed", "downloaded"]
+    assert results[0].error.startswith("'PDS/RDR/ESP/x_RED.JP2' is not a web address: it needs http:// or https://"), results[0].error
+
+
+def test_a_file_too_large_for_the_disk_stops_the_run_with_what_to_do_and_keeps_the_partial_file(server, tmp_path):
+    """A write that fails (here EFBIG, from a file-size limit, as on FAT32 at 4 GB; a full disk is ENOSPC) ended in a
+    Python traceback and left the next products untried without a word of why."""
+    import resource
+    import signal
+
+    server.files["/f.JP2"] = payload(100_000, 19)
+    server.files["/next.JP2"] = payload(1_000, 20)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead of killing the process
+    previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, previous_limit[1]))
+    try:
+        with pytest.raises(download.DiskSpaceError) as raised:
+            local_downloader(tmp_path).run([item(server, "/f.JP2"), item(server, "/next.JP2")])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    message = str(raised.value)
+    assert "holds no file this large (File too large; FAT32 stops at 4 GB" in message and "f.JP2 stopped at byte 60000" in message, message
+    assert "its partial file is kept for the next run to resume. Choose a folder on another disk" in message
+    assert os.path.getsize(files.partial_path(str(tmp_path / "f.JP2"))) == 60_000 and [p for p, _ in server.requests] == ["/f.JP2"]
+    [resumed] = local_downloader(tmp_path).run([item(server, "/f.JP2")])
+    assert resumed.status == "resumed" and (tmp_path / "f.JP2").read_bytes() == server.files["/f.JP2"]
+
+
+def test_progress_is_reported_per_file_and_at_most_every_second_within_one(server, tmp_path):
+    """A progress report for every block was a line per 64 KiB in qgis_process: thousands for one RED JP2."""
+    server.files["/s.JP2"] = payload(2_000_000, 21)
+    server.files["/t.LBL"] = label(2_000)
+    progress = []
+    local_downloader(tmp_path, progress=progress.append).run([item(server, "/s.JP2"), item(server, "/t.LBL")])
+    assert len(progress) <= 6, len(progress)  # 489 blocks of 4,096 bytes, in well under 4 s
+    assert [p.files_done for p in progress][-2:] == [1, 2] and progress[-1].bytes_done == 2_002_000
+
+
+def test_many_products_are_checked_for_repeated_names_at_once(tmp_path):
+    items = [download.DownloadItem(f"https://example.org/PDS/ESP_{i:06d}_1000_RED.JP2", expected_bytes=1) for i in range(40_000)]
+    items.append(download.DownloadItem("https://example.org/other/ESP_000007_1000_RED.JP2", expected_bytes=1))
+    with pytest.raises(download.DownloadError, match="Several URLs would be saved as ESP_000007_1000_RED.JP2"):
+        download.Downloader(str(tmp_path)).run(items)

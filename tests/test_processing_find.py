@@ -5,12 +5,14 @@ download of a find output's JP2/LBL from a local server on 127.0.0.1."""
 import csv
 import math
 import os
+import struct
 
 import pytest
 from osgeo import osr
 
 import qgis_support as qs
 from helpers import LocalWebServer, send_body
+from model import download
 
 FIND_FIELDS = [
     "product_id", "observation_id", "product_type", "centre_latitude", "centre_longitude", "minimum_latitude", "maximum_latitude",
@@ -179,8 +181,8 @@ def test_download_selected_footprints(qgis_app, tmp_path, monkeypatch):
         layer.startEditing()
         for i, feature in enumerate(rows):
             pid = feature["product_id"]
-            files[pid + ".JP2"] = bytes([i]) * (1000 + i)
-            files[pid + ".LBL"] = b"PDS_VERSION_ID = PDS3\r\n"
+            files[pid + ".JP2"] = download.JP2_SIGNATURE + struct.pack(">I4s", 0, b"jp2c") + download.CODESTREAM_START + bytes([i]) * (1000 + i) + download.CODESTREAM_END
+            files[pid + ".LBL"] = b"PDS_VERSION_ID = PDS3\r\nEND\r\n"
             layer.changeAttributeValue(feature.id(), layer.fields().indexOf("jp2_url"), server.base + pid + ".JP2")
             layer.changeAttributeValue(feature.id(), layer.fields().indexOf("lbl_url"), server.base + pid + ".LBL")
         del files[rows[2]["product_id"] + ".LBL"]  # missing on the server: a 404, not fatal
@@ -293,3 +295,12 @@ def test_a_hole_in_the_area_leaves_out_what_lies_in_it(qgis_app, tmp_path):
     inside = find_count(tmp_path, "inside", AREA=area_layer(tmp_path, ["POLYGON((101 -89, 149 -89, 149 -1, 101 -1, 101 -89))"]))
     crossing = sum(1 for lons in footprint_longitudes(tmp_path, "inside") if min(lons) % 360 < 101 or max(lons) % 360 > 149)
     assert 0 < frame < box and frame == box - (inside - crossing)
+
+
+def test_limits_given_empty_in_qgis_process_are_not_applied(tmp_path):
+    """qgis_process gives NAME= as a NULL value, which was read as the parameter's default: LAT_MIN= still searched
+    -60 to -40, and INCIDENCE_MAX= searched incidence up to 0 (no product found, exit 0)."""
+    run = qs.qgis_process("run", "hiriseice:find", "--", "LAT_MIN=", "LAT_MAX=", "LS_START=", "LS_END=", "INCIDENCE_MAX=", "SCALE_MAX=",
+                          f"OUTPUT={tmp_path / 'all.gpkg'}")
+    assert run.returncode == 0 and "Query: RED products; centre latitude any; Ls any" in run.stdout, run.stdout[-3000:]
+    assert "incidence" not in run.stdout.split("Query: ", 1)[1].splitlines()[0] and "Found 0 products" not in run.stdout, run.stdout[-3000:]
