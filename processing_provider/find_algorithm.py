@@ -1,6 +1,7 @@
 """hiriseice:find - HiRISE RDR footprints from a local index or ODE (model/catalog.py), in-process."""
 
 from qgis.core import (
+    NULL,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsFeatureRequest,
@@ -50,7 +51,8 @@ def optional_number(algorithm, parameters, name, context):
         value = algorithm.parameterDefinition(name).defaultValue()
         return None if value is None else float(value)
     value = parameters.get(name)
-    if value is None or (isinstance(value, str) and not value.strip()):
+    # qgis_process gives NAME= as a NULL QVariant, which parameterAsDouble reads as the default
+    if value is None or value == NULL or (isinstance(value, str) and not value.strip()):
         return None
     return algorithm.parameterAsDouble(parameters, name, context)
 
