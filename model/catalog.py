@@ -827,6 +827,9 @@ def product_from_ode(record: Dict) -> Optional[Product]:
 def ode_pages(query: Query, base_url: str = ODE_URL, page_size: int = 500, max_pages: int = 200, timeout: float = 60.0,
               opener=None, is_cancelled: Callable[[], bool] = lambda: False, log: Callable[[str], None] = lambda s: None) -> Iterator[Product]:
     """Products from ODE's REST service for the query's latitude/longitude box (the rest is filtered locally)."""
+    address = urllib.parse.urlsplit(base_url)
+    if address.scheme not in ("http", "https") or not address.netloc:
+        raise CatalogError(f"The ODE REST URL {base_url!r} is not a web address: give it whole, with https:// (ODE's own is {ODE_URL}).")
     opener = opener or urllib.request.build_opener()
     south, north, spans = query.bounding_box()
     seen: Set[str] = set()

@@ -332,7 +332,7 @@ class Downloader:
             if cut_off and total is None:  # a body of undeclared size that ended early: resumed like a short one
                 failures += 0 if size > before else 1
                 if failures > self.retries:
-                    result.status, result.error = "failed", f"{item.name} {problem} ({_gave_up(failures, result.attempts)}); run again to resume"
+                    result.status, result.error = "failed", f"the file {problem} ({_gave_up(failures, result.attempts)}); run again to resume"
                     result.size = size
                     return result
                 self.log(f"{item.name}: {problem}; resuming")
@@ -340,7 +340,7 @@ class Downloader:
             if problem and not (total is not None and size != total):
                 _drop_partial(partial)
                 result.status, result.size = "failed", size
-                result.error = f"{item.name} {problem}; it was not kept. " + (
+                result.error = f"the file {problem}; it was not kept. " + (
                     "The server's own copy ends there: run again later, or tell the archive." if cut_off else
                     "An archive down for maintenance, or a URL that leads to a login page, sends a web page in its place: open the URL "
                     "in a browser, and run again when it gives the file.")
@@ -350,7 +350,7 @@ class Downloader:
                 result.status = "failed"
                 result.size = size
                 result.error = str(SizeMismatchError(
-                    f"{item.name} is {size} bytes but {'the server declared ' + str(total) if total is not None and size != total else 'the index says ' + str(item.expected_bytes)}: "
+                    f"the file is {size} bytes but {'the server declared ' + str(total) if total is not None and size != total else 'the index says ' + str(item.expected_bytes)}: "
                     "the file was not kept. The product may have been reprocessed since the index was made: refresh the index (find again) and download again."
                 ))
                 return result
@@ -417,7 +417,7 @@ class Downloader:
                     _write_validator(partial, response, total)
             if total is not None and not _size_ok(total, item.expected_bytes, item.tolerance_bytes):
                 raise SizeMismatchError(
-                    f"{item.name}: the server declares {total} bytes but the index says {item.expected_bytes}; the file was not downloaded. "
+                    f"the server declares {total} bytes but the index says {item.expected_bytes}; the file was not downloaded. "
                     "The product may have been reprocessed since the index was made: refresh the index (find again) or check the URL."
                 )
             if self._bytes_total is None and total is not None and self._files_total == 1:

@@ -133,5 +133,5 @@ class DownloadAlgorithm(HiriseIceAlgorithm):
         feedback.pushInfo(f"{done} of {len(results)} files complete in {folder} ({transferred / 1e6:.1f} MB transferred), {len(failed)} failed")
         if failed and not done:
             more = f"; {len(failed) - 1} more failed, as said above" if len(failed) > 1 else ""
-            raise QgsProcessingException(f"No file could be downloaded ({failed[0].item.name}: {failed[0].error}{more}).")
+            raise QgsProcessingException(f"No file could be downloaded ({failed[0].item.name}: {failed[0].error.rstrip('.')}{more}).")
         return {self.FOLDER: folder, self.DOWNLOADED: done, self.FAILED: len(failed), self.BYTES: transferred}

@@ -5,6 +5,7 @@ across 0/360, and the report."""
 
 import gzip
 import json
+import re
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -421,6 +422,13 @@ def test_ode_unreachable_is_a_clear_message():
     sock.close()  # nobody listens there now
     with pytest.raises(catalog.OdeUnavailableError, match="not reachable.*search a local index"):
         catalog.find("ode", Query(), ode_url=f"http://127.0.0.1:{port}/live2/", opener=NO_PROXY)
+
+
+@pytest.mark.parametrize("url", ["oderest.rsl.wustl.edu/live2/", "ftp://oderest.rsl.wustl.edu/live2/", "https://"])
+def test_an_ode_url_that_is_no_web_address_is_named_with_the_fix(url):
+    """ODE_URL without https:// ended in urllib's ValueError, a traceback."""
+    with pytest.raises(catalog.CatalogError, match=f"The ODE REST URL '{re.escape(url)}' is not a web address: give it whole, with https://"):
+        catalog.find("ode", Query(), ode_url=url, opener=NO_PROXY)
 
 
 def test_ode_error_status_and_non_json(ode):

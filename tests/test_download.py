@@ -343,8 +343,8 @@ def test_a_web_page_sent_in_a_products_place_is_not_kept_and_a_rerun_fetches_the
     results = local_downloader(tmp_path).run([item(server, "/h.JP2", expected=False), item(server, "/h.LBL", expected=False),
                                               item(server, "/after.JP2", expected=False)])
     assert [r.status for r in results] == ["failed", "failed", "downloaded"]
-    assert results[0].error.startswith("h.JP2 is a web page (HTML), not the product (it begins '<!DOCTYPE html>.<html><body>The archive '); it was not kept."), results[0].error
-    assert "open the URL in a browser" in results[0].error and results[1].error.startswith("h.LBL is a web page (HTML), not the product")
+    assert results[0].error.startswith("the file is a web page (HTML), not the product (it begins '<!DOCTYPE html>.<html><body>The archive '); it was not kept."), results[0].error
+    assert "open the URL in a browser" in results[0].error and results[1].error.startswith("the file is a web page (HTML), not the product")
     assert not (tmp_path / "h.JP2").exists() and not (tmp_path / "h.LBL").exists() and not files_partial(tmp_path)
     # One kept by an older run is fetched again, not reported present.
     (tmp_path / "h.JP2").write_bytes(page)
