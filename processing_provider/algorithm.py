@@ -28,7 +28,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .destinations import FileDestination, check_holds_mars, check_not_an_input, check_outputs_apart, check_writable, cut_field_names_warning, file_destination
+from .destinations import (FileDestination, check_holds_mars, check_not_an_input, check_outputs_apart, check_writable, cut_field_names_warning, file_destination,
+                           without_geometry_warning)
 from .engine import errors, files, gdal_exceptions, icon_path, raster
 
 try:
@@ -348,16 +349,21 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         return self.file_destinations(parameters)
 
     def check_vector_formats(self, parameters) -> None:
-        """No layer of Mars into a format of Earth coordinates only (destinations.check_holds_mars)."""
+        """No layer of Mars into a format that loses its place (destinations.check_holds_mars); a table without geometry may go anywhere."""
         for destination, vector in self.file_destinations(parameters):
-            if vector:
+            definition = self.parameterDefinition(destination.parameter)
+            if vector and definition.dataType() != QgsProcessing.SourceType.TypeVector:
                 check_holds_mars(destination)
 
-    def warn_of_cut_field_names(self, parameters, feedback) -> None:
-        """A warning for each output whose format cuts the names of fields the plugin reads back (OUTPUT_FIELDS)."""
+    def warn_of_what_formats_drop(self, parameters, feedback) -> None:
+        """A warning for each layer output whose format cuts the names of fields the plugin reads back (OUTPUT_FIELDS), or drops its geometry."""
         for destination, vector in self.file_destinations(parameters):
-            warning = cut_field_names_warning(destination, [name for name, _kind in self.OUTPUT_FIELDS.get(destination.parameter, ())]) if vector else ""
-            if warning:
+            if not vector:
+                continue
+            warnings = [cut_field_names_warning(destination, [name for name, _kind in self.OUTPUT_FIELDS.get(destination.parameter, ())])]
+            if self.parameterDefinition(destination.parameter).dataType() != QgsProcessing.SourceType.TypeVector:
+                warnings.append(without_geometry_warning(destination))
+            for warning in filter(None, warnings):
                 feedback.pushWarning(warning)
 
     def read_files(self, parameters, context) -> List[Tuple[str, str, str]]:

@@ -64,7 +64,7 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         layer = self.raster_layer(parameters, self.INPUT, context)
-        self.warn_of_cut_field_names(parameters, feedback)
+        self.warn_of_what_formats_drop(parameters, feedback)
         chunk_size = self.parameterAsInt(parameters, self.CHUNK_SIZE, context)
         stride = self.parameterAsInt(parameters, self.STRIDE, context) or chunk_size
         if gaps := chunking.gap_warning(chunk_size, stride):

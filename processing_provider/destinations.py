@@ -46,9 +46,20 @@ def file_destination(parameter: str, destination: str, vector: bool = False) -> 
     return FileDestination(parameter, path, existed=os.path.exists(path))
 
 
-# Vector formats of Earth longitudes and latitudes only: QGIS writes a Mars layer's features into them
-# without coordinates (and says only "Cannot create transform").
-EARTH_ONLY_FORMATS = {".kml": "KML file", ".kmz": "KMZ file", ".gpx": "GPX file"}
+EARTH_ONLY = ("holds Earth longitudes and latitudes only: QGIS would write this layer's Mars polygons into it without coordinates "
+              "(and say only 'Cannot create transform')")
+GEOJSON = ("holds WGS 84 longitudes and latitudes only (RFC 7946): QGIS writes the Mars coordinates into it without their CRS, "
+           "and every program reads them back as Earth's")
+NO_MARS_CRS = "cannot record a Mars CRS: the layer's coordinates would be read back in another CRS or none"
+# Vector formats that lose a Mars layer's place, refused for layers with geometry.
+FORMATS_WITHOUT_MARS = {
+    ".kml": ("KML file", EARTH_ONLY), ".kmz": ("KMZ file", EARTH_ONLY), ".gpx": ("GPX file", EARTH_ONLY),
+    ".geojson": ("GeoJSON file", GEOJSON), ".json": ("GeoJSON file", GEOJSON), ".geojsonl": ("GeoJSON file", GEOJSON),
+    ".geojsons": ("GeoJSON file", GEOJSON), ".gml": ("GML file", NO_MARS_CRS), ".tab": ("MapInfo table", NO_MARS_CRS),
+    ".mif": ("MapInfo file", NO_MARS_CRS),
+}
+# Formats QGIS writes a sink to without its geometry (a CSV keeps it only with a layer option).
+TABLES_WITHOUT_GEOMETRY = (".csv", ".xlsx", ".ods", ".dbf")
 # Formats that cut field names to dBase's 10 characters.
 SHORT_NAME_FORMATS = {".shp": "shapefile", ".dbf": "dBase file"}
 SHORT_NAME_LIMIT = 10
@@ -57,14 +68,21 @@ MULTI_TABLE_FORMATS = (".gpkg", ".sqlite")
 
 
 def check_holds_mars(destination: FileDestination) -> None:
-    """A layer output in a format of Earth coordinates only is refused, before anything runs."""
+    """A layer output in a format that loses its place on Mars is refused, before anything runs."""
     extension = os.path.splitext(destination.path)[1].lower()
-    if extension in EARTH_ONLY_FORMATS:
-        raise QgsProcessingException(
-            f"{destination.parameter} is a {EARTH_ONLY_FORMATS[extension]} ({destination.path}), which holds Earth longitudes and "
-            "latitudes only: QGIS would write this layer's Mars polygons into it without coordinates. Give a .gpkg (or GeoJSON, "
-            "FlatGeobuf); nothing was run or written."
-        )
+    if extension in FORMATS_WITHOUT_MARS:
+        kind, why = FORMATS_WITHOUT_MARS[extension]
+        raise QgsProcessingException(f"{destination.parameter} is a {kind} ({destination.path}), which {why}. Give a .gpkg (or a "
+                                     ".fgb or .shp); nothing was run or written.")
+
+
+def without_geometry_warning(destination: FileDestination) -> str:
+    """A warning where the output's format is a table that drops the layer's geometry; empty where it keeps it."""
+    extension = os.path.splitext(destination.path)[1].lower()
+    if extension not in TABLES_WITHOUT_GEOMETRY:
+        return ""
+    return (f"{destination.parameter} is a {extension[1:].upper()} file: it keeps the features' fields but not their polygons, so it cannot "
+            "be drawn on the map. Give a .gpkg to keep them.")
 
 
 def cut_field_names_warning(destination: FileDestination, field_names: Iterable[str]) -> str:

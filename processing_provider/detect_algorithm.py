@@ -48,8 +48,6 @@ class OutputLayer(NamedTuple):
 
 MODEL_FILTER = "HiRISE Ice Patches model (*.hiriseice);;All files (*.*)"
 HTML_FILTER = "HTML files (*.html)"
-# Formats QGIS writes a sink to without its geometry (a CSV keeps it only with a layer option).
-TABLES_WITHOUT_GEOMETRY = (".csv", ".xlsx", ".ods", ".dbf")
 PROBABILITY_QML = os.path.join(styling.STYLES_FOLDER, "probability.qml")
 
 
@@ -161,12 +159,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         feedback.pushInfo(f"Model: {modelfile.describe(metadata)} from {model_path}")
         options = self.worker_options(parameters, context, layer, metadata)
         sinks = self.checked_sink_destinations(parameters, context)
-        self.warn_of_cut_field_names(parameters, feedback)
-        for destination in sinks.values():
-            if os.path.splitext(destination.path)[1].lower() in TABLES_WITHOUT_GEOMETRY:
-                kept = "the chunks' fields but not their polygons" if destination.parameter == self.OUTPUT else "the summary's fields but not the image's footprint"
-                feedback.pushWarning(f"{destination.parameter} is a {os.path.splitext(destination.path)[1][1:].upper()} file: it keeps {kept}, "
-                                     "so it cannot be drawn on the map. Give a .gpkg to keep them.")
+        self.warn_of_what_formats_drop(parameters, feedback)
         report = self.checked_report(parameters, context)
         probability_raster = self.checked_probability_raster(parameters, context)
         raster_path = raster_path_for_worker(layer, context, feedback)

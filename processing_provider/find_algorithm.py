@@ -189,7 +189,7 @@ class FindAlgorithm(HiriseIceAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         target = mars_geographic_crs()
-        self.warn_of_cut_field_names(parameters, feedback)
+        self.warn_of_what_formats_drop(parameters, feedback)
         source_kind = self.parameterAsEnum(parameters, self.SOURCE, context)
         index = self.parameterAsFile(parameters, self.INDEX, context)
         if source_kind == 1:

@@ -282,7 +282,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.as_meant(parameters)
-        self.warn_of_cut_field_names(parameters, feedback)
+        self.warn_of_what_formats_drop(parameters, feedback)
         # Outputs first: an unwritable folder must not be found after reading every label and training.
         output_model, report = self._output_files(parameters, context, feedback)
         rasters = self._distinct(self.parameterAsLayerList(parameters, self.RASTERS, context), feedback)

@@ -289,6 +289,16 @@ def test_memory_output(qgis_app, make_raster):
     assert isinstance(layer.renderer(), QgsSingleSymbolRenderer)
 
 
+def test_a_grid_written_to_a_table_without_geometry_is_warned_about_and_one_losing_its_crs_refused(qgis_app, make_raster, tmp_path):
+    """A CSV grid dropped every polygon without a word (detect warned); a GeoJSON grid was read back as Earth's WGS 84."""
+    raster = make_raster(width=128, height=64, seed=8)
+    results = qs.run_algorithm("hiriseice:chunk", {"INPUT": raster.path, "CHUNK_SIZE": 64, "OUTPUT": str(tmp_path / "grid.csv")})
+    assert any(w.startswith("OUTPUT is a CSV file: it keeps the features' fields but not their polygons") for w in results["_feedback"].warnings), results["_feedback"].warnings
+    said = qs.processing_error("hiriseice:chunk", {"INPUT": raster.path, "CHUNK_SIZE": 64, "OUTPUT": str(tmp_path / "grid.geojson")})
+    assert f"OUTPUT is a GeoJSON file ({tmp_path / 'grid.geojson'}), which holds WGS 84 longitudes and latitudes only" in said, said
+    assert not (tmp_path / "grid.geojson").exists()
+
+
 # --- real ISIS3 cubes ------------------------------------------------------------------------------
 
 

@@ -630,7 +630,7 @@ def test_a_table_without_geometry_as_output_is_warned_about(qgis_app, tiny_model
     """OUTPUT=chunks.csv is written (the fields a spreadsheet wants), with a warning that the polygons are not in it."""
     results = qs.run_algorithm("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK,
                                                     "OUTPUT": str(tmp_path / "chunks.csv"), "SUMMARY": None})
-    warned = [w for w in results["_feedback"].warnings if "OUTPUT is a CSV file: it keeps the chunks' fields but not their polygons" in w]
+    warned = [w for w in results["_feedback"].warnings if "OUTPUT is a CSV file: it keeps the features' fields but not their polygons" in w]
     assert len(warned) == 1 and "Give a .gpkg to keep them." in warned[0], results["_feedback"].warnings
     assert not [w for w in results["_feedback"].warnings if "style" in w], results["_feedback"].warnings  # no polygons to style: nothing to say
     assert (tmp_path / "chunks.csv").read_text().startswith("image_id,chunk_id,probability")
@@ -649,10 +649,14 @@ def test_a_shapefile_output_is_written_with_a_warning_that_it_cuts_field_names(q
     assert f"OUTPUT: replacing the file {tmp_path / 'chunks.shp'}, with its layer(s) chunks (QGIS replaces a file named without a table)" in again["_feedback"].infos
 
 
-@pytest.mark.parametrize("name", ["chunks.kml", "chunks.gpx"])
-def test_an_output_in_a_format_of_earth_coordinates_only_is_refused_before_anything_runs(qgis_app, tiny_model, detect_scene, tmp_path, name):
-    """QGIS wrote every chunk into a KML without coordinates, and said only 'Cannot create transform'."""
+@pytest.mark.parametrize("name, kind, why", [
+    ("chunks.kml", "KML file", "holds Earth longitudes and latitudes only"), ("chunks.gpx", "GPX file", "holds Earth longitudes and latitudes only"),
+    ("chunks.geojson", "GeoJSON file", "holds WGS 84 longitudes and latitudes only (RFC 7946)"), ("chunks.gml", "GML file", "cannot record a Mars CRS"),
+    ("chunks.tab", "MapInfo table", "cannot record a Mars CRS")])
+def test_an_output_in_a_format_that_loses_its_place_on_mars_is_refused_before_anything_runs(qgis_app, tiny_model, detect_scene, tmp_path, name, kind, why):
+    """QGIS wrote every chunk into a KML without coordinates, and said only 'Cannot create transform'; a GeoJSON was read back
+    as Earth's WGS 84 (and then refused as labels by train), a GML with no CRS, a MapInfo table on Earth's datum."""
     said = qs.processing_error("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK,
                                                     "OUTPUT": str(tmp_path / name)})
-    assert f"OUTPUT is a {name[-3:].upper()} file ({tmp_path / name}), which holds Earth longitudes and latitudes only" in said, said
+    assert f"OUTPUT is a {kind} ({tmp_path / name}), which {why}" in said and said.endswith("Give a .gpkg (or a .fgb or .shp); nothing was run or written."), said
     assert os.listdir(tmp_path) == []
