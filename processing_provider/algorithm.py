@@ -28,8 +28,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .destinations import (FileDestination, check_holds_mars, check_not_an_input, check_outputs_apart, check_writable, cut_field_names_warning, file_destination,
-                           without_geometry_warning)
+from .destinations import (FileDestination, check_holds_mars, check_not_an_input, check_outputs_apart, check_styles_apart, check_writable, cut_field_names_warning, file_destination,
+                           kept_whole, without_geometry_warning)
 from .engine import errors, files, gdal_exceptions, icon_path, raster
 
 try:
@@ -38,8 +38,10 @@ except ImportError:  # processing_provider imported as a top-level package
     from plugin import styling
 
 
-def _said_once(process_algorithm):
-    """processAlgorithm, whose QgsProcessingException reaches a qgis_process user as one line.
+def _whole_and_said_once(process_algorithm):
+    """processAlgorithm, whose output files are as they were before it where it fails (destinations.kept_whole;
+    not where the algorithm keeps what it finished, KEPT_WHOLE False), and whose QgsProcessingException reaches a
+    qgis_process user as one line.
 
     qgis_process echoes every critical message-log entry on stderr, and QGIS logs a failed
     algorithm's message twice besides printing it as "ERROR:" (the catch in
@@ -53,7 +55,9 @@ def _said_once(process_algorithm):
     @functools.wraps(process_algorithm)
     def wrapper(self, parameters, context, feedback):
         try:
-            return process_algorithm(self, parameters, context, feedback)
+            outputs = [destination for destination, _vector in self.written_destinations(parameters)] if self.KEPT_WHOLE else []
+            with kept_whole(outputs, feedback.pushInfo):
+                return process_algorithm(self, parameters, context, feedback)
         except QgsProcessingException:
             if QgsApplication.platform() == "qgis_process":
                 QgsApplication.messageLog().blockSignals(True)
@@ -245,8 +249,8 @@ def _number_wanted(definition, value) -> str:
 class HiriseIceAlgorithm(QgsProcessingAlgorithm):
     """Base class: subclasses set NAME, DISPLAY_NAME, GROUP, GROUP_ID and write the usual methods.
 
-    Each subclass's processAlgorithm is wrapped on definition (_said_once), so every algorithm of
-    the provider fails with one message without each having to remember it.
+    Each subclass's processAlgorithm is wrapped on definition (_whole_and_said_once), so every algorithm of
+    the provider fails with one message, and without its outputs half replaced, without each having to remember it.
     """
 
     NAME = ""
@@ -255,11 +259,13 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
     GROUP_ID = ""
     # {output parameter: its fields (name, kind)}, for the formats that would cut their names
     OUTPUT_FIELDS: Dict[str, Sequence[Tuple[str, str]]] = {}
+    # False where a failed run keeps what it finished (the survey's GeoPackage, resumed by the next run)
+    KEPT_WHOLE = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "processAlgorithm" in cls.__dict__:
-            cls.processAlgorithm = _said_once(cls.__dict__["processAlgorithm"])
+            cls.processAlgorithm = _whole_and_said_once(cls.__dict__["processAlgorithm"])
 
     def __init__(self):
         super().__init__()
@@ -298,6 +304,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         try:
             self.check_no_input_replaced(parameters, context)
             check_outputs_apart(list(self.written_destinations(parameters)))
+            check_styles_apart(self.styled_destinations(parameters))
             self.check_vector_formats(parameters)
             for destination, _vector in self.file_destinations(parameters):
                 check_writable(destination)
@@ -343,6 +350,15 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
                 destination = file_destination(definition.name(), value, vector=vector)
                 if destination is not None:
                     yield destination, vector
+
+    def styled_destinations(self, parameters) -> List[FileDestination]:
+        """The file outputs that get a style: layers with geometry, and rasters."""
+        styled = []
+        for destination, vector in self.file_destinations(parameters):
+            definition = self.parameterDefinition(destination.parameter)
+            if definition.type() == "rasterDestination" or (vector and definition.dataType() != QgsProcessing.SourceType.TypeVector):
+                styled.append(destination)
+        return styled
 
     def written_destinations(self, parameters) -> Iterator[Tuple[FileDestination, bool]]:
         """file_destinations as the algorithm will write them, where it renames one (train's OUTPUT_MODEL)."""

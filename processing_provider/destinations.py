@@ -7,7 +7,7 @@ import os
 import shutil
 import sqlite3
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from osgeo import gdal
 from qgis.core import QgsDataSourceUri, QgsProcessingException, QgsProviderRegistry, QgsVectorFileWriter
@@ -187,6 +187,22 @@ def check_outputs_apart(destinations: List[Tuple[FileDestination, bool]]) -> Non
             )
 
 
+def check_styles_apart(styled: Iterable[FileDestination]) -> None:
+    """No two styled outputs with one style file: QGIS loads <name>.qml beside a layer outside a GeoPackage as its
+    style, so a chunk layer ice.shp and a probability raster ice.tif would share ice.qml, and one lose its colours."""
+    seen: Dict[str, FileDestination] = {}
+    for destination in styled:
+        if os.path.splitext(destination.path)[1].lower() in MULTI_TABLE_FORMATS:
+            continue  # its style is stored inside it
+        sidecar = os.path.splitext(destination.path)[0] + ".qml"
+        first = seen.setdefault(os.path.normcase(sidecar), destination)
+        if first is not destination:
+            raise QgsProcessingException(
+                f"{first.parameter} ({first.path}) and {destination.parameter} ({destination.path}) would share the style file {sidecar}, "
+                "which QGIS reads as both layers' style: one would lose its colours. Give them different names; nothing was run or written."
+            )
+
+
 def check_not_replaced_later(first: FileDestination, later: FileDestination) -> None:
     """A later plain-file sink on the file of an earlier one would delete what that one wrote."""
     if later.path == first.path and not later.table:
@@ -239,13 +255,61 @@ def check_free_space(destinations: Iterable[FileDestination], chunks: int) -> No
                                 "Free some space or choose another destination")
 
 
+SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
+SQLITE_PARTS = ("-wal", "-shm", "-journal")
+# An existing output larger than this is not copied before a run (a project's GeoPackage that a chunk table is added to).
+KEEP_WHOLE_LIMIT_BYTES = 1 << 30
+
+
+def files_of(destination: FileDestination) -> List[str]:
+    """The files a destination is written as: a shapefile's parts, an SQLite file's journals."""
+    base, extension = os.path.splitext(destination.path)
+    if extension.lower() == ".shp":
+        return [base + (part if extension == ".shp" else part.upper()) for part in SHAPEFILE_PARTS]
+    return [destination.path] + [destination.path + part for part in SQLITE_PARTS]
+
+
 def remove_created(destinations: Iterable[FileDestination]) -> None:
     """Delete the files this run created (a failed run leaves no half-written output)."""
     for destination in destinations:
         if not destination.existed:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                with contextlib.suppress(OSError):
-                    os.remove(destination.path + suffix)
+            files.remove_quietly(files_of(destination))
+
+
+@contextlib.contextmanager
+def kept_whole(destinations: Iterable[FileDestination], say: Callable[[str], None]):
+    """A run that fails leaves its output files as they were before it: QGIS replaces (or rewrites a table of) an output as
+    soon as it writes it, so a later output's failure had already replaced a chunk layer and the labels in it. Each
+    existing file is copied beside itself first and put back on failure; the files the run created are removed."""
+    destinations = list(destinations)
+    existed = {path for destination in destinations for path in files_of(destination) if os.path.isfile(path)}
+    copies: Dict[str, str] = {}
+    for destination in destinations:
+        for path in files_of(destination):
+            if not os.path.isfile(path) or path in copies:
+                continue
+            if os.path.getsize(path) > KEEP_WHOLE_LIMIT_BYTES:
+                say(f"{destination.parameter}: {path} is larger than {KEEP_WHOLE_LIMIT_BYTES >> 30} GB, so it is not copied first: "
+                    "should this run fail, the tables it writes there are lost.")
+                continue
+            copy = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.before-run")
+            try:
+                shutil.copy2(path, copy)
+            except OSError:
+                files.remove_quietly([copy])
+                say(f"{destination.parameter}: {path} could not be copied first (no room?): should this run fail, it is lost.")
+                continue
+            copies[path] = copy
+    try:
+        yield
+    except BaseException:
+        files.remove_quietly([path for destination in destinations for path in files_of(destination) if path not in existed])
+        for path, copy in copies.items():
+            with contextlib.suppress(OSError):
+                os.replace(copy, path)
+        raise
+    finally:
+        files.remove_quietly(list(copies.values()))
 
 
 def check_written(destination: FileDestination, expected: int, what: str) -> None:
@@ -269,7 +333,7 @@ def not_written(destination: FileDestination, what: str, how_far: str) -> QgsPro
                "or choose another destination, and run again")
     return QgsProcessingException(
         f"{destination.parameter}: the {what} layer could not be written to {destination.path}: {how_far}, and {free_mb:.1f} MB is free on that disk. "
-        + fix + ("; the file was removed." if not destination.existed else "; other tables of that file were left as they were.")
+        + fix + ("; the file was removed." if not destination.existed else "; the file is left as it was before this run.")
     )
 
 

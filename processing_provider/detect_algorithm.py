@@ -195,7 +195,8 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             remove_created(sinks.values())
             removed = [what for what, path in (("report", report), ("ice-probability raster", probability_raster)) if files.remove_quietly([path])]
             if removed:
-                raise QgsProcessingException(f"{exc} This run's {' and '.join(removed)} were removed too: a run is kept whole or not at all.") from None
+                raise QgsProcessingException(f"{exc} This run's {' and '.join(removed)} {'were' if len(removed) > 1 else 'was'} removed too: a run is "
+                                             "kept whole or not at all.") from None
             raise
         if report:
             results[self.REPORT] = report

@@ -43,6 +43,7 @@ SURVEY_LAYERS = (
 class SurveyAlgorithm(HiriseIceAlgorithm):
     NAME = "survey"
     DISPLAY_NAME = "Survey many images"
+    KEPT_WHOLE = False  # the images it finished stay in its GeoPackage, and a rerun resumes after them
     GROUP = "Detection"
     GROUP_ID = "detection"
 

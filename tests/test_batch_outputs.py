@@ -205,6 +205,57 @@ def test_a_geopackage_another_program_writes_is_refused_before_the_worker_starts
     assert done.returncode == 0, done.stdout[-3000:]
 
 
+def labelled(path, layer):
+    from osgeo import ogr
+
+    dataset = ogr.Open(str(path), update=1)
+    dataset.ExecuteSQL(f"UPDATE \"{layer}\" SET label = CASE WHEN probability > 0.5 THEN 1 ELSE 0 END", dialect="SQLite" if str(path).endswith(".shp") else "")
+    dataset = None
+
+
+@pytest.mark.parametrize("name", ["ice.gpkg", "ice.shp"])
+def test_a_run_that_fails_on_its_last_output_leaves_the_earlier_ones_as_they_were(tiny_model, scene, tmp_path, name):
+    """The summary's GeoPackage locked while the network ran: the run failed saying 'a run is kept whole or not at all',
+    yet OUTPUT had been replaced, and with it the labels the geologist had put in it; a shapefile it had created left
+    its .dbf, .shx, .prj and .cpg behind."""
+    import threading
+    import time
+
+    summary = f"SUMMARY=ogr:dbname='{tmp_path / 'summary.gpkg'}' table=\"summary\" (geom)"
+    parameters = [f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", f"OUTPUT={tmp_path / name}", summary, f"REPORT={tmp_path / 'report.html'}"]
+    assert detect(*parameters, cwd=tmp_path).returncode == 0
+    labelled(tmp_path / name, "ice")
+    before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path) if f != "summary.gpkg"}
+    assert {".gpkg"} <= {os.path.splitext(f)[1] for f in before} or {".shp", ".dbf", ".shx", ".prj"} <= {os.path.splitext(f)[1] for f in before}
+
+    def fail_with(parameters):
+        """Runs detect while another program takes a write lock on the summary's GeoPackage once the worker runs."""
+        release = threading.Event()
+
+        def lock_once_the_worker_runs():
+            deadline = time.monotonic() + 120
+            while not qs.processes_with(WORKER_STARTED) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with held_by_another_process(tmp_path / "summary.gpkg", "BEGIN EXCLUSIVE"):
+                release.wait(240)
+
+        locker = threading.Thread(target=lock_once_the_worker_runs)
+        locker.start()
+        try:
+            return detect(*parameters, cwd=tmp_path)
+        finally:
+            release.set()
+            locker.join()
+
+    done = fail_with(parameters)
+    assert done.returncode == 1 and "SUMMARY: the summary layer could not be written" in done.stdout and "Traceback" not in done.stdout, done.stdout[-3000:]
+    assert {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path) if f != "summary.gpkg"} == before
+    # An output the failed run created is gone with all its parts.
+    done = fail_with([p.replace(name, "new" + name[3:]) if p.startswith("OUTPUT=") else p for p in parameters])
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert sorted(f for f in os.listdir(tmp_path) if f != "summary.gpkg") == sorted(before)
+
+
 # --- nothing beside the input -------------------------------------------------------------------
 
 

@@ -660,3 +660,12 @@ def test_an_output_in_a_format_that_loses_its_place_on_mars_is_refused_before_an
                                                     "OUTPUT": str(tmp_path / name)})
     assert f"OUTPUT is a {kind} ({tmp_path / name}), which {why}" in said and said.endswith("Give a .gpkg (or a .fgb or .shp); nothing was run or written."), said
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("chunks", ["ice.shp", "ice.fgb"])
+def test_a_chunk_layer_and_probability_raster_that_would_share_a_style_file_are_refused(qgis_app, tiny_model, detect_scene, tmp_path, chunks):
+    """OUTPUT=ice.shp and PROBABILITY_RASTER=ice.tif shared ice.qml: the chunk style, saved last, became the raster's, grey."""
+    said = qs.processing_error("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK,
+                                                    "OUTPUT": str(tmp_path / chunks), "PROBABILITY_RASTER": str(tmp_path / "ice.tif")})
+    assert f"OUTPUT ({tmp_path / chunks}) and PROBABILITY_RASTER ({tmp_path / 'ice.tif'}) would share the style file {tmp_path / 'ice.qml'}" in said, said
+    assert os.listdir(tmp_path) == []
