@@ -31,6 +31,7 @@ from qgis.PyQt.QtGui import QIcon
 from .destinations import (FileDestination, check_holds_mars, check_not_an_input, check_outputs_apart, check_styles_apart, check_writable, cut_field_names_warning, file_destination,
                            kept_whole, without_geometry_warning)
 from .engine import errors, files, gdal_exceptions, icon_path, raster
+from .worker import TerminatedBySignal, terminating_signals_raise
 
 try:
     from ..plugin import styling
@@ -56,8 +57,12 @@ def _whole_and_said_once(process_algorithm):
     def wrapper(self, parameters, context, feedback):
         try:
             outputs = [destination for destination, _vector in self.written_destinations(parameters)] if self.KEPT_WHOLE else []
-            with kept_whole(outputs, feedback.pushInfo):
-                return process_algorithm(self, parameters, context, feedback)
+            # SIGTERM and SIGHUP raise for the whole run, not only while a worker runs: chunk's exports, and the outputs written after the worker
+            with terminating_signals_raise(), kept_whole(outputs, feedback.pushInfo):
+                try:
+                    return process_algorithm(self, parameters, context, feedback)
+                except TerminatedBySignal as exc:
+                    raise QgsProcessingException(f"Stopped by {exc}: {self.STOPPED_LEAVES}.") from None
         except QgsProcessingException:
             if QgsApplication.platform() == "qgis_process":
                 QgsApplication.messageLog().blockSignals(True)
@@ -261,6 +266,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
     OUTPUT_FIELDS: Dict[str, Sequence[Tuple[str, str]]] = {}
     # False where a failed run keeps what it finished (the survey's GeoPackage, resumed by the next run)
     KEPT_WHOLE = True
+    STOPPED_LEAVES = "no output was written, and those there before are as they were"  # what a run stopped by a signal leaves
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -104,6 +104,9 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
         except errors.EngineError as exc:
             chunking.remove_exported(exported)
             raise QgsProcessingException(str(exc)) from None
+        except BaseException:  # a signal (SIGTERM, SIGHUP, Ctrl-C) ends the run: no half export either
+            chunking.remove_exported(exported)
+            raise
         feedback.pushInfo(f"{len(rows)} of {total} chunks hold data around their centre (minimum valid share {min_valid})")
         if exported:
             feedback.pushInfo(f"{len(exported)} chunk GeoTIFFs written to {export_folder}")

@@ -22,7 +22,7 @@ from .common import checked_model
 from .destinations import check_writable, file_destination
 from .detect_algorithm import MODEL_FILTER, add_scoring_parameters, scoring_options
 from .engine import errors, modelfile
-from .worker import run_worker
+from .worker import SURVEY_KEEPS, run_worker
 
 try:
     from ..model.download import DownloadItem, downloaded_jp2s
@@ -43,7 +43,8 @@ SURVEY_LAYERS = (
 class SurveyAlgorithm(HiriseIceAlgorithm):
     NAME = "survey"
     DISPLAY_NAME = "Survey many images"
-    KEPT_WHOLE = False  # the images it finished stay in its GeoPackage, and a rerun resumes after them
+    KEPT_WHOLE = False
+    STOPPED_LEAVES = SURVEY_KEEPS
     GROUP = "Detection"
     GROUP_ID = "detection"
 

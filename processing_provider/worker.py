@@ -166,6 +166,10 @@ def _start(command: Sequence[str], stdin=subprocess.DEVNULL) -> subprocess.Popen
 TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
+# What a survey stopped midway leaves
+SURVEY_KEEPS = "the images it had finished stay in its GeoPackage, and a rerun resumes after them"
+
+
 class TerminatedBySignal(Exception):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
@@ -296,7 +300,7 @@ class WorkerRun:
     def left_behind(self) -> str:
         """What a stopped run leaves, for its message: a survey keeps each image it finished."""
         if self.arguments and self.arguments[0] == "survey":
-            return "the images it had finished stay in its GeoPackage, and a rerun resumes after them"
+            return SURVEY_KEEPS
         return "no output was written"
 
     def _handle(self, line: str) -> None:

@@ -367,14 +367,19 @@ def qgis_process_config() -> str:
 def qgis_process(*args, env: Optional[Dict[str, str]] = None, timeout: float = 300, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
     """scripts/qgis_process ARGS, headless, in its own profile, started in cwd; stdout and stderr merged into .stdout.
     A run past `timeout` seconds (e.g. one waiting on a dialog nobody sees) fails the test."""
+    return subprocess.run(
+        ["bash", str(QGIS_PROCESS)] + [str(a) for a in args],
+        cwd=str(cwd), env=qgis_process_environment(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+    )
+
+
+def qgis_process_environment(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """This process's environment for scripts/qgis_process, in the test process's own QGIS profile, with env on top."""
     environment = dict(os.environ)
     environment["HIRISEICE_QGIS_CONFIG_PATH"] = qgis_process_config()
     environment.pop("QGIS_CUSTOM_CONFIG_PATH", None)
     environment.update(env or {})
-    return subprocess.run(
-        ["bash", str(QGIS_PROCESS)] + [str(a) for a in args],
-        cwd=str(cwd), env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-    )
+    return environment
 
 
 @dataclass

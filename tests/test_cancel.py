@@ -31,6 +31,34 @@ def test_cancel_while_chunks_are_exported_removes_them(qgis_app, make_raster, tm
     assert os.listdir(exports) == [] and not output.exists()
 
 
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGHUP"])
+def test_a_signal_to_qgis_process_while_chunks_are_exported_removes_them(make_raster, tmp_path, signal_name):
+    """Only a run's worker window turned SIGTERM and SIGHUP into a clean stop: chunk, which starts no worker, died
+    silently and left its exported GeoTIFFs and a partial one."""
+    import signal
+    import subprocess
+    import time
+
+    raster = make_raster(name="wide.tif", width=2048, height=1024, seed=2)
+    exports, output = tmp_path / "exports", tmp_path / "grid.gpkg"
+    exports.mkdir()
+    process = subprocess.Popen(["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:chunk", "--", f"INPUT={raster.path}", "CHUNK_SIZE=16",
+                                f"EXPORT_FOLDER={exports}", f"OUTPUT={output}"], env=qs.qgis_process_environment(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(os.listdir(exports)) < 5 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        process.send_signal(getattr(signal, signal_name))
+        out, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert f"ERROR:\tStopped by {signal_name}: no output was written, and those there before are as they were." in out, out[-3000:]
+    assert os.listdir(exports) == [] and not output.exists()
+
+
 def test_cancel_before_the_worker_starts_starts_none(qgis_app, tiny_model, make_raster, tmp_path):
     from qgis.core import QgsProcessingException
 
