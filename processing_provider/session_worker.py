@@ -118,7 +118,6 @@ class SessionRun(WorkerRun):
     STOPPED = "its job in the session worker was stopped"
 
     def _execute(self, python: str) -> int:
-        self.python = python
         path = self.socket_path = session_socket(python)
         with open(path + ".lock", "a") as lock:
             try:

@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shlex
 import signal
 import subprocess
@@ -292,6 +293,7 @@ class WorkerRun:
         self.answered = False
         self.silence_limit = silence_seconds() if self.arguments[:1] == ["detect"] else 0.0
         self.status: Optional[int] = None  # a warm worker's job ends with its exit status
+        self.python = ""  # the worker Python, once located
 
     def command(self, python: str) -> List[str]:
         return [python, "-m", "model", "--jsonl"] + self.arguments
@@ -338,10 +340,10 @@ class WorkerRun:
         # Other kinds (future protocol additions) are ignored on purpose.
 
     def run(self) -> Dict:
-        python = locate_worker()
+        self.python = locate_worker()
         with terminating_signals_raise():
             try:
-                returncode = self._execute(python)
+                returncode = self._execute(self.python)
             except TerminatedBySignal as exc:
                 files.remove_quietly(self.partial_outputs)
                 raise QgsProcessingException(f"Stopped by {exc}: {self.STOPPED} and {self.left_behind}.") from None
@@ -433,11 +435,15 @@ class WorkerRun:
             head = f"The worker crashed ({name}){why}."
         else:
             head = f"The worker stopped unexpectedly (exit status {returncode})."
-        hint = ""
-        if any(f"No module named '{name}" in tail for name in ("tensorflow", "keras", "numpy", "osgeo")):
-            hint = " Its Python lacks a package. " + how_to_install()
-        elif self.arguments and self.arguments[0] == "survey":  # what it finished stands
-            hint = f" {self.left_behind[0].upper()}{self.left_behind[1:]}."
+        python = self.python
+        missing = re.search(r"No module named '(\w+)", tail)
+        if missing:  # a Python that is not the worker's venv (QGIS's own, most often): its traceback says no more than this
+            return (f"{head} Its Python ({python}) lacks the package {missing.group(1)}: it is not the worker's venv, or that venv is "
+                    f"incomplete. {how_to_install()} Its error output ends: {tail.splitlines()[-1].strip()}")
+        if "SyntaxError" in tail:  # a Python 2, or a Python 3 too old for the engine's code
+            return (f"{head} Its Python ({python}) cannot read the engine's code: the worker needs Python 3.11 or 3.12. {how_to_install()} "
+                    f"Its error output ends: {tail.splitlines()[-1].strip()}")
+        hint = f" {self.left_behind[0].upper()}{self.left_behind[1:]}." if self.arguments and self.arguments[0] == "survey" else ""
         return f"{head}{hint} Last lines of its error output:\n{tail}"
 
 

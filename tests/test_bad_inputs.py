@@ -633,3 +633,15 @@ def test_every_algorithm_checks_its_file_outputs_before_it_works(qgis_app, make_
     assert message.splitlines()[-1] == (f"{parameter} cannot be written to {resolved[parameter]}: the folder {work / 'missing'} does not exist. "
                        "Create it or choose another destination; nothing was run or written.")
     assert os.listdir(work) == []
+
+
+def test_a_worker_python_without_the_workers_packages_is_told_in_one_message_not_a_traceback(tiny_model, tmp_path):
+    """QGIS's own Python named as the worker (the likeliest wrong setting) gave the hint and then its 40-line traceback."""
+    raster = helpers.generate_raster(tmp_path, name="scene.tif", width=128, height=128, seed=3)
+    done = qs.qgis_process("run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={helpers.TINY_CHUNK_SIZE}",
+                           f"OUTPUT={tmp_path / 'chunks.gpkg'}", env={"HIRISEICE_WORKER_PYTHON": "/usr/bin/python3"}, timeout=240)
+    out = done.stdout
+    assert done.returncode == 1 and "Traceback" not in out and 'File "' not in out, out[-3000:]
+    assert "ERROR:\tThe worker stopped unexpectedly (exit status 1). Its Python (/usr/bin/python3) lacks the package " in out, out[-3000:]
+    assert ": it is not the worker's venv, or that venv is incomplete. In the QGIS desktop: menu HiRISE Ice Patches > Worker settings…" in out
+    assert "Its error output ends: ModuleNotFoundError: No module named '" in out and not (tmp_path / "chunks.gpkg").exists()
