@@ -47,17 +47,11 @@ from dataclasses import dataclass, field
 from http.client import HTTPException
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
-try:
-    from . import files
-    from .errors import CancelledError, EngineError
-    from .orientation import NORTH_FAR_DEG, hirise_north_turn
-except ImportError:  # run as a script
-    from model import files
-    from model.errors import CancelledError, EngineError
-    from model.orientation import NORTH_FAR_DEG, hirise_north_turn
+from . import files
+from .errors import CancelledError, EngineError
+from .orientation import NORTH_FAR_DEG, hirise_north_turn
 
 PAPER_LATITUDE = (-60.0, -40.0)
-PAPER_LATITUDE_WIDE = (-70.0, -40.0)
 PAPER_LS = (140.0, 200.0)
 PRODUCT_TYPES = ("RED", "COLOR")
 

@@ -29,12 +29,8 @@ from dataclasses import dataclass
 from http.client import HTTPException
 from typing import Callable, List, Optional, Sequence, Tuple
 
-try:
-    from . import files
-    from .errors import CancelledError, EngineError
-except ImportError:  # run as a script
-    from model import files
-    from model.errors import CancelledError, EngineError
+from . import files
+from .errors import CancelledError, EngineError
 
 USER_AGENT = "hirise-ice-patches (QGIS plugin; HiRISE RDR download)"
 DEFAULT_RESERVE_BYTES = 100 * 1024 * 1024  # left free beyond the expected downloads

@@ -27,10 +27,6 @@ class ChunkWindow:
     width: int
     height: int
 
-    def centre_window(self, fraction: float = CENTRE_FRACTION) -> Tuple[int, int, int, int]:
-        """(x_off, y_off, width, height) of the central region, relative to the chunk."""
-        return centre_region(self.width, self.height, fraction)
-
     def scaled_size(self, chunk_size: int, input_size: int) -> Tuple[int, int]:
         """(width, height) of this window at the network's scale, where chunk_size pixels become input_size."""
         scale = input_size / chunk_size

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import calibration, modelfile, pdslabel, review, rules
 from . import runtime, scoremap
-from .chunking import check_grid_parameters, chunk_count, gap_warning, iter_chunks, paste_unscored_edges, scale_warning
+from .chunking import DEFAULT_MIN_VALID, check_grid_parameters, chunk_count, gap_warning, iter_chunks, paste_unscored_edges, scale_warning
 from .errors import EngineError, NoValidChunksError
 from .footprint import ValidityMosaic
 from .grid import chunk_grid, chunk_wkt
@@ -32,7 +32,7 @@ from .schema import LABEL_SUMMARY_FIELDS
 class DetectOptions:
     chunk_size: Optional[int] = None  # None: the model's
     stride: Optional[int] = None  # None: chunk_size
-    min_valid: float = 0.95
+    min_valid: float = DEFAULT_MIN_VALID
     batch_size: int = 16
     icy_threshold: float = rules.ICY_THRESHOLD
     hard_low: float = rules.HARD_LOW
@@ -159,8 +159,8 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         "chunks": stats.chunks,
         "icy_chunks": stats.icy_chunks,
         "hard_chunks": stats.hard_chunks,
-        "mean_probability": round(stats.mean_probability, 5),
-        "max_probability": round(stats.max_probability, 5),
+        "mean_probability": round(stats.mean_probability, rules.PROBABILITY_DECIMALS),
+        "max_probability": round(stats.max_probability, rules.PROBABILITY_DECIMALS),
         "category": rules.image_category(stats, options.category_rule),
         "model_name": metadata["name"],
         "model_version": metadata["version"],
@@ -215,8 +215,8 @@ def chunk_row(info, window, whole: float, centre: float, p: float, options: Dete
         "height": window.height,
         "valid_fraction": round(whole, 4),
         "centre_valid_fraction": round(centre, 4),
-        "probability": round(float(p), 5),
-        "class": rules.chunk_class(round(float(p), 5), options.icy_threshold, options.hard_low),  # the probability the layer shows, as the summary counts it
+        "probability": round(float(p), rules.PROBABILITY_DECIMALS),
+        "class": rules.chunk_class(round(float(p), rules.PROBABILITY_DECIMALS), options.icy_threshold, options.hard_low),  # the probability the layer shows, as the summary counts it
         "wkt": chunk_wkt(info.geotransform, window),
     }
 

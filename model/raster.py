@@ -1078,11 +1078,3 @@ def squashed_pixel_warning(name: str, crs_wkt: str, geotransform, width: int, he
         f"{min(wide, tall):.2g} IN.tif OUT.tif, and run again."
     )
 
-
-def raster_summary(path: str) -> List[str]:
-    """Human-readable lines describing a raster, for logs."""
-    with RasterSource(path, require_georeferencing=False) as src:
-        i = src.info
-        return [
-            f"{i.image_id}: {i.width} x {i.height} px, {i.band_count} band(s) {i.data_type}, pixel {i.pixel_size:.3g} map units, no-data {i.nodata}",
-        ]

@@ -29,7 +29,6 @@ CONSERVATIVE = "conservative"
 
 # The paper's cut-offs on an image's mean chunk probability (its section 5).
 PAPER_MOSTLY_ICY_GOOD_MEAN = 0.6
-PAPER_MOSTLY_ICY_HARD_MEAN = 0.4
 PAPER_GOOD_MEAN = 0.2
 PAPER_HARD_MEAN = 0.01
 PAPER_MIN_ICY_CHUNKS = 2
@@ -72,7 +71,9 @@ class ImageStats:
         return self.hard_chunks / self.chunks if self.chunks else 0.0
 
 
-MEAN_DECIMALS = 5
+# Probabilities as the layers show them and as the summary counts and averages them: one rounding everywhere,
+# so that a chunk shown at the threshold is counted as the layer says and the category follows from the shown mean.
+PROBABILITY_DECIMALS = 5
 
 
 def image_stats(probabilities: Sequence[float], icy_threshold: float = ICY_THRESHOLD, hard_low: float = HARD_LOW) -> ImageStats:
@@ -84,7 +85,7 @@ def image_stats(probabilities: Sequence[float], icy_threshold: float = ICY_THRES
         hard_chunks=classes.count(HARD),
         # rounded as the summary stores it, so that the category is the one its mean says: 0.6000054 is stored as
         # 0.60001, above 0.6, and 0.2 stays 0.2 whatever the sum's rounding
-        mean_probability=round(sum(probabilities) / n, MEAN_DECIMALS) if n else 0.0,
+        mean_probability=round(sum(probabilities) / n, PROBABILITY_DECIMALS) if n else 0.0,
         max_probability=max(probabilities) if n else 0.0,
     )
 

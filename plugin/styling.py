@@ -113,18 +113,6 @@ def _follow_truncated_field(layer: QgsMapLayer) -> None:
         renderer.setClassAttribute(attribute[:10])
 
 
-def style_chunk_layer(layer: QgsVectorLayer) -> bool:
-    return apply_style(layer, CHUNKS_QML)
-
-
-def style_summary_layer(layer: QgsVectorLayer) -> bool:
-    return apply_style(layer, SUMMARY_QML)
-
-
-def style_grid_layer(layer: QgsVectorLayer) -> bool:
-    return apply_style(layer, GRID_QML)
-
-
 def _file_path(layer: QgsVectorLayer) -> Optional[str]:
     path = layer.source().split("|")[0]
     return path if os.path.isfile(path) else None
@@ -261,23 +249,13 @@ def _engine():
     return report, schema
 
 
-def _ramp():
-    return _engine()[0].RAMP
-
-
-def ramp_colour(p: float, ramp: Sequence) -> Tuple[int, int, int]:
-    """Linear interpolation in the RAMP, as model/report.py's ramp_colour."""
-    for (p0, c0), (p1, c1) in zip(ramp, ramp[1:]):
-        if p <= p1:
-            t = 0.0 if p1 == p0 else (max(p, p0) - p0) / (p1 - p0)
-            return tuple(int(round(a + t * (b - a))) for a, b in zip(c0, c1))
-    return tuple(ramp[-1][1])
-
-
-def build_chunk_renderer(ramp: Sequence) -> QgsGraduatedSymbolRenderer:
+def build_chunk_renderer() -> QgsGraduatedSymbolRenderer:
+    """The chunk classes in the colours of the report's ramp (model/report.py), so map, legend and HTML agree."""
+    report = _engine()[0]
+    ramp = report.RAMP
     ranges = []
     for low, high, text, alpha in CHUNK_CLASSES:
-        r, g, b = ramp_colour((low + high) / 2, ramp)
+        r, g, b = report.ramp_colour((low + high) / 2)
         outline_alpha = 110 if alpha == 0 else 220
         outline_width = "0.2" if alpha == 0 else "0.3"
         symbol = QgsFillSymbol.createSimple(
@@ -330,7 +308,7 @@ def write_style_files(folder: str = STYLES_FOLDER) -> List[str]:
     written = []
 
     chunks = _schema_layer(_engine()[1].DETECTION_FIELDS)
-    chunks.setRenderer(build_chunk_renderer(_ramp()))
+    chunks.setRenderer(build_chunk_renderer())
     chunks.setLabeling(_labelling())
     chunks.setLabelsEnabled(True)
     label_index = chunks.fields().indexOf("label")

@@ -12,15 +12,14 @@ model/ expects, and returns to QGIS's mode afterwards.
 import os
 
 try:
-    from ..model import __version__ as ENGINE_VERSION, chunking, errors, files, grid, modelfile, network, raster, rules, schema, training, trainingjob
+    from ..model import __version__ as ENGINE_VERSION, chunking, errors, files, grid, modelfile, network, raster, rules, schema, training
 except ImportError:  # processing_provider imported as a top-level package
-    from model import __version__ as ENGINE_VERSION, chunking, errors, files, grid, modelfile, network, raster, rules, schema, training, trainingjob  # noqa: F401
+    from model import __version__ as ENGINE_VERSION, chunking, errors, files, grid, modelfile, network, raster, rules, schema, training  # noqa: F401
 
 gdal_exceptions = raster.gdal_exceptions
 
 PLUGIN_FOLDER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ICONS_FOLDER = os.path.join(PLUGIN_FOLDER, "resources", "icons")
-STYLES_FOLDER = os.path.join(PLUGIN_FOLDER, "resources", "styles")
 
 
 def icon_path(name: str) -> str:

@@ -158,8 +158,8 @@ def test_window_ring_is_clockwise_in_pixel_space_and_closes_the_outer_pixel_edge
         (64, 64, 1.0, (0, 0, 64, 64)),
     ],
 )
-def test_centre_window(width, height, fraction, expected):
-    x, y, w, h = ChunkWindow(0, 0, 0, 0, 0, width, height).centre_window(fraction)
+def test_centre_region(width, height, fraction, expected):
+    x, y, w, h = grid.centre_region(width, height, fraction)
     assert (x, y, w, h) == expected
     assert 0 <= x and x + w <= width and 0 <= y and y + h <= height
 

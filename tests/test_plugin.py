@@ -271,7 +271,7 @@ def test_detect_help_describes_the_chunk_style(qgis_app):
     styling = qs.plugin_module("plugin.styling")
     help_text = qs.plugin_module("processing_provider.detect_algorithm").DetectAlgorithm().shortHelpString()
     layer = QgsVectorLayer("Polygon?crs=EPSG:4326&field=probability:double", "chunks", "memory")
-    assert styling.style_chunk_layer(layer)
+    assert styling.apply_style(layer, styling.CHUNKS_QML)
     ranges = {(r.lowerValue(), r.upperValue()): r.symbol().color() for r in layer.renderer().ranges()}
     # Not icy: no fill below 0.2, a faint tint from 0.2 to 0.4.
     assert ranges[(0.0, 0.2)].alpha() == 0 and 0 < ranges[(0.2, 0.4)].alpha() < 60

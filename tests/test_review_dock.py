@@ -189,7 +189,7 @@ chunks = QgsVectorLayer(f"{gpkg}|layername=chunks", "Ice probability of chunks",
 summary = QgsVectorLayer(f"{gpkg}|layername=summary", "Image summary", "ogr")
 image = QgsRasterLayer(raster_path, "ESP_054321_0950_RED")
 project.addMapLayers([image, summary, chunks])
-styling.style_chunk_layer(chunks)
+styling.apply_style(chunks, styling.CHUNKS_QML)
 iface = Iface()
 iface.canvas.setDestinationCrs(chunks.crs())
 iface.canvas.setLayers([chunks, image])
