@@ -176,8 +176,13 @@ class Product:
             points = unwrap_ring(self.corners)
         else:
             west, east = unwrapped_span(self.westernmost_longitude, self.easternmost_longitude)
+            if self.easternmost_longitude - self.westernmost_longitude >= 360.0:  # the index's way of saying it circles the pole (-180 to 354)
+                west, east = 0.0, 360.0
             south, north = self.minimum_latitude, self.maximum_latitude
-            points = [(west, south), (east, south), (east, north), (west, north)]
+            # edges of a quarter turn at most, so that unwrapping (which keeps each step within 180 degrees) keeps a wide ring wide
+            steps = max(1, math.ceil((east - west) / 90.0))
+            edge = [west + (east - west) * i / steps for i in range(steps + 1)]
+            points = [(lon, south) for lon in edge] + [(lon, north) for lon in reversed(edge)]
         shift = math.floor(min(lon for lon, _ in points) / 360.0) * 360.0
         points = [(lon - shift, lat) for lon, lat in points]
         if points[0] != points[-1]:
