@@ -9,7 +9,7 @@ import base64
 import html
 import math
 import os
-import tempfile
+import uuid
 import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -101,16 +101,22 @@ def figure_rgb(figure) -> np.ndarray:
 
 
 def png_data_uri(rgb: np.ndarray) -> str:
-    """Encode an (h, w, 3) uint8 array as a PNG data URI, through GDAL's PNG driver."""
+    """Encode an (h, w, 3) uint8 array as a PNG data URI, through GDAL's PNG driver, in memory (a full or
+    unwritable temporary folder failed the report after the whole image was scored)."""
     h, w, _ = rgb.shape
     mem = gdal.GetDriverByName("MEM").Create("", w, h, 3, gdal.GDT_Byte)
     for i in range(3):
         mem.GetRasterBand(i + 1).WriteArray(rgb[:, :, i])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "figure.png")
+    path = f"/vsimem/hiriseice-figure-{uuid.uuid4().hex}.png"
+    try:
         gdal.GetDriverByName("PNG").CreateCopy(path, mem)
-        with open(path, "rb") as handle:
-            data = handle.read()
+        handle = gdal.VSIFOpenL(path, "rb")
+        try:
+            data = gdal.VSIFReadL(1, gdal.VSIStatL(path).size, handle)
+        finally:
+            gdal.VSIFCloseL(handle)
+    finally:
+        gdal.Unlink(path)
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
@@ -548,7 +554,9 @@ def training_report(history: List[Dict], evaluation: Dict, metadata: Dict, path:
         ("held out for validation", ", ".join(evaluation.get("validation_groups") or training.get("split", {}).get("validation_groups", []))),
         ("ROC AUC", evaluation["at_0.5"]["roc_auc"]),
         ("calibration", f"{chosen.get('choice', 'none')} ({chosen.get('reason', '')})" + (f"; {chosen['false_alarms']}" if chosen.get("false_alarms") else "")),
-        ("expected calibration error uncalibrated / as written", f"{evaluation['ece_uncalibrated']:.3f} / {evaluation['ece_calibrated']:.3f}"),
+        ("expected calibration error uncalibrated / as written", f"{evaluation['ece_uncalibrated']:.3f} / {evaluation['ece_calibrated']:.3f}"
+         + (f" (at {100 * evaluation['ece_icy_share']:.0f} % icy chunks, the share of a survey the calibration is meant for)"
+            if evaluation.get("ece_icy_share") is not None and abs(evaluation["ece_icy_share"] - evaluation["validation_icy"] / max(evaluation["validation_chunks"], 1)) > 1e-9 else "")),
         ("learning rate, warm-up steps, frozen batch-norm layers", f"{training.get('learning_rate')}, {training.get('warmup_steps', 0)}, {training.get('frozen_batch_norm_layers', 0)}"),
         ("pull back toward the base model per step (ANCHOR)", f"{training['anchor']:g}" if training.get("anchor") is not None else "none (trained from scratch)"),
         ("replay examples per epoch (pool, held out, false-alarm reference)", f"{replay['per_epoch']} ({replay['pool']}, {replay['held_out']}, {replay.get('reference', 0)})" if replay else "none"),

@@ -366,6 +366,17 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
                 styled.append(destination)
         return styled
 
+    def sink_destination(self, parameters, name, context) -> str:
+        """Where the layer output `name` will be written, asked before the worker runs without having
+        it loaded on completion: for a temporary output QGIS schedules 'memory:<its description>',
+        which no layer answers, and the dialog ended every default run with "The following layers
+        were not correctly generated". parameterAsSink schedules the layer it creates."""
+        scheduled = context.layersToLoadOnCompletion()
+        try:
+            return self.parameterAsOutputLayer(parameters, name, context)
+        finally:
+            context.setLayersToLoadOnCompletion(scheduled)
+
     def written_destinations(self, parameters) -> Iterator[Tuple[FileDestination, bool]]:
         """file_destinations as the algorithm will write them, where it renames one (train's OUTPUT_MODEL)."""
         return self.file_destinations(parameters)

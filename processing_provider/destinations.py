@@ -247,11 +247,15 @@ ROOMY_DISK_MB = 2_000
 
 def check_free_space(destinations: Iterable[FileDestination], chunks: int) -> None:
     """Fail before any work when a destination's disk cannot hold the layers about to be written."""
-    needed = GEOPACKAGE_BASE_BYTES + BYTES_PER_CHUNK * chunks
+    check_room(destinations, GEOPACKAGE_BASE_BYTES + BYTES_PER_CHUNK * chunks, f"the {chunks} chunks")
+
+
+def check_room(destinations: Iterable[FileDestination], needed: int, what: str) -> None:
+    """Fail before any work when a destination's disk has less than `needed` bytes free for `what`."""
     for destination in destinations:
         free = shutil.disk_usage(os.path.dirname(destination.path)).free
         if free < needed:
-            raise _cannot_write(destination, f"its disk has {free / 1e6:.2f} MB free and the {chunks} chunks need about {needed / 1e6:.2f} MB",
+            raise _cannot_write(destination, f"its disk has {free / 1e6:.2f} MB free and {what} need about {needed / 1e6:.2f} MB",
                                 "Free some space or choose another destination")
 
 

@@ -220,17 +220,6 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             check_not_replaced_later(sinks[self.OUTPUT], sinks[self.SUMMARY])
         return sinks
 
-    def sink_destination(self, parameters, name, context) -> str:
-        """Where the layer output `name` will be written, asked before the worker runs without having
-        it loaded on completion: for a temporary output QGIS schedules 'memory:<its description>',
-        which no layer answers, and the dialog ended every default run with "The following layers
-        were not correctly generated". parameterAsSink schedules the layer it creates."""
-        scheduled = context.layersToLoadOnCompletion()
-        try:
-            return self.parameterAsOutputLayer(parameters, name, context)
-        finally:
-            context.setLayersToLoadOnCompletion(scheduled)
-
     def checked_report(self, parameters, context) -> str:
         """The report's absolute path (the worker runs elsewhere), checked writable; empty: no report."""
         destination = file_destination(self.REPORT, self.parameterAsFileOutput(parameters, self.REPORT, context))

@@ -8,6 +8,7 @@ aborts QGIS. Anything that needs it runs in the worker (tests/helpers.py: run_wo
 import importlib
 import os
 import re
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -227,3 +228,22 @@ def qgis_app(tmp_path_factory):
     yield app
     registry.removeProvider(provider)
     sys.path.remove(str(links))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """make(kilobytes): a folder on a tmpfs of that size, a disk that is or becomes full."""
+    mounted = []
+
+    def make(kilobytes: int):
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(folder)], capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"a full disk is simulated with a small tmpfs, which this user cannot mount: {done.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "--lazy", str(folder)], check=False)

@@ -452,25 +452,6 @@ def wait_for_worker(marker: str, process, seconds: float = 180):
     return []
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """make(kilobytes): a folder on a tmpfs of that size, a disk that is or becomes full."""
-    mounted = []
-
-    def make(kilobytes: int):
-        folder = tmp_path / f"disk{len(mounted)}"
-        folder.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(folder)], capture_output=True, text=True)
-        if done.returncode:
-            pytest.skip(f"a full disk is simulated with a small tmpfs, which this user cannot mount: {done.stderr.strip()}")
-        mounted.append(folder)
-        return folder
-
-    yield make
-    for folder in mounted:
-        subprocess.run(["umount", "--lazy", str(folder)], check=False)
-
-
 def test_a_disk_too_full_for_the_output_is_refused_before_the_worker(tiny_model, tmp_path, small_disk):
     raster = helpers.generate_raster(tmp_path, name="scene.tif", width=256, height=256, seed=3)
     out_folder = small_disk(64)

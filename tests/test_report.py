@@ -183,6 +183,29 @@ def test_a_probability_on_a_threshold_is_counted_in_the_bar_from_it(worker_pytho
     assert bars == {0.6: 3, 0.4: 1, 0.35: 1}
 
 
+PNG_WITHOUT_A_TEMPORARY_FOLDER = """
+import base64, sys, tempfile
+import numpy as np
+from osgeo import gdal
+from model import report
+tempfile.tempdir = sys.argv[1]  # a folder that is not there: as full or unwritable as a temporary folder gets
+rgb = np.zeros((6, 10, 3), np.uint8)
+rgb[:, :, 0] = 200
+uri = report.png_data_uri(rgb)
+gdal.FileFromMemBuffer("/vsimem/back.png", base64.b64decode(uri.split(",", 1)[1]))
+back = gdal.Open("/vsimem/back.png")
+print(back.RasterXSize, back.RasterYSize, int(back.GetRasterBand(1).ReadAsArray().min()))
+"""
+
+
+def test_the_reports_figures_need_no_temporary_folder(worker_python, tmp_path):
+    """Each figure went through a temporary PNG file: a full temporary folder failed detect's report with a libpng traceback,
+    after the whole image had been scored."""
+    done = helpers.run_worker_snippet(worker_python, PNG_WITHOUT_A_TEMPORARY_FOLDER, tmp_path / "not-there")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["10", "6", "200"]
+
+
 def test_reliability_diagram_diagonal_is_y_equals_x_on_fixed_axes(reports):
     """The old chart scaled its axes to the data (0.25-0.66) and drew its 'diagonal' corner to corner."""
     (ax,) = reports["figures"]["reliability"]
