@@ -143,6 +143,8 @@ def _jpeg2000_problem(handle, head: bytes, size: int) -> str:
     while position < size:  # the boxes, each with its length (ISO 15444-1, annex I)
         handle.seek(position)
         header = handle.read(16)
+        if len(header) < 8 and codestream:  # a few bytes of padding after the image, which GDAL reads past
+            break
         if len(header) < 8:
             raise _CutOff(f"ends inside a box header at byte {position}")
         length, kind = struct.unpack(">I4s", header[:8])
@@ -164,8 +166,8 @@ def _jpeg2000_problem(handle, head: bytes, size: int) -> str:
 
 
 def _check_codestream_end(handle, end: int) -> None:
-    handle.seek(end - 2)
-    if handle.read(2) != CODESTREAM_END:
+    handle.seek(max(0, end - 16))
+    if not handle.read(16).rstrip(b"\0\r\n\t ").endswith(CODESTREAM_END):  # padding after it, which GDAL reads past
         raise _CutOff(f"its image codestream does not end with the end-of-codestream marker at byte {end}")
 
 

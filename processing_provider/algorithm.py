@@ -58,9 +58,10 @@ def _whole_and_said_once(process_algorithm):
         try:
             outputs = [destination for destination, _vector in self.written_destinations(parameters)] if self.KEPT_WHOLE else []
             # SIGTERM and SIGHUP raise for the whole run, not only while a worker runs: chunk's exports, and the outputs written after the worker
-            with terminating_signals_raise(), kept_whole(outputs, feedback.pushInfo):
+            with terminating_signals_raise():
                 try:
-                    return process_algorithm(self, parameters, context, feedback)
+                    with kept_whole(outputs, feedback.pushInfo):
+                        return process_algorithm(self, parameters, context, feedback)
                 except TerminatedBySignal as exc:
                     raise QgsProcessingException(f"Stopped by {exc}: {self.STOPPED_LEAVES}.") from None
         except QgsProcessingException:

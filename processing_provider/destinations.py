@@ -51,12 +51,14 @@ EARTH_ONLY = ("holds Earth longitudes and latitudes only: QGIS would write this 
 GEOJSON = ("holds WGS 84 longitudes and latitudes only (RFC 7946): QGIS writes the Mars coordinates into it without their CRS, "
            "and every program reads them back as Earth's")
 NO_MARS_CRS = "cannot record a Mars CRS: the layer's coordinates would be read back in another CRS or none"
+DRAWING = "holds drawings without the layer's fields: QGIS would fail to write it only after the whole run"
 # Vector formats that lose a Mars layer's place, refused for layers with geometry.
 FORMATS_WITHOUT_MARS = {
     ".kml": ("KML file", EARTH_ONLY), ".kmz": ("KMZ file", EARTH_ONLY), ".gpx": ("GPX file", EARTH_ONLY),
     ".geojson": ("GeoJSON file", GEOJSON), ".json": ("GeoJSON file", GEOJSON), ".geojsonl": ("GeoJSON file", GEOJSON),
     ".geojsons": ("GeoJSON file", GEOJSON), ".gml": ("GML file", NO_MARS_CRS), ".tab": ("MapInfo table", NO_MARS_CRS),
-    ".mif": ("MapInfo file", NO_MARS_CRS),
+    ".mif": ("MapInfo file", NO_MARS_CRS), ".gxt": ("Geoconcept file", NO_MARS_CRS),
+    ".dxf": ("DXF drawing", DRAWING), ".dgn": ("DGN drawing", DRAWING), ".000": ("S-57 nautical chart", DRAWING),
 }
 # Formats QGIS writes a sink to without its geometry (a CSV keeps it only with a layer option).
 TABLES_WITHOUT_GEOMETRY = (".csv", ".xlsx", ".ods", ".dbf")
@@ -282,32 +284,35 @@ def remove_created(destinations: Iterable[FileDestination]) -> None:
 
 @contextlib.contextmanager
 def kept_whole(destinations: Iterable[FileDestination], say: Callable[[str], None]):
-    """A run that fails leaves its output files as they were before it: QGIS replaces (or rewrites a table of) an output as
-    soon as it writes it, so a later output's failure had already replaced a chunk layer and the labels in it. Each
-    existing file is copied beside itself first and put back on failure; the files the run created are removed."""
+    """A run that fails leaves the output files it replaces whole as they were before it: QGIS replaces an output file as soon
+    as it writes it, so a later output's failure had already replaced a chunk layer and the labels in it. Each such existing file
+    is copied beside itself first and put back on failure; the files the run created are removed. A table named in an existing
+    GeoPackage is not: putting the whole file back would undo what other programs saved in its other tables meanwhile."""
     destinations = list(destinations)
-    existed = {path for destination in destinations for path in files_of(destination) if os.path.isfile(path)}
+    replaced = [destination for destination in destinations if not destination.table]
+    watched = replaced + [destination for destination in destinations if destination.table and not os.path.isfile(destination.path)]
+    existed = {path for destination in watched for path in files_of(destination) if os.path.isfile(path)}
     copies: Dict[str, str] = {}
-    for destination in destinations:
-        for path in files_of(destination):
-            if not os.path.isfile(path) or path in copies:
-                continue
-            if os.path.getsize(path) > KEEP_WHOLE_LIMIT_BYTES:
-                say(f"{destination.parameter}: {path} is larger than {KEEP_WHOLE_LIMIT_BYTES >> 30} GB, so it is not copied first: "
-                    "should this run fail, the tables it writes there are lost.")
-                continue
-            copy = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.before-run")
-            try:
-                shutil.copy2(path, copy)
-            except OSError:
-                files.remove_quietly([copy])
-                say(f"{destination.parameter}: {path} could not be copied first (no room?): should this run fail, it is lost.")
-                continue
-            copies[path] = copy
     try:
+        for destination in replaced:
+            for path in files_of(destination):
+                if path not in existed or path in copies:
+                    continue
+                if os.path.getsize(path) > KEEP_WHOLE_LIMIT_BYTES:
+                    say(f"{destination.parameter}: {path} is larger than {KEEP_WHOLE_LIMIT_BYTES >> 30} GB, so it is not copied first: "
+                        "should this run fail, it is lost.")
+                    continue
+                copy = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.before-run-{os.getpid()}")
+                copies[path] = copy
+                try:
+                    shutil.copy2(path, copy)
+                except OSError:
+                    del copies[path]
+                    files.remove_quietly([copy])
+                    say(f"{destination.parameter}: {path} could not be copied first (no room?): should this run fail, it is lost.")
         yield
-    except BaseException:
-        files.remove_quietly([path for destination in destinations for path in files_of(destination) if path not in existed])
+    except BaseException:  # the run failed, or was stopped (while copying too)
+        files.remove_quietly([path for destination in watched for path in files_of(destination) if path not in existed])
         for path, copy in copies.items():
             with contextlib.suppress(OSError):
                 os.replace(copy, path)
@@ -337,7 +342,8 @@ def not_written(destination: FileDestination, what: str, how_far: str) -> QgsPro
                "or choose another destination, and run again")
     return QgsProcessingException(
         f"{destination.parameter}: the {what} layer could not be written to {destination.path}: {how_far}, and {free_mb:.1f} MB is free on that disk. "
-        + fix + ("; the file was removed." if not destination.existed else "; the file is left as it was before this run.")
+        + fix + ("; the file was removed." if not destination.existed else
+                 "; other tables of that file were left as they were." if destination.table else "; the file is left as it was before this run.")
     )
 
 

@@ -213,14 +213,35 @@ def labelled(path, layer):
     dataset = None
 
 
+def failed_detect(folder, parameters, meanwhile=lambda: None):
+    """Runs detect while another program takes a write lock on folder/summary.gpkg once the worker runs (after meanwhile())."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def lock_once_the_worker_runs():
+        deadline = time.monotonic() + 120
+        while not qs.processes_with(WORKER_STARTED) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        meanwhile()
+        with held_by_another_process(folder / "summary.gpkg", "BEGIN EXCLUSIVE"):
+            release.wait(240)
+
+    locker = threading.Thread(target=lock_once_the_worker_runs)
+    locker.start()
+    try:
+        return detect(*parameters, cwd=folder)
+    finally:
+        release.set()
+        locker.join()
+
+
 @pytest.mark.parametrize("name", ["ice.gpkg", "ice.shp"])
 def test_a_run_that_fails_on_its_last_output_leaves_the_earlier_ones_as_they_were(tiny_model, scene, tmp_path, name):
     """The summary's GeoPackage locked while the network ran: the run failed saying 'a run is kept whole or not at all',
     yet OUTPUT had been replaced, and with it the labels the geologist had put in it; a shapefile it had created left
     its .dbf, .shx, .prj and .cpg behind."""
-    import threading
-    import time
-
     summary = f"SUMMARY=ogr:dbname='{tmp_path / 'summary.gpkg'}' table=\"summary\" (geom)"
     parameters = [f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", f"OUTPUT={tmp_path / name}", summary, f"REPORT={tmp_path / 'report.html'}"]
     assert detect(*parameters, cwd=tmp_path).returncode == 0
@@ -228,32 +249,42 @@ def test_a_run_that_fails_on_its_last_output_leaves_the_earlier_ones_as_they_wer
     before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path) if f != "summary.gpkg"}
     assert {".gpkg"} <= {os.path.splitext(f)[1] for f in before} or {".shp", ".dbf", ".shx", ".prj"} <= {os.path.splitext(f)[1] for f in before}
 
-    def fail_with(parameters):
-        """Runs detect while another program takes a write lock on the summary's GeoPackage once the worker runs."""
-        release = threading.Event()
-
-        def lock_once_the_worker_runs():
-            deadline = time.monotonic() + 120
-            while not qs.processes_with(WORKER_STARTED) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            with held_by_another_process(tmp_path / "summary.gpkg", "BEGIN EXCLUSIVE"):
-                release.wait(240)
-
-        locker = threading.Thread(target=lock_once_the_worker_runs)
-        locker.start()
-        try:
-            return detect(*parameters, cwd=tmp_path)
-        finally:
-            release.set()
-            locker.join()
-
-    done = fail_with(parameters)
+    done = failed_detect(tmp_path, parameters)
     assert done.returncode == 1 and "SUMMARY: the summary layer could not be written" in done.stdout and "Traceback" not in done.stdout, done.stdout[-3000:]
     assert {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path) if f != "summary.gpkg"} == before
     # An output the failed run created is gone with all its parts.
-    done = fail_with([p.replace(name, "new" + name[3:]) if p.startswith("OUTPUT=") else p for p in parameters])
+    done = failed_detect(tmp_path, [p.replace(name, "new" + name[3:]) if p.startswith("OUTPUT=") else p for p in parameters])
     assert done.returncode == 1, done.stdout[-3000:]
     assert sorted(f for f in os.listdir(tmp_path) if f != "summary.gpkg") == sorted(before)
+
+
+def test_a_failed_run_into_a_table_of_a_shared_geopackage_keeps_what_others_saved_there_meanwhile(tiny_model, scene, tmp_path):
+    """The whole GeoPackage was put back as it was before the run: labels a geologist saved in another of its tables while
+    the run worked were undone with it."""
+    from osgeo import ogr
+
+    project = tmp_path / "project.gpkg"
+    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(str(project))
+    mine = dataset.CreateLayer("mine", geom_type=ogr.wkbNone)
+    mine.CreateField(ogr.FieldDefn("label", ogr.OFTInteger))
+    dataset = None
+
+    def save_a_label():
+        dataset = ogr.Open(str(project), update=1)
+        layer = dataset.GetLayerByName("mine")
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("label", 1)
+        layer.CreateFeature(feature)
+        dataset = None
+
+    summary = f"SUMMARY=ogr:dbname='{tmp_path / 'summary.gpkg'}' table=\"summary\" (geom)"
+    assert detect(f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", f"OUTPUT={tmp_path / 'first.gpkg'}", summary, cwd=tmp_path).returncode == 0
+    done = failed_detect(tmp_path, [f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64",
+                                    f"OUTPUT=ogr:dbname='{project}' table=\"chunks\" (geom)", summary], meanwhile=save_a_label)
+    assert done.returncode == 1 and "SUMMARY: the summary layer could not be written" in done.stdout, done.stdout[-3000:]
+    dataset = ogr.Open(str(project))
+    assert [feature.GetField("label") for feature in dataset.GetLayerByName("mine")] == [1]
+    assert not [name for name in os.listdir(tmp_path) if ".before-run" in name]
 
 
 # --- nothing beside the input -------------------------------------------------------------------

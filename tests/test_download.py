@@ -425,3 +425,10 @@ def test_many_products_are_checked_for_repeated_names_at_once(tmp_path):
     items.append(download.DownloadItem("https://example.org/other/ESP_000007_1000_RED.JP2", expected_bytes=1))
     with pytest.raises(download.DownloadError, match="Several URLs would be saved as ESP_000007_1000_RED.JP2"):
         download.Downloader(str(tmp_path)).run(items)
+
+
+def test_a_jp2_with_a_few_bytes_of_padding_after_its_last_box_is_kept(server, tmp_path):
+    """GDAL reads such a file; the box walk called it cut off and deleted it."""
+    server.files["/pad.JP2"] = payload(5_000, 22) + b"\n"
+    [result] = local_downloader(tmp_path).run([item(server, "/pad.JP2", expected=False)])
+    assert result.status == "downloaded" and (tmp_path / "pad.JP2").read_bytes() == server.files["/pad.JP2"]
