@@ -4,7 +4,8 @@ Neighbouring chunks share terrain, illumination and often the same ice patch; a 
 would put near-copies on both sides and inflate the validation score.
 """
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+import math
+from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -15,12 +16,16 @@ BLOCK_CHUNKS = 3
 
 
 def block_groups(image_ids: Sequence[str], rows: Sequence[int], cols: Sequence[int], block: int = BLOCK_CHUNKS,
-                 labels: Optional[Sequence[int]] = None, log: Callable[[str], None] = lambda message: None) -> List[str]:
+                 labels: Optional[Sequence[int]] = None, log: Callable[[str], None] = lambda message: None,
+                 places: Optional[Sequence[Tuple[float, float]]] = None, ground_block: float = 0.0) -> List[str]:
     """Group key per sample: the observation when labels come from several (two products or tiles
     of one observation show the same ground), else a block of block x block chunks of each image.
     With ``labels``, observations only where each class lies in two of them at least: else holding
     out whole observations leaves one side with one class (an image labelled all not icy beside one
-    with ice), and blocks of each image are held out instead, which ``log`` hears."""
+    with ice), and blocks of each image are held out instead, which ``log`` hears. Products of one
+    observation alone are blocked on the ground they share where ``places`` (each chunk's centre in
+    map units) and ``ground_block`` (a block's side there) are given: blocks of each product's own
+    pixel grid put the same ground on both sides."""
     observations = [observation_of(i) or i for i in image_ids]
     if len(set(observations)) > 1:
         if labels is None or observations_split_both_ways(observations, labels):
@@ -28,9 +33,23 @@ def block_groups(image_ids: Sequence[str], rows: Sequence[int], cols: Sequence[i
         log("validation is held out in blocks of each image, not by whole observation: icy and not-icy chunks do not each lie in two "
             "observations, so holding out one would leave a side with one kind only")
     products = {o: {i for i, other in zip(image_ids, observations) if other == o} for o in set(observations)}
+    if len(products) == 1 and len(next(iter(products.values()))) > 1 and places is not None and ground_block > 0:
+        return [f"{o}/m{math.floor(x / ground_block)}_{math.floor(y / ground_block)}" for o, (x, y) in zip(observations, places)]
     # blocks of one product only: two products of one observation (RED, COLOR) show the same ground on other pixel grids
     return [o if len(products[o]) > 1 and len(products) > 1 else f"{i}/b{r // block}_{c // block}"
             for i, o, r, c in zip(image_ids, observations, rows, cols)]
+
+
+def groups_seen_before(groups: Sequence[str], image_ids: Sequence[str], rows: Sequence[int], cols: Sequence[int], earlier: Collection[str],
+                       block: int = BLOCK_CHUNKS) -> List[str]:
+    """The groups that hold a sample an earlier split grouped into one of ``earlier`` (a base model's training groups): by
+    its group, its observation or its block, since that split may have grouped by the other (one image then, two now)."""
+    earlier = set(earlier)
+    seen = set()
+    for group, image_id, row, col in zip(groups, image_ids, rows, cols):
+        if {group, observation_of(image_id) or image_id, f"{image_id}/b{row // block}_{col // block}"} & earlier:
+            seen.add(group)
+    return sorted(seen)
 
 
 def observations_split_both_ways(observations: Sequence[str], labels: Sequence[int]) -> bool:
@@ -57,8 +76,10 @@ def without_overlaps(train: np.ndarray, validation: np.ndarray, boxes: Sequence[
     return kept
 
 
-def split_groups(groups: Sequence[str], labels: Sequence[int], validation_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Boolean masks (train, validation); every group lands wholly on one side.
+def split_groups(groups: Sequence[str], labels: Sequence[int], validation_fraction: float, seed: int,
+                 ineligible: Collection[str] = ()) -> Tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (train, validation); every group lands wholly on one side, and no ineligible group
+    in validation.
 
     Groups are shuffled with the seed and taken into validation until it holds the wanted
     share of samples; if one side lacks a class, the split is retried with other shuffles
@@ -69,11 +90,14 @@ def split_groups(groups: Sequence[str], labels: Sequence[int], validation_fracti
     unique = sorted(set(groups.tolist()))
     if len(unique) < 2:
         raise ValueError("at least two groups (images or spatial blocks) are needed to split train and validation")
+    candidates = [group for group in unique if group not in ineligible]
+    if not candidates:
+        raise ValueError("every group is ineligible for validation")
     target = validation_fraction * len(groups)
     best = None
     for attempt in range(50):
         rng = np.random.default_rng(seed + attempt)
-        order = rng.permutation(len(unique))
+        order = rng.permutation(len(candidates))
         chosen: List[str] = []
         count = 0
         for index in order:
@@ -81,8 +105,8 @@ def split_groups(groups: Sequence[str], labels: Sequence[int], validation_fracti
                 break
             if len(chosen) == len(unique) - 1:
                 break
-            chosen.append(unique[index])
-            count += int((groups == unique[index]).sum())
+            chosen.append(candidates[index])
+            count += int((groups == candidates[index]).sum())
         validation = np.isin(groups, chosen)
         train = ~validation
         balanced = len(set(labels[validation].tolist())) == 2 and len(set(labels[train].tolist())) == 2

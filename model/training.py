@@ -66,6 +66,9 @@ class TrainOptions:
     # Validation groups to keep (e.g. a base model's, so continuing never validates on chunks it
     # trained on); None splits anew.
     validation_groups: Optional[Sequence[str]] = None
+    # Groups a base model trained on (an earlier round's labels, kept): split anew, they stay out of
+    # validation where the split allows, so that the guard and early stopping judge on unseen chunks.
+    not_for_validation: Sequence[str] = ()
     # Share of each replay example's target taken from the base model's own probability rather than
     # its label (finetune.REPLAY_DISTILLATION; 0: labels only).
     distill: float = finetune.REPLAY_DISTILLATION
@@ -90,7 +93,19 @@ def trained_architecture(options: TrainOptions, base_metadata: Optional[Dict]) -
     return base_metadata["architecture"] if base_metadata is not None else architecture(options.input_size, options.widths, trunk=options.trunk)
 
 
-def _split(labels: np.ndarray, groups: Sequence[str], options: TrainOptions) -> Tuple[np.ndarray, np.ndarray]:
+def _split(labels: np.ndarray, groups: Sequence[str], options: TrainOptions, reporter: Reporter) -> Tuple[np.ndarray, np.ndarray]:
+    seen = set(options.not_for_validation) & set(groups)
+    if options.validation_groups is None and seen:
+        try:
+            train, validation = split_groups(groups, labels, options.validation_fraction, options.seed, ineligible=seen)
+        except ValueError:
+            train = validation = None
+        if validation is not None and all(len(set(labels[mask].tolist())) == 2 for mask in (train, validation)):
+            reporter.log(f"{len(seen)} of the groups were trained on by the base model (an earlier round's labels): kept out of validation")
+            return train, validation
+        reporter.warning(f"validation holds chunks the base model trained on ({len(seen)} groups of an earlier round's labels): without them "
+                         "it would lack icy or not-icy chunks, so its scores, and the comparison with the base, flatter the new model. "
+                         "Label some chunks of both kinds in new places.")
     if options.validation_groups is not None:
         try:
             return fixed_split(groups, options.validation_groups)
@@ -195,7 +210,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     prepare_tensorflow(architecture_widths(trained_architecture(options, base_metadata)))
     reporter = reporter or SilentReporter()
     labels = _checked_labels(labels, options)
-    train_mask, val_mask = _split(labels, groups, options)
+    train_mask, val_mask = _split(labels, groups, options, reporter)
     if boxes is not None:
         kept = without_overlaps(train_mask, val_mask, boxes)
         if int(train_mask.sum() - kept.sum()):
@@ -298,16 +313,21 @@ def _calibration(val_logits, val_y, base_metadata: Optional[Dict], mix, base_log
 
 def _evaluation(val_logits, val_y, chosen, calibration_record: Dict, split: Dict, best: Dict) -> Dict:
     probabilities = calibration.apply(val_logits, chosen)
+    # A calibration moved to a survey's share of icy chunks (calibration.with_prior) is judged at that share, as a survey meets
+    # it: at the validation chunks' own (often half icy) it reads as miscalibrated by the change of prior alone.
+    share = finetune.survey_prior(chosen)
+    weights = calibration.prior_weights(val_y, share) if share and 0 < val_y.mean() < 1 else None
     return {
         "validation_chunks": int(len(val_y)),
         "validation_icy": int(val_y.sum()),
         "validation_groups": split["validation_groups"],
         "at_0.5": metrics.summary(probabilities, val_y, 0.5),
         "at_icy_threshold": metrics.summary(probabilities, val_y, rules.ICY_THRESHOLD),
-        "ece_uncalibrated": calibration.expected_calibration_error(calibration.sigmoid(val_logits), val_y),
-        "ece_calibrated": calibration.expected_calibration_error(probabilities, val_y),
+        "ece_uncalibrated": calibration.expected_calibration_error(calibration.sigmoid(val_logits), val_y, weights=weights),
+        "ece_calibrated": calibration.expected_calibration_error(probabilities, val_y, weights=weights),
+        "ece_icy_share": float(share) if weights is not None else float(val_y.mean()),
         "calibration": calibration_record,
-        "reliability": calibration.reliability(probabilities, val_y),
+        "reliability": calibration.reliability(probabilities, val_y, weights=weights),
         "best_epoch": best["epoch"],
         "best_val_loss": float(best["loss"]),
     }

@@ -14,6 +14,7 @@ model also replay_ratio, distill and anchor (finetune.py's REPLAY_RATIO, REPLAY_
 ANCHOR_PULL); with outlines, cell_weight (TrainOptions.cell_weight; 0: chunk labels only).
 """
 
+import math
 import os
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -23,11 +24,12 @@ from . import finetune, modelfile
 from .chunking import DEFAULT_MIN_VALID
 from .errors import EngineError, LabelError, RasterError
 from .files import check_destination
+from .grid import pixel_to_map
 from .network import TRUNKS, network_stride, score_map_side
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
 from .raster import check_north_up, gdal_exceptions, north_turn_warning, squashed_pixel_warning
-from .splitting import block_groups
+from .splitting import BLOCK_CHUNKS, block_groups, groups_seen_before
 from .training import TrainOptions, prepare_tensorflow, train_arrays, trained_architecture
 
 
@@ -93,6 +95,7 @@ class JobChunks(NamedTuple):
     images: np.ndarray  # uint8 (n, s, s)
     labels: np.ndarray
     groups: List[str]  # the split's groups: observations, or blocks of one image (splitting.block_groups)
+    positions: Tuple[List[int], List[int]]  # (rows, cols) of each chunk in label-chunk units, as the groups' blocks count them
     boxes: List[Tuple[str, int, int, int, int]]  # (image_id, x_off, y_off, width, height): no pixel on both sides
     provenance: Dict
     unlabelled: Optional[np.ndarray]  # uint8 chunks drawn without a label, or None
@@ -110,6 +113,7 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
     rng = np.random.default_rng([options.seed, 9])
     samples, unlabelled = [], []
     used = []
+    transforms = {}  # image_id: its geotransform, which places chunks of several products on their common ground
     for entry in job["rasters"]:
         with RasterSource(entry["path"], int(entry.get("band", 0))) as source:
             info = source.info
@@ -118,6 +122,7 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
                     f"{info.image_id} is {info.width} x {info.height} px, smaller than one {options.chunk_size}-px chunk. Use a larger image or a smaller CHUNK_SIZE."
                 )
             check_north_up(info.path, info.geotransform, info.crs_wkt, info.width, info.height)
+            transforms[info.image_id] = info.geotransform
             # a model tuned on squashed or turned ground learns ice that the images it detects on do not show
             for warning in (squashed_pixel_warning(info.path, info.crs_wkt, info.geotransform, info.width, info.height),
                             north_turn_warning(info.path, info.crs_wkt, info.geotransform, info.width, info.height)):
@@ -147,11 +152,13 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
     labels = np.array([s.label for s in samples], np.int32)
     # Spatial blocks of 3 x 3 labelled chunks, whatever CHUNK_SIZE reads them at.
     unit = typical_side([s.window for s in samples]) if mode == "chunks" else options.chunk_size
-    groups = block_groups([s.image_id for s in samples], [s.window.y_off // unit for s in samples], [s.window.x_off // unit for s in samples],
-                          labels=labels, log=reporter.log)
+    positions = ([s.window.y_off // unit for s in samples], [s.window.x_off // unit for s in samples])
+    places = [pixel_to_map(transforms[s.image_id], s.window.x_off + s.window.width / 2, s.window.y_off + s.window.height / 2) for s in samples]
+    ground_block = BLOCK_CHUNKS * max(unit * math.hypot(gt[1], gt[4]) for gt in transforms.values())
+    groups = block_groups([s.image_id for s in samples], *positions, labels=labels, log=reporter.log, places=places, ground_block=ground_block)
     boxes = [(s.image_id, s.window.x_off, s.window.y_off, s.window.width, s.window.height) for s in samples]
     shares = np.stack([s.cells for s in samples]) if mode == "outlines" and cells else None
-    return JobChunks(images, labels, groups, boxes, {"label_mode": mode, "images": used}, np.stack(unlabelled) if unlabelled else None, shares)
+    return JobChunks(images, labels, groups, positions, boxes, {"label_mode": mode, "images": used}, np.stack(unlabelled) if unlabelled else None, shares)
 
 
 def _score_map_cells(mode: str, options: TrainOptions, base, reporter: Reporter) -> int:
@@ -191,6 +198,9 @@ def run_job(job: Dict, reporter: Reporter = None) -> Dict:
         options.chunk_size = tuned_chunk_size(options.chunk_size, label_size, base[1]["chunk_size"] if base else None, TrainOptions.chunk_size, reporter, options.input_size)
         chunks = collect_job_chunks(seen, options, normalisation, reporter, options.unlabelled if base else 0.0, _score_map_cells(mode, options, base, reporter))
     options.extra_metadata = {"data": chunks.provenance}
+    if base and isinstance(base[1].get("training", {}).get("data"), dict):  # a base trained on labels: an earlier round's, perhaps kept
+        earlier = base[1]["training"].get("split", {}).get("train_groups", [])
+        options.not_for_validation = groups_seen_before(chunks.groups, [box[0] for box in chunks.boxes], *chunks.positions, earlier)
     outcome = train_arrays(chunks.images, chunks.labels, chunks.groups, options, reporter, base, replay=replay, unlabelled=chunks.unlabelled, cells=chunks.cells,
                            boxes=chunks.boxes)
     try:

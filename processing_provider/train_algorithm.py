@@ -1,12 +1,15 @@
 """hiriseice:train - train (or continue training) a model from labelled layers, in the worker."""
 
+import collections
 import dataclasses
 import json
 import math
 import os
 import uuid
+from typing import Dict
 
 from qgis.core import (
+    NULL,
     Qgis,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
@@ -29,6 +32,7 @@ from qgis.PyQt.QtCore import QVariant
 
 from .algorithm import HiriseIceAlgorithm, LayerListParameter
 from .common import add_features, check_band, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
+from .destinations import check_room, check_written, file_destination, not_written
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
 from .engine import errors, files, gdal_exceptions, modelfile, network, raster, schema, training
 
@@ -36,6 +40,8 @@ AUGMENT_MODES = training.AUGMENT_MODES
 from .worker import partial_path, run_worker
 
 LABEL_MODES = ("chunks", "outlines")
+# Free room asked of each output's disk before training: a model file (about 10 MB, 60 with its replay sample) and its report
+TRAINING_OUTPUT_BYTES = 100 * 1024 * 1024
 # NETWORK's choices, in network.TRUNKS's order.
 NETWORK_LABELS = ("Small Xception of the paper, from random weights", "EfficientNet-Lite0, from ImageNet weights")
 
@@ -219,8 +225,10 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             )
 
     @staticmethod
-    def _geometries_over(layer, raster_layer, context, feedback, attribute_index=None):
-        """(wkt, raw attribute, which feature it is) of `layer`'s features reprojected into the raster's CRS and over its extent; and the failures."""
+    def _geometries_over(layer, raster_layer, context, feedback, attribute_index=None, image_id=""):
+        """(wkt, raw attribute, which feature it is) of `layer`'s features reprojected into the raster's CRS and over its extent; the
+        failures; and the image IDs of those over it that belong to another image. A feature with an image_id (a Detect chunk layer's)
+        is read on that image only: HiRISE images a site again, and a chunk labelled icy in spring is not icy in summer."""
         target = raster_layer.crs()
         extent = raster_layer.extent()
         extent_geometry = QgsGeometry.fromRect(extent)
@@ -243,7 +251,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             # and then left the coordinates as they were, which could have placed them anywhere on the image
             feedback.pushInfo(f"'{layer.name()}' ({source_crs.description()}) lies on another Mars sphere than '{raster_layer.name()}' "
                               f"({target.description()}), between which PROJ finds no transformation: its features are not used over that image.")
-            return [], 0
+            return [], 0, collections.Counter()
         transform = QgsCoordinateTransform(source_crs, target, context.transformContext())
         request = QgsFeatureRequest()
         try:
@@ -251,11 +259,9 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             request.setFilterRect(transform.transformBoundingBox(extent, Qgis.TransformDirection.Reverse))
         except QgsCsException:
             pass
-        if attribute_index is None:
-            request.setNoAttributes()
-        else:
-            request.setSubsetOfAttributes([attribute_index])
-        found, failures = [], 0
+        image_index = layer.fields().lookupField("image_id")
+        request.setSubsetOfAttributes([i for i in (attribute_index, image_index) if i is not None and i >= 0])
+        found, failures, elsewhere = [], 0, collections.Counter()
         for feature in layer.getFeatures(request):
             if feedback.isCanceled():
                 raise QgsProcessingException("Cancelled by the user; no model was trained.")
@@ -269,9 +275,13 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 continue
             if not geometry.intersects(extent_geometry):
                 continue
+            drawn_on = feature.attribute(image_index) if image_index >= 0 else None
+            if drawn_on not in (None, NULL) and str(drawn_on).strip() and str(drawn_on).strip() != image_id:
+                elsewhere[str(drawn_on).strip()] += 1
+                continue
             value = json_label(feature.attribute(attribute_index)) if attribute_index is not None else None
             found.append((geometry.asWkt(), value, f"feature {feature.id()} of '{layer.name()}'"))
-        return found, failures
+        return found, failures, elsewhere
 
     @staticmethod
     def _check_destination(path, parameter):
@@ -285,6 +295,9 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         self.warn_of_what_formats_drop(parameters, feedback)
         # Outputs first: an unwritable folder must not be found after reading every label and training.
         output_model, report = self._output_files(parameters, context, feedback)
+        history = file_destination(self.HISTORY, self.sink_destination(parameters, self.HISTORY, context), vector=True)
+        check_room([file_destination(self.OUTPUT_MODEL, output_model), file_destination(self.REPORT, report)] + ([history] if history else []),
+                   TRAINING_OUTPUT_BYTES, "a model file, its report and the history")
         rasters = self._distinct(self.parameterAsLayerList(parameters, self.RASTERS, context), feedback)
         label_layers = self.parameterAsLayerList(parameters, self.LABELS, context)
         if not rasters:
@@ -306,21 +319,41 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         job = dict(self._training_settings(parameters, context), rasters=entries, label_mode=mode, base_model=base_model or None, widths=widths,
                    output_model=output_model, report=report)
         job_path = os.path.join(QgsProcessingUtils.tempFolder(), f"hiriseice_train_{uuid.uuid4().hex[:12]}.json")
-        with open(job_path, "w", encoding="utf-8") as handle:
-            json.dump(job, handle)
+        try:
+            with open(job_path, "w", encoding="utf-8") as handle:
+                json.dump(job, handle)
+        except OSError as exc:
+            files.remove_quietly([job_path])
+            raise QgsProcessingException(f"The training job could not be written to QGIS's temporary folder {os.path.dirname(job_path)} "
+                                         f"({exc.strerror}). Free some space there (or point TMPDIR elsewhere), and run again.") from None
         feedback.pushInfo(f"Training job: {job_path}")
 
         result = run_worker(["train", job_path], feedback, partial_outputs=[partial_path(output_model), partial_path(report)])
         self._log_metrics(result.get("metrics") or {}, feedback)
 
         results = {self.OUTPUT_MODEL: result.get("model_path", output_model), self.REPORT: report}
-        fields = make_fields(schema.HISTORY_FIELDS)
-        sink, destination = self.parameterAsSink(parameters, self.HISTORY, context, fields, QgsWkbTypes.Type.NoGeometry, QgsCoordinateReferenceSystem())
-        if sink is not None:
-            add_features(sink, features_from_dicts(result.get("history") or [], fields), "history")
-            del sink
-            results[self.HISTORY] = destination
+        try:
+            results.update(self._write_history(parameters, context, history, result.get("history") or []))
+        except QgsProcessingException as exc:  # the model is what the run was for: it stays
+            feedback.pushWarning(f"{exc} The model and its report were written, and the report shows the history.")
         return results
+
+    def _write_history(self, parameters, context, history, rows) -> Dict:
+        """{HISTORY: its destination} once written and read back; {} where not wanted. history: its FileDestination, None in memory."""
+        fields = make_fields(schema.HISTORY_FIELDS)
+        try:
+            sink, destination = self.parameterAsSink(parameters, self.HISTORY, context, fields, QgsWkbTypes.Type.NoGeometry, QgsCoordinateReferenceSystem())
+        except QgsProcessingException:
+            if history is None:
+                raise
+            raise not_written(history, "training history", "the layer could not be created") from None
+        if sink is None:
+            return {}
+        add_features(sink, features_from_dicts(rows, fields), "history")
+        del sink
+        if history is not None:
+            check_written(history, len(rows), "training history")
+        return {self.HISTORY: destination}
 
     def written_destinations(self, parameters):
         """OUTPUT_MODEL with the extension _output_files gives it, so that REPORT=m.hiriseice beside OUTPUT_MODEL=m
@@ -394,16 +427,24 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         entries, empty = [], []
         for raster_layer in rasters:
             require_crs(raster_layer)
-            labels, unreadable = [], 0
+            path = raster_path_for_worker(raster_layer, context, feedback)
+            image_id = raster.image_id_of(path)
+            labels, unreadable, elsewhere = [], 0, collections.Counter()
             for layer in label_layers:
-                found, failures = self._geometries_over(layer, raster_layer, context, feedback, indices[layer.id()])
+                found, failures, other_images = self._geometries_over(layer, raster_layer, context, feedback, indices[layer.id()], image_id)
                 labels.extend({"wkt": wkt, "label": value, "feature": which} for wkt, value, which in found)
                 unreadable += failures
+                elsewhere += other_images
             exclude = []
             for layer in exclude_layers:
-                found, failures = self._geometries_over(layer, raster_layer, context, feedback)
+                found, failures, _other_images = self._geometries_over(layer, raster_layer, context, feedback, image_id=image_id)
                 exclude.extend(wkt for wkt, _, _ in found)
                 unreadable += failures
+            if elsewhere:
+                named = ", ".join(f"{name} ({count})" for name, count in elsewhere.most_common(3)) + (" ..." if len(elsewhere) > 3 else "")
+                feedback.pushInfo(f"'{raster_layer.name()}' ({image_id}): {sum(elsewhere.values())} label feature(s) over its ground were drawn on other "
+                                  f"images, as their image_id says ({named}), and are read on those only. If one of them is this image under another "
+                                  "file name, give the raster its original name.")
             if unreadable:
                 feedback.pushWarning(
                     f"{unreadable} feature(s) could not be transformed into the CRS of '{raster_layer.name()}' ({raster_layer.crs().description() or raster_layer.crs().toProj()}); "
@@ -417,7 +458,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 continue
             values = f"{filled} with a value" if mode == "chunks" else f"{len(labels) - filled} without a value, so ice as drawn"
             feedback.pushInfo(f"'{raster_layer.name()}': {len(labels)} label feature(s) over it ({values}), {len(exclude)} exclusion polygon(s)")
-            entries.append({"path": raster_path_for_worker(raster_layer, context, feedback), "band": band, "labels": labels, "exclude": exclude})
+            entries.append({"path": path, "band": band, "labels": labels, "exclude": exclude})
         if entries:
             return entries
         names = ", ".join(f"'{name}'" for name, _ in empty)

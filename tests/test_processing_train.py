@@ -497,3 +497,26 @@ def test_a_measure_the_validation_chunks_leave_undefined_is_said_in_words_not_na
     feedback = qs.recording_feedback()
     TrainAlgorithm._log_metrics({"at_icy_threshold": {"accuracy": 0.667, "precision": math.nan, "recall": 0.0, "roc_auc": 0.25}}, feedback)
     assert feedback.infos == ["Validation at the icy threshold: accuracy 0.667, precision - (no chunk called icy), recall 0.000, roc_auc 0.250"]
+
+
+def test_a_disk_without_room_for_the_history_is_refused_before_training(qgis_app, labelled_geographic, training_data, tmp_path, small_disk):
+    """A full disk for HISTORY was found after the whole training, as 5.7 kB of SQLite's SQL."""
+    disk = small_disk(64)
+    said = qs.processing_error("hiriseice:train", dict(TINY, RASTERS=[training_data.raster.path], LABELS=[labelled_geographic], EPOCHS=1,
+                                                       OUTPUT_MODEL=str(tmp_path / "model.hiriseice"), HISTORY=str(disk / "history.gpkg"),
+                                                       REPORT=str(tmp_path / "training.html")))
+    assert f"HISTORY cannot be written to {disk / 'history.gpkg'}: its disk has 0.07 MB free and a model file, its report and the history need about 104.86 MB" in said, said
+    assert os.listdir(disk) == [] and not (tmp_path / "model.hiriseice").exists()
+
+
+def test_chunk_labels_are_read_on_the_image_they_were_drawn_on_not_on_another_of_the_same_ground(qgis_app, labelled_geographic, training_data, tmp_path):
+    """A label was given to every raster whose extent it met: a chunk labelled icy on one observation was taught as icy on a
+    repeat image of the same site (where the frost may be gone), and the same ground sat in training and validation."""
+    repeat = tmp_path / "ESP_099999_1055_RED.tif"  # the same ground, imaged again
+    shutil.copyfile(training_data.raster.path, repeat)
+    results = train(tmp_path, [training_data.raster.path, str(repeat)], [labelled_geographic], epochs=1)
+    job = job_of(results)
+    assert [entry["path"] for entry in job["rasters"]] == [training_data.raster.path], job["rasters"]
+    said = [text for text in results["_feedback"].infos if text.startswith(f"'{repeat.stem}' ({repeat.stem}): ")]
+    assert len(said) == 1 and "label feature(s) over its ground were drawn on other images, as their image_id says" in said[0], results["_feedback"].infos
+    assert any(f"No label feature lies over '{repeat.stem}'" in warning for warning in results["_feedback"].warnings), results["_feedback"].warnings

@@ -387,7 +387,11 @@ def test_two_products_of_one_observation_are_one_group():
     """The RED and COLOR products (or two tiles) of an observation show the same ground."""
     ids = ["ESP_011605_1170_RED", "ESP_011605_1170_COLOR", "ESP_011606_1170_RED", "scene_b"]
     assert splitting.block_groups(ids, [0, 5, 9, 1], [0, 5, 9, 1]) == ["ESP_011605_1170", "ESP_011605_1170", "ESP_011606_1170", "scene_b"]
-    # both products of one observation alone: blocks of each, as for one image
+    # both products of one observation alone: blocks of the ground they share (blocks of each product's own pixels put the
+    # same ground on both sides of the split), where the chunks' places are known; else blocks of each, as for one image
+    places = [(150.0, -20.0), (160.0, -30.0), (450.0, -20.0)]
+    three = ids[:2] + ["ESP_011605_1170_RED"]
+    assert splitting.block_groups(three, [0, 5, 0], [0, 5, 9], places=places, ground_block=300.0) == ["ESP_011605_1170/m0_-1", "ESP_011605_1170/m0_-1", "ESP_011605_1170/m1_-1"]
     assert splitting.block_groups(ids[:2], [0, 5], [0, 5]) == ["ESP_011605_1170_RED/b0_0", "ESP_011605_1170_COLOR/b1_1"]
 
 
@@ -520,3 +524,23 @@ def test_training_learns_a_separable_task_to_auc_0_95_on_an_unseen_scene(worker_
     auc = metrics.roc_auc([c["probability"] for c in chunks], truth)
     print(f"AUC on the unseen scene: {auc:.3f}")
     assert auc >= 0.95
+
+
+def test_a_second_round_keeps_the_chunks_its_base_trained_on_out_of_validation():
+    """A second round with the first round's labels kept split anew: a quarter of its validation chunks were the base's training
+    chunks, which early stopping, the calibration and the guard's base-against-new comparison then judged on."""
+    from model import training
+    from model.protocol import SilentReporter
+
+    ids = [f"ESP_0{n}0000_1300_RED" for n in range(1, 9) for _ in range(10)]
+    labels = np.array(([1] * 5 + [0] * 5) * 8)
+    groups = splitting.block_groups(ids, [0] * 80, [0] * 80, labels=labels)
+    earlier = ["ESP_010000_1300", "ESP_020000_1300", "ESP_030000_1300", "ESP_040000_1300"]  # round 1's training observations
+    seen = splitting.groups_seen_before(groups, ids, [0] * 80, [0] * 80, earlier)
+    assert seen == earlier
+    for seed in range(10):
+        options = training.TrainOptions(seed=seed, validation_fraction=0.3, not_for_validation=seen)
+        train, validation = training._split(labels, groups, options, SilentReporter())
+        assert not set(np.asarray(groups)[validation].tolist()) & set(earlier) and validation.any() and train.any()
+    # A base that split one image in blocks, continued on two: its blocks still count.
+    assert splitting.groups_seen_before(groups, ids, [0] * 80, [4] * 80, ["ESP_010000_1300_RED/b0_1"]) == ["ESP_010000_1300"]
