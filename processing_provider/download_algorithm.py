@@ -33,6 +33,7 @@ class DownloadAlgorithm(HiriseIceAlgorithm):
     DISPLAY_NAME = "Download HiRISE products"
     GROUP = "Data preparation"
     GROUP_ID = "preparation"
+    STOPPED_LEAVES = "the files it had finished stay in the folder, and the next run resumes the one it was fetching"
 
     INPUT = "INPUT"
     FOLDER = "FOLDER"

@@ -12,7 +12,7 @@ from osgeo import osr
 
 import qgis_support as qs
 from helpers import LocalWebServer, send_body
-from model import download
+from model import download, files
 
 FIND_FIELDS = [
     "product_id", "observation_id", "product_type", "centre_latitude", "centre_longitude", "minimum_latitude", "maximum_latitude",
@@ -304,3 +304,54 @@ def test_limits_given_empty_in_qgis_process_are_not_applied(tmp_path):
                           f"OUTPUT={tmp_path / 'all.gpkg'}")
     assert run.returncode == 0 and "Query: RED products; centre latitude any; Ls any" in run.stdout, run.stdout[-3000:]
     assert "incidence" not in run.stdout.split("Query: ", 1)[1].splitlines()[0] and "Found 0 products" not in run.stdout, run.stdout[-3000:]
+
+
+def test_a_download_stopped_by_sigterm_says_what_it_kept(tmp_path):
+    """The message of every algorithm stopped by a signal said 'no output was written': a download keeps what it finished."""
+    import signal
+    import subprocess
+    import time
+
+    from osgeo import ogr, osr
+
+    body = download.JP2_SIGNATURE + struct.pack(">I4s", 0, b"jp2c") + download.CODESTREAM_START + b"\1" * 2_000_000 + download.CODESTREAM_END
+
+    def slowly(request):
+        request.send_response(200)
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        for start in range(0, len(body), 20_000):
+            request.wfile.write(body[start:start + 20_000])
+            request.wfile.flush()
+            time.sleep(0.2)
+
+    server = LocalWebServer(slowly)
+    footprints = tmp_path / "found.gpkg"
+    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(str(footprints))
+    mars = osr.SpatialReference()
+    mars.SetFromUserInput("IAU_2015:49900")
+    layer = dataset.CreateLayer("found", mars, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("jp2_url", ogr.OFTString))
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature["jp2_url"] = f"http://127.0.0.1:{server.port}/PDS/B_RED.JP2"
+    feature.SetGeometry(ogr.CreateGeometryFromWkt("POLYGON((10 -50,10.1 -50,10.1 -49.9,10 -50))"))
+    layer.CreateFeature(feature)
+    dataset = None
+    folder = tmp_path / "downloads"
+    partial = files.partial_path(str(folder / "B_RED.JP2"))
+    process = subprocess.Popen(["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:download", "--", f"INPUT={footprints}", f"FOLDER={folder}", "LABELS=false"],
+                               env=qs.qgis_process_environment({"no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1"}), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (os.path.isfile(partial) and os.path.getsize(partial) > 0) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        server.stop()
+    assert process.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert "ERROR:\tStopped by SIGTERM: the files it had finished stay in the folder, and the next run resumes the one it was fetching." in out, out[-3000:]
+    assert 0 < os.path.getsize(partial) < len(body) and not (folder / "B_RED.JP2").exists()
