@@ -133,12 +133,10 @@ LOAD_SCRIPT = r'''
 import json, os, sys
 sys.path.append("/usr/share/qgis/python/plugins")
 from qgis.core import QgsApplication
-from qgis.PyQt.QtWidgets import QMainWindow
 
 app = QgsApplication([], True)
 app.initQgis()
 import qgis.utils
-from qgis.gui import QgsMessageBar
 
 plugins_folder = sys.argv[1]
 sys.path.insert(0, plugins_folder)
@@ -146,37 +144,9 @@ qgis.utils.plugin_paths = [plugins_folder]
 qgis.utils.updateAvailablePlugins()
 
 
-class Iface:
-    """The part of QgisInterface that initGui uses, on a real main window."""
+from gui_session import make_iface  # tests/ is on PYTHONPATH: the stand-in for the QGIS main window's iface
 
-    def __init__(self):
-        self.window = QMainWindow()
-        self.help = self.window.menuBar().addMenu("Help")
-        self.bar = QgsMessageBar(self.window)
-
-    def mainWindow(self):
-        return self.window
-
-    def firstRightStandardMenu(self):
-        return self.help
-
-    def addToolBar(self, name):
-        return self.window.addToolBar(name)
-
-    def registerMainWindowAction(self, action, shortcut):
-        return True
-
-    def unregisterMainWindowAction(self, action):
-        return True
-
-    def messageBar(self):
-        return self.bar
-
-    def mapCanvas(self):  # Processing asks for it to build its expression context
-        return None
-
-
-qgis.utils.iface = Iface()
+qgis.utils.iface = make_iface()
 out = {"available": list(qgis.utils.available_plugins), "name": qgis.utils.pluginMetadata("hirise_ice_patches", "name")}
 out["loaded"] = qgis.utils.loadPlugin("hirise_ice_patches")
 out["started"] = qgis.utils.startPlugin("hirise_ice_patches")
@@ -240,7 +210,7 @@ def test_installed_from_the_zip_into_a_fresh_profile_it_loads(package, tmp_path)
     runtime = tmp_path / "xdg-runtime"
     runtime.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HIRISEICE_WORKER_PYTHON")}
-    env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(config), XDG_RUNTIME_DIR=str(runtime))
+    env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(config), XDG_RUNTIME_DIR=str(runtime), PYTHONPATH=str(REPO / "tests"))
     done = subprocess.run(["nice", "-n", "19", sys.executable, str(script), str(plugins), str(work)], env=env, capture_output=True, text=True, timeout=300, cwd=str(work))
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"exit {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"

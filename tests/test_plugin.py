@@ -352,10 +352,9 @@ def test_chunk_layer_is_active_after_processing_loads_detect_outputs(qgis_app, m
 GUI_SCRIPT = r'''
 import json, sys
 from qgis.core import QgsApplication, QgsFeature, QgsField, QgsGeometry, QgsVectorLayer
-from qgis.gui import QgsMapCanvas, QgsMessageBar
 from qgis.PyQt.QtCore import QCoreApplication, QEvent, Qt
 from qgis.PyQt.QtTest import QTest
-from qgis.PyQt.QtWidgets import QDockWidget, QMainWindow, QPushButton, QToolBar
+from qgis.PyQt.QtWidgets import QDockWidget, QPushButton, QToolBar
 
 app = QgsApplication([], True)
 app.initQgis()
@@ -364,51 +363,7 @@ import hirise_ice_patches
 from hirise_ice_patches.plugin.styling import QVARIANT_TYPES
 
 
-class Iface:
-    """The part of QgisInterface the plugin uses, on a real main window and message bar."""
-
-    def __init__(self):
-        self.window = QMainWindow()
-        self.window.menuBar().addMenu("Settings")
-        self.help = self.window.menuBar().addMenu("Help")
-        self.bar = QgsMessageBar(self.window)
-        self.canvas = QgsMapCanvas(self.window)
-        self.window.setCentralWidget(self.canvas)
-        self.layer = None
-        self.shortcuts = {}
-
-    def mapCanvas(self):
-        return self.canvas
-
-    def addDockWidget(self, area, dock):
-        self.window.addDockWidget(area, dock)
-
-    def removeDockWidget(self, dock):
-        self.window.removeDockWidget(dock)
-
-    def mainWindow(self):
-        return self.window
-
-    def firstRightStandardMenu(self):
-        return self.help
-
-    def addToolBar(self, name):
-        return self.window.addToolBar(name)
-
-    def registerMainWindowAction(self, action, shortcut):
-        action.setShortcut(shortcut)
-        self.shortcuts[action.text()] = shortcut
-        return True
-
-    def unregisterMainWindowAction(self, action):
-        return self.shortcuts.pop(action.text(), None) is not None
-
-    def messageBar(self):
-        return self.bar
-
-    def activeLayer(self):
-        return self.layer
-
+from gui_session import make_iface  # tests/ is on PYTHONPATH: the stand-in for the QGIS main window's iface
 
 def layer(with_label=True):
     vl = QgsVectorLayer("Polygon?crs=EPSG:4326", "chunks", "memory")
@@ -432,7 +387,7 @@ def flush():
     app.processEvents()
 
 
-iface = Iface()
+iface = make_iface()
 plugin = hirise_ice_patches.classFactory(iface)
 out = {"class": type(plugin).__name__}
 plugin.initGui()
@@ -513,7 +468,8 @@ def test_plugin_gui_loads_marks_and_unloads_without_a_worker(qgis_app, tmp_path)
     env = qs.environment_without_worker(plugins, tmp_path / "config")
     script = tmp_path / "gui.py"
     script.write_text(GUI_SCRIPT, encoding="utf-8")
-    done = subprocess.run([sys.executable, str(script), str(plugins)], env=env, capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    done = subprocess.run([sys.executable, str(script), str(plugins)], env=dict(env, PYTHONPATH=str(qs.REPO_ROOT / "tests")), capture_output=True, text=True,
+                          timeout=120, cwd=str(tmp_path))
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"exit {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
     out = json.loads(lines[-1][len("RESULT "):])
