@@ -116,6 +116,7 @@ class SessionRun(WorkerRun):
     """One detect as a job of the session worker; a worker of its own while another run holds it."""
 
     STOPPED = "its job in the session worker was stopped"
+    ended_midway: Optional[int] = None  # the pid of a session worker that ended during this run's job
 
     def _execute(self, python: str) -> int:
         path = self.socket_path = session_socket(python)
@@ -187,11 +188,22 @@ class SessionRun(WorkerRun):
             if self.status is None:  # its lines ended: the worker died
                 if reused and not self.answered:
                     raise WorkerUnresponsive()
+                _wait_gone(pid, path)  # so that its last words are in its log
                 self.stderr_tail = collections.deque(_tail(path).splitlines(), maxlen=STDERR_LINES)
+                self.ended_midway = pid
                 return 1
             return self.status
         finally:
             connection.close()
+
+    def crash_message(self, returncode: int) -> str:
+        """The session worker is no child of this run: how it ended is not known here, only that it did, and its log."""
+        pid = self.ended_midway
+        if pid is None or any("No module named" in line or "SyntaxError" in line for line in self.stderr_tail):
+            return super().crash_message(returncode)
+        return (f"The session worker (pid {pid}) ended during this job without a word: it was killed (out of memory?) or crashed. "
+                f"Run again: the next run starts a new one. Last lines of its log ({self.socket_path}.log):\n"
+                + ("\n".join(self.stderr_tail) or "(empty)"))
 
     def _stop_worker(self, process) -> None:
         """Cancel ends the connection, not the session worker: the job stops, the worker waits for the next."""
@@ -241,6 +253,12 @@ def _serves(pid: int, path: str) -> bool:
     except OSError:
         return False
     return f"--listen {path}" in command
+
+
+def _wait_gone(pid: Optional[int], path: str, seconds: float = 2.0) -> None:
+    deadline = time.monotonic() + seconds
+    while pid is not None and _serves(pid, path) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _unlink(path: str) -> None:

@@ -286,3 +286,31 @@ def test_a_session_worker_that_falls_silent_mid_job_is_stopped_not_left_holding_
     assert "The worker said nothing for 5 s while detecting" in out, out[-3000:]
     assert "The session worker was stopped (the next run starts another) and no output was written." in out, out[-3000:]
     assert left_running == [] and os.listdir(out_folder) == []
+
+
+def test_a_session_worker_killed_mid_job_is_said_to_have_ended_with_what_to_do(tiny_model, tmp_path, runtime):
+    """kill -9 of the session worker mid-job read 'The worker stopped unexpectedly (exit status 1) ... (empty)': neither true nor
+    a way on."""
+    raster = helpers.generate_raster(tmp_path, name="big.tif", width=1024, height=1024, seed=9).path
+    environment = qs.qgis_process_environment({"XDG_RUNTIME_DIR": str(runtime), "HIRISEICE_SESSION_WORKER": str(IDLE_MINUTES)})
+    process = subprocess.Popen(["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:detect", "--", f"INPUT={raster}", f"MODEL={tiny_model.path}",
+                                f"CHUNK_SIZE={helpers.TINY_CHUNK_SIZE}", "STRIDE=8", "BATCH_SIZE=1", f"OUTPUT={tmp_path / 'chunks.gpkg'}"],
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = []
+    try:
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline and process.poll() is None:
+            for pid in qs.processes_with(f"--listen {runtime}"):
+                if holds_open(pid, raster):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.01)
+        out, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert killed, out[-3000:]
+    assert process.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert f"ERROR:\tThe session worker (pid {killed[0]}) ended during this job without a word: it was killed (out of memory?) or crashed. " \
+           "Run again: the next run starts a new one." in out, out[-3000:]
+    assert not (tmp_path / "chunks.gpkg").exists() and not qs.files_named_partial(tmp_path)
