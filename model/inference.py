@@ -59,9 +59,9 @@ SCORING_ROUTES = ("auto", "map", "chunk")
 # finds 93 of the 95 cut groups scoring every chunk alone finds; asking also that it score above
 # every tile under it rescored a quarter as many (benchmarks/scene.py) but found only 72.
 RESCORE_FROM = 0.1
-# ...or whose central half holds a map cell this likely icy: there the tiles' edges cut the chunk,
-# and a patch they cut can light a cell or two while every tile's mean stays low (a caster patch
-# on a tile corner: the chunk's map mean 0.06, cells by the corner 0.5-0.9, alone 1.00).
+# ...or with a map cell this likely icy along a tile edge that crosses it: a patch the edge cuts can
+# light a cell or two while every tile's mean stays low (a caster patch on a tile corner: the
+# chunk's map mean 0.06, cells by the corner 0.5-0.9, alone 1.00).
 RESCORE_PEAK = 0.5
 # Through a long stretch of no-data (a sparse mosaic) the reader still says how far it got this often:
 # the client acts on cancel at a progress line, and a worker whose client has gone stops at its next line.
@@ -149,7 +149,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     if options.probability_raster:
         geometry, logits, valid_share = score_map
         scoremap.write_probability_raster(options.probability_raster, geometry, logits, valid_share, metadata.get("calibration"), info.geotransform, info.crs_wkt,
-                                          before_commit=lambda: reporter.log(f"ice probability raster: {os.path.abspath(options.probability_raster)} "
+                                          [(c["row"], c["col"]) for c in chunks], before_commit=lambda: reporter.log(f"ice probability raster: {os.path.abspath(options.probability_raster)} "
                                                                              f"({geometry.chunk_size * geometry.cell / geometry.input_size:g}-px cells)"))
     add_review_ranks(chunks, options.icy_threshold, review.neighbour_radius(chunk_size, stride))
     elapsed = time.monotonic() - started
@@ -235,7 +235,7 @@ def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, m
                                           keep_pixels=stride < chunk_size, readers=readers, rows_scored=chunks_of_map.rows_scored)
         kept, rescored = chunks_of_map.finish()
     reporter.log(f"{rescored} of the {chunks_of_map.between} chunks between the map's tiles scored alone again (map probability {RESCORE_FROM} or more, "
-                 f"or a cell of {RESCORE_PEAK} or more in their central half)")
+                 f"or a cell of {RESCORE_PEAK} or more along a tile edge across them)")
     chunks = [chunk_row(info, window, whole, centre, p, options) for window, whole, centre, p in kept]
     return chunks, (geometry, score_map.logits, score_map.valid_share), mapper.seconds, rescored
 
@@ -284,7 +284,7 @@ class MapChunks:
         if self.geometry.on_tile(window.row, window.col):
             return
         self.between += 1
-        if entry[3] >= RESCORE_FROM or calibration.apply([score_map.central_peak_logit(window.row, window.col)], self.calibration)[0] >= RESCORE_PEAK:
+        if entry[3] >= RESCORE_FROM or calibration.apply([score_map.cut_peak_logit(window.row, window.col)], self.calibration)[0] >= RESCORE_PEAK:
             cut = None if score_map.pixels is None else score_map.pixels.chunk(window.row, window.col)
             data, valid = cut if cut is not None else self.read_chunk(window)
             self.again.append(entry)

@@ -25,7 +25,7 @@ import functools
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -270,13 +270,19 @@ class ScoreMap:
         rows, cols = self.geometry.chunk_cells(row, col)
         return float(self.logits[rows, cols].mean(dtype=np.float64))
 
-    def central_peak_logit(self, row: int, col: int) -> float:
-        """The highest cell logit in the chunk's central half, where the edges of the tiles under a
-        chunk between tiles run (so where a patch they cut lies)."""
+    def cut_peak_logit(self, row: int, col: int) -> float:
+        """The highest cell logit of a chunk between tiles along the tiles' edges that cross it (a cell on
+        either side), where a patch they cut lies and lights a cell or two while every tile's mean stays
+        low. Not the chunk's central half: at a quarter-chunk offset the edge runs along that half's border."""
         rows, cols = self.geometry.chunk_cells(row, col)
-        cells = rows.stop - rows.start
-        quarter = min(max(1, cells // 4), (cells - 1) // 2)  # a chunk of 2 cells across: both are its centre
-        return float(self.logits[rows.start + quarter : rows.stop - quarter, cols.start + quarter : cols.stop - quarter].max())
+        per_tile = self.geometry.input_size // self.geometry.cell
+        near = [np.zeros(span.stop - span.start, bool) for span in (rows, cols)]
+        for mask, span in zip(near, (rows, cols)):
+            for edge in range(span.start + 1, span.stop):  # a tile edge inside the chunk, between cells edge - 1 and edge
+                if edge % per_tile == 0:
+                    mask[[edge - 1 - span.start, edge - span.start]] = True
+        region = near[0][:, None] | near[1][None, :]
+        return float(self.logits[rows, cols][region].max()) if region.any() else -np.inf
 
 
 def score_canvas(
@@ -438,18 +444,22 @@ PROBABILITY_NODATA = -1.0
 
 
 def write_probability_raster(path: str, geometry: MapGeometry, logits: np.ndarray, valid_share: np.ndarray, calibration_spec: Optional[Dict], geotransform, crs_wkt: str,
-                             before_commit: Optional[Callable[[], None]] = None) -> str:
+                             kept: Sequence[Tuple[int, int]], before_commit: Optional[Callable[[], None]] = None) -> str:
     """The calibrated ice probability of every score-map cell over the raster as a Float32 GeoTIFF
     (cells of chunk_size / input_size * cell raster pixels, the raster's CRS, origin and rotation);
-    cells without image data or without a chunk are no-data (-1). Written to files.partial_path
-    first and renamed when complete."""
+    cells without image data or under no kept chunk ((row, col) of each) are no-data (-1): the map
+    route scores tiles whose chunk MIN_VALID drops, and their cells lit footprint borders that no
+    chunk supports. Written to files.partial_path first and renamed when complete."""
     from osgeo import gdal, osr
 
     rows, cols = geometry.raster_cells  # the whole raster: cells past the map (an unscored edge sliver) are no-data
     part = np.full((rows, cols), np.nan)
     share = np.zeros((rows, cols))
     covered_rows, covered_cols = min(rows, logits.shape[0]), min(cols, logits.shape[1])
-    part[:covered_rows, :covered_cols] = logits[:covered_rows, :covered_cols]
+    under_chunks = np.zeros(logits.shape, bool)
+    for row, col in kept:
+        under_chunks[geometry.chunk_cells(row, col)] = True
+    part[:covered_rows, :covered_cols] = np.where(under_chunks, logits, np.nan)[:covered_rows, :covered_cols]
     share[:covered_rows, :covered_cols] = valid_share[:covered_rows, :covered_cols]
     probability = calibration.apply(np.nan_to_num(part), calibration_spec).astype(np.float32)
     probability[(share <= 0) | ~np.isfinite(part)] = PROBABILITY_NODATA

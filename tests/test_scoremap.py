@@ -226,7 +226,7 @@ for stride in (chunk // 2, chunk // 4):
                 continue
             entry = [w.chunk_id, calibration.apply([m.chunk_logit(w.row, w.col)], cal)[0]]
             expected.append(entry)
-            peak = calibration.apply([m.central_peak_logit(w.row, w.col)], cal)[0]
+            peak = calibration.apply([m.cut_peak_logit(w.row, w.col)], cal)[0]
             if not g.on_tile(w.row, w.col) and (entry[1] >= inference.RESCORE_FROM or peak >= inference.RESCORE_PEAK):
                 again.append((entry, network_input(*source.read_chunk(w, chunk, size), meta["normalisation"])))
         logits = [logit for start in range(0, len(again), batch) for logit in scoremap.whole_chunk_logits(mapper(np.stack([image for _, image in again[start : start + batch]])))]
@@ -350,7 +350,7 @@ def test_detect_reads_with_the_threads_it_is_given_and_gets_the_same_chunks(work
         assert len(one["said"]) == 1 and "read by 1 thread(s)" in one["said"][0] and "read by 2 thread(s)" in two["said"][0]
 
 
-def test_the_central_peak_of_a_chunk_two_cells_across_is_its_highest_cell():
+def test_the_cut_peak_of_a_chunk_two_cells_across_is_its_highest_cell():
     """A model whose chunk is 2 score-map cells across (input 32, cell 16): the central half had been an
     empty slice, and every chunk between tiles below the rescoring screen crashed the map route."""
     geometry = scoremap.MapGeometry(128, 128, 64, 32, 32, 16)
@@ -358,7 +358,23 @@ def test_the_central_peak_of_a_chunk_two_cells_across_is_its_highest_cell():
     grid = np.ones((3, 3))
     score = scoremap.ScoreMap(geometry, logits, np.ones_like(logits), grid, grid)
     rows, cols = geometry.chunk_cells(1, 1)
-    assert rows.stop - rows.start == 2 and score.central_peak_logit(1, 1) == logits[rows, cols].max()
+    assert rows.stop - rows.start == 2 and score.cut_peak_logit(1, 1) == logits[rows, cols].max()
+
+
+def test_the_cut_peak_follows_the_tile_edges_across_a_chunk_at_a_quarter_offset():
+    """At STRIDE = CHUNK/4 a chunk a quarter off the tiles has their edge along its central half's border: a patch on a
+    tile corner lit the cell beyond it, the central-half screen did not look there, and chunks holding the whole patch
+    kept the map's 0.04-0.07 where alone they score 0.999 (the image's category changed with the route)."""
+    geometry = scoremap.MapGeometry(2048, 2048, 1024, 256, 128, 16)  # 8 cells a tile, a chunk every 2 cells
+    logits = np.full((16, 16), -6.0, np.float32)
+    logits[8, 8] = 4.0  # tile (1, 1)'s corner cell, where a patch on the tiles' corner lights it
+    grid = np.ones((5, 5))
+    score = scoremap.ScoreMap(geometry, logits, np.ones_like(logits), grid, grid)
+    rows, cols = geometry.chunk_cells(1, 1)  # cells 2-9: the tiles' edge between cells 7 and 8
+    assert (rows.start, rows.stop) == (2, 10)
+    assert logits[rows.start + 2: rows.stop - 2, cols.start + 2: cols.stop - 2].max() == -6.0  # its central half: nothing
+    assert score.cut_peak_logit(1, 1) == 4.0
+    assert score.cut_peak_logit(0, 0) == -np.inf  # on a tile: no edge crosses it
     wide = scoremap.ScoreMap(scoremap.MapGeometry(256, 256, 128, 64, 64, 8), np.arange(1024, dtype=np.float32).reshape(32, 32), np.ones((32, 32)), grid, grid)
-    rows, cols = wide.geometry.chunk_cells(1, 1)  # 8 cells across: the central 4
-    assert wide.central_peak_logit(1, 1) == wide.logits[rows.start + 2: rows.stop - 2, cols.start + 2: cols.stop - 2].max()
+    rows, cols = wide.geometry.chunk_cells(1, 1)  # cells 4-11, the edge between 7 and 8: rows and columns 7 and 8
+    assert wide.cut_peak_logit(1, 1) == max(wide.logits[7:9, cols].max(), wide.logits[rows, 7:9].max()) == 11 * 32 + 8

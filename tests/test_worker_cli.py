@@ -590,6 +590,13 @@ def test_probability_raster_of_the_dense_map_route(scene, tiny_model, worker_pyt
     p = dataset.GetRasterBand(1).ReadAsArray().astype(np.float64)
     checked = chunks_read_off_the_raster(p, run.result["chunks"], tiny_model.metadata.get("calibration"), rescored=run.result["summary"]["rescored_chunks"])
     assert checked >= 10
+    # The map scores tiles whose chunk MIN_VALID drops (the rotated footprint's border): their cells were painted, hot spots
+    # along the border that no chunk supports. Every cell with a value lies under a kept chunk.
+    cell = 64 // 32 * 8
+    under = np.zeros(p.shape, bool)
+    for chunk in run.result["chunks"]:
+        under[chunk["y_off"] // cell: (chunk["y_off"] + 64) // cell, chunk["x_off"] // cell: (chunk["x_off"] + 64) // cell] = True
+    assert ((p == -1) | under).all() and (under & (p != -1)).any()
 
 
 def test_a_log_line_during_progress_starts_a_line_of_its_own():
