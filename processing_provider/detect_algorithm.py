@@ -107,7 +107,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "<p><b>Ice probability raster</b> (PROBABILITY_RASTER, optional): a GeoTIFF in the image's CRS with the ice probability "
             "of every cell of the network's score map (128 px of the image for the default model's 1024-px chunks), "
             "so you see where inside a chunk the patch lies; transparent below 0.2, yellow to red above. A chunk's probability is "
-            "the mean of this map's logits over the chunk. With a stride shorter than the chunk (e.g. 512 for 1024-px chunks) every "
+            "the mean of this map's logits over the chunk (an edge chunk's over its padding beyond the image too, which the raster does not hold). With a stride shorter than the chunk (e.g. 512 for 1024-px chunks) every "
             "chunk is read off this map, and the chunks between the map's tiles that may hide a patch cut by their edges are "
             "scored alone again: on a whole observation such a grid cost 2.3-2.8x the grid at STRIDE = CHUNK, not the 3.3-3.9x of scoring every chunk alone.</p>"
             "<p><b>Mirror test-time augmentation</b> (TTA, advanced, on by default): each chunk is also scored mirrored east-west (which "
