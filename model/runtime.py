@@ -29,6 +29,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from . import files
+from .errors import ModelFileError
 
 # Largest difference in probability (sigmoid of the logit) from Keras a runtime may show on the probes.
 MATCH_TOLERANCE = 1e-4
@@ -137,7 +138,12 @@ class SavedNetwork:
                 with contextlib.suppress(RuntimeError):  # TensorFlow already started in this process
                     tf.config.threading.set_intra_op_parallelism_threads(self.tensorflow_threads)
                     tf.config.threading.set_inter_op_parallelism_threads(min(2, self.tensorflow_threads))
-            self._network = modelfile.load(self.model_path)[0]
+            network, metadata = modelfile.load(self.model_path)
+            if ((metadata.get("weights_sha256") or "")[:32] or None) != self.digest:
+                # scored and cached under the digest checked at the start, another network would be taken for this one's
+                raise ModelFileError(f"'{self.model_path}' changed while it was being read (a model was saved over it): "
+                                               "nothing was scored with it. Run again, once the other program has finished writing it.")
+            self._network = network
         return self._network
 
 
@@ -272,7 +278,10 @@ def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras, chi
         record = _read_record(alias)
         note = "; exported by a child process, TensorFlow not loaded here"
     if record and record["matches"] and os.path.exists(record["path"]) and _installed("onnxruntime"):
-        return _onnx_runner(onnx_class, record, note)
+        try:
+            return _onnx_runner(onnx_class, record, note)
+        except Exception:  # noqa: BLE001 - a cached export damaged since (onnxruntime raises its own kinds): made again below
+            files.remove_quietly([alias, record["path"]])
     runner = from_keras(saved.keras())
     record = getattr(runner, "record", None)
     if alias and record is not None:
@@ -345,7 +354,13 @@ def _fastest(keras_scorer, onnx_class, probes):
     except OSError as exc:  # an unwritable cache folder must not stop detection
         keras_scorer.note = f"the ONNX export could not be cached ({exc}); set HIRISEICE_CACHE_DIR to a writable folder"
         return keras_scorer
-    if not record["matches"]:
-        keras_scorer.note = f"ONNX Runtime's probabilities differ from Keras's by {record['max_difference']:.1e} (> {MATCH_TOLERANCE:g})"
-        return keras_scorer
-    return _onnx_runner(onnx_class, record)
+    if record["matches"]:
+        try:
+            return _onnx_runner(onnx_class, record)
+        except Exception:  # noqa: BLE001 - an export damaged since it was cached (onnxruntime raises its own kinds): made again
+            files.remove_quietly([record["path"]])
+            record = exported_onnx(keras_scorer, onnx_class, probes)
+            if record["matches"]:
+                return _onnx_runner(onnx_class, record)
+    keras_scorer.note = f"ONNX Runtime's probabilities differ from Keras's by {record['max_difference']:.1e} (> {MATCH_TOLERANCE:g})"
+    return keras_scorer

@@ -184,3 +184,46 @@ def test_an_unwritable_cache_folder_leaves_detect_on_keras(worker_python, tiny_m
     run = json.loads(done.stdout.strip().splitlines()[-1])
     assert run["tensorflow"] and run["runtime"][0].startswith("network runtime: Keras"), run["runtime"]
     assert "HIRISEICE_CACHE_DIR" in run["runtime"][0] and len(run["chunks"]) >= 6
+
+
+def test_a_damaged_cached_export_is_made_again_not_a_traceback_on_every_run(worker_python, tiny_model, make_raster, empty_cache):
+    """An .onnx cut short in the cache, its record still saying it matched Keras: every detect of that model failed in
+    onnxruntime (InvalidProtobuf), until someone found and deleted the cache folder."""
+    raster = make_raster(width=helpers.TINY_CHUNK_SIZE * 4, height=helpers.TINY_CHUNK_SIZE * 3, seed=7)
+    runs = []
+    for damage in (False, True, False):
+        if damage:
+            for export in empty_cache.glob("onnx/*.onnx"):
+                export.write_bytes(export.read_bytes()[:100])
+        done = helpers.run_worker_snippet(worker_python, NO_TENSORFLOW_SNIPPET, raster.path, tiny_model.path, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert runs[0]["chunks"] == runs[1]["chunks"] == runs[2]["chunks"] and len(runs[0]["chunks"]) >= 6
+    assert all(run["runtime"][0].startswith("network runtime: ONNX Runtime") for run in (runs[0], runs[2])), [run["runtime"] for run in runs]
+
+
+REPLACED_SNIPPET = r"""
+import json, shutil, sys
+from model import modelfile, runtime
+from model.errors import ModelFileError
+path, other = sys.argv[1], sys.argv[2]
+saved = runtime.SavedNetwork(path, modelfile.read_metadata(path))
+shutil.copyfile(other, path)  # a retrained model saved over it, once detect had checked it
+try:
+    saved.keras()
+    print(json.dumps({"said": None}))
+except ModelFileError as exc:
+    print(json.dumps({"said": str(exc)}))
+"""
+
+
+def test_a_model_file_saved_over_while_detect_starts_is_not_scored_or_cached_as_the_one_checked(worker_python, tiny_model, tiny_two_scale_model, tmp_path, empty_cache):
+    """Its digest was taken from the old file and its network loaded from the new one: that run scored with the retrained
+    network under the old model's name, and cached that export under the old weights' digest, for every later run of it."""
+    mine = tmp_path / "mine.hiriseice"
+    mine.write_bytes(open(tiny_model.path, "rb").read())
+    done = helpers.run_worker_snippet(worker_python, REPLACED_SNIPPET, mine, tiny_two_scale_model, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = json.loads(done.stdout.strip().splitlines()[-1])["said"]
+    assert said == (f"'{mine}' changed while it was being read (a model was saved over it): nothing was scored with it. Run again, once the other "
+                    "program has finished writing it.")
