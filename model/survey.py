@@ -199,15 +199,22 @@ class _WarningsKept(SilentReporter):
         self.warnings.append(message)
 
 
-def survey_image(image: SurveyImage, model_path: str, options: DetectOptions, tensorflow_threads: int = 0) -> Dict:
-    """Detect on one image with the worker's warm model; its rows in the survey's CRS. Never raises
-    for a bad image: the outcome says DONE or FAILED with the message."""
+def survey_image(image: SurveyImage, model_path: str, options: DetectOptions, tensorflow_threads: int = 0, model: Tuple[str, str] = ("", "")) -> Dict:
+    """Detect on one image with the worker's warm model, which must still be ``model`` (name, version: the one the
+    survey started with and records); its rows in the survey's CRS. Never raises for a bad image: the outcome
+    says DONE or FAILED with the message."""
     started = time.monotonic()
     _say_started()
     reporter = _WarningsKept()
     try:
+        loaded = warm_model(model_path, tensorflow_threads)
+        now = (loaded[1]["name"], str(loaded[1]["version"]))
+        if model[0] and now != model:  # a model saved over the file mid-survey: one table would hold two models' scores under one name
+            return _failed(image, f"the model file {model_path} now holds {now[0]} {now[1]}, not the {model[0]} {model[1]} this survey started with "
+                                  "(a model was saved over it): the image was not scored. Run the survey again to go on with the new model, "
+                                  "or give the old one's file", started, [])
         with gdal_exceptions(), north_up_view(image.path, options.band, reporter.log) as raster:
-            detection = detect(raster, model_path, options, reporter, loaded=warm_model(model_path, tensorflow_threads))
+            detection = detect(raster, model_path, options, reporter, loaded=loaded)
             read = detection.raster
             corners = [gdal.ApplyGeoTransform(read["geotransform"], x, y) for x in (0, read["width"]) for y in (0, read["height"])]
             to_survey = _to_survey_crs(image.path, read["crs_wkt"], corners)
@@ -512,7 +519,7 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
             with dask_client(scheduler, workers, reporter) as (client, tensorflow_threads):
                 # A local cluster's workers share the cores: each reads its raster on its share only.
                 task_options = dataclasses.replace(options, readers=tensorflow_threads) if tensorflow_threads else options
-                futures = {client.submit(survey_image, image, model_path, task_options, tensorflow_threads, pure=False): image for image in todo}
+                futures = {client.submit(survey_image, image, model_path, task_options, tensorflow_threads, (name, version), pure=False): image for image in todo}
                 try:
                     for finished, (future, outcome) in enumerate(_outcomes(client, futures, 60.0 * image_minutes, KilledWorker), start=1):
                         store.record(outcome, name, version)

@@ -746,3 +746,28 @@ def test_a_cancelled_survey_says_it_keeps_the_images_it_finished(qgis_app, tiny_
                                       "and a rerun resumes after them."), str(raised.value)
     done = [row for row in qs.read_ogr(out, "runs").rows if row["status"] == "done"]
     assert 1 <= len(done) < 4
+
+
+MODEL_SAVED_OVER = r"""
+import json, sys
+from model.inference import DetectOptions
+from model.survey import SurveyImage, survey_image
+raster, model_path, name, version = sys.argv[1:5]
+image = SurveyImage("ESP_000001_1234_RED", raster)
+outcomes = [survey_image(image, model_path, DetectOptions(), model=started) for started in ((name, version), (name, "an earlier version"))]
+print(json.dumps([(o["status"], o["error"], len(o["chunks"])) for o in outcomes]))
+"""
+
+
+def test_an_image_whose_model_file_was_saved_over_mid_survey_is_not_scored_with_the_other_model(worker_python, tiny_model, survey_folder):
+    """A survey reloads a model file that changes on disk: images after a retrained model was saved over it were scored with
+    that one, while the runs table recorded all of them under the model the survey started with (and a resume skipped them)."""
+    _, images = survey_folder
+    name, version = tiny_model.metadata["name"], str(tiny_model.metadata["version"])
+    done = helpers.run_worker_snippet(worker_python, MODEL_SAVED_OVER, images[0].path, tiny_model.path, name, version)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (same_status, _, same_chunks), (other_status, error, other_chunks) = json.loads(done.stdout.strip().splitlines()[-1])
+    assert same_status == "done" and same_chunks > 0
+    assert other_status == "failed" and other_chunks == 0
+    assert error == (f"the model file {tiny_model.path} now holds {name} {version}, not the {name} an earlier version this survey started with "
+                     "(a model was saved over it): the image was not scored. Run the survey again to go on with the new model, or give the old one's file")
