@@ -18,6 +18,7 @@ import datetime
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -85,7 +86,10 @@ def read_metadata(path: str, parameter: str = "MODEL") -> Dict:
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise ModelFileError(f"'{path}' ({parameter}) is a zip archive but not a HiRISE Ice Patches model file. Use a *.hiriseice file written by hiriseice:train.")
     version = metadata.get("format_version")
-    if type(version) is not int or version > FORMAT_VERSION:
+    if type(version) is not int or version < 1:
+        raise ModelFileError(f"'{path}' ({parameter}) says it is of model format version {version!r}, which no HiRISE Ice Patches plugin writes: "
+                             "it is damaged or was edited by hand. Copy it again, or retrain it with hiriseice:train.")
+    if version > FORMAT_VERSION:
         raise ModelFileError(
             f"'{path}' ({parameter}) uses model format version {version}, newer than this plugin reads ({FORMAT_VERSION}). Update the HiRISE Ice Patches plugin."
         )
@@ -113,7 +117,24 @@ def _wrong_values(metadata: Dict) -> List[str]:
     scales = architecture.get("scales", [1])
     if not (isinstance(scales, list) and scales and all(whole(scale) for scale in scales)):
         wrong.append(f"architecture scales {scales!r}, not a list of whole numbers")
+    normalisation = metadata["normalisation"] if isinstance(metadata["normalisation"], dict) else None
+    if normalisation is not None:
+        low, high = normalisation.get("low_percentile"), normalisation.get("high_percentile")
+        if normalisation.get("method") != "percentile_stretch":
+            wrong.append(f"normalisation method {normalisation.get('method')!r}, not percentile_stretch")
+        elif not (number(low) and number(high) and 0 <= low < high <= 100):
+            wrong.append(f"normalisation percentiles {low!r} to {high!r}, not two numbers rising within 0-100")
+    calibration = metadata.get("calibration")
+    if isinstance(calibration, dict) and calibration and not (calibration.get("method") == "platt" and number(calibration.get("a")) and number(calibration.get("b"))):
+        wrong.append(f"calibration {calibration.get('method')!r} with a {calibration.get('a')!r} and b {calibration.get('b')!r}, not Platt scaling's two numbers")
+    thresholds = metadata["thresholds"] if isinstance(metadata["thresholds"], dict) else {}
+    wrong += [f"threshold {key} {value!r}, not a probability" for key, value in thresholds.items() if not (number(value) and 0 <= value <= 1)]
     return wrong
+
+
+def number(value) -> bool:
+    """A finite real number, not a boolean or a string of one."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def describe(metadata: Dict) -> str:

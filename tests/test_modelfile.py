@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import shutil
 import os
 import zipfile
@@ -274,10 +275,11 @@ def test_a_newer_format_version(tmp_path, version):
         modelfile.read_metadata(path)
 
 
-@pytest.mark.parametrize("version", [None, "1", 1.5])
+@pytest.mark.parametrize("version", [None, "1", 1.5, 0, True])
 def test_a_format_version_that_is_not_a_whole_number(tmp_path, version):
+    """0 was accepted, and True was called 'version True, newer than this plugin reads'."""
     path = write_model_zip(tmp_path / "m.hiriseice", good_metadata(format_version=version))
-    with pytest.raises(ModelFileError):
+    with pytest.raises(ModelFileError, match=f"says it is of model format version {re.escape(repr(version))}, which no HiRISE Ice Patches plugin writes"):
         modelfile.read_metadata(path)
 
 
@@ -296,6 +298,12 @@ def test_missing_metadata_keys(tmp_path, missing):
     ({"normalisation": None}, "normalisation None, not a table"),
     ({"architecture": "x"}, "architecture 'x', not a table"),
     ({"architecture": {"name": "small_xception", "scales": [1, "2"]}}, "architecture scales [1, '2'], not a list of whole numbers"),
+    # each of these ended in a worker traceback, a normalisation of percentiles the wrong way round in every chunk mid-grey
+    ({"normalisation": {"method": "zscore"}}, "normalisation method 'zscore', not percentile_stretch"),
+    ({"normalisation": {"method": "percentile_stretch", "low_percentile": 1.0, "high_percentile": 150}}, "normalisation percentiles 1.0 to 150, not two numbers rising within 0-100"),
+    ({"normalisation": {"method": "percentile_stretch", "low_percentile": 99.5, "high_percentile": 1.0}}, "normalisation percentiles 99.5 to 1.0, not two numbers rising within 0-100"),
+    ({"calibration": {"method": "platt", "a": "1.16", "b": 0.2}}, "calibration 'platt' with a '1.16' and b 0.2, not Platt scaling's two numbers"),
+    ({"thresholds": {"icy": 60, "hard_low": 0.4}}, "threshold icy 60, not a probability"),
 ])
 def test_metadata_of_the_wrong_kind_is_a_damaged_file_not_a_traceback(tmp_path, changes, said):
     """Each of these passed the check of the keys and ended later in a traceback (a ZeroDivisionError for input_size 0),
