@@ -81,6 +81,8 @@ def main():
     parser.add_argument("--paper-images", type=int, default=1400, help="the paper's candidate images")
     parser.add_argument("--rate", type=float, help="chunks/s per core already measured (skips the measurement)")
     args = parser.parse_args()
+    if args.rate is None and args.scenes < 2:
+        parser.error("--scenes must be 2 or more: the first scene's time is the model's load, and the rate is measured on the others")
     rate = args.rate
     if rate is None:
         print(f"survey with 1 Dask worker, {args.scenes} sample scenes of {args.size}, bundled model:")
