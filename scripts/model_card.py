@@ -235,8 +235,10 @@ def model_card(meta: Dict, test: Dict, transfer: List[Dict], hard: List[str], at
 
 ## How well it transfers: ice drawn a way it never saw
 {unseen_section(meta, unseen)}Each row below is a model trained by the same recipe without one family of ice patches, scored on that family
-on held-out observations. This is the honest measure of how the model may meet ice drawn by nature
-rather than by our generators. Worst held-out family, those above included: ROC AUC {worst:.3f} (target >= {TARGET_AUC}).
+on held-out observations. It measures transfer between the families of one generator: the held-out family's
+ice is still placed and painted by the helpers the others train on (model/trainingdata/patches.py and
+shade.py), so only the blind families above, written apart from that code, measure ice drawn another way.
+Worst held-out family, those above included: ROC AUC {worst:.3f} (target >= {TARGET_AUC}).
 False-positive rates (FPR) are at p >= 0.5, on real held-out crops as they are. Each row names the
 network and the epochs of its run. On a 2-core CPU no row could be run with the shipped recipe (two
 scales at 256 px, continued over several runs): the narrow rows (widths 32-256, one 128-px input, one

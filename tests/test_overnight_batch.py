@@ -8,7 +8,6 @@ STALL_S instead of hanging the suite. The per-image time is printed (pytest -s),
 """
 
 import faulthandler
-import time
 
 import pytest
 from osgeo import ogr
@@ -26,7 +25,7 @@ def batch_row(raster_path, gpkg, name, model_path):
 
 
 def run_batch(rows):
-    """Each row as the batch dialog runs it; returns [(ok, results, errors, seconds)]. The dialog
+    """Each row as the batch dialog runs it; returns [(ok, results, errors)]. The dialog
     first checks every row's parameters (checkParameterValues; it warns of and skips a row that
     fails), then runs the others; here both end in the row's outcome."""
     from processing.gui.Postprocessing import handleAlgorithmResults
@@ -40,14 +39,13 @@ def run_batch(rows):
         context = dataobjects.createContext(feedback)
         checked, message = algorithm.checkParameterValues(parameters, context)
         if not checked:
-            outcomes.append((False, {}, [message], 0.0))
+            outcomes.append((False, {}, [message]))
             continue
         parameters = algorithm.preprocessParameters(parameters)
-        started = time.monotonic()
         results, ok = algorithm.run(parameters, context, feedback)
         if ok:
             handleAlgorithmResults(algorithm, context, feedback, False, parameters)
-        outcomes.append((ok, results, feedback.errors, time.monotonic() - started))
+        outcomes.append((ok, results, feedback.errors))
     return outcomes
 
 
@@ -72,7 +70,7 @@ def test_twenty_rasters_two_bad_one_rerun(qgis_app, tiny_model, tmp_path):
     finally:
         faulthandler.cancel_dump_traceback_later()
 
-    failed = [(row["INPUT"], errors) for row, (ok, _, errors, _) in zip(rows, outcomes) if not ok]
+    failed = [(row["INPUT"], errors) for row, (ok, _, errors) in zip(rows, outcomes) if not ok]
     assert [path for path, _ in failed] == [str(not_a_raster), str(truncated)], failed
     for path, errors in failed:
         assert len(errors) == 1 and path in errors[0] and "Traceback" not in errors[0], errors
@@ -87,9 +85,6 @@ def test_twenty_rasters_two_bad_one_rerun(qgis_app, tiny_model, tmp_path):
         assert len(chunks.rows) == len(qs.expected_grid(raster.width, raster.height, CHUNK)), f"img{i:02d}"
         assert {r["image_id"] for r in chunks.rows} == {f"img{i:02d}"}
         assert len(qs.read_ogr(gpkg, f"summary_img{i:02d}").rows) == 1
-    seconds = [s for ok, _, _, s in outcomes if ok]
-    print(f"\novernight batch: {len(seconds)} images in {sum(seconds):.1f} s, {sum(seconds) / len(seconds):.2f} s per image "
-          f"(first {seconds[0]:.2f} s); failures took {', '.join(f'{s:.2f} s' for ok, _, _, s in outcomes if not ok)}")
 
 
 @pytest.fixture(autouse=True)
