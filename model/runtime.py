@@ -279,9 +279,12 @@ def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras, chi
         note = "; exported by a child process, TensorFlow not loaded here"
     if record and record["matches"] and os.path.exists(record["path"]) and _installed("onnxruntime"):
         try:
-            return _onnx_runner(onnx_class, record, note)
+            runner = _onnx_runner(onnx_class, record, note)
         except Exception:  # noqa: BLE001 - a cached export damaged since (onnxruntime raises its own kinds): made again below
             files.remove_quietly([alias, record["path"]])
+        else:
+            _check_input_size(runner, saved)
+            return runner
     runner = from_keras(saved.keras())
     record = getattr(runner, "record", None)
     if alias and record is not None:
@@ -291,6 +294,15 @@ def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras, chi
                 json.dump(record, handle)
             files.commit(partial, alias)
     return runner
+
+
+def _check_input_size(runner, saved: SavedNetwork) -> None:
+    """A cached export is found by the weights' digest alone, so metadata edited to another input size meets it: said as
+    modelfile.load says it, not as onnxruntime's shape error at the first chunk."""
+    sides = runner.session.get_inputs()[0].shape[1:3]
+    if all(isinstance(side, int) for side in sides) and tuple(sides) != (saved.input_size, saved.input_size):
+        raise ModelFileError(f"The network in '{saved.model_path}' (MODEL) expects {sides[0]} px input, but its metadata says {saved.input_size} px "
+                             "grayscale. Retrain it with hiriseice:train.")
 
 
 def _installed(*modules: str) -> bool:

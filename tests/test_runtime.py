@@ -227,3 +227,42 @@ def test_a_model_file_saved_over_while_detect_starts_is_not_scored_or_cached_as_
     said = json.loads(done.stdout.strip().splitlines()[-1])["said"]
     assert said == (f"'{mine}' changed while it was being read (a model was saved over it): nothing was scored with it. Run again, once the other "
                     "program has finished writing it.")
+
+
+EDITED_INPUT_SIZE = r"""
+import json, sys
+from model.errors import ModelFileError
+from model.inference import DetectOptions, detect
+raster, model_path = sys.argv[1], sys.argv[2]
+try:
+    detect(raster, model_path, DetectOptions())
+    print(json.dumps({"said": None}))
+except ModelFileError as exc:
+    print(json.dumps({"said": str(exc)}))
+"""
+
+
+def test_metadata_edited_to_another_input_size_is_said_clearly_where_its_export_is_cached(worker_python, tiny_model, make_raster, tmp_path, empty_cache):
+    """The export is found by the weights' digest alone: with it cached, an input size edited into the metadata met
+    onnxruntime's INVALID_ARGUMENT at the first chunk (without it, modelfile.load's clear message)."""
+    import zipfile
+
+    from model import modelfile
+
+    raster = make_raster(width=helpers.TINY_CHUNK_SIZE * 4, height=helpers.TINY_CHUNK_SIZE * 3, seed=8)
+    first = helpers.run_worker_snippet(worker_python, NO_TENSORFLOW_SNIPPET, raster.path, tiny_model.path, timeout=600)  # caches the export
+    assert first.returncode == 0, first.stderr[-3000:]
+    edited = tmp_path / "edited.hiriseice"
+    with zipfile.ZipFile(tiny_model.path) as source, zipfile.ZipFile(edited, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == modelfile.METADATA_MEMBER:
+                metadata = json.loads(data)
+                metadata["input_size"] = 2 * metadata["input_size"]
+                data = json.dumps(metadata).encode()
+            target.writestr(item, data)
+    done = helpers.run_worker_snippet(worker_python, EDITED_INPUT_SIZE, raster.path, edited, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = json.loads(done.stdout.strip().splitlines()[-1])["said"]
+    assert said == (f"The network in '{edited}' (MODEL) expects {tiny_model.metadata['input_size']} px input, but its metadata says "
+                    f"{2 * tiny_model.metadata['input_size']} px grayscale. Retrain it with hiriseice:train."), said
