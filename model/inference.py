@@ -237,7 +237,21 @@ def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, m
     reporter.log(f"{rescored} of the {chunks_of_map.between} chunks between the map's tiles scored alone again (map probability {RESCORE_FROM} or more, "
                  f"or a cell of {RESCORE_PEAK} or more along a tile edge across them)")
     chunks = [chunk_row(info, window, whole, centre, p, options) for window, whole, centre, p in kept]
-    return chunks, (geometry, score_map.logits, score_map.valid_share), mapper.seconds, rescored
+    return chunks, (geometry, without_dropped_tiles(score_map.logits, geometry, kept), score_map.valid_share), mapper.seconds, rescored
+
+
+def without_dropped_tiles(logits: np.ndarray, geometry: scoremap.MapGeometry, kept) -> np.ndarray:
+    """The map less the cells of tiles whose own chunk MIN_VALID dropped: a tile of mostly no-data is stretched
+    on its few valid pixels, and lit cells (0.99 on plain terrain beside a chunk scoring 0.05 alone) that the
+    probability raster showed under the kept chunks between tiles."""
+    kept_at = {(window.row, window.col) for window, *_ in kept}
+    shown = logits.copy()
+    rows, cols = geometry.grid
+    for row in range(rows):
+        for col in range(cols):
+            if geometry.on_tile(row, col) and (row, col) not in kept_at:
+                shown[geometry.chunk_cells(row, col)] = np.nan
+    return shown
 
 
 class MapChunks:

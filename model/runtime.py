@@ -371,7 +371,11 @@ def _fastest(keras_scorer, onnx_class, probes):
             return _onnx_runner(onnx_class, record)
         except Exception:  # noqa: BLE001 - an export damaged since it was cached (onnxruntime raises its own kinds): made again
             files.remove_quietly([record["path"]])
-            record = exported_onnx(keras_scorer, onnx_class, probes)
+            try:
+                record = exported_onnx(keras_scorer, onnx_class, probes)
+            except OSError as exc:
+                keras_scorer.note = f"the cached ONNX export was damaged and could not be made again ({exc}); set HIRISEICE_CACHE_DIR to a writable folder"
+                return keras_scorer
             if record["matches"]:
                 return _onnx_runner(onnx_class, record)
     keras_scorer.note = f"ONNX Runtime's probabilities differ from Keras's by {record['max_difference']:.1e} (> {MATCH_TOLERANCE:g})"

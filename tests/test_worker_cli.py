@@ -597,6 +597,12 @@ def test_probability_raster_of_the_dense_map_route(scene, tiny_model, worker_pyt
     for chunk in run.result["chunks"]:
         under[chunk["y_off"] // cell: (chunk["y_off"] + 64) // cell, chunk["x_off"] // cell: (chunk["x_off"] + 64) // cell] = True
     assert ((p == -1) | under).all() and (under & (p != -1)).any()
+    # ...nor the cells of a tile (a chunk of the STRIDE = CHUNK grid) whose own chunk was dropped: mostly no-data, it is
+    # stretched on its few valid pixels, and lit plain terrain beside kept chunks between tiles
+    kept = {(chunk["x_off"], chunk["y_off"]) for chunk in run.result["chunks"]}
+    source = gdal.Open(scene.path)
+    dropped = [(x, y) for y in range(0, source.RasterYSize, 64) for x in range(0, source.RasterXSize, 64) if (x, y) not in kept]
+    assert dropped and all((p[y // cell: (y + 64) // cell, x // cell: (x + 64) // cell] == -1).all() for x, y in dropped)
 
 
 def test_a_log_line_during_progress_starts_a_line_of_its_own():
