@@ -318,22 +318,20 @@ class Downloader:
                 result.size = os.path.getsize(partial) if os.path.isfile(partial) else None
                 return result
             size = os.path.getsize(partial)
+            ended_early = None  # (what the log says, what a failure says) of a body that ended before the file: resumed
             if total is not None and size < total:
+                ended_early = (f"connection ended at byte {size} of {total}", f"only {size} of {total} bytes arrived")
+            else:
+                problem, cut_off = _problem(item.name, partial)
+                if cut_off and total is None:  # a body of undeclared size cut short
+                    ended_early = (problem, f"the file {problem}")
+            if ended_early:
                 failures += 0 if size > before else 1
                 if failures > self.retries:
-                    result.status, result.error = "failed", f"only {size} of {total} bytes arrived ({_gave_up(failures, result.attempts)}); run again to resume"
+                    result.status, result.error = "failed", f"{ended_early[1]} ({_gave_up(failures, result.attempts)}); run again to resume"
                     result.size = size
                     return result
-                self.log(f"{item.name}: connection ended at byte {size} of {total}; resuming")
-                continue
-            problem, cut_off = _problem(item.name, partial)
-            if cut_off and total is None:  # a body of undeclared size that ended early: resumed like a short one
-                failures += 0 if size > before else 1
-                if failures > self.retries:
-                    result.status, result.error = "failed", f"the file {problem} ({_gave_up(failures, result.attempts)}); run again to resume"
-                    result.size = size
-                    return result
-                self.log(f"{item.name}: {problem}; resuming")
+                self.log(f"{item.name}: {ended_early[0]}; resuming")
                 continue
             if problem and not (total is not None and size != total):
                 _drop_partial(partial)
