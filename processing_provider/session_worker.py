@@ -27,8 +27,8 @@ from typing import Optional
 from qgis.core import QgsApplication, QgsProcessingException
 
 from .engine import PLUGIN_FOLDER
-from .worker import (ANSWER_SECONDS, IS_WINDOWS, STDERR_LINES, WARM_COMMANDS, WorkerRun, WorkerUnresponsive, how_to_install, read_lines,
-                     worker_environment)
+from .worker import (ANSWER_SECONDS, IS_WINDOWS, STDERR_LINES, WARM_COMMANDS, WorkerRun, WorkerUnresponsive, how_to_install, python_unfit,
+                     read_lines, worker_environment)
 
 SESSION_ENV_VAR = "HIRISEICE_SESSION_WORKER"
 DEFAULT_IDLE_MINUTES = 10.0
@@ -199,7 +199,7 @@ class SessionRun(WorkerRun):
     def crash_message(self, returncode: int) -> str:
         """The session worker is no child of this run: how it ended is not known here, only that it did, and its log."""
         pid = self.ended_midway
-        if pid is None or any("No module named" in line or "SyntaxError" in line for line in self.stderr_tail):
+        if pid is None or python_unfit("\n".join(self.stderr_tail), self.python):
             return super().crash_message(returncode)
         return (f"The session worker (pid {pid}) ended during this job without a word: it was killed (out of memory?) or crashed. "
                 f"Run again: the next run starts a new one. Last lines of its log ({self.socket_path}.log):\n"

@@ -435,16 +435,23 @@ class WorkerRun:
             head = f"The worker crashed ({name}){why}."
         else:
             head = f"The worker stopped unexpectedly (exit status {returncode})."
-        python = self.python
-        missing = re.search(r"No module named '(\w+)", tail)
-        if missing:  # a Python that is not the worker's venv (QGIS's own, most often): its traceback says no more than this
-            return (f"{head} Its Python ({python}) lacks the package {missing.group(1)}: it is not the worker's venv, or that venv is "
-                    f"incomplete. {how_to_install()} Its error output ends: {tail.splitlines()[-1].strip()}")
-        if "SyntaxError" in tail:  # a Python 2, or a Python 3 too old for the engine's code
-            return (f"{head} Its Python ({python}) cannot read the engine's code: the worker needs Python 3.11 or 3.12. {how_to_install()} "
-                    f"Its error output ends: {tail.splitlines()[-1].strip()}")
+        unfit = python_unfit(tail, self.python)
+        if unfit:
+            return f"{head} {unfit}"
         hint = f" {self.left_behind[0].upper()}{self.left_behind[1:]}." if self.arguments and self.arguments[0] == "survey" else ""
         return f"{head}{hint} Last lines of its error output:\n{tail}"
+
+
+def python_unfit(tail: str, python: str) -> str:
+    """Why the worker Python cannot run the engine, read from the end of its error output; '' when that is not why it stopped."""
+    missing = re.search(r"No module named '(\w+)", tail)
+    if missing:  # a Python that is not the worker's venv (QGIS's own, most often): its traceback says no more than this
+        return (f"Its Python ({python}) lacks the package {missing.group(1)}: it is not the worker's venv, or that venv is "
+                f"incomplete. {how_to_install()} Its error output ends: {tail.splitlines()[-1].strip()}")
+    if "SyntaxError" in tail:  # a Python 2, or a Python 3 too old for the engine's code
+        return (f"Its Python ({python}) cannot read the engine's code: the worker needs Python 3.11 or 3.12. {how_to_install()} "
+                f"Its error output ends: {tail.splitlines()[-1].strip()}")
+    return ""
 
 
 # --- the warm worker ------------------------------------------------------------------------
