@@ -360,12 +360,12 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
 
     def styled_destinations(self, parameters) -> List[FileDestination]:
         """The file outputs that get a style: layers with geometry, and rasters."""
-        styled = []
-        for destination, vector in self.file_destinations(parameters):
-            definition = self.parameterDefinition(destination.parameter)
-            if definition.type() == "rasterDestination" or (vector and definition.dataType() != QgsProcessing.SourceType.TypeVector):
-                styled.append(destination)
-        return styled
+        return [destination for destination, vector in self.file_destinations(parameters)
+                if self.parameterDefinition(destination.parameter).type() == "rasterDestination" or (vector and self.has_geometry(destination))]
+
+    def has_geometry(self, destination: FileDestination) -> bool:
+        """Whether a layer output holds geometry (a table of fields only, train's history, may go to any format)."""
+        return self.parameterDefinition(destination.parameter).dataType() != QgsProcessing.SourceType.TypeVector
 
     def sink_destination(self, parameters, name, context) -> str:
         """Where the layer output `name` will be written, asked before the worker runs without having
@@ -385,8 +385,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
     def check_vector_formats(self, parameters) -> None:
         """No layer of Mars into a format that loses its place (destinations.check_holds_mars); a table without geometry may go anywhere."""
         for destination, vector in self.file_destinations(parameters):
-            definition = self.parameterDefinition(destination.parameter)
-            if vector and definition.dataType() != QgsProcessing.SourceType.TypeVector:
+            if vector and self.has_geometry(destination):
                 check_holds_mars(destination)
 
     def warn_of_what_formats_drop(self, parameters, feedback) -> None:
@@ -395,7 +394,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
             if not vector:
                 continue
             warnings = [cut_field_names_warning(destination, [name for name, _kind in self.OUTPUT_FIELDS.get(destination.parameter, ())])]
-            if self.parameterDefinition(destination.parameter).dataType() != QgsProcessing.SourceType.TypeVector:
+            if self.has_geometry(destination):
                 warnings.append(without_geometry_warning(destination))
             for warning in filter(None, warnings):
                 feedback.pushWarning(warning)
