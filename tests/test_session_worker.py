@@ -253,27 +253,38 @@ def holds_open(pid: int, path: str) -> bool:
         return False
 
 
+def signal_once_reading(process, runtime, raster: str, signum) -> list:
+    """Sends signum to the session worker once its job holds the raster open (it is reading), while the qgis_process
+    run goes on; the pids it went to."""
+    sent = []
+    deadline = time.monotonic() + 120
+    while not sent and time.monotonic() < deadline and process.poll() is None:
+        for pid in qs.processes_with(f"--listen {runtime}"):
+            if holds_open(pid, raster):
+                os.kill(pid, signum)
+                sent.append(pid)
+        time.sleep(0.01)
+    return sent
+
+
+def start_dense_detect(tiny_model, raster: str, output, environment) -> subprocess.Popen:
+    """A detect of many overlapping chunks, one network call each (minutes of work), through qgis_process."""
+    return subprocess.Popen(["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:detect", "--", f"INPUT={raster}", f"MODEL={tiny_model.path}",
+                             f"CHUNK_SIZE={helpers.TINY_CHUNK_SIZE}", "STRIDE=8", "BATCH_SIZE=1", f"OUTPUT={output}"],
+                            env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def test_a_session_worker_that_falls_silent_mid_job_is_stopped_not_left_holding_its_memory(tiny_model, tmp_path, runtime):
     """Silence closed the connection only: the job, stuck in its read, kept the worker (and its model and
     GDAL cache) alive, and no idle limit ends a busy worker; some later run had to find it unresponsive."""
     raster = helpers.generate_raster(tmp_path, name="big.tif", width=1024, height=1024, seed=9).path
     out_folder = tmp_path / "out"
     out_folder.mkdir()
-    environment = dict(os.environ, HIRISEICE_QGIS_CONFIG_PATH=qs.qgis_process_config(), XDG_RUNTIME_DIR=str(runtime),
-                       HIRISEICE_SESSION_WORKER=str(IDLE_MINUTES), HIRISEICE_SILENCE_SECONDS="5")
-    environment.pop("QGIS_CUSTOM_CONFIG_PATH", None)
-    process = subprocess.Popen(["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:detect", "--", f"INPUT={raster}", f"MODEL={tiny_model.path}",
-                                f"CHUNK_SIZE={helpers.TINY_CHUNK_SIZE}", "STRIDE=8", "BATCH_SIZE=1", f"OUTPUT={out_folder / 'chunks.gpkg'}"],
-                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    stopped = []
+    environment = qs.qgis_process_environment({"XDG_RUNTIME_DIR": str(runtime), "HIRISEICE_SESSION_WORKER": str(IDLE_MINUTES),
+                                               "HIRISEICE_SILENCE_SECONDS": "5"})
+    process = start_dense_detect(tiny_model, raster, out_folder / "chunks.gpkg", environment)
     try:
-        deadline = time.monotonic() + 120
-        while not stopped and time.monotonic() < deadline and process.poll() is None:
-            for pid in qs.processes_with(f"--listen {runtime}"):
-                if holds_open(pid, raster):  # its job is reading: a read that never returns, as on a share that stopped answering
-                    os.kill(pid, signal.SIGSTOP)
-                    stopped.append(pid)
-            time.sleep(0.01)
+        stopped = signal_once_reading(process, runtime, raster, signal.SIGSTOP)  # a read that never returns, as on a share that stopped answering
         out, _ = process.communicate(timeout=120)
         left_running = qs.wait_until_gone(f"--listen {runtime}")
     finally:
@@ -293,18 +304,9 @@ def test_a_session_worker_killed_mid_job_is_said_to_have_ended_with_what_to_do(t
     a way on."""
     raster = helpers.generate_raster(tmp_path, name="big.tif", width=1024, height=1024, seed=9).path
     environment = qs.qgis_process_environment({"XDG_RUNTIME_DIR": str(runtime), "HIRISEICE_SESSION_WORKER": str(IDLE_MINUTES)})
-    process = subprocess.Popen(["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:detect", "--", f"INPUT={raster}", f"MODEL={tiny_model.path}",
-                                f"CHUNK_SIZE={helpers.TINY_CHUNK_SIZE}", "STRIDE=8", "BATCH_SIZE=1", f"OUTPUT={tmp_path / 'chunks.gpkg'}"],
-                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    killed = []
+    process = start_dense_detect(tiny_model, raster, tmp_path / "chunks.gpkg", environment)
     try:
-        deadline = time.monotonic() + 120
-        while not killed and time.monotonic() < deadline and process.poll() is None:
-            for pid in qs.processes_with(f"--listen {runtime}"):
-                if holds_open(pid, raster):
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-            time.sleep(0.01)
+        killed = signal_once_reading(process, runtime, raster, signal.SIGKILL)
         out, _ = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
