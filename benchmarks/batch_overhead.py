@@ -20,12 +20,9 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from qgis_side import REPO, qgis_application, sample_scene
+
 sys.path.insert(0, REPO)
-
-
-def worker_python() -> str:
-    return os.environ.get("HIRISEICE_WORKER_PYTHON") or os.path.join(REPO, ".venv", "bin", "python")
 
 
 def in_process(scene: str, model: str, images: int, warm: bool) -> list:
@@ -66,15 +63,8 @@ def main():
     args = parser.parse_args()
     if args.images < 2:
         parser.error("--images must be 2 or more: the first image and the later ones are told apart")
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ["HIRISEICE_WORKER_PYTHON"] = worker_python()
-    from qgis.core import QgsApplication
-
-    app = QgsApplication([], False)
-    app.initQgis()
-    with tempfile.TemporaryDirectory() as folder:
-        scene = os.path.join(folder, "scene.tif")
-        subprocess.run([worker_python(), "-m", "model", "sample-scene", scene], cwd=REPO, check=True, capture_output=True)
+    with qgis_application(), tempfile.TemporaryDirectory() as folder:
+        scene = sample_scene(os.path.join(folder, "scene.tif"))
         from processing_provider import worker
 
         worker.run_worker(["detect", scene] + (["--model", args.model] if args.model else []))  # the model's export, made once
@@ -96,7 +86,6 @@ def main():
         native = ["native:rasterlayerstatistics", "--", f"INPUT={scene}", "BAND=1", f"OUTPUT_HTML_FILE={os.path.join(folder, 'statistics.html')}"]
         print(row("QGIS's own start (a native algorithm)", through_qgis_process(native, args.images, env)))
         subprocess.run(["pkill", "-f", "--", f"--listen {env['XDG_RUNTIME_DIR']}"], check=False)
-    app.exitQgis()
 
 
 if __name__ == "__main__":

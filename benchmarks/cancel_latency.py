@@ -10,18 +10,14 @@ worker reports progress. Run with QGIS's Python (Debian's /usr/bin/python3):
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from qgis_side import REPO, qgis_application, sample_scene
+
 sys.path.insert(0, REPO)
-
-
-def worker_python() -> str:
-    return os.environ.get("HIRISEICE_WORKER_PYTHON") or os.path.join(REPO, ".venv", "bin", "python")
 
 
 def cancel_once_scoring(arguments, timeout: float = 300.0):
@@ -58,21 +54,13 @@ def main():
     parser.add_argument("--model", default="", help="model file (default: the bundled model)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ["HIRISEICE_WORKER_PYTHON"] = worker_python()
-    from qgis.core import QgsApplication
-
-    app = QgsApplication([], False)
-    app.initQgis()
-    with tempfile.TemporaryDirectory() as folder:
-        scene = os.path.join(folder, "scene.tif")
-        subprocess.run([worker_python(), "-m", "model", "sample-scene", scene, "--width", "2048", "--height", "2048"], cwd=REPO, check=True, capture_output=True)
+    with qgis_application(), tempfile.TemporaryDirectory() as folder:
+        scene = sample_scene(os.path.join(folder, "scene.tif"), "--width", "2048", "--height", "2048")
         arguments = ["detect", scene, "--chunk-size", "256", "--stride", "16", "--batch-size", "1"] + (["--model", args.model] if args.model else [])
         print(f"{'run':>3} {'start to progress s':>19} {'cancel to stopped s':>19}")
         for number in range(1, args.repeat + 1):
             to_progress, to_stop = cancel_once_scoring(arguments)
             print(f"{number:>3} {to_progress:19.2f} {to_stop:19.2f}")
-    app.exitQgis()
 
 
 if __name__ == "__main__":
