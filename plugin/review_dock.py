@@ -9,6 +9,7 @@ P or Left previous. "Retrain with these labels" opens hiriseice:train prefilled.
 The functions above ReviewDock hold the logic without widgets, so tests can check them directly.
 """
 
+import functools
 import glob
 import math
 import os
@@ -156,8 +157,10 @@ def _summary_model(layer: QgsVectorLayer, project: QgsProject):
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def _engine():
-    """The engine's modules the dock uses (model/, as the plugin's subpackage or top-level in tests)."""
+    """The engine's modules the dock uses (model/, as the plugin's subpackage or top-level in tests), found once:
+    label_value asks for them for every chunk of a layer."""
     try:
         from ..model import labels, modelfile
     except ImportError:  # plugin imported as a top-level package
