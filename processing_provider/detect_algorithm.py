@@ -23,14 +23,12 @@ from qgis.core import (
 )
 
 from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, gdal_errors_unprinted, gdal_without_pam, styling
-from .common import add_features, check_band, checked_model, features_from_dicts, make_fields, output_crs, raster_path_for_worker, require_crs
+from .common import check_band, checked_model, features_from_dicts, make_fields, output_crs, raster_path_for_worker, require_crs, write_sink
 from .destinations import (
     check_free_space,
     check_not_replaced_later,
     check_writable,
-    check_written,
     file_destination,
-    not_written,
     remove_created,
     report_replaced_layers,
 )
@@ -256,20 +254,12 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         if on_disk is not None:
             report_replaced_layers(on_disk, feedback)
         fields = make_fields(layer.fields)
-        try:
-            sink, destination = self.parameterAsSink(parameters, name, context, fields, layer.geometry, crs)
-        except QgsProcessingException:
-            if on_disk is None:
-                raise
-            raise not_written(on_disk, layer.what, "the layer could not be created") from None
-        if sink is None:
+        features = features_from_dicts(rows, fields, layer.geometry_key, multi=layer.geometry == QgsWkbTypes.Type.MultiPolygon)
+        destination = write_sink(self, parameters, name, context, fields, layer.geometry, crs, features, layer.what, on_disk)
+        if not destination:
             if name == self.OUTPUT:
                 raise QgsProcessingException(self.invalidSinkError(parameters, name))
             return ""
-        add_features(sink, features_from_dicts(rows, fields, layer.geometry_key, multi=layer.geometry == QgsWkbTypes.Type.MultiPolygon), layer.what)
-        del sink  # closes the file before postProcessAlgorithm stores the style in it
-        if on_disk is not None:
-            check_written(on_disk, len(rows), layer.what)
         self.style_output(context, destination, layer.qml)
         return destination
 

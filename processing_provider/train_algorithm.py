@@ -31,8 +31,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .algorithm import HiriseIceAlgorithm, LayerListParameter
-from .common import add_features, check_band, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs
-from .destinations import check_room, check_written, file_destination, not_written
+from .common import check_band, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs, write_sink
+from .destinations import check_room, file_destination
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
 from .engine import errors, files, gdal_exceptions, modelfile, network, raster, schema, training
 
@@ -341,19 +341,9 @@ class TrainAlgorithm(HiriseIceAlgorithm):
     def _write_history(self, parameters, context, history, rows) -> Dict:
         """{HISTORY: its destination} once written and read back; {} where not wanted. history: its FileDestination, None in memory."""
         fields = make_fields(schema.HISTORY_FIELDS)
-        try:
-            sink, destination = self.parameterAsSink(parameters, self.HISTORY, context, fields, QgsWkbTypes.Type.NoGeometry, QgsCoordinateReferenceSystem())
-        except QgsProcessingException:
-            if history is None:
-                raise
-            raise not_written(history, "training history", "the layer could not be created") from None
-        if sink is None:
-            return {}
-        add_features(sink, features_from_dicts(rows, fields), "history")
-        del sink
-        if history is not None:
-            check_written(history, len(rows), "training history")
-        return {self.HISTORY: destination}
+        destination = write_sink(self, parameters, self.HISTORY, context, fields, QgsWkbTypes.Type.NoGeometry, QgsCoordinateReferenceSystem(),
+                                 features_from_dicts(rows, fields), "training history", history)
+        return {self.HISTORY: destination} if destination else {}
 
     def written_destinations(self, parameters):
         """OUTPUT_MODEL with the extension _output_files gives it, so that REPORT=m.hiriseice beside OUTPUT_MODEL=m
