@@ -39,8 +39,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from model import files  # noqa: E402
+from model.averaging import RESAMPLING  # noqa: E402
 from model.grid import chunk_grid  # noqa: E402
-from model.raster import RESAMPLING, RasterSource  # noqa: E402
+from model.raster import RasterSource  # noqa: E402
 
 SCENE_DIR = os.path.join(REPO, "build", "bench-scenes")
 FULL_SIZE = (20000, 50000)  # width, height of a RED observation
@@ -105,9 +106,10 @@ sys.path.insert(0, {repo!r})
 import numpy as np
 from model import modelfile, runtime
 from model.chunking import iter_chunks
+from model.gdalstate import gdal_exceptions
 from model.inference import DetectOptions
 from model.preprocess import network_input
-from model.raster import RasterSource, gdal_exceptions
+from model.raster import RasterSource
 mirror = DetectOptions().tta  # as detect scores by default: each chunk and its east-west mirror
 network, metadata = modelfile.load({model!r})
 size, input_size = metadata["chunk_size"], metadata["input_size"]
@@ -135,9 +137,10 @@ import tensorflow
 import numpy as np
 from model import modelfile, runtime
 from model.chunking import export_chunk, iter_chunks
+from model.gdalstate import gdal_exceptions
 from model.grid import chunk_grid
 from model.preprocess import network_input
-from model.raster import RasterSource, gdal_exceptions
+from model.raster import RasterSource
 t = time.monotonic()
 network, metadata = modelfile.load({model!r})
 scorer = runtime.logit_scorer(network)  # the same runtime as detect: the comparison is of the pipelines

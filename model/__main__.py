@@ -377,7 +377,7 @@ def _stop_when_orphaned() -> None:
 
 def _run(args, reporter: Reporter) -> int:
     """One command, its exit status; for main and for each of serve's jobs."""
-    from .raster import gdal_exceptions
+    from .gdalstate import gdal_exceptions
 
     try:
         with gdal_exceptions():

@@ -20,12 +20,14 @@ from . import runtime, scoremap
 from .chunking import DEFAULT_MIN_VALID, check_grid_parameters, chunk_count, gap_warning, iter_chunks, paste_unscored_edges, scale_warning
 from .errors import EngineError, NoValidChunksError
 from .footprint import ValidityMosaic
+from .gdalstate import block_cache, gdal_exceptions
+from .georeference import check_north_up, north_turn_warning
 from .grid import chunk_grid, chunk_wkt
+from .imagechecks import check_size, coarse_pixel_warning, not_mars_warning, palette_warning, squashed_pixel_warning
 from .network import has_score_map
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
-from .raster import (RasterSource, block_cache, check_north_up, check_size, coarse_pixel_warning, gdal_exceptions, north_turn_warning,
-                     not_mars_warning, palette_warning, reading_threads, squashed_pixel_warning)
+from .raster import RasterSource, reading_threads
 from .schema import LABEL_SUMMARY_FIELDS
 
 @dataclass

@@ -9,8 +9,10 @@ from osgeo import ogr
 
 from .chunking import check_grid_parameters, iter_chunks
 from .errors import LabelError
+from .gdalstate import gdal_messages
+from .georeference import crs_transform
 from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, chunk_wkt, pixel_bounds_of_map_points, ring_wkt, window_ring
-from .raster import RasterSource, crs_transform, gdal_messages, north_up_view
+from .raster import RasterSource, north_up_view
 
 ICY_WORDS = {"1", "icy", "ice", "yes", "y", "true", "t"}
 NOT_ICY_WORDS = {"0", "not icy", "not_icy", "no ice", "no", "n", "false", "f", "noticy"}

@@ -1,6 +1,6 @@
 """Which way north points in an image, and how far the network may see it turned.
 
-Pure Python: the raster reader finds north from a file's CRS (raster.north_turn), the catalog from
+Pure Python: the raster reader finds north from a file's CRS (georeference.north_turn), the catalog from
 where a product lies (HiRISE's map rule), before anything is downloaded.
 
 The network reads where shade and ice lie from the sun's side: ice on the lower, poleward side of

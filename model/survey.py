@@ -35,10 +35,12 @@ from osgeo import gdal, ogr, osr
 from . import catalog, files, modelfile, rules
 from .download import DownloadItem, downloaded_jp2s
 from .errors import EngineError
+from .gdalstate import gdal_exceptions, gdal_messages
+from .georeference import crs_transform
 from .inference import DetectOptions, detect
 from .pdslabel import pixels_label
 from .protocol import Reporter, SilentReporter
-from .raster import RASTER_SUFFIXES, crs_transform, gdal_exceptions, gdal_messages, image_id_of, north_up_view
+from .raster import RASTER_SUFFIXES, image_id_of, north_up_view
 from .schema import DETECTION_FIELDS, SUMMARY_FIELDS
 from .vector import OGR_TYPES
 from .warm import warm_model

@@ -24,11 +24,13 @@ from . import finetune, modelfile
 from .chunking import DEFAULT_MIN_VALID
 from .errors import EngineError, LabelError, RasterError
 from .files import check_destination
+from .gdalstate import gdal_exceptions
+from .georeference import check_north_up, north_turn_warning
 from .grid import pixel_to_map
+from .imagechecks import squashed_pixel_warning
 from .network import TRUNKS, network_stride, score_map_side
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
-from .raster import check_north_up, gdal_exceptions, north_turn_warning, squashed_pixel_warning
 from .splitting import BLOCK_CHUNKS, block_groups, groups_seen_before
 from .training import TrainOptions, prepare_tensorflow, train_arrays, trained_architecture
 

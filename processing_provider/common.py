@@ -29,7 +29,7 @@ from qgis.core import (
 
 from .algorithm import styling
 from .destinations import check_written, not_written
-from .engine import errors, gdal_exceptions, modelfile, raster
+from .engine import errors, gdal_exceptions, georeference, modelfile
 
 QVARIANT_TYPES = styling.QVARIANT_TYPES
 
@@ -101,7 +101,7 @@ def check_band(layer: QgsRasterLayer, band: int) -> None:
 def require_crs(layer: QgsRasterLayer) -> None:
     if not layer.crs().isValid():
         if not _has_geotransform(layer.source()):
-            raise QgsProcessingException(raster.NOT_MAP_PROJECTED.format(path=layer.name()))
+            raise QgsProcessingException(georeference.NOT_MAP_PROJECTED.format(path=layer.name()))
         raise QgsProcessingException(
             f"The raster '{layer.name()}' has no coordinate reference system, so its chunks could not be placed on Mars. "
             "Assign the product's Mars CRS first (Raster > Projections > Assign Projection, or gdal_edit.py -a_srs), then run again."

@@ -32,7 +32,7 @@ from .destinations import (
     remove_created,
     report_replaced_layers,
 )
-from .engine import chunking, errors, files, gdal_exceptions, grid, modelfile, raster, rules, schema
+from .engine import chunking, errors, files, gdal_exceptions, georeference, grid, imagechecks, modelfile, raster, rules, schema
 from .worker import partial_path, run_worker
 
 
@@ -316,9 +316,9 @@ def check_raster_for_detection(raster_path: str, options: Dict) -> None:
     rather than after the worker's start; the worker repeats them for its command-line users."""
     try:
         with gdal_exceptions(), gdal_without_pam(), raster.RasterSource(raster_path, options["band"]) as source:
-            raster.check_size(raster_path, source.info.width, source.info.height, options["chunk_size"])
+            imagechecks.check_size(raster_path, source.info.width, source.info.height, options["chunk_size"])
             info = source.info
-            if raster.north_turn(info.crs_wkt, info.geotransform, info.width, info.height) is None:  # else the worker reads a north-up view
-                raster.check_north_up(raster_path, info.geotransform)
+            if georeference.north_turn(info.crs_wkt, info.geotransform, info.width, info.height) is None:  # else the worker reads a north-up view
+                georeference.check_north_up(raster_path, info.geotransform)
     except errors.EngineError as exc:
         raise QgsProcessingException(str(exc)) from None

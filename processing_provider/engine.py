@@ -12,11 +12,13 @@ model/ expects, and returns to QGIS's mode afterwards.
 import os
 
 try:
-    from ..model import __version__ as ENGINE_VERSION, chunking, errors, files, grid, modelfile, network, raster, rules, schema, training
+    from ..model import (__version__ as ENGINE_VERSION, chunking, errors, files, gdalstate, georeference, grid, imagechecks, modelfile, network, raster,
+                         rules, schema, training)
 except ImportError:  # processing_provider imported as a top-level package
-    from model import __version__ as ENGINE_VERSION, chunking, errors, files, grid, modelfile, network, raster, rules, schema, training  # noqa: F401
+    from model import (__version__ as ENGINE_VERSION, chunking, errors, files, gdalstate, georeference, grid, imagechecks, modelfile,  # noqa: F401
+                       network, raster, rules, schema, training)
 
-gdal_exceptions = raster.gdal_exceptions
+gdal_exceptions = gdalstate.gdal_exceptions
 
 PLUGIN_FOLDER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ICONS_FOLDER = os.path.join(PLUGIN_FOLDER, "resources", "icons")

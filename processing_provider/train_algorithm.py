@@ -34,7 +34,7 @@ from .algorithm import HiriseIceAlgorithm, LayerListParameter
 from .common import check_band, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs, write_sink
 from .destinations import check_room, file_destination
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
-from .engine import errors, files, gdal_exceptions, modelfile, network, raster, schema, training
+from .engine import errors, files, gdal_exceptions, georeference, imagechecks, modelfile, network, raster, schema, training
 
 AUGMENT_MODES = training.AUGMENT_MODES
 from .worker import partial_path, run_worker
@@ -233,7 +233,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         extent = raster_layer.extent()
         extent_geometry = QgsGeometry.fromRect(extent)
         source_crs = layer_crs(layer)
-        if source_crs.isValid() and raster.not_mars_warning(layer.name(), source_crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED_GDAL)):
+        if source_crs.isValid() and imagechecks.not_mars_warning(layer.name(), source_crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED_GDAL)):
             # QGIS could only print "Cannot create transform" for each feature
             raise QgsProcessingException(
                 f"The label layer '{layer.name()}' is in {source_crs.authid() or source_crs.description()}, a CRS of another body "
@@ -501,7 +501,7 @@ def _transformable(source: QgsCoordinateReferenceSystem, target: QgsCoordinateRe
     """Whether PROJ finds a transformation between the two CRSs (OSR's answer; QGIS's own prints its failure and goes on)."""
     try:
         with gdal_exceptions():
-            raster.crs_transform(*(crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED_GDAL) for crs in (source, target)))
+            georeference.crs_transform(*(crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED_GDAL) for crs in (source, target)))
         return True
     except RuntimeError:
         return False

@@ -18,7 +18,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 # No gdal.UseExceptions() here: GDAL's error mode is global, and the engine must work in the
-# mode QGIS leaves it in (model.raster.gdal_exceptions scopes its own).
+# mode QGIS leaves it in (model.gdalstate.gdal_exceptions scopes its own).
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MARS_RADIUS_M = 3396190.0

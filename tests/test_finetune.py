@@ -18,10 +18,11 @@ import helpers
 from model import calibration, finetune, labels, modelfile, splitting
 from model.chunking import iter_chunks
 from model.errors import LabelError, ModelFileError, RasterError
+from model.gdalstate import gdal_exceptions
 from model.grid import chunk_wkt, pixel_bounds_of_map_points
 from model.preprocess import DEFAULT_NORMALISATION, network_input, normalise, to_uint8
 from model.protocol import Reporter
-from model.raster import RasterSource, gdal_exceptions
+from model.raster import RasterSource
 
 CHUNK = helpers.TINY_CHUNK_SIZE  # the tiny base model's 64 px
 SMALL = 32  # the geologist's chunks in the fine-tuning scene
@@ -320,8 +321,8 @@ prepare_tensorflow([4])  # tiny networks: oneDNN off before TensorFlow loads (DE
 from model import calibration, finetune, modelfile
 from model.__main__ import main
 from model.labels import chunks_from_polygons
-from model.raster import RasterSource
 from model.preprocess import DEFAULT_NORMALISATION
+from model.raster import RasterSource
 
 plan = json.load(open(sys.argv[1]))
 # The base: the session's tiny model, given a replay set of its own training chunks.

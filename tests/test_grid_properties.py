@@ -19,7 +19,8 @@ from osgeo import gdal
 import helpers
 from model.chunking import iter_chunks
 from model.grid import chunk_grid, chunk_wkt, map_to_pixel, pixel_to_map
-from model.raster import PIXEL_TYPES, RasterSource
+from model.imagechecks import PIXEL_TYPES
+from model.raster import RasterSource
 
 # The pixel types the engine reads that this GDAL knows (Int8 came with GDAL 3.7); floats hold the same whole DNs.
 DATA_TYPES = [name for name in PIXEL_TYPES if gdal.GetDataTypeByName(name) != gdal.GDT_Unknown]

@@ -424,7 +424,8 @@ def test_a_parameter_name_detect_lacks_or_a_number_out_of_range(qgis_app, tiny_m
 
 def test_a_raster_with_neither_crs_nor_geotransform_is_told_both(detect_error, tmp_path):
     """Told only of the CRS, a geologist assigned one and was then refused for the geotransform."""
-    from model.raster import NOT_MAP_PROJECTED, RasterError, RasterSource
+    from model.georeference import NOT_MAP_PROJECTED
+    from model.raster import RasterError, RasterSource
 
     path = helpers.write_geotiff(tmp_path / "edr.tif", np.full((64, 64), 300, np.uint16), geotransform=None, crs_wkt=None)
     assert detect_error(INPUT=path).splitlines()[-1] == NOT_MAP_PROJECTED.format(path="edr")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, gdal_array, ogr, osr
 
-from model import chunking, preprocess
+from model import averaging, chunking, gdalstate, georeference, imagechecks, preprocess
 from model.errors import DamagedRasterError, NoValidChunksError, RasterError
 from model.grid import chunk_grid, chunk_wkt, pixel_to_map
 from model import raster
@@ -454,9 +454,9 @@ def test_whole_factor_reads_are_exact_block_means_where_gdal_rounds(tmp_path, da
     fx, fy = factors
     out_w, out_h = 96 // fx, 64 // fy
     with RasterSource(path) as source:
-        assert raster.averaged_here(source._ds.GetRasterBand(1))
+        assert averaging.averaged_here(source._ds.GetRasterBand(1))
         got, valid = source.read(0, 0, 96, 64, out_w, out_h)
-        gdals = source._ds.GetRasterBand(1).ReadAsArray(0, 0, 96, 64, buf_xsize=out_w, buf_ysize=out_h, buf_type=gdal.GDT_Float32, resample_alg=raster.RESAMPLING)
+        gdals = source._ds.GetRasterBand(1).ReadAsArray(0, 0, 96, 64, buf_xsize=out_w, buf_ysize=out_h, buf_type=gdal.GDT_Float32, resample_alg=averaging.RESAMPLING)
         if nodata is not None:  # a window of no-data alone
             corner, corner_valid = source.read(0, 0, 8, 8, 8 // fx, 8 // fy)
             assert corner.shape == (8 // fy, 8 // fx) and not corner.any() and not corner_valid.any()
@@ -483,7 +483,7 @@ def test_gdal_averages_where_it_has_overviews_or_a_mask(tmp_path):
 
     def averaged_here(path) -> bool:
         ds = gdal.Open(str(path))  # held: a band outlives its dataset in Python only to crash
-        return raster.averaged_here(ds.GetRasterBand(1))
+        return averaging.averaged_here(ds.GetRasterBand(1))
 
     plain = helpers.write_geotiff(tmp_path / "plain.tif", data, "UInt16", gt, wkt, 0)
     assert averaged_here(plain)
@@ -505,7 +505,7 @@ def test_gdal_averages_where_it_has_overviews_or_a_mask(tmp_path):
     for path in (floats, with_overviews, masked):
         with RasterSource(path) as source:
             got, _ = source.read(0, 0, 128, 128, 32, 32)
-            gdals = source._ds.GetRasterBand(1).ReadAsArray(0, 0, 128, 128, buf_xsize=32, buf_ysize=32, buf_type=gdal.GDT_Float32, resample_alg=raster.RESAMPLING)
+            gdals = source._ds.GetRasterBand(1).ReadAsArray(0, 0, 128, 128, buf_xsize=32, buf_ysize=32, buf_type=gdal.GDT_Float32, resample_alg=averaging.RESAMPLING)
         if path == floats:  # averaged here: the same means, summed in another order
             assert np.allclose(got, gdals, rtol=1e-6, atol=0), path
         else:
@@ -514,7 +514,7 @@ def test_gdal_averages_where_it_has_overviews_or_a_mask(tmp_path):
 
 @pytest.mark.parametrize("size, out_size, factors", [((1024, 1024), (256, 256), (4, 4)), ((1024, 512), (256, 256), (4, 2)), ((64, 64), (64, 64), None), ((1000, 1000), (256, 256), None), ((96, 64), (48, 0), None)])
 def test_only_a_shrink_by_whole_factors_is_averaged_by_the_engine(size, out_size, factors):
-    assert raster.whole_shrink(size, out_size) == factors
+    assert averaging.whole_shrink(size, out_size) == factors
 
 
 def test_footprint_follows_the_valid_area(make_raster):
@@ -574,7 +574,7 @@ def test_a_crs_without_a_geotransform_is_refused_rather_than_placed_in_pixel_coo
         RasterSource(path)
     assert "no geotransform" in str(caught.value) and "Georeferencer" in str(caught.value)
     with RasterSource(path, require_georeferencing=False) as source:  # its pixels stay readable (a report's quicklook)
-        assert source.info.geotransform == raster.PIXEL_GRID
+        assert source.info.geotransform == georeference.PIXEL_GRID
 
 
 @pytest.mark.parametrize("geotransform, damage", [((1000.0, 0.0, 0.0, 2000.0, 0.0, 0.0), "its pixels have no size"),
@@ -587,8 +587,8 @@ def test_a_damaged_geotransform_is_refused_rather_than_placed_nowhere(tmp_path, 
         RasterSource(path)
     assert "has a damaged geotransform (" in str(caught.value) and damage in str(caught.value) and "Download the product again" in str(caught.value)
     with RasterSource(path, require_georeferencing=False) as source:  # its pixels stay readable, placed nowhere
-        assert source.info.geotransform == raster.PIXEL_GRID and source.info.crs_wkt == ""
-    assert raster.geotransform_damage(helpers.default_geotransform(64, 64)) == ""
+        assert source.info.geotransform == georeference.PIXEL_GRID and source.info.crs_wkt == ""
+    assert georeference.geotransform_damage(helpers.default_geotransform(64, 64)) == ""
 
 
 def test_a_raster_without_crs_fails_the_worker_with_exit_status_2(make_raster, worker_python):
@@ -726,9 +726,9 @@ def test_an_image_smaller_than_one_chunk_both_ways_or_a_sliver_is_refused(width,
             "strip": rf"is {width} x {height} px, a strip narrower than an eighth of a chunk \(8 px at CHUNK_SIZE 64\)"}
     if refused:
         with pytest.raises(RasterError, match=said[refused]):
-            raster.check_holds_a_chunk("x.tif", width, height, 64)
+            imagechecks.check_holds_a_chunk("x.tif", width, height, 64)
     else:
-        raster.check_holds_a_chunk("x.tif", width, height, 64)
+        imagechecks.check_holds_a_chunk("x.tif", width, height, 64)
 
 
 LOCAL_CRS = 'LOCAL_CS["arbitrary",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
@@ -737,15 +737,15 @@ LOCAL_CRS = 'LOCAL_CS["arbitrary",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Nor
 def test_only_a_crs_off_mars_is_warned_about():
     earth = osr.SpatialReference()
     earth.ImportFromEPSG(4326)
-    assert "radius 6378 km (WGS 84), not on Mars" in raster.not_mars_warning("e.tif", earth.ExportToWkt())
+    assert "radius 6378 km (WGS 84), not on Mars" in imagechecks.not_mars_warning("e.tif", earth.ExportToWkt())
     polar_sphere = osr.SpatialReference()
     polar_sphere.SetGeogCS("Mars polar", "D_Mars", "Mars", 3376200.0, 0.0)
     for wkt in (helpers.mars_equirectangular_wkt(), polar_sphere.ExportToWkt(), ""):
-        assert raster.not_mars_warning("m.tif", wkt) == ""
-    assert "a local CRS (arbitrary) that lies on no body" in raster.not_mars_warning("l.tif", LOCAL_CRS)
-    assert raster.north_turn(LOCAL_CRS, helpers.default_geotransform(64, 64), 64, 64) is None  # no north to turn
+        assert imagechecks.not_mars_warning("m.tif", wkt) == ""
+    assert "a local CRS (arbitrary) that lies on no body" in imagechecks.not_mars_warning("l.tif", LOCAL_CRS)
+    assert georeference.north_turn(LOCAL_CRS, helpers.default_geotransform(64, 64), 64, 64) is None  # no north to turn
     with pytest.raises(RuntimeError, match="PROJ finds no transformation from arbitrary"):
-        raster.crs_transform(LOCAL_CRS, helpers.mars_equirectangular_wkt())
+        georeference.crs_transform(LOCAL_CRS, helpers.mars_equirectangular_wkt())
 
 
 def _paletted(path, entry):
@@ -770,7 +770,7 @@ def test_only_a_palette_in_colour_is_warned_about(tmp_path):
     warned = {}
     for path in (coloured, grey_ramp, grey_reversed, plain):
         with raster.RasterSource(path) as source:
-            warned[os.path.basename(path)] = raster.palette_warning(path, source.info)
+            warned[os.path.basename(path)] = imagechecks.palette_warning(path, source.info)
     assert "holds palette indices with a colour table, not brightness" in warned["coloured.tif"]
     assert "gdal_translate -expand gray" in warned["coloured.tif"]
     assert "not brightness" in warned["reversed.tif"]  # brighter with a lower index: the order misleads
@@ -780,15 +780,15 @@ def test_only_a_palette_in_colour_is_warned_about(tmp_path):
 def test_only_pixels_far_coarser_than_hirise_are_warned_about():
     mars = helpers.mars_equirectangular_wkt()
     for metres in (0.25, 0.5, 1.0, 2.0):
-        assert raster.coarse_pixel_warning("r.tif", mars, metres, 1024) == ""
-    warning = raster.coarse_pixel_warning("browse.tif", mars, 25.0, 1024)
+        assert imagechecks.coarse_pixel_warning("r.tif", mars, metres, 1024) == ""
+    warning = imagechecks.coarse_pixel_warning("browse.tif", mars, 25.0, 1024)
     assert "'browse.tif' has 25 m pixels, coarser than any HiRISE map product (0.25-2 m), so each 1024-px chunk spans 25.6 km" in warning
     assert "detect on the full-resolution product (RDR)" in warning
     geographic = osr.SpatialReference()
     geographic.SetGeogCS("Mars 2000", "D_Mars_2000", "Mars_2000_IAU_IAG", 3396190.0, 169.894447)
-    assert raster.coarse_pixel_warning("g.tif", geographic.ExportToWkt(), 5e-6, 1024) == ""  # 0.30 m at the equator
-    assert "has 593 m pixels" in raster.coarse_pixel_warning("g.tif", geographic.ExportToWkt(), 0.01, 1024)
-    assert raster.coarse_pixel_warning("n.tif", "", 100.0, 1024) == ""
+    assert imagechecks.coarse_pixel_warning("g.tif", geographic.ExportToWkt(), 5e-6, 1024) == ""  # 0.30 m at the equator
+    assert "has 593 m pixels" in imagechecks.coarse_pixel_warning("g.tif", geographic.ExportToWkt(), 0.01, 1024)
+    assert imagechecks.coarse_pixel_warning("n.tif", "", 100.0, 1024) == ""
 
 
 def test_only_pixels_far_longer_one_way_on_the_ground_are_warned_about():
@@ -799,15 +799,15 @@ def test_only_pixels_far_longer_one_way_on_the_ground_are_warned_about():
     degrees = geographic.ExportToWkt()
     step = 1e-5  # 0.59 m of latitude
     at = lambda latitude: (10.0, step, 0.0, latitude + 1000 * step, 0.0, -step)  # noqa: E731 (2000 rows centred on it)
-    warning = raster.squashed_pixel_warning("geo.tif", degrees, at(-55.0), 3000, 2000)
+    warning = imagechecks.squashed_pixel_warning("geo.tif", degrees, at(-55.0), 3000, 2000)
     assert "'geo.tif' has pixels 0.34 m wide and 0.593 m tall on the ground at -55.0 deg latitude (1.74 to 1)" in warning
     assert "gdalwarp -t_srs '+proj=eqc +lat_ts=-55 +R=3396190' -tr 0.34 0.34 IN.tif OUT.tif" in warning
-    assert raster.squashed_pixel_warning("geo.tif", degrees, at(0.0), 3000, 2000) == ""
+    assert imagechecks.squashed_pixel_warning("geo.tif", degrees, at(0.0), 3000, 2000) == ""
     mars = helpers.mars_equirectangular_wkt()
-    assert raster.squashed_pixel_warning("r.tif", mars, helpers.default_geotransform(3000, 2000), 3000, 2000) == ""
-    assert "(2.00 to 1)" in raster.squashed_pixel_warning("r.tif", mars, (0.0, 0.5, 0.0, 0.0, 0.0, -1.0), 3000, 2000)
-    assert raster.squashed_pixel_warning("r.tif", mars, (0.0, 0.5, 0.0, 0.0, 0.0, -0.55), 3000, 2000) == ""  # within 15 per cent
-    assert raster.squashed_pixel_warning("n.tif", "", (0.0, 0.5, 0.0, 0.0, 0.0, -1.0), 3000, 2000) == ""
+    assert imagechecks.squashed_pixel_warning("r.tif", mars, helpers.default_geotransform(3000, 2000), 3000, 2000) == ""
+    assert "(2.00 to 1)" in imagechecks.squashed_pixel_warning("r.tif", mars, (0.0, 0.5, 0.0, 0.0, 0.0, -1.0), 3000, 2000)
+    assert imagechecks.squashed_pixel_warning("r.tif", mars, (0.0, 0.5, 0.0, 0.0, 0.0, -0.55), 3000, 2000) == ""  # within 15 per cent
+    assert imagechecks.squashed_pixel_warning("n.tif", "", (0.0, 0.5, 0.0, 0.0, 0.0, -1.0), 3000, 2000) == ""
 
 
 @pytest.mark.parametrize("longitude, turned", [(0.0, 0.0), (10.0, 10.0), (30.0, 30.0), (150.0, 150.0), (240.0, -120.0)])
@@ -815,23 +815,23 @@ def test_north_at_the_centre_of_a_polar_stereographic_image_turns_with_its_longi
     """HiRISE maps poleward of 65 deg in polar stereographic on the 0 meridian: north is up only there. A
     small turn passes, a moderate one is warned about, one beyond 45 deg refused like a south-up file."""
     wkt, gt = helpers.south_polar_stereographic(longitude)
-    turn = raster.north_turn(wkt, gt, 256, 256)
+    turn = georeference.north_turn(wkt, gt, 256, 256)
     assert turn.degrees == pytest.approx(turned, abs=0.5) and turn.latitude == pytest.approx(-67.0, abs=0.01)
     assert turn.longitude == pytest.approx(longitude, abs=0.01)
-    warning = raster.north_turn_warning("p.tif", wkt, gt, 256, 256)
+    warning = georeference.north_turn_warning("p.tif", wkt, gt, 256, 256)
     if abs(turned) <= 15:
         assert warning == ""
-        raster.check_north_up("p.tif", gt, wkt, 256, 256)
+        georeference.check_north_up("p.tif", gt, wkt, 256, 256)
         return
     side = "clockwise" if turned > 0 else "anticlockwise"
     assert f"At the centre of 'p.tif' (-67.0 deg, {longitude:.1f} deg E) north points {abs(turned):.0f} deg {side} from the image's up" in warning
     fix = f"gdalwarp -t_srs '+proj=stere +lat_0=-90 +lon_0={longitude:.3f} +k=1 +R=3396190 +units=m' IN.tif OUT.tif"
     assert fix in warning
     if abs(turned) <= 45:
-        raster.check_north_up("p.tif", gt, wkt, 256, 256)
+        georeference.check_north_up("p.tif", gt, wkt, 256, 256)
     else:
         with pytest.raises(RasterError, match="would see it turned that far") as refused:
-            raster.check_north_up("p.tif", gt, wkt, 256, 256)
+            georeference.check_north_up("p.tif", gt, wkt, 256, 256)
         assert fix in str(refused.value)
 
 
@@ -840,10 +840,10 @@ def test_the_warned_reprojection_puts_north_up(tmp_path):
     wkt, gt = helpers.south_polar_stereographic(150.0)
     turned = helpers.write_geotiff(tmp_path / "turned.tif", np.full((256, 256), 500), "UInt16", gt, wkt)
     with pytest.raises(RasterError) as refused:
-        raster.check_north_up(turned, gt, wkt, 256, 256)
+        georeference.check_north_up(turned, gt, wkt, 256, 256)
     target = str(refused.value).split("gdalwarp -t_srs '")[1].split("'")[0]
     warped = gdal.Warp(str(tmp_path / "north_up.tif"), turned, dstSRS=target)
-    turn = raster.north_turn(warped.GetProjection(), warped.GetGeoTransform(), warped.RasterXSize, warped.RasterYSize)
+    turn = georeference.north_turn(warped.GetProjection(), warped.GetGeoTransform(), warped.RasterXSize, warped.RasterYSize)
     assert abs(turn.degrees) < 0.5
     warped = None
 
@@ -856,7 +856,7 @@ def test_a_far_turned_raster_is_read_through_a_north_up_view_that_is_gone_afterw
         assert view.startswith("/vsimem/hiriseice/") and view.endswith("/turned.vrt")
         with RasterSource(view) as source:
             info = source.info
-        assert abs(raster.north_turn(info.crs_wkt, info.geotransform, info.width, info.height).degrees) < 0.5
+        assert abs(georeference.north_turn(info.crs_wkt, info.geotransform, info.width, info.height).degrees) < 0.5
         assert info.image_id == "turned"
     assert gdal.VSIStatL(view) is None
     assert len(said) == 1 and "north points 150 deg clockwise" in said[0] and "+lon_0=150.000" in said[0]
@@ -891,8 +891,8 @@ def test_a_north_up_view_reads_chunks_at_the_network_scale_as_the_block_means_of
 
 def test_north_is_up_in_the_equirectangular_maps_of_hirise_and_unknown_without_a_crs():
     gt = helpers.default_geotransform(300, 200)
-    assert raster.north_turn(helpers.mars_equirectangular_wkt(), gt, 300, 200).degrees == pytest.approx(0.0, abs=1e-6)
-    assert raster.north_turn("", gt, 300, 200) is None
+    assert georeference.north_turn(helpers.mars_equirectangular_wkt(), gt, 300, 200).degrees == pytest.approx(0.0, abs=1e-6)
+    assert georeference.north_turn("", gt, 300, 200) is None
 
 
 def _empty_geotiff(path, width, height, data_type, block_height):
@@ -932,12 +932,12 @@ def test_the_block_cache_holds_one_row_of_chunks_at_the_level_read(tmp_path):
 
 def test_the_block_cache_is_set_for_the_run_and_restored_unless_the_user_chose():
     before = gdal.GetCacheMax()
-    with raster.block_cache(40 << 20) as note:
+    with gdalstate.block_cache(40 << 20) as note:
         assert gdal.GetCacheMax() == 40 << 20 and "40 MB (a row of chunks" in note
     assert gdal.GetCacheMax() == before
     gdal.SetConfigOption("GDAL_CACHEMAX", "64")
     try:
-        with raster.block_cache(40 << 20) as note:
+        with gdalstate.block_cache(40 << 20) as note:
             assert gdal.GetCacheMax() == before and "GDAL_CACHEMAX as set" in note
     finally:
         gdal.SetConfigOption("GDAL_CACHEMAX", None)
@@ -1007,7 +1007,7 @@ def test_a_pds3_image_is_read_through_its_label_and_its_damage_names_the_image(t
         RasterSource(str(tmp_path / "whole.IMG"), require_georeferencing=False)
     (tmp_path / "cut.IMG").write_bytes(pixels[: len(pixels) // 2])
     (tmp_path / "cut.LBL").write_text(PDS3_LABEL.format(image="cut.IMG"))
-    with raster.gdal_exceptions(), RasterSource(str(tmp_path / "cut.LBL"), require_georeferencing=False) as source:
+    with gdalstate.gdal_exceptions(), RasterSource(str(tmp_path / "cut.LBL"), require_georeferencing=False) as source:
         with pytest.raises(DamagedRasterError, match=r"'.*cut\.IMG' is damaged"):
             source.read(0, 0, 64, 64, 64, 64)
 
@@ -1017,7 +1017,7 @@ def test_an_internal_mask_is_no_data_at_every_scale(tmp_path, out_side):
     """A GeoTIFF with a mask of its own (GDAL_TIFF_INTERNAL_MASK): GDAL applies it to shrunk reads
     only, so at full scale the masked half had been read as image."""
     path = str(tmp_path / "masked.tif")
-    with raster.gdal_exceptions():
+    with gdalstate.gdal_exceptions():
         gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
         try:
             dataset = gdal.GetDriverByName("GTiff").Create(path, 64, 64, 1, gdal.GDT_UInt16)
@@ -1045,7 +1045,7 @@ def test_overviews_that_pick_pixels_are_not_read(tmp_path, resampling, skipped):
     pixels = scene.bands[0].copy()
     pixels[500:502, 500:502] = 1000
     helpers.write_geotiff(scene.path, [pixels], "UInt16", scene.geotransform, scene.crs_wkt)
-    with raster.gdal_exceptions():
+    with gdalstate.gdal_exceptions():
         with RasterSource(scene.path) as source:
             plain, _ = source.read(256, 256, 512, 512, 64, 64)
         dataset = gdal.Open(scene.path, gdal.GA_Update)
@@ -1066,7 +1066,7 @@ def test_ground_control_points_that_only_a_warp_fits_are_refused_not_turned(tmp_
     look south-up, and the north-up view warped it by the GCPs without a word."""
     path = str(tmp_path / "gcps.tif")
     srs = osr.SpatialReference(wkt=helpers.mars_equirectangular_wkt()).CloneGeogCS()
-    with raster.gdal_exceptions():
+    with gdalstate.gdal_exceptions():
         dataset = gdal.GetDriverByName("GTiff").Create(path, 64, 64, 1, gdal.GDT_UInt16)
         dataset.GetRasterBand(1).WriteArray(np.full((64, 64), 300, np.uint16))
         corners = [(0, 0, 10.0, -50.0), (64, 0, 10.2, -50.05), (0, 64, 9.9, -50.3), (64, 64, 10.4, -50.2)]  # no affine fit
@@ -1085,7 +1085,7 @@ def test_the_overviews_of_a_float_band_are_not_read(tmp_path):
     pixels = np.full((64, 64), 0.05, np.float32)
     pixels[10, 10] = np.nan
     pixels[40, 40] = raster.ISIS_SATURATED[gdal.GDT_Float32][1][0]
-    with raster.gdal_exceptions():
+    with gdalstate.gdal_exceptions():
         dataset = gdal.GetDriverByName("GTiff").Create(path, 64, 64, 1, gdal.GDT_Float32)
         dataset.SetGeoTransform(helpers.default_geotransform(64, 64))
         dataset.SetProjection(helpers.mars_equirectangular_wkt())
