@@ -3,7 +3,7 @@
   detect RASTER --out chunks.gpkg --report report.html   score a raster with a model file
   chunk RASTER --out chunks.gpkg [--export-folder DIR]    the chunk grid only (no TensorFlow)
   survey --rasters A B DIR find.gpkg --out survey.gpkg   detect over many rasters on Dask, resumable
-  train JOB.json                                          train from a job file (see model/training.py)
+  train JOB.json                                          train from a job file (see model/trainingjob.py)
   info [--model FILE]                                     versions, device and a model file's metadata
   sample-scene OUT.tif [--terrain DIR]                   write a HiRISE-like test scene (synthetic, or of real crops)
   serve                                                   with --jsonl: one job per stdin line, the model kept loaded
@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     chunk.set_defaults(run=_chunk)
 
     train = commands.add_parser("train", help="train or continue training a model from a job file")
-    train.add_argument("job", help="JSON job file (see model/training.py)")
+    train.add_argument("job", help="JSON job file (see model/trainingjob.py)")
     train.set_defaults(run=_train)
 
     info = commands.add_parser("info", help="engine versions, compute device and model metadata")

@@ -160,7 +160,7 @@ def unseen_section(meta: Dict, unseen: List[Dict] = None) -> str:
             bins = " / ".join(k for k, b in r["by_size"].items() if b["count"])
             lines.append(f"| {family} | {name} | {r['roc_auc']:.3f} ({r['interval']['low']:.3f}-{r['interval']['high']:.3f}) | {r['recall']:.2f} | "
                          f"{sizes} ({bins}) | {_by_contrast(r)} | {_by_contrast(r, 'by_rise')} | {r['fpr_real_terrain']:.3f} |")
-    return f"""The shipped weights on ice drawn ways no model here trained on (`benchmarks/unseen_family.py --family NAME`):
+    return f"""The shipped weights on ice drawn ways no model here trained on (`.venv/bin/python benchmarks/unseen_family.py --family NAME`):
 {chr(10).join(described)}
 
 | family | scored | ROC AUC (95 % interval) | recall at p >= 0.5 | recall by patch size | ROC AUC by the patch's contrast | ROC AUC by the ice's rise in the crop's stretch | FPR real ice-free terrain |
@@ -310,6 +310,15 @@ Reliability on the held-out set:
 ## Reproduce
 Needs ../shared/data/hirise-terrain and hirise-terrain-v1:
 {commands}
-and for the transfer table, once per family: `scripts/train_default_model --epochs 8 --patience 3 --hold-out FAMILY --out build/lofo/FAMILY.hiriseice --json resources/models/transfer/FAMILY.json`;
-for the families above: `.venv/bin/python benchmarks/unseen_family.py --family "lee frost" --model MODEL --json resources/models/unseen/lee_frost.json` (and "frost lobes").
+These are the commands as they were run, each continuing the model before it. The last one's model was then copied
+(`cp build/exp/diverse.hiriseice resources/models/default.hiriseice`), measured into its file
+(`scripts/train_default_model --evaluate resources/models/default.hiriseice --store`), and this card written from what
+the file stores (`scripts/train_default_model --out resources/models/default.hiriseice --card resources/models/MODEL_CARD.md
+--card-only`; the previous default's table needs that model's `--evaluate MODEL --json FILE` given as `--compare FILE`).
+The card's other tables read files made beforehand. The transfer table reads `resources/models/transfer/*.json` (the
+default of `--transfer`; the runs above named `build/lofo/*.json`, where those files were then), made once per family
+by `scripts/train_default_model --epochs 8 --patience 3 --hold-out FAMILY --out build/lofo/FAMILY.hiriseice --json
+resources/models/transfer/FAMILY.json`. The families drawn apart read `resources/models/unseen/*.json`, made by
+`.venv/bin/python benchmarks/unseen_family.py --family "lee frost" --model MODEL --json resources/models/unseen/lee_frost.json`
+(and the same for "frost lobes" and "cap remnants").
 """
