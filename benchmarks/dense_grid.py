@@ -139,9 +139,10 @@ def print_corner(e):
           f"map route {e['dense_map_best_covering']}, per-chunk route {e['dense_chunk_best_covering']} -> {'found' if e['found'] else 'NOT found'}", flush=True)
 
 
-def timed_detect(raster, **options):
+def timed_detect(raster, model_path="", **options):
+    """Detect with ``model_path`` (the bundled model when empty) and its wall time."""
     t = time.monotonic()
-    d = detect(raster, "", DetectOptions(**options))
+    d = detect(raster, model_path, DetectOptions(**options))
     return d, time.monotonic() - t
 
 

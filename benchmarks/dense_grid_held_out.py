@@ -5,12 +5,12 @@ real: mosaics of the terrain crops of the observations the default model's recip
 (scripts/default_model.py's split), each crop a 256-px cell, with ice of every family
 (model/trainingdata/ice) planted in 256-px windows placed anywhere, so that patches land on cell
 edges and corners as often as inside. Detect runs at CHUNK_SIZE 256 (one cell) with the bundled
-model, at STRIDE 256, and at 128 and 64 on both routes. A chunk is icy when a planted group's
+model (or --model), at STRIDE 256, and at 128 and 64 on both routes. A chunk is icy when a planted group's
 bounding box lies inside it, ice-free when none touches it (dense_grid.chunk_labels); reported:
 pooled ROC AUC per stride and route, and per planted group whether the best dense chunk holding
 it scores higher than the best STRIDE = CHUNK chunk touching it.
 
-    nice -n 19 .venv/bin/python benchmarks/dense_grid_held_out.py [--scenes 8] [--json out.json]
+    nice -n 19 .venv/bin/python benchmarks/dense_grid_held_out.py [--scenes 8] [--model M.hiriseice] [--json out.json]
 """
 
 import argparse
@@ -80,6 +80,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="", help="a .hiriseice model file (default: the bundled model)")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     folders = [os.path.join(recipe.SHARED, name) for name in recipe.TERRAIN_FOLDERS if os.path.isdir(os.path.join(recipe.SHARED, name))]
@@ -101,7 +102,7 @@ def main():
             patches = [{"bbox": g["bbox"]} for g in groups]
             chunks = {}
             for stride, route in RUNS:
-                detection, _wall = timed_detect(raster, chunk_size=CELL, stride=stride, scoring=route)
+                detection, _wall = timed_detect(raster, args.model, chunk_size=CELL, stride=stride, scoring=route)
                 chunks[(stride, route)] = detection.chunks
                 labels = chunk_labels(detection.chunks, patches)
                 for c in detection.chunks:
