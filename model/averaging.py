@@ -38,31 +38,38 @@ OVERVIEW_PROBE_PIXELS = 64
 
 def overviews_not_to_read(band, file_type: str) -> str:
     """Why a band's overviews (not a JPEG2000's resolution levels) must not be read for chunks, or "":
-    they pick pixels (overviews_pick_pixels), or they are a float file's (``file_type``: RasterInfo's,
-    so not a north-up view's own, which is float whatever it views), whose averages took NaN and
-    ISIS3's special values in with the pixels around them (the engine reads those for what they are)."""
+    they pick pixels or do not match the image (overview_fault), or they are a float file's
+    (``file_type``: RasterInfo's, so not a north-up view's own, which is float whatever it views), whose
+    averages took NaN and ISIS3's special values in with the pixels around them (the engine reads those
+    for what they are)."""
     if band.GetOverviewCount() == 0:
         return ""
     if file_type in ("Float32", "Float64"):
         return "are a float band's, whose averages spread no-data and saturated values over their neighbours"
-    if overviews_pick_pixels(band):
+    fault = overview_fault(band)
+    if fault == "picks":
         return ("pick pixels instead of averaging them (built by nearest neighbour, the default of QGIS's pyramids; "
                 "rebuild them with gdaladdo -r average)")
+    if fault == "stale":
+        return ("do not show the image's own pixels (left from another file of the same name, or built before the image "
+                "was changed: QGIS draws the image from them too); delete them or rebuild them with gdaladdo -r average")
     return ""
 
 
-def overviews_pick_pixels(band) -> bool:
-    """Whether the band's first overview (not a JPEG2000's resolution level: RESOLUTION_LEVEL_DRIVERS)
-    was made by picking one pixel of each block (nearest neighbour) rather than by averaging them:
-    read for chunks, such overviews make a small bright patch vanish or flicker with the grid. A
-    GeoTIFF keeps no record of how its overviews were built, so a window at the centre of the
-    overview is compared with both, made here from full resolution: it is the nearer one."""
+def overview_fault(band) -> str:
+    """What is wrong with the band's first overview (not a JPEG2000's resolution level:
+    RESOLUTION_LEVEL_DRIVERS) for reading chunks: "picks" where it was made by picking one pixel of
+    each block (nearest neighbour) rather than by averaging them, which makes a small bright patch
+    vanish or flicker with the grid; "stale" where it is not this image's at all (an external .ovr left
+    beside a file replaced under the same name made plain terrain score as ice); "" where it will do.
+    A GeoTIFF keeps no record of how its overviews were built, so a window at the centre of the overview
+    is compared with both, made here from full resolution: it is the nearer one, and like one of them."""
     if band.GetOverviewCount() == 0:
-        return False
+        return ""
     overview = band.GetOverview(0)
     rx, ry = band.XSize / overview.XSize, band.YSize / overview.YSize
     if rx < 1.5 or ry < 1.5:
-        return False
+        return ""
     columns, rows = min(OVERVIEW_PROBE_PIXELS, overview.XSize), min(OVERVIEW_PROBE_PIXELS, overview.YSize)
     ox, oy = (overview.XSize - columns) // 2, (overview.YSize - rows) // 2
     # each overview pixel's source pixels, as GDAL counts them
@@ -71,7 +78,7 @@ def overviews_pick_pixels(band) -> bool:
     pixels = band.ReadAsArray(int(x_edges[0]), int(y_edges[0]), int(x_edges[-1] - x_edges[0]), int(y_edges[-1] - y_edges[0]))
     found = overview.ReadAsArray(ox, oy, columns, rows)
     if pixels is None or found is None:
-        return False
+        return ""
     pixels = pixels.astype(np.float64)
     x_edges, y_edges = x_edges - x_edges[0], y_edges - y_edges[0]
     summed = np.pad(pixels, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
@@ -87,9 +94,27 @@ def overviews_pick_pixels(band) -> bool:
     found = found.astype(np.float64)
     nodata = band.GetNoDataValue() or 0
     valid = np.isfinite(averaged) & np.isfinite(found) & (found != nodata) & np.all([pick != nodata for pick in picks], axis=0)
-    if valid.sum() < 16 or not min(np.abs(pick - averaged)[valid].mean() for pick in picks) > 0.5:  # smooth ground, or no image: either would do
-        return False
-    return min(float(np.abs(found - pick)[valid].mean()) for pick in picks) < float(np.abs(found - averaged)[valid].mean())
+    if valid.sum() < 16:  # no image at the centre: nothing to judge by
+        return ""
+    if not _like_one_of(found[valid], [averaged[valid]] + [pick[valid] for pick in picks]):
+        return "stale"
+    if not min(np.abs(pick - averaged)[valid].mean() for pick in picks) > 0.5:  # smooth ground: either would do
+        return ""
+    picked = min(float(np.abs(found - pick)[valid].mean()) for pick in picks) < float(np.abs(found - averaged)[valid].mean())
+    return "picks" if picked else ""
+
+
+def _like_one_of(found: np.ndarray, candidates) -> bool:
+    """Whether an overview's pixels follow one of the ways of making them from the image: correlated
+    with it (any resampling of the same ground is; another image's is not), or, on ground too smooth to
+    correlate, at its level."""
+    for candidate in candidates:
+        if found.std() > 1.0 and candidate.std() > 1.0:
+            if np.corrcoef(found, candidate)[0, 1] > 0.5:
+                return True
+        elif abs(found.mean() - candidate.mean()) <= 2.0 + 0.05 * abs(candidate.mean()):
+            return True
+    return False
 
 
 def averaged_here(band) -> bool:

@@ -189,14 +189,25 @@ def north_turn(crs_wkt: str, geotransform, width: int, height: int) -> Optional[
     geographic.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     try:
         to_degrees = osr.CoordinateTransformation(srs, geographic)
-        to_map = osr.CoordinateTransformation(geographic, srs)
         centre = gdal.ApplyGeoTransform(list(geotransform), width / 2, height / 2)
         longitude, latitude = to_degrees.TransformPoint(*centre)[:2]
         if not abs(latitude) < 89.0:
             return None
-        north = to_map.TransformPoint(longitude, latitude + 0.01)[:2]
+        # North from how longitude and latitude change around the centre, never by mapping a longitude back
+        # to the map: eastings beyond the CRS's antimeridian (an image across it, an ISIS3 map of longitudes
+        # 0-360 on meridian 0) come back on its other side, which read as north turned 90 deg.
+        step = 10.0 * float(np.hypot(geotransform[1], geotransform[4]))
+        east = to_degrees.TransformPoint(centre[0] + step, centre[1])[:2]
+        up = to_degrees.TransformPoint(centre[0], centre[1] + step)[:2]
     except RuntimeError:  # a CRS PROJ cannot invert, or a centre off its map
         return None
+    lon_x, lon_y = ((point[0] - longitude + 180.0) % 360.0 - 180.0 for point in (east, up))
+    lat_x, lat_y = east[1] - latitude, up[1] - latitude
+    determinant = lon_x * lat_y - lon_y * lat_x
+    if not determinant:
+        return None
+    scale = step / float(np.hypot(lon_y, lon_x))
+    north = (centre[0] - lon_y * scale * np.sign(determinant), centre[1] + lon_x * scale * np.sign(determinant))
     inverse = gdal.InvGeoTransform(list(geotransform))
     col0, row0 = gdal.ApplyGeoTransform(inverse, *centre)
     col1, row1 = gdal.ApplyGeoTransform(inverse, *north)

@@ -835,6 +835,26 @@ def test_north_at_the_centre_of_a_polar_stereographic_image_turns_with_its_longi
         assert fix in str(refused.value)
 
 
+@pytest.mark.parametrize("central_meridian, centre_longitude, expected_longitude", [(180.0, 0.0, 0.0), (180.0, 0.01, 0.01), (0.0, 350.0, 350.0)])
+def test_north_is_up_in_an_equirectangular_map_beyond_its_antimeridian(tmp_path, central_meridian, centre_longitude, expected_longitude):
+    """An image across its CRS's antimeridian (eastings beyond pi R), or an ISIS3 map of longitudes 0-360 on
+    meridian 0, is north-up: it was taken for a polar map turned 90 deg and read through a warped view
+    (3 of 6 chunks dropped, or "no chunk has image data")."""
+    srs = osr.SpatialReference()
+    srs.SetGeogCS("Mars 2000 sphere", "D_Mars_2000_Sphere", "Mars_2000_Sphere", 3396190.0, 0.0)
+    srs.SetEquirectangular2(0.0, central_meridian, 0.0, 0.0, 0.0)
+    easting = np.radians(centre_longitude - central_meridian + (360.0 if centre_longitude < central_meridian else 0.0)) * 3396190.0
+    northing = np.radians(-40.0) * 3396190.0
+    geotransform = (easting - 512 * 0.5, 0.5, 0.0, northing + 512 * 0.5, 0.0, -0.5)
+    turn = georeference.north_turn(srs.ExportToWkt(), geotransform, 1024, 1024)
+    assert turn.degrees == pytest.approx(0.0, abs=0.01) and turn.map_degrees == pytest.approx(0.0, abs=0.01)
+    assert turn.latitude == pytest.approx(-40.0, abs=0.01) and turn.longitude == pytest.approx(expected_longitude, abs=0.01)
+    path = helpers.write_geotiff(tmp_path / "across.tif", [helpers.textured(1024, 1024, np.random.default_rng(2), 200, 900)], "UInt16",
+                                 geotransform, srs.ExportToWkt())
+    with raster.north_up_view(path, 0, lambda message: pytest.fail(f"said {message!r}")) as read:
+        assert read == path  # read as it is, not through a view
+
+
 def test_the_warned_reprojection_puts_north_up(tmp_path):
     """The command the warning gives makes north point up at the image's centre."""
     wkt, gt = helpers.south_polar_stereographic(150.0)
@@ -1059,6 +1079,29 @@ def test_overviews_that_pick_pixels_are_not_read(tmp_path, resampling, skipped):
                 assert all(np.array_equal(handle.read(256, 256, 512, 512, 64, 64)[0], read) for handle in handles[1:])
                 assert all(handle.info.overviews_skipped == source.info.overviews_skipped for handle in handles[1:])
     assert np.array_equal(read, plain) == skipped  # else read from the overviews
+
+
+def test_overviews_left_from_another_image_are_not_read(tmp_path):
+    """An external .ovr left beside a file replaced under the same name is no overview of it: read for
+    chunks, another image's pyramid made plain terrain score as ice (4 of 4 chunks, mean p 1.0)."""
+    scene = helpers.generate_raster(tmp_path, name="replaced.tif", width=1024, height=1024, seed=4)
+    with gdalstate.gdal_exceptions():
+        dataset = gdal.Open(scene.path)  # read-only: the overviews go to replaced.tif.ovr
+        dataset.BuildOverviews("AVERAGE", [2, 4, 8])
+        dataset = None
+        with RasterSource(scene.path) as source:
+            assert not source.info.overviews_skipped  # its own overviews are read
+        other = helpers.textured(1024, 1024, np.random.default_rng(7), 200, 500).astype(np.uint16)
+        dataset = gdal.Open(scene.path, gdal.GA_Update)  # new pixels under the same name; the .ovr stays
+        dataset.GetRasterBand(1).WriteArray(other)
+        dataset = None
+        assert os.path.exists(scene.path + ".ovr")
+        with RasterSource(scene.path) as source:
+            read, _ = source.read(256, 256, 512, 512, 64, 64)
+            assert "its overviews do not show the image's own pixels" in source.info.bands_read
+    os.remove(scene.path + ".ovr")
+    with gdalstate.gdal_exceptions(), RasterSource(scene.path) as source:
+        assert np.array_equal(read, source.read(256, 256, 512, 512, 64, 64)[0])  # read from the image itself
 
 
 def test_ground_control_points_that_only_a_warp_fits_are_refused_not_turned(tmp_path):
