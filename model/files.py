@@ -218,3 +218,16 @@ def special_file_message(path: str, what: str = "image") -> str:
     if not kind:
         return ""
     return f"'{path}' is {kind}, not a file: reading it would wait for whatever writes into it, perhaps for ever. Give the {what} file itself."
+
+
+def unreadable_file_message(path: str, what: str = "image") -> str:
+    """Why a file that exists cannot be read as one at all, with the fix (GDAL says only that it is no
+    raster it knows): no permission to read it, or nothing in it. Empty for anything else."""
+    if not os.path.isfile(path):
+        return ""
+    if not os.access(path, os.R_OK):
+        return (f"'{path}' cannot be read: you have no permission to read it (mode {stat.filemode(os.stat(path).st_mode)}). "
+                f"Ask its owner for read access, or give a copy of the {what} that you can read.")
+    if os.path.getsize(path) == 0:
+        return f"'{path}' is empty (0 bytes): a download or copy that never wrote anything. Download or copy the {what} again."
+    return ""

@@ -40,7 +40,8 @@ HEADER_DAMAGE = re.compile(r"IO error during reading|tags apparently corrupt|Rea
 def not_a_raster_error(path: str, gdal_message: str) -> RasterError:
     label = pixels_label(path)
     if label:  # a PDS3 image's raw pixels, which GDAL reads only through the label that describes them
-        return RasterError(f"'{path}' holds raw pixels that GDAL reads only through their PDS label: give '{label}' instead.")
+        kind = "ISIS3" if path.lower().endswith(".cub") else "PDS"
+        return RasterError(f"'{path}' holds raw pixels that GDAL reads only through their {kind} label: give '{label}' instead.")
     return RasterError(f"'{path}' exists but is not a raster GDAL can read ({gdal_message.strip()}). Give {SUPPORTED_FORMATS}.")
 
 
@@ -57,6 +58,13 @@ def damaged_raster_error(path: str, gdal_message: str) -> DamagedRasterError:
         return DamagedRasterError(
             f"'{path}' refers to '{unreadable.group(1)}' for its pixels, and that file is not a raster GDAL can read. "
             "Point the reference at the image file (or rebuild the VRT from the images), then run again."
+        )
+    sidecar = next((path + suffix for suffix in (".ovr", ".msk", ".aux") if gdal_message.strip().startswith(path + suffix)), "")
+    if sidecar:  # the image itself may be whole: copying it again left the same error
+        return DamagedRasterError(
+            f"'{sidecar}' beside '{path}' is damaged (GDAL cannot decode it: {gdal_message.strip()}); it holds the image's "
+            f"{'overviews' if sidecar.endswith('.ovr') else 'mask' if sidecar.endswith('.msk') else 'overviews or mask'}, cut short by an "
+            f"interrupted Build Pyramids or copy. Delete '{os.path.basename(sidecar)}' (or rebuild it: gdaladdo -ro -r average IMAGE 2 4 8), then run again."
         )
     if "Recursion detected" in gdal_message:
         return DamagedRasterError(

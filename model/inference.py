@@ -442,6 +442,9 @@ def label_fields(raster_path: str, reporter: Reporter) -> Dict:
     except (OSError, UnicodeError) as exc:
         reporter.warning(f"The label {path} cannot be read ({exc}); the summary goes without Ls, incidence and latitude.")
         return without_label
+    if all(value is None for value in fields.values()) and pdslabel.is_isis3_label(path):
+        reporter.log(f"{os.path.basename(path)} is an ISIS3 cube's label, which gives no Ls, incidence or latitude: the summary goes without them.")
+        return without_label
     if all(value is None for value in fields.values()):
         reporter.warning(f"{path} beside the image holds none of a HiRISE PDS3 label's keywords (is it damaged?); the summary goes "
                          "without Ls, incidence and latitude. Download the label again to have them.")

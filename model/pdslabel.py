@@ -34,9 +34,36 @@ def label_beside(raster_path: str) -> Optional[str]:
     return None
 
 
+# An ISIS3 cube's label opens with this object; a detached one points at the cube's pixels by ^Core.
+_ISIS3_LABEL = re.compile(r"^\s*Object\s*=\s*IsisCube\b", re.IGNORECASE | re.MULTILINE)
+_ISIS3_CORE = re.compile(r"^\s*\^Core\s*=\s*\"?([^\"\r\n]+?)\"?\s*$", re.IGNORECASE | re.MULTILINE)
+
+
 def pixels_label(path: str) -> Optional[str]:
-    """The detached label through which alone GDAL reads a PDS3 image's raw pixels (.IMG); None for any other file."""
-    return label_beside(path) if path.lower().endswith(".img") else None
+    """The detached label through which alone GDAL reads an image's raw pixels: a PDS3 image's (.IMG),
+    or an ISIS3 cube's whose label names it as its ^Core; None for any other file."""
+    if path.lower().endswith(".img"):
+        return label_beside(path)
+    if path.lower().endswith(".cub"):
+        label = label_beside(path)
+        text = _head(label) if label else ""
+        core = _ISIS3_CORE.search(text) if _ISIS3_LABEL.search(text) else None
+        return label if core and os.path.basename(core.group(1).strip()) == os.path.basename(path) else None
+    return None
+
+
+def is_isis3_label(path: str) -> bool:
+    """Whether the file is an ISIS3 cube's label (attached or detached), which holds none of a PDS3 label's keywords."""
+    return bool(_ISIS3_LABEL.search(_head(path)))
+
+
+def _head(path: str) -> str:
+    """The first LABEL_MAX_BYTES of a file as text ('' where it cannot be read): a label, or a cube's attached one."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(LABEL_MAX_BYTES).decode("latin-1")
+    except OSError:
+        return ""
 
 
 def without_comments(text: str) -> str:

@@ -25,8 +25,8 @@ from osgeo import gdal
 
 from .averaging import (MAX_AVERAGED_HERE_PIXELS, RESAMPLING, RESOLUTION_LEVEL_DRIVERS, WHOLE_AVERAGE_TYPES, averaged_by_gdal, averaged_here,
                         block_mean, overviews_not_to_read, whole_shrink)
-from .errors import RasterError
-from .files import special_file_message, special_kind
+from .errors import EngineError, RasterError
+from .files import special_file_message, special_kind, unreadable_file_message
 from .footprint import FOOTPRINT_MAX_SIDE, footprint_from_mask
 from .gdalstate import gdal_exceptions, gdal_messages, gdal_returning_none
 from .georeference import georeferencing, north_turn
@@ -78,7 +78,11 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".cub", ".img", ".lbl", ".vrt")
 
 
 def image_id_of(path: str) -> str:
-    """The HiRISE product ID when the file name carries one, else the file's stem."""
+    """The HiRISE product ID when the file name carries one, else the file's stem (a GeoPackage raster
+    table's, 'GPKG:/data/mosaics.gpkg:red', is the file's stem and the table's name: 'mosaics_red')."""
+    file = connection_file(path)
+    if file:
+        return f"{os.path.splitext(os.path.basename(file))[0]}_{path.rpartition(':')[2]}"
     name = os.path.basename(path)
     for suffix in RASTER_SUFFIXES:
         if name.lower().endswith(suffix):
@@ -155,6 +159,10 @@ def north_up_view(path: str, band: int = 0, log: Callable[[str], None] = lambda 
     log(f"{turn.describe(path)} It is read through a north-up view warped on the fly (by area): {where}. The chunk polygons are in that map.")
     try:
         yield view
+    except EngineError as exc:  # a message names the file the user gave, not the view in GDAL's memory
+        if view not in str(exc):
+            raise
+        raise type(exc)(str(exc).replace(view, path)) from None
     finally:
         gdal.Unlink(view)
 
@@ -191,6 +199,23 @@ def _warp_north_up(view: str, path: str, srs: str) -> bool:
 # Files GDAL opens beside a raster when it opens it (PAM's statistics, a mask, external overviews).
 SIDECARS = (".aux.xml", ".msk", ".ovr", ".aux")
 VRT_DEPTH = 8
+
+
+def connection_file(path: str) -> str:
+    """The file a GDAL connection string of the form DRIVER:file:name reads (a GeoPackage's raster table,
+    'GPKG:/data/mosaics.gpkg:red', as QGIS gives a layer of one); '' for a plain path."""
+    prefix, _, rest = path.partition(":")
+    if not rest or len(prefix) < 2 or gdal.GetDriverByName(prefix) is None:  # "C:" is a drive, not a driver
+        return ""
+    return rest.rpartition(":")[0] or rest
+
+
+def several_rasters_message(path: str, subdatasets) -> str:
+    """A file of several rasters (a GeoPackage's raster tables, a NetCDF's variables) names none of them to read."""
+    names = [name for name, _description in subdatasets]
+    shown = ", ".join(f"'{name}'" for name in names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return (f"'{path}' holds {len(names)} rasters, not one image: give one of them, {shown} (in QGIS, add the one you want as a "
+            "layer and choose it).")
 
 
 def waiting_file_message(path: str) -> str:
@@ -245,9 +270,9 @@ class RasterSource:
     def __init__(self, path: str, band: int = 0, require_georeferencing: bool = True, overviews_skipped: Optional[str] = None):
         """overviews_skipped: None to probe the file's overviews (overviews_not_to_read); a handle() of an
         open source passes its verdict, which a probe would only repeat (it reads a window at full resolution)."""
-        if not os.path.exists(path) and not path.startswith("/vsi"):
+        if not os.path.exists(path) and not path.startswith("/vsi") and not os.path.exists(connection_file(path)):
             raise RasterError(f"The raster '{path}' does not exist. Check the path or load the layer again.")
-        special = waiting_file_message(path)
+        special = waiting_file_message(path) or unreadable_file_message(path)
         if special:
             raise RasterError(special)
         try:
@@ -275,6 +300,8 @@ class RasterSource:
     def _describe(self, path: str, band: int, require_georeferencing: bool) -> None:
         """self.info, once the file is known to open whole."""
         ds = self._ds
+        if ds.RasterCount == 0 and ds.GetSubDatasets():
+            raise RasterError(several_rasters_message(path, ds.GetSubDatasets()))
         if ds.RasterCount == 0:
             raise RasterError(f"'{path}' has no raster bands. Give {SUPPORTED_FORMATS}.")
         if band < 0 or band > ds.RasterCount:

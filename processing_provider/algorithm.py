@@ -3,6 +3,7 @@ loaded without sidecar files, styled outputs, and a failure's message printed on
 
 import contextlib
 import difflib
+import errno
 import functools
 import os
 import re
@@ -117,10 +118,24 @@ def missing_path_message(path: str, kind: str) -> str:
         return f"'{path}' is a folder, not a {kind} file. Give one file in it{survey}."
     if os.path.exists(path):
         return files.special_file_message(path, kind)
+    if os.path.islink(path):
+        return broken_link_message(path)
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):
         return f"'{path}' cannot be found: its folder '{folder}' does not exist. Check the path (a typo, or a drive not mounted)."
     return f"'{path}' cannot be found: there is no file '{os.path.basename(path)}' in '{folder}'. Check the name (a typo, or the file moved)."
+
+
+def broken_link_message(path: str) -> str:
+    """A symbolic link that leads to no file: its target is missing (a data drive not mounted), or links lead round in a loop."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"'{path}' is a symbolic link in a loop of links that never reaches a file. Point it at the image file (ln -sf IMAGE '{path}'), or give the image itself."
+    target = os.path.join(os.path.dirname(path), os.readlink(path))
+    return (f"'{path}' is a symbolic link to '{target}', which cannot be found. Mount or reconnect the drive it lies on, or point the "
+            f"link at where the image is now (ln -sf IMAGE '{path}').")
 
 
 def unreadable_vector_message(path: str, polygons_only: bool) -> str:

@@ -99,13 +99,33 @@ def check_band(layer: QgsRasterLayer, band: int) -> None:
 
 
 def require_crs(layer: QgsRasterLayer) -> None:
+    """Refuse a raster layer without a CRS. A CRS GDAL keeps in the file's .aux.xml sidecar (a PNG or JPEG
+    saved by gdal_translate or QGIS, a read-only GeoTIFF given one) is the layer's: the algorithms load
+    layers without GDAL's PAM, so as never to write such a sidecar, and the layer came without it."""
     if not layer.crs().isValid():
+        sidecar_wkt = _sidecar_crs_wkt(layer.source())
+        if sidecar_wkt:
+            layer.setCrs(QgsCoordinateReferenceSystem.fromWkt(sidecar_wkt))
+            return
         if not _has_geotransform(layer.source()):
             raise QgsProcessingException(georeference.NOT_MAP_PROJECTED.format(path=layer.name()))
         raise QgsProcessingException(
             f"The raster '{layer.name()}' has no coordinate reference system, so its chunks could not be placed on Mars. "
             "Assign the product's Mars CRS first (Raster > Projections > Assign Projection, or gdal_edit.py -a_srs), then run again."
         )
+
+
+def _sidecar_crs_wkt(source: str) -> str:
+    """The CRS GDAL reads for the file with its PAM sidecar, or ''. Opened read-only and left unchanged,
+    so nothing is written beside it."""
+    if not os.path.isfile(source) or not os.path.isfile(source + ".aux.xml"):
+        return ""
+    try:
+        with gdal_exceptions():
+            dataset = gdal.OpenEx(source, gdal.OF_RASTER | gdal.OF_READONLY)
+            return dataset.GetProjection() or ""
+    except RuntimeError:
+        return ""
 
 
 def _has_geotransform(source: str) -> bool:

@@ -22,7 +22,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, gdal_errors_unprinted, gdal_without_pam, styling
+from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, gdal_errors_unprinted, styling
 from .common import check_band, checked_model, features_from_dicts, make_fields, output_crs, raster_path_for_worker, require_crs, write_sink
 from .destinations import (
     check_free_space,
@@ -315,7 +315,8 @@ def check_raster_for_detection(raster_path: str, options: Dict) -> None:
     """The engine's own checks of the raster (pixel type, size against the chunk), here in seconds
     rather than after the worker's start; the worker repeats them for its command-line users."""
     try:
-        with gdal_exceptions(), gdal_without_pam(), raster.RasterSource(raster_path, options["band"]) as source:
+        # with PAM, as the worker reads it: a CRS may live in the .aux.xml alone, and only reading leaves it unwritten
+        with gdal_exceptions(), raster.RasterSource(raster_path, options["band"]) as source:
             imagechecks.check_size(raster_path, source.info.width, source.info.height, options["chunk_size"])
             info = source.info
             if georeference.north_turn(info.crs_wkt, info.geotransform, info.width, info.height) is None:  # else the worker reads a north-up view

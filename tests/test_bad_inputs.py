@@ -89,6 +89,60 @@ def test_a_missing_file_named_in_the_current_folder_is_told_where_it_was_looked_
     assert_refused_cleanly(done, out_folder, f"'{tmp_path / 'ESP_000003_0000_RED.tif'}' cannot be found: there is no file 'ESP_000003_0000_RED.tif' in '{tmp_path}'.")
 
 
+def files_beside_an_intact_image(tmp_path, case: str):
+    """(the path given, the message expected) for files whose fault GDAL's own words would blame on the image or hide."""
+    whole = helpers.generate_raster(tmp_path, name="whole.tif", width=256, height=256).path
+    if case == "cut overviews":  # an interrupted Build Pyramids beside an intact image
+        gdal.Open(whole).BuildOverviews("AVERAGE", [2, 4])
+        truncated_copy(whole + ".ovr", whole + ".cut")
+        os.replace(whole + ".cut", whole + ".ovr")
+        return whole, f"'{whole}.ovr' beside '{whole}' is damaged (GDAL cannot decode it"
+    if case == "detached ISIS3 cube":
+        label = str(tmp_path / "cube.lbl")
+        gdal.Translate(label, whole, format="ISIS3", creationOptions=["DATA_LOCATION=EXTERNAL"])
+        return str(tmp_path / "cube.cub"), f"'{tmp_path / 'cube.cub'}' holds raw pixels that GDAL reads only through their ISIS3 label: give '{label}' instead."
+    if case == "two raster tables":
+        package = str(tmp_path / "two.gpkg")
+        for table, more in (("red", []), ("color", ["APPEND_SUBDATASET=YES"])):
+            gdal.Translate(package, whole, format="GPKG", outputType=gdal.GDT_Byte, scaleParams=[[]], creationOptions=[f"RASTER_TABLE={table}"] + more)
+        return package, f"'{package}' holds 2 rasters, not one image: give one of them, 'GPKG:{package}:red', 'GPKG:{package}:color'"
+    if case == "link to an unmounted drive":
+        os.symlink("/mnt/hirise_not_mounted/ESP_012345_1234_RED.tif", tmp_path / "link.tif")
+        return str(tmp_path / "link.tif"), f"'{tmp_path / 'link.tif'}' is a symbolic link to '/mnt/hirise_not_mounted/ESP_012345_1234_RED.tif', which cannot be found."
+    if case == "loop of links":
+        os.symlink(tmp_path / "loop2.tif", tmp_path / "loop1.tif")
+        os.symlink(tmp_path / "loop1.tif", tmp_path / "loop2.tif")
+        return str(tmp_path / "loop1.tif"), f"'{tmp_path / 'loop1.tif'}' is a symbolic link in a loop of links that never reaches a file."
+    (tmp_path / "zero.tif").write_bytes(b"")
+    return str(tmp_path / "zero.tif"), f"'{tmp_path / 'zero.tif'}' is empty (0 bytes): a download or copy that never wrote anything."
+
+
+@pytest.mark.parametrize("case", ["cut overviews", "detached ISIS3 cube", "two raster tables", "link to an unmounted drive", "loop of links", "empty file"])
+def test_a_fault_beside_or_behind_the_image_is_named_with_its_fix(tiny_model, tmp_path, case):
+    """GDAL's words blamed the image for a cut .ovr ("download it again", which left the same error), called a
+    detached ISIS3 cube or an empty file no raster, a GeoPackage of two rasters one of none, and a broken link missing."""
+    given, expected = files_beside_an_intact_image(tmp_path, case)
+    done, out_folder = run_detect(tiny_model, given, tmp_path)
+    assert_refused_cleanly(done, out_folder, expected)
+
+
+def test_a_geopackage_raster_table_and_a_detached_isis3_label_are_detected(qgis_app, tiny_model, tmp_path):
+    """A GeoPackage's raster table, a layer of the project (QGIS names it GPKG:file:table), was 'does not exist';
+    an ISIS3 cube's own label was warned about as a damaged PDS3 label."""
+    from qgis.core import QgsRasterLayer
+
+    package, _ = files_beside_an_intact_image(tmp_path, "two raster tables")
+    layer = QgsRasterLayer(f"GPKG:{package}:color", "color", "gdal")
+    assert layer.isValid()
+    results = qs.run_algorithm("hiriseice:detect", {"INPUT": layer, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": str(tmp_path / "table.gpkg")})
+    assert results["CHUNKS"] == 16 and qs.read_ogr(tmp_path / "table.gpkg").rows[0]["image_id"] == "two_color"
+    label = str(tmp_path / "cube.lbl")
+    gdal.Translate(label, helpers.generate_raster(tmp_path, name="cube_source.tif", width=256, height=256).path, format="ISIS3",
+                   creationOptions=["DATA_LOCATION=EXTERNAL"])
+    done, _ = run_detect(tiny_model, label, tmp_path)
+    assert done.returncode == 0 and "WARNING" not in done.stdout and "CHUNKS:\t16" in done.stdout, done.stdout[-3000:]
+
+
 def test_a_truncated_geotiff_is_named_damaged(tiny_model, tmp_path):
     whole = helpers.generate_raster(tmp_path, name="whole.tif", width=256, height=256)
     cut = truncated_copy(whole.path, tmp_path / "ESP_000001_0000_RED.tif")

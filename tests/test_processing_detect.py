@@ -7,6 +7,7 @@ footprint in a no-data border).
 """
 
 import os
+import pathlib
 import sys
 import zipfile
 
@@ -440,6 +441,23 @@ def test_raster_without_crs(detect_error, make_raster):
     assert "no coordinate reference system" in message and "Assign" in message and "no_crs" in message
 
 
+def test_a_crs_kept_in_the_aux_xml_sidecar_is_the_rasters(qgis_app, tiny_model, make_raster, tmp_path):
+    """A PNG saved by gdal_translate or QGIS keeps its CRS in .aux.xml: QGIS and the worker read it, and
+    detect refused the file as having none (its layer is loaded without PAM). The sidecar stays as it was."""
+    source = make_raster(width=2 * CHUNK, height=2 * CHUNK, data_type="Byte", name="source.tif")
+    png = str(tmp_path / "browse.png")
+    assert gdal.Translate(png, source.path, format="PNG", creationOptions=["WORLDFILE=YES"]) is not None
+    sidecar = pathlib.Path(png + ".aux.xml")
+    before = sidecar.read_text()
+    assert "PROJCS" in before  # the CRS is in the sidecar alone
+    out = tmp_path / "browse.gpkg"
+    qs.run_algorithm("hiriseice:detect", {"INPUT": png, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": str(out)})
+    chunks = qs.read_ogr(out)
+    assert len(chunks.rows) == 4
+    assert qs.normalised_proj(chunks.srs_proj4) == qs.normalised_proj(raster_proj4(source.path))
+    assert sidecar.read_text() == before
+
+
 def test_corrupt_model_file(detect_error, tmp_path):
     corrupt = tmp_path / "corrupt.hiriseice"
     corrupt.write_bytes(np.random.default_rng(1).bytes(4096))
@@ -465,6 +483,15 @@ def test_all_no_data_generated_raster(detect_error, tmp_path):
     path = helpers.write_geotiff(tmp_path / "all_zero.tif", np.zeros((128, 192), np.uint16), "UInt16", helpers.default_geotransform(192, 128), helpers.mars_equirectangular_wkt())
     message = detect_error(INPUT=path)
     assert "No chunk of" in message and "image data" in message and "MIN_VALID" in message
+
+
+def test_all_no_data_turned_polar_product_is_named_as_given(detect_error, tmp_path):
+    """A polar map turned far from north-up is read through a view in GDAL's memory: the refusal named
+    that view ('/vsimem/hiriseice/...vrt'), a file the user never gave."""
+    wkt, gt = helpers.south_polar_stereographic(150.0)
+    path = helpers.write_geotiff(tmp_path / "polar_all_zero.tif", np.zeros((192, 192), np.uint16), "UInt16", gt, wkt)
+    message = detect_error(INPUT=path)
+    assert f"No chunk of '{path}' has image data" in message and "/vsimem" not in message
 
 
 def test_all_no_data_real_color_cube(detect_error, georef_data, tmp_path):
