@@ -29,10 +29,10 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from model import catalog  # noqa: E402
+from model import productindex, products  # noqa: E402
 
 INDEX = os.path.join(os.path.dirname(REPO), "shared", "data", "hirise-index", "hirise_rdr_index.csv.gz")
-KM_PER_DEGREE = 2 * math.pi * catalog.MARS_RADIUS_M / 1000 / 360
+KM_PER_DEGREE = 2 * math.pi * products.MARS_RADIUS_M / 1000 / 360
 SWATH_PX = 20000  # RED swath, 10 CCDs of 2048 px less their overlaps
 SCALE_M = 0.25
 CHUNK_PX = 1024
@@ -57,9 +57,9 @@ def measure_chunks_per_core_second(scenes: int, size: str) -> float:
     return sum(r[1] for r in warm) / sum(r[2] for r in warm)
 
 
-def red_observations(query: catalog.Query):
+def red_observations(query: products.Query):
     """Along-track lengths (km) of the index's RED observations the query matches."""
-    return [(p.maximum_latitude - p.minimum_latitude) * KM_PER_DEGREE for p in catalog.read_csv_index(INDEX, "RED") if query.matches(p)]
+    return [(p.maximum_latitude - p.minimum_latitude) * KM_PER_DEGREE for p in productindex.read_csv_index(INDEX, "RED") if query.matches(p)]
 
 
 def plan(name: str, images: int, median_km: float, rate: float, mbit: float) -> None:
@@ -89,8 +89,8 @@ def main():
         rate = measure_chunks_per_core_second(args.scenes, args.size)
     print(f"measured: {rate:.2f} chunks/s per core ({rate * 3600:,.0f} chunks per core-hour)\n")
 
-    paper = red_observations(catalog.Query())  # the paper's window is the query's default
-    archive = red_observations(catalog.Query(latitude_min=None, latitude_max=None, ls_start=None, ls_end=None))
+    paper = red_observations(products.Query())  # the paper's window is the query's default
+    archive = red_observations(products.Query(latitude_min=None, latitude_max=None, ls_start=None, ls_end=None))
     median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
     print(f"index: {len(archive):,} RED observations; {len(paper):,} in the paper's window (latitude -60 to -40, Ls 140-200)\n")
     plan(f"the paper's {args.paper_images:,} images", args.paper_images, median(paper), rate, args.mbit)

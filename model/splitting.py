@@ -9,7 +9,7 @@ from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .catalog import observation_of
+from .products import observation_of
 
 # Side, in chunks, of the spatial blocks used when all labels come from one image.
 BLOCK_CHUNKS = 3

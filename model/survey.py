@@ -10,7 +10,7 @@ model (name and version) and retries the others; a failed image is recorded in t
 not fatal. Dask reschedules the task of a worker that dies; an image that kills workers
 repeatedly is recorded as failed.
 
-Layers, all in Mars geographic coordinates (catalog.MARS_GEOGCS_WKT, longitudes as find's
+Layers, all in Mars geographic coordinates (products.MARS_GEOGCS_WKT, longitudes as find's
 footprints have them: _to_survey_crs), since every HiRISE RDR has its own projection: ``chunks``
 (schema.DETECTION_FIELDS), ``summary`` (schema.SUMMARY_FIELDS, the valid footprint),
 ``footprints`` (FOOTPRINT_FIELDS: the category of model/rules.py) and the table ``runs`` (RUN_FIELDS).
@@ -32,7 +32,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from osgeo import gdal, ogr, osr
 
-from . import catalog, files, modelfile, rules
+from . import files, modelfile, products, rules
 from .download import DownloadItem, downloaded_jp2s
 from .errors import EngineError
 from .gdalstate import gdal_exceptions, gdal_messages
@@ -45,7 +45,7 @@ from .schema import DETECTION_FIELDS, SUMMARY_FIELDS
 from .vector import OGR_TYPES
 from .warm import warm_model
 
-SURVEY_CRS_WKT = catalog.MARS_GEOGCS_WKT
+SURVEY_CRS_WKT = products.MARS_GEOGCS_WKT
 
 DONE = "done"
 FAILED = "failed"
@@ -248,7 +248,7 @@ def _failed(image: SurveyImage, message: str, started: float, warnings: List[str
 
 def _to_survey_crs(path: str, crs_wkt: str, corners):
     """WKT in the raster's CRS -> WKT in SURVEY_CRS_WKT, with longitudes as find gives a footprint's
-    (catalog): east, each feature's western edge in [0, 360) and unwrapped eastward from it, so that no
+    (products): east, each feature's western edge in [0, 360) and unwrapped eastward from it, so that no
     chunk of an image that straddles 0 or 180 deg is cut into a ring round the planet. Each feature, not
     the image: QGIS asks for the features of a map's extent in [0, 360), and a chunk of an image across
     the prime meridian that lay wholly past 360 was never drawn over its image."""
@@ -262,7 +262,7 @@ def _to_survey_crs(path: str, crs_wkt: str, corners):
         ) from None
 
     longitudes = [transform.TransformPoint(*corner)[0] for corner in corners]
-    west = catalog.western_edge(longitudes)
+    west = products.western_edge(longitudes)
     # a chunk's corner may bulge a little west of the image's corners (a polar map's curved meridians)
     start = west - 1.0
 

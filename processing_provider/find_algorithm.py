@@ -24,14 +24,14 @@ from .common import add_features, features_from_dicts, layer_crs, make_fields
 from .engine import errors
 
 try:
-    from ..model import catalog
+    from ..model import catalog, ode, productindex, products
 except ImportError:  # processing_provider imported as a top-level package
-    from model import catalog
+    from model import catalog, ode, productindex, products
 
 
 def mars_geographic_crs() -> QgsCoordinateReferenceSystem:
-    """Mars geographic, longitudes 0 to 360 east (catalog.MARS_GEOGCS_WKT says why not IAU_2015:49900)."""
-    return QgsCoordinateReferenceSystem.fromWkt(catalog.MARS_GEOGCS_WKT)
+    """Mars geographic, longitudes 0 to 360 east (products.MARS_GEOGCS_WKT says why not IAU_2015:49900)."""
+    return QgsCoordinateReferenceSystem.fromWkt(products.MARS_GEOGCS_WKT)
 
 
 def is_mars(crs: QgsCoordinateReferenceSystem) -> bool:
@@ -90,7 +90,7 @@ class FindAlgorithm(HiriseIceAlgorithm):
     REPORT = "REPORT"
     REPORT_CSV = "REPORT_CSV"
     COUNT = "COUNT"
-    OUTPUT_FIELDS = {OUTPUT: catalog.CATALOG_FIELDS}
+    OUTPUT_FIELDS = {OUTPUT: products.CATALOG_FIELDS}
 
     SOURCES = ["Local index (RDRCUMINDEX.LBL/.TAB or CSV)", "ODE REST service (internet)"]
 
@@ -117,12 +117,12 @@ class FindAlgorithm(HiriseIceAlgorithm):
         Number = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterEnum(self.SOURCE, self.tr("Source"), self.SOURCES, defaultValue=0))
         self.addParameter(QgsProcessingParameterFile(self.INDEX, self.tr("Local index (RDRCUMINDEX.LBL or .TAB, or CSV; empty = bundled demo extract)"), optional=True))
-        self.addParameter(QgsProcessingParameterString(self.ODE_URL, self.tr("ODE REST URL"), defaultValue=catalog.ODE_URL, optional=True))
-        self.addParameter(QgsProcessingParameterEnum(self.PRODUCT_TYPE, self.tr("Product type"), list(catalog.PRODUCT_TYPES), defaultValue=0))
-        self.addParameter(Number(self.LAT_MIN, self.tr("Centre latitude from (paper: -60; -70 for the wider band)"), Number.Type.Double, catalog.PAPER_LATITUDE[0], optional=True, minValue=-90, maxValue=90))
-        self.addParameter(Number(self.LAT_MAX, self.tr("Centre latitude to"), Number.Type.Double, catalog.PAPER_LATITUDE[1], optional=True, minValue=-90, maxValue=90))
-        self.addParameter(Number(self.LS_START, self.tr("Solar longitude from (degrees)"), Number.Type.Double, catalog.PAPER_LS[0], optional=True, minValue=0, maxValue=360))
-        self.addParameter(Number(self.LS_END, self.tr("Solar longitude to (wraps when smaller than 'from')"), Number.Type.Double, catalog.PAPER_LS[1], optional=True, minValue=0, maxValue=360))
+        self.addParameter(QgsProcessingParameterString(self.ODE_URL, self.tr("ODE REST URL"), defaultValue=ode.ODE_URL, optional=True))
+        self.addParameter(QgsProcessingParameterEnum(self.PRODUCT_TYPE, self.tr("Product type"), list(products.PRODUCT_TYPES), defaultValue=0))
+        self.addParameter(Number(self.LAT_MIN, self.tr("Centre latitude from (paper: -60; -70 for the wider band)"), Number.Type.Double, products.PAPER_LATITUDE[0], optional=True, minValue=-90, maxValue=90))
+        self.addParameter(Number(self.LAT_MAX, self.tr("Centre latitude to"), Number.Type.Double, products.PAPER_LATITUDE[1], optional=True, minValue=-90, maxValue=90))
+        self.addParameter(Number(self.LS_START, self.tr("Solar longitude from (degrees)"), Number.Type.Double, products.PAPER_LS[0], optional=True, minValue=0, maxValue=360))
+        self.addParameter(Number(self.LS_END, self.tr("Solar longitude to (wraps when smaller than 'from')"), Number.Type.Double, products.PAPER_LS[1], optional=True, minValue=0, maxValue=360))
         self.addParameter(Number(self.INCIDENCE_MIN, self.tr("Incidence angle from (degrees)"), Number.Type.Double, None, optional=True, minValue=0, maxValue=180))
         self.addParameter(Number(self.INCIDENCE_MAX, self.tr("Incidence angle to (degrees)"), Number.Type.Double, None, optional=True, minValue=0, maxValue=180))
         self.addParameter(Number(self.LOCAL_TIME_START, self.tr("Local time from (hours)"), Number.Type.Double, None, optional=True, minValue=0, maxValue=24))
@@ -197,19 +197,19 @@ class FindAlgorithm(HiriseIceAlgorithm):
         elif index:
             source = index
         else:
-            source = catalog.BUNDLED_EXTRACT
+            source = productindex.BUNDLED_EXTRACT
             feedback.pushWarning(
                 "No index given: searching the bundled demo extract (235 real observations of the paper's window), not the archive. "
                 "Give RDRCUMINDEX.LBL or the full index CSV for a real search."
             )
         themes_text = self.parameterAsString(parameters, self.THEMES, context)
-        product_type = catalog.PRODUCT_TYPES[self.parameterAsEnum(parameters, self.PRODUCT_TYPE, context)]
+        product_type = products.PRODUCT_TYPES[self.parameterAsEnum(parameters, self.PRODUCT_TYPE, context)]
         number = lambda name: optional_number(self, parameters, name, context)  # noqa: E731
         try:
             if feedback.isCanceled():
                 raise errors.CancelledError("Cancelled by the user; no footprint layer was written.")
             areas, holes = self._areas(parameters, context, feedback, target)
-            query = catalog.Query(
+            query = products.Query(
                 latitude_min=number(self.LAT_MIN), latitude_max=number(self.LAT_MAX), ls_start=number(self.LS_START), ls_end=number(self.LS_END),
                 incidence_min=number(self.INCIDENCE_MIN), incidence_max=number(self.INCIDENCE_MAX),
                 local_time_start=number(self.LOCAL_TIME_START), local_time_end=number(self.LOCAL_TIME_END),
@@ -219,7 +219,7 @@ class FindAlgorithm(HiriseIceAlgorithm):
             )
             result = catalog.find(
                 source, query, self.parameterAsFile(parameters, self.THEMES_FILE, context) or None,
-                ode_url=self.parameterAsString(parameters, self.ODE_URL, context) or catalog.ODE_URL,
+                ode_url=self.parameterAsString(parameters, self.ODE_URL, context) or ode.ODE_URL,
                 is_cancelled=feedback.isCanceled, log=feedback.pushInfo,
             )
             for line in catalog.report_lines(result, query):
@@ -235,7 +235,7 @@ class FindAlgorithm(HiriseIceAlgorithm):
         except OSError as exc:
             raise QgsProcessingException(f"Could not read the index or write the report: {exc}") from None
 
-        fields = make_fields(catalog.CATALOG_FIELDS)
+        fields = make_fields(products.CATALOG_FIELDS)
         sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, target)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))

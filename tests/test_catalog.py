@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from helpers import LocalWebServer, send_body
-from model import catalog
-from model.catalog import Query
+from model import catalog, ode, productindex, products
+from model.products import Query
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED = REPO / "resources" / "index" / "hirise_rdr_paper_window.csv.gz"
@@ -79,7 +79,7 @@ def write_pds_index(folder: Path, lowercase_table=False):
         orbit_folder = f"ORB_{orbit // 100 * 100:06d}_{orbit // 100 * 100 + 99:06d}"
         for kind in ("RED", "COLOR"):
             lats = [c[1] for c in corners]
-            unwrapped = catalog.unwrap_ring(corners)
+            unwrapped = products.unwrap_ring(corners)
             values = {
                 "VOLUME_ID": "MROHR_0001", "INSTRUMENT_HOST_ID": "MRO", "OBSERVATION_ID": obs, "PRODUCT_ID": f"{obs}_{kind}",
                 "FILE_NAME_SPECIFICATION": f"RDR/{obs[:3]}/{orbit_folder}/{obs}/{obs}_{kind}.LBL",
@@ -117,7 +117,7 @@ def write_pds_index(folder: Path, lowercase_table=False):
 
 
 def test_label_columns_parsed(tmp_path):
-    layout = catalog.parse_index_label(write_pds_index(tmp_path).read_text())
+    layout = productindex.parse_index_label(write_pds_index(tmp_path).read_text())
     assert layout.table_file == "RDRCUMINDEX.TAB" and layout.rows == 8
     assert [c.name for c in layout.columns] == [c[0] for c in TAB_COLUMNS]
     assert (layout.columns[0].start_byte, layout.columns[0].nbytes) == (2, 10)
@@ -159,17 +159,17 @@ def test_pds_index_filters(tmp_path):
 
 
 def test_pds_index_errors(tmp_path):
-    with pytest.raises(catalog.CatalogError, match="needs its label"):
+    with pytest.raises(products.CatalogError, match="needs its label"):
         (tmp_path / "X.TAB").write_text("")
         catalog.find(str(tmp_path / "X.TAB"), Query())
     (tmp_path / "Y.LBL").write_text("PDS_VERSION_ID = PDS3\nEND\n")
-    with pytest.raises(catalog.CatalogError, match="no table columns"):
+    with pytest.raises(products.CatalogError, match="no table columns"):
         catalog.find(str(tmp_path / "Y.LBL"), Query())
-    with pytest.raises(catalog.CatalogError, match="does not exist"):
+    with pytest.raises(products.CatalogError, match="does not exist"):
         catalog.find(str(tmp_path / "nothing.csv"), Query())
-    with pytest.raises(catalog.CatalogError, match="RED or COLOR"):
+    with pytest.raises(products.CatalogError, match="RED or COLOR"):
         Query(product_type="IRB")
-    with pytest.raises(catalog.CatalogError, match="outside 0 to 360"):
+    with pytest.raises(products.CatalogError, match="outside 0 to 360"):
         Query(ls_start=-10)
 
 
@@ -178,13 +178,13 @@ def test_a_cut_or_corrupted_compressed_index_is_named_damaged(tmp_path):
     whole = BUNDLED.read_bytes()
     cut = tmp_path / "cut.csv.gz"
     cut.write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(catalog.CatalogError, match=rf"The index {cut} is damaged \(.*\): it was probably cut short .* Download it again."):
+    with pytest.raises(products.CatalogError, match=rf"The index {cut} is damaged \(.*\): it was probably cut short .* Download it again."):
         catalog.find(str(cut), Query())
     flipped = bytearray(whole)
     flipped[-6] ^= 0xFF  # inside the trailing CRC
     corrupt = tmp_path / "corrupt.csv.gz"
     corrupt.write_bytes(bytes(flipped))
-    with pytest.raises(catalog.CatalogError, match=rf"The index {corrupt} is damaged \(CRC check failed"):
+    with pytest.raises(products.CatalogError, match=rf"The index {corrupt} is damaged \(CRC check failed"):
         catalog.find(str(corrupt), Query())
 
 
@@ -208,8 +208,8 @@ def test_areas_across_the_prime_meridian(tmp_path):
 
 def test_rings_intersect_and_bounding_box():
     foot = [(355.0, -50.0), (365.0, -50.0), (365.0, -49.0), (355.0, -49.0)]
-    assert catalog.rings_intersect(foot, [(2, -49.5), (3, -49.5), (3, -49.4)])
-    assert not catalog.rings_intersect(foot, [(6, -49.5), (7, -49.5), (7, -49.4)])
+    assert products.rings_intersect(foot, [(2, -49.5), (3, -49.5), (3, -49.4)])
+    assert not products.rings_intersect(foot, [(6, -49.5), (7, -49.5), (7, -49.4)])
     q = Query(areas=[[(-10, -50), (10, -50), (10, -45), (-10, -45)]])
     assert q.bounding_box() == (-50, -45, [(350.0, 360.0), (0.0, 10.0)])
     assert Query().bounding_box() == (-60.0, -40.0, [(0.0, 360.0)])
@@ -217,12 +217,12 @@ def test_rings_intersect_and_bounding_box():
 
 
 def test_mars_years():
-    assert catalog.mars_year("2006-09-29T00:00:00") == 28  # MRO's science phase began in MY 28
-    assert catalog.mars_year("2007-12-09T12:00:00", 0.2) == 29
-    assert catalog.mars_year("2007-12-07T12:00:00", 359.5) == 28
-    assert catalog.mars_year("2007-12-11T12:00:00", 359.9) == 28  # Ls settles the boundary days
-    assert catalog.mars_year("2022-12-26T00:00:00", 0.1) == 37
-    assert catalog.mars_year("") is None
+    assert products.mars_year("2006-09-29T00:00:00") == 28  # MRO's science phase began in MY 28
+    assert products.mars_year("2007-12-09T12:00:00", 0.2) == 29
+    assert products.mars_year("2007-12-07T12:00:00", 359.5) == 28
+    assert products.mars_year("2007-12-11T12:00:00", 359.9) == 28  # Ls settles the boundary days
+    assert products.mars_year("2022-12-26T00:00:00", 0.1) == 37
+    assert products.mars_year("") is None
 
 
 # --- the real CSV index -----------------------------------------------------------------------------
@@ -283,7 +283,7 @@ def test_north_turn_follows_hirise_maps_and_the_index_north_azimuth(real_index):
         for row in csv.DictReader(handle):
             try:
                 south, north = float(row["MINIMUM_LATITUDE"]), float(row["MAXIMUM_LATITUDE"])
-                west, east = catalog.unwrapped_span(float(row["WESTERNMOST_LONGITUDE"]), float(row["EASTERNMOST_LONGITUDE"]))
+                west, east = products.unwrapped_span(float(row["WESTERNMOST_LONGITUDE"]), float(row["EASTERNMOST_LONGITUDE"]))
                 azimuth = float(row["NORTH_AZIMUTH"])
             except ValueError:
                 continue
@@ -301,9 +301,9 @@ def test_real_index_themes_and_prime_meridian(real_index, shared_data):
     themes = str(shared_data / "hirise-index" / "hirise_themes.csv.gz")
     seasonal = catalog.find(str(real_index), Query(themes=("seasonal processes",)), themes_path=themes).products
     assert 0 < len(seasonal) < 1409 and all("Seasonal Processes" in p.themes for p in seasonal)
-    with pytest.raises(catalog.CatalogError, match="no themes file"):
+    with pytest.raises(products.CatalogError, match="no themes file"):
         catalog.find(str(real_index), Query(themes=("Polar Geology",)))
-    with pytest.raises(catalog.CatalogError, match="no MAP_SCALE"):
+    with pytest.raises(products.CatalogError, match="no MAP_SCALE"):
         catalog.find(str(real_index), Query(scale_min=0.2, scale_max=0.3))
     # Footprints the index writes with a negative western longitude (-4.7 to 0.07) cross 0/360.
     everything = Query(latitude_min=None, latitude_max=None, ls_start=None, ls_end=None, product_type="COLOR",
@@ -378,7 +378,7 @@ NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @pytest.fixture
-def ode():
+def ode_server():
     products = [ode_product(f"ESP_0{40000 + i}_1300", kind, -50.0 + (i % 5), (i * 37.0) % 360, 140 + i % 70)
                 for i in range(23) for kind in ("RED", "COLOR")]
     products.append(ode_product("ESP_050000_1300", "RED", -50.0, 359.9, 160))  # across 0/360
@@ -387,15 +387,15 @@ def ode():
     server.stop()
 
 
-def test_ode_paged_query_and_local_filters(ode, monkeypatch):
-    monkeypatch.setattr(catalog, "ode_pages", _small_pages(catalog.ode_pages))
-    result = catalog.find("ode", Query(), ode_url=ode.url, opener=NO_PROXY)
-    first = ode.requests[0]
+def test_ode_paged_query_and_local_filters(ode_server, monkeypatch):
+    monkeypatch.setattr(catalog, "ode_pages", _small_pages(ode.ode_pages))
+    result = catalog.find("ode", Query(), ode_url=ode_server.url, opener=NO_PROXY)
+    first = ode_server.requests[0]
     assert {k: first[k] for k in ("query", "output", "ihid", "iid", "pt", "minlat", "maxlat", "westernlon", "easternlon", "limit", "offset")} == {
         "query": "product", "output": "JSON", "ihid": "MRO", "iid": "HIRISE", "pt": "RDRV11", "minlat": "-60", "maxlat": "-40",
         "westernlon": "0", "easternlon": "360", "limit": "10", "offset": "0",
     }
-    assert [r["offset"] for r in ode.requests] == ["0", "10", "20", "30", "40"]
+    assert [r["offset"] for r in ode_server.requests] == ["0", "10", "20", "30", "40"]
     expected = sorted(f"ESP_0{40000 + i}_1300_RED" for i in range(23) if 140 + i % 70 <= 200) + ["ESP_050000_1300_RED"]
     assert sorted(p.product_id for p in result.products) == sorted(expected)
     p = next(p for p in result.products if p.product_id == "ESP_040001_1300_RED")
@@ -414,11 +414,11 @@ def _small_pages(original):
     return pages
 
 
-def test_ode_area_across_zero_asks_two_longitude_spans(ode):
+def test_ode_area_across_zero_asks_two_longitude_spans(ode_server):
     area = [(-1.0, -51.0), (1.0, -51.0), (1.0, -49.0), (-1.0, -49.0)]
-    result = catalog.find("ode", Query(areas=[area]), ode_url=ode.url, opener=NO_PROXY)
+    result = catalog.find("ode", Query(areas=[area]), ode_url=ode_server.url, opener=NO_PROXY)
     assert [p.product_id for p in result.products] == ["ESP_040000_1300_RED", "ESP_050000_1300_RED"]  # at 0.0 and 359.9 E
-    spans = [(r["westernlon"], r["easternlon"], r["minlat"], r["maxlat"]) for r in ode.requests]
+    spans = [(r["westernlon"], r["easternlon"], r["minlat"], r["maxlat"]) for r in ode_server.requests]
     assert spans == [("359", "360", "-51", "-49"), ("0", "1", "-51", "-49")]
 
 
@@ -429,20 +429,20 @@ def test_ode_unreachable_is_a_clear_message():
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nobody listens there now
-    with pytest.raises(catalog.OdeUnavailableError, match="not reachable.*search a local index"):
+    with pytest.raises(products.OdeUnavailableError, match="not reachable.*search a local index"):
         catalog.find("ode", Query(), ode_url=f"http://127.0.0.1:{port}/live2/", opener=NO_PROXY)
 
 
 @pytest.mark.parametrize("url", ["oderest.rsl.wustl.edu/live2/", "ftp://oderest.rsl.wustl.edu/live2/", "https://"])
 def test_an_ode_url_that_is_no_web_address_is_named_with_the_fix(url):
     """ODE_URL without https:// ended in urllib's ValueError, a traceback."""
-    with pytest.raises(catalog.CatalogError, match=f"The ODE REST URL '{re.escape(url)}' is not a web address: give it whole, with https://"):
+    with pytest.raises(products.CatalogError, match=f"The ODE REST URL '{re.escape(url)}' is not a web address: give it whole, with https://"):
         catalog.find("ode", Query(), ode_url=url, opener=NO_PROXY)
 
 
-def test_ode_error_status_and_non_json(ode):
-    with pytest.raises(catalog.OdeUnavailableError, match="ODE refused the query: iid required"):
-        list(catalog.ode_pages(Query(), ode.url + "?force_error=1", opener=NO_PROXY))
+def test_ode_error_status_and_non_json(ode_server):
+    with pytest.raises(products.OdeUnavailableError, match="ODE refused the query: iid required"):
+        list(ode.ode_pages(Query(), ode_server.url + "?force_error=1", opener=NO_PROXY))
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -473,7 +473,7 @@ def test_an_ode_record_without_a_map_scale_has_none_rather_than_its_pixels_per_d
     record = ode_product("ESP_040000_1300", "RED", -50.0, 10.0, 160)
     del record["Map_scale"]
     record["Map_resolution"] = "236936.0"  # pixels per degree
-    assert catalog.product_from_ode(record).map_scale is None
+    assert ode.product_from_ode(record).map_scale is None
 
 
 def test_an_ode_answer_cut_off_is_said_to_be_unavailable_not_a_traceback():
@@ -486,7 +486,7 @@ def test_an_ode_answer_cut_off_is_said_to_be_unavailable_not_a_traceback():
 
     server = LocalWebServer(cut_off)
     try:
-        with pytest.raises(catalog.OdeUnavailableError, match="is not reachable \\(IncompleteRead"):
+        with pytest.raises(products.OdeUnavailableError, match="is not reachable \\(IncompleteRead"):
             catalog.find("ode", Query(), ode_url=f"http://127.0.0.1:{server.port}/live2/", opener=NO_PROXY)
     finally:
         server.stop()
@@ -495,5 +495,5 @@ def test_an_ode_answer_cut_off_is_said_to_be_unavailable_not_a_traceback():
 def test_a_csv_whose_field_no_index_holds_is_named_unreadable(tmp_path):
     bad = tmp_path / "index.csv"
     bad.write_text("MINIMUM_LATITUDE,MAXIMUM_LATITUDE,WESTERNMOST_LONGITUDE,EASTERNMOST_LONGITUDE,IMG_URL\n\"" + "x" * 200_000 + "\",1,2,3,4\n")
-    with pytest.raises(catalog.CatalogError, match=rf"The index {bad} is not a readable CSV \(field larger than field limit"):
+    with pytest.raises(products.CatalogError, match=rf"The index {bad} is not a readable CSV \(field larger than field limit"):
         catalog.find(str(bad), Query())

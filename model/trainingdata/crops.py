@@ -7,7 +7,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from ..catalog import observation_of
+from ..products import observation_of
 
 
 def load_tiles(folders: Sequence[str]) -> List[Dict]:
