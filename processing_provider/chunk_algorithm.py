@@ -14,7 +14,8 @@ from qgis.core import (
 )
 
 from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, styling
-from .common import add_features, features_from_dicts, make_fields, output_crs, raster_path_for_worker
+from .common import features_from_dicts, make_fields, output_crs, raster_path_for_worker, write_sink
+from .destinations import file_destination
 from .engine import chunking, errors, files, gdal_exceptions, grid, raster, schema
 
 
@@ -113,11 +114,11 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
 
         fields = make_fields(schema.CHUNK_GRID_FIELDS)
         crs = output_crs(QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt) if read != path else layer.crs(), info.crs_wkt)
-        sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, crs)
-        if sink is None:
+        on_disk = file_destination(self.OUTPUT, self.sink_destination(parameters, self.OUTPUT, context), vector=True)
+        destination = write_sink(self, parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, crs,
+                                 features_from_dicts(rows, fields, "wkt"), "chunk grid", on_disk)
+        if not destination:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        add_features(sink, features_from_dicts(rows, fields, "wkt"), "chunk grid")
-        del sink  # closes the file before postProcessAlgorithm stores the style in it
         self.style_output(context, destination, styling.GRID_QML)
         results = {self.OUTPUT: destination, self.CHUNKS: len(rows)}
         if export_folder:

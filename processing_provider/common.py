@@ -27,7 +27,7 @@ from qgis.core import (
     QgsRasterPipe,
 )
 
-from .algorithm import styling
+from .algorithm import gdal_errors_unprinted, styling
 from .destinations import check_written, not_written
 from .engine import errors, gdal_exceptions, georeference, modelfile
 
@@ -64,7 +64,7 @@ def features_from_dicts(rows: Iterable[Dict], fields: QgsFields, geometry_key: O
     return features
 
 
-def add_features(sink: QgsFeatureSink, features: List[QgsFeature], name: str) -> None:
+def _add_features(sink: QgsFeatureSink, features: List[QgsFeature], name: str) -> None:
     if not sink.addFeatures(features, QgsFeatureSink.Flag.FastInsert):
         raise QgsProcessingException(f"Could not write the {name} layer: {sink.lastError() if hasattr(sink, 'lastError') else 'unknown error'}")
 
@@ -74,15 +74,17 @@ def write_sink(algorithm, parameters, name: str, context, fields, geometry, crs,
     nor a table never created); its destination id, '' where the output is not wanted. on_disk: its FileDestination, None
     for a memory or database output. A failure on disk is said once, with the fix (destinations.not_written)."""
     try:
-        sink, destination = algorithm.parameterAsSink(parameters, name, context, fields, geometry, crs)
+        with gdal_errors_unprinted():
+            sink, destination = algorithm.parameterAsSink(parameters, name, context, fields, geometry, crs)
     except QgsProcessingException:
         if on_disk is None:
             raise
         raise not_written(on_disk, what, "the layer could not be created") from None
     if sink is None:
         return ""
-    add_features(sink, features, what)
-    del sink  # closed before it is read back, and before postProcessAlgorithm stores a style in it
+    with gdal_errors_unprinted():  # a full disk makes GDAL print SQLite's failures; check_written says it once, with the fix
+        _add_features(sink, features, what)
+        del sink  # closed before it is read back, and before postProcessAlgorithm stores a style in it
     if on_disk is not None:
         check_written(on_disk, len(features), what)
     return destination

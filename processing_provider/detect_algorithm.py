@@ -22,7 +22,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, gdal_errors_unprinted, styling
+from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, styling
 from .common import check_band, checked_model, features_from_dicts, make_fields, output_crs, raster_path_for_worker, require_crs, write_sink
 from .destinations import (
     check_free_space,
@@ -177,10 +177,8 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             self.MEAN_PROBABILITY: summary.get("mean_probability"),
         }
         try:
-            # a full disk makes GDAL print SQLite's failures; check_written says it once, with the fix
-            with gdal_errors_unprinted():
-                results[self.OUTPUT] = self.write_layer(parameters, self.OUTPUT, context, feedback, sinks.get(self.OUTPUT), crs, chunks)
-                summary_destination = self.write_layer(parameters, self.SUMMARY, context, feedback, sinks.get(self.SUMMARY), crs, [summary])
+            results[self.OUTPUT] = self.write_layer(parameters, self.OUTPUT, context, feedback, sinks.get(self.OUTPUT), crs, chunks)
+            summary_destination = self.write_layer(parameters, self.SUMMARY, context, feedback, sinks.get(self.SUMMARY), crs, [summary])
         except QgsProcessingException as exc:
             remove_created(sinks.values())
             removed = [what for what, path in (("report", report), ("ice-probability raster", probability_raster)) if files.remove_quietly([path])]

@@ -20,7 +20,8 @@ from qgis.core import (
 )
 
 from .algorithm import HiriseIceAlgorithm
-from .common import add_features, features_from_dicts, layer_crs, make_fields
+from .common import features_from_dicts, layer_crs, make_fields, write_sink
+from .destinations import file_destination
 from .engine import errors
 
 try:
@@ -236,11 +237,11 @@ class FindAlgorithm(HiriseIceAlgorithm):
             raise QgsProcessingException(f"Could not read the index or write the report: {exc}") from None
 
         fields = make_fields(products.CATALOG_FIELDS)
-        sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, target)
-        if sink is None:
+        on_disk = file_destination(self.OUTPUT, self.sink_destination(parameters, self.OUTPUT, context), vector=True)
+        destination = write_sink(self, parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, target,
+                                 features_from_dicts([p.as_row() for p in result.products], fields, "wkt"), "footprint", on_disk)
+        if not destination:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        add_features(sink, features_from_dicts([p.as_row() for p in result.products], fields, "wkt"), "footprint")
-        del sink
         results = {self.OUTPUT: destination, self.COUNT: len(result.products)}
         if report:
             results[self.REPORT] = report

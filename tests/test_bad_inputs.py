@@ -554,6 +554,24 @@ def test_a_full_disk_for_the_report_or_the_probability_raster_is_said_once_and_l
     assert os.listdir(disk) == ["filler"] and not (tmp_path / "chunks.gpkg").exists()
 
 
+@pytest.mark.parametrize("algorithm", ["chunk", "find"])
+def test_a_full_disk_for_the_chunk_grid_or_the_footprints_is_said_once_and_leaves_nothing(tmp_path, small_disk, algorithm):
+    """Chunk and Find wrote their layer without reading it back: on a full disk QGIS reported success, or GDAL's own
+    errors and a half-made GeoPackage."""
+    raster = helpers.generate_raster(tmp_path, name="scene.tif", width=256, height=256, seed=3)
+    disk = small_disk(64)
+    with open(disk / "filler", "wb", buffering=0) as filler, pytest.raises(OSError):
+        while True:  # another program has taken the disk
+            filler.write(b"\0" * 4096)
+    inputs = [f"INPUT={raster.path}", f"CHUNK_SIZE={CHUNK}"] if algorithm == "chunk" else ["SOURCE=0", f"INDEX={qs.REPO_ROOT / 'resources' / 'index' / 'hirise_rdr_paper_window.csv.gz'}"]
+    done = qs.qgis_process("run", f"hiriseice:{algorithm}", "--", *inputs, f"OUTPUT={disk / 'out.gpkg'}")
+    out = done.stdout
+    assert done.returncode == 1, out[-3000:]
+    assert "Traceback" not in out and "ERROR 1:" not in out and out.count("ERROR:") == 1, out[-3000:]
+    assert f"OUTPUT: the {'chunk grid' if algorithm == 'chunk' else 'footprint'} layer could not be written to {disk / 'out.gpkg'}" in out, out[-3000:]
+    assert os.listdir(disk) == ["filler"]
+
+
 def write_points(path) -> str:
     """A GeoPackage of points: a layer the label parameters cannot take."""
     from osgeo import ogr
