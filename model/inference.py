@@ -103,11 +103,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         total = chunk_count(source, chunk_size, stride)
         cache_bytes = source.grid_cache_bytes(chunk_size, input_size)
         driver = source.driver
-    warnings = [warning for warning in (
-        not_mars_warning(raster_path, info.crs_wkt), coarse_pixel_warning(raster_path, info.crs_wkt, info.pixel_size, chunk_size),
-        squashed_pixel_warning(raster_path, info.crs_wkt, info.geotransform, info.width, info.height),
-        north_turn_warning(raster_path, info.crs_wkt, info.geotransform, info.width, info.height),
-        palette_warning(raster_path, info), gap_warning(chunk_size, stride), scale_warning(chunk_size, metadata["chunk_size"], input_size)) if warning]
+    warnings = image_warnings(raster_path, info, chunk_size, stride, metadata["chunk_size"], input_size)
     for warning in warnings:
         reporter.warning(warning)
     label = label_fields(raster_path, reporter)
@@ -134,13 +130,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         else:
             rescored = 0
             chunks, score_map, network_seconds = _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, architecture, options, reporter, mosaic, readers)
-        footprint = mosaic.footprint_wkt(info.geotransform, info.crs_wkt)
-        if footprint is None:  # a sliver at the edge, or a grid with gaps (stride > chunk), left some pixels unread
-            with RasterSource(raster_path, options.band) as source:
-                paste_unscored_edges(source, mosaic, chunk_size, stride, input_size)
-                footprint = mosaic.footprint_wkt(info.geotransform, info.crs_wkt)
-                if footprint is None:
-                    footprint = source.footprint_wkt()
+        footprint = image_footprint(raster_path, info, options.band, mosaic, chunk_size, stride, input_size)
     if not chunks:
         raise NoValidChunksError(
             f"No chunk of '{raster_path}' has image data around its centre (MIN_VALID {options.min_valid}): the image is all no-data "
@@ -188,6 +178,27 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     )
     raster = {"path": raster_path, "image_id": info.image_id, "width": info.width, "height": info.height, "geotransform": list(info.geotransform), "crs_wkt": info.crs_wkt}
     return Detection(raster=raster, chunks=chunks, summary=summary, warnings=warnings)
+
+
+def image_warnings(raster_path: str, info, chunk_size: int, stride: int, model_chunk_size: int, input_size: int) -> List[str]:
+    """What makes this image, or this grid of it, doubtful for the network: each with its fix."""
+    return [warning for warning in (
+        not_mars_warning(raster_path, info.crs_wkt), coarse_pixel_warning(raster_path, info.crs_wkt, info.pixel_size, chunk_size),
+        squashed_pixel_warning(raster_path, info.crs_wkt, info.geotransform, info.width, info.height),
+        north_turn_warning(raster_path, info.crs_wkt, info.geotransform, info.width, info.height),
+        palette_warning(raster_path, info), gap_warning(chunk_size, stride), scale_warning(chunk_size, model_chunk_size, input_size)) if warning]
+
+
+def image_footprint(raster_path: str, info, band: int, mosaic: ValidityMosaic, chunk_size: int, stride: int, input_size: int) -> Optional[str]:
+    """The image's outline from the validity the chunks read; where a sliver at the edge or a grid with gaps
+    (stride > chunk) left pixels unread, those are read for it, and failing that the whole raster is."""
+    footprint = mosaic.footprint_wkt(info.geotransform, info.crs_wkt)
+    if footprint is not None:
+        return footprint
+    with RasterSource(raster_path, band) as source:
+        paste_unscored_edges(source, mosaic, chunk_size, stride, input_size)
+        footprint = mosaic.footprint_wkt(info.geotransform, info.crs_wkt)
+        return footprint if footprint is not None else source.footprint_wkt()
 
 
 def scoring_route(options: DetectOptions, chunk_size: int, stride: int, input_size: int, architecture: Dict) -> str:
@@ -329,18 +340,8 @@ class _ReadingStopped(Exception):
 def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, network, metadata, architecture, options, reporter, mosaic, readers):
     """Each chunk read and scored alone; its score map kept too where a probability raster is wanted."""
     want_map = bool(options.probability_raster)
-    if want_map and not has_score_map(architecture):
-        raise EngineError("This model file does not name its network's widths, so it cannot write a probability raster. Retrain it with hiriseice:train.")
-    cell = scoremap.network_stride_of(architecture) if want_map else 0
-    if want_map and input_size % cell:  # its last cell would be part of one, and the chunks' maps would overlap by it
-        raise EngineError(f"This model reads a chunk at {input_size} px, not a multiple of its {cell}-px score-map cell, so its cells cannot be laid on the "
-                          f"raster's grid and no probability raster can be written. Leave PROBABILITY_RASTER empty, or train a model whose input size is a multiple of {cell}.")
-    if want_map and scoremap.stride_off_cells(chunk_size, stride, input_size, cell):
-        # its chunks' maps would be pasted up to half a cell from where they lie
-        cell_px = chunk_size * cell / input_size
-        raise EngineError(f"STRIDE {stride} is not a multiple of the probability raster's cell ({cell_px:g} raster px at CHUNK_SIZE {chunk_size}), so the "
-                          f"chunks' score maps cannot be laid on its grid where they lie. Give a STRIDE that is a multiple of {cell_px:g} (e.g. {chunk_size} or "
-                          f"{chunk_size // 2}), or leave PROBABILITY_RASTER empty.")
+    if want_map:
+        check_probability_raster(architecture, chunk_size, stride, input_size)
     mapper = scoremap.ScoreMapper(network, architecture, mirror=options.tta) if want_map else None
     scorer = None if want_map else runtime.logit_scorer(network)
     runner = mapper.run if want_map else scorer
@@ -428,6 +429,22 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
         logits_map, share = scoremap.paste_chunk_maps(geometry, pasted)
         score_map = (geometry, logits_map, share)
     return chunks, score_map, network_seconds
+
+
+def check_probability_raster(architecture: Dict, chunk_size: int, stride: int, input_size: int) -> None:
+    """Refuse a probability raster the per-chunk route cannot lay on the raster's grid, with the fix."""
+    if not has_score_map(architecture):
+        raise EngineError("This model file does not name its network's widths, so it cannot write a probability raster. Retrain it with hiriseice:train.")
+    cell = scoremap.network_stride_of(architecture)
+    if input_size % cell:  # its last cell would be part of one, and the chunks' maps would overlap by it
+        raise EngineError(f"This model reads a chunk at {input_size} px, not a multiple of its {cell}-px score-map cell, so its cells cannot be laid on the "
+                          f"raster's grid and no probability raster can be written. Leave PROBABILITY_RASTER empty, or train a model whose input size is a multiple of {cell}.")
+    if scoremap.stride_off_cells(chunk_size, stride, input_size, cell):
+        # its chunks' maps would be pasted up to half a cell from where they lie
+        cell_px = chunk_size * cell / input_size
+        raise EngineError(f"STRIDE {stride} is not a multiple of the probability raster's cell ({cell_px:g} raster px at CHUNK_SIZE {chunk_size}), so the "
+                          f"chunks' score maps cannot be laid on its grid where they lie. Give a STRIDE that is a multiple of {cell_px:g} (e.g. {chunk_size} or "
+                          f"{chunk_size // 2}), or leave PROBABILITY_RASTER empty.")
 
 
 def label_fields(raster_path: str, reporter: Reporter) -> Dict:
