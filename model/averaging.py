@@ -68,8 +68,10 @@ def overview_fault(band) -> str:
         return ""
     overview = band.GetOverview(0)
     rx, ry = band.XSize / overview.XSize, band.YSize / overview.YSize
-    if rx < 1.5 or ry < 1.5:
-        return ""
+    if rx < 1.5 or ry < 1.5 or abs(overview.YSize - band.YSize / rx) > 1.5 + 0.01 * overview.YSize:
+        # not smaller than the image, or of another shape than a level of it (GDAL rounds each side up to a
+        # whole pixel): a larger image's .ovr left beside a crop or a smaller image under its name
+        return "stale"
     columns, rows = min(OVERVIEW_PROBE_PIXELS, overview.XSize), min(OVERVIEW_PROBE_PIXELS, overview.YSize)
     ox, oy = (overview.XSize - columns) // 2, (overview.YSize - rows) // 2
     # each overview pixel's source pixels, as GDAL counts them
@@ -106,11 +108,11 @@ def overview_fault(band) -> str:
 
 def _like_one_of(found: np.ndarray, candidates) -> bool:
     """Whether an overview's pixels follow one of the ways of making them from the image: correlated
-    with it (any resampling of the same ground is; another image's is not), or, on ground too smooth to
-    correlate, at its level."""
+    with it (any resampling of the same ground is, GDAL's gauss of white noise by 0.41 at the least seen;
+    another image's by chance alone), or, on ground too smooth to correlate, at its level."""
     for candidate in candidates:
         if found.std() > 1.0 and candidate.std() > 1.0:
-            if np.corrcoef(found, candidate)[0, 1] > 0.5:
+            if np.corrcoef(found, candidate)[0, 1] > 0.3:
                 return True
         elif abs(found.mean() - candidate.mean()) <= 2.0 + 0.05 * abs(candidate.mean()):
             return True

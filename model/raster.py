@@ -207,7 +207,7 @@ def connection_file(path: str) -> str:
     prefix, _, rest = path.partition(":")
     if not rest or len(prefix) < 2 or gdal.GetDriverByName(prefix) is None:  # "C:" is a drive, not a driver
         return ""
-    return rest.rpartition(":")[0] or rest
+    return (rest.rpartition(":")[0] or rest).strip('"')  # NETCDF:"file.nc":variable quotes its file
 
 
 def several_rasters_message(path: str, subdatasets) -> str:

@@ -1081,10 +1081,13 @@ def test_overviews_that_pick_pixels_are_not_read(tmp_path, resampling, skipped):
     assert np.array_equal(read, plain) == skipped  # else read from the overviews
 
 
-def test_overviews_left_from_another_image_are_not_read(tmp_path):
+@pytest.mark.parametrize("replacement", ["same size", "a smaller crop"])
+def test_overviews_left_from_another_image_are_not_read(tmp_path, replacement):
     """An external .ovr left beside a file replaced under the same name is no overview of it: read for
-    chunks, another image's pyramid made plain terrain score as ice (4 of 4 chunks, mean p 1.0)."""
-    scene = helpers.generate_raster(tmp_path, name="replaced.tif", width=1024, height=1024, seed=4)
+    chunks, another image's pyramid made plain terrain score as ice (4 of 4 chunks, mean p 1.0); one left
+    by a larger image (replaced by a crop of it) was not even compared, its first level being the crop's size."""
+    side = 1024 if replacement == "same size" else 2048
+    scene = helpers.generate_raster(tmp_path, name="replaced.tif", width=side, height=side, seed=4)
     with gdalstate.gdal_exceptions():
         dataset = gdal.Open(scene.path)  # read-only: the overviews go to replaced.tif.ovr
         dataset.BuildOverviews("AVERAGE", [2, 4, 8])
@@ -1092,9 +1095,13 @@ def test_overviews_left_from_another_image_are_not_read(tmp_path):
         with RasterSource(scene.path) as source:
             assert not source.info.overviews_skipped  # its own overviews are read
         other = helpers.textured(1024, 1024, np.random.default_rng(7), 200, 500).astype(np.uint16)
-        dataset = gdal.Open(scene.path, gdal.GA_Update)  # new pixels under the same name; the .ovr stays
-        dataset.GetRasterBand(1).WriteArray(other)
-        dataset = None
+        if replacement == "same size":
+            dataset = gdal.Open(scene.path, gdal.GA_Update)  # new pixels under the same name; the .ovr stays
+            dataset.GetRasterBand(1).WriteArray(other)
+            dataset = None
+        else:
+            crop = helpers.write_geotiff(tmp_path / "crop.tif", [other], "UInt16", scene.geotransform, scene.crs_wkt)
+            os.replace(crop, scene.path)  # as mv or a download leaves it; the .ovr stays
         assert os.path.exists(scene.path + ".ovr")
         with RasterSource(scene.path) as source:
             read, _ = source.read(256, 256, 512, 512, 64, 64)
@@ -1102,6 +1109,16 @@ def test_overviews_left_from_another_image_are_not_read(tmp_path):
     os.remove(scene.path + ".ovr")
     with gdalstate.gdal_exceptions(), RasterSource(scene.path) as source:
         assert np.array_equal(read, source.read(256, 256, 512, 512, 64, 64)[0])  # read from the image itself
+
+
+def test_a_connection_string_names_the_file_it_reads():
+    """GeoPackage tables and NetCDF variables are given as DRIVER:file:name, NetCDF's file in quotes (the
+    message listing a file's rasters gave one that was then 'does not exist'); a drive letter is no driver."""
+    assert raster.connection_file("GPKG:/data/mosaics.gpkg:red") == "/data/mosaics.gpkg"
+    assert raster.connection_file('NETCDF:"/data/two vars.nc":red') == "/data/two vars.nc"
+    assert raster.connection_file("C:/data/ESP_011605_1170_RED.tif") == ""
+    assert raster.connection_file("/data/ESP_011605_1170_RED.tif") == ""
+    assert raster.image_id_of("GPKG:/data/mosaics.gpkg:red") == "mosaics_red"
 
 
 def test_ground_control_points_that_only_a_warp_fits_are_refused_not_turned(tmp_path):
