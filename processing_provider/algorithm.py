@@ -214,7 +214,7 @@ class LayerListParameter(QgsProcessingParameterMultipleLayers):
     def checkValueIsAcceptable(self, value, context=None):  # noqa: N802
         if any(unloadable_layer_message(path, layer_kind(self), context) for path in layer_paths(value)):
             return True  # the algorithm's checkParameterValues says what is wrong with it, and how to fix it
-        with gdal_errors_unprinted():
+        with gdal_without_pam(), gdal_errors_unprinted():  # its rasters' statistics never go to a .aux.xml beside them
             return super().checkValueIsAcceptable(value, context)
 
     def clone(self):

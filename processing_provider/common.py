@@ -117,6 +117,17 @@ def require_crs(layer: QgsRasterLayer) -> None:
         )
 
 
+def georeferenced_by_sidecar(layer: QgsRasterLayer) -> QgsRasterLayer:
+    """The layer as it is, or, where it came without a CRS and its file's .aux.xml sidecar places it (a PNG or JPEG
+    saved by QGIS keeps its georeferencing there), the layer loaded again with that sidecar: training reprojects
+    the labels onto its extent, which the layer loaded without the sidecar has in pixels. The sidecar exists
+    already; no new one is made."""
+    if layer.crs().isValid() or not _sidecar_crs_wkt(layer.source()):
+        return layer
+    placed = QgsRasterLayer(layer.source(), layer.name(), "gdal")
+    return placed if placed.isValid() else layer
+
+
 def _sidecar_crs_wkt(source: str) -> str:
     """The CRS GDAL reads for the file with its PAM sidecar, or ''. Opened read-only and left unchanged,
     so nothing is written beside it."""

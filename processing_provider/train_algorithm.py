@@ -30,8 +30,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from .algorithm import HiriseIceAlgorithm, LayerListParameter
-from .common import check_band, features_from_dicts, layer_crs, make_fields, raster_path_for_worker, require_crs, write_sink
+from .algorithm import HiriseIceAlgorithm, LayerListParameter, gdal_without_pam
+from .common import check_band, features_from_dicts, georeferenced_by_sidecar, layer_crs, make_fields, raster_path_for_worker, require_crs, write_sink
 from .destinations import check_room, file_destination
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
 from .engine import errors, files, gdal_exceptions, georeference, imagechecks, modelfile, network, raster, schema, training
@@ -298,7 +298,9 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         history = file_destination(self.HISTORY, self.sink_destination(parameters, self.HISTORY, context), vector=True)
         check_room([file_destination(self.OUTPUT_MODEL, output_model), file_destination(self.REPORT, report)] + ([history] if history else []),
                    TRAINING_OUTPUT_BYTES, "a model file, its report and the history")
-        rasters = self._distinct(self.parameterAsLayerList(parameters, self.RASTERS, context), feedback)
+        with gdal_without_pam():  # as RasterLayerParameter loads Detect's INPUT: no .aux.xml beside the user's rasters
+            rasters = self._distinct(self.parameterAsLayerList(parameters, self.RASTERS, context), feedback)
+        rasters = [georeferenced_by_sidecar(layer) for layer in rasters]
         label_layers = self.parameterAsLayerList(parameters, self.LABELS, context)
         if not rasters:
             raise QgsProcessingException("Choose at least one HiRISE raster (RASTERS) that the labels belong to.")

@@ -246,7 +246,9 @@ def test_several_rasters_as_one_string_and_calibration_only_where_it_helps(two_r
     each class: enough to fit Platt scaling, kept only if it lowers the validation ECE. Without REPORT (as qgis_process
     runs it when none is given) the report with the guard's numbers is still written, to a temporary file."""
     first, second, layer = two_rasters
+    assert not os.path.exists(second.path + ".aux.xml")
     results = train(tmp_path, f"{first.path};{second.path}", [layer], VALIDATION_FRACTION=0.5, REPORT=None)
+    assert not os.path.exists(second.path + ".aux.xml")  # QGIS's statistics of its layers went there beside the user's raster
     job = job_of(results)
     assert [entry["path"] for entry in job["rasters"]] == [first.path, second.path] and all(len(e["labels"]) == 36 for e in job["rasters"])
     meta = modelfile.read_metadata(results["OUTPUT_MODEL"])
@@ -276,6 +278,7 @@ def test_the_same_rasters_as_a_list(two_rasters, tmp_path):
     for value in ([first.path, second.path], f"{first.path};{second.path}"):
         ok, message = algorithm.checkParameterValues(dict(TINY, RASTERS=value, LABELS=[layer], OUTPUT_MODEL=str(tmp_path / "m.hiriseice"), REPORT=str(tmp_path / "r.html")), context)
         assert ok, message
+    assert not any(os.path.exists(raster.path + ".aux.xml") for raster in (first, second))
 
 
 def qs_context():
