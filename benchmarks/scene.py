@@ -136,7 +136,7 @@ sys.path.insert(0, {repo!r})
 import tensorflow
 import numpy as np
 from model import modelfile, runtime
-from model.chunking import export_chunk, iter_chunks
+from model.chunking import ChunkExport, iter_chunks
 from model.gdalstate import gdal_exceptions
 from model.grid import chunk_grid
 from model.preprocess import network_input
@@ -148,7 +148,10 @@ size, input_size = metadata["chunk_size"], metadata["input_size"]
 with gdal_exceptions():
     with RasterSource({raster!r}) as source:
         info = source.info
-    paths = [export_chunk({raster!r}, window, {folder!r}, info.image_id) for window in chunk_grid(info.width, info.height, size, size)]
+    with ChunkExport({folder!r}) as export:
+        for window in chunk_grid(info.width, info.height, size, size):
+            export.add({raster!r}, window, info.image_id)
+        paths = export.commit()
     written = time.monotonic()
     images, kept = [], 0
     for path in paths:

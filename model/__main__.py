@@ -89,7 +89,7 @@ def _survey(args, reporter: Reporter) -> None:
 
 
 def _chunk(args, reporter: Reporter) -> None:
-    from .chunking import export_chunk, gap_warning, iter_chunks, chunk_count
+    from .chunking import ChunkExport, gap_warning, iter_chunks, chunk_count
     from .grid import chunk_wkt
     from .raster import RasterSource
     from .schema import CHUNK_GRID_FIELDS
@@ -103,20 +103,22 @@ def _chunk(args, reporter: Reporter) -> None:
     if gaps := gap_warning(args.chunk_size, stride):
         reporter.warning(gaps)
     chunks = []
-    with RasterSource(args.raster, args.band) as source:
-        info = source.info
-        total = chunk_count(source, args.chunk_size, stride)
-        for sample in iter_chunks(source, args.chunk_size, stride, args.min_valid):
-            w = sample.window
-            chunks.append(dict(image_id=info.image_id, chunk_id=w.chunk_id, row=w.row, col=w.col, x_off=w.x_off, y_off=w.y_off, width=w.width, height=w.height,
-                               valid_fraction=round(sample.valid_fraction, 4), centre_valid_fraction=round(sample.centre_valid_fraction, 4), wkt=chunk_wkt(info.geotransform, w)))
-            if args.export_folder:
-                export_chunk(args.raster, w, args.export_folder, info.image_id)
-            reporter.progress((w.chunk_id + 1) / total)
-    reporter.progress(1.0)  # the last grid chunks may have been dropped for no-data
-    reporter.log(f"{len(chunks)} of {total} chunks hold data around their centre")
-    if args.out:
-        write_geopackage(args.out, info.crs_wkt, chunks, [], CHUNK_GRID_FIELDS)
+    with ChunkExport(args.export_folder) as export:  # staged, renamed into place once the grid is written
+        with RasterSource(args.raster, args.band) as source:
+            info = source.info
+            total = chunk_count(source, args.chunk_size, stride)
+            for sample in iter_chunks(source, args.chunk_size, stride, args.min_valid):
+                w = sample.window
+                chunks.append(dict(image_id=info.image_id, chunk_id=w.chunk_id, row=w.row, col=w.col, x_off=w.x_off, y_off=w.y_off, width=w.width, height=w.height,
+                                   valid_fraction=round(sample.valid_fraction, 4), centre_valid_fraction=round(sample.centre_valid_fraction, 4), wkt=chunk_wkt(info.geotransform, w)))
+                if args.export_folder:
+                    export.add(args.raster, w, info.image_id)
+                reporter.progress((w.chunk_id + 1) / total)
+        reporter.progress(1.0)  # the last grid chunks may have been dropped for no-data
+        reporter.log(f"{len(chunks)} of {total} chunks hold data around their centre")
+        if args.out:
+            write_geopackage(args.out, info.crs_wkt, chunks, [], CHUNK_GRID_FIELDS)
+        export.commit()
     reporter.result({"chunks": chunks})
 
 

@@ -4,13 +4,13 @@ import contextlib
 import functools
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 from osgeo import gdal
 
 from . import files
-from .errors import RasterError
+from .errors import EngineError, RasterError
 from .footprint import ValidityMosaic
 from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, grid_shape, unscored_edges
 from .preprocess import valid_fractions
@@ -109,34 +109,61 @@ def chunk_count(source: RasterSource, chunk_size: int, stride: int) -> int:
 CHUNK_SIDECARS = (".msk", ".aux.xml")
 
 
-def export_chunk(source_path: str, window: ChunkWindow, folder: str, image_id: str) -> str:
-    """The chunk at full resolution as a georeferenced GeoTIFF, for labelling in other tools; from a
-    north-up view (raster.north_up_view), in the pixel type of the file it views."""
-    path = os.path.join(folder, f"{image_id}_r{window.row:03d}_c{window.col:03d}.tif")
-    source = gdal.Open(source_path)
-    viewed_type = source.GetMetadataItem("SOURCE_TYPE", VIEW_DOMAIN)
-    with files.writing(path, "The chunk GeoTIFF") as partial:
-        gdal.Translate(  # the copy it returns is closed, and so flushed, at once
-            partial,
-            source,
-            srcWin=[window.x_off, window.y_off, window.width, window.height],
-            format="GTiff",
-            outputType=gdal.GetDataTypeByName(viewed_type) if viewed_type else gdal.GDT_Unknown,
-            creationOptions=["COMPRESS=DEFLATE", "TILED=YES"],
-        )
-    source = None
-    # GDAL may write sidecars beside the temporary name: they belong to the chunk, under its name.
-    for sidecar in CHUNK_SIDECARS:
-        if os.path.exists(partial + sidecar):
-            os.replace(partial + sidecar, path + sidecar)
-        elif os.path.exists(path + sidecar):
-            os.remove(path + sidecar)  # left by an earlier export of this chunk
-    return path
+class ChunkExport:
+    """Chunks at full resolution as georeferenced GeoTIFFs, for labelling in other tools; from a north-up
+    view (raster.north_up_view), in the pixel type of the file it views. Each is written under a hidden
+    staged name (files.partial_path) and all are renamed into place by commit(): a run stopped midway
+    removes what it staged and leaves an earlier export's chunks as they were (it had overwritten some of
+    them and then deleted them). Use as a context manager; leaving it without commit() discards."""
 
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.paths: List[str] = []
 
-def remove_exported(paths: Sequence[str]) -> None:
-    """Exported chunks and their sidecars: a stopped export leaves none."""
-    for path in paths:
-        for name in (path,) + tuple(path + sidecar for sidecar in CHUNK_SIDECARS):
-            with contextlib.suppress(OSError):
-                os.remove(name)
+    def __enter__(self) -> "ChunkExport":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.discard()
+
+    def add(self, source_path: str, window: ChunkWindow, image_id: str) -> str:
+        path = os.path.join(self.folder, f"{image_id}_r{window.row:03d}_c{window.col:03d}.tif")
+        staged = files.partial_path(path)
+        self.paths.append(path)
+        source = gdal.Open(source_path)
+        viewed_type = source.GetMetadataItem("SOURCE_TYPE", VIEW_DOMAIN)
+        try:
+            gdal.Translate(  # the copy it returns is closed, and so flushed, at once
+                staged,
+                source,
+                srcWin=[window.x_off, window.y_off, window.width, window.height],
+                format="GTiff",
+                outputType=gdal.GetDataTypeByName(viewed_type) if viewed_type else gdal.GDT_Unknown,
+                creationOptions=["COMPRESS=DEFLATE", "TILED=YES"],
+            )
+        except (OSError, RuntimeError) as exc:
+            raise EngineError(files.write_failure("The chunk GeoTIFF", path, exc)) from None
+        return path
+
+    def commit(self) -> List[str]:
+        """Every staged chunk renamed into place, with the sidecars GDAL wrote beside it (an earlier
+        export's sidecars of the same chunk removed); the paths."""
+        for path in self.paths:
+            staged = files.partial_path(path)
+            os.replace(staged, path)
+            for sidecar in CHUNK_SIDECARS:
+                if os.path.exists(staged + sidecar):
+                    os.replace(staged + sidecar, path + sidecar)
+                elif os.path.exists(path + sidecar):
+                    os.remove(path + sidecar)
+        committed, self.paths = self.paths, []
+        return committed
+
+    def discard(self) -> None:
+        """The staged chunks not committed, and their sidecars, removed."""
+        for path in self.paths:
+            staged = files.partial_path(path)
+            for name in (staged,) + tuple(staged + sidecar for sidecar in CHUNK_SIDECARS):
+                with contextlib.suppress(OSError):
+                    os.remove(name)
+        self.paths = []

@@ -58,7 +58,7 @@ def _whole_and_said_once(process_algorithm):
     def wrapper(self, parameters, context, feedback):
         try:
             outputs = [destination for destination, _vector in self.written_destinations(parameters)] if self.KEPT_WHOLE else []
-            # SIGTERM and SIGHUP raise for the whole run, not only while a worker runs: chunk's exports, and the outputs written after the worker
+            # SIGTERM, SIGHUP and SIGINT raise for the whole run, not only while a worker runs: chunk's exports, and the outputs written after the worker
             with terminating_signals_raise():
                 try:
                     with kept_whole(outputs, feedback.pushInfo):

@@ -1,7 +1,5 @@
 """hiriseice:chunk - the chunk grid of a raster, in-process (no TensorFlow, no worker)."""
 
-from typing import List
-
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsProcessing,
@@ -80,45 +78,44 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
         path = raster_path_for_worker(layer, context, feedback)
 
         rows = []
-        exported: List[str] = []
-        try:
-            # the grid Detect scores: a map turned far from north-up is cut through its north-up view
-            with gdal_exceptions(), raster.north_up_view(path, 0, feedback.pushInfo) as read, raster.RasterSource(read) as source:
-                info = source.info
-                total = chunking.chunk_count(source, chunk_size, stride)
-                feedback.pushInfo(f"{info.image_id}: {info.width} x {info.height} px; {total} grid chunks of {chunk_size} px, stride {stride}")
-                for sample in chunking.iter_chunks(source, chunk_size, stride, min_valid):
-                    if feedback.isCanceled():
-                        chunking.remove_exported(exported)
-                        raise QgsProcessingException("Cancelled by the user; no chunk layer was written, and the chunks exported so far were removed.")
-                    w = sample.window
-                    rows.append(
-                        dict(
-                            image_id=info.image_id, chunk_id=w.chunk_id, row=w.row, col=w.col, x_off=w.x_off, y_off=w.y_off, width=w.width, height=w.height,
-                            valid_fraction=round(sample.valid_fraction, 4), centre_valid_fraction=round(sample.centre_valid_fraction, 4),
-                            wkt=grid.chunk_wkt(info.geotransform, w),
+        # The exports are staged and renamed into place once the grid layer is written: a run that fails leaves an earlier
+        # export as it was.
+        with chunking.ChunkExport(export_folder) as export:
+            try:
+                # the grid Detect scores: a map turned far from north-up is cut through its north-up view
+                with gdal_exceptions(), raster.north_up_view(path, 0, feedback.pushInfo) as read, raster.RasterSource(read) as source:
+                    info = source.info
+                    viewed = read != path
+                    total = chunking.chunk_count(source, chunk_size, stride)
+                    feedback.pushInfo(f"{info.image_id}: {info.width} x {info.height} px; {total} grid chunks of {chunk_size} px, stride {stride}")
+                    for sample in chunking.iter_chunks(source, chunk_size, stride, min_valid):
+                        if feedback.isCanceled():
+                            raise QgsProcessingException("Cancelled by the user; no chunk layer was written, and no chunk was exported (those staged were removed; an earlier export is as it was).")
+                        w = sample.window
+                        rows.append(
+                            dict(
+                                image_id=info.image_id, chunk_id=w.chunk_id, row=w.row, col=w.col, x_off=w.x_off, y_off=w.y_off, width=w.width, height=w.height,
+                                valid_fraction=round(sample.valid_fraction, 4), centre_valid_fraction=round(sample.centre_valid_fraction, 4),
+                                wkt=grid.chunk_wkt(info.geotransform, w),
+                            )
                         )
-                    )
-                    if export_folder:
-                        exported.append(chunking.export_chunk(read, w, export_folder, info.image_id))
-                    feedback.setProgress(100.0 * (w.chunk_id + 1) / total)
-        except errors.EngineError as exc:
-            chunking.remove_exported(exported)
-            raise QgsProcessingException(str(exc)) from None
-        except BaseException:  # a signal (SIGTERM, SIGHUP, Ctrl-C) ends the run: no half export either
-            chunking.remove_exported(exported)
-            raise
-        feedback.pushInfo(f"{len(rows)} of {total} chunks hold data around their centre (minimum valid share {min_valid})")
+                        if export_folder:
+                            export.add(read, w, info.image_id)
+                        feedback.setProgress(100.0 * (w.chunk_id + 1) / total)
+            except errors.EngineError as exc:
+                raise QgsProcessingException(str(exc)) from None
+            feedback.pushInfo(f"{len(rows)} of {total} chunks hold data around their centre (minimum valid share {min_valid})")
+
+            fields = make_fields(schema.CHUNK_GRID_FIELDS)
+            crs = output_crs(QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt) if viewed else layer.crs(), info.crs_wkt)
+            on_disk = file_destination(self.OUTPUT, self.sink_destination(parameters, self.OUTPUT, context), vector=True)
+            destination = write_sink(self, parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, crs,
+                                     features_from_dicts(rows, fields, "wkt"), "chunk grid", on_disk)
+            if not destination:
+                raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+            exported = export.commit()
         if exported:
             feedback.pushInfo(f"{len(exported)} chunk GeoTIFFs written to {export_folder}")
-
-        fields = make_fields(schema.CHUNK_GRID_FIELDS)
-        crs = output_crs(QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt) if read != path else layer.crs(), info.crs_wkt)
-        on_disk = file_destination(self.OUTPUT, self.sink_destination(parameters, self.OUTPUT, context), vector=True)
-        destination = write_sink(self, parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, crs,
-                                 features_from_dicts(rows, fields, "wkt"), "chunk grid", on_disk)
-        if not destination:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
         self.style_output(context, destination, styling.GRID_QML)
         results = {self.OUTPUT: destination, self.CHUNKS: len(rows)}
         if export_folder:

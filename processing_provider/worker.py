@@ -164,7 +164,9 @@ def _start(command: Sequence[str], stdin=subprocess.DEVNULL) -> subprocess.Popen
 
 # Signals that end QGIS or qgis_process without Python's KeyboardInterrupt (Ctrl-C already has one).
 # The worker runs in its own session, so without a handler it outlives us with its partial files.
-TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+# SIGINT too: qgis_process's own handler cancels only at the run's next progress or log line, so Ctrl-C waited on
+# a hung read (a survey's image on a dead network drive) for its 30 minutes.
+TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name))
 
 
 # What a survey stopped midway leaves
@@ -182,7 +184,7 @@ def _raise_terminated(signum, frame):
 
 @contextlib.contextmanager
 def terminating_signals_raise():
-    """Inside the block SIGTERM and SIGHUP raise TerminatedBySignal, so the run's cleanup kills the
+    """Inside the block SIGTERM, SIGHUP and SIGINT raise TerminatedBySignal, so the run's cleanup kills the
     worker and removes its partial files. Python lets only the main thread (qgis_process's) set
     handlers; elsewhere (QGIS's task threads) the block changes nothing."""
     if threading.current_thread() is not threading.main_thread():
