@@ -598,12 +598,13 @@ def test_a_raster_without_crs_fails_the_worker_with_exit_status_2(make_raster, w
     assert run.messages == [run.errors[0]] and run.errors[0]["code"] == RasterError.code and "Assign" in run.errors[0]["message"]
 
 
-@pytest.mark.parametrize("content", [b"not a raster\n", b"", b"II*\x00garbage"], ids=["text", "empty", "broken-tiff"])
-def test_a_file_gdal_cannot_read_is_explained(tmp_path, content):
+@pytest.mark.parametrize("content, said", [(b"not a raster\n", "exists but is not a raster GDAL can read"), (b"", r"is empty \(0 bytes\): a download or copy"),
+                                           (b"II*\x00garbage", "exists but is not a raster GDAL can read")], ids=["text", "empty", "broken-tiff"])
+def test_a_file_gdal_cannot_read_is_explained(tmp_path, content, said):
     path = tmp_path / "layer.tif"
     path.write_bytes(content)
     mode = gdal.GetUseExceptions()
-    with pytest.raises(RasterError, match="exists but is not a raster GDAL can read"):
+    with pytest.raises(RasterError, match=said):
         RasterSource(str(path))
     assert gdal.GetUseExceptions() == mode  # the engine leaves GDAL's global error mode as it found it
 
