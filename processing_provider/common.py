@@ -28,7 +28,7 @@ from qgis.core import (
 )
 
 from .algorithm import gdal_errors_unprinted, styling
-from .destinations import check_written, not_written
+from .destinations import check_written, not_written, replacing_outputs
 from .engine import errors, gdal_exceptions, georeference, modelfile
 
 QVARIANT_TYPES = styling.QVARIANT_TYPES
@@ -73,6 +73,7 @@ def write_sink(algorithm, parameters, name: str, context, fields, geometry, crs,
     """Create the layer output `name`, add the features and read the closed file back (QGIS reports neither a full disk
     nor a table never created); its destination id, '' where the output is not wanted. on_disk: its FileDestination, None
     for a memory or database output. A failure on disk is said once, with the fix (destinations.not_written)."""
+    replacing_outputs()
     try:
         with gdal_errors_unprinted():
             sink, destination = algorithm.parameterAsSink(parameters, name, context, fields, geometry, crs)

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import threading
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -282,20 +283,38 @@ def remove_created(destinations: Iterable[FileDestination]) -> None:
             files.remove_quietly(files_of(destination))
 
 
+# The run of this thread's innermost kept_whole: {"started": whether it has begun replacing its outputs}.
+_RUN = threading.local()
+
+
+def replacing_outputs() -> None:
+    """The run in this thread begins replacing its outputs (its worker's files are in place, or it writes a layer):
+    from now on a failure puts back what it replaced (kept_whole). Before, it has replaced nothing, and a failure
+    leaves every output as it finds it: another run may have written there meanwhile (two runs into one
+    GeoPackage, the second cancelled while its worker scored, had removed the first's finished table)."""
+    state = getattr(_RUN, "state", None)
+    if state is not None:
+        state["started"] = True
+
+
 @contextlib.contextmanager
 def kept_whole(destinations: Iterable[FileDestination], say: Callable[[str], None]):
     """A run that fails leaves the output files it replaces whole as they were before it: QGIS replaces an output file as soon
     as it writes it, so a later output's failure had already replaced a chunk layer and the labels in it. Each such existing file
     is copied beside itself first and put back on failure; the files the run created are removed. A table named in an existing
-    GeoPackage is not: putting the whole file back would undo what other programs saved in its other tables meanwhile."""
+    GeoPackage is not: putting the whole file back would undo what other programs saved in its other tables meanwhile. Nor is
+    anything before the run begins replacing its outputs (replacing_outputs): until then it has replaced nothing."""
     destinations = list(destinations)
     replaced = [destination for destination in destinations if not destination.table]
     watched = replaced + [destination for destination in destinations if destination.table and not os.path.isfile(destination.path)]
     existed = {path for destination in watched for path in files_of(destination) if os.path.isfile(path)}
     copies: Dict[str, str] = {}
+    outer, _RUN.state = getattr(_RUN, "state", None), {"started": False}
+    state = _RUN.state
     try:
         for destination in replaced:
             for path in files_of(destination):
+                _remove_copies_of_killed_runs(path, say)
                 if path not in existed or path in copies:
                     continue
                 if os.path.getsize(path) > KEEP_WHOLE_LIMIT_BYTES:
@@ -312,13 +331,40 @@ def kept_whole(destinations: Iterable[FileDestination], say: Callable[[str], Non
                     say(f"{destination.parameter}: {path} could not be copied first (no room?): should this run fail, it is lost.")
         yield
     except BaseException:  # the run failed, or was stopped (while copying too)
-        files.remove_quietly([path for destination in watched for path in files_of(destination) if path not in existed])
-        for path, copy in copies.items():
-            with contextlib.suppress(OSError):
-                os.replace(copy, path)
+        if state["started"]:
+            files.remove_quietly([path for destination in watched for path in files_of(destination) if path not in existed])
+            for path, copy in copies.items():
+                with contextlib.suppress(OSError):
+                    os.replace(copy, path)
         raise
     finally:
+        _RUN.state = outer
         files.remove_quietly(list(copies.values()))
+
+
+def _remove_copies_of_killed_runs(path: str, say: Callable[[str], None]) -> None:
+    """The copies kept_whole made of ``path`` for runs that were killed (SIGKILL, a machine out of memory) before they
+    could remove them: their process is gone, and each copy may weigh a gigabyte."""
+    folder, name = os.path.split(path)
+    prefix = f".{name}.before-run-"
+    for entry in os.listdir(folder or "."):
+        pid = entry[len(prefix):]
+        if not entry.startswith(prefix) or not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        files.remove_quietly([os.path.join(folder, entry)])
+        say(f"Removed {os.path.join(folder, entry)}, the copy of {name} a run killed before it ended (process {pid}) had kept.")
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there, not ask after it
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process (PermissionError), or a system that cannot tell: left alone
+        return True
+    return True
 
 
 def check_written(destination: FileDestination, expected: int, what: str) -> None:

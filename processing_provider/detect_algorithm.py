@@ -30,6 +30,7 @@ from .destinations import (
     check_writable,
     file_destination,
     remove_created,
+    replacing_outputs,
     report_replaced_layers,
 )
 from .engine import chunking, errors, files, gdal_exceptions, georeference, grid, imagechecks, modelfile, raster, rules, schema
@@ -163,6 +164,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             arguments += [f"--{option.replace('_', '-')}", value]
         partial_outputs = [partial_path(path) for path in (report, probability_raster) if path]
         result = run_worker(arguments, feedback, partial_outputs=partial_outputs)
+        replacing_outputs()  # the worker's report and probability raster are in place
         chunks, summary = result.get("chunks") or [], result.get("summary") or {}
 
         # Only now, with the worker done, are the output layers created.

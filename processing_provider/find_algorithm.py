@@ -21,7 +21,7 @@ from qgis.core import (
 
 from .algorithm import HiriseIceAlgorithm
 from .common import features_from_dicts, layer_crs, make_fields, write_sink
-from .destinations import file_destination
+from .destinations import file_destination, replacing_outputs
 from .engine import errors
 
 try:
@@ -227,6 +227,7 @@ class FindAlgorithm(HiriseIceAlgorithm):
                 feedback.pushInfo(line)
             report = self.parameterAsFileOutput(parameters, self.REPORT, context) if parameters.get(self.REPORT) else ""
             report_csv = self.parameterAsFileOutput(parameters, self.REPORT_CSV, context) if parameters.get(self.REPORT_CSV) else ""
+            replacing_outputs()
             if report:
                 catalog.write_report_html(report, result, query)
             if report_csv:

@@ -32,7 +32,7 @@ from qgis.PyQt.QtCore import QVariant
 
 from .algorithm import HiriseIceAlgorithm, LayerListParameter, gdal_without_pam
 from .common import check_band, features_from_dicts, georeferenced_by_sidecar, layer_crs, make_fields, raster_path_for_worker, require_crs, write_sink
-from .destinations import check_room, file_destination
+from .destinations import check_room, file_destination, replacing_outputs
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
 from .engine import errors, files, gdal_exceptions, georeference, imagechecks, modelfile, network, raster, schema, training
 
@@ -331,6 +331,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         feedback.pushInfo(f"Training job: {job_path}")
 
         result = run_worker(["train", job_path], feedback, partial_outputs=[partial_path(output_model), partial_path(report)])
+        replacing_outputs()  # the worker's model file and report are in place
         self._log_metrics(result.get("metrics") or {}, feedback)
 
         results = {self.OUTPUT_MODEL: result.get("model_path", output_model), self.REPORT: report}

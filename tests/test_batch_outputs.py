@@ -287,6 +287,60 @@ def test_a_failed_run_into_a_table_of_a_shared_geopackage_keeps_what_others_save
     assert not [name for name in os.listdir(tmp_path) if ".before-run" in name]
 
 
+def test_a_run_stopped_while_its_worker_scores_leaves_what_another_run_wrote_meanwhile(tiny_model, tmp_path):
+    """Two runs into one new GeoPackage: the first finished, and the second, stopped while its worker scored, removed
+    the file (it had not existed when the second started) and the first's table with it; a report both name went back
+    to the one there before both."""
+    import signal
+    import time
+
+    raster = helpers.generate_raster(tmp_path, name="large.tif", width=2048, height=2048, seed=6)
+    shared, report = tmp_path / "ice.gpkg", tmp_path / "r.html"
+    report.write_text("the report there before both runs")
+    process = subprocess.Popen(["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}",
+                                "CHUNK_SIZE=64", "BATCH_SIZE=1", f"OUTPUT=ogr:dbname='{shared}' table=\"img_b\" (geom)", f"REPORT={report}"],
+                               env=qs.qgis_process_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not qs.processes_with(WORKER_STARTED) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        dataset = ogr.GetDriverByName("GPKG").CreateDataSource(str(shared))  # the other run, finished meanwhile
+        table = dataset.CreateLayer("img_a", geom_type=ogr.wkbNone)
+        table.CreateField(ogr.FieldDefn("label", ogr.OFTInteger))
+        feature = ogr.Feature(table.GetLayerDefn())
+        feature.SetField("label", 1)
+        table.CreateFeature(feature)
+        dataset = None
+        report.write_text("the other run's report")
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1 and "Stopped by SIGTERM" in out, out[-3000:]
+    dataset = ogr.Open(str(shared))
+    assert dataset is not None and [f.GetField("label") for f in dataset.GetLayerByName("img_a")] == [1]
+    assert report.read_text() == "the other run's report"
+
+
+def test_the_copies_a_killed_run_left_are_removed_by_the_next_run_of_that_output(tiny_model, scene, tmp_path):
+    """A run killed with SIGKILL cannot remove the copies it made of its outputs (.NAME.before-run-PID, up to a GB each);
+    no later run did, and an overnight batch of such nights piled them up."""
+    output, report = tmp_path / "ice.gpkg", tmp_path / "r.html"
+    parameters = [f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", f"OUTPUT={output}", f"REPORT={report}"]
+    assert detect(*parameters, cwd=tmp_path).returncode == 0
+    dead = next(pid for pid in range(4_000_000, 3_000_000, -1) if not os.path.exists(f"/proc/{pid}"))
+    left = [tmp_path / f".ice.gpkg.before-run-{dead}", tmp_path / f".r.html.before-run-{dead}"]
+    for copy in left:
+        copy.write_bytes(b"a copy")
+    alive = tmp_path / f".ice.gpkg.before-run-{os.getpid()}"  # a run still going: its copy stays
+    alive.write_bytes(b"a copy")
+    done = detect(*parameters, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert not any(copy.exists() for copy in left) and alive.exists()
+    assert f"Removed {left[0]}, the copy of ice.gpkg a run killed before it ended (process {dead}) had kept." in done.stdout
+
+
 # --- nothing beside the input -------------------------------------------------------------------
 
 
