@@ -32,6 +32,7 @@ from qgis.core import (
     QgsPalLayerSettings,
     QgsProcessingLayerPostProcessorInterface,
     QgsProject,
+    QgsRasterLayer,
     QgsRendererCategory,
     QgsRendererRange,
     QgsSingleSymbolRenderer,
@@ -221,7 +222,7 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         self.qml = qml
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS's name)
-        if isinstance(layer, QgsVectorLayer):
+        if isinstance(layer, (QgsVectorLayer, QgsRasterLayer)):  # the ice-probability raster had loaded grey and opaque over all
             apply_style(layer, self.qml)
             if self.qml in ACTIVE_AFTER_LOADING:
                 make_active_when_loaded(layer)

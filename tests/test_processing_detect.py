@@ -607,6 +607,26 @@ def test_probability_raster_output_matches_the_inputs_georeferencing_and_is_styl
     assert ((values == -1) | ((values >= 0) & (values <= 1))).all() and (values >= 0).any()
 
 
+def test_the_probability_raster_the_gui_loads_is_styled(qgis_app, tiny_model, detect_scene, tmp_path):
+    """The dialog loads the output through the style post-processor, which styled vector layers only: the raster came
+    grey and opaque over the image and the chunks (the .qml beside it is read only when a user opens the file)."""
+    from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer
+
+    path = tmp_path / "ice_probability.tif"
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    parameters = {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": str(tmp_path / "chunks.gpkg"), "PROBABILITY_RASTER": str(path)}
+    context.setLayersToLoadOnCompletion({str(path): QgsProcessingContext.LayerDetails("Ice probability", QgsProject.instance(), "PROBABILITY_RASTER")})
+    qs.run_algorithm("hiriseice:detect", parameters, context=context)
+    details = context.layerToLoadOnCompletionDetails(str(path))
+    assert details.postProcessor() is not None
+    os.remove(tmp_path / "ice_probability.qml")  # as the dialog loads it: without the style file beside it
+    layer = QgsRasterLayer(str(path), "Ice probability")
+    assert layer.renderer().type() == "singlebandgray"
+    details.postProcessor().postProcessLayer(layer, context, qs.recording_feedback())
+    assert layer.renderer().type() == "singlebandpseudocolor"
+
+
 def test_probability_raster_must_be_a_geotiff(detect_error, tmp_path):
     message = detect_error(PROBABILITY_RASTER=str(tmp_path / "p.png"))
     assert ".tif" in message
