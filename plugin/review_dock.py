@@ -192,7 +192,9 @@ def model_path_of(layer: QgsVectorLayer, project: QgsProject) -> str:
 
 def retrain_parameters(layer: QgsVectorLayer, project: QgsProject) -> Dict:
     """What "Retrain with these labels" gives hiriseice:train: the chunk layer as LABELS, its
-    loaded rasters as RASTERS, and the model it was made with as BASE_MODEL when known."""
+    loaded rasters as RASTERS, the model it was made with as BASE_MODEL when known, and, for a
+    layer in a file, the new model and its report beside that file (a temporary model was gone
+    once QGIS closed, before the README's next step, detecting with it)."""
     parameters = {
         "LABELS": [layer.id()],
         "LABEL_FIELD": LABEL_FIELD,
@@ -201,7 +203,17 @@ def retrain_parameters(layer: QgsVectorLayer, project: QgsProject) -> Dict:
     base = model_path_of(layer, project)
     if base:
         parameters["BASE_MODEL"] = base
+    source = layer.source().split("|")[0]
+    if os.path.isfile(source):
+        stem = os.path.join(os.path.dirname(source), os.path.splitext(os.path.basename(source))[0] + "_retrained")
+        taken = lambda candidate: any(os.path.exists(candidate + extension) for extension in (_engine().modelfile.EXTENSION, ".html"))  # noqa: E731
+        stem = next(f"{stem}_{n}" if n else stem for n in range(1000) if not taken(f"{stem}_{n}" if n else stem))
+        parameters.update(OUTPUT_MODEL=stem + _engine().modelfile.EXTENSION, REPORT=stem + ".html")
     return parameters
+
+
+NO_BASE_MODEL = ("The model that scored these chunks is not known (load the Detect summary layer, which names it): set BASE_MODEL "
+                 "in the dialog to continue it, or the network trains from random weights on your labels alone.")
 
 
 def open_train_dialog(parameters: Dict) -> None:
@@ -588,4 +600,6 @@ class ReviewDock(QgsDockWidget):
     def retrain(self):
         if self.layer is None:
             return
-        self.open_dialog(retrain_parameters(self.layer, QgsProject.instance()))
+        parameters = retrain_parameters(self.layer, QgsProject.instance())
+        self.message_label.setText("" if "BASE_MODEL" in parameters else NO_BASE_MODEL)
+        self.open_dialog(parameters)

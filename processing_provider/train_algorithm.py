@@ -55,6 +55,11 @@ def json_label(value):
     return str(value)
 
 
+# Below this many label features, training from random weights learns next to nothing (the default model saw tens of
+# thousands of examples); a geologist's round of a few hundred labels is meant to continue a model.
+FEW_LABELS_FROM_SCRATCH = 2000
+
+
 class TrainAlgorithm(HiriseIceAlgorithm):
     NAME = "train"
     DISPLAY_NAME = "Train ice-patch model"
@@ -317,6 +322,11 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         for raster_layer in rasters:
             check_band(raster_layer, band)
         entries = self._raster_entries(rasters, band, label_layers, exclude_layers, indices, mode, label_field, context, feedback)
+        labelled = sum(len(entry["labels"]) for entry in entries)
+        if not base_model and labelled < FEW_LABELS_FROM_SCRATCH:
+            feedback.pushWarning(f"BASE_MODEL is empty, so the network starts from random weights and learns from your {labelled} label feature(s) "
+                                 "alone: far too few to learn what ice looks like. To adapt a model to your labels, give the model that "
+                                 "scored them as BASE_MODEL (the bundled default is resources/models/default.hiriseice in the plugin's folder).")
 
         job = dict(self._training_settings(parameters, context), rasters=entries, label_mode=mode, base_model=base_model or None, widths=widths,
                    output_model=output_model, report=report)

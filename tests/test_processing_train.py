@@ -249,6 +249,8 @@ def test_several_rasters_as_one_string_and_calibration_only_where_it_helps(two_r
     assert not os.path.exists(second.path + ".aux.xml")
     results = train(tmp_path, f"{first.path};{second.path}", [layer], VALIDATION_FRACTION=0.5, REPORT=None)
     assert not os.path.exists(second.path + ".aux.xml")  # QGIS's statistics of its layers went there beside the user's raster
+    # From random weights on 72 labels: said (the review dock's Retrain had done it silently where it could not name the base)
+    assert any(w.startswith("BASE_MODEL is empty, so the network starts from random weights and learns from your 72 label feature(s)") for w in results["_feedback"].warnings)
     job = job_of(results)
     assert [entry["path"] for entry in job["rasters"]] == [first.path, second.path] and all(len(e["labels"]) == 36 for e in job["rasters"])
     meta = modelfile.read_metadata(results["OUTPUT_MODEL"])

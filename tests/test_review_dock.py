@@ -127,7 +127,14 @@ def test_retrain_parameters(dock_module, detect_layers, tmp_path):
     project, layer, _, image = detect_layers
     parameters = dock_module.retrain_parameters(layer, project)
     assert os.path.realpath(parameters.pop("BASE_MODEL")) == os.path.realpath(modelfile.default_model_path())
+    # The new model beside the chunk layer's file, not a temporary one gone when QGIS closes; never over a file there.
+    folder = os.path.dirname(layer.source().split("|")[0])
+    assert parameters.pop("OUTPUT_MODEL") == os.path.join(folder, "detect_retrained.hiriseice")
+    assert parameters.pop("REPORT") == os.path.join(folder, "detect_retrained.html")
     assert parameters == {"LABELS": [layer.id()], "LABEL_FIELD": "label", "RASTERS": [image.id()]}
+    open(os.path.join(folder, "detect_retrained.hiriseice"), "wb").close()
+    assert dock_module.retrain_parameters(layer, project)["OUTPUT_MODEL"] == os.path.join(folder, "detect_retrained_1.hiriseice")
+    os.remove(os.path.join(folder, "detect_retrained.hiriseice"))
     # Every key is a parameter of the algorithm the button opens.
     from qgis.core import QgsApplication
 
@@ -137,7 +144,8 @@ def test_retrain_parameters(dock_module, detect_layers, tmp_path):
     for candidate in list(project.mapLayers().values()):
         if candidate is not layer:
             project.removeMapLayer(candidate.id())
-    assert dock_module.retrain_parameters(layer, project) == {"LABELS": [layer.id()], "LABEL_FIELD": "label", "RASTERS": []}
+    without = dock_module.retrain_parameters(layer, project)
+    assert "BASE_MODEL" not in without and without["RASTERS"] == []
 
 
 # --- the dock, driven by key presses, in a fresh QGIS with a GUI --------------------------------------
@@ -408,6 +416,7 @@ def test_retrain_button_passes_the_layer_its_raster_and_model(dock_run):
     assert out["opened"] == [out["expected_parameters"]]
     parameters = dict(out["expected_parameters"])
     assert os.path.realpath(parameters.pop("BASE_MODEL")) == os.path.realpath(modelfile.default_model_path())
+    assert parameters.pop("OUTPUT_MODEL").endswith("_retrained.hiriseice") and parameters.pop("REPORT").endswith("_retrained.html")
     assert parameters == {"LABELS": [out["layer_id"]], "LABEL_FIELD": "label", "RASTERS": [out["raster_id"]]}
     assert out["after_raster_active"] == out["layer_id"]
 
