@@ -228,6 +228,42 @@ def vector_layer_names(path: str) -> List[str]:
         return []
 
 
+def labels_in(path: str, table: str = "") -> Dict[str, int]:
+    """{layer: how many of its features carry a label} for the layers of an existing vector file (``table`` alone
+    where given) that have a 'label' field: what a geologist marked, which replacing them would lose."""
+    if not os.path.isfile(path):
+        return {}
+    counts = {}
+    try:
+        with gdal_exceptions():
+            dataset = gdal.OpenEx(path, gdal.OF_VECTOR | gdal.OF_READONLY)
+            for index in range(dataset.GetLayerCount()):
+                layer = dataset.GetLayer(index)
+                if (table and layer.GetName() != table) or layer.GetLayerDefn().GetFieldIndex("label") < 0:
+                    continue
+                layer.SetAttributeFilter("label IS NOT NULL")
+                counts[layer.GetName()] = layer.GetFeatureCount()
+    except RuntimeError:  # not a vector file, or no such filter there: nothing a geologist labelled
+        return {}
+    return {name: count for name, count in counts.items() if count}
+
+
+def check_labels_not_replaced(destination: FileDestination) -> None:
+    """Refuse an output that would replace chunks a geologist has labelled: rerunning Detect into the labelled
+    chunks.gpkg wiped its labels with a line in the log."""
+    labelled = labels_in(destination.path, destination.table)
+    if not labelled:
+        return
+    where = f"the table '{destination.table}' of {destination.path}" if destination.table else f"the file {destination.path}"
+    held = ", ".join(f"'{name}' holds {count} label(s)" for name, count in labelled.items())
+    table_instead = (f", or a new table of it (ogr:dbname='{destination.path}' table=\"chunks_2\" (geom))"
+                     if os.path.splitext(destination.path)[1].lower() in MULTI_TABLE_FORMATS else "")
+    raise QgsProcessingException(
+        f"{destination.parameter} would replace {where}, whose layer {held} that you marked: they would be lost. Give another "
+        f"file{table_instead}; or, to start over, delete or rename the labelled file first."
+    )
+
+
 def written_feature_count(destination: FileDestination) -> Optional[int]:
     """Features in the destination's layer as OGR reads the closed file back; None when the
     file or the layer is not there."""

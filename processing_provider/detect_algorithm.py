@@ -26,6 +26,7 @@ from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, styling
 from .common import check_band, checked_model, features_from_dicts, make_fields, output_crs, raster_path_for_worker, require_crs, write_sink
 from .destinations import (
     check_free_space,
+    check_labels_not_replaced,
     check_not_replaced_later,
     check_writable,
     file_destination,
@@ -213,6 +214,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             destination = file_destination(name, self.sink_destination(parameters, name, context), vector=True)
             if destination is not None:
                 check_writable(destination)
+                check_labels_not_replaced(destination)
                 sinks[name] = destination
         if len(sinks) == 2:
             check_not_replaced_later(sinks[self.OUTPUT], sinks[self.SUMMARY])

@@ -205,11 +205,12 @@ def test_a_geopackage_another_program_writes_is_refused_before_the_worker_starts
     assert done.returncode == 0, done.stdout[-3000:]
 
 
-def labelled(path, layer):
+def edited(path, layer):
+    """The geologist's own edit of an output (labels are refused as something a rerun would replace: not this)."""
     from osgeo import ogr
 
     dataset = ogr.Open(str(path), update=1)
-    dataset.ExecuteSQL(f"UPDATE \"{layer}\" SET label = CASE WHEN probability > 0.5 THEN 1 ELSE 0 END", dialect="SQLite" if str(path).endswith(".shp") else "")
+    dataset.ExecuteSQL(f"UPDATE \"{layer}\" SET review_rank = -7", dialect="SQLite" if str(path).endswith(".shp") else "")
     dataset = None
 
 
@@ -245,7 +246,7 @@ def test_a_run_that_fails_on_its_last_output_leaves_the_earlier_ones_as_they_wer
     summary = f"SUMMARY=ogr:dbname='{tmp_path / 'summary.gpkg'}' table=\"summary\" (geom)"
     parameters = [f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", f"OUTPUT={tmp_path / name}", summary, f"REPORT={tmp_path / 'report.html'}"]
     assert detect(*parameters, cwd=tmp_path).returncode == 0
-    labelled(tmp_path / name, "ice")
+    edited(tmp_path / name, "ice")
     before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path) if f != "summary.gpkg"}
     assert {".gpkg"} <= {os.path.splitext(f)[1] for f in before} or {".shp", ".dbf", ".shx", ".prj"} <= {os.path.splitext(f)[1] for f in before}
 
@@ -339,6 +340,26 @@ def test_the_copies_a_killed_run_left_are_removed_by_the_next_run_of_that_output
     assert done.returncode == 0, done.stdout[-3000:]
     assert not any(copy.exists() for copy in left) and alive.exists()
     assert f"Removed {left[0]}, the copy of ice.gpkg a run killed before it ended (process {dead}) had kept." in done.stdout
+
+
+@pytest.mark.parametrize("name", ["chunks.gpkg", "chunks.shp", "table"])
+def test_a_rerun_into_labelled_chunks_is_refused_before_anything_runs(tiny_model, scene, tmp_path, name):
+    """Detect again into the labelled chunks.gpkg wiped the geologist's labels, with a line in the log saying a file was replaced."""
+    from osgeo import ogr
+
+    output = f"ogr:dbname='{tmp_path / 'project.gpkg'}' table=\"chunks\" (geom)" if name == "table" else str(tmp_path / name)
+    path = tmp_path / ("project.gpkg" if name == "table" else name)
+    parameters = [f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", f"OUTPUT={output}"]
+    assert detect(*parameters, cwd=tmp_path).returncode == 0
+    dataset = ogr.Open(str(path), update=1)
+    layer = dataset.GetLayer(0)
+    dataset.ExecuteSQL(f"UPDATE \"{layer.GetName()}\" SET label = 1 WHERE chunk_id < 3", dialect="SQLite" if name.endswith(".shp") else "")
+    dataset = None
+    before = path.read_bytes()
+    done = detect(*parameters, cwd=tmp_path)
+    assert done.returncode == 1 and done.stdout.count("ERROR:") == 1 and "Traceback" not in done.stdout, done.stdout[-3000:]
+    assert "holds 3 label(s) that you marked: they would be lost. Give another file" in done.stdout, done.stdout[-3000:]
+    assert not qs.processes_with(WORKER_STARTED) and path.read_bytes() == before
 
 
 # --- nothing beside the input -------------------------------------------------------------------
