@@ -4,13 +4,26 @@ Values follow the engine (model/labels.py): 1 icy, 0 not icy, -1 unclear (left o
 training). No GUI here, so it can be tested without one; plugin.py wires it to the toolbar.
 """
 
-from qgis.core import QgsFields, QgsVectorDataProvider, QgsVectorLayer
+import os
+
+from qgis.core import QgsFields, QgsProcessingUtils, QgsVectorDataProvider, QgsVectorLayer
 
 from .styling import QVARIANT_TYPES
 
 LABEL_FIELD = "label"
 ICY, NOT_ICY, UNCLEAR = 1, 0, -1
 NAMES = {ICY: "icy", NOT_ICY: "not icy", UNCLEAR: "unclear"}
+
+
+def how_to_keep_labels(layer: QgsVectorLayer) -> str:
+    """What keeps the labels: saving the layer's edits, or, for a temporary layer (Processing's default output, a
+    memory layer), saving the layer itself first: its edits saved into the temporary file were gone with it."""
+    source = os.path.realpath(layer.source().split("|")[0])
+    temporary = layer.providerType() == "memory" or source.startswith(os.path.realpath(QgsProcessingUtils.tempFolder()) + os.sep)
+    if temporary:
+        return ("This layer is temporary, gone when QGIS closes: save it to a file first (right-click > Make Permanent, or Export > "
+                "Save Features As... a GeoPackage), then save its edits to keep the labels.")
+    return "Save the layer's edits to keep them."
 
 
 class LabellingError(ValueError):

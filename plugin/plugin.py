@@ -12,7 +12,7 @@ try:
 except ImportError:
     from qgis.PyQt.QtWidgets import QAction  # Qt5 (QGIS 3.22)
 
-from .labelling import ICY, NAMES, NOT_ICY, UNCLEAR, LabellingError, mark_selected
+from .labelling import ICY, NAMES, NOT_ICY, UNCLEAR, LabellingError, how_to_keep_labels, mark_selected
 from .worker_dialogs import WorkerInstaller, WorkerSettingsDialog, describe_worker
 
 try:
@@ -182,7 +182,7 @@ class IcePatchesPlugin:
             bar.pushMessage(TITLE, f"Nothing is selected in '{layer.name()}'. Select chunks (Select Features tool), then mark them.", Qgis.MessageLevel.Info, 4)
             return
         bar.pushMessage(
-            TITLE, f"{changed} chunk(s) of '{layer.name()}' marked {NAMES[value]} (label = {value}). Save the layer's edits to keep them.", Qgis.MessageLevel.Success, 3
+            TITLE, f"{changed} chunk(s) of '{layer.name()}' marked {NAMES[value]} (label = {value}). {how_to_keep_labels(layer)}", Qgis.MessageLevel.Success, 3
         )
 
     def check_worker(self):

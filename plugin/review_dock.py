@@ -22,7 +22,7 @@ from qgis.PyQt.QtCore import QEvent, QObject, Qt, QTimer
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from .labelling import ICY, LABEL_FIELD, NAMES, NOT_ICY, UNCLEAR, LabellingError, mark_selected
+from .labelling import ICY, LABEL_FIELD, NAMES, NOT_ICY, UNCLEAR, LabellingError, how_to_keep_labels, mark_selected
 
 TITLE = "HiRISE Ice Patches: review labels"
 TRAIN_ALGORITHM = "hiriseice:train"
@@ -502,7 +502,7 @@ class ReviewDock(QgsDockWidget):
             self.go_to(self.position + 1)
         else:
             self._refresh()
-            self.message_label.setText("Labelled the last chunk. Save the layer's edits to keep the labels.")
+            self.message_label.setText(f"Labelled the last chunk. {how_to_keep_labels(self.layer)}")
 
     def handles(self, key) -> bool:
         key = _code(key)

@@ -152,7 +152,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             )
         )
         self.addParameter(LayerListParameter(self.EXCLUDE, self.tr("Exclusion polygons (chunks there are left out)"), QgsProcessing.SourceType.TypeVectorPolygon, optional=True))
-        self.addParameter(QgsProcessingParameterFile(self.BASE_MODEL, self.tr("Continue training this model (optional)"), QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter=MODEL_FILTER))
+        self.addParameter(QgsProcessingParameterFile(self.BASE_MODEL, self.tr("Continue training this model"), QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter=MODEL_FILTER))
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.CHUNK_SIZE, self.tr("Chunk size (pixels; 0 = the label polygons' size, else the base model's or 1024)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0

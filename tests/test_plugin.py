@@ -236,6 +236,19 @@ def test_labels_saved_in_a_geopackage(labelling, make_raster, tmp_path):
     assert stored == {(0, 0): 1, (0, 1): 1, (1, 0): None, (1, 1): None}
 
 
+def test_labels_on_a_temporary_layer_are_told_to_save_the_layer_first(labelling, make_raster):
+    """Processing's default output lives in its temporary folder: saving its edits (the advice) and the project lost every
+    label once QGIS closed."""
+    from qgis.core import QgsProcessingUtils, QgsVectorLayer
+
+    raster = make_raster(width=128, height=128)
+    results = qs.run_algorithm("hiriseice:chunk", {"INPUT": raster.path, "CHUNK_SIZE": 64, "OUTPUT": "TEMPORARY_OUTPUT"})
+    temporary = results["OUTPUT"] if isinstance(results["OUTPUT"], QgsVectorLayer) else QgsVectorLayer(results["OUTPUT"], "grid", "ogr")
+    assert os.path.realpath(temporary.source().split("|")[0]).startswith(os.path.realpath(QgsProcessingUtils.tempFolder())) or temporary.providerType() == "memory"
+    assert labelling.how_to_keep_labels(temporary).startswith("This layer is temporary, gone when QGIS closes: save it to a file first")
+    assert labelling.how_to_keep_labels(QgsVectorLayer(raster.path, "not temporary", "ogr")) == "Save the layer's edits to keep them."
+
+
 # --- the provider without a worker -----------------------------------------------------------------------
 
 
@@ -483,7 +496,7 @@ def test_plugin_gui_loads_marks_and_unloads_without_a_worker(qgis_app, tmp_path)
     assert out["toolbar_actions"] == ["Mark icy", "Mark not icy", "Mark unclear", "Review labels"]
     assert out["shortcuts"] == {"Mark icy": "Ctrl+Alt+1", "Mark not icy": "Ctrl+Alt+0", "Mark unclear": "Ctrl+Alt+U"}
     assert out["labels"] == {"0": 1, "1": None, "2": 1}
-    assert "2 chunk(s)" in out["after_mark"] and "marked icy" in out["after_mark"] and "Save the layer's edits" in out["after_mark"]
+    assert "2 chunk(s)" in out["after_mark"] and "marked icy" in out["after_mark"] and "This layer is temporary, gone when QGIS closes: save it to a file first" in out["after_mark"]  # a memory layer
     assert "Nothing is selected" in out["nothing_selected"]
     assert "has no 'label' field" in out["no_label_field"]
     assert out["key_with_toolbar_hidden"] == {"0": None, "1": 0, "2": None}
