@@ -24,6 +24,7 @@ import socket
 import struct
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from http.client import HTTPException
@@ -60,8 +61,19 @@ class SizeMismatchError(DownloadError):
     code = "size_mismatch"
 
 
+class HostNotFoundError(DownloadError):
+    """The server's name cannot be resolved even after the retries: no later file of the run would arrive either."""
+
+    code = "host_not_found"
+
+
 class _Transient(Exception):
-    """A failure worth retrying (dropped connection, timeout, 5xx, short body)."""
+    """A failure worth retrying (dropped connection, timeout, 5xx, short body); ``host_unknown``: the server's name
+    could not be resolved (the network is down, or the URL's host is wrong)."""
+
+    def __init__(self, message: str, host_unknown: str = ""):
+        super().__init__(message)
+        self.host_unknown = host_unknown
 
 
 @dataclass
@@ -209,7 +221,7 @@ class Downloader:
     def __init__(self, folder: str, retries: int = 4, backoff_s: float = 2.0, max_backoff_s: float = 60.0, timeout_s: float = 60.0,
                  block_bytes: int = 1 << 16, opener=None, progress: Callable[[Progress], None] = lambda p: None,
                  is_cancelled: Callable[[], bool] = lambda: False, log: Callable[[str], None] = lambda s: None,
-                 sleep: Callable[[float], None] = time.sleep, reserve_bytes: int = DEFAULT_RESERVE_BYTES, log_failures: bool = True):
+                 sleep: Optional[Callable[[float], None]] = None, reserve_bytes: int = DEFAULT_RESERVE_BYTES, log_failures: bool = True):
         """log_failures: False where the caller says each failure itself (QGIS, as an error), so the log does not repeat it."""
         self.folder = os.path.abspath(folder)
         self.retries = retries
@@ -221,7 +233,7 @@ class Downloader:
         self.progress = progress
         self.is_cancelled = is_cancelled
         self.log = log
-        self.sleep = sleep
+        self.sleep = sleep or self._sleep_unless_cancelled
         self.reserve_bytes = reserve_bytes
         self.log_failures = log_failures
         self._bytes_done = 0
@@ -266,6 +278,12 @@ class Downloader:
         self._reported_at = now
         self.progress(Progress(self._bytes_done, self._bytes_total, self._files_done, self._files_total, current))
 
+    def _sleep_unless_cancelled(self, seconds: float) -> None:
+        """A retry's back-off, cut short by a cancel (which had waited out up to a minute of it)."""
+        end = time.monotonic() + seconds
+        while not self.is_cancelled() and time.monotonic() < end:
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+
     def _check_cancelled(self) -> None:
         if self.is_cancelled():
             raise CancelledError("Download cancelled by the user; the partial files are kept and the next run resumes them.")
@@ -301,6 +319,11 @@ class Downloader:
                 after = os.path.getsize(partial) if os.path.isfile(partial) else 0
                 failures = 0 if after > before else failures + 1
                 if failures > self.retries or result.attempts > 10 * (self.retries + 1):
+                    if exc.host_unknown:  # every later file would wait out its retries too: four hours for Find's 470
+                        raise HostNotFoundError(
+                            f"{item.name}: {exc} after {result.attempts} attempts: the network is down, or the host {exc.host_unknown} is "
+                            f"wrong. The files not yet fetched were not tried; the ones finished are kept and a partial one resumes when "
+                            "you run again, once connected.") from None
                     kept = "the partial file is kept, run again to resume" if after else "nothing arrived, run again when it is reachable"
                     result.status, result.error = "failed", f"{exc} ({_gave_up(failures, result.attempts)}; {kept})"
                     result.size = after
@@ -309,8 +332,8 @@ class Downloader:
                 self.log(f"{item.name}: {exc}; retrying in {delay:g} s from byte {after}")
                 self.sleep(delay)
                 continue
-            except DiskSpaceError:
-                raise  # the next file would not fit either
+            except (DiskSpaceError, HostNotFoundError):
+                raise  # the next file would not fit, or not arrive, either
             except DownloadError as exc:
                 if isinstance(exc, SizeMismatchError):
                     _drop_partial(partial)
@@ -385,7 +408,8 @@ class Downloader:
                 raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
             raise DownloadError(f"{item.url} answered HTTP {exc.code} {exc.reason}: check the URL (the product may have moved).") from None
         except (urllib.error.URLError, socket.timeout, ConnectionError, HTTPException, OSError) as exc:
-            raise _Transient(f"cannot connect ({getattr(exc, 'reason', exc)})") from None
+            unknown = urllib.parse.urlsplit(item.url).hostname or "" if isinstance(getattr(exc, "reason", None), socket.gaierror) else ""
+            raise _Transient(f"cannot connect ({getattr(exc, 'reason', exc)})", host_unknown=unknown) from None
         with response:
             status = response.status
             length = response.headers.get("Content-Length")

@@ -256,6 +256,29 @@ def test_retries_with_backoff_then_success(server, tmp_path):
     assert d.sleeps == [2.0, 4.0, 8.0]
 
 
+def test_a_host_that_cannot_be_found_stops_the_run_after_its_first_file(server, tmp_path):
+    """With the network down every file waited out its retries (2 + 4 + 8 + 16 s): Find's 470 files, four hours."""
+    server.files["/ok.JP2"] = payload(4_000, 12)
+    d = local_downloader(tmp_path, retries=3)
+    unknown = [download.DownloadItem(f"http://hirise-pds.invalid/PDS/{name}.JP2") for name in ("ESP_1", "ESP_2")]
+    with pytest.raises(download.HostNotFoundError, match=r"ESP_1.JP2: cannot connect \(.*\) after 4 attempts: the network is down, or the host hirise-pds.invalid is wrong"):
+        d.run([item(server, "/ok.JP2")] + unknown)
+    assert d.sleeps == [2.0, 4.0, 8.0]  # the first unknown host's retries, and no second file's
+    assert (tmp_path / "ok.JP2").exists() and not any(name.startswith(("ESP_2", ".ESP_2")) for name in os.listdir(tmp_path))
+
+
+def test_a_cancel_cuts_a_retry_back_off_short(tmp_path):
+    """Cancel waited out the back-off it came in (up to a minute)."""
+    import time
+
+    pressed = []
+    d = download.Downloader(str(tmp_path), is_cancelled=lambda: bool(pressed))
+    started = time.monotonic()
+    pressed.append(True)
+    d.sleep(30.0)
+    assert time.monotonic() - started < 1.0
+
+
 def test_gives_up_after_the_retries_and_keeps_nothing_half_written(server, tmp_path):
     server.files["/g.JP2"] = payload(4_000, 11)
     server.fail_status["/g.JP2"] = [503] * 10
