@@ -17,7 +17,7 @@ from http.client import HTTPException
 from typing import Callable, Dict, Iterator, List, Optional, Set
 
 from .errors import CancelledError
-from .products import CatalogError, OdeUnavailableError, Product, Query, as_float, as_int, observation_of, product_type_of
+from .products import CatalogError, OdeUnavailableError, Product, Query, as_float, observation_of, observing_conditions, product_type_of
 
 
 ODE_URL = "https://oderest.rsl.wustl.edu/live2/"
@@ -69,15 +69,7 @@ def product_from_ode(record: Dict) -> Optional[Product]:
         easternmost_longitude=east,
         jp2_url=jp2_url,
         lbl_url=lbl_url,
-        solar_longitude=as_float(_key(record, "Solar_longitude")),
-        incidence_angle=as_float(_key(record, "Incidence_angle")),
-        emission_angle=as_float(_key(record, "Emission_angle")),
-        phase_angle=as_float(_key(record, "Phase_angle")),
-        local_time=as_float(_key(record, "Local_time", "Local_solar_time", "LOCAL_TIME")),
-        map_scale=as_float(_key(record, "Map_scale")),  # not Map_resolution: that is pixels per degree
-        start_time=str(_key(record, "UTC_start_time", "Observation_time", "Start_time") or ""),
-        orbit_number=as_int(_key(record, "Orbit_number")),
-        mission_phase=str(_key(record, "Mission_phase_name") or ""),
+        **observing_conditions(lambda *names: _key(record, *names)),
         jp2_bytes=kbytes(jp2),
         lbl_bytes=kbytes(lbl),
         size_unit_bytes=1024,

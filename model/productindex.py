@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from . import files
-from .products import CatalogError, Product, as_float, as_int, observation_of, product_type_of, unwrap_ring
+from .products import CatalogError, Product, as_float, as_int, observation_of, observing_conditions, product_type_of, unwrap_ring
 
 
 PDS_BASE_URL = "https://hirise-pds.lpl.arizona.edu/PDS/"
@@ -77,24 +77,24 @@ def read_csv_index(path: str, product_type: str = "RED", stats: Optional[ReadSta
             raise CatalogError(f"{path} is not a HiRISE index CSV: it lacks the columns {', '.join(missing)}. Give a CSV like hirise_rdr_index.csv.gz, or RDRCUMINDEX.LBL with its .TAB.")
         stats.has_map_scale = "MAP_SCALE" in columns
 
-        def get(row, name):
-            key = columns.get(name)
-            return row.get(key) if key else None
+        def first(row, *names):
+            values = (row.get(columns[name]) for name in names if name in columns)
+            return next((value for value in values if value not in (None, "")), None)
 
         for row in reader:
             stats.rows += 1
-            url = (get(row, "IMG_URL") or "").strip()
-            south, north = as_float(get(row, "MINIMUM_LATITUDE")), as_float(get(row, "MAXIMUM_LATITUDE"))
-            west, east = as_float(get(row, "WESTERNMOST_LONGITUDE")), as_float(get(row, "EASTERNMOST_LONGITUDE"))
+            url = (first(row, "IMG_URL") or "").strip()
+            south, north = as_float(first(row, "MINIMUM_LATITUDE")), as_float(first(row, "MAXIMUM_LATITUDE"))
+            west, east = as_float(first(row, "WESTERNMOST_LONGITUDE")), as_float(first(row, "EASTERNMOST_LONGITUDE"))
             if not url or None in (south, north, west, east):
                 stats.without_metadata += 1
                 continue
-            label_url = (get(row, "LABEL_URL") or "").strip() or re.sub(r"\.JP2$", ".LBL", url, flags=re.I)
+            label_url = (first(row, "LABEL_URL") or "").strip() or re.sub(r"\.JP2$", ".LBL", url, flags=re.I)
             observation = observation_of(url)
             if product_type == "RED":
                 url, label_url = _red_url(url), _red_url(label_url)
             product_id = os.path.splitext(os.path.basename(url))[0]
-            file_name = (get(row, "FILE_NAME") or "").strip().upper()
+            file_name = (first(row, "FILE_NAME") or "").strip().upper()
             exact = os.path.splitext(file_name)[0] == product_id.upper() if file_name else False
             if product_id in seen:
                 stats.duplicates += 1
@@ -110,16 +110,8 @@ def read_csv_index(path: str, product_type: str = "RED", stats: Optional[ReadSta
                 easternmost_longitude=east,
                 jp2_url=url,
                 lbl_url=label_url,
-                solar_longitude=as_float(get(row, "SOLAR_LONGITUDE")),
-                incidence_angle=as_float(get(row, "INCIDENCE_ANGLE")),
-                emission_angle=as_float(get(row, "EMISSION_ANGLE")),
-                phase_angle=as_float(get(row, "PHASE_ANGLE")),
-                local_time=as_float(get(row, "LOCAL_TIME")),
-                map_scale=as_float(get(row, "MAP_SCALE")),
-                start_time=(get(row, "START_TIME") or get(row, "MRO:OBSERVATION_START_TIME") or "").strip(),
-                orbit_number=as_int(get(row, "ORBIT_NUMBER")),
-                mission_phase=(get(row, "MISSION_PHASE_NAME") or "").strip(),
-                index_storage_bytes=as_int(get(row, "REQUIRED_STORAGE_BYTES")) if product_type == "COLOR" else None,
+                **observing_conditions(lambda *names: first(row, *names)),
+                index_storage_bytes=as_int(first(row, "REQUIRED_STORAGE_BYTES")) if product_type == "COLOR" else None,
                 source=os.path.basename(path),
             )
     yield from seen.values()
@@ -270,15 +262,7 @@ def read_pds_index(path: str, product_type: str = "RED", base_url: str = PDS_BAS
                 easternmost_longitude=east,
                 jp2_url=root + stem + ".JP2",
                 lbl_url=root + stem + ".LBL",
-                solar_longitude=as_float(first(line, "SOLAR_LONGITUDE")),
-                incidence_angle=as_float(first(line, "INCIDENCE_ANGLE")),
-                emission_angle=as_float(first(line, "EMISSION_ANGLE")),
-                phase_angle=as_float(first(line, "PHASE_ANGLE")),
-                local_time=as_float(first(line, "LOCAL_TIME")),
-                map_scale=as_float(first(line, "MAP_SCALE")),
-                start_time=first(line, "START_TIME", "OBSERVATION_START_TIME") or "",
-                orbit_number=as_int(first(line, "ORBIT_NUMBER")),
-                mission_phase=first(line, "MISSION_PHASE_NAME") or "",
+                **observing_conditions(lambda *names: first(line, *names)),
                 corners=corners,
                 source=os.path.basename(table),
             )

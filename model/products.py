@@ -19,7 +19,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .errors import EngineError
 from .orientation import hirise_north_turn
@@ -417,6 +417,25 @@ def as_float(value) -> Optional[float]:
 def as_int(value) -> Optional[int]:
     number = as_float(value)
     return int(number) if number is not None else None
+
+
+def observing_conditions(first: Callable[..., object]) -> Dict[str, object]:
+    """A product's fields beyond its footprint, which ODE and both index formats give under the same
+    PDS names (ODE in mixed case); first(*names) is a record's first non-empty value of those names."""
+    def text(*names) -> str:
+        return str(first(*names) or "").strip()
+    return dict(
+        solar_longitude=as_float(first("SOLAR_LONGITUDE")),
+        incidence_angle=as_float(first("INCIDENCE_ANGLE")),
+        emission_angle=as_float(first("EMISSION_ANGLE")),
+        phase_angle=as_float(first("PHASE_ANGLE")),
+        local_time=as_float(first("LOCAL_TIME", "LOCAL_SOLAR_TIME")),
+        map_scale=as_float(first("MAP_SCALE")),  # not MAP_RESOLUTION: that is pixels per degree
+        # ODE's UTC_start_time first; the indexes have START_TIME (the CSV with the MRO: prefix in some releases)
+        start_time=text("UTC_START_TIME", "START_TIME", "OBSERVATION_START_TIME", "MRO:OBSERVATION_START_TIME", "OBSERVATION_TIME"),
+        orbit_number=as_int(first("ORBIT_NUMBER")),
+        mission_phase=text("MISSION_PHASE_NAME"),
+    )
 
 
 def observation_of(name: str) -> str:

@@ -402,6 +402,8 @@ def test_ode_paged_query_and_local_filters(ode_server, monkeypatch):
     assert p.jp2_url.endswith("ESP_040001_1300_RED.JP2") and p.lbl_url.endswith("ESP_040001_1300_RED.LBL")
     assert p.jp2_bytes == 123456 * 1024 and p.lbl_bytes == 12 * 1024 and p.size_unit_bytes == 1024
     assert p.map_scale == 0.25 and p.source == "ODE"
+    assert (p.incidence_angle, p.emission_angle, p.phase_angle, p.solar_longitude) == (60.0, 2.1, 61.0, 141.0)
+    assert p.start_time == "2016-05-01T10:00:00.000" and p.year == 2016
     crossing = next(p for p in result.products if p.product_id == "ESP_050000_1300_RED")
     assert crossing.ring()[0][0] == pytest.approx(359.7) and max(x for x, _ in crossing.ring()) == pytest.approx(360.1)
 
