@@ -94,7 +94,8 @@ def logits(network, meta, examples, mirror: bool = False, layer: str = "logit") 
 
 def score(path: str, examples, seed: int) -> dict:
     network, meta = modelfile.load(path)
-    return _measured(modelfile.describe(meta), lambda mirror: calibration.apply(logits(network, meta, examples, mirror), meta.get("calibration")), examples, seed)
+    row = _measured(modelfile.describe(meta), lambda mirror: calibration.apply(logits(network, meta, examples, mirror), meta.get("calibration")), examples, seed)
+    return dict(row, weights_sha256=meta.get("weights_sha256"))  # what the report matches its model by (modelfile.rows_measuring)
 
 
 def score_networks(path: str, examples, seed: int) -> list:

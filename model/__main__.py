@@ -47,9 +47,7 @@ def _detect(args, reporter: Reporter) -> None:
     with north_up_view(args.raster, args.band, reporter.log) as raster:
         detection = detect(raster, args.model, options, reporter, loaded=loaded)
         if args.report:  # its quicklook reads the view's pixels, under the chunks' windows
-            from . import modelfile
-
-            detection_report(detection, args.report, args.band, metadata=modelfile.read_metadata(args.model),
+            detection_report(detection, args.report, args.band, metadata=detection.model,
                              before_commit=lambda: reporter.log(f"report: {os.path.abspath(args.report)}"))
     detection.raster.update(path=args.raster, north_up_view=raster != args.raster)
     if args.out:

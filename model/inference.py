@@ -77,6 +77,7 @@ class Detection:
     summary: Dict
     quicklook: Dict = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)  # about the image as a whole, for its report too
+    model: Dict = field(default_factory=dict)  # the metadata of the model file it scored with, read once: its report describes that model
 
     def as_message(self) -> Dict:
         return {"raster": self.raster, "chunks": self.chunks, "summary": self.summary}
@@ -177,7 +178,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         f"network {summary['chunks_per_s']} chunks/s on {device}; image category ({options.category_rule} rule): {summary['category']}"
     )
     raster = {"path": raster_path, "image_id": info.image_id, "width": info.width, "height": info.height, "geotransform": list(info.geotransform), "crs_wkt": info.crs_wkt}
-    return Detection(raster=raster, chunks=chunks, summary=summary, warnings=warnings)
+    return Detection(raster=raster, chunks=chunks, summary=summary, warnings=warnings, model=metadata)
 
 
 def image_warnings(raster_path: str, info, chunk_size: int, stride: int, model_chunk_size: int, input_size: int) -> List[str]:

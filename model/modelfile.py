@@ -37,7 +37,11 @@ KERAS_MEMBER = "model.keras"
 REPLAY_MEMBER = "replay.npz"
 EXTENSION = ".hiriseice"
 
-REQUIRED_KEYS = ("format", "format_version", "name", "version", "input_size", "chunk_size", "normalisation", "thresholds")
+REQUIRED_KEYS = ("format", "format_version", "name", "version", "input_size", "chunk_size", "normalisation", "thresholds", "architecture")
+
+# The most a member may unpack to. The default model's are 18 KB, 1.8 MB and 27 MB; a file
+# declaring more is damaged or made to exhaust memory (a zip bomb), and is refused unread.
+MEMBER_LIMITS = {METADATA_MEMBER: 16 << 20, KERAS_MEMBER: 256 << 20, REPLAY_MEMBER: 1 << 30}
 
 
 def default_model_path() -> str:
@@ -77,7 +81,7 @@ def read_metadata(path: str, parameter: str = "MODEL") -> Dict:
                     f"'{path}' ({parameter}) is not a HiRISE Ice Patches model file (it lacks {METADATA_MEMBER} or {KERAS_MEMBER}). "
                     f"Use a *.hiriseice file written by hiriseice:train, or {_leave_empty(parameter)}."
                 )
-            metadata = json.loads(archive.read(METADATA_MEMBER).decode("utf-8"))
+            metadata = json.loads(_read_member(archive, METADATA_MEMBER, path, parameter).decode("utf-8"))
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(
             f"'{path}' ({parameter}) is not a readable HiRISE Ice Patches model file ({exc}); it may be corrupt or of another kind. "
@@ -103,6 +107,23 @@ def read_metadata(path: str, parameter: str = "MODEL") -> Dict:
     return metadata
 
 
+def _read_member(archive: zipfile.ZipFile, name: str, path: str, parameter: str) -> bytes:
+    """A member's bytes; ModelFileError, before anything is unpacked, where it declares more than MEMBER_LIMITS
+    allows (zipfile unpacks no more than a member declares)."""
+    declared = archive.getinfo(name).file_size
+    if declared > MEMBER_LIMITS[name]:
+        raise ModelFileError(f"'{path}' ({parameter}) declares its {name} {declared / 2**20:,.0f} MB unpacked, more than any model file "
+                             f"holds ({MEMBER_LIMITS[name] >> 20} MB at most): it is damaged or not a model file, and was not unpacked. "
+                             f"Use a *.hiriseice file written by hiriseice:train, or {_leave_empty(parameter)}.")
+    return archive.read(name)
+
+
+def _within_limit(data: bytes, limit: int) -> bool:
+    """Whether an archive inside a member (the Keras file, the replay's npz) declares no more than ``limit`` unpacked."""
+    with zipfile.ZipFile(io.BytesIO(data)) as inner:
+        return sum(member.file_size for member in inner.infolist()) <= limit
+
+
 def _wrong_values(metadata: Dict) -> List[str]:
     """What in the metadata has the wrong type or an impossible value, each said once."""
     def whole(value) -> bool:
@@ -110,13 +131,22 @@ def _wrong_values(metadata: Dict) -> List[str]:
 
     wrong = [f"{key} {metadata[key]!r}, not a positive whole number of pixels" for key in ("input_size", "chunk_size") if not whole(metadata[key])]
     wrong += [f"{key} {metadata[key]!r}, not a table" for key in ("normalisation", "thresholds") if not isinstance(metadata[key], dict)]
-    for key in ("architecture", "calibration"):
-        if metadata.get(key) is not None and not isinstance(metadata[key], dict):
-            wrong.append(f"{key} {metadata[key]!r}, not a table")
-    architecture = metadata.get("architecture") if isinstance(metadata.get("architecture"), dict) else {}
+    # calibration is null where none was fitted; the others, where written, are tables
+    wrong += [f"{key} {metadata[key]!r}, not a table" for key in ("architecture", "base_model", "training", "metrics")
+              if key in metadata and not isinstance(metadata[key], dict)]
+    if metadata.get("calibration") is not None and not isinstance(metadata["calibration"], dict):
+        wrong.append(f"calibration {metadata['calibration']!r}, not a table")
+    training = metadata.get("training") if isinstance(metadata.get("training"), dict) else {}
+    wrong += [f"training {key} {training[key]!r}, not a table" for key in ("split",) if key in training and not isinstance(training[key], dict)]
+    architecture = metadata["architecture"] if isinstance(metadata["architecture"], dict) else {}
     scales = architecture.get("scales", [1])
     if not (isinstance(scales, list) and scales and all(whole(scale) for scale in scales)):
         wrong.append(f"architecture scales {scales!r}, not a list of whole numbers")
+    elif whole(metadata["input_size"]) and any(metadata["input_size"] % scale for scale in scales):
+        wrong.append(f"architecture scales {scales!r}, which do not divide the {metadata['input_size']} px input")
+    widths = architecture.get("widths")
+    if widths is not None and not (isinstance(widths, list) and all(whole(width) for width in widths)):
+        wrong.append(f"architecture widths {widths!r}, not a list of whole numbers")
     normalisation = metadata["normalisation"] if isinstance(metadata["normalisation"], dict) else None
     if normalisation is not None:
         low, high = normalisation.get("low_percentile"), normalisation.get("high_percentile")
@@ -129,6 +159,8 @@ def _wrong_values(metadata: Dict) -> List[str]:
         wrong.append(f"calibration {calibration.get('method')!r} with a {calibration.get('a')!r} and b {calibration.get('b')!r}, not Platt scaling's two numbers")
     thresholds = metadata["thresholds"] if isinstance(metadata["thresholds"], dict) else {}
     wrong += [f"threshold {key} {value!r}, not a probability" for key, value in thresholds.items() if not (number(value) and 0 <= value <= 1)]
+    if number(thresholds.get("icy")) and number(thresholds.get("hard_low")) and thresholds["hard_low"] > thresholds["icy"]:
+        wrong.append(f"thresholds hard_low {thresholds['hard_low']} above icy {thresholds['icy']}")
     return wrong
 
 
@@ -143,11 +175,13 @@ def describe(metadata: Dict) -> str:
 
 def rows_measuring(metadata: Dict, measurements: List[Dict]) -> List[Tuple[Dict, Dict]]:
     """(measurement, its row of this very model) for each benchmark measurement (a JSON whose
-    "rows" name the model each scored, as describe() does) that scored this model."""
+    "rows" name the model each scored, as describe() does, with its weights_sha256) that scored
+    these very weights: a file renamed, or edited to another name and version, is not taken for another."""
     described = describe(metadata)
     found = []
     for measured in measurements:
-        row = next((row for row in measured.get("rows", []) if row.get("model") == described), None)
+        row = next((row for row in measured.get("rows", [])
+                    if row.get("model") == described and row.get("weights_sha256") == metadata.get("weights_sha256")), None)
         if row is not None:
             found.append((measured, row))
     return found
@@ -280,13 +314,18 @@ def load_replay(path: str, parameter: str = "MODEL") -> Optional[Dict]:
         with zipfile.ZipFile(path) as archive:
             if REPLAY_MEMBER not in archive.namelist():
                 return None
-            data = archive.read(REPLAY_MEMBER)
+            data = _read_member(archive, REPLAY_MEMBER, path, parameter)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise ModelFileError(f"The replay examples inside '{path}' ({parameter}) cannot be unpacked ({exc}); the file is damaged. {_damaged(parameter)}") from None
     if hashlib.sha256(data).hexdigest() != metadata.get("replay_sha256"):
         raise ModelFileError(f"The replay examples inside '{path}' ({parameter}) do not match the checksum in its metadata: the file was damaged or edited. {_damaged(parameter)}")
-    with np.load(io.BytesIO(data), allow_pickle=False) as stored:
-        return _check_replay({key: stored[key] for key in ("images", "labels", "kinds")}, metadata["input_size"])
+    try:
+        if not _within_limit(data, MEMBER_LIMITS[REPLAY_MEMBER]):
+            raise ValueError(f"its arrays declare more than {MEMBER_LIMITS[REPLAY_MEMBER] >> 20} MB unpacked")
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+            return _check_replay({key: stored[key] for key in ("images", "labels", "kinds")}, metadata["input_size"])
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # pickled objects are refused as ValueError
+        raise ModelFileError(f"The replay examples inside '{path}' ({parameter}) are damaged ({exc}). {_damaged(parameter)}") from None
 
 
 def checked_network_bytes(path: str, parameter: str = "MODEL", metadata: Optional[Dict] = None) -> bytes:
@@ -296,7 +335,7 @@ def checked_network_bytes(path: str, parameter: str = "MODEL", metadata: Optiona
     metadata = metadata or read_metadata(path, parameter)
     try:
         with zipfile.ZipFile(path) as archive:
-            data = archive.read(KERAS_MEMBER)
+            data = _read_member(archive, KERAS_MEMBER, path, parameter)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # damaged compressed data
         raise ModelFileError(f"The network inside '{path}' ({parameter}) cannot be unpacked ({exc}); the file is damaged. {_damaged(parameter)}") from None
     expected = metadata.get("weights_sha256")
@@ -314,12 +353,18 @@ def load(path: str, parameter: str = "MODEL") -> Tuple[object, Dict]:
     data = checked_network_bytes(path, parameter, metadata)
     import keras
 
+    _check_keras_archive(data, path, parameter)
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, KERAS_MEMBER), "wb") as handle:
             handle.write(data)
         try:
             network = keras.models.load_model(os.path.join(tmp, KERAS_MEMBER), compile=False)
         except Exception as exc:  # Keras raises many kinds for damaged archives.
+            if "safe_mode" in str(exc):
+                raise ModelFileError(
+                    f"The network inside '{path}' ({parameter}) carries Python code (a Lambda layer or the like), which is not loaded, for safety: a "
+                    f"file from hiriseice:train has none. Ask whoever sent it for one written by hiriseice:train, or {_leave_empty(parameter)}."
+                ) from None
             raise ModelFileError(
                 f"The network inside '{path}' ({parameter}) cannot be loaded ({type(exc).__name__}: {exc}). The file is damaged or was written by an "
                 f"incompatible Keras; retrain it with hiriseice:train, or {_leave_empty(parameter)}."
@@ -329,4 +374,37 @@ def load(path: str, parameter: str = "MODEL") -> Tuple[object, Dict]:
         raise ModelFileError(
             f"The network in '{path}' ({parameter}) expects input {shape}, but its metadata says {metadata['input_size']} px grayscale. Retrain it with hiriseice:train."
         )
+    if not all(np.isfinite(weights).all() for weights in network.get_weights()):
+        raise ModelFileError(f"The network in '{path}' ({parameter}) holds weights that are not numbers (NaN or infinite): it was saved from a training run "
+                             f"that diverged, or damaged, and would score every chunk as nothing. Use another model file, or {_leave_empty(parameter)}.")
     return network, metadata
+
+
+def _check_keras_archive(data: bytes, path: str, parameter: str) -> None:
+    """ModelFileError, before Keras reads anything, where the network member is not a Keras 3 archive
+    or declares more than a network holds: in its members, or in the weight arrays its HDF5 file
+    declares (Keras allocates those before it compares their shapes with the network's)."""
+    too_large = f"declares more than {MEMBER_LIMITS[KERAS_MEMBER] >> 20} MB unpacked, more than any network of this plugin holds: it is damaged or made to exhaust memory, and was not loaded"
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise ModelFileError(f"The network inside '{path}' ({parameter}) is not a Keras 3 archive: the file is damaged or of another kind. {_damaged(parameter)}")
+    if not _within_limit(data, MEMBER_LIMITS[KERAS_MEMBER]):
+        raise ModelFileError(f"The network inside '{path}' ({parameter}) {too_large}. {_damaged(parameter)}")
+    import h5py
+
+    declared = 0
+
+    def count(_, item) -> None:
+        nonlocal declared
+        if isinstance(item, h5py.Dataset):
+            declared += int(np.prod(item.shape, dtype=np.int64)) * item.dtype.itemsize
+
+    with zipfile.ZipFile(io.BytesIO(data)) as inner:
+        names = [name for name in inner.namelist() if name.endswith(".h5")]
+        for name in names:
+            try:
+                with h5py.File(io.BytesIO(inner.read(name)), "r") as weights:
+                    weights.visititems(count)
+            except OSError:
+                continue  # not HDF5 after all: Keras says what is wrong with it
+    if declared > MEMBER_LIMITS[KERAS_MEMBER]:
+        raise ModelFileError(f"The network inside '{path}' ({parameter}) {too_large}. {_damaged(parameter)}")

@@ -483,7 +483,7 @@ def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dic
         ("chunk size / stride (px)", f"{s['chunk_size']} / {s['stride']}"),
         *[("warning", warning) for warning in detection.warnings],  # read with the category: a 25 m pixel's scores say little
         *observation_rows(s, centre),
-        ("model", f"{s['model_name']} {s['model_version']}"),
+        ("model", f"{s['model_name']} {s['model_version']}" + (f" (weights {metadata['weights_sha256'][:12]})" if (metadata or {}).get("weights_sha256") else "")),
         ("what the model has seen", model_scope(metadata, s["image_id"])),
         *[("faint ice", note) for note in [faint_ice_note(metadata)] if note],
         ("device, network speed", f"{s['device']}, {s['chunks_per_s']} chunks/s"),

@@ -30,6 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import calibration, files
+from .errors import ModelFileError
 from .footprint import ValidityMosaic
 from .grid import CENTRE_FRACTION, centre_region, chunk_grid, grid_shape
 from .preprocess import network_input
@@ -177,6 +178,9 @@ def paste_validity(mosaic: ValidityMosaic, geometry: MapGeometry, window: Window
         mosaic.paste(rx0, ry0, rx1 - rx0, ry1 - ry0, valid[:out_h, :out_w])
 
 
+EDITED_ARCHITECTURE = "its metadata was edited by hand or belongs to another network. Use the file as hiriseice:train wrote it, or retrain it."
+
+
 class ScoreMapper:
     """The network's score map of images whose sides are multiples of the cell; with ``mirror``
     (test-time augmentation) the mean of the maps of the image and of its east-west mirror.
@@ -186,7 +190,10 @@ class ScoreMapper:
         from .network import network_stride
         from .runtime import map_scorer
 
-        self.run = map_scorer(network, architecture)
+        try:
+            self.run = map_scorer(network, architecture)
+        except ValueError as exc:  # the widths it names build another network than the file's weights fit
+            raise ModelFileError(f"The model file's architecture ({exc}) does not describe its network: {EDITED_ARCHITECTURE}") from None
         self.cell = network_stride(architecture)
         self.mirror = mirror
         self.seconds = 0.0
@@ -198,6 +205,9 @@ class ScoreMapper:
         t0 = time.monotonic()
         batch = np.asarray(images, np.float32)[..., None]
         maps = self.run(batch)[..., 0]
+        if maps.shape[1:] != (batch.shape[1] // self.cell, batch.shape[2] // self.cell):
+            raise ModelFileError(f"The model file's architecture gives its score map cells of {self.cell} input px, but its network's are "
+                                 f"{batch.shape[1] / maps.shape[1]:g} px: {EDITED_ARCHITECTURE}")
         if self.mirror:
             mirrored = self.run(np.ascontiguousarray(batch[:, :, ::-1]))[..., 0]
             maps = (maps + mirrored[:, :, ::-1]) / 2.0

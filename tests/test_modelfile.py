@@ -283,7 +283,7 @@ def test_a_format_version_that_is_not_a_whole_number(tmp_path, version):
         modelfile.read_metadata(path)
 
 
-@pytest.mark.parametrize("missing", ["name", "version", "input_size", "chunk_size", "normalisation", "thresholds"])
+@pytest.mark.parametrize("missing", ["name", "version", "input_size", "chunk_size", "normalisation", "thresholds", "architecture"])
 def test_missing_metadata_keys(tmp_path, missing):
     metadata = good_metadata()
     del metadata[missing]
@@ -304,6 +304,15 @@ def test_missing_metadata_keys(tmp_path, missing):
     ({"normalisation": {"method": "percentile_stretch", "low_percentile": 99.5, "high_percentile": 1.0}}, "normalisation percentiles 99.5 to 1.0, not two numbers rising within 0-100"),
     ({"calibration": {"method": "platt", "a": "1.16", "b": 0.2}}, "calibration 'platt' with a '1.16' and b 0.2, not Platt scaling's two numbers"),
     ({"thresholds": {"icy": 60, "hard_low": 0.4}}, "threshold icy 60, not a probability"),
+    # each of these was accepted, then ended in a traceback (detect, Train's check, the report) or scored with thresholds upside down
+    ({"architecture": None}, "architecture None, not a table"),
+    ({"base_model": "hiriseice-default"}, "base_model 'hiriseice-default', not a table"),
+    ({"training": None}, "training None, not a table"),
+    ({"training": {"split": None}}, "training split None, not a table"),
+    ({"architecture": {"name": "small_xception", "widths": "4,8,16"}}, "architecture widths '4,8,16', not a list of whole numbers"),
+    ({"architecture": {"name": "multi_scale_xception", "scales": [64, 1], "widths": [4, 8, 16]}}, "architecture scales [64, 1], which do not divide the 32 px input"),
+    ({"architecture": {"name": "multi_scale_xception", "scales": [3, 1], "widths": [4, 8, 16]}}, "architecture scales [3, 1], which do not divide the 32 px input"),
+    ({"thresholds": {"icy": 0.3, "hard_low": 0.8}}, "thresholds hard_low 0.8 above icy 0.3"),
 ])
 def test_metadata_of_the_wrong_kind_is_a_damaged_file_not_a_traceback(tmp_path, changes, said):
     """Each of these passed the check of the keys and ended later in a traceback (a ZeroDivisionError for input_size 0),
@@ -312,6 +321,73 @@ def test_metadata_of_the_wrong_kind_is_a_damaged_file_not_a_traceback(tmp_path, 
     with pytest.raises(ModelFileError) as caught:
         modelfile.read_metadata(path)
     assert f"has metadata of the wrong kind ({said}); it is damaged or was edited by hand" in str(caught.value), str(caught.value)
+
+
+def bomb_zip(path, name, megabytes, metadata=None):
+    """A model file whose ``name`` member unpacks to ``megabytes`` of zeros (a few hundred kB packed)."""
+    metadata = metadata or good_metadata()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member in (modelfile.METADATA_MEMBER, modelfile.KERAS_MEMBER):
+            if member != name:
+                archive.writestr(member, json.dumps(metadata) if member == modelfile.METADATA_MEMBER else b"not really keras")
+        with archive.open(name, "w", force_zip64=True) as handle:
+            zeros = bytes(1 << 20)
+            for _ in range(megabytes):
+                handle.write(zeros)
+    return str(path)
+
+
+def test_a_member_declaring_more_than_a_model_file_holds_is_refused_unread(tmp_path):
+    """A 2 MB file whose metadata unpacked to 470 MB took a gigabyte of QGIS's memory before it was found to be no model."""
+    path = bomb_zip(tmp_path / "bomb.hiriseice", modelfile.METADATA_MEMBER, 17)
+    assert os.path.getsize(path) < 100_000
+    with pytest.raises(ModelFileError, match=r"declares its hiriseice.json 17 MB unpacked, more than any model file holds \(16 MB at most\)"):
+        modelfile.read_metadata(path)
+    path = bomb_zip(tmp_path / "network_bomb.hiriseice", modelfile.KERAS_MEMBER, 257)
+    with pytest.raises(ModelFileError, match=r"declares its model.keras 257 MB unpacked, more than any model file holds \(256 MB at most\)"):
+        modelfile.checked_network_bytes(path)
+
+
+def replay_model(path, replay_bytes):
+    metadata = good_metadata(replay_sha256=hashlib.sha256(replay_bytes).hexdigest())
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(modelfile.METADATA_MEMBER, json.dumps(metadata))
+        archive.writestr(modelfile.KERAS_MEMBER, b"not really keras")
+        archive.writestr(modelfile.REPLAY_MEMBER, replay_bytes)
+    return str(path)
+
+
+def npz_bytes(**arrays):
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("replay, said", [
+    (npz_bytes(images=np.array([{"x": 1}], dtype=object), labels=np.zeros(1), kinds=np.array(["a"])), "Object arrays cannot be loaded"),
+    (npz_bytes(images=np.zeros((1, 32, 32), np.uint8), labels=np.zeros(1, np.int8)), "kinds is not a file in the archive"),
+    (npz_bytes(images=np.zeros((1, 16, 16), np.uint8), labels=np.zeros(1, np.int8), kinds=np.array(["a"])), "a replay set needs uint8 images (n, 32, 32)"),
+    (b"not an npz at all", "File is not a zip file"),
+], ids=["pickled", "without-kinds", "wrong-shape", "not-npz"])
+def test_damaged_replay_examples_are_a_damaged_file_not_a_traceback(tmp_path, replay, said):
+    """Each ended in 'The worker stopped unexpectedly' and a traceback when Train read its BASE_MODEL."""
+    with pytest.raises(ModelFileError) as caught:
+        modelfile.load_replay(replay_model(tmp_path / "m.hiriseice", replay), "BASE_MODEL")
+    message = str(caught.value)
+    assert message.startswith(f"The replay examples inside '{tmp_path / 'm.hiriseice'}' (BASE_MODEL) are damaged (") and said in message, message
+    assert message.endswith("leave BASE_MODEL empty to train from scratch.")
+
+
+def test_the_measurements_of_a_model_are_those_of_its_very_weights(repo_root):
+    """The report quoted the bundled model's measured AUC for any file of the same name and version, its
+    weights replaced (NaN ones included)."""
+    metadata = modelfile.read_metadata(str(repo_root / "resources" / "models" / "default.hiriseice"))
+    measurements = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((repo_root / "resources" / "models" / "unseen").glob("*.json"))]
+    assert len(modelfile.rows_measuring(metadata, measurements)) == 3
+    assert modelfile.rows_measuring(dict(metadata, weights_sha256="0" * 64), measurements) == []
+    assert modelfile.rows_measuring({k: v for k, v in metadata.items() if k != "weights_sha256"}, measurements) == []
 
 
 def test_several_missing_keys_are_all_named(tmp_path):
@@ -365,3 +441,98 @@ def test_a_model_is_described_by_the_sizes_it_reads_a_chunk_at():
     two = modelfile.new_metadata("m", 256, 1024, DEFAULT_NORMALISATION, architecture(256, [8, 16, 32], [2, 1]), {})
     assert modelfile.describe(one).endswith("(1024 px chunks read at 128 px)")
     assert modelfile.describe(two).endswith("(1024 px chunks read at 128 and 256 px)")
+
+
+# --- crafted network members, read in the worker ------------------------------------------------
+
+CRAFTED = r"""
+import io, json, os, shutil, sys, zipfile
+import h5py, keras, numpy as np
+from model import __main__ as cli, inference, modelfile, scoremap
+from model.errors import ModelFileError
+
+source, raster, folder = sys.argv[1:4]
+network, meta = modelfile.load(source)
+said = {}
+
+
+def message(call):
+    try:
+        call()
+        return "accepted"
+    except ModelFileError as exc:
+        return str(exc)
+
+
+def with_network(name, network_bytes):
+    path = os.path.join(folder, name + ".hiriseice")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(modelfile.METADATA_MEMBER, json.dumps({k: v for k, v in meta.items() if k != "weights_sha256"}))
+        archive.writestr(modelfile.KERAS_MEMBER, network_bytes)
+    return path
+
+
+nan = os.path.join(folder, "nan.hiriseice")
+broken = network.get_weights()
+broken[0] = np.full_like(broken[0], np.nan)
+copy = keras.Model.from_config(network.get_config())
+copy.set_weights(broken)
+modelfile.save(copy, meta, nan)
+said["nan"] = message(lambda: modelfile.load(nan))
+
+inputs = keras.Input((meta["input_size"], meta["input_size"], 1))
+doubled = keras.layers.Lambda(lambda x: x * 2)(inputs)
+keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(doubled))).save(os.path.join(folder, "lambda.keras"))
+with open(os.path.join(folder, "lambda.keras"), "rb") as handle:
+    said["lambda"] = message(lambda: modelfile.load(with_network("lambda", handle.read())))
+said["not_a_keras_archive"] = message(lambda: modelfile.load(with_network("text", b"not really keras")))
+
+weights = io.BytesIO()
+with h5py.File(weights, "w") as h5:  # declared, never written: a few kB that Keras would allocate 1 GB for
+    h5.create_dataset("layers/dense/vars/0", shape=(16384, 16384), dtype="float32")
+network_bytes = io.BytesIO()
+with zipfile.ZipFile(io.BytesIO(modelfile.checked_network_bytes(source))) as real, zipfile.ZipFile(network_bytes, "w") as crafted:
+    for name in real.namelist():
+        crafted.writestr(name, weights.getvalue() if name.endswith(".h5") else real.read(name))
+said["declared_weights"] = message(lambda: modelfile.load(with_network("declared", network_bytes.getvalue())))
+
+images = np.zeros((1, meta["input_size"], meta["input_size"]), np.float32)
+scoremap.ScoreMapper(network, meta["architecture"])(images)  # the warm worker's scorer of these weights, made once
+edited = dict(meta["architecture"], widths=meta["architecture"]["widths"][:-1])
+said["fewer_widths"] = message(lambda: scoremap.ScoreMapper(network, edited)(images))
+said["fewer_widths_fresh"] = message(lambda: scoremap.ScoreMapper(keras.Model.from_config(network.get_config()), edited))
+
+model = os.path.join(folder, "replaced.hiriseice")
+shutil.copy(source, model)
+scoring = inference.detect
+
+
+def detect_then_replaced(*args, **kwargs):  # another model saved over the file while the report is made
+    detection = scoring(*args, **kwargs)
+    shutil.copy(modelfile.default_model_path(), model)
+    return detection
+
+
+inference.detect = detect_then_replaced
+cli.main(["detect", raster, "--model", model, "--report", os.path.join(folder, "report.html")])
+print(json.dumps(said))
+"""
+
+
+def test_crafted_networks_are_refused_with_what_they_are(tiny_model, make_raster, worker_python, tmp_path):
+    """NaN weights scored every chunk as nothing (exit 0) and made Train advise a lower learning rate; a Lambda layer was
+    called damaged or of another Keras, with Keras's advice to pass safe_mode, which a user cannot; a weight declared at
+    1 GB in a few kB took 5 GB of memory; metadata naming other widths than the network's ended in a broadcast traceback;
+    and a model saved over the file mid-run had its description in the report of the one that scored."""
+    raster = make_raster(width=128, height=128)
+    done = helpers.run_worker_snippet(worker_python, CRAFTED, tiny_model.path, raster.path, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "holds weights that are not numbers (NaN or infinite): it was saved from a training run that diverged" in said["nan"]
+    assert "carries Python code (a Lambda layer or the like), which is not loaded, for safety" in said["lambda"] and "safe_mode" not in said["lambda"]
+    assert "is not a Keras 3 archive: the file is damaged or of another kind" in said["not_a_keras_archive"]
+    assert "declares more than 256 MB unpacked, more than any network of this plugin holds" in said["declared_weights"]
+    for case in ("fewer_widths", "fewer_widths_fresh"):
+        assert said[case].startswith("The model file's architecture") and "its metadata was edited by hand or belongs to another network" in said[case], said
+    report = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Trained on 36 labelled chunks (18 icy) of 1 image(s): train_scene." in report
