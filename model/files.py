@@ -101,7 +101,10 @@ class Claim:
     def __init__(self, path: str, busy_message: str, error=EngineError):
         self.path = path
         while True:
-            self._handle = open(path, "a+")
+            try:
+                self._handle = open(path, "a+")
+            except OSError as exc:
+                raise error(f"The lock file {path} cannot be made ({exc.strerror}): choose another folder or a shorter file name.") from None
             try:
                 _lock(self._handle)
             except OSError:
@@ -150,6 +153,27 @@ def remove_quietly(paths: Iterable[str]) -> List[str]:
     return removed
 
 
+# What is written beside an output while it is made: its hidden partial copy, SQLite's journal of
+# that copy (a GeoPackage), and a survey's lock.
+BESIDE_AN_OUTPUT = ("{partial}-journal", "{name}.survey-lock")
+
+
+def name_too_long(path: str) -> str:
+    """Why the files written beside ``path`` while it is made cannot have their names here, or "":
+    each must fit the file system's limit on a name (255 bytes on most), which the output's own may
+    fit and they not, so that the run would fail only after its work."""
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX") if os.path.isdir(folder) else 255
+    except (OSError, ValueError):
+        limit = 255
+    longest = max(len(os.fsencode(pattern.format(partial=os.path.basename(partial_path(path)), name=name))) for pattern in BESIDE_AN_OUTPUT)
+    if longest <= limit:
+        return ""
+    return (f"its name is {len(os.fsencode(name))} bytes long, and the files written beside it while it is made take up to {longest - len(os.fsencode(name))} "
+            f"more, beyond this file system's {limit} bytes for a name")
+
+
 def check_destination(path: str, parameter: str, inputs: Dict[str, Iterable[str]] = None) -> None:
     """Fail before anything is read when an output cannot be written where it is asked for, or
     would replace a file the run reads (``inputs``: {parameter: paths}): every output is written
@@ -162,6 +186,9 @@ def check_destination(path: str, parameter: str, inputs: Dict[str, Iterable[str]
                           "Choose another file name; nothing was run or written.")
     if os.path.isdir(target):
         raise EngineError(f"{parameter} is '{target}', which is a folder. Give a file name in it.")
+    too_long = name_too_long(target)
+    if too_long:
+        raise EngineError(f"{parameter} is '{target}': {too_long}. Choose a shorter file name; nothing was run or written.")
     _check_writable_folder(os.path.dirname(target), parameter)
     if os.path.exists(target) and not os.access(target, os.W_OK):
         # Renaming over it would succeed, but only the user may drop a file they protected.

@@ -42,7 +42,7 @@ from .pdslabel import pixels_label
 from .protocol import Reporter, SilentReporter
 from .raster import RASTER_SUFFIXES, image_id_of, north_up_view
 from .schema import DETECTION_FIELDS, SUMMARY_FIELDS
-from .vector import OGR_TYPES
+from .vector import OGR_TYPES, new_geopackage
 from .warm import warm_model
 
 SURVEY_CRS_WKT = products.MARS_GEOGCS_WKT
@@ -308,6 +308,9 @@ class SurveyStore:
             os.makedirs(folder, exist_ok=True)
         if not os.access(folder, os.W_OK):  # SQLite writes its journal beside the file too
             raise SurveyError(f"The folder {folder} of the survey's GeoPackage cannot be written to (missing or read-only). Choose a folder you can write to.")
+        too_long = files.name_too_long(self.path)
+        if too_long:
+            raise SurveyError(f"The survey's GeoPackage {self.path} cannot be written: {too_long}. Choose a shorter file name.")
         self._claim = files.Claim(self.path + ".survey-lock", f"Another survey is writing {self.path}. Wait for it to finish (a rerun then resumes it), "
                                   "or choose another GeoPackage.", SurveyError)
         try:
@@ -317,7 +320,10 @@ class SurveyStore:
                     # GeoPackage that every rerun refused as "not a survey's"
                     partial = files.partial_path(self.path)
                     files.remove_quietly([partial])
-                    created = ogr.GetDriverByName("GPKG").CreateDataSource(partial)
+                    try:
+                        created = new_geopackage(partial)
+                    except OSError as exc:
+                        raise SurveyError(f"{exc}. Choose another folder or file name.") from None
                     self._create_layers(created)
                     created = None
                     files.commit(partial, self.path)

@@ -10,6 +10,18 @@ from .schema import DETECTION_FIELDS, SUMMARY_FIELDS
 OGR_TYPES = {"int": ogr.OFTInteger, "real": ogr.OFTReal, "text": ogr.OFTString}
 
 
+def new_geopackage(path: str):
+    """An empty GeoPackage made at ``path``; OSError with GDAL's reason where it cannot be made (GDAL
+    3.6's OGR returns None there, its exceptions being apart from GDAL's), which files.writing and the
+    survey turn into their messages."""
+    from osgeo import gdal
+
+    created = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    if created is None:
+        raise OSError(f"GDAL could not create the GeoPackage {path}: {gdal.GetLastErrorMsg() or 'it gave no reason'}")
+    return created
+
+
 def _layer(ds, name: str, crs_wkt: str, schema):
     srs = osr.SpatialReference(wkt=crs_wkt) if crs_wkt else None
     layer = ds.CreateLayer(name, srs, ogr.wkbPolygon if name != "summary" else ogr.wkbMultiPolygon)
@@ -22,7 +34,7 @@ def write_geopackage(path: str, crs_wkt: str, chunks: List[Dict], summaries: Lis
                      before_commit: Optional[Callable[[], None]] = None) -> None:
     """Chunk polygons and image summaries, written to a temporary file and renamed on success (files.writing)."""
     with files.writing(path, "The chunk layer", before_commit) as partial:
-        ds = ogr.GetDriverByName("GPKG").CreateDataSource(partial)
+        ds = new_geopackage(partial)
         try:
             layer = _layer(ds, "chunks", crs_wkt, chunk_fields)
             layer.StartTransaction()

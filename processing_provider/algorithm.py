@@ -29,7 +29,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .destinations import (FileDestination, check_holds_mars, check_not_an_input, check_outputs_apart, check_styles_apart, check_writable, cut_field_names_warning, file_destination,
+from .destinations import (FileDestination, check_holds_mars, check_layer_name, check_not_an_input, check_outputs_apart, check_styles_apart, check_writable, cut_field_names_warning, file_destination,
                            kept_whole, without_geometry_warning)
 from .engine import errors, files, gdal_exceptions, icon_path, raster
 from .worker import TerminatedBySignal, terminating_signals_raise
@@ -328,8 +328,10 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
             check_outputs_apart(list(self.written_destinations(parameters)))
             check_styles_apart(self.styled_destinations(parameters))
             self.check_vector_formats(parameters)
-            for destination, _vector in self.file_destinations(parameters):
+            for destination, vector in self.file_destinations(parameters):
                 check_writable(destination)
+                if vector:
+                    check_layer_name(destination)
         except QgsProcessingException as exc:
             return False, str(exc)
         return True, ""
@@ -344,7 +346,8 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         meant = dict(parameters)
         for definition in self.parameterDefinitions():
             value = meant.get(definition.name())
-            if isinstance(definition, QgsProcessingParameterMultipleLayers) and isinstance(value, str) and ";" in value:
+            if isinstance(definition, QgsProcessingParameterMultipleLayers) and isinstance(value, str) and ";" in value \
+                    and not os.path.exists(value.split("|")[0]):  # a file whose own name holds a ';' is one layer
                 meant[definition.name()] = [part.strip() for part in value.split(";") if part.strip()]
             elif isinstance(definition, QgsProcessingParameterEnum) and definition.usesStaticStrings() and not isinstance(value, bool) \
                     and str(value).strip().isdigit() and int(str(value).strip()) < len(definition.options()) and value not in definition.options():

@@ -77,10 +77,10 @@ def write_sink(algorithm, parameters, name: str, context, fields, geometry, crs,
     try:
         with gdal_errors_unprinted():
             sink, destination = algorithm.parameterAsSink(parameters, name, context, fields, geometry, crs)
-    except QgsProcessingException:
+    except QgsProcessingException as exc:
         if on_disk is None:
             raise
-        raise not_written(on_disk, what, "the layer could not be created") from None
+        raise not_written(on_disk, what, f"the layer could not be created ({str(exc).strip() or 'QGIS gave no reason'})") from None
     if sink is None:
         return ""
     with gdal_errors_unprinted():  # a full disk makes GDAL print SQLite's failures; check_written says it once, with the fix
@@ -201,8 +201,20 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "raster"
 
 
+def processing_temp_folder() -> str:
+    """QGIS's temporary folder for this session, where the run's files for the worker go; refused
+    where QGIS could make none (it then gives "", and they would land in the current folder, where
+    the worker, started elsewhere, cannot find them) or one it cannot write (TMPDIR missing)."""
+    folder = QgsProcessingUtils.tempFolder()
+    if not folder or not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise QgsProcessingException(
+            f"QGIS has no temporary folder it can write ({folder or 'it could make none'}; TMPDIR is {os.environ.get('TMPDIR') or 'not set'}). "
+            "Point TMPDIR at a folder you can write to and start QGIS or qgis_process again; nothing was run.")
+    return folder
+
+
 def _temporary_folder() -> str:
-    folder = os.path.join(QgsProcessingUtils.tempFolder(), f"hiriseice_{uuid.uuid4().hex[:12]}")
+    folder = os.path.join(processing_temp_folder(), f"hiriseice_{uuid.uuid4().hex[:12]}")
     os.makedirs(folder, exist_ok=True)
     return folder
 

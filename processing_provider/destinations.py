@@ -37,6 +37,11 @@ def file_destination(parameter: str, destination: str, vector: bool = False) -> 
     if destination.startswith("ogr:"):
         uri = QgsDataSourceUri(destination[len("ogr:"):])
         path = os.path.abspath(uri.database())
+        if not QgsVectorFileWriter.driverForExtension(os.path.splitext(path)[1].lstrip(".")):
+            # QGIS reads dbname='...' up to its first unescaped apostrophe: O'Neil/ice.gpkg is read as O
+            raise QgsProcessingException(
+                f"{parameter} is the address {destination!r}, whose file QGIS reads as '{path}', without a vector format's extension. "
+                "An apostrophe inside dbname='...' must be written \\' (dbname='/data/O\\'Neil/ice.gpkg'), or give the file's path alone; nothing was run.")
         return FileDestination(parameter, path, uri.table(), os.path.exists(path))
     provider = destination.split(":", 1)[0]  # "memory", "postgres", ...; never a Windows drive letter
     if ":" in destination and len(provider) > 1 and provider in QgsProviderRegistry.instance().providerList():
@@ -114,6 +119,22 @@ def check_not_an_input(destination: FileDestination, read: Iterable) -> None:
         )
 
 
+# GDAL's GeoPackage driver refuses a layer name that begins with one of these or with "gpkg".
+GPKG_LAYER_NAME_START = "!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~"
+
+
+def check_layer_name(destination: FileDestination) -> None:
+    """A layer written to a GeoPackage takes the table's name or, with none, the file's (QGIS's
+    writer): refused before any work where GDAL would refuse it after the whole run."""
+    if not destination.path.lower().endswith(".gpkg"):
+        return
+    name = destination.table or os.path.splitext(os.path.basename(destination.path))[0]
+    if name[:1] in GPKG_LAYER_NAME_START or name.startswith("gpkg"):
+        given = f"the table '{name}'" if destination.table else f"'{name}', the file's name, as QGIS names the layer"
+        fix = "Name another table" if destination.table else f"Rename the file (e.g. '{name.lstrip(GPKG_LAYER_NAME_START).replace('gpkg', '', 1) or 'chunks'}.gpkg')"
+        raise _cannot_write(destination, f"GDAL refuses {given}: a GeoPackage layer's name may not begin with 'gpkg' or any of {GPKG_LAYER_NAME_START}", fix)
+
+
 def check_writable(destination: FileDestination) -> None:
     """Fail before any work when the destination cannot be written (os.access also sees
     read-only file systems and immutable folders, which hold back even root). Unlike the worker's
@@ -125,6 +146,9 @@ def check_writable(destination: FileDestination) -> None:
         raise _cannot_write(destination, f"the folder {folder} does not exist", "Create it or choose another destination")
     if os.path.isdir(destination.path):
         raise _cannot_write(destination, "that is a folder", "Give a file name")
+    too_long = files.name_too_long(destination.path)
+    if too_long:
+        raise _cannot_write(destination, too_long, "Choose a shorter file name")
     # SQLite (GeoPackage) and the engine's atomic rename both create files beside the output.
     if not os.access(folder, os.W_OK | os.X_OK):
         raise _cannot_write(destination, f"the folder {folder} is read-only")

@@ -27,6 +27,7 @@ from .common import check_band, checked_model, features_from_dicts, make_fields,
 from .destinations import (
     check_free_space,
     check_labels_not_replaced,
+    check_layer_name,
     check_not_replaced_later,
     check_writable,
     file_destination,
@@ -214,6 +215,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             destination = file_destination(name, self.sink_destination(parameters, name, context), vector=True)
             if destination is not None:
                 check_writable(destination)
+                check_layer_name(destination)
                 check_labels_not_replaced(destination)
                 sinks[name] = destination
         if len(sinks) == 2:

@@ -31,7 +31,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .algorithm import HiriseIceAlgorithm, LayerListParameter, gdal_without_pam
-from .common import check_band, features_from_dicts, georeferenced_by_sidecar, layer_crs, make_fields, raster_path_for_worker, require_crs, write_sink
+from .common import (check_band, features_from_dicts, georeferenced_by_sidecar, layer_crs, make_fields, processing_temp_folder, raster_path_for_worker, require_crs,
+                     write_sink)
 from .destinations import check_room, file_destination, replacing_outputs
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
 from .engine import errors, files, gdal_exceptions, georeference, imagechecks, modelfile, network, raster, schema, training
@@ -330,7 +331,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
 
         job = dict(self._training_settings(parameters, context), rasters=entries, label_mode=mode, base_model=base_model or None, widths=widths,
                    output_model=output_model, report=report)
-        job_path = os.path.join(QgsProcessingUtils.tempFolder(), f"hiriseice_train_{uuid.uuid4().hex[:12]}.json")
+        job_path = os.path.join(processing_temp_folder(), f"hiriseice_train_{uuid.uuid4().hex[:12]}.json")
         try:
             with open(job_path, "w", encoding="utf-8") as handle:
                 json.dump(job, handle)

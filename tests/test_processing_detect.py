@@ -718,3 +718,31 @@ def test_a_chunk_layer_and_probability_raster_that_would_share_a_style_file_are_
                                                     "OUTPUT": str(tmp_path / chunks), "PROBABILITY_RASTER": str(tmp_path / "ice.tif")})
     assert f"OUTPUT ({tmp_path / chunks}) and PROBABILITY_RASTER ({tmp_path / 'ice.tif'}) would share the style file {tmp_path / 'ice.qml'}" in said, said
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("output, said", [
+    ("{folder}/-lead.gpkg", "GDAL refuses '-lead', the file's name, as QGIS names the layer: a GeoPackage layer's name may not begin with 'gpkg' or any of"),
+    ("{folder}/#1.gpkg", "GDAL refuses '#1', the file's name, as QGIS names the layer"),
+    ("{folder}/gpkg_run.gpkg", "GDAL refuses 'gpkg_run', the file's name, as QGIS names the layer"),
+    ("ogr:dbname='{folder}/ice.gpkg' table=\"-chunks\" (geom)", "GDAL refuses the table '-chunks'"),
+    ("ogr:dbname='{folder}/O'Neil/ice.gpkg' table=\"chunks\" (geom)", "whose file QGIS reads as '{folder}/O', without a vector format's extension. "
+                                                                       "An apostrophe inside dbname='...' must be written \\'"),
+    ("{folder}/{long}.gpkg", "its name is 247 bytes long, and the files written beside it while it is made take up to 17 more, beyond this file system's 255 bytes"),
+], ids=["leading-dash", "leading-hash", "gpkg-prefix", "table", "apostrophe", "long-name"])
+def test_an_output_gdal_would_refuse_only_after_the_run_is_refused_before_it(qgis_app, tiny_model, detect_scene, tmp_path, output, said):
+    """Each scored every chunk, then failed with 'the layer could not be created' and advice to close the file in another
+    program: a GeoPackage layer named after a file beginning with '-', '#' or 'gpkg', an ogr: address cut at an apostrophe,
+    a name whose partial copy's SQLite journal exceeds 255 bytes."""
+    long = "л" * 120 + "ab"  # 242 bytes: the output fits, its hidden partial copy's journal does not
+    given = output.format(folder=tmp_path, long=long)
+    message = qs.processing_error("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": given})
+    assert said.format(folder=tmp_path) in message and "nothing was run" in message, message
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_apostrophe_written_as_the_uri_asks_is_a_good_output(qgis_app, tiny_model, detect_scene, tmp_path):
+    folder = tmp_path / "O'Neil"
+    folder.mkdir()
+    results = qs.run_algorithm("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK,
+                                                    "OUTPUT": f"ogr:dbname='{tmp_path}/O\\'Neil/ice.gpkg' table=\"chunks\" (geom)"})
+    assert os.listdir(folder) == ["ice.gpkg"] and results["CHUNKS"] > 0

@@ -120,9 +120,32 @@ def test_a_number_out_of_range_or_an_unknown_option_is_told_what_it_takes(tiny_m
 def test_train_writes_relative_names_in_the_folder_it_was_started_in(tiny_model, training_data, tmp_path):
     """The worker runs in the plugin folder: a relative OUTPUT_MODEL had landed there (which a plugin update
     replaces), and a relative BASE_MODEL that QGIS had read was missing to the worker."""
+    labels_layer(training_data, tmp_path / "labels.gpkg")
+    (tmp_path / "models").mkdir()
+    shutil.copyfile(tiny_model.path, tmp_path / "models" / "base.hiriseice")
+    done = qs.qgis_process("run", "hiriseice:train", "--", f"RASTERS={training_data.raster.path}", "LABELS=labels.gpkg", "BASE_MODEL=models/base.hiriseice",
+                           "EPOCHS=1", "OUTPUT_MODEL=tuned.hiriseice", "REPORT=tuned.html", "HISTORY=history.gpkg", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert {"tuned.hiriseice", "tuned.html", "history.gpkg"} <= set(os.listdir(tmp_path)), os.listdir(tmp_path)
+    assert not (qs.REPO_ROOT / "tuned.hiriseice").exists() and not (qs.REPO_ROOT / "tuned.html").exists()
+
+
+def test_a_temporary_folder_qgis_cannot_make_is_said_before_the_worker_starts(training_data, tmp_path):
+    """TMPDIR naming a file (or a read-only disk): QGIS's temporary folder is "", so Train wrote its job into the folder
+    qgis_process was started in, and the worker, started in the plugin's folder, stopped with a FileNotFoundError traceback."""
+    (tmp_path / "not_a_folder").write_text("")
+    labels_layer(training_data, tmp_path / "labels.gpkg")
+    done = qs.qgis_process("run", "hiriseice:train", "--", f"RASTERS={training_data.raster.path}", f"LABELS={tmp_path / 'labels.gpkg'}", "EPOCHS=1",
+                           f"OUTPUT_MODEL={tmp_path / 'm.hiriseice'}", env={"TMPDIR": str(tmp_path / "not_a_folder")}, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert "QGIS has no temporary folder it can write (it could make none; TMPDIR is " in done.stdout and "Traceback" not in done.stdout, done.stdout[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ["labels.gpkg", "not_a_folder"]
+
+
+def labels_layer(training_data, path):
     from osgeo import ogr, osr
 
-    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp_path / "labels.gpkg"))
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
     layer = source.CreateLayer("labels", osr.SpatialReference(wkt=training_data.raster.crs_wkt), ogr.wkbPolygon)
     layer.CreateField(ogr.FieldDefn("label", ogr.OFTInteger))
     for item in training_data.labels:
@@ -131,14 +154,6 @@ def test_train_writes_relative_names_in_the_folder_it_was_started_in(tiny_model,
         if item["label"] in (0, 1):
             feature.SetField("label", int(item["label"]))
         layer.CreateFeature(feature)
-    source = None
-    (tmp_path / "models").mkdir()
-    shutil.copyfile(tiny_model.path, tmp_path / "models" / "base.hiriseice")
-    done = qs.qgis_process("run", "hiriseice:train", "--", f"RASTERS={training_data.raster.path}", "LABELS=labels.gpkg", "BASE_MODEL=models/base.hiriseice",
-                           "EPOCHS=1", "OUTPUT_MODEL=tuned.hiriseice", "REPORT=tuned.html", "HISTORY=history.gpkg", cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:]
-    assert {"tuned.hiriseice", "tuned.html", "history.gpkg"} <= set(os.listdir(tmp_path)), os.listdir(tmp_path)
-    assert not (qs.REPO_ROOT / "tuned.hiriseice").exists() and not (qs.REPO_ROOT / "tuned.html").exists()
 
 
 # --- installed without scripts/install -------------------------------------------------------------

@@ -210,14 +210,20 @@ def test_a_killed_worker_loses_no_image(worker_python, tiny_model, tmp_path):
     assert len(qs.read_ogr(out, "summary").rows) == 6
 
 
-@pytest.mark.parametrize("as_given", ["a list", "one string, as qgis_process hands RASTERS=a.tif;b.tif over"])
+@pytest.mark.parametrize("as_given", ["a list", "one string, as qgis_process hands RASTERS=a.tif;b.tif over", "in folders whose names hold a ';'"])
 def test_processing_survey(qgis_app, tiny_model, survey_folder, tmp_path, as_given):
+    """A file whose own path holds a ';' was cut there, as if two were given, and was 'not found'."""
     _, images = survey_folder
     out = tmp_path / "survey.gpkg"
     rasters = [image.path for image in images[:2]]
-    results = qs.run_algorithm("hiriseice:survey", {"RASTERS": rasters if as_given == "a list" else ";".join(rasters), "MODEL": tiny_model.path,
-                                                    "WORKERS": 1, "OUTPUT": str(out)})
+    if as_given.startswith("in folders"):
+        rasters = [os.path.join(shutil.copytree(os.path.dirname(path), tmp_path / f"semi;colon {i}"), os.path.basename(path)) for i, path in enumerate(rasters)]
+    given = ";".join(rasters) if as_given.startswith("one string") else rasters
+    results = qs.run_algorithm("hiriseice:survey", {"RASTERS": given, "MODEL": tiny_model.path, "WORKERS": 1, "OUTPUT": str(out)})
     assert (results["DONE"], results["FAILED"], results["SKIPPED"]) == (2, 0, 0)
+    if as_given.startswith("in folders"):  # one such file alone
+        alone = qs.run_algorithm("hiriseice:survey", {"RASTERS": rasters[0], "MODEL": tiny_model.path, "WORKERS": 1, "OUTPUT": str(tmp_path / "one.gpkg")})
+        assert (alone["DONE"], alone["FAILED"], alone["SKIPPED"]) == (1, 0, 0)
     assert results["FOOTPRINTS_BY_CATEGORY"] == f"{out}|layername=footprints"
     from qgis.core import QgsVectorLayer
 

@@ -629,3 +629,17 @@ def test_a_probability_raster_whose_cells_do_not_tile_the_input_is_refused(scene
         "This model reads a chunk at 36 px, not a multiple of its 8-px score-map cell, so its cells cannot be laid on the raster's grid and no probability "
         "raster can be written. Leave PROBABILITY_RASTER empty, or train a model whose input size is a multiple of 8."]
     assert not (tmp_path / "p.tif").exists()
+
+
+@pytest.mark.parametrize("command", ["detect", "survey"])
+def test_an_output_name_too_long_for_what_is_written_beside_it_is_refused_before_any_work(worker_python, tiny_model, make_raster, tmp_path, command):
+    """A 240-byte GeoPackage name fits, its hidden partial copy's SQLite journal (or the survey's lock) does not: detect
+    scored every chunk and the survey its images, then both ended in a traceback (OGR returned no data source)."""
+    raster = make_raster(width=128, height=128)
+    out = tmp_path / ("л" * 117 + ".gpkg")  # 239 bytes
+    given = [raster.path, "--out", out] if command == "detect" else ["--rasters", raster.path, "--out", out, "--workers", 1]
+    run = helpers.run_worker(worker_python, command, *given, "--model", tiny_model.path)
+    errors = [m["message"] for m in run.errors]
+    assert run.returncode != 0 and len(errors) == 1 and "Traceback" not in run.stderr, run.stdout[-2000:] + run.stderr[-3000:]
+    assert "its name is 239 bytes long, and the files written beside it while it is made take up to" in errors[0] and "Choose a shorter file name" in errors[0], errors
+    assert not [name for name in os.listdir(tmp_path) if ".gpkg" in name or "lock" in name]
