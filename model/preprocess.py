@@ -31,7 +31,10 @@ def normalise(data: np.ndarray, valid: np.ndarray, spec: Dict = DEFAULT_NORMALIS
         # A flat chunk (saturated or featureless) carries no contrast: mid-gray.
         out[valid] = 0.5
         return out
-    out[valid] = np.clip((values - low) / span, 0.0, 1.0)
+    # In the data's own float type (float64 for integers), as numpy 1 computed it and the models were
+    # trained: numpy 2 would promote float32 data to float64 and round some pixels to another 8-bit value.
+    work = values.dtype.type if np.issubdtype(values.dtype, np.floating) else np.float64
+    out[valid] = np.clip((values - work(low)) / work(span), 0.0, 1.0)
     return out
 
 

@@ -16,10 +16,10 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-# tensorflow-cpu 2.21 has wheels for Python 3.10-3.13, numpy 1.26.4 (pinned for GDAL) for 3.9-3.12,
-# and the pinned onnxruntime, tornado, importlib_metadata and lazy-importer need 3.11.
+# tensorflow-cpu 2.21 has wheels for Python 3.10-3.13 (numpy 1.26.4 up to 3.12, numpy 2.2.6 on 3.13:
+# requirements-worker.txt), and the pinned onnxruntime, tornado, importlib_metadata and lazy-importer need 3.11.
 OLDEST_PYTHON = (3, 11)
-NEWEST_PYTHON = (3, 12)
+NEWEST_PYTHON = (3, 13)
 
 # Printed by the base Python before anything is made: its version, whether it can make a venv, its GDAL.
 PROBE = (
@@ -173,7 +173,7 @@ def probe_problem(answer: Dict) -> Optional[str]:
     path = answer.get("executable", "this Python")
     if not OLDEST_PYTHON <= version <= NEWEST_PYTHON:
         shown = ".".join(str(v) for v in version) or "unknown"
-        return (f"{path} is Python {shown}; TensorFlow 2.21 with the pinned numpy 1.26 needs Python "
+        return (f"{path} is Python {shown}; the worker's pinned TensorFlow 2.21 stack needs Python "
                 f"{OLDEST_PYTHON[0]}.{OLDEST_PYTHON[1]} to {NEWEST_PYTHON[0]}.{NEWEST_PYTHON[1]}. Choose another Python.")
     if answer.get("platform") == "darwin" and (answer.get("machine") or "").lower() == "x86_64":
         return (f"{path} runs on Intel (x86_64), for which TensorFlow 2.21 has no macOS wheel: pip would fail after minutes. "

@@ -1,6 +1,7 @@
 """model.raster and model.chunking on real HiRISE files and generated rasters: geometry against
 GDAL's own geotransform math, the no-data rule, band handling, scaling and windowed reads."""
 
+import json
 import os
 import threading
 
@@ -1158,3 +1159,27 @@ def test_the_overviews_of_a_float_band_are_not_read(tmp_path):
             note = source.info.bands_read
     assert valid.all() and data[10, 10] == pytest.approx(0.05, abs=1e-6), "every block holds measured pixels"
     assert "its overviews are a float band's" in note
+
+
+STRETCH_IN_ITS_OWN_TYPE = r"""
+import json, sys
+import numpy as np
+from model.preprocess import normalise, to_uint8
+rng = np.random.default_rng(0)
+differ = 0
+for _ in range(200):
+    image = (rng.gamma(2.0, 150.0, (64, 64)) + rng.normal(0.0, 3.0, (64, 64))).astype(np.float32)
+    low, high = np.percentile(image, [1.0, 99.5])
+    expected = np.round(np.clip((image - np.float32(low)) / np.float32(high - low), 0.0, 1.0) * 255).astype(np.uint8)
+    differ += int((to_uint8(normalise(image, np.ones(image.shape, bool))) != expected).sum())
+print(json.dumps({"numpy": np.__version__, "differ": differ}))
+"""
+
+
+def test_a_chunk_is_stretched_in_its_own_float_type_under_the_workers_numpy(worker_python):
+    """numpy 2 (the worker's on Python 3.13) promotes float32 data minus a float64 percentile to float64, and 2 of these
+    819,200 pixels became another 8-bit value than numpy 1 gives and the models were trained on."""
+    done = helpers.run_worker_snippet(worker_python, STRETCH_IN_ITS_OWN_TYPE)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = json.loads(done.stdout.strip().splitlines()[-1])
+    assert said["differ"] == 0, said

@@ -99,7 +99,9 @@ def test_macs_before_macos_14_go_without_onnx_runtime(repo_root):
 
 @pytest.mark.parametrize("target", [("win32", "win_amd64", "3.11", ""), ("win32", "win_amd64", "3.12", ""),
                                     ("linux", "manylinux_2_28_x86_64", "3.12", ""), ("darwin", "macosx_14_0_arm64", "3.12", "14.5"),
-                                    ("darwin", "macosx_12_0_arm64", "3.12", "12.7")], ids=lambda target: f"{target[1]}-py{target[2]}")
+                                    ("darwin", "macosx_12_0_arm64", "3.12", "12.7"), ("linux", "manylinux_2_28_x86_64", "3.13", ""),
+                                    ("win32", "win_amd64", "3.13", ""), ("darwin", "macosx_14_0_arm64", "3.13", "15.1")],
+                         ids=lambda target: f"{target[1]}-py{target[2]}")
 def test_the_pins_resolve_for_every_machine_the_installer_serves(repo_root, tmp_path, worker_python, target):
     """What pip gets on each OS, resolved by pip against PyPI for that machine: requests 2.28.1 beside
     charset-normalizer 3.0.1 had no solution anywhere but Debian 12, whose own requests says no bound."""
@@ -160,8 +162,9 @@ def test_pip_progress_follows_pips_lines():
 def test_probe_problems_name_the_fix():
     good = {"version": [3, 11, 2], "executable": "/usr/bin/python3", "venv": True, "gdal": "3.6.2"}
     assert worker_setup.probe_problem(good) is None
-    assert "Python 3.10; TensorFlow 2.21 with the pinned numpy 1.26 needs Python 3.11 to 3.12" in worker_setup.probe_problem(dict(good, version=[3, 10, 12]))
-    assert "needs Python 3.11 to 3.12" in worker_setup.probe_problem(dict(good, version=[3, 13, 0]))
+    assert "Python 3.10; the worker's pinned TensorFlow 2.21 stack needs Python 3.11 to 3.13" in worker_setup.probe_problem(dict(good, version=[3, 10, 12]))
+    assert "needs Python 3.11 to 3.13" in worker_setup.probe_problem(dict(good, version=[3, 14, 0]))
+    assert worker_setup.probe_problem(dict(good, version=[3, 13, 5])) is None
     assert "apt install python3-venv" in worker_setup.probe_problem(dict(good, venv=False))
     assert "no GDAL (osgeo)" in worker_setup.probe_problem(dict(good, gdal=None))
     # QGIS.app on Intel, or an Intel build under Rosetta: TensorFlow 2.21 has no wheel for it
