@@ -98,7 +98,7 @@ def test_card_heads_its_transfer_section_with_its_own_rows_of_the_unseen_familie
     path = tmp_path / "unseen.json"
     code = ("import json, sys; sys.path.insert(0, 'scripts'); import model_card; from model import modelfile; "
             "meta = modelfile.read_metadata(''); unseen = json.load(open(sys.argv[1]))\n"
-            "for measured in unseen: measured['rows'][-1]['model'] = modelfile.describe(meta)\n"
+            "for measured in unseen: measured['rows'][-1].update(model=modelfile.describe(meta), weights_sha256=meta['weights_sha256'])\n"
             "print(model_card.model_card(meta, meta['metrics']['test'], [], ['bright dune'], 'credit', None, unseen))")
     path.write_text(json.dumps([lobes, lee]))  # a measurement without "family" is of frost lobes, made before --family
     done = subprocess.run([worker_python, "-c", code, str(path)], cwd=str(repo_root), env=helpers.worker_env(), capture_output=True, text=True, timeout=300)

@@ -249,7 +249,8 @@ def test_info_reports_versions_device_and_model(tiny_model, worker_python):
     run = helpers.run_worker(worker_python, "info", "--model", tiny_model.path).check()
     info = run.result
     assert info["engine"] == model.__version__
-    assert re.match(r"\d+\.\d+", info["tensorflow"]) and re.match(r"\d+\.\d+", info["keras"]) and info["numpy"].startswith("1.")
+    pinned = re.findall(r"^numpy==([\d.]+)", (helpers.REPO_ROOT / "requirements-worker.txt").read_text(encoding="utf-8"), flags=re.M)
+    assert re.match(r"\d+\.\d+", info["tensorflow"]) and re.match(r"\d+\.\d+", info["keras"]) and info["numpy"] in pinned, (info, pinned)
     assert info["gdal"] == gdal.__version__  # the worker sees Debian's GDAL
     assert info["device"] == "CPU" or info["device"].startswith("GPU")
     assert info["model"] == modelfile.read_metadata(tiny_model.path)
@@ -394,10 +395,18 @@ def test_model_that_is_not_a_zip(scene, worker_python, tmp_path):
     assert_one_error(run, ModelFileError.code, str(bad), "not a readable HiRISE Ice Patches model file")
 
 
-def test_model_whose_network_is_garbage(scene, tiny_model, worker_python, tmp_path):
-    """Valid metadata whose checksum matches a broken Keras member: the worker gets as far as Keras and explains."""
+def zip_of_garbage() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("config.json", b"garbage" * 100)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("garbage, said", [(b"garbage" * 100, "is not a Keras 3 archive"), (zip_of_garbage(), "cannot be loaded")], ids=["bytes", "a zip"])
+def test_model_whose_network_is_garbage(scene, tiny_model, worker_python, tmp_path, garbage, said):
+    """Valid metadata whose checksum matches a broken network member: no zip is said to be no Keras archive before Keras
+    reads it; a zip of something else gets as far as Keras, and is explained."""
     bad = tmp_path / "corrupt.hiriseice"
-    garbage = b"garbage" * 100
     with zipfile.ZipFile(tiny_model.path) as source, zipfile.ZipFile(bad, "w") as target:
         metadata = json.loads(source.read(modelfile.METADATA_MEMBER))
         metadata["weights_sha256"] = hashlib.sha256(garbage).hexdigest()
@@ -405,7 +414,7 @@ def test_model_whose_network_is_garbage(scene, tiny_model, worker_python, tmp_pa
         target.writestr(modelfile.KERAS_MEMBER, garbage)
     out, report = tmp_path / "out.gpkg", tmp_path / "report.html"
     run = helpers.run_worker(worker_python, "detect", scene.path, "--model", bad, "--out", out, "--report", report)
-    assert_one_error(run, ModelFileError.code, str(bad), "cannot be loaded", "retrain")
+    assert_one_error(run, ModelFileError.code, str(bad), said, "retrain")
     assert not out.exists() and not report.exists()
 
 
