@@ -224,6 +224,8 @@ def survey_image(image: SurveyImage, model_path: str, options: DetectOptions, te
             summary = dict(detection.summary, footprint_wkt=to_survey(detection.summary["footprint_wkt"]) if detection.summary.get("footprint_wkt") else "")
     except EngineError as exc:
         return _failed(image, str(exc), started, reporter.warnings)
+    except ImportError:  # the worker's Python, not the image: every image would fail alike (_outcome_of stops the survey)
+        raise
     except Exception as exc:  # one image's unforeseen failure must not end a survey of hundreds
         return _failed(image, f"unexpected {type(exc).__name__}: {exc}", started, reporter.warnings)
     return {"image": image, "status": DONE, "error": "", "chunks": chunks, "summary": summary, "runtime_s": round(time.monotonic() - started, 2), "warnings": reporter.warnings}
@@ -474,23 +476,102 @@ def dask_client(scheduler: str = "", workers: int = 0, reporter: Reporter = None
 
     reporter = reporter or SilentReporter()
     if scheduler:
-        try:
-            client = Client(scheduler, timeout="30s")
-        except (OSError, TimeoutError) as exc:
-            raise SurveyError(
-                f"No Dask scheduler answers at {scheduler} ({exc}). Start the cluster first (dask scheduler / dask worker, or dask-jobqueue), "
-                "check the address, or leave the scheduler empty for a local cluster."
-            ) from None
-        with client:
+        with _scheduler_client(scheduler) as client:
             reporter.log(f"Dask cluster at {scheduler}: {len(client.scheduler_info()['workers'])} workers")
+            _check_workers(client, scheduler)
             yield client, 0
         return
     cores = os.cpu_count() or 1
     workers = workers or cores
-    # LocalCluster's nanny restarts a worker that dies; its tasks are rescheduled.
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    # LocalCluster's nanny restarts a worker that dies; its tasks are rescheduled. Its processes ignore
+    # the terminal's Ctrl-C, which reaches their whole process group: the survey stops them itself. The
+    # dashboard, never shown, takes a free port: another cluster's 8787 made Dask warn.
+    with _ignoring_ctrl_c():
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
+    with cluster, Client(cluster) as client:
         reporter.log(f"local Dask cluster: {workers} worker processes on {cores} cores ({cluster.scheduler_address})")
         yield client, max(1, cores // workers)
+
+
+# How long a scheduler has to answer as one (Dask's own timeout does not cover its handshake), and
+# how long a survey waits while no worker is connected.
+SCHEDULER_ANSWER_S = 45.0
+NO_WORKER_S = 300.0
+START_WORKERS = ("start workers with the plugin's worker Python and its folder on PYTHONPATH (README, Survey many images: "
+                 "PYTHONPATH=<plugin folder> <plugin>/.venv/bin/dask worker ADDRESS)")
+
+
+@contextlib.contextmanager
+def _scheduler_client(scheduler: str):
+    """A client of the scheduler at ``scheduler``, or SurveyError saying why not: an address of another
+    form, nothing there, or something there that is no Dask scheduler (its dashboard's port, a web server)."""
+    import threading
+
+    from distributed import Client
+    from distributed.comm import parse_address
+
+    fix = ("Start the cluster first (dask scheduler / dask worker, or dask-jobqueue), check the address (a scheduler listens on "
+           "tcp://HOST:8786; 8787 is its dashboard), or leave the scheduler empty for a local cluster.")
+    try:
+        scheme, _location = parse_address(scheduler)
+        known = scheme in ("tcp", "tls", "ucx", "inproc", "ws", "wss")
+    except (ValueError, TypeError):
+        known = False
+    if not known or ":" not in scheduler.split("://", 1)[-1]:
+        raise SurveyError(f"The Dask scheduler address {scheduler!r} is not one: give it as tcp://HOST:PORT. {fix}")
+    made: Dict[str, object] = {}
+
+    def connect() -> None:
+        try:
+            made["client"] = Client(scheduler, timeout="30s")
+        except BaseException as exc:  # noqa: BLE001 - said below; a stranger's reply may end in anything (a 3 EiB allocation)
+            made["error"] = exc
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(SCHEDULER_ANSWER_S)
+    if "client" not in made:
+        error = made.get("error")
+        why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no reason given'}" if error else \
+            f"something answers there, but not as a Dask scheduler, within {SCHEDULER_ANSWER_S:g} s"
+        raise SurveyError(f"No Dask scheduler answers at {scheduler} ({why}). {fix}")
+    with made["client"] as client:
+        yield client
+
+
+# What a worker needs to survey, by module; a worker's Python lacking one fails every image alike.
+WORKER_MODULES = ("model", "tensorflow", "keras", "osgeo")
+
+
+def _check_workers(client, scheduler: str) -> None:
+    """SurveyError where a connected worker's Python lacks what surveying needs (asked with a builtin,
+    which a worker without the plugin can still unpack)."""
+    probe = f"[name for name in {WORKER_MODULES!r} if __import__('importlib.util').util.find_spec(name) is None]"
+    try:
+        missing = client.run(eval, probe)
+    except Exception:  # noqa: BLE001 - workers gone meanwhile: the survey's own watch says so
+        return
+    lacking = {worker: names for worker, names in missing.items() if names}
+    if lacking:
+        worker, names = next(iter(lacking.items()))
+        raise SurveyError(f"{len(lacking)} of the {len(missing)} Dask workers at {scheduler} cannot survey: their Python lacks "
+                          f"{', '.join(names)} (worker {worker}). {START_WORKERS[0].upper() + START_WORKERS[1:]}. Nothing was surveyed.")
+
+
+@contextlib.contextmanager
+def _ignoring_ctrl_c():
+    """SIGINT ignored while the block starts processes, which inherit it (signals can be set in the main thread only)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def survey(sources: Sequence[str], out: str, model_path: str = "", options: Optional[DetectOptions] = None, scheduler: str = "", workers: int = 0,
@@ -528,8 +609,9 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
                 # A local cluster's workers share the cores: each reads its raster on its share only.
                 task_options = dataclasses.replace(options, readers=tensorflow_threads) if tensorflow_threads else options
                 futures = {client.submit(survey_image, image, model_path, task_options, tensorflow_threads, (name, version), pure=False): image for image in todo}
+                kept = "The images recorded before are kept; run the survey again to resume it."
                 try:
-                    for finished, (future, outcome) in enumerate(_outcomes(client, futures, 60.0 * image_minutes, KilledWorker), start=1):
+                    for finished, (future, outcome) in enumerate(_outcomes(client, futures, 60.0 * image_minutes, KilledWorker, reporter.warning), start=1):
                         store.record(outcome, name, version)
                         counts[outcome["status"]] += 1
                         _report_outcome(reporter, outcome, finished, len(todo))
@@ -537,11 +619,14 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
                 except RuntimeError as exc:
                     if scheduler and "deserializ" in str(exc).lower():  # the scheduler unpacks the tasks: it needs the engine too
                         raise SurveyError(
-                            f"The Dask scheduler at {scheduler} could not unpack the survey's tasks ({str(exc).splitlines()[0]}): start it with the "
-                            f"plugin folder on PYTHONPATH, as its workers (README, Survey many images). The images recorded before are kept; "
-                            "run the survey again to resume it."
+                            f"The Dask scheduler at {scheduler} could not unpack the survey's tasks (its log says why, e.g. No module named "
+                            f"'model'): start it with the plugin folder on PYTHONPATH, as its workers (README, Survey many images). {kept}"
                         ) from None
                     raise
+                except ClusterLost as lost:
+                    where = f"the Dask scheduler at {scheduler}" if scheduler else "the local Dask cluster"
+                    raise SurveyError(f"Lost {where} mid-survey ({type(lost.args[0]).__name__}). {'Restart the cluster, then' if scheduler else 'Then'} "
+                                      f"run the survey again: {kept[0].lower() + kept[1:]}") from None
         else:
             reporter.progress(1.0)
     finally:
@@ -550,48 +635,82 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
     return dict(counts, out=os.path.abspath(out), model_name=name, model_version=version)
 
 
-def _outcomes(client, futures: Dict, limit_s: float, killed_worker) -> Iterator:
+def _lost_cluster_errors() -> Tuple[type, ...]:
+    """What waiting on the survey's futures raises when the scheduler goes away."""
+    from asyncio import CancelledError as AsyncioCancelled
+    from concurrent.futures import CancelledError
+
+    from distributed.client import FuturesCancelledError
+    from distributed.comm.core import CommClosedError
+
+    return FuturesCancelledError, CancelledError, AsyncioCancelled, CommClosedError, OSError  # OSError: Dask's timed-out reconnection
+
+
+class ClusterLost(Exception):
+    """The scheduler went away while the survey waited on it (the cause is Dask's own error)."""
+
+
+def _outcomes(client, futures: Dict, limit_s: float, killed_worker, warn: Callable[[str], None] = lambda message: None) -> Iterator:
     """(future, outcome) of each image as it ends. An image a worker has run for more than limit_s
     (0: no limit) is given up: its task is cancelled and its worker restarted, since nothing stops a
     read that never returns but the process it runs in. Each attempt's time counts from when the
     survey first hears that a worker started it (_say_started), within WATCH_S: an image whose
     worker died (out of memory) is tried again by Dask, and its retry gets a clock of its own, which
-    does not run while it waits for a worker."""
+    does not run while it waits for a worker. A cluster with no worker for NO_WORKER_S stops the
+    survey (its tasks would wait for ever); a scheduler gone raises ClusterLost."""
     from distributed import wait
 
     pending = set(futures)
     clocks: Dict[str, Tuple[float, str]] = {}  # key -> (when its attempt was first seen started, on which worker)
     attempts: Dict[str, int] = {}  # key -> its starts heard of so far
-    while pending:
-        try:
-            done, pending = wait(pending, timeout=WATCH_S if limit_s else None, return_when="FIRST_COMPLETED")
-        except TimeoutError:  # none ended within WATCH_S
-            done = set()
-        for future in done:
-            yield future, _outcome_of(future, futures[future], killed_worker)
-        if not limit_s or not pending:
-            continue
+    without_workers: List[Optional[float]] = [None]  # since when no worker has been connected
+
+    def given_up() -> List[Tuple[object, float, str]]:
+        """(future, since when it ran, what became of its worker) of each image past its time limit, cancelled."""
+        if client.scheduler_info().get("workers"):
+            without_workers[0] = None
+        elif without_workers[0] is None:
+            without_workers[0] = time.monotonic()
+            warn(f"No Dask worker is connected: the survey waits {NO_WORKER_S / 60:g} min for one; {START_WORKERS}.")
+        elif time.monotonic() - without_workers[0] > NO_WORKER_S:
+            raise SurveyError(f"No Dask worker was connected for {NO_WORKER_S / 60:g} min, so {len(pending)} images were left: {START_WORKERS}, "
+                              "or leave the scheduler empty for a local cluster. The images recorded before are kept; run the survey again to resume it.")
+        if not limit_s:
+            return []
         now = time.monotonic()
         starts = Counter(key for _time, key in client.get_events(STARTED_TOPIC))
         running = {key: worker for worker, keys in client.processing().items() for key in keys}
+        expired = []
         for future in list(pending):
             key = future.key
             if starts[key] > attempts.get(key, 0) and key in running:  # an attempt has started: the first, or a retry
                 attempts[key], clocks[key] = starts[key], (now, running[key])
             if key not in running or clocks.get(key, (0.0, running[key]))[1] != running[key]:
                 clocks.pop(key, None)  # back with the scheduler, or on another worker: no attempt of it runs yet
-            if key not in clocks:
-                continue
-            since = clocks[key][0]
-            if now - since <= limit_s:
+            if key not in clocks or now - clocks[key][0] <= limit_s:
                 continue
             pending.discard(future)
             future.cancel()
             try:
-                client.restart_workers([running[future.key]])
+                client.restart_workers([running[key]])
                 restarted = " and its worker restarted"
             except Exception as exc:  # a cluster without nannies: the worker stays busy, the survey goes on without it
                 restarted = f"; its worker could not be restarted ({exc}) and the survey went on without it"
+            expired.append((future, clocks[key][0], restarted))
+        return expired
+
+    while pending:
+        try:
+            try:
+                done, pending = wait(pending, timeout=WATCH_S, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # none ended within WATCH_S
+                done = set()
+            ended = [(future, _outcome_of(future, futures[future], killed_worker)) for future in done]
+            expired = given_up() if pending else []
+        except _lost_cluster_errors() as exc:  # asked of a scheduler that is gone
+            raise ClusterLost(exc) from None
+        yield from ended
+        for future, since, restarted in expired:
             yield future, _failed(futures[future], f"still running after {limit_s / 60:g} min, so it was given up{restarted} (a file that never "
                                   "finishes reading: a network drive that hangs, a damaged file?). Check it, or give a longer time limit.", since, [])
 
@@ -600,7 +719,12 @@ def _outcome_of(future, image: SurveyImage, killed_worker) -> Dict:
     try:
         return future.result()
     except killed_worker:
-        return _failed(image, "the Dask workers running this image died each time they tried it (out of memory?); the other images went on", time.monotonic(), [])
+        return _failed(image, "the Dask workers running this image died each time they tried it (out of memory?); the other images went on. "
+                              "Give each worker more memory (dask worker --memory-limit, dask-jobqueue's memory=) or run fewer workers per node, "
+                              "then run the survey again: failed images are retried", time.monotonic(), [])
+    except ImportError as exc:
+        raise SurveyError(f"A Dask worker's Python cannot survey ({exc}): {START_WORKERS}. The images recorded before are kept; run the survey "
+                          "again to resume it.") from None
 
 
 def _report_outcome(reporter: Reporter, outcome: Dict, finished: int, total: int) -> None:

@@ -777,3 +777,134 @@ def test_an_image_whose_model_file_was_saved_over_mid_survey_is_not_scored_with_
     assert other_status == "failed" and other_chunks == 0
     assert error == (f"the model file {tiny_model.path} now holds {name} {version}, not the {name} an earlier version this survey started with "
                      "(a model was saved over it): the image was not scored. Run the survey again to go on with the new model, or give the old one's file")
+
+
+CLUSTERS_THAT_CANNOT_SURVEY = r"""
+import json, os, signal, subprocess, sys, threading, time
+from http.server import HTTPServer, SimpleHTTPRequestHandler
+from model import survey
+from model.inference import DetectOptions
+from model.protocol import Reporter
+
+folder, out, model, dask, port, plugin = sys.argv[1:7]
+survey.SCHEDULER_ANSWER_S, survey.NO_WORKER_S = 8.0, 6.0
+bare = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+said, took = {}, {}
+
+
+def start(*command, env=bare):
+    return subprocess.Popen([dask, *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def attempt(case, scheduler, reporter=None):
+    started = time.monotonic()
+    try:
+        survey.survey([folder], os.path.join(out, case + ".gpkg"), model, DetectOptions(), scheduler=scheduler, reporter=reporter or Reporter())
+        said[case] = "surveyed"
+    except survey.SurveyError as exc:
+        said[case] = str(exc)
+    took[case] = time.monotonic() - started
+
+
+web = HTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
+threading.Thread(target=web.serve_forever, daemon=True).start()
+attempt("not an address", "foo bar")
+attempt("a web address", f"http://127.0.0.1:{web.server_port}")
+attempt("a web server", f"tcp://127.0.0.1:{web.server_port}")
+
+address = f"tcp://127.0.0.1:{port}"
+scheduler = start("scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard", env=dict(bare, PYTHONPATH=plugin))
+time.sleep(3)
+attempt("no worker", address)
+worker = start("worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny")  # without the plugin on its path
+time.sleep(4)
+attempt("a worker without the plugin", address)
+worker.kill()
+worker = start("worker", address, "--nthreads", "1", "--no-dashboard", env=dict(bare, PYTHONPATH=plugin))
+time.sleep(4)
+
+
+class LoseTheScheduler(Reporter):
+    def log(self, message):
+        super().log(message)
+        if message.startswith("[1/"):
+            scheduler.kill()
+
+
+attempt("the scheduler lost", address, LoseTheScheduler())
+for process in (worker, scheduler):
+    process.kill()
+    process.wait()
+print(json.dumps({"said": said, "took": took}))
+"""
+
+
+def test_a_cluster_that_cannot_survey_is_said_so_not_waited_on_for_ever(worker_python, tiny_model, tmp_path):
+    """A scheduler without workers, or with workers whose Python lacks the plugin (they died at their first task),
+    waited for ever in silence; a web server's port, or the dashboard's, waited past Dask's own timeout; 'foo bar' and an
+    http:// address, and a scheduler killed mid-survey, ended in tracebacks."""
+    import socket
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_images(folder, 3)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dask = os.path.join(os.path.dirname(worker_python), "dask")
+    done = helpers.run_worker_snippet(worker_python, CLUSTERS_THAT_CANNOT_SURVEY, folder, tmp_path, tiny_model.path, dask, port, qs.REPO_ROOT, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    said, took = result["said"], result["took"]
+    assert said["not an address"].startswith("The Dask scheduler address 'foo bar' is not one: give it as tcp://HOST:PORT.")
+    assert said["a web address"].startswith("The Dask scheduler address 'http://127.0.0.1:")
+    assert "(something answers there, but not as a Dask scheduler, within 8 s)" in said["a web server"] and took["a web server"] < 30, result
+    assert "8787 is its dashboard" in said["a web server"]
+    assert said["no worker"].startswith("No Dask worker was connected for 0.1 min, so 3 images were left: start workers with the plugin's worker Python")
+    assert said["a worker without the plugin"].startswith(f"1 of the 1 Dask workers at tcp://127.0.0.1:{port} cannot survey: their Python lacks model"), said
+    assert said["the scheduler lost"].startswith(f"Lost the Dask scheduler at tcp://127.0.0.1:{port} mid-survey (") and \
+        said["the scheduler lost"].endswith("run the survey again: the images recorded before are kept; run the survey again to resume it."), said
+
+
+def test_ctrl_c_in_a_terminal_stops_a_local_survey_quietly_beside_another_clusters_dashboard(worker_python, tiny_model, tmp_path):
+    """The terminal's Ctrl-C reached the local cluster's worker processes too, which printed four tracebacks (84 lines)
+    before the survey's own one line; and a dashboard already on port 8787 (JupyterLab's Dask, another survey) made each
+    survey print Dask's 'Port 8787 is already in use' warning, for a dashboard nobody sees."""
+    import signal
+    import socket
+    import time
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_images(folder, 20)
+    dashboard = socket.socket()
+    try:
+        dashboard.bind(("127.0.0.1", 8787))
+        dashboard.listen()
+    except OSError:
+        dashboard.close()
+        dashboard = None  # held already by something else: the same case
+    out = tmp_path / "survey.gpkg"
+    command = [worker_python, "-m", "model", "survey", "--rasters", str(folder), "--out", str(out), "--model", tiny_model.path, "--workers", "1"]
+    try:
+        survey_run = subprocess.Popen(command, cwd=str(qs.REPO_ROOT), env=dict(helpers.worker_env(), PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, start_new_session=True,
+                                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal starts it (a background job ignores it)
+        lines = []
+        for line in iter(survey_run.stderr.readline, ""):  # its log, until the first image is recorded
+            lines.append(line)
+            if line.startswith("[1/"):
+                break
+        os.killpg(survey_run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole foreground process group
+        printed, errors = survey_run.communicate(timeout=120)
+        time.sleep(1)
+        again = helpers.run_worker(worker_python, "survey", "--rasters", folder, "--out", out, "--model", tiny_model.path, "--workers", 1, timeout=300)
+    finally:
+        if dashboard is not None:
+            dashboard.close()
+    said = "".join(lines) + printed + errors
+    assert survey_run.returncode == 130 and "Traceback" not in said and "KeyboardInterrupt" not in said, said[-4000:]
+    assert errors.strip().splitlines()[-1].startswith("error: Cancelled"), errors[-2000:]
+    assert "Port 8787 is already in use" not in said + again.stderr, said[-2000:]
+    result = again.check().result
+    assert 1 <= result["skipped"] < 20 and result["skipped"] + result["done"] == 20 and result["failed"] == 0, result
