@@ -12,6 +12,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from osgeo import gdal
 from qgis.core import QgsDataSourceUri, QgsProcessingException, QgsProviderRegistry, QgsVectorFileWriter
+from qgis.PyQt.QtCore import QFileInfo
 
 from .engine import files, gdal_exceptions
 
@@ -42,6 +43,12 @@ def file_destination(parameter: str, destination: str, vector: bool = False) -> 
             raise QgsProcessingException(
                 f"{parameter} is the address {destination!r}, whose file QGIS reads as '{path}', without a vector format's extension. "
                 "An apostrophe inside dbname='...' must be written \\' (dbname='/data/O\\'Neil/ice.gpkg'), or give the file's path alone; nothing was run.")
+        suffix = QFileInfo(path).completeSuffix()
+        if not QgsVectorFileWriter.driverForExtension(suffix):  # QGIS's writer reads the format from all after the name's first dot
+            raise QgsProcessingException(
+                f"{parameter} is the address {destination!r}: QGIS takes the format of an ogr: address from all after the file name's first dot "
+                f"('{suffix}'), and knows none of that name, so it would fail only after the run. Rename the file without a second dot "
+                f"(e.g. '{os.path.basename(path).replace('.', '_', suffix.count('.'))}'), or give the file's path alone; nothing was run.")
         return FileDestination(parameter, path, uri.table(), os.path.exists(path))
     provider = destination.split(":", 1)[0]  # "memory", "postgres", ...; never a Windows drive letter
     if ":" in destination and len(provider) > 1 and provider in QgsProviderRegistry.instance().providerList():

@@ -389,3 +389,16 @@ def send_body(request, data: bytes, content_type: Optional[str] = None):
     request.send_header("Content-Length", str(len(data)))
     request.end_headers()
     request.wfile.write(data)
+
+
+def no_data_layout():
+    """256 x 192 px, a 3 x 4 grid of 64-px chunks: column 0 all no-data; chunk (1, 2) no-data in the
+    left half of its centre; chunk (0, 3) no-data only in an 8-px ring outside its centre."""
+    rng = np.random.default_rng(4)
+    dn = rng.integers(200, 900, size=(192, 256)).astype(np.uint16)
+    dn[:, :64] = 0
+    dn[64 + 16: 64 + 48, 128 + 16: 128 + 32] = 0
+    ring = np.zeros((64, 64), bool)
+    ring[:8, :] = ring[-8:, :] = ring[:, :8] = ring[:, -8:] = True
+    dn[0:64, 192:256][ring] = 0
+    return dn

@@ -94,6 +94,17 @@ def test_bootstrap_roc_auc_resamples_whole_groups():
     assert interval["low"] == 0.0 and interval["high"] == 1.0
 
 
+def test_bootstrap_roc_auc_never_splits_a_group():
+    """Each group alone is perfectly ranked, but on its own scale: resampling whole groups keeps every group's pair of
+    chunks together, so the AUC never falls below 0.75 ((k^2 + km + m^2) / (k + m)^2 for k and m copies of the two);
+    resampling chunks one by one would pair group B's icy chunk with group A's bare one and reach 0."""
+    scores = np.array([0.6, 0.7, 0.1, 0.2])
+    labels = np.array([0, 1, 0, 1])
+    groups = np.array(["A", "A", "B", "B"])
+    interval = metrics.bootstrap_roc_auc(scores, labels, groups, resamples=300, seed=5, level=0.99)
+    assert interval["low"] >= 0.75 - 1e-9 and interval["high"] == 1.0, interval
+
+
 def test_bootstrap_roc_auc_with_a_single_class_is_nan():
     interval = metrics.bootstrap_roc_auc([0.1, 0.2], [0, 0], ["a", "b"], resamples=20)
     assert math.isnan(interval["low"]) and interval["resamples"] == 0

@@ -336,12 +336,11 @@ def test_cancel_keeps_the_partial_file_for_the_next_run(server, tmp_path):
     assert (tmp_path / "c.JP2").read_bytes() == data
 
 
-def test_free_space_checked_before_anything_is_fetched(server, tmp_path, monkeypatch):
-    server.files["/big.JP2"] = payload(1_000, 13)
-    usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 500, 500))
+def test_free_space_checked_before_anything_is_fetched(server, tmp_path, small_disk):
+    """200 kB onto a real disk of 64 kB (a mock of the free space had ignored which disk was asked)."""
+    server.files["/big.JP2"] = payload(200_000, 13)
     with pytest.raises(download.DiskSpaceError, match="Not enough free space"):
-        local_downloader(tmp_path).run([item(server, "/big.JP2")])
+        local_downloader(small_disk(64)).run([item(server, "/big.JP2")])
     assert server.requests == []
     # What is already on disk does not count again.
     (tmp_path / "big.JP2").write_bytes(server.files["/big.JP2"])

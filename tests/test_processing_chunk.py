@@ -90,25 +90,12 @@ def test_stride_larger_than_the_chunk_leaves_gaps_but_no_empty_window(qgis_app, 
     assert not [w for w in covered["_feedback"].warnings if "STRIDE" in w]
 
 
-def no_data_layout():
-    """256 x 192 px, a 3 x 4 grid of 64-px chunks: column 0 all no-data; chunk (1, 2) no-data in the
-    left half of its centre; chunk (0, 3) no-data only in an 8-px ring outside its centre."""
-    rng = np.random.default_rng(4)
-    dn = rng.integers(200, 900, size=(192, 256)).astype(np.uint16)
-    dn[:, :64] = 0
-    dn[64 + 16: 64 + 48, 128 + 16: 128 + 32] = 0
-    ring = np.zeros((64, 64), bool)
-    ring[:8, :] = ring[-8:, :] = ring[:, :8] = ring[:, -8:] = True
-    dn[0:64, 192:256][ring] = 0
-    return dn
-
-
 @pytest.mark.parametrize(
     "min_valid, dropped",
     [(0.95, {(0, 0), (1, 0), (2, 0), (1, 2)}), (0.5, {(0, 0), (1, 0), (2, 0)}), (0.0, {(0, 0), (1, 0), (2, 0)})],
 )
 def test_min_valid_drops_chunks_with_no_data_around_their_centre(qgis_app, tmp_path, min_valid, dropped):
-    path = helpers.write_geotiff(tmp_path / "holes.tif", no_data_layout(), "UInt16", helpers.default_geotransform(256, 192), helpers.mars_equirectangular_wkt(), nodata=0)
+    path = helpers.write_geotiff(tmp_path / "holes.tif", helpers.no_data_layout(), "UInt16", helpers.default_geotransform(256, 192), helpers.mars_equirectangular_wkt(), nodata=0)
     results, table = run_chunk(path, tmp_path / "kept.gpkg", MIN_VALID=min_valid)
     check_grid_layer(table, path, "holes")
     kept = {(r["row"], r["col"]) for r in table.rows}

@@ -727,12 +727,13 @@ def test_a_chunk_layer_and_probability_raster_that_would_share_a_style_file_are_
     ("ogr:dbname='{folder}/ice.gpkg' table=\"-chunks\" (geom)", "GDAL refuses the table '-chunks'"),
     ("ogr:dbname='{folder}/O'Neil/ice.gpkg' table=\"chunks\" (geom)", "whose file QGIS reads as '{folder}/O', without a vector format's extension. "
                                                                        "An apostrophe inside dbname='...' must be written \\'"),
+    ("ogr:dbname='{folder}/run0.5.gpkg' table=\"chunks\" (geom)", "QGIS takes the format of an ogr: address from all after the file name's first dot ('5.gpkg')"),
     ("{folder}/{long}.gpkg", "its name is 247 bytes long, and the files written beside it while it is made take up to 17 more, beyond this file system's 255 bytes"),
-], ids=["leading-dash", "leading-hash", "gpkg-prefix", "table", "apostrophe", "long-name"])
+], ids=["leading-dash", "leading-hash", "gpkg-prefix", "table", "apostrophe", "second-dot", "long-name"])
 def test_an_output_gdal_would_refuse_only_after_the_run_is_refused_before_it(qgis_app, tiny_model, detect_scene, tmp_path, output, said):
     """Each scored every chunk, then failed with 'the layer could not be created' and advice to close the file in another
     program: a GeoPackage layer named after a file beginning with '-', '#' or 'gpkg', an ogr: address cut at an apostrophe,
-    a name whose partial copy's SQLite journal exceeds 255 bytes."""
+    a name whose partial copy's SQLite journal exceeds 255 bytes, a second dot in an ogr: address's file name."""
     long = "л" * 120 + "ab"  # 242 bytes: the output fits, its hidden partial copy's journal does not
     given = output.format(folder=tmp_path, long=long)
     message = qs.processing_error("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": given})
@@ -746,3 +747,46 @@ def test_an_apostrophe_written_as_the_uri_asks_is_a_good_output(qgis_app, tiny_m
     results = qs.run_algorithm("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK,
                                                     "OUTPUT": f"ogr:dbname='{tmp_path}/O\\'Neil/ice.gpkg' table=\"chunks\" (geom)"})
     assert os.listdir(folder) == ["ice.gpkg"] and results["CHUNKS"] > 0
+
+
+# --- scoring parameters reach the worker -----------------------------------------------------------
+
+
+def detected(path, model, **parameters):
+    """{(row, col): probability} of Detect's chunks with these parameters."""
+    gpkg = pathlib.Path(path).with_name("_".join(["detected"] + [f"{key}{value}" for key, value in sorted(parameters.items())]).replace(".", "_") + ".gpkg")
+    qs.run_algorithm("hiriseice:detect", dict({"INPUT": str(path), "MODEL": model, "CHUNK_SIZE": CHUNK, "OUTPUT": qs.gpkg_destination(gpkg, "chunks")},
+                                              **parameters))
+    return {(row["row"], row["col"]): row["probability"] for row in qs.read_ogr(gpkg, "chunks").rows}
+
+
+def worker_detected(worker_python, path, model, *arguments):
+    chunks = helpers.run_worker(worker_python, "detect", path, "--model", model, "--chunk-size", CHUNK, *arguments).check().result["chunks"]
+    return {(chunk["row"], chunk["col"]): chunk["probability"] for chunk in chunks}
+
+
+def test_min_valid_is_the_share_detect_keeps_chunks_at(qgis_app, tiny_model, tmp_path):
+    """A MIN_VALID changed in the dialog reached no test: Detect ignoring it (scoring at 0.95 whatever was asked) passed."""
+    path = helpers.write_geotiff(tmp_path / "holes.tif", helpers.no_data_layout(), "UInt16", helpers.default_geotransform(256, 192),
+                                 helpers.mars_equirectangular_wkt(), nodata=0)
+    strict, loose = detected(path, tiny_model.path), detected(path, tiny_model.path, MIN_VALID=0.5)
+    assert set(loose) - set(strict) == {(1, 2)}  # no-data in the left half of its centre
+    assert all(strict[key] == pytest.approx(loose[key], abs=1e-6) for key in strict)
+
+
+def test_the_mirror_box_is_the_workers_tta(qgis_app, tiny_model, worker_python, detect_scene):
+    """Unticking 'Mirror test-time augmentation' reached no test: Detect passing --tta whatever was ticked passed."""
+    mirrored, plain = detected(detect_scene.path, tiny_model.path), detected(detect_scene.path, tiny_model.path, TTA=False)
+    assert mirrored == pytest.approx(worker_detected(worker_python, detect_scene.path, tiny_model.path, "--tta"), abs=1e-6)
+    assert plain == pytest.approx(worker_detected(worker_python, detect_scene.path, tiny_model.path, "--no-tta"), abs=1e-6)
+    assert max(abs(mirrored[key] - plain[key]) for key in plain) > 1e-3
+
+
+def test_band_is_the_band_detect_scores(qgis_app, tiny_model, worker_python, tmp_path):
+    """BAND reached no test of Detect: scoring band 1 whatever was asked passed; a band the raster lacks is refused first."""
+    raster = helpers.generate_raster(tmp_path, name="three_bands.tif", width=256, height=192, band_count=3, seed=5)
+    first, third = detected(raster.path, tiny_model.path, BAND=1), detected(raster.path, tiny_model.path, BAND=3)
+    assert third == pytest.approx(worker_detected(worker_python, raster.path, tiny_model.path, "--band", 3), abs=1e-6)
+    assert max(abs(first[key] - third[key]) for key in first) > 1e-3
+    said = qs.processing_error("hiriseice:detect", {"INPUT": raster.path, "MODEL": tiny_model.path, "BAND": 4, "OUTPUT": str(tmp_path / "never.gpkg")})
+    assert "Band 4 does not exist in 'three_bands', which has 3 band(s). Choose 1..3, or 0 for automatic." in said, said

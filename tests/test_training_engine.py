@@ -435,6 +435,16 @@ def test_split_groups_never_puts_a_group_on_both_sides(seed):
     check_split(groups, labels, train, validation)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_split_groups_leaves_a_group_for_training_when_one_group_is_most_of_the_chunks(seed):
+    """One small image and one of 99 chunks: the validation share is reached only by taking the large one, and then
+    (without the limit of all groups but one) the small one too, leaving nothing to train on."""
+    groups = ["a small one"] + ["b large one"] * 99
+    labels = [1] + [0, 1] * 49 + [0]
+    train, validation = splitting.split_groups(groups, labels, 0.3, seed)
+    check_split(groups, labels, train, validation)
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_split_groups_has_both_classes_on_both_sides_when_possible(seed):
     # six pure-class images: two icy, four not icy; a balanced split exists
