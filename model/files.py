@@ -238,6 +238,21 @@ def special_kind(path: str) -> str:
     return next((name for test, name in kinds if test(mode)), "")
 
 
+def is_utf8(path: str) -> bool:
+    """Whether a name is UTF-8 text; Python keeps other bytes as lone surrogates, which GDAL's
+    bindings cannot pass and a GeoPackage's text cannot record."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(path: str) -> str:
+    """A path as a message can print it, bytes that are no UTF-8 as \\x escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def special_file_message(path: str, what: str = "image") -> str:
     """Why a path that names neither a file nor a folder (a named pipe, a socket, a device) cannot be
     read as one: opening it waits for whatever writes into it, perhaps for ever. Empty for anything else."""

@@ -26,7 +26,7 @@ from osgeo import gdal
 from .averaging import (MAX_AVERAGED_HERE_PIXELS, RESAMPLING, RESOLUTION_LEVEL_DRIVERS, WHOLE_AVERAGE_TYPES, averaged_by_gdal, averaged_here,
                         block_mean, overviews_not_to_read, whole_shrink)
 from .errors import EngineError, RasterError
-from .files import special_file_message, special_kind, unreadable_file_message
+from .files import is_utf8, shown, special_file_message, special_kind, unreadable_file_message
 from .footprint import FOOTPRINT_MAX_SIDE, footprint_from_mask
 from .gdalstate import gdal_exceptions, gdal_messages, gdal_returning_none
 from .georeference import georeferencing, north_turn
@@ -270,6 +270,9 @@ class RasterSource:
     def __init__(self, path: str, band: int = 0, require_georeferencing: bool = True, overviews_skipped: Optional[str] = None):
         """overviews_skipped: None to probe the file's overviews (overviews_not_to_read); a handle() of an
         open source passes its verdict, which a probe would only repeat (it reads a window at full resolution)."""
+        if not is_utf8(path):  # GDAL's bindings would call it "not a string", and the file unreadable
+            raise RasterError(f"'{shown(path)}': its name is not UTF-8 text, which GDAL's Python bindings cannot pass. Rename it (e.g. with only "
+                              "letters, digits, '_' and '-') and run again.")
         if not os.path.exists(path) and not path.startswith("/vsi") and not os.path.exists(connection_file(path)):
             raise RasterError(f"The raster '{path}' does not exist. Check the path or load the layer again.")
         special = waiting_file_message(path) or unreadable_file_message(path)

@@ -106,14 +106,6 @@ class SurveyError(EngineError):
     code = "survey"
 
 
-def _utf8(path: str) -> bool:
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:  # bytes that are no UTF-8, kept by Python as lone surrogates
-        return False
-    return True
-
-
 @dataclass(frozen=True)
 class SurveyImage:
     image_id: str
@@ -135,8 +127,8 @@ def survey_images(sources: Sequence[str], images_folder: str = "", warn: Callabl
     files_seen: Dict[str, str] = {}  # the file itself (links followed) -> the path it was first given by
     for source in sources:
         for path in _paths_of(source, images_folder, warn):
-            if not _utf8(path):  # the GeoPackage's text cannot hold its name: writing its rows ended every run of the survey
-                warn(f"{os.fsencode(path).decode('utf-8', 'backslashreplace')} is left out: its name is not UTF-8 text, which the survey's "
+            if not files.is_utf8(path):  # the GeoPackage's text cannot hold its name: writing its rows ended every run of the survey
+                warn(f"{files.shown(path)} is left out: its name is not UTF-8 text, which the survey's "
                      "GeoPackage must record. Rename it (e.g. with only letters, digits, '_' and '-') and run the survey again.")
                 continue
             image = SurveyImage(image_id_of(path), os.path.abspath(path))

@@ -652,3 +652,17 @@ def test_an_output_name_too_long_for_what_is_written_beside_it_is_refused_before
     assert run.returncode != 0 and len(errors) == 1 and "Traceback" not in run.stderr, run.stdout[-2000:] + run.stderr[-3000:]
     assert "its name is 239 bytes long, and the files written beside it while it is made take up to" in errors[0] and "Choose a shorter file name" in errors[0], errors
     assert not [name for name in os.listdir(tmp_path) if ".gpkg" in name or "lock" in name]
+
+
+@pytest.mark.parametrize("command", ["detect", "chunk"])
+def test_a_raster_whose_name_is_not_utf8_is_told_to_be_renamed_not_called_unreadable(worker_python, tiny_model, make_raster, tmp_path, command):
+    """A good GeoTIFF named in Latin-1 (b'caf\\xe9.tif') was 'not a raster GDAL can read (not a string)'."""
+    raster = make_raster(width=128, height=128)
+    latin = os.path.join(os.fsencode(str(tmp_path)), b"caf\xe9.tif")
+    os.rename(os.fsencode(raster.path), latin)
+    given = [os.fsdecode(latin)] + (["--model", tiny_model.path] if command == "detect" else ["--chunk-size", 64])
+    run = helpers.run_worker(worker_python, command, *given)
+    errors = [m["message"] for m in run.errors]
+    assert run.returncode == 2 and len(errors) == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert errors[0] == (f"'{os.fsencode(str(tmp_path)).decode()}/caf\\xe9.tif': its name is not UTF-8 text, which GDAL's Python bindings cannot pass. "
+                         "Rename it (e.g. with only letters, digits, '_' and '-') and run again."), errors
