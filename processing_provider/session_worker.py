@@ -34,7 +34,7 @@ SESSION_ENV_VAR = "HIRISEICE_SESSION_WORKER"
 DEFAULT_IDLE_MINUTES = 10.0
 # A worker Python imports the engine before it listens: well under a second here.
 LISTEN_SECONDS = 30.0
-SOCKET_FOLDER_CHARS = 60
+SOCKET_PATH_BYTES = 107  # a Unix socket's path: 108 bytes with the NUL that ends it
 # The environment a worker's results depend on; the rest (PWD, a shell's own variables) may change
 # from one run of a loop to the next without needing another worker.
 WORKER_VARIABLES = ("HIRISEICE_", "GDAL_", "CPL_", "PROJ_", "TF_", "OMP_", "ORT_", "PYTHON", "PATH", "LD_", "DYLD_", "HOME", "XDG_CACHE_HOME")
@@ -61,22 +61,27 @@ def uses_session_worker(arguments) -> bool:
 
 
 def session_socket(python: str) -> str:
-    """This user's socket for this worker Python, plugin, engine code and worker environment."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    if len(runtime) > SOCKET_FOLDER_CHARS:  # a Unix socket's path holds at most 107 bytes
-        runtime = tempfile.gettempdir()
-    folder = os.path.join(runtime, f"hiriseice-{os.getuid()}")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    status = os.stat(folder)
-    if status.st_uid != os.getuid() or status.st_mode & 0o077:
-        raise QgsProcessingException(f"{folder} is not this user's private folder, so the session worker cannot use it: "
-                                     f"remove it, or unset {SESSION_ENV_VAR}.")
+    """This user's socket for this worker Python, plugin, engine code and worker environment: under
+    XDG_RUNTIME_DIR, else the temporary folder, else /tmp, the first where its path fits a socket's
+    107 bytes (counted in bytes: a Cyrillic folder name takes two for each letter)."""
     engine = os.path.join(PLUGIN_FOLDER, "model")
     stamps = sorted((name, os.stat(os.path.join(root, name)).st_mtime_ns) for root, _dirs, names in os.walk(engine)
                     for name in names if name.endswith(".py"))
     environment = sorted((name, value) for name, value in worker_environment().items() if name.startswith(WORKER_VARIABLES))
     key = hashlib.sha1(json.dumps([python, PLUGIN_FOLDER, stamps, environment]).encode()).hexdigest()[:12]
-    return os.path.join(folder, f"worker-{key}.sock")
+    private, name = f"hiriseice-{os.getuid()}", f"worker-{key}.sock"
+    runtimes = [runtime for runtime in (os.environ.get("XDG_RUNTIME_DIR"), tempfile.gettempdir(), "/tmp") if runtime]
+    fitting = [runtime for runtime in runtimes if len(os.fsencode(os.path.join(runtime, private, name))) <= SOCKET_PATH_BYTES]
+    if not fitting:
+        raise QgsProcessingException(f"The session worker's socket would lie too deep for a Unix socket (107 bytes) in {', '.join(runtimes)}: "
+                                     f"set TMPDIR to a short folder, or unset {SESSION_ENV_VAR}.")
+    folder = os.path.join(fitting[0], private)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    status = os.stat(folder)
+    if status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise QgsProcessingException(f"{folder} is not this user's private folder, so the session worker cannot use it: "
+                                     f"remove it, or unset {SESSION_ENV_VAR}.")
+    return os.path.join(folder, name)
 
 
 class _Connection:

@@ -316,3 +316,21 @@ def test_a_session_worker_killed_mid_job_is_said_to_have_ended_with_what_to_do(t
     assert f"ERROR:\tThe session worker (pid {killed[0]}) ended during this job without a word: it was killed (out of memory?) or crashed. " \
            "Run again: the next run starts a new one." in out, out[-3000:]
     assert not (tmp_path / "chunks.gpkg").exists() and not qs.files_named_partial(tmp_path)
+
+
+def test_the_socket_fits_in_bytes_not_letters(qgis_app, monkeypatch):
+    """An XDG_RUNTIME_DIR of 58 letters, most of them Cyrillic, is 103 bytes: it passed a check of 60 letters, and the
+    session worker stopped before it listened ('AF_UNIX path too long'); a long TMPDIR beside it was never measured."""
+    session_worker = qs.plugin_module("processing_provider.session_worker")
+    deep = pathlib.Path(tempfile.mkdtemp(prefix="ж" * 45, dir="/tmp"))
+    short = pathlib.Path(tempfile.mkdtemp(prefix="hi-", dir="/tmp"))
+    try:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
+        monkeypatch.setattr(tempfile, "tempdir", str(short))
+        path = session_worker.session_socket(sys.executable)
+        assert len(os.fsencode(path)) <= 107 and path.startswith(str(short) + os.sep), path
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(short))
+        assert session_worker.session_socket(sys.executable).startswith(str(short) + os.sep)
+    finally:
+        shutil.rmtree(short)
+        shutil.rmtree(deep)
