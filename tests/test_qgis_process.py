@@ -4,6 +4,7 @@ profile), and qgis_process with the plugin installed but no worker set up."""
 import os
 import re
 import shutil
+import subprocess
 
 import pytest
 
@@ -128,6 +129,19 @@ def test_train_writes_relative_names_in_the_folder_it_was_started_in(tiny_model,
     assert done.returncode == 0, done.stdout[-3000:]
     assert {"tuned.hiriseice", "tuned.html", "history.gpkg"} <= set(os.listdir(tmp_path)), os.listdir(tmp_path)
     assert not (qs.REPO_ROOT / "tuned.hiriseice").exists() and not (qs.REPO_ROOT / "tuned.html").exists()
+
+
+def test_a_checkout_under_a_folder_whose_name_holds_a_semicolon_is_loaded(tmp_path):
+    """QGIS splits QGIS_PLUGINPATH at ';': 'list' showed no hiriseice algorithm, and 'run' said only 'Algorithm not found!'."""
+    checkout = tmp_path / "maps;2026" / "hirise_ice_patches"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=str(qs.REPO_ROOT), capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        if not name.startswith("resources/models/"):  # 'list' needs no model
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(qs.REPO_ROOT / name, checkout / name)
+    done = subprocess.run(["bash", str(checkout / "scripts" / "qgis_process"), "list"], env=qs.qgis_process_environment(), capture_output=True,
+                          text=True, timeout=300)
+    assert "hiriseice:detect" in done.stdout, (done.stdout + done.stderr)[-3000:]
 
 
 def test_a_temporary_folder_qgis_cannot_make_is_said_before_the_worker_starts(training_data, tmp_path):
