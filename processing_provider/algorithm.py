@@ -30,7 +30,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from .destinations import (FileDestination, check_holds_mars, check_layer_name, check_not_an_input, check_outputs_apart, check_styles_apart, check_writable, cut_field_names_warning, file_destination,
-                           kept_whole, without_geometry_warning)
+                           kept_whole, percent_escape_message, without_geometry_warning)
 from .engine import errors, files, gdal_exceptions, icon_path, raster
 from .worker import TerminatedBySignal, terminating_signals_raise
 
@@ -168,6 +168,8 @@ def unloadable_layer_message(value, kind: str, context) -> str:
     missing = missing_path_message(os.path.abspath(path), "raster" if kind == "raster" else "vector")
     if missing:
         return missing
+    if kind != "raster" and percent_escape_message(path, "The layer"):
+        return percent_escape_message(os.path.abspath(path), "The layer")
     return unreadable_raster_message(path) if kind == "raster" else unreadable_vector_message(path, kind == "polygon")
 
 

@@ -4,6 +4,7 @@ when a run fails."""
 
 import contextlib
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -142,6 +143,20 @@ def check_layer_name(destination: FileDestination) -> None:
         raise _cannot_write(destination, f"GDAL refuses {given}: a GeoPackage layer's name may not begin with 'gpkg' or any of {GPKG_LAYER_NAME_START}", fix)
 
 
+# QGIS 3.22 opens a GeoPackage through SQLite with such escapes decoded, so a path holding one is a file it
+# cannot open (GDAL's own tools can): written, but never styled or loaded.
+PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def percent_escape_message(path: str, given: str) -> str:
+    """Why QGIS cannot open the GeoPackage ``path`` (``given``: what gave it, e.g. "OUTPUT"), or ""."""
+    escape = PERCENT_ESCAPE.search(path) if path.lower().endswith(".gpkg") else None
+    if not escape:
+        return ""
+    return (f"{given} is the GeoPackage {path}, whose path holds '{escape.group(0)}': QGIS reads that as an escaped character and cannot "
+            f"open the file (GDAL's own tools can). Rename the folder or file without a '%' followed by two hex digits; nothing was run.")
+
+
 def check_writable(destination: FileDestination) -> None:
     """Fail before any work when the destination cannot be written (os.access also sees
     read-only file systems and immutable folders, which hold back even root). Unlike the worker's
@@ -153,6 +168,9 @@ def check_writable(destination: FileDestination) -> None:
         raise _cannot_write(destination, f"the folder {folder} does not exist", "Create it or choose another destination")
     if os.path.isdir(destination.path):
         raise _cannot_write(destination, "that is a folder", "Give a file name")
+    escaped = percent_escape_message(destination.path, destination.parameter)
+    if escaped:
+        raise QgsProcessingException(escaped)
     too_long = files.name_too_long(destination.path)
     if too_long:
         raise _cannot_write(destination, too_long, "Choose a shorter file name")

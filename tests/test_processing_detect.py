@@ -728,12 +728,14 @@ def test_a_chunk_layer_and_probability_raster_that_would_share_a_style_file_are_
     ("ogr:dbname='{folder}/O'Neil/ice.gpkg' table=\"chunks\" (geom)", "whose file QGIS reads as '{folder}/O', without a vector format's extension. "
                                                                        "An apostrophe inside dbname='...' must be written \\'"),
     ("ogr:dbname='{folder}/run0.5.gpkg' table=\"chunks\" (geom)", "QGIS takes the format of an ogr: address from all after the file name's first dot ('5.gpkg')"),
+    ("{folder}/run%20one.gpkg", "OUTPUT is the GeoPackage {folder}/run%20one.gpkg, whose path holds '%20': QGIS reads that as an escaped character"),
     ("{folder}/{long}.gpkg", "its name is 247 bytes long, and the files written beside it while it is made take up to 17 more, beyond this file system's 255 bytes"),
-], ids=["leading-dash", "leading-hash", "gpkg-prefix", "table", "apostrophe", "second-dot", "long-name"])
+], ids=["leading-dash", "leading-hash", "gpkg-prefix", "table", "apostrophe", "second-dot", "percent-escape", "long-name"])
 def test_an_output_gdal_would_refuse_only_after_the_run_is_refused_before_it(qgis_app, tiny_model, detect_scene, tmp_path, output, said):
     """Each scored every chunk, then failed with 'the layer could not be created' and advice to close the file in another
     program: a GeoPackage layer named after a file beginning with '-', '#' or 'gpkg', an ogr: address cut at an apostrophe,
-    a name whose partial copy's SQLite journal exceeds 255 bytes, a second dot in an ogr: address's file name."""
+    a name whose partial copy's SQLite journal exceeds 255 bytes, a second dot in an ogr: address's file name; and a '%20' in
+    a GeoPackage's path was written but never styled (QGIS cannot open it)."""
     long = "л" * 120 + "ab"  # 242 bytes: the output fits, its hidden partial copy's journal does not
     given = output.format(folder=tmp_path, long=long)
     message = qs.processing_error("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": given})

@@ -525,3 +525,14 @@ def test_chunk_labels_are_read_on_the_image_they_were_drawn_on_not_on_another_of
     said = [text for text in results["_feedback"].infos if text.startswith(f"'{repeat.stem}' ({repeat.stem}): ")]
     assert len(said) == 1 and "label feature(s) over its ground were drawn on other images, as their image_id says" in said[0], results["_feedback"].infos
     assert any(f"No label feature lies over '{repeat.stem}'" in warning for warning in results["_feedback"].warnings), results["_feedback"].warnings
+
+
+def test_labels_in_a_geopackage_qgis_cannot_open_are_said_so(detected, training_data, tmp_path):
+    """A '%41' in the labels' path: QGIS said only 'Incorrect parameter value for LABELS', and printed a mesh driver's complaint."""
+    folder = tmp_path / "round%41"
+    folder.mkdir()
+    labels = folder / "labels.gpkg"
+    shutil.copyfile(detected, labels)
+    message = qs.processing_error("hiriseice:train", dict(TINY, RASTERS=[training_data.raster.path], LABELS=[str(labels)], EPOCHS=1,
+                                                           OUTPUT_MODEL=str(tmp_path / "m.hiriseice")))
+    assert f"The layer is the GeoPackage {labels}, whose path holds '%41': QGIS reads that as an escaped character and cannot open the file" in message, message
