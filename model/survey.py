@@ -302,7 +302,7 @@ class SurveyStore:
             os.makedirs(folder, exist_ok=True)
         if not os.access(folder, os.W_OK):  # SQLite writes its journal beside the file too
             raise SurveyError(f"The folder {folder} of the survey's GeoPackage cannot be written to (missing or read-only). Choose a folder you can write to.")
-        too_long = files.name_too_long(self.path)
+        too_long = files.name_too_long(self.path, survey=True)
         if too_long:
             raise SurveyError(f"The survey's GeoPackage {self.path} cannot be written: {too_long}. Choose a shorter file name.")
         self._claim = files.Claim(self.path + ".survey-lock", f"Another survey is writing {self.path}. Wait for it to finish (a rerun then resumes it), "
@@ -468,7 +468,7 @@ def dask_client(scheduler: str = "", workers: int = 0, reporter: Reporter = None
 
     reporter = reporter or SilentReporter()
     if scheduler:
-        with _scheduler_client(scheduler) as client:
+        with _scheduler_client(scheduler) as client, _dask_logs_quiet():
             reporter.log(f"Dask cluster at {scheduler}: {len(client.scheduler_info()['workers'])} workers")
             _check_workers(client, scheduler)
             yield client, 0
@@ -535,19 +535,35 @@ def _scheduler_client(scheduler: str):
 WORKER_MODULES = ("model", "tensorflow", "keras", "osgeo")
 
 
-def _check_workers(client, scheduler: str) -> None:
-    """SurveyError where a connected worker's Python lacks what surveying needs (asked with a builtin,
-    which a worker without the plugin can still unpack)."""
+def _check_workers(client, scheduler: str, workers: Optional[List[str]] = None, surveyed: str = "Nothing was surveyed.") -> None:
+    """SurveyError where a worker's Python (of ``workers``, default every one connected) lacks what
+    surveying needs; asked with a builtin, which a worker without the plugin can still unpack."""
     probe = f"[name for name in {WORKER_MODULES!r} if __import__('importlib.util').util.find_spec(name) is None]"
     try:
-        missing = client.run(eval, probe)
+        missing = client.run(eval, probe, workers=workers)
     except Exception:  # noqa: BLE001 - workers gone meanwhile: the survey's own watch says so
         return
     lacking = {worker: names for worker, names in missing.items() if names}
     if lacking:
         worker, names = next(iter(lacking.items()))
         raise SurveyError(f"{len(lacking)} of the {len(missing)} Dask workers at {scheduler} cannot survey: their Python lacks "
-                          f"{', '.join(names)} (worker {worker}). {START_WORKERS[0].upper() + START_WORKERS[1:]}. Nothing was surveyed.")
+                          f"{', '.join(names)} (worker {worker}). {START_WORKERS[0].upper() + START_WORKERS[1:]}. {surveyed}")
+
+
+@contextlib.contextmanager
+def _dask_logs_quiet():
+    """Dask's client logs nothing below CRITICAL inside the block: a lost scheduler made it print its
+    reconnection attempts and two tracebacks before the survey's own one line (SurveyError)."""
+    names = [name for name in logging.root.manager.loggerDict if name.split(".")[0] in ("distributed", "asyncio", "tornado")]
+    loggers = [logging.getLogger(name) for name in sorted(set(names) | {"distributed", "asyncio", "tornado"})]  # Dask's config sets some apart
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -603,7 +619,8 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
                 futures = {client.submit(survey_image, image, model_path, task_options, tensorflow_threads, (name, version), pure=False): image for image in todo}
                 kept = "The images recorded before are kept; run the survey again to resume it."
                 try:
-                    for finished, (future, outcome) in enumerate(_outcomes(client, futures, 60.0 * image_minutes, KilledWorker, reporter.warning), start=1):
+                    outcomes = _outcomes(client, futures, 60.0 * image_minutes, KilledWorker, reporter.warning, scheduler)
+                    for finished, (future, outcome) in enumerate(outcomes, start=1):
                         store.record(outcome, name, version)
                         counts[outcome["status"]] += 1
                         _report_outcome(reporter, outcome, finished, len(todo))
@@ -617,8 +634,8 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
                     raise
                 except ClusterLost as lost:
                     where = f"the Dask scheduler at {scheduler}" if scheduler else "the local Dask cluster"
-                    raise SurveyError(f"Lost {where} mid-survey ({type(lost.args[0]).__name__}). {'Restart the cluster, then' if scheduler else 'Then'} "
-                                      f"run the survey again: {kept[0].lower() + kept[1:]}") from None
+                    raise SurveyError(f"Lost {where} mid-survey ({type(lost.args[0]).__name__}). {'Restart the cluster: t' if scheduler else 'T'}he images "
+                                      "recorded before are kept; run the survey again to resume it.") from None
         else:
             reporter.progress(1.0)
     finally:
@@ -642,31 +659,39 @@ class ClusterLost(Exception):
     """The scheduler went away while the survey waited on it (the cause is Dask's own error)."""
 
 
-def _outcomes(client, futures: Dict, limit_s: float, killed_worker, warn: Callable[[str], None] = lambda message: None) -> Iterator:
+def _outcomes(client, futures: Dict, limit_s: float, killed_worker, warn: Callable[[str], None] = lambda message: None, scheduler: str = "") -> Iterator:
     """(future, outcome) of each image as it ends. An image a worker has run for more than limit_s
     (0: no limit) is given up: its task is cancelled and its worker restarted, since nothing stops a
     read that never returns but the process it runs in. Each attempt's time counts from when the
     survey first hears that a worker started it (_say_started), within WATCH_S: an image whose
     worker died (out of memory) is tried again by Dask, and its retry gets a clock of its own, which
-    does not run while it waits for a worker. A cluster with no worker for NO_WORKER_S stops the
-    survey (its tasks would wait for ever); a scheduler gone raises ClusterLost."""
+    does not run while it waits for a worker. A cluster whose workers are all gone for NO_WORKER_S
+    stops the survey (its tasks would wait for ever); one that never had a worker is waited for, with a
+    warning (a batch queue may start them hours later); each worker that joins a scheduler's cluster is
+    checked as those at the start were; a scheduler gone raises ClusterLost."""
     from distributed import wait
 
     pending = set(futures)
     clocks: Dict[str, Tuple[float, str]] = {}  # key -> (when its attempt was first seen started, on which worker)
     attempts: Dict[str, int] = {}  # key -> its starts heard of so far
     without_workers: List[Optional[float]] = [None]  # since when no worker has been connected
+    seen = set(client.scheduler_info().get("workers") or ())  # checked as the survey started
+    start_them = START_WORKERS if scheduler else "its worker processes did not start again (too little memory? give fewer --workers)"
 
     def given_up() -> List[Tuple[object, float, str]]:
         """(future, since when it ran, what became of its worker) of each image past its time limit, cancelled."""
-        if client.scheduler_info().get("workers"):
+        workers = set(client.scheduler_info().get("workers") or ())
+        if scheduler and workers - seen:
+            _check_workers(client, scheduler, sorted(workers - seen), "The images recorded before are kept; run the survey again to resume it.")
+        if workers:
             without_workers[0] = None
         elif without_workers[0] is None:
             without_workers[0] = time.monotonic()
-            warn(f"No Dask worker is connected: the survey waits {NO_WORKER_S / 60:g} min for one; {START_WORKERS}.")
-        elif time.monotonic() - without_workers[0] > NO_WORKER_S:
-            raise SurveyError(f"No Dask worker was connected for {NO_WORKER_S / 60:g} min, so {len(pending)} images were left: {START_WORKERS}, "
-                              "or leave the scheduler empty for a local cluster. The images recorded before are kept; run the survey again to resume it.")
+            warn(f"No Dask worker is connected: the survey waits for one{'' if seen else ' (a batch queue may take a while)'}; {start_them}.")
+        elif seen and time.monotonic() - without_workers[0] > NO_WORKER_S:
+            raise SurveyError(f"The Dask workers were all gone for {NO_WORKER_S / 60:g} min, so {len(pending)} images were left: {start_them}. "
+                              "The images recorded before are kept; run the survey again to resume it.")
+        seen.update(workers)
         if not limit_s:
             return []
         now = time.monotonic()

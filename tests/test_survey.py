@@ -796,10 +796,10 @@ def start(*command, env=bare):
     return subprocess.Popen([dask, *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def attempt(case, scheduler, reporter=None):
+def attempt(case, scheduler, reporter=None, options=None):
     started = time.monotonic()
     try:
-        survey.survey([folder], os.path.join(out, case + ".gpkg"), model, DetectOptions(), scheduler=scheduler, reporter=reporter or Reporter())
+        survey.survey([folder], os.path.join(out, case + ".gpkg"), model, options or DetectOptions(), scheduler=scheduler, reporter=reporter or Reporter())
         said[case] = "surveyed"
     except survey.SurveyError as exc:
         said[case] = str(exc)
@@ -815,11 +815,34 @@ attempt("a web server", f"tcp://127.0.0.1:{web.server_port}")
 address = f"tcp://127.0.0.1:{port}"
 scheduler = start("scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard", env=dict(bare, PYTHONPATH=plugin))
 time.sleep(3)
-attempt("no worker", address)
 worker = start("worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny")  # without the plugin on its path
 time.sleep(4)
 attempt("a worker without the plugin", address)
 worker.kill()
+worker.wait()
+time.sleep(2)
+
+
+class Warnings(Reporter):
+    def warning(self, message):
+        super().warning(message)
+        said.setdefault("warnings", []).append(message)
+
+
+queued = []  # a batch queue's worker, started a while after the survey
+threading.Timer(8.0, lambda: queued.append(start("worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny",
+                                                 env=dict(bare, PYTHONPATH=plugin)))).start()
+attempt("workers from a queue", address, Warnings())
+
+
+class KillTheWorker(Reporter):
+    def log(self, message):
+        super().log(message)
+        if message.startswith("[1/"):
+            queued[0].kill()
+
+
+attempt("the workers gone", address, KillTheWorker(), DetectOptions(stride=8))  # seconds an image: two are left when the worker dies
 worker = start("worker", address, "--nthreads", "1", "--no-dashboard", env=dict(bare, PYTHONPATH=plugin))
 time.sleep(4)
 
@@ -832,7 +855,7 @@ class LoseTheScheduler(Reporter):
 
 
 attempt("the scheduler lost", address, LoseTheScheduler())
-for process in (worker, scheduler):
+for process in [worker, scheduler] + queued:
     process.kill()
     process.wait()
 print(json.dumps({"said": said, "took": took}))
@@ -840,9 +863,10 @@ print(json.dumps({"said": said, "took": took}))
 
 
 def test_a_cluster_that_cannot_survey_is_said_so_not_waited_on_for_ever(worker_python, tiny_model, tmp_path):
-    """A scheduler without workers, or with workers whose Python lacks the plugin (they died at their first task),
+    """A cluster whose workers were all gone, or whose workers' Python lacks the plugin (they died at their first task),
     waited for ever in silence; a web server's port, or the dashboard's, waited past Dask's own timeout; 'foo bar' and an
-    http:// address, and a scheduler killed mid-survey, ended in tracebacks."""
+    http:// address, and a scheduler killed mid-survey, ended in tracebacks. A cluster whose workers a batch queue starts
+    later is waited for, with a warning."""
     import socket
 
     folder = tmp_path / "images"
@@ -860,10 +884,13 @@ def test_a_cluster_that_cannot_survey_is_said_so_not_waited_on_for_ever(worker_p
     assert said["a web address"].startswith("The Dask scheduler address 'http://127.0.0.1:")
     assert "(something answers there, but not as a Dask scheduler, within 8 s)" in said["a web server"] and took["a web server"] < 30, result
     assert "8787 is its dashboard" in said["a web server"]
-    assert said["no worker"].startswith("No Dask worker was connected for 0.1 min, so 3 images were left: start workers with the plugin's worker Python")
     assert said["a worker without the plugin"].startswith(f"1 of the 1 Dask workers at tcp://127.0.0.1:{port} cannot survey: their Python lacks model"), said
-    assert said["the scheduler lost"].startswith(f"Lost the Dask scheduler at tcp://127.0.0.1:{port} mid-survey (") and \
-        said["the scheduler lost"].endswith("run the survey again: the images recorded before are kept; run the survey again to resume it."), said
+    assert said["workers from a queue"] == "surveyed" and took["workers from a queue"] > 8, result
+    assert said["warnings"][0].startswith("No Dask worker is connected: the survey waits for one (a batch queue may take a while); start workers"), said
+    assert said["the workers gone"].startswith("The Dask workers were all gone for 0.1 min, so 2 images were left: start workers with the plugin's"), said
+    assert said["the scheduler lost"] == (f"Lost the Dask scheduler at tcp://127.0.0.1:{port} mid-survey ({said['the scheduler lost'].split('(')[1].split(')')[0]}). "
+                                          "Restart the cluster: the images recorded before are kept; run the survey again to resume it."), said
+    assert "Traceback" not in done.stderr and "Failed to reconnect" not in done.stderr, done.stderr[-3000:]
 
 
 def test_ctrl_c_in_a_terminal_stops_a_local_survey_quietly_beside_another_clusters_dashboard(worker_python, tiny_model, tmp_path):
