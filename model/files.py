@@ -153,21 +153,23 @@ def remove_quietly(paths: Iterable[str]) -> List[str]:
     return removed
 
 
-# What is written beside an output while it is made: its hidden partial copy, SQLite's journal of
-# that copy (a GeoPackage), and a survey's lock.
-BESIDE_AN_OUTPUT = ("{partial}-journal", "{name}.survey-lock")
+# SQLite databases, which keep a journal beside the file they write (the GeoPackage's partial copy's).
+WITH_A_JOURNAL = (".gpkg", ".sqlite", ".db")
 
 
-def name_too_long(path: str) -> str:
+def name_too_long(path: str, survey: bool = False) -> str:
     """Why the files written beside ``path`` while it is made cannot have their names here, or "":
-    each must fit the file system's limit on a name (255 bytes on most), which the output's own may
-    fit and they not, so that the run would fail only after its work."""
+    its hidden partial copy, that copy's SQLite journal (a GeoPackage) and a survey's lock
+    (``survey``) must each fit the file system's limit on a name (255 bytes on most), which the
+    output's own may fit and they not, so that the run would fail only after its work."""
     folder, name = os.path.split(os.path.abspath(path))
     try:
         limit = os.pathconf(folder, "PC_NAME_MAX") if os.path.isdir(folder) else 255
     except (OSError, ValueError):
         limit = 255
-    longest = max(len(os.fsencode(pattern.format(partial=os.path.basename(partial_path(path)), name=name))) for pattern in BESIDE_AN_OUTPUT)
+    partial = os.path.basename(partial_path(path))
+    beside = [partial] + ([partial + "-journal"] if name.lower().endswith(WITH_A_JOURNAL) else []) + ([name + ".survey-lock"] if survey else [])
+    longest = max(len(os.fsencode(other)) for other in beside)
     if longest <= limit:
         return ""
     return (f"its name is {len(os.fsencode(name))} bytes long, and the files written beside it while it is made take up to {longest - len(os.fsencode(name))} "

@@ -215,7 +215,7 @@ class WorkerInstaller(QDialog):
         return button
 
     def _browse_base(self):
-        path, _ = QFileDialog.getOpenFileName(self, "A Python 3.11 or 3.12 (with GDAL) to make the worker from")
+        path, _ = QFileDialog.getOpenFileName(self, f"A Python {'.'.join(map(str, worker_setup.OLDEST_PYTHON))} to {'.'.join(map(str, worker_setup.NEWEST_PYTHON))} (with GDAL) to make the worker from")
         if path:
             self.base_box.setEditText(path)
 

@@ -16,10 +16,12 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-# tensorflow-cpu 2.21 has wheels for Python 3.10-3.13 (numpy 1.26.4 up to 3.12, numpy 2.2.6 on 3.13:
-# requirements-worker.txt), and the pinned onnxruntime, tornado, importlib_metadata and lazy-importer need 3.11.
-OLDEST_PYTHON = (3, 11)
-NEWEST_PYTHON = (3, 13)
+try:
+    from ..model import WORKER_PYTHONS
+except ImportError:  # plugin imported as a top-level package (tests, scripts)
+    from model import WORKER_PYTHONS
+
+OLDEST_PYTHON, NEWEST_PYTHON = WORKER_PYTHONS
 
 # Printed by the base Python before anything is made: its version, whether it can make a venv, its GDAL.
 PROBE = (

@@ -38,7 +38,7 @@ def file_destination(parameter: str, destination: str, vector: bool = False) -> 
         return None
     if destination.startswith("ogr:"):
         uri = QgsDataSourceUri(destination[len("ogr:"):])
-        path = os.path.abspath(uri.database())
+        path = os.path.abspath(uri.database() or destination[len("ogr:"):])  # ogr:PATH, without dbname=, is the file itself
         if not QgsVectorFileWriter.driverForExtension(os.path.splitext(path)[1].lstrip(".")):
             # QGIS reads dbname='...' up to its first unescaped apostrophe: O'Neil/ice.gpkg is read as O
             raise QgsProcessingException(
@@ -131,6 +131,13 @@ def check_not_an_input(destination: FileDestination, read: Iterable) -> None:
 GPKG_LAYER_NAME_START = "!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~"
 
 
+def acceptable_layer_name(name: str) -> str:
+    """``name`` without what GDAL refuses at the start of a GeoPackage layer's name ("chunks" where nothing is left)."""
+    while name[:1] in GPKG_LAYER_NAME_START and name or name.startswith("gpkg"):
+        name = name[4:] if name.startswith("gpkg") else name[1:]
+    return name or "chunks"
+
+
 def check_layer_name(destination: FileDestination) -> None:
     """A layer written to a GeoPackage takes the table's name or, with none, the file's (QGIS's
     writer): refused before any work where GDAL would refuse it after the whole run."""
@@ -139,7 +146,7 @@ def check_layer_name(destination: FileDestination) -> None:
     name = destination.table or os.path.splitext(os.path.basename(destination.path))[0]
     if name[:1] in GPKG_LAYER_NAME_START or name.startswith("gpkg"):
         given = f"the table '{name}'" if destination.table else f"'{name}', the file's name, as QGIS names the layer"
-        fix = "Name another table" if destination.table else f"Rename the file (e.g. '{name.lstrip(GPKG_LAYER_NAME_START).replace('gpkg', '', 1) or 'chunks'}.gpkg')"
+        fix = "Name another table" if destination.table else f"Rename the file (e.g. '{acceptable_layer_name(name)}.gpkg')"
         raise _cannot_write(destination, f"GDAL refuses {given}: a GeoPackage layer's name may not begin with 'gpkg' or any of {GPKG_LAYER_NAME_START}", fix)
 
 

@@ -13,10 +13,10 @@ import os
 
 try:
     from ..model import (__version__ as ENGINE_VERSION, chunking, errors, files, gdalstate, georeference, grid, imagechecks, modelfile, network, raster,
-                         rules, schema, training)
+                         rules, schema, training, worker_pythons_text)
 except ImportError:  # processing_provider imported as a top-level package
     from model import (__version__ as ENGINE_VERSION, chunking, errors, files, gdalstate, georeference, grid, imagechecks, modelfile,  # noqa: F401
-                       network, raster, rules, schema, training)
+                       network, raster, rules, schema, training, worker_pythons_text)
 
 gdal_exceptions = gdalstate.gdal_exceptions
 

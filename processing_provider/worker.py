@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsSettings
 
-from .engine import PLUGIN_FOLDER, files
+from .engine import PLUGIN_FOLDER, files, worker_pythons_text
 
 partial_path = files.partial_path
 
@@ -451,7 +451,7 @@ def python_unfit(tail: str, python: str) -> str:
         return (f"Its Python ({python}) lacks the package {missing.group(1)}: it is not the worker's venv, or that venv is "
                 f"incomplete. {how_to_install()} Its error output ends: {tail.splitlines()[-1].strip()}")
     if "SyntaxError" in tail:  # a Python 2, or a Python 3 too old for the engine's code
-        return (f"Its Python ({python}) cannot read the engine's code: the worker needs Python 3.11 or 3.12. {how_to_install()} "
+        return (f"Its Python ({python}) cannot read the engine's code: the worker needs Python {worker_pythons_text()}. {how_to_install()} "
                 f"Its error output ends: {tail.splitlines()[-1].strip()}")
     return ""
 

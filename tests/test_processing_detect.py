@@ -724,13 +724,14 @@ def test_a_chunk_layer_and_probability_raster_that_would_share_a_style_file_are_
     ("{folder}/-lead.gpkg", "GDAL refuses '-lead', the file's name, as QGIS names the layer: a GeoPackage layer's name may not begin with 'gpkg' or any of"),
     ("{folder}/#1.gpkg", "GDAL refuses '#1', the file's name, as QGIS names the layer"),
     ("{folder}/gpkg_run.gpkg", "GDAL refuses 'gpkg_run', the file's name, as QGIS names the layer"),
+    ("{folder}/gpkg-.ice.gpkg", "Rename the file (e.g. 'ice.gpkg')"),
     ("ogr:dbname='{folder}/ice.gpkg' table=\"-chunks\" (geom)", "GDAL refuses the table '-chunks'"),
     ("ogr:dbname='{folder}/O'Neil/ice.gpkg' table=\"chunks\" (geom)", "whose file QGIS reads as '{folder}/O', without a vector format's extension. "
                                                                        "An apostrophe inside dbname='...' must be written \\'"),
     ("ogr:dbname='{folder}/run0.5.gpkg' table=\"chunks\" (geom)", "QGIS takes the format of an ogr: address from all after the file name's first dot ('5.gpkg')"),
     ("{folder}/run%20one.gpkg", "OUTPUT is the GeoPackage {folder}/run%20one.gpkg, whose path holds '%20': QGIS reads that as an escaped character"),
     ("{folder}/{long}.gpkg", "its name is 247 bytes long, and the files written beside it while it is made take up to 17 more, beyond this file system's 255 bytes"),
-], ids=["leading-dash", "leading-hash", "gpkg-prefix", "table", "apostrophe", "second-dot", "percent-escape", "long-name"])
+], ids=["leading-dash", "leading-hash", "gpkg-prefix", "renamed-acceptably", "table", "apostrophe", "second-dot", "percent-escape", "long-name"])
 def test_an_output_gdal_would_refuse_only_after_the_run_is_refused_before_it(qgis_app, tiny_model, detect_scene, tmp_path, output, said):
     """Each scored every chunk, then failed with 'the layer could not be created' and advice to close the file in another
     program: a GeoPackage layer named after a file beginning with '-', '#' or 'gpkg', an ogr: address cut at an apostrophe,
@@ -743,11 +744,15 @@ def test_an_output_gdal_would_refuse_only_after_the_run_is_refused_before_it(qgi
     assert os.listdir(tmp_path) == []
 
 
-def test_an_apostrophe_written_as_the_uri_asks_is_a_good_output(qgis_app, tiny_model, detect_scene, tmp_path):
+@pytest.mark.parametrize("address", ["ogr:dbname='{folder}/O\\'Neil/ice.gpkg' table=\"chunks\" (geom)", "ogr:{folder}/O'Neil/ice.gpkg"],
+                         ids=["apostrophe-escaped", "ogr-path"])
+def test_ogr_addresses_qgis_writes_are_good_outputs(qgis_app, tiny_model, detect_scene, tmp_path, address):
+    """An apostrophe escaped as the URI asks; and ogr:PATH, without dbname=, which QGIS writes as that file (it was
+    refused as the current folder, with advice about apostrophes)."""
     folder = tmp_path / "O'Neil"
     folder.mkdir()
     results = qs.run_algorithm("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK,
-                                                    "OUTPUT": f"ogr:dbname='{tmp_path}/O\\'Neil/ice.gpkg' table=\"chunks\" (geom)"})
+                                                    "OUTPUT": address.format(folder=tmp_path)})
     assert os.listdir(folder) == ["ice.gpkg"] and results["CHUNKS"] > 0
 
 

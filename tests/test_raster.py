@@ -1176,10 +1176,15 @@ print(json.dumps({"numpy": np.__version__, "differ": differ}))
 """
 
 
-def test_a_chunk_is_stretched_in_its_own_float_type_under_the_workers_numpy(worker_python):
+@pytest.mark.parametrize("promotion", ["legacy", "weak"])
+def test_a_chunk_is_stretched_in_its_own_float_type_under_numpy_1_and_2(worker_python, promotion):
     """numpy 2 (the worker's on Python 3.13) promotes float32 data minus a float64 percentile to float64, and 2 of these
-    819,200 pixels became another 8-bit value than numpy 1 gives and the models were trained on."""
-    done = helpers.run_worker_snippet(worker_python, STRETCH_IN_ITS_OWN_TYPE)
+    819,200 pixels became another 8-bit value than numpy 1 gives and the models were trained on. numpy 1.26 takes numpy 2's
+    rule ("weak" promotion, NEP 50) from NPY_PROMOTION_STATE; numpy 2 has no other."""
+    import subprocess
+
+    environment = dict(helpers.worker_env(), NPY_PROMOTION_STATE=promotion)
+    done = subprocess.run([worker_python, "-c", STRETCH_IN_ITS_OWN_TYPE], cwd=str(helpers.REPO_ROOT), env=environment, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     said = json.loads(done.stdout.strip().splitlines()[-1])
     assert said["differ"] == 0, said

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import subprocess
 import zipfile
 from dataclasses import dataclass
 
@@ -245,12 +246,22 @@ def test_detect_without_jsonl_prints_for_people(scene, tiny_model, worker_python
 # --- info ---------------------------------------------------------------------------------------
 
 
+def pinned_numpy(worker_python) -> str:
+    """The numpy requirements-worker.txt pins for the worker's Python, its markers read as pip reads them there."""
+    from packaging.requirements import Requirement
+
+    version = subprocess.run([worker_python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True).stdout.strip()
+    lines = (helpers.REPO_ROOT / "requirements-worker.txt").read_text(encoding="utf-8").splitlines()
+    requirements = [Requirement(line.split("#", 1)[0]) for line in lines if line.startswith("numpy==")]
+    (pin,) = [r for r in requirements if r.marker is None or r.marker.evaluate({"python_version": version, "python_full_version": version + ".0"})]
+    return str(pin.specifier).lstrip("=")
+
+
 def test_info_reports_versions_device_and_model(tiny_model, worker_python):
     run = helpers.run_worker(worker_python, "info", "--model", tiny_model.path).check()
     info = run.result
     assert info["engine"] == model.__version__
-    pinned = re.findall(r"^numpy==([\d.]+)", (helpers.REPO_ROOT / "requirements-worker.txt").read_text(encoding="utf-8"), flags=re.M)
-    assert re.match(r"\d+\.\d+", info["tensorflow"]) and re.match(r"\d+\.\d+", info["keras"]) and info["numpy"] in pinned, (info, pinned)
+    assert re.match(r"\d+\.\d+", info["tensorflow"]) and re.match(r"\d+\.\d+", info["keras"]) and info["numpy"] == pinned_numpy(worker_python), info
     assert info["gdal"] == gdal.__version__  # the worker sees Debian's GDAL
     assert info["device"] == "CPU" or info["device"].startswith("GPU")
     assert info["model"] == modelfile.read_metadata(tiny_model.path)
@@ -666,3 +677,14 @@ def test_a_raster_whose_name_is_not_utf8_is_told_to_be_renamed_not_called_unread
     assert run.returncode == 2 and len(errors) == 1, run.stdout[-2000:] + run.stderr[-2000:]
     assert errors[0] == (f"'{os.fsencode(str(tmp_path)).decode()}/caf\\xe9.tif': its name is not UTF-8 text, which GDAL's Python bindings cannot pass. "
                          "Rename it (e.g. with only letters, digits, '_' and '-') and run again."), errors
+
+
+def test_only_the_files_an_output_really_has_beside_it_count_toward_its_name(tmp_path):
+    """A 240-byte report name was refused for a SQLite journal and a survey lock that only GeoPackages and surveys have."""
+    from model import files
+
+    stem = "a" * 235
+    assert files.name_too_long(str(tmp_path / (stem + ".html"))) == ""  # its partial copy, 249 bytes, fits
+    assert "take up to 17 more, beyond this file system's 255 bytes" in files.name_too_long(str(tmp_path / (stem + ".gpkg")))
+    assert files.name_too_long(str(tmp_path / ("b" * 240 + ".tif"))) == ""  # 253 bytes: a GeoTIFF has no journal
+    assert "take up to 12 more" in files.name_too_long(str(tmp_path / ("c" * 240 + ".tif")), survey=True)

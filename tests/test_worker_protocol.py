@@ -106,3 +106,12 @@ def test_an_error_status_without_a_message_says_so(run_with):
 def test_the_engines_error_message_is_passed_on_alone(run_with):
     exc, feedback = run_with("echo '{\"type\": \"error\", \"code\": \"raster\", \"message\": \"The raster is damaged. Download it again.\"}'\nexit 2")
     assert str(exc) == "The raster is damaged. Download it again." and feedback.errors == []
+
+
+def test_a_python_too_old_for_the_engine_is_told_the_versions_the_installer_takes(qgis_app):
+    """The message said 'Python 3.11 or 3.12' after the installer had come to take 3.13 as well."""
+    worker = qs.plugin_module("processing_provider.worker")
+    setup = qs.plugin_module("plugin.worker_setup")
+    said = worker.python_unfit("  File \"model/__main__.py\", line 3\nSyntaxError: invalid syntax", "/usr/bin/python2")
+    versions = f"{'.'.join(map(str, setup.OLDEST_PYTHON))} to {'.'.join(map(str, setup.NEWEST_PYTHON))}"
+    assert f"Its Python (/usr/bin/python2) cannot read the engine's code: the worker needs Python {versions}." in said and versions == "3.11 to 3.13", said
