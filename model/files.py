@@ -168,7 +168,8 @@ def name_too_long(path: str, survey: bool = False) -> str:
     except (OSError, ValueError):
         limit = 255
     partial = os.path.basename(partial_path(path))
-    beside = [partial] + ([partial + "-journal"] if name.lower().endswith(WITH_A_JOURNAL) else []) + ([name + ".survey-lock"] if survey else [])
+    journal = survey or name.lower().endswith(WITH_A_JOURNAL)  # a survey's output is a GeoPackage whatever its name
+    beside = [partial] + ([partial + "-journal"] if journal else []) + ([name + ".survey-lock"] if survey else [])
     longest = max(len(os.fsencode(other)) for other in beside)
     if longest <= limit:
         return ""

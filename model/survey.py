@@ -462,16 +462,16 @@ class SurveyStore:
 
 @contextlib.contextmanager
 def dask_client(scheduler: str = "", workers: int = 0, reporter: Reporter = None):
-    """(Dask client, TensorFlow threads per worker): an existing cluster's scheduler when given,
-    else a LocalCluster of `workers` processes (0: one per core), one task at a time each."""
+    """(Dask client, TensorFlow threads per worker, the workers checked as it started): an existing
+    cluster's scheduler when given, else a LocalCluster of `workers` processes (0: one per core), one
+    task at a time each."""
     from distributed import Client, LocalCluster
 
     reporter = reporter or SilentReporter()
     if scheduler:
-        with _scheduler_client(scheduler) as client, _dask_logs_quiet():
+        with _dask_logs_quiet(), _scheduler_client(scheduler) as client:  # quiet until the client is closed too
             reporter.log(f"Dask cluster at {scheduler}: {len(client.scheduler_info()['workers'])} workers")
-            _check_workers(client, scheduler)
-            yield client, 0
+            yield client, 0, _check_workers(client, scheduler)
         return
     cores = os.cpu_count() or 1
     workers = workers or cores
@@ -482,7 +482,7 @@ def dask_client(scheduler: str = "", workers: int = 0, reporter: Reporter = None
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
     with cluster, Client(cluster) as client:
         reporter.log(f"local Dask cluster: {workers} worker processes on {cores} cores ({cluster.scheduler_address})")
-        yield client, max(1, cores // workers)
+        yield client, max(1, cores // workers), set(client.scheduler_info().get("workers") or ())
 
 
 # How long a scheduler has to answer as one (Dask's own timeout does not cover its handshake), and
@@ -535,19 +535,21 @@ def _scheduler_client(scheduler: str):
 WORKER_MODULES = ("model", "tensorflow", "keras", "osgeo")
 
 
-def _check_workers(client, scheduler: str, workers: Optional[List[str]] = None, surveyed: str = "Nothing was surveyed.") -> None:
-    """SurveyError where a worker's Python (of ``workers``, default every one connected) lacks what
-    surveying needs; asked with a builtin, which a worker without the plugin can still unpack."""
+def _check_workers(client, scheduler: str, workers: Optional[List[str]] = None, surveyed: str = "Nothing was surveyed.") -> Set[str]:
+    """The workers asked (``workers``, default every one connected); SurveyError where one's Python
+    lacks what surveying needs. Asked with a builtin, which a worker without the plugin can still unpack."""
     probe = f"[name for name in {WORKER_MODULES!r} if __import__('importlib.util').util.find_spec(name) is None]"
     try:
         missing = client.run(eval, probe, workers=workers)
     except Exception:  # noqa: BLE001 - workers gone meanwhile: the survey's own watch says so
-        return
+        return set(workers or ())
     lacking = {worker: names for worker, names in missing.items() if names}
     if lacking:
         worker, names = next(iter(lacking.items()))
-        raise SurveyError(f"{len(lacking)} of the {len(missing)} Dask workers at {scheduler} cannot survey: their Python lacks "
-                          f"{', '.join(names)} (worker {worker}). {START_WORKERS[0].upper() + START_WORKERS[1:]}. {surveyed}")
+        which = (f"{len(lacking)} of the {len(missing)} Dask workers at {scheduler} cannot survey: their" if workers is None else
+                 f"{len(lacking)} Dask worker(s) that joined the cluster at {scheduler} cannot survey: their")
+        raise SurveyError(f"{which} Python lacks {', '.join(names)} (worker {worker}). {START_WORKERS[0].upper() + START_WORKERS[1:]}. {surveyed}")
+    return set(missing)
 
 
 @contextlib.contextmanager
@@ -613,13 +615,13 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
         reporter.log(f"{len(images)} images: {len(images) - len(todo)} already done with model {name} {version}, {len(todo)} to survey into {store.path}")
         counts = {"images": len(images), "skipped": len(images) - len(todo), DONE: 0, FAILED: 0}
         if todo:
-            with dask_client(scheduler, workers, reporter) as (client, tensorflow_threads):
+            with dask_client(scheduler, workers, reporter) as (client, tensorflow_threads, checked):
                 # A local cluster's workers share the cores: each reads its raster on its share only.
                 task_options = dataclasses.replace(options, readers=tensorflow_threads) if tensorflow_threads else options
                 futures = {client.submit(survey_image, image, model_path, task_options, tensorflow_threads, (name, version), pure=False): image for image in todo}
                 kept = "The images recorded before are kept; run the survey again to resume it."
                 try:
-                    outcomes = _outcomes(client, futures, 60.0 * image_minutes, KilledWorker, reporter.warning, scheduler)
+                    outcomes = _outcomes(client, futures, 60.0 * image_minutes, KilledWorker, reporter.warning, scheduler, checked)
                     for finished, (future, outcome) in enumerate(outcomes, start=1):
                         store.record(outcome, name, version)
                         counts[outcome["status"]] += 1
@@ -659,7 +661,8 @@ class ClusterLost(Exception):
     """The scheduler went away while the survey waited on it (the cause is Dask's own error)."""
 
 
-def _outcomes(client, futures: Dict, limit_s: float, killed_worker, warn: Callable[[str], None] = lambda message: None, scheduler: str = "") -> Iterator:
+def _outcomes(client, futures: Dict, limit_s: float, killed_worker, warn: Callable[[str], None] = lambda message: None, scheduler: str = "",
+              checked: Optional[Set[str]] = None) -> Iterator:
     """(future, outcome) of each image as it ends. An image a worker has run for more than limit_s
     (0: no limit) is given up: its task is cancelled and its worker restarted, since nothing stops a
     read that never returns but the process it runs in. Each attempt's time counts from when the
@@ -675,7 +678,7 @@ def _outcomes(client, futures: Dict, limit_s: float, killed_worker, warn: Callab
     clocks: Dict[str, Tuple[float, str]] = {}  # key -> (when its attempt was first seen started, on which worker)
     attempts: Dict[str, int] = {}  # key -> its starts heard of so far
     without_workers: List[Optional[float]] = [None]  # since when no worker has been connected
-    seen = set(client.scheduler_info().get("workers") or ())  # checked as the survey started
+    seen = set(client.scheduler_info().get("workers") or ()) if checked is None else set(checked)  # checked as the survey started
     start_them = START_WORKERS if scheduler else "its worker processes did not start again (too little memory? give fewer --workers)"
 
     def given_up() -> List[Tuple[object, float, str]]:
@@ -687,7 +690,8 @@ def _outcomes(client, futures: Dict, limit_s: float, killed_worker, warn: Callab
             without_workers[0] = None
         elif without_workers[0] is None:
             without_workers[0] = time.monotonic()
-            warn(f"No Dask worker is connected: the survey waits for one{'' if seen else ' (a batch queue may take a while)'}; {start_them}.")
+            waits = f"waits {NO_WORKER_S / 60:g} min for one" if seen else "waits for one (a batch queue may take a while)"
+            warn(f"No Dask worker is connected: the survey {waits}; {start_them}.")
         elif seen and time.monotonic() - without_workers[0] > NO_WORKER_S:
             raise SurveyError(f"The Dask workers were all gone for {NO_WORKER_S / 60:g} min, so {len(pending)} images were left: {start_them}. "
                               "The images recorded before are kept; run the survey again to resume it.")

@@ -39,6 +39,9 @@ def file_destination(parameter: str, destination: str, vector: bool = False) -> 
     if destination.startswith("ogr:"):
         uri = QgsDataSourceUri(destination[len("ogr:"):])
         path = os.path.abspath(uri.database() or destination[len("ogr:"):])  # ogr:PATH, without dbname=, is the file itself
+        if not uri.database() and not QgsVectorFileWriter.driverForExtension(os.path.splitext(path)[1].lstrip(".")):
+            raise QgsProcessingException(f"{parameter} is the address {destination!r}, whose file '{path}' has no vector format's extension: "
+                                         "give it one (e.g. .gpkg); nothing was run.")
         if not QgsVectorFileWriter.driverForExtension(os.path.splitext(path)[1].lstrip(".")):
             # QGIS reads dbname='...' up to its first unescaped apostrophe: O'Neil/ice.gpkg is read as O
             raise QgsProcessingException(

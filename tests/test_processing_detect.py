@@ -730,8 +730,9 @@ def test_a_chunk_layer_and_probability_raster_that_would_share_a_style_file_are_
                                                                        "An apostrophe inside dbname='...' must be written \\'"),
     ("ogr:dbname='{folder}/run0.5.gpkg' table=\"chunks\" (geom)", "QGIS takes the format of an ogr: address from all after the file name's first dot ('5.gpkg')"),
     ("{folder}/run%20one.gpkg", "OUTPUT is the GeoPackage {folder}/run%20one.gpkg, whose path holds '%20': QGIS reads that as an escaped character"),
+    ("ogr:{folder}/chunks", "OUTPUT is the address 'ogr:{folder}/chunks', whose file '{folder}/chunks' has no vector format's extension: give it one"),
     ("{folder}/{long}.gpkg", "its name is 247 bytes long, and the files written beside it while it is made take up to 17 more, beyond this file system's 255 bytes"),
-], ids=["leading-dash", "leading-hash", "gpkg-prefix", "renamed-acceptably", "table", "apostrophe", "second-dot", "percent-escape", "long-name"])
+], ids=["leading-dash", "leading-hash", "gpkg-prefix", "renamed-acceptably", "table", "apostrophe", "second-dot", "percent-escape", "ogr-path-without-extension", "long-name"])
 def test_an_output_gdal_would_refuse_only_after_the_run_is_refused_before_it(qgis_app, tiny_model, detect_scene, tmp_path, output, said):
     """Each scored every chunk, then failed with 'the layer could not be created' and advice to close the file in another
     program: a GeoPackage layer named after a file beginning with '-', '#' or 'gpkg', an ogr: address cut at an apostrophe,

@@ -835,7 +835,7 @@ threading.Timer(8.0, lambda: queued.append(start("worker", address, "--nthreads"
 attempt("workers from a queue", address, Warnings())
 
 
-class KillTheWorker(Reporter):
+class KillTheWorker(Warnings):
     def log(self, message):
         super().log(message)
         if message.startswith("[1/"):
@@ -888,6 +888,7 @@ def test_a_cluster_that_cannot_survey_is_said_so_not_waited_on_for_ever(worker_p
     assert said["workers from a queue"] == "surveyed" and took["workers from a queue"] > 8, result
     assert said["warnings"][0].startswith("No Dask worker is connected: the survey waits for one (a batch queue may take a while); start workers"), said
     assert said["the workers gone"].startswith("The Dask workers were all gone for 0.1 min, so 2 images were left: start workers with the plugin's"), said
+    assert said["warnings"][1].startswith("No Dask worker is connected: the survey waits 0.1 min for one; start workers"), said
     assert said["the scheduler lost"] == (f"Lost the Dask scheduler at tcp://127.0.0.1:{port} mid-survey ({said['the scheduler lost'].split('(')[1].split(')')[0]}). "
                                           "Restart the cluster: the images recorded before are kept; run the survey again to resume it."), said
     assert "Traceback" not in done.stderr and "Failed to reconnect" not in done.stderr, done.stderr[-3000:]
