@@ -63,6 +63,15 @@ with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_a
 """
 
 
+def free_port() -> int:
+    """A TCP port on this machine that nothing listens on (for a Dask scheduler of the test's own)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def make_images(folder, count, first_seed=30):
     return [helpers.generate_raster(folder, name=f"ESP_0{first_seed + i}000_1234_RED.tif", width=384, height=384, nodata=0, seed=first_seed + i,
                                     icy_chunk_size=helpers.TINY_CHUNK_SIZE, icy_pattern=ICE_PATTERNS[i % len(ICE_PATTERNS)]) for i in range(count)]
@@ -419,15 +428,12 @@ def _state(pid: int) -> str:
 
 def test_a_cluster_whose_scheduler_lacks_the_engine_is_told_how_to_start_it(worker_python, tiny_model, tmp_path):
     """Its workers had the plugin on PYTHONPATH, its scheduler not: a traceback of 'Error during deserialization of the task graph'."""
-    import socket
     import time
 
     folder = tmp_path / "images"
     folder.mkdir()
     make_images(folder, 1)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     bare = {key: value for key, value in helpers.worker_env().items() if key != "PYTHONPATH"}
     dask = os.path.join(os.path.dirname(worker_python), "dask")
@@ -867,14 +873,10 @@ def test_a_cluster_that_cannot_survey_is_said_so_not_waited_on_for_ever(worker_p
     waited for ever in silence; a web server's port, or the dashboard's, waited past Dask's own timeout; 'foo bar' and an
     http:// address, and a scheduler killed mid-survey, ended in tracebacks. A cluster whose workers a batch queue starts
     later is waited for, with a warning."""
-    import socket
-
     folder = tmp_path / "images"
     folder.mkdir()
     make_images(folder, 3)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     dask = os.path.join(os.path.dirname(worker_python), "dask")
     done = helpers.run_worker_snippet(worker_python, CLUSTERS_THAT_CANNOT_SURVEY, folder, tmp_path, tiny_model.path, dask, port, qs.REPO_ROOT, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
