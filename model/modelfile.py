@@ -137,7 +137,8 @@ def _wrong_values(metadata: Dict) -> List[str]:
     if metadata.get("calibration") is not None and not isinstance(metadata["calibration"], dict):
         wrong.append(f"calibration {metadata['calibration']!r}, not a table")
     training = metadata.get("training") if isinstance(metadata.get("training"), dict) else {}
-    wrong += [f"training {key} {training[key]!r}, not a table" for key in ("split",) if key in training and not isinstance(training[key], dict)]
+    if "split" in training and not isinstance(training["split"], dict):
+        wrong.append(f"training split {training['split']!r}, not a table")
     architecture = metadata["architecture"] if isinstance(metadata["architecture"], dict) else {}
     scales = architecture.get("scales", [1])
     if not (isinstance(scales, list) and scales and all(whole(scale) for scale in scales)):
@@ -387,8 +388,6 @@ def _check_keras_archive(data: bytes, path: str, parameter: str) -> None:
     too_large = f"declares more than {MEMBER_LIMITS[KERAS_MEMBER] >> 20} MB unpacked, more than any network of this plugin holds: it is damaged or made to exhaust memory, and was not loaded"
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise ModelFileError(f"The network inside '{path}' ({parameter}) is not a Keras 3 archive: the file is damaged or of another kind. {_damaged(parameter)}")
-    if not _within_limit(data, MEMBER_LIMITS[KERAS_MEMBER]):
-        raise ModelFileError(f"The network inside '{path}' ({parameter}) {too_large}. {_damaged(parameter)}")
     import h5py
 
     declared = 0
@@ -399,8 +398,9 @@ def _check_keras_archive(data: bytes, path: str, parameter: str) -> None:
             declared += int(np.prod(item.shape, dtype=np.int64)) * item.dtype.itemsize
 
     with zipfile.ZipFile(io.BytesIO(data)) as inner:
-        names = [name for name in inner.namelist() if name.endswith(".h5")]
-        for name in names:
+        if sum(member.file_size for member in inner.infolist()) > MEMBER_LIMITS[KERAS_MEMBER]:
+            raise ModelFileError(f"The network inside '{path}' ({parameter}) {too_large}. {_damaged(parameter)}")
+        for name in [name for name in inner.namelist() if name.endswith(".h5")]:
             try:
                 with h5py.File(io.BytesIO(inner.read(name)), "r") as weights:
                     weights.visititems(count)

@@ -39,10 +39,11 @@ def file_destination(parameter: str, destination: str, vector: bool = False) -> 
     if destination.startswith("ogr:"):
         uri = QgsDataSourceUri(destination[len("ogr:"):])
         path = os.path.abspath(uri.database() or destination[len("ogr:"):])  # ogr:PATH, without dbname=, is the file itself
-        if not uri.database() and not QgsVectorFileWriter.driverForExtension(os.path.splitext(path)[1].lstrip(".")):
+        known_format = QgsVectorFileWriter.driverForExtension(os.path.splitext(path)[1].lstrip("."))
+        if not known_format and not uri.database():
             raise QgsProcessingException(f"{parameter} is the address {destination!r}, whose file '{path}' has no vector format's extension: "
                                          "give it one (e.g. .gpkg); nothing was run.")
-        if not QgsVectorFileWriter.driverForExtension(os.path.splitext(path)[1].lstrip(".")):
+        if not known_format:
             # QGIS reads dbname='...' up to its first unescaped apostrophe: O'Neil/ice.gpkg is read as O
             raise QgsProcessingException(
                 f"{parameter} is the address {destination!r}, whose file QGIS reads as '{path}', without a vector format's extension. "
@@ -147,7 +148,7 @@ def check_layer_name(destination: FileDestination) -> None:
     if not destination.path.lower().endswith(".gpkg"):
         return
     name = destination.table or os.path.splitext(os.path.basename(destination.path))[0]
-    if name[:1] in GPKG_LAYER_NAME_START or name.startswith("gpkg"):
+    if acceptable_layer_name(name) != name:
         given = f"the table '{name}'" if destination.table else f"'{name}', the file's name, as QGIS names the layer"
         fix = "Name another table" if destination.table else f"Rename the file (e.g. '{acceptable_layer_name(name)}.gpkg')"
         raise _cannot_write(destination, f"GDAL refuses {given}: a GeoPackage layer's name may not begin with 'gpkg' or any of {GPKG_LAYER_NAME_START}", fix)
