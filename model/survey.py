@@ -486,7 +486,7 @@ def dask_client(scheduler: str = "", workers: int = 0, reporter: Reporter = None
 
 
 # How long a scheduler has to answer as one (Dask's own timeout does not cover its handshake), and
-# how long a survey waits while no worker is connected.
+# how long a survey waits once the workers it had are all gone (for workers yet to start, it waits on).
 SCHEDULER_ANSWER_S = 45.0
 NO_WORKER_S = 300.0
 START_WORKERS = ("start workers with the plugin's worker Python and its folder on PYTHONPATH (README, Survey many images: "
