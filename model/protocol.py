@@ -76,8 +76,7 @@ class Reporter:
         if self.jsonl:
             self._send({"type": "error", "code": code, "message": message})
         else:
-            sys.stderr.write(f"error: {message}\n")
-            sys.stderr.flush()
+            self._line(f"error: {message}")
 
     def started(self) -> None:
         self._send({"type": "started"})

@@ -638,6 +638,15 @@ def test_a_log_line_during_progress_starts_a_line_of_its_own():
     assert stream.getvalue() == "\r 30.0%\nhalfway\n\r 60.0%\nwarning: careful\n\r100.0%\ndone\n"
 
 
+def test_an_error_during_progress_starts_a_line_of_its_own():
+    """A Ctrl-C at 5 % had printed '  5.0%error: Cancelled; ...' on one line."""
+    stream = io.StringIO()
+    reporter = Reporter(stream=stream)
+    reporter.progress(0.05)
+    reporter.error("cancelled", "Cancelled; no output was written.")
+    assert stream.getvalue() == "\r  5.0%\nerror: Cancelled; no output was written.\n"
+
+
 def test_a_probability_raster_whose_cells_do_not_tile_the_input_is_refused(scene, tiny_model, worker_python, tmp_path):
     """A model reading its chunks at 36 px has 8-px cells that do not tile them: its raster had been written
     with every other chunk half a cell off and the chunks' last cells overlapping."""
