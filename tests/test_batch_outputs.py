@@ -19,6 +19,11 @@ WORKER_STARTED = "-m model --jsonl detect"
 CHUNKS = 20  # the detect scene's 4 x 5 grid at CHUNK_SIZE 64
 
 
+def worker_of(raster) -> str:
+    """The command line of a worker detecting on raster: this test's own, not another run's on the same machine."""
+    return f"{WORKER_STARTED} {raster}"
+
+
 @pytest.fixture(scope="module")
 def scene(session_raster):
     return qs.detect_scene(session_raster)
@@ -220,10 +225,11 @@ def failed_detect(folder, parameters, meanwhile=lambda: None):
     import time
 
     release = threading.Event()
+    worker = worker_of(next(p[len("INPUT="):] for p in parameters if p.startswith("INPUT=")))
 
     def lock_once_the_worker_runs():
         deadline = time.monotonic() + 120
-        while not qs.processes_with(WORKER_STARTED) and time.monotonic() < deadline:
+        while not qs.processes_with(worker) and time.monotonic() < deadline:
             time.sleep(0.01)
         meanwhile()
         with held_by_another_process(folder / "summary.gpkg", "BEGIN EXCLUSIVE"):
@@ -303,7 +309,7 @@ def test_a_run_stopped_while_its_worker_scores_leaves_what_another_run_wrote_mea
                                env=qs.qgis_process_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not qs.processes_with(WORKER_STARTED) and process.poll() is None and time.monotonic() < deadline:
+        while not qs.processes_with(worker_of(raster.path)) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         dataset = ogr.GetDriverByName("GPKG").CreateDataSource(str(shared))  # the other run, finished meanwhile
         table = dataset.CreateLayer("img_a", geom_type=ogr.wkbNone)
@@ -359,7 +365,7 @@ def test_a_rerun_into_labelled_chunks_is_refused_before_anything_runs(tiny_model
     done = detect(*parameters, cwd=tmp_path)
     assert done.returncode == 1 and done.stdout.count("ERROR:") == 1 and "Traceback" not in done.stdout, done.stdout[-3000:]
     assert "holds 3 label(s) that you marked: they would be lost. Give another file" in done.stdout, done.stdout[-3000:]
-    assert not qs.processes_with(WORKER_STARTED) and path.read_bytes() == before
+    assert not qs.processes_with(worker_of(scene.path)) and path.read_bytes() == before
 
 
 # --- nothing beside the input -------------------------------------------------------------------
