@@ -83,6 +83,24 @@ def split_observations(tiles, seed, fraction=0.15):
     return set(observations) - test - validation, validation, test
 
 
+def seen_observations(meta: Dict) -> set:
+    """The observations a model, and every model it continues or joins, trained on or chose its epochs on."""
+    training = meta.get("training", {})
+    split = training.get("split", {})
+    return set(training.get("seen_observations", [])) | set(split.get("train_groups", [])) | set(split.get("validation_groups", []))
+
+
+def refuse_models_that_saw(paths, test_obs, seed):
+    """Stop where a model given to this run has trained on (or chosen its epochs on) a test observation of this split:
+    its numbers there would be no held-out evidence, and a warm start would carry that test set into the new model."""
+    for path in paths:
+        seen = sorted(seen_observations(modelfile.read_metadata(path)) & test_obs)
+        if seen:
+            sys.exit(f"error: {path}, or a model it continues, trained on or chose its epochs on {len(seen)} of the {len(test_obs)} test observations of "
+                     f"--seed {seed} ({', '.join(seen[:4])}{', ...' if len(seen) > 4 else ''}), so no number measured on them would be held out. Give the "
+                     f"--seed that model was made with, or train from random weights.")
+
+
 class Examples(NamedTuple):
     images: np.ndarray  # uint8 (n, input_size, input_size)
     labels: np.ndarray
@@ -406,6 +424,7 @@ def main(argv=None):
     if args.limit:
         tiles = tiles[:: max(1, len(tiles) // args.limit)][: args.limit]
     train_obs, validation_obs, test_obs = split_observations(tiles, args.seed)
+    refuse_models_that_saw([path for path in [args.base, args.evaluate] + list(args.combine or []) if path], test_obs, args.seed)
     if args.add_reference:  # no test set needed
         replay, meta = modelfile.load_replay(args.add_reference), modelfile.read_metadata(args.add_reference)
         rehearsal = replay["kinds"] != finetune.REFERENCE_KIND
@@ -494,6 +513,7 @@ def main(argv=None):
     )
     outcome = train_arrays(train.images, train.labels, list(train.groups), options, reporter, base, cells=train.cells)
     network, meta = outcome["network"], outcome["metadata"]
+    meta["training"]["seen_observations"] = sorted(seen_observations(meta) | (seen_observations(base[1]) if base else set()))
     _move_to_prior(meta, _survey_share(network, meta, tiles, validation_obs, args))
     measured = evaluate(network, meta, test)
     meta["metrics"]["test"] = measured
@@ -537,7 +557,8 @@ def combine_scales(paths, tiles, validation_obs, args):
          "best_val_loss": m["metrics"]["best_val_loss"]}
         for s, m in ((scale, coarse_meta), (1, fine_meta))
     ]
-    training = dict(fine_meta["training"], members=members, run_minutes=sum(m["run_minutes"] for m in members))
+    training = dict(fine_meta["training"], members=members, run_minutes=sum(m["run_minutes"] for m in members),
+                    seen_observations=sorted(seen_observations(coarse_meta) | seen_observations(fine_meta)))
     meta = modelfile.new_metadata(
         "hiriseice-default", fine_size, fine_meta["chunk_size"], fine_meta["normalisation"], architecture(fine_size, widths, [scale, 1]), fine_meta["thresholds"],
         calibration=chosen, training=training,

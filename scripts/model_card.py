@@ -125,7 +125,8 @@ UNSEEN_FAMILIES = {
                     "its poleward side, its outline what survives of the cap, its brightness ice albedo times the light there",
     "lee frost": "written blind to the training generators, by an engineer who read only the paper, the data's README and the "
                  "benchmark's harness: shade from a black top-hat behind a lit sunward band; ice filling it, on its poleward rim, "
-                 "at the foot of the relief or as grains, its brightness added with streaks",
+                 "at the foot of the relief or as grains, its brightness added with streaks. Since 2026-12-04 it has also chosen "
+                 "between candidate models (the shipped one scored best of them), so it is no longer quite blind",
     "frost lobes": "frost lobes on slopes turned from the sun, blended toward a brightness above their surroundings; written apart "
                    "from the training families, sharing none of their code. What it first showed, that the model wanted ice to "
                    "outshine everything around it, changed the training families on 2026-12-04 (\"faint\" ice): models trained "
@@ -242,16 +243,16 @@ Worst held-out family, those above included: ROC AUC {worst:.3f} (target >= {TAR
 False-positive rates (FPR) are at p >= 0.5, on real held-out crops as they are. Each row names the
 network and the epochs of its run. On a 2-core CPU no row could be run with the shipped recipe (two
 scales at 256 px, continued over several runs): the narrow rows (widths 32-256, one 128-px input, one
-per family) were each trained from random weights without their family, for 8 epochs at most; the
-paper-width rows continue an earlier default for one or two epochs on half the training crops
-(`--train-share 0.5`), so the family that model already knew (the rendered caster) has no
-paper-width row. All are short of the shipped model's training: they measure a recipe's transfer,
-not the shipped weights'.
+per family) were each trained from random weights without their family, for 8 epochs at most. All are
+short of the shipped model's training: they measure a recipe's transfer, not the shipped weights'. (Three
+rows of paper-width networks stood here until 2026-12-07: they continued a model that had trained on 13
+of these held-out observations, so they were not held out; docs/default-model.md.)
 
 {transfer_table(transfer, hard)}
 ## The shipped model on the held-out observations
 {test['observations']} observations, {test['examples']} examples ({test['icy']} with ice), never trained on and never used to
-choose an epoch. Every family below was also in training, so these numbers are in-family: read the table
+choose an epoch; but the shipped model is the one of a few candidates that scored best on them (docs/default-model.md),
+which flatters it a little. Every family below was also in training, so these numbers are in-family: read the table
 above first. Each family's AUC is its icy examples against every ice-free example, planted look-alikes
 included (intervals resample whole observations), and against the real crops alone.
 

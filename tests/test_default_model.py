@@ -254,6 +254,15 @@ def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_i
     assert finer_meta["training"]["total_epochs"] == meta["training"]["total_epochs"] + 1
     assert finer_meta["training"]["anchor"] == 0.0  # the recipe learns the data as a whole; the pull back is for a user's few labels
     assert modelfile.load_replay(str(finer))["images"].shape[1:] == (64, 64)
+    split = meta["training"]["split"]
+    assert set(finer_meta["training"]["seen_observations"]) >= set(split["train_groups"] + split["validation_groups"])
+
+    # a model that trained on (or chose its epochs on) a test observation of this run's split is refused before anything
+    # trains: a warm start would carry those observations in, and a measurement on them would not be held out
+    for given in (["--base", finer], ["--evaluate", model]):
+        refused = start_recipe(worker_python, *data, "--seed", 8, *given, "--out", tmp_path / "leaky.hiriseice", "--card", tmp_path / "leaky.md")
+        assert refused.returncode == 1 and "test observations of --seed 8" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+        assert not (tmp_path / "leaky.hiriseice").exists() and not (tmp_path / "leaky.md").exists()
 
     # the two joined: one model reading the chunk at both scales, calibrated, measured and carded like a trained one
     both, both_card = tmp_path / "both.hiriseice", tmp_path / "both.md"
@@ -263,6 +272,7 @@ def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_i
     assert [m["input_size"] for m in both_meta["training"]["members"]] == [32, 64]
     assert both_meta["calibration"]["prior"]["validation_crops"] > 0
     assert modelfile.load_replay(str(both))["images"].shape[1:] == (64, 64)
+    assert set(both_meta["training"]["seen_observations"]) == set(finer_meta["training"]["seen_observations"])
     text = both_card.read_text(encoding="utf-8")
     assert "at two scales, 32 and 64 px" in text and row in text.split("## The shipped model")[0]
     both_test = both_meta["metrics"]["test"]
