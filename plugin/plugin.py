@@ -121,7 +121,6 @@ class IcePatchesPlugin:
             self.review_dock.deleteLater()
             self.review_dock = None
         for action in self.shortcut_actions:
-            self.iface.unregisterMainWindowAction(action)
             self.iface.mainWindow().removeAction(action)
         self.shortcut_actions = []
         if self.toolbar is not None:
@@ -133,12 +132,18 @@ class IcePatchesPlugin:
             self.menu.deleteLater()
             self.menu = None
         for action in self.actions:
+            # QGIS registers every action of its main window once the plugins of the last session are loaded: one
+            # left registered when deleted crashes Settings > Keyboard Shortcuts
+            self.iface.unregisterMainWindowAction(action)
             action.deleteLater()
         self.actions = []
         self.review_action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        if self.check_task is not None:  # after the menu is gone, which tells its answer that no box is wanted
+            self.check_task.cancel()
+            self.check_task = None
 
     # --- actions --------------------------------------------------------------------------------
 
@@ -196,6 +201,8 @@ class IcePatchesPlugin:
         QgsApplication.taskManager().addTask(self.check_task)
 
     def _worker_checked(self, exception, result=None):
+        if self.menu is None:  # unloaded (a reload, an update) while the worker was checked
+            return
         self.check_task = None
         window = self.iface.mainWindow()
         if exception is not None:

@@ -292,7 +292,7 @@ class WorkerInstaller(QDialog):
             return self._fail(f"{folder} holds other files. Choose an empty or new folder for the worker.")
         clear = ["--clear"] if os.path.isfile(os.path.join(folder, "pyvenv.cfg")) else []  # Reinstall starts afresh
         if clear:
-            worker.close_warm_workers()  # a warm worker running from this venv holds its files (Windows locks them)
+            worker.close_warm_workers("the worker is being reinstalled")  # a warm worker running from this venv holds its files (Windows locks them)
         self._run("venv", f"Making the virtual environment {folder}", self.base_python, ["-m", "venv", "--system-site-packages"] + clear + [folder], False, self._venv_made)
 
     def _venv_made(self, ok: bool, output: str):

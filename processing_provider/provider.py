@@ -33,7 +33,8 @@ class IcePatchesProvider(QgsProcessingProvider):
         return ENGINE_VERSION
 
     def unload(self):
-        close_warm_workers()  # a reloaded plugin must not keep running the old engine code
+        # a reloaded plugin must not keep running the old engine code
+        close_warm_workers("the HiRISE Ice Patches plugin was unloaded (reloaded, updated, disabled or uninstalled)")
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS's name)
         for algorithm in (DetectAlgorithm(), TrainAlgorithm(), ChunkAlgorithm(), FindAlgorithm(), DownloadAlgorithm(), SurveyAlgorithm()):

@@ -471,6 +471,7 @@ class WarmWorker:
         self.readers = _pump(self.process, self.lines, self.stderr_tail)
         self.jobs = 0
         self.busy = False
+        self.closed_because = ""  # why close_warm_workers stopped it, for the run it was serving
 
     @property
     def pid(self) -> int:
@@ -540,12 +541,13 @@ def _check_in_warm_worker(worker: WarmWorker, keep: bool) -> None:
     worker.stop()
 
 
-def close_warm_workers() -> None:
-    """Stops every warm worker (QGIS exits, the provider unloads); a run still in one fails."""
+def close_warm_workers(because: str = "QGIS closed") -> None:
+    """Stops every warm worker (QGIS exits, the provider unloads); a run still in one fails, saying because."""
     with _warm_lock:
         workers = list(_warm_workers.values())
         _warm_workers.clear()
     for worker in workers:
+        worker.closed_because = because
         worker.stop()
 
 
@@ -580,6 +582,9 @@ class WarmRun(WorkerRun):
             keep = False  # a job that does not end cleanly leaves the worker in an unknown state: stop it
             self.job_id = worker.send(self.arguments)
             self._relay(worker.process, worker.lines, ANSWER_SECONDS if reused else None)
+            if worker.closed_because and self.status != 0:  # not the user's cancel, which the worker took its stop for
+                self.error = {"code": "stopped", "message": f"Stopped because {worker.closed_because}: {self.STOPPED} and {self.left_behind}. Run it again."}
+                return 2
             if self.status is None:  # its stdout ended: the worker died
                 if reused and not self.answered:
                     raise WorkerUnresponsive()

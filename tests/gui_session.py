@@ -113,11 +113,16 @@ def make_iface():
             return self.window.addToolBar(name)
 
         def registerMainWindowAction(self, action, shortcut):  # noqa: N802
+            from qgis.gui import QgsGui
+
             action.setShortcut(shortcut)
             self.shortcuts[action.text()] = shortcut
-            return True
+            return QgsGui.shortcutsManager().registerAction(action, shortcut)  # as QGIS's own iface does
 
         def unregisterMainWindowAction(self, action):  # noqa: N802
+            from qgis.gui import QgsGui
+
+            QgsGui.shortcutsManager().unregisterAction(action)
             return self.shortcuts.pop(action.text(), None) is not None
 
     return Iface()

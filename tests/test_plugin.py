@@ -404,6 +404,11 @@ iface = make_iface()
 plugin = hirise_ice_patches.classFactory(iface)
 out = {"class": type(plugin).__name__}
 plugin.initGui()
+# QGIS registers every action of its main window with the shortcuts manager once the plugins restored at startup are
+# loaded: an action the plugin then deletes without unregistering it crashed Settings > Keyboard Shortcuts
+from qgis.gui import QgsGui
+QgsGui.shortcutsManager().registerAllChildActions(iface.window)
+ours = {a.text() for a in plugin.actions}
 registry = QgsApplication.processingRegistry()
 out["algorithms"] = sorted(a.id() for a in registry.providerById("hiriseice").algorithms())
 out["help"] = {a.id(): len(a.shortHelpString()) for a in registry.providerById("hiriseice").algorithms()}
@@ -463,7 +468,9 @@ app.processEvents()
 out["dock_reopened"] = docks[0].isVisible() and len([d for d in iface.window.findChildren(QDockWidget) if d.objectName() == "HiriseIceReviewDock"]) == 1
 
 plugin.unload()
+out["shortcut_manager_after_unload"] = sorted(a.text() for a in QgsGui.shortcutsManager().listActions() if a.text() in ours)
 flush()
+out["shortcut_manager_after_deletion"] = len([a.text() for a in QgsGui.shortcutsManager().listActions()])  # a dangling action crashes here
 out["menus_after_unload"] = [a.text() for a in bar.actions()]
 out["toolbars_after_unload"] = len([t for t in iface.window.findChildren(QToolBar) if t.windowTitle() == "HiRISE Ice Patches"])
 out["provider_after_unload"] = registry.providerById("hiriseice") is not None
@@ -509,6 +516,64 @@ def test_plugin_gui_loads_marks_and_unloads_without_a_worker(qgis_app, tmp_path)
     assert out["toolbars_after_unload"] == 0
     assert out["provider_after_unload"] is False
     assert out["shortcuts_after_unload"] == {}
+    assert out["shortcut_manager_after_unload"] == [] and out["shortcut_manager_after_deletion"] >= 0
+
+
+CHECK_THEN_UNLOAD_SCRIPT = r'''
+import json, sys
+from qgis.core import QgsApplication
+
+app = QgsApplication([], True)
+app.initQgis()
+sys.path.insert(0, sys.argv[1])
+import hirise_ice_patches
+import hirise_ice_patches.plugin.plugin as glue
+from gui_session import make_iface, wait_until
+
+boxes = []
+
+
+class Boxes:  # records the boxes the plugin asks for: a modal box offscreen waits for ever
+    @staticmethod
+    def information(parent, title, text):
+        boxes.append(("information", title))
+
+    @staticmethod
+    def warning(parent, title, text):
+        boxes.append(("warning", title))
+
+
+glue.QMessageBox = Boxes
+tasks = QgsApplication.taskManager()
+plugin = hirise_ice_patches.classFactory(make_iface())
+plugin.initGui()
+out = {}
+plugin.check_worker()
+out["checked"] = wait_until(app, lambda: bool(boxes), 120) and list(boxes)
+plugin.check_worker()
+plugin.unload()
+wait_until(app, lambda: tasks.countActiveTasks() == 0, 120)
+wait_until(app, lambda: len(boxes) > 1, 3)
+out["after_unload"] = boxes[1:]
+print("RESULT " + json.dumps(out))
+sys.stdout.flush()
+app.exitQgis()
+'''
+
+
+def test_a_worker_check_still_running_when_the_plugin_is_unloaded_opens_no_box(qgis_app, worker_python, tmp_path):
+    """Check worker, then a reload, an update or disabling the plugin: about ten seconds later the unloaded plugin opened
+    its 'worker' box anyway."""
+    plugins = qs.plugin_without_worker(tmp_path)
+    env = dict(qs.environment_without_worker(plugins, tmp_path / "config"), HIRISEICE_WORKER_PYTHON=worker_python, PYTHONPATH=str(qs.REPO_ROOT / "tests"))
+    script = tmp_path / "check.py"
+    script.write_text(CHECK_THEN_UNLOAD_SCRIPT, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script), str(plugins)], env=env, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"exit {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert out["checked"] == [["information", "HiRISE Ice Patches: worker"]]  # the check itself answers
+    assert out["after_unload"] == []
 
 
 def test_a_worker_whose_install_did_not_finish_is_no_worker(qgis_app, monkeypatch, tmp_path):

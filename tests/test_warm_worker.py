@@ -249,6 +249,34 @@ def test_cancel_during_a_warm_run_stops_the_worker_and_the_next_run_starts_a_new
     assert probabilities(tmp_path / "after.gpkg") == probabilities(tmp_path / "before.gpkg")
 
 
+def test_a_warm_run_stopped_by_the_plugin_unloading_says_so_not_cancelled(worker_module, tiny_model, make_raster, tmp_path):
+    """A reload, update or uninstall during a toolbox detect stops the warm worker; the run said 'Cancelled; no output
+    was written.', though nobody had pressed Cancel."""
+    from qgis.core import QgsApplication, QgsProcessingException
+
+    big = make_raster(name="big.tif", width=1024, height=1024, seed=9)
+    feedback = qs.recording_feedback()
+    provider = QgsApplication.processingRegistry().providerById("hiriseice")
+
+    def unload_once_it_scores():
+        deadline = time.monotonic() + 180
+        while feedback.progress() <= 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        provider.unload()  # what QGIS calls as it unloads the plugin
+
+    unloader = threading.Thread(target=unload_once_it_scores)
+    unloader.start()
+    try:
+        with pytest.raises(QgsProcessingException) as raised:
+            detect(tiny_model, big.path, tmp_path / "stopped.gpkg", feedback=feedback, STRIDE=8, BATCH_SIZE=1)
+    finally:
+        unloader.join()
+    assert warm_job_of(feedback) is not None, "the run was not a job of the warm worker"
+    assert str(raised.value) == ("Stopped because the HiRISE Ice Patches plugin was unloaded (reloaded, updated, disabled or uninstalled): the worker "
+                                 "was stopped and no output was written. Run it again.")
+    assert not (tmp_path / "stopped.gpkg").exists()
+
+
 def test_a_killed_warm_worker_is_replaced(worker_module, tiny_model, make_raster, tmp_path):
     from qgis.core import QgsProcessingException
 
