@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 
-from . import __version__, files, rules
+from . import __version__, files, interrupts, rules
 from .chunking import DEFAULT_MIN_VALID
 from .errors import EngineError
 from .protocol import Reporter
@@ -370,7 +370,7 @@ def _stop_when_orphaned() -> None:
     def watch():
         while os.getppid() == parent:
             time.sleep(ORPHAN_POLL_S)
-        os.kill(os.getpid(), signal.SIGINT)  # a signal, unlike _thread.interrupt_main, wakes a main thread waiting on Dask
+        interrupts.interrupt_main()
 
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 

@@ -32,7 +32,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from osgeo import gdal, ogr, osr
 
-from . import files, modelfile, products, rules
+from . import files, interrupts, modelfile, products, rules
 from .download import DownloadItem, downloaded_jp2s
 from .errors import EngineError
 from .gdalstate import gdal_exceptions, gdal_messages
@@ -475,14 +475,29 @@ def dask_client(scheduler: str = "", workers: int = 0, reporter: Reporter = None
         return
     cores = os.cpu_count() or 1
     workers = workers or cores
-    # LocalCluster's nanny restarts a worker that dies; its tasks are rescheduled. Its processes ignore
-    # the terminal's Ctrl-C, which reaches their whole process group: the survey stops them itself. The
-    # dashboard, never shown, takes a free port: another cluster's 8787 made Dask warn.
-    with _ignoring_ctrl_c():
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
-    with cluster, Client(cluster) as client:
-        reporter.log(f"local Dask cluster: {workers} worker processes on {cores} cores ({cluster.scheduler_address})")
-        yield client, max(1, cores // workers), set(client.scheduler_info().get("workers") or ())
+    # LocalCluster's nanny restarts a worker that dies; its tasks are rescheduled. Its processes never
+    # see the terminal's Ctrl-C, which reaches their whole process group: the survey stops them itself. The
+    # dashboard, never shown, takes a free port: another cluster's 8787 made Dask warn. Quiet: a Ctrl-C
+    # as the client waited on the cluster made Dask's loop print a traceback before the survey's line.
+    with _dask_logs_quiet():
+        reporter.log(f"starting a local Dask cluster of {workers} worker processes (a Ctrl-C meanwhile is not heard: press it again once it has started)")
+        cluster = _started_local_cluster(LocalCluster, workers)
+        with cluster, Client(cluster) as client:
+            reporter.log(f"local Dask cluster: {workers} worker processes on {cores} cores ({cluster.scheduler_address})")
+            yield client, max(1, cores // workers), set(client.scheduler_info().get("workers") or ())
+
+
+def _started_local_cluster(local_cluster, workers: int):
+    """The cluster, started with SIGINT ignored; closed again where the client died meanwhile (interrupts.py)."""
+    cluster = None
+    try:
+        with interrupts.ignoring_ctrl_c():
+            cluster = local_cluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
+    except KeyboardInterrupt:
+        if cluster is not None:
+            cluster.close()
+        raise
+    return cluster
 
 
 # How long a scheduler has to answer as one (Dask's own timeout does not cover its handshake), and
@@ -566,22 +581,6 @@ def _dask_logs_quiet():
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _ignoring_ctrl_c():
-    """SIGINT ignored while the block starts processes, which inherit it (signals can be set in the main thread only)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def survey(sources: Sequence[str], out: str, model_path: str = "", options: Optional[DetectOptions] = None, scheduler: str = "", workers: int = 0,

@@ -384,6 +384,37 @@ def test_a_survey_interrupted_says_its_finished_images_stay(worker_python, tiny_
     assert qs.read_ogr(out, "runs").rows
 
 
+HELD_INTERRUPT = """
+import threading, time
+import psutil
+from distributed import LocalCluster
+from model import interrupts, survey
+
+
+def interrupted_as_it_starts(**options):  # the orphan watch's SIGINT, sent while the cluster starts
+    threading.Thread(target=interrupts.interrupt_main).start()
+    return LocalCluster(**options)
+
+
+said = []
+try:
+    cluster = survey._started_local_cluster(interrupted_as_it_starts, 1)
+    said.append("went on with the cluster")
+except KeyboardInterrupt:
+    said.append("interrupted once the cluster had started")
+time.sleep(1)
+said.append([" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())])
+print(said)
+"""
+
+
+def test_a_client_that_dies_while_the_local_cluster_starts_still_stops_the_survey(worker_python):
+    """The cluster starts with SIGINT ignored (its processes must not see a terminal's Ctrl-C), and the orphan watch's SIGINT
+    sent then was lost: a survey whose client had died in those seconds surveyed every image into the GeoPackage."""
+    done = subprocess.run([worker_python, "-c", HELD_INTERRUPT], cwd=str(qs.REPO_ROOT), env=helpers.worker_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "['interrupted once the cluster had started', []]", done.stdout + done.stderr[-3000:]
+
+
 def test_a_survey_whose_client_was_killed_stops_instead_of_writing_on(worker_python, tiny_model, tmp_path):
     """kill -9 of qgis_process had left its survey and the survey's Dask workers running, writing on into the
     GeoPackage while the user's rerun started a second survey of it."""
