@@ -455,14 +455,15 @@ def test_a_model_of_a_newer_format_asks_for_a_plugin_update(tiny_model, tmp_path
 
 def test_sigterm_to_qgis_process_stops_the_worker_and_leaves_nothing(tiny_model, tmp_path):
     """SIGTERM (a batch system's timeout, a logout) to qgis_process while the worker scores: the worker
-    runs in its own session, so only qgis_process's handler can end it and remove the partial report."""
+    runs in its own session, so only qgis_process's handler can end it. (While it scores no partial output
+    exists yet: the engine writes every output after scoring.)"""
     raster = helpers.generate_raster(tmp_path, name="big.tif", width=1024, height=1024, seed=9)
     out_folder = tmp_path / "out"
     out_folder.mkdir()
     report = out_folder / "report.html"
 
     def terminate(process):
-        time.sleep(2.0)  # into the scoring, with the partial report's name claimed
+        time.sleep(2.0)  # into the scoring
         process.send_signal(signal.SIGTERM)
 
     # 14641 overlapping chunks, one per network call: minutes of work.
