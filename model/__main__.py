@@ -365,9 +365,12 @@ def _stop_when_orphaned() -> None:
 
     # a client's cancel is SIGINT too, and a child inherits SIGINT ignored from a shell's background job
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    parent = os.getppid()
+    # the client says who it is: one that died before this watch started had left the worker to its init parent
+    named = os.environ.get("HIRISEICE_CLIENT_PID", "")
+    parent = int(named) if named.isdigit() else os.getppid()
 
     def watch():
+        time.sleep(ORPHAN_POLL_S)  # first into the command, where a cancel is handled
         while os.getppid() == parent:
             time.sleep(ORPHAN_POLL_S)
         interrupts.interrupt_main()

@@ -147,7 +147,7 @@ def worker_environment() -> Dict[str, str]:
 def _start(command: Sequence[str], stdin=subprocess.DEVNULL) -> subprocess.Popen:
     kwargs = dict(
         cwd=PLUGIN_FOLDER,
-        env=worker_environment(),
+        env=dict(worker_environment(), HIRISEICE_CLIENT_PID=str(os.getpid())),  # whose death the worker watches for
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

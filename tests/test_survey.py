@@ -449,6 +449,19 @@ def test_a_survey_whose_client_was_killed_stops_instead_of_writing_on(worker_pyt
     assert len(qs.read_ogr(tmp_path / "survey.gpkg", "runs").rows) < 40
 
 
+def test_a_worker_whose_client_died_before_it_started_watching_stops(worker_python, tiny_model, tmp_path):
+    """The worker watched for a change of its parent from the parent it saw as it started: a client killed in the worker's
+    first second had already left it to init, which it then took for its client, and it ran on. The client now names itself."""
+    raster = helpers.generate_raster(tmp_path, name="big.tif", width=1024, height=1024, seed=9)
+    dead = next(pid for pid in range(4_000_000, 3_000_000, -1) if not os.path.exists(f"/proc/{pid}"))
+    done = subprocess.run([worker_python, "-m", "model", "--jsonl", "detect", raster.path, "--model", tiny_model.path, "--chunk-size", str(helpers.TINY_CHUNK_SIZE),
+                           "--stride", "8", "--batch-size", "1", "--out", str(tmp_path / "chunks.gpkg")], cwd=str(qs.REPO_ROOT),
+                          env=dict(helpers.worker_env(), HIRISEICE_CLIENT_PID=str(dead)), capture_output=True, text=True, timeout=300)
+    errors = [json.loads(line) for line in done.stdout.splitlines() if '"error"' in line]
+    assert [e["code"] for e in errors] == ["cancelled"] and "Traceback" not in done.stderr, done.stdout[-2000:] + done.stderr[-2000:]
+    assert not (tmp_path / "chunks.gpkg").exists()
+
+
 def _state(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/status", encoding="utf-8") as handle:
