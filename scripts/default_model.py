@@ -98,7 +98,7 @@ def refuse_models_that_saw(paths, test_obs, seed):
         if seen:
             sys.exit(f"error: {path}, or a model it continues, trained on or chose its epochs on {len(seen)} of the {len(test_obs)} test observations of "
                      f"--seed {seed} ({', '.join(seen[:4])}{', ...' if len(seen) > 4 else ''}), so no number measured on them would be held out. Give the "
-                     f"--seed that model was made with, or train from random weights.")
+                     f"--seed that model was made with (7 unless its training commands name another), or train from random weights.")
 
 
 class Examples(NamedTuple):
