@@ -169,7 +169,8 @@ def _sample_scene(args, reporter: Reporter) -> None:
         from .trainingdata.scene import write_sample_scene
 
         scene = write_sample_scene(args.out, width=args.width, height=args.height, rng_seed=args.seed)
-        reporter.log(f"sample scene: {os.path.abspath(args.out)} ({args.width} x {args.height} px)")
+        reporter.log(f"sample scene: {os.path.abspath(args.out)} ({args.width} x {args.height} px) of procedural terrain, for trying formats, "
+                     "speed and the loop: the default model, trained on real terrain, calls most of it icy. --terrain DIR makes one of real crops.")
     description = {"path": os.path.abspath(args.out), "ice_chunks": scene["ice_chunks"],
                    **({"chunks": scene["chunks"]} if "chunks" in scene else {"ice_patches": scene["ice_patches"]})}
     if args.describe:
