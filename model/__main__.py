@@ -366,13 +366,24 @@ def _stop_when_orphaned() -> None:
 
     # a client's cancel is SIGINT too, and a child inherits SIGINT ignored from a shell's background job
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    # the client says who it is: one that died before this watch started had left the worker to its init parent
+    parent = os.getppid()
+    # the client names itself: one that died before this watch started had left the worker to init, taken for
+    # its client; and a wrapper that runs the worker's Python without exec is the parent, not the client
     named = os.environ.get("HIRISEICE_CLIENT_PID", "")
-    parent = int(named) if named.isdigit() else os.getppid()
+    client = int(named) if named.isdigit() else parent
+
+    def client_alive() -> bool:
+        try:
+            os.kill(client, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:  # there, but another user's
+            pass
+        return True
 
     def watch():
         time.sleep(ORPHAN_POLL_S)  # first into the command, where a cancel is handled
-        while os.getppid() == parent:
+        while os.getppid() == parent and client_alive():
             time.sleep(ORPHAN_POLL_S)
         interrupts.interrupt_main()
 

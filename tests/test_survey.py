@@ -452,6 +452,8 @@ def test_a_survey_whose_client_was_killed_stops_instead_of_writing_on(worker_pyt
 def test_a_worker_whose_client_died_before_it_started_watching_stops(worker_python, tiny_model, tmp_path):
     """The worker watched for a change of its parent from the parent it saw as it started: a client killed in the worker's
     first second had already left it to init, which it then took for its client, and it ran on. The client now names itself."""
+    import shlex
+
     raster = helpers.generate_raster(tmp_path, name="big.tif", width=1024, height=1024, seed=9)
     dead = next(pid for pid in range(4_000_000, 3_000_000, -1) if not os.path.exists(f"/proc/{pid}"))
     done = subprocess.run([worker_python, "-m", "model", "--jsonl", "detect", raster.path, "--model", tiny_model.path, "--chunk-size", str(helpers.TINY_CHUNK_SIZE),
@@ -460,6 +462,14 @@ def test_a_worker_whose_client_died_before_it_started_watching_stops(worker_pyth
     errors = [json.loads(line) for line in done.stdout.splitlines() if '"error"' in line]
     assert [e["code"] for e in errors] == ["cancelled"] and "Traceback" not in done.stderr, done.stdout[-2000:] + done.stderr[-2000:]
     assert not (tmp_path / "chunks.gpkg").exists()
+
+    # a client alive behind a wrapper that runs the worker's Python without exec (conda run, a site's module script): it runs on
+    small = helpers.generate_raster(tmp_path, name="small.tif", width=384, height=384, seed=9)
+    wrapped = " ".join(shlex.quote(str(part)) for part in [worker_python, "-m", "model", "--jsonl", "detect", small.path, "--model", tiny_model.path, "--chunk-size",
+                                                            helpers.TINY_CHUNK_SIZE, "--stride", 8, "--batch-size", 1, "--out", tmp_path / "wrapped.gpkg"])
+    done = subprocess.run(["sh", "-c", f"{wrapped}; exit $?"], cwd=str(qs.REPO_ROOT), env=dict(helpers.worker_env(), HIRISEICE_CLIENT_PID=str(os.getpid())),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and (tmp_path / "wrapped.gpkg").exists(), done.stdout[-2000:] + done.stderr[-2000:]
 
 
 def _state(pid: int) -> str:
