@@ -480,7 +480,8 @@ def dask_client(scheduler: str = "", workers: int = 0, reporter: Reporter = None
     # dashboard, never shown, takes a free port: another cluster's 8787 made Dask warn. Quiet: a Ctrl-C
     # as the client waited on the cluster made Dask's loop print a traceback before the survey's line.
     with _dask_logs_quiet():
-        reporter.log(f"starting a local Dask cluster of {workers} worker processes (a Ctrl-C meanwhile is not heard: press it again once it has started)")
+        if not reporter.jsonl:  # a terminal's user: a client (QGIS, qgis_process) stops the worker itself
+            reporter.log(f"starting a local Dask cluster of {workers} worker processes (a Ctrl-C meanwhile is not heard: press it again once it has started)")
         cluster = _started_local_cluster(LocalCluster, workers)
         with cluster, Client(cluster) as client:
             reporter.log(f"local Dask cluster: {workers} worker processes on {cores} cores ({cluster.scheduler_address})")

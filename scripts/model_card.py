@@ -125,8 +125,8 @@ UNSEEN_FAMILIES = {
                     "its poleward side, its outline what survives of the cap, its brightness ice albedo times the light there",
     "lee frost": "written blind to the training generators, by an engineer who read only the paper, the data's README and the "
                  "benchmark's harness: shade from a black top-hat behind a lit sunward band; ice filling it, on its poleward rim, "
-                 "at the foot of the relief or as grains, its brightness added with streaks. Since 2026-12-04 it has also chosen "
-                 "between candidate models (the shipped one scored best of them), so it is no longer quite blind",
+                 "at the foot of the relief or as grains, its brightness added with streaks. Since 2026-12-04 it has also been "
+                 "among what chose between candidate models, so it is no longer quite blind",
     "frost lobes": "frost lobes on slopes turned from the sun, blended toward a brightness above their surroundings; written apart "
                    "from the training families, sharing none of their code. What it first showed, that the model wanted ice to "
                    "outshine everything around it, changed the training families on 2026-12-04 (\"faint\" ice): models trained "
@@ -251,8 +251,8 @@ of these held-out observations, so they were not held out; docs/default-model.md
 {transfer_table(transfer, hard)}
 ## The shipped model on the held-out observations
 {test['observations']} observations, {test['examples']} examples ({test['icy']} with ice), never trained on and never used to
-choose an epoch; but the shipped model is the one of a few candidates that scored best on them (docs/default-model.md),
-which flatters it a little. Every family below was also in training, so these numbers are in-family: read the table
+choose an epoch; but their numbers were among what chose the shipped model from a few candidates
+(docs/default-model.md), which may flatter it a little. Every family below was also in training, so these numbers are in-family: read the table
 above first. Each family's AUC is its icy examples against every ice-free example, planted look-alikes
 included (intervals resample whole observations), and against the real crops alone.
 

@@ -263,6 +263,15 @@ def test_default_model_recipe_holds_a_family_out_and_writes_the_card_from_what_i
         refused = start_recipe(worker_python, *data, "--seed", 8, *given, "--out", tmp_path / "leaky.hiriseice", "--card", tmp_path / "leaky.md")
         assert refused.returncode == 1 and "test observations of --seed 8" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr[-3000:]
         assert not (tmp_path / "leaky.hiriseice").exists() and not (tmp_path / "leaky.md").exists()
+        assert "warning:" not in refused.stderr
+    # a continued model written before models recorded their lineage: its ancestors' observations cannot be checked, and it says so
+    older = tmp_path / "older.hiriseice"
+    shutil.copy(finer, older)
+    older_meta = modelfile.read_metadata(str(older))
+    del older_meta["training"]["seen_observations"]
+    modelfile.store_metadata(str(older), older_meta)
+    measured = start_recipe(worker_python, *data, "--evaluate", older, "--card", "")
+    assert measured.returncode == 0 and "was written before models recorded their lineage's observations" in measured.stderr, measured.stderr[-3000:]
 
     # the two joined: one model reading the chunk at both scales, calibrated, measured and carded like a trained one
     both, both_card = tmp_path / "both.hiriseice", tmp_path / "both.md"
