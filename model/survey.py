@@ -627,6 +627,7 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
                         counts[outcome["status"]] += 1
                         _report_outcome(reporter, outcome, finished, len(todo))
                         reporter.progress(finished / len(todo))
+                        del futures[future]  # recorded: its result leaves the worker (held, they grew by MBs an image)
                 except RuntimeError as exc:
                     if scheduler and "deserializ" in str(exc).lower():  # the scheduler unpacks the tasks: it needs the engine too
                         raise SurveyError(

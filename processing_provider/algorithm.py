@@ -68,6 +68,9 @@ def _whole_and_said_once(process_algorithm):
         except QgsProcessingException:
             if QgsApplication.platform() == "qgis_process":
                 QgsApplication.messageLog().blockSignals(True)
+            # QGIS 3.22 never frees a Python algorithm's exception, whose frames hold the context: the layers it loaded
+            # (the input raster, open) stayed open for the life of the process, one more for each image a batch failed on
+            context.temporaryLayerStore().removeAllMapLayers()
             raise
 
     return wrapper

@@ -441,6 +441,16 @@ def test_raster_without_crs(detect_error, make_raster):
     assert "no coordinate reference system" in message and "Assign" in message and "no_crs" in message
 
 
+def test_a_failed_run_leaves_its_input_closed(detect_error, make_raster):
+    """QGIS 3.22 never frees a Python algorithm's exception, and with it the layers the run loaded: each failed image of a
+    batch or a processing.run loop left its raster open for the life of QGIS (20 handles to one file after 100 runs)."""
+    raster = make_raster(name="closed_after.tif", crs=None)
+    for _ in range(3):
+        detect_error(INPUT=raster.path)
+    held = [name for name in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{name}") == os.path.realpath(raster.path)]
+    assert held == []
+
+
 def test_a_crs_kept_in_the_aux_xml_sidecar_is_the_rasters(qgis_app, tiny_model, make_raster, tmp_path):
     """A PNG saved by gdal_translate or QGIS keeps its CRS in .aux.xml: QGIS and the worker read it, and
     detect refused the file as having none (its layer is loaded without PAM). The sidecar stays as it was."""
