@@ -43,6 +43,12 @@ def parse_label(value, feature: str = "") -> Optional[int]:
         return 0
     if text in UNUSED_WORDS:
         return None
+    try:  # a number written as text: "1.0" from a CSV or a table whose NULLs made the column float
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None and number in (1, 0, -1):
+        return parse_label(number, feature)
     raise LabelError(
         f"The label value {value!r}{f' ({feature})' if feature else ''} is not understood. Use 1 / 0, icy / not icy or yes / no; leave it empty (NULL), -1 or 'unclear' to leave a chunk out."
     )
@@ -57,13 +63,21 @@ class LabelledChunk:
     cells: Optional[np.ndarray] = None  # the outlined ice's share of each score-map cell (outline mode)
 
 
+def _read_wkt(wkt: str, what: str) -> ogr.Geometry:
+    """The geometry of a job's WKT; LabelError where GDAL cannot read it (skipped, it had trained its chunk as not icy)."""
+    geometry = ogr.CreateGeometryFromWkt(wkt) if isinstance(wkt, str) else None
+    if geometry is None:
+        raise LabelError(f"The geometry of {what} cannot be read as WKT ({str(wkt)[:60]!r}). Write 2D WKT, or 'POLYGON Z ((...))' for 3D.")
+    return geometry
+
+
 def _geometries(items: Sequence[str]) -> List[ogr.Geometry]:
     """The outlines' geometries, each made valid: a hand-drawn outline often crosses itself (a bow-tie),
     and GEOS's union and intersection give nothing for such a polygon."""
     out = []
     for wkt in items:
-        geometry = ogr.CreateGeometryFromWkt(wkt)
-        if geometry is None or geometry.IsEmpty():
+        geometry = _read_wkt(wkt, "an outline or exclusion")
+        if geometry.IsEmpty():
             continue
         with gdal_messages():  # GEOS's "Self-intersection at or near ..." is not the user's to read
             if not geometry.IsValid():
@@ -153,8 +167,8 @@ def label_windows(source: RasterSource, labels: Sequence[Dict], exclude: Sequenc
     excluded = _geometries(exclude)
     by_window: Dict[Tuple[int, int, int, int], List[int]] = {}
     for index, (item, label) in enumerate(usable):
-        geometry = ogr.CreateGeometryFromWkt(item["wkt"])
-        if geometry is None or not geometry.Intersects(footprint):
+        geometry = _read_wkt(item["wkt"], item.get("feature") or "a label")
+        if not geometry.Intersects(footprint):
             reading.off_image += 1
             continue
         window = polygon_window(geometry, info.geotransform, info.width, info.height, index)

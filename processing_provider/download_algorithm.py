@@ -72,8 +72,10 @@ class DownloadAlgorithm(HiriseIceAlgorithm):
         if "jp2_url" not in names and "lbl_url" not in names:
             raise QgsProcessingException("The input has no jp2_url or lbl_url field: give the footprints made by 'Find HiRISE observations'.")
         items, seen = [], set()
+        # a shapefile cuts field names to 10 characters: size_unit_bytes is size_unit_ there
+        unit_field = next((name for name in ("size_unit_bytes", "size_unit_") if name in names), None)
         for feature in source.getFeatures(QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry)):
-            unit = _size(feature["size_unit_bytes"]) if "size_unit_bytes" in names else None
+            unit = _size(feature[unit_field]) if unit_field else None
             tolerance = (unit - 1) if unit and unit > 1 else 0
             for wanted, url_field, size_field in ((images, "jp2_url", "jp2_bytes"), (labels, "lbl_url", "lbl_bytes")):
                 if not wanted or url_field not in names:

@@ -239,6 +239,8 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         extent = raster_layer.extent()
         extent_geometry = QgsGeometry.fromRect(extent)
         source_crs = layer_crs(layer)
+        if source_crs.description().startswith("Undefined "):  # a GeoPackage's srs_id 0 or -1: GDAL's names for none
+            source_crs = QgsCoordinateReferenceSystem()
         if source_crs.isValid() and imagechecks.not_mars_warning(layer.name(), source_crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED_GDAL)):
             # QGIS could only print "Cannot create transform" for each feature
             raise QgsProcessingException(
@@ -286,6 +288,9 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 elsewhere[str(drawn_on).strip()] += 1
                 continue
             value = json_label(feature.attribute(attribute_index)) if attribute_index is not None else None
+            flat = geometry.get()  # GDAL 3.6 reads no 'PolygonZ' WKT: a layer drawn in 3D had been dropped unread
+            flat.dropZValue()
+            flat.dropMValue()
             found.append((geometry.asWkt(), value, f"feature {feature.id()} of '{layer.name()}'"))
         return found, failures, elsewhere
 

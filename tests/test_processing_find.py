@@ -205,6 +205,21 @@ def test_download_selected_footprints(qgis_app, tmp_path, monkeypatch):
     assert all(path.startswith("/PDS/") for path in server.requests) and len(server.requests) == 6
 
 
+@pytest.mark.parametrize("unit_field", ["size_unit_bytes", "size_unit_"])
+def test_the_index_sizes_precision_is_read_from_a_shapefiles_shortened_field_too(qgis_app, unit_field):
+    """Find's footprints saved as a shapefile name size_unit_bytes 'size_unit_' (10 characters): its sizes, in kB, were then
+    taken as exact, and every product failed as 'the server declares 114174 bytes but the index says 113664'."""
+    from qgis.core import QgsFeature, QgsVectorLayer
+
+    layer = QgsVectorLayer(f"Polygon?crs=IAU_2015:49900&field=jp2_url:string&field=jp2_bytes:double&field={unit_field}:integer", "footprints", "memory")
+    feature = QgsFeature(layer.fields())
+    feature.setAttributes(["https://example.org/ESP_011111_1111_RED.JP2", 111 * 1024, 1024])
+    assert layer.dataProvider().addFeatures([feature])
+    algorithm = qs.plugin_module("processing_provider.download_algorithm").DownloadAlgorithm()
+    (item,) = algorithm.items(layer, True, False)
+    assert (item.expected_bytes, item.tolerance_bytes) == (111 * 1024, 1023)
+
+
 def test_download_needs_find_output(qgis_app, tmp_path):
     from qgis.core import QgsVectorLayer
 

@@ -47,11 +47,11 @@ def job_of(results) -> dict:
         return json.load(handle)
 
 
-def memory_polygons(name, crs_wkt, geometries, fields=()):
-    """A real memory layer of polygons; fields: [(name, QVariant type)], geometries: [(QgsGeometry, attributes)]."""
+def memory_polygons(name, crs_wkt, geometries, fields=(), kind="Polygon"):
+    """A real memory layer of polygons (kind: "PolygonZ" for 3D ones); fields: [(name, QVariant type)], geometries: [(QgsGeometry, attributes)]."""
     from qgis.core import QgsCoordinateReferenceSystem, QgsFeature, QgsField, QgsVectorLayer
 
-    layer = QgsVectorLayer("Polygon", name, "memory")
+    layer = QgsVectorLayer(kind, name, "memory")
     layer.setCrs(QgsCoordinateReferenceSystem.fromWkt(crs_wkt))
     provider = layer.dataProvider()
     provider.addAttributes([QgsField(n, t) for n, t in fields])
@@ -291,8 +291,11 @@ def qs_context():
     return context
 
 
-def test_outlines_with_exclusions(qgis_app, training_data, tmp_path):
-    """Ice-patch outlines (no label field): chunks holding one are icy; chunks touching an exclusion are left out."""
+@pytest.mark.parametrize("kind", ["Polygon", "PolygonZ"])
+def test_outlines_with_exclusions(qgis_app, training_data, tmp_path, kind):
+    """Ice-patch outlines (no label field): chunks holding one are icy; chunks touching an exclusion are left out.
+    Drawn in 3D (a layer digitised with Z, a shapefile saved with -dim XYZ), every outline and exclusion had been
+    dropped unread and each chunk trained as not icy."""
     from qgis.core import QgsGeometry, QgsPointXY
 
     raster = training_data.raster
@@ -302,14 +305,18 @@ def test_outlines_with_exclusions(qgis_app, training_data, tmp_path):
         cx, cy = gdal_point(gt, x_off + size / 2, y_off + size / 2)
         outlines.append((QgsGeometry.fromPointXY(QgsPointXY(cx, cy)).buffer(6 * gt[1], 12), []))
     assert len(outlines) == 18
-    outline_layer = memory_polygons("ice patches", raster.crs_wkt, outlines)
+    if kind == "PolygonZ":
+        outlines = [(QgsGeometry.fromWkt(g.asWkt().replace("Polygon ((", "PolygonZ ((").replace(",", " 100,").replace("))", " 100))")), a) for g, a in outlines]
+        assert all(g.constGet().is3D() for g, _ in outlines)
+    outline_layer = memory_polygons("ice patches", raster.crs_wkt, outlines, kind=kind)
     excluded = [(5, 5), (2, 3)]  # one icy, one not
     squares = []
     for row, col in excluded:
         x0, y0 = gdal_point(gt, col * CHUNK + 20, row * CHUNK + 20)
         x1, y1 = gdal_point(gt, col * CHUNK + 40, row * CHUNK + 40)
-        squares.append((QgsGeometry.fromWkt(f"POLYGON (({x0} {y0}, {x1} {y0}, {x1} {y1}, {x0} {y1}, {x0} {y0}))"), []))
-    exclusions = memory_polygons("exclusions", raster.crs_wkt, squares)
+        z = " 5" if kind == "PolygonZ" else ""
+        squares.append((QgsGeometry.fromWkt(f"POLYGON{' Z' if z else ''} (({x0} {y0}{z}, {x1} {y0}{z}, {x1} {y1}{z}, {x0} {y1}{z}, {x0} {y0}{z}))"), []))
+    exclusions = memory_polygons("exclusions", raster.crs_wkt, squares, kind=kind)
     results = train(tmp_path, [raster.path], [outline_layer], LABEL_MODE=1, EXCLUDE=[exclusions])
     meta = modelfile.read_metadata(results["OUTPUT_MODEL"])
     assert meta["training"]["data"]["label_mode"] == "outlines"

@@ -504,13 +504,14 @@ def test_fixed_split_keeps_exactly_the_given_validation_groups():
         ("0", 0), ("not icy", 0), ("Not_Icy", 0), ("no ice", 0), ("no", 0), ("N", 0), ("false", 0), ("f", 0), ("noticy", 0),
         (None, None), ("", None), ("  ", None), (-1, None), ("-1", None), ("unclear", None), ("NULL", None), ("none", None),
         ("hard to identify", None), ("?", None), (float("nan"), None),
+        ("1.0", 1), (" 0.0 ", 0), ("-1.0", None),  # numbers as text, as a CSV whose NULLs made the column float writes them
     ],
 )
 def test_parse_label(value, expected):
     assert labels.parse_label(value) == expected
 
 
-@pytest.mark.parametrize("value", [2, 0.5, -2, "maybe", "icy?", "2", "si"])
+@pytest.mark.parametrize("value", [2, 0.5, -2, "maybe", "icy?", "2", "si", "0.5", "nan", "inf"])
 def test_parse_label_rejects_what_it_cannot_read(value):
     with pytest.raises(LabelError) as caught:
         labels.parse_label(value)
