@@ -423,6 +423,28 @@ def test_a_label_value_not_understood_names_its_feature(qgis_app, training_data,
     assert re.search(r"The label value 'maybe' \(feature \d+ of 'odd labels'\) is not understood\. Use 1 / 0", message), message
 
 
+def test_a_geopackage_layer_with_the_undefined_srs_is_taken_in_the_rasters_crs(qgis_app, training_data, tmp_path):
+    """A GeoPackage written without a CRS gets srs_id 0, GDAL's 'Undefined geographic SRS' on Earth's ellipsoid: it was refused
+    as 'a CRS of another body than Mars', where a shapefile without .prj is taken, with a warning, in the raster's CRS."""
+    from osgeo import ogr
+
+    raster = training_data.raster
+    path = tmp_path / "no_crs.gpkg"
+    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = dataset.CreateLayer("no_crs", None, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("label", ogr.OFTInteger))
+    for row in range(6):
+        for col in range(6):
+            feature = ogr.Feature(layer.GetLayerDefn())
+            feature.SetGeometry(ogr.CreateGeometryFromWkt(chunk_geometry(raster, row, col).asWkt()))
+            feature.SetField("label", int(helpers.checkerboard(row, col)))
+            layer.CreateFeature(feature)
+    dataset = None
+    results = train(tmp_path, [raster.path], [str(path)], epochs=1)
+    assert "'no_crs' has no CRS QGIS can read; its coordinates are taken to be in the CRS of" in results["_feedback"].text
+    assert modelfile.read_metadata(results["OUTPUT_MODEL"])["training"]["chunks"] == 36
+
+
 def test_a_band_the_raster_lacks_is_refused_before_the_worker(qgis_app, labelled_geographic, training_data, tmp_path):
     check_failed(tmp_path, ["Band 3 does not exist in 'train_scene', which has 1 band(s). Choose 1..1, or 0 for automatic."],
                  RASTERS=[training_data.raster.path], LABELS=[labelled_geographic], BAND=3)
