@@ -121,8 +121,11 @@ def _chunk(args, reporter: Reporter) -> None:
 
 
 def _train(args, reporter: Reporter) -> None:
-    with open(args.job, encoding="utf-8") as handle:
-        job = json.load(handle)
+    try:
+        with open(args.job, encoding="utf-8") as handle:
+            job = json.load(handle)
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+        raise EngineError(f"The job file {args.job} cannot be read ({exc}). Give the JSON job the train algorithm writes (model/trainingjob.py).") from None
     from .trainingjob import run_job
 
     result = run_job(job, reporter)

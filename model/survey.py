@@ -337,6 +337,13 @@ class SurveyStore:
         missing = [name for name, _, _ in LAYERS if ds.GetLayerByName(name) is None]
         if missing:
             raise SurveyError(f"'{self.path}' is a GeoPackage but not a survey's (no layer {', '.join(missing)}). Choose a new file, or the survey's own GeoPackage to resume it.")
+        crs = ds.GetLayerByName("chunks").GetSpatialRef()
+        if crs is None or crs.GetName() != osr.SpatialReference(wkt=SURVEY_CRS_WKT).GetName():
+            # before 2026-12-06 a survey wrote longitudes -180 to 180: new chunks at 0 to 360 beside them fall outside what
+            # QGIS asks of the layer west of 180 deg E, so they were neither drawn nor found by training
+            raise SurveyError(f"'{self.path}' was surveyed by an earlier version of the plugin, in a CRS of longitudes -180 to 180 "
+                              f"({crs.GetName() if crs is not None else 'none'}); this version writes 0 to 360 east, and the two cannot share "
+                              "its layers. Survey into a new GeoPackage (its images are surveyed again), and keep this one as it is.")
         return ds
 
     @staticmethod
@@ -419,10 +426,16 @@ class SurveyStore:
         quoted = image.image_id.replace("'", "''")
         self.ds.StartTransaction()
         try:
+            # the labels a geologist gave this image's chunks (a survey's layer is a review layer too) outlive its rescoring:
+            # the grid is the survey's own (keep_settings), so a chunk_id is the same window
+            labelled = self.ds.ExecuteSQL(f"SELECT chunk_id, label FROM chunks WHERE image_id = '{quoted}' AND label IS NOT NULL")
+            labels = {feature.GetField(0): feature.GetField(1) for feature in labelled} if labelled is not None else {}
+            if labelled is not None:
+                self.ds.ReleaseResultSet(labelled)
             for name, _, _ in LAYERS:
                 self.ds.ExecuteSQL(f"DELETE FROM \"{name}\" WHERE image_id = '{quoted}'")
             summary = outcome["summary"]
-            self._add("chunks", outcome["chunks"], "wkt")
+            self._add("chunks", [dict(chunk, label=labels[chunk["chunk_id"]]) if chunk["chunk_id"] in labels else chunk for chunk in outcome["chunks"]], "wkt")
             if summary:
                 self._add("summary", [summary], "footprint_wkt")
                 self._add("footprints", [summary], "footprint_wkt")

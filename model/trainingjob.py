@@ -68,8 +68,51 @@ def _job_inputs(job: Dict) -> Dict[str, list]:
     return {"RASTERS": [entry["path"] for entry in job.get("rasters", [])], "BASE_MODEL": [job.get("base_model") or ""]}
 
 
+_WHOLE_KEYS = ("epochs", "batch_size", "patience", "seed", "input_size", "chunk_size")
+_NUMBER_KEYS = ("validation_fraction", "learning_rate", "distill", "replay_ratio", "anchor", "unlabelled", "cell_weight", "min_valid")
+
+
+def _shape_problem(job) -> str:
+    """What in a hand-written job file has the wrong shape ('' where nothing): each key named, as the job's format has it."""
+    if not isinstance(job, dict):
+        return f"the job is {type(job).__name__}, not an object of keys"
+
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    wrong = [f"{key} {job[key]!r} is not a whole number" for key in _WHOLE_KEYS if job.get(key) is not None and not whole(job[key])]
+    wrong += [f"{key} {job[key]!r} is not a number" for key in _NUMBER_KEYS if job.get(key) is not None and not number(job[key])]
+    if job.get("widths") is not None and not (isinstance(job["widths"], list) and job["widths"] and all(whole(w) and w > 0 for w in job["widths"])):
+        wrong.append(f"widths {job['widths']!r} is not a list of whole numbers of channels")
+    if number(job.get("validation_fraction")) and not 0 < job["validation_fraction"] < 1:
+        wrong.append(f"validation_fraction {job['validation_fraction']!r} is not a share between 0 and 1")
+    rasters = job.get("rasters")
+    if rasters is not None and not (isinstance(rasters, list) and all(isinstance(r, dict) for r in rasters)):
+        wrong.append("rasters is not a list of objects")
+    for index, entry in enumerate(rasters if isinstance(rasters, list) else []):
+        if not isinstance(entry, dict):
+            continue
+        if not isinstance(entry.get("path"), str) or not entry.get("path"):
+            wrong.append(f"rasters[{index}] has no path")
+        if entry.get("band") is not None and not whole(entry["band"]):
+            wrong.append(f"rasters[{index}].band {entry['band']!r} is not a whole number")
+        labels = entry.get("labels", [])
+        if not (isinstance(labels, list) and all(isinstance(item, dict) and isinstance(item.get("wkt"), str) for item in labels)):
+            wrong.append(f"rasters[{index}].labels is not a list of objects each with a wkt")
+        exclude = entry.get("exclude", [])
+        if not (isinstance(exclude, list) and all(isinstance(item, str) for item in exclude)):
+            wrong.append(f"rasters[{index}].exclude is not a list of WKT strings")
+    return "; ".join(wrong)
+
+
 def _check_job(job: Dict) -> str:
     """The job's label mode, once the job is complete and its outputs can be written: nothing has been read yet."""
+    problem = _shape_problem(job)
+    if problem:
+        raise LabelError(f"The job cannot be run: {problem}. Write it as model/trainingjob.py describes (the train algorithm writes one).")
     if not job.get("output_model"):
         raise LabelError("No output model file was given (OUTPUT_MODEL).")
     mode = job.get("label_mode", "chunks")

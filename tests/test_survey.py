@@ -391,6 +391,52 @@ def test_a_survey_geopackage_that_is_a_named_pipe_is_refused_not_waited_on(tmp_p
         SurveyStore(str(pipe))
 
 
+def test_labels_given_to_a_surveys_chunks_outlive_a_resurvey_with_another_model(worker_python, tiny_model, tmp_path):
+    """Survey, label its chunks in the review dock, retrain, survey again: the new model's rows replaced the image's chunks,
+    and with them every label, without a word."""
+    from osgeo import ogr
+
+    from model import modelfile
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_images(folder, 1)
+    out = tmp_path / "survey.gpkg"
+    helpers.run_worker(worker_python, "survey", "--rasters", folder, "--out", out, "--model", tiny_model.path, "--workers", 1, timeout=300).check()
+    dataset = ogr.Open(str(out), update=1)
+    dataset.ExecuteSQL("UPDATE chunks SET label = 1 WHERE chunk_id IN (0, 5)")
+    dataset.ExecuteSQL("UPDATE chunks SET label = 0 WHERE chunk_id = 7")
+    dataset = None
+    retrained = tmp_path / "retrained.hiriseice"
+    shutil.copy(tiny_model.path, retrained)
+    meta = modelfile.read_metadata(str(retrained))
+    modelfile.store_metadata(str(retrained), dict(meta, version=meta["version"] + "-2"))
+    helpers.run_worker(worker_python, "survey", "--rasters", folder, "--out", out, "--model", retrained, "--workers", 1, timeout=300).check()
+    rows = qs.read_ogr(out, "chunks").rows
+    assert {row["chunk_id"]: row["label"] for row in rows if row["label"] is not None} == {0: 1, 5: 1, 7: 0}
+    assert {row["model_version"] for row in qs.read_ogr(out, "runs").rows} == {meta["version"] + "-2"}
+
+
+def test_a_survey_of_an_earlier_version_is_not_resumed_into_another_crs(tmp_path):
+    """Surveys before 2026-12-06 wrote longitudes -180 to 180; resumed, their layers got chunks at 0 to 360 east in the old CRS,
+    and QGIS then neither drew the western ones nor handed them to training."""
+    from osgeo import ogr, osr
+
+    from model.survey import LAYERS, SurveyError, SurveyStore
+
+    path = tmp_path / "old_survey.gpkg"
+    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    old_crs = osr.SpatialReference()
+    old_crs.SetFromUserInput("+proj=longlat +R=3396190 +no_defs")
+    for name, geometry_type, _fields in LAYERS:
+        dataset.CreateLayer(name, old_crs if geometry_type != ogr.wkbNone else None, geometry_type)
+    dataset = None
+    with pytest.raises(SurveyError, match=r"was surveyed by an earlier version of the plugin, in a CRS of longitudes -180 to 180 .* Survey into a new GeoPackage"):
+        SurveyStore(str(path))
+    SurveyStore(str(tmp_path / "new_survey.gpkg")).close()
+    SurveyStore(str(tmp_path / "new_survey.gpkg")).close()  # this version's own, resumed
+
+
 def test_a_survey_interrupted_says_its_finished_images_stay(worker_python, tiny_model, tmp_path):
     """Ctrl-C after two images had been recorded said "Cancelled; no output was written"."""
     import signal

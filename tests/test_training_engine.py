@@ -312,6 +312,13 @@ def bad_jobs(training_data, worker_python, tmp_path_factory):
         "no raster": dict(rasters=[]),
         "pull back past the base": dict(anchor=1.5),
         "the model over the image": dict(rasters=[{"path": str(own_copy), "labels": training_data.labels}], output_model=str(own_copy)),
+        # hand-written jobs (the README documents the format): each had been a Python traceback
+        "widths as the parameter writes them": dict(widths="4,8,8,16"),
+        "epochs as text": dict(epochs="two"),
+        "a raster without its path": dict(rasters=[{"labels": training_data.labels}]),
+        "a label without its wkt": dict(rasters=[{"path": raster.path, "labels": [{"label": 1}]}]),
+        "validation beyond the whole": dict(validation_fraction=1.5),
+        "an unreadable label geometry": dict(rasters=[{"path": raster.path, "labels": training_data.labels[:-1] + [dict(training_data.labels[-1], wkt="PolygonZ ((0 0 1, 1 0 1, 1 1 1, 0 0 1))")]}]),
     }
     paths = {}
     for i, (case, changes) in enumerate(cases.items()):
@@ -344,6 +351,12 @@ def bad_jobs(training_data, worker_python, tmp_path_factory):
         ("no raster", LabelError.code, ["No raster was given"]),
         ("pull back past the base", LabelError.code, ["ANCHOR", "is 1.5", "from 0 (none) to 1"]),
         ("the model over the image", EngineError.code, ["OUTPUT_MODEL is '", "ESP_000011_1000_RED.tif', which this run reads as RASTERS"]),
+        ("widths as the parameter writes them", LabelError.code, ["The job cannot be run: widths '4,8,8,16' is not a list of whole numbers"]),
+        ("epochs as text", LabelError.code, ["epochs 'two' is not a whole number", "model/trainingjob.py"]),
+        ("a raster without its path", LabelError.code, ["rasters[0] has no path"]),
+        ("a label without its wkt", LabelError.code, ["rasters[0].labels is not a list of objects each with a wkt"]),
+        ("validation beyond the whole", LabelError.code, ["validation_fraction 1.5 is not a share between 0 and 1"]),
+        ("an unreadable label geometry", LabelError.code, ["cannot be read as WKT ('PolygonZ ((0 0 1"]),
     ],
 )
 def test_bad_training_inputs_are_explained(bad_jobs, case, code, words):
@@ -355,6 +368,16 @@ def test_bad_training_inputs_are_explained(bad_jobs, case, code, words):
     for word in words:
         assert word in messages[-1]["message"], messages[-1]["message"]
     assert not output.exists()
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe\x00", None])
+def test_a_job_file_that_cannot_be_read_is_said_so(worker_python, tmp_path, content):
+    path = tmp_path / "job.json"
+    if content is not None:
+        path.write_bytes(content)
+    run = helpers.run_worker(worker_python, "train", path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert [m["type"] for m in run.messages] == ["error"] and f"The job file {path} cannot be read" in run.messages[0]["message"]
 
 
 def test_a_bad_job_fails_the_worker_process_with_exit_status_2(training_data, worker_python, tmp_path):
