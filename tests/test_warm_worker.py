@@ -249,37 +249,44 @@ def test_cancel_during_a_warm_run_stops_the_worker_and_the_next_run_starts_a_new
     assert probabilities(tmp_path / "after.gpkg") == probabilities(tmp_path / "before.gpkg")
 
 
-def test_a_warm_run_stopped_by_the_plugin_unloading_says_so_not_cancelled(worker_module, tiny_model, make_raster, tmp_path):
-    """A reload, update or uninstall during a toolbox detect stops the warm worker; the run said 'Cancelled; no output
-    was written.', though nobody had pressed Cancel."""
-    from qgis.core import QgsApplication, QgsProcessingException
+def scoring_interrupted(tiny_model, raster_path, output, act):
+    """A dense detect of raster_path (one chunk a network call: minutes of work) with act() called from another thread
+    once it scores; (the run's QgsProcessingException, its feedback)."""
+    from qgis.core import QgsProcessingException
 
-    big = make_raster(name="big.tif", width=1024, height=1024, seed=9)
     feedback = qs.recording_feedback()
-    provider = QgsApplication.processingRegistry().providerById("hiriseice")
 
-    def unload_once_it_scores():
+    def act_once_it_scores():
         deadline = time.monotonic() + 180
         while feedback.progress() <= 0 and time.monotonic() < deadline:
             time.sleep(0.02)
-        provider.unload()  # what QGIS calls as it unloads the plugin
+        act()
 
-    unloader = threading.Thread(target=unload_once_it_scores)
-    unloader.start()
+    thread = threading.Thread(target=act_once_it_scores)
+    thread.start()
     try:
         with pytest.raises(QgsProcessingException) as raised:
-            detect(tiny_model, big.path, tmp_path / "stopped.gpkg", feedback=feedback, STRIDE=8, BATCH_SIZE=1)
+            detect(tiny_model, raster_path, output, feedback=feedback, STRIDE=8, BATCH_SIZE=1)
     finally:
-        unloader.join()
+        thread.join()
+    return raised.value, feedback
+
+
+def test_a_warm_run_stopped_by_the_plugin_unloading_says_so_not_cancelled(worker_module, tiny_model, make_raster, tmp_path):
+    """A reload, update or uninstall during a toolbox detect stops the warm worker; the run said 'Cancelled; no output
+    was written.', though nobody had pressed Cancel."""
+    from qgis.core import QgsApplication
+
+    big = make_raster(name="big.tif", width=1024, height=1024, seed=9)
+    provider = QgsApplication.processingRegistry().providerById("hiriseice")
+    error, feedback = scoring_interrupted(tiny_model, big.path, tmp_path / "stopped.gpkg", provider.unload)  # what QGIS calls as it unloads the plugin
     assert warm_job_of(feedback) is not None, "the run was not a job of the warm worker"
-    assert str(raised.value) == ("Stopped because the HiRISE Ice Patches plugin was unloaded (reloaded, updated, disabled or uninstalled): the worker "
-                                 "was stopped and no output was written. Run it again.")
+    assert str(error) == ("Stopped because the HiRISE Ice Patches plugin was unloaded (reloaded, updated, disabled or uninstalled): the worker "
+                          "was stopped and no output was written. Run it again.")
     assert not (tmp_path / "stopped.gpkg").exists()
 
 
 def test_a_killed_warm_worker_is_replaced(worker_module, tiny_model, make_raster, tmp_path):
-    from qgis.core import QgsProcessingException
-
     raster = make_raster(name="scene.tif", width=128, height=128, seed=6)
     _, (_, pid) = detect(tiny_model, raster.path, tmp_path / "one.gpkg")
     os.kill(pid, signal.SIGKILL)  # between runs
@@ -289,22 +296,8 @@ def test_a_killed_warm_worker_is_replaced(worker_module, tiny_model, make_raster
 
     # In a run: that run reports the crash with the worker's error output; the next one works.
     big = make_raster(name="big.tif", width=1024, height=1024, seed=9)
-    feedback = qs.recording_feedback()
-
-    def kill_once_scoring():
-        deadline = time.monotonic() + 180
-        while feedback.progress() <= 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.kill(second_pid, signal.SIGKILL)
-
-    timer = threading.Timer(0.1, kill_once_scoring)
-    timer.start()
-    try:
-        with pytest.raises(QgsProcessingException) as raised:
-            detect(tiny_model, big.path, tmp_path / "killed.gpkg", feedback=feedback, STRIDE=8, BATCH_SIZE=1)
-    finally:
-        timer.join()
-    assert "The worker crashed (SIGKILL)" in str(raised.value) and "Last lines of its error output" in str(raised.value)
+    error, _feedback = scoring_interrupted(tiny_model, big.path, tmp_path / "killed.gpkg", lambda: os.kill(second_pid, signal.SIGKILL))
+    assert "The worker crashed (SIGKILL)" in str(error) and "Last lines of its error output" in str(error)
     _, (job, third_pid) = detect(tiny_model, raster.path, tmp_path / "three.gpkg")
     assert third_pid not in (pid, second_pid) and job == 1
     assert probabilities(tmp_path / "three.gpkg") == probabilities(tmp_path / "one.gpkg")
