@@ -259,8 +259,11 @@ class ReviewDock(QgsDockWidget):
         self.position = 0
         self.outline = None
         self.saved_selection_colour = None
-        # Marking or undoing a thousand chunks changes a thousand values: one refresh, one reload for them all.
-        self._refresh_soon, self._reload_soon = self._deferred(self._refresh), self._deferred(self._reload)
+        # Marking or undoing a thousand chunks changes a thousand values: one recount, one reload for them all.
+        self._refresh_soon, self._reload_soon = self._deferred(self._recount), self._deferred(self._reload)
+        # The label counts, read again only when labels change: on a survey's 200,000 chunks a count takes seconds,
+        # and each step to the next chunk had waited for one.
+        self.counts: Optional[Dict[Optional[int], int]] = None
         self._build()
         # Whether it can be seen: closed or behind another dock's tab, it follows no layer (visibilityChanged).
         self.shown = True
@@ -422,6 +425,7 @@ class ReviewDock(QgsDockWidget):
     def _reload(self, *args, start_at_first_unlabelled: bool = False):
         if self.layer is None:
             return
+        self.counts = None
         current = self.current_id()
         self.order_ids = review_order(self.layer, self.order())
         if start_at_first_unlabelled:
@@ -569,6 +573,10 @@ class ReviewDock(QgsDockWidget):
         canvas.setExtent(rect)
         canvas.refresh()
 
+    def _recount(self):
+        self.counts = None
+        self._refresh()
+
     def _refresh(self):
         feature = self.current_feature()
         enabled = feature is not None
@@ -588,7 +596,9 @@ class ReviewDock(QgsDockWidget):
         self.position_label.setText(f"{self.position + 1} of {len(self.order_ids)}")
         self.previous_button.setEnabled(self.position > 0)
         self.next_button.setEnabled(self.position < len(self.order_ids) - 1)
-        counts = label_counts(self.layer)
+        if self.counts is None:
+            self.counts = label_counts(self.layer)
+        counts = self.counts
         self.counts_label.setText(
             f"Labelled: <b>{counts[ICY]}</b> icy, <b>{counts[NOT_ICY]}</b> not icy, <b>{counts[UNCLEAR]}</b> unclear; {counts[None]} not labelled"
             + (" <i>(unsaved edits)</i>" if self.layer.isModified() else "")
