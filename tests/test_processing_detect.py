@@ -606,12 +606,16 @@ def test_probability_raster_output_matches_the_inputs_georeferencing_and_is_styl
     assert os.path.isfile(tmp_path / "ice_probability.qml")
     renderer = out.renderer()  # the default style beside the file
     assert renderer.type() == "singlebandpseudocolor"
-    items = renderer.shader().rasterShaderFunction().colorRampItemList()
-    below = [i for i in items if i.value < 0.2]
-    assert below and all(i.color.alpha() == 0 for i in below)
-    above = [i for i in items if i.value >= 0.2]
-    assert above[0].color.name() == "#ffff00" and above[-1].color.red() > 150 and above[-1].color.green() < 50
-    assert all(i.color.alpha() == 255 for i in above)
+    # the chunk layer's classes and colours (a cell of 0.22 had been bright yellow, the colour of 'hard to identify' on the
+    # chunks), and a legend that names them (it had been one continuous bar labelled 0 and 1)
+    styling = qs.plugin_module("plugin.styling")
+    chunk_colours = {round(r.upperValue(), 1): r.symbol().color().name() for r in styling.build_chunk_renderer().ranges()}
+    shader = renderer.shader().rasterShaderFunction()
+    items = shader.colorRampItemList()
+    assert shader.colorRampType() == shader.Discrete and items[0].value == 0.2 and items[0].color.alpha() == 0
+    assert {min(round(i.value, 1), 1.0): i.color.name() for i in items[1:]} == {k: v for k, v in chunk_colours.items() if k > 0.2}
+    assert [i.label for i in items][1:3] == ["0.2 – 0.4  not icy", "0.4 – 0.5  hard to identify"]
+    assert not shader.legendSettings().useContinuousLegend()
     dataset = gdal.Open(str(path))  # kept referenced: its band dies with it
     values = dataset.GetRasterBand(1).ReadAsArray()
     assert ((values == -1) | ((values >= 0) & (values <= 1))).all() and (values >= 0).any()

@@ -1,6 +1,8 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<!-- Ice probability raster of hiriseice:detect (model/scoremap.py): transparent below 0.2, then
-     yellow (0.2) through orange (0.6, the paper's icy threshold) to red (0.8 and above); no-data (-1) transparent. -->
+<!-- Ice probability raster of hiriseice:detect (model/scoremap.py): the chunk layer's classes and colours
+     (plugin/styling.py CHUNK_CLASSES, model/report.py RAMP), so a colour means the same on both: transparent below 0.2,
+     faint blue-green to 0.4 (not icy), pale green and pale yellow to 0.6 (hard to identify), orange and red above (icy);
+     no-data (-1) transparent. DISCRETE: each item colours the values up to its own. -->
 <qgis version="3.22.0" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0" minScale="1e+08" maxScale="0">
   <pipe>
     <provider>
@@ -17,14 +19,14 @@
         <stdDevFactor>2</stdDevFactor>
       </minMaxOrigin>
       <rastershader>
-        <colorrampshader colorRampType="INTERPOLATED" classificationMode="2" clip="0" minimumValue="0" maximumValue="1" labelPrecision="2">
-          <item alpha="0" value="0" label="below 0.2 (transparent)" color="#ffff00"/>
-          <item alpha="0" value="0.1999" label="" color="#ffff00"/>
-          <item alpha="255" value="0.2" label="0.2" color="#ffff00"/>
-          <item alpha="255" value="0.4" label="0.4 hard to identify" color="#ffd000"/>
-          <item alpha="255" value="0.6" label="0.6 icy" color="#ff8c00"/>
-          <item alpha="255" value="0.8" label="0.8" color="#e31a1c"/>
-          <item alpha="255" value="1" label="1" color="#b10026"/>
+        <colorrampshader colorRampType="DISCRETE" classificationMode="2" clip="0" minimumValue="0" maximumValue="1" labelPrecision="2">
+          <item alpha="0" value="0.2" label="0.0 – 0.2  not icy (transparent)" color="#2b83ba"/>
+          <item alpha="90" value="0.4" label="0.2 – 0.4  not icy" color="#8bc6aa"/>
+          <item alpha="255" value="0.5" label="0.4 – 0.5  hard to identify" color="#d5eeb2"/>
+          <item alpha="255" value="0.6" label="0.5 – 0.6  hard to identify" color="#fed690"/>
+          <item alpha="255" value="0.8" label="0.6 – 0.8  icy" color="#f48950"/>
+          <item alpha="255" value="inf" label="0.8 – 1.0  icy" color="#e03e2d"/>
+          <rampLegendSettings useContinuousLegend="0" prefix="" suffix="" minimumLabel="" maximumLabel="" orientation="2" direction="0"/>
         </colorrampshader>
       </rastershader>
     </rasterrenderer>
