@@ -42,6 +42,9 @@ MOSTLY_HARD_SHARE = 0.5
 
 
 def check_thresholds(icy_threshold: float, hard_low: float) -> None:
+    for name, value in (("ICY_THRESHOLD", icy_threshold), ("HARD_LOW", hard_low)):
+        if not 0.0 <= value <= 1.0:  # given by an expression, or on the command line, no range had held it
+            raise EngineError(f"{name} is {value}, but it is a probability: give a value from 0 to 1 (the paper uses 0.6 and 0.4).")
     if icy_threshold < hard_low:
         raise EngineError(f"ICY_THRESHOLD ({icy_threshold}) must not be below HARD_LOW ({hard_low}); the paper uses 0.6 and 0.4.")
 

@@ -7,7 +7,7 @@ import errno
 import functools
 import os
 import re
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from osgeo import gdal
 from qgis.core import (
@@ -57,6 +57,11 @@ def _whole_and_said_once(process_algorithm):
     @functools.wraps(process_algorithm)
     def wrapper(self, parameters, context, feedback):
         try:
+            # A graphical model's child and a batch row run without QGIS 3.22 asking checkParameterValues first: train's
+            # HISTORY had been written over the label GeoPackage it read
+            ok, message = self.checkParameterValues(parameters, context)
+            if not ok:
+                raise QgsProcessingException(message)
             outputs = [destination for destination, _vector in self.written_destinations(parameters)] if self.KEPT_WHOLE else []
             # SIGTERM, SIGHUP and SIGINT raise for the whole run, not only while a worker runs: chunk's exports, and the outputs written after the worker
             with terminating_signals_raise():
@@ -69,8 +74,15 @@ def _whole_and_said_once(process_algorithm):
             if QgsApplication.platform() == "qgis_process":
                 QgsApplication.messageLog().blockSignals(True)
             # QGIS 3.22 never frees a Python algorithm's exception, whose frames hold the context: the layers it loaded
-            # (the input raster, open) stayed open for the life of the process, one more for each image a batch failed on
-            context.temporaryLayerStore().removeAllMapLayers()
+            # (the input raster, open) stayed open for the life of the process, one more for each image a batch failed on.
+            # Those of earlier runs sharing the context stay, but not this run's inputs given by path: processing.run
+            # checks the parameters, loading them, on another instance than the one that runs.
+            store = context.temporaryLayerStore()
+            given = {value.split("|")[0] for value in parameters.values() if isinstance(value, str) and os.path.isfile(value.split("|")[0])}
+            before = self._layers_before_run or set()
+            for layer_id, layer in store.mapLayers().items():
+                if layer_id not in before or layer.source().split("|")[0] in given:
+                    store.removeMapLayer(layer_id)
             raise
 
     return wrapper
@@ -298,6 +310,9 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         super().__init__()
         # (destination id, .qml) of outputs to style in postProcessAlgorithm.
         self._styled_outputs: List[Tuple[str, str]] = []
+        # The layers of the context's store before this instance first checked its parameters, which loads its
+        # inputs there: a failed run removes the rest (_whole_and_said_once).
+        self._layers_before_run: Optional[Set[str]] = None
 
     def tr(self, text: str) -> str:
         return QCoreApplication.translate("HiriseIce", text)
@@ -311,6 +326,8 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         replace a file the run reads (check_no_input_replaced) or another output (check_outputs_apart), no layer may go to a format of
         Earth coordinates only (check_vector_formats), and every file output must be writable
         (destinations.check_writable), so that no run works for minutes and then fails to write."""
+        if self._layers_before_run is None:
+            self._layers_before_run = set(context.temporaryLayerStore().mapLayers())
         parameters = self.as_meant(parameters)
         unknown = self.unknown_parameter_message(parameters)
         if unknown:

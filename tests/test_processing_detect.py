@@ -441,6 +441,22 @@ def test_raster_without_crs(detect_error, make_raster):
     assert "no coordinate reference system" in message and "Assign" in message and "no_crs" in message
 
 
+def test_a_failed_run_leaves_the_results_of_earlier_runs_in_a_shared_context(qgis_app, tiny_model, detect_scene, make_raster):
+    """Emptying a failed run's layers (below) must not take those of runs before it in the same context, as a script's
+    loop or a batch sharing one keeps them. Run as a batch runs each row (Algorithm.run, the context kept)."""
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProject
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    registry, feedback = QgsApplication.processingRegistry(), qs.recording_feedback()
+    first, ok = registry.createAlgorithmById("hiriseice:detect").run(
+        {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": "TEMPORARY_OUTPUT"}, context, feedback)
+    assert ok and context.temporaryLayerStore().mapLayer(first["OUTPUT"]) is not None
+    _, ok = registry.createAlgorithmById("hiriseice:detect").run(
+        {"INPUT": make_raster(name="no_crs_here.tif", crs=None).path, "MODEL": tiny_model.path, "OUTPUT": "TEMPORARY_OUTPUT"}, context, feedback)
+    assert not ok and context.temporaryLayerStore().mapLayer(first["OUTPUT"]) is not None
+
+
 def test_a_failed_run_leaves_its_input_closed(detect_error, make_raster):
     """QGIS 3.22 never frees a Python algorithm's exception, and with it the layers the run loaded: each failed image of a
     batch or a processing.run loop left its raster open for the life of QGIS (20 handles to one file after 100 runs)."""

@@ -497,6 +497,24 @@ def test_no_output_replaces_the_labels_or_an_image_the_run_reads(detected, train
     assert f"OUTPUT_MODEL would be written over {training_data.raster.path}, which this run reads as RASTERS" in message
 
 
+def test_a_model_child_or_a_batch_row_is_checked_as_a_single_run_is(detected, training_data, tmp_path):
+    """QGIS 3.22 runs a graphical model's children and the toolbox's batch rows without checkParameterValues: HISTORY given
+    the label GeoPackage replaced the labels with the history table, without a word. Run as they run it (Algorithm.run)."""
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProject
+
+    labels = tmp_path / "labels.gpkg"
+    shutil.copyfile(detected, labels)
+    before = qs.read_ogr(labels)
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("hiriseice:train")
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    feedback = qs.recording_feedback()
+    parameters = dict(TINY, RASTERS=[training_data.raster.path], LABELS=[str(labels)], EPOCHS=1, OUTPUT_MODEL=str(tmp_path / "m.hiriseice"), HISTORY=str(labels))
+    results, ok = algorithm.run(parameters, context, feedback)
+    assert not ok and f"HISTORY would be written over {labels}, which this run reads as LABELS" in feedback.text
+    assert qs.read_ogr(labels) == before and not (tmp_path / "m.hiriseice").exists()
+
+
 def test_no_output_replaces_another(detected, training_data, tmp_path):
     """A report named like the model file had replaced the trained model, and the run said both were saved."""
     for first, later, name in (("OUTPUT_MODEL", "REPORT", "m.hiriseice"), ("HISTORY", "REPORT", "h.csv")):

@@ -225,3 +225,11 @@ def test_detect_refuses_an_unknown_rule_before_reading_anything(tmp_path):
 
     with pytest.raises(EngineError, match="Unknown image category rule 'strict'"):
         detect(str(tmp_path / "not-read.tif"), str(tmp_path / "not-read.hiriseice"), DetectOptions(category_rule="strict"))
+
+
+@pytest.mark.parametrize("icy, hard", [(2.0, 0.4), (0.6, -0.5), (-0.5, -1.0), (1.5, 1.2)])
+def test_thresholds_outside_0_1_are_refused(icy, hard):
+    """Given by an expression (a batch row, a model input) or on the worker's command line, no parameter range held them:
+    ICY_THRESHOLD 2 graded every image with no icy chunk, silently."""
+    with pytest.raises(EngineError, match=r"is -?[0-9.]+, but it is a probability: give a value from 0 to 1"):
+        rules.check_thresholds(icy, hard)
