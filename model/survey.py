@@ -428,9 +428,10 @@ class SurveyStore:
         try:
             # the labels a geologist gave this image's chunks (a survey's layer is a review layer too) outlive its rescoring:
             # the grid is the survey's own (keep_settings), so a chunk_id is the same window
+            labels = {}
             labelled = self.ds.ExecuteSQL(f"SELECT chunk_id, label FROM chunks WHERE image_id = '{quoted}' AND label IS NOT NULL")
-            labels = {feature.GetField(0): feature.GetField(1) for feature in labelled} if labelled is not None else {}
             if labelled is not None:
+                labels = {feature.GetField(0): feature.GetField(1) for feature in labelled}
                 self.ds.ReleaseResultSet(labelled)
             for name, _, _ in LAYERS:
                 self.ds.ExecuteSQL(f"DELETE FROM \"{name}\" WHERE image_id = '{quoted}'")

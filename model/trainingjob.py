@@ -80,9 +80,7 @@ def _shape_problem(job) -> str:
     def whole(value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
-    def number(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
+    number = modelfile.number
     wrong = [f"{key} {job[key]!r} is not a whole number" for key in _WHOLE_KEYS if job.get(key) is not None and not whole(job[key])]
     wrong += [f"{key} {job[key]!r} is not a number" for key in _NUMBER_KEYS if job.get(key) is not None and not number(job[key])]
     if job.get("widths") is not None and not (isinstance(job["widths"], list) and job["widths"] and all(whole(w) and w > 0 for w in job["widths"])):

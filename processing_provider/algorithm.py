@@ -78,7 +78,7 @@ def _whole_and_said_once(process_algorithm):
             # Those of earlier runs sharing the context stay, but not this run's inputs given by path: processing.run
             # checks the parameters, loading them, on another instance than the one that runs.
             store = context.temporaryLayerStore()
-            given = {value.split("|")[0] for value in parameters.values() if isinstance(value, str) and os.path.isfile(value.split("|")[0])}
+            given = {path for path in (value.split("|")[0] for value in parameters.values() if isinstance(value, str)) if os.path.isfile(path)}
             before = self._layers_before_run or set()
             for layer_id, layer in store.mapLayers().items():
                 if layer_id not in before or layer.source().split("|")[0] in given:
