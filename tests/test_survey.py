@@ -63,28 +63,6 @@ with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_a
 """
 
 
-HELD_RESULTS = """
-import json, sys
-from distributed import Client, LocalCluster
-from model import survey
-from model.inference import DetectOptions
-from model.protocol import Reporter
-
-folder, out, model = sys.argv[1:4]
-with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
-    held = []
-
-    class CountHeldResults(Reporter):
-        def log(self, message):
-            super().log(message)
-            if message.startswith("["):
-                held.append(sum(client.run(lambda dask_worker: len(dask_worker.data)).values()))
-
-    result = survey.survey([folder], out, model, DetectOptions(), scheduler=cluster.scheduler_address, reporter=CountHeldResults())
-    print(json.dumps(dict(result, held=held)))
-"""
-
-
 def free_port() -> int:
     """A TCP port on this machine that nothing listens on (for a Dask scheduler of the test's own)."""
     import socket
@@ -239,17 +217,6 @@ def test_a_killed_worker_loses_no_image(worker_python, tiny_model, tmp_path):
     for rows in chunks.values():
         assert sorted(row["chunk_id"] for row in rows) == list(range(36))  # each image once, whole
     assert len(qs.read_ogr(out, "summary").rows) == 6
-
-
-def test_a_survey_lets_go_of_each_images_result_once_it_is_recorded(worker_python, tiny_model, tmp_path):
-    """Every finished image's result (its chunks) stayed on the Dask workers until the survey ended: MBs an image, GBs a night."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    make_images(folder, 8)
-    done = helpers.run_worker_snippet(worker_python, HELD_RESULTS, folder, tmp_path / "survey.gpkg", tiny_model.path, timeout=600)
-    assert done.returncode == 0, done.stderr[-5000:]
-    result = json.loads(done.stdout.splitlines()[-1])
-    assert result["done"] == 8 and len(result["held"]) == 8 and max(result["held"]) <= 2, result
 
 
 @pytest.mark.parametrize("as_given", ["a list", "one string, as qgis_process hands RASTERS=a.tif;b.tif over", "in folders whose names hold a ';'"])
