@@ -356,9 +356,15 @@ ORPHAN_POLL_S = 1.0
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    reporter = Reporter(jsonl=args.jsonl)
     if args.jsonl and args.run is not _serve and os.name != "nt":  # a session worker outlives the runs that use it
-        _stop_when_orphaned()
-    return _run(args, Reporter(jsonl=args.jsonl))
+        try:
+            _stop_when_orphaned()
+        except RuntimeError as exc:  # its thread
+            if not out_of_memory(exc):
+                raise
+            return _said_out_of_memory(args, reporter, exc)
+    return _run(args, reporter)
 
 
 def _stop_when_orphaned() -> None:
@@ -406,7 +412,26 @@ def _run(args, reporter: Reporter) -> int:
     except KeyboardInterrupt:
         reporter.error("cancelled", f"Cancelled; {getattr(args, 'left_behind', 'no output was written')}.")
         return 130
+    except (MemoryError, ImportError, RuntimeError, OSError) as exc:
+        if not out_of_memory(exc):
+            raise
+        return _said_out_of_memory(args, reporter, exc)
     return 0
+
+
+def _said_out_of_memory(args, reporter: Reporter, exc: BaseException) -> int:
+    reporter.error("memory", f"The worker ran out of memory ({type(exc).__name__}: {exc}). Close other programs, lower BATCH_SIZE "
+                             f"(or give a survey fewer WORKERS), and run again; {getattr(args, 'left_behind', 'no output was written')}.")
+    return 2
+
+
+# How memory running out shows where it is not a MemoryError: a library that cannot be mapped, a thread
+# without room for its stack, an allocation refused in C++.
+MEMORY_SIGNS = ("failed to map segment", "cannot allocate memory", "can't start new thread", "out of memory", "bad_alloc")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or any(sign in str(exc).lower() for sign in MEMORY_SIGNS)
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ def _history_keys(supervise_cells: bool) -> Dict[str, str]:
     logged = "probability_" if supervise_cells else ""
     keys = {k: logged + k for k in ("loss", "accuracy")}
     keys.update({"val_" + k: "val_" + logged + k for k in ("loss", "accuracy")})
-    keys.update({k: "val_" + logged + k for k in ("precision", "recall", "auc")})
+    keys.update({"val_" + k: "val_" + logged + k for k in ("precision", "recall", "auc")})
     if supervise_cells:
         keys.update(cells_loss="cells_loss", val_cells_loss="val_cells_loss")
     return keys
@@ -219,7 +219,7 @@ def fit(trainee, network, pool, validation: Tuple[np.ndarray, np.ndarray, Option
                 reporter.log(f"{options.max_minutes:g} min of training spent: stopping after epoch {row['epoch']}")
             reporter.log(
                 f"epoch {row['epoch']}: loss {row.get('loss', float('nan')):.4f} val_loss {val_loss:.4f} "
-                f"val_accuracy {row.get('val_accuracy', float('nan')):.3f} val_auc {row.get('auc', float('nan')):.3f}"
+                f"val_accuracy {row.get('val_accuracy', float('nan')):.3f} val_auc {row.get('val_auc', float('nan')):.3f}"
             )
 
     callbacks = [Monitor()] + ([finetune.anchor_to_start(network, recipe.anchor)] if recipe.anchor else [])

@@ -11,6 +11,7 @@ from osgeo import gdal, osr
 from .errors import RasterError
 from .gdalstate import gdal_messages
 from .orientation import NORTH_FAR_DEG, NORTH_WARNED_DEG
+from .pdslabel import map_projected_label_beside
 
 
 # Mars's radii (polar 3376.2 km, equatorial 3396.19 km) with room for the local radii of RDR CRSs.
@@ -48,7 +49,7 @@ def georeferencing(ds, path: str, required: bool = True) -> Tuple[Tuple[float, .
     if damage:  # read as pixels, placed nowhere (for the caller that needs no georeferencing)
         return PIXEL_GRID, ""
     if required and not crs_wkt and geotransform is None:
-        raise RasterError(NOT_MAP_PROJECTED.format(path=path))
+        raise RasterError(not_map_projected_message(path))
     if required and not crs_wkt:
         raise RasterError(
             f"'{path}' has no coordinate reference system, so chunk polygons could not be placed on Mars. "
@@ -62,10 +63,16 @@ def georeferencing(ds, path: str, required: bool = True) -> Tuple[Tuple[float, .
     return tuple(geotransform or PIXEL_GRID), crs_wkt
 
 
-# A file with neither CRS nor geotransform: assigning a CRS alone would only lead to the next refusal.
-NOT_MAP_PROJECTED = ("'{path}' has neither a coordinate reference system nor a geotransform (an origin and pixel size): it is not map-projected "
-                     "(an EDR, or a copy that lost its georeferencing), so chunk polygons could not be placed on Mars. Give the map-projected "
-                     "product (an RDR), or georeference this file (Raster > Georeferencer) with the product's Mars CRS.")
+def not_map_projected_message(path: str, name: str = "") -> str:
+    """A file with neither CRS nor geotransform (shown as ``name``, default its path): assigning a CRS alone
+    would only lead to the next refusal; an RDR's JP2 without GeoJP2 boxes is georeferenced by its label."""
+    label = map_projected_label_beside(path)
+    if label:
+        return (f"'{name or path}' has neither a coordinate reference system nor a geotransform (an origin and pixel size), but its PDS label "
+                f"beside it, {label}, holds its map projection: give that label as the input instead (GDAL reads the image through it).")
+    return (f"'{name or path}' has neither a coordinate reference system nor a geotransform (an origin and pixel size): it is not map-projected "
+            "(an EDR, or a copy that lost its georeferencing), so chunk polygons could not be placed on Mars. Give the map-projected "
+            "product (an RDR), or georeference this file (Raster > Georeferencer) with the product's Mars CRS.")
 
 
 def geotransform_damage(geotransform) -> str:

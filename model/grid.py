@@ -71,6 +71,16 @@ def _steps(length: int, chunk_size: int, stride: int) -> int:
     return steps
 
 
+def edge_note(raster_width: int, raster_height: int, chunk_size: int, stride: int) -> str:
+    """What the grid leaves unscored at the east and south edges, said in the log; '' when nothing."""
+    sides = [f"{width} px along the east edge" if x_off else f"{height} px along the south edge"  # the south sliver starts at x 0
+             for x_off, _, width, height in unscored_edges(raster_width, raster_height, chunk_size, stride)]
+    if not sides:
+        return ""
+    return (f"{' and '.join(sides)} lie in no chunk: a partial chunk narrower than an eighth of one ({narrowest_edge(chunk_size)} px) "
+            "is not scored (README, Rules).")
+
+
 def unscored_edges(raster_width: int, raster_height: int, chunk_size: int, stride: int) -> List[Tuple[int, int, int, int]]:
     """(x_off, y_off, width, height) of the east and south slivers no chunk covers (narrower than narrowest_edge)."""
     rows, cols = grid_shape(raster_width, raster_height, chunk_size, stride)

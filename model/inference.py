@@ -22,8 +22,8 @@ from .errors import EngineError, NoValidChunksError
 from .footprint import ValidityMosaic
 from .gdalstate import block_cache, gdal_exceptions
 from .georeference import check_north_up, north_turn_warning
-from .grid import chunk_grid, chunk_wkt
-from .imagechecks import check_size, coarse_pixel_warning, not_mars_warning, palette_warning, squashed_pixel_warning
+from .grid import chunk_grid, chunk_wkt, edge_note
+from .imagechecks import check_size, coarse_pixel_warning, ground_size, not_mars_warning, palette_warning, squashed_pixel_warning
 from .network import has_score_map
 from .preprocess import network_input
 from .protocol import Reporter, SilentReporter
@@ -110,8 +110,10 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     label = label_fields(raster_path, reporter)
     reporter.log(
         f"{info.image_id}: {info.width} x {info.height} px, {info.band_count} band(s) {info.data_type}{info.bands_read}; "
-        f"{total} grid chunks of {chunk_size} px, stride {stride}, read at {input_size} px"
+        f"{total} grid chunks of {chunk_size} px{ground_size(info.crs_wkt, info.pixel_size, chunk_size)}, stride {stride}, read at {input_size} px"
     )
+    if unscored := edge_note(info.width, info.height, chunk_size, stride):
+        reporter.log(unscored)
 
     # Loaded here only if no export of its weights is cached (runtime.SavedNetwork): TensorFlow's
     # import alone is seconds and half a gigabyte of a worker that runs one image.
@@ -168,6 +170,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         "icy_threshold": options.icy_threshold,
         "hard_low": options.hard_low,
         "category_rule": options.category_rule,
+        "min_valid": options.min_valid,
         "scoring": route,
         "rescored_chunks": rescored,  # map route: chunks between its tiles scored alone again
         "tta": bool(options.tta),
@@ -251,20 +254,26 @@ def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, m
     reporter.log(f"{rescored} of the {chunks_of_map.between} chunks between the map's tiles scored alone again (map probability {RESCORE_FROM} or more, "
                  f"or a cell of {RESCORE_PEAK} or more along a tile edge across them)")
     chunks = [chunk_row(info, window, whole, centre, p, options) for window, whole, centre, p in kept]
-    return chunks, (geometry, without_dropped_tiles(score_map.logits, geometry, kept), score_map.valid_share), mapper.seconds, rescored
+    return chunks, (geometry, without_dropped_tiles(score_map.logits, score_map.valid_share, geometry, kept), score_map.valid_share), mapper.seconds, rescored
 
 
-def without_dropped_tiles(logits: np.ndarray, geometry: scoremap.MapGeometry, kept) -> np.ndarray:
-    """The map less the cells of tiles whose own chunk MIN_VALID dropped: a tile of mostly no-data is stretched
-    on its few valid pixels, and lit cells (0.99 on plain terrain beside a chunk scoring 0.05 alone) that the
-    probability raster showed under the kept chunks between tiles."""
+# A tile's valid share under which its stretch, made on its few valid pixels, is not to be shown.
+STRETCHED_ON_TOO_FEW = 0.5
+
+
+def without_dropped_tiles(logits: np.ndarray, valid_share: np.ndarray, geometry: scoremap.MapGeometry, kept) -> np.ndarray:
+    """The map less the cells of tiles of mostly no-data whose own chunk MIN_VALID dropped: stretched on their few
+    valid pixels, they lit cells (0.99 on plain terrain beside a chunk scoring 0.05 alone) that the probability
+    raster showed under the kept chunks between tiles. A tile MIN_VALID dropped for its centre alone keeps its
+    cells: blanked too, they had left holes under kept chunks."""
     kept_at = {(window.row, window.col) for window, *_ in kept}
     shown = logits.copy()
     rows, cols = geometry.grid
     for row in range(rows):
         for col in range(cols):
-            if geometry.on_tile(row, col) and (row, col) not in kept_at:
-                shown[geometry.chunk_cells(row, col)] = np.nan
+            cells = geometry.chunk_cells(row, col)
+            if geometry.on_tile(row, col) and (row, col) not in kept_at and valid_share[cells].mean() < STRETCHED_ON_TOO_FEW:
+                shown[cells] = np.nan
     return shown
 
 
@@ -443,9 +452,13 @@ def check_probability_raster(architecture: Dict, chunk_size: int, stride: int, i
     if scoremap.stride_off_cells(chunk_size, stride, input_size, cell):
         # its chunks' maps would be pasted up to half a cell from where they lie
         cell_px = chunk_size * cell / input_size
+        fitting = [step for step in (chunk_size, chunk_size // 2, next(step for step in range(1, chunk_size + 1)
+                                                                        if not scoremap.stride_off_cells(chunk_size, step, input_size, cell)))
+                   if not scoremap.stride_off_cells(chunk_size, step, input_size, cell)]
+        examples = " or ".join(str(step) for step in sorted(set(fitting), reverse=True))  # a 1001-px chunk's half does not fit
         raise EngineError(f"STRIDE {stride} is not a multiple of the probability raster's cell ({cell_px:g} raster px at CHUNK_SIZE {chunk_size}), so the "
-                          f"chunks' score maps cannot be laid on its grid where they lie. Give a STRIDE that is a multiple of {cell_px:g} (e.g. {chunk_size} or "
-                          f"{chunk_size // 2}), or leave PROBABILITY_RASTER empty.")
+                          f"chunks' score maps cannot be laid on its grid where they lie. Give a STRIDE whose chunks start on its cells (e.g. {examples}), "
+                          "or leave PROBABILITY_RASTER empty.")
 
 
 def label_fields(raster_path: str, reporter: Reporter) -> Dict:

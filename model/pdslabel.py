@@ -34,6 +34,15 @@ def label_beside(raster_path: str) -> Optional[str]:
     return None
 
 
+def map_projected_label_beside(raster_path: str) -> Optional[str]:
+    """The PDS label beside a raster (not the raster itself) that holds a map projection: what GDAL reads
+    a HiRISE RDR's georeferencing from when its JP2 carries none."""
+    label = label_beside(raster_path)
+    if label is None or label == raster_path:
+        return None
+    return label if "IMAGE_MAP_PROJECTION" in without_comments(_head(label)) else None
+
+
 # An ISIS3 cube's label opens with this object; a detached one points at the cube's pixels by ^Core.
 _ISIS3_LABEL = re.compile(r"^\s*Object\s*=\s*IsisCube\b", re.IGNORECASE | re.MULTILINE)
 _ISIS3_CORE = re.compile(r"^\s*\^Core\s*=\s*\"?([^\"\r\n]+?)\"?\s*$", re.IGNORECASE | re.MULTILINE)

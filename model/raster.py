@@ -292,7 +292,7 @@ class RasterSource:
             self._describe(path, band, require_georeferencing)
             why = overviews_skipped
             if why is None:
-                why = overviews_not_to_read(self._ds.GetRasterBand(self.info.bands[0]), self.info.data_type) if self.driver not in RESOLUTION_LEVEL_DRIVERS else ""
+                why = "" if self.reads_resolution_levels else overviews_not_to_read(self._ds.GetRasterBand(self.info.bands[0]), self.info.data_type)
             if why:
                 with gdal_exceptions():
                     self._ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY, open_options=["OVERVIEW_LEVEL=NONE"])
@@ -350,6 +350,14 @@ class RasterSource:
     @property
     def driver(self) -> str:
         return self._ds.GetDriver().ShortName
+
+    @property
+    def reads_resolution_levels(self) -> bool:
+        """Whether the overviews are a JPEG2000's resolution levels: the file's own, or those of the JP2
+        that a PDS label (HiRISE's RDR .LBL) or a VRT holds the pixels of. Judged as picking pixels, they
+        had been skipped, and a whole RDR decoded at full resolution."""
+        return self.driver in RESOLUTION_LEVEL_DRIVERS or any(
+            name.lower().endswith((".jp2", ".j2k", ".jpx")) for name in (self._ds.GetFileList() or [])[1:])
 
     def grid_cache_bytes(self, chunk_size: int, input_size: int) -> int:
         """Block cache a grid of ``chunk_size`` chunks read at ``input_size`` can reuse: the blocks of
@@ -531,11 +539,16 @@ def read_in_order(windows: List, reads: List[Callable]) -> Iterator[Tuple[object
                     thread.join(0.05)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: under `taskset` or a container's CPU set, fewer than the machine has."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def reading_threads() -> int:
     """How many threads should read a raster at once. GDAL decodes a window's blocks one after
     another on one core, DEFLATE GeoTIFF and JPEG2000 alike: on 2 cores a second reading thread
     made a whole observation's detect 1.2x (GeoTIFF) and 1.25x (JPEG2000) as fast, where GDAL's
     own GDAL_NUM_THREADS gained nothing measurable (benchmarks/scene.py). Up to MAX_READERS on
     larger machines, where the network needs cores too (not measured here)."""
-    return max(1, min(MAX_READERS, (os.cpu_count() or 1) // 2 + 1))
+    return max(1, min(MAX_READERS, usable_cores() // 2 + 1))
 

@@ -27,7 +27,7 @@ th{background:#eee}h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.4em}.note
 img{max-width:100%;height:auto}
 """
 
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "precision", "recall", "auc")
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_auc")
 
 # Probability colour ramp shared with resources/styles/chunks.qml: cool and faint for "not icy",
 # warm and opaque for "icy".
@@ -464,6 +464,14 @@ def likely_icy_rows(chunks: List[Dict], hard_low: float, limit: int = 15) -> Tup
     return ranked[:5], False
 
 
+def scoring_settings(summary: Dict, band: int) -> str:
+    """The settings besides the grid that a run's probabilities and category depend on, for the report; '' where unrecorded."""
+    if "tta" not in summary:
+        return ""
+    return (f"minimum valid share of a chunk's centre {summary.get('min_valid', 'not recorded')}; band {band or 'automatic'}; "
+            f"east-west mirror {'averaged (TTA on)' if summary['tta'] else 'not used (TTA off)'}")
+
+
 def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dict] = None, before_commit: Optional[Callable[[], None]] = None) -> None:
     """The detection report. `metadata`: the model file's metadata (for what it has seen); by
     default the bundled model's when the summary names it. `before_commit`: files.writing's."""
@@ -473,7 +481,7 @@ def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dic
     centre = image_centre(detection.raster)
     rows = [
         ("image", s["image_id"]),
-        ("category", s["category"]),
+        ("category", f"{s['category']} ({s['category_rule']} rule)" if s.get("category_rule") else s["category"]),
         ("chunks scored", s["chunks"]),
         (f"icy chunks (p >= {s['icy_threshold']:g})", s["icy_chunks"]),
         (f"hard to identify ({s['hard_low']:g} <= p < {s['icy_threshold']:g})", s["hard_chunks"]),
@@ -481,6 +489,7 @@ def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dic
         ("max probability", s["max_probability"]),
         ("chunks dropped for no-data", s["dropped_chunks"]),
         ("chunk size / stride (px)", f"{s['chunk_size']} / {s['stride']}"),
+        *[("scored with", settings) for settings in [scoring_settings(s, band)] if settings],
         *[("warning", warning) for warning in detection.warnings],  # read with the category: a 25 m pixel's scores say little
         *observation_rows(s, centre),
         ("model", f"{s['model_name']} {s['model_version']}" + (f" (weights {metadata['weights_sha256'][:12]})" if (metadata or {}).get("weights_sha256") else "")),

@@ -129,12 +129,13 @@ def paper_category(stats: ImageStats) -> str:
 
 
 def conservative_category(stats: ImageStats) -> str:
-    """The rule used before the paper's cut-offs were read:
+    """The rule used before the paper's cut-offs were read; an image whose chunks are mostly "hard" is
+    hard to identify before anything else:
       good             - at least GOOD_ICY_SHARE of the chunks are icy, or the mean
                          probability reaches GOOD_MEAN: ice is clearly present;
       bad              - fewer than BAD_ICY_SHARE of the chunks are icy and the mean stays below
                          BAD_MEAN: nothing worth a closer look;
-      hard to identify - everything in between, and any image whose chunks are mostly "hard".
+      hard to identify - everything in between.
     """
     if stats.chunks == 0:
         return BAD

@@ -205,9 +205,13 @@ def exported_onnx(keras_scorer, onnx_class=OnnxScorer, probes: np.ndarray = None
         probes = probe_images(keras_scorer.model.input_shape[1])
     expected = keras_scorer(probes)  # also marks the model as called, which Keras's export requires
     partial = files.prepare(stem + ".onnx")
-    # tf2onnx prints its progress; the worker's stdout carries only its JSON lines.
-    with contextlib.redirect_stdout(sys.stderr):
-        keras_scorer.model.export(partial, format="onnx", verbose=False)
+    try:
+        # tf2onnx prints its progress; the worker's stdout carries only its JSON lines.
+        with contextlib.redirect_stdout(sys.stderr):
+            keras_scorer.model.export(partial, format="onnx", verbose=False)
+    except BaseException:
+        files.remove_quietly([partial])  # a full cache disk kept it, and stayed full
+        raise
     files.commit(partial, stem + ".onnx")
     difference = max_probability_difference(onnx_class(stem + ".onnx")(probes), expected)
     record = {"path": stem + ".onnx", "matches": difference <= MATCH_TOLERANCE, "max_difference": difference}
@@ -268,6 +272,11 @@ def _from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras):
     return saved.runners[kind]
 
 
+# onnxruntime's own library failing to load (no memory to map it, a broken install): no fault of a
+# cached export, which had been deleted and then cost every later run a TensorFlow export.
+NOT_THE_EXPORTS_FAULT = (ImportError, MemoryError)
+
+
 def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras, child_may_export: bool = True):
     alias = os.path.join(cache_folder(), "onnx", f"{saved.digest}-{kind}.json") if saved.digest else None
     record = _read_record(alias) if alias else None
@@ -280,6 +289,8 @@ def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras, chi
     if record and record["matches"] and os.path.exists(record["path"]) and _installed("onnxruntime"):
         try:
             runner = _onnx_runner(onnx_class, record, note)
+        except NOT_THE_EXPORTS_FAULT:
+            pass  # Keras scores below; the export stays for the next worker
         except Exception:  # noqa: BLE001 - a cached export damaged since (onnxruntime raises its own kinds): made again below
             files.remove_quietly([alias, record["path"]])
         else:
@@ -369,6 +380,9 @@ def _fastest(keras_scorer, onnx_class, probes):
     if record["matches"]:
         try:
             return _onnx_runner(onnx_class, record)
+        except NOT_THE_EXPORTS_FAULT as exc:
+            keras_scorer.note = f"ONNX Runtime could not start ({type(exc).__name__}: {exc}); the export is kept"
+            return keras_scorer
         except Exception:  # noqa: BLE001 - an export damaged since it was cached (onnxruntime raises its own kinds): made again
             files.remove_quietly([record["path"]])
             try:

@@ -57,4 +57,4 @@ SUMMARY_FIELDS = (
     ("runtime_s", "real"),
 ) + LABEL_SUMMARY_FIELDS
 
-HISTORY_FIELDS = (("epoch", "int"),) + tuple((name, "real") for name in ("loss", "accuracy", "val_loss", "val_accuracy", "precision", "recall", "auc"))
+HISTORY_FIELDS = (("epoch", "int"),) + tuple((name, "real") for name in ("loss", "accuracy", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_auc"))

@@ -40,7 +40,7 @@ from .georeference import crs_transform
 from .inference import DetectOptions, detect
 from .pdslabel import pixels_label
 from .protocol import Reporter, SilentReporter
-from .raster import RASTER_SUFFIXES, image_id_of, north_up_view
+from .raster import RASTER_SUFFIXES, image_id_of, north_up_view, usable_cores
 from .schema import DETECTION_FIELDS, SUMMARY_FIELDS
 from .vector import OGR_TYPES, new_geopackage
 from .warm import warm_model
@@ -487,7 +487,7 @@ def dask_client(scheduler: str = "", workers: int = 0, reporter: Reporter = None
             reporter.log(f"Dask cluster at {scheduler}: {len(client.scheduler_info()['workers'])} workers")
             yield client, 0, _check_workers(client, scheduler)
         return
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     workers = workers or cores
     # LocalCluster's nanny restarts a worker that dies; its tasks are rescheduled. Its processes never
     # see the terminal's Ctrl-C, which reaches their whole process group: the survey stops them itself. The

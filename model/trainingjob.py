@@ -24,6 +24,7 @@ from . import finetune, modelfile
 from .chunking import DEFAULT_MIN_VALID
 from .errors import EngineError, LabelError, RasterError
 from .files import check_destination
+from .fitting import make_deterministic
 from .gdalstate import gdal_exceptions
 from .georeference import check_north_up, north_turn_warning
 from .grid import pixel_to_map
@@ -153,6 +154,9 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
     from .raster import RasterSource
 
     mode = job.get("label_mode", "chunks")
+    if unlabelled_ratio and mode != "chunks":
+        reporter.warning("UNLABELLED is for chunk-polygon labels: ice-patch outlines label every chunk of the grid they cover, so no chunk is "
+                         "left unlabelled to keep at the base model's answers; it is not used.")
     rng = np.random.default_rng([options.seed, 9])
     samples, unlabelled = [], []
     used = []
@@ -226,6 +230,7 @@ def run_job(job: Dict, reporter: Reporter = None) -> Dict:
     normalisation = DEFAULT_NORMALISATION
     if job.get("base_model"):
         prepare_tensorflow(modelfile.read_metadata(job["base_model"], "BASE_MODEL").get("architecture", {}).get("widths", []))
+        make_deterministic(options.seed)  # before the load, which seeds the base's dropout layers from Python's random
         base = modelfile.load(job["base_model"], "BASE_MODEL")
         replay = modelfile.load_replay(job["base_model"], "BASE_MODEL")
         base_meta = base[1]

@@ -14,7 +14,7 @@ from qgis.core import (
 from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, styling
 from .common import features_from_dicts, make_fields, output_crs, raster_path_for_worker, write_sink
 from .destinations import file_destination
-from .engine import chunking, errors, files, gdal_exceptions, grid, raster, schema
+from .engine import chunking, errors, files, gdal_exceptions, grid, imagechecks, raster, schema
 
 
 class ChunkAlgorithm(HiriseIceAlgorithm):
@@ -38,7 +38,8 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
             "the same grid <i>Detect ice patches</i> uses, for labelling, for checking the grid, or for exporting chunks.</p>"
             "<p><b>Chunk size</b>: chunk side in raster pixels (the paper uses 1024). "
             "<b>Stride</b>: grid step in pixels; 0 means the chunk size (no overlap); a stride over the chunk size leaves strips no chunk covers (said in the log). "
-            "Edge chunks are smaller; they keep their true size.</p>"
+            "Edge chunks are smaller; they keep their true size; a partial chunk narrower than an eighth of one is not a chunk (the log says "
+            "how many pixels of the edge lie in none).</p>"
             "<p><b>Minimum valid share</b>: chunks are kept when at least this share of their central region "
             "(the middle half in each direction) holds image data. No-data is the band's declared no-data value and DN 0, "
             "which fills the area outside the rotated footprint of HiRISE RDRs.</p>"
@@ -87,7 +88,10 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
                     info = source.info
                     viewed = read != path
                     total = chunking.chunk_count(source, chunk_size, stride)
-                    feedback.pushInfo(f"{info.image_id}: {info.width} x {info.height} px; {total} grid chunks of {chunk_size} px, stride {stride}")
+                    feedback.pushInfo(f"{info.image_id}: {info.width} x {info.height} px; {total} grid chunks of {chunk_size} px"
+                                      f"{imagechecks.ground_size(info.crs_wkt, info.pixel_size, chunk_size)}, stride {stride}")
+                    if unscored := grid.edge_note(info.width, info.height, chunk_size, stride):
+                        feedback.pushInfo(unscored)
                     for sample in chunking.iter_chunks(source, chunk_size, stride, min_valid):
                         if feedback.isCanceled():
                             raise QgsProcessingException("Cancelled by the user; no chunk layer was written, and no chunk was exported (those staged were removed; an earlier export is as it was).")

@@ -64,11 +64,6 @@ def features_from_dicts(rows: Iterable[Dict], fields: QgsFields, geometry_key: O
     return features
 
 
-def _add_features(sink: QgsFeatureSink, features: List[QgsFeature], name: str) -> None:
-    if not sink.addFeatures(features, QgsFeatureSink.Flag.FastInsert):
-        raise QgsProcessingException(f"Could not write the {name} layer: {sink.lastError() if hasattr(sink, 'lastError') else 'unknown error'}")
-
-
 def write_sink(algorithm, parameters, name: str, context, fields, geometry, crs, features: List[QgsFeature], what: str, on_disk) -> str:
     """Create the layer output `name`, add the features and read the closed file back (QGIS reports neither a full disk
     nor a table never created); its destination id, '' where the output is not wanted. on_disk: its FileDestination, None
@@ -84,8 +79,13 @@ def write_sink(algorithm, parameters, name: str, context, fields, geometry, crs,
     if sink is None:
         return ""
     with gdal_errors_unprinted():  # a full disk makes GDAL print SQLite's failures; check_written says it once, with the fix
-        _add_features(sink, features, what)
+        added = sink.addFeatures(features, QgsFeatureSink.Flag.FastInsert)
+        error = "" if added else (sink.lastError() if hasattr(sink, "lastError") else "") or "QGIS gave no reason"
         del sink  # closed before it is read back, and before postProcessAlgorithm stores a style in it
+    if not added and on_disk is None:
+        raise QgsProcessingException(f"Could not write the {what} layer: {error}")
+    if not added:  # a disk that filled meanwhile: said with the room left and the fix, the file removed
+        raise not_written(on_disk, what, f"the features could not be added ({error})")
     if on_disk is not None:
         check_written(on_disk, len(features), what)
     return destination
@@ -111,7 +111,7 @@ def require_crs(layer: QgsRasterLayer) -> None:
             layer.setCrs(QgsCoordinateReferenceSystem.fromWkt(sidecar_wkt))
             return
         if not _has_geotransform(layer.source()):
-            raise QgsProcessingException(georeference.NOT_MAP_PROJECTED.format(path=layer.name()))
+            raise QgsProcessingException(georeference.not_map_projected_message(layer.source().split("|")[0], layer.name()))
         raise QgsProcessingException(
             f"The raster '{layer.name()}' has no coordinate reference system, so its chunks could not be placed on Mars. "
             "Assign the product's Mars CRS first (Raster > Projections > Assign Projection, or gdal_edit.py -a_srs), then run again."

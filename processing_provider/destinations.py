@@ -94,6 +94,10 @@ def check_holds_mars(destination: FileDestination) -> None:
         kind, why = FORMATS_WITHOUT_MARS[extension]
         raise QgsProcessingException(f"{destination.parameter} is a {kind} ({destination.path}), which {why}. Give a .gpkg (or a "
                                      ".fgb or .shp); nothing was run or written.")
+    if extension == ".sqlite" and not destination.table:  # a table named in it is written as SpatiaLite, which keeps the CRS
+        raise QgsProcessingException(f"{destination.parameter} is a plain SQLite file ({destination.path}), which QGIS writes without the "
+                                     f"layer's Mars CRS ({NO_MARS_CRS.split(': ', 1)[1]}). Give a .gpkg, or name a table of it "
+                                     f"(ogr:dbname='{destination.path}' table=\"chunks\" (geom)); nothing was run or written.")
 
 
 def without_geometry_warning(destination: FileDestination) -> str:
@@ -337,10 +341,11 @@ def written_feature_count(destination: FileDestination) -> Optional[int]:
         return None
 
 
-# A GeoPackage's own tables and a chunk's row (polygon, fields, spatial index), with room to spare.
-GEOPACKAGE_BASE_BYTES = 256_000
-BYTES_PER_CHUNK = 1_500
-# Free space beyond any chunk layer's need (a million chunks take 1.5 GB): a failed write there is not for room.
+# A GeoPackage's own tables and a chunk's row (polygon, fields, spatial index), with room to spare, twice:
+# SQLite writes them into its -wal first, then into the file (with 268 kB free, 8 chunks stayed in the -wal).
+GEOPACKAGE_BASE_BYTES = 512_000
+BYTES_PER_CHUNK = 3_000
+# Free space beyond what a failed write could have been short of: a failure there is not for room.
 ROOMY_DISK_MB = 2_000
 
 
@@ -469,6 +474,24 @@ def check_written(destination: FileDestination, expected: int, what: str) -> Non
     written = written_feature_count(destination) or 0
     if written != expected:
         raise not_written(destination, what, f"{written} of {expected} features are there")
+    failure = checkpoint_failure(destination.path)
+    if failure:
+        raise not_written(destination, what, f"its last writes are still only in {os.path.basename(destination.path)}-wal ({failure}), "
+                                             "so the file alone, copied or sent, would be unreadable")
+
+
+def checkpoint_failure(path: str) -> str:
+    """SQLite's error moving a GeoPackage's write-ahead log into the file, or '': QGIS closes the layer as if that
+    had worked, and on a full disk (issue: exit 0) the rows stayed in the -wal beside a .gpkg unreadable alone.
+    Another program reading it (busy) is no failure: the last connection to close moves them."""
+    if not os.path.isfile(path + "-wal") or os.path.getsize(path + "-wal") == 0:
+        return ""
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.Error as exc:
+        return str(exc)
+    return ""
 
 
 def not_written(destination: FileDestination, what: str, how_far: str) -> QgsProcessingException:

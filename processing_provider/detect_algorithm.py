@@ -59,12 +59,11 @@ class DetectAlgorithm(HiriseIceAlgorithm):
     GROUP_ID = "detection"
 
     INPUT = "INPUT"
-    MODEL = "MODEL"  # CHUNK_SIZE ... BAND: add_scoring_parameters, shared with the survey
+    MODEL = "MODEL"  # CHUNK_SIZE ... TTA: add_scoring_parameters, shared with the survey
     OUTPUT = "OUTPUT"
     SUMMARY = "SUMMARY"
     REPORT = "REPORT"
     PROBABILITY_RASTER = "PROBABILITY_RASTER"
-    TTA = "TTA"
     CATEGORY = "CATEGORY"
     CHUNKS = "CHUNKS"
     ICY_CHUNKS = "ICY_CHUNKS"
@@ -93,9 +92,9 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "but not more than half, it is <i>good</i> above a mean p of 0.2 and <i>hard to identify</i> from 0.01. Anything else is <i>bad</i>, "
             "including images with 0 or 1 icy chunk (our reading of the paper's \"more than 1 chunk\"), unless that one is the image's only chunk "
             "(then more than half of its chunks are icy). The probabilities are the model's "
-            "calibrated ones (averaged with the east-west mirror when TTA is on, the default), where the paper's were the network's own. <i>conservative</i>: <i>good</i> with at least 10 % icy chunks or mean p ≥ 0.5, "
-            "<i>bad</i> under 2 % icy chunks and mean p &lt; 0.3, <i>hard to identify</i> in between or when at least half of the chunks "
-            "are hard to identify.</p>"
+            "calibrated ones (averaged with the east-west mirror when TTA is on, the default), where the paper's were the network's own. <i>conservative</i>: "
+            "<i>hard to identify</i> whenever at least half of the chunks are hard to identify; otherwise <i>good</i> with at least 10 % icy chunks "
+            "or mean p ≥ 0.5, <i>bad</i> under 2 % icy chunks and mean p &lt; 0.3, and <i>hard to identify</i> in between.</p>"
             "<p><b>Band</b> (advanced): 0 = automatic (a single band, or the mean of all bands for colour products).</p>"
             "<p><b>Outputs</b>: the chunk layer (probability, class, and an empty <i>label</i> field for your own judgement, "
             "to be filled with the HiRISE Ice Patches labelling tools and used for retraining). It is styled by probability, in classes "
@@ -103,11 +102,12 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "blue-green tint from 0.2), <i>hard to identify</i> ones are pale green to pale yellow, and <i>icy</i> ones orange (0.6) "
             "to red (0.8 and above). No fill is opaque, so the terrain stays visible under the colour. "
             "Its <i>review_rank</i> says which chunks to label first (1 = first): those whose probability lies nearest the icy threshold, "
-            "where the model is least sure, spread over the image. Also written: the image summary (footprint, counts, mean and max "
+            "where the model is least sure, spread over the image; nearness is measured in log-odds, so p = 0.02 and p = 0.99 lie about "
+            "equally far from the default threshold 0.6. Also written: the image summary (footprint, counts, mean and max "
             "probability, category) and, when REPORT is given, an HTML report with histogram and quicklook.</p>"
             "<p><b>Ice probability raster</b> (PROBABILITY_RASTER, optional): a GeoTIFF in the image's CRS with the ice probability "
             "of every cell of the network's score map (128 px of the image for the default model's 1024-px chunks), "
-            "so you see where inside a chunk the patch lies; transparent below 0.2, yellow to red above. A chunk's probability is "
+            "so you see where inside a chunk the patch lies; transparent below 0.2, then in the chunk layer's colours (blue-green, pale green to pale yellow, orange to red). A chunk's probability is "
             "the mean of this map's logits over the chunk (an edge chunk's over its padding beyond the image too, which the raster does not hold). With a stride shorter than the chunk (e.g. 512 for 1024-px chunks) every "
             "chunk is read off this map, and the chunks between the map's tiles that may hide a patch cut by their edges are "
             "scored alone again: on a whole observation such a grid cost 2.3-2.8x the grid at STRIDE = CHUNK, not the 3.3-3.9x of scoring every chunk alone.</p>"
@@ -136,9 +136,6 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         self.addParameter(
             QgsProcessingParameterRasterDestination(self.PROBABILITY_RASTER, self.tr("Ice probability raster"), optional=True, createByDefault=False)
         )
-        tta = QgsProcessingParameterBoolean(self.TTA, self.tr("Mirror test-time augmentation (average with the east-west mirror)"), True)
-        tta.setFlags(tta.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-        self.addParameter(tta)
         self.addOutput(QgsProcessingOutputString(self.CATEGORY, self.tr("Image category")))
         self.addOutput(QgsProcessingOutputNumber(self.CHUNKS, self.tr("Chunks scored")))
         self.addOutput(QgsProcessingOutputNumber(self.ICY_CHUNKS, self.tr("Icy chunks")))
@@ -161,9 +158,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
 
         arguments = ["detect", raster_path, "--model", model_path] + (["--report", report] if report else [])
         arguments += ["--probability-raster", probability_raster] if probability_raster else []
-        arguments.append("--tta" if self.parameterAsBoolean(parameters, self.TTA, context) else "--no-tta")
-        for option, value in options.items():
-            arguments += [f"--{option.replace('_', '-')}", value]
+        arguments += option_arguments(options)
         partial_outputs = [partial_path(path) for path in (report, probability_raster) if path]
         result = run_worker(arguments, feedback, partial_outputs=partial_outputs)
         replacing_outputs()  # the worker's report and probability raster are in place
@@ -269,7 +264,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
 
 
 def add_scoring_parameters(algorithm) -> None:
-    """CHUNK_SIZE ... BAND: how detect grids and scores, shared by hiriseice:detect and hiriseice:survey."""
+    """CHUNK_SIZE ... TTA: how detect grids and scores, shared by hiriseice:detect and hiriseice:survey."""
     tr = algorithm.tr
     algorithm.addParameter(QgsProcessingParameterNumber("CHUNK_SIZE", tr("Chunk size (pixels; 0 = the model's)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
     algorithm.addParameter(QgsProcessingParameterNumber("STRIDE", tr("Stride (pixels; 0 = chunk size)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
@@ -289,8 +284,10 @@ def add_scoring_parameters(algorithm) -> None:
     category_rule.setUsesStaticStrings(True)  # CATEGORY_RULE=paper on the command line, not an index
     algorithm.addParameter(category_rule)
     band = QgsProcessingParameterNumber("BAND", tr("Band (0 = automatic)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0)
-    band.setFlags(band.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-    algorithm.addParameter(band)
+    tta = QgsProcessingParameterBoolean("TTA", tr("Mirror test-time augmentation (average with the east-west mirror)"), True)
+    for advanced in (band, tta):
+        advanced.setFlags(advanced.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+        algorithm.addParameter(advanced)
 
 
 def scoring_options(algorithm, parameters, context, metadata) -> Dict:
@@ -305,6 +302,7 @@ def scoring_options(algorithm, parameters, context, metadata) -> Dict:
         hard_low=algorithm.parameterAsDouble(parameters, "HARD_LOW", context),
         band=algorithm.parameterAsInt(parameters, "BAND", context),
         category_rule=algorithm.parameterAsEnumString(parameters, "CATEGORY_RULE", context),
+        tta=algorithm.parameterAsBoolean(parameters, "TTA", context),
     )
     try:
         rules.check_thresholds(options["icy_threshold"], options["hard_low"])
@@ -313,6 +311,15 @@ def scoring_options(algorithm, parameters, context, metadata) -> Dict:
     except errors.EngineError as exc:
         raise QgsProcessingException(str(exc)) from None
     return options
+
+
+def option_arguments(options: Dict) -> List[str]:
+    """The worker's command-line options for scoring_options' values: --tta / --no-tta for a flag."""
+    arguments = []
+    for option, value in options.items():
+        name = option.replace("_", "-")
+        arguments += ([f"--{name}" if value else f"--no-{name}"] if isinstance(value, bool) else [f"--{name}", value])
+    return arguments
 
 
 def check_raster_for_detection(raster_path: str, options: Dict) -> None:

@@ -20,7 +20,7 @@ from qgis.core import (
 from .algorithm import HiriseIceAlgorithm, LayerListParameter, styling
 from .common import checked_model
 from .destinations import check_writable, file_destination
-from .detect_algorithm import MODEL_FILTER, add_scoring_parameters, scoring_options
+from .detect_algorithm import MODEL_FILTER, add_scoring_parameters, option_arguments, scoring_options
 from .engine import errors, modelfile
 from .worker import SURVEY_KEEPS, run_worker
 
@@ -79,7 +79,8 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
             "SCHEDULER takes the address of a running Dask scheduler (e.g. <i>tcp://10.0.0.5:8786</i>, a SLURM or PBS cluster "
             "started with dask-jobqueue); its workers must run the plugin's worker Python with the plugin folder on PYTHONPATH "
             "and see the images under the same paths.</p>"
-            "<p>Chunk size, stride, thresholds and the category rule are those of <i>Detect ice patches</i>.</p>"
+            "<p>Chunk size, stride, thresholds, the category rule and the mirror test-time augmentation (TTA, advanced) are those of "
+            "<i>Detect ice patches</i>; a survey is resumed only with the settings it was started with.</p>"
         )
 
     def initAlgorithm(self, config=None):
@@ -115,8 +116,7 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
                      "--image-minutes", self.parameterAsDouble(parameters, self.IMAGE_MINUTES, context)]
         scheduler = self.parameterAsString(parameters, self.SCHEDULER, context).strip()
         arguments += ["--scheduler", scheduler] if scheduler else []
-        for option, value in options.items():
-            arguments += [f"--{option.replace('_', '-')}", value]
+        arguments += option_arguments(options)
         # Nothing partial to remove on cancel: each finished image is already committed, for the rerun to resume.
         result = run_worker(arguments, feedback)
 

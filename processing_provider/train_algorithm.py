@@ -124,20 +124,20 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             "balanced by class weights; probabilities are calibrated on the validation chunks only when they hold at least 10 chunks of "
             "each class and the fit improves them, otherwise the base model's calibration (or none) is kept. <b>Augmentation</b>: lighting-safe (default) mirrors east-west and "
             "varies brightness and contrast, keeping north up, because ice hides on the poleward side of what shades it; full "
-            "adds north-south flips and 90-degree rotations, for labels that do not depend on illumination. <b>Widths</b> (advanced): the network's layer widths. "
+            "adds north-south flips and 90-degree rotations, for labels that do not depend on illumination. <b>Widths</b> (advanced, from scratch only; a base model keeps its own): the network's layer widths. "
             "<b>Network</b> (advanced, from scratch only; a base model keeps its own): the paper's small Xception, from random weights, or "
             "EfficientNet-Lite0, which starts from what it learnt on a million photographs (ImageNet): from the same examples it learnt "
             "our kinds of ice better and called real terrain icy less often (docs/default-model.md in the plugin's folder); its input size "
             "should be a multiple of 32 for the probability raster and overlapping grids. "
-            "<b>Unlabelled chunks</b> (advanced, fine-tuning only): this many chunks of your images that you did not label, per labelled "
+            "<b>Unlabelled chunks</b> (advanced, fine-tuning on chunk polygons only): this many chunks of your images that you did not label, per labelled "
             "chunk, are trained toward the base model's own probability, so the new model keeps its answers on the rest of the image; "
             "2 kept the other kinds of ice better and learnt the labelled kind a little less (docs/retraining.md). "
             "<b>Pull back</b> (advanced, fine-tuning only): the share of the way every weight returns toward the base model's after "
             "each step. The default 0.02 keeps what the base knew within about 0.01 AUC; 0 learns your kind of ice most and forgets "
             "the others most (1,200 labels of a new kind: 0.816 with 0.02, 0.846 with 0, the other kinds losing up to 0.013 and "
             "0.055; docs/retraining.md). Lower it only when your own kind of ice is all you survey for.</p>"
-            "<p>Outputs: the model file, the per-epoch history as a table (loss, accuracy, validation loss/accuracy, precision, "
-            "recall, AUC), and an HTML report with learning curves, confusion matrix and reliability diagram.</p>"
+            "<p>Outputs: the model file, the per-epoch history as a table (loss and accuracy on the training chunks; loss, accuracy, "
+            "precision, recall and ROC AUC on the validation chunks), and an HTML report with learning curves, confusion matrix and reliability diagram.</p>"
             "<p>Training runs in the worker (a separate Python with TensorFlow), never inside QGIS; a GPU is used when the worker "
             "has one. If the worker is missing, install it from HiRISE Ice Patches › Worker settings… › Reinstall… (on Debian or Ubuntu "
             "also <i>bash scripts/install</i> in the plugin folder).</p>"
@@ -415,6 +415,12 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             feedback.pushInfo(f"Continuing from {modelfile.describe(base_metadata)}: its input size and normalisation are kept.")
             if self.parameterAsEnum(parameters, self.NETWORK, context):
                 feedback.pushWarning(f"NETWORK is for training from scratch: the base model's own network ({base_metadata['architecture'].get('name')}) is kept.")
+            widths = self.parameterAsString(parameters, self.WIDTHS, context).replace(" ", "")
+            if widths != self.parameterDefinition(self.WIDTHS).defaultValue() and self._widths(widths) != list(base_metadata["architecture"].get("widths") or []):
+                feedback.pushWarning(f"WIDTHS is for training from scratch: the base model's own widths ({base_metadata['architecture'].get('widths')}) are kept.")
+            input_size = self.parameterAsInt(parameters, self.INPUT_SIZE, context)
+            if input_size != self.parameterDefinition(self.INPUT_SIZE).defaultValue() and input_size != int(base_metadata["input_size"]):
+                feedback.pushWarning(f"INPUT_SIZE is for training from scratch: the base model's own input size ({base_metadata['input_size']} px) is kept.")
         return base_model
 
     @staticmethod

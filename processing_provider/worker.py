@@ -371,10 +371,16 @@ class WorkerRun:
         except OSError as exc:
             raise QgsProcessingException(f"The worker Python '{command[0]}' cannot be started ({exc}). " + how_to_install()) from None
         lines: "queue.Queue[Optional[str]]" = queue.Queue()
-        readers = _pump(process, lines, self.stderr_tail)
+        readers = []
         try:
+            readers = _pump(process, lines, self.stderr_tail)  # its threads may not start (no memory for their stacks)
             self._relay(process, lines)
             return process.wait()
+        except RuntimeError as exc:
+            if "can't start new thread" not in str(exc):
+                raise
+            raise QgsProcessingException("QGIS ran out of memory to follow the worker (it could not start a thread). Close other programs "
+                                         "or layers, and run again; no output was written.") from None
         finally:
             if process.poll() is None:  # an exception above, e.g. from a feedback slot
                 _stop(process)
@@ -440,6 +446,9 @@ class WorkerRun:
         unfit = python_unfit(tail, self.python)
         if unfit:
             return f"{head} {unfit}"
+        if any(sign in tail.lower() for sign in ("memoryerror", "out of memory", "failed to map segment", "cannot allocate memory", "bad_alloc")):
+            return (f"{head} It ran out of memory: close other programs, lower BATCH_SIZE (or give a survey fewer WORKERS), and run again. "
+                    f"Its error output ends: {tail.splitlines()[-1].strip()}")
         hint = f" {self.left_behind[0].upper()}{self.left_behind[1:]}." if self.arguments and self.arguments[0] == "survey" else ""
         return f"{head}{hint} Last lines of its error output:\n{tail}"
 

@@ -40,7 +40,7 @@ SUMMARY_FIELD_NAMES = [
     "image_id", "chunks", "icy_chunks", "hard_chunks", "mean_probability", "max_probability",
     "category", "model_name", "model_version", "runtime_s",
 ]
-HISTORY_FIELD_NAMES = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "precision", "recall", "auc"]
+HISTORY_FIELD_NAMES = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_auc"]
 
 
 def plugin_module(name: str):

@@ -555,6 +555,41 @@ def test_a_full_disk_for_the_report_or_the_probability_raster_is_said_once_and_l
     assert os.listdir(disk) == ["filler"] and not (tmp_path / "chunks.gpkg").exists()
 
 
+def test_a_geopackage_whose_rows_a_full_disk_kept_in_its_wal_is_not_taken_for_written(qgis_app, small_disk):
+    """QGIS closed the layer as if SQLite had moved its rows from the -wal into the file: on a full disk it could
+    not, detect said nothing (exit 0), and the .gpkg alone, copied or sent, was unreadable."""
+    import sqlite3
+
+    from processing_provider.destinations import checkpoint_failure
+
+    disk = small_disk(200)
+    path = str(disk / "chunks.gpkg")
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")  # the rows stay in the -wal until the last connection closes
+    db.execute("CREATE TABLE chunks (data BLOB)")
+    db.executemany("INSERT INTO chunks VALUES (?)", [(os.urandom(4000),) for _ in range(20)])
+    db.commit()
+    with open(disk / "filler", "wb", buffering=0) as filler, pytest.raises(OSError):
+        while True:  # another program takes the rest of the disk
+            filler.write(b"\0" * 4096)
+    db.close()  # its checkpoint fails, silently
+    assert os.path.getsize(path + "-wal") > 0
+    assert "disk is full" in checkpoint_failure(path)
+
+
+def test_the_room_asked_of_a_chunk_layers_disk_covers_sqlites_write_ahead_log(tiny_model, tmp_path, small_disk):
+    """268 kB passed the check (256 kB and 1.5 kB a chunk) and ended in a GeoPackage whose rows stayed in its -wal."""
+    raster = helpers.generate_raster(tmp_path, name="scene.tif", width=256, height=256, seed=3)
+    disk = small_disk(300)
+    done = qs.qgis_process("run", "hiriseice:detect", "--", f"INPUT={raster.path}", f"MODEL={tiny_model.path}", f"CHUNK_SIZE={CHUNK}",
+                           f"OUTPUT={disk / 'chunks.gpkg'}", "SUMMARY=TEMPORARY_OUTPUT")
+    out = done.stdout
+    assert done.returncode == 1 and out.count("ERROR:") == 1 and "Traceback" not in out, out[-3000:]
+    assert f"OUTPUT cannot be written to {disk / 'chunks.gpkg'}: its disk has 0.31 MB free and the 16 chunks need about 0.56 MB" in out, out[-3000:]
+    assert os.listdir(disk) == []
+
+
 @pytest.mark.parametrize("algorithm", ["chunk", "find"])
 def test_a_full_disk_for_the_chunk_grid_or_the_footprints_is_said_once_and_leaves_nothing(tmp_path, small_disk, algorithm):
     """Chunk and Find wrote their layer without reading it back: on a full disk QGIS reported success, or GDAL's own

@@ -55,6 +55,24 @@ def outlined_chunks(tmp_path, outlines, cells=0):
         return chunks_from_outlines(source, outlines, [], 256, 64, 0.5, DEFAULT_NORMALISATION, cells=cells)
 
 
+def test_unlabelled_chunks_asked_of_outlines_are_said_not_to_be_used(tmp_path):
+    """Outlines label every chunk of their grid: UNLABELLED was ignored there without a word."""
+    import io
+
+    from model.preprocess import DEFAULT_NORMALISATION
+    from model.protocol import Reporter
+    from model.training import TrainOptions
+    from model.trainingjob import collect_job_chunks
+
+    outlined_chunks(tmp_path, [])  # writes the raster
+    job = {"label_mode": "outlines", "rasters": [{"path": str(tmp_path / "outlined.tif"),
+                                                  "labels": [{"wkt": "POLYGON((1005 1995,1021 1995,1021 1979,1005 1979,1005 1995))", "label": 1}]}]}
+    said = io.StringIO()
+    found = collect_job_chunks(job, TrainOptions(chunk_size=256, input_size=64), DEFAULT_NORMALISATION, Reporter(stream=said), unlabelled_ratio=2.0)
+    assert found.unlabelled is None and len(found.labels) == 4
+    assert "warning: UNLABELLED is for chunk-polygon labels: ice-patch outlines label every chunk of the grid they cover" in said.getvalue()
+
+
 def test_outlines_give_each_chunk_the_share_of_its_cells_they_cover_and_an_edge_they_touch_is_no_ice(tmp_path):
     outlines = [{"wkt": "POLYGON((1005 1995,1021 1995,1021 1979,1005 1979,1005 1995))", "label": 1},  # pixels 10-42 of chunk (0, 0)
                 {"wkt": "MULTIPOLYGON Z (((1200 1900 0,1210 1900 0,1210 1890 0,1200 1890 0,1200 1900 0)))", "label": 1},  # 144-164, 200-220 of (0, 1)

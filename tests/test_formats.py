@@ -456,6 +456,42 @@ def test_label_pixels_are_the_jp2s(product):
     np.testing.assert_array_equal(data, np.where(product.raster.valid, product.raster.bands[0], 0).astype(np.float32))
 
 
+def test_a_label_reads_its_jp2s_resolution_levels_as_the_jp2_does(products, tmp_path):
+    """Through the label (the PDS driver), the JP2's levels of a smooth image were judged pyramids that pick
+    pixels: skipped, so a whole RDR was decoded at full resolution, with the wrong fix in the log."""
+    require_driver("PDS")
+    product = products(EQUIRECTANGULAR_ID)
+    smooth = (300 + 200 * np.sin(np.arange(WIDTH) / 20.0))[None, :].repeat(HEIGHT, axis=0).astype(np.uint16)
+    tif = helpers.write_geotiff(tmp_path / "smooth.tif", smooth, geotransform=product.raster.geotransform, crs_wkt=mars_crs(product.spec).ExportToWkt())
+    jp2 = str(tmp_path / f"{product.name}.JP2")
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        gdal.Translate(jp2, tif, format="JP2OpenJPEG", creationOptions=JP2_OPTIONS)
+    finally:
+        gdal.PopErrorHandler()
+    lbl = write_label(tmp_path / f"{product.name}.LBL", product.name, product.spec, product.sample_offset, product.line_offset)
+    with RasterSource(jp2) as from_jp2, RasterSource(lbl) as from_label:
+        assert from_label.reads_resolution_levels and from_label.info.overviews_skipped == ""
+        window = next(iter(chunk_grid(WIDTH, HEIGHT, CHUNK, CHUNK)))
+        np.testing.assert_array_equal(from_label.read_chunk(window, CHUNK, INPUT)[0], from_jp2.read_chunk(window, CHUNK, INPUT)[0])
+
+
+def test_a_jp2_without_georeferencing_is_told_to_be_given_as_its_label(products, tmp_path):
+    """An RDR's JP2 copied without its GeoJP2 box was called an EDR, though its label beside it holds the map projection."""
+    require_driver("PDS")
+    product = products(EQUIRECTANGULAR_ID)
+    jp2 = str(tmp_path / f"{product.name}.JP2")
+    gdal.Translate(jp2, product.jp2, format="JP2OpenJPEG", creationOptions=JP2_OPTIONS + ["GeoJP2=NO", "GMLJP2=NO"])
+    if os.path.exists(jp2 + ".aux.xml"):
+        os.remove(jp2 + ".aux.xml")  # where GDAL kept the georeferencing the JP2 was written without
+    lbl = write_label(tmp_path / f"{product.name}.LBL", product.name, product.spec, product.sample_offset, product.line_offset)
+    with pytest.raises(RasterError) as error:
+        RasterSource(jp2)
+    assert f"but its PDS label beside it, {lbl}, holds its map projection: give that label as the input instead" in str(error.value)
+    with RasterSource(lbl) as source:
+        assert source.info.crs_wkt
+
+
 def test_label_without_map_projection_is_refused_as_not_map_projected(products, tmp_path):
     """GDAL's PDS driver takes the georeferencing from the label only: without IMAGE_MAP_PROJECTION it reports
     neither CRS nor geotransform, although the JP2 it opens has a GeoJP2 box. The engine then says so, both at

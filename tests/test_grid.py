@@ -70,6 +70,18 @@ def test_last_partial_row_and_column():
     assert [(w.x_off, w.y_off, w.width, w.height) for w in chunk_grid(2500, 1100, 1024, 1024)] == [(0, 0, 1024, 1024), (1024, 0, 1024, 1024), (2048, 0, 452, 1024)]
 
 
+@pytest.mark.parametrize("width, height, said", [
+    (2048, 1100, "76 px along the south edge lie in no chunk"),
+    (2100, 1100, "52 px along the east edge and 76 px along the south edge lie in no chunk"),
+    (2048, 2048, ""),
+    (2500, 1200, ""),  # partial chunks of 452 and 176 px: chunks, nothing left out
+])
+def test_the_log_says_which_edge_pixels_lie_in_no_chunk(width, height, said):
+    """The sliver left unscored had been said nowhere but the README."""
+    note = grid.edge_note(width, height, 1024, 1024)
+    assert note.startswith(said) and ("narrower than an eighth of one (128 px)" in note) == bool(said)
+
+
 def test_overlapping_stride_keeps_full_chunks_and_covers_the_end():
     windows = list(chunk_grid(100, 32, 32, 16))
     assert [(w.x_off, w.width) for w in windows] == [(0, 32), (16, 32), (32, 32), (48, 32), (64, 32), (80, 20)]

@@ -64,6 +64,16 @@ def test_counts_and_partial_last_row_and_column(qgis_app, make_raster, tmp_path)
     assert [(s["styleName"], s["useAsDefault"]) for s in styles] == [("HiRISE chunk grid", 1)]
 
 
+def test_the_log_gives_the_chunks_ground_size_and_the_edge_pixels_in_no_chunk(qgis_app, make_raster, tmp_path):
+    """Both had been said nowhere: a 0.5 m product's 64-px chunks are 32 m, and a 4-px sliver is in no chunk."""
+    raster = make_raster(width=260, height=196, seed=1)
+    results, table = run_chunk(raster.path, tmp_path / "grid.gpkg")
+    assert len(table.rows) == 12  # 4 x 3: the slivers are not chunks
+    log = results["_feedback"].text
+    assert "12 grid chunks of 64 px (32 m at 0.5 m/px), stride 64" in log
+    assert "4 px along the east edge and 4 px along the south edge lie in no chunk: a partial chunk narrower than an eighth of one (8 px) is not scored" in log
+
+
 def test_stride_overlap(qgis_app, make_raster, tmp_path):
     raster = make_raster(width=160, height=96, seed=2)
     results, table = run_chunk(raster.path, tmp_path / "overlap.gpkg", STRIDE=32)

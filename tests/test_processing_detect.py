@@ -425,14 +425,15 @@ def test_a_parameter_name_detect_lacks_or_a_number_out_of_range(qgis_app, tiny_m
 
 def test_a_raster_with_neither_crs_nor_geotransform_is_told_both(detect_error, tmp_path):
     """Told only of the CRS, a geologist assigned one and was then refused for the geotransform."""
-    from model.georeference import NOT_MAP_PROJECTED
+    from model.georeference import not_map_projected_message
     from model.raster import RasterError, RasterSource
 
     path = helpers.write_geotiff(tmp_path / "edr.tif", np.full((64, 64), 300, np.uint16), geotransform=None, crs_wkt=None)
-    assert detect_error(INPUT=path).splitlines()[-1] == NOT_MAP_PROJECTED.format(path="edr")
+    assert detect_error(INPUT=path).splitlines()[-1] == not_map_projected_message(path, "edr")
+    assert "it is not map-projected (an EDR, or a copy that lost its georeferencing)" in not_map_projected_message(path)
     with pytest.raises(RasterError) as raised:  # the engine's own check, for the command line
         RasterSource(path)
-    assert str(raised.value) == NOT_MAP_PROJECTED.format(path=path)
+    assert str(raised.value) == not_map_projected_message(path)
 
 
 def test_raster_without_crs(detect_error, make_raster):
@@ -667,7 +668,13 @@ def test_a_probability_raster_whose_cells_the_stride_does_not_fall_on_is_refused
     where they lie, and the last chunks' cells were cut off the raster."""
     message = detect_error(STRIDE=40, PROBABILITY_RASTER=str(tmp_path / "p.tif"))
     assert "STRIDE 40 is not a multiple of the probability raster's cell (16 raster px at CHUNK_SIZE 64)" in message, message
-    assert "Give a STRIDE that is a multiple of 16 (e.g. 64 or 32), or leave PROBABILITY_RASTER empty." in message, message
+    assert "Give a STRIDE whose chunks start on its cells (e.g. 64 or 32 or 16), or leave PROBABILITY_RASTER empty." in message, message
+    # no example that is refused in turn: half of a 1001-px chunk falls between its cells too
+    from model.errors import EngineError
+    from model.inference import check_probability_raster
+
+    with pytest.raises(EngineError, match=r"\(e\.g\. 1001\), or leave"):
+        check_probability_raster({"name": "small_xception", "widths": [32, 64, 128, 192, 256]}, 1001, 500, 256)
 
 
 def test_no_output_replaces_the_image_it_reads(qgis_app, tiny_model, make_raster, tmp_path):
@@ -739,6 +746,21 @@ def test_an_output_in_a_format_that_loses_its_place_on_mars_is_refused_before_an
                                                     "OUTPUT": str(tmp_path / name)})
     assert f"OUTPUT is a {kind} ({tmp_path / name}), which {why}" in said and said.endswith("Give a .gpkg (or a .fgb or .shp); nothing was run or written."), said
     assert os.listdir(tmp_path) == []
+
+
+def test_a_plain_sqlite_output_is_refused_and_a_table_named_in_one_keeps_the_mars_crs(qgis_app, tiny_model, detect_scene, tmp_path):
+    """A plain .sqlite was written without its CRS, with exit 0 and no warning."""
+    said = qs.processing_error("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK,
+                                                    "OUTPUT": str(tmp_path / "chunks.sqlite")})
+    assert f"OUTPUT is a plain SQLite file ({tmp_path / 'chunks.sqlite'}), which QGIS writes without the layer's Mars CRS" in said, said
+    assert os.listdir(tmp_path) == []
+    named = f"ogr:dbname='{tmp_path / 'chunks.sqlite'}' table=\"chunks\" (geom)"
+    results = qs.run_algorithm("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": named, "SUMMARY": None})
+    from qgis.core import QgsCoordinateReferenceSystem, QgsVectorLayer
+
+    layer = QgsVectorLayer(f"{tmp_path / 'chunks.sqlite'}|layername=chunks", "chunks", "ogr")
+    assert layer.featureCount() == results["CHUNKS"] > 0
+    assert layer.crs() == QgsCoordinateReferenceSystem.fromWkt(gdal.Open(detect_scene.path).GetProjection())
 
 
 @pytest.mark.parametrize("chunks", ["ice.shp", "ice.fgb"])

@@ -181,7 +181,7 @@ def test_history_table_and_report(chunk_trained):
     assert [r["epoch"] for r in table.rows] == [1, 2]
     for row in table.rows:
         assert row["_wkt"] is None
-        assert all(isinstance(row[n], float) and math.isfinite(row[n]) for n in ("loss", "accuracy", "val_loss", "val_accuracy", "auc"))
+        assert all(isinstance(row[n], float) and math.isfinite(row[n]) for n in ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc"))
         assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["val_accuracy"] <= 1.0 and row["loss"] > 0
     assert results["REPORT"] == str(chunk_trained["folder"] / "training.html")
     text = open(results["REPORT"], encoding="utf-8").read()
@@ -195,7 +195,7 @@ def test_history_table_and_report(chunk_trained):
 def test_retraining_honours_chunk_size_and_numbers_its_own_epochs(chunk_trained, labelled_geographic, training_data, tmp_path):
     base = chunk_trained["metadata"]
     results = train(tmp_path, [training_data.raster.path], [labelled_geographic], epochs=1, BASE_MODEL=chunk_trained["results"]["OUTPUT_MODEL"],
-                    CHUNK_SIZE=128, INPUT_SIZE=64, LEARNING_RATE=0, UNLABELLED=2, ANCHOR=0.005, NETWORK=1)  # CHUNK_SIZE honoured, INPUT_SIZE and NETWORK the base's, the fine-tuning rate
+                    CHUNK_SIZE=128, INPUT_SIZE=64, WIDTHS="8,8,8", LEARNING_RATE=0, UNLABELLED=2, ANCHOR=0.005, NETWORK=1)  # CHUNK_SIZE honoured, INPUT_SIZE, WIDTHS and NETWORK the base's, the fine-tuning rate
     meta = modelfile.read_metadata(results["OUTPUT_MODEL"])
     assert [f["epoch"] for f in results["HISTORY"].getFeatures()] == [1]
     assert (meta["training"]["epochs_run"], meta["training"]["base_epochs"], meta["training"]["total_epochs"]) == (1, 2, 3)
@@ -205,6 +205,8 @@ def test_retraining_honours_chunk_size_and_numbers_its_own_epochs(chunk_trained,
     log = results["_feedback"].text
     assert "Continuing from" in log
     assert "NETWORK is for training from scratch: the base model's own network (small_xception) is kept." in log
+    assert "WIDTHS is for training from scratch: the base model's own widths ([4, 8, 8, 16]) are kept." in log  # was silent
+    assert "INPUT_SIZE is for training from scratch: the base model's own input size (32 px) is kept." in log
     job = job_of(results)
     assert job["unlabelled"] == 2.0  # every chunk is labelled: none drawn
     assert job["anchor"] == 0.005 and meta["training"]["anchor"] == 0.005

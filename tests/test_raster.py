@@ -1188,3 +1188,15 @@ def test_a_chunk_is_stretched_in_its_own_float_type_under_numpy_1_and_2(worker_p
     assert done.returncode == 0, done.stderr[-3000:]
     said = json.loads(done.stdout.strip().splitlines()[-1])
     assert said["differ"] == 0, said
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU sets are Linux's")
+def test_a_process_limited_to_one_core_reads_and_surveys_on_one():
+    """Under `taskset -c 0` a laptop's detect read on two threads and a survey started a Dask worker per core of the machine."""
+    import subprocess
+    import sys
+
+    snippet = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+               "from model.raster import reading_threads, usable_cores; print(usable_cores(), reading_threads())")
+    done = subprocess.run([sys.executable, "-c", snippet], cwd=str(helpers.REPO_ROOT), capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["1", "1"], done.stderr[-2000:]

@@ -40,7 +40,8 @@ for i, p in enumerate(probabilities):
                        **{"class": "icy" if p >= 0.6 else ("hard to identify" if p >= 0.4 else "not icy")}))
 summary = dict(image_id="ESP_012345_0950_RED", category="good", chunks=80, icy_chunks=20, hard_chunks=20, mean_probability=0.4, max_probability=0.91,
                dropped_chunks=0, chunk_size=64, stride=64, model_name="m", model_version="1", device="CPU", chunks_per_s=50.0, runtime_s=1.2,
-               icy_threshold=0.6, hard_low=0.4, solar_longitude=None, incidence_angle=None, centre_latitude=None)
+               icy_threshold=0.6, hard_low=0.4, solar_longitude=None, incidence_angle=None, centre_latitude=None, category_rule="paper",
+               min_valid=0.95, tta=True)
 if with_label:
     summary.update(solar_longitude=215.3, incidence_angle=62.1, centre_latitude=-54.98)
 detection = Detection(raster=dict(path=raster.path, image_id="ESP_012345_0950_RED", width=width, height=height, geotransform=gt, crs_wkt=raster.crs_wkt),
@@ -55,7 +56,7 @@ report.detection_report(dataclasses.replace(detection, warnings=[coarse]), f"{fo
 from model import modelfile
 report.detection_report(detection, f"{folder}/detect_default_model.html", metadata=modelfile.read_metadata(modelfile.default_model_path()))
 
-history = [dict(epoch=e, loss=0.7 / e, accuracy=0.5 + 0.04 * e, val_loss=0.75 / e, val_accuracy=0.5 + 0.03 * e, precision=0.6, recall=0.6, auc=0.8) for e in range(1, 6)]
+history = [dict(epoch=e, loss=0.7 / e, accuracy=0.5 + 0.04 * e, val_loss=0.75 / e, val_accuracy=0.5 + 0.03 * e, val_precision=0.6, val_recall=0.6, val_auc=0.8) for e in range(1, 6)]
 rng = np.random.default_rng(0)
 y = rng.integers(0, 2, 200)
 # Scores squeezed into 0.25..0.66: a badly calibrated model whose points sit far from y = x.
@@ -253,6 +254,9 @@ def test_detection_report_texts(reports):
     assert "longitude 353.1500° E" in _describe_centre({"x": 0.0, "y": 0.0, "crs": "c", "lat": -50.0, "lon": -6.85})
     assert "<tr><th>solar longitude Ls</th><td>215.3° (southern spring)</td></tr>" in text
     assert "<tr><th>incidence angle</th><td>62.1°</td></tr>" in text
+    # what the probabilities and the category rest on, beside them (two runs had differed in the rule and the mirror, unsaid)
+    assert "<tr><th>category</th><td>good (paper rule)</td></tr>" in text
+    assert "<tr><th>scored with</th><td>minimum valid share of a chunk&#x27;s centre 0.95; band automatic; east-west mirror averaged (TTA on)</td></tr>" in text
     scope = re.search(r"<th>what the model has seen</th><td>([^<]*)</td>", text).group(1)
     assert scope.startswith("Trained on real HiRISE terrain") and "no real ice labels" in scope
     assert "Ice families seen: natural shade, stone field, rendered caster; held out of its training: crater wall." in scope

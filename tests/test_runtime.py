@@ -202,6 +202,47 @@ def test_a_damaged_cached_export_is_made_again_not_a_traceback_on_every_run(work
     assert all(run["runtime"][0].startswith("network runtime: ONNX Runtime") for run in (runs[0], runs[2])), [run["runtime"] for run in runs]
 
 
+def test_an_export_that_fills_the_cache_disk_leaves_no_partial_file(worker_python, tiny_model, make_raster, small_disk, monkeypatch):
+    """A full cache disk kept each failed export's partial file, so it stayed full."""
+    cache = small_disk(12)  # a few kB: less than the network's export
+    monkeypatch.setenv("HIRISEICE_CACHE_DIR", str(cache))
+    raster = make_raster(width=helpers.TINY_CHUNK_SIZE * 4, height=helpers.TINY_CHUNK_SIZE * 3, seed=8)
+    done = helpers.run_worker_snippet(worker_python, NO_TENSORFLOW_SNIPPET, raster.path, tiny_model.path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    assert run["runtime"][0].startswith("network runtime: Keras") and len(run["chunks"]) >= 6, run["runtime"]
+    assert not [path.name for path in cache.rglob("*") if "partial" in path.name]
+
+
+NO_ROOM_FOR_ONNX_RUNTIME = r"""
+import json, resource, sys
+from model import modelfile, runtime
+path = sys.argv[1]
+saved = runtime.SavedNetwork(path, modelfile.read_metadata(path))
+with open("/proc/self/status") as status:  # a few MB more than mapped now: too few to map onnxruntime's library
+    mapped = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (mapped + 4 * 2 ** 20, resource.RLIM_INFINITY))
+try:
+    runtime.logit_scorer(saved)
+    print(json.dumps({"failed": None}))
+except BaseException as exc:
+    print(json.dumps({"failed": type(exc).__name__}))
+"""
+
+
+def test_running_out_of_memory_keeps_the_cached_export(worker_python, tiny_model, make_raster, empty_cache):
+    """onnxruntime's library failing to map for want of memory was taken for a damaged export, which was
+    deleted: every later run then paid a TensorFlow export."""
+    raster = make_raster(width=helpers.TINY_CHUNK_SIZE * 4, height=helpers.TINY_CHUNK_SIZE * 3, seed=9)
+    first = helpers.run_worker_snippet(worker_python, NO_TENSORFLOW_SNIPPET, raster.path, tiny_model.path, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    cached = sorted(path.name for path in empty_cache.glob("onnx/*"))
+    assert len(cached) >= 2
+    squeezed = helpers.run_worker_snippet(worker_python, NO_ROOM_FOR_ONNX_RUNTIME, tiny_model.path, timeout=600)
+    assert json.loads(squeezed.stdout.strip().splitlines()[-1])["failed"] in ("ImportError", "MemoryError"), squeezed.stderr[-3000:]
+    assert sorted(path.name for path in empty_cache.glob("onnx/*")) == cached
+
+
 REPLACED_SNIPPET = r"""
 import json, shutil, sys
 from model import modelfile, runtime

@@ -247,6 +247,21 @@ def test_processing_survey(qgis_app, tiny_model, survey_folder, tmp_path, as_giv
     assert "Nothing to survey: give RASTERS" in message and "Traceback" not in message
 
 
+def test_a_survey_without_the_mirror_is_started_and_resumed_from_qgis(qgis_app, tiny_model, survey_folder, tmp_path):
+    """The survey had no TTA parameter: one started without the mirror (--no-tta) could not be resumed
+    from QGIS, whose runs always asked for it."""
+    _, images = survey_folder
+    out = tmp_path / "survey.gpkg"
+    given = {"RASTERS": [images[0].path], "MODEL": tiny_model.path, "WORKERS": 1, "TTA": False, "OUTPUT": str(out)}
+    first = qs.run_algorithm("hiriseice:survey", given)
+    assert (first["DONE"], first["SKIPPED"]) == (1, 0)
+    assert {row["setting"]: row["value"] for row in qs.read_ogr(out, "settings").rows}["tta"] == "False"
+    again = qs.run_algorithm("hiriseice:survey", dict(given, RASTERS=[images[0].path, images[1].path]))
+    assert (again["DONE"], again["SKIPPED"]) == (1, 1)
+    message = qs.processing_error("hiriseice:survey", dict(given, TTA=True))
+    assert "was surveyed with TTA False; this run asks for TTA True" in message and "Traceback" not in message
+
+
 def test_a_polar_product_at_180_east_is_surveyed_as_its_north_up_twin_in_one_piece(worker_python, tiny_model, tmp_path):
     """HiRISE's south polar product at 180 E is its north-up twin (the map on the 180 meridian) turned
     upside down: surveyed through its north-up view, it gives the twin's chunks, probabilities and places.
