@@ -78,7 +78,7 @@ def test_category_rule_reaches_the_worker_and_the_summary(tiny_model, scene, tmp
     expected = rules.image_category(stats, "conservative")
     assert qs.read_ogr(gpkg, "summary").rows[0]["category"] == results_section(done.stdout)["CATEGORY"] == expected
     assert f": {expected} (conservative rule) - " in done.stdout
-    assert f"<tr><th>category</th><td>{expected}</td></tr>" in (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert f"<tr><th>category</th><td>{expected} (conservative rule)</td></tr>" in (tmp_path / "r.html").read_text(encoding="utf-8")
 
 
 def test_bad_input_exits_non_zero_with_the_reason(tiny_model, make_raster, tmp_path):
