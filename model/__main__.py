@@ -23,8 +23,8 @@ import threading
 import time
 
 from . import __version__, files, interrupts, rules
-from .chunking import DEFAULT_MIN_VALID
-from .errors import EngineError
+from .chunking import DEFAULT_BATCH_SIZE, DEFAULT_MIN_VALID
+from .errors import EngineError, out_of_memory
 from .protocol import Reporter
 
 
@@ -87,9 +87,7 @@ def _survey(args, reporter: Reporter) -> None:
 
 
 def _chunk(args, reporter: Reporter) -> None:
-    from .chunking import ChunkExport, gap_warning, iter_chunks, chunk_count
-    from .grid import chunk_wkt
-    from .raster import RasterSource
+    from .chunking import ChunkExport, gap_warning, image_grid
     from .schema import CHUNK_GRID_FIELDS
     from .vector import write_geopackage
 
@@ -100,24 +98,13 @@ def _chunk(args, reporter: Reporter) -> None:
     stride = args.stride or args.chunk_size
     if gaps := gap_warning(args.chunk_size, stride):
         reporter.warning(gaps)
-    chunks = []
     with ChunkExport(args.export_folder) as export:  # staged, renamed into place once the grid is written
-        with RasterSource(args.raster, args.band) as source:
-            info = source.info
-            total = chunk_count(source, args.chunk_size, stride)
-            for sample in iter_chunks(source, args.chunk_size, stride, args.min_valid):
-                w = sample.window
-                chunks.append(dict(image_id=info.image_id, chunk_id=w.chunk_id, row=w.row, col=w.col, x_off=w.x_off, y_off=w.y_off, width=w.width, height=w.height,
-                                   valid_fraction=round(sample.valid_fraction, 4), centre_valid_fraction=round(sample.centre_valid_fraction, 4), wkt=chunk_wkt(info.geotransform, w)))
-                if args.export_folder:
-                    export.add(args.raster, w, info.image_id)
-                reporter.progress((w.chunk_id + 1) / total)
+        grid = image_grid(args.raster, args.band, args.chunk_size, stride, args.min_valid, reporter.log, export if args.export_folder else None, reporter.progress)
         reporter.progress(1.0)  # the last grid chunks may have been dropped for no-data
-        reporter.log(f"{len(chunks)} of {total} chunks hold data around their centre")
         if args.out:
-            write_geopackage(args.out, info.crs_wkt, chunks, [], CHUNK_GRID_FIELDS)
+            write_geopackage(args.out, grid.info.crs_wkt, grid.rows, [], CHUNK_GRID_FIELDS)
         export.commit()
-    reporter.result({"chunks": chunks})
+    reporter.result({"chunks": grid.rows})
 
 
 def _train(args, reporter: Reporter) -> None:
@@ -264,7 +251,7 @@ def _serve_command(parser: argparse.ArgumentParser, reporter: Reporter, command:
 
 
 def _scoring_arguments(parser):
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--icy-threshold", type=float, default=rules.ICY_THRESHOLD)
     parser.add_argument("--hard-low", type=float, default=rules.HARD_LOW)
     parser.add_argument("--category-rule", choices=sorted(rules.CATEGORY_RULES), default=rules.DEFAULT_CATEGORY_RULE, help="image category rule (default: %(default)s, the paper's)")
@@ -412,7 +399,7 @@ def _run(args, reporter: Reporter) -> int:
     except KeyboardInterrupt:
         reporter.error("cancelled", f"Cancelled; {getattr(args, 'left_behind', 'no output was written')}.")
         return 130
-    except (MemoryError, ImportError, RuntimeError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - memory runs out as many kinds (onnxruntime's Fail, ImportError, RuntimeError)
         if not out_of_memory(exc):
             raise
         return _said_out_of_memory(args, reporter, exc)
@@ -423,15 +410,6 @@ def _said_out_of_memory(args, reporter: Reporter, exc: BaseException) -> int:
     reporter.error("memory", f"The worker ran out of memory ({type(exc).__name__}: {exc}). Close other programs, lower BATCH_SIZE "
                              f"(or give a survey fewer WORKERS), and run again; {getattr(args, 'left_behind', 'no output was written')}.")
     return 2
-
-
-# How memory running out shows where it is not a MemoryError: a library that cannot be mapped, a thread
-# without room for its stack, an allocation refused in C++.
-MEMORY_SIGNS = ("failed to map segment", "cannot allocate memory", "can't start new thread", "out of memory", "bad_alloc")
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or any(sign in str(exc).lower() for sign in MEMORY_SIGNS)
 
 
 if __name__ == "__main__":

@@ -4,21 +4,24 @@ import contextlib
 import functools
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 from osgeo import gdal
 
 from . import files
-from .errors import EngineError, RasterError
+from .errors import CancelledError, EngineError, RasterError
 from .footprint import ValidityMosaic
-from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, grid_shape, unscored_edges
+from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, chunk_wkt, edge_note, grid_shape, unscored_edges
+from .imagechecks import ground_size
 from .preprocess import valid_fractions
-from .raster import VIEW_DOMAIN, RasterSource, read_in_order
+from .raster import VIEW_DOMAIN, RasterInfo, RasterSource, north_up_view, read_in_order
 
 # The paper keeps chunks whose centre holds image data. Isolated DN-0 pixels inside the
 # footprint (8-bit stretched products clip deep shadow to 0) must not drop a chunk, hence 0.95.
 DEFAULT_MIN_VALID = 0.95
+# Chunks per network call of detect: memory against speed.
+DEFAULT_BATCH_SIZE = 16
 # Scale at which the validity of a chunk is judged when no network sets one.
 MASK_SIZE = 256
 
@@ -103,6 +106,48 @@ def _read_chunk(source: RasterSource, chunk_size: int, input_size: int, window: 
 def chunk_count(source: RasterSource, chunk_size: int, stride: int) -> int:
     rows, cols = grid_shape(source.info.width, source.info.height, chunk_size, stride)
     return rows * cols
+
+
+def grid_row(info, window: ChunkWindow, whole: float, centre: float) -> Dict:
+    """A chunk of the grid as a row of schema.CHUNK_GRID_FIELDS (detect's rows add its scores)."""
+    return {"image_id": info.image_id, "chunk_id": window.chunk_id, "row": window.row, "col": window.col, "x_off": window.x_off,
+            "y_off": window.y_off, "width": window.width, "height": window.height, "valid_fraction": round(whole, 4),
+            "centre_valid_fraction": round(centre, 4), "wkt": chunk_wkt(info.geotransform, window)}
+
+
+@dataclass
+class ImageGrid:
+    info: RasterInfo  # of what was cut: the image, or its north-up view where its north turns far from up
+    viewed: bool  # whether that was the view (its CRS is then the view's)
+    total: int  # grid chunks, before MIN_VALID
+    rows: List[Dict]
+
+
+def image_grid(path: str, band: int, chunk_size: int, stride: int, min_valid: float, say: Callable[[str], None],
+               export: Optional["ChunkExport"] = None, progress: Callable[[float], None] = lambda share: None,
+               cancelled: Callable[[], bool] = lambda: False) -> ImageGrid:
+    """The grid detect scores, for hiriseice:chunk and the command line alike (the command line's had cut a
+    south-up file from its south edge, where detect numbers chunks from the north): cut through the north-up
+    view, its chunks that hold data around their centre, each exported as it is read. CancelledError
+    where ``cancelled`` says so before a chunk."""
+    with north_up_view(path, band, say) as read, RasterSource(read, band) as source:
+        info = source.info
+        total = chunk_count(source, chunk_size, stride)
+        say(f"{info.image_id}: {info.width} x {info.height} px; {total} grid chunks of {chunk_size} px"
+            f"{ground_size(info.crs_wkt, info.pixel_size, chunk_size)}, stride {stride}")
+        if unscored := edge_note(info.width, info.height, chunk_size, stride):
+            say(unscored)
+        rows = []
+        for sample in iter_chunks(source, chunk_size, stride, min_valid):
+            if cancelled():
+                raise CancelledError("Cancelled by the user; no chunk layer was written, and no chunk was exported (those staged were "
+                                     "removed; an earlier export is as it was).")
+            rows.append(grid_row(info, sample.window, sample.valid_fraction, sample.centre_valid_fraction))
+            if export is not None:
+                export.add(read, sample.window, info.image_id)
+            progress((sample.window.chunk_id + 1) / total)
+    say(f"{len(rows)} of {total} chunks hold data around their centre (minimum valid share {min_valid})")
+    return ImageGrid(info, read != path, total, rows)
 
 
 # What GDAL may write beside an exported chunk: an ISIS3 cube's mask band, metadata GeoTIFF cannot hold.

@@ -5,6 +5,17 @@ QgsProcessingException or as the command line's last words.
 """
 
 
+# How memory running out shows where it is not a MemoryError: a library that cannot be mapped, a thread
+# without room for its stack, an allocation refused in C++, ONNX Runtime's arena or TensorFlow failing to allocate.
+MEMORY_SIGNS = ("memoryerror", "failed to map segment", "cannot allocate memory", "can't start new thread", "out of memory", "bad_alloc",
+                "failed to allocate memory", "oom when allocating")
+
+
+def out_of_memory(exc_or_text) -> bool:
+    """Whether an exception (or a worker's error output) says memory ran out."""
+    return isinstance(exc_or_text, MemoryError) or any(sign in str(exc_or_text).lower() for sign in MEMORY_SIGNS)
+
+
 class EngineError(Exception):
     """A problem with the user's input or set-up, not a bug."""
 

@@ -256,6 +256,35 @@ def shown(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def missing_path_message(path: str, kind: str) -> str:
+    """Why a path names no file, with the fix; empty where it names one."""
+    if os.path.isfile(path):
+        return ""
+    if os.path.isdir(path):
+        survey = ", or run Survey many images (hiriseice:survey) on the whole folder" if kind == "raster" else ""
+        return f"'{path}' is a folder, not a {kind} file. Give one file in it{survey}."
+    if os.path.exists(path):
+        return special_file_message(path, kind)
+    if os.path.islink(path):
+        return broken_link_message(path)
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        return f"'{path}' cannot be found: its folder '{folder}' does not exist. Check the path (a typo, or a drive not mounted)."
+    return f"'{path}' cannot be found: there is no file '{os.path.basename(path)}' in '{folder}'. Check the name (a typo, or the file moved)."
+
+
+def broken_link_message(path: str) -> str:
+    """A symbolic link that leads to no file: its target is missing (a data drive not mounted), or links lead round in a loop."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"'{path}' is a symbolic link in a loop of links that never reaches a file. Point it at the image file (ln -sf IMAGE '{path}'), or give the image itself."
+    target = os.path.join(os.path.dirname(path), os.readlink(path))
+    return (f"'{path}' is a symbolic link to '{target}', which cannot be found. Mount or reconnect the drive it lies on, or point the "
+            f"link at where the image is now (ln -sf IMAGE '{path}').")
+
+
 def special_file_message(path: str, what: str = "image") -> str:
     """Why a path that names neither a file nor a folder (a named pipe, a socket, a device) cannot be
     read as one: opening it waits for whatever writes into it, perhaps for ever. Empty for anything else."""

@@ -72,12 +72,15 @@ def _steps(length: int, chunk_size: int, stride: int) -> int:
 
 
 def edge_note(raster_width: int, raster_height: int, chunk_size: int, stride: int) -> str:
-    """What the grid leaves unscored at the east and south edges, said in the log; '' when nothing."""
+    """What the grid leaves unscored at the east and south edges, said in the log; '' when nothing. A strip
+    beyond a stride longer than the chunk is the gap warning's (chunking.gap_warning), not a sliver."""
+    narrowest = narrowest_edge(chunk_size)
     sides = [f"{width} px along the east edge" if x_off else f"{height} px along the south edge"  # the south sliver starts at x 0
-             for x_off, _, width, height in unscored_edges(raster_width, raster_height, chunk_size, stride)]
+             for x_off, _, width, height in unscored_edges(raster_width, raster_height, chunk_size, stride)
+             if (width if x_off else height) < narrowest]
     if not sides:
         return ""
-    return (f"{' and '.join(sides)} lie in no chunk: a partial chunk narrower than an eighth of one ({narrowest_edge(chunk_size)} px) "
+    return (f"{' and '.join(sides)} lie in no chunk: a partial chunk narrower than an eighth of one ({narrowest} px) "
             "is not scored (README, Rules).")
 
 

@@ -190,7 +190,10 @@ def ground_size(crs_wkt: str, pixel_size: float, chunk_size: int) -> str:
     """' (256 m at 0.25 m/px)': a chunk's side on the ground, for the log; '' for an unknown CRS. The model's
     chunk size is in pixels, as the paper's: a 0.5 m product's chunks cover twice the ground of a 0.25 m one's."""
     metres = pixel_metres(crs_wkt, pixel_size)
-    return f" ({metres * chunk_size:.4g} m at {metres:.3g} m/px)" if metres > 0 else ""
+    if not metres > 0:
+        return ""
+    side = metres * chunk_size
+    return f" ({side / 1000:.3g} km at {metres:.3g} m/px)" if side >= 10_000 else f" ({side:.0f} m at {metres:.3g} m/px)"
 
 
 def coarse_pixel_warning(name: str, crs_wkt: str, pixel_size: float, chunk_size: int) -> str:

@@ -17,12 +17,12 @@ import numpy as np
 
 from . import calibration, modelfile, pdslabel, review, rules
 from . import runtime, scoremap
-from .chunking import DEFAULT_MIN_VALID, check_grid_parameters, chunk_count, gap_warning, iter_chunks, paste_unscored_edges, scale_warning
+from .chunking import DEFAULT_BATCH_SIZE, DEFAULT_MIN_VALID, check_grid_parameters, chunk_count, gap_warning, grid_row, iter_chunks, paste_unscored_edges, scale_warning
 from .errors import EngineError, NoValidChunksError
 from .footprint import ValidityMosaic
 from .gdalstate import block_cache, gdal_exceptions
 from .georeference import check_north_up, north_turn_warning
-from .grid import chunk_grid, chunk_wkt, edge_note
+from .grid import chunk_grid, edge_note
 from .imagechecks import check_size, coarse_pixel_warning, ground_size, not_mars_warning, palette_warning, squashed_pixel_warning
 from .network import has_score_map
 from .preprocess import network_input
@@ -35,7 +35,7 @@ class DetectOptions:
     chunk_size: Optional[int] = None  # None: the model's
     stride: Optional[int] = None  # None: chunk_size
     min_valid: float = DEFAULT_MIN_VALID
-    batch_size: int = 16
+    batch_size: int = DEFAULT_BATCH_SIZE
     icy_threshold: float = rules.ICY_THRESHOLD
     hard_low: float = rules.HARD_LOW
     band: int = 0
@@ -221,21 +221,9 @@ def scoring_route(options: DetectOptions, chunk_size: int, stride: int, input_si
 
 
 def chunk_row(info, window, whole: float, centre: float, p: float, options: DetectOptions) -> Dict:
-    return {
-        "image_id": info.image_id,
-        "chunk_id": window.chunk_id,
-        "row": window.row,
-        "col": window.col,
-        "x_off": window.x_off,
-        "y_off": window.y_off,
-        "width": window.width,
-        "height": window.height,
-        "valid_fraction": round(whole, 4),
-        "centre_valid_fraction": round(centre, 4),
-        "probability": round(float(p), rules.PROBABILITY_DECIMALS),
-        "class": rules.chunk_class(round(float(p), rules.PROBABILITY_DECIMALS), options.icy_threshold, options.hard_low),  # the probability the layer shows, as the summary counts it
-        "wkt": chunk_wkt(info.geotransform, window),
-    }
+    probability = round(float(p), rules.PROBABILITY_DECIMALS)
+    # the class of the probability the layer shows, as the summary counts it
+    return dict(grid_row(info, window, whole, centre), probability=probability, **{"class": rules.chunk_class(probability, options.icy_threshold, options.hard_low)})
 
 
 def _detect_by_map(raster_path, info, chunk_size, stride, input_size, network, metadata, architecture, options, reporter, mosaic, readers):

@@ -26,7 +26,7 @@ from osgeo import gdal
 from .averaging import (MAX_AVERAGED_HERE_PIXELS, RESAMPLING, RESOLUTION_LEVEL_DRIVERS, WHOLE_AVERAGE_TYPES, averaged_by_gdal, averaged_here,
                         block_mean, overviews_not_to_read, whole_shrink)
 from .errors import EngineError, RasterError
-from .files import is_utf8, shown, special_file_message, special_kind, unreadable_file_message
+from .files import is_utf8, missing_path_message, shown, special_file_message, special_kind, unreadable_file_message
 from .footprint import FOOTPRINT_MAX_SIDE, footprint_from_mask
 from .gdalstate import gdal_exceptions, gdal_messages, gdal_returning_none
 from .georeference import georeferencing, north_turn
@@ -274,7 +274,7 @@ class RasterSource:
             raise RasterError(f"'{shown(path)}': its name is not UTF-8 text, which GDAL's Python bindings cannot pass. Rename it (e.g. with only "
                               "letters, digits, '_' and '-') and run again.")
         if not os.path.exists(path) and not path.startswith("/vsi") and not os.path.exists(connection_file(path)):
-            raise RasterError(f"The raster '{path}' does not exist. Check the path or load the layer again.")
+            raise RasterError(missing_path_message(os.path.abspath(path), "raster"))
         special = waiting_file_message(path) or unreadable_file_message(path)
         if special:
             raise RasterError(special)

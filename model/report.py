@@ -2,7 +2,7 @@
 as PNG data URIs, so one HTML file carries everything and QGIS's Results Viewer opens it.
 
 matplotlib is imported inside the chart functions: QGIS's Python imports this module for RAMP
-(plugin/styling.py) and must not need matplotlib for it.
+(processing_provider/styling.py) and must not need matplotlib for it.
 """
 
 import base64

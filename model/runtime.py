@@ -29,7 +29,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from . import files
-from .errors import ModelFileError
+from .errors import ModelFileError, out_of_memory
 
 # Largest difference in probability (sigmoid of the logit) from Keras a runtime may show on the probes.
 MATCH_TOLERANCE = 1e-4
@@ -272,9 +272,10 @@ def _from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras):
     return saved.runners[kind]
 
 
-# onnxruntime's own library failing to load (no memory to map it, a broken install): no fault of a
-# cached export, which had been deleted and then cost every later run a TensorFlow export.
-NOT_THE_EXPORTS_FAULT = (ImportError, MemoryError)
+def not_the_exports_fault(exc: Exception) -> bool:
+    """onnxruntime's library failing to load (a broken install) or memory running out as it starts: no fault
+    of a cached export, which had been deleted and then cost every later run a TensorFlow export."""
+    return isinstance(exc, ImportError) or out_of_memory(exc)
 
 
 def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras, child_may_export: bool = True):
@@ -289,10 +290,9 @@ def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras, chi
     if record and record["matches"] and os.path.exists(record["path"]) and _installed("onnxruntime"):
         try:
             runner = _onnx_runner(onnx_class, record, note)
-        except NOT_THE_EXPORTS_FAULT:
-            pass  # Keras scores below; the export stays for the next worker
-        except Exception:  # noqa: BLE001 - a cached export damaged since (onnxruntime raises its own kinds): made again below
-            files.remove_quietly([alias, record["path"]])
+        except Exception as exc:  # noqa: BLE001 - a cached export damaged since (onnxruntime raises its own kinds): made again below
+            if not not_the_exports_fault(exc):
+                files.remove_quietly([alias, record["path"]])
         else:
             _check_input_size(runner, saved)
             return runner
@@ -380,10 +380,10 @@ def _fastest(keras_scorer, onnx_class, probes):
     if record["matches"]:
         try:
             return _onnx_runner(onnx_class, record)
-        except NOT_THE_EXPORTS_FAULT as exc:
-            keras_scorer.note = f"ONNX Runtime could not start ({type(exc).__name__}: {exc}); the export is kept"
-            return keras_scorer
-        except Exception:  # noqa: BLE001 - an export damaged since it was cached (onnxruntime raises its own kinds): made again
+        except Exception as exc:  # noqa: BLE001 - an export damaged since it was cached (onnxruntime raises its own kinds): made again
+            if not_the_exports_fault(exc):
+                keras_scorer.note = f"ONNX Runtime could not start ({type(exc).__name__}: {exc}); the export is kept"
+                return keras_scorer
             files.remove_quietly([record["path"]])
             try:
                 record = exported_onnx(keras_scorer, onnx_class, probes)

@@ -10,8 +10,8 @@ carried into that view's map: labels.north_up_rasters), label_mode "chunks" | "o
 size, else the base model's, else 1024), input_size, min_valid, base_model, epochs (0 or absent: 30, or 10 from a base model), batch_size,
 validation_fraction, learning_rate (0 or absent: 1e-3, or 1e-4 from a base model), patience,
 augment ("none" | "lighting" | "full"), seed, widths, trunk (network.TRUNKS; without a base model), name, output_model, report; from a base
-model also replay_ratio, distill and anchor (finetune.py's REPLAY_RATIO, REPLAY_DISTILLATION,
-ANCHOR_PULL); with outlines, cell_weight (TrainOptions.cell_weight; 0: chunk labels only).
+model also replay_ratio, distill, anchor and unlabelled (finetune.py's REPLAY_RATIO, REPLAY_DISTILLATION,
+ANCHOR_PULL, UNLABELLED_RATIO); with outlines, cell_weight (TrainOptions.cell_weight; 0: chunk labels only).
 """
 
 import math

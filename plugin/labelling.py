@@ -8,7 +8,10 @@ import os
 
 from qgis.core import QgsFields, QgsProcessingUtils, QgsVectorDataProvider, QgsVectorLayer
 
-from .styling import QVARIANT_TYPES
+try:
+    from ..processing_provider.styling import QVARIANT_TYPES
+except ImportError:  # plugin imported as a top-level package
+    from processing_provider.styling import QVARIANT_TYPES
 
 LABEL_FIELD = "label"
 ICY, NOT_ICY, UNCLEAR = 1, 0, -1

@@ -3,10 +3,10 @@ loaded without sidecar files, styled outputs, and a failure's message printed on
 
 import contextlib
 import difflib
-import errno
 import functools
 import os
 import re
+import sys
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from osgeo import gdal
@@ -16,6 +16,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputLayerDefinition,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
@@ -33,11 +34,7 @@ from .destinations import (FileDestination, check_holds_mars, check_layer_name, 
                            kept_whole, percent_escape_message, without_geometry_warning)
 from .engine import errors, files, gdal_exceptions, icon_path, raster
 from .worker import TerminatedBySignal, terminating_signals_raise
-
-try:
-    from ..plugin import styling
-except ImportError:  # processing_provider imported as a top-level package
-    from plugin import styling
+from . import styling
 
 
 def _whole_and_said_once(process_algorithm):
@@ -67,12 +64,14 @@ def _whole_and_said_once(process_algorithm):
             with terminating_signals_raise():
                 try:
                     with kept_whole(outputs, feedback.pushInfo):
-                        return process_algorithm(self, parameters, context, feedback)
+                        return process_algorithm(self, self.as_meant(parameters), context, feedback)
                 except TerminatedBySignal as exc:
                     raise QgsProcessingException(f"Stopped by {exc}: {self.STOPPED_LEAVES}.") from None
         except QgsProcessingException:
             if QgsApplication.platform() == "qgis_process":
                 QgsApplication.messageLog().blockSignals(True)
+                if "--json" in QCoreApplication.arguments():  # 3.22 keeps the error in a JSON log it never prints when the run fails
+                    print(f"ERROR:\t{sys.exc_info()[1]}", file=sys.stderr, flush=True)
             # QGIS 3.22 never frees a Python algorithm's exception, whose frames hold the context: the layers it loaded
             # (the input raster, open) stayed open for the life of the process, one more for each image a batch failed on.
             # Those of earlier runs sharing the context stay, but not this run's inputs given by path: processing.run
@@ -124,35 +123,6 @@ def gdal_errors_unprinted():
         gdal.PopErrorHandler()
 
 
-def missing_path_message(path: str, kind: str) -> str:
-    """Why a path names no file, with the fix; empty where it names one."""
-    if os.path.isfile(path):
-        return ""
-    if os.path.isdir(path):
-        survey = ", or run Survey many images (hiriseice:survey) on the whole folder" if kind == "raster" else ""
-        return f"'{path}' is a folder, not a {kind} file. Give one file in it{survey}."
-    if os.path.exists(path):
-        return files.special_file_message(path, kind)
-    if os.path.islink(path):
-        return broken_link_message(path)
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        return f"'{path}' cannot be found: its folder '{folder}' does not exist. Check the path (a typo, or a drive not mounted)."
-    return f"'{path}' cannot be found: there is no file '{os.path.basename(path)}' in '{folder}'. Check the name (a typo, or the file moved)."
-
-
-def broken_link_message(path: str) -> str:
-    """A symbolic link that leads to no file: its target is missing (a data drive not mounted), or links lead round in a loop."""
-    try:
-        os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return f"'{path}' is a symbolic link in a loop of links that never reaches a file. Point it at the image file (ln -sf IMAGE '{path}'), or give the image itself."
-    target = os.path.join(os.path.dirname(path), os.readlink(path))
-    return (f"'{path}' is a symbolic link to '{target}', which cannot be found. Mount or reconnect the drive it lies on, or point the "
-            f"link at where the image is now (ln -sf IMAGE '{path}').")
-
-
 def unreadable_vector_message(path: str, polygons_only: bool) -> str:
     """Why a file cannot be a vector (or polygon) layer, with the fix; empty where it can."""
     from osgeo import ogr
@@ -180,7 +150,7 @@ def unloadable_layer_message(value, kind: str, context) -> str:
         return ""
     if not os.path.dirname(path) and not os.path.splitext(path)[1]:
         return ""  # a bare name, as of a layer: QGIS looks it up
-    missing = missing_path_message(os.path.abspath(path), "raster" if kind == "raster" else "vector")
+    missing = files.missing_path_message(os.path.abspath(path), "raster" if kind == "raster" else "vector")
     if missing:
         return missing
     if kind != "raster" and percent_escape_message(path, "The layer"):
@@ -242,6 +212,10 @@ class LayerListParameter(QgsProcessingParameterMultipleLayers):
         return copy
 
 
+# The words a yes-or-no parameter takes, in any case.
+BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
 def value_message(definition, value, context) -> str:
     """For a plain value QGIS would refuse with only "Incorrect parameter value for NAME", the message
     that gives what the parameter takes: a number's range, an option list's choices; "" otherwise."""
@@ -249,6 +223,8 @@ def value_message(definition, value, context) -> str:
         return ""  # data-defined properties, lists and empty values are left to QGIS
     if isinstance(definition, QgsProcessingParameterNumber):
         wanted = _number_wanted(definition, value)
+    elif isinstance(definition, QgsProcessingParameterBoolean) and isinstance(value, str):  # a word as_meant did not know
+        wanted = "true or false (yes or no, on or off, 1 or 0)"
     elif isinstance(definition, QgsProcessingParameterEnum) and not definition.checkValueIsAcceptable(value, context):
         choices = definition.options()
         wanted = "one of " + (", ".join(choices) if definition.usesStaticStrings() else "; ".join(f"{i} ({choice})" for i, choice in enumerate(choices)))
@@ -371,6 +347,8 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
             if isinstance(definition, QgsProcessingParameterMultipleLayers) and isinstance(value, str) and ";" in value \
                     and not os.path.exists(value.split("|")[0]):  # a file whose own name holds a ';' is one layer
                 meant[definition.name()] = [part.strip() for part in value.split(";") if part.strip()]
+            elif isinstance(definition, QgsProcessingParameterBoolean) and isinstance(value, str) and value.strip().lower() in BOOLEAN_WORDS:
+                meant[definition.name()] = BOOLEAN_WORDS[value.strip().lower()]  # QGIS reads any word but 0 and false as true: TTA=no ran with it
             elif isinstance(definition, QgsProcessingParameterEnum) and definition.usesStaticStrings() and not isinstance(value, bool) \
                     and str(value).strip().isdigit() and int(str(value).strip()) < len(definition.options()) and value not in definition.options():
                 meant[definition.name()] = definition.options()[int(str(value).strip())]

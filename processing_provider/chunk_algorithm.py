@@ -14,7 +14,7 @@ from qgis.core import (
 from .algorithm import HiriseIceAlgorithm, RasterLayerParameter, styling
 from .common import features_from_dicts, make_fields, output_crs, raster_path_for_worker, write_sink
 from .destinations import file_destination
-from .engine import chunking, errors, files, gdal_exceptions, grid, imagechecks, raster, schema
+from .engine import chunking, errors, files, gdal_exceptions, schema
 
 
 class ChunkAlgorithm(HiriseIceAlgorithm):
@@ -78,40 +78,19 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
                 raise QgsProcessingException(str(exc)) from None
         path = raster_path_for_worker(layer, context, feedback)
 
-        rows = []
         # The exports are staged and renamed into place once the grid layer is written: a run that fails leaves an earlier
         # export as it was.
         with chunking.ChunkExport(export_folder) as export:
             try:
-                # the grid Detect scores: a map turned far from north-up is cut through its north-up view
-                with gdal_exceptions(), raster.north_up_view(path, 0, feedback.pushInfo) as read, raster.RasterSource(read) as source:
-                    info = source.info
-                    viewed = read != path
-                    total = chunking.chunk_count(source, chunk_size, stride)
-                    feedback.pushInfo(f"{info.image_id}: {info.width} x {info.height} px; {total} grid chunks of {chunk_size} px"
-                                      f"{imagechecks.ground_size(info.crs_wkt, info.pixel_size, chunk_size)}, stride {stride}")
-                    if unscored := grid.edge_note(info.width, info.height, chunk_size, stride):
-                        feedback.pushInfo(unscored)
-                    for sample in chunking.iter_chunks(source, chunk_size, stride, min_valid):
-                        if feedback.isCanceled():
-                            raise QgsProcessingException("Cancelled by the user; no chunk layer was written, and no chunk was exported (those staged were removed; an earlier export is as it was).")
-                        w = sample.window
-                        rows.append(
-                            dict(
-                                image_id=info.image_id, chunk_id=w.chunk_id, row=w.row, col=w.col, x_off=w.x_off, y_off=w.y_off, width=w.width, height=w.height,
-                                valid_fraction=round(sample.valid_fraction, 4), centre_valid_fraction=round(sample.centre_valid_fraction, 4),
-                                wkt=grid.chunk_wkt(info.geotransform, w),
-                            )
-                        )
-                        if export_folder:
-                            export.add(read, w, info.image_id)
-                        feedback.setProgress(100.0 * (w.chunk_id + 1) / total)
+                with gdal_exceptions():
+                    cut = chunking.image_grid(path, 0, chunk_size, stride, min_valid, feedback.pushInfo, export if export_folder else None,
+                                              lambda share: feedback.setProgress(100.0 * share), feedback.isCanceled)
             except errors.EngineError as exc:
                 raise QgsProcessingException(str(exc)) from None
-            feedback.pushInfo(f"{len(rows)} of {total} chunks hold data around their centre (minimum valid share {min_valid})")
+            info, rows = cut.info, cut.rows
 
             fields = make_fields(schema.CHUNK_GRID_FIELDS)
-            crs = output_crs(QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt) if viewed else layer.crs(), info.crs_wkt)
+            crs = output_crs(QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt) if cut.viewed else layer.crs(), info.crs_wkt)
             on_disk = file_destination(self.OUTPUT, self.sink_destination(parameters, self.OUTPUT, context), vector=True)
             destination = write_sink(self, parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, crs,
                                      features_from_dicts(rows, fields, "wkt"), "chunk grid", on_disk)

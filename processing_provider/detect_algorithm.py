@@ -273,7 +273,7 @@ def add_scoring_parameters(algorithm) -> None:
             "MIN_VALID", tr("Minimum valid share of the chunk centre"), QgsProcessingParameterNumber.Type.Double, chunking.DEFAULT_MIN_VALID, minValue=0.0, maxValue=1.0
         )
     )
-    algorithm.addParameter(QgsProcessingParameterNumber("BATCH_SIZE", tr("Batch size (chunks per network call)"), QgsProcessingParameterNumber.Type.Integer, 16, minValue=1))
+    algorithm.addParameter(QgsProcessingParameterNumber("BATCH_SIZE", tr("Batch size (chunks per network call)"), QgsProcessingParameterNumber.Type.Integer, chunking.DEFAULT_BATCH_SIZE, minValue=1))
     algorithm.addParameter(
         QgsProcessingParameterNumber("ICY_THRESHOLD", tr("Icy at probability ≥"), QgsProcessingParameterNumber.Type.Double, rules.ICY_THRESHOLD, minValue=0.0, maxValue=1.0)
     )

@@ -11,6 +11,7 @@ from typing import Dict
 from qgis.core import (
     NULL,
     Qgis,
+    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCsException,
@@ -38,6 +39,7 @@ from .detect_algorithm import HTML_FILTER, MODEL_FILTER
 from .engine import errors, files, gdal_exceptions, georeference, imagechecks, modelfile, network, raster, schema, training
 
 AUGMENT_MODES = training.AUGMENT_MODES
+DEFAULTS = training.TrainOptions()  # the engine's: the toolbox, the command line and job files train alike
 from .worker import partial_path, run_worker
 
 LABEL_MODES = ("chunks", "outlines")
@@ -160,18 +162,18 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             )
         )
         self._advanced(QgsProcessingParameterNumber(self.BAND, self.tr("Band (0 = automatic; the band you detected on)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
-        self._advanced(QgsProcessingParameterNumber(self.INPUT_SIZE, self.tr("Network input size (pixels)"), QgsProcessingParameterNumber.Type.Integer, 256, minValue=32))
+        self._advanced(QgsProcessingParameterNumber(self.INPUT_SIZE, self.tr("Network input size (pixels)"), QgsProcessingParameterNumber.Type.Integer, DEFAULTS.input_size, minValue=32))
         self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs (0 = 30 from scratch, 10 when fine-tuning)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"), QgsProcessingParameterNumber.Type.Integer, 25, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"), QgsProcessingParameterNumber.Type.Integer, DEFAULTS.batch_size, minValue=1))
         self.addParameter(
-            QgsProcessingParameterNumber(self.VALIDATION_FRACTION, self.tr("Validation share"), QgsProcessingParameterNumber.Type.Double, 0.2, minValue=0.05, maxValue=0.5)
+            QgsProcessingParameterNumber(self.VALIDATION_FRACTION, self.tr("Validation share"), QgsProcessingParameterNumber.Type.Double, DEFAULTS.validation_fraction, minValue=0.05, maxValue=0.5)
         )
         learning_rate = QgsProcessingParameterNumber(
             self.LEARNING_RATE, self.tr("Learning rate (0 = 0.001 from scratch, 0.0001 when fine-tuning)"), QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0, maxValue=1.0
         )
         learning_rate.setMetadata({"widget_wrapper": {"decimals": 6}})
         self.addParameter(learning_rate)
-        self.addParameter(QgsProcessingParameterNumber(self.PATIENCE, self.tr("Patience (epochs without improvement)"), QgsProcessingParameterNumber.Type.Integer, 8, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(self.PATIENCE, self.tr("Patience (epochs without improvement)"), QgsProcessingParameterNumber.Type.Integer, DEFAULTS.patience, minValue=1))
         self.addParameter(
             QgsProcessingParameterEnum(
                 self.AUGMENT,
@@ -181,11 +183,11 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                     self.tr("lighting-safe: east-west mirrors, brightness and contrast"),
                     self.tr("full: also north-south flips and 90° rotations (scrambles the poleward-shadow cue)"),
                 ],
-                defaultValue=1,
+                defaultValue=AUGMENT_MODES.index(DEFAULTS.augment),
             )
         )
-        self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 42))
-        self._advanced(QgsProcessingParameterString(self.WIDTHS, self.tr("Layer widths (entry, blocks..., exit)"), "128,256,512,728,1024"))
+        self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, DEFAULTS.seed))
+        self._advanced(QgsProcessingParameterString(self.WIDTHS, self.tr("Layer widths (entry, blocks..., exit)"), ",".join(str(width) for width in DEFAULTS.widths)))
         self._advanced(QgsProcessingParameterEnum(self.NETWORK, self.tr("Network, when training from scratch"), [self.tr(label) for label in NETWORK_LABELS], defaultValue=0))
         self._advanced(
             QgsProcessingParameterNumber(
@@ -381,8 +383,13 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             # Detect and the model settings take only .hiriseice files.
             output_model += modelfile.EXTENSION
             feedback.pushInfo(f"OUTPUT_MODEL: written as {output_model} (a model file's name ends in {modelfile.EXTENSION}, or Detect would not take it)")
-        # Without REPORT (qgis_process, batch) the guard's report is still written, to a temporary file.
-        report = os.path.abspath(self.parameterAsFileOutput(parameters, self.REPORT, context) or QgsProcessingUtils.generateTempFilename("training_report.html"))
+        # Without REPORT the guard's report (is the new model worse?) is still written: in QGIS to a temporary file the
+        # results viewer keeps for the session; under qgis_process, which deletes its temporary files as it exits, beside the model.
+        report = self.parameterAsFileOutput(parameters, self.REPORT, context)
+        if not report and QgsApplication.platform() == "qgis_process":
+            report = output_model[: -len(modelfile.EXTENSION)] + ".report.html"
+            feedback.pushInfo(f"REPORT: not given, so the training report is written beside the model, to {report}")
+        report = os.path.abspath(report or QgsProcessingUtils.generateTempFilename("training_report.html"))
         self._check_destination(output_model, "OUTPUT_MODEL")
         self._check_destination(report, "REPORT")
         return output_model, report

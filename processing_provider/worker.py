@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsSettings
 
-from .engine import PLUGIN_FOLDER, files, worker_pythons_text
+from .engine import PLUGIN_FOLDER, errors, files, worker_pythons_text
 
 partial_path = files.partial_path
 
@@ -446,7 +446,7 @@ class WorkerRun:
         unfit = python_unfit(tail, self.python)
         if unfit:
             return f"{head} {unfit}"
-        if any(sign in tail.lower() for sign in ("memoryerror", "out of memory", "failed to map segment", "cannot allocate memory", "bad_alloc")):
+        if errors.out_of_memory(tail):
             return (f"{head} It ran out of memory: close other programs, lower BATCH_SIZE (or give a survey fewer WORKERS), and run again. "
                     f"Its error output ends: {tail.splitlines()[-1].strip()}")
         hint = f" {self.left_behind[0].upper()}{self.left_behind[1:]}." if self.arguments and self.arguments[0] == "survey" else ""

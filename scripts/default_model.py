@@ -494,9 +494,11 @@ def main(argv=None):
     train = pool.subset(np.isin(pool.kinds, families) | (pool.labels == 0))
     reporter.log(f"made {len(train.labels)} training and validation examples ({int(train.labels.sum())} icy; families: {', '.join(families)}) in {time.monotonic() - started:.0f} s")
 
+    from model.fitting import make_deterministic
     from model.training import prepare_tensorflow, train_arrays
 
     prepare_tensorflow(widths)
+    make_deterministic(args.seed)  # before the base loads, which seeds its dropout layers from Python's random
 
     # a warm start learns the new data as a whole: its batch-norm statistics and weights move with it
     # (no pull back to the base's, which is for a user's few labels)

@@ -95,6 +95,14 @@ def test_engine_never_imports_qgis_or_qt():
     assert not violations, "model/ must stay free of QGIS and Qt (it runs in the worker):\n" + "\n".join(violations)
 
 
+def test_the_algorithms_never_import_the_gui_glue():
+    """processing_provider/ runs in qgis_process, where plugin/ (menus, toolbar, dock) has no place; the styling its
+    outputs need sits beside it. It had imported plugin.styling, and plugin imported it back."""
+    violations = [f"{p.relative_to(REPO)}:{line} imports {name}" for p in python_files(REPO / "processing_provider") for line, name, level in imports(p)
+                  if (level == 0 and root(name) == "plugin") or (level >= 2 and name.split(".")[0] == "plugin")]
+    assert not violations, "processing_provider/ may import qgis and model/ only:\n" + "\n".join(violations)
+
+
 def imports_training_data(name: str, level: int) -> bool:
     parts = name.split(".")
     return parts[:2] == ["model", "trainingdata"] if level == 0 else "trainingdata" in parts

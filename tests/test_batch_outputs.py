@@ -390,7 +390,7 @@ def test_a_style_that_cannot_be_stored_is_a_warning_not_an_error(qgis_app):
     """qgis_process prints a non-fatal reportError twice; a warning once."""
     from qgis.core import QgsVectorLayer
 
-    styling = qs.plugin_module("plugin.styling")
+    styling = qs.plugin_module("processing_provider.styling")
     feedback = qs.recording_feedback()
     layer = QgsVectorLayer("Polygon", "chunks", "memory")
     assert styling.store_style(layer, "/nonexistent/chunks.qml", feedback) is None

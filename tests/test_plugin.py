@@ -80,7 +80,7 @@ def chunk_layer(field_type=None, name="chunks", with_label=True, count=6):
     """A real memory layer like a detect output: chunk_id and an empty label field."""
     from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsVectorLayer
 
-    types = qs.plugin_module("plugin.styling").QVARIANT_TYPES
+    types = qs.plugin_module("processing_provider.styling").QVARIANT_TYPES
     layer = QgsVectorLayer("Polygon?crs=EPSG:4326", name, "memory")
     fields = [QgsField("chunk_id", types["int"])]
     if with_label:
@@ -167,7 +167,7 @@ def test_a_virtual_label_field_is_refused_before_editing(labelling):
     from qgis.core import QgsField
 
     layer = chunk_layer(with_label=False, name="computed")
-    assert layer.addExpressionField("1", QgsField("label", qs.plugin_module("plugin.styling").QVARIANT_TYPES["int"]))
+    assert layer.addExpressionField("1", QgsField("label", qs.plugin_module("processing_provider.styling").QVARIANT_TYPES["int"]))
     layer.selectAll()
     with pytest.raises(labelling.LabellingError, match="The 'label' field of 'computed' is computed \\(a virtual field\\)"):
         labelling.mark_selected(layer, labelling.ICY)
@@ -221,7 +221,7 @@ def test_labels_saved_in_a_geopackage(labelling, make_raster, tmp_path):
     """The chunk grid written by hiriseice:chunk, given a label field, labelled and saved, read back with OGR."""
     from qgis.core import QgsField, QgsVectorLayer
 
-    types = qs.plugin_module("plugin.styling").QVARIANT_TYPES
+    types = qs.plugin_module("processing_provider.styling").QVARIANT_TYPES
     raster = make_raster(width=128, height=128)
     gpkg = tmp_path / "grid.gpkg"
     qs.run_algorithm("hiriseice:chunk", {"INPUT": raster.path, "CHUNK_SIZE": 64, "OUTPUT": str(gpkg)})
@@ -278,10 +278,10 @@ def test_provider_lists_its_algorithms_with_help_without_a_worker(qgis_app, monk
 
 
 def test_detect_help_describes_the_chunk_style(qgis_app):
-    """The help's words for the colours follow the style's classes (plugin/styling.py, resources/styles/chunks.qml)."""
+    """The help's words for the colours follow the style's classes (processing_provider/styling.py, resources/styles/chunks.qml)."""
     from qgis.core import QgsVectorLayer
 
-    styling = qs.plugin_module("plugin.styling")
+    styling = qs.plugin_module("processing_provider.styling")
     help_text = qs.plugin_module("processing_provider.detect_algorithm").DetectAlgorithm().shortHelpString()
     layer = QgsVectorLayer("Polygon?crs=EPSG:4326&field=probability:double", "chunks", "memory")
     assert styling.apply_style(layer, styling.CHUNKS_QML)
@@ -330,7 +330,7 @@ def test_chunk_layer_is_active_after_processing_loads_detect_outputs(qgis_app, m
     from processing.gui.Postprocessing import handleAlgorithmResults
     from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject, QgsVectorLayer
 
-    styling = qs.plugin_module("plugin.styling")
+    styling = qs.plugin_module("processing_provider.styling")
     detect = qs.plugin_module("processing_provider.detect_algorithm").DetectAlgorithm()
     project = QgsProject.instance()
     iface = _Iface(project)
@@ -373,7 +373,7 @@ app = QgsApplication([], True)
 app.initQgis()
 sys.path.insert(0, sys.argv[1])
 import hirise_ice_patches
-from hirise_ice_patches.plugin.styling import QVARIANT_TYPES
+from hirise_ice_patches.processing_provider.styling import QVARIANT_TYPES
 
 
 from gui_session import make_iface  # tests/ is on PYTHONPATH: the stand-in for the QGIS main window's iface

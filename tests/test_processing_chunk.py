@@ -165,6 +165,9 @@ def test_a_south_up_raster_is_chunked_as_detect_reads_it_north_up(qgis_app, make
     check_exported_chunks(tmp_path / "chunks", north_up.path, table, "raster_south_up")
     first = gdal.Open(str(tmp_path / "chunks" / "raster_south_up_r000_c000.tif"))
     assert first.GetRasterBand(1).DataType == gdal.GDT_UInt16 and not first.GetMetadata(raster.VIEW_DOMAIN)
+    # the worker's command line cuts the same grid (it had numbered the chunks from the file's south edge)
+    helpers.run_worker(helpers.worker_python_path(), "chunk", flipped, "--chunk-size", 64, "--out", tmp_path / "cli.gpkg").check()
+    check_grid_layer(qs.read_ogr(tmp_path / "cli.gpkg"), north_up.path, "raster_south_up")
 
 
 @pytest.mark.parametrize("algorithm", ["hiriseice:chunk", "hiriseice:detect"])

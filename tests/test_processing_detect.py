@@ -625,7 +625,7 @@ def test_probability_raster_output_matches_the_inputs_georeferencing_and_is_styl
     assert renderer.type() == "singlebandpseudocolor"
     # the chunk layer's classes and colours (a cell of 0.22 had been bright yellow, the colour of 'hard to identify' on the
     # chunks), and a legend that names them (it had been one continuous bar labelled 0 and 1)
-    styling = qs.plugin_module("plugin.styling")
+    styling = qs.plugin_module("processing_provider.styling")
     chunk_colours = {round(r.upperValue(), 1): r.symbol().color().name() for r in styling.build_chunk_renderer().ranges()}
     shader = renderer.shader().rasterShaderFunction()
     items = shader.colorRampItemList()

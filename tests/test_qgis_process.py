@@ -1,6 +1,7 @@
 """The real qgis_process command line: scripts/qgis_process (the checkout as plugin, isolated
 profile), and qgis_process with the plugin installed but no worker set up."""
 
+import json
 import os
 import re
 import shutil
@@ -62,6 +63,29 @@ def test_run_detect_writes_a_styled_geopackage(tiny_model, scene):
     assert results["OUTPUT"] == run.output and results["REPORT"] == run.report
     with open(run.report, encoding="utf-8") as handle:
         assert "detect_scene" in handle.read()
+
+
+@pytest.mark.parametrize("given, meant", [("off", "--no-tta"), ("No", "--no-tta"), ("yes", "--tta"), ("maybe", None)])
+def test_a_yes_or_no_parameter_takes_the_words_for_it_and_refuses_others(tiny_model, scene, tmp_path, given, meant):
+    """QGIS reads any word but 0 and false as true: TTA=no and TTA=off ran with the mirror, twice the network's time."""
+    done = qs.qgis_process("run", "hiriseice:detect", "--", f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", f"TTA={given}",
+                           f"OUTPUT={tmp_path / 'chunks.gpkg'}")
+    if meant:
+        assert done.returncode == 0 and re.search(rf"^.* -m model .*{meant}$", done.stdout, re.M), done.stdout[-3000:]
+    else:
+        assert done.returncode == 1 and "TTA (Mirror test-time augmentation (average with the east-west mirror)) is 'maybe'; give true or false" in done.stdout
+        assert not (tmp_path / "chunks.gpkg").exists()
+
+
+def test_an_error_of_a_json_run_is_said_once(tiny_model, scene, tmp_path):
+    """With --json, QGIS 3.22 kept a failed run's error in a JSON log it never printed: exit 1 and not a word."""
+    done = subprocess.run(["bash", str(qs.QGIS_PROCESS), "--json", "run", "hiriseice:detect", "--", f"INPUT={scene.path}",
+                           f"MODEL={tmp_path / 'none.hiriseice'}", f"OUTPUT={tmp_path / 'chunks.gpkg'}"],
+                          cwd=str(qs.REPO_ROOT), env=qs.qgis_process_environment(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    said = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    assert said == [f"ERROR:\tThe model file '{tmp_path / 'none.hiriseice'}' (MODEL) does not exist. Choose another, leave MODEL empty for the "
+                    "bundled default model, or train one with hiriseice:train."], done.stderr[-3000:]
 
 
 def test_category_rule_reaches_the_worker_and_the_summary(tiny_model, scene, tmp_path):
@@ -129,6 +153,18 @@ def test_train_writes_relative_names_in_the_folder_it_was_started_in(tiny_model,
     assert done.returncode == 0, done.stdout[-3000:]
     assert {"tuned.hiriseice", "tuned.html", "history.gpkg"} <= set(os.listdir(tmp_path)), os.listdir(tmp_path)
     assert not (qs.REPO_ROOT / "tuned.hiriseice").exists() and not (qs.REPO_ROOT / "tuned.html").exists()
+
+
+def test_a_training_without_report_keeps_its_report_beside_the_model(tiny_model, training_data, tmp_path):
+    """Without REPORT the report, where the guard says whether the new model is worse, went to a temporary folder that
+    qgis_process deletes as it exits, while the results still named it."""
+    labels_layer(training_data, tmp_path / "labels.gpkg")
+    done = subprocess.run(["bash", str(qs.QGIS_PROCESS), "--json", "run", "hiriseice:train", "--", f"RASTERS={training_data.raster.path}",
+                           f"LABELS={tmp_path / 'labels.gpkg'}", f"BASE_MODEL={tiny_model.path}", "EPOCHS=1", f"OUTPUT_MODEL={tmp_path / 'tuned.hiriseice'}"],
+                          cwd=str(tmp_path), env=qs.qgis_process_environment(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout)["results"]
+    assert results["REPORT"] == str(tmp_path / "tuned.report.html") and os.path.isfile(results["REPORT"])
 
 
 def test_a_checkout_under_a_folder_whose_name_holds_a_semicolon_is_loaded(tmp_path):

@@ -616,11 +616,6 @@ def test_a_named_pipe_is_refused_rather_than_read_for_ever(tmp_path):
         RasterSource(str(tmp_path / "ESP_000001_1000_RED.tif"))
 
 
-def test_a_missing_file_is_explained(tmp_path):
-    with pytest.raises(RasterError, match="does not exist"):
-        RasterSource(str(tmp_path / "gone.tif"))
-
-
 def test_a_truncated_file_opens_but_its_reads_say_it_is_damaged(make_raster, tmp_path):
     whole = make_raster(width=256, height=256)
     cut = tmp_path / "cut.tif"
@@ -1200,3 +1195,14 @@ def test_a_process_limited_to_one_core_reads_and_surveys_on_one():
                "from model.raster import reading_threads, usable_cores; print(usable_cores(), reading_threads())")
     done = subprocess.run([sys.executable, "-c", snippet], cwd=str(helpers.REPO_ROOT), capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["1", "1"], done.stderr[-2000:]
+
+
+def test_a_missing_raster_is_diagnosed_for_the_command_line_as_for_qgis(tmp_path):
+    """The command line and the survey had only 'does not exist. Check the path or load the layer again.', QGIS advice;
+    QGIS named the broken link and its target."""
+    link = tmp_path / "ESP_1_RED.tif"
+    link.symlink_to(tmp_path / "unmounted" / "ESP_1_RED.tif")
+    with pytest.raises(RasterError, match=r"is a symbolic link to '.*unmounted/ESP_1_RED.tif', which cannot be found. Mount or reconnect the drive"):
+        raster.RasterSource(str(link))
+    with pytest.raises(RasterError, match=r"cannot be found: there is no file 'gone.tif' in "):
+        raster.RasterSource(str(tmp_path / "gone.tif"))

@@ -167,7 +167,8 @@ app = QgsApplication([], True)
 app.initQgis()
 plugins, gpkg, raster_path, shots = sys.argv[1:5]
 sys.path.insert(0, plugins)
-from hirise_ice_patches.plugin import review_dock, styling
+from hirise_ice_patches.plugin import review_dock
+from hirise_ice_patches.processing_provider import styling
 
 
 class Iface(QObject):

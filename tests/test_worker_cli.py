@@ -371,7 +371,7 @@ def test_missing_raster(tiny_model, worker_python, tmp_path):
     missing = tmp_path / "ESP_999999_9999_RED.JP2"
     out = tmp_path / "out.gpkg"
     run = helpers.run_worker(worker_python, "detect", missing, "--model", tiny_model.path, "--out", out)
-    assert_one_error(run, RasterError.code, str(missing), "does not exist")
+    assert_one_error(run, RasterError.code, str(missing), "cannot be found: there is no file")
     assert not out.exists()
 
 
@@ -463,7 +463,7 @@ def test_errors_without_jsonl_go_to_stderr(tmp_path, worker_python):
     missing = tmp_path / "nothing.tif"
     run = helpers.run_worker(worker_python, "chunk", missing, jsonl=False)
     assert run.returncode == 2 and run.stdout == ""
-    assert f"error: The raster '{missing}' does not exist" in run.stderr
+    assert f"error: '{missing}' cannot be found: there is no file" in run.stderr
 
 
 # --- results, not only shapes ------------------------------------------------------------------
@@ -731,3 +731,18 @@ def test_a_worker_out_of_memory_says_so_with_the_fix_not_a_traceback(worker_pyth
     assert len(errors) == 1 and errors[0]["code"] == "memory", errors
     assert errors[0]["message"].startswith(f"The worker ran out of memory ({cause}") and "Close other programs, lower BATCH_SIZE" in errors[0]["message"]
     assert not (tmp_path / "chunks.gpkg").exists()
+
+
+@pytest.mark.parametrize("said", [
+    # ONNX Runtime's arena, scoring a batch on a laptop short of memory (its Fail is a plain Exception)
+    "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Conv node. Status Message: "
+    "bfc_arena.cc:376 AllocateRawInternal Failed to allocate memory for requested buffer of size 134217728",
+    # ONNX Runtime starting its thread pool (onnxruntime already loaded: a map runner after a logit runner)
+    "pthread_create failed, error code: 12 error msg: Cannot allocate memory",
+    "OOM when allocating tensor with shape[64,128,128,32]",  # TensorFlow
+])
+def test_the_ways_memory_runs_out_are_told_apart_from_other_failures(said):
+    from model.errors import out_of_memory
+
+    assert out_of_memory(Exception(said)) and out_of_memory(said)
+    assert not out_of_memory(Exception("[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from x.onnx failed: Protobuf parsing failed."))

@@ -1,6 +1,6 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <!-- Ice probability raster of hiriseice:detect (model/scoremap.py): the chunk layer's classes and colours
-     (plugin/styling.py CHUNK_CLASSES, model/report.py RAMP), so a colour means the same on both: transparent below 0.2,
+     (processing_provider/styling.py CHUNK_CLASSES, model/report.py RAMP), so a colour means the same on both: transparent below 0.2,
      faint blue-green to 0.4 (not icy), pale green and pale yellow to 0.6 (hard to identify), orange and red above (icy);
      no-data (-1) transparent. DISCRETE: each item colours the values up to its own. -->
 <qgis version="3.22.0" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0" minScale="1e+08" maxScale="0">

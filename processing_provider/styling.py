@@ -5,7 +5,7 @@ The styles live in resources/styles/*.qml and are applied with loadNamedStyle. T
 by this module (``write_style_files``) from model/report.py's RAMP, so map, legend and HTML
 report share one colour ramp; after changing RAMP or the classes below, regenerate them:
 
-    cd <plugin folder> && QT_QPA_PLATFORM=offscreen /usr/bin/python3 -m plugin.styling
+    cd <plugin folder> && QT_QPA_PLATFORM=offscreen /usr/bin/python3 -m processing_provider.styling
 
 How a style reaches the user:
   - every run: postProcessAlgorithm styles the output and stores the style with the data (in a
@@ -245,7 +245,7 @@ def set_post_processor(context, destination: str, qml: str) -> None:
 def _engine():
     try:
         from ..model import report, schema
-    except ImportError:  # plugin imported as a top-level package (python3 -m plugin.styling)
+    except ImportError:  # processing_provider imported as a top-level package (python3 -m processing_provider.styling)
         from model import report, schema
     return report, schema
 
