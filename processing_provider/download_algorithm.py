@@ -13,12 +13,8 @@ from qgis.core import (
 )
 
 from .algorithm import HiriseIceAlgorithm
-from .engine import errors, files
+from .engine import download, errors, files
 
-try:
-    from ..model import download
-except ImportError:  # processing_provider imported as a top-level package
-    from model import download
 
 
 def _size(value):

@@ -12,11 +12,11 @@ model/ expects, and returns to QGIS's mode afterwards.
 import os
 
 try:
-    from ..model import (__version__ as ENGINE_VERSION, chunking, errors, files, gdalstate, georeference, grid, imagechecks, modelfile, network, raster,
-                         rules, schema, training, worker_pythons_text)
+    from ..model import (__version__ as ENGINE_VERSION, catalog, chunking, download, errors, files, gdalstate, georeference, grid, imagechecks, modelfile,
+                         network, ode, productindex, products, raster, rules, schema, survey, training, worker_pythons_text)
 except ImportError:  # processing_provider imported as a top-level package
-    from model import (__version__ as ENGINE_VERSION, chunking, errors, files, gdalstate, georeference, grid, imagechecks, modelfile,  # noqa: F401
-                       network, raster, rules, schema, training, worker_pythons_text)
+    from model import (__version__ as ENGINE_VERSION, catalog, chunking, download, errors, files, gdalstate, georeference, grid, imagechecks,  # noqa: F401
+                       modelfile, network, ode, productindex, products, raster, rules, schema, survey, training, worker_pythons_text)
 
 gdal_exceptions = gdalstate.gdal_exceptions
 

@@ -22,12 +22,8 @@ from qgis.core import (
 from .algorithm import HiriseIceAlgorithm
 from .common import features_from_dicts, layer_crs, make_fields, write_sink
 from .destinations import file_destination, replacing_outputs
-from .engine import errors
+from .engine import catalog, errors, ode, productindex, products
 
-try:
-    from ..model import catalog, ode, productindex, products
-except ImportError:  # processing_provider imported as a top-level package
-    from model import catalog, ode, productindex, products
 
 
 def mars_geographic_crs() -> QgsCoordinateReferenceSystem:

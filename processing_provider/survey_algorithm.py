@@ -21,15 +21,9 @@ from .algorithm import HiriseIceAlgorithm, LayerListParameter, styling
 from .common import checked_model
 from .destinations import check_writable, file_destination
 from .detect_algorithm import MODEL_FILTER, add_scoring_parameters, option_arguments, scoring_options
-from .engine import errors, modelfile
+from .engine import download, errors, modelfile, survey
 from .worker import SURVEY_KEEPS, run_worker
 
-try:
-    from ..model.download import DownloadItem, downloaded_jp2s
-    from ..model.survey import IMAGE_MINUTES as DEFAULT_IMAGE_MINUTES
-except ImportError:  # processing_provider imported as a top-level package
-    from model.download import DownloadItem, downloaded_jp2s
-    from model.survey import IMAGE_MINUTES as DEFAULT_IMAGE_MINUTES
 
 # (output, layer in the survey's GeoPackage, style, name on the map)
 SURVEY_LAYERS = (
@@ -73,7 +67,7 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
             "<p><b>Resuming</b>: give the same GeoPackage again and the images already done with the same model (name and version) "
             "are skipped; failed ones are tried again. A failed image (a damaged file, no data) is recorded with its error and the "
             "others go on. Each image is written in one transaction as it finishes, so a cancelled survey keeps what it did. An image "
-            f"still running after IMAGE_MINUTES (advanced; {DEFAULT_IMAGE_MINUTES:g} by default, 0 for no limit) is given up as failed and its worker "
+            f"still running after IMAGE_MINUTES (advanced; {survey.IMAGE_MINUTES:g} by default, 0 for no limit) is given up as failed and its worker "
             "restarted, so a file that never finishes reading (a network drive that hangs) does not hold the batch until morning.</p>"
             "<p><b>Dask</b>: by default a local cluster with one worker process per core (WORKERS), each keeping the model loaded. "
             "SCHEDULER takes the address of a running Dask scheduler (e.g. <i>tcp://10.0.0.5:8786</i>, a SLURM or PBS cluster "
@@ -95,7 +89,7 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
         self.addParameter(QgsProcessingParameterString(self.SCHEDULER, self.tr("Dask scheduler address (empty = a local cluster)"), optional=True))
         self.addParameter(QgsProcessingParameterNumber(self.WORKERS, self.tr("Local cluster's workers (0 = one per core)"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
         limit = QgsProcessingParameterNumber(self.IMAGE_MINUTES, self.tr("Give up an image still running after (minutes; 0 = no limit)"),
-                                             QgsProcessingParameterNumber.Type.Double, DEFAULT_IMAGE_MINUTES, minValue=0.0)
+                                             QgsProcessingParameterNumber.Type.Double, survey.IMAGE_MINUTES, minValue=0.0)
         limit.setFlags(limit.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         self.addParameter(limit)
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, self.tr("Survey GeoPackage (an existing survey is resumed)"), "GeoPackage (*.gpkg)"))
@@ -158,11 +152,11 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
         request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry)
         urls = [f["jp2_url"] for f in source.getFeatures(request) if isinstance(f["jp2_url"], str) and f["jp2_url"]]
         try:
-            paths = [os.path.join(os.path.abspath(folder), DownloadItem(url).name) for url in urls]
+            paths = [os.path.join(os.path.abspath(folder), download.DownloadItem(url).name) for url in urls]
         except errors.EngineError as exc:
             raise QgsProcessingException(str(exc)) from None
         try:
-            return downloaded_jp2s(paths, folder, feedback.pushWarning, self.IMAGES_FOLDER)
+            return download.downloaded_jp2s(paths, folder, feedback.pushWarning, self.IMAGES_FOLDER)
         except errors.EngineError as exc:
             raise QgsProcessingException(str(exc)) from None
 
