@@ -261,7 +261,7 @@ def missing_path_message(path: str, kind: str) -> str:
     if os.path.isfile(path):
         return ""
     if os.path.isdir(path):
-        survey = ", or run Survey many images (hiriseice:survey) on the whole folder" if kind == "raster" else ""
+        survey = ", or survey the whole folder (Survey many images, or the worker's survey command)" if kind == "raster" else ""
         return f"'{path}' is a folder, not a {kind} file. Give one file in it{survey}."
     if os.path.exists(path):
         return special_file_message(path, kind)

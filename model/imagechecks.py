@@ -12,6 +12,7 @@ from osgeo import gdal, osr
 
 from .errors import DamagedRasterError, RasterError
 from .georeference import MARS_RADIUS_RANGE_M
+from .files import missing_path_message
 from .pdslabel import pixels_label
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ HEADER_DAMAGE = re.compile(r"IO error during reading|tags apparently corrupt|Rea
 
 
 def not_a_raster_error(path: str, gdal_message: str) -> RasterError:
+    if os.path.isdir(path):  # GDAL opens few folders as rasters, and no HiRISE product
+        return RasterError(missing_path_message(path, "raster"))
     label = pixels_label(path)
     if label:  # a PDS3 image's raw pixels, which GDAL reads only through the label that describes them
         kind = "ISIS3" if path.lower().endswith(".cub") else "PDS"
@@ -193,7 +196,11 @@ def ground_size(crs_wkt: str, pixel_size: float, chunk_size: int) -> str:
     if not metres > 0:
         return ""
     side = metres * chunk_size
-    return f" ({side / 1000:.3g} km at {metres:.3g} m/px)" if side >= 10_000 else f" ({side:.0f} m at {metres:.3g} m/px)"
+
+    def plain(value: float) -> str:  # 3 significant digits, never an exponent
+        return f"{value:.3g}" if value < 100 else f"{value:,.0f}"
+
+    return f" ({plain(side / 1000)} km at {plain(metres)} m/px)" if side >= 10_000 else f" ({side:.0f} m at {plain(metres)} m/px)"
 
 
 def coarse_pixel_warning(name: str, crs_wkt: str, pixel_size: float, chunk_size: int) -> str:

@@ -5,7 +5,7 @@
   PDS_BASE_URL + FILE_NAME_SPECIFICATION.
 - A CSV with the columns of ``hirise_rdr_index.csv.gz`` (FILE_NAME, MINIMUM_LATITUDE, ...,
   IMG_URL, LABEL_URL). Its rows are COLOR products (``*_COLOR.IMG`` or ``*_UNFILTERED_COLOR.IMG``;
-  10,322 rows of the full index repeat another word for word, read once); a RED product's URLs are derived from the COLOR ones
+  10,322 rows of the full index repeat a product read before, read once); a RED product's URLs are derived from the COLOR ones
   (same folder, ``_RED.JP2``), as the HiRISE archive lays them out. It has no MAP_SCALE.
 - A two-column CSV of science themes (file or product name, theme).
 """

@@ -273,8 +273,12 @@ class RasterSource:
         if not is_utf8(path):  # GDAL's bindings would call it "not a string", and the file unreadable
             raise RasterError(f"'{shown(path)}': its name is not UTF-8 text, which GDAL's Python bindings cannot pass. Rename it (e.g. with only "
                               "letters, digits, '_' and '-') and run again.")
+        if not path.strip():
+            raise RasterError("No raster was given (its path is empty). Give the image file: a GeoTIFF, a JP2 with its .LBL, an ISIS3 cube or a PDS image.")
         if not os.path.exists(path) and not path.startswith("/vsi") and not os.path.exists(connection_file(path)):
-            raise RasterError(missing_path_message(os.path.abspath(path), "raster"))
+            within = os.path.abspath(connection_file(path) or path)  # DRIVER:file:name names a file of its own
+            said = missing_path_message(within, "raster")
+            raise RasterError(f"'{path}' reads the file '{within}', which {said[len(within) + 3:]}" if within != os.path.abspath(path) else said)
         special = waiting_file_message(path) or unreadable_file_message(path)
         if special:
             raise RasterError(special)

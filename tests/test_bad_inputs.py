@@ -77,7 +77,7 @@ def test_a_path_that_is_no_file_says_what_is_there_rather_than_not_found(tiny_mo
         given.mkdir()
     expected = {"missing file": f"'{given}' cannot be found: there is no file 'ESP_000003_0000_RED.tif' in '{tmp_path}'. Check the name",
                 "missing folder": f"'{given}' cannot be found: its folder '{tmp_path / 'unmounted'}' does not exist. Check the path",
-                "folder": f"'{given}' is a folder, not a raster file. Give one file in it, or run Survey many images (hiriseice:survey) on the whole folder."}[where]
+                "folder": f"'{given}' is a folder, not a raster file. Give one file in it, or survey the whole folder (Survey many images, or the worker's survey command)."}[where]
     done, out_folder = run_detect(tiny_model, given, tmp_path)
     out = assert_refused_cleanly(done, out_folder, expected)
     assert "not found" not in out and " -m model " not in out

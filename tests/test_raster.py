@@ -1206,3 +1206,16 @@ def test_a_missing_raster_is_diagnosed_for_the_command_line_as_for_qgis(tmp_path
         raster.RasterSource(str(link))
     with pytest.raises(RasterError, match=r"cannot be found: there is no file 'gone.tif' in "):
         raster.RasterSource(str(tmp_path / "gone.tif"))
+    with pytest.raises(RasterError, match=r"is a folder, not a raster file. Give one file in it, or survey the whole folder"):
+        raster.RasterSource(str(tmp_path))
+    with pytest.raises(RasterError, match=r"^No raster was given \(its path is empty\)"):  # an unset $IMAGE: not the current folder
+        raster.RasterSource("")
+    # a connection string names its file, which is what cannot be found
+    with pytest.raises(RasterError, match=rf"^'GPKG:{tmp_path}/mosaics.gpkg:red' reads the file '{tmp_path}/mosaics.gpkg', which cannot be found: there is no file"):
+        raster.RasterSource(f"GPKG:{tmp_path}/mosaics.gpkg:red")
+
+
+@pytest.mark.parametrize("pixel, said", [(0.25, " (256 m at 0.25 m/px)"), (25.0, " (25.6 km at 25 m/px)"), (1000.0, " (1,024 km at 1,000 m/px)")])
+def test_the_ground_size_of_a_chunk_reads_as_a_geologist_writes_it(pixel, said):
+    """A coarse mosaic's chunks had been '1.281e+04 m', then '1.02e+03 km at 1e+03 m/px'."""
+    assert imagechecks.ground_size(helpers.mars_equirectangular_wkt(), pixel, 1024) == said
