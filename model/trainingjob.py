@@ -222,6 +222,8 @@ def _score_map_cells(mode: str, options: TrainOptions, base, reporter: Reporter)
 @gdal_exceptions()
 def run_job(job: Dict, reporter: Reporter = None) -> Dict:
     from .labels import label_side, north_up_rasters, tuned_chunk_size
+    # imported now, not when training ends: a plugin updated or uninstalled meanwhile had failed the run at its report
+    from .report import training_report
 
     reporter = reporter or SilentReporter()
     mode = _check_job(job)
@@ -254,8 +256,6 @@ def run_job(job: Dict, reporter: Reporter = None) -> Dict:
     try:
         modelfile.save(outcome["network"], outcome["metadata"], job["output_model"], replay)  # the base's replay set goes on
         if job.get("report"):
-            from .report import training_report
-
             training_report(outcome["history"], outcome["metrics"], outcome["metadata"], job["report"])
     except OSError as exc:
         raise EngineError(f"Could not write '{exc.filename or job['output_model']}' ({exc.strerror or exc}). Choose another OUTPUT_MODEL or REPORT.") from None

@@ -67,7 +67,8 @@ def session_socket(python: str) -> str:
     engine = os.path.join(PLUGIN_FOLDER, "model")
     stamps = sorted((name, os.stat(os.path.join(root, name)).st_mtime_ns) for root, _dirs, names in os.walk(engine)
                     for name in names if name.endswith(".py"))
-    environment = sorted((name, value) for name, value in worker_environment().items() if name.startswith(WORKER_VARIABLES))
+    # not the session option itself: a loop that changed only the idle minutes had started a second worker beside the first
+    environment = sorted((name, value) for name, value in worker_environment().items() if name.startswith(WORKER_VARIABLES) and name != SESSION_ENV_VAR)
     key = hashlib.sha1(json.dumps([python, PLUGIN_FOLDER, stamps, environment]).encode()).hexdigest()[:12]
     private, name = f"hiriseice-{os.getuid()}", f"worker-{key}.sock"
     runtimes = [runtime for runtime in (os.environ.get("XDG_RUNTIME_DIR"), tempfile.gettempdir(), "/tmp") if runtime]

@@ -455,9 +455,12 @@ class WorkerRun:
 
 def python_unfit(tail: str, python: str) -> str:
     """Why the worker Python cannot run the engine, read from the end of its error output; '' when that is not why it stopped."""
-    missing = re.search(r"No module named '(\w+)", tail)
+    missing = re.search(r"No module named '([\w.]+)", tail)
+    if missing and missing.group(1).split(".")[0] == "model":  # the engine's own: the plugin folder changed under the run
+        return (f"The plugin's own engine module {missing.group(1)} was missing to the worker: the plugin was updated or uninstalled while "
+                "the run went on. Run it again (no output it had not finished is to be trusted).")
     if missing:  # a Python that is not the worker's venv (QGIS's own, most often): its traceback says no more than this
-        return (f"Its Python ({python}) lacks the package {missing.group(1)}: it is not the worker's venv, or that venv is "
+        return (f"Its Python ({python}) lacks the package {missing.group(1).split('.')[0]}: it is not the worker's venv, or that venv is "
                 f"incomplete. {how_to_install()} Its error output ends: {tail.splitlines()[-1].strip()}")
     if "SyntaxError" in tail:  # a Python 2, or a Python 3 too old for the engine's code
         return (f"Its Python ({python}) cannot read the engine's code: the worker needs Python {worker_pythons_text()}. {how_to_install()} "

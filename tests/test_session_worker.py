@@ -327,6 +327,17 @@ def test_a_session_worker_killed_mid_job_is_said_to_have_ended_with_what_to_do(t
     assert not (tmp_path / "chunks.gpkg").exists() and not qs.files_named_partial(tmp_path)
 
 
+def test_changing_only_the_idle_minutes_keeps_the_one_session_worker(qgis_app, monkeypatch):
+    """HIRISEICE_SESSION_WORKER=10 and then =11 started a second worker beside the first, each holding 220 MB until its own idle end."""
+    session_worker = qs.plugin_module("processing_provider.session_worker")
+    monkeypatch.setenv("HIRISEICE_SESSION_WORKER", "10")
+    first = session_worker.session_socket(sys.executable)
+    monkeypatch.setenv("HIRISEICE_SESSION_WORKER", "11")
+    assert session_worker.session_socket(sys.executable) == first
+    monkeypatch.setenv("GDAL_CACHEMAX", "64")  # what the results depend on still asks for a worker of its own
+    assert session_worker.session_socket(sys.executable) != first
+
+
 def test_the_socket_fits_in_bytes_not_letters(qgis_app, monkeypatch):
     """An XDG_RUNTIME_DIR of 58 letters, most of them Cyrillic, is 103 bytes: it passed a check of 60 letters, and the
     session worker stopped before it listened ('AF_UNIX path too long'); a long TMPDIR beside it was never measured."""

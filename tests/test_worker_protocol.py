@@ -108,6 +108,14 @@ def test_the_engines_error_message_is_passed_on_alone(run_with):
     assert str(exc) == "The raster is damaged. Download it again." and feedback.errors == []
 
 
+def test_an_engine_module_gone_mid_run_is_blamed_on_the_plugin_folder_not_the_venv(qgis_app):
+    """A plugin uninstalled while a training ran: 'lacks the package model ... Reinstall' sent the user to rebuild a 700 MB venv."""
+    worker = qs.plugin_module("processing_provider.worker")
+    said = worker.python_unfit("  File \"model/trainingjob.py\", line 257\nModuleNotFoundError: No module named 'model.report'", "/venv/bin/python")
+    assert said.startswith("The plugin's own engine module model.report was missing to the worker: the plugin was updated or uninstalled"), said
+    assert "lacks the package numpy:" in worker.python_unfit("ModuleNotFoundError: No module named 'numpy.core'", "/usr/bin/python3")
+
+
 def test_a_python_too_old_for_the_engine_is_told_the_versions_the_installer_takes(qgis_app):
     """The message said 'Python 3.11 or 3.12' after the installer had come to take 3.13 as well."""
     worker = qs.plugin_module("processing_provider.worker")
