@@ -9,7 +9,7 @@
   serve                                                   with --jsonl: one job per stdin line, the model kept loaded
 
 With --jsonl, stdout carries one JSON object per line for the QGIS algorithms (model/protocol.py).
-Exit status: 0 success, 2 a problem with the input (message says what to do), 1 a bug.
+Exit status: 0 success, 2 a problem with the input or memory running out (message says what to do), 1 a bug.
 """
 
 import argparse

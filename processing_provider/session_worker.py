@@ -7,7 +7,7 @@ started by the first run, found by the next over a Unix socket in a folder only 
 open, and ending by itself after that many minutes without a job. A run that finds it busy (a
 second qgis_process at the same time) runs a worker of its own; one that finds it hung replaces it.
 The socket's name depends on the worker Python, the plugin folder, the engine's code and the
-environment the worker gets, so a changed plugin or setting never meets an old worker.
+environment the worker gets (but HIRISEICE_SESSION_WORKER's own minutes), so a changed plugin or setting never meets an old worker.
 Not on Windows (no Unix sockets there for Python): each run starts its own worker as before.
 """
 
