@@ -259,8 +259,10 @@ def without_dropped_tiles(logits: np.ndarray, valid_share: np.ndarray, geometry:
     rows, cols = geometry.grid
     for row in range(rows):
         for col in range(cols):
+            if not geometry.on_tile(row, col) or (row, col) in kept_at:
+                continue
             cells = geometry.chunk_cells(row, col)
-            if geometry.on_tile(row, col) and (row, col) not in kept_at and valid_share[cells].mean() < STRETCHED_ON_TOO_FEW:
+            if valid_share[cells].mean() < STRETCHED_ON_TOO_FEW:
                 shown[cells] = np.nan
     return shown
 
@@ -440,10 +442,12 @@ def check_probability_raster(architecture: Dict, chunk_size: int, stride: int, i
     if scoremap.stride_off_cells(chunk_size, stride, input_size, cell):
         # its chunks' maps would be pasted up to half a cell from where they lie
         cell_px = chunk_size * cell / input_size
-        fitting = [step for step in (chunk_size, chunk_size // 2, next(step for step in range(1, chunk_size + 1)
-                                                                        if not scoremap.stride_off_cells(chunk_size, step, input_size, cell)))
-                   if not scoremap.stride_off_cells(chunk_size, step, input_size, cell)]
-        examples = " or ".join(str(step) for step in sorted(set(fitting), reverse=True))  # a 1001-px chunk's half does not fit
+        def fits(step: int) -> bool:
+            return not scoremap.stride_off_cells(chunk_size, step, input_size, cell)
+
+        smallest = next(step for step in range(1, chunk_size + 1) if fits(step))  # the chunk itself fits at the latest
+        # only strides that fit: a 1001-px chunk's half does not
+        examples = " or ".join(str(step) for step in sorted({chunk_size, chunk_size // 2, smallest}, reverse=True) if fits(step))
         raise EngineError(f"STRIDE {stride} is not a multiple of the probability raster's cell ({cell_px:g} raster px at CHUNK_SIZE {chunk_size}), so the "
                           f"chunks' score maps cannot be laid on its grid where they lie. Give a STRIDE whose chunks start on its cells (e.g. {examples}), "
                           "or leave PROBABILITY_RASTER empty.")

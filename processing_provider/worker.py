@@ -377,7 +377,7 @@ class WorkerRun:
             self._relay(process, lines)
             return process.wait()
         except RuntimeError as exc:
-            if "can't start new thread" not in str(exc):
+            if not errors.out_of_memory(exc):
                 raise
             raise QgsProcessingException("QGIS ran out of memory to follow the worker (it could not start a thread). Close other programs "
                                          "or layers, and run again; no output was written.") from None
