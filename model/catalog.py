@@ -20,7 +20,8 @@ from .errors import CancelledError, EngineError
 from .ode import ODE_URL, ode_pages
 from .orientation import NORTH_FAR_DEG
 from .productindex import ReadStats, read_index, read_themes
-from .products import CATALOG_FIELDS, PAPER_LATITUDE, PAPER_LS, PRODUCT_TYPES, CatalogError, Product, Query
+from .products import PAPER_LATITUDE, PAPER_LS, PRODUCT_TYPES, CatalogError, Product, Query
+from .schema import CATALOG_FIELDS
 
 
 # --- finding --------------------------------------------------------------------------------

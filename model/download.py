@@ -28,7 +28,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from http.client import HTTPException
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from . import files
 from .errors import CancelledError, EngineError
@@ -88,6 +88,36 @@ class DownloadItem:
             self.name = os.path.basename(self.url.split("?", 1)[0])
         if not self.name or os.path.basename(self.name) != self.name or self.name in (".", ".."):
             raise DownloadError(f"Cannot name a file after the URL {self.url!r}: give a URL that ends with the file name.")
+
+
+def footprint_items(field_names: Sequence[str], footprints: Iterable, images: bool = True, labels: bool = True) -> List[DownloadItem]:
+    """The files of Find's footprints to fetch, each URL once, with the size the index gives.
+
+    ``footprints`` are rows indexable by field name (a QgsFeature, an OGR feature's dict) with the
+    fields ``field_names``; a shapefile's names cut to 10 characters are read too.
+    """
+    if "jp2_url" not in field_names and "lbl_url" not in field_names:
+        raise DownloadError("The input has no jp2_url or lbl_url field: give the footprints made by 'Find HiRISE observations'.")
+    unit_field = next((name for name in ("size_unit_bytes", "size_unit_") if name in field_names), None)
+    items, seen = [], set()
+    for footprint in footprints:
+        unit = _whole_bytes(footprint[unit_field]) if unit_field else None
+        tolerance = (unit - 1) if unit and unit > 1 else 0  # ODE's sizes are whole KBytes
+        for wanted, url_field, size_field in ((images, "jp2_url", "jp2_bytes"), (labels, "lbl_url", "lbl_bytes")):
+            url = footprint[url_field] if wanted and url_field in field_names else None
+            if not url or not isinstance(url, str) or url in seen:
+                continue
+            seen.add(url)
+            expected = _whole_bytes(footprint[size_field]) if size_field in field_names else None
+            items.append(DownloadItem(url, expected_bytes=expected, tolerance_bytes=tolerance if expected is not None else 0))
+    return items
+
+
+def _whole_bytes(value) -> Optional[int]:
+    try:
+        return int(round(float(value))) if value is not None and value != "" else None
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .errors import EngineError
 from .orientation import hirise_north_turn
+from .schema import CATALOG_FIELDS
 
 
 PAPER_LATITUDE = (-60.0, -40.0)
@@ -41,39 +42,6 @@ MARS_GEOGCS_WKT = (
     'CS[ellipsoidal,2],AXIS["longitude",east,ORDER[1],ANGLEUNIT["degree",0.0174532925199433]],'
     'AXIS["latitude",north,ORDER[2],ANGLEUNIT["degree",0.0174532925199433]],'
     'REMARK["PROJ CRS string: +proj=longlat +R=3396190 +lon_wrap=180 +no_defs"]]'
-)
-# The output layer's fields, in order (name, kind), as model/schema.py writes its tables.
-CATALOG_FIELDS = (
-    ("product_id", "text"),
-    ("observation_id", "text"),
-    ("product_type", "text"),
-    ("centre_latitude", "real"),
-    ("centre_longitude", "real"),
-    ("minimum_latitude", "real"),
-    ("maximum_latitude", "real"),
-    ("westernmost_longitude", "real"),
-    ("easternmost_longitude", "real"),
-    ("solar_longitude", "real"),
-    ("incidence_angle", "real"),
-    ("emission_angle", "real"),
-    ("phase_angle", "real"),
-    ("local_time", "real"),
-    ("map_scale", "real"),
-    ("north_turn", "real"),  # degrees clockwise from up that north points at the centre of the product's map
-    ("start_time", "text"),
-    ("year", "int"),
-    ("mars_year", "int"),
-    ("orbit_number", "int"),
-    ("mission_phase", "text"),
-    ("themes", "text"),
-    ("jp2_url", "text"),
-    ("lbl_url", "text"),
-    # Byte counts are "real": QGIS's "int" fields are 32-bit, and a double holds integers exactly up to 2**53.
-    ("jp2_bytes", "real"),  # NULL where the source does not give it (the CSV and the PDS index do not)
-    ("lbl_bytes", "real"),
-    ("size_unit_bytes", "int"),  # precision of jp2_bytes/lbl_bytes: 1, or 1024 from ODE's KBytes
-    ("index_storage_bytes", "real"),  # the CSV's REQUIRED_STORAGE_BYTES (the uncompressed product, not the JP2)
-    ("source", "text"),
 )
 
 

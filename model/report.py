@@ -17,6 +17,7 @@ import numpy as np
 from osgeo import gdal, osr
 
 from . import files
+from .georeference import image_centre
 from .preprocess import normalise, DEFAULT_NORMALISATION
 from .raster import RasterSource
 
@@ -319,32 +320,6 @@ def write_atomically(path: str, text: str, what: str, before_commit: Optional[Ca
 
 
 # --- what the detection report says about the image and the model -------------------------------
-
-
-def image_centre(raster: Dict) -> Optional[Dict]:
-    """The centre of the image: map coordinates, and longitude/latitude in the CRS's own geographic
-    coordinates (the body's) where the CRS is known."""
-    gt = raster.get("geotransform")
-    if not gt:
-        return None
-    col, row = raster["width"] / 2.0, raster["height"] / 2.0
-    x, y = gt[0] + col * gt[1] + row * gt[2], gt[3] + col * gt[4] + row * gt[5]
-    centre = {"x": x, "y": y, "lon": None, "lat": None, "crs": ""}
-    if raster.get("crs_wkt"):
-        srs = osr.SpatialReference()
-        if srs.ImportFromWkt(raster["crs_wkt"]) == 0:
-            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-            centre["crs"] = srs.GetName() or ""
-            geographic = srs.CloneGeogCS()  # None for a local CRS, which has no longitude or latitude
-            if geographic is not None:
-                geographic.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-                try:
-                    lon, lat, _ = osr.CoordinateTransformation(srs, geographic).TransformPoint(x, y)
-                    if math.isfinite(lon) and math.isfinite(lat):
-                        centre["lon"], centre["lat"] = lon, lat
-                except (RuntimeError, TypeError):
-                    pass
-    return centre
 
 
 def _describe_centre(centre: Optional[Dict]) -> str:

@@ -1,7 +1,7 @@
 """The output tables' fields, in order, as (name, kind) with kind one of "int", "real", "text".
 
-One definition for every writer: OGR in the worker's command line (model/vector.py) and
-QGIS sinks in the algorithms (processing_provider/common.py).
+One definition for every writer: OGR in the worker's command line (model/vector.py) and in the
+survey's GeoPackage (model/survey.py), and QGIS sinks in the algorithms (processing_provider/common.py).
 """
 
 CHUNK_ID_FIELDS = (
@@ -58,3 +58,61 @@ SUMMARY_FIELDS = (
 ) + LABEL_SUMMARY_FIELDS
 
 HISTORY_FIELDS = (("epoch", "int"),) + tuple((name, "real") for name in ("loss", "accuracy", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_auc"))
+
+# The survey's image outlines (model/survey.py), one row per image.
+FOOTPRINT_FIELDS = (
+    ("image_id", "text"),
+    ("category", "text"),  # rules.GOOD / HARD / BAD, by the survey's CATEGORY_RULE
+    ("chunks", "int"),
+    ("icy_chunks", "int"),
+    ("mean_probability", "real"),
+    ("model_name", "text"),
+    ("model_version", "text"),
+)
+
+# The survey's table of runs (model/survey.py), one row per image tried.
+RUN_FIELDS = (
+    ("image", "text"),  # the raster's path as the workers read it
+    ("image_id", "text"),
+    ("status", "text"),  # DONE or FAILED
+    ("error", "text"),
+    ("model_name", "text"),
+    ("model_version", "text"),
+    ("runtime_s", "real"),
+    ("chunks", "int"),
+    ("finished", "text"),  # UTC, ISO 8601
+)
+
+# A product found in the index (model/products.py Product; the find algorithm's layer).
+CATALOG_FIELDS = (
+    ("product_id", "text"),
+    ("observation_id", "text"),
+    ("product_type", "text"),
+    ("centre_latitude", "real"),
+    ("centre_longitude", "real"),
+    ("minimum_latitude", "real"),
+    ("maximum_latitude", "real"),
+    ("westernmost_longitude", "real"),
+    ("easternmost_longitude", "real"),
+    ("solar_longitude", "real"),
+    ("incidence_angle", "real"),
+    ("emission_angle", "real"),
+    ("phase_angle", "real"),
+    ("local_time", "real"),
+    ("map_scale", "real"),
+    ("north_turn", "real"),  # degrees clockwise from up that north points at the centre of the product's map
+    ("start_time", "text"),
+    ("year", "int"),
+    ("mars_year", "int"),
+    ("orbit_number", "int"),
+    ("mission_phase", "text"),
+    ("themes", "text"),
+    ("jp2_url", "text"),
+    ("lbl_url", "text"),
+    # Byte counts are "real": QGIS's "int" fields are 32-bit, and a double holds integers exactly up to 2**53.
+    ("jp2_bytes", "real"),  # NULL where the source does not give it (the CSV and the PDS index do not)
+    ("lbl_bytes", "real"),
+    ("size_unit_bytes", "int"),  # precision of jp2_bytes/lbl_bytes: 1, or 1024 from ODE's KBytes
+    ("index_storage_bytes", "real"),  # the CSV's REQUIRED_STORAGE_BYTES (the uncompressed product, not the JP2)
+    ("source", "text"),
+)

@@ -1,6 +1,7 @@
-"""GeoPackage output for command-line use (inside QGIS the algorithms write their own sinks)."""
+"""GeoPackage layers written with OGR, by model/schema.py's fields: the worker's command line and the
+survey (inside QGIS the algorithms write their own sinks)."""
 
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 from osgeo import ogr, osr
 
@@ -22,12 +23,28 @@ def new_geopackage(path: str):
     return created
 
 
-def _layer(ds, name: str, crs_wkt: str, schema):
-    srs = osr.SpatialReference(wkt=crs_wkt) if crs_wkt else None
-    layer = ds.CreateLayer(name, srs, ogr.wkbPolygon if name != "summary" else ogr.wkbMultiPolygon)
-    for field_name, kind in schema:
+def create_layer(ds, name: str, crs_wkt: str, geometry_type, fields):
+    """A layer of ``fields`` (model/schema.py's (name, kind) pairs); a table without geometry has no CRS."""
+    srs = osr.SpatialReference(wkt=crs_wkt) if crs_wkt and geometry_type != ogr.wkbNone else None
+    layer = ds.CreateLayer(name, srs, geometry_type)
+    for field_name, kind in fields:
         layer.CreateField(ogr.FieldDefn(field_name, OGR_TYPES[kind]))
     return layer
+
+
+def add_rows(layer, fields, rows: Iterable[Dict], geometry_key: Optional[str]) -> None:
+    """Each row (by field name) as a feature: a field it lacks or holds as None stays NULL, and its WKT
+    under ``geometry_key`` becomes a multipolygon where the layer holds those."""
+    multi = layer.GetGeomType() == ogr.wkbMultiPolygon
+    for row in rows:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        for field_name, _ in fields:
+            if row.get(field_name) is not None:
+                feature.SetField(field_name, row[field_name])
+        if geometry_key and row.get(geometry_key):
+            geometry = ogr.CreateGeometryFromWkt(row[geometry_key])
+            feature.SetGeometry(ogr.ForceToMultiPolygon(geometry) if multi else geometry)
+        layer.CreateFeature(feature)
 
 
 def write_geopackage(path: str, crs_wkt: str, chunks: List[Dict], summaries: List[Dict], chunk_fields=DETECTION_FIELDS,
@@ -36,23 +53,11 @@ def write_geopackage(path: str, crs_wkt: str, chunks: List[Dict], summaries: Lis
     with files.writing(path, "The chunk layer", before_commit) as partial:
         ds = new_geopackage(partial)
         try:
-            layer = _layer(ds, "chunks", crs_wkt, chunk_fields)
+            layer = create_layer(ds, "chunks", crs_wkt, ogr.wkbPolygon, chunk_fields)
             layer.StartTransaction()
-            for chunk in chunks:
-                feature = ogr.Feature(layer.GetLayerDefn())
-                for field_name, _ in chunk_fields:
-                    if chunk.get(field_name) is not None:
-                        feature.SetField(field_name, chunk[field_name])
-                feature.SetGeometry(ogr.CreateGeometryFromWkt(chunk["wkt"]))
-                layer.CreateFeature(feature)
+            add_rows(layer, chunk_fields, chunks, "wkt")
             layer.CommitTransaction()
-            summary_layer = _layer(ds, "summary", crs_wkt, SUMMARY_FIELDS) if summaries else None
-            for summary in summaries:
-                feature = ogr.Feature(summary_layer.GetLayerDefn())
-                for field_name, _ in SUMMARY_FIELDS:
-                    feature.SetField(field_name, summary[field_name])
-                if summary.get("footprint_wkt"):
-                    feature.SetGeometry(ogr.ForceToMultiPolygon(ogr.CreateGeometryFromWkt(summary["footprint_wkt"])))
-                summary_layer.CreateFeature(feature)
+            if summaries:
+                add_rows(create_layer(ds, "summary", crs_wkt, ogr.wkbMultiPolygon, SUMMARY_FIELDS), SUMMARY_FIELDS, summaries, "footprint_wkt")
         finally:
             ds = None  # closed now, also on a failure, while files.writing keeps GDAL quiet

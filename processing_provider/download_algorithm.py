@@ -16,14 +16,6 @@ from .algorithm import HiriseIceAlgorithm
 from .engine import download, errors, files
 
 
-
-def _size(value):
-    try:
-        return int(round(float(value))) if value is not None and value != "" else None
-    except (TypeError, ValueError):
-        return None
-
-
 class DownloadAlgorithm(HiriseIceAlgorithm):
     NAME = "download"
     DISPLAY_NAME = "Download HiRISE products"
@@ -63,27 +55,6 @@ class DownloadAlgorithm(HiriseIceAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.FAILED, self.tr("Files failed")))
         self.addOutput(QgsProcessingOutputNumber(self.BYTES, self.tr("Bytes transferred")))
 
-    def items(self, source, images: bool, labels: bool):
-        names = source.fields().names()
-        if "jp2_url" not in names and "lbl_url" not in names:
-            raise QgsProcessingException("The input has no jp2_url or lbl_url field: give the footprints made by 'Find HiRISE observations'.")
-        items, seen = [], set()
-        # a shapefile cuts field names to 10 characters: size_unit_bytes is size_unit_ there
-        unit_field = next((name for name in ("size_unit_bytes", "size_unit_") if name in names), None)
-        for feature in source.getFeatures(QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry)):
-            unit = _size(feature[unit_field]) if unit_field else None
-            tolerance = (unit - 1) if unit and unit > 1 else 0
-            for wanted, url_field, size_field in ((images, "jp2_url", "jp2_bytes"), (labels, "lbl_url", "lbl_bytes")):
-                if not wanted or url_field not in names:
-                    continue
-                url = feature[url_field]
-                if not url or not isinstance(url, str) or url in seen:
-                    continue
-                seen.add(url)
-                expected = _size(feature[size_field]) if size_field in names else None
-                items.append(download.DownloadItem(url, expected_bytes=expected, tolerance_bytes=tolerance if expected is not None else 0))
-        return items
-
     def processAlgorithm(self, parameters, context, feedback):
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
@@ -94,7 +65,8 @@ class DownloadAlgorithm(HiriseIceAlgorithm):
         if not images and not labels:
             raise QgsProcessingException("Neither images nor labels were asked for: tick at least one.")
         try:
-            items = self.items(source, images, labels)
+            footprints = source.getFeatures(QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry))
+            items = download.footprint_items(source.fields().names(), footprints, images, labels)
         except errors.EngineError as exc:
             raise QgsProcessingException(str(exc)) from None
         if not items:

@@ -22,7 +22,7 @@ from qgis.core import (
 from .algorithm import HiriseIceAlgorithm
 from .common import features_from_dicts, layer_crs, make_fields, write_sink
 from .destinations import file_destination, replacing_outputs
-from .engine import catalog, errors, ode, productindex, products
+from .engine import catalog, errors, ode, productindex, products, schema
 
 
 
@@ -87,7 +87,7 @@ class FindAlgorithm(HiriseIceAlgorithm):
     REPORT = "REPORT"
     REPORT_CSV = "REPORT_CSV"
     COUNT = "COUNT"
-    OUTPUT_FIELDS = {OUTPUT: products.CATALOG_FIELDS}
+    OUTPUT_FIELDS = {OUTPUT: schema.CATALOG_FIELDS}
 
     SOURCES = ["Local index (RDRCUMINDEX.LBL/.TAB or CSV)", "ODE REST service (internet)"]
 
@@ -233,7 +233,7 @@ class FindAlgorithm(HiriseIceAlgorithm):
         except OSError as exc:
             raise QgsProcessingException(f"Could not read the index or write the report: {exc}") from None
 
-        fields = make_fields(products.CATALOG_FIELDS)
+        fields = make_fields(schema.CATALOG_FIELDS)
         on_disk = file_destination(self.OUTPUT, self.sink_destination(parameters, self.OUTPUT, context), vector=True)
         destination = write_sink(self, parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, target,
                                  features_from_dicts([p.as_row() for p in result.products], fields, "wkt"), "footprint", on_disk)

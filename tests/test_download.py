@@ -355,6 +355,23 @@ def test_item_names_and_duplicates(tmp_path):
         local_downloader(tmp_path).run([download.DownloadItem("http://127.0.0.1:1/a/X.JP2"), download.DownloadItem("http://127.0.0.1:1/b/X.JP2")])
 
 
+def test_footprints_give_each_url_once_with_the_size_the_index_gives():
+    """Find's footprints as rows: an observation's products share no URL, but two footprints of one product (a layer
+    merged from two finds) fetch it once; ODE's sizes in whole KBytes are allowed their rounding."""
+    names = ["product_id", "jp2_url", "lbl_url", "jp2_bytes", "lbl_bytes", "size_unit_bytes"]
+    row = {"product_id": "ESP_1_RED", "jp2_url": "http://h/ESP_1_RED.JP2", "lbl_url": "http://h/ESP_1_RED.LBL",
+           "jp2_bytes": 2048.0, "lbl_bytes": None, "size_unit_bytes": 1024}
+    items = download.footprint_items(names, [row, dict(row), {**row, "jp2_url": "", "lbl_url": "http://h/ESP_2_RED.LBL"}])
+    assert [(i.name, i.expected_bytes, i.tolerance_bytes) for i in items] == [
+        ("ESP_1_RED.JP2", 2048, 1023), ("ESP_1_RED.LBL", None, 0), ("ESP_2_RED.LBL", None, 0)]
+    assert [i.name for i in download.footprint_items(names, [row], images=False)] == ["ESP_1_RED.LBL"]
+    # the CSV index gives no sizes and no precision: nothing to check against
+    (item,) = download.footprint_items(["jp2_url"], [{"jp2_url": "http://h/ESP_3_RED.JP2"}], labels=False)
+    assert (item.expected_bytes, item.tolerance_bytes) == (None, 0)
+    with pytest.raises(download.DownloadError, match="no jp2_url or lbl_url field"):
+        download.footprint_items(["name"], [{"name": "x"}])
+
+
 def test_a_web_page_sent_in_a_products_place_is_not_kept_and_a_rerun_fetches_the_product(server, tmp_path):
     """A maintenance or login page answered 200 was renamed to the JP2's name where the index gave no size, and every
     later run found it 'present': Detect then said the file is no raster, and downloading again did nothing."""

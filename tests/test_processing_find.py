@@ -215,8 +215,8 @@ def test_the_index_sizes_precision_is_read_from_a_shapefiles_shortened_field_too
     feature = QgsFeature(layer.fields())
     feature.setAttributes(["https://example.org/ESP_011111_1111_RED.JP2", 111 * 1024, 1024])
     assert layer.dataProvider().addFeatures([feature])
-    algorithm = qs.plugin_module("processing_provider.download_algorithm").DownloadAlgorithm()
-    (item,) = algorithm.items(layer, True, False)
+    download = qs.plugin_module("model.download")
+    (item,) = download.footprint_items(layer.fields().names(), layer.getFeatures(), True, False)
     assert (item.expected_bytes, item.tolerance_bytes) == (111 * 1024, 1023)
 
 
