@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal, ogr, osr
 
+from .gdalstate import gdal_messages
 from .grid import ring_wkt, window_ring
 
 # The outline's mask is at most this many pixels on its longer side: finer than a chunk, and
@@ -53,7 +54,19 @@ def footprint_from_mask(valid: np.ndarray, geotransform, width: int, height: int
     outline = merged.SimplifyPreserveTopology(tolerance)
     if out_w * sx > width or out_h * sy > height:
         outline = outline.Intersection(ogr.CreateGeometryFromWkt(ring_wkt(window_ring(g, 0, 0, width, height))))
-    return outline.ExportToWkt()
+    return valid_wkt(outline)
+
+
+def valid_wkt(polygon) -> str:
+    """The (multi)polygon's WKT, valid as read back: each part of an outline is simplified alone, and WKT's
+    15 digits move a vertex, so parts that touched could overlap by 1e-17 m2, and QGIS's processing refused
+    the summary as a clip or intersect mask ("invalid geometry"). Such a one is repaired by a zero buffer."""
+    wkt = polygon.ExportToWkt()
+    read_back = ogr.CreateGeometryFromWkt(wkt)
+    with gdal_messages():  # GEOS's "Self-intersection at or near point" warning: the repair below answers it
+        if read_back.IsValid():
+            return wkt
+    return read_back.Buffer(0).ExportToWkt()
 
 
 class ValidityMosaic:

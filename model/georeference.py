@@ -1,9 +1,10 @@
 """Where a raster's pixels lie on Mars: its geotransform and CRS (ground control points included), the
-refusals of what cannot be placed, transformations between CRSs, and which way north points at the
-image's centre (orientation.py holds the angles' rules, raster.north_up_view the view that turns it)."""
+refusals of what cannot be placed, transformations between CRSs, the image's centre and which way north
+points there (orientation.py holds the angles' rules, raster.north_up_view the view that turns it)."""
 
+import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal, osr
@@ -151,6 +152,51 @@ class NorthTurn:
         return f"+proj=eqc +lat_ts={self.latitude:.0f} +lon_0={self.longitude:.3f} +R={radius:.0f} +units=m"
 
 
+def x_first(srs):
+    """``srs`` read with x as its east-west axis, as QGIS draws every CRS (PROJ's order for display). GDAL's
+    traditional GIS order swaps only the latitude-first CRSs whose longitude counts east, so a raster in a
+    west-positive geographic CRS (IAU_2015:49901) had its latitude taken from x: its survey footprint lay
+    at 50 deg E, 10 deg N instead of 10 deg W, 50 deg S."""
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    axes = srs.GetAxesCount()
+    if axes >= 2 and srs.GetAxisOrientation(None, 0) in (osr.OAO_North, osr.OAO_South) and srs.GetAxisOrientation(None, 1) in (osr.OAO_East, osr.OAO_West):
+        srs.SetDataAxisToSRSAxisMapping([2, 1] + list(range(3, axes + 1)))
+    return srs
+
+
+def east_longitude(geographic, longitude: float) -> float:
+    """A longitude of the geographic CRS ``geographic`` counted east, as HiRISE's labels, Find and the survey give it."""
+    west = any(geographic.GetAxisOrientation(None, axis) == osr.OAO_West for axis in range(geographic.GetAxesCount()))
+    return -longitude if west else longitude
+
+
+def image_centre(raster: Dict) -> Optional[Dict]:
+    """The centre of the image: map coordinates, and longitude/latitude in the CRS's own geographic
+    coordinates (the body's) where the CRS is known."""
+    gt = raster.get("geotransform")
+    if not gt:
+        return None
+    col, row = raster["width"] / 2.0, raster["height"] / 2.0
+    x, y = gt[0] + col * gt[1] + row * gt[2], gt[3] + col * gt[4] + row * gt[5]
+    centre = {"x": x, "y": y, "lon": None, "lat": None, "crs": ""}
+    if raster.get("crs_wkt"):
+        srs = osr.SpatialReference()
+        if srs.ImportFromWkt(raster["crs_wkt"]) == 0:
+            x_first(srs)
+            # a north-up view's map has no name: its definition says which map x and y are in
+            centre["crs"] = srs.GetName() if srs.GetName() not in ("", "unknown") else srs.ExportToProj4().strip()
+            geographic = srs.CloneGeogCS()  # None for a local CRS, which has no longitude or latitude
+            if geographic is not None:
+                x_first(geographic)
+                try:
+                    lon, lat, _ = osr.CoordinateTransformation(srs, geographic).TransformPoint(x, y)
+                    if math.isfinite(lon) and math.isfinite(lat):
+                        centre["lon"], centre["lat"] = east_longitude(geographic, lon), lat
+                except (RuntimeError, TypeError):
+                    pass
+    return centre
+
+
 def crs_transform(from_wkt: str, to_wkt: str):
     """OSR's transformation between two CRSs, coordinates x (east) first whatever the CRSs' axis order;
     RuntimeError where PROJ finds none (another body's CRS). PROJ finds none between two Mars spheres
@@ -159,12 +205,11 @@ def crs_transform(from_wkt: str, to_wkt: str):
     angles on any sphere."""
     source, target = osr.SpatialReference(wkt=from_wkt), osr.SpatialReference(wkt=to_wkt)
     for srs in (source, target):
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        x_first(srs)
     with gdal_messages():  # PROJ's own error line: the RuntimeError below says it once
         transform = _transformation(source, target)
         if transform is None and target.IsGeographic() and _on_mars_sphere(source) and _on_mars_sphere(target):
-            own = source.CloneGeogCS()
-            own.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+            own = x_first(source.CloneGeogCS())
             transform = _transformation(source, own)
     if transform is None:  # e.g. from a local CRS
         raise RuntimeError(f"PROJ finds no transformation from {source.GetName()} to {target.GetName()}")
@@ -191,9 +236,8 @@ def north_turn(crs_wkt: str, geotransform, width: int, height: int) -> Optional[
         return None  # PIXEL_GRID: a raster placed nowhere (GCPs that only a warp fits) has no north
     if not (srs.IsProjected() or srs.IsGeographic()):  # a local CRS has no north
         return None
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    geographic = srs.CloneGeogCS()
-    geographic.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    x_first(srs)
+    geographic = x_first(srs.CloneGeogCS())
     try:
         to_degrees = osr.CoordinateTransformation(srs, geographic)
         centre = gdal.ApplyGeoTransform(list(geotransform), width / 2, height / 2)
@@ -220,4 +264,4 @@ def north_turn(crs_wkt: str, geotransform, width: int, height: int) -> Optional[
     col1, row1 = gdal.ApplyGeoTransform(inverse, *north)
     degrees = float(np.degrees(np.arctan2(col1 - col0, row0 - row1)))
     map_degrees = float(np.degrees(np.arctan2(north[0] - centre[0], north[1] - centre[1])))
-    return NorthTurn(degrees, map_degrees, latitude, longitude % 360.0, srs)  # east longitude, 0-360, as HiRISE labels give it
+    return NorthTurn(degrees, map_degrees, latitude, east_longitude(geographic, longitude) % 360.0, srs)  # 0-360 E, as HiRISE labels give it

@@ -104,10 +104,10 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         total = chunk_count(source, chunk_size, stride)
         cache_bytes = source.grid_cache_bytes(chunk_size, input_size)
         driver = source.driver
-    warnings = image_warnings(raster_path, info, chunk_size, stride, metadata["chunk_size"], input_size)
+    warnings = image_warnings(info.given_path, info, chunk_size, stride, metadata["chunk_size"], input_size)
     for warning in warnings:
         reporter.warning(warning)
-    label = label_fields(raster_path, reporter)
+    label = label_fields(info.given_path, reporter)  # beside the file given, not its north-up view
     reporter.log(
         f"{info.image_id}: {info.width} x {info.height} px, {info.band_count} band(s) {info.data_type}{info.bands_read}; "
         f"{total} grid chunks of {chunk_size} px{ground_size(info.crs_wkt, info.pixel_size, chunk_size)}, stride {stride}, read at {input_size} px"

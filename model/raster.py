@@ -67,7 +67,7 @@ MAX_READERS = 4
 # 512 px to 256, a tiny model's 2).
 VIEW_OVERVIEW_FACTORS = (2, 4, 8, 16)
 # A north-up view's own metadata (_warp_north_up): IMAGE_SIZE, the image's size in it ("width height"),
-# and SOURCE_TYPE, the file's pixel type. In a domain of its own, which no GDAL copy carries on.
+# SOURCE_TYPE, the file's pixel type, and SOURCE_PATH, the file. In a domain of its own, which no GDAL copy carries on.
 VIEW_DOMAIN = "HIRISEICE_VIEW"
 # Neighbouring windows one reading thread takes in turn: GDAL 3.6 gives a north-up view's overviews
 # blocks 512 px wide whatever the view's own, so two chunks at the network's scale share each; read
@@ -104,6 +104,12 @@ class RasterInfo:
     coloured_palette: bool = False  # a read band's values index a colour table that is not a grey ramp
     alpha_band: int = 0  # a transparency band (gdalwarp -dstalpha): not read as brightness, its transparent pixels no-data
     overviews_skipped: str = ""  # why its overviews are not read (overviews_not_to_read), for the log; "": they are
+    source_path: str = ""  # the file the user gave where this is its north-up view (north_up_view); "" otherwise
+
+    @property
+    def given_path(self) -> str:
+        """The file as the user gave it: what messages name and where its PDS label lies beside it."""
+        return self.source_path or self.path
 
     @property
     def image_id(self) -> str:
@@ -192,6 +198,7 @@ def _warp_north_up(view: str, path: str, srs: str) -> bool:
     warped.BuildOverviews("AVERAGE", list(VIEW_OVERVIEW_FACTORS))
     warped.SetMetadataItem("IMAGE_SIZE", f"{image_width} {image_height}", VIEW_DOMAIN)
     warped.SetMetadataItem("SOURCE_TYPE", source_type, VIEW_DOMAIN)
+    warped.SetMetadataItem("SOURCE_PATH", path, VIEW_DOMAIN)
     warped = None  # writes the VRT
     return True
 
@@ -332,6 +339,7 @@ class RasterSource:
             nodata=nodata,
             coloured_palette=any(coloured_table(ds.GetRasterBand(b).GetRasterColorTable()) for b in bands),
             alpha_band=alpha_band if alpha_band not in bands else 0,
+            source_path=ds.GetMetadataItem("SOURCE_PATH", VIEW_DOMAIN) or "",
         )
 
     def __enter__(self):

@@ -13,7 +13,7 @@ repeatedly is recorded as failed.
 Layers, all in Mars geographic coordinates (products.MARS_GEOGCS_WKT, longitudes as find's
 footprints have them: _to_survey_crs), since every HiRISE RDR has its own projection: ``chunks``
 (schema.DETECTION_FIELDS), ``summary`` (schema.SUMMARY_FIELDS, the valid footprint),
-``footprints`` (FOOTPRINT_FIELDS: the category of model/rules.py) and the table ``runs`` (RUN_FIELDS).
+``footprints`` (schema.FOOTPRINT_FIELDS: the category of model/rules.py) and the table ``runs`` (schema.RUN_FIELDS).
 
 Dask and TensorFlow are imported only inside the functions that need them: the client needs
 no TensorFlow, and this module imports without Dask.
@@ -37,12 +37,13 @@ from .download import DownloadItem, downloaded_jp2s
 from .errors import EngineError
 from .gdalstate import gdal_exceptions, gdal_messages
 from .georeference import crs_transform
+from .footprint import valid_wkt
 from .inference import DetectOptions, detect
 from .pdslabel import pixels_label
 from .protocol import Reporter, SilentReporter
 from .raster import RASTER_SUFFIXES, image_id_of, north_up_view, usable_cores
-from .schema import DETECTION_FIELDS, SUMMARY_FIELDS
-from .vector import OGR_TYPES, new_geopackage
+from .schema import DETECTION_FIELDS, FOOTPRINT_FIELDS, RUN_FIELDS, SUMMARY_FIELDS
+from .vector import add_rows, create_layer, new_geopackage
 from .warm import warm_model
 
 SURVEY_CRS_WKT = products.MARS_GEOGCS_WKT
@@ -63,28 +64,6 @@ STARTED_TOPIC = "hiriseice-survey-started"
 # which had ended an overnight survey with a traceback.
 LOCK_PATIENCE_S = 600.0
 LOCK_RETRY_S = 2.0
-
-FOOTPRINT_FIELDS = (
-    ("image_id", "text"),
-    ("category", "text"),  # rules.GOOD / HARD / BAD, by the survey's CATEGORY_RULE
-    ("chunks", "int"),
-    ("icy_chunks", "int"),
-    ("mean_probability", "real"),
-    ("model_name", "text"),
-    ("model_version", "text"),
-)
-
-RUN_FIELDS = (
-    ("image", "text"),  # the raster's path as the workers read it
-    ("image_id", "text"),
-    ("status", "text"),  # DONE or FAILED
-    ("error", "text"),
-    ("model_name", "text"),
-    ("model_version", "text"),
-    ("runtime_s", "real"),
-    ("chunks", "int"),
-    ("finished", "text"),  # UTC, ISO 8601
-)
 
 LAYERS = (
     ("chunks", ogr.wkbPolygon, DETECTION_FIELDS),
@@ -267,7 +246,7 @@ def _to_survey_crs(path: str, crs_wkt: str, corners):
         west_edge = geometry.GetEnvelope()[0]
         if not 0.0 <= west_edge < 360.0:
             _longitudes_from(geometry, start - 360.0 * math.floor(west_edge / 360.0))
-        return geometry.ExportToWkt()
+        return valid_wkt(geometry)
 
     return convert
 
@@ -348,11 +327,8 @@ class SurveyStore:
 
     @staticmethod
     def _create_layers(ds) -> None:
-        srs = osr.SpatialReference(wkt=SURVEY_CRS_WKT)
         for name, geometry_type, fields in LAYERS:
-            layer = ds.CreateLayer(name, srs if geometry_type != ogr.wkbNone else None, geometry_type)
-            for field_name, kind in fields:
-                layer.CreateField(ogr.FieldDefn(field_name, OGR_TYPES[kind]))
+            create_layer(ds, name, SURVEY_CRS_WKT, geometry_type, fields)
 
     def keep_settings(self, options: DetectOptions) -> None:
         """Records the run's GRID_SETTINGS, or refuses a run whose settings differ from those recorded."""
@@ -453,18 +429,7 @@ class SurveyStore:
         self.ds.CommitTransaction()
 
     def _add(self, name: str, rows: Iterable[Dict], geometry_key: Optional[str]) -> None:
-        layer = self.ds.GetLayerByName(name)
-        fields = next(f for n, _, f in LAYERS if n == name)
-        multi = layer.GetGeomType() == ogr.wkbMultiPolygon
-        for row in rows:
-            feature = ogr.Feature(layer.GetLayerDefn())
-            for field_name, _ in fields:
-                if row.get(field_name) is not None:
-                    feature.SetField(field_name, row[field_name])
-            if geometry_key and row.get(geometry_key):
-                geometry = ogr.CreateGeometryFromWkt(row[geometry_key])
-                feature.SetGeometry(ogr.ForceToMultiPolygon(geometry) if multi else geometry)
-            layer.CreateFeature(feature)
+        add_rows(self.ds.GetLayerByName(name), next(f for n, _, f in LAYERS if n == name), rows, geometry_key)
 
     def close(self) -> None:
         self.ds = None

@@ -18,12 +18,17 @@ ICY, NOT_ICY, UNCLEAR = 1, 0, -1
 NAMES = {ICY: "icy", NOT_ICY: "not icy", UNCLEAR: "unclear"}
 
 
+def is_temporary(layer: QgsVectorLayer) -> bool:
+    """Whether the layer is gone when QGIS closes: a memory layer, or a file in Processing's temporary folder
+    (an algorithm's default output)."""
+    source = os.path.realpath(layer.source().split("|")[0])
+    return layer.providerType() == "memory" or source.startswith(os.path.realpath(QgsProcessingUtils.tempFolder()) + os.sep)
+
+
 def how_to_keep_labels(layer: QgsVectorLayer) -> str:
     """What keeps the labels: saving the layer's edits, or, for a temporary layer (Processing's default output, a
     memory layer), saving the layer itself first: its edits saved into the temporary file were gone with it."""
-    source = os.path.realpath(layer.source().split("|")[0])
-    temporary = layer.providerType() == "memory" or source.startswith(os.path.realpath(QgsProcessingUtils.tempFolder()) + os.sep)
-    if temporary:
+    if is_temporary(layer):
         return ("This layer is temporary, gone when QGIS closes: save it to a file first (right-click > Make Permanent, or Export > "
                 "Save Features As... a GeoPackage), then save its edits to keep the labels.")
     return "Save the layer's edits to keep them."

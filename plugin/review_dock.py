@@ -19,10 +19,10 @@ from typing import Callable, Dict, List, Optional
 from qgis.core import NULL, Qgis, QgsCoordinateTransform, QgsFeatureRequest, QgsProject, QgsRasterLayer, QgsVectorLayer, QgsWkbTypes
 from qgis.gui import QgsDockWidget, QgsRubberBand
 from qgis.PyQt.QtCore import QEvent, QObject, Qt, QTimer
-from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtGui import QColor, QKeySequence
 from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from .labelling import ICY, LABEL_FIELD, NAMES, NOT_ICY, UNCLEAR, LabellingError, how_to_keep_labels, mark_selected
+from .labelling import ICY, LABEL_FIELD, NAMES, NOT_ICY, UNCLEAR, LabellingError, how_to_keep_labels, is_temporary, mark_selected
 
 TITLE = "HiRISE Ice Patches: review labels"
 TRAIN_ALGORITHM = "hiriseice:train"
@@ -193,8 +193,9 @@ def model_path_of(layer: QgsVectorLayer, project: QgsProject) -> str:
 def retrain_parameters(layer: QgsVectorLayer, project: QgsProject) -> Dict:
     """What "Retrain with these labels" gives hiriseice:train: the chunk layer as LABELS, its
     loaded rasters as RASTERS, the model it was made with as BASE_MODEL when known, and, for a
-    layer in a file, the new model and its report beside that file (a temporary model was gone
-    once QGIS closed, before the README's next step, detecting with it)."""
+    layer in a file of its own, the new model and its report beside that file (a temporary model was
+    gone once QGIS closed, before the README's next step, detecting with it). Beside a temporary
+    layer (Detect's default output) they would be as temporary, so the user chooses (TEMPORARY_LAYER)."""
     parameters = {
         "LABELS": [layer.id()],
         "LABEL_FIELD": LABEL_FIELD,
@@ -204,7 +205,7 @@ def retrain_parameters(layer: QgsVectorLayer, project: QgsProject) -> Dict:
     if base:
         parameters["BASE_MODEL"] = base
     source = layer.source().split("|")[0]
-    if os.path.isfile(source):
+    if os.path.isfile(source) and not is_temporary(layer):
         stem = os.path.join(os.path.dirname(source), os.path.splitext(os.path.basename(source))[0] + "_retrained")
         taken = lambda candidate: any(os.path.exists(candidate + extension) for extension in (_engine().modelfile.EXTENSION, ".html"))  # noqa: E731
         stem = next(f"{stem}_{n}" if n else stem for n in range(1000) if not taken(f"{stem}_{n}" if n else stem))
@@ -214,6 +215,8 @@ def retrain_parameters(layer: QgsVectorLayer, project: QgsProject) -> Dict:
 
 NO_BASE_MODEL = ("The model that scored these chunks is not known (load the Detect summary layer, which names it): set BASE_MODEL "
                  "in the dialog to continue it, or the network trains from random weights on your labels alone.")
+TEMPORARY_LAYER = ("This chunk layer is temporary, and so would a model written beside it be: choose where the model goes "
+                   "(Model file) in the dialog, and save the layer to a file to keep its labels.")
 
 
 def open_train_dialog(parameters: Dict) -> None:
@@ -238,6 +241,14 @@ class _KeyFilter(QObject):
         kind = event.type()
         if kind not in (QEvent.Type.KeyPress, QEvent.Type.ShortcutOverride):
             return False
+        # QGIS's Edit > Undo undoes the active layer's last edit, which need not be the reviewed one (a raster, or a
+        # summary being edited, stays active while the dock keeps its chunk layer): the labels' own undo comes first here
+        step = next((how for sequence, how in ((QKeySequence.StandardKey.Undo, "undo"), (QKeySequence.StandardKey.Redo, "redo")) if event.matches(sequence)), None)
+        if step is not None:
+            if kind == QEvent.Type.KeyPress:
+                self.dock.undo_step(step)
+            event.accept()
+            return True
         blocking = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier | Qt.KeyboardModifier.MetaModifier
         if event.modifiers() & blocking or not self.dock.handles(event.key()):
             return False
@@ -462,10 +473,8 @@ class ReviewDock(QgsDockWidget):
         self.order_box.setCurrentIndex([key for key, _ in ORDERS].index(order))
 
     def _order_changed(self, *args):
-        if self.layer is not None:
-            self.order_ids = review_order(self.layer, self.order())
-            self.position = 0
-            self.show_current()
+        if self.layer is not None:  # the new order from its first chunk still to label, as a layer's review starts
+            self._reload(start_at_first_unlabelled=True)
 
     # --- moving and labelling ---
 
@@ -511,6 +520,11 @@ class ReviewDock(QgsDockWidget):
     def handles(self, key) -> bool:
         key = _code(key)
         return key in LABEL_KEYS or key in NEXT_KEYS or key in PREVIOUS_KEYS
+
+    def undo_step(self, how: str):
+        """Undo ("undo") or redo ("redo") the reviewed layer's last edit, as its undo stack holds them (each label one)."""
+        if self.layer is not None and self.layer.isEditable():
+            getattr(self.layer.undoStack(), how)()
 
     def key(self, key):
         key = _code(key)
@@ -611,5 +625,6 @@ class ReviewDock(QgsDockWidget):
         if self.layer is None:
             return
         parameters = retrain_parameters(self.layer, QgsProject.instance())
-        self.message_label.setText("" if "BASE_MODEL" in parameters else NO_BASE_MODEL)
+        said = ([] if "BASE_MODEL" in parameters else [NO_BASE_MODEL]) + ([TEMPORARY_LAYER] if is_temporary(self.layer) else [])
+        self.message_label.setText(" ".join(said))
         self.open_dialog(parameters)

@@ -11,7 +11,7 @@ import re
 import uuid
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from osgeo import gdal
+from osgeo import gdal, osr
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
@@ -102,13 +102,16 @@ def check_band(layer: QgsRasterLayer, band: int) -> None:
 
 
 def require_crs(layer: QgsRasterLayer) -> None:
-    """Refuse a raster layer without a CRS. A CRS GDAL keeps in the file's .aux.xml sidecar (a PNG or JPEG
-    saved by gdal_translate or QGIS, a read-only GeoTIFF given one) is the layer's: the algorithms load
-    layers without GDAL's PAM, so as never to write such a sidecar, and the layer came without it."""
+    """Refuse a raster layer without a CRS. Where QGIS gives the layer none but GDAL reads one, the layer
+    takes GDAL's: a CRS GDAL keeps in the file's .aux.xml sidecar (a PNG or JPEG saved by gdal_translate
+    or QGIS, a read-only GeoTIFF given one; the algorithms load layers without GDAL's PAM, so as never to
+    write such a sidecar, and the layer came without it), and a CRS QGIS 3.22 cannot look up (a file
+    given an IAU code, gdal_translate -a_srs IAU_2015:49910: 'crs not found', and the raster had been
+    refused as having no CRS)."""
     if not layer.crs().isValid():
-        sidecar_wkt = _sidecar_crs_wkt(layer.source())
-        if sidecar_wkt:
-            layer.setCrs(QgsCoordinateReferenceSystem.fromWkt(sidecar_wkt))
+        crs = _gdal_crs(layer.source())
+        if crs is not None:
+            layer.setCrs(crs)
             return
         if not _has_geotransform(layer.source()):
             raise QgsProcessingException(georeference.not_map_projected_message(layer.source().split("|")[0], layer.name()))
@@ -118,21 +121,34 @@ def require_crs(layer: QgsRasterLayer) -> None:
         )
 
 
+def _gdal_crs(source: str) -> Optional[QgsCoordinateReferenceSystem]:
+    """The CRS GDAL reads for the file (with its PAM sidecar, if there is one) as QGIS takes it: from its
+    WKT, or, where QGIS cannot look that up, from its PROJ definition; None without one."""
+    wkt = _gdal_crs_wkt(source)
+    if not wkt:
+        return None
+    crs = QgsCoordinateReferenceSystem.fromWkt(wkt)
+    if not crs.isValid():
+        proj = osr.SpatialReference(wkt=wkt).ExportToProj4()
+        crs = QgsCoordinateReferenceSystem.fromProj(proj) if proj else crs
+    return crs if crs.isValid() else None
+
+
 def georeferenced_by_sidecar(layer: QgsRasterLayer) -> QgsRasterLayer:
     """The layer as it is, or, where it came without a CRS and its file's .aux.xml sidecar places it (a PNG or JPEG
     saved by QGIS keeps its georeferencing there), the layer loaded again with that sidecar: training reprojects
     the labels onto its extent, which the layer loaded without the sidecar has in pixels. The sidecar exists
     already; no new one is made."""
-    if layer.crs().isValid() or not _sidecar_crs_wkt(layer.source()):
+    if layer.crs().isValid() or not os.path.isfile(layer.source() + ".aux.xml") or not _gdal_crs_wkt(layer.source()):
         return layer
     placed = QgsRasterLayer(layer.source(), layer.name(), "gdal")
     return placed if placed.isValid() else layer
 
 
-def _sidecar_crs_wkt(source: str) -> str:
-    """The CRS GDAL reads for the file with its PAM sidecar, or ''. Opened read-only and left unchanged,
-    so nothing is written beside it."""
-    if not os.path.isfile(source) or not os.path.isfile(source + ".aux.xml"):
+def _gdal_crs_wkt(source: str) -> str:
+    """The CRS GDAL reads for the file (with its PAM sidecar, if there is one), or ''. Opened read-only and
+    left unchanged, so nothing is written beside it."""
+    if not os.path.isfile(source):
         return ""
     try:
         with gdal_exceptions():

@@ -77,3 +77,20 @@ def test_the_outline_of_an_image_whose_size_is_no_multiple_of_the_reading_scale_
     west, east, south, north = outline.GetEnvelope()
     assert (west, north) == pytest.approx((x0, y0)) and (east, south) == pytest.approx((x0 + 521 * pixel, y0 + 391 * negative_height))
     assert outline.GetArea() == pytest.approx(521 * 391 * abs(pixel * negative_height))
+
+
+@pytest.mark.parametrize("input_size", [256, 32])
+def test_the_outline_of_a_real_product_is_a_valid_polygon_as_written(georef_data, tmp_path, input_size):
+    """Each part of an outline is simplified alone and WKT's 15 digits move its vertices: the outline of this real RED
+    product at 128-px chunks had parts overlapping by 1e-17 m2 once written, and QGIS's processing refused the summary
+    as a clip mask ("invalid geometry")."""
+    source = georef_data / "ESP_037156_1800_RED.byte.tif"
+    if not source.is_file():
+        pytest.skip(f"{source} is absent from the shared data")
+    copy = tmp_path / source.name  # read from a copy: GDAL may leave an .aux.xml beside what it opens
+    copy.write_bytes(source.read_bytes())
+    mosaic, _kept, whole, info = _outline_from_reads(str(copy), 128, 128, input_size)
+    written = mosaic.footprint_wkt(info.geotransform, info.crs_wkt)
+    read_back = ogr.CreateGeometryFromWkt(written)
+    assert read_back.IsValid(), written[:200]
+    assert read_back.GetArea() == pytest.approx(ogr.CreateGeometryFromWkt(whole).GetArea(), rel=0.05)

@@ -193,6 +193,25 @@ def test_a_south_up_raster_in_an_iau_crs_keeps_its_crs_in_the_geopackage(qgis_ap
         assert "+R=3396190" in layer.crs().toProj() and "+proj=eqc" in layer.crs().toProj(), layer.crs().toProj()
 
 
+@pytest.mark.parametrize("code", ["IAU_2015:49910", "IAU_2015:49900"])
+def test_a_raster_given_an_iau_code_is_chunked_in_its_crs(qgis_app, make_raster, tmp_path, code):
+    """gdal_translate -a_srs IAU_2015:49910, as the refusal of a raster without a CRS advises, writes a VRT whose WKT
+    carries the IAU code; QGIS 3.22 cannot look that up ('crs not found') and the raster was refused as having no CRS."""
+    srs = osr.SpatialReference()
+    srs.SetFromUserInput(code)
+    raster = make_raster(width=256, height=192, seed=5)
+    if srs.IsGeographic():  # the same pixels placed in degrees near 50 deg S
+        ds = gdal.Open(raster.path, gdal.GA_Update)
+        ds.SetGeoTransform((20.0, 1e-4, 0.0, -50.0, 0.0, -1e-4))
+        ds = None
+    given = tmp_path / "given_a_code.vrt"
+    gdal.Translate(str(given), raster.path, format="VRT", outputSRS=code)
+    assert 'AUTHORITY["IAU"' in gdal.Open(str(given)).GetProjection()
+    results, table = run_chunk(given, tmp_path / "grid.gpkg")
+    assert results["CHUNKS"] == 12
+    check_grid_layer(table, given, "given_a_code")
+
+
 def check_exported_chunks(folder, raster_path, table, image_id):
     """One GeoTIFF per kept chunk (plus GDAL's sidecars of it): its pixels and mask are the source
     window's, its geotransform starts at the chunk's corner, its CRS is the source's."""

@@ -2,6 +2,7 @@
 GDAL's own geotransform math, the no-data rule, band handling, scaling and windowed reads."""
 
 import json
+import math
 import os
 import threading
 
@@ -910,6 +911,32 @@ def test_north_is_up_in_the_equirectangular_maps_of_hirise_and_unknown_without_a
     gt = helpers.default_geotransform(300, 200)
     assert georeference.north_turn(helpers.mars_equirectangular_wkt(), gt, 300, 200).degrees == pytest.approx(0.0, abs=1e-6)
     assert georeference.north_turn("", gt, 300, 200) is None
+
+
+MARS_RADIUS_M = 3396190.0
+
+
+@pytest.mark.parametrize("crs, x, y, pixel, step", [
+    ("IAU_2015:49900", -10.0, -50.0, 1e-4, 1e-4),  # longitude east: x grows to the right
+    ("IAU_2015:49901", 10.0, -50.0, 1e-4, -1e-4),  # longitude west: x, the west longitude, shrinks to the right
+    ("IAU_2015:49911", MARS_RADIUS_M * math.radians(10.0), MARS_RADIUS_M * math.radians(-50.0), 6.0, -6.0),  # westing
+])
+def test_a_crs_counting_longitude_west_places_the_image_where_qgis_draws_it(crs, x, y, pixel, step):
+    """QGIS draws x as the east-west axis in every CRS. GDAL's traditional order swaps only latitude-first CRSs that
+    count longitude east, so an image in IAU_2015:49901 (Ographic, longitude west) had its latitude read from x: the survey
+    put a 10 deg W, 50 deg S image at 50 deg E, 10 deg N. The report's centre and north's longitude count east."""
+    from model.products import MARS_GEOGCS_WKT
+
+    srs = osr.SpatialReference()
+    assert srs.SetFromUserInput(crs) == 0
+    wkt = srs.ExportToWkt()
+    gt = (x - 128 * step, step, 0.0, y + 128 * pixel, 0.0, -pixel)
+    centre = georeference.image_centre({"geotransform": gt, "width": 256, "height": 256, "crs_wkt": wkt})
+    assert (centre["lon"] % 360.0, centre["lat"]) == (pytest.approx(350.0, abs=1e-3), pytest.approx(-50.0, abs=1e-3))
+    survey = georeference.crs_transform(wkt, MARS_GEOGCS_WKT).TransformPoint(*gdal.ApplyGeoTransform(gt, 128, 128))
+    assert (survey[0] % 360.0, survey[1]) == (pytest.approx(350.0, abs=1e-3), pytest.approx(-50.0, abs=1e-3))
+    turn = georeference.north_turn(wkt, gt, 256, 256)
+    assert (turn.degrees, turn.longitude) == (pytest.approx(0.0, abs=0.1), pytest.approx(350.0, abs=1e-3))
 
 
 def _empty_geotiff(path, width, height, data_type, block_height):

@@ -8,8 +8,10 @@ Debian Python (offscreen); the widget-free functions run in the session's QGIS t
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -135,6 +137,15 @@ def test_retrain_parameters(dock_module, detect_layers, tmp_path):
     open(os.path.join(folder, "detect_retrained.hiriseice"), "wb").close()
     assert dock_module.retrain_parameters(layer, project)["OUTPUT_MODEL"] == os.path.join(folder, "detect_retrained_1.hiriseice")
     os.remove(os.path.join(folder, "detect_retrained.hiriseice"))
+    # Beside Detect's default (temporary) output the model would be deleted with it when QGIS closes: the user chooses.
+    from qgis.core import QgsProcessingUtils, QgsVectorLayer
+
+    temporary_folder = tempfile.mkdtemp(dir=QgsProcessingUtils.tempFolder())
+    temporary_copy = os.path.join(temporary_folder, "OUTPUT.gpkg")
+    shutil.copy(layer.source().split("|")[0], temporary_copy)
+    temporary = QgsVectorLayer(f"{temporary_copy}|layername=chunks", "OUTPUT", "ogr")
+    assert temporary.isValid()
+    assert not {"OUTPUT_MODEL", "REPORT"} & set(dock_module.retrain_parameters(temporary, project))
     # Every key is a parameter of the algorithm the button opens.
     from qgis.core import QgsApplication
 
@@ -267,8 +278,11 @@ iface.canvas.refresh()
 iface.canvas.waitWhileRendering()
 app.processEvents()
 iface.window.grab().save(os.path.join(shots, "review_dock_in_window.png"))
-stack.undo()
+# Ctrl+Z in the dock undoes its layer's last label, whichever layer is active (QGIS's Edit > Undo takes the active one's).
+iface.setActiveLayer(image)
+QTest.keyClick(panel, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
 app.processEvents()
+iface.setActiveLayer(chunks)
 out["labels_after_undo"] = labels()
 out["counts_after_undo"] = dock.counts_label.text()
 # Marking every chunk at once and undoing it: one refresh each, not one per chunk (a whole-layer count each time).
@@ -291,10 +305,18 @@ stack.undo()
 app.processEvents()
 walked.append(len(dock.order_ids))
 out["walked_after_delete_and_undo"] = walked
+label_index = chunks.fields().lookupField("label")
+top = max(chunks.getFeatures(), key=lambda f: f["probability"])
+was = top["label"]
+chunks.changeAttributeValue(top.id(), label_index, 1)  # the most probable chunk labelled: a new order must not start there
+app.processEvents()
+out["labels_at_reorder"] = labels()
 dock.set_order("probability")
 app.processEvents()
 out["probability_order"] = [chunk_of(fid) for fid in dock.order_ids]
 step("order by probability")
+chunks.changeAttributeValue(top.id(), label_index, was)
+app.processEvents()
 dock.set_order("position")
 out["position_order"] = [chunk_of(fid) for fid in dock.order_ids]
 QTest.mouseClick(dock.retrain_button, Qt.MouseButton.LeftButton)
@@ -406,7 +428,10 @@ def test_map_follows_the_chunk_with_a_margin_and_selects_it(dock_run):
 def test_other_orders(dock_run):
     out = dock_run["out"]
     assert out["probability_order"] == sorted(range(len(PROBABILITIES)), key=lambda i: -PROBABILITIES[i])
-    assert out["steps"][-1]["name"] == "order by probability" and out["steps"][-1]["chunk"] == 2 and out["steps"][-1]["probability"] == "0.970"
+    # A new order starts at its first chunk still to label, as the review of a layer does, not at its first chunk
+    first_to_label = next(chunk for chunk in out["probability_order"] if out["labels_at_reorder"][str(chunk)] is None)
+    assert out["labels_at_reorder"][str(out["probability_order"][0])] is not None  # the first is labelled: the case that matters
+    assert out["steps"][-1]["name"] == "order by probability" and out["steps"][-1]["chunk"] == first_to_label
     assert out["position_order"] == list(range(len(PROBABILITIES)))
 
 

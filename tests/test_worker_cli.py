@@ -334,6 +334,25 @@ def test_a_chunk_size_far_from_the_models_is_warned_of_in_the_log_and_the_report
     assert "<th>warning</th><td>CHUNK_SIZE 32 makes the network read the ground at 2 times" in report.read_text(encoding="utf-8")
 
 
+def test_a_turned_polar_product_read_through_its_north_up_view_is_named_and_labelled_as_given(tiny_model, worker_python, tmp_path):
+    """A polar product turned far from north-up is read through a view in GDAL's memory: its warnings named that view
+    ('/vsimem/hiriseice/.../X.vrt'), and its PDS label, looked for beside the view, was never found, so the summary and
+    the report went without the Ls and incidence the label gives."""
+    wkt, gt = helpers.south_polar_stereographic(150.0, pixel=30.0, width=192, height=192)  # 30 m pixels: warned as coarse
+    pixels = helpers.textured(192, 192, np.random.default_rng(3), 200, 900).astype(np.uint16)
+    image = helpers.write_geotiff(tmp_path / "ESP_011111_1111_RED.tif", pixels, "UInt16", gt, wkt)
+    (tmp_path / "ESP_011111_1111_RED.LBL").write_text(
+        "PDS_VERSION_ID = PDS3\r\nGROUP = VIEWING_PARAMETERS\r\n  INCIDENCE_ANGLE = 60.5 <DEG>\r\n  SOLAR_LONGITUDE = 170.2 <DEG>\r\n"
+        "END_GROUP = VIEWING_PARAMETERS\r\nEND\r\n")
+    run = helpers.run_worker(worker_python, "detect", image, "--model", tiny_model.path, "--out", tmp_path / "turned.gpkg").check()
+    assert any("north-up view" in m["message"] for m in run.messages if m["type"] == "log"), run.messages
+    warned = [m["message"] for m in run.messages if m["type"] == "warning" and "coarser than any HiRISE map product" in m["message"]]
+    assert len(warned) == 1 and warned[0].startswith(f"'{image}' has 30 m pixels"), run.messages
+    assert "/vsimem" not in json.dumps(run.messages)
+    summary = qs.read_ogr(tmp_path / "turned.gpkg", "summary").rows[0]
+    assert (summary["solar_longitude"], summary["incidence_angle"]) == (pytest.approx(170.2), pytest.approx(60.5))
+
+
 def test_chunk_export_of_an_isis_cube_keeps_its_mask_and_leaves_no_partial_files(georef_data, worker_python, tmp_path):
     cube = georef_data / "PSP_009404_2635_RED_NLstretch_25cm_o_forPDS_cropped.cub"
     if not cube.is_file():
