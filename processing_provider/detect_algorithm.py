@@ -49,7 +49,6 @@ class OutputLayer(NamedTuple):
 
 MODEL_FILTER = "HiRISE Ice Patches model (*.hiriseice);;All files (*.*)"
 HTML_FILTER = "HTML files (*.html)"
-PROBABILITY_QML = os.path.join(styling.STYLES_FOLDER, "probability.qml")
 
 
 class DetectAlgorithm(HiriseIceAlgorithm):
@@ -98,7 +97,8 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "<p><b>Band</b> (advanced): 0 = automatic (a single band, or the mean of all bands for colour products).</p>"
             "<p><b>Outputs</b>: the chunk layer (probability, class, and an empty <i>label</i> field for your own judgement, "
             "to be filled with the HiRISE Ice Patches labelling tools and used for retraining). It is styled by probability, in classes "
-            "fixed at the paper's 0.4 and 0.6: <i>not icy</i> chunks are left unfilled (a thin blue outline below 0.2, a faint "
+            "edged at the paper's 0.4 and 0.6 (other thresholds become edges too, and the legend names each class as the layer's "
+            "<i>class</i> does): <i>not icy</i> chunks are left unfilled (a thin blue outline below 0.2, a faint "
             "blue-green tint from 0.2), <i>hard to identify</i> ones are pale green to pale yellow, and <i>icy</i> ones orange (0.6) "
             "to red (0.8 and above). No fill is opaque, so the terrain stays visible under the colour. "
             "Its <i>review_rank</i> says which chunks to label first (1 = first): those whose probability lies nearest the icy threshold, "
@@ -108,7 +108,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "<p><b>Ice probability raster</b> (PROBABILITY_RASTER, optional): a GeoTIFF in the image's CRS with the ice probability "
             "of every cell of the network's score map (128 px of the image for the default model's 1024-px chunks), "
             "so you see where inside a chunk the patch lies; transparent below 0.2, then in the chunk layer's colours (blue-green, pale green to pale yellow, orange to red). A chunk's probability is "
-            "the mean of this map's logits over the chunk (an edge chunk's over its padding beyond the image too, which the raster does not hold). With a stride shorter than the chunk (e.g. 512 for 1024-px chunks) every "
+            "the mean of this map's logits over the chunk (an edge chunk's over its padding beyond the image too, and a chunk's over the image's no-data border, neither of which the raster holds). With a stride shorter than the chunk (e.g. 512 for 1024-px chunks) every "
             "chunk is read off this map, and the chunks between the map's tiles that may hide a patch cut by their edges are "
             "scored alone again: on a whole observation such a grid cost 2.3-2.8x the grid at STRIDE = CHUNK, not the 3.3-3.9x of scoring every chunk alone.</p>"
             "<p><b>Mirror test-time augmentation</b> (TTA, advanced, on by default): each chunk is also scored mirrored east-west (which "
@@ -175,8 +175,9 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             self.ICY_CHUNKS: summary.get("icy_chunks"),
             self.MEAN_PROBABILITY: summary.get("mean_probability"),
         }
+        chunk_style, probability_style = styling.threshold_styles(options["icy_threshold"], options["hard_low"])
         try:
-            results[self.OUTPUT] = self.write_layer(parameters, self.OUTPUT, context, feedback, sinks.get(self.OUTPUT), crs, chunks)
+            results[self.OUTPUT] = self.write_layer(parameters, self.OUTPUT, context, feedback, sinks.get(self.OUTPUT), crs, chunks, chunk_style)
             summary_destination = self.write_layer(parameters, self.SUMMARY, context, feedback, sinks.get(self.SUMMARY), crs, [summary])
         except QgsProcessingException as exc:
             remove_created(sinks.values())
@@ -188,7 +189,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         if report:
             results[self.REPORT] = report
         if probability_raster:
-            results[self.PROBABILITY_RASTER] = self.styled_probability_raster(context, probability_raster)
+            results[self.PROBABILITY_RASTER] = self.styled_probability_raster(context, probability_raster, probability_style)
         if summary_destination:
             results[self.SUMMARY] = summary_destination
         feedback.pushInfo(
@@ -237,18 +238,18 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         check_writable(destination)
         return destination.path
 
-    def styled_probability_raster(self, context, path: str) -> str:
+    def styled_probability_raster(self, context, path: str, qml: str) -> str:
         """Its style beside it (<name>.qml, which QGIS loads as the default style) and on the layer the GUI loads."""
         try:
-            shutil.copyfile(PROBABILITY_QML, os.path.splitext(path)[0] + ".qml")
+            shutil.copyfile(qml, os.path.splitext(path)[0] + ".qml")
         except OSError:
             pass  # the raster itself is complete; it is styled in the GUI still
-        styling.set_post_processor(context, path, PROBABILITY_QML)
+        styling.set_post_processor(context, path, qml)
         return path
 
-    def write_layer(self, parameters, name, context, feedback, on_disk, crs, rows: List[Dict]) -> str:
-        """Create the output `name`, fill it and have it styled; its destination id ('' when skipped).
-        on_disk: its FileDestination, None for a memory or database output."""
+    def write_layer(self, parameters, name, context, feedback, on_disk, crs, rows: List[Dict], qml: str = "") -> str:
+        """Create the output `name`, fill it and have it styled (by its OutputLayer's style unless given `qml`);
+        its destination id ('' when skipped). on_disk: its FileDestination, None for a memory or database output."""
         layer = self.OUTPUT_LAYERS[name]
         if on_disk is not None:
             report_replaced_layers(on_disk, feedback)
@@ -259,7 +260,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             if name == self.OUTPUT:
                 raise QgsProcessingException(self.invalidSinkError(parameters, name))
             return ""
-        self.style_output(context, destination, layer.qml)
+        self.style_output(context, destination, qml or layer.qml)
         return destination
 
 

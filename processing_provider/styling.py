@@ -17,6 +17,7 @@ How a style reaches the user:
 
 import collections
 import os
+import re
 from typing import List, Optional, Sequence, Tuple
 
 from qgis.core import (
@@ -31,6 +32,7 @@ from qgis.core import (
     QgsMapLayer,
     QgsPalLayerSettings,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingUtils,
     QgsProject,
     QgsRasterLayer,
     QgsRendererCategory,
@@ -66,11 +68,13 @@ STYLES_FOLDER = os.path.join(PLUGIN_FOLDER, "resources", "styles")
 CHUNKS_QML = os.path.join(STYLES_FOLDER, "chunks.qml")
 SUMMARY_QML = os.path.join(STYLES_FOLDER, "summary.qml")
 GRID_QML = os.path.join(STYLES_FOLDER, "grid.qml")
+PROBABILITY_QML = os.path.join(STYLES_FOLDER, "probability.qml")
 
+# By file name: a run's copy of a style (threshold_styles) stores under the name of the style it copies.
 STYLE_NAMES = {
-    CHUNKS_QML: ("HiRISE ice probability", "Chunks graduated by ice probability (HiRISE Ice Patches)"),
-    SUMMARY_QML: ("HiRISE image category", "Image footprints outlined by category (HiRISE Ice Patches)"),
-    GRID_QML: ("HiRISE chunk grid", "Chunk grid outlines (HiRISE Ice Patches)"),
+    "chunks.qml": ("HiRISE ice probability", "Chunks graduated by ice probability (HiRISE Ice Patches)"),
+    "summary.qml": ("HiRISE image category", "Image footprints outlined by category (HiRISE Ice Patches)"),
+    "grid.qml": ("HiRISE chunk grid", "Chunk grid outlines (HiRISE Ice Patches)"),
 }
 
 # Probability classes of the chunk style: (low, high, legend text, fill opacity 0..255). The
@@ -86,6 +90,26 @@ CHUNK_CLASSES: List[Tuple[float, float, str, int]] = [
 ]
 # Classes run from high to low: QGIS gives a value on a shared edge to the first range that
 # holds it, so p = 0.6 falls in "icy" and p = 0.4 in "hard to identify", as model/rules.py says.
+# A class's fill is at least this opaque, so a chunk called icy by a low ICY_THRESHOLD is not drawn see-through.
+CLASS_MIN_ALPHA = {"icy": 100, "hard to identify": 65, "not icy": 0}
+
+
+def chunk_classes(icy_threshold: float, hard_low: float) -> List[Tuple[float, float, str, int]]:
+    """CHUNK_CLASSES with ICY_THRESHOLD and HARD_LOW among their edges, each range named as model/rules.py
+    classes its probabilities: with thresholds other than the paper's, the legend had called a chunk
+    'not icy' that its class field and the report call icy. The paper's thresholds give CHUNK_CLASSES."""
+    rules = _engine()[2]
+    edges = sorted({low for low, _, _, _ in CHUNK_CLASSES} | {1.0} | {t for t in (icy_threshold, hard_low) if 0.0 < t < 1.0})
+    classes = []
+    for low, high in reversed(list(zip(edges, edges[1:]))):
+        name = rules.chunk_class(low, icy_threshold, hard_low)
+        alpha = next(alpha for base_low, base_high, _, alpha in CHUNK_CLASSES if base_low <= low < base_high)
+        classes.append((low, high, f"{_edge(low)} – {_edge(high)}  {name}", max(alpha, CLASS_MIN_ALPHA[name])))
+    return classes
+
+
+def _edge(value: float) -> str:
+    return f"{value:.1f}" if round(value, 1) == value else f"{value:g}"
 
 CATEGORY_COLOURS = [("good", "215,25,28", "good: ice clearly present"), ("hard to identify", "253,174,97", "hard to identify"), ("bad", "43,131,186", "bad: no ice seen")]
 
@@ -132,7 +156,7 @@ def store_style(layer: QgsVectorLayer, qml: str, feedback=None) -> Optional[str]
         if feedback:
             feedback.pushWarning(f"Could not apply the style {qml}.")
         return None
-    name, description = STYLE_NAMES.get(qml, (os.path.splitext(os.path.basename(qml))[0], ""))
+    name, description = STYLE_NAMES.get(os.path.basename(qml), (os.path.splitext(os.path.basename(qml))[0], ""))
     provider = layer.dataProvider()
     if provider is not None and provider.isSaveAndLoadStyleToDatabaseSupported():
         _delete_stored_styles(layer, name)
@@ -182,7 +206,7 @@ def style_output(destination: str, qml: str, context, feedback=None) -> None:
 
 # Outputs styled with these become the active layer once the Processing GUI has loaded them: the
 # chunk layer is what the labelling tools (Mark icy, ...) act on, not the summary loaded after it.
-ACTIVE_AFTER_LOADING = {CHUNKS_QML}
+ACTIVE_AFTER_LOADING = {os.path.basename(CHUNKS_QML)}
 
 
 def make_active_when_loaded(layer: QgsMapLayer) -> None:
@@ -224,7 +248,7 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS's name)
         if isinstance(layer, (QgsVectorLayer, QgsRasterLayer)):  # the ice-probability raster had loaded grey and opaque over all
             apply_style(layer, self.qml)
-            if self.qml in ACTIVE_AFTER_LOADING:
+            if os.path.basename(self.qml) in ACTIVE_AFTER_LOADING:
                 make_active_when_loaded(layer)
 
     @classmethod
@@ -244,18 +268,18 @@ def set_post_processor(context, destination: str, qml: str) -> None:
 
 def _engine():
     try:
-        from ..model import report, schema
+        from ..model import report, rules, schema
     except ImportError:  # processing_provider imported as a top-level package (python3 -m processing_provider.styling)
-        from model import report, schema
-    return report, schema
+        from model import report, rules, schema
+    return report, schema, rules
 
 
-def build_chunk_renderer() -> QgsGraduatedSymbolRenderer:
+def build_chunk_renderer(classes: Sequence[Tuple[float, float, str, int]] = CHUNK_CLASSES) -> QgsGraduatedSymbolRenderer:
     """The chunk classes in the colours of the report's ramp (model/report.py), so map, legend and HTML agree."""
     report = _engine()[0]
     ramp = report.RAMP
     ranges = []
-    for low, high, text, alpha in CHUNK_CLASSES:
+    for low, high, text, alpha in classes:
         r, g, b = report.ramp_colour((low + high) / 2)
         outline_alpha = 110 if alpha == 0 else 220
         outline_width = "0.2" if alpha == 0 else "0.3"
@@ -340,6 +364,37 @@ def write_style_files(folder: str = STYLES_FOLDER) -> List[str]:
     grid.setDisplayExpression("\"image_id\" || ' r' || \"row\" || ' c' || \"col\"")
     written.append(_save(grid, os.path.join(folder, "grid.qml")))
     return written
+
+
+def threshold_styles(icy_threshold: float, hard_low: float) -> Tuple[str, str]:
+    """(chunk layer style, probability raster style) for these thresholds: CHUNKS_QML and PROBABILITY_QML for the
+    paper's, else copies whose classes follow them (chunk_classes), made once in Processing's temporary folder."""
+    classes = chunk_classes(icy_threshold, hard_low)
+    if classes == CHUNK_CLASSES:
+        return CHUNKS_QML, PROBABILITY_QML
+    folder = os.path.join(QgsProcessingUtils.tempFolder(), f"hiriseice-styles-icy{icy_threshold:g}-hard{hard_low:g}")
+    chunks, probability = os.path.join(folder, os.path.basename(CHUNKS_QML)), os.path.join(folder, os.path.basename(PROBABILITY_QML))
+    if not (os.path.isfile(chunks) and os.path.isfile(probability)):
+        os.makedirs(folder, exist_ok=True)
+        layer = _schema_layer(_engine()[1].DETECTION_FIELDS)
+        layer.loadNamedStyle(CHUNKS_QML)
+        layer.setRenderer(build_chunk_renderer(classes))
+        _save(layer, chunks)
+        with open(PROBABILITY_QML, encoding="utf-8") as handle:
+            text = handle.read()
+        items = re.findall(r"^ *<item .*/>\n", text, flags=re.MULTILINE)
+        with open(probability, "w", encoding="utf-8") as handle:
+            handle.write(text.replace("".join(items), "".join(_raster_item(c, last=c is classes[0]) for c in reversed(classes))))
+    return chunks, probability
+
+
+def _raster_item(chunk_class: Tuple[float, float, str, int], last: bool) -> str:
+    """A DISCRETE colour ramp item of probability.qml for a chunk class: it colours the values up to its own."""
+    low, high, text, alpha = chunk_class
+    r, g, b = _engine()[0].ramp_colour((low + high) / 2)
+    opacity = 0 if alpha == 0 else 90 if text.endswith("not icy") else 255
+    label = text + (" (transparent)" if opacity == 0 else "")
+    return f'          <item alpha="{opacity}" value="{"inf" if last else f"{high:g}"}" label="{label}" color="#{r:02x}{g:02x}{b:02x}"/>\n'
 
 
 def _save(layer: QgsVectorLayer, path: str) -> str:

@@ -115,12 +115,13 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
         result = run_worker(arguments, feedback)
 
         results = {self.OUTPUT: out, self.DONE: result["done"], self.FAILED: result["failed"], self.SKIPPED: result["skipped"]}
+        chunk_style = styling.threshold_styles(options["icy_threshold"], options["hard_low"])[0]
         for output, layer_name, qml, title in SURVEY_LAYERS:
             uri = f"{out}|layername={layer_name}"
             results[output] = uri
             context.addLayerToLoadOnCompletion(uri, QgsProcessingContext.LayerDetails(self.tr(title), context.project(), output))
             if qml:
-                self.style_output(context, uri, qml)
+                self.style_output(context, uri, chunk_style if qml == styling.CHUNKS_QML else qml)
         if result["failed"]:
             feedback.pushWarning(f"{result['failed']} image(s) failed: their errors are in the 'runs' table; run the survey again to retry them.")
         return results

@@ -638,6 +638,40 @@ def test_probability_raster_output_matches_the_inputs_georeferencing_and_is_styl
     assert ((values == -1) | ((values >= 0) & (values <= 1))).all() and (values >= 0).any()
 
 
+def test_with_other_thresholds_the_legends_name_each_chunk_as_its_class_does(qgis_app, tiny_model, detect_scene, tmp_path):
+    """The styles' classes were the paper's whatever ICY_THRESHOLD and HARD_LOW: with 0.05 and 0.02 a chunk at p 0.058,
+    'icy' in its class field and the report, was drawn see-through in the legend's '0.0 - 0.2 not icy'."""
+    import re
+
+    from qgis.core import QgsRasterLayer, QgsVectorLayer
+
+    icy, hard = 0.05, 0.02
+    gpkg, raster = tmp_path / "chunks.gpkg", tmp_path / "ice_probability.tif"
+    qs.run_algorithm("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": str(gpkg),
+                                          "PROBABILITY_RASTER": str(raster), "ICY_THRESHOLD": icy, "HARD_LOW": hard})
+    chunks = QgsVectorLayer(f"{gpkg}|layername=chunks", "reopened", "ogr")  # with its stored default style
+    ranges = chunks.renderer().ranges()
+    for feature in chunks.getFeatures():
+        shown = next(r for r in ranges if r.lowerValue() <= feature["probability"] <= r.upperValue())
+        assert shown.label().endswith("  " + feature["class"]), (feature["probability"], feature["class"], shown.label())
+        if feature["class"] == "icy":
+            assert shown.symbol().color().alpha() >= 100
+    assert {r.label() for r in ranges} >= {"0.0 – 0.02  not icy", "0.02 – 0.05  hard to identify", "0.05 – 0.2  icy"}
+    # The raster's legend: each value up to an item's edge in that item's class, and icy values not see-through.
+    items = re.findall(r'<item alpha="(\d+)" value="([^"]+)" label="([^"]+)"', (tmp_path / "ice_probability.qml").read_text(encoding="utf-8"))
+    assert [(float(v), label.split("  ")[1].replace(" (transparent)", "")) for _a, v, label in items][:3] == [
+        (0.02, "not icy"), (0.05, "hard to identify"), (0.2, "icy")]
+    assert all(int(alpha) > 0 for alpha, _v, label in items if "  icy" in label)
+    assert QgsRasterLayer(str(raster), "p").renderer().type() == "singlebandpseudocolor"
+    # The paper's thresholds keep the bundled styles, as they are.
+    assert styling_module().threshold_styles(0.6, 0.4) == (styling_module().CHUNKS_QML, styling_module().PROBABILITY_QML)
+    assert styling_module().chunk_classes(0.6, 0.4) == styling_module().CHUNK_CLASSES
+
+
+def styling_module():
+    return qs.plugin_module("processing_provider.styling")
+
+
 def test_the_probability_raster_the_gui_loads_is_styled(qgis_app, tiny_model, detect_scene, tmp_path):
     """The dialog loads the output through the style post-processor, which styled vector layers only: the raster came
     grey and opaque over the image and the chunks (the .qml beside it is read only when a user opens the file)."""
