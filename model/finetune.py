@@ -36,8 +36,12 @@ FINE_TUNE_EPOCHS = 10
 WARMUP_SHARE = 0.2
 # Share of the replay set held out to measure what the new model still knows.
 REPLAY_HELD_OUT = 0.2
-# Platt scaling is fitted only on validation sets with this many chunks of each class.
+# Platt scaling is fitted only on validation sets with this many chunks of each class,
 MIN_CALIBRATION_CHUNKS = 10
+# that the new model ranks at least this well: a fit to chunks ranked at chance lowers their ECE by
+# flattening every score toward their share of ice (a reader's round ranked at 0.50 got slope 0.30,
+# the base's 1.16, and its recall of known ice fell from 0.60 to 0.20).
+MIN_CALIBRATION_AUC = 0.6
 # AUC lost on the held-out replay examples that counts as forgetting: a few swapped pairs on a
 # small held-out set move the AUC by about this much.
 REPLAY_TOLERANCE = 0.02
@@ -233,7 +237,8 @@ def survey_prior(calibration_record: Optional[Dict]) -> Optional[float]:
 
 def choose_calibration(logits: np.ndarray, labels: np.ndarray, fallback: Optional[Dict], fallback_name: str, allowed: bool = True) -> Tuple[Optional[Dict], Dict]:
     """(calibration, record): Platt scaling fitted on the validation chunks when they hold
-    MIN_CALIBRATION_CHUNKS of each class and the fit lowers their ECE out of sample (each chunk
+    MIN_CALIBRATION_CHUNKS of each class, the new model ranks them at MIN_CALIBRATION_AUC or better,
+    and the fit lowers their ECE out of sample (each chunk
     scored by a fit on the others, calibration.cross_validated); else the fallback (the base
     model's calibration, or none). Issue 8: a fit on 3 chunks raised ECE from 0.063 to 0.284. Judged
     in sample, a fit on 42 chunks of a stone-field round "lowered" their ECE 0.091 -> 0.086 with a
@@ -249,6 +254,10 @@ def choose_calibration(logits: np.ndarray, labels: np.ndarray, fallback: Optiona
         return fallback, {"choice": fallback_name, "reason": "calibration switched off"}
     if min(icy, len(labels) - icy) < MIN_CALIBRATION_CHUNKS:
         return fallback, {"choice": fallback_name, "reason": f"{icy} icy and {len(labels) - icy} not-icy validation chunks; a fit needs {MIN_CALIBRATION_CHUNKS} of each"}
+    ranked = metrics.roc_auc(logits, labels)
+    if not ranked >= MIN_CALIBRATION_AUC:
+        return fallback, {"choice": fallback_name, "reason": f"the new model ranks these validation chunks at ROC AUC {ranked:.2f}, too near chance "
+                                                              f"(or backwards) for a fit to them to mean anything (a fit needs {MIN_CALIBRATION_AUC})"}
     share = icy / len(labels)
     prior = survey_prior(fallback)
     at_share = calibration.with_prior(fallback, prior, share) if prior else fallback

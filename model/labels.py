@@ -1,5 +1,6 @@
 """Label values as geologists write them, and turning label geometries into training chunks."""
 
+import collections
 import contextlib
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -238,18 +239,22 @@ def map_carrier(from_wkt: str, to_wkt: str):
 def typical_side(windows: Sequence[ChunkWindow]) -> int:
     """The most common longer side of label windows: the chunk size a detect output was made at
     (its edge chunks are smaller; ties go to the larger size)."""
-    sides, counts = np.unique([max(w.width, w.height) for w in windows], return_counts=True)
-    return int(sides[counts == counts.max()].max())
+    return most_common_side([max(w.width, w.height) for w in windows])
 
 
-def label_side(rasters: Sequence[Dict]) -> Optional[int]:
-    """The chunk size the label polygons of a job's rasters were drawn at (typical_side); None without any."""
-    windows = []
+def most_common_side(sides: Sequence[int]) -> int:
+    values, counts = np.unique(sides, return_counts=True)
+    return int(values[counts == counts.max()].max())
+
+
+def label_window_sides(rasters: Sequence[Dict]) -> List[int]:
+    """The longer side, in pixels, of each label polygon's window over a job's rasters."""
+    sides = []
     for entry in rasters:
         if entry.get("labels"):
             with RasterSource(entry["path"], int(entry.get("band", 0))) as source:
-                windows.extend(window for window, _ in label_windows(source, entry["labels"], entry.get("exclude", ())).found)
-    return typical_side(windows) if windows else None
+                sides.extend(max(window.width, window.height) for window, _ in label_windows(source, entry["labels"], entry.get("exclude", ())).found)
+    return sides
 
 
 # Label polygons smaller than this share of the network's input, their size taken as the chunk size, are
@@ -257,11 +262,14 @@ def label_side(rasters: Sequence[Dict]) -> Optional[int]:
 SMALLEST_LABEL_SHARE = 0.25
 
 
-def tuned_chunk_size(given: int, label_side: Optional[int], base_chunk_size: Optional[int], default: int, reporter, input_size: int = 0) -> int:
-    """The chunk size to train at: CHUNK_SIZE when given (> 0), else the label polygons' size, else
-    the base model's, else the default; logs it, where it came from, and what happens when labels or
-    base model differ from it. Label polygons far smaller than the input (SMALLEST_LABEL_SHARE), with
-    no CHUNK_SIZE given, are refused: outlines drawn around ice, given as chunks."""
+def tuned_chunk_size(given: int, label_sides: Sequence[int], base_chunk_size: Optional[int], default: int, reporter, input_size: int = 0) -> int:
+    """The chunk size to train at: CHUNK_SIZE when given (> 0), else the label polygons' size (the most
+    common of ``label_sides``), else the base model's, else the default; logs it, where it came from,
+    and what happens when labels or base model differ from it, and warns of label polygons larger than
+    it among others that are not (two rounds' layers made at two chunk sizes). Label polygons far smaller
+    than the input (SMALLEST_LABEL_SHARE), with no CHUNK_SIZE given, are refused: outlines drawn
+    around ice, given as chunks."""
+    label_side = most_common_side(label_sides) if len(label_sides) else None
     if not given and label_side and label_side < SMALLEST_LABEL_SHARE * input_size:
         raise LabelError(
             f"The label polygons are {label_side} px across, too small to be chunks: the network would read each at its {input_size}-px input. "
@@ -279,6 +287,14 @@ def tuned_chunk_size(given: int, label_side: Optional[int], base_chunk_size: Opt
     if base_chunk_size and base_chunk_size != size:
         notes.append(f"the model was trained at {base_chunk_size} px; it is tuned at {size} px and records chunk_size {size}, so detect uses {size} by default")
     reporter.log("; ".join(notes))
+    larger = collections.Counter(side for side in label_sides if side > size)
+    if larger and label_side <= size:  # a whole layer larger is the note above's
+        listed = ", ".join(f"{count} of {side} px" for side, count in sorted(larger.items()))
+        reporter.warning(
+            f"{sum(larger.values())} of the {len(label_sides)} label polygons are larger than the {size}-px chunks trained at ({listed}): each is read "
+            f"whole and shrunk to the network's input, the ground coarser than detect reads it at {size} px, and the validation chunks among them "
+            "judge the model at that scale too. Give label layers made at one chunk size, or train on the others apart with CHUNK_SIZE set to theirs."
+        )
     return size
 
 

@@ -174,6 +174,19 @@ def describe(metadata: Dict) -> str:
     return f"{metadata['name']} {metadata['version']} ({metadata['chunk_size']} px chunks read at {reading_sizes(metadata)} px)"
 
 
+def _without_save_time(keras_path: str) -> None:
+    """Rewrite a .keras file without the time Keras stamps in it (metadata.json's date_saved, each member's
+    zip date), so that the same weights give the same file and weights_sha256: two rounds with one SEED wrote
+    byte-identical weights that the report, the benchmark rows and the ONNX cache took for two models."""
+    with zipfile.ZipFile(keras_path) as saved:
+        members = [(info, saved.read(info)) for info in saved.infolist()]
+    with zipfile.ZipFile(keras_path, "w") as rewritten:
+        for info, data in members:
+            if info.filename == "metadata.json":
+                data = json.dumps(dict(json.loads(data), date_saved="unrecorded (the model file's version dates it)")).encode("utf-8")
+            rewritten.writestr(zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0)), data, compress_type=info.compress_type)
+
+
 def rows_measuring(metadata: Dict, measurements: List[Dict]) -> List[Tuple[Dict, Dict]]:
     """(measurement, its row of this very model) for each benchmark measurement (a JSON whose
     "rows" name the model each scored, as describe() does, with its weights_sha256) that scored
@@ -244,6 +257,7 @@ def save(keras_model, metadata: Dict, path: str, replay: Optional[Dict] = None) 
         shareable.set_weights(keras_model.get_weights())
         finetune.thaw(shareable)
         shareable.save(keras_path)
+        _without_save_time(keras_path)
         with open(keras_path, "rb") as handle:
             metadata = dict(metadata, weights_sha256=hashlib.sha256(handle.read()).hexdigest())
         with files.writing(path, "The model file") as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:

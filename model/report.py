@@ -18,6 +18,7 @@ from osgeo import gdal, osr
 
 from . import files
 from .georeference import image_centre
+from .splitting import lineage_groups
 from .preprocess import normalise, DEFAULT_NORMALISATION
 from .raster import RasterSource
 
@@ -382,7 +383,7 @@ def model_scope(metadata: Optional[Dict], image_id: str = "") -> str:
         # what the model file records, not today's generator: detection never imports model/trainingdata
         held_out = training.get("held_out_family")
         parts.append(f"Ice families seen: {', '.join(families)}" + (f"; held out of its training: {held_out}." if held_out else "."))
-    groups = training.get("split", {}).get("train_groups") or []
+    groups = lineage_groups(metadata)
     observation = "_".join(image_id.split("_")[:3]) if image_id else ""
     if observation and groups:
         parts.append("This image was among its training images." if observation in groups or image_id in groups else "It has not seen this image.")

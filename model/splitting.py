@@ -52,6 +52,21 @@ def groups_seen_before(groups: Sequence[str], image_ids: Sequence[str], rows: Se
     return sorted(seen)
 
 
+def lineage_groups(metadata: Dict) -> List[str]:
+    """The groups a model trained on, with those of the label-trained models it continues (its
+    ``seen_groups``): a model records only its direct base, and a round continued from a round
+    continued from the first had validated on the first round's training chunks, unsaid."""
+    split = metadata.get("training", {}).get("split", {})
+    return list(split.get("seen_groups") or split.get("train_groups") or [])
+
+
+def with_lineage(split: Dict, base_metadata: Optional[Dict]) -> Dict:
+    """``split`` with ``seen_groups``: its training groups and, where the base was trained on labels (an
+    earlier round), the groups that base's lineage trained on."""
+    inherited = lineage_groups(base_metadata) if base_metadata and isinstance(base_metadata.get("training", {}).get("data"), dict) else []
+    return dict(split, seen_groups=sorted(set(split.get("train_groups", [])) | set(inherited)))
+
+
 def observations_split_both_ways(observations: Sequence[str], labels: Sequence[int]) -> bool:
     """Whether icy and not-icy chunks each lie in two observations or more."""
     return all(len({o for o, label in zip(observations, labels) if label == kind}) >= 2 for kind in (0, 1))

@@ -238,12 +238,15 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         reporter.log(pool.mix.describe(options.distill))
     batch_size = max(1, min(options.batch_size, pool.epoch_size))
 
-    logits_of = fitting.logit_scorer(network, batch_size)  # shares the network's layers, so it scores the current weights
+    # shares the network's layers, so it scores the current weights; with the mirror, as detect scores by default
+    logits_of = fitting.as_detect_scores(fitting.logit_scorer(network, batch_size))
     base_logits = _aim_at_base(pool, logits_of, val_x, options, reporter) if fine_tuning else None
     trainee = fitting.compiled(network, trained_architecture(options, base_metadata), recipe, pool, batch_size, options.cell_weight, reporter)
     history, best = fitting.fit(trainee, network, pool, (val_x, val_y, val_cells), batch_size, recipe, options, reporter, should_stop)
 
     val_logits = logits_of(val_x)
+    reporter.log("the validation chunks are scored as detect scores by default, each with its east-west mirror (TTA): the metrics, the calibration "
+                 "and the comparison with the base model below judge what detect will give")
     chosen, calibration_record = _calibration(val_logits, val_y, base_metadata, pool.mix, base_logits, logits_of, options, reporter)
     evaluation = _evaluation(val_logits, val_y, chosen, calibration_record, split, best)
     if fine_tuning:

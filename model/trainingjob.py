@@ -32,7 +32,7 @@ from .imagechecks import squashed_pixel_warning
 from .network import TRUNKS, network_stride, score_map_side
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
-from .splitting import BLOCK_CHUNKS, block_groups, groups_seen_before
+from .splitting import BLOCK_CHUNKS, block_groups, groups_seen_before, lineage_groups, with_lineage
 from .training import TrainOptions, prepare_tensorflow, train_arrays, trained_architecture
 
 
@@ -221,7 +221,7 @@ def _score_map_cells(mode: str, options: TrainOptions, base, reporter: Reporter)
 
 @gdal_exceptions()
 def run_job(job: Dict, reporter: Reporter = None) -> Dict:
-    from .labels import label_side, north_up_rasters, tuned_chunk_size
+    from .labels import label_window_sides, north_up_rasters, tuned_chunk_size
     # imported now, not when training ends: a plugin updated or uninstalled meanwhile had failed the run at its report
     from .report import training_report
 
@@ -244,15 +244,17 @@ def run_job(job: Dict, reporter: Reporter = None) -> Dict:
         )
     with north_up_rasters(job["rasters"], reporter.log) as rasters:
         seen = dict(job, rasters=rasters)
-        label_size = label_side(seen["rasters"]) if mode == "chunks" else None
-        options.chunk_size = tuned_chunk_size(options.chunk_size, label_size, base[1]["chunk_size"] if base else None, TrainOptions.chunk_size, reporter, options.input_size)
+        sides = label_window_sides(seen["rasters"]) if mode == "chunks" else []
+        options.chunk_size = tuned_chunk_size(options.chunk_size, sides, base[1]["chunk_size"] if base else None, TrainOptions.chunk_size, reporter, options.input_size)
         chunks = collect_job_chunks(seen, options, normalisation, reporter, options.unlabelled if base else 0.0, _score_map_cells(mode, options, base, reporter))
     options.extra_metadata = {"data": chunks.provenance}
     if base and isinstance(base[1].get("training", {}).get("data"), dict):  # a base trained on labels: an earlier round's, perhaps kept
-        earlier = base[1]["training"].get("split", {}).get("train_groups", [])
+        earlier = lineage_groups(base[1])
         options.not_for_validation = groups_seen_before(chunks.groups, [box[0] for box in chunks.boxes], *chunks.positions, earlier)
     outcome = train_arrays(chunks.images, chunks.labels, chunks.groups, options, reporter, base, replay=replay, unlabelled=chunks.unlabelled, cells=chunks.cells,
                            boxes=chunks.boxes)
+    training_record = outcome["metadata"]["training"]
+    training_record["split"] = with_lineage(training_record["split"], base[1] if base else None)
     try:
         modelfile.save(outcome["network"], outcome["metadata"], job["output_model"], replay)  # the base's replay set goes on
         if job.get("report"):

@@ -133,7 +133,7 @@ def test_typical_side_is_the_detect_chunk_size():
 )
 def test_the_chunk_size_tuned_at_and_what_the_log_says(given, label_side, base, expected, words):
     reporter = Recorder()
-    assert labels.tuned_chunk_size(given, label_side, base, 1024, reporter, 128) == expected
+    assert labels.tuned_chunk_size(given, [label_side] * 3 if label_side else [], base, 1024, reporter, 128) == expected
     assert len(reporter.lines) == 1 and reporter.lines[0].startswith(words), reporter.lines
     if "CHUNK_SIZE is" not in words and "trained at" not in words:
         assert reporter.lines[0] == words
@@ -141,7 +141,7 @@ def test_the_chunk_size_tuned_at_and_what_the_log_says(given, label_side, base, 
 
 def test_a_chunk_size_below_8_px_is_refused():
     with pytest.raises(RasterError, match="too small; use at least 8"):
-        labels.tuned_chunk_size(5, 5, None, 1024, Recorder(), 128)
+        labels.tuned_chunk_size(5, [5], None, 1024, Recorder(), 128)
 
 
 def test_label_polygons_far_smaller_than_the_input_are_taken_for_outlines_in_the_wrong_mode():
@@ -149,8 +149,23 @@ def test_label_polygons_far_smaller_than_the_input_are_taken_for_outlines_in_the
     which detect then used on 32,896 chunks of a small scene."""
     with pytest.raises(LabelError, match=r"The label polygons are 8 px across, too small to be chunks: the network would read each at its 128-px input\. "
                                          r".*choose LABEL_MODE=1 \(ice-patch outlines\), or set CHUNK_SIZE"):
-        labels.tuned_chunk_size(0, 8, None, 1024, Recorder(), 128)
-    assert labels.tuned_chunk_size(0, 32, None, 1024, Recorder(), 128) == 32  # a quarter of the input: chunks still
+        labels.tuned_chunk_size(0, [8], None, 1024, Recorder(), 128)
+    assert labels.tuned_chunk_size(0, [32], None, 1024, Recorder(), 128) == 32  # a quarter of the input: chunks still
+
+
+def test_label_polygons_of_two_chunk_sizes_are_warned_about():
+    """Round 1's 256-px chunks and round 2's 512-px ones given together: the 512-px polygons were read whole and shrunk,
+    and the validation chunks among them judged the model at a scale detect never reads, without a word."""
+    reporter = Recorder()
+    reporter.warnings = []
+    reporter.warning = reporter.warnings.append
+    assert labels.tuned_chunk_size(0, [256] * 100 + [512] * 92 + [200] * 4, 1024, 1024, reporter, 128) == 256
+    (warned,) = reporter.warnings
+    assert warned.startswith("92 of the 196 label polygons are larger than the 256-px chunks trained at (92 of 512 px): each is read whole and shrunk")
+    reporter.warnings.clear()
+    labels.tuned_chunk_size(0, [256] * 100 + [200] * 4, None, 1024, reporter, 128)  # edge chunks, smaller: read as detect reads them
+    labels.tuned_chunk_size(128, [256] * 10, None, 1024, reporter, 128)  # a whole layer larger: the log's note says it
+    assert reporter.warnings == []
 
 
 # --- replay and the guard's rules (no TensorFlow) ---------------------------------------------
@@ -229,7 +244,20 @@ def test_a_calibration_that_would_invert_the_scores_is_refused():
     logits = -4.0 * (y - 0.5) + rng.normal(0, 1.0, 60)
     base = {"method": "platt", "a": 1.0, "b": 0.0}
     chosen, record = finetune.choose_calibration(logits, y, base, "kept the base model's")
-    assert chosen is base and record["choice"] == "kept the base model's" and "would invert the network's scores" in record["reason"]
+    assert chosen is base and record["choice"] == "kept the base model's" and "too near chance (or backwards)" in record["reason"]
+
+
+def test_no_calibration_is_fitted_to_chunks_ranked_at_chance():
+    """A reader's second round ranked its validation chunks at ROC AUC 0.50, yet a Platt fit 'lowered their ECE' (cross-validated)
+    by flattening every score toward their share of ice: slope 0.30 against the base's 1.16, and known ice's recall fell 0.60 -> 0.20."""
+    rng = np.random.default_rng(11)
+    y = np.array([0] * 30 + [1] * 30)
+    logits = 3.0 + rng.normal(0, 2.0, 60)  # over-confident and blind: every chunk scored icy, whatever it holds
+    base = {"method": "platt", "a": 1.16, "b": 0.0}
+    assert calibration.expected_calibration_error(calibration.cross_validated(logits, y), y) < calibration.expected_calibration_error(
+        calibration.apply(logits, base), y)  # what had let the fit in
+    chosen, record = finetune.choose_calibration(logits, y, base, "kept the base model's")
+    assert chosen is base and record["reason"].startswith("the new model ranks these validation chunks at ROC AUC 0.")
 
 
 def test_scores_that_are_not_numbers_have_no_roc_auc():

@@ -52,12 +52,16 @@ network, metadata = modelfile.load(sys.argv[1])
 metadata = dict(metadata, name="renamed", notes={"ü": [1, 2.5, None]})
 frozen = freeze_batch_norm(network)  # as a fine-tuning run leaves them
 modelfile.save(network, metadata, sys.argv[2])
+import time
+time.sleep(2.1)  # past the zip dates' two seconds: Keras stamps the time of each save
+modelfile.save(network, metadata, sys.argv[2] + ".again")
 again, read = modelfile.load(sys.argv[2])
 same = all(np.array_equal(a, b) for a, b in zip(network.get_weights(), again.get_weights()))
 x = np.random.default_rng(0).random((3,) + tuple(network.input_shape[1:])).astype("float32")
 print(json.dumps({"metadata": read, "same_weights": same, "input_shape": list(again.input_shape), "frozen": frozen,
                   "frozen_when_read": sum(not layer.trainable for layer in again.layers),
-                  "same_output": bool(np.allclose(network.predict(x, verbose=0), again.predict(x, verbose=0)))}))
+                  "same_output": bool(np.allclose(network.predict(x, verbose=0), again.predict(x, verbose=0))),
+                  "same_weights_sha256": read["weights_sha256"] == modelfile.read_metadata(sys.argv[2] + ".again")["weights_sha256"]}))
 """
 
 
@@ -68,6 +72,7 @@ def test_metadata_and_network_round_trip_through_the_worker(tiny_model, worker_p
     assert done.returncode == 0, done.stderr[-4000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["same_weights"] and out["same_output"]
+    assert out["same_weights_sha256"]  # the same weights saved twice are one model to the report, the benchmark rows and the ONNX cache
     assert out["frozen"] > 0 and out["frozen_when_read"] == 0  # the next fit's choice, not the last one's
     assert out["input_shape"] == [None, helpers.TINY_INPUT_SIZE, helpers.TINY_INPUT_SIZE, 1]
     original = modelfile.read_metadata(tiny_model.path)

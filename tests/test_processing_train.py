@@ -171,6 +171,7 @@ def test_split_keeps_every_block_on_one_side(chunk_trained):
     assert train_groups and validation_groups
     assert not train_groups & validation_groups
     assert train_groups | validation_groups == BLOCKS
+    assert split["seen_groups"] == sorted(train_groups)  # what a later round continuing this model keeps out of its validation
 
 
 def test_history_table_and_report(chunk_trained):
