@@ -77,7 +77,7 @@ def _geometries(items: Sequence[str]) -> List[ogr.Geometry]:
     and GEOS's union and intersection give nothing for such a polygon."""
     out = []
     for wkt in items:
-        geometry = _read_wkt(wkt, "an outline or exclusion")
+        geometry = _read_wkt(wkt, "an outline or exclusion").GetLinearGeometry()  # a curved outline's arcs as segments: _polygonal keeps polygons
         if geometry.IsEmpty():
             continue
         with gdal_messages():  # GEOS's "Self-intersection at or near ..." is not the user's to read
@@ -145,6 +145,7 @@ class PolygonLabels:
     excluded: int = 0  # sharing area with an EXCLUDE polygon
     repeated: int = 0  # the same chunk labelled again alike: kept once
     contradictory: int = 0  # chunks labelled both icy and not icy: left out
+    split: int = 0  # parts more than features: a multipolygon's parts are each a chunk
 
     def left_out(self) -> str:
         """"" or "; left out: ..." naming each reason with its count."""
@@ -164,18 +165,18 @@ def label_windows(source: RasterSource, labels: Sequence[Dict], exclude: Sequenc
     usable = [(item, label) for item, label in ((item, parse_label(item.get("label"), item.get("feature", ""))) for item in labels) if label is not None]
     if not usable:
         raise LabelError(f"No feature over {info.image_id} has a usable label (1/0, icy/not icy, yes/no). Fill the label field, e.g. with the labelling tools.")
-    reading = PolygonLabels([], without_label=len(labels) - len(usable))
+    pieces = [(part, label) for item, label in usable for part in _label_parts(item)]
+    reading = PolygonLabels([], without_label=len(labels) - len(usable), split=len(pieces) - len(usable))
     excluded = _geometries(exclude)
     by_window: Dict[Tuple[int, int, int, int], List[int]] = {}
-    for index, (item, label) in enumerate(usable):
-        geometry = _read_wkt(item["wkt"], item.get("feature") or "a label")
+    for index, (geometry, label) in enumerate(pieces):
         if not geometry.Intersects(footprint):
             reading.off_image += 1
             continue
         window = polygon_window(geometry, info.geotransform, info.width, info.height, index)
         if window is None:
             reading.too_small += 1
-        elif any(_overlap(geometry, shape) > 0 for shape in excluded):
+        elif any(_overlap(_made_valid(geometry), shape) > 0 for shape in excluded):
             reading.excluded += 1
         else:
             key = (window.x_off, window.y_off, window.width, window.height)
@@ -187,8 +188,26 @@ def label_windows(source: RasterSource, labels: Sequence[Dict], exclude: Sequenc
     reading.contradictory = sum(len(by_window[key]) for key in mixed)
     reading.found = [(window, label) for window, label in reading.found if (window.x_off, window.y_off, window.width, window.height) not in mixed]
     if not reading.found:
-        raise LabelError(_no_chunk_message(info.image_id, len(usable), reading))
+        raise LabelError(_no_chunk_message(info.image_id, len(pieces), reading))
     return reading
+
+
+def _label_parts(item: Dict) -> List[ogr.Geometry]:
+    """A chunk label's polygons: a multipolygon's parts each on its own (its bounding window had held, and
+    labelled, the chunks between them), arcs as segments (a circle's window had come from its control
+    points, all on one line)."""
+    geometry = _read_wkt(item["wkt"], item.get("feature") or "a label").GetLinearGeometry()
+    if ogr.GT_Flatten(geometry.GetGeometryType()) == ogr.wkbMultiPolygon and geometry.GetGeometryCount() > 1:
+        return [geometry.GetGeometryRef(i).Clone() for i in range(geometry.GetGeometryCount())]
+    return [geometry]
+
+
+def _made_valid(geometry: ogr.Geometry) -> ogr.Geometry:
+    """The polygon, valid: GEOS finds no area shared with a polygon that crosses itself (a bow-tie chunk was never excluded)."""
+    with gdal_messages():  # GEOS's "Self-intersection at or near ..." is not the user's to read
+        if geometry.IsValid():
+            return geometry
+        return _polygonal(geometry.MakeValid()) or geometry
 
 
 def _no_chunk_message(image_id: str, usable: int, reading: PolygonLabels) -> str:
@@ -317,9 +336,11 @@ def chunks_from_polygons(source: RasterSource, labels: Sequence[Dict], chunk_siz
             continue
         samples.append(LabelledChunk(info.image_id, window, label, to_uint8(normalise(data, valid, normalisation))))
     if not samples:
-        raise LabelError(_no_chunk_message(info.image_id, len(labels) - reading.without_label, reading))
+        raise LabelError(_no_chunk_message(info.image_id, len(labels) - reading.without_label + reading.split, reading))
     if log is not None and reading.left_out():
         log(f"{info.image_id}: {len(labels)} label polygons{reading.left_out()}")
+    if log is not None and reading.split:
+        log(f"{info.image_id}: multipart label polygons read as one chunk per part ({reading.split} more chunks than features)")
     return samples
 
 
@@ -380,9 +401,9 @@ def outlined_cells(geotransform, window: ChunkWindow, chunk_size: int, cells: in
 
 def chunks_from_outlines(source: RasterSource, outlines: Sequence[Dict], exclude: Sequence[str], chunk_size: int, input_size: int, min_valid: float, normalisation: Dict,
                          cells: int = 0) -> List[LabelledChunk]:
-    """Mode (b): grid chunks sharing area with an ice-patch outline are icy, the others not icy; chunks touching EXCLUDE polygons are left out.
-    An outline's label may say otherwise: empty (NULL) is ice, as drawn; 0 is no ice; -1 or 'unclear'
-    leaves the chunks it touches out, as an exclusion does. With ``cells``, each chunk also carries
+    """Mode (b): grid chunks sharing area with an ice-patch outline are icy, the others not icy; chunks sharing area with EXCLUDE
+    polygons are left out. An outline's label may say otherwise: empty (NULL) is ice, as drawn; 0 is no ice; -1 or 'unclear'
+    leaves the chunks it covers out, as an exclusion does. With ``cells``, each chunk also carries
     where the outlines lie (outlined_cells)."""
     from .preprocess import normalise, to_uint8
 
@@ -403,7 +424,7 @@ def chunks_from_outlines(source: RasterSource, outlines: Sequence[Dict], exclude
     samples = []
     for sample in iter_chunks(source, chunk_size, chunk_size, min_valid, input_size):
         polygon = ogr.CreateGeometryFromWkt(chunk_wkt(info.geotransform, sample.window))
-        if any(polygon.Intersects(g) for g in excluded):
+        if any(_overlap(polygon, g) > 0 for g in excluded):  # sharing area, as in chunk mode: not its neighbours that touch it
             continue
         label = int(any(_overlap(polygon, g) > 0 for g in icy_shapes))  # an outline that only touches the chunk's edge is the next chunk's ice
         shares = None

@@ -12,10 +12,10 @@ model/ expects, and returns to QGIS's mode afterwards.
 import os
 
 try:
-    from ..model import (__version__ as ENGINE_VERSION, catalog, chunking, download, errors, files, gdalstate, georeference, grid, imagechecks, modelfile,
+    from ..model import (__version__ as ENGINE_VERSION, catalog, chunking, download, errors, files, gdalstate, georeference, grid, imagechecks, labels, modelfile,
                          network, ode, productindex, products, raster, rules, schema, survey, training, worker_pythons_text)
 except ImportError:  # processing_provider imported as a top-level package
-    from model import (__version__ as ENGINE_VERSION, catalog, chunking, download, errors, files, gdalstate, georeference, grid, imagechecks,  # noqa: F401
+    from model import (__version__ as ENGINE_VERSION, catalog, chunking, download, errors, files, gdalstate, georeference, grid, imagechecks, labels,  # noqa: F401
                        modelfile, network, ode, productindex, products, raster, rules, schema, survey, training, worker_pythons_text)
 
 gdal_exceptions = gdalstate.gdal_exceptions

@@ -36,7 +36,7 @@ from .common import (check_band, features_from_dicts, georeferenced_by_sidecar, 
                      write_sink)
 from .destinations import check_room, file_destination, replacing_outputs
 from .detect_algorithm import HTML_FILTER, MODEL_FILTER
-from .engine import errors, files, gdal_exceptions, georeference, imagechecks, modelfile, network, raster, schema, training
+from .engine import errors, files, gdal_exceptions, georeference, imagechecks, labels, modelfile, network, raster, schema, training
 
 AUGMENT_MODES = training.AUGMENT_MODES
 DEFAULTS = training.TrainOptions()  # the engine's: the toolbox, the command line and job files train alike
@@ -47,6 +47,17 @@ LABEL_MODES = ("chunks", "outlines")
 TRAINING_OUTPUT_BYTES = 100 * 1024 * 1024
 # NETWORK's choices, in network.TRUNKS's order.
 NETWORK_LABELS = ("Small Xception of the paper, from random weights", "EfficientNet-Lite0, from ImageNet weights")
+
+
+def _says_a_label(value, mode: str) -> bool:
+    """Whether a label value is filled as the engine reads it: for chunks, icy or not icy ('', 'unclear' or -1 leave a chunk
+    out as NULL does; a value it cannot read counts, for the worker to name); for outlines, anything but empty (ice as drawn)."""
+    if mode != "chunks":
+        return value is not None and str(value).strip().lower() not in labels.EMPTY_WORDS
+    try:
+        return labels.parse_label(value) is not None
+    except errors.EngineError:
+        return True
 
 
 def json_label(value):
@@ -102,8 +113,8 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             "reprojected into each raster's CRS and used where it lies over that raster. <b>Label mode</b>: "
             "<i>chunk polygons</i> - each polygon is a chunk with a label, e.g. the output of <i>Detect ice patches</i> "
             "after filling its <i>label</i> field with the labelling tools; <i>ice-patch outlines</i> - polygons drawn around ice "
-            "patches: grid chunks sharing area with an outline are icy, the others not icy (except those touching an <i>exclusion</i> polygon, "
-            "or an outline whose label is -1 or 'unclear'; an outline with an empty label is ice, one labelled 0 none), "
+            "patches: grid chunks sharing area with an outline are icy, the others not icy (except those sharing area with an <i>exclusion</i> "
+            "polygon, or with an outline whose label is -1 or 'unclear'; an outline with an empty label is ice, one labelled 0 none), "
             "and the outlines also teach the network where in each chunk the ice lies, which a round learns more from. "
             "<b>Label field</b>: 1 / 0, icy / not icy or yes / no; NULL, -1 or 'unclear' leave a chunk out (as the paper left out "
             "its unclear chunks). A chunk polygon given twice counts once; one labelled both icy and not icy (two label layers over "
@@ -271,12 +282,16 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             pass
         image_index = layer.fields().lookupField("image_id")
         request.setSubsetOfAttributes([i for i in (attribute_index, image_index) if i is not None and i >= 0])
-        found, failures, elsewhere = [], 0, collections.Counter()
+        found, failures, elsewhere, unread = [], 0, collections.Counter(), collections.Counter()
         for feature in layer.getFeatures(request):
             if feedback.isCanceled():
                 raise QgsProcessingException("Cancelled by the user; no model was trained.")
             geometry = QgsGeometry(feature.geometry())
             if geometry.isNull() or geometry.isEmpty():
+                unread["without a geometry"] += 1
+                continue
+            if geometry.type() != QgsWkbTypes.GeometryType.PolygonGeometry:  # a line or point in a layer of mixed geometry (GeoJSON, CSV)
+                unread["lines or points, not polygons"] += 1
                 continue
             try:
                 geometry.transform(transform)
@@ -294,6 +309,9 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             flat.dropZValue()
             flat.dropMValue()
             found.append((geometry.asWkt(), value, f"feature {feature.id()} of '{layer.name()}'"))
+        if unread:
+            feedback.pushInfo(f"'{layer.name()}': {sum(unread.values())} feature(s) near '{raster_layer.name()}' not read as labels or exclusions: "
+                              + ", ".join(f"{count} {why}" for why, count in unread.items()))
         return found, failures, elsewhere
 
     @staticmethod
@@ -472,7 +490,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                     f"{unreadable} feature(s) could not be transformed into the CRS of '{raster_layer.name()}' ({raster_layer.crs().description() or raster_layer.crs().toProj()}); "
                     "check that label layers and rasters are on the same body (Mars)."
                 )
-            filled = sum(1 for item in labels if item["label"] is not None)
+            filled = sum(1 for item in labels if _says_a_label(item["label"], mode))
             if not labels or (mode == "chunks" and not filled):
                 empty.append((raster_layer.name(), bool(labels)))
                 why = "No label feature lies over" if not labels else f"Every label feature has an empty '{label_field}' over"

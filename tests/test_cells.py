@@ -3,6 +3,7 @@ the cells' ice shares, their targets, augmentation that moves them with the imag
 that teaches the network's own map (in the worker)."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -73,6 +74,15 @@ def test_unlabelled_chunks_asked_of_outlines_are_said_not_to_be_used(tmp_path):
     assert "warning: UNLABELLED is for chunk-polygon labels: ice-patch outlines label every chunk of the grid they cover" in said.getvalue()
 
 
+def test_an_exclusion_or_unclear_outline_leaves_out_the_chunks_it_covers_not_those_touching_it(tmp_path):
+    """An exclusion drawn exactly around chunk (0, 0) of the 2 x 2 grid left all four out in outline mode (its neighbours touch it),
+    where chunk mode, the README and the help leave out only chunks sharing area with it."""
+    around_first = "POLYGON((1000 2000,1128 2000,1128 1872,1000 1872,1000 2000))"  # chunk (0, 0): pixels 0-256
+    inside_last = "POLYGON((1200 1800,1210 1800,1210 1790,1200 1790,1200 1800))"  # in chunk (1, 1)
+    kept = outlined_chunks(tmp_path, [{"wkt": around_first, "label": -1}, {"wkt": inside_last, "label": 1}])
+    assert sorted((c.window.x_off, c.window.y_off, c.label) for c in kept) == [(0, 256, 0), (256, 0, 0), (256, 256, 1)]
+
+
 def test_outlines_give_each_chunk_the_share_of_its_cells_they_cover_and_an_edge_they_touch_is_no_ice(tmp_path):
     outlines = [{"wkt": "POLYGON((1005 1995,1021 1995,1021 1979,1005 1979,1005 1995))", "label": 1},  # pixels 10-42 of chunk (0, 0)
                 {"wkt": "MULTIPOLYGON Z (((1200 1900 0,1210 1900 0,1210 1890 0,1200 1890 0,1200 1900 0)))", "label": 1},  # 144-164, 200-220 of (0, 1)
@@ -102,6 +112,15 @@ def test_an_outline_that_crosses_itself_is_read_as_the_areas_it_encloses(tmp_pat
     found = {(c.window.row, c.window.col): c for c in outlined_chunks(tmp_path, [{"wkt": bow_tie, "label": 1}], cells=8)}
     assert found[(0, 0)].label == 1 and [c.label for c in found.values()].count(1) == 1
     assert found[(0, 0)].cells.sum() * 32 ** 2 == pytest.approx(16 * 32 / 2 * 2, rel=1e-3)  # two triangles of half a 32 x 16-px box
+
+
+def test_a_curved_outline_teaches_the_cells_it_covers(tmp_path):
+    """A circle drawn as a CURVEPOLYGON (a GeoPackage layer of curves) made its chunk icy, but its cells' targets were all 0:
+    only plain polygons were kept for the ice, and the network was taught 'no ice here' in the very chunk it was told held ice."""
+    circle = "CURVEPOLYGON(CIRCULARSTRING(1005 1987,1021 1987,1005 1987))"  # 16 m across, centred in pixels 10-42 of chunk (0, 0)
+    found = {(c.window.row, c.window.col): c for c in outlined_chunks(tmp_path, [{"wkt": circle, "label": 1}], cells=8)}
+    assert found[(0, 0)].label == 1 and [c.label for c in found.values()].count(1) == 1
+    assert found[(0, 0)].cells.sum() * 32 ** 2 == pytest.approx(math.pi * 16 ** 2, rel=0.02)  # a 32-px circle's area, in px
 
 
 def test_targets_teach_the_ice_cells_of_icy_examples_and_every_cell_of_ice_free_ones():

@@ -12,7 +12,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from osgeo import ogr
+from osgeo import gdal, ogr
 
 import helpers
 from model import calibration, finetune, labels, modelfile, splitting
@@ -88,6 +88,34 @@ def test_every_label_polygon_left_out_is_counted_with_its_reason(tmp_path):
     assert len(read) == 16 - 2  # chunk 1 (both ways) and the excluded one
     assert said == ["grid: 23 label polygons; left out: 2 empty or marked unclear, 1 off the image or on its no-data, 1 under 2 px, 1 in an exclusion polygon, "
                     "1 repeating a chunk labelled alike, 3 on chunks labelled both icy and not icy"], said
+
+
+def test_multipart_curved_and_self_crossing_chunk_labels_are_read_as_the_chunks_they_draw(tmp_path):
+    """A multipolygon of chunks (0, 0) and (0, 3) was read as its bounding window, labelling chunks (0, 1) and (0, 2) between
+    them; a curve polygon's window came from its arcs' control points (a circle: under 2 px); a chunk drawn as a bow-tie
+    was never excluded (GEOS shares no area with a polygon that crosses itself)."""
+    raster = helpers.generate_raster(tmp_path, name="grid.tif", width=4 * SMALL, height=4 * SMALL, seed=3)
+    gt = raster.geotransform
+
+    def ring(x_off, y_off):  # a chunk's ring in map coordinates
+        return helpers.window_wkt(gt, x_off, y_off, SMALL, SMALL)[len("POLYGON "):]
+
+    two_chunks = f"MULTIPOLYGON({ring(0, 0)},{ring(3 * SMALL, 0)})"
+    x, y = gdal.ApplyGeoTransform(gt, 1.5 * SMALL, 2.5 * SMALL)  # the centre of chunk (2, 1)
+    r = 0.5 * SMALL * gt[1]  # a circle filling it
+    circle = f"CURVEPOLYGON(CIRCULARSTRING({x - r} {y},{x + r} {y},{x - r} {y}))"
+    x0, y0 = gdal.ApplyGeoTransform(gt, 0, 3 * SMALL)
+    x1, y1 = gdal.ApplyGeoTransform(gt, SMALL, 4 * SMALL)
+    bow_tie = f"POLYGON(({x0} {y0},{x1} {y1},{x1} {y0},{x0} {y1},{x0} {y0}))"  # chunk (3, 0), its corners crossed
+    items = [{"wkt": two_chunks, "label": 1}, {"wkt": circle, "label": 0}, {"wkt": bow_tie, "label": 1}]
+    said = []
+    with RasterSource(raster.path) as source:
+        read = labels.label_windows(source, items, [helpers.window_wkt(gt, 0, 3 * SMALL, SMALL, SMALL)])
+        chunks = labels.chunks_from_polygons(source, items, SMALL, 16, DEFAULT_NORMALISATION, (), said.append)
+    assert sorted((w.x_off, w.y_off, w.width, w.height, label) for w, label in read.found) == [
+        (0, 0, SMALL, SMALL, 1), (SMALL, 2 * SMALL, SMALL, SMALL, 0), (3 * SMALL, 0, SMALL, SMALL, 1)]
+    assert read.excluded == 1 and read.split == 1
+    assert len(chunks) == 4 and "grid: multipart label polygons read as one chunk per part (1 more chunks than features)" in said
 
 
 def test_label_polygons_all_too_small_for_chunks_are_said_to_be_outlines_in_the_wrong_mode(tmp_path):

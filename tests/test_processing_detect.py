@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal, ogr, osr
 
 import helpers
 import qgis_support as qs
@@ -519,6 +519,29 @@ def test_all_no_data_turned_polar_product_is_named_as_given(detect_error, tmp_pa
     path = helpers.write_geotiff(tmp_path / "polar_all_zero.tif", np.zeros((192, 192), np.uint16), "UInt16", gt, wkt)
     message = detect_error(INPUT=path)
     assert f"No chunk of '{path}' has image data" in message and "/vsimem" not in message
+
+
+def test_a_turned_polar_products_chunks_lie_on_its_pixels_in_the_layers_crs(qgis_app, tiny_model, tmp_path):
+    """A polar map turned far from north-up is scored through a north-up view on its own meridian: the chunk polygons are in
+    that view's map, and the layer must carry the view's CRS. Under the file's own CRS they lay far off the image."""
+    wkt, gt = helpers.south_polar_stereographic(150.0, width=192, height=192)
+    pixels = helpers.textured(192, 192, np.random.default_rng(4), 200, 900).astype(np.uint16)
+    image = helpers.write_geotiff(tmp_path / "polar_turned.tif", pixels, "UInt16", gt, wkt)
+    out = tmp_path / "turned.gpkg"
+    results = qs.run_algorithm("hiriseice:detect", {"INPUT": image, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": str(out), "TTA": False})
+    assert "north-up view" in results["_feedback"].text
+    table = qs.read_ogr(out)
+    assert table.rows
+    layer_srs, file_srs = osr.SpatialReference(wkt=table.srs_wkt), osr.SpatialReference(wkt=wkt)
+    for srs in (layer_srs, file_srs):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    to_file = osr.CoordinateTransformation(layer_srs, file_srs)
+    x0, y1 = gt[0], gt[3]
+    x1, y0 = x0 + 192 * gt[1], y1 + 192 * gt[5]
+    for row in table.rows:
+        centroid = ogr.CreateGeometryFromWkt(row["_wkt"]).Centroid()
+        x, y = to_file.TransformPoint(centroid.GetX(), centroid.GetY())[:2]
+        assert x0 - 1 <= x <= x1 + 1 and y0 - 1 <= y <= y1 + 1, (row["chunk_id"], x, y, (x0, y0, x1, y1))
 
 
 def test_all_no_data_real_color_cube(detect_error, georef_data, tmp_path):

@@ -426,6 +426,47 @@ def test_a_label_value_not_understood_names_its_feature(qgis_app, training_data,
     assert re.search(r"The label value 'maybe' \(feature \d+ of 'odd labels'\) is not understood\. Use 1 / 0", message), message
 
 
+def test_labels_all_unclear_are_refused_before_the_worker_as_empty(qgis_app, training_data, tmp_path):
+    """'unclear', -1 and '' leave a chunk out as NULL does, yet QGIS counted them as filled: a layer labelled all 'unclear'
+    passed its check and failed only in the worker, with a message that did not name the label field."""
+    from qgis.PyQt.QtCore import QVariant
+
+    raster = training_data.raster
+    layer = memory_polygons("unsure", raster.crs_wkt, [(chunk_geometry(raster, 0, c), [v]) for c, v in enumerate(["unclear", "-1", "", " ?"])],
+                            [("label", QVariant.String)])
+    check_failed(tmp_path, ["Every label feature over the rasters", "has an empty 'label'"], RASTERS=[raster.path], LABELS=[layer])
+
+
+def test_lines_points_and_empty_geometries_in_a_mixed_layer_are_not_read_as_labels(qgis_app, training_data, tmp_path):
+    """A layer of mixed geometry (GeoJSON, CSV with WKT, an untyped GeoPackage) passes the polygon-layer check: a closed line
+    drawn around ice was read as an outline that covers nothing, and its chunks trained as not icy, without a word. (A feature
+    without geometry lies over no raster: the request for the raster's extent does not return it.)"""
+    from osgeo import ogr as ogr_
+
+    raster = training_data.raster
+    path = str(tmp_path / "mixed.gpkg")
+    ds = ogr_.GetDriverByName("GPKG").CreateDataSource(path)
+    layer = ds.CreateLayer("mixed", osr.SpatialReference(wkt=raster.crs_wkt), ogr_.wkbUnknown)
+    layer.CreateField(ogr_.FieldDefn("label", ogr_.OFTInteger))
+    polygons = [chunk_geometry(raster, r, c).asWkt() for r in range(4) for c in range(4)]
+    line = helpers.window_wkt(raster.geotransform, 5, 5, 20, 20).replace("POLYGON ((", "LINESTRING (").replace("POLYGON((", "LINESTRING(").replace("))", ")")
+    for index, wkt in enumerate(polygons + [line, None]):
+        feature = ogr_.Feature(layer.GetLayerDefn())
+        feature.SetField("label", index % 2)
+        if wkt:
+            feature.SetGeometry(ogr_.CreateGeometryFromWkt(wkt))
+        layer.CreateFeature(feature)
+    ds = None
+    from qgis.core import QgsVectorLayer
+
+    mixed = QgsVectorLayer(f"{path}|layername=mixed", "mixed", "ogr")
+    results = train(tmp_path, [raster.path], [mixed], EPOCHS=1)
+    image = os.path.splitext(os.path.basename(raster.path))[0]
+    said = [text for text in results["_feedback"].infos if text.startswith("'mixed': ")]
+    assert said == [f"'mixed': 1 feature(s) near '{image}' not read as labels or exclusions: 1 lines or points, not polygons"], results["_feedback"].infos
+    assert len(job_of(results)["rasters"][0]["labels"]) == 16
+
+
 def test_a_geopackage_layer_with_the_undefined_srs_is_taken_in_the_rasters_crs(qgis_app, training_data, tmp_path):
     """A GeoPackage written without a CRS gets srs_id 0, GDAL's 'Undefined geographic SRS' on Earth's ellipsoid: it was refused
     as 'a CRS of another body than Mars', where a shapefile without .prj is taken, with a warning, in the raster's CRS."""
