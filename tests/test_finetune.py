@@ -273,6 +273,9 @@ def test_a_calibration_that_would_invert_the_scores_is_refused():
     base = {"method": "platt", "a": 1.0, "b": 0.0}
     chosen, record = finetune.choose_calibration(logits, y, base, "kept the base model's")
     assert chosen is base and record["choice"] == "kept the base model's" and "too near chance (or backwards)" in record["reason"]
+    weakly = -0.6 * (y - 0.5) + rng.normal(0, 0.3, 60)  # ranked backwards, but only just: a fit's slope would be about -0.6
+    chosen, record = finetune.choose_calibration(weakly, y, base, "kept the base model's")
+    assert chosen is base and record["choice"] == "kept the base model's", record
 
 
 def test_no_calibration_is_fitted_to_chunks_ranked_at_chance():

@@ -283,6 +283,26 @@ def test_tta_is_invariant_to_an_east_west_mirror(worker_python, tiny_model, make
     cols = 1 + max(col for _, col in tta)
     assert {(row, cols - 1 - col): p for (row, col), p in mirrored_tta.items()} == pytest.approx(tta, abs=2e-5)
     assert max(abs(plain[k] - tta[k]) for k in tta) > 1e-4
+    # Within each chunk too: the probability raster of the mirror is the raster mirrored. A tile's mirrored map averaged in
+    # unflipped keeps every chunk's mean (and the test above) but paints each cell with its mirror cell's value.
+    maps = []
+    for name, path in (("image", scene.path), ("mirror", mirrored_path)):
+        written = str(tmp_path / f"{name}_probability.tif")
+        helpers.run_worker(worker_python, "detect", path, "--model", tiny_model.path, "--probability-raster", written).check()
+        maps.append(gdal.Open(written).ReadAsArray())
+    assert np.abs(maps[0] - maps[1][:, ::-1]).max() < 1e-4 and np.abs(maps[0] - maps[0][:, ::-1]).max() > 1e-3
+
+
+def test_min_valid_one_keeps_the_same_chunks_on_both_routes(worker_python, tiny_model, tmp_path):
+    """MIN_VALID 1 (every centre pixel valid) on a raster without no-data: the per-chunk route kept all 49 chunks of the dense
+    grid; a map route that dropped a chunk whose centre share equals MIN_VALID would have kept none (and failed)."""
+    raster = helpers.generate_raster(tmp_path, name="full.tif", width=256, height=256, nodata=None)
+    kept = {}
+    for scoring in ("chunk", "map"):
+        run = helpers.run_worker(worker_python, "detect", raster.path, "--model", tiny_model.path, "--stride", 32, "--scoring", scoring,
+                                 "--min-valid", 1).check()
+        kept[scoring] = sorted((c["x_off"], c["y_off"]) for c in run.result["chunks"])
+    assert len(kept["chunk"]) == 49 and kept["map"] == kept["chunk"]
 
 
 TWO_READERS = r"""
@@ -375,6 +395,8 @@ def test_the_cut_peak_follows_the_tile_edges_across_a_chunk_at_a_quarter_offset(
     assert logits[rows.start + 2: rows.stop - 2, cols.start + 2: cols.stop - 2].max() == -6.0  # its central half: nothing
     assert score.cut_peak_logit(1, 1) == 4.0
     assert score.cut_peak_logit(0, 0) == -np.inf  # on a tile: no edge crosses it
+    logits[8, 8], logits[7, 7] = -6.0, 3.0  # the patch lit the cell before the edge instead (tile (0, 0)'s corner): seen too
+    assert score.cut_peak_logit(1, 1) == 3.0
     wide = scoremap.ScoreMap(scoremap.MapGeometry(256, 256, 128, 64, 64, 8), np.arange(1024, dtype=np.float32).reshape(32, 32), np.ones((32, 32)), grid, grid)
     rows, cols = wide.geometry.chunk_cells(1, 1)  # cells 4-11, the edge between 7 and 8: rows and columns 7 and 8
     assert wide.cut_peak_logit(1, 1) == max(wide.logits[7:9, cols].max(), wide.logits[rows, 7:9].max()) == 11 * 32 + 8

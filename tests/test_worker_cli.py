@@ -606,6 +606,14 @@ def test_probability_raster_is_georeferenced_and_its_chunk_means_are_the_chunk_p
     assert inside.any() and (~inside).any()  # the rotated footprint's border is no-data
     assert ((p[inside] >= 0) & (p[inside] <= 1)).all()
     assert chunks_read_off_the_raster(p, run.result["chunks"], tiny_model.metadata.get("calibration")) >= 5
+    # No-data exactly where the image has none: a cell without a valid pixel (DN 0 or the declared no-data), also inside a kept chunk
+    pixels = source.GetRasterBand(1).ReadAsArray()
+    valid = (pixels != 0) & (pixels != (source.GetRasterBand(1).GetNoDataValue() or 0))
+    side = int(cell)
+    padded = np.zeros((ds.RasterYSize * side, ds.RasterXSize * side), bool)
+    padded[:valid.shape[0], :valid.shape[1]] = valid
+    share = padded.reshape(ds.RasterYSize, side, ds.RasterXSize, side).mean(axis=(1, 3))
+    assert (p[share == 0] == -1).all() and (share[inside] > 0).all()
 
 
 def test_a_probability_raster_covers_the_unscored_edge_sliver_as_no_data(tiny_model, worker_python, tmp_path):
