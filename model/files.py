@@ -9,6 +9,7 @@ What fails while writing all the same (a disk that fills meanwhile) ends in one 
 import contextlib
 import errno
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -177,11 +178,30 @@ def name_too_long(path: str, survey: bool = False) -> str:
             f"more, beyond this file system's {limit} bytes for a name")
 
 
+# A URL's scheme: an output given one was written below the current folder ('./http:/example.com/...').
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def not_a_place_to_write(path: str, parameter: str, what: str = "file") -> str:
+    """Why an output ``what`` ("file" or "folder") cannot go to ``path``, or "": a URL, or a device, named pipe
+    or socket. Every output is written whole and renamed over its name: given /dev/null as a report, a run as
+    root replaced the system's /dev/null with an HTML file."""
+    if URL_SCHEME.match(path):
+        return f"{parameter} is '{path}', a URL: outputs are written to this computer's disks. Give a {what} on them; nothing was run or written."
+    kind = special_kind(path)
+    if kind:
+        return f"{parameter} is '{path}', {kind}, not a {what}: writing there would replace it. Give a {what} name; nothing was run or written."
+    return ""
+
+
 def check_destination(path: str, parameter: str, inputs: Dict[str, Iterable[str]] = None) -> None:
     """Fail before anything is read when an output cannot be written where it is asked for, or
     would replace a file the run reads (``inputs``: {parameter: paths}): every output is written
     whole and renamed over its name, so an image, a label layer or a model given again as an
     output would be lost."""
+    refused = not_a_place_to_write(path, parameter)
+    if refused:
+        raise EngineError(refused)
     target = os.path.abspath(path)
     replaced = replaced_input(target, ((name, given) for name, paths in (inputs or {}).items() for given in paths))
     if replaced:
@@ -210,6 +230,9 @@ def replaced_input(target: str, inputs: Iterable[Tuple[str, str]]) -> Optional[T
 
 def check_folder(folder: str, parameter: str) -> None:
     """Fail before any work when a folder destination is a file or cannot be written; a missing one is created."""
+    refused = not_a_place_to_write(folder, parameter, "folder")
+    if refused:
+        raise EngineError(refused)
     folder = os.path.abspath(folder)
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise EngineError(f"{parameter} is '{folder}', which is a file, not a folder. Give a folder (a missing one is created).")

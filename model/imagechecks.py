@@ -36,6 +36,9 @@ SQUASH_TOLERANCE = 1.15
 SUPPORTED_FORMATS = "a HiRISE image: GeoTIFF, JP2 with its .LBL, ISIS3 cube or PDS image"
 # What GDAL's TIFF reader warns of a file cut short inside its header (it opens it all the same).
 HEADER_DAMAGE = re.compile(r"IO error during reading|tags apparently corrupt|Read error|Incorrect count for", re.IGNORECASE)
+# What a decoder warns of as it turns damaged compressed pixels into garbage or zeros, and goes on: a JPEG tile with
+# 256 zeroed bytes was scored as terrain (two chunks' probabilities doubled), or dropped as no-data, without a word.
+PIXEL_DAMAGE = re.compile(r"Corrupt JPEG data|premature end of data segment|Decoding error|Decode(r)? error", re.IGNORECASE)
 
 
 def not_a_raster_error(path: str, gdal_message: str) -> RasterError:

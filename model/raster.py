@@ -31,7 +31,7 @@ from .footprint import FOOTPRINT_MAX_SIDE, footprint_from_mask
 from .gdalstate import gdal_exceptions, gdal_messages, gdal_returning_none
 from .georeference import georeferencing, north_turn
 from .grid import ChunkWindow
-from .imagechecks import HEADER_DAMAGE, SUPPORTED_FORMATS, check_pixel_type, coloured_table, damaged_raster_error, not_a_raster_error
+from .imagechecks import HEADER_DAMAGE, PIXEL_DAMAGE, SUPPORTED_FORMATS, check_pixel_type, coloured_table, damaged_raster_error, not_a_raster_error
 from .orientation import NORTH_FAR_DEG
 
 
@@ -445,14 +445,18 @@ class RasterSource:
             # read for what they mean before averaging; whole factors of integers are averaged here, faster.
             full_resolution = (small and (special is not None or (factors is not None and band.DataType in WHOLE_AVERAGE_TYPES))
                                and (averaged_here(band) or self._isis_cube_without_overviews(band)))
-            if full_resolution:
-                data = band.ReadAsArray(*window)
-            else:
-                data = band.ReadAsArray(*window, buf_xsize=out_width, buf_ysize=out_height, buf_type=gdal.GDT_Float32, resample_alg=RESAMPLING)
+            with gdal_messages() as said:
+                if full_resolution:
+                    data = band.ReadAsArray(*window)
+                else:
+                    data = band.ReadAsArray(*window, buf_xsize=out_width, buf_ysize=out_height, buf_type=gdal.GDT_Float32, resample_alg=RESAMPLING)
         except RuntimeError as exc:
             raise damaged_raster_error(self._pixels_file(), str(exc)) from None
         if data is None:
             raise damaged_raster_error(self._pixels_file(), gdal.GetLastErrorMsg())
+        damage = next((message for message in said if PIXEL_DAMAGE.search(message)), "")
+        if damage:  # decoded all the same, into garbage or zeros
+            raise damaged_raster_error(self._pixels_file(), damage)
         if not full_resolution:
             return data
         nodata = band.GetNoDataValue()

@@ -26,6 +26,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProviderRegistry,
     QgsRasterLayer,
+    QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
@@ -246,6 +247,9 @@ def value_message(definition, value, context) -> str:
     return f"{definition.name()} ({definition.description()}) is {value!r}; give {wanted}{said_default}."
 
 
+INT_LIMIT = 2 ** 31 - 1  # parameterAsInt's C int
+
+
 def _number_wanted(definition, value) -> str:
     """'a number from 0 to 1' where value is outside that (or no number at all; an Integer wants a whole one), else ''."""
     low, high = definition.minimum(), definition.maximum()
@@ -254,9 +258,13 @@ def _number_wanted(definition, value) -> str:
         number = float(value)
     except ValueError:
         number = None
-    if number is not None and low <= number <= high and (not whole or number.is_integer()):
+    # QGIS reads a whole number past a C int as 0: STRIDE=1e300 had run at the chunk size, BATCH_SIZE=1e300 at 0
+    beyond_int = whole and number is not None and abs(number) > INT_LIMIT
+    if number is not None and low <= number <= high and (not whole or number.is_integer()) and not beyond_int:
         return ""
-    bounds = [f"from {low:g}" if low > -1e300 else "", f"to {high:g}" if high < 1e300 else ""]
+    if beyond_int:
+        low, high = max(low, -INT_LIMIT), min(high, INT_LIMIT)
+    bounds = [f"from {low:g}" if low > -1e300 else "", (f"to {high:.0f}" if whole else f"to {high:g}") if high < 1e300 else ""]
     return (("a whole number " if whole else "a number ") + " ".join(b for b in bounds if b)).strip()
 
 
@@ -293,6 +301,19 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
     def tr(self, text: str) -> str:
         return QCoreApplication.translate("HiriseIce", text)
 
+    def wrong_layer_type_message(self, parameters, context) -> str:
+        """A layer of the wrong kind in a list of layers, or "": QGIS checks the paths given to a list, not the layers (a
+        model, a batch row or processing.run hands it layers), and a vector layer among the rasters ended in a traceback."""
+        for definition in self.parameterDefinitions():
+            if not isinstance(definition, LayerListParameter) or parameters.get(definition.name()) is None:
+                continue
+            wants_raster = layer_kind(definition) == "raster"
+            for layer in self.parameterAsLayerList(parameters, definition.name(), context):
+                if isinstance(layer, QgsRasterLayer) != wants_raster or not isinstance(layer, (QgsRasterLayer, QgsVectorLayer)):
+                    wanted, given = ("raster", "vector") if wants_raster else ("polygon", "raster")
+                    return f"{definition.name()} ({definition.description()}) takes {wanted} layers; '{layer.name()}' is a {given} layer. Give {wanted} layers."
+        return ""
+
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's names from here on)
         """A name the algorithm does not have stops the run (unknown_parameter_message), and so does a
         value outside what the parameter takes, in words that say what it takes (value_message). A layer path
@@ -321,6 +342,9 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         accepted, message = super().checkParameterValues(parameters, context)
         if not accepted:
             return accepted, message
+        message = self.wrong_layer_type_message(parameters, context)
+        if message:
+            return False, message
         try:
             self.check_no_input_replaced(parameters, context)
             check_outputs_apart(list(self.written_destinations(parameters)))

@@ -176,6 +176,9 @@ def check_writable(destination: FileDestination) -> None:
     """Fail before any work when the destination cannot be written (os.access also sees
     read-only file systems and immutable folders, which hold back even root). Unlike the worker's
     files.check_destination, a missing folder is refused, not created: a refused run leaves nothing."""
+    refused = files.not_a_place_to_write(destination.path, destination.parameter)
+    if refused:
+        raise QgsProcessingException(refused)
     folder = os.path.dirname(destination.path)
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise _cannot_write(destination, f"{folder} is a file, not a folder", "Choose another destination")

@@ -734,3 +734,47 @@ def test_a_worker_python_without_the_workers_packages_is_told_in_one_message_not
     assert "ERROR:\tThe worker stopped unexpectedly (exit status 1). Its Python (/usr/bin/python3) lacks the package " in out, out[-3000:]
     assert ": it is not the worker's venv, or that venv is incomplete. In the QGIS desktop: menu HiRISE Ice Patches > Worker settings…" in out
     assert "Its error output ends: ModuleNotFoundError: No module named '" in out and not (tmp_path / "chunks.gpkg").exists()
+
+
+def test_an_output_that_is_a_pipe_or_a_url_is_refused_before_anything_is_written(tiny_model, tmp_path):
+    """Outputs are written whole and renamed over their name: a report given /dev/null (a device) replaced the system's
+    /dev/null with an HTML file when run as root, and a folder given as a URL was made below the current folder
+    ('./http:/example.com/x'). Refused, for QGIS's outputs and for the worker's command line alike."""
+    from model import files
+    from model.errors import EngineError
+
+    pipe = tmp_path / "report.html"
+    os.mkfifo(pipe)
+    done = qs.qgis_process("run", "hiriseice:detect", "--", f"INPUT={helpers.generate_raster(tmp_path, name='img.tif').path}", f"MODEL={tiny_model.path}",
+                           f"CHUNK_SIZE={CHUNK}", f"OUTPUT={tmp_path / 'chunks.gpkg'}", f"REPORT={pipe}")
+    assert done.returncode == 1 and f"REPORT is '{pipe}', a named pipe, not a file: writing there would replace it." in done.stdout, done.stdout[-2000:]
+    assert "Traceback" not in done.stdout and os.path.exists(pipe) and not os.path.isfile(pipe) and not (tmp_path / "chunks.gpkg").exists()
+    raster = helpers.generate_raster(tmp_path, name="grid.tif").path
+    done = qs.qgis_process("run", "hiriseice:chunk", "--", f"INPUT={raster}", f"CHUNK_SIZE={CHUNK}", f"OUTPUT={tmp_path / 'grid.gpkg'}",
+                           "EXPORT_FOLDER=http://example.com/x", cwd=str(tmp_path))
+    assert done.returncode == 1 and "EXPORT_FOLDER is 'http://example.com/x', a URL" in done.stdout, done.stdout[-2000:]
+    assert not (tmp_path / "http:").exists() and not (tmp_path / "grid.gpkg").exists()
+    for check, value in ((files.check_destination, str(pipe)), (files.check_folder, "https://example.com/dl")):
+        with pytest.raises(EngineError, match="nothing was run or written"):
+            check(value, "--out")
+
+
+def test_damaged_compressed_pixels_that_gdal_decodes_into_garbage_are_named_damaged(tiny_model, tmp_path):
+    """A JPEG tile with 256 bytes zeroed: GDAL only warns ('Corrupt JPEG data: premature end of data segment') and decodes
+    garbage, which was scored as terrain (two chunks' probabilities doubled) with exit 0 and no word of it."""
+    pixels = helpers.textured(256, 256, np.random.default_rng(5), 40, 220).astype(np.uint8)
+    intact = str(tmp_path / "intact.tif")
+    dataset = gdal.GetDriverByName("GTiff").Create(intact, 256, 256, 1, gdal.GDT_Byte, ["TILED=YES", "COMPRESS=JPEG", "BLOCKXSIZE=256", "BLOCKYSIZE=256"])
+    dataset.SetGeoTransform(helpers.default_geotransform(256, 256))
+    dataset.SetProjection(helpers.mars_equirectangular_wkt())
+    dataset.GetRasterBand(1).WriteArray(pixels)
+    dataset = None
+    written = gdal.Open(intact)  # kept while its band is read: a band outliving its dataset crashes GDAL's bindings
+    offset, size = (int(written.GetRasterBand(1).GetMetadataItem(f"BLOCK_{what}_0_0", "TIFF")) for what in ("OFFSET", "SIZE"))
+    written = None
+    data = bytearray(open(intact, "rb").read())
+    data[offset + size // 2: offset + size // 2 + 256] = bytes(256)
+    damaged = tmp_path / "ESP_000012_1000_RED.tif"
+    damaged.write_bytes(bytes(data))
+    done, out_folder = run_detect(tiny_model, damaged, tmp_path)
+    assert_refused_cleanly(done, out_folder, f"'{damaged}' is damaged: GDAL opened it but cannot decode its pixels (JPEGLib:Corrupt JPEG data")

@@ -212,6 +212,19 @@ def test_a_raster_given_an_iau_code_is_chunked_in_its_crs(qgis_app, make_raster,
     check_grid_layer(table, given, "given_a_code")
 
 
+def test_a_header_claiming_far_more_pixels_than_any_hirise_product_is_refused_as_detect_refuses_it(qgis_app, make_raster, tmp_path):
+    """detect refused a damaged header's claim of 2e9 px square at once; chunk built its grid of windows for ever."""
+    raster = make_raster(width=128, height=128)
+    claims = tmp_path / "claims.vrt"
+    gdal.Translate(str(claims), raster.path, format="VRT")
+    text = claims.read_text(encoding="utf-8")
+    claims.write_text(text.replace('rasterXSize="128" rasterYSize="128"', 'rasterXSize="2000000000" rasterYSize="2000000000"'), encoding="utf-8")
+    assert gdal.Open(str(claims)).RasterXSize == 2000000000
+    message = qs.processing_error("hiriseice:chunk", {"INPUT": str(claims), "CHUNK_SIZE": 64, "OUTPUT": str(tmp_path / "grid.gpkg")})
+    assert "claims 2,000,000,000 x 2,000,000,000 px" in message and "its header is damaged" in message
+    assert not (tmp_path / "grid.gpkg").exists()
+
+
 def check_exported_chunks(folder, raster_path, table, image_id):
     """One GeoTIFF per kept chunk (plus GDAL's sidecars of it): its pixels and mask are the source
     window's, its geotransform starts at the chunk's corner, its CRS is the source's."""

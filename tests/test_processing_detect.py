@@ -418,6 +418,10 @@ def test_a_parameter_name_detect_lacks_or_a_number_out_of_range(qgis_app, tiny_m
     assert "BATCH_SIZE (Batch size (chunks per network call)) is 0; give a whole number from 1 (default 16)." in message(BATCH_SIZE=0)
     assert "CHUNK_SIZE (Chunk size (pixels; 0 = the model's)) is 'big'; give a whole number from 0 (default 0)." in message(CHUNK_SIZE="big")
     assert "CHUNK_SIZE (Chunk size (pixels; 0 = the model's)) is 64.5; give a whole number from 0" in message(CHUNK_SIZE=64.5)
+    # Past a C int QGIS reads a whole number as 0: STRIDE=1e300 had run at the chunk size and BATCH_SIZE=2**31 at 0, exit 0.
+    assert "BATCH_SIZE (Batch size (chunks per network call)) is 2147483648; give a whole number from 1 to 2147483647 (default 16)." in message(
+        BATCH_SIZE=2 ** 31)
+    assert "STRIDE" in message(STRIDE="1e300") and "to 2147483647" in message(STRIDE="1e300")
     # An option list's choices, by name where the command line gives names.
     rules = message(CATEGORY_RULE="lenient")
     assert "CATEGORY_RULE (Image category rule) is 'lenient'; give one of paper, " in rules and "(default paper)." in rules

@@ -467,6 +467,19 @@ def test_lines_points_and_empty_geometries_in_a_mixed_layer_are_not_read_as_labe
     assert len(job_of(results)["rasters"][0]["labels"]) == 16
 
 
+def test_layers_of_the_wrong_kind_in_a_list_are_refused_with_what_the_list_takes(qgis_app, training_data, labelled_geographic, tmp_path):
+    """processing.run, a model or a batch row hands the lists layers, which QGIS does not check as it checks paths: a vector
+    layer among RASTERS ended in "AttributeError: 'QgsVectorLayer' object has no attribute 'bandCount'"."""
+    from qgis.core import QgsRasterLayer
+
+    image = QgsRasterLayer(training_data.raster.path, "img")
+    for parameters, said in (({"RASTERS": [labelled_geographic], "LABELS": [labelled_geographic]}, "RASTERS (")
+                             , ({"RASTERS": [image], "LABELS": [image]}, "LABELS ("), ({"RASTERS": [image], "LABELS": [labelled_geographic], "EXCLUDE": [image]}, "EXCLUDE (")):
+        message = check_failed(tmp_path, [said], **parameters)
+        assert "Traceback" not in message and "AttributeError" not in message
+        assert ("takes raster layers; 'labels in lon/lat' is a vector layer" if said == "RASTERS (" else "takes polygon layers; 'img' is a raster layer") in message, message
+
+
 def test_a_geopackage_layer_with_the_undefined_srs_is_taken_in_the_rasters_crs(qgis_app, training_data, tmp_path):
     """A GeoPackage written without a CRS gets srs_id 0, GDAL's 'Undefined geographic SRS' on Earth's ellipsoid: it was refused
     as 'a CRS of another body than Mars', where a shapefile without .prj is taken, with a warning, in the raster's CRS."""
