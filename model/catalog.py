@@ -108,17 +108,20 @@ def describe_query(query: Query) -> str:
             return "any"
         return f"{'-inf' if a is None else f'{a:g}'} to {'inf' if b is None else f'{b:g}'}{unit}"
 
+    def given(name, low, high, taken="low to high"):
+        return f" (given from {high:g} to {low:g}: taken {taken})" if name in query.swapped else ""
+
     parts = [
         f"{query.product_type} products", f"centre latitude {window(query.latitude_min, query.latitude_max)}"
-        + (f" (given from {query.latitude_max:g} to {query.latitude_min:g}: taken south to north)" if query.latitudes_swapped else ""),
+        + given("latitude", query.latitude_min, query.latitude_max, "south to north"),
         f"Ls {window(query.ls_start, query.ls_end)}" + (" (wraps through 360)" if None not in (query.ls_start, query.ls_end) and query.ls_start > query.ls_end else ""),
     ]
     if query.incidence_min is not None or query.incidence_max is not None:
-        parts.append(f"incidence {window(query.incidence_min, query.incidence_max)}")
+        parts.append(f"incidence {window(query.incidence_min, query.incidence_max)}" + given("incidence", query.incidence_min, query.incidence_max))
     if query.local_time_start is not None or query.local_time_end is not None:
         parts.append(f"local time {window(query.local_time_start, query.local_time_end, ' h')}")
     if query.scale_min is not None or query.scale_max is not None:
-        parts.append(f"map scale {window(query.scale_min, query.scale_max, ' m/px')}")
+        parts.append(f"map scale {window(query.scale_min, query.scale_max, ' m/px')}" + given("scale", query.scale_min, query.scale_max))
     if query.themes:
         parts.append("themes " + ", ".join(query.themes))
     if query.areas:

@@ -61,7 +61,40 @@ def georeferencing(ds, path: str, required: bool = True) -> Tuple[Tuple[float, .
             f"'{path}' has a coordinate reference system but no geotransform (no origin or pixel size), so chunk polygons could not "
             "be placed on Mars. Give the map-projected product (an RDR), or georeference this file first (Raster > Georeferencer)."
         )
+    off = placement_damage(geotransform, crs_wkt) if geotransform is not None and crs_wkt else ""
+    if off and required:
+        raise RasterError(
+            f"'{path}' is georeferenced where no map of Mars can place it ({off}): its geotransform is damaged, or was typed in another "
+            "unit. Download the product again, or georeference this file again (Raster > Georeferencer, or gdal_edit.py -a_ullr with its corners)."
+        )
     return tuple(geotransform or PIXEL_GRID), crs_wkt
+
+
+# Pixels no map of Mars has (HiRISE's are 0.25-2 m, a browse image's tens of metres): a georeference damaged or
+# typed in the wrong unit. One of 1e12 m had been warned of only as "coarser than HiRISE", one of 4e-12 m not at all.
+PIXEL_SIZE_RANGE_M = (1e-3, 1e4)
+
+
+def placement_damage(geotransform, crs_wkt: str) -> str:
+    """What places a georeferenced image off Mars, or '': pixels of no plausible size, or an origin beyond the poles
+    (one at 1e15 m put the report's centre at latitude 16870604858 deg). The origin, not the centre: a header's absurd
+    size is imagechecks.check_claimed_size's to name. A CRS PROJ cannot invert is left alone."""
+    srs = osr.SpatialReference()
+    if srs.ImportFromWkt(crs_wkt) != 0 or not (srs.IsProjected() or srs.IsGeographic()):
+        return ""
+    if srs.IsProjected():
+        pixel_m = float(np.hypot(geotransform[1], geotransform[4])) * srs.GetLinearUnits()
+        low, high = PIXEL_SIZE_RANGE_M
+        if not low <= pixel_m <= high:
+            return f"pixels of {pixel_m:g} m"
+    x_first(srs)
+    geographic = x_first(srs.CloneGeogCS())
+    try:
+        with gdal_messages():
+            latitude = osr.CoordinateTransformation(srs, geographic).TransformPoint(geotransform[0], geotransform[3])[1]
+    except (RuntimeError, TypeError):
+        return ""
+    return "" if math.isfinite(latitude) and abs(latitude) <= 90.0 else f"its origin at latitude {latitude:g} deg"
 
 
 def not_map_projected_message(path: str, name: str = "") -> str:

@@ -227,16 +227,20 @@ class Query:
     product_type: str = "RED"
     areas: Tuple[Tuple[Tuple[float, float], ...], ...] = ()  # rings of (lon, lat) degrees in a Mars geographic CRS
     area_holes: Tuple[Tuple[Tuple[float, float], ...], ...] = ()  # the areas' holes: a footprint wholly in one is left out
-    latitudes_swapped: bool = field(default=False, init=False)
+    swapped: Tuple[str, ...] = field(default=(), init=False)  # the windows given high to low, taken low to high (describe_query says so)
 
     def __post_init__(self):
         self.product_type = self.product_type.upper()
         if self.product_type not in PRODUCT_TYPES:
             raise CatalogError(f"Unknown product type {self.product_type!r}: choose RED or COLOR.")
-        if self.latitude_min is not None and self.latitude_max is not None and self.latitude_min > self.latitude_max:
-            # "from -40 to -70" means the band between them; said in describe_query, since latitudes do not wrap
-            self.latitude_min, self.latitude_max = self.latitude_max, self.latitude_min
-            self.latitudes_swapped = True
+        # "from -40 to -70" means the band between them, as incidence "90 to 10" and scale "1 to 0.25" do: none of them wraps
+        # (Ls and local time do), and a reversed incidence window had found 0 products without a word
+        for name in ("latitude", "incidence", "scale"):
+            low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
+            if low is not None and high is not None and low > high:
+                setattr(self, f"{name}_min", high)
+                setattr(self, f"{name}_max", low)
+                self.swapped += (name,)
         for name in ("ls_start", "ls_end"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 360.0:

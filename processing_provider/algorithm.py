@@ -31,7 +31,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .destinations import (FileDestination, check_holds_mars, check_layer_name, check_not_an_input, check_outputs_apart, check_styles_apart, check_writable, cut_field_names_warning, file_destination,
+from .destinations import (FORMATS_WITHOUT_TABLES, FileDestination, check_holds_mars, check_layer_name, check_not_an_input, check_outputs_apart, check_styles_apart, check_writable, cut_field_names_warning, file_destination,
                            kept_whole, percent_escape_message, without_geometry_warning)
 from .engine import errors, files, gdal_exceptions, icon_path, raster
 from .worker import TerminatedBySignal, terminating_signals_raise
@@ -427,7 +427,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
     def check_vector_formats(self, parameters) -> None:
         """No layer of Mars into a format that loses its place (destinations.check_holds_mars); a table without geometry may go anywhere."""
         for destination, vector in self.file_destinations(parameters):
-            if vector and self.has_geometry(destination):
+            if vector and (self.has_geometry(destination) or os.path.splitext(destination.path)[1].lower() in FORMATS_WITHOUT_TABLES):
                 check_holds_mars(destination)
 
     def warn_of_what_formats_drop(self, parameters, feedback) -> None:

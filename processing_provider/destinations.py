@@ -75,9 +75,12 @@ FORMATS_WITHOUT_MARS = {
     ".kml": ("KML file", EARTH_ONLY), ".kmz": ("KMZ file", EARTH_ONLY), ".gpx": ("GPX file", EARTH_ONLY),
     ".geojson": ("GeoJSON file", GEOJSON), ".json": ("GeoJSON file", GEOJSON), ".geojsonl": ("GeoJSON file", GEOJSON),
     ".geojsons": ("GeoJSON file", GEOJSON), ".gml": ("GML file", NO_MARS_CRS), ".tab": ("MapInfo table", NO_MARS_CRS),
-    ".mif": ("MapInfo file", NO_MARS_CRS), ".gxt": ("Geoconcept file", NO_MARS_CRS),
+    ".mif": ("MapInfo file", NO_MARS_CRS), ".gxt": ("Geoconcept file", NO_MARS_CRS), ".txt": ("Geoconcept file (QGIS's format for .txt)", NO_MARS_CRS),
     ".dxf": ("DXF drawing", DRAWING), ".dgn": ("DGN drawing", DRAWING), ".000": ("S-57 nautical chart", DRAWING),
 }
+# Formats no table can be written to, with geometry or without: QGIS's Geoconcept driver (.txt, .gxt) wants a CRS even for a
+# table, and a training history named h.txt had left an empty h.txt.gxt and no history, with exit 0.
+FORMATS_WITHOUT_TABLES = (".txt", ".gxt")
 # Formats QGIS writes a sink to without its geometry (a CSV keeps it only with a layer option).
 TABLES_WITHOUT_GEOMETRY = (".csv", ".xlsx", ".ods", ".dbf")
 # Formats that cut field names to dBase's 10 characters.

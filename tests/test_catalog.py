@@ -153,6 +153,9 @@ def test_pds_index_filters(tmp_path):
     assert ids(product_type="COLOR") == ["ESP_020000_1300_COLOR", "PSP_005000_1400_COLOR"]
     assert ids(ls_start=350, ls_end=10) == ["ESP_030000_1350_RED"]  # wraps through 360
     assert ids(ls_start=None, ls_end=None, incidence_min=58, incidence_max=70) == ["ESP_020000_1300_RED", "PSP_005000_1400_RED"]
+    # an incidence window given high to low had found nothing without a word; it does not wrap, so it is the band between
+    assert ids(ls_start=None, ls_end=None, incidence_min=70, incidence_max=58) == ["ESP_020000_1300_RED", "PSP_005000_1400_RED"]
+    assert "incidence 58 to 70 (given from 70 to 58: taken low to high)" in catalog.describe_query(Query(incidence_min=70, incidence_max=58))
     assert ids(local_time_start=14.9, local_time_end=15.6, ls_start=None, ls_end=None) == ["ESP_030000_1350_RED", "PSP_005000_1400_RED"]
     assert ids(local_time_start=15.4, local_time_end=14.6, ls_start=None, ls_end=None) == ["ESP_020000_1300_RED", "ESP_030000_1350_RED"]
     assert ids(scale_min=0.4, scale_max=0.6) == ["ESP_020000_1300_RED"]

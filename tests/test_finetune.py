@@ -263,6 +263,9 @@ def test_the_guard_says_when_too_few_validation_chunks_judge():
     assert few["verdict"] == ("The new model is not worse than the base model on these chunks. Your validation chunks hold only 1 icy and 2 not icy, "
                               "too few to judge by (fewer than 10 of each): label more chunks, of both kinds, for a sure judgement.")
     assert "too few" not in finetune.compare({"base": scores(0.9), "new": scores(0.95)}, None)["verdict"]
+    # the edge: 9 of a class is too few, 10 enough
+    assert "too few" in finetune.compare({"base": scores(0.9, chunks=19, icy=9), "new": scores(0.95, chunks=19, icy=9)}, None)["verdict"]
+    assert "too few" not in finetune.compare({"base": scores(0.9, chunks=20, icy=10), "new": scores(0.95, chunks=20, icy=10)}, None)["verdict"]
 
 
 def test_a_calibration_that_would_invert_the_scores_is_refused():

@@ -94,3 +94,14 @@ def test_the_outline_of_a_real_product_is_a_valid_polygon_as_written(georef_data
     read_back = ogr.CreateGeometryFromWkt(written)
     assert read_back.IsValid(), written[:200]
     assert read_back.GetArea() == pytest.approx(ogr.CreateGeometryFromWkt(whole).GetArea(), rel=0.05)
+
+
+def test_the_unscored_edge_sliver_pastes_its_own_no_data_into_the_outline(tmp_path):
+    """The 6-px sliver east of the last chunk column is read for the outline alone: read with its width and height
+    swapped, a sliver whose top quarter is no-data was pasted as valid all down, and the outline covered the no-data."""
+    pixels = np.full((256, 262), 500, np.uint16)
+    pixels[:64, 256:] = 0  # the sliver's top quarter: no-data
+    path = helpers.write_geotiff(tmp_path / "sliver.tif", pixels, "UInt16", helpers.default_geotransform(262, 256), helpers.mars_equirectangular_wkt(), nodata=0)
+    mosaic, _kept, _whole, _info = _outline_from_reads(path, 64, 64, 16)
+    column = mosaic.valid[:, -1]  # the sliver, at the reading scale (4 px a mosaic pixel)
+    assert not column[:16].any() and column[16:].all(), column.astype(int).tolist()

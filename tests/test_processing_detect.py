@@ -799,6 +799,7 @@ def test_a_shapefile_output_is_written_with_a_warning_that_it_cuts_field_names(q
     ("chunks.kml", "KML file", "holds Earth longitudes and latitudes only"), ("chunks.gpx", "GPX file", "holds Earth longitudes and latitudes only"),
     ("chunks.geojson", "GeoJSON file", "holds WGS 84 longitudes and latitudes only (RFC 7946)"), ("chunks.gml", "GML file", "cannot record a Mars CRS"),
     ("chunks.tab", "MapInfo table", "cannot record a Mars CRS"), ("chunks.gxt", "Geoconcept file", "cannot record a Mars CRS"),
+    ("chunks.txt", "Geoconcept file (QGIS's format for .txt)", "cannot record a Mars CRS"),  # it had failed after the run, leaving chunks.txt.gxt
     ("chunks.dxf", "DXF drawing", "holds drawings without the layer's fields")])
 def test_an_output_in_a_format_that_loses_its_place_on_mars_is_refused_before_anything_runs(qgis_app, tiny_model, detect_scene, tmp_path, name, kind, why):
     """QGIS wrote every chunk into a KML without coordinates, and said only 'Cannot create transform'; a GeoJSON was read back

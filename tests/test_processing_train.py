@@ -480,6 +480,14 @@ def test_layers_of_the_wrong_kind_in_a_list_are_refused_with_what_the_list_takes
         assert ("takes raster layers; 'labels in lon/lat' is a vector layer" if said == "RASTERS (" else "takes polygon layers; 'img' is a raster layer") in message, message
 
 
+def test_a_history_named_txt_is_refused_before_training(qgis_app, training_data, labelled_geographic, tmp_path):
+    """QGIS writes .txt as Geoconcept, which takes no table without a CRS: HISTORY=h.txt had trained, then left an empty
+    h.txt.gxt and no history, with exit 0."""
+    check_failed(tmp_path, ["HISTORY is a Geoconcept file"], RASTERS=[training_data.raster.path], LABELS=[labelled_geographic],
+                 HISTORY=str(tmp_path / "h.txt"))
+    assert not list(tmp_path.glob("h.txt*"))
+
+
 def test_a_geopackage_layer_with_the_undefined_srs_is_taken_in_the_rasters_crs(qgis_app, training_data, tmp_path):
     """A GeoPackage written without a CRS gets srs_id 0, GDAL's 'Undefined geographic SRS' on Earth's ellipsoid: it was refused
     as 'a CRS of another body than Mars', where a shapefile without .prj is taken, with a warning, in the raster's CRS."""

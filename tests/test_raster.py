@@ -593,6 +593,21 @@ def test_a_damaged_geotransform_is_refused_rather_than_placed_nowhere(tmp_path, 
     assert georeference.geotransform_damage(helpers.default_geotransform(64, 64)) == ""
 
 
+@pytest.mark.parametrize("geotransform, off", [((1e15, 0.5, 0.0, 1e15, 0.0, -0.5), "its origin at latitude 1.687"),
+                                                (None, "pixels of 3.9e-12 m"), ((0.0, 1e12, 0.0, 0.0, 0.0, -1e12), "pixels of 1e+12 m")])
+def test_an_image_placed_off_mars_is_refused_with_the_fix(tmp_path, geotransform, off):
+    """An origin at 1e15 m put the report's centre at latitude 16,870,604,858 deg, and pixels of 4e-12 m or 1e12 m were
+    scored (the latter warned of only as a browse image's): a damaged georeference, refused as one."""
+    geotransform = geotransform or (0.0, 3.9e-12, 0.0, 0.0, 0.0, -3.9e-12)
+    path = helpers.write_geotiff(tmp_path / "off.tif", np.full((64, 64), 500), "UInt16", geotransform, helpers.mars_equirectangular_wkt())
+    with pytest.raises(RasterError) as caught:
+        RasterSource(path)
+    assert f"is georeferenced where no map of Mars can place it ({off}" in str(caught.value) and "georeference this file again" in str(caught.value)
+    assert georeference.placement_damage(helpers.default_geotransform(64, 64), helpers.mars_equirectangular_wkt()) == ""
+    wkt, gt = helpers.south_polar_stereographic(150.0)  # near the pole, turned: placed all the same
+    assert georeference.placement_damage(gt, wkt) == ""
+
+
 def test_a_raster_without_crs_fails_the_worker_with_exit_status_2(make_raster, worker_python):
     r = make_raster(width=64, height=64, crs=None)
     run = helpers.run_worker(worker_python, "chunk", r.path, "--chunk-size", 32)

@@ -227,6 +227,12 @@ def test_detect_refuses_an_unknown_rule_before_reading_anything(tmp_path):
         detect(str(tmp_path / "not-read.tif"), str(tmp_path / "not-read.hiriseice"), DetectOptions(category_rule="strict"))
 
 
+def test_equal_thresholds_are_taken_for_two_classes():
+    """ICY_THRESHOLD equal to HARD_LOW is how a geologist asks for icy / not icy alone: no chunk is hard to identify."""
+    rules.check_thresholds(0.5, 0.5)
+    assert [rules.chunk_class(p, 0.5, 0.5) for p in (0.49, 0.5, 0.51)] == ["not icy", "icy", "icy"]
+
+
 @pytest.mark.parametrize("icy, hard", [(2.0, 0.4), (0.6, -0.5), (-0.5, -1.0), (1.5, 1.2)])
 def test_thresholds_outside_0_1_are_refused(icy, hard):
     """Given by an expression (a batch row, a model input) or on the worker's command line, no parameter range held them:

@@ -979,7 +979,7 @@ attempt("the scheduler lost", address, LoseTheScheduler())
 for process in [worker, scheduler] + queued:
     process.kill()
     process.wait()
-print(json.dumps({"said": said, "took": took}))
+print(json.dumps({"said": said, "took": took, "left": sorted(name for name in os.listdir(out) if name.endswith(".gpkg"))}))
 """
 
 
@@ -998,6 +998,9 @@ def test_a_cluster_that_cannot_survey_is_said_so_not_waited_on_for_ever(worker_p
     result = json.loads(done.stdout.strip().splitlines()[-1])
     said, took = result["said"], result["took"]
     assert said["not an address"].startswith("The Dask scheduler address 'foo bar' is not one: give it as tcp://HOST:PORT.")
+    # a run that recorded no image leaves no GeoPackage of empty tables behind; one that recorded any keeps it to resume
+    assert not {"not an address.gpkg", "a web address.gpkg", "a web server.gpkg"} & set(result["left"]), result["left"]
+    assert {"workers from a queue.gpkg", "the workers gone.gpkg", "the scheduler lost.gpkg"} <= set(result["left"]), result["left"]
     assert said["a web address"].startswith("The Dask scheduler address 'http://127.0.0.1:")
     assert "(something answers there, but not as a Dask scheduler, within 8 s)" in said["a web server"] and took["a web server"] < 30, result
     assert "8787 is its dashboard" in said["a web server"]

@@ -325,6 +325,7 @@ def test_a_chunk_size_far_from_the_models_is_warned_of_in_the_log_and_the_report
     from model.chunking import scale_warning
 
     assert scale_warning(1024, 1024, 256) == scale_warning(600, 1024, 256) == scale_warning(2000, 1024, 256) == ""
+    assert scale_warning(2048, 1024, 256) and scale_warning(512, 1024, 256)  # twice or half the model's chunk: warned of, as the help says
     assert scale_warning(256, 1024, 256).startswith("CHUNK_SIZE 256 makes the network read the ground at 4 times the scale it learnt (the model's "
                                                     "chunks are 1024 px, read at 256 px): ice and shade look larger to it")
     report = tmp_path / "small.html"
