@@ -51,7 +51,7 @@ def not_a_raster_error(path: str, gdal_message: str) -> RasterError:
     return RasterError(f"'{path}' exists but is not a raster GDAL can read ({gdal_message.strip()}). Give {SUPPORTED_FORMATS}.")
 
 
-def damaged_raster_error(path: str, gdal_message: str) -> DamagedRasterError:
+def damaged_raster_error(path: str, gdal_message: str, opened: bool = True) -> DamagedRasterError:
     missing = re.match(r"(.+?): No such file or directory", gdal_message.strip())
     if missing and os.path.abspath(missing.group(1)) != os.path.abspath(path):
         # A VRT or a detached label whose pixels live in another file: nothing is truncated.
@@ -77,8 +77,9 @@ def damaged_raster_error(path: str, gdal_message: str) -> DamagedRasterError:
             f"'{path}' refers to itself for its pixels, directly or through another VRT. Rebuild it from the image files "
             "(gdalbuildvrt, or Raster > Miscellaneous > Build Virtual Raster), then run again."
         )
+    how = "GDAL opened it but cannot decode its pixels" if opened else "GDAL cannot read its header"
     return DamagedRasterError(
-        f"'{path}' is damaged: GDAL opened it but cannot decode its pixels ({gdal_message.strip()}). The file is probably "
+        f"'{path}' is damaged: {how} ({gdal_message.strip()}). The file is probably "
         "truncated by an interrupted download or copy: download it again and check its size against the archive's."
     )
 

@@ -135,6 +135,16 @@ class RasterInfo:
         return float(np.hypot(g[1], g[4]))
 
 
+def pixels_file(path: str, dataset) -> str:
+    """The file that holds the pixels of the opened ``path``: a detached label's data file (PDS3 .LBL and .IMG), a
+    VRT's one source (its damage had been blamed on the 1-kB VRT, with advice to download the VRT again), else ``path``."""
+    kind = os.path.splitext(path)[1].lower()
+    if kind not in (".lbl", ".vrt"):
+        return path
+    data = [f for f in (dataset.GetFileList() or [])[1:] if os.path.splitext(f)[1].lower() not in (".lbl", ".xml", ".aux", ".vrt", ".ovr", ".msk")]
+    return data[0] if len(data) == 1 or (data and kind == ".lbl") else path
+
+
 @contextlib.contextmanager
 def north_up_view(path: str, band: int = 0, log: Callable[[str], None] = lambda message: None) -> Iterator[str]:
     """The raster to detect on: ``path`` itself, or, where north at its centre turns more than
@@ -293,12 +303,15 @@ class RasterSource:
             with gdal_exceptions(), gdal_messages() as said:
                 self._ds = gdal.Open(path, gdal.GA_ReadOnly)
         except RuntimeError as exc:
+            # a GeoTIFF cut inside its first directory fails to open at all: a damaged copy, not some other kind of file
+            if HEADER_DAMAGE.search(str(exc)) or "Failed to read directory" in str(exc):
+                raise damaged_raster_error(path, str(exc), opened=False) from None
             raise not_a_raster_error(path, str(exc)) from None
         damage = next((message for message in said if HEADER_DAMAGE.search(message)), "")
         if damage:
             # GDAL opens a file cut inside its header and only warns, so the lost tags would be
             # blamed on the file (no CRS) instead of on the copy that cut it.
-            raise damaged_raster_error(path, damage)
+            raise damaged_raster_error(pixels_file(path, self._ds), damage)
         try:
             self._describe(path, band, require_georeferencing)
             why = overviews_skipped
@@ -309,7 +322,7 @@ class RasterSource:
                     self._ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY, open_options=["OVERVIEW_LEVEL=NONE"])
                 self.info = dataclasses.replace(self.info, overviews_skipped=why)
         except RuntimeError as exc:  # a tag GDAL reads only on demand is cut off
-            raise damaged_raster_error(path, str(exc)) from None
+            raise damaged_raster_error(pixels_file(path, self._ds), str(exc)) from None
 
     def _describe(self, path: str, band: int, require_georeferencing: bool) -> None:
         """self.info, once the file is known to open whole."""
@@ -481,11 +494,7 @@ class RasterSource:
         return averaged_by_gdal(data, nodata, out_width, out_height)
 
     def _pixels_file(self) -> str:
-        """The file that holds the pixels: a detached label's data file (PDS3 .LBL and .IMG), else the raster's own path."""
-        if os.path.splitext(self.info.path)[1].lower() != ".lbl":
-            return self.info.path
-        data = [f for f in (self._ds.GetFileList() or [])[1:] if os.path.splitext(f)[1].lower() not in (".lbl", ".xml", ".aux")]
-        return data[0] if data else self.info.path
+        return pixels_file(self.info.path, self._ds)
 
     def read_chunk(self, chunk: ChunkWindow, chunk_size: int, input_size: int) -> Tuple[np.ndarray, np.ndarray]:
         """A chunk at the network's scale: chunk_size pixels map to input_size pixels.

@@ -18,6 +18,7 @@ from osgeo import gdal, osr
 
 from . import files
 from .georeference import image_centre
+from .schema import LABEL_SUMMARY_FIELDS
 from .splitting import lineage_groups
 from .preprocess import normalise, DEFAULT_NORMALISATION
 from .raster import RasterSource
@@ -352,7 +353,9 @@ def observation_rows(summary: Dict, centre: Optional[Dict]) -> List[Tuple[str, o
     elif centre is not None:
         latitude = centre["lat"]
     ls = summary.get("solar_longitude")
-    rows.append(("solar longitude Ls", f"{ls:.1f}° ({season(ls, latitude)})" if ls is not None else "unknown (no PDS label beside the image)"))
+    label_read = any(summary.get(name) is not None for name, _ in LABEL_SUMMARY_FIELDS)  # a label was read, without Ls in it
+    why_unknown = "the PDS label gives no SOLAR_LONGITUDE" if label_read else "no PDS label beside the image"
+    rows.append(("solar longitude Ls", f"{ls:.1f}° ({season(ls, latitude)})" if ls is not None else f"unknown ({why_unknown})"))
     if summary.get("incidence_angle") is not None:
         rows.append(("incidence angle", f"{summary['incidence_angle']:.1f}°"))
     return rows

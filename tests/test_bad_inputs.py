@@ -163,6 +163,29 @@ def test_a_geotiff_cut_inside_its_header_is_named_damaged_not_unplaced(tiny_mode
     assert "IO error during reading" in out and "download it again" in out and "coordinate reference system" not in out
 
 
+def test_a_geotiff_cut_inside_its_first_directory_is_named_damaged_not_another_kind_of_file(tiny_model, tmp_path):
+    """Cut after 36 bytes, a GeoTIFF does not open at all: it was called 'not a raster GDAL can read' with the advice to
+    give a GeoTIFF, which the user had."""
+    whole = helpers.generate_raster(tmp_path, name="whole.tif", width=256, height=256)
+    cut = tmp_path / "ESP_000006_0000_RED.tif"
+    cut.write_bytes(open(whole.path, "rb").read()[:36])
+    done, out_folder = run_detect(tiny_model, cut, tmp_path)
+    out = assert_refused_cleanly(done, out_folder, f"'{cut}' is damaged: GDAL cannot read its header")
+    assert "download it again" in out and "not a raster GDAL can read" not in out
+
+
+def test_a_vrt_whose_one_source_is_damaged_names_that_source(tiny_model, tmp_path):
+    """The damage of a VRT's source had been blamed on the 1-kB VRT, with the advice to download it again."""
+    whole = helpers.generate_raster(tmp_path, name="whole.tif", width=256, height=256)
+    source = tmp_path / "ESP_000007_0000_RED.tif"
+    source.write_bytes(open(whole.path, "rb").read()[:400])  # cut among its tags: GDAL opens it, warning
+    vrt = tmp_path / "view.vrt"
+    gdal.Translate(str(vrt), whole.path, format="VRT")
+    vrt.write_text(vrt.read_text(encoding="utf-8").replace(str(whole.path), str(source)).replace("whole.tif", source.name), encoding="utf-8")
+    done, out_folder = run_detect(tiny_model, vrt, tmp_path)
+    assert done.returncode == 1 and f"'{source}' is damaged" in done.stdout and f"'{vrt}' is damaged" not in done.stdout, done.stdout[-3000:]
+
+
 def assert_scored_as_the_same_ground(tiny_model, tmp_path, north_up: str, turned: str) -> qs.OgrTable:
     """Detect on a north-up raster and on the same ground stored turned: the turned one is read through a
     north-up view, and every chunk, its polygon and its probability, comes out as the north-up one's."""

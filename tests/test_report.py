@@ -295,6 +295,11 @@ def test_detection_report_without_label_or_known_model(reports, worker_python):
     plain = (reports["folder"] / "nolabel" / "detect.html").read_text(encoding="utf-8")
     assert "<tr><th>solar longitude Ls</th><td>unknown (no PDS label beside the image)</td></tr>" in plain
     assert "incidence angle" not in plain and "centre latitude (PDS label)" not in plain
+    # a label read that lacks SOLAR_LONGITUDE (a PDS3 .LBL given as the image) is not said to be absent
+    from model.report import observation_rows
+
+    rows = dict(observation_rows({"solar_longitude": None, "centre_latitude": -0.05, "observation_id": "ESP_000001_0000"}, None))
+    assert rows["solar longitude Ls"] == "unknown (the PDS label gives no SOLAR_LONGITUDE)"
 
 
 @pytest.mark.parametrize("ls, latitude, expected", [(10, -80, "southern autumn"), (100, -80, "southern winter"), (200, -80, "southern spring"), (300, -80, "southern summer"),
