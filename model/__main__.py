@@ -151,6 +151,7 @@ def _info(args, reporter: Reporter) -> None:
 
 
 def _sample_scene(args, reporter: Reporter) -> None:
+    files.check_destination(args.out, "sample-scene's OUT")
     if args.terrain:
         scene = _real_terrain_scene(args)
         reporter.log(f"sample scene: {os.path.abspath(args.out)}, real HiRISE crops of {len({c['observation'] for c in scene['chunks']})} "

@@ -13,7 +13,7 @@ from . import files
 from .errors import CancelledError, EngineError, RasterError
 from .footprint import ValidityMosaic
 from .grid import CENTRE_FRACTION, ChunkWindow, chunk_grid, chunk_wkt, edge_note, grid_shape, unscored_edges
-from .imagechecks import check_size, ground_size
+from .imagechecks import check_claimed_size, ground_size
 from .preprocess import valid_fractions
 from .raster import VIEW_DOMAIN, RasterInfo, RasterSource, north_up_view, read_in_order
 
@@ -132,8 +132,8 @@ def image_grid(path: str, band: int, chunk_size: int, stride: int, min_valid: fl
     where ``cancelled`` says so before a chunk."""
     with north_up_view(path, band, say) as read, RasterSource(read, band) as source:
         info = source.info
-        # as detect: a damaged header's claim of 2e9 px square had the grid of windows built for ever
-        check_size(info.given_path, info.width, info.height, chunk_size)
+        # a damaged header's claim of 2e9 px square had the grid of windows built for ever (detect refuses it too)
+        check_claimed_size(info.given_path, info.width, info.height)
         total = chunk_count(source, chunk_size, stride)
         say(f"{info.image_id}: {info.width} x {info.height} px; {total} grid chunks of {chunk_size} px"
             f"{ground_size(info.crs_wkt, info.pixel_size, chunk_size)}, stride {stride}")

@@ -82,11 +82,12 @@ def placement_damage(geotransform, crs_wkt: str) -> str:
     srs = osr.SpatialReference()
     if srs.ImportFromWkt(crs_wkt) != 0 or not (srs.IsProjected() or srs.IsGeographic()):
         return ""
-    if srs.IsProjected():
-        pixel_m = float(np.hypot(geotransform[1], geotransform[4])) * srs.GetLinearUnits()
-        low, high = PIXEL_SIZE_RANGE_M
-        if not low <= pixel_m <= high:
-            return f"pixels of {pixel_m:g} m"
+    # a geographic CRS's pixels in degrees of its sphere's great circle
+    metres = srs.GetLinearUnits() if srs.IsProjected() else math.radians(1.0) * srs.GetSemiMajor()
+    pixel_m = float(np.hypot(geotransform[1], geotransform[4])) * metres
+    low, high = PIXEL_SIZE_RANGE_M
+    if not low <= pixel_m <= high:
+        return f"pixels of {pixel_m:g} m"
     x_first(srs)
     geographic = x_first(srs.CloneGeogCS())
     try:

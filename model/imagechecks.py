@@ -51,7 +51,9 @@ def not_a_raster_error(path: str, gdal_message: str) -> RasterError:
     return RasterError(f"'{path}' exists but is not a raster GDAL can read ({gdal_message.strip()}). Give {SUPPORTED_FORMATS}.")
 
 
-def damaged_raster_error(path: str, gdal_message: str, opened: bool = True) -> DamagedRasterError:
+def damaged_raster_error(path: str, gdal_message: str, opened: bool = True, pixels: str = "") -> DamagedRasterError:
+    """``path`` damaged, or ``pixels``, the file it reads its pixels from (a VRT's one source, a label's data file),
+    when GDAL names no other file."""
     missing = re.match(r"(.+?): No such file or directory", gdal_message.strip())
     if missing and os.path.abspath(missing.group(1)) != os.path.abspath(path):
         # A VRT or a detached label whose pixels live in another file: nothing is truncated.
@@ -78,8 +80,9 @@ def damaged_raster_error(path: str, gdal_message: str, opened: bool = True) -> D
             "(gdalbuildvrt, or Raster > Miscellaneous > Build Virtual Raster), then run again."
         )
     how = "GDAL opened it but cannot decode its pixels" if opened else "GDAL cannot read its header"
+    named = f"'{pixels}' (which '{path}' reads)" if pixels and pixels != path else f"'{path}'"
     return DamagedRasterError(
-        f"'{path}' is damaged: {how} ({gdal_message.strip()}). The file is probably "
+        f"{named} is damaged: {how} ({gdal_message.strip()}). The file is probably "
         "truncated by an interrupted download or copy: download it again and check its size against the archive's."
     )
 

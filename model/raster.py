@@ -25,7 +25,7 @@ from osgeo import gdal
 
 from .averaging import (MAX_AVERAGED_HERE_PIXELS, RESAMPLING, RESOLUTION_LEVEL_DRIVERS, WHOLE_AVERAGE_TYPES, averaged_by_gdal, averaged_here,
                         block_mean, overviews_not_to_read, whole_shrink)
-from .errors import EngineError, RasterError
+from .errors import DamagedRasterError, EngineError, RasterError
 from .files import is_utf8, missing_path_message, shown, special_file_message, special_kind, unreadable_file_message
 from .footprint import FOOTPRINT_MAX_SIDE, footprint_from_mask
 from .gdalstate import gdal_exceptions, gdal_messages, gdal_returning_none
@@ -311,7 +311,7 @@ class RasterSource:
         if damage:
             # GDAL opens a file cut inside its header and only warns, so the lost tags would be
             # blamed on the file (no CRS) instead of on the copy that cut it.
-            raise damaged_raster_error(pixels_file(path, self._ds), damage)
+            raise damaged_raster_error(path, damage, pixels=pixels_file(path, self._ds))
         try:
             self._describe(path, band, require_georeferencing)
             why = overviews_skipped
@@ -322,7 +322,7 @@ class RasterSource:
                     self._ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY, open_options=["OVERVIEW_LEVEL=NONE"])
                 self.info = dataclasses.replace(self.info, overviews_skipped=why)
         except RuntimeError as exc:  # a tag GDAL reads only on demand is cut off
-            raise damaged_raster_error(pixels_file(path, self._ds), str(exc)) from None
+            raise damaged_raster_error(path, str(exc), pixels=pixels_file(path, self._ds)) from None
 
     def _describe(self, path: str, band: int, require_georeferencing: bool) -> None:
         """self.info, once the file is known to open whole."""
@@ -464,12 +464,12 @@ class RasterSource:
                 else:
                     data = band.ReadAsArray(*window, buf_xsize=out_width, buf_ysize=out_height, buf_type=gdal.GDT_Float32, resample_alg=RESAMPLING)
         except RuntimeError as exc:
-            raise damaged_raster_error(self._pixels_file(), str(exc)) from None
+            raise self._damaged(str(exc)) from None
         if data is None:
-            raise damaged_raster_error(self._pixels_file(), gdal.GetLastErrorMsg())
+            raise self._damaged(gdal.GetLastErrorMsg())
         damage = next((message for message in said if PIXEL_DAMAGE.search(message)), "")
         if damage:  # decoded all the same, into garbage or zeros
-            raise damaged_raster_error(self._pixels_file(), damage)
+            raise self._damaged(damage)
         if not full_resolution:
             return data
         nodata = band.GetNoDataValue()
@@ -493,8 +493,8 @@ class RasterSource:
             return data.astype(np.float32)
         return averaged_by_gdal(data, nodata, out_width, out_height)
 
-    def _pixels_file(self) -> str:
-        return pixels_file(self.info.path, self._ds)
+    def _damaged(self, gdal_message: str) -> DamagedRasterError:
+        return damaged_raster_error(self.info.path, gdal_message, pixels=pixels_file(self.info.path, self._ds))
 
     def read_chunk(self, chunk: ChunkWindow, chunk_size: int, input_size: int) -> Tuple[np.ndarray, np.ndarray]:
         """A chunk at the network's scale: chunk_size pixels map to input_size pixels.

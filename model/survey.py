@@ -270,6 +270,9 @@ class SurveyStore:
     time (a claim on a lock file beside it, which the system releases if the survey dies)."""
 
     def __init__(self, path: str, warn: Callable[[str], None] = lambda message: None):
+        refused = files.not_a_place_to_write(path, "The survey's GeoPackage (--out)")
+        if refused:
+            raise SurveyError(refused)
         self.path = os.path.abspath(path)
         self.warn = warn
         self.recorded = 0

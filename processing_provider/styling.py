@@ -90,8 +90,9 @@ CHUNK_CLASSES: List[Tuple[float, float, str, int]] = [
 ]
 # Classes run from high to low: QGIS gives a value on a shared edge to the first range that
 # holds it, so p = 0.6 falls in "icy" and p = 0.4 in "hard to identify", as model/rules.py says.
-# A class's fill is at least this opaque, so a chunk called icy by a low ICY_THRESHOLD is not drawn see-through.
-CLASS_MIN_ALPHA = {"icy": 100, "hard to identify": 65, "not icy": 0}
+# A class's fill opacity (0..255) stays within its paper's range whatever the thresholds: a chunk called icy by a low
+# ICY_THRESHOLD is not drawn see-through, nor one called not icy by a high one filled like ice.
+CLASS_ALPHA_RANGE = {"icy": (100, 255), "hard to identify": (65, 80), "not icy": (0, 35)}
 
 
 def chunk_classes(icy_threshold: float, hard_low: float) -> List[Tuple[float, float, str, int]]:
@@ -104,7 +105,8 @@ def chunk_classes(icy_threshold: float, hard_low: float) -> List[Tuple[float, fl
     for low, high in reversed(list(zip(edges, edges[1:]))):
         name = rules.chunk_class(low, icy_threshold, hard_low)
         alpha = next(alpha for base_low, base_high, _, alpha in CHUNK_CLASSES if base_low <= low < base_high)
-        classes.append((low, high, f"{_edge(low)} – {_edge(high)}  {name}", max(alpha, CLASS_MIN_ALPHA[name])))
+        least, most = CLASS_ALPHA_RANGE[name]
+        classes.append((low, high, f"{_edge(low)} – {_edge(high)}  {name}", min(max(alpha, least), most)))
     return classes
 
 

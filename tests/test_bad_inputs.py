@@ -183,7 +183,7 @@ def test_a_vrt_whose_one_source_is_damaged_names_that_source(tiny_model, tmp_pat
     gdal.Translate(str(vrt), whole.path, format="VRT")
     vrt.write_text(vrt.read_text(encoding="utf-8").replace(str(whole.path), str(source)).replace("whole.tif", source.name), encoding="utf-8")
     done, out_folder = run_detect(tiny_model, vrt, tmp_path)
-    assert done.returncode == 1 and f"'{source}' is damaged" in done.stdout and f"'{vrt}' is damaged" not in done.stdout, done.stdout[-3000:]
+    assert done.returncode == 1 and f"'{source}' (which '{vrt}' reads) is damaged" in done.stdout, done.stdout[-3000:]
 
 
 def assert_scored_as_the_same_ground(tiny_model, tmp_path, north_up: str, turned: str) -> qs.OgrTable:
@@ -780,6 +780,12 @@ def test_an_output_that_is_a_pipe_or_a_url_is_refused_before_anything_is_written
     for check, value in ((files.check_destination, str(pipe)), (files.check_folder, "https://example.com/dl")):
         with pytest.raises(EngineError, match="nothing was run or written"):
             check(value, "--out")
+    from model.survey import SurveyStore
+
+    with pytest.raises(EngineError, match=r"The survey's GeoPackage \(--out\) is 'http://example.com/s.gpkg', a URL"):  # the command line's survey
+        SurveyStore("http://example.com/s.gpkg")
+    run = helpers.run_worker(helpers.worker_python_path(), "sample-scene", pipe, "--width", 256, "--height", 256)
+    assert run.returncode != 0 and "a named pipe, not a file" in run.errors[0]["message"] and not os.path.isfile(pipe)
 
 
 def test_damaged_compressed_pixels_that_gdal_decodes_into_garbage_are_named_damaged(tiny_model, tmp_path):

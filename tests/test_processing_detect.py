@@ -693,6 +693,9 @@ def test_with_other_thresholds_the_legends_name_each_chunk_as_its_class_does(qgi
     # The paper's thresholds keep the bundled styles, as they are.
     assert styling_module().threshold_styles(0.6, 0.4) == (styling_module().CHUNKS_QML, styling_module().PROBABILITY_QML)
     assert styling_module().chunk_classes(0.6, 0.4) == styling_module().CHUNK_CLASSES
+    # thresholds above the paper's: what they call not icy is not filled like ice (it had kept the icy classes' opacity)
+    high = styling_module().chunk_classes(0.7, 0.65)
+    assert all(alpha <= 35 for _low, _high, text, alpha in high if text.endswith("  not icy")) and any(t.endswith("  not icy") for _l, _h, t, _a in high if _l >= 0.6)
 
 
 def styling_module():

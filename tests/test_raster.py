@@ -603,6 +603,10 @@ def test_an_image_placed_off_mars_is_refused_with_the_fix(tmp_path, geotransform
     with pytest.raises(RasterError) as caught:
         RasterSource(path)
     assert f"is georeferenced where no map of Mars can place it ({off}" in str(caught.value) and "georeference this file again" in str(caught.value)
+    # in degrees too: pixels of 1e9 deg from latitude 0 (an origin on the map) had put the report's centre at latitude -5.12e11
+    geographic = osr.SpatialReference(wkt=helpers.mars_equirectangular_wkt()).CloneGeogCS().ExportToWkt()
+    assert georeference.placement_damage((10.0, 1e9, 0.0, 0.0, 0.0, -1e9), geographic).startswith("pixels of 5.9")
+    assert georeference.placement_damage((10.0, 1e-5, 0.0, -50.0, 0.0, -1e-5), geographic) == ""  # 0.6 m pixels, in degrees
     assert georeference.placement_damage(helpers.default_geotransform(64, 64), helpers.mars_equirectangular_wkt()) == ""
     wkt, gt = helpers.south_polar_stereographic(150.0)  # near the pole, turned: placed all the same
     assert georeference.placement_damage(gt, wkt) == ""
@@ -616,7 +620,7 @@ def test_a_raster_without_crs_fails_the_worker_with_exit_status_2(make_raster, w
 
 
 @pytest.mark.parametrize("content, said", [(b"not a raster\n", "exists but is not a raster GDAL can read"), (b"", r"is empty \(0 bytes\): a download or copy"),
-                                           (b"II*\x00garbage", "exists but is not a raster GDAL can read")], ids=["text", "empty", "broken-tiff"])
+                                           (b"II*\x00garbage", "is damaged: GDAL cannot read its header")], ids=["text", "empty", "broken-tiff"])
 def test_a_file_gdal_cannot_read_is_explained(tmp_path, content, said):
     path = tmp_path / "layer.tif"
     path.write_bytes(content)
@@ -1067,7 +1071,7 @@ def test_a_pds3_image_is_read_through_its_label_and_its_damage_names_the_image(t
     (tmp_path / "cut.IMG").write_bytes(pixels[: len(pixels) // 2])
     (tmp_path / "cut.LBL").write_text(PDS3_LABEL.format(image="cut.IMG"))
     with gdalstate.gdal_exceptions(), RasterSource(str(tmp_path / "cut.LBL"), require_georeferencing=False) as source:
-        with pytest.raises(DamagedRasterError, match=r"'.*cut\.IMG' is damaged"):
+        with pytest.raises(DamagedRasterError, match=r"'.*cut\.IMG' \(which '.*cut\.LBL' reads\) is damaged"):
             source.read(0, 0, 64, 64, 64, 64)
 
 
