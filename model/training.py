@@ -246,7 +246,7 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
 
     val_logits = logits_of(val_x)
     reporter.log("the validation chunks are scored as detect scores by default, each with its east-west mirror (TTA): the metrics, the calibration "
-                 "and the comparison with the base model below judge what detect will give")
+                 + ("and the comparison with the base model below judge" if fine_tuning else "and the report below judge") + " what detect will give")
     chosen, calibration_record = _calibration(val_logits, val_y, base_metadata, pool.mix, base_logits, logits_of, options, reporter)
     evaluation = _evaluation(val_logits, val_y, chosen, calibration_record, split, best)
     if fine_tuning:

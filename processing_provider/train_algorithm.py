@@ -539,9 +539,9 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 + ", ".join(f"{key} {at[key]:.3f}" if math.isfinite(at[key]) else f"{key} {undefined.get(key, '-')}"
                             for key in ("accuracy", "precision", "recall", "roc_auc") if isinstance(at.get(key), (int, float)))
             )
-        for key in ("best_epoch", "best_val_loss", "ece_uncalibrated", "ece_calibrated"):
-            if key in metrics:
-                feedback.pushInfo(f"{key}: {metrics[key]}")
+        if "best_epoch" in metrics:
+            feedback.pushInfo(f"Best epoch {metrics['best_epoch']} (validation loss {metrics.get('best_val_loss', math.nan):.3f}); expected calibration error "
+                              f"{metrics.get('ece_uncalibrated', math.nan):.3f} before calibration, {metrics.get('ece_calibrated', math.nan):.3f} after")
         comparison = metrics.get("comparison") or {}
         if comparison.get("worse"):  # the worker logged it among many lines; a warning is its last word
             feedback.pushWarning(comparison["verdict"])

@@ -191,6 +191,13 @@ def test_history_table_and_report(chunk_trained):
     metrics = chunk_trained["metadata"]["metrics"]
     best = min(table.rows, key=lambda r: r["val_loss"])
     assert metrics["best_epoch"] == best["epoch"] and metrics["best_val_loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+    # said in words, rounded like the lines around it (the log had ended with 'ece_calibrated: 0.0013198939443662683')
+    said = [text for text in results["_feedback"].infos if text.startswith("Best epoch ")]
+    assert said == [f"Best epoch {best['epoch']} (validation loss {metrics['best_val_loss']:.3f}); expected calibration error "
+                    f"{metrics['ece_uncalibrated']:.3f} before calibration, {metrics['ece_calibrated']:.3f} after"], results["_feedback"].infos
+    assert not [text for text in results["_feedback"].infos if text.startswith(("best_val_loss", "ece_"))]
+    # trained from scratch, the log promises no comparison with a base model
+    assert any(text.endswith("the metrics, the calibration and the report below judge what detect will give") for text in results["_feedback"].text.splitlines())
 
 
 def test_retraining_honours_chunk_size_and_numbers_its_own_epochs(chunk_trained, labelled_geographic, training_data, tmp_path):
