@@ -270,15 +270,15 @@ class SurveyStore:
     time (a claim on a lock file beside it, which the system releases if the survey dies)."""
 
     def __init__(self, path: str, warn: Callable[[str], None] = lambda message: None):
-        refused = files.not_a_place_to_write(path, "The survey's GeoPackage (--out)")
+        special = files.special_file_message(os.path.abspath(path), "survey's GeoPackage")
+        if special:  # SQLite would wait on it for ever
+            raise SurveyError(special)
+        refused = files.not_a_place_to_write(path, "The survey's GeoPackage (--out)")  # a URL
         if refused:
             raise SurveyError(refused)
         self.path = os.path.abspath(path)
         self.warn = warn
         self.recorded = 0
-        special = files.special_file_message(self.path, "survey's GeoPackage")
-        if special:  # SQLite would wait on it for ever
-            raise SurveyError(special)
         folder = os.path.dirname(self.path)
         with contextlib.suppress(OSError):
             os.makedirs(folder, exist_ok=True)
