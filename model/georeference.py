@@ -88,11 +88,9 @@ def placement_damage(geotransform, crs_wkt: str) -> str:
     low, high = PIXEL_SIZE_RANGE_M
     if not low <= pixel_m <= high:
         return f"pixels of {pixel_m:g} m"
-    x_first(srs)
-    geographic = x_first(srs.CloneGeogCS())
     try:
         with gdal_messages():
-            latitude = osr.CoordinateTransformation(srs, geographic).TransformPoint(geotransform[0], geotransform[3])[1]
+            latitude = to_own_degrees(srs)[1].TransformPoint(geotransform[0], geotransform[3])[1]
     except (RuntimeError, TypeError):
         return ""
     return "" if math.isfinite(latitude) and abs(latitude) <= 90.0 else f"its origin at latitude {latitude:g} deg"
@@ -198,6 +196,18 @@ def x_first(srs):
     return srs
 
 
+def to_own_degrees(srs):
+    """(``srs``'s own geographic CRS, OSR's transformation into it), both read with x first (``srs`` is set so
+    too): its longitudes and latitudes on its own body; None for a local CRS, which has none. RuntimeError
+    where PROJ cannot make the transformation."""
+    x_first(srs)
+    geographic = srs.CloneGeogCS()
+    if geographic is None:
+        return None
+    x_first(geographic)
+    return geographic, osr.CoordinateTransformation(srs, geographic)
+
+
 def east_longitude(geographic, longitude: float) -> float:
     """A longitude of the geographic CRS ``geographic`` counted east, as HiRISE's labels, Find and the survey give it."""
     west = any(geographic.GetAxisOrientation(None, axis) == osr.OAO_West for axis in range(geographic.GetAxesCount()))
@@ -216,18 +226,16 @@ def image_centre(raster: Dict) -> Optional[Dict]:
     if raster.get("crs_wkt"):
         srs = osr.SpatialReference()
         if srs.ImportFromWkt(raster["crs_wkt"]) == 0:
-            x_first(srs)
             # a north-up view's map has no name: its definition says which map x and y are in
             centre["crs"] = srs.GetName() if srs.GetName() not in ("", "unknown") else srs.ExportToProj4().strip()
-            geographic = srs.CloneGeogCS()  # None for a local CRS, which has no longitude or latitude
-            if geographic is not None:
-                x_first(geographic)
-                try:
-                    lon, lat, _ = osr.CoordinateTransformation(srs, geographic).TransformPoint(x, y)
+            try:
+                degrees = to_own_degrees(srs)  # None for a local CRS, which has no longitude or latitude
+                if degrees is not None:
+                    lon, lat, _ = degrees[1].TransformPoint(x, y)
                     if math.isfinite(lon) and math.isfinite(lat):
-                        centre["lon"], centre["lat"] = east_longitude(geographic, lon), lat
-                except (RuntimeError, TypeError):
-                    pass
+                        centre["lon"], centre["lat"] = east_longitude(degrees[0], lon), lat
+            except (RuntimeError, TypeError):
+                pass
     return centre
 
 
@@ -270,10 +278,8 @@ def north_turn(crs_wkt: str, geotransform, width: int, height: int) -> Optional[
         return None  # PIXEL_GRID: a raster placed nowhere (GCPs that only a warp fits) has no north
     if not (srs.IsProjected() or srs.IsGeographic()):  # a local CRS has no north
         return None
-    x_first(srs)
-    geographic = x_first(srs.CloneGeogCS())
     try:
-        to_degrees = osr.CoordinateTransformation(srs, geographic)
+        geographic, to_degrees = to_own_degrees(srs)
         centre = gdal.ApplyGeoTransform(list(geotransform), width / 2, height / 2)
         longitude, latitude = to_degrees.TransformPoint(*centre)[:2]
         if not abs(latitude) < 89.0:

@@ -80,13 +80,20 @@ def _geometries(items: Sequence[str]) -> List[ogr.Geometry]:
         geometry = _read_wkt(wkt, "an outline or exclusion").GetLinearGeometry()  # a curved outline's arcs as segments: _polygonal keeps polygons
         if geometry.IsEmpty():
             continue
-        with gdal_messages():  # GEOS's "Self-intersection at or near ..." is not the user's to read
-            if not geometry.IsValid():
-                geometry = _polygonal(geometry.MakeValid())
+        geometry = _valid_polygons(geometry)
         if geometry is None:
             continue
         out.append(geometry)
     return out
+
+
+def _valid_polygons(geometry: ogr.Geometry) -> Optional[ogr.Geometry]:
+    """The geometry as it is where valid, else the polygons MakeValid finds in it (None if none): GEOS finds no
+    union, intersection or shared area for a polygon that crosses itself."""
+    with gdal_messages():  # GEOS's "Self-intersection at or near ..." is not the user's to read
+        if geometry.IsValid():
+            return geometry
+        return _polygonal(geometry.MakeValid())
 
 
 def _polygonal(*geometries: Optional[ogr.Geometry]) -> Optional[ogr.Geometry]:
@@ -176,7 +183,7 @@ def label_windows(source: RasterSource, labels: Sequence[Dict], exclude: Sequenc
         window = polygon_window(geometry, info.geotransform, info.width, info.height, index)
         if window is None:
             reading.too_small += 1
-        elif any(_overlap(_made_valid(geometry), shape) > 0 for shape in excluded):
+        elif any(_overlap(_valid_polygons(geometry) or geometry, shape) > 0 for shape in excluded):  # a bow-tie chunk too
             reading.excluded += 1
         else:
             key = (window.x_off, window.y_off, window.width, window.height)
@@ -200,14 +207,6 @@ def _label_parts(item: Dict) -> List[ogr.Geometry]:
     if ogr.GT_Flatten(geometry.GetGeometryType()) == ogr.wkbMultiPolygon and geometry.GetGeometryCount() > 1:
         return [geometry.GetGeometryRef(i).Clone() for i in range(geometry.GetGeometryCount())]
     return [geometry]
-
-
-def _made_valid(geometry: ogr.Geometry) -> ogr.Geometry:
-    """The polygon, valid: GEOS finds no area shared with a polygon that crosses itself (a bow-tie chunk was never excluded)."""
-    with gdal_messages():  # GEOS's "Self-intersection at or near ..." is not the user's to read
-        if geometry.IsValid():
-            return geometry
-        return _polygonal(geometry.MakeValid()) or geometry
 
 
 def _no_chunk_message(image_id: str, usable: int, reading: PolygonLabels) -> str:

@@ -60,10 +60,16 @@ def lineage_groups(metadata: Dict) -> List[str]:
     return list(split.get("seen_groups") or split.get("train_groups") or [])
 
 
+def trained_on_labels(metadata: Dict) -> bool:
+    """Whether a model was trained on a geologist's labels (an earlier round; its training records their data),
+    not on generated examples (the bundled model's terrain observations are no user's validation chunks)."""
+    return isinstance(metadata.get("training", {}).get("data"), dict)
+
+
 def with_lineage(split: Dict, base_metadata: Optional[Dict]) -> Dict:
     """``split`` with ``seen_groups``: its training groups and, where the base was trained on labels (an
     earlier round), the groups that base's lineage trained on."""
-    inherited = lineage_groups(base_metadata) if base_metadata and isinstance(base_metadata.get("training", {}).get("data"), dict) else []
+    inherited = lineage_groups(base_metadata) if base_metadata and trained_on_labels(base_metadata) else []
     return dict(split, seen_groups=sorted(set(split.get("train_groups", [])) | set(inherited)))
 
 

@@ -585,7 +585,7 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
     name, version = metadata["name"], str(metadata["version"])
     images = survey_images(sources, images_folder, reporter.warning)
     # a survey that fails before it records an image (a scheduler address that answers nothing) leaves no empty GeoPackage it made
-    made_here, recorded, finished_run = not os.path.exists(out), False, False
+    made_here, finished_run = not os.path.exists(out), False
     store = SurveyStore(out, reporter.warning)
     try:
         chunk_size = options.chunk_size or int(metadata["chunk_size"])  # as QGIS gives it, resolved: both resume one survey
@@ -608,7 +608,6 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
                     outcomes = _outcomes(client, futures, 60.0 * image_minutes, KilledWorker, reporter.warning, scheduler, checked)
                     for finished, (future, outcome) in enumerate(outcomes, start=1):
                         store.record(outcome, name, version)
-                        recorded = True
                         counts[outcome["status"]] += 1
                         _report_outcome(reporter, outcome, finished, len(todo))
                         reporter.progress(finished / len(todo))
@@ -629,7 +628,7 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
         finished_run = True
     finally:
         store.close()
-        if made_here and not recorded and not finished_run:
+        if made_here and not store.recorded and not finished_run:
             files.remove_quietly([out, out + "-wal", out + "-shm"])
     reporter.log(f"survey: {counts[DONE]} done, {counts[FAILED]} failed, {counts['skipped']} skipped (done before) of {counts['images']} images in {os.path.abspath(out)}")
     return dict(counts, out=os.path.abspath(out), model_name=name, model_version=version)

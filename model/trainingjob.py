@@ -32,7 +32,7 @@ from .imagechecks import squashed_pixel_warning
 from .network import TRUNKS, network_stride, score_map_side
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
-from .splitting import BLOCK_CHUNKS, block_groups, groups_seen_before, lineage_groups, with_lineage
+from .splitting import BLOCK_CHUNKS, block_groups, groups_seen_before, lineage_groups, trained_on_labels, with_lineage
 from .training import TrainOptions, prepare_tensorflow, train_arrays, trained_architecture
 
 
@@ -248,7 +248,7 @@ def run_job(job: Dict, reporter: Reporter = None) -> Dict:
         options.chunk_size = tuned_chunk_size(options.chunk_size, sides, base[1]["chunk_size"] if base else None, TrainOptions.chunk_size, reporter, options.input_size)
         chunks = collect_job_chunks(seen, options, normalisation, reporter, options.unlabelled if base else 0.0, _score_map_cells(mode, options, base, reporter))
     options.extra_metadata = {"data": chunks.provenance}
-    if base and isinstance(base[1].get("training", {}).get("data"), dict):  # a base trained on labels: an earlier round's, perhaps kept
+    if base and trained_on_labels(base[1]):  # an earlier round's, perhaps kept
         earlier = lineage_groups(base[1])
         options.not_for_validation = groups_seen_before(chunks.groups, [box[0] for box in chunks.boxes], *chunks.positions, earlier)
     outcome = train_arrays(chunks.images, chunks.labels, chunks.groups, options, reporter, base, replay=replay, unlabelled=chunks.unlabelled, cells=chunks.cells,
