@@ -120,8 +120,8 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "replaces the whole file, as everywhere in QGIS; the log names what was replaced. Relative paths are relative to the "
             "folder QGIS or qgis_process was started in.</p>"
             "<p>The network runs in a separate Python with TensorFlow (the <i>worker</i>), never inside QGIS. If it is missing, "
-            "install it from HiRISE Ice Patches › Worker settings… › Reinstall… (on Debian or Ubuntu also <i>bash scripts/install</i> "
-            "in the plugin folder), or set the worker's Python there.</p>"
+            "install it from HiRISE Ice Patches › Worker settings… › Reinstall… (in a checkout of its source on Debian or Ubuntu also "
+            "<i>bash scripts/install</i>), or set the worker's Python there.</p>"
         )
 
     def initAlgorithm(self, config=None):

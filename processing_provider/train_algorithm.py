@@ -152,8 +152,8 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             "<p>Outputs: the model file, the per-epoch history as a table (loss and accuracy on the training chunks; loss, accuracy, "
             "precision, recall and ROC AUC on the validation chunks), and an HTML report with learning curves, confusion matrix and reliability diagram.</p>"
             "<p>Training runs in the worker (a separate Python with TensorFlow), never inside QGIS; a GPU is used when the worker "
-            "has one. If the worker is missing, install it from HiRISE Ice Patches › Worker settings… › Reinstall… (on Debian or Ubuntu "
-            "also <i>bash scripts/install</i> in the plugin folder).</p>"
+            "has one. If the worker is missing, install it from HiRISE Ice Patches › Worker settings… › Reinstall… (in a checkout of its "
+            "source on Debian or Ubuntu also <i>bash scripts/install</i>).</p>"
         )
 
     def initAlgorithm(self, config=None):

@@ -103,7 +103,9 @@ def _usable(path: str) -> bool:
 def how_to_install() -> str:
     return (
         "In the QGIS desktop: menu HiRISE Ice Patches > Worker settings… > Reinstall… installs it (a venv with TensorFlow 2.21). "
-        f"On Debian or Ubuntu, `bash scripts/install` in the plugin folder ({PLUGIN_FOLDER}) creates .venv/ with TensorFlow 2.21. "
+        "It lives in your QGIS profile and outlives the plugin's upgrades. "
+        f"In a checkout of the plugin's source on Debian or Ubuntu, `bash scripts/install` ({PLUGIN_FOLDER}) creates .venv/ there instead "
+        "(a plugin installed from a zip loses that folder at its next upgrade). "
         f"Or set the QGIS setting {SETTINGS_KEY} (Worker settings…) or the environment "
         f"variable {ENV_VAR} to a Python that has TensorFlow 2.21, Keras 3 and GDAL."
     )

@@ -35,8 +35,8 @@ def test_metadata_has_what_the_plugin_repository_requires(metadata):
         assert metadata.get(key, "").strip(), f"metadata.txt lacks {key}"
     assert metadata["name"] == "HiRISE Ice Patches"
     assert metadata["qgisMinimumVersion"] == "3.22"
-    # QGIS 4 (Qt6) and Qt6 builds of 3.x load a plugin only with both (tests/test_qt6.py checks the code).
-    assert metadata["qgisMaximumVersion"] == "4.99" and metadata["supportsQt6"] == "True"
+    # QGIS 4 and plugins.qgis.org read qgisMaximumVersion alone; both dropped supportsQt6 (tests/test_qt6.py checks the code).
+    assert metadata["qgisMaximumVersion"] == "4.99" and "supportsQt6" not in metadata
     assert "\n" not in metadata["description"].strip() and len(metadata["about"]) > len(metadata["description"])
     assert re.fullmatch(r"\d+\.\d+\.\d+", metadata["version"])
     assert re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", metadata["email"])
@@ -46,7 +46,7 @@ def test_metadata_has_what_the_plugin_repository_requires(metadata):
     assert metadata["experimental"] in {"True", "False"} and metadata["deprecated"] in {"True", "False"}
     assert metadata["hasProcessingProvider"] == "yes"
     assert metadata["license"] in GPL_COMPATIBLE
-    assert "scripts/install" in metadata["about"]  # says how to get the worker
+    assert "Worker settings… > Reinstall…" in metadata["about"]  # says how to get the worker
 
 
 def test_metadata_icon_is_an_svg_in_the_plugin(metadata):

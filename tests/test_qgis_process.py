@@ -239,6 +239,6 @@ def test_without_worker_detect_names_the_installer_and_scripts_install(bare_inst
                              f"OUTPUT={output}", f"REPORT={tmp_path / 'r.html'}")
     assert done.returncode != 0
     assert "found none" in done.stdout and "Worker settings… > Reinstall…" in done.stdout, done.stdout[-3000:]
-    assert "On Debian or Ubuntu, `bash scripts/install` in the plugin folder" in done.stdout
+    assert "outlives the plugin's upgrades" in done.stdout and "`bash scripts/install`" in done.stdout
     assert os.path.join(qs.PLUGIN_PACKAGE, ".venv", "bin", "python") in done.stdout
     assert not output.exists()
