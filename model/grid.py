@@ -40,6 +40,13 @@ def centre_region(width: int, height: int, fraction: float = CENTRE_FRACTION) ->
     return (width - cw) // 2, (height - ch) // 2, cw, ch
 
 
+def overlap_inset(chunk_size: int, stride: int) -> float:
+    """Image pixels inside each edge of a chunk where the map and the report draw it, so that chunks on a grid
+    denser than they are (stride < chunk_size) tile the picture: each its central stride-px square, the ground
+    nearest its centre, instead of see-through fills stacked into colours no legend shows."""
+    return max(0.0, (chunk_size - stride) / 2.0)
+
+
 def grid_shape(raster_width: int, raster_height: int, chunk_size: int, stride: int) -> Tuple[int, int]:
     """(rows, cols) of the grid. The last row/column may be partial, at least narrowest_edge wide, and always
     starts inside the raster."""

@@ -18,6 +18,7 @@ from osgeo import gdal, osr
 
 from . import files
 from .georeference import image_centre
+from .grid import overlap_inset
 from .schema import LABEL_SUMMARY_FIELDS
 from .splitting import lineage_groups
 from .preprocess import normalise, DEFAULT_NORMALISATION
@@ -257,7 +258,8 @@ def scale_bar(width_px: int, geotransform: Sequence[float], crs_wkt: str) -> Tup
 SCALE_STRIP_PX = 36
 
 
-def quicklook_figure(raster_path: str, chunks: List[Dict], band: int = 0, max_side: int = 900, icy_threshold: float = 0.6, hard_low: float = 0.4):
+def quicklook_figure(raster_path: str, chunks: List[Dict], band: int = 0, max_side: int = 900, icy_threshold: float = 0.6, hard_low: float = 0.4,
+                     inset: float = 0.0):
     """The scene, decimated to at most max_side pixels, every scored chunk outlined and tinted by
     its probability and marked with its chunk_id, and under it a scale bar in a strip of its own.
     The scene is drawn at the image's aspect ratio with no margins (axes in full-resolution pixels,
@@ -282,9 +284,13 @@ def quicklook_figure(raster_path: str, chunks: List[Dict], band: int = 0, max_si
     ax.set_axis_off()
     px_per_image_px = out_w / info.width
     fills, outlines = [], []
-    for c in chunks:
-        fills.append(Rectangle((c["x_off"], c["y_off"]), c["width"], c["height"], facecolor=_rgb01(c["probability"]) + (0.55 * c["probability"],), edgecolor="none"))
-        outlines.append(Rectangle((c["x_off"], c["y_off"]), c["width"], c["height"], facecolor="none", edgecolor=_rgb01(c["probability"]), linewidth=0.8))
+    for c in chunks:  # inset: a dense grid's chunks drawn over their central squares (grid.overlap_inset), as on the map
+        width, height = c["width"] - 2 * inset, c["height"] - 2 * inset
+        if width <= 0 or height <= 0:
+            continue
+        corner = (c["x_off"] + inset, c["y_off"] + inset)
+        fills.append(Rectangle(corner, width, height, facecolor=_rgb01(c["probability"]) + (0.55 * c["probability"],), edgecolor="none"))
+        outlines.append(Rectangle(corner, width, height, facecolor="none", edgecolor=_rgb01(c["probability"]), linewidth=0.8))
     ax.add_collection(PatchCollection(fills, match_original=True))
     ax.add_collection(PatchCollection(outlines, match_original=True))
     chunk_px = min((min(c["width"], c["height"]) for c in chunks), default=0) * px_per_image_px
@@ -477,7 +483,8 @@ def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dic
         ("device, network speed", f"{s['device']}, {s['chunks_per_s']} chunks/s"),
         ("runtime (s)", s["runtime_s"]),
     ]
-    quick, label_all = quicklook_figure(detection.raster["path"], detection.chunks, band, icy_threshold=s["icy_threshold"], hard_low=s["hard_low"])
+    inset = overlap_inset(s["chunk_size"], s["stride"])
+    quick, label_all = quicklook_figure(detection.raster["path"], detection.chunks, band, icy_threshold=s["icy_threshold"], hard_low=s["hard_low"], inset=inset)
     top, any_likely = likely_icy_rows(detection.chunks, s["hard_low"])
     top_note = (
         f"Chunks with p &gt;= {s['hard_low']:g} (icy and hard to identify), most probable first; {len([c for c in detection.chunks if c['probability'] >= s['hard_low']])} in all."
@@ -486,9 +493,11 @@ def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dic
     body = (
         "<h2>Summary</h2>" + table(rows)
         + "<h2>Quicklook</h2>" + figure_img(quick, "scene with chunk grid and chunk IDs")
-        + "<p class='note'>Chunks are tinted from blue (not icy) to red (icy) and carry their chunk_id "
+        + "<p class='note'>Chunks are outlined from blue (not icy) to red (icy), filled the more strongly the more probable ice is, and carry their chunk_id "
         + ("(all chunks)" if label_all else f"(only chunks with p &gt;= {s['hard_low']:g}, at most the {MAX_CHUNK_IDS} most probable: the others are too small to label at this scale)")
-        + "; dropped no-data chunks are not drawn. Bold IDs: icy.</p>"
+        + "; dropped no-data chunks are not drawn. Bold IDs: icy."
+        + (f" The chunks overlap (stride {s['stride']} px, chunks {s['chunk_size']} px): each is drawn over its central {s['stride']}-px square." if inset else "")
+        + "</p>"
         + "<h2>Chunk probabilities</h2>" + figure_img(histogram_figure([c["probability"] for c in detection.chunks], s["icy_threshold"], s["hard_low"]), "histogram of chunk probabilities")
         + "<p class='note'>Dashed lines: the hard-to-identify and icy thresholds.</p>"
         + "<h2>Most likely icy chunks</h2>"

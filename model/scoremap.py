@@ -451,13 +451,15 @@ def paste_chunk_maps(geometry: MapGeometry, entries) -> Tuple[np.ndarray, np.nda
 
 
 PROBABILITY_NODATA = -1.0
+# A cell mostly of no-data was read mostly as padding and, drawn whole, hangs past the image's edge.
+MIN_CELL_IMAGE_SHARE = 0.5
 
 
 def write_probability_raster(path: str, geometry: MapGeometry, logits: np.ndarray, valid_share: np.ndarray, calibration_spec: Optional[Dict], geotransform, crs_wkt: str,
                              kept: Sequence[Tuple[int, int]], before_commit: Optional[Callable[[], None]] = None) -> str:
     """The calibrated ice probability of every score-map cell over the raster as a Float32 GeoTIFF
     (cells of chunk_size / input_size * cell raster pixels, the raster's CRS, origin and rotation);
-    cells without image data or under no kept chunk ((row, col) of each) are no-data (-1): the map
+    cells less than MIN_CELL_IMAGE_SHARE image data or under no kept chunk ((row, col) of each) are no-data (-1): the map
     route scores tiles whose chunk MIN_VALID drops, and their cells lit footprint borders that no
     chunk supports. Written to files.partial_path first and renamed when complete."""
     from osgeo import gdal, osr
@@ -472,7 +474,7 @@ def write_probability_raster(path: str, geometry: MapGeometry, logits: np.ndarra
     part[:covered_rows, :covered_cols] = np.where(under_chunks, logits, np.nan)[:covered_rows, :covered_cols]
     share[:covered_rows, :covered_cols] = valid_share[:covered_rows, :covered_cols]
     probability = calibration.apply(np.nan_to_num(part), calibration_spec).astype(np.float32)
-    probability[(share <= 0) | ~np.isfinite(part)] = PROBABILITY_NODATA
+    probability[(share < MIN_CELL_IMAGE_SHARE) | ~np.isfinite(part)] = PROBABILITY_NODATA
     with files.writing(path, "The ice-probability raster", before_commit) as partial:
         driver = gdal.GetDriverByName("GTiff")
         dataset = driver.Create(partial, cols, rows, 1, gdal.GDT_Float32, ["COMPRESS=DEFLATE", "TILED=YES"] if rows >= 16 and cols >= 16 else ["COMPRESS=DEFLATE"])

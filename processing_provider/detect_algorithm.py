@@ -108,9 +108,9 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "<p><b>Ice probability raster</b> (PROBABILITY_RASTER, optional): a GeoTIFF in the image's CRS with the ice probability "
             "of every cell of the network's score map (128 px of the image for the default model's 1024-px chunks), "
             "so you see where inside a chunk the patch lies; transparent below 0.2, then in the chunk layer's colours (blue-green, pale green to pale yellow, orange to red). A chunk's probability is "
-            "the mean of this map's logits over the chunk (an edge chunk's over its padding beyond the image too, and a chunk's over the image's no-data border, neither of which the raster holds). With a stride shorter than the chunk (e.g. 512 for 1024-px chunks) every "
+            "the mean of this map's logits over the chunk (an edge chunk's over its padding beyond the image too, and a chunk's over the image's no-data border, neither of which the raster holds: its cells less than half on the image are left empty). With a stride shorter than the chunk (e.g. 512 for 1024-px chunks) every "
             "chunk is read off this map, and the chunks between the map's tiles that may hide a patch cut by their edges are "
-            "scored alone again: on a whole observation such a grid cost 2.3-2.8x the grid at STRIDE = CHUNK, not the 3.3-3.9x of scoring every chunk alone.</p>"
+            "scored alone again: on a whole observation such a grid cost 2.3-2.8x the grid at STRIDE = CHUNK, not the 3.3-3.9x of scoring every chunk alone. On the map and in the report's quicklook such overlapping chunks are each drawn over their central STRIDE-px square, the ground nearest their centre, so that they tile the picture; each feature keeps its whole footprint (select it to see it).</p>"
             "<p><b>Mirror test-time augmentation</b> (TTA, advanced, on by default): each chunk is also scored mirrored east-west (which "
             "keeps the sun's side) and the two logits averaged: twice the network time, which sets a whole observation's detect time with the default model (8-10 s on two cores; README, Performance), "
             "for 0.001-0.009 more ROC AUC on every kind of ice and fewer false alarms (real terrain called icy 3.6 % -> 3.0 %) on the default model's held-out observations. "
@@ -175,7 +175,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             self.ICY_CHUNKS: summary.get("icy_chunks"),
             self.MEAN_PROBABILITY: summary.get("mean_probability"),
         }
-        chunk_style, probability_style = styling.threshold_styles(options["icy_threshold"], options["hard_low"])
+        chunk_style, probability_style = styling.threshold_styles(options["icy_threshold"], options["hard_low"], grid.overlap_inset(options["chunk_size"], options["stride"]))
         try:
             results[self.OUTPUT] = self.write_layer(parameters, self.OUTPUT, context, feedback, sinks.get(self.OUTPUT), crs, chunks, chunk_style)
             summary_destination = self.write_layer(parameters, self.SUMMARY, context, feedback, sinks.get(self.SUMMARY), crs, [summary])

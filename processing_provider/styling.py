@@ -27,6 +27,7 @@ from qgis.core import (
     QgsField,
     QgsFillSymbol,
     QgsGradientColorRamp,
+    QgsGeometryGeneratorSymbolLayer,
     QgsGradientStop,
     QgsGraduatedSymbolRenderer,
     QgsMapLayer,
@@ -93,6 +94,8 @@ CHUNK_CLASSES: List[Tuple[float, float, str, int]] = [
 # A class's fill opacity (0..255) stays within its paper's range whatever the thresholds: a chunk called icy by a low
 # ICY_THRESHOLD is not drawn see-through, nor one called not icy by a high one filled like ice.
 CLASS_ALPHA_RANGE = {"icy": (100, 255), "hard to identify": (65, 80), "not icy": (0, 35)}
+# (outline width in mm, pen style) by class; "not icy" keeps a thin solid line.
+OUTLINES = {"icy": ("0.5", "solid"), "hard to identify": ("0.4", "dash")}
 
 
 def chunk_classes(icy_threshold: float, hard_low: float) -> List[Tuple[float, float, str, int]]:
@@ -113,7 +116,9 @@ def chunk_classes(icy_threshold: float, hard_low: float) -> List[Tuple[float, fl
 def _edge(value: float) -> str:
     return f"{value:.1f}" if round(value, 1) == value else f"{value:g}"
 
-CATEGORY_COLOURS = [("good", "215,25,28", "good: ice clearly present"), ("hard to identify", "253,174,97", "hard to identify"), ("bad", "43,131,186", "bad: no ice seen")]
+# "bad" is the paper's discarded image: too few icy chunks to keep (0 or 1 by its rule), not an image without ice.
+CATEGORY_COLOURS = [("good", "215,25,28", "good: ice clearly present"), ("hard to identify", "253,174,97", "hard to identify: check by eye"),
+                    ("bad", "43,131,186", "bad: too few icy chunks to keep")]
 
 LABEL_VALUES = [("icy (1)", 1), ("not icy (0)", 0), ("unclear (-1)", -1)]
 VALUE_MAP_NULL = "{2839923C-8B7D-419E-B84B-CA2FE9B80EC7}"  # QGIS's value-map code for NULL
@@ -276,24 +281,42 @@ def _engine():
     return report, schema, rules
 
 
-def build_chunk_renderer(classes: Sequence[Tuple[float, float, str, int]] = CHUNK_CLASSES) -> QgsGraduatedSymbolRenderer:
-    """The chunk classes in the colours of the report's ramp (model/report.py), so map, legend and HTML agree."""
+def build_chunk_renderer(classes: Sequence[Tuple[float, float, str, int]] = CHUNK_CLASSES, inset_px: float = 0.0) -> QgsGraduatedSymbolRenderer:
+    """The chunk classes in the colours of the report's ramp (model/report.py), so map, legend and HTML agree.
+    With ``inset_px`` (overlap_inset) each chunk is drawn over its central square only: overlapping chunks' see-through
+    fills had stacked into colours no legend swatch shows. The feature keeps its whole footprint (to select and label)."""
     report = _engine()[0]
     ramp = report.RAMP
     ranges = []
     for low, high, text, alpha in classes:
         r, g, b = report.ramp_colour((low + high) / 2)
         outline_alpha = 110 if alpha == 0 else 220
-        outline_width = "0.2" if alpha == 0 else "0.3"
+        # The class in the outline as well as the colour, for readers who do not tell the ramp's hues apart and over
+        # terrain that darkens a see-through fill: hard to identify dashed, icy bolder (OUTLINES).
+        outline_width, outline_style = OUTLINES.get(text.split("  ", 1)[1], ("0.2" if alpha == 0 else "0.3", "solid"))
         symbol = QgsFillSymbol.createSimple(
-            {"color": f"{r},{g},{b},{alpha}", "style": "solid" if alpha else "no", "outline_color": f"{r},{g},{b},{outline_alpha}", "outline_width": outline_width, "outline_width_unit": "MM", "joinstyle": "miter"}
+            {"color": f"{r},{g},{b},{alpha}", "style": "solid" if alpha else "no", "outline_color": f"{r},{g},{b},{outline_alpha}", "outline_width": outline_width,
+             "outline_style": outline_style, "outline_width_unit": "MM", "joinstyle": "miter"}
         )
+        if inset_px:
+            symbol = _inset(symbol, inset_px)
         ranges.append(QgsRendererRange(low, high, symbol, text))
     renderer = QgsGraduatedSymbolRenderer("probability", ranges)
     c0, c1 = ramp[0][1], ramp[-1][1]
     stops = [QgsGradientStop(p, QColor(*c)) for p, c in ramp[1:-1]]
     renderer.setSourceColorRamp(QgsGradientColorRamp(QColor(*c0), QColor(*c1), False, stops))
     return renderer
+
+
+def _inset(symbol: QgsFillSymbol, inset_px: float) -> QgsFillSymbol:
+    """``symbol`` drawn inset_px image pixels inside the chunk's edges: a negative buffer of the chunk, its
+    pixel size in the layer's units from its area and its width and height in pixels (so any CRS, rotation and edge chunk)."""
+    inner = QgsGeometryGeneratorSymbolLayer.create(
+        {"geometryModifier": f'buffer($geometry, -{inset_px:g} * sqrt(area($geometry) / ("width" * "height")))', "SymbolType": "Fill"})
+    inner.setSubSymbol(symbol)
+    drawn = QgsFillSymbol.createSimple({})
+    drawn.changeSymbolLayer(0, inner)  # QgsFillSymbol([inner]) crashes QGIS 3.22 (the layer list's ownership)
+    return drawn
 
 
 def _label_expression() -> str:
@@ -368,19 +391,20 @@ def write_style_files(folder: str = STYLES_FOLDER) -> List[str]:
     return written
 
 
-def threshold_styles(icy_threshold: float, hard_low: float) -> Tuple[str, str]:
+def threshold_styles(icy_threshold: float, hard_low: float, inset_px: float = 0.0) -> Tuple[str, str]:
     """(chunk layer style, probability raster style) for these thresholds: CHUNKS_QML and PROBABILITY_QML for the
-    paper's, else copies whose classes follow them (chunk_classes), made once in Processing's temporary folder."""
+    paper's, else copies whose classes follow them (chunk_classes) and whose chunks are drawn ``inset_px`` inside
+    (overlap_inset), made once in Processing's temporary folder."""
     classes = chunk_classes(icy_threshold, hard_low)
-    if classes == CHUNK_CLASSES:
+    if classes == CHUNK_CLASSES and not inset_px:
         return CHUNKS_QML, PROBABILITY_QML
-    folder = os.path.join(QgsProcessingUtils.tempFolder(), f"hiriseice-styles-icy{icy_threshold:g}-hard{hard_low:g}")
+    folder = os.path.join(QgsProcessingUtils.tempFolder(), f"hiriseice-styles-icy{icy_threshold:g}-hard{hard_low:g}-inset{inset_px:g}")
     chunks, probability = os.path.join(folder, os.path.basename(CHUNKS_QML)), os.path.join(folder, os.path.basename(PROBABILITY_QML))
     if not (os.path.isfile(chunks) and os.path.isfile(probability)):
         os.makedirs(folder, exist_ok=True)
         layer = _schema_layer(_engine()[1].DETECTION_FIELDS)
         layer.loadNamedStyle(CHUNKS_QML)
-        layer.setRenderer(build_chunk_renderer(classes))
+        layer.setRenderer(build_chunk_renderer(classes, inset_px))
         _save(layer, chunks)
         with open(PROBABILITY_QML, encoding="utf-8") as handle:
             text = handle.read()
@@ -395,7 +419,9 @@ def _raster_item(chunk_class: Tuple[float, float, str, int], last: bool) -> str:
     low, high, text, alpha = chunk_class
     r, g, b = _engine()[0].ramp_colour((low + high) / 2)
     opacity = 0 if alpha == 0 else 90 if text.endswith("not icy") else 255
-    label = text + (" (transparent)" if opacity == 0 else "")
+    label = text + (" (not drawn)" if opacity == 0 else "")
+    if opacity == 0:  # QGIS's legend shows an item's colour without its alpha: white says "nothing drawn", blue had not
+        r = g = b = 255
     return f'          <item alpha="{opacity}" value="{"inf" if last else f"{high:g}"}" label="{label}" color="#{r:02x}{g:02x}{b:02x}"/>\n'
 
 

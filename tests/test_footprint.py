@@ -105,3 +105,25 @@ def test_the_unscored_edge_sliver_pastes_its_own_no_data_into_the_outline(tmp_pa
     mosaic, _kept, _whole, _info = _outline_from_reads(path, 64, 64, 16)
     column = mosaic.valid[:, -1]  # the sliver, at the reading scale (4 px a mosaic pixel)
     assert not column[:16].any() and column[16:].all(), column.astype(int).tolist()
+
+
+def test_specks_in_the_border_and_pinholes_leave_the_outline_one_polygon():
+    """A lossy product's noise left valid specks in the no-data border and pinholes in the image: a real RED's outline
+    was 142 parts with 35 holes, drawn as specks in the map's border. Two real halves of an image both stay."""
+    from model.footprint import footprint_from_mask
+
+    valid = np.zeros((200, 300), bool)
+    valid[40:160, 50:250] = True
+    rng = np.random.default_rng(3)
+    for y, x in rng.integers(0, 30, size=(25, 2)):
+        valid[y, x] = valid[199 - y, 299 - x] = True  # specks in the border
+    valid[39, 49] = valid[160, 250] = True  # specks touching the image at a corner only: apart, as Polygonize sees them
+    valid[100, 100] = valid[80:82, 200:202] = False  # pinholes
+    outline = ogr.CreateGeometryFromWkt(footprint_from_mask(valid, (0, 1, 0, 0, 0, -1), 300, 200, ""))
+    assert ogr.GT_Flatten(outline.GetGeometryType()) == ogr.wkbPolygon and outline.GetGeometryCount() == 1, outline.ExportToWkt()[:300]
+    assert outline.GetArea() == pytest.approx(120 * 200, rel=0.01)
+
+    halves = np.zeros((200, 300), bool)
+    halves[20:180, 10:140] = halves[20:180, 160:290] = True
+    outline = ogr.CreateGeometryFromWkt(footprint_from_mask(halves, (0, 1, 0, 0, 0, -1), 300, 200, ""))
+    assert outline.GetGeometryCount() == 2 and outline.GetArea() == pytest.approx(2 * 160 * 130, rel=0.01)

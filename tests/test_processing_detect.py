@@ -183,6 +183,8 @@ def test_style_is_stored_in_the_geopackage(gpkg_run, qgis_app):
     assert editable == ["label"], "the geologist fills only label; review_rank and the model's fields stay read-only"
     summary = QgsVectorLayer(f"{gpkg_run['gpkg']}|layername=summary", "reopened", "ogr")
     assert isinstance(summary.renderer(), QgsCategorizedSymbolRenderer) and summary.renderer().classAttribute() == "category"
+    # the paper's "bad" is an image with too few icy chunks to keep (0 or 1), not one without ice: the legend had said "no ice seen"
+    assert {c.value(): c.label() for c in summary.renderer().categories()}["bad"] == "bad: too few icy chunks to keep"
 
 
 # --- real HiRISE data --------------------------------------------------------------------------
@@ -657,6 +659,7 @@ def test_probability_raster_output_matches_the_inputs_georeferencing_and_is_styl
     shader = renderer.shader().rasterShaderFunction()
     items = shader.colorRampItemList()
     assert shader.colorRampType() == shader.Discrete and items[0].value == 0.2 and items[0].color.alpha() == 0
+    assert items[0].color.name() == "#ffffff"  # the legend shows an item's colour without its alpha: the class not drawn is white, not blue
     assert {min(round(i.value, 1), 1.0): i.color.name() for i in items[1:]} == {k: v for k, v in chunk_colours.items() if k > 0.2}
     assert [i.label for i in items][1:3] == ["0.2 – 0.4  not icy", "0.4 – 0.5  hard to identify"]
     assert not shader.legendSettings().useContinuousLegend()
@@ -686,7 +689,7 @@ def test_with_other_thresholds_the_legends_name_each_chunk_as_its_class_does(qgi
     assert {r.label() for r in ranges} >= {"0.0 – 0.02  not icy", "0.02 – 0.05  hard to identify", "0.05 – 0.2  icy"}
     # The raster's legend: each value up to an item's edge in that item's class, and icy values not see-through.
     items = re.findall(r'<item alpha="(\d+)" value="([^"]+)" label="([^"]+)"', (tmp_path / "ice_probability.qml").read_text(encoding="utf-8"))
-    assert [(float(v), label.split("  ")[1].replace(" (transparent)", "")) for _a, v, label in items][:3] == [
+    assert [(float(v), label.split("  ")[1].replace(" (not drawn)", "")) for _a, v, label in items][:3] == [
         (0.02, "not icy"), (0.05, "hard to identify"), (0.2, "icy")]
     assert all(int(alpha) > 0 for alpha, _v, label in items if "  icy" in label)
     assert QgsRasterLayer(str(raster), "p").renderer().type() == "singlebandpseudocolor"
@@ -696,6 +699,37 @@ def test_with_other_thresholds_the_legends_name_each_chunk_as_its_class_does(qgi
     # thresholds above the paper's: what they call not icy is not filled like ice (it had kept the icy classes' opacity)
     high = styling_module().chunk_classes(0.7, 0.65)
     assert all(alpha <= 35 for _low, _high, text, alpha in high if text.endswith("  not icy")) and any(t.endswith("  not icy") for _l, _h, t, _a in high if _l >= 0.6)
+
+
+def test_chunks_of_a_dense_grid_tile_the_map_and_the_report(qgis_app, tiny_model, detect_scene, tmp_path):
+    """At STRIDE = CHUNK / 2 each point lay under up to four see-through chunk fills, stacked into colours no legend swatch
+    shows: each chunk is now drawn over its central STRIDE-px square, and those squares tile the ground; the features keep
+    their whole footprints, and the report's quicklook says how it draws them."""
+    from qgis.core import QgsExpression, QgsExpressionContext, QgsExpressionContextUtils, QgsGeometry, QgsVectorLayer
+
+    stride = CHUNK // 2
+    gpkg, report = tmp_path / "chunks.gpkg", tmp_path / "report.html"
+    qs.run_algorithm("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "STRIDE": stride,
+                                          "OUTPUT": str(gpkg), "REPORT": str(report)})
+    chunks = QgsVectorLayer(f"{gpkg}|layername=chunks", "reopened", "ogr")  # with its stored default style
+    pixel = abs(gdal.Open(detect_scene.path).GetGeoTransform()[1])
+    drawn = []
+    for feature in chunks.getFeatures():
+        shown = next(r for r in chunks.renderer().ranges() if r.lowerValue() <= feature["probability"] <= r.upperValue())
+        generator = shown.symbol().symbolLayer(0)
+        assert generator.layerType() == "GeometryGenerator", generator.layerType()
+        context = QgsExpressionContext(QgsExpressionContextUtils.globalProjectLayerScopes(chunks))
+        context.setFeature(feature)
+        shape = QgsExpression(generator.geometryExpression()).evaluate(context)
+        assert isinstance(shape, QgsGeometry)
+        if feature["width"] == CHUNK and feature["height"] == CHUNK:
+            assert feature.geometry().area() == pytest.approx((CHUNK * pixel) ** 2)  # the feature is the whole chunk
+            assert shape.area() == pytest.approx((stride * pixel) ** 2) and feature.geometry().contains(shape.centroid())
+        drawn.append(shape)
+    assert len(drawn) > 8
+    overlap = sum(a.intersection(b).area() for i, a in enumerate(drawn) for b in drawn[i + 1:] if not a.isEmpty() and not b.isEmpty())
+    assert overlap == pytest.approx(0.0, abs=1e-9 * (stride * pixel) ** 2)
+    assert f"each is drawn over its central {stride}-px square" in report.read_text(encoding="utf-8")
 
 
 def styling_module():

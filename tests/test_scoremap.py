@@ -191,6 +191,26 @@ def test_chunks_between_tiles_come_from_the_tiles_pixels_exactly_as_read(worker_
     assert out["kept"] >= 8 and out["read_again"] >= 4 and out["largest"] == 0.0, out
 
 
+def test_probability_raster_leaves_cells_mostly_off_the_image_empty(worker_python, tiny_model, make_raster, tmp_path):
+    """A cell 1 % on the image (the rest no-data border or past the raster's edge) was drawn whole at the
+    probability the network gave its padding, icy orange above the white border; such cells are no-data."""
+    from osgeo import gdal
+
+    scene = make_raster(name="border.tif", width=300, height=200, rotated_border=True, nodata=0, seed=8, icy_chunk_size=64, icy_pattern=lambda r, c: (r + c) % 2 == 0)
+    path = tmp_path / "p.tif"
+    helpers.run_worker(worker_python, "detect", scene.path, "--model", tiny_model.path, "--stride", 32, "--probability-raster", str(path)).check()
+    source, out = gdal.Open(scene.path), gdal.Open(str(path))  # kept referenced while their bands are read
+    image = source.GetRasterBand(1).ReadAsArray() != 0
+    values = out.GetRasterBand(1).ReadAsArray()
+    cell = int(round(out.GetGeoTransform()[1] / source.GetGeoTransform()[1]))
+    padded = np.zeros((values.shape[0] * cell, values.shape[1] * cell), bool)
+    padded[: image.shape[0], : image.shape[1]] = image[: padded.shape[0], : padded.shape[1]]
+    share = padded.reshape(values.shape[0], cell, values.shape[1], cell).mean(axis=(1, 3))
+    slivers = (share > 0) & (share < 0.4)
+    assert slivers.sum() >= 5 and (values[slivers] == scoremap.PROBABILITY_NODATA).all()
+    assert (values[share >= 0.6] >= 0).mean() > 0.7  # the image is drawn (but where MIN_VALID drops every chunk over it)
+
+
 STREAMED_RESCORING = r"""
 import json, sys
 import numpy as np

@@ -20,7 +20,7 @@
       </minMaxOrigin>
       <rastershader>
         <colorrampshader colorRampType="DISCRETE" classificationMode="2" clip="0" minimumValue="0" maximumValue="1" labelPrecision="2">
-          <item alpha="0" value="0.2" label="0.0 – 0.2  not icy (transparent)" color="#2b83ba"/>
+          <item alpha="0" value="0.2" label="0.0 – 0.2  not icy (not drawn)" color="#ffffff"/>
           <item alpha="90" value="0.4" label="0.2 – 0.4  not icy" color="#8bc6aa"/>
           <item alpha="255" value="0.5" label="0.4 – 0.5  hard to identify" color="#d5eeb2"/>
           <item alpha="255" value="0.6" label="0.5 – 0.6  hard to identify" color="#fed690"/>

@@ -15,8 +15,8 @@
   <renderer-v2 attr="category" enableorderby="0" referencescale="-1" forceraster="0" type="categorizedSymbol" symbollevels="0">
     <categories>
       <category value="good" symbol="0" label="good: ice clearly present" render="true"/>
-      <category value="hard to identify" symbol="1" label="hard to identify" render="true"/>
-      <category value="bad" symbol="2" label="bad: no ice seen" render="true"/>
+      <category value="hard to identify" symbol="1" label="hard to identify: check by eye" render="true"/>
+      <category value="bad" symbol="2" label="bad: too few icy chunks to keep" render="true"/>
       <category value="" symbol="3" label="other" render="true"/>
     </categories>
     <symbols>
