@@ -46,13 +46,19 @@ def _detect(args, reporter: Reporter) -> None:
         loaded = warm_model(args.model)
     with north_up_view(args.raster, args.band, reporter.log) as raster:
         detection = detect(raster, args.model, options, reporter, loaded=loaded)
-        if args.report:  # its quicklook reads the view's pixels, under the chunks' windows
-            detection_report(detection, args.report, args.band, metadata=detection.model,
-                             before_commit=lambda: reporter.log(f"report: {os.path.abspath(args.report)}"))
-    detection.raster.update(path=args.raster, north_up_view=raster != args.raster)
-    if args.out:
-        write_geopackage(args.out, detection.raster["crs_wkt"], detection.chunks, [detection.summary],
-                         before_commit=lambda: reporter.log(f"chunks and summary: {os.path.abspath(args.out)}"))
+        written = [args.probability_raster] if args.probability_raster else []  # detect has put it in place
+        try:
+            if args.report:  # its quicklook reads the view's pixels, under the chunks' windows
+                detection_report(detection, args.report, args.band, metadata=detection.model,
+                                 before_commit=lambda: reporter.log(f"report: {os.path.abspath(args.report)}"))
+                written.append(args.report)
+            detection.raster.update(path=args.raster, north_up_view=raster != args.raster)
+            if args.out:
+                write_geopackage(args.out, detection.raster["crs_wkt"], detection.chunks, [detection.summary],
+                                 before_commit=lambda: reporter.log(f"chunks and summary: {os.path.abspath(args.out)}"))
+        except BaseException:  # a run is kept whole or not at all: a full disk or a stop had left the raster and report
+            files.remove_quietly(written)
+            raise
     message = detection.as_message()
     if args.probability_raster:
         message["probability_raster"] = os.path.abspath(args.probability_raster)

@@ -43,7 +43,7 @@ from .pdslabel import pixels_label
 from .protocol import Reporter, SilentReporter
 from .raster import RASTER_SUFFIXES, image_id_of, north_up_view, usable_cores
 from .schema import DETECTION_FIELDS, FOOTPRINT_FIELDS, RUN_FIELDS, SUMMARY_FIELDS
-from .vector import add_rows, create_layer, new_geopackage
+from .vector import add_rows, check_rows, create_layer, new_geopackage
 from .warm import warm_model
 
 SURVEY_CRS_WKT = products.MARS_GEOGCS_WKT
@@ -300,8 +300,15 @@ class SurveyStore:
                         created = new_geopackage(partial)
                     except OSError as exc:
                         raise SurveyError(f"{exc}. Choose another folder or file name.") from None
-                    self._create_layers(created)
-                    created = None
+                    try:
+                        with gdal_messages():  # the reason goes into the one message below, not line by line
+                            self._create_layers(created)
+                            created = None
+                            check_rows(partial, {name: 0 for name, _, _ in LAYERS})
+                    except RuntimeError as exc:  # a disk full or gone read-only: no half-made survey for reruns to refuse
+                        created = None
+                        files.remove_quietly([partial])
+                        raise SurveyError(files.write_failure("The survey's GeoPackage", self.path, exc)) from None
                     files.commit(partial, self.path)
                 self.ds = self._open_existing()
         except BaseException:

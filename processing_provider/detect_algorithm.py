@@ -3,6 +3,7 @@
 import math
 import os
 import shutil
+import time
 from typing import Dict, List, NamedTuple
 
 from qgis.core import (
@@ -160,7 +161,12 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         arguments += ["--probability-raster", probability_raster] if probability_raster else []
         arguments += option_arguments(options)
         partial_outputs = [partial_path(path) for path in (report, probability_raster) if path]
-        result = run_worker(arguments, feedback, partial_outputs=partial_outputs)
+        started = time.time()
+        try:
+            result = run_worker(arguments, feedback, partial_outputs=partial_outputs)
+        except BaseException:  # failed or stopped after the worker put the raster or report in place: a run is kept whole or not at all
+            files.remove_quietly([path for path in (report, probability_raster) if path and _written_since(path, started)])
+            raise
         replacing_outputs()  # the worker's report and probability raster are in place
         chunks, summary = result.get("chunks") or [], result.get("summary") or {}
 
@@ -262,6 +268,14 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             return ""
         self.style_output(context, destination, qml or layer.qml)
         return destination
+
+
+def _written_since(path: str, started: float) -> bool:
+    """Whether the file at ``path`` was written since ``started`` (time.time()): this run's, not the one it would have replaced."""
+    try:
+        return os.path.getmtime(path) >= started - 1.0  # a second of slack for file systems that round their times
+    except OSError:
+        return False
 
 
 def add_scoring_parameters(algorithm) -> None:
