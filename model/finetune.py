@@ -199,7 +199,9 @@ class ReplayMix:
     def describe(self, distill: float) -> str:
         targets = f", aimed {distill:.0%} at the base model's own probability and {1 - distill:.0%} at their label" if distill else ""
         reference = f"; {len(self.reference)} real ice-free reference crops to hold its false alarms at the base model's" if len(self.reference) else ""
-        return (f"replay: {self.per_epoch} of the base model's {len(self.pool['labels'])} replay examples ({self.icy} icy) in each epoch{targets}; "
+        short = (f" (all it carries, of the {self.count} the replay ratio asks for: your chunks weigh more in this round than the ratio meant)"
+                 if self.per_epoch < self.count else "")
+        return (f"replay: {self.per_epoch} of the base model's {len(self.pool['labels'])} replay examples ({self.icy} icy) in each epoch{short}{targets}; "
                 f"{len(self.held_out['labels'])} more held out to check what it still knows{reference}")
 
     def record(self) -> Dict:
@@ -345,7 +347,8 @@ def compare(validation: Dict, replay: Optional[Dict]) -> Dict:
         if rn["roc_auc"] < rb["roc_auc"] - REPLAY_TOLERANCE:  # False where one class alone was held out (NaN)
             worse.append(f"on {rb['chunks']} held-out examples of what the base model knew (AUC {rn['roc_auc']:.3f} against {rb['roc_auc']:.3f})")
         if rn["fpr"] > rb["fpr"] + REPLAY_FPR_TOLERANCE:  # whenever ice-free examples were held out
-            worse.append(f"on the ice-free ones of those examples ({rn['fpr']:.0%} called icy against {rb['fpr']:.0%})")
+            # named whole: after the validation clause alone, "those examples" had read as the user's validation chunks
+            worse.append(f"on the ice-free ones of {rb['chunks']} held-out examples of what the base model knew ({rn['fpr']:.0%} called icy against {rb['fpr']:.0%})")
     if worse:
         verdict = f"The new model is WORSE than the base model {' and '.join(worse)}; keep using the base model, or label more chunks."
     else:

@@ -219,6 +219,22 @@ def _score_map_cells(mode: str, options: TrainOptions, base, reporter: Reporter)
     return side
 
 
+def distinct_rasters(rasters: List[Dict], reporter: Reporter) -> List[Dict]:
+    """A job's rasters with each file (and band) once, their labels and exclusions together: one given twice,
+    by another path or a link, had trained on every chunk of it twice. Repeated labels are then counted once."""
+    merged: Dict[Tuple[str, int], Dict] = {}
+    for entry in rasters:
+        key = (os.path.normcase(os.path.realpath(entry["path"])), int(entry.get("band", 0)))
+        if key not in merged:
+            merged[key] = dict(entry, labels=list(entry.get("labels", [])), exclude=list(entry.get("exclude", [])))
+            continue
+        kept = merged[key]
+        reporter.warning(f"{entry['path']} is the file of {kept['path']}, given before: it is read once, with the labels given with each.")
+        kept["labels"].extend(entry.get("labels", []))
+        kept["exclude"].extend(entry.get("exclude", []))
+    return list(merged.values())
+
+
 @gdal_exceptions()
 def run_job(job: Dict, reporter: Reporter = None) -> Dict:
     from .labels import label_window_sides, north_up_rasters, tuned_chunk_size
@@ -242,7 +258,7 @@ def run_job(job: Dict, reporter: Reporter = None) -> Dict:
             f"continuing from {modelfile.describe(base_meta)} after its {base_meta.get('training', {}).get('total_epochs', 0)} epochs "
             f"({'with' if replay is not None else 'without'} a replay set); the epochs below are numbered from 1 for this run"
         )
-    with north_up_rasters(job["rasters"], reporter.log) as rasters:
+    with north_up_rasters(distinct_rasters(job["rasters"], reporter), reporter.log) as rasters:
         seen = dict(job, rasters=rasters)
         sides = label_window_sides(seen["rasters"]) if mode == "chunks" else []
         options.chunk_size = tuned_chunk_size(options.chunk_size, sides, base[1]["chunk_size"] if base else None, TrainOptions.chunk_size, reporter, options.input_size)

@@ -125,7 +125,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             "repeated RASTERS=a.tif RASTERS=b.tif.</p>"
             "<p><b>Base model</b> (optional): fine-tune an existing model (its input size and normalisation are kept) at a lower "
             "learning rate with a warm-up, its batch-norm statistics kept, the examples it carries replayed in every epoch (three for "
-            "each of your chunks, aimed half at the base model's own probability) and every weight pulled back toward the base's "
+            "each of your chunks, up to all it carries, aimed half at the base model's own probability) and every weight pulled back toward the base's "
             "after each step; before writing, the base and the new model are scored on the same validation chunks and the log and report say plainly if the "
             "new one is worse. Empty = start from scratch. <b>Chunk size</b>: 0 (default) = the size of the label polygons (e.g. the "
             "CHUNK_SIZE you detected at), else the base model's, else the paper's 1024; the model records it and detect uses it by default. "
@@ -243,8 +243,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 "HiRISE Ice Patches toolbar, or fill the label field), or draw ice-patch outlines, and give that layer as LABELS."
             )
 
-    @staticmethod
-    def _geometries_over(layer, raster_layer, context, feedback, attribute_index=None, image_id=""):
+    def _geometries_over(self, layer, raster_layer, context, feedback, attribute_index=None, image_id=""):
         """(wkt, raw attribute, which feature it is) of `layer`'s features reprojected into the raster's CRS and over its extent; the
         failures; and the image IDs of those over it that belong to another image. A feature with an image_id (a Detect chunk layer's)
         is read on that image only: HiRISE images a site again, and a chunk labelled icy in spring is not icy in summer."""
@@ -270,8 +269,12 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         if source_crs != target and not _transformable(source_crs, target):
             # two Mars spheres of other radii (a polar product's and an equatorial map's): QGIS printed "Cannot create transform"
             # and then left the coordinates as they were, which could have placed them anywhere on the image
-            feedback.pushInfo(f"'{layer.name()}' ({source_crs.description()}) lies on another Mars sphere than '{raster_layer.name()}' "
-                              f"({target.description()}), between which PROJ finds no transformation: its features are not used over that image.")
+            pair = (layer.id(), target.toWkt())
+            if pair not in self._other_spheres_said:  # once: a season of polar and equatorial products had said it for every pair
+                self._other_spheres_said.add(pair)
+                feedback.pushInfo(f"'{layer.name()}' ({source_crs.description()}) lies on another Mars sphere than '{raster_layer.name()}' "
+                                  f"({target.description()}), between which PROJ finds no transformation: its features are not used over "
+                                  "images in that CRS.")
             return [], 0, collections.Counter()
         transform = QgsCoordinateTransform(source_crs, target, context.transformContext())
         request = QgsFeatureRequest()
@@ -323,6 +326,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.as_meant(parameters)
+        self._other_spheres_said = set()  # (label layer, raster CRS) pairs told of (_geometries_over)
         self.warn_of_what_formats_drop(parameters, feedback)
         # Outputs first: an unwritable folder must not be found after reading every label and training.
         output_model, report = self._output_files(parameters, context, feedback)
@@ -451,13 +455,15 @@ class TrainAlgorithm(HiriseIceAlgorithm):
     @staticmethod
     def _distinct(rasters, feedback):
         """RASTERS with each file once: a raster given twice had trained on every chunk of it twice."""
-        seen, distinct = set(), []
+        seen, distinct = {}, []
         for layer in rasters:
-            key = os.path.normcase(os.path.abspath(layer.source())) if os.path.exists(layer.source()) else layer.source()
+            key = os.path.normcase(os.path.realpath(layer.source())) if os.path.exists(layer.source()) else layer.source()  # a link too
             if key in seen:
-                feedback.pushWarning(f"'{layer.name()}' is given more than once in RASTERS; it is read once.")
+                first = seen[key].name()
+                feedback.pushWarning(f"'{layer.name()}' is given more than once in RASTERS; it is read once." if first == layer.name() else
+                                     f"'{layer.name()}' is the file of '{first}', given before in RASTERS; it is read once.")
                 continue
-            seen.add(key)
+            seen[key] = layer
             distinct.append(layer)
         return distinct
 

@@ -237,9 +237,10 @@ def scores(auc, chunks=20, fpr=0.1, icy=10):
         ((0.90, 0.80), (0.97, 0.90), ["on your 20 validation chunks", "and on 20 held-out examples"]),
         # the ranking holds, the whole score moves up: false alarms on what the base knew
         ((0.90, 0.95), (0.82, 0.84, 0.07, 0.10), []),
-        ((0.90, 0.95), (0.82, 0.84, 0.07, 0.17), ["on the ice-free ones of those examples (17% called icy against 7%)"]),
+        # the set named whole: "those examples" had read as the validation chunks when their clause was the only one before it
+        ((0.90, 0.95), (0.82, 0.84, 0.07, 0.17), ["base model on the ice-free ones of 20 held-out examples of what the base model knew (17% called icy against 7%)"]),
         # only ice-free examples held out (a small replay set): no AUC, but their false alarms still count
-        ((0.90, 0.95), (math.nan, math.nan, 0.0, 1.0), ["on the ice-free ones of those examples (100% called icy against 0%)"]),
+        ((0.90, 0.95), (math.nan, math.nan, 0.0, 1.0), ["on the ice-free ones of 20 held-out examples of what the base model knew (100% called icy against 0%)"]),
     ],
 )
 def test_the_guard_says_plainly_when_the_new_model_is_worse(validation, replay, worse_on):
@@ -530,7 +531,8 @@ def test_fine_tuning_lowers_the_rate_warms_up_and_keeps_batch_norm(finetune_runs
 def test_replay_is_mixed_into_training_never_into_validation_and_carried_forward(finetune_runs, training_data):
     run = succeeded(finetune_runs, "tuned")
     # 36 replay examples (18 icy): 4 + 4 held out, 28 in the pool; three times the user's 27 training chunks wanted, the whole pool drawn
-    assert ("replay: 28 of the base model's 28 replay examples (14 icy) in each epoch, aimed 50% at the base model's own probability and 50% at their label;"
+    assert ("replay: 28 of the base model's 28 replay examples (14 icy) in each epoch (all it carries, of the 81 the replay ratio asks for: your chunks weigh "
+            "more in this round than the ratio meant), aimed 50% at the base model's own probability and 50% at their label;"
             " 8 more held out to check what it still knows") in logs(run)
     tuned = str(finetune_runs["folder"] / "tuned.hiriseice")
     metadata = modelfile.read_metadata(tuned)
@@ -550,7 +552,8 @@ def test_replay_is_mixed_into_training_never_into_validation_and_carried_forward
 def test_reference_crops_are_never_trained_on_and_hold_the_false_alarms(finetune_runs):
     run = succeeded(finetune_runs, "with reference")
     # the same 28 + 8 rehearsal examples as without a reference; its 18 crops only score
-    assert ("replay: 28 of the base model's 28 replay examples (14 icy) in each epoch, aimed 50% at the base model's own probability and 50% at their label;"
+    assert ("replay: 28 of the base model's 28 replay examples (14 icy) in each epoch (all it carries, of the 81 the replay ratio asks for: your chunks weigh "
+            "more in this round than the ratio meant), aimed 50% at the base model's own probability and 50% at their label;"
             " 8 more held out to check what it still knows; 18 real ice-free reference crops to hold its false alarms at the base model's") in logs(run)
     calibration_line = next(m for m in logs(run) if m.startswith("calibration: "))
     assert "real ice-free reference crops" in calibration_line and "the base model " in calibration_line
@@ -687,3 +690,25 @@ def test_false_alarms_on_the_rehearsed_ice_free_examples_are_held_at_the_base_mo
     assert finetune.hold_false_alarms(spec, shifted - 5.0, base_p) == (spec, None)  # fewer than the base: untouched
     no_calibration, _ = finetune.hold_false_alarms(None, shifted, base_p)
     assert (calibration.sigmoid(no_calibration["a"] * shifted + no_calibration["b"]) >= 0.5).sum() == 5
+
+
+def test_a_raster_given_twice_by_a_link_is_read_once_with_both_labels(tmp_path):
+    """The same file by another path or a link had been a second raster: every chunk of it trained on twice, unsaid.
+    Read once, the labels given with each path together, a chunk labelled under both counted once."""
+    import io
+
+    from model.trainingjob import distinct_rasters
+
+    raster = helpers.generate_raster(tmp_path, name="scene.tif", width=4 * SMALL, height=4 * SMALL, seed=3)
+    link = tmp_path / "link.tif"
+    link.symlink_to(raster.path)
+    first = [{"wkt": helpers.window_wkt(raster.geotransform, 0, 0, SMALL, SMALL), "label": 1}]
+    second = first + [{"wkt": helpers.window_wkt(raster.geotransform, SMALL, 0, SMALL, SMALL), "label": 0}]
+    log = io.StringIO()
+    rasters = distinct_rasters([{"path": raster.path, "labels": first}, {"path": str(link), "labels": second},
+                                {"path": str(link), "band": 1, "labels": first}], Reporter(stream=log))
+    assert [(entry["path"], len(entry["labels"]), entry.get("band", 0)) for entry in rasters] == [(raster.path, 3, 0), (str(link), 1, 1)]
+    assert f"{link} is the file of {raster.path}, given before: it is read once" in log.getvalue()
+    with RasterSource(raster.path) as source:
+        read = labels.label_windows(source, rasters[0]["labels"])
+    assert len(read.found) == 2 and read.repeated == 1

@@ -125,8 +125,10 @@ def labelled_geographic(qgis_app, detected, training_data, tmp_path_factory):
 def chunk_trained(qgis_app, labelled_geographic, training_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("train_chunks")
     # OUTPUT_MODEL without its extension, as a name typed in qgis_process: written as model.hiriseice; the raster given
-    # twice (read once) and its band named, as detect's BAND
-    results = train(folder, [training_data.raster.path] * 2, [labelled_geographic], HISTORY=str(folder / "history.gpkg"), OUTPUT_MODEL=str(folder / "model"), BAND=1)
+    # twice, by its path and a link to it (read once), and its band named, as detect's BAND
+    link = folder / "train_scene_link.tif"
+    link.symlink_to(training_data.raster.path)
+    results = train(folder, [training_data.raster.path, str(link)], [labelled_geographic], HISTORY=str(folder / "history.gpkg"), OUTPUT_MODEL=str(folder / "model"), BAND=1)
     return dict(results=results, folder=folder, metadata=modelfile.read_metadata(results["OUTPUT_MODEL"]), job=job_of(results))
 
 
@@ -145,7 +147,7 @@ def test_chunk_labels_from_a_reprojected_detect_output(chunk_trained, training_d
     # The labels reached the worker in the raster's CRS, on the chunks they were drawn on.
     job = chunk_trained["job"]
     assert job["label_mode"] == "chunks" and len(job["rasters"]) == 1
-    assert "'train_scene' is given more than once in RASTERS; it is read once." in chunk_trained["results"]["_feedback"].warnings
+    assert "'train_scene_link' is the file of 'train_scene', given before in RASTERS; it is read once." in chunk_trained["results"]["_feedback"].warnings
     entry = job["rasters"][0]
     assert entry["band"] == 1
     assert entry["path"] == training_data.raster.path and len(entry["labels"]) == 36
@@ -416,11 +418,13 @@ def test_labels_on_another_mars_sphere_are_left_out_of_that_image_with_one_line(
     CRS, and QGIS printed "Cannot create transform" and left the coordinates as they were."""
     polar_wkt, polar_gt = helpers.south_polar_stereographic(30.0, width=384, height=384, radius=3376200.0)
     polar = helpers.write_geotiff(tmp_path / "polar.tif", training_data.raster.bands[0], "UInt16", polar_gt, polar_wkt, nodata=0)
-    results = train(tmp_path, [training_data.raster.path, polar], [labelled_geographic], EPOCHS=1)
-    said = [text for text in results["_feedback"].infos if "lies on another Mars sphere than 'polar'" in text]
-    assert len(said) == 1 and "its features are not used over that image" in said[0], results["_feedback"].infos
+    another = helpers.write_geotiff(tmp_path / "polar2.tif", training_data.raster.bands[0], "UInt16", polar_gt, polar_wkt, nodata=0)
+    results = train(tmp_path, [training_data.raster.path, polar, another], [labelled_geographic], EPOCHS=1)
+    # once for the layer and that CRS, not again for each image in it (a season's polar products had said it for every pair)
+    said = [text for text in results["_feedback"].infos if "lies on another Mars sphere than" in text]
+    assert len(said) == 1 and "than 'polar'" in said[0] and "its features are not used over images in that CRS" in said[0], results["_feedback"].infos
     assert "Cannot create transform" not in results["_feedback"].text
-    assert "No label feature lies over 'polar'; it is left out of training." in results["_feedback"].warnings
+    assert {"No label feature lies over 'polar'; it is left out of training.", "No label feature lies over 'polar2'; it is left out of training."} <= set(results["_feedback"].warnings)
 
 
 def test_a_label_value_not_understood_names_its_feature(qgis_app, training_data, tmp_path):
