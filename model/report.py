@@ -284,11 +284,12 @@ def quicklook_figure(raster_path: str, chunks: List[Dict], band: int = 0, max_si
     ax.set_axis_off()
     px_per_image_px = out_w / info.width
     fills, outlines = [], []
-    for c in chunks:  # inset: a dense grid's chunks drawn over their central squares (grid.overlap_inset), as on the map
-        width, height = c["width"] - 2 * inset, c["height"] - 2 * inset
-        if width <= 0 or height <= 0:
+    present = {(c["row"], c["col"]) for c in chunks} if inset else set()
+    for c in chunks:
+        left, top, right, bottom = _drawn_window(c, inset, present)
+        if right <= left or bottom <= top:
             continue
-        corner = (c["x_off"] + inset, c["y_off"] + inset)
+        corner, width, height = (left, top), right - left, bottom - top
         fills.append(Rectangle(corner, width, height, facecolor=_rgb01(c["probability"]) + (0.55 * c["probability"],), edgecolor="none"))
         outlines.append(Rectangle(corner, width, height, facecolor="none", edgecolor=_rgb01(c["probability"]), linewidth=0.8))
     ax.add_collection(PatchCollection(fills, match_original=True))
@@ -313,6 +314,20 @@ def quicklook_figure(raster_path: str, chunks: List[Dict], band: int = 0, max_si
     bar.add_patch(Rectangle((x0, 0.2), length, 0.15, facecolor="black", edgecolor="black"))
     bar.text(x0 + length / 2, 0.45, text, ha="center", va="bottom", fontsize=9)
     return figure, label_all
+
+
+def _drawn_window(chunk: Dict, inset: float, present) -> Tuple[float, float, float, float]:
+    """(left, top, right, bottom) in image pixels where the quicklook draws a chunk: its footprint, less ``inset``
+    (grid.overlap_inset) on each side a neighbour of the dense grid covers, so that overlapping chunks tile the scene, each
+    over the ground nearest its centre, out to the image's edge and its no-data border where no neighbour lies."""
+    if not inset:
+        return chunk["x_off"], chunk["y_off"], chunk["x_off"] + chunk["width"], chunk["y_off"] + chunk["height"]
+    r, c = chunk["row"], chunk["col"]
+    left = chunk["x_off"] + (inset if (r, c - 1) in present else 0)
+    right = chunk["x_off"] + chunk["width"] - (inset if (r, c + 1) in present else 0)
+    top = chunk["y_off"] + (inset if (r - 1, c) in present else 0)
+    bottom = chunk["y_off"] + chunk["height"] - (inset if (r + 1, c) in present else 0)
+    return left, top, right, bottom
 
 
 def quicklook(raster_path: str, chunks: List[Dict], band: int = 0, max_side: int = 900) -> str:
@@ -496,7 +511,7 @@ def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dic
         + "<p class='note'>Chunks are outlined from blue (not icy) to red (icy), filled the more strongly the more probable ice is, and carry their chunk_id "
         + ("(all chunks)" if label_all else f"(only chunks with p &gt;= {s['hard_low']:g}, at most the {MAX_CHUNK_IDS} most probable: the others are too small to label at this scale)")
         + "; dropped no-data chunks are not drawn. Bold IDs: icy."
-        + (f" The chunks overlap (stride {s['stride']} px, chunks {s['chunk_size']} px): each is drawn over its central {s['stride']}-px square." if inset else "")
+        + (f" The chunks overlap (stride {s['stride']} px, chunks {s['chunk_size']} px): each is drawn over the ground nearest its centre." if inset else "")
         + "</p>"
         + "<h2>Chunk probabilities</h2>" + figure_img(histogram_figure([c["probability"] for c in detection.chunks], s["icy_threshold"], s["hard_low"]), "histogram of chunk probabilities")
         + "<p class='note'>Dashed lines: the hard-to-identify and icy thresholds.</p>"

@@ -27,7 +27,6 @@ from qgis.core import (
     QgsField,
     QgsFillSymbol,
     QgsGradientColorRamp,
-    QgsGeometryGeneratorSymbolLayer,
     QgsGradientStop,
     QgsGraduatedSymbolRenderer,
     QgsMapLayer,
@@ -281,10 +280,10 @@ def _engine():
     return report, schema, rules
 
 
-def build_chunk_renderer(classes: Sequence[Tuple[float, float, str, int]] = CHUNK_CLASSES, inset_px: float = 0.0) -> QgsGraduatedSymbolRenderer:
+def build_chunk_renderer(classes: Sequence[Tuple[float, float, str, int]] = CHUNK_CLASSES) -> QgsGraduatedSymbolRenderer:
     """The chunk classes in the colours of the report's ramp (model/report.py), so map, legend and HTML agree.
-    With ``inset_px`` (overlap_inset) each chunk is drawn over its central square only: overlapping chunks' see-through
-    fills had stacked into colours no legend swatch shows. The feature keeps its whole footprint (to select and label)."""
+    Every chunk is drawn over its whole footprint, overlapping ones of a dense grid too: drawn over their central squares
+    only, a click on a square had selected (and Mark icy labelled) another chunk, as QGIS's tools pick by footprint."""
     report = _engine()[0]
     ramp = report.RAMP
     ranges = []
@@ -298,25 +297,12 @@ def build_chunk_renderer(classes: Sequence[Tuple[float, float, str, int]] = CHUN
             {"color": f"{r},{g},{b},{alpha}", "style": "solid" if alpha else "no", "outline_color": f"{r},{g},{b},{outline_alpha}", "outline_width": outline_width,
              "outline_style": outline_style, "outline_width_unit": "MM", "joinstyle": "miter"}
         )
-        if inset_px:
-            symbol = _inset(symbol, inset_px)
         ranges.append(QgsRendererRange(low, high, symbol, text))
     renderer = QgsGraduatedSymbolRenderer("probability", ranges)
     c0, c1 = ramp[0][1], ramp[-1][1]
     stops = [QgsGradientStop(p, QColor(*c)) for p, c in ramp[1:-1]]
     renderer.setSourceColorRamp(QgsGradientColorRamp(QColor(*c0), QColor(*c1), False, stops))
     return renderer
-
-
-def _inset(symbol: QgsFillSymbol, inset_px: float) -> QgsFillSymbol:
-    """``symbol`` drawn inset_px image pixels inside the chunk's edges: a negative buffer of the chunk, its
-    pixel size in the layer's units from its area and its width and height in pixels (so any CRS, rotation and edge chunk)."""
-    inner = QgsGeometryGeneratorSymbolLayer.create(
-        {"geometryModifier": f'buffer($geometry, -{inset_px:g} * sqrt(area($geometry) / ("width" * "height")))', "SymbolType": "Fill"})
-    inner.setSubSymbol(symbol)
-    drawn = QgsFillSymbol.createSimple({})
-    drawn.changeSymbolLayer(0, inner)  # QgsFillSymbol([inner]) crashes QGIS 3.22 (the layer list's ownership)
-    return drawn
 
 
 def _label_expression() -> str:
@@ -391,20 +377,19 @@ def write_style_files(folder: str = STYLES_FOLDER) -> List[str]:
     return written
 
 
-def threshold_styles(icy_threshold: float, hard_low: float, inset_px: float = 0.0) -> Tuple[str, str]:
+def threshold_styles(icy_threshold: float, hard_low: float) -> Tuple[str, str]:
     """(chunk layer style, probability raster style) for these thresholds: CHUNKS_QML and PROBABILITY_QML for the
-    paper's, else copies whose classes follow them (chunk_classes) and whose chunks are drawn ``inset_px`` inside
-    (overlap_inset), made once in Processing's temporary folder."""
+    paper's, else copies whose classes follow them (chunk_classes), made once in Processing's temporary folder."""
     classes = chunk_classes(icy_threshold, hard_low)
-    if classes == CHUNK_CLASSES and not inset_px:
+    if classes == CHUNK_CLASSES:
         return CHUNKS_QML, PROBABILITY_QML
-    folder = os.path.join(QgsProcessingUtils.tempFolder(), f"hiriseice-styles-icy{icy_threshold:g}-hard{hard_low:g}-inset{inset_px:g}")
+    folder = os.path.join(QgsProcessingUtils.tempFolder(), f"hiriseice-styles-icy{icy_threshold:g}-hard{hard_low:g}")
     chunks, probability = os.path.join(folder, os.path.basename(CHUNKS_QML)), os.path.join(folder, os.path.basename(PROBABILITY_QML))
     if not (os.path.isfile(chunks) and os.path.isfile(probability)):
         os.makedirs(folder, exist_ok=True)
         layer = _schema_layer(_engine()[1].DETECTION_FIELDS)
         layer.loadNamedStyle(CHUNKS_QML)
-        layer.setRenderer(build_chunk_renderer(classes, inset_px))
+        layer.setRenderer(build_chunk_renderer(classes))
         _save(layer, chunks)
         with open(PROBABILITY_QML, encoding="utf-8") as handle:
             text = handle.read()

@@ -701,37 +701,6 @@ def test_with_other_thresholds_the_legends_name_each_chunk_as_its_class_does(qgi
     assert all(alpha <= 35 for _low, _high, text, alpha in high if text.endswith("  not icy")) and any(t.endswith("  not icy") for _l, _h, t, _a in high if _l >= 0.6)
 
 
-def test_chunks_of_a_dense_grid_tile_the_map_and_the_report(qgis_app, tiny_model, detect_scene, tmp_path):
-    """At STRIDE = CHUNK / 2 each point lay under up to four see-through chunk fills, stacked into colours no legend swatch
-    shows: each chunk is now drawn over its central STRIDE-px square, and those squares tile the ground; the features keep
-    their whole footprints, and the report's quicklook says how it draws them."""
-    from qgis.core import QgsExpression, QgsExpressionContext, QgsExpressionContextUtils, QgsGeometry, QgsVectorLayer
-
-    stride = CHUNK // 2
-    gpkg, report = tmp_path / "chunks.gpkg", tmp_path / "report.html"
-    qs.run_algorithm("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "STRIDE": stride,
-                                          "OUTPUT": str(gpkg), "REPORT": str(report)})
-    chunks = QgsVectorLayer(f"{gpkg}|layername=chunks", "reopened", "ogr")  # with its stored default style
-    pixel = abs(gdal.Open(detect_scene.path).GetGeoTransform()[1])
-    drawn = []
-    for feature in chunks.getFeatures():
-        shown = next(r for r in chunks.renderer().ranges() if r.lowerValue() <= feature["probability"] <= r.upperValue())
-        generator = shown.symbol().symbolLayer(0)
-        assert generator.layerType() == "GeometryGenerator", generator.layerType()
-        context = QgsExpressionContext(QgsExpressionContextUtils.globalProjectLayerScopes(chunks))
-        context.setFeature(feature)
-        shape = QgsExpression(generator.geometryExpression()).evaluate(context)
-        assert isinstance(shape, QgsGeometry)
-        if feature["width"] == CHUNK and feature["height"] == CHUNK:
-            assert feature.geometry().area() == pytest.approx((CHUNK * pixel) ** 2)  # the feature is the whole chunk
-            assert shape.area() == pytest.approx((stride * pixel) ** 2) and feature.geometry().contains(shape.centroid())
-        drawn.append(shape)
-    assert len(drawn) > 8
-    overlap = sum(a.intersection(b).area() for i, a in enumerate(drawn) for b in drawn[i + 1:] if not a.isEmpty() and not b.isEmpty())
-    assert overlap == pytest.approx(0.0, abs=1e-9 * (stride * pixel) ** 2)
-    assert f"each is drawn over its central {stride}-px square" in report.read_text(encoding="utf-8")
-
-
 def styling_module():
     return qs.plugin_module("processing_provider.styling")
 
@@ -949,3 +918,13 @@ def test_band_is_the_band_detect_scores(qgis_app, tiny_model, worker_python, tmp
     assert max(abs(first[key] - third[key]) for key in first) > 1e-3
     said = qs.processing_error("hiriseice:detect", {"INPUT": raster.path, "MODEL": tiny_model.path, "BAND": 4, "OUTPUT": str(tmp_path / "never.gpkg")})
     assert "Band 4 does not exist in 'three_bands', which has 3 band(s). Choose 1..3, or 0 for automatic." in said, said
+
+
+def test_a_raster_whose_file_name_holds_a_pipe_is_that_file(qgis_app, tiny_model, detect_scene, tmp_path):
+    """'scene|b.tif' had been cut at its "|" as a vector source's '|layername=' is, and refused as 'scene' not found."""
+    import shutil
+
+    raster = tmp_path / "pipe|scene.tif"
+    shutil.copyfile(detect_scene.path, raster)
+    results = qs.run_algorithm("hiriseice:detect", {"INPUT": str(raster), "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": str(tmp_path / "c.gpkg")})
+    assert results["CHUNKS"] > 0 and {row["image_id"] for row in qs.read_ogr(tmp_path / "c.gpkg", "c").rows} == {"pipe|scene"}
