@@ -145,7 +145,8 @@ def unloadable_layer_message(value, kind: str, context) -> str:
     and an unreadable raster alike, and "Incorrect parameter value" of a list."""
     if not isinstance(value, str) or not value or value.startswith("/vsi") or re.match(r"^\w{2,}:", value):
         return ""  # not a path; a driver's prefix (NETCDF:"a.nc":var, GPKG:a.gpkg:table) or a URL, QGIS decides
-    path = value.split("|", 1)[0]  # a vector source's "|layername=..." suffix
+    # a vector source's "|layername=..." suffix; a file whose own name holds a "|" is that file
+    path = value if os.path.exists(value) else value.split("|", 1)[0]
     project = context.project() if context is not None else None
     if project is not None and (project.mapLayer(value) or project.mapLayersByName(value)):
         return ""

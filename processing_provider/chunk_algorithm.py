@@ -93,7 +93,7 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
             crs = output_crs(QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt) if cut.viewed else layer.crs(), info.crs_wkt)
             on_disk = file_destination(self.OUTPUT, self.sink_destination(parameters, self.OUTPUT, context), vector=True)
             destination = write_sink(self, parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, crs,
-                                     features_from_dicts(rows, fields, "wkt"), "chunk grid", on_disk)
+                                     features_from_dicts(rows, fields, "wkt"), "chunk grid", on_disk, styling.GRID_QML)
             if not destination:
                 raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
             exported = export.commit()

@@ -8,6 +8,7 @@ a user gives means the folder QGIS (or qgis_process) was started in.
 
 import os
 import re
+import shutil
 import uuid
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -64,10 +65,16 @@ def features_from_dicts(rows: Iterable[Dict], fields: QgsFields, geometry_key: O
     return features
 
 
-def write_sink(algorithm, parameters, name: str, context, fields, geometry, crs, features: List[QgsFeature], what: str, on_disk) -> str:
+# Room a layer's style takes where postProcessAlgorithm stores it: the QML and SLD in the GeoPackage's layer_styles, and SQLite's
+# journal while it writes them, in this many times the QML file's size, and more.
+STYLE_ROOM_FACTOR, STYLE_ROOM_BYTES = 4, 256 * 1024
+
+
+def write_sink(algorithm, parameters, name: str, context, fields, geometry, crs, features: List[QgsFeature], what: str, on_disk, style: str = "") -> str:
     """Create the layer output `name`, add the features and read the closed file back (QGIS reports neither a full disk
     nor a table never created); its destination id, '' where the output is not wanted. on_disk: its FileDestination, None
-    for a memory or database output. A failure on disk is said once, with the fix (destinations.not_written)."""
+    for a memory or database output. A failure on disk is said once, with the fix (destinations.not_written). ``style``: the
+    QML the run will store with it, for which room must be left."""
     replacing_outputs()
     try:
         with gdal_errors_unprinted():
@@ -88,7 +95,20 @@ def write_sink(algorithm, parameters, name: str, context, fields, geometry, crs,
         raise not_written(on_disk, what, f"the features could not be added ({error})")
     if on_disk is not None:
         check_written(on_disk, len(features), what)
+        if style:
+            check_room_for_style(on_disk, style, what)
     return destination
+
+
+def check_room_for_style(on_disk, style: str, what: str) -> None:
+    """The style is stored after the run (postProcessAlgorithm), where a full disk can no longer fail it (QGIS 3.22 exits 0 then):
+    a disk that filled up just then had left the rows in the GeoPackage's -wal and the file unreadable alone. So the room is
+    asked for now, while the run can still fail whole."""
+    folder = os.path.dirname(on_disk.path)
+    free = shutil.disk_usage(folder).free
+    needed = STYLE_ROOM_FACTOR * os.path.getsize(style) + STYLE_ROOM_BYTES
+    if free < needed:
+        raise not_written(on_disk, what, f"too little room is left to store the layer's style ({needed / 1e3:.0f} kB) and finish the file")
 
 
 # --- rasters -----------------------------------------------------------------------------
@@ -303,7 +323,8 @@ def write_temporary_geotiff(layer: QgsRasterLayer, context, feedback) -> str:
 
 def source_file_name(layer: QgsRasterLayer) -> str:
     """The layer's file name when it has one (for the image ID), else its name."""
-    path = layer.source().split("|")[0]
+    source = layer.source()
+    path = source if os.path.isfile(source) else source.split("|")[0]  # a "|" in the file's own name stays
     return path if os.path.isfile(path) else layer.name()
 
 

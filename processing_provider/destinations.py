@@ -100,7 +100,7 @@ def check_holds_mars(destination: FileDestination) -> None:
     if extension == ".sqlite" and not destination.table:  # a table named in it is written as SpatiaLite, which keeps the CRS
         raise QgsProcessingException(f"{destination.parameter} is a plain SQLite file ({destination.path}), which QGIS writes without the "
                                      f"layer's Mars CRS ({NO_MARS_CRS.split(': ', 1)[1]}). Give a .gpkg, or name a table of it "
-                                     f"(ogr:dbname='{destination.path}' table=\"chunks\" (geom)); nothing was run or written.")
+                                     f"({ogr_address(destination.path, 'chunks')}); nothing was run or written.")
 
 
 def without_geometry_warning(destination: FileDestination) -> str:
@@ -142,6 +142,13 @@ def check_not_an_input(destination: FileDestination, read: Iterable) -> None:
 GPKG_LAYER_NAME_START = "!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~"
 
 
+def ogr_address(path: str, table: str) -> str:
+    """The ogr: address of a table of the GeoPackage at ``path``, its apostrophes and backslashes escaped as QGIS reads
+    dbname='...' (an address the messages suggest had been refused by the check above when pasted)."""
+    quoted = path.replace("\\", "\\\\").replace("'", "\\'")
+    return f"ogr:dbname='{quoted}' table=\"{table}\" (geom)"
+
+
 def acceptable_layer_name(name: str) -> str:
     """``name`` without what GDAL refuses at the start of a GeoPackage layer's name ("chunks" where nothing is left)."""
     while name[:1] in GPKG_LAYER_NAME_START and name or name.startswith("gpkg"):
@@ -155,6 +162,9 @@ def check_layer_name(destination: FileDestination) -> None:
     if not destination.path.lower().endswith(".gpkg"):
         return
     name = destination.table or os.path.splitext(os.path.basename(destination.path))[0]
+    if destination.table and "|" in name:  # QGIS reads "|" as the start of a source's options: the layer is never loaded
+        raise _cannot_write(destination, f"QGIS cannot load the table '{name}': it reads '|' in a layer's address as the start of its options",
+                            "Name the table without '|'")
     if acceptable_layer_name(name) != name:
         given = f"the table '{name}'" if destination.table else f"'{name}', the file's name, as QGIS names the layer"
         fix = "Name another table" if destination.table else f"Rename the file (e.g. '{acceptable_layer_name(name)}.gpkg')"
@@ -282,7 +292,7 @@ def check_not_replaced_later(first: FileDestination, later: FileDestination) -> 
         raise QgsProcessingException(
             f"{first.parameter} and {later.parameter} both write {first.path}, and {later.parameter} names the file without a table, "
             f"so QGIS would replace the whole file and lose {first.parameter}. Name a table for each, e.g. "
-            f"ogr:dbname='{first.path}' table=\"{later.parameter.lower()}\" (geom), or use another file."
+            f"{ogr_address(first.path, later.parameter.lower())}, or use another file."
         )
 
 
@@ -326,7 +336,7 @@ def check_labels_not_replaced(destination: FileDestination) -> None:
         return
     where = f"the table '{destination.table}' of {destination.path}" if destination.table else f"the file {destination.path}"
     held = ", ".join(f"'{name}' holds {count} label(s)" for name, count in labelled.items())
-    table_instead = (f", or a new table of it (ogr:dbname='{destination.path}' table=\"chunks_2\" (geom))"
+    table_instead = (f", or a new table of it ({ogr_address(destination.path, 'chunks_2')})"
                      if os.path.splitext(destination.path)[1].lower() in MULTI_TABLE_FORMATS else "")
     raise QgsProcessingException(
         f"{destination.parameter} would replace {where}, whose layer {held} that you marked: they would be lost. Give another "
@@ -506,7 +516,9 @@ def not_written(destination: FileDestination, what: str, how_far: str) -> QgsPro
     remove_created([destination])
     folder = os.path.dirname(destination.path)
     free_mb = shutil.disk_usage(folder).free / 1e6 if os.path.isdir(folder) else 0.0
-    if free_mb < ROOMY_DISK_MB:
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK):  # read-only (a disk remounted so, a folder not yours): room is not the fix
+        fix = "Its folder cannot be written to (read-only, or not yours): choose another destination and run again"
+    elif free_mb < ROOMY_DISK_MB:
         fix = "Free some space (or choose another destination) and run again"
     else:  # with room to spare, what holds back a write is a lock (SQLite's) or the file's owner
         fix = ("Close it in any program that has it open (a QGIS project with its layers loaded, a database browser), "
@@ -525,7 +537,7 @@ def report_replaced_layers(destination: FileDestination, feedback) -> None:
         feedback.pushInfo(f"{destination.parameter}: replacing the table '{destination.table}' in {destination.path}")
     elif not destination.table and layers:
         # only a GeoPackage (or SQLite) holds tables beside each other
-        add_instead = (f"; to add a table instead: ogr:dbname='{destination.path}' table=\"name\" (geom)"
+        add_instead = (f"; to add a table instead: {ogr_address(destination.path, 'name')}"
                        if os.path.splitext(destination.path)[1].lower() in MULTI_TABLE_FORMATS else "")
         feedback.pushInfo(
             f"{destination.parameter}: replacing the file {destination.path}, with its layer(s) {', '.join(layers)} "

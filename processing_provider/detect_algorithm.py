@@ -3,7 +3,6 @@
 import math
 import os
 import shutil
-import time
 from typing import Dict, List, NamedTuple
 
 from qgis.core import (
@@ -111,7 +110,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             "so you see where inside a chunk the patch lies; transparent below 0.2, then in the chunk layer's colours (blue-green, pale green to pale yellow, orange to red). A chunk's probability is "
             "the mean of this map's logits over the chunk (an edge chunk's over its padding beyond the image too, and a chunk's over the image's no-data border, neither of which the raster holds: its cells less than half on the image are left empty). With a stride shorter than the chunk (e.g. 512 for 1024-px chunks) every "
             "chunk is read off this map, and the chunks between the map's tiles that may hide a patch cut by their edges are "
-            "scored alone again: on a whole observation such a grid cost 2.3-2.8x the grid at STRIDE = CHUNK, not the 3.3-3.9x of scoring every chunk alone. On the map and in the report's quicklook such overlapping chunks are each drawn over their central STRIDE-px square, the ground nearest their centre, so that they tile the picture; each feature keeps its whole footprint (select it to see it).</p>"
+            "scored alone again: on a whole observation such a grid cost 2.3-2.8x the grid at STRIDE = CHUNK, not the 3.3-3.9x of scoring every chunk alone. In the report's quicklook such overlapping chunks are each drawn over the ground nearest their centre, so that they tile the picture; on the map each chunk keeps its whole footprint, as you select and label it.</p>"
             "<p><b>Mirror test-time augmentation</b> (TTA, advanced, on by default): each chunk is also scored mirrored east-west (which "
             "keeps the sun's side) and the two logits averaged: twice the network time, which sets a whole observation's detect time with the default model (8-10 s on two cores; README, Performance), "
             "for 0.001-0.009 more ROC AUC on every kind of ice and fewer false alarms (real terrain called icy 3.6 % -> 3.0 %) on the default model's held-out observations. "
@@ -161,12 +160,9 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         arguments += ["--probability-raster", probability_raster] if probability_raster else []
         arguments += option_arguments(options)
         partial_outputs = [partial_path(path) for path in (report, probability_raster) if path]
-        started = time.time()
-        try:
-            result = run_worker(arguments, feedback, partial_outputs=partial_outputs)
-        except BaseException:  # failed or stopped after the worker put the raster or report in place: a run is kept whole or not at all
-            files.remove_quietly([path for path in (report, probability_raster) if path and _written_since(path, started)])
-            raise
+        # a failed or stopped worker removes the raster and report it had put in place itself (model/__main__.py): only it knows
+        # which are its own, where another run may have written the same names meanwhile
+        result = run_worker(arguments, feedback, partial_outputs=partial_outputs)
         replacing_outputs()  # the worker's report and probability raster are in place
         chunks, summary = result.get("chunks") or [], result.get("summary") or {}
 
@@ -181,7 +177,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             self.ICY_CHUNKS: summary.get("icy_chunks"),
             self.MEAN_PROBABILITY: summary.get("mean_probability"),
         }
-        chunk_style, probability_style = styling.threshold_styles(options["icy_threshold"], options["hard_low"], grid.overlap_inset(options["chunk_size"], options["stride"]))
+        chunk_style, probability_style = styling.threshold_styles(options["icy_threshold"], options["hard_low"])
         try:
             results[self.OUTPUT] = self.write_layer(parameters, self.OUTPUT, context, feedback, sinks.get(self.OUTPUT), crs, chunks, chunk_style)
             summary_destination = self.write_layer(parameters, self.SUMMARY, context, feedback, sinks.get(self.SUMMARY), crs, [summary])
@@ -261,21 +257,13 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             report_replaced_layers(on_disk, feedback)
         fields = make_fields(layer.fields)
         features = features_from_dicts(rows, fields, layer.geometry_key, multi=layer.geometry == QgsWkbTypes.Type.MultiPolygon)
-        destination = write_sink(self, parameters, name, context, fields, layer.geometry, crs, features, layer.what, on_disk)
+        destination = write_sink(self, parameters, name, context, fields, layer.geometry, crs, features, layer.what, on_disk, qml or layer.qml)
         if not destination:
             if name == self.OUTPUT:
                 raise QgsProcessingException(self.invalidSinkError(parameters, name))
             return ""
         self.style_output(context, destination, qml or layer.qml)
         return destination
-
-
-def _written_since(path: str, started: float) -> bool:
-    """Whether the file at ``path`` was written since ``started`` (time.time()): this run's, not the one it would have replaced."""
-    try:
-        return os.path.getmtime(path) >= started - 1.0  # a second of slack for file systems that round their times
-    except OSError:
-        return False
 
 
 def add_scoring_parameters(algorithm) -> None:

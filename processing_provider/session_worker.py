@@ -27,7 +27,7 @@ from typing import Optional
 from qgis.core import QgsApplication, QgsProcessingException
 
 from .engine import PLUGIN_FOLDER
-from .worker import (ANSWER_SECONDS, IS_WINDOWS, STDERR_LINES, WARM_COMMANDS, WorkerRun, WorkerUnresponsive, how_to_install, python_unfit,
+from .worker import (ANSWER_SECONDS, IS_WINDOWS, STDERR_LINES, WARM_COMMANDS, WorkerRun, WorkerUnresponsive, not_started_message, python_unfit,
                      read_lines, worker_environment)
 
 SESSION_ENV_VAR = "HIRISEICE_SESSION_WORKER"
@@ -165,7 +165,7 @@ class SessionRun(WorkerRun):
                                            cwd=PLUGIN_FOLDER, env=worker_environment(), stdin=subprocess.DEVNULL, stdout=log,
                                            stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
-                raise QgsProcessingException(f"The worker Python '{python}' cannot be started ({exc}). " + how_to_install()) from None
+                raise QgsProcessingException(not_started_message(python, exc)) from None
         with open(path + ".pid", "w", encoding="utf-8") as pid_file:
             pid_file.write(str(process.pid))
         self.feedback.pushInfo(f"Started the session worker (pid {process.pid}); it ends after {minutes:g} min without a job.")

@@ -21,7 +21,7 @@ from .algorithm import HiriseIceAlgorithm, LayerListParameter, styling
 from .common import checked_model
 from .destinations import check_writable, file_destination
 from .detect_algorithm import MODEL_FILTER, add_scoring_parameters, option_arguments, scoring_options
-from .engine import download, errors, grid, modelfile, survey
+from .engine import download, errors, modelfile, survey
 from .worker import SURVEY_KEEPS, run_worker
 
 
@@ -115,7 +115,7 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
         result = run_worker(arguments, feedback)
 
         results = {self.OUTPUT: out, self.DONE: result["done"], self.FAILED: result["failed"], self.SKIPPED: result["skipped"]}
-        chunk_style = styling.threshold_styles(options["icy_threshold"], options["hard_low"], grid.overlap_inset(options["chunk_size"], options["stride"]))[0]
+        chunk_style = styling.threshold_styles(options["icy_threshold"], options["hard_low"])[0]
         for output, layer_name, qml, title in SURVEY_LAYERS:
             uri = f"{out}|layername={layer_name}"
             results[output] = uri
@@ -127,7 +127,8 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
         return results
 
     def raster_paths(self, parameters, context):
-        paths = [layer.source().split("|")[0] for layer in self.parameterAsLayerList(parameters, self.RASTERS, context)]
+        sources = [layer.source() for layer in self.parameterAsLayerList(parameters, self.RASTERS, context)]
+        paths = [source if os.path.isfile(source) else source.split("|")[0] for source in sources]  # a "|" in a file's own name stays
         folder = self.parameterAsFile(parameters, self.FOLDER, context)
         if folder:
             if not os.path.isdir(folder):

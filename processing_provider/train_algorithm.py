@@ -304,7 +304,8 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             if not geometry.intersects(extent_geometry):
                 continue
             drawn_on = feature.attribute(image_index) if image_index >= 0 else None
-            if drawn_on not in (None, NULL) and str(drawn_on).strip() and str(drawn_on).strip() != image_id:
+            # stripped both: detect writes a file's ID as it is ('scene ' for "scene .tif"), a typed one may hold spaces around it
+            if drawn_on not in (None, NULL) and str(drawn_on).strip() and str(drawn_on).strip() != image_id.strip():
                 elsewhere[str(drawn_on).strip()] += 1
                 continue
             value = json_label(feature.attribute(attribute_index)) if attribute_index is not None else None

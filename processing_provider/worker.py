@@ -19,6 +19,7 @@ otherwise ignored. stderr is kept (its tail) to explain a worker that dies.
 import atexit
 import collections
 import contextlib
+import errno
 import json
 import os
 import queue
@@ -109,6 +110,17 @@ def how_to_install() -> str:
         f"Or set the QGIS setting {SETTINGS_KEY} (Worker settings…) or the environment "
         f"variable {ENV_VAR} to a Python that has TensorFlow 2.21, Keras 3 and GDAL."
     )
+
+
+def not_started_message(python: str, exc: OSError) -> str:
+    """Why the worker Python could not be started, and the fix: a limit reached is no missing install."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        return (f"The worker Python '{python}' cannot be started: too many files are open ({exc.strerror}). Raise the open-files limit "
+                "(ulimit -n, e.g. 4096) or close other programs, and run again.")
+    if exc.errno in (errno.ENOMEM, errno.EAGAIN):
+        return (f"The worker Python '{python}' cannot be started: the system has no memory or processes to spare ({exc.strerror}). "
+                "Close other programs (or raise ulimit -u / -v), and run again.")
+    return f"The worker Python '{python}' cannot be started ({exc}). " + how_to_install()
 
 
 def locate_worker() -> str:
@@ -371,7 +383,7 @@ class WorkerRun:
         try:
             process = _start(command)
         except OSError as exc:
-            raise QgsProcessingException(f"The worker Python '{command[0]}' cannot be started ({exc}). " + how_to_install()) from None
+            raise QgsProcessingException(not_started_message(command[0], exc)) from None
         lines: "queue.Queue[Optional[str]]" = queue.Queue()
         readers = []
         try:
@@ -443,6 +455,10 @@ class WorkerRun:
                 name = f"signal {-returncode}"
             why = " (out of memory?)" if name == "SIGKILL" else ""
             head = f"The worker crashed ({name}){why}."
+            if name == "SIGABRT" and not self.stderr_tail:
+                # under a memory limit (ulimit -v, a container's) a library aborts a thread's start before anything is said
+                head += (" With nothing on its error output this is most often memory: close other programs, lower BATCH_SIZE (or give a "
+                         "survey fewer WORKERS) or raise the memory limit of the process (ulimit -v), and run again.")
         else:
             head = f"The worker stopped unexpectedly (exit status {returncode})."
         unfit = python_unfit(tail, self.python)
@@ -539,7 +555,7 @@ def _check_out_warm_worker(python: str) -> Optional[WarmWorker]:
             try:
                 worker = WarmWorker(python)
             except OSError as exc:
-                raise QgsProcessingException(f"The worker Python '{python}' cannot be started ({exc}). " + how_to_install()) from None
+                raise QgsProcessingException(not_started_message(python, exc)) from None
             _warm_workers[python] = worker
         worker.busy = True
         return worker

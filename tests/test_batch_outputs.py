@@ -395,3 +395,46 @@ def test_a_style_that_cannot_be_stored_is_a_warning_not_an_error(qgis_app):
     layer = QgsVectorLayer("Polygon", "chunks", "memory")
     assert styling.store_style(layer, "/nonexistent/chunks.qml", feedback) is None
     assert feedback.warnings == ["Could not apply the style /nonexistent/chunks.qml."] and feedback.errors == []
+
+
+def test_a_folder_gone_read_only_mid_run_is_told_so_not_to_free_space(qgis_app, tmp_path):
+    """A folder remounted read-only while detect ran (on a disk with under 2 GB free) had been told to free some space."""
+    import os
+    import subprocess
+
+    destinations = qs.plugin_module("processing_provider.destinations")
+    folder = tmp_path / "mounted"
+    folder.mkdir()
+    if os.geteuid() == 0:  # root writes through a folder's mode: only a read-only file system refuses it
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("root here cannot mount a read-only tmpfs")
+    else:
+        folder.chmod(0o555)
+    try:
+        error = destinations.not_written(destinations.FileDestination("OUTPUT", str(folder / "c.gpkg")), "chunk", "the layer could not be created")
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(folder)], check=True)
+        else:
+            folder.chmod(0o755)
+    assert "Its folder cannot be written to (read-only, or not yours): choose another destination" in str(error) and "Free some space" not in str(error)
+
+
+def test_the_addresses_messages_suggest_read_back_as_the_file_they_name(qgis_app):
+    """A path with an apostrophe had been put into a suggested ogr:dbname='...' unescaped, which the plugin's own check refused."""
+    from qgis.core import QgsDataSourceUri
+
+    destinations = qs.plugin_module("processing_provider.destinations")
+    for path in ("/data/O'Neil/ice.gpkg", "C:\\data\\Mars's ice\\ice.gpkg", "/plain/ice.gpkg"):
+        address = destinations.ogr_address(path, "chunks_2")
+        uri = QgsDataSourceUri(address[len("ogr:"):])
+        assert (uri.database(), uri.table()) == (path, "chunks_2"), address
+
+
+def test_a_table_name_holding_a_pipe_is_refused_before_the_run(tiny_model, scene, tmp_path):
+    """GDAL makes such a table but QGIS reads '|' as an address's options: the run had failed after the whole detect,
+    with a message about locks and disk space."""
+    message = qs.processing_error("hiriseice:detect", {"INPUT": scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": 64,
+                                                      "OUTPUT": f"ogr:dbname='{tmp_path / 't.gpkg'}' table=\"ch|unks\" (geom)"})
+    assert "QGIS cannot load the table 'ch|unks'" in message and "nothing was run or written" in message, message
+    assert not (tmp_path / "t.gpkg").exists()

@@ -4,6 +4,7 @@ gdal.UseExceptions says: the command line's GeoPackage had been written on, brok
 and a survey's half-made GeoPackage was refused by every rerun as "not a survey's"."""
 
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,3 +105,31 @@ def test_detect_in_qgis_removes_what_its_failed_worker_had_put_in_place(qgis_app
     message = qs.processing_error("hiriseice:detect", parameters)
     assert "ice-probability raster could not be written" in message, message
     assert sorted(p.name for p in folder.iterdir()) == ["p.tif"] and earlier.read_bytes() == b"an earlier run's raster"
+
+
+def test_detect_in_qgis_refuses_a_disk_without_room_for_the_style_it_stores_after_the_run(qgis_app, tiny_model, scene, tmp_path):
+    """The style is stored after the run, where QGIS 3.22 can no longer fail it: a disk that filled just then had exited 0 with
+    the rows left in the GeoPackage's -wal, the file unreadable alone. Room for it is asked for while the run can still fail."""
+    import os
+
+    import qgis_support as qs
+
+    roomy = tmp_path / "roomy"
+    roomy.mkdir()
+    parameters = {"INPUT": scene.path, "MODEL": tiny_model.path, "OUTPUT": str(roomy / "c.gpkg"), "REPORT": str(roomy / "r.html")}
+    qs.run_algorithm("hiriseice:detect", parameters)
+    written = (roomy / "c.gpkg").stat().st_size + (roomy / "r.html").stat().st_size
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("a small disk needs root's mount of a tmpfs here")
+    try:
+        # room for the run's files, as the check before it reckons them, and 200 kB more: too little for the style stored after it
+        filler = folder / "another program's file"
+        filler.write_bytes(b"\0" * (shutil.disk_usage(folder).free - written - 200_000))
+        message = qs.processing_error("hiriseice:detect", dict(parameters, OUTPUT=str(folder / "c.gpkg"), REPORT=str(folder / "r.html")))
+        left = sorted(p.name for p in folder.iterdir())
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+    assert "too little room is left to store the layer's style" in message and "Free some space" in message, message
+    assert left == ["another program's file"]

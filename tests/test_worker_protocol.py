@@ -76,6 +76,30 @@ def test_a_crash_names_the_signal_with_the_tail_of_stderr_and_removes_partial_ou
     assert not partial.exists() and feedback.errors == []
 
 
+def test_an_abort_with_nothing_on_stderr_is_said_to_be_memory_most_often(run_with):
+    """Under a memory limit (prlimit --as) the worker died by SIGABRT without a word, and the message said only that."""
+    exc, _feedback = run_with("echo '{\"type\": \"progress\", \"fraction\": 0.2}'\nkill -ABRT $$")
+    assert str(exc).startswith("The worker crashed (SIGABRT). With nothing on its error output this is most often memory: close other programs, "
+                               "lower BATCH_SIZE"), str(exc)
+    exc, _feedback = run_with("echo 'a failed assertion in a library' >&2\nkill -ABRT $$")  # a reason given: it is quoted, not guessed at
+    assert "most often memory" not in str(exc) and "a failed assertion in a library" in str(exc)
+
+
+def test_a_worker_that_cannot_start_for_want_of_file_handles_is_told_the_limit_not_an_install(run_with):
+    """prlimit --nofile=20 had read "cannot be started ([Errno 24] Too many open files)" and then how to install the worker."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 2, hard))  # no room for the worker's three pipes
+    try:
+        exc, _feedback = run_with("echo never started")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert "cannot be started: too many files are open" in str(exc) and "ulimit -n" in str(exc), str(exc)
+    assert "Reinstall" not in str(exc)
+
+
 def test_a_crashed_survey_says_its_finished_images_stay_and_a_rerun_resumes(qgis_app):
     """A survey killed in the night had said only "crashed (SIGKILL) (out of memory?)" and forty lines of Dask."""
     WorkerRun = qs.plugin_module("processing_provider.worker").WorkerRun
