@@ -314,6 +314,7 @@ def _labelling() -> QgsVectorLayerSimpleLabeling:
     settings.fieldName = _label_expression()
     settings.isExpression = True
     settings.placement = QgsPalLayerSettings.Placement.OverPoint
+    settings.centroidWhole = True  # at the chunk's own centre: at the visible part's, a chunk off the canvas had labelled a neighbour
     text = QgsTextFormat()
     text.setSize(9)
     text.setColor(QColor(20, 20, 20))

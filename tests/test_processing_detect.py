@@ -178,6 +178,9 @@ def test_style_is_stored_in_the_geopackage(gpkg_run, qgis_app):
     assert isinstance(renderer, QgsGraduatedSymbolRenderer) and renderer.classAttribute() == "probability"
     edges = {round(r.lowerValue(), 6) for r in renderer.ranges()} | {round(r.upperValue(), 6) for r in renderer.ranges()}
     assert {0.0, rules.HARD_LOW, rules.ICY_THRESHOLD, 1.0} <= edges
+    # labels at each chunk's own centre: at the centre of its part on screen, a chunk of a dense grid off the canvas had put its
+    # "icy" on a neighbour's ground
+    assert chunks.labelsEnabled() and chunks.labeling().settings().centroidWhole
     form = chunks.editFormConfig()
     editable = [field.name() for index, field in enumerate(chunks.fields()) if not form.readOnly(index) and field.name() != "fid"]  # fid: the GeoPackage's key
     assert editable == ["label"], "the geologist fills only label; review_rank and the model's fields stay read-only"
