@@ -50,7 +50,7 @@ def _detect(args, reporter: Reporter) -> None:
         try:
             if args.report:  # its quicklook reads the view's pixels, under the chunks' windows
                 detection_report(detection, args.report, args.band, metadata=detection.model,
-                                 before_commit=lambda: reporter.log(f"report: {os.path.abspath(args.report)}"))
+                                 before_commit=lambda: reporter.written(args.report, f"report: {os.path.abspath(args.report)}"))
                 written.append(args.report)
             detection.raster.update(path=args.raster, north_up_view=raster != args.raster)
             if args.out:
@@ -145,7 +145,7 @@ def _info(args, reporter: Reporter) -> None:
         info["device"] = compute_device()
     except ImportError as exc:
         raise EngineError(f"The worker's Python lacks a package ({exc}). Reinstall the worker (HiRISE Ice Patches > Worker settings… > "
-                          "Reinstall…; on Debian or Ubuntu also `bash scripts/install` in the plugin folder).") from None
+                          "Reinstall…; in a checkout of the plugin's source, `bash scripts/install`).") from None
     info["model_path"] = modelfile.resolve_model_path(args.model)
     try:
         info["model"] = modelfile.read_metadata(args.model)

@@ -22,15 +22,16 @@ FOOTPRINT_MAX_SIDE = 512
 # The mosaic the reads are pasted into is at most this many pixels on its longer side, so its
 # memory stays flat whatever the image's size (a few MB).
 MOSAIC_MAX_SIDE = 4 * FOOTPRINT_MAX_SIDE
-# Specks of valid data in the no-data border (a lossy product's noise) and pinholes in the image, smaller
-# than this share of the mask, join what surrounds them: a real RED's outline had been 142 parts and 35 holes.
-SPECK_SHARE = 1 / 2000
+# Specks of valid data in the no-data border (a lossy product's noise) and pinholes in the image, of at most
+# this many mask pixels, join what surrounds them: a real RED's outline had been 142 parts and 35 holes. A real
+# part of the image, however small beside the whole, is larger than a speck (a share of the mask had sieved one).
+SPECK_PIXELS = 16
 
 
 def footprint_from_mask(valid: np.ndarray, geotransform, width: int, height: int, crs_wkt: str, pixel: Optional[float] = None) -> str:
     """Polygonise a (decimated) validity mask of a width x height raster, each of its pixels `pixel`
     raster pixels on a side (by default it spans the raster exactly), into a simplified (multi)polygon
-    in map coordinates, without specks and pinholes (SPECK_SHARE), within the raster (a mask whose last pixels reach past it is cut at its edge);
+    in map coordinates, without specks and pinholes (SPECK_PIXELS), within the raster (a mask whose last pixels reach past it is cut at its edge);
     '' when nothing is valid."""
     out_h, out_w = valid.shape
     g = geotransform
@@ -42,7 +43,9 @@ def footprint_from_mask(valid: np.ndarray, geotransform, width: int, height: int
         mem.SetProjection(crs_wkt)
     band = mem.GetRasterBand(1)
     band.WriteArray(valid.astype(np.uint8))
-    gdal.SieveFilter(band, None, band, max(2, int(valid.size * SPECK_SHARE)), 4)  # 4-connected, as Polygonize
+    gdal.SieveFilter(band, None, band, SPECK_PIXELS + 1, 4)  # 4-connected, as Polygonize
+    if valid.any() and not band.ReadAsArray().any():  # an image all specks: its specks are its outline
+        band.WriteArray(valid.astype(np.uint8))
     vector = ogr.GetDriverByName("Memory").CreateDataSource("")
     srs = osr.SpatialReference(wkt=crs_wkt) if crs_wkt else None
     layer = vector.CreateLayer("footprint", srs, ogr.wkbPolygon)

@@ -41,9 +41,9 @@ def centre_region(width: int, height: int, fraction: float = CENTRE_FRACTION) ->
 
 
 def overlap_inset(chunk_size: int, stride: int) -> float:
-    """Image pixels inside each edge of a chunk where the map and the report draw it, so that chunks on a grid
-    denser than they are (stride < chunk_size) tile the picture: each its central stride-px square, the ground
-    nearest its centre, instead of see-through fills stacked into colours no legend shows."""
+    """Image pixels inside each edge of a chunk where the report's quicklook draws it, so that chunks on a grid
+    denser than they are (stride < chunk_size) tile the picture: each the ground nearest its centre, instead of
+    see-through fills stacked into colours no legend shows. (The map draws whole footprints: QGIS selects by them.)"""
     return max(0.0, (chunk_size - stride) / 2.0)
 
 

@@ -144,7 +144,7 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
     if options.probability_raster:
         geometry, logits, valid_share = score_map
         scoremap.write_probability_raster(options.probability_raster, geometry, logits, valid_share, metadata.get("calibration"), info.geotransform, info.crs_wkt,
-                                          [(c["row"], c["col"]) for c in chunks], before_commit=lambda: reporter.log(f"ice probability raster: {os.path.abspath(options.probability_raster)} "
+                                          [(c["row"], c["col"]) for c in chunks], before_commit=lambda: reporter.written(options.probability_raster, f"ice probability raster: {os.path.abspath(options.probability_raster)} "
                                                                              f"({geometry.chunk_size * geometry.cell / geometry.input_size:g}-px cells)"))
     add_review_ranks(chunks, options.icy_threshold, review.neighbour_radius(chunk_size, stride))
     elapsed = time.monotonic() - started

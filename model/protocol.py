@@ -4,6 +4,7 @@ With ``--jsonl`` every line on stdout is one JSON object:
   {"type": "progress", "fraction": 0.42}
   {"type": "log", "message": "..."}
   {"type": "warning", "message": "..."}   something the user should check; the run goes on
+  {"type": "written", "path": "..."}   an output about to be put in place: the client removes it if the run then fails
   {"type": "result", ...}            the last line of a successful run
   {"type": "error", "code": "...", "message": "..."}   then exit status 2
 Without it, progress and logs go to stderr as text for people.
@@ -15,6 +16,7 @@ command would have had.
 """
 
 import json
+import os
 import sys
 import time
 
@@ -77,6 +79,13 @@ class Reporter:
             self._send({"type": "error", "code": code, "message": message})
         else:
             self._line(f"error: {message}")
+
+    def written(self, path: str, message: str) -> None:
+        """``message`` logged, and a file about to be put in place at ``path`` named to the client: a run that then fails
+        or is stopped (on Windows, killed at once) is removed whole by the client too (processing_provider/worker.py)."""
+        self.log(message)
+        if self.jsonl:
+            self._send({"type": "written", "path": os.path.abspath(path)})
 
     def started(self) -> None:
         self._send({"type": "started"})

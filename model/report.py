@@ -284,9 +284,9 @@ def quicklook_figure(raster_path: str, chunks: List[Dict], band: int = 0, max_si
     ax.set_axis_off()
     px_per_image_px = out_w / info.width
     fills, outlines = [], []
-    present = {(c["row"], c["col"]) for c in chunks} if inset else set()
+    last = (max((c["row"] for c in chunks), default=0), max((c["col"] for c in chunks), default=0)) if inset else (0, 0)
     for c in chunks:
-        left, top, right, bottom = _drawn_window(c, inset, present)
+        left, top, right, bottom = _drawn_window(c, inset, last)
         if right <= left or bottom <= top:
             continue
         corner, width, height = (left, top), right - left, bottom - top
@@ -316,18 +316,17 @@ def quicklook_figure(raster_path: str, chunks: List[Dict], band: int = 0, max_si
     return figure, label_all
 
 
-def _drawn_window(chunk: Dict, inset: float, present) -> Tuple[float, float, float, float]:
-    """(left, top, right, bottom) in image pixels where the quicklook draws a chunk: its footprint, less ``inset``
-    (grid.overlap_inset) on each side a neighbour of the dense grid covers, so that overlapping chunks tile the scene, each
-    over the ground nearest its centre, out to the image's edge and its no-data border where no neighbour lies."""
+def _drawn_window(chunk: Dict, inset: float, last: Tuple[int, int]) -> Tuple[float, float, float, float]:
+    """(left, top, right, bottom) in image pixels where the quicklook draws a chunk: its footprint less ``inset``
+    (grid.overlap_inset) on each side, but out to its own edge on the grid's outer rows and columns (``last``: the last row
+    and column drawn), so that a dense grid's chunks tile the scene, each over the ground nearest its centre. A side facing a
+    dropped chunk inside the grid stays inset: widened there, it had overlapped the dropped chunk's other neighbours."""
+    x, y, w, h = chunk["x_off"], chunk["y_off"], chunk["width"], chunk["height"]
     if not inset:
-        return chunk["x_off"], chunk["y_off"], chunk["x_off"] + chunk["width"], chunk["y_off"] + chunk["height"]
+        return x, y, x + w, y + h
     r, c = chunk["row"], chunk["col"]
-    left = chunk["x_off"] + (inset if (r, c - 1) in present else 0)
-    right = chunk["x_off"] + chunk["width"] - (inset if (r, c + 1) in present else 0)
-    top = chunk["y_off"] + (inset if (r - 1, c) in present else 0)
-    bottom = chunk["y_off"] + chunk["height"] - (inset if (r + 1, c) in present else 0)
-    return left, top, right, bottom
+    return (x + (0 if c == 0 else inset), y + (0 if r == 0 else inset),
+            x + w - (0 if c == last[1] else inset), y + h - (0 if r == last[0] else inset))
 
 
 def quicklook(raster_path: str, chunks: List[Dict], band: int = 0, max_side: int = 900) -> str:

@@ -160,8 +160,8 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         arguments += ["--probability-raster", probability_raster] if probability_raster else []
         arguments += option_arguments(options)
         partial_outputs = [partial_path(path) for path in (report, probability_raster) if path]
-        # a failed or stopped worker removes the raster and report it had put in place itself (model/__main__.py): only it knows
-        # which are its own, where another run may have written the same names meanwhile
+        # a failed or stopped worker removes the raster and report it had put in place (model/__main__.py) and names them as it
+        # writes them, for run_worker to remove where it was killed: only it knows which are its own, as another run may write the same names
         result = run_worker(arguments, feedback, partial_outputs=partial_outputs)
         replacing_outputs()  # the worker's report and probability raster are in place
         chunks, summary = result.get("chunks") or [], result.get("summary") or {}

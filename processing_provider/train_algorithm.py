@@ -243,7 +243,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 "HiRISE Ice Patches toolbar, or fill the label field), or draw ice-patch outlines, and give that layer as LABELS."
             )
 
-    def _geometries_over(self, layer, raster_layer, context, feedback, attribute_index=None, image_id=""):
+    def _geometries_over(self, layer, raster_layer, context, feedback, attribute_index=None, image_ids=()):
         """(wkt, raw attribute, which feature it is) of `layer`'s features reprojected into the raster's CRS and over its extent; the
         failures; and the image IDs of those over it that belong to another image. A feature with an image_id (a Detect chunk layer's)
         is read on that image only: HiRISE images a site again, and a chunk labelled icy in spring is not icy in summer."""
@@ -305,7 +305,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 continue
             drawn_on = feature.attribute(image_index) if image_index >= 0 else None
             # stripped both: detect writes a file's ID as it is ('scene ' for "scene .tif"), a typed one may hold spaces around it
-            if drawn_on not in (None, NULL) and str(drawn_on).strip() and str(drawn_on).strip() != image_id.strip():
+            if drawn_on not in (None, NULL) and str(drawn_on).strip() and str(drawn_on).strip() not in {name.strip() for name in image_ids}:
                 elsewhere[str(drawn_on).strip()] += 1
                 continue
             value = json_label(feature.attribute(attribute_index)) if attribute_index is not None else None
@@ -453,19 +453,21 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 feedback.pushWarning(f"INPUT_SIZE is for training from scratch: the base model's own input size ({base_metadata['input_size']} px) is kept.")
         return base_model
 
-    @staticmethod
-    def _distinct(rasters, feedback):
-        """RASTERS with each file once: a raster given twice had trained on every chunk of it twice."""
+    def _distinct(self, rasters, feedback):
+        """RASTERS with each file once: a raster given twice had trained on every chunk of it twice. The image IDs of every name
+        a file was given by (a link's, a copy's) are kept in self._image_ids, so that labels drawn on any of them are read on it."""
         seen, distinct = {}, []
+        self._image_ids = collections.defaultdict(set)
         for layer in rasters:
             key = os.path.normcase(os.path.realpath(layer.source())) if os.path.exists(layer.source()) else layer.source()  # a link too
             if key in seen:
                 first = seen[key].name()
                 feedback.pushWarning(f"'{layer.name()}' is given more than once in RASTERS; it is read once." if first == layer.name() else
-                                     f"'{layer.name()}' is the file of '{first}', given before in RASTERS; it is read once.")
-                continue
-            seen[key] = layer
-            distinct.append(layer)
+                                     f"'{layer.name()}' is the file of '{first}', given before in RASTERS; it is read once, with the labels drawn on either name.")
+            else:
+                seen[key] = layer
+                distinct.append(layer)
+            self._image_ids[seen[key].id()].add(raster.image_id_of(layer.source()))
         return distinct
 
     def _raster_entries(self, rasters, band, label_layers, exclude_layers, indices, mode, label_field, context, feedback):
@@ -476,15 +478,16 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             require_crs(raster_layer)
             path = raster_path_for_worker(raster_layer, context, feedback)
             image_id = raster.image_id_of(path)
+            image_ids = {image_id} | self._image_ids.get(raster_layer.id(), set())  # every name it was given by (_distinct)
             labels, unreadable, elsewhere = [], 0, collections.Counter()
             for layer in label_layers:
-                found, failures, other_images = self._geometries_over(layer, raster_layer, context, feedback, indices[layer.id()], image_id)
+                found, failures, other_images = self._geometries_over(layer, raster_layer, context, feedback, indices[layer.id()], image_ids)
                 labels.extend({"wkt": wkt, "label": value, "feature": which} for wkt, value, which in found)
                 unreadable += failures
                 elsewhere += other_images
             exclude = []
             for layer in exclude_layers:
-                found, failures, _other_images = self._geometries_over(layer, raster_layer, context, feedback, image_id=image_id)
+                found, failures, _other_images = self._geometries_over(layer, raster_layer, context, feedback, image_ids=image_ids)
                 exclude.extend(wkt for wkt, _, _ in found)
                 unreadable += failures
             if elsewhere:

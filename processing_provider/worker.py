@@ -353,6 +353,8 @@ class WorkerRun:
             self.answered = True
         elif kind == "done":
             self.status = int(message.get("status", 1))
+        elif kind == "written" and message.get("path"):  # put in place by the worker: removed with the partial files if the run fails
+            self.partial_outputs.append(str(message["path"]))
         # Other kinds (future protocol additions) are ignored on purpose.
 
     def run(self) -> Dict:

@@ -127,3 +127,14 @@ def test_specks_in_the_border_and_pinholes_leave_the_outline_one_polygon():
     halves[20:180, 10:140] = halves[20:180, 160:290] = True
     outline = ogr.CreateGeometryFromWkt(footprint_from_mask(halves, (0, 1, 0, 0, 0, -1), 300, 200, ""))
     assert outline.GetGeometryCount() == 2 and outline.GetArea() == pytest.approx(2 * 160 * 130, rel=0.01)
+
+    # a real part of 11 x 11 mask pixels beside a large one stays (a share of the mask had sieved it), and an image whose
+    # data is all one small part keeps it as its outline
+    big = np.zeros((512, 512), bool)
+    big[50:450, 50:450] = True
+    big[480:491, 480:491] = True
+    outline = ogr.CreateGeometryFromWkt(footprint_from_mask(big, (0, 1, 0, 0, 0, -1), 512, 512, ""))
+    assert outline.GetGeometryCount() == 2 and outline.GetArea() == pytest.approx(400 * 400 + 11 * 11)
+    lone = np.zeros((512, 512), bool)
+    lone[100:103, 100:103] = True
+    assert ogr.CreateGeometryFromWkt(footprint_from_mask(lone, (0, 1, 0, 0, 0, -1), 512, 512, "")).GetArea() == pytest.approx(9)

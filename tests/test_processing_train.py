@@ -147,7 +147,8 @@ def test_chunk_labels_from_a_reprojected_detect_output(chunk_trained, training_d
     # The labels reached the worker in the raster's CRS, on the chunks they were drawn on.
     job = chunk_trained["job"]
     assert job["label_mode"] == "chunks" and len(job["rasters"]) == 1
-    assert "'train_scene_link' is the file of 'train_scene', given before in RASTERS; it is read once." in chunk_trained["results"]["_feedback"].warnings
+    assert ("'train_scene_link' is the file of 'train_scene', given before in RASTERS; it is read once, with the labels drawn on either name."
+            in chunk_trained["results"]["_feedback"].warnings)
     entry = job["rasters"][0]
     assert entry["band"] == 1
     assert entry["path"] == training_data.raster.path and len(entry["labels"]) == 36
@@ -165,6 +166,17 @@ def test_chunk_labels_from_a_reprojected_detect_output(chunk_trained, training_d
         assert item["label"] == label
         qs.assert_ring_equal(sorted(ring[:-1]), sorted(expected_ring[:-1]), 1e-3, f"label polygon at {corner}")  # metres, after lon/lat and back
     assert expected == {}
+
+
+def test_labels_drawn_on_a_files_second_name_are_read_on_it(qgis_app, labelled_geographic, training_data, tmp_path):
+    """The link given first and the raster's own name second: the second name was dropped before its labels (whose image_id
+    is that name) were read, and the run stopped with "no feature of the label layers lies over the rasters"."""
+    link = tmp_path / "a_link.tif"
+    link.symlink_to(training_data.raster.path)
+    results = train(tmp_path, [str(link), training_data.raster.path], [labelled_geographic], epochs=1)
+    job = job_of(results)
+    assert len(job["rasters"]) == 1 and len(job["rasters"][0]["labels"]) == 36
+    assert "'train_scene' is the file of 'a_link', given before in RASTERS; it is read once, with the labels drawn on either name." in results["_feedback"].warnings
 
 
 def test_split_keeps_every_block_on_one_side(chunk_trained):

@@ -312,7 +312,8 @@ def test_seasons(ls, latitude, expected):
 
 def test_a_dense_grids_chunks_tile_the_quicklook_out_to_the_image_edge(reports, worker_python):
     """At STRIDE = CHUNK / 2 each point lay under up to four see-through fills, stacked into colours no legend swatch shows:
-    each chunk is drawn over the ground nearest its centre, the outer chunks out to the image's edge, without overlap or gap."""
+    each chunk is drawn over the ground nearest its centre, the outer chunks out to the image's edge, without overlap or gap;
+    at CHUNK / 4 too, and around a chunk dropped inside the grid (a no-data border's) without overlap."""
     code = r'''
 import json, sys
 sys.path.insert(0, "tests")
@@ -320,20 +321,23 @@ import helpers
 from model import grid, report
 from matplotlib.collections import PatchCollection
 raster = helpers.generate_raster(sys.argv[1], "dense.tif", width=640, height=384)
-chunks = [dict(chunk_id=w.chunk_id, row=w.row, col=w.col, x_off=w.x_off, y_off=w.y_off, width=w.width, height=w.height, probability=0.1 + 0.8 * (w.chunk_id % 2))
-          for w in grid.chunk_grid(640, 384, 128, 64)]
-figure, _ = report.quicklook_figure(raster.path, chunks, inset=grid.overlap_inset(128, 64))
-fills = next(c for c in figure.axes[0].collections if isinstance(c, PatchCollection) and c.get_facecolors()[:, 3].max() > 0)
-boxes = [[float(v) for v in path.get_extents().bounds] for path in fills.get_paths()]
-print(json.dumps({"chunks": len(chunks), "boxes": boxes, "extent": [max(c["x_off"] + c["width"] for c in chunks), max(c["y_off"] + c["height"] for c in chunks)]}))
+out = {}
+for stride, dropped in ((64, None), (32, None), (64, (2, 3)), (32, (3, 5))):
+    chunks = [dict(chunk_id=w.chunk_id, row=w.row, col=w.col, x_off=w.x_off, y_off=w.y_off, width=w.width, height=w.height, probability=0.1 + 0.8 * (w.chunk_id % 2))
+              for w in grid.chunk_grid(640, 384, 128, stride) if (w.row, w.col) != dropped]
+    figure, _ = report.quicklook_figure(raster.path, chunks, inset=grid.overlap_inset(128, stride))
+    fills = next(c for c in figure.axes[0].collections if isinstance(c, PatchCollection) and c.get_facecolors()[:, 3].max() > 0)
+    out[f"{stride} {dropped}"] = {"chunks": len(chunks), "boxes": [[float(v) for v in path.get_extents().bounds] for path in fills.get_paths()]}
+print(json.dumps(out))
 '''
     done = helpers.run_worker_snippet(worker_python, code, reports["folder"])
     assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    boxes = out["boxes"]
-    assert len(boxes) == out["chunks"] > 20
-    overlap = sum(max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])) * max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-                  for i, a in enumerate(boxes) for b in boxes[i + 1:])
-    width, height = out["extent"]
-    assert overlap == pytest.approx(0.0) and sum(w * h for _x, _y, w, h in boxes) == pytest.approx(width * height)
-    assert min(x for x, _y, _w, _h in boxes) == 0 and max(x + w for x, _y, w, _h in boxes) == width
+    for case, drawn in json.loads(done.stdout.strip().splitlines()[-1]).items():
+        boxes = drawn["boxes"]
+        assert len(boxes) == drawn["chunks"] > 20, case
+        overlap = sum(max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])) * max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+                      for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        assert overlap == pytest.approx(0.0), case
+        if case.endswith("None"):  # the whole grid: the 640 x 384 image covered, out to its edges
+            assert sum(w * h for _x, _y, w, h in boxes) == pytest.approx(640 * 384), case
+            assert min(x for x, _y, _w, _h in boxes) == 0 and max(x + w for x, _y, w, _h in boxes) == 640, case

@@ -60,7 +60,8 @@ def detection(scene, tiny_model, worker_python, tmp_path_factory) -> Detection:
 
 def assert_progress_protocol(run: helpers.WorkerRun):
     messages = run.messages  # every line parses as JSON
-    assert {m["type"] for m in messages} <= {"progress", "log", "result"}
+    assert {m["type"] for m in messages} <= {"progress", "log", "written", "result"}
+    assert all(os.path.isabs(m["path"]) for m in messages if m["type"] == "written")
     assert [m["type"] for m in messages].count("result") == 1 and messages[-1]["type"] == "result"
     fractions = [m["fraction"] for m in messages if m["type"] == "progress"]
     assert fractions, "no progress was reported"
@@ -84,6 +85,8 @@ def test_detect_speaks_json_lines_with_increasing_progress_and_a_final_result(de
     assert_progress_protocol(detection.run)
     logs = " ".join(m["message"] for m in detection.run.messages if m["type"] == "log")
     assert "80 grid chunks of 64 px" in logs and os.path.abspath(detection.gpkg) in logs and os.path.abspath(detection.report) in logs
+    # the report named as it is put in place, for the client to remove should the run fail after it
+    assert [m["path"] for m in detection.run.messages if m["type"] == "written"] == [os.path.abspath(detection.report)]
 
 
 def test_detect_result_chunks_are_the_grid_minus_no_data(detection, tiny_model):

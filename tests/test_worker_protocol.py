@@ -76,6 +76,21 @@ def test_a_crash_names_the_signal_with_the_tail_of_stderr_and_removes_partial_ou
     assert not partial.exists() and feedback.errors == []
 
 
+def test_what_a_worker_put_in_place_before_it_died_is_removed_and_nothing_else(run_with, tmp_path):
+    """Stopped on Windows (killed at once, no cleanup of its own) or killed outright, a worker had left the probability raster
+    it had put in place while "no output was written" was said. It names each such file; another file of that name it never
+    named (another run's) stays."""
+    raster, report = tmp_path / "p.tif", tmp_path / "r.html"
+    raster.write_text("this run's raster")
+    report.write_text("another run's report")
+    exc, _feedback = run_with(f"echo '{{\"type\": \"written\", \"path\": \"{raster}\"}}'\nkill -KILL $$")
+    assert str(exc).startswith("The worker crashed (SIGKILL)")
+    assert not raster.exists() and report.read_text() == "another run's report"
+    raster.write_text("this run's raster")  # and a run that succeeds keeps what it wrote
+    result, _feedback = run_with(f"echo '{{\"type\": \"written\", \"path\": \"{raster}\"}}'\necho '{{\"type\": \"result\", \"answer\": 1}}'")
+    assert result == {"answer": 1} and raster.exists()
+
+
 def test_an_abort_with_nothing_on_stderr_is_said_to_be_memory_most_often(run_with):
     """Under a memory limit (prlimit --as) the worker died by SIGABRT without a word, and the message said only that."""
     exc, _feedback = run_with("echo '{\"type\": \"progress\", \"fraction\": 0.2}'\nkill -ABRT $$")
