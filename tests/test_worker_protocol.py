@@ -100,19 +100,37 @@ def test_an_abort_with_nothing_on_stderr_is_said_to_be_memory_most_often(run_wit
     assert "most often memory" not in str(exc) and "a failed assertion in a library" in str(exc)
 
 
-def test_a_worker_that_cannot_start_for_want_of_file_handles_is_told_the_limit_not_an_install(run_with):
+def test_a_worker_that_cannot_start_for_want_of_file_handles_is_told_the_limit_not_an_install(qgis_app, monkeypatch, tmp_path):
     """prlimit --nofile=20 had read "cannot be started ([Errno 24] Too many open files)" and then how to install the worker."""
     import os
     import resource
 
+    from qgis.core import QgsProcessingException
+
+    worker = qs.plugin_module("processing_provider.worker")
+    monkeypatch.setenv("HIRISEICE_WARM_WORKER", "0")
+    monkeypatch.setenv(worker.ENV_VAR, misbehaving_worker(tmp_path, "echo never started"))  # made before the descriptors run out
+    feedback = console_recording_feedback()
+    with pytest.raises(QgsProcessingException, match="finished without a result"):  # every module the run needs imported while files open
+        worker.run_worker(["info"], feedback)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 2, hard))  # no room for the worker's three pipes
+    # every descriptor number below the limit taken (the limit caps the numbers, and a gap below it would give the pipes room)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(int(fd) for fd in os.listdir("/proc/self/fd")) + 8, hard))
+    fillers = []
     try:
-        exc, _feedback = run_with("echo never started")
+        while True:
+            try:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                break
+        with pytest.raises(QgsProcessingException) as raised:
+            worker.run_worker(["info"], feedback)
     finally:
+        for fd in fillers:
+            os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    assert "cannot be started: too many files are open" in str(exc) and "ulimit -n" in str(exc), str(exc)
-    assert "Reinstall" not in str(exc)
+    assert "cannot be started: too many files are open" in str(raised.value) and "ulimit -n" in str(raised.value), str(raised.value)
+    assert "Reinstall" not in str(raised.value)
 
 
 def test_a_crashed_survey_says_its_finished_images_stay_and_a_rerun_resumes(qgis_app):
