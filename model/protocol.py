@@ -21,6 +21,16 @@ import sys
 import time
 
 
+# Unicode's bidirectional controls: a file named with one (U+202E) turned the rest of every line naming it right to left in the
+# Processing log and the terminal. Shown escaped in messages; names stay as they are in results and outputs.
+BIDI_CONTROLS = {ord(c): f"\\u{ord(c):04x}" for c in "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"}
+
+
+def shown(message: str) -> str:
+    """``message`` as a line for people: its bidirectional controls escaped (BIDI_CONTROLS)."""
+    return str(message).translate(BIDI_CONTROLS)
+
+
 class Reporter:
     def __init__(self, jsonl: bool = False, stream=None, job_id=None):
         self.jsonl = jsonl
@@ -59,12 +69,14 @@ class Reporter:
         self.stream.flush()
 
     def log(self, message: str) -> None:
+        message = shown(message)
         if self.jsonl:
             self._send({"type": "log", "message": message})
         else:
             self._line(message)
 
     def warning(self, message: str) -> None:
+        message = shown(message)
         if self.jsonl:
             self._send({"type": "warning", "message": message})
         else:
@@ -75,6 +87,7 @@ class Reporter:
             self._send(dict(payload, type="result"))
 
     def error(self, code: str, message: str) -> None:
+        message = shown(message)
         if self.jsonl:
             self._send({"type": "error", "code": code, "message": message})
         else:

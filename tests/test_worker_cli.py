@@ -314,6 +314,20 @@ def test_chunk_with_an_overlapping_stride(scene, worker_python):
         assert (c["x_off"], c["y_off"], c["width"], c["height"]) == (w.x_off, w.y_off, w.width, w.height)
 
 
+def test_a_bidirectional_control_in_a_name_is_shown_escaped_in_the_log_and_kept_in_the_outputs(scene, worker_python, tmp_path):
+    """A file named with U+202E turned the rest of every log line naming it right to left (the Processing log, a terminal)."""
+    import shutil
+
+    raster = tmp_path / "scene\u202egnp.tif"
+    shutil.copyfile(scene.path, raster)
+    run = helpers.run_worker(worker_python, "chunk", raster, "--chunk-size", 64, "--out", tmp_path / "c.gpkg").check()
+    lines = [m["message"] for m in run.messages if m["type"] in ("log", "warning")]
+    assert any("scene\\u202egnp" in line for line in lines) and not any("\u202e" in line for line in lines), lines
+    vector = ogr.Open(str(tmp_path / "c.gpkg"))  # kept alive while its layer is read
+    ids = {feature.GetField("image_id") for feature in vector.GetLayerByName("chunks")}
+    assert ids == {"scene\u202egnp"}  # the name itself, as the file has it
+
+
 def test_a_stride_over_the_chunk_is_warned_of_by_chunk_and_detect(scene, worker_python, tiny_model, tmp_path):
     """A sparse grid may be wanted, so it is not refused; but the strips it never looks at are said."""
     for command in (["chunk", scene.path], ["detect", scene.path, "--model", tiny_model.path, "--out", tmp_path / "sparse.gpkg"]):
