@@ -138,6 +138,12 @@ def unreadable_vector_message(path: str, polygons_only: bool) -> str:
     return ""
 
 
+def source_path(source: str) -> str:
+    """The file of a layer's source: the source cut before a vector source's "|layername=..." suffix, unless the whole
+    source is a file or folder (a raster named 'scene|b.tif' had been cut there and refused as missing)."""
+    return source if os.path.exists(source) else source.split("|", 1)[0]
+
+
 def unloadable_layer_message(value, kind: str, context) -> str:
     """Why a layer parameter's path cannot be loaded as a ``kind`` (layer_kind) layer, with the
     fix; empty where it can, or where it is not a plain path (a layer of the project, a /vsi path,
@@ -145,8 +151,7 @@ def unloadable_layer_message(value, kind: str, context) -> str:
     and an unreadable raster alike, and "Incorrect parameter value" of a list."""
     if not isinstance(value, str) or not value or value.startswith("/vsi") or re.match(r"^\w{2,}:", value):
         return ""  # not a path; a driver's prefix (NETCDF:"a.nc":var, GPKG:a.gpkg:table) or a URL, QGIS decides
-    # a vector source's "|layername=..." suffix; a file whose own name holds a "|" is that file
-    path = value if os.path.exists(value) else value.split("|", 1)[0]
+    path = source_path(value)
     project = context.project() if context is not None else None
     if project is not None and (project.mapLayer(value) or project.mapLayersByName(value)):
         return ""

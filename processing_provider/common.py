@@ -28,7 +28,7 @@ from qgis.core import (
     QgsRasterPipe,
 )
 
-from .algorithm import gdal_errors_unprinted, styling
+from .algorithm import gdal_errors_unprinted, source_path, styling
 from .destinations import check_written, not_written, replacing_outputs
 from .engine import errors, gdal_exceptions, georeference, modelfile
 
@@ -323,8 +323,7 @@ def write_temporary_geotiff(layer: QgsRasterLayer, context, feedback) -> str:
 
 def source_file_name(layer: QgsRasterLayer) -> str:
     """The layer's file name when it has one (for the image ID), else its name."""
-    source = layer.source()
-    path = source if os.path.isfile(source) else source.split("|")[0]  # a "|" in the file's own name stays
+    path = source_path(layer.source())
     return path if os.path.isfile(path) else layer.name()
 
 

@@ -17,7 +17,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .algorithm import HiriseIceAlgorithm, LayerListParameter, styling
+from .algorithm import HiriseIceAlgorithm, LayerListParameter, source_path, styling
 from .common import checked_model
 from .destinations import check_writable, file_destination
 from .detect_algorithm import MODEL_FILTER, add_scoring_parameters, option_arguments, scoring_options
@@ -127,8 +127,7 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
         return results
 
     def raster_paths(self, parameters, context):
-        sources = [layer.source() for layer in self.parameterAsLayerList(parameters, self.RASTERS, context)]
-        paths = [source if os.path.isfile(source) else source.split("|")[0] for source in sources]  # a "|" in a file's own name stays
+        paths = [source_path(layer.source()) for layer in self.parameterAsLayerList(parameters, self.RASTERS, context)]
         folder = self.parameterAsFile(parameters, self.FOLDER, context)
         if folder:
             if not os.path.isdir(folder):

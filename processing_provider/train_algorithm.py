@@ -250,6 +250,8 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         target = raster_layer.crs()
         extent = raster_layer.extent()
         extent_geometry = QgsGeometry.fromRect(extent)
+        # stripped both: detect writes a file's ID as it is ('scene ' for "scene .tif"), a typed one may hold spaces around it
+        own_ids = {name.strip() for name in image_ids}
         source_crs = layer_crs(layer)
         if source_crs.description().startswith("Undefined "):  # a GeoPackage's srs_id 0 or -1: GDAL's names for none
             source_crs = QgsCoordinateReferenceSystem()
@@ -304,8 +306,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             if not geometry.intersects(extent_geometry):
                 continue
             drawn_on = feature.attribute(image_index) if image_index >= 0 else None
-            # stripped both: detect writes a file's ID as it is ('scene ' for "scene .tif"), a typed one may hold spaces around it
-            if drawn_on not in (None, NULL) and str(drawn_on).strip() and str(drawn_on).strip() not in {name.strip() for name in image_ids}:
+            if drawn_on not in (None, NULL) and str(drawn_on).strip() and str(drawn_on).strip() not in own_ids:
                 elsewhere[str(drawn_on).strip()] += 1
                 continue
             value = json_label(feature.attribute(attribute_index)) if attribute_index is not None else None
