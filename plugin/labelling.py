@@ -9,8 +9,10 @@ import os
 from qgis.core import QgsFields, QgsProcessingUtils, QgsVectorDataProvider, QgsVectorLayer
 
 try:
+    from ..processing_provider.sources import source_path
     from ..processing_provider.styling import QVARIANT_TYPES
 except ImportError:  # plugin imported as a top-level package
+    from processing_provider.sources import source_path
     from processing_provider.styling import QVARIANT_TYPES
 
 LABEL_FIELD = "label"
@@ -21,7 +23,7 @@ NAMES = {ICY: "icy", NOT_ICY: "not icy", UNCLEAR: "unclear"}
 def is_temporary(layer: QgsVectorLayer) -> bool:
     """Whether the layer is gone when QGIS closes: a memory layer, or a file in Processing's temporary folder
     (an algorithm's default output)."""
-    source = os.path.realpath(layer.source().split("|")[0])
+    source = os.path.realpath(source_path(layer.source()))
     return layer.providerType() == "memory" or source.startswith(os.path.realpath(QgsProcessingUtils.tempFolder()) + os.sep)
 
 
@@ -76,7 +78,7 @@ def mark_selected(layer, value: int, field_name: str = LABEL_FIELD) -> int:
         return 0
     provider = layer.dataProvider()
     if provider is None or not (provider.capabilities() & QgsVectorDataProvider.Capability.ChangeAttributeValues) or layer.readOnly():
-        where = layer.source().split("|")[0]
+        where = source_path(layer.source())
         advice = ("Save a copy where you can write (Export > Save Features As…, a GeoPackage) and label the copy"
                   if where.lower().endswith(".gpkg") else "Save it as a GeoPackage where you can write, and label that")
         raise LabellingError(f"The layer '{layer.name()}' cannot be edited (read-only: its file, its folder or its format). {advice}.")

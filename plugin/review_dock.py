@@ -22,7 +22,7 @@ from qgis.PyQt.QtCore import QEvent, QObject, Qt, QTimer
 from qgis.PyQt.QtGui import QColor, QKeySequence
 from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from .labelling import ICY, LABEL_FIELD, NAMES, NOT_ICY, UNCLEAR, LabellingError, how_to_keep_labels, is_temporary, mark_selected
+from .labelling import ICY, LABEL_FIELD, NAMES, NOT_ICY, UNCLEAR, LabellingError, how_to_keep_labels, is_temporary, mark_selected, source_path
 
 TITLE = "HiRISE Ice Patches: review labels"
 TRAIN_ALGORITHM = "hiriseice:train"
@@ -127,7 +127,7 @@ def image_ids(layer: QgsVectorLayer) -> List[str]:
 
 
 def _stem(path: str) -> str:
-    name = os.path.basename(path.split("|")[0])
+    name = os.path.basename(source_path(path))
     return os.path.splitext(name)[0]
 
 
@@ -176,7 +176,7 @@ def model_path_of(layer: QgsVectorLayer, project: QgsProject) -> str:
     if made_with is None:
         return ""
     modelfile = _engine().modelfile
-    folder = os.path.dirname(layer.source().split("|")[0])
+    folder = os.path.dirname(source_path(layer.source()))
     candidates = [modelfile.default_model_path()]
     if folder and os.path.isdir(folder):
         candidates += sorted(glob.glob(os.path.join(folder, "*" + modelfile.EXTENSION)))
@@ -204,7 +204,7 @@ def retrain_parameters(layer: QgsVectorLayer, project: QgsProject) -> Dict:
     base = model_path_of(layer, project)
     if base:
         parameters["BASE_MODEL"] = base
-    source = layer.source().split("|")[0]
+    source = source_path(layer.source())
     if os.path.isfile(source) and not is_temporary(layer):
         stem = os.path.join(os.path.dirname(source), os.path.splitext(os.path.basename(source))[0] + "_retrained")
         taken = lambda candidate: any(os.path.exists(candidate + extension) for extension in (_engine().modelfile.EXTENSION, ".html"))  # noqa: E731

@@ -34,6 +34,7 @@ from qgis.PyQt.QtGui import QIcon
 from .destinations import (FORMATS_WITHOUT_TABLES, FileDestination, check_holds_mars, check_layer_name, check_not_an_input, check_outputs_apart, check_styles_apart, check_writable, cut_field_names_warning, file_destination,
                            kept_whole, percent_escape_message, without_geometry_warning)
 from .engine import errors, files, gdal_exceptions, icon_path, raster
+from .sources import source_path
 from .worker import TerminatedBySignal, terminating_signals_raise
 from . import styling
 
@@ -78,10 +79,10 @@ def _whole_and_said_once(process_algorithm):
             # Those of earlier runs sharing the context stay, but not this run's inputs given by path: processing.run
             # checks the parameters, loading them, on another instance than the one that runs.
             store = context.temporaryLayerStore()
-            given = {path for path in (value.split("|")[0] for value in parameters.values() if isinstance(value, str)) if os.path.isfile(path)}
+            given = {path for path in (source_path(value) for value in parameters.values() if isinstance(value, str)) if os.path.isfile(path)}
             before = self._layers_before_run or set()
             for layer_id, layer in store.mapLayers().items():
-                if layer_id not in before or layer.source().split("|")[0] in given:
+                if layer_id not in before or source_path(layer.source()) in given:
                     store.removeMapLayer(layer_id)
             raise
 
@@ -138,12 +139,6 @@ def unreadable_vector_message(path: str, polygons_only: bool) -> str:
     return ""
 
 
-def source_path(source: str) -> str:
-    """The file of a layer's source: the source cut before a vector source's "|layername=..." suffix, unless the whole
-    source is a file or folder (a raster named 'scene|b.tif' had been cut there and refused as missing)."""
-    return source if os.path.exists(source) else source.split("|", 1)[0]
-
-
 def unloadable_layer_message(value, kind: str, context) -> str:
     """Why a layer parameter's path cannot be loaded as a ``kind`` (layer_kind) layer, with the
     fix; empty where it can, or where it is not a plain path (a layer of the project, a /vsi path,
@@ -188,7 +183,7 @@ class RasterLayerParameter(QgsProcessingParameterRasterLayer):
     """
 
     def checkValueIsAcceptable(self, value, context=None):  # noqa: N802
-        if isinstance(value, str) and raster.waiting_file_message(value.split("|", 1)[0]):
+        if isinstance(value, str) and raster.waiting_file_message(source_path(value)):
             return True  # QGIS's load would wait on it for ever; the algorithm's checkParameterValues says what it is
         with gdal_without_pam(), gdal_errors_unprinted():
             return super().checkValueIsAcceptable(value, context)
@@ -375,7 +370,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         for definition in self.parameterDefinitions():
             value = meant.get(definition.name())
             if isinstance(definition, QgsProcessingParameterMultipleLayers) and isinstance(value, str) and ";" in value \
-                    and not os.path.exists(value.split("|")[0]):  # a file whose own name holds a ';' is one layer
+                    and not os.path.exists(source_path(value)):  # a file whose own name holds a ';' is one layer
                 meant[definition.name()] = [part.strip() for part in value.split(";") if part.strip()]
             elif isinstance(definition, QgsProcessingParameterBoolean) and isinstance(value, str) and value.strip().lower() in BOOLEAN_WORDS:
                 meant[definition.name()] = BOOLEAN_WORDS[value.strip().lower()]  # QGIS reads any word but 0 and false as true: TTA=no ran with it

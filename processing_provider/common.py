@@ -22,15 +22,17 @@ from qgis.core import (
     QgsGeometry,
     QgsProcessingException,
     QgsProcessingUtils,
+    QgsProviderRegistry,
     QgsRasterDataProvider,
     QgsRasterFileWriter,
     QgsRasterLayer,
     QgsRasterPipe,
 )
 
-from .algorithm import gdal_errors_unprinted, source_path, styling
+from .algorithm import gdal_errors_unprinted, styling
 from .destinations import check_written, not_written, replacing_outputs
 from .engine import errors, gdal_exceptions, georeference, modelfile
+from .sources import source_path
 
 QVARIANT_TYPES = styling.QVARIANT_TYPES
 
@@ -134,7 +136,7 @@ def require_crs(layer: QgsRasterLayer) -> None:
             layer.setCrs(crs)
             return
         if not _has_geotransform(layer.source()):
-            raise QgsProcessingException(georeference.not_map_projected_message(layer.source().split("|")[0], layer.name()))
+            raise QgsProcessingException(georeference.not_map_projected_message(source_path(layer.source()), layer.name()))
         raise QgsProcessingException(
             f"The raster '{layer.name()}' has no coordinate reference system, so its chunks could not be placed on Mars. "
             "Assign the product's Mars CRS first (Raster > Projections > Assign Projection, or gdal_edit.py -a_srs), then run again."
@@ -220,11 +222,10 @@ def layer_crs(layer) -> QgsCoordinateReferenceSystem:
     try:
         from osgeo import ogr
 
-        parts = layer.source().split("|")
+        name = QgsProviderRegistry.instance().decodeUri("ogr", layer.source()).get("layerName")
         with gdal_exceptions():
-            dataset = ogr.Open(parts[0])
-            names = [p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")]
-            ogr_layer = dataset.GetLayerByName(names[0]) if names else dataset.GetLayer(0)
+            dataset = ogr.Open(source_path(layer.source()))
+            ogr_layer = dataset.GetLayerByName(name) if name else dataset.GetLayer(0)
             srs = ogr_layer.GetSpatialRef() if ogr_layer is not None else None
             wkt = srs.ExportToWkt(["FORMAT=WKT2_2019"]) if srs is not None else ""
     except (RuntimeError, AttributeError, IndexError):

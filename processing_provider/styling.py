@@ -46,6 +46,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QTimer, QVariant
 from qgis.PyQt.QtGui import QColor
 
+from .sources import source_path
+
 
 def _field_types() -> dict:
     """model/schema.py's field kinds as QGIS field types (the algorithms' sinks use them too).
@@ -145,7 +147,7 @@ def _follow_truncated_field(layer: QgsMapLayer) -> None:
 
 
 def _file_path(layer: QgsVectorLayer) -> Optional[str]:
-    path = layer.source().split("|")[0]
+    path = source_path(layer.source())
     return path if os.path.isfile(path) else None
 
 

@@ -17,11 +17,12 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .algorithm import HiriseIceAlgorithm, LayerListParameter, source_path, styling
+from .algorithm import HiriseIceAlgorithm, LayerListParameter, styling
 from .common import checked_model
 from .destinations import check_writable, file_destination
 from .detect_algorithm import MODEL_FILTER, add_scoring_parameters, option_arguments, scoring_options
 from .engine import download, errors, modelfile, survey
+from .sources import source_path
 from .worker import SURVEY_KEEPS, run_worker
 
 

@@ -179,6 +179,16 @@ def test_labels_drawn_on_a_files_second_name_are_read_on_it(qgis_app, labelled_g
     assert "'train_scene' is the file of 'a_link', given before in RASTERS; it is read once, with the labels drawn on either name." in results["_feedback"].warnings
 
 
+def test_labels_are_read_on_a_raster_whose_name_ends_in_a_space(qgis_app, labelled_geographic, training_data, tmp_path):
+    """'train_scene .tif': its ID 'train_scene ' was compared with the label's stripped image_id 'train_scene', so every label
+    over it counted as drawn on another image and the run stopped with no label over the raster."""
+    spaced = tmp_path / "train_scene .tif"
+    shutil.copyfile(training_data.raster.path, spaced)
+    results = train(tmp_path, [str(spaced)], [labelled_geographic], epochs=1)
+    job = job_of(results)
+    assert [entry["path"] for entry in job["rasters"]] == [str(spaced)] and len(job["rasters"][0]["labels"]) == 36
+
+
 def test_split_keeps_every_block_on_one_side(chunk_trained):
     split = chunk_trained["metadata"]["training"]["split"]
     train_groups, validation_groups = set(split["train_groups"]), set(split["validation_groups"])

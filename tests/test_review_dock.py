@@ -159,6 +159,27 @@ def test_retrain_parameters(dock_module, detect_layers, tmp_path):
     assert "BASE_MODEL" not in without and without["RASTERS"] == []
 
 
+def test_retrain_parameters_beside_a_layer_in_a_folder_named_with_a_pipe(dock_module, qgis_app, tmp_path):
+    """Its source "/d/a|b/detect.gpkg|layername=chunks" had been cut at the first '|', so the new model was not
+    offered beside the layer (no such file "/d/a") and would have been a temporary one."""
+    from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
+
+    folder = tmp_path / "survey|spring"
+    folder.mkdir()
+    raster, gpkg, _ = write_detect_output(folder)
+    project = QgsProject()
+    layer = QgsVectorLayer(f"{gpkg}|layername=chunks", "Ice probability of chunks", "ogr")
+    summary = QgsVectorLayer(f"{gpkg}|layername=summary", "Image summary", "ogr")
+    image = QgsRasterLayer(raster.path, "ESP_054321_0950_RED")
+    assert layer.isValid() and summary.isValid() and image.isValid()
+    project.addMapLayers([layer, summary, image])
+    parameters = dock_module.retrain_parameters(layer, project)
+    assert parameters["OUTPUT_MODEL"] == str(folder / "detect_retrained.hiriseice")
+    assert parameters["REPORT"] == str(folder / "detect_retrained.html")
+    assert parameters["RASTERS"] == [image.id()]
+    project.removeAllMapLayers()
+
+
 # --- the dock, driven by key presses, in a fresh QGIS with a GUI --------------------------------------
 
 DOCK_SCRIPT = r'''
