@@ -81,6 +81,10 @@ def _close_quietly(exc: BaseException) -> None:
             gdal.UseExceptions()
 
 
+# GDAL's SQLite errors quote the whole statement that failed (a GeoPackage's triggers: thousands of characters) before the reason
+_SQLITE_STATEMENT = re.compile(r"sqlite3_\w+\(.*\) failed: ", re.S)
+
+
 def write_failure(what: str, path: str, exc: Exception) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     try:
@@ -89,8 +93,26 @@ def write_failure(what: str, path: str, exc: Exception) -> str:
         free_mb = None
     if getattr(exc, "errno", None) == errno.ENOSPC or (free_mb is not None and free_mb < 1.0):
         return f"{what} could not be written to {path}: its disk is full ({free_mb or 0.0:.1f} MB free). Free some space or choose another destination, and run again."
-    reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    reason = _SQLITE_STATEMENT.sub("", getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+    if _out_of_file_handles(exc, reason, folder):
+        return (f"{what} could not be written to {path}: {reason}, in a folder that takes files: the process most likely ran out of "
+                f"open files{_open_files_limit()}. Raise that limit (ulimit -n 4096) or close other programs, and run again.")
     return f"{what} could not be written to {path}: {reason}. Check that its folder is writable, or choose another destination, and run again."
+
+
+def _out_of_file_handles(exc: Exception, reason: str, folder: str) -> bool:
+    if getattr(exc, "errno", None) in (errno.EMFILE, errno.ENFILE) or "Too many open files" in reason:
+        return True
+    # SQLite's "unable to open database file" (SQLITE_CANTOPEN) where the folder is writable: no handle left for the file or its journal
+    return "unable to open database file" in reason and os.access(folder, os.W_OK | os.X_OK)
+
+
+def _open_files_limit() -> str:
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        return ""
+    return f" (its limit is {resource.getrlimit(resource.RLIMIT_NOFILE)[0]})"
 
 
 class Claim:

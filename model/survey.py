@@ -299,7 +299,8 @@ class SurveyStore:
                     try:
                         created = new_geopackage(partial)
                     except OSError as exc:
-                        raise SurveyError(f"{exc}. Choose another folder or file name.") from None
+                        files.remove_quietly([partial])  # SQLite may have made the file before it failed
+                        raise SurveyError(files.write_failure("The survey's GeoPackage", self.path, exc)) from None
                     try:
                         with gdal_messages():  # the reason goes into the one message below, not line by line
                             self._create_layers(created)

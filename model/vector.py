@@ -19,7 +19,7 @@ def new_geopackage(path: str):
 
     created = ogr.GetDriverByName("GPKG").CreateDataSource(path)
     if created is None:
-        raise OSError(f"GDAL could not create the GeoPackage {path}: {gdal.GetLastErrorMsg() or 'it gave no reason'}")
+        raise OSError(f"GDAL could not create a GeoPackage there: {gdal.GetLastErrorMsg() or 'it gave no reason'}")
     return created
 
 

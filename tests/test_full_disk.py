@@ -63,6 +63,21 @@ def test_a_new_survey_on_a_full_disk_leaves_no_half_made_geopackage(tmp_path):
     assert done.stdout.startswith("MADE"), done.stdout + done.stderr[-2000:]  # the rerun with room makes it
 
 
+def test_a_new_survey_without_a_file_handle_left_is_told_the_limit_not_the_sql(tmp_path):
+    """Out of open files, SQLite cannot open the new GeoPackage: the message had quoted 2,000 characters of GDAL's SQL,
+    ending 'unable to open database file. Choose another folder or file name', and left the partial file behind."""
+    out = tmp_path / "survey.gpkg"  # the limit set in the child once its imports have opened what they need
+    body = SURVEY_STORE.replace("try:\n", "import resource, os\nresource.setrlimit(resource.RLIMIT_NOFILE, "
+                                "(len(os.listdir('/proc/self/fd')), resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\ntry:\n", 1)
+    done = subprocess.run([sys.executable, "-c", body, str(out)], cwd=str(helpers.REPO_ROOT), capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("REFUSED"), done.stdout + done.stderr[-2000:]
+    said = done.stdout
+    assert f"The survey's GeoPackage could not be written to {out}: GDAL could not create a GeoPackage there: unable to open database file" in said, said
+    assert "the process most likely ran out of open files (its limit is" in said and "Raise that limit (ulimit -n 4096)" in said, said
+    assert "sqlite3_exec" not in said and len(said) < 500, said
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def _limited_worker(tmp_path, limit_bytes: int, worker_python) -> str:
     """A worker Python whose files stop at limit_bytes (Python ignores SIGXFSZ, so the write fails instead); one
     path per limit, so that QGIS's warm worker of another is not reused."""
