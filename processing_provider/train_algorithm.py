@@ -457,10 +457,17 @@ class TrainAlgorithm(HiriseIceAlgorithm):
     def _distinct(self, rasters, feedback):
         """RASTERS with each file once: a raster given twice had trained on every chunk of it twice. The image IDs of every name
         a file was given by (a link's, a copy's) are kept in self._image_ids, so that labels drawn on any of them are read on it."""
-        seen, distinct = {}, []
+        seen, distinct, files_of_id = {}, [], {}
         self._image_ids = collections.defaultdict(set)
         for layer in rasters:
             key = os.path.normcase(os.path.realpath(layer.source())) if os.path.exists(layer.source()) else layer.source()  # a link too
+            image_id = raster.image_id_of(layer.source())
+            other = files_of_id.setdefault(image_id, (key, layer))
+            if other[0] != key:  # 2026-04/crater_site.tif and 2026-05/crater_site.tif: each date's labels had been read on the other
+                raise QgsProcessingException(
+                    f"'{other[1].source()}' and '{layer.source()}' are two files with the same image ID '{image_id}' (their file name): a label "
+                    "is read on the image its image_id names, so each one's labels would be read on the other. Give each file its own name (its "
+                    "product ID, as ESP_037156_1800_RED.tif), set the image_id of its labels to that name, and run again.")
             if key in seen:
                 first = seen[key].name()
                 feedback.pushWarning(f"'{layer.name()}' is given more than once in RASTERS; it is read once." if first == layer.name() else
@@ -468,13 +475,13 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             else:
                 seen[key] = layer
                 distinct.append(layer)
-            self._image_ids[seen[key].id()].add(raster.image_id_of(layer.source()))
+            self._image_ids[seen[key].id()].add(image_id)
         return distinct
 
     def _raster_entries(self, rasters, band, label_layers, exclude_layers, indices, mode, label_field, context, feedback):
         """The job's rasters, each with the label and exclusion geometries over it in its CRS; a
         raster without labels is left out with a warning, and none left is an error that says why."""
-        entries, empty = [], []
+        entries, empty, drawn_elsewhere = [], [], collections.Counter()
         for raster_layer in rasters:
             require_crs(raster_layer)
             path = raster_path_for_worker(raster_layer, context, feedback)
@@ -491,6 +498,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 found, failures, _other_images = self._geometries_over(layer, raster_layer, context, feedback, image_ids=image_ids)
                 exclude.extend(wkt for wkt, _, _ in found)
                 unreadable += failures
+            drawn_elsewhere += elsewhere
             if elsewhere:
                 named = ", ".join(f"{name} ({count})" for name, count in elsewhere.most_common(3)) + (" ..." if len(elsewhere) > 3 else "")
                 feedback.pushInfo(f"'{raster_layer.name()}' ({image_id}): {sum(elsewhere.values())} label feature(s) over its ground were drawn on other "
@@ -504,7 +512,8 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             filled = sum(1 for item in labels if _says_a_label(item["label"], mode))
             if not labels or (mode == "chunks" and not filled):
                 empty.append((raster_layer.name(), bool(labels)))
-                why = "No label feature lies over" if not labels else f"Every label feature has an empty '{label_field}' over"
+                why = (f"Every label feature has an empty '{label_field}' over" if labels else
+                       "No label feature drawn on this image lies over" if elsewhere else "No label feature lies over")
                 feedback.pushWarning(f"{why} '{raster_layer.name()}'; it is left out of training.")
                 continue
             values = f"{filled} with a value" if mode == "chunks" else f"{len(labels) - filled} without a value, so ice as drawn"
@@ -513,6 +522,11 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         if entries:
             return entries
         names = ", ".join(f"'{name}'" for name, _ in empty)
+        if drawn_elsewhere and not any(has_features for _, has_features in empty):
+            ids = ", ".join(name for name, _ in drawn_elsewhere.most_common(5)) + (" ..." if len(drawn_elsewhere) > 5 else "")
+            raise QgsProcessingException(
+                f"The label features over the rasters ({names}) were all drawn on other images, as their image_id says: {ids}. Add those "
+                "images' rasters to RASTERS (or, where one is a raster here under another file name, give it its original name), and run again.")
         if not any(has_features for _, has_features in empty):
             raise QgsProcessingException(
                 f"No feature of the label layers lies over the rasters ({names}). Check that the label layers belong to these images: "

@@ -669,7 +669,33 @@ def test_chunk_labels_are_read_on_the_image_they_were_drawn_on_not_on_another_of
     assert [entry["path"] for entry in job["rasters"]] == [training_data.raster.path], job["rasters"]
     said = [text for text in results["_feedback"].infos if text.startswith(f"'{repeat.stem}' ({repeat.stem}): ")]
     assert len(said) == 1 and "label feature(s) over its ground were drawn on other images, as their image_id says" in said[0], results["_feedback"].infos
-    assert any(f"No label feature lies over '{repeat.stem}'" in warning for warning in results["_feedback"].warnings), results["_feedback"].warnings
+    assert any(f"No label feature drawn on this image lies over '{repeat.stem}'" in warning for warning in results["_feedback"].warnings), results["_feedback"].warnings
+
+
+def test_labels_of_another_image_only_are_said_to_want_that_images_raster(qgis_app, labelled_geographic, training_data, tmp_path):
+    """Labels over a repeat image that were all drawn on the first: the run had stopped with 'No feature of the label layers lies
+    over the rasters ... is each layer's CRS right?', when the fix is to give the first image's raster."""
+    repeat = tmp_path / "ESP_099999_1055_RED.tif"
+    shutil.copyfile(training_data.raster.path, repeat)
+    said = qs.processing_error("hiriseice:train", dict(TINY, RASTERS=[str(repeat)], LABELS=[labelled_geographic], EPOCHS=1,
+                                                       OUTPUT_MODEL=str(tmp_path / "m.hiriseice")))
+    assert f"The label features over the rasters ('{repeat.stem}') were all drawn on other images, as their image_id says: train_scene. " \
+           "Add those images' rasters to RASTERS" in said, said
+    assert not (tmp_path / "m.hiriseice").exists()
+
+
+def test_two_files_of_one_name_are_refused_as_each_others_labels(qgis_app, labelled_geographic, training_data, tmp_path):
+    """Two dates of a site saved as 2026-04/train_scene.tif and 2026-05/train_scene.tif: the labels of each, whose image_id is
+    that name, were read on both."""
+    copies = []
+    for month in ("2026-04", "2026-05"):
+        (tmp_path / month).mkdir()
+        copies.append(tmp_path / month / "train_scene.tif")
+        shutil.copyfile(training_data.raster.path, copies[-1])
+    said = qs.processing_error("hiriseice:train", dict(TINY, RASTERS=[str(c) for c in copies], LABELS=[labelled_geographic], EPOCHS=1,
+                                                       OUTPUT_MODEL=str(tmp_path / "m.hiriseice")))
+    assert f"'{copies[0]}' and '{copies[1]}' are two files with the same image ID 'train_scene' (their file name)" in said, said
+    assert "Give each file its own name" in said and not (tmp_path / "m.hiriseice").exists()
 
 
 def test_labels_in_a_geopackage_qgis_cannot_open_are_said_so(detected, training_data, tmp_path):
