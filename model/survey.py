@@ -94,6 +94,22 @@ class SurveyImage:
 # --- inputs --------------------------------------------------------------------------------
 
 
+def _same_file(first: str, second: str) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def _same_place(recorded, wkt: Optional[str]) -> bool:
+    """Whether a recorded chunk's geometry and a new chunk's WKT are the same window on the ground (within a millionth of its size)."""
+    if recorded is None or not wkt:
+        return False
+    old, new = recorded.GetEnvelope(), ogr.CreateGeometryFromWkt(wkt).GetEnvelope()  # (min x, max x, min y, max y)
+    size = max(old[1] - old[0], old[3] - old[2], 1e-9)
+    return all(abs(a - b) <= 1e-6 * size for a, b in zip(old, new))
+
+
 def survey_images(sources: Sequence[str], images_folder: str = "", warn: Callable[[str], None] = lambda message: None) -> List[SurveyImage]:
     """The images of the survey, in the order given, each once.
 
@@ -370,6 +386,18 @@ class SurveyStore:
                     table.CreateFeature(feature)
             self.ds.CommitTransaction()
 
+    def check_same_files(self, images: Sequence["SurveyImage"]) -> None:
+        """SurveyError where an image ID recorded before names another file that still exists: a later date of a site saved
+        under the same file name had been skipped as done, or, with another model, had replaced the earlier one's rows."""
+        recorded = {f.GetField("image_id"): f.GetField("image") for f in self.ds.GetLayerByName("runs")}
+        for image in images:
+            before = recorded.get(image.image_id)
+            if before and before != image.path and os.path.exists(before) and not _same_file(before, image.path):
+                raise SurveyError(
+                    f"Two rasters have the image ID {image.image_id}: {before}, surveyed before into {self.path}, and {image.path}; a survey "
+                    "keys its rows by it, so the second would pass for the first. Give each file its own name (its product ID), or survey the "
+                    "second into another GeoPackage.")
+
     def done_with(self, model_name: str, model_version: str) -> Set[str]:
         """The image IDs already done with this model."""
         return {f.GetField("image_id") for f in self.ds.GetLayerByName("runs")
@@ -414,12 +442,21 @@ class SurveyStore:
         self.ds.StartTransaction()
         try:
             # the labels a geologist gave this image's chunks (a survey's layer is a review layer too) outlive its rescoring:
-            # the grid is the survey's own (keep_settings), so a chunk_id is the same window
-            labels = {}
-            labelled = self.ds.ExecuteSQL(f"SELECT chunk_id, label FROM chunks WHERE image_id = '{quoted}' AND label IS NOT NULL")
+            # the grid is the survey's own (keep_settings), so a chunk_id is the same window, where it lies on the same ground
+            # (not where the file was moved and another of its name put in its place)
+            labels, elsewhere = {}, 0
+            windows = {chunk["chunk_id"]: chunk["wkt"] for chunk in outcome["chunks"]}
+            labelled = self.ds.ExecuteSQL(f"SELECT chunk_id, label, geom FROM chunks WHERE image_id = '{quoted}' AND label IS NOT NULL")
             if labelled is not None:
-                labels = {feature.GetField(0): feature.GetField(1) for feature in labelled}
+                for feature in labelled:
+                    if _same_place(feature.GetGeometryRef(), windows.get(feature.GetField(0))):
+                        labels[feature.GetField(0)] = feature.GetField(1)
+                    else:
+                        elsewhere += 1
                 self.ds.ReleaseResultSet(labelled)
+            if elsewhere:
+                self.warn(f"{image.image_id}: {elsewhere} label(s) recorded for its chunks lie on other ground than its chunks now do (another "
+                          "file of that name was surveyed before): they are not carried over.")
             for name, _, _ in LAYERS:
                 self.ds.ExecuteSQL(f"DELETE FROM \"{name}\" WHERE image_id = '{quoted}'")
             summary = outcome["summary"]
@@ -599,6 +636,7 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
         chunk_size = options.chunk_size or int(metadata["chunk_size"])  # as QGIS gives it, resolved: both resume one survey
         try:
             store.keep_settings(dataclasses.replace(options, chunk_size=chunk_size, stride=options.stride or chunk_size))
+            store.check_same_files(images)
             done_before = store.done_with(name, version)
         except RuntimeError as exc:  # held by another program as the survey starts: nothing surveyed yet, nothing to wait for
             raise SurveyError(f"{store.path} cannot be read and written now ({str(exc).splitlines()[0]}): another program holds it (a layer of it "

@@ -399,6 +399,38 @@ def test_labels_given_to_a_surveys_chunks_outlive_a_resurvey_with_another_model(
     assert {row["model_version"] for row in qs.read_ogr(out, "runs").rows} == {meta["version"] + "-2"}
 
 
+def test_a_later_image_saved_under_the_first_ones_name_is_refused_and_takes_no_labels(worker_python, tiny_model, tmp_path):
+    """2026-04/crater_site.tif surveyed, then 2026-05/crater_site.tif (the site again, another window) into the same GeoPackage:
+    with the same model it was skipped as done; with another, it replaced April's rows and took April's labels by chunk_id."""
+    from model import modelfile
+
+    april, may, out = tmp_path / "2026-04", tmp_path / "2026-05", tmp_path / "survey.gpkg"
+    origin = helpers.default_geotransform(384, 384)
+    for folder, seed, shift in ((april, 30, 0.0), (may, 31, 100.0)):  # May's window 100 m east
+        folder.mkdir()
+        helpers.generate_raster(folder, name="crater_site.tif", width=384, height=384, nodata=0, seed=seed,
+                                geotransform=(origin[0] + shift,) + tuple(origin[1:]))
+    run_survey(worker_python, "--rasters", april, "--out", out, "--model", tiny_model.path, "--workers", 1)
+    dataset = ogr.Open(str(out), update=1)
+    dataset.ExecuteSQL("UPDATE chunks SET label = 1 WHERE chunk_id IN (0, 5)")
+    dataset = None
+    run = helpers.run_worker(worker_python, "survey", "--rasters", may, "--out", out, "--model", tiny_model.path, "--workers", 1, timeout=300)
+    assert run.returncode == 2 and len(run.errors) == 1, run.stdout[-2000:]
+    assert (f"Two rasters have the image ID crater_site: {april / 'crater_site.tif'}, surveyed before into {out}, and {may / 'crater_site.tif'}"
+            in run.errors[0]["message"]), run.errors
+    assert [row["image"] for row in qs.read_ogr(out, "runs").rows] == [str(april / "crater_site.tif")]
+    # April's file gone and May's surveyed under its name with another model: May is scored, April's labels stay off its ground
+    shutil.rmtree(april)
+    other = tmp_path / "other.hiriseice"
+    shutil.copy(tiny_model.path, other)
+    meta = modelfile.read_metadata(str(other))
+    modelfile.store_metadata(str(other), dict(meta, version=meta["version"] + "-2"))
+    run = helpers.run_worker(worker_python, "survey", "--rasters", may, "--out", out, "--model", other, "--workers", 1, timeout=300).check()
+    warnings = [m["message"] for m in run.messages if m["type"] == "warning"]
+    assert "crater_site: 2 label(s) recorded for its chunks lie on other ground than its chunks now do" in " ".join(warnings), warnings
+    assert [row["label"] for row in qs.read_ogr(out, "chunks").rows if row["label"] is not None] == []
+
+
 def test_a_survey_of_an_earlier_version_is_not_resumed_into_another_crs(tmp_path):
     """Surveys before 2026-12-06 wrote longitudes -180 to 180; resumed, their layers got chunks at 0 to 360 east in the old CRS,
     and QGIS then neither drew the western ones nor handed them to training."""
