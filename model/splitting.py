@@ -5,7 +5,7 @@ would put near-copies on both sides and inflate the validation score.
 """
 
 import math
-from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -13,11 +13,74 @@ from .products import observation_of
 
 # Side, in chunks, of the spatial blocks used when all labels come from one image.
 BLOCK_CHUNKS = 3
+# Only to compare places on the ground: the radius of any Mars CRS would do as well.
+MARS_RADIUS_M = 3_396_190.0
+# Chunks side by side share an edge, not ground: their centres a side apart, give or take the sphere's rounding.
+TOUCHING = 0.999
+
+
+class Ground(NamedTuple):
+    """Where each labelled chunk lies on Mars, whatever its image's CRS: its centre as a point in space (metres from the
+    planet's centre, on a sphere) and its side in metres. Repeat images of a site share ground across observations."""
+
+    points: np.ndarray  # (n, 3)
+    sides: np.ndarray  # (n,)
+
+    @classmethod
+    def from_degrees(cls, longitudes: Sequence[float], latitudes: Sequence[float], sides: Sequence[float]) -> "Ground":
+        lon, lat = np.radians(np.asarray(longitudes, float)), np.radians(np.asarray(latitudes, float))
+        points = MARS_RADIUS_M * np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
+        return cls(points, np.asarray(sides, float))
+
+    def overlapping_any(self, these: np.ndarray, those: np.ndarray, rows: int = 256) -> np.ndarray:
+        """Whether each of ``these`` chunks shares ground with any of ``those``: centres closer than their mean side (an
+        approximation of two squares' overlap that holds for any turn of either). In blocks of rows: a season's labels
+        against every validation chunk at once would take gigabytes."""
+        found = np.zeros(len(these), bool)
+        for start in range(0, len(these), rows):
+            part = these[start:start + rows]
+            distance = np.linalg.norm(self.points[part][:, None, :] - self.points[those][None, :, :], axis=2)
+            found[start:start + rows] = (distance < TOUCHING * (self.sides[part][:, None] + self.sides[those][None, :]) / 2).any(axis=1)
+        return found
+
+    def plane(self) -> np.ndarray:
+        """(n, 2) the centres in metres on the plane touching the sphere at their mean: one frame for blocks of ground
+        across images in any CRS."""
+        normal = self.points.mean(axis=0)
+        normal /= np.linalg.norm(normal)
+        east = np.cross([0.0, 0.0, 1.0], normal)
+        east = east / np.linalg.norm(east) if np.linalg.norm(east) > 1e-9 else np.array([1.0, 0.0, 0.0])  # at a pole, any east
+        north = np.cross(normal, east)
+        return np.stack([self.points @ east, self.points @ north], axis=1)
+
+
+def observations_on_shared_ground(observations: Sequence[str], ground: Ground) -> Dict[str, str]:
+    """Observation -> the key of all the observations whose labelled chunks share ground with it, directly or through
+    another ('A+B', sorted): repeat images of a site in other seasons, whose chunks had been split between training
+    and validation, and validation was then scored on ground the model had trained on."""
+    observations = np.asarray(observations)
+    names = sorted(set(observations.tolist()))
+    joined = {name: name for name in names}
+
+    def root(name):
+        while joined[name] != name:
+            name = joined[name]
+        return name
+
+    members = {name: np.flatnonzero(observations == name) for name in names}
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            if root(first) != root(second) and ground.overlapping_any(members[first], members[second]).any():
+                joined[root(second)] = root(first)
+    components: Dict[str, List[str]] = {}
+    for name in names:
+        components.setdefault(root(name), []).append(name)
+    return {name: "+".join(components[root(name)]) for name in names}
 
 
 def block_groups(image_ids: Sequence[str], rows: Sequence[int], cols: Sequence[int], block: int = BLOCK_CHUNKS,
                  labels: Optional[Sequence[int]] = None, log: Callable[[str], None] = lambda message: None,
-                 places: Optional[Sequence[Tuple[float, float]]] = None, ground_block: float = 0.0) -> List[str]:
+                 places: Optional[Sequence[Tuple[float, float]]] = None, ground_block: float = 0.0, ground: Optional[Ground] = None) -> List[str]:
     """Group key per sample: the observation when labels come from several (two products or tiles
     of one observation show the same ground), else a block of block x block chunks of each image.
     With ``labels``, observations only where each class lies in two of them at least: else holding
@@ -25,8 +88,16 @@ def block_groups(image_ids: Sequence[str], rows: Sequence[int], cols: Sequence[i
     with ice), and blocks of each image are held out instead, which ``log`` hears. Products of one
     observation alone are blocked on the ground they share where ``places`` (each chunk's centre in
     map units) and ``ground_block`` (a block's side there) are given: blocks of each product's own
-    pixel grid put the same ground on both sides."""
+    pixel grid put the same ground on both sides. With ``ground``, observations that share ground are one (repeat
+    images of a site), and its plane gives ``places`` and ``ground_block`` (metres) across CRSs."""
     observations = [observation_of(i) or i for i in image_ids]
+    if ground is not None:
+        shared = observations_on_shared_ground(observations, ground)
+        for key in sorted(set(shared.values())):
+            if "+" in key:
+                log(f"{', '.join(key.split('+'))} image the same ground (repeat images of a site): their chunks are split as one observation's")
+        observations = [shared[o] for o in observations]
+        places, ground_block = [tuple(p) for p in ground.plane()], block * float(ground.sides.max())
     if len(set(observations)) > 1:
         if labels is None or observations_split_both_ways(observations, labels):
             return observations
@@ -78,12 +149,17 @@ def observations_split_both_ways(observations: Sequence[str], labels: Sequence[i
     return all(len({o for o, label in zip(observations, labels) if label == kind}) >= 2 for kind in (0, 1))
 
 
-def without_overlaps(train: np.ndarray, validation: np.ndarray, boxes: Sequence[Tuple[str, int, int, int, int]]) -> np.ndarray:
+def without_overlaps(train: np.ndarray, validation: np.ndarray, boxes: Sequence[Tuple[str, int, int, int, int]],
+                     ground: Optional[Ground] = None) -> np.ndarray:
     """The training mask less every chunk that shares pixels with a validation chunk of the same
-    image. boxes: (image_id, x_off, y_off, width, height) per sample. Blocks are counted in chunk
+    image, or, with ``ground``, ground with a validation chunk of another image (a repeat image of the site).
+    boxes: (image_id, x_off, y_off, width, height) per sample. Blocks are counted in chunk
     sides, so labels of an overlapping grid (detect's STRIDE below the chunk size) put the two
     halves of one chunk's pixels on both sides of a block border."""
     kept = np.asarray(train, bool).copy()
+    if ground is not None and validation.any() and kept.any():
+        trained, held = np.flatnonzero(kept), np.flatnonzero(validation)
+        kept[trained[ground.overlapping_any(trained, held)]] = False
     ids = np.array([box[0] for box in boxes])
     x0, y0, w, h = (np.array([box[k] for box in boxes], np.int64) for k in range(1, 5))
     for image_id in set(ids[validation].tolist()):

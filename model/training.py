@@ -21,7 +21,7 @@ from .errors import LabelError
 from .network import PAPER_WIDTHS, SMALL_XCEPTION, architecture, architecture_widths, build_from
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
-from .splitting import describe_split, fixed_split, split_groups, without_overlaps
+from .splitting import Ground, describe_split, fixed_split, split_groups, without_overlaps
 
 AUGMENT_MODES = ("none", "lighting", "full")
 
@@ -195,14 +195,14 @@ def training_pool(train_x: np.ndarray, train_y: np.ndarray, options: TrainOption
 
 def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str], options: TrainOptions, reporter: Reporter = None, base=None, should_stop=None,
                  replay: Optional[Dict] = None, unlabelled: Optional[np.ndarray] = None, cells: Optional[np.ndarray] = None,
-                 boxes: Optional[Sequence] = None) -> Dict:
+                 boxes: Optional[Sequence] = None, ground: Optional[Ground] = None) -> Dict:
     """Train on uint8 chunk images (n, s, s). base: (network, metadata) to fine-tune; replay: the
     base's replay set (modelfile.load_replay), mixed into every epoch, never into validation;
     unlabelled: uint8 chunks of the user's images without a label, each epoch aimed at the
     base's own probability for them (fine-tuning only); cells: (n, g, g) the share of each
     score-map cell that each chunk's ice covers, where it is known (model/cells.py); boxes:
     (image_id, x_off, y_off, width, height) per chunk, so that no training chunk shares pixels
-    with a validation chunk.
+    with a validation chunk; ground: where each lies on Mars, so that none shares ground with a validation chunk of another image.
 
     Returns {"network", "metadata", "history", "metrics", "split"}.
     """
@@ -212,9 +212,10 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     labels = _checked_labels(labels, options)
     train_mask, val_mask = _split(labels, groups, options, reporter)
     if boxes is not None:
-        kept = without_overlaps(train_mask, val_mask, boxes)
+        kept = without_overlaps(train_mask, val_mask, boxes, ground)
         if int(train_mask.sum() - kept.sum()):
-            reporter.log(f"{int(train_mask.sum() - kept.sum())} chunks of the overlapping grid share pixels with validation chunks: left out of training")
+            reporter.log(f"{int(train_mask.sum() - kept.sum())} chunks share ground with validation chunks (an overlapping grid, or another image of the "
+                         "site): left out of training")
         train_mask = kept
     split = describe_split(groups, train_mask, val_mask)
     _require_both_classes(labels, {"validation": val_mask, "training": train_mask}, split)

@@ -32,7 +32,7 @@ from .imagechecks import squashed_pixel_warning
 from .network import TRUNKS, network_stride, score_map_side
 from .preprocess import DEFAULT_NORMALISATION
 from .protocol import Reporter, SilentReporter
-from .splitting import BLOCK_CHUNKS, block_groups, groups_seen_before, lineage_groups, trained_on_labels, with_lineage
+from .splitting import BLOCK_CHUNKS, Ground, block_groups, groups_seen_before, lineage_groups, trained_on_labels, with_lineage
 from .training import TrainOptions, prepare_tensorflow, train_arrays, trained_architecture
 
 
@@ -144,6 +144,52 @@ class JobChunks(NamedTuple):
     provenance: Dict
     unlabelled: Optional[np.ndarray]  # uint8 chunks drawn without a label, or None
     cells: Optional[np.ndarray]  # each chunk's ice share of the score-map cells, where outlines say it, or None
+    ground: Optional[Ground]  # where each chunk lies on Mars, across the images' CRSs; None where a CRS gives no longitudes
+
+
+def chunks_on_the_ground(samples, transforms: Dict, crs_wkts: Dict) -> Optional[Ground]:
+    """Each labelled chunk's centre and side on Mars (splitting.Ground), from its image's geotransform and CRS; None where
+    an image's CRS has no longitudes (a local CRS) or PROJ cannot give them."""
+    converters = {}
+    centres, edges = [], []
+    for sample in samples:
+        if sample.image_id not in converters:
+            converters[sample.image_id] = _to_east_degrees(crs_wkts.get(sample.image_id, ""))
+        convert = converters[sample.image_id]
+        if convert is None:
+            return None
+        window, geotransform = sample.window, transforms[sample.image_id]
+        middle = window.y_off + window.height / 2
+        centres.append(convert(*pixel_to_map(geotransform, window.x_off + window.width / 2, middle)))
+        edges.append(convert(*pixel_to_map(geotransform, window.x_off + window.width, middle)))  # the middle of its east side
+    if not np.isfinite(np.array(centres + edges, float)).all():
+        return None
+    centre_points = Ground.from_degrees(*zip(*centres), np.zeros(len(centres))).points
+    edge_points = Ground.from_degrees(*zip(*edges), np.zeros(len(edges))).points
+    return Ground(centre_points, 2 * np.linalg.norm(centre_points - edge_points, axis=1))
+
+
+def _to_east_degrees(crs_wkt: str):
+    """(x, y) in the CRS -> (east longitude, latitude) in degrees on its body, or None for a CRS without them."""
+    from osgeo import osr
+
+    from .georeference import east_longitude, to_own_degrees
+
+    srs = osr.SpatialReference()
+    if not crs_wkt or srs.ImportFromWkt(crs_wkt) != 0:
+        return None
+    try:
+        degrees = to_own_degrees(srs)
+    except RuntimeError:
+        return None
+    if degrees is None:
+        return None
+    geographic, transform = degrees
+
+    def convert(x, y):
+        lon, lat, _ = transform.TransformPoint(x, y)
+        return east_longitude(geographic, lon), lat
+    return convert
 
 
 def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, reporter: Reporter, unlabelled_ratio: float = 0.0, cells: int = 0) -> JobChunks:
@@ -160,7 +206,7 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
     rng = np.random.default_rng([options.seed, 9])
     samples, unlabelled = [], []
     used = []
-    transforms = {}  # image_id: its geotransform, which places chunks of several products on their common ground
+    transforms, crs_wkts = {}, {}  # image_id: its geotransform and CRS, which place chunks of several images on their common ground
     for entry in job["rasters"]:
         with RasterSource(entry["path"], int(entry.get("band", 0))) as source:
             info = source.info
@@ -169,7 +215,7 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
                     f"{info.image_id} is {info.width} x {info.height} px, smaller than one {options.chunk_size}-px chunk. Use a larger image or a smaller CHUNK_SIZE."
                 )
             check_north_up(info.path, info.geotransform, info.crs_wkt, info.width, info.height)
-            transforms[info.image_id] = info.geotransform
+            transforms[info.image_id], crs_wkts[info.image_id] = info.geotransform, info.crs_wkt
             # a model tuned on squashed or turned ground learns ice that the images it detects on do not show
             for warning in (squashed_pixel_warning(info.path, info.crs_wkt, info.geotransform, info.width, info.height),
                             north_turn_warning(info.path, info.crs_wkt, info.geotransform, info.width, info.height)):
@@ -202,10 +248,11 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
     positions = ([s.window.y_off // unit for s in samples], [s.window.x_off // unit for s in samples])
     places = [pixel_to_map(transforms[s.image_id], s.window.x_off + s.window.width / 2, s.window.y_off + s.window.height / 2) for s in samples]
     ground_block = BLOCK_CHUNKS * max(unit * math.hypot(gt[1], gt[4]) for gt in transforms.values())
-    groups = block_groups([s.image_id for s in samples], *positions, labels=labels, log=reporter.log, places=places, ground_block=ground_block)
+    ground = chunks_on_the_ground(samples, transforms, crs_wkts)
+    groups = block_groups([s.image_id for s in samples], *positions, labels=labels, log=reporter.log, places=places, ground_block=ground_block, ground=ground)
     boxes = [(s.image_id, s.window.x_off, s.window.y_off, s.window.width, s.window.height) for s in samples]
     shares = np.stack([s.cells for s in samples]) if mode == "outlines" and cells else None
-    return JobChunks(images, labels, groups, positions, boxes, {"label_mode": mode, "images": used}, np.stack(unlabelled) if unlabelled else None, shares)
+    return JobChunks(images, labels, groups, positions, boxes, {"label_mode": mode, "images": used}, np.stack(unlabelled) if unlabelled else None, shares, ground)
 
 
 def _score_map_cells(mode: str, options: TrainOptions, base, reporter: Reporter) -> int:
@@ -268,7 +315,7 @@ def run_job(job: Dict, reporter: Reporter = None) -> Dict:
         earlier = lineage_groups(base[1])
         options.not_for_validation = groups_seen_before(chunks.groups, [box[0] for box in chunks.boxes], *chunks.positions, earlier)
     outcome = train_arrays(chunks.images, chunks.labels, chunks.groups, options, reporter, base, replay=replay, unlabelled=chunks.unlabelled, cells=chunks.cells,
-                           boxes=chunks.boxes)
+                           boxes=chunks.boxes, ground=chunks.ground)
     training_record = outcome["metadata"]["training"]
     training_record["split"] = with_lineage(training_record["split"], base[1] if base else None)
     try:

@@ -443,6 +443,51 @@ def test_two_products_of_one_observation_are_one_group():
     assert splitting.block_groups(ids[:2], [0, 5], [0, 5]) == ["ESP_011605_1170_RED/b0_0", "ESP_011605_1170_COLOR/b1_1"]
 
 
+def test_repeat_images_of_a_site_are_split_as_one_observation(tiny_model, worker_python, tmp_path):
+    """Two observations of one site (another date; the second in another CRS, its false easting 1,000 km more) beside one of
+    other ground: split by observation, validation had been scored on the site's other date, ground the model trained on."""
+    scene = tiny_model.scene.raster
+    entry = tiny_model.job["rasters"][0]
+    moved = osr.SpatialReference(wkt=scene.crs_wkt)
+    moved.SetProjParm(osr.SRS_PP_FALSE_EASTING, moved.GetProjParm(osr.SRS_PP_FALSE_EASTING, 0.0) + 1e6)
+
+    def shifted(metres):
+        return (scene.geotransform[0] + metres,) + tuple(scene.geotransform[1:])
+
+    placements = {"ESP_011111_1235_RED": (scene.geotransform, scene.crs_wkt), "ESP_022222_1235_RED": (shifted(1e6), moved.ExportToWkt()),
+                  "ESP_033333_1235_RED": (shifted(2e6), scene.crs_wkt)}  # the third 2,000 km away
+    rasters = []
+    for name, (geotransform, crs_wkt) in placements.items():
+        path = helpers.write_geotiff(tmp_path / f"{name}.tif", scene.bands, "UInt16", geotransform, crs_wkt)
+        rasters.append(dict(entry, path=path, labels=[dict(label, wkt=_moved_wkt(label["wkt"], scene.geotransform, geotransform)) for label in entry["labels"]]))
+    out = tmp_path / "repeats.hiriseice"
+    job = dict(tiny_model.job, rasters=rasters, output_model=str(out), report=None, epochs=1)
+    run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job)).check()
+    logs = [m["message"] for m in run.messages if m["type"] == "log"]
+    assert "ESP_011111_1235, ESP_022222_1235 image the same ground (repeat images of a site): their chunks are split as one observation's" in logs, logs
+    split = modelfile.read_metadata(str(out))["training"]["split"]
+    assert sorted(split["train_groups"] + split["validation_groups"]) == ["ESP_011111_1235+ESP_022222_1235", "ESP_033333_1235"], split
+
+
+def test_chunks_of_other_images_on_validation_ground_are_left_out_of_training():
+    """Blocks of ground cut through the chunks of a repeat image laid half a chunk off the first's grid."""
+    from model.splitting import Ground
+
+    side = 1000.0  # metres; chunk centres along a parallel near the equator, 1 km = 1/3396.19 rad
+    first = [(i * side, 0.0) for i in range(6)]
+    repeat = [(i * side + side / 2, 0.0) for i in range(6)]
+    lon = [math.degrees(x / splitting.MARS_RADIUS_M) for x, _ in first + repeat]
+    ground = Ground.from_degrees(lon, [0.0] * 12, [side] * 12)
+    validation = np.zeros(12, bool)
+    validation[[2, 3]] = True  # two chunks of the first image
+    kept = splitting.without_overlaps(~validation, validation, [("a" if i < 6 else "b", int(i % 6 * side), 0, 1, 1) for i in range(12)], ground)
+    # the repeat's chunks whose centres lie within a side of chunk 2 or 3: at 1.5, 2.5 and 3.5 km
+    assert np.flatnonzero(~validation & ~kept).tolist() == [7, 8, 9]
+    assert splitting.observations_on_shared_ground(["A"] * 6 + ["B"] * 6, ground) == {"A": "A+B", "B": "A+B"}
+    apart = Ground.from_degrees(lon[:6] + [x + 1.0 for x in lon[6:]], [0.0] * 12, [side] * 12)  # a degree, 59 km, east
+    assert splitting.observations_on_shared_ground(["A"] * 6 + ["B"] * 6, apart) == {"A": "A", "B": "B"}
+
+
 def test_no_training_chunk_shares_pixels_with_a_validation_chunk():
     """Labels of detect's STRIDE = CHUNK/2 grid: blocks of 3 x 3 chunk sides cut through chunks that overlap."""
     side, stride = 1024, 512
