@@ -85,27 +85,30 @@ def label_value(value) -> Optional[int]:
 
 
 def review_order(layer: QgsVectorLayer, order: str = ORDER_REVIEW_RANK) -> List[int]:
-    """Feature ids in review order. Chunks without the sort value (NULL) come last; ties, and the
-    position order, go by chunk_id, then feature id."""
+    """Feature ids in review order, one image after another (a survey's layer, repeat images of a site: review_rank and
+    chunk_id count within an image, and walking them across images put three dates' chunk 0 in a row). Chunks without
+    the sort value (NULL) come last; ties, and the position order, go by chunk_id, then feature id."""
     if order not in dict(ORDERS):
         raise ValueError(f"order is one of {', '.join(dict(ORDERS))}, not {order!r}")
     if order == ORDER_REVIEW_RANK and layer.fields().lookupField("review_rank") < 0:
         raise ValueError(f"'{layer.name()}' has no review_rank field (made by an older Detect); order by probability or position.")
     names = ["chunk_id"] + ({ORDER_REVIEW_RANK: ["review_rank"], ORDER_PROBABILITY: ["probability"]}.get(order, []))
-    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes(names, layer.fields())
+    with_images = layer.fields().lookupField("image_id") >= 0
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes(names + ["image_id"] * with_images, layer.fields())
     keys = []
     for feature in layer.getFeatures(request):
+        image = str(feature["image_id"]) if with_images and feature["image_id"] not in (None, NULL) else ""
         chunk = _number(feature["chunk_id"])
         chunk = chunk if chunk is not None else float("inf")
         if order == ORDER_POSITION:
-            keys.append(((chunk, feature.id()), feature.id()))
+            keys.append(((image, chunk, feature.id()), feature.id()))
             continue
         value = _number(feature[names[1]])
         if value is None:
             key = (1, 0.0)
         else:
             key = (0, value if order == ORDER_REVIEW_RANK else -value)
-        keys.append(((key, chunk, feature.id()), feature.id()))
+        keys.append(((image, key, chunk, feature.id()), feature.id()))
     return [fid for _, fid in sorted(keys)]
 
 
@@ -140,6 +143,22 @@ def matching_rasters(layer: QgsVectorLayer, project: QgsProject) -> List[QgsRast
         if isinstance(candidate, QgsRasterLayer) and (candidate.name() in wanted or _stem(candidate.source()) in wanted):
             found.append(candidate)
     return sorted(found, key=lambda r: r.name())
+
+
+def show_only_its_image(layer: QgsVectorLayer, image_id: str, project: QgsProject) -> Optional[QgsRasterLayer]:
+    """On a layer of several images with their rasters loaded, the raster of ``image_id`` shown and the others of the
+    layer's images hidden (the map had shown whichever lay on top: a chunk of May labelled on April's pixels); the raster
+    shown, or None where it is not loaded or the layer has one image."""
+    rasters = matching_rasters(layer, project)
+    own = [r for r in rasters if image_id in (r.name(), _stem(r.source()))]
+    if not own or len(own) == len(rasters):
+        return None
+    root = project.layerTreeRoot()
+    for raster in rasters:
+        node = root.findLayer(raster.id())
+        if node is not None:
+            node.setItemVisibilityChecked(raster in own)
+    return own[0]
 
 
 def _summary_model(layer: QgsVectorLayer, project: QgsProject):
@@ -316,7 +335,7 @@ class ReviewDock(QgsDockWidget):
             self.order_box.addItem(text, key)
         self.order_box.currentIndexChanged.connect(self._order_changed)
         self.position_label = QLabel(panel)
-        self.chunk_label, self.probability_label, self.class_label, self.current_label = (QLabel(panel) for _ in range(4))
+        self.image_label, self.chunk_label, self.probability_label, self.class_label, self.current_label = (QLabel(panel) for _ in range(5))
         for label in (self.chunk_label, self.probability_label):
             font = label.font()
             font.setPointSizeF(font.pointSizeF() * 1.4)
@@ -324,6 +343,7 @@ class ReviewDock(QgsDockWidget):
             label.setFont(font)
         form = QFormLayout()
         form.addRow("Order", self.order_box)
+        form.addRow("Image", self.image_label)
         form.addRow("Chunk", self.chunk_label)
         form.addRow("Probability", self.probability_label)
         form.addRow("Class", self.class_label)
@@ -577,6 +597,8 @@ class ReviewDock(QgsDockWidget):
             self.outline.setFillColor(QColor(0, 0, 0, 0))
             self.outline.setStrokeColor(OUTLINE)
             self.outline.setWidth(3)
+        if self.layer.fields().lookupField("image_id") >= 0 and feature["image_id"] not in (None, NULL):
+            show_only_its_image(self.layer, str(feature["image_id"]), QgsProject.instance())
         self.outline.setToGeometry(feature.geometry(), self.layer)
         self.outline.setVisible(self.isVisible())
         rect = feature.geometry().boundingBox()
@@ -597,10 +619,12 @@ class ReviewDock(QgsDockWidget):
         for widget in (*self.buttons.values(), self.previous_button, self.next_button, self.retrain_button):
             widget.setEnabled(enabled)
         if feature is None:
-            for label in (self.chunk_label, self.probability_label, self.class_label, self.current_label, self.position_label, self.counts_label):
+            for label in (self.image_label, self.chunk_label, self.probability_label, self.class_label, self.current_label, self.position_label, self.counts_label):
                 label.setText("–")
             return
         probability = _number(feature["probability"])
+        image = feature["image_id"] if self.layer.fields().lookupField("image_id") >= 0 else None
+        self.image_label.setText("–" if image in (None, NULL) else str(image))
         self.chunk_label.setText(str(feature["chunk_id"]))
         self.probability_label.setText("–" if probability is None else f"{probability:.3f}")
         chunk_class = feature["class"] if self.layer.fields().lookupField("class") >= 0 else None

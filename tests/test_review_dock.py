@@ -95,6 +95,36 @@ def test_orders(dock_module, detect_layers):
         dock_module.review_order(layer, "random")
 
 
+def test_a_layer_of_several_images_is_reviewed_one_image_after_another_on_its_own_raster(dock_module, qgis_app, tmp_path):
+    """A survey's layer of three dates of a site: review_rank and chunk_id count within each image, so the walk had put the
+    dates' chunk 0 (and their rank-1 chunks) in a row, while the map showed whichever raster lay on top."""
+    from qgis.core import QgsFeature, QgsProject, QgsRasterLayer, QgsVectorLayer
+
+    layer = QgsVectorLayer("Polygon?field=image_id:string&field=chunk_id:integer&field=review_rank:integer&field=probability:double"
+                           "&field=label:integer", "survey chunks", "memory")
+    rows = [(image, chunk, rank, 0.1 * rank) for image in ("ESP_037868_1800_RED", "ESP_037156_1800_RED") for chunk, rank in ((0, 2), (1, 1))]
+    features = []
+    for values in rows:
+        feature = QgsFeature(layer.fields())
+        feature.setAttributes(list(values) + [None])
+        features.append(feature)
+    assert layer.dataProvider().addFeatures(features)
+    by_fid = {f.id(): (f["image_id"][4:10], f["chunk_id"]) for f in layer.getFeatures()}
+    assert [by_fid[i] for i in dock_module.review_order(layer)] == [("037156", 1), ("037156", 0), ("037868", 1), ("037868", 0)]
+    assert [by_fid[i] for i in dock_module.review_order(layer, "position")] == [("037156", 0), ("037156", 1), ("037868", 0), ("037868", 1)]
+    project = QgsProject()
+    rasters = [QgsRasterLayer(helpers.generate_raster(tmp_path, f"{name}.tif").path, name) for name in ("ESP_037156_1800_RED", "ESP_037868_1800_RED")]
+    project.addMapLayers([layer] + rasters)
+    shown = dock_module.show_only_its_image(layer, "ESP_037868_1800_RED", project)
+    assert shown is rasters[1]
+    assert [project.layerTreeRoot().findLayer(r.id()).itemVisibilityChecked() for r in rasters] == [False, True]
+    assert dock_module.show_only_its_image(layer, "ESP_037156_1800_RED", project) is rasters[0]
+    assert [project.layerTreeRoot().findLayer(r.id()).itemVisibilityChecked() for r in rasters] == [True, False]
+    project.removeMapLayer(rasters[1].id())  # one image's raster alone: nothing to choose between, nothing hidden
+    assert dock_module.show_only_its_image(layer, "ESP_037156_1800_RED", project) is None
+    project.removeAllMapLayers()
+
+
 def test_order_puts_missing_values_last(dock_module):
     from qgis.core import QgsFeature, QgsVectorLayer
 
@@ -265,7 +295,7 @@ def step(name):
     extent = iface.canvas.extent()
     box = chunks.getFeature(fid).geometry().boundingBox()
     out["steps"].append({
-        "name": name, "chunk": chunk_of(fid), "shown": dock.chunk_label.text(), "probability": dock.probability_label.text(),
+        "name": name, "chunk": chunk_of(fid), "shown": dock.chunk_label.text(), "image": dock.image_label.text(), "probability": dock.probability_label.text(),
         "class": dock.class_label.text(), "position": dock.position_label.text(), "counts": dock.counts_label.text(),
         "selected": [chunk_of(i) for i in chunks.selectedFeatureIds()], "extent_contains": extent.contains(box),
         "extent_over_chunk": [extent.width() / box.width(), extent.height() / box.height()],
@@ -404,6 +434,7 @@ def test_dock_starts_at_the_first_unlabelled_chunk_in_review_order(dock_run):
     start = out["steps"][0]
     assert start["chunk"] == ranked[1]  # rank 1 was labelled already
     assert start["shown"] == str(ranked[1]) and start["position"] == f"2 of {len(chunks)}"
+    assert start["image"] == "ESP_054321_0950_RED"
     assert start["probability"] == f"{PROBABILITIES[ranked[1]]:.3f}"
     assert start["class"] == chunks[ranked[1]]["class"]
     assert "<b>1</b> icy, <b>0</b> not icy, <b>0</b> unclear; 11 not labelled" in start["counts"]
