@@ -94,9 +94,21 @@ class SurveyImage:
 # --- inputs --------------------------------------------------------------------------------
 
 
-def _same_file(first: str, second: str) -> bool:
+def _same_content(first: str, second: str, sample: int = 1 << 20) -> bool:
+    """Whether two paths hold one raster: the same file, or a copy of it (the same size, first and last MiB)."""
     try:
-        return os.path.samefile(first, second)
+        if os.path.samefile(first, second):
+            return True
+        size = os.path.getsize(first)
+        if size != os.path.getsize(second):
+            return False
+        with open(first, "rb") as one, open(second, "rb") as other:
+            for offset in (0, max(0, size - sample)):
+                one.seek(offset)
+                other.seek(offset)
+                if one.read(sample) != other.read(sample):
+                    return False
+        return True
     except OSError:
         return False
 
@@ -386,17 +398,28 @@ class SurveyStore:
                     table.CreateFeature(feature)
             self.ds.CommitTransaction()
 
-    def check_same_files(self, images: Sequence["SurveyImage"]) -> None:
-        """SurveyError where an image ID recorded before names another file that still exists: a later date of a site saved
-        under the same file name had been skipped as done, or, with another model, had replaced the earlier one's rows."""
+    def follow_moved_files(self, images: Sequence["SurveyImage"]) -> None:
+        """The runs of images found under another path than recorded (the survey's folder moved, or copied to a colleague)
+        given their new path; SurveyError where an image ID recorded before names another file, not a copy, that still
+        exists: a later date of a site saved under the same file name had been skipped as done, or, with another model,
+        had replaced the earlier one's rows."""
         recorded = {f.GetField("image_id"): f.GetField("image") for f in self.ds.GetLayerByName("runs")}
+        moved = []
         for image in images:
             before = recorded.get(image.image_id)
-            if before and before != image.path and os.path.exists(before) and not _same_file(before, image.path):
+            if not before or before == image.path:
+                continue
+            if os.path.exists(before) and not _same_content(before, image.path):
                 raise SurveyError(
-                    f"Two rasters have the image ID {image.image_id}: {before}, surveyed before into {self.path}, and {image.path}; a survey "
-                    "keys its rows by it, so the second would pass for the first. Give each file its own name (its product ID), or survey the "
-                    "second into another GeoPackage.")
+                    f"Two different rasters have the image ID {image.image_id}: {before}, surveyed before into {self.path}, and {image.path}, "
+                    "which is not a copy of it; a survey keys its rows by it, so the second would pass for the first. Give each file its own "
+                    "name (its product ID), or survey the second into another GeoPackage.")
+            moved.append(image)
+        if moved:
+            self.ds.StartTransaction()
+            for image in moved:
+                self.ds.ExecuteSQL("UPDATE runs SET image = '{}' WHERE image_id = '{}'".format(image.path.replace("'", "''"), image.image_id.replace("'", "''")))
+            self.ds.CommitTransaction()
 
     def done_with(self, model_name: str, model_version: str) -> Set[str]:
         """The image IDs already done with this model."""
@@ -636,7 +659,7 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
         chunk_size = options.chunk_size or int(metadata["chunk_size"])  # as QGIS gives it, resolved: both resume one survey
         try:
             store.keep_settings(dataclasses.replace(options, chunk_size=chunk_size, stride=options.stride or chunk_size))
-            store.check_same_files(images)
+            store.follow_moved_files(images)
             done_before = store.done_with(name, version)
         except RuntimeError as exc:  # held by another program as the survey starts: nothing surveyed yet, nothing to wait for
             raise SurveyError(f"{store.path} cannot be read and written now ({str(exc).splitlines()[0]}): another program holds it (a layer of it "

@@ -416,9 +416,16 @@ def test_a_later_image_saved_under_the_first_ones_name_is_refused_and_takes_no_l
     dataset = None
     run = helpers.run_worker(worker_python, "survey", "--rasters", may, "--out", out, "--model", tiny_model.path, "--workers", 1, timeout=300)
     assert run.returncode == 2 and len(run.errors) == 1, run.stdout[-2000:]
-    assert (f"Two rasters have the image ID crater_site: {april / 'crater_site.tif'}, surveyed before into {out}, and {may / 'crater_site.tif'}"
-            in run.errors[0]["message"]), run.errors
+    assert (f"Two different rasters have the image ID crater_site: {april / 'crater_site.tif'}, surveyed before into {out}, and "
+            f"{may / 'crater_site.tif'}, which is not a copy of it" in run.errors[0]["message"]), run.errors
     assert [row["image"] for row in qs.read_ogr(out, "runs").rows] == [str(april / "crater_site.tif")]
+    # a copy of the survey's folder (a colleague's, the original still there) resumes it, and its runs follow the copy
+    copy = tmp_path / "shared copy"
+    shutil.copytree(april, copy / "2026-04")
+    shutil.copy(out, copy / "survey.gpkg")
+    result = run_survey(worker_python, "--rasters", copy / "2026-04", "--out", copy / "survey.gpkg", "--model", tiny_model.path, "--workers", 1)
+    assert result["skipped"] == 1 and result["done"] == 0, result
+    assert [row["image"] for row in qs.read_ogr(copy / "survey.gpkg", "runs").rows] == [str(copy / "2026-04" / "crater_site.tif")]
     # April's file gone and May's surveyed under its name with another model: May is scored, April's labels stay off its ground
     shutil.rmtree(april)
     other = tmp_path / "other.hiriseice"
