@@ -14,7 +14,7 @@ import glob
 import math
 import os
 import types
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from qgis.core import NULL, Qgis, QgsCoordinateTransform, QgsFeatureRequest, QgsProject, QgsRasterLayer, QgsVectorLayer, QgsWkbTypes
 from qgis.gui import QgsDockWidget, QgsRubberBand
@@ -161,19 +161,26 @@ def show_only_its_image(layer: QgsVectorLayer, image_id: str, project: QgsProjec
     return own[0]
 
 
-def _summary_model(layer: QgsVectorLayer, project: QgsProject):
-    """(model_name, model_version) from a loaded Detect summary layer of the same image, or None."""
+def scored_with(layer: QgsVectorLayer, project: QgsProject) -> List[Tuple[str, str]]:
+    """The (model_name, model_version) pairs that scored the layer's images, as the summary table in the layer's own file
+    says (a Detect output's, a survey's), else as the loaded summary layers of those images say: another project layer's
+    summary (a Detect of the same image with the bundled model) had named the model for a survey's chunks."""
     wanted = set(image_ids(layer))
-    for candidate in project.mapLayers().values():
-        if candidate is layer or not isinstance(candidate, QgsVectorLayer):
-            continue
-        fields = candidate.fields()
-        if min(fields.lookupField(n) for n in ("image_id", "model_name", "model_version")) < 0:
-            continue
-        for feature in candidate.getFeatures():
-            if str(feature["image_id"]) in wanted and feature["model_name"] not in (None, NULL):
-                return str(feature["model_name"]), str(feature["model_version"])
-    return None
+    own = source_path(layer.source())
+    beside = QgsVectorLayer(f"{own}|layername=summary", "summary", "ogr") if own.lower().endswith(".gpkg") and os.path.isfile(own) else None
+    loaded = [candidate for candidate in project.mapLayers().values() if candidate is not layer and isinstance(candidate, QgsVectorLayer)]
+    for candidates in ([beside] if beside is not None and beside.isValid() else [], loaded):
+        named = []
+        for candidate in candidates:
+            if min(candidate.fields().lookupField(n) for n in ("image_id", "model_name", "model_version")) < 0:
+                continue
+            for feature in candidate.getFeatures():
+                pair = (str(feature["model_name"]), str(feature["model_version"]))
+                if str(feature["image_id"]) in wanted and feature["model_name"] not in (None, NULL) and pair not in named:
+                    named.append(pair)
+        if named:
+            return named
+    return []
 
 
 @functools.lru_cache(maxsize=None)
@@ -188,12 +195,13 @@ def _engine():
 
 
 def model_path_of(layer: QgsVectorLayer, project: QgsProject) -> str:
-    """The model file the layer was made with, where it can be known: the name and version of the
-    loaded Detect summary for the same image, matched against the bundled default model and the
-    model files beside the layer's file. Empty when unknown."""
-    made_with = _summary_model(layer, project)
-    if made_with is None:
+    """The model file the layer was made with, where it can be known: the one name and version its summary gives
+    (scored_with), matched against the bundled default model and the model files beside the layer's file. Empty when
+    unknown, or when its images were scored with several models."""
+    named = scored_with(layer, project)
+    if len(named) != 1:
         return ""
+    made_with = named[0]
     modelfile = _engine().modelfile
     folder = os.path.dirname(source_path(layer.source()))
     candidates = [modelfile.default_model_path()]
@@ -234,6 +242,20 @@ def retrain_parameters(layer: QgsVectorLayer, project: QgsProject) -> Dict:
 
 NO_BASE_MODEL = ("The model that scored these chunks is not known (load the Detect summary layer, which names it): set BASE_MODEL "
                  "in the dialog to continue it, or the network trains from random weights on your labels alone.")
+
+
+def base_model_advice(layer: QgsVectorLayer, project: QgsProject) -> str:
+    """What the dock says where retrain_parameters found no BASE_MODEL: whether the model is unknown, several, or known by
+    name without its file."""
+    named = scored_with(layer, project)
+    if not named:
+        return NO_BASE_MODEL
+    names = ", ".join(f"{name} {version}" for name, version in named)
+    if len(named) > 1:
+        return (f"These chunks were scored with several models ({names}): set BASE_MODEL in the dialog to the one to continue, "
+                "or the network trains from random weights on your labels alone.")
+    return (f"These chunks were scored with {names}, whose file is neither beside the layer nor the bundled default model: set "
+            "BASE_MODEL in the dialog to that file to continue it, or the network trains from random weights on your labels alone.")
 TEMPORARY_LAYER = ("This chunk layer is temporary, and so would a model written beside it be: choose where the model goes "
                    "(Model file) in the dialog, and save the layer to a file to keep its labels.")
 
@@ -649,6 +671,6 @@ class ReviewDock(QgsDockWidget):
         if self.layer is None:
             return
         parameters = retrain_parameters(self.layer, QgsProject.instance())
-        said = ([] if "BASE_MODEL" in parameters else [NO_BASE_MODEL]) + ([TEMPORARY_LAYER] if is_temporary(self.layer) else [])
+        said = ([] if "BASE_MODEL" in parameters else [base_model_advice(self.layer, QgsProject.instance())]) + ([TEMPORARY_LAYER] if is_temporary(self.layer) else [])
         self.message_label.setText(" ".join(said))
         self.open_dialog(parameters)

@@ -181,12 +181,52 @@ def test_retrain_parameters(dock_module, detect_layers, tmp_path):
 
     algorithm = QgsApplication.processingRegistry().algorithmById(dock_module.TRAIN_ALGORITHM)
     assert set(parameters) | {"BASE_MODEL"} <= {p.name() for p in algorithm.parameterDefinitions()}
-    # Without the summary (which names the model), no base model is guessed; with no raster loaded, none is given.
+    # The summary in the layer's own file names the model, loaded or not; with no raster loaded, none is given.
     for candidate in list(project.mapLayers().values()):
         if candidate is not layer:
             project.removeMapLayer(candidate.id())
-    without = dock_module.retrain_parameters(layer, project)
-    assert "BASE_MODEL" not in without and without["RASTERS"] == []
+    alone = dock_module.retrain_parameters(layer, project)
+    assert os.path.realpath(alone["BASE_MODEL"]) == os.path.realpath(modelfile.default_model_path()) and alone["RASTERS"] == []
+    # Without any summary, no base model is guessed, and the dock says why.
+    bare_folder = tmp_path / "bare"
+    bare_folder.mkdir()
+    _, bare_gpkg, _ = write_detect_output(bare_folder, with_summary=False)
+    bare = QgsVectorLayer(f"{bare_gpkg}|layername=chunks", "chunks", "ogr")
+    project.addMapLayer(bare)
+    assert "BASE_MODEL" not in dock_module.retrain_parameters(bare, project)
+    assert dock_module.base_model_advice(bare, project) == dock_module.NO_BASE_MODEL
+
+
+def test_the_base_model_is_the_one_the_layers_own_summary_names(dock_module, qgis_app, tmp_path):
+    """A survey's chunks, scored with a retrained round, beside a Detect output of the same image with the bundled model in
+    the project: the first summary in project order (the Detect's) had named the bundled model as BASE_MODEL, and a summary
+    naming a model whose file was elsewhere had been said to be missing."""
+    from qgis.core import QgsProject, QgsVectorLayer
+
+    from model import modelfile
+
+    detect_folder, survey_folder = tmp_path / "detect", tmp_path / "survey"
+    detect_folder.mkdir()
+    survey_folder.mkdir()
+    _, detect_gpkg, _ = write_detect_output(detect_folder)
+    _, survey_gpkg, _ = write_detect_output(survey_folder)
+    round2 = survey_folder / "round2.hiriseice"
+    shutil.copy(modelfile.default_model_path(), round2)
+    meta = modelfile.read_metadata(str(round2))
+    modelfile.store_metadata(str(round2), dict(meta, name="round2", version="20261207T183034Z"))
+    summary = QgsVectorLayer(f"{survey_gpkg}|layername=summary", "survey summary", "ogr")
+    assert summary.startEditing() and summary.changeAttributeValues(next(summary.getFeatures()).id(), {
+        summary.fields().lookupField("model_name"): "round2", summary.fields().lookupField("model_version"): "20261207T183034Z"}) and summary.commitChanges()
+    project = QgsProject()
+    chunks = QgsVectorLayer(f"{survey_gpkg}|layername=chunks", "survey chunks", "ogr")
+    project.addMapLayers([QgsVectorLayer(f"{detect_gpkg}|layername=summary", "Image summary", "ogr"), chunks])
+    assert dock_module.scored_with(chunks, project) == [("round2", "20261207T183034Z")]
+    assert dock_module.retrain_parameters(chunks, project)["BASE_MODEL"] == str(round2)
+    os.remove(round2)  # kept elsewhere by a colleague: the dock names it
+    assert "BASE_MODEL" not in dock_module.retrain_parameters(chunks, project)
+    assert dock_module.base_model_advice(chunks, project).startswith(
+        "These chunks were scored with round2 20261207T183034Z, whose file is neither beside the layer nor the bundled default model")
+    project.removeAllMapLayers()
 
 
 def test_retrain_parameters_beside_a_layer_in_a_folder_named_with_a_pipe(dock_module, qgis_app, tmp_path):
