@@ -409,7 +409,14 @@ def model_scope(metadata: Optional[Dict], image_id: str = "") -> str:
     groups = lineage_groups(metadata)
     observation = "_".join(image_id.split("_")[:3]) if image_id else ""
     if observation and groups:
-        parts.append("This image was among its training images." if observation in groups or image_id in groups else "It has not seen this image.")
+        # a group is an observation, repeat images of a site ("A+B"), or a block of them ("IMAGE/b0_1", "A+B/m2_3")
+        ours = [group for group in groups if {observation, image_id} & set(group.split("/", 1)[0].split("+"))]
+        if not ours:
+            parts.append("It has not seen this image.")
+        elif any("/" not in group for group in ours):
+            parts.append("This image was among its training images.")
+        else:  # labels of one image are split in blocks: the model trained on some, validated on others
+            parts.append(f"It trained on part of this image ({len(ours)} blocks of its labelled chunks): its scores here are no test on unseen ground.")
     return " ".join(parts)
 
 

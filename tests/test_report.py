@@ -341,3 +341,17 @@ print(json.dumps(out))
         if case.endswith("None"):  # the whole grid: the 640 x 384 image covered, out to its edges
             assert sum(w * h for _x, _y, w, h in boxes) == pytest.approx(640 * 384), case
             assert min(x for x, _y, _w, _h in boxes) == 0 and max(x + w for x, _y, w, _h in boxes) == 640, case
+
+
+def test_a_model_trained_on_blocks_of_an_image_says_so_in_that_images_report(tiny_model):
+    """Retrained on one image's labels (split in blocks of it), detect's report on that image said "It has not seen this
+    image": its training groups 'train_scene/b0_0' never matched the bare image ID, and the scores looked like an unseen test."""
+    from model import modelfile
+    from model.report import model_scope
+
+    metadata = modelfile.read_metadata(tiny_model.path)
+    assert all(group.startswith("train_scene/b") for group in metadata["training"]["split"]["train_groups"])
+    assert model_scope(metadata, "train_scene").endswith(
+        f"It trained on part of this image ({len(metadata['training']['split']['seen_groups'])} blocks of its labelled chunks): "
+        "its scores here are no test on unseen ground.")
+    assert model_scope(metadata, "ESP_099999_1055_RED").endswith("It has not seen this image.")
