@@ -416,6 +416,14 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         report = os.path.abspath(report or QgsProcessingUtils.generateTempFilename("training_report.html"))
         self._check_destination(output_model, "OUTPUT_MODEL")
         self._check_destination(report, "REPORT")
+        if os.path.isfile(output_model):
+            try:
+                replaced = modelfile.describe(modelfile.read_metadata(output_model))
+            except (errors.EngineError, KeyError):
+                replaced = "a file Detect cannot read as a model"
+            # every output the replaced model made names a version no file then holds
+            feedback.pushWarning(f"OUTPUT_MODEL: {output_model} holds {replaced}, which the new model replaces once it is written: the outputs "
+                                 "made with it will name a model no file holds. Give another file name to keep it.")
         return output_model, report
 
     @staticmethod

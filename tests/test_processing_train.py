@@ -684,6 +684,19 @@ def test_labels_of_another_image_only_are_said_to_want_that_images_raster(qgis_a
     assert not (tmp_path / "m.hiriseice").exists()
 
 
+def test_a_model_file_trained_over_is_named_in_a_warning(qgis_app, labelled_geographic, training_data, tmp_path):
+    """Training into the file of the model that made earlier outputs replaced it without a word: those outputs then named a
+    version no file held."""
+    from model import modelfile
+
+    first = train(tmp_path, [training_data.raster.path], [labelled_geographic], epochs=1)
+    assert not [w for w in first["_feedback"].warnings if w.startswith("OUTPUT_MODEL:")]
+    replaced = modelfile.describe(modelfile.read_metadata(str(tmp_path / "model.hiriseice")))
+    second = train(tmp_path, [training_data.raster.path], [labelled_geographic], epochs=1)
+    assert (f"OUTPUT_MODEL: {tmp_path / 'model.hiriseice'} holds {replaced}, which the new model replaces once it is written: the outputs "
+            "made with it will name a model no file holds. Give another file name to keep it.") in second["_feedback"].warnings
+
+
 def test_two_files_of_one_name_are_refused_as_each_others_labels(qgis_app, labelled_geographic, training_data, tmp_path):
     """Two dates of a site saved as 2026-04/train_scene.tif and 2026-05/train_scene.tif: the labels of each, whose image_id is
     that name, were read on both."""
