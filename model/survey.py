@@ -369,8 +369,9 @@ class SurveyStore:
         for name, geometry_type, fields in LAYERS:
             create_layer(ds, name, SURVEY_CRS_WKT, geometry_type, fields)
 
-    def keep_settings(self, options: DetectOptions) -> None:
-        """Records the run's GRID_SETTINGS, or refuses a run whose settings differ from those recorded."""
+    def keep_settings(self, options: DetectOptions, sized_by: str = "") -> None:
+        """Records the run's GRID_SETTINGS, or refuses a run whose settings differ from those recorded; ``sized_by`` names
+        the model whose own chunk size CHUNK_SIZE 0 took, where it did."""
         given = {name: str(getattr(options, name)) for name, _ in GRID_SETTINGS}
         with gdal_exceptions():
             table = self.ds.GetLayerByName(SETTINGS_TABLE)
@@ -386,8 +387,10 @@ class SurveyStore:
             if changed:
                 raise SurveyError(
                     f"{self.path} was surveyed with {', '.join(f'{label} {old}' for label, old, _ in changed)}; this run asks for "
-                    f"{', '.join(f'{label} {new}' for label, _, new in changed)}. Its chunks and categories would not compare with those of the "
-                    "images done before: run it with the same settings to resume it, or survey into a new GeoPackage."
+                    f"{', '.join(f'{label} {new}' for label, _, new in changed)}"
+                    + (f" (CHUNK_SIZE 0: the chunk size {sized_by} was made for)" if sized_by else "")
+                    + ". Its chunks and categories would not compare with those of the images done before: run it with the same settings "
+                    "to resume it, or survey into a new GeoPackage."
                 )
             self.ds.StartTransaction()
             for name, _ in GRID_SETTINGS:
@@ -420,6 +423,17 @@ class SurveyStore:
             for image in moved:
                 self.ds.ExecuteSQL("UPDATE runs SET image = '{}' WHERE image_id = '{}'".format(image.path.replace("'", "''"), image.image_id.replace("'", "''")))
             self.ds.CommitTransaction()
+
+    def scored_by_other_models(self, image_ids: Iterable[str], model_name: str, model_version: str) -> Dict[str, int]:
+        """{"name version": images} of ``image_ids`` recorded done with another model than this one."""
+        wanted = set(image_ids)
+        others: Dict[str, int] = {}
+        for feature in self.ds.GetLayerByName("runs"):
+            if feature.GetField("image_id") in wanted and feature.GetField("status") == DONE and \
+                    (feature.GetField("model_name"), feature.GetField("model_version")) != (model_name, model_version):
+                key = f"{feature.GetField('model_name')} {feature.GetField('model_version')}"
+                others[key] = others.get(key, 0) + 1
+        return others
 
     def done_with(self, model_name: str, model_version: str) -> Set[str]:
         """The image IDs already done with this model."""
@@ -658,13 +672,20 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
     try:
         chunk_size = options.chunk_size or int(metadata["chunk_size"])  # as QGIS gives it, resolved: both resume one survey
         try:
-            store.keep_settings(dataclasses.replace(options, chunk_size=chunk_size, stride=options.stride or chunk_size))
+            store.keep_settings(dataclasses.replace(options, chunk_size=chunk_size, stride=options.stride or chunk_size),
+                                "" if options.chunk_size else f"model {name} {version}")
             store.follow_moved_files(images)
             done_before = store.done_with(name, version)
+            replaced = store.scored_by_other_models([image.image_id for image in images if image.image_id not in done_before], name, version)
         except RuntimeError as exc:  # held by another program as the survey starts: nothing surveyed yet, nothing to wait for
             raise SurveyError(f"{store.path} cannot be read and written now ({str(exc).splitlines()[0]}): another program holds it (a layer of it "
                               "being edited in QGIS, a database browser). Close it there, or save its edits, and run again.") from None
         todo = [image for image in images if image.image_id not in done_before]
+        if replaced:
+            reporter.warning(f"{sum(replaced.values())} image(s) of {store.path} were scored with another model ("
+                             + ", ".join(f"{model}: {count}" for model, count in replaced.items()) + f"); this run replaces their rows with "
+                             f"{name} {version}'s, keeping the labels given to their chunks. Survey into another GeoPackage to keep both models' "
+                             "results side by side.")
         reporter.log(f"{len(images)} images: {len(images) - len(todo)} already done with model {name} {version}, {len(todo)} to survey into {store.path}")
         counts = {"images": len(images), "skipped": len(images) - len(todo), DONE: 0, FAILED: 0}
         if todo:

@@ -393,9 +393,12 @@ def test_labels_given_to_a_surveys_chunks_outlive_a_resurvey_with_another_model(
     shutil.copy(tiny_model.path, retrained)
     meta = modelfile.read_metadata(str(retrained))
     modelfile.store_metadata(str(retrained), dict(meta, version=meta["version"] + "-2"))
-    helpers.run_worker(worker_python, "survey", "--rasters", folder, "--out", out, "--model", retrained, "--workers", 1, timeout=300).check()
+    run = helpers.run_worker(worker_python, "survey", "--rasters", folder, "--out", out, "--model", retrained, "--workers", 1, timeout=300).check()
     rows = qs.read_ogr(out, "chunks").rows
     assert {row["chunk_id"]: row["label"] for row in rows if row["label"] is not None} == {0: 1, 5: 1, 7: 0}
+    # said, not silent: the first model's results are gone from this GeoPackage
+    assert (f"1 image(s) of {out} were scored with another model ({meta['name']} {meta['version']}: 1); this run replaces their rows with "
+            f"{meta['name']} {meta['version']}-2's, keeping the labels given to their chunks") in [m["message"] for m in run.messages if m["type"] == "warning"][0]
     assert {row["model_version"] for row in qs.read_ogr(out, "runs").rows} == {meta["version"] + "-2"}
 
 
@@ -436,6 +439,26 @@ def test_a_later_image_saved_under_the_first_ones_name_is_refused_and_takes_no_l
     warnings = [m["message"] for m in run.messages if m["type"] == "warning"]
     assert "crater_site: 2 label(s) recorded for its chunks lie on other ground than its chunks now do" in " ".join(warnings), warnings
     assert [row["label"] for row in qs.read_ogr(out, "chunks").rows if row["label"] is not None] == []
+
+
+def test_a_resume_refused_for_another_models_chunk_size_says_whose_it_is(worker_python, tiny_model, tmp_path):
+    """CHUNK_SIZE left at 0 with a model tuned at another chunk size: the refusal said "this run asks for CHUNK_SIZE 32", a
+    size the user never gave."""
+    from model import modelfile
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_images(folder, 1)
+    out = tmp_path / "survey.gpkg"
+    run_survey(worker_python, "--rasters", folder, "--out", out, "--model", tiny_model.path, "--workers", 1)
+    other = tmp_path / "tuned_at_32.hiriseice"
+    shutil.copy(tiny_model.path, other)
+    meta = modelfile.read_metadata(str(other))
+    modelfile.store_metadata(str(other), dict(meta, version=meta["version"] + "-32", chunk_size=32))
+    run = helpers.run_worker(worker_python, "survey", "--rasters", folder, "--out", out, "--model", other, "--workers", 1, timeout=300)
+    assert run.returncode == 2, run.stdout[-2000:]
+    assert (f"this run asks for CHUNK_SIZE 32, STRIDE 32 (CHUNK_SIZE 0: the chunk size model {meta['name']} {meta['version']}-32 was made for)"
+            in run.errors[0]["message"]), run.errors
 
 
 def test_a_survey_of_an_earlier_version_is_not_resumed_into_another_crs(tmp_path):
