@@ -145,8 +145,12 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         geometry, logits, valid_share = score_map
         scoremap.write_probability_raster(options.probability_raster, geometry, logits, valid_share, metadata.get("calibration"), info.geotransform, info.crs_wkt,
                                           [(c["row"], c["col"]) for c in chunks], before_commit=lambda: reporter.written(options.probability_raster, f"ice probability raster: {os.path.abspath(options.probability_raster)} "
-                                                                             f"({geometry.chunk_size * geometry.cell / geometry.input_size:g}-px cells)"))
+                                                                             f"({geometry.chunk_size * geometry.cell / geometry.input_size:g}-px cells)"),
+                                          tags={"HIRISEICE_MODEL_NAME": metadata["name"], "HIRISEICE_MODEL_VERSION": metadata["version"],
+                                                "HIRISEICE_CHUNK_SIZE": chunk_size, "HIRISEICE_TTA": int(bool(options.tta))})
     add_review_ranks(chunks, options.icy_threshold, review.neighbour_radius(chunk_size, stride))
+    for chunk in chunks:
+        chunk.update(model_name=metadata["name"], model_version=metadata["version"])
     elapsed = time.monotonic() - started
     stats = rules.image_stats([c["probability"] for c in chunks], options.icy_threshold, options.hard_low)
     summary = {

@@ -23,13 +23,17 @@ CHUNK_WINDOW_FIELDS = (
 
 CHUNK_GRID_FIELDS = CHUNK_ID_FIELDS + CHUNK_WINDOW_FIELDS
 
-# What the geologist reads and fills comes first in the attribute table.
+# What the geologist reads and fills comes first in the attribute table; last, the model that scored the chunk, so that
+# layers of two models (and a survey rescored with a retrained one) tell apart, and retraining continues the right one.
 DETECTION_FIELDS = CHUNK_ID_FIELDS + (
     ("probability", "real"),
     ("class", "text"),
     ("label", "int"),  # NULL, for the geologist: 1 icy, 0 not icy, -1 unclear
     ("review_rank", "int"),  # 1 = label this chunk first (model/review.py)
-) + CHUNK_WINDOW_FIELDS
+) + CHUNK_WINDOW_FIELDS + (
+    ("model_name", "text"),
+    ("model_version", "text"),
+)
 
 # From the HiRISE PDS3 label beside the image (model/pdslabel.py); NULL without one.
 LABEL_SUMMARY_FIELDS = (
@@ -55,6 +59,10 @@ SUMMARY_FIELDS = (
     ("model_name", "text"),
     ("model_version", "text"),
     ("runtime_s", "real"),
+    # how the image was scored, beside the model: two runs of one model compare only at the same grid and mirror
+    ("chunk_size", "int"),
+    ("stride", "int"),
+    ("tta", "int"),  # 1: east-west mirror averaged
 ) + LABEL_SUMMARY_FIELDS
 
 HISTORY_FIELDS = (("epoch", "int"),) + tuple((name, "real") for name in ("loss", "accuracy", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_auc"))

@@ -456,12 +456,13 @@ MIN_CELL_IMAGE_SHARE = 0.5
 
 
 def write_probability_raster(path: str, geometry: MapGeometry, logits: np.ndarray, valid_share: np.ndarray, calibration_spec: Optional[Dict], geotransform, crs_wkt: str,
-                             kept: Sequence[Tuple[int, int]], before_commit: Optional[Callable[[], None]] = None) -> str:
+                             kept: Sequence[Tuple[int, int]], before_commit: Optional[Callable[[], None]] = None, tags: Optional[Dict[str, str]] = None) -> str:
     """The calibrated ice probability of every score-map cell over the raster as a Float32 GeoTIFF
     (cells of chunk_size / input_size * cell raster pixels, the raster's CRS, origin and rotation);
     cells less than MIN_CELL_IMAGE_SHARE image data or under no kept chunk ((row, col) of each) are no-data (-1): the map
     route scores tiles whose chunk MIN_VALID drops, and their cells lit footprint borders that no
-    chunk supports. Written to files.partial_path first and renamed when complete."""
+    chunk supports. ``tags``: GeoTIFF metadata (the model that scored it). Written to files.partial_path first and renamed
+    when complete."""
     from osgeo import gdal, osr
 
     rows, cols = geometry.raster_cells  # the whole raster: cells past the map (an unscored edge sliver) are no-data
@@ -484,6 +485,8 @@ def write_probability_raster(path: str, geometry: MapGeometry, logits: np.ndarra
                 srs = osr.SpatialReference()
                 srs.ImportFromWkt(crs_wkt)
                 dataset.SetSpatialRef(srs)
+            if tags:
+                dataset.SetMetadata({key: str(value) for key, value in tags.items()})
             band = dataset.GetRasterBand(1)
             band.SetNoDataValue(PROBABILITY_NODATA)
             band.SetDescription("ice probability")

@@ -43,7 +43,7 @@ from .pdslabel import pixels_label
 from .protocol import Reporter, SilentReporter
 from .raster import RASTER_SUFFIXES, image_id_of, north_up_view, usable_cores
 from .schema import DETECTION_FIELDS, FOOTPRINT_FIELDS, RUN_FIELDS, SUMMARY_FIELDS
-from .vector import add_rows, check_rows, create_layer, new_geopackage
+from .vector import OGR_TYPES, add_rows, check_rows, create_layer, new_geopackage, ogr_done
 from .warm import warm_model
 
 SURVEY_CRS_WKT = products.MARS_GEOGCS_WKT
@@ -92,6 +92,17 @@ class SurveyImage:
 
 
 # --- inputs --------------------------------------------------------------------------------
+
+
+def _add_missing_fields(ds) -> None:
+    """The fields a survey of an earlier version lacks (chunks' model_name and model_version, the summary's chunk_size, stride
+    and tta), added NULL to its layers, so that it resumes; RuntimeError where they cannot be (a read-only file)."""
+    for name, _, fields in LAYERS:
+        layer = ds.GetLayerByName(name)
+        have = {layer.GetLayerDefn().GetFieldDefn(i).GetName() for i in range(layer.GetLayerDefn().GetFieldCount())}
+        for field_name, kind in fields:
+            if field_name not in have:
+                ogr_done(layer.CreateField(ogr.FieldDefn(field_name, OGR_TYPES[kind])), f"add the field {field_name} to {name}")
 
 
 def _same_content(first: str, second: str, sample: int = 1 << 20) -> bool:
@@ -362,6 +373,10 @@ class SurveyStore:
             raise SurveyError(f"'{self.path}' was surveyed by an earlier version of the plugin, in a CRS of longitudes -180 to 180 "
                               f"({crs.GetName() if crs is not None else 'none'}); this version writes 0 to 360 east, and the two cannot share "
                               "its layers. Survey into a new GeoPackage (its images are surveyed again), and keep this one as it is.")
+        try:
+            _add_missing_fields(ds)
+        except RuntimeError as exc:  # a read-only survey of an earlier version
+            raise SurveyError(files.write_failure(f"The fields this version adds to the survey {self.path}", self.path, exc)) from None
         return ds
 
     @staticmethod

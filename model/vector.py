@@ -23,7 +23,7 @@ def new_geopackage(path: str):
     return created
 
 
-def _done(result, what: str) -> None:
+def ogr_done(result, what: str) -> None:
     """RuntimeError with GDAL's reason where an OGR call failed: GDAL 3.6's OGR returns its errors (None, a
     non-zero code) whatever gdal.UseExceptions says, and on a full disk the GeoPackage had been written on, broken,
     and called written."""
@@ -35,12 +35,12 @@ def _done(result, what: str) -> None:
 
 def create_layer(ds, name: str, crs_wkt: str, geometry_type, fields):
     """A layer of ``fields`` (model/schema.py's (name, kind) pairs); a table without geometry has no CRS.
-    RuntimeError where it cannot be made (_done)."""
+    RuntimeError where it cannot be made (ogr_done)."""
     srs = osr.SpatialReference(wkt=crs_wkt) if crs_wkt and geometry_type != ogr.wkbNone else None
     layer = ds.CreateLayer(name, srs, geometry_type)
-    _done(layer, f"create the layer {name}")
+    ogr_done(layer, f"create the layer {name}")
     for field_name, kind in fields:
-        _done(layer.CreateField(ogr.FieldDefn(field_name, OGR_TYPES[kind])), f"add the field {field_name} to {name}")
+        ogr_done(layer.CreateField(ogr.FieldDefn(field_name, OGR_TYPES[kind])), f"add the field {field_name} to {name}")
     return layer
 
 
@@ -56,7 +56,7 @@ def add_rows(layer, fields, rows: Iterable[Dict], geometry_key: Optional[str]) -
         if geometry_key and row.get(geometry_key):
             geometry = ogr.CreateGeometryFromWkt(row[geometry_key])
             feature.SetGeometry(ogr.ForceToMultiPolygon(geometry) if multi else geometry)
-        _done(layer.CreateFeature(feature), f"write a row of {layer.GetName()}")
+        ogr_done(layer.CreateFeature(feature), f"write a row of {layer.GetName()}")
 
 
 def write_geopackage(path: str, crs_wkt: str, chunks: List[Dict], summaries: List[Dict], chunk_fields=DETECTION_FIELDS,
@@ -69,9 +69,9 @@ def write_geopackage(path: str, crs_wkt: str, chunks: List[Dict], summaries: Lis
         try:
             for name, geometry_type, fields, rows, geometry_key in tables:
                 layer = create_layer(ds, name, crs_wkt, geometry_type, fields)
-                _done(layer.StartTransaction(), f"write {name}")
+                ogr_done(layer.StartTransaction(), f"write {name}")
                 add_rows(layer, fields, rows, geometry_key)
-                _done(layer.CommitTransaction(), f"write {name}")
+                ogr_done(layer.CommitTransaction(), f"write {name}")
         finally:
             ds = None  # closed now, also on a failure, while files.writing keeps GDAL quiet
         check_rows(partial, {name: len(rows) for name, _, _, rows, _ in tables})

@@ -162,9 +162,19 @@ def show_only_its_image(layer: QgsVectorLayer, image_id: str, project: QgsProjec
 
 
 def scored_with(layer: QgsVectorLayer, project: QgsProject) -> List[Tuple[str, str]]:
-    """The (model_name, model_version) pairs that scored the layer's images, as the summary table in the layer's own file
-    says (a Detect output's, a survey's), else as the loaded summary layers of those images say: another project layer's
-    summary (a Detect of the same image with the bundled model) had named the model for a survey's chunks."""
+    """The (model_name, model_version) pairs that scored the layer's chunks, as their own fields say (chunk layers since
+    2026-12-07), else as the summary table in the layer's own file says (a Detect output's, a survey's), else as the loaded
+    summary layers of its images say: another project layer's summary (a Detect of the same image with the bundled model)
+    had named the model for a survey's chunks."""
+    if min(layer.fields().lookupField(n) for n in ("model_name", "model_version")) >= 0:
+        request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes(["model_name", "model_version"], layer.fields())
+        own_fields = []
+        for feature in layer.getFeatures(request):
+            pair = (str(feature["model_name"]), str(feature["model_version"]))
+            if feature["model_name"] not in (None, NULL) and pair not in own_fields:
+                own_fields.append(pair)
+        if own_fields:
+            return own_fields
     wanted = set(image_ids(layer))
     own = source_path(layer.source())
     beside = QgsVectorLayer(f"{own}|layername=summary", "summary", "ogr") if own.lower().endswith(".gpkg") and os.path.isfile(own) else None

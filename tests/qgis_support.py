@@ -31,14 +31,14 @@ QGIS_PROCESS = REPO_ROOT / "scripts" / "qgis_process"
 # Written out, not imported from model/schema.py, so a change of the schema fails these tests.
 DETECTION_FIELD_NAMES = [
     "image_id", "chunk_id", "probability", "class", "label", "review_rank",
-    "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction",
+    "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction", "model_name", "model_version",
 ]
 GRID_FIELD_NAMES = [
     "image_id", "chunk_id", "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction",
 ]
 SUMMARY_FIELD_NAMES = [
     "image_id", "chunks", "icy_chunks", "hard_chunks", "mean_probability", "max_probability",
-    "category", "model_name", "model_version", "runtime_s",
+    "category", "model_name", "model_version", "runtime_s", "chunk_size", "stride", "tta",
 ]
 HISTORY_FIELD_NAMES = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_auc"]
 

@@ -796,7 +796,7 @@ def test_a_shapefile_output_is_written_with_a_warning_that_it_cuts_field_names(q
     results = qs.run_algorithm("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK,
                                                     "OUTPUT": str(tmp_path / "chunks.shp"), "SUMMARY": None})
     warned = [w for w in results["_feedback"].warnings if "OUTPUT is a shapefile, which cuts field names to 10 characters" in w]
-    assert len(warned) == 1 and "(probability as probabilit, review_rank as review_ran, valid_fraction as valid_frac and 1 more)" in warned[0]
+    assert len(warned) == 1 and "(probability as probabilit, review_rank as review_ran, valid_fraction as valid_frac and 2 more)" in warned[0]
     assert "probabilit" in qs.read_ogr(tmp_path / "chunks.shp").field_names
     again = qs.run_algorithm("hiriseice:detect", {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK,
                                                   "OUTPUT": str(tmp_path / "chunks.shp"), "SUMMARY": None})

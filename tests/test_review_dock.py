@@ -222,6 +222,19 @@ def test_the_base_model_is_the_one_the_layers_own_summary_names(dock_module, qgi
     project.addMapLayers([QgsVectorLayer(f"{detect_gpkg}|layername=summary", "Image summary", "ogr"), chunks])
     assert dock_module.scored_with(chunks, project) == [("round2", "20261207T183034Z")]
     assert dock_module.retrain_parameters(chunks, project)["BASE_MODEL"] == str(round2)
+    # chunks that record their model (Detect and the survey since 2026-12-07) are taken at their word, whatever summary is loaded
+    bare_folder = tmp_path / "recorded"
+    bare_folder.mkdir()
+    _, recorded_gpkg, _ = write_detect_output(bare_folder, with_summary=False)
+    recorded = QgsVectorLayer(f"{recorded_gpkg}|layername=chunks", "chunks that say their model", "ogr")
+    fields = recorded.fields()
+    assert recorded.startEditing()
+    for feature in recorded.getFeatures():
+        recorded.changeAttributeValues(feature.id(), {fields.lookupField("model_name"): "round2", fields.lookupField("model_version"): "20261207T183034Z"})
+    assert recorded.commitChanges()
+    project.addMapLayer(recorded)
+    assert dock_module.scored_with(recorded, project) == [("round2", "20261207T183034Z")]
+    project.removeMapLayer(recorded.id())
     os.remove(round2)  # kept elsewhere by a colleague: the dock names it
     assert "BASE_MODEL" not in dock_module.retrain_parameters(chunks, project)
     assert dock_module.base_model_advice(chunks, project).startswith(

@@ -441,6 +441,36 @@ def test_a_later_image_saved_under_the_first_ones_name_is_refused_and_takes_no_l
     assert [row["label"] for row in qs.read_ogr(out, "chunks").rows if row["label"] is not None] == []
 
 
+def test_a_survey_of_the_version_before_the_model_fields_resumes_with_them(worker_python, tiny_model, tmp_path):
+    """Chunks record their model and the summary its grid and mirror since 2026-12-07: a survey made before, without those
+    fields, resumes, its new rows filled and its old ones NULL."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_images(folder, 2)
+    first, second = sorted(os.listdir(folder))
+    out = tmp_path / "survey.gpkg"
+    run_survey(worker_python, "--rasters", folder / first, "--out", out, "--model", tiny_model.path, "--workers", 1)
+    dataset = ogr.Open(str(out), update=1)
+    for table, names in (("chunks", ("model_name", "model_version")), ("summary", ("chunk_size", "stride", "tta"))):
+        layer = dataset.GetLayerByName(table)
+        for name in names:
+            assert layer.DeleteField(layer.GetLayerDefn().GetFieldIndex(name)) == 0
+    dataset = None
+    result = run_survey(worker_python, "--rasters", folder, "--out", out, "--model", tiny_model.path, "--workers", 1)
+    assert result["done"] == 1 and result["skipped"] == 1, result
+    chunks = rows_by_image(out, "chunks")
+    assert {row["model_name"] for row in chunks[second[:-4]]} == {modelfile_name(tiny_model)} and {row["model_name"] for row in chunks[first[:-4]]} == {None}
+    summaries = {row["image_id"]: row for row in qs.read_ogr(out, "summary").rows}
+    assert (summaries[second[:-4]]["chunk_size"], summaries[second[:-4]]["stride"], summaries[second[:-4]]["tta"]) == (64, 64, 1)
+    assert summaries[first[:-4]]["chunk_size"] is None
+
+
+def modelfile_name(tiny_model) -> str:
+    from model import modelfile
+
+    return modelfile.read_metadata(tiny_model.path)["name"]
+
+
 def test_a_resume_refused_for_another_models_chunk_size_says_whose_it_is(worker_python, tiny_model, tmp_path):
     """CHUNK_SIZE left at 0 with a model tuned at another chunk size: the refusal said "this run asks for CHUNK_SIZE 32", a
     size the user never gave."""

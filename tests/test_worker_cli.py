@@ -27,9 +27,9 @@ import qgis_support as qs
 
 # What the geologist reads first, then the technical fields (issue 11).
 CHUNK_FIELDS = ["image_id", "chunk_id", "probability", "class", "label", "review_rank",
-                "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction"]
+                "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction", "model_name", "model_version"]
 SUMMARY_FIELDS = ["image_id", "chunks", "icy_chunks", "hard_chunks", "mean_probability", "max_probability", "category", "model_name", "model_version", "runtime_s",
-                  "observation_id", "solar_longitude", "incidence_angle", "centre_latitude", "scaling_factor", "scaling_offset", "nodata_dn",
+                  "chunk_size", "stride", "tta", "observation_id", "solar_longitude", "incidence_angle", "centre_latitude", "scaling_factor", "scaling_offset", "nodata_dn",
                   "low_saturation_dn", "high_saturation_dn"]
 
 
@@ -617,6 +617,9 @@ def test_probability_raster_is_georeferenced_and_its_chunk_means_are_the_chunk_p
     g, s = ds.GetGeoTransform(), source.GetGeoTransform()
     assert g == pytest.approx((s[0], s[1] * cell, s[2] * cell, s[3], s[4] * cell, s[5] * cell))
     assert 0 <= ds.RasterXSize * cell - source.RasterXSize < cell and 0 <= ds.RasterYSize * cell - source.RasterYSize < cell
+    # the model that scored it, and how: two models' rasters of one image tell apart
+    assert ds.GetMetadata() == {"AREA_OR_POINT": "Area", "HIRISEICE_MODEL_NAME": tiny_model.metadata["name"],
+                                "HIRISEICE_MODEL_VERSION": tiny_model.metadata["version"], "HIRISEICE_CHUNK_SIZE": "64", "HIRISEICE_TTA": "1"}
     band = ds.GetRasterBand(1)
     assert band.DataType == gdal.GDT_Float32 and band.GetNoDataValue() == -1
     p = band.ReadAsArray().astype(np.float64)

@@ -524,6 +524,20 @@
         </config>
       </editWidget>
     </field>
+    <field name="model_name" configurationFlags="None">
+      <editWidget type="">
+        <config>
+          <Option/>
+        </config>
+      </editWidget>
+    </field>
+    <field name="model_version" configurationFlags="None">
+      <editWidget type="">
+        <config>
+          <Option/>
+        </config>
+      </editWidget>
+    </field>
   </fieldConfiguration>
   <aliases>
     <alias name="" field="image_id" index="0"/>
@@ -540,6 +554,8 @@
     <alias name="" field="height" index="11"/>
     <alias name="" field="valid_fraction" index="12"/>
     <alias name="" field="centre_valid_fraction" index="13"/>
+    <alias name="" field="model_name" index="14"/>
+    <alias name="" field="model_version" index="15"/>
   </aliases>
   <defaults>
     <default expression="" field="image_id" applyOnUpdate="0"/>
@@ -556,6 +572,8 @@
     <default expression="" field="height" applyOnUpdate="0"/>
     <default expression="" field="valid_fraction" applyOnUpdate="0"/>
     <default expression="" field="centre_valid_fraction" applyOnUpdate="0"/>
+    <default expression="" field="model_name" applyOnUpdate="0"/>
+    <default expression="" field="model_version" applyOnUpdate="0"/>
   </defaults>
   <constraints>
     <constraint unique_strength="0" exp_strength="0" field="image_id" notnull_strength="0" constraints="0"/>
@@ -572,6 +590,8 @@
     <constraint unique_strength="0" exp_strength="0" field="height" notnull_strength="0" constraints="0"/>
     <constraint unique_strength="0" exp_strength="0" field="valid_fraction" notnull_strength="0" constraints="0"/>
     <constraint unique_strength="0" exp_strength="0" field="centre_valid_fraction" notnull_strength="0" constraints="0"/>
+    <constraint unique_strength="0" exp_strength="0" field="model_name" notnull_strength="0" constraints="0"/>
+    <constraint unique_strength="0" exp_strength="0" field="model_version" notnull_strength="0" constraints="0"/>
   </constraints>
   <constraintExpressions>
     <constraint desc="" field="image_id" exp=""/>
@@ -588,6 +608,8 @@
     <constraint desc="" field="height" exp=""/>
     <constraint desc="" field="valid_fraction" exp=""/>
     <constraint desc="" field="centre_valid_fraction" exp=""/>
+    <constraint desc="" field="model_name" exp=""/>
+    <constraint desc="" field="model_version" exp=""/>
   </constraintExpressions>
   <expressionfields/>
   <attributeactions/>
@@ -614,6 +636,8 @@
     <field editable="0" name="height"/>
     <field editable="0" name="image_id"/>
     <field editable="1" name="label"/>
+    <field editable="0" name="model_name"/>
+    <field editable="0" name="model_version"/>
     <field editable="0" name="probability"/>
     <field editable="0" name="review_rank"/>
     <field editable="0" name="row"/>
