@@ -68,9 +68,16 @@ def observations_on_shared_ground(observations: Sequence[str], ground: Ground) -
         return name
 
     members = {name: np.flatnonzero(observations == name) for name in names}
+    # each observation's chunks within a sphere about their mean: observations of other sites are told apart without
+    # comparing their chunks one by one
+    centres = {name: ground.points[members[name]].mean(axis=0) for name in names}
+    reach = {name: float(np.linalg.norm(ground.points[members[name]] - centres[name], axis=1).max() + ground.sides[members[name]].max())
+             for name in names}
     for i, first in enumerate(names):
         for second in names[i + 1:]:
-            if root(first) != root(second) and ground.overlapping_any(members[first], members[second]).any():
+            if root(first) == root(second) or np.linalg.norm(centres[first] - centres[second]) > reach[first] + reach[second]:
+                continue
+            if ground.overlapping_any(members[first], members[second]).any():
                 joined[root(second)] = root(first)
     components: Dict[str, List[str]] = {}
     for name in names:
