@@ -43,15 +43,18 @@ class Ground(NamedTuple):
             found[start:start + rows] = (distance < TOUCHING * (self.sides[part][:, None] + self.sides[those][None, :]) / 2).any(axis=1)
         return found
 
-    def plane(self) -> np.ndarray:
-        """(n, 2) the centres in metres on the plane touching the sphere at their mean: one frame for blocks of ground
-        across images in any CRS."""
-        normal = self.points.mean(axis=0)
-        normal /= np.linalg.norm(normal)
-        east = np.cross([0.0, 0.0, 1.0], normal)
-        east = east / np.linalg.norm(east) if np.linalg.norm(east) > 1e-9 else np.array([1.0, 0.0, 0.0])  # at a pole, any east
-        north = np.cross(normal, east)
-        return np.stack([self.points @ east, self.points @ north], axis=1)
+    def sinusoidal(self) -> np.ndarray:
+        """(n, 2) the centres in metres on the sinusoidal map of the sphere (x = R lon cos lat, y = R lat): one frame for
+        blocks of ground across images in any CRS, fixed on the planet, so that a later round's blocks are the earlier
+        round's whatever labels it adds (blocks laid from the labels' own mean had moved with every label)."""
+        x, y, z = self.points.T
+        longitude, latitude = np.arctan2(y, x), np.arcsin(np.clip(z / MARS_RADIUS_M, -1.0, 1.0))
+        return np.stack([MARS_RADIUS_M * longitude * np.cos(latitude), MARS_RADIUS_M * latitude], axis=1)
+
+    def block_side(self, block: int) -> float:
+        """The side in metres of blocks of ``block`` chunks, rounded up to a power of two so that it, and the blocks, stay
+        the same in a later round whose chunks measure a little otherwise (another image's pixels)."""
+        return float(2.0 ** math.ceil(math.log2(block * float(self.sides.max()))))
 
 
 def observations_on_shared_ground(observations: Sequence[str], ground: Ground) -> Dict[str, str]:
@@ -96,7 +99,8 @@ def block_groups(image_ids: Sequence[str], rows: Sequence[int], cols: Sequence[i
     observation alone are blocked on the ground they share where ``places`` (each chunk's centre in
     map units) and ``ground_block`` (a block's side there) are given: blocks of each product's own
     pixel grid put the same ground on both sides. With ``ground``, observations that share ground are one (repeat
-    images of a site), and its plane gives ``places`` and ``ground_block`` (metres) across CRSs."""
+    images of a site), blocked on their shared ground too, and its sinusoidal map gives ``places`` and ``ground_block``
+    (metres) across CRSs."""
     observations = [observation_of(i) or i for i in image_ids]
     if ground is not None:
         shared = observations_on_shared_ground(observations, ground)
@@ -104,7 +108,7 @@ def block_groups(image_ids: Sequence[str], rows: Sequence[int], cols: Sequence[i
             if "+" in key:
                 log(f"{', '.join(key.split('+'))} image the same ground (repeat images of a site): their chunks are split as one observation's")
         observations = [shared[o] for o in observations]
-        places, ground_block = [tuple(p) for p in ground.plane()], block * float(ground.sides.max())
+        places, ground_block = [tuple(p) for p in ground.sinusoidal()], ground.block_side(block)
     if len(set(observations)) > 1:
         if labels is None or observations_split_both_ways(observations, labels):
             return observations
@@ -113,7 +117,11 @@ def block_groups(image_ids: Sequence[str], rows: Sequence[int], cols: Sequence[i
     products = {o: {i for i, other in zip(image_ids, observations) if other == o} for o in set(observations)}
     if len(products) == 1 and len(next(iter(products.values()))) > 1 and places is not None and ground_block > 0:
         return [f"{o}/m{math.floor(x / ground_block)}_{math.floor(y / ground_block)}" for o, (x, y) in zip(observations, places)]
-    # blocks of one product only: two products of one observation (RED, COLOR) show the same ground on other pixel grids
+    # blocks of one product only: two products of one observation (RED, COLOR), or repeat images of a site, show the same
+    # ground on other pixel grids: blocks of that ground where it is known, else the observation whole
+    if ground is not None:
+        return [f"{o}/m{math.floor(x / ground_block)}_{math.floor(y / ground_block)}" if len(products[o]) > 1 and len(products) > 1
+                else f"{i}/b{r // block}_{c // block}" for i, o, r, c, (x, y) in zip(image_ids, observations, rows, cols, places)]
     return [o if len(products[o]) > 1 and len(products) > 1 else f"{i}/b{r // block}_{c // block}"
             for i, o, r, c in zip(image_ids, observations, rows, cols)]
 
@@ -123,9 +131,14 @@ def groups_seen_before(groups: Sequence[str], image_ids: Sequence[str], rows: Se
     """The groups that hold a sample an earlier split grouped into one of ``earlier`` (a base model's training groups): by
     its group, its observation or its block, since that split may have grouped by the other (one image then, two now)."""
     earlier = set(earlier)
+    # repeat images of a site are keyed by all the site's observations ("A+B", "A+B/m3_-40"): a later round that adds a
+    # date keys them "A+B+C"; each observation of an earlier key counts, with the block of ground it names
+    members = {(member, key.partition("/")[2]) for key in earlier for member in key.partition("/")[0].split("+")}
     seen = set()
     for group, image_id, row, col in zip(groups, image_ids, rows, cols):
-        if {group, observation_of(image_id) or image_id, f"{image_id}/b{row // block}_{col // block}"} & earlier:
+        observation = observation_of(image_id) or image_id
+        if {group, observation, f"{image_id}/b{row // block}_{col // block}"} & earlier or (observation, "") in members \
+                or (group.partition("/")[2].startswith("m") and (observation, group.partition("/")[2]) in members):
             seen.add(group)
     return sorted(seen)
 

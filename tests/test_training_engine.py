@@ -488,6 +488,52 @@ def test_chunks_of_other_images_on_validation_ground_are_left_out_of_training():
     assert splitting.observations_on_shared_ground(["A"] * 6 + ["B"] * 6, apart) == {"A": "A", "B": "B"}
 
 
+def _site_grid(n, lat0, lon0, offset_m=0.0, side=64.0):
+    """Longitudes and latitudes of an n x n grid of chunk centres side metres apart, offset_m south-east."""
+    per_metre = math.degrees(1.0 / splitting.MARS_RADIUS_M)
+    lons = [lon0 + (c * side + offset_m) * per_metre / math.cos(math.radians(lat0)) for r in range(n) for c in range(n)]
+    lats = [lat0 - (r * side + offset_m) * per_metre for r in range(n) for c in range(n)]
+    return lons, lats
+
+
+def _site_groups(parts, labels_of, ground_only=True):
+    ids, lons, lats, rows, cols, labels = [], [], [], [], [], []
+    for (site_lons, site_lats), name in parts:
+        n = int(math.isqrt(len(site_lons)))
+        ids += [name] * len(site_lons)
+        lons += site_lons
+        lats += site_lats
+        rows += [i // n for i in range(len(site_lons))]
+        cols += [i % n for i in range(len(site_lons))]
+        labels += [labels_of(name, i) for i in range(len(site_lons))]
+    ground = splitting.Ground.from_degrees(lons, lats, [64.0] * len(lons))
+    return ids, rows, cols, labels, splitting.block_groups(ids, rows, cols, labels=labels, ground=ground)
+
+
+def test_a_site_of_two_dates_beside_an_ice_free_control_is_split_in_blocks_of_its_ground():
+    """Two dates of one icy site and a control image without ice: icy chunks lie in one observation (the site), so the split
+    falls back to blocks, and the site had become one whole group holding every icy chunk (no icy chunk left to train on)."""
+    parts = [(_site_grid(10, -40.0, 10.0), "ESP_011111_1400_RED"), (_site_grid(10, -40.0, 10.0, 10.0), "ESP_022222_1400_RED"),
+             (_site_grid(10, -30.0, 100.0), "ESP_033333_1500_RED")]
+    ids, _, _, labels, groups = _site_groups(parts, lambda name, i: int(i % 3 == 0 and "033333" not in name))
+    site = {g for g, i in zip(groups, ids) if "033333" not in i}
+    assert len(site) > 4 and all(g.startswith("ESP_011111_1400+ESP_022222_1400/m") for g in site)
+    train, validation = splitting.split_groups(groups, labels, 0.2, 0)
+    assert np.asarray(labels)[train].any() and np.asarray(labels)[validation].any()
+
+
+def test_a_later_round_that_adds_a_date_or_labels_knows_the_ground_its_base_trained_on():
+    """Round 1 on two dates of a site; round 2 adds a third date, or more labels of the first: the keys had become
+    'A+B+C' and blocks laid from the labels' mean had moved, so none of round 1's ground was kept out of validation."""
+    a, b = (_site_grid(12, -55.0, 200.0), "ESP_011111_1250_RED"), (_site_grid(12, -55.0, 200.0, 10.0), "ESP_022222_1250_RED")
+    first = _site_groups([a, b], lambda name, i: i % 2)[4]
+    ids, rows, cols, _, second = _site_groups([a, b, (_site_grid(12, -55.0, 200.0, 20.0), "ESP_033333_1250_RED")], lambda name, i: i % 2)
+    seen = set(splitting.groups_seen_before(second, ids, rows, cols, set(first)))
+    assert all(g in seen for g, i in zip(second, ids) if "033333" not in i)
+    more = _site_groups([(_site_grid(16, -55.0, 200.0), "ESP_011111_1250_RED"), b], lambda name, i: i % 2)[4]
+    assert [more[r * 16 + c] for r in range(12) for c in range(12)] == first[:144]  # the first date's round-1 chunks keep their blocks
+
+
 def test_no_training_chunk_shares_pixels_with_a_validation_chunk():
     """Labels of detect's STRIDE = CHUNK/2 grid: blocks of 3 x 3 chunk sides cut through chunks that overlap."""
     side, stride = 1024, 512
