@@ -89,6 +89,7 @@ RUN_FIELDS = (
     ("runtime_s", "real"),
     ("chunks", "int"),
     ("finished", "text"),  # UTC, ISO 8601
+    ("fingerprint", "text"),  # the file's size and a digest of its first and last 64 KiB (survey.fingerprint): the same raster elsewhere
 )
 
 # A product found in the index (model/products.py Product; the find algorithm's layer).

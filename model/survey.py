@@ -105,23 +105,29 @@ def _add_missing_fields(ds) -> None:
                 ogr_done(layer.CreateField(ogr.FieldDefn(field_name, OGR_TYPES[kind])), f"add the field {field_name} to {name}")
 
 
-def _same_content(first: str, second: str, sample: int = 1 << 20) -> bool:
-    """Whether two paths hold one raster: the same file, or a copy of it (the same size, first and last MiB)."""
+def _same_file_or_copy(first: str, second: str) -> bool:
     try:
-        if os.path.samefile(first, second):
-            return True
-        size = os.path.getsize(first)
-        if size != os.path.getsize(second):
-            return False
-        with open(first, "rb") as one, open(second, "rb") as other:
-            for offset in (0, max(0, size - sample)):
-                one.seek(offset)
-                other.seek(offset)
-                if one.read(sample) != other.read(sample):
-                    return False
-        return True
+        return os.path.samefile(first, second) or fingerprint(first) == fingerprint(second) is not None
     except OSError:
         return False
+
+
+def fingerprint(path: str, sample: int = 1 << 16) -> Optional[str]:
+    """A raster file's size and a digest of its first and last ``sample`` bytes, where headers, tiles and their index differ
+    between any two images: a copy of the file has the same, another date of a site under its name another; None where it
+    cannot be read."""
+    import hashlib
+
+    try:
+        size = os.path.getsize(path)
+        digest = hashlib.sha1()
+        with open(path, "rb") as handle:
+            digest.update(handle.read(sample))
+            handle.seek(max(0, size - sample))
+            digest.update(handle.read(sample))
+    except OSError:
+        return None
+    return f"{size}:{digest.hexdigest()}"
 
 
 def _same_place(recorded, wkt: Optional[str]) -> bool:
@@ -416,28 +422,44 @@ class SurveyStore:
                     table.CreateFeature(feature)
             self.ds.CommitTransaction()
 
-    def follow_moved_files(self, images: Sequence["SurveyImage"]) -> None:
-        """The runs of images found under another path than recorded (the survey's folder moved, or copied to a colleague)
-        given their new path; SurveyError where an image ID recorded before names another file, not a copy, that still
-        exists: a later date of a site saved under the same file name had been skipped as done, or, with another model,
-        had replaced the earlier one's rows."""
-        recorded = {f.GetField("image_id"): f.GetField("image") for f in self.ds.GetLayerByName("runs")}
-        moved = []
+    def follow_moved_files(self, images: Sequence["SurveyImage"]) -> Set[str]:
+        """The IDs of images whose raster is not the one surveyed before under that ID, to survey again: its file changed
+        in place, or it is gone and another raster is under its name (by the fingerprints recorded; a survey of an earlier
+        version has none). The runs of images found under another path (the survey's folder moved, or copied to a
+        colleague) are given their new path. SurveyError where the file surveyed before still exists beside another raster
+        under its name: a later date of a site saved under the same file name had been skipped as done, or, with another
+        model, had replaced the earlier one's rows."""
+        recorded = {f.GetField("image_id"): (f.GetField("image"), f.GetField("fingerprint")) for f in self.ds.GetLayerByName("runs")}
+        moved, again = [], set()
         for image in images:
-            before = recorded.get(image.image_id)
-            if not before or before == image.path:
+            before, printed = recorded.get(image.image_id, (None, None))
+            if not before:
                 continue
-            if os.path.exists(before) and not _same_content(before, image.path):
+            now = fingerprint(image.path)
+            if before == image.path:
+                if printed and now != printed:
+                    again.add(image.image_id)
+                    self.warn(f"{image.path} changed since it was surveyed (another size or content): it is surveyed again.")
+                continue
+            same = now == printed if printed else (not os.path.exists(before) or _same_file_or_copy(before, image.path))
+            if not same and os.path.exists(before):
                 raise SurveyError(
                     f"Two different rasters have the image ID {image.image_id}: {before}, surveyed before into {self.path}, and {image.path}, "
                     "which is not a copy of it; a survey keys its rows by it, so the second would pass for the first. Give each file its own "
                     "name (its product ID), or survey the second into another GeoPackage.")
-            moved.append(image)
+            if not same:
+                again.add(image.image_id)
+                self.warn(f"{before}, surveyed before as {image.image_id}, is gone, and {image.path} under that name is another raster: it is "
+                          "surveyed, replacing the earlier rows (labels are kept only where its chunks lie on the same ground). Give each date "
+                          "of a site its own file name to keep both.")
+            moved.append((image, now))
         if moved:
             self.ds.StartTransaction()
-            for image in moved:
-                self.ds.ExecuteSQL("UPDATE runs SET image = '{}' WHERE image_id = '{}'".format(image.path.replace("'", "''"), image.image_id.replace("'", "''")))
+            for image, now in moved:
+                quote = lambda text: (text or "").replace("'", "''")  # noqa: E731
+                self.ds.ExecuteSQL(f"UPDATE runs SET image = '{quote(image.path)}', fingerprint = '{quote(now)}' WHERE image_id = '{quote(image.image_id)}'")
             self.ds.CommitTransaction()
+        return again
 
     def scored_by_other_models(self, image_ids: Iterable[str], model_name: str, model_version: str) -> Dict[str, int]:
         """{"name version": images} of ``image_ids`` recorded done with another model than this one."""
@@ -521,6 +543,7 @@ class SurveyStore:
                 "model_name": model_name, "model_version": model_version, "runtime_s": outcome["runtime_s"],
                 "chunks": len(outcome["chunks"]),
                 "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "fingerprint": fingerprint(image.path),
             }], None)
         except BaseException:
             with contextlib.suppress(RuntimeError):  # a lock may have cut the transaction short already
@@ -689,8 +712,7 @@ def survey(sources: Sequence[str], out: str, model_path: str = "", options: Opti
         try:
             store.keep_settings(dataclasses.replace(options, chunk_size=chunk_size, stride=options.stride or chunk_size),
                                 "" if options.chunk_size else f"model {name} {version}")
-            store.follow_moved_files(images)
-            done_before = store.done_with(name, version)
+            done_before = store.done_with(name, version) - store.follow_moved_files(images)
             replaced = store.scored_by_other_models([image.image_id for image in images if image.image_id not in done_before], name, version)
         except RuntimeError as exc:  # held by another program as the survey starts: nothing surveyed yet, nothing to wait for
             raise SurveyError(f"{store.path} cannot be read and written now ({str(exc).splitlines()[0]}): another program holds it (a layer of it "

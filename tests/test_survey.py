@@ -429,16 +429,19 @@ def test_a_later_image_saved_under_the_first_ones_name_is_refused_and_takes_no_l
     result = run_survey(worker_python, "--rasters", copy / "2026-04", "--out", copy / "survey.gpkg", "--model", tiny_model.path, "--workers", 1)
     assert result["skipped"] == 1 and result["done"] == 0, result
     assert [row["image"] for row in qs.read_ogr(copy / "survey.gpkg", "runs").rows] == [str(copy / "2026-04" / "crater_site.tif")]
-    # April's file gone and May's surveyed under its name with another model: May is scored, April's labels stay off its ground
-    shutil.rmtree(april)
-    other = tmp_path / "other.hiriseice"
-    shutil.copy(tiny_model.path, other)
-    meta = modelfile.read_metadata(str(other))
-    modelfile.store_metadata(str(other), dict(meta, version=meta["version"] + "-2"))
-    run = helpers.run_worker(worker_python, "survey", "--rasters", may, "--out", out, "--model", other, "--workers", 1, timeout=300).check()
-    warnings = [m["message"] for m in run.messages if m["type"] == "warning"]
-    assert "crater_site: 2 label(s) recorded for its chunks lie on other ground than its chunks now do" in " ".join(warnings), warnings
+    # April's file archived and May's surveyed under its name, with the same model: May is surveyed (it had been skipped as
+    # done), and April's labels stay off its ground
+    shutil.move(str(april), str(tmp_path / "archive"))
+    run = helpers.run_worker(worker_python, "survey", "--rasters", may, "--out", out, "--model", tiny_model.path, "--workers", 1, timeout=300).check()
+    assert run.result["done"] == 1 and run.result["skipped"] == 0, run.result
+    warnings = " ".join(m["message"] for m in run.messages if m["type"] == "warning")
+    assert f"{april / 'crater_site.tif'}, surveyed before as crater_site, is gone, and {may / 'crater_site.tif'} under that name is another raster" in warnings
+    assert "crater_site: 2 label(s) recorded for its chunks lie on other ground than its chunks now do" in warnings, warnings
     assert [row["label"] for row in qs.read_ogr(out, "chunks").rows if row["label"] is not None] == []
+    # May's file changed in place (cropped again): surveyed again, not skipped
+    helpers.generate_raster(may, name="crater_site.tif", width=320, height=320, nodata=0, seed=32)
+    run = helpers.run_worker(worker_python, "survey", "--rasters", may, "--out", out, "--model", tiny_model.path, "--workers", 1, timeout=300).check()
+    assert run.result["done"] == 1, run.result
 
 
 def test_a_survey_of_the_version_before_the_model_fields_resumes_with_them(worker_python, tiny_model, tmp_path):
