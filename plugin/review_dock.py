@@ -145,20 +145,26 @@ def matching_rasters(layer: QgsVectorLayer, project: QgsProject) -> List[QgsRast
     return sorted(found, key=lambda r: r.name())
 
 
-def show_only_its_image(layer: QgsVectorLayer, image_id: str, project: QgsProject) -> Optional[QgsRasterLayer]:
-    """On a layer of several images with their rasters loaded, the raster of ``image_id`` shown and the others of the
-    layer's images hidden (the map had shown whichever lay on top: a chunk of May labelled on April's pixels); the raster
-    shown, or None where it is not loaded or the layer has one image."""
-    rasters = matching_rasters(layer, project)
-    own = [r for r in rasters if image_id in (r.name(), _stem(r.source()))]
-    if not own or len(own) == len(rasters):
+def rasters_of_image(image_id: str, rasters: List[QgsRasterLayer]) -> List[QgsRasterLayer]:
+    return [r for r in rasters if image_id in (r.name(), _stem(r.source()))]
+
+
+def show_only_its_image(layer: QgsVectorLayer, image_id: str, project: QgsProject,
+                        rasters: Optional[List[QgsRasterLayer]] = None) -> Optional[QgsRasterLayer]:
+    """On a layer of several images with their rasters loaded (``rasters``: matching_rasters, where the caller keeps them),
+    the raster of ``image_id`` shown and the others of the layer's images hidden (the map had shown whichever lay on top:
+    a chunk of May labelled on April's pixels); where its own is not loaded, the others hidden all the same, so that none
+    passes for it. The raster shown, or None where it is not loaded or is the only one."""
+    rasters = matching_rasters(layer, project) if rasters is None else rasters
+    own = rasters_of_image(image_id, rasters)
+    if len(own) == len(rasters):
         return None
     root = project.layerTreeRoot()
     for raster in rasters:
         node = root.findLayer(raster.id())
         if node is not None:
             node.setItemVisibilityChecked(raster in own)
-    return own[0]
+    return own[0] if own else None
 
 
 def scored_with(layer: QgsVectorLayer, project: QgsProject) -> List[Tuple[str, str]]:
@@ -166,31 +172,41 @@ def scored_with(layer: QgsVectorLayer, project: QgsProject) -> List[Tuple[str, s
     2026-12-07), else as the summary table in the layer's own file says (a Detect output's, a survey's), else as the loaded
     summary layers of its images say: another project layer's summary (a Detect of the same image with the bundled model)
     had named the model for a survey's chunks."""
-    if min(layer.fields().lookupField(n) for n in ("model_name", "model_version")) >= 0:
-        request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes(["model_name", "model_version"], layer.fields())
-        own_fields = []
-        for feature in layer.getFeatures(request):
-            pair = (str(feature["model_name"]), str(feature["model_version"]))
-            if feature["model_name"] not in (None, NULL) and pair not in own_fields:
-                own_fields.append(pair)
-        if own_fields:
-            return own_fields
+    own_fields = _models_named(layer)
+    if own_fields:
+        return own_fields
     wanted = set(image_ids(layer))
     own = source_path(layer.source())
     beside = QgsVectorLayer(f"{own}|layername=summary", "summary", "ogr") if own.lower().endswith(".gpkg") and os.path.isfile(own) else None
-    loaded = [candidate for candidate in project.mapLayers().values() if candidate is not layer and isinstance(candidate, QgsVectorLayer)]
+    # summaries only: other chunk layers name their own models, not this one's
+    loaded = [candidate for candidate in project.mapLayers().values()
+              if candidate is not layer and isinstance(candidate, QgsVectorLayer) and candidate.fields().lookupField("chunk_id") < 0]
     for candidates in ([beside] if beside is not None and beside.isValid() else [], loaded):
         named = []
         for candidate in candidates:
-            if min(candidate.fields().lookupField(n) for n in ("image_id", "model_name", "model_version")) < 0:
-                continue
-            for feature in candidate.getFeatures():
-                pair = (str(feature["model_name"]), str(feature["model_version"]))
-                if str(feature["image_id"]) in wanted and feature["model_name"] not in (None, NULL) and pair not in named:
+            for pair in _models_named(candidate, wanted):
+                if pair not in named:
                     named.append(pair)
         if named:
             return named
     return []
+
+
+def _models_named(layer: QgsVectorLayer, image_ids_wanted: Optional[set] = None) -> List[Tuple[str, str]]:
+    """The (model_name, model_version) pairs the layer's fields hold (of the wanted images' rows), with the names a
+    shapefile cuts to 10 characters ('model_vers')."""
+    fields = layer.fields()
+    name, version = (next((n for n in names if fields.lookupField(n) >= 0), None) for names in (("model_name",), ("model_version", "model_vers")))
+    if name is None or version is None or (image_ids_wanted is not None and fields.lookupField("image_id") < 0):
+        return []
+    wanted = [name, version] + (["image_id"] if image_ids_wanted is not None else [])
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes(wanted, fields)
+    named = []
+    for feature in layer.getFeatures(request):
+        pair = (str(feature[name]), str(feature[version]))
+        if feature[name] not in (None, NULL) and pair not in named and (image_ids_wanted is None or str(feature["image_id"]) in image_ids_wanted):
+            named.append(pair)
+    return named
 
 
 @functools.lru_cache(maxsize=None)
@@ -326,6 +342,11 @@ class ReviewDock(QgsDockWidget):
         # The label counts, read again only when labels change: on a survey's 200,000 chunks a count takes seconds,
         # and each step to the next chunk had waited for one.
         self.counts: Optional[Dict[Optional[int], int]] = None
+        # The rasters of the layer's images (matching_rasters: a whole-layer DISTINCT), found again only when layers come or go,
+        # not for every chunk shown (0.2 s a step on a survey of 600,000 chunks).
+        self._rasters: Optional[List[QgsRasterLayer]] = None
+        QgsProject.instance().layersAdded.connect(self._forget_rasters)
+        QgsProject.instance().layersRemoved.connect(self._forget_rasters)
         self._build()
         # Whether it can be seen: closed or behind another dock's tab, it follows no layer (visibilityChanged).
         self.shown = True
@@ -349,11 +370,20 @@ class ReviewDock(QgsDockWidget):
             self._canvas().scene().removeItem(self.outline)
             self.outline = None
         self.set_layer(None)
-        if hasattr(self.iface, "currentLayerChanged"):
+        for signal, slot in ((QgsProject.instance().layersAdded, self._forget_rasters), (QgsProject.instance().layersRemoved, self._forget_rasters)) + (
+                ((self.iface.currentLayerChanged, self._active_layer_changed),) if hasattr(self.iface, "currentLayerChanged") else ()):
             try:
-                self.iface.currentLayerChanged.disconnect(self._active_layer_changed)
+                signal.disconnect(slot)
             except (TypeError, RuntimeError):
                 pass
+
+    def _forget_rasters(self, *args):
+        self._rasters = None
+
+    def _layer_rasters(self) -> List[QgsRasterLayer]:
+        if self._rasters is None:
+            self._rasters = matching_rasters(self.layer, QgsProject.instance())
+        return self._rasters
 
     # --- widgets ---
 
@@ -447,6 +477,7 @@ class ReviewDock(QgsDockWidget):
             self.show_current()
 
     def set_layer(self, layer):
+        self._rasters = None
         if self.layer is not None:
             self._disconnect(self.layer)
         self.layer = layer if is_chunk_layer(layer) else None
@@ -589,10 +620,11 @@ class ReviewDock(QgsDockWidget):
 
     def show_current(self):
         feature = self.current_feature()
+        note = ""
         if feature is not None and self.shown:  # a closed (or tabbed-away) dock leaves the selection and the map alone
             self.layer.selectByIds([feature.id()])
-            self._zoom_to(feature)
-        self.message_label.setText("")
+            note = self._zoom_to(feature)
+        self.message_label.setText(note)
         self._refresh()
 
     def _canvas(self):
@@ -620,17 +652,22 @@ class ReviewDock(QgsDockWidget):
             canvas.refresh()
         self.saved_selection_colour = None
 
-    def _zoom_to(self, feature):
+    def _zoom_to(self, feature) -> str:
+        """The map at the chunk, over its own image; what the dock should say of that image (its raster not loaded), or ''."""
         canvas = self._canvas()
         if canvas is None or not feature.hasGeometry():
-            return
+            return ""
         if self.outline is None:
             self.outline = QgsRubberBand(canvas, POLYGON)
             self.outline.setFillColor(QColor(0, 0, 0, 0))
             self.outline.setStrokeColor(OUTLINE)
             self.outline.setWidth(3)
+        note = ""
         if self.layer.fields().lookupField("image_id") >= 0 and feature["image_id"] not in (None, NULL):
-            show_only_its_image(self.layer, str(feature["image_id"]), QgsProject.instance())
+            image, rasters = str(feature["image_id"]), self._layer_rasters()
+            show_only_its_image(self.layer, image, QgsProject.instance(), rasters)
+            if rasters and not rasters_of_image(image, rasters):
+                note = f"The raster of {image} is not loaded (the other images' are hidden): load it to see this chunk's own pixels."
         self.outline.setToGeometry(feature.geometry(), self.layer)
         self.outline.setVisible(self.isVisible())
         rect = feature.geometry().boundingBox()
@@ -640,6 +677,7 @@ class ReviewDock(QgsDockWidget):
         rect.grow(max(rect.width(), rect.height()) * MARGIN)
         canvas.setExtent(rect)
         canvas.refresh()
+        return note
 
     def _recount(self):
         self.counts = None

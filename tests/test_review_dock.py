@@ -122,6 +122,37 @@ def test_a_layer_of_several_images_is_reviewed_one_image_after_another_on_its_ow
     assert [project.layerTreeRoot().findLayer(r.id()).itemVisibilityChecked() for r in rasters] == [True, False]
     project.removeMapLayer(rasters[1].id())  # one image's raster alone: nothing to choose between, nothing hidden
     assert dock_module.show_only_its_image(layer, "ESP_037156_1800_RED", project) is None
+    assert project.layerTreeRoot().findLayer(rasters[0].id()).itemVisibilityChecked()
+    # the chunk's own raster not loaded: the other date's is hidden, not passed off as its pixels
+    assert dock_module.show_only_its_image(layer, "ESP_037868_1800_RED", project) is None
+    assert not project.layerTreeRoot().findLayer(rasters[0].id()).itemVisibilityChecked()
+    project.removeAllMapLayers()
+
+
+def test_the_model_is_read_from_a_shapefiles_cut_field_names_and_never_from_another_chunk_layer(dock_module, qgis_app):
+    """A shapefile writes model_version as 'model_vers'; and a loaded chunk layer of another model had counted as one more
+    summary, so a layer's chunks were said to be scored with 'several models'."""
+    from qgis.core import QgsFeature, QgsProject, QgsVectorLayer
+
+    def layer_of(fields, rows, name):
+        made = QgsVectorLayer("Polygon?" + "&".join(f"field={f}:string" for f in fields), name, "memory")
+        features = []
+        for row in rows:
+            feature = QgsFeature(made.fields())
+            feature.setAttributes(list(row))
+            features.append(feature)
+        assert made.dataProvider().addFeatures(features)
+        return made
+
+    shapefile = layer_of(["image_id", "chunk_id", "label", "model_name", "model_vers"], [("ESP_1", "0", "1", "retrained", "2")], "from a shapefile")
+    project = QgsProject()
+    project.addMapLayer(shapefile)
+    assert dock_module.scored_with(shapefile, project) == [("retrained", "2")]
+    unnamed = layer_of(["image_id", "chunk_id", "label"], [("ESP_1", "0", "1")], "chunks naming no model")
+    other_chunks = layer_of(["image_id", "chunk_id", "model_name", "model_version"], [("ESP_1", "0", "hiriseice-default", "1")], "another model's chunks")
+    summary = layer_of(["image_id", "model_name", "model_version"], [("ESP_1", "retrained", "2")], "summary")
+    project.addMapLayers([unnamed, other_chunks, summary])
+    assert dock_module.scored_with(unnamed, project) == [("retrained", "2")]
     project.removeAllMapLayers()
 
 
