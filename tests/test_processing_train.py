@@ -11,13 +11,13 @@ import math
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from osgeo import osr
 
 import helpers
 import qgis_support as qs
-from conftest import training_scene
 from model import modelfile
 
 CHUNK = 64
@@ -264,15 +264,18 @@ def test_a_network_from_imagenet_weights(labelled_geographic, training_data, tmp
 
 @pytest.fixture(scope="module")
 def two_rasters(qgis_app, training_data, tmp_path_factory):
-    """A second scene over the same ground (other terrain, the same checkerboard of blobs), one label layer for both."""
+    """A second scene of other ground, 20 km east (other terrain, the same checkerboard of blobs), one label layer for both.
+    (Over the same ground the two would be split as repeat images of one site, in blocks of that ground.)"""
     from qgis.PyQt.QtCore import QVariant
 
     folder = tmp_path_factory.mktemp("two_rasters")
-    second = training_scene(folder, name="second_scene.tif", seed=23)
     raster = training_data.raster
-    layer = memory_polygons("chunk labels", raster.crs_wkt, [(chunk_geometry(raster, r, c), [int(helpers.checkerboard(r, c))]) for r in range(6) for c in range(6)],
-                            [("label", QVariant.Int)])
-    return raster, second.raster, layer
+    east = (raster.geotransform[0] + 20_000.0,) + tuple(raster.geotransform[1:])
+    second = helpers.generate_raster(folder, name="second_scene.tif", width=384, height=384, data_type="UInt16", nodata=0, seed=23, geotransform=east,
+                                     icy_chunk_size=helpers.TINY_CHUNK_SIZE, icy_pattern=helpers.checkerboard)
+    layer = memory_polygons("chunk labels", raster.crs_wkt, [(chunk_geometry(scene, r, c), [int(helpers.checkerboard(r, c))])
+                                                              for scene in (raster, second) for r in range(6) for c in range(6)], [("label", QVariant.Int)])
+    return raster, second, layer
 
 
 def test_several_rasters_as_one_string_and_calibration_only_where_it_helps(two_rasters, tmp_path):
@@ -301,7 +304,7 @@ def test_several_rasters_as_one_string_and_calibration_only_where_it_helps(two_r
         assert chosen["choice"] == "none" and "would not lower" in chosen["reason"] and meta["calibration"] is None
         assert metrics["ece_calibrated"] == metrics["ece_uncalibrated"]
     assert not results["REPORT"].startswith(str(tmp_path))
-    assert f"<th>held out for validation</th><td>{validation[0]}</td>" in open(results["REPORT"], encoding="utf-8").read()
+    assert f"<th>held out for validation</th><td>{validation[0]}</td>" in Path(results["REPORT"]).read_text(encoding="utf-8")
 
 
 def test_the_same_rasters_as_a_list(two_rasters, tmp_path):
