@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import glob
 import os
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional
@@ -146,12 +147,14 @@ def image_grid(path: str, band: int, chunk_size: int, stride: int, min_valid: fl
                                      "removed; an earlier export is as it was).")
             rows.append(grid_row(info, sample.window, sample.valid_fraction, sample.centre_valid_fraction))
             if export is not None:
-                export.add(read, sample.window, info.image_id)
+                export.add(read, sample.window, info.image_id, path)
             progress((sample.window.chunk_id + 1) / total)
     say(f"{len(rows)} of {total} chunks hold data around their centre (minimum valid share {min_valid})")
     return ImageGrid(info, read != path, total, rows)
 
 
+# The file an exported chunk was cut from, in its GeoTIFF metadata.
+SOURCE_TAG = "HIRISEICE_SOURCE"
 # What GDAL may write beside an exported chunk: an ISIS3 cube's mask band, metadata GeoTIFF cannot hold.
 CHUNK_SIDECARS = (".msk", ".aux.xml")
 
@@ -166,6 +169,7 @@ class ChunkExport:
     def __init__(self, folder: str):
         self.folder = folder
         self.paths: List[str] = []
+        self._checked: set = set()  # image IDs whose earlier chunks in the folder were checked (_check_not_anothers)
 
     def __enter__(self) -> "ChunkExport":
         return self
@@ -173,7 +177,12 @@ class ChunkExport:
     def __exit__(self, *exc_info) -> None:
         self.discard()
 
-    def add(self, source_path: str, window: ChunkWindow, image_id: str) -> str:
+    def add(self, source_path: str, window: ChunkWindow, image_id: str, original: str = "") -> str:
+        """``source_path``'s window as a chunk GeoTIFF, staged; ``original``: the file it views (recorded in the GeoTIFF)."""
+        original = os.path.abspath(original or source_path)
+        if image_id not in self._checked:
+            self._check_not_anothers(image_id, original)
+            self._checked.add(image_id)
         path = os.path.join(self.folder, f"{image_id}_r{window.row:03d}_c{window.col:03d}.tif")
         staged = files.partial_path(path)
         self.paths.append(path)
@@ -187,10 +196,26 @@ class ChunkExport:
                 format="GTiff",
                 outputType=gdal.GetDataTypeByName(viewed_type) if viewed_type else gdal.GDT_Unknown,
                 creationOptions=["COMPRESS=DEFLATE", "TILED=YES"],
+                metadataOptions=[f"{SOURCE_TAG}={original}"],
             )
         except (OSError, RuntimeError) as exc:
             raise EngineError(files.write_failure("The chunk GeoTIFF", path, exc)) from None
         return path
+
+    def _check_not_anothers(self, image_id: str, original: str) -> None:
+        """EngineError where the folder holds chunks of ``image_id`` cut from another file that still exists (another date of a
+        site under the same file name): the export would replace some of them and leave the rest mixed with its own."""
+        for earlier in sorted(glob.glob(os.path.join(glob.escape(self.folder), f"{glob.escape(image_id)}_r[0-9][0-9][0-9]_c[0-9][0-9][0-9].tif")))[:1]:
+            try:
+                dataset = gdal.Open(earlier)
+                cut_from = dataset.GetMetadataItem(SOURCE_TAG) if dataset is not None else None
+            except RuntimeError:  # a damaged earlier chunk: replaced like any other
+                cut_from = None
+            dataset = None
+            if cut_from and cut_from != original and os.path.exists(cut_from) and not os.path.samefile(cut_from, original):
+                raise EngineError(f"{self.folder} holds chunks of '{image_id}' cut from {cut_from}, another file of that name: exporting "
+                                  f"{original} there would replace some of them and leave the rest mixed with its own. Export into another "
+                                  "folder, or give each file its own name (its product ID).")
 
     def commit(self) -> List[str]:
         """Every staged chunk renamed into place, with the sidecars GDAL wrote beside it (an earlier

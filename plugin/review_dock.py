@@ -173,8 +173,9 @@ def scored_with(layer: QgsVectorLayer, project: QgsProject) -> List[Tuple[str, s
     summary layers of its images say: another project layer's summary (a Detect of the same image with the bundled model)
     had named the model for a survey's chunks."""
     own_fields = _models_named(layer)
-    if own_fields:
+    if own_fields and not _rows_naming_no_model(layer):
         return own_fields
+    # rows that name no model (a survey of an earlier version, resumed with another model): the summaries say theirs
     wanted = set(image_ids(layer))
     own = source_path(layer.source())
     beside = QgsVectorLayer(f"{own}|layername=summary", "summary", "ogr") if own.lower().endswith(".gpkg") and os.path.isfile(own) else None
@@ -188,8 +189,16 @@ def scored_with(layer: QgsVectorLayer, project: QgsProject) -> List[Tuple[str, s
                 if pair not in named:
                     named.append(pair)
         if named:
-            return named
-    return []
+            return own_fields + [pair for pair in named if pair not in own_fields]
+    return own_fields
+
+
+def _rows_naming_no_model(layer: QgsVectorLayer) -> bool:
+    if layer.fields().lookupField("model_name") < 0:
+        return True
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setFilterExpression('"model_name" IS NULL').setLimit(1)
+    request.setSubsetOfAttributes(["model_name"], layer.fields())
+    return any(True for _ in layer.getFeatures(request))
 
 
 def _models_named(layer: QgsVectorLayer, image_ids_wanted: Optional[set] = None) -> List[Tuple[str, str]]:

@@ -153,6 +153,10 @@ def test_the_model_is_read_from_a_shapefiles_cut_field_names_and_never_from_anot
     summary = layer_of(["image_id", "model_name", "model_version"], [("ESP_1", "retrained", "2")], "summary")
     project.addMapLayers([unnamed, other_chunks, summary])
     assert dock_module.scored_with(unnamed, project) == [("retrained", "2")]
+    # a survey of an earlier version resumed with another model: its old rows name none, and their summary names theirs
+    resumed = layer_of(["image_id", "chunk_id", "model_name", "model_version"], [("ESP_2", "0", "round3", "3"), ("ESP_1", "0", None, None)], "resumed")
+    project.addMapLayer(resumed)
+    assert dock_module.scored_with(resumed, project) == [("round3", "3"), ("retrained", "2")]
     project.removeAllMapLayers()
 
 

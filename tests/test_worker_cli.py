@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import zipfile
 from dataclasses import dataclass
@@ -369,6 +370,26 @@ def test_a_turned_polar_product_read_through_its_north_up_view_is_named_and_labe
     assert "/vsimem" not in json.dumps(run.messages)
     summary = qs.read_ogr(tmp_path / "turned.gpkg", "summary").rows[0]
     assert (summary["solar_longitude"], summary["incidence_angle"]) == (pytest.approx(170.2), pytest.approx(60.5))
+
+
+def test_chunks_of_another_file_of_the_same_name_are_not_replaced_unsaid(scene, worker_python, tmp_path):
+    """Two dates of a site saved as 2026-04/crater_site.tif and 2026-05/crater_site.tif, exported into one folder: the second
+    replaced the first's chunk GeoTIFFs of the same row and column without a word and left the rest mixed with its own."""
+    folder = tmp_path / "chunks"
+    dates = []
+    for month in ("2026-04", "2026-05"):
+        (tmp_path / month).mkdir()
+        dates.append(tmp_path / month / "crater_site.tif")
+        shutil.copyfile(scene.path, dates[-1])
+    helpers.run_worker(worker_python, "chunk", dates[0], "--chunk-size", 64, "--export-folder", folder).check()
+    before = {name: (folder / name).read_bytes() for name in os.listdir(folder)}
+    assert gdal.Open(str(folder / sorted(before)[0])).GetMetadataItem("HIRISEICE_SOURCE") == str(dates[0])
+    run = helpers.run_worker(worker_python, "chunk", dates[1], "--chunk-size", 64, "--export-folder", folder)
+    assert run.returncode == 2 and len(run.errors) == 1, run.stdout[-2000:]
+    assert (f"{folder} holds chunks of 'crater_site' cut from {dates[0]}, another file of that name: exporting {dates[1]} there would "
+            "replace some of them") in run.errors[0]["message"], run.errors
+    assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == before
+    helpers.run_worker(worker_python, "chunk", dates[0], "--chunk-size", 64, "--export-folder", folder).check()  # the same file again: replaced
 
 
 def test_chunk_export_of_an_isis_cube_keeps_its_mask_and_leaves_no_partial_files(georef_data, worker_python, tmp_path):
