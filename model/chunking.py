@@ -205,17 +205,19 @@ class ChunkExport:
     def _check_not_anothers(self, image_id: str, original: str) -> None:
         """EngineError where the folder holds chunks of ``image_id`` cut from another file that still exists (another date of a
         site under the same file name): the export would replace some of them and leave the rest mixed with its own."""
-        for earlier in sorted(glob.glob(os.path.join(glob.escape(self.folder), f"{glob.escape(image_id)}_r[0-9][0-9][0-9]_c[0-9][0-9][0-9].tif")))[:1]:
-            try:
-                dataset = gdal.Open(earlier)
-                cut_from = dataset.GetMetadataItem(SOURCE_TAG) if dataset is not None else None
-            except RuntimeError:  # a damaged earlier chunk: replaced like any other
-                cut_from = None
-            dataset = None
-            if cut_from and cut_from != original and os.path.exists(cut_from) and not os.path.samefile(cut_from, original):
-                raise EngineError(f"{self.folder} holds chunks of '{image_id}' cut from {cut_from}, another file of that name: exporting "
-                                  f"{original} there would replace some of them and leave the rest mixed with its own. Export into another "
-                                  "folder, or give each file its own name (its product ID).")
+        earlier = glob.glob(os.path.join(glob.escape(self.folder), f"{glob.escape(image_id)}_r[0-9][0-9][0-9]_c[0-9][0-9][0-9].tif"))
+        if not earlier:
+            return
+        try:
+            dataset = gdal.Open(min(earlier))
+            cut_from = dataset.GetMetadataItem(SOURCE_TAG) if dataset is not None else None
+        except RuntimeError:  # a damaged earlier chunk: replaced like any other
+            cut_from = None
+        dataset = None
+        if cut_from and cut_from != original and os.path.exists(cut_from) and not os.path.samefile(cut_from, original):
+            raise EngineError(f"{self.folder} holds chunks of '{image_id}' cut from {cut_from}, another file of that name: exporting "
+                              f"{original} there would replace some of them and leave the rest mixed with its own. Export into another "
+                              "folder, or give each file its own name (its product ID).")
 
     def commit(self) -> List[str]:
         """Every staged chunk renamed into place, with the sidecars GDAL wrote beside it (an earlier

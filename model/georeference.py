@@ -4,7 +4,7 @@ points there (orientation.py holds the angles' rules, raster.north_up_view the v
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal, osr
@@ -228,15 +228,34 @@ def image_centre(raster: Dict) -> Optional[Dict]:
         if srs.ImportFromWkt(raster["crs_wkt"]) == 0:
             # a north-up view's map has no name: its definition says which map x and y are in
             centre["crs"] = srs.GetName() if srs.GetName() not in ("", "unknown") else srs.ExportToProj4().strip()
+            convert = to_east_degrees(raster["crs_wkt"])  # None for a local CRS, which has no longitude or latitude
             try:
-                degrees = to_own_degrees(srs)  # None for a local CRS, which has no longitude or latitude
-                if degrees is not None:
-                    lon, lat, _ = degrees[1].TransformPoint(x, y)
-                    if math.isfinite(lon) and math.isfinite(lat):
-                        centre["lon"], centre["lat"] = east_longitude(degrees[0], lon), lat
+                lon, lat = convert(x, y) if convert is not None else (math.nan, math.nan)
             except (RuntimeError, TypeError):
-                pass
+                lon = lat = math.nan
+            if math.isfinite(lon) and math.isfinite(lat):
+                centre["lon"], centre["lat"] = lon, lat
     return centre
+
+
+def to_east_degrees(crs_wkt: str) -> Optional[Callable[[float, float], Tuple[float, float]]]:
+    """(x, y) in the CRS -> (longitude counted east, latitude) in degrees on its body; None for a CRS without them (a local
+    CRS, one PROJ cannot read)."""
+    srs = osr.SpatialReference()
+    if not crs_wkt or srs.ImportFromWkt(crs_wkt) != 0:
+        return None
+    try:
+        degrees = to_own_degrees(srs)
+    except RuntimeError:
+        return None
+    if degrees is None:
+        return None
+    geographic, transform = degrees
+
+    def convert(x, y):
+        lon, lat, _ = transform.TransformPoint(x, y)
+        return east_longitude(geographic, lon), lat
+    return convert
 
 
 def crs_transform(from_wkt: str, to_wkt: str):

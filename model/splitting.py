@@ -115,13 +115,16 @@ def block_groups(image_ids: Sequence[str], rows: Sequence[int], cols: Sequence[i
         log("validation is held out in blocks of each image, not by whole observation: icy and not-icy chunks do not each lie in two "
             "observations, so holding out one would leave a side with one kind only")
     products = {o: {i for i, other in zip(image_ids, observations) if other == o} for o in set(observations)}
+    def ground_block_of(observation, place):
+        return f"{observation}/m{math.floor(place[0] / ground_block)}_{math.floor(place[1] / ground_block)}"
+
     if len(products) == 1 and len(next(iter(products.values()))) > 1 and places is not None and ground_block > 0:
-        return [f"{o}/m{math.floor(x / ground_block)}_{math.floor(y / ground_block)}" for o, (x, y) in zip(observations, places)]
+        return [ground_block_of(o, p) for o, p in zip(observations, places)]
     # blocks of one product only: two products of one observation (RED, COLOR), or repeat images of a site, show the same
     # ground on other pixel grids: blocks of that ground where it is known, else the observation whole
     if ground is not None:
-        return [f"{o}/m{math.floor(x / ground_block)}_{math.floor(y / ground_block)}" if len(products[o]) > 1 and len(products) > 1
-                else f"{i}/b{r // block}_{c // block}" for i, o, r, c, (x, y) in zip(image_ids, observations, rows, cols, places)]
+        return [ground_block_of(o, p) if len(products[o]) > 1 and len(products) > 1 else f"{i}/b{r // block}_{c // block}"
+                for i, o, r, c, p in zip(image_ids, observations, rows, cols, places)]
     return [o if len(products[o]) > 1 and len(products) > 1 else f"{i}/b{r // block}_{c // block}"
             for i, o, r, c in zip(image_ids, observations, rows, cols)]
 

@@ -43,7 +43,7 @@ from .pdslabel import pixels_label
 from .protocol import Reporter, SilentReporter
 from .raster import RASTER_SUFFIXES, image_id_of, north_up_view, usable_cores
 from .schema import DETECTION_FIELDS, FOOTPRINT_FIELDS, RUN_FIELDS, SUMMARY_FIELDS
-from .vector import OGR_TYPES, add_rows, check_rows, create_layer, new_geopackage, ogr_done
+from .vector import add_missing_fields, add_rows, check_rows, create_layer, new_geopackage
 from .warm import warm_model
 
 SURVEY_CRS_WKT = products.MARS_GEOGCS_WKT
@@ -94,15 +94,9 @@ class SurveyImage:
 # --- inputs --------------------------------------------------------------------------------
 
 
-def _add_missing_fields(ds) -> None:
-    """The fields a survey of an earlier version lacks (chunks' model_name and model_version, the summary's chunk_size, stride
-    and tta), added NULL to its layers, so that it resumes; RuntimeError where they cannot be (a read-only file)."""
-    for name, _, fields in LAYERS:
-        layer = ds.GetLayerByName(name)
-        have = {layer.GetLayerDefn().GetFieldDefn(i).GetName() for i in range(layer.GetLayerDefn().GetFieldCount())}
-        for field_name, kind in fields:
-            if field_name not in have:
-                ogr_done(layer.CreateField(ogr.FieldDefn(field_name, OGR_TYPES[kind])), f"add the field {field_name} to {name}")
+def _sql_text(text: Optional[str]) -> str:
+    """``text`` inside an SQL string literal ('' for each ')."""
+    return (text or "").replace("'", "''")
 
 
 def _same_file_or_copy(first: str, second: str) -> bool:
@@ -379,8 +373,10 @@ class SurveyStore:
             raise SurveyError(f"'{self.path}' was surveyed by an earlier version of the plugin, in a CRS of longitudes -180 to 180 "
                               f"({crs.GetName() if crs is not None else 'none'}); this version writes 0 to 360 east, and the two cannot share "
                               "its layers. Survey into a new GeoPackage (its images are surveyed again), and keep this one as it is.")
-        try:
-            _add_missing_fields(ds)
+        try:  # the fields added since a survey of an earlier version (chunks' model_name and model_version, the summary's chunk_size,
+            # stride and tta, the runs' fingerprint), NULL in its rows, so that it resumes
+            for name, _, fields in LAYERS:
+                add_missing_fields(ds.GetLayerByName(name), fields)
         except RuntimeError as exc:  # a read-only survey of an earlier version
             raise SurveyError(files.write_failure(f"The fields this version adds to the survey {self.path}", self.path, exc)) from None
         return ds
@@ -435,12 +431,12 @@ class SurveyStore:
             before, printed = recorded.get(image.image_id, (None, None))
             if not before:
                 continue
-            now = fingerprint(image.path)
             if before == image.path:
-                if printed and now != printed:
+                if printed and fingerprint(image.path) != printed:
                     again.add(image.image_id)
                     self.warn(f"{image.path} changed since it was surveyed (another size or content): it is surveyed again.")
                 continue
+            now = fingerprint(image.path)
             same = now == printed if printed else (not os.path.exists(before) or _same_file_or_copy(before, image.path))
             if not same and os.path.exists(before):
                 raise SurveyError(
@@ -456,8 +452,7 @@ class SurveyStore:
         if moved:
             self.ds.StartTransaction()
             for image, now in moved:
-                quote = lambda text: (text or "").replace("'", "''")  # noqa: E731
-                self.ds.ExecuteSQL(f"UPDATE runs SET image = '{quote(image.path)}', fingerprint = '{quote(now)}' WHERE image_id = '{quote(image.image_id)}'")
+                self.ds.ExecuteSQL(f"UPDATE runs SET image = '{_sql_text(image.path)}', fingerprint = '{_sql_text(now)}' WHERE image_id = '{_sql_text(image.image_id)}'")
             self.ds.CommitTransaction()
         return again
 
@@ -512,7 +507,7 @@ class SurveyStore:
 
     def _write(self, outcome: Dict, model_name: str, model_version: str) -> None:
         image: SurveyImage = outcome["image"]
-        quoted = image.image_id.replace("'", "''")
+        quoted = _sql_text(image.image_id)
         self.ds.StartTransaction()
         try:
             # the labels a geologist gave this image's chunks (a survey's layer is a review layer too) outlive its rescoring:

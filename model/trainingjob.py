@@ -26,7 +26,7 @@ from .errors import EngineError, LabelError, RasterError
 from .files import check_destination
 from .fitting import make_deterministic
 from .gdalstate import gdal_exceptions
-from .georeference import check_north_up, north_turn_warning
+from .georeference import check_north_up, north_turn_warning, to_east_degrees
 from .grid import pixel_to_map
 from .imagechecks import squashed_pixel_warning
 from .network import TRUNKS, network_stride, score_map_side
@@ -154,7 +154,7 @@ def chunks_on_the_ground(samples, transforms: Dict, crs_wkts: Dict) -> Optional[
     centres, edges = [], []
     for sample in samples:
         if sample.image_id not in converters:
-            converters[sample.image_id] = _to_east_degrees(crs_wkts.get(sample.image_id, ""))
+            converters[sample.image_id] = to_east_degrees(crs_wkts.get(sample.image_id, ""))
         convert = converters[sample.image_id]
         if convert is None:
             return None
@@ -167,29 +167,6 @@ def chunks_on_the_ground(samples, transforms: Dict, crs_wkts: Dict) -> Optional[
     centre_points = Ground.from_degrees(*zip(*centres), np.zeros(len(centres))).points
     edge_points = Ground.from_degrees(*zip(*edges), np.zeros(len(edges))).points
     return Ground(centre_points, 2 * np.linalg.norm(centre_points - edge_points, axis=1))
-
-
-def _to_east_degrees(crs_wkt: str):
-    """(x, y) in the CRS -> (east longitude, latitude) in degrees on its body, or None for a CRS without them."""
-    from osgeo import osr
-
-    from .georeference import east_longitude, to_own_degrees
-
-    srs = osr.SpatialReference()
-    if not crs_wkt or srs.ImportFromWkt(crs_wkt) != 0:
-        return None
-    try:
-        degrees = to_own_degrees(srs)
-    except RuntimeError:
-        return None
-    if degrees is None:
-        return None
-    geographic, transform = degrees
-
-    def convert(x, y):
-        lon, lat, _ = transform.TransformPoint(x, y)
-        return east_longitude(geographic, lon), lat
-    return convert
 
 
 def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, reporter: Reporter, unlabelled_ratio: float = 0.0, cells: int = 0) -> JobChunks:

@@ -23,7 +23,7 @@ def new_geopackage(path: str):
     return created
 
 
-def ogr_done(result, what: str) -> None:
+def _done(result, what: str) -> None:
     """RuntimeError with GDAL's reason where an OGR call failed: GDAL 3.6's OGR returns its errors (None, a
     non-zero code) whatever gdal.UseExceptions says, and on a full disk the GeoPackage had been written on, broken,
     and called written."""
@@ -35,13 +35,22 @@ def ogr_done(result, what: str) -> None:
 
 def create_layer(ds, name: str, crs_wkt: str, geometry_type, fields):
     """A layer of ``fields`` (model/schema.py's (name, kind) pairs); a table without geometry has no CRS.
-    RuntimeError where it cannot be made (ogr_done)."""
+    RuntimeError where it cannot be made (_done)."""
     srs = osr.SpatialReference(wkt=crs_wkt) if crs_wkt and geometry_type != ogr.wkbNone else None
     layer = ds.CreateLayer(name, srs, geometry_type)
-    ogr_done(layer, f"create the layer {name}")
-    for field_name, kind in fields:
-        ogr_done(layer.CreateField(ogr.FieldDefn(field_name, OGR_TYPES[kind])), f"add the field {field_name} to {name}")
+    _done(layer, f"create the layer {name}")
+    add_missing_fields(layer, fields)
     return layer
+
+
+def add_missing_fields(layer, fields) -> None:
+    """The ``fields`` the layer lacks added (all of them to a new layer; to a survey of an earlier version, those added
+    since); RuntimeError where they cannot be (a read-only file)."""
+    definition = layer.GetLayerDefn()
+    have = {definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())}
+    for field_name, kind in fields:
+        if field_name not in have:
+            _done(layer.CreateField(ogr.FieldDefn(field_name, OGR_TYPES[kind])), f"add the field {field_name} to {layer.GetName()}")
 
 
 def add_rows(layer, fields, rows: Iterable[Dict], geometry_key: Optional[str]) -> None:
@@ -56,7 +65,7 @@ def add_rows(layer, fields, rows: Iterable[Dict], geometry_key: Optional[str]) -
         if geometry_key and row.get(geometry_key):
             geometry = ogr.CreateGeometryFromWkt(row[geometry_key])
             feature.SetGeometry(ogr.ForceToMultiPolygon(geometry) if multi else geometry)
-        ogr_done(layer.CreateFeature(feature), f"write a row of {layer.GetName()}")
+        _done(layer.CreateFeature(feature), f"write a row of {layer.GetName()}")
 
 
 def write_geopackage(path: str, crs_wkt: str, chunks: List[Dict], summaries: List[Dict], chunk_fields=DETECTION_FIELDS,
@@ -69,9 +78,9 @@ def write_geopackage(path: str, crs_wkt: str, chunks: List[Dict], summaries: Lis
         try:
             for name, geometry_type, fields, rows, geometry_key in tables:
                 layer = create_layer(ds, name, crs_wkt, geometry_type, fields)
-                ogr_done(layer.StartTransaction(), f"write {name}")
+                _done(layer.StartTransaction(), f"write {name}")
                 add_rows(layer, fields, rows, geometry_key)
-                ogr_done(layer.CommitTransaction(), f"write {name}")
+                _done(layer.CommitTransaction(), f"write {name}")
         finally:
             ds = None  # closed now, also on a failure, while files.writing keeps GDAL quiet
         check_rows(partial, {name: len(rows) for name, _, _, rows, _ in tables})
