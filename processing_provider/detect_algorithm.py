@@ -188,6 +188,8 @@ class DetectAlgorithm(HiriseIceAlgorithm):
                 raise QgsProcessingException(f"{exc} This run's {' and '.join(removed)} {'were' if len(removed) > 1 else 'was'} removed too: a run is "
                                              "kept whole or not at all.") from None
             raise
+        for name, destination in ((self.OUTPUT, results[self.OUTPUT]), (self.SUMMARY, summary_destination)):
+            name_after_image_and_model(context, destination, self.parameterDefinition(name).description(), summary)
         if report:
             results[self.REPORT] = report
         if probability_raster:
@@ -264,6 +266,16 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             return ""
         self.style_output(context, destination, qml or layer.qml)
         return destination
+
+
+def name_after_image_and_model(context, destination: str, description: str, summary: Dict) -> None:
+    """Name a loaded output after its image and model ("Ice probability of chunks, ESP_..._RED (hiriseice-default 2026...)"),
+    unless its name was chosen: runs on several images or with two models being compared had loaded layers of one name."""
+    if not destination or not context.willLoadLayerOnCompletion(destination):
+        return
+    details = context.layerToLoadOnCompletionDetails(destination)
+    if details.name == description:
+        details.name = f"{description}, {summary.get('image_id')} ({summary.get('model_name')} {summary.get('model_version')})"
 
 
 def add_scoring_parameters(algorithm) -> None:

@@ -14,10 +14,14 @@ import gui_session
 import helpers
 import qgis_support as qs
 from conftest import SHARED_DATA
+from model import modelfile
 
 SHOTS = qs.REPO_ROOT / "build" / "screenshots"
 # resources/styles/chunks.qml: the class bounds of the chunk style.
 CHUNK_CLASS_BOUNDS = [(0.0, 0.2), (0.2, 0.4), (0.4, 0.5), (0.5, 0.6), (0.6, 0.8), (0.8, 1.0)]
+# What Detect names its loaded outputs after: the scene and the bundled model.
+_DEFAULT = modelfile.read_metadata(modelfile.default_model_path())
+BY_DEFAULT_MODEL = f", ESP_SAMPLE_0950_RED ({_DEFAULT['name']} {_DEFAULT['version']})"
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,8 @@ def test_detect_from_its_dialog_on_the_sample_scene(tour):
     assert out["detect_finished"]
     ok, results = out["detect"]
     assert ok and results["CHUNKS"] == "12" and results["REPORT"].endswith("report.html")
-    assert sorted(out["layers"]) == ["ESP_SAMPLE_0950_RED", "Ice probability of chunks", "Image summary"]
+    # each output named after its image and model, so that runs on other images or with other models are told apart
+    assert sorted(out["layers"]) == ["ESP_SAMPLE_0950_RED", f"Ice probability of chunks{BY_DEFAULT_MODEL}", f"Image summary{BY_DEFAULT_MODEL}"]
     assert out["chunk_count"] == 12 and all(0.0 <= p <= 1.0 for p in out["probabilities"].values())
     assert out["chunk_fields"][1:6] == ["image_id", "chunk_id", "probability", "class", "label"]
 
@@ -61,12 +66,12 @@ def test_detect_with_every_output_at_its_default_loads_styled_temporary_layers(t
     out = tour["out"]
     assert out["defaults_finished"]
     assert "Algorithm 'Detect ice patches' finished" in out["defaults_log"] and "not correctly generated" not in out["defaults_log"]
-    assert out["defaults_layers"] == [["Ice probability of chunks", "memory", "graduatedSymbol"], ["Image summary", "memory", "categorizedSymbol"]]
+    assert out["defaults_layers"] == [[f"Ice probability of chunks{BY_DEFAULT_MODEL}", "memory", "graduatedSymbol"], [f"Image summary{BY_DEFAULT_MODEL}", "memory", "categorizedSymbol"]]
 
 
 def test_result_is_styled_and_active(tour):
     out = tour["out"]
-    assert out["active_layer"] == "Ice probability of chunks"  # what the review dock and Mark icy act on
+    assert out["active_layer"] == f"Ice probability of chunks{BY_DEFAULT_MODEL}"  # what the review dock and Mark icy act on
     assert out["chunk_renderer"] == "graduatedSymbol" and out["chunk_class_attribute"] == "probability"
     classes = sorted(out["chunk_classes"])
     assert [(low, high) for low, high, _, _ in classes] == CHUNK_CLASS_BOUNDS
@@ -77,7 +82,7 @@ def test_result_is_styled_and_active(tour):
 
 def test_review_dock_labels_with_keys(tour):
     out = tour["out"]
-    assert out["dock_layer"] == "Ice probability of chunks" and out["dock_order"] == "review_rank"
+    assert out["dock_layer"] == f"Ice probability of chunks{BY_DEFAULT_MODEL}" and out["dock_order"] == "review_rank"
     by_rank = {rank: int(chunk) for chunk, rank in out["ranks"].items()}
     assert out["reviewed"] == [by_rank[r] for r in (1, 2, 3, 4, 5)]
     # Keys 1, 0, U, N (skip), 1 on ranks 1-5.

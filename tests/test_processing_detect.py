@@ -728,6 +728,27 @@ def test_the_probability_raster_the_gui_loads_is_styled(qgis_app, tiny_model, de
     assert layer.renderer().type() == "singlebandpseudocolor"
 
 
+def test_the_layers_the_gui_loads_are_named_after_their_image_and_model(qgis_app, tiny_model, detect_scene, tmp_path):
+    """Two models compared on one image, or one model over a batch, had loaded layers all named "Ice probability of chunks";
+    a name the user chose is kept."""
+    from qgis.core import QgsProcessingContext, QgsProject
+
+    chunks, summary = str(tmp_path / "chunks.gpkg"), str(tmp_path / "summary.gpkg")
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    context.setLayersToLoadOnCompletion({
+        chunks: QgsProcessingContext.LayerDetails("Ice probability of chunks", QgsProject.instance(), "OUTPUT"),
+        summary: QgsProcessingContext.LayerDetails("my summary", QgsProject.instance(), "SUMMARY"),
+    })
+    parameters = {"INPUT": detect_scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": CHUNK, "OUTPUT": chunks, "SUMMARY": summary}
+    qs.run_algorithm("hiriseice:detect", parameters, context=context)
+    row = qs.read_ogr(chunks).rows[0]
+    expected = f"Ice probability of chunks, {row['image_id']} ({row['model_name']} {row['model_version']})"
+    assert context.layerToLoadOnCompletionDetails(chunks).name == expected
+    assert row["model_name"] and row["model_version"] and row["image_id"]
+    assert context.layerToLoadOnCompletionDetails(summary).name == "my summary"
+
+
 def test_probability_raster_must_be_a_geotiff(detect_error, tmp_path):
     message = detect_error(PROBABILITY_RASTER=str(tmp_path / "p.png"))
     assert ".tif" in message
