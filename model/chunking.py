@@ -5,7 +5,7 @@ import functools
 import glob
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -220,16 +220,35 @@ class ChunkExport:
                               "folder, or give each file its own name (its product ID).")
 
     def commit(self) -> List[str]:
-        """Every staged chunk renamed into place, with the sidecars GDAL wrote beside it (an earlier
-        export's sidecars of the same chunk removed); the paths."""
-        for path in self.paths:
-            staged = files.partial_path(path)
-            os.replace(staged, path)
-            for sidecar in CHUNK_SIDECARS:
-                if os.path.exists(staged + sidecar):
-                    os.replace(staged + sidecar, path + sidecar)
-                elif os.path.exists(path + sidecar):
-                    os.remove(path + sidecar)
+        """Every staged chunk renamed into place, with the sidecars GDAL wrote beside it; the paths. The earlier
+        export's files of those chunks are moved aside first and removed only once all are in place: one that cannot
+        be moved (on Windows, a chunk open as a layer in QGIS) leaves that export whole, not mixed with this one."""
+        moved: List[Tuple[str, str]] = []  # (aside, name) of the earlier export's files
+        placed: List[str] = []
+        name = ""
+        try:
+            for path in self.paths:
+                for name in (path + suffix for suffix in ("",) + CHUNK_SIDECARS):
+                    if os.path.lexists(name):
+                        aside = files.partial_path(name) + ".earlier"
+                        os.replace(name, aside)
+                        moved.append((aside, name))
+            for path in self.paths:
+                staged = files.partial_path(path)
+                for suffix in ("",) + CHUNK_SIDECARS:
+                    name = path + suffix
+                    if suffix == "" or os.path.exists(staged + suffix):
+                        os.replace(staged + suffix, name)
+                        placed.append(name)
+        except OSError as exc:
+            files.remove_quietly(placed)
+            for aside, earlier in reversed(moved):
+                with contextlib.suppress(OSError):
+                    os.replace(aside, earlier)
+            raise EngineError(f"The chunk GeoTIFF {name} could not be replaced ({exc.strerror or exc}): another program holds it open "
+                              f"(on Windows, a layer of it in QGIS), or it is protected. The chunks exported there before were left as they were; "
+                              "remove their layers from QGIS, or export into another folder.") from None
+        files.remove_quietly([aside for aside, _name in moved])
         committed, self.paths = self.paths, []
         return committed
 

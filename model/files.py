@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import traceback
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
@@ -94,6 +95,9 @@ def write_failure(what: str, path: str, exc: Exception) -> str:
     if getattr(exc, "errno", None) == errno.ENOSPC or (free_mb is not None and free_mb < 1.0):
         return f"{what} could not be written to {path}: its disk is full ({free_mb or 0.0:.1f} MB free). Free some space or choose another destination, and run again."
     reason = _SQLITE_STATEMENT.sub("", getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+    if isinstance(exc, PermissionError) and os.path.isfile(path) and not write_refused_in(folder):
+        return (f"{what} could not replace {path} ({reason}), in a folder that takes files: another program holds the file open (on Windows, "
+                "a layer of it in QGIS), or it is protected. Remove its layer from QGIS or close that program, or choose another destination, and run again.")
     if _out_of_file_handles(exc, reason, folder):
         return (f"{what} could not be written to {path}: {reason}, in a folder that takes files: the process most likely ran out of "
                 f"open files{_open_files_limit()}. Raise that limit (ulimit -n 4096) or close other programs, and run again.")
@@ -186,8 +190,9 @@ def name_too_long(path: str, survey: bool = False) -> str:
     (``survey``) must each fit the file system's limit on a name (255 bytes on most), which the
     output's own may fit and they not, so that the run would fail only after its work."""
     folder, name = os.path.split(os.path.abspath(path))
+    pathconf = getattr(os, "pathconf", None)  # Unix only: every check of an output had failed on Windows
     try:
-        limit = os.pathconf(folder, "PC_NAME_MAX") if os.path.isdir(folder) else 255
+        limit = pathconf(folder, "PC_NAME_MAX") if pathconf and os.path.isdir(folder) else 255
     except (OSError, ValueError):
         limit = 255
     partial = os.path.basename(partial_path(path))
@@ -261,6 +266,28 @@ def check_folder(folder: str, parameter: str) -> None:
     _check_writable_folder(folder, parameter)
 
 
+# File systems that ignore case by default: NTFS and APFS (os.path.normcase folds case on Windows only).
+CASE_INSENSITIVE = sys.platform.startswith(("win", "darwin"))
+
+
+def path_key(path: str) -> str:
+    """One key for the names of one file on this system's usual file system: Ice.gpkg and ice.gpkg are one file on
+    Windows and macOS, where one output had replaced another given in other case."""
+    key = os.path.normcase(os.path.abspath(path))
+    return key.casefold() if CASE_INSENSITIVE else key
+
+
+def write_refused_in(folder: str) -> str:
+    """Why a file cannot be made in the existing ``folder`` (found by making one), or "": os.access cannot tell on
+    Windows, where it takes every folder for writable."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
+
+
 def _check_writable_folder(folder: str, parameter: str) -> None:
     """Create the folder if missing and write a scratch file in it, or fail naming the parameter and the fix."""
     existing = folder
@@ -270,10 +297,11 @@ def _check_writable_folder(folder: str, parameter: str) -> None:
         if not os.path.isdir(existing):
             raise NotADirectoryError(0, f"'{existing}' is a file, not a folder")
         os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        refused = write_refused_in(folder)
     except OSError as exc:
-        raise EngineError(f"{parameter} cannot be written to '{folder}' ({exc.strerror or exc}). Choose a folder you can write to.") from None
+        refused = exc.strerror or str(exc)
+    if refused:
+        raise EngineError(f"{parameter} cannot be written to '{folder}' ({refused}). Choose a folder you can write to.")
 
 
 def special_kind(path: str) -> str:

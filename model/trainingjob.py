@@ -23,7 +23,7 @@ import numpy as np
 from . import finetune, modelfile
 from .chunking import DEFAULT_MIN_VALID
 from .errors import EngineError, LabelError, RasterError
-from .files import check_destination
+from .files import check_destination, path_key
 from .fitting import make_deterministic
 from .gdalstate import gdal_exceptions
 from .georeference import check_north_up, north_turn_warning, to_east_degrees
@@ -248,7 +248,7 @@ def distinct_rasters(rasters: List[Dict], reporter: Reporter) -> List[Dict]:
     by another path or a link, had trained on every chunk of it twice. Repeated labels are then counted once."""
     merged: Dict[Tuple[str, int], Dict] = {}
     for entry in rasters:
-        key = (os.path.normcase(os.path.realpath(entry["path"])), int(entry.get("band", 0)))
+        key = (path_key(os.path.realpath(entry["path"])), int(entry.get("band", 0)))
         if key not in merged:
             merged[key] = dict(entry, labels=list(entry.get("labels", [])), exclude=list(entry.get("exclude", [])))
             continue

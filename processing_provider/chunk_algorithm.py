@@ -96,7 +96,10 @@ class ChunkAlgorithm(HiriseIceAlgorithm):
                                      features_from_dicts(rows, fields, "wkt"), "chunk grid", on_disk, styling.GRID_QML)
             if not destination:
                 raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-            exported = export.commit()
+            try:
+                exported = export.commit()
+            except errors.EngineError as exc:
+                raise QgsProcessingException(str(exc)) from None
         if exported:
             feedback.pushInfo(f"{len(exported)} chunk GeoTIFFs written to {export_folder}")
         self.style_output(context, destination, styling.GRID_QML)

@@ -206,7 +206,7 @@ def check_writable(destination: FileDestination) -> None:
     if too_long:
         raise _cannot_write(destination, too_long, "Choose a shorter file name")
     # SQLite (GeoPackage) and the engine's atomic rename both create files beside the output.
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if files.write_refused_in(folder):
         raise _cannot_write(destination, f"the folder {folder} is read-only")
     if os.path.exists(destination.path) and not os.access(destination.path, os.W_OK):
         raise _cannot_write(destination, "the file exists and is read-only")
@@ -258,7 +258,7 @@ def check_outputs_apart(destinations: List[Tuple[FileDestination, bool]]) -> Non
     then reported as saved). Layers may share a GeoPackage where each names its own table."""
     for index, (first, first_vector) in enumerate(destinations):
         for later, later_vector in destinations[index + 1:]:
-            if os.path.normcase(first.path) != os.path.normcase(later.path):
+            if files.path_key(first.path) != files.path_key(later.path):
                 continue
             if first_vector and later_vector:
                 check_not_replaced_later(first, later)
@@ -278,7 +278,7 @@ def check_styles_apart(styled: Iterable[FileDestination]) -> None:
         if os.path.splitext(destination.path)[1].lower() in MULTI_TABLE_FORMATS:
             continue  # its style is stored inside it
         sidecar = os.path.splitext(destination.path)[0] + ".qml"
-        first = seen.setdefault(os.path.normcase(sidecar), destination)
+        first = seen.setdefault(files.path_key(sidecar), destination)
         if first is not destination:
             raise QgsProcessingException(
                 f"{first.parameter} ({first.path}) and {destination.parameter} ({destination.path}) would share the style file {sidecar}, "
@@ -288,7 +288,7 @@ def check_styles_apart(styled: Iterable[FileDestination]) -> None:
 
 def check_not_replaced_later(first: FileDestination, later: FileDestination) -> None:
     """A later plain-file sink on the file of an earlier one would delete what that one wrote."""
-    if later.path == first.path and not later.table:
+    if files.path_key(later.path) == files.path_key(first.path) and not later.table:
         raise QgsProcessingException(
             f"{first.parameter} and {later.parameter} both write {first.path}, and {later.parameter} names the file without a table, "
             f"so QGIS would replace the whole file and lose {first.parameter}. Name a table for each, e.g. "
@@ -450,13 +450,28 @@ def kept_whole(destinations: Iterable[FileDestination], say: Callable[[str], Non
     except BaseException:  # the run failed, or was stopped (while copying too)
         if state["started"]:
             files.remove_quietly([path for destination in watched for path in files_of(destination) if path not in existed])
-            for path, copy in copies.items():
-                with contextlib.suppress(OSError):
+            for path, copy in list(copies.items()):
+                try:
                     os.replace(copy, path)
+                except OSError as exc:  # on Windows, another program holding the file open (its layer in QGIS)
+                    del copies[path]
+                    say(f"{path} could not be put back as it was before this run ({exc.strerror or exc}); "
+                        f"that file is kept as {_keep_as_found(copy, path)}.")
         raise
     finally:
         _RUN.state = outer
         files.remove_quietly(list(copies.values()))
+
+
+def _keep_as_found(copy: str, path: str) -> str:
+    """The copy of ``path`` renamed where a user finds it, and where no later run removes it as a killed run's; its name."""
+    stem, extension = os.path.splitext(path)
+    kept = f"{stem} (before a failed run){extension}"
+    try:
+        os.replace(copy, kept)
+    except OSError:
+        return copy
+    return kept
 
 
 def _remove_copies_of_killed_runs(path: str, say: Callable[[str], None]) -> None:
@@ -474,7 +489,7 @@ def _remove_copies_of_killed_runs(path: str, say: Callable[[str], None]) -> None
 
 def _process_alive(pid: int) -> bool:
     if os.name == "nt":  # os.kill(pid, 0) would end the process there, not ask after it
-        return True
+        return _windows_process_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -482,6 +497,24 @@ def _process_alive(pid: int) -> bool:
     except OSError:  # another user's process (PermissionError), or a system that cannot tell: left alone
         return True
     return True
+
+
+def _windows_process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs, asked of Windows without signalling it; True where it cannot tell."""
+    import ctypes
+
+    try:
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return ctypes.get_last_error() != 87  # ERROR_INVALID_PARAMETER: no such process
+        try:
+            code = ctypes.c_ulong()
+            return not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value == 259  # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    except (AttributeError, OSError):
+        return True
 
 
 def check_written(destination: FileDestination, expected: int, what: str) -> None:

@@ -468,7 +468,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         seen, distinct, files_of_id = {}, [], {}
         self._image_ids = collections.defaultdict(set)
         for layer in rasters:
-            key = os.path.normcase(os.path.realpath(layer.source())) if os.path.exists(layer.source()) else layer.source()  # a link too
+            key = files.path_key(os.path.realpath(layer.source())) if os.path.exists(layer.source()) else layer.source()  # a link too
             image_id = raster.image_id_of(layer.source())
             other = files_of_id.setdefault(image_id, (key, layer))
             if other[0] != key:  # 2026-04/crater_site.tif and 2026-05/crater_site.tif: each date's labels had been read on the other

@@ -284,6 +284,21 @@ def read_only_folder(folder):
             folder.chmod(0o755)
 
 
+@contextmanager
+def held_file(path):
+    """Make the file `path` one that can be neither renamed nor replaced for the duration, as Windows holds a file
+    another program has open (a layer in QGIS): immutable, which needs root (mode bits do not stop a rename)."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("making a file that cannot be replaced (chattr +i) needs root")
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
 # --- processes ---------------------------------------------------------------------------------
 
 

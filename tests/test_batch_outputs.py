@@ -420,6 +420,38 @@ def test_a_folder_gone_read_only_mid_run_is_told_so_not_to_free_space(qgis_app, 
     assert "Its folder cannot be written to (read-only, or not yours): choose another destination" in str(error) and "Free some space" not in str(error)
 
 
+def test_outputs_whose_names_differ_in_case_only_are_one_file_where_the_file_system_ignores_case(qgis_app, tiny_model, scene, tmp_path, monkeypatch):
+    """On Windows (NTFS) and macOS (APFS) Ice.gpkg and ice.gpkg are one file, and the summary had replaced the chunk layer;
+    os.path.normcase folds case on Windows only. This system's file systems keep case: the check is run as theirs."""
+    monkeypatch.setattr(qs.plugin_module("model.files"), "CASE_INSENSITIVE", True)
+    message = qs.processing_error("hiriseice:detect", {"INPUT": scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": 64,
+                                                      "OUTPUT": str(tmp_path / "Ice.gpkg"), "SUMMARY": str(tmp_path / "ice.gpkg")})
+    assert "the one written last would replace the other" in message or "QGIS would replace the whole file" in message, message
+    message = qs.processing_error("hiriseice:detect", {"INPUT": scene.path, "MODEL": tiny_model.path, "CHUNK_SIZE": 64,
+                                                      "OUTPUT": f"ogr:dbname='{tmp_path / 'ice.gpkg'}' table=\"chunks\" (geom)", "SUMMARY": str(tmp_path / "ICE.gpkg")})
+    assert "so QGIS would replace the whole file and lose OUTPUT" in message, message
+    assert not list(tmp_path.glob("*.gpkg"))
+
+
+def test_a_replaced_output_that_cannot_be_put_back_is_kept_beside_it_and_named(qgis_app, tmp_path):
+    """On Windows a file open in another program cannot be replaced: putting an output back after a failed run failed
+    silently, and the only copy of what it held was deleted."""
+    destinations = qs.plugin_module("processing_provider.destinations")
+    report = tmp_path / "r.html"
+    report.write_text("the report there before")
+    said = []
+    with contextlib.ExitStack() as held, pytest.raises(RuntimeError, match="the run failed"):
+        with destinations.kept_whole([destinations.FileDestination("REPORT", str(report), existed=True)], said.append):
+            destinations.replacing_outputs()
+            report.write_text("half-written by the failed run")
+            held.enter_context(qs.held_file(report))  # until kept_whole has tried to put it back
+            raise RuntimeError("the run failed")
+    kept = tmp_path / "r (before a failed run).html"
+    assert kept.read_text() == "the report there before", os.listdir(tmp_path)
+    assert said == [f"{report} could not be put back as it was before this run (Operation not permitted); that file is kept as {kept}."]
+    assert not [name for name in os.listdir(tmp_path) if ".before-run" in name]
+
+
 def test_the_addresses_messages_suggest_read_back_as_the_file_they_name(qgis_app):
     """A path with an apostrophe had been put into a suggested ogr:dbname='...' unescaped, which the plugin's own check refused."""
     from qgis.core import QgsDataSourceUri

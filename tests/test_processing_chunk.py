@@ -259,6 +259,26 @@ def test_export_folder_writes_georeferenced_chunks(qgis_app, make_raster, tmp_pa
     check_exported_chunks(folder, raster.path, table, "export_me")
 
 
+def test_an_export_that_cannot_replace_an_earlier_chunk_leaves_that_export_whole(qgis_app, make_raster, tmp_path):
+    """On Windows a chunk GeoTIFF open as a layer in QGIS cannot be replaced: the rename had escaped as a traceback
+    with the folder left mixed, the chunks before it new and the rest old."""
+    raster = make_raster(name="again.tif", width=128, height=128, seed=6)
+    folder = tmp_path / "chunks"
+    run_chunk(raster.path, tmp_path / "grid.gpkg", EXPORT_FOLDER=str(folder))
+    before = {name: gdal.Open(str(folder / name)).ReadAsArray() for name in sorted(os.listdir(folder))}
+    make_raster(name="again.tif", width=128, height=128, seed=7)  # the same file, rewritten
+    held = folder / sorted(before)[1]
+    with qs.held_file(held):
+        message = qs.processing_error("hiriseice:chunk", {"INPUT": raster.path, "CHUNK_SIZE": 64, "EXPORT_FOLDER": str(folder), "OUTPUT": str(tmp_path / "grid2.gpkg")})
+    assert f"The chunk GeoTIFF {held} could not be replaced (Operation not permitted): another program holds it open" in message, message
+    assert "The chunks exported there before were left as they were" in message
+    assert sorted(os.listdir(folder)) == sorted(before) and qs.files_named_partial(folder) == []
+    for name, pixels in before.items():
+        np.testing.assert_array_equal(gdal.Open(str(folder / name)).ReadAsArray(), pixels)
+    run_chunk(raster.path, tmp_path / "grid3.gpkg", EXPORT_FOLDER=str(folder))  # released, it is replaced
+    assert not np.array_equal(gdal.Open(str(held)).ReadAsArray(), before[held.name])
+
+
 def test_an_export_folder_that_is_a_file_or_read_only_is_refused_before_any_chunk(qgis_app, make_raster, tmp_path):
     """One message, where a FileExistsError or PermissionError traceback ended the run."""
     from model import files

@@ -776,6 +776,33 @@ def test_only_the_files_an_output_really_has_beside_it_count_toward_its_name(tmp
     assert "take up to 17 more" in files.name_too_long(str(tmp_path / ("d" * 240)), survey=True)  # a survey's output is a GeoPackage, journal and all
 
 
+def test_names_are_measured_where_the_system_has_no_pathconf(tmp_path, monkeypatch):
+    """os.pathconf is Unix only: on Windows every check of an output had failed with an AttributeError."""
+    from model import files
+
+    monkeypatch.delattr(os, "pathconf")
+    assert files.name_too_long(str(tmp_path / ("a" * 235 + ".html"))) == ""
+    assert "beyond this file system's 255 bytes" in files.name_too_long(str(tmp_path / ("a" * 235 + ".gpkg")))
+    files.check_destination(str(tmp_path / "r.html"), "REPORT")
+
+
+def test_an_output_that_cannot_be_replaced_says_what_holds_it(tmp_path):
+    """On Windows a file open in another program (a probability raster loaded in QGIS) cannot be replaced: the run had
+    ended, after all its work, with "Check that its folder is writable", in a folder that was."""
+    from model import files
+    from model.errors import EngineError
+
+    held = tmp_path / "p.tif"
+    held.write_bytes(b"the run before")
+    with qs.held_file(held):
+        with pytest.raises(EngineError) as failed:
+            with files.writing(str(held), "The ice-probability raster") as partial:
+                with open(partial, "w") as handle:
+                    handle.write("this run")
+    assert f"The ice-probability raster could not replace {held} (Operation not permitted), in a folder that takes files: another program holds" in str(failed.value)
+    assert held.read_bytes() == b"the run before" and qs.files_named_partial(tmp_path) == []
+
+
 OUT_OF_MEMORY = r"""
 import resource, sys
 from model import __main__ as worker
