@@ -150,7 +150,7 @@ def survey_images(sources: Sequence[str], images_folder: str = "", warn: Callabl
                      "GeoPackage must record. Rename it (e.g. with only letters, digits, '_' and '-') and run the survey again.")
                 continue
             image = SurveyImage(image_id_of(path), os.path.abspath(path))
-            real = os.path.normcase(os.path.realpath(path))
+            real = files.path_key(os.path.realpath(path))
             if real in files_seen and files_seen[real] != image.path:
                 warn(f"{image.path} is the same file as {files_seen[real]} (a link, or another path to it): it is surveyed once.")
                 continue
@@ -379,6 +379,11 @@ class SurveyStore:
                 add_missing_fields(ds.GetLayerByName(name), fields)
         except RuntimeError as exc:  # a read-only survey of an earlier version
             raise SurveyError(files.write_failure(f"The fields this version adds to the survey {self.path}", self.path, exc)) from None
+        # each image's rows are read and replaced by image_id: without an index every image scanned every table (0.3 s an image at
+        # 600,000 chunks), and a survey slowed as it grew; one that cannot be made (a full disk) only costs that time
+        for name, _, _ in LAYERS:
+            with contextlib.suppress(RuntimeError):
+                ds.ExecuteSQL(f'CREATE INDEX IF NOT EXISTS "{name}_image_id" ON "{name}" (image_id)')
         return ds
 
     @staticmethod

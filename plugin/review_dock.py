@@ -16,7 +16,7 @@ import os
 import types
 from typing import Callable, Dict, List, Optional, Tuple
 
-from qgis.core import NULL, Qgis, QgsCoordinateTransform, QgsFeatureRequest, QgsProject, QgsRasterLayer, QgsVectorLayer, QgsWkbTypes
+from qgis.core import NULL, Qgis, QgsCoordinateTransform, QgsExpression, QgsFeatureRequest, QgsProject, QgsRasterLayer, QgsVectorLayer, QgsWkbTypes
 from qgis.gui import QgsDockWidget, QgsRubberBand
 from qgis.PyQt.QtCore import QEvent, QObject, Qt, QTimer
 from qgis.PyQt.QtGui import QColor, QKeySequence
@@ -35,6 +35,8 @@ ORDERS = (
 REQUIRED_FIELDS = ("chunk_id", "probability", LABEL_FIELD)
 # The map shows this many chunk widths around the chunk on each side.
 MARGIN = 1.0
+# Label changes (Mark icy on a selection, the field calculator) beyond which the counts are read whole rather than chunk by chunk.
+RECOUNT_ABOVE_CHANGES = 500
 # While the dock is shown, selected features are filled with this (QGIS's default yellow is
 # opaque and would hide the chunk being judged); the chunk is outlined by OUTLINE instead.
 SELECTION_COLOUR = QColor(255, 255, 0, 35)
@@ -208,14 +210,37 @@ def _models_named(layer: QgsVectorLayer, image_ids_wanted: Optional[set] = None)
     name, version = (next((n for n in names if fields.lookupField(n) >= 0), None) for names in (("model_name",), ("model_version", "model_vers")))
     if name is None or version is None or (image_ids_wanted is not None and fields.lookupField("image_id") < 0):
         return []
-    wanted = [name, version] + (["image_id"] if image_ids_wanted is not None else [])
-    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes(wanted, fields)
+    asked = _models_asked_of_provider(layer, name, version) if image_ids_wanted is None else None
+    if asked is not None:
+        return asked
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes([name, version] + ["image_id"] * (image_ids_wanted is not None), fields)
     named = []
     for feature in layer.getFeatures(request):
         pair = (str(feature[name]), str(feature[version]))
         if feature[name] not in (None, NULL) and pair not in named and (image_ids_wanted is None or str(feature["image_id"]) in image_ids_wanted):
             named.append(pair)
     return named
+
+
+# Pairs of a name and a version checked one by one at most; beyond, the rows are read.
+MAX_MODEL_PAIRS_ASKED = 16
+
+
+def _models_asked_of_provider(layer: QgsVectorLayer, name: str, version: str) -> Optional[List[Tuple[str, str]]]:
+    """The (name, version) pairs the rows hold, each pair of the few names and versions asked of the provider (None where
+    there are too many): read row by row, a survey's 600,000 chunks took 4-8 s, twice for one press of Retrain."""
+    fields = layer.fields()
+    names, versions = ([value for value in layer.uniqueValues(fields.lookupField(field)) if value not in (None, NULL)] for field in (name, version))
+    if len(names) * len(versions) > MAX_MODEL_PAIRS_ASKED:
+        return None
+    pairs = []
+    for model in sorted(names, key=str):
+        for made in sorted(versions, key=str):
+            expression = " AND ".join(QgsExpression.createFieldEqualityExpression(field, value) for field, value in ((name, model), (version, made)))
+            request = QgsFeatureRequest().setFilterExpression(expression).setFlags(QgsFeatureRequest.Flag.NoGeometry).setNoAttributes().setLimit(1)
+            if any(True for _ in layer.getFeatures(request)):
+                pairs.append((str(model), str(made)))
+    return pairs
 
 
 @functools.lru_cache(maxsize=None)
@@ -348,9 +373,13 @@ class ReviewDock(QgsDockWidget):
         self.saved_selection_colour = None
         # Marking or undoing a thousand chunks changes a thousand values: one recount, one reload for them all.
         self._refresh_soon, self._reload_soon = self._deferred(self._recount), self._deferred(self._reload)
-        # The label counts, read again only when labels change: on a survey's 200,000 chunks a count takes seconds,
-        # and each step to the next chunk had waited for one.
+        # The label counts, read whole only when the layer's chunks change: on a survey's 600,000 chunks a count takes 3-6 s,
+        # which each step and then each label key had waited for. A label's change moves one chunk between two counts
+        # (_count_changes), from the label it had as counted: its value then in the edit buffer (_labels_since_count),
+        # or else in the file.
         self.counts: Optional[Dict[Optional[int], int]] = None
+        self._labels_since_count: Dict[int, Optional[int]] = {}
+        self._label_changes: List[Tuple[int, object]] = []
         # The rasters of the layer's images (matching_rasters: a whole-layer DISTINCT), found again only when layers come or go,
         # not for every chunk shown (0.2 s a step on a survey of 600,000 chunks).
         self._rasters: Optional[List[QgsRasterLayer]] = None
@@ -556,6 +585,7 @@ class ReviewDock(QgsDockWidget):
 
     def _attribute_changed(self, fid, index, value):
         if self.layer is not None and index == self.layer.fields().lookupField(LABEL_FIELD):
+            self._label_changes.append((fid, value))
             self._refresh_soon.start()  # an undo or an edit elsewhere shows here too
 
     def order(self) -> str:
@@ -689,8 +719,36 @@ class ReviewDock(QgsDockWidget):
         return note
 
     def _recount(self):
-        self.counts = None
+        changes, self._label_changes = self._label_changes, []
+        if self.counts is not None and len(changes) <= RECOUNT_ABOVE_CHANGES and self.layer is not None:
+            self._count_changes(changes)
+        else:
+            self.counts = None
         self._refresh()
+
+    def _count_labels(self) -> Dict[Optional[int], int]:
+        """The layer's label counts, read whole, and the labels in its edit buffer as counted."""
+        self._label_changes = []
+        index = self.layer.fields().lookupField(LABEL_FIELD)
+        buffer = self.layer.editBuffer()
+        edited = buffer.changedAttributeValues() if buffer is not None else {}
+        self._labels_since_count = {fid: label_value(values[index]) for fid, values in edited.items() if index in values}
+        return label_counts(self.layer)
+
+    def _count_changes(self, changes: List[Tuple[int, object]]) -> None:
+        """Move each changed chunk from the count of its label as counted to that of its new label."""
+        index = self.layer.fields().lookupField(LABEL_FIELD)
+        for fid, value in changes:
+            if fid in self._labels_since_count:
+                before = self._labels_since_count[fid]
+            else:  # unchanged since the count: the file's label, as counted
+                request = QgsFeatureRequest(fid).setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes([index])
+                stored = next(self.layer.dataProvider().getFeatures(request), None)
+                before = label_value(stored[index]) if stored is not None and stored.isValid() else None
+            after = label_value(value)
+            self.counts[before] -= 1
+            self.counts[after] += 1
+            self._labels_since_count[fid] = after
 
     def _refresh(self):
         feature = self.current_feature()
@@ -714,7 +772,7 @@ class ReviewDock(QgsDockWidget):
         self.previous_button.setEnabled(self.position > 0)
         self.next_button.setEnabled(self.position < len(self.order_ids) - 1)
         if self.counts is None:
-            self.counts = label_counts(self.layer)
+            self.counts = self._count_labels()
         counts = self.counts
         self.counts_label.setText(
             f"Labelled: <b>{counts[ICY]}</b> icy, <b>{counts[NOT_ICY]}</b> not icy, <b>{counts[UNCLEAR]}</b> unclear; {counts[None]} not labelled"

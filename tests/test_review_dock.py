@@ -371,6 +371,7 @@ dock.widget().setFocus()
 app.processEvents()
 
 out = {"steps": []}
+count_labels = review_dock.label_counts  # the whole layer's counts, read afresh
 
 def chunk_of(fid):
     return chunks.getFeature(fid)["chunk_id"] if fid is not None else None
@@ -389,11 +390,15 @@ def step(name):
         "extent_over_chunk": [extent.width() / box.width(), extent.height() / box.height()],
         "centre_offset": [abs(extent.center().x() - box.center().x()) / box.width(), abs(extent.center().y() - box.center().y()) / box.height()],
         "outline_is_chunk": dock.outline is not None and dock.outline.isVisible() and dock.outline.asGeometry().boundingBox() == box,
+        "counts_right": dock.counts == count_labels(chunks),
     })
 
 out["order"] = [chunk_of(fid) for fid in dock.order_ids]
 step("start")
 panel, combo = dock.widget(), dock.order_box
+# Each label key moves one chunk between two counts: on a survey's 600,000 chunks reading them whole took 4-6 s a key.
+whole_reads = []
+review_dock.label_counts = lambda layer: whole_reads.append(1) or count_labels(layer)
 for name, widget, key, modifier in (
     ("1", panel, Qt.Key.Key_1, Qt.KeyboardModifier.NoModifier),
     ("0 on the order box", combo, Qt.Key.Key_0, Qt.KeyboardModifier.NoModifier),
@@ -408,6 +413,8 @@ for name, widget, key, modifier in (
     QTest.keyClick(widget, key, modifier)
     app.processEvents()
     step(name)
+review_dock.label_counts = count_labels
+out["whole_counts_while_labelling"] = len(whole_reads)
 out["labels"] = labels()
 stack = chunks.undoStack()
 out["undo_texts"] = [stack.text(i) for i in range(stack.count())]
@@ -424,6 +431,7 @@ app.processEvents()
 iface.setActiveLayer(chunks)
 out["labels_after_undo"] = labels()
 out["counts_after_undo"] = dock.counts_label.text()
+out["counts_right_after_undo"] = dock.counts == count_labels(chunks)
 # Marking every chunk at once and undoing it: one refresh each, not one per chunk (a whole-layer count each time).
 counted = []
 count_labels = review_dock.label_counts
@@ -435,6 +443,7 @@ stack.undo()
 app.processEvents()
 review_dock.label_counts = count_labels
 out["counts_for_two_bulk_changes"] = len(counted)
+out["counts_right_after_bulk_changes"] = dock.counts == count_labels(chunks)
 # A chunk deleted and its deletion undone: the dock walks it again.
 walked = [len(dock.order_ids)]
 chunks.deleteFeature(dock.order_ids[-1])
@@ -473,6 +482,20 @@ app.processEvents()
 out["walked_with_filter"] = sorted(chunk_of(fid) for fid in dock.order_ids)
 chunks.setSubsetString("")
 app.processEvents()
+out["counts_right_after_save"] = dock.counts == count_labels(chunks)
+# A label edited before the counts are read whole (a new order reads them), then changed again: moved from the edit's count.
+chunks.startEditing()
+first = dock.order_ids[0]
+chunks.changeAttributeValue(first, label_index, 0)
+app.processEvents()
+dock.set_order("review_rank")
+app.processEvents()
+chunks.changeAttributeValue(first, label_index, -1)
+app.processEvents()
+out["counts_right_after_an_edit_counted_then_changed"] = dock.counts == count_labels(chunks)
+chunks.rollBack()
+app.processEvents()
+out["counts_right_after_rollback"] = dock.counts == count_labels(chunks)
 out["selection_alpha_shown"] = iface.canvas.selectionColor().alpha()
 dock.hide()
 out["selection_alpha_hidden"] = iface.canvas.selectionColor().alpha()
@@ -541,6 +564,8 @@ def test_keys_label_and_move_in_order(dock_run):
     assert "<b>2</b> icy, <b>2</b> not icy, <b>1</b> unclear; 7 not labelled" in last["counts"]
     assert "(unsaved edits)" in last["counts"]
     assert out["stolen"] == 0  # the main window's one-key shortcut N did not fire
+    # each key moved one chunk between two counts, which stayed those of the whole layer
+    assert out["whole_counts_while_labelling"] == 0 and all(step["counts_right"] for step in out["steps"]), out["steps"]
 
 
 def test_each_label_is_one_undo_command(dock_run):
@@ -549,7 +574,7 @@ def test_each_label_is_one_undo_command(dock_run):
     assert out["undo_texts"] == ["Mark 1 chunk(s) icy", "Mark 1 chunk(s) not icy", "Mark 1 chunk(s) unclear", "Mark 1 chunk(s) not icy"]
     assert out["labels_after_undo"][str(r[4])] is None and out["labels_after_undo"][str(r[2])] == 0
     assert "<b>2</b> icy, <b>1</b> not icy, <b>1</b> unclear; 8 not labelled" in out["counts_after_undo"]
-    assert out["counts_for_two_bulk_changes"] == 2
+    assert out["counts_for_two_bulk_changes"] == 0 and out["counts_right_after_undo"] and out["counts_right_after_bulk_changes"]
     assert out["walked_after_delete_and_undo"] == [12, 11, 12]
 
 
@@ -600,6 +625,7 @@ def test_the_dock_follows_saves_and_filters_and_a_closed_dock_follows_nothing(do
     icy then labelled) and moved the map."""
     out = dock_run["out"]
     assert out["saved"] and "unsaved edits" not in out["counts_after_save"], out["counts_after_save"]
+    assert out["counts_right_after_save"] and out["counts_right_after_an_edit_counted_then_changed"] and out["counts_right_after_rollback"]
     assert out["walked_with_filter"] == list(range(6, 12))
     assert out["selected_while_closed"] == 3 and out["map_kept_while_closed"]
     assert out["reviewed_on_reopening"] == "Another chunk layer"

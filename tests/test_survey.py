@@ -730,6 +730,31 @@ def test_settings_are_kept_once_an_image_is_recorded_with_them(tmp_path):
         store.close()
 
 
+def test_each_images_rows_are_found_by_an_index_in_a_new_and_an_earlier_survey(tmp_path):
+    """Each image's rows are read and replaced by image_id: without an index every image scanned every table, 0.3 s an
+    image in a survey of 600,000 chunks, so that a survey slowed as it grew."""
+    import sqlite3
+
+    from model.survey import LAYERS, SurveyStore
+
+    path = tmp_path / "survey.gpkg"
+
+    def plans():
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            return {name: " ".join(str(row[-1]) for row in connection.execute(f'EXPLAIN QUERY PLAN SELECT fid FROM "{name}" WHERE image_id = ?', ("x",)))
+                    for name, _, _ in LAYERS}
+
+    SurveyStore(str(path)).close()
+    assert all(f"INDEX {name}_image_id (image_id=?)" in plan for name, plan in plans().items()), plans()
+    with contextlib.closing(sqlite3.connect(path)) as connection:  # as a survey of an earlier version was made
+        for name, _, _ in LAYERS:
+            connection.execute(f'DROP INDEX "{name}_image_id"')
+        connection.commit()
+    assert all("SCAN" in plan for plan in plans().values())
+    SurveyStore(str(path)).close()  # resumed
+    assert all(f"INDEX {name}_image_id (image_id=?)" in plan for name, plan in plans().items()), plans()
+
+
 def test_two_surveys_of_one_geopackage_are_refused_while_the_first_runs(tmp_path):
     """Two writers had both surveyed every image, each committing over the other."""
     from model.survey import SurveyError, SurveyStore
