@@ -73,6 +73,9 @@ def read_metadata(path: str, parameter: str = "MODEL") -> Dict:
     if not os.path.isfile(path):
         raise ModelFileError(files.special_file_message(path, "model") or
                              f"The model file '{path}' ({parameter}) does not exist. Choose another, {_leave_empty(parameter)}, or train one with hiriseice:train.")
+    if not os.access(path, os.R_OK):
+        raise ModelFileError(f"The model file '{path}' ({parameter}) is one you may not read (its owner's permissions). Ask its owner to let you "
+                             f"read it, or copy it where you can, or {_leave_empty(parameter)}.")
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()

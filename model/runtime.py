@@ -17,6 +17,7 @@ instead of staying in a worker that then reads a whole observation.
 """
 
 import contextlib
+import errno
 import hashlib
 import importlib.util
 import json
@@ -39,12 +40,33 @@ EXPORT_TIMEOUT_SECONDS = 900
 
 
 def cache_folder() -> str:
-    """HIRISEICE_CACHE_DIR, else $XDG_CACHE_HOME/hiriseice, else ~/.cache/hiriseice."""
+    """HIRISEICE_CACHE_DIR, else $XDG_CACHE_HOME/hiriseice (an absolute one: the XDG rules ignore a relative one), else
+    ~/.cache/hiriseice."""
     explicit = os.environ.get("HIRISEICE_CACHE_DIR")
     if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return os.path.abspath(explicit)
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    base = base if os.path.isabs(base) else os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "hiriseice")
+
+
+def cache_refusal() -> str:
+    """Why ONNX exports cannot be cached ("" when they can), found by making the cache folder and a file in it: a child
+    that exports loads TensorFlow for seconds and a gigabyte, for nothing where the cache cannot take its file."""
+    folder = os.path.join(cache_folder(), "onnx")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        return f"{folder}: {exc.strerror or exc}"
+    refused = files.write_refused_in(folder)
+    return f"{folder}: {refused}" if refused else ""
+
+
+def not_cached_note(exc: OSError, what: str = "the ONNX export could not be cached") -> str:
+    """The note for an export the cache could not take, with a fix that fits why."""
+    if getattr(exc, "errno", None) == errno.ENOSPC:
+        return f"{what} ({exc}): the cache's disk is full; free some space there, or set HIRISEICE_CACHE_DIR to a folder on another disk"
+    return f"{what} ({exc}); set HIRISEICE_CACHE_DIR to a writable folder"
 
 
 class KerasScorer:
@@ -283,7 +305,7 @@ def _made_from_saved(saved: SavedNetwork, kind: str, onnx_class, from_keras, chi
     record = _read_record(alias) if alias else None
     note = "; TensorFlow not loaded"
     # Found without importing them: tf2onnx's import is TensorFlow's.
-    if alias and record is None and child_may_export and not saved.loaded and _installed("onnxruntime", "tf2onnx"):
+    if alias and record is None and child_may_export and not saved.loaded and _installed("onnxruntime", "tf2onnx") and not cache_refusal():
         _export_in_child(saved, kind)
         record = _read_record(alias)
         note = "; exported by a child process, TensorFlow not loaded here"
@@ -375,7 +397,7 @@ def _fastest(keras_scorer, onnx_class, probes):
     try:
         record = exported_onnx(keras_scorer, onnx_class, probes)
     except OSError as exc:  # an unwritable cache folder must not stop detection
-        keras_scorer.note = f"the ONNX export could not be cached ({exc}); set HIRISEICE_CACHE_DIR to a writable folder"
+        keras_scorer.note = not_cached_note(exc)
         return keras_scorer
     if record["matches"]:
         try:
@@ -388,7 +410,7 @@ def _fastest(keras_scorer, onnx_class, probes):
             try:
                 record = exported_onnx(keras_scorer, onnx_class, probes)
             except OSError as exc:
-                keras_scorer.note = f"the cached ONNX export was damaged and could not be made again ({exc}); set HIRISEICE_CACHE_DIR to a writable folder"
+                keras_scorer.note = not_cached_note(exc, "the cached ONNX export was damaged and could not be made again")
                 return keras_scorer
             if record["matches"]:
                 return _onnx_runner(onnx_class, record)

@@ -23,8 +23,10 @@ NAMES = {ICY: "icy", NOT_ICY: "not icy", UNCLEAR: "unclear"}
 def is_temporary(layer: QgsVectorLayer) -> bool:
     """Whether the layer is gone when QGIS closes: a memory layer, or a file in Processing's temporary folder
     (an algorithm's default output)."""
-    source = os.path.realpath(source_path(layer.source()))
-    return layer.providerType() == "memory" or source.startswith(os.path.realpath(QgsProcessingUtils.tempFolder()) + os.sep)
+    if layer.providerType() == "memory":
+        return True
+    temporary = QgsProcessingUtils.tempFolder()  # "" where QGIS could make none: not the current folder
+    return bool(temporary) and os.path.realpath(source_path(layer.source())).startswith(os.path.realpath(temporary) + os.sep)
 
 
 def how_to_keep_labels(layer: QgsVectorLayer) -> str:

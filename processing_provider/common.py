@@ -21,7 +21,6 @@ from qgis.core import (
     QgsFields,
     QgsGeometry,
     QgsProcessingException,
-    QgsProcessingUtils,
     QgsProviderRegistry,
     QgsRasterDataProvider,
     QgsRasterFileWriter,
@@ -30,7 +29,7 @@ from qgis.core import (
 )
 
 from .algorithm import gdal_errors_unprinted, styling
-from .destinations import check_written, not_written, replacing_outputs
+from .destinations import check_written, not_written, processing_temp_folder, replacing_outputs
 from .engine import errors, gdal_exceptions, georeference, modelfile
 from .sources import source_path
 
@@ -236,18 +235,6 @@ def layer_crs(layer) -> QgsCoordinateReferenceSystem:
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "raster"
-
-
-def processing_temp_folder() -> str:
-    """QGIS's temporary folder for this session, where the run's files for the worker go; refused
-    where QGIS could make none (it then gives "", and they would land in the current folder, where
-    the worker, started elsewhere, cannot find them) or one it cannot write (TMPDIR missing)."""
-    folder = QgsProcessingUtils.tempFolder()
-    if not folder or not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
-        raise QgsProcessingException(
-            f"QGIS has no temporary folder it can write ({folder or 'it could make none'}; TMPDIR is {os.environ.get('TMPDIR') or 'not set'}). "
-            "Point TMPDIR at a folder you can write to and start QGIS or qgis_process again; nothing was run.")
-    return folder
 
 
 def _temporary_folder() -> str:

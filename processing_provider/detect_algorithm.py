@@ -156,6 +156,7 @@ class DetectAlgorithm(HiriseIceAlgorithm):
         check_raster_for_detection(raster_path, options)  # first: a damaged header's size is the fault, not the disk
         check_free_space(sinks.values(), math.prod(grid.grid_shape(layer.width(), layer.height(), options["chunk_size"], options["stride"])))
 
+        chunk_style, probability_style = styling.threshold_styles(options["icy_threshold"], options["hard_low"])  # made before the worker's run
         arguments = ["detect", raster_path, "--model", model_path] + (["--report", report] if report else [])
         arguments += ["--probability-raster", probability_raster] if probability_raster else []
         arguments += option_arguments(options)
@@ -177,7 +178,6 @@ class DetectAlgorithm(HiriseIceAlgorithm):
             self.ICY_CHUNKS: summary.get("icy_chunks"),
             self.MEAN_PROBABILITY: summary.get("mean_probability"),
         }
-        chunk_style, probability_style = styling.threshold_styles(options["icy_threshold"], options["hard_low"])
         try:
             results[self.OUTPUT] = self.write_layer(parameters, self.OUTPUT, context, feedback, sinks.get(self.OUTPUT), crs, chunks, chunk_style)
             summary_destination = self.write_layer(parameters, self.SUMMARY, context, feedback, sinks.get(self.SUMMARY), crs, [summary])

@@ -60,6 +60,10 @@ def uses_session_worker(arguments) -> bool:
             and QgsApplication.platform() == "qgis_process" and idle_minutes() > 0)
 
 
+# The system's temporary folder, the last place tried for the socket's folder.
+SHARED_TEMPORARY = "/tmp"
+
+
 def session_socket(python: str) -> str:
     """This user's socket for this worker Python, plugin, engine code and worker environment: under
     XDG_RUNTIME_DIR, else the temporary folder, else /tmp, the first where its path fits a socket's
@@ -71,13 +75,22 @@ def session_socket(python: str) -> str:
     environment = sorted((name, value) for name, value in worker_environment().items() if name.startswith(WORKER_VARIABLES) and name != SESSION_ENV_VAR)
     key = hashlib.sha1(json.dumps([python, PLUGIN_FOLDER, stamps, environment]).encode()).hexdigest()[:12]
     private, name = f"hiriseice-{os.getuid()}", f"worker-{key}.sock"
-    runtimes = [runtime for runtime in (os.environ.get("XDG_RUNTIME_DIR"), tempfile.gettempdir(), "/tmp") if runtime]
+    runtimes = [runtime for runtime in (os.environ.get("XDG_RUNTIME_DIR"), tempfile.gettempdir(), SHARED_TEMPORARY) if runtime]
     fitting = [runtime for runtime in runtimes if len(os.fsencode(os.path.join(runtime, private, name))) <= SOCKET_PATH_BYTES]
     if not fitting:
         raise QgsProcessingException(f"The session worker's socket would lie too deep for a Unix socket (107 bytes) in {', '.join(runtimes)}: "
                                      f"set TMPDIR to a short folder, or unset {SESSION_ENV_VAR}.")
-    folder = os.path.join(fitting[0], private)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    refused = []
+    for runtime in fitting:  # one this user cannot write (another user's XDG_RUNTIME_DIR kept by su, a node's missing one) is passed over
+        folder = os.path.join(runtime, private)
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            break
+        except OSError as exc:
+            refused.append(f"{runtime} ({exc.strerror or exc})")
+    else:
+        raise QgsProcessingException(f"The session worker's socket cannot be made in {', '.join(refused)}: set XDG_RUNTIME_DIR or TMPDIR to a "
+                                     f"folder you can write to, or unset {SESSION_ENV_VAR}.")
     status = os.stat(folder)
     if status.st_uid != os.getuid() or status.st_mode & 0o077:
         raise QgsProcessingException(f"{folder} is not this user's private folder, so the session worker cannot use it: "

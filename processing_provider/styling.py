@@ -32,7 +32,6 @@ from qgis.core import (
     QgsMapLayer,
     QgsPalLayerSettings,
     QgsProcessingLayerPostProcessorInterface,
-    QgsProcessingUtils,
     QgsProject,
     QgsRasterLayer,
     QgsRendererCategory,
@@ -46,6 +45,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QTimer, QVariant
 from qgis.PyQt.QtGui import QColor
 
+from .destinations import processing_temp_folder
 from .sources import source_path
 
 
@@ -398,7 +398,8 @@ def threshold_styles(icy_threshold: float, hard_low: float) -> Tuple[str, str]:
     classes = chunk_classes(icy_threshold, hard_low)
     if classes == CHUNK_CLASSES:
         return CHUNKS_QML, PROBABILITY_QML
-    folder = os.path.join(QgsProcessingUtils.tempFolder(), f"hiriseice-styles-icy{icy_threshold:g}-hard{hard_low:g}")
+    # a folder QGIS could not make had put these in the current folder, or failed the run after its work with a traceback
+    folder = os.path.join(processing_temp_folder(), f"hiriseice-styles-icy{icy_threshold:g}-hard{hard_low:g}")
     chunks, probability = os.path.join(folder, os.path.basename(CHUNKS_QML)), os.path.join(folder, os.path.basename(PROBABILITY_QML))
     if not (os.path.isfile(chunks) and os.path.isfile(probability)):
         os.makedirs(folder, exist_ok=True)

@@ -112,11 +112,11 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
         scheduler = self.parameterAsString(parameters, self.SCHEDULER, context).strip()
         arguments += ["--scheduler", scheduler] if scheduler else []
         arguments += option_arguments(options)
+        chunk_style = styling.threshold_styles(options["icy_threshold"], options["hard_low"])[0]  # its place checked before the night's work
         # Nothing partial to remove on cancel: each finished image is already committed, for the rerun to resume.
         result = run_worker(arguments, feedback)
 
         results = {self.OUTPUT: out, self.DONE: result["done"], self.FAILED: result["failed"], self.SKIPPED: result["skipped"]}
-        chunk_style = styling.threshold_styles(options["icy_threshold"], options["hard_low"])[0]
         for output, layer_name, qml, title in SURVEY_LAYERS:
             uri = f"{out}|layername={layer_name}"
             results[output] = uri

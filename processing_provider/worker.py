@@ -102,11 +102,13 @@ def _usable(path: str) -> bool:
 
 
 def how_to_install() -> str:
+    # a plugin folder others installed (read-only to this user) takes no .venv
+    in_checkout = (f"In a checkout of the plugin's source on Debian or Ubuntu, `bash scripts/install` ({PLUGIN_FOLDER}) creates .venv/ there instead "
+                   "(a plugin installed from a zip loses that folder at its next upgrade). ") if not (os.path.isdir(PLUGIN_FOLDER) and files.write_refused_in(PLUGIN_FOLDER)) else ""
     return (
         "In the QGIS desktop: menu HiRISE Ice Patches > Worker settings… > Reinstall… installs it (a venv with TensorFlow 2.21). "
         "It lives in your QGIS profile and outlives the plugin's upgrades. "
-        f"In a checkout of the plugin's source on Debian or Ubuntu, `bash scripts/install` ({PLUGIN_FOLDER}) creates .venv/ there instead "
-        "(a plugin installed from a zip loses that folder at its next upgrade). "
+        + in_checkout +
         f"Or set the QGIS setting {SETTINGS_KEY} (Worker settings…) or the environment "
         f"variable {ENV_VAR} to a Python that has TensorFlow 2.21, Keras 3 and GDAL."
     )
@@ -152,6 +154,8 @@ def worker_environment() -> Dict[str, str]:
     for name in ("PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE"):
         env.pop(name, None)
     env["PYTHONPATH"] = PLUGIN_FOLDER
+    if env.get("HIRISEICE_CACHE_DIR"):  # meant from where QGIS was started: the worker runs in the plugin folder, which an update replaces
+        env["HIRISEICE_CACHE_DIR"] = os.path.abspath(env["HIRISEICE_CACHE_DIR"])
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import os
+import sys
 import zipfile
 
 import numpy as np
@@ -257,6 +258,29 @@ def test_unreadable_metadata(tmp_path, raw):
     path = write_model_zip(tmp_path / "m.hiriseice", raw_metadata=raw)
     with pytest.raises(ModelFileError, match="not a readable HiRISE Ice Patches model file"):
         modelfile.read_metadata(path)
+
+
+def test_a_model_file_one_may_not_read_is_said_so_not_corrupt(tiny_model):
+    """Another user's model file (mode 600) was called "not a readable model file; it may be corrupt. Copy it again"."""
+    import subprocess
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("reading as another user (setpriv) needs root")
+    shared = tempfile.mkdtemp(prefix="hiriseice-owner-")
+    try:
+        os.chmod(shared, 0o755)
+        path = os.path.join(shared, "theirs.hiriseice")
+        shutil.copyfile(tiny_model.path, path)
+        os.chmod(path, 0o600)
+        code = "import sys; from model import modelfile\ntry:\n    modelfile.read_metadata(sys.argv[1])\nexcept Exception as exc:\n    print(exc)"
+        done = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-c", code, path],
+                              cwd=str(helpers.REPO_ROOT), env=dict(os.environ, PYTHONPATH=str(helpers.REPO_ROOT)), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"The model file '{path}' (MODEL) is one you may not read (its owner's permissions)." in done.stdout, done.stdout
+        assert "corrupt" not in done.stdout
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_damaged_compressed_metadata(tmp_path):
@@ -540,4 +564,4 @@ def test_crafted_networks_are_refused_with_what_they_are(tiny_model, make_raster
     for case in ("fewer_widths", "fewer_widths_fresh"):
         assert said[case].startswith("The model file's architecture") and "its metadata was edited by hand or belongs to another network" in said[case], said
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert "Trained on 36 labelled chunks (18 icy) of 1 image(s): train_scene." in report
+    assert "Labelled chunks: 36 (18 icy) of 1 image(s): train_scene; " in report and " were held out to validate it." in report

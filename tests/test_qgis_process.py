@@ -167,14 +167,33 @@ def test_a_training_without_report_keeps_its_report_beside_the_model(tiny_model,
     assert results["REPORT"] == str(tmp_path / "tuned.report.html") and os.path.isfile(results["REPORT"])
 
 
-def test_a_checkout_under_a_folder_whose_name_holds_a_semicolon_is_loaded(tmp_path):
-    """QGIS splits QGIS_PLUGINPATH at ';': 'list' showed no hiriseice algorithm, and 'run' said only 'Algorithm not found!'."""
-    checkout = tmp_path / "maps;2026" / "hirise_ice_patches"
+def copy_of_the_checkout(checkout):
+    """The tracked files but the models ('list' needs none) copied to ``checkout``."""
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=str(qs.REPO_ROOT), capture_output=True, check=True).stdout.decode().split("\0")
     for name in filter(None, tracked):
-        if not name.startswith("resources/models/"):  # 'list' needs no model
+        if not name.startswith("resources/models/"):
             (checkout / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(qs.REPO_ROOT / name, checkout / name)
+    return checkout
+
+
+def test_a_checkout_its_user_cannot_write_lists_the_algorithms_from_its_own_folder(tmp_path):
+    """Installed read-only for its users (by IT), the checkout's scripts/qgis_process stopped at 'mkdir: cannot create
+    directory .../build', HIRISEICE_QGIS_CONFIG_PATH or not."""
+    checkout = copy_of_the_checkout(tmp_path / "site" / "hirise_ice_patches")
+    (tmp_path / "home").mkdir()
+    env = dict(qs.qgis_process_environment(), HOME=str(tmp_path / "home"))
+    env.pop("XDG_CACHE_HOME", None)
+    env.pop("XDG_RUNTIME_DIR", None)
+    with qs.read_only_folder(checkout):
+        done = subprocess.run(["bash", str(checkout / "scripts" / "qgis_process"), "list"], env=env, capture_output=True, text=True, timeout=300)
+    assert "hiriseice:detect" in done.stdout, (done.stdout + done.stderr)[-3000:]
+    assert not (checkout / "build").exists() and list((tmp_path / "home" / ".cache" / "hiriseice").glob("checkout-*/plugins"))
+
+
+def test_a_checkout_under_a_folder_whose_name_holds_a_semicolon_is_loaded(tmp_path):
+    """QGIS splits QGIS_PLUGINPATH at ';': 'list' showed no hiriseice algorithm, and 'run' said only 'Algorithm not found!'."""
+    checkout = copy_of_the_checkout(tmp_path / "maps;2026" / "hirise_ice_patches")
     done = subprocess.run(["bash", str(checkout / "scripts" / "qgis_process"), "list"], env=qs.qgis_process_environment(), capture_output=True,
                           text=True, timeout=300)
     assert "hiriseice:detect" in done.stdout, (done.stdout + done.stderr)[-3000:]
@@ -190,6 +209,29 @@ def test_a_temporary_folder_qgis_cannot_make_is_said_before_the_worker_starts(tr
     assert done.returncode == 1, done.stdout[-3000:]
     assert "QGIS has no temporary folder it can write (it could make none; TMPDIR is " in done.stdout and "Traceback" not in done.stdout, done.stdout[-3000:]
     assert sorted(os.listdir(tmp_path)) == ["labels.gpkg", "not_a_folder"]
+
+
+@pytest.mark.parametrize("algorithm", ["detect", "survey"])
+def test_thresholds_of_ones_own_without_a_temporary_folder_are_said_before_the_worker_starts(tiny_model, scene, tmp_path, algorithm):
+    """The styles that follow other thresholds are made in QGIS's temporary folder: without one, detect and a whole survey
+    ended after their work with a PermissionError traceback (or left the styles in the current folder)."""
+    (tmp_path / "not_a_folder").write_text("")
+    given = [f"INPUT={scene.path}", f"OUTPUT={tmp_path / 'c.gpkg'}"] if algorithm == "detect" else [f"RASTERS={scene.path}", f"OUTPUT={tmp_path / 's.gpkg'}"]
+    done = qs.qgis_process("run", f"hiriseice:{algorithm}", "--", *given, f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", "ICY_THRESHOLD=0.7",
+                           env={"TMPDIR": str(tmp_path / "not_a_folder")}, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert "QGIS has no temporary folder it can write (it could make none; TMPDIR is " in done.stdout and "Traceback" not in done.stdout, done.stdout[-3000:]
+    assert "-m model --jsonl" not in done.stdout and sorted(os.listdir(tmp_path)) == ["not_a_folder"]
+
+
+def test_a_temporary_report_without_a_temporary_folder_names_tmpdir(tiny_model, scene, tmp_path):
+    """QGIS names a temporary report '/<id>/REPORT.html' where it has no temporary folder: the run was refused for a missing
+    folder no user can create, with no word of TMPDIR."""
+    (tmp_path / "not_a_folder").write_text("")
+    done = qs.qgis_process("run", "hiriseice:detect", "--", f"INPUT={scene.path}", f"MODEL={tiny_model.path}", "CHUNK_SIZE=64", "OUTPUT=TEMPORARY_OUTPUT",
+                           "REPORT=TEMPORARY_OUTPUT", env={"TMPDIR": str(tmp_path / "not_a_folder")}, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert "QGIS has no temporary folder it can write (it could make none; TMPDIR is " in done.stdout and "Create it" not in done.stdout, done.stdout[-3000:]
 
 
 def labels_layer(training_data, path):

@@ -12,6 +12,7 @@ import os
 import pytest
 
 import helpers
+import qgis_support as qs
 
 MATCH = 1e-4
 
@@ -184,6 +185,39 @@ def test_an_unwritable_cache_folder_leaves_detect_on_keras(worker_python, tiny_m
     run = json.loads(done.stdout.strip().splitlines()[-1])
     assert run["tensorflow"] and run["runtime"][0].startswith("network runtime: Keras"), run["runtime"]
     assert "HIRISEICE_CACHE_DIR" in run["runtime"][0] and len(run["chunks"]) >= 6
+    # nor does a child load TensorFlow first to export what the cache cannot take (18 s and 1 GB a run, with the worker's own start)
+    done = helpers.run_worker_snippet(worker_python, CHILDREN_STARTED, tiny_model.path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    started = json.loads(done.stdout.strip().splitlines()[-1])
+    assert started["children"] == 0 and started["runtime"] == "Keras" and "cache" in started["refusal"], started
+
+
+CHILDREN_STARTED = r"""
+import json, sys
+from model import modelfile, runtime
+started = []
+export_in_child = runtime._export_in_child
+runtime._export_in_child = lambda *given: started.append(given) or export_in_child(*given)
+saved = runtime.SavedNetwork(sys.argv[1], modelfile.read_metadata(sys.argv[1]))
+scorer = runtime.logit_scorer(saved)
+print(json.dumps({"children": len(started), "runtime": scorer.name, "refusal": runtime.cache_refusal()}))
+"""
+
+
+def test_the_cache_folder_is_absolute_and_a_relative_xdg_cache_home_ignored(monkeypatch, tmp_path, qgis_app):
+    """A relative HIRISEICE_CACHE_DIR was taken inside the plugin folder, where the worker runs (and an update deletes it);
+    the XDG rules ignore a relative XDG_CACHE_HOME."""
+    from model import runtime
+
+    worker = qs.plugin_module("processing_provider.worker")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HIRISEICE_CACHE_DIR", "mycache")
+    assert worker.worker_environment()["HIRISEICE_CACHE_DIR"] == str(tmp_path / "mycache") == runtime.cache_folder()
+    monkeypatch.delenv("HIRISEICE_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")
+    assert runtime.cache_folder() == os.path.join(os.path.expanduser("~"), ".cache", "hiriseice")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert runtime.cache_folder() == str(tmp_path / "xdg" / "hiriseice")
 
 
 def test_a_damaged_cached_export_is_made_again_not_a_traceback_on_every_run(worker_python, tiny_model, make_raster, empty_cache):
@@ -211,6 +245,7 @@ def test_an_export_that_fills_the_cache_disk_leaves_no_partial_file(worker_pytho
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads(done.stdout.strip().splitlines()[-1])
     assert run["runtime"][0].startswith("network runtime: Keras") and len(run["chunks"]) >= 6, run["runtime"]
+    assert "the cache's disk is full; free some space there" in run["runtime"][0], run["runtime"]  # not "set it to a writable folder"
     assert not [path.name for path in cache.rglob("*") if "partial" in path.name]
 
 

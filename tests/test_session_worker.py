@@ -338,6 +338,25 @@ def test_changing_only_the_idle_minutes_keeps_the_one_session_worker(qgis_app, m
     assert session_worker.session_socket(sys.executable) != first
 
 
+def test_a_runtime_folder_this_user_cannot_write_is_passed_over(qgis_app, monkeypatch, tmp_path):
+    """An XDG_RUNTIME_DIR of another user (kept by su) or missing on a compute node ended a run with a PermissionError traceback."""
+    from qgis.core import QgsProcessingException
+
+    session_worker = qs.plugin_module("processing_provider.session_worker")
+    short = pathlib.Path(tempfile.mkdtemp(prefix="hi-", dir="/tmp"))
+    (tmp_path / "a_file").write_text("")
+    try:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "a_file"))  # no folder can be made in it, even by root
+        monkeypatch.setattr(tempfile, "tempdir", str(short))
+        assert session_worker.session_socket(sys.executable).startswith(str(short) + os.sep)
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "a_file"))
+        monkeypatch.setattr(session_worker, "SHARED_TEMPORARY", str(tmp_path / "a_file"))
+        with pytest.raises(QgsProcessingException, match="The session worker's socket cannot be made in .*a_file .*set XDG_RUNTIME_DIR or TMPDIR"):
+            session_worker.session_socket(sys.executable)
+    finally:
+        shutil.rmtree(short)
+
+
 def test_the_socket_fits_in_bytes_not_letters(qgis_app, monkeypatch):
     """An XDG_RUNTIME_DIR of 58 letters, most of them Cyrillic, is 103 bytes: it passed a check of 60 letters, and the
     session worker stopped before it listened ('AF_UNIX path too long'); a long TMPDIR beside it was never measured."""

@@ -256,3 +256,41 @@ def test_screenshots_show_the_dialogs(dialogs):
     for name in ("installer.png", "worker_settings.png"):
         image = gdal.Open(str(dialogs["shots"] / name))
         assert image is not None and image.RasterXSize > 400 and image.GetRasterBand(1).ReadAsArray().std() > 10, name
+
+
+def test_the_missing_worker_advice_offers_no_install_into_a_plugin_folder_one_cannot_write(qgis_app, tmp_path, monkeypatch):
+    """Installed by IT, read-only to its users, the plugin's folder was still offered `bash scripts/install`, which cannot
+    write its .venv there."""
+    worker = qs.plugin_module("processing_provider.worker")
+    installed = tmp_path / "hirise_ice_patches"
+    installed.mkdir()
+    monkeypatch.setattr(worker, "PLUGIN_FOLDER", str(installed))
+    assert "bash scripts/install" in worker.how_to_install()
+    with qs.read_only_folder(installed):
+        advice = worker.how_to_install()
+    assert "bash scripts/install" not in advice and "Worker settings… > Reinstall…" in advice and worker.ENV_VAR in advice
+
+
+IS_TEMPORARY = r"""
+import sys
+from qgis.core import QgsApplication, QgsProcessingUtils, QgsVectorLayer
+app = QgsApplication([], False)
+app.initQgis()
+sys.path.insert(0, sys.argv[1])
+from hirise_ice_patches.plugin.labelling import is_temporary
+layer = QgsVectorLayer("saved.gpkg", "saved", "ogr")
+print("RESULT", repr(QgsProcessingUtils.tempFolder()), layer.isValid(), is_temporary(layer))
+"""
+
+
+def test_a_saved_layer_is_not_temporary_where_qgis_has_no_temporary_folder(tmp_path):
+    """QGIS's temporary folder is "" where TMPDIR cannot take one, and every layer under the current folder was taken for
+    a temporary one: the review dock told the geologist to Make Permanent a GeoPackage already saved."""
+    from osgeo import ogr
+
+    ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp_path / "saved.gpkg")).CreateLayer("chunks")
+    (tmp_path / "not_a_folder").write_text("")
+    plugins = qs.plugin_without_worker(tmp_path / "plugins")
+    env = dict(qs.environment_without_worker(plugins, tmp_path / "config"), TMPDIR=str(tmp_path / "not_a_folder"), QT_QPA_PLATFORM="offscreen")
+    done = subprocess.run([sys.executable, "-c", IS_TEMPORARY, str(plugins)], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
+    assert "RESULT '' True False" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
