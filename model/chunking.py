@@ -141,20 +141,22 @@ def image_grid(path: str, band: int, chunk_size: int, stride: int, min_valid: fl
         if unscored := edge_note(info.width, info.height, chunk_size, stride):
             say(unscored)
         rows = []
+        grid = f"CHUNK_SIZE {chunk_size}, STRIDE {stride}, MIN_VALID {min_valid:g}"
         for sample in iter_chunks(source, chunk_size, stride, min_valid):
             if cancelled():
                 raise CancelledError("Cancelled by the user; no chunk layer was written, and no chunk was exported (those staged were "
                                      "removed; an earlier export is as it was).")
             rows.append(grid_row(info, sample.window, sample.valid_fraction, sample.centre_valid_fraction))
             if export is not None:
-                export.add(read, sample.window, info.image_id, path)
+                export.add(read, sample.window, info.image_id, path, grid)
             progress((sample.window.chunk_id + 1) / total)
     say(f"{len(rows)} of {total} chunks hold data around their centre (minimum valid share {min_valid})")
     return ImageGrid(info, read != path, total, rows)
 
 
-# The file an exported chunk was cut from, in its GeoTIFF metadata.
+# The file an exported chunk was cut from, and the grid it was cut on, in its GeoTIFF metadata.
 SOURCE_TAG = "HIRISEICE_SOURCE"
+GRID_TAG = "HIRISEICE_GRID"
 # What GDAL may write beside an exported chunk: an ISIS3 cube's mask band, metadata GeoTIFF cannot hold.
 CHUNK_SIDECARS = (".msk", ".aux.xml")
 
@@ -177,11 +179,12 @@ class ChunkExport:
     def __exit__(self, *exc_info) -> None:
         self.discard()
 
-    def add(self, source_path: str, window: ChunkWindow, image_id: str, original: str = "") -> str:
-        """``source_path``'s window as a chunk GeoTIFF, staged; ``original``: the file it views (recorded in the GeoTIFF)."""
+    def add(self, source_path: str, window: ChunkWindow, image_id: str, original: str = "", grid: str = "") -> str:
+        """``source_path``'s window as a chunk GeoTIFF, staged; ``original``: the file it views, and ``grid``: the grid's settings
+        (both recorded in the GeoTIFF)."""
         original = os.path.abspath(original or source_path)
         if image_id not in self._checked:
-            self._check_not_anothers(image_id, original)
+            self._check_not_anothers(image_id, original, grid)
             self._checked.add(image_id)
         path = os.path.join(self.folder, f"{image_id}_r{window.row:03d}_c{window.col:03d}.tif")
         staged = files.partial_path(path)
@@ -196,28 +199,33 @@ class ChunkExport:
                 format="GTiff",
                 outputType=gdal.GetDataTypeByName(viewed_type) if viewed_type else gdal.GDT_Unknown,
                 creationOptions=["COMPRESS=DEFLATE", "TILED=YES"],
-                metadataOptions=[f"{SOURCE_TAG}={original}"],
+                metadataOptions=[f"{SOURCE_TAG}={original}"] + ([f"{GRID_TAG}={grid}"] if grid else []),
             )
         except (OSError, RuntimeError) as exc:
             raise EngineError(files.write_failure("The chunk GeoTIFF", path, exc)) from None
         return path
 
-    def _check_not_anothers(self, image_id: str, original: str) -> None:
+    def _check_not_anothers(self, image_id: str, original: str, grid: str) -> None:
         """EngineError where the folder holds chunks of ``image_id`` cut from another file that still exists (another date of a
-        site under the same file name): the export would replace some of them and leave the rest mixed with its own."""
+        site under the same file name), or on another grid (their names are row and column, and a chunk the new grid leaves out
+        stays): the export would replace some of them and leave the rest mixed with its own."""
         earlier = glob.glob(os.path.join(glob.escape(self.folder), f"{glob.escape(image_id)}_r[0-9][0-9][0-9]_c[0-9][0-9][0-9].tif"))
         if not earlier:
             return
         try:
             dataset = gdal.Open(min(earlier))
-            cut_from = dataset.GetMetadataItem(SOURCE_TAG) if dataset is not None else None
+            cut_from, cut_on = (dataset.GetMetadataItem(tag) for tag in (SOURCE_TAG, GRID_TAG)) if dataset is not None else (None, None)
         except RuntimeError:  # a damaged earlier chunk: replaced like any other
-            cut_from = None
+            cut_from, cut_on = None, None
         dataset = None
         if cut_from and cut_from != original and os.path.exists(cut_from) and not os.path.samefile(cut_from, original):
             raise EngineError(f"{self.folder} holds chunks of '{image_id}' cut from {cut_from}, another file of that name: exporting "
                               f"{original} there would replace some of them and leave the rest mixed with its own. Export into another "
                               "folder, or give each file its own name (its product ID).")
+        if cut_on and grid and cut_on != grid:
+            raise EngineError(f"{self.folder} holds chunks of '{image_id}' cut on another grid ({cut_on}; this run's {grid}): exporting "
+                              "there would replace those of the same row and column and leave the rest mixed with its own. Export into "
+                              "another folder, or remove that image's chunks from it first.")
 
     def commit(self) -> List[str]:
         """Every staged chunk renamed into place, with the sidecars GDAL wrote beside it; the paths. The earlier

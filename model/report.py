@@ -395,7 +395,12 @@ def model_scope(metadata: Optional[Dict], image_id: str = "") -> str:
         chunks = sum(int(i.get("chunks", 0)) for i in images)
         icy = sum(int(i.get("icy", 0)) for i in images)
         names = ", ".join(str(i.get("image_id")) for i in images[:6]) + (f" and {len(images) - 6} more" if len(images) > 6 else "")
-        parts.append(f"Trained on {chunks} labelled chunks ({icy} icy) of {len(images)} image(s): {names}.")
+        split = training.get("split") or {}
+        if "train_chunks" in split:  # the labelled chunks held out to validate it are no training chunks
+            parts.append(f"Labelled chunks: {chunks} ({icy} icy) of {len(images)} image(s): {names}; {split['train_chunks']} trained it and "
+                         f"{split['validation_chunks']} were held out to validate it.")
+        else:
+            parts.append(f"Trained and validated on {chunks} labelled chunks ({icy} icy) of {len(images)} image(s): {names}.")
     else:
         parts.append("Its training data is not recorded in the model file.")
     base = metadata.get("base_model")
@@ -411,7 +416,10 @@ def model_scope(metadata: Optional[Dict], image_id: str = "") -> str:
     if observation and groups:
         # a group is an observation, repeat images of a site ("A+B"), or a block of them ("IMAGE/b0_1", "A+B/m2_3")
         ours = [group for group in groups if {observation, image_id} & set(group.split("/", 1)[0].split("+"))]
-        if not ours:
+        validated = [group for group in (training.get("split") or {}).get("validation_groups", []) if {observation, image_id} & set(group.split("/", 1)[0].split("+"))]
+        if not ours and validated:
+            parts.append("It has not trained on this image: its labelled chunks of it were held out to validate it.")
+        elif not ours:
             parts.append("It has not seen this image.")
         elif any("/" not in group for group in ours):
             parts.append("This image was among its training images.")

@@ -251,4 +251,6 @@ def describe_split(groups: Sequence[str], train: np.ndarray, validation: np.ndar
     return {
         "train_groups": sorted(set(groups[train].tolist())),
         "validation_groups": sorted(set(groups[validation].tolist())),
+        "train_chunks": int(np.count_nonzero(train)),
+        "validation_chunks": int(np.count_nonzero(validation)),
     }

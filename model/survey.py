@@ -367,11 +367,15 @@ class SurveyStore:
         if missing:
             raise SurveyError(f"'{self.path}' is a GeoPackage but not a survey's (no layer {', '.join(missing)}). Choose a new file, or the survey's own GeoPackage to resume it.")
         crs = ds.GetLayerByName("chunks").GetSpatialRef()
-        if crs is None or crs.GetName() != osr.SpatialReference(wkt=SURVEY_CRS_WKT).GetName():
+        if crs is None or not (crs.IsGeographic() and abs(crs.GetSemiMajor() - osr.SpatialReference(wkt=SURVEY_CRS_WKT).GetSemiMajor()) < 1.0):
+            # not a survey's CRS of any version: another program replaced the table (Detect into the survey's file)
+            raise SurveyError(f"'{self.path}' holds a 'chunks' table in {crs.GetName() if crs is not None else 'no CRS'}, which no survey writes: "
+                              "another program replaced it. Survey into a new GeoPackage (its images are surveyed again), and keep this one as it is.")
+        if crs.GetName() != osr.SpatialReference(wkt=SURVEY_CRS_WKT).GetName():
             # before 2026-12-06 a survey wrote longitudes -180 to 180: new chunks at 0 to 360 beside them fall outside what
             # QGIS asks of the layer west of 180 deg E, so they were neither drawn nor found by training
             raise SurveyError(f"'{self.path}' was surveyed by an earlier version of the plugin, in a CRS of longitudes -180 to 180 "
-                              f"({crs.GetName() if crs is not None else 'none'}); this version writes 0 to 360 east, and the two cannot share "
+                              f"({crs.GetName()}); this version writes 0 to 360 east, and the two cannot share "
                               "its layers. Survey into a new GeoPackage (its images are surveyed again), and keep this one as it is.")
         try:  # the fields added since a survey of an earlier version (chunks' model_name and model_version, the summary's chunk_size,
             # stride and tta, the runs' fingerprint), NULL in its rows, so that it resumes

@@ -31,8 +31,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .destinations import (FORMATS_WITHOUT_TABLES, FileDestination, check_holds_mars, check_layer_name, check_not_an_input, check_outputs_apart, check_styles_apart, check_writable, cut_field_names_warning, file_destination,
-                           kept_whole, percent_escape_message, without_geometry_warning)
+from .destinations import (FORMATS_WITHOUT_TABLES, FileDestination, check_holds_mars, check_layer_name, check_not_an_input, check_not_into_a_survey, check_outputs_apart, check_styles_apart, check_writable, cut_field_names_warning, file_destination,
+                           kept_whole, percent_escape_message, processing_temp_folder, without_geometry_warning)
 from .engine import errors, files, gdal_exceptions, icon_path, raster
 from .sources import source_path
 from .worker import TerminatedBySignal, terminating_signals_raise
@@ -347,6 +347,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         if message:
             return False, message
         try:
+            self.check_temporary_files_have_a_folder(parameters)
             self.check_no_input_replaced(parameters, context)
             check_outputs_apart(list(self.written_destinations(parameters)))
             check_styles_apart(self.styled_destinations(parameters))
@@ -355,6 +356,7 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
                 check_writable(destination)
                 if vector:
                     check_layer_name(destination)
+                    check_not_into_a_survey(destination)
         except QgsProcessingException as exc:
             return False, str(exc)
         return True, ""
@@ -378,6 +380,16 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
                     and str(value).strip().isdigit() and int(str(value).strip()) < len(definition.options()) and value not in definition.options():
                 meant[definition.name()] = definition.options()[int(str(value).strip())]
         return meant
+
+    def check_temporary_files_have_a_folder(self, parameters) -> None:
+        """A report or raster left temporary goes to QGIS's temporary folder: where it could make none, they were refused as in a
+        missing folder '/<id>' that no user can create, TMPDIR unnamed."""
+        for definition in self.destinationParameterDefinitions():
+            value = parameters.get(definition.name())
+            if isinstance(value, QgsProcessingOutputLayerDefinition):
+                value = value.sink.staticValue()
+            if value == QgsProcessing.TEMPORARY_OUTPUT and definition.type() not in ("sink", "vectorDestination"):  # layers go to memory
+                processing_temp_folder()
 
     def check_no_input_replaced(self, parameters, context) -> None:
         """No output may be named on a file this run reads (destinations.check_not_an_input): the

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from osgeo import gdal
-from qgis.core import QgsDataSourceUri, QgsProcessingException, QgsProviderRegistry, QgsVectorFileWriter
+from qgis.core import QgsDataSourceUri, QgsProcessingException, QgsProcessingUtils, QgsProviderRegistry, QgsVectorFileWriter
 from qgis.PyQt.QtCore import QFileInfo
 
 from .engine import files, gdal_exceptions
@@ -344,6 +344,25 @@ def check_labels_not_replaced(destination: FileDestination) -> None:
     )
 
 
+# Tables only a survey's GeoPackage holds (model/survey.py's LAYERS beside detect's chunks and summary).
+SURVEY_ONLY_TABLES = {"footprints", "runs"}
+
+
+def check_not_into_a_survey(destination: FileDestination) -> None:
+    """Refuse a layer output that would replace a survey GeoPackage's table, or the whole survey: Detect's summary into a survey's
+    'summary' left one row in the image's CRS, and the survey resumed writing degrees into that layer in metres."""
+    if not os.path.isfile(destination.path) or not destination.path.lower().endswith(".gpkg"):
+        return
+    tables = set(vector_layer_names(destination.path))
+    if not SURVEY_ONLY_TABLES <= tables or (destination.table and destination.table not in tables):
+        return
+    what = f"its table '{destination.table}'" if destination.table else "the whole file"
+    raise QgsProcessingException(
+        f"{destination.parameter} would replace {what}, and {destination.path} is a survey's GeoPackage (hiriseice:survey resumes from its "
+        f"tables): give another file, or a new table of it ({ogr_address(destination.path, 'chunks_2')}); nothing was run or written."
+    )
+
+
 def written_feature_count(destination: FileDestination) -> Optional[int]:
     """Features in the destination's layer as OGR reads the closed file back; None when the
     file or the layer is not there."""
@@ -391,6 +410,18 @@ def files_of(destination: FileDestination) -> List[str]:
     if extension.lower() == ".shp":
         return [base + (part if extension == ".shp" else part.upper()) for part in SHAPEFILE_PARTS]
     return [destination.path] + [destination.path + part for part in SQLITE_PARTS]
+
+
+def processing_temp_folder() -> str:
+    """QGIS's temporary folder for this session, where the run's files for the worker go; refused
+    where QGIS could make none (it then gives "", and they would land in the current folder, where
+    the worker, started elsewhere, cannot find them) or one it cannot write (TMPDIR missing)."""
+    folder = QgsProcessingUtils.tempFolder()
+    if not folder or not os.path.isdir(folder) or files.write_refused_in(folder):
+        raise QgsProcessingException(
+            f"QGIS has no temporary folder it can write ({folder or 'it could make none'}; TMPDIR is {os.environ.get('TMPDIR') or 'not set'}). "
+            "Point TMPDIR at a folder you can write to and start QGIS or qgis_process again; nothing was run.")
+    return folder
 
 
 def remove_created(destinations: Iterable[FileDestination]) -> None:

@@ -6,7 +6,7 @@ import json
 import math
 import os
 import uuid
-from typing import Dict
+from typing import Dict, Optional
 
 from qgis.core import (
     NULL,
@@ -27,6 +27,8 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
     QgsProcessingUtils,
+    QgsRectangle,
+    QgsUnitTypes,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
@@ -282,7 +284,9 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         request = QgsFeatureRequest()
         try:
             # Ask the provider only for features near the raster (in the layer's own CRS).
-            request.setFilterRect(transform.transformBoundingBox(extent, Qgis.TransformDirection.Reverse))
+            near = _in_the_layers_longitudes(transform.transformBoundingBox(extent, Qgis.TransformDirection.Reverse), source_crs, layer)
+            if near is not None:
+                request.setFilterRect(near)
         except QgsCsException:
             pass
         image_index = layer.fields().lookupField("image_id")
@@ -578,6 +582,18 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         comparison = metrics.get("comparison") or {}
         if comparison.get("worse"):  # the worker logged it among many lines; a warning is its last word
             feedback.pushWarning(comparison["verdict"])
+
+
+def _in_the_layers_longitudes(box: QgsRectangle, crs: QgsCoordinateReferenceSystem, layer) -> Optional[QgsRectangle]:
+    """``box`` of a layer in longitudes and latitudes, moved by a turn where the layer counts longitudes the other way (-180 to 180
+    or 0 to 360: a survey's layer saved as a shapefile keeps 182 E but loses the +lon_wrap=180 that said so, and the box came
+    out at 178 W, beside none of its features); None where it may lie both ways."""
+    if crs.mapUnits() != QgsUnitTypes.DistanceUnit.DistanceDegrees:  # isGeographic() is False for a Mars sphere's in QGIS 3.22
+        return box
+    held = layer.extent()
+    turns = [QgsRectangle(box.xMinimum() + shift, box.yMinimum(), box.xMaximum() + shift, box.yMaximum()) for shift in (0.0, 360.0, -360.0)]
+    meeting = [turn for turn in turns if turn.intersects(held)]
+    return meeting[0] if len(meeting) == 1 else (box if not meeting else None)
 
 
 def _transformable(source: QgsCoordinateReferenceSystem, target: QgsCoordinateReferenceSystem) -> bool:

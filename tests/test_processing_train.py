@@ -189,6 +189,31 @@ def test_labels_are_read_on_a_raster_whose_name_ends_in_a_space(qgis_app, labell
     assert [entry["path"] for entry in job["rasters"]] == [str(spaced)] and len(job["rasters"][0]["labels"]) == 36
 
 
+def test_labels_east_of_180_in_a_layer_that_lost_its_longitude_wrap_are_read(qgis_app, tmp_path):
+    """A survey's chunk layer (0-360 east, +lon_wrap=180) saved as a shapefile keeps 182 E but loses the wrap: the layer was
+    asked only for features near 178 W, and every label east of 180 was left out ("No label feature lies over ...")."""
+    from qgis.core import QgsFeature, QgsGeometry, QgsProcessingContext, QgsRasterLayer, QgsVectorLayer
+
+    centre = 182.05
+    crs = helpers.mars_equirectangular_wkt(standard_parallel=-40.0, central_meridian=centre)
+    raster = helpers.generate_raster(tmp_path, name="east.tif", width=128, height=128, crs=crs, geotransform=helpers.default_geotransform(128, 128, standard_parallel=-40.0))
+    from qgis.core import QgsCoordinateReferenceSystem
+
+    from model.products import MARS_GEOGCS_WKT
+
+    layer = QgsVectorLayer("Polygon?field=label:integer", "saved as a shapefile", "memory")
+    layer.setCrs(QgsCoordinateReferenceSystem.fromWkt(MARS_GEOGCS_WKT.split(",REMARK[")[0] + "]"))  # its .prj: the survey's CRS, the wrap lost
+    degrees = 16 / (helpers.MARS_RADIUS_M * math.pi / 180)  # 16 m
+    feature = QgsFeature(layer.fields())
+    feature.setGeometry(QgsGeometry.fromWkt(f"POLYGON(({centre - degrees} -40.0002, {centre + degrees} -40.0002, {centre + degrees} -39.9998, "
+                                            f"{centre - degrees} -39.9998, {centre - degrees} -40.0002))"))
+    feature["label"] = 1
+    assert layer.dataProvider().addFeatures([feature]) and layer.extent().xMinimum() > 180
+    train = qs.plugin_module("processing_provider.train_algorithm").TrainAlgorithm()
+    found, failures, _elsewhere = train._geometries_over(layer, QgsRasterLayer(raster.path, "east"), QgsProcessingContext(), qs.recording_feedback(), 0)[:3]
+    assert len(found) == 1 and failures == 0, (found, failures)
+
+
 def test_split_keeps_every_block_on_one_side(chunk_trained):
     split = chunk_trained["metadata"]["training"]["split"]
     train_groups, validation_groups = set(split["train_groups"]), set(split["validation_groups"])

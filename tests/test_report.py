@@ -233,7 +233,7 @@ def test_training_curves_and_confusion_matrix(reports):
     m = reports["figures"]["matrix"]
     assert f"<tr><td>labelled icy</td><td>{m['true_positive']}</td><td>{m['false_negative']}</td></tr>" in text
     assert "<h2>Reliability diagram (validation, as written)</h2>" in text and "y = x" in text
-    assert "<th>what the model has seen</th><td>Trained on 80 labelled chunks (20 icy) of 1 image(s): ESP_012345_0950_RED. It continues hiriseice-default 3" in text
+    assert "<th>what the model has seen</th><td>Trained and validated on 80 labelled chunks (20 icy) of 1 image(s): ESP_012345_0950_RED. It continues hiriseice-default 3" in text
 
 
 def test_the_image_warnings_stand_in_the_report_beside_its_category(reports):
@@ -355,3 +355,11 @@ def test_a_model_trained_on_blocks_of_an_image_says_so_in_that_images_report(tin
         f"It trained on part of this image ({len(metadata['training']['split']['seen_groups'])} blocks of its labelled chunks): "
         "its scores here are no test on unseen ground.")
     assert model_scope(metadata, "ESP_099999_1055_RED").endswith("It has not seen this image.")
+    # an image whose labelled chunks only validated it: its count had gone into "Trained on", beside "It has not seen this image"
+    split = metadata["training"]["split"]
+    assert split["train_chunks"] + split["validation_chunks"] == metadata["training"]["chunks"] and split["validation_chunks"] > 0
+    assert f"{split['train_chunks']} trained it and {split['validation_chunks']} were held out to validate it." in model_scope(metadata, "train_scene")
+    validated_only = json.loads(json.dumps(metadata))
+    validated_only["training"]["split"].update(validation_groups=["ESP_011321_1335_RED"], seen_groups=split["seen_groups"])
+    assert model_scope(validated_only, "ESP_011321_1335_RED").endswith(
+        "It has not trained on this image: its labelled chunks of it were held out to validate it.")

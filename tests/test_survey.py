@@ -247,6 +247,23 @@ def test_processing_survey(qgis_app, tiny_model, survey_folder, tmp_path, as_giv
     assert "Nothing to survey: give RASTERS" in message and "Traceback" not in message
 
 
+@pytest.mark.parametrize("table", ["summary", "chunks", None])
+def test_detect_into_a_surveys_tables_is_refused_before_the_run(qgis_app, tiny_model, survey_folder, tmp_path, table):
+    """Detect's summary into a survey's 'summary' left one row in the image's CRS, and the resumed survey wrote degrees into that
+    layer in metres; into its 'chunks', every image's chunks were replaced, and the resume was refused for "an earlier version"."""
+    from model.survey import SurveyStore
+
+    _, images = survey_folder
+    out = tmp_path / "survey.gpkg"
+    SurveyStore(str(out)).close()
+    before = out.read_bytes()
+    destination = qs.gpkg_destination(out, table) if table else str(out)
+    message = qs.processing_error("hiriseice:detect", {"INPUT": images[0].path, "MODEL": tiny_model.path, "OUTPUT": str(tmp_path / "c.gpkg"),
+                                                      "SUMMARY": destination})
+    assert f"{out} is a survey's GeoPackage (hiriseice:survey resumes from its tables)" in message and "nothing was run or written" in message, message
+    assert out.read_bytes() == before and not (tmp_path / "c.gpkg").exists()
+
+
 def test_a_survey_without_the_mirror_is_started_and_resumed_from_qgis(qgis_app, tiny_model, survey_folder, tmp_path):
     """The survey had no TTA parameter: one started without the mirror (--no-tta) could not be resumed
     from QGIS, whose runs always asked for it."""
@@ -512,6 +529,14 @@ def test_a_survey_of_an_earlier_version_is_not_resumed_into_another_crs(tmp_path
         SurveyStore(str(path))
     SurveyStore(str(tmp_path / "new_survey.gpkg")).close()
     SurveyStore(str(tmp_path / "new_survey.gpkg")).close()  # this version's own, resumed
+    # a chunks table another program replaced (Detect into the survey's file, in the image's CRS) is not blamed on a version
+    dataset = ogr.Open(str(tmp_path / "new_survey.gpkg"), update=1)
+    dataset.DeleteLayer(next(i for i in range(dataset.GetLayerCount()) if dataset.GetLayerByIndex(i).GetName() == "chunks"))
+    projected = osr.SpatialReference(wkt=helpers.mars_equirectangular_wkt())
+    dataset.CreateLayer("chunks", projected, ogr.wkbPolygon)
+    dataset = None
+    with pytest.raises(SurveyError, match=r"holds a 'chunks' table in Equirectangular Mars \(tests\), which no survey writes: another program replaced it\."):
+        SurveyStore(str(tmp_path / "new_survey.gpkg"))
 
 
 def test_a_survey_interrupted_says_its_finished_images_stay(worker_python, tiny_model, tmp_path):

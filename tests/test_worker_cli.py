@@ -392,6 +392,21 @@ def test_chunks_of_another_file_of_the_same_name_are_not_replaced_unsaid(scene, 
     helpers.run_worker(worker_python, "chunk", dates[0], "--chunk-size", 64, "--export-folder", folder).check()  # the same file again: replaced
 
 
+def test_chunks_of_another_grid_of_the_same_image_are_not_left_among_a_new_export(scene, worker_python, tmp_path):
+    """Exported again at CHUNK_SIZE 32 into the folder of its 64-px chunks: those of the same row and column were replaced and
+    the rest, a chunk the new grid left out among them, stayed beside the new ones without a word."""
+    folder = tmp_path / "chunks"
+    helpers.run_worker(worker_python, "chunk", scene.path, "--chunk-size", 64, "--export-folder", folder).check()
+    before = {name: (folder / name).read_bytes() for name in os.listdir(folder)}
+    assert gdal.Open(str(folder / sorted(before)[0])).GetMetadataItem("HIRISEICE_GRID") == "CHUNK_SIZE 64, STRIDE 64, MIN_VALID 0.95"
+    run = helpers.run_worker(worker_python, "chunk", scene.path, "--chunk-size", 32, "--export-folder", folder)
+    assert run.returncode == 2 and len(run.errors) == 1, run.stdout[-2000:]
+    assert (f"{folder} holds chunks of '{os.path.splitext(os.path.basename(scene.path))[0]}' cut on another grid (CHUNK_SIZE 64, STRIDE 64, "
+            "MIN_VALID 0.95; this run's CHUNK_SIZE 32, STRIDE 32, MIN_VALID 0.95)") in run.errors[0]["message"], run.errors
+    assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == before
+    helpers.run_worker(worker_python, "chunk", scene.path, "--chunk-size", 64, "--export-folder", folder).check()  # the same grid again: replaced
+
+
 def test_chunk_export_of_an_isis_cube_keeps_its_mask_and_leaves_no_partial_files(georef_data, worker_python, tmp_path):
     cube = georef_data / "PSP_009404_2635_RED_NLstretch_25cm_o_forPDS_cropped.cub"
     if not cube.is_file():
