@@ -72,7 +72,8 @@ LAYERS = (
     ("runs", ogr.wkbNone, RUN_FIELDS),
 )
 
-FOOTPRINT_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".sqlite")
+# hiriseice:find's layers, and the CSV of `python -m model.catalog --csv` (the same products and their jp2_url, without QGIS)
+FOOTPRINT_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".sqlite", ".csv")
 # The settings an image's rows depend on (DetectOptions' names; the command line's and QGIS's): a survey
 # resumed at another chunk size had put chunks of 256 and 1024 px in one layer without a word. Kept in
 # the GeoPackage's table SETTINGS_TABLE (a survey made before it gets one with the settings of its next run).
@@ -101,7 +102,7 @@ def _sql_text(text: Optional[str]) -> str:
 
 def _same_file_or_copy(first: str, second: str) -> bool:
     try:
-        return os.path.samefile(first, second) or fingerprint(first) == fingerprint(second) is not None
+        return os.path.samefile(first, second) or (fingerprint(first) is not None and fingerprint(first) == fingerprint(second))
     except OSError:
         return False
 
@@ -121,7 +122,34 @@ def fingerprint(path: str, sample: int = 1 << 16) -> Optional[str]:
             digest.update(handle.read(sample))
     except OSError:
         return None
-    return f"{size}:{digest.hexdigest()}"
+    # where GDAL also reads its georeference (an .aux.xml holds a CRS assigned in QGIS): a change there moves every chunk
+    sidecars, found = hashlib.sha1(), False
+    for sidecar in georeference_sidecars(path):
+        try:
+            with open(sidecar, "rb") as handle:
+                sidecars.update(os.path.basename(sidecar).encode("utf-8", "surrogateescape") + b"\0" + handle.read(1 << 20))
+            found = True
+        except OSError:
+            continue
+    return f"{size}:{digest.hexdigest()}|{sidecars.hexdigest() if found else 'no sidecars'}"  # '|': a record that counts sidecars
+
+
+def georeference_sidecars(path: str) -> List[str]:
+    """The files beside a raster GDAL may read its georeference from: .aux.xml, .aux, .prj, and world files (.tfw for .tif,
+    .j2w for .jp2, .wld, or 'w' appended)."""
+    stem, extension = os.path.splitext(path)
+    names = {path + ".aux.xml", stem + ".aux", stem + ".prj", stem + ".wld"}
+    if len(extension) > 2:
+        names |= {stem + extension[:2] + extension[-1] + "w", path + "w"}
+    return sorted(names)
+
+
+def same_fingerprint(recorded: Optional[str], now: Optional[str]) -> bool:
+    """Whether a raster is as recorded: by its file and the sidecars of its georeference, or by its file alone where the record
+    was made before sidecars counted (a survey of an earlier version would otherwise survey every such image again)."""
+    if recorded is None or now is None:
+        return recorded == now
+    return recorded == now if "|" in recorded else recorded == now.split("|", 1)[0]
 
 
 def _same_place(recorded, wkt: Optional[str]) -> bool:
@@ -191,7 +219,8 @@ def footprint_jp2_paths(path: str, images_folder: str) -> List[str]:
         try:
             ds = gdal.OpenEx(path, gdal.OF_VECTOR)
         except RuntimeError as exc:
-            raise SurveyError(f"'{path}' is not a vector file GDAL can read ({exc}). Give the footprints written by hiriseice:find.") from None
+            raise SurveyError(f"'{path}' is not a vector file GDAL can read ({exc}). Give the footprints written by hiriseice:find "
+                              "(or python -m model.catalog --csv).") from None
     for index in range(ds.GetLayerCount()):
         layer = ds.GetLayer(index)
         if layer.GetLayerDefn().GetFieldIndex("jp2_url") >= 0:
@@ -441,12 +470,12 @@ class SurveyStore:
             if not before:
                 continue
             if before == image.path:
-                if printed and fingerprint(image.path) != printed:
+                if printed and not same_fingerprint(printed, fingerprint(image.path)):
                     again.add(image.image_id)
-                    self.warn(f"{image.path} changed since it was surveyed (another size or content): it is surveyed again.")
+                    self.warn(f"{image.path} changed since it was surveyed (another size, content or georeference): it is surveyed again.")
                 continue
             now = fingerprint(image.path)
-            same = now == printed if printed else (not os.path.exists(before) or _same_file_or_copy(before, image.path))
+            same = same_fingerprint(printed, now) if printed else (not os.path.exists(before) or _same_file_or_copy(before, image.path))
             if not same and os.path.exists(before):
                 raise SurveyError(
                     f"Two different rasters have the image ID {image.image_id}: {before}, surveyed before into {self.path}, and {image.path}, "

@@ -366,6 +366,35 @@ def test_one_file_reached_by_two_paths_is_surveyed_once_and_a_pds_image_by_its_l
     assert len(said) == 2 and all("(a link, or another path to it): it is surveyed once." in line for line in said), said
 
 
+def test_the_catalogs_csv_is_footprints_to_survey(tmp_path, shared_data):
+    """`python -m model.catalog --csv`, the documented find without QGIS, writes products with their jp2_url; given to the survey
+    without QGIS, the CSV was taken for a raster, failed, and was retried on every run."""
+    import subprocess
+    import sys
+
+    from model.download import DownloadItem
+    from model.survey import survey_images
+
+    index = shared_data / "hirise-index" / "hirise_rdr_index.csv.gz"
+    if not index.is_file():
+        pytest.skip(f"the product index is absent from the shared data ({index})")
+    found = tmp_path / "found.csv"
+    done = subprocess.run([sys.executable, "-m", "model.catalog", str(index), "--csv", str(found)], cwd=str(helpers.REPO_ROOT),
+                          env=dict(os.environ, PYTHONPATH=str(helpers.REPO_ROOT)), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and found.is_file(), done.stderr[-2000:]
+    import csv
+
+    with open(found, newline="", encoding="utf-8") as handle:
+        urls = [row["jp2_url"] for row in csv.DictReader(handle)][:3]
+    assert len(urls) == 3
+    for url in urls[:2]:  # two of them downloaded
+        (tmp_path / DownloadItem(url).name).write_bytes(b"pixels")
+    said = []
+    images = survey_images([str(found)], warn=said.append)
+    assert [os.path.basename(image.path) for image in images] == [DownloadItem(url).name for url in urls[:2]]
+    assert any("are not in" in line and "not downloaded yet?" in line for line in said), said
+
+
 def test_an_image_whose_name_is_not_utf8_is_left_out_and_the_rest_surveyed(worker_python, tiny_model, tmp_path):
     """Its name could not be written into the GeoPackage: the survey ended in a traceback before recording any image,
     and so did every rerun."""
@@ -459,6 +488,28 @@ def test_a_later_image_saved_under_the_first_ones_name_is_refused_and_takes_no_l
     helpers.generate_raster(may, name="crater_site.tif", width=320, height=320, nodata=0, seed=32)
     run = helpers.run_worker(worker_python, "survey", "--rasters", may, "--out", out, "--model", tiny_model.path, "--workers", 1, timeout=300).check()
     assert run.result["done"] == 1, run.result
+    # its georeference moved in a sidecar (a CRS assigned in QGIS goes to the .aux.xml): surveyed again, where it had been skipped
+    # with its chunks left 38 km from where the image now lies
+    shifted = may / "crater_site.tif.aux.xml"
+    shifted.write_text(f"<PAMDataset><GeoTransform>{origin[0] + 500.0}, {origin[1]}, 0, {origin[3]}, 0, {origin[5]}</GeoTransform></PAMDataset>")
+    run = helpers.run_worker(worker_python, "survey", "--rasters", may, "--out", out, "--model", tiny_model.path, "--workers", 1, timeout=300).check()
+    assert run.result["done"] == 1 and run.result["skipped"] == 0, run.result
+    assert any("changed since it was surveyed (another size, content or georeference)" in m["message"] for m in run.messages if m["type"] == "warning")
+    run = helpers.run_worker(worker_python, "survey", "--rasters", may, "--out", out, "--model", tiny_model.path, "--workers", 1, timeout=300).check()
+    assert run.result["skipped"] == 1, run.result  # and then done
+
+
+def test_a_fingerprint_recorded_before_sidecars_counted_still_matches(tmp_path):
+    """Recorded without its sidecars (a survey of an earlier version), a raster with an .aux.xml is the same raster: every such
+    image would otherwise be surveyed again after an update."""
+    from model.survey import fingerprint, same_fingerprint
+
+    raster = helpers.generate_raster(tmp_path, name="scene.tif", width=64, height=64)
+    without = fingerprint(raster.path)
+    before = without.split("|")[0]  # as an earlier version recorded it
+    (tmp_path / "scene.tif.aux.xml").write_text("<PAMDataset/>")
+    now = fingerprint(raster.path)
+    assert same_fingerprint(before, now) and not same_fingerprint(without, now) and same_fingerprint(now, fingerprint(raster.path))
 
 
 def test_a_survey_of_the_version_before_the_model_fields_resumes_with_them(worker_python, tiny_model, tmp_path):
