@@ -43,7 +43,7 @@ from .pdslabel import pixels_label
 from .protocol import Reporter, SilentReporter
 from .raster import RASTER_SUFFIXES, image_id_of, north_up_view, usable_cores
 from .schema import DETECTION_FIELDS, FOOTPRINT_FIELDS, RUN_FIELDS, SUMMARY_FIELDS
-from .vector import add_missing_fields, add_rows, check_rows, create_layer, new_geopackage
+from .vector import KEPT_FID, add_missing_fields, add_rows, check_rows, create_layer, new_geopackage
 from .warm import warm_model
 
 SURVEY_CRS_WKT = products.MARS_GEOGCS_WKT
@@ -551,23 +551,28 @@ class SurveyStore:
             # the labels a geologist gave this image's chunks (a survey's layer is a review layer too) outlive its rescoring:
             # the grid is the survey's own (keep_settings), so a chunk_id is the same window, where it lies on the same ground
             # (not where the file was moved and another of its name put in its place)
-            labels, elsewhere = {}, 0
+            # Each chunk on the same ground keeps its feature id too: edits QGIS holds unsaved for it (labels given while the
+            # survey ran) are saved onto the same chunk, where a new id had left them on a row that was gone.
+            labels, kept, elsewhere = {}, {}, 0
             windows = {chunk["chunk_id"]: chunk["wkt"] for chunk in outcome["chunks"]}
-            labelled = self.ds.ExecuteSQL(f"SELECT chunk_id, label, geom FROM chunks WHERE image_id = '{quoted}' AND label IS NOT NULL")
-            if labelled is not None:
-                for feature in labelled:
-                    if _same_place(feature.GetGeometryRef(), windows.get(feature.GetField(0))):
-                        labels[feature.GetField(0)] = feature.GetField(1)
-                    else:
+            recorded = self.ds.ExecuteSQL(f"SELECT fid, chunk_id, label, geom FROM chunks WHERE image_id = '{quoted}'")
+            if recorded is not None:
+                for feature in recorded:
+                    chunk_id, label = feature.GetField("chunk_id"), feature.GetField("label")
+                    if _same_place(feature.GetGeometryRef(), windows.get(chunk_id)):
+                        kept[chunk_id] = feature.GetFID()
+                        if label is not None:
+                            labels[chunk_id] = label
+                    elif label is not None:
                         elsewhere += 1
-                self.ds.ReleaseResultSet(labelled)
+                self.ds.ReleaseResultSet(recorded)
             if elsewhere:
                 self.warn(f"{image.image_id}: {elsewhere} label(s) recorded for its chunks lie on other ground than its chunks now do (another "
                           "file of that name was surveyed before): they are not carried over.")
             for name, _, _ in LAYERS:
                 self.ds.ExecuteSQL(f"DELETE FROM \"{name}\" WHERE image_id = '{quoted}'")
             summary = outcome["summary"]
-            self._add("chunks", [dict(chunk, label=labels[chunk["chunk_id"]]) if chunk["chunk_id"] in labels else chunk for chunk in outcome["chunks"]], "wkt")
+            self._add("chunks", [dict(chunk, label=labels.get(chunk["chunk_id"]), **{KEPT_FID: kept.get(chunk["chunk_id"])}) for chunk in outcome["chunks"]], "wkt")
             if summary:
                 self._add("summary", [summary], "footprint_wkt")
                 self._add("footprints", [summary], "footprint_wkt")

@@ -53,12 +53,18 @@ def add_missing_fields(layer, fields) -> None:
             _done(layer.CreateField(ogr.FieldDefn(field_name, OGR_TYPES[kind])), f"add the field {field_name} to {layer.GetName()}")
 
 
+# A row's key holding the feature id a rewritten row keeps (add_rows).
+KEPT_FID = "_fid"
+
+
 def add_rows(layer, fields, rows: Iterable[Dict], geometry_key: Optional[str]) -> None:
     """Each row (by field name) as a feature: a field it lacks or holds as None stays NULL, and its WKT
-    under ``geometry_key`` becomes a multipolygon where the layer holds those."""
+    under ``geometry_key`` becomes a multipolygon where the layer holds those; under KEPT_FID, the feature id it takes."""
     multi = layer.GetGeomType() == ogr.wkbMultiPolygon
     for row in rows:
         feature = ogr.Feature(layer.GetLayerDefn())
+        if row.get(KEPT_FID) is not None:
+            feature.SetFID(row[KEPT_FID])
         for field_name, _ in fields:
             if row.get(field_name) is not None:
                 feature.SetField(field_name, row[field_name])

@@ -35,6 +35,8 @@ ORDERS = (
 REQUIRED_FIELDS = ("chunk_id", "probability", LABEL_FIELD)
 # The map shows this many chunk widths around the chunk on each side.
 MARGIN = 1.0
+GONE_FROM_THE_FILE = ("This chunk's row is gone from the file (another program rewrote the layer: a survey rescoring its image?), so it was "
+                      "not labelled, and the review order was read again. Labels of rows gone cannot be saved: give them to the chunks there now.")
 # Label changes (Mark icy on a selection, the field calculator) beyond which the counts are read whole rather than chunk by chunk.
 RECOUNT_ABOVE_CHANGES = 500
 # While the dock is shown, selected features are filled with this (QGIS's default yellow is
@@ -114,12 +116,16 @@ def review_order(layer: QgsVectorLayer, order: str = ORDER_REVIEW_RANK) -> List[
     return [fid for _, fid in sorted(keys)]
 
 
-def label_counts(layer: QgsVectorLayer) -> Dict[Optional[int], int]:
-    """How many chunks carry each label: {1: icy, 0: not icy, -1: unclear, None: not labelled}."""
+def label_counts(layer: QgsVectorLayer, labelled: Optional[Dict[int, int]] = None) -> Dict[Optional[int], int]:
+    """How many chunks carry each label: {1: icy, 0: not icy, -1: unclear, None: not labelled}; ``labelled``, where given, is
+    filled with {feature id: label} of the labelled ones."""
     counts = {ICY: 0, NOT_ICY: 0, UNCLEAR: 0, None: 0}
     request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes([LABEL_FIELD], layer.fields())
     for feature in layer.getFeatures(request):
-        counts[label_value(feature[LABEL_FIELD])] += 1
+        label = label_value(feature[LABEL_FIELD])
+        counts[label] += 1
+        if labelled is not None and label is not None:
+            labelled[feature.id()] = label
     return counts
 
 
@@ -375,11 +381,11 @@ class ReviewDock(QgsDockWidget):
         self._refresh_soon, self._reload_soon = self._deferred(self._recount), self._deferred(self._reload)
         # The label counts, read whole only when the layer's chunks change: on a survey's 600,000 chunks a count takes 3-6 s,
         # which each step and then each label key had waited for. A label's change moves one chunk between two counts
-        # (_count_changes), from the label it had as counted: its value then in the edit buffer (_labels_since_count),
-        # or else in the file.
+        # (_count_changes), from the label it has in _labels ({feature id: label} of the labelled chunks, kept with the counts).
         self.counts: Optional[Dict[Optional[int], int]] = None
-        self._labels_since_count: Dict[int, Optional[int]] = {}
+        self._labels: Dict[int, int] = {}
         self._label_changes: List[Tuple[int, object]] = []
+        self._gone_from_the_file = False  # the chunk shown was found gone from the file (current_feature)
         # The rasters of the layer's images (matching_rasters: a whole-layer DISTINCT), found again only when layers come or go,
         # not for every chunk shown (0.2 s a step on a survey of 600,000 chunks).
         self._rasters: Optional[List[QgsRasterLayer]] = None
@@ -527,7 +533,8 @@ class ReviewDock(QgsDockWidget):
             self._refresh()
             return
         self.layer.attributeValueChanged.connect(self._attribute_changed)
-        self.layer.afterCommitChanges.connect(self._refresh_later)  # "(unsaved edits)" had stayed after a save
+        self.layer.afterCommitChanges.connect(self._recount_later)  # "(unsaved edits)" had stayed after a save; saved new chunks take new ids
+        self.layer.dataProvider().dataChanged.connect(self._reload_later)  # the file read again (F5): a survey still running wrote more chunks
         self.layer.subsetStringChanged.connect(self._reload_later)  # a filter hides chunks the review would step to
         self.layer.afterRollBack.connect(self._reload_later)
         self.layer.featuresDeleted.connect(self._reload_later)
@@ -541,7 +548,9 @@ class ReviewDock(QgsDockWidget):
         self._reload(start_at_first_unlabelled=True)
 
     def _disconnect(self, layer):
-        for signal, slot in ((layer.attributeValueChanged, self._attribute_changed), (layer.afterCommitChanges, self._refresh_later),
+        provider = layer.dataProvider()
+        for signal, slot in ((layer.attributeValueChanged, self._attribute_changed), (layer.afterCommitChanges, self._recount_later),
+                             *(((provider.dataChanged, self._reload_later),) if provider is not None else ()),
                              (layer.subsetStringChanged, self._reload_later), (layer.afterRollBack, self._reload_later),
                              (layer.featuresDeleted, self._reload_later), (layer.featureAdded, self._reload_later),
                              (layer.willBeDeleted, self._layer_gone)):
@@ -568,11 +577,18 @@ class ReviewDock(QgsDockWidget):
             self.position = min(self.position, max(len(self.order_ids) - 1, 0))
         self.layer_label.setText(f"Reviewing <b>{self.layer.name()}</b>")
         self.show_current()
+        if self._gone_from_the_file:  # said where the review goes on, not only on the key that found it
+            self._gone_from_the_file = False
+            self.message_label.setText(GONE_FROM_THE_FILE)
 
     def _reload_later(self, *args):
         self._reload_soon.start()
 
     def _refresh_later(self, *args):
+        self._refresh_soon.start()
+
+    def _recount_later(self, *args):
+        self.counts = None
         self._refresh_soon.start()
 
     def _first_unlabelled(self) -> int:
@@ -605,7 +621,17 @@ class ReviewDock(QgsDockWidget):
 
     def current_feature(self):
         fid = self.current_id()
-        return None if fid is None else self.layer.getFeature(fid)
+        if fid is None:
+            return None
+        feature = self.layer.getFeature(fid)
+        if not feature.isValid():  # its row is gone from the file (a survey rescored the image): the order is read again
+            self._gone_from_the_file = True
+            self._reload_soon.start()
+            return None
+        return feature
+
+    def _row_gone(self) -> bool:
+        return self.current_id() is not None and self.current_feature() is None
 
     def go_to(self, position: int):
         if self.layer is None or not self.order_ids:
@@ -615,7 +641,8 @@ class ReviewDock(QgsDockWidget):
 
     def next(self):
         if self.layer is not None and self.position >= len(self.order_ids) - 1:
-            self.message_label.setText("That was the last chunk.")
+            self.message_label.setText("That was the last chunk. Chunks written to the file since the layer was read (a survey still running) "
+                                       "come after View › Refresh (F5).")
             return
         self.go_to(self.position + 1)
 
@@ -623,9 +650,11 @@ class ReviewDock(QgsDockWidget):
         self.go_to(self.position - 1)
 
     def label_current(self, value: int):
-        fid = self.current_id()
-        if fid is None:
+        if self.current_feature() is None:  # nothing to label, or a row gone from the file: nothing labelled that could not be saved
+            if self._row_gone():
+                self.message_label.setText(GONE_FROM_THE_FILE)
             return
+        fid = self.current_id()
         self.layer.selectByIds([fid])
         try:
             mark_selected(self.layer, value)
@@ -663,7 +692,7 @@ class ReviewDock(QgsDockWidget):
         if feature is not None and self.shown:  # a closed (or tabbed-away) dock leaves the selection and the map alone
             self.layer.selectByIds([feature.id()])
             note = self._zoom_to(feature)
-        self.message_label.setText(note)
+        self.message_label.setText(note or (GONE_FROM_THE_FILE if self._row_gone() else ""))
         self._refresh()
 
     def _canvas(self):
@@ -727,28 +756,18 @@ class ReviewDock(QgsDockWidget):
         self._refresh()
 
     def _count_labels(self) -> Dict[Optional[int], int]:
-        """The layer's label counts, read whole, and the labels in its edit buffer as counted."""
-        self._label_changes = []
-        index = self.layer.fields().lookupField(LABEL_FIELD)
-        buffer = self.layer.editBuffer()
-        edited = buffer.changedAttributeValues() if buffer is not None else {}
-        self._labels_since_count = {fid: label_value(values[index]) for fid, values in edited.items() if index in values}
-        return label_counts(self.layer)
+        """The layer's label counts, read whole, with the labelled chunks' labels."""
+        self._label_changes, self._labels = [], {}
+        return label_counts(self.layer, self._labels)
 
     def _count_changes(self, changes: List[Tuple[int, object]]) -> None:
-        """Move each changed chunk from the count of its label as counted to that of its new label."""
-        index = self.layer.fields().lookupField(LABEL_FIELD)
+        """Move each changed chunk from the count of the label it had to that of its new label."""
         for fid, value in changes:
-            if fid in self._labels_since_count:
-                before = self._labels_since_count[fid]
-            else:  # unchanged since the count: the file's label, as counted
-                request = QgsFeatureRequest(fid).setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes([index])
-                stored = next(self.layer.dataProvider().getFeatures(request), None)
-                before = label_value(stored[index]) if stored is not None and stored.isValid() else None
-            after = label_value(value)
+            before, after = self._labels.pop(fid, None), label_value(value)
             self.counts[before] -= 1
             self.counts[after] += 1
-            self._labels_since_count[fid] = after
+            if after is not None:
+                self._labels[fid] = after
 
     def _refresh(self):
         feature = self.current_feature()

@@ -398,7 +398,7 @@ step("start")
 panel, combo = dock.widget(), dock.order_box
 # Each label key moves one chunk between two counts: on a survey's 600,000 chunks reading them whole took 4-6 s a key.
 whole_reads = []
-review_dock.label_counts = lambda layer: whole_reads.append(1) or count_labels(layer)
+review_dock.label_counts = lambda layer, *kept: whole_reads.append(1) or count_labels(layer, *kept)
 for name, widget, key, modifier in (
     ("1", panel, Qt.Key.Key_1, Qt.KeyboardModifier.NoModifier),
     ("0 on the order box", combo, Qt.Key.Key_0, Qt.KeyboardModifier.NoModifier),
@@ -435,7 +435,7 @@ out["counts_right_after_undo"] = dock.counts == count_labels(chunks)
 # Marking every chunk at once and undoing it: one refresh each, not one per chunk (a whole-layer count each time).
 counted = []
 count_labels = review_dock.label_counts
-review_dock.label_counts = lambda layer: counted.append(1) or count_labels(layer)
+review_dock.label_counts = lambda layer, *kept: counted.append(1) or count_labels(layer, *kept)
 chunks.selectAll()
 review_dock.mark_selected(chunks, 1)
 app.processEvents()
@@ -515,6 +515,53 @@ dock.show()
 dock.adopt_active_layer()
 app.processEvents()
 out["reviewed_on_reopening"] = dock.layer.name() if dock.layer else None
+# Labels changed and saved in one turn of the event loop (a script's edit block); a chunk added and labelled twice unsaved.
+# On a copy of the file, whose labels the tests above read.
+import shutil
+copied = gpkg.replace("detect.gpkg", "copied.gpkg")
+shutil.copyfile(gpkg, copied)
+reviewed = QgsVectorLayer(f"{copied}|layername=chunks", "The copy", "ogr")
+project.addMapLayer(reviewed)
+dock.set_layer(reviewed)
+app.processEvents()
+index = reviewed.fields().lookupField("label")
+reviewed.startEditing()
+for feature in list(reviewed.getFeatures())[:3]:
+    reviewed.changeAttributeValue(feature.id(), index, 0)
+reviewed.commitChanges()
+app.processEvents()
+out["counts_right_after_changes_saved_at_once"] = dock.counts == count_labels(reviewed)
+from qgis.core import QgsFeature
+reviewed.startEditing()
+added = QgsFeature(reviewed.getFeature(dock.order_ids[0]))
+added.setId(-1)
+added["label"] = 1
+reviewed.addFeature(added)
+app.processEvents()
+reviewed.changeAttributeValue(added.id(), index, 0)
+app.processEvents()
+out["counts_right_after_an_added_chunk_relabelled"] = dock.counts == count_labels(reviewed)
+reviewed.rollBack()
+app.processEvents()
+# Another program rewrites the file (a survey rescoring the image): the chunk shown is gone, and new ones come
+from osgeo import ogr
+gone, walked_before = dock.current_id(), len(dock.order_ids)
+written = ogr.Open(copied, update=1)
+written.ExecuteSQL(f"DELETE FROM chunks WHERE fid = {gone}")
+table = written.GetLayerByName("chunks")
+for _ in range(2):
+    row = table.GetFeature(dock.order_ids[1])
+    row.SetFID(-1)
+    table.CreateFeature(row)
+written = None
+out["gone_still_read"] = reviewed.getFeature(gone).isValid()
+QTest.keyClick(dock.widget(), Qt.Key.Key_1)
+app.processEvents()
+out["gone_message"] = dock.message_label.text()
+out["gone_not_labelled"] = not reviewed.isEditable() or not reviewed.editBuffer().changedAttributeValues()
+reviewed.reload()  # View > Refresh
+app.processEvents()
+out["walked_after_the_file_changed"] = [walked_before, len(dock.order_ids)]
 dock.release()
 print("RESULT " + json.dumps(out))
 sys.stdout.flush()
@@ -629,6 +676,15 @@ def test_the_dock_follows_saves_and_filters_and_a_closed_dock_follows_nothing(do
     assert out["walked_with_filter"] == list(range(6, 12))
     assert out["selected_while_closed"] == 3 and out["map_kept_while_closed"]
     assert out["reviewed_on_reopening"] == "Another chunk layer"
+    assert out["counts_right_after_changes_saved_at_once"] and out["counts_right_after_an_added_chunk_relabelled"]
+
+
+def test_a_chunk_gone_from_the_file_is_not_labelled_and_new_chunks_come_after_a_refresh(dock_run):
+    """A survey rescoring an image rewrote its rows while the dock showed one: each label key raised a KeyError and put a label
+    that could never be saved into the edit buffer; chunks the survey added were never offered ("That was the last chunk")."""
+    out = dock_run["out"]
+    assert out["gone_message"].startswith("This chunk's row is gone from the file") and out["gone_not_labelled"], (out["gone_message"], out["gone_still_read"], out["gone_not_labelled"])
+    assert out["walked_after_the_file_changed"][1] == out["walked_after_the_file_changed"][0] + 1  # one gone, two come
 
 
 def test_screenshots_are_pictures(dock_run):

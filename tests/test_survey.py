@@ -419,10 +419,12 @@ def test_a_survey_geopackage_that_is_a_named_pipe_is_refused_not_waited_on(tmp_p
         SurveyStore(str(pipe))
 
 
-def test_labels_given_to_a_surveys_chunks_outlive_a_resurvey_with_another_model(worker_python, tiny_model, tmp_path):
+def test_labels_given_to_a_surveys_chunks_outlive_a_resurvey_with_another_model(qgis_app, worker_python, tiny_model, tmp_path):
     """Survey, label its chunks in the review dock, retrain, survey again: the new model's rows replaced the image's chunks,
-    and with them every label, without a word."""
+    and with them every label, without a word; labels QGIS held unsaved meanwhile were then saved onto rows that were gone,
+    and QGIS said they were saved."""
     from osgeo import ogr
+    from qgis.core import QgsVectorLayer
 
     from model import modelfile
 
@@ -435,13 +437,18 @@ def test_labels_given_to_a_surveys_chunks_outlive_a_resurvey_with_another_model(
     dataset.ExecuteSQL("UPDATE chunks SET label = 1 WHERE chunk_id IN (0, 5)")
     dataset.ExecuteSQL("UPDATE chunks SET label = 0 WHERE chunk_id = 7")
     dataset = None
+    layer = QgsVectorLayer(f"{out}|layername=chunks", "chunks", "ogr")  # the geologist goes on labelling, unsaved
+    ids = {feature["chunk_id"]: feature.id() for feature in layer.getFeatures()}
+    assert layer.startEditing() and layer.changeAttributeValue(ids[2], layer.fields().lookupField("label"), 1)
     retrained = tmp_path / "retrained.hiriseice"
     shutil.copy(tiny_model.path, retrained)
     meta = modelfile.read_metadata(str(retrained))
     modelfile.store_metadata(str(retrained), dict(meta, version=meta["version"] + "-2"))
     run = helpers.run_worker(worker_python, "survey", "--rasters", folder, "--out", out, "--model", retrained, "--workers", 1, timeout=300).check()
+    assert layer.commitChanges(), layer.commitErrors()
+    del layer
     rows = qs.read_ogr(out, "chunks").rows
-    assert {row["chunk_id"]: row["label"] for row in rows if row["label"] is not None} == {0: 1, 5: 1, 7: 0}
+    assert {row["chunk_id"]: row["label"] for row in rows if row["label"] is not None} == {0: 1, 2: 1, 5: 1, 7: 0}
     # said, not silent: the first model's results are gone from this GeoPackage
     assert (f"1 image(s) of {out} were scored with another model ({meta['name']} {meta['version']}: 1); this run replaces their rows with "
             f"{meta['name']} {meta['version']}-2's, keeping the labels given to their chunks") in [m["message"] for m in run.messages if m["type"] == "warning"][0]
