@@ -25,6 +25,7 @@ import datetime
 import logging
 import math
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -127,11 +128,19 @@ def fingerprint(path: str, sample: int = 1 << 16) -> Optional[str]:
     for sidecar in georeference_sidecars(path):
         try:
             with open(sidecar, "rb") as handle:
-                sidecars.update(os.path.basename(sidecar).encode("utf-8", "surrogateescape") + b"\0" + handle.read(1 << 20))
-            found = True
+                held = handle.read(1 << 20)
         except OSError:
             continue
+        if sidecar.endswith(".aux.xml"):  # its georeference only: QGIS writes statistics there as it opens an image
+            held = b"".join(match.group(0) for match in PAM_GEOREFERENCE.finditer(held))
+        if held:
+            sidecars.update(os.path.basename(sidecar).encode("utf-8", "surrogateescape") + b"\0" + held)
+            found = True
     return f"{size}:{digest.hexdigest()}|{sidecars.hexdigest() if found else 'no sidecars'}"  # '|': a record that counts sidecars
+
+
+# What of a GDAL .aux.xml places the raster: its CRS, geotransform and ground control points.
+PAM_GEOREFERENCE = re.compile(rb"<(SRS|GeoTransform|GCPList)\b.*?</\1>", re.S)
 
 
 def georeference_sidecars(path: str) -> List[str]:

@@ -344,22 +344,25 @@ def check_labels_not_replaced(destination: FileDestination) -> None:
     )
 
 
-# Tables only a survey's GeoPackage holds (model/survey.py's LAYERS beside detect's chunks and summary).
+# A survey's tables (model/survey.py's LAYERS), and those only a survey's GeoPackage holds, beside Detect's chunks and summary.
+SURVEY_TABLES = {"chunks", "summary", "footprints", "runs", "settings"}
 SURVEY_ONLY_TABLES = {"footprints", "runs"}
 
 
 def check_not_into_a_survey(destination: FileDestination) -> None:
-    """Refuse a layer output that would replace a survey GeoPackage's table, or the whole survey: Detect's summary into a survey's
-    'summary' left one row in the image's CRS, and the survey resumed writing degrees into that layer in metres."""
+    """Refuse a layer output that would replace a survey GeoPackage's own table, or the whole survey: Detect's summary into a survey's
+    'summary' left one row in the image's CRS, and the survey resumed writing degrees into that layer in metres. Tables of the user's
+    own in that file are theirs to write again. SQLite's table names ignore case: 'Chunks' is 'chunks'."""
     if not os.path.isfile(destination.path) or not destination.path.lower().endswith(".gpkg"):
         return
-    tables = set(vector_layer_names(destination.path))
-    if not SURVEY_ONLY_TABLES <= tables or (destination.table and destination.table not in tables):
+    tables = {name.casefold() for name in vector_layer_names(destination.path)}
+    if not SURVEY_ONLY_TABLES <= tables or (destination.table and destination.table.casefold() not in SURVEY_TABLES):
         return
+    free = next(name for name in (f"chunks_{n}" for n in range(2, 10000)) if name not in tables)
     what = f"its table '{destination.table}'" if destination.table else "the whole file"
     raise QgsProcessingException(
         f"{destination.parameter} would replace {what}, and {destination.path} is a survey's GeoPackage (hiriseice:survey resumes from its "
-        f"tables): give another file, or a new table of it ({ogr_address(destination.path, 'chunks_2')}); nothing was run or written."
+        f"tables): give another file, or a new table of it ({ogr_address(destination.path, free)}); nothing was run or written."
     )
 
 

@@ -247,7 +247,7 @@ def test_processing_survey(qgis_app, tiny_model, survey_folder, tmp_path, as_giv
     assert "Nothing to survey: give RASTERS" in message and "Traceback" not in message
 
 
-@pytest.mark.parametrize("table", ["summary", "chunks", None])
+@pytest.mark.parametrize("table", ["summary", "chunks", "Chunks", None])
 def test_detect_into_a_surveys_tables_is_refused_before_the_run(qgis_app, tiny_model, survey_folder, tmp_path, table):
     """Detect's summary into a survey's 'summary' left one row in the image's CRS, and the resumed survey wrote degrees into that
     layer in metres; into its 'chunks', every image's chunks were replaced, and the resume was refused for "an earlier version"."""
@@ -262,6 +262,18 @@ def test_detect_into_a_surveys_tables_is_refused_before_the_run(qgis_app, tiny_m
                                                       "SUMMARY": destination})
     assert f"{out} is a survey's GeoPackage (hiriseice:survey resumes from its tables)" in message and "nothing was run or written" in message, message
     assert out.read_bytes() == before and not (tmp_path / "c.gpkg").exists()
+    # a table of one's own in that file is one's own to write again (the refusal had named one it then refused)
+    destinations = qs.plugin_module("processing_provider.destinations")
+    from osgeo import ogr
+
+    written = ogr.Open(str(out), update=1)
+    written.CreateLayer("chunks_2", geom_type=ogr.wkbPolygon)
+    written = None
+    destinations.check_not_into_a_survey(destinations.FileDestination("OUTPUT", str(out), "chunks_2", existed=True))
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match='table="chunks_3"'):  # a table not yet in the file is suggested
+        destinations.check_not_into_a_survey(destinations.FileDestination("SUMMARY", str(out), "summary", existed=True))
 
 
 def test_a_survey_without_the_mirror_is_started_and_resumed_from_qgis(qgis_app, tiny_model, survey_folder, tmp_path):
@@ -514,7 +526,11 @@ def test_a_fingerprint_recorded_before_sidecars_counted_still_matches(tmp_path):
     raster = helpers.generate_raster(tmp_path, name="scene.tif", width=64, height=64)
     without = fingerprint(raster.path)
     before = without.split("|")[0]  # as an earlier version recorded it
-    (tmp_path / "scene.tif.aux.xml").write_text("<PAMDataset/>")
+    # statistics QGIS writes as it opens the image are no change of the raster (the image had been surveyed again)
+    (tmp_path / "scene.tif.aux.xml").write_text("<PAMDataset><PAMRasterBand band=\"1\"><Metadata><MDI key=\"STATISTICS_MEAN\">5</MDI></Metadata>"
+                                               "</PAMRasterBand></PAMDataset>")
+    assert fingerprint(raster.path) == without
+    (tmp_path / "scene.tif.aux.xml").write_text("<PAMDataset><GeoTransform>1, 0.5, 0, 2, 0, -0.5</GeoTransform></PAMDataset>")
     now = fingerprint(raster.path)
     assert same_fingerprint(before, now) and not same_fingerprint(without, now) and same_fingerprint(now, fingerprint(raster.path))
 
