@@ -470,8 +470,6 @@ def test_labels_given_to_a_surveys_chunks_outlive_a_resurvey_with_another_model(
 def test_a_later_image_saved_under_the_first_ones_name_is_refused_and_takes_no_labels(worker_python, tiny_model, tmp_path):
     """2026-04/crater_site.tif surveyed, then 2026-05/crater_site.tif (the site again, another window) into the same GeoPackage:
     with the same model it was skipped as done; with another, it replaced April's rows and took April's labels by chunk_id."""
-    from model import modelfile
-
     april, may, out = tmp_path / "2026-04", tmp_path / "2026-05", tmp_path / "survey.gpkg"
     origin = helpers.default_geotransform(384, 384)
     for folder, seed, shift in ((april, 30, 0.0), (may, 31, 100.0)):  # May's window 100 m east
