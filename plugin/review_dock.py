@@ -566,9 +566,9 @@ class ReviewDock(QgsDockWidget):
     def _reload(self, *args, start_at_first_unlabelled: bool = False):
         if self.layer is None:
             return
-        self.counts = None
         current = self.current_id()
         self.order_ids = review_order(self.layer, self.order())
+        self.counts = self._count_labels()  # read with the labelled chunks, which also give the first unlabelled one
         if start_at_first_unlabelled:
             self.position = self._first_unlabelled()
         elif current in self.order_ids:
@@ -592,12 +592,7 @@ class ReviewDock(QgsDockWidget):
         self._refresh_soon.start()
 
     def _first_unlabelled(self) -> int:
-        labels = {f.id(): label_value(f[LABEL_FIELD]) for f in self.layer.getFeatures(
-            QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes([LABEL_FIELD], self.layer.fields()))}
-        for i, fid in enumerate(self.order_ids):
-            if labels.get(fid) is None:
-                return i
-        return 0
+        return next((i for i, fid in enumerate(self.order_ids) if fid not in self._labels), 0)
 
     def _attribute_changed(self, fid, index, value):
         if self.layer is not None and index == self.layer.fields().lookupField(LABEL_FIELD):
