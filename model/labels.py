@@ -163,13 +163,30 @@ class PolygonLabels:
         return f"; left out: {', '.join(said)}" if said else ""
 
 
+def _unreadable_message(items: Sequence[Dict], shown: int = 10) -> str:
+    named = ", ".join(f"{item.get('label')!r}" + (f" ({item['feature']})" if item.get("feature") else "") for item in items[:shown])
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return (f"{len(items)} label value(s) are not understood: {named}{more}. Use 1 / 0, icy / not icy or yes / no; leave a chunk empty (NULL), "
+            "-1 or 'unclear' to leave it out.")
+
+
 def label_windows(source: RasterSource, labels: Sequence[Dict], exclude: Sequence[str] = ()) -> PolygonLabels:
     """The pixel window and label of each labelled polygon over the raster (polygon_window). Left out:
     unlabelled polygons, those off the image or under 2 px, those sharing area with an exclusion, and
     repeats: a chunk labelled twice alike counts once, one labelled both ways not at all."""
     info = source.info
     footprint = _raster_polygon(source)
-    usable = [(item, label) for item, label in ((item, parse_label(item.get("label"), item.get("feature", ""))) for item in labels) if label is not None]
+    usable, unreadable = [], []
+    for item in labels:
+        try:
+            label = parse_label(item.get("label"), item.get("feature", ""))
+        except LabelError:
+            unreadable.append(item)
+            continue
+        if label is not None:
+            usable.append((item, label))
+    if unreadable:  # all of them at once: a field calculator's results had been found one per run
+        raise LabelError(_unreadable_message(unreadable))
     if not usable:
         raise LabelError(f"No feature over {info.image_id} has a usable label (1/0, icy/not icy, yes/no). Fill the label field, e.g. with the labelling tools.")
     pieces = [(part, label) for item, label in usable for part in _label_parts(item)]

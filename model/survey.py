@@ -561,27 +561,37 @@ class SurveyStore:
             # the grid is the survey's own (keep_settings), so a chunk_id is the same window, where it lies on the same ground
             # (not where the file was moved and another of its name put in its place)
             # Each chunk on the same ground keeps its feature id too: edits QGIS holds unsaved for it (labels given while the
-            # survey ran) are saved onto the same chunk, where a new id had left them on a row that was gone.
-            labels, kept, elsewhere = {}, {}, 0
+            # survey ran) are saved onto the same chunk, where a new id had left them on a row that was gone. Its label, and the
+            # fields of the geologist's own (train reads one as LABEL_FIELD), are kept; two rows of one chunk (pasted) that disagree
+            # keep neither, rather than whichever was read last.
+            own = self._fields_of_ones_own()
+            marks, kept, clashing, elsewhere = {}, {}, set(), 0
             windows = {chunk["chunk_id"]: chunk["wkt"] for chunk in outcome["chunks"]}
-            recorded = self.ds.ExecuteSQL(f"SELECT fid, chunk_id, label, geom FROM chunks WHERE image_id = '{quoted}'")
+            columns = ", ".join(f'"{name}"' for name in ["label"] + own)
+            recorded = self.ds.ExecuteSQL(f"SELECT fid, chunk_id, geom, {columns} FROM chunks WHERE image_id = '{quoted}'")
             if recorded is not None:
                 for feature in recorded:
-                    chunk_id, label = feature.GetField("chunk_id"), feature.GetField("label")
-                    if _same_place(feature.GetGeometryRef(), windows.get(chunk_id)):
-                        kept[chunk_id] = feature.GetFID()
-                        if label is not None:
-                            labels[chunk_id] = label
-                    elif label is not None:
-                        elsewhere += 1
+                    chunk_id = feature.GetField("chunk_id")
+                    values = {name: feature.GetField(name) for name in ["label"] + own if feature.GetField(name) is not None}
+                    if not _same_place(feature.GetGeometryRef(), windows.get(chunk_id)):
+                        elsewhere += bool(values)
+                        continue
+                    kept.setdefault(chunk_id, feature.GetFID())
+                    if values and marks.get(chunk_id, values) != values:
+                        clashing.add(chunk_id)
+                    elif values:
+                        marks[chunk_id] = values
                 self.ds.ReleaseResultSet(recorded)
-            if elsewhere:
-                self.warn(f"{image.image_id}: {elsewhere} label(s) recorded for its chunks lie on other ground than its chunks now do (another "
-                          "file of that name was surveyed before): they are not carried over.")
+            for chunk_id in clashing:
+                marks.pop(chunk_id, None)
+            if clashing:
+                self.warn(f"{image.image_id}: chunk(s) {', '.join(str(c) for c in sorted(clashing))} had two rows with different labels (features "
+                          "pasted over the survey's own?): rescored, they keep neither. Label them again.")
             for name, _, _ in LAYERS:
                 self.ds.ExecuteSQL(f"DELETE FROM \"{name}\" WHERE image_id = '{quoted}'")
             summary = outcome["summary"]
-            self._add("chunks", [dict(chunk, label=labels.get(chunk["chunk_id"]), **{KEPT_FID: kept.get(chunk["chunk_id"])}) for chunk in outcome["chunks"]], "wkt")
+            self._add("chunks", [{**chunk, "label": None, **marks.get(chunk["chunk_id"], {}), KEPT_FID: kept.get(chunk["chunk_id"])}
+                                 for chunk in outcome["chunks"]], "wkt", [(name, None) for name in own])
             if summary:
                 self._add("summary", [summary], "footprint_wkt")
                 self._add("footprints", [summary], "footprint_wkt")
@@ -598,8 +608,14 @@ class SurveyStore:
             raise
         self.ds.CommitTransaction()
 
-    def _add(self, name: str, rows: Iterable[Dict], geometry_key: Optional[str]) -> None:
-        add_rows(self.ds.GetLayerByName(name), next(f for n, _, f in LAYERS if n == name), rows, geometry_key)
+    def _add(self, name: str, rows: Iterable[Dict], geometry_key: Optional[str], more_fields: Sequence = ()) -> None:
+        add_rows(self.ds.GetLayerByName(name), tuple(next(f for n, _, f in LAYERS if n == name)) + tuple(more_fields), rows, geometry_key)
+
+    def _fields_of_ones_own(self) -> List[str]:
+        """The chunk table's fields no survey writes: the geologist's own (a field of labels read by train's LABEL_FIELD, notes)."""
+        definition = self.ds.GetLayerByName("chunks").GetLayerDefn()
+        written = {name for name, _ in DETECTION_FIELDS}
+        return [name for name in (definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())) if name not in written]
 
     def close(self) -> None:
         self.ds = None

@@ -15,7 +15,7 @@ from osgeo import gdal
 from qgis.core import QgsDataSourceUri, QgsProcessingException, QgsProcessingUtils, QgsProviderRegistry, QgsVectorFileWriter
 from qgis.PyQt.QtCore import QFileInfo
 
-from .engine import files, gdal_exceptions
+from .engine import files, gdal_exceptions, schema
 
 
 # How long a GeoPackage's lock may last before the output is refused: another program's brief write passes.
@@ -308,24 +308,38 @@ def vector_layer_names(path: str) -> List[str]:
         return []
 
 
-def labels_in(path: str, table: str = "") -> Dict[str, int]:
-    """{layer: how many of its features carry a label} for the layers of an existing vector file (``table`` alone
-    where given) that have a 'label' field: what a geologist marked, which replacing them would lose."""
+def labels_in(path: str, table: str = "") -> Dict[str, Tuple[int, List[str]]]:
+    """{layer: (how many of its features carry a mark, the fields holding them)} for the layers of an existing vector file (``table``
+    alone where given) that are chunk layers or have a 'label' field: 'label', and any field no algorithm writes (a field of the
+    geologist's own, 'ice', read by train's LABEL_FIELD), is what a geologist marked, which replacing them would lose."""
     if not os.path.isfile(path):
         return {}
-    counts = {}
+    written = {name for fields in (schema.DETECTION_FIELDS, schema.SUMMARY_FIELDS, schema.CHUNK_GRID_FIELDS) for name, _ in fields}
+    written |= {name[:10] for name in written}  # as a shapefile cuts them
+    marked = {}
     try:
         with gdal_exceptions():
             dataset = gdal.OpenEx(path, gdal.OF_VECTOR | gdal.OF_READONLY)
             for index in range(dataset.GetLayerCount()):
                 layer = dataset.GetLayer(index)
-                if (table and layer.GetName() != table) or layer.GetLayerDefn().GetFieldIndex("label") < 0:
+                definition = layer.GetLayerDefn()
+                names = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
+                if (table and layer.GetName() != table) or not ({"label", "chunk_id"} & set(names)):
                     continue
-                layer.SetAttributeFilter("label IS NOT NULL")
-                counts[layer.GetName()] = layer.GetFeatureCount()
+                own = [name for name in names if name == "label" or name.lower() not in written]
+                if not own:
+                    continue
+                holding = []
+                for name in own:
+                    layer.SetAttributeFilter(f'"{name}" IS NOT NULL')
+                    if layer.GetFeatureCount():
+                        holding.append(name)
+                if holding:
+                    layer.SetAttributeFilter(" OR ".join(f'"{name}" IS NOT NULL' for name in holding))
+                    marked[layer.GetName()] = (layer.GetFeatureCount(), holding)
     except RuntimeError:  # not a vector file, or no such filter there: nothing a geologist labelled
         return {}
-    return {name: count for name, count in counts.items() if count}
+    return marked
 
 
 def check_labels_not_replaced(destination: FileDestination) -> None:
@@ -335,11 +349,11 @@ def check_labels_not_replaced(destination: FileDestination) -> None:
     if not labelled:
         return
     where = f"the table '{destination.table}' of {destination.path}" if destination.table else f"the file {destination.path}"
-    held = ", ".join(f"'{name}' holds {count} label(s)" for name, count in labelled.items())
+    held = ", ".join(f"'{name}' holds {count} chunk(s) you marked (in {', '.join(fields)})" for name, (count, fields) in labelled.items())
     table_instead = (f", or a new table of it ({ogr_address(destination.path, 'chunks_2')})"
                      if os.path.splitext(destination.path)[1].lower() in MULTI_TABLE_FORMATS else "")
     raise QgsProcessingException(
-        f"{destination.parameter} would replace {where}, whose layer {held} that you marked: they would be lost. Give another "
+        f"{destination.parameter} would replace {where}, whose layer {held}: they would be lost. Give another "
         f"file{table_instead}; or, to start over, delete or rename the labelled file first."
     )
 

@@ -25,6 +25,7 @@ from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsEditorWidgetSetup,
     QgsField,
+    QgsFieldConstraints,
     QgsFillSymbol,
     QgsGradientColorRamp,
     QgsGradientStop,
@@ -366,6 +367,9 @@ def write_style_files(folder: str = STYLES_FOLDER) -> List[str]:
     value_map = [{text: value} for text, value in LABEL_VALUES] + [{"(not labelled)": VALUE_MAP_NULL}]
     chunks.setEditorWidgetSetup(label_index, QgsEditorWidgetSetup("ValueMap", {"map": value_map}))
     chunks.setFieldAlias(label_index, "label (1 icy, 0 not icy, -1 unclear)")
+    # flagged, not refused, in the form and the attribute table: the field calculator wrote 2 or -5 without a sign
+    chunks.setConstraintExpression(label_index, '"label" IS NULL OR "label" IN (1, 0, -1)', "1 icy, 0 not icy, -1 unclear, or empty")
+    chunks.setFieldConstraint(label_index, QgsFieldConstraints.Constraint.ConstraintExpression, QgsFieldConstraints.ConstraintStrength.ConstraintStrengthSoft)
     form = chunks.editFormConfig()
     for index, field in enumerate(chunks.fields()):
         form.setReadOnly(index, field.name() != "label")

@@ -348,9 +348,10 @@ def test_the_copies_a_killed_run_left_are_removed_by_the_next_run_of_that_output
     assert f"Removed {left[0]}, the copy of ice.gpkg a run killed before it ended (process {dead}) had kept." in done.stdout
 
 
-@pytest.mark.parametrize("name", ["chunks.gpkg", "chunks.shp", "table"])
-def test_a_rerun_into_labelled_chunks_is_refused_before_anything_runs(tiny_model, scene, tmp_path, name):
-    """Detect again into the labelled chunks.gpkg wiped the geologist's labels, with a line in the log saying a file was replaced."""
+@pytest.mark.parametrize("name, field", [("chunks.gpkg", "label"), ("chunks.shp", "label"), ("table", "label"), ("chunks.gpkg", "ice"), ("chunks.shp", "ice")])
+def test_a_rerun_into_labelled_chunks_is_refused_before_anything_runs(tiny_model, scene, tmp_path, name, field):
+    """Detect again into the labelled chunks.gpkg wiped the geologist's labels, with a line in the log saying a file was replaced;
+    and labels in a field of the geologist's own ('ice', read by train's LABEL_FIELD) went without even a refusal."""
     from osgeo import ogr
 
     output = f"ogr:dbname='{tmp_path / 'project.gpkg'}' table=\"chunks\" (geom)" if name == "table" else str(tmp_path / name)
@@ -359,12 +360,14 @@ def test_a_rerun_into_labelled_chunks_is_refused_before_anything_runs(tiny_model
     assert detect(*parameters, cwd=tmp_path).returncode == 0
     dataset = ogr.Open(str(path), update=1)
     layer = dataset.GetLayer(0)
-    dataset.ExecuteSQL(f"UPDATE \"{layer.GetName()}\" SET label = 1 WHERE chunk_id < 3", dialect="SQLite" if name.endswith(".shp") else "")
+    if field != "label":
+        layer.CreateField(ogr.FieldDefn(field, ogr.OFTString))
+    dataset.ExecuteSQL(f"UPDATE \"{layer.GetName()}\" SET {field} = '1' WHERE chunk_id < 3", dialect="SQLite" if name.endswith(".shp") else "")
     dataset = None
     before = path.read_bytes()
     done = detect(*parameters, cwd=tmp_path)
     assert done.returncode == 1 and done.stdout.count("ERROR:") == 1 and "Traceback" not in done.stdout, done.stdout[-3000:]
-    assert "holds 3 label(s) that you marked: they would be lost. Give another file" in done.stdout, done.stdout[-3000:]
+    assert f"holds 3 chunk(s) you marked (in {field}): they would be lost. Give another file" in done.stdout, done.stdout[-3000:]
     assert not qs.processes_with(worker_of(scene.path)) and path.read_bytes() == before
 
 

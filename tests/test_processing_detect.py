@@ -187,6 +187,13 @@ def test_style_is_stored_in_the_geopackage(gpkg_run, qgis_app):
     form = chunks.editFormConfig()
     editable = [field.name() for index, field in enumerate(chunks.fields()) if not form.readOnly(index) and field.name() != "fid"]  # fid: the GeoPackage's key
     assert editable == ["label"], "the geologist fills only label; review_rank and the model's fields stay read-only"
+    # a value the field calculator or the table writes that train cannot read (2, -5) is flagged where it is typed, not refused
+    from qgis.core import QgsFieldConstraints
+
+    label = chunks.fields().lookupField("label")
+    constraints = chunks.fields().at(label).constraints()
+    assert chunks.constraintExpression(label) == '"label" IS NULL OR "label" IN (1, 0, -1)'
+    assert constraints.constraintStrength(QgsFieldConstraints.Constraint.ConstraintExpression) == QgsFieldConstraints.ConstraintStrength.ConstraintStrengthSoft
     summary = QgsVectorLayer(f"{gpkg_run['gpkg']}|layername=summary", "reopened", "ogr")
     assert isinstance(summary.renderer(), QgsCategorizedSymbolRenderer) and summary.renderer().classAttribute() == "category"
     # the paper's "bad" is an image with too few icy chunks to keep (0 or 1), not one without ice: the legend had said "no ice seen"

@@ -446,8 +446,15 @@ def test_labels_given_to_a_surveys_chunks_outlive_a_resurvey_with_another_model(
     out = tmp_path / "survey.gpkg"
     helpers.run_worker(worker_python, "survey", "--rasters", folder, "--out", out, "--model", tiny_model.path, "--workers", 1, timeout=300).check()
     dataset = ogr.Open(str(out), update=1)
-    dataset.ExecuteSQL("UPDATE chunks SET label = 1 WHERE chunk_id IN (0, 5)")
+    dataset.ExecuteSQL("UPDATE chunks SET label = 1 WHERE chunk_id IN (0, 5, 9)")
     dataset.ExecuteSQL("UPDATE chunks SET label = 0 WHERE chunk_id = 7")
+    table = dataset.GetLayerByName("chunks")
+    table.CreateField(ogr.FieldDefn("ice", ogr.OFTString))  # a field of the geologist's own, which train reads as LABEL_FIELD
+    dataset.ExecuteSQL("UPDATE chunks SET ice = 'icy' WHERE chunk_id = 3")
+    pasted = next(feature for feature in table if feature.GetField("chunk_id") == 9)  # a chunk pasted over its own, labelled otherwise
+    pasted.SetFID(-1)
+    pasted.SetField("label", 0)
+    table.CreateFeature(pasted)
     dataset = None
     layer = QgsVectorLayer(f"{out}|layername=chunks", "chunks", "ogr")  # the geologist goes on labelling, unsaved
     ids = {feature["chunk_id"]: feature.id() for feature in layer.getFeatures()}
@@ -461,6 +468,8 @@ def test_labels_given_to_a_surveys_chunks_outlive_a_resurvey_with_another_model(
     del layer
     rows = qs.read_ogr(out, "chunks").rows
     assert {row["chunk_id"]: row["label"] for row in rows if row["label"] is not None} == {0: 1, 2: 1, 5: 1, 7: 0}
+    assert {row["chunk_id"]: row["ice"] for row in rows if row["ice"] is not None} == {3: "icy"} and len(rows) == len({row["chunk_id"] for row in rows})
+    assert any("chunk(s) 9 had two rows with different labels" in m["message"] for m in run.messages if m["type"] == "warning"), run.messages
     # said, not silent: the first model's results are gone from this GeoPackage
     assert (f"1 image(s) of {out} were scored with another model ({meta['name']} {meta['version']}: 1); this run replaces their rows with "
             f"{meta['name']} {meta['version']}-2's, keeping the labels given to their chunks") in [m["message"] for m in run.messages if m["type"] == "warning"][0]

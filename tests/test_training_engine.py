@@ -370,7 +370,7 @@ def bad_jobs(training_data, worker_python, tmp_path_factory):
         ("labels outside the raster", LabelError.code, ["None of the 36 labelled polygons lies on image data", "CRS"]),
         ("outlines outside the raster", LabelError.code, ["None of the ice-patch outlines lies within train_scene"]),
         ("raster smaller than a chunk", RasterError.code, ["48 x 48 px, smaller than one 64-px chunk"]),
-        ("unknown label value", LabelError.code, ["'maybe' is not understood", "icy / not icy"]),
+        ("unknown label value", LabelError.code, ["label value(s) are not understood: 'maybe'", "icy / not icy"]),
         ("unknown label mode", LabelError.code, ["Unknown label mode 'points'"]),
         ("one block only", LabelError.code, ["one image block", "no honest validation split"]),
         ("no raster", LabelError.code, ["No raster was given"]),
@@ -411,7 +411,7 @@ def test_a_bad_job_fails_the_worker_process_with_exit_status_2(training_data, wo
     run = helpers.run_worker(worker_python, "train", helpers.write_job(tmp_path / "job.json", job))
     assert run.returncode == 2, run.stderr[-3000:]
     assert len(run.messages) == 1 and run.messages[0]["type"] == "error" and run.messages[0]["code"] == LabelError.code
-    assert "'perhaps' is not understood" in run.messages[0]["message"]
+    assert "1 label value(s) are not understood: 'perhaps'" in run.messages[0]["message"]
     assert "Traceback" not in run.stderr
 
 

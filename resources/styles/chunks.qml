@@ -580,7 +580,7 @@
     <constraint unique_strength="0" exp_strength="0" field="chunk_id" notnull_strength="0" constraints="0"/>
     <constraint unique_strength="0" exp_strength="0" field="probability" notnull_strength="0" constraints="0"/>
     <constraint unique_strength="0" exp_strength="0" field="class" notnull_strength="0" constraints="0"/>
-    <constraint unique_strength="0" exp_strength="0" field="label" notnull_strength="0" constraints="0"/>
+    <constraint unique_strength="0" exp_strength="2" field="label" notnull_strength="0" constraints="4"/>
     <constraint unique_strength="0" exp_strength="0" field="review_rank" notnull_strength="0" constraints="0"/>
     <constraint unique_strength="0" exp_strength="0" field="row" notnull_strength="0" constraints="0"/>
     <constraint unique_strength="0" exp_strength="0" field="col" notnull_strength="0" constraints="0"/>
@@ -598,7 +598,7 @@
     <constraint desc="" field="chunk_id" exp=""/>
     <constraint desc="" field="probability" exp=""/>
     <constraint desc="" field="class" exp=""/>
-    <constraint desc="" field="label" exp=""/>
+    <constraint desc="1 icy, 0 not icy, -1 unclear, or empty" field="label" exp="&quot;label&quot; IS NULL OR &quot;label&quot; IN (1, 0, -1)"/>
     <constraint desc="" field="review_rank" exp=""/>
     <constraint desc="" field="row" exp=""/>
     <constraint desc="" field="col" exp=""/>
