@@ -584,6 +584,9 @@ class SurveyStore:
                 self.ds.ReleaseResultSet(recorded)
             for chunk_id in clashing:
                 marks.pop(chunk_id, None)
+            if elsewhere:
+                self.warn(f"{image.image_id}: {elsewhere} label(s) recorded for its chunks lie on other ground than its chunks now do (another "
+                          "file of that name was surveyed before): they are not carried over.")
             if clashing:
                 self.warn(f"{image.image_id}: chunk(s) {', '.join(str(c) for c in sorted(clashing))} had two rows with different labels (features "
                           "pasted over the survey's own?): rescored, they keep neither. Label them again.")
