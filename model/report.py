@@ -415,8 +415,11 @@ def model_scope(metadata: Optional[Dict], image_id: str = "") -> str:
     observation = "_".join(image_id.split("_")[:3]) if image_id else ""
     if observation and groups:
         # a group is an observation, repeat images of a site ("A+B"), or a block of them ("IMAGE/b0_1", "A+B/m2_3")
-        ours = [group for group in groups if {observation, image_id} & set(group.split("/", 1)[0].split("+"))]
-        validated = [group for group in (training.get("split") or {}).get("validation_groups", []) if {observation, image_id} & set(group.split("/", 1)[0].split("+"))]
+        def of_this_image(group: str) -> bool:
+            return bool({observation, image_id} & set(group.split("/", 1)[0].split("+")))
+
+        ours = [group for group in groups if of_this_image(group)]
+        validated = [group for group in (training.get("split") or {}).get("validation_groups", []) if of_this_image(group)]
         if not ours and validated:
             parts.append("It has not trained on this image: its labelled chunks of it were held out to validate it.")
         elif not ours:

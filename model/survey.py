@@ -103,7 +103,10 @@ def _sql_text(text: Optional[str]) -> str:
 
 def _same_file_or_copy(first: str, second: str) -> bool:
     try:
-        return os.path.samefile(first, second) or (fingerprint(first) is not None and fingerprint(first) == fingerprint(second))
+        if os.path.samefile(first, second):
+            return True
+        printed = fingerprint(first)
+        return printed is not None and printed == fingerprint(second)
     except OSError:
         return False
 
@@ -567,12 +570,13 @@ class SurveyStore:
             own = self._fields_of_ones_own()
             marks, kept, clashing, elsewhere = {}, {}, set(), 0
             windows = {chunk["chunk_id"]: chunk["wkt"] for chunk in outcome["chunks"]}
-            columns = ", ".join(f'"{name}"' for name in ["label"] + own)
+            carried = ["label"] + own
+            columns = ", ".join(f'"{name}"' for name in carried)
             recorded = self.ds.ExecuteSQL(f"SELECT fid, chunk_id, geom, {columns} FROM chunks WHERE image_id = '{quoted}'")
             if recorded is not None:
                 for feature in recorded:
                     chunk_id = feature.GetField("chunk_id")
-                    values = {name: feature.GetField(name) for name in ["label"] + own if feature.GetField(name) is not None}
+                    values = {name: value for name in carried if (value := feature.GetField(name)) is not None}
                     if not _same_place(feature.GetGeometryRef(), windows.get(chunk_id)):
                         elsewhere += bool(values)
                         continue

@@ -625,9 +625,6 @@ class ReviewDock(QgsDockWidget):
             return None
         return feature
 
-    def _row_gone(self) -> bool:
-        return self.current_id() is not None and self.current_feature() is None
-
     def go_to(self, position: int):
         if self.layer is None or not self.order_ids:
             return
@@ -646,7 +643,7 @@ class ReviewDock(QgsDockWidget):
 
     def label_current(self, value: int):
         if self.current_feature() is None:  # nothing to label, or a row gone from the file: nothing labelled that could not be saved
-            if self._row_gone():
+            if self.current_id() is not None:
                 self.message_label.setText(GONE_FROM_THE_FILE)
             return
         fid = self.current_id()
@@ -687,7 +684,7 @@ class ReviewDock(QgsDockWidget):
         if feature is not None and self.shown:  # a closed (or tabbed-away) dock leaves the selection and the map alone
             self.layer.selectByIds([feature.id()])
             note = self._zoom_to(feature)
-        self.message_label.setText(note or (GONE_FROM_THE_FILE if self._row_gone() else ""))
+        self.message_label.setText(note or (GONE_FROM_THE_FILE if feature is None and self.current_id() is not None else ""))
         self._refresh()
 
     def _canvas(self):
