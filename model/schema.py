@@ -1,7 +1,7 @@
 """The output tables' fields, in order, as (name, kind) with kind one of "int", "real", "text".
 
 One definition for every writer: OGR in the worker's command line (model/vector.py) and in the
-survey's GeoPackage (model/survey.py), and QGIS sinks in the algorithms (processing_provider/common.py).
+survey's GeoPackage (model/surveystore.py), and QGIS sinks in the algorithms (processing_provider/common.py).
 """
 
 CHUNK_ID_FIELDS = (
@@ -67,7 +67,7 @@ SUMMARY_FIELDS = (
 
 HISTORY_FIELDS = (("epoch", "int"),) + tuple((name, "real") for name in ("loss", "accuracy", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_auc"))
 
-# The survey's image outlines (model/survey.py), one row per image.
+# The survey's image outlines (model/surveystore.py), one row per image.
 FOOTPRINT_FIELDS = (
     ("image_id", "text"),
     ("category", "text"),  # rules.GOOD / HARD / BAD, by the survey's CATEGORY_RULE
@@ -78,7 +78,7 @@ FOOTPRINT_FIELDS = (
     ("model_version", "text"),
 )
 
-# The survey's table of runs (model/survey.py), one row per image tried.
+# The survey's table of runs (model/surveystore.py), one row per image tried.
 RUN_FIELDS = (
     ("image", "text"),  # the raster's path as the workers read it
     ("image_id", "text"),

@@ -15,7 +15,7 @@ from osgeo import gdal
 from qgis.core import QgsDataSourceUri, QgsProcessingException, QgsProcessingUtils, QgsProviderRegistry, QgsVectorFileWriter
 from qgis.PyQt.QtCore import QFileInfo
 
-from .engine import files, gdal_exceptions, schema, survey
+from .engine import files, gdal_exceptions, schema, surveystore
 
 
 # How long a GeoPackage's lock may last before the output is refused: another program's brief write passes.
@@ -359,8 +359,8 @@ def check_labels_not_replaced(destination: FileDestination) -> None:
 
 
 # A survey's tables, and those only a survey's GeoPackage holds, beside Detect's chunks and summary.
-SURVEY_TABLES = {name for name, _, _ in survey.LAYERS} | {survey.SETTINGS_TABLE}
-SURVEY_ONLY_TABLES = SURVEY_TABLES - {"chunks", "summary", survey.SETTINGS_TABLE}
+SURVEY_TABLES = {name for name, _, _ in surveystore.LAYERS} | {surveystore.SETTINGS_TABLE}
+SURVEY_ONLY_TABLES = SURVEY_TABLES - {"chunks", "summary", surveystore.SETTINGS_TABLE}
 
 
 def check_not_into_a_survey(destination: FileDestination) -> None:

@@ -780,7 +780,7 @@ def test_an_output_that_is_a_pipe_or_a_url_is_refused_before_anything_is_written
     for check, value in ((files.check_destination, str(pipe)), (files.check_folder, "https://example.com/dl")):
         with pytest.raises(EngineError, match="nothing was run or written"):
             check(value, "--out")
-    from model.survey import SurveyStore
+    from model.surveystore import SurveyStore
 
     with pytest.raises(EngineError, match=r"The survey's GeoPackage \(--out\) is 'http://example.com/s.gpkg', a URL"):  # the command line's survey
         SurveyStore("http://example.com/s.gpkg")

@@ -44,7 +44,7 @@ def test_the_command_lines_chunk_layer_on_a_full_disk_fails_and_leaves_nothing(w
 
 SURVEY_STORE = r"""
 import sys
-from model.survey import SurveyError, SurveyStore
+from model.surveystore import SurveyError, SurveyStore
 try:
     SurveyStore(sys.argv[1]).close()
     print("MADE")

@@ -251,7 +251,7 @@ def test_processing_survey(qgis_app, tiny_model, survey_folder, tmp_path, as_giv
 def test_detect_into_a_surveys_tables_is_refused_before_the_run(qgis_app, tiny_model, survey_folder, tmp_path, table):
     """Detect's summary into a survey's 'summary' left one row in the image's CRS, and the resumed survey wrote degrees into that
     layer in metres; into its 'chunks', every image's chunks were replaced, and the resume was refused for "an earlier version"."""
-    from model.survey import SurveyStore
+    from model.surveystore import SurveyStore
 
     _, images = survey_folder
     out = tmp_path / "survey.gpkg"
@@ -362,7 +362,7 @@ def test_a_chunk_whose_western_edge_lies_on_the_prime_meridian_is_written_at_0_n
 def test_one_file_reached_by_two_paths_is_surveyed_once_and_a_pds_image_by_its_label(tmp_path):
     """A link under another name had been surveyed twice (its chunks counted twice), the same file through a linked
     folder refused the whole survey, and a folder of PDS products (X.IMG beside X.LBL) failed every image."""
-    from model.survey import survey_images
+    from model.surveyinputs import survey_images
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -385,7 +385,7 @@ def test_the_catalogs_csv_is_footprints_to_survey(tmp_path, shared_data):
     import sys
 
     from model.download import DownloadItem
-    from model.survey import survey_images
+    from model.surveyinputs import survey_images
 
     index = shared_data / "hirise-index" / "hirise_rdr_index.csv.gz"
     if not index.is_file():
@@ -423,7 +423,7 @@ def test_an_image_whose_name_is_not_utf8_is_left_out_and_the_rest_surveyed(worke
 
 
 def test_a_survey_geopackage_that_is_a_named_pipe_is_refused_not_waited_on(tmp_path):
-    from model.survey import SurveyError, SurveyStore
+    from model.surveystore import SurveyError, SurveyStore
 
     pipe = tmp_path / "survey.gpkg"
     os.mkfifo(pipe)
@@ -528,7 +528,7 @@ def test_a_later_image_saved_under_the_first_ones_name_is_refused_and_takes_no_l
 def test_a_fingerprint_recorded_before_sidecars_counted_still_matches(tmp_path):
     """Recorded without its sidecars (a survey of an earlier version), a raster with an .aux.xml is the same raster: every such
     image would otherwise be surveyed again after an update."""
-    from model.survey import fingerprint, same_fingerprint
+    from model.surveystore import fingerprint, same_fingerprint
 
     raster = helpers.generate_raster(tmp_path, name="scene.tif", width=64, height=64)
     without = fingerprint(raster.path)
@@ -597,7 +597,7 @@ def test_a_survey_of_an_earlier_version_is_not_resumed_into_another_crs(tmp_path
     and QGIS then neither drew the western ones nor handed them to training."""
     from osgeo import ogr, osr
 
-    from model.survey import LAYERS, SurveyError, SurveyStore
+    from model.surveystore import LAYERS, SurveyError, SurveyStore
 
     path = tmp_path / "old_survey.gpkg"
     dataset = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
@@ -650,7 +650,7 @@ HELD_INTERRUPT = """
 import threading, time
 import psutil
 from distributed import LocalCluster
-from model import interrupts, survey
+from model import daskcluster, interrupts
 
 
 def interrupted_as_it_starts(**options):  # the orphan watch's SIGINT, sent while the cluster starts
@@ -660,7 +660,7 @@ def interrupted_as_it_starts(**options):  # the orphan watch's SIGINT, sent whil
 
 said = []
 try:
-    cluster = survey._started_local_cluster(interrupted_as_it_starts, 1)
+    cluster = daskcluster._started_local_cluster(interrupted_as_it_starts, 1)
     said.append("went on with the cluster")
 except KeyboardInterrupt:
     said.append("interrupted once the cluster had started")
@@ -771,7 +771,7 @@ def test_a_cluster_whose_scheduler_lacks_the_engine_is_told_how_to_start_it(work
 
 
 def failed_outcome(number):
-    from model.survey import FAILED, SurveyImage
+    from model.surveystore import FAILED, SurveyImage
 
     return {"image": SurveyImage(f"ESP_0000{number:02d}_1234_RED", f"/images/ESP_0000{number:02d}_1234_RED.tif"), "status": FAILED,
             "error": "unreadable", "chunks": [], "summary": None, "runtime_s": 0.1}
@@ -784,7 +784,7 @@ def test_a_geopackage_another_program_holds_is_waited_for_not_a_traceback(tmp_pa
     import threading
     import time
 
-    from model.survey import SurveyStore
+    from model.surveystore import SurveyStore
 
     path = tmp_path / "survey.gpkg"
     said = []
@@ -822,7 +822,7 @@ def test_a_geopackage_another_program_holds_is_waited_for_not_a_traceback(tmp_pa
 def test_settings_are_kept_once_an_image_is_recorded_with_them(tmp_path):
     """A first run stopped before any image (a wrong scheduler address) must not fix its settings for ever."""
     from model.inference import DetectOptions
-    from model.survey import SurveyError, SurveyStore
+    from model.surveystore import SurveyError, SurveyStore
 
     store = SurveyStore(str(tmp_path / "survey.gpkg"))
     try:
@@ -841,7 +841,7 @@ def test_each_images_rows_are_found_by_an_index_in_a_new_and_an_earlier_survey(t
     image in a survey of 600,000 chunks, so that a survey slowed as it grew."""
     import sqlite3
 
-    from model.survey import LAYERS, SurveyStore
+    from model.surveystore import LAYERS, SurveyStore
 
     path = tmp_path / "survey.gpkg"
 
@@ -863,7 +863,7 @@ def test_each_images_rows_are_found_by_an_index_in_a_new_and_an_earlier_survey(t
 
 def test_two_surveys_of_one_geopackage_are_refused_while_the_first_runs(tmp_path):
     """Two writers had both surveyed every image, each committing over the other."""
-    from model.survey import SurveyError, SurveyStore
+    from model.surveystore import SurveyError, SurveyStore
 
     path = tmp_path / "survey.gpkg"
     first = SurveyStore(str(path))
@@ -880,7 +880,7 @@ def test_a_full_disk_stops_the_survey_with_the_fix_and_keeps_what_was_recorded(t
     code = f"""
 import resource, sys
 sys.path.insert(0, {str(qs.REPO_ROOT)!r})
-from model.survey import FAILED, SurveyError, SurveyImage, SurveyStore
+from model.surveystore import FAILED, SurveyError, SurveyImage, SurveyStore
 
 def failed_outcome(number):
     return {{"image": SurveyImage(f"ESP_0000{{number:02d}}_1234_RED", "/images/x.tif"), "status": FAILED, "error": "unreadable", "chunks": [],
@@ -1041,7 +1041,7 @@ RETRY_CLOCK = r"""
 import json, os, sys, time
 from distributed import Client, LocalCluster
 from distributed.scheduler import KilledWorker
-from model import survey
+from model import survey, surveystore
 
 marker = sys.argv[1]
 survey.WATCH_S = 0.5
@@ -1064,8 +1064,8 @@ def plain(seconds):
 
 
 with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
-    futures = {client.submit(dies_first, 4.0, pure=False): survey.SurveyImage("A", "a.tif"),
-               client.submit(plain, 5.0, pure=False): survey.SurveyImage("B", "b.tif")}
+    futures = {client.submit(dies_first, 4.0, pure=False): surveystore.SurveyImage("A", "a.tif"),
+               client.submit(plain, 5.0, pure=False): surveystore.SurveyImage("B", "b.tif")}
     outcomes = {futures[future].image_id: outcome["status"] + (": " + outcome["error"] if outcome.get("error") else "")
                 for future, outcome in survey._outcomes(client, futures, 6.0, KilledWorker)}
 print(json.dumps(outcomes))
@@ -1104,7 +1104,8 @@ def test_a_cancelled_survey_says_it_keeps_the_images_it_finished(qgis_app, tiny_
 MODEL_SAVED_OVER = r"""
 import json, sys
 from model.inference import DetectOptions
-from model.survey import SurveyImage, survey_image
+from model.survey import survey_image
+from model.surveystore import SurveyImage
 raster, model_path, name, version = sys.argv[1:5]
 image = SurveyImage("ESP_000001_1234_RED", raster)
 outcomes = [survey_image(image, model_path, DetectOptions(), model=started) for started in ((name, version), (name, "an earlier version"))]
@@ -1129,12 +1130,12 @@ def test_an_image_whose_model_file_was_saved_over_mid_survey_is_not_scored_with_
 CLUSTERS_THAT_CANNOT_SURVEY = r"""
 import json, os, signal, subprocess, sys, threading, time
 from http.server import HTTPServer, SimpleHTTPRequestHandler
-from model import survey
+from model import daskcluster, survey, surveystore
 from model.inference import DetectOptions
 from model.protocol import Reporter
 
 folder, out, model, dask, port, plugin = sys.argv[1:7]
-survey.SCHEDULER_ANSWER_S, survey.NO_WORKER_S = 8.0, 6.0
+daskcluster.SCHEDULER_ANSWER_S, daskcluster.NO_WORKER_S = 8.0, 6.0
 bare = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
 said, took = {}, {}
 
@@ -1148,7 +1149,7 @@ def attempt(case, scheduler, reporter=None, options=None):
     try:
         survey.survey([folder], os.path.join(out, case + ".gpkg"), model, options or DetectOptions(), scheduler=scheduler, reporter=reporter or Reporter())
         said[case] = "surveyed"
-    except survey.SurveyError as exc:
+    except surveystore.SurveyError as exc:
         said[case] = str(exc)
     took[case] = time.monotonic() - started
 
