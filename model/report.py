@@ -58,6 +58,19 @@ def _rgb01(p: float) -> Tuple[float, float, float]:
     return tuple(c / 255.0 for c in ramp_colour(p))
 
 
+# The share of its colour an icy or hard-to-identify chunk's edge keeps (the map style's too: processing_provider/styling.py): dark, so that the
+# class reads without its hue, in greyscale print or to a colour-blind reader.
+EDGE_SHADE = 0.35
+
+
+def _chunk_edge(p: float, icy_threshold: float, hard_low: float) -> Dict:
+    """A quicklook chunk's edge as the map draws it: icy bold and solid, hard to identify dashed, both dark; not icy thin, in its colour."""
+    if p < hard_low:
+        return {"edgecolor": _rgb01(p), "linewidth": 0.8}
+    return {"edgecolor": tuple(EDGE_SHADE * c for c in _rgb01(p)), "linewidth": 1.2 if p >= icy_threshold else 1.0,
+            "linestyle": "-" if p >= icy_threshold else (0, (3, 2))}
+
+
 def page(title: str, body: str) -> str:
     return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
 
@@ -291,7 +304,7 @@ def quicklook_figure(raster_path: str, chunks: List[Dict], band: int = 0, max_si
             continue
         corner, width, height = (left, top), right - left, bottom - top
         fills.append(Rectangle(corner, width, height, facecolor=_rgb01(c["probability"]) + (0.55 * c["probability"],), edgecolor="none"))
-        outlines.append(Rectangle(corner, width, height, facecolor="none", edgecolor=_rgb01(c["probability"]), linewidth=0.8))
+        outlines.append(Rectangle(corner, width, height, facecolor="none", **_chunk_edge(c["probability"], icy_threshold, hard_low)))
     ax.add_collection(PatchCollection(fills, match_original=True))
     ax.add_collection(PatchCollection(outlines, match_original=True))
     chunk_px = min((min(c["width"], c["height"]) for c in chunks), default=0) * px_per_image_px

@@ -98,6 +98,9 @@ CHUNK_CLASSES: List[Tuple[float, float, str, int]] = [
 CLASS_ALPHA_RANGE = {"icy": (100, 255), "hard to identify": (65, 80), "not icy": (0, 35)}
 # (outline width in mm, pen style) by class; "not icy" keeps a thin solid line.
 OUTLINES = {"icy": ("0.5", "solid"), "hard to identify": ("0.4", "dash")}
+# Those outlines are their class's colour darkened (model/report.py's EDGE_SHADE, as the report's quicklook draws them): in the
+# fill's own light hue they stood 1.0-1.9 : 1 against mid-grey terrain, so red-green colour-blind readers and greyscale prints
+# could not see the one cue that tells hard from icy.
 
 
 def chunk_classes(icy_threshold: float, hard_low: float) -> List[Tuple[float, float, str, int]]:
@@ -119,8 +122,9 @@ def _edge(value: float) -> str:
     return f"{value:.1f}" if round(value, 1) == value else f"{value:g}"
 
 # "bad" is the paper's discarded image: too few icy chunks to keep (0 or 1 by its rule), not an image without ice.
-CATEGORY_COLOURS = [("good", "215,25,28", "good: ice clearly present"), ("hard to identify", "253,174,97", "hard to identify: check by eye"),
-                    ("bad", "43,131,186", "bad: too few icy chunks to keep")]
+# Each with its own pen as well (value, colour, legend, pen style): good and bad had printed as one grey.
+CATEGORY_COLOURS = [("good", "215,25,28", "good: ice clearly present", "solid"), ("hard to identify", "253,174,97", "hard to identify: check by eye", "dash"),
+                    ("bad", "43,131,186", "bad: too few icy chunks to keep", "dot")]
 
 LABEL_VALUES = [("icy (1)", 1), ("not icy (0)", 0), ("unclear (-1)", -1)]
 VALUE_MAP_NULL = "{2839923C-8B7D-419E-B84B-CA2FE9B80EC7}"  # QGIS's value-map code for NULL
@@ -292,12 +296,15 @@ def build_chunk_renderer(classes: Sequence[Tuple[float, float, str, int]] = CHUN
     ranges = []
     for low, high, text, alpha in classes:
         r, g, b = report.ramp_colour((low + high) / 2)
-        outline_alpha = 110 if alpha == 0 else 220
         # The class in the outline as well as the colour, for readers who do not tell the ramp's hues apart and over
-        # terrain that darkens a see-through fill: hard to identify dashed, icy bolder (OUTLINES).
-        outline_width, outline_style = OUTLINES.get(text.split("  ", 1)[1], ("0.2" if alpha == 0 else "0.3", "solid"))
+        # terrain that darkens a see-through fill: hard to identify dashed, icy bolder, both dark (OUTLINES).
+        name = text.split("  ", 1)[1]
+        outline_width, outline_style = OUTLINES.get(name, ("0.2" if alpha == 0 else "0.3", "solid"))
+        outline = f"{r},{g},{b},{110 if alpha == 0 else 220}"
+        if name in OUTLINES:
+            outline = ",".join(str(round(c * report.EDGE_SHADE)) for c in (r, g, b)) + ",255"
         symbol = QgsFillSymbol.createSimple(
-            {"color": f"{r},{g},{b},{alpha}", "style": "solid" if alpha else "no", "outline_color": f"{r},{g},{b},{outline_alpha}", "outline_width": outline_width,
+            {"color": f"{r},{g},{b},{alpha}", "style": "solid" if alpha else "no", "outline_color": outline, "outline_width": outline_width,
              "outline_style": outline_style, "outline_width_unit": "MM", "joinstyle": "miter"}
         )
         ranges.append(QgsRendererRange(low, high, symbol, text))
@@ -380,10 +387,10 @@ def write_style_files(folder: str = STYLES_FOLDER) -> List[str]:
     text, real = QVARIANT_TYPES["text"], QVARIANT_TYPES["real"]
     summary = _memory_layer([("image_id", text), ("category", text), ("mean_probability", real)], "MultiPolygon")
     categories = []
-    for value, colour, text in CATEGORY_COLOURS:
-        symbol = QgsFillSymbol.createSimple({"style": "no", "outline_color": colour + ",255", "outline_width": "0.8", "outline_width_unit": "MM"})
+    for value, colour, text, pen in CATEGORY_COLOURS:
+        symbol = QgsFillSymbol.createSimple({"style": "no", "outline_color": colour + ",255", "outline_width": "0.8", "outline_width_unit": "MM", "outline_style": pen})
         categories.append(QgsRendererCategory(value, symbol, text))
-    other = QgsFillSymbol.createSimple({"style": "no", "outline_color": "120,120,120,255", "outline_width": "0.6", "outline_width_unit": "MM"})
+    other = QgsFillSymbol.createSimple({"style": "no", "outline_color": "120,120,120,255", "outline_width": "0.6", "outline_width_unit": "MM", "outline_style": "dash dot"})
     categories.append(QgsRendererCategory("", other, "other"))
     summary.setRenderer(QgsCategorizedSymbolRenderer("category", categories))
     summary.setDisplayExpression("\"image_id\" || ': ' || \"category\"")

@@ -298,6 +298,30 @@ def test_detect_help_describes_the_chunk_style(qgis_app):
     assert orange.red() > orange.green() > orange.blue() and red.red() > 200 and red.green() < 80
     assert "<i>icy</i> ones orange (0.6) to red (0.8 and above)" in help_text
     assert max(c.alpha() for c in ranges.values()) < 255 and "No fill is opaque" in help_text
+    # The class edge reads without its hue: dark enough to stand 3 : 1 against mid-grey terrain (WCAG's contrast for graphics), dashed
+    # where hard to identify. In the fill's own light colour it had stood 1.0-1.9 : 1, invisible in greyscale and to red-green colour blindness.
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtGui import QColor
+
+    def luminance(colour):
+        linear = [c / 255 / 12.92 if c <= 10 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in (colour.red(), colour.green(), colour.blue())]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    grey = luminance(QColor(162, 162, 162))
+    edges = {}
+    for class_range in layer.renderer().ranges():
+        edge = class_range.symbol().symbolLayer(0)
+        edges[(class_range.lowerValue(), class_range.upperValue())] = (edge.strokeStyle(), QColor(edge.strokeColor()))
+    for key, pen in (((0.4, 0.5), Qt.DashLine), ((0.5, 0.6), Qt.DashLine), ((0.6, 0.8), Qt.SolidLine), ((0.8, 1.0), Qt.SolidLine)):
+        assert edges[key][0] == pen and (grey + 0.05) / (luminance(edges[key][1]) + 0.05) >= 3.0, key
+    assert "edged by a dark dashed line" in help_text and "bolder dark solid line" in help_text
+    # the image summary's categories differ by pen as well as colour: good and bad had printed as one grey
+    summary = QgsVectorLayer("MultiPolygon?crs=EPSG:4326&field=category:string", "summary", "memory")
+    assert styling.apply_style(summary, styling.SUMMARY_QML)
+    pens = []
+    for category in summary.renderer().categories():
+        pens.append(category.symbol().symbolLayer(0).strokeStyle())
+    assert len(pens) == 4 and len(set(pens)) == 4
     assert "blue (not icy) to red" not in help_text
 
 

@@ -160,6 +160,26 @@ print(json.dumps([labelled_all, sorted(t.get_text() for t in figure.axes[0].text
     assert others == ["200 m"]  # 2048 px of 0.5 m: a fifth is 205 m
 
 
+def test_quicklook_edges_tell_the_classes_apart_without_their_colours(reports, worker_python):
+    """Hard to identify dashed and icy solid, both dark, as the map style draws them: only the colour had told them apart."""
+    code = r'''
+import json, sys
+sys.path.insert(0, "tests")
+import helpers
+from model import report
+raster = helpers.generate_raster(sys.argv[1], "classes.tif", width=192, height=64)
+chunks = [dict(chunk_id=i, x_off=i * 64, y_off=0, width=64, height=64, probability=p) for i, p in enumerate((0.1, 0.5, 0.9))]
+figure, _ = report.quicklook_figure(raster.path, chunks)
+edges = [c for c in figure.axes[0].collections if all(f[3] == 0 for f in c.get_facecolors())][0]
+print(json.dumps([[list(map(float, edges.get_edgecolors()[i][:3])), [d[1] is not None for d in edges.get_linestyles()][i]] for i in range(3)]))
+'''
+    done = helpers.run_worker_snippet(worker_python, code, reports["folder"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    (not_icy, plain), (hard, hard_dashed), (icy, icy_dashed) = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not plain and hard_dashed and not icy_dashed
+    assert max(hard) < 0.4 and max(icy) < 0.4 and max(not_icy) > 0.4
+
+
 def test_histogram_has_axes_and_the_thresholds(reports):
     (ax,) = reports["figures"]["histogram"]
     assert ax["xlim"] == [0.0, 1.0] and ax["xlabel"] == "ice probability of the chunk" and ax["ylabel"] == "chunks"

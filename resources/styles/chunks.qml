@@ -38,7 +38,7 @@
             <Option type="QString" name="offset" value="0,0"/>
             <Option type="QString" name="offset_map_unit_scale" value="3x:0,0,0,0,0,0"/>
             <Option type="QString" name="offset_unit" value="MM"/>
-            <Option type="QString" name="outline_color" value="224,62,45,220"/>
+            <Option type="QString" name="outline_color" value="78,22,16,255"/>
             <Option type="QString" name="outline_style" value="solid"/>
             <Option type="QString" name="outline_width" value="0.5"/>
             <Option type="QString" name="outline_width_unit" value="MM"/>
@@ -50,7 +50,7 @@
           <prop k="offset" v="0,0"/>
           <prop k="offset_map_unit_scale" v="3x:0,0,0,0,0,0"/>
           <prop k="offset_unit" v="MM"/>
-          <prop k="outline_color" v="224,62,45,220"/>
+          <prop k="outline_color" v="78,22,16,255"/>
           <prop k="outline_style" v="solid"/>
           <prop k="outline_width" v="0.5"/>
           <prop k="outline_width_unit" v="MM"/>
@@ -80,7 +80,7 @@
             <Option type="QString" name="offset" value="0,0"/>
             <Option type="QString" name="offset_map_unit_scale" value="3x:0,0,0,0,0,0"/>
             <Option type="QString" name="offset_unit" value="MM"/>
-            <Option type="QString" name="outline_color" value="244,137,80,220"/>
+            <Option type="QString" name="outline_color" value="85,48,28,255"/>
             <Option type="QString" name="outline_style" value="solid"/>
             <Option type="QString" name="outline_width" value="0.5"/>
             <Option type="QString" name="outline_width_unit" value="MM"/>
@@ -92,7 +92,7 @@
           <prop k="offset" v="0,0"/>
           <prop k="offset_map_unit_scale" v="3x:0,0,0,0,0,0"/>
           <prop k="offset_unit" v="MM"/>
-          <prop k="outline_color" v="244,137,80,220"/>
+          <prop k="outline_color" v="85,48,28,255"/>
           <prop k="outline_style" v="solid"/>
           <prop k="outline_width" v="0.5"/>
           <prop k="outline_width_unit" v="MM"/>
@@ -122,7 +122,7 @@
             <Option type="QString" name="offset" value="0,0"/>
             <Option type="QString" name="offset_map_unit_scale" value="3x:0,0,0,0,0,0"/>
             <Option type="QString" name="offset_unit" value="MM"/>
-            <Option type="QString" name="outline_color" value="254,214,144,220"/>
+            <Option type="QString" name="outline_color" value="89,75,50,255"/>
             <Option type="QString" name="outline_style" value="dash"/>
             <Option type="QString" name="outline_width" value="0.4"/>
             <Option type="QString" name="outline_width_unit" value="MM"/>
@@ -134,7 +134,7 @@
           <prop k="offset" v="0,0"/>
           <prop k="offset_map_unit_scale" v="3x:0,0,0,0,0,0"/>
           <prop k="offset_unit" v="MM"/>
-          <prop k="outline_color" v="254,214,144,220"/>
+          <prop k="outline_color" v="89,75,50,255"/>
           <prop k="outline_style" v="dash"/>
           <prop k="outline_width" v="0.4"/>
           <prop k="outline_width_unit" v="MM"/>
@@ -164,7 +164,7 @@
             <Option type="QString" name="offset" value="0,0"/>
             <Option type="QString" name="offset_map_unit_scale" value="3x:0,0,0,0,0,0"/>
             <Option type="QString" name="offset_unit" value="MM"/>
-            <Option type="QString" name="outline_color" value="213,238,178,220"/>
+            <Option type="QString" name="outline_color" value="75,83,62,255"/>
             <Option type="QString" name="outline_style" value="dash"/>
             <Option type="QString" name="outline_width" value="0.4"/>
             <Option type="QString" name="outline_width_unit" value="MM"/>
@@ -176,7 +176,7 @@
           <prop k="offset" v="0,0"/>
           <prop k="offset_map_unit_scale" v="3x:0,0,0,0,0,0"/>
           <prop k="offset_unit" v="MM"/>
-          <prop k="outline_color" v="213,238,178,220"/>
+          <prop k="outline_color" v="75,83,62,255"/>
           <prop k="outline_style" v="dash"/>
           <prop k="outline_width" v="0.4"/>
           <prop k="outline_width_unit" v="MM"/>

@@ -79,7 +79,7 @@
             <Option value="3x:0,0,0,0,0,0" name="offset_map_unit_scale" type="QString"/>
             <Option value="MM" name="offset_unit" type="QString"/>
             <Option value="253,174,97,255" name="outline_color" type="QString"/>
-            <Option value="solid" name="outline_style" type="QString"/>
+            <Option value="dash" name="outline_style" type="QString"/>
             <Option value="0.8" name="outline_width" type="QString"/>
             <Option value="MM" name="outline_width_unit" type="QString"/>
             <Option value="no" name="style" type="QString"/>
@@ -91,7 +91,7 @@
           <prop v="3x:0,0,0,0,0,0" k="offset_map_unit_scale"/>
           <prop v="MM" k="offset_unit"/>
           <prop v="253,174,97,255" k="outline_color"/>
-          <prop v="solid" k="outline_style"/>
+          <prop v="dash" k="outline_style"/>
           <prop v="0.8" k="outline_width"/>
           <prop v="MM" k="outline_width_unit"/>
           <prop v="no" k="style"/>
@@ -121,7 +121,7 @@
             <Option value="3x:0,0,0,0,0,0" name="offset_map_unit_scale" type="QString"/>
             <Option value="MM" name="offset_unit" type="QString"/>
             <Option value="43,131,186,255" name="outline_color" type="QString"/>
-            <Option value="solid" name="outline_style" type="QString"/>
+            <Option value="dot" name="outline_style" type="QString"/>
             <Option value="0.8" name="outline_width" type="QString"/>
             <Option value="MM" name="outline_width_unit" type="QString"/>
             <Option value="no" name="style" type="QString"/>
@@ -133,7 +133,7 @@
           <prop v="3x:0,0,0,0,0,0" k="offset_map_unit_scale"/>
           <prop v="MM" k="offset_unit"/>
           <prop v="43,131,186,255" k="outline_color"/>
-          <prop v="solid" k="outline_style"/>
+          <prop v="dot" k="outline_style"/>
           <prop v="0.8" k="outline_width"/>
           <prop v="MM" k="outline_width_unit"/>
           <prop v="no" k="style"/>
@@ -163,7 +163,7 @@
             <Option value="3x:0,0,0,0,0,0" name="offset_map_unit_scale" type="QString"/>
             <Option value="MM" name="offset_unit" type="QString"/>
             <Option value="120,120,120,255" name="outline_color" type="QString"/>
-            <Option value="solid" name="outline_style" type="QString"/>
+            <Option value="dash dot" name="outline_style" type="QString"/>
             <Option value="0.6" name="outline_width" type="QString"/>
             <Option value="MM" name="outline_width_unit" type="QString"/>
             <Option value="no" name="style" type="QString"/>
@@ -175,7 +175,7 @@
           <prop v="3x:0,0,0,0,0,0" k="offset_map_unit_scale"/>
           <prop v="MM" k="offset_unit"/>
           <prop v="120,120,120,255" k="outline_color"/>
-          <prop v="solid" k="outline_style"/>
+          <prop v="dash dot" k="outline_style"/>
           <prop v="0.6" k="outline_width"/>
           <prop v="MM" k="outline_width_unit"/>
           <prop v="no" k="style"/>
