@@ -5,7 +5,7 @@ import os
 from qgis.core import Qgis, QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsTask
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QMenu, QMessageBox, QPushButton
+from qgis.PyQt.QtWidgets import QApplication, QMenu, QMessageBox, QPushButton
 
 try:
     from qgis.PyQt.QtGui import QAction  # Qt6 (QGIS 4), and Qt5 builds of recent QGIS 3
@@ -13,6 +13,7 @@ except ImportError:
     from qgis.PyQt.QtWidgets import QAction  # Qt5 (QGIS 3.22)
 
 from .labelling import ICY, NAMES, NOT_ICY, UNCLEAR, LabellingError, how_to_keep_labels, mark_selected
+from .review_dock import REVIEW_SHORTCUT, ReviewDock
 from .worker_dialogs import WorkerInstaller, WorkerSettingsDialog, describe_worker
 
 try:
@@ -24,6 +25,8 @@ except ImportError:  # plugin imported as a top-level package
 
 PLUGIN_FOLDER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TITLE = "HiRISE Ice Patches"
+# The menu with its access key (Alt+I, free in QGIS's menu bar in English and German), and its items with theirs.
+MENU_TITLE = "HiRISE &Ice Patches"
 
 
 def _icon(name: str) -> QIcon:
@@ -33,9 +36,9 @@ def _icon(name: str) -> QIcon:
 class IcePatchesPlugin:
     # (value, text, icon, default shortcut); shortcuts can be changed in Settings > Keyboard Shortcuts.
     MARK_ACTIONS = [
-        (ICY, "Mark icy", "mark_icy.svg", "Ctrl+Alt+1"),
-        (NOT_ICY, "Mark not icy", "mark_not_icy.svg", "Ctrl+Alt+0"),
-        (UNCLEAR, "Mark unclear", "mark_unclear.svg", "Ctrl+Alt+U"),
+        (ICY, "Mark &icy", "mark_icy.svg", "Ctrl+Alt+1"),
+        (NOT_ICY, "Mark &not icy", "mark_not_icy.svg", "Ctrl+Alt+0"),
+        (UNCLEAR, "Mark &unclear", "mark_unclear.svg", "Ctrl+Alt+U"),
     ]
 
     def __init__(self, iface):
@@ -64,19 +67,28 @@ class IcePatchesPlugin:
     def initGui(self):  # noqa: N802
         self.initProcessing()
         window = self.iface.mainWindow()
-        self.menu = QMenu(TITLE, window)
+        self.menu = QMenu(MENU_TITLE, window)
         self.menu.setObjectName("HiriseIcePatchesMenu")
         # No icon on the menu itself: a menu bar draws a menu's icon instead of its title.
-        for text, algorithm in (("Detect ice patches…", "detect"), ("Train ice-patch model…", "train"), ("Chunk grid…", "chunk")):
+        for text, algorithm in (("&Detect ice patches…", "detect"), ("&Train ice-patch model…", "train"), ("&Chunk grid…", "chunk")):
             self._menu_action(text, lambda checked=False, a=algorithm: self.open_algorithm(a), "hiriseice.svg" if algorithm == "detect" else None)
         self.menu.addSeparator()
-        self.review_action = self._menu_action("Review labels", self.toggle_review, "review.svg")
+        self.review_action = self._menu_action("&Review labels", self.toggle_review, "review.svg")
         self.review_action.setObjectName("hiriseice_review")
         self.review_action.setCheckable(True)
-        self.review_action.setToolTip("Review labels: step through the chunks of the active detect layer, zoomed, and label each with one key (1, 0, U)")
+        self.review_action.setToolTip(f"Review labels: step through the chunks of the active detect layer, zoomed, and label each with one key (1, 0, U) "
+                                      f"({REVIEW_SHORTCUT}: shows the dock, or brings the keys back to it)")
+        # a key of its own, apart from the toggle: a click on the toggle hides the dock, the key first gives it the keys
+        review_keys = QAction("Review labels (keys)", window)
+        review_keys.setObjectName("hiriseice_review_keys")
+        review_keys.triggered.connect(self.review_by_keys)
+        self.iface.registerMainWindowAction(review_keys, REVIEW_SHORTCUT)
+        window.addAction(review_keys)
+        self.shortcut_actions.append(review_keys)
+        self.actions.append(review_keys)
         self.menu.addSeparator()
-        self._menu_action("Check worker", self.check_worker)
-        self._menu_action("Worker settings…", self.worker_settings)
+        self._menu_action("Check &worker", self.check_worker)
+        self._menu_action("Worker &settings…", self.worker_settings)
         window.menuBar().insertMenu(self.iface.firstRightStandardMenu().menuAction(), self.menu)
 
         self.toolbar = self.iface.addToolBar(TITLE)
@@ -85,7 +97,7 @@ class IcePatchesPlugin:
         for value, text, icon, shortcut in self.MARK_ACTIONS:
             action = QAction(_icon(icon), text, window)
             action.setObjectName(f"hiriseice_mark_{NAMES[value].replace(' ', '_')}")
-            action.setToolTip(f"{text}: write {value} into the 'label' field of the selected chunks ({shortcut})")
+            action.setToolTip(f"{text.replace('&', '')}: write {value} into the 'label' field of the selected chunks ({shortcut})")
             action.triggered.connect(lambda checked=False, v=value: self.mark(v))
             self.iface.registerMainWindowAction(action, shortcut)
             window.addAction(action)  # its shortcut works while the toolbar is hidden too
@@ -161,8 +173,6 @@ class IcePatchesPlugin:
         if self.review_dock is None:
             if not checked:
                 return
-            from .review_dock import ReviewDock
-
             self.review_dock = ReviewDock(self.iface, self.iface.mainWindow())
             self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.review_dock)
             self.review_dock.visibilityChanged.connect(self._review_visibility)
@@ -170,6 +180,16 @@ class IcePatchesPlugin:
         if checked:
             self.review_dock.raise_()
             self.review_dock.widget().setFocus()
+
+    def review_by_keys(self):
+        """REVIEW_SHORTCUT: shows the review dock; where it is open but the keys are elsewhere (the map, a table), brings them
+        back to it, since its keys act only where it has the focus; where it has them, hides it."""
+        focused = QApplication.focusWidget()
+        if self.review_dock is not None and self.review_dock.isVisible() and not (focused is not None and self.review_dock.isAncestorOf(focused)):
+            self.review_dock.raise_()
+            self.review_dock.widget().setFocus()
+        else:
+            self.review_action.trigger()
 
     def _review_visibility(self, visible: bool):
         if self.review_action is not None and self.review_action.isChecked() != visible:

@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from qgis.core import NULL, Qgis, QgsCoordinateTransform, QgsExpression, QgsFeatureRequest, QgsProject, QgsRasterLayer, QgsVectorLayer, QgsWkbTypes
 from qgis.gui import QgsDockWidget, QgsRubberBand
-from qgis.PyQt.QtCore import QEvent, QObject, Qt, QTimer
+from qgis.PyQt.QtCore import QEvent, QLocale, QObject, Qt, QTimer
 from qgis.PyQt.QtGui import QColor, QKeySequence
 from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
@@ -26,6 +26,8 @@ from .labelling import ICY, LABEL_FIELD, NAMES, NOT_ICY, UNCLEAR, LabellingError
 
 TITLE = "HiRISE Ice Patches: review labels"
 TRAIN_ALGORITHM = "hiriseice:train"
+# Shows the dock, or brings the keys back to it where it is open (plugin.py; Ctrl+Alt+R is QGIS's Results Viewer).
+REVIEW_SHORTCUT = "Ctrl+Alt+L"
 ORDER_REVIEW_RANK, ORDER_PROBABILITY, ORDER_POSITION = "review_rank", "probability", "position"
 ORDERS = (
     (ORDER_REVIEW_RANK, "review rank (most useful first)"),
@@ -477,7 +479,7 @@ class ReviewDock(QgsDockWidget):
         self.retrain_button = QPushButton("Retrain with these labels…", panel)
         self.retrain_button.setToolTip("Open Train ice-patch model with this layer as labels, its image and the model it was made with")
         self.retrain_button.clicked.connect(self.retrain)
-        help_label = QLabel("Keys (click here first): 1 icy, 0 not icy, U unclear, N/→ next, P/← previous. Ctrl+Z undoes a label.", panel)
+        help_label = QLabel(f"Keys (click here first, or {REVIEW_SHORTCUT}): 1 icy, 0 not icy, U unclear, N/→ next, P/← previous. Ctrl+Z undoes a label.", panel)
         help_label.setWordWrap(True)
         help_label.setStyleSheet("color: palette(dark);")  # palette(mid) read 1.7:1, like a disabled button
         layout = QVBoxLayout(panel)
@@ -491,9 +493,10 @@ class ReviewDock(QgsDockWidget):
         layout.addWidget(help_label)
         layout.addStretch(1)
         self.setWidget(panel)
-        # Buttons keep no focus, so the keys go on working after a click.
+        # A click leaves the focus where it was, so the keys go on working after it; Tab still reaches every button (Retrain
+        # had no key, and without a mouse could not be reached at all).
         for button in (*self.buttons.values(), self.previous_button, self.next_button, self.retrain_button):
-            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            button.setFocusPolicy(Qt.FocusPolicy.TabFocus)
         self.key_filter = _KeyFilter(self)
         for widget in [self, panel] + panel.findChildren(QWidget):
             widget.installEventFilter(self.key_filter)
@@ -774,7 +777,8 @@ class ReviewDock(QgsDockWidget):
         image = feature["image_id"] if self.layer.fields().lookupField("image_id") >= 0 else None
         self.image_label.setText("–" if image in (None, NULL) else str(image))
         self.chunk_label.setText(str(feature["chunk_id"]))
-        self.probability_label.setText("–" if probability is None else f"{probability:.3f}")
+        # in the locale's numbers, as QGIS writes the same value in the attribute table and the form (0,060 in German)
+        self.probability_label.setText("–" if probability is None else QLocale().toString(float(probability), "f", 3))
         chunk_class = feature["class"] if self.layer.fields().lookupField("class") >= 0 else None
         self.class_label.setText("–" if chunk_class in (None, NULL) else str(chunk_class))
         value = label_value(feature[LABEL_FIELD])

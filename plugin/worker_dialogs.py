@@ -369,6 +369,7 @@ class WorkerSettingsDialog(QDialog):
         self.reinstall_button = self._button("Reinstall…", self.reinstall, buttons)
         buttons.addStretch(1)
         self.save_button = self._button("Save", self.save, buttons)
+        self.save_button.setDefault(True)
         self._button("Close", self.close, buttons)
         form = QFormLayout()
         form.addRow("Worker Python", path_row)
@@ -382,6 +383,7 @@ class WorkerSettingsDialog(QDialog):
 
     def _button(self, text: str, slot: Callable, row) -> QPushButton:
         button = QPushButton(text)
+        button.setAutoDefault(False)  # Enter in the path saves it (the default button), not the first button after it (Browse…)
         button.clicked.connect(lambda checked=False: slot())
         row.addWidget(button)
         return button

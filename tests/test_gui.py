@@ -43,7 +43,7 @@ def tour(tmp_path_factory, worker_python):
 
 def test_toolbox_lists_the_plugin(tour):
     out = tour["out"]
-    assert "HiRISE Ice Patches" in out["menus"] and out["first_use_offer"] is None
+    assert "HiRISE &Ice Patches" in out["menus"] and out["first_use_offer"] is None  # Alt+I opens it
     toolbox = [t.strip() for t in out["toolbox"]]
     provider = toolbox.index("HiRISE Ice Patches")
     assert {"Detection", "Training", "Detect ice patches", "Train ice-patch model", "Chunk grid of a HiRISE image"} <= set(toolbox[provider:])

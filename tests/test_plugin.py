@@ -438,7 +438,7 @@ out["algorithms"] = sorted(a.id() for a in registry.providerById("hiriseice").al
 out["help"] = {a.id(): len(a.shortHelpString()) for a in registry.providerById("hiriseice").algorithms()}
 bar = iface.window.menuBar()
 out["menus"] = [a.text() for a in bar.actions()]
-menu_action = [a for a in bar.actions() if a.text() == "HiRISE Ice Patches"][0]
+menu_action = [a for a in bar.actions() if a.text() == "HiRISE &Ice Patches"][0]
 menu = menu_action.menu()
 # A menu bar draws a menu's icon instead of its title: the title must show, so no icon.
 out["menu_icon"] = not menu_action.icon().isNull() or not menu.icon().isNull()
@@ -447,7 +447,7 @@ toolbars = [t for t in iface.window.findChildren(QToolBar) if t.windowTitle() ==
 out["toolbar_actions"] = [a.text() for t in toolbars for a in t.actions()]
 out["shortcuts"] = dict(iface.shortcuts)
 out["install_offers"] = len(iface.bar.findChildren(QPushButton, "hiriseice_install_worker"))
-mark_icy = [a for t in toolbars for a in t.actions() if a.text() == "Mark icy"][0]
+mark_icy = [a for t in toolbars for a in t.actions() if a.text() == "Mark &icy"][0]
 
 iface.layer = layer()
 iface.layer.selectByIds([f.id() for f in iface.layer.getFeatures() if f["chunk_id"] in (0, 2)])
@@ -478,7 +478,7 @@ for toolbar in toolbars:
 # The review dock: toggled by its action, on the right, reviewing the active chunk layer.
 iface.layer = layer()
 iface.window.show()
-review = [a for t in toolbars for a in t.actions() if a.text() == "Review labels"][0]
+review = [a for t in toolbars for a in t.actions() if a.text() == "&Review labels"][0]
 review.trigger()
 app.processEvents()
 docks = [d for d in iface.window.findChildren(QDockWidget) if d.objectName() == "HiriseIceReviewDock"]
@@ -490,6 +490,25 @@ out["dock_closed_unchecks"] = not review.isChecked()
 review.trigger()
 app.processEvents()
 out["dock_reopened"] = docks[0].isVisible() and len([d for d in iface.window.findChildren(QDockWidget) if d.objectName() == "HiriseIceReviewDock"]) == 1
+# Its key (Ctrl+Alt+L) with the focus elsewhere (the map, a table) brings the keys back to the open dock, where they act; with
+# them in the dock, hides it
+from qgis.PyQt.QtWidgets import QApplication, QLineEdit
+elsewhere = QLineEdit(iface.window)
+elsewhere.show()
+iface.window.activateWindow()
+elsewhere.setFocus()
+app.processEvents()
+keys = [a for a in iface.window.actions() if a.objectName() == "hiriseice_review_keys"][0]
+keys.trigger()
+app.processEvents()
+focused = QApplication.focusWidget()
+out["review_key_brings_focus"] = [docks[0].isVisible(), review.isChecked(), focused is not None and docks[0].isAncestorOf(focused)]
+keys.trigger()
+app.processEvents()
+out["review_key_again_hides"] = [docks[0].isVisible(), review.isChecked()]
+keys.trigger()
+app.processEvents()
+out["review_key_shows"] = docks[0].isVisible() and review.isChecked()
 
 plugin.unload()
 out["shortcut_manager_after_unload"] = sorted(a.text() for a in QgsGui.shortcutsManager().listActions() if a.text() in ours)
@@ -520,12 +539,13 @@ def test_plugin_gui_loads_marks_and_unloads_without_a_worker(qgis_app, tmp_path)
     assert out["class"] == "IcePatchesPlugin"
     assert out["algorithms"] == ["hiriseice:chunk", "hiriseice:detect", "hiriseice:download", "hiriseice:find", "hiriseice:survey", "hiriseice:train"]
     assert all(length > 300 for length in out["help"].values())
-    assert out["menus"] == ["Settings", "HiRISE Ice Patches", "Help"]  # before the first right standard menu
+    assert out["menus"] == ["Settings", "HiRISE &Ice Patches", "Help"]  # before the first right standard menu; Alt+I opens it
     assert out["menu_icon"] is False
-    assert out["menu_actions"] == ["Detect ice patches…", "Train ice-patch model…", "Chunk grid…", "Mark icy", "Mark not icy", "Mark unclear", "Review labels",
-                                   "Check worker", "Worker settings…"]
-    assert out["toolbar_actions"] == ["Mark icy", "Mark not icy", "Mark unclear", "Review labels"]
-    assert out["shortcuts"] == {"Mark icy": "Ctrl+Alt+1", "Mark not icy": "Ctrl+Alt+0", "Mark unclear": "Ctrl+Alt+U"}
+    # each item with an access key of its own, for keyboard use
+    assert out["menu_actions"] == ["&Detect ice patches…", "&Train ice-patch model…", "&Chunk grid…", "Mark &icy", "Mark &not icy", "Mark &unclear",
+                                   "&Review labels", "Check &worker", "Worker &settings…"]
+    assert out["toolbar_actions"] == ["Mark &icy", "Mark &not icy", "Mark &unclear", "&Review labels"]
+    assert out["shortcuts"] == {"Mark &icy": "Ctrl+Alt+1", "Mark &not icy": "Ctrl+Alt+0", "Mark &unclear": "Ctrl+Alt+U", "Review labels (keys)": "Ctrl+Alt+L"}
     assert out["labels"] == {"0": 1, "1": None, "2": 1}
     assert "2 chunk(s)" in out["after_mark"] and "marked icy" in out["after_mark"] and "This layer is temporary, gone when QGIS closes: save it to a file first" in out["after_mark"]  # a memory layer
     assert "Nothing is selected" in out["nothing_selected"]
@@ -534,6 +554,7 @@ def test_plugin_gui_loads_marks_and_unloads_without_a_worker(qgis_app, tmp_path)
     # No worker needed for the dock; a layer without review_rank is ordered by probability.
     assert out["dock"] == {"count": 1, "visible": True, "checked": True, "area": 2, "layer": True, "order": "probability", "chunk": "2"}
     assert out["dock_closed_unchecks"] and out["dock_reopened"]
+    assert out["review_key_brings_focus"] == [True, True, True] and out["review_key_again_hides"] == [False, False] and out["review_key_shows"]
     assert out["docks_after_unload"] == 0
     assert (out["install_offers"], out["install_offers_after_unload"]) == (1, 0)  # no worker: offered once, and gone with the plugin
     assert out["menus_after_unload"] == ["Settings", "Help"]

@@ -562,6 +562,15 @@ out["gone_not_labelled"] = not reviewed.isEditable() or not reviewed.editBuffer(
 reviewed.reload()  # View > Refresh
 app.processEvents()
 out["walked_after_the_file_changed"] = [walked_before, len(dock.order_ids)]
+# Keyboard use: Tab reaches every button, Retrain too (it had no key and no focus), while a click leaves the keys where they were
+buttons = [*dock.buttons.values(), dock.previous_button, dock.next_button, dock.retrain_button]
+out["buttons_tab_not_click"] = all(b.focusPolicy() & Qt.FocusPolicy.TabFocus and not b.focusPolicy() & Qt.FocusPolicy.ClickFocus for b in buttons)
+# In a German QGIS the probability reads as QGIS writes it in the table and the form
+from qgis.PyQt.QtCore import QLocale
+QLocale.setDefault(QLocale(QLocale.Language.German, QLocale.Country.Germany))
+dock._refresh()
+out["probability_in_german"] = dock.probability_label.text()
+QLocale.setDefault(QLocale.c())
 dock.release()
 print("RESULT " + json.dumps(out))
 sys.stdout.flush()
@@ -685,6 +694,12 @@ def test_a_chunk_gone_from_the_file_is_not_labelled_and_new_chunks_come_after_a_
     out = dock_run["out"]
     assert out["gone_message"].startswith("This chunk's row is gone from the file") and out["gone_not_labelled"], (out["gone_message"], out["gone_still_read"], out["gone_not_labelled"])
     assert out["walked_after_the_file_changed"][1] == out["walked_after_the_file_changed"][0] + 1  # one gone, two come
+
+
+def test_every_button_is_reached_by_tab_and_numbers_follow_the_locale(dock_run):
+    out = dock_run["out"]
+    assert out["buttons_tab_not_click"]
+    assert out["probability_in_german"].count(",") == 1 and "." not in out["probability_in_german"]
 
 
 def test_screenshots_are_pictures(dock_run):

@@ -242,6 +242,7 @@ def test_worker_settings_test_reset_reinstall(dialogs, worker_python):
     assert out["settings_visible"] and out["test_button_busy"] and out["test_finished"]
     assert out["test_real"].startswith("Works.") and "TensorFlow 2.21" in out["test_real"] and "GDAL" in out["test_real"]
     assert "does not exist" in out["test_missing"]
+    assert out["enter_saves"]
     assert out["saved_setting"] == worker_python and out["located_after_save"] == worker_python and worker_python in out["in_use_after_save"]
     assert out["setting_after_reset"] is None and out["field_after_reset"] == ""
     # the path at fault named, as locate_worker finds it (the environment variable's may not be the setting's)

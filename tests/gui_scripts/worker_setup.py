@@ -9,6 +9,8 @@ import sys
 
 import gui_session
 from qgis.core import QgsSettings
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtTest import QTest
 from qgis.PyQt.QtWidgets import QPushButton
 
 plugins, work, requirements, real_worker, shots = sys.argv[1:6]
@@ -85,7 +87,13 @@ dialog.path_edit.setText(os.path.join(work, "no", "python"))
 dialog.test_button.click()
 out["test_missing"] = dialog.result.toPlainText()
 dialog.path_edit.setText(real_worker)
-dialog.save_button.click()
+# Enter in the path saves it: it had "clicked" Browse…, the first button after the field, and nothing was saved
+others = [dialog.browse_button, dialog.test_button, dialog.reset_button, dialog.reinstall_button]
+out["enter_saves"] = dialog.save_button.isDefault() and not any(button.autoDefault() or button.isDefault() for button in others)
+if out["enter_saves"]:  # else Enter would open Browse's file dialog, which waits for ever here
+    dialog.path_edit.setFocus()
+    QTest.keyClick(dialog.path_edit, Qt.Key.Key_Return)
+    app.processEvents()
 out["saved_setting"] = QgsSettings().value(worker.SETTINGS_KEY, None)
 out["in_use_after_save"] = dialog.in_use.text()
 out["located_after_save"] = worker.locate_worker()
