@@ -2,7 +2,7 @@
 
 import collections
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,6 +21,14 @@ NOT_ICY_WORDS = {"0", "not icy", "not_icy", "no ice", "no", "n", "false", "f", "
 # left out its 252 unclear chunks.
 UNUSED_WORDS = {"", "-1", "unclear", "null", "none", "hard to identify", "?"}
 EMPTY_WORDS = {"", "null", "none"}  # of those, the ones that say nothing (an outline left empty is ice, as drawn)
+NAMES_OF_LABELS = {1: "icy", 0: "not icy"}
+
+
+def _says_unclear(value) -> bool:
+    """Whether a label value marks its chunk unclear (-1, 'unclear', '?'), rather than saying nothing (empty)."""
+    if value is None or isinstance(value, bool) or (isinstance(value, float) and np.isnan(value)):
+        return False
+    return str(value).strip().lower() not in EMPTY_WORDS
 
 
 def parse_label(value, feature: str = "") -> Optional[int]:
@@ -151,16 +159,26 @@ class PolygonLabels:
     too_small: int = 0  # under 2 px
     excluded: int = 0  # sharing area with an EXCLUDE polygon
     repeated: int = 0  # the same chunk labelled again alike: kept once
-    contradictory: int = 0  # chunks labelled both icy and not icy: left out
+    contradictory: int = 0  # on chunks labelled both icy and not icy, or icy / not icy and unclear: left out
     split: int = 0  # parts more than features: a multipolygon's parts are each a chunk
+    disputed: List[str] = field(default_factory=list)  # each chunk left out for its labels' disagreement, and whose they are
 
     def left_out(self) -> str:
         """"" or "; left out: ..." naming each reason with its count."""
         reasons = ((self.without_label, "empty or marked unclear"), (self.off_image, "off the image or on its no-data"), (self.too_small, "under 2 px"),
                    (self.excluded, "in an exclusion polygon"), (self.repeated, "repeating a chunk labelled alike"),
-                   (self.contradictory, "on chunks labelled both icy and not icy"))
+                   (self.contradictory, f"on {len(self.disputed)} chunk(s) whose labels disagree (icy, not icy or unclear)"))
         said = [f"{count} {why}" for count, why in reasons if count]
         return f"; left out: {', '.join(said)}" if said else ""
+
+    def disagreements(self, image_id: str, shown: int = 20) -> str:
+        """"" or a sentence naming each chunk whose labels disagree, with the features that label it, so that two geologists'
+        layers can be reconciled."""
+        if not self.disputed:
+            return ""
+        more = f"; and {len(self.disputed) - shown} more" if len(self.disputed) > shown else ""
+        return (f"{image_id}: {len(self.disputed)} chunk(s) are labelled differently by two label polygons (two geologists' layers, or two "
+                f"rounds), so they are not trained on: {'; '.join(self.disputed[:shown])}{more}. Agree on one label for each, and train again.")
 
 
 def _unreadable_message(items: Sequence[Dict], shown: int = 10) -> str:
@@ -176,7 +194,7 @@ def label_windows(source: RasterSource, labels: Sequence[Dict], exclude: Sequenc
     repeats: a chunk labelled twice alike counts once, one labelled both ways not at all."""
     info = source.info
     footprint = _raster_polygon(source)
-    usable, unreadable = [], []
+    usable, unreadable, unclear = [], [], []
     for item in labels:
         try:
             label = parse_label(item.get("label"), item.get("feature", ""))
@@ -185,15 +203,17 @@ def label_windows(source: RasterSource, labels: Sequence[Dict], exclude: Sequenc
             continue
         if label is not None:
             usable.append((item, label))
+        elif _says_unclear(item.get("label")):
+            unclear.append(item)
     if unreadable:  # all of them at once: a field calculator's results had been found one per run
         raise LabelError(_unreadable_message(unreadable))
     if not usable:
         raise LabelError(f"No feature over {info.image_id} has a usable label (1/0, icy/not icy, yes/no). Fill the label field, e.g. with the labelling tools.")
-    pieces = [(part, label) for item, label in usable for part in _label_parts(item)]
+    pieces = [(part, label, item) for item, label in usable for part in _label_parts(item)]
     reading = PolygonLabels([], without_label=len(labels) - len(usable), split=len(pieces) - len(usable))
     excluded = _geometries(exclude)
-    by_window: Dict[Tuple[int, int, int, int], List[int]] = {}
-    for index, (geometry, label) in enumerate(pieces):
+    by_window: Dict[Tuple[int, int, int, int], List[Tuple[int, Dict]]] = {}
+    for index, (geometry, label, item) in enumerate(pieces):
         if not geometry.Intersects(footprint):
             reading.off_image += 1
             continue
@@ -206,10 +226,25 @@ def label_windows(source: RasterSource, labels: Sequence[Dict], exclude: Sequenc
             key = (window.x_off, window.y_off, window.width, window.height)
             if key not in by_window:
                 reading.found.append((window, label))
-            by_window.setdefault(key, []).append(label)
-    mixed = {key for key, seen in by_window.items() if len(set(seen)) > 1}
+            by_window.setdefault(key, []).append((label, item))
+    # A chunk one polygon calls unclear and another icy or not icy is disputed as much as one called both (the paper left
+    # its unclear chunks out): it had been trained on as the other label said, and the disagreement went unsaid.
+    doubted: Dict[Tuple[int, int, int, int], List[Dict]] = {}
+    for item in unclear:
+        for part in _label_parts(item):
+            window = polygon_window(part, info.geotransform, info.width, info.height, 0) if part.Intersects(footprint) else None
+            key = window and (window.x_off, window.y_off, window.width, window.height)
+            if key in by_window:
+                doubted.setdefault(key, []).append(item)
+    mixed = {key for key, seen in by_window.items() if len({label for label, _ in seen}) > 1} | set(doubted)
     reading.repeated = sum(len(seen) - 1 for key, seen in by_window.items() if key not in mixed)
     reading.contradictory = sum(len(by_window[key]) for key in mixed)
+    reading.without_label -= sum(len(items) for items in doubted.values())  # counted among the disputed, not as plain unclear ones
+    reading.contradictory += sum(len(items) for items in doubted.values())
+    for key in sorted(mixed, key=lambda k: (k[1], k[0])):
+        said = [f"{item.get('feature') or 'a polygon'} {NAMES_OF_LABELS[label]}" for label, item in by_window[key]]
+        said += [f"{item.get('feature') or 'a polygon'} unclear" for item in doubted.get(key, [])]
+        reading.disputed.append(f"the chunk at pixel x {key[0]}, y {key[1]} ({', '.join(said)})")
     reading.found = [(window, label) for window, label in reading.found if (window.x_off, window.y_off, window.width, window.height) not in mixed]
     if not reading.found:
         raise LabelError(_no_chunk_message(info.image_id, len(pieces), reading))
@@ -234,7 +269,7 @@ def _no_chunk_message(image_id: str, usable: int, reading: PolygonLabels) -> str
     if reading.excluded and reading.excluded + reading.off_image + reading.too_small == usable:
         return f"Every labelled polygon over {image_id} lies in an exclusion polygon (EXCLUDE){reading.left_out()}. Leave those chunks out of EXCLUDE, or give other labels."
     if reading.contradictory and not (reading.off_image or reading.too_small or reading.excluded):
-        return f"Every chunk labelled over {image_id} is labelled both icy and not icy{reading.left_out()}. Keep one label per chunk (two label layers may cover the same chunks)."
+        return f"Every chunk labelled over {image_id} has labels that disagree{reading.left_out()}. {reading.disagreements(image_id)}"
     return (f"None of the {usable} labelled polygons lies on image data of {image_id}{reading.left_out()}. Check that the label layer belongs to this raster "
             "(its CRS and extent) and that the polygons are not on the no-data border.")
 
@@ -334,11 +369,11 @@ def tuned_chunk_size(given: int, label_sides: Sequence[int], base_chunk_size: Op
 
 
 def chunks_from_polygons(source: RasterSource, labels: Sequence[Dict], chunk_size: int, input_size: int, normalisation: Dict, exclude: Sequence[str] = (),
-                         log: Callable[[str], None] = None) -> List[LabelledChunk]:
+                         log: Callable[[str], None] = None, warn: Callable[[str], None] = None) -> List[LabelledChunk]:
     """Mode (a): each labelled polygon (e.g. a filled detect output) is one chunk, read at its pixel
     footprint exactly as detect reads a chunk of chunk_size: a polygon of chunk_size px fills the input,
     a smaller one (an edge chunk) keeps the scale and is padded with no-data. Those sharing area with an
-    ``exclude`` polygon are left out; ``log`` hears what was left out and why (PolygonLabels)."""
+    ``exclude`` polygon are left out; ``log`` hears what was left out and why (PolygonLabels), ``warn`` which chunks' labels disagree."""
     from .preprocess import normalise, to_uint8
 
     info = source.info
@@ -355,6 +390,8 @@ def chunks_from_polygons(source: RasterSource, labels: Sequence[Dict], chunk_siz
         raise LabelError(_no_chunk_message(info.image_id, len(labels) - reading.without_label + reading.split, reading))
     if log is not None and reading.left_out():
         log(f"{info.image_id}: {len(labels)} label polygons{reading.left_out()}")
+    if warn is not None and reading.disputed:
+        warn(reading.disagreements(info.image_id))
     if log is not None and reading.split:
         log(f"{info.image_id}: multipart label polygons read as one chunk per part ({reading.split} more chunks than features)")
     return samples

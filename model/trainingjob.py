@@ -202,7 +202,7 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
                 reporter.log(f"{info.image_id}: no labels over this image, skipped")
                 continue
             if mode == "chunks":
-                found = chunks_from_polygons(source, entry["labels"], options.chunk_size, options.input_size, normalisation, entry.get("exclude", []), reporter.log)
+                found = chunks_from_polygons(source, entry["labels"], options.chunk_size, options.input_size, normalisation, entry.get("exclude", []), reporter.log, reporter.warning)
             else:
                 found = chunks_from_outlines(source, entry["labels"], entry.get("exclude", []), options.chunk_size, options.input_size, float(job.get("min_valid", DEFAULT_MIN_VALID)),
                                              normalisation, cells)

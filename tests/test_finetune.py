@@ -82,12 +82,18 @@ def test_every_label_polygon_left_out_is_counted_with_its_reason(tmp_path):
              {"wkt": helpers.window_wkt(gt, 10 * SMALL, 0, SMALL, SMALL), "label": 0},  # off the image
              {"wkt": items[2]["wkt"], "label": "unclear"}, {"wkt": items[3]["wkt"], "label": None}]
     exclusion = helpers.window_wkt(gt, 3 * SMALL + 4, 3 * SMALL + 4, 8, 8)  # inside the last chunk; its neighbours touch it only
-    said = []
+    said, warned = [], []
     with RasterSource(raster.path) as source:
-        read = labels.chunks_from_polygons(source, items + extra, SMALL, 16, DEFAULT_NORMALISATION, [exclusion], said.append)
-    assert len(read) == 16 - 2  # chunk 1 (both ways) and the excluded one
-    assert said == ["grid: 23 label polygons; left out: 2 empty or marked unclear, 1 off the image or on its no-data, 1 under 2 px, 1 in an exclusion polygon, "
-                    "1 repeating a chunk labelled alike, 3 on chunks labelled both icy and not icy"], said
+        read = labels.chunks_from_polygons(source, items + extra, SMALL, 16, DEFAULT_NORMALISATION, [exclusion], said.append, warned.append)
+    # chunk 1 (both ways), chunk 2 (labelled, and also marked unclear: it had been trained on as labelled) and the excluded one
+    assert len(read) == 16 - 3
+    assert said == ["grid: 23 label polygons; left out: 1 empty or marked unclear, 1 off the image or on its no-data, 1 under 2 px, 1 in an exclusion polygon, "
+                    "1 repeating a chunk labelled alike, 5 on 2 chunk(s) whose labels disagree (icy, not icy or unclear)"], said
+    # each disputed chunk named with the labels given it, for the geologists to reconcile
+    assert warned == [f"grid: 2 chunk(s) are labelled differently by two label polygons (two geologists' layers, or two rounds), so they are not trained on: "
+                      f"the chunk at pixel x {SMALL}, y 0 (a polygon {'icy' if items[1]['label'] else 'not icy'}, a polygon {'not icy' if items[1]['label'] else 'icy'}, "
+                      f"a polygon {'icy' if items[1]['label'] else 'not icy'}); the chunk at pixel x {2 * SMALL}, y 0 (a polygon "
+                      f"{'icy' if items[2]['label'] else 'not icy'}, a polygon unclear). Agree on one label for each, and train again."], warned
 
 
 def test_multipart_curved_and_self_crossing_chunk_labels_are_read_as_the_chunks_they_draw(tmp_path):

@@ -423,6 +423,27 @@ def test_single_class(qgis_app, training_data, tmp_path):
     check_failed(tmp_path, ["All 36 labelled chunks are icy", "both icy and not icy", "Label some chunks of the other class"], RASTERS=[raster.path], LABELS=[layer])
 
 
+def test_two_geologists_layers_that_disagree_on_chunks_name_them_and_leave_them_out(qgis_app, training_data, tmp_path):
+    """Anna labels every chunk; Bela the first row: one chunk the other way, one unclear (it had been trained on as Anna's icy or
+    not icy without a word), one alike (kept once). The two disputed chunks are named with each layer's feature and label."""
+    from qgis.PyQt.QtCore import QVariant
+
+    raster = training_data.raster
+    truth = {(r, c): (r + c) % 2 for r in range(6) for c in range(6)}
+    anna = memory_polygons("anna", raster.crs_wkt, [(chunk_geometry(raster, r, c), [truth[r, c]]) for r, c in truth], [("label", QVariant.Int)])
+    bela = memory_polygons("bela", raster.crs_wkt, [(chunk_geometry(raster, 0, 0), [1 - truth[0, 0]]), (chunk_geometry(raster, 0, 1), [-1]),
+                                                    (chunk_geometry(raster, 0, 2), [truth[0, 2]])], [("label", QVariant.Int)])
+    results = train(tmp_path, [raster.path], [anna, bela], epochs=1)
+    name = {0: "not icy", 1: "icy"}
+    disputed = [w for w in results["_feedback"].warnings if "are labelled differently by two label polygons" in w]
+    assert len(disputed) == 1 and "2 chunk(s)" in disputed[0], results["_feedback"].warnings
+    assert f"the chunk at pixel x 0, y 0 (feature 1 of 'anna' {name[truth[0, 0]]}, feature 1 of 'bela' {name[1 - truth[0, 0]]})" in disputed[0], disputed[0]
+    assert f"the chunk at pixel x {CHUNK}, y 0 (feature 2 of 'anna' {name[truth[0, 1]]}, feature 2 of 'bela' unclear)" in disputed[0], disputed[0]
+    assert "39 label polygons; left out: 1 repeating a chunk labelled alike, 4 on 2 chunk(s) whose labels disagree" in results["_feedback"].text
+    meta = modelfile.read_metadata(results["OUTPUT_MODEL"])
+    assert sum(image["chunks"] for image in meta["training"]["data"]["images"]) == 34
+
+
 def test_labels_outside_the_raster(qgis_app, training_data, tmp_path):
     from qgis.PyQt.QtCore import QVariant
 
