@@ -12,6 +12,7 @@ Not on Windows (no Unix sockets there for Python): each run starts its own worke
 """
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -172,6 +173,9 @@ class SessionRun(WorkerRun):
     def _start(self, python: str, path: str) -> _Connection:
         _unlink(path)  # the socket of a worker that did not end cleanly
         minutes = idle_minutes()
+        # the last worker's log moves aside, not over: the rerun an error asks for had wiped the traceback it pointed to
+        with contextlib.suppress(OSError):
+            os.replace(path + ".log", path + ".log.1")
         with open(path + ".log", "w", encoding="utf-8") as log:
             try:
                 process = subprocess.Popen([python, "-m", "model", "--jsonl", "serve", "--listen", path, "--idle-minutes", str(minutes)],
@@ -220,9 +224,10 @@ class SessionRun(WorkerRun):
         pid = self.ended_midway
         if pid is None or python_unfit("\n".join(self.stderr_tail), self.python):
             return super().crash_message(returncode)
-        return (f"The session worker (pid {pid}) ended during this job without a word: it was killed (out of memory?) or crashed. "
-                f"Run again: the next run starts a new one. Last lines of its log ({self.socket_path}.log):\n"
-                + ("\n".join(self.stderr_tail) or "(empty)"))
+        said = "\n".join(self.stderr_tail)
+        how = "failed: its log ends in a traceback" if "Traceback" in said else "ended without a word: it was killed (out of memory?) or crashed"
+        return (f"The session worker (pid {pid}) {how} during this job. Run again: the next run starts a new one, and keeps this log as "
+                f"{self.socket_path}.log.1 for a bug report. Last lines of its log ({self.socket_path}.log):\n" + (said or "(empty)"))
 
     def _stop_worker(self, process) -> None:
         """Cancel ends the connection, not the session worker: the job stops, the worker waits for the next."""

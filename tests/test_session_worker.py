@@ -322,9 +322,18 @@ def test_a_session_worker_killed_mid_job_is_said_to_have_ended_with_what_to_do(t
             process.kill()
     assert killed, out[-3000:]
     assert process.returncode == 1 and "Traceback" not in out, out[-3000:]
-    assert f"ERROR:\tThe session worker (pid {killed[0]}) ended during this job without a word: it was killed (out of memory?) or crashed. " \
-           "Run again: the next run starts a new one." in out, out[-3000:]
+    assert f"ERROR:\tThe session worker (pid {killed[0]}) ended without a word: it was killed (out of memory?) or crashed during this job. " \
+           "Run again: the next run starts a new one, and keeps this log as " in out, out[-3000:]
     assert not (tmp_path / "chunks.gpkg").exists() and not qs.files_named_partial(tmp_path)
+    # The rerun the message asks for keeps the dead worker's log for a bug report: it had been wiped as the next worker started
+    (log,) = [os.path.join(folder, name) for folder, _, names in os.walk(runtime) for name in names if name.endswith(".sock.log")]
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write("the dead worker's last words\n")
+    again = subprocess.run(["bash", str(qs.QGIS_PROCESS), "run", "hiriseice:detect", "--", f"INPUT={raster}", f"MODEL={tiny_model.path}",
+                            f"CHUNK_SIZE={helpers.TINY_CHUNK_SIZE}", f"OUTPUT={tmp_path / 'again.gpkg'}"], env=environment, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    with open(log + ".1", encoding="utf-8") as handle:
+        assert handle.read().endswith("the dead worker's last words\n")
 
 
 def test_changing_only_the_idle_minutes_keeps_the_one_session_worker(qgis_app, monkeypatch):
