@@ -2,9 +2,12 @@
 
 import collections
 import dataclasses
+import getpass
 import json
 import math
 import os
+import shutil
+import tempfile
 import uuid
 from typing import Dict, Optional
 
@@ -74,6 +77,19 @@ def json_label(value):
 # Below this many label features, training from random weights learns next to nothing (the default model saw tens of
 # thousands of examples); a geologist's round of a few hundred labels is meant to continue a model.
 FEW_LABELS_FROM_SCRATCH = 2000
+
+
+def _kept_for_a_bug_report(job_path: str) -> str:
+    """Where a failed run's job is kept, to run again or attach to a bug report: qgis_process deletes its temporary folder,
+    with the job the log had named, as it exits. A sentence to add to the error, "" where it could not be kept."""
+    folder = os.path.join(tempfile.gettempdir(), f"hiriseice-failed-jobs-{getpass.getuser()}")
+    kept = os.path.join(folder, os.path.basename(job_path))
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        shutil.copyfile(job_path, kept)
+    except OSError:
+        return ""
+    return f"\nThe training job is kept as {kept}: attach it to a bug report (it names your files), or run it again with the worker command above, given that file."
 
 
 class TrainAlgorithm(HiriseIceAlgorithm):
@@ -377,7 +393,12 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                                          f"({exc.strerror}). Free some space there (or point TMPDIR elsewhere), and run again.") from None
         feedback.pushInfo(f"Training job: {job_path}")
 
-        result = run_worker(["train", job_path], feedback, partial_outputs=[partial_path(output_model), partial_path(report)])
+        try:
+            result = run_worker(["train", job_path], feedback, partial_outputs=[partial_path(output_model), partial_path(report)])
+        except QgsProcessingException as exc:
+            if feedback.isCanceled():
+                raise
+            raise QgsProcessingException(f"{exc}{_kept_for_a_bug_report(job_path)}") from None
         replacing_outputs()  # the worker's model file and report are in place
         self._log_metrics(result.get("metrics") or {}, feedback)
 

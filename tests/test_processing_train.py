@@ -420,7 +420,13 @@ def test_single_class(qgis_app, training_data, tmp_path):
 
     raster = training_data.raster
     layer = memory_polygons("all icy", raster.crs_wkt, [(chunk_geometry(raster, r, c), [1]) for r in range(6) for c in range(6)], [("label", QVariant.Int)])
-    check_failed(tmp_path, ["All 36 labelled chunks are icy", "both icy and not icy", "Label some chunks of the other class"], RASTERS=[raster.path], LABELS=[layer])
+    message = check_failed(tmp_path, ["All 36 labelled chunks are icy", "both icy and not icy", "Label some chunks of the other class"], RASTERS=[raster.path], LABELS=[layer])
+    # the job the worker failed on outlives QGIS's temporary folder (qgis_process deletes it as it exits), to run again or report
+    kept = re.search(r"The training job is kept as (\S+\.json): attach it to a bug report", message)
+    assert kept, message
+    with open(kept.group(1), encoding="utf-8") as handle:
+        assert len(json.load(handle)["rasters"][0]["labels"]) == 36
+    os.remove(kept.group(1))
 
 
 def test_two_geologists_layers_that_disagree_on_chunks_name_them_and_leave_them_out(qgis_app, training_data, tmp_path):
