@@ -7,6 +7,7 @@ whatever the raster's size.
 
 import os
 import queue
+import shlex
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from .errors import EngineError, NoValidChunksError
 from .footprint import ValidityMosaic
 from .gdalstate import block_cache, gdal_exceptions
 from .georeference import check_north_up, north_turn_warning
-from .grid import chunk_grid, edge_note
+from .grid import ChunkWindow, chunk_grid, edge_note
 from .imagechecks import check_size, coarse_pixel_warning, ground_size, not_mars_warning, palette_warning, squashed_pixel_warning
 from .network import has_score_map
 from .preprocess import network_input
@@ -369,6 +370,8 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
             except queue.Full:  # batches are waiting: their progress is said
                 pass
 
+    read_last: List = []  # the chunk read last, and whether it was still being prepared: to place a failure
+
     def read_batches():
         try:
             with RasterSource(raster_path, options.band) as reader:
@@ -376,7 +379,9 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
                 for sample in iter_chunks(reader, chunk_size, stride, options.min_valid, input_size, mosaic, readers, passed):
                     if stop.is_set():
                         return
+                    read_last[:] = [sample.window, "at"]
                     batch.append((sample.window, sample.valid_fraction, sample.centre_valid_fraction, network_input(sample.data, sample.valid, metadata["normalisation"]), sample.valid))
+                    read_last[1] = "after"  # a failure now is in reading the grid's next chunk
                     if len(batch) == options.batch_size:
                         batches.put(batch)
                         batch = []
@@ -385,7 +390,8 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
         except _ReadingStopped:
             pass
         except BaseException as exc:  # handed to the main thread, which reports it
-            failure.append(exc)
+            where = f"{read_last[1]} chunk {read_last[0].chunk_id} ({_pixels(read_last[0])})" if read_last else "at the grid's first chunk"
+            failure.append(_placed(exc, f"reading {raster_path} {where}", read_last[0] if read_last else None, raster_path))
         finally:
             batches.put(None)
 
@@ -405,12 +411,16 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
                 continue
             images = np.stack([item[3] for item in batch])
             t0 = time.monotonic()
-            if mapper is not None:
-                maps = mapper(images)
-                logits = scoremap.whole_chunk_logits(maps)
-                pasted.extend((item[0].row, item[0].col, m, item[4]) for item, m in zip(batch, maps))
-            else:
-                logits = runtime.chunk_logits(scorer, images[..., None], options.tta)
+            try:
+                if mapper is not None:
+                    maps = mapper(images)
+                    logits = scoremap.whole_chunk_logits(maps)
+                    pasted.extend((item[0].row, item[0].col, m, item[4]) for item, m in zip(batch, maps))
+                else:
+                    logits = runtime.chunk_logits(scorer, images[..., None], options.tta)
+            except Exception as exc:
+                raise _placed(exc, f"scoring chunks {batch[0][0].chunk_id}-{batch[-1][0].chunk_id} of {raster_path}, the first at {_pixels(batch[0][0])}",
+                              batch[0][0], raster_path)
             network_seconds += time.monotonic() - t0
             probabilities = calibration.apply(logits, metadata.get("calibration"))
             for (window, whole, centre, _, _), p in zip(batch, probabilities):
@@ -433,6 +443,22 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
         logits_map, share = scoremap.paste_chunk_maps(geometry, pasted)
         score_map = (geometry, logits_map, share)
     return chunks, score_map, network_seconds
+
+
+def _pixels(window: ChunkWindow) -> str:
+    return f"pixels x {window.x_off}, y {window.y_off}, {window.width} x {window.height}"
+
+
+def _placed(exc: BaseException, doing: str, window: Optional[ChunkWindow], path: str) -> BaseException:
+    """An unforeseen failure with a note of what was being done where (Python 3.11's notes end its traceback), and a crop of
+    the image around it, so that a bug report can be cut down to a small file. The engine's own errors say what is wrong already."""
+    if not isinstance(exc, (EngineError, KeyboardInterrupt, _ReadingStopped)) and hasattr(exc, "add_note"):
+        crop = ""
+        if window is not None:
+            x, y = max(0, window.x_off - window.width), max(0, window.y_off - window.height)
+            crop = f"; a crop around it to reproduce it on: gdal_translate -srcwin {x} {y} {3 * window.width} {3 * window.height} {shlex.quote(path)} crop.tif"
+        exc.add_note(f"hiriseice: while {doing}{crop}")
+    return exc
 
 
 def check_probability_raster(architecture: Dict, chunk_size: int, stride: int, input_size: int) -> None:

@@ -448,6 +448,35 @@ def test_missing_raster(tiny_model, worker_python, tmp_path):
     assert not out.exists()
 
 
+FAILS_ON_THE_FOURTH_CHUNK = r"""
+import sys
+from model import __main__, inference
+
+real, calls = inference.network_input, []
+
+
+def fails_on_the_fourth(*args, **kwargs):  # a fault of the kind a geologist's file may trigger, injected where chunks are prepared
+    calls.append(1)
+    if len(calls) == 4:
+        raise ValueError("injected fault")
+    return real(*args, **kwargs)
+
+
+inference.network_input = fails_on_the_fourth
+sys.exit(__main__.main(sys.argv[1:]))
+"""
+
+
+def test_an_unforeseen_failure_mid_image_says_which_chunk_and_how_to_crop_around_it(scene, tiny_model, worker_python, tmp_path):
+    """A traceback through read_batches and normalise, with no chunk, could not be cut down to a crop for the maintainers."""
+    out = tmp_path / "out.gpkg"
+    run = helpers.run_worker_snippet(worker_python, FAILS_ON_THE_FOURTH_CHUNK, "detect", scene.path, "--model", tiny_model.path, "--out", out)
+    assert run.returncode != 0 and "ValueError: injected fault" in run.stderr, run.stderr[-3000:]
+    note = [line for line in run.stderr.splitlines() if line.startswith("hiriseice: while reading")]
+    assert len(note) == 1 and f"reading {scene.path} at chunk " in note[0] and "gdal_translate -srcwin " in note[0], run.stderr[-3000:]
+    assert not out.exists()
+
+
 def test_truncated_raster_is_an_input_error_not_a_crash(scene, tiny_model, worker_python, tmp_path):
     cut = tmp_path / "ESP_999998_9999_RED.tif"
     cut.write_bytes(open(scene.path, "rb").read()[: os.path.getsize(scene.path) // 2])
