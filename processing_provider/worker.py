@@ -50,6 +50,12 @@ WARM_COMMANDS = ("detect",)
 POLL_SECONDS = 0.1
 GRACE_SECONDS = 0.5
 STDERR_LINES = 60
+# TensorFlow's start-up notices (oneDNN, CPU features, its graph optimiser's routine complaints, absl's banner; matplotlib's about
+# Debian's 3D toolkit beside the venv's), printed before any
+# work and harmless: kept out of the error output a crash shows, where a geologist took them for its cause.
+TENSORFLOW_NOISE = re.compile(r"^(?:[IWE]\d{4} [\d:.]+\s+\d+ (?:port|node_def_util|meta_optimizer|cpu_feature_guard|cpu_allocator_impl)\.cc:\d+\]"
+                              r"|WARNING: All log messages before absl::InitializeLog|To enable the following instructions"
+                              r"|This TensorFlow binary is optimized|.*UserWarning: Unable to import Axes3D|\s+warnings\.warn\(\"Unable to import Axes3D)")
 # An idle warm worker answers a job at once; one that has not within this time is hung and replaced.
 ANSWER_SECONDS = 30.0
 # A detect whose worker says nothing for this long is stopped: every chunk read and scored says how far it
@@ -266,7 +272,8 @@ def _pump(process: subprocess.Popen, lines: "queue.Queue[Optional[str]]", stderr
     def pump_stderr():
         try:
             for line in process.stderr:
-                stderr_tail.append(line.rstrip("\n"))
+                if not TENSORFLOW_NOISE.match(line):
+                    stderr_tail.append(line.rstrip("\n"))
         except (OSError, ValueError):
             pass
 
@@ -459,7 +466,9 @@ class WorkerRun:
                 name = signal.Signals(-returncode).name
             except ValueError:
                 name = f"signal {-returncode}"
-            why = " (out of memory?)" if name == "SIGKILL" else ""
+            # the system's log names what the kernel's out-of-memory killer ended
+            why = (" (out of memory? `journalctl -k | grep -i 'killed process'` or `dmesg` says whether the system ended it for memory)"
+                   if name == "SIGKILL" and sys.platform.startswith("linux") else " (out of memory?)" if name == "SIGKILL" else "")
             head = f"The worker crashed ({name}){why}."
             if name == "SIGABRT" and not self.stderr_tail:
                 # under a memory limit (ulimit -v, a container's) a library aborts a thread's start before anything is said

@@ -137,7 +137,8 @@ def test_a_crashed_survey_says_its_finished_images_stay_and_a_rerun_resumes(qgis
     """A survey killed in the night had said only "crashed (SIGKILL) (out of memory?)" and forty lines of Dask."""
     WorkerRun = qs.plugin_module("processing_provider.worker").WorkerRun
     assert WorkerRun(["survey", "--rasters", "jp2/"]).crash_message(-9).startswith(
-        "The worker crashed (SIGKILL) (out of memory?). The images it had finished stay in its GeoPackage, and a rerun resumes after them.")
+        "The worker crashed (SIGKILL) (out of memory? `journalctl -k | grep -i 'killed process'` or `dmesg` says whether the system ended it "
+        "for memory). The images it had finished stay in its GeoPackage, and a rerun resumes after them.")
     assert "rerun" not in WorkerRun(["detect", "scene.tif"]).crash_message(-9)
 
 
@@ -153,6 +154,21 @@ def test_a_mistyped_worker_path_is_named_not_offered_an_install(qgis_app, monkey
 def test_an_exit_without_a_result_is_not_taken_for_success(run_with):
     exc, _ = run_with("echo '{\"type\": \"log\", \"message\": \"working\"}'\nexit 0")
     assert str(exc).startswith("The worker finished without a result.")
+
+
+# TensorFlow's and matplotlib's start-up lines as a training worker printed them, before its first epoch
+STARTUP_NOISE = r"""WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+I0000 00:00:1796691067.685260   31466 port.cc:153] oneDNN custom operations are on. You may see slightly different numerical results.
+/venv/lib/python3.11/site-packages/matplotlib/projections/__init__.py:63: UserWarning: Unable to import Axes3D. This may be due to multiple versions.
+  warnings.warn("Unable to import Axes3D. This may be due to multiple versions of "
+E0000 00:00:1796691073.420883   31466 node_def_util.cc:682] NodeDef mentions attribute use_unbounded_threadpool which is not in the op definition
+E0000 00:00:1796691073.908498   31466 meta_optimizer.cc:967] remapper failed: INVALID_ARGUMENT: Mutation::Apply error: fanout exists"""
+
+
+def test_tensorflows_start_up_notices_are_not_shown_as_a_crashs_cause(run_with):
+    """A killed training showed only these harmless lines as its 'last lines of error output', which read like the cause."""
+    exc, _ = run_with("cat >&2 <<'EOF'\n" + STARTUP_NOISE + "\nEOF\necho 'RuntimeError: the real trouble' >&2\nexit 3")
+    assert str(exc).endswith("Last lines of its error output:\nRuntimeError: the real trouble"), str(exc)
 
 
 def test_an_error_status_without_a_message_says_so(run_with):
