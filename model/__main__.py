@@ -140,6 +140,12 @@ def _info(args, reporter: Reporter) -> None:
         import keras
 
         info["keras"] = keras.__version__
+        # what scores the chunks where its export matches Keras (runtime.py): a bug report must say which
+        for name in ("onnxruntime", "tf2onnx"):
+            try:
+                info[name] = __import__(name).__version__
+            except ImportError:
+                info[name] = None
         from .runtime import compute_device
 
         info["device"] = compute_device()
@@ -277,6 +283,8 @@ def _grid_arguments(parser, chunk_size_default):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model", description="HiRISE Ice Patches engine", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--jsonl", action="store_true", help="machine-readable JSON lines on stdout (for the QGIS plugin)")
+    parser.add_argument("--version", action="version", version=f"HiRISE Ice Patches engine {__version__} (Python {sys.version.split()[0]}); "
+                        "`python -m model info` gives the packages and the model, for a bug report")
     parser.set_defaults(keep_models=False)  # serve's jobs keep the model loaded for the next (model/warm.py)
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -58,7 +58,8 @@ def clean_environment(for_worker: bool) -> Dict[str, str]:
 def describe_worker(info: dict) -> str:
     lines = [
         f"Worker Python: {info.get('executable')} (Python {info.get('python')})",
-        f"Engine {info.get('engine')}, TensorFlow {info.get('tensorflow')}, Keras {info.get('keras')}, NumPy {info.get('numpy')}, GDAL {info.get('gdal')}",
+        f"Engine {info.get('engine')}, TensorFlow {info.get('tensorflow')}, Keras {info.get('keras')}, NumPy {info.get('numpy')}, GDAL {info.get('gdal')}, "
+        f"ONNX Runtime {info.get('onnxruntime') or 'not installed (Keras scores)'}",
         f"Compute device: {info.get('device')}",
     ]
     model = info.get("model") or {}

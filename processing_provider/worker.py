@@ -32,9 +32,9 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsSettings
+from qgis.core import Qgis, QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsSettings
 
-from .engine import PLUGIN_FOLDER, errors, files, worker_pythons_text
+from .engine import ENGINE_VERSION, PLUGIN_FOLDER, errors, files, worker_pythons_text
 
 partial_path = files.partial_path
 
@@ -385,6 +385,8 @@ class WorkerRun:
         return self.result
 
     def _announce(self, command_text: str) -> None:
+        # the versions a pasted log needs to be a bug report (Check worker, or `python -m model info`, gives the worker's packages)
+        self.feedback.pushInfo(f"HiRISE Ice Patches {ENGINE_VERSION} on QGIS {Qgis.version()}; the worker's command:")
         self.feedback.pushCommandInfo(command_text)
         if self.feedback.isCanceled():
             raise QgsProcessingException("Cancelled before the worker started; no output was written.")
