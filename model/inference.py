@@ -5,6 +5,7 @@ runs on the previous batch; the queue between them is bounded, so memory stays f
 whatever the raster's size.
 """
 
+import datetime
 import os
 import queue
 import shlex
@@ -16,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import calibration, modelfile, pdslabel, review, rules
+from . import __version__, calibration, modelfile, pdslabel, review, rules
 from . import runtime, scoremap
 from .chunking import DEFAULT_BATCH_SIZE, DEFAULT_MIN_VALID, check_grid_parameters, chunk_count, gap_warning, grid_row, iter_chunks, paste_unscored_edges, scale_warning
 from .errors import EngineError, NoValidChunksError
@@ -179,6 +180,9 @@ def detect(raster_path: str, model_path: str = "", options: DetectOptions = None
         "scoring": route,
         "rescored_chunks": rescored,  # map route: chunks between its tiles scored alone again
         "tta": bool(options.tta),
+        "weights_sha256": metadata.get("weights_sha256"),
+        "engine_version": __version__,
+        "scored_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **label,
     }
     reporter.log(

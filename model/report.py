@@ -527,6 +527,8 @@ def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dic
         *[("faint ice", note) for note in [faint_ice_note(metadata)] if note],
         ("device, network speed", f"{s['device']}, {s['chunks_per_s']} chunks/s"),
         ("runtime (s)", s["runtime_s"]),
+        ("input file", detection.raster["path"]),
+        ("scored", f"{s['scored_at']} (UTC) by HiRISE Ice Patches {s['engine_version']}" if s.get("scored_at") else "-"),
     ]
     inset = overlap_inset(s["chunk_size"], s["stride"])
     quick, label_all = quicklook_figure(detection.raster["path"], detection.chunks, band, icy_threshold=s["icy_threshold"], hard_low=s["hard_low"], inset=inset)
@@ -538,7 +540,8 @@ def detection_report(detection, path: str, band: int = 0, metadata: Optional[Dic
     body = (
         "<h2>Summary</h2>" + table(rows)
         + "<h2>Quicklook</h2>" + figure_img(quick, "scene with chunk grid and chunk IDs")
-        + "<p class='note'>Chunks are outlined from blue (not icy) to red (icy), filled the more strongly the more probable ice is, and carry their chunk_id "
+        + "<p class='note'>Chunks are coloured from blue (not icy) to red (icy), filled the more strongly the more probable ice is, edged dark and solid "
+        + "where icy and dark and dashed where hard to identify, and carry their chunk_id "
         + ("(all chunks)" if label_all else f"(only chunks with p &gt;= {s['hard_low']:g}, at most the {MAX_CHUNK_IDS} most probable: the others are too small to label at this scale)")
         + "; dropped no-data chunks are not drawn. Bold IDs: icy."
         + (f" The chunks overlap (stride {s['stride']} px, chunks {s['chunk_size']} px): each is drawn over the ground nearest its centre." if inset else "")

@@ -63,6 +63,16 @@ SUMMARY_FIELDS = (
     ("chunk_size", "int"),
     ("stride", "int"),
     ("tta", "int"),  # 1: east-west mirror averaged
+    # and the rest of what a published count rests on: the class and category depend on the thresholds and rule, the count on
+    # the chunks left out; the weights' digest tells two model files of one name apart
+    ("icy_threshold", "real"),
+    ("hard_low", "real"),
+    ("category_rule", "text"),
+    ("min_valid", "real"),
+    ("dropped_chunks", "int"),  # grid chunks left out for no-data
+    ("weights_sha256", "text"),
+    ("engine_version", "text"),
+    ("scored_at", "text"),  # UTC, ISO 8601
 ) + LABEL_SUMMARY_FIELDS
 
 HISTORY_FIELDS = (("epoch", "int"),) + tuple((name, "real") for name in ("loss", "accuracy", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_auc"))

@@ -39,6 +39,7 @@ GRID_FIELD_NAMES = [
 SUMMARY_FIELD_NAMES = [
     "image_id", "chunks", "icy_chunks", "hard_chunks", "mean_probability", "max_probability",
     "category", "model_name", "model_version", "runtime_s", "chunk_size", "stride", "tta",
+    "icy_threshold", "hard_low", "category_rule", "min_valid", "dropped_chunks", "weights_sha256", "engine_version", "scored_at",
 ]
 HISTORY_FIELD_NAMES = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_auc"]
 

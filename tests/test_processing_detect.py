@@ -139,6 +139,9 @@ def test_summary_matches_chunks_and_rules(gpkg_run, detect_scene):
     assert s["max_probability"] == pytest.approx(stats.max_probability, abs=1e-4)
     assert s["category"] == rules.image_category(stats)
     assert s["model_name"] == "tiny-test-model" and s["model_version"]
+    # what the count rests on, kept with it in the GeoPackage a paper's table is made from
+    assert (s["icy_threshold"], s["hard_low"], s["category_rule"], s["dropped_chunks"]) == (rules.ICY_THRESHOLD, rules.HARD_LOW, "paper", 0)
+    assert len(s["weights_sha256"]) == 64 and s["engine_version"] and s["scored_at"].endswith("+00:00")
     results = gpkg_run["results"]
     assert (results["CATEGORY"], results["CHUNKS"], results["ICY_CHUNKS"]) == (s["category"], s["chunks"], s["icy_chunks"])
     assert results["MEAN_PROBABILITY"] == pytest.approx(s["mean_probability"])

@@ -30,7 +30,8 @@ import qgis_support as qs
 CHUNK_FIELDS = ["image_id", "chunk_id", "probability", "class", "label", "review_rank",
                 "row", "col", "x_off", "y_off", "width", "height", "valid_fraction", "centre_valid_fraction", "model_name", "model_version"]
 SUMMARY_FIELDS = ["image_id", "chunks", "icy_chunks", "hard_chunks", "mean_probability", "max_probability", "category", "model_name", "model_version", "runtime_s",
-                  "chunk_size", "stride", "tta", "observation_id", "solar_longitude", "incidence_angle", "centre_latitude", "scaling_factor", "scaling_offset", "nodata_dn",
+                  "chunk_size", "stride", "tta", "icy_threshold", "hard_low", "category_rule", "min_valid", "dropped_chunks", "weights_sha256", "engine_version",
+                  "scored_at", "observation_id", "solar_longitude", "incidence_angle", "centre_latitude", "scaling_factor", "scaling_offset", "nodata_dn",
                   "low_saturation_dn", "high_saturation_dn"]
 
 
@@ -133,7 +134,7 @@ def test_detect_summary_follows_the_image_rules(detection, tiny_model):
     assert (s["icy_threshold"], s["hard_low"]) == (0.6, 0.4)
 
 
-def test_detect_geopackage_layers_fields_crs_and_polygons(detection):
+def test_detect_geopackage_layers_fields_crs_and_polygons(detection, tiny_model):
     r = detection.raster
     result = detection.run.result
     ds = ogr.Open(detection.gpkg)
@@ -169,6 +170,11 @@ def test_detect_geopackage_layers_fields_crs_and_polygons(detection):
     for name in SUMMARY_FIELDS:
         want = result["summary"][name]
         assert feature.GetField(name) == (pytest.approx(want) if isinstance(want, float) else want)
+    # what a published count rests on, to reproduce it: thresholds, rule, the chunks left out, which weights, which version, when
+    assert (feature.GetField("icy_threshold"), feature.GetField("hard_low"), feature.GetField("category_rule")) == (0.6, 0.4, "paper")
+    weights = modelfile.read_metadata(tiny_model.path)["weights_sha256"]
+    assert len(weights) == 64 and feature.GetField("weights_sha256") == weights
+    assert feature.GetField("engine_version") == model.__version__ and feature.GetField("scored_at").endswith("+00:00")
     footprint = feature.GetGeometryRef()
     assert ogr.GT_Flatten(footprint.GetGeometryType()) == ogr.wkbMultiPolygon
     pixel_area = abs(r.geotransform[1] * r.geotransform[5])
@@ -188,6 +194,9 @@ def test_detect_html_report(detection):
     assert ("<tr><th>scored with</th><td>minimum valid share of a chunk&#x27;s centre 0.95; band automatic; east-west mirror averaged (TTA on)"
             "</td></tr>") in text
     assert f"<tr><th>chunks dropped for no-data</th><td>{s['dropped_chunks']}</td></tr>" in text
+    # what the report was made from, by what and when: the report is the document a team keeps
+    assert f"<tr><th>input file</th><td>{html.escape(detection.raster.path)}</td></tr>" in text
+    assert f"<tr><th>scored</th><td>{s['scored_at']} (UTC) by HiRISE Ice Patches {model.__version__}</td></tr>" in text
     # the histogram: an inline SVG with one bar per probability bin
     assert "<img alt='histogram of chunk probabilities'" in text and "<svg" not in text
     # the quicklook: an embedded PNG GDAL can read, shaped like the scene
@@ -272,6 +281,10 @@ def test_info_reports_versions_device_and_model(tiny_model, worker_python):
     assert info["device"] == "CPU" or info["device"].startswith("GPU")
     assert info["model"] == modelfile.read_metadata(tiny_model.path)
     assert info["model_path"] == tiny_model.path
+    # what scores the chunks where its export matches Keras, for a bug report; and the version without starting TensorFlow
+    assert re.match(r"\d+\.\d+", info["onnxruntime"] or "") and re.match(r"\d+\.\d+", info["tf2onnx"] or ""), info
+    version = subprocess.run([worker_python, "-m", "model", "--version"], cwd=str(qs.REPO_ROOT), capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith(f"HiRISE Ice Patches engine {model.__version__} (Python "), version.stdout + version.stderr
 
 
 # --- chunk ----------------------------------------------------------------------------------------
