@@ -14,7 +14,7 @@ import glob
 import math
 import os
 import types
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from qgis.core import NULL, Qgis, QgsCoordinateTransform, QgsExpression, QgsFeatureRequest, QgsProject, QgsRasterLayer, QgsVectorLayer, QgsWkbTypes
 from qgis.gui import QgsDockWidget, QgsRubberBand
@@ -90,10 +90,11 @@ def label_value(value) -> Optional[int]:
     return None if str(value).strip().lower() in labels.EMPTY_WORDS else UNCLEAR
 
 
-def review_order(layer: QgsVectorLayer, order: str = ORDER_REVIEW_RANK) -> List[int]:
+def review_order(layer: QgsVectorLayer, order: str = ORDER_REVIEW_RANK, repeated: Optional[Set[Tuple[str, float]]] = None) -> List[int]:
     """Feature ids in review order, one image after another (a survey's layer, repeat images of a site: review_rank and
     chunk_id count within an image, and walking them across images put three dates' chunk 0 in a row). Chunks without
-    the sort value (NULL) come last; ties, and the position order, go by chunk_id, then feature id."""
+    the sort value (NULL) come last; ties, and the position order, go by chunk_id, then feature id. ``repeated``, where given,
+    is filled with the (image_id, chunk_id) of chunks that have more than one row (two geologists' layers merged)."""
     if order not in dict(ORDERS):
         raise ValueError(f"order is one of {', '.join(dict(ORDERS))}, not {order!r}")
     if order == ORDER_REVIEW_RANK and layer.fields().lookupField("review_rank") < 0:
@@ -101,11 +102,15 @@ def review_order(layer: QgsVectorLayer, order: str = ORDER_REVIEW_RANK) -> List[
     names = ["chunk_id"] + ({ORDER_REVIEW_RANK: ["review_rank"], ORDER_PROBABILITY: ["probability"]}.get(order, []))
     with_images = layer.fields().lookupField("image_id") >= 0
     request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes(names + ["image_id"] * with_images, layer.fields())
-    keys = []
+    keys, seen = [], set()
     for feature in layer.getFeatures(request):
         image = str(feature["image_id"]) if with_images and feature["image_id"] not in (None, NULL) else ""
         chunk = _number(feature["chunk_id"])
         chunk = chunk if chunk is not None else float("inf")
+        if repeated is not None and chunk != float("inf"):
+            if (image, chunk) in seen:
+                repeated.add((image, chunk))
+            seen.add((image, chunk))
         if order == ORDER_POSITION:
             keys.append(((image, chunk, feature.id()), feature.id()))
             continue
@@ -376,6 +381,7 @@ class ReviewDock(QgsDockWidget):
         self.open_dialog = open_dialog
         self.layer: Optional[QgsVectorLayer] = None
         self.order_ids: List[int] = []
+        self.repeated: Set[Tuple[str, float]] = set()  # (image_id, chunk_id) of chunks with more than one row
         self.position = 0
         self.outline = None
         self.saved_selection_colour = None
@@ -570,7 +576,8 @@ class ReviewDock(QgsDockWidget):
         if self.layer is None:
             return
         current = self.current_id()
-        self.order_ids = review_order(self.layer, self.order())
+        self.repeated = set()
+        self.order_ids = review_order(self.layer, self.order(), self.repeated)
         self.counts = self._count_labels()  # read with the labelled chunks, which also give the first unlabelled one
         if start_at_first_unlabelled:
             self.position = self._first_unlabelled()
@@ -782,7 +789,7 @@ class ReviewDock(QgsDockWidget):
         chunk_class = feature["class"] if self.layer.fields().lookupField("class") >= 0 else None
         self.class_label.setText("–" if chunk_class in (None, NULL) else str(chunk_class))
         value = label_value(feature[LABEL_FIELD])
-        self.current_label.setText("not labelled" if value is None else f"{NAMES[value]} ({value})")
+        self.current_label.setText(("not labelled" if value is None else f"{NAMES[value]} ({value})") + self._other_rows_note(feature, value))
         self.position_label.setText(f"{self.position + 1} of {len(self.order_ids)}")
         self.previous_button.setEnabled(self.position > 0)
         self.next_button.setEnabled(self.position < len(self.order_ids) - 1)
@@ -795,6 +802,24 @@ class ReviewDock(QgsDockWidget):
         )
         self.retrain_button.setEnabled(counts[ICY] > 0 and counts[NOT_ICY] > 0)
 
+    def _other_rows_note(self, feature, value: Optional[int]) -> str:
+        """Where this chunk has other rows in the layer (two geologists' layers merged), what they say: training leaves a chunk
+        out whose rows disagree, and the counts above count rows."""
+        image = str(feature["image_id"]) if self.layer.fields().lookupField("image_id") >= 0 and feature["image_id"] not in (None, NULL) else ""
+        chunk = _number(feature["chunk_id"])
+        if (image, chunk) not in self.repeated:
+            return ""
+        expression = QgsExpression.createFieldEqualityExpression("chunk_id", feature["chunk_id"])
+        if image:
+            expression += " AND " + QgsExpression.createFieldEqualityExpression("image_id", image)
+        request = QgsFeatureRequest().setFilterExpression(expression).setFlags(QgsFeatureRequest.Flag.NoGeometry)
+        others = [label_value(other[LABEL_FIELD]) for other in self.layer.getFeatures(request.setSubsetOfAttributes([LABEL_FIELD, "chunk_id", "image_id"], self.layer.fields()))
+                  if other.id() != feature.id()]
+        said = ", ".join("not labelled" if other is None else NAMES[other] for other in others)
+        disagree = len({label for label in [value, *others] if label is not None}) > 1
+        return (f"; {len(others)} other row(s) of this chunk: {said}" + (" (they disagree: training leaves it out until they agree)" if disagree else ""))
+
+    # --- retraining ---
     # --- retraining ---
 
     def retrain(self):

@@ -571,6 +571,25 @@ QLocale.setDefault(QLocale(QLocale.Language.German, QLocale.Country.Germany))
 dock._refresh()
 out["probability_in_german"] = dock.probability_label.text()
 QLocale.setDefault(QLocale.c())
+# Two geologists' layers merged: a chunk's other rows are shown with the one in view, and a disagreement is named
+from qgis.core import QgsFeature, QgsGeometry
+merged = QgsVectorLayer("Polygon?crs=EPSG:4326&field=image_id:string&field=chunk_id:integer&field=probability:double&field=label:integer", "merged", "memory")
+rows = [("A", 1, 0.5, 1), ("A", 1, 0.5, 0), ("A", 2, 0.3, 1), ("A", 2, 0.3, 1), ("A", 3, 0.2, None)]
+features = []
+for image, chunk, p, label in rows:
+    feature = QgsFeature(merged.fields())
+    feature.setGeometry(QgsGeometry.fromWkt(f"POLYGON(({chunk} 0,{chunk + 1} 0,{chunk + 1} 1,{chunk} 1,{chunk} 0))"))
+    feature.setAttributes([image, chunk, p, label])
+    features.append(feature)
+merged.dataProvider().addFeatures(features)
+QgsProject.instance().addMapLayer(merged)
+dock.set_layer(merged)
+dock.set_order("position")
+out["merged_rows"] = []
+for position in (0, 2, 4):
+    dock.position = position
+    dock._refresh()
+    out["merged_rows"].append(dock.current_label.text())
 dock.release()
 print("RESULT " + json.dumps(out))
 sys.stdout.flush()
@@ -694,6 +713,13 @@ def test_a_chunk_gone_from_the_file_is_not_labelled_and_new_chunks_come_after_a_
     out = dock_run["out"]
     assert out["gone_message"].startswith("This chunk's row is gone from the file") and out["gone_not_labelled"], (out["gone_message"], out["gone_still_read"], out["gone_not_labelled"])
     assert out["walked_after_the_file_changed"][1] == out["walked_after_the_file_changed"][0] + 1  # one gone, two come
+
+
+def test_a_chunks_other_rows_in_a_merged_layer_are_shown_and_a_disagreement_named(dock_run):
+    """Two geologists' layers merged showed each chunk twice, with nothing to say that its rows disagreed."""
+    disputed, alike, single = dock_run["out"]["merged_rows"]
+    assert disputed == "icy (1); 1 other row(s) of this chunk: not icy (they disagree: training leaves it out until they agree)"
+    assert alike == "icy (1); 1 other row(s) of this chunk: icy" and single == "not labelled"
 
 
 def test_every_button_is_reached_by_tab_and_numbers_follow_the_locale(dock_run):
