@@ -82,12 +82,12 @@ FEW_LABELS_FROM_SCRATCH = 2000
 def _kept_for_a_bug_report(job_path: str) -> str:
     """Where a failed run's job is kept, to run again or attach to a bug report: qgis_process deletes its temporary folder,
     with the job the log had named, as it exits. A sentence to add to the error, "" where it could not be kept."""
-    folder = os.path.join(tempfile.gettempdir(), f"hiriseice-failed-jobs-{getpass.getuser()}")
-    kept = os.path.join(folder, os.path.basename(job_path))
     try:
+        folder = os.path.join(tempfile.gettempdir(), f"hiriseice-failed-jobs-{getpass.getuser()}")
+        kept = os.path.join(folder, os.path.basename(job_path))
         os.makedirs(folder, mode=0o700, exist_ok=True)
         shutil.copyfile(job_path, kept)
-    except OSError:
+    except (OSError, KeyError):  # getpass: no user name for this uid (KeyError before Python 3.13, OSError since)
         return ""
     return f"\nThe training job is kept as {kept}: attach it to a bug report (it names your files), or run it again with the worker command above, given that file."
 
