@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from typing import Dict, Optional
@@ -86,6 +87,9 @@ def _kept_for_a_bug_report(job_path: str) -> str:
         folder = os.path.join(tempfile.gettempdir(), f"hiriseice-failed-jobs-{getpass.getuser()}")
         kept = os.path.join(folder, os.path.basename(job_path))
         os.makedirs(folder, mode=0o700, exist_ok=True)
+        held = os.lstat(folder)
+        if not stat.S_ISDIR(held.st_mode) or (hasattr(os, "getuid") and held.st_uid != os.getuid()):
+            return ""  # another user's folder (or a link) under this name on a shared machine: the job names this user's files
         shutil.copyfile(job_path, kept)
     except (OSError, KeyError):  # getpass: no user name for this uid (KeyError before Python 3.13, OSError since)
         return ""
