@@ -450,6 +450,27 @@ def test_two_geologists_layers_that_disagree_on_chunks_name_them_and_leave_them_
     assert sum(image["chunks"] for image in meta["training"]["data"]["images"]) == 34
 
 
+def test_a_failed_job_is_kept_for_its_user_only(qgis_app, tmp_path, monkeypatch):
+    """On a shared machine a folder of the kept jobs' name may be another user's (made first, to collect them): the job, which
+    names this user's files, is not copied there."""
+    import getpass
+    import tempfile
+
+    kept_for = qs.plugin_module("processing_provider.train_algorithm")._kept_for_a_bug_report
+    job = tmp_path / "hiriseice_train_abc.json"
+    job.write_text("{}", encoding="utf-8")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "shared_tmp"))
+    (tmp_path / "shared_tmp").mkdir()
+    said = kept_for(str(job))
+    folder = tmp_path / "shared_tmp" / f"hiriseice-failed-jobs-{getpass.getuser()}"
+    assert str(folder / job.name) in said and (folder / job.name).read_text(encoding="utf-8") == "{}"
+    (folder / job.name).unlink()
+    if os.geteuid() != 0:
+        pytest.skip("making the folder another user's needs root")
+    os.chown(folder, 65534, 65534)  # as another user had made it
+    assert kept_for(str(job)) == "" and not (folder / job.name).exists()
+
+
 def test_labels_outside_the_raster(qgis_app, training_data, tmp_path):
     from qgis.PyQt.QtCore import QVariant
 
