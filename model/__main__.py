@@ -257,7 +257,8 @@ def _serve_command(parser: argparse.ArgumentParser, reporter: Reporter, command:
         with contextlib.redirect_stderr(usage), contextlib.redirect_stdout(usage):
             job_args = parser.parse_args(["--jsonl", command] + arguments)
     except SystemExit:
-        reporter.error("arguments", usage.getvalue().strip())
+        said = usage.getvalue().strip().splitlines()  # argparse's last line says what was wrong
+        reporter.error("arguments", said[-1] if said else f"{command}: arguments not understood: {arguments!r}")
         return 2
     job_args.keep_models = True
     return _run(job_args, reporter)

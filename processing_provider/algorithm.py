@@ -33,7 +33,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .destinations import (FORMATS_WITHOUT_TABLES, FileDestination, check_holds_mars, check_layer_name, check_not_an_input, check_not_into_a_survey, check_outputs_apart, check_styles_apart, check_writable, cut_field_names_warning, file_destination,
                            kept_whole, percent_escape_message, processing_temp_folder, without_geometry_warning)
-from .engine import errors, files, gdal_exceptions, icon_path, raster
+from .engine import errors, files, gdal_exceptions, icon_path, protocol, raster
 from .sources import source_path
 from .worker import TerminatedBySignal, terminating_signals_raise
 from . import styling
@@ -69,11 +69,15 @@ def _whole_and_said_once(process_algorithm):
                         return process_algorithm(self, self.as_meant(parameters), context, feedback)
                 except TerminatedBySignal as exc:
                     raise QgsProcessingException(f"Stopped by {exc}: {self.STOPPED_LEAVES}.") from None
-        except QgsProcessingException:
+        except QgsProcessingException as exc:
+            # A name holding a bidirectional control (U+202E) turned the rest of the error's line right to left; the
+            # worker's messages come escaped (protocol.shown), the provider's own are escaped here. Their line breaks stay:
+            # a worker's last words are lines of their own.
+            message = str(exc).translate(protocol.BIDI_CONTROLS)
             if QgsApplication.platform() == "qgis_process":
                 QgsApplication.messageLog().blockSignals(True)
                 if "--json" in QCoreApplication.arguments():  # 3.22 keeps the error in a JSON log it never prints when the run fails
-                    print(f"ERROR:\t{sys.exc_info()[1]}", file=sys.stderr, flush=True)
+                    print(f"ERROR:\t{message}", file=sys.stderr, flush=True)
             # QGIS 3.22 never frees a Python algorithm's exception, whose frames hold the context: the layers it loaded
             # (the input raster, open) stayed open for the life of the process, one more for each image a batch failed on.
             # Those of earlier runs sharing the context stay, but not this run's inputs given by path: processing.run
@@ -84,7 +88,9 @@ def _whole_and_said_once(process_algorithm):
             for layer_id, layer in store.mapLayers().items():
                 if layer_id not in before or source_path(layer.source()) in given:
                     store.removeMapLayer(layer_id)
-            raise
+            if message == str(exc):
+                raise
+            raise QgsProcessingException(message) from None
 
     return wrapper
 
@@ -316,6 +322,11 @@ class HiriseIceAlgorithm(QgsProcessingAlgorithm):
         return ""
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's names from here on)
+        """checked_parameter_values, its message's bidirectional controls escaped (as the wrapper's, _whole_and_said_once)."""
+        accepted, message = self.checked_parameter_values(parameters, context)
+        return accepted, message.translate(protocol.BIDI_CONTROLS)
+
+    def checked_parameter_values(self, parameters, context) -> Tuple[bool, str]:
         """A name the algorithm does not have stops the run (unknown_parameter_message), and so does a
         value outside what the parameter takes, in words that say what it takes (value_message). A layer path
         that cannot be loaded is said to be missing, a folder, or not a raster or polygon layer

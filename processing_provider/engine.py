@@ -13,10 +13,10 @@ import os
 
 try:
     from ..model import (__version__ as ENGINE_VERSION, catalog, chunking, download, errors, files, gdalstate, georeference, grid, imagechecks, labels, modelfile,
-                         network, ode, productindex, products, raster, rules, schema, survey, surveystore, training, worker_pythons_text)
+                         network, ode, productindex, products, protocol, raster, rules, schema, survey, surveystore, training, worker_pythons_text)
 except ImportError:  # processing_provider imported as a top-level package
     from model import (__version__ as ENGINE_VERSION, catalog, chunking, download, errors, files, gdalstate, georeference, grid, imagechecks, labels,  # noqa: F401
-                       modelfile, network, ode, productindex, products, raster, rules, schema, survey, surveystore, training, worker_pythons_text)
+                       modelfile, network, ode, productindex, products, protocol, raster, rules, schema, survey, surveystore, training, worker_pythons_text)
 
 gdal_exceptions = gdalstate.gdal_exceptions
 

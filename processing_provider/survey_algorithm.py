@@ -169,8 +169,8 @@ class SurveyAlgorithm(HiriseIceAlgorithm):
         check_writable(destination)
         return destination.path
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's name)
-        ok, message = super().checkParameterValues(parameters, context)
+    def checked_parameter_values(self, parameters, context):
+        ok, message = super().checked_parameter_values(parameters, context)
         if ok and not any(parameters.get(name) for name in (self.RASTERS, self.FOLDER, self.FOOTPRINTS)):
             return False, self.tr("Nothing to survey: give RASTERS, a FOLDER of rasters, or FOOTPRINTS from 'Find HiRISE observations' with their IMAGES_FOLDER.")
         return ok, message

@@ -69,6 +69,16 @@ def test_a_text_file_named_tif_is_not_a_raster_rather_than_not_found(tiny_model,
     assert "not found" not in out and "Give a HiRISE image: GeoTIFF, JP2 with its .LBL" in out
 
 
+def test_a_bidirectional_control_in_a_refused_name_is_shown_escaped(tiny_model, tmp_path):
+    """The plugin's own messages, as the worker's: U+202E in a name had turned the rest of the ERROR line right to left."""
+    fake = tmp_path / "ESP_000000_0000\u202eFIT.tif"
+    fake.write_text("not a raster\n")
+    done, out_folder = run_detect(tiny_model, fake, tmp_path)
+    escaped = str(fake).replace("\u202e", "\\u202e")
+    out = assert_refused_cleanly(done, out_folder, f"'{escaped}' exists but is not a raster GDAL can read")
+    assert not [line for line in out.splitlines() if "ERROR" in line and "\u202e" in line], out  # qgis_process's own echo of INPUT is QGIS's
+
+
 @pytest.mark.parametrize("where", ["missing file", "missing folder", "folder"])
 def test_a_path_that_is_no_file_says_what_is_there_rather_than_not_found(tiny_model, tmp_path, where):
     given = {"missing file": tmp_path / "ESP_000003_0000_RED.tif", "missing folder": tmp_path / "unmounted" / "ESP_000003_0000_RED.tif",

@@ -342,6 +342,23 @@ def test_a_bidirectional_control_in_a_name_is_shown_escaped_in_the_log_and_kept_
     assert ids == {"scene\u202egnp"}  # the name itself, as the file has it
 
 
+@pytest.mark.parametrize("jsonl", [True, False])
+def test_a_newline_in_a_name_keeps_each_message_on_one_line(scene, worker_python, tmp_path, jsonl):
+    """A file named with a newline broke every message naming it into two log lines, the second without its "warning:"."""
+    import shutil
+
+    raster = tmp_path / "scene\nsecond line.tif"
+    shutil.copyfile(scene.path, raster)
+    out = tmp_path / "c.gpkg"
+    arguments = ["chunk", raster, "--chunk-size", 64, "--out", out]
+    run = helpers.run_worker(worker_python, *arguments, jsonl=jsonl).check()
+    lines = [m["message"] for m in run.messages if m["type"] in ("log", "warning")] if jsonl else run.stderr.replace("\r", "\n").splitlines()
+    assert any("scene\\nsecond line" in line for line in lines), lines
+    assert not any(line.startswith("second line") or "\n" in line for line in lines), lines
+    vector = ogr.Open(str(out))  # kept alive while its layer is read
+    assert {feature.GetField("image_id") for feature in vector.GetLayerByName("chunks")} == {"scene\nsecond line"}
+
+
 def test_a_stride_over_the_chunk_is_warned_of_by_chunk_and_detect(scene, worker_python, tiny_model, tmp_path):
     """A sparse grid may be wanted, so it is not refused; but the strips it never looks at are said."""
     for command in (["chunk", scene.path], ["detect", scene.path, "--model", tiny_model.path, "--out", tmp_path / "sparse.gpkg"]):
