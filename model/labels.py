@@ -239,8 +239,10 @@ def label_windows(source: RasterSource, labels: Sequence[Dict], exclude: Sequenc
     mixed = {key for key, seen in by_window.items() if len({label for label, _ in seen}) > 1} | set(doubted)
     reading.repeated = sum(len(seen) - 1 for key, seen in by_window.items() if key not in mixed)
     reading.contradictory = sum(len(by_window[key]) for key in mixed)
-    reading.without_label -= sum(len(items) for items in doubted.values())  # counted among the disputed, not as plain unclear ones
-    reading.contradictory += sum(len(items) for items in doubted.values())
+    # Counted among the disputed, not as plain unclear ones: once each, though a multipolygon's parts may doubt several chunks
+    doubting = len({id(item) for items in doubted.values() for item in items})
+    reading.without_label -= doubting
+    reading.contradictory += doubting
     for key in sorted(mixed, key=lambda k: (k[1], k[0])):
         said = [f"{item.get('feature') or 'a polygon'} {NAMES_OF_LABELS[label]}" for label, item in by_window[key]]
         said += [f"{item.get('feature') or 'a polygon'} unclear" for item in doubted.get(key, [])]

@@ -96,6 +96,24 @@ def test_every_label_polygon_left_out_is_counted_with_its_reason(tmp_path):
                       f"{'icy' if items[2]['label'] else 'not icy'}, a polygon unclear). Agree on one label for each, and train again."], warned
 
 
+def test_an_unclear_multipolygon_over_two_labelled_chunks_is_counted_once(tmp_path):
+    """One 'unclear' feature of two parts, each on a chunk another layer labels: both chunks are disputed, and the feature is
+    one label among them, not two; the log had said "left out: -1 empty or marked unclear"."""
+    raster = helpers.generate_raster(tmp_path, name="grid.tif", width=4 * SMALL, height=4 * SMALL, seed=3)
+    items = helpers.chunk_labels(raster, SMALL, lambda r, c: (r + c) % 2)  # 16 chunks
+    first, second = (ogr.CreateGeometryFromWkt(items[i]["wkt"]) for i in (0, 1))
+    both = ogr.Geometry(ogr.wkbMultiPolygon)
+    both.AddGeometry(first)
+    both.AddGeometry(second)
+    said, warned = [], []
+    with RasterSource(raster.path) as source:
+        read = labels.chunks_from_polygons(source, items + [{"wkt": both.ExportToWkt(), "label": "unclear"}], SMALL, 16, DEFAULT_NORMALISATION, [],
+                                           said.append, warned.append)
+    assert len(read) == 16 - 2
+    assert said == ["grid: 17 label polygons; left out: 3 on 2 chunk(s) whose labels disagree (icy, not icy or unclear)"], said
+    assert len(warned) == 1 and warned[0].count("a polygon unclear") == 2, warned
+
+
 def test_multipart_curved_and_self_crossing_chunk_labels_are_read_as_the_chunks_they_draw(tmp_path):
     """A multipolygon of chunks (0, 0) and (0, 3) was read as its bounding window, labelling chunks (0, 1) and (0, 2) between
     them; a curve polygon's window came from its arcs' control points (a circle: under 2 px); a chunk drawn as a bow-tie
