@@ -46,7 +46,7 @@ from .engine import errors, files, gdal_exceptions, georeference, imagechecks, l
 
 AUGMENT_MODES = training.AUGMENT_MODES
 DEFAULTS = training.TrainOptions()  # the engine's: the toolbox, the command line and job files train alike
-from .worker import partial_path, run_worker
+from .worker import WorkerSaid, partial_path, run_worker
 
 LABEL_MODES = ("chunks", "outlines")
 # Free room asked of each output's disk before training: a model file (about 10 MB, 60 with its replay sample) and its report
@@ -400,7 +400,9 @@ class TrainAlgorithm(HiriseIceAlgorithm):
         try:
             result = run_worker(["train", job_path], feedback, partial_outputs=[partial_path(output_model), partial_path(report)])
         except QgsProcessingException as exc:
-            if feedback.isCanceled():
+            # The engine's worded errors (all labels of one class, a damaged raster) say their fix: no job is kept for them,
+            # nor a bug report asked; a crash, or memory run out (to run again with the worker command), keeps it.
+            if feedback.isCanceled() or (isinstance(exc, WorkerSaid) and exc.code != "memory"):
                 raise
             raise QgsProcessingException(f"{exc}{_kept_for_a_bug_report(job_path)}") from None
         replacing_outputs()  # the worker's model file and report are in place

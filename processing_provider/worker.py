@@ -300,6 +300,15 @@ def silence_seconds() -> float:
         return SILENCE_SECONDS
 
 
+class WorkerSaid(QgsProcessingException):
+    """The error the worker itself reported, with its code ("labels", "raster", "memory"…: model/errors.py): a message in
+    words, with its fix, rather than a crash."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
 class WorkerUnresponsive(Exception):
     """A warm worker that did not take its job (hung, or gone before it read it)."""
 
@@ -378,7 +387,7 @@ class WorkerRun:
                 raise QgsProcessingException(f"Stopped by {exc}: {self.STOPPED} and {self.left_behind}.") from None
         if self.error is not None:
             files.remove_quietly(self.partial_outputs)
-            raise QgsProcessingException(str(self.error.get("message") or self.error.get("code") or "The worker reported an error."))
+            raise WorkerSaid(str(self.error.get("message") or self.error.get("code") or "The worker reported an error."), str(self.error.get("code") or ""))
         if returncode != 0 or self.result is None:
             files.remove_quietly(self.partial_outputs)
             raise QgsProcessingException(self.crash_message(returncode))
