@@ -384,7 +384,6 @@ class WorkerSettingsDialog(QDialog):
 
     def _button(self, text: str, slot: Callable, row) -> QPushButton:
         button = QPushButton(text)
-        button.setAutoDefault(False)  # Enter in the path saves it (the default button), not the first button after it (Browse…)
         button.clicked.connect(lambda checked=False: slot())
         row.addWidget(button)
         return button

@@ -89,15 +89,20 @@ out["test_missing"] = dialog.result.toPlainText()
 dialog.path_edit.setText(real_worker)
 # Enter in the path saves it: it had "clicked" Browse…, the first button after the field, and nothing was saved
 others = [dialog.browse_button, dialog.test_button, dialog.reset_button, dialog.reinstall_button]
-out["enter_saves"] = dialog.save_button.isDefault() and not any(button.autoDefault() or button.isDefault() for button in others)
+dialog.path_edit.setFocus()
+app.processEvents()
+out["enter_saves"] = dialog.save_button.isDefault() and not any(button.isDefault() for button in others)
 if out["enter_saves"]:  # else Enter would open Browse's file dialog, which waits for ever here
-    dialog.path_edit.setFocus()
     QTest.keyClick(dialog.path_edit, Qt.Key.Key_Return)
     app.processEvents()
 out["saved_setting"] = QgsSettings().value(worker.SETTINGS_KEY, None)
 out["in_use_after_save"] = dialog.in_use.text()
 out["located_after_save"] = worker.locate_worker()
-dialog.reset_button.click()
+# Enter on a button reached with Tab presses that button, as Space does: it had pressed Save, the default, whatever had the focus
+dialog.reset_button.setFocus()
+app.processEvents()
+QTest.keyClick(dialog.reset_button, Qt.Key.Key_Return)
+app.processEvents()
 out["setting_after_reset"] = QgsSettings().value(worker.SETTINGS_KEY, None)
 out["field_after_reset"] = dialog.path_edit.text()
 out["in_use_after_reset"] = dialog.in_use.text()
