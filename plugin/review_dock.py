@@ -26,8 +26,9 @@ from .labelling import ICY, LABEL_FIELD, NAMES, NOT_ICY, UNCLEAR, LabellingError
 
 TITLE = "HiRISE Ice Patches: review labels"
 TRAIN_ALGORITHM = "hiriseice:train"
-# Shows the dock, or brings the keys back to it where it is open (plugin.py; Ctrl+Alt+R is QGIS's Results Viewer).
-REVIEW_SHORTCUT = "Ctrl+Alt+L"
+# Shows the dock, or brings the keys back to it where it is open (plugin.py). Free in QGIS 3.22 and on the common desktops:
+# Ctrl+Alt+R is QGIS's Results Viewer, and Ctrl+Alt+L locks the session on KDE, Xfce and Cinnamon before QGIS sees it.
+REVIEW_SHORTCUT = "Ctrl+Shift+K"
 ORDER_REVIEW_RANK, ORDER_PROBABILITY, ORDER_POSITION = "review_rank", "probability", "position"
 ORDERS = (
     (ORDER_REVIEW_RANK, "review rank (most useful first)"),

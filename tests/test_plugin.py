@@ -490,7 +490,7 @@ out["dock_closed_unchecks"] = not review.isChecked()
 review.trigger()
 app.processEvents()
 out["dock_reopened"] = docks[0].isVisible() and len([d for d in iface.window.findChildren(QDockWidget) if d.objectName() == "HiriseIceReviewDock"]) == 1
-# Its key (Ctrl+Alt+L) with the focus elsewhere (the map, a table) brings the keys back to the open dock, where they act; with
+# Its key (Ctrl+Shift+K) with the focus elsewhere (the map, a table) brings the keys back to the open dock, where they act; with
 # them in the dock, hides it
 from qgis.PyQt.QtWidgets import QApplication, QLineEdit
 elsewhere = QLineEdit(iface.window)
@@ -545,7 +545,7 @@ def test_plugin_gui_loads_marks_and_unloads_without_a_worker(qgis_app, tmp_path)
     assert out["menu_actions"] == ["&Detect ice patches…", "&Train ice-patch model…", "&Chunk grid…", "Mark &icy", "Mark &not icy", "Mark &unclear",
                                    "&Review labels", "Check &worker", "Worker &settings…"]
     assert out["toolbar_actions"] == ["Mark &icy", "Mark &not icy", "Mark &unclear", "&Review labels"]
-    assert out["shortcuts"] == {"Mark &icy": "Ctrl+Alt+1", "Mark &not icy": "Ctrl+Alt+0", "Mark &unclear": "Ctrl+Alt+U", "Review labels (keys)": "Ctrl+Alt+L"}
+    assert out["shortcuts"] == {"Mark &icy": "Ctrl+Alt+1", "Mark &not icy": "Ctrl+Alt+0", "Mark &unclear": "Ctrl+Alt+U", "Review labels (keys)": "Ctrl+Shift+K"}
     assert out["labels"] == {"0": 1, "1": None, "2": 1}
     assert "2 chunk(s)" in out["after_mark"] and "marked icy" in out["after_mark"] and "This layer is temporary, gone when QGIS closes: save it to a file first" in out["after_mark"]  # a memory layer
     assert "Nothing is selected" in out["nothing_selected"]
