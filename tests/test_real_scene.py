@@ -35,3 +35,18 @@ def test_sample_scene_names_what_a_terrain_folder_needs(worker_python, tmp_path)
     run = helpers.run_worker(worker_python, "sample-scene", out, "--terrain", tmp_path)
     assert run.returncode == 2 and "is not a terrain folder" in run.stdout + run.stderr
     assert "Traceback" not in run.stderr and not out.exists()
+
+
+def test_crops_shared_by_the_two_terrain_folders_are_each_taken_once():
+    """The two terrain folders hold copies of the same crops: choosing a scene's crops compared their dicts, pixel arrays and all,
+    which raised for two copies of one crop (a scene of more than about 64 chunks failed, "give both terrain folders")."""
+    import numpy as np
+
+    from model.trainingdata.real_scene import scene_crops
+
+    rng = np.random.default_rng(0)
+    crops = [{"name": f"ESP_0{n // 4:05d}_1000_RED-{n:04d}.jpg", "observation": f"ESP_0{n // 4:05d}_1000", "landform": "other",
+              "image": rng.integers(1, 255, (8, 8), dtype=np.uint8)} for n in range(40)]
+    copies = [dict(crop, image=crop["image"].copy()) for crop in crops]  # as load_tiles reads the second folder
+    chosen = scene_crops(crops + copies, sorted({c["observation"] for c in crops}), 40, np.random.default_rng(1))
+    assert sorted(c["name"] for c in chosen) == sorted(c["name"] for c in crops)

@@ -28,6 +28,7 @@ def scene_crops(tiles: Sequence[Dict], observations: Sequence[str], count: int, 
     wanted = set(observations)
     usable = [t for t in tiles if t["observation"] in wanted and t["landform"] not in ("edge", "spider", "swiss cheese", "bright dune")
               and (t["image"] > 0).all()]
+    usable = list({t["name"]: t for t in usable}.values())  # the two terrain folders share crops: each one once
     by_observation: Dict[str, List[Dict]] = {}
     for tile in usable:
         by_observation.setdefault(tile["observation"], []).append(tile)
@@ -37,11 +38,14 @@ def scene_crops(tiles: Sequence[Dict], observations: Sequence[str], count: int, 
     chosen: List[Dict] = []
     names = sorted(by_observation)
     rng.shuffle(names)
+    taken = set()
     while len(chosen) < count:  # one crop per observation in turn
         for name in names:
-            left = [t for t in by_observation[name] if t not in chosen]
+            # by name: comparing the crops' dicts compared their pixel arrays, which raised for two copies of one crop
+            left = [t for t in by_observation[name] if t["name"] not in taken]
             if left and len(chosen) < count:
                 chosen.append(left[int(rng.integers(len(left)))])
+                taken.add(chosen[-1]["name"])
     return chosen
 
 
