@@ -24,7 +24,7 @@ EMPTY_WORDS = {"", "null", "none"}  # of those, the ones that say nothing (an ou
 NAMES_OF_LABELS = {1: "icy", 0: "not icy"}
 
 
-def _says_unclear(value) -> bool:
+def says_unclear(value) -> bool:
     """Whether a label value marks its chunk unclear (-1, 'unclear', '?'), rather than saying nothing (empty)."""
     if value is None or isinstance(value, bool) or (isinstance(value, float) and np.isnan(value)):
         return False
@@ -203,7 +203,7 @@ def label_windows(source: RasterSource, labels: Sequence[Dict], exclude: Sequenc
             continue
         if label is not None:
             usable.append((item, label))
-        elif _says_unclear(item.get("label")):
+        elif says_unclear(item.get("label")):
             unclear.append(item)
     if unreadable:  # all of them at once: a field calculator's results had been found one per run
         raise LabelError(_unreadable_message(unreadable))

@@ -66,6 +66,11 @@ def _says_a_label(value, mode: str) -> bool:
         return True
 
 
+def _marks_unclear(value, mode: str) -> bool:
+    """Whether a chunk label value marks its chunk unclear (-1, 'unclear', '?'), which training leaves out, rather than being empty."""
+    return mode == "chunks" and not _says_a_label(value, mode) and labels.says_unclear(value)
+
+
 def json_label(value):
     """A label attribute as JSON: int / float / str / bool as they are, NULL as None, anything else as text."""
     if value is None or (isinstance(value, QVariant) and value.isNull()):
@@ -521,7 +526,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
     def _raster_entries(self, rasters, band, label_layers, exclude_layers, indices, mode, label_field, context, feedback):
         """The job's rasters, each with the label and exclusion geometries over it in its CRS; a
         raster without labels is left out with a warning, and none left is an error that says why."""
-        entries, empty, drawn_elsewhere = [], [], collections.Counter()
+        entries, empty, drawn_elsewhere, unclear_total = [], [], collections.Counter(), 0
         for raster_layer in rasters:
             require_crs(raster_layer)
             path = raster_path_for_worker(raster_layer, context, feedback)
@@ -550,13 +555,18 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                     "check that label layers and rasters are on the same body (Mars)."
                 )
             filled = sum(1 for item in labels if _says_a_label(item["label"], mode))
+            # -1 (Mark unclear) is a value, not an empty field: it had been called empty, with "fill it" for its fix
+            unclear = sum(1 for item in labels if _marks_unclear(item["label"], mode))
+            unclear_total += unclear
             if not labels or (mode == "chunks" and not filled):
                 empty.append((raster_layer.name(), bool(labels)))
-                why = (f"Every label feature has an empty '{label_field}' over" if labels else
-                       "No label feature drawn on this image lies over" if elsewhere else "No label feature lies over")
-                feedback.pushWarning(f"{why} '{raster_layer.name()}'; it is left out of training.")
+                why = (f"Every label feature over it has an empty '{label_field}'" if labels and not unclear else
+                       f"Every label feature over it is marked unclear ({unclear} of them), which training leaves out" if unclear == len(labels) else
+                       f"No label feature over it says icy or not icy ({unclear} marked unclear, {len(labels) - unclear} empty)" if labels else
+                       "No label feature drawn on this image lies over it" if elsewhere else "No label feature lies over it")
+                feedback.pushWarning(f"'{raster_layer.name()}': {why}; it is left out of training.")
                 continue
-            values = f"{filled} with a value" if mode == "chunks" else f"{len(labels) - filled} without a value, so ice as drawn"
+            values = (f"{filled} icy or not icy" + (f", {unclear} marked unclear" if unclear else "")) if mode == "chunks" else f"{len(labels) - filled} without a value, so ice as drawn"
             feedback.pushInfo(f"'{raster_layer.name()}': {len(labels)} label feature(s) over it ({values}), {len(exclude)} exclusion polygon(s)")
             entries.append({"path": path, "band": band, "labels": labels, "exclude": exclude})
         if entries:
@@ -572,6 +582,11 @@ class TrainAlgorithm(HiriseIceAlgorithm):
                 f"No feature of the label layers lies over the rasters ({names}). Check that the label layers belong to these images: "
                 "their features are reprojected into each raster's CRS and must overlap its extent (is each layer's CRS right?)."
             )
+        if unclear_total:
+            raise QgsProcessingException(
+                f"No label feature over the rasters ({names}) says icy or not icy: {unclear_total} are marked unclear (-1), which training leaves out, "
+                f"and the rest have an empty '{label_field}'. Label some chunks 1 (icy) and some 0 (not icy), e.g. with the HiRISE Ice Patches toolbar "
+                "(Mark icy / Mark not icy), or choose the LABEL_FIELD that holds the labels.")
         raise QgsProcessingException(
             f"Every label feature over the rasters ({names}) has an empty '{label_field}'. Fill it with 1 (icy) or 0 (not icy), "
             "e.g. with the HiRISE Ice Patches toolbar (Mark icy / Mark not icy), or choose the LABEL_FIELD that holds the labels."
@@ -608,7 +623,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             feedback.pushInfo(f"Best epoch {metrics['best_epoch']} (validation loss {metrics.get('best_val_loss', math.nan):.3f}); expected calibration error "
                               f"{metrics.get('ece_uncalibrated', math.nan):.3f} before calibration, {metrics.get('ece_calibrated', math.nan):.3f} after")
         comparison = metrics.get("comparison") or {}
-        if comparison.get("worse"):  # the worker logged it among many lines; a warning is its last word
+        if comparison.get("worse") or comparison.get("doubtful"):  # the worker logged it among many lines; a warning is its last word
             feedback.pushWarning(comparison["verdict"])
 
 

@@ -553,13 +553,16 @@ def test_a_label_value_not_understood_names_its_feature(qgis_app, training_data,
 
 def test_labels_all_unclear_are_refused_before_the_worker_as_empty(qgis_app, training_data, tmp_path):
     """'unclear', -1 and '' leave a chunk out as NULL does, yet QGIS counted them as filled: a layer labelled all 'unclear'
-    passed its check and failed only in the worker, with a message that did not name the label field."""
+    passed its check and failed only in the worker, with a message that did not name the label field. Those marked unclear
+    are said to be, not empty: "fill it" had been the fix offered for chunks a geologist had looked at and marked."""
     from qgis.PyQt.QtCore import QVariant
 
     raster = training_data.raster
     layer = memory_polygons("unsure", raster.crs_wkt, [(chunk_geometry(raster, 0, c), [v]) for c, v in enumerate(["unclear", "-1", "", " ?"])],
                             [("label", QVariant.String)])
-    check_failed(tmp_path, ["Every label feature over the rasters", "has an empty 'label'"], RASTERS=[raster.path], LABELS=[layer])
+    message = check_failed(tmp_path, ["No label feature over the rasters", "says icy or not icy: 3 are marked unclear (-1), which training leaves out, "
+                                      "and the rest have an empty 'label'", "Label some chunks 1 (icy) and some 0 (not icy)"], RASTERS=[raster.path], LABELS=[layer])
+    assert "Fill it" not in message
 
 
 def test_lines_points_and_empty_geometries_in_a_mixed_layer_are_not_read_as_labels(qgis_app, training_data, tmp_path):
