@@ -25,6 +25,16 @@ def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def roc_auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
+    """Hanley and McNeil's (1982) standard error of a ROC AUC measured on n_pos positives and n_neg negatives: how far two
+    equally good models' AUCs on the same few chunks may differ by the luck of which chunks they are. NaN without both."""
+    if not (n_pos > 0 and n_neg > 0 and 0.0 <= auc <= 1.0):
+        return float("nan")
+    q1, q2 = auc / (2.0 - auc), 2.0 * auc * auc / (1.0 + auc)
+    variance = (auc * (1.0 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    return float(np.sqrt(max(variance, 0.0)))
+
+
 def confusion(probabilities: Sequence[float], labels: Sequence[int], threshold: float = 0.5) -> Dict[str, int]:
     p = np.asarray(probabilities) >= threshold
     y = np.asarray(labels).astype(bool)

@@ -24,6 +24,9 @@ from .protocol import Reporter, SilentReporter
 from .splitting import Ground, describe_split, fixed_split, split_groups, without_overlaps
 
 AUGMENT_MODES = ("none", "lighting", "full")
+# Training chunks of one kind fewer than this are warned of: a reader's round of 3 icy labels against 61 trained on one icy chunk,
+# said only in a log line, and a new image's recall fell 0.77 -> 0.60.
+FEW_OF_A_KIND = 5
 
 # TensorFlow 2.20/2.21's oneDNN convolution back-propagation corrupts the heap (abort or
 # segfault mid-fit) when a layer has fewer than 16 channels, as in the tiny test networks.
@@ -224,6 +227,12 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
         f"({int(labels[val_mask].sum())} icy); split by {len(split['validation_groups'])} of {len(split['train_groups']) + len(split['validation_groups'])} groups; "
         f"held out for validation: {', '.join(split['validation_groups'])}"
     )
+    icy_chunks = int(labels[train_mask].sum())
+    few = min(icy_chunks, int(train_mask.sum()) - icy_chunks)
+    if few < FEW_OF_A_KIND:
+        kind, other = ("icy", "not icy") if few == icy_chunks else ("not icy", "icy")
+        reporter.warning(f"Only {few} {kind} training chunk(s) against {int(train_mask.sum()) - few} {other}: so few teach the network little of them, and "
+                         f"may cost it some of what it knew. Label {FEW_OF_A_KIND} or more {kind} chunks outside the validation groups, and train again.")
     fitting.make_deterministic(options.seed)
     fine_tuning = base is not None
     network = base[0] if fine_tuning else _network_from_scratch(options, reporter)
@@ -248,12 +257,12 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     val_logits = logits_of(val_x)
     reporter.log("the validation chunks are scored as detect scores by default, each with its east-west mirror (TTA): the metrics, the calibration "
                  + ("and the comparison with the base model below judge" if fine_tuning else "and the report below judge") + " what detect will give")
-    chosen, calibration_record = _calibration(val_logits, val_y, base_metadata, pool.mix, base_logits, logits_of, options, reporter)
+    held_out_logits = {"base": base_logits["held_out"], "new": logits_of(pool.mix.held_out["images"])} if fine_tuning and pool.mix else None
+    chosen, calibration_record = _calibration(val_logits, val_y, base_metadata, pool.mix, base_logits, held_out_logits, logits_of, options, reporter)
     evaluation = _evaluation(val_logits, val_y, chosen, calibration_record, split, best)
     if fine_tuning:
         evaluation["comparison"] = finetune.guard(
-            val_y, {"base": base_logits["validation"], "new": val_logits}, {"base": base_metadata.get("calibration"), "new": chosen},
-            pool.mix, {"base": base_logits["held_out"], "new": logits_of(pool.mix.held_out["images"])} if pool.mix else None,
+            val_y, {"base": base_logits["validation"], "new": val_logits}, {"base": base_metadata.get("calibration"), "new": chosen}, pool.mix, held_out_logits,
         )
         for line in evaluation["comparison"]["lines"] + [evaluation["comparison"]["verdict"]]:
             reporter.log(line)
@@ -298,19 +307,35 @@ def _aim_at_base(pool: TrainingPool, logits_of, val_x: np.ndarray, options: Trai
     return base_logits
 
 
-def _calibration(val_logits, val_y, base_metadata: Optional[Dict], mix, base_logits: Optional[Dict], logits_of, options: TrainOptions, reporter: Reporter):
+def _calibration(val_logits, val_y, base_metadata: Optional[Dict], mix, base_logits: Optional[Dict], held_out_logits: Optional[Dict], logits_of,
+                 options: TrainOptions, reporter: Reporter):
     """(the chosen calibration, its record): a fit where it helps out of sample, else the base's
-    (or none); when fine-tuning, its false alarms then held at the base's level."""
+    (or none); when fine-tuning, its false alarms then held at the base's level, and a fit that would lose the base's
+    held-out ice left for the base's calibration (finetune.keep_known_ice)."""
     fine_tuning = base_metadata is not None
     base_calibration = base_metadata.get("calibration") if fine_tuning else None
     chosen, record = finetune.choose_calibration(val_logits, val_y, base_calibration, "kept the base model's" if fine_tuning else "none", options.calibrate)
-    if fine_tuning and mix and len(mix.reference):
-        chosen, held = finetune.hold_reference_tail(chosen, logits_of(mix.reference), calibration.log_odds(base_logits["reference"], base_calibration))
-        record["false_alarms"] = held
-    elif fine_tuning and mix:
-        chosen, held = finetune.hold_false_alarms(chosen, logits_of(mix.ice_free()), calibration.apply(base_logits["rehearsed_ice_free"], base_calibration))
-        if held:
-            record["false_alarms"] = held
+    if not (fine_tuning and mix):
+        reporter.log(f"calibration: {record['choice']} ({record['reason']})")
+        return chosen, record
+    if len(mix.reference):
+        reference_logits, base_reference = logits_of(mix.reference), calibration.log_odds(base_logits["reference"], base_calibration)
+
+        def held(candidate):
+            return finetune.hold_reference_tail(candidate, reference_logits, base_reference)
+    else:
+        ice_free_logits, base_ice_free = logits_of(mix.ice_free()), calibration.apply(base_logits["rehearsed_ice_free"], base_calibration)
+
+        def held(candidate):
+            return finetune.hold_false_alarms(candidate, ice_free_logits, base_ice_free)
+    chosen, note = held(chosen)
+    if record["choice"] == "fitted":
+        kept, kept_note = held(base_calibration)
+        chosen, vetoed = finetune.keep_known_ice(chosen, kept, held_out_logits["new"], mix.held_out["labels"])
+        if vetoed:
+            record, note = {"choice": "kept the base model's", "reason": vetoed}, kept_note
+    if note:
+        record["false_alarms"] = note
     reporter.log(f"calibration: {record['choice']} ({record['reason']})" + (f"; {record['false_alarms']}" if "false_alarms" in record else ""))
     return chosen, record
 

@@ -247,8 +247,8 @@ def test_replay_split_keeps_both_classes_apart_and_whole():
     assert not set(pool["images"][:, 0, 0].tolist()) & set(held["images"][:, 0, 0].tolist())
 
 
-def scores(auc, chunks=20, fpr=0.1, icy=10):
-    return {"chunks": chunks, "icy": icy, "roc_auc": auc, "accuracy": 0.8, "tpr": 0.7, "fpr": fpr}
+def scores(auc, chunks=20, fpr=0.1, icy=10, tpr=0.7):
+    return {"chunks": chunks, "icy": icy, "roc_auc": auc, "accuracy": 0.8, "tpr": tpr, "fpr": fpr}
 
 
 @pytest.mark.parametrize(
@@ -256,7 +256,10 @@ def scores(auc, chunks=20, fpr=0.1, icy=10):
     [
         ((0.90, 0.95), None, []),
         ((0.90, 0.90), (0.97, 0.96), []),  # within the replay tolerance
-        ((0.90, 0.89), None, ["on your 20 validation chunks (AUC 0.890 against 0.900)"]),
+        # below the base by less than the AUC's standard error on 10 + 10 chunks (0.074): a fifth of labels wrong had called an
+        # equally good model worse 4 times in 10
+        ((0.90, 0.89), None, []),
+        ((0.90, 0.82), None, ["on your 20 validation chunks (AUC 0.820 against 0.900, more than the 0.074 that so few chunks leave uncertain)"]),
         ((0.90, 0.95), (0.97, 0.90), ["on 20 held-out examples of what the base model knew (AUC 0.900 against 0.970)"]),
         ((0.90, 0.80), (0.97, 0.90), ["on your 20 validation chunks", "and on 20 held-out examples"]),
         # the ranking holds, the whole score moves up: false alarms on what the base knew
@@ -265,14 +268,22 @@ def scores(auc, chunks=20, fpr=0.1, icy=10):
         ((0.90, 0.95), (0.82, 0.84, 0.07, 0.17), ["base model on the ice-free ones of 20 held-out examples of what the base model knew (17% called icy against 7%)"]),
         # only ice-free examples held out (a small replay set): no AUC, but their false alarms still count
         ((0.90, 0.95), (math.nan, math.nan, 0.0, 1.0), ["on the ice-free ones of 20 held-out examples of what the base model knew (100% called icy against 0%)"]),
+        # the ranking holds, the whole score moves down: ice the base knew is lost (a reader's noisy labels: 0.73 -> 0.60)
+        ((0.90, 0.95), (0.91, 0.90, 0.0, 0.0, 0.73, 0.60), ["on the icy ones of 20 held-out examples of what the base model knew (60% called icy against 73%)"]),
+        ((0.90, 0.95), (0.91, 0.90, 0.0, 0.0, 0.73, 0.65), []),  # within REPLAY_TPR_TOLERANCE
     ],
 )
 def test_the_guard_says_plainly_when_the_new_model_is_worse(validation, replay, worse_on):
-    base_fpr, new_fpr = replay[2:] if replay and len(replay) == 4 else (0.1, 0.1)
+    base_fpr, new_fpr = replay[2:4] if replay and len(replay) >= 4 else (0.1, 0.1)
+    base_tpr, new_tpr = replay[4:] if replay and len(replay) == 6 else (0.7, 0.7)
     result = finetune.compare({"base": scores(validation[0]), "new": scores(validation[1])},
-                              {"base": scores(replay[0], fpr=base_fpr), "new": scores(replay[1], fpr=new_fpr)} if replay else None)
+                              {"base": scores(replay[0], fpr=base_fpr, tpr=base_tpr), "new": scores(replay[1], fpr=new_fpr, tpr=new_tpr)} if replay else None)
     assert result["lines"][0].startswith(f"base model: AUC {validation[0]:.3f} on these 20 validation chunks (accuracy 0.80, TPR 0.70, FPR 0.10 at 0.5); new model: AUC {validation[1]:.3f}")
-    assert len(result["lines"]) == (2 if replay else 1)
+    within = 0 < validation[0] - validation[1] < 0.074
+    assert len(result["lines"]) == 1 + bool(replay) + within, result["lines"]
+    if within:
+        assert result["lines"][1] == "the new model's AUC on your validation chunks is 0.010 below the base's, within the 0.074 that 20 chunks leave uncertain: not counted as worse"
+    assert not result["doubtful"]
     assert result["worse"] == bool(worse_on)
     if worse_on:
         assert result["verdict"].startswith("The new model is WORSE than the base model ") and result["verdict"].endswith("; keep using the base model, or label more chunks.")
@@ -291,6 +302,35 @@ def test_the_guard_says_when_too_few_validation_chunks_judge():
     # the edge: 9 of a class is too few, 10 enough
     assert "too few" in finetune.compare({"base": scores(0.9, chunks=19, icy=9), "new": scores(0.95, chunks=19, icy=9)}, None)["verdict"]
     assert "too few" not in finetune.compare({"base": scores(0.9, chunks=20, icy=10), "new": scores(0.95, chunks=20, icy=10)}, None)["verdict"]
+    assert few["doubtful"] and not few["worse"]  # the plugin then says it as a warning, not among the log's lines
+
+
+def test_the_guard_says_when_the_labels_and_the_base_disagree():
+    """A reader's labels with 30 % flipped: the base ranked them at 0.56 and its own held-out examples at 0.91, and nothing said
+    that the labels, or the ice, were unlike what it knew."""
+    replay = {"base": scores(0.91), "new": scores(0.90)}
+    noisy = finetune.compare({"base": scores(0.56), "new": scores(0.58)}, replay)
+    assert noisy["doubtful"] and not noisy["worse"]
+    assert ("The base model ranks your validation chunks at AUC 0.56 but its own held-out examples at 0.91: either your ice is unlike any it knew, "
+            "or some labels are wrong.") in noisy["verdict"]
+    assert not finetune.compare({"base": scores(0.80), "new": scores(0.85)}, replay)["doubtful"]
+    assert not finetune.compare({"base": scores(0.56), "new": scores(0.58)}, {"base": scores(0.70), "new": scores(0.70)})["doubtful"]  # a base that knows little
+
+
+def test_a_calibration_fit_that_loses_the_ice_the_base_knew_leaves_for_the_base_calibration():
+    """Labels partly wrong make confident scores look miscalibrated, and the fit that lowers their ECE is flatter: a reader's
+    fifth of 60 labels flipped chose a fit of a fifth of the base's slope 85 times in 100. The rehearsal's held-out icy
+    examples, whose labels are right, decide: a fit calling fewer of them icy than the base's calibration leaves."""
+    rng = np.random.default_rng(3)
+    labels = np.array([0] * 40 + [1] * 40)
+    logits = np.where(labels == 1, 2.0, -2.0) + rng.normal(0, 1.0, 80)
+    base = {"method": "platt", "a": 1.2, "b": 0.0}
+    flat = {"method": "platt", "a": 0.25, "b": -0.6}
+    kept, why = finetune.keep_known_ice(flat, base, logits, labels)
+    assert kept is base and why.startswith("a Platt fit to your validation chunks (slope 0.25, the base's 1.20) would call ") and "so the base's is kept" in why
+    steep = {"method": "platt", "a": 1.0, "b": 0.1}
+    assert finetune.keep_known_ice(steep, base, logits, labels) == (steep, None)
+    assert finetune.keep_known_ice(flat, base, logits[labels == 0], labels[labels == 0]) == (flat, None)  # no icy example to judge by
 
 
 def test_a_calibration_that_would_invert_the_scores_is_refused():
