@@ -165,11 +165,15 @@ class PolygonLabels:
 
     def left_out(self) -> str:
         """"" or "; left out: ..." naming each reason with its count."""
+        said = self.reasons_left_out()
+        return f"; left out: {said}" if said else ""
+
+    def reasons_left_out(self) -> str:
+        """"" or each reason a label was left out with its count ("1 empty or marked unclear, 4 on 2 chunk(s) whose ...")."""
         reasons = ((self.without_label, "empty or marked unclear"), (self.off_image, "off the image or on its no-data"), (self.too_small, "under 2 px"),
                    (self.excluded, "in an exclusion polygon"), (self.repeated, "repeating a chunk labelled alike"),
                    (self.contradictory, f"on {len(self.disputed)} chunk(s) whose labels disagree (icy, not icy or unclear)"))
-        said = [f"{count} {why}" for count, why in reasons if count]
-        return f"; left out: {', '.join(said)}" if said else ""
+        return ", ".join(f"{count} {why}" for count, why in reasons if count)
 
     def disagreements(self, image_id: str, shown: int = 20) -> str:
         """"" or a sentence naming each chunk whose labels disagree, with the features that label it, so that two geologists'
@@ -372,10 +376,17 @@ def tuned_chunk_size(given: int, label_sides: Sequence[int], base_chunk_size: Op
 
 def chunks_from_polygons(source: RasterSource, labels: Sequence[Dict], chunk_size: int, input_size: int, normalisation: Dict, exclude: Sequence[str] = (),
                          log: Callable[[str], None] = None, warn: Callable[[str], None] = None) -> List[LabelledChunk]:
+    """The chunks of polygon_chunks, without the account of those left out."""
+    return polygon_chunks(source, labels, chunk_size, input_size, normalisation, exclude, log, warn)[0]
+
+
+def polygon_chunks(source: RasterSource, labels: Sequence[Dict], chunk_size: int, input_size: int, normalisation: Dict, exclude: Sequence[str] = (),
+                   log: Callable[[str], None] = None, warn: Callable[[str], None] = None) -> Tuple[List[LabelledChunk], PolygonLabels]:
     """Mode (a): each labelled polygon (e.g. a filled detect output) is one chunk, read at its pixel
     footprint exactly as detect reads a chunk of chunk_size: a polygon of chunk_size px fills the input,
     a smaller one (an edge chunk) keeps the scale and is padded with no-data. Those sharing area with an
-    ``exclude`` polygon are left out; ``log`` hears what was left out and why (PolygonLabels), ``warn`` which chunks' labels disagree."""
+    ``exclude`` polygon are left out; ``log`` hears what was left out and why (PolygonLabels), ``warn`` which chunks' labels disagree.
+    Returns the chunks and that account, which the training report keeps."""
     from .preprocess import normalise, to_uint8
 
     info = source.info
@@ -396,7 +407,7 @@ def chunks_from_polygons(source: RasterSource, labels: Sequence[Dict], chunk_siz
         warn(reading.disagreements(info.image_id))
     if log is not None and reading.split:
         log(f"{info.image_id}: multipart label polygons read as one chunk per part ({reading.split} more chunks than features)")
-    return samples
+    return samples, reading
 
 
 def _overlaps(a: ChunkWindow, b: ChunkWindow) -> bool:

@@ -414,6 +414,10 @@ def model_scope(metadata: Optional[Dict], image_id: str = "") -> str:
                          f"{split['validation_chunks']} were held out to validate it.")
         else:
             parts.append(f"Trained and validated on {chunks} labelled chunks ({icy} icy) of {len(images)} image(s): {names}.")
+        # what the log said of the labels it did not use (the log is gone with the Processing dialog; the report stays)
+        left_out = [f"{i.get('image_id')}: {i['left_out']}" for i in images if i.get("left_out")]
+        if left_out:
+            parts.append(f"Labels left out: {'; '.join(left_out)}.")
     else:
         parts.append("Its training data is not recorded in the model file.")
     base = metadata.get("base_model")
@@ -563,7 +567,7 @@ def _comparison_section(comparison: Dict) -> str:
     rows = [(name, scores["base"]["chunks"], *[scores[who][key] for key in ("roc_auc", "accuracy", "tpr", "fpr") for who in ("base", "new")]) for name, scores in sets]
     header = ("chunks scored", "count", "AUC base", "AUC new", "accuracy base", "accuracy new", "TPR base", "TPR new", "FPR base", "FPR new")
     verdict = html.escape(comparison["verdict"])
-    body = f"<h2>Base model against new model</h2><p>{'<b>' + verdict + '</b>' if comparison['worse'] else verdict}</p>" + grid_table(header, rows)
+    body = f"<h2>Base model against new model</h2><p>{'<b>' + verdict + '</b>' if comparison['worse'] or comparison.get('doubtful') else verdict}</p>" + grid_table(header, rows)
     by_kind = (comparison.get("replay") or {}).get("base", {}).get("called_icy_by_kind")
     if by_kind:
         new = comparison["replay"]["new"]["called_icy_by_kind"]

@@ -173,7 +173,7 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
     """The labelled chunks of the job's rasters and label geometries; per image, unlabelled_ratio
     times its labelled chunks are drawn from the rest of its grid (labels.unlabelled_chunks).
     Outlines also say where in each chunk the ice lies: its share of cells x cells score-map cells."""
-    from .labels import chunks_from_outlines, chunks_from_polygons, typical_side, unlabelled_chunks
+    from .labels import chunks_from_outlines, polygon_chunks, typical_side, unlabelled_chunks
     from .raster import RasterSource
 
     mode = job.get("label_mode", "chunks")
@@ -201,8 +201,11 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
             if not entry.get("labels"):
                 reporter.log(f"{info.image_id}: no labels over this image, skipped")
                 continue
+            left_out = ""
             if mode == "chunks":
-                found = chunks_from_polygons(source, entry["labels"], options.chunk_size, options.input_size, normalisation, entry.get("exclude", []), reporter.log, reporter.warning)
+                found, reading = polygon_chunks(source, entry["labels"], options.chunk_size, options.input_size, normalisation, entry.get("exclude", []),
+                                                reporter.log, reporter.warning)
+                left_out = reading.reasons_left_out()
             else:
                 found = chunks_from_outlines(source, entry["labels"], entry.get("exclude", []), options.chunk_size, options.input_size, float(job.get("min_valid", DEFAULT_MIN_VALID)),
                                              normalisation, cells)
@@ -215,7 +218,7 @@ def collect_job_chunks(job: Dict, options: TrainOptions, normalisation: Dict, re
                 note = f"; {len(drawn)} unlabelled {options.chunk_size}-px chunks of it drawn" if drawn else "; no unlabelled chunk of it to draw (every chunk with image data is labelled)"
             reporter.log(f"{info.image_id}: {len(found)} labelled chunks, {icy} icy{note}")
             samples.extend(found)
-            used.append({"image_id": info.image_id, "chunks": len(found), "icy": icy})
+            used.append({"image_id": info.image_id, "chunks": len(found), "icy": icy, **({"left_out": left_out} if left_out else {})})
     if not samples:
         raise LabelError("No label lies over any of the rasters. Check that the label layers belong to these images (CRS and extent) and that LABEL_FIELD is filled.")
     images = np.stack([s.image for s in samples])

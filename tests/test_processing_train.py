@@ -464,6 +464,10 @@ def test_two_geologists_layers_that_disagree_on_chunks_name_them_and_leave_them_
     assert "39 label polygons; left out: 1 repeating a chunk labelled alike, 4 on 2 chunk(s) whose labels disagree" in results["_feedback"].text
     meta = modelfile.read_metadata(results["OUTPUT_MODEL"])
     assert sum(image["chunks"] for image in meta["training"]["data"]["images"]) == 34
+    # the report keeps what the log said of them: the log is gone with the Processing dialog
+    with open(results["REPORT"], encoding="utf-8") as handle:
+        report = handle.read()
+    assert "Labels left out: train_scene: 1 repeating a chunk labelled alike, 4 on 2 chunk(s) whose labels disagree (icy, not icy or unclear)." in report
 
 
 def test_a_failed_job_is_kept_for_its_user_only(qgis_app, tmp_path, monkeypatch):
