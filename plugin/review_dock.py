@@ -91,27 +91,49 @@ def label_value(value) -> Optional[int]:
     return None if str(value).strip().lower() in labels.EMPTY_WORDS else UNCLEAR
 
 
-def review_order(layer: QgsVectorLayer, order: str = ORDER_REVIEW_RANK, repeated: Optional[Set[Tuple[str, float]]] = None) -> List[int]:
+# The fields that say where a chunk lies in its image: rows of one image that share them are one chunk, as training reads
+# them; chunk_id alone is one only on one grid (two detect runs at other chunk sizes number other ground alike).
+WINDOW_FIELDS = ("x_off", "y_off", "width", "height")
+
+
+def _window_fields(layer: QgsVectorLayer) -> List[str]:
+    """WINDOW_FIELDS where the layer has them all, else chunk_id (a layer made without them)."""
+    return list(WINDOW_FIELDS) if all(layer.fields().lookupField(name) >= 0 for name in WINDOW_FIELDS) else ["chunk_id"]
+
+
+def _same_chunk(feature, window_fields: List[str]) -> Optional[Tuple]:
+    """Where the feature's chunk lies (its image and window_fields' values), or None where one is missing."""
+    values = tuple(_number(feature[name]) for name in window_fields)
+    if None in values:
+        return None
+    image = str(feature["image_id"]) if feature.fields().lookupField("image_id") >= 0 and feature["image_id"] not in (None, NULL) else ""
+    return (image, *values)
+
+
+def review_order(layer: QgsVectorLayer, order: str = ORDER_REVIEW_RANK, repeated: Optional[Set[Tuple]] = None) -> List[int]:
     """Feature ids in review order, one image after another (a survey's layer, repeat images of a site: review_rank and
     chunk_id count within an image, and walking them across images put three dates' chunk 0 in a row). Chunks without
     the sort value (NULL) come last; ties, and the position order, go by chunk_id, then feature id. ``repeated``, where given,
-    is filled with the (image_id, chunk_id) of chunks that have more than one row (two geologists' layers merged)."""
+    is filled with where the chunks lie (_same_chunk) that have more than one row (two geologists' layers merged)."""
     if order not in dict(ORDERS):
         raise ValueError(f"order is one of {', '.join(dict(ORDERS))}, not {order!r}")
     if order == ORDER_REVIEW_RANK and layer.fields().lookupField("review_rank") < 0:
         raise ValueError(f"'{layer.name()}' has no review_rank field (made by an older Detect); order by probability or position.")
     names = ["chunk_id"] + ({ORDER_REVIEW_RANK: ["review_rank"], ORDER_PROBABILITY: ["probability"]}.get(order, []))
     with_images = layer.fields().lookupField("image_id") >= 0
-    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes(names + ["image_id"] * with_images, layer.fields())
+    window_fields = _window_fields(layer) if repeated is not None else []
+    read = list(dict.fromkeys(names + ["image_id"] * with_images + window_fields))
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes(read, layer.fields())
     keys, seen = [], set()
     for feature in layer.getFeatures(request):
         image = str(feature["image_id"]) if with_images and feature["image_id"] not in (None, NULL) else ""
         chunk = _number(feature["chunk_id"])
         chunk = chunk if chunk is not None else float("inf")
-        if repeated is not None and chunk != float("inf"):
-            if (image, chunk) in seen:
-                repeated.add((image, chunk))
-            seen.add((image, chunk))
+        where = _same_chunk(feature, window_fields) if repeated is not None else None
+        if where is not None:
+            if where in seen:
+                repeated.add(where)
+            seen.add(where)
         if order == ORDER_POSITION:
             keys.append(((image, chunk, feature.id()), feature.id()))
             continue
@@ -382,7 +404,7 @@ class ReviewDock(QgsDockWidget):
         self.open_dialog = open_dialog
         self.layer: Optional[QgsVectorLayer] = None
         self.order_ids: List[int] = []
-        self.repeated: Set[Tuple[str, float]] = set()  # (image_id, chunk_id) of chunks with more than one row
+        self.repeated: Set[Tuple] = set()  # where the chunks lie (_same_chunk) that have more than one row
         self.position = 0
         self.outline = None
         self.saved_selection_colour = None
@@ -806,15 +828,15 @@ class ReviewDock(QgsDockWidget):
     def _other_rows_note(self, feature, value: Optional[int]) -> str:
         """Where this chunk has other rows in the layer (two geologists' layers merged), what they say: training leaves a chunk
         out whose rows disagree, and the counts above count rows."""
-        image = str(feature["image_id"]) if self.layer.fields().lookupField("image_id") >= 0 and feature["image_id"] not in (None, NULL) else ""
-        chunk = _number(feature["chunk_id"])
-        if (image, chunk) not in self.repeated:
+        window_fields = _window_fields(self.layer)
+        where = _same_chunk(feature, window_fields)
+        if where is None or where not in self.repeated:
             return ""
-        expression = QgsExpression.createFieldEqualityExpression("chunk_id", feature["chunk_id"])
-        if image:
-            expression += " AND " + QgsExpression.createFieldEqualityExpression("image_id", image)
+        expression = " AND ".join(QgsExpression.createFieldEqualityExpression(name, feature[name]) for name in window_fields)
+        if where[0]:
+            expression += " AND " + QgsExpression.createFieldEqualityExpression("image_id", where[0])
         request = QgsFeatureRequest().setFilterExpression(expression).setFlags(QgsFeatureRequest.Flag.NoGeometry)
-        others = [label_value(other[LABEL_FIELD]) for other in self.layer.getFeatures(request.setSubsetOfAttributes([LABEL_FIELD, "chunk_id", "image_id"], self.layer.fields()))
+        others = [label_value(other[LABEL_FIELD]) for other in self.layer.getFeatures(request.setSubsetOfAttributes([LABEL_FIELD, "image_id", *window_fields], self.layer.fields()))
                   if other.id() != feature.id()]
         said = ", ".join("not labelled" if other is None else NAMES[other] for other in others)
         disagree = len({label for label in [value, *others] if label is not None}) > 1

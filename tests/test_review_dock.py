@@ -573,20 +573,23 @@ out["probability_in_german"] = dock.probability_label.text()
 QLocale.setDefault(QLocale.c())
 # Two geologists' layers merged: a chunk's other rows are shown with the one in view, and a disagreement is named
 from qgis.core import QgsFeature, QgsGeometry
-merged = QgsVectorLayer("Polygon?crs=EPSG:4326&field=image_id:string&field=chunk_id:integer&field=probability:double&field=label:integer", "merged", "memory")
-rows = [("A", 1, 0.5, 1), ("A", 1, 0.5, 0), ("A", 2, 0.3, 1), ("A", 2, 0.3, 1), ("A", 3, 0.2, None)]
+merged = QgsVectorLayer("Polygon?crs=EPSG:4326&field=image_id:string&field=chunk_id:integer&field=probability:double&field=label:integer"
+                        "&field=x_off:integer&field=y_off:integer&field=width:integer&field=height:integer", "merged", "memory")
+# the last row is chunk 1 of another detect run, on a 128-px grid: other ground, though its chunk_id is the same
+rows = [("A", 1, 0.5, 1, 64, 64), ("A", 1, 0.5, 0, 64, 64), ("A", 2, 0.3, 1, 128, 64), ("A", 2, 0.3, 1, 128, 64), ("A", 3, 0.2, None, 192, 64),
+        ("A", 1, 0.4, 0, 128, 128)]
 features = []
-for image, chunk, p, label in rows:
+for image, chunk, p, label, x_off, side in rows:
     feature = QgsFeature(merged.fields())
-    feature.setGeometry(QgsGeometry.fromWkt(f"POLYGON(({chunk} 0,{chunk + 1} 0,{chunk + 1} 1,{chunk} 1,{chunk} 0))"))
-    feature.setAttributes([image, chunk, p, label])
+    feature.setGeometry(QgsGeometry.fromWkt(f"POLYGON(({x_off} 0,{x_off + side} 0,{x_off + side} {side},{x_off} {side},{x_off} 0))"))
+    feature.setAttributes([image, chunk, p, label, x_off, 0, side, side])
     features.append(feature)
 merged.dataProvider().addFeatures(features)
 QgsProject.instance().addMapLayer(merged)
 dock.set_layer(merged)
 dock.set_order("position")
 out["merged_rows"] = []
-for position in (0, 2, 4):
+for position in (0, 2, 3, 5):
     dock.position = position
     dock._refresh()
     out["merged_rows"].append(dock.current_label.text())
@@ -716,9 +719,11 @@ def test_a_chunk_gone_from_the_file_is_not_labelled_and_new_chunks_come_after_a_
 
 
 def test_a_chunks_other_rows_in_a_merged_layer_are_shown_and_a_disagreement_named(dock_run):
-    """Two geologists' layers merged showed each chunk twice, with nothing to say that its rows disagreed."""
-    disputed, alike, single = dock_run["out"]["merged_rows"]
+    """Two geologists' layers merged showed each chunk twice, with nothing to say that its rows disagreed. Rows are one chunk
+    where they lie on the same pixels, as training reads them: chunk 1 of a run at another chunk size is other ground."""
+    disputed, other_grid, alike, single = dock_run["out"]["merged_rows"]
     assert disputed == "icy (1); 1 other row(s) of this chunk: not icy (they disagree: training leaves it out until they agree)"
+    assert other_grid == "not icy (0)"
     assert alike == "icy (1); 1 other row(s) of this chunk: icy" and single == "not labelled"
 
 
