@@ -9,6 +9,7 @@ import datetime
 import os
 import queue
 import shlex
+import subprocess
 import sys
 import threading
 import time
@@ -395,7 +396,7 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
             pass
         except BaseException as exc:  # handed to the main thread, which reports it
             where = f"{read_last[1]} chunk {read_last[0].chunk_id} ({_pixels(read_last[0])})" if read_last else "at the grid's first chunk"
-            failure.append(_placed(exc, f"reading {raster_path} {where}", read_last[0] if read_last else None, raster_path))
+            failure.append(_placed(exc, f"reading {raster_path} {where}", read_last[0] if read_last else None, raster_path, chunk_size, stride))
         finally:
             batches.put(None)
 
@@ -424,7 +425,7 @@ def _detect_by_chunk(raster_path, info, chunk_size, stride, total, input_size, n
                     logits = runtime.chunk_logits(scorer, images[..., None], options.tta)
             except Exception as exc:
                 raise _placed(exc, f"scoring chunks {batch[0][0].chunk_id}-{batch[-1][0].chunk_id} of {raster_path}, the first at {_pixels(batch[0][0])}",
-                              batch[0][0], raster_path)
+                              batch[0][0], raster_path, chunk_size, stride)
             network_seconds += time.monotonic() - t0
             probabilities = calibration.apply(logits, metadata.get("calibration"))
             for (window, whole, centre, _, _), p in zip(batch, probabilities):
@@ -453,14 +454,19 @@ def _pixels(window: ChunkWindow) -> str:
     return f"pixels x {window.x_off}, y {window.y_off}, {window.width} x {window.height}"
 
 
-def _placed(exc: BaseException, doing: str, window: Optional[ChunkWindow], path: str) -> BaseException:
+def _placed(exc: BaseException, doing: str, window: Optional[ChunkWindow], path: str, chunk_size: int, stride: int) -> BaseException:
     """An unforeseen failure with a note of what was being done where (Python 3.11's notes end its traceback), and a crop of
-    the image around it, so that a bug report can be cut down to a small file. The engine's own errors say what is wrong already."""
+    the image around it, so that a bug report can be cut down to a small file. The engine's own errors say what is wrong already.
+    The crop starts on the grid (a whole number of strides before the chunk), so that detect on it, at the same CHUNK_SIZE and
+    STRIDE, reads the failing chunk as the image's grid did."""
     if not isinstance(exc, (EngineError, KeyboardInterrupt, _ReadingStopped)) and hasattr(exc, "add_note"):
         crop = ""
         if window is not None:
-            x, y = max(0, window.x_off - window.width), max(0, window.y_off - window.height)
-            crop = f"; a crop around it to reproduce it on: gdal_translate -srcwin {x} {y} {3 * window.width} {3 * window.height} {shlex.quote(path)} crop.tif"
+            back = -(-chunk_size // stride) * stride  # a neighbour's worth of the grid before it
+            x, y = max(0, window.x_off - back), max(0, window.y_off - back)
+            quoted = subprocess.list2cmdline([path]) if os.name == "nt" else shlex.quote(path)  # cmd.exe reads no single quotes
+            crop = (f"; a crop around it to reproduce it on (detect it with CHUNK_SIZE {chunk_size} and STRIDE {stride}): gdal_translate -srcwin {x} {y} "
+                    f"{window.x_off + 2 * chunk_size - x} {window.y_off + 2 * chunk_size - y} {quoted} crop.tif")
         exc.add_note(f"hiriseice: while {doing}{crop}")
     return exc
 

@@ -507,6 +507,20 @@ def test_an_unforeseen_failure_mid_image_says_which_chunk_and_how_to_crop_around
     assert not out.exists()
 
 
+def test_the_crop_of_an_unforeseen_failure_starts_on_the_grid():
+    """A crop starting a chunk's width before it, at CHUNK_SIZE 1024 and STRIDE 768, put the failing chunk between the crop's
+    own grid lines: detect on it read other windows than the one that failed."""
+    from model.grid import ChunkWindow
+    from model.inference import _placed
+
+    for chunk_size, stride, x_off in ((1024, 768, 3 * 768), (1024, 1024, 2048), (1024, 512, 512), (256, 768, 768)):
+        note = _placed(ValueError("x"), "reading", ChunkWindow(7, 1, 2, x_off, stride, chunk_size, chunk_size), "/data/a b.tif", chunk_size, stride).__notes__[0]
+        x, y, width, height = map(int, re.search(r"-srcwin (\d+) (\d+) (\d+) (\d+) '/data/a b.tif' crop.tif", note).groups())
+        assert x % stride == 0 and (x_off - x) % stride == 0 and y % stride == 0, note  # the chunk on the crop's grid
+        assert x < x_off and x + width >= x_off + chunk_size and y + height >= stride + chunk_size, note  # with the chunk and a neighbour
+        assert f"CHUNK_SIZE {chunk_size} and STRIDE {stride}" in note
+
+
 def test_truncated_raster_is_an_input_error_not_a_crash(scene, tiny_model, worker_python, tmp_path):
     cut = tmp_path / "ESP_999998_9999_RED.tif"
     cut.write_bytes(open(scene.path, "rb").read()[: os.path.getsize(scene.path) // 2])
