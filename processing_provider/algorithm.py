@@ -88,8 +88,9 @@ def _whole_and_said_once(process_algorithm):
             for layer_id, layer in store.mapLayers().items():
                 if layer_id not in before or source_path(layer.source()) in given:
                     store.removeMapLayer(layer_id)
-            if message == str(exc):
+            if message == str(exc) and type(exc) is QgsProcessingException:
                 raise
+            # QGIS takes only the class itself for a failure in words: a subclass (worker.WorkerSaid) reached it as a traceback
             raise QgsProcessingException(message) from None
 
     return wrapper
