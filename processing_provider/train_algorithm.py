@@ -560,11 +560,12 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             unclear_total += unclear
             if not labels or (mode == "chunks" and not filled):
                 empty.append((raster_layer.name(), bool(labels)))
-                why = (f"Every label feature over it has an empty '{label_field}'" if labels and not unclear else
-                       f"Every label feature over it is marked unclear ({unclear} of them), which training leaves out" if unclear == len(labels) else
-                       f"No label feature over it says icy or not icy ({unclear} marked unclear, {len(labels) - unclear} empty)" if labels else
-                       "No label feature drawn on this image lies over it" if elsewhere else "No label feature lies over it")
-                feedback.pushWarning(f"'{raster_layer.name()}': {why}; it is left out of training.")
+                name = raster_layer.name()
+                why = (f"No label feature drawn on this image lies over '{name}'" if elsewhere else f"No label feature lies over '{name}'") if not labels else \
+                      (f"Every label feature has an empty '{label_field}' over '{name}'" if not unclear else
+                       f"Every label feature over '{name}' is marked unclear ({unclear} of them), which training leaves out" if unclear == len(labels) else
+                       f"No label feature over '{name}' says icy or not icy ({unclear} marked unclear, {len(labels) - unclear} empty)")
+                feedback.pushWarning(f"{why}; it is left out of training.")
                 continue
             values = (f"{filled} icy or not icy" + (f", {unclear} marked unclear" if unclear else "")) if mode == "chunks" else f"{len(labels) - filled} without a value, so ice as drawn"
             feedback.pushInfo(f"'{raster_layer.name()}': {len(labels)} label feature(s) over it ({values}), {len(exclude)} exclusion polygon(s)")

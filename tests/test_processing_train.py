@@ -140,7 +140,7 @@ def test_chunk_labels_from_a_reprojected_detect_output(chunk_trained, training_d
     assert (meta["input_size"], meta["chunk_size"], meta["architecture"]["widths"]) == (32, CHUNK, [4, 8, 8, 16])
     training = meta["training"]
     assert training["data"]["label_mode"] == "chunks"
-    assert training["data"]["images"] == [{"image_id": "train_scene", "chunks": 35, "icy": 17}]
+    assert training["data"]["images"] == [{"image_id": "train_scene", "chunks": 35, "icy": 17, "left_out": "1 empty or marked unclear"}]  # UNCLEAR_CHUNK
     assert (training["chunks"], training["icy_chunks"]) == (35, 17)  # 36 chunks, the unclear one left out
     assert (training["epochs_run"], training["total_epochs"], training["seed"]) == (2, 2, 7)
 
