@@ -231,8 +231,9 @@ def train_arrays(images_u8: np.ndarray, labels: np.ndarray, groups: Sequence[str
     few = min(icy_chunks, int(train_mask.sum()) - icy_chunks)
     if few < FEW_OF_A_KIND:
         kind, other = ("icy", "not icy") if few == icy_chunks else ("not icy", "icy")
-        reporter.warning(f"Only {few} {kind} training chunk(s) against {int(train_mask.sum()) - few} {other}: so few teach the network little of them, and "
-                         f"may cost it some of what it knew. Label {FEW_OF_A_KIND} or more {kind} chunks outside the validation groups, and train again.")
+        cost = ", and may cost it some of what it knew" if base is not None else ""
+        reporter.warning(f"Only {few} {kind} training chunk(s) against {int(train_mask.sum()) - few} {other}: so few teach the network little of them{cost}. "
+                         f"Label {FEW_OF_A_KIND} or more {kind} chunks outside the validation groups, and train again.")
     fitting.make_deterministic(options.seed)
     fine_tuning = base is not None
     network = base[0] if fine_tuning else _network_from_scratch(options, reporter)

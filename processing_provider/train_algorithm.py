@@ -526,7 +526,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
     def _raster_entries(self, rasters, band, label_layers, exclude_layers, indices, mode, label_field, context, feedback):
         """The job's rasters, each with the label and exclusion geometries over it in its CRS; a
         raster without labels is left out with a warning, and none left is an error that says why."""
-        entries, empty, drawn_elsewhere, unclear_total = [], [], collections.Counter(), 0
+        entries, empty, drawn_elsewhere, unclear_total, features_total = [], [], collections.Counter(), 0, 0
         for raster_layer in rasters:
             require_crs(raster_layer)
             path = raster_path_for_worker(raster_layer, context, feedback)
@@ -558,6 +558,7 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             # -1 (Mark unclear) is a value, not an empty field: it had been called empty, with "fill it" for its fix
             unclear = sum(1 for item in labels if _marks_unclear(item["label"], mode))
             unclear_total += unclear
+            features_total += len(labels)
             if not labels or (mode == "chunks" and not filled):
                 empty.append((raster_layer.name(), bool(labels)))
                 name = raster_layer.name()
@@ -585,8 +586,8 @@ class TrainAlgorithm(HiriseIceAlgorithm):
             )
         if unclear_total:
             raise QgsProcessingException(
-                f"No label feature over the rasters ({names}) says icy or not icy: {unclear_total} are marked unclear (-1), which training leaves out, "
-                f"and the rest have an empty '{label_field}'. Label some chunks 1 (icy) and some 0 (not icy), e.g. with the HiRISE Ice Patches toolbar "
+                f"No label feature over the rasters ({names}) says icy or not icy: {unclear_total} are marked unclear (-1), which training leaves out"
+                + (f", and the rest have an empty '{label_field}'" if features_total > unclear_total else "") + ". Label some chunks 1 (icy) and some 0 (not icy), e.g. with the HiRISE Ice Patches toolbar "
                 "(Mark icy / Mark not icy), or choose the LABEL_FIELD that holds the labels.")
         raise QgsProcessingException(
             f"Every label feature over the rasters ({names}) has an empty '{label_field}'. Fill it with 1 (icy) or 0 (not icy), "
