@@ -28,7 +28,6 @@ def scene_crops(tiles: Sequence[Dict], observations: Sequence[str], count: int, 
     wanted = set(observations)
     usable = [t for t in tiles if t["observation"] in wanted and t["landform"] not in ("edge", "spider", "swiss cheese", "bright dune")
               and (t["image"] > 0).all()]
-    usable = list({t["name"]: t for t in usable}.values())  # the two terrain folders share crops: each one once
     by_observation: Dict[str, List[Dict]] = {}
     for tile in usable:
         by_observation.setdefault(tile["observation"], []).append(tile)
@@ -41,11 +40,12 @@ def scene_crops(tiles: Sequence[Dict], observations: Sequence[str], count: int, 
     taken = set()
     while len(chosen) < count:  # one crop per observation in turn
         for name in names:
-            # by name: comparing the crops' dicts compared their pixel arrays, which raised for two copies of one crop
-            left = [t for t in by_observation[name] if t["name"] not in taken]
+            # each crop by identity: comparing the crops' dicts compared their pixel arrays, which raised where the two terrain
+            # folders hold crops of one name (48, with other pixels)
+            left = [t for t in by_observation[name] if id(t) not in taken]
             if left and len(chosen) < count:
                 chosen.append(left[int(rng.integers(len(left)))])
-                taken.add(chosen[-1]["name"])
+                taken.add(id(chosen[-1]))
     return chosen
 
 
