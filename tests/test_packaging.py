@@ -227,7 +227,7 @@ def test_installed_from_the_zip_into_a_fresh_profile_it_loads(package, tmp_path)
     assert out["loaded"] is True and out["started"] is True
     assert Path(out["package_file"]).resolve() == (installed / "__init__.py").resolve()  # the installed copy, not the checkout
     assert out["algorithms"] == ["hiriseice:chunk", "hiriseice:detect", "hiriseice:download", "hiriseice:find", "hiriseice:survey", "hiriseice:train"]
-    assert "HiRISE Ice Patches" in out["menus"]
+    assert "HiRISE &Ice Patches" in out["menus"]  # Alt+I opens it
     assert Path(out["default_model"]).resolve() == (installed / "resources" / "models" / "default.hiriseice").resolve()
     assert out["default_model_chunk_size"]
     assert out["chunks"] == 6  # 96 x 64 px in 32-px chunks
