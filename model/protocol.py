@@ -24,10 +24,12 @@ import time
 # Unicode's bidirectional controls: a file named with one (U+202E) turned the rest of every line naming it right to left in the
 # Processing log and the terminal. Shown escaped in messages; names stay as they are in results and outputs.
 BIDI_CONTROLS = {ord(c): f"\\u{ord(c):04x}" for c in "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"}
-# The other control characters but the tab: a file named with a newline broke its message into two log lines, the second
-# without its "warning:"; a carriage return or an escape sequence rewrote a terminal's line. No message is meant to span lines.
-LINE_CONTROLS = {code: ("\\n" if code == 10 else "\\r" if code == 13 else f"\\x{code:02x}")
-                 for code in [*range(0x20), *range(0x7f, 0xa0)] if code != 9}
+# The other control characters but the tab, and Unicode's line and paragraph separators: a file named with a newline broke
+# its message into two log lines, the second without its "warning:"; a carriage return or an escape sequence rewrote a
+# terminal's line. No message is meant to span lines.
+LINE_CONTROLS = {**{code: ("\\n" if code == 10 else "\\r" if code == 13 else f"\\x{code:02x}")
+                    for code in [*range(0x20), *range(0x7f, 0xa0)] if code != 9},
+                 0x2028: "\\u2028", 0x2029: "\\u2029"}
 SHOWN = {**BIDI_CONTROLS, **LINE_CONTROLS}
 
 

@@ -342,6 +342,16 @@ def test_a_bidirectional_control_in_a_name_is_shown_escaped_in_the_log_and_kept_
     assert ids == {"scene\u202egnp"}  # the name itself, as the file has it
 
 
+def test_every_character_that_breaks_or_rewrites_a_line_is_shown_escaped():
+    """Python's splitlines, as QGIS's log and terminals, breaks at more than newlines: U+2028 and U+2029 too."""
+    from model.protocol import shown
+
+    breaking = "a\nb\rc\x0bd\x0ce\x1cf\x85g\u2028h\u2029i\x1b[2Jj\u202ek"
+    assert len(breaking.splitlines()) > 1 and len(shown(breaking).splitlines()) == 1
+    assert shown(breaking) == "a\\nb\\rc\\x0bd\\x0ce\\x1cf\\x85g\\u2028h\\u2029i\\x1b[2Jj\\u202ek"
+    assert shown("tab\tkept") == "tab\tkept"
+
+
 @pytest.mark.parametrize("jsonl", [True, False])
 def test_a_newline_in_a_name_keeps_each_message_on_one_line(scene, worker_python, tmp_path, jsonl):
     """A file named with a newline broke every message naming it into two log lines, the second without its "warning:"."""
