@@ -101,13 +101,10 @@ def _window_fields(layer: QgsVectorLayer) -> List[str]:
     return list(WINDOW_FIELDS) if all(layer.fields().lookupField(name) >= 0 for name in WINDOW_FIELDS) else ["chunk_id"]
 
 
-def _same_chunk(feature, window_fields: List[str]) -> Optional[Tuple]:
+def _same_chunk(feature, image: str, window_fields: List[str]) -> Optional[Tuple]:
     """Where the feature's chunk lies (its image and window_fields' values), or None where one is missing."""
     values = tuple(_number(feature[name]) for name in window_fields)
-    if None in values:
-        return None
-    image = str(feature["image_id"]) if feature.fields().lookupField("image_id") >= 0 and feature["image_id"] not in (None, NULL) else ""
-    return (image, *values)
+    return None if None in values else (image, *values)
 
 
 def review_order(layer: QgsVectorLayer, order: str = ORDER_REVIEW_RANK, repeated: Optional[Set[Tuple]] = None) -> List[int]:
@@ -129,7 +126,7 @@ def review_order(layer: QgsVectorLayer, order: str = ORDER_REVIEW_RANK, repeated
         image = str(feature["image_id"]) if with_images and feature["image_id"] not in (None, NULL) else ""
         chunk = _number(feature["chunk_id"])
         chunk = chunk if chunk is not None else float("inf")
-        where = _same_chunk(feature, window_fields) if repeated is not None else None
+        where = _same_chunk(feature, image, window_fields) if repeated is not None else None
         if where is not None:
             if where in seen:
                 repeated.add(where)
@@ -828,13 +825,14 @@ class ReviewDock(QgsDockWidget):
     def _other_rows_note(self, feature, value: Optional[int]) -> str:
         """Where this chunk has other rows in the layer (two geologists' layers merged), what they say: training leaves a chunk
         out whose rows disagree, and the counts above count rows."""
+        image = str(feature["image_id"]) if self.layer.fields().lookupField("image_id") >= 0 and feature["image_id"] not in (None, NULL) else ""
         window_fields = _window_fields(self.layer)
-        where = _same_chunk(feature, window_fields)
+        where = _same_chunk(feature, image, window_fields)
         if where is None or where not in self.repeated:
             return ""
         expression = " AND ".join(QgsExpression.createFieldEqualityExpression(name, feature[name]) for name in window_fields)
-        if where[0]:
-            expression += " AND " + QgsExpression.createFieldEqualityExpression("image_id", where[0])
+        if image:
+            expression += " AND " + QgsExpression.createFieldEqualityExpression("image_id", image)
         request = QgsFeatureRequest().setFilterExpression(expression).setFlags(QgsFeatureRequest.Flag.NoGeometry)
         others = [label_value(other[LABEL_FIELD]) for other in self.layer.getFeatures(request.setSubsetOfAttributes([LABEL_FIELD, "image_id", *window_fields], self.layer.fields()))
                   if other.id() != feature.id()]
