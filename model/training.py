@@ -316,9 +316,15 @@ def _calibration(val_logits, val_y, base_metadata: Optional[Dict], mix, base_log
     fine_tuning = base_metadata is not None
     base_calibration = base_metadata.get("calibration") if fine_tuning else None
     chosen, record = finetune.choose_calibration(val_logits, val_y, base_calibration, "kept the base model's" if fine_tuning else "none", options.calibrate)
-    if not (fine_tuning and mix):
-        reporter.log(f"calibration: {record['choice']} ({record['reason']})")
-        return chosen, record
+    if fine_tuning and mix:
+        chosen, record = _held_at_the_base(chosen, record, base_calibration, mix, base_logits, held_out_logits, logits_of)
+    reporter.log(f"calibration: {record['choice']} ({record['reason']})" + (f"; {record['false_alarms']}" if "false_alarms" in record else ""))
+    return chosen, record
+
+
+def _held_at_the_base(chosen, record: Dict, base_calibration: Optional[Dict], mix, base_logits: Dict, held_out_logits: Dict, logits_of):
+    """The chosen calibration with its false alarms held at the base's level (on the reference crops, or for a base without them
+    its rehearsed ice-free examples), and a fit that would lose the base's held-out ice left for the base's, held alike."""
     if len(mix.reference):
         reference_logits, base_reference = logits_of(mix.reference), calibration.log_odds(base_logits["reference"], base_calibration)
 
@@ -337,7 +343,6 @@ def _calibration(val_logits, val_y, base_metadata: Optional[Dict], mix, base_log
             record, note = {"choice": "kept the base model's", "reason": vetoed}, kept_note
     if note:
         record["false_alarms"] = note
-    reporter.log(f"calibration: {record['choice']} ({record['reason']})" + (f"; {record['false_alarms']}" if "false_alarms" in record else ""))
     return chosen, record
 
 
